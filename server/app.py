@@ -1,0 +1,214 @@
+"""The Starlette web application: login, the grid worker's households, the
+secretary's communities. HTML over the wire (Jinja2 + htmx).
+
+CouchDB calls are blocking (pycouchdb), so handlers run them in the thread
+pool with `run_in_threadpool`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from . import accounts, queries
+from .config import PROJECT_ROOT, Settings
+from .couch import Couch, get_or_none
+from .domain import Role, export_json
+from .i18n import DEFAULT_LANG, LANGUAGES, translator
+from .security import CSRFMiddleware, csrf_token, session_user_matches, start_session
+
+HERE = Path(__file__).resolve().parent
+VENDOR_DIR = PROJECT_ROOT / "pwa" / "vendor"
+SIGNED_IN_COOKIE = "signed_in"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _lang(request: Request) -> str:
+    lang = request.cookies.get("lang", DEFAULT_LANG)
+    return lang if lang in LANGUAGES else DEFAULT_LANG
+
+
+def _template_context(request: Request) -> dict[str, Any]:
+    lang = _lang(request)
+    return {"t": translator(lang), "lang": lang, "csrf_token": csrf_token(request.session),
+            "user": request.state.user if hasattr(request.state, "user") else None}
+
+
+def _finalize_none(value: Any) -> Any:
+    # Render None as empty text, as Nunjucks does, so templates can later be
+    # shared with the service worker (see pwa/README.md).
+    return "" if value is None else value
+
+
+templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_template_context])
+templates.env.finalize = _finalize_none
+
+
+class LoginRequired(Exception):
+    """Raised by handlers when no valid session is present."""
+
+
+def create_app(settings: Settings, couch: Couch) -> Starlette:
+    """The web application bound to one CouchDB connection."""
+
+    async def current_user(request: Request) -> dict[str, Any]:
+        username = request.session.get("user")
+        if not username:
+            raise LoginRequired
+        user = await run_in_threadpool(get_or_none, couch.accounts, accounts.user_id(username))
+        if not session_user_matches(request.session, user):
+            request.session.clear()
+            raise LoginRequired
+        request.state.user = user
+        return user
+
+    def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+        return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    async def login_page(request: Request) -> Response:
+        message = "session_expired" if request.query_params.get("expired") else None
+        return render(request, "login.html", message=message, username="",
+                      next=request.query_params.get("next", "/"))
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        username = str(form.get("username", "")).strip()
+        password = str(form.get("password", ""))
+        next_url = str(form.get("next", "/"))
+        if not next_url.startswith("/") or next_url.startswith("//"):
+            next_url = "/"  # no open redirect
+        if not username or not password:
+            return render(request, "login.html", 400, message="login_missing", username=username, next=next_url)
+        try:
+            user = await run_in_threadpool(accounts.authenticate, couch.accounts, username, password, _now())
+        except accounts.LoginLocked as locked:
+            until = locked.until.astimezone().strftime("%H:%M")
+            return render(request, "login.html", 429, message="login_locked", until=until,
+                          username=username, next=next_url)
+        if user is None:
+            return render(request, "login.html", 401, message="login_failed", username=username, next=next_url)
+        start_session(request.session, user)
+        response = RedirectResponse(next_url, status_code=303)
+        # Outlives the session cookie, so that a lapsed session can be told apart from "never logged in".
+        response.set_cookie(SIGNED_IN_COOKIE, "1", max_age=30 * 86400, httponly=True, samesite="lax",
+                            secure=settings.cookie_secure)
+        return response
+
+    async def logout(request: Request) -> Response:
+        request.session.clear()
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SIGNED_IN_COOKIE)
+        return response
+
+    async def set_language(request: Request) -> Response:
+        form = await request.form()
+        lang = str(form.get("lang", ""))
+        if lang not in LANGUAGES:
+            raise HTTPException(400, f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}")
+        back = request.headers.get("referer", "/")
+        response = RedirectResponse(back if back.startswith(str(request.base_url)) else "/", status_code=303)
+        response.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", secure=settings.cookie_secure)
+        return response
+
+    async def home(request: Request) -> Response:
+        user = await current_user(request)
+        r = queries.roles(user)
+        if Role.ADMIN in r or Role.SECRETARY in r:
+            return RedirectResponse("/communities", status_code=303)
+        if Role.GRID_WORKER in r and user.get("grids"):
+            return RedirectResponse("/grids/" + quote(user["grids"][0], safe=":"), status_code=303)
+        return render(request, "home.html", role_keys=["role_" + role.value for role in sorted(r)])
+
+    async def grid_page(request: Request) -> Response:
+        user = await current_user(request)
+        grid = await run_in_threadpool(queries.load_doc, couch, request.path_params["grid_id"], "grid")
+        if grid is None:
+            raise HTTPException(404)
+        if not queries.can_view_grid(user, grid):
+            raise HTTPException(403)
+        query = request.query_params.get("q", "")[:100]
+        try:
+            offset = max(0, int(request.query_params.get("offset", "0")))
+        except ValueError:
+            raise HTTPException(400, "offset must be a whole number") from None
+        page = await run_in_threadpool(queries.grid_households, couch, grid["_id"], query, offset)
+        # htmx asks for just the rows (search as you type, "load more").
+        name = "_household_rows.html" if request.headers.get("hx-request") else "grid.html"
+        return render(request, name, grid=grid, page=page, q=query)
+
+    async def household_page(request: Request) -> Response:
+        user = await current_user(request)
+        household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
+        if household is None:
+            raise HTTPException(404)
+        grid = await run_in_threadpool(queries.load_doc, couch, household["grid"], "grid")
+        if grid is None or not queries.can_view_grid(user, grid):
+            raise HTTPException(403)
+        residents = await run_in_threadpool(queries.household_detail, couch, household, dt.date.today())
+        return render(request, "household.html", household=household, grid=grid, residents=residents)
+
+    async def communities_page(request: Request) -> Response:
+        user = await current_user(request)
+        if not queries.roles(user) & {Role.ADMIN, Role.SECRETARY}:
+            raise HTTPException(403)
+        overview = await run_in_threadpool(queries.community_overview, couch, user)
+        return render(request, "communities.html", communities=overview)
+
+    async def schema_json(request: Request) -> Response:
+        return JSONResponse(export_json())
+
+    async def healthz(request: Request) -> Response:
+        info = await run_in_threadpool(couch.main.config)
+        return JSONResponse({"ok": True, "documents": info.get("doc_count")})
+
+    async def on_login_required(request: Request, exc: Exception) -> Response:
+        target = "/login?next=" + quote(request.url.path, safe="/:")
+        if request.cookies.get(SIGNED_IN_COOKIE):  # was logged in, did not log out: the session lapsed
+            target += "&expired=1"
+        if request.headers.get("hx-request"):  # htmx follows HX-Redirect, not a 303
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        return RedirectResponse(target, status_code=303)
+
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
+        keys = {400: "bad_request", 403: "forbidden", 404: "not_found"}
+        detail = exc.detail if exc.status_code == 400 and exc.detail != "Bad Request" else None
+        return render(request, "error.html", exc.status_code, message=keys.get(exc.status_code, "bad_request"),
+                      detail=detail)
+
+    routes = [
+        Route("/", home),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/lang", set_language, methods=["POST"]),
+        Route("/grids/{grid_id}", grid_page),
+        Route("/households/{household_id}", household_page),
+        Route("/communities", communities_page),
+        Route("/schema.json", schema_json),
+        Route("/healthz", healthz),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
+    ]
+    middleware = [
+        Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="session",
+                   max_age=settings.session_max_age, same_site="lax", https_only=settings.cookie_secure),
+        Middleware(CSRFMiddleware),
+    ]
+    return Starlette(routes=routes, middleware=middleware,
+                     exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error})

@@ -1,0 +1,203 @@
+"""`linli`: the command line for running and administering Linli.
+
+    linli serve            start the web server (and the embedded CouchDB unless COUCHDB_URL is set)
+    linli demo             load the synthetic demo community
+    linli user add         create an account
+    linli validate FILE    check documents in a JSON file against the domain declaration
+    linli export-schema    print the domain declaration as JSON (what the PWA reads)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import secrets
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import accounts, demo
+from .config import Settings, load_settings
+from .couch import Couch, connect, get_or_none
+from .domain import Role, ValidationError, export_json, validate
+from .embedded_couch import EmbeddedCouch, free_port
+
+DEMO_LOGINS_FILE = "demo-logins.txt"
+
+
+@contextlib.contextmanager
+def open_couch(settings: Settings) -> Iterator[Couch]:
+    """Connect to COUCHDB_URL, or run the embedded pouchdb-server for the duration."""
+    if settings.couchdb_url:
+        yield connect(settings)
+        return
+    with EmbeddedCouch(settings.data_dir / "couch") as embedded:
+        yield connect(settings, embedded.url)
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) -> str | None:
+    """Load the demo community if it is not there yet; return the demo logins text, if any.
+
+    The shared demo password is random per installation and kept in the data
+    folder (mode 0600), never in the repository.
+    """
+    logins_path = settings.data_dir / DEMO_LOGINS_FILE
+    if get_or_none(couch.main, demo.STREET_ID) is None:
+        password = secrets.token_urlsafe(9)
+        print(f"Loading the demo community (seed {seed}) …", flush=True)
+        report = demo.load(couch, seed=seed, size=size, password=password, progress=sys.stdout.isatty())
+        print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
+        lines = [f"Demo password for every demo account: {password}", ""]
+        lines += [f"  {login.username:<22} {login.role:<18} {login.where}" for login in demo.demo_logins(seed, size)]
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _write_private(logins_path, "\n".join(lines) + "\n")
+    return logins_path.read_text(encoding="utf-8") if logins_path.exists() else None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = load_settings()
+    port = settings.port if _port_is_free(settings.host, settings.port) else free_port(settings.host)
+    with open_couch(settings) as couch:
+        logins = None
+        if not args.no_demo and (args.demo or not settings.couchdb_url):
+            logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
+        couch.main.query("linli/by_grid", limit=0)  # build the view index now, not on the first page view
+        url = f"http://{settings.host}:{port}/"
+        print("\n" + "=" * 60)
+        print(f"Linli is running: open {url}")
+        print("CouchDB: " + ("COUCHDB_URL" if settings.couchdb_url else f"embedded, data in {settings.data_dir}"))
+        if logins:
+            print(logins, end="")
+            print(f"(kept in {settings.data_dir / DEMO_LOGINS_FILE})")
+        print("Press Ctrl-C to stop.")
+        print("=" * 60 + "\n", flush=True)
+        uvicorn.run(create_app(settings, couch), host=settings.host, port=port, log_level=args.log_level,
+                    proxy_headers=True)
+    print("Stopped cleanly.")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with open_couch(settings) as couch:
+        logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
+    print(logins or "The demo community was already loaded (no logins file found in the data folder).")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    password = os.environ.get("LINLI_NEW_PASSWORD") or getpass.getpass("Password for the new user: ")
+    try:
+        doc = accounts.make_user(args.username, args.display_name, [Role(r) for r in args.role], args.street,
+                                 password, communities=args.community, grids=args.grid, department=args.department)
+    except (ValueError, ValidationError) as error:
+        print(f"linli: {error}", file=sys.stderr)
+        return 2
+    with open_couch(load_settings()) as couch:
+        if get_or_none(couch.accounts, doc["_id"]):
+            print(f"linli: user {args.username!r} already exists", file=sys.stderr)
+            return 2
+        couch.accounts.save(doc)
+    print(f"Created user {args.username}.")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"linli: cannot read {args.file}: {error}", file=sys.stderr)
+        return 2
+    docs = data if isinstance(data, list) else data.get("docs", [data]) if isinstance(data, dict) else [data]
+    bad = 0
+    for index, doc in enumerate(docs):
+        try:
+            validate(doc)
+        except ValidationError as error:
+            bad += 1
+            for field_error in error.errors:
+                print(f"document {index} ({error.doc_id or 'no _id'}): {field_error}")
+    print(f"{len(docs) - bad} valid, {bad} invalid")
+    return 1 if bad else 0
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(export_json(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linli", description="Linli (邻里): offline-first community governance. "
+        "Configuration comes from the environment: COUCHDB_URL, COUCHDB_USER, COUCHDB_PASSWORD(_FILE), "
+        "LINLI_DATA_DIR, LINLI_SECRET_KEY(_FILE), LINLI_HOST, LINLI_PORT (see README.md).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the web server; without COUCHDB_URL also the embedded CouchDB "
+                           "and, on first start, the demo community")
+    serve.add_argument("--no-demo", action="store_true", help="do not load the demo community")
+    serve.add_argument("--demo", action="store_true", help="load the demo community even with COUCHDB_URL set")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=cmd_serve)
+
+    demo_cmd = sub.add_parser("demo", help="load the synthetic demo community (once; later runs do nothing)")
+    demo_cmd.set_defaults(func=cmd_demo)
+
+    for p in (serve, demo_cmd):
+        p.add_argument("--seed", type=int, default=2025, help="demo generator seed (default 2025)")
+        p.add_argument("--residents", type=int, default=demo.PILOT_RESIDENTS,
+                       help="approximate number of demo residents (default: the pilot street, "
+                            f"about {demo.PILOT_RESIDENTS})")
+
+    user = sub.add_parser("user", help="manage accounts")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_sub.add_parser("add", help="create an account (password from LINLI_NEW_PASSWORD or a prompt)")
+    add.add_argument("username")
+    add.add_argument("--display-name", required=True)
+    add.add_argument("--role", action="append", required=True, choices=[r.value for r in Role])
+    add.add_argument("--street", required=True, help="street id, e.g. street:hongshan")
+    add.add_argument("--community", action="append", default=[], help="community id (repeatable)")
+    add.add_argument("--grid", action="append", default=[], help="grid id (repeatable)")
+    add.add_argument("--department", help="department id, for department staff")
+    add.set_defaults(func=cmd_user_add)
+
+    check = sub.add_parser("validate", help="validate documents in a JSON file (one document, a list, "
+                           "or {\"docs\": [...]}) and name every bad field")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_validate)
+
+    export = sub.add_parser("export-schema", help="print the domain declaration as JSON")
+    export.set_defaults(func=cmd_export_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Settings, read once from the environment (and files the environment names).
+
+Secrets never live in the repository: each secret comes from an environment
+variable, or from a file named by `<NAME>_FILE`, or (for the embedded
+development setup only) is generated into the data folder with mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_secret(name: str) -> str | None:
+    """Value of $NAME, else the contents of the file named by $NAME_FILE, else None."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(name + "_FILE")
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return None
+
+
+def _generated_secret(path: Path) -> str:
+    """A random secret kept in the data folder so that restarts keep sessions valid."""
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    couchdb_url: str | None  # None: start the embedded pouchdb-server
+    couchdb_user: str | None
+    couchdb_password: str | None
+    db_prefix: str
+    secret_key: str
+    host: str
+    port: int
+    session_max_age: int  # seconds
+    cookie_secure: bool
+
+    def db_name(self, logical: str) -> str:
+        """CouchDB database name for a logical database ("main", "accounts")."""
+        return f"{self.db_prefix}{logical}"
+
+
+def load_settings() -> Settings:
+    data_dir = Path(os.environ.get("LINLI_DATA_DIR", PROJECT_ROOT / "data")).resolve()
+    return Settings(
+        data_dir=data_dir,
+        couchdb_url=os.environ.get("COUCHDB_URL") or None,
+        couchdb_user=os.environ.get("COUCHDB_USER") or None,
+        couchdb_password=read_secret("COUCHDB_PASSWORD"),
+        db_prefix=os.environ.get("LINLI_DB_PREFIX", "linli_"),
+        secret_key=read_secret("LINLI_SECRET_KEY") or _generated_secret(data_dir / "secret_key"),
+        host=os.environ.get("LINLI_HOST", "127.0.0.1"),
+        port=int(os.environ.get("LINLI_PORT", "8000")),
+        session_max_age=int(os.environ.get("LINLI_SESSION_MAX_AGE", str(12 * 3600))),
+        cookie_secure=os.environ.get("LINLI_COOKIE_SECURE", "") == "1",
+    )

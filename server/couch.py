@@ -1,0 +1,146 @@
+"""The CouchDB side: connecting, creating databases and views, bulk writes.
+
+Only HTTP APIs that Apache CouchDB 3.x has are used, so the same code runs on
+the embedded pouchdb-server and on a production CouchDB cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pycouchdb
+from pycouchdb.exceptions import NotFound
+
+from .config import Settings
+from .domain import ACCOUNTS_DB, MAIN_DB
+
+DESIGN_ID = "_design/linli"
+
+# Map functions are JavaScript because CouchDB runs them; keep them tiny.
+MAIN_VIEWS = {
+    # Counts and listings per grid and per community, by document type.
+    "by_grid": {
+        "map": "function (doc) { if (doc.type && doc.grid) { emit([doc.grid, doc.type], null); } }",
+        "reduce": "_count",
+    },
+    "by_community": {
+        "map": "function (doc) { if (doc.type && doc.community) { emit([doc.community, doc.type], null); } }",
+        "reduce": "_count",
+    },
+    # A household's residents, visits, devices, alerts.
+    "by_household": {
+        "map": "function (doc) { if (doc.type && doc.household) { emit([doc.household, doc.type], null); } }",
+        "reduce": "_count",
+    },
+}
+ACCOUNT_VIEWS = {
+    # Who works in which grid, for the secretary's overview.
+    "users_by_grid": {
+        "map": "function (doc) { if (doc.type === 'user' && doc.grids) {"
+               " doc.grids.forEach(function (g) { emit(g, {name: doc.display_name, roles: doc.roles}); }); } }",
+    },
+}
+
+
+def server_url(settings: Settings, embedded_url: str | None = None) -> str:
+    """The CouchDB base URL with credentials folded in the way pycouchdb reads them."""
+    url = settings.couchdb_url or embedded_url
+    if not url:
+        raise RuntimeError("no CouchDB: set COUCHDB_URL or start the embedded server")
+    if settings.couchdb_user and settings.couchdb_password:
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        creds = f"{quote(settings.couchdb_user, safe='')}:{quote(settings.couchdb_password, safe='')}"
+        url = urlunsplit(parts._replace(netloc=f"{creds}@{host}"))
+    return url.rstrip("/") + "/"
+
+
+@dataclass
+class Couch:
+    """The two databases Linli uses, opened on one server."""
+
+    server: pycouchdb.Server
+    main: pycouchdb.client.Database
+    accounts: pycouchdb.client.Database
+
+    def db(self, logical: str) -> pycouchdb.client.Database:
+        return {MAIN_DB: self.main, ACCOUNTS_DB: self.accounts}[logical]
+
+
+def connect(settings: Settings, embedded_url: str | None = None) -> Couch:
+    """Open (creating if needed) Linli's databases and their design documents."""
+    server = pycouchdb.Server(server_url(settings, embedded_url), timeout=60)
+    dbs = {}
+    for logical, views in ((MAIN_DB, MAIN_VIEWS), (ACCOUNTS_DB, ACCOUNT_VIEWS)):
+        name = settings.db_name(logical)
+        db = server.database(name) if name in server else server.create(name)
+        _ensure_design(db, views)
+        dbs[logical] = db
+    return Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB])
+
+
+def _ensure_design(db: pycouchdb.client.Database, views: dict[str, Any]) -> None:
+    try:
+        current = db.get(DESIGN_ID)
+    except NotFound:
+        current = {"_id": DESIGN_ID}
+    if current.get("views") != views:
+        db.save({**current, "language": "javascript", "views": views})
+
+
+def get_or_none(db: pycouchdb.client.Database, doc_id: str) -> dict[str, Any] | None:
+    try:
+        return db.get(doc_id)
+    except NotFound:
+        return None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    id: str
+    rev: str | None
+    error: str | None
+    reason: str | None
+
+
+def bulk_save(db: pycouchdb.client.Database, docs: list[dict[str, Any]]) -> list[BulkResult]:
+    """POST _bulk_docs and return one result per document, errors included.
+
+    pycouchdb's save_bulk raises on the first per-document error; callers here
+    need every result (a batch is never all-or-nothing in CouchDB 3).
+    """
+    response, results = db.resource._request_response(
+        "POST", "_bulk_docs", data=json.dumps({"docs": docs}).encode(),
+        headers={"Content-Type": "application/json"})
+    if response.status_code >= 400 or not isinstance(results, list):
+        raise RuntimeError(f"_bulk_docs failed with HTTP {response.status_code}: {results}")
+    return [BulkResult(r.get("id", ""), r.get("rev"), r.get("error"), r.get("reason")) for r in results]
+
+
+def iter_view_docs(db: pycouchdb.client.Database, view: str, key_prefix: list[Any]) -> Iterator[dict[str, Any]]:
+    """Documents whose view key starts with key_prefix, in key order."""
+    rows = db.query(view, startkey=key_prefix, endkey=[*key_prefix, {}], reduce="false",
+                    include_docs="true", pagesize=500)
+    for row in rows:
+        yield row["doc"]
+
+
+def get_many(db: pycouchdb.client.Database, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The existing documents among ids, by id, in one _all_docs request."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    rows = db.all(keys=ids, as_list=True)
+    return {row["id"]: row["doc"] for row in rows if row.get("doc")}
+
+
+def count_by(db: pycouchdb.client.Database, view: str, keys: Iterable[Any] | None = None) -> dict[tuple, int]:
+    """Reduced counts of a `_count` view grouped on its full key."""
+    params: dict[str, Any] = {"group": "true"}
+    if keys is not None:
+        params["keys"] = list(keys)
+    return {tuple(row["key"]): row["value"] for row in db.query(view, **params)}

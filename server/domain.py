@@ -1,0 +1,484 @@
+"""The one declaration of Linli's domain: document types, their fields, and
+each field's category and protection tier.
+
+Everything else reads this module: the web server validates with it, the sync
+gateway routes by its scope fields, the crypto layer encrypts by its tiers, the
+BLE gateway builds readings with it, and the PWA gets it as JSON
+(`export_json`). Add a field here and nowhere else.
+
+Document ids are `<type>:<key>` so that a document's type is visible in every
+log line and replication answer without opening the document.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Tier(StrEnum):
+    """How strongly a field is protected (the plan's data-security firewall, §5.1)."""
+
+    PUBLIC = "public"  # organisational data: names of grids, categories of requests
+    BASIC = "basic"  # personal but basic: name, address; grid worker of that grid
+    CONTACT = "contact"  # encrypted at rest; grid worker of that grid
+    CORE = "core"  # health and finance: encrypted; needs the secretary's approval
+    SECRET = "secret"  # server-side secrets (password hashes): never leave the server
+
+
+class Category(StrEnum):
+    """What a field is about; residents choose visibility per category (privacy mode)."""
+
+    BASIC = "basic"
+    CONTACT = "contact"
+    HEALTH = "health"
+    FINANCE = "finance"
+    SOCIAL = "social"
+    RECORD = "record"  # bookkeeping of the document itself (who, when, status)
+    SYSTEM = "system"  # not about a person at all
+
+
+# The tier a category gets unless a field says otherwise.
+CATEGORY_TIER: dict[Category, Tier] = {
+    Category.BASIC: Tier.BASIC,
+    Category.CONTACT: Tier.CONTACT,
+    Category.HEALTH: Tier.CORE,
+    Category.FINANCE: Tier.CORE,
+    Category.SOCIAL: Tier.BASIC,
+    Category.RECORD: Tier.PUBLIC,
+    Category.SYSTEM: Tier.PUBLIC,
+}
+
+PROTECTED_TIERS = frozenset({Tier.CONTACT, Tier.CORE})
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    SECRETARY = "secretary"
+    GRID_WORKER = "grid_worker"
+    VOLUNTEER = "volunteer"
+    DEPARTMENT_STAFF = "department_staff"
+    RESIDENT = "resident"
+
+
+class Scope(StrEnum):
+    """The level a document type belongs to; it decides which routing fields it carries."""
+
+    STREET = "street"
+    COMMUNITY = "community"
+    GRID = "grid"
+
+
+# Routing fields every document of a scope must carry, outermost first.
+SCOPE_FIELDS: dict[Scope, tuple[str, ...]] = {
+    Scope.STREET: ("street",),
+    Scope.COMMUNITY: ("street", "community"),
+    Scope.GRID: ("street", "community", "grid"),
+}
+
+ACCOUNTS_DB = "accounts"  # users and login state: never replicated to phones
+MAIN_DB = "main"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a document type.
+
+    kind is one of KINDS; `ref` names the document type an id field points to;
+    `choices` lists the allowed values of an enum (or of each item of an enum list).
+    """
+
+    kind: str
+    category: Category = Category.RECORD
+    required: bool = False
+    tier: Tier | None = None
+    choices: tuple[str, ...] = ()
+    ref: str | None = None
+    max_length: int = 2000
+
+    @property
+    def effective_tier(self) -> Tier:
+        return self.tier or CATEGORY_TIER[self.category]
+
+
+@dataclass(frozen=True)
+class DocType:
+    name: str
+    scope: Scope
+    fields: dict[str, Field]
+    database: str = MAIN_DB
+    label_zh: str = ""
+    label_en: str = ""
+    routing: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "routing", SCOPE_FIELDS[self.scope])
+
+    def fields_in(self, *tiers: Tier) -> list[str]:
+        return [n for n, f in self.fields.items() if f.effective_tier in tiers]
+
+
+def _text(category: Category = Category.RECORD, **kw: Any) -> Field:
+    return Field("text", category, **kw)
+
+
+def _ref(target: str, **kw: Any) -> Field:
+    return Field("id", Category.RECORD, ref=target, **kw)
+
+
+def _enum(choices: Iterable[str], category: Category = Category.RECORD, **kw: Any) -> Field:
+    return Field("enum", category, choices=tuple(choices), **kw)
+
+
+GENDERS = ("male", "female")
+ELDERLY_CARE_LEVELS = ("none", "self_reliant", "semi_disabled", "disabled")
+DISABILITY_KINDS = ("none", "physical", "visual", "hearing", "speech", "intellectual", "mental", "multiple")
+DEPARTMENT_KINDS = ("civil_affairs", "health", "urban_management", "housing", "police", "utilities", "other")
+DEVICE_KINDS = ("wristband", "water_meter", "electricity_meter", "door_sensor", "motion_sensor")
+ALERT_KINDS = ("sos", "fall", "no_water", "no_activity", "heart_rate", "electricity", "battery_low", "gateway_silent")
+ALERT_STATES = ("raised", "acknowledged", "visiting", "resolved", "escalated")
+REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resolved", "closed", "reopened")
+NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled")
+VISIT_KINDS = ("routine", "needs_list", "alert_follow_up", "care", "other")
+
+_WHO_WHEN = {
+    "created_by": _ref("user", required=True),
+    "created_at": Field("datetime", required=True),
+    "updated_at": Field("datetime"),
+}
+
+_PERSONAL_LINKS = {
+    "household": _ref("household"),
+    "resident": _ref("resident"),
+}
+
+DOC_TYPES: dict[str, DocType] = {
+    t.name: t
+    for t in [
+        DocType("street", Scope.STREET, {
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "district": _text(Category.SYSTEM, max_length=100),
+            "city": _text(Category.SYSTEM, max_length=100),
+        }, label_zh="街道", label_en="Street"),
+        DocType("community", Scope.COMMUNITY, {
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "office_address": _text(Category.SYSTEM, max_length=200),
+        }, label_zh="社区", label_en="Community"),
+        DocType("grid", Scope.GRID, {
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "number": Field("int", Category.SYSTEM, required=True),
+            "area": _text(Category.SYSTEM, max_length=200),
+        }, label_zh="网格", label_en="Grid"),
+        DocType("department", Scope.STREET, {
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "kind": _enum(DEPARTMENT_KINDS, Category.SYSTEM, required=True),
+            "phone": _text(Category.SYSTEM, max_length=40),
+        }, label_zh="部门", label_en="Department"),
+        DocType("household", Scope.GRID, {
+            "address": _text(Category.BASIC, required=True, max_length=200),
+            "building": _text(Category.BASIC, max_length=20),
+            "unit": _text(Category.BASIC, max_length=20),
+            "room": _text(Category.BASIC, max_length=20),
+            "head": _ref("resident"),
+            "member_count": Field("int", Category.BASIC),
+            "housing": _enum(("owned", "rented", "public_rental", "other"), Category.BASIC),
+            "tags": Field("list", Category.SOCIAL, choices=(
+                "elderly_alone", "low_income", "disability", "veteran", "empty_nest", "left_behind_child",
+            )),
+        }, label_zh="住户", label_en="Household"),
+        DocType("resident", Scope.GRID, {
+            "household": _ref("household", required=True),
+            # basic
+            "name": _text(Category.BASIC, required=True, max_length=50),
+            "gender": _enum(GENDERS, Category.BASIC, required=True),
+            "birth_date": Field("date", Category.BASIC, required=True),
+            "relation_to_head": _enum(
+                ("self", "spouse", "child", "parent", "grandchild", "sibling", "other"), Category.BASIC),
+            "hukou": _enum(("local", "non_local"), Category.BASIC),
+            # contact (encrypted at rest)
+            "phone": Field("phone", Category.CONTACT),
+            "id_card": Field("id_card", Category.CONTACT),
+            "emergency_contact_name": _text(Category.CONTACT, max_length=50),
+            "emergency_contact_phone": Field("phone", Category.CONTACT),
+            # health (core)
+            "chronic_conditions": Field("list", Category.HEALTH),
+            "disability": _enum(DISABILITY_KINDS, Category.HEALTH),
+            "disability_grade": Field("int", Category.HEALTH),
+            "health_notes": _text(Category.HEALTH),
+            # finance (core)
+            "minimum_living_allowance": Field("bool", Category.FINANCE),
+            "allowance_monthly_yuan": Field("float", Category.FINANCE),
+            "finance_notes": _text(Category.FINANCE),
+            # social
+            "living_alone": Field("bool", Category.SOCIAL),
+            "elderly_care_level": _enum(ELDERLY_CARE_LEVELS, Category.SOCIAL),
+            "social_notes": _text(Category.SOCIAL),
+        }, label_zh="居民", label_en="Resident"),
+        DocType("user", Scope.STREET, {
+            "username": _text(Category.SYSTEM, required=True, max_length=50),
+            "display_name": _text(Category.BASIC, required=True, max_length=50),
+            "roles": Field("list", Category.SYSTEM, required=True, choices=tuple(r.value for r in Role)),
+            "communities": Field("list", Category.SYSTEM),
+            "grids": Field("list", Category.SYSTEM),
+            "department": _ref("department"),
+            "resident": _ref("resident"),
+            "active": Field("bool", Category.SYSTEM, required=True),
+            "password_hash": _text(Category.SYSTEM, tier=Tier.SECRET, max_length=300),
+            # Bumped to end every open session of the user (logout everywhere, password change).
+            "auth_epoch": Field("int", Category.SYSTEM, required=True),
+        }, database=ACCOUNTS_DB, label_zh="用户", label_en="User"),
+        DocType("visit", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "kind": _enum(VISIT_KINDS, required=True),
+            "visited_at": Field("datetime", required=True),
+            "notes": _text(Category.SOCIAL),
+            "needs": Field("list", Category.SOCIAL),
+            "blood_pressure": _text(Category.HEALTH, max_length=20),
+            **_WHO_WHEN,
+        }, label_zh="走访", label_en="Visit"),
+        DocType("need", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "category": _text(Category.SOCIAL, required=True, max_length=50),
+            "description": _text(Category.SOCIAL, required=True),
+            "status": _enum(NEED_STATES, required=True),
+            **_WHO_WHEN,
+        }, label_zh="需求", label_en="Need"),
+        DocType("service_request", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "category": _text(Category.SYSTEM, required=True, max_length=50),
+            "description": _text(Category.BASIC, required=True),
+            "status": _enum(REQUEST_STATES, required=True),
+            "address": _text(Category.BASIC, max_length=200),
+            "location": Field("geo", Category.BASIC),
+            "owner": _ref("user"),  # first-contact responsibility (§5.2)
+            "departments": Field("list", Category.RECORD),
+            "rating": Field("int", Category.RECORD),
+            **_WHO_WHEN,
+        }, label_zh="服务请求", label_en="Service request"),
+        DocType("alert", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "kind": _enum(ALERT_KINDS, required=True),
+            "status": _enum(ALERT_STATES, required=True),
+            "device": _ref("device"),
+            "raised_at": Field("datetime", required=True),
+            "location": Field("geo", Category.BASIC),
+            "detail": _text(Category.HEALTH, max_length=500),
+            "acknowledged_by": _ref("user"),
+            "acknowledged_at": Field("datetime"),
+        }, label_zh="告警", label_en="Alert"),
+        DocType("device", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "kind": _enum(DEVICE_KINDS, required=True),
+            "mac": Field("mac", Category.SYSTEM, required=True),
+            "model": _text(Category.SYSTEM, max_length=100),
+            "gateway": _text(Category.SYSTEM, max_length=100),
+            "installed_at": Field("date", Category.SYSTEM),
+        }, label_zh="设备", label_en="Device"),
+        DocType("reading", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "device": _ref("device", required=True),
+            "measured_at": Field("datetime", required=True),
+            "metric": _text(Category.SYSTEM, required=True, max_length=50),
+            "value": Field("float", Category.HEALTH, required=True),
+            "unit": _text(Category.SYSTEM, max_length=20),
+            "packet_id": Field("int", Category.SYSTEM),
+        }, label_zh="读数", label_en="Reading"),
+        DocType("audit_entry", Scope.COMMUNITY, {
+            "actor": _ref("user", required=True),
+            "action": _text(Category.RECORD, required=True, max_length=50),
+            "target": Field("id", Category.RECORD, required=True),
+            "fields": Field("list", Category.RECORD),
+            "purpose": _text(Category.RECORD, max_length=500),
+            "at": Field("datetime", required=True),
+            "device": _text(Category.RECORD, max_length=100),
+            "seq": Field("int", Category.RECORD, required=True),
+            "prev_hash": _text(Category.RECORD, max_length=128),
+            "hash": _text(Category.RECORD, required=True, max_length=128),
+        }, label_zh="审计记录", label_en="Audit entry"),
+    ]
+}
+
+KINDS = frozenset({"text", "int", "float", "bool", "date", "datetime", "enum", "list", "id", "phone",
+                   "id_card", "mac", "geo"})
+
+
+# ---------------------------------------------------------------- validation
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class ValidationError(ValueError):
+    """A document breaks the declaration; `errors` names every bad field."""
+
+    def __init__(self, doc_id: str, errors: list[FieldError]) -> None:
+        self.doc_id = doc_id
+        self.errors = errors
+        super().__init__(f"{doc_id or '<no _id>'}: " + "; ".join(str(e) for e in errors))
+
+
+_PHONE = re.compile(r"^1\d{10}$")
+_ID_CARD = re.compile(r"^\d{17}[\dX]$")
+_MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
+_ID_CARD_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CARD_CHECK = "10X98765432"
+# Envelope produced by crypto/ for protected fields; validated there, recognised here.
+ENCRYPTED_PREFIX = "enc:"
+
+
+def id_card_check_char(first17: str) -> str:
+    """The GB 11643 check character for the first 17 digits of an ID card number."""
+    return _ID_CARD_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_CARD_WEIGHTS, strict=True)) % 11]
+
+
+def _check_value(spec: Field, value: Any) -> str | None:
+    """Return a message if value does not fit spec, else None."""
+    kind = spec.kind
+    if kind in ("text", "id", "phone", "id_card", "mac", "enum", "date", "datetime") and not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if kind == "text":
+        return f"longer than {spec.max_length} characters" if len(value) > spec.max_length else None
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"must be an integer, got {type(value).__name__}"
+    if kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"must be a number, got {type(value).__name__}"
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"must be true or false, got {type(value).__name__}"
+    if kind == "enum":
+        return None if value in spec.choices else f"{value!r} is not one of {', '.join(spec.choices)}"
+    if kind == "id":
+        if spec.ref and not value.startswith(spec.ref + ":"):
+            return f"must be the id of a {spec.ref} (\"{spec.ref}:…\"), got {value!r}"
+        return None if ":" in value else f"{value!r} is not a document id"
+    if kind == "phone":
+        return None if _PHONE.match(value) else "must be an 11-digit mobile number starting with 1"
+    if kind == "id_card":
+        if not _ID_CARD.match(value):
+            return "must be 17 digits and a check digit or X"
+        return None if id_card_check_char(value[:17]) == value[17] else "check digit does not match"
+    if kind == "mac":
+        return None if _MAC.match(value) else "must be a MAC address like AA:BB:CC:DD:EE:FF"
+    if kind in ("date", "datetime"):
+        try:
+            (dt.date if kind == "date" else dt.datetime).fromisoformat(value)
+        except ValueError:
+            return f"{value!r} is not an ISO {kind}"
+        return None
+    if kind == "geo":
+        if not (isinstance(value, dict) and set(value) == {"lat", "lon"}):
+            return "must be an object with exactly lat and lon"
+        lat, lon = value["lat"], value["lon"]
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lat, lon)):
+            return "lat and lon must be numbers"
+        return None if -90 <= lat <= 90 and -180 <= lon <= 180 else "lat/lon out of range"
+    if kind == "list":
+        if not isinstance(value, list):
+            return f"must be a list, got {type(value).__name__}"
+        if len(value) > 200:
+            return "more than 200 items"
+        for item in value:
+            if not isinstance(item, str) or len(item) > spec.max_length:
+                return "items must be strings"
+            if spec.choices and item not in spec.choices:
+                return f"{item!r} is not one of {', '.join(spec.choices)}"
+        return None
+    raise AssertionError(f"undeclared kind {kind}")  # pragma: no cover - guarded by _self_check
+
+
+def validate(doc: Any) -> DocType:
+    """Check doc against the declaration; return its DocType or raise ValidationError.
+
+    Protected fields may hold their plain value (before encryption) or an
+    encrypted envelope string (after); crypto/ checks envelopes themselves.
+    """
+    if not isinstance(doc, dict):
+        raise ValidationError("", [FieldError("(document)", "must be a JSON object")])
+    doc_id = doc.get("_id", "")
+    type_name = doc.get("type")
+    if type_name not in DOC_TYPES:
+        known = ", ".join(sorted(DOC_TYPES))
+        raise ValidationError(str(doc_id), [FieldError("type", f"unknown document type {type_name!r}; known: {known}")])
+    doc_type = DOC_TYPES[type_name]
+    errors: list[FieldError] = []
+    if not isinstance(doc_id, str) or not doc_id.startswith(type_name + ":") or len(doc_id) <= len(type_name) + 1:
+        errors.append(FieldError("_id", f"must look like \"{type_name}:<key>\""))
+    for name in doc_type.routing:
+        value = doc.get(name)
+        if not (isinstance(value, str) and value.startswith(name + ":")):
+            errors.append(FieldError(name, f"a {doc_type.scope.value}-level document must name its {name}"))
+    allowed = set(doc_type.fields) | set(doc_type.routing) | {"type"}
+    for name, value in doc.items():
+        if name.startswith("_"):
+            continue
+        if name not in allowed:
+            errors.append(FieldError(name, "is not a declared field of " + type_name))
+            continue
+        spec = doc_type.fields.get(name)
+        if spec is None or value is None:
+            continue
+        if spec.effective_tier in PROTECTED_TIERS and isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX):
+            continue
+        message = _check_value(spec, value)
+        if message:
+            errors.append(FieldError(name, message))
+    for name, spec in doc_type.fields.items():
+        if spec.required and doc.get(name) is None:
+            errors.append(FieldError(name, "is required"))
+    if errors:
+        raise ValidationError(str(doc_id), errors)
+    return doc_type
+
+
+# ---------------------------------------------------------------- export
+
+def export_json() -> dict[str, Any]:
+    """The declaration as plain JSON for the browser (served at /schema.json)."""
+    return {
+        "version": 1,
+        "tiers": [t.value for t in Tier],
+        "protected_tiers": sorted(t.value for t in PROTECTED_TIERS),
+        "categories": {c.value: CATEGORY_TIER[c].value for c in Category},
+        "roles": [r.value for r in Role],
+        "scopes": {s.value: list(f) for s, f in SCOPE_FIELDS.items()},
+        "types": {
+            t.name: {
+                "scope": t.scope.value,
+                "database": t.database,
+                "label": {"zh": t.label_zh, "en": t.label_en},
+                "fields": {
+                    name: {
+                        "kind": f.kind,
+                        "category": f.category.value,
+                        "tier": f.effective_tier.value,
+                        "required": f.required,
+                        **({"choices": list(f.choices)} if f.choices else {}),
+                        **({"ref": f.ref} if f.ref else {}),
+                    }
+                    for name, f in t.fields.items()
+                },
+            }
+            for t in DOC_TYPES.values()
+        },
+    }
+
+
+def _self_check() -> None:
+    for t in DOC_TYPES.values():
+        for name, f in t.fields.items():
+            assert f.kind in KINDS, f"{t.name}.{name}: unknown kind {f.kind}"
+            assert f.ref is None or f.ref in DOC_TYPES, f"{t.name}.{name}: unknown ref {f.ref}"
+            assert name not in t.routing, f"{t.name}.{name} shadows a routing field"
+
+
+_self_check()

@@ -1,0 +1,42 @@
+"""Shared fixtures: a real pouchdb-server for the whole session, fresh databases per test."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server.config import Settings
+from server.couch import Couch, connect
+from server.embedded_couch import EmbeddedCouch
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def couch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCouch]:
+    """One real pouchdb-server process on a free loopback port, torn down at the end."""
+    with EmbeddedCouch(tmp_path_factory.mktemp("couch")) as server:
+        yield server
+
+
+def make_settings(data_dir: Path, prefix: str, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(
+        data_dir=data_dir, couchdb_url=None, couchdb_user=None, couchdb_password=None, db_prefix=prefix,
+        secret_key=secrets.token_urlsafe(32), host="127.0.0.1", port=0, session_max_age=3600, cookie_secure=False)
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, f"t{next(_prefixes)}_{secrets.token_hex(3)}_")
+
+
+@pytest.fixture
+def couch(couch_server: EmbeddedCouch, settings: Settings) -> Couch:
+    """Fresh, empty Linli databases (unique prefix) on the session's pouchdb-server."""
+    return connect(settings, couch_server.url)
