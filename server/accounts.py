@@ -40,15 +40,15 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def make_user(username: str, display_name: str, roles: list[Role], street: str, password: str, *,
+def make_user(username: str, display_name: str, roles: list[Role], street: str, password_hash: str, *,
               communities: list[str] = (), grids: list[str] = (), department: str | None = None,
               resident: str | None = None) -> dict[str, Any]:
-    """A validated user document with a freshly hashed password."""
+    """A validated user document; password_hash comes from hash_password()."""
     doc: dict[str, Any] = {
         "_id": user_id(username), "type": "user", "street": street, "username": username,
         "display_name": display_name, "roles": [r.value for r in roles],
         "communities": list(communities), "grids": list(grids), "active": True, "auth_epoch": 1,
-        "password_hash": hash_password(password),
+        "password_hash": password_hash,
     }
     if department:
         doc["department"] = department

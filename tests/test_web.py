@@ -51,7 +51,8 @@ def _users() -> list[dict]:
         ("secretary1", "王书记", [Role.SECRETARY], [C1], []),
         ("admin", "管理员", [Role.ADMIN], [], []),
     ]
-    return [accounts.make_user(u, name, roles, STREET, PASSWORD, communities=cs, grids=gs)
+    password_hash = accounts.hash_password(PASSWORD)
+    return [accounts.make_user(u, name, roles, STREET, password_hash, communities=cs, grids=gs)
             for u, name, roles, cs, gs in specs]
 
 

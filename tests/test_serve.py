@@ -1,0 +1,181 @@
+"""README command 1 as a person uses it: `linli serve` on the embedded default, a browser
+login as the demo grid worker, Ctrl-C, and a restart that keeps the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from server.embedded_couch import free_port
+
+LINLI = str(Path(sys.executable).parent / "linli")
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+    output: list[str]
+
+
+def start_serve(data_dir: Path, *extra: str) -> Served:
+    env = {**os.environ, "LINLI_DATA_DIR": str(data_dir), "LINLI_PORT": str(free_port())}
+    env.pop("COUCHDB_URL", None)
+    process = subprocess.Popen([LINLI, "serve", "--residents", "400", "--log-level", "warning", *extra],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    deadline = time.monotonic() + 120
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        match = re.search(r"Linli is running: open (\S+)", "".join(output))
+        if match and "Press Ctrl-C" in line:  # the whole banner is out
+            url = match.group(1)
+            for _ in range(100):  # uvicorn starts listening just after the banner
+                try:
+                    httpx2.get(url + "healthz", timeout=1)
+                    return Served(process, url, data_dir, output)
+                except httpx2.HTTPError:
+                    time.sleep(0.1)
+    process.kill()
+    raise AssertionError("linli serve did not start:\n" + "".join(output))
+
+
+def stop(served: Served) -> str:
+    served.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    rest, _ = served.process.communicate(timeout=30)
+    return "".join(served.output) + rest
+
+
+def pouchdb_server_pids(data_dir: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "pouchdb-server" in cmdline and str(data_dir) in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    s = start_serve(tmp_path_factory.mktemp("linli-data"))
+    yield s
+    if s.process.poll() is None:
+        stop(s)
+
+
+def demo_password(data_dir: Path) -> str:
+    text = (data_dir / "demo-logins.txt").read_text(encoding="utf-8")
+    return re.search(r"Demo password for every demo account: (\S+)", text).group(1)
+
+
+def test_help_explains_itself() -> None:
+    out = subprocess.run([LINLI, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("serve", "demo", "user", "validate", "export-schema"):
+        assert command in out
+    assert "COUCHDB_URL" in out
+
+
+def test_first_start_loads_the_demo_and_prints_url_and_logins(served: Served) -> None:
+    banner = "".join(served.output)
+    assert "Loading the demo community" in banner
+    assert served.url.startswith("http://127.0.0.1:")
+    assert "wangge01" in banner and "shuji1" in banner
+    assert "Demo password for every demo account" in banner
+    logins = served.data_dir / "demo-logins.txt"
+    assert logins.stat().st_mode & 0o077 == 0  # readable by the owner only
+    assert (served.data_dir / "couch").is_dir()  # CouchDB data lives under the data folder
+
+
+def test_grid_worker_logs_in_in_a_real_browser_and_sees_the_households(served: Served) -> None:
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 412, "height": 915})  # a phone
+            page.goto(served.url)
+            assert "/login" in page.url
+            page.fill("#username", "wangge01")
+            page.fill("#password", demo_password(served.data_dir))
+            page.click("button[type=submit]:has-text('登录')")
+            page.wait_for_url(re.compile(r"/grids/grid:"))
+            total = int(page.inner_text("#household-total"))
+            assert total > 0
+            assert page.locator("#households li a.row").count() == min(total, 50)
+            page.screenshot(path=str(OUTPUT / "grid-worker-households.png"), full_page=False)
+            # Search as you type (htmx swaps the rows in place, no page load).
+            first_address = page.inner_text("#households li a.row .row-title >> nth=0")
+            page.fill("#q", first_address)
+            page.wait_for_function("document.querySelectorAll('#households li a.row').length === 1")
+            assert page.url.endswith("/grids/grid:c1-g01") or "/grids/" in page.url
+            # Touch targets are large enough for elderly users' fingers.
+            height = page.evaluate("document.querySelector('#households a.row').getBoundingClientRect().height")
+            assert height >= 44
+            page.click("#households a.row")
+            page.wait_for_url(re.compile(r"/households/household:"))
+            assert page.locator("dl.facts").count() >= 1
+        finally:
+            browser.close()
+
+
+def test_ctrl_c_stops_both_processes_and_a_restart_keeps_the_data(served: Served) -> None:
+    health = httpx2.get(served.url + "healthz").json()
+    assert pouchdb_server_pids(served.data_dir), "the embedded pouchdb-server should be running"
+    output = stop(served)
+    assert served.process.returncode == 0, output
+    assert "Stopped cleanly" in output
+    assert pouchdb_server_pids(served.data_dir) == []  # no orphan
+    again = start_serve(served.data_dir)
+    try:
+        assert "Loading the demo community" not in "".join(again.output)  # loaded once only
+        assert httpx2.get(again.url + "healthz").json()["documents"] == health["documents"]
+    finally:
+        stop(again)
+    assert pouchdb_server_pids(served.data_dir) == []
+
+
+def test_export_schema_prints_the_declaration() -> None:
+    out = subprocess.run([LINLI, "export-schema"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["types"]["resident"]["fields"]["id_card"]["tier"] == "contact"
+
+
+def test_validate_names_every_bad_field(tmp_path: Path) -> None:
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps({"docs": [
+        {"_id": "street:s1", "type": "street", "street": "street:s1", "name": "街道"},
+        {"_id": "resident:x", "type": "resident", "gender": "robot"},
+        {"_id": "ufo:1", "type": "ufo"},
+    ]}), encoding="utf-8")
+    result = subprocess.run([LINLI, "validate", str(path)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "document 1 (resident:x): gender: 'robot' is not one of male, female" in result.stdout
+    assert "document 1 (resident:x): name: is required" in result.stdout
+    assert "document 2 (ufo:1): type: unknown document type 'ufo'" in result.stdout
+    assert "1 valid, 2 invalid" in result.stdout
+    path.write_text("{not json", encoding="utf-8")
+    broken = subprocess.run([LINLI, "validate", str(path)], capture_output=True, text=True)
+    assert broken.returncode == 2 and "cannot read" in broken.stderr
