@@ -112,7 +112,8 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     password = os.environ.get("LINLI_NEW_PASSWORD") or getpass.getpass("Password for the new user: ")
     try:
         doc = accounts.make_user(args.username, args.display_name, [Role(r) for r in args.role], args.street,
-                                 accounts.hash_password(password), communities=args.community, grids=args.grid, department=args.department)
+                                 accounts.hash_password(password), communities=args.community, grids=args.grid,
+                                 department=args.department)
     except (ValueError, ValidationError) as error:
         print(f"linli: {error}", file=sys.stderr)
         return 2

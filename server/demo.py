@@ -31,7 +31,10 @@ COMMUNITY_NAMES = ("幸福社区", "和谐社区", "阳光社区", "建设社区
 ROAD_NAMES = ("幸福路", "和平路", "阳光大道", "建设街")
 DEPARTMENTS = (("civil_affairs", "民政办"), ("health", "卫健办"), ("urban_management", "城管中队"),
                ("housing", "房管所"), ("utilities", "水电服务站"))
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+    "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
 GIVEN_MALE = "伟强磊军勇杰涛明超刚平辉鹏华飞鑫波斌宇浩凯健俊帆帅旭宁龙林国建志文海春"
 GIVEN_FEMALE = "芳娜敏静丽艳娟霞秀英华慧巧美淑惠珍玉兰凤洁琳素云莲真环雪荣爱妹梅琴"
 CONDITIONS = ("高血压", "糖尿病", "冠心病", "慢阻肺", "关节炎", "脑卒中后遗症", "骨质疏松")
@@ -107,17 +110,18 @@ def _members(kind: str, people: _People) -> list[dict[str, Any]]:
     g = rng.choice(("male", "female"))
     other = "female" if g == "male" else "male"
     old, mid, young, child = (65, 95), (30, 59), (18, 34), (0, 17)
+    any_gender = ("male", "female")
     shapes = {
         "elderly_alone": [(rng.choice(("female", "female", "male")), old, "self")],
         "elderly_couple": [("male", (62, 90), "self"), ("female", (60, 88), "spouse")],
         "young_single": [(g, young, "self")],
         "young_couple": [(g, young, "self"), (other, young, "spouse")],
-        "family_one_child": [(g, mid, "self"), (other, mid, "spouse"), (rng.choice(("male", "female")), child, "child")],
+        "family_one_child": [(g, mid, "self"), (other, mid, "spouse"), (rng.choice(any_gender), child, "child")],
         "family_two_children": [(g, (30, 50), "self"), (other, (30, 50), "spouse"),
                                 ("male", child, "child"), ("female", child, "child")],
-        "three_generations": [(g, mid, "self"), (other, mid, "spouse"), (rng.choice(("male", "female")), child, "child"),
-                              (rng.choice(("male", "female")), (60, 85), "parent")],
-        "elderly_with_adult_child": [(g, (65, 92), "self"), (rng.choice(("male", "female")), (35, 60), "child")],
+        "three_generations": [(g, mid, "self"), (other, mid, "spouse"), (rng.choice(any_gender), child, "child"),
+                              (rng.choice(any_gender), (60, 85), "parent")],
+        "elderly_with_adult_child": [(g, (65, 92), "self"), (rng.choice(any_gender), (35, 60), "child")],
     }
     return [{"gender": gender, "ages": ages, "relation": relation} for gender, ages, relation in shapes[kind]]
 

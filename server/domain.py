@@ -89,7 +89,8 @@ class Field:
     """One field of a document type.
 
     kind is one of KINDS; `ref` names the document type an id field points to;
-    `choices` lists the allowed values of an enum (or of each item of an enum list).
+    `choices` lists the allowed values of an enum (or of each item of an enum list);
+    on a list, `ref` applies to each item.
     """
 
     kind: str
@@ -222,8 +223,8 @@ DOC_TYPES: dict[str, DocType] = {
             "username": _text(Category.SYSTEM, required=True, max_length=50),
             "display_name": _text(Category.BASIC, required=True, max_length=50),
             "roles": Field("list", Category.SYSTEM, required=True, choices=tuple(r.value for r in Role)),
-            "communities": Field("list", Category.SYSTEM),
-            "grids": Field("list", Category.SYSTEM),
+            "communities": Field("list", Category.SYSTEM, ref="community"),
+            "grids": Field("list", Category.SYSTEM, ref="grid"),
             "department": _ref("department"),
             "resident": _ref("resident"),
             "active": Field("bool", Category.SYSTEM, required=True),
@@ -255,7 +256,7 @@ DOC_TYPES: dict[str, DocType] = {
             "address": _text(Category.BASIC, max_length=200),
             "location": Field("geo", Category.BASIC),
             "owner": _ref("user"),  # first-contact responsibility (§5.2)
-            "departments": Field("list", Category.RECORD),
+            "departments": Field("list", Category.RECORD, ref="department"),
             "rating": Field("int", Category.RECORD),
             **_WHO_WHEN,
         }, label_zh="服务请求", label_en="Service request"),
@@ -392,6 +393,8 @@ def _check_value(spec: Field, value: Any) -> str | None:
                 return "items must be strings"
             if spec.choices and item not in spec.choices:
                 return f"{item!r} is not one of {', '.join(spec.choices)}"
+            if spec.ref and not item.startswith(spec.ref + ":"):
+                return f"items must be ids of {spec.ref} documents, got {item!r}"
         return None
     raise AssertionError(f"undeclared kind {kind}")  # pragma: no cover - guarded by _self_check
 

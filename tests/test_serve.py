@@ -179,3 +179,34 @@ def test_validate_names_every_bad_field(tmp_path: Path) -> None:
     path.write_text("{not json", encoding="utf-8")
     broken = subprocess.run([LINLI, "validate", str(path)], capture_output=True, text=True)
     assert broken.returncode == 2 and "cannot read" in broken.stderr
+
+
+def test_a_crashed_server_leaves_no_orphan_database(tmp_path: Path) -> None:
+    crashed = start_serve(tmp_path, "--no-demo")
+    assert pouchdb_server_pids(tmp_path)
+    crashed.process.kill()  # SIGKILL: no chance to clean up
+    crashed.process.wait()
+    deadline = time.monotonic() + 10
+    while pouchdb_server_pids(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pouchdb_server_pids(tmp_path) == []  # the kernel sent it SIGTERM (PR_SET_PDEATHSIG)
+
+
+def test_user_add_creates_an_account_that_can_log_in(couch_server, couch, settings) -> None:
+    env = {**os.environ, "COUCHDB_URL": couch_server.url, "LINLI_DB_PREFIX": settings.db_prefix,
+           "LINLI_DATA_DIR": str(settings.data_dir), "LINLI_NEW_PASSWORD": "a long enough password"}
+    command = [LINLI, "user", "add", "chen", "--display-name", "陈书记", "--role", "secretary",
+               "--street", "street:s1", "--community", "community:c1"]
+    created = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert created.returncode == 0, created.stderr
+    user = couch.accounts.get("user:chen")
+    assert user["roles"] == ["secretary"] and user["communities"] == ["community:c1"]
+    assert user["password_hash"].startswith("$argon2id$")
+    again = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    short = subprocess.run([*command[:3], "li"] + command[4:], capture_output=True, text=True,
+                           env={**env, "LINLI_NEW_PASSWORD": "short"})
+    assert short.returncode == 2 and "at least 8 characters" in short.stderr
+    bad_grid = subprocess.run([*command[:3], "wang", *command[4:], "--grid", "household:x"], env=env,
+                              capture_output=True, text=True)
+    assert bad_grid.returncode == 2 and "grids: items must be ids of grid documents" in bad_grid.stderr
