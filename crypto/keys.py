@@ -1,0 +1,102 @@
+"""Key recipes: random keys, AES key wrap, and wrapping a key for one device.
+
+The hierarchy these serve (crypto/README.md): a master key from a file or the
+environment wraps per-community tier keys, which wrap per-resident data keys,
+which encrypt fields (crypto/envelope.py). A grant to a phone wraps one
+resident's data key for that phone's ECDH P-256 public key, so the server
+never needs the phone's private key and the phone never sees a tier key.
+
+Every operation here is one WebCrypto can do too: AES-KW (RFC 3394), ECDH
+P-256, HKDF-SHA256.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+from .envelope import KEY_BYTES, b64url, unb64url
+
+GRANT_INFO = b"linli:grant:v1\x00"
+
+
+class KeyMaterialError(ValueError):
+    """A key that cannot be loaded or unwrapped. Messages never include key material."""
+
+
+def new_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def wrap(kek: bytes, key: bytes) -> str:
+    """AES-KW (RFC 3394) of key under kek, base64url."""
+    return b64url(aes_key_wrap(kek, key))
+
+
+def unwrap(kek: bytes, wrapped: str) -> bytes:
+    try:
+        return aes_key_unwrap(kek, unb64url(wrapped))
+    except (InvalidUnwrap, ValueError, binascii.Error):
+        raise KeyMaterialError("wrapped key does not unwrap: wrong wrapping key or altered") from None
+
+
+def _grant_kek(shared_secret: bytes, grant_id: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
+                info=GRANT_INFO + grant_id.encode("utf-8")).derive(shared_secret)
+
+
+def wrap_for_device(device_public_raw: bytes, grant_id: str, key: bytes,
+                    ephemeral: ec.EllipticCurvePrivateKey | None = None) -> dict[str, str]:
+    """Wrap key for one device's P-256 public key (uncompressed point), bound to grant_id.
+
+    Returns the ephemeral public key and the wrapped key, both base64url.
+    `ephemeral` is for test vectors only.
+    """
+    device = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), device_public_raw)
+    ephemeral = ephemeral or ec.generate_private_key(ec.SECP256R1())
+    kek = _grant_kek(ephemeral.exchange(ec.ECDH(), device), grant_id)
+    public = ephemeral.public_key().public_bytes(serialization.Encoding.X962,
+                                                 serialization.PublicFormat.UncompressedPoint)
+    return {"ephemeral_public": b64url(public), "wrapped_key": wrap(kek, key)}
+
+
+def unwrap_on_device(device_private: ec.EllipticCurvePrivateKey, grant_id: str, grant: dict[str, str]) -> bytes:
+    """What the phone does (in WebCrypto); here for tests and for the vectors."""
+    ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(grant["ephemeral_public"]))
+    return unwrap(_grant_kek(device_private.exchange(ec.ECDH(), ephemeral), grant_id), grant["wrapped_key"])
+
+
+def load_master_key(data_dir: Path) -> bytes:
+    """The master key: $LINLI_MASTER_KEY, or the file named by $LINLI_MASTER_KEY_FILE (base64url, 32 bytes).
+
+    Without either, a development key is generated once into the data folder (mode 0600).
+    """
+    text = os.environ.get("LINLI_MASTER_KEY")
+    source = "LINLI_MASTER_KEY"
+    if not text and os.environ.get("LINLI_MASTER_KEY_FILE"):
+        source = os.environ["LINLI_MASTER_KEY_FILE"]
+        text = Path(source).read_text(encoding="utf-8").strip()
+    if not text:
+        path = data_dir / "master_key"
+        source = str(path)
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(b64url(new_key()))
+        text = path.read_text(encoding="utf-8").strip()
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise KeyMaterialError(f"master key from {source} must be 32 bytes in base64url")
+    return key

@@ -1,0 +1,136 @@
+"""Write crypto/vectors/v1.json: the shared test vectors for Python and WebCrypto.
+
+    .venv/bin/python -m crypto.vectors.make_vectors
+
+Deterministic (fixed keys, nonces and ephemeral keys), so the file only
+changes when the format does; tests/test_crypto.py checks that the committed
+file is what this script writes. The key-wrap section also carries RFC 3394's
+own example (§4.6), which no code of ours produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ..blind_index import blind_index
+from ..envelope import PREFIX, FieldContext, b64url, encode_plaintext, seal_bytes, unb64url
+from ..keys import wrap, wrap_for_device
+
+PATH = Path(__file__).resolve().parent / "v1.json"
+
+
+def _bytes(label: str, n: int = 32) -> bytes:
+    """Fixed pseudo-random bytes for a label (test material only)."""
+    return hashlib.sha256(label.encode()).digest()[:n]
+
+
+def _private_key(label: str) -> ec.EllipticCurvePrivateKey:
+    return ec.derive_private_key(int.from_bytes(_bytes(label), "big") % (2**255), ec.SECP256R1())
+
+
+def _jwk(private: ec.EllipticCurvePrivateKey) -> dict[str, str]:
+    numbers = private.private_numbers()
+    as_b64 = lambda n: b64url(n.to_bytes(32, "big"))  # noqa: E731
+    return {"kty": "EC", "crv": "P-256", "d": as_b64(numbers.private_value),
+            "x": as_b64(numbers.public_numbers.x), "y": as_b64(numbers.public_numbers.y)}
+
+
+def _raw_public(private: ec.EllipticCurvePrivateKey) -> bytes:
+    numbers = private.public_key().public_numbers()
+    return b"\x04" + numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
+
+
+def _tamper(envelope: str, index: int) -> str:
+    raw = bytearray(unb64url(envelope[len(PREFIX):]))
+    raw[index] ^= 0x01
+    return PREFIX + b64url(bytes(raw))
+
+
+def build() -> dict[str, Any]:
+    key = _bytes("data key 1")
+    cases = [
+        ("phone", "resident:c1-g01-0001-1", "phone", "contact", 1, "10012345678"),
+        ("id card", "resident:c1-g01-0001-1", "id_card", "contact", 1, "990101195003040011"),
+        ("chinese text", "resident:c1-g01-0002-1", "health_notes", "core", 3, "高血压，每日服药；需定期随访"),
+        ("list", "resident:c1-g01-0002-1", "chronic_conditions", "core", 3, ["高血压", "糖尿病"]),
+        ("boolean", "resident:c1-g01-0003-2", "minimum_living_allowance", "core", 7, True),
+        ("number", "resident:c1-g01-0003-2", "allowance_monthly_yuan", "core", 4294967295, 820),
+        ("empty string", "resident:x", "emergency_contact_name", "contact", 0, ""),
+    ]
+    envelope = []
+    for i, (name, doc_id, field, tier, version, value) in enumerate(cases):
+        plaintext = encode_plaintext(value)
+        nonce = _bytes(f"nonce {i}", 12)
+        sealed = seal_bytes(key, version, FieldContext(doc_id, field, tier), plaintext, nonce=nonce)
+        envelope.append({"name": name, "key": b64url(key), "key_version": version, "doc_id": doc_id, "field": field,
+                         "tier": tier, "nonce": b64url(nonce), "plaintext_json": plaintext.decode(),
+                         "envelope": sealed})
+
+    good = envelope[0]
+    raw_len = len(unb64url(good["envelope"][len(PREFIX):]))
+    invalid_specs = [
+        ("tampered tag", _tamper(good["envelope"], raw_len - 1), {}, "authentication"),
+        ("tampered ciphertext", _tamper(good["envelope"], 17), {}, "authentication"),
+        ("tampered key version", _tamper(good["envelope"], 4), {}, "authentication"),
+        ("moved to another field", good["envelope"], {"field": "emergency_contact_phone"}, "authentication"),
+        ("moved to another resident", good["envelope"], {"doc_id": "resident:c1-g01-0001-2"}, "authentication"),
+        ("other tier claimed", good["envelope"], {"tier": "core"}, "authentication"),
+        ("wrong key", good["envelope"], {"key": b64url(_bytes("data key 2"))}, "authentication"),
+        ("wrong version byte", _tamper(good["envelope"], 0), {}, "version"),
+        ("truncated", PREFIX + b64url(unb64url(good["envelope"][len(PREFIX):])[:32]), {}, "truncated"),
+        ("empty body", PREFIX, {}, "truncated"),
+        ("missing prefix", good["envelope"][len(PREFIX):], {}, "format"),
+        ("padded base64", good["envelope"] + "=", {}, "format"),
+        ("standard base64 alphabet", PREFIX + "+/+/" + good["envelope"][8:], {}, "format"),
+    ]
+    envelope_invalid = []
+    for name, text, changes, reason in invalid_specs:
+        case = {k: good[k] for k in ("key", "doc_id", "field", "tier")}
+        case.update(changes)
+        envelope_invalid.append({"name": name, **case, "envelope": text, "reason": reason})
+
+    kek = _bytes("tier key")
+    keywrap = [
+        {"name": "RFC 3394 §4.6: 256-bit key, 256-bit KEK",
+         "kek": b64url(bytes.fromhex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")),
+         "key": b64url(bytes.fromhex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F")),
+         "wrapped": b64url(bytes.fromhex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326"
+                                         "CBC7F0E71A99F43BFB988B9B7A02DD21"))},
+        {"name": "resident data key under a tier key", "kek": b64url(kek), "key": b64url(key),
+         "wrapped": wrap(kek, key)},
+    ]
+    keywrap_invalid = [
+        {"name": "wrong KEK", "kek": b64url(_bytes("other tier key")), "wrapped": keywrap[1]["wrapped"]},
+        {"name": "altered", "kek": b64url(kek),
+         "wrapped": b64url(bytes(b ^ (i == 9) for i, b in enumerate(unb64url(keywrap[1]["wrapped"]))))},
+    ]
+
+    index_key = _bytes("blind index key community:c1")
+    blind = [{"key": b64url(index_key), "field": field, "value": value, "index": blind_index(index_key, field, value)}
+             for field, value in (("id_card", "990101195003040011"), ("id_card", "99010119500304001x"),
+                                  ("phone", "100 1234 5678"), ("phone", "100-1234-5678"), ("phone", "10012345679"))]
+
+    device = _private_key("phone of wangge01")
+    grant_id = "grant:c1-g01-0001-1:core:1"
+    granted = wrap_for_device(_raw_public(device), grant_id, key, ephemeral=_private_key("server ephemeral"))
+    grants = [{"name": "core data key for one phone", "device_private_jwk": _jwk(device), "grant_id": grant_id,
+               **granted, "key": b64url(key)}]
+
+    return {"format": "linli field envelope v1; see crypto/envelope.py and pwa/crypto/envelope.js",
+            "encoding": "all binary values are base64url without padding",
+            "envelope": envelope, "envelope_invalid": envelope_invalid, "keywrap": keywrap,
+            "keywrap_invalid": keywrap_invalid, "blind_index": blind, "device_grant": grants}
+
+
+def render() -> str:
+    return json.dumps(build(), ensure_ascii=False, indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    PATH.write_text(render(), encoding="utf-8")
+    print(f"wrote {PATH}")

@@ -1,0 +1,89 @@
+// Runs crypto/vectors/v1.json against envelope.js. Used by the Node test
+// (pwa/tests/crypto.test.mjs) and by the Chromium test (tests/test_crypto.py),
+// so both environments run exactly the same checks.
+import * as env from "./envelope.js";
+
+const bytes = env.b64urlDecode;
+
+function same(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+export async function runVectors(v) {
+  const results = [];
+  const check = async (group, name, fn) => {
+    try {
+      const problem = await fn();
+      results.push({ group, name, ok: !problem, problem: problem || null });
+    } catch (error) {
+      results.push({ group, name, ok: false, problem: `${error.name}: ${error.message}` });
+    }
+  };
+  const ctx = (c) => ({ doc_id: c.doc_id, field: c.field, tier: c.tier });
+  const utf8 = new TextEncoder();
+
+  for (const c of v.envelope) {
+    await check("envelope", c.name, async () => {
+      const sealed = await env.sealBytes(bytes(c.key), c.key_version, ctx(c), utf8.encode(c.plaintext_json), bytes(c.nonce));
+      if (sealed !== c.envelope) return `sealed to ${sealed}`;
+      const value = await env.openValue(bytes(c.key), ctx(c), c.envelope);
+      if (JSON.stringify(value) !== JSON.stringify(JSON.parse(c.plaintext_json))) return "opened to another value";
+      if (env.parse(c.envelope).keyVersion !== c.key_version) return "wrong key version read";
+      return null;
+    });
+  }
+  for (const c of v.envelope_invalid) {
+    await check("envelope_invalid", c.name, async () => {
+      try {
+        await env.openValue(bytes(c.key), ctx(c), c.envelope);
+        return "opened, but must not";
+      } catch (error) {
+        if (!(error instanceof env.EnvelopeError)) throw error;
+        return error.reason === c.reason ? null : `rejected for ${error.reason}, expected ${c.reason}`;
+      }
+    });
+  }
+  for (const c of v.keywrap) {
+    await check("keywrap", c.name, async () => {
+      const key = await env.unwrapDataKey(bytes(c.kek), c.wrapped, { extractable: true });
+      const raw = new Uint8Array(await globalThis.crypto.subtle.exportKey("raw", key));
+      if (!same(raw, bytes(c.key))) return "unwrapped to another key";
+      const wrapped = await env.wrapDataKey(bytes(c.kek), bytes(c.key));
+      return wrapped === c.wrapped ? null : `wrapped to ${wrapped}`;
+    });
+  }
+  for (const c of v.keywrap_invalid) {
+    await check("keywrap_invalid", c.name, async () => {
+      try {
+        await env.unwrapDataKey(bytes(c.kek), c.wrapped);
+        return "unwrapped, but must not";
+      } catch (error) {
+        return error instanceof env.EnvelopeError ? null : `${error.name}: ${error.message}`;
+      }
+    });
+  }
+  for (const c of v.blind_index) {
+    await check("blind_index", `${c.field} ${c.value}`, async () => {
+      const index = await env.blindIndex(bytes(c.key), c.field, c.value);
+      return index === c.index ? null : `index ${index}`;
+    });
+  }
+  for (const c of v.device_grant) {
+    await check("device_grant", c.name, async () => {
+      const device = await globalThis.crypto.subtle.importKey("jwk", { ...c.device_private_jwk, ext: false },
+        { name: "ECDH", namedCurve: "P-256" }, false, ["deriveBits"]);
+      const key = await env.unwrapGrant(device, c.grant_id, c, { extractable: true });
+      const raw = new Uint8Array(await globalThis.crypto.subtle.exportKey("raw", key));
+      if (!same(raw, bytes(c.key))) return "unwrapped to another key";
+      const locked = await env.unwrapGrant(device, c.grant_id, c);
+      if (locked.extractable) return "app keys must be non-extractable";
+      try {
+        await env.unwrapGrant(device, c.grant_id + "x", c);
+        return "a grant opened under another grant id";
+      } catch (error) {
+        return error instanceof env.EnvelopeError ? null : `${error.name}: ${error.message}`;
+      }
+    });
+  }
+  return results;
+}

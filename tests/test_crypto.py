@@ -1,0 +1,174 @@
+"""The encrypted-field wire format: shared vectors in Python, Node's WebCrypto and Chromium."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import json
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crypto import envelope as env
+from crypto import keys
+from crypto.blind_index import blind_index
+from crypto.vectors import make_vectors
+from server.config import PROJECT_ROOT
+from server.domain import ENCRYPTED_PREFIX
+
+VECTORS = json.loads(make_vectors.PATH.read_text(encoding="utf-8"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def b(text: str) -> bytes:
+    return env.unb64url(text)
+
+
+def ctx(case: dict) -> env.FieldContext:
+    return env.FieldContext(case["doc_id"], case["field"], case["tier"])
+
+
+def test_committed_vectors_are_what_the_generator_writes() -> None:
+    assert make_vectors.PATH.read_text(encoding="utf-8") == make_vectors.render()
+
+
+def test_domain_and_crypto_agree_on_the_envelope_prefix() -> None:
+    assert env.PREFIX == ENCRYPTED_PREFIX
+
+
+@pytest.mark.parametrize("case", VECTORS["envelope"], ids=lambda c: c["name"])
+def test_python_passes_envelope_vectors(case: dict) -> None:
+    plaintext = case["plaintext_json"].encode()
+    assert env.seal_bytes(b(case["key"]), case["key_version"], ctx(case), plaintext, nonce=b(case["nonce"])) \
+        == case["envelope"]
+    assert env.open_value(b(case["key"]), ctx(case), case["envelope"]) == json.loads(case["plaintext_json"])
+    assert env.key_version_of(case["envelope"]) == case["key_version"]
+
+
+@pytest.mark.parametrize("case", VECTORS["envelope_invalid"], ids=lambda c: c["name"])
+def test_python_rejects_invalid_envelopes_for_the_named_reason(case: dict) -> None:
+    with pytest.raises(env.EnvelopeError) as caught:
+        env.open_value(b(case["key"]), ctx(case), case["envelope"])
+    assert caught.value.reason == case["reason"]
+    message = str(caught.value)
+    assert case["key"] not in message and "10012345678" not in message  # no key material, no plaintext
+
+
+@pytest.mark.parametrize("case", VECTORS["keywrap"], ids=lambda c: c["name"])
+def test_python_passes_keywrap_vectors(case: dict) -> None:
+    assert keys.wrap(b(case["kek"]), b(case["key"])) == case["wrapped"]  # includes RFC 3394's own example
+    assert keys.unwrap(b(case["kek"]), case["wrapped"]) == b(case["key"])
+
+
+@pytest.mark.parametrize("case", VECTORS["keywrap_invalid"], ids=lambda c: c["name"])
+def test_python_rejects_bad_wrapped_keys(case: dict) -> None:
+    with pytest.raises(keys.KeyMaterialError):
+        keys.unwrap(b(case["kek"]), case["wrapped"])
+
+
+def test_python_passes_blind_index_vectors() -> None:
+    for case in VECTORS["blind_index"]:
+        assert blind_index(b(case["key"]), case["field"], case["value"]) == case["index"]
+    by_value = {(c["field"], c["value"]): c["index"] for c in VECTORS["blind_index"]}
+    # Typing differences do not matter; a different number gives a different index.
+    assert by_value[("id_card", "990101195003040011")] != by_value[("id_card", "99010119500304001x")]
+    assert by_value[("phone", "100 1234 5678")] == by_value[("phone", "100-1234-5678")]
+    assert by_value[("phone", "100 1234 5678")] != by_value[("phone", "10012345679")]
+
+
+def test_python_opens_the_device_grant_vector() -> None:
+    case = VECTORS["device_grant"][0]
+    d = int.from_bytes(b(case["device_private_jwk"]["d"]), "big")
+    device = ec.derive_private_key(d, ec.SECP256R1())
+    assert keys.unwrap_on_device(device, case["grant_id"], case) == b(case["key"])
+    with pytest.raises(keys.KeyMaterialError):
+        keys.unwrap_on_device(device, case["grant_id"] + "x", case)  # bound to its grant
+
+
+@given(value=st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),
+                          lambda inner: st.lists(inner, max_size=4), max_leaves=8),
+       doc_id=st.text(min_size=1, max_size=40), field=st.text(min_size=1, max_size=20),
+       version=st.integers(0, 2**32 - 1))
+def test_round_trip_and_binding(value: object, doc_id: str, field: str, version: int) -> None:
+    key = bytes(range(32))
+    context = env.FieldContext(doc_id, field, "core")
+    sealed = env.seal(key, version, context, value)
+    assert env.open_value(key, context, sealed) == value
+    assert env.key_version_of(sealed) == version
+    for moved in (env.FieldContext(doc_id + "x", field, "core"), env.FieldContext(doc_id, field + "x", "core"),
+                  env.FieldContext(doc_id, field, "contact")):
+        with pytest.raises(env.EnvelopeError):
+            env.open_value(key, moved, sealed)
+
+
+def test_sealing_twice_gives_different_ciphertexts() -> None:
+    context = env.FieldContext("resident:r1", "phone", "contact")
+    assert env.seal(bytes(32), 1, context, "10012345678") != env.seal(bytes(32), 1, context, "10012345678")
+
+
+def test_master_key_from_environment_file_or_generated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LINLI_MASTER_KEY", raising=False)
+    monkeypatch.delenv("LINLI_MASTER_KEY_FILE", raising=False)
+    generated = keys.load_master_key(tmp_path)
+    assert len(generated) == 32 and keys.load_master_key(tmp_path) == generated
+    assert (tmp_path / "master_key").stat().st_mode & 0o077 == 0
+    key_file = tmp_path / "mk"
+    key_file.write_text(env.b64url(bytes(range(32))))
+    monkeypatch.setenv("LINLI_MASTER_KEY_FILE", str(key_file))
+    assert keys.load_master_key(tmp_path) == bytes(range(32))
+    monkeypatch.setenv("LINLI_MASTER_KEY", base64.urlsafe_b64encode(b"short").decode())
+    with pytest.raises(keys.KeyMaterialError) as caught:
+        keys.load_master_key(tmp_path)
+    assert "32 bytes" in str(caught.value) and "c2hvcnQ" not in str(caught.value)
+
+
+def test_node_webcrypto_passes_the_same_vectors() -> None:
+    result = subprocess.run(["node", "--test", "pwa/tests/"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    expected = sum(len(VECTORS[g]) for g in ("envelope", "envelope_invalid", "keywrap", "keywrap_invalid",
+                                              "blind_index", "device_grant")) + 1
+    assert re.search(rf"^# pass {expected}$", result.stdout, re.M), result.stdout[-1000:]
+    assert re.search(r"^# fail 0$", result.stdout, re.M)
+
+
+@pytest.fixture(scope="module")
+def static_server() -> Iterator[str]:
+    """The project folder over HTTP on loopback (WebCrypto needs a secure context: localhost is one)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(PROJECT_ROOT))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_chromium_webcrypto_passes_the_same_vectors(static_server: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(static_server + "/pwa/README.md")
+            results = page.evaluate("""async () => {
+                const { runVectors } = await import('/pwa/crypto/vectors.js');
+                const vectors = await (await fetch('/crypto/vectors/v1.json')).json();
+                return runVectors(vectors);
+            }""")
+        finally:
+            browser.close()
+    failures = [r for r in results if not r["ok"]]
+    assert not failures
+    assert len(results) == sum(len(VECTORS[g]) for g in ("envelope", "envelope_invalid", "keywrap",
+                                                         "keywrap_invalid", "blind_index", "device_grant"))
