@@ -4,6 +4,7 @@
     linli demo             load the synthetic demo community
     linli user add         create an account
     linli validate FILE    check documents in a JSON file against the domain declaration
+    linli audit verify     prove the filing log intact, or name the first broken entry
     linli export-schema    print the domain declaration as JSON (what the PWA reads)
 """
 
@@ -20,7 +21,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import accounts, demo
+from crypto import filing_log, keys
+
+from . import accounts, demo, filing
 from .config import Settings, load_settings
 from .couch import Couch, connect, get_or_none
 from .domain import Role, ValidationError, export_json, validate
@@ -145,6 +148,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    signer = filing_log.signing_key(keys.load_master_key(settings.data_dir))
+    with open_couch(settings) as couch:
+        communities = args.community or [row["id"] for row in couch.main.all(
+            startkey="community:", endkey="community:\ufff0", include_docs="false", as_list=True)]
+        verdicts = {c: filing.verify(couch, signer, c) for c in communities}
+    for community, verdict in verdicts.items():
+        print(f"{community}: {verdict}")
+    return 0 if all(v.ok for v in verdicts.values()) else 1
+
+
 def cmd_export_schema(args: argparse.Namespace) -> int:
     print(json.dumps(export_json(), ensure_ascii=False, indent=2))
     return 0
@@ -189,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "or {\"docs\": [...]}) and name every bad field")
     check.add_argument("file")
     check.set_defaults(func=cmd_validate)
+
+    audit = sub.add_parser("audit", help="the filing log of protected-data access")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="prove each community's filing log intact, or name the first "
+                                  "broken entry (exit 1)")
+    verify.add_argument("--community", action="append", help="community id (repeatable; default: all)")
+    verify.set_defaults(func=cmd_audit_verify)
 
     export = sub.add_parser("export-schema", help="print the domain declaration as JSON")
     export.set_defaults(func=cmd_export_schema)

@@ -300,6 +300,12 @@ DOC_TYPES: dict[str, DocType] = {
             "prev_hash": _text(Category.RECORD, max_length=128),
             "hash": _text(Category.RECORD, required=True, max_length=128),
         }, label_zh="审计记录", label_en="Audit entry"),
+        DocType("audit_checkpoint", Scope.COMMUNITY, {
+            "seq": Field("int", Category.RECORD, required=True),
+            "hash": _text(Category.RECORD, required=True, max_length=128),
+            "at": Field("datetime", required=True),
+            "signature": _text(Category.RECORD, required=True, max_length=200),
+        }, label_zh="审计检查点", label_en="Audit checkpoint"),
     ]
 }
 

@@ -1,0 +1,97 @@
+"""The filing log's tamper evidence: a hash chain with signed checkpoints.
+
+Every entry's hash covers its content and the previous entry's hash, so
+altering or deleting an entry breaks every link after it. Every
+CHECKPOINT_EVERY entries (and on demand) the chain head is signed with an
+Ed25519 key derived from the master key, so that rewriting the whole chain
+from some point on (which a database operator could do) is caught at the
+next checkpoint: the signature cannot be forged without the master key.
+
+Pure functions over plain dicts; reading and writing CouchDB is server/filing.py's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .envelope import b64url, unb64url
+
+CHECKPOINT_EVERY = 100
+GENESIS = "0" * 64
+_SIGNING_INFO = b"linli:audit-signing:v1"
+_CHECKPOINT_LABEL = b"linli:audit-checkpoint:v1\x00"
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of the entry, without `_id`, `_rev` and `hash` itself."""
+    body = {k: v for k, v in entry.items() if k not in ("_id", "_rev", "hash")}
+    canonical = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def signing_key(master_key: bytes) -> Ed25519PrivateKey:
+    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SIGNING_INFO).derive(master_key)
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def _checkpoint_message(community: str, seq: int, head: str) -> bytes:
+    return _CHECKPOINT_LABEL + f"{community}\x00{seq}\x00{head}".encode()
+
+
+def sign_checkpoint(key: Ed25519PrivateKey, community: str, seq: int, head: str) -> str:
+    return b64url(key.sign(_checkpoint_message(community, seq, head)))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    entries: int
+    checkpoints: int
+    first_broken_seq: int | None = None
+    problem: str | None = None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"intact: {self.entries} entries, {self.checkpoints} signed checkpoints"
+        return f"BROKEN at entry {self.first_broken_seq}: {self.problem}"
+
+
+def verify(community: str, entries: Iterable[dict[str, Any]], checkpoints: Iterable[dict[str, Any]],
+           public_key: Ed25519PublicKey) -> Verdict:
+    """Check one community's chain (entries in seq order) against its signed checkpoints."""
+    heads: dict[int, str] = {}
+    previous, expected_seq = GENESIS, 1
+    for entry in entries:
+        seq = entry.get("seq")
+        if seq != expected_seq:
+            return Verdict(False, len(heads), 0, expected_seq, f"entry {expected_seq} is missing (next found: {seq})")
+        if entry.get("prev_hash") != previous:
+            return Verdict(False, len(heads), 0, seq, "does not link to the entry before it")
+        if entry_hash(entry) != entry.get("hash"):
+            return Verdict(False, len(heads), 0, seq, "content was altered (hash mismatch)")
+        heads[seq] = previous = entry["hash"]
+        expected_seq += 1
+    signed = 0
+    for checkpoint in sorted(checkpoints, key=lambda c: c["seq"]):
+        seq = checkpoint["seq"]
+        try:
+            message = _checkpoint_message(community, seq, checkpoint["hash"])
+            public_key.verify(unb64url(checkpoint["signature"]), message)
+        except (InvalidSignature, ValueError):
+            return Verdict(False, len(heads), signed, seq, "checkpoint signature is not valid")
+        if seq not in heads:
+            return Verdict(False, len(heads), signed, len(heads) + 1,
+                           f"entries up to the signed checkpoint {seq} are missing (log truncated)")
+        if heads[seq] != checkpoint["hash"]:
+            return Verdict(False, len(heads), signed, seq, "chain was rewritten: differs from the signed checkpoint")
+        signed += 1
+    return Verdict(True, len(heads), signed)

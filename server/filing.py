@@ -1,0 +1,93 @@
+"""The filing log in CouchDB: who opened whose protected data, which fields, why, when, from where.
+
+One chain per community. Entry ids are `audit_entry:<community>:<seq>`, so two
+server processes racing to append get a CouchDB conflict on the same id and
+the loser retries with the next number: no lock, no state outside CouchDB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pycouchdb.exceptions import Conflict
+
+from crypto import filing_log
+
+from .couch import Couch, get_or_none
+from .domain import validate
+
+MAX_APPEND_TRIES = 20
+
+
+def _community_key(community: str) -> str:
+    return community.split(":", 1)[1]
+
+
+def entry_id(community: str, seq: int) -> str:
+    return f"audit_entry:{_community_key(community)}:{seq:012d}"
+
+
+def checkpoint_id(community: str, seq: int) -> str:
+    return f"audit_checkpoint:{_community_key(community)}:{seq:012d}"
+
+
+def _last_entry(couch: Couch, community: str) -> dict[str, Any] | None:
+    prefix = entry_id(community, 0)[:-12]
+    rows = couch.main.all(startkey=prefix + "\ufff0", endkey=prefix, descending="true", limit=1, as_list=True)
+    return rows[0]["doc"] if rows else None
+
+
+def append(couch: Couch, signer: Ed25519PrivateKey, *, street: str, community: str, actor: str, action: str,
+           target: str, fields: list[str], purpose: str, device: str, at: dt.datetime) -> dict[str, Any]:
+    """File one access; sign a checkpoint every CHECKPOINT_EVERY entries."""
+    for _ in range(MAX_APPEND_TRIES):
+        last = _last_entry(couch, community)
+        seq = (last["seq"] + 1) if last else 1
+        entry = {"_id": entry_id(community, seq), "type": "audit_entry", "street": street, "community": community,
+                 "actor": actor, "action": action, "target": target, "fields": fields, "purpose": purpose,
+                 "device": device, "at": at.isoformat(), "seq": seq,
+                 "prev_hash": last["hash"] if last else filing_log.GENESIS}
+        entry["hash"] = filing_log.entry_hash(entry)
+        validate(entry)
+        try:
+            saved = couch.main.save(entry)
+        except Conflict:
+            continue  # another process took this number; chain onto its entry
+        if seq % filing_log.CHECKPOINT_EVERY == 0:
+            checkpoint(couch, signer, street, community, at)
+        return saved
+    raise RuntimeError(f"could not append to the filing log of {community} after {MAX_APPEND_TRIES} tries")
+
+
+def checkpoint(couch: Couch, signer: Ed25519PrivateKey, street: str, community: str,
+               at: dt.datetime) -> dict[str, Any] | None:
+    """Sign the current head of a community's chain (None if the chain is empty)."""
+    last = _last_entry(couch, community)
+    if last is None:
+        return None
+    doc = {"_id": checkpoint_id(community, last["seq"]), "type": "audit_checkpoint", "street": street,
+           "community": community, "seq": last["seq"], "hash": last["hash"], "at": at.isoformat(),
+           "signature": filing_log.sign_checkpoint(signer, community, last["seq"], last["hash"])}
+    validate(doc)
+    existing = get_or_none(couch.main, doc["_id"])
+    return existing or couch.main.save(doc)
+
+
+def _all_docs_pages(couch: Couch, prefix: str, page: int = 1000) -> Iterator[dict[str, Any]]:
+    start = prefix
+    while True:
+        rows = couch.main.all(startkey=start, endkey=prefix + "\ufff0", limit=page + 1, as_list=True)
+        for row in rows[:page]:
+            yield row["doc"]
+        if len(rows) <= page:
+            return
+        start = rows[page]["id"]
+
+
+def verify(couch: Couch, signer: Ed25519PrivateKey, community: str) -> filing_log.Verdict:
+    key = _community_key(community)
+    return filing_log.verify(community, _all_docs_pages(couch, f"audit_entry:{key}:"),
+                             list(_all_docs_pages(couch, f"audit_checkpoint:{key}:")), signer.public_key())
