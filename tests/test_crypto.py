@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import json
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +20,9 @@ from crypto.blind_index import blind_index
 from crypto.vectors import make_vectors
 from server.config import PROJECT_ROOT
 from server.domain import ENCRYPTED_PREFIX
+from tests.browser import launch, serve_project
 
 VECTORS = json.loads(make_vectors.PATH.read_text(encoding="utf-8"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 def b(text: str) -> bytes:
@@ -48,16 +44,16 @@ def test_domain_and_crypto_agree_on_the_envelope_prefix() -> None:
 @pytest.mark.parametrize("case", VECTORS["envelope"], ids=lambda c: c["name"])
 def test_python_passes_envelope_vectors(case: dict) -> None:
     plaintext = case["plaintext_json"].encode()
-    assert env.seal_bytes(b(case["key"]), case["key_version"], ctx(case), plaintext, nonce=b(case["nonce"])) \
-        == case["envelope"]
-    assert env.open_value(b(case["key"]), ctx(case), case["envelope"]) == json.loads(case["plaintext_json"])
+    data_key = env.DataKey(b(case["key"]), case["key_version"])
+    assert data_key.seal_bytes(ctx(case), plaintext, nonce=b(case["nonce"])) == case["envelope"]
+    assert data_key.open(ctx(case), case["envelope"]) == json.loads(case["plaintext_json"])
     assert env.key_version_of(case["envelope"]) == case["key_version"]
 
 
 @pytest.mark.parametrize("case", VECTORS["envelope_invalid"], ids=lambda c: c["name"])
 def test_python_rejects_invalid_envelopes_for_the_named_reason(case: dict) -> None:
     with pytest.raises(env.EnvelopeError) as caught:
-        env.open_value(b(case["key"]), ctx(case), case["envelope"])
+        env.DataKey(b(case["key"]), 1).open(ctx(case), case["envelope"])
     assert caught.value.reason == case["reason"]
     message = str(caught.value)
     assert case["key"] not in message and "10012345678" not in message  # no key material, no plaintext
@@ -99,20 +95,22 @@ def test_python_opens_the_device_grant_vector() -> None:
        doc_id=st.text(min_size=1, max_size=40), field=st.text(min_size=1, max_size=20),
        version=st.integers(0, 2**32 - 1))
 def test_round_trip_and_binding(value: object, doc_id: str, field: str, version: int) -> None:
-    key = bytes(range(32))
+    key = env.DataKey(bytes(range(32)), version)
     context = env.FieldContext(doc_id, field, "core")
-    sealed = env.seal(key, version, context, value)
-    assert env.open_value(key, context, sealed) == value
+    sealed = key.seal(context, value)
+    assert key.open(context, sealed) == value
     assert env.key_version_of(sealed) == version
     for moved in (env.FieldContext(doc_id + "x", field, "core"), env.FieldContext(doc_id, field + "x", "core"),
                   env.FieldContext(doc_id, field, "contact")):
         with pytest.raises(env.EnvelopeError):
-            env.open_value(key, moved, sealed)
+            key.open(moved, sealed)
 
 
 def test_sealing_twice_gives_different_ciphertexts() -> None:
     context = env.FieldContext("resident:r1", "phone", "contact")
-    assert env.seal(bytes(32), 1, context, "10012345678") != env.seal(bytes(32), 1, context, "10012345678")
+    key = env.DataKey(bytes(32), 1)
+    assert key.seal(context, "10012345678") != key.seal(context, "10012345678")
+    assert repr(key) == "DataKey(version=1)"  # no key material in logs
 
 
 def test_master_key_from_environment_file_or_generated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,21 +141,15 @@ def test_node_webcrypto_passes_the_same_vectors() -> None:
 
 @pytest.fixture(scope="module")
 def static_server() -> Iterator[str]:
-    """The project folder over HTTP on loopback (WebCrypto needs a secure context: localhost is one)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(PROJECT_ROOT))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_project() as url:
+        yield url
 
 
 def test_chromium_webcrypto_passes_the_same_vectors(static_server: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page()
             page.goto(static_server + "/pwa/README.md")

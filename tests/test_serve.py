@@ -18,11 +18,10 @@ import httpx2
 import pytest
 
 from server.embedded_couch import free_port
+from tests.browser import launch
 
 LINLI = str(Path(sys.executable).parent / "linli")
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 @dataclass
@@ -114,7 +113,7 @@ def test_grid_worker_logs_in_in_a_real_browser_and_sees_the_households(served: S
 
     OUTPUT.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 412, "height": 915})  # a phone
             page.goto(served.url)

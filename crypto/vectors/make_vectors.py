@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..blind_index import blind_index
-from ..envelope import PREFIX, FieldContext, b64url, encode_plaintext, seal_bytes, unb64url
+from ..envelope import PREFIX, DataKey, FieldContext, b64url, encode_plaintext, unb64url
 from ..keys import wrap, wrap_for_device
 
 PATH = Path(__file__).resolve().parent / "v1.json"
@@ -66,7 +66,7 @@ def build() -> dict[str, Any]:
     for i, (name, doc_id, field, tier, version, value) in enumerate(cases):
         plaintext = encode_plaintext(value)
         nonce = _bytes(f"nonce {i}", 12)
-        sealed = seal_bytes(key, version, FieldContext(doc_id, field, tier), plaintext, nonce=nonce)
+        sealed = DataKey(key, version).seal_bytes(FieldContext(doc_id, field, tier), plaintext, nonce=nonce)
         envelope.append({"name": name, "key": b64url(key), "key_version": version, "doc_id": doc_id, "field": field,
                          "tier": tier, "nonce": b64url(nonce), "plaintext_json": plaintext.decode(),
                          "envelope": sealed})
