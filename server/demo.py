@@ -2,23 +2,29 @@
 
 The plan's pilot (§2.1): one street, 4 communities, 20 grids, about 300
 households a grid, 1 grid worker and 2 volunteers a grid, a secretary a
-community, some departments, and wristbands plus water and electricity meters
-for elderly people living alone. Everything is made up: phone numbers start
-with 100 (no real mobile range) and ID card numbers with area code 99.
+community, some departments, and a wristband plus water and electricity meters
+for every elderly person living alone (§3.3, §7.4). Everything is made up:
+phone numbers start with 100 (no real mobile range) and ID card numbers with
+area code 99 (no real province).
 
-Ages are computed against a fixed reference date so the same seed always
-yields the same documents.
+Two random streams keep the output stable and cheap to count: the *plan*
+stream decides which kind of household lives at each address and who lives in
+it; the *people* stream decides names, ages and numbers. Ages are computed
+against a fixed reference date, never today.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import pycouchdb
 from tqdm import tqdm
 
 from . import accounts
@@ -27,30 +33,46 @@ from .domain import Role, id_card_check_char, validate
 
 REFERENCE_DATE = dt.date(2025, 1, 1)
 STREET_ID = "street:hongshan"
+STREET_NAME = "和平街道"
 COMMUNITY_NAMES = ("幸福社区", "和谐社区", "阳光社区", "建设社区")
-ROAD_NAMES = ("幸福路", "和平路", "阳光大道", "建设街")
+ROAD_NAMES = ("幸福路", "和谐路", "阳光大道", "建设街")
 DEPARTMENTS = (("civil_affairs", "民政办"), ("health", "卫健办"), ("urban_management", "城管中队"),
                ("housing", "房管所"), ("utilities", "水电服务站"))
+DEVICE_MODELS = (("wristband", "安康手环 BTHome"), ("water_meter", "智能水表 BTHome"),
+                 ("electricity_meter", "智能电表 BTHome"))
 SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
     "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
 )
-GIVEN_MALE = "伟强磊军勇杰涛明超刚平辉鹏华飞鑫波斌宇浩凯健俊帆帅旭宁龙林国建志文海春"
-GIVEN_FEMALE = "芳娜敏静丽艳娟霞秀英华慧巧美淑惠珍玉兰凤洁琳素云莲真环雪荣爱妹梅琴"
+GIVEN_NAME_CHARS = {
+    "male": "伟强磊军勇杰涛明超刚平辉鹏华飞鑫波斌宇浩凯健俊帆帅旭宁龙林国建志文海春晨阳博涵睿",
+    "female": "芳娜敏静丽艳娟霞秀英华慧巧美淑惠珍玉兰凤洁琳素云莲真环雪荣爱梅琴欣怡婷雨萱佳",
+}
 CONDITIONS = ("高血压", "糖尿病", "冠心病", "慢阻肺", "关节炎", "脑卒中后遗症", "骨质疏松")
+DISABILITIES = ("physical", "visual", "hearing", "speech", "intellectual", "mental", "multiple")
+LOCAL_AREA = "990111"  # the ID card area code of residents with a local hukou
 
-# Household compositions and how often they occur; weights sum to 100.
-# Tuned so that ~2.5 people live in a household and ~21% of residents are 60+.
-COMPOSITIONS = (
-    ("elderly_alone", 9), ("elderly_couple", 13), ("young_single", 13), ("young_couple", 15),
-    ("family_one_child", 27), ("family_two_children", 6), ("three_generations", 11), ("elderly_with_adult_child", 6),
-)
+# Household kinds per 100 households. Tuned so that a household averages ≈2.5
+# people and the age mix is close to urban China's (7th census: 0–14 ≈ 14%,
+# 15–59 ≈ 65%, 60+ ≈ 21%); tests/test_demo.py holds the tolerances.
+HOUSEHOLD_KINDS = {
+    "elderly_alone": 8,
+    "elderly_couple": 11,
+    "single": 14,
+    "couple": 15,
+    "parents_and_children": 32,
+    "three_generations": 12,
+    "elderly_with_adult_child": 8,
+}
 PILOT_SHAPE = (4, 5)  # communities, grids per community
-AVERAGE_HOUSEHOLD = 2.4
+AVERAGE_HOUSEHOLD = 2.5  # residents per household the kinds above produce (measured)
+HOUSEHOLDS_PER_BUILDING = 24  # 6 floors × 2 units × 2 flats
 
 
 @dataclass(frozen=True)
 class DemoSize:
+    """How big the demo street is; the default is the plan's pilot."""
+
     communities: int = 4
     grids_per_community: int = 5
     households_per_grid: int = 300
@@ -65,8 +87,12 @@ class DemoSize:
     def grids(self) -> int:
         return self.communities * self.grids_per_community
 
+    @property
+    def households(self) -> int:
+        return self.grids * self.households_per_grid
 
-PILOT_RESIDENTS = round(DemoSize().grids * DemoSize().households_per_grid * AVERAGE_HOUSEHOLD)
+
+PILOT_RESIDENTS = round(DemoSize().households * AVERAGE_HOUSEHOLD)
 
 
 def community_id(c: int) -> str:
@@ -77,243 +103,399 @@ def grid_id(c: int, g: int) -> str:
     return f"grid:c{c}-g{g:02d}"
 
 
+def community_name(c: int) -> str:
+    # Beyond the four pilot names, number them so that names stay unique.
+    return COMMUNITY_NAMES[(c - 1) % len(COMMUNITY_NAMES)] + ("" if c <= len(COMMUNITY_NAMES) else str(c))
+
+
+# ---------------------------------------------------------------- the plan
+
+@dataclass(frozen=True)
+class _Slot:
+    """One address of the plan and who lives there (relations to the head, head first)."""
+
+    c: int  # community number, from 1
+    g: int  # grid number within the community, from 1
+    h: int  # household number within the grid, from 1
+    kind: str
+    relations: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"c{self.c}-g{self.g:02d}-{self.h:04d}"
+
+    @property
+    def documents(self) -> int:
+        """Documents this household yields: itself, its residents, 3 devices if elderly alone."""
+        return 1 + len(self.relations) + (len(DEVICE_MODELS) if self.kind == "elderly_alone" else 0)
+
+
+def _relations(kind: str, rng: random.Random) -> tuple[str, ...]:
+    if kind in ("elderly_alone", "single"):
+        return ("self",)
+    if kind in ("elderly_couple", "couple"):
+        return ("self", "spouse")
+    if kind == "elderly_with_adult_child":
+        return ("self", "child")
+    children = ("child",) * rng.choices((1, 2, 3), (70, 27, 3))[0]
+    parents = ("self",) if rng.random() < 0.1 else ("self", "spouse")  # some single parents
+    if kind == "parents_and_children":
+        return (*parents, *children)
+    return (*parents, *children, *("parent",) * rng.choice((1, 2)))  # three generations
+
+
+def _plan(seed: int, size: DemoSize) -> Iterator[_Slot]:
+    rng = random.Random(f"plan-{seed}")
+    kinds, weights = list(HOUSEHOLD_KINDS), list(HOUSEHOLD_KINDS.values())
+    for c in range(1, size.communities + 1):
+        for g in range(1, size.grids_per_community + 1):
+            for h in range(1, size.households_per_grid + 1):
+                kind = rng.choices(kinds, weights)[0]
+                yield _Slot(c, g, h, kind, _relations(kind, rng))
+
+
+def document_count(seed: int = 2025, size: DemoSize = DemoSize()) -> int:
+    """How many documents generate(seed, size) yields, without generating the people."""
+    fixed = 1 + len(DEPARTMENTS) + size.communities + size.grids  # street, departments, communities, grids
+    return fixed + sum(slot.documents for slot in _plan(seed, size))
+
+
+# ---------------------------------------------------------------- the people
+
 class _People:
-    """Deterministic synthetic people: names, birth dates, numbers."""
+    """Deterministic synthetic people: names, birth dates, unique numbers."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
-        self._serial = 0
+        self._used: set[str] = set()
+
+    def _unique(self, draw: Callable[[], str]) -> str:
+        # Phones, ID cards and MACs identify someone or something: never hand one out twice.
+        while (value := draw()) in self._used:
+            pass
+        self._used.add(value)
+        return value
+
+    def surname(self) -> str:
+        return self.rng.choice(SURNAMES)
 
     def name(self, gender: str, surname: str | None = None) -> str:
-        pool = GIVEN_MALE if gender == "male" else GIVEN_FEMALE
-        given = "".join(self.rng.choice(pool) for _ in range(self.rng.choice((1, 2, 2))))
-        return (surname or self.rng.choice(SURNAMES)) + given
+        chars = GIVEN_NAME_CHARS[gender]
+        given = "".join(self.rng.choice(chars) for _ in range(self.rng.choices((1, 2), (3, 7))[0]))
+        return (surname or self.surname()) + given
 
-    def birth_date(self, low: int, high: int) -> dt.date:
-        age = self.rng.randint(low, high)
-        return REFERENCE_DATE - dt.timedelta(days=age * 365 + self.rng.randint(0, 364))
+    def birth_date(self, age: int) -> dt.date:
+        """A birth date that makes someone exactly `age` on REFERENCE_DATE (1 January: no leap-day edge)."""
+        latest = REFERENCE_DATE.replace(year=REFERENCE_DATE.year - age)
+        earliest = REFERENCE_DATE.replace(year=REFERENCE_DATE.year - age - 1) + dt.timedelta(days=1)
+        return earliest + dt.timedelta(days=self.rng.randint(0, (latest - earliest).days))
 
     def phone(self) -> str:
-        return "100" + "".join(self.rng.choice("0123456789") for _ in range(8))
+        return self._unique(lambda: "100" + "".join(self.rng.choices("0123456789", k=8)))
 
-    def id_card(self, born: dt.date, gender: str) -> str:
-        self._serial += 1
-        # Sequence digit parity encodes gender, as on real cards.
-        seq = f"{self._serial % 50 * 2 % 100:02d}{(self.rng.randrange(0, 10, 2) + (gender == 'male')) % 10}"
-        first17 = f"99{self.rng.randint(0, 9999):04d}{born:%Y%m%d}{seq}"
-        return first17 + id_card_check_char(first17)
+    def id_card(self, area: str, born: dt.date, gender: str) -> str:
+        """18 characters with a valid GB 11643 check character; the 17th digit is odd for men, as on real cards."""
+        parity = int(gender == "male")
+
+        def draw() -> str:
+            first17 = f"{area}{born:%Y%m%d}{self.rng.randint(0, 99):02d}{self.rng.randrange(parity, 10, 2)}"
+            return first17 + id_card_check_char(first17)
+
+        return self._unique(draw)
+
+    def mac(self) -> str:
+        # BLE random static addresses have the two top bits set, as the wristbands and meters would use.
+        return self._unique(lambda: ":".join(f"{b:02X}" for b in [0xC0 | self.rng.randrange(64),
+                                                                     *self.rng.randbytes(5)]))
 
 
-def _members(kind: str, people: _People) -> list[dict[str, Any]]:
-    """(gender, age range, relation) of each member of a household of the given kind."""
+def age_on_reference_date(birth_date: str) -> int:
+    """Age in whole years on REFERENCE_DATE of an ISO birth date."""
+    born = dt.date.fromisoformat(birth_date)
+    return REFERENCE_DATE.year - born.year - ((REFERENCE_DATE.month, REFERENCE_DATE.day) < (born.month, born.day))
+
+
+def _ages(slot: _Slot, rng: random.Random) -> list[int]:
+    """Ages of the members of a household in slot order, consistent with their relations."""
+    if slot.kind == "elderly_alone":
+        return [rng.randint(65, 95)]
+    head = {
+        "elderly_couple": (60, 88), "single": (18, 59), "couple": (22, 45), "parents_and_children": (28, 58),
+        "three_generations": (28, 50), "elderly_with_adult_child": (65, 92),
+    }[slot.kind]
+    head_age = rng.randint(*head)
+    ages = []
+    for relation in slot.relations:
+        if relation == "self":
+            ages.append(head_age)
+        elif relation == "spouse":
+            ages.append(max(20, head_age + rng.randint(-4, 4)))
+        elif relation == "child":
+            # Born when the head was 22–38; a head too young for that has a small child.
+            ages.append(max(0, head_age - rng.randint(22, 38)) if head_age >= 40 else rng.randint(0, head_age - 22))
+        else:  # the head's parent in a three-generation household
+            ages.append(head_age + rng.randint(22, 34))
+    return ages
+
+
+def _resident(people: _People, slot: _Slot, routing: dict[str, str], index: int, relation: str, age: int,
+              gender: str, surname: str, area: str, hukou: str) -> dict[str, Any]:
+    """A resident's basic, contact, health and social fields; finance and emergency contacts come later."""
     rng = people.rng
-    g = rng.choice(("male", "female"))
-    other = "female" if g == "male" else "male"
-    old, mid, young, child = (65, 95), (30, 59), (18, 34), (0, 17)
-    any_gender = ("male", "female")
-    shapes = {
-        "elderly_alone": [(rng.choice(("female", "female", "male")), old, "self")],
-        "elderly_couple": [("male", (62, 90), "self"), ("female", (60, 88), "spouse")],
-        "young_single": [(g, young, "self")],
-        "young_couple": [(g, young, "self"), (other, young, "spouse")],
-        "family_one_child": [(g, mid, "self"), (other, mid, "spouse"), (rng.choice(any_gender), child, "child")],
-        "family_two_children": [(g, (30, 50), "self"), (other, (30, 50), "spouse"),
-                                ("male", child, "child"), ("female", child, "child")],
-        "three_generations": [(g, mid, "self"), (other, mid, "spouse"), (rng.choice(any_gender), child, "child"),
-                              (rng.choice(any_gender), (60, 85), "parent")],
-        "elderly_with_adult_child": [(g, (65, 92), "self"), (rng.choice(any_gender), (35, 60), "child")],
+    born = people.birth_date(age)
+    doc: dict[str, Any] = {
+        "_id": f"resident:{slot.key}-{index}", "type": "resident", **routing, "household": f"household:{slot.key}",
+        "name": people.name(gender, surname), "gender": gender, "birth_date": born.isoformat(),
+        "relation_to_head": relation, "hukou": hukou,
+        # Everyone registered has an ID number from birth, not only card holders aged 16+.
+        "id_card": people.id_card(area, born, gender),
+        "living_alone": slot.kind == "elderly_alone",
     }
-    return [{"gender": gender, "ages": ages, "relation": relation} for gender, ages, relation in shapes[kind]]
+    # Children under 12 and a quarter of the over-80s have no mobile phone of their own (§5.1 manual channels).
+    if age >= 12 and not (age >= 80 and rng.random() < 0.25):
+        doc["phone"] = people.phone()
+    if age >= 60:
+        if conditions := rng.sample(CONDITIONS, k=rng.choices((0, 1, 2, 3), (25, 35, 25, 15))[0]):
+            doc["chronic_conditions"] = conditions
+        frail = (60, 28, 12) if age >= 80 else (85, 12, 3)
+        doc["elderly_care_level"] = rng.choices(("self_reliant", "semi_disabled", "disabled"), frail)[0]
+    elif age >= 45 and rng.random() < 0.2:
+        doc["chronic_conditions"] = [rng.choice(CONDITIONS[:2])]
+    if rng.random() < (0.13 if age >= 60 else 0.035):  # disability is far more common in old age
+        doc["disability"] = rng.choice(DISABILITIES)
+        doc["disability_grade"] = rng.randint(1, 4)
+    return doc
 
 
-def _household_docs(people: _People, routing: dict[str, str], key: str, address: dict[str, str],
-                    kind: str) -> Iterator[dict[str, Any]]:
-    """One household, its residents and (for elderly living alone) their devices; household first."""
+def _household_docs(people: _People, slot: _Slot, routing: dict[str, str],
+                    address: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """One household, its residents and (for an elderly person living alone) their devices; household first."""
     rng = people.rng
-    surname = rng.choice(SURNAMES)
+    housing = rng.choices(("owned", "rented", "public_rental"), (70, 22, 8))[0]
+    # Hukou is per household: renters are far more often registered elsewhere.
+    hukou = "non_local" if rng.random() < (0.55 if housing == "rented" else 0.1) else "local"
+    area = LOCAL_AREA if hukou == "local" else f"99{rng.randint(1, 9999):04d}"
+    head_gender = rng.choice(("male", "female"))
+    spouse_gender = "female" if head_gender == "male" else "male"
+    head_surname, spouse_surname = people.surname(), people.surname()
+    # Children take the father's surname; the head's parents share the head's surname only for the father.
+    family_surname = head_surname if head_gender == "male" else spouse_surname
+    # With two parents of the head, the father comes first; a lone parent is more often a widow.
+    parent_genders = iter(("male", "female") if slot.relations.count("parent") == 2
+                          else (rng.choices(("male", "female"), (35, 65))[0],))
     residents = []
-    for index, member in enumerate(_members(kind, people), start=1):
-        same_family = member["relation"] in ("self", "child", "grandchild") or rng.random() < 0.1
-        born = people.birth_date(*member["ages"])
-        age = (REFERENCE_DATE - born).days // 365
-        doc: dict[str, Any] = {
-            "_id": f"resident:{key}-{index}", "type": "resident", **routing, "household": f"household:{key}",
-            "name": people.name(member["gender"], surname if same_family else None),
-            "gender": member["gender"], "birth_date": born.isoformat(), "relation_to_head": member["relation"],
-            "hukou": "local" if rng.random() < 0.8 else "non_local",
-            "living_alone": kind == "elderly_alone",
-        }
-        if age >= 16:
-            doc["phone"] = people.phone()
-            doc["id_card"] = people.id_card(born, member["gender"])
-        if age >= 60:
-            doc["chronic_conditions"] = rng.sample(CONDITIONS, k=rng.choice((0, 1, 1, 2, 3)))
-            doc["elderly_care_level"] = rng.choices(("self_reliant", "semi_disabled", "disabled"), (80, 15, 5))[0]
-        if kind == "elderly_alone":
-            doc["emergency_contact_name"] = people.name(rng.choice(("male", "female")), surname)
-            doc["emergency_contact_phone"] = people.phone()
-        if rng.random() < 0.06:
-            doc["disability"] = rng.choice(("physical", "visual", "hearing", "speech", "intellectual", "mental"))
-            doc["disability_grade"] = rng.randint(1, 4)
-        residents.append(doc)
-    if rng.random() < 0.02:  # about 2% of residents live on the minimum-living allowance
-        for doc in residents:
-            doc["minimum_living_allowance"] = True
-            doc["allowance_monthly_yuan"] = float(rng.choice((680, 750, 820, 900)))
+    for index, (relation, age) in enumerate(zip(slot.relations, _ages(slot, rng), strict=True), start=1):
+        if relation == "self":
+            gender, surname = head_gender, head_surname
+        elif relation == "spouse":
+            gender, surname = spouse_gender, spouse_surname
+        elif relation == "child":
+            gender, surname = rng.choice(("male", "female")), family_surname
+        else:
+            gender = next(parent_genders)
+            surname = head_surname if gender == "male" else people.surname()
+        residents.append(_resident(people, slot, routing, index, relation, age, gender, surname, area, hukou))
+
+    ages = [age_on_reference_date(r["birth_date"]) for r in residents]
+    if any(a >= 60 for a in ages):  # the elderly get someone to call when an alert goes unanswered
+        younger_adults = [r for r, a in zip(residents, ages, strict=True) if 18 <= a < 60 and "phone" in r]
+        if younger_adults:
+            contact = younger_adults[0]["name"], younger_adults[0]["phone"]
+        else:  # a son or daughter living elsewhere
+            contact = people.name(rng.choice(("male", "female")), family_surname), people.phone()
+        for resident, age in zip(residents, ages, strict=True):
+            if age >= 60:
+                resident["emergency_contact_name"], resident["emergency_contact_phone"] = contact
+
     tags = []
-    if kind == "elderly_alone":
+    if slot.kind == "elderly_alone":
         tags.append("elderly_alone")
-    if kind == "elderly_couple":
+    if slot.kind == "elderly_couple":
         tags.append("empty_nest")
-    if residents[0].get("minimum_living_allowance"):
+    if rng.random() < 0.02:  # minimum-living allowance is granted per household, paid per person
         tags.append("low_income")
-    if any(r.get("disability") for r in residents):
+        for resident in residents:
+            resident["minimum_living_allowance"] = True
+            resident["allowance_monthly_yuan"] = float(rng.randrange(300, 861, 10))
+    if any("disability" in r for r in residents):
         tags.append("disability")
-    yield {"_id": f"household:{key}", "type": "household", **routing, **address, "head": residents[0]["_id"],
-           "member_count": len(residents), "housing": rng.choices(("owned", "rented", "public_rental"), (70, 22, 8))[0],
-           "tags": tags}
+    if any(r["gender"] == "male" and a >= 40 for r, a in zip(residents, ages, strict=True)) and rng.random() < 0.03:
+        tags.append("veteran")
+
+    yield {"_id": f"household:{slot.key}", "type": "household", **routing, **address,
+           "head": residents[0]["_id"], "member_count": len(residents), "housing": housing, "tags": tags}
     yield from residents
-    if kind == "elderly_alone":
-        yield from _devices(people, routing, key, residents[0]["_id"])
+    if slot.kind == "elderly_alone":
+        installed = (REFERENCE_DATE - dt.timedelta(days=rng.randint(30, 700))).isoformat()
+        for kind, model in DEVICE_MODELS:
+            yield {"_id": f"device:{slot.key}-1-{kind}", "type": "device", **routing,
+                   "household": f"household:{slot.key}", "resident": residents[0]["_id"],
+                   "kind": kind, "mac": people.mac(), "model": model, "installed_at": installed}
 
 
-def _devices(people: _People, routing: dict[str, str], key: str, resident: str) -> Iterator[dict[str, Any]]:
-    installed = (REFERENCE_DATE - dt.timedelta(days=people.rng.randint(30, 700))).isoformat()
-    for kind, model in (("wristband", "安康手环 BTHome"), ("water_meter", "智能水表 BTHome"),
-                        ("electricity_meter", "智能电表 BTHome")):
-        mac = "D4:" + ":".join(f"{people.rng.randrange(256):02X}" for _ in range(5))
-        yield {"_id": f"device:{key}-{kind}", "type": "device", **routing, "household": f"household:{key}",
-               "resident": resident, "kind": kind, "mac": mac, "model": model, "installed_at": installed}
+def _address(road: str, g: int, h: int) -> dict[str, str]:
+    """Households fill 6-floor buildings of 2 units with 2 flats a floor, numbered 101, 102 … 602."""
+    building, rest = divmod(h - 1, HOUSEHOLDS_PER_BUILDING)
+    unit, flat = divmod(rest, HOUSEHOLDS_PER_BUILDING // 2)
+    floor, door = divmod(flat, 2)
+    room = f"{floor + 1}{door + 1:02d}"
+    number = (g - 1) * 20 + building % 20 + 1  # each grid covers 20 street numbers
+    return {"address": f"{road}{number}号{building + 1}栋{unit + 1}单元{room}室",
+            "building": str(building + 1), "unit": str(unit + 1), "room": room}
 
 
 def generate(seed: int = 2025, size: DemoSize = DemoSize()) -> Iterator[dict[str, Any]]:
-    """Every main-database document of the demo, in a fixed order; each passes domain.validate."""
-    rng = random.Random(seed)
-    people = _People(rng)
+    """Every main-database document of the demo, in a fixed order; each passes domain.validate.
+
+    Order: street, departments, then per community the community, and per grid
+    the grid followed by each household, its residents and devices.
+    """
+    people = _People(random.Random(f"people-{seed}"))
     street = {"street": STREET_ID}
-    yield {"_id": STREET_ID, "type": "street", **street, "name": "和平街道", "district": "洪山区", "city": "武汉市"}
+    yield {"_id": STREET_ID, "type": "street", **street, "name": STREET_NAME, "district": "洪山区", "city": "武汉市"}
     for kind, name in DEPARTMENTS:
         yield {"_id": f"department:{kind}", "type": "department", **street, "name": name, "kind": kind}
-    kinds, weights = zip(*COMPOSITIONS, strict=True)
+    plan = _plan(seed, size)
     for c in range(1, size.communities + 1):
         road = ROAD_NAMES[(c - 1) % len(ROAD_NAMES)]
         community = {**street, "community": community_id(c)}
-        yield {"_id": community_id(c), "type": "community", **community,
-               "name": COMMUNITY_NAMES[(c - 1) % len(COMMUNITY_NAMES)] + ("" if c <= 4 else str(c)),
+        yield {"_id": community_id(c), "type": "community", **community, "name": community_name(c),
                "office_address": f"{road}1号"}
         for g in range(1, size.grids_per_community + 1):
             routing = {**community, "grid": grid_id(c, g)}
-            yield {"_id": grid_id(c, g), "type": "grid", **routing, "name": f"第{g}网格", "number": g,
+            yield {"_id": routing["grid"], "type": "grid", **routing, "name": f"第{g}网格", "number": g,
                    "area": f"{road}{(g - 1) * 20 + 1}号至{g * 20}号"}
-            for h in range(size.households_per_grid):
-                building, rest = divmod(h, 24)
-                unit, floor_room = divmod(rest, 12)
-                floor, room = divmod(floor_room, 2)
-                address = {"address": f"{road}{(g - 1) * 20 + building % 20 + 1}号{building + 1}栋{unit + 1}单元"
-                                      f"{floor + 1}0{room + 1}室",
-                           "building": str(building + 1), "unit": str(unit + 1), "room": f"{floor + 1}0{room + 1}"}
-                kind = rng.choices(kinds, weights)[0]
-                yield from _household_docs(people, routing, f"c{c}-g{g:02d}-{h + 1:04d}", address, kind)
+            for slot in itertools.islice(plan, size.households_per_grid):
+                yield from _household_docs(people, slot, routing, _address(road, g, slot.h))
 
+
+# ---------------------------------------------------------------- accounts
 
 @dataclass(frozen=True)
 class DemoLogin:
+    """A demo account as printed for the person trying the demo (no password)."""
+
     username: str
     display_name: str
     role: str
-    where: str
+    where: str  # human-readable place or department, e.g. "幸福社区 第1网格"
 
 
 @dataclass(frozen=True)
 class _Account:
     login: DemoLogin
-    roles: list[Role]
-    communities: list[str]
-    grids: list[str]
+    role: Role
+    communities: tuple[str, ...] = ()
+    grids: tuple[str, ...] = ()
     department: str | None = None
 
 
 def _accounts(seed: int, size: DemoSize) -> list[_Account]:
-    # Staff names come from their own generator so they do not shift the residents.
+    # Staff names come from their own stream so that they do not shift the residents.
     people = _People(random.Random(f"staff-{seed}"))
-    result = [_Account(DemoLogin("admin", people.name("female"), Role.ADMIN.value, "和平街道"), [Role.ADMIN], [], [])]
+
+    def login(username: str, role: Role, where: str) -> DemoLogin:
+        return DemoLogin(username, people.name(people.rng.choice(("male", "female"))), role.value, where)
+
+    result = [_Account(login("admin", Role.ADMIN, STREET_NAME), Role.ADMIN)]
     for c in range(1, size.communities + 1):
-        place = COMMUNITY_NAMES[(c - 1) % len(COMMUNITY_NAMES)]
-        result.append(_Account(DemoLogin(f"shuji{c}", people.name("male"), Role.SECRETARY.value, place),
-                               [Role.SECRETARY], [community_id(c)], []))
+        place = community_name(c)
+        result.append(_Account(login(f"shuji{c}", Role.SECRETARY, place), Role.SECRETARY, (community_id(c),)))
         for g in range(1, size.grids_per_community + 1):
             n = (c - 1) * size.grids_per_community + g
             where = f"{place} 第{g}网格"
-            ids = ([community_id(c)], [grid_id(c, g)])
-            result.append(_Account(DemoLogin(f"wangge{n:02d}", people.name(people.rng.choice(("male", "female"))),
-                                             Role.GRID_WORKER.value, where), [Role.GRID_WORKER], *ids))
+            ids = ((community_id(c),), (grid_id(c, g),))
+            result.append(_Account(login(f"wangge{n:02d}", Role.GRID_WORKER, where), Role.GRID_WORKER, *ids))
             for suffix in "ab":
-                result.append(_Account(DemoLogin(f"zhiyuan{n:02d}{suffix}", people.name("female"),
-                                                 Role.VOLUNTEER.value, where), [Role.VOLUNTEER], *ids))
+                result.append(_Account(login(f"zhiyuan{n:02d}{suffix}", Role.VOLUNTEER, where), Role.VOLUNTEER, *ids))
     for kind, name in DEPARTMENTS:
-        result.append(_Account(DemoLogin(f"bumen_{kind}", people.name("male"), Role.DEPARTMENT_STAFF.value, name),
-                               [Role.DEPARTMENT_STAFF], [], [], f"department:{kind}"))
+        result.append(_Account(login(f"bumen_{kind}", Role.DEPARTMENT_STAFF, name), Role.DEPARTMENT_STAFF,
+                               department=f"department:{kind}"))
     return result
 
 
 def demo_logins(seed: int = 2025, size: DemoSize = DemoSize()) -> list[DemoLogin]:
-    """The demo accounts, without passwords, in a fixed order."""
+    """The demo accounts, without passwords, in a fixed order.
+
+    Admin; per community its secretary, then per grid its worker and 2
+    volunteers; one staff member per department.
+    """
     return [a.login for a in _accounts(seed, size)]
 
 
-def user_docs(password: str, seed: int = 2025, size: DemoSize = DemoSize()) -> list[dict[str, Any]]:
+def user_docs(seed: int = 2025, size: DemoSize = DemoSize(), *, password: str) -> list[dict[str, Any]]:
     """Validated user documents for every demo account, all with the given password.
 
     The password is hashed once and the hash shared: argon2id costs ~50 ms a
     hash, and these accounts share one password anyway.
     """
-    docs = []
     password_hash = accounts.hash_password(password)
-    for a in _accounts(seed, size):
-        docs.append(accounts.make_user(a.login.username, a.login.display_name, a.roles, STREET_ID, password_hash,
-                                       communities=a.communities, grids=a.grids, department=a.department))
-    return docs
+    return [accounts.make_user(a.login.username, a.login.display_name, [a.role], STREET_ID, password_hash,
+                               communities=list(a.communities), grids=list(a.grids), department=a.department)
+            for a in _accounts(seed, size)]
 
+
+# ---------------------------------------------------------------- loading
 
 @dataclass(frozen=True)
 class LoadReport:
+    """What load() did: documents written (main and accounts), wall time, and whether it wrote at all."""
+
     docs: int
     seconds: float
     loaded: bool
 
 
-def load(couch: Couch, password: str, seed: int = 2025, size: DemoSize = DemoSize(), progress: bool = False,
+def load(couch: Couch, seed: int = 2025, size: DemoSize = DemoSize(), *, password: str, progress: bool = False,
          batch_size: int = 1000) -> LoadReport:
-    """Write the demo through _bulk_docs unless it is there already (the street document decides)."""
+    """Write the demo through _bulk_docs unless it is there already (the street document decides).
+
+    Accounts go first, so that a clash with an existing account fails before
+    the main database is touched; the street document goes last, so that its
+    presence means the whole demo is there. Raises RuntimeError naming the
+    first document CouchDB refused.
+    """
     started = time.perf_counter()
     if get_or_none(couch.main, STREET_ID) is not None:
         return LoadReport(0, time.perf_counter() - started, loaded=False)
-    users = user_docs(password, seed, size)
-    expected = 1 + len(DEPARTMENTS) + size.communities + size.grids * (1 + size.households_per_grid * 3.5)
-    count = _save_all(couch.accounts, users)
-    bar = tqdm(total=round(expected), unit="doc", disable=not progress, desc="demo")
-    batch: list[dict[str, Any]] = []
-    street_doc = None
-    for doc in generate(seed, size):
-        validate(doc)
-        if doc["_id"] == STREET_ID:
-            street_doc = doc  # written last: its presence means "fully loaded"
-            continue
-        batch.append(doc)
-        if len(batch) >= batch_size:
-            count += _save_all(couch.main, batch)
-            bar.update(len(batch))
-            batch = []
-    count += _save_all(couch.main, [*batch, street_doc])
-    bar.update(len(batch) + 1)
-    bar.close()
-    return LoadReport(count, time.perf_counter() - started, loaded=True)
+    users = user_docs(seed, size, password=password)
+    docs = generate(seed, size)
+    street_doc = next(docs)  # generate() yields the street first; it is held back to mark completion
+    validate(street_doc)
+    written = 0
+    # One writer thread: the next batch is generated while the database writes the previous one. Only one
+    # batch is ever handed to the writer, so memory stays flat and nothing (least of all the street marker)
+    # is written after a refusal.
+    with tqdm(total=document_count(seed, size) + len(users), unit="doc", disable=not progress, desc="demo") as bar, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-load") as writer:
+        def wait(write: Future[int]) -> None:
+            nonlocal written
+            done = write.result()
+            written += done
+            bar.update(done)
+
+        in_flight = writer.submit(_save_all, couch.accounts, users)
+        for batch in itertools.chain(_validated_batches(docs, batch_size), [[street_doc]]):
+            wait(in_flight)  # only now: the batch above was generated while the previous one was written
+            in_flight = writer.submit(_save_all, couch.main, batch)
+        wait(in_flight)
+    return LoadReport(written, time.perf_counter() - started, loaded=True)
 
 
-def _save_all(db: Any, docs: list[dict[str, Any]]) -> int:
+def _validated_batches(docs: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    # The generator promises valid documents; checking anyway keeps anything unvalidated out of the database.
+    while batch := list(itertools.islice(docs, size)):
+        for doc in batch:
+            validate(doc)
+        yield batch
+
+
+def _save_all(db: pycouchdb.client.Database, docs: list[dict[str, Any]]) -> int:
     failed = [r for r in bulk_save(db, docs) if r.error]
     if failed:
         first = failed[0]
-        raise RuntimeError(f"demo load failed for {len(failed)} documents; first: {first.id}: "
-                           f"{first.error} ({first.reason})")
+        raise RuntimeError(
+            f"demo load failed for {len(failed)} of {len(docs)} documents in {db.name}; first: {first.id}: "
+            f"{first.error} ({first.reason}). A conflict means an earlier load was interrupted or the "
+            "account exists already: start from empty databases.")
     return len(docs)
