@@ -12,11 +12,8 @@ P-256, HKDF-SHA256.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import os
 import secrets
-from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -72,31 +69,3 @@ def unwrap_on_device(device_private: ec.EllipticCurvePrivateKey, grant_id: str, 
     """What the phone does (in WebCrypto); here for tests and for the vectors."""
     ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(grant["ephemeral_public"]))
     return unwrap(_grant_kek(device_private.exchange(ec.ECDH(), ephemeral), grant_id), grant["wrapped_key"])
-
-
-def load_master_key(data_dir: Path) -> bytes:
-    """The master key: $LINLI_MASTER_KEY, or the file named by $LINLI_MASTER_KEY_FILE (base64url, 32 bytes).
-
-    Without either, a development key is generated once into the data folder (mode 0600).
-    """
-    text = os.environ.get("LINLI_MASTER_KEY")
-    source = "LINLI_MASTER_KEY"
-    if not text and os.environ.get("LINLI_MASTER_KEY_FILE"):
-        source = os.environ["LINLI_MASTER_KEY_FILE"]
-        text = Path(source).read_text(encoding="utf-8").strip()
-    if not text:
-        path = data_dir / "master_key"
-        source = str(path)
-        if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(b64url(new_key()))
-        text = path.read_text(encoding="utf-8").strip()
-    try:
-        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != KEY_BYTES:
-        raise KeyMaterialError(f"master key from {source} must be 32 bytes in base64url")
-    return key

@@ -21,10 +21,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from crypto import filing_log, keys
+from crypto import filing_log
 
 from . import accounts, demo, filing
-from .config import Settings, load_settings
+from .config import Settings, load_master_key, load_settings, write_private
 from .couch import Couch, connect, get_or_none
 from .domain import Role, ValidationError, export_json, validate
 from .embedded_couch import EmbeddedCouch, free_port
@@ -51,12 +51,6 @@ def _port_is_free(host: str, port: int) -> bool:
         return True
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) -> str | None:
     """Load the demo community if it is not there yet; return the demo logins text, if any.
 
@@ -71,8 +65,7 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
         print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
         lines = [f"Demo password for every demo account: {password}", ""]
         lines += [f"  {login.username:<22} {login.role:<18} {login.where}" for login in demo.demo_logins(seed, size)]
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        _write_private(logins_path, "\n".join(lines) + "\n")
+        write_private(logins_path, "\n".join(lines) + "\n")
     return logins_path.read_text(encoding="utf-8") if logins_path.exists() else None
 
 
@@ -150,7 +143,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = load_settings()
-    signer = filing_log.signing_key(keys.load_master_key(settings.data_dir))
+    signer = filing_log.signing_key(load_master_key(settings.data_dir))
     with open_couch(settings) as couch:
         communities = args.community or [row["id"] for row in couch.main.all(
             startkey="community:", endkey="community:\ufff0", include_docs="false", as_list=True)]

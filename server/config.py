@@ -7,10 +7,14 @@ development setup only) is generated into the data folder with mode 0600.
 
 from __future__ import annotations
 
+import binascii
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from crypto import keys
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,16 +30,41 @@ def read_secret(name: str) -> str | None:
     return None
 
 
-def _generated_secret(path: Path) -> str:
-    """A random secret kept in the data folder so that restarts keep sessions valid."""
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (secrets, demo passwords)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(value)
-    return value
+        f.write(text)
+
+
+def secret_or_generated(name: str, path: Path, make: Callable[[], str]) -> tuple[str, str]:
+    """($NAME or the file $NAME_FILE names, else the data-folder file at path, made once) and where it came from.
+
+    The generated file keeps restarts consistent (sessions stay valid, encrypted data stays readable).
+    """
+    value = read_secret(name)
+    if value:
+        return value, name
+    if not path.exists():
+        write_private(path, make())
+    return path.read_text(encoding="utf-8").strip(), str(path)
+
+
+def load_master_key(data_dir: Path) -> bytes:
+    """The root of the key hierarchy: $LINLI_MASTER_KEY(_FILE), base64url of 32 bytes.
+
+    Without either, a development key is generated once into the data folder.
+    """
+    text, source = secret_or_generated("LINLI_MASTER_KEY", data_dir / "master_key",
+                                       lambda: keys.b64url(keys.new_key()))
+    try:
+        key = keys.unb64url(text)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != keys.KEY_BYTES:
+        raise keys.KeyMaterialError(f"master key from {source} must be 32 bytes in base64url")
+    return key
 
 
 @dataclass(frozen=True)
@@ -64,7 +93,8 @@ def load_settings() -> Settings:
         couchdb_user=os.environ.get("COUCHDB_USER") or None,
         couchdb_password=read_secret("COUCHDB_PASSWORD"),
         db_prefix=os.environ.get("LINLI_DB_PREFIX", "linli_"),
-        secret_key=read_secret("LINLI_SECRET_KEY") or _generated_secret(data_dir / "secret_key"),
+        secret_key=secret_or_generated("LINLI_SECRET_KEY", data_dir / "secret_key",
+                                       lambda: secrets.token_urlsafe(48))[0],
         host=os.environ.get("LINLI_HOST", "127.0.0.1"),
         port=int(os.environ.get("LINLI_PORT", "8000")),
         session_max_age=int(os.environ.get("LINLI_SESSION_MAX_AGE", str(12 * 3600))),

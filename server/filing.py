@@ -8,6 +8,8 @@ the loser retries with the next number: no lock, no state outside CouchDB.
 from __future__ import annotations
 
 import datetime as dt
+import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,7 +45,9 @@ def _last_entry(couch: Couch, community: str) -> dict[str, Any] | None:
 def append(couch: Couch, signer: Ed25519PrivateKey, *, street: str, community: str, actor: str, action: str,
            target: str, fields: list[str], purpose: str, device: str, at: dt.datetime) -> dict[str, Any]:
     """File one access; sign a checkpoint every CHECKPOINT_EVERY entries."""
-    for _ in range(MAX_APPEND_TRIES):
+    for attempt in range(MAX_APPEND_TRIES):
+        if attempt:
+            time.sleep(random.uniform(0, 0.005 * attempt))  # back off so that one writer cannot starve
         last = _last_entry(couch, community)
         seq = (last["seq"] + 1) if last else 1
         entry = {"_id": entry_id(community, seq), "type": "audit_entry", "street": street, "community": community,

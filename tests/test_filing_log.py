@@ -99,11 +99,20 @@ def test_checkpoints_are_signed_automatically(couch: Couch, monkeypatch: pytest.
 
 
 def test_concurrent_appends_keep_one_unbroken_chain(couch: Couch) -> None:
-    threads = [threading.Thread(target=file_access, args=(couch, 10, f"user:w{i}")) for i in range(3)]
+    errors: list[Exception] = []
+
+    def worker(actor: str) -> None:
+        try:
+            file_access(couch, 10, actor)
+        except Exception as error:  # surfaced below; a thread's exception would otherwise vanish
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(f"user:w{i}",)) for i in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     result = verdict(couch)
     assert result.ok and result.entries == 30
 
