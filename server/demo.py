@@ -103,6 +103,11 @@ def grid_id(c: int, g: int) -> str:
     return f"grid:c{c}-g{g:02d}"
 
 
+def volunteer_usernames(grid_number: int) -> tuple[str, str]:
+    """The two volunteers of the street's grid_number-th grid (counted from 1 across communities)."""
+    return f"zhiyuan{grid_number:02d}a", f"zhiyuan{grid_number:02d}b"
+
+
 def community_name(c: int) -> str:
     # Beyond the four pilot names, number them so that names stay unique.
     return COMMUNITY_NAMES[(c - 1) % len(COMMUNITY_NAMES)] + ("" if c <= len(COMMUNITY_NAMES) else str(c))
@@ -267,9 +272,13 @@ def _resident(people: _People, slot: _Slot, routing: dict[str, str], index: int,
     return doc
 
 
-def _household_docs(people: _People, slot: _Slot, routing: dict[str, str],
-                    address: dict[str, str]) -> Iterator[dict[str, Any]]:
-    """One household, its residents and (for an elderly person living alone) their devices; household first."""
+def _household_docs(people: _People, slot: _Slot, routing: dict[str, str], address: dict[str, str],
+                    volunteers: tuple[str, str]) -> Iterator[dict[str, Any]]:
+    """One household, its residents and (for an elderly person living alone) their devices; household first.
+
+    Households that need looking after (elderly, low income, disability) get one of the grid's two
+    volunteers, alternating.
+    """
     rng = people.rng
     housing = rng.choices(("owned", "rented", "public_rental"), (70, 22, 8))[0]
     # Hukou is per household: renters are far more often registered elsewhere.
@@ -322,8 +331,10 @@ def _household_docs(people: _People, slot: _Slot, routing: dict[str, str],
     if any(r["gender"] == "male" and a >= 40 for r, a in zip(residents, ages, strict=True)) and rng.random() < 0.03:
         tags.append("veteran")
 
+    cared_for = {"elderly_alone", "empty_nest", "low_income", "disability"}.intersection(tags)
     yield {"_id": f"household:{slot.key}", "type": "household", **routing, **address,
-           "head": residents[0]["_id"], "member_count": len(residents), "housing": housing, "tags": tags}
+           "head": residents[0]["_id"], "member_count": len(residents), "housing": housing, "tags": tags,
+           **({"volunteers": [accounts.user_id(volunteers[slot.h % 2])]} if cared_for else {})}
     yield from residents
     if slot.kind == "elderly_alone":
         installed = (REFERENCE_DATE - dt.timedelta(days=rng.randint(30, 700))).isoformat()
@@ -365,8 +376,9 @@ def generate(seed: int = 2025, size: DemoSize = DemoSize()) -> Iterator[dict[str
             routing = {**community, "grid": grid_id(c, g)}
             yield {"_id": routing["grid"], "type": "grid", **routing, "name": f"第{g}网格", "number": g,
                    "area": f"{road}{(g - 1) * 20 + 1}号至{g * 20}号"}
+            volunteers = volunteer_usernames((c - 1) * size.grids_per_community + g)
             for slot in itertools.islice(plan, size.households_per_grid):
-                yield from _household_docs(people, slot, routing, _address(road, g, slot.h))
+                yield from _household_docs(people, slot, routing, _address(road, g, slot.h), volunteers)
 
 
 # ---------------------------------------------------------------- accounts
@@ -406,8 +418,8 @@ def _accounts(seed: int, size: DemoSize) -> list[_Account]:
             where = f"{place} 第{g}网格"
             ids = ((community_id(c),), (grid_id(c, g),))
             result.append(_Account(login(f"wangge{n:02d}", Role.GRID_WORKER, where), Role.GRID_WORKER, *ids))
-            for suffix in "ab":
-                result.append(_Account(login(f"zhiyuan{n:02d}{suffix}", Role.VOLUNTEER, where), Role.VOLUNTEER, *ids))
+            for username in volunteer_usernames(n):
+                result.append(_Account(login(username, Role.VOLUNTEER, where), Role.VOLUNTEER, *ids))
     for kind, name in DEPARTMENTS:
         result.append(_Account(login(f"bumen_{kind}", Role.DEPARTMENT_STAFF, name), Role.DEPARTMENT_STAFF,
                                department=f"department:{kind}"))

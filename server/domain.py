@@ -190,6 +190,8 @@ DOC_TYPES: dict[str, DocType] = {
             "tags": Field("list", Category.SOCIAL, choices=(
                 "elderly_alone", "low_income", "disability", "veteran", "empty_nest", "left_behind_child",
             )),
+            # The grid's volunteers who look after this household (they see it and nothing else of the grid).
+            "volunteers": Field("list", Category.SYSTEM, ref="user"),
         }, label_zh="住户", label_en="Household"),
         DocType("resident", Scope.GRID, {
             "household": _ref("household", required=True),
@@ -239,6 +241,7 @@ DOC_TYPES: dict[str, DocType] = {
             "notes": _text(Category.SOCIAL),
             "needs": Field("list", Category.SOCIAL),
             "blood_pressure": _text(Category.HEALTH, max_length=20),
+            "assigned_to": _ref("user"),
             **_WHO_WHEN,
         }, label_zh="走访", label_en="Visit"),
         DocType("need", Scope.GRID, {
@@ -246,6 +249,7 @@ DOC_TYPES: dict[str, DocType] = {
             "category": _text(Category.SOCIAL, required=True, max_length=50),
             "description": _text(Category.SOCIAL, required=True),
             "status": _enum(NEED_STATES, required=True),
+            "assigned_to": _ref("user"),
             **_WHO_WHEN,
         }, label_zh="需求", label_en="Need"),
         DocType("service_request", Scope.GRID, {
