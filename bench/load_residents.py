@@ -4,16 +4,18 @@
 
 Starts its own pouchdb-server in a temporary folder and prints one JSON line.
 The reference, measured in the same run on the same server: the same main
-documents, already generated and serialised, POSTed as plain _bulk_docs
+documents (protected fields sealed, residents' data keys included), already
+generated, sealed and serialised, POSTed as plain _bulk_docs
 batches to a fresh Linli main database (with its design document, which
 alone costs pouchdb-server about a quarter of its write rate). `ratio` = ours
-/ reference: 1.0 would mean generating, validating and sending through
-pycouchdb cost nothing extra.
+/ reference: 1.0 would mean generating, validating, sealing and sending
+through pycouchdb cost nothing extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -26,10 +28,12 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from crypto.keys import new_key  # noqa: E402
 from server import demo  # noqa: E402
 from server.config import Settings  # noqa: E402
 from server.couch import connect  # noqa: E402
 from server.embedded_couch import EmbeddedCouch  # noqa: E402
+from server.firewall import Firewall  # noqa: E402
 
 BATCH = 1000  # the same batch size for ours and the reference
 
@@ -59,14 +63,19 @@ def main() -> None:
         try:
             settings = Settings(data_dir=Path(tmp), couchdb_url=None, couchdb_user=None, couchdb_password=None,
                                 db_prefix="bench_", secret_key="bench-only", host="127.0.0.1", port=0,
-                                session_max_age=60, cookie_secure=False)
+                                session_max_age=60, cookie_secure=False, master_keys=(new_key(),))
             couch = connect(settings, server.url)
-            report = demo.load(couch, seed=args.seed, size=size, password="bench-password",
+            seal = Firewall.open(settings, couch).seal_for_storage
+            report = demo.load(couch, seal, seed=args.seed, size=size, password="bench-password",
                                progress=sys.stdout.isatty(), batch_size=BATCH)
-            docs = list(demo.generate(args.seed, size))
-            # connect() creates the reference databases exactly as Linli's own, design documents included.
-            reference_db = connect(replace(settings, db_prefix="reference_"), server.url).main.name
-            reference = reference_rate(server.url, reference_db, docs)
+            # The reference writes the very documents Linli stored (sealed, with data keys), made beforehand.
+            reference_couch = connect(replace(settings, db_prefix="reference_"), server.url)
+            reference_seal = Firewall.open(settings, reference_couch).seal_for_storage
+            generated = demo.generate(args.seed, size)
+            docs = [d for batch in iter(lambda: list(itertools.islice(generated, BATCH)), [])
+                    for d in reference_seal(batch)]
+            # connect() created the reference databases exactly as Linli's own, design documents included.
+            reference = reference_rate(server.url, reference_couch.main.name, docs)
         finally:
             server.stop()
     ours = report.docs / report.seconds

@@ -32,12 +32,13 @@ class Principal:
     grids: frozenset[str] = frozenset()
     department: str | None = None
     resident: str | None = None
+    gateway: str | None = None  # a BLE gateway account: the gateway it is
 
     @classmethod
     def of(cls, user: Doc) -> Principal:
         return cls(user["_id"], frozenset(Role(r) for r in user.get("roles", [])), user.get("street", ""),
                    frozenset(user.get("communities", [])), frozenset(user.get("grids", [])),
-                   user.get("department"), user.get("resident"))
+                   user.get("department"), user.get("resident"), user.get("gateway"))
 
     def has(self, *roles: Role) -> bool:
         return bool(self.roles.intersection(roles))
@@ -94,6 +95,13 @@ def _personal(p: Principal, doc: Doc) -> bool:
     return _grid_staff(p, doc) or _own(p, doc)
 
 
+def _alert(p: Principal, doc: Doc) -> bool:
+    # Privacy mode: a resident may keep water/electricity anomalies between themselves and their grid worker.
+    if doc.get("visibility") == "grid_worker_only":
+        return (p.has(Role.GRID_WORKER) and doc.get("grid") in p.grids) or _own(p, doc)
+    return _personal(p, doc)
+
+
 def _audit(p: Principal, doc: Doc) -> bool:
     # Residents see who opened their own record (privacy view); nobody else below the secretary.
     return _staff_of_community(p, doc) or (p.resident is not None and doc.get("target") == p.resident)
@@ -101,6 +109,19 @@ def _audit(p: Principal, doc: Doc) -> bool:
 
 def _secretary_only(p: Principal, doc: Doc) -> bool:
     return _staff_of_community(p, doc)
+
+
+def _access_request(p: Principal, doc: Doc) -> bool:
+    return _grid_staff(p, doc) or doc.get("requester") == p.user_id
+
+
+def _gateway(p: Principal, doc: Doc) -> bool:
+    return _staff_of_community(p, doc) or (p.gateway is not None and doc["_id"] == p.gateway)
+
+
+def _device(p: Principal, doc: Doc) -> bool:
+    # A gateway gets the configuration of the devices it reads, and nothing else about anyone.
+    return _personal(p, doc) or (p.gateway is not None and doc.get("gateway") == p.gateway)
 
 
 RULES: dict[str, Callable[[Principal, Doc], bool]] = {
@@ -113,11 +134,16 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "visit": _task,
     "need": _task,
     "service_request": _service_request,
-    "alert": _personal,
-    "device": _personal,
+    "alert": _alert,
+    "device": _device,
+    "gateway": _gateway,
     "reading": _personal,
     "audit_entry": _audit,
     "audit_checkpoint": _secretary_only,
+    "access_request": _access_request,
+    "privacy": _personal,
+    # Wrapped under the community's tier keys, which never leave the server: useless without a grant.
+    "data_key": _grid_staff,
 }
 
 
@@ -132,3 +158,71 @@ def may_see(p: Principal, doc: Doc) -> bool:
         return False
     rule = RULES.get(doc_type.name)
     return rule is not None and rule(p, doc)
+
+
+# Every field a rule above reads. A deletion keeps these in its tombstone so that the
+# deletion reaches exactly the phones that had the document (see sync/README.md).
+VISIBILITY_FIELDS = ("type", "street", "community", "grid", "volunteers", "assigned_to", "created_by", "resident",
+                     "departments", "target", "gateway", "visibility", "requester")
+
+
+# ---------------------------------------------------------------- writes
+
+def _admin(p: Principal, doc: Doc) -> bool:
+    return p.has(Role.ADMIN)
+
+
+def _reported_by_gateway(p: Principal, doc: Doc) -> bool:
+    """A gateway creates readings and alerts in the grids it serves (it cannot read them back)."""
+    return p.has(Role.GATEWAY) and doc.get("grid") in p.grids
+
+
+# Who may write which type. A type without a rule is written by the server only
+# (filing log, approvals, grants, keys): no phone can forge one.
+WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
+    "street": _admin,
+    "department": _admin,
+    "community": _admin,
+    "grid": _staff_of_community,
+    "gateway": _staff_of_community,
+    "household": _grid_staff,
+    "resident": _grid_staff,
+    "visit": _task,
+    "need": _task,
+    "service_request": _service_request,
+    "device": _grid_staff,
+    "alert": lambda p, doc: _grid_staff(p, doc) or _reported_by_gateway(p, doc),
+    "reading": lambda p, doc: _grid_staff(p, doc) or _reported_by_gateway(p, doc),
+}
+
+OUTSIDE_SCOPE = "this document is outside what you may see"
+
+
+def write_refusal(p: Principal, old: Doc | None, new: Doc) -> str | None:
+    """Why this user may not store `new` over `old` (the current version, None if new); None if they may.
+
+    Checks the writer's rights only; the schema is `domain.validate`'s job.
+    """
+    type_name = new.get("type", "")
+    if WRITE_RULES.get(type_name) is None:
+        return f"{type_name or 'untyped'} documents are written by the server only"
+    if old is not None:
+        if not may_see(p, old):
+            return OUTSIDE_SCOPE
+        if old.get("type") != type_name:
+            return "a document's type may not change"
+        moved = [name for name in ("street", "community", "grid") if old.get(name) != new.get(name)]
+        if moved:
+            return "a document may not move to another " + ", ".join(moved)
+        if old.get("created_by") != new.get("created_by"):
+            return "created_by may not change"
+    elif "created_by" in DOC_TYPES[type_name].fields and new.get("created_by") != p.user_id:
+        return "created_by must be the writer's own user id"
+    if new.get("street") != p.street or not WRITE_RULES[type_name](p, new):
+        return f"your role may not write this {type_name} here"
+    return None
+
+
+def may_write(p: Principal, old: Doc | None, new: Doc) -> bool:
+    """True if this user may store `new` over `old` (see write_refusal for the reason when not)."""
+    return write_refusal(p, old, new) is None

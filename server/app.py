@@ -8,6 +8,7 @@ pool with `run_in_threadpool`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,20 +20,27 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from crypto.envelope import EnvelopeError
+
 from . import accounts, queries
+from .access import Principal, may_see
 from .config import PROJECT_ROOT, Settings
 from .couch import Couch, get_or_none
-from .domain import Role, export_json
+from .domain import CORE_CATEGORIES, PRIVACY_CHOICES, Role, export_json
+from .firewall import CATEGORY_FIELDS, AccessDenied, Firewall, RequestError, device_label
 from .i18n import DEFAULT_LANG, LANGUAGES, translator
+from .keystore import ShreddedError
 from .security import CSRFMiddleware, csrf_token, session_user_matches, start_session
 
 HERE = Path(__file__).resolve().parent
 VENDOR_DIR = PROJECT_ROOT / "pwa" / "vendor"
 SIGNED_IN_COOKIE = "signed_in"
+# Why a grid worker opens contact details; the key is filed, the page shows its translation.
+REVEAL_PURPOSES = ("routine_visit", "alert_follow_up", "service_request", "needs_assessment")
 
 
 def _now() -> dt.datetime:
@@ -64,8 +72,10 @@ class LoginRequired(Exception):
     """Raised by handlers when no valid session is present."""
 
 
-def create_app(settings: Settings, couch: Couch) -> Starlette:
-    """The web application bound to one CouchDB connection."""
+def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = ()) -> Starlette:
+    """The web application bound to one CouchDB connection; `mounts` join it inside its session and CSRF
+    middleware (the sync gateway at /sync, see server/cli.py)."""
+    firewall = Firewall.open(settings, couch)
 
     async def current_user(request: Request) -> dict[str, Any]:
         username = request.session.get("user")
@@ -161,7 +171,103 @@ def create_app(settings: Settings, couch: Couch) -> Starlette:
         if grid is None or not queries.can_view_grid(user, grid):
             raise HTTPException(403)
         residents = await run_in_threadpool(queries.household_detail, couch, household, dt.date.today())
-        return render(request, "household.html", household=household, grid=grid, residents=residents)
+        principal = Principal.of(user)
+        for resident in residents:
+            resident["protected"] = await run_in_threadpool(firewall.entitlements, principal, resident["doc"], _now())
+        return render(request, "household.html", household=household, grid=grid, residents=residents,
+                      purposes=REVEAL_PURPOSES)
+
+    async def resident_for(request: Request) -> tuple[Principal, dict[str, Any]]:
+        """The signed-in user and the resident named in the path, if the user may see that resident at all."""
+        principal = Principal.of(await current_user(request))
+        resident = await run_in_threadpool(queries.load_doc, couch, request.path_params["resident_id"], "resident")
+        if resident is None:
+            raise HTTPException(404)
+        if not may_see(principal, resident):
+            raise HTTPException(403)
+        return principal, resident
+
+    async def reveal(request: Request) -> Response:
+        principal, resident = await resident_for(request)
+        form = await request.form()
+        category = str(form.get("category", ""))
+        purpose = str(form.get("purpose", ""))
+        device = device_label(request.headers.get("user-agent", ""), request.client.host if request.client else "")
+        try:
+            values = await run_in_threadpool(firewall.reveal, principal, resident, category, purpose=purpose,
+                                             device=device, now=_now())
+        except AccessDenied as denied:
+            values, error = {}, denied.reason
+        except ShreddedError:
+            values, error = {}, "fw_erased"
+        except EnvelopeError:  # moved or altered ciphertext: show nothing, say so
+            values, error = {}, "fw_tampered"
+        else:
+            error = None
+        fields = [(name, values.get(name)) for name in CATEGORY_FIELDS.get(category, [])]
+        name = "_revealed.html" if request.headers.get("hx-request") else "revealed.html"
+        return render(request, name, 403 if error else 200, resident=resident, category=category,
+                      fields=fields, error=error)
+
+    async def access_request_page(request: Request) -> Response:
+        principal, resident = await resident_for(request)
+        error = sent = None
+        if request.method == "POST":
+            form = await request.form()
+            try:
+                hours = int(str(form.get("hours", "")))
+            except ValueError:
+                hours = 0
+            try:
+                categories = [str(c) for c in form.getlist("category")]
+                await run_in_threadpool(firewall.request, principal, resident, categories,
+                                        str(form.get("purpose", "")), hours, _now())
+                sent = True
+            except AccessDenied as denied:
+                raise HTTPException(403, denied.reason) from None
+            except RequestError as bad:
+                error = str(bad)
+        return render(request, "access_request.html", 400 if error else 200, resident=resident,
+                      categories=CORE_CATEGORIES, error=error, sent=sent)
+
+    async def approvals_page(request: Request) -> Response:
+        user = await current_user(request)
+        principal = Principal.of(user)
+        if not principal.has(Role.SECRETARY):
+            raise HTTPException(403)
+        decided = error = None
+        if request.method == "POST":
+            form = await request.form()
+            try:
+                doc = await run_in_threadpool(firewall.decide, principal, str(form.get("request", "")),
+                                              approve=form.get("decision") == "approve",
+                                              note=str(form.get("note", "")), now=_now())
+                decided = "decided_" + doc["status"]
+            except AccessDenied as denied:
+                error = denied.reason
+            except RequestError as bad:
+                error = str(bad)
+        pending = await run_in_threadpool(firewall.pending_requests, principal)
+        names = await run_in_threadpool(queries.names_of, couch, pending)
+        return render(request, "approvals.html", 400 if error else 200, pending=pending, names=names,
+                      decided=decided, error=error)
+
+    async def privacy_page(request: Request) -> Response:
+        principal, resident = await resident_for(request)
+        saved = error = None
+        if request.method == "POST":
+            form = await request.form()
+            choices = {c: str(form[c]) for c in PRIVACY_CHOICES if c in form}
+            try:
+                await run_in_threadpool(firewall.set_privacy, principal, resident, choices, _now())
+                saved = True
+            except AccessDenied as denied:
+                raise HTTPException(403, denied.reason) from None
+            except RequestError as bad:
+                error = str(bad)
+        current = await run_in_threadpool(firewall.privacy_of, resident["_id"])
+        return render(request, "privacy.html", 400 if error else 200, resident=resident, choices=PRIVACY_CHOICES,
+                      current=current, saved=saved, error=error)
 
     async def communities_page(request: Request) -> Response:
         user = await current_user(request)
@@ -200,10 +306,15 @@ def create_app(settings: Settings, couch: Couch) -> Starlette:
         Route("/grids/{grid_id}", grid_page),
         Route("/households/{household_id}", household_page),
         Route("/communities", communities_page),
+        Route("/residents/{resident_id}/reveal", reveal, methods=["POST"]),
+        Route("/residents/{resident_id}/access-request", access_request_page, methods=["GET", "POST"]),
+        Route("/residents/{resident_id}/privacy", privacy_page, methods=["GET", "POST"]),
+        Route("/approvals", approvals_page, methods=["GET", "POST"]),
         Route("/schema.json", schema_json),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
+        *mounts,
     ]
     middleware = [
         Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="session",

@@ -11,7 +11,7 @@ import binascii
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crypto import keys
@@ -51,13 +51,7 @@ def secret_or_generated(name: str, path: Path, make: Callable[[], str]) -> tuple
     return path.read_text(encoding="utf-8").strip(), str(path)
 
 
-def load_master_key(data_dir: Path) -> bytes:
-    """The root of the key hierarchy: $LINLI_MASTER_KEY(_FILE), base64url of 32 bytes.
-
-    Without either, a development key is generated once into the data folder.
-    """
-    text, source = secret_or_generated("LINLI_MASTER_KEY", data_dir / "master_key",
-                                       lambda: keys.b64url(keys.new_key()))
+def _decode_master_key(text: str, source: str) -> bytes:
     try:
         key = keys.unb64url(text)
     except (binascii.Error, ValueError):
@@ -67,18 +61,33 @@ def load_master_key(data_dir: Path) -> bytes:
     return key
 
 
+def load_master_keys(data_dir: Path) -> tuple[bytes, ...]:
+    """The root of the key hierarchy: $LINLI_MASTER_KEY(_FILE), base64url of 32 bytes, current first.
+
+    Without either, a development key is generated once into the data folder.
+    During a master-key rotation, $LINLI_MASTER_KEY_PREVIOUS(_FILE) keeps the
+    old key usable for key rings not yet re-wrapped (`linli keys rotate-master`).
+    """
+    text, source = secret_or_generated("LINLI_MASTER_KEY", data_dir / "master_key",
+                                       lambda: keys.b64url(keys.new_key()))
+    current = _decode_master_key(text, source)
+    previous = read_secret("LINLI_MASTER_KEY_PREVIOUS")
+    return (current,) if previous is None else (current, _decode_master_key(previous, "LINLI_MASTER_KEY_PREVIOUS"))
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
     couchdb_url: str | None  # None: start the embedded pouchdb-server
     couchdb_user: str | None
-    couchdb_password: str | None
+    couchdb_password: str | None = field(repr=False)
     db_prefix: str
-    secret_key: str
+    secret_key: str = field(repr=False)
     host: str
     port: int
     session_max_age: int  # seconds
     cookie_secure: bool
+    master_keys: tuple[bytes, ...] = field(repr=False)  # current first
 
     def db_name(self, logical: str) -> str:
         """CouchDB database name for a logical database ("main", "accounts")."""
@@ -99,4 +108,5 @@ def load_settings() -> Settings:
         port=int(os.environ.get("LINLI_PORT", "8000")),
         session_max_age=int(os.environ.get("LINLI_SESSION_MAX_AGE", str(12 * 3600))),
         cookie_secure=os.environ.get("LINLI_COOKIE_SECURE", "") == "1",
+        master_keys=load_master_keys(data_dir),
     )

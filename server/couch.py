@@ -6,6 +6,7 @@ the embedded pouchdb-server and on a production CouchDB cluster.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -83,6 +84,13 @@ def connect(settings: Settings, embedded_url: str | None = None) -> Couch:
     return Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB])
 
 
+def build_views(couch: Couch) -> None:
+    """Build every view index now (one query each), so that no first page view waits for indexing."""
+    for db, views in ((couch.main, MAIN_VIEWS), (couch.accounts, ACCOUNT_VIEWS)):
+        for name, view in views.items():
+            db.query(f"linli/{name}", limit=0, **({"reduce": "false"} if "reduce" in view else {}))
+
+
 def _ensure_design(db: pycouchdb.client.Database, views: dict[str, Any]) -> None:
     try:
         current = db.get(DESIGN_ID)
@@ -121,12 +129,22 @@ def bulk_save(db: pycouchdb.client.Database, docs: list[dict[str, Any]]) -> list
     return [BulkResult(r.get("id", ""), r.get("rev"), r.get("error"), r.get("reason")) for r in results]
 
 
-def iter_view_docs(db: pycouchdb.client.Database, view: str, key_prefix: list[Any]) -> Iterator[dict[str, Any]]:
-    """Documents whose view key starts with key_prefix, in key order."""
-    rows = db.query(view, startkey=key_prefix, endkey=[*key_prefix, {}], reduce="false",
-                    include_docs="true", pagesize=500)
-    for row in rows:
-        yield row["doc"]
+def iter_view_docs(db: pycouchdb.client.Database, view: str, key_prefix: list[Any],
+                   page: int = 500) -> Iterator[dict[str, Any]]:
+    """Documents whose view key starts with key_prefix, in key order, fetched a page at a time.
+
+    Paged here with `skip` rather than with pycouchdb's `pagesize`, which
+    JSON-encodes the end key a second time on the second page; and not by
+    `startkey_docid`, which pouchdb-server ignores. Listings here are at most a
+    grid's few thousand documents, where skip costs little.
+    """
+    for skip in itertools.count(0, page):
+        rows = db.query(view, as_list=True, startkey=key_prefix, endkey=[*key_prefix, {}], reduce="false",
+                        include_docs="true", limit=page, skip=skip)
+        for row in rows:
+            yield row["doc"]
+        if len(rows) < page:
+            return
 
 
 def get_many(db: pycouchdb.client.Database, ids: Iterable[str]) -> dict[str, dict[str, Any]]:

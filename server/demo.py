@@ -458,11 +458,14 @@ class LoadReport:
     loaded: bool
 
 
-def load(couch: Couch, seed: int = 2025, size: DemoSize = DemoSize(), *, password: str, progress: bool = False,
-         batch_size: int = 1000) -> LoadReport:
+def load(couch: Couch, seal: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], seed: int = 2025,
+         size: DemoSize = DemoSize(), *, password: str, progress: bool = False, batch_size: int = 1000) -> LoadReport:
     """Write the demo through _bulk_docs unless it is there already (the street document decides).
 
-    Accounts go first, so that a clash with an existing account fails before
+    `seal` (the firewall's `seal_for_storage`) encrypts each batch's protected
+    fields and adds residents' data keys, so no plaintext of a protected field
+    ever reaches the database. The progress bar counts generated documents;
+    the report counts every document written. Accounts go first, so that a clash with an existing account fails before
     the main database is touched; the street document goes last, so that its
     presence means the whole demo is there. Raises RuntimeError naming the
     first document CouchDB refused.
@@ -480,17 +483,17 @@ def load(couch: Couch, seed: int = 2025, size: DemoSize = DemoSize(), *, passwor
     # is written after a refusal.
     with tqdm(total=document_count(seed, size) + len(users), unit="doc", disable=not progress, desc="demo") as bar, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-load") as writer:
-        def wait(write: Future[int]) -> None:
+        def wait(write: Future[int], generated: int) -> None:
             nonlocal written
-            done = write.result()
-            written += done
-            bar.update(done)
+            written += write.result()
+            bar.update(generated)
 
-        in_flight = writer.submit(_save_all, couch.accounts, users)
+        in_flight, generated = writer.submit(_save_all, couch.accounts, users), len(users)
         for batch in itertools.chain(_validated_batches(docs, batch_size), [[street_doc]]):
-            wait(in_flight)  # only now: the batch above was generated while the previous one was written
-            in_flight = writer.submit(_save_all, couch.main, batch)
-        wait(in_flight)
+            sealed = seal(batch)
+            wait(in_flight, generated)  # only now: this batch was made while the previous one was written
+            in_flight, generated = writer.submit(_save_all, couch.main, sealed), len(batch)
+        wait(in_flight, generated)
     return LoadReport(written, time.perf_counter() - started, loaded=True)
 
 

@@ -63,6 +63,7 @@ class Role(StrEnum):
     VOLUNTEER = "volunteer"
     DEPARTMENT_STAFF = "department_staff"
     RESIDENT = "resident"
+    GATEWAY = "gateway"  # a BLE gateway tablet: reads its devices' configuration, reports readings and alerts
 
 
 class Scope(StrEnum):
@@ -145,6 +146,18 @@ ALERT_STATES = ("raised", "acknowledged", "visiting", "resolved", "escalated")
 REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resolved", "closed", "reopened")
 NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled")
 VISIT_KINDS = ("routine", "needs_list", "alert_follow_up", "care", "other")
+ACCESS_REQUEST_STATES = ("pending", "approved", "refused", "revoked")
+# Categories a core-data access request may ask for: the core tier's categories.
+CORE_CATEGORIES = ("health", "finance")
+MAX_GRANT_HOURS = 24 * 30
+# Privacy mode (§5.1): what a resident chooses per category. The first choice is the default.
+PRIVACY_CHOICES: dict[str, tuple[str, ...]] = {
+    "contact": ("grid_staff", "secretary_only"),
+    "health": ("with_approval", "secretary_only"),
+    "finance": ("with_approval", "secretary_only"),
+    "utility_alerts": ("grid_staff", "grid_worker_only"),
+    "sos_family": ("notify", "do_not_notify"),
+}
 
 _WHO_WHEN = {
     "created_by": _ref("user", required=True),
@@ -229,6 +242,7 @@ DOC_TYPES: dict[str, DocType] = {
             "grids": Field("list", Category.SYSTEM, ref="grid"),
             "department": _ref("department"),
             "resident": _ref("resident"),
+            "gateway": _ref("gateway"),  # for a gateway account: the gateway it is
             "active": Field("bool", Category.SYSTEM, required=True),
             "password_hash": _text(Category.SYSTEM, tier=Tier.SECRET, max_length=300),
             # Bumped to end every open session of the user (logout everywhere, password change).
@@ -274,15 +288,23 @@ DOC_TYPES: dict[str, DocType] = {
             "detail": _text(Category.HEALTH, max_length=500),
             "acknowledged_by": _ref("user"),
             "acknowledged_at": Field("datetime"),
+            # Copied from the resident's privacy choice when raised, so routing needs no lookup.
+            "visibility": _enum(PRIVACY_CHOICES["utility_alerts"]),
         }, label_zh="告警", label_en="Alert"),
         DocType("device", Scope.GRID, {
             **_PERSONAL_LINKS,
             "kind": _enum(DEVICE_KINDS, required=True),
             "mac": Field("mac", Category.SYSTEM, required=True),
             "model": _text(Category.SYSTEM, max_length=100),
-            "gateway": _text(Category.SYSTEM, max_length=100),
+            "gateway": _ref("gateway"),  # the BLE gateway that reads it
             "installed_at": Field("date", Category.SYSTEM),
         }, label_zh="设备", label_en="Device"),
+        DocType("gateway", Scope.COMMUNITY, {
+            # A BLE gateway's configuration; devices name it in their `gateway` field.
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "place": _text(Category.BASIC, max_length=200),
+            "scan_seconds": Field("int", Category.SYSTEM),
+        }, label_zh="蓝牙网关", label_en="BLE gateway"),
         DocType("reading", Scope.GRID, {
             **_PERSONAL_LINKS,
             "device": _ref("device", required=True),
@@ -304,6 +326,39 @@ DOC_TYPES: dict[str, DocType] = {
             "prev_hash": _text(Category.RECORD, max_length=128),
             "hash": _text(Category.RECORD, required=True, max_length=128),
         }, label_zh="审计记录", label_en="Audit entry"),
+        DocType("access_request", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "resident": _ref("resident", required=True),
+            "requester": _ref("user", required=True),
+            "categories": Field("list", required=True, choices=CORE_CATEGORIES),
+            "purpose": _text(required=True, max_length=500),
+            "hours": Field("int", required=True),
+            "status": _enum(ACCESS_REQUEST_STATES, required=True),
+            "decided_by": _ref("user"),
+            "decided_at": Field("datetime"),
+            "expires_at": Field("datetime"),
+            "decision_note": _text(max_length=500),
+            **_WHO_WHEN,
+        }, label_zh="核心数据查看申请", label_en="Core data access request"),
+        DocType("privacy", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "resident": _ref("resident", required=True),
+            **{category: _enum(choices) for category, choices in PRIVACY_CHOICES.items()},
+            "updated_by": _ref("user", required=True),
+            "updated_at": Field("datetime", required=True),
+        }, label_zh="隐私设置", label_en="Privacy choices"),
+        DocType("data_key", Scope.GRID, {
+            # One resident's data keys, one per protected tier, each wrapped under the community's tier key.
+            "resident": _ref("resident", required=True),
+            **{tier.value: Field("wrapped_key", required=True) for tier in (Tier.CONTACT, Tier.CORE)},
+            # While a re-key re-encrypts the resident's documents: the previous keys, by tier.
+            "rekeying": Field("wrapped_keys"),
+        }, label_zh="数据密钥", label_en="Data key"),
+        DocType("keyring", Scope.COMMUNITY, {
+            # The community's tier keys, wrapped under the master key; never replicated.
+            "master_id": _text(Category.SYSTEM, required=True, max_length=32),
+            **{tier.value: Field("key_versions", Category.SYSTEM) for tier in (Tier.CONTACT, Tier.CORE)},
+        }, database=ACCOUNTS_DB, label_zh="密钥环", label_en="Key ring"),
         DocType("audit_checkpoint", Scope.COMMUNITY, {
             "seq": Field("int", Category.RECORD, required=True),
             "hash": _text(Category.RECORD, required=True, max_length=128),
@@ -314,7 +369,7 @@ DOC_TYPES: dict[str, DocType] = {
 }
 
 KINDS = frozenset({"text", "int", "float", "bool", "date", "datetime", "enum", "list", "id", "phone",
-                   "id_card", "mac", "geo"})
+                   "id_card", "mac", "geo", "wrapped_key", "wrapped_keys", "key_versions"})
 
 
 # ---------------------------------------------------------------- validation
@@ -349,6 +404,19 @@ ENCRYPTED_PREFIX = "enc:"
 def id_card_check_char(first17: str) -> str:
     """The GB 11643 check character for the first 17 digits of an ID card number."""
     return _ID_CARD_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_CARD_WEIGHTS, strict=True)) % 11]
+
+
+def _is_version(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 0xFFFFFFFF
+
+
+def _is_wrapped_key(value: Any) -> bool:
+    return (isinstance(value, dict) and set(value) == {"version", "tier_version", "wrapped"}
+            and _is_version(value["version"]) and _is_version(value["tier_version"])
+            and isinstance(value["wrapped"], str))
+
+
+_PROTECTED = frozenset(t.value for t in PROTECTED_TIERS)
 
 
 def _check_value(spec: Field, value: Any) -> str | None:
@@ -393,6 +461,16 @@ def _check_value(spec: Field, value: Any) -> str | None:
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lat, lon)):
             return "lat and lon must be numbers"
         return None if -90 <= lat <= 90 and -180 <= lon <= 180 else "lat/lon out of range"
+    if kind == "wrapped_key":
+        return None if _is_wrapped_key(value) else "must be {version, tier_version, wrapped}"
+    if kind == "wrapped_keys":
+        ok = isinstance(value, dict) and all(k in _PROTECTED and _is_wrapped_key(v) for k, v in value.items())
+        return None if ok else "must map protected tiers to {version, tier_version, wrapped}"
+    if kind == "key_versions":
+        ok = (isinstance(value, dict) and set(value) == {"current", "keys"} and _is_version(value["current"])
+              and isinstance(value["keys"], dict) and str(value["current"]) in value["keys"]
+              and all(k.isdigit() and isinstance(v, str) for k, v in value["keys"].items()))
+        return None if ok else "must be {current, keys: {version: wrapped}} with the current version present"
     if kind == "list":
         if not isinstance(value, list):
             return f"must be a list, got {type(value).__name__}"

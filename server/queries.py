@@ -1,7 +1,7 @@
 """What the pages show, read from CouchDB, and who may see it.
 
-Only basic-tier fields leave this module for now: contact, health and finance
-fields are the data-security firewall's (crypto/) to open.
+Only basic-tier fields leave this module: contact, health and finance fields
+are the data-security firewall's (server/firewall.py) to open.
 """
 
 from __future__ import annotations
@@ -69,10 +69,18 @@ def grid_households(couch: Couch, grid_id: str, query: str = "", offset: int = 0
 
 
 def household_detail(couch: Couch, household: dict[str, Any], today: dt.date) -> list[dict[str, Any]]:
-    """The household's residents with their basic fields only, and their age."""
+    """The household's residents: their basic fields and age for display, and the stored document as `doc`
+    (protected fields still sealed) for the firewall to decide on."""
     residents = iter_view_docs(couch.main, "linli/by_household", [household["_id"], "resident"])
     return [{**{k: r[k] for k in _BASIC_RESIDENT_FIELDS if k in r}, "id": r["_id"],
-             "age": age_on(r["birth_date"], today)} for r in residents]
+             "age": age_on(r["birth_date"], today), "doc": r} for r in residents]
+
+
+def names_of(couch: Couch, docs: list[dict[str, Any]]) -> dict[str, str]:
+    """Display names of the residents and requesters these access requests mention, by id."""
+    residents = get_many(couch.main, {d["resident"] for d in docs})
+    users = get_many(couch.accounts, {d["requester"] for d in docs})
+    return {**{i: r["name"] for i, r in residents.items()}, **{i: u["display_name"] for i, u in users.items()}}
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from crypto.keys import new_key
 from server.config import Settings
 from server.couch import Couch, connect
 from server.embedded_couch import EmbeddedCouch
+from server.firewall import Firewall
 
 _prefixes = itertools.count()
 
@@ -26,7 +28,8 @@ def couch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedC
 def make_settings(data_dir: Path, prefix: str, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         data_dir=data_dir, couchdb_url=None, couchdb_user=None, couchdb_password=None, db_prefix=prefix,
-        secret_key=secrets.token_urlsafe(32), host="127.0.0.1", port=0, session_max_age=3600, cookie_secure=False)
+        secret_key=secrets.token_urlsafe(32), host="127.0.0.1", port=0, session_max_age=3600, cookie_secure=False,
+        master_keys=(new_key(),))
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -40,3 +43,8 @@ def settings(tmp_path: Path) -> Settings:
 def couch(couch_server: EmbeddedCouch, settings: Settings) -> Couch:
     """Fresh, empty Linli databases (unique prefix) on the session's pouchdb-server."""
     return connect(settings, couch_server.url)
+
+
+@pytest.fixture
+def firewall(couch: Couch, settings: Settings) -> Firewall:
+    return Firewall.open(settings, couch)

@@ -14,6 +14,7 @@ from server.app import create_app
 from server.config import Settings
 from server.couch import Couch, bulk_save
 from server.domain import Role, validate
+from server.firewall import Firewall
 
 PASSWORD = "correct horse battery"
 STREET = "street:s1"
@@ -57,8 +58,8 @@ def _users() -> list[dict]:
 
 
 @pytest.fixture
-def loaded(couch: Couch) -> Couch:
-    assert not [r for r in bulk_save(couch.main, _community_docs()) if r.error]
+def loaded(couch: Couch, firewall: Firewall) -> Couch:
+    assert not [r for r in bulk_save(couch.main, firewall.seal_for_storage(_community_docs())) if r.error]
     assert not [r for r in bulk_save(couch.accounts, _users()) if r.error]
     return couch
 

@@ -1,0 +1,72 @@
+"""Sealing and opening a whole document's protected fields, by the declaration's tiers.
+
+Which fields are protected, and with which tier, comes from `server.domain`
+only. A document's protected fields are sealed with the data keys of the
+resident it is about (`key_owner`): the resident's own record, and every
+visit, alert or reading that names them. Destroying that resident's data keys
+therefore makes all of it unreadable at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from server.domain import DOC_TYPES, ENCRYPTED_PREFIX, PROTECTED_TIERS
+
+from .envelope import DataKey, EnvelopeError, FieldContext
+from .keyring import ResidentKeys
+
+
+@functools.cache
+def protected_fields(type_name: str) -> dict[str, str]:
+    """Field name → tier, for the protected fields of a document type."""
+    return {name: f.effective_tier.value for name, f in DOC_TYPES[type_name].fields.items()
+            if f.effective_tier in PROTECTED_TIERS}
+
+
+def key_owner(doc: dict[str, Any]) -> str | None:
+    """The resident whose data keys protect this document's fields (None: it has no protected fields)."""
+    if doc.get("type") == "resident":
+        return doc.get("_id")
+    return doc.get("resident") if protected_fields(doc.get("type", "")) else None
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX)
+
+
+def plaintext_fields(doc: dict[str, Any]) -> list[str]:
+    """Protected fields of doc that hold a value which is not an envelope (must be sealed before storing)."""
+    return [name for name in protected_fields(doc["type"]) if doc.get(name) is not None and not is_sealed(doc[name])]
+
+
+def seal_document(doc: dict[str, Any], data_keys: dict[str, DataKey]) -> dict[str, Any]:
+    """A copy of doc with every plaintext protected field sealed; envelopes already there stay as they are."""
+    sealed = dict(doc)
+    tiers = protected_fields(doc["type"])
+    for name in plaintext_fields(doc):
+        sealed[name] = data_keys[tiers[name]].seal(FieldContext(doc["_id"], name, tiers[name]), doc[name])
+    return sealed
+
+
+def open_fields(doc: dict[str, Any], keys: ResidentKeys, names: list[str] | None = None) -> dict[str, Any]:
+    """Decrypt the named protected fields (default: all) of the tiers keys holds; skip the other tiers.
+
+    Raises EnvelopeError for a ciphertext that does not belong where it is (moved, altered, or sealed
+    with a key version this resident does not have).
+    """
+    tiers = protected_fields(doc["type"])
+    opened = {}
+    for name in names if names is not None else list(tiers):
+        tier, value = tiers[name], doc.get(name)
+        if value is None or tier not in keys.current:
+            continue
+        if not is_sealed(value):
+            raise EnvelopeError("format", f"protected field {name!r} of {doc['_id']!r} is stored unencrypted")
+        key = keys.for_envelope(tier, value)
+        if key is None:
+            raise EnvelopeError("authentication", f"encrypted field {name!r} of {doc['_id']!r} needs a data key "
+                                "version this resident does not have")
+        opened[name] = key.open(FieldContext(doc["_id"], name, tier), value)
+    return opened

@@ -1,0 +1,130 @@
+"""The key hierarchy as recipes: master key → tier keys → data keys.
+
+    master key                      from a file or the environment (server/config.py)
+      └ tier key  (community × tier) wrapped under the master key, versioned
+          └ data key (resident × tier) wrapped under the tier key, versioned; encrypts fields
+
+Only wrapped keys are ever stored. Rotating a level means: make a new version,
+re-wrap what the old version wrapped, then drop the old one; every wrapped key
+names the version that wraps it, so readers keep working during the re-wrap.
+Destroying a resident's wrapped data keys destroys their data (crypto-shredding).
+
+This module holds no storage: `server/keystore.py` keeps these shapes in CouchDB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from server import domain
+
+from .envelope import DataKey, key_version_of
+from .keys import KeyMaterialError, new_key, unwrap, wrap
+
+PROTECTED_TIERS = tuple(sorted(t.value for t in domain.PROTECTED_TIERS))
+
+
+def master_id(master: bytes) -> str:
+    """A short public name for a master key, to find which key wraps a stored ring (not secret)."""
+    return hmac.new(master, b"linli:master-id", hashlib.sha256).hexdigest()[:16]
+
+
+@dataclass
+class TierKeys:
+    """One community's tier keys, unwrapped, by tier and version."""
+
+    keys: dict[str, dict[int, bytes]]
+    current: dict[str, int]
+
+    def __repr__(self) -> str:
+        return f"TierKeys(current={self.current})"  # never the keys
+
+    @classmethod
+    def new(cls) -> TierKeys:
+        return cls({tier: {1: new_key()} for tier in PROTECTED_TIERS}, dict.fromkeys(PROTECTED_TIERS, 1))
+
+    @classmethod
+    def unwrap_ring(cls, masters: Iterable[bytes], ring: dict[str, Any]) -> TierKeys:
+        """Open a stored ring ({master_id, <tier>: {current, keys: {version: wrapped}}}) with whichever master fits."""
+        master = next((m for m in masters if master_id(m) == ring["master_id"]), None)
+        if master is None:
+            raise KeyMaterialError(f"no configured master key opens the key ring of {ring.get('community', '?')} "
+                                   "(set LINLI_MASTER_KEY_PREVIOUS while a master-key rotation is under way)")
+        keys = {tier: {int(v): unwrap(master, w) for v, w in ring[tier]["keys"].items()} for tier in PROTECTED_TIERS}
+        return cls(keys, {tier: ring[tier]["current"] for tier in PROTECTED_TIERS})
+
+    def wrap_ring(self, master: bytes) -> dict[str, Any]:
+        """The storable form under `master` (also how a master-key rotation re-wraps)."""
+        return {"master_id": master_id(master),
+                **{tier: {"current": self.current[tier],
+                          "keys": {str(v): wrap(master, k) for v, k in sorted(self.keys[tier].items())}}
+                   for tier in PROTECTED_TIERS}}
+
+    def add_version(self, tier: str) -> int:
+        """Start a new tier-key version; new data keys are wrapped under it from now on."""
+        version = max(self.keys[tier]) + 1
+        self.keys[tier][version] = new_key()
+        self.current[tier] = version
+        return version
+
+    def drop_old_versions(self, tier: str) -> None:
+        """After every data key was re-wrapped under the current version."""
+        self.keys[tier] = {self.current[tier]: self.keys[tier][self.current[tier]]}
+
+    def wrap_data_key(self, tier: str, key: bytes, version: int) -> dict[str, Any]:
+        tier_version = self.current[tier]
+        return {"version": version, "tier_version": tier_version, "wrapped": wrap(self.keys[tier][tier_version], key)}
+
+    def unwrap_data_key(self, tier: str, entry: dict[str, Any]) -> DataKey:
+        kek = self.keys[tier].get(entry["tier_version"])
+        if kek is None:
+            raise KeyMaterialError(f"{tier} tier key version {entry['tier_version']} is not in the key ring")
+        return DataKey(unwrap(kek, entry["wrapped"]), entry["version"])
+
+
+def new_data_key_entries(tier_keys: TierKeys, versions: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """Fresh data keys for every protected tier, wrapped; versions continue from `versions` (re-keying)."""
+    versions = versions or {}
+    return {tier: tier_keys.wrap_data_key(tier, new_key(), versions.get(tier, 0) + 1) for tier in PROTECTED_TIERS}
+
+
+@dataclass(frozen=True)
+class ResidentKeys:
+    """One resident's unwrapped data keys: the current one per tier to seal with, and every version to open with.
+
+    Older versions are present only while a re-key is re-encrypting the resident's documents.
+    """
+
+    current: dict[str, DataKey]
+    versions: dict[tuple[str, int], DataKey]
+
+    def for_envelope(self, tier: str, envelope: str) -> DataKey | None:
+        return self.versions.get((tier, key_version_of(envelope)))
+
+
+def open_data_keys(tier_keys: TierKeys, record: dict[str, Any], tiers: Iterable[str] = PROTECTED_TIERS) -> ResidentKeys:
+    """Unwrap the named tiers of a stored data-key record (and any versions it is re-keying from)."""
+    tiers = tuple(tiers)
+    current = {tier: tier_keys.unwrap_data_key(tier, record[tier]) for tier in tiers}
+    versions = {(tier, key.version): key for tier, key in current.items()}
+    for tier, entry in record.get("rekeying", {}).items():
+        if tier in tiers:
+            versions[(tier, entry["version"])] = tier_keys.unwrap_data_key(tier, entry)
+    return ResidentKeys(current, versions)
+
+
+def _rewrap(tier_keys: TierKeys, tier: str, entry: dict[str, Any]) -> dict[str, Any]:
+    key = unwrap(tier_keys.keys[tier][entry["tier_version"]], entry["wrapped"])
+    return tier_keys.wrap_data_key(tier, key, entry["version"])
+
+
+def rewrap_data_key_record(tier_keys: TierKeys, record: dict[str, Any]) -> dict[str, Any]:
+    """The record with the same data keys wrapped under the current tier-key versions (tier-key rotation)."""
+    rewrapped = {**record, **{tier: _rewrap(tier_keys, tier, record[tier]) for tier in PROTECTED_TIERS}}
+    if "rekeying" in record:
+        rewrapped["rekeying"] = {t: _rewrap(tier_keys, t, e) for t, e in record["rekeying"].items()}
+    return rewrapped
