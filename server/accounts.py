@@ -42,7 +42,7 @@ def hash_password(password: str) -> str:
 
 def make_user(username: str, display_name: str, roles: list[Role], street: str, password_hash: str, *,
               communities: list[str] = (), grids: list[str] = (), department: str | None = None,
-              resident: str | None = None) -> dict[str, Any]:
+              resident: str | None = None, gateway: str | None = None) -> dict[str, Any]:
     """A validated user document; password_hash comes from hash_password()."""
     doc: dict[str, Any] = {
         "_id": user_id(username), "type": "user", "street": street, "username": username,
@@ -54,6 +54,8 @@ def make_user(username: str, display_name: str, roles: list[Role], street: str, 
         doc["department"] = department
     if resident:
         doc["resident"] = resident
+    if gateway:
+        doc["gateway"] = gateway
     validate(doc)
     return doc
 

@@ -5,6 +5,7 @@
     linli user add         create an account
     linli validate FILE    check documents in a JSON file against the domain declaration
     linli audit verify     prove the filing log intact, or name the first broken entry
+    linli device-token     issue or revoke a sync token for a BLE gateway or a script
     linli export-schema    print the domain declaration as JSON (what the PWA reads)
 """
 
@@ -71,6 +72,9 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from starlette.routing import Mount
+
+    from sync.app import create_sync_app
 
     from .app import create_app
 
@@ -90,8 +94,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"(kept in {settings.data_dir / DEMO_LOGINS_FILE})")
         print("Press Ctrl-C to stop.")
         print("=" * 60 + "\n", flush=True)
-        uvicorn.run(create_app(settings, couch), host=settings.host, port=port, log_level=args.log_level,
-                    proxy_headers=True)
+        # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
+        gateway = Mount("/sync", create_sync_app(settings, couch.server.base_url))
+        uvicorn.run(create_app(settings, couch, mounts=[gateway]), host=settings.host, port=port,
+                    log_level=args.log_level, proxy_headers=True)
     print("Stopped cleanly.")
     return 0
 
@@ -109,7 +115,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     try:
         doc = accounts.make_user(args.username, args.display_name, [Role(r) for r in args.role], args.street,
                                  accounts.hash_password(password), communities=args.community, grids=args.grid,
-                                 department=args.department)
+                                 department=args.department, gateway=args.gateway)
     except (ValueError, ValidationError) as error:
         print(f"linli: {error}", file=sys.stderr)
         return 2
@@ -153,6 +159,37 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if all(v.ok for v in verdicts.values()) else 1
 
 
+def cmd_device_token_issue(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from sync.auth import new_device_token
+
+    with open_couch(load_settings()) as couch:
+        user = get_or_none(couch.accounts, accounts.user_id(args.username))
+        if user is None or not user.get("active"):
+            print(f"linli: no active user {args.username!r}", file=sys.stderr)
+            return 2
+        token, doc = new_device_token(user["_id"], args.label, dt.datetime.now(dt.UTC))
+        couch.accounts.save(doc)
+    print(f"Device token for {args.username} (shown once; send it as 'Authorization: Bearer <token>'):")
+    print(token)
+    return 0
+
+
+def cmd_device_token_revoke(args: argparse.Namespace) -> int:
+    from sync.auth import token_doc_id
+
+    token_id = args.token_id.removeprefix("lt_").split(".")[0]
+    with open_couch(load_settings()) as couch:
+        doc = get_or_none(couch.accounts, token_doc_id(token_id))
+        if doc is None:
+            print(f"linli: no device token {token_id!r}", file=sys.stderr)
+            return 2
+        couch.accounts.save({**doc, "revoked": True})
+    print(f"Revoked device token {token_id}.")
+    return 0
+
+
 def cmd_export_schema(args: argparse.Namespace) -> int:
     print(json.dumps(export_json(), ensure_ascii=False, indent=2))
     return 0
@@ -191,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--community", action="append", default=[], help="community id (repeatable)")
     add.add_argument("--grid", action="append", default=[], help="grid id (repeatable)")
     add.add_argument("--department", help="department id, for department staff")
+    add.add_argument("--gateway", help="gateway id, for a BLE gateway's account (role gateway)")
     add.set_defaults(func=cmd_user_add)
 
     check = sub.add_parser("validate", help="validate documents in a JSON file (one document, a list, "
@@ -204,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
                                   "broken entry (exit 1)")
     verify.add_argument("--community", action="append", help="community id (repeatable; default: all)")
     verify.set_defaults(func=cmd_audit_verify)
+
+    token = sub.add_parser("device-token", help="sync tokens for BLE gateways and scripts (stored as hashes)")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    issue = token_sub.add_parser("issue", help="issue a token that acts as USERNAME; printed once")
+    issue.add_argument("username")
+    issue.add_argument("--label", default="", help="what the token is for, e.g. the gateway's place")
+    issue.set_defaults(func=cmd_device_token_issue)
+    revoke = token_sub.add_parser("revoke", help="revoke a token (by the id after 'lt_', or the whole token)")
+    revoke.add_argument("token_id")
+    revoke.set_defaults(func=cmd_device_token_revoke)
 
     export = sub.add_parser("export-schema", help="print the domain declaration as JSON")
     export.set_defaults(func=cmd_export_schema)

@@ -8,7 +8,10 @@ their epoch ends their sessions at once.
 CSRF: every unsafe request must carry the session's token, either in the
 `X-CSRF-Token` header (htmx sends it from `hx-headers` on <body>) or in a
 `csrf_token` form field. This is checked in one ASGI middleware so that a new
-form cannot forget it.
+form cannot forget it. The sync gateway's PouchDB sends the header too (a fetch
+option). Requests with an `Authorization: Bearer` header are exempt: a browser
+sends that header cross-site only after a CORS preflight that Linli never
+grants, and such requests are judged by the token alone, never by the cookie.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from urllib.parse import parse_qs
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .i18n import translator
@@ -97,6 +100,9 @@ class CSRFMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        if headers.get("authorization", "").lower().startswith("bearer "):
+            await self.app(scope, receive, send)
+            return
         expected = scope.get("session", {}).get("csrf", "")
         supplied = headers.get("x-csrf-token", "")
         downstream = receive
@@ -109,7 +115,11 @@ class CSRFMiddleware:
             supplied = await _form_token(headers, read)
         if not expected or not hmac.compare_digest(expected.encode(), supplied.encode()):
             t = translator(Request(scope).cookies.get("lang", ""))
-            await PlainTextResponse(t("csrf_failed"), status_code=403)(scope, receive, send)
+            # PouchDB (the sync gateway's client) reads every answer as JSON.
+            answer = (JSONResponse({"error": "forbidden", "reason": "CSRF token missing or wrong (X-CSRF-Token)"},
+                                   status_code=403) if "application/json" in headers.get("accept", "")
+                      else PlainTextResponse(t("csrf_failed"), status_code=403))
+            await answer(scope, receive, send)
             return
         await self.app(scope, downstream, send)
 

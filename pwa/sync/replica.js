@@ -1,0 +1,69 @@
+// The phone's replica and the sync gateway (sync/README.md): how PouchDB is
+// pointed at /sync/main, and how documents that left the user's scope are
+// purged locally (never deleted: a deletion would replicate up and delete the
+// document for everyone). Runs in a page, a service worker and Node 20.
+
+const SCOPE_DOC = "_local/linli_scope";
+const FULL_CHECK_MS = 24 * 3600 * 1000; // catches scope changes made outside the gateway
+const IDS_PER_CHECK = 5000;
+
+// The remote database. Cookie sessions send the page's CSRF token (the body's
+// hx-headers carry it); gateways and scripts send their device token instead.
+export function remoteOptions({ csrfToken, deviceToken, fetch } = {}) {
+  const headers = deviceToken ? { Authorization: `Bearer ${deviceToken}` } : { "X-CSRF-Token": csrfToken };
+  return { headers, ...(fetch ? { fetch } : {}) };
+}
+
+async function gatewayJSON(remote, path, body) {
+  // remote.fetch adds the remote's own headers (CSRF or device token) and cookies.
+  const response = await remote.fetch(path, {
+    method: body ? "POST" : "GET",
+    headers: new Headers({ "Content-Type": "application/json", Accept: "application/json" }),
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const answer = await response.json();
+  if (!response.ok) {
+    throw new Error(`sync gateway ${path}: ${answer.error}: ${answer.reason}`);
+  }
+  return answer;
+}
+
+async function leafRevs(local, id) {
+  const leaves = await local.get(id, { open_revs: "all" });
+  return leaves.filter((leaf) => leaf.ok).map((leaf) => leaf.ok._rev);
+}
+
+// Purge local documents the gateway says this user may no longer see. Cheap when
+// nothing changed: one GET of the scope. Returns the ids purged.
+// `local` must support purge (PouchDB's "indexeddb" adapter).
+export async function purgeOutOfScope(local, remote, { now = Date.now() } = {}) {
+  if (typeof local.purge !== "function" || local.adapter !== "indexeddb") {
+    throw new Error("local purges need PouchDB's indexeddb adapter");
+  }
+  const { scope } = await gatewayJSON(remote, "_linli_scope");
+  const seen = await local.get(SCOPE_DOC).catch(() => ({ _id: SCOPE_DOC }));
+  if (seen.scope === scope && now - (seen.checked_at || 0) < FULL_CHECK_MS) {
+    return [];
+  }
+  const ids = (await local.allDocs()).rows.map((row) => row.id);
+  const purged = [];
+  for (let i = 0; i < ids.length; i += IDS_PER_CHECK) {
+    const { purge } = await gatewayJSON(remote, "_linli_purges", { ids: ids.slice(i, i + IDS_PER_CHECK) });
+    for (const id of purge) {
+      for (const rev of await leafRevs(local, id)) {
+        await local.purge(id, rev);
+      }
+      purged.push(id);
+    }
+  }
+  await local.put({ ...seen, scope, checked_at: now });
+  return purged;
+}
+
+// One round of sync as the app runs it: push, pull, then purge what left the scope.
+export async function syncOnce(local, remote) {
+  const push = await local.replicate.to(remote);
+  const pull = await local.replicate.from(remote);
+  const purged = await purgeOutOfScope(local, remote);
+  return { push, pull, purged };
+}

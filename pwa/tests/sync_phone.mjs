@@ -1,0 +1,79 @@
+// A phone for the sync tests (tests/test_sync_*.py): real PouchDB 9 with the
+// indexeddb adapter (on fake-indexeddb in Node, as in the browser), pointed at
+// the gateway with pwa/sync/replica.js. Python drives it with one JSON command
+// per stdin line and reads one JSON answer per stdout line.
+//
+//   node pwa/tests/sync_phone.mjs '{"url": ".../sync/main", "cookie": "...", "csrfToken": "..."}'
+
+import "fake-indexeddb/auto";
+import { createInterface } from "node:readline";
+import PouchDB from "pouchdb";
+import IndexedDBAdapter from "pouchdb-adapter-indexeddb";
+import { purgeOutOfScope, remoteOptions, syncOnce } from "../sync/replica.js";
+
+PouchDB.plugin(IndexedDBAdapter);
+// Node 20 has no navigator; the adapter's blob-support probe reads navigator.userAgent.
+globalThis.navigator ??= { userAgent: "Node" };
+
+const config = JSON.parse(process.argv[2]);
+const withCookie = (url, options) => {
+  if (config.cookie) {
+    options.headers.set("Cookie", config.cookie);
+  }
+  return fetch(url, options);
+};
+const local = new PouchDB(config.name || "phone", { adapter: "indexeddb" });
+const remote = new PouchDB(config.url, remoteOptions({ ...config, fetch: withCookie }));
+let live = null;
+const liveErrors = [];
+
+function summary(result) {
+  return { ok: result.ok, docs_read: result.docs_read, docs_written: result.docs_written,
+           doc_write_failures: result.doc_write_failures, errors: (result.errors || []).map(String),
+           last_seq: result.last_seq };
+}
+
+const commands = {
+  pull: async ({ batch_size }) => summary(await local.replicate.from(remote, batch_size ? { batch_size } : {})),
+  push: async () => summary(await local.replicate.to(remote)),
+  sync: async () => {
+    const { push, pull, purged } = await syncOnce(local, remote);
+    return { push: summary(push), pull: summary(pull), purged };
+  },
+  purge: async () => ({ purged: await purgeOutOfScope(local, remote) }),
+  ids: async () => (await local.allDocs()).rows.map((row) => row.id),
+  get: async ({ id, conflicts }) => local.get(id, { conflicts: !!conflicts }).catch(() => null),
+  put: async ({ doc }) => local.put(doc),
+  startLive: async () => {
+    live = local.replicate.from(remote, { live: true, retry: true });
+    live.on("error", (error) => liveErrors.push(String(error)));
+    return { started: true };
+  },
+  waitFor: async ({ id, timeout_ms }) => {
+    const deadline = Date.now() + (timeout_ms || 10000);
+    while (Date.now() < deadline) {
+      const doc = await local.get(id).catch(() => null);
+      if (doc) {
+        return { found: true };
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return { found: false, errors: liveErrors };
+  },
+  stopLive: async () => {
+    live?.cancel();
+    return { stopped: true };
+  },
+};
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  const { op, ...args } = JSON.parse(line);
+  let answer;
+  try {
+    answer = { ok: true, value: await commands[op](args) };
+  } catch (error) {
+    answer = { ok: false, error: String(error && (error.message || error.reason || error)), status: error?.status };
+  }
+  process.stdout.write(JSON.stringify(answer) + "\n");
+}

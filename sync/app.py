@@ -1,0 +1,284 @@
+"""The sync gateway's routes: the CouchDB replication protocol as PouchDB 9 uses it, per user.
+
+Mounted at `/sync` inside the web application (so the web session's cookie
+works), the database is `/sync/main`. Every handler first asks who is asking
+(`auth.principal`), then answers only with what `server.access.may_see` lets
+that user see; a document outside it is indistinguishable from one that does
+not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+import httpx2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server.access import Principal, may_see
+from server.config import Settings
+from server.domain import MAIN_DB
+from server.security import csrf_token
+
+from . import merge, purges, writes
+from .auth import principal
+from .changes import changes
+from .hub import ChangesHub
+from .protocol import (
+    MAX_IDS,
+    ProtocolError,
+    bad_request,
+    bool_param,
+    encode_seq,
+    json_body,
+    not_found,
+    string_list,
+)
+from .upstream import Upstream, UpstreamError, doc_path
+
+MAX_LOCAL_BYTES = 1024 * 1024
+DOC_PARAMS = ("rev", "revs", "open_revs", "latest", "attachments", "conflicts")
+
+
+def _hidden(doc_id: str, rev: str | None) -> dict[str, Any]:
+    """What _bulk_get says about a revision the user may not see: the same as for one that does not exist."""
+    return {"error": {"id": doc_id, "rev": rev, "error": "not_found", "reason": "missing"}}
+
+
+class Gateway:
+    """The handlers, bound to one CouchDB and one changes follower."""
+
+    def __init__(self, settings: Settings, couch_url: str) -> None:
+        self.upstream = Upstream(settings, couch_url)
+        self.hub = ChangesHub(self.upstream)
+        # Stable across processes behind a load balancer: PouchDB folds it into its replication ids.
+        self.uuid = hashlib.sha256(f"linli-sync:{settings.db_prefix}".encode()).hexdigest()[:32]
+
+    async def _user(self, request: Request) -> Principal:
+        if request.path_params.get("db", MAIN_DB) != MAIN_DB:
+            raise not_found("Database does not exist.")
+        return await principal(request, self.upstream)
+
+    async def root(self, request: Request) -> Response:
+        return JSONResponse({"couchdb": "Welcome", "uuid": self.uuid, "vendor": {"name": "Linli sync gateway"}})
+
+    async def session(self, request: Request) -> Response:
+        """Who the gateway takes the caller for, and (cookie sessions) the CSRF token writes must send."""
+        p = await principal(request, self.upstream)
+        token = None if request.headers.get("authorization") else csrf_token(request.scope["session"])
+        return JSONResponse({"ok": True, "userCtx": {"name": p.user_id, "roles": sorted(r.value for r in p.roles)},
+                             "csrf_token": token})
+
+    async def db_info(self, request: Request) -> Response:
+        p = await self._user(request)
+        if request.method == "PUT":
+            raise ProtocolError(412, "file_exists", "The database could not be created, the file already exists.")
+        info = await self.upstream.call("GET", self.upstream.main)
+        # Counts would tell a phone how big the rest of the street is: only the sequence is shared.
+        return JSONResponse({"db_name": MAIN_DB, "update_seq": encode_seq(p, info["update_seq"]),
+                             "instance_start_time": "0"})
+
+    async def create_other_db(self, request: Request) -> Response:
+        raise ProtocolError(403, "forbidden", "the sync gateway serves only the database 'main'")
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _local_id(self, p: Principal, request: Request) -> str:
+        local_id = request.path_params["local_id"]
+        if not 0 < len(local_id) <= 200:
+            raise bad_request("a _local document id must have 1 to 200 characters")
+        # Namespaced per user: nobody can name, read or overwrite another user's checkpoints.
+        owner = hashlib.sha256(p.user_id.encode()).hexdigest()[:20]
+        return f"_local/{owner}.{local_id}"
+
+    async def local(self, request: Request) -> Response:
+        p = await self._user(request)
+        stored_id = self._local_id(p, request)
+        path = "_local/" + doc_path(stored_id.removeprefix("_local/"))
+        shown_id = "_local/" + request.path_params["local_id"]
+        if request.method == "GET":
+            doc = await self.upstream.call("GET", self.upstream.main, path)
+            if doc is None:
+                raise not_found()
+            return JSONResponse({**doc, "_id": shown_id})
+        if request.method == "DELETE":
+            rev = request.query_params.get("rev")
+            answer = await self.upstream.call("DELETE", self.upstream.main, path, params={"rev": rev} if rev else None,
+                                              ok=(200, 409))
+            if answer is None:
+                raise not_found()
+            return JSONResponse({**answer, "id": shown_id}, status_code=409 if "error" in answer else 200)
+        if int(request.headers.get("content-length") or 0) > MAX_LOCAL_BYTES:
+            raise ProtocolError(413, "too_large", f"a _local document may have at most {MAX_LOCAL_BYTES} bytes")
+        body = await json_body(request)
+        answer = await self.upstream.call("PUT", self.upstream.main, path, body={**body, "_id": stored_id},
+                                          ok=(201, 409))
+        return JSONResponse({**answer, "id": shown_id}, status_code=409 if "error" in answer else 201)
+
+    # ------------------------------------------------------------ reading
+
+    async def changes(self, request: Request) -> Response:
+        return await changes(request, await self._user(request), self.upstream, self.hub)
+
+    async def revs_diff(self, request: Request) -> Response:
+        p = await self._user(request)
+        body = await json_body(request)
+        if len(body) > MAX_IDS:
+            raise bad_request(f"_revs_diff asks about {len(body)} documents; at most {MAX_IDS} per request")
+        for doc_id, revs in body.items():
+            string_list(revs, f"the revisions of {doc_id!r}")
+        current = await self.upstream.winners(body)
+        seen = {doc_id: revs for doc_id, revs in body.items() if doc_id in current and may_see(p, current[doc_id])}
+        answer = await self.upstream.call("POST", self.upstream.main, "_revs_diff", body=seen) if seen else {}
+        # Outside the user's scope, or unknown: every revision is "missing", as for a document that does not exist.
+        answer.update({doc_id: {"missing": revs} for doc_id, revs in body.items() if doc_id not in seen})
+        return JSONResponse(answer)
+
+    async def bulk_get(self, request: Request) -> Response:
+        p = await self._user(request)
+        requested = (await json_body(request)).get("docs")
+        if not isinstance(requested, list) or len(requested) > MAX_IDS or not all(
+                isinstance(d, dict) and isinstance(d.get("id"), str) and d["id"]
+                and isinstance(d.get("rev", ""), str) for d in requested):
+            raise bad_request(f"docs must be a list of at most {MAX_IDS} objects with a string id (and rev)")
+        params = {name: "true" for name in ("revs", "attachments", "latest") if bool_param(request, name)}
+        answer = await self.upstream.call("POST", self.upstream.main, "_bulk_get", params=params,
+                                          body={"docs": [{k: d[k] for k in ("id", "rev", "atts_since") if k in d}
+                                                         for d in requested]})
+        for result in answer["results"]:
+            result["docs"] = [entry if "ok" not in entry or may_see(p, entry["ok"])
+                              else _hidden(result["id"], entry["ok"].get("_rev")) for entry in result["docs"]]
+        return JSONResponse(answer)
+
+    async def get_doc(self, request: Request) -> Response:
+        p = await self._user(request)
+        doc_id = request.path_params["doc_id"]
+        if doc_id.startswith("_"):  # _all_docs, _design, _find …: not offered
+            return await self.unsupported(request)
+        params = {k: v for k, v in request.query_params.items() if k in DOC_PARAMS}
+        answer = await self.upstream.get(self.upstream.main, doc_id, **params)
+        if "open_revs" in params and isinstance(answer, list):
+            return JSONResponse([entry if "ok" not in entry or may_see(p, entry["ok"])
+                                 else {"missing": entry["ok"].get("_rev")} for entry in answer])
+        if not isinstance(answer, dict) or not may_see(p, answer):
+            raise not_found()
+        return JSONResponse(answer)
+
+    async def get_attachment(self, request: Request) -> Response:
+        p = await self._user(request)
+        doc_id, name = request.path_params["doc_id"], request.path_params["attachment"]
+        if doc_id.startswith("_"):
+            return await self.unsupported(request)
+        rev = request.query_params.get("rev")
+        doc = await self.upstream.get(self.upstream.main, doc_id, **({"rev": rev} if rev else {}))
+        if not isinstance(doc, dict) or not may_see(p, doc) or name not in doc.get("_attachments", {}):
+            raise not_found()
+        response = await self.upstream.http.get(f"{self.upstream.main}/{doc_path(doc_id)}/{doc_path(name)}",
+                                                params={"rev": doc["_rev"]})
+        if response.status_code != 200:
+            raise not_found()
+        return Response(response.content, media_type=response.headers.get("content-type"))
+
+    # ------------------------------------------------------------ writing
+
+    async def bulk_docs(self, request: Request) -> Response:
+        p = await self._user(request)
+        body = await json_body(request)
+        docs, new_edits = body.get("docs"), body.get("new_edits", True)
+        if not isinstance(docs, list) or not isinstance(new_edits, bool):
+            raise bad_request("body must be {\"docs\": [...], \"new_edits\": true|false}")
+        if body.get("all_or_nothing"):
+            raise bad_request("all_or_nothing is not supported (CouchDB 3 has no such transactions either)")
+        if len(docs) > MAX_IDS:
+            raise bad_request(f"at most {MAX_IDS} documents per _bulk_docs request")
+        current = await self.upstream.winners(d["_id"] for d in docs
+                                              if isinstance(d, dict) and isinstance(d.get("_id"), str))
+        accepted, refused, lost_audience, conflicted = [], {}, set(), []
+        for index, doc in enumerate(docs):
+            old = current.get(doc.get("_id")) if isinstance(doc, dict) and isinstance(doc.get("_id"), str) else None
+            reason = writes.refusal(p, doc, old, new_edits)
+            if reason:
+                refused[index] = {"id": doc.get("_id") if isinstance(doc, dict) else None, "error": "forbidden",
+                                  "reason": reason}
+                continue
+            accepted.append(writes.tombstone(doc, old) if doc.get("_deleted") else doc)
+            lost_audience |= writes.audience_users(old) - writes.audience_users(accepted[-1])
+            if not new_edits and writes.creates_conflict(doc, old):
+                conflicted.append(doc["_id"])
+        stored = await self.upstream.call("POST", self.upstream.main, "_bulk_docs",
+                                          body={"docs": accepted, "new_edits": new_edits}) if accepted else []
+        if lost_audience:
+            await purges.note_lost_audience(self.upstream, lost_audience)
+        await asyncio.gather(*(merge.resolve(self.upstream, doc_id) for doc_id in conflicted))
+        if not new_edits:  # CouchDB answers only the failures here
+            return JSONResponse([*stored, *refused.values()], status_code=201)
+        answers, stored_iter = [], iter(stored)
+        for index in range(len(docs)):
+            answers.append(refused[index] if index in refused else next(stored_iter))
+        return JSONResponse(answers, status_code=201)
+
+    # ------------------------------------------------------------ Linli's own
+
+    async def scope(self, request: Request) -> Response:
+        p = await self._user(request)
+        return JSONResponse({"user": p.user_id, "scope": await purges.scope(self.upstream, p)})
+
+    async def purge_check(self, request: Request) -> Response:
+        p = await self._user(request)
+        ids = string_list((await json_body(request)).get("ids"), "ids")
+        return JSONResponse({"purge": await purges.to_purge(self.upstream, p, ids)})
+
+    async def conflicts(self, request: Request) -> Response:
+        p = await self._user(request)
+        return JSONResponse({"conflicts": await merge.conflicts_for(self.upstream, p)})
+
+    async def unsupported(self, request: Request) -> Response:
+        raise ProtocolError(404, "not_found", f"{request.url.path} is not offered by the sync gateway")
+
+
+async def _protocol_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProtocolError)
+    return JSONResponse({"error": exc.error, "reason": exc.reason}, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    return JSONResponse({"error": error, "reason": str(exc.detail)}, status_code=exc.status_code)
+
+
+async def _upstream_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "upstream", "reason": "CouchDB is unreachable or failed; try again"},
+                        status_code=502)
+
+
+def create_sync_app(settings: Settings, couch_url: str) -> Starlette:
+    """The gateway as an ASGI app, to be mounted at /sync in the web application."""
+    g = Gateway(settings, couch_url)
+    db = "/{db}"
+    routes = [
+        Route("/", g.root),
+        Route("/_session", g.session),
+        Route(db, g.db_info, methods=["GET", "HEAD", "PUT"]),
+        Route(db + "/", g.db_info, methods=["GET", "HEAD", "PUT"]),
+        Route(db + "/_local/{local_id}", g.local, methods=["GET", "PUT", "DELETE"]),
+        Route(db + "/_changes", g.changes, methods=["GET", "POST"]),
+        Route(db + "/_revs_diff", g.revs_diff, methods=["POST"]),
+        Route(db + "/_bulk_get", g.bulk_get, methods=["POST"]),
+        Route(db + "/_bulk_docs", g.bulk_docs, methods=["POST"]),
+        Route(db + "/_linli_scope", g.scope),
+        Route(db + "/_linli_purges", g.purge_check, methods=["POST"]),
+        Route(db + "/_linli_conflicts", g.conflicts),
+        Route(db + "/{doc_id}", g.get_doc),
+        Route(db + "/{doc_id}/{attachment:path}", g.get_attachment),
+        Route(db + "/{anything:path}", g.unsupported, methods=["POST", "PUT", "DELETE"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={
+        ProtocolError: _protocol_error, HTTPException: _http_error,
+        UpstreamError: _upstream_error, httpx2.HTTPError: _upstream_error, json.JSONDecodeError: _upstream_error})

@@ -1,0 +1,76 @@
+"""Who is replicating: the web session's cookie, or a per-device bearer token.
+
+Device tokens (for BLE gateways and scripts) look like `lt_<token id>.<secret>`.
+The accounts database keeps `device_token:<token id>` with the SHA-256 of the
+secret (the secret is 32 random bytes, so a fast hash is enough: nothing to
+brute-force), the user it acts as, and whether it was revoked. The token is
+shown once, when issued (`linli device-token issue`).
+
+A request that carries `Authorization` is judged by it alone, never by the
+cookie beside it; that is what lets the CSRF middleware skip bearer requests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+
+from server import accounts
+from server.access import Principal
+from server.security import session_user_matches
+
+from .protocol import ProtocolError
+from .upstream import Upstream
+
+TOKEN_PREFIX = "lt_"
+
+
+def token_doc_id(token_id: str) -> str:
+    return f"device_token:{token_id}"
+
+
+def new_device_token(user_id: str, label: str, now: dt.datetime) -> tuple[str, dict[str, Any]]:
+    """A fresh token (show it once) and the document that stores only its hash."""
+    token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    doc = {"_id": token_doc_id(token_id), "user": user_id, "label": label, "created_at": now.isoformat(),
+           "secret_sha256": hashlib.sha256(secret.encode()).hexdigest(), "revoked": False}
+    return f"{TOKEN_PREFIX}{token_id}.{secret}", doc
+
+
+def _unauthorized(reason: str) -> ProtocolError:
+    return ProtocolError(401, "unauthorized", reason)
+
+
+async def _token_user(upstream: Upstream, header: str) -> dict[str, Any]:
+    scheme, _, token = header.partition(" ")
+    token_id, dot, secret = token.removeprefix(TOKEN_PREFIX).partition(".")
+    if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or not dot or not token_id.isalnum():
+        raise _unauthorized("Authorization must be \"Bearer lt_<id>.<secret>\" (a Linli device token)")
+    doc = await upstream.get(upstream.accounts, token_doc_id(token_id))
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    if not doc or doc.get("revoked") or not hmac.compare_digest(digest, doc.get("secret_sha256", "")):
+        raise _unauthorized("unknown or revoked device token")
+    user = await upstream.get(upstream.accounts, doc["user"])
+    if not user or not user.get("active"):
+        raise _unauthorized("the device token's user is deactivated")
+    return user
+
+
+async def principal(request: Request, upstream: Upstream) -> Principal:
+    """The replicating user, or 401 with a reason."""
+    header = request.headers.get("authorization")
+    if header:
+        return Principal.of(await _token_user(upstream, header))
+    session = request.scope.get("session") or {}
+    username = session.get("user")
+    if not username:
+        raise _unauthorized("sign in (session cookie) or send a device token (Authorization: Bearer …)")
+    user = await upstream.get(upstream.accounts, accounts.user_id(username))
+    if not session_user_matches(session, user):
+        raise _unauthorized("the session has ended; sign in again")
+    return Principal.of(user)

@@ -1,0 +1,85 @@
+"""Conflicts: merged automatically where a rule makes it safe, otherwise kept for a person.
+
+Two phones editing the same document offline leave CouchDB with two branches
+(replication writes with new_edits=false). Nothing is lost either way: a rule
+merges only when every difference between the branches is one the rule
+covers; anything else stays a conflict until a person picks (issue 5's UI,
+listed by `conflicts_for` meanwhile).
+
+Rules:
+- identical: the branches differ in nothing but their revision: keep one.
+- append-only lists (`APPEND_ONLY`, e.g. a visit's needs): the union, in order of first appearance.
+- bookkeeping time (`updated_at`): the latest.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from server.access import Doc, Principal, may_see
+
+from .upstream import Upstream, doc_path
+from .writes import tombstone
+
+APPEND_ONLY: dict[str, frozenset[str]] = {
+    "visit": frozenset({"needs"}),
+}
+LATEST_WINS = frozenset({"updated_at"})
+_REVISION_FIELDS = frozenset({"_rev", "_revisions", "_conflicts"})
+
+DESIGN_ID = "_design/linli_sync"
+DESIGN_VIEWS = {"conflicts": {"map": "function (doc) { if (doc._conflicts) { emit(doc._id, null); } }"}}
+
+
+def merge(branches: list[Doc]) -> Doc | None:
+    """The winning branch with the others merged in, or None if some difference needs a person."""
+    winner = branches[0]
+    merged = {k: v for k, v in winner.items() if k not in _REVISION_FIELDS}
+    names = {k for branch in branches for k in branch if k not in _REVISION_FIELDS}
+    append_only = APPEND_ONLY.get(winner.get("type", ""), frozenset())
+    for name in names:
+        values = [branch.get(name) for branch in branches]
+        if all(v == values[0] for v in values):
+            continue
+        if name in append_only and all(v is None or isinstance(v, list) for v in values):
+            merged[name] = list(dict.fromkeys(item for v in values for item in v or []))
+        elif name in LATEST_WINS and all(isinstance(v, str) for v in values):
+            merged[name] = max(values)
+        else:
+            return None
+    return merged
+
+
+async def resolve(upstream: Upstream, doc_id: str) -> bool:
+    """Merge a document's conflicting branches if the rules allow; True if it did."""
+    current = await upstream.get(upstream.main, doc_id, conflicts="true")
+    if not current or not current.get("_conflicts"):
+        return False
+    answers = await upstream.get(upstream.main, doc_id, open_revs=json.dumps(current["_conflicts"]))
+    losers = [a["ok"] for a in answers or [] if "ok" in a]
+    if len(losers) != len(current["_conflicts"]):
+        return False
+    merged = merge([current, *losers])
+    if merged is None:
+        return False
+    docs = [{**merged, "_rev": current["_rev"]}, *(tombstone({"_id": doc_id, "_rev": d["_rev"]}, d) for d in losers)]
+    results = await upstream.call("POST", upstream.main, "_bulk_docs", body={"docs": docs})
+    return all("error" not in r for r in results)  # a concurrent edit wins: the next write retries
+
+
+async def ensure_design(upstream: Upstream) -> None:
+    current = await upstream.get(upstream.main, DESIGN_ID) or {"_id": DESIGN_ID}
+    if current.get("views") != DESIGN_VIEWS:
+        await upstream.call("PUT", upstream.main, doc_path(DESIGN_ID).replace("%2F", "/"),
+                            body={**current, "language": "javascript", "views": DESIGN_VIEWS})
+
+
+async def conflicts_for(upstream: Upstream, p: Principal) -> list[dict[str, Any]]:
+    """The conflicted documents this user may see: what a person has to resolve."""
+    await ensure_design(upstream)
+    answer = await upstream.call("GET", upstream.main, "_design/linli_sync/_view/conflicts",
+                                 params={"include_docs": "true", "conflicts": "true"})
+    return [{"id": row["doc"]["_id"], "type": row["doc"].get("type"), "rev": row["doc"]["_rev"],
+             "conflicts": row["doc"].get("_conflicts", [])}
+            for row in answer["rows"] if row.get("doc") and may_see(p, row["doc"])]

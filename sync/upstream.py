@@ -1,0 +1,87 @@
+"""The CouchDB behind the gateway, spoken to asynchronously.
+
+The gateway is an asynchronous proxy with thousands of open requests (live
+feeds) and one long-lived changes stream per process. pycouchdb is
+synchronous (requests) and cannot stream a continuous feed into asyncio, so
+the gateway talks to CouchDB through one pooled httpx client here; the
+command line and the web pages keep using pycouchdb (`server/couch.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+from urllib.parse import quote
+
+import httpx2
+
+from server.access import Doc
+from server.config import Settings
+from server.domain import ACCOUNTS_DB, MAIN_DB
+
+
+class UpstreamError(RuntimeError):
+    """CouchDB answered something the gateway did not expect (a 502 for the client)."""
+
+
+def doc_path(doc_id: str) -> str:
+    return quote(doc_id, safe="")
+
+
+class Upstream:
+    """Linli's two databases on one CouchDB server, over one connection pool."""
+
+    def __init__(self, settings: Settings, couch_url: str) -> None:
+        auth = (settings.couchdb_user, settings.couchdb_password) if settings.couchdb_user else None
+        self.main = settings.db_name(MAIN_DB)
+        self.accounts = settings.db_name(ACCOUNTS_DB)
+        self.http = httpx2.AsyncClient(
+            base_url=couch_url.rstrip("/") + "/", auth=auth, timeout=httpx2.Timeout(120, connect=10),
+            limits=httpx2.Limits(max_connections=64, max_keepalive_connections=64))
+
+    async def call(self, method: str, db: str, path: str = "", *, params: dict[str, Any] | None = None,
+                   body: Any = None, ok: Iterable[int] = (200, 201, 202)) -> Any:
+        """One request; the decoded JSON answer, or None for a 404."""
+        content = None if body is None else json.dumps(body).encode()
+        response = await self.http.request(method, f"{db}/{path}", params=params, content=content,
+                                           headers={"Content-Type": "application/json",
+                                                    "Accept": "application/json"})
+        if response.status_code == 404:
+            return None
+        if response.status_code not in ok:
+            raise UpstreamError(f"CouchDB answered {response.status_code} to {method} {path or db}: "
+                                f"{response.text[:200]}")
+        return response.json()
+
+    async def get(self, db: str, doc_id: str, **params: Any) -> Doc | None:
+        return await self.call("GET", db, doc_path(doc_id), params=params or None)
+
+    async def winners(self, ids: Iterable[str]) -> dict[str, Doc]:
+        """The current (winning) revision of each existing document, tombstones included."""
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        answer = await self.call("POST", self.main, "_all_docs", params={"include_docs": "true"},
+                                 body={"keys": ids})
+        found: dict[str, Doc] = {}
+        for row in answer["rows"]:
+            if row.get("doc"):
+                found[row["id"]] = row["doc"]
+            elif row.get("value", {}).get("deleted"):
+                # _all_docs leaves deleted bodies out; a tombstone may carry routing fields.
+                found[row["id"]] = await self.get(self.main, row["id"], rev=row["value"]["rev"]) or {
+                    "_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True}
+        return found
+
+    async def stream_lines(self, db: str, path: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The lines of a streamed answer (CouchDB's continuous changes feed)."""
+        async with self.http.stream("GET", f"{db}/{path}", params=params, timeout=httpx2.Timeout(
+                None, connect=10)) as response:
+            if response.status_code != 200:
+                raise UpstreamError(f"CouchDB answered {response.status_code} to the changes feed")
+            async for line in response.aiter_lines():
+                yield line.encode()
+
+    async def close(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,136 @@
+"""What a phone may store: every document of a `_bulk_docs` batch is checked before CouchDB sees it.
+
+Order of checks, each with its own reason: the protocol's special fields, the
+protected tiers (ciphertext only; reasons name fields, never values), the
+schema (`server.domain.validate`), attachments, and the writer's rights
+(`server.access.write_refusal`). A refused document gets a per-document
+`forbidden` answer; the rest of the batch lands.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from crypto import envelope
+from server.access import VISIBILITY_FIELDS, Doc, Principal, write_refusal
+from server.domain import DOC_TYPES, MAIN_DB, PROTECTED_TIERS, ValidationError, validate
+
+SPECIAL_FIELDS = frozenset({"_id", "_rev", "_deleted", "_attachments", "_revisions"})
+_REV = re.compile(r"^[1-9]\d{0,8}-[0-9a-f]{1,64}$")
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+ATTACHMENT_TYPES = ("image/", "application/pdf")  # incident photos and scanned forms
+
+
+def tombstone(deletion: Doc, current: Doc) -> Doc:
+    """A deletion as stored: it keeps the fields routing reads, so it reaches the phones that had the document."""
+    kept = {name: current[name] for name in VISIBILITY_FIELDS if name in current}
+    return {**kept, **{name: deletion[name] for name in ("_id", "_rev", "_revisions") if name in deletion},
+            "_deleted": True}
+
+
+def _special_refusal(doc: Doc, new_edits: bool) -> str | None:
+    unknown = sorted(name for name in doc if name.startswith("_") and name not in SPECIAL_FIELDS)
+    if unknown:
+        return f"unknown special field(s) {', '.join(unknown)}"
+    rev = doc.get("_rev")
+    if rev is not None and not (isinstance(rev, str) and _REV.match(rev)):
+        return "_rev must look like \"<n>-<hex>\""
+    if not new_edits and rev is None:
+        return "new_edits=false needs a _rev on every document"
+    revisions = doc.get("_revisions")
+    if revisions is not None:
+        ids = revisions.get("ids") if isinstance(revisions, dict) else None
+        start = revisions.get("start") if isinstance(revisions, dict) else None
+        if (not isinstance(ids, list) or not ids or not isinstance(start, int) or isinstance(start, bool)
+                or start < len(ids) or not all(isinstance(i, str) and re.fullmatch(r"[0-9a-f]{1,64}", i) for i in ids)
+                or (rev is not None and rev != f"{start}-{ids[0]}")):
+            return "_revisions must be {start, ids} matching _rev"
+    if "_deleted" in doc and not isinstance(doc["_deleted"], bool):
+        return "_deleted must be true or false"
+    return None
+
+
+def _protected_refusal(doc: Doc, current: Doc | None) -> str | None:
+    """Protected-tier fields must arrive as ciphertext; only a value already stored may stay as it is."""
+    doc_type = DOC_TYPES[doc["type"]]
+    bad = []
+    for name in doc_type.fields_in(*PROTECTED_TIERS):
+        value = doc.get(name)
+        if value is None or (current is not None and current.get(name) == value):
+            continue
+        try:
+            envelope.parse(value)
+        except envelope.EnvelopeError as error:
+            bad.append(f"{name} ({doc_type.fields[name].effective_tier.value} tier: {error.reason})")
+    return "protected fields must arrive encrypted (\"enc:…\"): " + ", ".join(bad) if bad else None
+
+
+def _attachment_refusal(doc: Doc) -> str | None:
+    attachments = doc.get("_attachments")
+    if attachments is None:
+        return None
+    if not isinstance(attachments, dict):
+        return "_attachments must be an object"
+    for name, att in attachments.items():
+        if not isinstance(att, dict) or not isinstance(att.get("content_type"), str):
+            return f"attachment {name!r} needs a content_type"
+        if not att["content_type"].startswith(ATTACHMENT_TYPES):
+            return f"attachment {name!r}: only images and PDF files may be attached, not {att['content_type']}"
+        if att.get("stub") is True:
+            continue
+        data = att.get("data")
+        if not isinstance(data, str):
+            return f"attachment {name!r} must carry base64 data or be a stub"
+        if len(data) * 3 // 4 > MAX_ATTACHMENT_BYTES:
+            return f"attachment {name!r} is larger than {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB"
+        try:
+            base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            return f"attachment {name!r}: data is not valid base64"
+    return None
+
+
+def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool) -> str | None:
+    """Why this document may not be stored over `current` (CouchDB's winning revision); None if it may."""
+    if not isinstance(doc, dict):
+        return "each document must be a JSON object"
+    reason = _special_refusal(doc, new_edits)
+    if reason:
+        return reason
+    if current is not None and current.get("_deleted") and "type" not in current:
+        current = None  # a bare tombstone: nothing left to protect
+    if doc.get("_deleted"):
+        if current is None:
+            return "there is no such document to delete"
+        return write_refusal(p, current, current)
+    doc_type = DOC_TYPES.get(doc.get("type", ""))
+    if doc_type is None or doc_type.database != MAIN_DB:
+        return f"{doc.get('type')!r} is not a document type phones may replicate"
+    reason = _protected_refusal(doc, current)
+    if reason:
+        return reason
+    try:
+        validate(doc)
+    except ValidationError as error:
+        return "invalid: " + "; ".join(str(e) for e in error.errors)
+    return _attachment_refusal(doc) or write_refusal(p, current, doc)
+
+
+def creates_conflict(doc: Doc, current: Doc | None) -> bool:
+    """True if storing doc with new_edits=false leaves CouchDB with a second branch."""
+    if current is None or current.get("_deleted") or doc.get("_rev") == current.get("_rev"):
+        return False
+    revisions = doc.get("_revisions") or {"start": 0, "ids": []}
+    ancestry = {f"{revisions['start'] - i}-{rev_id}" for i, rev_id in enumerate(revisions["ids"])}
+    return current["_rev"] not in ancestry
+
+
+def audience_users(doc: Doc | None) -> set[str]:
+    """Users who see a document because it names them (not because of their grid)."""
+    if not doc:
+        return set()
+    named = set(doc.get("volunteers") or []) | {doc.get("assigned_to"), doc.get("requester")}
+    return {u for u in named if isinstance(u, str)}

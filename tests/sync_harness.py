@@ -1,0 +1,201 @@
+"""What the sync tests share: a small street in CouchDB, `linli serve` with the gateway as a real
+process, logins, and phones (Node + PouchDB, `pwa/tests/sync_phone.mjs`) driven line by line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from server import accounts
+from server.access import Principal, may_see
+from server.config import PROJECT_ROOT, Settings
+from server.couch import Couch, bulk_save
+from server.domain import Role
+from server.embedded_couch import EmbeddedCouch, free_port
+
+LINLI = str(Path(sys.executable).parent / "linli")
+PHONE = PROJECT_ROOT / "pwa" / "tests" / "sync_phone.mjs"
+PASSWORD = "sync test password"
+STREET = "street:s1"
+C1 = "community:c1"
+G1, G2 = "grid:c1-g1", "grid:c1-g2"
+NOW = "2026-11-20T09:00:00+08:00"
+
+
+def household(grid: str, n: int, **extra: Any) -> dict[str, Any]:
+    key = f"{grid.split(':')[1]}-h{n:03d}"
+    return {"_id": f"household:{key}", "type": "household", "street": STREET, "community": C1, "grid": grid,
+            "address": f"幸福路{n}号", "member_count": 1, **extra}
+
+
+def resident(grid: str, n: int) -> dict[str, Any]:
+    key = f"{grid.split(':')[1]}-h{n:03d}"
+    return {"_id": f"resident:{key}-1", "type": "resident", "street": STREET, "community": C1, "grid": grid,
+            "household": f"household:{key}", "name": f"居民{n}", "gender": "female", "birth_date": "1950-01-01"}
+
+
+def visit(grid: str, n: int, by: str, **extra: Any) -> dict[str, Any]:
+    key = f"{grid.split(':')[1]}-h{n:03d}"
+    return {"_id": f"visit:{key}-{by.split(':')[1]}", "type": "visit", "street": STREET, "community": C1,
+            "grid": grid, "household": f"household:{key}", "kind": "routine", "visited_at": NOW,
+            "created_by": by, "created_at": NOW, **extra}
+
+
+USERS = {
+    "wangge01": dict(roles=[Role.GRID_WORKER], communities=[C1], grids=[G1]),
+    "wangge02": dict(roles=[Role.GRID_WORKER], communities=[C1], grids=[G2]),
+    "zhiyuan01": dict(roles=[Role.VOLUNTEER], communities=[C1], grids=[G1]),
+    "shuji1": dict(roles=[Role.SECRETARY], communities=[C1]),
+    "gw1": dict(roles=[Role.GATEWAY], communities=[C1], grids=[G1], gateway="gateway:gw1"),
+}
+
+
+def seed(couch: Couch, households_per_grid: int = 20) -> list[dict[str, Any]]:
+    """The street: 2 grids of households with a resident each, a device and a gateway; the accounts."""
+    docs: list[dict[str, Any]] = [
+        {"_id": STREET, "type": "street", "street": STREET, "name": "洪山街道"},
+        {"_id": C1, "type": "community", "street": STREET, "community": C1, "name": "幸福社区"},
+        {"_id": "gateway:gw1", "type": "gateway", "street": STREET, "community": C1, "name": "活动室网关"},
+    ]
+    for grid in (G1, G2):
+        docs.append({"_id": grid, "type": "grid", "street": STREET, "community": C1, "grid": grid,
+                     "name": grid, "number": int(grid[-1])})
+        for n in range(1, households_per_grid + 1):
+            volunteers = {"volunteers": ["user:zhiyuan01"]} if grid == G1 and n == 1 else {}
+            docs += [household(grid, n, **volunteers), resident(grid, n)]
+        docs.append({"_id": f"device:{grid[5:]}-wb", "type": "device", "street": STREET, "community": C1,
+                     "grid": grid, "kind": "wristband", "mac": "AA:BB:CC:DD:EE:0" + grid[-1],
+                     **({"gateway": "gateway:gw1"} if grid == G1 else {})})
+    results = bulk_save(couch.main, docs)
+    assert not [r for r in results if r.error], results
+    hashed = accounts.hash_password(PASSWORD)
+    for username, spec in USERS.items():
+        couch.accounts.save(accounts.make_user(username, username, street=STREET, password_hash=hashed, **spec))
+    return docs
+
+
+def visible_ids(couch: Couch, username: str) -> set[str]:
+    """What the one routing policy says this user may see, straight from CouchDB."""
+    p = Principal.of(couch.accounts.get(accounts.user_id(username)))
+    return {row["doc"]["_id"] for row in couch.main.all(as_list=True) if row.get("doc") and may_see(p, row["doc"])}
+
+
+# ---------------------------------------------------------------- the server
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    url: str  # the web app's base, ending in "/"
+    env: dict[str, str]
+
+    @property
+    def sync_url(self) -> str:
+        return self.url + "sync/main"
+
+
+def serve(couch_url: str, settings: Settings, port: int) -> Served:
+    """`linli serve` against the test's databases, as production runs it."""
+    env = {**os.environ, "COUCHDB_URL": couch_url, "LINLI_DB_PREFIX": settings.db_prefix,
+           "LINLI_DATA_DIR": str(settings.data_dir), "LINLI_SECRET_KEY": settings.secret_key,
+           "LINLI_PORT": str(port), "LINLI_HOST": "127.0.0.1"}
+    log = open(settings.data_dir / f"serve-{port}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen([LINLI, "serve", "--no-demo", "--log-level", "warning"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (settings.data_dir / f"serve-{port}.log").read_text()
+        try:
+            if httpx2.get(url + "healthz", timeout=1).status_code == 200:
+                return Served(process, url, env)
+        except httpx2.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("linli serve did not start")
+
+
+def stop(served: Served, sig: int = signal.SIGINT) -> None:
+    if served.process.poll() is None:
+        served.process.send_signal(sig)
+        served.process.wait(30)
+
+
+def login(url: str, username: str, password: str = PASSWORD) -> tuple[str, str]:
+    """Sign in through the login form; the session cookie header and the session's CSRF token."""
+    with httpx2.Client(base_url=url) as client:
+        page = client.get("/login").text
+        form_token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        answer = client.post("/login", data={"username": username, "password": password, "csrf_token": form_token,
+                                             "next": "/"}, follow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        session = client.get("/sync/_session").json()
+        cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+        return cookie, session["csrf_token"]
+
+
+class Phone:
+    """One phone: a Node process with its own PouchDB replica, alive until closed."""
+
+    def __init__(self, sync_url: str, cookie: str | None = None, csrf: str | None = None,
+                 device_token: str | None = None) -> None:
+        config = {"url": sync_url, "cookie": cookie, "csrfToken": csrf, "deviceToken": device_token}
+        self.process = subprocess.Popen(["node", str(PHONE), json.dumps(config)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+
+    def call(self, op: str, **args: Any) -> Any:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        if not answer["ok"]:
+            raise PhoneError(answer["error"], answer.get("status"))
+        return answer["value"]
+
+    def ids(self) -> set[str]:
+        return {i for i in self.call("ids") if not i.startswith("_")}
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(10)
+
+
+class PhoneError(RuntimeError):
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Street:
+    couch: Couch
+    settings: Settings
+    served: Served
+    docs: list[dict[str, Any]]
+    couch_url: str
+
+    def phone(self, username: str) -> Phone:
+        cookie, csrf = login(self.served.url, username)
+        return Phone(self.served.sync_url, cookie, csrf)
+
+
+@pytest.fixture
+def street(couch_server: EmbeddedCouch, couch: Couch, settings: Settings) -> Iterator[Street]:
+    """The seeded street and `linli serve` (web app + gateway) on it; phones made with street.phone()."""
+    docs = seed(couch)
+    served = serve(couch_server.url, settings, free_port())
+    world = Street(couch, settings, served, docs, couch_server.url)
+    yield world
+    stop(world.served)
