@@ -18,7 +18,7 @@ from pycouchdb.exceptions import Conflict
 
 from crypto import filing_log
 
-from .couch import Couch, get_or_none
+from .couch import Couch, bulk_save, get_or_none
 from .domain import validate
 
 MAX_APPEND_TRIES = 20
@@ -91,7 +91,31 @@ def _all_docs_pages(couch: Couch, prefix: str, page: int = 1000) -> Iterator[dic
         start = rows[page]["id"]
 
 
+def iter_entries(couch: Couch, community: str) -> Iterator[dict[str, Any]]:
+    """The community's filing log, oldest first."""
+    return _all_docs_pages(couch, f"audit_entry:{_community_key(community)}:")
+
+
+def _checkpoints(couch: Couch, community: str) -> list[dict[str, Any]]:
+    return list(_all_docs_pages(couch, f"audit_checkpoint:{_community_key(community)}:"))
+
+
 def verify(couch: Couch, signer: Ed25519PrivateKey, community: str) -> filing_log.Verdict:
-    key = _community_key(community)
-    return filing_log.verify(community, _all_docs_pages(couch, f"audit_entry:{key}:"),
-                             list(_all_docs_pages(couch, f"audit_checkpoint:{key}:")), signer.public_key())
+    return filing_log.verify(community, iter_entries(couch, community), _checkpoints(couch, community),
+                             signer.public_key())
+
+
+def resign(couch: Couch, old: Ed25519PrivateKey, new: Ed25519PrivateKey, community: str) -> int:
+    """After a master-key rotation: prove the log intact under the old key, then sign its checkpoints anew.
+
+    A broken log is not re-signed (that would launder the tampering); the error names the first break.
+    """
+    verdict = verify(couch, old, community)
+    if not verdict.ok:
+        raise RuntimeError(f"{community}: filing log {verdict}; not re-signing it")
+    checkpoints = [{**c, "signature": filing_log.sign_checkpoint(new, community, c["seq"], c["hash"])}
+                   for c in _checkpoints(couch, community)]
+    failed = [r for r in bulk_save(couch.main, checkpoints) if r.error]
+    if failed:
+        raise RuntimeError(f"re-signing {failed[0].id} failed: {failed[0].error}; run the rotation again")
+    return len(checkpoints)

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import pycouchdb.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto import filing_log
@@ -267,8 +268,9 @@ class Firewall:
         deleted = self.couch.main.save({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True})
         revs.append(deleted["_rev"])
         resource = self.couch.main.resource
-        response, _ = resource.post("_purge", json={doc["_id"]: revs})
-        if response.status_code >= 400:  # pouchdb-server has no _purge: compaction drops old revision bodies
+        try:
+            resource.post("_purge", json={doc["_id"]: revs})
+        except pycouchdb.exceptions.Error:  # pouchdb-server has no _purge: compaction drops old revision bodies
             resource.post("_compact", json={})
 
     def rekey(self, resident: str) -> int:

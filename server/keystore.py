@@ -146,7 +146,7 @@ class KeyStore:
             for start in range(0, len(records), 500):
                 batch = [rewrap_data_key_record(keys, r) for r in records[start:start + 500]]
                 results = bulk_save(self.couch.main, batch)
-                failed = [r for r in results if not r.ok]
+                failed = [r for r in results if r.error]
                 if failed:
                     raise RuntimeError(f"re-wrapping {failed[0].id} failed: {failed[0].error}; run the rotation again")
                 moved += len(batch)

@@ -8,12 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from crypto.keys import new_key
+from server import demo
+from server.app import create_app
 from server.config import Settings
-from server.couch import Couch, connect
+from server.couch import Couch, bulk_save, connect
 from server.embedded_couch import EmbeddedCouch
 from server.firewall import Firewall
+
+from . import street
 
 _prefixes = itertools.count()
 
@@ -48,3 +53,28 @@ def couch(couch_server: EmbeddedCouch, settings: Settings) -> Couch:
 @pytest.fixture
 def firewall(couch: Couch, settings: Settings) -> Firewall:
     return Firewall.open(settings, couch)
+
+
+@pytest.fixture
+def loaded(couch: Couch, firewall: Firewall) -> Couch:
+    """The small hand-made street of tests/street.py, stored as the server stores it (sealed)."""
+    assert not [r for r in bulk_save(couch.main, firewall.seal_for_storage(street.community_docs())) if r.error]
+    assert not [r for r in bulk_save(couch.accounts, street.users()) if r.error]
+    return couch
+
+
+@pytest.fixture
+def client(loaded: Couch, settings: Settings) -> Iterator[TestClient]:
+    """The web app over `loaded`, not following redirects, so that tests see them."""
+    with TestClient(create_app(settings, loaded), follow_redirects=False) as c:
+        yield c
+
+
+DEMO_SIZE = demo.DemoSize(communities=2, grids_per_community=2, households_per_grid=8)
+
+
+@pytest.fixture
+def demo_loaded(couch: Couch, firewall: Firewall) -> Couch:
+    """A small demo street (2 communities × 2 grids × 8 households), loaded as `linli serve` loads it."""
+    demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password="demo-password")
+    return couch

@@ -2,83 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterator
 
-import pytest
 from starlette.testclient import TestClient
 
 from server import accounts
 from server.app import create_app
 from server.config import Settings
-from server.couch import Couch, bulk_save
-from server.domain import Role, validate
-from server.firewall import Firewall
+from server.couch import Couch
 
-PASSWORD = "correct horse battery"
-STREET = "street:s1"
-C1, C2 = "community:c1", "community:c2"
-G1, G2, G3 = "grid:c1-g01", "grid:c1-g02", "grid:c2-g01"
-
-
-def _community_docs() -> list[dict]:
-    docs: list[dict] = [{"_id": STREET, "type": "street", "street": STREET, "name": "测试街道"}]
-    for cid, name in ((C1, "幸福社区"), (C2, "和谐社区")):
-        docs.append({"_id": cid, "type": "community", "street": STREET, "community": cid, "name": name})
-    for number, (gid, cid) in enumerate(((G1, C1), (G2, C1), (G3, C2)), start=1):
-        docs.append({"_id": gid, "type": "grid", "street": STREET, "community": cid, "grid": gid,
-                     "name": f"第{number}网格", "number": number})
-        for h in range(1, 4 if gid == G1 else 2):
-            hid = f"household:{gid[5:]}-{h:04d}"
-            rid = f"resident:{gid[5:]}-{h:04d}-1"
-            routing = {"street": STREET, "community": cid, "grid": gid}
-            docs.append({"_id": hid, "type": "household", **routing, "address": f"{gid[5:]}路{h}号",
-                         "head": rid, "member_count": 1, "tags": ["elderly_alone"] if h == 1 else []})
-            docs.append({"_id": rid, "type": "resident", **routing, "household": hid, "name": f"居民{gid[-1]}{h}",
-                         "gender": "female", "birth_date": "1940-05-06", "living_alone": h == 1,
-                         "relation_to_head": "self", "phone": "10012345678",
-                         "chronic_conditions": ["高血压"], "minimum_living_allowance": True})
-    for doc in docs:
-        validate(doc)
-    return docs
-
-
-def _users() -> list[dict]:
-    specs = [
-        ("worker1", "张网格", [Role.GRID_WORKER], [C1], [G1]),
-        ("worker3", "李网格", [Role.GRID_WORKER], [C2], [G3]),
-        ("volunteer1", "赵志愿", [Role.VOLUNTEER], [C1], [G1]),
-        ("secretary1", "王书记", [Role.SECRETARY], [C1], []),
-        ("admin", "管理员", [Role.ADMIN], [], []),
-    ]
-    password_hash = accounts.hash_password(PASSWORD)
-    return [accounts.make_user(u, name, roles, STREET, password_hash, communities=cs, grids=gs)
-            for u, name, roles, cs, gs in specs]
-
-
-@pytest.fixture
-def loaded(couch: Couch, firewall: Firewall) -> Couch:
-    assert not [r for r in bulk_save(couch.main, firewall.seal_for_storage(_community_docs())) if r.error]
-    assert not [r for r in bulk_save(couch.accounts, _users()) if r.error]
-    return couch
-
-
-@pytest.fixture
-def client(loaded: Couch, settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, loaded), follow_redirects=False) as c:
-        yield c
-
-
-def csrf_of(client: TestClient, path: str = "/login") -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text)
-    assert match, "page has no CSRF field"
-    return match.group(1)
-
-
-def login(client: TestClient, username: str, password: str = PASSWORD):
-    return client.post("/login", data={"username": username, "password": password, "next": "/",
-                                       "csrf_token": csrf_of(client)})
+from .street import G1, G2, G3, PASSWORD, csrf_of, login
 
 
 def test_grid_worker_logs_in_and_sees_own_households(client: TestClient) -> None:
