@@ -5,6 +5,9 @@
     linli user add         create an account
     linli validate FILE    check documents in a JSON file against the domain declaration
     linli audit verify     prove the filing log intact, or name the first broken entry
+    linli audit report     who opened what in a period, and anomalies worth a second look
+    linli keys …           rotate the master key, tier keys, or one resident's data keys
+    linli resident erase   crypto-shred one resident's protected data
     linli device-token     issue or revoke a sync token for a BLE gateway or a script
     linli export-schema    print the domain declaration as JSON (what the PWA reads)
 """
@@ -24,11 +27,12 @@ from pathlib import Path
 
 from crypto import filing_log
 
-from . import accounts, demo, filing
-from .config import Settings, load_master_key, load_settings, write_private
-from .couch import Couch, connect, get_or_none
+from . import accounts, admin, demo, filing
+from .config import Settings, load_settings, write_private
+from .couch import Couch, build_views, connect, get_or_none
 from .domain import Role, ValidationError, export_json, validate
 from .embedded_couch import EmbeddedCouch, free_port
+from .firewall import Firewall
 
 DEMO_LOGINS_FILE = "demo-logins.txt"
 
@@ -45,6 +49,8 @@ def open_couch(settings: Settings) -> Iterator[Couch]:
 
 def _port_is_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # As the server itself will bind: a port left in TIME_WAIT by the previous run counts as free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -62,7 +68,8 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
     if get_or_none(couch.main, demo.STREET_ID) is None:
         password = secrets.token_urlsafe(9)
         print(f"Loading the demo community (seed {seed}) …", flush=True)
-        report = demo.load(couch, seed=seed, size=size, password=password, progress=sys.stdout.isatty())
+        seal = Firewall.open(settings, couch).seal_for_storage
+        report = demo.load(couch, seal, seed=seed, size=size, password=password, progress=sys.stdout.isatty())
         print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
         lines = [f"Demo password for every demo account: {password}", ""]
         lines += [f"  {login.username:<22} {login.role:<18} {login.where}" for login in demo.demo_logins(seed, size)]
@@ -84,7 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logins = None
         if not args.no_demo and (args.demo or not settings.couchdb_url):
             logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
-        couch.main.query("linli/by_grid", limit=0)  # build the view index now, not on the first page view
+        print("Building the database indexes …", flush=True)
+        build_views(couch)
         url = f"http://{settings.host}:{port}/"
         print("\n" + "=" * 60)
         print(f"Linli is running: open {url}")
@@ -96,8 +104,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("=" * 60 + "\n", flush=True)
         # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
         gateway = Mount("/sync", create_sync_app(settings, couch.server.base_url))
+        # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
         uvicorn.run(create_app(settings, couch, mounts=[gateway]), host=settings.host, port=port,
-                    log_level=args.log_level, proxy_headers=True)
+                    log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=5)
     print("Stopped cleanly.")
     return 0
 
@@ -149,7 +158,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = load_settings()
-    signer = filing_log.signing_key(load_master_key(settings.data_dir))
+    signer = filing_log.signing_key(settings.master_keys[0])
     with open_couch(settings) as couch:
         communities = args.community or [row["id"] for row in couch.main.all(
             startkey="community:", endkey="community:\ufff0", include_docs="false", as_list=True)]
@@ -242,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "broken entry (exit 1)")
     verify.add_argument("--community", action="append", help="community id (repeatable; default: all)")
     verify.set_defaults(func=cmd_audit_verify)
+    admin.add_audit_report_parser(audit_sub, open_couch)
+    admin.add_parsers(sub, open_couch)
 
     token = sub.add_parser("device-token", help="sync tokens for BLE gateways and scripts (stored as hashes)")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
