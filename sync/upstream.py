@@ -38,6 +38,9 @@ class Upstream:
         self.accounts = settings.db_name(ACCOUNTS_DB)
         self.http = httpx2.AsyncClient(
             base_url=couch_url.rstrip("/") + "/", auth=auth, timeout=httpx2.Timeout(120, connect=10),
+            # Compressed answers cost CPU on both sides of a fast link, and a compressing server
+            # (pouchdb-server's middleware) holds a continuous feed back until its buffer fills.
+            headers={"Accept-Encoding": "identity"},
             limits=httpx2.Limits(max_connections=64, max_keepalive_connections=64))
 
     async def call(self, method: str, db: str, path: str = "", *, params: dict[str, Any] | None = None,

@@ -169,7 +169,11 @@ class Phone:
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.stdin.close()
-            self.process.wait(10)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:  # a live replication keeps Node's event loop busy
+                self.process.kill()
+                self.process.wait()
 
 
 class PhoneError(RuntimeError):

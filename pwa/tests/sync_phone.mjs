@@ -12,10 +12,15 @@ import IndexedDBAdapter from "pouchdb-adapter-indexeddb";
 import { purgeOutOfScope, remoteOptions, syncOnce } from "../sync/replica.js";
 
 PouchDB.plugin(IndexedDBAdapter);
-// Node 20 has no navigator; the adapter's blob-support probe reads navigator.userAgent.
+// Browser globals PouchDB's indexeddb code reads: navigator (its blob-support probe) and self
+// (purge bookkeeping refers to `self`, the window in a browser).
 globalThis.navigator ??= { userAgent: "Node" };
+globalThis.self ??= globalThis;
 
 const config = JSON.parse(process.argv[2]);
+// A connection cut mid-body (the gateway killed) surfaces inside PouchDB as an unhandled
+// rejection; a browser logs those and goes on, and so does this phone.
+process.on("unhandledRejection", (error) => process.stderr.write(`unhandled: ${error}\n`));
 const withCookie = (url, options) => {
   if (config.cookie) {
     options.headers.set("Cookie", config.cookie);
@@ -25,6 +30,8 @@ const withCookie = (url, options) => {
 const local = new PouchDB(config.name || "phone", { adapter: "indexeddb" });
 const remote = new PouchDB(config.url, remoteOptions({ ...config, fetch: withCookie }));
 let live = null;
+let background = null;
+const progress = { docs_written: 0 };
 const liveErrors = [];
 
 function summary(result) {
@@ -44,6 +51,14 @@ const commands = {
   ids: async () => (await local.allDocs()).rows.map((row) => row.id),
   get: async ({ id, conflicts }) => local.get(id, { conflicts: !!conflicts }).catch(() => null),
   put: async ({ doc }) => local.put(doc),
+  startPull: async ({ batch_size }) => {
+    const replication = local.replicate.from(remote, { batch_size: batch_size || 100 });
+    replication.on("change", (info) => { progress.docs_written = info.docs_written; });
+    background = replication.then(summary, (error) => ({ failed: String(error.message || error) }));
+    return { started: true };
+  },
+  progress: async () => progress,
+  finishPull: async () => background,
   startLive: async () => {
     live = local.replicate.from(remote, { live: true, retry: true });
     live.on("error", (error) => liveErrors.push(String(error)));
