@@ -18,7 +18,7 @@ from crypto import envelope as env
 from crypto import keys
 from crypto.blind_index import blind_index
 from crypto.vectors import make_vectors
-from server.config import PROJECT_ROOT, load_master_key
+from server.config import PROJECT_ROOT, load_master_keys
 from server.domain import ENCRYPTED_PREFIX
 from tests.browser import launch, serve_project
 
@@ -116,16 +116,19 @@ def test_sealing_twice_gives_different_ciphertexts() -> None:
 def test_master_key_from_environment_file_or_generated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LINLI_MASTER_KEY", raising=False)
     monkeypatch.delenv("LINLI_MASTER_KEY_FILE", raising=False)
-    generated = load_master_key(tmp_path)
-    assert len(generated) == 32 and load_master_key(tmp_path) == generated
+    monkeypatch.delenv("LINLI_MASTER_KEY_PREVIOUS", raising=False)
+    (generated,) = load_master_keys(tmp_path)
+    assert len(generated) == 32 and load_master_keys(tmp_path) == (generated,)
     assert (tmp_path / "master_key").stat().st_mode & 0o077 == 0
     key_file = tmp_path / "mk"
     key_file.write_text(env.b64url(bytes(range(32))))
     monkeypatch.setenv("LINLI_MASTER_KEY_FILE", str(key_file))
-    assert load_master_key(tmp_path) == bytes(range(32))
+    assert load_master_keys(tmp_path) == (bytes(range(32)),)
+    monkeypatch.setenv("LINLI_MASTER_KEY_PREVIOUS", env.b64url(generated))  # during a rotation: new first
+    assert load_master_keys(tmp_path) == (bytes(range(32)), generated)
     monkeypatch.setenv("LINLI_MASTER_KEY", base64.urlsafe_b64encode(b"short").decode())
     with pytest.raises(keys.KeyMaterialError) as caught:
-        load_master_key(tmp_path)
+        load_master_keys(tmp_path)
     assert "32 bytes" in str(caught.value) and "c2hvcnQ" not in str(caught.value)
 
 
