@@ -21,10 +21,8 @@ import binascii
 import functools
 import json
 import os
-import re
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -53,25 +51,29 @@ class EnvelopeError(ValueError):
 REASONS = ("format", "truncated", "version", "authentication")
 
 
-@dataclass(frozen=True)
-class FieldContext:
+class FieldContext(NamedTuple):
     """Where a ciphertext belongs: authenticated, never encrypted."""
 
     doc_id: str
     field: str
     tier: str
 
-    @functools.cached_property
+    @property
     def aad_tail(self) -> bytes:
-        # Computed once per context: sealing then opening the same field reuses it.
-        return _length_prefixed(self.doc_id) + _length_prefixed(self.field) + _length_prefixed(self.tier)
+        # Field and tier come from the declaration (few): their part is cached; the document id is per record.
+        return _length_prefixed(self.doc_id) + _field_tier_part(self.field, self.tier)
 
 
 def _length_prefixed(text: str) -> bytes:
     raw = text.encode("utf-8")
     if len(raw) > 0xFFFF:
         raise EnvelopeError("format", "context string longer than 65535 bytes")
-    return struct.pack(">H", len(raw)) + raw
+    return len(raw).to_bytes(2, "big") + raw
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_tier_part(field: str, tier: str) -> bytes:
+    return _length_prefixed(field) + _length_prefixed(tier)
 
 
 def aad(context: FieldContext, header: bytes) -> bytes:
@@ -82,13 +84,15 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
 def unb64url(text: str) -> bytes:
-    if not _B64URL.fullmatch(text):
+    """Strict: any character outside the base64url alphabet (including "+", "/" and padding) is an error."""
+    if "+" in text or "/" in text or "=" in text:
         raise binascii.Error("not unpadded base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    raw = text.encode("ascii")  # a non-ASCII character raises UnicodeEncodeError, a ValueError
+    return binascii.a2b_base64((raw + b"=" * (-len(raw) % 4)).translate(_TO_STANDARD), strict_mode=True)
 
 
 def encode_plaintext(value: Any) -> bytes:
@@ -136,8 +140,7 @@ class DataKey:
         return json.loads(self.open_bytes(context, envelope).decode("utf-8"))
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):
     version: int
     key_version: int
     header: bytes
