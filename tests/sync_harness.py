@@ -195,8 +195,8 @@ class Street:
         return Phone(self.served.sync_url, cookie, csrf)
 
 
-@pytest.fixture
-def street(couch_server: EmbeddedCouch, couch: Couch, settings: Settings) -> Iterator[Street]:
+@pytest.fixture(name="street")
+def street_fixture(couch_server: EmbeddedCouch, couch: Couch, settings: Settings) -> Iterator[Street]:
     """The seeded street and `linli serve` (web app + gateway) on it; phones made with street.phone()."""
     docs = seed(couch)
     served = serve(couch_server.url, settings, free_port())

@@ -11,7 +11,18 @@ from urllib.parse import urlsplit
 import httpx2
 
 from server.couch import bulk_save
-from tests.sync_harness import G1, G2, Street, household, login, serve, stop, street, visible_ids, visit  # noqa: F401
+from tests.sync_harness import (
+    G1,
+    G2,
+    Street,
+    household,
+    login,
+    serve,
+    stop,
+    street_fixture,  # noqa: F401 - the fixture
+    visible_ids,
+    visit,
+)
 
 
 def test_initial_then_incremental_sync_brings_exactly_the_grid(street: Street) -> None:
