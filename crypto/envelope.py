@@ -25,16 +25,23 @@ import struct
 from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 PREFIX = "enc:"
 VERSION = 1
+SEALED_VERSION = 2  # write-without-read: sealed to a resident's public key (see seal_for)
 AAD_LABEL = b"linli:field:v1\x00"
+SEALED_INFO = b"linli:sealed:v2\x00"
 _HEADER = struct.Struct(">BI")
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
-MIN_BYTES = _HEADER.size + NONCE_BYTES + TAG_BYTES
+EPHEMERAL_BYTES = 65  # an uncompressed P-256 point
+MIN_BYTES = {VERSION: _HEADER.size + NONCE_BYTES + TAG_BYTES,
+             SEALED_VERSION: _HEADER.size + EPHEMERAL_BYTES + NONCE_BYTES + TAG_BYTES}
 
 
 class EnvelopeError(ValueError):
@@ -128,22 +135,107 @@ class DataKey:
 
     def open_bytes(self, context: FieldContext, envelope: str) -> bytes:
         parsed = parse(envelope)
-        try:
-            return self._aead.decrypt(parsed.nonce, parsed.sealed, aad(context, parsed.header))
-        except InvalidTag:
-            raise EnvelopeError("authentication",
-                                f"encrypted field {context.field!r} of {context.doc_id!r} does not open: wrong key, "
-                                "or the ciphertext was altered or moved from another field or document") from None
+        if parsed.version != VERSION:
+            raise EnvelopeError("version", f"encrypted field {context.field!r} of {context.doc_id!r} is sealed for "
+                                "a resident's write key, not a data key")
+        return _decrypt(self._aead, context, parsed)
 
     def open(self, context: FieldContext, envelope: str) -> Any:
         """Decrypt an envelope sealed for the same context; raise EnvelopeError otherwise."""
         return json.loads(self.open_bytes(context, envelope).decode("utf-8"))
 
 
+def _decrypt(aead: AESGCM, context: FieldContext, parsed: Parsed) -> bytes:
+    try:
+        return aead.decrypt(parsed.nonce, parsed.sealed, aad(context, parsed.header))
+    except InvalidTag:
+        raise EnvelopeError("authentication",
+                            f"encrypted field {context.field!r} of {context.doc_id!r} does not open: wrong key, "
+                            "or the ciphertext was altered or moved from another field or document") from None
+
+
+# ---------------------------------------------------------------- version 2: write without read
+#
+#   envelope = "enc:" base64url( header || ephemeral || nonce || ciphertext || tag ), header = 0x02 || key_version
+#   key      = HKDF-SHA256( ECDH(ephemeral private, resident's write public key), salt = ephemeral, info = SEALED_INFO )
+#   aad      = as version 1 (its header carries the version byte, so the two cannot be confused)
+#
+# A grid worker's phone seals a core value it records (a blood-pressure reading) with the resident's public
+# write key, which everyone in the grid may hold; only the holder of the private half (kept sealed under the
+# resident's core data key) opens it. Recording a value therefore never needs the right to read it.
+
+def _point(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def _sealed_aead(shared_secret: bytes, ephemeral: bytes) -> AESGCM:
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=ephemeral,
+                       info=SEALED_INFO).derive(shared_secret))
+
+
+def seal_for(public_raw: bytes, key_version: int, context: FieldContext, value: Any, *,
+             ephemeral: ec.EllipticCurvePrivateKey | None = None, nonce: bytes | None = None) -> str:
+    """Seal a value for the holder of a write key's private half. `ephemeral` and `nonce`: test vectors only."""
+    try:
+        recipient = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_raw)
+    except ValueError:
+        raise EnvelopeError("format", "write key is not a P-256 public key") from None
+    ephemeral = ephemeral or ec.generate_private_key(ec.SECP256R1())
+    point = _point(ephemeral.public_key())
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    header = _HEADER.pack(SEALED_VERSION, key_version)
+    sealed = _sealed_aead(ephemeral.exchange(ec.ECDH(), recipient), point).encrypt(
+        nonce, encode_plaintext(value), aad(context, header))
+    return PREFIX + b64url(header + point + nonce + sealed)
+
+
+class WriteKey:
+    """The private half of a resident's write key: opens what phones sealed with `seal_for`."""
+
+    def __init__(self, private: ec.EllipticCurvePrivateKey, version: int) -> None:
+        self._private = private
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"WriteKey(version={self.version})"
+
+    @classmethod
+    def generate(cls, version: int) -> WriteKey:
+        return cls(ec.generate_private_key(ec.SECP256R1()), version)
+
+    @property
+    def public_raw(self) -> bytes:
+        return _point(self._private.public_key())
+
+    def private_der(self) -> bytes:
+        return self._private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption())
+
+    @classmethod
+    def from_der(cls, der: bytes, version: int) -> WriteKey:
+        private = serialization.load_der_private_key(der, password=None)
+        if not isinstance(private, ec.EllipticCurvePrivateKey):
+            raise EnvelopeError("format", "write key is not an EC private key")
+        return cls(private, version)
+
+    def open(self, context: FieldContext, envelope: str) -> Any:
+        parsed = parse(envelope)
+        if parsed.version != SEALED_VERSION:
+            raise EnvelopeError("version", f"encrypted field {context.field!r} of {context.doc_id!r} is not sealed "
+                                "for a write key")
+        try:
+            ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), parsed.ephemeral)
+        except ValueError:
+            raise EnvelopeError("format", "sealed field has an invalid ephemeral key") from None
+        aead = _sealed_aead(self._private.exchange(ec.ECDH(), ephemeral), parsed.ephemeral)
+        return json.loads(_decrypt(aead, context, parsed).decode("utf-8"))
+
+
 class Parsed(NamedTuple):
     version: int
     key_version: int
     header: bytes
+    ephemeral: bytes  # version 2 only: the sender's one-time public key
     nonce: bytes
     sealed: bytes
 
@@ -156,15 +248,19 @@ def parse(envelope: Any) -> Parsed:
         raw = unb64url(envelope[len(PREFIX):])
     except (binascii.Error, ValueError):
         raise EnvelopeError("format", "encrypted field is not valid base64url") from None
-    if len(raw) < MIN_BYTES:
+    if len(raw) < MIN_BYTES[VERSION]:
         raise EnvelopeError("truncated",
-                            f"encrypted field is truncated ({len(raw)} bytes, at least {MIN_BYTES} needed)")
+                            f"encrypted field is truncated ({len(raw)} bytes, at least {MIN_BYTES[VERSION]} needed)")
     version, key_version = _HEADER.unpack_from(raw)
-    if version != VERSION:
-        raise EnvelopeError("version", f"unsupported envelope version {version} (this code reads version {VERSION})")
-    header_end = _HEADER.size
-    return Parsed(version, key_version, raw[:header_end], raw[header_end:header_end + NONCE_BYTES],
-                  raw[header_end + NONCE_BYTES:])
+    if version not in MIN_BYTES:
+        raise EnvelopeError("version", f"unsupported envelope version {version} (this code reads versions "
+                            f"{', '.join(map(str, MIN_BYTES))})")
+    if len(raw) < MIN_BYTES[version]:
+        raise EnvelopeError("truncated", f"encrypted field is truncated ({len(raw)} bytes, at least "
+                            f"{MIN_BYTES[version]} needed for version {version})")
+    ephemeral_end = _HEADER.size + (EPHEMERAL_BYTES if version == SEALED_VERSION else 0)
+    return Parsed(version, key_version, raw[:_HEADER.size], raw[_HEADER.size:ephemeral_end],
+                  raw[ephemeral_end:ephemeral_end + NONCE_BYTES], raw[ephemeral_end + NONCE_BYTES:])
 
 
 def key_version_of(envelope: str) -> int:

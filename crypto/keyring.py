@@ -22,7 +22,7 @@ from typing import Any
 
 from server import domain
 
-from .envelope import DataKey, key_version_of
+from .envelope import SEALED_VERSION, DataKey, FieldContext, WriteKey, b64url, parse
 from .keys import KeyMaterialError, new_key, unwrap, wrap
 
 PROTECTED_TIERS = tuple(sorted(t.value for t in domain.PROTECTED_TIERS))
@@ -86,34 +86,66 @@ class TierKeys:
         return DataKey(unwrap(kek, entry["wrapped"]), entry["version"])
 
 
-def new_data_key_entries(tier_keys: TierKeys, versions: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
-    """Fresh data keys for every protected tier, wrapped; versions continue from `versions` (re-keying)."""
+WRITE_KEY_TIER = "core"  # what phones may record without reading: health and finance values
+
+
+def _write_key_context(record_id: str) -> FieldContext:
+    return FieldContext(record_id, "write_private", WRITE_KEY_TIER)
+
+
+def new_data_key_record(tier_keys: TierKeys, record_id: str, versions: dict[str, int] | None = None) -> dict[str, Any]:
+    """Fresh data keys for every protected tier, wrapped under the tier keys, and the resident's write key:
+    its public half in clear (phones seal core values with it), its private half sealed under the new core
+    data key. Versions continue from `versions` (re-keying)."""
     versions = versions or {}
-    return {tier: tier_keys.wrap_data_key(tier, new_key(), versions.get(tier, 0) + 1) for tier in PROTECTED_TIERS}
+    record: dict[str, Any] = {}
+    for tier in PROTECTED_TIERS:
+        key, version = new_key(), versions.get(tier, 0) + 1
+        record[tier] = tier_keys.wrap_data_key(tier, key, version)
+        if tier == WRITE_KEY_TIER:
+            core = DataKey(key, version)
+    write = WriteKey.generate(core.version)
+    record["write_public"] = b64url(write.public_raw)
+    record["write_private"] = core.seal_bytes(_write_key_context(record_id), write.private_der())
+    return record
 
 
 @dataclass(frozen=True)
 class ResidentKeys:
-    """One resident's unwrapped data keys: the current one per tier to seal with, and every version to open with.
+    """One resident's unwrapped keys: the current data key per tier to seal with, and every version (data keys
+    and, with the core tier, write keys) to open with.
 
     Older versions are present only while a re-key is re-encrypting the resident's documents.
     """
 
     current: dict[str, DataKey]
-    versions: dict[tuple[str, int], DataKey]
+    versions: dict[tuple[str, int], DataKey | WriteKey]
 
-    def for_envelope(self, tier: str, envelope: str) -> DataKey | None:
-        return self.versions.get((tier, key_version_of(envelope)))
+    def for_envelope(self, tier: str, envelope: str) -> DataKey | WriteKey | None:
+        parsed = parse(envelope)
+        if parsed.version == SEALED_VERSION:
+            return self.versions.get(("write", parsed.key_version)) if tier == WRITE_KEY_TIER else None
+        return self.versions.get((tier, parsed.key_version))
+
+
+def _open_write_key(core: DataKey, record_id: str, sealed_private: str) -> WriteKey:
+    return WriteKey.from_der(core.open_bytes(_write_key_context(record_id), sealed_private), core.version)
 
 
 def open_data_keys(tier_keys: TierKeys, record: dict[str, Any], tiers: Iterable[str] = PROTECTED_TIERS) -> ResidentKeys:
     """Unwrap the named tiers of a stored data-key record (and any versions it is re-keying from)."""
     tiers = tuple(tiers)
     current = {tier: tier_keys.unwrap_data_key(tier, record[tier]) for tier in tiers}
-    versions = {(tier, key.version): key for tier, key in current.items()}
-    for tier, entry in record.get("rekeying", {}).items():
-        if tier in tiers:
-            versions[(tier, entry["version"])] = tier_keys.unwrap_data_key(tier, entry)
+    versions: dict[tuple[str, int], DataKey | WriteKey] = {(t, k.version): k for t, k in current.items()}
+    old = {t: tier_keys.unwrap_data_key(t, e) for t, e in record.get("rekeying", {}).items() if t in tiers}
+    versions.update({(t, k.version): k for t, k in old.items()})
+    if WRITE_KEY_TIER in tiers:
+        core = current[WRITE_KEY_TIER]
+        versions[("write", core.version)] = _open_write_key(core, record["_id"], record["write_private"])
+        if "rekeying_write_private" in record:
+            previous = old[WRITE_KEY_TIER]
+            versions[("write", previous.version)] = _open_write_key(previous, record["_id"],
+                                                                    record["rekeying_write_private"])
     return ResidentKeys(current, versions)
 
 

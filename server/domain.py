@@ -351,8 +351,13 @@ DOC_TYPES: dict[str, DocType] = {
             # One resident's data keys, one per protected tier, each wrapped under the community's tier key.
             "resident": _ref("resident", required=True),
             **{tier.value: Field("wrapped_key", required=True) for tier in (Tier.CONTACT, Tier.CORE)},
-            # While a re-key re-encrypts the resident's documents: the previous keys, by tier.
+            # The resident's write key (write-without-read): public half in clear, private half sealed under
+            # the core data key (crypto/keyring.py).
+            "write_public": _text(Category.SYSTEM, required=True, max_length=100),
+            "write_private": _text(Category.SYSTEM, required=True, max_length=400),
+            # While a re-key re-encrypts the resident's documents: the previous keys.
             "rekeying": Field("wrapped_keys"),
+            "rekeying_write_private": _text(Category.SYSTEM, max_length=400),
         }, label_zh="数据密钥", label_en="Data key"),
         DocType("keyring", Scope.COMMUNITY, {
             # The community's tier keys, wrapped under the master key; never replicated.

@@ -17,11 +17,13 @@ from typing import Any
 from pycouchdb.exceptions import Conflict
 from tqdm import tqdm
 
+from crypto.envelope import unb64url
 from crypto.keyring import (
     PROTECTED_TIERS,
+    WRITE_KEY_TIER,
     ResidentKeys,
     TierKeys,
-    new_data_key_entries,
+    new_data_key_record,
     open_data_keys,
     rewrap_data_key_record,
 )
@@ -97,8 +99,9 @@ class KeyStore:
     def new_data_key_doc(self, resident: dict[str, Any]) -> dict[str, Any]:
         """A data_key document for a new resident (not saved: the caller saves it with the resident)."""
         keys = self.tier_keys(resident["community"], resident["street"])
-        doc = {"_id": data_key_id(resident["_id"]), "type": "data_key", "resident": resident["_id"],
-               **{k: resident[k] for k in ("street", "community", "grid")}, **new_data_key_entries(keys)}
+        doc_id = data_key_id(resident["_id"])
+        doc = {"_id": doc_id, "type": "data_key", "resident": resident["_id"],
+               **{k: resident[k] for k in ("street", "community", "grid")}, **new_data_key_record(keys, doc_id)}
         validate(doc)
         return doc
 
@@ -169,10 +172,18 @@ class KeyStore:
         keys = self.tier_keys(record["community"], record["street"])
         if "rekeying" not in record:
             record["rekeying"] = {t: record[t] for t in PROTECTED_TIERS}
-            record.update(new_data_key_entries(keys, {t: record[t]["version"] for t in PROTECTED_TIERS}))
+            record["rekeying_write_private"] = record["write_private"]
+            record.update(new_data_key_record(keys, record["_id"], {t: record[t]["version"] for t in PROTECTED_TIERS}))
             validate(record)
             record = self.couch.main.save(record)
         resealed = reseal(self.open_record(record))
-        del record["rekeying"]
+        del record["rekeying"], record["rekeying_write_private"]
         self.couch.main.save(record)
         return resealed
+
+    def write_public_key(self, resident: str) -> tuple[bytes, int]:
+        """The resident's public write key and its version: what a phone seals core values with."""
+        record = get_or_none(self.couch.main, data_key_id(resident))
+        if record is None or record.get("_deleted"):
+            raise ShreddedError(f"{resident} has no data keys (erased)")
+        return unb64url(record["write_public"]), record[WRITE_KEY_TIER]["version"]

@@ -23,6 +23,8 @@ from server.domain import ENCRYPTED_PREFIX
 from tests.browser import launch, serve_project
 
 VECTORS = json.loads(make_vectors.PATH.read_text(encoding="utf-8"))
+GROUPS = ("envelope", "envelope_invalid", "keywrap", "keywrap_invalid", "blind_index", "device_grant", "sealed",
+          "sealed_invalid")
 
 
 def b(text: str) -> bytes:
@@ -90,6 +92,31 @@ def test_python_opens_the_device_grant_vector() -> None:
         keys.unwrap_on_device(device, case["grant_id"] + "x", case)  # bound to its grant
 
 
+def _write_key(jwk: dict, version: int = 1) -> env.WriteKey:
+    return env.WriteKey(ec.derive_private_key(int.from_bytes(b(jwk["d"]), "big"), ec.SECP256R1()), version)
+
+
+@pytest.mark.parametrize("case", VECTORS["sealed"], ids=lambda c: c["name"])
+def test_python_passes_sealed_vectors(case: dict) -> None:
+    ephemeral = _write_key(case["ephemeral_private_jwk"])._private
+    value = json.loads(case["plaintext_json"])
+    sealed = env.seal_for(b(case["recipient_public"]), case["key_version"], ctx(case), value, ephemeral=ephemeral,
+                          nonce=b(case["nonce"]))
+    assert sealed == case["envelope"]
+    assert _write_key(case["recipient_private_jwk"]).open(ctx(case), case["envelope"]) == value
+    assert env.key_version_of(sealed) == case["key_version"]
+    with pytest.raises(env.EnvelopeError, match="write key, not a data key") as caught:
+        env.DataKey(bytes(32), 1).open(ctx(case), sealed)  # a data key never opens a sealed field
+    assert caught.value.reason == "version"
+
+
+@pytest.mark.parametrize("case", VECTORS["sealed_invalid"], ids=lambda c: c["name"])
+def test_python_rejects_invalid_sealed_fields(case: dict) -> None:
+    with pytest.raises(env.EnvelopeError) as caught:
+        _write_key(case["recipient_private_jwk"]).open(ctx(case), case["envelope"])
+    assert caught.value.reason == case["reason"]
+
+
 @given(value=st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),
                           lambda inner: st.lists(inner, max_size=4), max_leaves=8),
        doc_id=st.text(min_size=1, max_size=40), field=st.text(min_size=1, max_size=20),
@@ -136,8 +163,7 @@ def test_node_webcrypto_passes_the_same_vectors() -> None:
     result = subprocess.run(["node", "--test", "pwa/tests/"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
-    expected = sum(len(VECTORS[g]) for g in ("envelope", "envelope_invalid", "keywrap", "keywrap_invalid",
-                                              "blind_index", "device_grant")) + 1
+    expected = sum(len(VECTORS[g]) for g in GROUPS) + 1
     assert re.search(rf"^# pass {expected}$", result.stdout, re.M), result.stdout[-1000:]
     assert re.search(r"^# fail 0$", result.stdout, re.M)
 
@@ -165,5 +191,4 @@ def test_chromium_webcrypto_passes_the_same_vectors(static_server: str) -> None:
             browser.close()
     failures = [r for r in results if not r["ok"]]
     assert not failures
-    assert len(results) == sum(len(VECTORS[g]) for g in ("envelope", "envelope_invalid", "keywrap",
-                                                         "keywrap_invalid", "blind_index", "device_grant"))
+    assert len(results) == sum(len(VECTORS[g]) for g in GROUPS)

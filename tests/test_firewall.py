@@ -10,7 +10,8 @@ import httpx2
 import pytest
 
 from crypto import keyring
-from crypto.envelope import EnvelopeError
+from crypto.envelope import EnvelopeError, FieldContext, seal_for
+from crypto.fields import open_fields, protected_fields
 from crypto.keys import KeyMaterialError, new_key
 from server import demo, filing
 from server.access import Principal
@@ -159,9 +160,7 @@ def test_shredded_resident_stays_unreadable_even_with_every_key(demo_loaded: Cou
     assert old.status_code == 404 or "contact" not in old.json()
 
 
-def _context(doc: dict, field: str):
-    from crypto.envelope import FieldContext
-    from crypto.fields import protected_fields
+def _context(doc: dict, field: str) -> FieldContext:
     return FieldContext(doc["_id"], field, protected_fields(doc["type"])[field])
 
 
@@ -214,3 +213,29 @@ def test_key_material_never_appears_in_reprs_or_errors(firewall: Firewall, setti
     for key in (secret_bytes, settings.master_keys[0]):
         assert key.hex() not in blob and repr(key) not in blob
     assert len(texts) == 4
+
+
+def test_grid_worker_records_core_values_without_being_able_to_read_them(demo_loaded: Couch,
+                                                                          firewall: Firewall) -> None:
+    resident = _resident_with(demo_loaded, "phone")
+    # What the phone does offline: seal with the resident's public write key (it holds nothing that opens it).
+    public, version = firewall.keystore.write_public_key(resident["_id"])
+    visit_id = f"visit:{resident['_id'][9:]}-20261125"
+    sealed = seal_for(public, version, FieldContext(visit_id, "blood_pressure", "core"), "150/95")
+    visit = {"_id": visit_id, "type": "visit", **{k: resident[k] for k in ("street", "community", "grid", "household")},
+             "resident": resident["_id"], "kind": "routine", "visited_at": NOW.isoformat(),
+             "blood_pressure": sealed, "created_by": WORKER.user_id, "created_at": NOW.isoformat()}
+    assert firewall.seal_for_storage([visit]) == [visit]  # already sealed: stored as it came
+    demo_loaded.main.save(visit)
+    with pytest.raises(AccessDenied, match="fw_needs_approval"):
+        firewall.reveal(WORKER, resident, "health", purpose="x", device="d", now=NOW)
+    keys = firewall.keystore.data_keys(resident["_id"])  # the server, for an entitled reader
+    assert open_fields(demo_loaded.main.get(visit_id), keys)["blood_pressure"] == "150/95"
+    other = _resident_with(demo_loaded, "phone", grid="grid:c1-g02")
+    with pytest.raises(EnvelopeError):  # not the other resident's key, not movable to their visit
+        open_fields({**visit, "resident": other["_id"]}, firewall.keystore.data_keys(other["_id"]))
+    # A re-key re-seals it under the new data key: still readable, the old write key no longer needed.
+    firewall.rekey(resident["_id"])
+    resealed = demo_loaded.main.get(visit_id)
+    assert resealed["blood_pressure"] != sealed
+    assert open_fields(resealed, firewall.keystore.data_keys(resident["_id"]))["blood_pressure"] == "150/95"

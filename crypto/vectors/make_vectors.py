@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..blind_index import blind_index
-from ..envelope import PREFIX, DataKey, FieldContext, b64url, encode_plaintext, unb64url
+from ..envelope import PREFIX, DataKey, FieldContext, b64url, encode_plaintext, seal_for, unb64url
 from ..keys import wrap, wrap_for_device
 
 PATH = Path(__file__).resolve().parent / "v1.json"
@@ -121,10 +121,41 @@ def build() -> dict[str, Any]:
     grants = [{"name": "core data key for one phone", "device_private_jwk": _jwk(device), "grant_id": grant_id,
                **granted, "key": b64url(key)}]
 
-    return {"format": "linli field envelope v1; see crypto/envelope.py and pwa/crypto/envelope.js",
+    recipient, other = _private_key("write key of resident:c1-g01-0002-1"), _private_key("another write key")
+    sealed = []
+    for i, (name, doc_id, field, version, value) in enumerate([
+        ("blood pressure on a visit", "visit:c1-g01-0002-1-20261125", "blood_pressure", 3, "150/95"),
+        ("finance note in Chinese", "resident:c1-g01-0002-1", "finance_notes", 1, "申请临时救助"),
+    ]):
+        ephemeral, nonce = _private_key(f"phone ephemeral {i}"), _bytes(f"sealed nonce {i}", 12)
+        context = FieldContext(doc_id, field, "core")
+        sealed.append({"name": name, "recipient_public": b64url(_raw_public(recipient)),
+                       "recipient_private_jwk": _jwk(recipient), "ephemeral_private_jwk": _jwk(ephemeral),
+                       "nonce": b64url(nonce), "key_version": version, "doc_id": doc_id, "field": field, "tier": "core",
+                       "plaintext_json": json.dumps(value, ensure_ascii=False),
+                       "envelope": seal_for(_raw_public(recipient), version, context, value, ephemeral=ephemeral,
+                                            nonce=nonce)})
+    good_sealed = sealed[0]
+    sealed_raw_len = len(unb64url(good_sealed["envelope"][len(PREFIX):]))
+    sealed_invalid = [
+        {"name": name, **{k: good_sealed[k] for k in ("doc_id", "field", "tier")}, "envelope": text,
+         "recipient_private_jwk": _jwk(key), **changes, "reason": reason}
+        for name, text, key, changes, reason in (
+            ("moved to another visit", good_sealed["envelope"], recipient,
+             {"doc_id": "visit:c1-g01-0002-1-20261126"}, "authentication"),
+            ("moved to another field", good_sealed["envelope"], recipient, {"field": "health_notes"}, "authentication"),
+            ("another resident's write key", good_sealed["envelope"], other, {}, "authentication"),
+            ("tampered tag", _tamper(good_sealed["envelope"], sealed_raw_len - 1), recipient, {}, "authentication"),
+            ("tampered ephemeral key", _tamper(good_sealed["envelope"], 20), recipient, {}, "format"),
+            ("truncated", PREFIX + b64url(unb64url(good_sealed["envelope"][len(PREFIX):])[:60]), recipient, {},
+             "truncated"),
+        )]
+
+    return {"format": "linli field envelope v1 and sealed v2; see crypto/envelope.py and pwa/crypto/envelope.js",
             "encoding": "all binary values are base64url without padding",
             "envelope": envelope, "envelope_invalid": envelope_invalid, "keywrap": keywrap,
-            "keywrap_invalid": keywrap_invalid, "blind_index": blind, "device_grant": grants}
+            "keywrap_invalid": keywrap_invalid, "blind_index": blind, "device_grant": grants,
+            "sealed": sealed, "sealed_invalid": sealed_invalid}
 
 
 def render() -> str:

@@ -6,10 +6,15 @@
 const subtle = globalThis.crypto.subtle;
 const PREFIX = "enc:";
 const VERSION = 1;
+const SEALED_VERSION = 2; // write-without-read: sealed to a resident's public write key
 const HEADER_BYTES = 5;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
-const MIN_BYTES = HEADER_BYTES + NONCE_BYTES + TAG_BYTES;
+const EPHEMERAL_BYTES = 65; // an uncompressed P-256 point
+const MIN_BYTES = { [VERSION]: HEADER_BYTES + NONCE_BYTES + TAG_BYTES,
+  [SEALED_VERSION]: HEADER_BYTES + EPHEMERAL_BYTES + NONCE_BYTES + TAG_BYTES };
+const SEALED_INFO = "linli:sealed:v2\u0000";
+const ECDH_P256 = { name: "ECDH", namedCurve: "P-256" };
 const AAD_LABEL = "linli:field:v1\u0000";
 const BIDX_LABEL = "linli:bidx:v1\u0000";
 const GRANT_INFO = "linli:grant:v1\u0000";
@@ -54,9 +59,9 @@ function lengthPrefixed(text) {
   return concat(Uint8Array.of(raw.length >> 8, raw.length & 0xff), raw);
 }
 
-function header(keyVersion) {
+function header(keyVersion, version = VERSION) {
   const h = new Uint8Array(HEADER_BYTES);
-  h[0] = VERSION;
+  h[0] = version;
   new DataView(h.buffer).setUint32(1, keyVersion);
   return h;
 }
@@ -76,17 +81,26 @@ export function parse(envelope) {
     throw new EnvelopeError("format", `not an encrypted field: must be a string starting with "${PREFIX}"`);
   }
   const raw = b64urlDecode(envelope.slice(PREFIX.length));
-  if (raw.length < MIN_BYTES) {
-    throw new EnvelopeError("truncated", `encrypted field is truncated (${raw.length} bytes, at least ${MIN_BYTES} needed)`);
+  if (raw.length < MIN_BYTES[VERSION]) {
+    throw new EnvelopeError("truncated",
+      `encrypted field is truncated (${raw.length} bytes, at least ${MIN_BYTES[VERSION]} needed)`);
   }
-  if (raw[0] !== VERSION) {
-    throw new EnvelopeError("version", `unsupported envelope version ${raw[0]} (this code reads version ${VERSION})`);
+  const version = raw[0];
+  if (!(version in MIN_BYTES)) {
+    throw new EnvelopeError("version", `unsupported envelope version ${version} (this code reads versions 1, 2)`);
   }
+  if (raw.length < MIN_BYTES[version]) {
+    throw new EnvelopeError("truncated",
+      `encrypted field is truncated (${raw.length} bytes, at least ${MIN_BYTES[version]} needed for version ${version})`);
+  }
+  const ephemeralEnd = HEADER_BYTES + (version === SEALED_VERSION ? EPHEMERAL_BYTES : 0);
   return {
+    version,
     keyVersion: new DataView(raw.buffer, raw.byteOffset).getUint32(1),
     header: raw.subarray(0, HEADER_BYTES),
-    nonce: raw.subarray(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES),
-    sealed: raw.subarray(HEADER_BYTES + NONCE_BYTES),
+    ephemeral: raw.subarray(HEADER_BYTES, ephemeralEnd),
+    nonce: raw.subarray(ephemeralEnd, ephemeralEnd + NONCE_BYTES),
+    sealed: raw.subarray(ephemeralEnd + NONCE_BYTES),
   };
 }
 
@@ -103,17 +117,74 @@ export async function seal(key, keyVersion, context, value) {
   return sealBytes(key, keyVersion, context, utf8.encode(JSON.stringify(value)));
 }
 
-export async function openBytes(key, context, envelope) {
-  const p = parse(envelope);
+async function decrypt(key, context, p) {
   try {
     const plain = await subtle.decrypt({ name: "AES-GCM", iv: p.nonce, additionalData: aad(context, p.header) },
-      await aesGcmKey(key), p.sealed);
+      key, p.sealed);
     return new Uint8Array(plain);
   } catch (error) {
     if (error.name !== "OperationError") throw error;
     throw new EnvelopeError("authentication", `encrypted field "${context.field}" of "${context.doc_id}" does not open: ` +
       "wrong key, or the ciphertext was altered or moved from another field or document");
   }
+}
+
+export async function openBytes(key, context, envelope) {
+  const p = parse(envelope);
+  if (p.version !== VERSION) {
+    throw new EnvelopeError("version", `encrypted field "${context.field}" is sealed for a write key, not a data key`);
+  }
+  return decrypt(await aesGcmKey(key), context, p);
+}
+
+// ---- version 2: write without read (crypto/envelope.py explains the layout and the why)
+
+async function sealedKey(privateKey, publicKey, ephemeralRaw, usage) {
+  const shared = await subtle.deriveBits({ name: "ECDH", public: publicKey }, privateKey, 256);
+  const hkdf = await subtle.importKey("raw", shared, "HKDF", false, ["deriveKey"]);
+  return subtle.deriveKey({ name: "HKDF", hash: "SHA-256", salt: ephemeralRaw, info: utf8.encode(SEALED_INFO) },
+    hkdf, { name: "AES-GCM", length: 256 }, false, [usage]);
+}
+
+async function importPoint(raw, what) {
+  try {
+    return await subtle.importKey("raw", raw, ECDH_P256, true, []);
+  } catch (error) {
+    throw new EnvelopeError("format", `${what} is not a P-256 public key`);
+  }
+}
+
+export async function sealFor(recipientPublicRaw, keyVersion, context, value,
+  { ephemeralPrivateJwk = null, nonce = null } = {}) {
+  // Seal a value that only the holder of the write key's private half can open; the phone keeps no way to read it.
+  // ephemeralPrivateJwk and nonce are for test vectors only.
+  const recipient = await importPoint(recipientPublicRaw, "write key");
+  let ephemeral, ephemeralRaw;
+  if (ephemeralPrivateJwk) {
+    ephemeral = await subtle.importKey("jwk", ephemeralPrivateJwk, ECDH_P256, false, ["deriveBits"]);
+    ephemeralRaw = concat(Uint8Array.of(4), b64urlDecode(ephemeralPrivateJwk.x), b64urlDecode(ephemeralPrivateJwk.y));
+  } else {
+    const pair = await subtle.generateKey(ECDH_P256, false, ["deriveBits"]);
+    ephemeral = pair.privateKey;
+    ephemeralRaw = new Uint8Array(await subtle.exportKey("raw", pair.publicKey));
+  }
+  const iv = nonce ?? globalThis.crypto.getRandomValues(new Uint8Array(NONCE_BYTES));
+  const h = header(keyVersion, SEALED_VERSION);
+  const key = await sealedKey(ephemeral, recipient, ephemeralRaw, "encrypt");
+  const sealed = await subtle.encrypt({ name: "AES-GCM", iv, additionalData: aad(context, h) }, key,
+    utf8.encode(JSON.stringify(value)));
+  return PREFIX + b64urlEncode(concat(h, ephemeralRaw, iv, new Uint8Array(sealed)));
+}
+
+export async function openSealed(writePrivateKey, context, envelope) {
+  // For whoever holds a resident's write key (an ECDH CryptoKey with deriveBits).
+  const p = parse(envelope);
+  if (p.version !== SEALED_VERSION) {
+    throw new EnvelopeError("version", `encrypted field "${context.field}" is not sealed for a write key`);
+  }
+  const ephemeral = await importPoint(p.ephemeral, "the sealed field's ephemeral key");
+  const key = await sealedKey(writePrivateKey, ephemeral, p.ephemeral, "decrypt");
+  return JSON.parse(new TextDecoder().decode(await decrypt(key, context, p)));
 }
 
 export async function openValue(key, context, envelope) {

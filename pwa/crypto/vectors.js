@@ -85,5 +85,31 @@ export async function runVectors(v) {
       }
     });
   }
+  const writeKey = (jwk) => globalThis.crypto.subtle.importKey("jwk", jwk, { name: "ECDH", namedCurve: "P-256" },
+    false, ["deriveBits"]);
+  for (const c of v.sealed) {
+    await check("sealed", c.name, async () => {
+      const value = JSON.parse(c.plaintext_json);
+      const sealed = await env.sealFor(bytes(c.recipient_public), c.key_version, ctx(c), value,
+        { ephemeralPrivateJwk: c.ephemeral_private_jwk, nonce: bytes(c.nonce) });
+      if (sealed !== c.envelope) return `sealed to ${sealed}`;
+      const opened = await env.openSealed(await writeKey(c.recipient_private_jwk), ctx(c), c.envelope);
+      if (JSON.stringify(opened) !== JSON.stringify(value)) return "opened to another value";
+      const fresh = await env.sealFor(bytes(c.recipient_public), c.key_version, ctx(c), value);
+      if (fresh === sealed) return "a fresh seal must differ (random ephemeral key and nonce)";
+      return null;
+    });
+  }
+  for (const c of v.sealed_invalid) {
+    await check("sealed_invalid", c.name, async () => {
+      try {
+        await env.openSealed(await writeKey(c.recipient_private_jwk), ctx(c), c.envelope);
+        return "opened, but must not";
+      } catch (error) {
+        if (!(error instanceof env.EnvelopeError)) throw error;
+        return error.reason === c.reason ? null : `rejected for ${error.reason}, expected ${c.reason}`;
+      }
+    });
+  }
   return results;
 }

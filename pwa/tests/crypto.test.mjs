@@ -14,7 +14,8 @@ for (const r of results) {
 }
 
 test("every group of vectors ran", () => {
-  for (const group of ["envelope", "envelope_invalid", "keywrap", "keywrap_invalid", "blind_index", "device_grant"]) {
+  for (const group of ["envelope", "envelope_invalid", "keywrap", "keywrap_invalid", "blind_index", "device_grant",
+    "sealed", "sealed_invalid"]) {
     assert.ok(results.some((r) => r.group === group), group);
   }
 });
