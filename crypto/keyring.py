@@ -35,17 +35,21 @@ def master_id(master: bytes) -> str:
 
 @dataclass
 class TierKeys:
-    """One community's tier keys, unwrapped, by tier and version."""
+    """One community's tier keys, unwrapped, by tier and version, and its blind-index key.
+
+    The index key is not versioned: rotating it means recomputing every index of the community.
+    """
 
     keys: dict[str, dict[int, bytes]]
     current: dict[str, int]
+    index_key: bytes
 
     def __repr__(self) -> str:
         return f"TierKeys(current={self.current})"  # never the keys
 
     @classmethod
     def new(cls) -> TierKeys:
-        return cls({tier: {1: new_key()} for tier in PROTECTED_TIERS}, dict.fromkeys(PROTECTED_TIERS, 1))
+        return cls({tier: {1: new_key()} for tier in PROTECTED_TIERS}, dict.fromkeys(PROTECTED_TIERS, 1), new_key())
 
     @classmethod
     def unwrap_ring(cls, masters: Iterable[bytes], ring: dict[str, Any]) -> TierKeys:
@@ -55,11 +59,11 @@ class TierKeys:
             raise KeyMaterialError(f"no configured master key opens the key ring of {ring.get('community', '?')} "
                                    "(set LINLI_MASTER_KEY_PREVIOUS while a master-key rotation is under way)")
         keys = {tier: {int(v): unwrap(master, w) for v, w in ring[tier]["keys"].items()} for tier in PROTECTED_TIERS}
-        return cls(keys, {tier: ring[tier]["current"] for tier in PROTECTED_TIERS})
+        return cls(keys, {tier: ring[tier]["current"] for tier in PROTECTED_TIERS}, unwrap(master, ring["index_key"]))
 
     def wrap_ring(self, master: bytes) -> dict[str, Any]:
         """The storable form under `master` (also how a master-key rotation re-wraps)."""
-        return {"master_id": master_id(master),
+        return {"master_id": master_id(master), "index_key": wrap(master, self.index_key),
                 **{tier: {"current": self.current[tier],
                           "keys": {str(v): wrap(master, k) for v, k in sorted(self.keys[tier].items())}}
                    for tier in PROTECTED_TIERS}}

@@ -31,7 +31,7 @@ from .access import Principal, may_see
 from .config import PROJECT_ROOT, Settings
 from .couch import Couch, get_or_none
 from .domain import CORE_CATEGORIES, PRIVACY_CHOICES, Role, export_json
-from .firewall import CATEGORY_FIELDS, AccessDenied, Firewall, RequestError, device_label
+from .firewall import CATEGORY_FIELDS, AccessDenied, Firewall, RequestError, device_label, number_field
 from .i18n import DEFAULT_LANG, LANGUAGES, translator
 from .keystore import ShreddedError
 from .security import CSRFMiddleware, csrf_token, session_user_matches, start_session
@@ -50,6 +50,11 @@ def _now() -> dt.datetime:
 def _lang(request: Request) -> str:
     lang = request.cookies.get("lang", DEFAULT_LANG)
     return lang if lang in LANGUAGES else DEFAULT_LANG
+
+
+def _device(request: Request) -> str:
+    """How the filing log names where an access came from."""
+    return device_label(request.headers.get("user-agent", ""), request.client.host if request.client else "")
 
 
 def _template_context(request: Request) -> dict[str, Any]:
@@ -143,7 +148,19 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             return RedirectResponse("/communities", status_code=303)
         if Role.GRID_WORKER in r and user.get("grids"):
             return RedirectResponse("/grids/" + quote(user["grids"][0], safe=":"), status_code=303)
+        if Role.RESIDENT in r and user.get("resident"):
+            return await my_record(request, user)
         return render(request, "home.html", role_keys=["role_" + role.value for role in sorted(r)])
+
+    async def my_record(request: Request, user: dict[str, Any]) -> Response:
+        """A resident's own page: what is held, who opened it and why, and their privacy choices."""
+        resident = await run_in_threadpool(queries.load_doc, couch, user["resident"], "resident")
+        if resident is None:
+            raise HTTPException(404)
+        openings = await run_in_threadpool(firewall.openings_of, Principal.of(user), resident)
+        names = await run_in_threadpool(queries.user_names, couch, {e["actor"] for e in openings})
+        return render(request, "my_record.html", resident=resident, openings=openings, names=names,
+                      categories=CATEGORY_FIELDS, purposes_known=(*REVEAL_PURPOSES, "own_record", "search_by_number"))
 
     async def grid_page(request: Request) -> Response:
         user = await current_user(request)
@@ -157,7 +174,12 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             offset = max(0, int(request.query_params.get("offset", "0")))
         except ValueError:
             raise HTTPException(400, "offset must be a whole number") from None
-        page = await run_in_threadpool(queries.grid_households, couch, grid["_id"], query, offset)
+        only = None
+        if number_field(query):  # a phone or ID card number: found by blind index, never by plaintext
+            found = await run_in_threadpool(firewall.find_by_number, Principal.of(user), grid, query,
+                                            device=_device(request), now=_now())
+            only = {r["household"] for r in found if r["grid"] == grid["_id"]}
+        page = await run_in_threadpool(queries.grid_households, couch, grid["_id"], query, offset, only)
         # htmx asks for just the rows (search as you type, "load more").
         name = "_household_rows.html" if request.headers.get("hx-request") else "grid.html"
         return render(request, name, grid=grid, page=page, q=query)
@@ -192,10 +214,9 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         form = await request.form()
         category = str(form.get("category", ""))
         purpose = str(form.get("purpose", ""))
-        device = device_label(request.headers.get("user-agent", ""), request.client.host if request.client else "")
         try:
             values = await run_in_threadpool(firewall.reveal, principal, resident, category, purpose=purpose,
-                                             device=device, now=_now())
+                                             device=_device(request), now=_now())
         except AccessDenied as denied:
             values, error = {}, denied.reason
         except ShreddedError:

@@ -32,6 +32,16 @@ MAIN_VIEWS = {
         "map": "function (doc) { if (doc.type && doc.community) { emit([doc.community, doc.type], null); } }",
         "reduce": "_count",
     },
+    # Residents by the blind index of their phone or ID card number (crypto/blind_index.py), per community.
+    "by_blind_index": {
+        "map": "function (doc) { if (doc.type === 'resident') {"
+               " if (doc.phone_bidx) { emit([doc.community, 'phone', doc.phone_bidx], null); }"
+               " if (doc.id_card_bidx) { emit([doc.community, 'id_card', doc.id_card_bidx], null); } } }",
+    },
+    # The filing log by whose record was opened: the resident's own "who looked at my data" list.
+    "audit_by_target": {
+        "map": "function (doc) { if (doc.type === 'audit_entry') { emit([doc.target, doc.at], null); } }",
+    },
     # A household's residents, visits, devices, alerts.
     "by_household": {
         "map": "function (doc) { if (doc.type && doc.household) { emit([doc.household, doc.type], null); } }",

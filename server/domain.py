@@ -146,6 +146,8 @@ ALERT_STATES = ("raised", "acknowledged", "visiting", "resolved", "escalated")
 REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resolved", "closed", "reopened")
 NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled")
 VISIT_KINDS = ("routine", "needs_list", "alert_follow_up", "care", "other")
+# Protected fields a resident can be found by, and the field holding each one's blind index.
+BLIND_INDEXED = {"phone": "phone_bidx", "id_card": "id_card_bidx"}
 ACCESS_REQUEST_STATES = ("pending", "approved", "refused", "revoked")
 # Categories a core-data access request may ask for: the core tier's categories.
 CORE_CATEGORIES = ("health", "finance")
@@ -218,6 +220,9 @@ DOC_TYPES: dict[str, DocType] = {
             # contact (encrypted at rest)
             "phone": Field("phone", Category.CONTACT),
             "id_card": Field("id_card", Category.CONTACT),
+            # Blind indexes of the two (crypto/blind_index.py): find a resident by number, never storing it.
+            "phone_bidx": _text(Category.SYSTEM, max_length=8),
+            "id_card_bidx": _text(Category.SYSTEM, max_length=8),
             "emergency_contact_name": _text(Category.CONTACT, max_length=50),
             "emergency_contact_phone": Field("phone", Category.CONTACT),
             # health (core)
@@ -362,6 +367,7 @@ DOC_TYPES: dict[str, DocType] = {
         DocType("keyring", Scope.COMMUNITY, {
             # The community's tier keys, wrapped under the master key; never replicated.
             "master_id": _text(Category.SYSTEM, required=True, max_length=32),
+            "index_key": _text(Category.SYSTEM, required=True, max_length=100),  # blind-index key, wrapped
             **{tier.value: Field("key_versions", Category.SYSTEM) for tier in (Tier.CONTACT, Tier.CORE)},
         }, database=ACCOUNTS_DB, label_zh="密钥环", label_en="Key ring"),
         DocType("audit_checkpoint", Scope.COMMUNITY, {
@@ -397,8 +403,8 @@ class ValidationError(ValueError):
         super().__init__(f"{doc_id or '<no _id>'}: " + "; ".join(str(e) for e in errors))
 
 
-_PHONE = re.compile(r"^1\d{10}$")
-_ID_CARD = re.compile(r"^\d{17}[\dX]$")
+PHONE_PATTERN = re.compile(r"^1\d{10}$")
+ID_CARD_PATTERN = re.compile(r"^\d{17}[\dX]$")
 _MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _ID_CARD_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CARD_CHECK = "10X98765432"
@@ -446,9 +452,9 @@ def _check_value(spec: Field, value: Any) -> str | None:
             return f"must be the id of a {spec.ref} (\"{spec.ref}:…\"), got {value!r}"
         return None if ":" in value else f"{value!r} is not a document id"
     if kind == "phone":
-        return None if _PHONE.match(value) else "must be an 11-digit mobile number starting with 1"
+        return None if PHONE_PATTERN.match(value) else "must be an 11-digit mobile number starting with 1"
     if kind == "id_card":
-        if not _ID_CARD.match(value):
+        if not ID_CARD_PATTERN.match(value):
             return "must be 17 digits and a check digit or X"
         return None if id_card_check_char(value[:17]) == value[17] else "check digit does not match"
     if kind == "mac":

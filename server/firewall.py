@@ -28,14 +28,26 @@ import pycouchdb.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto import filing_log
-from crypto.fields import key_owner, open_fields, protected_fields, seal_document
+from crypto.blind_index import blind_index, normalise
+from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, seal_document
 from crypto.keyring import ResidentKeys
 
 from . import filing
 from .access import Principal, may_see
 from .config import Settings
 from .couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
-from .domain import CORE_CATEGORIES, DOC_TYPES, MAX_GRANT_HOURS, PRIVACY_CHOICES, Category, Role, validate
+from .domain import (
+    BLIND_INDEXED,
+    CORE_CATEGORIES,
+    DOC_TYPES,
+    ID_CARD_PATTERN,
+    MAX_GRANT_HOURS,
+    PHONE_PATTERN,
+    PRIVACY_CHOICES,
+    Category,
+    Role,
+    validate,
+)
 from .keystore import KeyStore, ShreddedError, data_key_id
 
 Doc = dict[str, Any]
@@ -66,6 +78,12 @@ class Entitlement:
     allowed: bool
     reason: str  # UI text key: why (not) allowed
     grant: Doc | None = None  # the approved request that allows it, for a grid worker's core access
+
+
+def number_field(text: str) -> str | None:
+    """Which searchable field a typed number is ("phone", "id_card"), or None if it is neither."""
+    compact = normalise(text)
+    return "id_card" if ID_CARD_PATTERN.fullmatch(compact) else "phone" if PHONE_PATTERN.fullmatch(compact) else None
 
 
 def privacy_id(resident: str) -> str:
@@ -140,8 +158,49 @@ class Firewall:
                     raise ShreddedError(f"{doc['_id']}: {owner} has no data keys to seal it with")
                 records[owner] = self.keystore.new_data_key_doc(doc)
                 prepared.append(records[owner])
+            if doc["type"] == "resident":
+                doc = self._with_blind_indexes(doc)
             prepared.append(seal_document(doc, self.keystore.open_record(records[owner]).current))
         return prepared
+
+    def _with_blind_indexes(self, resident: Doc) -> Doc:
+        """The resident with the blind index of each plaintext searchable number (kept as they are if sealed)."""
+        index_key = self.keystore.tier_keys(resident["community"], resident["street"]).index_key
+        indexed = dict(resident)
+        for field, index_field in BLIND_INDEXED.items():
+            value = resident.get(field)
+            if value is None:
+                indexed.pop(index_field, None)
+            elif not is_sealed(value):
+                indexed[index_field] = blind_index(index_key, field, value)
+        return indexed
+
+    def find_by_number(self, p: Principal, resident_in: Doc, number: str, *, device: str,
+                       now: dt.datetime) -> list[Doc]:
+        """Residents p may open contact details of, in the community of `resident_in` (a grid or any document of
+        it), whose phone or ID card number is `number`: looked up by blind index, confirmed by decryption (an
+        index is 32 bits and may collide), each confirmed match filed as a search."""
+        compact = normalise(number)
+        field = number_field(compact)
+        if field is None:
+            return []
+        community, street = resident_in["community"], resident_in["street"]
+        index = blind_index(self.keystore.tier_keys(community, street).index_key, field, compact)
+        rows = self.couch.main.query("linli/by_blind_index", key=[community, field, index], include_docs="true",
+                                     as_list=True)
+        found = []
+        for resident in (row["doc"] for row in rows):
+            privacy, grants = self.context(p, resident)
+            if not entitlement(p, resident, "contact", privacy, grants, now).allowed:
+                continue
+            keys = self.keystore.data_keys(resident["_id"], ("contact",))
+            if normalise(str(open_fields(resident, keys, [field]).get(field, ""))) != compact:
+                continue  # an index collision, not this number
+            filing.append(self.couch, self.signer, street=street, community=community, actor=p.user_id,
+                          action="search", target=resident["_id"], fields=[field], purpose="search_by_number",
+                          device=device[:100], at=now)
+            found.append(resident)
+        return found
 
     # ------------------------------------------------------------ reading
 
@@ -176,6 +235,15 @@ class Firewall:
                       actor=p.user_id, action="open", target=resident["_id"], fields=fields, purpose=purpose[:500],
                       device=device[:100], at=now)
         return values
+
+    def openings_of(self, p: Principal, resident: Doc, limit: int = 100) -> list[Doc]:
+        """Who opened this resident's protected data, newest first: for the resident themselves (privacy view)."""
+        if p.resident != resident["_id"]:
+            raise AccessDenied("fw_not_yours")
+        rows = self.couch.main.query("linli/audit_by_target", startkey=[resident["_id"], {}],
+                                     endkey=[resident["_id"]], descending="true", include_docs="true",
+                                     limit=limit, as_list=True)
+        return [row["doc"] for row in rows]
 
     # ------------------------------------------------------------ approvals
 

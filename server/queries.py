@@ -50,10 +50,15 @@ class HouseholdPage:
     next_offset: int | None
 
 
-def grid_households(couch: Couch, grid_id: str, query: str = "", offset: int = 0) -> HouseholdPage:
-    """One page of a grid's households, filtered by address or head-of-household name."""
+def grid_households(couch: Couch, grid_id: str, query: str = "", offset: int = 0,
+                    only: set[str] | None = None) -> HouseholdPage:
+    """One page of a grid's households, filtered by address or head-of-household name, or to the ids in `only`
+    (households of residents found by number, see firewall.find_by_number)."""
     households = list(iter_view_docs(couch.main, "linli/by_grid", [grid_id, "household"]))
     query = query.strip()
+    if only is not None:
+        households = [h for h in households if h["_id"] in only]
+        query = ""
     if query:
         residents = {d["_id"]: d for d in iter_view_docs(couch.main, "linli/by_grid", [grid_id, "resident"])}
         households = [h for h in households
@@ -76,11 +81,14 @@ def household_detail(couch: Couch, household: dict[str, Any], today: dt.date) ->
              "age": age_on(r["birth_date"], today), "doc": r} for r in residents]
 
 
+def user_names(couch: Couch, user_ids: set[str]) -> dict[str, str]:
+    return {i: u["display_name"] for i, u in get_many(couch.accounts, user_ids).items()}
+
+
 def names_of(couch: Couch, docs: list[dict[str, Any]]) -> dict[str, str]:
     """Display names of the residents and requesters these access requests mention, by id."""
     residents = get_many(couch.main, {d["resident"] for d in docs})
-    users = get_many(couch.accounts, {d["requester"] for d in docs})
-    return {**{i: r["name"] for i, r in residents.items()}, **{i: u["display_name"] for i, u in users.items()}}
+    return {**{i: r["name"] for i, r in residents.items()}, **user_names(couch, {d["requester"] for d in docs})}
 
 
 @dataclass(frozen=True)

@@ -239,3 +239,26 @@ def test_grid_worker_records_core_values_without_being_able_to_read_them(demo_lo
     resealed = demo_loaded.main.get(visit_id)
     assert resealed["blood_pressure"] != sealed
     assert open_fields(resealed, firewall.keystore.data_keys(resident["_id"]))["blood_pressure"] == "150/95"
+
+
+def test_find_a_resident_by_phone_or_id_card_number_through_the_blind_index(demo_loaded: Couch,
+                                                                             firewall: Firewall) -> None:
+    resident = _resident_with(demo_loaded, "id_card")
+    plain = _plain(resident["_id"])
+    grid = demo_loaded.main.get(resident["grid"])
+    assert len(resident["id_card_bidx"]) == 8 and plain["id_card"] not in json.dumps(resident)
+    typed = f"{plain['id_card'][:6]} {plain['id_card'][6:14]} {plain['id_card'][14:].lower()}"  # as people type it
+    found = firewall.find_by_number(WORKER, grid, typed, device="d", now=NOW)
+    assert [r["_id"] for r in found] == [resident["_id"]]
+    entry = demo_loaded.main.get(filing.entry_id("community:c1", 1))
+    assert (entry["action"], entry["target"], entry["fields"]) == ("search", resident["_id"], ["id_card"])
+    # Another grid's worker finds nothing there; a number nobody has finds nothing; a name is not a number.
+    assert firewall.find_by_number(OTHER_WORKER, grid, typed, device="d", now=NOW) == []
+    assert firewall.find_by_number(WORKER, grid, "19999999999", device="d", now=NOW) == []
+    assert firewall.find_by_number(WORKER, grid, resident["name"], device="d", now=NOW) == []
+    # A colliding index (32 bits) is a candidate only: decryption decides.
+    impostor = demo_loaded.main.get(next(d["_id"] for d in demo.generate(size=DEMO_SIZE) if d["type"] == "resident"
+                                         and d["grid"] == "grid:c1-g01" and d["_id"] != resident["_id"]))
+    demo_loaded.main.save({**impostor, "id_card_bidx": resident["id_card_bidx"]})
+    found = firewall.find_by_number(WORKER, grid, plain["id_card"], device="d", now=NOW)
+    assert [r["_id"] for r in found] == [resident["_id"]]

@@ -87,3 +87,29 @@ def test_resident_sets_privacy_and_it_binds_the_grid_worker(client: TestClient, 
     refused = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "x"}, True)
     assert refused.status_code == 403 and "仅社区书记" in refused.text
     assert client.get(f"/residents/{G1}/privacy").status_code == 404
+
+
+def test_search_by_phone_number_finds_the_household_through_the_blind_index(client: TestClient,
+                                                                            loaded: Couch) -> None:
+    login(client, "worker1")
+    found = client.get(f"/grids/{G1}", params={"q": "100 1234 5678"}, headers={"HX-Request": "true"})
+    assert found.status_code == 200
+    assert "c1-g01路1号" in found.text and "c1-g01路2号" in found.text  # every test resident has that number
+    nothing = client.get(f"/grids/{G1}", params={"q": "19999999999"}, headers={"HX-Request": "true"})
+    assert "没有找到住户" in nothing.text
+    searches = loaded.main.all(startkey="audit_entry:", endkey="audit_entry:\ufff0", as_list=True)
+    assert {row["doc"]["action"] for row in searches} == {"search"}
+
+
+def test_resident_sees_their_record_and_who_opened_it(client: TestClient, loaded: Couch) -> None:
+    loaded.accounts.save(accounts.make_user("resident1", "居民11", [accounts.Role.RESIDENT], STREET,
+                                            accounts.hash_password(PASSWORD), resident=RESIDENT))
+    login(client, "worker1")
+    _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"}, True)
+    client.post("/logout", data={"csrf_token": csrf_of(client)})
+    login(client, "resident1")
+    home = client.get("/")
+    assert home.status_code == 200 and "我的档案" in home.text and "张网格" in home.text and "日常走访" in home.text
+    assert f"/residents/{RESIDENT}/privacy" in home.text
+    other = _post(client, "/residents/resident:c1-g02-0001-1/reveal", {"category": "contact", "purpose": "x"}, True)
+    assert other.status_code == 403  # only their own record
