@@ -58,6 +58,7 @@ for _name, _field in DOC_TYPES["resident"].fields.items():
     if _name in protected_fields("resident"):
         CATEGORY_FIELDS.setdefault(_field.category.value, []).append(_name)
 PROTECTED_CATEGORIES = tuple(CATEGORY_FIELDS)  # contact, health, finance
+UTILITY_ALERT_KINDS = ("no_water", "electricity")
 
 
 class AccessDenied(PermissionError):
@@ -93,6 +94,17 @@ def privacy_id(resident: str) -> str:
 def privacy_choices(doc: Doc | None) -> dict[str, str]:
     """The resident's choices, each defaulting to the first (most usual) choice."""
     return {category: (doc or {}).get(category) or choices[0] for category, choices in PRIVACY_CHOICES.items()}
+
+
+def alert_visibility(privacy: dict[str, str], alert_kind: str) -> str:
+    """The `visibility` a new alert gets (routing reads it, server/access.py): water and electricity anomalies
+    stay between the resident and their grid worker if the resident chose so."""
+    return privacy["utility_alerts"] if alert_kind in UTILITY_ALERT_KINDS else "grid_staff"
+
+
+def may_notify_family(privacy: dict[str, str], alert_kind: str) -> bool:
+    """Whether the resident's family contact may be told of this alert (privacy mode: SOS and falls only)."""
+    return alert_kind in ("sos", "fall") and privacy["sos_family"] == "notify"
 
 
 def grant_is_active(request: Doc, now: dt.datetime) -> bool:

@@ -12,8 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.access import Principal, may_see
-from server.domain import PRIVACY_CHOICES, Role
-from server.firewall import PROTECTED_CATEGORIES, entitlement, privacy_choices
+from server.domain import ALERT_KINDS, PRIVACY_CHOICES, Role
+from server.firewall import (
+    PROTECTED_CATEGORIES,
+    alert_visibility,
+    entitlement,
+    may_notify_family,
+    privacy_choices,
+)
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 STREET = "street:s"
@@ -75,3 +81,23 @@ def test_no_read_beyond_entitlement(relation: str, category: str, choices: dict[
     assert decision.allowed == oracle(relation, category, privacy, grant, granted_category), decision
     if decision.allowed:  # nobody opens a record they may not even see
         assert may_see(p, RESIDENT)
+
+
+ALERT = {**RESIDENT, "_id": "alert:a1", "type": "alert", "resident": RESIDENT["_id"]}
+
+
+@settings(max_examples=200, deadline=None)
+@given(relation=st.sampled_from(sorted(RELATIONS)), kind=st.sampled_from(ALERT_KINDS),
+       choice=st.sampled_from(PRIVACY_CHOICES["utility_alerts"]), family=st.sampled_from(PRIVACY_CHOICES["sos_family"]))
+def test_alert_privacy_choices_are_enforced(relation: str, kind: str, choice: str, family: str) -> None:
+    roles, communities, grids, own = RELATIONS[relation]
+    p = Principal(f"user:{relation}", frozenset(roles), STREET, frozenset(communities), frozenset(grids),
+                  resident=RESIDENT["_id"] if own else None)
+    privacy = privacy_choices({"utility_alerts": choice, "sos_family": family})
+    alert = {**ALERT, "kind": kind, "visibility": alert_visibility(privacy, kind)}
+    private = kind in ("no_water", "electricity") and choice == "grid_worker_only"
+    # The administrator and the secretary oversee alerts, except those the resident kept to their grid worker.
+    overseers = ("secretary_same_community", "admin")
+    expected = relation in ("own", "worker_same_grid") or (relation in overseers and not private)
+    assert may_see(p, alert) == expected
+    assert may_notify_family(privacy, kind) == (kind in ("sos", "fall") and family == "notify")
