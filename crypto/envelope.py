@@ -16,7 +16,6 @@ test vectors both must pass.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import json
@@ -40,6 +39,7 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
 EPHEMERAL_BYTES = 65  # an uncompressed P-256 point
+_NONCE_END = _HEADER.size + NONCE_BYTES  # in a version-1 envelope
 MIN_BYTES = {VERSION: _HEADER.size + NONCE_BYTES + TAG_BYTES,
              SEALED_VERSION: _HEADER.size + EPHEMERAL_BYTES + NONCE_BYTES + TAG_BYTES}
 
@@ -67,10 +67,11 @@ class FieldContext(NamedTuple):
 
     @property
     def aad_tail(self) -> bytes:
-        # Field and tier come from the declaration (few): their part is cached; the document id is per record.
+        # Cached parts: field and tier come from the declaration (few); a record's fields share its document id.
         return _length_prefixed(self.doc_id) + _field_tier_part(self.field, self.tier)
 
 
+@functools.lru_cache(maxsize=4096)
 def _length_prefixed(text: str) -> bytes:
     raw = text.encode("utf-8")
     if len(raw) > 0xFFFF:
@@ -87,23 +88,27 @@ def aad(context: FieldContext, header: bytes) -> bytes:
     return AAD_LABEL + header + context.aad_tail
 
 
+# base64url → standard base64; "+", "/" and "=" become "!", which strict decoding refuses, so one pass checks all.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def unb64url(text: str) -> bytes:
     """Strict: any character outside the base64url alphabet (including "+", "/" and padding) is an error."""
-    if "+" in text or "/" in text or "=" in text:
-        raise binascii.Error("not unpadded base64url")
     raw = text.encode("ascii")  # a non-ASCII character raises UnicodeEncodeError, a ValueError
-    return binascii.a2b_base64((raw + b"=" * (-len(raw) % 4)).translate(_TO_STANDARD), strict_mode=True)
+    return binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True)
+
+
+# One encoder, built once: json.dumps with options would build a new encoder on every call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
 
 
 def encode_plaintext(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return _encode_json(value).encode("utf-8")
 
 
 class DataKey:
@@ -119,6 +124,8 @@ class DataKey:
             raise EnvelopeError("format", "key version out of range")
         self._aead = AESGCM(key)
         self.version = version
+        self._header = _HEADER.pack(VERSION, version)
+        self._aad_head = AAD_LABEL + self._header
 
     def __repr__(self) -> str:
         return f"DataKey(version={self.version})"  # never the key itself
@@ -126,28 +133,29 @@ class DataKey:
     def seal_bytes(self, context: FieldContext, plaintext: bytes, nonce: bytes | None = None) -> str:
         """Encrypt plaintext bytes. `nonce` is for test vectors only; leave it None."""
         nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
-        header = _HEADER.pack(VERSION, self.version)
-        return PREFIX + b64url(header + nonce + self._aead.encrypt(nonce, plaintext, aad(context, header)))
+        sealed = self._aead.encrypt(nonce, plaintext, self._aad_head + context.aad_tail)
+        return PREFIX + b64url(self._header + nonce + sealed)
 
     def seal(self, context: FieldContext, value: Any) -> str:
         """Encrypt one field value (anything JSON can hold) into an envelope string."""
         return self.seal_bytes(context, encode_plaintext(value))
 
     def open_bytes(self, context: FieldContext, envelope: str) -> bytes:
-        parsed = parse(envelope)
-        if parsed.version != VERSION:
-            raise EnvelopeError("version", f"encrypted field {context.field!r} of {context.doc_id!r} is sealed for "
-                                "a resident's write key, not a data key")
-        return _decrypt(self._aead, context, parsed)
+        raw = _raw(envelope)
+        if len(raw) >= MIN_BYTES[VERSION] and raw[0] == VERSION:  # the common case, without building a Parsed
+            return _decrypt(self._aead, context, raw[:_HEADER.size], raw[_HEADER.size:_NONCE_END], raw[_NONCE_END:])
+        parse(envelope)  # raises the precise error: truncated, unknown version
+        raise EnvelopeError("version", f"encrypted field {context.field!r} of {context.doc_id!r} is sealed for "
+                            "a resident's write key, not a data key")
 
     def open(self, context: FieldContext, envelope: str) -> Any:
         """Decrypt an envelope sealed for the same context; raise EnvelopeError otherwise."""
         return json.loads(self.open_bytes(context, envelope).decode("utf-8"))
 
 
-def _decrypt(aead: AESGCM, context: FieldContext, parsed: Parsed) -> bytes:
+def _decrypt(aead: AESGCM, context: FieldContext, header: bytes, nonce: bytes, sealed: bytes) -> bytes:
     try:
-        return aead.decrypt(parsed.nonce, parsed.sealed, aad(context, parsed.header))
+        return aead.decrypt(nonce, sealed, AAD_LABEL + header + context.aad_tail)
     except InvalidTag:
         raise EnvelopeError("authentication",
                             f"encrypted field {context.field!r} of {context.doc_id!r} does not open: wrong key, "
@@ -228,7 +236,7 @@ class WriteKey:
         except ValueError:
             raise EnvelopeError("format", "sealed field has an invalid ephemeral key") from None
         aead = _sealed_aead(self._private.exchange(ec.ECDH(), ephemeral), parsed.ephemeral)
-        return json.loads(_decrypt(aead, context, parsed).decode("utf-8"))
+        return json.loads(_decrypt(aead, context, parsed.header, parsed.nonce, parsed.sealed).decode("utf-8"))
 
 
 class Parsed(NamedTuple):
@@ -240,14 +248,18 @@ class Parsed(NamedTuple):
     sealed: bytes
 
 
-def parse(envelope: Any) -> Parsed:
-    """Split an envelope into its parts, checking its shape (not its authenticity)."""
+def _raw(envelope: Any) -> bytes:
     if not isinstance(envelope, str) or not envelope.startswith(PREFIX):
         raise EnvelopeError("format", f"not an encrypted field: must be a string starting with {PREFIX!r}")
     try:
-        raw = unb64url(envelope[len(PREFIX):])
+        return unb64url(envelope[len(PREFIX):])
     except (binascii.Error, ValueError):
         raise EnvelopeError("format", "encrypted field is not valid base64url") from None
+
+
+def parse(envelope: Any) -> Parsed:
+    """Split an envelope into its parts, checking its shape (not its authenticity)."""
+    raw = _raw(envelope)
     if len(raw) < MIN_BYTES[VERSION]:
         raise EnvelopeError("truncated",
                             f"encrypted field is truncated ({len(raw)} bytes, at least {MIN_BYTES[VERSION]} needed)")
