@@ -111,6 +111,22 @@ def encode_plaintext(value: Any) -> bytes:
     return _encode_json(value).encode("utf-8")
 
 
+def decode_plaintexts(plaintexts: list[bytes]) -> list[Any]:
+    """Parse several opened values at once (one JSON parse for a whole record, not one per field).
+
+    Each plaintext is one JSON value, so joined with commas inside brackets they form an array of as many
+    items; anything else (a plaintext that is not exactly one value) is parsed one by one instead.
+    """
+    if len(plaintexts) > 1:
+        try:
+            values = json.loads(b"[" + b",".join(plaintexts) + b"]")
+        except ValueError:
+            values = []
+        if len(values) == len(plaintexts):
+            return values
+    return [json.loads(p) for p in plaintexts]
+
+
 class DataKey:
     """One version of one data key, ready to seal and open fields.
 
@@ -141,7 +157,11 @@ class DataKey:
         return self.seal_bytes(context, encode_plaintext(value))
 
     def open_bytes(self, context: FieldContext, envelope: str) -> bytes:
-        raw = _raw(envelope)
+        return self.open_decoded(context, envelope, decode(envelope))
+
+    def open_decoded(self, context: FieldContext, envelope: str, raw: bytes) -> bytes:
+        """open_bytes for an envelope already decoded with `decode` (so a caller that looked at its header
+        does not decode it twice)."""
         if len(raw) >= MIN_BYTES[VERSION] and raw[0] == VERSION:  # the common case, without building a Parsed
             return _decrypt(self._aead, context, raw[:_HEADER.size], raw[_HEADER.size:_NONCE_END], raw[_NONCE_END:])
         parse(envelope)  # raises the precise error: truncated, unknown version
@@ -248,7 +268,8 @@ class Parsed(NamedTuple):
     sealed: bytes
 
 
-def _raw(envelope: Any) -> bytes:
+def decode(envelope: Any) -> bytes:
+    """The envelope's bytes (prefix and base64url checked; nothing else)."""
     if not isinstance(envelope, str) or not envelope.startswith(PREFIX):
         raise EnvelopeError("format", f"not an encrypted field: must be a string starting with {PREFIX!r}")
     try:
@@ -259,7 +280,7 @@ def _raw(envelope: Any) -> bytes:
 
 def parse(envelope: Any) -> Parsed:
     """Split an envelope into its parts, checking its shape (not its authenticity)."""
-    raw = _raw(envelope)
+    raw = decode(envelope)
     if len(raw) < MIN_BYTES[VERSION]:
         raise EnvelopeError("truncated",
                             f"encrypted field is truncated ({len(raw)} bytes, at least {MIN_BYTES[VERSION]} needed)")
@@ -273,6 +294,11 @@ def parse(envelope: Any) -> Parsed:
     ephemeral_end = _HEADER.size + (EPHEMERAL_BYTES if version == SEALED_VERSION else 0)
     return Parsed(version, key_version, raw[:_HEADER.size], raw[_HEADER.size:ephemeral_end],
                   raw[ephemeral_end:ephemeral_end + NONCE_BYTES], raw[ephemeral_end + NONCE_BYTES:])
+
+
+def header_of(raw: bytes) -> tuple[int, int]:
+    """(envelope version, key version) of decoded envelope bytes; (0, 0) if too short to tell."""
+    return _HEADER.unpack_from(raw) if len(raw) >= _HEADER.size else (0, 0)
 
 
 def key_version_of(envelope: str) -> int:

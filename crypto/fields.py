@@ -14,7 +14,7 @@ from typing import Any
 
 from server.domain import DOC_TYPES, ENCRYPTED_PREFIX, PROTECTED_TIERS
 
-from .envelope import DataKey, EnvelopeError, FieldContext
+from .envelope import DataKey, EnvelopeError, FieldContext, decode, decode_plaintexts, header_of, parse
 from .keyring import ResidentKeys
 
 
@@ -57,16 +57,23 @@ def open_fields(doc: dict[str, Any], keys: ResidentKeys, names: list[str] | None
     with a key version this resident does not have).
     """
     tiers = protected_fields(doc["type"])
-    opened = {}
+    plaintexts: dict[str, bytes] = {}
+    opened: dict[str, Any] = {}
     for name in names if names is not None else list(tiers):
         tier, value = tiers[name], doc.get(name)
         if value is None or tier not in keys.current:
             continue
         if not is_sealed(value):
             raise EnvelopeError("format", f"protected field {name!r} of {doc['_id']!r} is stored unencrypted")
-        key = keys.for_envelope(tier, value)
+        raw = decode(value)
+        key = keys.for_header(tier, *header_of(raw))
         if key is None:
+            parse(value)  # a malformed envelope says why; a well-formed one needs a key version we lack
             raise EnvelopeError("authentication", f"encrypted field {name!r} of {doc['_id']!r} needs a data key "
                                 "version this resident does not have")
-        opened[name] = key.open(FieldContext(doc["_id"], name, tier), value)
-    return opened
+        context = FieldContext(doc["_id"], name, tier)
+        if isinstance(key, DataKey):
+            plaintexts[name] = key.open_decoded(context, value, raw)
+        else:
+            opened[name] = key.open(context, value)
+    return {**dict(zip(plaintexts, decode_plaintexts(list(plaintexts.values())), strict=True)), **opened}

@@ -22,7 +22,7 @@ from typing import Any
 
 from server import domain
 
-from .envelope import SEALED_VERSION, DataKey, FieldContext, WriteKey, b64url, parse
+from .envelope import SEALED_VERSION, DataKey, FieldContext, WriteKey, b64url
 from .keys import KeyMaterialError, new_key, unwrap, wrap
 
 PROTECTED_TIERS = tuple(sorted(t.value for t in domain.PROTECTED_TIERS))
@@ -125,11 +125,11 @@ class ResidentKeys:
     current: dict[str, DataKey]
     versions: dict[tuple[str, int], DataKey | WriteKey]
 
-    def for_envelope(self, tier: str, envelope: str) -> DataKey | WriteKey | None:
-        parsed = parse(envelope)
-        if parsed.version == SEALED_VERSION:
-            return self.versions.get(("write", parsed.key_version)) if tier == WRITE_KEY_TIER else None
-        return self.versions.get((tier, parsed.key_version))
+    def for_header(self, tier: str, version: int, key_version: int) -> DataKey | WriteKey | None:
+        """The key that opens an envelope of this version and key version (see envelope.header_of)."""
+        if version == SEALED_VERSION:
+            return self.versions.get(("write", key_version)) if tier == WRITE_KEY_TIER else None
+        return self.versions.get((tier, key_version))
 
 
 def _open_write_key(core: DataKey, record_id: str, sealed_private: str) -> WriteKey:
