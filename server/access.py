@@ -127,6 +127,8 @@ def _device(p: Principal, doc: Doc) -> bool:
 RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "street": _street_wide,
     "department": _street_wide,
+    "service_category": _street_wide,
+    "work_calendar": _street_wide,
     "community": _community,
     "grid": _grid,
     "household": _household,

@@ -27,7 +27,7 @@ from typing import Any
 import pycouchdb
 from tqdm import tqdm
 
-from . import accounts
+from . import accounts, workdays
 from .couch import Couch, bulk_save, get_or_none
 from .domain import Role, id_card_check_char, validate
 
@@ -38,6 +38,23 @@ COMMUNITY_NAMES = ("幸福社区", "和谐社区", "阳光社区", "建设社区
 ROAD_NAMES = ("幸福路", "和谐路", "阳光大道", "建设街")
 DEPARTMENTS = (("civil_affairs", "民政办"), ("health", "卫健办"), ("urban_management", "城管中队"),
                ("housing", "房管所"), ("utilities", "水电服务站"))
+# The demo service catalogue: (code, name, English name, department, group, questions).
+SERVICE_CATALOGUE = (
+    ("street_lamp", "路灯损坏", "Broken street lamp", "urban_management", "市容设施",
+     [("lamp_number", "string", "灯杆编号（如有）", False, ())]),
+    ("road_damage", "道路破损", "Damaged road or pavement", "urban_management", "市容设施", []),
+    ("garbage", "垃圾清运", "Rubbish not collected", "urban_management", "环境卫生", []),
+    ("noise", "噪音扰民", "Noise nuisance", "urban_management", "环境卫生",
+     [("time_of_day", "singlevaluelist", "什么时候", True, ("day", "evening", "night"))]),
+    ("water_supply", "停水漏水", "No water or a leak", "utilities", "水电", []),
+    ("power_outage", "停电", "Power cut", "utilities", "水电", []),
+    ("home_repair", "房屋维修", "Home repair", "housing", "住房",
+     [("floor", "number", "楼层", False, ())]),
+    ("elderly_care", "居家养老服务", "Home care for the elderly", "civil_affairs", "养老助残",
+     [("service", "multivaluelist", "需要的服务", True, ("meals", "cleaning", "bathing", "escort"))]),
+    ("allowance_advice", "低保与救助咨询", "Allowance and relief advice", "civil_affairs", "社会救助", []),
+    ("home_medical", "上门医疗", "Home medical visit", "health", "医疗卫生", []),
+)
 DEVICE_MODELS = (("wristband", "安康手环 BTHome"), ("water_meter", "智能水表 BTHome"),
                  ("electricity_meter", "智能电表 BTHome"))
 SURNAMES = (
@@ -161,7 +178,8 @@ def _plan(seed: int, size: DemoSize) -> Iterator[_Slot]:
 
 def document_count(seed: int = 2025, size: DemoSize = DemoSize()) -> int:
     """How many documents generate(seed, size) yields, without generating the people."""
-    fixed = 1 + len(DEPARTMENTS) + size.communities + size.grids  # street, departments, communities, grids
+    # street, departments, catalogue, calendar, communities, grids
+    fixed = 1 + len(DEPARTMENTS) + len(SERVICE_CATALOGUE) + 1 + size.communities + size.grids
     return fixed + sum(slot.documents for slot in _plan(seed, size))
 
 
@@ -355,17 +373,29 @@ def _address(road: str, g: int, h: int) -> dict[str, str]:
             "building": str(building + 1), "unit": str(unit + 1), "room": room}
 
 
+def catalogue_docs(street: dict[str, str]) -> Iterator[dict[str, Any]]:
+    for code, name, name_en, department, group, questions in SERVICE_CATALOGUE:
+        attributes = [{"code": q_code, "datatype": datatype, "description": description, "required": required,
+                       "order": order, **({"values": list(values)} if values else {})}
+                      for order, (q_code, datatype, description, required, values) in enumerate(questions, start=1)]
+        yield {"_id": f"service_category:{code}", "type": "service_category", **street, "code": code, "name": name,
+               "name_en": name_en, "group": group, "department": f"department:{department}", "keywords": [],
+               "attributes": attributes, "respond_days": 1, "close_days": 3, "active": True}
+
+
 def generate(seed: int = 2025, size: DemoSize = DemoSize()) -> Iterator[dict[str, Any]]:
     """Every main-database document of the demo, in a fixed order; each passes domain.validate.
 
-    Order: street, departments, then per community the community, and per grid
-    the grid followed by each household, its residents and devices.
+    Order: street, departments, the service catalogue and working-day calendar, then per community the
+    community, and per grid the grid followed by each household, its residents and devices.
     """
     people = _People(random.Random(f"people-{seed}"))
     street = {"street": STREET_ID}
     yield {"_id": STREET_ID, "type": "street", **street, "name": STREET_NAME, "district": "洪山区", "city": "武汉市"}
     for kind, name in DEPARTMENTS:
         yield {"_id": f"department:{kind}", "type": "department", **street, "name": name, "kind": kind}
+    yield from catalogue_docs(street)
+    yield workdays.calendar_doc(STREET_ID, workdays.CHINA_2026_HOLIDAYS, workdays.CHINA_2026_WORKDAYS)
     plan = _plan(seed, size)
     for c in range(1, size.communities + 1):
         road = ROAD_NAMES[(c - 1) % len(ROAD_NAMES)]
@@ -375,7 +405,9 @@ def generate(seed: int = 2025, size: DemoSize = DemoSize()) -> Iterator[dict[str
         for g in range(1, size.grids_per_community + 1):
             routing = {**community, "grid": grid_id(c, g)}
             yield {"_id": routing["grid"], "type": "grid", **routing, "name": f"第{g}网格", "number": g,
-                   "area": f"{road}{(g - 1) * 20 + 1}号至{g * 20}号"}
+                   "area": f"{road}{(g - 1) * 20 + 1}号至{g * 20}号",
+                   # Grids lie along their community's road, about 400 m apart (Hongshan district, Wuhan).
+                   "location": {"lat": round(30.50 + 0.01 * c, 5), "lon": round(114.34 + 0.004 * g, 5)}}
             volunteers = volunteer_usernames((c - 1) * size.grids_per_community + g)
             for slot in itertools.islice(plan, size.households_per_grid):
                 yield from _household_docs(people, slot, routing, _address(road, g, slot.h), volunteers)

@@ -91,7 +91,8 @@ class Field:
 
     kind is one of KINDS; `ref` names the document type an id field points to;
     `choices` lists the allowed values of an enum (or of each item of an enum list);
-    on a list, `ref` applies to each item.
+    on a list, `ref` applies to each item. A "records" field is a list of small
+    objects whose keys and their kinds are `shape` (a key ending in "?" is optional).
     """
 
     kind: str
@@ -101,6 +102,7 @@ class Field:
     choices: tuple[str, ...] = ()
     ref: str | None = None
     max_length: int = 2000
+    shape: tuple[tuple[str, str], ...] = ()
 
     @property
     def effective_tier(self) -> Tier:
@@ -144,6 +146,7 @@ DEVICE_KINDS = ("wristband", "water_meter", "electricity_meter", "door_sensor", 
 ALERT_KINDS = ("sos", "fall", "no_water", "no_activity", "heart_rate", "electricity", "battery_low", "gateway_silent")
 ALERT_STATES = ("raised", "acknowledged", "visiting", "resolved", "escalated")
 REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resolved", "closed", "reopened")
+SATISFACTION = ("very_satisfied", "satisfied", "neutral", "dissatisfied", "very_dissatisfied")
 NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled")
 VISIT_KINDS = ("routine", "needs_list", "alert_follow_up", "care", "other")
 # Protected fields a resident can be found by, and the field holding each one's blind index.
@@ -188,6 +191,7 @@ DOC_TYPES: dict[str, DocType] = {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "number": Field("int", Category.SYSTEM, required=True),
             "area": _text(Category.SYSTEM, max_length=200),
+            "location": Field("geo", Category.SYSTEM),  # the grid's centre, for dispatch by map position
         }, label_zh="网格", label_en="Grid"),
         DocType("department", Scope.STREET, {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
@@ -271,16 +275,60 @@ DOC_TYPES: dict[str, DocType] = {
             "assigned_to": _ref("user"),
             **_WHO_WHEN,
         }, label_zh="需求", label_en="Need"),
+        DocType("service_category", Scope.STREET, {
+            # The service catalogue (Open311 "services"): who handles what, and what each asks for.
+            "code": _text(Category.SYSTEM, required=True, max_length=50),
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "name_en": _text(Category.SYSTEM, max_length=100),
+            "description": _text(Category.SYSTEM, max_length=500),
+            "group": _text(Category.SYSTEM, max_length=100),
+            "keywords": Field("list", Category.SYSTEM),
+            "department": _ref("department", required=True),
+            "attributes": Field("records", Category.SYSTEM, shape=(
+                ("code", "text"), ("datatype", "text"), ("description", "text"), ("required", "bool"),
+                ("order", "int"), ("values?", "list"))),
+            "respond_days": Field("int", Category.SYSTEM, required=True),
+            "close_days": Field("int", Category.SYSTEM, required=True),
+            "active": Field("bool", Category.SYSTEM, required=True),
+            "updated_by": _ref("user"),
+            "updated_at": Field("datetime"),
+        }, label_zh="服务类别", label_en="Service category"),
+        DocType("work_calendar", Scope.STREET, {
+            # Working days for SLA clocks: weekends and holidays off, make-up working days on.
+            "holidays": Field("list", Category.SYSTEM),
+            "workdays": Field("list", Category.SYSTEM),
+            "timezone": _text(Category.SYSTEM, required=True, max_length=50),
+        }, label_zh="工作日历", label_en="Working-day calendar"),
         DocType("service_request", Scope.GRID, {
             **_PERSONAL_LINKS,
-            "category": _text(Category.SYSTEM, required=True, max_length=50),
+            "category": _text(Category.SYSTEM, required=True, max_length=50),  # the service_category code
             "description": _text(Category.BASIC, required=True),
             "status": _enum(REQUEST_STATES, required=True),
             "address": _text(Category.BASIC, max_length=200),
             "location": Field("geo", Category.BASIC),
-            "owner": _ref("user"),  # first-contact responsibility (§5.2)
-            "departments": Field("list", Category.RECORD, ref="department"),
+            "attributes": Field("map", Category.BASIC),  # answers to the category's questions
+            "owner": _ref("user"),  # first-contact responsibility (§5.2): who received it, to the end
+            "department": _ref("department"),  # dispatched to, by category
+            "departments": Field("list", Category.RECORD, ref="department"),  # whistled to (§3.2)
+            "whistles": Field("records", shape=(("department", "id"), ("at", "datetime"), ("due", "datetime"),
+                                                ("arrived_at?", "datetime"), ("overdue?", "bool"))),
+            "source": _enum(("web", "offline", "open311")),
+            "on_behalf": Field("bool"),  # entered by staff at the "human window"
+            "consent": Field("bool"),  # the resident agreed to that (required when on_behalf)
+            "reporter_name": _text(Category.BASIC, max_length=100),
+            "account_id": _text(max_length=100),  # an Open311 client's own id for the reporter
+            "media_url": _text(max_length=500),
+            "token": _text(max_length=64),
+            "due_respond": Field("datetime"),
+            "due_close": Field("datetime"),
+            "acknowledged_at": Field("datetime"),
+            "resolved_at": Field("datetime"),
+            "closed_at": Field("datetime"),
+            "warned": Field("list"),  # which deadlines were warned about: respond, close
+            "history": Field("records", shape=(("at", "datetime"), ("by", "text"), ("action", "text"),
+                                               ("status?", "text"), ("note?", "text"))),
             "rating": Field("int", Category.RECORD),
+            "satisfaction": _enum(SATISFACTION),
             **_WHO_WHEN,
         }, label_zh="服务请求", label_en="Service request"),
         DocType("alert", Scope.GRID, {
@@ -380,7 +428,7 @@ DOC_TYPES: dict[str, DocType] = {
 }
 
 KINDS = frozenset({"text", "int", "float", "bool", "date", "datetime", "enum", "list", "id", "phone",
-                   "id_card", "mac", "geo", "wrapped_key", "wrapped_keys", "key_versions"})
+                   "id_card", "mac", "geo", "wrapped_key", "wrapped_keys", "key_versions", "records", "map"})
 
 
 # ---------------------------------------------------------------- validation
@@ -419,6 +467,35 @@ def id_card_check_char(first17: str) -> str:
 
 def _is_version(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 0xFFFFFFFF
+
+
+def _is_map_value(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= 500
+    if isinstance(value, list):
+        return len(value) <= 50 and all(isinstance(v, str) and len(v) <= 200 for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_records(spec: Field, value: Any) -> str | None:
+    if not isinstance(value, list) or len(value) > 500:
+        return "must be a list of at most 500 objects"
+    shape = {key.rstrip("?"): (kind, not key.endswith("?")) for key, kind in spec.shape}
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            return f"item {i} must be an object"
+        unknown = set(item) - set(shape)
+        if unknown:
+            return f"item {i}: unknown key {sorted(unknown)[0]!r}"
+        for key, (kind, required) in shape.items():
+            if item.get(key) is None:
+                if required:
+                    return f"item {i}: {key} is required"
+                continue
+            message = _check_value(Field(kind, max_length=500), item[key])
+            if message:
+                return f"item {i}: {key} {message}"
+    return None
 
 
 def _is_wrapped_key(value: Any) -> bool:
@@ -472,6 +549,12 @@ def _check_value(spec: Field, value: Any) -> str | None:
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lat, lon)):
             return "lat and lon must be numbers"
         return None if -90 <= lat <= 90 and -180 <= lon <= 180 else "lat/lon out of range"
+    if kind == "records":
+        return _check_records(spec, value)
+    if kind == "map":
+        ok = (isinstance(value, dict) and len(value) <= 50 and all(
+            isinstance(k, str) and len(k) <= 50 and _is_map_value(v) for k, v in value.items()))
+        return None if ok else "must map up to 50 names to short texts, numbers or lists of texts"
     if kind == "wrapped_key":
         return None if _is_wrapped_key(value) else "must be {version, tier_version, wrapped}"
     if kind == "wrapped_keys":
@@ -566,6 +649,7 @@ def export_json() -> dict[str, Any]:
                         "required": f.required,
                         **({"choices": list(f.choices)} if f.choices else {}),
                         **({"ref": f.ref} if f.ref else {}),
+                        **({"shape": dict(f.shape)} if f.shape else {}),
                     }
                     for name, f in t.fields.items()
                 },

@@ -1,0 +1,122 @@
+"""Service requests: dispatch, first-contact ownership, transitions, whistles, SLA clocks on working days."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from server import service_requests as sr
+from server.access import Principal
+from server.couch import Couch
+from server.demo import STREET_ID
+from server.workdays import CHINA_2026_HOLIDAYS, CHINA_2026_WORKDAYS, WorkCalendar
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+CAL = WorkCalendar(frozenset(map(dt.date.fromisoformat, CHINA_2026_HOLIDAYS)),
+                   frozenset(map(dt.date.fromisoformat, CHINA_2026_WORKDAYS)))
+WORKER = Principal("user:wangge01", frozenset({"grid_worker"}), STREET_ID, frozenset({"community:c1"}),
+                   frozenset({"grid:c1-g01"}))
+SECRETARY = Principal("user:shuji1", frozenset({"secretary"}), STREET_ID, frozenset({"community:c1"}))
+DEPARTMENT = Principal("user:bumen_urban_management", frozenset({"department_staff"}), STREET_ID,
+                       department="department:urban_management")
+STRANGER = Principal("user:wangge02", frozenset({"grid_worker"}), STREET_ID, frozenset({"community:c2"}),
+                     frozenset({"grid:c2-g01"}))
+
+
+def local(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)
+
+
+def test_working_days_skip_weekends_and_holidays_and_count_make_up_days() -> None:
+    thursday = local("2026-09-24T10:00")  # Mid-Autumn: Fri 25 – Sun 27 off
+    assert CAL.add_working_days(thursday, 1) == local("2026-09-28T10:00")
+    assert CAL.add_working_days(thursday, 3) == local("2026-09-30T10:00")
+    assert CAL.add_working_days(local("2026-09-30T16:00"), 1) == local("2026-10-08T16:00")  # National Day week
+    assert CAL.add_working_days(local("2026-10-09T11:00"), 1) == local("2026-10-10T11:00")  # a make-up Saturday
+    # Received on a day off: the clock starts the next working morning.
+    assert CAL.add_working_days(local("2026-11-28T22:00"), 1) == local("2026-12-01T09:00")
+
+
+def street_lamp(**changes: object) -> sr.NewRequest:
+    values: dict = {"street": STREET_ID, "category": "street_lamp", "description": "3号楼前路灯不亮",
+                    "location": {"lat": 30.51, "lon": 114.344}}
+    values.update(changes)
+    return sr.NewRequest(**values)
+
+
+def test_dispatch_by_map_position_or_address_and_first_contact_ownership(demo_loaded: Couch) -> None:
+    now = local("2026-11-24T10:00")
+    by_map = sr.create(demo_loaded, "user:resident-x", street_lamp(), now)
+    assert (by_map["grid"], by_map["department"], by_map["status"]) == ("grid:c1-g01", "department:urban_management",
+                                                                       "received")
+    assert by_map["owner"] == "user:wangge01"  # the grid's worker receives what residents report
+    assert by_map["due_respond"] == local("2026-11-25T10:00").astimezone(dt.UTC).isoformat()
+    by_address = sr.create(demo_loaded, "user:resident-x", street_lamp(location=None, address="和谐路25号"), now)
+    assert by_address["grid"] == "grid:c2-g02"
+    at_window = sr.create(demo_loaded, WORKER.user_id, street_lamp(grid="grid:c1-g02", on_behalf=True, consent=True,
+                                                                   resident="resident:c1-g02-0001-1"), now)
+    assert at_window["owner"] == WORKER.user_id and at_window["grid"] == "grid:c1-g02"
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"category": "unicorns"}, "service_code"),
+    ({"location": None}, "lat"),
+    ({"location": {"lat": 39.9, "lon": 116.4}}, "lat"),  # Beijing is not this street
+    ({"location": None, "address": "火星路1号"}, "address_string"),
+    ({"description": "  "}, "description"),
+    ({"on_behalf": True}, "consent"),
+    ({"category": "noise"}, "attribute[time_of_day]"),
+    ({"category": "noise", "attributes": {"time_of_day": "dawn"}}, "attribute[time_of_day]"),
+    ({"category": "home_repair", "attributes": {"floor": "third"}}, "attribute[floor]"),
+    ({"attributes": {"colour": "red"}}, "attribute[colour]"),
+])
+def test_bad_requests_are_refused_by_field_and_nothing_is_stored(demo_loaded: Couch, changes: dict,
+                                                                 field: str) -> None:
+    with pytest.raises(sr.RequestError) as refused:
+        sr.create(demo_loaded, "user:resident-x", street_lamp(**changes), local("2026-11-24T10:00"))
+    assert refused.value.field == field
+    assert sr.open_requests(demo_loaded, STREET_ID) == []
+
+
+def test_transitions_are_recorded_and_checked(demo_loaded: Couch) -> None:
+    doc = sr.create(demo_loaded, "user:resident-x", street_lamp(), local("2026-11-24T10:00"))
+    with pytest.raises(sr.RequestError, match="cannot become closed"):
+        sr.transition(demo_loaded, WORKER, doc, "closed", "", local("2026-11-24T10:05"))
+    with pytest.raises(sr.RequestError) as forbidden:
+        sr.transition(demo_loaded, STRANGER, doc, "acknowledged", "", local("2026-11-24T10:05"))
+    assert forbidden.value.status == 403
+    doc = sr.transition(demo_loaded, WORKER, doc, "acknowledged", "已联系城管", local("2026-11-24T10:30"))
+    doc = sr.comment(demo_loaded, WORKER, doc, "明天上午维修", local("2026-11-24T11:00"))
+    doc = sr.transition(demo_loaded, DEPARTMENT, doc, "resolved", "已更换灯泡", local("2026-11-25T09:00"))
+    reporter = Principal("user:resident-x", frozenset({"resident"}), STREET_ID)
+    doc = sr.rate(demo_loaded, reporter, doc, 5, "very_satisfied", "很快", local("2026-11-25T12:00"))
+    assert doc["status"] == "closed" and doc["acknowledged_at"].startswith("2026-11-24T10:30")
+    assert [h["action"] for h in doc["history"]] == ["created", "acknowledged", "comment", "resolved", "rated"]
+    assert [h["by"] for h in doc["history"]][1:4] == [WORKER.user_id, WORKER.user_id, DEPARTMENT.user_id]
+    doc = sr.transition(demo_loaded, reporter, doc, "reopened", "又坏了", local("2026-11-26T20:00"))
+    assert doc["status"] == "reopened" and "closed_at" not in doc
+    with pytest.raises(sr.RequestError):
+        sr.rate(demo_loaded, reporter, doc, 6, "satisfied", "", local("2026-11-26T21:00"))
+
+
+def test_sla_warns_then_escalates_across_a_holiday_and_the_whistle_has_its_own_clock(demo_loaded: Couch) -> None:
+    received = local("2026-09-24T10:00")  # Thursday before the Mid-Autumn weekend
+    doc = sr.create(demo_loaded, "user:resident-x", street_lamp(), received)
+    assert sr.sweep(demo_loaded, STREET_ID, local("2026-09-26T10:00")).escalated == 0  # a holiday: not due yet
+    warned = sr.sweep(demo_loaded, STREET_ID, local("2026-09-28T07:00"))  # 3 hours before the deadline
+    assert (warned.warned, warned.escalated) == (1, 0)
+    assert sr.sweep(demo_loaded, STREET_ID, local("2026-09-28T07:30")).warned == 0  # warned once only
+    overdue = sr.sweep(demo_loaded, STREET_ID, local("2026-09-28T10:01"))
+    assert overdue.escalated == 1
+    doc = demo_loaded.main.get(doc["_id"])
+    assert doc["status"] == "escalated" and doc["history"][-1]["action"] == "overdue"
+    doc = sr.whistle(demo_loaded, SECRETARY, doc, ["department:urban_management", "department:utilities"],
+                     "请两部门三日内到场", local("2026-09-28T11:00"))
+    assert {w["due"] for w in doc["whistles"]} == {local("2026-10-08T11:00").astimezone(dt.UTC).isoformat()}
+    doc = sr.arrive(demo_loaded, DEPARTMENT, doc, local("2026-09-29T09:00"))
+    late = sr.sweep(demo_loaded, STREET_ID, local("2026-10-08T11:01"))
+    assert late.departments_overdue == 1  # utilities never came; urban management did
+    with pytest.raises(sr.RequestError):
+        sr.whistle(demo_loaded, WORKER, doc, ["department:health"], "", local("2026-10-09T12:00"))
