@@ -1,4 +1,5 @@
-"""`linli keys …`, `linli resident erase`, `linli audit report`: the firewall's administration commands.
+"""Administration commands: the firewall's (`linli keys …`, `linli resident erase`, `linli audit report`) and
+the service desk's (`linli open311-key`, `linli requests-sweep`).
 
 Kept apart from `cli.py` (serving, demo, accounts) so that each file stays one concern;
 `cli.build_parser` adds these with `add_parsers`.
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 from crypto import filing_log
 from crypto.keyring import PROTECTED_TIERS
 
-from . import audit_report, filing
+from . import audit_report, filing, open311, service_requests
 from .config import load_settings
 from .couch import Couch
 from .firewall import Firewall
@@ -81,6 +82,31 @@ def cmd_erase(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     return 0
 
 
+def cmd_open311_key(args: argparse.Namespace, open_couch: OpenCouch) -> int:
+    settings = load_settings()
+    with open_couch(settings) as couch:
+        street = open311.the_street(couch)
+        if street is None:
+            print("linli: no street in the database yet (load the demo or create the street first)", file=sys.stderr)
+            return 2
+        key = open311.issue_key(couch, args.name, street, dt.datetime.now(dt.UTC))
+    print(f"Open311 API key for {args.name} (shown once; send it as the api_key parameter):")
+    print(key)
+    return 0
+
+
+def cmd_requests_sweep(args: argparse.Namespace, open_couch: OpenCouch) -> int:
+    settings = load_settings()
+    with open_couch(settings) as couch:
+        street = open311.the_street(couch)
+        report = service_requests.sweep(couch, street, dt.datetime.now(dt.UTC)) if street else None
+    if report is None:
+        print("linli: no street in the database yet", file=sys.stderr)
+        return 2
+    print(f"warned {report.warned}, escalated {report.escalated}, departments overdue {report.departments_overdue}")
+    return 0
+
+
 def cmd_audit_report(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     tz = ZoneInfo(os.environ.get("LINLI_TIMEZONE", "Asia/Shanghai"))
     end = args.end or dt.datetime.now(tz).date()
@@ -115,6 +141,13 @@ def add_parsers(sub: argparse._SubParsersAction, open_couch: OpenCouch) -> None:
                                 "(after a phone with a grant was lost)")
     rekey.add_argument("resident", help="resident id, e.g. resident:c1-g01-0001-1")
     bind(rekey, cmd_rekey)
+
+    key = sub.add_parser("open311-key", help="issue an API key for an Open311 client (printed once)")
+    key.add_argument("name", help="who the key is for, e.g. the city's 12345 hotline system")
+    bind(key, cmd_open311_key)
+    sweep = sub.add_parser("requests-sweep", help="warn before and escalate after service-request deadlines "
+                           "(the server also does this every minute)")
+    bind(sweep, cmd_requests_sweep)
 
     resident = sub.add_parser("resident", help="residents' data")
     resident_sub = resident.add_subparsers(dest="resident_command", required=True, metavar="ACTION")

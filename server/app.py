@@ -7,8 +7,11 @@ pool with `run_in_threadpool`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+import logging
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from crypto.envelope import EnvelopeError
 
-from . import accounts, queries
+from . import accounts, open311, queries, service_requests
 from .access import Principal, may_see
 from .config import PROJECT_ROOT, Settings
 from .couch import Couch, get_or_none
@@ -37,6 +40,7 @@ from .keystore import ShreddedError
 from .security import CSRFMiddleware, csrf_token, session_user_matches, start_session
 
 HERE = Path(__file__).resolve().parent
+logger = logging.getLogger("linli")
 VENDOR_DIR = PROJECT_ROOT / "pwa" / "vendor"
 SIGNED_IN_COOKIE = "signed_in"
 # Why a grid worker opens contact details; the key is filed, the page shows its translation.
@@ -332,6 +336,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Route("/residents/{resident_id}/privacy", privacy_page, methods=["GET", "POST"]),
         Route("/approvals", approvals_page, methods=["GET", "POST"]),
         Route("/schema.json", schema_json),
+        Mount("/open311/v2", routes=open311.routes(couch, _now)),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
@@ -342,5 +347,29 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                    max_age=settings.session_max_age, same_site="lax", https_only=settings.cookie_secure),
         Middleware(CSRFMiddleware),
     ]
-    return Starlette(routes=routes, middleware=middleware,
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        clock = asyncio.create_task(_sla_clock(couch))
+        try:
+            yield
+        finally:
+            clock.cancel()
+
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error})
+
+
+SWEEP_EVERY = 60  # seconds
+
+
+async def _sla_clock(couch: Couch) -> None:
+    """Warn before and escalate past service-request deadlines, once a minute. Every process may run it: a
+    sweep is idempotent, and two processes racing on one request get a CouchDB conflict, retried next minute."""
+    while True:
+        try:
+            street = await run_in_threadpool(open311.the_street, couch)
+            if street:
+                await run_in_threadpool(service_requests.sweep, couch, street, _now())
+        except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
+            logger.exception("service-request sweep failed")
+        await asyncio.sleep(SWEEP_EVERY)

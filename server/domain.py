@@ -293,6 +293,12 @@ DOC_TYPES: dict[str, DocType] = {
             "updated_by": _ref("user"),
             "updated_at": Field("datetime"),
         }, label_zh="服务类别", label_en="Service category"),
+        DocType("open311_key", Scope.STREET, {
+            # An Open311 client's API key: the id holds a hash of the key, never the key (server/open311.py).
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "created_at": Field("datetime", required=True),
+            "revoked": Field("bool", required=True),
+        }, database=ACCOUNTS_DB, label_zh="Open311 接口密钥", label_en="Open311 API key"),
         DocType("work_calendar", Scope.STREET, {
             # Working days for SLA clocks: weekends and holidays off, make-up working days on.
             "holidays": Field("list", Category.SYSTEM),
@@ -343,6 +349,7 @@ DOC_TYPES: dict[str, DocType] = {
             "acknowledged_at": Field("datetime"),
             # Copied from the resident's privacy choice when raised, so routing needs no lookup.
             "visibility": _enum(PRIVACY_CHOICES["utility_alerts"]),
+            "escalated_at": Field("datetime"),  # unacknowledged too long: the secretary was told (server/alerts.py)
         }, label_zh="告警", label_en="Alert"),
         DocType("device", Scope.GRID, {
             **_PERSONAL_LINKS,
@@ -351,7 +358,68 @@ DOC_TYPES: dict[str, DocType] = {
             "model": _text(Category.SYSTEM, max_length=100),
             "gateway": _ref("gateway"),  # the BLE gateway that reads it
             "installed_at": Field("date", Category.SYSTEM),
+            # What the gateway needs, copied at registration (`linli device register`) so that it reads its
+            # devices' documents and nothing else: the resident's public write key (it seals readings and alert
+            # details it cannot open), whether BTHome encryption is required (plain advertisements are then
+            # refused as forged), and the resident's choice for utility alerts (alert visibility).
+            "registered_at": Field("datetime"),  # re-registering restarts replay tracking (a device's counter reset)
+            "encrypted": Field("bool"),
+            "write_public": _text(Category.SYSTEM, max_length=100),
+            "write_key_version": Field("int", Category.SYSTEM),
+            "utility_alerts": _enum(PRIVACY_CHOICES["utility_alerts"]),
         }, label_zh="设备", label_en="Device"),
+        DocType("safety_rules", Scope.GRID, {
+            # A resident's elderly-safety thresholds (§7.4), applied by the gateway that reads their devices.
+            **_PERSONAL_LINKS,
+            "resident": _ref("resident", required=True),
+            "gateway": _ref("gateway"),
+            "no_water_hours": Field("int", Category.SOCIAL),
+            "no_activity_days": Field("int", Category.SOCIAL),
+            "heart_rate_min": Field("int", Category.SOCIAL),
+            "heart_rate_max": Field("int", Category.SOCIAL),
+            "power_max_watts": Field("int", Category.SOCIAL),
+            "quiet_start": _text(Category.SOCIAL, max_length=5),  # "22:00": routine alerts wait until quiet_end
+            "quiet_end": _text(Category.SOCIAL, max_length=5),
+            "escalate_minutes": Field("int", Category.SOCIAL),
+            "updated_by": _ref("user", required=True),
+            "updated_at": Field("datetime", required=True),
+        }, label_zh="安全提醒设置", label_en="Safety rules"),
+        DocType("device_health", Scope.GRID, {
+            # Written by the gateway: a silent wristband shows as an old last_seen_at.
+            **_PERSONAL_LINKS,
+            "device": _ref("device", required=True),
+            "gateway": _ref("gateway", required=True),
+            "last_seen_at": Field("datetime"),
+            "battery": Field("int", Category.SYSTEM),
+            "battery_low": Field("bool", Category.SYSTEM),
+            "rejected": Field("int", Category.SYSTEM),  # advertisements refused: bad MIC, replay, downgrade
+            "updated_at": Field("datetime", required=True),
+        }, label_zh="设备状态", label_en="Device health"),
+        DocType("gateway_health", Scope.COMMUNITY, {
+            # Written by the gateway on every heartbeat: a silent gateway shows as an old heartbeat_at.
+            "gateway": _ref("gateway", required=True),
+            "heartbeat_at": Field("datetime", required=True),
+            "started_at": Field("datetime"),
+            "scanning": Field("bool", Category.SYSTEM),
+            "scanner_restarts": Field("int", Category.SYSTEM),
+            "advertisements": Field("int", Category.SYSTEM),
+            "unknown_devices": Field("int", Category.SYSTEM),
+            "unknown_macs": Field("list", Category.SYSTEM, max_length=17),
+            "rejected_bad_mic": Field("int", Category.SYSTEM),
+            "rejected_replay": Field("int", Category.SYSTEM),
+            "rejected_downgrade": Field("int", Category.SYSTEM),
+            "rejected_malformed": Field("int", Category.SYSTEM),
+            "outbox_pending": Field("int", Category.SYSTEM),
+            "last_push_at": Field("datetime"),
+        }, label_zh="网关状态", label_en="Gateway health"),
+        DocType("notification", Scope.GRID, {
+            # Someone to tell about an alert (family by SMS, the secretary on escalation): the server's outbox.
+            **_PERSONAL_LINKS,
+            "alert": _ref("alert", required=True),
+            "audience": _enum(("family", "secretary"), required=True),
+            "status": _enum(("pending", "sent", "failed"), required=True),
+            "created_at": Field("datetime", required=True),
+        }, label_zh="通知", label_en="Notification"),
         DocType("gateway", Scope.COMMUNITY, {
             # A BLE gateway's configuration; devices name it in their `gateway` field.
             "name": _text(Category.SYSTEM, required=True, max_length=100),

@@ -1,0 +1,146 @@
+"""Open311 GeoReport v2 conformance, written from the specification's examples (wiki.open311.org/GeoReport_v2):
+resource names, field names, XML and JSON shapes, and the error format."""
+
+from __future__ import annotations
+
+import datetime as dt
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from server import open311
+from server import service_requests as sr
+from server.app import create_app
+from server.config import Settings
+from server.couch import Couch
+from server.demo import STREET_ID
+
+BASE = "/open311/v2"
+LAMP = {"service_code": "street_lamp", "lat": "30.51", "long": "114.344", "description": "路灯不亮",
+        "first_name": "Li", "last_name": "Lei", "email": "li@example.invalid", "device_id": "d1", "account_id": "a1"}
+
+
+@pytest.fixture
+def api(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, demo_loaded)) as client:
+        yield client
+
+
+@pytest.fixture
+def key(demo_loaded: Couch) -> str:
+    return open311.issue_key(demo_loaded, "city hotline", STREET_ID, dt.datetime.now(dt.UTC))
+
+
+def errors_of(response) -> list[dict]:
+    if response.headers["content-type"].startswith("text/xml"):
+        root = ET.fromstring(response.content)
+        assert root.tag == "errors"
+        return [{"code": int(e.findtext("code")), "description": e.findtext("description")} for e in root]
+    return response.json()
+
+
+def test_service_list_in_json_and_xml(api: TestClient) -> None:
+    services = api.get(f"{BASE}/services.json").json()
+    lamp = next(s for s in services if s["service_code"] == "street_lamp")
+    assert set(lamp) == {"service_code", "service_name", "description", "metadata", "type", "keywords", "group"}
+    assert lamp["service_name"] == "路灯损坏" and lamp["metadata"] is True and lamp["type"] == "realtime"
+    xml = api.get(f"{BASE}/services.xml")
+    assert xml.headers["content-type"] == "text/xml; charset=utf-8"
+    assert xml.content.startswith(b'<?xml version="1.0" encoding="utf-8"?><services>')
+    root = ET.fromstring(xml.content)
+    assert {s.findtext("service_code") for s in root.findall("service")} == {s["service_code"] for s in services}
+    assert root.find("service/metadata").text in ("true", "false")
+
+
+def test_service_definition(api: TestClient) -> None:
+    definition = api.get(f"{BASE}/services/elderly_care.json").json()
+    assert definition["service_code"] == "elderly_care"
+    (attribute,) = definition["attributes"]
+    assert attribute | {"values": None} == {"variable": True, "code": "service", "datatype": "multivaluelist",
+                                            "required": True, "datatype_description": None, "order": 1,
+                                            "description": "需要的服务", "values": None}
+    assert {"key": "meals", "name": "meals"} in attribute["values"]
+    root = ET.fromstring(api.get(f"{BASE}/services/elderly_care.xml").content)
+    assert root.tag == "service_definition"
+    assert root.find("attributes/attribute/values/value/key").text == "meals"
+    missing = api.get(f"{BASE}/services/unicorns.json")
+    assert missing.status_code == 404 and errors_of(missing)[0]["code"] == 404
+
+
+def test_create_get_and_list_a_request(api: TestClient, key: str, demo_loaded: Couch) -> None:
+    created = api.post(f"{BASE}/requests.json", data={**LAMP, "api_key": key})
+    assert created.status_code == 200, created.text
+    (answer,) = created.json()
+    assert set(answer) == {"service_request_id", "service_notice", "account_id"} and answer["account_id"] == "a1"
+    request_id = answer["service_request_id"]
+    stored = demo_loaded.main.get("service_request:" + request_id)
+    assert stored["source"] == "open311" and stored["grid"] == "grid:c1-g01" and stored["owner"] == "user:wangge01"
+    assert "li@example.invalid" not in str(stored)  # contact details of Open311 reporters are not kept
+    (one,) = api.get(f"{BASE}/requests/{request_id}.json").json()
+    assert one["status"] == "open" and one["service_code"] == "street_lamp" and one["lat"] == 30.51
+    assert one["agency_responsible"] == "城管中队" and one["expected_datetime"] == stored["due_close"]
+    for name in ("service_request_id", "status", "status_notes", "service_name", "service_code", "description",
+                 "agency_responsible", "service_notice", "requested_datetime", "updated_datetime",
+                 "expected_datetime", "address", "address_id", "zipcode", "lat", "long", "media_url"):
+        assert name in one
+    listed = api.get(f"{BASE}/requests.json", params={"status": "open", "service_code": "street_lamp,noise"}).json()
+    assert [r["service_request_id"] for r in listed] == [request_id]
+    assert api.get(f"{BASE}/requests.json", params={"status": "closed"}).json() == []
+    by_id = api.get(f"{BASE}/requests.json", params={"service_request_id": request_id, "status": "closed"}).json()
+    assert len(by_id) == 1  # service_request_id overrides the other parameters
+    xml = ET.fromstring(api.get(f"{BASE}/requests.xml").content)
+    assert xml.tag == "service_requests" and xml.find("request/service_request_id").text == request_id
+
+
+def test_xml_create_and_attributes(api: TestClient, key: str) -> None:
+    created = api.post(f"{BASE}/requests.xml", data={
+        "api_key": key, "service_code": "noise", "address_string": "幸福路5号", "description": "夜间施工",
+        "attribute[time_of_day]": "night"})
+    assert created.status_code == 200, created.text
+    root = ET.fromstring(created.content)
+    assert root.tag == "service_requests" and root.find("request/service_request_id").text
+
+
+@pytest.mark.parametrize(("data", "code", "words"), [
+    ({"api_key": ""}, 403, "api_key"),
+    ({"api_key": "wrong"}, 403, "api_key"),
+    ({"service_code": ""}, 400, "service_code"),
+    ({"service_code": "unicorns"}, 400, "service_code"),
+    ({"lat": "", "long": ""}, 400, "location"),
+    ({"lat": "north"}, 400, "lat"),
+    ({"lat": "30.51", "long": "200"}, 400, "out of range"),
+    ({"service_code": "noise"}, 400, "attribute[time_of_day]"),
+    ({"media_url": "javascript:alert(1)"}, 400, "media_url"),
+])
+def test_bad_creates_answer_in_the_standard_error_format_and_store_nothing(
+        api: TestClient, key: str, demo_loaded: Couch, data: dict, code: int, words: str) -> None:
+    body = {**LAMP, "api_key": key, **data}
+    for fmt in ("json", "xml"):
+        response = api.post(f"{BASE}/requests.{fmt}", data=body)
+        assert response.status_code == code, response.text
+        (error,) = errors_of(response)
+        assert error["code"] == code and words in error["description"]
+    assert sr.open_requests(demo_loaded, STREET_ID) == []
+
+
+def test_malformed_calls(api: TestClient, key: str) -> None:
+    assert errors_of(api.get(f"{BASE}/services.yaml"))[0]["code"] == 400
+    wrong_place = api.get(f"{BASE}/services.json", params={"jurisdiction_id": "elsewhere"})
+    assert wrong_place.status_code == 404 and "jurisdiction_id" in errors_of(wrong_place)[0]["description"]
+    bad_date = api.get(f"{BASE}/requests.json", params={"start_date": "yesterday"})
+    assert bad_date.status_code == 400 and "start_date" in errors_of(bad_date)[0]["description"]
+    bad_status = api.get(f"{BASE}/requests.xml", params={"status": "pending"})
+    assert bad_status.status_code == 400 and errors_of(bad_status)[0]["code"] == 400
+    assert api.get(f"{BASE}/requests/nope.json").status_code == 404
+    assert api.get(f"{BASE}/tokens/12345.json").status_code == 404
+
+
+def test_requests_about_a_person_are_not_public(api: TestClient, demo_loaded: Couch) -> None:
+    private = sr.create(demo_loaded, "user:wangge01", sr.NewRequest(
+        street=STREET_ID, category="elderly_care", description="需要助餐", grid="grid:c1-g01",
+        resident="resident:c1-g01-0001-1", household="household:c1-g01-0001", on_behalf=True, consent=True,
+        attributes={"service": ["meals"]}), dt.datetime.now(dt.UTC))
+    assert api.get(f"{BASE}/requests.json").json() == []
+    assert api.get(f"{BASE}/requests/{private['_id'].split(':', 1)[1]}.json").status_code == 404
