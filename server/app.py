@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from crypto.envelope import EnvelopeError
 
-from . import accounts, open311, queries, service_requests
+from . import accounts, open311, queries, request_pages, service_requests
 from .access import Principal, may_see
 from .config import PROJECT_ROOT, Settings
 from .couch import Couch, get_or_none
@@ -337,6 +337,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Route("/approvals", approvals_page, methods=["GET", "POST"]),
         Route("/schema.json", schema_json),
         Mount("/open311/v2", routes=open311.routes(couch, _now)),
+        *request_pages.routes(couch, current_user, render, _now),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),

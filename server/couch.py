@@ -42,6 +42,13 @@ MAIN_VIEWS = {
     "audit_by_target": {
         "map": "function (doc) { if (doc.type === 'audit_entry') { emit([doc.target, doc.at], null); } }",
     },
+    # One slim row per service request for the dashboard (server/dashboard.py): no document bodies.
+    "request_stats": {
+        "map": "function (doc) { if (doc.type === 'service_request') {"
+               " emit([doc.community, doc.street, doc.grid, doc._id], [doc.category, doc.department || '',"
+               " doc.status, doc.created_at, doc.acknowledged_at || null, doc.resolved_at || null, doc.due_close,"
+               " doc.rating || null]); } }",
+    },
     # A household's residents, visits, devices, alerts.
     "by_household": {
         "map": "function (doc) { if (doc.type && doc.household) { emit([doc.household, doc.type], null); } }",

@@ -13,6 +13,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import math
 import re
@@ -162,6 +163,23 @@ def _grid_worker(couch: Couch, grid_id: str) -> str | None:
 
 # ---------------------------------------------------------------- the lifecycle
 
+MAX_PHOTO_BYTES = 5 * 1024 * 1024
+MAX_PHOTOS = 3
+_IMAGE_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
+
+
+def check_photo(data: bytes) -> str:
+    """The content type of an uploaded photo, judged by its bytes (not by what the client claims)."""
+    if len(data) > MAX_PHOTO_BYTES:
+        raise RequestError("photo", f"is {len(data) // 1024} KB; at most {MAX_PHOTO_BYTES // (1024 * 1024)} MB")
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, content_type in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return content_type
+    raise RequestError("photo", "is not a JPEG, PNG or WebP image")
+
+
 @dataclass(frozen=True)
 class NewRequest:
     """What a reporter sends, before dispatch."""
@@ -181,6 +199,7 @@ class NewRequest:
     account_id: str = ""
     media_url: str = ""
     source: str = "web"
+    photos: tuple[bytes, ...] = ()
 
 
 def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Doc:
@@ -189,7 +208,7 @@ def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Do
     if category is None:
         raise RequestError("service_code", f"unknown service {new.category!r}")
     description = new.description.strip()
-    if not description and not new.media_url:
+    if not description and not new.media_url and not new.photos:
         raise RequestError("description", "a description (or a photo) is required")
     if len(description) > MAX_DESCRIPTION:
         raise RequestError("description", f"longer than {MAX_DESCRIPTION} characters")
@@ -198,6 +217,10 @@ def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Do
     if new.on_behalf and not new.consent:
         raise RequestError("consent", "the resident's consent is required when staff report on their behalf")
     attributes = check_attributes(category, new.attributes or {})
+    if len(new.photos) > MAX_PHOTOS:
+        raise RequestError("photo", f"at most {MAX_PHOTOS} photos")
+    photos = {f"photo-{i}.{kind.split('/')[1]}": {"content_type": kind, "data": base64.b64encode(data).decode()}
+              for i, (data, kind) in enumerate(((p, check_photo(p)) for p in new.photos), start=1)}
     grid = couch.main.get(new.grid) if new.grid else locate(couch, new.street, new.location, new.address)
     # First contact (§5.2): staff who took it in own it; otherwise the grid's worker receives it.
     owner = reporter if reporter.startswith("user:") and new.source != "open311" and new.on_behalf else (
@@ -218,10 +241,12 @@ def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Do
                 "account_id": new.account_id, "media_url": new.media_url}
     doc.update({k: v for k, v in optional.items() if v})
     validate(doc)
+    if photos:  # in the same write as the request: a refused photo leaves nothing half-created
+        doc["_attachments"] = photos
     return couch.main.save(doc)
 
 
-def _may_act(p: Principal, doc: Doc) -> bool:
+def may_act(p: Principal, doc: Doc) -> bool:
     """Who may move a request on: its owner, the grid's worker, the community's secretary, the departments."""
     return (p.user_id == doc.get("owner") or p.has(Role.ADMIN)
             or (p.has(Role.SECRETARY) and doc["community"] in p.communities)
@@ -229,7 +254,7 @@ def _may_act(p: Principal, doc: Doc) -> bool:
             or (p.has(Role.DEPARTMENT_STAFF) and p.department in {doc.get("department"), *doc.get("departments", [])}))
 
 
-def _is_reporter(p: Principal, doc: Doc) -> bool:
+def is_reporter(p: Principal, doc: Doc) -> bool:
     return p.user_id == doc["created_by"] or (p.resident is not None and p.resident == doc.get("resident"))
 
 
@@ -237,8 +262,8 @@ def transition(couch: Couch, p: Principal, doc: Doc, to: str, note: str, now: dt
     """Move a request to another state, recording who and when."""
     if to not in TRANSITIONS.get(doc["status"], ()):
         raise RequestError("status", f"a {doc['status']} request cannot become {to}")
-    reporter_moves = to in ("closed", "reopened") and _is_reporter(p, doc)
-    if not (_may_act(p, doc) or reporter_moves):
+    reporter_moves = to in ("closed", "reopened") and is_reporter(p, doc)
+    if not (may_act(p, doc) or reporter_moves):
         raise RequestError("status", "you may not change this request", status=403)
     stamp = now.isoformat()
     doc["status"] = to
@@ -254,7 +279,7 @@ def transition(couch: Couch, p: Principal, doc: Doc, to: str, note: str, now: dt
 
 
 def comment(couch: Couch, p: Principal, doc: Doc, note: str, now: dt.datetime) -> Doc:
-    if not (_may_act(p, doc) or _is_reporter(p, doc)):
+    if not (may_act(p, doc) or is_reporter(p, doc)):
         raise RequestError("comment", "you may not comment on this request", status=403)
     if not note.strip():
         raise RequestError("comment", "is empty")
@@ -291,7 +316,7 @@ def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
 
 def rate(couch: Couch, p: Principal, doc: Doc, rating: int, satisfaction: str, note: str, now: dt.datetime) -> Doc:
     """The reporter rates a resolved request (1–5 and the satisfaction question); that closes it."""
-    if not _is_reporter(p, doc):
+    if not is_reporter(p, doc):
         raise RequestError("rating", "only the reporter rates a request", status=403)
     if doc["status"] not in ("resolved", "closed"):
         raise RequestError("rating", "a request is rated once it is resolved")

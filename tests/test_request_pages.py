@@ -1,0 +1,117 @@
+"""The service-request loop in the pages: report (with a photo, at the human window), whistle, arrive,
+resolve, rate; bad photos; the dashboard and its CSV; the secretary edits the catalogue."""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from server import accounts
+from server.app import create_app
+from server.config import Settings
+from server.couch import Couch
+from server.demo import STREET_ID
+
+from .street import csrf_of
+
+PASSWORD = "demo-password"
+
+
+def tiny_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
+    demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [accounts.Role.RESIDENT], STREET_ID,
+                                                 accounts.hash_password(PASSWORD),
+                                                 resident="resident:c1-g01-0002-1"))
+    with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
+        yield client
+
+
+def as_user(client: TestClient, username: str) -> None:
+    client.post("/logout", data={"csrf_token": csrf_of(client)})
+    response = client.post("/login", data={"username": username, "password": PASSWORD, "next": "/",
+                                           "csrf_token": csrf_of(client)})
+    assert response.status_code == 303, response.text
+
+
+def act(client: TestClient, path: str, **data: str | list[str]) -> object:
+    return client.post(f"{path}/act", data={**data, "csrf_token": csrf_of(client)})
+
+
+def test_the_whole_loop(web: TestClient, demo_loaded: Couch) -> None:
+    as_user(web, "jumin1")
+    form = web.get("/requests/new")
+    assert form.status_code == 200 and "路灯损坏" in form.text and 'name="on_behalf"' not in form.text
+    questions = web.get("/requests/questions", params={"category": "noise"}, headers={"HX-Request": "true"})
+    assert 'name="attribute.time_of_day"' in questions.text
+    created = web.post("/requests/new", data={"csrf_token": csrf_of(web), "category": "street_lamp",
+                                              "description": "楼下路灯不亮", "address": "幸福路3号"},
+                       files={"photo": ("lamp.png", tiny_png(), "image/png")})
+    assert created.status_code == 303, created.text
+    path = created.headers["location"]
+    page = web.get(path)
+    assert "楼下路灯不亮" in page.text and "已接收" in page.text and "/photos/photo-1.png" in page.text
+    photo = web.get(f"{path}/photos/photo-1.png")
+    assert photo.status_code == 200 and photo.content == tiny_png() and photo.headers["content-type"] == "image/png"
+
+    as_user(web, "wangge01")  # first contact: the grid worker owns it
+    assert path.split("/")[-1] in web.get("/requests").text
+    assert act(web, path, action="acknowledge", note="已联系城管").status_code == 303
+    as_user(web, "shuji1")
+    assert act(web, path, action="whistle", department=["department:urban_management"]).status_code == 303
+    as_user(web, "bumen_urban_management")
+    assert act(web, path, action="arrive").status_code == 303
+    assert act(web, path, action="resolve", note="已更换灯泡").status_code == 303
+    as_user(web, "zhiyuan01a")
+    assert web.get(path).status_code == 403  # a volunteer has no business here
+    as_user(web, "jumin1")
+    rated = act(web, path, action="rate", rating="5", satisfaction="very_satisfied")
+    assert rated.status_code == 303
+    final = web.get(path).text
+    assert "已办结" in final and "非常满意" in final
+    assert re.findall(r"<li><strong>([^<]+)</strong>", final) == ["提交", "受理", "吹哨", "部门到场", "解决", "评价"]
+
+    as_user(web, "shuji1")
+    board = web.get("/dashboard")
+    assert board.status_code == 200 and "服务统计" in board.text and "幸福社区" in board.text
+    csv = web.get("/dashboard.csv")
+    assert csv.headers["content-type"].startswith("text/csv")
+    street_row = next(line for line in csv.text.splitlines() if line.startswith("street,"))
+    assert street_row.split(",")[2:4] == ["1", "0"] and ",1.0," in street_row and ",5" in street_row
+
+
+def test_bad_photos_and_missing_consent_are_refused_and_nothing_is_stored(web: TestClient, demo_loaded: Couch) -> None:
+    as_user(web, "wangge01")
+    base = {"csrf_token": csrf_of(web), "category": "street_lamp", "description": "x", "address": "幸福路3号"}
+    not_image = web.post("/requests/new", data=base, files={"photo": ("x.png", b"%PDF-1.4 not a picture", "image/png")})
+    assert not_image.status_code == 400 and "JPEG, PNG or WebP" in not_image.text
+    huge = web.post("/requests/new", data=base,
+                    files={"photo": ("big.png", tiny_png() + b"\0" * (5 * 1024 * 1024 + 1), "image/png")})
+    assert huge.status_code in (400, 413)
+    no_consent = web.post("/requests/new", data={**base, "on_behalf": "on"})
+    assert no_consent.status_code == 400 and "consent" in no_consent.text
+    assert "service_request" not in str([r["id"] for r in demo_loaded.main.all(as_list=True, include_docs="false")])
+
+
+def test_secretary_edits_the_catalogue(web: TestClient, demo_loaded: Couch) -> None:
+    as_user(web, "wangge01")
+    assert web.get("/catalogue").status_code == 403
+    as_user(web, "shuji1")
+    edit = {"csrf_token": csrf_of(web), "code": "street_lamp", "name": "路灯报修", "department": "department:utilities",
+            "respond_days": "1", "close_days": "2", "active": "on"}
+    assert web.post("/catalogue", data=edit).status_code == 200
+    stored = demo_loaded.main.get("service_category:street_lamp")
+    assert (stored["name"], stored["department"], stored["close_days"]) == ("路灯报修", "department:utilities", 2)
+    bad = web.post("/catalogue", data={**edit, "csrf_token": csrf_of(web), "respond_days": "5", "close_days": "2"})
+    assert bad.status_code == 400 and demo_loaded.main.get("service_category:street_lamp")["respond_days"] == 1
