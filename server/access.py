@@ -119,9 +119,18 @@ def _gateway(p: Principal, doc: Doc) -> bool:
     return _staff_of_community(p, doc) or (p.gateway is not None and doc["_id"] == p.gateway)
 
 
+def _of_this_gateway(p: Principal, doc: Doc) -> bool:
+    """Documents naming the gateway account's own gateway: its devices' configuration and health."""
+    return p.gateway is not None and doc.get("gateway") == p.gateway
+
+
 def _device(p: Principal, doc: Doc) -> bool:
     # A gateway gets the configuration of the devices it reads, and nothing else about anyone.
-    return _personal(p, doc) or (p.gateway is not None and doc.get("gateway") == p.gateway)
+    return _personal(p, doc) or _of_this_gateway(p, doc)
+
+
+def _gateway_health(p: Principal, doc: Doc) -> bool:
+    return _staff_of_community(p, doc) or _of_this_gateway(p, doc)
 
 
 RULES: dict[str, Callable[[Principal, Doc], bool]] = {
@@ -138,7 +147,11 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "service_request": _service_request,
     "alert": _alert,
     "device": _device,
+    "safety_rules": _device,
+    "device_health": _device,
     "gateway": _gateway,
+    "gateway_health": _gateway_health,
+    "notification": _secretary_only,
     "reading": _personal,
     "audit_entry": _audit,
     "audit_checkpoint": _secretary_only,
@@ -195,6 +208,9 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "device": _grid_staff,
     "alert": lambda p, doc: _grid_staff(p, doc) or _reported_by_gateway(p, doc),
     "reading": lambda p, doc: _grid_staff(p, doc) or _reported_by_gateway(p, doc),
+    "safety_rules": _grid_staff,
+    "device_health": lambda p, doc: _reported_by_gateway(p, doc) and _of_this_gateway(p, doc),
+    "gateway_health": lambda p, doc: p.has(Role.GATEWAY) and _of_this_gateway(p, doc),
 }
 
 OUTSIDE_SCOPE = "this document is outside what you may see"

@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from crypto.envelope import EnvelopeError
 
-from . import accounts, open311, queries, request_pages, service_requests
+from . import accounts, alerts, open311, queries, request_pages, service_requests
 from .access import Principal, may_see
 from .config import PROJECT_ROOT, Settings
 from .couch import Couch, get_or_none
@@ -373,4 +373,8 @@ async def _sla_clock(couch: Couch) -> None:
                 await run_in_threadpool(service_requests.sweep, couch, street, _now())
         except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
             logger.exception("service-request sweep failed")
+        try:  # BLE alerts: family notifications and escalation to the secretary (server/alerts.py)
+            await run_in_threadpool(alerts.sweep, couch, _now())
+        except Exception:  # noqa: BLE001 - as above
+            logger.exception("alert sweep failed")
         await asyncio.sleep(SWEEP_EVERY)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from crypto import filing_log
 
-from . import accounts, admin, demo, filing
+from . import accounts, admin, demo, device_admin, filing
 from .config import Settings, load_settings, write_private
 from .couch import Couch, build_views, connect, get_or_none
 from .domain import Role, ValidationError, export_json, validate
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_audit_verify)
     admin.add_audit_report_parser(audit_sub, open_couch)
     admin.add_parsers(sub, open_couch)
+    device_admin.add_parsers(sub, open_couch)
 
     token = sub.add_parser("device-token", help="sync tokens for BLE gateways and scripts (stored as hashes)")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

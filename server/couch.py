@@ -49,6 +49,11 @@ MAIN_VIEWS = {
                " doc.status, doc.created_at, doc.acknowledged_at || null, doc.resolved_at || null, doc.due_close,"
                " doc.rating || null]); } }",
     },
+    # Alerts nobody has acknowledged yet, for the escalation sweep (server/alerts.py).
+    "open_alerts": {
+        "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
+               " emit([doc.community, doc.raised_at], null); } }",
+    },
     # A household's residents, visits, devices, alerts.
     "by_household": {
         "map": "function (doc) { if (doc.type && doc.household) { emit([doc.household, doc.type], null); } }",

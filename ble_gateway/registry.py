@@ -1,0 +1,137 @@
+"""The devices this gateway reads, from their `device` documents (pulled through the sync gateway).
+
+A device is known by its MAC address. Each document is checked against the declaration and against
+what the gateway itself needs (a write key to seal with; a bind key if it must encrypt); a document
+that fails is left out with a clear reason rather than half-used. Advertisements from MAC addresses
+that are not registered to this gateway are ignored, counted, and reported in the gateway's health
+document (`unknown_macs`, the most recent few).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from crypto.envelope import unb64url
+from server.domain import PRIVACY_CHOICES, ValidationError, validate
+
+log = logging.getLogger(__name__)
+
+REPORTED_UNKNOWN = 20  # how many unknown MAC addresses the health document names
+
+
+class DeviceConfigError(ValueError):
+    """A device document the gateway cannot use; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class RegisteredDevice:
+    doc_id: str
+    mac: str
+    kind: str
+    resident: str
+    household: str
+    street: str
+    community: str
+    grid: str
+    registered_at: str
+    write_public: bytes
+    write_key_version: int
+    utility_alerts: str
+    bind_key: bytes | None  # present exactly when the device must encrypt
+
+    def __repr__(self) -> str:
+        return f"RegisteredDevice({self.doc_id}, {self.mac}, {self.kind})"  # never the keys
+
+    @property
+    def key(self) -> str:
+        return self.doc_id.split(":", 1)[1]
+
+    @property
+    def routing(self) -> dict[str, str]:
+        """The fields every document about this device's resident carries (routing needs no lookup)."""
+        return {"street": self.street, "community": self.community, "grid": self.grid,
+                "household": self.household, "resident": self.resident}
+
+
+def device_from_doc(doc: dict[str, Any], gateway: str, bind_keys: dict[str, bytes]) -> RegisteredDevice:
+    try:
+        validate(doc)
+    except ValidationError as error:
+        raise DeviceConfigError(str(error)) from None
+    doc_id = doc["_id"]
+    if doc.get("gateway") != gateway:
+        raise DeviceConfigError(f"{doc_id}: registered to {doc.get('gateway')}, not to {gateway}")
+    missing = [name for name in ("resident", "household", "write_public", "write_key_version") if not doc.get(name)]
+    if missing:
+        raise DeviceConfigError(f"{doc_id}: missing {', '.join(missing)} (register it with linli device register)")
+    try:
+        write_public = unb64url(doc["write_public"])
+    except ValueError:
+        raise DeviceConfigError(f"{doc_id}: write_public is not base64url") from None
+    bind_key = bind_keys.get(doc["mac"]) if doc.get("encrypted") else None
+    if doc.get("encrypted") and bind_key is None:
+        raise DeviceConfigError(f"{doc_id}: registered as encrypted, but no bind key for {doc['mac']} is configured "
+                                "(LINLI_GATEWAY_BIND_KEYS_FILE)")
+    return RegisteredDevice(doc_id, doc["mac"], doc["kind"], doc["resident"], doc["household"], doc["street"],
+                            doc["community"], doc["grid"], doc.get("registered_at") or "", write_public,
+                            doc["write_key_version"], doc.get("utility_alerts") or PRIVACY_CHOICES["utility_alerts"][0],
+                            bind_key)
+
+
+class Registry:
+    """Registered devices by MAC address, and a tally of the unknown ones heard."""
+
+    def __init__(self, gateway: str, bind_keys: dict[str, bytes]) -> None:
+        self.gateway = gateway
+        self._bind_keys = bind_keys
+        self._by_mac: dict[str, RegisteredDevice] = {}
+        self._by_id: dict[str, RegisteredDevice] = {}
+        self.unknown_count = 0
+        self._unknown_recent: OrderedDict[str, dt.datetime] = OrderedDict()
+        self.problems: dict[str, str] = {}  # device id → why its document is not used
+
+    def __len__(self) -> int:
+        return len(self._by_mac)
+
+    def devices(self) -> list[RegisteredDevice]:
+        return list(self._by_mac.values())
+
+    def get(self, doc_id: str) -> RegisteredDevice | None:
+        return self._by_id.get(doc_id)
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        """Take in one device document (new, changed or deleted)."""
+        doc_id = doc["_id"]
+        old = self._by_id.pop(doc_id, None)
+        if old is not None:
+            self._by_mac.pop(old.mac, None)
+        self.problems.pop(doc_id, None)
+        if doc.get("_deleted") or doc.get("gateway") != self.gateway:
+            return
+        try:
+            device = device_from_doc(doc, self.gateway, self._bind_keys)
+        except DeviceConfigError as error:
+            self.problems[doc_id] = str(error)
+            log.error("device document not used: %s", error)
+            return
+        self._by_id[doc_id] = device
+        self._by_mac[device.mac] = device
+
+    def lookup(self, mac: str, heard_at: dt.datetime) -> RegisteredDevice | None:
+        device = self._by_mac.get(mac)
+        if device is None:
+            self.unknown_count += 1
+            self._unknown_recent.pop(mac, None)
+            self._unknown_recent[mac] = heard_at
+            if len(self._unknown_recent) > REPORTED_UNKNOWN:
+                self._unknown_recent.popitem(last=False)
+        return device
+
+    @property
+    def unknown_macs(self) -> list[str]:
+        """The most recently heard unknown MAC addresses, newest last."""
+        return list(self._unknown_recent)
