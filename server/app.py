@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +42,7 @@ from .keystore import ShreddedError
 from .security import CSRFMiddleware, csrf_token, session_user_matches, start_session
 
 HERE = Path(__file__).resolve().parent
+LOCAL_TZ = ZoneInfo(os.environ.get("LINLI_TIMEZONE", "Asia/Shanghai"))
 logger = logging.getLogger("linli")
 VENDOR_DIR = PROJECT_ROOT / "pwa" / "vendor"
 SIGNED_IN_COOKIE = "signed_in"
@@ -73,8 +76,14 @@ def _finalize_none(value: Any) -> Any:
     return "" if value is None else value
 
 
+def _local_time(iso: str) -> str:
+    """An ISO timestamp as people read it: local date and time, to the minute (LINLI_TIMEZONE)."""
+    return dt.datetime.fromisoformat(iso).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M") if iso else ""
+
+
 templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_template_context])
 templates.env.finalize = _finalize_none
+templates.env.filters["localtime"] = _local_time
 
 
 class LoginRequired(Exception):

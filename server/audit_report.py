@@ -102,10 +102,12 @@ def for_community(couch: Couch, community: str, start: dt.date, end: dt.date, tz
 
 
 def render_text(report: Report) -> str:
+    people = len(report.actors)
     lines = [f"Audit report {report.community}, {report.start} to {report.end}: {report.entries} openings "
-             f"by {len(report.actors)} people"]
+             f"by {people} {'person' if people == 1 else 'people'}"]
     for actor, s in sorted(report.actors.items(), key=lambda kv: -kv[1].opens):
         purposes = ", ".join(f"{p or '-'} ×{n}" for p, n in s.purposes.most_common(3))
+        purposes += ", …" if len(s.purposes) > 3 else ""
         lines.append(f"  {actor:<24} {s.opens:>5} openings, {len(s.residents):>4} residents; purposes: {purposes}")
     lines.append(f"Findings: {len(report.findings)}" if report.findings else "Findings: none")
     for f in report.findings:

@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from crypto import filing_log
 
 from . import accounts, admin, demo, device_admin, filing
 from .config import Settings, load_settings, write_private
-from .couch import Couch, build_views, connect, get_or_none
+from .couch import FIRST_VIEWS, Couch, build_views, connect, get_or_none
 from .domain import Role, ValidationError, export_json, validate
 from .embedded_couch import EmbeddedCouch, free_port
 from .firewall import Firewall
@@ -92,7 +93,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not args.no_demo and (args.demo or not settings.couchdb_url):
             logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
         print("Building the database indexes …", flush=True)
-        build_views(couch)
+        build_views(couch, FIRST_VIEWS)
+        # The other indexes (search by number, dashboard, Open311 listing) are built while people log in.
+        threading.Thread(target=build_views, args=(couch,), kwargs={"exclude": FIRST_VIEWS}, daemon=True,
+                         name="build-views").start()
         url = f"http://{settings.host}:{port}/"
         print("\n" + "=" * 60)
         print(f"Linli is running: open {url}")
@@ -208,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linli", description="Linli (邻里): offline-first community governance. "
         "Configuration comes from the environment: COUCHDB_URL, COUCHDB_USER, COUCHDB_PASSWORD(_FILE), "
-        "LINLI_DATA_DIR, LINLI_SECRET_KEY(_FILE), LINLI_HOST, LINLI_PORT (see README.md).")
+        "LINLI_DATA_DIR, LINLI_SECRET_KEY(_FILE), LINLI_MASTER_KEY(_FILE), LINLI_HOST, LINLI_PORT (see README.md).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the web server; without COUCHDB_URL also the embedded CouchDB "

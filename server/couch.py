@@ -49,6 +49,11 @@ MAIN_VIEWS = {
                " doc.status, doc.created_at, doc.acknowledged_at || null, doc.resolved_at || null, doc.due_close,"
                " doc.rating || null]); } }",
     },
+    # Requests about public places (no resident or household) by street and time: the Open311 listing.
+    "public_requests": {
+        "map": "function (doc) { if (doc.type === 'service_request' && !doc.resident && !doc.household) {"
+               " emit([doc.street, doc.created_at], null); } }",
+    },
     # Alerts nobody has acknowledged yet, for the escalation sweep (server/alerts.py).
     "open_alerts": {
         "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
@@ -96,7 +101,7 @@ class Couch:
 
 def connect(settings: Settings, embedded_url: str | None = None) -> Couch:
     """Open (creating if needed) Linli's databases and their design documents."""
-    server = pycouchdb.Server(server_url(settings, embedded_url), timeout=60)
+    server = pycouchdb.Server(server_url(settings, embedded_url), timeout=600)
     dbs = {}
     for logical, views in ((MAIN_DB, MAIN_VIEWS), (ACCOUNTS_DB, ACCOUNT_VIEWS)):
         name = settings.db_name(logical)
@@ -106,11 +111,20 @@ def connect(settings: Settings, embedded_url: str | None = None) -> Couch:
     return Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB])
 
 
-def build_views(couch: Couch) -> None:
-    """Build every view index now (one query each), so that no first page view waits for indexing."""
+# The views a first page needs; `linli serve` builds these before it prints the URL, the rest just after.
+FIRST_VIEWS = ("by_grid", "by_household", "by_community", "users_by_grid")
+
+
+def build_views(couch: Couch, names: tuple[str, ...] | None = None, *, exclude: tuple[str, ...] = ()) -> None:
+    """Build view indexes now (one query each), so that no page view waits for indexing.
+
+    pouchdb-server indexes each view in its own pass over the database (CouchDB does a design document's
+    views together), so on the embedded server this costs seconds per view on first start.
+    """
     for db, views in ((couch.main, MAIN_VIEWS), (couch.accounts, ACCOUNT_VIEWS)):
         for name, view in views.items():
-            db.query(f"linli/{name}", limit=0, **({"reduce": "false"} if "reduce" in view else {}))
+            if (names is None or name in names) and name not in exclude:
+                db.query(f"linli/{name}", limit=0, as_list=True, **({"reduce": "false"} if "reduce" in view else {}))
 
 
 def _ensure_design(db: pycouchdb.client.Database, views: dict[str, Any]) -> None:

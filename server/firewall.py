@@ -319,8 +319,9 @@ class Firewall:
     # ------------------------------------------------------------ privacy mode
 
     def set_privacy(self, p: Principal, resident: Doc, choices: dict[str, str], now: dt.datetime) -> Doc:
-        """The resident (or staff on their behalf at the human window) records their choices."""
-        if not (p.resident == resident["_id"] or (p.has(Role.GRID_WORKER) and resident["grid"] in p.grids)):
+        """The resident records their choices, or the community's secretary on their behalf (a resident
+        without a smartphone, at the human window). Not the grid worker: the choices limit what they see."""
+        if not (p.resident == resident["_id"] or (p.has(Role.SECRETARY) and resident["community"] in p.communities)):
             raise AccessDenied("fw_no_role")
         for category, value in choices.items():
             if category not in PRIVACY_CHOICES or value not in PRIVACY_CHOICES[category]:

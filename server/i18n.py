@@ -275,7 +275,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "my_grid": "My grid",
         "households": "Households",
         "residents": "Residents",
-        "search_households": "Search address or head of household",
+        "search_households": "Address or head's name",
         "search": "Search",
         "no_households": "No households found.",
         "members": "Members",

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import service_requests as sr
-from .couch import Couch, get_or_none, iter_view_docs
+from .couch import Couch, get_many, get_or_none
 from .domain import validate
 
 Doc = dict[str, Any]
@@ -219,21 +219,24 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
 
     async def list_requests(request: Request, fmt: str) -> Response:
         q = request.query_params
-        docs = await run_in_threadpool(_public_requests, couch, street)
         ids = _csv(q.get("service_request_id"))
         if ids:  # "overrides all other parameters"
-            docs = [d for d in docs if d["_id"].split(":", 1)[1] in ids]
+            found = await run_in_threadpool(get_many, couch.main, ["service_request:" + i for i in ids])
+            docs = sorted((d for d in found.values() if d.get("type") == "service_request" and is_public(d)),
+                          key=lambda d: d["created_at"], reverse=True)
         else:
             end = _date(q, "end_date") or now()
             start = _date(q, "start_date") or end - dt.timedelta(days=DEFAULT_DAYS)
             codes, statuses = _csv(q.get("service_code")), _csv(q.get("status"))
             if statuses - {"open", "closed"}:
                 raise Open311Error(400, "status must be open and/or closed")
-            docs = [d for d in docs if start <= dt.datetime.fromisoformat(d["created_at"]) <= end
-                    and (not codes or d["category"] in codes)
-                    and (not statuses or ("open" if d["status"] in sr.OPEN_STATES else "closed") in statuses)]
-        docs.sort(key=lambda d: d["created_at"], reverse=True)
-        return render(fmt, "service_requests", "request", await _as_json(docs[:MAX_RESULTS]))
+
+            def wanted(d: Doc) -> bool:
+                return (d["street"] == street and (not codes or d["category"] in codes) and (
+                    not statuses or ("open" if d["status"] in sr.OPEN_STATES else "closed") in statuses))
+
+            docs = await run_in_threadpool(_newest_public, couch, street, start, end, wanted)
+        return render(fmt, "service_requests", "request", await _as_json(docs))
 
     async def get_request(request: Request, fmt: str) -> Response:
         doc = await run_in_threadpool(get_or_none, couch.main, "service_request:" + request.path_params["id"])
@@ -311,11 +314,18 @@ def _media_url(fields: dict[str, str]) -> str:
     return url[:500]
 
 
-def _public_requests(couch: Couch, street: str) -> list[Doc]:
-    communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
-                                                   include_docs="false", as_list=True)]
-    return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_community", [c, "service_request"])
-            if d["street"] == street and is_public(d)]
+def _newest_public(couch: Couch, street: str, start: dt.datetime, end: dt.datetime,
+                   wanted: Callable[[Doc], bool], page: int = 1000) -> list[Doc]:
+    """Up to MAX_RESULTS public requests made in [start, end], newest first, that `wanted` keeps."""
+    found: list[Doc] = []
+    for skip in range(0, 50 * page, page):  # at most 50 pages scanned for one answer
+        rows = couch.main.query("linli/public_requests", descending="true", include_docs="true", limit=page,
+                                skip=skip, startkey=[street, end.astimezone(dt.UTC).isoformat()],
+                                endkey=[street, start.astimezone(dt.UTC).isoformat()], as_list=True)
+        found += [r["doc"] for r in rows if wanted(r["doc"])]
+        if len(found) >= MAX_RESULTS or len(rows) < page:
+            break
+    return found[:MAX_RESULTS]
 
 
 def _department_names(couch: Couch) -> dict[str, str]:

@@ -226,8 +226,7 @@ def _dashboard(couch: Couch, p: Principal) -> dict[str, dict[str, dashboard.Stat
         communities = sorted(p.communities)
     else:
         raise HTTPException(403)
-    rows = list(dashboard.rows(couch, communities))
-    return {level: dashboard.compute(rows, level) for level in dashboard.LEVELS}
+    return dashboard.compute(dashboard.rows(couch, communities))
 
 
 def _save_category(couch: Couch, p: Principal, form: dict[str, str], now: dt.datetime) -> None:

@@ -123,8 +123,11 @@ def test_privacy_choice_is_enforced(demo_loaded: Couch, firewall: Firewall) -> N
     assert firewall.reveal(owner, resident, "health", purpose="查看本人信息", device="d", now=NOW) is not None
     with pytest.raises(RequestError, match="not a privacy choice"):
         firewall.set_privacy(owner, resident, {"contact": "everyone"}, NOW)
-    with pytest.raises(AccessDenied):
-        firewall.set_privacy(OTHER_WORKER, resident, {"contact": "grid_staff"}, NOW)
+    for not_theirs in (OTHER_WORKER, WORKER):  # not even their own grid worker, whom the choice limits
+        with pytest.raises(AccessDenied):
+            firewall.set_privacy(not_theirs, resident, {"contact": "grid_staff"}, NOW)
+    firewall.set_privacy(SECRETARY, resident, {"contact": "grid_staff"}, NOW)  # at the human window
+    assert firewall.reveal(WORKER, resident, "contact", purpose="x", device="d", now=NOW)["phone"]
 
 
 def test_ciphertext_moved_between_fields_or_residents_does_not_open(demo_loaded: Couch, firewall: Firewall) -> None:

@@ -39,7 +39,7 @@ def test_audit_report_names_people_and_night_openings(demo_loaded: Couch, firewa
     report = run(settings, couch_server.url, "audit", "report", "--from", "2026-11-01", "--to", "2026-11-30",
                  "--community", "community:c1", "--fail-on-findings")
     assert report.returncode == 1, report.stderr
-    assert "2 openings by 1 people" in report.stdout and "user:wangge01" in report.stdout
+    assert "2 openings by 1 person" in report.stdout and "user:wangge01" in report.stdout
     assert "[night] user:wangge01: 1 openings" in report.stdout
     assert "outside_assignment" not in report.stdout
     empty = run(settings, couch_server.url, "audit", "report", "--from", "2026-10-01", "--to", "2026-10-31",

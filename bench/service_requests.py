@@ -1,0 +1,173 @@
+"""A street's year of service requests: load N requests, compute the dashboard, query Open311.
+
+    .venv/bin/python bench/service_requests.py [--requests 1000000] [--queries 200]
+
+Starts its own pouchdb-server in a temporary folder, loads the demo street (pilot size), then N
+synthetic service requests spread over a year across its 20 grids and 10 categories (states, response
+and close times, ratings drawn like a busy real desk: the plan's Shanghai platform closed 97.3%), written
+through `_bulk_docs` in batches after `domain.validate`. Prints one JSON line:
+- the dashboard over all N (street, 4 communities, 20 grids): seconds and peak Python memory
+  (tracemalloc), against the reference of merely streaming the same view rows in the same run;
+- Open311 `GET /requests.json` (last 90 days, a status and a service_code filter) per second, through
+  the ASGI app, against `GET /services.json` (no request data) in the same run;
+- the rate of creating requests through the full `service_requests.create` path (validation,
+  dispatch by map position, SLA deadlines), on a sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crypto.keys import new_key  # noqa: E402
+from server import dashboard, demo  # noqa: E402
+from server import service_requests as sr  # noqa: E402
+from server.config import Settings  # noqa: E402
+from server.couch import bulk_save, connect  # noqa: E402
+from server.domain import validate  # noqa: E402
+from server.embedded_couch import EmbeddedCouch  # noqa: E402
+from server.firewall import Firewall  # noqa: E402
+
+BATCH = 2000
+NOW = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC)
+
+
+def synthetic(grids: list[dict[str, Any]], categories: list[dict[str, Any]], rng: random.Random) -> dict[str, Any]:
+    grid, category = rng.choice(grids), rng.choice(categories)
+    created = NOW - dt.timedelta(seconds=rng.randrange(365 * 86400))
+    age_h = (NOW - created).total_seconds() / 3600
+    respond_h = rng.lognormvariate(1.5, 1.0)
+    close_h = respond_h + rng.lognormvariate(3.2, 0.8)
+    doc: dict[str, Any] = {
+        "_id": f"service_request:{uuid.UUID(int=rng.getrandbits(128)).hex}", "type": "service_request",
+        "street": grid["street"], "community": grid["community"], "grid": grid["_id"], "category": category["code"],
+        "description": "synthetic", "status": "received", "department": category["department"],
+        "owner": "user:wangge01", "source": "web",
+        "due_respond": (created + dt.timedelta(days=1)).isoformat(),
+        "due_close": (created + dt.timedelta(days=3)).isoformat(),
+        "history": [{"at": created.isoformat(), "by": "user:x", "action": "created", "status": "received"}],
+        "created_by": "user:x", "created_at": created.isoformat(), "location": grid["location"],
+    }
+    if respond_h < age_h:
+        doc.update(status="acknowledged", acknowledged_at=(created + dt.timedelta(hours=respond_h)).isoformat())
+    if close_h < age_h and rng.random() < 0.973:
+        doc.update(status="closed", resolved_at=(created + dt.timedelta(hours=close_h)).isoformat(),
+                   closed_at=(created + dt.timedelta(hours=close_h + 2)).isoformat())
+        if rng.random() < 0.6:
+            doc["rating"] = rng.choices((1, 2, 3, 4, 5), (2, 3, 10, 35, 50))[0]
+    return doc
+
+
+def load(couch: Any, n: int, progress: bool) -> float:
+    grids = [r["doc"] for r in couch.main.all(startkey="grid:", endkey="grid:\ufff0", as_list=True)]
+    categories = list(sr.catalogue(couch, demo.STREET_ID).values())
+    rng = random.Random(2025)
+    started = time.perf_counter()
+    with tqdm(total=n, unit="request", disable=not progress, desc="requests") as bar:
+        for start in range(0, n, BATCH):
+            batch = [synthetic(grids, categories, rng) for _ in range(min(BATCH, n - start))]
+            for doc in batch:
+                validate(doc)
+            failed = [r for r in bulk_save(couch.main, batch) if r.error]
+            if failed:
+                raise RuntimeError(f"{failed[0].id}: {failed[0].error}")
+            bar.update(len(batch))
+    return time.perf_counter() - started
+
+
+def timed_dashboard(couch: Any, communities: list[str]) -> tuple[float, float, dict[str, Any]]:
+    tracemalloc.start()
+    started = time.perf_counter()
+    tables = dashboard.compute(dashboard.rows(couch, communities))
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return seconds, peak / 2**20, tables["street"][demo.STREET_ID].summary()
+
+
+def stream_only(couch: Any, communities: list[str]) -> float:
+    started = time.perf_counter()
+    for _ in dashboard.rows(couch, communities):
+        pass
+    return time.perf_counter() - started
+
+
+def queries_per_second(client: Any, path: str, params: dict[str, str], n: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        response = client.get(path, params=params)
+        response.raise_for_status()
+    return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--creates", type=int, default=300)
+    args = parser.parse_args()
+    progress = sys.stderr.isatty()
+    from starlette.testclient import TestClient
+
+    from server.app import create_app
+
+    with tempfile.TemporaryDirectory(prefix="linli-bench-") as tmp:
+        server = EmbeddedCouch(Path(tmp) / "couch").start()
+        try:
+            settings = Settings(data_dir=Path(tmp), couchdb_url=None, couchdb_user=None, couchdb_password=None,
+                                db_prefix="bench_", secret_key="bench-only", host="127.0.0.1", port=0,
+                                session_max_age=60, cookie_secure=False, master_keys=(new_key(),))
+            couch = connect(settings, server.url)
+            demo.load(couch, Firewall.open(settings, couch).seal_for_storage, password="bench-password")
+            load_seconds = load(couch, args.requests, progress)
+            communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
+                                                           include_docs="false", as_list=True)]
+            started = time.perf_counter()
+            couch.main.query("linli/request_stats", limit=1, reduce="false")
+            couch.main.query("linli/public_requests", limit=1)
+            index_seconds = time.perf_counter() - started
+            dash_seconds, dash_mib, street = timed_dashboard(couch, communities)
+            stream_seconds = stream_only(couch, communities)
+            with TestClient(create_app(settings, couch)) as client:
+                lists = queries_per_second(client, "/open311/v2/requests.json",
+                                           {"status": "open", "service_code": "street_lamp"}, args.queries)
+                services = queries_per_second(client, "/open311/v2/services.json", {}, args.queries)
+            started = time.perf_counter()
+            rng = random.Random(7)
+            for _ in range(args.creates):
+                sr.create(couch, "user:bench", sr.NewRequest(
+                    street=demo.STREET_ID, category="street_lamp", description="bench",
+                    location={"lat": 30.51 + rng.random() * 0.03, "lon": 114.344 + rng.random() * 0.016}), NOW)
+            creates = args.creates / (time.perf_counter() - started)
+        finally:
+            server.stop()
+    print(json.dumps({
+        "bench": "service_requests", "requests": args.requests, "load_seconds": round(load_seconds, 1),
+        "load_requests_per_second": round(args.requests / load_seconds),
+        "view_index_seconds": round(index_seconds, 1),
+        "dashboard_seconds": round(dash_seconds, 2), "dashboard_peak_mib": round(dash_mib, 1),
+        "reference": "streaming the same view rows without computing", "reference_seconds": round(stream_seconds, 2),
+        "dashboard_ratio": round(dash_seconds / stream_seconds, 2),
+        "street_summary": {k: street[k] for k in ("requests", "open", "response_median_h", "close_p90_h",
+                                                   "closed_on_time_share", "satisfaction")},
+        "open311_list_queries_per_second": round(lists, 1),
+        "open311_reference": "GET /services.json on the same app", "open311_services_per_second": round(services, 1),
+        "create_path_requests_per_second": round(creates, 1),
+    }, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
