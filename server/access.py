@@ -156,6 +156,7 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "audit_entry": _audit,
     "audit_checkpoint": _secretary_only,
     "access_request": _access_request,
+    "survey_response": lambda p, doc: _staff_of_community(p, doc) or doc.get("created_by") == p.user_id,
     "privacy": _personal,
     # Wrapped under the community's tier keys, which never leave the server: useless without a grant.
     "data_key": _grid_staff,

@@ -10,16 +10,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import os
 import sys
 from collections.abc import Callable, Iterator
-from zoneinfo import ZoneInfo
 
 from crypto import filing_log
 from crypto.keyring import PROTECTED_TIERS
 
 from . import audit_report, filing, open311, service_requests
-from .config import load_settings
+from .config import LOCAL_TZ, load_settings
 from .couch import Couch
 from .firewall import Firewall
 
@@ -108,7 +106,7 @@ def cmd_requests_sweep(args: argparse.Namespace, open_couch: OpenCouch) -> int:
 
 
 def cmd_audit_report(args: argparse.Namespace, open_couch: OpenCouch) -> int:
-    tz = ZoneInfo(os.environ.get("LINLI_TIMEZONE", "Asia/Shanghai"))
+    tz = LOCAL_TZ
     end = args.end or dt.datetime.now(tz).date()
     start = args.start or end - dt.timedelta(days=30)
     if start > end:

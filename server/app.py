@@ -11,12 +11,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -33,7 +31,7 @@ from crypto.envelope import EnvelopeError
 
 from . import accounts, alerts, open311, queries, request_pages, service_requests
 from .access import Principal, may_see
-from .config import PROJECT_ROOT, Settings
+from .config import LOCAL_TZ, PROJECT_ROOT, Settings
 from .couch import Couch, get_or_none
 from .domain import CORE_CATEGORIES, PRIVACY_CHOICES, Role, export_json
 from .firewall import CATEGORY_FIELDS, AccessDenied, Firewall, RequestError, device_label, number_field
@@ -42,7 +40,6 @@ from .keystore import ShreddedError
 from .security import CSRFMiddleware, csrf_token, session_user_matches, start_session
 
 HERE = Path(__file__).resolve().parent
-LOCAL_TZ = ZoneInfo(os.environ.get("LINLI_TIMEZONE", "Asia/Shanghai"))
 logger = logging.getLogger("linli")
 VENDOR_DIR = PROJECT_ROOT / "pwa" / "vendor"
 SIGNED_IN_COOKIE = "signed_in"

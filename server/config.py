@@ -13,10 +13,13 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from crypto import keys
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Local time for people: pages, the survey month, the audit report's night hours.
+LOCAL_TZ = ZoneInfo(os.environ.get("LINLI_TIMEZONE", "Asia/Shanghai"))
 
 
 def read_secret(name: str) -> str | None:

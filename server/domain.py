@@ -337,6 +337,13 @@ DOC_TYPES: dict[str, DocType] = {
             "satisfaction": _enum(SATISFACTION),
             **_WHO_WHEN,
         }, label_zh="服务请求", label_en="Service request"),
+        DocType("survey_response", Scope.COMMUNITY, {
+            # The monthly satisfaction survey (§4.5): one answer per resident per month; only totals are published.
+            "month": _text(required=True, max_length=7),
+            "overall": Field("int", required=True),
+            "comment": _text(Category.SOCIAL, max_length=500),
+            **_WHO_WHEN,
+        }, label_zh="满意度调查", label_en="Satisfaction survey answer"),
         DocType("alert", Scope.GRID, {
             **_PERSONAL_LINKS,
             "kind": _enum(ALERT_KINDS, required=True),

@@ -17,9 +17,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from . import dashboard, queries
+from . import dashboard, queries, survey
 from . import service_requests as sr
 from .access import Principal, may_see
+from .config import LOCAL_TZ
 from .couch import Couch, get_or_none, iter_view_docs
 from .domain import SATISFACTION, Role, validate
 
@@ -174,7 +175,33 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         return render(request, "catalogue.html", 400 if error else 200, categories=categories, saved=saved,
                       error=error, departments=await run_in_threadpool(_departments, couch))
 
+    async def survey_page(request: Request) -> Response:
+        p = await principal_of(request)
+        resident = await run_in_threadpool(get_or_none, couch.main, p.resident) if p.resident else None
+        if resident is None:
+            raise HTTPException(403)
+        error = done = None
+        if request.method == "POST":
+            form = await request.form()
+            overall = str(form.get("overall", ""))
+            try:
+                await run_in_threadpool(survey.answer, couch, p, resident, int(overall) if overall.isdigit() else 0,
+                                        str(form.get("comment", "")), now(), LOCAL_TZ)
+                done = True
+            except survey.SurveyError as bad:
+                error = str(bad)
+        return render(request, "survey.html", 400 if error else 200, error=error, done=done,
+                      month=survey.month_of(now(), LOCAL_TZ))
+
+    async def survey_results(request: Request) -> Response:
+        # Published (§4.5): open to everyone, signed in or not; totals only.
+        results = await run_in_threadpool(survey.results, couch)
+        return render(request, "survey_results.html", results=results,
+                      names=await run_in_threadpool(_place_names, couch))
+
     return [
+        Route("/survey", survey_page, methods=["GET", "POST"]),
+        Route("/survey/results", survey_results),
         Route("/requests", list_page),
         Route("/requests/new", new_page, methods=["GET", "POST"]),
         Route("/requests/questions", questions),

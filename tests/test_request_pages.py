@@ -115,3 +115,20 @@ def test_secretary_edits_the_catalogue(web: TestClient, demo_loaded: Couch) -> N
     assert (stored["name"], stored["department"], stored["close_days"]) == ("路灯报修", "department:utilities", 2)
     bad = web.post("/catalogue", data={**edit, "csrf_token": csrf_of(web), "respond_days": "5", "close_days": "2"})
     assert bad.status_code == 400 and demo_loaded.main.get("service_category:street_lamp")["respond_days"] == 1
+
+
+def test_monthly_survey_publishes_totals_only(web: TestClient, demo_loaded: Couch) -> None:
+    as_user(web, "wangge01")
+    assert web.get("/survey").status_code == 403  # residents answer, for themselves
+    as_user(web, "jumin1")
+    assert "月度满意度调查" in web.get("/survey").text
+    bad = web.post("/survey", data={"csrf_token": csrf_of(web), "overall": "9"})
+    assert bad.status_code == 400
+    done = web.post("/survey", data={"csrf_token": csrf_of(web), "overall": "4", "comment": "很好"})
+    assert done.status_code == 200 and "感谢" in done.text
+    again = web.post("/survey", data={"csrf_token": csrf_of(web), "overall": "1"})
+    assert again.status_code == 400 and "already answered" in again.text
+    web.post("/logout", data={"csrf_token": csrf_of(web)})
+    published = web.get("/survey/results")  # public, no login
+    assert published.status_code == 200 and "幸福社区" in published.text and "100.0%" in published.text
+    assert "很好" not in published.text and "jumin1" not in published.text
