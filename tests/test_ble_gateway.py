@@ -1,0 +1,308 @@
+"""The BLE gateway on virtual devices (bumble's in-process link behind bleak's backend hook), offline:
+decoding, replay and forgery, rules with a simulated clock, the outbox across restarts, adapter loss,
+heart rate over GATT. The sync side is in test_ble_sync.py."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bumble.profiles.heart_rate_service import HeartRateService
+
+from ble_gateway.clock import ManualClock
+from ble_gateway.credentials import SecretError, bind_keys
+from ble_gateway.gateway import Gateway, GatewayConfig
+from ble_gateway.heart_rate import HeartRateError, parse_measurement
+from ble_gateway.outbox import Outbox
+from crypto.envelope import FieldContext, WriteKey
+from server.domain import validate
+
+from .ble_virtual import VirtualDevice, VirtualRadio, device_doc, settle
+
+METER, BAND, DOOR = "A4:C1:38:00:00:01", "A4:C1:38:00:00:02", "A4:C1:38:00:00:03"
+BIND_KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
+START = dt.datetime(2026, 11, 2, 0, 0, tzinfo=dt.UTC)  # 08:00 in Asia/Shanghai
+WRITE_KEY = WriteKey.generate(1)
+
+
+def outbox_docs(data_dir: Path, doc_type: str | None = None) -> list[dict[str, Any]]:
+    box = Outbox(data_dir / "gateway.sqlite3")
+    rows = [json.loads(body) for (body,) in box.db.execute("SELECT body FROM outbox ORDER BY doc_id")]
+    box.close()
+    return [d for d in rows if doc_type is None or d["type"] == doc_type]
+
+
+class Rig:
+    """A gateway (offline: no uplink) on a virtual radio, with a clock the test moves."""
+
+    def __init__(self, data_dir: Path, radio: VirtualRadio, configuration: list[dict[str, Any]]) -> None:
+        self.data_dir, self.radio = data_dir, radio
+        box = Outbox(data_dir / "gateway.sqlite3")
+        box.save_config(configuration, "0")
+        box.close()
+        self.clock = ManualClock(START)
+        self.alarms: list[str] = []
+        self.gateway = self.start()
+
+    def start(self) -> Gateway:
+        config = GatewayConfig(gateway="gateway:gw1", data_dir=self.data_dir, stall_seconds=0.4)
+        return Gateway(config, {BAND: BIND_KEY}, clock=self.clock, scanner_backend=self.radio.scanner_backend,
+                       client_backend=self.radio.client_backend, on_alarm=lambda d: self.alarms.append(d.kind))
+
+    async def emit(self, device: VirtualDevice, objects: bytes) -> None:
+        before = self.gateway.advertisements
+        await device.emit(objects)
+        await settle(self.gateway, before)
+
+    async def send_raw(self, device: VirtualDevice, payload: bytes) -> None:
+        before = self.gateway.advertisements
+        await device.send_raw(payload)
+        await settle(self.gateway, before)
+
+
+def run_with_rig(tmp_path: Path, configuration: list[dict[str, Any]],
+                 scenario: Callable[[Rig], Awaitable[None]]) -> Rig:
+    async def main() -> Rig:
+        radio = VirtualRadio()
+        await radio.start()
+        await radio.add(METER)
+        await radio.add(DOOR)
+        await radio.add(BAND, BIND_KEY, wristband=True)
+        rig = Rig(tmp_path, radio, configuration)
+        scanning = asyncio.create_task(rig.gateway.scanner.run())
+        try:
+            await scenario(rig)
+        finally:
+            scanning.cancel()
+            await asyncio.gather(scanning, return_exceptions=True)
+            rig.gateway.close()
+        return rig
+
+    return asyncio.run(main())
+
+
+CONFIG = [device_doc(METER, "water_meter", WRITE_KEY), device_doc(DOOR, "door_sensor", WRITE_KEY),
+          device_doc(BAND, "wristband", WRITE_KEY, encrypted=True),
+          {"_id": "gateway:gw1", "type": "gateway", "street": "street:s1", "community": "community:c1", "name": "网关"}]
+
+
+def opened(doc: dict[str, Any], field: str) -> Any:
+    """The protected field opened with the resident's private write key (what the server can do, not the gateway)."""
+    tier = "core"
+    assert doc[field].startswith("enc:"), f"{field} must be stored sealed"
+    return WRITE_KEY.open(FieldContext(doc["_id"], field, tier), doc[field])
+
+
+# ---------------------------------------------------------------- heart rate over GATT: the measurement format
+
+def test_heart_rate_measurement_is_parsed_per_the_specification() -> None:
+    eight_bit = parse_measurement(bytes([0x00, 72]))
+    assert (eight_bit.bpm, eight_bit.contact, eight_bit.energy_kj, eight_bit.rr_intervals) == (72, None, None, ())
+    sixteen = parse_measurement(bytes([0x01]) + struct.pack("<H", 300))
+    assert sixteen.bpm == 300
+    full = parse_measurement(bytes([0x1F]) + struct.pack("<HHHH", 95, 12, 1024, 512))
+    assert (full.bpm, full.contact, full.energy_kj, full.rr_intervals) == (95, True, 12, (1.0, 0.5))
+    off_wrist = parse_measurement(bytes([0x04, 0]))
+    assert off_wrist.contact is False and not off_wrist.usable
+    # bumble's own encoder (an independent implementation of the same specification) agrees
+    encoded = bytes(HeartRateService.HeartRateMeasurement(64, sensor_contact_detected=True, energy_expended=3,
+                                                          rr_intervals=[0.9375]))
+    assert parse_measurement(encoded) == parse_measurement(bytes([0x1E, 64, 3, 0, 0xC0, 0x03]))
+    for bad, why in ((b"\x00", "at least 2"), (b"\x01\x50", "16-bit"), (b"\x08\x50\x01", "energy"),
+                     (b"\x10\x50\x01", "whole uint16"), (b"\x00\x50\x01", "unexpected")):
+        with pytest.raises(HeartRateError, match=why):
+            parse_measurement(bad)
+
+
+# ---------------------------------------------------------------- secrets
+
+def test_bind_keys_come_from_a_private_file_and_errors_never_show_a_key(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = tmp_path / "bind-keys.json"
+    keys.write_text(json.dumps({BAND.lower(): BIND_KEY.hex()}))
+    monkeypatch.delenv("LINLI_GATEWAY_BIND_KEYS", raising=False)
+    monkeypatch.setenv("LINLI_GATEWAY_BIND_KEYS_FILE", str(keys))
+    os.chmod(keys, 0o644)
+    with pytest.raises(SecretError, match="owner only"):
+        bind_keys()
+    os.chmod(keys, 0o600)
+    assert bind_keys() == {BAND: BIND_KEY}
+    secret = "zz" + BIND_KEY.hex()[2:]
+    keys.write_text(json.dumps({BAND: secret}))
+    with pytest.raises(SecretError, match="32 hex digits") as error:
+        bind_keys()
+    assert secret not in str(error.value)
+
+
+# ---------------------------------------------------------------- rules with a simulated clock
+
+def test_a_day_of_water_use_then_twelve_silent_hours_raise_exactly_one_alert(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        meter, litres = rig.radio.devices[METER], 1000.0
+        for half_hour in range(48):  # a normal day: water now and then, the meter advertising every 30 min
+            if half_hour % 3 == 0:
+                litres += 12.5
+            await rig.emit(meter, meter.water(litres))
+            rig.gateway.tick()
+            rig.clock.advance(dt.timedelta(minutes=30))
+        assert outbox_docs(rig.data_dir, "alert") == []
+        for _ in range(30):  # then 15 silent hours: the meter still advertises, the count stands still
+            await rig.emit(meter, meter.water(litres))
+            rig.gateway.tick()
+            rig.clock.advance(dt.timedelta(minutes=30))
+
+    rig = run_with_rig(tmp_path, CONFIG, scenario)
+    alerts = outbox_docs(tmp_path, "alert")
+    assert [a["kind"] for a in alerts] == ["no_water"], alerts
+    alert = alerts[0]
+    validate(alert)
+    assert alert["resident"] == "resident:c1-g1-h001-1" and alert["grid"] == "grid:c1-g1"
+    assert alert["visibility"] == "grid_staff" and alert["status"] == "raised"
+    assert "no water used for 12." in opened(alert, "detail")
+    assert rig.alarms == []  # a silent meter is for the grid worker, not a siren in the room
+    readings = outbox_docs(tmp_path, "reading")
+    assert readings and all(r["value"].startswith("enc:") for r in readings)
+    assert {opened(r, "value") for r in readings if r["metric"] == "water"} >= {1012.5, 1200.0}
+
+
+def test_quiet_hours_hold_a_routine_alert_until_morning(tmp_path: Path) -> None:
+    rules = {"_id": "safety_rules:c1-g1-h001-1", "type": "safety_rules", "street": "street:s1",
+             "community": "community:c1", "grid": "grid:c1-g1", "household": "household:c1-g1-h001",
+             "resident": "resident:c1-g1-h001-1", "gateway": "gateway:gw1", "no_water_hours": 6,
+             "quiet_start": "22:00", "quiet_end": "07:00", "updated_by": "user:wangge01",
+             "updated_at": START.isoformat()}
+
+    async def scenario(rig: Rig) -> None:
+        meter = rig.radio.devices[METER]
+        rig.clock.advance(dt.timedelta(hours=10))  # 18:00 local: last use of the day
+        await rig.emit(meter, meter.water(5.0))
+        for _ in range(14):  # through the night to 08:00, hourly
+            rig.clock.advance(dt.timedelta(hours=1))
+            await rig.emit(meter, meter.water(5.0))
+            rig.gateway.tick()
+            raised = outbox_docs(rig.data_dir, "alert")
+            local = rig.clock.now().astimezone(dt.timezone(dt.timedelta(hours=8))).time()
+            if dt.time(0, 0) <= local < dt.time(7, 0):
+                assert raised == [], f"raised during quiet hours at {local}"
+
+    run_with_rig(tmp_path, [*CONFIG, rules], scenario)
+    (alert,) = outbox_docs(tmp_path, "alert")
+    assert alert["kind"] == "no_water"
+    assert dt.datetime.fromisoformat(alert["raised_at"]).astimezone(dt.timezone(dt.timedelta(hours=8))).hour == 7
+
+
+# ---------------------------------------------------------------- SOS, replay, forgery
+
+def test_sos_raises_one_alert_and_a_local_alarm_and_forged_or_replayed_packets_are_refused(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        band = rig.radio.devices[BAND]
+        await rig.emit(band, band.battery(80) + band.buttons())
+        first = band.sent[-1]
+        await rig.emit(band, band.buttons(sos=1))
+        await rig.emit(band, band.buttons(sos=1))  # pressed again a minute later: the same emergency
+        rig.clock.advance(dt.timedelta(minutes=1))
+        await rig.send_raw(band, first)  # an old packet, replayed
+        corrupt = bytearray(band.payload(band.buttons(sos=1)))
+        corrupt[2] ^= 0xFF  # one ciphertext byte changed on the way: the MIC no longer matches
+        await rig.send_raw(band, bytes(corrupt))
+        plain = bytes([0x40, 0x00, 99]) + band.buttons(sos=1)  # anyone can send plain BTHome with its MAC
+        await rig.send_raw(band, plain)
+        stranger = await rig.radio.add("C0:FF:EE:00:00:09")
+        await rig.emit(stranger, stranger.buttons(sos=1))
+        rig.clock.advance(dt.timedelta(minutes=20))
+        await rig.emit(band, band.buttons(fall=1))
+
+    rig = run_with_rig(tmp_path, CONFIG, scenario)
+    alerts = outbox_docs(tmp_path, "alert")
+    assert sorted(a["kind"] for a in alerts) == ["fall", "sos"]
+    assert rig.alarms == ["sos", "fall"]
+    sos = next(a for a in alerts if a["kind"] == "sos")
+    assert opened(sos, "detail") == "SOS key pressed (press)"
+    rejected = rig.gateway.rejected
+    # each forgery counted (a wristband repeats its advertisement, so possibly more than once), none let through
+    assert rejected["replay"] >= 1 and rejected["bad_mic"] >= 1 and rejected["downgrade"] >= 1
+    assert rig.gateway.registry.unknown_count >= 1 and "C0:FF:EE:00:00:09" in rig.gateway.registry.unknown_macs
+
+
+def test_a_restarted_gateway_loses_nothing_doubles_nothing_and_still_refuses_old_packets(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        meter, band = rig.radio.devices[METER], rig.radio.devices[BAND]
+        for n in range(5):
+            await rig.emit(meter, meter.water(100.0 + n))
+            rig.clock.advance(dt.timedelta(minutes=2))
+        await rig.emit(band, band.buttons(sos=1))
+        before_restart = band.sent[-1]
+        rig.gateway.close()  # killed mid-stream: everything heard so far was committed, nothing was sent
+        rig.gateway = rig.start()
+        scanning = asyncio.create_task(rig.gateway.scanner.run())
+        await rig.send_raw(band, before_restart)  # heard again after the restart (repeat or replay)
+        await rig.send_raw(meter, meter.sent[-1])  # the meter's last packet, repeated
+        for n in range(5, 8):
+            await rig.emit(meter, meter.water(100.0 + n))
+            rig.clock.advance(dt.timedelta(minutes=2))
+        scanning.cancel()
+        await asyncio.gather(scanning, return_exceptions=True)
+
+    run_with_rig(tmp_path, CONFIG, scenario)
+    water = [opened(r, "value") for r in outbox_docs(tmp_path, "reading") if r["metric"] == "water"]
+    assert sorted(water) == [100.0 + n for n in range(8)]  # each once, none lost across the restart
+    assert [a["kind"] for a in outbox_docs(tmp_path, "alert")] == ["sos"]
+
+
+def test_scanning_recovers_by_itself_when_the_adapter_disappears_and_comes_back(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        meter = rig.radio.devices[METER]
+        await rig.emit(meter, meter.water(1.0))
+        rig.radio.adapter_present = False  # unplugged: the scan goes quiet, then cannot start
+        await meter.emit(meter.water(2.0))  # lost in the air, as it would be
+        await asyncio.sleep(1.5)
+        assert rig.gateway.scanner.start_failures >= 1 and not rig.gateway.scanner.scanning
+        rig.radio.adapter_present = True
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if rig.gateway.scanner.scanning:
+                break
+        rig.clock.advance(dt.timedelta(minutes=2))
+        await rig.emit(meter, meter.water(3.0))
+
+    rig = run_with_rig(tmp_path, CONFIG, scenario)
+    assert rig.gateway.scanner.restarts >= 1
+    water = sorted(opened(r, "value") for r in outbox_docs(tmp_path, "reading") if r["metric"] == "water")
+    assert water == [1.0, 3.0]
+
+
+# ---------------------------------------------------------------- heart rate over GATT
+
+def test_heart_rate_out_of_range_over_gatt_raises_one_alert(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        band = rig.radio.devices[BAND]
+        rig.gateway._sync_monitors()  # noqa: SLF001 - the monitors `run()` would start
+        monitor_task = rig.gateway._monitors[f"device:{BAND.replace(':', '').lower()}"]  # noqa: SLF001
+        for _ in range(200):
+            if band.device.connections:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        for bpm in (72, 75, 190, 185, 188, 192, 186):
+            await band.notify_heart_rate(bpm)
+            await asyncio.sleep(0.03)
+            rig.clock.advance(dt.timedelta(seconds=30))
+        band.contact = False
+        await band.notify_heart_rate(0)  # taken off: not an emergency
+        await asyncio.sleep(0.03)
+        monitor_task.cancel()
+        await asyncio.gather(monitor_task, return_exceptions=True)
+
+    run_with_rig(tmp_path, CONFIG, scenario)
+    (alert,) = outbox_docs(tmp_path, "alert")
+    assert alert["kind"] == "heart_rate" and "190 bpm" not in alert["detail"]
+    assert opened(alert, "detail").startswith("heart rate 188 bpm, outside 40–150")
+    rates = sorted(opened(r, "value") for r in outbox_docs(tmp_path, "reading") if r["metric"] == "heart_rate")
+    assert rates and set(rates) <= {72, 75, 190, 185, 188, 192, 186}
