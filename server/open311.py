@@ -251,7 +251,7 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
 
     async def _as_json(docs: list[Doc]) -> list[dict[str, Any]]:
         categories = await run_in_threadpool(sr.catalogue, couch, street, active_only=False)
-        departments = await run_in_threadpool(_department_names, couch)
+        departments = await run_in_threadpool(sr.department_names, couch)
         return [request_json(d, categories.get(d["category"]), departments) for d in docs]
 
     fmt = "{format:str}"
@@ -328,7 +328,4 @@ def _newest_public(couch: Couch, street: str, start: dt.datetime, end: dt.dateti
     return found[:MAX_RESULTS]
 
 
-def _department_names(couch: Couch) -> dict[str, str]:
-    rows = couch.main.all(startkey="department:", endkey="department:\ufff0", as_list=True)
-    return {r["id"]: r["doc"]["name"] for r in rows}
 

@@ -103,7 +103,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
     async def _detail(request: Request, p: Principal, doc: Doc, error: str | None = None) -> Response:
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
         names = await run_in_threadpool(queries.user_names, couch, {h["by"] for h in doc["history"]})
-        departments = await run_in_threadpool(_departments, couch)
+        departments = await run_in_threadpool(sr.department_names, couch)
         return render(request, "request.html", 400 if error else 200, doc=doc, category=categories.get(
             doc["category"]), names=names, departments=departments, error=error, satisfaction=SATISFACTION,
             may_act=sr.may_act(p, doc), reporter=sr.is_reporter(p, doc),
@@ -157,7 +157,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         names = await run_in_threadpool(_place_names, couch)
         summaries = {level: {k: s.summary() for k, s in sorted(t.items())} for level, t in tables.items()}
         return render(request, "dashboard.html", tables=summaries, names=names,
-                      departments=await run_in_threadpool(_departments, couch))
+                      departments=await run_in_threadpool(sr.department_names, couch))
 
     async def catalogue_page(request: Request) -> Response:
         p = await principal_of(request)
@@ -173,7 +173,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                 error = str(bad)
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
         return render(request, "catalogue.html", 400 if error else 200, categories=categories, saved=saved,
-                      error=error, departments=await run_in_threadpool(_departments, couch))
+                      error=error, departments=await run_in_threadpool(sr.department_names, couch))
 
     async def survey_page(request: Request) -> Response:
         p = await principal_of(request)
@@ -231,11 +231,6 @@ def _location(values: dict[str, str]) -> dict[str, float] | None:
         return None
 
 
-def _departments(couch: Couch) -> dict[str, str]:
-    rows = couch.main.all(startkey="department:", endkey="department:\ufff0", as_list=True)
-    return {r["id"]: r["doc"]["name"] for r in rows}
-
-
 def _place_names(couch: Couch) -> dict[str, str]:
     names = {}
     for prefix in ("street:", "community:", "grid:"):
@@ -271,7 +266,7 @@ def _save_category(couch: Couch, p: Principal, form: dict[str, str], now: dt.dat
     doc.update(name=form["name"].strip()[:100], department=form.get("department", doc["department"]),
                respond_days=respond, close_days=close, active="active" in form, updated_by=p.user_id,
                updated_at=now.isoformat())
-    if doc["department"] not in _departments(couch):
+    if doc["department"] not in sr.department_names(couch):
         raise sr.RequestError("department", "no such department")
     validate(doc)
     couch.main.save(doc)

@@ -154,6 +154,11 @@ def locate(couch: Couch, street: str, location: dict[str, float] | None, address
 _AREA = re.compile(r"(?P<road>[^\d]+?)(?P<first>\d+)号至(?P<last>\d+)号")
 
 
+def department_names(couch: Couch) -> dict[str, str]:
+    rows = couch.main.all(startkey="department:", endkey="department:\ufff0", as_list=True)
+    return {r["id"]: r["doc"]["name"] for r in rows}
+
+
 def _grid_worker(couch: Couch, grid_id: str) -> str | None:
     for row in couch.accounts.query("linli/users_by_grid", key=grid_id, as_list=True):
         if "grid_worker" in row["value"]["roles"]:
@@ -290,9 +295,8 @@ def whistle(couch: Couch, p: Principal, doc: Doc, departments: list[str], note: 
     """"Community whistles, departments report" (§3.2): the secretary calls departments, each with its own clock."""
     if not (p.has(Role.SECRETARY) and doc["community"] in p.communities):
         raise RequestError("departments", "only the community's secretary may whistle", status=403)
-    known = {d["_id"] for d in (r["doc"] for r in couch.main.all(startkey="department:", endkey="department:\ufff0",
-                                                                  as_list=True))}
-    if not departments or not set(departments) <= known:
+    known = department_names(couch)
+    if not departments or not set(departments) <= set(known):
         raise RequestError("departments", "name one or more departments of this street")
     due = calendar(couch, doc["street"]).add_working_days(now, WHISTLE_DAYS).isoformat()
     already = {w["department"] for w in doc.get("whistles", [])}
@@ -301,7 +305,9 @@ def whistle(couch: Couch, p: Principal, doc: Doc, departments: list[str], note: 
     doc["departments"] = sorted(already | set(departments))
     if doc["status"] in TRANSITIONS and "escalated" in TRANSITIONS[doc["status"]]:
         doc["status"] = "escalated"
-    return _record(couch, doc, p.user_id, "whistle", note or ", ".join(departments), now, status=doc["status"])
+    called = "、".join(known[d] for d in departments)
+    return _record(couch, doc, p.user_id, "whistle", f"{called}：{note}" if note.strip() else called, now,
+                   status=doc["status"])
 
 
 def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
@@ -311,7 +317,7 @@ def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
         raise RequestError("departments", "your department was not called to this request", status=403)
     for w in mine:
         w["arrived_at"] = now.isoformat()
-    return _record(couch, doc, p.user_id, "arrived", p.department or "", now)
+    return _record(couch, doc, p.user_id, "arrived", department_names(couch).get(p.department or "", ""), now)
 
 
 def rate(couch: Couch, p: Principal, doc: Doc, rating: int, satisfaction: str, note: str, now: dt.datetime) -> Doc:

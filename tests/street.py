@@ -10,6 +10,9 @@ from server import accounts
 from server.domain import Role, validate
 
 PASSWORD = "correct horse battery"
+# A valid 1×1 PNG: the photo a phone camera would send, in tests.
+TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c49444154789c"
+                         "63f8cfc0000003010100c9fe92ef0000000049454e44ae426082")
 STREET = "street:s1"
 C1, C2 = "community:c1", "community:c2"
 G1, G2, G3 = "grid:c1-g01", "grid:c1-g02", "grid:c2-g01"

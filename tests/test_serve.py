@@ -19,6 +19,7 @@ import pytest
 
 from server.embedded_couch import free_port
 from tests.browser import launch
+from tests.street import TINY_PNG
 
 LINLI = str(Path(sys.executable).parent / "linli")
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
@@ -137,6 +138,71 @@ def test_grid_worker_logs_in_in_a_real_browser_and_sees_the_households(served: S
             page.click("#households a.row")
             page.wait_for_url(re.compile(r"/households/household:"))
             assert page.locator("dl.facts").count() >= 1
+        finally:
+            browser.close()
+
+
+def test_the_service_request_loop_in_a_real_browser(served: Served, tmp_path: Path) -> None:
+    """Report with a photo at the human window, whistle, arrive, resolve, rate: every step through Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    photo = tmp_path / "lamp.png"
+    photo.write_bytes(TINY_PNG)
+    password = demo_password(served.data_dir)
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 412, "height": 915})
+
+            def login(username: str) -> None:
+                page.context.clear_cookies()
+                page.goto(served.url + "login")
+                page.fill("#username", username)
+                page.fill("#password", password)
+                page.click("button[type=submit]:has-text('登录')")
+                page.wait_for_load_state()
+
+            def act(label: str) -> None:
+                page.click(f"button:has-text('{label}')")
+                page.wait_for_load_state()
+
+            login("wangge01")
+            page.goto(served.url + "requests/new")
+            page.select_option("select[name=category]", "noise")
+            page.wait_for_selector("select[name='attribute.time_of_day']")  # the category's question, by htmx
+            page.select_option("select[name='attribute.time_of_day']", "night")
+            page.fill("textarea[name=description]", "楼上夜间装修噪音")
+            page.set_input_files("input[name=photo]", str(photo))
+            page.check("input[name=on_behalf]")
+            page.fill("input[name=reporter_name]", "李阿姨")
+            page.check("input[name=consent]")
+            page.click("button:has-text('提交')")
+            page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
+            request_url = page.url
+            assert "已接收" in page.inner_text("h1")
+            assert page.evaluate("document.querySelector('img.photo').naturalWidth") == 1
+            act("受理")
+            login("shuji1")
+            page.goto(request_url)
+            page.check("input[value='department:urban_management']")
+            act("吹哨")
+            assert "已升级" in page.inner_text("h1")
+            login("bumen_urban_management")
+            page.goto(request_url)
+            act("部门已到场")
+            act("已解决")
+            login("wangge01")
+            page.goto(request_url)
+            page.check("input[name=rating][value='4']")
+            page.select_option("select[name=satisfaction]", "satisfied")
+            act("提交评价")
+            assert "已办结" in page.inner_text("h1")
+            steps = page.locator("#history li strong").all_inner_texts()
+            assert steps[:7] == ["提交", "受理", "吹哨", "部门到场", "解决", "评价"]
+            page.screenshot(path=str(OUTPUT / "service-request-closed.png"), full_page=True)
+            login("shuji1")
+            page.goto(served.url + "dashboard")
+            assert "服务统计" in page.inner_text("h1") and page.locator("table").count() == 3
         finally:
             browser.close()
 
