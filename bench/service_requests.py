@@ -36,7 +36,7 @@ from crypto.keys import new_key  # noqa: E402
 from server import dashboard, demo  # noqa: E402
 from server import service_requests as sr  # noqa: E402
 from server.config import Settings  # noqa: E402
-from server.couch import bulk_save, connect  # noqa: E402
+from server.couch import build_views, bulk_save, connect  # noqa: E402
 from server.domain import validate  # noqa: E402
 from server.embedded_couch import EmbeddedCouch  # noqa: E402
 from server.firewall import Firewall  # noqa: E402
@@ -136,8 +136,7 @@ def main() -> None:
             communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
                                                            include_docs="false", as_list=True)]
             started = time.perf_counter()
-            couch.main.query("linli/request_stats", limit=1, reduce="false")
-            couch.main.query("linli/public_requests", limit=1)
+            build_views(couch)
             index_seconds = time.perf_counter() - started
             dash_seconds, dash_mib, street = timed_dashboard(couch, communities)
             stream_seconds = stream_only(couch, communities)

@@ -49,15 +49,13 @@ MAIN_VIEWS = {
                " doc.status, doc.created_at, doc.acknowledged_at || null, doc.resolved_at || null, doc.due_close,"
                " doc.rating || null]); } }",
     },
-    # Requests about public places (no resident or household) by street and time: the Open311 listing.
+    # Requests about public places (no resident or household), for the Open311 listing: by street, then
+    # service code and open/closed ("" for any), then time, so that each filter is one key range.
     "public_requests": {
         "map": "function (doc) { if (doc.type === 'service_request' && !doc.resident && !doc.household) {"
-               " emit([doc.street, doc.created_at], null); } }",
-    },
-    # Alerts nobody has acknowledged yet, for the escalation sweep (server/alerts.py).
-    "open_alerts": {
-        "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
-               " emit([doc.community, doc.raised_at], null); } }",
+               " var state = (doc.status === 'resolved' || doc.status === 'closed') ? 'closed' : 'open';"
+               " [doc.category, ''].forEach(function (code) { [state, ''].forEach(function (s) {"
+               " emit([doc.street, code, s, doc.created_at], null); }); }); } }",
     },
     # A household's residents, visits, devices, alerts.
     "by_household": {

@@ -230,12 +230,7 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
             codes, statuses = _csv(q.get("service_code")), _csv(q.get("status"))
             if statuses - {"open", "closed"}:
                 raise Open311Error(400, "status must be open and/or closed")
-
-            def wanted(d: Doc) -> bool:
-                return (d["street"] == street and (not codes or d["category"] in codes) and (
-                    not statuses or ("open" if d["status"] in sr.OPEN_STATES else "closed") in statuses))
-
-            docs = await run_in_threadpool(_newest_public, couch, street, start, end, wanted)
+            docs = await run_in_threadpool(_newest_public, couch, street, start, end, codes, statuses)
         return render(fmt, "service_requests", "request", await _as_json(docs))
 
     async def get_request(request: Request, fmt: str) -> Response:
@@ -314,18 +309,19 @@ def _media_url(fields: dict[str, str]) -> str:
     return url[:500]
 
 
-def _newest_public(couch: Couch, street: str, start: dt.datetime, end: dt.datetime,
-                   wanted: Callable[[Doc], bool], page: int = 1000) -> list[Doc]:
-    """Up to MAX_RESULTS public requests made in [start, end], newest first, that `wanted` keeps."""
-    found: list[Doc] = []
-    for skip in range(0, 50 * page, page):  # at most 50 pages scanned for one answer
-        rows = couch.main.query("linli/public_requests", descending="true", include_docs="true", limit=page,
-                                skip=skip, startkey=[street, end.astimezone(dt.UTC).isoformat()],
-                                endkey=[street, start.astimezone(dt.UTC).isoformat()], as_list=True)
-        found += [r["doc"] for r in rows if wanted(r["doc"])]
-        if len(found) >= MAX_RESULTS or len(rows) < page:
-            break
-    return found[:MAX_RESULTS]
+def _newest_public(couch: Couch, street: str, start: dt.datetime, end: dt.datetime, codes: set[str],
+                   statuses: set[str]) -> list[Doc]:
+    """Up to MAX_RESULTS public requests made in [start, end] of these codes and states, newest first:
+    one key range of `public_requests` per code × state asked for."""
+    found: dict[str, Doc] = {}
+    for code in sorted(codes) or [""]:
+        for status in sorted(statuses) or [""]:
+            rows = couch.main.query("linli/public_requests", descending="true", include_docs="true",
+                                    limit=MAX_RESULTS, as_list=True,
+                                    startkey=[street, code, status, end.astimezone(dt.UTC).isoformat()],
+                                    endkey=[street, code, status, start.astimezone(dt.UTC).isoformat()])
+            found.update((r["id"], r["doc"]) for r in rows)
+    return sorted(found.values(), key=lambda d: d["created_at"], reverse=True)[:MAX_RESULTS]
 
 
 
