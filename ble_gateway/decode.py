@@ -124,6 +124,10 @@ class Decoder:
             return Rejection.BAD_MIC
         values = {key.key: float(v.native_value) for key, v in update.entity_values.items()
                   if isinstance(v.native_value, (int, float)) and key.key != SIGNAL_STRENGTH}
+        binary = {key.key: bool(v.native_value) for key, v in update.binary_entity_values.items()}
+        events = {key.key: e.event_type for key, e in update.events.items()}
+        if not values and not binary and not events:
+            return None  # the library dropped it as an old or repeated packet id
         packet_id = values.pop("packet_id", None)
         if counter is not None:
             number = counter
@@ -134,10 +138,6 @@ class Decoder:
                 return None
         else:
             return Rejection.MALFORMED  # our profile requires a packet id (object 0x00) on plain devices
-        binary = {key.key: bool(v.native_value) for key, v in update.binary_entity_values.items()}
-        events = {key.key: e.event_type for key, e in update.events.items()}
-        if not values and not binary and not events:
-            return None  # the library dropped it as an old or repeated packet id
         sequence = Sequence(number, encrypted, heard_at)
         self.last[device.doc_id] = sequence
         return Packet(device, sequence, values, binary, events)

@@ -37,7 +37,7 @@ from .registry import RegisteredDevice, Registry
 from .rules import AlertDraft, RuleEngine, RulesConfigError, SafetyRules
 from .scanner import ScanSupervisor
 from .state import DurableState
-from .uplink import Uplink, UplinkError
+from .uplink import Refused, Uplink, UplinkError
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,11 @@ class Gateway:
             if result.retry:
                 break
         for doc, rev in self.outbox.dirty_latest():
-            self.outbox.latest_delivered(doc["_id"], doc, await self.uplink.put_latest(doc, rev))
+            try:
+                rev = await self.uplink.put_latest(doc, rev)
+            except Refused as error:  # e.g. a device paired to a grid this gateway's account does not serve
+                log.error("health document refused by the sync gateway: %s", error)
+            self.outbox.latest_delivered(doc["_id"], doc, rev)
         self.online, self.last_push_at = True, self.clock.now()
         return delivered
 

@@ -148,12 +148,8 @@ class Outbox:
         return [(json.loads(body), rev) for body, rev in self.db.execute(
             "SELECT body, rev FROM latest WHERE dirty = 1")]
 
-    def latest_delivered(self, doc_id: str, body: Doc, rev: str) -> None:
+    def latest_delivered(self, doc_id: str, body: Doc, rev: str | None) -> None:
         """Stored under rev; still dirty if it changed again meanwhile."""
         with self._transaction():
             self.db.execute("UPDATE latest SET rev = ?, dirty = (body != ?) WHERE doc_id = ?",
                             (rev, json.dumps(body), doc_id))
-
-    def latest_rev(self, doc_id: str, rev: str | None) -> None:
-        with self._transaction():
-            self.db.execute("UPDATE latest SET rev = ? WHERE doc_id = ?", (rev, doc_id))

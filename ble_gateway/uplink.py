@@ -28,6 +28,10 @@ class UplinkError(RuntimeError):
     """The sync gateway cannot be reached or answered unexpectedly: stay offline and try later."""
 
 
+class Refused(ValueError):
+    """The sync gateway will never store this document as it is (the reason says why)."""
+
+
 @dataclass
 class PushResult:
     stored: list[str] = field(default_factory=list)  # stored now, or found already stored
@@ -94,6 +98,8 @@ class Uplink:
             (answer,) = await self._call("POST", "_bulk_docs", json={"docs": [body]})
             if "rev" in answer and not answer.get("error"):
                 return str(answer["rev"])
+            if answer.get("error") == "forbidden":
+                raise Refused(f"{doc['_id']}: {answer.get('reason')}")
             if answer.get("error") != "conflict":
                 raise UplinkError(f"{doc['_id']}: {answer.get('error')}: {answer.get('reason')}")
             current = await self._call("GET", quote(doc["_id"], safe=""))  # someone else's revision: build on it

@@ -57,6 +57,11 @@ MAIN_VIEWS = {
                " [doc.category, ''].forEach(function (code) { [state, ''].forEach(function (s) {"
                " emit([doc.street, code, s, doc.created_at], null); }); }); } }",
     },
+    # Alerts nobody has acknowledged yet, for the escalation sweep (server/alerts.py).
+    "open_alerts": {
+        "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
+               " emit([doc.community, doc.raised_at], null); } }",
+    },
     # A household's residents, visits, devices, alerts.
     "by_household": {
         "map": "function (doc) { if (doc.type && doc.household) { emit([doc.household, doc.type], null); } }",
