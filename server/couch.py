@@ -23,13 +23,12 @@ DESIGN_ID = "_design/linli"
 
 # Map functions are JavaScript because CouchDB runs them; keep them tiny.
 MAIN_VIEWS = {
-    # Counts and listings per grid and per community, by document type.
-    "by_grid": {
-        "map": "function (doc) { if (doc.type && doc.grid) { emit([doc.grid, doc.type], null); } }",
-        "reduce": "_count",
-    },
-    "by_community": {
-        "map": "function (doc) { if (doc.type && doc.community) { emit([doc.community, doc.type], null); } }",
+    # Listings and counts by place and type: [grid, type], [community, type] and [household, type] (a
+    # household's residents, visits, devices, alerts). One view, not three: pouchdb-server indexes each
+    # view in its own pass over the database, which is what a first start waits for.
+    "by_place": {
+        "map": "function (doc) { if (doc.type) { [doc.grid, doc.community, doc.household].forEach("
+               "function (place) { if (place) { emit([place, doc.type], null); } }); } }",
         "reduce": "_count",
     },
     # Residents by the blind index of their phone or ID card number (crypto/blind_index.py), per community.
@@ -61,11 +60,6 @@ MAIN_VIEWS = {
     "open_alerts": {
         "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
                " emit([doc.community, doc.raised_at], null); } }",
-    },
-    # A household's residents, visits, devices, alerts.
-    "by_household": {
-        "map": "function (doc) { if (doc.type && doc.household) { emit([doc.household, doc.type], null); } }",
-        "reduce": "_count",
     },
 }
 ACCOUNT_VIEWS = {
@@ -115,7 +109,7 @@ def connect(settings: Settings, embedded_url: str | None = None) -> Couch:
 
 
 # The views a first page needs; `linli serve` builds these before it prints the URL, the rest just after.
-FIRST_VIEWS = ("by_grid", "by_household", "by_community", "users_by_grid")
+FIRST_VIEWS = ("by_place", "users_by_grid")
 
 
 def build_views(couch: Couch, names: tuple[str, ...] | None = None, *, exclude: tuple[str, ...] = ()) -> None:

@@ -260,7 +260,7 @@ class Firewall:
     # ------------------------------------------------------------ approvals
 
     def requests_for(self, resident: Doc, requester: str | None = None) -> list[Doc]:
-        docs = iter_view_docs(self.couch.main, "linli/by_household", [resident["household"], "access_request"])
+        docs = iter_view_docs(self.couch.main, "linli/by_place", [resident["household"], "access_request"])
         return [d for d in docs if d["resident"] == resident["_id"] and requester in (None, d["requester"])]
 
     def request(self, p: Principal, resident: Doc, categories: list[str], purpose: str, hours: int,
@@ -313,7 +313,7 @@ class Firewall:
 
     def pending_requests(self, p: Principal) -> list[Doc]:
         return [d for c in sorted(p.communities) if p.has(Role.SECRETARY)
-                for d in iter_view_docs(self.couch.main, "linli/by_community", [c, "access_request"])
+                for d in iter_view_docs(self.couch.main, "linli/by_place", [c, "access_request"])
                 if d["status"] == "pending"]
 
     # ------------------------------------------------------------ privacy mode
@@ -357,7 +357,7 @@ class Firewall:
     def rekey(self, resident: str) -> int:
         """New data keys for a resident, re-encrypting every document of theirs; returns documents re-sealed."""
         household = self.couch.main.get(resident)["household"]
-        docs = [d for d in iter_view_docs(self.couch.main, "linli/by_household", [household])
+        docs = [d for d in iter_view_docs(self.couch.main, "linli/by_place", [household])
                 if protected_fields(d["type"]) and resident in (d["_id"], d.get("resident"))]
 
         def reseal(keys: ResidentKeys) -> int:

@@ -157,7 +157,7 @@ class KeyStore:
         return moved
 
     def _data_key_docs(self, community: str) -> Iterator[dict[str, Any]]:
-        for row in self.couch.main.query("linli/by_community", key=[community, "data_key"], reduce="false",
+        for row in self.couch.main.query("linli/by_place", key=[community, "data_key"], reduce="false",
                                          include_docs="true", as_list=True):
             yield row["doc"]
 

@@ -54,13 +54,13 @@ def grid_households(couch: Couch, grid_id: str, query: str = "", offset: int = 0
                     only: set[str] | None = None) -> HouseholdPage:
     """One page of a grid's households, filtered by address or head-of-household name, or to the ids in `only`
     (households of residents found by number, see firewall.find_by_number)."""
-    households = list(iter_view_docs(couch.main, "linli/by_grid", [grid_id, "household"]))
+    households = list(iter_view_docs(couch.main, "linli/by_place", [grid_id, "household"]))
     query = query.strip()
     if only is not None:
         households = [h for h in households if h["_id"] in only]
         query = ""
     if query:
-        residents = {d["_id"]: d for d in iter_view_docs(couch.main, "linli/by_grid", [grid_id, "resident"])}
+        residents = {d["_id"]: d for d in iter_view_docs(couch.main, "linli/by_place", [grid_id, "resident"])}
         households = [h for h in households
                       if query in h["address"] or query in residents.get(h.get("head", ""), {}).get("name", "")]
         heads = residents
@@ -76,7 +76,7 @@ def grid_households(couch: Couch, grid_id: str, query: str = "", offset: int = 0
 def household_detail(couch: Couch, household: dict[str, Any], today: dt.date) -> list[dict[str, Any]]:
     """The household's residents: their basic fields and age for display, and the stored document as `doc`
     (protected fields still sealed) for the firewall to decide on."""
-    residents = iter_view_docs(couch.main, "linli/by_household", [household["_id"], "resident"])
+    residents = iter_view_docs(couch.main, "linli/by_place", [household["_id"], "resident"])
     return [{**{k: r[k] for k in _BASIC_RESIDENT_FIELDS if k in r}, "id": r["_id"],
              "age": age_on(r["birth_date"], today), "doc": r} for r in residents]
 
@@ -116,8 +116,8 @@ def community_overview(couch: Couch, user: dict[str, Any]) -> list[CommunitySumm
     else:
         community_ids = list(user.get("communities", []))
     communities = get_many(couch.main, community_ids)
-    grid_docs = [g for cid in community_ids for g in iter_view_docs(couch.main, "linli/by_community", [cid, "grid"])]
-    counts = count_by(couch.main, "linli/by_grid",
+    grid_docs = [g for cid in community_ids for g in iter_view_docs(couch.main, "linli/by_place", [cid, "grid"])]
+    counts = count_by(couch.main, "linli/by_place",
                       keys=[[g["_id"], t] for g in grid_docs for t in ("household", "resident")])
     staff: dict[str, dict[str, list[str]]] = {}
     for row in couch.accounts.query("linli/users_by_grid", keys=[g["_id"] for g in grid_docs]):

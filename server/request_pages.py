@@ -34,14 +34,15 @@ ACTIONS = {"acknowledge": "acknowledged", "start": "in_progress", "resolve": "re
 def _requests_of_street(couch: Couch, street: str) -> list[Doc]:
     communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
                                                    include_docs="false", as_list=True)]
-    return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_community", [c, "service_request"])
+    return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_place", [c, "service_request"])
             if d["street"] == street]
 
 
 def visible_requests(couch: Couch, p: Principal) -> list[Doc]:
     """The requests this user may see, newest first."""
     if p.has(Role.GRID_WORKER) and not p.has(Role.SECRETARY, Role.ADMIN, Role.DEPARTMENT_STAFF):
-        docs = [d for g in sorted(p.grids) for d in iter_view_docs(couch.main, "linli/by_grid", [g, "service_request"])]
+        docs = [d for g in sorted(p.grids)
+                for d in iter_view_docs(couch.main, "linli/by_place", [g, "service_request"])]
     else:
         docs = _requests_of_street(couch, p.street)
     return sorted((d for d in docs if may_see(p, d)), key=lambda d: d["created_at"], reverse=True)

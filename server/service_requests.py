@@ -393,5 +393,5 @@ def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
 def open_requests(couch: Couch, street: str) -> list[Doc]:
     communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
                                                    include_docs="false", as_list=True)]
-    return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_community", [c, "service_request"])
+    return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_place", [c, "service_request"])
             if d["street"] == street and d["status"] in OPEN_STATES]
