@@ -1,9 +1,10 @@
 """Which measurements become `reading` documents.
 
 Meters advertise every few seconds; storing each would flood the grid workers' replicas (CHT advises
-staying under ~10,000 documents per offline user). A numeric value is stored when it changed and at
-least `MIN_GAP` passed since the last stored one, and in any case every `REFRESH`; an on/off state
-(door, motion) whenever it changes. The rules see every advertisement regardless.
+staying under ~10,000 documents per offline user) and cost the gateway a disk sync per advertisement.
+A numeric value is stored when it differs from the last stored one and at least `REFRESH` passed since
+then (meters count cumulatively, so nothing is lost in between); an on/off state (door, motion)
+whenever it changes. The rules see every advertisement regardless, and alerts never wait.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import datetime as dt
 
 from .state import DurableState
 
-MIN_GAP = dt.timedelta(minutes=1)
 REFRESH = dt.timedelta(minutes=15)
 # bthome-ble key → (metric, unit) of the reading.
 NUMERIC = {"water": ("water", "L"), "power": ("power", "W"), "energy": ("energy", "kWh"),
@@ -30,9 +30,7 @@ class ReadingFilter:
         if last is not None:
             since = at - dt.datetime.fromisoformat(last["at"])
             changed = value != last["value"]
-            if binary and not changed:
-                return False
-            if not binary and not (since >= REFRESH or (changed and since >= MIN_GAP)):
+            if not changed or (not binary and since < REFRESH):
                 return False
         self.state.put(key, {"value": value, "at": at.isoformat()})
         return True

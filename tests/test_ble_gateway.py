@@ -236,7 +236,7 @@ def test_a_restarted_gateway_loses_nothing_doubles_nothing_and_still_refuses_old
         meter, band = rig.radio.devices[METER], rig.radio.devices[BAND]
         for n in range(5):
             await rig.emit(meter, meter.water(100.0 + n))
-            rig.clock.advance(dt.timedelta(minutes=2))
+            rig.clock.advance(dt.timedelta(minutes=16))
         await rig.emit(band, band.buttons(sos=1))
         before_restart = band.sent[-1]
         rig.gateway.close()  # killed mid-stream: everything heard so far was committed, nothing was sent
@@ -246,7 +246,7 @@ def test_a_restarted_gateway_loses_nothing_doubles_nothing_and_still_refuses_old
         await rig.send_raw(meter, meter.sent[-1])  # the meter's last packet, repeated
         for n in range(5, 8):
             await rig.emit(meter, meter.water(100.0 + n))
-            rig.clock.advance(dt.timedelta(minutes=2))
+            rig.clock.advance(dt.timedelta(minutes=16))
         scanning.cancel()
         await asyncio.gather(scanning, return_exceptions=True)
 
@@ -269,7 +269,7 @@ def test_scanning_recovers_by_itself_when_the_adapter_disappears_and_comes_back(
             await asyncio.sleep(0.05)
             if rig.gateway.scanner.scanning:
                 break
-        rig.clock.advance(dt.timedelta(minutes=2))
+        rig.clock.advance(dt.timedelta(minutes=16))
         await rig.emit(meter, meter.water(3.0))
 
     rig = run_with_rig(tmp_path, CONFIG, scenario)
