@@ -5,8 +5,11 @@ replica; the alert sweep notifying the family and escalating to the secretary.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from ble_gateway.gateway import Gateway, GatewayConfig
 from ble_gateway.uplink import Uplink
@@ -39,6 +42,24 @@ def prepare(street: Street, firewall: Firewall) -> str:
     return token
 
 
+@contextlib.asynccontextmanager
+async def gateway_on(street: Street, token: str, tmp_path: Path, radio: VirtualRadio, task: str,
+                     **config: Any) -> AsyncIterator[Gateway]:
+    """A gateway configured through the sync gateway, running `task` ("run" or "scan") for the block."""
+    uplink = Uplink(street.served.sync_url, token)
+    gateway = Gateway(GatewayConfig("gateway:gw1", tmp_path, **config), {BAND: BIND_KEY}, uplink,
+                      scanner_backend=radio.scanner_backend, client_backend=radio.client_backend)
+    await gateway.refresh_config()  # its devices, nothing else of anyone's
+    running = asyncio.create_task(gateway.run() if task == "run" else gateway.scanner.run())
+    try:
+        yield gateway
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await uplink.close()
+        gateway.close()
+
+
 def test_sos_press_reaches_the_grid_workers_replica_sealed_and_the_sweep_escalates(
         street: Street, firewall: Firewall, tmp_path: Path) -> None:
     token = prepare(street, firewall)
@@ -52,14 +73,9 @@ def test_sos_press_reaches_the_grid_workers_replica_sealed_and_the_sweep_escalat
             await radio.start()
             band = await radio.add(BAND, BIND_KEY, wristband=True)
             meter = await radio.add(METER)
-            uplink = Uplink(street.served.sync_url, token)
-            config = GatewayConfig("gateway:gw1", tmp_path, push_seconds=0.5, heartbeat_minutes=0)
-            gateway = Gateway(config, {BAND: BIND_KEY}, uplink, scanner_backend=radio.scanner_backend,
-                              client_backend=radio.client_backend)
-            await gateway.refresh_config()  # its two devices, nothing else of anyone's
-            assert {d.mac for d in gateway.registry.devices()} == {BAND, METER}
-            running = asyncio.create_task(gateway.run())
-            try:
+            async with gateway_on(street, token, tmp_path, radio, "run", push_seconds=0.5,
+                                  heartbeat_minutes=0) as gateway:
+                assert {d.mac for d in gateway.registry.devices()} == {BAND, METER}
                 while not gateway.scanner.scanning:
                     await asyncio.sleep(0.01)
                 await meter.emit(meter.water(3.0))
@@ -70,11 +86,6 @@ def test_sos_press_reaches_the_grid_workers_replica_sealed_and_the_sweep_escalat
                 gateway.tick()  # heartbeat and device health
                 await gateway.push()
                 return alert_id, gateway.outbox.counts()
-            finally:
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
-                await uplink.close()
-                gateway.close()
 
         alert_id, counts = asyncio.run(scenario())
     finally:
@@ -114,12 +125,7 @@ def test_a_delivery_cut_off_before_its_answer_is_retried_without_doubles(street:
         radio = VirtualRadio()
         await radio.start()
         band = await radio.add(BAND, BIND_KEY, wristband=True)
-        uplink = Uplink(street.served.sync_url, token)
-        gateway = Gateway(GatewayConfig("gateway:gw1", tmp_path), {BAND: BIND_KEY}, uplink,
-                          scanner_backend=radio.scanner_backend, client_backend=radio.client_backend)
-        await gateway.refresh_config()
-        scanning = asyncio.create_task(gateway.scanner.run())
-        try:
+        async with gateway_on(street, token, tmp_path, radio, "scan") as gateway:
             before = gateway.advertisements
             await band.emit(band.buttons(sos=1))
             while gateway.outbox.counts()["pending"] == 0 or gateway.advertisements == before:
@@ -129,11 +135,6 @@ def test_a_delivery_cut_off_before_its_answer_is_retried_without_doubles(street:
             gateway.outbox.db.execute("UPDATE outbox SET state = 'pending'")
             second = await gateway.push()
             return first, second
-        finally:
-            scanning.cancel()
-            await asyncio.gather(scanning, return_exceptions=True)
-            await uplink.close()
-            gateway.close()
 
     first, second = asyncio.run(scenario())
     assert first == second >= 1  # every document counted as delivered the second time too …
