@@ -12,7 +12,7 @@ account reads its own devices' documents and nothing else (routing stays lookup-
 * `registered_at`: registering again (after a battery change reset the device's counter) tells the
   gateway to start replay tracking afresh.
 
-After `linli keys rekey` or a privacy change, register the resident's devices again to refresh the copy.
+`linli keys rekey` and a privacy change refresh these copies themselves (`Firewall.refresh_device_copies`).
 """
 
 from __future__ import annotations

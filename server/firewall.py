@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto import filing_log
 from crypto.blind_index import blind_index, normalise
+from crypto.envelope import b64url
 from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, seal_document
 from crypto.keyring import ResidentKeys
 
@@ -331,7 +332,25 @@ class Firewall:
             **{k: resident[k] for k in ("street", "community", "grid", "household")}}
         doc.update(privacy_choices({**doc, **choices}), updated_by=p.user_id, updated_at=now.isoformat())
         validate(doc)
-        return self.couch.main.save(doc)
+        saved = self.couch.main.save(doc)
+        self.refresh_device_copies(resident["_id"])
+        return saved
+
+    def refresh_device_copies(self, resident: str) -> int:
+        """Bring the copies on the resident's device documents (write key, utility-alert choice, see
+        server/devices.py) up to date, so their BLE gateway seals with the current key and routes alerts
+        as the resident now chooses. Returns how many devices changed."""
+        household = self.couch.main.get(resident)["household"]
+        public, version = self.keystore.write_public_key(resident)
+        wanted = {"write_public": b64url(public), "write_key_version": version,
+                  "utility_alerts": self.privacy_of(resident)["utility_alerts"]}
+        stale = [{**d, **wanted} for d in iter_view_docs(self.couch.main, "linli/by_place", [household, "device"])
+                 if d.get("resident") == resident and "write_public" in d
+                 and any(d.get(k) != v for k, v in wanted.items())]
+        failed = [r for r in bulk_save(self.couch.main, stale) if r.error]
+        if failed:
+            raise RuntimeError(f"refreshing {failed[0].id} failed: {failed[0].error}; run it again")
+        return len(stale)
 
     # ------------------------------------------------------------ erasure and re-keying
 
@@ -370,7 +389,9 @@ class Firewall:
                 raise RuntimeError(f"re-sealing {failed[0].id} failed: {failed[0].error}; run the re-key again")
             return len(plain)
 
-        return self.keystore.rekey(resident, reseal)
+        resealed = self.keystore.rekey(resident, reseal)
+        self.refresh_device_copies(resident)
+        return resealed
 
 
 def device_label(user_agent: str, client: str) -> str:

@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from crypto import keyring
-from crypto.envelope import EnvelopeError, FieldContext, seal_for
+from crypto.envelope import EnvelopeError, FieldContext, b64url, seal_for
 from crypto.fields import open_fields, protected_fields
 from crypto.keys import KeyMaterialError, new_key
 from server import demo, filing
@@ -265,3 +265,19 @@ def test_find_a_resident_by_phone_or_id_card_number_through_the_blind_index(demo
     demo_loaded.main.save({**impostor, "id_card_bidx": resident["id_card_bidx"]})
     found = firewall.find_by_number(WORKER, grid, plain["id_card"], device="d", now=NOW)
     assert [r["_id"] for r in found] == [resident["_id"]]
+
+
+def test_rekey_and_privacy_changes_refresh_the_copies_on_the_residents_devices(demo_loaded: Couch,
+                                                                             firewall: Firewall) -> None:
+    device = next(d for d in demo.generate(size=DEMO_SIZE) if d["type"] == "device")
+    resident = demo_loaded.main.get(device["resident"])
+    public, version = firewall.keystore.write_public_key(resident["_id"])
+    stored = demo_loaded.main.get(device["_id"])
+    demo_loaded.main.save({**stored, "write_public": b64url(public), "write_key_version": version,
+                           "utility_alerts": "grid_staff"})  # as `linli device register` leaves it
+    firewall.rekey(resident["_id"])
+    refreshed = demo_loaded.main.get(device["_id"])
+    assert refreshed["write_key_version"] == version + 1 and refreshed["write_public"] != b64url(public)
+    owner = Principal("user:r", frozenset({"resident"}), demo.STREET_ID, resident=resident["_id"])
+    firewall.set_privacy(owner, resident, {"utility_alerts": "grid_worker_only"}, NOW)
+    assert demo_loaded.main.get(device["_id"])["utility_alerts"] == "grid_worker_only"
