@@ -84,10 +84,14 @@ class TierKeys:
         return {"version": version, "tier_version": tier_version, "wrapped": wrap(self.keys[tier][tier_version], key)}
 
     def unwrap_data_key(self, tier: str, entry: dict[str, Any]) -> DataKey:
+        return DataKey(self.unwrap_raw(tier, entry), entry["version"])
+
+    def unwrap_raw(self, tier: str, entry: dict[str, Any]) -> bytes:
+        """The data key's bytes: only to wrap it again, for a phone (keys.wrap_for_device)."""
         kek = self.keys[tier].get(entry["tier_version"])
         if kek is None:
             raise KeyMaterialError(f"{tier} tier key version {entry['tier_version']} is not in the key ring")
-        return DataKey(unwrap(kek, entry["wrapped"]), entry["version"])
+        return unwrap(kek, entry["wrapped"])
 
 
 WRITE_KEY_TIER = "core"  # what phones may record without reading: health and finance values

@@ -156,6 +156,8 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "audit_entry": _audit,
     "audit_checkpoint": _secretary_only,
     "access_request": _access_request,
+    # A wrapped data key for one phone: its user's, and nobody else's (not even a secretary's).
+    "key_grant": lambda p, doc: doc.get("user") == p.user_id,
     "survey_response": lambda p, doc: _staff_of_community(p, doc) or doc.get("created_by") == p.user_id,
     "privacy": _personal,
     # Wrapped under the community's tier keys, which never leave the server: useless without a grant.
@@ -179,7 +181,7 @@ def may_see(p: Principal, doc: Doc) -> bool:
 # Every field a rule above reads. A deletion keeps these in its tombstone so that the
 # deletion reaches exactly the phones that had the document (see sync/README.md).
 VISIBILITY_FIELDS = ("type", "street", "community", "grid", "volunteers", "assigned_to", "created_by", "resident",
-                     "departments", "target", "gateway", "visibility", "requester")
+                     "departments", "target", "gateway", "visibility", "requester", "user")
 
 
 # ---------------------------------------------------------------- writes

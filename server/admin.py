@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from crypto import filing_log
 from crypto.keyring import PROTECTED_TIERS
 
-from . import audit_report, filing, open311, service_requests
+from . import audit_report, filing, grants, open311, service_requests
 from .config import LOCAL_TZ, load_settings
 from .couch import Couch
 from .firewall import Firewall
@@ -65,6 +65,7 @@ def cmd_rotate_tier(args: argparse.Namespace, open_couch: OpenCouch) -> int:
 def cmd_rekey(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     with _firewall(open_couch) as firewall:
         resealed = firewall.rekey(args.resident)
+        grants.resync_resident(firewall, args.resident, dt.datetime.now(dt.UTC))  # phones get the new keys
     print(f"{args.resident}: new data keys; {resealed} documents re-encrypted; the old keys open nothing now.")
     return 0
 

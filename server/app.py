@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from crypto.envelope import EnvelopeError
 
-from . import accounts, alerts, open311, queries, request_pages, service_requests
+from . import accounts, alerts, grants, open311, queries, request_pages, service_requests
 from .access import Principal, may_see
 from .config import LOCAL_TZ, PROJECT_ROOT, Settings
 from .couch import Couch, get_or_none
@@ -274,6 +274,9 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                                               approve=form.get("decision") == "approve",
                                               note=str(form.get("note", "")), now=_now())
                 decided = "decided_" + doc["status"]
+                requester = await run_in_threadpool(get_or_none, couch.accounts, doc["requester"])
+                if requester:  # the approved key reaches the requester's phones
+                    await run_in_threadpool(grants.sync_user, firewall, requester, _now())
             except AccessDenied as denied:
                 error = denied.reason
             except RequestError as bad:
@@ -291,6 +294,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             choices = {c: str(form[c]) for c in PRIVACY_CHOICES if c in form}
             try:
                 await run_in_threadpool(firewall.set_privacy, principal, resident, choices, _now())
+                await run_in_threadpool(grants.resync_resident, firewall, resident["_id"], _now())
                 saved = True
             except AccessDenied as denied:
                 raise HTTPException(403, denied.reason) from None
@@ -306,6 +310,19 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             raise HTTPException(403)
         overview = await run_in_threadpool(queries.community_overview, couch, user)
         return render(request, "communities.html", communities=overview)
+
+    async def register_device_key(request: Request) -> Response:
+        """A phone registers its public key (JSON {"public_key", "label"}) and gets its grants through sync."""
+        user = await current_user(request)
+        try:
+            body = await request.json()
+            key = await run_in_threadpool(grants.register_device, couch, user, str(body.get("public_key", "")),
+                                          str(body.get("label", "")), _now())
+        except (ValueError, AttributeError) as bad:  # JSONDecodeError is a ValueError
+            reason = str(bad) if isinstance(bad, grants.DeviceKeyError) else "send JSON {public_key, label}"
+            return JSONResponse({"error": "bad_request", "reason": reason}, status_code=400)
+        issued, _ = await run_in_threadpool(grants.sync_user, firewall, user, _now())
+        return JSONResponse({"device": key["_id"], "grants": issued}, status_code=201)
 
     async def schema_json(request: Request) -> Response:
         return JSONResponse(export_json())
@@ -341,6 +358,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Route("/residents/{resident_id}/access-request", access_request_page, methods=["GET", "POST"]),
         Route("/residents/{resident_id}/privacy", privacy_page, methods=["GET", "POST"]),
         Route("/approvals", approvals_page, methods=["GET", "POST"]),
+        Route("/devices/keys", register_device_key, methods=["POST"]),
         Route("/schema.json", schema_json),
         Mount("/open311/v2", routes=open311.routes(couch, _now)),
         *request_pages.routes(couch, current_user, render, _now),
@@ -356,7 +374,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     ]
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        clock = asyncio.create_task(_sla_clock(couch))
+        clock = asyncio.create_task(_sla_clock(couch, firewall))
         try:
             yield
         finally:
@@ -369,14 +387,16 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 SWEEP_EVERY = 60  # seconds
 
 
-async def _sla_clock(couch: Couch) -> None:
-    """Warn before and escalate past service-request deadlines, once a minute. Every process may run it: a
-    sweep is idempotent, and two processes racing on one request get a CouchDB conflict, retried next minute."""
+async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
+    """Once a minute: service-request deadlines, expired phone key grants, BLE alerts. Every process may run
+    it: each sweep is idempotent, and two processes racing on one document get a CouchDB conflict, retried
+    next minute."""
     while True:
         try:
             street = await run_in_threadpool(open311.the_street, couch)
             if street:
                 await run_in_threadpool(service_requests.sweep, couch, street, _now())
+            await run_in_threadpool(grants.expire, firewall, _now())
         except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
             logger.exception("service-request sweep failed")
         try:  # BLE alerts: family notifications and escalation to the secretary (server/alerts.py)

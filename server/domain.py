@@ -487,6 +487,28 @@ DOC_TYPES: dict[str, DocType] = {
             "rekeying": Field("wrapped_keys"),
             "rekeying_write_private": _text(Category.SYSTEM, max_length=400),
         }, label_zh="数据密钥", label_en="Data key"),
+        DocType("device_key", Scope.STREET, {
+            # A phone's P-256 public key; its private half is non-extractable in the phone's browser.
+            "user": _ref("user", required=True),
+            "public": _text(Category.SYSTEM, required=True, max_length=100),
+            "label": _text(Category.SYSTEM, max_length=100),
+            "created_at": Field("datetime", required=True),
+            "revoked": Field("bool", required=True),
+        }, database=ACCOUNTS_DB, label_zh="设备密钥", label_en="Device key"),
+        DocType("key_grant", Scope.GRID, {
+            # One resident's data key for one tier, wrapped for one phone (crypto.keys.wrap_for_device):
+            # what lets a phone open that resident's fields offline. Only its user's phones receive it.
+            "user": _ref("user", required=True),
+            "device": _ref("device_key", required=True),
+            "resident": _ref("resident", required=True),
+            "household": _ref("household", required=True),
+            "tier": _enum(("contact", "core"), required=True),
+            "key_version": Field("int", required=True),
+            "ephemeral_public": _text(Category.SYSTEM, required=True, max_length=100),
+            "wrapped_key": _text(Category.SYSTEM, required=True, max_length=100),
+            "expires_at": Field("datetime"),  # core grants: the approval's expiry
+            "request": _ref("access_request"),
+        }, label_zh="密钥授权", label_en="Key grant"),
         DocType("keyring", Scope.COMMUNITY, {
             # The community's tier keys, wrapped under the master key; never replicated.
             "master_id": _text(Category.SYSTEM, required=True, max_length=32),

@@ -181,6 +181,18 @@ class KeyStore:
         self.couch.main.save(record)
         return resealed
 
+    def raw_data_key(self, resident: str, tier: str) -> tuple[bytes, int]:
+        """One tier's current data key of a resident, as bytes, and its version: to wrap for a phone."""
+        record = get_or_none(self.couch.main, data_key_id(resident))
+        if record is None or record.get("_deleted"):
+            raise ShreddedError(f"{resident} has no data keys (erased)")
+        keys = self.tier_keys(record["community"], record["street"])
+        try:
+            return keys.unwrap_raw(tier, record[tier]), record[tier]["version"]
+        except KeyMaterialError:
+            keys = self.tier_keys(record["community"], record["street"], reload=True)
+            return keys.unwrap_raw(tier, record[tier]), record[tier]["version"]
+
     def write_public_key(self, resident: str) -> tuple[bytes, int]:
         """The resident's public write key and its version: what a phone seals core values with."""
         record = get_or_none(self.couch.main, data_key_id(resident))

@@ -1,0 +1,157 @@
+"""Keys for phones, so that a grid worker opens their residents' fields offline and nothing more.
+
+A phone makes a P-256 key pair whose private half never leaves its browser (WebCrypto, non-extractable)
+and registers the public half (`device_key:<user>.<id>`, accounts database). For each registered phone
+the server wraps the data keys its user is entitled to (`crypto.keys.wrap_for_device`, bound to the
+grant's id): contact keys of the residents whose contact details they may open (`firewall.entitlement`),
+core keys for approved, unexpired requests. Grants are routed to their user only (server/access.py).
+
+Grants follow entitlement: `sync_user` re-derives one user's grants (after a device registers, an
+approval is decided or revoked, a worker moves), `resync_resident` those touching one resident (after a
+privacy change or a re-key), `expire` deletes core grants whose approval ran out (every minute). A
+deleted grant is deleted on the phone at its next sync; until then an offline phone can still open what
+that grant covered (crypto/README.md, "What a phone can read offline").
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import secrets
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from crypto.envelope import unb64url
+from crypto.keys import wrap_for_device
+
+from .access import Principal
+from .couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
+from .domain import Role, validate
+from .firewall import Firewall, entitlement, grant_is_active
+
+Doc = dict[str, Any]
+MAX_DEVICES = 5  # phones a user may register at once
+
+
+class DeviceKeyError(ValueError):
+    pass
+
+
+def _user_key(user_id: str) -> str:
+    return user_id.split(":", 1)[1]
+
+
+def register_device(couch: Couch, user: Doc, public_b64: str, label: str, now: dt.datetime) -> Doc:
+    """Store a phone's public key for this user; the message of a DeviceKeyError says what is wrong."""
+    try:
+        raw = unb64url(public_b64)
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except (binascii.Error, ValueError):
+        raise DeviceKeyError("public_key must be an uncompressed P-256 point, base64url") from None
+    if len(devices_of(couch, user["_id"])) >= MAX_DEVICES:
+        raise DeviceKeyError(f"at most {MAX_DEVICES} phones per account; remove one first")
+    doc = {"_id": f"device_key:{_user_key(user['_id'])}.{secrets.token_hex(6)}", "type": "device_key",
+           "street": user["street"], "user": user["_id"], "public": public_b64, "label": label.strip()[:100],
+           "created_at": now.isoformat(), "revoked": False}
+    validate(doc)
+    return couch.accounts.save(doc)
+
+
+def devices_of(couch: Couch, user_id: str) -> list[Doc]:
+    prefix = f"device_key:{_user_key(user_id)}."
+    rows = couch.accounts.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True)
+    return [r["doc"] for r in rows if not r["doc"]["revoked"]]
+
+
+def grant_id(device: str, resident: str, tier: str) -> str:
+    return f"key_grant:{device.split(':', 1)[1]}:{resident.split(':', 1)[1]}:{tier}"
+
+
+def grants_of(couch: Couch, user_id: str) -> list[Doc]:
+    prefix = f"key_grant:{_user_key(user_id)}."
+    return [r["doc"] for r in couch.main.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True)]
+
+
+def _entitled(firewall: Firewall, p: Principal, now: dt.datetime) -> dict[tuple[str, str], dict[str, Any]]:
+    """(resident, tier) → {resident doc, expires_at, request} for every key this user may hold on a phone."""
+    wanted: dict[tuple[str, str], dict[str, Any]] = {}
+    if p.has(Role.GRID_WORKER):
+        for grid in sorted(p.grids):
+            for resident in iter_view_docs(firewall.couch.main, "linli/by_place", [grid, "resident"]):
+                privacy, grants = firewall.context(p, resident)
+                if entitlement(p, resident, "contact", privacy, grants, now).allowed:
+                    wanted[(resident["_id"], "contact")] = {"resident": resident}
+    mine = [d for grid in sorted(p.grids)
+            for d in iter_view_docs(firewall.couch.main, "linli/by_place", [grid, "access_request"])
+            if d["requester"] == p.user_id and grant_is_active(d, now)]
+    residents = get_many(firewall.couch.main, {d["resident"] for d in mine})
+    for request in mine:
+        resident = residents.get(request["resident"])
+        if resident is None:
+            continue
+        privacy, grants = firewall.context(p, resident)
+        if any(entitlement(p, resident, c, privacy, grants, now).allowed for c in request["categories"]):
+            wanted[(resident["_id"], "core")] = {"resident": resident, "expires_at": request["expires_at"],
+                                                 "request": request["_id"]}
+    return wanted
+
+
+def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int]:
+    """Issue the grants this user's phones should hold and delete the others; returns (issued, deleted)."""
+    p = Principal.of(user)
+    devices = devices_of(firewall.couch, user["_id"]) if user.get("active") else []
+    wanted = _entitled(firewall, p, now) if devices else {}
+    have = {g["_id"]: g for g in grants_of(firewall.couch, user["_id"])}
+    keys: dict[tuple[str, str], tuple[bytes, int]] = {}
+    writes: list[Doc] = []
+    for device in devices:
+        public = unb64url(device["public"])
+        for (resident_id, tier), want in wanted.items():
+            doc_id = grant_id(device["_id"], resident_id, tier)
+            if (resident_id, tier) not in keys:
+                keys[(resident_id, tier)] = firewall.keystore.raw_data_key(resident_id, tier)
+            raw, version = keys[(resident_id, tier)]
+            current = have.pop(doc_id, None)
+            if current and current["key_version"] == version and current.get("expires_at") == want.get("expires_at"):
+                continue
+            resident = want["resident"]
+            doc = {"_id": doc_id, "type": "key_grant", **{k: resident[k] for k in ("street", "community", "grid",
+                                                                                   "household")},
+                   "user": user["_id"], "device": device["_id"], "resident": resident_id, "tier": tier,
+                   "key_version": version, **wrap_for_device(public, doc_id, raw),
+                   **{k: want[k] for k in ("expires_at", "request") if k in want}}
+            if current:
+                doc["_rev"] = current["_rev"]
+            validate(doc)
+            writes.append(doc)
+    deletions = [{"_id": g["_id"], "_rev": g["_rev"], "_deleted": True,
+                  **{k: g[k] for k in ("type", "street", "community", "grid", "user")}} for g in have.values()]
+    failed = [r for r in bulk_save(firewall.couch.main, writes + deletions) if r.error]
+    if failed:
+        raise RuntimeError(f"key grant {failed[0].id}: {failed[0].error}; run it again")
+    return len(writes), len(deletions)
+
+
+def resync_resident(firewall: Firewall, resident: str, now: dt.datetime) -> int:
+    """Re-derive the grants of every user holding one for this resident (privacy change, re-key)."""
+    doc = get_or_none(firewall.couch.main, resident)
+    if doc is None:
+        return 0
+    holders = {g["user"] for g in iter_view_docs(firewall.couch.main, "linli/by_place",
+                                                  [doc["household"], "key_grant"]) if g["resident"] == resident}
+    users = get_many(firewall.couch.accounts, holders)
+    return sum(sum(sync_user(firewall, u, now)) for u in users.values())
+
+
+def expire(firewall: Firewall, now: dt.datetime) -> int:
+    """Delete core grants whose approval has expired or was revoked (run every minute by the server)."""
+    rows = firewall.couch.main.all(startkey="key_grant:", endkey="key_grant:\ufff0", as_list=True)
+    core = [r["doc"] for r in rows if r["doc"]["tier"] == "core"]
+    requests = get_many(firewall.couch.main, {g["request"] for g in core if g.get("request")})
+    gone = [g for g in core if not grant_is_active(requests.get(g.get("request", ""), {"status": "gone"}), now)]
+    deletions = [{"_id": g["_id"], "_rev": g["_rev"], "_deleted": True,
+                  **{k: g[k] for k in ("type", "street", "community", "grid", "user")}} for g in gone]
+    bulk_save(firewall.couch.main, deletions)
+    return len(deletions)
+

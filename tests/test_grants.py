@@ -1,0 +1,92 @@
+"""Keys for phones: what a registered phone may open offline follows entitlement, approvals, privacy and time."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from crypto.envelope import DataKey, FieldContext, b64url
+from crypto.keys import KeyMaterialError, unwrap_on_device
+from server import demo, grants
+from server.access import may_see
+from server.couch import Couch
+from server.firewall import Firewall
+
+from .test_firewall import NOW, OTHER_WORKER, SECRETARY, WORKER, _plain, _resident_with
+
+
+def phone() -> tuple[ec.EllipticCurvePrivateKey, str]:
+    private = ec.generate_private_key(ec.SECP256R1())
+    raw = private.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return private, b64url(raw)
+
+
+def open_on_phone(private: ec.EllipticCurvePrivateKey, grant: dict, doc: dict, field: str, tier: str) -> object:
+    key = DataKey(unwrap_on_device(private, grant["_id"], grant), grant["key_version"])
+    return key.open(FieldContext(doc["_id"], field, tier), doc[field])
+
+
+def test_a_phone_gets_exactly_the_keys_its_user_may_use(demo_loaded: Couch, firewall: Firewall) -> None:
+    user = demo_loaded.accounts.get(WORKER.user_id)
+    private, public = phone()
+    device = grants.register_device(demo_loaded, user, public, "wangge01 phone", NOW)
+    issued, deleted = grants.sync_user(firewall, user, NOW)
+    residents = [d for d in demo.generate(size=demo.DemoSize(2, 2, 8)) if d["type"] == "resident"
+                 and d["grid"] == "grid:c1-g01"]
+    assert (issued, deleted) == (len(residents), 0)  # one contact key per resident of the grid, no core key
+    resident = _resident_with(demo_loaded, "phone")
+    grant = demo_loaded.main.get(grants.grant_id(device["_id"], resident["_id"], "contact"))
+    assert open_on_phone(private, grant, resident, "phone", "contact") == _plain(resident["_id"])["phone"]
+    assert may_see(WORKER, grant) and not may_see(OTHER_WORKER, grant) and not may_see(SECRETARY, grant)
+    other_private, _ = phone()
+    with pytest.raises(KeyMaterialError):  # another phone's private key opens nothing
+        open_on_phone(other_private, grant, resident, "phone", "contact")
+    assert grants.sync_user(firewall, user, NOW) == (0, 0)  # nothing changed, nothing rewritten
+
+
+def test_core_keys_come_with_an_approval_and_go_with_its_expiry(demo_loaded: Couch, firewall: Firewall) -> None:
+    user = demo_loaded.accounts.get(WORKER.user_id)
+    private, public = phone()
+    device = grants.register_device(demo_loaded, user, public, "", NOW)
+    resident = _resident_with(demo_loaded, "chronic_conditions")
+    request = firewall.request(WORKER, resident, ["health"], "随访", 2, NOW)
+    firewall.decide(SECRETARY, request["_id"], approve=True, note="", now=NOW)
+    grants.sync_user(firewall, user, NOW)
+    grant = demo_loaded.main.get(grants.grant_id(device["_id"], resident["_id"], "core"))
+    assert grant["expires_at"] == (NOW + dt.timedelta(hours=2)).isoformat()
+    opened = open_on_phone(private, grant, resident, "chronic_conditions", "core")
+    assert opened == _plain(resident["_id"])["chronic_conditions"]
+    assert grants.expire(firewall, NOW + dt.timedelta(hours=1)) == 0
+    assert grants.expire(firewall, NOW + dt.timedelta(hours=3)) == 1
+    remaining = {g["_id"] for g in grants.grants_of(demo_loaded, WORKER.user_id)}
+    assert grants.grant_id(device["_id"], resident["_id"], "core") not in remaining
+
+
+def test_privacy_change_and_rekey_reach_the_phone(demo_loaded: Couch, firewall: Firewall) -> None:
+    user = demo_loaded.accounts.get(WORKER.user_id)
+    _, public = phone()
+    device = grants.register_device(demo_loaded, user, public, "", NOW)
+    grants.sync_user(firewall, user, NOW)
+    resident = _resident_with(demo_loaded, "phone")
+    contact_id = grants.grant_id(device["_id"], resident["_id"], "contact")
+    version = demo_loaded.main.get(contact_id)["key_version"]
+    firewall.rekey(resident["_id"])
+    grants.resync_resident(firewall, resident["_id"], NOW)
+    assert demo_loaded.main.get(contact_id)["key_version"] == version + 1  # the phone gets the new key
+    firewall.set_privacy(SECRETARY, resident, {"contact": "secretary_only"}, NOW)
+    grants.resync_resident(firewall, resident["_id"], NOW)
+    assert contact_id not in {g["_id"] for g in grants.grants_of(demo_loaded, WORKER.user_id)}
+
+
+def test_bad_device_keys_are_refused(demo_loaded: Couch) -> None:
+    user = demo_loaded.accounts.get(WORKER.user_id)
+    for bad in ("", "not base64!", b64url(b"\x04" + b"\x01" * 64)):
+        with pytest.raises(grants.DeviceKeyError, match="P-256"):
+            grants.register_device(demo_loaded, user, bad, "", NOW)
+    for _ in range(grants.MAX_DEVICES):
+        grants.register_device(demo_loaded, user, phone()[1], "", NOW)
+    with pytest.raises(grants.DeviceKeyError, match="at most"):
+        grants.register_device(demo_loaded, user, phone()[1], "", NOW)
