@@ -365,6 +365,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
+        # The WebCrypto half of the field format, for pages and the service worker (pwa/crypto/).
+        Mount("/pwa/crypto", StaticFiles(directory=PROJECT_ROOT / "pwa" / "crypto"), name="pwa-crypto"),
         *mounts,
     ]
     middleware = [

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from server import demo
 from server.embedded_couch import free_port
 from tests.browser import launch
 from tests.street import TINY_PNG
@@ -205,6 +206,53 @@ def test_the_service_request_loop_in_a_real_browser(served: Served, tmp_path: Pa
             assert "服务统计" in page.inner_text("h1") and page.locator("table").count() == 3
         finally:
             browser.close()
+
+
+def test_a_phone_opens_its_residents_contact_details_with_its_own_non_extractable_key(served: Served) -> None:
+    """The offline path of the firewall in Chromium: the phone makes a key the page cannot export, registers
+    its public half, receives a grant through the sync gateway, and opens a field with WebCrypto."""
+    from playwright.sync_api import sync_playwright
+
+    size = demo.DemoSize.for_residents(400)
+    resident = next(d for d in demo.generate(size=size) if d["type"] == "resident" and d["grid"] == "grid:c1-g01"
+                    and "phone" in d)
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page()
+            page.goto(served.url + "login")
+            page.fill("#username", "wangge01")
+            page.fill("#password", demo_password(served.data_dir))
+            page.click("button[type=submit]:has-text('登录')")
+            page.wait_for_url(re.compile(r"/grids/"))
+            result = page.evaluate("""async (residentId) => {
+                const env = await import('/pwa/crypto/envelope.js');
+                const pair = await crypto.subtle.generateKey({name: 'ECDH', namedCurve: 'P-256'}, false,
+                                                             ['deriveBits']);
+                const raw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
+                const csrf = JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRF-Token'];
+                const registered = await (await fetch('/devices/keys', {method: 'POST', body: JSON.stringify(
+                    {public_key: env.b64urlEncode(raw), label: 'test phone'}),
+                    headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}})).json();
+                const grantId = `key_grant:${registered.device.split(':')[1]}:${residentId.split(':')[1]}:contact`;
+                const grant = await (await fetch('/sync/main/' + encodeURIComponent(grantId))).json();
+                const doc = await (await fetch('/sync/main/' + encodeURIComponent(residentId))).json();
+                const key = await env.unwrapGrant(pair.privateKey, grantId, grant);
+                const phone = await env.openValue(key, {doc_id: residentId, field: 'phone', tier: 'contact'},
+                                                  doc.phone);
+                let core = 'locked';
+                try {
+                  await (await fetch('/sync/main/' + encodeURIComponent(grantId.replace(':contact', ':core')))).json()
+                    .then((g) => { if (g._id) core = 'granted'; });
+                } catch (e) { core = 'error'; }
+                return {phone, sealed: doc.phone.startsWith('enc:'), grants: registered.grants, core,
+                        keyExtractable: key.extractable, privateExtractable: pair.privateKey.extractable};
+            }""", resident["_id"])
+        finally:
+            browser.close()
+    assert result["sealed"] and result["phone"] == resident["phone"]
+    assert result["grants"] > 0 and result["core"] == "locked"  # no approval, no core key
+    assert result["keyExtractable"] is False and result["privateExtractable"] is False
 
 
 def test_ctrl_c_stops_both_processes_and_a_restart_keeps_the_data(served: Served) -> None:
