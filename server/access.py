@@ -158,6 +158,7 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "access_request": _access_request,
     # A wrapped data key for one phone: its user's, and nobody else's (not even a secretary's).
     "key_grant": lambda p, doc: doc.get("user") == p.user_id,
+    "access_report": lambda p, doc: doc.get("created_by") == p.user_id,
     "survey_response": lambda p, doc: _staff_of_community(p, doc) or doc.get("created_by") == p.user_id,
     "privacy": _personal,
     # Wrapped under the community's tier keys, which never leave the server: useless without a grant.
@@ -182,6 +183,13 @@ def may_see(p: Principal, doc: Doc) -> bool:
 # deletion reaches exactly the phones that had the document (see sync/README.md).
 VISIBILITY_FIELDS = ("type", "street", "community", "grid", "volunteers", "assigned_to", "created_by", "resident",
                      "departments", "target", "gateway", "visibility", "requester", "user")
+
+
+def deletion(doc: Doc) -> Doc:
+    """The server's deletion of a document: it keeps the fields routing reads, so that it reaches exactly
+    the phones that had the document (the sync gateway keeps them for phones' deletions the same way)."""
+    return {**{name: doc[name] for name in VISIBILITY_FIELDS if name in doc}, "_id": doc["_id"], "_rev": doc["_rev"],
+            "_deleted": True}
 
 
 # ---------------------------------------------------------------- writes
@@ -214,6 +222,8 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "safety_rules": _grid_staff,
     "device_health": lambda p, doc: _reported_by_gateway(p, doc) and _of_this_gateway(p, doc),
     "gateway_health": lambda p, doc: p.has(Role.GATEWAY) and _of_this_gateway(p, doc),
+    # A phone reports what it opened offline, in the grids it works in (filed by the server, server/filing.py).
+    "access_report": lambda p, doc: doc.get("created_by") == p.user_id and _grid_staff(p, doc),
 }
 
 OUTSIDE_SCOPE = "this document is outside what you may see"

@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from crypto.envelope import EnvelopeError
 
-from . import accounts, alerts, grants, open311, queries, request_pages, service_requests
+from . import accounts, alerts, filing, grants, open311, queries, request_pages, service_requests
 from .access import Principal, may_see
 from .config import LOCAL_TZ, PROJECT_ROOT, Settings
 from .couch import Couch, get_or_none
@@ -399,6 +399,7 @@ async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
             if street:
                 await run_in_threadpool(service_requests.sweep, couch, street, _now())
             await run_in_threadpool(grants.expire, firewall, _now())
+            await run_in_threadpool(filing.file_reports, couch, firewall.signer)
         except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
             logger.exception("service-request sweep failed")
         try:  # BLE alerts: family notifications and escalation to the secretary (server/alerts.py)

@@ -509,6 +509,17 @@ DOC_TYPES: dict[str, DocType] = {
             "expires_at": Field("datetime"),  # core grants: the approval's expiry
             "request": _ref("access_request"),
         }, label_zh="密钥授权", label_en="Key grant"),
+        DocType("access_report", Scope.GRID, {
+            # A phone's report of a protected field it opened offline; the server files it in the filing log
+            # (server/filing.py file_reports) and deletes the report. Phones cannot write the log itself.
+            **_PERSONAL_LINKS,
+            "resident": _ref("resident", required=True),
+            "fields": Field("list", required=True),
+            "purpose": _text(required=True, max_length=500),
+            "at": Field("datetime", required=True),
+            "device": _ref("device_key", required=True),
+            **_WHO_WHEN,
+        }, label_zh="离线查看报告", label_en="Offline access report"),
         DocType("keyring", Scope.COMMUNITY, {
             # The community's tier keys, wrapped under the master key; never replicated.
             "master_id": _text(Category.SYSTEM, required=True, max_length=32),

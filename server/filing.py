@@ -18,6 +18,7 @@ from pycouchdb.exceptions import Conflict
 
 from crypto import filing_log
 
+from .access import deletion
 from .couch import Couch, bulk_save, get_or_none
 from .domain import validate
 
@@ -89,6 +90,21 @@ def _all_docs_pages(couch: Couch, prefix: str, page: int = 1000) -> Iterator[dic
         if len(rows) <= page:
             return
         start = rows[page]["id"]
+
+
+def file_reports(couch: Couch, signer: Ed25519PrivateKey) -> int:
+    """File the openings phones reported from offline (access_report documents), then delete the reports.
+
+    A report is filed before it is deleted: a crash between the two files it twice on the next run, which
+    over-reports an access rather than losing one.
+    """
+    rows = couch.main.all(startkey="access_report:", endkey="access_report:\ufff0", as_list=True)
+    for report in (r["doc"] for r in rows):
+        append(couch, signer, street=report["street"], community=report["community"], actor=report["created_by"],
+               action="open_offline", target=report["resident"], fields=report["fields"],
+               purpose=report["purpose"], device=report["device"], at=dt.datetime.fromisoformat(report["at"]))
+        bulk_save(couch.main, [deletion(report)])
+    return len(rows)
 
 
 def iter_entries(couch: Couch, community: str) -> Iterator[dict[str, Any]]:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from crypto.envelope import unb64url
 from crypto.keys import wrap_for_device
 
-from .access import Principal
+from .access import Principal, deletion
 from .couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
 from .domain import Role, validate
 from .firewall import Firewall, entitlement, grant_is_active
@@ -125,8 +125,7 @@ def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int
                 doc["_rev"] = current["_rev"]
             validate(doc)
             writes.append(doc)
-    deletions = [{"_id": g["_id"], "_rev": g["_rev"], "_deleted": True,
-                  **{k: g[k] for k in ("type", "street", "community", "grid", "user")}} for g in have.values()]
+    deletions = [deletion(g) for g in have.values()]
     failed = [r for r in bulk_save(firewall.couch.main, writes + deletions) if r.error]
     if failed:
         raise RuntimeError(f"key grant {failed[0].id}: {failed[0].error}; run it again")
@@ -150,8 +149,6 @@ def expire(firewall: Firewall, now: dt.datetime) -> int:
     core = [r["doc"] for r in rows if r["doc"]["tier"] == "core"]
     requests = get_many(firewall.couch.main, {g["request"] for g in core if g.get("request")})
     gone = [g for g in core if not grant_is_active(requests.get(g.get("request", ""), {"status": "gone"}), now)]
-    deletions = [{"_id": g["_id"], "_rev": g["_rev"], "_deleted": True,
-                  **{k: g[k] for k in ("type", "street", "community", "grid", "user")}} for g in gone]
-    bulk_save(firewall.couch.main, deletions)
-    return len(deletions)
+    bulk_save(firewall.couch.main, [deletion(g) for g in gone])
+    return len(gone)
 

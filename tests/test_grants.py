@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from crypto.envelope import DataKey, FieldContext, b64url
 from crypto.keys import KeyMaterialError, unwrap_on_device
-from server import demo, grants
-from server.access import may_see
+from server import demo, filing, grants
+from server.access import may_see, write_refusal
 from server.couch import Couch
 from server.firewall import Firewall
 
@@ -90,3 +90,24 @@ def test_bad_device_keys_are_refused(demo_loaded: Couch) -> None:
         grants.register_device(demo_loaded, user, phone()[1], "", NOW)
     with pytest.raises(grants.DeviceKeyError, match="at most"):
         grants.register_device(demo_loaded, user, phone()[1], "", NOW)
+
+
+def test_openings_on_an_offline_phone_are_filed_when_it_reports_them(demo_loaded: Couch, firewall: Firewall) -> None:
+    user = demo_loaded.accounts.get(WORKER.user_id)
+    device = grants.register_device(demo_loaded, user, phone()[1], "", NOW)
+    resident = _resident_with(demo_loaded, "phone")
+    report = {"_id": "access_report:r1", "type": "access_report", **{k: resident[k] for k in (
+        "street", "community", "grid", "household")}, "resident": resident["_id"], "fields": ["phone"],
+        "purpose": "routine_visit", "at": "2026-11-25T09:30:00+00:00", "device": device["_id"],
+        "created_by": WORKER.user_id, "created_at": NOW.isoformat()}
+    assert write_refusal(WORKER, None, report) is None
+    assert write_refusal(OTHER_WORKER, None, {**report, "created_by": OTHER_WORKER.user_id}) is not None
+    forged = {**report, "_id": "audit_entry:c1:000000000001", "type": "audit_entry"}
+    assert write_refusal(WORKER, None, forged) is not None  # the log itself is the server's
+    demo_loaded.main.save(report)
+    assert filing.file_reports(demo_loaded, firewall.signer) == 1
+    entry = demo_loaded.main.get(filing.entry_id("community:c1", 1))
+    assert (entry["action"], entry["actor"], entry["device"]) == ("open_offline", WORKER.user_id, device["_id"])
+    assert entry["at"] == "2026-11-25T09:30:00+00:00"
+    assert demo_loaded.main.all(startkey="access_report:", endkey="access_report:\ufff0", as_list=True) == []
+    assert filing.verify(demo_loaded, firewall.signer, "community:c1").ok
