@@ -70,7 +70,7 @@ class Stats:
         if row.status in CLOSED and row.resolved:
             self.closed += 1
             self.close_hours.append((row.resolved - row.created).total_seconds() / 3600)
-            self.closed_on_time += row.resolved <= row.due_close
+            self.closed_on_time += row.due_close is not None and row.resolved <= row.due_close
         else:
             self.backlog_by_category[row.category] += 1
             self.backlog_by_department[row.department] += 1

@@ -358,6 +358,7 @@ class SweepReport:
 def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
     """Warn before deadlines, escalate past them; idempotent, so every server process may run it."""
     report = SweepReport()
+    intake(couch, street)
     for doc in open_requests(couch, street):
         changed = False
         for deadline, done_field, name in (("due_respond", "acknowledged_at", "respond"),
@@ -388,6 +389,37 @@ def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
             validate(doc)
             couch.main.save(doc)
     return report
+
+
+def intake(couch: Couch, street: str) -> int:
+    """Requests made offline arrive through the sync gateway as the phone wrote them: dispatch them and start
+    their clocks from the time they were reported, exactly as `create` does online. Returns how many."""
+    catalogue_now = catalogue(couch, street, active_only=False)
+    cal = calendar(couch, street)
+    taken = 0
+    for doc in open_requests(couch, street):
+        if "due_close" in doc:
+            continue
+        category = catalogue_now.get(doc["category"])
+        reported = dt.datetime.fromisoformat(doc["created_at"])
+        if category is None:  # an unknown category from an old phone: a person must sort it out
+            note = f"unknown category {doc['category']}"
+            doc["history"] = doc.get("history", []) + [{"at": reported.isoformat(), "by": "system",
+                                                        "action": "comment", "note": note}]
+            category = {"department": None, "respond_days": 1, "close_days": 3}
+        doc.setdefault("owner", doc["created_by"])  # staff who took it in, offline, own it (§5.2)
+        if category["department"]:
+            doc.setdefault("department", category["department"])
+        doc.setdefault("source", "offline")
+        doc["due_respond"] = cal.add_working_days(reported, category["respond_days"]).isoformat()
+        doc["due_close"] = cal.add_working_days(reported, category["close_days"]).isoformat()
+        if not doc.get("history"):
+            doc["history"] = [{"at": reported.isoformat(), "by": doc["created_by"], "action": "created",
+                               "status": doc["status"]}]
+        validate(doc)
+        couch.main.save(doc)
+        taken += 1
+    return taken
 
 
 def open_requests(couch: Couch, street: str) -> list[Doc]:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from server import service_requests as sr
-from server.access import Principal
+from server.access import Principal, write_refusal
 from server.couch import Couch
 from server.demo import STREET_ID
 from server.workdays import CHINA_2026_HOLIDAYS, CHINA_2026_WORKDAYS, WorkCalendar
@@ -120,3 +120,20 @@ def test_sla_warns_then_escalates_across_a_holiday_and_the_whistle_has_its_own_c
     assert late.departments_overdue == 1  # utilities never came; urban management did
     with pytest.raises(sr.RequestError):
         sr.whistle(demo_loaded, WORKER, doc, ["department:health"], "", local("2026-10-09T12:00"))
+
+
+def test_a_request_made_offline_is_dispatched_and_clocked_from_when_it_was_reported(demo_loaded: Couch) -> None:
+    # As a phone writes it and the sync gateway stores it: no department, no deadlines yet.
+    reported = local("2026-09-24T10:00")
+    phone_doc = {"_id": "service_request:offline1", "type": "service_request", "street": STREET_ID,
+                 "community": "community:c1", "grid": "grid:c1-g01", "category": "water_supply",
+                 "description": "地下室漏水", "status": "received", "created_by": WORKER.user_id,
+                 "created_at": reported.isoformat()}
+    assert write_refusal(WORKER, None, phone_doc) is None  # what the sync gateway checks
+    demo_loaded.main.save(phone_doc)
+    assert sr.intake(demo_loaded, STREET_ID) == 1
+    doc = demo_loaded.main.get("service_request:offline1")
+    assert (doc["department"], doc["owner"], doc["source"]) == ("department:utilities", WORKER.user_id, "offline")
+    assert doc["due_respond"] == local("2026-09-28T10:00").astimezone(dt.UTC).isoformat()  # from when it happened
+    assert [h["action"] for h in doc["history"]] == ["created"]
+    assert sr.intake(demo_loaded, STREET_ID) == 0  # once
