@@ -239,6 +239,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "backlog": "积压（按部门）",
         "dashboard_note": "时间单位为小时；按时办结指在办结时限内解决。",
         "catalogue": "服务目录",
+        "questions": "需要居民回答的问题（每行一个）",
+        "questions_help": ("格式：代码 | 类型（string、number、datetime、text、singlevaluelist、multivaluelist）"
+                           " | 问题 | yes/no（必答） | 选项（逗号分隔，仅列表类型）"),
+        "category_new": "新增服务类别",
+        "category_code": "代码（小写字母、数字、下划线）",
         "saved": "已保存。",
         "category_name": "名称",
         "respond_days": "响应时限（工作日）",
@@ -499,6 +504,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "backlog": "Backlog by department",
         "dashboard_note": "Times in hours; on time means resolved before the close deadline.",
         "catalogue": "Service catalogue",
+        "questions": "Questions the reporter answers (one a line)",
+        "questions_help": ("Format: code | datatype (string, number, datetime, text, singlevaluelist, "
+                           "multivaluelist) | question | yes/no (required) | values, comma separated (lists only)"),
+        "category_new": "New service category",
+        "category_code": "Code (lower-case letters, digits, _)",
         "saved": "Saved.",
         "category_name": "Name",
         "respond_days": "Respond within (working days)",

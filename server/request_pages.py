@@ -173,8 +173,10 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             except sr.RequestError as bad:
                 error = str(bad)
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
+        questions = {code: sr.questions_text(c.get("attributes", [])) for code, c in categories.items()}
         return render(request, "catalogue.html", 400 if error else 200, categories=categories, saved=saved,
-                      error=error, departments=await run_in_threadpool(sr.department_names, couch))
+                      error=error, questions=questions,
+                      departments=await run_in_threadpool(sr.department_names, couch))
 
     async def survey_page(request: Request) -> Response:
         p = await principal_of(request)
@@ -254,8 +256,13 @@ def _dashboard(couch: Couch, p: Principal) -> dict[str, dict[str, dashboard.Stat
 
 def _save_category(couch: Couch, p: Principal, form: dict[str, str], now: dt.datetime) -> None:
     doc = get_or_none(couch.main, "service_category:" + form.get("code", ""))
+    if form.get("new"):
+        if doc is not None:
+            raise sr.RequestError("code", "a category with this code exists already")
+        doc = {**sr.new_category(form.get("code", ""), p.street), "department": form.get("department", "")}
     if doc is None or doc["street"] != p.street:
         raise sr.RequestError("code", "no such service category")
+    doc["attributes"] = sr.parse_questions(form.get("questions", ""))
     try:
         respond, close = int(form.get("respond_days", "")), int(form.get("close_days", ""))
     except ValueError:

@@ -90,6 +90,50 @@ def check_attributes(category: Doc, answers: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
+_CODE = re.compile(r"^[a-z][a-z0-9_]{1,49}$")
+YES = ("yes", "是", "true", "1")
+
+
+def questions_text(attributes: list[Doc]) -> str:
+    """A category's questions as the secretary edits them: one a line, `code | datatype | question | yes/no
+    (required) | values, comma separated`."""
+    return "\n".join(" | ".join([a["code"], a["datatype"], a["description"], "yes" if a["required"] else "no",
+                                 ", ".join(a.get("values", []))]).rstrip(" |") for a in attributes)
+
+
+def parse_questions(text: str) -> list[Doc]:
+    """The inverse of questions_text, checking every line; RequestError names the line that is wrong."""
+    questions: list[Doc] = []
+    for number, line in enumerate((raw for raw in text.splitlines() if raw.strip()), start=1):
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) < 4:
+            raise RequestError("questions", f"line {number}: write code | datatype | question | yes/no [| values]")
+        code, datatype, description, required = parts[:4]
+        values = [v.strip() for v in (parts[4] if len(parts) > 4 else "").split(",") if v.strip()]
+        if not _CODE.match(code):
+            raise RequestError("questions", f"line {number}: code must be lower-case letters, digits and _")
+        if datatype not in DATATYPES:
+            raise RequestError("questions", f"line {number}: datatype must be one of {', '.join(DATATYPES)}")
+        if not description or len(description) > 200:
+            raise RequestError("questions", f"line {number}: the question must have 1 to 200 characters")
+        if datatype.endswith("valuelist") != bool(values):
+            raise RequestError("questions", f"line {number}: list datatypes need values, others none")
+        if code in {q["code"] for q in questions}:
+            raise RequestError("questions", f"line {number}: code {code} is used twice")
+        questions.append({"code": code, "datatype": datatype, "description": description,
+                          "required": required.lower() in YES, "order": number,
+                          **({"values": values} if values else {})})
+    return questions
+
+
+def new_category(code: str, street: str) -> Doc:
+    """A new, inactive category for the secretary to fill in."""
+    if not _CODE.match(code):
+        raise RequestError("code", "must be lower-case letters, digits and _ (2 to 50)")
+    return {"_id": f"service_category:{code}", "type": "service_category", "street": street, "code": code,
+            "name": code, "keywords": [], "attributes": [], "respond_days": 1, "close_days": 3, "active": False}
+
+
 def _check_answer(code: str, definition: Doc, value: Any) -> Any:
     kind, allowed = definition["datatype"], set(definition.get("values", []))
     name = f"attribute[{code}]"

@@ -123,3 +123,23 @@ def test_monthly_survey_publishes_totals_only(web: TestClient, demo_loaded: Couc
     published = web.get("/survey/results")  # public, no login
     assert published.status_code == 200 and "幸福社区" in published.text and "100.0%" in published.text
     assert "很好" not in published.text and "jumin1" not in published.text
+
+
+def test_secretary_adds_a_category_with_its_questions(web: TestClient, demo_loaded: Couch) -> None:
+    as_user(web, "shuji1")
+    page = web.get("/catalogue")
+    assert "time_of_day | singlevaluelist | 什么时候 | yes | day, evening, night" in page.text  # editable as text
+    new = {"csrf_token": csrf_of(web), "new": "1", "code": "tree_fallen", "name": "树木倒伏",
+           "department": "department:urban_management", "respond_days": "1", "close_days": "2", "active": "on",
+           "questions": "blocking | singlevaluelist | 是否阻断道路 | yes | yes_blocking, not_blocking\n"
+                        "size | number | 树干直径（厘米） | no"}
+    assert web.post("/catalogue", data=new).status_code == 200
+    stored = demo_loaded.main.get("service_category:tree_fallen")
+    assert stored["active"] and [q["code"] for q in stored["attributes"]] == ["blocking", "size"]
+    assert stored["attributes"][0]["values"] == ["yes_blocking", "not_blocking"]
+    bad = web.post("/catalogue", data={**new, "csrf_token": csrf_of(web), "code": "tree_other",
+                                       "questions": "size | colour | 颜色 | no"})
+    assert bad.status_code == 400 and "line 1: datatype" in bad.text
+    twice = web.post("/catalogue", data={**new, "csrf_token": csrf_of(web)})
+    assert twice.status_code == 400 and "exists already" in twice.text
+    assert "树木倒伏" in web.get("/open311/v2/services.json").text  # and Open311 clients see it at once
