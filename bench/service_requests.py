@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import requests
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -88,6 +89,16 @@ def load(couch: Any, n: int, progress: bool) -> float:
     return time.perf_counter() - started
 
 
+def wait_for_view(couch: Any, name: str) -> None:
+    """Index a view over the whole load; pouchdb-server keeps indexing when a slow first query times out."""
+    while True:
+        try:
+            couch.main.query(f"linli/{name}", limit=0, as_list=True)
+            return
+        except requests.exceptions.ReadTimeout:
+            continue
+
+
 def timed_dashboard(couch: Any, communities: list[str]) -> tuple[float, float, dict[str, Any]]:
     tracemalloc.start()
     started = time.perf_counter()
@@ -136,7 +147,9 @@ def main() -> None:
             communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
                                                            include_docs="false", as_list=True)]
             started = time.perf_counter()
-            build_views(couch, ("request_stats", "public_requests", "users_by_grid"))
+            for view in ("request_stats", "public_requests"):
+                wait_for_view(couch, view)
+            build_views(couch, ("users_by_grid",))
             index_seconds = time.perf_counter() - started
             dash_seconds, dash_mib, street = timed_dashboard(couch, communities)
             stream_seconds = stream_only(couch, communities)
