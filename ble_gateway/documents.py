@@ -1,7 +1,7 @@
 """Readings, alerts and health documents, as the declaration (`server.domain`) has them.
 
 Protected fields (`reading.value`, `alert.detail`: health, core tier) are sealed here, before a document
-reaches the outbox, with `crypto.envelope.seal_for` and the resident's public write key copied onto the
+reaches the outbox, with `crypto.envelope.seal_for_key` and the resident's public write key copied onto the
 device's document at registration: the gateway writes what it cannot read back, and no plaintext health
 value is ever on its disk. Which fields to seal comes from the declaration, not from this module.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from crypto.envelope import FieldContext, seal_for
+from crypto.envelope import FieldContext, seal_for_key
 from crypto.fields import plaintext_fields, protected_fields
 from server.domain import validate
 from server.firewall import alert_visibility, privacy_choices
@@ -26,8 +26,8 @@ def sealed(doc: Doc, device: RegisteredDevice) -> Doc:
     """doc with every plaintext protected field sealed for the device's resident; checked against the declaration."""
     tiers = protected_fields(doc["type"])
     for name in plaintext_fields(doc):
-        doc[name] = seal_for(device.write_public, device.write_key_version,
-                             FieldContext(doc["_id"], name, tiers[name]), doc[name])
+        doc[name] = seal_for_key(device.write_key, device.write_key_version,
+                                 FieldContext(doc["_id"], name, tiers[name]), doc[name])
     validate(doc)
     return doc
 

@@ -4,9 +4,10 @@
     heart-rate monitors (bleak GATT) ─────────────────────────┘                               │
                                                       uplink (sync gateway, device token) ◄───┘
 
-Everything a packet produces is written to the outbox in one transaction before anything is sent;
-the uplink drains the outbox whenever the network allows. SOS and fall also raise a local alarm at
-once (`on_alarm`), so that someone in the room hears it even when the gateway is offline.
+Routine readings are committed to the outbox in groups (one transaction at most every `commit_seconds`);
+an alert commits everything waiting with it before its local alarm sounds (`on_alarm`, SOS and fall, so
+that someone in the room hears it even offline) and before anything is sent. The uplink drains only what
+is committed, whenever the network allows.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 LOCAL_ALARM_KINDS = ("sos", "fall")
 KEEP_SENT = dt.timedelta(days=30)
-SEQUENCE_FLUSH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class GatewayConfig:
     device_health_minutes: float = 60.0
     stall_seconds: float = 120.0
     push_batch: int = 200
+    commit_seconds: float = 1.0  # group commit: what a power cut may lose of routine readings (README)
 
 
 def _log_alarm(draft: AlertDraft) -> None:
@@ -96,6 +97,7 @@ class Gateway:
         self._monitors: dict[str, asyncio.Task[None]] = {}
         self._push_now = asyncio.Event()
         self._unsaved: dict[str, tuple[str, Sequence]] = {}
+        self._unwritten: list[Doc] = []  # routine readings waiting for the next group commit
         self._saved_at = time.monotonic()
         self.decoder = Decoder()
         docs, self._since = self.outbox.config()
@@ -106,8 +108,12 @@ class Gateway:
                                   if (d := self.registry.get(device_id)) and d.registered_at == registered_at})
 
     def flush(self, docs: list[Doc] | None = None) -> None:
-        self.outbox.record(docs or [], self._unsaved, self.state.take_dirty(), self.clock.now())
-        self._unsaved = {}
+        """Commit what waits (readings, sequences, rule state) and `docs` in one transaction, if anything does."""
+        docs = self._unwritten + (docs or [])
+        state = self.state.take_dirty()
+        if docs or self._unsaved or state:
+            self.outbox.record(docs, self._unsaved, state, self.clock.now())
+        self._unwritten, self._unsaved = [], {}
         self._saved_at = time.monotonic()
 
     def close(self) -> None:
@@ -193,15 +199,18 @@ class Gateway:
 
     def _commit(self, docs: list[Doc], drafts: list[AlertDraft],
                 sequences: dict[str, tuple[str, Sequence]]) -> None:
-        """Write what a packet produced. A packet that produced documents is on disk before this returns; one
-        that only moved its device's sequence (most advertisements: values unchanged, nothing to store) is
-        written with the next one that does, or within `SEQUENCE_FLUSH_SECONDS`: one fsync per advertisement
-        would cap the gateway far below what a busy community's meters send, and losing a second of packets
-        that stored nothing loses nothing."""
-        docs = docs + [documents.alert(draft) for draft in drafts]
+        """Write what a packet produced. Alerts are on disk, with everything heard before them, before this
+        returns (and so before the local alarm or any delivery). Readings, sequences and rule state are
+        committed as a group within `commit_seconds` (by the next packet after it, or by `run`'s commit
+        step): a disk sync per reading would cap the gateway far below what a busy community's meters send.
+        A power cut can therefore lose at most the last `commit_seconds` of routine readings, all together
+        with their sequences and rule state, as if it had come that much earlier; nothing uncommitted was
+        sent anywhere, so nothing is doubled either."""
+        alerts = [documents.alert(draft) for draft in drafts]
+        self._unwritten += docs
         self._unsaved.update(sequences)
-        if docs or time.monotonic() - self._saved_at >= SEQUENCE_FLUSH_SECONDS:
-            self.flush(docs)
+        if alerts or time.monotonic() - self._saved_at >= self.config.commit_seconds:
+            self.flush(alerts)
         for draft in drafts:
             log.info("alert %s raised (%s)", draft.alert_id, draft.kind)
             if draft.kind in LOCAL_ALARM_KINDS:
@@ -312,6 +321,7 @@ class Gateway:
             self.scanner.run(),
             self._every(self.config.config_seconds, self.refresh_config, "configuration"),
             self._every(self.config.tick_seconds, self.tick, "tick"),
+            self._every(self.config.commit_seconds, self.flush, "commit"),  # readings heard before a lull
             self._every(self.config.push_seconds, self.push, "push", self._push_now))]
         try:
             await asyncio.gather(*tasks)

@@ -15,7 +15,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from crypto.envelope import unb64url
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+from crypto.envelope import EnvelopeError, unb64url, write_public_key
 from server.domain import PRIVACY_CHOICES, ValidationError, validate
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class RegisteredDevice:
     community: str
     grid: str
     registered_at: str
-    write_public: bytes
+    write_key: EllipticCurvePublicKey  # loaded once here: every reading and alert of the device is sealed to it
     write_key_version: int
     utility_alerts: str
     bind_key: bytes | None  # present exactly when the device must encrypt
@@ -69,7 +71,9 @@ def device_from_doc(doc: dict[str, Any], gateway: str, bind_keys: dict[str, byte
     if missing:
         raise DeviceConfigError(f"{doc_id}: missing {', '.join(missing)} (register it with linli device register)")
     try:
-        write_public = unb64url(doc["write_public"])
+        write_key = write_public_key(unb64url(doc["write_public"]))
+    except EnvelopeError:
+        raise DeviceConfigError(f"{doc_id}: write_public is not a P-256 public key") from None
     except ValueError:
         raise DeviceConfigError(f"{doc_id}: write_public is not base64url") from None
     bind_key = bind_keys.get(doc["mac"]) if doc.get("encrypted") else None
@@ -77,7 +81,7 @@ def device_from_doc(doc: dict[str, Any], gateway: str, bind_keys: dict[str, byte
         raise DeviceConfigError(f"{doc_id}: registered as encrypted, but no bind key for {doc['mac']} is configured "
                                 "(LINLI_GATEWAY_BIND_KEYS_FILE)")
     return RegisteredDevice(doc_id, doc["mac"], doc["kind"], doc["resident"], doc["household"], doc["street"],
-                            doc["community"], doc["grid"], doc.get("registered_at") or "", write_public,
+                            doc["community"], doc["grid"], doc.get("registered_at") or "", write_key,
                             doc["write_key_version"], doc.get("utility_alerts") or PRIVACY_CHOICES["utility_alerts"][0],
                             bind_key)
 

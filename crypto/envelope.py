@@ -201,13 +201,24 @@ def _sealed_aead(shared_secret: bytes, ephemeral: bytes) -> AESGCM:
                        info=SEALED_INFO).derive(shared_secret))
 
 
+def write_public_key(public_raw: bytes) -> ec.EllipticCurvePublicKey:
+    """A write key's public half from its raw point (checked to be on P-256), for `seal_for_key`."""
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_raw)
+    except ValueError:
+        raise EnvelopeError("format", "write key is not a P-256 public key") from None
+
+
 def seal_for(public_raw: bytes, key_version: int, context: FieldContext, value: Any, *,
              ephemeral: ec.EllipticCurvePrivateKey | None = None, nonce: bytes | None = None) -> str:
     """Seal a value for the holder of a write key's private half. `ephemeral` and `nonce`: test vectors only."""
-    try:
-        recipient = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_raw)
-    except ValueError:
-        raise EnvelopeError("format", "write key is not a P-256 public key") from None
+    return seal_for_key(write_public_key(public_raw), key_version, context, value, ephemeral=ephemeral, nonce=nonce)
+
+
+def seal_for_key(recipient: ec.EllipticCurvePublicKey, key_version: int, context: FieldContext, value: Any, *,
+                 ephemeral: ec.EllipticCurvePrivateKey | None = None, nonce: bytes | None = None) -> str:
+    """`seal_for` with the key already loaded: a sender that seals many values for the same residents (the BLE
+    gateway) loads and checks each key once instead of on every value."""
     ephemeral = ephemeral or ec.generate_private_key(ec.SECP256R1())
     point = _point(ephemeral.public_key())
     nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import sqlite3
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ from ble_gateway.credentials import SecretError, bind_keys
 from ble_gateway.gateway import Gateway, GatewayConfig
 from ble_gateway.heart_rate import HeartRateError, parse_measurement
 from ble_gateway.outbox import Outbox
+from ble_gateway.registry import Registry
+from ble_gateway.rules import AlertDraft
 from crypto.envelope import FieldContext, WriteKey
 from server.domain import validate
 
@@ -30,6 +33,15 @@ METER, BAND, DOOR = "A4:C1:38:00:00:01", "A4:C1:38:00:00:02", "A4:C1:38:00:00:03
 BIND_KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 START = dt.datetime(2026, 11, 2, 0, 0, tzinfo=dt.UTC)  # 08:00 in Asia/Shanghai
 WRITE_KEY = WriteKey.generate(1)
+
+
+def committed_ids(data_dir: Path) -> set[str]:
+    """Document ids on disk, read through a connection of its own: what a gateway restarted after a power cut finds."""
+    db = sqlite3.connect(data_dir / "gateway.sqlite3")
+    try:
+        return {doc_id for (doc_id,) in db.execute("SELECT doc_id FROM outbox")}
+    finally:
+        db.close()
 
 
 def outbox_docs(data_dir: Path, doc_type: str | None = None) -> list[dict[str, Any]]:
@@ -42,19 +54,25 @@ def outbox_docs(data_dir: Path, doc_type: str | None = None) -> list[dict[str, A
 class Rig:
     """A gateway (offline: no uplink) on a virtual radio, with a clock the test moves."""
 
-    def __init__(self, data_dir: Path, radio: VirtualRadio, configuration: list[dict[str, Any]]) -> None:
-        self.data_dir, self.radio = data_dir, radio
+    def __init__(self, data_dir: Path, radio: VirtualRadio, configuration: list[dict[str, Any]],
+                 **config: Any) -> None:
+        self.data_dir, self.radio, self.config = data_dir, radio, config
         box = Outbox(data_dir / "gateway.sqlite3")
         box.save_config(configuration, "0")
         box.close()
         self.clock = ManualClock(START)
         self.alarms: list[str] = []
+        self.on_disk_at_alarm: list[set[str]] = []
         self.gateway = self.start()
 
+    def alarm(self, draft: AlertDraft) -> None:
+        self.alarms.append(draft.kind)
+        self.on_disk_at_alarm.append(committed_ids(self.data_dir))
+
     def start(self) -> Gateway:
-        config = GatewayConfig(gateway="gateway:gw1", data_dir=self.data_dir, stall_seconds=0.4)
+        config = GatewayConfig(gateway="gateway:gw1", data_dir=self.data_dir, stall_seconds=0.4, **self.config)
         return Gateway(config, {BAND: BIND_KEY}, clock=self.clock, scanner_backend=self.radio.scanner_backend,
-                       client_backend=self.radio.client_backend, on_alarm=lambda d: self.alarms.append(d.kind))
+                       client_backend=self.radio.client_backend, on_alarm=self.alarm)
 
     async def emit(self, device: VirtualDevice, objects: bytes) -> None:
         before = self.gateway.advertisements
@@ -67,16 +85,17 @@ class Rig:
         await settle(self.gateway, before)
 
 
-def run_with_rig(tmp_path: Path, configuration: list[dict[str, Any]],
-                 scenario: Callable[[Rig], Awaitable[None]]) -> Rig:
+def run_with_rig(tmp_path: Path, configuration: list[dict[str, Any]], scenario: Callable[[Rig], Awaitable[None]],
+                 *, whole_gateway: bool = False, **config: Any) -> Rig:
+    """Run scenario on a rig; the gateway scans only (the test calls tick), or runs whole (`Gateway.run`)."""
     async def main() -> Rig:
         radio = VirtualRadio()
         await radio.start()
         await radio.add(METER)
         await radio.add(DOOR)
         await radio.add(BAND, BIND_KEY, wristband=True)
-        rig = Rig(tmp_path, radio, configuration)
-        scanning = asyncio.create_task(rig.gateway.scanner.run())
+        rig = Rig(tmp_path, radio, configuration, **config)
+        scanning = asyncio.create_task(rig.gateway.run() if whole_gateway else rig.gateway.scanner.run())
         try:
             await scenario(rig)
         finally:
@@ -306,3 +325,57 @@ def test_heart_rate_out_of_range_over_gatt_raises_one_alert(tmp_path: Path) -> N
     assert opened(alert, "detail").startswith("heart rate 188 bpm, outside 40–150")
     rates = sorted(opened(r, "value") for r in outbox_docs(tmp_path, "reading") if r["metric"] == "heart_rate")
     assert rates and set(rates) <= {72, 75, 190, 185, 188, 192, 186}
+
+
+# ---------------------------------------------------------------- group commit
+
+def test_readings_wait_for_the_group_commit_but_an_sos_is_on_disk_with_them_before_its_alarm(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        meter, band = rig.radio.devices[METER], rig.radio.devices[BAND]
+        await rig.emit(meter, meter.water(10.0))
+        assert [d for d in committed_ids(rig.data_dir) if d.startswith("reading:")] == []  # waiting for the group
+        await rig.emit(band, band.buttons(sos=1))
+        rig.clock.advance(dt.timedelta(minutes=16))
+        await rig.emit(meter, meter.water(11.0))
+        # A power cut now loses this reading and, with it, the meter's sequence and reading state: restarted, the
+        # gateway takes the meter's next packet as new and stores its (cumulative) count.
+        box = Outbox(rig.data_dir / "gateway.sqlite3")
+        (sequence,) = [s.number for d, (_, s) in box.sequences().items() if d.endswith("000001")]
+        box.close()
+        assert sequence == meter.packet_id - 1
+
+    rig = run_with_rig(tmp_path, CONFIG, scenario, commit_seconds=3600)
+    assert rig.alarms == ["sos"]
+    (at_alarm,) = rig.on_disk_at_alarm
+    assert any(d.startswith("alert:") and "-sos-" in d for d in at_alarm)
+    assert [d for d in at_alarm if d.startswith("reading:") and d.endswith("-water")]  # heard before: with it
+    water = sorted(opened(r, "value") for r in outbox_docs(tmp_path, "reading") if r["metric"] == "water")
+    assert water == [10.0, 11.0]  # the clean stop committed the rest
+
+
+def test_a_running_gateway_commits_a_reading_within_the_window_without_another_packet(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        meter = rig.radio.devices[METER]
+        while not rig.gateway.scanner.scanning:
+            await asyncio.sleep(0.01)
+        await rig.emit(meter, meter.water(42.0))
+        accepted = dict(rig.gateway.decoder.last)
+        for _ in range(100):
+            if any(d.endswith("-water") for d in committed_ids(rig.data_dir)):
+                break
+            await asyncio.sleep(0.05)
+        assert any(d.endswith("-water") for d in committed_ids(rig.data_dir)), "never committed"
+        assert rig.gateway.decoder.last == accepted  # committed by the commit step, not by a later packet
+
+    without_band = [d for d in CONFIG if d.get("mac") != BAND]  # the meter alone is heard: nothing else commits
+    run_with_rig(tmp_path, without_band, scenario, whole_gateway=True, commit_seconds=0.2)
+
+
+def test_a_device_whose_write_key_is_not_a_p256_point_is_refused_when_configured() -> None:
+    registry = Registry("gateway:gw1", {})
+    doc = device_doc(METER, "water_meter", WRITE_KEY)
+    registry.apply({**doc, "write_public": doc["write_public"][:-4] + "AAAA"})  # well-formed base64url, off the curve
+    assert registry.get(doc["_id"]) is None
+    assert "not a P-256 public key" in registry.problems[doc["_id"]]
+    registry.apply(doc)
+    assert registry.get(doc["_id"]) is not None
