@@ -143,7 +143,8 @@ ELDERLY_CARE_LEVELS = ("none", "self_reliant", "semi_disabled", "disabled")
 DISABILITY_KINDS = ("none", "physical", "visual", "hearing", "speech", "intellectual", "mental", "multiple")
 DEPARTMENT_KINDS = ("civil_affairs", "health", "urban_management", "housing", "police", "utilities", "other")
 DEVICE_KINDS = ("wristband", "water_meter", "electricity_meter", "door_sensor", "motion_sensor")
-ALERT_KINDS = ("sos", "fall", "no_water", "no_activity", "heart_rate", "electricity", "battery_low", "gateway_silent")
+ALERT_KINDS = ("sos", "fall", "no_water", "no_activity", "heart_rate", "electricity", "battery_low", "gateway_silent",
+               "device_silent")
 ALERT_STATES = ("raised", "acknowledged", "visiting", "resolved", "escalated")
 REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resolved", "closed", "reopened")
 SATISFACTION = ("very_satisfied", "satisfied", "neutral", "dissatisfied", "very_dissatisfied")
@@ -357,6 +358,8 @@ DOC_TYPES: dict[str, DocType] = {
             # Copied from the resident's privacy choice when raised, so routing needs no lookup.
             "visibility": _enum(PRIVACY_CHOICES["utility_alerts"]),
             "escalated_at": Field("datetime"),  # unacknowledged too long: the secretary was told (server/alerts.py)
+            "gateway": _ref("gateway"),  # gateway_silent: which one (server/alerts.py)
+            "resolved_at": Field("datetime"),  # gateway_silent, device_silent: heard again
         }, label_zh="告警", label_en="Alert"),
         DocType("device", Scope.GRID, {
             **_PERSONAL_LINKS,
