@@ -56,7 +56,8 @@ def cmd_sweep(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     with open_couch(load_settings()) as couch:
         report = alerts.sweep(couch, dt.datetime.now(dt.UTC))
     print(f"{report.open_alerts} open alerts: {report.family_notified} family notifications, "
-          f"{report.escalated} escalated, {report.visibility_changed} visibility corrected.")
+          f"{report.escalated} escalated, {report.visibility_changed} visibility corrected; silent gateways and "
+          f"devices: {report.silent_raised} raised, {report.silent_resolved} heard again.")
     return 0
 
 
@@ -86,6 +87,6 @@ def add_parsers(sub: argparse._SubParsersAction, open_couch: OpenCouch) -> None:
                            help="HH:MM" if kind is str else None)
     bind(rules, cmd_rules)
 
-    sweep = sub.add_parser("alerts-sweep", help="notify families and escalate unacknowledged alerts "
-                           "(the server also does this every minute)")
+    sweep = sub.add_parser("alerts-sweep", help="silent gateways and devices, family notifications, escalation of "
+                           "unacknowledged alerts (the server also does this every minute)")
     bind(sweep, cmd_sweep)
