@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,11 +27,9 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crypto.keys import new_key  # noqa: E402
+from bench.stack import embedded_stack  # noqa: E402
 from server import demo  # noqa: E402
-from server.config import Settings  # noqa: E402
 from server.couch import connect  # noqa: E402
-from server.embedded_couch import EmbeddedCouch  # noqa: E402
 from server.firewall import Firewall  # noqa: E402
 
 BATCH = 1000  # the same batch size for ours and the reference
@@ -58,26 +55,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2025)
     args = parser.parse_args()
     size = demo.DemoSize.for_residents(args.residents)
-    with tempfile.TemporaryDirectory(prefix="linli-bench-") as tmp:
-        server = EmbeddedCouch(Path(tmp) / "couch").start()
-        try:
-            settings = Settings(data_dir=Path(tmp), couchdb_url=None, couchdb_user=None, couchdb_password=None,
-                                db_prefix="bench_", secret_key="bench-only", host="127.0.0.1", port=0,
-                                session_max_age=60, cookie_secure=False, master_keys=(new_key(),))
-            couch = connect(settings, server.url)
-            seal = Firewall.open(settings, couch).seal_for_storage
-            report = demo.load(couch, seal, seed=args.seed, size=size, password="bench-password",
-                               progress=sys.stdout.isatty(), batch_size=BATCH)
-            # The reference writes the very documents Linli stored (sealed, with data keys), made beforehand.
-            reference_couch = connect(replace(settings, db_prefix="reference_"), server.url)
-            reference_seal = Firewall.open(settings, reference_couch).seal_for_storage
-            generated = demo.generate(args.seed, size)
-            docs = [d for batch in iter(lambda: list(itertools.islice(generated, BATCH)), [])
-                    for d in reference_seal(batch)]
-            # connect() created the reference databases exactly as Linli's own, design documents included.
-            reference = reference_rate(server.url, reference_couch.main.name, docs)
-        finally:
-            server.stop()
+    with embedded_stack() as (settings, couch, server):
+        seal = Firewall.open(settings, couch).seal_for_storage
+        report = demo.load(couch, seal, seed=args.seed, size=size, password="bench-password",
+                           progress=sys.stdout.isatty(), batch_size=BATCH)
+        # The reference writes the very documents Linli stored (sealed, with data keys), made beforehand.
+        reference_couch = connect(replace(settings, db_prefix="reference_"), server.url)
+        reference_seal = Firewall.open(settings, reference_couch).seal_for_storage
+        generated = demo.generate(args.seed, size)
+        docs = [d for batch in iter(lambda: list(itertools.islice(generated, BATCH)), [])
+                for d in reference_seal(batch)]
+        # connect() created the reference databases exactly as Linli's own, design documents included.
+        reference = reference_rate(server.url, reference_couch.main.name, docs)
     ours = report.docs / report.seconds
     print(json.dumps({
         "bench": "load_residents",

@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import random
 import sys
-import tempfile
 import time
 import tracemalloc
 import uuid
@@ -33,13 +32,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crypto.keys import new_key  # noqa: E402
+from bench.stack import embedded_stack  # noqa: E402
 from server import dashboard, demo  # noqa: E402
 from server import service_requests as sr  # noqa: E402
-from server.config import Settings  # noqa: E402
-from server.couch import build_views, bulk_save, connect  # noqa: E402
+from server.couch import build_views, bulk_save  # noqa: E402
 from server.domain import validate  # noqa: E402
-from server.embedded_couch import EmbeddedCouch  # noqa: E402
 from server.firewall import Firewall  # noqa: E402
 
 BATCH = 2000
@@ -135,37 +132,29 @@ def main() -> None:
 
     from server.app import create_app
 
-    with tempfile.TemporaryDirectory(prefix="linli-bench-") as tmp:
-        server = EmbeddedCouch(Path(tmp) / "couch").start()
-        try:
-            settings = Settings(data_dir=Path(tmp), couchdb_url=None, couchdb_user=None, couchdb_password=None,
-                                db_prefix="bench_", secret_key="bench-only", host="127.0.0.1", port=0,
-                                session_max_age=60, cookie_secure=False, master_keys=(new_key(),))
-            couch = connect(settings, server.url)
-            demo.load(couch, Firewall.open(settings, couch).seal_for_storage, password="bench-password")
-            load_seconds = load(couch, args.requests, progress)
-            communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
-                                                           include_docs="false", as_list=True)]
-            started = time.perf_counter()
-            for view in ("request_stats", "public_requests"):
-                wait_for_view(couch, view)
-            build_views(couch, ("users_by_grid",))
-            index_seconds = time.perf_counter() - started
-            dash_seconds, dash_mib, street = timed_dashboard(couch, communities)
-            stream_seconds = stream_only(couch, communities)
-            with TestClient(create_app(settings, couch)) as client:
-                lists = queries_per_second(client, "/open311/v2/requests.json",
-                                           {"status": "open", "service_code": "street_lamp"}, args.queries)
-                services = queries_per_second(client, "/open311/v2/services.json", {}, args.queries)
-            started = time.perf_counter()
-            rng = random.Random(7)
-            for _ in range(args.creates):
-                sr.create(couch, "user:bench", sr.NewRequest(
-                    street=demo.STREET_ID, category="street_lamp", description="bench",
-                    location={"lat": 30.51 + rng.random() * 0.03, "lon": 114.344 + rng.random() * 0.016}), NOW)
-            creates = args.creates / (time.perf_counter() - started)
-        finally:
-            server.stop()
+    with embedded_stack() as (settings, couch, _):
+        demo.load(couch, Firewall.open(settings, couch).seal_for_storage, password="bench-password")
+        load_seconds = load(couch, args.requests, progress)
+        communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
+                                                       include_docs="false", as_list=True)]
+        started = time.perf_counter()
+        for view in ("request_stats", "public_requests"):
+            wait_for_view(couch, view)
+        build_views(couch, ("users_by_grid",))
+        index_seconds = time.perf_counter() - started
+        dash_seconds, dash_mib, street = timed_dashboard(couch, communities)
+        stream_seconds = stream_only(couch, communities)
+        with TestClient(create_app(settings, couch)) as client:
+            lists = queries_per_second(client, "/open311/v2/requests.json",
+                                       {"status": "open", "service_code": "street_lamp"}, args.queries)
+            services = queries_per_second(client, "/open311/v2/services.json", {}, args.queries)
+        started = time.perf_counter()
+        rng = random.Random(7)
+        for _ in range(args.creates):
+            sr.create(couch, "user:bench", sr.NewRequest(
+                street=demo.STREET_ID, category="street_lamp", description="bench",
+                location={"lat": 30.51 + rng.random() * 0.03, "lon": 114.344 + rng.random() * 0.016}), NOW)
+        creates = args.creates / (time.perf_counter() - started)
     print(json.dumps({
         "bench": "service_requests", "requests": args.requests, "load_seconds": round(load_seconds, 1),
         "load_requests_per_second": round(args.requests / load_seconds),
