@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -367,6 +367,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
         # The WebCrypto half of the field format, for pages and the service worker (pwa/crypto/).
         Mount("/pwa/crypto", StaticFiles(directory=PROJECT_ROOT / "pwa" / "crypto"), name="pwa-crypto"),
+        Route("/pwa/geolocate.js", lambda request: FileResponse(PROJECT_ROOT / "pwa" / "geolocate.js",
+                                                                media_type="text/javascript")),
         *mounts,
     ]
     middleware = [

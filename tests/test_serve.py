@@ -153,7 +153,9 @@ def test_the_service_request_loop_in_a_real_browser(served: Served, tmp_path: Pa
     with sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page(viewport={"width": 412, "height": 915})
+            context = browser.new_context(viewport={"width": 412, "height": 915}, permissions=["geolocation"],
+                                          geolocation={"latitude": 30.51, "longitude": 114.344})
+            page = context.new_page()
 
             def login(username: str) -> None:
                 page.context.clear_cookies()
@@ -173,6 +175,8 @@ def test_the_service_request_loop_in_a_real_browser(served: Served, tmp_path: Pa
             page.wait_for_selector("select[name='attribute.time_of_day']")  # the category's question, by htmx
             page.select_option("select[name='attribute.time_of_day']", "night")
             page.fill("textarea[name=description]", "楼上夜间装修噪音")
+            page.click("button:has-text('使用我的位置')")  # the phone's position, into hidden fields
+            page.wait_for_function("document.querySelector('input[name=lat]').value !== ''")
             page.set_input_files("input[name=photo]", str(photo))
             page.check("input[name=on_behalf]")
             page.fill("input[name=reporter_name]", "李阿姨")
@@ -181,6 +185,7 @@ def test_the_service_request_loop_in_a_real_browser(served: Served, tmp_path: Pa
             page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
             request_url = page.url
             assert "已接收" in page.inner_text("h1")
+            assert "30.51, 114.344" in page.inner_text("dl.facts")  # where the phone was
             assert page.evaluate("document.querySelector('img.photo').naturalWidth") == 1
             act("受理")
             login("shuji1")
