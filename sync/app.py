@@ -18,7 +18,7 @@ import httpx2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from server.access import Principal, may_see
@@ -30,6 +30,8 @@ from . import merge, purges, writes
 from .auth import principal
 from .changes import changes
 from .hub import ChangesHub
+from .jsonio import FastJSONResponse
+from .principals import PrincipalCache
 from .protocol import (
     MAX_IDS,
     ProtocolError,
@@ -57,22 +59,23 @@ class Gateway:
     def __init__(self, settings: Settings, couch_url: str) -> None:
         self.upstream = Upstream(settings, couch_url)
         self.hub = ChangesHub(self.upstream)
+        self.principals = PrincipalCache()
         # Stable across processes behind a load balancer: PouchDB folds it into its replication ids.
         self.uuid = hashlib.sha256(f"linli-sync:{settings.db_prefix}".encode()).hexdigest()[:32]
 
     async def _user(self, request: Request) -> Principal:
         if request.path_params.get("db", MAIN_DB) != MAIN_DB:
             raise not_found("Database does not exist.")
-        return await principal(request, self.upstream)
+        return await principal(request, self.upstream, self.principals)
 
     async def root(self, request: Request) -> Response:
-        return JSONResponse({"couchdb": "Welcome", "uuid": self.uuid, "vendor": {"name": "Linli sync gateway"}})
+        return FastJSONResponse({"couchdb": "Welcome", "uuid": self.uuid, "vendor": {"name": "Linli sync gateway"}})
 
     async def session(self, request: Request) -> Response:
         """Who the gateway takes the caller for, and (cookie sessions) the CSRF token writes must send."""
-        p = await principal(request, self.upstream)
+        p = await principal(request, self.upstream, self.principals)
         token = None if request.headers.get("authorization") else csrf_token(request.scope["session"])
-        return JSONResponse({"ok": True, "userCtx": {"name": p.user_id, "roles": sorted(r.value for r in p.roles)},
+        return FastJSONResponse({"ok": True, "userCtx": {"name": p.user_id, "roles": sorted(r.value for r in p.roles)},
                              "csrf_token": token})
 
     async def db_info(self, request: Request) -> Response:
@@ -81,7 +84,7 @@ class Gateway:
             raise ProtocolError(412, "file_exists", "The database could not be created, the file already exists.")
         info = await self.upstream.call("GET", self.upstream.main)
         # Counts would tell a phone how big the rest of the street is: only the sequence is shared.
-        return JSONResponse({"db_name": MAIN_DB, "update_seq": encode_seq(p, info["update_seq"]),
+        return FastJSONResponse({"db_name": MAIN_DB, "update_seq": encode_seq(p, info["update_seq"]),
                              "instance_start_time": "0"})
 
     async def create_other_db(self, request: Request) -> Response:
@@ -106,20 +109,20 @@ class Gateway:
             doc = await self.upstream.call("GET", self.upstream.main, path)
             if doc is None:
                 raise not_found()
-            return JSONResponse({**doc, "_id": shown_id})
+            return FastJSONResponse({**doc, "_id": shown_id})
         if request.method == "DELETE":
             rev = request.query_params.get("rev")
             answer = await self.upstream.call("DELETE", self.upstream.main, path, params={"rev": rev} if rev else None,
                                               ok=(200, 409))
             if answer is None:
                 raise not_found()
-            return JSONResponse({**answer, "id": shown_id}, status_code=409 if "error" in answer else 200)
+            return FastJSONResponse({**answer, "id": shown_id}, status_code=409 if "error" in answer else 200)
         if int(request.headers.get("content-length") or 0) > MAX_LOCAL_BYTES:
             raise ProtocolError(413, "too_large", f"a _local document may have at most {MAX_LOCAL_BYTES} bytes")
         body = await json_body(request)
         answer = await self.upstream.call("PUT", self.upstream.main, path, body={**body, "_id": stored_id},
                                           ok=(201, 409))
-        return JSONResponse({**answer, "id": shown_id}, status_code=409 if "error" in answer else 201)
+        return FastJSONResponse({**answer, "id": shown_id}, status_code=409 if "error" in answer else 201)
 
     # ------------------------------------------------------------ reading
 
@@ -138,7 +141,7 @@ class Gateway:
         answer = await self.upstream.call("POST", self.upstream.main, "_revs_diff", body=seen) if seen else {}
         # Outside the user's scope, or unknown: every revision is "missing", as for a document that does not exist.
         answer.update({doc_id: {"missing": revs} for doc_id, revs in body.items() if doc_id not in seen})
-        return JSONResponse(answer)
+        return FastJSONResponse(answer)
 
     async def bulk_get(self, request: Request) -> Response:
         p = await self._user(request)
@@ -148,13 +151,29 @@ class Gateway:
                 and isinstance(d.get("rev", ""), str) for d in requested):
             raise bad_request(f"docs must be a list of at most {MAX_IDS} objects with a string id (and rev)")
         params = {name: "true" for name in ("revs", "attachments", "latest") if bool_param(request, name)}
-        answer = await self.upstream.call("POST", self.upstream.main, "_bulk_get", params=params,
-                                          body={"docs": [{k: d[k] for k in ("id", "rev", "atts_since") if k in d}
-                                                         for d in requested]})
-        for result in answer["results"]:
+        results = [self._recent(d, params) for d in requested]
+        misses = [d for d, result in zip(requested, results, strict=True) if result is None]
+        if misses:  # one request for the whole batch, never one per document
+            answer = await self.upstream.call("POST", self.upstream.main, "_bulk_get", params=params,
+                                              body={"docs": [{k: d[k] for k in ("id", "rev", "atts_since") if k in d}
+                                                             for d in misses]})
+            fetched = iter(answer["results"])
+            results = [result if result is not None else next(fetched) for result in results]
+        for result in results:
             result["docs"] = [entry if "ok" not in entry or may_see(p, entry["ok"])
                               else _hidden(result["id"], entry["ok"].get("_rev")) for entry in result["docs"]]
-        return JSONResponse(answer)
+        return FastJSONResponse({"results": results})
+
+    def _recent(self, wanted: dict[str, Any], params: dict[str, str]) -> dict[str, Any] | None:
+        """A _bulk_get result from the revisions just read (`revisions.py`), or None to ask CouchDB."""
+        if "attachments" in params or "atts_since" in wanted or "rev" not in wanted:
+            return None  # attachment bodies and "the current revision" are CouchDB's to answer
+        doc = self.upstream.recent.get(wanted["id"], wanted["rev"])
+        if doc is None:
+            return None
+        if "revs" not in params:
+            doc = {k: v for k, v in doc.items() if k != "_revisions"}
+        return {"id": wanted["id"], "docs": [{"ok": doc}]}
 
     async def get_doc(self, request: Request) -> Response:
         p = await self._user(request)
@@ -164,11 +183,11 @@ class Gateway:
         params = {k: v for k, v in request.query_params.items() if k in DOC_PARAMS}
         answer = await self.upstream.get(self.upstream.main, doc_id, **params)
         if "open_revs" in params and isinstance(answer, list):
-            return JSONResponse([entry if "ok" not in entry or may_see(p, entry["ok"])
+            return FastJSONResponse([entry if "ok" not in entry or may_see(p, entry["ok"])
                                  else {"missing": entry["ok"].get("_rev")} for entry in answer])
         if not isinstance(answer, dict) or not may_see(p, answer):
             raise not_found()
-        return JSONResponse(answer)
+        return FastJSONResponse(answer)
 
     async def get_attachment(self, request: Request) -> Response:
         p = await self._user(request)
@@ -217,26 +236,26 @@ class Gateway:
             await purges.note_lost_audience(self.upstream, lost_audience)
         await asyncio.gather(*(merge.resolve(self.upstream, doc_id) for doc_id in conflicted))
         if not new_edits:  # CouchDB answers only the failures here
-            return JSONResponse([*stored, *refused.values()], status_code=201)
+            return FastJSONResponse([*stored, *refused.values()], status_code=201)
         answers, stored_iter = [], iter(stored)
         for index in range(len(docs)):
             answers.append(refused[index] if index in refused else next(stored_iter))
-        return JSONResponse(answers, status_code=201)
+        return FastJSONResponse(answers, status_code=201)
 
     # ------------------------------------------------------------ Linli's own
 
     async def scope(self, request: Request) -> Response:
         p = await self._user(request)
-        return JSONResponse({"user": p.user_id, "scope": await purges.scope(self.upstream, p)})
+        return FastJSONResponse({"user": p.user_id, "scope": await purges.scope(self.upstream, p)})
 
     async def purge_check(self, request: Request) -> Response:
         p = await self._user(request)
         ids = string_list((await json_body(request)).get("ids"), "ids")
-        return JSONResponse({"purge": await purges.to_purge(self.upstream, p, ids)})
+        return FastJSONResponse({"purge": await purges.to_purge(self.upstream, p, ids)})
 
     async def conflicts(self, request: Request) -> Response:
         p = await self._user(request)
-        return JSONResponse({"conflicts": await merge.conflicts_for(self.upstream, p)})
+        return FastJSONResponse({"conflicts": await merge.conflicts_for(self.upstream, p)})
 
     async def unsupported(self, request: Request) -> Response:
         raise ProtocolError(404, "not_found", f"{request.url.path} is not offered by the sync gateway")
@@ -244,17 +263,17 @@ class Gateway:
 
 async def _protocol_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProtocolError)
-    return JSONResponse({"error": exc.error, "reason": exc.reason}, status_code=exc.status)
+    return FastJSONResponse({"error": exc.error, "reason": exc.reason}, status_code=exc.status)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-    return JSONResponse({"error": error, "reason": str(exc.detail)}, status_code=exc.status_code)
+    return FastJSONResponse({"error": error, "reason": str(exc.detail)}, status_code=exc.status_code)
 
 
 async def _upstream_error(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": "upstream", "reason": "CouchDB is unreachable or failed; try again"},
+    return FastJSONResponse({"error": "upstream", "reason": "CouchDB is unreachable or failed; try again"},
                         status_code=502)
 
 

@@ -24,6 +24,7 @@ from server import accounts
 from server.access import Principal
 from server.security import session_user_matches
 
+from .principals import PrincipalCache
 from .protocol import ProtocolError
 from .upstream import Upstream
 
@@ -61,16 +62,26 @@ async def _token_user(upstream: Upstream, header: str) -> dict[str, Any]:
     return user
 
 
-async def principal(request: Request, upstream: Upstream) -> Principal:
-    """The replicating user, or 401 with a reason."""
-    header = request.headers.get("authorization")
-    if header:
-        return Principal.of(await _token_user(upstream, header))
-    session = request.scope.get("session") or {}
-    username = session.get("user")
-    if not username:
-        raise _unauthorized("sign in (session cookie) or send a device token (Authorization: Bearer …)")
+async def _session_user(upstream: Upstream, username: str, session: dict[str, Any]) -> Principal:
     user = await upstream.get(upstream.accounts, accounts.user_id(username))
     if not session_user_matches(session, user):
         raise _unauthorized("the session has ended; sign in again")
     return Principal.of(user)
+
+
+async def _token_principal(upstream: Upstream, header: str) -> Principal:
+    return Principal.of(await _token_user(upstream, header))
+
+
+async def principal(request: Request, upstream: Upstream, cache: PrincipalCache) -> Principal:
+    """The replicating user, or 401 with a reason (at most `principals.TTL_SECONDS` stale)."""
+    header = request.headers.get("authorization")
+    if header:
+        key = "token:" + hashlib.sha256(header.encode()).hexdigest()
+        return await cache.get(key, lambda: _token_principal(upstream, header))
+    session = request.scope.get("session") or {}
+    username = session.get("user")
+    if not username:
+        raise _unauthorized("sign in (session cookie) or send a device token (Authorization: Bearer …)")
+    return await cache.get(f"session:{username}\0{session.get('epoch')}",
+                           lambda: _session_user(upstream, username, session))

@@ -9,18 +9,18 @@ then wait on the process's one follower (`hub.py`).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from server.access import Principal, may_see
 
 from .hub import ChangesHub, Subscriber
+from .jsonio import FastJSONResponse, dumps, loads
 from .protocol import (
     Since,
     bad_request,
@@ -93,7 +93,7 @@ async def parse_query(request: Request, p: Principal) -> ChangesQuery:
 
 def _json_param(request: Request, name: str) -> Any:
     try:
-        return json.loads(request.query_params.get(name, ""))
+        return loads(request.query_params.get(name, ""))
     except ValueError:
         raise bad_request(f"{name} must be a JSON list") from None
 
@@ -109,6 +109,7 @@ async def read_visible(upstream: Upstream, query: ChangesQuery, since: Any,
         rows = page["results"]
         for row in rows:
             if row.get("doc") is not None and query.wants(row["doc"]):
+                upstream.recent.remember(row["doc"])  # the _bulk_get that follows is answered from it
                 results.append(query.shape(row))
                 if limit and len(results) == limit:
                     return results, row["seq"]  # not the page's last_seq: later visible changes are unsent
@@ -123,7 +124,7 @@ async def changes(request: Request, p: Principal, upstream: Upstream, hub: Chang
     if query.feed == "normal":
         start = await _current_seq(upstream) if query.since == "now" else query.since.couch_seq or 0
         results, last = await read_visible(upstream, query, start, query.limit)
-        return JSONResponse({"results": results, "last_seq": encode_seq(p, last)})
+        return FastJSONResponse({"results": results, "last_seq": encode_seq(p, last)})
     await hub.start()
     subscriber = hub.subscribe(p)  # before catching up, so that nothing slips between the two
     if query.feed == "longpoll":
@@ -176,16 +177,16 @@ async def _longpoll(query: ChangesQuery, upstream: Upstream, hub: ChangesHub,
                 results.append(change)
                 last = change["seq"]
         last_seq = results[-1]["seq"] if results else encode_seq(query.principal, last)
-        yield json.dumps({"results": results, "last_seq": last_seq}).encode() + b"\n"
+        yield dumps({"results": results, "last_seq": last_seq}) + b"\n"
     finally:
         hub.unsubscribe(subscriber)
 
 
 def _line(query: ChangesQuery, value: dict[str, Any]) -> bytes:
-    text = json.dumps(value)
+    text = dumps(value)
     if query.feed == "eventsource":
-        return f"data: {text}\nid: {value.get('seq', value.get('last_seq'))}\n\n".encode()
-    return text.encode() + b"\n"
+        return b"data: " + text + f"\nid: {value.get('seq', value.get('last_seq'))}\n\n".encode()
+    return text + b"\n"
 
 
 async def _continuous(query: ChangesQuery, upstream: Upstream, hub: ChangesHub,

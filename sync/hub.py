@@ -9,7 +9,6 @@ no CouchDB request until something they may see changes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,8 @@ import httpx2
 
 from server.access import Principal, may_see
 
+from . import audience
+from .jsonio import loads
 from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("linli.sync")
@@ -30,6 +31,7 @@ MAX_QUEUED = 10_000
 @dataclass(eq=False)
 class Subscriber:
     principal: Principal
+    keys: frozenset[str]  # where the hub files it (audience.py)
     queue: list[dict[str, Any]] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
@@ -45,7 +47,7 @@ class ChangesHub:
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
-        self.subscribers: set[Subscriber] = set()
+        self._filed: dict[str, set[Subscriber]] = {}  # audience.py's keys → the subscribers filed there
         self.last_seq: str | None = None  # the newest CouchDB sequence published to subscribers
         self._task: asyncio.Task[None] | None = None
 
@@ -58,12 +60,25 @@ class ChangesHub:
                 self._task = asyncio.create_task(self._follow(), name="linli-sync-changes-follower")
 
     def subscribe(self, principal: Principal) -> Subscriber:
-        subscriber = Subscriber(principal)
-        self.subscribers.add(subscriber)
+        subscriber = Subscriber(principal, audience.principal_keys(principal))
+        for key in subscriber.keys:
+            self._filed.setdefault(key, set()).add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self.subscribers.discard(subscriber)
+        for key in subscriber.keys:
+            filed = self._filed.get(key)
+            if filed is not None:
+                filed.discard(subscriber)
+                if not filed:
+                    del self._filed[key]
+
+    def audience(self, doc: dict[str, Any]) -> list[Subscriber]:
+        """The subscribers that may see this document."""
+        candidates: set[Subscriber] = set()
+        for key in audience.document_keys(doc):
+            candidates |= self._filed.get(key, set())
+        return [s for s in candidates if not s.overflowed and may_see(s.principal, doc)]
 
     def publish(self, change: dict[str, Any]) -> None:
         """Hand one CouchDB change to every subscriber that may see its document."""
@@ -71,14 +86,24 @@ class ChangesHub:
         doc = change.get("doc")
         if doc is None:
             return
-        for subscriber in self.subscribers:
-            if subscriber.overflowed or not may_see(subscriber.principal, doc):
-                continue
+        subscribers = self.audience(doc)
+        if subscribers:
+            self.upstream.recent.remember(doc)  # their _bulk_get of it needs no CouchDB request
+        for subscriber in subscribers:
             if len(subscriber.queue) >= MAX_QUEUED:
                 subscriber.overflowed = True
             else:
                 subscriber.queue.append(change)
             subscriber.wake.set()
+
+    async def _read_history(self, change: dict[str, Any]) -> None:
+        """A later revision's history, read once for all the phones about to _bulk_get it (revisions.py)."""
+        doc = change.get("doc")
+        if doc is None or doc.get("_rev", "").startswith("1-") or not self.audience(doc):
+            return
+        with_history = await self.upstream.get(self.upstream.main, doc["_id"], rev=doc["_rev"], revs="true")
+        if with_history is not None:
+            self.upstream.recent.remember_with_history(with_history)
 
     async def _follow(self) -> None:
         backoff = 0.5
@@ -88,9 +113,10 @@ class ChangesHub:
             try:
                 async for line in self.upstream.stream_lines(self.upstream.main, "_changes", params):
                     if line.strip():
-                        change = json.loads(line)
+                        change = loads(line)
                         if "seq" in change and "id" in change:
-                            self.publish(change)
+                            await self._read_history(change)
+                            self.publish(change)  # no await between choosing the audience and last_seq
                             backoff = 0.5
             except (httpx2.HTTPError, UpstreamError, ValueError) as error:
                 log.warning("changes follower lost CouchDB (%s); retrying in %.1f s", error, backoff)

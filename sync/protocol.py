@@ -7,13 +7,14 @@ Every malformed request becomes a `ProtocolError` (a 4xx with CouchDB's
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
 from server.access import Principal
+
+from .jsonio import loads
 
 MAX_BODY_BYTES = 50 * 1024 * 1024  # a _bulk_docs batch with incident photos inline
 MAX_IDS = 10_000  # ids in one _revs_diff, _bulk_get or purge check
@@ -45,7 +46,7 @@ async def json_body(request: Request, kind: type = dict) -> Any:
         if len(body) > MAX_BODY_BYTES:
             raise ProtocolError(413, "too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
     try:
-        value = json.loads(body)
+        value = loads(body)
     except (ValueError, UnicodeDecodeError):
         raise bad_request("request body is not valid JSON") from None
     if not isinstance(value, kind):

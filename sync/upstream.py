@@ -9,7 +9,6 @@ command line and the web pages keep using pycouchdb (`server/couch.py`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +18,9 @@ import httpx2
 from server.access import Doc
 from server.config import Settings
 from server.domain import ACCOUNTS_DB, MAIN_DB
+
+from .jsonio import dumps, loads
+from .revisions import RevisionCache
 
 
 class UpstreamError(RuntimeError):
@@ -42,11 +44,13 @@ class Upstream:
             # (pouchdb-server's middleware) holds a continuous feed back until its buffer fills.
             headers={"Accept-Encoding": "identity"},
             limits=httpx2.Limits(max_connections=64, max_keepalive_connections=64))
+        # Revisions read from the main database that a _bulk_get will likely ask for next (revisions.py).
+        self.recent = RevisionCache()
 
     async def call(self, method: str, db: str, path: str = "", *, params: dict[str, Any] | None = None,
                    body: Any = None, ok: Iterable[int] = (200, 201, 202)) -> Any:
         """One request; the decoded JSON answer, or None for a 404."""
-        content = None if body is None else json.dumps(body).encode()
+        content = None if body is None else dumps(body)
         response = await self.http.request(method, f"{db}/{path}", params=params, content=content,
                                            headers={"Content-Type": "application/json",
                                                     "Accept": "application/json"})
@@ -55,7 +59,7 @@ class Upstream:
         if response.status_code not in ok:
             raise UpstreamError(f"CouchDB answered {response.status_code} to {method} {path or db}: "
                                 f"{response.text[:200]}")
-        return response.json()
+        return loads(response.content)
 
     async def get(self, db: str, doc_id: str, **params: Any) -> Doc | None:
         return await self.call("GET", db, doc_path(doc_id), params=params or None)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from server.config import PROJECT_ROOT, Settings
 from server.couch import Couch, bulk_save
 from server.domain import Role
 from server.embedded_couch import EmbeddedCouch, free_port
+from sync.principals import TTL_SECONDS
 
 LINLI = str(Path(sys.executable).parent / "linli")
 PHONE = PROJECT_ROOT / "pwa" / "tests" / "sync_phone.mjs"
@@ -90,6 +91,15 @@ def visible_ids(couch: Couch, username: str) -> set[str]:
     """What the one routing policy says this user may see, straight from CouchDB."""
     p = Principal.of(couch.accounts.get(accounts.user_id(username)))
     return {row["doc"]["_id"] for row in couch.main.all(as_list=True) if row.get("doc") and may_see(p, row["doc"])}
+
+
+def within_principal_ttl(check: Callable[[], bool]) -> float:
+    """Seconds until `check()` holds; fails past the gateway's documented staleness bound (sync/principals.py)."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < TTL_SECONDS + 1.0, "not honoured within the principal cache's bound"
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
 # ---------------------------------------------------------------- the server

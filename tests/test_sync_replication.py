@@ -22,6 +22,7 @@ from tests.sync_harness import (
     street_fixture,  # noqa: F401 - the fixture
     visible_ids,
     visit,
+    within_principal_ttl,
 )
 
 
@@ -109,7 +110,11 @@ def test_a_worker_moved_to_another_grid_gets_it_and_purges_the_old_one(street: S
         before = phone.ids()
         assert "household:c1-g1-h001" in before
         user = street.couch.accounts.get("user:wangge01")
+        cookie, _ = login(street.served.url, "wangge01")
+        scope = httpx2.get(street.served.sync_url + "/_linli_scope", headers={"Cookie": cookie}).json()["scope"]
         street.couch.accounts.save({**user, "grids": [G2]})
+        within_principal_ttl(lambda: httpx2.get(street.served.sync_url + "/_linli_scope",
+                                                headers={"Cookie": cookie}).json()["scope"] != scope)
         result = phone.call("sync")
         after = phone.ids()
         assert after == visible_ids(street.couch, "wangge01")

@@ -20,6 +20,7 @@ from tests.sync_harness import (
     household,
     login,
     street_fixture,  # noqa: F401 - the fixture
+    within_principal_ttl,
 )
 
 SECRET_ADDRESS = "只有一网格知道的地址"
@@ -158,5 +159,5 @@ def test_a_ble_gateway_token_sees_its_devices_only_and_can_only_report(street: S
         assert answers[1]["error"] == "forbidden"
         assert gateway.get("./reading:c1-g1-wb-1").status_code == 404  # write-only for the gateway
     assert _token(street, "revoke", token).returncode == 0
-    assert httpx2.get(street.served.sync_url + "/_changes",
-                      headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    within_principal_ttl(lambda: httpx2.get(street.served.sync_url + "/_changes",
+                                            headers={"Authorization": f"Bearer {token}"}).status_code == 401)

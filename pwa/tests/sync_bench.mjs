@@ -1,7 +1,8 @@
-// Phones for bench/sync_replication.py: PouchDB 9 on the memory adapter.
-//   initial: one pull of a remote into a fresh replica; prints {"ms", "docs"}.
-//   live: N replicas pull, then replicate live; prints {"ready": N}, then on the stdin line "go"
-//         waits until every replica has doc_id and prints {"latencies_ms": [...]}.
+// The Node side of bench/sync_replication.py: real PouchDB 9 replicating through the gateway.
+//   mode "initial": one replica pulls everything, prints {"ms", "docs"}.
+//   mode "live": one caught-up replica per device token (each a distinct user), replicating live
+//         from the current sequence; prints {"ready": N}, then on the stdin line "go" waits until
+//         every replica has doc_id and prints {"latencies_ms": [...]}.
 import { createInterface } from "node:readline";
 import PouchDB from "pouchdb";
 import MemoryAdapter from "pouchdb-adapter-memory";
@@ -15,7 +16,7 @@ const withCookie = (url, options) => {
   }
   return fetch(url, options);
 };
-const remote = () => new PouchDB(config.url, remoteOptions({ ...config, fetch: withCookie }));
+const remote = (deviceToken) => new PouchDB(config.url, remoteOptions({ ...config, deviceToken, fetch: withCookie }));
 const say = (value) => process.stdout.write(JSON.stringify(value) + "\n");
 
 if (config.mode === "initial") {
@@ -24,22 +25,25 @@ if (config.mode === "initial") {
   const result = await local.replicate.from(remote(), { batch_size: config.batch_size || 100 });
   say({ ms: performance.now() - started, docs: result.docs_written });
 } else {
-  const phones = [];
-  for (let i = 0; i < config.clients; i++) {
+  const arrived = [];
+  const feeds = [];
+  // Caught up: the phones of this measurement already hold their grid, so they start at the current
+  // sequence (their own, behind their fingerprint) instead of each pulling 10,000 documents first.
+  await Promise.all(config.tokens.map(async (token, i) => {
     const local = new PouchDB(`phone${i}`, { adapter: "memory" });
-    await local.replicate.from(remote());
-    phones.push(local);
-  }
-  const arrived = phones.map((local) => new Promise((resolve) => {
-    local.changes({ live: true, since: "now" }).on("change", (change) => {
-      if (change.id === config.doc_id) {
-        resolve(performance.now());
-      }
-    });
+    const source = remote(token);
+    const { update_seq: since } = await source.info();
+    arrived.push(new Promise((resolve) => {
+      local.changes({ live: true, since: "now" }).on("change", (change) => {
+        if (change.id === config.doc_id) {
+          resolve(performance.now());
+        }
+      });
+    }));
+    feeds.push(local.replicate.from(source, { live: true, retry: true, since }));
   }));
-  const feeds = phones.map((local) => local.replicate.from(remote(), { live: true, retry: true }));
   await new Promise((resolve) => setTimeout(resolve, 3000)); // every feed is waiting on the gateway
-  say({ ready: phones.length });
+  say({ ready: feeds.length });
   const lines = createInterface({ input: process.stdin });
   for await (const line of lines) {
     if (line.trim() === "go") {
