@@ -165,6 +165,9 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "data_key": _grid_staff,
 }
 
+# Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).
+STREET_WIDE_TYPES = frozenset(name for name, rule in RULES.items() if rule is _street_wide)
+
 
 def may_see(p: Principal, doc: Doc) -> bool:
     """True if the document may reach this user (page, replica or API answer).
