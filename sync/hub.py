@@ -2,8 +2,9 @@
 
 A phone waiting for changes (longpoll, continuous, eventsource) subscribes
 here; each change is read from CouchDB once, with its document, and handed to
-the subscribers whose principal may see it. Thousands of waiting phones cost
-no CouchDB request until something they may see changes.
+the subscribers whose principal may see it (found through `audience.py`'s
+index, not by asking every subscriber). Thousands of waiting phones cost no
+CouchDB request until something they may see changes, and then none each.
 """
 
 from __future__ import annotations
