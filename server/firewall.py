@@ -34,7 +34,7 @@ from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, s
 from crypto.keyring import ResidentKeys
 
 from . import filing
-from .access import Principal, may_see
+from .access import Principal, deletion, may_see
 from .config import Settings
 from .couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
 from .domain import (
@@ -365,7 +365,8 @@ class Firewall:
         if doc is None:
             return
         revs = [doc["_rev"]]
-        deleted = self.couch.main.save({"_id": doc["_id"], "_rev": doc["_rev"], "_deleted": True})
+        # The tombstone keeps the routing fields, so the deletion also reaches the phones that held the keys.
+        deleted = self.couch.main.save(deletion(doc))
         revs.append(deleted["_rev"])
         resource = self.couch.main.resource
         try:
