@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stack import embedded_stack  # noqa: E402
 from server import dashboard, demo  # noqa: E402
 from server import service_requests as sr  # noqa: E402
-from server.couch import build_views, bulk_save  # noqa: E402
+from server.couch import build_views, bulk_save, ids_of_type  # noqa: E402
 from server.domain import validate  # noqa: E402
 from server.firewall import Firewall  # noqa: E402
 
@@ -135,8 +135,7 @@ def main() -> None:
     with embedded_stack() as (settings, couch, _):
         demo.load(couch, Firewall.open(settings, couch).seal_for_storage, password="bench-password")
         load_seconds = load(couch, args.requests, progress)
-        communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
-                                                       include_docs="false", as_list=True)]
+        communities = ids_of_type(couch.main, "community")
         started = time.perf_counter()
         for view in ("request_stats", "public_requests"):
             wait_for_view(couch, view)

@@ -18,15 +18,14 @@ from crypto.keyring import PROTECTED_TIERS
 
 from . import audit_report, filing, grants, open311, service_requests
 from .config import LOCAL_TZ, load_settings
-from .couch import Couch
+from .couch import Couch, ids_of_type
 from .firewall import Firewall
 
 OpenCouch = Callable[..., contextlib.AbstractContextManager[Couch]]
 
 
 def _communities(couch: Couch, chosen: list[str]) -> list[str]:
-    return chosen or [row["id"] for row in couch.main.all(startkey="community:", endkey="community:\ufff0",
-                                                          include_docs="false", as_list=True)]
+    return chosen or ids_of_type(couch.main, "community")
 
 
 @contextlib.contextmanager

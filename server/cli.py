@@ -30,7 +30,7 @@ from crypto import filing_log
 
 from . import accounts, admin, demo, device_admin, filing
 from .config import Settings, load_settings, write_private
-from .couch import FIRST_VIEWS, Couch, build_views, connect, get_or_none
+from .couch import FIRST_VIEWS, Couch, build_views, connect, get_or_none, ids_of_type
 from .domain import Role, ValidationError, export_json, validate
 from .embedded_couch import EmbeddedCouch, free_port
 from .firewall import Firewall
@@ -164,8 +164,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = load_settings()
     signer = filing_log.signing_key(settings.master_keys[0])
     with open_couch(settings) as couch:
-        communities = args.community or [row["id"] for row in couch.main.all(
-            startkey="community:", endkey="community:\ufff0", include_docs="false", as_list=True)]
+        communities = args.community or ids_of_type(couch.main, "community")
         verdicts = {c: filing.verify(couch, signer, c) for c in communities}
     for community, verdict in verdicts.items():
         print(f"{community}: {verdict}")

@@ -180,6 +180,16 @@ def iter_view_docs(db: pycouchdb.client.Database, view: str, key_prefix: list[An
             return
 
 
+def docs_of_type(db: pycouchdb.client.Database, type_name: str) -> list[dict[str, Any]]:
+    """Every document of a type, by its id prefix (ids are `<type>:<key>`): for the small, street-wide types."""
+    return [r["doc"] for r in db.all(startkey=f"{type_name}:", endkey=f"{type_name}:\ufff0", as_list=True)]
+
+
+def ids_of_type(db: pycouchdb.client.Database, type_name: str) -> list[str]:
+    return [r["id"] for r in db.all(startkey=f"{type_name}:", endkey=f"{type_name}:\ufff0", include_docs="false",
+                                    as_list=True)]
+
+
 def get_many(db: pycouchdb.client.Database, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The existing documents among ids, by id, in one _all_docs request."""
     ids = list(ids)

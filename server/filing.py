@@ -19,7 +19,7 @@ from pycouchdb.exceptions import Conflict
 from crypto import filing_log
 
 from .access import deletion
-from .couch import Couch, bulk_save, get_or_none
+from .couch import Couch, bulk_save, docs_of_type, get_or_none
 from .domain import validate
 
 MAX_APPEND_TRIES = 20
@@ -98,13 +98,13 @@ def file_reports(couch: Couch, signer: Ed25519PrivateKey) -> int:
     A report is filed before it is deleted: a crash between the two files it twice on the next run, which
     over-reports an access rather than losing one.
     """
-    rows = couch.main.all(startkey="access_report:", endkey="access_report:\ufff0", as_list=True)
-    for report in (r["doc"] for r in rows):
+    reports = docs_of_type(couch.main, "access_report")
+    for report in reports:
         append(couch, signer, street=report["street"], community=report["community"], actor=report["created_by"],
                action="open_offline", target=report["resident"], fields=report["fields"],
                purpose=report["purpose"], device=report["device"], at=dt.datetime.fromisoformat(report["at"]))
         bulk_save(couch.main, [deletion(report)])
-    return len(rows)
+    return len(reports)
 
 
 def iter_entries(couch: Couch, community: str) -> Iterator[dict[str, Any]]:

@@ -11,8 +11,8 @@ process rotated it), so rotations need no restart and no downtime.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from pycouchdb.exceptions import Conflict
 from tqdm import tqdm
@@ -29,8 +29,10 @@ from crypto.keyring import (
 )
 from crypto.keys import KeyMaterialError
 
-from .couch import Couch, bulk_save, get_or_none
+from .couch import Couch, bulk_save, docs_of_type, get_many, get_or_none
 from .domain import validate
+
+T = TypeVar("T")
 
 
 class ShreddedError(LookupError):
@@ -91,8 +93,7 @@ class KeyStore:
         self._rings[community] = (saved["_rev"], keys)
 
     def communities(self) -> list[str]:
-        rows = self.couch.accounts.all(startkey="keyring:", endkey="keyring:\ufff0", as_list=True)
-        return [row["doc"]["community"] for row in rows]
+        return [ring["community"] for ring in docs_of_type(self.couch.accounts, "keyring")]
 
     # ------------------------------------------------------------ data keys
 
@@ -105,12 +106,16 @@ class KeyStore:
         validate(doc)
         return doc
 
-    def open_record(self, record: dict[str, Any], tiers: tuple[str, ...] = PROTECTED_TIERS) -> ResidentKeys:
-        """Unwrap a data_key document's named tiers (reloading the ring once if it was rotated meanwhile)."""
+    def _with_ring(self, record: dict[str, Any], unwrap: Callable[[TierKeys], T]) -> T:
+        """unwrap(the record's community ring), reloading the ring once if it was rotated meanwhile."""
         try:
-            return open_data_keys(self.tier_keys(record["community"], record["street"]), record, tiers)
+            return unwrap(self.tier_keys(record["community"], record["street"]))
         except KeyMaterialError:
-            return open_data_keys(self.tier_keys(record["community"], record["street"], reload=True), record, tiers)
+            return unwrap(self.tier_keys(record["community"], record["street"], reload=True))
+
+    def open_record(self, record: dict[str, Any], tiers: tuple[str, ...] = PROTECTED_TIERS) -> ResidentKeys:
+        """Unwrap a data_key document's named tiers."""
+        return self._with_ring(record, lambda keys: open_data_keys(keys, record, tiers))
 
     def data_keys(self, resident: str, tiers: tuple[str, ...] = PROTECTED_TIERS) -> ResidentKeys:
         record = get_or_none(self.couch.main, data_key_id(resident))
@@ -181,17 +186,18 @@ class KeyStore:
         self.couch.main.save(record)
         return resealed
 
-    def raw_data_key(self, resident: str, tier: str) -> tuple[bytes, int]:
-        """One tier's current data key of a resident, as bytes, and its version: to wrap for a phone."""
-        record = get_or_none(self.couch.main, data_key_id(resident))
-        if record is None or record.get("_deleted"):
-            raise ShreddedError(f"{resident} has no data keys (erased)")
-        keys = self.tier_keys(record["community"], record["street"])
-        try:
-            return keys.unwrap_raw(tier, record[tier]), record[tier]["version"]
-        except KeyMaterialError:
-            keys = self.tier_keys(record["community"], record["street"], reload=True)
-            return keys.unwrap_raw(tier, record[tier]), record[tier]["version"]
+    def raw_data_keys(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[bytes, int]]:
+        """(resident, tier) → the current data key as bytes and its version, to wrap for a phone; one request
+        for all the records. Erased residents are left out."""
+        wanted = list(wanted)
+        records = get_many(self.couch.main, {data_key_id(resident) for resident, _ in wanted})
+        result = {}
+        for resident, tier in wanted:
+            record = records.get(data_key_id(resident))
+            if record is not None:
+                raw = self._with_ring(record, lambda keys, r=record, t=tier: keys.unwrap_raw(t, r[t]))
+                result[(resident, tier)] = raw, record[tier]["version"]
+        return result
 
     def write_public_key(self, resident: str) -> tuple[bytes, int]:
         """The resident's public write key and its version: what a phone seals core values with."""

@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from .couch import Couch, count_by, get_many, get_or_none, iter_view_docs
+from .couch import Couch, count_by, get_many, get_or_none, ids_of_type, iter_view_docs
 from .domain import DOC_TYPES, Role, Tier
 
 PAGE_SIZE = 50
@@ -111,8 +111,7 @@ class CommunitySummary:
 def community_overview(couch: Couch, user: dict[str, Any]) -> list[CommunitySummary]:
     """The communities a secretary (or admin) oversees, each with its grids and counts."""
     if Role.ADMIN in roles(user):
-        community_ids = [d["id"] for d in couch.main.all(startkey="community:", endkey="community:\ufff0",
-                                                         include_docs="false", as_list=True)]
+        community_ids = ids_of_type(couch.main, "community")
     else:
         community_ids = list(user.get("communities", []))
     communities = get_many(couch.main, community_ids)

@@ -21,7 +21,7 @@ from . import dashboard, queries, survey
 from . import service_requests as sr
 from .access import Principal, may_see
 from .config import LOCAL_TZ
-from .couch import Couch, get_or_none, iter_view_docs
+from .couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
 from .domain import SATISFACTION, Role, validate
 
 Doc = dict[str, Any]
@@ -32,8 +32,7 @@ ACTIONS = {"acknowledge": "acknowledged", "start": "in_progress", "resolve": "re
 
 
 def _requests_of_street(couch: Couch, street: str) -> list[Doc]:
-    communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
-                                                   include_docs="false", as_list=True)]
+    communities = ids_of_type(couch.main, "community")
     return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_place", [c, "service_request"])
             if d["street"] == street]
 
@@ -235,18 +234,13 @@ def _location(values: dict[str, str]) -> dict[str, float] | None:
 
 
 def _place_names(couch: Couch) -> dict[str, str]:
-    names = {}
-    for prefix in ("street:", "community:", "grid:"):
-        for r in couch.main.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True):
-            names[r["id"]] = r["doc"]["name"]
-    return names
+    return {d["_id"]: d["name"] for kind in ("street", "community", "grid") for d in docs_of_type(couch.main, kind)}
 
 
 def _dashboard(couch: Couch, p: Principal) -> dict[str, dict[str, dashboard.Stats]]:
     """Street, community and grid tables over what this user oversees."""
     if p.has(Role.ADMIN):
-        communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
-                                                       include_docs="false", as_list=True)]
+        communities = ids_of_type(couch.main, "community")
     elif p.has(Role.SECRETARY):
         communities = sorted(p.communities)
     else:

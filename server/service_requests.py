@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .access import Principal
-from .couch import Couch, get_or_none, iter_view_docs
+from .couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
 from .domain import REQUEST_STATES, SATISFACTION, Role, validate
 from .workdays import WorkCalendar
 
@@ -62,8 +62,7 @@ def request_id() -> str:
 
 def catalogue(couch: Couch, street: str, *, active_only: bool = True) -> dict[str, Doc]:
     """The street's service categories by code."""
-    rows = couch.main.all(startkey="service_category:", endkey="service_category:\ufff0", as_list=True)
-    return {d["code"]: d for d in (r["doc"] for r in rows)
+    return {d["code"]: d for d in docs_of_type(couch.main, "service_category")
             if d["street"] == street and (d["active"] or not active_only)}
 
 
@@ -171,8 +170,7 @@ def _distance_km(a: dict[str, float], b: dict[str, float]) -> float:
 
 
 def _street_grids(couch: Couch, street: str) -> list[Doc]:
-    rows = couch.main.all(startkey="grid:", endkey="grid:\ufff0", as_list=True)
-    return [r["doc"] for r in rows if r["doc"]["street"] == street]
+    return [g for g in docs_of_type(couch.main, "grid") if g["street"] == street]
 
 
 def locate(couch: Couch, street: str, location: dict[str, float] | None, address: str) -> Doc:
@@ -199,8 +197,7 @@ _AREA = re.compile(r"(?P<road>[^\d]+?)(?P<first>\d+)号至(?P<last>\d+)号")
 
 
 def department_names(couch: Couch) -> dict[str, str]:
-    rows = couch.main.all(startkey="department:", endkey="department:\ufff0", as_list=True)
-    return {r["id"]: r["doc"]["name"] for r in rows}
+    return {d["_id"]: d["name"] for d in docs_of_type(couch.main, "department")}
 
 
 def _grid_worker(couch: Couch, grid_id: str) -> str | None:
@@ -467,7 +464,6 @@ def intake(couch: Couch, street: str) -> int:
 
 
 def open_requests(couch: Couch, street: str) -> list[Doc]:
-    communities = [r["id"] for r in couch.main.all(startkey="community:", endkey="community:\ufff0",
-                                                   include_docs="false", as_list=True)]
+    communities = ids_of_type(couch.main, "community")
     return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_place", [c, "service_request"])
             if d["street"] == street and d["status"] in OPEN_STATES]

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from pycouchdb.exceptions import Conflict
 
 from .access import Principal
-from .couch import Couch
+from .couch import Couch, docs_of_type
 from .domain import validate
 
 SATISFIED_FROM = 4  # 4 or 5 of 5 counts as satisfied
@@ -64,8 +64,7 @@ class Result:
 def results(couch: Couch) -> list[Result]:
     """Totals per community and month, newest month first."""
     totals: dict[tuple[str, str], list[int]] = {}
-    rows = couch.main.all(startkey="survey_response:", endkey="survey_response:\ufff0", as_list=True)
-    for doc in (r["doc"] for r in rows):
+    for doc in docs_of_type(couch.main, "survey_response"):
         totals.setdefault((doc["community"], doc["month"]), []).append(doc["overall"])
     return sorted((Result(c, m, len(v), round(sum(v) / len(v), 2),
                           round(sum(1 for x in v if x >= SATISFIED_FROM) / len(v), 3))
