@@ -140,14 +140,19 @@ def _open_write_key(core: DataKey, record_id: str, sealed_private: str) -> Write
     return WriteKey.from_der(core.open_bytes(_write_key_context(record_id), sealed_private), core.version)
 
 
-def open_data_keys(tier_keys: TierKeys, record: dict[str, Any], tiers: Iterable[str] = PROTECTED_TIERS) -> ResidentKeys:
-    """Unwrap the named tiers of a stored data-key record (and any versions it is re-keying from)."""
+def open_data_keys(tier_keys: TierKeys, record: dict[str, Any], tiers: Iterable[str] = PROTECTED_TIERS, *,
+                   write_keys: bool = True) -> ResidentKeys:
+    """Unwrap the named tiers of a stored data-key record (and any versions it is re-keying from).
+
+    `write_keys=False` skips loading the write key's private half (an EC key parse), which only opening
+    sealed-for-the-resident (v2) values needs: sealing never does.
+    """
     tiers = tuple(tiers)
     current = {tier: tier_keys.unwrap_data_key(tier, record[tier]) for tier in tiers}
     versions: dict[tuple[str, int], DataKey | WriteKey] = {(t, k.version): k for t, k in current.items()}
     old = {t: tier_keys.unwrap_data_key(t, e) for t, e in record.get("rekeying", {}).items() if t in tiers}
     versions.update({(t, k.version): k for t, k in old.items()})
-    if WRITE_KEY_TIER in tiers:
+    if write_keys and WRITE_KEY_TIER in tiers:
         core = current[WRITE_KEY_TIER]
         versions[("write", core.version)] = _open_write_key(core, record["_id"], record["write_private"])
         if "rekeying_write_private" in record:

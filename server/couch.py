@@ -48,6 +48,11 @@ MAIN_VIEWS = {
                " doc.status, doc.created_at, doc.acknowledged_at || null, doc.resolved_at || null, doc.due_close,"
                " doc.rating || null]); } }",
     },
+    # Service requests not yet resolved or closed, by street: what the minute sweep watches.
+    "open_requests": {
+        "map": "function (doc) { if (doc.type === 'service_request' && doc.status !== 'resolved'"
+               " && doc.status !== 'closed') { emit([doc.street, doc.created_at], null); } }",
+    },
     # Requests about public places (no resident or household), for the Open311 listing: by street, then
     # service code and open/closed ("" for any), then time, so that each filter is one key range.
     "public_requests": {

@@ -173,7 +173,8 @@ class Firewall:
                 prepared.append(records[owner])
             if doc["type"] == "resident":
                 doc = self._with_blind_indexes(doc)
-            prepared.append(seal_document(doc, self.keystore.open_record(records[owner]).current))
+            sealing = self.keystore.open_record(records[owner], write_keys=False).current
+            prepared.append(seal_document(doc, sealing))
         return prepared
 
     def _with_blind_indexes(self, resident: Doc) -> Doc:

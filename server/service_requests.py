@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .access import Principal
-from .couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
+from .couch import Couch, docs_of_type, get_or_none, iter_view_docs
 from .domain import REQUEST_STATES, SATISFACTION, Role, validate
 from .workdays import WorkCalendar
 
@@ -399,8 +399,10 @@ class SweepReport:
 def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
     """Warn before deadlines, escalate past them; idempotent, so every server process may run it."""
     report = SweepReport()
-    intake(couch, street)
+    categories, cal = catalogue(couch, street, active_only=False), calendar(couch, street)
     for doc in open_requests(couch, street):
+        if "due_close" not in doc:  # made offline, not taken in yet
+            doc = _take_in(couch, doc, categories, cal)
         changed = False
         for deadline, done_field, name in (("due_respond", "acknowledged_at", "respond"),
                                            ("due_close", "resolved_at", "close")):
@@ -435,35 +437,32 @@ def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
 def intake(couch: Couch, street: str) -> int:
     """Requests made offline arrive through the sync gateway as the phone wrote them: dispatch them and start
     their clocks from the time they were reported, exactly as `create` does online. Returns how many."""
-    catalogue_now = catalogue(couch, street, active_only=False)
-    cal = calendar(couch, street)
-    taken = 0
-    for doc in open_requests(couch, street):
-        if "due_close" in doc:
-            continue
-        category = catalogue_now.get(doc["category"])
-        reported = dt.datetime.fromisoformat(doc["created_at"])
-        if category is None:  # an unknown category from an old phone: a person must sort it out
-            note = f"unknown category {doc['category']}"
-            doc["history"] = doc.get("history", []) + [{"at": reported.isoformat(), "by": "system",
-                                                        "action": "comment", "note": note}]
-            category = {"department": None, "respond_days": 1, "close_days": 3}
-        doc.setdefault("owner", doc["created_by"])  # staff who took it in, offline, own it (§5.2)
-        if category["department"]:
-            doc.setdefault("department", category["department"])
-        doc.setdefault("source", "offline")
-        doc["due_respond"] = cal.add_working_days(reported, category["respond_days"]).isoformat()
-        doc["due_close"] = cal.add_working_days(reported, category["close_days"]).isoformat()
-        if not doc.get("history"):
-            doc["history"] = [{"at": reported.isoformat(), "by": doc["created_by"], "action": "created",
-                               "status": doc["status"]}]
-        validate(doc)
-        couch.main.save(doc)
-        taken += 1
-    return taken
+    taken = [_take_in(couch, doc, catalogue(couch, street, active_only=False), calendar(couch, street))
+             for doc in open_requests(couch, street) if "due_close" not in doc]
+    return len(taken)
+
+
+def _take_in(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc:
+    category = categories.get(doc["category"])
+    reported = dt.datetime.fromisoformat(doc["created_at"])
+    if category is None:  # an unknown category from an old phone: a person must sort it out
+        note = f"unknown category {doc['category']}"
+        doc["history"] = doc.get("history", []) + [{"at": reported.isoformat(), "by": "system",
+                                                    "action": "comment", "note": note}]
+        category = {"department": None, "respond_days": 1, "close_days": 3}
+    doc.setdefault("owner", doc["created_by"])  # staff who took it in, offline, own it (§5.2)
+    if category["department"]:
+        doc.setdefault("department", category["department"])
+    doc.setdefault("source", "offline")
+    doc["due_respond"] = cal.add_working_days(reported, category["respond_days"]).isoformat()
+    doc["due_close"] = cal.add_working_days(reported, category["close_days"]).isoformat()
+    if not doc.get("history"):
+        doc["history"] = [{"at": reported.isoformat(), "by": doc["created_by"], "action": "created",
+                           "status": doc["status"]}]
+    validate(doc)
+    return couch.main.save(doc)
 
 
 def open_requests(couch: Couch, street: str) -> list[Doc]:
-    communities = ids_of_type(couch.main, "community")
-    return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_place", [c, "service_request"])
-            if d["street"] == street and d["status"] in OPEN_STATES]
+    """The street's requests not yet resolved or closed (their own view, so the minute sweep reads only them)."""
+    return list(iter_view_docs(couch.main, "linli/open_requests", [street]))
