@@ -78,8 +78,14 @@ def _local_time(iso: str) -> str:
     return dt.datetime.fromisoformat(iso).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M") if iso else ""
 
 
+def _as_shown(value: Any) -> Any:
+    """1200.0 as "1200", as JavaScript prints it (the service worker renders the same template)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_template_context])
 templates.env.finalize = _finalize_none
+templates.env.keep_trailing_newline = True  # as Nunjucks keeps it
 templates.env.filters["localtime"] = _local_time
 
 
@@ -170,7 +176,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         openings = await run_in_threadpool(firewall.openings_of, Principal.of(user), resident)
         names = await run_in_threadpool(queries.user_names, couch, {e["actor"] for e in openings})
         return render(request, "my_record.html", resident=resident, openings=openings, names=names,
-                      categories=CATEGORY_FIELDS, purposes_known=(*REVEAL_PURPOSES, "own_record", "search_by_number"))
+                      categories=list(CATEGORY_FIELDS),
+                      purposes_known=(*REVEAL_PURPOSES, "own_record", "search_by_number"))
 
     async def grid_page(request: Request) -> Response:
         user = await current_user(request)
@@ -235,7 +242,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             values, error = {}, "fw_tampered"
         else:
             error = None
-        fields = [(name, values.get(name)) for name in CATEGORY_FIELDS.get(category, [])]
+        fields = [(name, _as_shown(values.get(name))) for name in CATEGORY_FIELDS.get(category, [])]
         name = "_revealed.html" if request.headers.get("hx-request") else "revealed.html"
         return render(request, name, 403 if error else 200, resident=resident, category=category,
                       fields=fields, error=error)
@@ -301,8 +308,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             except RequestError as bad:
                 error = str(bad)
         current = await run_in_threadpool(firewall.privacy_of, resident["_id"])
-        return render(request, "privacy.html", 400 if error else 200, resident=resident, choices=PRIVACY_CHOICES,
-                      current=current, saved=saved, error=error)
+        return render(request, "privacy.html", 400 if error else 200, resident=resident,
+                      choices=list(PRIVACY_CHOICES.items()), current=current, saved=saved, error=error)
 
     async def communities_page(request: Request) -> Response:
         user = await current_user(request)

@@ -92,7 +92,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             else:
                 return RedirectResponse(f"/requests/{doc['_id'].split(':', 1)[1]}", status_code=303)
         chosen = categories.get(values.get("category", ""))
-        return render(request, "request_new.html", 400 if error else 200, categories=categories, error=error,
+        return render(request, "request_new.html", 400 if error else 200,
+                      categories=list(categories.items()), error=error,
                       values=values, category=chosen, staff=p.has(Role.GRID_WORKER))
 
     async def detail(request: Request) -> Response:

@@ -1,0 +1,90 @@
+"""Every shared template renders byte-identically in Jinja2 (the server) and Nunjucks (the service worker,
+offline), over the fixture contexts in tests/templates/<template>.json, in both languages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.app import templates
+from server.config import LOCAL_TZ, PROJECT_ROOT
+from server.i18n import LANGUAGES, MESSAGES
+
+TEMPLATES = PROJECT_ROOT / "server" / "templates"
+FIXTURES = Path(__file__).parent / "templates"
+# Desktop pages for secretaries and administrators, always online: never rendered by the service worker,
+# and they format numbers (round, percentages) in ways the two engines do not share.
+ONLINE_ONLY = {"dashboard.html", "survey_results.html", "catalogue.html"}
+SHARED = sorted(p.name for p in TEMPLATES.glob("*.html") if p.name not in ONLINE_ONLY)
+COMMON = {"csrf_token": "tok3n-\"quoted\"&<x>", "display": "",
+          "user": {"_id": "user:wangge01", "display_name": "王网格 & <测试>", "roles": ["grid_worker"],
+                   "grids": ["grid:g1"]}}
+
+
+class Nunjucks:
+    """One Node process rendering with pwa/render.js."""
+
+    def __init__(self) -> None:
+        config = {"templates": str(TEMPLATES), "timeZone": LOCAL_TZ.key, "messages": MESSAGES}
+        self.process = subprocess.Popen(["node", str(PROJECT_ROOT / "pwa" / "tests" / "render_templates.mjs"),
+                                         json.dumps(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, cwd=PROJECT_ROOT)
+
+    def render(self, template: str, lang: str, context: dict[str, Any]) -> str:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(json.dumps({"template": template, "lang": lang, "context": context}) + "\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        if "error" in answer:
+            raise AssertionError(f"Nunjucks cannot render {template}: {answer['error']}")
+        return answer["html"]
+
+    def close(self) -> None:
+        assert self.process.stdin
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def nunjucks() -> Iterator[Nunjucks]:
+    engine = Nunjucks()
+    yield engine
+    engine.close()
+
+
+def contexts(template: str) -> list[dict[str, Any]]:
+    """A fixture file holds one context or a list of them (e.g. empty and full lists)."""
+    path = FIXTURES / (template.removesuffix(".html") + ".json")
+    assert path.exists(), f"{template} has no fixture context: add {path.relative_to(PROJECT_ROOT)}"
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, list) else [loaded]
+
+
+def jinja2(template: str, lang: str, context: dict[str, Any]) -> str:
+    from server.i18n import translator
+
+    return templates.env.get_template(template).render({**context, "t": translator(lang), "lang": lang})
+
+
+@pytest.mark.parametrize("template", SHARED)
+def test_template_renders_alike_in_both_engines(template: str, nunjucks: Nunjucks) -> None:
+    for n, context in enumerate(contexts(template)):
+        for lang in LANGUAGES:
+            full = {**COMMON, **context}
+            server, browser = jinja2(template, lang, full), nunjucks.render(template, lang, full)
+            assert browser == server, f"{template} context {n} ({lang}) differs between Jinja2 and Nunjucks"
+            assert "Undefined" not in server and "undefined" not in browser
+
+
+def test_a_difference_is_caught(nunjucks: Nunjucks) -> None:
+    """The harness can fail: a value Jinja2 prints as "True" and JavaScript as "true" differs."""
+    context = {**COMMON, "h": {"id": "household:1", "address": True, "head_name": "", "member_count": 1, "tags": []}}
+    page = {"rows": [context["h"]], "next_offset": None}
+    server = jinja2("_household_rows.html", "zh", {**context, "page": page, "grid": {"_id": "g"}, "q": ""})
+    browser = nunjucks.render("_household_rows.html", "zh", {**context, "page": page, "grid": {"_id": "g"}, "q": ""})
+    assert "True" in server and "true" in browser and server != browser
