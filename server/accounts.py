@@ -68,16 +68,18 @@ class LoginLocked(Exception):
 
 @dataclass(frozen=True)
 class Throttle:
-    """Per-username failure counter kept in a `throttle:<username>` document."""
+    """Per-key failure counter kept in a `throttle:<key>` document (the key: a username, or what
+    server/activation.py counts activation-code guesses by); `limit` failures within LOCKOUT lock the key."""
 
     db: pycouchdb.client.Database
+    limit: int = MAX_FAILURES
 
     def _doc(self, username: str) -> dict[str, Any]:
         return get_or_none(self.db, f"throttle:{username}") or {"_id": f"throttle:{username}", "failures": []}
 
     def check(self, username: str, now: dt.datetime) -> None:
         recent = [t for t in self._doc(username)["failures"] if now - dt.datetime.fromisoformat(t) < LOCKOUT]
-        if len(recent) >= MAX_FAILURES:
+        if len(recent) >= self.limit:
             raise LoginLocked(dt.datetime.fromisoformat(recent[-1]) + LOCKOUT)
 
     def record_failure(self, username: str, now: dt.datetime) -> None:

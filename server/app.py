@@ -22,29 +22,43 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from crypto.envelope import EnvelopeError
 
-from . import accounts, alerts, filing, grants, open311, queries, request_pages, service_requests
+from . import accounts, alerts, display, filing, grants, open311, pwa_routes, queries, request_pages, service_requests
 from .access import Principal, may_see
+from .activation import routes as activation_routes
 from .config import LOCAL_TZ, PROJECT_ROOT, Settings
+from .conflict_pages import routes as conflict_routes
+from .console_pages import routes as console_routes
 from .couch import Couch, get_or_none
 from .domain import CORE_CATEGORIES, PRIVACY_CHOICES, Role, export_json
-from .firewall import CATEGORY_FIELDS, AccessDenied, Firewall, RequestError, device_label, number_field
+from .field_pages import COMMON_NEEDS, recent_visits
+from .field_pages import routes as field_routes
+from .firewall import (
+    CATEGORY_FIELDS,
+    REVEAL_PURPOSES,
+    AccessDenied,
+    Firewall,
+    RequestError,
+    device_label,
+    number_field,
+)
+from .household_edit import routes as household_edit_routes
 from .i18n import DEFAULT_LANG, LANGUAGES, translator
 from .keystore import ShreddedError
+from .resident_needs import page_context as needs_context
+from .resident_needs import routes as needs_routes
 from .security import CSRFMiddleware, csrf_token, session_user_matches, start_session
 
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("linli")
 VENDOR_DIR = PROJECT_ROOT / "pwa" / "vendor"
 SIGNED_IN_COOKIE = "signed_in"
-# Why a grid worker opens contact details; the key is filed, the page shows its translation.
-REVEAL_PURPOSES = ("routine_visit", "alert_follow_up", "service_request", "needs_assessment")
 
 
 def _now() -> dt.datetime:
@@ -64,7 +78,8 @@ def _device(request: Request) -> str:
 def _template_context(request: Request) -> dict[str, Any]:
     lang = _lang(request)
     return {"t": translator(lang), "lang": lang, "csrf_token": csrf_token(request.session),
-            "user": request.state.user if hasattr(request.state, "user") else None}
+            "user": request.state.user if hasattr(request.state, "user") else None,
+            "display": display.classes(request)}
 
 
 def _finalize_none(value: Any) -> Any:
@@ -134,6 +149,10 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                           username=username, next=next_url)
         if user is None:
             return render(request, "login.html", 401, message="login_failed", username=username, next=next_url)
+        return sign_in(request, user, next_url)
+
+    def sign_in(request: Request, user: dict[str, Any], next_url: str) -> Response:
+        """Start the user's session (login, a resident's account activation) and go on to next_url."""
         start_session(request.session, user)
         response = RedirectResponse(next_url, status_code=303)
         # Outlives the session cookie, so that a lapsed session can be told apart from "never logged in".
@@ -152,8 +171,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         lang = str(form.get("lang", ""))
         if lang not in LANGUAGES:
             raise HTTPException(400, f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}")
-        back = request.headers.get("referer", "/")
-        response = RedirectResponse(back if back.startswith(str(request.base_url)) else "/", status_code=303)
+        response = display.redirect_back(request)
         response.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", secure=settings.cookie_secure)
         return response
 
@@ -177,7 +195,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         names = await run_in_threadpool(queries.user_names, couch, {e["actor"] for e in openings})
         return render(request, "my_record.html", resident=resident, openings=openings, names=names,
                       categories=list(CATEGORY_FIELDS),
-                      purposes_known=(*REVEAL_PURPOSES, "own_record", "search_by_number"))
+                      purposes_known=(*REVEAL_PURPOSES, "own_record", "search_by_number"),
+                      **await run_in_threadpool(needs_context, couch, resident))
 
     async def grid_page(request: Request) -> Response:
         user = await current_user(request)
@@ -213,8 +232,9 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         principal = Principal.of(user)
         for resident in residents:
             resident["protected"] = await run_in_threadpool(firewall.entitlements, principal, resident["doc"], _now())
+        visits = await run_in_threadpool(recent_visits, couch, household["_id"])
         return render(request, "household.html", household=household, grid=grid, residents=residents,
-                      purposes=REVEAL_PURPOSES)
+                      visits=visits, common_needs=list(COMMON_NEEDS), purposes=REVEAL_PURPOSES)
 
     async def resident_for(request: Request) -> tuple[Principal, dict[str, Any]]:
         """The signed-in user and the resident named in the path, if the user may see that resident at all."""
@@ -243,9 +263,10 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         else:
             error = None
         fields = [(name, _as_shown(values.get(name))) for name in CATEGORY_FIELDS.get(category, [])]
-        name = "_revealed.html" if request.headers.get("hx-request") else "revealed.html"
-        return render(request, name, 403 if error else 200, resident=resident, category=category,
-                      fields=fields, error=error)
+        # htmx swaps only successful answers: a refusal comes back as the section, saying why.
+        htmx = bool(request.headers.get("hx-request"))
+        return render(request, "_revealed.html" if htmx else "revealed.html", 403 if error and not htmx else 200,
+                      resident=resident, category=category, fields=fields, error=error)
 
     async def access_request_page(request: Request) -> Response:
         principal, resident = await resident_for(request)
@@ -316,7 +337,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         if not queries.roles(user) & {Role.ADMIN, Role.SECRETARY}:
             raise HTTPException(403)
         overview = await run_in_threadpool(queries.community_overview, couch, user)
-        return render(request, "communities.html", communities=overview)
+        pending = await run_in_threadpool(firewall.pending_requests, Principal.of(user))
+        return render(request, "communities.html", communities=overview, pending=len(pending))
 
     async def register_device_key(request: Request) -> Response:
         """A phone registers its public key (JSON {"public_key", "label"}) and gets its grants through sync."""
@@ -358,6 +380,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/lang", set_language, methods=["POST"]),
+        *display.routes(settings),
         Route("/grids/{grid_id}", grid_page),
         Route("/households/{household_id}", household_page),
         Route("/communities", communities_page),
@@ -369,13 +392,17 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Route("/schema.json", schema_json),
         Mount("/open311/v2", routes=open311.routes(couch, _now)),
         *request_pages.routes(couch, current_user, render, _now),
+        *household_edit_routes(couch, current_user, render, _now),
+        *conflict_routes(couch, current_user, render, _now),
+        *field_routes(couch, current_user, render, _now),
+        *activation_routes(firewall, settings.secret_key, current_user, render, _now, _device, sign_in),
+        *console_routes(firewall, current_user, render, _now),
+        *needs_routes(couch, current_user, render, _now),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
-        # The WebCrypto half of the field format, for pages and the service worker (pwa/crypto/).
-        Mount("/pwa/crypto", StaticFiles(directory=PROJECT_ROOT / "pwa" / "crypto"), name="pwa-crypto"),
-        Route("/pwa/geolocate.js", lambda request: FileResponse(PROJECT_ROOT / "pwa" / "geolocate.js",
-                                                                media_type="text/javascript")),
+        # The offline app: service worker, manifest, browser code, templates (server/pwa_routes.py).
+        *pwa_routes.routes(current_user, _template_context),
         *mounts,
     ]
     middleware = [

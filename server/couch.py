@@ -66,12 +66,28 @@ MAIN_VIEWS = {
         "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
                " emit([doc.community, doc.raised_at], null); } }",
     },
+    # Documents with conflicting revisions a person has to resolve (server/conflict_pages.py), by street,
+    # community and grid ("" above a document's scope), so that one street's or community's are one range.
+    "conflicts": {
+        "map": "function (doc) { if (doc._conflicts) {"
+               " emit([doc.street || '', doc.community || '', doc.grid || ''], null); } }",
+    },
 }
 ACCOUNT_VIEWS = {
     # Who works in which grid, for the secretary's overview.
     "users_by_grid": {
         "map": "function (doc) { if (doc.type === 'user' && doc.grids) {"
                " doc.grids.forEach(function (g) { emit(g, {name: doc.display_name, roles: doc.roles}); }); } }",
+    },
+    # Who belongs to which community, assigned to a grid or not: the secretary's staff page (server/console_pages.py).
+    "users_by_community": {
+        "map": "function (doc) { if (doc.type === 'user' && doc.communities) {"
+               " doc.communities.forEach(function (c) { emit(c, null); }); } }",
+    },
+    # A resident's account and activation code (server/activation.py): "does this resident have an account".
+    "by_resident": {
+        "map": "function (doc) { if ((doc.type === 'user' || doc.type === 'activation_code') && doc.resident) {"
+               " emit(doc.resident, doc.type); } }",
     },
 }
 

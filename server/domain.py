@@ -212,6 +212,9 @@ DOC_TYPES: dict[str, DocType] = {
             )),
             # The grid's volunteers who look after this household (they see it and nothing else of the grid).
             "volunteers": Field("list", Category.SYSTEM, ref="user"),
+            # The last edit (the household edit page, phones): who made it shows on the conflict screen.
+            "updated_by": _ref("user"),
+            "updated_at": Field("datetime"),
         }, label_zh="住户", label_en="Household"),
         DocType("resident", Scope.GRID, {
             "household": _ref("household", required=True),
@@ -359,7 +362,8 @@ DOC_TYPES: dict[str, DocType] = {
             "visibility": _enum(PRIVACY_CHOICES["utility_alerts"]),
             "escalated_at": Field("datetime"),  # unacknowledged too long: the secretary was told (server/alerts.py)
             "gateway": _ref("gateway"),  # gateway_silent: which one (server/alerts.py)
-            "resolved_at": Field("datetime"),  # gateway_silent, device_silent: heard again
+            "resolved_at": Field("datetime"),  # gateway_silent, device_silent: heard again; or resolved by a person
+            "updated_at": Field("datetime"),
         }, label_zh="告警", label_en="Alert"),
         DocType("device", Scope.GRID, {
             **_PERSONAL_LINKS,
@@ -759,6 +763,7 @@ def export_json() -> dict[str, Any]:
                         "tier": f.effective_tier.value,
                         "required": f.required,
                         **({"choices": list(f.choices)} if f.choices else {}),
+                        **({"max_length": f.max_length} if f.kind == "text" else {}),
                         **({"ref": f.ref} if f.ref else {}),
                         **({"shape": dict(f.shape)} if f.shape else {}),
                     }

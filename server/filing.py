@@ -81,10 +81,11 @@ def checkpoint(couch: Couch, signer: Ed25519PrivateKey, street: str, community: 
     return existing or couch.main.save(doc)
 
 
-def _all_docs_pages(couch: Couch, prefix: str, page: int = 1000) -> Iterator[dict[str, Any]]:
-    start = prefix
+def _all_docs_pages(couch: Couch, prefix: str, page: int = 1000, descending: bool = False) -> Iterator[dict[str, Any]]:
+    start, end = (prefix + "\ufff0", prefix) if descending else (prefix, prefix + "\ufff0")
     while True:
-        rows = couch.main.all(startkey=start, endkey=prefix + "\ufff0", limit=page + 1, as_list=True)
+        rows = couch.main.all(startkey=start, endkey=end, limit=page + 1, as_list=True,
+                              **({"descending": "true"} if descending else {}))
         for row in rows[:page]:
             yield row["doc"]
         if len(rows) <= page:
@@ -107,9 +108,10 @@ def file_reports(couch: Couch, signer: Ed25519PrivateKey) -> int:
     return len(reports)
 
 
-def iter_entries(couch: Couch, community: str) -> Iterator[dict[str, Any]]:
-    """The community's filing log, oldest first."""
-    return _all_docs_pages(couch, f"audit_entry:{_community_key(community)}:")
+def iter_entries(couch: Couch, community: str, newest_first: bool = False) -> Iterator[dict[str, Any]]:
+    """The community's filing log, oldest first (newest first for the secretary's page, read a page at a time)."""
+    return _all_docs_pages(couch, f"audit_entry:{_community_key(community)}:", page=200 if newest_first else 1000,
+                           descending=newest_first)
 
 
 def _checkpoints(couch: Couch, community: str) -> list[dict[str, Any]]:

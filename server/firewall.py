@@ -59,6 +59,8 @@ for _name, _field in DOC_TYPES["resident"].fields.items():
     if _name in protected_fields("resident"):
         CATEGORY_FIELDS.setdefault(_field.category.value, []).append(_name)
 PROTECTED_CATEGORIES = tuple(CATEGORY_FIELDS)  # contact, health, finance
+# Why a grid worker opens contact details; the key is filed, the page shows its translation.
+REVEAL_PURPOSES = ("routine_visit", "alert_follow_up", "service_request", "needs_assessment")
 UTILITY_ALERT_KINDS = ("no_water", "electricity")
 
 

@@ -214,10 +214,10 @@ MAX_PHOTOS = 3
 _IMAGE_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
 
 
-def check_photo(data: bytes) -> str:
+def check_photo(data: bytes, max_bytes: int = MAX_PHOTO_BYTES) -> str:
     """The content type of an uploaded photo, judged by its bytes (not by what the client claims)."""
-    if len(data) > MAX_PHOTO_BYTES:
-        raise RequestError("photo", f"is {len(data) // 1024} KB; at most {MAX_PHOTO_BYTES // (1024 * 1024)} MB")
+    if len(data) > max_bytes:
+        raise RequestError("photo", f"is {len(data) // 1024} KB; at most {max_bytes // (1024 * 1024)} MB")
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     for magic, content_type in _IMAGE_MAGIC:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from crypto import keys
 from server import accounts
 from server.access import Principal, may_see
 from server.config import PROJECT_ROOT, Settings
@@ -116,9 +117,11 @@ class Served:
 
 
 def serve(couch_url: str, settings: Settings, port: int) -> Served:
-    """`linli serve` against the test's databases, as production runs it."""
+    """`linli serve` against the test's databases, as production runs it, with the settings' keys (so it opens
+    what the test sealed)."""
     env = {**os.environ, "COUCHDB_URL": couch_url, "LINLI_DB_PREFIX": settings.db_prefix,
            "LINLI_DATA_DIR": str(settings.data_dir), "LINLI_SECRET_KEY": settings.secret_key,
+           "LINLI_MASTER_KEY": keys.b64url(settings.master_keys[0]),
            "LINLI_PORT": str(port), "LINLI_HOST": "127.0.0.1"}
     log = open(settings.data_dir / f"serve-{port}.log", "ab")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen([LINLI, "serve", "--no-demo", "--log-level", "warning"], env=env,

@@ -35,8 +35,12 @@ def test_grid_worker_opens_contact_details_and_the_opening_is_filed(client: Test
 
 def test_core_data_goes_through_the_secretary(client: TestClient, loaded: Couch) -> None:
     login(client, "worker1")
-    refused = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "health", "purpose": "x"}, True)
+    refused = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "health", "purpose": "x"})
     assert refused.status_code == 403 and "高血压" not in refused.text and "批准" in refused.text
+    # htmx swaps only successful answers, so the section saying why comes back as one.
+    in_place = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "health", "purpose": "x"}, True)
+    assert in_place.status_code == 200 and "高血压" not in in_place.text and "批准" in in_place.text
+    assert "<html" not in in_place.text
     assert f"/residents/{RESIDENT}/access-request" in client.get("/households/household:c1-g01-0001").text
     bad = _post(client, f"/residents/{RESIDENT}/access-request", {"category": "health", "purpose": "", "hours": "2"})
     assert bad.status_code == 400 and "purpose" in bad.text
@@ -84,7 +88,7 @@ def test_resident_sets_privacy_and_it_binds_the_grid_worker(client: TestClient, 
     assert "10012345678" in own.text
     client.post("/logout", data={"csrf_token": csrf_of(client)})
     login(client, "worker1")
-    refused = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "x"}, True)
+    refused = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "x"})
     assert refused.status_code == 403 and "仅社区书记" in refused.text
     assert client.get(f"/residents/{G1}/privacy").status_code == 404
 

@@ -1,0 +1,82 @@
+// This phone's key and the residents' keys granted to it (server/grants.py): what lets the service
+// worker open protected fields with no network. The phone's private key is a non-extractable WebCrypto
+// key kept in IndexedDB; it never leaves the browser. The server only ever sees its public half.
+
+import { b64urlEncode, openValue, unwrapGrant } from "../crypto/envelope.js";
+
+const STORE = "keys";
+
+function keyStore() {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open("linli-device", 1);
+    open.onupgradeneeded = () => open.result.createObjectStore(STORE);
+    open.onsuccess = () => resolve(open.result);
+    open.onerror = () => reject(open.error);
+  });
+}
+
+async function idb(mode, action) {
+  const db = await keyStore();
+  try {
+    return await new Promise((resolve, reject) => {
+      const request = action(db.transaction(STORE, mode).objectStore(STORE));
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+// The phone's key for `userId`: {device, privateKey}, registering a new one with the server if needed
+// (POST /devices/keys, which also issues the grants this user is entitled to). Needs the network the
+// first time only.
+export async function deviceKey(userId, csrfToken) {
+  const stored = await idb("readonly", (s) => s.get(userId));
+  if (stored?.device) {
+    return stored;
+  }
+  const pair = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, false, ["deriveBits"]);
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  const response = await fetch("/devices/keys", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken, Accept: "application/json" },
+    body: JSON.stringify({ public_key: b64urlEncode(raw), label: "phone (offline app)" }),
+  });
+  const answer = await response.json();
+  if (!response.ok) {
+    throw new Error(`registering this phone's key: ${answer.reason || response.status}`);
+  }
+  const key = { device: answer.device, privateKey: pair.privateKey };
+  await idb("readwrite", (s) => s.put(key, userId));
+  return key;
+}
+
+export async function storedDeviceKey(userId) {
+  return (await idb("readonly", (s) => s.get(userId))) || null;
+}
+
+export async function forgetDeviceKey(userId) {
+  await idb("readwrite", (s) => s.delete(userId));
+}
+
+// server/grants.py grant_id
+export function grantId(device, resident, tier) {
+  return `key_grant:${device.split(":")[1]}:${resident.split(":")[1]}:${tier}`;
+}
+
+export function grantIsUsable(grant, now = new Date()) {
+  return !!grant && !grant._deleted && (!grant.expires_at || new Date(grant.expires_at) > now);
+}
+
+// Open `fields` of a resident's document with the grant for `tier`; a field not stored opens as null.
+export async function openFields(key, grant, resident, fields, tier) {
+  const dataKey = await unwrapGrant(key.privateKey, grant._id, grant);
+  const values = {};
+  for (const field of fields) {
+    const sealed = resident[field];
+    values[field] = sealed === undefined || sealed === null
+      ? null : await openValue(dataKey, { doc_id: resident._id, field, tier }, sealed);
+  }
+  return values;
+}

@@ -1,0 +1,538 @@
+// The pages the service worker answers when the server cannot be reached: the same routes, the same
+// template files, and contexts built here from the local replica exactly as the server's handlers build
+// them from CouchDB (server/app.py, server/queries.py, server/request_pages.py). Writes go into the
+// replica and reach the server at the next sync, where the sync gateway checks them (sync/writes.py).
+//
+// A handler gets {db, session, schema, params, query, form, htmx} and returns
+// {template, context, status} to render, or {redirect}.
+
+import { grantId, grantIsUsable, openFields, storedDeviceKey } from "./keys.js";
+
+const PAGE_SIZE = 50; // server/queries.py PAGE_SIZE
+const PHOTO_TYPES = { "image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp" };
+
+export class OfflineError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const nowISO = () => new Date().toISOString();
+const uuidHex = () => crypto.randomUUID().replace(/-/g, "");
+
+async function load(db, id, type) {
+  const doc = await db.get(id).catch(() => null);
+  if (!doc || doc.type !== type) {
+    throw new OfflineError(404, "not_found");
+  }
+  return doc;
+}
+
+// All local documents of one type, read once per change of the replica.
+const byType = new Map();
+async function docsOfType(db, type) {
+  const { update_seq: seq } = await db.info();
+  const cached = byType.get(type);
+  if (cached && cached.seq === seq && cached.db === db.name) {
+    return cached.docs;
+  }
+  const rows = (await db.allDocs({ startkey: `${type}:`, endkey: `${type}:\ufff0`, include_docs: true })).rows;
+  const docs = rows.map((r) => r.doc).filter((d) => d.type === type);
+  byType.set(type, { seq, db: db.name, docs });
+  return docs;
+}
+
+// The resident record's protected categories and their fields, and its basic fields (server/firewall.py
+// CATEGORY_FIELDS, server/queries.py _BASIC_RESIDENT_FIELDS), from the one declaration (/schema.json).
+export function residentFields(schema) {
+  const fields = schema.types.resident.fields;
+  const categories = {};
+  const basic = [];
+  for (const [name, f] of Object.entries(fields)) {
+    if (schema.protected_tiers.includes(f.tier)) {
+      (categories[f.category] ||= []).push(name);
+    } else if (f.tier === "public" || f.tier === "basic") {
+      basic.push(name);
+    }
+  }
+  return { categories, basic, tierOf: (name) => fields[name].tier };
+}
+
+function ageOn(birthDate, today) {
+  const [y, m, d] = birthDate.split("-").map(Number);
+  const before = today.getMonth() + 1 < m || (today.getMonth() + 1 === m && today.getDate() < d);
+  return today.getFullYear() - y - (before ? 1 : 0);
+}
+
+function canViewGrid(user, grid) {
+  const roles = user.roles || [];
+  return roles.includes("admin") || (roles.includes("grid_worker") && (user.grids || []).includes(grid._id))
+    || (roles.includes("secretary") && (user.communities || []).includes(grid.community));
+}
+
+async function gridOf(db, session, gridId) {
+  const grid = await load(db, gridId, "grid");
+  if (!canViewGrid(session.user, grid)) {
+    throw new OfflineError(403, "forbidden");
+  }
+  return grid;
+}
+
+// server/app.py grid_page + queries.grid_households (number searches need the server's blind index).
+async function gridPage({ db, session, params, query, htmx }) {
+  const grid = await gridOf(db, session, params.id);
+  const q = (query.get("q") || "").slice(0, 100).trim();
+  const offset = Math.max(0, parseInt(query.get("offset") || "0", 10) || 0);
+  let households = (await docsOfType(db, "household")).filter((h) => h.grid === grid._id);
+  const residents = new Map((await docsOfType(db, "resident")).map((r) => [r._id, r]));
+  const headName = (h) => residents.get(h.head || "")?.name || "";
+  if (q) {
+    households = households.filter((h) => h.address.includes(q) || headName(h).includes(q));
+  }
+  const slice = households.slice(offset, offset + PAGE_SIZE);
+  const end = offset + slice.length;
+  const page = {
+    rows: slice.map((h) => ({ id: h._id, address: h.address, head_name: headName(h),
+                              member_count: h.member_count || 0, tags: h.tags || [] })),
+    total: households.length, next_offset: end < households.length ? end : null,
+  };
+  return { template: htmx ? "_household_rows.html" : "grid.html", context: { grid, page, q: query.get("q") || "" } };
+}
+
+// What the phone may open, as far as it can tell offline: a category opens when this phone holds a usable
+// key grant for it (the server issues grants exactly by the firewall's rules, server/grants.py).
+async function entitlements(db, session, resident, fields) {
+  const key = await storedDeviceKey(session.user._id);
+  const privacy = await db.get(`privacy:${resident._id.split(":")[1]}`).catch(() => ({}));
+  const result = [];
+  for (const category of Object.keys(fields.categories)) {
+    const tier = fields.tierOf(fields.categories[category][0]);
+    const grant = key ? await db.get(grantId(key.device, resident._id, tier)).catch(() => null) : null;
+    if (grantIsUsable(grant)) {
+      const approval = grant.request ? await db.get(grant.request).catch(() => null) : null;
+      result.push({ category, allowed: true, reason: approval ? "fw_approved" : "fw_grid_worker", grant: approval });
+    } else {
+      const reason = privacy[category] === "secretary_only" ? "fw_privacy_secretary_only"
+        : tier === "core" ? "fw_needs_approval" : "fw_offline_no_key";
+      result.push({ category, allowed: false, reason, grant: null });
+    }
+  }
+  return result;
+}
+
+// server/app.py household_page + queries.household_detail
+async function householdPage({ db, session, schema, params }) {
+  const household = await load(db, params.id, "household");
+  const grid = await gridOf(db, session, household.grid);
+  const fields = residentFields(schema);
+  const today = new Date();
+  const members = (await docsOfType(db, "resident")).filter((r) => r.household === household._id);
+  const residents = [];
+  for (const r of members) {
+    const basic = Object.fromEntries(fields.basic.filter((k) => k in r).map((k) => [k, r[k]]));
+    residents.push({ ...basic, id: r._id, age: ageOn(r.birth_date, today), doc: r,
+                     protected: await entitlements(db, session, r, fields) });
+  }
+  return { template: "household.html",
+           context: { household, grid, residents, visits: await recentVisits(db, session, household._id),
+                      common_needs: session.common_needs, purposes: session.reveal_purposes } };
+}
+
+const RECENT_VISITS = 5; // server/field_pages.py
+
+// server/field_pages.py recent_visits; only this user's name is known offline (accounts are not replicated).
+async function recentVisits(db, session, householdId) {
+  const visits = (await docsOfType(db, "visit")).filter((v) => v.household === householdId)
+    .sort((a, b) => new Date(b.visited_at) - new Date(a.visited_at)).slice(0, RECENT_VISITS);
+  return visits.map((v) => ({ _id: v._id, visited_at: v.visited_at, kind: v.kind, needs: v.needs || [],
+    author: v.created_by === session.user._id ? session.user.display_name : "",
+    photo: Object.keys(v._attachments || {}).sort()[0] ?? null }));
+}
+
+// server/app.py reveal: open one category with this phone's grant, and report the opening for the filing log.
+async function reveal({ db, session, schema, params, form, htmx }) {
+  const resident = await load(db, params.id, "resident");
+  await gridOf(db, session, resident.grid);
+  const fields = residentFields(schema);
+  const category = String(form.get("category") || "");
+  const names = fields.categories[category] || [];
+  const key = await storedDeviceKey(session.user._id);
+  let values = {};
+  let error = null;
+  if (!names.length) {
+    error = "fw_unknown_category";
+  } else {
+    const tier = fields.tierOf(names[0]);
+    const grant = key ? await db.get(grantId(key.device, resident._id, tier)).catch(() => null) : null;
+    const approval = grant?.request ? await db.get(grant.request).catch(() => null) : null;
+    const purpose = (approval?.purpose || String(form.get("purpose") || "")).trim().slice(0, 500);
+    if (!grantIsUsable(grant)) {
+      error = "fw_offline_no_key";
+    } else if (!purpose) {
+      error = "fw_purpose_required";
+    } else {
+      try {
+        values = await openFields(key, grant, resident, names, tier);
+      } catch {
+        error = "fw_tampered";
+      }
+      if (!error) { // filed by the server when it arrives (server/filing.py file_reports)
+        const at = nowISO();
+        await db.put({ _id: `access_report:${uuidHex()}`, type: "access_report", street: resident.street,
+          community: resident.community, grid: resident.grid, household: resident.household,
+          resident: resident._id, fields: names, purpose, at, device: key.device,
+          created_by: session.user._id, created_at: at });
+      }
+    }
+  }
+  const shown = names.map((name) => [name, error ? null : values[name] ?? null]);
+  return { template: htmx ? "_revealed.html" : "revealed.html", status: error && !htmx ? 403 : 200,
+           context: { resident, category, fields: shown, error } };
+}
+
+// domain.validate's checks that a form can break, from the declaration (/schema.json): required fields, lengths,
+// choices. The sync gateway checks everything again when the document arrives.
+export function fieldErrors(schema, doc) {
+  const errors = {};
+  for (const [name, f] of Object.entries(schema.types[doc.type].fields)) {
+    const value = doc[name];
+    if (value === undefined || value === null || value === "") {
+      if (f.required) errors[name] = "is required";
+    } else if (f.kind === "text" && f.max_length && value.length > f.max_length) {
+      errors[name] = `longer than ${f.max_length} characters`;
+    } else if (f.kind === "enum" && !f.choices.includes(value)) {
+      errors[name] = `'${value}' is not one of ${f.choices.join(", ")}`;
+    } else if (f.kind === "list" && f.choices && value.some((v) => !f.choices.includes(v))) {
+      errors[name] = `only ${f.choices.join(", ")}`;
+    }
+  }
+  return errors;
+}
+
+// server/household_edit.py, offline: the edit lands in the replica; if someone else changed the household on
+// the server meanwhile, the sync keeps both versions and a person chooses (/conflicts).
+const HOUSEHOLD_TEXTS = ["address", "building", "unit", "room"];
+const HOUSEHOLD_EDITABLE = [...HOUSEHOLD_TEXTS, "housing", "tags"];
+
+async function editHousehold({ db, session, schema, params, form, method }) {
+  const household = await load(db, params.id, "household");
+  await gridOf(db, session, household.grid);
+  const fields = schema.types.household.fields;
+  let values = { ...Object.fromEntries(HOUSEHOLD_EDITABLE.map((n) => [n, household[n] ?? null])),
+                 tags: household.tags || [], _rev: household._rev };
+  let errors = {};
+  let message = null;
+  let status = 200;
+  if (method === "POST") {
+    values = { ...Object.fromEntries(HOUSEHOLD_TEXTS.map((n) => [n, String(form.get(n) || "").trim() || null])),
+               housing: String(form.get("housing") || "") || null, tags: form.getAll("tags").map(String),
+               _rev: String(form.get("_rev") || "") };
+    const doc = Object.fromEntries(Object.entries(household).filter(([k]) => !HOUSEHOLD_EDITABLE.includes(k)));
+    for (const name of HOUSEHOLD_EDITABLE) {
+      if (values[name] !== null) doc[name] = values[name];
+    }
+    Object.assign(doc, { updated_by: session.user._id, updated_at: nowISO() });
+    errors = fieldErrors(schema, doc);
+    if (Object.keys(errors).length) {
+      status = 400;
+    } else if (values._rev !== household._rev) {
+      [message, status] = ["changed_meanwhile", 409];
+    } else {
+      await db.put(doc);
+      return { redirect: `/households/${household._id}` };
+    }
+  }
+  return { template: "household_edit.html", status, context: {
+    household, values, errors, message, housing_choices: fields.housing.choices, tag_choices: fields.tags.choices } };
+}
+
+// ---- alerts (server/field_pages.py): the inbox, and acknowledge / visiting / resolve written offline
+
+const actionsByState = (session, states) => Object.fromEntries(states.map((state) => [state,
+  Object.entries(session.alert_actions).filter(([, [, from]]) => from.includes(state)).map(([a]) => a)]));
+
+async function alertNames(db, session, alerts) {
+  const ids = new Set(alerts.flatMap((a) => ["resident", "household", "gateway"].map((k) => a[k]).filter(Boolean)));
+  const rows = (await db.allDocs({ keys: [...ids], include_docs: true })).rows.filter((r) => r.doc);
+  const names = Object.fromEntries(rows.map((r) => [r.id, r.doc.name || r.doc.address || ""]));
+  names[session.user._id] = session.user.display_name;
+  return names;
+}
+
+function alertContext(session, schema) {
+  return { actions: actionsByState(session, schema.types.alert.fields.status.choices) };
+}
+
+async function alertsPage({ db, session, schema, query }) {
+  const showAll = query.get("status") === "all";
+  const alerts = (await docsOfType(db, "alert")).filter((a) => showAll || a.status !== "resolved")
+    .sort((a, b) => new Date(b.raised_at) - new Date(a.raised_at))
+    .sort((a, b) => (a.status === "resolved") - (b.status === "resolved")).slice(0, 200);
+  return { template: "alerts.html", context: { alerts, names: await alertNames(db, session, alerts),
+    ...alertContext(session, schema), show_all: showAll, error: null, row_error: null } };
+}
+
+async function actOnAlert({ db, session, schema, params, form, htmx }) {
+  let doc = await load(db, `alert:${params.id}`, "alert");
+  const action = String(form.get("action") || "");
+  const [to, from] = session.alert_actions[action] || [null, []];
+  let error = !to ? "alert_unknown_action" : !from.includes(doc.status) ? "alert_not_allowed"
+    : String(form.get("_rev") || doc._rev) !== doc._rev ? "alert_conflict" : null;
+  if (!error) {
+    const at = nowISO();
+    const changed = { ...doc, status: to, updated_at: at };
+    if (!changed.acknowledged_by) Object.assign(changed, { acknowledged_by: session.user._id, acknowledged_at: at });
+    if (to === "resolved") changed.resolved_at = at;
+    changed._rev = (await db.put(changed)).rev;
+    doc = changed;
+  }
+  if (htmx) {
+    return { template: "_alert_rows.html", context: { alerts: [doc], names: await alertNames(db, session, [doc]),
+      ...alertContext(session, schema), row_error: error } };
+  }
+  return error ? { ...(await alertsPage({ db, session, schema, query: new URLSearchParams() })), status: 400 }
+    : { redirect: `/alerts#alert-${doc._id.replace(":", "-")}` };
+}
+
+// ---- visits (server/field_pages.py visit_new): needs list and a photo from the camera, written offline
+
+function needsOf(values) {
+  const lines = values.flatMap((v) => String(v).split(/\r?\n/)).map((l) => l.trim()).filter(Boolean);
+  return [...new Set(lines)];
+}
+
+async function newVisit({ db, session, schema, params, form, method }) {
+  const household = await load(db, params.id, "household");
+  await gridOf(db, session, household.grid);
+  const residents = (await docsOfType(db, "resident")).filter((r) => r.household === household._id)
+    .map((r) => ({ _id: r._id, name: r.name }));
+  const kinds = schema.types.visit.fields.kind.choices;
+  let values = { kind: kinds[0], resident: "", notes: "", needs: [] };
+  let error = null;
+  if (method === "POST") {
+    values = { kind: String(form.get("kind") || ""), resident: String(form.get("resident") || ""),
+               notes: String(form.get("notes") || "").trim(),
+               needs: needsOf(form.getAll("needs").filter((v) => typeof v === "string")) };
+    try {
+      await storeVisit(db, session, schema, household, values, residents, form.get("photo"));
+      return { redirect: `/households/${household._id}` };
+    } catch (bad) {
+      if (!(bad instanceof OfflineError)) throw bad;
+      error = bad.message;
+    }
+  }
+  return { template: "visit_new.html", status: error ? 400 : 200, context: {
+    household, residents, kinds, common_needs: session.common_needs, values, error,
+    free_needs: values.needs.filter((n) => !session.common_needs.includes(n)) } };
+}
+
+async function storeVisit(db, session, schema, household, values, residents, photo) {
+  if (values.resident && !residents.some((r) => r._id === values.resident)) {
+    throw new OfflineError(400, "resident: is not a member of this household");
+  }
+  const at = nowISO();
+  const visit = { _id: `visit:${uuidHex()}`, type: "visit", street: household.street, community: household.community,
+    grid: household.grid, household: household._id, kind: values.kind, visited_at: at, needs: values.needs,
+    created_by: session.user._id, created_at: at };
+  for (const name of ["resident", "notes"]) {
+    if (values[name]) visit[name] = values[name];
+  }
+  const errors = Object.entries(fieldErrors(schema, visit)).map(([name, message]) => `${name}: ${message}`);
+  if (errors.length) {
+    throw new OfflineError(400, errors.join("; "));
+  }
+  if (photo && typeof photo !== "string" && photo.size) {
+    const [name, attachment] = Object.entries(await photoAttachments([photo], session.photo_limits.visit))[0];
+    visit._attachments = { [name.replace(/^photo-1/, "photo")]: attachment };
+  }
+  await db.put(visit);
+}
+
+async function visitPhoto({ db, params }) {
+  const visit = await load(db, `visit:${params.id}`, "visit");
+  const name = Object.keys(visit._attachments || {}).sort()[0];
+  const blob = name ? await db.getAttachment(visit._id, name).catch(() => null) : null;
+  if (!blob) {
+    throw new OfflineError(404, "not_found");
+  }
+  return { blob };
+}
+
+async function catalogue(db, activeOnly) {
+  const categories = (await docsOfType(db, "service_category")).filter((c) => !activeOnly || c.active !== false);
+  return Object.fromEntries(categories.map((c) => [c.code, c]));
+}
+
+// server/request_pages.py list_page: what the phone holds is what this user may see.
+async function requestsPage({ db }) {
+  const requests = (await docsOfType(db, "service_request"))
+    .sort((a, b) => (b.created_at || "").localeCompare(a.created_at || "")).slice(0, 200);
+  return { template: "requests.html", context: { requests, categories: await catalogue(db, false), now: nowISO() } };
+}
+
+function answers(form) {
+  const result = {};
+  for (const name of new Set(form.keys())) {
+    if (name.startsWith("attribute.")) {
+      const values = form.getAll(name).map(String).filter(Boolean);
+      if (values.length) {
+        const code = name.slice("attribute.".length).replace(/\[\]$/, "");
+        result[code] = values.length > 1 || name.endsWith("[]") ? values : values[0];
+      }
+    }
+  }
+  return result;
+}
+
+async function photoAttachments(files, maxBytes) {
+  const attachments = {};
+  let n = 0;
+  for (const file of files) {
+    if (typeof file === "string" || !file.size) {
+      continue;
+    }
+    const kind = PHOTO_TYPES[file.type];
+    if (!kind) {
+      throw new OfflineError(400, "photo: is not a JPEG, PNG or WebP image");
+    }
+    if (file.size > maxBytes) {
+      throw new OfflineError(400, `photo: is ${Math.floor(file.size / 1024)} KB; at most ${maxBytes / 1048576} MB`);
+    }
+    n += 1;
+    attachments[`photo-${n}.${kind}`] = { content_type: file.type, data: file };
+  }
+  return attachments;
+}
+
+// server/request_pages.py new_page; the server dispatches it and starts its clocks when it arrives
+// (server/service_requests.py intake), from the time it was reported here.
+async function newRequest({ db, session, form, method }) {
+  const categories = await catalogue(db, true);
+  const values = method === "POST"
+    ? Object.fromEntries([...form.entries()].filter(([, v]) => typeof v === "string")) : {};
+  const staff = (session.user.roles || []).includes("grid_worker");
+  let error = null;
+  if (method === "POST") {
+    try {
+      const id = await storeRequest(db, session, form, values, categories, staff);
+      return { redirect: `/requests/${id.split(":")[1]}` };
+    } catch (bad) {
+      if (!(bad instanceof OfflineError)) throw bad;
+      error = bad.message;
+    }
+  }
+  return { template: "request_new.html", status: error ? 400 : 200,
+           context: { categories: Object.entries(categories), error, values,
+                      category: categories[values.category || ""] || null, staff } };
+}
+
+async function storeRequest(db, session, form, values, categories, staff) {
+  const category = categories[values.category || ""];
+  const description = (values.description || "").trim();
+  const photos = await photoAttachments(form.getAll("photo"), session.photo_limits.request);
+  if (!category) {
+    throw new OfflineError(400, `service_code: unknown service '${values.category || ""}'`);
+  }
+  if (!description && !Object.keys(photos).length) {
+    throw new OfflineError(400, "description: a description (or a photo) is required");
+  }
+  const gridId = staff ? [...(session.user.grids || [])].sort()[0] : null;
+  if (!gridId) {
+    throw new OfflineError(400, "grid: offline, requests can be recorded for your own grid only");
+  }
+  const onBehalf = staff && "on_behalf" in values;
+  if (onBehalf && !("consent" in values)) {
+    throw new OfflineError(400, "consent: the resident's consent is required when staff report on their behalf");
+  }
+  const grid = await load(db, gridId, "grid");
+  const at = nowISO();
+  const lat = parseFloat(values.lat);
+  const lon = parseFloat(values.lon);
+  const doc = {
+    _id: `service_request:${uuidHex()}`, type: "service_request", street: grid.street, community: grid.community,
+    grid: grid._id, category: category.code, description, status: "received", source: "offline",
+    on_behalf: onBehalf, consent: "consent" in values, created_by: session.user._id, created_at: at, updated_at: at,
+  };
+  const optional = { address: (values.address || "").trim(), reporter_name: (values.reporter_name || "").trim(),
+                     attributes: answers(form), location: Number.isFinite(lat + lon) ? { lat, lon } : null };
+  for (const [name, value] of Object.entries(optional)) {
+    if (value && (typeof value !== "object" || Object.keys(value).length)) {
+      doc[name] = value;
+    }
+  }
+  if (Object.keys(photos).length) {
+    doc._attachments = photos;
+  }
+  await db.put(doc);
+  return doc._id;
+}
+
+// server/request_pages.py questions: the chosen category's questions, as the form changes.
+async function requestQuestions({ db, query }) {
+  return { template: "_questions.html",
+           context: { category: (await catalogue(db, true))[query.get("category") || ""] || null } };
+}
+
+// server/request_pages.py detail, read-only offline (acting on a request needs the server's rules).
+async function requestPage({ db, params }) {
+  const doc = await load(db, `service_request:${params.id}`, "service_request");
+  const categories = await catalogue(db, false);
+  return { template: "request.html", context: {
+    doc, category: categories[doc.category] || null, names: {}, departments: {}, error: null, satisfaction: [],
+    may_act: false, reporter: false, secretary: false, called: false, transitions: [],
+    photos: Object.keys(doc._attachments || {}).sort() } };
+}
+
+async function requestPhoto({ db, params }) {
+  const doc = await load(db, `service_request:${params.id}`, "service_request");
+  const blob = await db.getAttachment(doc._id, params.name).catch(() => null);
+  if (!blob) {
+    throw new OfflineError(404, "not_found");
+  }
+  return { blob };
+}
+
+async function home({ session }) {
+  const grids = session.user.grids || [];
+  if (!grids.length) {
+    throw new OfflineError(503, "offline_unavailable");
+  }
+  return { redirect: `/grids/${grids[0]}` };
+}
+
+// [method, path pattern, handler]; `:name` matches one path segment.
+export const ROUTES = [
+  ["GET", "/", home],
+  ["GET", "/grids/:id", gridPage],
+  ["GET", "/households/:id", householdPage],
+  ["POST", "/residents/:id/reveal", reveal],
+  ["GET", "/households/:id/edit", editHousehold],
+  ["POST", "/households/:id/edit", editHousehold],
+  ["GET", "/alerts", alertsPage],
+  ["POST", "/alerts/:id/act", actOnAlert],
+  ["GET", "/households/:id/visits/new", newVisit],
+  ["POST", "/households/:id/visits/new", newVisit],
+  ["GET", "/visits/:id/photo", visitPhoto],
+  ["GET", "/requests", requestsPage],
+  ["GET", "/requests/new", newRequest],
+  ["POST", "/requests/new", newRequest],
+  ["GET", "/requests/questions", requestQuestions],
+  ["GET", "/requests/:id", requestPage],
+  ["GET", "/requests/:id/photos/:name", requestPhoto],
+];
+
+export function route(method, path) {
+  const parts = path.split("/");
+  for (const [m, pattern, handler] of ROUTES) {
+    const wanted = pattern.split("/");
+    if (m !== method || wanted.length !== parts.length) {
+      continue;
+    }
+    const params = {};
+    if (wanted.every((w, i) => (w.startsWith(":") ? (params[w.slice(1)] = decodeURIComponent(parts[i])) : w === parts[i]))) {
+      return { handler, params };
+    }
+  }
+  return null;
+}

@@ -1,0 +1,310 @@
+// The offline app's service worker (a module worker, served at /sw.js so its scope is the whole site).
+//
+// - Pages: the server answers while it can be reached; when it cannot, the routes of offline/pages.js are
+//   answered here from the local PouchDB replica, rendering the server's own template files with Nunjucks
+//   (render.js). Writes made offline go into the replica.
+// - Sync: push, pull and purge through the sync gateway (sync/replica.js), when a page asks (on load, when the
+//   network returns, every minute) and after every offline write. Pages show its state (app.js).
+// - Shell: templates, stylesheet and browser code kept in the Cache API, refreshed when /pwa/shell.json's
+//   version changes.
+
+import "/vendor/pouchdb.min.js";
+import "/vendor/pouchdb.indexeddb.min.js";
+import "/vendor/nunjucks.min.js";
+import { pageContext, templateEnvironment } from "/pwa/render.js";
+import { remoteOptions, syncOnce } from "/pwa/sync/replica.js";
+import { deviceKey, forgetDeviceKey } from "/pwa/offline/keys.js";
+import { OfflineError, route } from "/pwa/offline/pages.js";
+
+const { PouchDB, nunjucks } = self;
+const CACHE = "linli-shell";
+const SESSION_URL = "/pwa/session.json";
+const SHELL_URL = "/pwa/shell.json";
+const SCHEMA_URL = "/schema.json";
+const VENDOR = ["/vendor/pouchdb.min.js", "/vendor/pouchdb.indexeddb.min.js", "/vendor/nunjucks.min.js"];
+const SYNC_STATE = "_local/linli_sync";
+
+// ---- the shell
+
+async function cacheShell() {
+  const shell = await (await fetch(SHELL_URL, { cache: "no-store" })).json();
+  const cache = await caches.open(CACHE);
+  const urls = [...shell.files, ...VENDOR, SCHEMA_URL, ...shell.templates.map((name) => `/pwa/templates/${name}`)];
+  await cache.addAll(urls.map((url) => new Request(url, { cache: "no-store" })));
+  await cache.put(SHELL_URL, new Response(JSON.stringify(shell), { headers: { "Content-Type": "application/json" } }));
+  environment = null; // templates may have changed
+  return shell;
+}
+
+async function cachedJSON(url) {
+  const response = await (await caches.open(CACHE)).match(url);
+  return response ? response.json() : null;
+}
+
+async function refreshShell() {
+  const [kept, current] = [await cachedJSON(SHELL_URL), await (await fetch(SHELL_URL, { cache: "no-store" })).json()];
+  if (!kept || kept.version !== current.version) {
+    await cacheShell();
+  }
+}
+
+self.addEventListener("install", (event) => event.waitUntil(cacheShell().then(() => self.skipWaiting())));
+self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+
+// ---- who is signed in, and their replica
+
+async function storedSession() {
+  return cachedJSON(SESSION_URL);
+}
+
+// The signed-in user from the server, kept for offline pages; null when nobody is signed in.
+async function refreshSession() {
+  const response = await fetch(SESSION_URL, { headers: { Accept: "application/json" }, redirect: "manual" });
+  const json = response.ok && (response.headers.get("Content-Type") || "").includes("json");
+  if (!json) {
+    return null;
+  }
+  const session = await response.json();
+  const kept = await storedSession();
+  if (kept && kept.user._id !== session.user._id) {
+    await forget(kept); // another user signed in on this phone: the previous one's replica goes
+  }
+  await (await caches.open(CACHE)).put(SESSION_URL, new Response(JSON.stringify(session),
+    { headers: { "Content-Type": "application/json" } }));
+  environment = null;
+  return session;
+}
+
+const replicas = new Map();
+function replica(session) {
+  const name = `linli-${session.user._id}`;
+  if (!replicas.has(name)) {
+    replicas.set(name, new PouchDB(name, { adapter: "indexeddb" }));
+  }
+  return replicas.get(name);
+}
+
+// Signing out (or another user signing in) removes the user's replica and key from the phone, unless it holds
+// changes not yet uploaded: those are never dropped, and go up at that user's next sign-in.
+async function forget(session) {
+  await (await caches.open(CACHE)).delete(SESSION_URL);
+  const db = replica(session);
+  if (await pendingChanges(db)) {
+    return;
+  }
+  await db.destroy();
+  replicas.delete(`linli-${session.user._id}`);
+  await forgetDeviceKey(session.user._id);
+}
+
+// ---- rendering
+
+let environment = null;
+async function templates(session) {
+  if (!environment) {
+    const shell = await cachedJSON(SHELL_URL);
+    const cache = await caches.open(CACHE);
+    const sources = new Map();
+    for (const name of shell.templates) {
+      sources.set(name, await (await cache.match(`/pwa/templates/${name}`)).text());
+    }
+    const Loader = nunjucks.Loader.extend({
+      getSource: (name) => {
+        if (!sources.has(name)) {
+          throw new Error(`template ${name} is not kept for offline use`);
+        }
+        return { src: sources.get(name), path: name, noCache: false };
+      },
+    });
+    environment = templateEnvironment(nunjucks, new Loader(), { timeZone: session.time_zone });
+  }
+  return environment;
+}
+
+async function renderPage(session, template, context, status = 200) {
+  const env = await templates(session);
+  const common = { lang: session.lang, csrf_token: session.csrf_token, user: session.user, display: session.display };
+  const html = env.render(template, pageContext(common, session.messages, context));
+  return new Response(html, { status, headers: { "Content-Type": "text/html; charset=utf-8", "X-Linli-Offline": "1" } });
+}
+
+// ---- answering requests
+
+function sameToken(session, request, form) {
+  const token = request.headers.get("X-CSRF-Token") || (form && form.get("csrf_token"));
+  return token === session.csrf_token;
+}
+
+async function answerOffline(request, { handler, params }) {
+  const session = await storedSession();
+  if (!session) { // never signed in on this phone while online: nothing to show
+    return offlineOnly();
+  }
+  const url = new URL(request.url);
+  const htmx = request.headers.get("HX-Request") === "true";
+  const form = request.method === "POST" ? await request.formData() : null;
+  if (form && !sameToken(session, request, form)) {
+    return renderPage(session, "error.html", { message: "csrf_failed", detail: null }, 403);
+  }
+  let result;
+  try {
+    result = await handler({ db: replica(session), session, schema: await cachedJSON(SCHEMA_URL), params,
+                             query: url.searchParams, form, htmx, method: request.method });
+  } catch (error) {
+    if (!(error instanceof OfflineError)) {
+      throw error;
+    }
+    return renderPage(session, "error.html", { message: error.message, detail: null }, error.status);
+  }
+  if (form) {
+    changed(); // a write: tell the pages, and sync if the network is back
+  }
+  if (result.blob) {
+    return new Response(result.blob, { headers: { "Content-Type": result.blob.type } });
+  }
+  if (result.redirect) {
+    return htmx ? new Response("", { headers: { "HX-Redirect": result.redirect } })
+      : Response.redirect(new URL(result.redirect, url).href, 303);
+  }
+  return renderPage(session, result.template, result.context, result.status || 200);
+}
+
+// A page that needs the server (approvals, the access request form…): say so, in the app's own page.
+async function offlineOnly() {
+  const session = await storedSession();
+  return session ? renderPage(session, "error.html", { message: "offline_unavailable", detail: null }, 503)
+    : new Response("离线 · Offline", { status: 503, headers: { "Content-Type": "text/plain; charset=utf-8" } });
+}
+
+async function networkOrReplica(request, match) {
+  const copy = request.method === "GET" ? request : request.clone(); // a body is read once
+  try {
+    const response = await fetch(request);
+    if (request.method !== "GET" && response.status < 400) {
+      scheduleSync(); // the server wrote something: bring it into the replica
+    }
+    return response;
+  } catch { // no network, or the server is down
+    return answerOffline(copy, match);
+  }
+}
+
+async function shellFile(request) {
+  const kept = await (await caches.open(CACHE)).match(request, { ignoreSearch: true });
+  return kept || fetch(request);
+}
+
+self.addEventListener("fetch", (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  if (url.origin !== self.location.origin || url.pathname.startsWith("/sync/")) {
+    return;
+  }
+  const match = route(request.method, url.pathname);
+  if (match) {
+    event.respondWith(networkOrReplica(request, match));
+  } else if (request.method === "POST" && url.pathname === "/logout") {
+    event.respondWith(syncNow().catch(() => null).then(storedSession).then((s) => s && forget(s))
+      .then(() => fetch(request)));
+  } else if (request.mode === "navigate") {
+    event.respondWith(fetch(request).catch(() => offlineOnly()));
+  } else if (request.method === "GET" && (url.pathname.startsWith("/vendor/") || url.pathname.startsWith("/static/")
+             || url.pathname.startsWith("/pwa/") || url.pathname === "/manifest.webmanifest")) {
+    event.respondWith(shellFile(request));
+  }
+});
+
+// ---- sync and its state
+
+let syncing = null;
+let timer = null;
+
+function scheduleSync() {
+  clearTimeout(timer);
+  timer = setTimeout(() => syncNow(), 200);
+}
+
+function syncNow() {
+  syncing ||= runSync().finally(() => {
+    syncing = null;
+    broadcast();
+  });
+  return syncing;
+}
+
+async function saveState(db, changes) {
+  const kept = await db.get(SYNC_STATE).catch(() => ({ _id: SYNC_STATE }));
+  await db.put({ ...kept, ...changes });
+}
+
+async function runSync() {
+  let session = null;
+  try {
+    session = await refreshSession();
+  } catch { // offline: the state says so
+    return;
+  }
+  if (!session) { // the session lapsed: offline work stays, and waits for the next sign-in
+    const kept = await storedSession();
+    if (kept) {
+      await saveState(replica(kept), { error: "sync_signed_out" });
+    }
+    return;
+  }
+  const db = replica(session);
+  try {
+    await refreshShell();
+    await deviceKey(session.user._id, session.csrf_token);
+    const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
+    const { push } = await syncOnce(db, remote);
+    const refused = (push.errors || []).map((e) => `${e.id || ""} ${e.reason || e.message || e}`.trim());
+    // Offline edits that clashed with someone else's: kept, for a person to choose (/conflicts).
+    const { conflicts } = await (await remote.fetch("_linli_conflicts", { headers: new Headers() })).json();
+    const { update_seq: seq } = await db.info();
+    await saveState(db, { synced_seq: seq, last_synced_at: new Date().toISOString(), refused, error: null,
+                          conflicts: conflicts.length });
+  } catch (error) {
+    await saveState(db, { error: String(error.message || error) });
+  }
+}
+
+// Changes made on the phone since the last sync (documents written here, not yet pushed).
+async function pendingChanges(db) {
+  const kept = await db.get(SYNC_STATE).catch(() => ({}));
+  const waiting = await db.changes({ since: kept.synced_seq || 0 });
+  return waiting.results.filter((c) => !c.id.startsWith("_local/")).length;
+}
+
+// What every page shows: last synced, changes waiting, errors (app.js renders it).
+async function syncState() {
+  const session = await storedSession();
+  if (!session) {
+    return { signed_in: false };
+  }
+  const db = replica(session);
+  const kept = await db.get(SYNC_STATE).catch(() => ({}));
+  const pending = await pendingChanges(db);
+  return { signed_in: true, last_synced_at: kept.last_synced_at || null, pending, error: kept.error || null,
+           refused: kept.refused || [], conflicts: kept.conflicts || 0, syncing: !!syncing };
+}
+
+async function broadcast(extra = {}) {
+  const state = { ...(await syncState()), ...extra };
+  for (const client of await self.clients.matchAll()) {
+    client.postMessage({ type: "sync-state", state });
+  }
+}
+
+function changed() {
+  broadcast();
+  scheduleSync();
+}
+
+self.addEventListener("message", (event) => {
+  const { type } = event.data || {};
+  if (type === "sync") {
+    event.waitUntil(syncNow());
+  } else if (type === "state") {
+    event.waitUntil(broadcast());
+  }
+});

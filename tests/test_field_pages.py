@@ -1,0 +1,212 @@
+"""The alerts inbox (who sees which alert, acknowledge → visiting → resolve, refusals, conflicts) and visit
+logging (needs list and a camera photo, round trip to the household page), through the web pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from server import accounts
+from server.config import LOCAL_TZ
+from server.couch import Couch, iter_view_docs
+from server.domain import validate
+from server.firewall import privacy_id
+
+from .street import C1, C2, G1, G2, G3, PASSWORD, STREET, TINY_PNG, csrf_of, login
+
+HOUSEHOLD = "household:c1-g01-0001"
+RESIDENT = "resident:c1-g01-0001-1"
+
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def alert(key: str, grid: str, kind: str, minutes_ago: int, status: str = "raised", **extra: Any) -> dict[str, Any]:
+    # Raised minutes ago: the server's alert sweep, which runs as the app starts, leaves them as they are.
+    community = C2 if grid == G3 else C1
+    doc = {"_id": f"alert:{key}", "type": "alert", "street": STREET, "community": community, "grid": grid,
+           "household": f"household:{grid[5:]}-0001", "resident": f"resident:{grid[5:]}-0001-1", "kind": kind,
+           "status": status, "raised_at": (NOW - dt.timedelta(minutes=minutes_ago)).isoformat(),
+           "visibility": "grid_staff", **extra}
+    validate(doc)
+    return doc
+
+
+ALERTS = [
+    alert("sos", G1, "sos", 5),
+    # the resident chose to keep water and electricity anomalies between themselves and their grid worker
+    alert("private", G1, "no_water", 10, visibility="grid_worker_only"),
+    alert("old", G1, "fall", 2, status="resolved", resolved_at=NOW.isoformat()),
+    alert("water", G2, "no_water", 15, status="escalated"),
+    alert("c2", G3, "fall", 20),
+]
+PRIVACY = {"_id": privacy_id(RESIDENT), "type": "privacy", "street": STREET, "community": C1, "grid": G1,
+           "household": HOUSEHOLD, "resident": RESIDENT, "utility_alerts": "grid_worker_only",
+           "updated_by": "user:worker1", "updated_at": NOW.isoformat()}
+
+
+@pytest.fixture
+def alerts(loaded: Couch) -> Couch:
+    """The alerts, stored before the app (and its sweep) starts: tests name this fixture before `client`."""
+    validate(PRIVACY)
+    for doc in [*ALERTS, PRIVACY]:
+        loaded.main.save(doc)
+    return loaded
+
+
+def shown(page: str) -> list[str]:
+    """The alert rows of a page, in order, by id."""
+    return re.findall(r'id="alert-alert-([\w-]+)"', page)
+
+
+def act(client: TestClient, key: str, action: str, htmx: bool = False, **extra: str) -> Any:
+    return client.post(f"/alerts/{key}/act", data={"action": action, "csrf_token": csrf_of(client, "/requests"),
+                                                   **extra}, headers={"HX-Request": "true"} if htmx else {})
+
+
+def test_a_grid_worker_sees_the_alerts_of_their_grid_open_ones_first(alerts: Couch, client: TestClient) -> None:
+    login(client, "worker1")
+    page = client.get("/alerts")
+    assert page.status_code == 200
+    assert shown(page.text) == ["sos", "private"]  # newest first; resolved hidden; another grid's not there
+    sos = page.text.split('id="alert-alert-sos"')[1].split("</li>")[0]
+    assert "urgent" in page.text.split('id="alert-alert-sos"')[0].rsplit("<li", 1)[1]
+    assert "紧急" in sos and "紧急求助（SOS）" in sos and "居民11" in sos and "c1-g01路1号" in sos
+    raised = dt.datetime.fromisoformat(ALERTS[0]["raised_at"]).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+    assert raised in sos  # raised time in local time (LINLI_TIMEZONE)
+    assert shown(client.get("/alerts", params={"status": "all"}).text) == ["sos", "private", "old"]
+    assert '<a href="/alerts">告警</a>' in page.text  # the inbox is in the nav
+
+    login(client, "worker3")
+    assert shown(client.get("/alerts").text) == ["c2"]
+    login(client, "volunteer1")
+    assert client.get("/alerts").status_code == 403
+
+
+def test_the_secretary_sees_the_community_but_not_what_a_resident_kept_to_their_grid_worker(
+        alerts: Couch, client: TestClient) -> None:
+    login(client, "secretary1")
+    page = client.get("/alerts")
+    assert shown(page.text) == ["sos", "water"]  # both grids of C1; not the private one, not C2
+    assert "已上报书记" in page.text
+    assert act(client, "private", "acknowledge").status_code == 403
+
+
+def test_acknowledge_visit_resolve_and_refusals(alerts: Couch, client: TestClient) -> None:
+    login(client, "worker1")
+    acknowledged = act(client, "sos", "acknowledge")
+    assert acknowledged.status_code == 303 and acknowledged.headers["location"] == "/alerts#alert-alert-sos"
+    doc = alerts.main.get("alert:sos")
+    assert (doc["status"], doc["acknowledged_by"]) == ("acknowledged", "user:worker1") and doc["acknowledged_at"]
+    assert "张网格" in client.get("/alerts").text.split('id="alert-alert-sos"')[1].split("</li>")[0]
+
+    row = act(client, "sos", "visiting", htmx=True, _rev=doc["_rev"])
+    assert row.status_code == 200 and "<html" not in row.text and row.text.strip().startswith("<li")
+    assert "上门中" in row.text and alerts.main.get("alert:sos")["status"] == "visiting"
+
+    stale = act(client, "sos", "resolve", _rev=doc["_rev"])  # the revision before "visiting": never overwrite
+    assert stale.status_code == 409 and "刚被他人更新" in stale.text
+    assert alerts.main.get("alert:sos")["status"] == "visiting"
+
+    assert act(client, "sos", "resolve").status_code == 303
+    resolved = alerts.main.get("alert:sos")
+    assert resolved["status"] == "resolved" and resolved["resolved_at"] >= resolved["acknowledged_at"]
+    assert resolved["acknowledged_by"] == "user:worker1"
+
+    again = act(client, "sos", "acknowledge")
+    assert again.status_code == 400 and "不允许这一步" in again.text
+    refused_row = act(client, "sos", "visiting", htmx=True)
+    assert refused_row.status_code == 200 and "不允许这一步" in refused_row.text and "已解决" in refused_row.text
+    assert alerts.main.get("alert:sos")["_rev"] == resolved["_rev"]
+    assert act(client, "private", "dance").status_code == 400
+
+    # resolving straight from raised: acknowledging may be skipped, but it is recorded who took it
+    assert act(client, "private", "resolve").status_code == 303
+    assert alerts.main.get("alert:private")["acknowledged_by"] == "user:worker1"
+
+    login(client, "worker3")
+    assert act(client, "water", "acknowledge").status_code == 403
+    assert act(client, "nope", "acknowledge").status_code == 404
+
+
+def test_a_resident_who_sees_their_own_alert_still_may_not_change_it(alerts: Couch, client: TestClient) -> None:
+    alerts.accounts.save(accounts.make_user("jumin", "居民", [accounts.Role.RESIDENT], STREET,
+                                            accounts.hash_password(PASSWORD), resident=RESIDENT))
+    login(client, "jumin")
+    assert client.post("/alerts/sos/act", data={"action": "acknowledge", "csrf_token": csrf_of(client, "/requests")}
+                       ).status_code == 403
+    assert alerts.main.get("alert:sos")["status"] == "raised"
+
+
+def visits_of(couch: Couch, household: str) -> list[dict[str, Any]]:
+    return list(iter_view_docs(couch.main, "linli/by_place", [household, "visit"]))
+
+
+def test_a_visit_with_needs_and_a_photo_round_trip(client: TestClient, loaded: Couch) -> None:
+    login(client, "worker1")
+    household_page = client.get(f"/households/{HOUSEHOLD}")
+    assert f'href="/households/{HOUSEHOLD}/visits/new"' in household_page.text and "暂无走访记录" in household_page.text
+    form = client.get(f"/households/{HOUSEHOLD}/visits/new")
+    assert form.status_code == 200
+    assert 'accept="image/*" capture="environment"' in form.text and 'value="meal_delivery"' in form.text
+    assert "blood_pressure" not in form.text  # health data is not entered here
+    saved = client.post(f"/households/{HOUSEHOLD}/visits/new",
+                        data={"csrf_token": csrf_of(client, "/requests"), "kind": "needs_list", "resident": RESIDENT,
+                              "notes": "老人腿脚不便", "needs": ["meal_delivery", "cleaning", "买药\n\n  修水龙头 \n"]},
+                        files={"photo": ("door.png", TINY_PNG, "image/png")})
+    assert saved.status_code == 303 and saved.headers["location"] == f"/households/{HOUSEHOLD}"
+    (visit,) = visits_of(loaded, HOUSEHOLD)
+    assert visit["needs"] == ["meal_delivery", "cleaning", "买药", "修水龙头"]
+    assert (visit["kind"], visit["resident"], visit["notes"], visit["created_by"]) == (
+        "needs_list", RESIDENT, "老人腿脚不便", "user:worker1")
+    assert (visit["street"], visit["community"], visit["grid"]) == (STREET, C1, G1)
+    assert visit["visited_at"] == visit["created_at"]
+    assert visit["_attachments"]["photo.png"]["content_type"] == "image/png"
+
+    page = client.get(saved.headers["location"]).text
+    recent = page.split("最近走访")[1]
+    assert "需求摸排" in recent and "张网格" in recent and "助餐送餐" in recent and "保洁" in recent
+    assert "买药" in recent and "修水龙头" in recent
+    photo_path = f"/visits/{visit['_id'].split(':', 1)[1]}/photo"
+    assert f'src="{photo_path}"' in recent
+    photo = client.get(photo_path)
+    assert photo.status_code == 200 and photo.content == TINY_PNG and photo.headers["content-type"] == "image/png"
+
+    login(client, "secretary1")
+    assert client.get(photo_path).status_code == 200
+    login(client, "worker3")
+    assert client.get(photo_path).status_code == 403
+
+
+def test_a_bad_photo_is_refused_with_a_message_and_nothing_is_stored(client: TestClient, loaded: Couch) -> None:
+    login(client, "worker1")
+    path = f"/households/{HOUSEHOLD}/visits/new"
+    text = client.post(path, data={"csrf_token": csrf_of(client, "/requests"), "kind": "routine", "notes": "门口有积水",
+                                   "needs": ["shopping", "陪同散步"]},
+                       files={"photo": ("x.gif", b"GIF89a" + bytes(64), "image/gif")})
+    assert text.status_code == 400 and "photo: is not a JPEG, PNG or WebP image" in text.text
+    assert "门口有积水" in text.text and 'value="shopping" checked' in text.text and "陪同散步</textarea>" in text.text
+    # a camera photo over 10 MB (sent by htmx or the service worker, with the CSRF header)
+    huge = b"\xff\xd8\xff" + bytes(10 * 1024 * 1024)
+    too_big = client.post(path, data={"kind": "routine"}, files={"photo": ("big.jpg", huge, "image/jpeg")},
+                          headers={"X-CSRF-Token": csrf_of(client, "/requests")})
+    assert too_big.status_code == 400 and "at most 10 MB" in too_big.text
+    bad_kind = client.post(path, data={"csrf_token": csrf_of(client, "/requests"), "kind": "party"})
+    assert bad_kind.status_code == 400 and "未保存：kind: &#39;party&#39; is not one of" in bad_kind.text
+    stranger = client.post(path, data={"csrf_token": csrf_of(client, "/requests"), "kind": "routine",
+                                       "resident": "resident:c1-g01-0002-1"})
+    assert stranger.status_code == 400 and "not a member of this household" in stranger.text
+    assert visits_of(loaded, HOUSEHOLD) == []
+
+
+def test_another_grids_household_is_refused(client: TestClient, loaded: Couch) -> None:
+    login(client, "worker1")
+    other = "/households/household:c2-g01-0001/visits/new"
+    assert client.get(other).status_code == 403
+    assert client.post(other, data={"csrf_token": csrf_of(client, "/requests"), "kind": "routine"}).status_code == 403
+    assert client.get("/households/household:nope/visits/new").status_code == 404
+    assert visits_of(loaded, "household:c2-g01-0001") == []

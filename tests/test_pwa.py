@@ -1,0 +1,300 @@
+"""The offline app in headless Chromium (issue 5): a grid worker's phone loads the app online, syncs, loses the
+network, reloads and keeps working from its replica (pages rendered by the service worker from the server's own
+templates, protected fields opened with the phone's key grants), then comes back online and everything it did is
+on the server and on the secretary's screen.
+
+One `linli serve` on the small demo street and one browser for the module; each test gets fresh browser
+contexts (a phone each). Screenshots of the offline screens go to test-output/screens/offline-*.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from server import accounts, demo, filing, grants
+from server.access import Principal
+from server.accounts import user_id
+from server.config import PROJECT_ROOT
+from server.couch import Couch, connect, get_or_none
+from server.domain import Role
+from server.embedded_couch import EmbeddedCouch, free_port
+from server.firewall import Firewall
+from tests.browser import launch
+from tests.conftest import DEMO_SIZE, make_settings
+from tests.street import TINY_PNG
+from tests.sync_harness import serve, stop
+
+PASSWORD = "demo-password"
+PHONE = {"width": 390, "height": 844}
+SCREENS = PROJECT_ROOT / "test-output" / "screens"
+SYNCED = "document.querySelector('#sync-state')?.dataset.lastSynced"
+RESIDENT = "resident:c1-g01-0002-1"  # in wangge01's grid
+ROUTING = ("street", "community", "grid")
+
+
+@dataclass
+class Site:
+    url: str  # ends in "/"
+    couch: Couch
+    firewall: Firewall
+    browser: Browser
+
+    def phone(self, username: str) -> BrowserContext:
+        """A new phone (browser context) with `username` signed in and its first sync done."""
+        context = self.browser.new_context(viewport=PHONE)
+        page = context.new_page()
+        page.goto(self.url + "login")
+        page.fill("#username", username)
+        page.fill("#password", PASSWORD)
+        page.click("form[action='/login'] button[type=submit]")
+        page.wait_for_load_state()
+        assert "/login" not in page.url, f"{username} could not log in"
+        page.wait_for_function(SYNCED, timeout=60_000)
+        return context
+
+
+@pytest.fixture(scope="module")
+def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    settings = make_settings(tmp_path_factory.mktemp("pwa"), f"pwa_{secrets.token_hex(3)}_")
+    couch = connect(settings, couch_server.url)
+    firewall = Firewall.open(settings, couch)
+    demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password=PASSWORD)
+    resident = couch.main.get(RESIDENT)
+    couch.main.save({"_id": "alert:pwa-sos", "type": "alert", **{k: resident[k] for k in ROUTING},
+                     "household": resident["household"], "resident": RESIDENT, "kind": "sos", "status": "raised",
+                     "raised_at": dt.datetime.now(dt.UTC).isoformat(), "visibility": "grid_staff"})
+    for username, name, roles, extra in (
+            ("wangge01b", "第二网格员", [Role.GRID_WORKER], {"communities": [resident["community"]],
+                                                               "grids": [resident["grid"]]}),
+            ("jumin1", "居民甲", [Role.RESIDENT], {"resident": RESIDENT})):
+        couch.accounts.save(accounts.make_user(username, name, roles, demo.STREET_ID,
+                                               accounts.hash_password(PASSWORD), **extra))
+    served = serve(couch_server.url, settings, free_port())
+    playwright = sync_playwright().start()
+    browser = launch(playwright)
+    try:
+        yield Site(served.url, couch, firewall, browser)
+    finally:
+        browser.close()
+        playwright.stop()
+        stop(served)
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / f"offline-{name}.png", full_page=True)
+
+
+def sync_and_wait(page: Page) -> None:
+    """Press "sync now" and wait until nothing is waiting and a sync has finished since."""
+    before = page.get_attribute("#sync-state", "data-last-synced")
+    page.click("#sync-state button")
+    page.wait_for_function(
+        f"(before) => {SYNCED} && {SYNCED} !== before && "
+        "document.querySelector('#sync-state').dataset.pending === '0'", arg=before, timeout=60_000)
+
+
+def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Site) -> None:
+    phone = site.phone("wangge01")
+    page = phone.pages[0]
+    grid_url = page.url
+    assert "/grids/" in grid_url
+    rows_online = page.locator("#households a.row").count()
+    assert rows_online > 0
+
+    phone.set_offline(True)
+    answer = page.reload()
+    assert answer is not None and answer.headers.get("x-linli-offline") == "1", "not answered by the service worker"
+    assert page.locator("#households a.row").count() == rows_online
+    page.wait_for_function("document.querySelector('#sync-state').classList.contains('sync-offline')")
+    screenshot(page, "grid")
+
+    # Search as you type, answered offline too (htmx asks for the rows only).
+    first_address = page.locator("#households .row-title").first.inner_text()
+    page.fill("#q", first_address)
+    page.wait_for_function("document.querySelectorAll('#households a.row').length === 1")
+
+    page.goto(grid_url)
+    page.locator("#households a.row").first.click()
+    page.wait_for_load_state()
+    household_id = page.url.rsplit("/", 1)[1]
+    resident = site.couch.main.get(next(r["id"] for r in site.couch.main.all(
+        startkey="resident:", endkey="resident:\ufff0", include_docs=True, as_list=True)
+        if r["doc"]["household"] == household_id))
+    card = page.locator(".card", has_text=resident["name"]).first
+    # Contact details open offline with this phone's key grant, decrypted in the service worker.
+    card.locator("section[id$='-contact'] button[type=submit]").click()
+    expected_phone = site.firewall.reveal(
+        _secretary(site), resident, "contact", purpose="test", device="test", now=dt.datetime.now(dt.UTC))["phone"]
+    assert expected_phone
+    page.wait_for_selector(f"text={expected_phone}")
+    # Health needs the secretary's approval: locked offline as online.
+    assert card.locator("section[id$='-health'] a[href$='/access-request']").count() == 1
+    screenshot(page, "household")
+
+    # A service request with a photo from the camera, made offline.
+    page.goto(site.url + "requests/new")
+    page.select_option("select[name=category]", "street_lamp")
+    page.fill("textarea[name=description]", "离线登记：3号楼路灯不亮")
+    page.fill("input[name=address]", "幸福路3号")
+    page.set_input_files("input[name=photo]", files=[{"name": "lamp.png", "mimeType": "image/png",
+                                                        "buffer": TINY_PNG}])
+    page.click("main form.stack button[type=submit]")
+    page.wait_for_load_state()
+    assert "/requests/" in page.url and "离线登记" in page.inner_text("main")
+    assert page.locator("img.photo").count() == 1
+    request_id = "service_request:" + page.url.rsplit("/", 1)[1]
+    # Waiting on the phone: the request and the report of the contact details opened offline.
+    page.wait_for_function("Number(document.querySelector('#sync-state').dataset.pending) >= 2")
+    screenshot(page, "request")
+    assert get_or_none(site.couch.main, request_id) is None  # still only on the phone
+
+    # A visit with a needs list and a photo, logged offline.
+    page.goto(site.url + f"households/{household_id}/visits/new")
+    page.check("input[name=needs][value=meal_delivery]")
+    page.fill("textarea[name=needs]", "帮忙修水龙头")
+    page.fill("textarea[name=notes]", "离线走访记录")
+    page.set_input_files("input[name=photo]", files=[{"name": "visit.png", "mimeType": "image/png",
+                                                        "buffer": TINY_PNG}])
+    page.click("main form.stack button[type=submit]")
+    page.wait_for_url(f"**/households/{household_id}")
+    assert page.locator("ul.visits li").count() == 1 and page.locator("ul.visits img.thumb").count() == 1
+    screenshot(page, "visit")
+
+    # The SOS alert: resolved offline from the inbox.
+    page.goto(site.url + "alerts")
+    row = page.locator("#alert-alert-pwa-sos")
+    row.locator("form:has(input[value=resolve]) button").click()
+    page.wait_for_selector("#alert-alert-pwa-sos.done")  # swapped in place by htmx, from the replica
+    screenshot(page, "alerts")
+    # Waiting: the request, the report, the visit, the alert.
+    page.wait_for_function("Number(document.querySelector('#sync-state').dataset.pending) >= 4")
+
+    # Back online: everything reaches the server.
+    phone.set_offline(False)
+    sync_and_wait(page)
+    stored = site.couch.main.get(request_id)
+    assert stored["source"] == "offline" and stored["created_by"] == "user:wangge01"
+    assert list(stored["_attachments"]) == ["photo-1.png"]
+    visit = next(r["doc"] for r in site.couch.main.all(startkey="visit:", endkey="visit:\ufff0", include_docs=True,
+                                                         as_list=True) if r["doc"].get("notes") == "离线走访记录")
+    assert visit["needs"] == ["meal_delivery", "帮忙修水龙头"] and list(visit["_attachments"]) == ["photo.png"]
+    alert = site.couch.main.get("alert:pwa-sos")
+    assert alert["status"] == "resolved" and alert["acknowledged_by"] == "user:wangge01"
+    filed = filing.file_reports(site.couch, site.firewall.signer)
+    assert filed >= 1
+    # ...and on the secretary's screen.
+    secretary = site.phone("shuji1").pages[0]
+    secretary.goto(site.url + "requests")
+    assert "离线登记" in secretary.inner_text("main")
+    phone.close()
+
+
+def _secretary(site: Site) -> Principal:
+    return Principal.of(site.couch.accounts.get(user_id("shuji1")))
+
+
+def test_two_workers_edit_one_household_offline_and_a_person_chooses(site: Site) -> None:
+    household = site.couch.main.get(site.couch.main.get(RESIDENT)["household"])
+    edit_url = site.url + f"households/{household['_id']}/edit"
+    phones = [site.phone("wangge01"), site.phone("wangge01b")]
+    pages = [phone.pages[0] for phone in phones]
+    for phone, page, address in zip(phones, pages, ("幸福路2号（甲改）", "幸福路2号（乙改）"), strict=True):
+        phone.set_offline(True)
+        page.goto(edit_url)
+        page.fill("#field-address", address)
+        page.click("main form.stack button[type=submit]")
+        page.wait_for_url(f"**/households/{household['_id']}")
+        assert address in page.inner_text("h1")
+    for phone, page in zip(phones, pages, strict=True):
+        phone.set_offline(False)
+        sync_and_wait(page)
+    # Both versions are kept; the second phone to sync is told, and a person chooses.
+    assert len(site.couch.main.get(household["_id"], conflicts="true").get("_conflicts", [])) == 1
+    link = pages[1].locator("#sync-state [data-sync-conflicts]")
+    link.wait_for(state="visible")
+    link.click()
+    pages[1].locator("a", has_text="幸福路2号").first.click()
+    pages[1].wait_for_load_state()
+    screenshot(pages[1], "conflict")
+    pages[1].locator("label", has_text="幸福路2号（甲改）").locator("input").check()
+    pages[1].click("form[action^='/conflicts/'] button[type=submit]")
+    pages[1].wait_for_url("**/conflicts?resolved=1")
+    resolved = site.couch.main.get(household["_id"], conflicts="true")
+    assert resolved["address"] == "幸福路2号（甲改）" and not resolved.get("_conflicts")
+    for phone in phones:
+        phone.close()
+
+
+def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(site: Site) -> None:
+    worker = site.phone("wangge01")
+    page = worker.pages[0]
+    household_url = site.url + f"households/{site.couch.main.get(RESIDENT)['household']}"
+    health = f"#protected-{RESIDENT.replace(':', '-')}-health"
+    page.goto(household_url)
+    page.click(f"{health} a[href$='/access-request']")
+    page.fill("textarea[name=purpose]", "高血压随访，核对用药")
+    page.click("main form.stack button[type=submit]")
+    page.wait_for_selector(".notice")
+
+    secretary = site.phone("shuji1").pages[0]
+    secretary.goto(site.url + "approvals")
+    card = secretary.locator("li", has_text="高血压随访，核对用药")
+    card.locator("button[value=approve]").click()
+    secretary.wait_for_load_state()
+
+    page.goto(household_url)
+    page.click(f"{health} button[type=submit]")
+    page.wait_for_selector(f"{health} dl.facts")  # opened: the health fields are shown
+    # Its phone got the key too, so it opens offline as well.
+    sync_and_wait(page)
+    worker.set_offline(True)
+    page.reload()
+    page.click(f"{health} button[type=submit]")
+    page.wait_for_selector(f"{health} dl.facts")
+    worker.set_offline(False)
+
+    # The approval ends: the server locks it, and the phone loses its key at the next sync.
+    approved = next(r["doc"] for r in site.couch.main.all(startkey="access_request:", endkey="access_request:\ufff0",
+                                                          include_docs=True, as_list=True)
+                    if r["doc"].get("purpose") == "高血压随访，核对用药")
+    approved["expires_at"] = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
+    site.couch.main.save(approved)
+    assert grants.expire(site.firewall, dt.datetime.now(dt.UTC)) >= 1
+    page.goto(household_url)
+    assert page.locator(f"{health} a[href$='/access-request']").count() == 1
+    sync_and_wait(page)
+    worker.set_offline(True)
+    page.reload()
+    assert page.locator(f"{health} a[href$='/access-request']").count() == 1
+    worker.close()
+
+
+def test_a_residents_privacy_choice_takes_a_category_from_the_worker(site: Site) -> None:
+    worker = site.phone("wangge01")
+    page = worker.pages[0]
+    household_url = site.url + f"households/{site.couch.main.get(RESIDENT)['household']}"
+    contact = f"#protected-{RESIDENT.replace(':', '-')}-contact"
+    page.goto(household_url)
+    assert page.locator(f"{contact} button[type=submit]").count() == 1
+
+    resident = site.phone("jumin1").pages[0]
+    resident.goto(site.url + f"residents/{RESIDENT}/privacy")
+    resident.check("input[name=contact][value=secretary_only]")
+    resident.click("main form.stack button[type=submit]")
+    resident.wait_for_selector(".notice")
+
+    page.goto(household_url)
+    assert page.locator(f"{contact} button[type=submit]").count() == 0
+    # ...and on the phone, offline, once it has synced.
+    sync_and_wait(page)
+    worker.set_offline(True)
+    page.reload()
+    assert page.locator(f"{contact} button[type=submit]").count() == 0
+    worker.close()
