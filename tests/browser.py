@@ -6,12 +6,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-from playwright.sync_api import Browser, Playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
+from server import accounts, demo
 from server.config import PROJECT_ROOT
+from server.couch import Couch, connect
+from server.domain import Role
+from server.embedded_couch import free_port
+from server.firewall import Firewall
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -38,3 +46,55 @@ def serve_project() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- the small demo street in a browser
+
+DEMO_PASSWORD = "demo-password"
+PHONE = {"width": 390, "height": 844}
+DEMO_RESIDENT = "resident:c1-g01-0002-1"  # in wangge01's grid; the resident account jumin1 is this person
+
+
+@dataclass
+class DemoSite:
+    url: str  # ends in "/"
+    couch: Couch
+    firewall: Firewall
+    browser: Browser
+
+
+@contextlib.contextmanager
+def demo_site(couch_url: str, data_dir: Path, prepare: Callable[[Couch, Firewall], None]) -> Iterator[DemoSite]:
+    """The small demo street (tests/conftest.py DEMO_SIZE) with the resident account `jumin1`, whatever
+    `prepare` adds, served by `linli serve`; and one headless Chromium."""
+    from tests.conftest import DEMO_SIZE, make_settings
+    from tests.sync_harness import serve, stop
+
+    settings = make_settings(data_dir, f"site_{secrets.token_hex(3)}_")
+    couch = connect(settings, couch_url)
+    firewall = Firewall.open(settings, couch)
+    demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password=DEMO_PASSWORD)
+    couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
+                                           accounts.hash_password(DEMO_PASSWORD), resident=DEMO_RESIDENT))
+    prepare(couch, firewall)
+    served = serve(couch_url, settings, free_port())
+    playwright = sync_playwright().start()
+    browser = launch(playwright)
+    try:
+        yield DemoSite(served.url, couch, firewall, browser)
+    finally:
+        browser.close()
+        playwright.stop()
+        stop(served)
+
+
+def sign_in(context: BrowserContext, url: str, username: str) -> Page:
+    """Sign in through the login page in this browser context; the page, on the user's home page."""
+    page = context.new_page()
+    page.goto(url + "login")
+    page.fill("#username", username)
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_load_state()
+    assert "/login" not in page.url, f"{username} could not log in"
+    return page

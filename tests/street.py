@@ -62,3 +62,13 @@ def csrf_of(client: TestClient, path: str = "/login") -> str:
 def login(client: TestClient, username: str, password: str = PASSWORD):
     return client.post("/login", data={"username": username, "password": password, "next": "/",
                                        "csrf_token": csrf_of(client)})
+
+
+def post_form(client: TestClient, path: str, data: dict, htmx: bool = False):
+    """A form post as a page sends it: the session's CSRF token, and htmx's header if asked."""
+    headers = {"HX-Request": "true"} if htmx else {}
+    return client.post(path, data={**data, "csrf_token": csrf_of(client)}, headers=headers)
+
+
+def logout(client: TestClient) -> None:
+    client.post("/logout", data={"csrf_token": csrf_of(client)})

@@ -13,33 +13,27 @@ from server.access import Principal, write_refusal
 from server.couch import Couch
 from server.firewall import Firewall
 
-from .street import PASSWORD, STREET, csrf_of, login
+from .street import PASSWORD, STREET, csrf_of, login, logout, post_form
 
 RESIDENT = "resident:c1-g01-0001-1"
 OTHER = "resident:c1-g02-0001-1"
 HOUSEHOLD = "household:c1-g01-0001"
 
 
-def _post(client: TestClient, path: str, data: dict) -> httpx.Response:
-    return client.post(path, data={**data, "csrf_token": csrf_of(client)})
-
-
-def _logout(client: TestClient) -> None:
-    client.post("/logout", data={"csrf_token": csrf_of(client)})
 
 
 def _issue(client: TestClient, worker: str = "worker1", resident: str = RESIDENT) -> str:
     """The code a worker is shown for the resident (digits only)."""
     login(client, worker)
-    page = _post(client, f"/residents/{resident}/activation-code", {})
+    page = post_form(client, f"/residents/{resident}/activation-code", {})
     assert page.status_code == 200, page.text
-    _logout(client)
+    logout(client)
     return re.search(r'id="activation-code">(\d{4} \d{4})<', page.text).group(1).replace(" ", "")
 
 
 def _activate(client: TestClient, code: str, username: str = "juming11", password: str = PASSWORD,
               again: str | None = None) -> httpx.Response:
-    return _post(client, "/activate", {"code": code, "username": username, "password": password,
+    return post_form(client, "/activate", {"code": code, "username": username, "password": password,
                                        "password_again": password if again is None else again})
 
 
@@ -47,7 +41,7 @@ def test_resident_activates_with_the_code_and_sees_their_own_record_only(client:
     login(client, "worker1")
     household = client.get(f"/households/{HOUSEHOLD}")
     assert f'action="/residents/{RESIDENT}/activation-code"' in household.text and "生成激活码" in household.text
-    issued = _post(client, f"/residents/{RESIDENT}/activation-code", {})
+    issued = post_form(client, f"/residents/{RESIDENT}/activation-code", {})
     assert issued.status_code == 200 and issued.headers["cache-control"] == "no-store"
     code = re.search(r'id="activation-code">(\d{4}) (\d{4})<', issued.text).group(1, 2)
     code = "".join(code)
@@ -56,7 +50,7 @@ def test_resident_activates_with_the_code_and_sees_their_own_record_only(client:
     assert code not in dump and code[:4] + " " + code[4:] not in dump
     entry = loaded.main.get(filing.entry_id("community:c1", 1))  # issuing is filed
     assert (entry["actor"], entry["action"], entry["target"]) == ("user:worker1", "activation_code", RESIDENT)
-    _logout(client)
+    logout(client)
 
     assert 'href="/activate"' in client.get("/login").text
     assert client.get("/activate").status_code == 200
@@ -75,14 +69,14 @@ def test_resident_activates_with_the_code_and_sees_their_own_record_only(client:
     assert other.status_code == 403 and "10012345678" not in other.text
     assert client.get(f"/residents/{OTHER}/privacy").status_code == 403
     assert client.get("/households/household:c1-g02-0001").status_code == 403
-    _logout(client)
+    logout(client)
 
     again = _activate(client, code, username="someone")
     assert again.status_code == 400 and "已经用过" in again.text
     assert login(client, "juming11").headers["location"] == "/"  # the chosen password works
-    _logout(client)
+    logout(client)
     login(client, "worker1")
-    refused = _post(client, f"/residents/{RESIDENT}/activation-code", {})
+    refused = post_form(client, f"/residents/{RESIDENT}/activation-code", {})
     assert refused.status_code == 409 and "已开通账户" in refused.text and "juming11" in refused.text
 
 
@@ -141,11 +135,11 @@ def test_guessing_codes_is_throttled_per_client_and_overall(client: TestClient) 
 def test_only_the_residents_grid_worker_or_secretary_issues_codes(client: TestClient) -> None:
     for username in ("worker3", "volunteer1", "admin"):
         login(client, username)
-        assert _post(client, f"/residents/{RESIDENT}/activation-code", {}).status_code == 403
-        _logout(client)
+        assert post_form(client, f"/residents/{RESIDENT}/activation-code", {}).status_code == 403
+        logout(client)
     login(client, "secretary1")
-    assert _post(client, f"/residents/{RESIDENT}/activation-code", {}).status_code == 200
-    assert _post(client, "/residents/resident:nope/activation-code", {}).status_code == 404
+    assert post_form(client, f"/residents/{RESIDENT}/activation-code", {}).status_code == 200
+    assert post_form(client, "/residents/resident:nope/activation-code", {}).status_code == 404
 
 
 def _resident_account(loaded: Couch) -> None:
@@ -159,21 +153,21 @@ def test_resident_tells_what_they_need_and_follows_it(client: TestClient, loaded
     page = client.get("/")
     assert 'action="/needs"' in page.text and "居家维修" in page.text and "您还没有提交需求" in page.text
     assert 'href="/requests"' in page.text  # their service requests: progress and rating
-    sent = _post(client, "/needs", {"category": "home_repair", "description": "厨房水管漏水"})
+    sent = post_form(client, "/needs", {"category": "home_repair", "description": "厨房水管漏水"})
     assert sent.status_code == 303 and sent.headers["location"] == "/#needs"
     need = next(r["doc"] for r in loaded.main.all(startkey="need:", endkey="need:\ufff0", as_list=True))
     assert (need["resident"], need["household"], need["grid"], need["status"], need["created_by"]) == (
         RESIDENT, HOUSEHOLD, "grid:c1-g01", "open", "user:resident1")
     listed = client.get("/")
     assert "居家维修 · 待处理" in listed.text and "厨房水管漏水" in listed.text
-    unknown = _post(client, "/needs", {"category": "pony", "description": "想要一匹小马"})
+    unknown = post_form(client, "/needs", {"category": "pony", "description": "想要一匹小马"})
     assert unknown.status_code == 400 and "请从列表中选择" in unknown.text and "想要一匹小马" in unknown.text
-    empty = _post(client, "/needs", {"category": "cleaning", "description": "  "})
+    empty = post_form(client, "/needs", {"category": "cleaning", "description": "  "})
     assert empty.status_code == 400 and "请写明" in empty.text
     assert len(loaded.main.all(startkey="need:", endkey="need:\ufff0", as_list=True)) == 1
-    _logout(client)
+    logout(client)
     login(client, "worker1")  # a grid worker has no "own needs" page
-    assert _post(client, "/needs", {"category": "cleaning", "description": "x"}).status_code == 403
+    assert post_form(client, "/needs", {"category": "cleaning", "description": "x"}).status_code == 403
 
 
 def test_a_resident_writes_needs_about_themselves_only(loaded: Couch) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-import httpx
 from starlette.testclient import TestClient
 
 from server import filing, grants
@@ -13,19 +12,13 @@ from server.config import LOCAL_TZ
 from server.couch import Couch
 from server.firewall import Firewall
 
-from .street import G1, G2, G3, csrf_of, login
+from .street import G1, G2, G3, csrf_of, login, logout, post_form
 from .test_grants import phone
 
 RESIDENT = "resident:c1-g01-0001-1"
 C2_RESIDENT = "resident:c2-g01-0001-1"
 
 
-def _post(client: TestClient, path: str, data: dict) -> httpx.Response:
-    return client.post(path, data={**data, "csrf_token": csrf_of(client)})
-
-
-def _logout(client: TestClient) -> None:
-    client.post("/logout", data={"csrf_token": csrf_of(client)})
 
 
 def _granted_residents(couch: Couch, user: str) -> set[str]:
@@ -40,17 +33,17 @@ def test_secretary_moves_a_worker_and_pages_and_phone_keys_follow(client: TestCl
     assert registered.status_code == 201
     g1_residents = {f"resident:c1-g01-{n:04d}-1" for n in (1, 2, 3)}
     assert _granted_residents(loaded, "user:worker1") == g1_residents
-    _logout(client)
+    logout(client)
 
     login(client, "secretary1")
     page = client.get("/staff")
     assert page.status_code == 200 and "张网格" in page.text and "赵志愿" in page.text and "李网格" not in page.text
     assert f'name="grids" value="{G1}" checked' in page.text and f'value="{G3}"' not in page.text
-    moved = _post(client, "/staff", {"user": "user:worker1", "community": "community:c1", "grids": G2})
+    moved = post_form(client, "/staff", {"user": "user:worker1", "community": "community:c1", "grids": G2})
     assert moved.status_code == 200 and "已更新 张网格" in moved.text
     assert f'name="grids" value="{G2}" checked' in moved.text
     assert loaded.accounts.get("user:worker1")["grids"] == [G2]
-    _logout(client)
+    logout(client)
 
     login(client, "worker1")  # the same account, no new login needed: pages follow at once
     assert client.get(f"/grids/{G1}").status_code == 403
@@ -60,31 +53,31 @@ def test_secretary_moves_a_worker_and_pages_and_phone_keys_follow(client: TestCl
 
 def test_secretary_assigns_only_their_own_communitys_grids_and_people(client: TestClient, loaded: Couch) -> None:
     login(client, "secretary1")
-    other_community = _post(client, "/staff", {"user": "user:worker3", "community": "community:c2", "grids": G3})
+    other_community = post_form(client, "/staff", {"user": "user:worker3", "community": "community:c2", "grids": G3})
     assert other_community.status_code == 403
-    foreign_grid = _post(client, "/staff", {"user": "user:worker1", "community": "community:c1", "grids": G3})
+    foreign_grid = post_form(client, "/staff", {"user": "user:worker1", "community": "community:c1", "grids": G3})
     assert foreign_grid.status_code == 400 and "只能分配本社区的网格" in foreign_grid.text
-    foreign_worker = _post(client, "/staff", {"user": "user:worker3", "community": "community:c1", "grids": G1})
+    foreign_worker = post_form(client, "/staff", {"user": "user:worker3", "community": "community:c1", "grids": G1})
     assert foreign_worker.status_code == 400 and "不是本社区的网格员或志愿者" in foreign_worker.text
-    not_staff = _post(client, "/staff", {"user": "user:secretary1", "community": "community:c1", "grids": G1})
+    not_staff = post_form(client, "/staff", {"user": "user:secretary1", "community": "community:c1", "grids": G1})
     assert not_staff.status_code == 400
     assert loaded.accounts.get("user:worker1")["grids"] == [G1]
     assert loaded.accounts.get("user:worker3")["grids"] == [G3]
-    _logout(client)
+    logout(client)
     for username in ("worker1", "admin"):
         login(client, username)
         assert client.get("/staff").status_code == 403
-        _logout(client)
+        logout(client)
 
 
 def test_audit_page_shows_the_communitys_filing_log_only(client: TestClient, loaded: Couch,
                                                          firewall: Firewall) -> None:
     login(client, "worker1")
-    _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"})
-    _logout(client)
+    post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"})
+    logout(client)
     login(client, "worker3")
-    _post(client, f"/residents/{C2_RESIDENT}/reveal", {"category": "contact", "purpose": "needs_assessment"})
-    _logout(client)
+    post_form(client, f"/residents/{C2_RESIDENT}/reveal", {"category": "contact", "purpose": "needs_assessment"})
+    logout(client)
 
     login(client, "secretary1")
     page = client.get("/audit")
@@ -99,7 +92,7 @@ def test_audit_page_shows_the_communitys_filing_log_only(client: TestClient, loa
     assert client.get("/audit", params={"start": "yesterday"}).status_code == 400
     reversed_range = client.get("/audit", params={"start": "2026-02-01", "end": "2026-01-01"})
     assert reversed_range.status_code == 400 and "不能晚于" in reversed_range.text
-    _logout(client)
+    logout(client)
     login(client, "worker1")
     assert client.get("/audit").status_code == 403
     assert client.get("/audit/report").status_code == 403
@@ -135,8 +128,8 @@ def test_audit_report_highlights_findings(client: TestClient, loaded: Couch, fir
 
 def test_communities_page_is_the_secretarys_console(client: TestClient, loaded: Couch, firewall: Firewall) -> None:
     login(client, "worker1")
-    _post(client, f"/residents/{RESIDENT}/access-request", {"category": "health", "purpose": "随访", "hours": "2"})
-    _logout(client)
+    post_form(client, f"/residents/{RESIDENT}/access-request", {"category": "health", "purpose": "随访", "hours": "2"})
+    logout(client)
     login(client, "secretary1")
     page = client.get("/communities")
     assert "1 件待审批" in page.text

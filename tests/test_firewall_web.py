@@ -9,14 +9,10 @@ from starlette.testclient import TestClient
 from server import accounts, filing
 from server.couch import Couch
 
-from .street import G1, PASSWORD, STREET, csrf_of, login
+from .street import G1, PASSWORD, STREET, login, logout, post_form
 
 RESIDENT = "resident:c1-g01-0001-1"
 
-
-def _post(client: TestClient, path: str, data: dict, htmx: bool = False):
-    headers = {"HX-Request": "true"} if htmx else {}
-    return client.post(path, data={**data, "csrf_token": csrf_of(client)}, headers=headers)
 
 
 def test_grid_worker_opens_contact_details_and_the_opening_is_filed(client: TestClient, loaded: Couch) -> None:
@@ -24,50 +20,52 @@ def test_grid_worker_opens_contact_details_and_the_opening_is_filed(client: Test
     page = client.get("/households/household:c1-g01-0001")
     assert "10012345678" not in page.text  # nothing protected until asked for
     assert f'hx-post="/residents/{RESIDENT}/reveal"' in page.text
-    shown = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"}, True)
+    shown = post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"},
+                      htmx=True)
     assert shown.status_code == 200 and "10012345678" in shown.text and "<html" not in shown.text
     entry = loaded.main.get(filing.entry_id("community:c1", 1))
     assert entry["actor"] == "user:worker1" and entry["target"] == RESIDENT and entry["purpose"] == "routine_visit"
     # Without htmx the same form gives a whole page (progressive enhancement).
-    whole = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"})
+    whole = post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"})
     assert "<html" in whole.text and "10012345678" in whole.text
 
 
 def test_core_data_goes_through_the_secretary(client: TestClient, loaded: Couch) -> None:
     login(client, "worker1")
-    refused = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "health", "purpose": "x"})
+    refused = post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "health", "purpose": "x"})
     assert refused.status_code == 403 and "高血压" not in refused.text and "批准" in refused.text
     # htmx swaps only successful answers, so the section saying why comes back as one.
-    in_place = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "health", "purpose": "x"}, True)
+    in_place = post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "health", "purpose": "x"}, True)
     assert in_place.status_code == 200 and "高血压" not in in_place.text and "批准" in in_place.text
     assert "<html" not in in_place.text
     assert f"/residents/{RESIDENT}/access-request" in client.get("/households/household:c1-g01-0001").text
-    bad = _post(client, f"/residents/{RESIDENT}/access-request", {"category": "health", "purpose": "", "hours": "2"})
+    bad = post_form(client, f"/residents/{RESIDENT}/access-request",
+                    {"category": "health", "purpose": "", "hours": "2"})
     assert bad.status_code == 400 and "purpose" in bad.text
-    sent = _post(client, f"/residents/{RESIDENT}/access-request",
+    sent = post_form(client, f"/residents/{RESIDENT}/access-request",
                  {"category": "health", "purpose": "血压随访", "hours": "2"})
     assert sent.status_code == 200 and "等待社区书记审批" in sent.text
-    client.post("/logout", data={"csrf_token": csrf_of(client)})
+    logout(client)
 
     login(client, "secretary1")
     approvals = client.get("/approvals")
     assert "血压随访" in approvals.text and "张网格" in approvals.text
     request_id = re.search(r'name="request" value="([^"]+)"', approvals.text).group(1)
-    decided = _post(client, "/approvals", {"request": request_id, "decision": "approve", "note": "同意"})
+    decided = post_form(client, "/approvals", {"request": request_id, "decision": "approve", "note": "同意"})
     assert decided.status_code == 200 and "已批准" in decided.text and "血压随访" not in decided.text
-    client.post("/logout", data={"csrf_token": csrf_of(client)})
+    logout(client)
 
     login(client, "worker1")
-    shown = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "health"}, True)
+    shown = post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "health"}, True)
     assert shown.status_code == 200 and "高血压" in shown.text
 
 
 def test_other_grid_worker_and_volunteer_cannot_open_anything(client: TestClient) -> None:
     for username in ("worker3", "volunteer1"):
         login(client, username)
-        response = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "x"}, True)
+        response = post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "x"}, True)
         assert response.status_code == 403 and "10012345678" not in response.text
-        client.post("/logout", data={"csrf_token": csrf_of(client)})
+        logout(client)
 
 
 def test_only_secretaries_see_approvals(client: TestClient) -> None:
@@ -81,14 +79,14 @@ def test_resident_sets_privacy_and_it_binds_the_grid_worker(client: TestClient, 
     login(client, "resident1")
     page = client.get(f"/residents/{RESIDENT}/privacy")
     assert page.status_code == 200 and 'value="secretary_only"' in page.text
-    assert _post(client, f"/residents/{RESIDENT}/privacy", {"contact": "nobody"}).status_code == 400
-    saved = _post(client, f"/residents/{RESIDENT}/privacy", {"contact": "secretary_only"})
+    assert post_form(client, f"/residents/{RESIDENT}/privacy", {"contact": "nobody"}).status_code == 400
+    saved = post_form(client, f"/residents/{RESIDENT}/privacy", {"contact": "secretary_only"})
     assert saved.status_code == 200 and "已保存" in saved.text
-    own = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "本人查看"}, True)
+    own = post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "本人查看"}, True)
     assert "10012345678" in own.text
-    client.post("/logout", data={"csrf_token": csrf_of(client)})
+    logout(client)
     login(client, "worker1")
-    refused = _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "x"})
+    refused = post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "x"})
     assert refused.status_code == 403 and "仅社区书记" in refused.text
     assert client.get(f"/residents/{G1}/privacy").status_code == 404
 
@@ -109,11 +107,11 @@ def test_resident_sees_their_record_and_who_opened_it(client: TestClient, loaded
     loaded.accounts.save(accounts.make_user("resident1", "居民11", [accounts.Role.RESIDENT], STREET,
                                             accounts.hash_password(PASSWORD), resident=RESIDENT))
     login(client, "worker1")
-    _post(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"}, True)
-    client.post("/logout", data={"csrf_token": csrf_of(client)})
+    post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"}, True)
+    logout(client)
     login(client, "resident1")
     home = client.get("/")
     assert home.status_code == 200 and "我的档案" in home.text and "张网格" in home.text and "日常走访" in home.text
     assert f"/residents/{RESIDENT}/privacy" in home.text
-    other = _post(client, "/residents/resident:c1-g02-0001-1/reveal", {"category": "contact", "purpose": "x"}, True)
+    other = post_form(client, "/residents/resident:c1-g02-0001-1/reveal", {"category": "contact", "purpose": "x"}, True)
     assert other.status_code == 403  # only their own record

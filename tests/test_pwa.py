@@ -10,80 +10,50 @@ contexts (a phone each). Screenshots of the offline screens go to test-output/sc
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import BrowserContext, Page
 
 from server import accounts, demo, filing, grants
 from server.access import Principal
 from server.accounts import user_id
 from server.config import PROJECT_ROOT
-from server.couch import Couch, connect, get_or_none
+from server.couch import Couch, get_or_none
 from server.domain import Role
-from server.embedded_couch import EmbeddedCouch, free_port
+from server.embedded_couch import EmbeddedCouch
 from server.firewall import Firewall
-from tests.browser import launch
-from tests.conftest import DEMO_SIZE, make_settings
+from tests.browser import DEMO_PASSWORD, DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
 from tests.street import TINY_PNG
-from tests.sync_harness import serve, stop
 
-PASSWORD = "demo-password"
-PHONE = {"width": 390, "height": 844}
 SCREENS = PROJECT_ROOT / "test-output" / "screens"
 SYNCED = "document.querySelector('#sync-state')?.dataset.lastSynced"
-RESIDENT = "resident:c1-g01-0002-1"  # in wangge01's grid
+RESIDENT = DEMO_RESIDENT
 ROUTING = ("street", "community", "grid")
 
 
-@dataclass
-class Site:
-    url: str  # ends in "/"
-    couch: Couch
-    firewall: Firewall
-    browser: Browser
-
-    def phone(self, username: str) -> BrowserContext:
-        """A new phone (browser context) with `username` signed in and its first sync done."""
-        context = self.browser.new_context(viewport=PHONE)
-        page = context.new_page()
-        page.goto(self.url + "login")
-        page.fill("#username", username)
-        page.fill("#password", PASSWORD)
-        page.click("form[action='/login'] button[type=submit]")
-        page.wait_for_load_state()
-        assert "/login" not in page.url, f"{username} could not log in"
-        page.wait_for_function(SYNCED, timeout=60_000)
-        return context
+def new_phone(site: DemoSite, username: str) -> BrowserContext:
+    """A new phone (browser context) with `username` signed in and its first sync done."""
+    context = site.browser.new_context(viewport=PHONE)
+    sign_in(context, site.url, username).wait_for_function(SYNCED, timeout=60_000)
+    return context
 
 
-@pytest.fixture(scope="module")
-def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    settings = make_settings(tmp_path_factory.mktemp("pwa"), f"pwa_{secrets.token_hex(3)}_")
-    couch = connect(settings, couch_server.url)
-    firewall = Firewall.open(settings, couch)
-    demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password=PASSWORD)
+def _prepare(couch: Couch, firewall: Firewall) -> None:
+    """An SOS alert in wangge01's grid, and a second grid worker for that grid."""
     resident = couch.main.get(RESIDENT)
     couch.main.save({"_id": "alert:pwa-sos", "type": "alert", **{k: resident[k] for k in ROUTING},
                      "household": resident["household"], "resident": RESIDENT, "kind": "sos", "status": "raised",
                      "raised_at": dt.datetime.now(dt.UTC).isoformat(), "visibility": "grid_staff"})
-    for username, name, roles, extra in (
-            ("wangge01b", "第二网格员", [Role.GRID_WORKER], {"communities": [resident["community"]],
-                                                               "grids": [resident["grid"]]}),
-            ("jumin1", "居民甲", [Role.RESIDENT], {"resident": RESIDENT})):
-        couch.accounts.save(accounts.make_user(username, name, roles, demo.STREET_ID,
-                                               accounts.hash_password(PASSWORD), **extra))
-    served = serve(couch_server.url, settings, free_port())
-    playwright = sync_playwright().start()
-    browser = launch(playwright)
-    try:
-        yield Site(served.url, couch, firewall, browser)
-    finally:
-        browser.close()
-        playwright.stop()
-        stop(served)
+    couch.accounts.save(accounts.make_user("wangge01b", "第二网格员", [Role.GRID_WORKER], demo.STREET_ID,
+                                           accounts.hash_password(DEMO_PASSWORD), communities=[resident["community"]],
+                                           grids=[resident["grid"]]))
+
+
+@pytest.fixture(scope="module")
+def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
+    with demo_site(couch_server.url, tmp_path_factory.mktemp("pwa"), _prepare) as prepared:
+        yield prepared
 
 
 def screenshot(page: Page, name: str) -> None:
@@ -100,17 +70,23 @@ def sync_and_wait(page: Page) -> None:
         "document.querySelector('#sync-state').dataset.pending === '0'", arg=before, timeout=60_000)
 
 
-def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Site) -> None:
-    phone = site.phone("wangge01")
+def synced_then_offline(phone: BrowserContext, page: Page) -> None:
+    """Sync, lose the network, reload: the page now comes from the phone's replica."""
+    sync_and_wait(page)
+    phone.set_offline(True)
+    answer = page.reload()
+    assert answer is not None and answer.headers.get("x-linli-offline") == "1", "not answered by the service worker"
+
+
+def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: DemoSite) -> None:
+    phone = new_phone(site, "wangge01")
     page = phone.pages[0]
     grid_url = page.url
     assert "/grids/" in grid_url
     rows_online = page.locator("#households a.row").count()
     assert rows_online > 0
 
-    phone.set_offline(True)
-    answer = page.reload()
-    assert answer is not None and answer.headers.get("x-linli-offline") == "1", "not answered by the service worker"
+    synced_then_offline(phone, page)
     assert page.locator("#households a.row").count() == rows_online
     page.wait_for_function("document.querySelector('#sync-state').classList.contains('sync-offline')")
     screenshot(page, "grid")
@@ -190,20 +166,20 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Site
     filed = filing.file_reports(site.couch, site.firewall.signer)
     assert filed >= 1
     # ...and on the secretary's screen.
-    secretary = site.phone("shuji1").pages[0]
+    secretary = new_phone(site, "shuji1").pages[0]
     secretary.goto(site.url + "requests")
     assert "离线登记" in secretary.inner_text("main")
     phone.close()
 
 
-def _secretary(site: Site) -> Principal:
+def _secretary(site: DemoSite) -> Principal:
     return Principal.of(site.couch.accounts.get(user_id("shuji1")))
 
 
-def test_two_workers_edit_one_household_offline_and_a_person_chooses(site: Site) -> None:
+def test_two_workers_edit_one_household_offline_and_a_person_chooses(site: DemoSite) -> None:
     household = site.couch.main.get(site.couch.main.get(RESIDENT)["household"])
     edit_url = site.url + f"households/{household['_id']}/edit"
-    phones = [site.phone("wangge01"), site.phone("wangge01b")]
+    phones = [new_phone(site, "wangge01"), new_phone(site, "wangge01b")]
     pages = [phone.pages[0] for phone in phones]
     for phone, page, address in zip(phones, pages, ("幸福路2号（甲改）", "幸福路2号（乙改）"), strict=True):
         phone.set_offline(True)
@@ -232,8 +208,8 @@ def test_two_workers_edit_one_household_offline_and_a_person_chooses(site: Site)
         phone.close()
 
 
-def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(site: Site) -> None:
-    worker = site.phone("wangge01")
+def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(site: DemoSite) -> None:
+    worker = new_phone(site, "wangge01")
     page = worker.pages[0]
     household_url = site.url + f"households/{site.couch.main.get(RESIDENT)['household']}"
     health = f"#protected-{RESIDENT.replace(':', '-')}-health"
@@ -243,7 +219,7 @@ def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(sit
     page.click("main form.stack button[type=submit]")
     page.wait_for_selector(".notice")
 
-    secretary = site.phone("shuji1").pages[0]
+    secretary = new_phone(site, "shuji1").pages[0]
     secretary.goto(site.url + "approvals")
     card = secretary.locator("li", has_text="高血压随访，核对用药")
     card.locator("button[value=approve]").click()
@@ -253,9 +229,7 @@ def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(sit
     page.click(f"{health} button[type=submit]")
     page.wait_for_selector(f"{health} dl.facts")  # opened: the health fields are shown
     # Its phone got the key too, so it opens offline as well.
-    sync_and_wait(page)
-    worker.set_offline(True)
-    page.reload()
+    synced_then_offline(worker, page)
     page.click(f"{health} button[type=submit]")
     page.wait_for_selector(f"{health} dl.facts")
     worker.set_offline(False)
@@ -269,22 +243,20 @@ def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(sit
     assert grants.expire(site.firewall, dt.datetime.now(dt.UTC)) >= 1
     page.goto(household_url)
     assert page.locator(f"{health} a[href$='/access-request']").count() == 1
-    sync_and_wait(page)
-    worker.set_offline(True)
-    page.reload()
+    synced_then_offline(worker, page)
     assert page.locator(f"{health} a[href$='/access-request']").count() == 1
     worker.close()
 
 
-def test_a_residents_privacy_choice_takes_a_category_from_the_worker(site: Site) -> None:
-    worker = site.phone("wangge01")
+def test_a_residents_privacy_choice_takes_a_category_from_the_worker(site: DemoSite) -> None:
+    worker = new_phone(site, "wangge01")
     page = worker.pages[0]
     household_url = site.url + f"households/{site.couch.main.get(RESIDENT)['household']}"
     contact = f"#protected-{RESIDENT.replace(':', '-')}-contact"
     page.goto(household_url)
     assert page.locator(f"{contact} button[type=submit]").count() == 1
 
-    resident = site.phone("jumin1").pages[0]
+    resident = new_phone(site, "jumin1").pages[0]
     resident.goto(site.url + f"residents/{RESIDENT}/privacy")
     resident.check("input[name=contact][value=secretary_only]")
     resident.click("main form.stack button[type=submit]")
@@ -293,8 +265,6 @@ def test_a_residents_privacy_choice_takes_a_category_from_the_worker(site: Site)
     page.goto(household_url)
     assert page.locator(f"{contact} button[type=submit]").count() == 0
     # ...and on the phone, offline, once it has synced.
-    sync_and_wait(page)
-    worker.set_offline(True)
-    page.reload()
+    synced_then_offline(worker, page)
     assert page.locator(f"{contact} button[type=submit]").count() == 0
     worker.close()
