@@ -128,7 +128,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     try:
         doc = accounts.make_user(args.username, args.display_name, [Role(r) for r in args.role], args.street,
                                  accounts.hash_password(password), communities=args.community, grids=args.grid,
-                                 department=args.department, gateway=args.gateway)
+                                 department=args.department, gateway=args.gateway, resident=args.resident)
     except (ValueError, ValidationError) as error:
         print(f"linli: {error}", file=sys.stderr)
         return 2
@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--community", action="append", default=[], help="community id (repeatable)")
     add.add_argument("--grid", action="append", default=[], help="grid id (repeatable)")
     add.add_argument("--department", help="department id, for department staff")
+    add.add_argument("--resident", help="resident id, for a resident's own account (or use an activation code)")
     add.add_argument("--gateway", help="gateway id, for a BLE gateway's account (role gateway)")
     add.set_defaults(func=cmd_user_add)
 

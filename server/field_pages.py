@@ -45,6 +45,7 @@ ACTIONS_BY_STATE = {state: [a for a, (_, sources) in ALERT_ACTIONS.items() if st
                     for state in ALERT_STATES}
 assert set(OPEN_ALERT_STATES) | {"resolved"} == set(ALERT_STATES)
 ALERTS_SHOWN = 200
+URGENT_ALERT_KINDS = ("sos", "fall")  # someone may be lying on the floor: on top, in red
 
 # Needs a visit often finds, offered as checkboxes and stored as these keys; anything else is free text.
 COMMON_NEEDS = ("meal_delivery", "medical_escort", "home_repair", "cleaning", "companionship", "shopping",
@@ -66,7 +67,8 @@ def visible_alerts(couch: Couch, p: Principal, *, include_resolved: bool) -> lis
              for d in iter_view_docs(couch.main, "linli/by_place", [place, "alert"])}
     shown = [d for d in found.values() if may_see(p, d) and (include_resolved or d["status"] != "resolved")]
     shown.sort(key=lambda d: dt.datetime.fromisoformat(d["raised_at"]), reverse=True)
-    shown.sort(key=lambda d: d["status"] == "resolved")  # stable: open ones first, each part newest first
+    # Stable: open ones first, among them SOS and falls first; each part newest first.
+    shown.sort(key=lambda d: (d["status"] == "resolved", d["kind"] not in URGENT_ALERT_KINDS))
     return shown[:ALERTS_SHOWN]
 
 

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .config import LOCAL_TZ, PROJECT_ROOT
-from .field_pages import ALERT_ACTIONS, COMMON_NEEDS, MAX_VISIT_PHOTO_BYTES
+from .field_pages import ALERT_ACTIONS, COMMON_NEEDS, MAX_VISIT_PHOTO_BYTES, URGENT_ALERT_KINDS
 from .firewall import REVEAL_PURPOSES
 from .i18n import MESSAGES
 from .service_requests import MAX_PHOTO_BYTES
@@ -76,7 +76,7 @@ def routes(current_user: Callable[[Request], Awaitable[dict[str, Any]]],
             "messages": MESSAGES[lang], "time_zone": LOCAL_TZ.key,
             # The pages' vocabularies, declared once on the server (offline/pages.js builds the same forms).
             "reveal_purposes": list(REVEAL_PURPOSES), "common_needs": list(COMMON_NEEDS),
-            "alert_actions": ALERT_ACTIONS,
+            "alert_actions": ALERT_ACTIONS, "urgent_alert_kinds": list(URGENT_ALERT_KINDS),
             "photo_limits": {"request": MAX_PHOTO_BYTES, "visit": MAX_VISIT_PHOTO_BYTES},
         }, headers={"Cache-Control": "no-store"})
 

@@ -37,7 +37,7 @@ def alert(key: str, grid: str, kind: str, minutes_ago: int, status: str = "raise
 
 
 ALERTS = [
-    alert("sos", G1, "sos", 5),
+    alert("sos", G1, "sos", 12),  # older than the water alert, yet on top: SOS and falls come first
     # the resident chose to keep water and electricity anomalies between themselves and their grid worker
     alert("private", G1, "no_water", 10, visibility="grid_worker_only"),
     alert("old", G1, "fall", 2, status="resolved", resolved_at=NOW.isoformat()),
@@ -72,7 +72,7 @@ def test_a_grid_worker_sees_the_alerts_of_their_grid_open_ones_first(alerts: Cou
     login(client, "worker1")
     page = client.get("/alerts")
     assert page.status_code == 200
-    assert shown(page.text) == ["sos", "private"]  # newest first; resolved hidden; another grid's not there
+    assert shown(page.text) == ["sos", "private"]  # urgent first; resolved hidden; another grid's not there
     sos = page.text.split('id="alert-alert-sos"')[1].split("</li>")[0]
     assert "urgent" in page.text.split('id="alert-alert-sos"')[0].rsplit("<li", 1)[1]
     assert "紧急" in sos and "紧急求助（SOS）" in sos and "居民11" in sos and "c1-g01路1号" in sos

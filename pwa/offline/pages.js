@@ -266,9 +266,10 @@ function alertContext(session, schema) {
 
 async function alertsPage({ db, session, schema, query }) {
   const showAll = query.get("status") === "all";
+  const rank = (a) => 2 * (a.status === "resolved") + !session.urgent_alert_kinds.includes(a.kind);
   const alerts = (await docsOfType(db, "alert")).filter((a) => showAll || a.status !== "resolved")
     .sort((a, b) => new Date(b.raised_at) - new Date(a.raised_at))
-    .sort((a, b) => (a.status === "resolved") - (b.status === "resolved")).slice(0, 200);
+    .sort((a, b) => rank(a) - rank(b)).slice(0, 200); // as server/field_pages.py visible_alerts
   return { template: "alerts.html", context: { alerts, names: await alertNames(db, session, alerts),
     ...alertContext(session, schema), show_all: showAll, error: null, row_error: null } };
 }
