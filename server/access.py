@@ -53,6 +53,10 @@ def _grid_staff(p: Principal, doc: Doc) -> bool:
     return _staff_of_community(p, doc) or (p.has(Role.GRID_WORKER) and doc.get("grid") in p.grids)
 
 
+def _users_own(p: Principal, doc: Doc) -> bool:
+    return doc.get("user") == p.user_id
+
+
 def _own(p: Principal, doc: Doc) -> bool:
     """A resident's own record and the documents about them."""
     return p.resident is not None and p.resident in (doc.get("_id"), doc.get("resident"))
@@ -156,8 +160,9 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "audit_entry": _audit,
     "audit_checkpoint": _secretary_only,
     "access_request": _access_request,
-    # A wrapped data key for one phone: its user's, and nobody else's (not even a secretary's).
-    "key_grant": lambda p, doc: doc.get("user") == p.user_id,
+    # A wrapped key for one phone: its user's, and nobody else's (not even a secretary's).
+    "key_grant": _users_own,
+    "index_grant": _users_own,
     "access_report": lambda p, doc: doc.get("created_by") == p.user_id,
     "survey_response": lambda p, doc: _staff_of_community(p, doc) or doc.get("created_by") == p.user_id,
     "privacy": _personal,

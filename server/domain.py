@@ -516,6 +516,15 @@ DOC_TYPES: dict[str, DocType] = {
             "expires_at": Field("datetime"),  # core grants: the approval's expiry
             "request": _ref("access_request"),
         }, label_zh="密钥授权", label_en="Key grant"),
+        DocType("index_grant", Scope.COMMUNITY, {
+            # The community's blind-index key wrapped for one phone (crypto.keys.wrap_for_device): what lets a
+            # grid worker find a resident of their grid by phone or ID card number offline. Only its user's phones
+            # receive it; the numbers themselves still open only with that resident's contact grant.
+            "user": _ref("user", required=True),
+            "device": _ref("device_key", required=True),
+            "ephemeral_public": _text(Category.SYSTEM, required=True, max_length=100),
+            "wrapped_key": _text(Category.SYSTEM, required=True, max_length=100),
+        }, label_zh="检索密钥授权", label_en="Search key grant"),
         DocType("access_report", Scope.GRID, {
             # A phone's report of a protected field it opened offline; the server files it in the filing log
             # (server/filing.py file_reports) and deletes the report. Phones cannot write the log itself.

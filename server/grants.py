@@ -4,7 +4,8 @@ A phone makes a P-256 key pair whose private half never leaves its browser (WebC
 and registers the public half (`device_key:<user>.<id>`, accounts database). For each registered phone
 the server wraps the data keys its user is entitled to (`crypto.keys.wrap_for_device`, bound to the
 grant's id): contact keys of the residents whose contact details they may open (`firewall.entitlement`),
-core keys for approved, unexpired requests. Grants are routed to their user only (server/access.py).
+core keys for approved, unexpired requests; and the blind-index keys of the communities of their grids
+(`index_grant`), to find residents by number offline. Grants are routed to their user only (server/access.py).
 
 Grants follow entitlement: `sync_user` re-derives one user's grants (after a device registers, an
 approval is decided or revoked, a worker moves), `resync_resident` those touching one resident (after a
@@ -126,11 +127,40 @@ def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int
                 doc["_rev"] = current["_rev"]
             validate(doc)
             writes.append(doc)
-    deletions = [deletion(g) for g in have.values()]
+    index_writes, index_gone = _index_grants(firewall, user, devices if wanted else [])
+    deletions = [deletion(g) for g in [*have.values(), *index_gone]]
+    writes += index_writes
     failed = [r for r in bulk_save(firewall.couch.main, writes + deletions) if r.error]
     if failed:
         raise RuntimeError(f"key grant {failed[0].id}: {failed[0].error}; run it again")
     return len(writes), len(deletions)
+
+
+def index_grant_id(device: str, community: str) -> str:
+    return f"index_grant:{device.split(':', 1)[1]}:{community.split(':', 1)[1]}"
+
+
+def _index_grants(firewall: Firewall, user: Doc, devices: list[Doc]) -> tuple[list[Doc], list[Doc]]:
+    """The search keys (blind-index keys) of the communities of the user's grids, for each of their phones that
+    holds any data key: (grants to write, grants to delete)."""
+    main = firewall.couch.main
+    prefix = f"index_grant:{_user_key(user['_id'])}."
+    have = {r["doc"]["_id"]: r["doc"] for r in main.all(startkey=prefix, endkey=prefix + "\ufff0", include_docs=True,
+                                                         as_list=True)}
+    communities = {g["community"]: g["street"] for g in get_many(main, user.get("grids", [])).values()}
+    writes = []
+    for device in devices:
+        for community, street in sorted(communities.items()):
+            doc_id = index_grant_id(device["_id"], community)
+            if have.pop(doc_id, None):
+                continue  # the index key is not versioned (crypto/keyring.py): a grant stays valid
+            index_key = firewall.keystore.tier_keys(community, street).index_key
+            doc = {"_id": doc_id, "type": "index_grant", "street": street, "community": community,
+                   "user": user["_id"], "device": device["_id"],
+                   **wrap_for_device(unb64url(device["public"]), doc_id, index_key)}
+            validate(doc)
+            writes.append(doc)
+    return writes, list(have.values())
 
 
 def resync_resident(firewall: Firewall, resident: str, now: dt.datetime) -> int:

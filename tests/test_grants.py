@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from crypto.blind_index import blind_index
 from crypto.envelope import DataKey, FieldContext, b64url
 from crypto.keys import KeyMaterialError, unwrap_on_device
 from server import demo, filing, grants
@@ -36,8 +37,13 @@ def test_a_phone_gets_exactly_the_keys_its_user_may_use(demo_loaded: Couch, fire
     issued, deleted = grants.sync_user(firewall, user, NOW)
     residents = [d for d in demo.generate(size=demo.DemoSize(2, 2, 8)) if d["type"] == "resident"
                  and d["grid"] == "grid:c1-g01"]
-    assert (issued, deleted) == (len(residents), 0)  # one contact key per resident of the grid, no core key
+    # One contact key per resident of the grid, no core key, and the community's search key.
+    assert (issued, deleted) == (len(residents) + 1, 0)
     resident = _resident_with(demo_loaded, "phone")
+    search = demo_loaded.main.get(grants.index_grant_id(device["_id"], resident["community"]))
+    index_key = unwrap_on_device(private, search["_id"], search)  # finds residents by number, offline
+    assert blind_index(index_key, "phone", _plain(resident["_id"])["phone"]) == resident["phone_bidx"]
+    assert may_see(WORKER, search) and not may_see(OTHER_WORKER, search) and not may_see(SECRETARY, search)
     grant = demo_loaded.main.get(grants.grant_id(device["_id"], resident["_id"], "contact"))
     assert open_on_phone(private, grant, resident, "phone", "contact") == _plain(resident["_id"])["phone"]
     assert may_see(WORKER, grant) and not may_see(OTHER_WORKER, grant) and not may_see(SECRETARY, grant)

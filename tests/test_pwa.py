@@ -114,6 +114,12 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     assert card.locator("section[id$='-health'] a[href$='/access-request']").count() == 1
     screenshot(page, "household")
 
+    # Found by phone number offline: the community's search key on the phone, confirmed with the contact key.
+    page.goto(grid_url)
+    page.fill("#q", expected_phone[:3] + " " + expected_phone[3:])
+    page.wait_for_function("document.querySelectorAll('#households a.row').length === 1")
+    assert page.locator("#households a.row").get_attribute("href").endswith(household_id)
+
     # A service request with a photo from the camera, made offline.
     page.goto(site.url + "requests/new")
     page.select_option("select[name=category]", "street_lamp")

@@ -6,7 +6,8 @@
 // A handler gets {db, session, schema, params, query, form, htmx} and returns
 // {template, context, status} to render, or {redirect}.
 
-import { grantId, grantIsUsable, openFields, storedDeviceKey } from "./keys.js";
+import { normalise } from "../crypto/envelope.js";
+import { grantId, grantIsUsable, numberField, numberIndex, openFields, storedDeviceKey } from "./keys.js";
 
 const PAGE_SIZE = 50; // server/queries.py PAGE_SIZE
 const PHOTO_TYPES = { "image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp" };
@@ -79,14 +80,49 @@ async function gridOf(db, session, gridId) {
   return grid;
 }
 
-// server/app.py grid_page + queries.grid_households (number searches need the server's blind index).
+// server/firewall.py find_by_number, offline: candidates by blind index (the community's search key), each
+// confirmed by opening the number with this phone's contact grant (an index may collide) and reported.
+async function findByNumber(db, session, grid, number) {
+  const field = numberField(number);
+  const key = await storedDeviceKey(session.user._id);
+  const index = key && await numberIndex(db, key, grid.community, field, number);
+  const found = new Set();
+  if (!index) {
+    return found;
+  }
+  const candidates = (await docsOfType(db, "resident")).filter((r) => r.grid === grid._id && r[`${field}_bidx`] === index);
+  for (const resident of candidates) {
+    const grant = await db.get(grantId(key.device, resident._id, "contact")).catch(() => null);
+    if (!grantIsUsable(grant)) {
+      continue;
+    }
+    const value = (await openFields(key, grant, resident, [field], "contact"))[field];
+    if (value === null || normalise(String(value)) !== normalise(number)) {
+      continue; // an index collision, not this number
+    }
+    const at = nowISO();
+    await db.put({ _id: `access_report:${uuidHex()}`, type: "access_report", street: resident.street,
+      community: resident.community, grid: resident.grid, household: resident.household, resident: resident._id,
+      fields: [field], purpose: "search_by_number", at, device: key.device, created_by: session.user._id,
+      created_at: at });
+    found.add(resident.household);
+  }
+  return found;
+}
+
+// server/app.py grid_page + queries.grid_households
 async function gridPage({ db, session, params, query, htmx }) {
   const grid = await gridOf(db, session, params.id);
-  const q = (query.get("q") || "").slice(0, 100).trim();
+  let q = (query.get("q") || "").slice(0, 100).trim();
   const offset = Math.max(0, parseInt(query.get("offset") || "0", 10) || 0);
   let households = (await docsOfType(db, "household")).filter((h) => h.grid === grid._id);
   const residents = new Map((await docsOfType(db, "resident")).map((r) => [r._id, r]));
   const headName = (h) => residents.get(h.head || "")?.name || "";
+  if (numberField(q)) { // a phone or ID card number: found by blind index, never by plaintext
+    const only = await findByNumber(db, session, grid, q);
+    households = households.filter((h) => only.has(h._id));
+    q = "";
+  }
   if (q) {
     households = households.filter((h) => h.address.includes(q) || headName(h).includes(q));
   }
