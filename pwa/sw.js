@@ -69,10 +69,14 @@ async function refreshSession() {
   if (kept && kept.user._id !== session.user._id) {
     await forget(kept); // another user signed in on this phone: the previous one's replica goes
   }
-  await (await caches.open(CACHE)).put(SESSION_URL, new Response(JSON.stringify(session),
-    { headers: { "Content-Type": "application/json" } }));
+  await keepSession(session);
   environment = null;
   return session;
+}
+
+async function keepSession(session) {
+  await (await caches.open(CACHE)).put(SESSION_URL, new Response(JSON.stringify(session),
+    { headers: { "Content-Type": "application/json" } }));
 }
 
 const replicas = new Map();
@@ -176,7 +180,7 @@ async function offlineOnly() {
     : new Response("离线 · Offline", { status: 503, headers: { "Content-Type": "text/plain; charset=utf-8" } });
 }
 
-async function networkOrReplica(request, match) {
+async function networkFirst(request, offline) {
   const copy = request.method === "GET" ? request : request.clone(); // a body is read once
   try {
     const response = await fetch(request);
@@ -185,8 +189,29 @@ async function networkOrReplica(request, match) {
     }
     return response;
   } catch { // no network, or the server is down
-    return answerOffline(copy, match);
+    return offline(copy);
   }
+}
+
+// POST /display offline (server/display.py): the same choice, kept in the same cookie, on every page from now.
+async function toggleDisplay(request) {
+  const session = await storedSession();
+  const form = await request.formData();
+  const option = String(form.get("toggle") || "");
+  if (!session || !sameToken(session, request, form) || !session.display_options.includes(option)) {
+    return offlineOnly();
+  }
+  const on = new Set(session.display.split(" ").filter(Boolean));
+  on.has(option) ? on.delete(option) : on.add(option);
+  const chosen = session.display_options.filter((o) => on.has(o));
+  await keepSession({ ...session, display: chosen.join(" ") });
+  if (chosen.length) {
+    await self.cookieStore?.set({ name: "display", value: chosen.join("."), sameSite: "lax",
+                                  expires: Date.now() + 365 * 86400 * 1000 });
+  } else {
+    await self.cookieStore?.delete("display");
+  }
+  return Response.redirect(request.referrer || "/", 303);
 }
 
 async function shellFile(request) {
@@ -202,12 +227,14 @@ self.addEventListener("fetch", (event) => {
   }
   const match = route(request.method, url.pathname);
   if (match) {
-    event.respondWith(networkOrReplica(request, match));
+    event.respondWith(networkFirst(request, (copy) => answerOffline(copy, match)));
+  } else if (request.method === "POST" && url.pathname === "/display") {
+    event.respondWith(networkFirst(request, toggleDisplay));
   } else if (request.method === "POST" && url.pathname === "/logout") {
     event.respondWith(syncNow().catch(() => null).then(storedSession).then((s) => s && forget(s))
       .then(() => fetch(request)));
   } else if (request.mode === "navigate") {
-    event.respondWith(fetch(request).catch(() => offlineOnly()));
+    event.respondWith(networkFirst(request, offlineOnly));
   } else if (request.method === "GET" && (url.pathname.startsWith("/vendor/") || url.pathname.startsWith("/static/")
              || url.pathname.startsWith("/pwa/") || url.pathname === "/manifest.webmanifest")) {
     event.respondWith(shellFile(request));

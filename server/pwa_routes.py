@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .config import LOCAL_TZ, PROJECT_ROOT
+from .display import OPTIONS as DISPLAY_OPTIONS
 from .field_pages import ALERT_ACTIONS, COMMON_NEEDS, MAX_VISIT_PHOTO_BYTES, URGENT_ALERT_KINDS
 from .firewall import REVEAL_PURPOSES
 from .i18n import MESSAGES
@@ -72,7 +73,8 @@ def routes(current_user: Callable[[Request], Awaitable[dict[str, Any]]],
         lang = context["lang"]
         return JSONResponse({
             "user": {k: user[k] for k in _USER_FIELDS if k in user},
-            "csrf_token": context["csrf_token"], "lang": lang, "display": context.get("display", ""),
+            "csrf_token": context["csrf_token"], "lang": lang, "display": context["display"],
+            "display_options": list(DISPLAY_OPTIONS),
             "messages": MESSAGES[lang], "time_zone": LOCAL_TZ.key,
             # The pages' vocabularies, declared once on the server (offline/pages.js builds the same forms).
             "reveal_purposes": list(REVEAL_PURPOSES), "common_needs": list(COMMON_NEEDS),

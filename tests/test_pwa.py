@@ -89,7 +89,14 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     synced_then_offline(phone, page)
     assert page.locator("#households a.row").count() == rows_online
     page.wait_for_function("document.querySelector('#sync-state').classList.contains('sync-offline')")
+    # Large text, offline too: the same cookie, and every page the service worker renders from now.
+    page.click("button[value=large]")
+    page.wait_for_function("document.documentElement.classList.contains('large')")
+    page.reload()
+    assert "large" in page.evaluate("document.documentElement.className")
     screenshot(page, "grid")
+    page.click("button[value=large]")
+    page.wait_for_function("!document.documentElement.classList.contains('large')")
 
     # Search as you type, answered offline too (htmx asks for the rows only).
     first_address = page.locator("#households .row-title").first.inner_text()
