@@ -232,7 +232,7 @@ self.addEventListener("fetch", (event) => {
     event.respondWith(networkFirst(request, toggleDisplay));
   } else if (request.method === "POST" && url.pathname === "/logout") {
     event.respondWith(syncNow().catch(() => null).then(storedSession).then((s) => s && forget(s))
-      .then(() => fetch(request)));
+      .then(() => fetch(request)).catch(offlineOnly));
   } else if (request.mode === "navigate") {
     event.respondWith(networkFirst(request, offlineOnly));
   } else if (request.method === "GET" && (url.pathname.startsWith("/vendor/") || url.pathname.startsWith("/static/")
