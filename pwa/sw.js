@@ -70,7 +70,9 @@ async function refreshSession() {
     await forget(kept); // another user signed in on this phone: the previous one's replica goes
   }
   await keepSession(session);
-  environment = null;
+  if (kept?.lang !== session.lang || kept?.time_zone !== session.time_zone) {
+    environment = null; // compiled templates are kept otherwise (compiling them again costs a page's time)
+  }
   return session;
 }
 

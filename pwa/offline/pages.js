@@ -30,18 +30,27 @@ async function load(db, id, type) {
   return doc;
 }
 
-// All local documents of one type, read once per change of the replica.
+// All local documents of one type, in id order (as the server's views list them). Read whole once; after that
+// only the replica's changes since are applied, so a sync or an offline write costs what it changed.
 const byType = new Map();
 async function docsOfType(db, type) {
   const { update_seq: seq } = await db.info();
-  const cached = byType.get(type);
-  if (cached && cached.seq === seq && cached.db === db.name) {
-    return cached.docs;
+  let cached = byType.get(type);
+  if (!cached || cached.db !== db.name) {
+    const rows = (await db.allDocs({ startkey: `${type}:`, endkey: `${type}:\ufff0`, include_docs: true })).rows;
+    cached = { db: db.name, seq, byId: new Map(rows.map((r) => [r.id, r.doc])), list: null };
+    byType.set(type, cached);
+  } else if (cached.seq !== seq) {
+    const { results, last_seq: last } = await db.changes({ since: cached.seq, include_docs: true });
+    for (const change of results.filter((c) => c.id.startsWith(`${type}:`))) {
+      change.deleted ? cached.byId.delete(change.id) : cached.byId.set(change.id, change.doc);
+      cached.list = null;
+    }
+    cached.seq = last;
   }
-  const rows = (await db.allDocs({ startkey: `${type}:`, endkey: `${type}:\ufff0`, include_docs: true })).rows;
-  const docs = rows.map((r) => r.doc).filter((d) => d.type === type);
-  byType.set(type, { seq, db: db.name, docs });
-  return docs;
+  cached.list ||= [...cached.byId.values()].filter((d) => d.type === type)
+    .sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0));
+  return cached.list;
 }
 
 // The resident record's protected categories and their fields, and its basic fields (server/firewall.py

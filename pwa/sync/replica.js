@@ -60,10 +60,18 @@ export async function purgeOutOfScope(local, remote, { now = Date.now() } = {}) 
   return purged;
 }
 
-// One round of sync as the app runs it: push, pull, then purge what left the scope.
+// One round of sync as the app runs it: push, pull, then purge what left the scope. A phone's first round
+// needs no purge check (everything it holds has just been pulled): it keeps the scope read before the pull, so
+// a change of scope during the pull still makes the next round check.
 export async function syncOnce(local, remote) {
+  const first = (await local.get(SCOPE_DOC).catch(() => null)) === null;
+  const scopeBefore = first ? (await gatewayJSON(remote, "_linli_scope")).scope : null;
   const push = await local.replicate.to(remote);
   const pull = await local.replicate.from(remote);
+  if (first) {
+    await local.put({ _id: SCOPE_DOC, scope: scopeBefore, checked_at: Date.now() });
+    return { push, pull, purged: [] };
+  }
   const purged = await purgeOutOfScope(local, remote);
   return { push, pull, purged };
 }

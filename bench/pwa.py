@@ -1,0 +1,445 @@
+"""The grid worker's offline app in headless Chromium, CPU slowed 4x (pages and service worker alike):
+first load, a cold replica of 10,000 documents, offline renders, and the JavaScript and CSS shipped.
+
+    .venv/bin/python bench/pwa.py [--households 1000] [--replica 10000] [--runs 5]
+
+Starts its own pouchdb-server and `linli serve` in a temporary folder on a street with one grid of `--households`
+households (the demo, sealed as the server stores it) and visits in that grid, so that its grid worker's replica
+holds about `--replica` documents (the contact-key grants their phone receives included). Prints one JSON line:
+(a) first load: the login form submitted → the grid page interactive (DOMContentLoaded) and the service worker
+    controlling it; median of `--runs` fresh phones (all but the last kept from registering a key, so that they
+    stay empty and leave the server idle);
+(b) cold replica: the last phone's login → its first sync finished (the time the service worker stamps), against
+    the reference: PouchDB (same adapter) in a page of the same slowed browser replicating the same documents
+    straight from pouchdb-server, no gateway;
+(c) offline renders by the service worker from that replica, until the page is interactive: the grid page
+    (`/grids/<id>`: the first 50 of the households and "load more"; also until its answer ended), the rows
+    search-as-you-type asks for (one building's households, fetched and swapped in), a household record with its
+    residents; against the same requests answered online by the server (medians of `--runs`). And the grid page
+    offline first after the first sync, after syncs that brought nothing, and after the worker was stopped;
+(d) JavaScript and CSS shipped: gzip sizes of what the pages and the service worker load (goal: under 300 KB),
+    and of all the service worker keeps for offline use (templates, schema and icons too).
+The slowdown is RendererThrottle's (DevTools' own cannot reach a service worker); `measured_slowdown_*` is a fixed
+piece of JavaScript in the page and in the worker against the same in an unslowed page, same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import os
+import re
+import signal
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import httpx2
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.stack import embedded_stack  # noqa: E402
+from server import demo  # noqa: E402
+from server.accounts import user_id  # noqa: E402
+from server.couch import Couch, bulk_save, docs_of_type, get_many  # noqa: E402
+from server.domain import validate  # noqa: E402
+from server.embedded_couch import free_port  # noqa: E402
+from server.firewall import Firewall  # noqa: E402
+from tests.browser import launch  # noqa: E402
+from tests.sync_harness import serve, stop, visible_ids  # noqa: E402
+
+CPU_SLOWDOWN = 4
+PASSWORD = "bench-password"
+WORKER = "wangge01"  # the grid worker of the demo's first grid
+PHONE = {"width": 390, "height": 844}
+STEP_TIMEOUT_MS = 600_000
+TEMPLATES = ROOT / "server" / "templates"
+GZIP_LEVEL = 6  # what a compressing reverse proxy typically sends; `linli serve` itself does not compress
+# When the service worker takes over a page: the end of a first load (every page gets this before its scripts).
+MARK_CONTROL = """navigator.serviceWorker?.addEventListener("controllerchange",
+  () => { window.linliControlledAt = Date.now(); });"""
+SYNC_BAR = "document.querySelector('#sync-state')"
+SYNCED_OR_FAILED = f"{SYNC_BAR}?.dataset.lastSynced || {SYNC_BAR}?.classList.contains('sync-error')"
+SPIN = """() => { const started = performance.now(); let x = 0;
+  for (let i = 0; i < 3e8; i++) { x += i % 7; } return performance.now() - started; }"""
+# One request of search-as-you-type as htmx makes it, swapped into the list; whether the service worker answered.
+SEARCH = """async (url) => {
+  const started = performance.now();
+  const answer = await fetch(url, {headers: {"HX-Request": "true"}});
+  document.querySelector("#households").innerHTML = await answer.text();
+  const rows = document.querySelectorAll("#households a.row").length;
+  return [performance.now() - started, rows, answer.headers.get("X-Linli-Offline")];
+}"""
+# The navigation just made: until the answer ended, until the page was interactive (ms).
+NAVIGATION = """() => { const n = performance.getEntriesByType("navigation")[0];
+  return [n.responseEnd - n.startTime, n.domContentLoadedEventEnd - n.startTime]; }"""
+REFERENCE_REPLICATION = """async (url) => {
+  const local = new PouchDB("reference", {adapter: "indexeddb"});
+  const started = performance.now();
+  const result = await local.replicate.from(url);
+  return [performance.now() - started, result.docs_written, (await local.info()).doc_count];
+}"""
+
+
+class RendererThrottle:
+    """Slows this process's Chromium renderers `rate` times while in use, as DevTools' CPU throttling slows a page:
+    each runs for a few milliseconds, then is suspended (SIGSTOP) `rate - 1` times as long, counted from when it
+    has stopped (here that can take a scheduler tick, 4 ms, after the signal). DevTools cannot throttle a service
+    worker ("Operation is only supported for pages, not workers"), and the offline app's work is its service
+    worker's: suspending the whole renderer process slows the page and the worker in it alike."""
+
+    RUN_S = 0.004
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._cycle, name="renderer-throttle", daemon=True)
+        self._known: set[int] = set()  # renderers seen (a forked process shows its type only after a moment)
+        self._renderers: set[int] = set()
+
+    def __enter__(self) -> RendererThrottle:
+        self._renderers = self._find()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self._signal(self._renderers | self._find(), signal.SIGCONT)
+
+    def _find(self) -> set[int]:
+        """This process's descendants that are Chromium renderers."""
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        found, todo = set(), [os.getpid()]
+        while todo:
+            for pid in children.get(todo.pop(), []):
+                todo.append(pid)
+                if pid not in self._known:
+                    with contextlib.suppress(OSError):
+                        if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            self._known.add(pid)
+                if pid in self._known:
+                    found.add(pid)
+        return found
+
+    @staticmethod
+    def _wait_stopped(pids: set[int]) -> None:
+        deadline = time.monotonic() + 0.05
+        waiting = set(pids)
+        while waiting and time.monotonic() < deadline:
+            for pid in list(waiting):
+                try:
+                    if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "TtXZ":
+                        waiting.discard(pid)
+                except OSError:
+                    waiting.discard(pid)
+            time.sleep(0.0002)
+
+    @staticmethod
+    def _signal(pids: set[int], sig: signal.Signals) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _cycle(self) -> None:
+        resumed = time.monotonic()
+        while not self._done.is_set():
+            time.sleep(max(0.0, self.RUN_S - (time.monotonic() - resumed)))
+            stopped_pids = set(self._renderers)
+            self._signal(stopped_pids, signal.SIGSTOP)
+            self._wait_stopped(stopped_pids)
+            stopped = time.monotonic()
+            self._renderers = self._find()  # while they are suspended: new pages, restarted workers
+            time.sleep(max(0.0, (self.rate - 1) * (stopped - resumed) - (time.monotonic() - stopped)))
+            self._signal(stopped_pids | self._renderers, signal.SIGCONT)
+            resumed = time.monotonic()
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values))
+
+
+# ---------------------------------------------------------------- the street
+
+def visits(households: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """`count` routine visits by the grid worker, spread over the households."""
+    at = "2026-11-20T09:00:00+08:00"
+    docs = []
+    for n in range(count):
+        h = households[n % len(households)]
+        doc = {"_id": f"visit:{h['_id'].split(':')[1]}-{n:05d}", "type": "visit",
+               **{k: h[k] for k in ("street", "community", "grid")}, "household": h["_id"], "resident": h["head"],
+               "kind": "routine", "visited_at": at, "notes": "上门走访，身体状况良好", "created_by": user_id(WORKER),
+               "created_at": at}
+        validate(doc)
+        docs.append(doc)
+    return docs
+
+
+def load_street(couch: Couch, firewall: Firewall, households: int, replica: int) -> None:
+    """The demo's one grid, and visits enough for its worker's replica to hold about `replica` documents once the
+    phone has its grants (one contact key per resident)."""
+    demo.load(couch, firewall.seal_for_storage, size=demo.DemoSize(1, 1, households), password=PASSWORD)
+    visible = visible_ids(couch, WORKER)
+    grants = sum(1 for i in visible if i.startswith("resident:"))
+    homes = docs_of_type(couch.main, "household")
+    extra = visits(homes, max(0, replica - len(visible) - grants))
+    for start in range(0, len(extra), 1000):
+        failed = [r for r in bulk_save(couch.main, firewall.seal_for_storage(extra[start:start + 1000])) if r.error]
+        assert not failed, failed[:3]
+
+
+def reference_database(couch: Couch) -> tuple[str, int]:
+    """A database holding exactly what the worker's phone replicated (its grants included), for PouchDB to
+    replicate straight from pouchdb-server."""
+    mine = get_many(couch.main, visible_ids(couch, WORKER))
+    reference = couch.server.create(couch.main.name + "_reference")
+    docs = [{k: v for k, v in d.items() if k != "_rev"} for d in mine.values()]
+    for start in range(0, len(docs), 1000):
+        assert not [r for r in bulk_save(reference, docs[start:start + 1000]) if r.error]
+    return reference.name, len(docs)
+
+
+# ---------------------------------------------------------------- the phone
+
+def login(page: Page, url: str) -> int:
+    """Open the login page, sign the worker in; the page's clock (ms) when the form was sent."""
+    page.goto(url + "login")
+    page.fill("#username", WORKER)
+    page.fill("#password", PASSWORD)
+    started = page.evaluate("Date.now()")
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url("**/grids/**")
+    return started
+
+
+def first_load(browser: Browser, url: str, keep_empty: bool) -> tuple[BrowserContext, Page, int, float]:
+    """A fresh phone signs in: (its context, page, when the form was sent, ms until the grid page is interactive
+    and the service worker controls it). With `keep_empty` the phone registers no key, so it never syncs."""
+    context = browser.new_context(viewport=PHONE)
+    context.add_init_script(MARK_CONTROL)
+    if keep_empty:
+        context.route("**/devices/keys", lambda route: route.abort())
+    page = context.new_page()
+    started = login(page, url)
+    page.wait_for_function("window.linliControlledAt", timeout=STEP_TIMEOUT_MS)
+    ready = page.evaluate("""() => Math.max(window.linliControlledAt,
+        performance.timeOrigin + performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd)""")
+    return context, page, started, ready - started
+
+
+def navigate(page: Page, url: str, offline: bool) -> tuple[float, float]:
+    """Open `url`; (ms until the answer ended, ms until the page was interactive). Waits for the sync the page
+    asks for when it opens, so that the next measurement does not share the worker with it."""
+    before = page.evaluate(f"{SYNC_BAR}?.dataset.lastSynced")
+    answer = page.goto(url)
+    assert answer is not None and answer.ok, url
+    assert (answer.headers.get("x-linli-offline") == "1") == offline, (url, offline, answer.headers)
+    timing = page.evaluate(NAVIGATION)
+    if offline:
+        page.wait_for_function(f"{SYNC_BAR}.classList.contains('sync-offline')")
+    else:
+        page.wait_for_function(f"(before) => {SYNC_BAR}.dataset.lastSynced !== before", arg=before,
+                               timeout=120_000)
+    return timing[0], timing[1]
+
+
+def search(page: Page, url: str, offline: bool) -> tuple[float, int]:
+    ms, rows, answered_by = page.evaluate(SEARCH, url)
+    assert (answered_by == "1") == offline, (url, offline)
+    return ms, rows
+
+
+def renders(page: Page, pages: dict[str, str], runs: int, offline: bool) -> dict[str, float]:
+    """Medians (ms) of the grid page, the search rows and the household page, online or offline."""
+    grid_answer, grid, rows_ms, household = [], [], [], []
+    for _ in range(runs):
+        answer_ms, ready_ms = navigate(page, pages["grid"], offline)
+        grid_answer.append(answer_ms)
+        grid.append(ready_ms)
+        ms, rows = search(page, pages["search"], offline)
+        assert rows >= 2, f"the search found {rows} households"
+        rows_ms.append(ms)
+        household.append(navigate(page, pages["household"], offline)[1])
+    return {"grid": median(grid), "grid_answer": median(grid_answer), "search": median(rows_ms),
+            "household": median(household), "search_rows": rows}
+
+
+def stop_worker(context: BrowserContext, page: Page) -> None:
+    """Stop the service worker as the browser does when it idles: its caches (documents, templates) go with it."""
+    cdp = context.new_cdp_session(page)  # detached at once: a session left open can undo the offline emulation
+    cdp.send("ServiceWorker.enable")
+    cdp.send("ServiceWorker.stopAllWorkers")
+    cdp.detach()
+
+
+# ---------------------------------------------------------------- what is shipped
+
+def shipped(url: str) -> dict[str, int]:
+    """Every script and stylesheet the pages load, and the service worker with all it imports: gzip bytes each."""
+    pending = {m for path in TEMPLATES.glob("*.html")
+               for m in re.findall(r'(?:src|href)="(/[^"]+\.(?:js|css))"', path.read_text())} | {"/sw.js"}
+    sizes: dict[str, int] = {}
+    with httpx2.Client(base_url=url) as http:
+        while pending:
+            path = pending.pop()
+            answer = http.get(path)
+            answer.raise_for_status()
+            sizes[path] = len(gzip.compress(answer.content, compresslevel=GZIP_LEVEL))
+            if path.endswith(".js"):
+                for imported in re.findall(r'^\s*import\s+(?:[^"\';]*?\s+from\s+)?["\']([^"\']+)["\']',
+                                           answer.text, re.MULTILINE):
+                    target = urljoin(path, imported)
+                    if target not in sizes:
+                        pending.add(target)
+    return sizes
+
+
+def shell_bytes(url: str) -> int:
+    """Gzip bytes of the rest of what the service worker keeps for offline use: templates, schema, icons."""
+    with httpx2.Client(base_url=url) as http:
+        shell = http.get("/pwa/shell.json").json()
+        paths = [*shell["files"], *(f"/pwa/templates/{name}" for name in shell["templates"]), "/schema.json"]
+        return sum(len(gzip.compress(http.get(path).raise_for_status().content, compresslevel=GZIP_LEVEL))
+                   for path in paths if not path.endswith((".js", ".css")))
+
+
+# ---------------------------------------------------------------- the run
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--households", type=int, default=1000, help="households in the grid")
+    parser.add_argument("--replica", type=int, default=10_000, help="documents in the grid worker's replica")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each cheap measurement (medians)")
+    args = parser.parse_args()
+    with embedded_stack() as (settings, couch, couch_server):
+        firewall = Firewall.open(settings, couch)
+        load_street(couch, firewall, args.households, args.replica)
+        homes = docs_of_type(couch.main, "household")
+        grid = homes[0]["grid"]
+        largest = max(homes, key=lambda h: h["member_count"])
+        building = homes[0]["address"].split("栋")[0] + "栋"  # one building's households
+        served = serve(couch_server.url, settings, free_port())
+        pages = {"grid": f"{served.url}grids/{grid}", "household": f"{served.url}households/{largest['_id']}",
+                 "search": f"{served.url}grids/{grid}?q={quote(building)}"}
+        try:
+            with sync_playwright() as playwright:
+                browser = launch(playwright)
+                try:
+                    street = {"grid_households": len(homes), "household_residents": largest["member_count"]}
+                    result = measure(browser, served.url, couch, couch_server.url, pages, args.runs, street)
+                finally:
+                    browser.close()
+        finally:
+            stop(served)
+    print(json.dumps(result))
+
+
+def spin_ms(target: Page | Any) -> float:
+    """A fixed piece of JavaScript work in a page or worker: the median of three runs after a warm-up (ms)."""
+    return statistics.median([target.evaluate(SPIN) for _ in range(4)][1:])
+
+
+def phones(browser: Browser, url: str, runs: int) -> tuple[BrowserContext, Page, list[float], float, int]:
+    """(a) and (b): `runs` fresh phones sign in; the last one keeps its key and syncs. Its context and page, the
+    first loads (ms), the seconds from its login to its first sync finished, and the documents it then holds."""
+    loads = []
+    for run in range(runs):
+        context, page, started, ms = first_load(browser, url, keep_empty=run < runs - 1)
+        loads.append(ms)
+        if run < runs - 1:
+            context.close()
+    page.wait_for_function(SYNCED_OR_FAILED, timeout=STEP_TIMEOUT_MS, polling=250)
+    synced, bar = page.evaluate(f"[{SYNC_BAR}.dataset.lastSynced, {SYNC_BAR}.innerText]")
+    assert synced, f"the first sync failed: {bar}"
+    cold_s = (page.evaluate("(iso) => Date.parse(iso)", synced) - started) / 1000
+    replica_docs = context.service_workers[0].evaluate(
+        f"async () => (await new PouchDB('linli-{user_id(WORKER)}', {{adapter: 'indexeddb'}}).info()).doc_count")
+    return context, page, loads, cold_s, replica_docs
+
+
+def direct_replication_ms(browser: Browser, url: str, database_url: str, docs: int) -> float:
+    """The reference of (b): PouchDB in a page replicating straight from pouchdb-server."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(database_url.rsplit("/", 1)[0] + "/")  # the database's origin: no CORS in the way
+    page.add_script_tag(url=url + "vendor/pouchdb.min.js")
+    page.add_script_tag(url=url + "vendor/pouchdb.indexeddb.min.js")
+    ms, written, count = page.evaluate(REFERENCE_REPLICATION, database_url)
+    assert written == count == docs, (written, count, docs)
+    context.close()
+    return ms
+
+
+def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dict[str, str], runs: int,
+            street: dict[str, int]) -> dict[str, Any]:
+    context = browser.new_context()
+    free_spin = spin_ms(context.new_page())
+    context.close()
+    with RendererThrottle(CPU_SLOWDOWN):
+        context, page, loads, cold_s, replica_docs = phones(browser, url, runs)
+        worker_spin, page_spin = spin_ms(context.service_workers[0]), spin_ms(page)
+        # (c): offline, online (each page syncs), offline again, then with the worker stopped.
+        context.set_offline(True)
+        first_grid = navigate(page, pages["grid"], offline=True)[1]
+        offline = renders(page, pages, runs, offline=True)
+        context.set_offline(False)
+        online = renders(page, pages, runs, offline=False)
+        context.set_offline(True)
+        resynced_grid = navigate(page, pages["grid"], offline=True)[1]
+        stop_worker(context, page)
+        restarted_grid = navigate(page, pages["grid"], offline=True)[1]
+        context.close()
+        reference_db, reference_docs = reference_database(couch)
+        reference_ms = direct_replication_ms(browser, url, couch_url + reference_db, reference_docs)
+    sizes = shipped(url)
+    return {
+        "bench": "pwa",
+        **street,
+        "cpu_slowdown": CPU_SLOWDOWN,
+        "measured_slowdown_page": round(page_spin / free_spin, 1),
+        "measured_slowdown_worker": round(worker_spin / free_spin, 1),
+        "first_load_ms": median(loads),
+        "first_load_runs_ms": [round(ms) for ms in loads],
+        "replica_docs": replica_docs,
+        "cold_replica_seconds": round(cold_s, 2),
+        "cold_replica_after_first_load_seconds": round(cold_s - loads[-1] / 1000, 2),
+        "reference_direct_seconds": round(reference_ms / 1000, 2),
+        "reference_docs": reference_docs,
+        "cold_replica_ratio": round(cold_s * 1000 / reference_ms, 2),
+        "offline_grid_ms": offline["grid"],
+        "online_grid_ms": online["grid"],
+        "grid_ratio": round(offline["grid"] / online["grid"], 2),
+        "offline_grid_answer_ms": offline["grid_answer"],
+        "online_grid_answer_ms": online["grid_answer"],
+        "offline_grid_first_ms": round(first_grid),
+        "offline_grid_after_resync_ms": round(resynced_grid),
+        "offline_grid_worker_restart_ms": round(restarted_grid),
+        "search_rows": offline["search_rows"],
+        "offline_search_ms": offline["search"],
+        "online_search_ms": online["search"],
+        "search_ratio": round(offline["search"] / online["search"], 2),
+        "offline_household_ms": offline["household"],
+        "online_household_ms": online["household"],
+        "household_ratio": round(offline["household"] / online["household"], 2),
+        "shipped_js_css_kb_gzip": round(sum(sizes.values()) / 1024, 1),
+        "shipped_goal_kb": 300,
+        "offline_shell_kb_gzip": round((sum(sizes.values()) + shell_bytes(url)) / 1024, 1),
+        "shipped_kb_gzip_by_file": {path: round(size / 1024, 1) for path, size in sorted(sizes.items())},
+    }
+
+
+if __name__ == "__main__":
+    main()
