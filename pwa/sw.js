@@ -100,7 +100,7 @@ async function forget(session) {
   }
   await db.destroy();
   replicas.delete(`linli-${session.user._id}`);
-  await forgetDeviceKey(session.user._id);
+  await forgetDeviceKey(session.user._id, session.csrf_token);
 }
 
 // ---- rendering
@@ -283,14 +283,15 @@ async function runSync() {
   const db = replica(session);
   try {
     await refreshShell();
-    await deviceKey(session.user._id, session.csrf_token);
+    // Without a key the phone still syncs; it only cannot open protected fields offline (the bar says why).
+    const keyError = await deviceKey(session.user._id, session.csrf_token).then(() => null, (e) => e.message);
     const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
     const { push } = await syncOnce(db, remote);
     const refused = (push.errors || []).map((e) => `${e.id || ""} ${e.reason || e.message || e}`.trim());
     // Offline edits that clashed with someone else's: kept, for a person to choose (/conflicts).
     const { conflicts } = await (await remote.fetch("_linli_conflicts", { headers: new Headers() })).json();
     const { update_seq: seq } = await db.info();
-    await saveState(db, { synced_seq: seq, last_synced_at: new Date().toISOString(), refused, error: null,
+    await saveState(db, { synced_seq: seq, last_synced_at: new Date().toISOString(), refused, error: keyError,
                           conflicts: conflicts.length });
   } catch (error) {
     await saveState(db, { error: String(error.message || error) });

@@ -353,6 +353,15 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         issued, _ = await run_in_threadpool(grants.sync_user, firewall, user, _now())
         return JSONResponse({"device": key["_id"], "grants": issued}, status_code=201)
 
+    async def remove_device_key(request: Request) -> Response:
+        """A phone signing out gives up its key: it is revoked, and its grants are deleted (they reach nobody)."""
+        user = await current_user(request)
+        removed = await run_in_threadpool(grants.unregister_device, firewall, user,
+                                          f"device_key:{request.path_params['key']}", _now())
+        if not removed:
+            return JSONResponse({"error": "not_found", "reason": "no such phone key of yours"}, status_code=404)
+        return JSONResponse({"ok": True})
+
     async def schema_json(request: Request) -> Response:
         return JSONResponse(export_json())
 
@@ -389,6 +398,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Route("/residents/{resident_id}/privacy", privacy_page, methods=["GET", "POST"]),
         Route("/approvals", approvals_page, methods=["GET", "POST"]),
         Route("/devices/keys", register_device_key, methods=["POST"]),
+        Route("/devices/keys/{key}", remove_device_key, methods=["DELETE"]),
         Route("/schema.json", schema_json),
         Mount("/open311/v2", routes=open311.routes(couch, _now)),
         *request_pages.routes(couch, current_user, render, _now),

@@ -59,6 +59,16 @@ def register_device(couch: Couch, user: Doc, public_b64: str, label: str, now: d
     return couch.accounts.save(doc)
 
 
+def unregister_device(firewall: Firewall, user: Doc, device_id: str, now: dt.datetime) -> bool:
+    """Revoke one of the user's phone keys and delete its grants; False if the user has no such phone."""
+    device = get_or_none(firewall.couch.accounts, device_id)
+    if device is None or device.get("type") != "device_key" or device["user"] != user["_id"] or device["revoked"]:
+        return False
+    firewall.couch.accounts.save({**device, "revoked": True})
+    sync_user(firewall, user, now)
+    return True
+
+
 def devices_of(couch: Couch, user_id: str) -> list[Doc]:
     prefix = f"device_key:{_user_key(user_id)}."
     rows = couch.accounts.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True)

@@ -13,7 +13,7 @@ from crypto.envelope import DataKey, FieldContext, b64url
 from crypto.keys import KeyMaterialError, unwrap_on_device
 from server import demo, filing, grants
 from server.access import may_see, write_refusal
-from server.couch import Couch
+from server.couch import Couch, get_or_none
 from server.firewall import Firewall
 
 from .test_firewall import NOW, OTHER_WORKER, SECRETARY, WORKER, _plain, _resident_with
@@ -117,3 +117,18 @@ def test_openings_on_an_offline_phone_are_filed_when_it_reports_them(demo_loaded
     assert entry["at"] == "2026-11-25T09:30:00+00:00"
     assert demo_loaded.main.all(startkey="access_report:", endkey="access_report:\ufff0", as_list=True) == []
     assert filing.verify(demo_loaded, firewall.signer, "community:c1").ok
+
+
+def test_a_phone_that_signs_out_gives_up_its_keys(demo_loaded: Couch, firewall: Firewall) -> None:
+    user = demo_loaded.accounts.get(WORKER.user_id)
+    _, public = phone()
+    device = grants.register_device(demo_loaded, user, public, "", NOW)
+    grants.sync_user(firewall, user, NOW)
+    search_key = grants.index_grant_id(device["_id"], "community:c1")
+    assert grants.grants_of(demo_loaded, user["_id"]) and get_or_none(demo_loaded.main, search_key)
+    other = demo_loaded.accounts.get(OTHER_WORKER.user_id)
+    assert not grants.unregister_device(firewall, other, device["_id"], NOW)  # only its own user's
+    assert grants.unregister_device(firewall, user, device["_id"], NOW)
+    assert grants.grants_of(demo_loaded, user["_id"]) == [] and grants.devices_of(demo_loaded, user["_id"]) == []
+    assert get_or_none(demo_loaded.main, search_key) is None
+    assert not grants.unregister_device(firewall, user, device["_id"], NOW)  # already gone

@@ -56,7 +56,14 @@ export async function storedDeviceKey(userId) {
   return (await idb("readonly", (s) => s.get(userId))) || null;
 }
 
-export async function forgetDeviceKey(userId) {
+// Give up this phone's key: revoked on the server if it can be reached (its grants go with it), then dropped here.
+export async function forgetDeviceKey(userId, csrfToken) {
+  const stored = await storedDeviceKey(userId);
+  if (stored?.device) {
+    await fetch(`/devices/keys/${stored.device.split(":")[1]}`, {
+      method: "DELETE", credentials: "same-origin", headers: { "X-CSRF-Token": csrfToken },
+    }).catch(() => null); // offline: the server keeps it until the account's phones are tidied
+  }
   await idb("readwrite", (s) => s.delete(userId));
 }
 
