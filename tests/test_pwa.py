@@ -182,6 +182,10 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     secretary = new_phone(site, "shuji1").pages[0]
     secretary.goto(site.url + "requests")
     assert "离线登记" in secretary.inner_text("main")
+    secretary.goto(site.url + "alerts?status=all")
+    assert secretary.locator("#alert-alert-pwa-sos.done").count() == 1
+    secretary.goto(site.url + f"households/{household_id}")
+    assert secretary.locator("ul.visits img.thumb").count() == 1
     phone.close()
 
 
