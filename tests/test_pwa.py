@@ -225,12 +225,23 @@ def test_two_workers_edit_one_household_offline_and_a_person_chooses(site: DemoS
         phone.close()
 
 
-def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(site: DemoSite) -> None:
+def worker_at_the_household(site: DemoSite) -> tuple[BrowserContext, Page, str]:
+    """wangge01's phone, synced, on RESIDENT's household page; and that page's URL."""
     worker = new_phone(site, "wangge01")
     page = worker.pages[0]
     household_url = site.url + f"households/{site.couch.main.get(RESIDENT)['household']}"
-    health = f"#protected-{RESIDENT.replace(':', '-')}-health"
     page.goto(household_url)
+    return worker, page, household_url
+
+
+def section(category: str) -> str:
+    """RESIDENT's section of one protected category on the household page."""
+    return f"#protected-{RESIDENT.replace(':', '-')}-{category}"
+
+
+def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(site: DemoSite) -> None:
+    worker, page, household_url = worker_at_the_household(site)
+    health = section("health")
     page.click(f"{health} a[href$='/access-request']")
     page.fill("textarea[name=purpose]", "高血压随访，核对用药")
     page.click("main form.stack button[type=submit]")
@@ -266,11 +277,8 @@ def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(sit
 
 
 def test_a_residents_privacy_choice_takes_a_category_from_the_worker(site: DemoSite) -> None:
-    worker = new_phone(site, "wangge01")
-    page = worker.pages[0]
-    household_url = site.url + f"households/{site.couch.main.get(RESIDENT)['household']}"
-    contact = f"#protected-{RESIDENT.replace(':', '-')}-contact"
-    page.goto(household_url)
+    worker, page, household_url = worker_at_the_household(site)
+    contact = section("contact")
     assert page.locator(f"{contact} button[type=submit]").count() == 1
 
     resident = new_phone(site, "jumin1").pages[0]
