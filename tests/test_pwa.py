@@ -137,7 +137,7 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     page.click("main form.stack button[type=submit]")
     page.wait_for_load_state()
     assert "/requests/" in page.url and "离线登记" in page.inner_text("main")
-    assert page.locator("img.photo").count() == 1
+    page.wait_for_function("document.querySelector('img.photo')?.naturalWidth > 0")  # served from the replica
     request_id = "service_request:" + page.url.rsplit("/", 1)[1]
     # Waiting on the phone: the request and the report of the contact details opened offline.
     page.wait_for_function("Number(document.querySelector('#sync-state').dataset.pending) >= 2")
@@ -153,7 +153,8 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
                                                         "buffer": TINY_PNG}])
     page.click("main form.stack button[type=submit]")
     page.wait_for_url(f"**/households/{household_id}")
-    assert page.locator("ul.visits li").count() == 1 and page.locator("ul.visits img.thumb").count() == 1
+    assert page.locator("ul.visits li").count() == 1
+    page.wait_for_function("document.querySelector('ul.visits img.thumb')?.naturalWidth > 0")
     screenshot(page, "visit")
 
     # The SOS alert: resolved offline from the inbox.

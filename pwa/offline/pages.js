@@ -55,7 +55,7 @@ async function docsOfType(db, type) {
 
 // The resident record's protected categories and their fields, and its basic fields (server/firewall.py
 // CATEGORY_FIELDS, server/queries.py _BASIC_RESIDENT_FIELDS), from the one declaration (/schema.json).
-export function residentFields(schema) {
+function residentFields(schema) {
   const fields = schema.types.resident.fields;
   const categories = {};
   const basic = [];
@@ -89,6 +89,15 @@ async function gridOf(db, session, gridId) {
   return grid;
 }
 
+// An opening of protected fields on this phone, for the filing log: the server files it when it arrives
+// (server/filing.py file_reports); the phone cannot write the log itself.
+async function reportOpening(db, session, key, resident, fields, purpose) {
+  const at = nowISO();
+  await db.put({ _id: `access_report:${uuidHex()}`, type: "access_report", street: resident.street,
+    community: resident.community, grid: resident.grid, household: resident.household, resident: resident._id,
+    fields, purpose, at, device: key.device, created_by: session.user._id, created_at: at });
+}
+
 // server/firewall.py find_by_number, offline: candidates by blind index (the community's search key), each
 // confirmed by opening the number with this phone's contact grant (an index may collide) and reported.
 async function findByNumber(db, session, grid, number) {
@@ -109,11 +118,7 @@ async function findByNumber(db, session, grid, number) {
     if (value === null || normalise(String(value)) !== normalise(number)) {
       continue; // an index collision, not this number
     }
-    const at = nowISO();
-    await db.put({ _id: `access_report:${uuidHex()}`, type: "access_report", street: resident.street,
-      community: resident.community, grid: resident.grid, household: resident.household, resident: resident._id,
-      fields: [field], purpose: "search_by_number", at, device: key.device, created_by: session.user._id,
-      created_at: at });
+    await reportOpening(db, session, key, resident, [field], "search_by_number");
     found.add(resident.household);
   }
   return found;
@@ -222,12 +227,8 @@ async function reveal({ db, session, schema, params, form, htmx }) {
       } catch {
         error = "fw_tampered";
       }
-      if (!error) { // filed by the server when it arrives (server/filing.py file_reports)
-        const at = nowISO();
-        await db.put({ _id: `access_report:${uuidHex()}`, type: "access_report", street: resident.street,
-          community: resident.community, grid: resident.grid, household: resident.household,
-          resident: resident._id, fields: names, purpose, at, device: key.device,
-          created_by: session.user._id, created_at: at });
+      if (!error) {
+        await reportOpening(db, session, key, resident, names, purpose);
       }
     }
   }
@@ -238,7 +239,7 @@ async function reveal({ db, session, schema, params, form, htmx }) {
 
 // domain.validate's checks that a form can break, from the declaration (/schema.json): required fields, lengths,
 // choices. The sync gateway checks everything again when the document arrives.
-export function fieldErrors(schema, doc) {
+function fieldErrors(schema, doc) {
   const errors = {};
   for (const [name, f] of Object.entries(schema.types[doc.type].fields)) {
     const value = doc[name];
@@ -395,14 +396,17 @@ async function storeVisit(db, session, schema, household, values, residents, pho
   await db.put(visit);
 }
 
-async function visitPhoto({ db, params }) {
-  const visit = await load(db, `visit:${params.id}`, "visit");
-  const name = Object.keys(visit._attachments || {}).sort()[0];
-  const blob = name ? await db.getAttachment(visit._id, name).catch(() => null) : null;
+async function attachment(db, doc, name) {
+  const blob = name ? await db.getAttachment(doc._id, name).catch(() => null) : null;
   if (!blob) {
     throw new OfflineError(404, "not_found");
   }
   return { blob };
+}
+
+async function visitPhoto({ db, params }) {
+  const visit = await load(db, `visit:${params.id}`, "visit");
+  return attachment(db, visit, Object.keys(visit._attachments || {}).sort()[0]);
 }
 
 async function catalogue(db, activeOnly) {
@@ -531,12 +535,7 @@ async function requestPage({ db, params }) {
 }
 
 async function requestPhoto({ db, params }) {
-  const doc = await load(db, `service_request:${params.id}`, "service_request");
-  const blob = await db.getAttachment(doc._id, params.name).catch(() => null);
-  if (!blob) {
-    throw new OfflineError(404, "not_found");
-  }
-  return { blob };
+  return attachment(db, await load(db, `service_request:${params.id}`, "service_request"), params.name);
 }
 
 async function home({ session }) {
