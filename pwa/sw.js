@@ -13,7 +13,7 @@ import "/vendor/pouchdb.indexeddb.min.js";
 import "/vendor/nunjucks.min.js";
 import { pageContext, templateEnvironment } from "/pwa/render.js";
 import { remoteOptions, syncOnce } from "/pwa/sync/replica.js";
-import { deviceKey, forgetDeviceKey } from "/pwa/offline/keys.js";
+import { deviceKey, forgetDeviceKey, storedDeviceKey } from "/pwa/offline/keys.js";
 import { OfflineError, route } from "/pwa/offline/pages.js";
 
 const { PouchDB, nunjucks } = self;
@@ -283,10 +283,17 @@ async function runSync() {
   const db = replica(session);
   try {
     await refreshShell();
-    // Without a key the phone still syncs; it only cannot open protected fields offline (the bar says why).
-    const keyError = await deviceKey(session.user._id, session.csrf_token).then(() => null, (e) => e.message);
+    // A new phone registers its key while it pulls (the server wraps a key grant per resident meanwhile), then
+    // pulls once more for the grants. Without a key the phone still syncs; it only cannot open protected fields
+    // offline, and the bar says why.
+    const newPhone = !(await storedDeviceKey(session.user._id));
+    const registering = deviceKey(session.user._id, session.csrf_token).then(() => null, (e) => e.message);
     const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
     const { push } = await syncOnce(db, remote);
+    const keyError = await registering;
+    if (newPhone && !keyError) {
+      await db.replicate.from(remote);
+    }
     const refused = (push.errors || []).map((e) => `${e.id || ""} ${e.reason || e.message || e}`.trim());
     // Offline edits that clashed with someone else's: kept, for a person to choose (/conflicts).
     const { conflicts } = await (await remote.fetch("_linli_conflicts", { headers: new Headers() })).json();
