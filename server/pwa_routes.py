@@ -11,6 +11,7 @@ whole site), the web app manifest, the browser code under /pwa/, the very templa
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from .config import LOCAL_TZ, PROJECT_ROOT
 from .display import OPTIONS as DISPLAY_OPTIONS
+from .domain import export_json
 from .field_pages import ALERT_ACTIONS, COMMON_NEEDS, MAX_VISIT_PHOTO_BYTES, URGENT_ALERT_KINDS
 from .firewall import REVEAL_PURPOSES
 from .i18n import MESSAGES
@@ -43,8 +45,8 @@ def shared_templates() -> list[str]:
 
 
 def _shell_version() -> str:
-    """Changes when a template, the stylesheet or any browser file changes."""
-    digest = hashlib.sha256()
+    """Changes when a template, the stylesheet, any browser file or the domain declaration (/schema.json) does."""
+    digest = hashlib.sha256(json.dumps(export_json(), sort_keys=True).encode())
     files = [*(TEMPLATES_DIR / n for n in shared_templates()), *sorted(PWA_DIR.rglob("*.js")),
              *sorted(STATIC_DIR.iterdir())]
     for path in files:

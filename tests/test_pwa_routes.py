@@ -1,0 +1,30 @@
+"""What the offline app is made of, as the server serves it (server/pwa_routes.py)."""
+
+from __future__ import annotations
+
+from starlette.testclient import TestClient
+
+from server.i18n import MESSAGES
+from server.pwa_routes import ONLINE_ONLY_TEMPLATES
+
+from .street import login
+
+
+def test_the_session_tells_offline_pages_who_is_signed_in_and_nothing_secret(client: TestClient) -> None:
+    assert client.get("/pwa/session.json").status_code == 303  # to the login page
+    login(client, "worker1")
+    session = client.get("/pwa/session.json").json()
+    assert session["user"]["_id"] == "user:worker1" and session["user"]["grids"] == ["grid:c1-g01"]
+    assert "password_hash" not in session["user"] and "auth_epoch" not in session["user"]
+    assert session["messages"] == MESSAGES["zh"] and session["csrf_token"]
+    assert session["alert_actions"]["resolve"][0] == "resolved"
+
+
+def test_the_shell_lists_what_the_service_worker_keeps(client: TestClient) -> None:
+    shell = client.get("/pwa/shell.json").json()
+    assert "household.html" in shell["templates"] and not ONLINE_ONLY_TEMPLATES & set(shell["templates"])
+    for path in [*shell["files"], *(f"/pwa/templates/{name}" for name in shell["templates"])]:
+        assert client.get(path).status_code == 200, path
+    worker = client.get("/sw.js")
+    assert worker.headers["cache-control"] == "no-cache" and "javascript" in worker.headers["content-type"]
+    assert client.get("/manifest.webmanifest").json()["start_url"] == "/"
