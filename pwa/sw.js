@@ -295,11 +295,12 @@ async function runSync() {
       await db.replicate.from(remote);
     }
     const refused = (push.errors || []).map((e) => `${e.id || ""} ${e.reason || e.message || e}`.trim());
+    const { update_seq: seq } = await db.info();
+    await saveState(db, { synced_seq: seq, last_synced_at: new Date().toISOString(), refused, error: keyError });
+    await broadcast(); // the data is in: pages may say so before the conflicts count comes
     // Offline edits that clashed with someone else's: kept, for a person to choose (/conflicts).
     const { conflicts } = await (await remote.fetch("_linli_conflicts", { headers: new Headers() })).json();
-    const { update_seq: seq } = await db.info();
-    await saveState(db, { synced_seq: seq, last_synced_at: new Date().toISOString(), refused, error: keyError,
-                          conflicts: conflicts.length });
+    await saveState(db, { conflicts: conflicts.length });
   } catch (error) {
     await saveState(db, { error: String(error.message || error) });
   }

@@ -19,7 +19,7 @@ from typing import Any
 
 from server.access import Doc, Principal, may_see
 
-from .upstream import Upstream, doc_path
+from .upstream import Upstream
 from .writes import tombstone
 
 APPEND_ONLY: dict[str, frozenset[str]] = {
@@ -27,9 +27,6 @@ APPEND_ONLY: dict[str, frozenset[str]] = {
 }
 LATEST_WINS = frozenset({"updated_at"})
 _REVISION_FIELDS = frozenset({"_rev", "_revisions", "_conflicts"})
-
-DESIGN_ID = "_design/linli_sync"
-DESIGN_VIEWS = {"conflicts": {"map": "function (doc) { if (doc._conflicts) { emit(doc._id, null); } }"}}
 
 
 def merge(branches: list[Doc]) -> Doc | None:
@@ -68,18 +65,12 @@ async def resolve(upstream: Upstream, doc_id: str) -> bool:
     return all("error" not in r for r in results)  # a concurrent edit wins: the next write retries
 
 
-async def ensure_design(upstream: Upstream) -> None:
-    current = await upstream.get(upstream.main, DESIGN_ID) or {"_id": DESIGN_ID}
-    if current.get("views") != DESIGN_VIEWS:
-        await upstream.call("PUT", upstream.main, doc_path(DESIGN_ID).replace("%2F", "/"),
-                            body={**current, "language": "javascript", "views": DESIGN_VIEWS})
-
-
 async def conflicts_for(upstream: Upstream, p: Principal) -> list[dict[str, Any]]:
-    """The conflicted documents this user may see: what a person has to resolve."""
-    await ensure_design(upstream)
-    answer = await upstream.call("GET", upstream.main, "_design/linli_sync/_view/conflicts",
-                                 params={"include_docs": "true", "conflicts": "true"})
+    """The conflicted documents this user may see: what a person has to resolve. Read from the server's own
+    `conflicts` view (server/couch.py, also behind the conflict screen), the user's street only."""
+    answer = await upstream.call("GET", upstream.main, "_design/linli/_view/conflicts", params={
+        "include_docs": "true", "conflicts": "true",
+        "startkey": json.dumps([p.street]), "endkey": json.dumps([p.street, {}])})
     return [{"id": row["doc"]["_id"], "type": row["doc"].get("type"), "rev": row["doc"]["_rev"],
              "conflicts": row["doc"].get("_conflicts", [])}
             for row in answer["rows"] if row.get("doc") and may_see(p, row["doc"])]
