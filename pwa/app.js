@@ -18,8 +18,10 @@ function show(state) {
     return;
   }
   const parts = [navigator.onLine ? text.online : text.offline];
-  parts.push(state.syncing ? text.syncing
-    : state.last_synced_at ? `${text.synced} ${localTime(state.last_synced_at)}` : text.never);
+  parts.push(state.last_synced_at ? `${text.synced} ${localTime(state.last_synced_at)}` : text.never);
+  if (state.syncing && navigator.onLine) {
+    parts.push(text.syncing);
+  }
   parts.push(`${state.pending} ${text.waiting}`);
   if (state.refused.length) {
     parts.push(`${state.refused.length} ${text.refused}`);
