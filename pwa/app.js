@@ -34,6 +34,7 @@ function show(state) {
   }
   bar.querySelector("[data-sync-text]").textContent = parts.join(" · ");
   bar.dataset.pending = String(state.pending);
+  bar.dataset.syncing = state.syncing ? "yes" : "no";
   bar.dataset.lastSynced = state.last_synced_at || "";
   bar.classList.toggle("sync-error", !!state.error || state.refused.length > 0);
   bar.classList.toggle("sync-offline", !navigator.onLine);

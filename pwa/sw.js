@@ -91,11 +91,13 @@ function replica(session) {
 }
 
 // Signing out (or another user signing in) removes the user's replica and key from the phone, unless it holds
-// changes not yet uploaded: those are never dropped, and go up at that user's next sign-in.
+// changes not yet uploaded or refused by the server: those are never dropped, and wait for that user's next
+// sign-in (a refused one for a person to see and correct).
 async function forget(session) {
   await (await caches.open(CACHE)).delete(SESSION_URL);
   const db = replica(session);
-  if (await pendingChanges(db)) {
+  const { refused = [] } = await db.get(SYNC_STATE).catch(() => ({}));
+  if (refused.length || await pendingChanges(db)) {
     return;
   }
   await db.destroy();
@@ -253,8 +255,20 @@ function scheduleSync() {
   timer = setTimeout(() => syncNow(), 200);
 }
 
+// One sync at a time; asked for during one, another runs right after it (the one running may have read the
+// server before what the asker is waiting for).
+let again = false;
 function syncNow() {
-  syncing ||= runSync().finally(() => {
+  if (syncing) {
+    again = true;
+    return syncing;
+  }
+  syncing = (async () => {
+    do {
+      again = false;
+      await runSync();
+    } while (again);
+  })().finally(() => {
     syncing = null;
     broadcast();
   });

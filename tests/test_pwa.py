@@ -62,12 +62,13 @@ def screenshot(page: Page, name: str) -> None:
 
 
 def sync_and_wait(page: Page) -> None:
-    """Press "sync now" and wait until nothing is waiting and a sync has finished since."""
+    """Press "sync now" and wait until a sync begun since has finished and nothing is waiting."""
     before = page.get_attribute("#sync-state", "data-last-synced")
     page.click("#sync-state button")
     page.wait_for_function(
         f"(before) => {SYNCED} && {SYNCED} !== before && "
-        "document.querySelector('#sync-state').dataset.pending === '0'", arg=before, timeout=60_000)
+        "document.querySelector('#sync-state').dataset.pending === '0' && "
+        "document.querySelector('#sync-state').dataset.syncing === 'no'", arg=before, timeout=60_000)
 
 
 def synced_then_offline(phone: BrowserContext, page: Page) -> None:
