@@ -2,16 +2,14 @@
 // opens, when the network returns and every minute, and shows its state in every page's sync bar
 // (base.html #sync-state). Pages work without it; it only adds offline use and the sync bar.
 
+import { localTime as localTimeIn } from "/pwa/render.js";
+
 const SYNC_EVERY_MS = 60 * 1000;
 const bar = document.getElementById("sync-state");
 // The words come from the page (base.html data-* attributes, server/i18n.py), in its language.
 const text = bar ? bar.dataset : {};
-
-function localTime(iso) {
-  const d = new Date(iso);
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
-}
+// Times as the pages show them (LINLI_TIMEZONE), by the same function the offline pages render with.
+const localTime = localTimeIn(text.timeZone || undefined);
 
 function show(state) {
   if (!bar || !state.signed_in) {

@@ -13,7 +13,7 @@ const urlencode = (value) =>
     .replace(/[!'()*]/g, (ch) => "%" + ch.charCodeAt(0).toString(16).toUpperCase());
 
 // server/app.py's `localtime` filter: an ISO timestamp as local "YYYY-MM-DD HH:MM" (LINLI_TIMEZONE).
-function localTime(timeZone) {
+export function localTime(timeZone) {
   const format = new Intl.DateTimeFormat("en-CA", {
     timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
   });

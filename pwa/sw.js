@@ -131,7 +131,8 @@ async function templates(session) {
 
 async function renderPage(session, template, context, status = 200) {
   const env = await templates(session);
-  const common = { lang: session.lang, csrf_token: session.csrf_token, user: session.user, display: session.display };
+  const common = { lang: session.lang, csrf_token: session.csrf_token, user: session.user, display: session.display,
+                   time_zone: session.time_zone };
   const html = env.render(template, pageContext(common, session.messages, context));
   return new Response(html, { status, headers: { "Content-Type": "text/html; charset=utf-8", "X-Linli-Offline": "1" } });
 }

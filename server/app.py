@@ -79,7 +79,7 @@ def _template_context(request: Request) -> dict[str, Any]:
     lang = _lang(request)
     return {"t": translator(lang), "lang": lang, "csrf_token": csrf_token(request.session),
             "user": request.state.user if hasattr(request.state, "user") else None,
-            "display": display.classes(request)}
+            "display": display.classes(request), "time_zone": LOCAL_TZ.key}
 
 
 def _finalize_none(value: Any) -> Any:

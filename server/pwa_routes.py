@@ -36,7 +36,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "catalogue.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
-               "/pwa/geolocate.js", "/manifest.webmanifest")
+               "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest")
 _USER_FIELDS = ("_id", "username", "display_name", "roles", "grids", "communities", "resident", "department")
 
 

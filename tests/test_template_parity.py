@@ -21,7 +21,7 @@ FIXTURES = Path(__file__).parent / "templates"
 # and they format numbers (round, percentages) in ways the two engines do not share.
 ONLINE_ONLY = {"dashboard.html", "survey_results.html", "catalogue.html"}
 SHARED = sorted(p.name for p in TEMPLATES.glob("*.html") if p.name not in ONLINE_ONLY)
-COMMON = {"csrf_token": "tok3n-\"quoted\"&<x>", "display": "",
+COMMON = {"csrf_token": "tok3n-\"quoted\"&<x>", "display": "", "time_zone": "Asia/Shanghai",
           "user": {"_id": "user:wangge01", "display_name": "王网格 & <测试>", "roles": ["grid_worker"],
                    "grids": ["grid:g1"]}}
 
