@@ -33,7 +33,15 @@ async function cacheShell() {
   await cache.addAll(urls.map((url) => new Request(url, { cache: "no-store" })));
   await cache.put(SHELL_URL, new Response(JSON.stringify(shell), { headers: { "Content-Type": "application/json" } }));
   environment = null; // templates may have changed
+  schema = null;
   return shell;
+}
+
+// The domain declaration, as kept with the shell (cacheShell forgets it when the shell changes).
+let schema = null;
+async function schemaJSON() {
+  schema ||= await cachedJSON(SCHEMA_URL);
+  return schema;
 }
 
 async function cachedJSON(url) {
@@ -53,8 +61,13 @@ self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim(
 
 // ---- who is signed in, and their replica
 
+// Read from the Cache API once per worker start, then kept in memory (every offline answer needs it).
+let keptSession = undefined;
 async function storedSession() {
-  return cachedJSON(SESSION_URL);
+  if (keptSession === undefined) {
+    keptSession = await cachedJSON(SESSION_URL);
+  }
+  return keptSession;
 }
 
 // The signed-in user from the server, kept for offline pages; null when nobody is signed in.
@@ -76,8 +89,9 @@ async function refreshSession() {
   return session;
 }
 
-async function keepSession(session) {
-  await (await caches.open(CACHE)).put(SESSION_URL, new Response(JSON.stringify(session),
+async function keepSession(kept) {
+  keptSession = kept;
+  await (await caches.open(CACHE)).put(SESSION_URL, new Response(JSON.stringify(kept),
     { headers: { "Content-Type": "application/json" } }));
 }
 
@@ -94,6 +108,7 @@ function replica(session) {
 // changes not yet uploaded or refused by the server: those are never dropped, and wait for that user's next
 // sign-in (a refused one for a person to see and correct).
 async function forget(session) {
+  keptSession = null;
   await (await caches.open(CACHE)).delete(SESSION_URL);
   const db = replica(session);
   const { refused = [] } = await db.get(SYNC_STATE).catch(() => ({}));
@@ -157,7 +172,7 @@ async function answerOffline(request, { handler, params }) {
   }
   let result;
   try {
-    result = await handler({ db: replica(session), session, schema: await cachedJSON(SCHEMA_URL), params,
+    result = await handler({ db: replica(session), session, schema: await schemaJSON(), params,
                              query: url.searchParams, form, htmx, method: request.method });
   } catch (error) {
     if (!(error instanceof OfflineError)) {

@@ -14,13 +14,10 @@ import pytest
 from server.app import templates
 from server.config import LOCAL_TZ, PROJECT_ROOT
 from server.i18n import LANGUAGES, MESSAGES
+from server.pwa_routes import TEMPLATES_DIR, shared_templates
 
-TEMPLATES = PROJECT_ROOT / "server" / "templates"
 FIXTURES = Path(__file__).parent / "templates"
-# Desktop pages for secretaries and administrators, always online: never rendered by the service worker,
-# and they format numbers (round, percentages) in ways the two engines do not share.
-ONLINE_ONLY = {"dashboard.html", "survey_results.html", "catalogue.html"}
-SHARED = sorted(p.name for p in TEMPLATES.glob("*.html") if p.name not in ONLINE_ONLY)
+SHARED = shared_templates()  # all but the desktop-only pages (server/pwa_routes.py ONLINE_ONLY_TEMPLATES)
 COMMON = {"csrf_token": "tok3n-\"quoted\"&<x>", "display": "", "time_zone": "Asia/Shanghai",
           "user": {"_id": "user:wangge01", "display_name": "王网格 & <测试>", "roles": ["grid_worker"],
                    "grids": ["grid:g1"]}}
@@ -30,7 +27,7 @@ class Nunjucks:
     """One Node process rendering with pwa/render.js."""
 
     def __init__(self) -> None:
-        config = {"templates": str(TEMPLATES), "timeZone": LOCAL_TZ.key, "messages": MESSAGES}
+        config = {"templates": str(TEMPLATES_DIR), "timeZone": LOCAL_TZ.key, "messages": MESSAGES}
         self.process = subprocess.Popen(["node", str(PROJECT_ROOT / "pwa" / "tests" / "render_templates.mjs"),
                                          json.dumps(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, cwd=PROJECT_ROOT)

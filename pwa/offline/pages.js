@@ -152,8 +152,8 @@ async function gridPage({ db, session, params, query, htmx }) {
 
 // What the phone may open, as far as it can tell offline: a category opens when this phone holds a usable
 // key grant for it (the server issues grants exactly by the firewall's rules, server/grants.py).
-async function entitlements(db, session, resident, fields) {
-  const key = await storedDeviceKey(session.user._id);
+// `key` is this phone's (keys.js storedDeviceKey), null before it registered one.
+async function entitlements(db, key, resident, fields) {
   const privacy = await db.get(`privacy:${resident._id.split(":")[1]}`).catch(() => ({}));
   const result = [];
   for (const category of Object.keys(fields.categories)) {
@@ -178,11 +178,12 @@ async function householdPage({ db, session, schema, params }) {
   const fields = residentFields(schema);
   const today = new Date();
   const members = (await docsOfType(db, "resident")).filter((r) => r.household === household._id);
+  const key = await storedDeviceKey(session.user._id);
   const residents = [];
   for (const r of members) {
     const basic = Object.fromEntries(fields.basic.filter((k) => k in r).map((k) => [k, r[k]]));
     residents.push({ ...basic, id: r._id, age: ageOn(r.birth_date, today), doc: r,
-                     protected: await entitlements(db, session, r, fields) });
+                     protected: await entitlements(db, key, r, fields) });
   }
   return { template: "household.html",
            context: { household, grid, residents, visits: await recentVisits(db, session, household._id),
