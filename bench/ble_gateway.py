@@ -43,10 +43,10 @@ from ble_gateway.gateway import Gateway, GatewayConfig  # noqa: E402
 from ble_gateway.outbox import Outbox  # noqa: E402
 from ble_gateway.uplink import Uplink  # noqa: E402
 from crypto.envelope import WriteKey  # noqa: E402
-from server import devices  # noqa: E402
-from server.couch import connect  # noqa: E402
-from server.embedded_couch import EmbeddedCouch, free_port  # noqa: E402
-from server.firewall import Firewall  # noqa: E402
+from server.security.firewall import Firewall  # noqa: E402
+from server.services import devices  # noqa: E402
+from server.store.couch import connect  # noqa: E402
+from server.store.embedded_couch import EmbeddedCouch, free_port  # noqa: E402
 from sync.auth import new_device_token  # noqa: E402
 from tests.ble_virtual import VirtualDevice, VirtualRadio, bthome_service_data, device_doc  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402

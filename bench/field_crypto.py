@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 from crypto import envelope as env  # noqa: E402
 from crypto.fields import open_fields, seal_document  # noqa: E402
 from crypto.keyring import ResidentKeys  # noqa: E402
-from server import demo  # noqa: E402
-from server.domain import DOC_TYPES, PROTECTED_TIERS  # noqa: E402
+from server.domain.declaration import DOC_TYPES, PROTECTED_TIERS  # noqa: E402
+from server.services import demo  # noqa: E402
 from tests.browser import launch, serve_project  # noqa: E402
 
 RESIDENT = DOC_TYPES["resident"]

@@ -28,9 +28,9 @@ import httpx2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import embedded_stack  # noqa: E402
-from server import demo  # noqa: E402
-from server.couch import connect  # noqa: E402
-from server.firewall import Firewall  # noqa: E402
+from server.security.firewall import Firewall  # noqa: E402
+from server.services import demo  # noqa: E402
+from server.store.couch import connect  # noqa: E402
 
 BATCH = 1000  # the same batch size for ours and the reference
 

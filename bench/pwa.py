@@ -47,12 +47,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import embedded_stack  # noqa: E402
-from server import demo  # noqa: E402
-from server.accounts import user_id  # noqa: E402
-from server.couch import Couch, bulk_save, docs_of_type, get_many  # noqa: E402
-from server.domain import validate  # noqa: E402
-from server.embedded_couch import free_port  # noqa: E402
-from server.firewall import Firewall  # noqa: E402
+from server.domain.declaration import validate  # noqa: E402
+from server.security.accounts import user_id  # noqa: E402
+from server.security.firewall import Firewall  # noqa: E402
+from server.services import demo  # noqa: E402
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many  # noqa: E402
+from server.store.embedded_couch import free_port  # noqa: E402
 from tests.browser import launch  # noqa: E402
 from tests.sync_harness import serve, stop, visible_ids  # noqa: E402
 

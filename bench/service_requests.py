@@ -33,11 +33,14 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import embedded_stack  # noqa: E402
-from server import dashboard, demo  # noqa: E402
-from server import service_requests as sr  # noqa: E402
-from server.couch import build_views, bulk_save, ids_of_type  # noqa: E402
-from server.domain import validate  # noqa: E402
-from server.firewall import Firewall  # noqa: E402
+from server.domain.declaration import validate  # noqa: E402
+from server.security.firewall import Firewall  # noqa: E402
+from server.services import (
+    dashboard,  # noqa: E402
+    demo,  # noqa: E402
+)
+from server.services import service_requests as sr  # noqa: E402
+from server.store.couch import build_views, bulk_save, ids_of_type  # noqa: E402
 
 BATCH = 2000
 NOW = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC)
@@ -130,7 +133,7 @@ def main() -> None:
     progress = sys.stderr.isatty()
     from starlette.testclient import TestClient
 
-    from server.app import create_app
+    from server.web.app import create_app
 
     with embedded_stack() as (settings, couch, _):
         demo.load(couch, Firewall.open(settings, couch).seal_for_storage, password="bench-password")

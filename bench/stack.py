@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from crypto.keys import new_key
-from server.config import Settings
-from server.couch import Couch, connect
-from server.embedded_couch import EmbeddedCouch
+from server.store.config import Settings
+from server.store.couch import Couch, connect
+from server.store.embedded_couch import EmbeddedCouch
 
 
 @contextlib.contextmanager

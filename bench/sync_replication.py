@@ -34,11 +34,11 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server import accounts  # noqa: E402
-from server.config import PROJECT_ROOT, load_settings  # noqa: E402
-from server.couch import bulk_save, connect  # noqa: E402
-from server.domain import Role  # noqa: E402
-from server.embedded_couch import EmbeddedCouch, free_port  # noqa: E402
+from server.domain.declaration import Role  # noqa: E402
+from server.security import accounts  # noqa: E402
+from server.store.config import PROJECT_ROOT, load_settings  # noqa: E402
+from server.store.couch import bulk_save, connect  # noqa: E402
+from server.store.embedded_couch import EmbeddedCouch, free_port  # noqa: E402
 from sync.auth import new_device_token  # noqa: E402
 from tests.sync_harness import C1, G1, G2, STREET, household, login, resident, seed, serve, stop  # noqa: E402
 

@@ -13,7 +13,7 @@ import re
 import stat
 from pathlib import Path
 
-from server.config import read_secret
+from crypto.secrets import read_secret
 
 TOKEN_VARIABLE = "LINLI_GATEWAY_TOKEN"
 BIND_KEYS_VARIABLE = "LINLI_GATEWAY_BIND_KEYS"

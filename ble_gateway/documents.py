@@ -1,4 +1,4 @@
-"""Readings, alerts and health documents, as the declaration (`server.domain`) has them.
+"""Readings, alerts and health documents, as the declaration (`server.domain.declaration`) has them.
 
 Protected fields (`reading.value`, `alert.detail`: health, core tier) are sealed here, before a document
 reaches the outbox, with `crypto.envelope.seal_for_key` and the resident's public write key copied onto the
@@ -13,8 +13,8 @@ from typing import Any
 
 from crypto.envelope import FieldContext, seal_for_key
 from crypto.fields import plaintext_fields, protected_fields
-from server.domain import validate
-from server.firewall import alert_visibility, privacy_choices
+from server.domain.declaration import validate
+from server.domain.entitlement import alert_visibility, privacy_choices
 
 from .registry import RegisteredDevice
 from .rules import AlertDraft

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from crypto.envelope import EnvelopeError, unb64url, write_public_key
-from server.domain import PRIVACY_CHOICES, ValidationError, validate
+from server.domain.declaration import PRIVACY_CHOICES, ValidationError, validate
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx2
 
-from server.access import OUTSIDE_SCOPE
+from server.domain.access import OUTSIDE_SCOPE
 
 log = logging.getLogger(__name__)
 

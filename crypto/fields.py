@@ -1,6 +1,6 @@
 """Sealing and opening a whole document's protected fields, by the declaration's tiers.
 
-Which fields are protected, and with which tier, comes from `server.domain`
+Which fields are protected, and with which tier, comes from `server.domain.declaration`
 only. A document's protected fields are sealed with the data keys of the
 resident it is about (`key_owner`): the resident's own record, and every
 visit, alert or reading that names them. Destroying that resident's data keys
@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from server.domain import DOC_TYPES, ENCRYPTED_PREFIX, PROTECTED_TIERS
+from server.domain.declaration import DOC_TYPES, ENCRYPTED_PREFIX, PROTECTED_TIERS
 
 from .envelope import DataKey, EnvelopeError, FieldContext, decode, decode_plaintexts, header_of, parse
 from .keyring import ResidentKeys

@@ -7,7 +7,7 @@ Ed25519 key derived from the master key, so that rewriting the whole chain
 from some point on (which a database operator could do) is caught at the
 next checkpoint: the signature cannot be forged without the master key.
 
-Pure functions over plain dicts; reading and writing CouchDB is server/filing.py's.
+Pure functions over plain dicts; reading and writing CouchDB is server/security/filing.py's.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The key hierarchy as recipes: master key → tier keys → data keys.
 
-    master key                      from a file or the environment (server/config.py)
+    master key                      from a file or the environment (server/store/config.py)
       └ tier key  (community × tier) wrapped under the master key, versioned
           └ data key (resident × tier) wrapped under the tier key, versioned; encrypts fields
 
@@ -9,7 +9,7 @@ re-wrap what the old version wrapped, then drop the old one; every wrapped key
 names the version that wraps it, so readers keep working during the re-wrap.
 Destroying a resident's wrapped data keys destroys their data (crypto-shredding).
 
-This module holds no storage: `server/keystore.py` keeps these shapes in CouchDB.
+This module holds no storage: `server/security/keystore.py` keeps these shapes in CouchDB.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from server import domain
+from server.domain import declaration as domain
 
 from .envelope import SEALED_VERSION, DataKey, FieldContext, WriteKey, b64url
 from .keys import KeyMaterialError, new_key, unwrap, wrap

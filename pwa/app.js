@@ -6,7 +6,7 @@ import { localTime as localTimeIn } from "/pwa/render.js";
 
 const SYNC_EVERY_MS = 60 * 1000;
 const bar = document.getElementById("sync-state");
-// The words come from the page (base.html data-* attributes, server/i18n.py), in its language.
+// The words come from the page (base.html data-* attributes, server/domain/i18n.py), in its language.
 const text = bar ? bar.dataset : {};
 // Times as the pages show them (LINLI_TIMEZONE), by the same function the offline pages render with.
 const localTime = localTimeIn(text.timeZone || undefined);

@@ -1,5 +1,5 @@
-// The server's templates (server/templates/) rendered in the browser with Nunjucks,
-// configured to produce byte-identical HTML to Jinja2 as server/app.py sets it up.
+// The server's templates (server/web/templates/) rendered in the browser with Nunjucks,
+// configured to produce byte-identical HTML to Jinja2 as server/web/app.py sets it up.
 // Used by the service worker offline and by the parity test (tests/test_template_parity.py).
 // `nunjucks` is passed in: the service worker has it as a global from /vendor/, Node imports it.
 
@@ -12,7 +12,7 @@ const urlencode = (value) =>
   encodeURIComponent(String(value ?? "")).replace(/%2F/g, "/")
     .replace(/[!'()*]/g, (ch) => "%" + ch.charCodeAt(0).toString(16).toUpperCase());
 
-// server/app.py's `localtime` filter: an ISO timestamp as local "YYYY-MM-DD HH:MM" (LINLI_TIMEZONE).
+// server/web/app.py's `localtime` filter: an ISO timestamp as local "YYYY-MM-DD HH:MM" (LINLI_TIMEZONE).
 export function localTime(timeZone) {
   const format = new Intl.DateTimeFormat("en-CA", {
     timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
@@ -26,7 +26,7 @@ export function localTime(timeZone) {
   };
 }
 
-// server/i18n.py's translator: a missing key shows the key; `t("k", name=v)` fills "{name}".
+// server/domain/i18n.py's translator: a missing key shows the key; `t("k", name=v)` fills "{name}".
 export function translator(messages) {
   return (key, params) => {
     const text = messages[key] ?? key;
@@ -48,7 +48,7 @@ export function templateEnvironment(nunjucks, loader, { timeZone }) {
   return env;
 }
 
-// The context every page gets (server/app.py `_template_context`), then the page's own.
+// The context every page gets (server/web/app.py `_template_context`), then the page's own.
 export function pageContext(common, messages, context) {
   return { ...common, t: translator(messages), ...context };
 }

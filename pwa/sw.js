@@ -213,7 +213,7 @@ async function networkFirst(request, offline) {
   }
 }
 
-// POST /display offline (server/display.py): the same choice, kept in the same cookie, on every page from now.
+// POST /display offline (server/web/display.py): the same choice, kept in the same cookie, on every page from now.
 async function toggleDisplay(request) {
   const session = await storedSession();
   const form = await request.formData();

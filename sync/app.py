@@ -2,7 +2,7 @@
 
 Mounted at `/sync` inside the web application (so the web session's cookie
 works), the database is `/sync/main`. Every handler first asks who is asking
-(`auth.principal`), then answers only with what `server.access.may_see` lets
+(`auth.principal`), then answers only with what `server.domain.access.may_see` lets
 that user see; a document outside it is indistinguishable from one that does
 not exist.
 """
@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.access import Principal, may_see
-from server.config import Settings
-from server.domain import MAIN_DB
-from server.security import csrf_token
+from server.domain.access import Principal, may_see
+from server.domain.declaration import MAIN_DB
+from server.security.sessions import csrf_token
+from server.store.config import Settings
 
 from . import merge, purges, writes
 from .auth import principal

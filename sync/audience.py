@@ -14,8 +14,8 @@ for each candidate: the index only narrows whom to ask, it never grants.
 
 from __future__ import annotations
 
-from server.access import STREET_WIDE_TYPES, VISIBILITY_FIELDS, Doc, Principal
-from server.domain import Role
+from server.domain.access import STREET_WIDE_TYPES, VISIBILITY_FIELDS, Doc, Principal
+from server.domain.declaration import Role
 
 # Routing fields that hold names; type, street and visibility qualify a document but name nobody.
 _NAMING_FIELDS = tuple(f for f in VISIBILITY_FIELDS if f not in ("type", "street", "visibility"))

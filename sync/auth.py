@@ -20,9 +20,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from server import accounts
-from server.access import Principal
-from server.security import session_user_matches
+from server.domain.access import Principal
+from server.security import accounts
+from server.security.sessions import session_user_matches
 
 from .principals import PrincipalCache
 from .protocol import ProtocolError

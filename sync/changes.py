@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from server.access import Principal, may_see
+from server.domain.access import Principal, may_see
 
 from .hub import ChangesHub, Subscriber
 from .jsonio import FastJSONResponse, dumps, loads

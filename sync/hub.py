@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2
 
-from server.access import Principal, may_see
+from server.domain.access import Principal, may_see
 
 from . import audience
 from .jsonio import loads

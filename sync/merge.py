@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from server.access import Doc, Principal, may_see
+from server.domain.access import Doc, Principal, may_see
 
 from .upstream import Upstream
 from .writes import tombstone
@@ -67,7 +67,7 @@ async def resolve(upstream: Upstream, doc_id: str) -> bool:
 
 async def conflicts_for(upstream: Upstream, p: Principal) -> list[dict[str, Any]]:
     """The conflicted documents this user may see: what a person has to resolve. Read from the server's own
-    `conflicts` view (server/couch.py, also behind the conflict screen), the user's street only."""
+    `conflicts` view (server/store/couch.py, also behind the conflict screen), the user's street only."""
     answer = await upstream.call("GET", upstream.main, "_design/linli/_view/conflicts", params={
         "include_docs": "true", "conflicts": "true",
         "startkey": json.dumps([p.street]), "endkey": json.dumps([p.street, {}])})

@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from server.access import Principal
+from server.domain.access import Principal
 
 TTL_SECONDS = 5.0
 MAX_ENTRIES = 10_000  # distinct sessions and tokens seen within one TTL

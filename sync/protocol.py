@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from server.access import Principal
+from server.domain.access import Principal
 
 from .jsonio import loads
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from server.access import Principal, may_see
+from server.domain.access import Principal, may_see
 
 from .protocol import fingerprint
 from .upstream import Upstream, doc_path

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from server.access import Doc
+from server.domain.access import Doc
 
 MAX_REVISIONS = 10_000  # ≈ ten phones' initial syncs in flight (PouchDB reads ahead up to 10 batches of 100)
 

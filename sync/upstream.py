@@ -4,7 +4,7 @@ The gateway is an asynchronous proxy with thousands of open requests (live
 feeds) and one long-lived changes stream per process. pycouchdb is
 synchronous (requests) and cannot stream a continuous feed into asyncio, so
 the gateway talks to CouchDB through one pooled httpx client here; the
-command line and the web pages keep using pycouchdb (`server/couch.py`).
+command line and the web pages keep using pycouchdb (`server/store/couch.py`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import httpx2
 
-from server.access import Doc
-from server.config import Settings
-from server.domain import ACCOUNTS_DB, MAIN_DB
+from server.domain.access import Doc
+from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
+from server.store.config import Settings
 
 from .jsonio import dumps, loads
 from .revisions import RevisionCache

@@ -2,8 +2,8 @@
 
 Order of checks, each with its own reason: the protocol's special fields, the
 protected tiers (ciphertext only; reasons name fields, never values), the
-schema (`server.domain.validate`), attachments, and the writer's rights
-(`server.access.write_refusal`). A refused document gets a per-document
+schema (`server.domain.declaration.validate`), attachments, and the writer's rights
+(`server.domain.access.write_refusal`). A refused document gets a per-document
 `forbidden` answer; the rest of the batch lands.
 """
 
@@ -15,8 +15,8 @@ import re
 from typing import Any
 
 from crypto import envelope
-from server.access import VISIBILITY_FIELDS, Doc, Principal, write_refusal
-from server.domain import DOC_TYPES, MAIN_DB, PROTECTED_TIERS, ValidationError, validate
+from server.domain.access import VISIBILITY_FIELDS, Doc, Principal, write_refusal
+from server.domain.declaration import DOC_TYPES, MAIN_DB, PROTECTED_TIERS, ValidationError, validate
 
 SPECIAL_FIELDS = frozenset({"_id", "_rev", "_deleted", "_attachments", "_revisions"})
 _REV = re.compile(r"^[1-9]\d{0,8}-[0-9a-f]{1,64}$")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from server import accounts, demo
-from server.config import PROJECT_ROOT
-from server.couch import Couch, connect
-from server.domain import Role
-from server.embedded_couch import free_port
-from server.firewall import Firewall
+from server.domain.declaration import Role
+from server.security import accounts
+from server.security.firewall import Firewall
+from server.services import demo
+from server.store.config import PROJECT_ROOT
+from server.store.couch import Couch, connect
+from server.store.embedded_couch import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -11,12 +11,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from crypto.keys import new_key
-from server import demo
-from server.app import create_app
-from server.config import Settings
-from server.couch import Couch, bulk_save, connect
-from server.embedded_couch import EmbeddedCouch
-from server.firewall import Firewall
+from server.security.firewall import Firewall
+from server.services import demo
+from server.store.config import Settings
+from server.store.couch import Couch, bulk_save, connect
+from server.store.embedded_couch import EmbeddedCouch
+from server.web.app import create_app
 
 from . import street
 

@@ -6,8 +6,8 @@ import re
 
 from starlette.testclient import TestClient
 
-from server import accounts
-from server.domain import Role, validate
+from server.domain.declaration import Role, validate
+from server.security import accounts
 
 PASSWORD = "correct horse battery"
 # A valid 1×1 PNG: the photo a phone camera would send, in tests.

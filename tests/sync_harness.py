@@ -19,12 +19,12 @@ import httpx2
 import pytest
 
 from crypto import keys
-from server import accounts
-from server.access import Principal, may_see
-from server.config import PROJECT_ROOT, Settings
-from server.couch import Couch, bulk_save
-from server.domain import Role
-from server.embedded_couch import EmbeddedCouch, free_port
+from server.domain.access import Principal, may_see
+from server.domain.declaration import Role
+from server.security import accounts
+from server.store.config import PROJECT_ROOT, Settings
+from server.store.couch import Couch, bulk_save
+from server.store.embedded_couch import EmbeddedCouch, free_port
 from sync.principals import TTL_SECONDS
 
 LINLI = str(Path(sys.executable).parent / "linli")

@@ -22,20 +22,21 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext
 from starlette.testclient import TestClient
 
-from server import accounts, demo
-from server import service_requests as sr
-from server.access import Principal
-from server.config import PROJECT_ROOT
-from server.couch import Couch
-from server.domain import validate
-from server.embedded_couch import EmbeddedCouch
-from server.firewall import Firewall
+from server.domain.access import Principal
+from server.domain.declaration import validate
+from server.security import accounts
+from server.security.firewall import Firewall
+from server.services import demo
+from server.services import service_requests as sr
+from server.store.config import PROJECT_ROOT
+from server.store.couch import Couch
+from server.store.embedded_couch import EmbeddedCouch
 from tests.browser import DEMO_RESIDENT, PHONE, demo_site, sign_in
 from tests.street import TINY_PNG, csrf_of
 
 AXE = PROJECT_ROOT / "node_modules" / "axe-core" / "axe.min.js"
 SCREENS = PROJECT_ROOT / "test-output" / "screens"
-MODES = {"default": "", "large-contrast": "large.contrast"}  # the `display` cookie (server/display.py)
+MODES = {"default": "", "large-contrast": "large.contrast"}  # the `display` cookie (server/web/display.py)
 ROUTING = ("street", "community", "grid", "household")
 RESIDENT = DEMO_RESIDENT
 

@@ -8,10 +8,11 @@ import re
 import httpx
 from starlette.testclient import TestClient
 
-from server import accounts, activation, filing
-from server.access import Principal, write_refusal
-from server.couch import Couch
-from server.firewall import Firewall
+from server.domain.access import Principal, write_refusal
+from server.security import accounts, filing
+from server.security.firewall import Firewall
+from server.store.couch import Couch
+from server.web import activation
 
 from .street import PASSWORD, STREET, csrf_of, login, logout, post_form
 

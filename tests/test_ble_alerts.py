@@ -1,6 +1,6 @@
-"""The server's silence rule (server/alerts.py) on a real CouchDB, with the sweep's clock moved by hand: a gateway
-whose heartbeat stops and a device nobody hears raise one alert each, escalate like any alert, and are resolved
-when heard again. Health documents are built by the gateway's own code (`ble_gateway.documents`)."""
+"""The server's silence rule (server/services/alerts.py) on a real CouchDB, with the sweep's clock moved by hand:
+a gateway whose heartbeat stops and a device nobody hears raise one alert each, escalate like any alert, and are
+resolved when heard again. Health documents are built by the gateway's own code (`ble_gateway.documents`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 from ble_gateway import documents
 from ble_gateway.registry import device_from_doc
 from crypto.envelope import WriteKey
-from server import alerts
-from server.couch import Couch, get_or_none
+from server.services import alerts
+from server.store.couch import Couch, get_or_none
 
 from .ble_virtual import device_doc
 

@@ -25,7 +25,7 @@ from ble_gateway.outbox import Outbox
 from ble_gateway.registry import Registry
 from ble_gateway.rules import AlertDraft
 from crypto.envelope import FieldContext, WriteKey
-from server.domain import validate
+from server.domain.declaration import validate
 
 from .ble_virtual import VirtualDevice, VirtualRadio, device_doc, settle
 

@@ -14,9 +14,9 @@ from typing import Any
 from ble_gateway.gateway import Gateway, GatewayConfig
 from ble_gateway.uplink import Uplink
 from crypto.fields import open_fields
-from server import alerts, devices
-from server.couch import get_or_none
-from server.firewall import Firewall
+from server.security.firewall import Firewall
+from server.services import alerts, devices
+from server.store.couch import get_or_none
 from sync.auth import new_device_token
 from tests.sync_harness import Street, street_fixture  # noqa: F401 - the fixture
 

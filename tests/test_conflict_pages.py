@@ -11,8 +11,8 @@ import uuid
 
 from starlette.testclient import TestClient
 
-from server.couch import Couch
-from server.firewall import Firewall
+from server.security.firewall import Firewall
+from server.store.couch import Couch
 
 from .street import csrf_of, login
 

@@ -7,10 +7,10 @@ import re
 
 from starlette.testclient import TestClient
 
-from server import filing, grants
-from server.config import LOCAL_TZ
-from server.couch import Couch
-from server.firewall import Firewall
+from server.security import filing, grants
+from server.security.firewall import Firewall
+from server.store.config import LOCAL_TZ
+from server.store.couch import Couch
 
 from .street import G1, G2, G3, csrf_of, login, logout, post_form
 from .test_grants import phone

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.couch import Couch, bulk_save, iter_view_docs
+from server.store.couch import Couch, bulk_save, iter_view_docs
 
 
 def test_view_docs_are_paged_without_losing_or_repeating_rows(couch: Couch) -> None:

@@ -18,8 +18,8 @@ from crypto import envelope as env
 from crypto import keys
 from crypto.blind_index import blind_index
 from crypto.vectors import make_vectors
-from server.config import PROJECT_ROOT, load_master_keys
-from server.domain import ENCRYPTED_PREFIX
+from server.domain.declaration import ENCRYPTED_PREFIX
+from server.store.config import PROJECT_ROOT, load_master_keys
 from tests.browser import launch, serve_project
 
 VECTORS = json.loads(make_vectors.PATH.read_text(encoding="utf-8"))

@@ -6,10 +6,10 @@ import collections
 
 import pytest
 
-from server import demo
-from server.couch import Couch, count_by, get_or_none
-from server.domain import id_card_check_char, validate
-from server.firewall import Firewall
+from server.domain.declaration import id_card_check_char, validate
+from server.security.firewall import Firewall
+from server.services import demo
+from server.store.couch import Couch, count_by, get_or_none
 
 PASSWORD = "demo-password-1"
 

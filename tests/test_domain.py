@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.domain import (
+from server.domain.declaration import (
     DOC_TYPES,
     PROTECTED_TIERS,
     SCOPE_FIELDS,

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from server import accounts
-from server.config import LOCAL_TZ
-from server.couch import Couch, iter_view_docs
-from server.domain import validate
-from server.firewall import privacy_id
+from server.domain.declaration import validate
+from server.domain.entitlement import privacy_id
+from server.security import accounts
+from server.store.config import LOCAL_TZ
+from server.store.couch import Couch, iter_view_docs
 
 from .street import C1, C2, G1, G2, G3, PASSWORD, STREET, TINY_PNG, csrf_of, login
 

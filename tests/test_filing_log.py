@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from crypto import filing_log, keys
-from server import filing
-from server.couch import Couch
+from server.security import filing
+from server.store.couch import Couch
 
 COMMUNITY = "community:c1"
 SIGNER = filing_log.signing_key(bytes(range(32)))

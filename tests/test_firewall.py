@@ -13,12 +13,13 @@ from crypto import keyring
 from crypto.envelope import EnvelopeError, FieldContext, b64url, seal_for
 from crypto.fields import open_fields, protected_fields
 from crypto.keys import KeyMaterialError, new_key
-from server import demo, filing
-from server.access import Principal
-from server.config import Settings
-from server.couch import Couch, connect
-from server.firewall import AccessDenied, Firewall, RequestError
-from server.keystore import KeyStore, ShreddedError, data_key_id, keyring_id
+from server.domain.access import Principal
+from server.security import filing
+from server.security.firewall import AccessDenied, Firewall, RequestError
+from server.security.keystore import KeyStore, ShreddedError, data_key_id, keyring_id
+from server.services import demo
+from server.store.config import Settings
+from server.store.couch import Couch, connect
 
 from .conftest import DEMO_SIZE
 

@@ -11,11 +11,11 @@ import pytest
 
 from crypto.envelope import b64url
 from crypto.keys import new_key
-from server import filing
-from server.config import Settings
-from server.couch import Couch
-from server.firewall import Firewall
-from server.keystore import ShreddedError
+from server.security import filing
+from server.security.firewall import Firewall
+from server.security.keystore import ShreddedError
+from server.store.config import Settings
+from server.store.couch import Couch
 
 from .test_firewall import NOW, SECRETARY, WORKER, _resident_with
 from .test_serve import LINLI

@@ -1,7 +1,7 @@
 """Property test: role × tier × grid × privacy choice × grant state never opens more than the rules allow.
 
 The oracle below is written from the issue's threat model, not from the code, so
-that a change to `server/firewall.py` that widens access fails here.
+that a change to `server/security/firewall.py` that widens access fails here.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.access import Principal, may_see
-from server.domain import ALERT_KINDS, PRIVACY_CHOICES, Role
-from server.firewall import (
+from server.domain.access import Principal, may_see
+from server.domain.declaration import ALERT_KINDS, PRIVACY_CHOICES, Role
+from server.domain.entitlement import (
     PROTECTED_CATEGORIES,
     alert_visibility,
     entitlement,

@@ -6,8 +6,8 @@ import re
 
 from starlette.testclient import TestClient
 
-from server import accounts, filing
-from server.couch import Couch
+from server.security import accounts, filing
+from server.store.couch import Couch
 
 from .street import G1, PASSWORD, STREET, login, logout, post_form
 

@@ -11,10 +11,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from crypto.blind_index import blind_index
 from crypto.envelope import DataKey, FieldContext, b64url
 from crypto.keys import KeyMaterialError, unwrap_on_device
-from server import demo, filing, grants
-from server.access import may_see, write_refusal
-from server.couch import Couch, get_or_none
-from server.firewall import Firewall
+from server.domain.access import may_see, write_refusal
+from server.security import filing, grants
+from server.security.firewall import Firewall
+from server.services import demo
+from server.store.couch import Couch, get_or_none
 
 from .test_firewall import NOW, OTHER_WORKER, SECRETARY, WORKER, _plain, _resident_with
 

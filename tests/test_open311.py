@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from server import open311
-from server import service_requests as sr
-from server.app import create_app
-from server.config import Settings
-from server.couch import Couch
-from server.demo import STREET_ID
+from server.services import service_requests as sr
+from server.services.demo import STREET_ID
+from server.store.config import Settings
+from server.store.couch import Couch
+from server.web import open311
+from server.web.app import create_app
 
 BASE = "/open311/v2"
 LAMP = {"service_code": "street_lamp", "lat": "30.51", "long": "114.344", "description": "路灯不亮",

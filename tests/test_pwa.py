@@ -15,14 +15,15 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import BrowserContext, Page
 
-from server import accounts, demo, filing, grants
-from server.access import Principal
-from server.accounts import user_id
-from server.config import PROJECT_ROOT
-from server.couch import Couch, get_or_none
-from server.domain import Role
-from server.embedded_couch import EmbeddedCouch
-from server.firewall import Firewall
+from server.domain.access import Principal
+from server.domain.declaration import Role
+from server.security import accounts, filing, grants
+from server.security.accounts import user_id
+from server.security.firewall import Firewall
+from server.services import demo
+from server.store.config import PROJECT_ROOT
+from server.store.couch import Couch, get_or_none
+from server.store.embedded_couch import EmbeddedCouch
 from tests.browser import DEMO_PASSWORD, DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
 from tests.street import TINY_PNG
 

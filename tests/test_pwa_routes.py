@@ -1,11 +1,11 @@
-"""What the offline app is made of, as the server serves it (server/pwa_routes.py)."""
+"""What the offline app is made of, as the server serves it (server/web/pwa_routes.py)."""
 
 from __future__ import annotations
 
 from starlette.testclient import TestClient
 
-from server.i18n import MESSAGES
-from server.pwa_routes import ONLINE_ONLY_TEMPLATES
+from server.domain.i18n import MESSAGES
+from server.web.pwa_routes import ONLINE_ONLY_TEMPLATES
 
 from .street import login
 

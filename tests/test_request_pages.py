@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from server import accounts
-from server.app import create_app
-from server.config import Settings
-from server.couch import Couch
-from server.demo import STREET_ID
+from server.security import accounts
+from server.services.demo import STREET_ID
+from server.store.config import Settings
+from server.store.couch import Couch
+from server.web.app import create_app
 
 from .street import TINY_PNG, csrf_of
 

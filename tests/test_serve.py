@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from server import demo
-from server.embedded_couch import free_port
+from server.services import demo
+from server.store.embedded_couch import free_port
 from tests.browser import launch
 from tests.street import TINY_PNG
 

@@ -7,11 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server import service_requests as sr
-from server.access import Principal, write_refusal
-from server.couch import Couch
-from server.demo import STREET_ID
-from server.workdays import CHINA_2026_HOLIDAYS, CHINA_2026_WORKDAYS, WorkCalendar
+from server.domain.access import Principal, write_refusal
+from server.domain.workdays import CHINA_2026_HOLIDAYS, CHINA_2026_WORKDAYS, WorkCalendar
+from server.services import service_requests as sr
+from server.services.demo import STREET_ID
+from server.store.couch import Couch
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CAL = WorkCalendar(frozenset(map(dt.date.fromisoformat, CHINA_2026_HOLIDAYS)),

@@ -8,8 +8,8 @@ import itertools
 
 import httpx2
 
-from server.access import RULES, Principal, may_see
-from server.domain import Role
+from server.domain.access import RULES, Principal, may_see
+from server.domain.declaration import Role
 from sync.hub import ChangesHub
 from tests.sync_harness import (
     C1,

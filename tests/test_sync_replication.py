@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from server.couch import bulk_save
+from server.store.couch import bulk_save
 from tests.sync_harness import (
     G1,
     G2,

@@ -12,7 +12,7 @@ import pytest
 
 from crypto.envelope import DataKey, FieldContext
 from crypto.keys import new_key
-from server.couch import bulk_save
+from server.store.couch import bulk_save
 from tests.sync_harness import (
     G1,
     LINLI,

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from server.app import templates
-from server.config import LOCAL_TZ, PROJECT_ROOT
-from server.i18n import LANGUAGES, MESSAGES
-from server.pwa_routes import TEMPLATES_DIR, shared_templates
+from server.domain.i18n import LANGUAGES, MESSAGES
+from server.store.config import LOCAL_TZ, PROJECT_ROOT
+from server.web.app import templates
+from server.web.pwa_routes import TEMPLATES_DIR, shared_templates
 
 FIXTURES = Path(__file__).parent / "templates"
-SHARED = shared_templates()  # all but the desktop-only pages (server/pwa_routes.py ONLINE_ONLY_TEMPLATES)
+SHARED = shared_templates()  # all but the desktop-only pages (server/web/pwa_routes.py ONLINE_ONLY_TEMPLATES)
 COMMON = {"csrf_token": "tok3n-\"quoted\"&<x>", "display": "", "time_zone": "Asia/Shanghai",
           "user": {"_id": "user:wangge01", "display_name": "王网格 & <测试>", "roles": ["grid_worker"],
                    "grids": ["grid:g1"]}}
@@ -63,7 +63,7 @@ def contexts(template: str) -> list[dict[str, Any]]:
 
 
 def jinja2(template: str, lang: str, context: dict[str, Any]) -> str:
-    from server.i18n import translator
+    from server.domain.i18n import translator
 
     return templates.env.get_template(template).render({**context, "t": translator(lang), "lang": lang})
 

@@ -6,10 +6,10 @@ import time
 
 from starlette.testclient import TestClient
 
-from server import accounts
-from server.app import create_app
-from server.config import Settings
-from server.couch import Couch
+from server.security import accounts
+from server.store.config import Settings
+from server.store.couch import Couch
+from server.web.app import create_app
 
 from .street import G1, G2, G3, PASSWORD, csrf_of, login
 

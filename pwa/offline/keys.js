@@ -1,4 +1,4 @@
-// This phone's key and the residents' keys granted to it (server/grants.py): what lets the service
+// This phone's key and the residents' keys granted to it (server/security/grants.py): what lets the service
 // worker open protected fields with no network. The phone's private key is a non-extractable WebCrypto
 // key kept in IndexedDB; it never leaves the browser. The server only ever sees its public half.
 
@@ -67,7 +67,7 @@ export async function forgetDeviceKey(userId, csrfToken) {
   await idb("readwrite", (s) => s.delete(userId));
 }
 
-// server/grants.py grant_id
+// server/security/grants.py grant_id
 export function grantId(device, resident, tier) {
   return `key_grant:${device.split(":")[1]}:${resident.split(":")[1]}:${tier}`;
 }
@@ -88,12 +88,12 @@ export async function openFields(key, grant, resident, fields, tier) {
   return values;
 }
 
-// server/grants.py index_grant_id
+// server/security/grants.py index_grant_id
 export function indexGrantId(device, community) {
   return `index_grant:${device.split(":")[1]}:${community.split(":")[1]}`;
 }
 
-// Which searchable field a typed number is (server/firewall.py number_field), or null.
+// Which searchable field a typed number is (server/security/firewall.py number_field), or null.
 export function numberField(text) {
   const compact = normalise(text);
   return /^\d{17}[\dX]$/.test(compact) ? "id_card" : /^1\d{10}$/.test(compact) ? "phone" : null;

@@ -1,6 +1,6 @@
 // The pages the service worker answers when the server cannot be reached: the same routes, the same
 // template files, and contexts built here from the local replica exactly as the server's handlers build
-// them from CouchDB (server/app.py, server/queries.py, server/request_pages.py). Writes go into the
+// them from CouchDB (server/web/app.py, server/store/queries.py, server/web/request_pages.py). Writes go into the
 // replica and reach the server at the next sync, where the sync gateway checks them (sync/writes.py).
 //
 // A handler gets {db, session, schema, params, query, form, htmx} and returns
@@ -9,7 +9,7 @@
 import { normalise } from "../crypto/envelope.js";
 import { grantId, grantIsUsable, numberField, numberIndex, openFields, storedDeviceKey } from "./keys.js";
 
-const PAGE_SIZE = 50; // server/queries.py PAGE_SIZE
+const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
 const PHOTO_TYPES = { "image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp" };
 
 export class OfflineError extends Error {
@@ -53,8 +53,8 @@ async function docsOfType(db, type) {
   return cached.list;
 }
 
-// The resident record's protected categories and their fields, and its basic fields (server/firewall.py
-// CATEGORY_FIELDS, server/queries.py _BASIC_RESIDENT_FIELDS), from the one declaration (/schema.json).
+// The resident record's protected categories and their fields, and its basic fields (server/security/firewall.py
+// CATEGORY_FIELDS, server/store/queries.py _BASIC_RESIDENT_FIELDS), from the one declaration (/schema.json).
 function residentFields(schema) {
   const fields = schema.types.resident.fields;
   const categories = {};
@@ -90,7 +90,7 @@ async function gridOf(db, session, gridId) {
 }
 
 // An opening of protected fields on this phone, for the filing log: the server files it when it arrives
-// (server/filing.py file_reports); the phone cannot write the log itself.
+// (server/security/filing.py file_reports); the phone cannot write the log itself.
 async function reportOpening(db, session, key, resident, fields, purpose) {
   const at = nowISO();
   await db.put({ _id: `access_report:${uuidHex()}`, type: "access_report", street: resident.street,
@@ -98,7 +98,7 @@ async function reportOpening(db, session, key, resident, fields, purpose) {
     fields, purpose, at, device: key.device, created_by: session.user._id, created_at: at });
 }
 
-// server/firewall.py find_by_number, offline: candidates by blind index (the community's search key), each
+// server/security/firewall.py find_by_number, offline: candidates by blind index (the community's search key), each
 // confirmed by opening the number with this phone's contact grant (an index may collide) and reported.
 async function findByNumber(db, session, grid, number) {
   const field = numberField(number);
@@ -124,7 +124,7 @@ async function findByNumber(db, session, grid, number) {
   return found;
 }
 
-// server/app.py grid_page + queries.grid_households
+// server/web/app.py grid_page + queries.grid_households
 async function gridPage({ db, session, params, query, htmx }) {
   const grid = await gridOf(db, session, params.id);
   let q = (query.get("q") || "").slice(0, 100).trim();
@@ -151,7 +151,7 @@ async function gridPage({ db, session, params, query, htmx }) {
 }
 
 // What the phone may open, as far as it can tell offline: a category opens when this phone holds a usable
-// key grant for it (the server issues grants exactly by the firewall's rules, server/grants.py).
+// key grant for it (the server issues grants exactly by the firewall's rules, server/security/grants.py).
 // `key` is this phone's (keys.js storedDeviceKey), null before it registered one.
 async function entitlements(db, key, resident, fields) {
   const privacy = await db.get(`privacy:${resident._id.split(":")[1]}`).catch(() => ({}));
@@ -171,7 +171,7 @@ async function entitlements(db, key, resident, fields) {
   return result;
 }
 
-// server/app.py household_page + queries.household_detail
+// server/web/app.py household_page + queries.household_detail
 async function householdPage({ db, session, schema, params }) {
   const household = await load(db, params.id, "household");
   const grid = await gridOf(db, session, household.grid);
@@ -190,9 +190,9 @@ async function householdPage({ db, session, schema, params }) {
                       common_needs: session.common_needs, purposes: session.reveal_purposes } };
 }
 
-const RECENT_VISITS = 5; // server/field_pages.py
+const RECENT_VISITS = 5; // server/web/field_pages.py
 
-// server/field_pages.py recent_visits; only this user's name is known offline (accounts are not replicated).
+// server/web/field_pages.py recent_visits; only this user's name is known offline (accounts are not replicated).
 async function recentVisits(db, session, householdId) {
   const visits = (await docsOfType(db, "visit")).filter((v) => v.household === householdId)
     .sort((a, b) => new Date(b.visited_at) - new Date(a.visited_at)).slice(0, RECENT_VISITS);
@@ -201,7 +201,7 @@ async function recentVisits(db, session, householdId) {
     photo: Object.keys(v._attachments || {}).sort()[0] ?? null }));
 }
 
-// server/app.py reveal: open one category with this phone's grant, and report the opening for the filing log.
+// server/web/app.py reveal: open one category with this phone's grant, and report the opening for the filing log.
 async function reveal({ db, session, schema, params, form, htmx }) {
   const resident = await load(db, params.id, "resident");
   await gridOf(db, session, resident.grid);
@@ -257,7 +257,7 @@ function fieldErrors(schema, doc) {
   return errors;
 }
 
-// server/household_edit.py, offline: the edit lands in the replica; if someone else changed the household on
+// server/web/household_edit.py, offline: the edit lands in the replica; if someone else changed the household on
 // the server meanwhile, the sync keeps both versions and a person chooses (/conflicts).
 const HOUSEHOLD_TEXTS = ["address", "building", "unit", "room"];
 const HOUSEHOLD_EDITABLE = [...HOUSEHOLD_TEXTS, "housing", "tags"];
@@ -294,7 +294,7 @@ async function editHousehold({ db, session, schema, params, form, method }) {
     household, values, errors, message, housing_choices: fields.housing.choices, tag_choices: fields.tags.choices } };
 }
 
-// ---- alerts (server/field_pages.py): the inbox, and acknowledge / visiting / resolve written offline
+// ---- alerts (server/web/field_pages.py): the inbox, and acknowledge / visiting / resolve written offline
 
 const actionsByState = (session, states) => Object.fromEntries(states.map((state) => [state,
   Object.entries(session.alert_actions).filter(([, [, from]]) => from.includes(state)).map(([a]) => a)]));
@@ -316,7 +316,7 @@ async function alertsPage({ db, session, schema, query }) {
   const rank = (a) => 2 * (a.status === "resolved") + !session.urgent_alert_kinds.includes(a.kind);
   const alerts = (await docsOfType(db, "alert")).filter((a) => showAll || a.status !== "resolved")
     .sort((a, b) => new Date(b.raised_at) - new Date(a.raised_at))
-    .sort((a, b) => rank(a) - rank(b)).slice(0, 200); // as server/field_pages.py visible_alerts
+    .sort((a, b) => rank(a) - rank(b)).slice(0, 200); // as server/web/field_pages.py visible_alerts
   return { template: "alerts.html", context: { alerts, names: await alertNames(db, session, alerts),
     ...alertContext(session, schema), show_all: showAll, error: null, row_error: null } };
 }
@@ -343,7 +343,7 @@ async function actOnAlert({ db, session, schema, params, form, htmx }) {
     : { redirect: `/alerts#alert-${doc._id.replace(":", "-")}` };
 }
 
-// ---- visits (server/field_pages.py visit_new): needs list and a photo from the camera, written offline
+// ---- visits (server/web/field_pages.py visit_new): needs list and a photo from the camera, written offline
 
 function needsOf(values) {
   const lines = values.flatMap((v) => String(v).split(/\r?\n/)).map((l) => l.trim()).filter(Boolean);
@@ -415,7 +415,7 @@ async function catalogue(db, activeOnly) {
   return Object.fromEntries(categories.map((c) => [c.code, c]));
 }
 
-// server/request_pages.py list_page: what the phone holds is what this user may see.
+// server/web/request_pages.py list_page: what the phone holds is what this user may see.
 async function requestsPage({ db }) {
   const requests = (await docsOfType(db, "service_request"))
     .sort((a, b) => (b.created_at || "").localeCompare(a.created_at || "")).slice(0, 200);
@@ -456,8 +456,8 @@ async function photoAttachments(files, maxBytes) {
   return attachments;
 }
 
-// server/request_pages.py new_page; the server dispatches it and starts its clocks when it arrives
-// (server/service_requests.py intake), from the time it was reported here.
+// server/web/request_pages.py new_page; the server dispatches it and starts its clocks when it arrives
+// (server/services/service_requests.py intake), from the time it was reported here.
 async function newRequest({ db, session, form, method }) {
   const categories = await catalogue(db, true);
   const values = method === "POST"
@@ -519,13 +519,13 @@ async function storeRequest(db, session, form, values, categories, staff) {
   return doc._id;
 }
 
-// server/request_pages.py questions: the chosen category's questions, as the form changes.
+// server/web/request_pages.py questions: the chosen category's questions, as the form changes.
 async function requestQuestions({ db, query }) {
   return { template: "_questions.html",
            context: { category: (await catalogue(db, true))[query.get("category") || ""] || null } };
 }
 
-// server/request_pages.py detail, read-only offline (acting on a request needs the server's rules).
+// server/web/request_pages.py detail, read-only offline (acting on a request needs the server's rules).
 async function requestPage({ db, params }) {
   const doc = await load(db, `service_request:${params.id}`, "service_request");
   const categories = await catalogue(db, false);

@@ -1,0 +1,284 @@
+"""`linli`: the command line for running and administering Linli.
+
+    linli serve            start the web server (and the embedded CouchDB unless COUCHDB_URL is set)
+    linli demo             load the synthetic demo community
+    linli user add         create an account
+    linli validate FILE    check documents in a JSON file against the domain declaration
+    linli audit verify     prove the filing log intact, or name the first broken entry
+    linli audit report     who opened what in a period, and anomalies worth a second look
+    linli keys …           rotate the master key, tier keys, or one resident's data keys
+    linli resident erase   crypto-shred one resident's protected data
+    linli device-token     issue or revoke a sync token for a BLE gateway or a script
+    linli export-schema    print the domain declaration as JSON (what the PWA reads)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import secrets
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from crypto import filing_log
+from crypto.secrets import write_private
+from server.cli import admin, device_admin
+from server.domain.declaration import Role, ValidationError, export_json, validate
+from server.security import accounts, filing
+from server.security.firewall import Firewall
+from server.services import demo
+from server.store.config import Settings, load_settings
+from server.store.couch import FIRST_VIEWS, Couch, build_views, connect, get_or_none, ids_of_type
+from server.store.embedded_couch import EmbeddedCouch, free_port
+
+DEMO_LOGINS_FILE = "demo-logins.txt"
+
+
+@contextlib.contextmanager
+def open_couch(settings: Settings) -> Iterator[Couch]:
+    """Connect to COUCHDB_URL, or run the embedded pouchdb-server for the duration."""
+    if settings.couchdb_url:
+        yield connect(settings)
+        return
+    with EmbeddedCouch(settings.data_dir / "couch") as embedded:
+        yield connect(settings, embedded.url)
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        # As the server itself will bind: a port left in TIME_WAIT by the previous run counts as free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) -> str | None:
+    """Load the demo community if it is not there yet; return the demo logins text, if any.
+
+    The shared demo password is random per installation and kept in the data
+    folder (mode 0600), never in the repository.
+    """
+    logins_path = settings.data_dir / DEMO_LOGINS_FILE
+    if get_or_none(couch.main, demo.STREET_ID) is None:
+        password = secrets.token_urlsafe(9)
+        print(f"Loading the demo community (seed {seed}) …", flush=True)
+        seal = Firewall.open(settings, couch).seal_for_storage
+        report = demo.load(couch, seal, seed=seed, size=size, password=password, progress=sys.stdout.isatty())
+        print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
+        lines = [f"Demo password for every demo account: {password}", ""]
+        lines += [f"  {login.username:<22} {login.role:<18} {login.where}" for login in demo.demo_logins(seed, size)]
+        write_private(logins_path, "\n".join(lines) + "\n")
+    return logins_path.read_text(encoding="utf-8") if logins_path.exists() else None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from starlette.routing import Mount
+
+    from server.web.app import create_app
+    from sync.app import create_sync_app
+
+    settings = load_settings()
+    port = settings.port if _port_is_free(settings.host, settings.port) else free_port(settings.host)
+    with open_couch(settings) as couch:
+        logins = None
+        if not args.no_demo and (args.demo or not settings.couchdb_url):
+            logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
+        print("Building the database indexes …", flush=True)
+        build_views(couch, FIRST_VIEWS)
+        # The other indexes (search by number, dashboard, Open311 listing) are built while people log in.
+        threading.Thread(target=build_views, args=(couch,), kwargs={"exclude": FIRST_VIEWS}, daemon=True,
+                         name="build-views").start()
+        url = f"http://{settings.host}:{port}/"
+        print("\n" + "=" * 60)
+        print(f"Linli is running: open {url}")
+        print("CouchDB: " + ("COUCHDB_URL" if settings.couchdb_url else f"embedded, data in {settings.data_dir}"))
+        if logins:
+            print(logins, end="")
+            print(f"(kept in {settings.data_dir / DEMO_LOGINS_FILE})")
+        print("Press Ctrl-C to stop.")
+        print("=" * 60 + "\n", flush=True)
+        # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
+        gateway = Mount("/sync", create_sync_app(settings, couch.server.base_url))
+        # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
+        uvicorn.run(create_app(settings, couch, mounts=[gateway]), host=settings.host, port=port,
+                    log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=5)
+    print("Stopped cleanly.")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    with open_couch(settings) as couch:
+        logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
+    print(logins or "The demo community was already loaded (no logins file found in the data folder).")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    password = os.environ.get("LINLI_NEW_PASSWORD") or getpass.getpass("Password for the new user: ")
+    try:
+        doc = accounts.make_user(args.username, args.display_name, [Role(r) for r in args.role], args.street,
+                                 accounts.hash_password(password), communities=args.community, grids=args.grid,
+                                 department=args.department, gateway=args.gateway, resident=args.resident)
+    except (ValueError, ValidationError) as error:
+        print(f"linli: {error}", file=sys.stderr)
+        return 2
+    with open_couch(load_settings()) as couch:
+        if get_or_none(couch.accounts, doc["_id"]):
+            print(f"linli: user {args.username!r} already exists", file=sys.stderr)
+            return 2
+        couch.accounts.save(doc)
+    print(f"Created user {args.username}.")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"linli: cannot read {args.file}: {error}", file=sys.stderr)
+        return 2
+    docs = data if isinstance(data, list) else data.get("docs", [data]) if isinstance(data, dict) else [data]
+    bad = 0
+    for index, doc in enumerate(docs):
+        try:
+            validate(doc)
+        except ValidationError as error:
+            bad += 1
+            for field_error in error.errors:
+                print(f"document {index} ({error.doc_id or 'no _id'}): {field_error}")
+    print(f"{len(docs) - bad} valid, {bad} invalid")
+    return 1 if bad else 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    signer = filing_log.signing_key(settings.master_keys[0])
+    with open_couch(settings) as couch:
+        communities = args.community or ids_of_type(couch.main, "community")
+        verdicts = {c: filing.verify(couch, signer, c) for c in communities}
+    for community, verdict in verdicts.items():
+        print(f"{community}: {verdict}")
+    return 0 if all(v.ok for v in verdicts.values()) else 1
+
+
+def cmd_device_token_issue(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from sync.auth import new_device_token
+
+    with open_couch(load_settings()) as couch:
+        user = get_or_none(couch.accounts, accounts.user_id(args.username))
+        if user is None or not user.get("active"):
+            print(f"linli: no active user {args.username!r}", file=sys.stderr)
+            return 2
+        token, doc = new_device_token(user["_id"], args.label, dt.datetime.now(dt.UTC))
+        couch.accounts.save(doc)
+    print(f"Device token for {args.username} (shown once; send it as 'Authorization: Bearer <token>'):")
+    print(token)
+    return 0
+
+
+def cmd_device_token_revoke(args: argparse.Namespace) -> int:
+    from sync.auth import token_doc_id
+
+    token_id = args.token_id.removeprefix("lt_").split(".")[0]
+    with open_couch(load_settings()) as couch:
+        doc = get_or_none(couch.accounts, token_doc_id(token_id))
+        if doc is None:
+            print(f"linli: no device token {token_id!r}", file=sys.stderr)
+            return 2
+        couch.accounts.save({**doc, "revoked": True})
+    print(f"Revoked device token {token_id}.")
+    return 0
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(export_json(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linli", description="Linli (邻里): offline-first community governance. "
+        "Configuration comes from the environment: COUCHDB_URL, COUCHDB_USER, COUCHDB_PASSWORD(_FILE), "
+        "LINLI_DATA_DIR, LINLI_SECRET_KEY(_FILE), LINLI_MASTER_KEY(_FILE), LINLI_HOST, LINLI_PORT (see README.md).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the web server; without COUCHDB_URL also the embedded CouchDB "
+                           "and, on first start, the demo community")
+    serve.add_argument("--no-demo", action="store_true", help="do not load the demo community")
+    serve.add_argument("--demo", action="store_true", help="load the demo community even with COUCHDB_URL set")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=cmd_serve)
+
+    demo_cmd = sub.add_parser("demo", help="load the synthetic demo community (once; later runs do nothing)")
+    demo_cmd.set_defaults(func=cmd_demo)
+
+    for p in (serve, demo_cmd):
+        p.add_argument("--seed", type=int, default=2025, help="demo generator seed (default 2025)")
+        p.add_argument("--residents", type=int, default=demo.PILOT_RESIDENTS,
+                       help="approximate number of demo residents (default: the pilot street, "
+                            f"about {demo.PILOT_RESIDENTS})")
+
+    user = sub.add_parser("user", help="manage accounts")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_sub.add_parser("add", help="create an account (password from LINLI_NEW_PASSWORD or a prompt)")
+    add.add_argument("username")
+    add.add_argument("--display-name", required=True)
+    add.add_argument("--role", action="append", required=True, choices=[r.value for r in Role])
+    add.add_argument("--street", required=True, help="street id, e.g. street:hongshan")
+    add.add_argument("--community", action="append", default=[], help="community id (repeatable)")
+    add.add_argument("--grid", action="append", default=[], help="grid id (repeatable)")
+    add.add_argument("--department", help="department id, for department staff")
+    add.add_argument("--resident", help="resident id, for a resident's own account (or use an activation code)")
+    add.add_argument("--gateway", help="gateway id, for a BLE gateway's account (role gateway)")
+    add.set_defaults(func=cmd_user_add)
+
+    check = sub.add_parser("validate", help="validate documents in a JSON file (one document, a list, "
+                           "or {\"docs\": [...]}) and name every bad field")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_validate)
+
+    audit = sub.add_parser("audit", help="the filing log of protected-data access")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="prove each community's filing log intact, or name the first "
+                                  "broken entry (exit 1)")
+    verify.add_argument("--community", action="append", help="community id (repeatable; default: all)")
+    verify.set_defaults(func=cmd_audit_verify)
+    admin.add_audit_report_parser(audit_sub, open_couch)
+    admin.add_parsers(sub, open_couch)
+    device_admin.add_parsers(sub, open_couch)
+
+    token = sub.add_parser("device-token", help="sync tokens for BLE gateways and scripts (stored as hashes)")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    issue = token_sub.add_parser("issue", help="issue a token that acts as USERNAME; printed once")
+    issue.add_argument("username")
+    issue.add_argument("--label", default="", help="what the token is for, e.g. the gateway's place")
+    issue.set_defaults(func=cmd_device_token_issue)
+    revoke = token_sub.add_parser("revoke", help="revoke a token (by the id after 'lt_', or the whole token)")
+    revoke.add_argument("token_id")
+    revoke.set_defaults(func=cmd_device_token_revoke)
+
+    export = sub.add_parser("export-schema", help="print the domain declaration as JSON")
+    export.set_defaults(func=cmd_export_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,795 @@
+"""The one declaration of Linli's domain: document types, their fields, and
+each field's category and protection tier.
+
+Everything else reads this module: the web server validates with it, the sync
+gateway routes by its scope fields, the crypto layer encrypts by its tiers, the
+BLE gateway builds readings with it, and the PWA gets it as JSON
+(`export_json`). Add a field here and nowhere else.
+
+Document ids are `<type>:<key>` so that a document's type is visible in every
+log line and replication answer without opening the document.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Tier(StrEnum):
+    """How strongly a field is protected (the plan's data-security firewall, §5.1)."""
+
+    PUBLIC = "public"  # organisational data: names of grids, categories of requests
+    BASIC = "basic"  # personal but basic: name, address; grid worker of that grid
+    CONTACT = "contact"  # encrypted at rest; grid worker of that grid
+    CORE = "core"  # health and finance: encrypted; needs the secretary's approval
+    SECRET = "secret"  # server-side secrets (password hashes): never leave the server
+
+
+class Category(StrEnum):
+    """What a field is about; residents choose visibility per category (privacy mode)."""
+
+    BASIC = "basic"
+    CONTACT = "contact"
+    HEALTH = "health"
+    FINANCE = "finance"
+    SOCIAL = "social"
+    RECORD = "record"  # bookkeeping of the document itself (who, when, status)
+    SYSTEM = "system"  # not about a person at all
+
+
+# The tier a category gets unless a field says otherwise.
+CATEGORY_TIER: dict[Category, Tier] = {
+    Category.BASIC: Tier.BASIC,
+    Category.CONTACT: Tier.CONTACT,
+    Category.HEALTH: Tier.CORE,
+    Category.FINANCE: Tier.CORE,
+    Category.SOCIAL: Tier.BASIC,
+    Category.RECORD: Tier.PUBLIC,
+    Category.SYSTEM: Tier.PUBLIC,
+}
+
+PROTECTED_TIERS = frozenset({Tier.CONTACT, Tier.CORE})
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    SECRETARY = "secretary"
+    GRID_WORKER = "grid_worker"
+    VOLUNTEER = "volunteer"
+    DEPARTMENT_STAFF = "department_staff"
+    RESIDENT = "resident"
+    GATEWAY = "gateway"  # a BLE gateway tablet: reads its devices' configuration, reports readings and alerts
+
+
+class Scope(StrEnum):
+    """The level a document type belongs to; it decides which routing fields it carries."""
+
+    STREET = "street"
+    COMMUNITY = "community"
+    GRID = "grid"
+
+
+# Routing fields every document of a scope must carry, outermost first.
+SCOPE_FIELDS: dict[Scope, tuple[str, ...]] = {
+    Scope.STREET: ("street",),
+    Scope.COMMUNITY: ("street", "community"),
+    Scope.GRID: ("street", "community", "grid"),
+}
+
+ACCOUNTS_DB = "accounts"  # users and login state: never replicated to phones
+MAIN_DB = "main"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a document type.
+
+    kind is one of KINDS; `ref` names the document type an id field points to;
+    `choices` lists the allowed values of an enum (or of each item of an enum list);
+    on a list, `ref` applies to each item. A "records" field is a list of small
+    objects whose keys and their kinds are `shape` (a key ending in "?" is optional).
+    """
+
+    kind: str
+    category: Category = Category.RECORD
+    required: bool = False
+    tier: Tier | None = None
+    choices: tuple[str, ...] = ()
+    ref: str | None = None
+    max_length: int = 2000
+    shape: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def effective_tier(self) -> Tier:
+        return self.tier or CATEGORY_TIER[self.category]
+
+
+@dataclass(frozen=True)
+class DocType:
+    name: str
+    scope: Scope
+    fields: dict[str, Field]
+    database: str = MAIN_DB
+    label_zh: str = ""
+    label_en: str = ""
+    routing: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "routing", SCOPE_FIELDS[self.scope])
+
+    def fields_in(self, *tiers: Tier) -> list[str]:
+        return [n for n, f in self.fields.items() if f.effective_tier in tiers]
+
+
+def _text(category: Category = Category.RECORD, **kw: Any) -> Field:
+    return Field("text", category, **kw)
+
+
+def _ref(target: str, **kw: Any) -> Field:
+    return Field("id", Category.RECORD, ref=target, **kw)
+
+
+def _enum(choices: Iterable[str], category: Category = Category.RECORD, **kw: Any) -> Field:
+    return Field("enum", category, choices=tuple(choices), **kw)
+
+
+GENDERS = ("male", "female")
+ELDERLY_CARE_LEVELS = ("none", "self_reliant", "semi_disabled", "disabled")
+DISABILITY_KINDS = ("none", "physical", "visual", "hearing", "speech", "intellectual", "mental", "multiple")
+DEPARTMENT_KINDS = ("civil_affairs", "health", "urban_management", "housing", "police", "utilities", "other")
+DEVICE_KINDS = ("wristband", "water_meter", "electricity_meter", "door_sensor", "motion_sensor")
+ALERT_KINDS = ("sos", "fall", "no_water", "no_activity", "heart_rate", "electricity", "battery_low", "gateway_silent",
+               "device_silent")
+ALERT_STATES = ("raised", "acknowledged", "visiting", "resolved", "escalated")
+REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resolved", "closed", "reopened")
+SATISFACTION = ("very_satisfied", "satisfied", "neutral", "dissatisfied", "very_dissatisfied")
+NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled")
+VISIT_KINDS = ("routine", "needs_list", "alert_follow_up", "care", "other")
+# Protected fields a resident can be found by, and the field holding each one's blind index.
+BLIND_INDEXED = {"phone": "phone_bidx", "id_card": "id_card_bidx"}
+ACCESS_REQUEST_STATES = ("pending", "approved", "refused", "revoked")
+# Categories a core-data access request may ask for: the core tier's categories.
+CORE_CATEGORIES = ("health", "finance")
+MAX_GRANT_HOURS = 24 * 30
+# Privacy mode (§5.1): what a resident chooses per category. The first choice is the default.
+PRIVACY_CHOICES: dict[str, tuple[str, ...]] = {
+    "contact": ("grid_staff", "secretary_only"),
+    "health": ("with_approval", "secretary_only"),
+    "finance": ("with_approval", "secretary_only"),
+    "utility_alerts": ("grid_staff", "grid_worker_only"),
+    "sos_family": ("notify", "do_not_notify"),
+}
+
+_WHO_WHEN = {
+    "created_by": _ref("user", required=True),
+    "created_at": Field("datetime", required=True),
+    "updated_at": Field("datetime"),
+}
+
+_PERSONAL_LINKS = {
+    "household": _ref("household"),
+    "resident": _ref("resident"),
+}
+
+DOC_TYPES: dict[str, DocType] = {
+    t.name: t
+    for t in [
+        DocType("street", Scope.STREET, {
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "district": _text(Category.SYSTEM, max_length=100),
+            "city": _text(Category.SYSTEM, max_length=100),
+        }, label_zh="街道", label_en="Street"),
+        DocType("community", Scope.COMMUNITY, {
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "office_address": _text(Category.SYSTEM, max_length=200),
+        }, label_zh="社区", label_en="Community"),
+        DocType("grid", Scope.GRID, {
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "number": Field("int", Category.SYSTEM, required=True),
+            "area": _text(Category.SYSTEM, max_length=200),
+            "location": Field("geo", Category.SYSTEM),  # the grid's centre, for dispatch by map position
+        }, label_zh="网格", label_en="Grid"),
+        DocType("department", Scope.STREET, {
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "kind": _enum(DEPARTMENT_KINDS, Category.SYSTEM, required=True),
+            "phone": _text(Category.SYSTEM, max_length=40),
+        }, label_zh="部门", label_en="Department"),
+        DocType("household", Scope.GRID, {
+            "address": _text(Category.BASIC, required=True, max_length=200),
+            "building": _text(Category.BASIC, max_length=20),
+            "unit": _text(Category.BASIC, max_length=20),
+            "room": _text(Category.BASIC, max_length=20),
+            "head": _ref("resident"),
+            "member_count": Field("int", Category.BASIC),
+            "housing": _enum(("owned", "rented", "public_rental", "other"), Category.BASIC),
+            "tags": Field("list", Category.SOCIAL, choices=(
+                "elderly_alone", "low_income", "disability", "veteran", "empty_nest", "left_behind_child",
+            )),
+            # The grid's volunteers who look after this household (they see it and nothing else of the grid).
+            "volunteers": Field("list", Category.SYSTEM, ref="user"),
+            # The last edit (the household edit page, phones): who made it shows on the conflict screen.
+            "updated_by": _ref("user"),
+            "updated_at": Field("datetime"),
+        }, label_zh="住户", label_en="Household"),
+        DocType("resident", Scope.GRID, {
+            "household": _ref("household", required=True),
+            # basic
+            "name": _text(Category.BASIC, required=True, max_length=50),
+            "gender": _enum(GENDERS, Category.BASIC, required=True),
+            "birth_date": Field("date", Category.BASIC, required=True),
+            "relation_to_head": _enum(
+                ("self", "spouse", "child", "parent", "grandchild", "sibling", "other"), Category.BASIC),
+            "hukou": _enum(("local", "non_local"), Category.BASIC),
+            # contact (encrypted at rest)
+            "phone": Field("phone", Category.CONTACT),
+            "id_card": Field("id_card", Category.CONTACT),
+            # Blind indexes of the two (crypto/blind_index.py): find a resident by number, never storing it.
+            "phone_bidx": _text(Category.SYSTEM, max_length=8),
+            "id_card_bidx": _text(Category.SYSTEM, max_length=8),
+            "emergency_contact_name": _text(Category.CONTACT, max_length=50),
+            "emergency_contact_phone": Field("phone", Category.CONTACT),
+            # health (core)
+            "chronic_conditions": Field("list", Category.HEALTH),
+            "disability": _enum(DISABILITY_KINDS, Category.HEALTH),
+            "disability_grade": Field("int", Category.HEALTH),
+            "health_notes": _text(Category.HEALTH),
+            # finance (core)
+            "minimum_living_allowance": Field("bool", Category.FINANCE),
+            "allowance_monthly_yuan": Field("float", Category.FINANCE),
+            "finance_notes": _text(Category.FINANCE),
+            # social
+            "living_alone": Field("bool", Category.SOCIAL),
+            "elderly_care_level": _enum(ELDERLY_CARE_LEVELS, Category.SOCIAL),
+            "social_notes": _text(Category.SOCIAL),
+        }, label_zh="居民", label_en="Resident"),
+        DocType("user", Scope.STREET, {
+            "username": _text(Category.SYSTEM, required=True, max_length=50),
+            "display_name": _text(Category.BASIC, required=True, max_length=50),
+            "roles": Field("list", Category.SYSTEM, required=True, choices=tuple(r.value for r in Role)),
+            "communities": Field("list", Category.SYSTEM, ref="community"),
+            "grids": Field("list", Category.SYSTEM, ref="grid"),
+            "department": _ref("department"),
+            "resident": _ref("resident"),
+            "gateway": _ref("gateway"),  # for a gateway account: the gateway it is
+            "active": Field("bool", Category.SYSTEM, required=True),
+            "password_hash": _text(Category.SYSTEM, tier=Tier.SECRET, max_length=300),
+            # Bumped to end every open session of the user (logout everywhere, password change).
+            "auth_epoch": Field("int", Category.SYSTEM, required=True),
+        }, database=ACCOUNTS_DB, label_zh="用户", label_en="User"),
+        DocType("visit", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "kind": _enum(VISIT_KINDS, required=True),
+            "visited_at": Field("datetime", required=True),
+            "notes": _text(Category.SOCIAL),
+            "needs": Field("list", Category.SOCIAL),
+            "blood_pressure": _text(Category.HEALTH, max_length=20),
+            "assigned_to": _ref("user"),
+            **_WHO_WHEN,
+        }, label_zh="走访", label_en="Visit"),
+        DocType("need", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "category": _text(Category.SOCIAL, required=True, max_length=50),
+            "description": _text(Category.SOCIAL, required=True),
+            "status": _enum(NEED_STATES, required=True),
+            "assigned_to": _ref("user"),
+            **_WHO_WHEN,
+        }, label_zh="需求", label_en="Need"),
+        DocType("service_category", Scope.STREET, {
+            # The service catalogue (Open311 "services"): who handles what, and what each asks for.
+            "code": _text(Category.SYSTEM, required=True, max_length=50),
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "name_en": _text(Category.SYSTEM, max_length=100),
+            "description": _text(Category.SYSTEM, max_length=500),
+            "group": _text(Category.SYSTEM, max_length=100),
+            "keywords": Field("list", Category.SYSTEM),
+            "department": _ref("department", required=True),
+            "attributes": Field("records", Category.SYSTEM, shape=(
+                ("code", "text"), ("datatype", "text"), ("description", "text"), ("required", "bool"),
+                ("order", "int"), ("values?", "list"))),
+            "respond_days": Field("int", Category.SYSTEM, required=True),
+            "close_days": Field("int", Category.SYSTEM, required=True),
+            "active": Field("bool", Category.SYSTEM, required=True),
+            "updated_by": _ref("user"),
+            "updated_at": Field("datetime"),
+        }, label_zh="服务类别", label_en="Service category"),
+        DocType("open311_key", Scope.STREET, {
+            # An Open311 client's API key: the id holds a hash of the key, never the key (server/web/open311.py).
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "created_at": Field("datetime", required=True),
+            "revoked": Field("bool", required=True),
+        }, database=ACCOUNTS_DB, label_zh="Open311 接口密钥", label_en="Open311 API key"),
+        DocType("work_calendar", Scope.STREET, {
+            # Working days for SLA clocks: weekends and holidays off, make-up working days on.
+            "holidays": Field("list", Category.SYSTEM),
+            "workdays": Field("list", Category.SYSTEM),
+            "timezone": _text(Category.SYSTEM, required=True, max_length=50),
+        }, label_zh="工作日历", label_en="Working-day calendar"),
+        DocType("service_request", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "category": _text(Category.SYSTEM, required=True, max_length=50),  # the service_category code
+            "description": _text(Category.BASIC, required=True),
+            "status": _enum(REQUEST_STATES, required=True),
+            "address": _text(Category.BASIC, max_length=200),
+            "location": Field("geo", Category.BASIC),
+            "attributes": Field("map", Category.BASIC),  # answers to the category's questions
+            "owner": _ref("user"),  # first-contact responsibility (§5.2): who received it, to the end
+            "department": _ref("department"),  # dispatched to, by category
+            "departments": Field("list", Category.RECORD, ref="department"),  # whistled to (§3.2)
+            "whistles": Field("records", shape=(("department", "id"), ("at", "datetime"), ("due", "datetime"),
+                                                ("arrived_at?", "datetime"), ("overdue?", "bool"))),
+            "source": _enum(("web", "offline", "open311")),
+            "on_behalf": Field("bool"),  # entered by staff at the "human window"
+            "consent": Field("bool"),  # the resident agreed to that (required when on_behalf)
+            "reporter_name": _text(Category.BASIC, max_length=100),
+            "account_id": _text(max_length=100),  # an Open311 client's own id for the reporter
+            "media_url": _text(max_length=500),
+            "token": _text(max_length=64),
+            "due_respond": Field("datetime"),
+            "due_close": Field("datetime"),
+            "acknowledged_at": Field("datetime"),
+            "resolved_at": Field("datetime"),
+            "closed_at": Field("datetime"),
+            "warned": Field("list"),  # which deadlines were warned about: respond, close
+            "history": Field("records", shape=(("at", "datetime"), ("by", "text"), ("action", "text"),
+                                               ("status?", "text"), ("note?", "text"))),
+            "rating": Field("int", Category.RECORD),
+            "satisfaction": _enum(SATISFACTION),
+            **_WHO_WHEN,
+        }, label_zh="服务请求", label_en="Service request"),
+        DocType("survey_response", Scope.COMMUNITY, {
+            # The monthly satisfaction survey (§4.5): one answer per resident per month; only totals are published.
+            "month": _text(required=True, max_length=7),
+            "overall": Field("int", required=True),
+            "comment": _text(Category.SOCIAL, max_length=500),
+            **_WHO_WHEN,
+        }, label_zh="满意度调查", label_en="Satisfaction survey answer"),
+        DocType("alert", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "kind": _enum(ALERT_KINDS, required=True),
+            "status": _enum(ALERT_STATES, required=True),
+            "device": _ref("device"),
+            "raised_at": Field("datetime", required=True),
+            "location": Field("geo", Category.BASIC),
+            "detail": _text(Category.HEALTH, max_length=500),
+            "acknowledged_by": _ref("user"),
+            "acknowledged_at": Field("datetime"),
+            # Copied from the resident's privacy choice when raised, so routing needs no lookup.
+            "visibility": _enum(PRIVACY_CHOICES["utility_alerts"]),
+            "escalated_at": Field("datetime"),  # unacknowledged too long: the secretary was told (alerts.py)
+            "gateway": _ref("gateway"),  # gateway_silent: which one (server/services/alerts.py)
+            "resolved_at": Field("datetime"),  # gateway_silent, device_silent: heard again; or resolved by a person
+            "updated_at": Field("datetime"),
+        }, label_zh="告警", label_en="Alert"),
+        DocType("device", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "kind": _enum(DEVICE_KINDS, required=True),
+            "mac": Field("mac", Category.SYSTEM, required=True),
+            "model": _text(Category.SYSTEM, max_length=100),
+            "gateway": _ref("gateway"),  # the BLE gateway that reads it
+            "installed_at": Field("date", Category.SYSTEM),
+            # What the gateway needs, copied at registration (`linli device register`) so that it reads its
+            # devices' documents and nothing else: the resident's public write key (it seals readings and alert
+            # details it cannot open), whether BTHome encryption is required (plain advertisements are then
+            # refused as forged), and the resident's choice for utility alerts (alert visibility).
+            "registered_at": Field("datetime"),  # re-registering restarts replay tracking (a device's counter reset)
+            "encrypted": Field("bool"),
+            "write_public": _text(Category.SYSTEM, max_length=100),
+            "write_key_version": Field("int", Category.SYSTEM),
+            "utility_alerts": _enum(PRIVACY_CHOICES["utility_alerts"]),
+        }, label_zh="设备", label_en="Device"),
+        DocType("safety_rules", Scope.GRID, {
+            # A resident's elderly-safety thresholds (§7.4), applied by the gateway that reads their devices.
+            **_PERSONAL_LINKS,
+            "resident": _ref("resident", required=True),
+            "gateway": _ref("gateway"),
+            "no_water_hours": Field("int", Category.SOCIAL),
+            "no_activity_days": Field("int", Category.SOCIAL),
+            "heart_rate_min": Field("int", Category.SOCIAL),
+            "heart_rate_max": Field("int", Category.SOCIAL),
+            "power_max_watts": Field("int", Category.SOCIAL),
+            "quiet_start": _text(Category.SOCIAL, max_length=5),  # "22:00": routine alerts wait until quiet_end
+            "quiet_end": _text(Category.SOCIAL, max_length=5),
+            "escalate_minutes": Field("int", Category.SOCIAL),
+            "updated_by": _ref("user", required=True),
+            "updated_at": Field("datetime", required=True),
+        }, label_zh="安全提醒设置", label_en="Safety rules"),
+        DocType("device_health", Scope.GRID, {
+            # Written by the gateway: a silent wristband shows as an old last_seen_at.
+            **_PERSONAL_LINKS,
+            "device": _ref("device", required=True),
+            "gateway": _ref("gateway", required=True),
+            "last_seen_at": Field("datetime"),
+            "battery": Field("int", Category.SYSTEM),
+            "battery_low": Field("bool", Category.SYSTEM),
+            "rejected": Field("int", Category.SYSTEM),  # advertisements refused: bad MIC, replay, downgrade
+            "updated_at": Field("datetime", required=True),
+        }, label_zh="设备状态", label_en="Device health"),
+        DocType("gateway_health", Scope.COMMUNITY, {
+            # Written by the gateway on every heartbeat: a silent gateway shows as an old heartbeat_at.
+            "gateway": _ref("gateway", required=True),
+            "heartbeat_at": Field("datetime", required=True),
+            "started_at": Field("datetime"),
+            "scanning": Field("bool", Category.SYSTEM),
+            "scanner_restarts": Field("int", Category.SYSTEM),
+            "advertisements": Field("int", Category.SYSTEM),
+            "unknown_devices": Field("int", Category.SYSTEM),
+            "unknown_macs": Field("list", Category.SYSTEM, max_length=17),
+            "rejected_bad_mic": Field("int", Category.SYSTEM),
+            "rejected_replay": Field("int", Category.SYSTEM),
+            "rejected_downgrade": Field("int", Category.SYSTEM),
+            "rejected_malformed": Field("int", Category.SYSTEM),
+            "outbox_pending": Field("int", Category.SYSTEM),
+            "last_push_at": Field("datetime"),
+        }, label_zh="网关状态", label_en="Gateway health"),
+        DocType("notification", Scope.GRID, {
+            # Someone to tell about an alert (family by SMS, the secretary on escalation): the server's outbox.
+            **_PERSONAL_LINKS,
+            "alert": _ref("alert", required=True),
+            "audience": _enum(("family", "secretary"), required=True),
+            "status": _enum(("pending", "sent", "failed"), required=True),
+            "created_at": Field("datetime", required=True),
+        }, label_zh="通知", label_en="Notification"),
+        DocType("gateway", Scope.COMMUNITY, {
+            # A BLE gateway's configuration; devices name it in their `gateway` field.
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "place": _text(Category.BASIC, max_length=200),
+            "scan_seconds": Field("int", Category.SYSTEM),
+        }, label_zh="蓝牙网关", label_en="BLE gateway"),
+        DocType("reading", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "device": _ref("device", required=True),
+            "measured_at": Field("datetime", required=True),
+            "metric": _text(Category.SYSTEM, required=True, max_length=50),
+            "value": Field("float", Category.HEALTH, required=True),
+            "unit": _text(Category.SYSTEM, max_length=20),
+            "packet_id": Field("int", Category.SYSTEM),
+        }, label_zh="读数", label_en="Reading"),
+        DocType("audit_entry", Scope.COMMUNITY, {
+            "actor": _ref("user", required=True),
+            "action": _text(Category.RECORD, required=True, max_length=50),
+            "target": Field("id", Category.RECORD, required=True),
+            "fields": Field("list", Category.RECORD),
+            "purpose": _text(Category.RECORD, max_length=500),
+            "at": Field("datetime", required=True),
+            "device": _text(Category.RECORD, max_length=100),
+            "seq": Field("int", Category.RECORD, required=True),
+            "prev_hash": _text(Category.RECORD, max_length=128),
+            "hash": _text(Category.RECORD, required=True, max_length=128),
+        }, label_zh="审计记录", label_en="Audit entry"),
+        DocType("access_request", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "resident": _ref("resident", required=True),
+            "requester": _ref("user", required=True),
+            "categories": Field("list", required=True, choices=CORE_CATEGORIES),
+            "purpose": _text(required=True, max_length=500),
+            "hours": Field("int", required=True),
+            "status": _enum(ACCESS_REQUEST_STATES, required=True),
+            "decided_by": _ref("user"),
+            "decided_at": Field("datetime"),
+            "expires_at": Field("datetime"),
+            "decision_note": _text(max_length=500),
+            **_WHO_WHEN,
+        }, label_zh="核心数据查看申请", label_en="Core data access request"),
+        DocType("privacy", Scope.GRID, {
+            **_PERSONAL_LINKS,
+            "resident": _ref("resident", required=True),
+            **{category: _enum(choices) for category, choices in PRIVACY_CHOICES.items()},
+            "updated_by": _ref("user", required=True),
+            "updated_at": Field("datetime", required=True),
+        }, label_zh="隐私设置", label_en="Privacy choices"),
+        DocType("data_key", Scope.GRID, {
+            # One resident's data keys, one per protected tier, each wrapped under the community's tier key.
+            "resident": _ref("resident", required=True),
+            **{tier.value: Field("wrapped_key", required=True) for tier in (Tier.CONTACT, Tier.CORE)},
+            # The resident's write key (write-without-read): public half in clear, private half sealed under
+            # the core data key (crypto/keyring.py).
+            "write_public": _text(Category.SYSTEM, required=True, max_length=100),
+            "write_private": _text(Category.SYSTEM, required=True, max_length=400),
+            # While a re-key re-encrypts the resident's documents: the previous keys.
+            "rekeying": Field("wrapped_keys"),
+            "rekeying_write_private": _text(Category.SYSTEM, max_length=400),
+        }, label_zh="数据密钥", label_en="Data key"),
+        DocType("device_key", Scope.STREET, {
+            # A phone's P-256 public key; its private half is non-extractable in the phone's browser.
+            "user": _ref("user", required=True),
+            "public": _text(Category.SYSTEM, required=True, max_length=100),
+            "label": _text(Category.SYSTEM, max_length=100),
+            "created_at": Field("datetime", required=True),
+            "revoked": Field("bool", required=True),
+        }, database=ACCOUNTS_DB, label_zh="设备密钥", label_en="Device key"),
+        DocType("key_grant", Scope.GRID, {
+            # One resident's data key for one tier, wrapped for one phone (crypto.keys.wrap_for_device):
+            # what lets a phone open that resident's fields offline. Only its user's phones receive it.
+            "user": _ref("user", required=True),
+            "device": _ref("device_key", required=True),
+            "resident": _ref("resident", required=True),
+            "household": _ref("household", required=True),
+            "tier": _enum(("contact", "core"), required=True),
+            "key_version": Field("int", required=True),
+            "ephemeral_public": _text(Category.SYSTEM, required=True, max_length=100),
+            "wrapped_key": _text(Category.SYSTEM, required=True, max_length=100),
+            "expires_at": Field("datetime"),  # core grants: the approval's expiry
+            "request": _ref("access_request"),
+        }, label_zh="密钥授权", label_en="Key grant"),
+        DocType("index_grant", Scope.COMMUNITY, {
+            # The community's blind-index key wrapped for one phone (crypto.keys.wrap_for_device): what lets a
+            # grid worker find a resident of their grid by phone or ID card number offline. Only its user's phones
+            # receive it; the numbers themselves still open only with that resident's contact grant.
+            "user": _ref("user", required=True),
+            "device": _ref("device_key", required=True),
+            "ephemeral_public": _text(Category.SYSTEM, required=True, max_length=100),
+            "wrapped_key": _text(Category.SYSTEM, required=True, max_length=100),
+        }, label_zh="检索密钥授权", label_en="Search key grant"),
+        DocType("access_report", Scope.GRID, {
+            # A phone's report of a protected field it opened offline; the server files it in the filing log
+            # (server/security/filing.py file_reports) and deletes the report. Phones cannot write the log itself.
+            **_PERSONAL_LINKS,
+            "resident": _ref("resident", required=True),
+            "fields": Field("list", required=True),
+            "purpose": _text(required=True, max_length=500),
+            "at": Field("datetime", required=True),
+            "device": _ref("device_key", required=True),
+            **_WHO_WHEN,
+        }, label_zh="离线查看报告", label_en="Offline access report"),
+        DocType("keyring", Scope.COMMUNITY, {
+            # The community's tier keys, wrapped under the master key; never replicated.
+            "master_id": _text(Category.SYSTEM, required=True, max_length=32),
+            "index_key": _text(Category.SYSTEM, required=True, max_length=100),  # blind-index key, wrapped
+            **{tier.value: Field("key_versions", Category.SYSTEM) for tier in (Tier.CONTACT, Tier.CORE)},
+        }, database=ACCOUNTS_DB, label_zh="密钥环", label_en="Key ring"),
+        DocType("audit_checkpoint", Scope.COMMUNITY, {
+            "seq": Field("int", Category.RECORD, required=True),
+            "hash": _text(Category.RECORD, required=True, max_length=128),
+            "at": Field("datetime", required=True),
+            "signature": _text(Category.RECORD, required=True, max_length=200),
+        }, label_zh="审计检查点", label_en="Audit checkpoint"),
+    ]
+}
+
+KINDS = frozenset({"text", "int", "float", "bool", "date", "datetime", "enum", "list", "id", "phone",
+                   "id_card", "mac", "geo", "wrapped_key", "wrapped_keys", "key_versions", "records", "map"})
+
+
+# ---------------------------------------------------------------- validation
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class ValidationError(ValueError):
+    """A document breaks the declaration; `errors` names every bad field."""
+
+    def __init__(self, doc_id: str, errors: list[FieldError]) -> None:
+        self.doc_id = doc_id
+        self.errors = errors
+        super().__init__(f"{doc_id or '<no _id>'}: " + "; ".join(str(e) for e in errors))
+
+
+PHONE_PATTERN = re.compile(r"^1\d{10}$")
+ID_CARD_PATTERN = re.compile(r"^\d{17}[\dX]$")
+_MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
+_ID_CARD_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CARD_CHECK = "10X98765432"
+# Envelope produced by crypto/ for protected fields; validated there, recognised here.
+ENCRYPTED_PREFIX = "enc:"
+
+
+def id_card_check_char(first17: str) -> str:
+    """The GB 11643 check character for the first 17 digits of an ID card number."""
+    return _ID_CARD_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_CARD_WEIGHTS, strict=True)) % 11]
+
+
+def _is_version(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 0xFFFFFFFF
+
+
+def _is_map_value(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= 500
+    if isinstance(value, list):
+        return len(value) <= 50 and all(isinstance(v, str) and len(v) <= 200 for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_records(spec: Field, value: Any) -> str | None:
+    if not isinstance(value, list) or len(value) > 500:
+        return "must be a list of at most 500 objects"
+    shape = {key.rstrip("?"): (kind, not key.endswith("?")) for key, kind in spec.shape}
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            return f"item {i} must be an object"
+        unknown = set(item) - set(shape)
+        if unknown:
+            return f"item {i}: unknown key {sorted(unknown)[0]!r}"
+        for key, (kind, required) in shape.items():
+            if item.get(key) is None:
+                if required:
+                    return f"item {i}: {key} is required"
+                continue
+            message = _check_value(Field(kind, max_length=500), item[key])
+            if message:
+                return f"item {i}: {key} {message}"
+    return None
+
+
+def _is_wrapped_key(value: Any) -> bool:
+    return (isinstance(value, dict) and set(value) == {"version", "tier_version", "wrapped"}
+            and _is_version(value["version"]) and _is_version(value["tier_version"])
+            and isinstance(value["wrapped"], str))
+
+
+_PROTECTED = frozenset(t.value for t in PROTECTED_TIERS)
+
+
+def _check_value(spec: Field, value: Any) -> str | None:
+    """Return a message if value does not fit spec, else None."""
+    kind = spec.kind
+    if kind in ("text", "id", "phone", "id_card", "mac", "enum", "date", "datetime") and not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if kind == "text":
+        return f"longer than {spec.max_length} characters" if len(value) > spec.max_length else None
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"must be an integer, got {type(value).__name__}"
+    if kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"must be a number, got {type(value).__name__}"
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"must be true or false, got {type(value).__name__}"
+    if kind == "enum":
+        return None if value in spec.choices else f"{value!r} is not one of {', '.join(spec.choices)}"
+    if kind == "id":
+        if spec.ref and not value.startswith(spec.ref + ":"):
+            return f"must be the id of a {spec.ref} (\"{spec.ref}:…\"), got {value!r}"
+        return None if ":" in value else f"{value!r} is not a document id"
+    if kind == "phone":
+        return None if PHONE_PATTERN.match(value) else "must be an 11-digit mobile number starting with 1"
+    if kind == "id_card":
+        if not ID_CARD_PATTERN.match(value):
+            return "must be 17 digits and a check digit or X"
+        return None if id_card_check_char(value[:17]) == value[17] else "check digit does not match"
+    if kind == "mac":
+        return None if _MAC.match(value) else "must be a MAC address like AA:BB:CC:DD:EE:FF"
+    if kind in ("date", "datetime"):
+        try:
+            (dt.date if kind == "date" else dt.datetime).fromisoformat(value)
+        except ValueError:
+            return f"{value!r} is not an ISO {kind}"
+        return None
+    if kind == "geo":
+        if not (isinstance(value, dict) and set(value) == {"lat", "lon"}):
+            return "must be an object with exactly lat and lon"
+        lat, lon = value["lat"], value["lon"]
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lat, lon)):
+            return "lat and lon must be numbers"
+        return None if -90 <= lat <= 90 and -180 <= lon <= 180 else "lat/lon out of range"
+    if kind == "records":
+        return _check_records(spec, value)
+    if kind == "map":
+        ok = (isinstance(value, dict) and len(value) <= 50 and all(
+            isinstance(k, str) and len(k) <= 50 and _is_map_value(v) for k, v in value.items()))
+        return None if ok else "must map up to 50 names to short texts, numbers or lists of texts"
+    if kind == "wrapped_key":
+        return None if _is_wrapped_key(value) else "must be {version, tier_version, wrapped}"
+    if kind == "wrapped_keys":
+        ok = isinstance(value, dict) and all(k in _PROTECTED and _is_wrapped_key(v) for k, v in value.items())
+        return None if ok else "must map protected tiers to {version, tier_version, wrapped}"
+    if kind == "key_versions":
+        ok = (isinstance(value, dict) and set(value) == {"current", "keys"} and _is_version(value["current"])
+              and isinstance(value["keys"], dict) and str(value["current"]) in value["keys"]
+              and all(k.isdigit() and isinstance(v, str) for k, v in value["keys"].items()))
+        return None if ok else "must be {current, keys: {version: wrapped}} with the current version present"
+    if kind == "list":
+        if not isinstance(value, list):
+            return f"must be a list, got {type(value).__name__}"
+        if len(value) > 200:
+            return "more than 200 items"
+        for item in value:
+            if not isinstance(item, str) or len(item) > spec.max_length:
+                return "items must be strings"
+            if spec.choices and item not in spec.choices:
+                return f"{item!r} is not one of {', '.join(spec.choices)}"
+            if spec.ref and not item.startswith(spec.ref + ":"):
+                return f"items must be ids of {spec.ref} documents, got {item!r}"
+        return None
+    raise AssertionError(f"undeclared kind {kind}")  # pragma: no cover - guarded by _self_check
+
+
+def validate(doc: Any) -> DocType:
+    """Check doc against the declaration; return its DocType or raise ValidationError.
+
+    Protected fields may hold their plain value (before encryption) or an
+    encrypted envelope string (after); crypto/ checks envelopes themselves.
+    """
+    if not isinstance(doc, dict):
+        raise ValidationError("", [FieldError("(document)", "must be a JSON object")])
+    doc_id = doc.get("_id", "")
+    type_name = doc.get("type")
+    if type_name not in DOC_TYPES:
+        known = ", ".join(sorted(DOC_TYPES))
+        raise ValidationError(str(doc_id), [FieldError("type", f"unknown document type {type_name!r}; known: {known}")])
+    doc_type = DOC_TYPES[type_name]
+    errors: list[FieldError] = []
+    if not isinstance(doc_id, str) or not doc_id.startswith(type_name + ":") or len(doc_id) <= len(type_name) + 1:
+        errors.append(FieldError("_id", f"must look like \"{type_name}:<key>\""))
+    for name in doc_type.routing:
+        value = doc.get(name)
+        if not (isinstance(value, str) and value.startswith(name + ":")):
+            errors.append(FieldError(name, f"a {doc_type.scope.value}-level document must name its {name}"))
+    allowed = set(doc_type.fields) | set(doc_type.routing) | {"type"}
+    for name, value in doc.items():
+        if name.startswith("_"):
+            continue
+        if name not in allowed:
+            errors.append(FieldError(name, "is not a declared field of " + type_name))
+            continue
+        spec = doc_type.fields.get(name)
+        if spec is None or value is None:
+            continue
+        if spec.effective_tier in PROTECTED_TIERS and isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX):
+            continue
+        message = _check_value(spec, value)
+        if message:
+            errors.append(FieldError(name, message))
+    for name, spec in doc_type.fields.items():
+        if spec.required and doc.get(name) is None:
+            errors.append(FieldError(name, "is required"))
+    if errors:
+        raise ValidationError(str(doc_id), errors)
+    return doc_type
+
+
+# ---------------------------------------------------------------- export
+
+def export_json() -> dict[str, Any]:
+    """The declaration as plain JSON for the browser (served at /schema.json)."""
+    return {
+        "version": 1,
+        "tiers": [t.value for t in Tier],
+        "protected_tiers": sorted(t.value for t in PROTECTED_TIERS),
+        "categories": {c.value: CATEGORY_TIER[c].value for c in Category},
+        "roles": [r.value for r in Role],
+        "scopes": {s.value: list(f) for s, f in SCOPE_FIELDS.items()},
+        "types": {
+            t.name: {
+                "scope": t.scope.value,
+                "database": t.database,
+                "label": {"zh": t.label_zh, "en": t.label_en},
+                "fields": {
+                    name: {
+                        "kind": f.kind,
+                        "category": f.category.value,
+                        "tier": f.effective_tier.value,
+                        "required": f.required,
+                        **({"choices": list(f.choices)} if f.choices else {}),
+                        **({"max_length": f.max_length} if f.kind == "text" else {}),
+                        **({"ref": f.ref} if f.ref else {}),
+                        **({"shape": dict(f.shape)} if f.shape else {}),
+                    }
+                    for name, f in t.fields.items()
+                },
+            }
+            for t in DOC_TYPES.values()
+        },
+    }
+
+
+def _self_check() -> None:
+    for t in DOC_TYPES.values():
+        for name, f in t.fields.items():
+            assert f.kind in KINDS, f"{t.name}.{name}: unknown kind {f.kind}"
+            assert f.ref is None or f.ref in DOC_TYPES, f"{t.name}.{name}: unknown ref {f.ref}"
+            assert name not in t.routing, f"{t.name}.{name} shadows a routing field"
+
+
+_self_check()

@@ -1,0 +1,138 @@
+"""The filing log in CouchDB: who opened whose protected data, which fields, why, when, from where.
+
+One chain per community. Entry ids are `audit_entry:<community>:<seq>`, so two
+server processes racing to append get a CouchDB conflict on the same id and
+the loser retries with the next number: no lock, no state outside CouchDB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pycouchdb.exceptions import Conflict
+
+from crypto import filing_log
+from server.domain.access import deletion
+from server.domain.declaration import validate
+from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
+
+MAX_APPEND_TRIES = 20
+
+
+def _community_key(community: str) -> str:
+    return community.split(":", 1)[1]
+
+
+def entry_id(community: str, seq: int) -> str:
+    return f"audit_entry:{_community_key(community)}:{seq:012d}"
+
+
+def checkpoint_id(community: str, seq: int) -> str:
+    return f"audit_checkpoint:{_community_key(community)}:{seq:012d}"
+
+
+def _last_entry(couch: Couch, community: str) -> dict[str, Any] | None:
+    prefix = entry_id(community, 0)[:-12]
+    rows = couch.main.all(startkey=prefix + "\ufff0", endkey=prefix, descending="true", limit=1, as_list=True)
+    return rows[0]["doc"] if rows else None
+
+
+def append(couch: Couch, signer: Ed25519PrivateKey, *, street: str, community: str, actor: str, action: str,
+           target: str, fields: list[str], purpose: str, device: str, at: dt.datetime) -> dict[str, Any]:
+    """File one access; sign a checkpoint every CHECKPOINT_EVERY entries."""
+    for attempt in range(MAX_APPEND_TRIES):
+        if attempt:
+            time.sleep(random.uniform(0, 0.005 * attempt))  # back off so that one writer cannot starve
+        last = _last_entry(couch, community)
+        seq = (last["seq"] + 1) if last else 1
+        entry = {"_id": entry_id(community, seq), "type": "audit_entry", "street": street, "community": community,
+                 "actor": actor, "action": action, "target": target, "fields": fields, "purpose": purpose,
+                 "device": device, "at": at.isoformat(), "seq": seq,
+                 "prev_hash": last["hash"] if last else filing_log.GENESIS}
+        entry["hash"] = filing_log.entry_hash(entry)
+        validate(entry)
+        try:
+            saved = couch.main.save(entry)
+        except Conflict:
+            continue  # another process took this number; chain onto its entry
+        if seq % filing_log.CHECKPOINT_EVERY == 0:
+            checkpoint(couch, signer, street, community, at)
+        return saved
+    raise RuntimeError(f"could not append to the filing log of {community} after {MAX_APPEND_TRIES} tries")
+
+
+def checkpoint(couch: Couch, signer: Ed25519PrivateKey, street: str, community: str,
+               at: dt.datetime) -> dict[str, Any] | None:
+    """Sign the current head of a community's chain (None if the chain is empty)."""
+    last = _last_entry(couch, community)
+    if last is None:
+        return None
+    doc = {"_id": checkpoint_id(community, last["seq"]), "type": "audit_checkpoint", "street": street,
+           "community": community, "seq": last["seq"], "hash": last["hash"], "at": at.isoformat(),
+           "signature": filing_log.sign_checkpoint(signer, community, last["seq"], last["hash"])}
+    validate(doc)
+    existing = get_or_none(couch.main, doc["_id"])
+    return existing or couch.main.save(doc)
+
+
+def _all_docs_pages(couch: Couch, prefix: str, page: int = 1000, descending: bool = False) -> Iterator[dict[str, Any]]:
+    start, end = (prefix + "\ufff0", prefix) if descending else (prefix, prefix + "\ufff0")
+    while True:
+        rows = couch.main.all(startkey=start, endkey=end, limit=page + 1, as_list=True,
+                              **({"descending": "true"} if descending else {}))
+        for row in rows[:page]:
+            yield row["doc"]
+        if len(rows) <= page:
+            return
+        start = rows[page]["id"]
+
+
+def file_reports(couch: Couch, signer: Ed25519PrivateKey) -> int:
+    """File the openings phones reported from offline (access_report documents), then delete the reports.
+
+    A report is filed before it is deleted: a crash between the two files it twice on the next run, which
+    over-reports an access rather than losing one.
+    """
+    reports = docs_of_type(couch.main, "access_report")
+    for report in reports:
+        append(couch, signer, street=report["street"], community=report["community"], actor=report["created_by"],
+               action="open_offline", target=report["resident"], fields=report["fields"],
+               purpose=report["purpose"], device=report["device"], at=dt.datetime.fromisoformat(report["at"]))
+        bulk_save(couch.main, [deletion(report)])
+    return len(reports)
+
+
+def iter_entries(couch: Couch, community: str, newest_first: bool = False) -> Iterator[dict[str, Any]]:
+    """The community's filing log, oldest first (newest first for the secretary's page, read a page at a time)."""
+    return _all_docs_pages(couch, f"audit_entry:{_community_key(community)}:", page=200 if newest_first else 1000,
+                           descending=newest_first)
+
+
+def _checkpoints(couch: Couch, community: str) -> list[dict[str, Any]]:
+    return list(_all_docs_pages(couch, f"audit_checkpoint:{_community_key(community)}:"))
+
+
+def verify(couch: Couch, signer: Ed25519PrivateKey, community: str) -> filing_log.Verdict:
+    return filing_log.verify(community, iter_entries(couch, community), _checkpoints(couch, community),
+                             signer.public_key())
+
+
+def resign(couch: Couch, old: Ed25519PrivateKey, new: Ed25519PrivateKey, community: str) -> int:
+    """After a master-key rotation: prove the log intact under the old key, then sign its checkpoints anew.
+
+    A broken log is not re-signed (that would launder the tampering); the error names the first break.
+    """
+    verdict = verify(couch, old, community)
+    if not verdict.ok:
+        raise RuntimeError(f"{community}: filing log {verdict}; not re-signing it")
+    checkpoints = [{**c, "signature": filing_log.sign_checkpoint(new, community, c["seq"], c["hash"])}
+                   for c in _checkpoints(couch, community)]
+    failed = [r for r in bulk_save(couch.main, checkpoints) if r.error]
+    if failed:
+        raise RuntimeError(f"re-signing {failed[0].id} failed: {failed[0].error}; run the rotation again")
+    return len(checkpoints)

@@ -1,0 +1,338 @@
+"""The data-security firewall (plan §5.1) on the server: who may open which category of whose record.
+
+Rules, in order (`entitlement`):
+1. Only someone who may see the record at all (`access.may_see`) may open anything in it.
+2. The resident may open all of their own record.
+3. Contact: the grid's worker and the community's secretary, unless the resident chose
+   "secretary only" (privacy mode).
+4. Health and finance ("core"): the community's secretary; a grid worker only with an
+   approved, unexpired request for that resident and that category, and only while the
+   resident's privacy choice allows approvals at all.
+5. Nobody else: not volunteers, not department staff, not the administrator (who runs
+   the system but has no need to read residents' protected data).
+
+Every opening is filed in the filing log before the values leave this module.
+Writing is separate from reading: a grid worker may record a core value (a
+blood-pressure reading) that the server seals with the resident's data key,
+without being able to open it afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import pycouchdb.exceptions
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from crypto import filing_log
+from crypto.blind_index import blind_index, normalise
+from crypto.envelope import b64url
+from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, seal_document
+from crypto.keyring import ResidentKeys
+from server.domain.access import Principal, deletion
+from server.domain.declaration import (
+    BLIND_INDEXED,
+    CORE_CATEGORIES,
+    DOC_TYPES,
+    ID_CARD_PATTERN,
+    MAX_GRANT_HOURS,
+    PHONE_PATTERN,
+    PRIVACY_CHOICES,
+    Role,
+    validate,
+)
+from server.domain.entitlement import (
+    CATEGORY_FIELDS,
+    PROTECTED_CATEGORIES,
+    Entitlement,
+    entitlement,
+    privacy_choices,
+    privacy_id,
+)
+from server.security import filing
+from server.security.keystore import KeyStore, ShreddedError, data_key_id
+from server.store.config import Settings
+from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
+
+Doc = dict[str, Any]
+
+class AccessDenied(PermissionError):
+    """Refused by the firewall; `reason` is a UI text key saying why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class RequestError(ValueError):
+    """A malformed access request or decision; the message names what is wrong."""
+
+
+def number_field(text: str) -> str | None:
+    """Which searchable field a typed number is ("phone", "id_card"), or None if it is neither."""
+    compact = normalise(text)
+    return "id_card" if ID_CARD_PATTERN.fullmatch(compact) else "phone" if PHONE_PATTERN.fullmatch(compact) else None
+
+
+class Firewall:
+    def __init__(self, couch: Couch, keystore: KeyStore, signer: Ed25519PrivateKey) -> None:
+        self.couch = couch
+        self.keystore = keystore
+        self.signer = signer
+
+    @classmethod
+    def open(cls, settings: Settings, couch: Couch) -> Firewall:
+        """The firewall with the configured master keys (the filing log is signed with a key derived from the first)."""
+        return cls(couch, KeyStore(couch, settings.master_keys), filing_log.signing_key(settings.master_keys[0]))
+
+    # ------------------------------------------------------------ storing
+
+    def seal_for_storage(self, docs: list[Doc]) -> list[Doc]:
+        """Docs ready to store: protected fields sealed; a new resident gets data keys (listed before it).
+
+        One request fetches every data key the batch needs, so sealing a bulk load costs no extra round trips.
+        """
+        owners = {o for o in (key_owner(d) for d in docs) if o}
+        records = {r["resident"]: r for r in get_many(self.couch.main, map(data_key_id, owners)).values()}
+        prepared: list[Doc] = []
+        for doc in docs:
+            owner = key_owner(doc)
+            if owner is None:
+                prepared.append(doc)
+                continue
+            if owner not in records:
+                if doc["type"] != "resident":
+                    raise ShreddedError(f"{doc['_id']}: {owner} has no data keys to seal it with")
+                records[owner] = self.keystore.new_data_key_doc(doc)
+                prepared.append(records[owner])
+            if doc["type"] == "resident":
+                doc = self._with_blind_indexes(doc)
+            sealing = self.keystore.open_record(records[owner], write_keys=False).current
+            prepared.append(seal_document(doc, sealing))
+        return prepared
+
+    def _with_blind_indexes(self, resident: Doc) -> Doc:
+        """The resident with the blind index of each plaintext searchable number (kept as they are if sealed)."""
+        index_key = self.keystore.tier_keys(resident["community"], resident["street"]).index_key
+        indexed = dict(resident)
+        for field, index_field in BLIND_INDEXED.items():
+            value = resident.get(field)
+            if value is None:
+                indexed.pop(index_field, None)
+            elif not is_sealed(value):
+                indexed[index_field] = blind_index(index_key, field, value)
+        return indexed
+
+    def find_by_number(self, p: Principal, resident_in: Doc, number: str, *, device: str,
+                       now: dt.datetime) -> list[Doc]:
+        """Residents p may open contact details of, in the community of `resident_in` (a grid or any document of
+        it), whose phone or ID card number is `number`: looked up by blind index, confirmed by decryption (an
+        index is 32 bits and may collide), each confirmed match filed as a search."""
+        compact = normalise(number)
+        field = number_field(compact)
+        if field is None:
+            return []
+        community, street = resident_in["community"], resident_in["street"]
+        index = blind_index(self.keystore.tier_keys(community, street).index_key, field, compact)
+        rows = self.couch.main.query("linli/by_blind_index", key=[community, field, index], include_docs="true",
+                                     as_list=True)
+        found = []
+        for resident in (row["doc"] for row in rows):
+            privacy, grants = self.context(p, resident)
+            if not entitlement(p, resident, "contact", privacy, grants, now).allowed:
+                continue
+            keys = self.keystore.data_keys(resident["_id"], ("contact",))
+            if normalise(str(open_fields(resident, keys, [field]).get(field, ""))) != compact:
+                continue  # an index collision, not this number
+            filing.append(self.couch, self.signer, street=street, community=community, actor=p.user_id,
+                          action="search", target=resident["_id"], fields=[field], purpose="search_by_number",
+                          device=device[:100], at=now)
+            found.append(resident)
+        return found
+
+    # ------------------------------------------------------------ reading
+
+    def privacy_of(self, resident: str) -> dict[str, str]:
+        return privacy_choices(get_or_none(self.couch.main, privacy_id(resident)))
+
+    def context(self, p: Principal, resident: Doc) -> tuple[dict[str, str], list[Doc]]:
+        """The resident's privacy choices and p's access requests for them."""
+        return self.privacy_of(resident["_id"]), self.requests_for(resident, requester=p.user_id)
+
+    def entitlements(self, p: Principal, resident: Doc, now: dt.datetime) -> list[Entitlement]:
+        privacy, grants = self.context(p, resident)
+        return [entitlement(p, resident, c, privacy, grants, now) for c in PROTECTED_CATEGORIES]
+
+    def reveal(self, p: Principal, resident: Doc, category: str, *, purpose: str, device: str,
+               now: dt.datetime) -> dict[str, Any]:
+        """Open one category of a resident's record for p, filing the access first; AccessDenied if not entitled."""
+        if category not in CATEGORY_FIELDS:
+            raise AccessDenied("fw_unknown_category")
+        privacy, grants = self.context(p, resident)
+        allowed = entitlement(p, resident, category, privacy, grants, now)
+        if not allowed.allowed:
+            raise AccessDenied(allowed.reason)
+        purpose = (allowed.grant or {}).get("purpose") or purpose.strip()
+        if not purpose:
+            raise AccessDenied("fw_purpose_required")
+        fields = CATEGORY_FIELDS[category]
+        tier = DOC_TYPES["resident"].fields[fields[0]].effective_tier.value
+        keys = self.keystore.data_keys(resident["_id"], (tier,))
+        values = open_fields(resident, keys, fields)  # before filing: a broken ciphertext files nothing
+        filing.append(self.couch, self.signer, street=resident["street"], community=resident["community"],
+                      actor=p.user_id, action="open", target=resident["_id"], fields=fields, purpose=purpose[:500],
+                      device=device[:100], at=now)
+        return values
+
+    def openings_of(self, p: Principal, resident: Doc, limit: int = 100) -> list[Doc]:
+        """Who opened this resident's protected data, newest first: for the resident themselves (privacy view)."""
+        if p.resident != resident["_id"]:
+            raise AccessDenied("fw_not_yours")
+        rows = self.couch.main.query("linli/audit_by_target", startkey=[resident["_id"], {}],
+                                     endkey=[resident["_id"]], descending="true", include_docs="true",
+                                     limit=limit, as_list=True)
+        return [row["doc"] for row in rows]
+
+    # ------------------------------------------------------------ approvals
+
+    def requests_for(self, resident: Doc, requester: str | None = None) -> list[Doc]:
+        docs = iter_view_docs(self.couch.main, "linli/by_place", [resident["household"], "access_request"])
+        return [d for d in docs if d["resident"] == resident["_id"] and requester in (None, d["requester"])]
+
+    def request(self, p: Principal, resident: Doc, categories: list[str], purpose: str, hours: int,
+                now: dt.datetime) -> Doc:
+        """A grid worker asks the secretary for core access to one resident, for a purpose and a time."""
+        if not (p.has(Role.GRID_WORKER) and resident["grid"] in p.grids):
+            raise AccessDenied("fw_no_role")
+        if not categories or not set(categories) <= set(CORE_CATEGORIES):
+            raise RequestError(f"categories must be some of {', '.join(CORE_CATEGORIES)}")
+        if not purpose.strip():
+            raise RequestError("purpose is required")
+        if not 1 <= hours <= MAX_GRANT_HOURS:
+            raise RequestError(f"hours must be between 1 and {MAX_GRANT_HOURS}")
+        doc = {"_id": f"access_request:{uuid.uuid4().hex}", "type": "access_request",
+               **{k: resident[k] for k in ("street", "community", "grid", "household")}, "resident": resident["_id"],
+               "requester": p.user_id, "categories": sorted(set(categories)), "purpose": purpose.strip(),
+               "hours": hours, "status": "pending", "created_by": p.user_id, "created_at": now.isoformat()}
+        validate(doc)
+        return self.couch.main.save(doc)
+
+    def decide(self, p: Principal, request_id: str, *, approve: bool, note: str, now: dt.datetime) -> Doc:
+        """The community's secretary approves (for the requested hours from now) or refuses a pending request."""
+        request = self._request(p, request_id)
+        if request["status"] != "pending":
+            raise RequestError(f"request is already {request['status']}")
+        privacy = self.privacy_of(request["resident"])
+        if approve and any(privacy[c] == "secretary_only" for c in request["categories"]):
+            raise AccessDenied("fw_privacy_secretary_only")
+        request.update(status="approved" if approve else "refused", decided_by=p.user_id,
+                       decided_at=now.isoformat(), decision_note=note.strip()[:500])
+        if approve:
+            request["expires_at"] = (now + dt.timedelta(hours=request["hours"])).isoformat()
+        validate(request)
+        return self.couch.main.save(request)
+
+    def revoke(self, p: Principal, request_id: str, now: dt.datetime) -> Doc:
+        request = self._request(p, request_id)
+        if request["status"] != "approved":
+            raise RequestError(f"only an approved request can be revoked, this one is {request['status']}")
+        request.update(status="revoked", decided_by=p.user_id, decided_at=now.isoformat())
+        return self.couch.main.save(request)
+
+    def _request(self, p: Principal, request_id: str) -> Doc:
+        request = get_or_none(self.couch.main, request_id)
+        if request is None or request.get("type") != "access_request":
+            raise RequestError(f"no access request {request_id!r}")
+        if not (p.has(Role.SECRETARY) and request["community"] in p.communities):
+            raise AccessDenied("fw_not_secretary")
+        return request
+
+    def pending_requests(self, p: Principal) -> list[Doc]:
+        return [d for c in sorted(p.communities) if p.has(Role.SECRETARY)
+                for d in iter_view_docs(self.couch.main, "linli/by_place", [c, "access_request"])
+                if d["status"] == "pending"]
+
+    # ------------------------------------------------------------ privacy mode
+
+    def set_privacy(self, p: Principal, resident: Doc, choices: dict[str, str], now: dt.datetime) -> Doc:
+        """The resident records their choices, or the community's secretary on their behalf (a resident
+        without a smartphone, at the human window). Not the grid worker: the choices limit what they see."""
+        if not (p.resident == resident["_id"] or (p.has(Role.SECRETARY) and resident["community"] in p.communities)):
+            raise AccessDenied("fw_no_role")
+        for category, value in choices.items():
+            if category not in PRIVACY_CHOICES or value not in PRIVACY_CHOICES[category]:
+                raise RequestError(f"{category}: {value!r} is not a privacy choice")
+        doc = get_or_none(self.couch.main, privacy_id(resident["_id"])) or {
+            "_id": privacy_id(resident["_id"]), "type": "privacy", "resident": resident["_id"],
+            **{k: resident[k] for k in ("street", "community", "grid", "household")}}
+        doc.update(privacy_choices({**doc, **choices}), updated_by=p.user_id, updated_at=now.isoformat())
+        validate(doc)
+        saved = self.couch.main.save(doc)
+        self.refresh_device_copies(resident["_id"])
+        return saved
+
+    def refresh_device_copies(self, resident: str) -> int:
+        """Bring the copies on the resident's device documents (write key, utility-alert choice, see
+        server/services/devices.py) up to date, so their BLE gateway seals with the current key and routes alerts
+        as the resident now chooses. Returns how many devices changed."""
+        household = self.couch.main.get(resident)["household"]
+        public, version = self.keystore.write_public_key(resident)
+        wanted = {"write_public": b64url(public), "write_key_version": version,
+                  "utility_alerts": self.privacy_of(resident)["utility_alerts"]}
+        stale = [{**d, **wanted} for d in iter_view_docs(self.couch.main, "linli/by_place", [household, "device"])
+                 if d.get("resident") == resident and "write_public" in d
+                 and any(d.get(k) != v for k, v in wanted.items())]
+        failed = [r for r in bulk_save(self.couch.main, stale) if r.error]
+        if failed:
+            raise RuntimeError(f"refreshing {failed[0].id} failed: {failed[0].error}; run it again")
+        return len(stale)
+
+    # ------------------------------------------------------------ erasure and re-keying
+
+    def shred(self, resident: str) -> None:
+        """Crypto-shredding: destroy the resident's data keys, so that none of their ciphertext opens again.
+
+        The data_key document is deleted, then purged where the server supports it
+        (CouchDB 3) and the database compacted, so that no earlier revision keeps
+        the wrapped keys either.
+        """
+        doc = get_or_none(self.couch.main, data_key_id(resident))
+        if doc is None:
+            return
+        revs = [doc["_rev"]]
+        # The tombstone keeps the routing fields, so the deletion also reaches the phones that held the keys.
+        deleted = self.couch.main.save(deletion(doc))
+        revs.append(deleted["_rev"])
+        resource = self.couch.main.resource
+        try:
+            resource.post("_purge", json={doc["_id"]: revs})
+        except pycouchdb.exceptions.Error:  # pouchdb-server has no _purge: compaction drops old revision bodies
+            resource.post("_compact", json={})
+
+    def rekey(self, resident: str) -> int:
+        """New data keys for a resident, re-encrypting every document of theirs; returns documents re-sealed."""
+        household = self.couch.main.get(resident)["household"]
+        docs = [d for d in iter_view_docs(self.couch.main, "linli/by_place", [household])
+                if protected_fields(d["type"]) and resident in (d["_id"], d.get("resident"))]
+
+        def reseal(keys: ResidentKeys) -> int:
+            plain = []
+            for doc in docs:
+                opened = open_fields(doc, keys)
+                plain.append(seal_document({**doc, **opened}, keys.current))
+            failed = [r for r in bulk_save(self.couch.main, plain) if r.error]
+            if failed:
+                raise RuntimeError(f"re-sealing {failed[0].id} failed: {failed[0].error}; run the re-key again")
+            return len(plain)
+
+        resealed = self.keystore.rekey(resident, reseal)
+        self.refresh_device_copies(resident)
+        return resealed
+
+
+def device_label(user_agent: str, client: str) -> str:
+    """How the filing log names the device an access came from (web pages: browser and address)."""
+    return f"web {client} {user_agent}"[:100]
+

@@ -1,0 +1,468 @@
+"""Service requests (plan §3.3): report → dispatch → progress → close → rate, with SLA clocks.
+
+Rules this module keeps:
+- First contact owns the matter (§5.2): `owner` is whoever received it (the grid worker for a request
+  that came from a resident or an Open311 client), and stays so when it is passed on to departments.
+- Dispatch is automatic: the category names the department; the place (grid given, map position, or a
+  street address) names the grid.
+- Every transition is recorded in `history` with who and when; comments go there too, visible to the reporter.
+- SLA deadlines come from the working-day calendar: respond within the category's days (1 by default),
+  close within its days (3); a "whistle" gives each department its own 3-working-day clock (§3.2).
+- Nothing is half-created: a request is validated whole before its single write.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from server.domain.access import Principal
+from server.domain.declaration import REQUEST_STATES, SATISFACTION, Role, validate
+from server.domain.workdays import WorkCalendar
+from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
+
+Doc = dict[str, Any]
+
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "received": ("acknowledged", "in_progress", "escalated", "resolved"),
+    "acknowledged": ("in_progress", "escalated", "resolved"),
+    "in_progress": ("escalated", "resolved"),
+    "escalated": ("in_progress", "resolved"),
+    "resolved": ("closed", "reopened"),
+    "closed": ("reopened",),
+    "reopened": ("acknowledged", "in_progress", "escalated", "resolved"),
+}
+assert set(TRANSITIONS) == set(REQUEST_STATES)
+OPEN_STATES = frozenset(s for s in REQUEST_STATES if s not in ("resolved", "closed"))
+WHISTLE_DAYS = 3  # departments must show up within 3 working days (§3.2)
+WARN_BEFORE = dt.timedelta(hours=4)
+MAX_DISPATCH_KM = 3.0
+MAX_DESCRIPTION = 2000
+DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
+_ADDRESS = re.compile(r"(?P<road>[^\d\s]+?)(?P<number>\d+)号")
+
+
+class RequestError(ValueError):
+    """Bad input for a request; `field` names what is wrong (Open311 reports it as a 400)."""
+
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        self.field = field
+        self.status = status
+        super().__init__(f"{field}: {message}")
+
+
+def request_id() -> str:
+    return f"service_request:{uuid.uuid4().hex}"
+
+
+def catalogue(couch: Couch, street: str, *, active_only: bool = True) -> dict[str, Doc]:
+    """The street's service categories by code."""
+    return {d["code"]: d for d in docs_of_type(couch.main, "service_category")
+            if d["street"] == street and (d["active"] or not active_only)}
+
+
+def calendar(couch: Couch, street: str) -> WorkCalendar:
+    return WorkCalendar.from_doc(get_or_none(couch.main, f"work_calendar:{street.split(':', 1)[1]}"))
+
+
+# ---------------------------------------------------------------- validating what people send
+
+def check_attributes(category: Doc, answers: dict[str, Any]) -> dict[str, Any]:
+    """The answers to a category's questions, checked against its definition (Open311 attributes)."""
+    definitions = {a["code"]: a for a in category.get("attributes", [])}
+    unknown = set(answers) - set(definitions)
+    if unknown:
+        raise RequestError(f"attribute[{sorted(unknown)[0]}]", f"is not a question of service {category['code']}")
+    checked: dict[str, Any] = {}
+    for code, definition in definitions.items():
+        value = answers.get(code)
+        if value in (None, "", []):
+            if definition["required"]:
+                raise RequestError(f"attribute[{code}]", "is required")
+            continue
+        checked[code] = _check_answer(code, definition, value)
+    return checked
+
+
+_CODE = re.compile(r"^[a-z][a-z0-9_]{1,49}$")
+YES = ("yes", "是", "true", "1")
+
+
+def questions_text(attributes: list[Doc]) -> str:
+    """A category's questions as the secretary edits them: one a line, `code | datatype | question | yes/no
+    (required) | values, comma separated`."""
+    return "\n".join(" | ".join([a["code"], a["datatype"], a["description"], "yes" if a["required"] else "no",
+                                 ", ".join(a.get("values", []))]).rstrip(" |") for a in attributes)
+
+
+def parse_questions(text: str) -> list[Doc]:
+    """The inverse of questions_text, checking every line; RequestError names the line that is wrong."""
+    questions: list[Doc] = []
+    for number, line in enumerate((raw for raw in text.splitlines() if raw.strip()), start=1):
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) < 4:
+            raise RequestError("questions", f"line {number}: write code | datatype | question | yes/no [| values]")
+        code, datatype, description, required = parts[:4]
+        values = [v.strip() for v in (parts[4] if len(parts) > 4 else "").split(",") if v.strip()]
+        if not _CODE.match(code):
+            raise RequestError("questions", f"line {number}: code must be lower-case letters, digits and _")
+        if datatype not in DATATYPES:
+            raise RequestError("questions", f"line {number}: datatype must be one of {', '.join(DATATYPES)}")
+        if not description or len(description) > 200:
+            raise RequestError("questions", f"line {number}: the question must have 1 to 200 characters")
+        if datatype.endswith("valuelist") != bool(values):
+            raise RequestError("questions", f"line {number}: list datatypes need values, others none")
+        if code in {q["code"] for q in questions}:
+            raise RequestError("questions", f"line {number}: code {code} is used twice")
+        questions.append({"code": code, "datatype": datatype, "description": description,
+                          "required": required.lower() in YES, "order": number,
+                          **({"values": values} if values else {})})
+    return questions
+
+
+def new_category(code: str, street: str) -> Doc:
+    """A new, inactive category for the secretary to fill in."""
+    if not _CODE.match(code):
+        raise RequestError("code", "must be lower-case letters, digits and _ (2 to 50)")
+    return {"_id": f"service_category:{code}", "type": "service_category", "street": street, "code": code,
+            "name": code, "keywords": [], "attributes": [], "respond_days": 1, "close_days": 3, "active": False}
+
+
+def _check_answer(code: str, definition: Doc, value: Any) -> Any:
+    kind, allowed = definition["datatype"], set(definition.get("values", []))
+    name = f"attribute[{code}]"
+    if kind == "number":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise RequestError(name, "must be a number") from None
+        if not math.isfinite(number):
+            raise RequestError(name, "must be a finite number")
+        return number
+    if kind == "datetime":
+        try:
+            dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise RequestError(name, "must be an ISO 8601 date and time") from None
+        return str(value)
+    if kind == "multivaluelist":
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) and v in allowed for v in values):
+            raise RequestError(name, f"values must be among {', '.join(sorted(allowed))}")
+        return values
+    if kind == "singlevaluelist" and value not in allowed:
+        raise RequestError(name, f"must be one of {', '.join(sorted(allowed))}")
+    if not isinstance(value, str) or len(value) > 500:
+        raise RequestError(name, "must be a text of at most 500 characters")
+    return value
+
+
+def _distance_km(a: dict[str, float], b: dict[str, float]) -> float:
+    lat1, lat2 = math.radians(a["lat"]), math.radians(b["lat"])
+    dlat, dlon = lat2 - lat1, math.radians(b["lon"] - a["lon"])
+    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
+    return 6371.0 * 2 * math.asin(math.sqrt(h))
+
+
+def _street_grids(couch: Couch, street: str) -> list[Doc]:
+    return [g for g in docs_of_type(couch.main, "grid") if g["street"] == street]
+
+
+def locate(couch: Couch, street: str, location: dict[str, float] | None, address: str) -> Doc:
+    """The grid a place belongs to: the nearest grid centre to a map position, or the grid whose area
+    (road and house-number range) contains a street address."""
+    grids = _street_grids(couch, street)
+    if location is not None:
+        placed = [(g, _distance_km(location, g["location"])) for g in grids if g.get("location")]
+        nearest = min(placed, key=lambda pair: pair[1], default=None)
+        if nearest is None or nearest[1] > MAX_DISPATCH_KM:
+            raise RequestError("lat", "the location is outside this street's grids")
+        return nearest[0]
+    match = _ADDRESS.search(address or "")
+    if match:
+        number = int(match["number"])
+        for grid in grids:
+            area = _AREA.match(grid.get("area", ""))
+            if area and area["road"] == match["road"] and int(area["first"]) <= number <= int(area["last"]):
+                return grid
+    raise RequestError("address_string", "no grid of this street covers that address; give lat and long")
+
+
+_AREA = re.compile(r"(?P<road>[^\d]+?)(?P<first>\d+)号至(?P<last>\d+)号")
+
+
+def department_names(couch: Couch) -> dict[str, str]:
+    return {d["_id"]: d["name"] for d in docs_of_type(couch.main, "department")}
+
+
+def _grid_worker(couch: Couch, grid_id: str) -> str | None:
+    for row in couch.accounts.query("linli/users_by_grid", key=grid_id, as_list=True):
+        if "grid_worker" in row["value"]["roles"]:
+            return row["id"]
+    return None
+
+
+# ---------------------------------------------------------------- the lifecycle
+
+MAX_PHOTO_BYTES = 5 * 1024 * 1024
+MAX_PHOTOS = 3
+_IMAGE_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
+
+
+def check_photo(data: bytes, max_bytes: int = MAX_PHOTO_BYTES) -> str:
+    """The content type of an uploaded photo, judged by its bytes (not by what the client claims)."""
+    if len(data) > max_bytes:
+        raise RequestError("photo", f"is {len(data) // 1024} KB; at most {max_bytes // (1024 * 1024)} MB")
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, content_type in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return content_type
+    raise RequestError("photo", "is not a JPEG, PNG or WebP image")
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """What a reporter sends, before dispatch."""
+
+    street: str
+    category: str
+    description: str
+    location: dict[str, float] | None = None
+    address: str = ""
+    attributes: dict[str, Any] | None = None
+    grid: str | None = None  # known when staff enter it for their own grid
+    resident: str | None = None
+    household: str | None = None
+    on_behalf: bool = False
+    consent: bool = False
+    reporter_name: str = ""
+    account_id: str = ""
+    media_url: str = ""
+    source: str = "web"
+    photos: tuple[bytes, ...] = ()
+
+
+def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Doc:
+    """Validate, dispatch and store one request; returns the stored document. Raises RequestError."""
+    category = catalogue(couch, new.street).get(new.category)
+    if category is None:
+        raise RequestError("service_code", f"unknown service {new.category!r}")
+    description = new.description.strip()
+    if not description and not new.media_url and not new.photos:
+        raise RequestError("description", "a description (or a photo) is required")
+    if len(description) > MAX_DESCRIPTION:
+        raise RequestError("description", f"longer than {MAX_DESCRIPTION} characters")
+    if new.location is None and not new.address.strip() and new.grid is None:
+        raise RequestError("lat", "a location is required: lat and long, or an address")
+    if new.on_behalf and not new.consent:
+        raise RequestError("consent", "the resident's consent is required when staff report on their behalf")
+    attributes = check_attributes(category, new.attributes or {})
+    if len(new.photos) > MAX_PHOTOS:
+        raise RequestError("photo", f"at most {MAX_PHOTOS} photos")
+    photos = {f"photo-{i}.{kind.split('/')[1]}": {"content_type": kind, "data": base64.b64encode(data).decode()}
+              for i, (data, kind) in enumerate(((p, check_photo(p)) for p in new.photos), start=1)}
+    grid = couch.main.get(new.grid) if new.grid else locate(couch, new.street, new.location, new.address)
+    # First contact (§5.2): staff who took it in own it; otherwise the grid's worker receives it.
+    owner = reporter if reporter.startswith("user:") and new.source != "open311" and new.on_behalf else (
+        _grid_worker(couch, grid["_id"]) or reporter)
+    cal = calendar(couch, new.street)
+    doc: Doc = {
+        "_id": request_id(), "type": "service_request", "street": grid["street"], "community": grid["community"],
+        "grid": grid["_id"], "category": category["code"], "description": description, "status": "received",
+        "department": category["department"], "owner": owner, "source": new.source,
+        "on_behalf": new.on_behalf, "consent": new.consent,
+        "due_respond": cal.add_working_days(now, category["respond_days"]).isoformat(),
+        "due_close": cal.add_working_days(now, category["close_days"]).isoformat(),
+        "history": [{"at": now.isoformat(), "by": reporter, "action": "created", "status": "received"}],
+        "created_by": reporter, "created_at": now.isoformat(), "updated_at": now.isoformat(),
+    }
+    optional = {"location": new.location, "address": new.address.strip(), "attributes": attributes,
+                "resident": new.resident, "household": new.household, "reporter_name": new.reporter_name.strip(),
+                "account_id": new.account_id, "media_url": new.media_url}
+    doc.update({k: v for k, v in optional.items() if v})
+    validate(doc)
+    if photos:  # in the same write as the request: a refused photo leaves nothing half-created
+        doc["_attachments"] = photos
+    return couch.main.save(doc)
+
+
+def may_act(p: Principal, doc: Doc) -> bool:
+    """Who may move a request on: its owner, the grid's worker, the community's secretary, the departments."""
+    return (p.user_id == doc.get("owner") or p.has(Role.ADMIN)
+            or (p.has(Role.SECRETARY) and doc["community"] in p.communities)
+            or (p.has(Role.GRID_WORKER) and doc["grid"] in p.grids)
+            or (p.has(Role.DEPARTMENT_STAFF) and p.department in {doc.get("department"), *doc.get("departments", [])}))
+
+
+def is_reporter(p: Principal, doc: Doc) -> bool:
+    return p.user_id == doc["created_by"] or (p.resident is not None and p.resident == doc.get("resident"))
+
+
+def transition(couch: Couch, p: Principal, doc: Doc, to: str, note: str, now: dt.datetime) -> Doc:
+    """Move a request to another state, recording who and when."""
+    if to not in TRANSITIONS.get(doc["status"], ()):
+        raise RequestError("status", f"a {doc['status']} request cannot become {to}")
+    reporter_moves = to in ("closed", "reopened") and is_reporter(p, doc)
+    if not (may_act(p, doc) or reporter_moves):
+        raise RequestError("status", "you may not change this request", status=403)
+    stamp = now.isoformat()
+    doc["status"] = to
+    if to == "acknowledged" or (to in ("in_progress", "resolved") and "acknowledged_at" not in doc):
+        doc.setdefault("acknowledged_at", stamp)
+    if to == "resolved":
+        doc["resolved_at"] = stamp
+    if to == "closed":
+        doc["closed_at"] = stamp
+    if to == "reopened":
+        doc.pop("resolved_at", None), doc.pop("closed_at", None)
+    return _record(couch, doc, p.user_id, to, note, now, status=to)
+
+
+def comment(couch: Couch, p: Principal, doc: Doc, note: str, now: dt.datetime) -> Doc:
+    if not (may_act(p, doc) or is_reporter(p, doc)):
+        raise RequestError("comment", "you may not comment on this request", status=403)
+    if not note.strip():
+        raise RequestError("comment", "is empty")
+    return _record(couch, doc, p.user_id, "comment", note, now)
+
+
+def whistle(couch: Couch, p: Principal, doc: Doc, departments: list[str], note: str, now: dt.datetime) -> Doc:
+    """"Community whistles, departments report" (§3.2): the secretary calls departments, each with its own clock."""
+    if not (p.has(Role.SECRETARY) and doc["community"] in p.communities):
+        raise RequestError("departments", "only the community's secretary may whistle", status=403)
+    known = department_names(couch)
+    if not departments or not set(departments) <= set(known):
+        raise RequestError("departments", "name one or more departments of this street")
+    due = calendar(couch, doc["street"]).add_working_days(now, WHISTLE_DAYS).isoformat()
+    already = {w["department"] for w in doc.get("whistles", [])}
+    doc["whistles"] = doc.get("whistles", []) + [{"department": d, "at": now.isoformat(), "due": due}
+                                                  for d in departments if d not in already]
+    doc["departments"] = sorted(already | set(departments))
+    if doc["status"] in TRANSITIONS and "escalated" in TRANSITIONS[doc["status"]]:
+        doc["status"] = "escalated"
+    called = "、".join(known[d] for d in departments)
+    return _record(couch, doc, p.user_id, "whistle", f"{called}：{note}" if note.strip() else called, now,
+                   status=doc["status"])
+
+
+def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
+    """A whistled department reports that it showed up."""
+    mine = [w for w in doc.get("whistles", []) if w["department"] == p.department and "arrived_at" not in w]
+    if not (p.has(Role.DEPARTMENT_STAFF) and mine):
+        raise RequestError("departments", "your department was not called to this request", status=403)
+    for w in mine:
+        w["arrived_at"] = now.isoformat()
+    return _record(couch, doc, p.user_id, "arrived", department_names(couch).get(p.department or "", ""), now)
+
+
+def rate(couch: Couch, p: Principal, doc: Doc, rating: int, satisfaction: str, note: str, now: dt.datetime) -> Doc:
+    """The reporter rates a resolved request (1–5 and the satisfaction question); that closes it."""
+    if not is_reporter(p, doc):
+        raise RequestError("rating", "only the reporter rates a request", status=403)
+    if doc["status"] not in ("resolved", "closed"):
+        raise RequestError("rating", "a request is rated once it is resolved")
+    if not (isinstance(rating, int) and 1 <= rating <= 5):
+        raise RequestError("rating", "must be a whole number from 1 to 5")
+    if satisfaction not in SATISFACTION:
+        raise RequestError("satisfaction", f"must be one of {', '.join(SATISFACTION)}")
+    doc.update(rating=rating, satisfaction=satisfaction)
+    if doc["status"] == "resolved":
+        doc.update(status="closed", closed_at=now.isoformat())
+    return _record(couch, doc, p.user_id, "rated", note or str(rating), now, status=doc["status"])
+
+
+def _record(couch: Couch, doc: Doc, by: str, action: str, note: str, now: dt.datetime, status: str | None = None
+            ) -> Doc:
+    entry = {"at": now.isoformat(), "by": by, "action": action, **({"status": status} if status else {}),
+             **({"note": note.strip()[:500]} if note.strip() else {})}
+    doc["history"] = doc.get("history", []) + [entry]
+    doc["updated_at"] = now.isoformat()
+    validate(doc)
+    return couch.main.save(doc)
+
+
+# ---------------------------------------------------------------- clocks
+
+@dataclass
+class SweepReport:
+    warned: int = 0
+    escalated: int = 0
+    departments_overdue: int = 0
+
+
+def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
+    """Warn before deadlines, escalate past them; idempotent, so every server process may run it."""
+    report = SweepReport()
+    categories, cal = catalogue(couch, street, active_only=False), calendar(couch, street)
+    for doc in open_requests(couch, street):
+        if "due_close" not in doc:  # made offline, not taken in yet
+            doc = _take_in(couch, doc, categories, cal)
+        changed = False
+        for deadline, done_field, name in (("due_respond", "acknowledged_at", "respond"),
+                                           ("due_close", "resolved_at", "close")):
+            due = dt.datetime.fromisoformat(doc[deadline])
+            if done_field in doc:
+                continue
+            if now >= due and doc["status"] != "escalated" and "escalated" in TRANSITIONS[doc["status"]]:
+                doc["status"] = "escalated"
+                doc["history"].append({"at": now.isoformat(), "by": "system", "action": "overdue",
+                                       "status": "escalated", "note": name})
+                report.escalated += 1
+                changed = True
+            elif now < due <= now + WARN_BEFORE and name not in doc.get("warned", []):
+                doc["warned"] = doc.get("warned", []) + [name]
+                doc["history"].append({"at": now.isoformat(), "by": "system", "action": "warning", "note": name})
+                report.warned += 1
+                changed = True
+        for w in doc.get("whistles", []):
+            if "arrived_at" not in w and now >= dt.datetime.fromisoformat(w["due"]) and not w.get("overdue"):
+                w["overdue"] = True
+                doc["history"].append({"at": now.isoformat(), "by": "system", "action": "department_overdue",
+                                       "note": w["department"]})
+                report.departments_overdue += 1
+                changed = True
+        if changed:
+            doc["updated_at"] = now.isoformat()
+            validate(doc)
+            couch.main.save(doc)
+    return report
+
+
+def intake(couch: Couch, street: str) -> int:
+    """Requests made offline arrive through the sync gateway as the phone wrote them: dispatch them and start
+    their clocks from the time they were reported, exactly as `create` does online. Returns how many."""
+    taken = [_take_in(couch, doc, catalogue(couch, street, active_only=False), calendar(couch, street))
+             for doc in open_requests(couch, street) if "due_close" not in doc]
+    return len(taken)
+
+
+def _take_in(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc:
+    category = categories.get(doc["category"])
+    reported = dt.datetime.fromisoformat(doc["created_at"])
+    if category is None:  # an unknown category from an old phone: a person must sort it out
+        note = f"unknown category {doc['category']}"
+        doc["history"] = doc.get("history", []) + [{"at": reported.isoformat(), "by": "system",
+                                                    "action": "comment", "note": note}]
+        category = {"department": None, "respond_days": 1, "close_days": 3}
+    doc.setdefault("owner", doc["created_by"])  # staff who took it in, offline, own it (§5.2)
+    if category["department"]:
+        doc.setdefault("department", category["department"])
+    doc.setdefault("source", "offline")
+    doc["due_respond"] = cal.add_working_days(reported, category["respond_days"]).isoformat()
+    doc["due_close"] = cal.add_working_days(reported, category["close_days"]).isoformat()
+    if not doc.get("history"):
+        doc["history"] = [{"at": reported.isoformat(), "by": doc["created_by"], "action": "created",
+                           "status": doc["status"]}]
+    validate(doc)
+    return couch.main.save(doc)
+
+
+def open_requests(couch: Couch, street: str) -> list[Doc]:
+    """The street's requests not yet resolved or closed (their own view, so the minute sweep reads only them)."""
+    return list(iter_view_docs(couch.main, "linli/open_requests", [street]))

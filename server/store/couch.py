@@ -1,0 +1,228 @@
+"""The CouchDB side: connecting, creating databases and views, bulk writes.
+
+Only HTTP APIs that Apache CouchDB 3.x has are used, so the same code runs on
+the embedded pouchdb-server and on a production CouchDB cluster.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pycouchdb
+from pycouchdb.exceptions import NotFound
+
+from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
+from server.store.config import Settings
+
+DESIGN_ID = "_design/linli"
+
+# Map functions are JavaScript because CouchDB runs them; keep them tiny.
+MAIN_VIEWS = {
+    # Listings and counts by place and type: [grid, type], [community, type] and [household, type] (a
+    # household's residents, visits, devices, alerts). One view, not three: pouchdb-server indexes each
+    # view in its own pass over the database, which is what a first start waits for.
+    "by_place": {
+        "map": "function (doc) { if (doc.type) { [doc.grid, doc.community, doc.household].forEach("
+               "function (place) { if (place) { emit([place, doc.type], null); } }); } }",
+        "reduce": "_count",
+    },
+    # Residents by the blind index of their phone or ID card number (crypto/blind_index.py), per community.
+    "by_blind_index": {
+        "map": "function (doc) { if (doc.type === 'resident') {"
+               " if (doc.phone_bidx) { emit([doc.community, 'phone', doc.phone_bidx], null); }"
+               " if (doc.id_card_bidx) { emit([doc.community, 'id_card', doc.id_card_bidx], null); } } }",
+    },
+    # The filing log by whose record was opened: the resident's own "who looked at my data" list.
+    "audit_by_target": {
+        "map": "function (doc) { if (doc.type === 'audit_entry') { emit([doc.target, doc.at], null); } }",
+    },
+    # One slim row per service request for the dashboard (server/services/dashboard.py): no document bodies.
+    "request_stats": {
+        "map": "function (doc) { if (doc.type === 'service_request') {"
+               " emit([doc.community, doc.street, doc.grid, doc._id], [doc.category, doc.department || '',"
+               " doc.status, doc.created_at, doc.acknowledged_at || null, doc.resolved_at || null, doc.due_close,"
+               " doc.rating || null]); } }",
+    },
+    # Service requests not yet resolved or closed, by street: what the minute sweep watches.
+    "open_requests": {
+        "map": "function (doc) { if (doc.type === 'service_request' && doc.status !== 'resolved'"
+               " && doc.status !== 'closed') { emit([doc.street, doc.created_at], null); } }",
+    },
+    # Requests about public places (no resident or household), for the Open311 listing: by street, then
+    # service code and open/closed ("" for any), then time, so that each filter is one key range.
+    "public_requests": {
+        "map": "function (doc) { if (doc.type === 'service_request' && !doc.resident && !doc.household) {"
+               " var state = (doc.status === 'resolved' || doc.status === 'closed') ? 'closed' : 'open';"
+               " [doc.category, ''].forEach(function (code) { [state, ''].forEach(function (s) {"
+               " emit([doc.street, code, s, doc.created_at], null); }); }); } }",
+    },
+    # Alerts nobody has acknowledged yet, for the escalation sweep (server/services/alerts.py).
+    "open_alerts": {
+        "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
+               " emit([doc.community, doc.raised_at], null); } }",
+    },
+    # Documents with conflicting revisions a person has to resolve (server/web/conflict_pages.py), by street,
+    # community and grid ("" above a document's scope), so that one street's or community's are one range.
+    "conflicts": {
+        "map": "function (doc) { if (doc._conflicts) {"
+               " emit([doc.street || '', doc.community || '', doc.grid || ''], null); } }",
+    },
+}
+ACCOUNT_VIEWS = {
+    # Who works in which grid, for the secretary's overview.
+    "users_by_grid": {
+        "map": "function (doc) { if (doc.type === 'user' && doc.grids) {"
+               " doc.grids.forEach(function (g) { emit(g, {name: doc.display_name, roles: doc.roles}); }); } }",
+    },
+    # Who belongs to which community, assigned to a grid or not: the staff page (server/web/console_pages.py).
+    "users_by_community": {
+        "map": "function (doc) { if (doc.type === 'user' && doc.communities) {"
+               " doc.communities.forEach(function (c) { emit(c, null); }); } }",
+    },
+    # A resident's account and activation code (server/web/activation.py): "does this resident have an account".
+    "by_resident": {
+        "map": "function (doc) { if ((doc.type === 'user' || doc.type === 'activation_code') && doc.resident) {"
+               " emit(doc.resident, doc.type); } }",
+    },
+}
+
+
+def server_url(settings: Settings, embedded_url: str | None = None) -> str:
+    """The CouchDB base URL with credentials folded in the way pycouchdb reads them."""
+    url = settings.couchdb_url or embedded_url
+    if not url:
+        raise RuntimeError("no CouchDB: set COUCHDB_URL or start the embedded server")
+    if settings.couchdb_user and settings.couchdb_password:
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        creds = f"{quote(settings.couchdb_user, safe='')}:{quote(settings.couchdb_password, safe='')}"
+        url = urlunsplit(parts._replace(netloc=f"{creds}@{host}"))
+    return url.rstrip("/") + "/"
+
+
+@dataclass
+class Couch:
+    """The two databases Linli uses, opened on one server."""
+
+    server: pycouchdb.Server
+    main: pycouchdb.client.Database
+    accounts: pycouchdb.client.Database
+
+    def db(self, logical: str) -> pycouchdb.client.Database:
+        return {MAIN_DB: self.main, ACCOUNTS_DB: self.accounts}[logical]
+
+
+def connect(settings: Settings, embedded_url: str | None = None) -> Couch:
+    """Open (creating if needed) Linli's databases and their design documents."""
+    server = pycouchdb.Server(server_url(settings, embedded_url), timeout=600)
+    dbs = {}
+    for logical, views in ((MAIN_DB, MAIN_VIEWS), (ACCOUNTS_DB, ACCOUNT_VIEWS)):
+        name = settings.db_name(logical)
+        db = server.database(name) if name in server else server.create(name)
+        _ensure_design(db, views)
+        dbs[logical] = db
+    return Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB])
+
+
+# The views a first page needs; `linli serve` builds these before it prints the URL, the rest just after.
+FIRST_VIEWS = ("by_place", "users_by_grid")
+
+
+def build_views(couch: Couch, names: tuple[str, ...] | None = None, *, exclude: tuple[str, ...] = ()) -> None:
+    """Build view indexes now (one query each), so that no page view waits for indexing.
+
+    pouchdb-server indexes each view in its own pass over the database (CouchDB does a design document's
+    views together), so on the embedded server this costs seconds per view on first start.
+    """
+    for db, views in ((couch.main, MAIN_VIEWS), (couch.accounts, ACCOUNT_VIEWS)):
+        for name, view in views.items():
+            if (names is None or name in names) and name not in exclude:
+                db.query(f"linli/{name}", limit=0, as_list=True, **({"reduce": "false"} if "reduce" in view else {}))
+
+
+def _ensure_design(db: pycouchdb.client.Database, views: dict[str, Any]) -> None:
+    try:
+        current = db.get(DESIGN_ID)
+    except NotFound:
+        current = {"_id": DESIGN_ID}
+    if current.get("views") != views:
+        db.save({**current, "language": "javascript", "views": views})
+
+
+def get_or_none(db: pycouchdb.client.Database, doc_id: str) -> dict[str, Any] | None:
+    try:
+        return db.get(doc_id)
+    except NotFound:
+        return None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    id: str
+    rev: str | None
+    error: str | None
+    reason: str | None
+
+
+def bulk_save(db: pycouchdb.client.Database, docs: list[dict[str, Any]]) -> list[BulkResult]:
+    """POST _bulk_docs and return one result per document, errors included.
+
+    pycouchdb's save_bulk raises on the first per-document error; callers here
+    need every result (a batch is never all-or-nothing in CouchDB 3).
+    """
+    response, results = db.resource._request_response(
+        "POST", "_bulk_docs", data=json.dumps({"docs": docs}).encode(),
+        headers={"Content-Type": "application/json"})
+    if response.status_code >= 400 or not isinstance(results, list):
+        raise RuntimeError(f"_bulk_docs failed with HTTP {response.status_code}: {results}")
+    return [BulkResult(r.get("id", ""), r.get("rev"), r.get("error"), r.get("reason")) for r in results]
+
+
+def iter_view_docs(db: pycouchdb.client.Database, view: str, key_prefix: list[Any],
+                   page: int = 500) -> Iterator[dict[str, Any]]:
+    """Documents whose view key starts with key_prefix, in key order, fetched a page at a time.
+
+    Paged here with `skip` rather than with pycouchdb's `pagesize`, which
+    JSON-encodes the end key a second time on the second page; and not by
+    `startkey_docid`, which pouchdb-server ignores. Listings here are at most a
+    grid's few thousand documents, where skip costs little.
+    """
+    for skip in itertools.count(0, page):
+        rows = db.query(view, as_list=True, startkey=key_prefix, endkey=[*key_prefix, {}], reduce="false",
+                        include_docs="true", limit=page, skip=skip)
+        for row in rows:
+            yield row["doc"]
+        if len(rows) < page:
+            return
+
+
+def docs_of_type(db: pycouchdb.client.Database, type_name: str) -> list[dict[str, Any]]:
+    """Every document of a type, by its id prefix (ids are `<type>:<key>`): for the small, street-wide types."""
+    return [r["doc"] for r in db.all(startkey=f"{type_name}:", endkey=f"{type_name}:\ufff0", as_list=True)]
+
+
+def ids_of_type(db: pycouchdb.client.Database, type_name: str) -> list[str]:
+    return [r["id"] for r in db.all(startkey=f"{type_name}:", endkey=f"{type_name}:\ufff0", include_docs="false",
+                                    as_list=True)]
+
+
+def get_many(db: pycouchdb.client.Database, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The existing documents among ids, by id, in one _all_docs request."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    rows = db.all(keys=ids, as_list=True)
+    return {row["id"]: row["doc"] for row in rows if row.get("doc")}
+
+
+def count_by(db: pycouchdb.client.Database, view: str, keys: Iterable[Any] | None = None) -> dict[tuple, int]:
+    """Reduced counts of a `_count` view grouped on its full key."""
+    params: dict[str, Any] = {"group": "true"}
+    if keys is not None:
+        params["keys"] = list(keys)
+    return {tuple(row["key"]): row["value"] for row in db.query(view, **params)}

@@ -1,0 +1,140 @@
+"""What the pages show, read from CouchDB, and who may see it.
+
+Only basic-tier fields leave this module: contact, health and finance fields
+are the data-security firewall's (server/security/firewall.py) to open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from server.domain.declaration import DOC_TYPES, Role, Tier
+from server.store.couch import Couch, count_by, get_many, get_or_none, ids_of_type, iter_view_docs
+
+PAGE_SIZE = 50
+_BASIC_RESIDENT_FIELDS = DOC_TYPES["resident"].fields_in(Tier.PUBLIC, Tier.BASIC)
+
+
+def roles(user: dict[str, Any]) -> set[Role]:
+    return {Role(r) for r in user.get("roles", [])}
+
+
+def can_view_grid(user: dict[str, Any], grid: dict[str, Any]) -> bool:
+    """Grid workers see their own grids; secretaries their communities' grids; admins all."""
+    r = roles(user)
+    return (Role.ADMIN in r
+            or (Role.GRID_WORKER in r and grid["_id"] in user.get("grids", []))
+            or (Role.SECRETARY in r and grid["community"] in user.get("communities", [])))
+
+
+def age_on(birth_date: str, today: dt.date) -> int:
+    born = dt.date.fromisoformat(birth_date)
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+@dataclass(frozen=True)
+class HouseholdRow:
+    id: str
+    address: str
+    head_name: str
+    member_count: int
+    tags: list[str]
+
+
+@dataclass(frozen=True)
+class HouseholdPage:
+    rows: list[HouseholdRow]
+    total: int
+    next_offset: int | None
+
+
+def grid_households(couch: Couch, grid_id: str, query: str = "", offset: int = 0,
+                    only: set[str] | None = None) -> HouseholdPage:
+    """One page of a grid's households, filtered by address or head-of-household name, or to the ids in `only`
+    (households of residents found by number, see firewall.find_by_number)."""
+    households = list(iter_view_docs(couch.main, "linli/by_place", [grid_id, "household"]))
+    query = query.strip()
+    if only is not None:
+        households = [h for h in households if h["_id"] in only]
+        query = ""
+    if query:
+        residents = {d["_id"]: d for d in iter_view_docs(couch.main, "linli/by_place", [grid_id, "resident"])}
+        households = [h for h in households
+                      if query in h["address"] or query in residents.get(h.get("head", ""), {}).get("name", "")]
+        heads = residents
+    page = households[offset:offset + PAGE_SIZE]
+    if not query:
+        heads = get_many(couch.main, [h["head"] for h in page if h.get("head")])
+    rows = [HouseholdRow(h["_id"], h["address"], heads.get(h.get("head", ""), {}).get("name", ""),
+                         h.get("member_count", 0), h.get("tags", [])) for h in page]
+    end = offset + len(page)
+    return HouseholdPage(rows, len(households), end if end < len(households) else None)
+
+
+def household_detail(couch: Couch, household: dict[str, Any], today: dt.date) -> list[dict[str, Any]]:
+    """The household's residents: their basic fields and age for display, and the stored document as `doc`
+    (protected fields still sealed) for the firewall to decide on."""
+    residents = iter_view_docs(couch.main, "linli/by_place", [household["_id"], "resident"])
+    return [{**{k: r[k] for k in _BASIC_RESIDENT_FIELDS if k in r}, "id": r["_id"],
+             "age": age_on(r["birth_date"], today), "doc": r} for r in residents]
+
+
+def user_names(couch: Couch, user_ids: set[str]) -> dict[str, str]:
+    return {i: u["display_name"] for i, u in get_many(couch.accounts, user_ids).items()}
+
+
+def names_of(couch: Couch, docs: list[dict[str, Any]]) -> dict[str, str]:
+    """Display names of the residents and requesters these access requests mention, by id."""
+    residents = get_many(couch.main, {d["resident"] for d in docs})
+    return {**{i: r["name"] for i, r in residents.items()}, **user_names(couch, {d["requester"] for d in docs})}
+
+
+@dataclass(frozen=True)
+class GridSummary:
+    id: str
+    name: str
+    households: int
+    residents: int
+    workers: list[str]
+    volunteers: list[str]
+
+
+@dataclass(frozen=True)
+class CommunitySummary:
+    id: str
+    name: str
+    grids: list[GridSummary]
+
+
+def community_overview(couch: Couch, user: dict[str, Any]) -> list[CommunitySummary]:
+    """The communities a secretary (or admin) oversees, each with its grids and counts."""
+    if Role.ADMIN in roles(user):
+        community_ids = ids_of_type(couch.main, "community")
+    else:
+        community_ids = list(user.get("communities", []))
+    communities = get_many(couch.main, community_ids)
+    grid_docs = [g for cid in community_ids for g in iter_view_docs(couch.main, "linli/by_place", [cid, "grid"])]
+    counts = count_by(couch.main, "linli/by_place",
+                      keys=[[g["_id"], t] for g in grid_docs for t in ("household", "resident")])
+    staff: dict[str, dict[str, list[str]]] = {}
+    for row in couch.accounts.query("linli/users_by_grid", keys=[g["_id"] for g in grid_docs]):
+        bucket = staff.setdefault(row["key"], {"workers": [], "volunteers": []})
+        bucket["workers" if "grid_worker" in row["value"]["roles"] else "volunteers"].append(row["value"]["name"])
+    result = []
+    for cid in community_ids:
+        if cid not in communities:
+            continue
+        grids = [GridSummary(g["_id"], g["name"], counts.get((g["_id"], "household"), 0),
+                             counts.get((g["_id"], "resident"), 0),
+                             staff.get(g["_id"], {}).get("workers", []), staff.get(g["_id"], {}).get("volunteers", []))
+                 for g in sorted((g for g in grid_docs if g["community"] == cid), key=lambda g: g["number"])]
+        result.append(CommunitySummary(cid, communities[cid]["name"], grids))
+    return result
+
+
+def load_doc(couch: Couch, doc_id: str, type_name: str) -> dict[str, Any] | None:
+    """The main-database document with this id if it exists and is of that type."""
+    doc = get_or_none(couch.main, doc_id)
+    return doc if doc and doc.get("type") == type_name else None

@@ -1,0 +1,450 @@
+"""The Starlette web application: login, the grid worker's households, the
+secretary's communities. HTML over the wire (Jinja2 + htmx).
+
+CouchDB calls are blocking (pycouchdb), so handlers run them in the thread
+pool with `run_in_threadpool`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from crypto.envelope import EnvelopeError
+from server.domain.access import Principal, may_see
+from server.domain.declaration import CORE_CATEGORIES, PRIVACY_CHOICES, Role, export_json
+from server.domain.entitlement import CATEGORY_FIELDS, REVEAL_PURPOSES
+from server.domain.i18n import DEFAULT_LANG, LANGUAGES, translator
+from server.security import accounts, filing, grants
+from server.security.firewall import AccessDenied, Firewall, RequestError, device_label, number_field
+from server.security.keystore import ShreddedError
+from server.security.sessions import CSRFMiddleware, csrf_token, session_user_matches, start_session
+from server.services import alerts, service_requests
+from server.store import queries
+from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
+from server.store.couch import Couch, get_or_none
+from server.web import display, open311, pwa_routes, request_pages
+from server.web.activation import routes as activation_routes
+from server.web.conflict_pages import routes as conflict_routes
+from server.web.console_pages import routes as console_routes
+from server.web.field_pages import COMMON_NEEDS, recent_visits
+from server.web.field_pages import routes as field_routes
+from server.web.household_edit import routes as household_edit_routes
+from server.web.resident_needs import page_context as needs_context
+from server.web.resident_needs import routes as needs_routes
+
+HERE = Path(__file__).resolve().parent
+logger = logging.getLogger("linli")
+VENDOR_DIR = PROJECT_ROOT / "pwa" / "vendor"
+SIGNED_IN_COOKIE = "signed_in"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _lang(request: Request) -> str:
+    lang = request.cookies.get("lang", DEFAULT_LANG)
+    return lang if lang in LANGUAGES else DEFAULT_LANG
+
+
+def _device(request: Request) -> str:
+    """How the filing log names where an access came from."""
+    return device_label(request.headers.get("user-agent", ""), request.client.host if request.client else "")
+
+
+def _template_context(request: Request) -> dict[str, Any]:
+    lang = _lang(request)
+    return {"t": translator(lang), "lang": lang, "csrf_token": csrf_token(request.session),
+            "user": request.state.user if hasattr(request.state, "user") else None,
+            "display": display.classes(request), "time_zone": LOCAL_TZ.key}
+
+
+def _finalize_none(value: Any) -> Any:
+    # Render None as empty text, as Nunjucks does, so templates can later be
+    # shared with the service worker (see pwa/README.md).
+    return "" if value is None else value
+
+
+def _local_time(iso: str) -> str:
+    """An ISO timestamp as people read it: local date and time, to the minute (LINLI_TIMEZONE)."""
+    return dt.datetime.fromisoformat(iso).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M") if iso else ""
+
+
+def _as_shown(value: Any) -> Any:
+    """1200.0 as "1200", as JavaScript prints it (the service worker renders the same template)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_template_context])
+templates.env.finalize = _finalize_none
+templates.env.keep_trailing_newline = True  # as Nunjucks keeps it
+templates.env.filters["localtime"] = _local_time
+
+
+class LoginRequired(Exception):
+    """Raised by handlers when no valid session is present."""
+
+
+def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = ()) -> Starlette:
+    """The web application bound to one CouchDB connection; `mounts` join it inside its session and CSRF
+    middleware (the sync gateway at /sync, see server/cli/main.py)."""
+    firewall = Firewall.open(settings, couch)
+
+    async def current_user(request: Request) -> dict[str, Any]:
+        username = request.session.get("user")
+        if not username:
+            raise LoginRequired
+        user = await run_in_threadpool(get_or_none, couch.accounts, accounts.user_id(username))
+        if not session_user_matches(request.session, user):
+            request.session.clear()
+            raise LoginRequired
+        request.state.user = user
+        return user
+
+    def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+        return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    async def login_page(request: Request) -> Response:
+        message = "session_expired" if request.query_params.get("expired") else None
+        return render(request, "login.html", message=message, username="",
+                      next=request.query_params.get("next", "/"))
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        username = str(form.get("username", "")).strip()
+        password = str(form.get("password", ""))
+        next_url = str(form.get("next", "/"))
+        if not next_url.startswith("/") or next_url.startswith("//"):
+            next_url = "/"  # no open redirect
+        if not username or not password:
+            return render(request, "login.html", 400, message="login_missing", username=username, next=next_url)
+        try:
+            user = await run_in_threadpool(accounts.authenticate, couch.accounts, username, password, _now())
+        except accounts.LoginLocked as locked:
+            until = locked.until.astimezone().strftime("%H:%M")
+            return render(request, "login.html", 429, message="login_locked", until=until,
+                          username=username, next=next_url)
+        if user is None:
+            return render(request, "login.html", 401, message="login_failed", username=username, next=next_url)
+        return sign_in(request, user, next_url)
+
+    def sign_in(request: Request, user: dict[str, Any], next_url: str) -> Response:
+        """Start the user's session (login, a resident's account activation) and go on to next_url."""
+        start_session(request.session, user)
+        response = RedirectResponse(next_url, status_code=303)
+        # Outlives the session cookie, so that a lapsed session can be told apart from "never logged in".
+        response.set_cookie(SIGNED_IN_COOKIE, "1", max_age=30 * 86400, httponly=True, samesite="lax",
+                            secure=settings.cookie_secure)
+        return response
+
+    async def logout(request: Request) -> Response:
+        request.session.clear()
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SIGNED_IN_COOKIE)
+        return response
+
+    async def set_language(request: Request) -> Response:
+        form = await request.form()
+        lang = str(form.get("lang", ""))
+        if lang not in LANGUAGES:
+            raise HTTPException(400, f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}")
+        response = display.redirect_back(request)
+        response.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", secure=settings.cookie_secure)
+        return response
+
+    async def home(request: Request) -> Response:
+        user = await current_user(request)
+        r = queries.roles(user)
+        if Role.ADMIN in r or Role.SECRETARY in r:
+            return RedirectResponse("/communities", status_code=303)
+        if Role.GRID_WORKER in r and user.get("grids"):
+            return RedirectResponse("/grids/" + quote(user["grids"][0], safe=":"), status_code=303)
+        if Role.RESIDENT in r and user.get("resident"):
+            return await my_record(request, user)
+        return render(request, "home.html", role_keys=["role_" + role.value for role in sorted(r)])
+
+    async def my_record(request: Request, user: dict[str, Any]) -> Response:
+        """A resident's own page: what is held, who opened it and why, and their privacy choices."""
+        resident = await run_in_threadpool(queries.load_doc, couch, user["resident"], "resident")
+        if resident is None:
+            raise HTTPException(404)
+        openings = await run_in_threadpool(firewall.openings_of, Principal.of(user), resident)
+        names = await run_in_threadpool(queries.user_names, couch, {e["actor"] for e in openings})
+        return render(request, "my_record.html", resident=resident, openings=openings, names=names,
+                      categories=list(CATEGORY_FIELDS),
+                      purposes_known=(*REVEAL_PURPOSES, "own_record", "search_by_number"),
+                      **await run_in_threadpool(needs_context, couch, resident))
+
+    async def grid_page(request: Request) -> Response:
+        user = await current_user(request)
+        grid = await run_in_threadpool(queries.load_doc, couch, request.path_params["grid_id"], "grid")
+        if grid is None:
+            raise HTTPException(404)
+        if not queries.can_view_grid(user, grid):
+            raise HTTPException(403)
+        query = request.query_params.get("q", "")[:100]
+        try:
+            offset = max(0, int(request.query_params.get("offset", "0")))
+        except ValueError:
+            raise HTTPException(400, "offset must be a whole number") from None
+        only = None
+        if number_field(query):  # a phone or ID card number: found by blind index, never by plaintext
+            found = await run_in_threadpool(firewall.find_by_number, Principal.of(user), grid, query,
+                                            device=_device(request), now=_now())
+            only = {r["household"] for r in found if r["grid"] == grid["_id"]}
+        page = await run_in_threadpool(queries.grid_households, couch, grid["_id"], query, offset, only)
+        # htmx asks for just the rows (search as you type, "load more").
+        name = "_household_rows.html" if request.headers.get("hx-request") else "grid.html"
+        return render(request, name, grid=grid, page=page, q=query)
+
+    async def household_page(request: Request) -> Response:
+        user = await current_user(request)
+        household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
+        if household is None:
+            raise HTTPException(404)
+        grid = await run_in_threadpool(queries.load_doc, couch, household["grid"], "grid")
+        if grid is None or not queries.can_view_grid(user, grid):
+            raise HTTPException(403)
+        residents = await run_in_threadpool(queries.household_detail, couch, household, dt.date.today())
+        principal = Principal.of(user)
+        for resident in residents:
+            resident["protected"] = await run_in_threadpool(firewall.entitlements, principal, resident["doc"], _now())
+        visits = await run_in_threadpool(recent_visits, couch, household["_id"])
+        return render(request, "household.html", household=household, grid=grid, residents=residents,
+                      visits=visits, common_needs=list(COMMON_NEEDS), purposes=REVEAL_PURPOSES)
+
+    async def resident_for(request: Request) -> tuple[Principal, dict[str, Any]]:
+        """The signed-in user and the resident named in the path, if the user may see that resident at all."""
+        principal = Principal.of(await current_user(request))
+        resident = await run_in_threadpool(queries.load_doc, couch, request.path_params["resident_id"], "resident")
+        if resident is None:
+            raise HTTPException(404)
+        if not may_see(principal, resident):
+            raise HTTPException(403)
+        return principal, resident
+
+    async def reveal(request: Request) -> Response:
+        principal, resident = await resident_for(request)
+        form = await request.form()
+        category = str(form.get("category", ""))
+        purpose = str(form.get("purpose", ""))
+        try:
+            values = await run_in_threadpool(firewall.reveal, principal, resident, category, purpose=purpose,
+                                             device=_device(request), now=_now())
+        except AccessDenied as denied:
+            values, error = {}, denied.reason
+        except ShreddedError:
+            values, error = {}, "fw_erased"
+        except EnvelopeError:  # moved or altered ciphertext: show nothing, say so
+            values, error = {}, "fw_tampered"
+        else:
+            error = None
+        fields = [(name, _as_shown(values.get(name))) for name in CATEGORY_FIELDS.get(category, [])]
+        # htmx swaps only successful answers: a refusal comes back as the section, saying why.
+        htmx = bool(request.headers.get("hx-request"))
+        return render(request, "_revealed.html" if htmx else "revealed.html", 403 if error and not htmx else 200,
+                      resident=resident, category=category, fields=fields, error=error)
+
+    async def access_request_page(request: Request) -> Response:
+        principal, resident = await resident_for(request)
+        error = sent = None
+        if request.method == "POST":
+            form = await request.form()
+            try:
+                hours = int(str(form.get("hours", "")))
+            except ValueError:
+                hours = 0
+            try:
+                categories = [str(c) for c in form.getlist("category")]
+                await run_in_threadpool(firewall.request, principal, resident, categories,
+                                        str(form.get("purpose", "")), hours, _now())
+                sent = True
+            except AccessDenied as denied:
+                raise HTTPException(403, denied.reason) from None
+            except RequestError as bad:
+                error = str(bad)
+        return render(request, "access_request.html", 400 if error else 200, resident=resident,
+                      categories=CORE_CATEGORIES, error=error, sent=sent)
+
+    async def approvals_page(request: Request) -> Response:
+        user = await current_user(request)
+        principal = Principal.of(user)
+        if not principal.has(Role.SECRETARY):
+            raise HTTPException(403)
+        decided = error = None
+        if request.method == "POST":
+            form = await request.form()
+            try:
+                doc = await run_in_threadpool(firewall.decide, principal, str(form.get("request", "")),
+                                              approve=form.get("decision") == "approve",
+                                              note=str(form.get("note", "")), now=_now())
+                decided = "decided_" + doc["status"]
+                requester = await run_in_threadpool(get_or_none, couch.accounts, doc["requester"])
+                if requester:  # the approved key reaches the requester's phones
+                    await run_in_threadpool(grants.sync_user, firewall, requester, _now())
+            except AccessDenied as denied:
+                error = denied.reason
+            except RequestError as bad:
+                error = str(bad)
+        pending = await run_in_threadpool(firewall.pending_requests, principal)
+        names = await run_in_threadpool(queries.names_of, couch, pending)
+        return render(request, "approvals.html", 400 if error else 200, pending=pending, names=names,
+                      decided=decided, error=error)
+
+    async def privacy_page(request: Request) -> Response:
+        principal, resident = await resident_for(request)
+        saved = error = None
+        if request.method == "POST":
+            form = await request.form()
+            choices = {c: str(form[c]) for c in PRIVACY_CHOICES if c in form}
+            try:
+                await run_in_threadpool(firewall.set_privacy, principal, resident, choices, _now())
+                await run_in_threadpool(grants.resync_resident, firewall, resident["_id"], _now())
+                saved = True
+            except AccessDenied as denied:
+                raise HTTPException(403, denied.reason) from None
+            except RequestError as bad:
+                error = str(bad)
+        current = await run_in_threadpool(firewall.privacy_of, resident["_id"])
+        return render(request, "privacy.html", 400 if error else 200, resident=resident,
+                      choices=list(PRIVACY_CHOICES.items()), current=current, saved=saved, error=error)
+
+    async def communities_page(request: Request) -> Response:
+        user = await current_user(request)
+        if not queries.roles(user) & {Role.ADMIN, Role.SECRETARY}:
+            raise HTTPException(403)
+        overview = await run_in_threadpool(queries.community_overview, couch, user)
+        pending = await run_in_threadpool(firewall.pending_requests, Principal.of(user))
+        return render(request, "communities.html", communities=overview, pending=len(pending))
+
+    async def register_device_key(request: Request) -> Response:
+        """A phone registers its public key (JSON {"public_key", "label"}) and gets its grants through sync."""
+        user = await current_user(request)
+        try:
+            body = await request.json()
+            key = await run_in_threadpool(grants.register_device, couch, user, str(body.get("public_key", "")),
+                                          str(body.get("label", "")), _now())
+        except (ValueError, AttributeError) as bad:  # JSONDecodeError is a ValueError
+            reason = str(bad) if isinstance(bad, grants.DeviceKeyError) else "send JSON {public_key, label}"
+            return JSONResponse({"error": "bad_request", "reason": reason}, status_code=400)
+        issued, _ = await run_in_threadpool(grants.sync_user, firewall, user, _now())
+        return JSONResponse({"device": key["_id"], "grants": issued}, status_code=201)
+
+    async def remove_device_key(request: Request) -> Response:
+        """A phone signing out gives up its key: it is revoked, and its grants are deleted (they reach nobody)."""
+        user = await current_user(request)
+        removed = await run_in_threadpool(grants.unregister_device, firewall, user,
+                                          f"device_key:{request.path_params['key']}", _now())
+        if not removed:
+            return JSONResponse({"error": "not_found", "reason": "no such phone key of yours"}, status_code=404)
+        return JSONResponse({"ok": True})
+
+    async def schema_json(request: Request) -> Response:
+        return JSONResponse(export_json())
+
+    async def healthz(request: Request) -> Response:
+        info = await run_in_threadpool(couch.main.config)
+        return JSONResponse({"ok": True, "documents": info.get("doc_count")})
+
+    async def on_login_required(request: Request, exc: Exception) -> Response:
+        target = "/login?next=" + quote(request.url.path, safe="/:")
+        if request.cookies.get(SIGNED_IN_COOKIE):  # was logged in, did not log out: the session lapsed
+            target += "&expired=1"
+        if request.headers.get("hx-request"):  # htmx follows HX-Redirect, not a 303
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        return RedirectResponse(target, status_code=303)
+
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
+        keys = {400: "bad_request", 403: "forbidden", 404: "not_found"}
+        detail = exc.detail if exc.status_code == 400 and exc.detail != "Bad Request" else None
+        return render(request, "error.html", exc.status_code, message=keys.get(exc.status_code, "bad_request"),
+                      detail=detail)
+
+    routes = [
+        Route("/", home),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/lang", set_language, methods=["POST"]),
+        *display.routes(settings),
+        Route("/grids/{grid_id}", grid_page),
+        Route("/households/{household_id}", household_page),
+        Route("/communities", communities_page),
+        Route("/residents/{resident_id}/reveal", reveal, methods=["POST"]),
+        Route("/residents/{resident_id}/access-request", access_request_page, methods=["GET", "POST"]),
+        Route("/residents/{resident_id}/privacy", privacy_page, methods=["GET", "POST"]),
+        Route("/approvals", approvals_page, methods=["GET", "POST"]),
+        Route("/devices/keys", register_device_key, methods=["POST"]),
+        Route("/devices/keys/{key}", remove_device_key, methods=["DELETE"]),
+        Route("/schema.json", schema_json),
+        Mount("/open311/v2", routes=open311.routes(couch, _now)),
+        *request_pages.routes(couch, current_user, render, _now),
+        *household_edit_routes(couch, current_user, render, _now),
+        *conflict_routes(couch, current_user, render, _now),
+        *field_routes(couch, current_user, render, _now),
+        *activation_routes(firewall, settings.secret_key, current_user, render, _now, _device, sign_in),
+        *console_routes(firewall, current_user, render, _now),
+        *needs_routes(couch, current_user, render, _now),
+        Route("/healthz", healthz),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
+        # The offline app: service worker, manifest, browser code, templates (server/web/pwa_routes.py).
+        *pwa_routes.routes(current_user, _template_context),
+        *mounts,
+    ]
+    middleware = [
+        Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="session",
+                   max_age=settings.session_max_age, same_site="lax", https_only=settings.cookie_secure),
+        Middleware(CSRFMiddleware),
+    ]
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        clock = asyncio.create_task(_sla_clock(couch, firewall))
+        try:
+            yield
+        finally:
+            clock.cancel()
+
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                     exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error})
+
+
+SWEEP_EVERY = 60  # seconds
+
+
+async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
+    """Once a minute: service-request deadlines, expired phone key grants, BLE alerts. Every process may run
+    it: each sweep is idempotent, and two processes racing on one document get a CouchDB conflict, retried
+    next minute."""
+    while True:
+        try:
+            street = await run_in_threadpool(open311.the_street, couch)
+            if street:
+                await run_in_threadpool(service_requests.sweep, couch, street, _now())
+            await run_in_threadpool(grants.expire, firewall, _now())
+            await run_in_threadpool(filing.file_reports, couch, firewall.signer)
+        except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
+            logger.exception("service-request sweep failed")
+        try:  # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
+            await run_in_threadpool(alerts.sweep, couch, _now())
+        except Exception:  # noqa: BLE001 - as above
+            logger.exception("alert sweep failed")
+        await asyncio.sleep(SWEEP_EVERY)

@@ -1,0 +1,239 @@
+"""The grid worker's field pages, online: the alerts inbox (acknowledge, visiting, resolve) and visit logging
+with a needs list and a photo from the camera.
+
+HTML over the wire: every form works without JavaScript (a redirect back), and htmx swaps an alert's row in
+place. Forms name their fields as the documents do (`kind`, `resident`, `notes`, `needs`, `_rev`), so that
+the service worker can build the same documents offline: `needs` comes from the checkboxes (keys of
+COMMON_NEEDS) and from a text box, one free-text need a line.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pycouchdb.exceptions import Conflict
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from server.domain.access import Principal, may_see, write_refusal
+from server.domain.declaration import ALERT_STATES, VISIT_KINDS, Role, ValidationError, validate
+from server.services import service_requests as sr
+from server.store import queries
+from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
+
+Doc = dict[str, Any]
+Render = Callable[..., Response]
+CurrentUser = Callable[[Request], Awaitable[Doc]]
+
+OPEN_ALERT_STATES = ("raised", "escalated", "acknowledged", "visiting")
+# What each action makes of an alert, and from which states: acknowledging may be skipped.
+ALERT_ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "acknowledge": ("acknowledged", ("raised", "escalated")),
+    "visiting": ("visiting", ("raised", "escalated", "acknowledged")),
+    "resolve": ("resolved", OPEN_ALERT_STATES),
+}
+# The buttons a row shows, by the alert's status.
+ACTIONS_BY_STATE = {state: [a for a, (_, sources) in ALERT_ACTIONS.items() if state in sources]
+                    for state in ALERT_STATES}
+assert set(OPEN_ALERT_STATES) | {"resolved"} == set(ALERT_STATES)
+ALERTS_SHOWN = 200
+URGENT_ALERT_KINDS = ("sos", "fall")  # someone may be lying on the floor: on top, in red
+
+# Needs a visit often finds, offered as checkboxes and stored as these keys; anything else is free text.
+COMMON_NEEDS = ("meal_delivery", "medical_escort", "home_repair", "cleaning", "companionship", "shopping",
+                "legal_aid", "financial_aid")
+MAX_VISIT_PHOTO_BYTES = 10 * 1024 * 1024
+RECENT_VISITS = 5
+
+
+class AlertRefused(ValueError):
+    """An action the alert's state does not allow; the message is an i18n key."""
+
+
+def visible_alerts(couch: Couch, p: Principal, *, include_resolved: bool) -> list[Doc]:
+    """The alerts of the user's grids (grid worker) and communities (secretary) they may see: open ones
+    first, newest first."""
+    places = (p.grids if p.has(Role.GRID_WORKER) else frozenset()) | (
+        p.communities if p.has(Role.SECRETARY) else frozenset())
+    found = {d["_id"]: d for place in sorted(places)
+             for d in iter_view_docs(couch.main, "linli/by_place", [place, "alert"])}
+    shown = [d for d in found.values() if may_see(p, d) and (include_resolved or d["status"] != "resolved")]
+    shown.sort(key=lambda d: dt.datetime.fromisoformat(d["raised_at"]), reverse=True)
+    # Stable: open ones first, among them SOS and falls first; each part newest first.
+    shown.sort(key=lambda d: (d["status"] == "resolved", d["kind"] not in URGENT_ALERT_KINDS))
+    return shown[:ALERTS_SHOWN]
+
+
+def alert_names(couch: Couch, alerts: list[Doc]) -> dict[str, str]:
+    """What the rows show for the ids alerts name: residents' names, households' addresses (basic tier),
+    gateways' names, and who acknowledged."""
+    docs = get_many(couch.main, {a[k] for a in alerts for k in ("resident", "household", "gateway") if a.get(k)})
+    names = {i: d.get("name") or d.get("address", "") for i, d in docs.items()}
+    return {**names, **queries.user_names(couch, {a["acknowledged_by"] for a in alerts if a.get("acknowledged_by")})}
+
+
+def act_on_alert(p: Principal, doc: Doc, action: str, now: dt.datetime) -> Doc:
+    """The alert after `action` (not stored). Raises AlertRefused."""
+    if action not in ALERT_ACTIONS:
+        raise AlertRefused("alert_unknown_action")
+    to, sources = ALERT_ACTIONS[action]
+    if doc["status"] not in sources:
+        raise AlertRefused("alert_not_allowed")
+    stamp = now.isoformat()
+    new = {**doc, "status": to}
+    if not new.get("acknowledged_by"):  # going to visit or resolving acknowledges it too
+        new.update(acknowledged_by=p.user_id, acknowledged_at=stamp)
+    if to == "resolved":
+        new["resolved_at"] = stamp
+    new["updated_at"] = stamp  # merges of offline edits keep the latest (sync/merge.py)
+    return new
+
+
+def needs_of(values: list[str]) -> list[str]:
+    """The visit's needs from its form: checkbox keys and free-text lines, blank lines dropped, in order."""
+    lines = (line.strip() for value in values for line in value.splitlines())
+    return list(dict.fromkeys(line for line in lines if line))
+
+
+def recent_visits(couch: Couch, household_id: str) -> list[Doc]:
+    """The household's newest visits for its page: date, kind, who, needs, and the photo if there is one."""
+    visits = sorted(iter_view_docs(couch.main, "linli/by_place", [household_id, "visit"]),
+                    key=lambda v: dt.datetime.fromisoformat(v["visited_at"]), reverse=True)[:RECENT_VISITS]
+    authors = queries.user_names(couch, {v["created_by"] for v in visits})
+    return [{"_id": v["_id"], "visited_at": v["visited_at"], "kind": v["kind"], "needs": v.get("needs", []),
+             "author": authors.get(v["created_by"], ""), "photo": min(v.get("_attachments", {}), default=None)}
+            for v in visits]
+
+
+def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callable[[], dt.datetime]) -> list[Route]:
+    async def principal_of(request: Request) -> Principal:
+        return Principal.of(await current_user(request))
+
+    async def load(request: Request, p: Principal, type_name: str) -> Doc:
+        doc = await run_in_threadpool(queries.load_doc, couch, f"{type_name}:{request.path_params['id']}", type_name)
+        if doc is None:
+            raise HTTPException(404)
+        if not may_see(p, doc):
+            raise HTTPException(403)
+        return doc
+
+    async def alerts_page(request: Request, p: Principal | None = None, error: str | None = None,
+                          status_code: int = 200) -> Response:
+        p = p or await principal_of(request)
+        if not p.has(Role.GRID_WORKER, Role.SECRETARY):
+            raise HTTPException(403)
+        show_all = request.query_params.get("status") == "all"
+        alerts = await run_in_threadpool(visible_alerts, couch, p, include_resolved=show_all)
+        names = await run_in_threadpool(alert_names, couch, alerts)
+        return render(request, "alerts.html", status_code, alerts=alerts, names=names, actions=ACTIONS_BY_STATE,
+                      show_all=show_all, error=error, row_error=None)
+
+    async def act(request: Request) -> Response:
+        p = await principal_of(request)
+        doc = await load(request, p, "alert")
+        form = await request.form()
+        error, status_code = None, 400
+        try:
+            new = act_on_alert(p, doc, str(form.get("action", "")), now())
+        except AlertRefused as refused:
+            error = str(refused)
+        else:
+            refusal = write_refusal(p, doc, new)
+            if refusal:
+                raise HTTPException(403, refusal)
+            validate(new)
+            try:
+                if str(form.get("_rev") or doc["_rev"]) != doc["_rev"]:
+                    # Changed since the user saw it: refused as CouchDB refuses a stale revision.
+                    raise Conflict(doc["_id"])
+                doc = await run_in_threadpool(couch.main.save, new)  # a race since `load` conflicts here
+            except Conflict:
+                error, status_code = "alert_conflict", 409
+                doc = await run_in_threadpool(get_or_none, couch.main, doc["_id"]) or doc
+        if request.headers.get("hx-request"):
+            # htmx swaps only successful answers: a refusal comes back as the row, saying why.
+            names = await run_in_threadpool(alert_names, couch, [doc])
+            return render(request, "_alert_rows.html", alerts=[doc], names=names, actions=ACTIONS_BY_STATE,
+                          row_error=error)
+        if error:
+            return await alerts_page(request, p, error, status_code)
+        return RedirectResponse(f"/alerts#alert-{doc['_id'].replace(':', '-')}", status_code=303)
+
+    async def visit_new(request: Request) -> Response:
+        user = await current_user(request)
+        p = Principal.of(user)
+        household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
+        if household is None:
+            raise HTTPException(404)
+        grid = await run_in_threadpool(queries.load_doc, couch, household["grid"], "grid")
+        if grid is None or not queries.can_view_grid(user, grid):  # as the household page decides
+            raise HTTPException(403)
+        residents = [{"_id": r["_id"], "name": r["name"]} for r in await run_in_threadpool(
+            lambda: list(iter_view_docs(couch.main, "linli/by_place", [household["_id"], "resident"])))]
+        values: Doc = {"kind": VISIT_KINDS[0], "resident": "", "notes": "", "needs": []}
+        error = None
+        if request.method == "POST":
+            form = await request.form()
+            values = {"kind": str(form.get("kind", "")), "resident": str(form.get("resident", "")),
+                      "notes": str(form.get("notes", "")).strip(),
+                      "needs": needs_of([str(v) for v in form.getlist("needs") if isinstance(v, str)])}
+            upload = form.get("photo")
+            photo = await upload.read() if isinstance(upload, UploadFile) and upload.filename else b""
+            try:
+                visit = _visit(p, household, values, {r["_id"] for r in residents}, photo, now())
+                refusal = write_refusal(p, None, visit)
+                if refusal:
+                    raise HTTPException(403, refusal)
+                await run_in_threadpool(couch.main.save, visit)
+            except sr.RequestError as bad:
+                error = str(bad)
+            except ValidationError as bad:  # names each bad field (not the new document's id)
+                error = "; ".join(str(e) for e in bad.errors)
+            else:
+                return RedirectResponse(f"/households/{household['_id']}", status_code=303)
+        return render(request, "visit_new.html", 400 if error else 200, household=household, residents=residents,
+                      kinds=list(VISIT_KINDS), common_needs=list(COMMON_NEEDS), values=values, error=error,
+                      free_needs=[n for n in values["needs"] if n not in COMMON_NEEDS])
+
+    async def visit_photo(request: Request) -> Response:
+        p = await principal_of(request)
+        visit = await load(request, p, "visit")
+        name = min(visit.get("_attachments", {}), default=None)
+        if name is None:
+            raise HTTPException(404)
+        data = await run_in_threadpool(couch.main.get_attachment, visit, name)
+        return Response(data, media_type=visit["_attachments"][name]["content_type"],
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    return [
+        Route("/alerts", alerts_page),
+        Route("/alerts/{id}/act", act, methods=["POST"]),
+        Route("/households/{household_id}/visits/new", visit_new, methods=["GET", "POST"]),
+        Route("/visits/{id}/photo", visit_photo),
+    ]
+
+
+def _visit(p: Principal, household: Doc, values: Doc, residents: set[str], photo: bytes, now: dt.datetime) -> Doc:
+    """A new visit document from the form's values, validated whole, its photo attached."""
+    if values["resident"] and values["resident"] not in residents:
+        raise sr.RequestError("resident", "is not a member of this household")
+    stamp = now.isoformat()
+    visit: Doc = {"_id": f"visit:{uuid.uuid4().hex}", "type": "visit",
+                  **{k: household[k] for k in ("street", "community", "grid")}, "household": household["_id"],
+                  "kind": values["kind"], "visited_at": stamp, "needs": values["needs"],
+                  "created_by": p.user_id, "created_at": stamp}
+    visit.update({k: values[k] for k in ("resident", "notes") if values[k]})
+    validate(visit)
+    if photo:  # in the same write as the visit: a refused photo leaves nothing half-stored
+        kind = sr.check_photo(photo, MAX_VISIT_PHOTO_BYTES)
+        visit["_attachments"] = {f"photo.{kind.split('/')[1]}": {"content_type": kind,
+                                                                 "data": base64.b64encode(photo).decode()}}
+    return visit

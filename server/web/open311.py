@@ -1,0 +1,327 @@
+"""Open311 GeoReport v2 (http://wiki.open311.org/GeoReport_v2), so that existing Open311 clients and city
+systems talk to Linli unchanged. Mounted at /open311/v2; every resource answers in XML (`.xml`) and JSON
+(`.json`), errors in the standard's shape (`[{"code", "description"}]`, `<errors><error>…`).
+
+What is public: the catalogue, and requests about public places (no resident or household attached).
+A request about a person (home care, a home repair) is not listed or shown here: minimum necessary (§5.1).
+Creating needs an API key (`linli open311-key issue NAME`); the reporter's e-mail and phone are not stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.domain.declaration import validate
+from server.services import service_requests as sr
+from server.store.couch import Couch, get_many, get_or_none
+
+Doc = dict[str, Any]
+FORMATS = {"json": "application/json; charset=utf-8", "xml": "text/xml; charset=utf-8"}
+DEFAULT_DAYS = 90
+MAX_RESULTS = 1000
+KEY_PREFIX = "open311_key:"
+
+
+class Open311Error(Exception):
+    def __init__(self, code: int, description: str) -> None:
+        self.code = code
+        self.description = description
+        super().__init__(description)
+
+
+# ---------------------------------------------------------------- rendering
+
+def _xml_value(parent: ET.Element, name: str, value: Any) -> None:
+    child = ET.SubElement(parent, name)
+    if isinstance(value, list):
+        item_name = {"attributes": "attribute", "values": "value"}.get(name, "item")
+        for item in value:
+            _xml_record(child, item_name, item)
+    elif isinstance(value, bool):
+        child.text = "true" if value else "false"
+    elif value is not None:
+        child.text = str(value)
+
+
+def _xml_record(parent: ET.Element, name: str, record: dict[str, Any]) -> None:
+    element = ET.SubElement(parent, name)
+    for key, value in record.items():
+        _xml_value(element, key, value)
+
+
+def render(fmt: str, root: str, item: str, records: list[dict[str, Any]] | dict[str, Any],
+           status: int = 200) -> Response:
+    """JSON: the records as they are; XML: <root><item>…</item></root> (or <root>…</root> for one object)."""
+    if fmt == "json":
+        return Response(json.dumps(records, ensure_ascii=False), status_code=status, media_type=FORMATS["json"])
+    element = ET.Element(root)
+    if isinstance(records, dict):
+        for key, value in records.items():
+            _xml_value(element, key, value)
+    else:
+        for record in records:
+            _xml_record(element, item, record)
+    body = b'<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(element, encoding="utf-8", xml_declaration=False)
+    return Response(body, status_code=status, media_type=FORMATS["xml"])
+
+
+def error_response(fmt: str, code: int, description: str) -> Response:
+    return render(fmt if fmt in FORMATS else "xml", "errors", "error", [{"code": code, "description": description}],
+                  status=code)
+
+
+# ---------------------------------------------------------------- mapping Linli to Open311
+
+def service_json(category: Doc) -> dict[str, Any]:
+    return {"service_code": category["code"], "service_name": category["name"],
+            "description": category.get("description") or category.get("name_en", ""),
+            "metadata": bool(category.get("attributes")), "type": "realtime",
+            "keywords": ", ".join(category.get("keywords", [])), "group": category.get("group", "")}
+
+
+def definition_json(category: Doc) -> dict[str, Any]:
+    return {"service_code": category["code"], "attributes": [
+        {"variable": True, "code": a["code"], "datatype": a["datatype"], "required": a["required"],
+         "datatype_description": None, "order": a["order"], "description": a["description"],
+         "values": [{"key": v, "name": v} for v in a.get("values", [])]}
+        for a in sorted(category.get("attributes", []), key=lambda a: a["order"])]}
+
+
+def request_json(doc: Doc, category: Doc | None, departments: dict[str, str]) -> dict[str, Any]:
+    notes = [h.get("note", "") for h in doc["history"] if h["action"] in ("comment", "resolved", "rated")]
+    location = doc.get("location") or {}
+    return {
+        "service_request_id": doc["_id"].split(":", 1)[1],
+        "status": "open" if doc["status"] in sr.OPEN_STATES else "closed",
+        "status_notes": notes[-1] if notes else None,
+        "service_name": category["name"] if category else doc["category"],
+        "service_code": doc["category"],
+        "description": doc["description"],
+        "agency_responsible": departments.get(doc.get("department", "")),
+        "service_notice": None,
+        "requested_datetime": doc["created_at"],
+        "updated_datetime": doc.get("updated_at", doc["created_at"]),
+        "expected_datetime": doc.get("due_close"),
+        "address": doc.get("address") or None,
+        "address_id": None,
+        "zipcode": None,
+        "lat": location.get("lat"),
+        "long": location.get("lon"),
+        "media_url": doc.get("media_url") or None,
+    }
+
+
+def is_public(doc: Doc) -> bool:
+    return not (doc.get("resident") or doc.get("household"))
+
+
+# ---------------------------------------------------------------- API keys
+
+def issue_key(couch: Couch, name: str, street: str, now: dt.datetime) -> str:
+    """A new API key for an Open311 client; only its hash is stored. Returns the key (shown once)."""
+    key = secrets.token_urlsafe(24)
+    doc = {"_id": key_id(key), "type": "open311_key", "street": street, "name": name,
+           "created_at": now.isoformat(), "revoked": False}
+    validate(doc)
+    couch.accounts.save(doc)
+    return key
+
+
+def key_id(key: str) -> str:
+    return KEY_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def check_key(couch: Couch, key: str) -> Doc:
+    doc = get_or_none(couch.accounts, key_id(key)) if key else None
+    if doc is None or doc.get("revoked"):
+        raise Open311Error(403, "api_key is missing or not valid")
+    return doc
+
+
+# ---------------------------------------------------------------- the resources
+
+def the_street(couch: Couch) -> str | None:
+    """The street this server serves (its Open311 jurisdiction): the one street document."""
+    rows = couch.main.all(startkey="street:", endkey="street:\ufff0", include_docs="false", limit=1, as_list=True)
+    return rows[0]["id"] if rows else None
+
+
+def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
+    """The GeoReport v2 resources, to mount at /open311/v2."""
+    street = ""
+
+    def endpoint(handler: Callable[[Request, str], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            nonlocal street
+            fmt = request.path_params.get("format", "")
+            try:
+                if fmt not in FORMATS:
+                    raise Open311Error(400, "format must be xml or json")
+                street = street or await run_in_threadpool(the_street, couch) or ""
+                if not street:
+                    raise Open311Error(404, "this server has no street configured yet")
+                jurisdiction = street.split(":", 1)[1]
+                given = request.query_params.get("jurisdiction_id")
+                if given not in (None, "", jurisdiction):
+                    raise Open311Error(404, f"jurisdiction_id {given!r} not found; this server serves {jurisdiction}")
+                return await handler(request, fmt)
+            except Open311Error as error:
+                return error_response(fmt, error.code, error.description)
+            except sr.RequestError as error:
+                return error_response(fmt, error.status, str(error))
+        return wrapped
+
+    async def discovery(request: Request, fmt: str) -> Response:
+        base = str(request.base_url).rstrip("/") + "/open311/v2/"
+        return render(fmt, "discovery", "", {
+            "changeset": "2026-11-25T00:00:00Z", "contact": "community office", "key_service": "linli open311-key",
+            "endpoints": [{"specification": "http://wiki.open311.org/GeoReport_v2", "url": base,
+                           "changeset": "2026-11-25T00:00:00Z", "type": "production",
+                           "formats": list(FORMATS.values())}]})
+
+    async def services(request: Request, fmt: str) -> Response:
+        categories = await run_in_threadpool(sr.catalogue, couch, street)
+        return render(fmt, "services", "service", [service_json(c) for c in categories.values()])
+
+    async def service_definition(request: Request, fmt: str) -> Response:
+        category = (await run_in_threadpool(sr.catalogue, couch, street)).get(request.path_params["code"])
+        if category is None:
+            raise Open311Error(404, f"service_code {request.path_params['code']!r} not found")
+        return render(fmt, "service_definition", "", definition_json(category))
+
+    async def create(request: Request, fmt: str) -> Response:
+        form = await request.form()
+        fields = {k: str(v) for k, v in form.items()}
+        key = await run_in_threadpool(check_key, couch, fields.get("api_key", ""))
+        new = sr.NewRequest(street=street, category=fields.get("service_code", ""),
+                            description=fields.get("description", ""), location=_location(fields),
+                            address=fields.get("address_string", ""), attributes=_attributes(form),
+                            reporter_name=" ".join(filter(None, (fields.get("first_name"), fields.get("last_name")))),
+                            account_id=fields.get("account_id", ""), media_url=_media_url(fields), source="open311")
+        if not new.category:
+            raise Open311Error(400, "service_code is required")
+        reporter = "user:open311." + key["_id"][len(KEY_PREFIX):][:12]
+        doc = await run_in_threadpool(sr.create, couch, reporter, new, now())
+        return render(fmt, "service_requests", "request", [{
+            "service_request_id": doc["_id"].split(":", 1)[1], "service_notice": None,
+            "account_id": doc.get("account_id")}])
+
+    async def list_requests(request: Request, fmt: str) -> Response:
+        q = request.query_params
+        ids = _csv(q.get("service_request_id"))
+        if ids:  # "overrides all other parameters"
+            found = await run_in_threadpool(get_many, couch.main, ["service_request:" + i for i in ids])
+            docs = sorted((d for d in found.values() if d.get("type") == "service_request" and is_public(d)),
+                          key=lambda d: d["created_at"], reverse=True)
+        else:
+            end = _date(q, "end_date") or now()
+            start = _date(q, "start_date") or end - dt.timedelta(days=DEFAULT_DAYS)
+            codes, statuses = _csv(q.get("service_code")), _csv(q.get("status"))
+            if statuses - {"open", "closed"}:
+                raise Open311Error(400, "status must be open and/or closed")
+            docs = await run_in_threadpool(_newest_public, couch, street, start, end, codes, statuses)
+        return render(fmt, "service_requests", "request", await _as_json(docs))
+
+    async def get_request(request: Request, fmt: str) -> Response:
+        doc = await run_in_threadpool(get_or_none, couch.main, "service_request:" + request.path_params["id"])
+        if doc is None or doc.get("type") != "service_request" or not is_public(doc):
+            raise Open311Error(404, f"service_request_id {request.path_params['id']!r} not found")
+        return render(fmt, "service_requests", "request", await _as_json([doc]))
+
+    async def token(request: Request, fmt: str) -> Response:
+        # Linli answers a create with the request id at once, so there are no tokens to look up.
+        raise Open311Error(404, f"token {request.path_params['token']!r} not found (this server returns "
+                           "service_request_id directly when a request is created)")
+
+    async def _as_json(docs: list[Doc]) -> list[dict[str, Any]]:
+        categories = await run_in_threadpool(sr.catalogue, couch, street, active_only=False)
+        departments = await run_in_threadpool(sr.department_names, couch)
+        return [request_json(d, categories.get(d["category"]), departments) for d in docs]
+
+    fmt = "{format:str}"
+    return [
+        Route(f"/discovery.{fmt}", endpoint(discovery)),
+        Route(f"/services.{fmt}", endpoint(services)),
+        Route(f"/services/{{code:str}}.{fmt}", endpoint(service_definition)),
+        Route(f"/requests.{fmt}", endpoint(create), methods=["POST"]),
+        Route(f"/requests.{fmt}", endpoint(list_requests), methods=["GET"]),
+        Route(f"/requests/{{id:str}}.{fmt}", endpoint(get_request)),
+        Route(f"/tokens/{{token:str}}.{fmt}", endpoint(token)),
+    ]
+
+
+def _csv(value: str | None) -> set[str]:
+    return {v.strip() for v in (value or "").split(",") if v.strip()}
+
+
+def _date(query: Any, name: str) -> dt.datetime | None:
+    value = query.get(name)
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Open311Error(400, f"{name} must be a W3C date and time, e.g. 2026-11-25T08:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise Open311Error(400, f"{name} must include a time zone (Z or ±hh:mm)")
+    return parsed
+
+
+def _location(fields: dict[str, str]) -> dict[str, float] | None:
+    lat, lon = fields.get("lat"), fields.get("long")
+    if not lat and not lon:
+        return None
+    try:
+        location = {"lat": float(lat or ""), "lon": float(lon or "")}
+    except ValueError:
+        raise Open311Error(400, "lat and long must both be decimal degrees (WGS84)") from None
+    if not (-90 <= location["lat"] <= 90 and -180 <= location["lon"] <= 180):
+        raise Open311Error(400, "lat and long are out of range")
+    return location
+
+
+def _attributes(form: Any) -> dict[str, Any]:
+    """attribute[code]=value; repeated (or attribute[code][]) for multi-value lists."""
+    answers: dict[str, Any] = {}
+    for name in form:
+        if name.startswith("attribute[") and name.endswith("]"):
+            code = name[len("attribute["):-1].removesuffix("][")
+            values = [str(v) for v in form.getlist(name)]
+            answers[code] = values if len(values) > 1 or name.endswith("[]") else values[0]
+    return answers
+
+
+def _media_url(fields: dict[str, str]) -> str:
+    url = fields.get("media_url", "")
+    if url and not url.startswith(("http://", "https://")):
+        raise Open311Error(400, "media_url must be an http(s) URL")
+    return url[:500]
+
+
+def _newest_public(couch: Couch, street: str, start: dt.datetime, end: dt.datetime, codes: set[str],
+                   statuses: set[str]) -> list[Doc]:
+    """Up to MAX_RESULTS public requests made in [start, end] of these codes and states, newest first:
+    one key range of `public_requests` per code × state asked for."""
+    found: dict[str, Doc] = {}
+    for code in sorted(codes) or [""]:
+        for status in sorted(statuses) or [""]:
+            rows = couch.main.query("linli/public_requests", descending="true", include_docs="true",
+                                    limit=MAX_RESULTS, as_list=True,
+                                    startkey=[street, code, status, end.astimezone(dt.UTC).isoformat()],
+                                    endkey=[street, code, status, start.astimezone(dt.UTC).isoformat()])
+            found.update((r["id"], r["doc"]) for r in rows)
+    return sorted(found.values(), key=lambda d: d["created_at"], reverse=True)[:MAX_RESULTS]
+
+
+

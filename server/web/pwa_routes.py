@@ -1,0 +1,95 @@
+"""What the offline app (pwa/) is made of, served: the service worker at the site's root (its scope is the
+whole site), the web app manifest, the browser code under /pwa/, the very template files the server renders
+(the service worker renders them offline with Nunjucks), and two small JSON documents:
+
+- /pwa/shell.json: what the service worker keeps for offline use, with a version that changes whenever any
+  of it changes (so a phone refreshes its copy at the next sync);
+- /pwa/session.json: the signed-in user as the pages see them (name, roles, grids), the CSRF token, the
+  language and its messages, the time zone — what an offline page needs besides documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from server.domain.declaration import export_json
+from server.domain.entitlement import REVEAL_PURPOSES
+from server.domain.i18n import MESSAGES
+from server.services.service_requests import MAX_PHOTO_BYTES
+from server.store.config import LOCAL_TZ, PROJECT_ROOT
+from server.web.display import OPTIONS as DISPLAY_OPTIONS
+from server.web.field_pages import ALERT_ACTIONS, COMMON_NEEDS, MAX_VISIT_PHOTO_BYTES, URGENT_ALERT_KINDS
+
+PWA_DIR = PROJECT_ROOT / "pwa"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Pages for desktops (secretary, administrator) that the service worker never renders; they format numbers
+# (round, percentages) in ways Jinja2 and Nunjucks do not share, so the parity test leaves them out.
+ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "catalogue.html"})
+# Browser code the service worker needs offline, besides the templates; vendor files come from npm.
+SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
+               "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest")
+_USER_FIELDS = ("_id", "username", "display_name", "roles", "grids", "communities", "resident", "department")
+
+
+def shared_templates() -> list[str]:
+    return sorted(p.name for p in TEMPLATES_DIR.glob("*.html") if p.name not in ONLINE_ONLY_TEMPLATES)
+
+
+def _shell_version() -> str:
+    """Changes when a template, the stylesheet, any browser file or the domain declaration (/schema.json) does."""
+    digest = hashlib.sha256(json.dumps(export_json(), sort_keys=True).encode())
+    files = [*(TEMPLATES_DIR / n for n in shared_templates()), *sorted(PWA_DIR.rglob("*.js")),
+             *sorted(STATIC_DIR.iterdir())]
+    for path in files:
+        if path.is_file() and "tests" not in path.parts:
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def routes(current_user: Callable[[Request], Awaitable[dict[str, Any]]],
+           page_context: Callable[[Request], dict[str, Any]]) -> list[BaseRoute]:
+    version = _shell_version()  # computed once per process: files change with a deployment
+
+    async def service_worker(request: Request) -> Response:
+        # Never cached by HTTP: the browser compares it byte for byte to decide on an update.
+        return FileResponse(PWA_DIR / "sw.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+    async def manifest(request: Request) -> Response:
+        return FileResponse(PWA_DIR / "manifest.webmanifest", media_type="application/manifest+json")
+
+    async def shell(request: Request) -> Response:
+        return JSONResponse({"version": version, "files": list(SHELL_FILES), "templates": shared_templates()})
+
+    async def session(request: Request) -> Response:
+        user = await current_user(request)
+        context = page_context(request)
+        lang = context["lang"]
+        return JSONResponse({
+            "user": {k: user[k] for k in _USER_FIELDS if k in user},
+            "csrf_token": context["csrf_token"], "lang": lang, "display": context["display"],
+            "display_options": list(DISPLAY_OPTIONS),
+            "messages": MESSAGES[lang], "time_zone": LOCAL_TZ.key,
+            # The pages' vocabularies, declared once on the server (offline/pages.js builds the same forms).
+            "reveal_purposes": list(REVEAL_PURPOSES), "common_needs": list(COMMON_NEEDS),
+            "alert_actions": ALERT_ACTIONS, "urgent_alert_kinds": list(URGENT_ALERT_KINDS),
+            "photo_limits": {"request": MAX_PHOTO_BYTES, "visit": MAX_VISIT_PHOTO_BYTES},
+        }, headers={"Cache-Control": "no-store"})
+
+    return [
+        Route("/sw.js", service_worker),
+        Route("/manifest.webmanifest", manifest),
+        Route("/pwa/shell.json", shell),
+        Route("/pwa/session.json", session),
+        Mount("/pwa/templates", StaticFiles(directory=TEMPLATES_DIR), name="pwa-templates"),
+        Mount("/pwa", StaticFiles(directory=PWA_DIR), name="pwa"),
+    ]

@@ -1,0 +1,276 @@
+"""The service desk's pages: report a matter, follow it, act on it, rate it; the catalogue; the dashboard.
+
+HTML over the wire like the rest of server/: every form works without JavaScript; htmx swaps in a
+category's questions as the category changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from server.domain.access import Principal, may_see
+from server.domain.declaration import SATISFACTION, Role, validate
+from server.services import dashboard, survey
+from server.services import service_requests as sr
+from server.store import queries
+from server.store.config import LOCAL_TZ
+from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
+
+Doc = dict[str, Any]
+Render = Callable[..., Response]
+CurrentUser = Callable[[Request], Awaitable[Doc]]
+ACTIONS = {"acknowledge": "acknowledged", "start": "in_progress", "resolve": "resolved", "close": "closed",
+           "reopen": "reopened"}
+
+
+def _requests_of_street(couch: Couch, street: str) -> list[Doc]:
+    communities = ids_of_type(couch.main, "community")
+    return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_place", [c, "service_request"])
+            if d["street"] == street]
+
+
+def visible_requests(couch: Couch, p: Principal) -> list[Doc]:
+    """The requests this user may see, newest first."""
+    if p.has(Role.GRID_WORKER) and not p.has(Role.SECRETARY, Role.ADMIN, Role.DEPARTMENT_STAFF):
+        docs = [d for g in sorted(p.grids)
+                for d in iter_view_docs(couch.main, "linli/by_place", [g, "service_request"])]
+    else:
+        docs = _requests_of_street(couch, p.street)
+    return sorted((d for d in docs if may_see(p, d)), key=lambda d: d["created_at"], reverse=True)
+
+
+def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callable[[], dt.datetime]) -> list[Route]:
+    async def principal_of(request: Request) -> Principal:
+        return Principal.of(await current_user(request))
+
+    async def load(request: Request, p: Principal) -> Doc:
+        doc = await run_in_threadpool(get_or_none, couch.main, "service_request:" + request.path_params["id"])
+        if doc is None or doc.get("type") != "service_request":
+            raise HTTPException(404)
+        if not may_see(p, doc):
+            raise HTTPException(403)
+        return doc
+
+    async def list_page(request: Request) -> Response:
+        p = await principal_of(request)
+        docs = await run_in_threadpool(visible_requests, couch, p)
+        categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
+        return render(request, "requests.html", requests=docs[:200], categories=categories, now=now().isoformat())
+
+    async def questions(request: Request) -> Response:
+        p = await principal_of(request)
+        category = (await run_in_threadpool(sr.catalogue, couch, p.street)).get(request.query_params.get("category"))
+        return render(request, "_questions.html", category=category)
+
+    async def new_page(request: Request) -> Response:
+        p = await principal_of(request)
+        categories = await run_in_threadpool(sr.catalogue, couch, p.street)
+        error, values = None, {}
+        if request.method == "POST":
+            form = await request.form()
+            values = {k: str(v) for k, v in form.items() if not isinstance(v, UploadFile)}
+            photos = tuple([await f.read() for f in form.getlist("photo") if isinstance(f, UploadFile) and f.filename])
+            staff = p.has(Role.GRID_WORKER) and bool(p.grids)
+            new = sr.NewRequest(
+                street=p.street, category=values.get("category", ""), description=values.get("description", ""),
+                address=values.get("address", ""), grid=sorted(p.grids)[0] if staff else None,
+                resident=p.resident, attributes=_answers(form), on_behalf=staff and "on_behalf" in values,
+                consent="consent" in values, reporter_name=values.get("reporter_name", ""), photos=photos,
+                location=_location(values))
+            try:
+                doc = await run_in_threadpool(sr.create, couch, p.user_id, new, now())
+            except sr.RequestError as bad:
+                error = str(bad)
+            else:
+                return RedirectResponse(f"/requests/{doc['_id'].split(':', 1)[1]}", status_code=303)
+        chosen = categories.get(values.get("category", ""))
+        return render(request, "request_new.html", 400 if error else 200,
+                      categories=list(categories.items()), error=error,
+                      values=values, category=chosen, staff=p.has(Role.GRID_WORKER))
+
+    async def detail(request: Request) -> Response:
+        p = await principal_of(request)
+        doc = await load(request, p)
+        return await _detail(request, p, doc)
+
+    async def _detail(request: Request, p: Principal, doc: Doc, error: str | None = None) -> Response:
+        categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
+        names = await run_in_threadpool(queries.user_names, couch, {h["by"] for h in doc["history"]})
+        departments = await run_in_threadpool(sr.department_names, couch)
+        return render(request, "request.html", 400 if error else 200, doc=doc, category=categories.get(
+            doc["category"]), names=names, departments=departments, error=error, satisfaction=SATISFACTION,
+            may_act=sr.may_act(p, doc), reporter=sr.is_reporter(p, doc),
+            secretary=p.has(Role.SECRETARY) and doc["community"] in p.communities,
+            called=any(w["department"] == p.department and "arrived_at" not in w for w in doc.get("whistles", [])),
+            transitions=sr.TRANSITIONS[doc["status"]], photos=sorted(doc.get("_attachments", {})))
+
+    async def act(request: Request) -> Response:
+        p = await principal_of(request)
+        doc = await load(request, p)
+        form = await request.form()
+        action, note, at = str(form.get("action", "")), str(form.get("note", "")), now()
+        try:
+            if action in ACTIONS:
+                doc = await run_in_threadpool(sr.transition, couch, p, doc, ACTIONS[action], note, at)
+            elif action == "comment":
+                doc = await run_in_threadpool(sr.comment, couch, p, doc, note, at)
+            elif action == "whistle":
+                departments = [str(d) for d in form.getlist("department")]
+                doc = await run_in_threadpool(sr.whistle, couch, p, doc, departments, note, at)
+            elif action == "arrive":
+                doc = await run_in_threadpool(sr.arrive, couch, p, doc, at)
+            elif action == "rate":
+                rating = int(str(form.get("rating", "0"))) if str(form.get("rating", "")).isdigit() else 0
+                doc = await run_in_threadpool(sr.rate, couch, p, doc, rating, str(form.get("satisfaction", "")),
+                                              note, at)
+            else:
+                raise sr.RequestError("action", f"unknown action {action!r}")
+        except sr.RequestError as bad:
+            if bad.status == 403:
+                raise HTTPException(403) from None
+            return await _detail(request, p, doc, str(bad))
+        return RedirectResponse(f"/requests/{request.path_params['id']}", status_code=303)
+
+    async def photo(request: Request) -> Response:
+        p = await principal_of(request)
+        doc = await load(request, p)
+        name = request.path_params["name"]
+        if name not in doc.get("_attachments", {}):
+            raise HTTPException(404)
+        response, _ = await run_in_threadpool(couch.main.resource.get, f"{doc['_id']}/{name}", stream=True)
+        return Response(response.content, media_type=doc["_attachments"][name]["content_type"],
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    async def dashboard_page(request: Request) -> Response:
+        p = await principal_of(request)
+        tables = await run_in_threadpool(_dashboard, couch, p)
+        if request.url.path.endswith(".csv"):
+            return Response(dashboard.to_csv(tables), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": 'attachment; filename="linli-dashboard.csv"'})
+        names = await run_in_threadpool(_place_names, couch)
+        summaries = {level: {k: s.summary() for k, s in sorted(t.items())} for level, t in tables.items()}
+        return render(request, "dashboard.html", tables=summaries, names=names,
+                      departments=await run_in_threadpool(sr.department_names, couch))
+
+    async def catalogue_page(request: Request) -> Response:
+        p = await principal_of(request)
+        if not p.has(Role.SECRETARY, Role.ADMIN):
+            raise HTTPException(403)
+        error = saved = None
+        if request.method == "POST":
+            form = await request.form()
+            try:
+                await run_in_threadpool(_save_category, couch, p, {k: str(v) for k, v in form.items()}, now())
+                saved = True
+            except sr.RequestError as bad:
+                error = str(bad)
+        categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
+        questions = {code: sr.questions_text(c.get("attributes", [])) for code, c in categories.items()}
+        return render(request, "catalogue.html", 400 if error else 200, categories=categories, saved=saved,
+                      error=error, questions=questions,
+                      departments=await run_in_threadpool(sr.department_names, couch))
+
+    async def survey_page(request: Request) -> Response:
+        p = await principal_of(request)
+        resident = await run_in_threadpool(get_or_none, couch.main, p.resident) if p.resident else None
+        if resident is None:
+            raise HTTPException(403)
+        error = done = None
+        if request.method == "POST":
+            form = await request.form()
+            overall = str(form.get("overall", ""))
+            try:
+                await run_in_threadpool(survey.answer, couch, p, resident, int(overall) if overall.isdigit() else 0,
+                                        str(form.get("comment", "")), now(), LOCAL_TZ)
+                done = True
+            except survey.SurveyError as bad:
+                error = str(bad)
+        return render(request, "survey.html", 400 if error else 200, error=error, done=done,
+                      month=survey.month_of(now(), LOCAL_TZ))
+
+    async def survey_results(request: Request) -> Response:
+        # Published (§4.5): open to everyone, signed in or not; totals only.
+        results = await run_in_threadpool(survey.results, couch)
+        return render(request, "survey_results.html", results=results,
+                      names=await run_in_threadpool(_place_names, couch))
+
+    return [
+        Route("/survey", survey_page, methods=["GET", "POST"]),
+        Route("/survey/results", survey_results),
+        Route("/requests", list_page),
+        Route("/requests/new", new_page, methods=["GET", "POST"]),
+        Route("/requests/questions", questions),
+        Route("/requests/{id}", detail),
+        Route("/requests/{id}/act", act, methods=["POST"]),
+        Route("/requests/{id}/photos/{name}", photo),
+        Route("/dashboard", dashboard_page),
+        Route("/dashboard.csv", dashboard_page),
+        Route("/catalogue", catalogue_page, methods=["GET", "POST"]),
+    ]
+
+
+def _answers(form: Any) -> dict[str, Any]:
+    answers: dict[str, Any] = {}
+    for name in form:
+        if name.startswith("attribute."):
+            values = [str(v) for v in form.getlist(name) if str(v)]
+            if values:
+                answers[name[len("attribute."):]] = values if len(values) > 1 or name.endswith("[]") else values[0]
+    return {k.removesuffix("[]"): v for k, v in answers.items()}
+
+
+def _location(values: dict[str, str]) -> dict[str, float] | None:
+    try:
+        return {"lat": float(values["lat"]), "lon": float(values["lon"])}
+    except (KeyError, ValueError):
+        return None
+
+
+def _place_names(couch: Couch) -> dict[str, str]:
+    return {d["_id"]: d["name"] for kind in ("street", "community", "grid") for d in docs_of_type(couch.main, kind)}
+
+
+def _dashboard(couch: Couch, p: Principal) -> dict[str, dict[str, dashboard.Stats]]:
+    """Street, community and grid tables over what this user oversees."""
+    if p.has(Role.ADMIN):
+        communities = ids_of_type(couch.main, "community")
+    elif p.has(Role.SECRETARY):
+        communities = sorted(p.communities)
+    else:
+        raise HTTPException(403)
+    return dashboard.compute(dashboard.rows(couch, communities))
+
+
+def _save_category(couch: Couch, p: Principal, form: dict[str, str], now: dt.datetime) -> None:
+    doc = get_or_none(couch.main, "service_category:" + form.get("code", ""))
+    if form.get("new"):
+        if doc is not None:
+            raise sr.RequestError("code", "a category with this code exists already")
+        doc = {**sr.new_category(form.get("code", ""), p.street), "department": form.get("department", "")}
+    if doc is None or doc["street"] != p.street:
+        raise sr.RequestError("code", "no such service category")
+    doc["attributes"] = sr.parse_questions(form.get("questions", ""))
+    try:
+        respond, close = int(form.get("respond_days", "")), int(form.get("close_days", ""))
+    except ValueError:
+        raise sr.RequestError("respond_days", "working days must be whole numbers") from None
+    if not (1 <= respond <= close <= 60):
+        raise sr.RequestError("close_days", "need 1 ≤ respond days ≤ close days ≤ 60")
+    if not form.get("name", "").strip():
+        raise sr.RequestError("name", "is required")
+    doc.update(name=form["name"].strip()[:100], department=form.get("department", doc["department"]),
+               respond_days=respond, close_days=close, active="active" in form, updated_by=p.user_id,
+               updated_at=now.isoformat())
+    if doc["department"] not in sr.department_names(couch):
+        raise sr.RequestError("department", "no such department")
+    validate(doc)
+    couch.main.save(doc)

@@ -1,0 +1,89 @@
+"""A resident tells the community what they need (plan §3.3: needs → dispatch → progress), from their own page.
+
+A need is a `need` document about the resident and their household, status "open", written by the
+resident under the same write rule phones are held to (`access.write_refusal`: a resident writes needs
+about themselves only). Its category is one of the needs a visit records (`field_pages.COMMON_NEEDS`) or
+"other"; the grid worker takes it from there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from server.domain.access import Principal, write_refusal
+from server.domain.declaration import validate
+from server.store import queries
+from server.store.couch import Couch, iter_view_docs
+from server.web.field_pages import COMMON_NEEDS
+
+Doc = dict[str, Any]
+CATEGORIES = (*COMMON_NEEDS, "other")
+MAX_DESCRIPTION = 1000
+
+
+class NeedError(ValueError):
+    """A need that cannot be stored; the message is a UI text key."""
+
+
+def of_resident(couch: Couch, resident: Doc) -> list[Doc]:
+    """The resident's needs, newest first."""
+    needs = iter_view_docs(couch.main, "linli/by_place", [resident["household"], "need"])
+    return sorted((n for n in needs if n.get("resident") == resident["_id"]), key=lambda n: n["created_at"],
+                  reverse=True)
+
+
+def create(couch: Couch, p: Principal, resident: Doc, category: str, description: str, now: dt.datetime) -> Doc:
+    if category not in CATEGORIES:
+        raise NeedError("needs_category_unknown")
+    description = description.strip()
+    if not description:
+        raise NeedError("needs_description_required")
+    if len(description) > MAX_DESCRIPTION:
+        raise NeedError("needs_description_long")
+    doc = {"_id": f"need:{uuid.uuid4().hex}", "type": "need",
+           **{k: resident[k] for k in ("street", "community", "grid", "household")}, "resident": resident["_id"],
+           "category": category, "description": description, "status": "open", "created_by": p.user_id,
+           "created_at": now.isoformat()}
+    if write_refusal(p, None, doc):
+        raise HTTPException(403)
+    validate(doc)
+    return couch.main.save(doc)
+
+
+def page_context(couch: Couch, resident: Doc, values: dict[str, str] | None = None,
+                 error: str | None = None) -> dict[str, Any]:
+    """What `_needs.html` shows: the form (with what was typed, after an error) and the resident's needs."""
+    return {"needs": of_resident(couch, resident), "need_categories": list(CATEGORIES),
+            "need_values": values or {"category": CATEGORIES[0], "description": ""}, "need_error": error}
+
+
+def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], render: Callable[..., Response],
+           now: Callable[[], dt.datetime]) -> list[Route]:
+    async def needs_page(request: Request) -> Response:
+        p = Principal.of(await current_user(request))
+        resident = (await run_in_threadpool(queries.load_doc, couch, p.resident, "resident")) if p.resident else None
+        if resident is None:
+            raise HTTPException(403)
+        values = error = None
+        if request.method == "POST":
+            form = await request.form()
+            values = {"category": str(form.get("category", "")), "description": str(form.get("description", ""))}
+            try:
+                await run_in_threadpool(create, couch, p, resident, values["category"], values["description"], now())
+            except NeedError as bad:
+                error = str(bad)
+            else:
+                return RedirectResponse("/#needs", status_code=303)
+        context = await run_in_threadpool(page_context, couch, resident, values, error)
+        return render(request, "needs.html", 400 if error else 200, resident=resident, **context)
+
+    return [Route("/needs", needs_page, methods=["GET", "POST"])]
