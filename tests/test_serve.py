@@ -18,12 +18,13 @@ import httpx2
 import pytest
 
 from server.services import demo
-from server.store.embedded_couch import free_port
+from server.store.embedded_couch import RECORD_FILE, EmbeddedCouch, folder_couch, free_port, read_record
 from tests.browser import launch
 from tests.street import TINY_PNG
 
 LINLI = str(Path(sys.executable).parent / "linli")
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+NEW_PASSWORD = "a long enough password"  # for `linli user add`
 
 
 @dataclass
@@ -34,11 +35,26 @@ class Served:
     output: list[str]
 
 
-def start_serve(data_dir: Path, *extra: str) -> Served:
-    env = {**os.environ, "LINLI_DATA_DIR": str(data_dir), "LINLI_PORT": str(free_port())}
-    env.pop("COUCHDB_URL", None)
-    process = subprocess.Popen([LINLI, "serve", "--residents", "400", "--log-level", "warning", *extra],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def linli_env(data_dir: Path, **more: str) -> dict[str, str]:
+    """The environment of `./dev up` on data_dir: the embedded CouchDB (no COUCHDB_URL), a free port."""
+    env = {**os.environ, "LINLI_DATA_DIR": str(data_dir), "LINLI_PORT": str(free_port()),
+           "LINLI_NEW_PASSWORD": NEW_PASSWORD, **more}
+    if "COUCHDB_URL" not in more:
+        env.pop("COUCHDB_URL", None)
+    return env
+
+
+def launch_serve(data_dir: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([LINLI, "serve", "--residents", "400", "--log-level", "warning", *extra],
+                            env=linli_env(data_dir, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def start_serve(data_dir: Path, *extra: str, **env: str) -> Served:
+    return wait_until_serving(launch_serve(data_dir, *extra, **env), data_dir)
+
+
+def wait_until_serving(process: subprocess.Popen[str], data_dir: Path) -> Served:
     output: list[str] = []
     deadline = time.monotonic() + 120
     assert process.stdout is not None
@@ -260,6 +276,100 @@ def test_a_phone_opens_its_residents_contact_details_with_its_own_non_extractabl
     assert result["keyExtractable"] is False and result["privateExtractable"] is False
 
 
+# ---------------------------------------------------------------- commands while the server runs
+
+def linli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A `linli` command from another terminal, on the data folder of a server (embedded CouchDB)."""
+    return subprocess.run([LINLI, *args], env=linli_env(data_dir), capture_output=True, text=True, timeout=120)
+
+
+def signs_in(url: str, username: str, password: str) -> bool:
+    with httpx2.Client(base_url=url) as client:
+        form_token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        answer = client.post("/login", data={"username": username, "password": password, "csrf_token": form_token})
+        return answer.status_code == 303
+
+
+def test_commands_work_from_another_terminal_while_the_server_runs(served: Served) -> None:
+    """The README's set-up steps while `./dev up` runs: each command finds the server's pouchdb-server through the
+    data folder and uses it (no second one, no leveldb LOCK error), and the server sees what it wrote at once."""
+    database = pouchdb_server_pids(served.data_dir)
+    added = linli(served.data_dir, "user", "add", "chen", "--display-name", "陈书记", "--role", "secretary",
+                  "--street", demo.STREET_ID, "--community", "community:c1")
+    assert added.returncode == 0, added.stderr
+    assert signs_in(served.url, "chen", NEW_PASSWORD) and not signs_in(served.url, "chen", "a wrong password")
+
+    issued = linli(served.data_dir, "device-token", "issue", "chen", "--label", "test")
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.split()[-1]
+    session = httpx2.get(served.url + "sync/_session", headers={"Authorization": f"Bearer {token}"})
+    assert session.json()["userCtx"]["name"] == "user:chen"
+
+    keyed = linli(served.data_dir, "open311-key", "12345 hotline")
+    assert keyed.returncode == 0, keyed.stderr
+    create = served.url + "open311/v2/requests.json"
+    assert httpx2.post(create, data={"api_key": keyed.stdout.split()[-1]}).status_code == 400  # key good, no code
+    assert httpx2.post(create, data={"api_key": "not-a-key"}).status_code == 403
+
+    verified = linli(served.data_dir, "audit", "verify")
+    assert verified.returncode == 0 and "community:c1: intact" in verified.stdout, verified.stdout + verified.stderr
+    assert pouchdb_server_pids(served.data_dir) == database  # still the server's own, only
+
+
+def test_a_second_server_on_the_same_data_folder_is_refused(served: Served, couch_server: EmbeddedCouch) -> None:
+    second = subprocess.run([LINLI, "serve", "--no-demo"], env=linli_env(served.data_dir), capture_output=True,
+                            text=True, timeout=60)
+    assert second.returncode == 1
+    assert (f"the data folder {served.data_dir.resolve()} is already served by linli serve (pid "
+            f"{served.process.pid}, its CouchDB at http://127.0.0.1:") in second.stderr, second.stderr
+    assert httpx2.get(served.url + "healthz").status_code == 200  # the first one is undisturbed
+    # Production CouchDB (COUCHDB_URL): several servers share it, whatever their data folder (scale-out).
+    beside = start_serve(served.data_dir, "--no-demo", COUCHDB_URL=couch_server.url,
+                         LINLI_DB_PREFIX=f"t_beside_{os.getpid()}_")
+    stop(beside)
+
+
+def test_a_server_starting_during_a_command_waits_for_it(tmp_path: Path) -> None:
+    """No server runs, so a command has started its own pouchdb-server (here: this test process, exactly as
+    `linli` does); a `linli serve` starting meanwhile waits for it instead of colliding with it."""
+    data_dir = tmp_path.resolve()
+    with folder_couch(data_dir / "couch", serving=False) as url:
+        process = launch_serve(data_dir, "--no-demo")
+        assert process.stdout is not None
+        said = process.stdout.readline()
+        assert f"waiting for another linli command (pid {os.getpid()})" in said, said
+        assert httpx2.get(url).status_code == 200  # the command's database goes on undisturbed
+        assert process.poll() is None
+    served = wait_until_serving(process, data_dir)
+    assert read_record(data_dir / "couch").owner_pid == served.process.pid
+    stop(served)
+
+
+def test_a_record_is_believed_only_for_a_live_server_of_this_folder(tmp_path: Path) -> None:
+    folder = tmp_path.resolve() / "couch"
+    with folder_couch(folder, serving=True) as url:
+        record = read_record(folder)
+        assert record is not None and record.url == url and record.serving
+        path = folder / RECORD_FILE
+        true = json.loads(path.read_text())
+        assert path.stat().st_mode & 0o777 == 0o600
+        forgeries = {"another process": {"pid": os.getpid()}, "a reused pid": {"pid_started": true["pid_started"] + 1},
+                     "a dead owner": {"owner_started": true["owner_started"] + 1},
+                     "another port": {"port": free_port()}}
+        for what, change in forgeries.items():
+            path.write_text(json.dumps({**true, **change}))
+            assert read_record(folder) is None, what
+        path.write_text(json.dumps(true))
+        assert read_record(folder) == record
+        path.chmod(0o644)  # anyone could have written it
+        assert read_record(folder) is None
+        path.chmod(0o600)
+        path.rename(folder / "elsewhere.json")
+        path.symlink_to(folder / "elsewhere.json")
+        assert read_record(folder) is None
+    assert not path.exists()
+
+
 def test_ctrl_c_stops_both_processes_and_a_restart_keeps_the_data(served: Served) -> None:
     health = httpx2.get(served.url + "healthz").json()
     assert pouchdb_server_pids(served.data_dir), "the embedded pouchdb-server should be running"
@@ -299,7 +409,7 @@ def test_validate_names_every_bad_field(tmp_path: Path) -> None:
     assert broken.returncode == 2 and "cannot read" in broken.stderr
 
 
-def test_a_crashed_server_leaves_no_orphan_database(tmp_path: Path) -> None:
+def test_a_crashed_server_leaves_no_orphan_database_and_blocks_nothing(tmp_path: Path) -> None:
     crashed = start_serve(tmp_path, "--no-demo")
     assert pouchdb_server_pids(tmp_path)
     crashed.process.kill()  # SIGKILL: no chance to clean up
@@ -308,6 +418,16 @@ def test_a_crashed_server_leaves_no_orphan_database(tmp_path: Path) -> None:
     while pouchdb_server_pids(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pouchdb_server_pids(tmp_path) == []  # the kernel sent it SIGTERM (PR_SET_PDEATHSIG)
+    assert (tmp_path / "couch" / RECORD_FILE).exists()  # left behind, stale
+    added = linli(tmp_path, "user", "add", "chen", "--display-name", "陈书记", "--role", "secretary",
+                  "--street", "street:s1")
+    assert added.returncode == 0, added.stderr
+    assert not (tmp_path / "couch" / RECORD_FILE).exists()  # the command's own, removed when it ended
+    again = start_serve(tmp_path, "--no-demo")
+    try:
+        assert signs_in(again.url, "chen", NEW_PASSWORD)
+    finally:
+        stop(again)
 
 
 def test_user_add_creates_an_account_that_can_log_in(couch_server, couch, settings) -> None:

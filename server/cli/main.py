@@ -35,19 +35,26 @@ from server.security.firewall import Firewall
 from server.services import demo
 from server.store.config import Settings, load_settings
 from server.store.couch import FIRST_VIEWS, Couch, build_views, connect, get_or_none, ids_of_type
-from server.store.embedded_couch import EmbeddedCouch, free_port
+from server.store.embedded_couch import FolderInUse, Record, folder_couch, free_port
 
 DEMO_LOGINS_FILE = "demo-logins.txt"
 
 
 @contextlib.contextmanager
-def open_couch(settings: Settings) -> Iterator[Couch]:
-    """Connect to COUCHDB_URL, or run the embedded pouchdb-server for the duration."""
-    if settings.couchdb_url:
+def open_couch(settings: Settings, serving: bool = False) -> Iterator[Couch]:
+    """Connect to COUCHDB_URL, else to the data folder's embedded CouchDB: for a command, the one of the
+    `linli serve` running on the folder if any, else one started for the duration; for `linli serve`, its own
+    (FolderInUse if another serve runs there)."""
+    if settings.couchdb_url:  # production CouchDB: any number of servers and commands share it
         yield connect(settings)
         return
-    with EmbeddedCouch(settings.data_dir / "couch") as embedded:
-        yield connect(settings, embedded.url)
+
+    def say_waiting(record: Record) -> None:
+        print(f"linli: waiting for another linli command (pid {record.owner_pid}) to finish with the CouchDB of "
+              f"{settings.data_dir} …", file=sys.stderr, flush=True)
+
+    with folder_couch(settings.data_dir / "couch", serving=serving, on_wait=say_waiting) as url:
+        yield connect(settings, url)
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -81,39 +88,50 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    port = settings.port if _port_is_free(settings.host, settings.port) else free_port(settings.host)
+    try:
+        with open_couch(settings, serving=True) as couch:
+            _serve(args, settings, couch, port)
+    except FolderInUse as error:
+        print(f"linli: the data folder {settings.data_dir} is already served by linli serve (pid "
+              f"{error.record.owner_pid}, its CouchDB at {error.record.url}); stop that one first. Several servers "
+              "can share one CouchDB set with COUCHDB_URL.", file=sys.stderr)
+        return 1
+    print("Stopped cleanly.")
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int) -> None:
+    """The demo on first start, the first indexes, the banner, then the web app and sync gateway until Ctrl-C."""
     import uvicorn
     from starlette.routing import Mount
 
     from server.web.app import create_app
     from sync.app import create_sync_app
 
-    settings = load_settings()
-    port = settings.port if _port_is_free(settings.host, settings.port) else free_port(settings.host)
-    with open_couch(settings) as couch:
-        logins = None
-        if not args.no_demo and (args.demo or not settings.couchdb_url):
-            logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
-        print("Building the database indexes …", flush=True)
-        build_views(couch, FIRST_VIEWS)
-        # The other indexes (search by number, dashboard, Open311 listing) are built while people log in.
-        threading.Thread(target=build_views, args=(couch,), kwargs={"exclude": FIRST_VIEWS}, daemon=True,
-                         name="build-views").start()
-        url = f"http://{settings.host}:{port}/"
-        print("\n" + "=" * 60)
-        print(f"Linli is running: open {url}")
-        print("CouchDB: " + ("COUCHDB_URL" if settings.couchdb_url else f"embedded, data in {settings.data_dir}"))
-        if logins:
-            print(logins, end="")
-            print(f"(kept in {settings.data_dir / DEMO_LOGINS_FILE})")
-        print("Press Ctrl-C to stop.")
-        print("=" * 60 + "\n", flush=True)
-        # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
-        gateway = Mount("/sync", create_sync_app(settings, couch.server.base_url))
-        # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
-        uvicorn.run(create_app(settings, couch, mounts=[gateway]), host=settings.host, port=port,
-                    log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=5)
-    print("Stopped cleanly.")
-    return 0
+    logins = None
+    if not args.no_demo and (args.demo or not settings.couchdb_url):
+        logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
+    print("Building the database indexes …", flush=True)
+    build_views(couch, FIRST_VIEWS)
+    # The other indexes (search by number, dashboard, Open311 listing) are built while people log in.
+    threading.Thread(target=build_views, args=(couch,), kwargs={"exclude": FIRST_VIEWS}, daemon=True,
+                     name="build-views").start()
+    url = f"http://{settings.host}:{port}/"
+    print("\n" + "=" * 60)
+    print(f"Linli is running: open {url}")
+    print("CouchDB: " + ("COUCHDB_URL" if settings.couchdb_url else f"embedded, data in {settings.data_dir}"))
+    if logins:
+        print(logins, end="")
+        print(f"(kept in {settings.data_dir / DEMO_LOGINS_FILE})")
+    print("Press Ctrl-C to stop.")
+    print("=" * 60 + "\n", flush=True)
+    # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
+    gateway = Mount("/sync", create_sync_app(settings, couch.server.base_url))
+    # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
+    uvicorn.run(create_app(settings, couch, mounts=[gateway]), host=settings.host, port=port,
+                log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=5)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

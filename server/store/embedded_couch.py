@@ -1,20 +1,32 @@
 """The embedded CouchDB-compatible server: a real `pouchdb-server` process.
 
-Used by `linli serve` when no COUCHDB_URL is set, and by the test suite. It
-listens on a free loopback port and keeps its files under the data folder.
-The child gets SIGTERM if this process dies (Linux), so a crash leaves no
-orphan holding the database files.
+Used by `linli serve` when no COUCHDB_URL is set, by every other `linli` command, and by the
+test suite. It listens on a free loopback port and keeps its files under the data folder.
+The child gets SIGTERM if this process dies (Linux), so a crash leaves no orphan holding
+the database files.
+
+One data folder, one pouchdb-server (leveldb allows one process per database), shared:
+`folder_couch` lets a command use the pouchdb-server of a `linli serve` running on the same
+folder, refuses a second `linli serve`, and otherwise starts one for the command's duration.
+Who owns the folder is decided by an OS lock (`flock` on `LOCK_FILE`, which the kernel drops
+when its holders die, so a `kill -9` leaves nothing that blocks the next start); where that
+owner's pouchdb-server listens is in `RECORD_FILE`, which is never trusted on its own (see
+`read_record`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx2
@@ -23,6 +35,10 @@ from server.store.config import PROJECT_ROOT
 
 POUCHDB_SERVER_BIN = PROJECT_ROOT / "node_modules" / "pouchdb-server" / "bin" / "pouchdb-server"
 _PR_SET_PDEATHSIG = 1
+
+
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -37,13 +53,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _command_line(data_dir: Path, port: int) -> list[str]:
+    return ["node", str(POUCHDB_SERVER_BIN), "--host", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+            "--config", str(data_dir / "config.json"), "--no-stdout-logs"]
+
+
 class EmbeddedCouch:
     """Start, wait for and stop one pouchdb-server process."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, inherit_fd: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.url = _url(self.port)
+        self.inherit_fd = inherit_fd  # the folder lock: held until the child, too, has exited
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> EmbeddedCouch:
@@ -52,11 +74,11 @@ class EmbeddedCouch:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.data_dir / "pouchdb-server.log", "ab") as log:
             self.process = subprocess.Popen(
-                ["node", str(POUCHDB_SERVER_BIN), "--host", "127.0.0.1", "--port", str(self.port),
-                 "--dir", str(self.data_dir), "--config", str(self.data_dir / "config.json"), "--no-stdout-logs"],
-                cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                _command_line(self.data_dir, self.port), cwd=self.data_dir,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 # Own session: Ctrl-C reaches only us, and we stop the database after the web server.
                 start_new_session=True, preexec_fn=_die_with_parent,
+                pass_fds=() if self.inherit_fd is None else (self.inherit_fd,),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -88,3 +110,145 @@ class EmbeddedCouch:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+LOCK_FILE = "linli-couch.lock"  # flock: held by whoever runs this folder's pouchdb-server, and by that child
+RECORD_FILE = "linli-couch.json"  # where the lock holder's pouchdb-server listens (mode 0600, written atomically)
+_NO_RECORD_PATIENCE = 60.0  # seconds the lock may be held with no live record (an owner starting or stopping)
+
+
+@dataclass(frozen=True)
+class Record:
+    """The running pouchdb-server of a data folder, and the linli process that started it and will stop it.
+
+    Start times (clock ticks since boot, /proc/PID/stat) tell a live process from a later one that
+    reused its pid after a kill -9.
+    """
+
+    port: int
+    pid: int  # pouchdb-server
+    pid_started: int
+    owner_pid: int  # `linli serve` or a command
+    owner_started: int
+    serving: bool  # True: `linli serve`, which others may use; False: a command's own, gone when it ends
+
+    @property
+    def url(self) -> str:
+        return _url(self.port)  # always loopback: a record cannot send anyone's data elsewhere
+
+
+class FolderInUse(RuntimeError):
+    """Another `linli serve` runs the embedded CouchDB of this data folder."""
+
+    def __init__(self, record: Record) -> None:
+        super().__init__(f"linli serve (pid {record.owner_pid}) runs the embedded CouchDB at {record.url}")
+        self.record = record
+
+
+def _start_time(pid: int) -> int:
+    """When the process started (clock ticks since boot); OSError if it is gone or not our user's."""
+    if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+        raise PermissionError(f"process {pid} belongs to another user")
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the command name before ")" may hold spaces
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def read_record(folder: Path) -> Record | None:
+    """The folder's record if it describes a live pouchdb-server of this folder that answers, else None.
+
+    Not trusted on its own word: the file must be ours and private (not a symlink), both processes
+    alive as our user with their recorded start times, the pouchdb-server running on exactly this
+    folder and port, and answering there. So a stale record (owner killed) or one another user
+    forged or pointed at a port they squat on is ignored, not used.
+    """
+    try:
+        fd = os.open(folder / RECORD_FILE, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, encoding="utf-8") as f:
+        info = os.fstat(f.fileno())
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None
+        try:
+            record = Record(**json.loads(f.read()))
+        except (ValueError, TypeError):
+            return None
+    try:
+        if (_start_time(record.pid) != record.pid_started or _start_time(record.owner_pid) != record.owner_started
+                or _cmdline(record.pid) != _command_line(folder, record.port)):
+            return None
+        return record if httpx2.get(record.url, timeout=2).status_code == 200 else None
+    except (OSError, httpx2.HTTPError):
+        return None
+
+
+def _write_record(folder: Path, record: Record) -> None:
+    """Atomically (rename), so that a reader sees the whole record or none; mode 0600 from creation."""
+    temporary = folder / f".{RECORD_FILE}.{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(asdict(record), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, folder / RECORD_FILE)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def folder_couch(folder: Path, *, serving: bool, on_wait: Callable[[Record], None] = lambda record: None,
+                 ) -> Iterator[str]:
+    """The URL of the embedded CouchDB of `folder` for the duration of the block.
+
+    A command (serving=False) uses the pouchdb-server of a `linli serve` running on the folder, and
+    otherwise starts its own, stopped after the block. `linli serve` (serving=True) always starts
+    its own and raises FolderInUse if another serve runs. Both wait, calling on_wait once, while a
+    command's own pouchdb-server holds the folder: that one stops when its command ends.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        waited_for: Record | None = None
+        patience = time.monotonic() + _NO_RECORD_PATIENCE
+        while not _try_lock(lock):
+            record = read_record(folder)
+            if record is not None and record.serving:
+                if serving:
+                    raise FolderInUse(record)
+                yield record.url
+                return
+            if record is not None:
+                patience = time.monotonic() + _NO_RECORD_PATIENCE
+                if waited_for != record:
+                    on_wait(record)
+                    waited_for = record
+            elif time.monotonic() > patience:
+                raise RuntimeError(f"{folder / LOCK_FILE} has been locked for {_NO_RECORD_PATIENCE:.0f} s by a "
+                                   f"process that records no live pouchdb-server in {folder / RECORD_FILE}")
+            time.sleep(0.2)
+        # The folder is ours: whatever record is left belongs to an owner that is gone (kill -9).
+        (folder / RECORD_FILE).unlink(missing_ok=True)
+        with EmbeddedCouch(folder, inherit_fd=lock) as couch:
+            pid, owner = couch.process.pid, os.getpid()  # type: ignore[union-attr]
+            _write_record(folder, Record(port=couch.port, pid=pid, pid_started=_start_time(pid), owner_pid=owner,
+                                         owner_started=_start_time(owner), serving=serving))
+            try:
+                yield couch.url
+            finally:  # before stopping it: nobody should start using a server that is going away
+                (folder / RECORD_FILE).unlink(missing_ok=True)
+    finally:
+        os.close(lock)
