@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -333,16 +334,22 @@ def test_a_server_starting_during_a_command_waits_for_it(tmp_path: Path) -> None
     """No server runs, so a command has started its own pouchdb-server (here: this test process, exactly as
     `linli` does); a `linli serve` starting meanwhile waits for it instead of colliding with it."""
     data_dir = tmp_path.resolve()
-    with folder_couch(data_dir / "couch", serving=False) as url:
-        process = launch_serve(data_dir, "--no-demo")
-        assert process.stdout is not None
-        said = process.stdout.readline()
-        assert f"waiting for another linli command (pid {os.getpid()})" in said, said
-        assert httpx2.get(url).status_code == 200  # the command's database goes on undisturbed
-        assert process.poll() is None
-    served = wait_until_serving(process, data_dir)
-    assert read_record(data_dir / "couch").owner_pid == served.process.pid
-    stop(served)
+    process = None
+    try:
+        with folder_couch(data_dir / "couch", serving=False) as url:
+            process = launch_serve(data_dir, "--no-demo")
+            assert process.stdout is not None
+            ready = select.select([process.stdout], [], [], 30)[0]
+            said = process.stdout.readline() if ready else "(nothing in 30 s)"
+            assert f"waiting for another linli command (pid {os.getpid()})" in said, said
+            assert httpx2.get(url).status_code == 200  # the command's database goes on undisturbed
+            assert process.poll() is None
+        served = wait_until_serving(process, data_dir)
+        assert read_record(data_dir / "couch").owner_pid == served.process.pid
+        stop(served)
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
 
 
 def test_a_record_is_believed_only_for_a_live_server_of_this_folder(tmp_path: Path) -> None:
