@@ -216,8 +216,8 @@ def folder_couch(folder: Path, *, serving: bool, on_wait: Callable[[Record], Non
 
     A command (serving=False) uses the pouchdb-server of a `linli serve` running on the folder, and
     otherwise starts its own, stopped after the block. `linli serve` (serving=True) always starts
-    its own and raises FolderInUse if another serve runs. Both wait, calling on_wait once, while a
-    command's own pouchdb-server holds the folder: that one stops when its command ends.
+    its own and raises FolderInUse if another serve runs. Both wait while a command's own
+    pouchdb-server holds the folder (it stops when its command ends), calling on_wait once per such command.
     """
     folder.mkdir(parents=True, exist_ok=True)
     lock = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
