@@ -1,5 +1,6 @@
 """README command 1 as a person uses it: `linli serve` on the embedded default, a browser
-login as the demo grid worker, Ctrl-C, and a restart that keeps the data."""
+login as the demo grid worker, Ctrl-C, and a restart that keeps the data; `linli` commands from
+another terminal while it runs, a second server on its data folder refused, a kill -9 that blocks nothing."""
 
 from __future__ import annotations
 
