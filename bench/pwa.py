@@ -231,7 +231,7 @@ def first_load(browser: Browser, url: str, keep_empty: bool) -> tuple[BrowserCon
     context = browser.new_context(viewport=PHONE)
     context.add_init_script(MARK_CONTROL)
     if keep_empty:
-        context.route("**/devices/keys", lambda route: route.abort())
+        context.route("**/phone-keys", lambda route: route.abort())
     page = context.new_page()
     started = login(page, url)
     page.wait_for_function("window.linliControlledAt", timeout=STEP_TIMEOUT_MS)

@@ -27,13 +27,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import requests
+import httpx2
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import embedded_stack  # noqa: E402
-from server.domain.declaration import validate  # noqa: E402
+from server.domain.declaration import MAIN_DB, validate  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
 from server.services import (
     dashboard,  # noqa: E402
@@ -89,13 +89,18 @@ def load(couch: Any, n: int, progress: bool) -> float:
     return time.perf_counter() - started
 
 
-def wait_for_view(couch: Any, name: str) -> None:
-    """Index a view over the whole load; pouchdb-server keeps indexing when a slow first query times out."""
+def wait_for_view(database_url: str, name: str) -> None:
+    """Index a view over the whole load; pouchdb-server keeps indexing when a slow first query times out.
+
+    Asked with httpx2 (the runtime's HTTP client) rather than through pycouchdb, whose timeouts are
+    exceptions of the requests library it is built on.
+    """
     while True:
         try:
-            couch.main.query(f"linli/{name}", limit=0, as_list=True)
+            httpx2.get(f"{database_url}/_design/linli/_view/{name}", params={"limit": 0},
+                       timeout=600).raise_for_status()
             return
-        except requests.exceptions.ReadTimeout:
+        except httpx2.ReadTimeout:
             continue
 
 
@@ -135,13 +140,13 @@ def main() -> None:
 
     from server.web.app import create_app
 
-    with embedded_stack() as (settings, couch, _):
+    with embedded_stack() as (settings, couch, server):
         demo.load(couch, Firewall.open(settings, couch).seal_for_storage, password="bench-password")
         load_seconds = load(couch, args.requests, progress)
         communities = ids_of_type(couch.main, "community")
         started = time.perf_counter()
         for view in ("request_stats", "public_requests"):
-            wait_for_view(couch, view)
+            wait_for_view(f"{server.url.rstrip('/')}/{settings.db_name(MAIN_DB)}", view)
         build_views(couch, ("users_by_grid",))
         index_seconds = time.perf_counter() - started
         dash_seconds, dash_mib, street = timed_dashboard(couch, communities)

@@ -87,7 +87,7 @@ class TierKeys:
         return DataKey(self.unwrap_raw(tier, entry), entry["version"])
 
     def unwrap_raw(self, tier: str, entry: dict[str, Any]) -> bytes:
-        """The data key's bytes: only to wrap it again, for a phone (keys.wrap_for_device)."""
+        """The data key's bytes: only to wrap it again, for a phone (keys.wrap_for_phone)."""
         kek = self.keys[tier].get(entry["tier_version"])
         if kek is None:
             raise KeyMaterialError(f"{tier} tier key version {entry['tier_version']} is not in the key ring")

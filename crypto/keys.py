@@ -1,4 +1,4 @@
-"""Key recipes: random keys, AES key wrap, and wrapping a key for one device.
+"""Key recipes: random keys, AES key wrap, and wrapping a key for one phone.
 
 The hierarchy these serve (crypto/README.md): a master key from a file or the
 environment wraps per-community tier keys, which wrap per-resident data keys,
@@ -50,22 +50,22 @@ def _grant_kek(shared_secret: bytes, grant_id: str) -> bytes:
                 info=GRANT_INFO + grant_id.encode("utf-8")).derive(shared_secret)
 
 
-def wrap_for_device(device_public_raw: bytes, grant_id: str, key: bytes,
-                    ephemeral: ec.EllipticCurvePrivateKey | None = None) -> dict[str, str]:
-    """Wrap key for one device's P-256 public key (uncompressed point), bound to grant_id.
+def wrap_for_phone(phone_public_raw: bytes, grant_id: str, key: bytes,
+                   ephemeral: ec.EllipticCurvePrivateKey | None = None) -> dict[str, str]:
+    """Wrap key for one phone's P-256 public key (uncompressed point), bound to grant_id.
 
     Returns the ephemeral public key and the wrapped key, both base64url.
     `ephemeral` is for test vectors only.
     """
-    device = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), device_public_raw)
+    phone = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), phone_public_raw)
     ephemeral = ephemeral or ec.generate_private_key(ec.SECP256R1())
-    kek = _grant_kek(ephemeral.exchange(ec.ECDH(), device), grant_id)
+    kek = _grant_kek(ephemeral.exchange(ec.ECDH(), phone), grant_id)
     public = ephemeral.public_key().public_bytes(serialization.Encoding.X962,
                                                  serialization.PublicFormat.UncompressedPoint)
     return {"ephemeral_public": b64url(public), "wrapped_key": wrap(kek, key)}
 
 
-def unwrap_on_device(device_private: ec.EllipticCurvePrivateKey, grant_id: str, grant: dict[str, str]) -> bytes:
+def unwrap_on_phone(phone_private: ec.EllipticCurvePrivateKey, grant_id: str, grant: dict[str, str]) -> bytes:
     """What the phone does (in WebCrypto); here for tests and for the vectors."""
     ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(grant["ephemeral_public"]))
-    return unwrap(_grant_kek(device_private.exchange(ec.ECDH(), ephemeral), grant_id), grant["wrapped_key"])
+    return unwrap(_grant_kek(phone_private.exchange(ec.ECDH(), ephemeral), grant_id), grant["wrapped_key"])

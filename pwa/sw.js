@@ -13,7 +13,7 @@ import "/vendor/pouchdb.indexeddb.min.js";
 import "/vendor/nunjucks.min.js";
 import { pageContext, templateEnvironment } from "/pwa/render.js";
 import { remoteOptions, syncOnce } from "/pwa/sync/replica.js";
-import { deviceKey, forgetDeviceKey, storedDeviceKey } from "/pwa/offline/keys.js";
+import { forgetPhoneKey, phoneKey, storedPhoneKey } from "/pwa/offline/keys.js";
 import { OfflineError, route } from "/pwa/offline/pages.js";
 
 const { PouchDB, nunjucks } = self;
@@ -117,7 +117,7 @@ async function forget(session) {
   }
   await db.destroy();
   replicas.delete(`linli-${session.user._id}`);
-  await forgetDeviceKey(session.user._id, session.csrf_token);
+  await forgetPhoneKey(session.user._id, session.csrf_token);
 }
 
 // ---- rendering
@@ -316,8 +316,8 @@ async function runSync() {
     // A new phone registers its key while it pulls (the server wraps a key grant per resident meanwhile), then
     // pulls once more for the grants. Without a key the phone still syncs; it only cannot open protected fields
     // offline, and the bar says why.
-    const newPhone = !(await storedDeviceKey(session.user._id));
-    const registering = deviceKey(session.user._id, session.csrf_token).then(() => null, (e) => e.message);
+    const newPhone = !(await storedPhoneKey(session.user._id));
+    const registering = phoneKey(session.user._id, session.csrf_token).then(() => null, (e) => e.message);
     const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
     const { push } = await syncOnce(db, remote);
     const keyError = await registering;

@@ -139,7 +139,7 @@ def _prepare(couch: Couch, firewall: Firewall) -> dict[str, str]:
         validate(alert)
         couch.main.save(alert)
     worker = Principal.of(couch.accounts.get(accounts.user_id("wangge01")))
-    firewall.request(worker, resident, ["health"], "高血压老人上门随访", 24, now)
+    firewall.request_access(worker, resident, ["health"], "高血压老人上门随访", 24, now)
     return {"grid": resident["grid"], "household": resident["household"],
             "request": request["_id"].removeprefix("service_request:")}
 

@@ -28,7 +28,7 @@ def _granted_residents(couch: Couch, user: str) -> set[str]:
 def test_secretary_moves_a_worker_and_pages_and_phone_keys_follow(client: TestClient, loaded: Couch) -> None:
     login(client, "worker1")
     _, public = phone()
-    registered = client.post("/devices/keys", json={"public_key": public, "label": "worker1's phone"},
+    registered = client.post("/phone-keys", json={"public_key": public, "label": "worker1's phone"},
                              headers={"X-CSRF-Token": csrf_of(client, "/requests")})
     assert registered.status_code == 201
     g1_residents = {f"resident:c1-g01-{n:04d}-1" for n in (1, 2, 3)}

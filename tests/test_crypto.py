@@ -83,13 +83,13 @@ def test_python_passes_blind_index_vectors() -> None:
     assert by_value[("phone", "100 1234 5678")] != by_value[("phone", "10012345679")]
 
 
-def test_python_opens_the_device_grant_vector() -> None:
+def test_python_opens_the_phone_grant_vector() -> None:
     case = VECTORS["device_grant"][0]
     d = int.from_bytes(b(case["device_private_jwk"]["d"]), "big")
-    device = ec.derive_private_key(d, ec.SECP256R1())
-    assert keys.unwrap_on_device(device, case["grant_id"], case) == b(case["key"])
+    phone = ec.derive_private_key(d, ec.SECP256R1())
+    assert keys.unwrap_on_phone(phone, case["grant_id"], case) == b(case["key"])
     with pytest.raises(keys.KeyMaterialError):
-        keys.unwrap_on_device(device, case["grant_id"] + "x", case)  # bound to its grant
+        keys.unwrap_on_phone(phone, case["grant_id"] + "x", case)  # bound to its grant
 
 
 def _write_key(jwk: dict, version: int = 1) -> env.WriteKey:

@@ -15,7 +15,7 @@ from crypto.fields import open_fields, protected_fields
 from crypto.keys import KeyMaterialError, new_key
 from server.domain.access import Principal
 from server.security import filing
-from server.security.firewall import AccessDenied, Firewall, RequestError
+from server.security.firewall import AccessDenied, AccessRequestError, Firewall, PrivacyChoiceError
 from server.security.keystore import KeyStore, ShreddedError, data_key_id, keyring_id
 from server.services import demo
 from server.store.config import Settings
@@ -73,10 +73,10 @@ def test_core_data_needs_an_approval_that_expires(demo_loaded: Couch, firewall: 
     resident = _resident_with(demo_loaded, "chronic_conditions")
     with pytest.raises(AccessDenied, match="fw_needs_approval"):
         firewall.reveal(WORKER, resident, "health", purpose="x", device="d", now=NOW)
-    request = firewall.request(WORKER, resident, ["health"], "血压随访", 2, NOW)
+    access_request = firewall.request_access(WORKER, resident, ["health"], "血压随访", 2, NOW)
     with pytest.raises(AccessDenied, match="fw_not_secretary"):
-        firewall.decide(OTHER_WORKER, request["_id"], approve=True, note="", now=NOW)
-    firewall.decide(SECRETARY, request["_id"], approve=True, note="同意", now=NOW)
+        firewall.decide(OTHER_WORKER, access_request["_id"], approve=True, note="", now=NOW)
+    firewall.decide(SECRETARY, access_request["_id"], approve=True, note="同意", now=NOW)
     opened = firewall.reveal(WORKER, resident, "health", purpose="", device="d", now=NOW + dt.timedelta(hours=1))
     assert opened["chronic_conditions"] == _plain(resident["_id"])["chronic_conditions"]
     # finance was not asked for; another worker has no grant; the grant runs out
@@ -92,37 +92,37 @@ def test_core_data_needs_an_approval_that_expires(demo_loaded: Couch, firewall: 
 
 def test_revoked_grant_stops_access_at_once(demo_loaded: Couch, firewall: Firewall) -> None:
     resident = _resident_with(demo_loaded, "chronic_conditions")
-    request = firewall.request(WORKER, resident, ["health", "finance"], "走访", 24, NOW)
-    firewall.decide(SECRETARY, request["_id"], approve=True, note="", now=NOW)
-    firewall.revoke(SECRETARY, request["_id"], NOW)
+    access_request = firewall.request_access(WORKER, resident, ["health", "finance"], "走访", 24, NOW)
+    firewall.decide(SECRETARY, access_request["_id"], approve=True, note="", now=NOW)
+    firewall.revoke(SECRETARY, access_request["_id"], NOW)
     with pytest.raises(AccessDenied):
         firewall.reveal(WORKER, resident, "health", purpose="", device="d", now=NOW)
 
 
-def test_bad_requests_are_refused_with_a_reason(demo_loaded: Couch, firewall: Firewall) -> None:
+def test_bad_access_requests_are_refused_with_a_reason(demo_loaded: Couch, firewall: Firewall) -> None:
     resident = _resident_with(demo_loaded, "phone")
     for categories, purpose, hours, message in ((["contact"], "p", 1, "categories"), (["health"], " ", 1, "purpose"),
                                                 (["health"], "p", 0, "hours"), (["health"], "p", 10_000, "hours")):
-        with pytest.raises(RequestError, match=message):
-            firewall.request(WORKER, resident, categories, purpose, hours, NOW)
+        with pytest.raises(AccessRequestError, match=message):
+            firewall.request_access(WORKER, resident, categories, purpose, hours, NOW)
     with pytest.raises(AccessDenied):
-        firewall.request(OTHER_WORKER, resident, ["health"], "p", 1, NOW)  # not their grid
-    with pytest.raises(RequestError, match="no access request"):
+        firewall.request_access(OTHER_WORKER, resident, ["health"], "p", 1, NOW)  # not their grid
+    with pytest.raises(AccessRequestError, match="no access request"):
         firewall.decide(SECRETARY, "access_request:nope", approve=True, note="", now=NOW)
 
 
 def test_privacy_choice_is_enforced(demo_loaded: Couch, firewall: Firewall) -> None:
     resident = _resident_with(demo_loaded, "phone")
-    request = firewall.request(WORKER, resident, ["health"], "走访", 24, NOW)
+    access_request = firewall.request_access(WORKER, resident, ["health"], "走访", 24, NOW)
     owner = Principal("user:resident1", frozenset({"resident"}), demo.STREET_ID, resident=resident["_id"])
     firewall.set_privacy(owner, resident, {"contact": "secretary_only", "health": "secretary_only"}, NOW)
     with pytest.raises(AccessDenied, match="fw_privacy_secretary_only"):
         firewall.reveal(WORKER, resident, "contact", purpose="x", device="d", now=NOW)
     with pytest.raises(AccessDenied, match="fw_privacy_secretary_only"):
-        firewall.decide(SECRETARY, request["_id"], approve=True, note="", now=NOW)
+        firewall.decide(SECRETARY, access_request["_id"], approve=True, note="", now=NOW)
     assert firewall.reveal(SECRETARY, resident, "contact", purpose="x", device="d", now=NOW)["phone"]
     assert firewall.reveal(owner, resident, "health", purpose="查看本人信息", device="d", now=NOW) is not None
-    with pytest.raises(RequestError, match="not a privacy choice"):
+    with pytest.raises(PrivacyChoiceError, match="not a privacy choice"):
         firewall.set_privacy(owner, resident, {"contact": "everyone"}, NOW)
     for not_theirs in (OTHER_WORKER, WORKER):  # not even their own grid worker, whom the choice limits
         with pytest.raises(AccessDenied):

@@ -50,8 +50,9 @@ def test_core_data_goes_through_the_secretary(client: TestClient, loaded: Couch)
     login(client, "secretary1")
     approvals = client.get("/approvals")
     assert "血压随访" in approvals.text and "张网格" in approvals.text
-    request_id = re.search(r'name="request" value="([^"]+)"', approvals.text).group(1)
-    decided = post_form(client, "/approvals", {"request": request_id, "decision": "approve", "note": "同意"})
+    access_request_id = re.search(r'name="access_request" value="([^"]+)"', approvals.text).group(1)
+    decided = post_form(client, "/approvals",
+                        {"access_request": access_request_id, "decision": "approve", "note": "同意"})
     assert decided.status_code == 200 and "已批准" in decided.text and "血压随访" not in decided.text
     logout(client)
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from crypto.blind_index import blind_index
 from crypto.envelope import DataKey, FieldContext, b64url
-from crypto.keys import KeyMaterialError, unwrap_on_device
+from crypto.keys import KeyMaterialError, unwrap_on_phone
 from server.domain.access import may_see, write_refusal
 from server.security import filing, grants
 from server.security.firewall import Firewall
@@ -27,25 +27,25 @@ def phone() -> tuple[ec.EllipticCurvePrivateKey, str]:
 
 
 def open_on_phone(private: ec.EllipticCurvePrivateKey, grant: dict, doc: dict, field: str, tier: str) -> object:
-    key = DataKey(unwrap_on_device(private, grant["_id"], grant), grant["key_version"])
+    key = DataKey(unwrap_on_phone(private, grant["_id"], grant), grant["key_version"])
     return key.open(FieldContext(doc["_id"], field, tier), doc[field])
 
 
 def test_a_phone_gets_exactly_the_keys_its_user_may_use(demo_loaded: Couch, firewall: Firewall) -> None:
     user = demo_loaded.accounts.get(WORKER.user_id)
     private, public = phone()
-    device = grants.register_device(demo_loaded, user, public, "wangge01 phone", NOW)
+    phone_key = grants.register_phone(demo_loaded, user, public, "wangge01 phone", NOW)
     issued, deleted = grants.sync_user(firewall, user, NOW)
     residents = [d for d in demo.generate(size=demo.DemoSize(2, 2, 8)) if d["type"] == "resident"
                  and d["grid"] == "grid:c1-g01"]
     # One contact key per resident of the grid, no core key, and the community's search key.
     assert (issued, deleted) == (len(residents) + 1, 0)
     resident = _resident_with(demo_loaded, "phone")
-    search = demo_loaded.main.get(grants.index_grant_id(device["_id"], resident["community"]))
-    index_key = unwrap_on_device(private, search["_id"], search)  # finds residents by number, offline
+    search = demo_loaded.main.get(grants.index_grant_id(phone_key["_id"], resident["community"]))
+    index_key = unwrap_on_phone(private, search["_id"], search)  # finds residents by number, offline
     assert blind_index(index_key, "phone", _plain(resident["_id"])["phone"]) == resident["phone_bidx"]
     assert may_see(WORKER, search) and not may_see(OTHER_WORKER, search) and not may_see(SECRETARY, search)
-    grant = demo_loaded.main.get(grants.grant_id(device["_id"], resident["_id"], "contact"))
+    grant = demo_loaded.main.get(grants.grant_id(phone_key["_id"], resident["_id"], "contact"))
     assert open_on_phone(private, grant, resident, "phone", "contact") == _plain(resident["_id"])["phone"]
     assert may_see(WORKER, grant) and not may_see(OTHER_WORKER, grant) and not may_see(SECRETARY, grant)
     other_private, _ = phone()
@@ -57,28 +57,28 @@ def test_a_phone_gets_exactly_the_keys_its_user_may_use(demo_loaded: Couch, fire
 def test_core_keys_come_with_an_approval_and_go_with_its_expiry(demo_loaded: Couch, firewall: Firewall) -> None:
     user = demo_loaded.accounts.get(WORKER.user_id)
     private, public = phone()
-    device = grants.register_device(demo_loaded, user, public, "", NOW)
+    phone_key = grants.register_phone(demo_loaded, user, public, "", NOW)
     resident = _resident_with(demo_loaded, "chronic_conditions")
-    request = firewall.request(WORKER, resident, ["health"], "随访", 2, NOW)
-    firewall.decide(SECRETARY, request["_id"], approve=True, note="", now=NOW)
+    access_request = firewall.request_access(WORKER, resident, ["health"], "随访", 2, NOW)
+    firewall.decide(SECRETARY, access_request["_id"], approve=True, note="", now=NOW)
     grants.sync_user(firewall, user, NOW)
-    grant = demo_loaded.main.get(grants.grant_id(device["_id"], resident["_id"], "core"))
+    grant = demo_loaded.main.get(grants.grant_id(phone_key["_id"], resident["_id"], "core"))
     assert grant["expires_at"] == (NOW + dt.timedelta(hours=2)).isoformat()
     opened = open_on_phone(private, grant, resident, "chronic_conditions", "core")
     assert opened == _plain(resident["_id"])["chronic_conditions"]
     assert grants.expire(firewall, NOW + dt.timedelta(hours=1)) == 0
     assert grants.expire(firewall, NOW + dt.timedelta(hours=3)) == 1
     remaining = {g["_id"] for g in grants.grants_of(demo_loaded, WORKER.user_id)}
-    assert grants.grant_id(device["_id"], resident["_id"], "core") not in remaining
+    assert grants.grant_id(phone_key["_id"], resident["_id"], "core") not in remaining
 
 
 def test_privacy_change_and_rekey_reach_the_phone(demo_loaded: Couch, firewall: Firewall) -> None:
     user = demo_loaded.accounts.get(WORKER.user_id)
     _, public = phone()
-    device = grants.register_device(demo_loaded, user, public, "", NOW)
+    phone_key = grants.register_phone(demo_loaded, user, public, "", NOW)
     grants.sync_user(firewall, user, NOW)
     resident = _resident_with(demo_loaded, "phone")
-    contact_id = grants.grant_id(device["_id"], resident["_id"], "contact")
+    contact_id = grants.grant_id(phone_key["_id"], resident["_id"], "contact")
     version = demo_loaded.main.get(contact_id)["key_version"]
     firewall.rekey(resident["_id"])
     grants.resync_resident(firewall, resident["_id"], NOW)
@@ -88,24 +88,24 @@ def test_privacy_change_and_rekey_reach_the_phone(demo_loaded: Couch, firewall: 
     assert contact_id not in {g["_id"] for g in grants.grants_of(demo_loaded, WORKER.user_id)}
 
 
-def test_bad_device_keys_are_refused(demo_loaded: Couch) -> None:
+def test_bad_phone_keys_are_refused(demo_loaded: Couch) -> None:
     user = demo_loaded.accounts.get(WORKER.user_id)
     for bad in ("", "not base64!", b64url(b"\x04" + b"\x01" * 64)):
-        with pytest.raises(grants.DeviceKeyError, match="P-256"):
-            grants.register_device(demo_loaded, user, bad, "", NOW)
-    for _ in range(grants.MAX_DEVICES):
-        grants.register_device(demo_loaded, user, phone()[1], "", NOW)
-    with pytest.raises(grants.DeviceKeyError, match="at most"):
-        grants.register_device(demo_loaded, user, phone()[1], "", NOW)
+        with pytest.raises(grants.PhoneKeyError, match="P-256"):
+            grants.register_phone(demo_loaded, user, bad, "", NOW)
+    for _ in range(grants.MAX_PHONES):
+        grants.register_phone(demo_loaded, user, phone()[1], "", NOW)
+    with pytest.raises(grants.PhoneKeyError, match="at most"):
+        grants.register_phone(demo_loaded, user, phone()[1], "", NOW)
 
 
 def test_openings_on_an_offline_phone_are_filed_when_it_reports_them(demo_loaded: Couch, firewall: Firewall) -> None:
     user = demo_loaded.accounts.get(WORKER.user_id)
-    device = grants.register_device(demo_loaded, user, phone()[1], "", NOW)
+    phone_key = grants.register_phone(demo_loaded, user, phone()[1], "", NOW)
     resident = _resident_with(demo_loaded, "phone")
     report = {"_id": "access_report:r1", "type": "access_report", **{k: resident[k] for k in (
         "street", "community", "grid", "household")}, "resident": resident["_id"], "fields": ["phone"],
-        "purpose": "routine_visit", "at": "2026-11-25T09:30:00+00:00", "device": device["_id"],
+        "purpose": "routine_visit", "at": "2026-11-25T09:30:00+00:00", "phone_key": phone_key["_id"],
         "created_by": WORKER.user_id, "created_at": NOW.isoformat()}
     assert write_refusal(WORKER, None, report) is None
     assert write_refusal(OTHER_WORKER, None, {**report, "created_by": OTHER_WORKER.user_id}) is not None
@@ -114,7 +114,7 @@ def test_openings_on_an_offline_phone_are_filed_when_it_reports_them(demo_loaded
     demo_loaded.main.save(report)
     assert filing.file_reports(demo_loaded, firewall.signer) == 1
     entry = demo_loaded.main.get(filing.entry_id("community:c1", 1))
-    assert (entry["action"], entry["actor"], entry["device"]) == ("open_offline", WORKER.user_id, device["_id"])
+    assert (entry["action"], entry["actor"], entry["device"]) == ("open_offline", WORKER.user_id, phone_key["_id"])
     assert entry["at"] == "2026-11-25T09:30:00+00:00"
     assert demo_loaded.main.all(startkey="access_report:", endkey="access_report:\ufff0", as_list=True) == []
     assert filing.verify(demo_loaded, firewall.signer, "community:c1").ok
@@ -123,13 +123,13 @@ def test_openings_on_an_offline_phone_are_filed_when_it_reports_them(demo_loaded
 def test_a_phone_that_signs_out_gives_up_its_keys(demo_loaded: Couch, firewall: Firewall) -> None:
     user = demo_loaded.accounts.get(WORKER.user_id)
     _, public = phone()
-    device = grants.register_device(demo_loaded, user, public, "", NOW)
+    phone_key = grants.register_phone(demo_loaded, user, public, "", NOW)
     grants.sync_user(firewall, user, NOW)
-    search_key = grants.index_grant_id(device["_id"], "community:c1")
+    search_key = grants.index_grant_id(phone_key["_id"], "community:c1")
     assert grants.grants_of(demo_loaded, user["_id"]) and get_or_none(demo_loaded.main, search_key)
     other = demo_loaded.accounts.get(OTHER_WORKER.user_id)
-    assert not grants.unregister_device(firewall, other, device["_id"], NOW)  # only its own user's
-    assert grants.unregister_device(firewall, user, device["_id"], NOW)
-    assert grants.grants_of(demo_loaded, user["_id"]) == [] and grants.devices_of(demo_loaded, user["_id"]) == []
+    assert not grants.unregister_phone(firewall, other, phone_key["_id"], NOW)  # only its own user's
+    assert grants.unregister_phone(firewall, user, phone_key["_id"], NOW)
+    assert grants.grants_of(demo_loaded, user["_id"]) == [] and grants.phones_of(demo_loaded, user["_id"]) == []
     assert get_or_none(demo_loaded.main, search_key) is None
-    assert not grants.unregister_device(firewall, user, device["_id"], NOW)  # already gone
+    assert not grants.unregister_phone(firewall, user, phone_key["_id"], NOW)  # already gone

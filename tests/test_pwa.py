@@ -298,8 +298,8 @@ def test_a_residents_privacy_choice_takes_a_category_from_the_worker(site: DemoS
 
     # Signing out: the phone gives up its key (revoked on the server, its grants deleted) and its replica.
     worker.set_offline(False)
-    phones_before = len(grants.devices_of(site.couch, user_id("wangge01")))
+    phones_before = len(grants.phones_of(site.couch, user_id("wangge01")))
     page.click("form[action='/logout'] button")
     page.wait_for_url("**/login")
-    assert len(grants.devices_of(site.couch, user_id("wangge01"))) == phones_before - 1
+    assert len(grants.phones_of(site.couch, user_id("wangge01"))) == phones_before - 1
     worker.close()

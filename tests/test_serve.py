@@ -254,10 +254,10 @@ def test_a_phone_opens_its_residents_contact_details_with_its_own_non_extractabl
                                                              ['deriveBits']);
                 const raw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
                 const csrf = JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRF-Token'];
-                const registered = await (await fetch('/devices/keys', {method: 'POST', body: JSON.stringify(
+                const registered = await (await fetch('/phone-keys', {method: 'POST', body: JSON.stringify(
                     {public_key: env.b64urlEncode(raw), label: 'test phone'}),
                     headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}})).json();
-                const grantId = `key_grant:${registered.device.split(':')[1]}:${residentId.split(':')[1]}:contact`;
+                const grantId = `key_grant:${registered.phone_key.split(':')[1]}:${residentId.split(':')[1]}:contact`;
                 const grant = await (await fetch('/sync/main/' + encodeURIComponent(grantId))).json();
                 const doc = await (await fetch('/sync/main/' + encodeURIComponent(residentId))).json();
                 const key = await env.unwrapGrant(pair.privateKey, grantId, grant);

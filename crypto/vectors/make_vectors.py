@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..blind_index import blind_index
 from ..envelope import PREFIX, DataKey, FieldContext, b64url, encode_plaintext, seal_for, unb64url
-from ..keys import wrap, wrap_for_device
+from ..keys import wrap, wrap_for_phone
 
 PATH = Path(__file__).resolve().parent / "v1.json"
 
@@ -115,10 +115,11 @@ def build() -> dict[str, Any]:
              for field, value in (("id_card", "990101195003040011"), ("id_card", "99010119500304001x"),
                                   ("phone", "100 1234 5678"), ("phone", "100-1234-5678"), ("phone", "10012345679"))]
 
-    device = _private_key("phone of wangge01")
+    phone = _private_key("phone of wangge01")
     grant_id = "grant:c1-g01-0001-1:core:1"
-    granted = wrap_for_device(_raw_public(device), grant_id, key, ephemeral=_private_key("server ephemeral"))
-    grants = [{"name": "core data key for one phone", "device_private_jwk": _jwk(device), "grant_id": grant_id,
+    granted = wrap_for_phone(_raw_public(phone), grant_id, key, ephemeral=_private_key("server ephemeral"))
+    # "device_grant" and "device_private_jwk" predate the name phone key; they stay, as v1.json's bytes must.
+    grants = [{"name": "core data key for one phone", "device_private_jwk": _jwk(phone), "grant_id": grant_id,
                **granted, "key": b64url(key)}]
 
     recipient, other = _private_key("write key of resident:c1-g01-0002-1"), _private_key("another write key")

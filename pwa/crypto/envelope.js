@@ -216,7 +216,7 @@ export async function wrapDataKey(kekBytes, keyBytes) {
 }
 
 export async function unwrapGrant(devicePrivateKey, grantId, grant, { extractable = false, use = "AES-GCM" } = {}) {
-  // The phone's side of keys.wrap_for_device: ECDH P-256, HKDF-SHA256, AES-KW.
+  // The phone's side of keys.wrap_for_phone: ECDH P-256, HKDF-SHA256, AES-KW.
   const ephemeral = await subtle.importKey("raw", b64urlDecode(grant.ephemeral_public),
     { name: "ECDH", namedCurve: "P-256" }, false, []);
   const shared = await subtle.deriveBits({ name: "ECDH", public: ephemeral }, devicePrivateKey, 256);

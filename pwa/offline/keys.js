@@ -8,6 +8,8 @@ const STORE = "keys";
 
 function keyStore() {
   return new Promise((resolve, reject) => {
+    // "linli-device" predates the name phone key. Renamed, the old database would stay behind on installed
+    // phones holding a private key nothing reads or deletes any more; so the name stays.
     const open = indexedDB.open("linli-device", 1);
     open.onupgradeneeded = () => open.result.createObjectStore(STORE);
     open.onsuccess = () => resolve(open.result);
@@ -28,17 +30,17 @@ async function idb(mode, action) {
   }
 }
 
-// The phone's key for `userId`: {device, privateKey}, registering a new one with the server if needed
-// (POST /devices/keys, which also issues the grants this user is entitled to). Needs the network the
-// first time only.
-export async function deviceKey(userId, csrfToken) {
-  const stored = await idb("readonly", (s) => s.get(userId));
-  if (stored?.device) {
+// The phone's key for `userId`: {id, privateKey} (id: its phone_key document), registering a new one with the
+// server if needed (POST /phone-keys, which also issues the grants this user is entitled to). Needs the network
+// the first time only.
+export async function phoneKey(userId, csrfToken) {
+  const stored = await storedPhoneKey(userId);
+  if (stored) {
     return stored;
   }
   const pair = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, false, ["deriveBits"]);
   const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
-  const response = await fetch("/devices/keys", {
+  const response = await fetch("/phone-keys", {
     method: "POST", credentials: "same-origin",
     headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken, Accept: "application/json" },
     body: JSON.stringify({ public_key: b64urlEncode(raw), label: "phone (offline app)" }),
@@ -47,20 +49,23 @@ export async function deviceKey(userId, csrfToken) {
   if (!response.ok) {
     throw new Error(`registering this phone's key: ${answer.reason || response.status}`);
   }
-  const key = { device: answer.device, privateKey: pair.privateKey };
+  const key = { id: answer.phone_key, privateKey: pair.privateKey };
   await idb("readwrite", (s) => s.put(key, userId));
   return key;
 }
 
-export async function storedDeviceKey(userId) {
-  return (await idb("readonly", (s) => s.get(userId))) || null;
+// A record stored before phone keys were called so ({device, privateKey}) has no id and names a key the server
+// no longer has: it counts as none, and phoneKey registers a new key over it.
+export async function storedPhoneKey(userId) {
+  const stored = await idb("readonly", (s) => s.get(userId));
+  return stored?.id ? stored : null;
 }
 
 // Give up this phone's key: revoked on the server if it can be reached (its grants go with it), then dropped here.
-export async function forgetDeviceKey(userId, csrfToken) {
-  const stored = await storedDeviceKey(userId);
-  if (stored?.device) {
-    await fetch(`/devices/keys/${stored.device.split(":")[1]}`, {
+export async function forgetPhoneKey(userId, csrfToken) {
+  const stored = await storedPhoneKey(userId);
+  if (stored) {
+    await fetch(`/phone-keys/${stored.id.split(":")[1]}`, {
       method: "DELETE", credentials: "same-origin", headers: { "X-CSRF-Token": csrfToken },
     }).catch(() => null); // offline: the server keeps it until the account's phones are tidied
   }
@@ -68,8 +73,8 @@ export async function forgetDeviceKey(userId, csrfToken) {
 }
 
 // server/security/grants.py grant_id
-export function grantId(device, resident, tier) {
-  return `key_grant:${device.split(":")[1]}:${resident.split(":")[1]}:${tier}`;
+export function grantId(phoneKeyId, resident, tier) {
+  return `key_grant:${phoneKeyId.split(":")[1]}:${resident.split(":")[1]}:${tier}`;
 }
 
 export function grantIsUsable(grant, now = new Date()) {
@@ -89,8 +94,8 @@ export async function openFields(key, grant, resident, fields, tier) {
 }
 
 // server/security/grants.py index_grant_id
-export function indexGrantId(device, community) {
-  return `index_grant:${device.split(":")[1]}:${community.split(":")[1]}`;
+export function indexGrantId(phoneKeyId, community) {
+  return `index_grant:${phoneKeyId.split(":")[1]}:${community.split(":")[1]}`;
 }
 
 // Which searchable field a typed number is (server/security/firewall.py number_field), or null.
@@ -101,7 +106,7 @@ export function numberField(text) {
 
 // The blind index of a typed number with the community's search key held by this phone, or null without one.
 export async function numberIndex(db, key, community, field, number) {
-  const grant = await db.get(indexGrantId(key.device, community)).catch(() => null);
+  const grant = await db.get(indexGrantId(key.id, community)).catch(() => null);
   if (!grant) {
     return null;
   }

@@ -7,7 +7,7 @@
 // {template, context, status} to render, or {redirect}.
 
 import { normalise } from "../crypto/envelope.js";
-import { grantId, grantIsUsable, numberField, numberIndex, openFields, storedDeviceKey } from "./keys.js";
+import { grantId, grantIsUsable, numberField, numberIndex, openFields, storedPhoneKey } from "./keys.js";
 
 const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
 const PHOTO_TYPES = { "image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp" };
@@ -95,14 +95,14 @@ async function reportOpening(db, session, key, resident, fields, purpose) {
   const at = nowISO();
   await db.put({ _id: `access_report:${uuidHex()}`, type: "access_report", street: resident.street,
     community: resident.community, grid: resident.grid, household: resident.household, resident: resident._id,
-    fields, purpose, at, device: key.device, created_by: session.user._id, created_at: at });
+    fields, purpose, at, phone_key: key.id, created_by: session.user._id, created_at: at });
 }
 
 // server/security/firewall.py find_by_number, offline: candidates by blind index (the community's search key), each
 // confirmed by opening the number with this phone's contact grant (an index may collide) and reported.
 async function findByNumber(db, session, grid, number) {
   const field = numberField(number);
-  const key = await storedDeviceKey(session.user._id);
+  const key = await storedPhoneKey(session.user._id);
   const index = key && await numberIndex(db, key, grid.community, field, number);
   const found = new Set();
   if (!index) {
@@ -110,7 +110,7 @@ async function findByNumber(db, session, grid, number) {
   }
   const candidates = (await docsOfType(db, "resident")).filter((r) => r.grid === grid._id && r[`${field}_bidx`] === index);
   for (const resident of candidates) {
-    const grant = await db.get(grantId(key.device, resident._id, "contact")).catch(() => null);
+    const grant = await db.get(grantId(key.id, resident._id, "contact")).catch(() => null);
     if (!grantIsUsable(grant)) {
       continue;
     }
@@ -152,20 +152,20 @@ async function gridPage({ db, session, params, query, htmx }) {
 
 // What the phone may open, as far as it can tell offline: a category opens when this phone holds a usable
 // key grant for it (the server issues grants exactly by the firewall's rules, server/security/grants.py).
-// `key` is this phone's (keys.js storedDeviceKey), null before it registered one.
+// `key` is this phone's (keys.js storedPhoneKey), null before it registered one.
 async function entitlements(db, key, resident, fields) {
   const privacy = await db.get(`privacy:${resident._id.split(":")[1]}`).catch(() => ({}));
   const result = [];
   for (const category of Object.keys(fields.categories)) {
     const tier = fields.tierOf(fields.categories[category][0]);
-    const grant = key ? await db.get(grantId(key.device, resident._id, tier)).catch(() => null) : null;
+    const grant = key ? await db.get(grantId(key.id, resident._id, tier)).catch(() => null) : null;
     if (grantIsUsable(grant)) {
-      const approval = grant.request ? await db.get(grant.request).catch(() => null) : null;
-      result.push({ category, allowed: true, reason: approval ? "fw_approved" : "fw_grid_worker", grant: approval });
+      const approval = grant.access_request ? await db.get(grant.access_request).catch(() => null) : null;
+      result.push({ category, allowed: true, reason: approval ? "fw_approved" : "fw_grid_worker", approval });
     } else {
       const reason = privacy[category] === "secretary_only" ? "fw_privacy_secretary_only"
         : tier === "core" ? "fw_needs_approval" : "fw_offline_no_key";
-      result.push({ category, allowed: false, reason, grant: null });
+      result.push({ category, allowed: false, reason, approval: null });
     }
   }
   return result;
@@ -178,7 +178,7 @@ async function householdPage({ db, session, schema, params }) {
   const fields = residentFields(schema);
   const today = new Date();
   const members = (await docsOfType(db, "resident")).filter((r) => r.household === household._id);
-  const key = await storedDeviceKey(session.user._id);
+  const key = await storedPhoneKey(session.user._id);
   const residents = [];
   for (const r of members) {
     const basic = Object.fromEntries(fields.basic.filter((k) => k in r).map((k) => [k, r[k]]));
@@ -208,15 +208,15 @@ async function reveal({ db, session, schema, params, form, htmx }) {
   const fields = residentFields(schema);
   const category = String(form.get("category") || "");
   const names = fields.categories[category] || [];
-  const key = await storedDeviceKey(session.user._id);
+  const key = await storedPhoneKey(session.user._id);
   let values = {};
   let error = null;
   if (!names.length) {
     error = "fw_unknown_category";
   } else {
     const tier = fields.tierOf(names[0]);
-    const grant = key ? await db.get(grantId(key.device, resident._id, tier)).catch(() => null) : null;
-    const approval = grant?.request ? await db.get(grant.request).catch(() => null) : null;
+    const grant = key ? await db.get(grantId(key.id, resident._id, tier)).catch(() => null) : null;
+    const approval = grant?.access_request ? await db.get(grant.access_request).catch(() => null) : null;
     const purpose = (approval?.purpose || String(form.get("purpose") || "")).trim().slice(0, 500);
     if (!grantIsUsable(grant)) {
       error = "fw_offline_no_key";

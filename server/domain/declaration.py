@@ -494,19 +494,19 @@ DOC_TYPES: dict[str, DocType] = {
             "rekeying": Field("wrapped_keys"),
             "rekeying_write_private": _text(Category.SYSTEM, max_length=400),
         }, label_zh="数据密钥", label_en="Data key"),
-        DocType("device_key", Scope.STREET, {
+        DocType("phone_key", Scope.STREET, {
             # A phone's P-256 public key; its private half is non-extractable in the phone's browser.
             "user": _ref("user", required=True),
             "public": _text(Category.SYSTEM, required=True, max_length=100),
             "label": _text(Category.SYSTEM, max_length=100),
             "created_at": Field("datetime", required=True),
             "revoked": Field("bool", required=True),
-        }, database=ACCOUNTS_DB, label_zh="设备密钥", label_en="Device key"),
+        }, database=ACCOUNTS_DB, label_zh="手机密钥", label_en="Phone key"),
         DocType("key_grant", Scope.GRID, {
-            # One resident's data key for one tier, wrapped for one phone (crypto.keys.wrap_for_device):
+            # One resident's data key for one tier, wrapped for one phone (crypto.keys.wrap_for_phone):
             # what lets a phone open that resident's fields offline. Only its user's phones receive it.
             "user": _ref("user", required=True),
-            "device": _ref("device_key", required=True),
+            "phone_key": _ref("phone_key", required=True),
             "resident": _ref("resident", required=True),
             "household": _ref("household", required=True),
             "tier": _enum(("contact", "core"), required=True),
@@ -514,14 +514,14 @@ DOC_TYPES: dict[str, DocType] = {
             "ephemeral_public": _text(Category.SYSTEM, required=True, max_length=100),
             "wrapped_key": _text(Category.SYSTEM, required=True, max_length=100),
             "expires_at": Field("datetime"),  # core grants: the approval's expiry
-            "request": _ref("access_request"),
+            "access_request": _ref("access_request"),  # core grants: the approval they come from
         }, label_zh="密钥授权", label_en="Key grant"),
         DocType("index_grant", Scope.COMMUNITY, {
-            # The community's blind-index key wrapped for one phone (crypto.keys.wrap_for_device): what lets a
+            # The community's blind-index key wrapped for one phone (crypto.keys.wrap_for_phone): what lets a
             # grid worker find a resident of their grid by phone or ID card number offline. Only its user's phones
             # receive it; the numbers themselves still open only with that resident's contact grant.
             "user": _ref("user", required=True),
-            "device": _ref("device_key", required=True),
+            "phone_key": _ref("phone_key", required=True),
             "ephemeral_public": _text(Category.SYSTEM, required=True, max_length=100),
             "wrapped_key": _text(Category.SYSTEM, required=True, max_length=100),
         }, label_zh="检索密钥授权", label_en="Search key grant"),
@@ -533,7 +533,7 @@ DOC_TYPES: dict[str, DocType] = {
             "fields": Field("list", required=True),
             "purpose": _text(required=True, max_length=500),
             "at": Field("datetime", required=True),
-            "device": _ref("device_key", required=True),
+            "phone_key": _ref("phone_key", required=True),
             **_WHO_WHEN,
         }, label_zh="离线查看报告", label_en="Offline access report"),
         DocType("keyring", Scope.COMMUNITY, {

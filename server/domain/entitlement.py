@@ -6,7 +6,7 @@ Rules, in order (`entitlement`):
 3. Contact: the grid's worker and the community's secretary, unless the resident chose
    "secretary only" (privacy mode).
 4. Health and finance ("core"): the community's secretary; a grid worker only with an
-   approved, unexpired request for that resident and that category, and only while the
+   approved, unexpired access request for that resident and that category, and only while the
    resident's privacy choice allows approvals at all.
 5. Nobody else: not volunteers, not department staff, not the administrator (who runs
    the system but has no need to read residents' protected data).
@@ -42,7 +42,7 @@ class Entitlement:
     category: str
     allowed: bool
     reason: str  # UI text key: why (not) allowed
-    grant: Doc | None = None  # the approved request that allows it, for a grid worker's core access
+    approval: Doc | None = None  # the approved access request that allows it, for a grid worker's core access
 
 
 def privacy_id(resident: str) -> str:
@@ -65,12 +65,12 @@ def may_notify_family(privacy: dict[str, str], alert_kind: str) -> bool:
     return alert_kind in ("sos", "fall") and privacy["sos_family"] == "notify"
 
 
-def grant_is_active(request: Doc, now: dt.datetime) -> bool:
-    return request["status"] == "approved" and dt.datetime.fromisoformat(request["expires_at"]) > now
+def approval_is_active(access_request: Doc, now: dt.datetime) -> bool:
+    return access_request["status"] == "approved" and dt.datetime.fromisoformat(access_request["expires_at"]) > now
 
 
 def entitlement(p: Principal, resident: Doc, category: str, privacy: dict[str, str],
-                grants: list[Doc], now: dt.datetime) -> Entitlement:
+                access_requests: list[Doc], now: dt.datetime) -> Entitlement:
     """May p open this category of this resident's record? Pure: everything it needs is passed in."""
     if not may_see(p, resident):
         return Entitlement(category, False, "fw_not_yours")
@@ -91,7 +91,8 @@ def entitlement(p: Principal, resident: Doc, category: str, privacy: dict[str, s
             return Entitlement(category, False, "fw_no_role")
         if privacy[category] == "secretary_only":
             return Entitlement(category, False, "fw_privacy_secretary_only")
-        grant = next((g for g in grants if g["requester"] == p.user_id and g["resident"] == resident["_id"]
-                      and category in g["categories"] and grant_is_active(g, now)), None)
-        return Entitlement(category, grant is not None, "fw_approved" if grant else "fw_needs_approval", grant)
+        approval = next((r for r in access_requests if r["requester"] == p.user_id and r["resident"] == resident["_id"]
+                         and category in r["categories"] and approval_is_active(r, now)), None)
+        return Entitlement(category, approval is not None, "fw_approved" if approval else "fw_needs_approval",
+                           approval)
     raise ValueError(f"{category!r} is not a protected category")

@@ -102,7 +102,7 @@ def file_reports(couch: Couch, signer: Ed25519PrivateKey) -> int:
     for report in reports:
         append(couch, signer, street=report["street"], community=report["community"], actor=report["created_by"],
                action="open_offline", target=report["resident"], fields=report["fields"],
-               purpose=report["purpose"], device=report["device"], at=dt.datetime.fromisoformat(report["at"]))
+               purpose=report["purpose"], device=report["phone_key"], at=dt.datetime.fromisoformat(report["at"]))
         bulk_save(couch.main, [deletion(report)])
     return len(reports)
 

@@ -6,7 +6,7 @@ Rules, in order (`entitlement`):
 3. Contact: the grid's worker and the community's secretary, unless the resident chose
    "secretary only" (privacy mode).
 4. Health and finance ("core"): the community's secretary; a grid worker only with an
-   approved, unexpired request for that resident and that category, and only while the
+   approved, unexpired access request for that resident and that category, and only while the
    resident's privacy choice allows approvals at all.
 5. Nobody else: not volunteers, not department staff, not the administrator (who runs
    the system but has no need to read residents' protected data).
@@ -66,8 +66,12 @@ class AccessDenied(PermissionError):
         super().__init__(reason)
 
 
-class RequestError(ValueError):
+class AccessRequestError(ValueError):
     """A malformed access request or decision; the message names what is wrong."""
+
+
+class PrivacyChoiceError(ValueError):
+    """A privacy choice that is not one (server/domain/declaration.py PRIVACY_CHOICES)."""
 
 
 def number_field(text: str) -> str | None:
@@ -140,8 +144,8 @@ class Firewall:
                                      as_list=True)
         found = []
         for resident in (row["doc"] for row in rows):
-            privacy, grants = self.context(p, resident)
-            if not entitlement(p, resident, "contact", privacy, grants, now).allowed:
+            privacy, access_requests = self.context(p, resident)
+            if not entitlement(p, resident, "contact", privacy, access_requests, now).allowed:
                 continue
             keys = self.keystore.data_keys(resident["_id"], ("contact",))
             if normalise(str(open_fields(resident, keys, [field]).get(field, ""))) != compact:
@@ -159,22 +163,22 @@ class Firewall:
 
     def context(self, p: Principal, resident: Doc) -> tuple[dict[str, str], list[Doc]]:
         """The resident's privacy choices and p's access requests for them."""
-        return self.privacy_of(resident["_id"]), self.requests_for(resident, requester=p.user_id)
+        return self.privacy_of(resident["_id"]), self.access_requests_for(resident, requester=p.user_id)
 
     def entitlements(self, p: Principal, resident: Doc, now: dt.datetime) -> list[Entitlement]:
-        privacy, grants = self.context(p, resident)
-        return [entitlement(p, resident, c, privacy, grants, now) for c in PROTECTED_CATEGORIES]
+        privacy, access_requests = self.context(p, resident)
+        return [entitlement(p, resident, c, privacy, access_requests, now) for c in PROTECTED_CATEGORIES]
 
     def reveal(self, p: Principal, resident: Doc, category: str, *, purpose: str, device: str,
                now: dt.datetime) -> dict[str, Any]:
         """Open one category of a resident's record for p, filing the access first; AccessDenied if not entitled."""
         if category not in CATEGORY_FIELDS:
             raise AccessDenied("fw_unknown_category")
-        privacy, grants = self.context(p, resident)
-        allowed = entitlement(p, resident, category, privacy, grants, now)
+        privacy, access_requests = self.context(p, resident)
+        allowed = entitlement(p, resident, category, privacy, access_requests, now)
         if not allowed.allowed:
             raise AccessDenied(allowed.reason)
-        purpose = (allowed.grant or {}).get("purpose") or purpose.strip()
+        purpose = (allowed.approval or {}).get("purpose") or purpose.strip()
         if not purpose:
             raise AccessDenied("fw_purpose_required")
         fields = CATEGORY_FIELDS[category]
@@ -197,21 +201,21 @@ class Firewall:
 
     # ------------------------------------------------------------ approvals
 
-    def requests_for(self, resident: Doc, requester: str | None = None) -> list[Doc]:
+    def access_requests_for(self, resident: Doc, requester: str | None = None) -> list[Doc]:
         docs = iter_view_docs(self.couch.main, "linli/by_place", [resident["household"], "access_request"])
         return [d for d in docs if d["resident"] == resident["_id"] and requester in (None, d["requester"])]
 
-    def request(self, p: Principal, resident: Doc, categories: list[str], purpose: str, hours: int,
-                now: dt.datetime) -> Doc:
+    def request_access(self, p: Principal, resident: Doc, categories: list[str], purpose: str, hours: int,
+                       now: dt.datetime) -> Doc:
         """A grid worker asks the secretary for core access to one resident, for a purpose and a time."""
         if not (p.has(Role.GRID_WORKER) and resident["grid"] in p.grids):
             raise AccessDenied("fw_no_role")
         if not categories or not set(categories) <= set(CORE_CATEGORIES):
-            raise RequestError(f"categories must be some of {', '.join(CORE_CATEGORIES)}")
+            raise AccessRequestError(f"categories must be some of {', '.join(CORE_CATEGORIES)}")
         if not purpose.strip():
-            raise RequestError("purpose is required")
+            raise AccessRequestError("purpose is required")
         if not 1 <= hours <= MAX_GRANT_HOURS:
-            raise RequestError(f"hours must be between 1 and {MAX_GRANT_HOURS}")
+            raise AccessRequestError(f"hours must be between 1 and {MAX_GRANT_HOURS}")
         doc = {"_id": f"access_request:{uuid.uuid4().hex}", "type": "access_request",
                **{k: resident[k] for k in ("street", "community", "grid", "household")}, "resident": resident["_id"],
                "requester": p.user_id, "categories": sorted(set(categories)), "purpose": purpose.strip(),
@@ -219,37 +223,39 @@ class Firewall:
         validate(doc)
         return self.couch.main.save(doc)
 
-    def decide(self, p: Principal, request_id: str, *, approve: bool, note: str, now: dt.datetime) -> Doc:
-        """The community's secretary approves (for the requested hours from now) or refuses a pending request."""
-        request = self._request(p, request_id)
-        if request["status"] != "pending":
-            raise RequestError(f"request is already {request['status']}")
-        privacy = self.privacy_of(request["resident"])
-        if approve and any(privacy[c] == "secretary_only" for c in request["categories"]):
+    def decide(self, p: Principal, access_request_id: str, *, approve: bool, note: str, now: dt.datetime) -> Doc:
+        """The community's secretary approves (for the requested hours from now) or refuses a pending access
+        request."""
+        access_request = self._access_request(p, access_request_id)
+        if access_request["status"] != "pending":
+            raise AccessRequestError(f"access request is already {access_request['status']}")
+        privacy = self.privacy_of(access_request["resident"])
+        if approve and any(privacy[c] == "secretary_only" for c in access_request["categories"]):
             raise AccessDenied("fw_privacy_secretary_only")
-        request.update(status="approved" if approve else "refused", decided_by=p.user_id,
-                       decided_at=now.isoformat(), decision_note=note.strip()[:500])
+        access_request.update(status="approved" if approve else "refused", decided_by=p.user_id,
+                              decided_at=now.isoformat(), decision_note=note.strip()[:500])
         if approve:
-            request["expires_at"] = (now + dt.timedelta(hours=request["hours"])).isoformat()
-        validate(request)
-        return self.couch.main.save(request)
+            access_request["expires_at"] = (now + dt.timedelta(hours=access_request["hours"])).isoformat()
+        validate(access_request)
+        return self.couch.main.save(access_request)
 
-    def revoke(self, p: Principal, request_id: str, now: dt.datetime) -> Doc:
-        request = self._request(p, request_id)
-        if request["status"] != "approved":
-            raise RequestError(f"only an approved request can be revoked, this one is {request['status']}")
-        request.update(status="revoked", decided_by=p.user_id, decided_at=now.isoformat())
-        return self.couch.main.save(request)
+    def revoke(self, p: Principal, access_request_id: str, now: dt.datetime) -> Doc:
+        access_request = self._access_request(p, access_request_id)
+        if access_request["status"] != "approved":
+            raise AccessRequestError(
+                f"only an approved access request can be revoked, this one is {access_request['status']}")
+        access_request.update(status="revoked", decided_by=p.user_id, decided_at=now.isoformat())
+        return self.couch.main.save(access_request)
 
-    def _request(self, p: Principal, request_id: str) -> Doc:
-        request = get_or_none(self.couch.main, request_id)
-        if request is None or request.get("type") != "access_request":
-            raise RequestError(f"no access request {request_id!r}")
-        if not (p.has(Role.SECRETARY) and request["community"] in p.communities):
+    def _access_request(self, p: Principal, access_request_id: str) -> Doc:
+        access_request = get_or_none(self.couch.main, access_request_id)
+        if access_request is None or access_request.get("type") != "access_request":
+            raise AccessRequestError(f"no access request {access_request_id!r}")
+        if not (p.has(Role.SECRETARY) and access_request["community"] in p.communities):
             raise AccessDenied("fw_not_secretary")
-        return request
+        return access_request
 
-    def pending_requests(self, p: Principal) -> list[Doc]:
+    def pending_access_requests(self, p: Principal) -> list[Doc]:
         return [d for c in sorted(p.communities) if p.has(Role.SECRETARY)
                 for d in iter_view_docs(self.couch.main, "linli/by_place", [c, "access_request"])
                 if d["status"] == "pending"]
@@ -263,7 +269,7 @@ class Firewall:
             raise AccessDenied("fw_no_role")
         for category, value in choices.items():
             if category not in PRIVACY_CHOICES or value not in PRIVACY_CHOICES[category]:
-                raise RequestError(f"{category}: {value!r} is not a privacy choice")
+                raise PrivacyChoiceError(f"{category}: {value!r} is not a privacy choice")
         doc = get_or_none(self.couch.main, privacy_id(resident["_id"])) or {
             "_id": privacy_id(resident["_id"]), "type": "privacy", "resident": resident["_id"],
             **{k: resident[k] for k in ("street", "community", "grid", "household")}}

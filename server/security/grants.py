@@ -1,13 +1,13 @@
 """Keys for phones, so that a grid worker opens their residents' fields offline and nothing more.
 
 A phone makes a P-256 key pair whose private half never leaves its browser (WebCrypto, non-extractable)
-and registers the public half (`device_key:<user>.<id>`, accounts database). For each registered phone
-the server wraps the data keys its user is entitled to (`crypto.keys.wrap_for_device`, bound to the
+and registers the public half (a phone key, `phone_key:<user>.<id>`, accounts database). For each registered phone
+the server wraps the data keys its user is entitled to (`crypto.keys.wrap_for_phone`, bound to the
 grant's id): contact keys of the residents whose contact details they may open (`firewall.entitlement`),
-core keys for approved, unexpired requests; and the blind-index keys of the communities of their grids
+core keys for approved, unexpired access requests; and the blind-index keys of the communities of their grids
 (`index_grant`), to find residents by number offline. Grants are routed to their user only (server/domain/access.py).
 
-Grants follow entitlement: `sync_user` re-derives one user's grants (after a device registers, an
+Grants follow entitlement: `sync_user` re-derives one user's grants (after a phone registers its key, an
 approval is decided or revoked, a worker moves), `resync_resident` those touching one resident (after a
 privacy change or a re-key), `expire` deletes core grants whose approval ran out (every minute). A
 deleted grant is deleted on the phone at its next sync; until then an offline phone can still open what
@@ -24,18 +24,18 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from crypto.envelope import unb64url
-from crypto.keys import wrap_for_device
+from crypto.keys import wrap_for_phone
 from server.domain.access import Principal, deletion
 from server.domain.declaration import Role, validate
-from server.domain.entitlement import entitlement, grant_is_active, privacy_choices
+from server.domain.entitlement import approval_is_active, entitlement, privacy_choices
 from server.security.firewall import Firewall
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
-MAX_DEVICES = 5  # phones a user may register at once
+MAX_PHONES = 5  # phone keys a user may register at once
 
 
-class DeviceKeyError(ValueError):
+class PhoneKeyError(ValueError):
     pass
 
 
@@ -43,40 +43,41 @@ def _user_key(user_id: str) -> str:
     return user_id.split(":", 1)[1]
 
 
-def register_device(couch: Couch, user: Doc, public_b64: str, label: str, now: dt.datetime) -> Doc:
-    """Store a phone's public key for this user; the message of a DeviceKeyError says what is wrong."""
+def register_phone(couch: Couch, user: Doc, public_b64: str, label: str, now: dt.datetime) -> Doc:
+    """Store a phone's public key for this user; the message of a PhoneKeyError says what is wrong."""
     try:
         raw = unb64url(public_b64)
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
     except (binascii.Error, ValueError):
-        raise DeviceKeyError("public_key must be an uncompressed P-256 point, base64url") from None
-    if len(devices_of(couch, user["_id"])) >= MAX_DEVICES:
-        raise DeviceKeyError(f"at most {MAX_DEVICES} phones per account; remove one first")
-    doc = {"_id": f"device_key:{_user_key(user['_id'])}.{secrets.token_hex(6)}", "type": "device_key",
+        raise PhoneKeyError("public_key must be an uncompressed P-256 point, base64url") from None
+    if len(phones_of(couch, user["_id"])) >= MAX_PHONES:
+        raise PhoneKeyError(f"at most {MAX_PHONES} phones per account; remove one first")
+    doc = {"_id": f"phone_key:{_user_key(user['_id'])}.{secrets.token_hex(6)}", "type": "phone_key",
            "street": user["street"], "user": user["_id"], "public": public_b64, "label": label.strip()[:100],
            "created_at": now.isoformat(), "revoked": False}
     validate(doc)
     return couch.accounts.save(doc)
 
 
-def unregister_device(firewall: Firewall, user: Doc, device_id: str, now: dt.datetime) -> bool:
+def unregister_phone(firewall: Firewall, user: Doc, phone_key_id: str, now: dt.datetime) -> bool:
     """Revoke one of the user's phone keys and delete its grants; False if the user has no such phone."""
-    device = get_or_none(firewall.couch.accounts, device_id)
-    if device is None or device.get("type") != "device_key" or device["user"] != user["_id"] or device["revoked"]:
+    phone = get_or_none(firewall.couch.accounts, phone_key_id)
+    if phone is None or phone.get("type") != "phone_key" or phone["user"] != user["_id"] or phone["revoked"]:
         return False
-    firewall.couch.accounts.save({**device, "revoked": True})
+    firewall.couch.accounts.save({**phone, "revoked": True})
     sync_user(firewall, user, now)
     return True
 
 
-def devices_of(couch: Couch, user_id: str) -> list[Doc]:
-    prefix = f"device_key:{_user_key(user_id)}."
+def phones_of(couch: Couch, user_id: str) -> list[Doc]:
+    """The user's registered, unrevoked phone keys."""
+    prefix = f"phone_key:{_user_key(user_id)}."
     rows = couch.accounts.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True)
     return [r["doc"] for r in rows if not r["doc"]["revoked"]]
 
 
-def grant_id(device: str, resident: str, tier: str) -> str:
-    return f"key_grant:{device.split(':', 1)[1]}:{resident.split(':', 1)[1]}:{tier}"
+def grant_id(phone_key: str, resident: str, tier: str) -> str:
+    return f"key_grant:{phone_key.split(':', 1)[1]}:{resident.split(':', 1)[1]}:{tier}"
 
 
 def grants_of(couch: Couch, user_id: str) -> list[Doc]:
@@ -85,7 +86,7 @@ def grants_of(couch: Couch, user_id: str) -> list[Doc]:
 
 
 def _entitled(firewall: Firewall, p: Principal, now: dt.datetime) -> dict[tuple[str, str], dict[str, Any]]:
-    """(resident, tier) → {resident doc, expires_at, request} for every key this user may hold on a phone."""
+    """(resident, tier) → {resident doc, expires_at, access_request} for every key this user may hold on a phone."""
     wanted: dict[tuple[str, str], dict[str, Any]] = {}
     if not p.has(Role.GRID_WORKER):  # phones carry keys for grid work; secretaries work online
         return wanted
@@ -93,36 +94,36 @@ def _entitled(firewall: Firewall, p: Principal, now: dt.datetime) -> dict[tuple[
     for grid in sorted(p.grids):
         # Three reads for the whole grid rather than two for each of its residents.
         privacies = {d["resident"]: d for d in iter_view_docs(main, "linli/by_place", [grid, "privacy"])}
-        requests: dict[str, list[Doc]] = {}
-        for request in iter_view_docs(main, "linli/by_place", [grid, "access_request"]):
-            if request["requester"] == p.user_id:
-                requests.setdefault(request["resident"], []).append(request)
+        access_requests: dict[str, list[Doc]] = {}
+        for access_request in iter_view_docs(main, "linli/by_place", [grid, "access_request"]):
+            if access_request["requester"] == p.user_id:
+                access_requests.setdefault(access_request["resident"], []).append(access_request)
         for resident in iter_view_docs(main, "linli/by_place", [grid, "resident"]):
-            privacy, mine = privacy_choices(privacies.get(resident["_id"])), requests.get(resident["_id"], [])
+            privacy, mine = privacy_choices(privacies.get(resident["_id"])), access_requests.get(resident["_id"], [])
             if entitlement(p, resident, "contact", privacy, mine, now).allowed:
                 wanted[(resident["_id"], "contact")] = {"resident": resident}
-            for request in mine:
-                if grant_is_active(request, now) and any(
-                        entitlement(p, resident, c, privacy, mine, now).allowed for c in request["categories"]):
-                    wanted[(resident["_id"], "core")] = {"resident": resident, "expires_at": request["expires_at"],
-                                                         "request": request["_id"]}
+            for approval in mine:
+                if approval_is_active(approval, now) and any(
+                        entitlement(p, resident, c, privacy, mine, now).allowed for c in approval["categories"]):
+                    wanted[(resident["_id"], "core")] = {"resident": resident, "expires_at": approval["expires_at"],
+                                                         "access_request": approval["_id"]}
     return wanted
 
 
 def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int]:
     """Issue the grants this user's phones should hold and delete the others; returns (issued, deleted)."""
     p = Principal.of(user)
-    devices = devices_of(firewall.couch, user["_id"]) if user.get("active") else []
-    wanted = _entitled(firewall, p, now) if devices else {}
+    phones = phones_of(firewall.couch, user["_id"]) if user.get("active") else []
+    wanted = _entitled(firewall, p, now) if phones else {}
     have = {g["_id"]: g for g in grants_of(firewall.couch, user["_id"])}
     keys = firewall.keystore.raw_data_keys(wanted)
     writes: list[Doc] = []
-    for device in devices:
-        public = unb64url(device["public"])
+    for phone in phones:
+        public = unb64url(phone["public"])
         for (resident_id, tier), want in wanted.items():
             if (resident_id, tier) not in keys:  # erased: nothing to grant
                 continue
-            doc_id = grant_id(device["_id"], resident_id, tier)
+            doc_id = grant_id(phone["_id"], resident_id, tier)
             raw, version = keys[(resident_id, tier)]
             current = have.pop(doc_id, None)
             if current and current["key_version"] == version and current.get("expires_at") == want.get("expires_at"):
@@ -130,14 +131,14 @@ def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int
             resident = want["resident"]
             doc = {"_id": doc_id, "type": "key_grant", **{k: resident[k] for k in ("street", "community", "grid",
                                                                                    "household")},
-                   "user": user["_id"], "device": device["_id"], "resident": resident_id, "tier": tier,
-                   "key_version": version, **wrap_for_device(public, doc_id, raw),
-                   **{k: want[k] for k in ("expires_at", "request") if k in want}}
+                   "user": user["_id"], "phone_key": phone["_id"], "resident": resident_id, "tier": tier,
+                   "key_version": version, **wrap_for_phone(public, doc_id, raw),
+                   **{k: want[k] for k in ("expires_at", "access_request") if k in want}}
             if current:
                 doc["_rev"] = current["_rev"]
             validate(doc)
             writes.append(doc)
-    index_writes, index_gone = _index_grants(firewall, user, devices if wanted else [])
+    index_writes, index_gone = _index_grants(firewall, user, phones if wanted else [])
     deletions = [deletion(g) for g in [*have.values(), *index_gone]]
     writes += index_writes
     failed = [r for r in bulk_save(firewall.couch.main, writes + deletions) if r.error]
@@ -146,11 +147,11 @@ def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int
     return len(writes), len(deletions)
 
 
-def index_grant_id(device: str, community: str) -> str:
-    return f"index_grant:{device.split(':', 1)[1]}:{community.split(':', 1)[1]}"
+def index_grant_id(phone_key: str, community: str) -> str:
+    return f"index_grant:{phone_key.split(':', 1)[1]}:{community.split(':', 1)[1]}"
 
 
-def _index_grants(firewall: Firewall, user: Doc, devices: list[Doc]) -> tuple[list[Doc], list[Doc]]:
+def _index_grants(firewall: Firewall, user: Doc, phones: list[Doc]) -> tuple[list[Doc], list[Doc]]:
     """The search keys (blind-index keys) of the communities of the user's grids, for each of their phones that
     holds any data key: (grants to write, grants to delete)."""
     main = firewall.couch.main
@@ -159,15 +160,15 @@ def _index_grants(firewall: Firewall, user: Doc, devices: list[Doc]) -> tuple[li
                                                          as_list=True)}
     communities = {g["community"]: g["street"] for g in get_many(main, user.get("grids", [])).values()}
     writes = []
-    for device in devices:
+    for phone in phones:
         for community, street in sorted(communities.items()):
-            doc_id = index_grant_id(device["_id"], community)
+            doc_id = index_grant_id(phone["_id"], community)
             if have.pop(doc_id, None):
                 continue  # the index key is not versioned (crypto/keyring.py): a grant stays valid
             index_key = firewall.keystore.tier_keys(community, street).index_key
             doc = {"_id": doc_id, "type": "index_grant", "street": street, "community": community,
-                   "user": user["_id"], "device": device["_id"],
-                   **wrap_for_device(unb64url(device["public"]), doc_id, index_key)}
+                   "user": user["_id"], "phone_key": phone["_id"],
+                   **wrap_for_phone(unb64url(phone["public"]), doc_id, index_key)}
             validate(doc)
             writes.append(doc)
     return writes, list(have.values())
@@ -191,10 +192,10 @@ def expire(firewall: Firewall, now: dt.datetime) -> int:
     """
     main = firewall.couch.main
     ended = [r for r in docs_of_type(main, "access_request")
-             if r["status"] in ("approved", "revoked") and not grant_is_active(r, now)]
-    devices = {user: devices_of(firewall.couch, user) for user in {r["requester"] for r in ended}}
-    candidates = {grant_id(d["_id"], r["resident"], "core"): r["_id"] for r in ended for d in devices[r["requester"]]}
-    # A grant of the same phone and resident may come from a newer, still active request: only its own request's.
-    gone = [g for g in get_many(main, candidates).values() if g.get("request") == candidates[g["_id"]]]
+             if r["status"] in ("approved", "revoked") and not approval_is_active(r, now)]
+    phones = {user: phones_of(firewall.couch, user) for user in {r["requester"] for r in ended}}
+    candidates = {grant_id(k["_id"], r["resident"], "core"): r["_id"] for r in ended for k in phones[r["requester"]]}
+    # A grant of the same phone and resident may come from a newer, still active access request: only its own one's.
+    gone = [g for g in get_many(main, candidates).values() if g.get("access_request") == candidates[g["_id"]]]
     bulk_save(main, [deletion(g) for g in gone])
     return len(gone)

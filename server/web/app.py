@@ -33,7 +33,14 @@ from server.domain.declaration import CORE_CATEGORIES, PRIVACY_CHOICES, Role, ex
 from server.domain.entitlement import CATEGORY_FIELDS, REVEAL_PURPOSES
 from server.domain.i18n import DEFAULT_LANG, LANGUAGES, translator
 from server.security import accounts, filing, grants
-from server.security.firewall import AccessDenied, Firewall, RequestError, device_label, number_field
+from server.security.firewall import (
+    AccessDenied,
+    AccessRequestError,
+    Firewall,
+    PrivacyChoiceError,
+    device_label,
+    number_field,
+)
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, session_user_matches, start_session
 from server.services import alerts, service_requests
@@ -274,12 +281,12 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                 hours = 0
             try:
                 categories = [str(c) for c in form.getlist("category")]
-                await run_in_threadpool(firewall.request, principal, resident, categories,
+                await run_in_threadpool(firewall.request_access, principal, resident, categories,
                                         str(form.get("purpose", "")), hours, _now())
                 sent = True
             except AccessDenied as denied:
                 raise HTTPException(403, denied.reason) from None
-            except RequestError as bad:
+            except AccessRequestError as bad:
                 error = str(bad)
         return render(request, "access_request.html", 400 if error else 200, resident=resident,
                       categories=CORE_CATEGORIES, error=error, sent=sent)
@@ -293,7 +300,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         if request.method == "POST":
             form = await request.form()
             try:
-                doc = await run_in_threadpool(firewall.decide, principal, str(form.get("request", "")),
+                doc = await run_in_threadpool(firewall.decide, principal, str(form.get("access_request", "")),
                                               approve=form.get("decision") == "approve",
                                               note=str(form.get("note", "")), now=_now())
                 decided = "decided_" + doc["status"]
@@ -302,9 +309,9 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                     await run_in_threadpool(grants.sync_user, firewall, requester, _now())
             except AccessDenied as denied:
                 error = denied.reason
-            except RequestError as bad:
+            except AccessRequestError as bad:
                 error = str(bad)
-        pending = await run_in_threadpool(firewall.pending_requests, principal)
+        pending = await run_in_threadpool(firewall.pending_access_requests, principal)
         names = await run_in_threadpool(queries.names_of, couch, pending)
         return render(request, "approvals.html", 400 if error else 200, pending=pending, names=names,
                       decided=decided, error=error)
@@ -321,7 +328,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                 saved = True
             except AccessDenied as denied:
                 raise HTTPException(403, denied.reason) from None
-            except RequestError as bad:
+            except PrivacyChoiceError as bad:
                 error = str(bad)
         current = await run_in_threadpool(firewall.privacy_of, resident["_id"])
         return render(request, "privacy.html", 400 if error else 200, resident=resident,
@@ -332,27 +339,27 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         if not queries.roles(user) & {Role.ADMIN, Role.SECRETARY}:
             raise HTTPException(403)
         overview = await run_in_threadpool(queries.community_overview, couch, user)
-        pending = await run_in_threadpool(firewall.pending_requests, Principal.of(user))
+        pending = await run_in_threadpool(firewall.pending_access_requests, Principal.of(user))
         return render(request, "communities.html", communities=overview, pending=len(pending))
 
-    async def register_device_key(request: Request) -> Response:
+    async def register_phone_key(request: Request) -> Response:
         """A phone registers its public key (JSON {"public_key", "label"}) and gets its grants through sync."""
         user = await current_user(request)
         try:
             body = await request.json()
-            key = await run_in_threadpool(grants.register_device, couch, user, str(body.get("public_key", "")),
+            key = await run_in_threadpool(grants.register_phone, couch, user, str(body.get("public_key", "")),
                                           str(body.get("label", "")), _now())
         except (ValueError, AttributeError) as bad:  # JSONDecodeError is a ValueError
-            reason = str(bad) if isinstance(bad, grants.DeviceKeyError) else "send JSON {public_key, label}"
+            reason = str(bad) if isinstance(bad, grants.PhoneKeyError) else "send JSON {public_key, label}"
             return JSONResponse({"error": "bad_request", "reason": reason}, status_code=400)
         issued, _ = await run_in_threadpool(grants.sync_user, firewall, user, _now())
-        return JSONResponse({"device": key["_id"], "grants": issued}, status_code=201)
+        return JSONResponse({"phone_key": key["_id"], "grants": issued}, status_code=201)
 
-    async def remove_device_key(request: Request) -> Response:
+    async def remove_phone_key(request: Request) -> Response:
         """A phone signing out gives up its key: it is revoked, and its grants are deleted (they reach nobody)."""
         user = await current_user(request)
-        removed = await run_in_threadpool(grants.unregister_device, firewall, user,
-                                          f"device_key:{request.path_params['key']}", _now())
+        removed = await run_in_threadpool(grants.unregister_phone, firewall, user,
+                                          f"phone_key:{request.path_params['key']}", _now())
         if not removed:
             return JSONResponse({"error": "not_found", "reason": "no such phone key of yours"}, status_code=404)
         return JSONResponse({"ok": True})
@@ -392,8 +399,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Route("/residents/{resident_id}/access-request", access_request_page, methods=["GET", "POST"]),
         Route("/residents/{resident_id}/privacy", privacy_page, methods=["GET", "POST"]),
         Route("/approvals", approvals_page, methods=["GET", "POST"]),
-        Route("/devices/keys", register_device_key, methods=["POST"]),
-        Route("/devices/keys/{key}", remove_device_key, methods=["DELETE"]),
+        Route("/phone-keys", register_phone_key, methods=["POST"]),
+        Route("/phone-keys/{key}", remove_phone_key, methods=["DELETE"]),
         Route("/schema.json", schema_json),
         Mount("/open311/v2", routes=open311.routes(couch, _now)),
         *request_pages.routes(couch, current_user, render, _now),
