@@ -303,3 +303,44 @@ def test_a_residents_privacy_choice_takes_a_category_from_the_worker(site: DemoS
     page.wait_for_url("**/login")
     assert len(grants.phones_of(site.couch, user_id("wangge01"))) == phones_before - 1
     worker.close()
+
+
+def test_a_volunteer_sees_exactly_their_households_online_and_offline(site: DemoSite) -> None:
+    """One policy (server/domain/access.py): the phone opens the grids session.json lists, its replica holds the
+    documents may_see lets through, and the server's pages list the same."""
+    volunteer = "zhiyuan01a"
+    grid = "grid:c1-g01"
+    theirs = {r["id"] for r in site.couch.main.all(startkey="household:", endkey="household:\ufff0",
+                                                   include_docs=True, as_list=True)
+              if user_id(volunteer) in r["doc"].get("volunteers", [])}
+    assert theirs and all(h.startswith("household:c1-g01-") for h in theirs)
+    phone = new_phone(site, volunteer)
+    page = phone.pages[0]
+    assert page.url == site.url + f"grids/{grid}"  # their home is their grid, online as offline
+
+    def listed() -> set[str]:
+        return {href.rsplit("/", 1)[1] for href in page.locator("#households a.row").evaluate_all(
+            "rows => rows.map((row) => row.getAttribute('href'))")}
+
+    def heads() -> list[str]:
+        return page.locator("#households .row-meta").all_inner_texts()
+
+    online = (listed(), heads())
+    assert online[0] == theirs
+    household = sorted(theirs)[0]
+    online_household = page.goto(site.url + f"households/{household}")
+    assert online_household.status == 200
+    assert page.locator("ul.rows:not(.visits) > li.card").count() == 0  # no residents: grid staff's
+    for path, status in ((f"households/{household}/edit", 403), ("grids/grid:c1-g02", 403)):
+        assert page.goto(site.url + path).status == status, path
+
+    page.goto(site.url + f"grids/{grid}")
+    synced_then_offline(phone, page)
+    assert (listed(), heads()) == online
+    offline_household = page.goto(site.url + f"households/{household}")
+    assert offline_household.headers.get("x-linli-offline") == "1" and offline_household.status == 200
+    assert page.locator("ul.rows:not(.visits) > li.card").count() == 0
+    for path, status in ((f"households/{household}/edit", 403), ("grids/grid:c1-g02", 403)):
+        answer = page.goto(site.url + path)
+        assert answer.headers.get("x-linli-offline") == "1" and answer.status == status, path
+    phone.close()

@@ -77,13 +77,6 @@ def test_admin_sees_every_community(client: TestClient) -> None:
     assert "幸福社区" in page.text and "和谐社区" in page.text
 
 
-def test_volunteer_gets_a_task_page_not_the_household_list(client: TestClient) -> None:
-    login(client, "volunteer1")
-    home = client.get("/")
-    assert home.status_code == 200 and "我的任务" in home.text
-    assert client.get(f"/grids/{G1}").status_code == 403
-
-
 def test_wrong_password_is_refused(client: TestClient) -> None:
     response = login(client, "worker1", "wrong password")
     assert response.status_code == 401

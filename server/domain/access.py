@@ -2,6 +2,8 @@
 
 The web pages, the sync gateway (what a phone receives) and the firewall
 (what may be decrypted) all ask this module; none of them decides on its own.
+The offline app gets its answers as data (`offline_grids`, in /pwa/session.json)
+and its replica holds only what `may_see` let through.
 A decision needs only the user and the document, never another lookup, so
 that the sync gateway can apply it to every change in a feed.
 
@@ -12,7 +14,7 @@ before that one: may the document reach the user at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +73,8 @@ def _community(p: Principal, doc: Doc) -> bool:
 
 
 def _grid(p: Principal, doc: Doc) -> bool:
+    # Who sees a grid may open its page (online and offline); the page lists only what may_see gives them there:
+    # a volunteer, the households assigned to them.
     return _staff_of_community(p, doc) or doc["_id"] in p.grids
 
 
@@ -265,3 +269,13 @@ def write_refusal(p: Principal, old: Doc | None, new: Doc) -> str | None:
 def may_write(p: Principal, old: Doc | None, new: Doc) -> bool:
     """True if this user may store `new` over `old` (see write_refusal for the reason when not)."""
     return write_refusal(p, old, new) is None
+
+
+def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:
+    """What the offline app needs of these rules, as data (/pwa/session.json) rather than a copy of them: the ids
+    of the grids whose pages p may open (`may_see` on the grid) and, of those, the grids whose households p may
+    edit (`WRITE_RULES`; a grid's households share its street, community and grid, all the rule reads)."""
+    browsable = [g for g in grids if may_see(p, g)]
+    editable = [g for g in browsable if WRITE_RULES["household"](p, {"street": g["street"], "community": g["community"],
+                                                                    "grid": g["_id"]})]
+    return {"browse": sorted(g["_id"] for g in browsable), "edit_households": sorted(g["_id"] for g in editable)}

@@ -1,4 +1,4 @@
-"""What the pages show, read from CouchDB, and who may see it.
+"""What the pages show, read from CouchDB: only documents `access.may_see` lets the user see.
 
 Only basic-tier fields leave this module: contact, health and finance fields
 are the data-security firewall's (server/security/firewall.py) to open.
@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from server.domain.access import Principal, may_see
 from server.domain.declaration import DOC_TYPES, Role, Tier
 from server.store.couch import Couch, count_by, get_many, get_or_none, ids_of_type, iter_view_docs
 
@@ -19,14 +20,6 @@ _BASIC_RESIDENT_FIELDS = DOC_TYPES["resident"].fields_in(Tier.PUBLIC, Tier.BASIC
 
 def roles(user: dict[str, Any]) -> set[Role]:
     return {Role(r) for r in user.get("roles", [])}
-
-
-def can_view_grid(user: dict[str, Any], grid: dict[str, Any]) -> bool:
-    """Grid workers see their own grids; secretaries their communities' grids; admins all."""
-    r = roles(user)
-    return (Role.ADMIN in r
-            or (Role.GRID_WORKER in r and grid["_id"] in user.get("grids", []))
-            or (Role.SECRETARY in r and grid["community"] in user.get("communities", [])))
 
 
 def age_on(birth_date: str, today: dt.date) -> int:
@@ -50,33 +43,39 @@ class HouseholdPage:
     next_offset: int | None
 
 
-def grid_households(couch: Couch, grid_id: str, query: str = "", offset: int = 0,
+def grid_households(couch: Couch, p: Principal, grid_id: str, query: str = "", offset: int = 0,
                     only: set[str] | None = None) -> HouseholdPage:
-    """One page of a grid's households, filtered by address or head-of-household name, or to the ids in `only`
-    (households of residents found by number, see firewall.find_by_number)."""
-    households = list(iter_view_docs(couch.main, "linli/by_place", [grid_id, "household"]))
+    """One page of the grid's households p may see, filtered by address or head-of-household name, or to the ids
+    in `only` (households of residents found by number, see firewall.find_by_number).
+
+    What p may not see is left out as if it were not there, as it is not on their phone: a volunteer gets the
+    households assigned to them, and no head's name (residents are grid staff's)."""
+    households = [h for h in iter_view_docs(couch.main, "linli/by_place", [grid_id, "household"]) if may_see(p, h)]
     query = query.strip()
     if only is not None:
         households = [h for h in households if h["_id"] in only]
         query = ""
     if query:
-        residents = {d["_id"]: d for d in iter_view_docs(couch.main, "linli/by_place", [grid_id, "resident"])}
+        residents = {d["_id"]: d for d in iter_view_docs(couch.main, "linli/by_place", [grid_id, "resident"])
+                     if may_see(p, d)}
         households = [h for h in households
                       if query in h["address"] or query in residents.get(h.get("head", ""), {}).get("name", "")]
         heads = residents
     page = households[offset:offset + PAGE_SIZE]
     if not query:
-        heads = get_many(couch.main, [h["head"] for h in page if h.get("head")])
+        heads = {i: d for i, d in get_many(couch.main, [h["head"] for h in page if h.get("head")]).items()
+                 if may_see(p, d)}
     rows = [HouseholdRow(h["_id"], h["address"], heads.get(h.get("head", ""), {}).get("name", ""),
                          h.get("member_count", 0), h.get("tags", [])) for h in page]
     end = offset + len(page)
     return HouseholdPage(rows, len(households), end if end < len(households) else None)
 
 
-def household_detail(couch: Couch, household: dict[str, Any], today: dt.date) -> list[dict[str, Any]]:
-    """The household's residents: their basic fields and age for display, and the stored document as `doc`
-    (protected fields still sealed) for the firewall to decide on."""
-    residents = iter_view_docs(couch.main, "linli/by_place", [household["_id"], "resident"])
+def household_detail(couch: Couch, p: Principal, household: dict[str, Any], today: dt.date) -> list[dict[str, Any]]:
+    """The household's residents p may see: their basic fields and age for display, and the stored document as
+    `doc` (protected fields still sealed) for the firewall to decide on."""
+    residents = [r for r in iter_view_docs(couch.main, "linli/by_place", [household["_id"], "resident"])
+                 if may_see(p, r)]
     return [{**{k: r[k] for k in _BASIC_RESIDENT_FIELDS if k in r}, "id": r["_id"],
              "age": age_on(r["birth_date"], today), "doc": r} for r in residents]
 

@@ -182,7 +182,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         r = queries.roles(user)
         if Role.ADMIN in r or Role.SECRETARY in r:
             return RedirectResponse("/communities", status_code=303)
-        if Role.GRID_WORKER in r and user.get("grids"):
+        if r & {Role.GRID_WORKER, Role.VOLUNTEER} and user.get("grids"):  # as the offline app's home
             return RedirectResponse("/grids/" + quote(user["grids"][0], safe=":"), status_code=303)
         if Role.RESIDENT in r and user.get("resident"):
             return await my_record(request, user)
@@ -201,11 +201,12 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                       **await run_in_threadpool(needs_context, couch, resident))
 
     async def grid_page(request: Request) -> Response:
-        user = await current_user(request)
+        """The grid's households, for whoever may see the grid (access.may_see); each lists only what they may see."""
+        principal = Principal.of(await current_user(request))
         grid = await run_in_threadpool(queries.load_doc, couch, request.path_params["grid_id"], "grid")
         if grid is None:
             raise HTTPException(404)
-        if not queries.can_view_grid(user, grid):
+        if not may_see(principal, grid):
             raise HTTPException(403)
         query = request.query_params.get("q", "")[:100]
         try:
@@ -214,27 +215,28 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             raise HTTPException(400, "offset must be a whole number") from None
         only = None
         if number_field(query):  # a phone or ID card number: found by blind index, never by plaintext
-            found = await run_in_threadpool(firewall.find_by_number, Principal.of(user), grid, query,
+            found = await run_in_threadpool(firewall.find_by_number, principal, grid, query,
                                             device=_device(request), now=_now())
             only = {r["household"] for r in found if r["grid"] == grid["_id"]}
-        page = await run_in_threadpool(queries.grid_households, couch, grid["_id"], query, offset, only)
+        page = await run_in_threadpool(queries.grid_households, couch, principal, grid["_id"], query, offset, only)
         # htmx asks for just the rows (search as you type, "load more").
         name = "_household_rows.html" if request.headers.get("hx-request") else "grid.html"
         return render(request, name, grid=grid, page=page, q=query)
 
     async def household_page(request: Request) -> Response:
-        user = await current_user(request)
+        principal = Principal.of(await current_user(request))
         household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
         if household is None:
             raise HTTPException(404)
         grid = await run_in_threadpool(queries.load_doc, couch, household["grid"], "grid")
-        if grid is None or not queries.can_view_grid(user, grid):
+        # Both, as on the phone: its replica holds what may_see lets through, and it opens the grids listed in
+        # /pwa/session.json (a volunteer moved off the grid keeps no household of it).
+        if grid is None or not (may_see(principal, household) and may_see(principal, grid)):
             raise HTTPException(403)
-        residents = await run_in_threadpool(queries.household_detail, couch, household, dt.date.today())
-        principal = Principal.of(user)
+        residents = await run_in_threadpool(queries.household_detail, couch, principal, household, dt.date.today())
         for resident in residents:
             resident["protected"] = await run_in_threadpool(firewall.entitlements, principal, resident["doc"], _now())
-        visits = await run_in_threadpool(recent_visits, couch, household["_id"])
+        visits = await run_in_threadpool(recent_visits, couch, principal, household["_id"])
         return render(request, "household.html", household=household, grid=grid, residents=residents,
                       visits=visits, common_needs=list(COMMON_NEEDS), purposes=REVEAL_PURPOSES)
 
@@ -414,7 +416,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
         # The offline app: service worker, manifest, browser code, templates (server/web/pwa_routes.py).
-        *pwa_routes.routes(current_user, _template_context),
+        *pwa_routes.routes(couch, current_user, _template_context),
         *mounts,
     ]
     middleware = [

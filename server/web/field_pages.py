@@ -103,9 +103,9 @@ def needs_of(values: list[str]) -> list[str]:
     return list(dict.fromkeys(line for line in lines if line))
 
 
-def recent_visits(couch: Couch, household_id: str) -> list[Doc]:
-    """The household's newest visits for its page: date, kind, who, needs, and the photo if there is one."""
-    visits = sorted(iter_view_docs(couch.main, "linli/by_place", [household_id, "visit"]),
+def recent_visits(couch: Couch, p: Principal, household_id: str) -> list[Doc]:
+    """The household's newest visits p may see, for its page: date, kind, who, needs, and the photo if any."""
+    visits = sorted((v for v in iter_view_docs(couch.main, "linli/by_place", [household_id, "visit"]) if may_see(p, v)),
                     key=lambda v: dt.datetime.fromisoformat(v["visited_at"]), reverse=True)[:RECENT_VISITS]
     authors = queries.user_names(couch, {v["created_by"] for v in visits})
     return [{"_id": v["_id"], "visited_at": v["visited_at"], "kind": v["kind"], "needs": v.get("needs", []),
@@ -168,16 +168,16 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         return RedirectResponse(f"/alerts#alert-{doc['_id'].replace(':', '-')}", status_code=303)
 
     async def visit_new(request: Request) -> Response:
-        user = await current_user(request)
-        p = Principal.of(user)
+        p = await principal_of(request)
         household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
         if household is None:
             raise HTTPException(404)
         grid = await run_in_threadpool(queries.load_doc, couch, household["grid"], "grid")
-        if grid is None or not queries.can_view_grid(user, grid):  # as the household page decides
+        if grid is None or not (may_see(p, household) and may_see(p, grid)):  # as the household page decides
             raise HTTPException(403)
-        residents = [{"_id": r["_id"], "name": r["name"]} for r in await run_in_threadpool(
-            lambda: list(iter_view_docs(couch.main, "linli/by_place", [household["_id"], "resident"])))]
+        members = await run_in_threadpool(
+            lambda: list(iter_view_docs(couch.main, "linli/by_place", [household["_id"], "resident"])))
+        residents = [{"_id": r["_id"], "name": r["name"]} for r in members if may_see(p, r)]
         values: Doc = {"kind": VISIT_KINDS[0], "resident": "", "notes": "", "needs": []}
         error = None
         if request.method == "POST":

@@ -4,8 +4,9 @@ whole site), the web app manifest, the browser code under /pwa/, the very templa
 
 - /pwa/shell.json: what the service worker keeps for offline use, with a version that changes whenever any
   of it changes (so a phone refreshes its copy at the next sync);
-- /pwa/session.json: the signed-in user as the pages see them (name, roles, grids), the CSRF token, the
-  language and its messages, the time zone — what an offline page needs besides documents.
+- /pwa/session.json: the signed-in user as the pages see them (name, roles, grids), the grids they may open
+  and edit households of (`access.offline_grids`: the policy's answers, not a copy of it), the CSRF token,
+  the language and its messages, the time zone — what an offline page needs besides documents.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from server.domain.access import Principal, offline_grids
 from server.domain.declaration import export_json
 from server.domain.entitlement import REVEAL_PURPOSES
 from server.domain.i18n import MESSAGES
 from server.services.service_requests import MAX_PHOTO_BYTES
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
+from server.store.couch import Couch, docs_of_type
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import ALERT_ACTIONS, COMMON_NEEDS, MAX_VISIT_PHOTO_BYTES, URGENT_ALERT_KINDS
 
@@ -56,7 +60,7 @@ def _shell_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def routes(current_user: Callable[[Request], Awaitable[dict[str, Any]]],
+def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, Any]]],
            page_context: Callable[[Request], dict[str, Any]]) -> list[BaseRoute]:
     version = _shell_version()  # computed once per process: files change with a deployment
 
@@ -74,8 +78,10 @@ def routes(current_user: Callable[[Request], Awaitable[dict[str, Any]]],
         user = await current_user(request)
         context = page_context(request)
         lang = context["lang"]
+        grids = offline_grids(Principal.of(user), await run_in_threadpool(docs_of_type, couch.main, "grid"))
         return JSONResponse({
             "user": {k: user[k] for k in _USER_FIELDS if k in user},
+            "browsable_grids": grids["browse"], "household_edit_grids": grids["edit_households"],
             "csrf_token": context["csrf_token"], "lang": lang, "display": context["display"],
             "display_options": list(DISPLAY_OPTIONS),
             "messages": MESSAGES[lang], "time_zone": LOCAL_TZ.key,

@@ -1,0 +1,97 @@
+"""Who may browse a grid, and what its pages list: one policy (server/domain/access.py may_see), asked by every
+page that gates by grid or household, and shipped to the offline app as data (/pwa/session.json).
+
+The offline side of the same answers (a volunteer's phone) is in tests/test_pwa.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from starlette.testclient import TestClient
+
+from server.domain.access import Principal, offline_grids
+from server.store.couch import Couch
+
+from .street import C1, G1, G2, G3, STREET, login, post_form
+
+ASSIGNED = "household:c1-g01-0002"  # volunteer1's, in the test below
+NOT_ASSIGNED = "household:c1-g01-0001"
+
+
+@pytest.fixture
+def assigned(loaded: Couch) -> Couch:
+    household = loaded.main.get(ASSIGNED)
+    loaded.main.save({**household, "volunteers": ["user:volunteer1"]})
+    return loaded
+
+
+def rows(page_text: str) -> set[str]:
+    return set(re.findall(r'href="/households/(household:[^"]+)"', page_text))
+
+
+def test_a_volunteer_sees_exactly_their_households_and_nothing_of_the_residents(
+        assigned: Couch, client: TestClient) -> None:
+    login(client, "volunteer1")
+    home = client.get("/")
+    assert home.headers["location"] == f"/grids/{G1}"  # their grid, as on the phone
+    page = client.get(f"/grids/{G1}")
+    assert page.status_code == 200
+    assert rows(page.text) == {ASSIGNED}
+    assert 'id="household-total">1<' in page.text
+    assert "居民12" not in page.text  # the head's name is a resident's: grid staff's, not a volunteer's
+    hit = client.get(f"/grids/{G1}", params={"q": "路2号"}, headers={"HX-Request": "true"})
+    assert rows(hit.text) == {ASSIGNED}
+    for miss in ("路1号", "居民12"):  # another household's address; a name they may not see
+        assert rows(client.get(f"/grids/{G1}", params={"q": miss}, headers={"HX-Request": "true"}).text) == set()
+
+    household = client.get(f"/households/{ASSIGNED}")
+    assert household.status_code == 200
+    assert "居民12" not in household.text and "resident:" not in household.text
+    assert client.get(f"/households/{ASSIGNED}/visits/new").status_code == 200  # they log their visits
+    assert client.get(f"/households/{ASSIGNED}/edit").status_code == 403  # households are grid staff's to edit
+
+    for refused in (f"/grids/{G2}", f"/grids/{G3}", f"/households/{NOT_ASSIGNED}",
+                    f"/households/{NOT_ASSIGNED}/visits/new", "/households/household:c2-g01-0001"):
+        assert client.get(refused).status_code == 403, refused
+
+
+def test_a_grid_worker_of_another_grid_gets_403_on_every_page_of_it(client: TestClient) -> None:
+    login(client, "worker3")
+    for refused in (f"/grids/{G1}", f"/households/{NOT_ASSIGNED}", f"/households/{NOT_ASSIGNED}/visits/new",
+                    f"/households/{NOT_ASSIGNED}/edit"):
+        assert client.get(refused).status_code == 403, refused
+    reveal = post_form(client, "/residents/resident:c1-g01-0001-1/reveal",
+                       {"category": "contact", "purpose": "routine_visit"})
+    assert reveal.status_code == 403 and "10012345678" not in reveal.text
+
+
+def test_a_secretary_browses_the_grids_of_their_community_only(client: TestClient) -> None:
+    login(client, "secretary1")
+    assert rows(client.get(f"/grids/{G1}").text) == {f"household:c1-g01-000{n}" for n in (1, 2, 3)}
+    assert rows(client.get(f"/grids/{G2}").text) == {"household:c1-g02-0001"}
+    assert client.get(f"/grids/{G3}").status_code == 403
+    assert client.get("/households/household:c2-g01-0001").status_code == 403
+
+
+@pytest.mark.parametrize(("username", "browse", "edit"), [
+    ("worker1", [G1], [G1]),
+    ("volunteer1", [G1], []),
+    ("worker3", [G3], [G3]),
+    ("secretary1", [G1, G2], [G1, G2]),
+    ("admin", [G1, G2, G3], [G1, G2, G3]),
+])
+def test_the_offline_app_gets_the_policys_answers_as_data(client: TestClient, username: str, browse: list[str],
+                                                          edit: list[str]) -> None:
+    login(client, username)
+    session = client.get("/pwa/session.json").json()
+    assert (session["browsable_grids"], session["household_edit_grids"]) == (browse, edit)
+
+
+def test_offline_grids_is_may_see_on_the_grid() -> None:
+    grids = [{"_id": g, "type": "grid", "street": STREET, "community": C1, "grid": g} for g in (G1, G2)]
+    volunteer = Principal("user:v", frozenset({"volunteer"}), STREET, frozenset({C1}), frozenset({G1}))
+    assert offline_grids(volunteer, grids) == {"browse": [G1], "edit_households": []}
+    elsewhere = Principal("user:v", frozenset({"volunteer"}), "street:other", frozenset({C1}), frozenset({G1}))
+    assert offline_grids(elsewhere, grids) == {"browse": [], "edit_households": []}
