@@ -2,10 +2,10 @@
 
 The web pages, the sync gateway (what a phone receives) and the firewall
 (what may be decrypted) all ask this module; none of them decides on its own.
-The offline app gets its answers as data (`offline_grids`, in /pwa/session.json)
-and its replica holds only what `may_see` let through.
 A decision needs only the user and the document, never another lookup, so
-that the sync gateway can apply it to every change in a feed.
+that the sync gateway can apply it to every change in a feed. The offline app
+asks nothing: its replica holds what `may_see` let through, and the answers it
+needs beyond documents come as data (`offline_grids`, in /pwa/session.json).
 
 Field-level rules (which tiers of a visible document a user may open) are
 the firewall's, in `server/security/firewall.py`; this module answers the question
