@@ -39,9 +39,18 @@ export function translator(messages) {
 
 // A Nunjucks environment rendering like Jinja2 does on the server.
 // `loader` is a Nunjucks loader of the template files; `timeZone` is LINLI_TIMEZONE.
-export function templateEnvironment(nunjucks, loader, { timeZone }) {
+// `strict` (tests only) makes an undefined variable an error, as Jinja2's StrictUndefined does in tests.
+export function templateEnvironment(nunjucks, loader, { timeZone, strict = false }) {
   nunjucks.lib.escape = escapeHTML; // the runtime escapes output through lib.escape
-  const env = new nunjucks.Environment(loader, { autoescape: true });
+  if (strict) { // Nunjucks' own check refuses null too, which Jinja2 prints as "" (app.py _finalize_none)
+    nunjucks.runtime.ensureDefined = (value, line, column) => {
+      if (value === undefined) {
+        throw new nunjucks.lib.TemplateError("undefined value printed", line + 1, column + 1);
+      }
+      return value;
+    };
+  }
+  const env = new nunjucks.Environment(loader, { autoescape: true, throwOnUndefined: strict });
   env.addFilter("urlencode", urlencode);
   env.addFilter("localtime", localTime(timeZone));
   env.addTest("none", (value) => value === null || value === undefined);
@@ -51,4 +60,10 @@ export function templateEnvironment(nunjucks, loader, { timeZone }) {
 // The context every page gets (server/web/app.py `_template_context`), then the page's own.
 export function pageContext(common, messages, context) {
   return { ...common, t: translator(messages), ...context };
+}
+
+// What every offline page knows of the signed-in user, from /pwa/session.json (server/web/pwa_routes.py).
+export function sessionContext(session) {
+  return { lang: session.lang, csrf_token: session.csrf_token, user: session.user, display: session.display,
+           time_zone: session.time_zone };
 }

@@ -11,10 +11,10 @@
 import "/vendor/pouchdb.min.js";
 import "/vendor/pouchdb.indexeddb.min.js";
 import "/vendor/nunjucks.min.js";
-import { pageContext, templateEnvironment } from "/pwa/render.js";
+import { pageContext, sessionContext, templateEnvironment } from "/pwa/render.js";
 import { remoteOptions, syncOnce } from "/pwa/sync/replica.js";
 import { forgetPhoneKey, phoneKey, storedPhoneKey } from "/pwa/offline/keys.js";
-import { OfflineError, route } from "/pwa/offline/pages.js";
+import { answer, route } from "/pwa/offline/pages.js";
 
 const { PouchDB, nunjucks } = self;
 const CACHE = "linli-shell";
@@ -146,9 +146,7 @@ async function templates(session) {
 
 async function renderPage(session, template, context, status = 200) {
   const env = await templates(session);
-  const common = { lang: session.lang, csrf_token: session.csrf_token, user: session.user, display: session.display,
-                   time_zone: session.time_zone };
-  const html = env.render(template, pageContext(common, session.messages, context));
+  const html = env.render(template, pageContext(sessionContext(session), session.messages, context));
   return new Response(html, { status, headers: { "Content-Type": "text/html; charset=utf-8", "X-Linli-Offline": "1" } });
 }
 
@@ -159,7 +157,7 @@ function sameToken(session, request, form) {
   return token === session.csrf_token;
 }
 
-async function answerOffline(request, { handler, params }) {
+async function answerOffline(request, match) {
   const session = await storedSession();
   if (!session) { // never signed in on this phone while online: nothing to show
     return offlineOnly();
@@ -167,20 +165,10 @@ async function answerOffline(request, { handler, params }) {
   const url = new URL(request.url);
   const htmx = request.headers.get("HX-Request") === "true";
   const form = request.method === "POST" ? await request.formData() : null;
-  if (form && !sameToken(session, request, form)) {
-    return renderPage(session, "error.html", { message: "csrf_failed", detail: null }, 403);
-  }
-  let result;
-  try {
-    result = await handler({ db: replica(session), session, schema: await schemaJSON(), params,
-                             query: url.searchParams, form, htmx, method: request.method });
-  } catch (error) {
-    if (!(error instanceof OfflineError)) {
-      throw error;
-    }
-    return renderPage(session, "error.html", { message: error.message, detail: null }, error.status);
-  }
-  if (form) {
+  const csrfToken = request.headers.get("X-CSRF-Token") || form?.get("csrf_token");
+  const result = await answer(match, { db: replica(session), session, schema: await schemaJSON(), url,
+                                       method: request.method, form, htmx, csrfToken });
+  if (form && result.status < 400) {
     changed(); // a write: tell the pages, and sync if the network is back
   }
   if (result.blob) {
@@ -190,7 +178,7 @@ async function answerOffline(request, { handler, params }) {
     return htmx ? new Response("", { headers: { "HX-Redirect": result.redirect } })
       : Response.redirect(new URL(result.redirect, url).href, 303);
   }
-  return renderPage(session, result.template, result.context, result.status || 200);
+  return renderPage(session, result.template, result.context, result.status);
 }
 
 // A page that needs the server (approvals, the access request form…): say so, in the app's own page.

@@ -17,6 +17,7 @@ from typing import Any
 from crypto import envelope
 from server.domain.access import VISIBILITY_FIELDS, Doc, Principal, write_refusal
 from server.domain.declaration import DOC_TYPES, MAIN_DB, PROTECTED_TIERS, ValidationError, validate
+from server.domain.field_rules import photo_refusal, sniffed_type
 
 SPECIAL_FIELDS = frozenset({"_id", "_rev", "_deleted", "_attachments", "_revisions"})
 _REV = re.compile(r"^[1-9]\d{0,8}-[0-9a-f]{1,64}$")
@@ -87,9 +88,14 @@ def _attachment_refusal(doc: Doc) -> str | None:
         if len(data) * 3 // 4 > MAX_ATTACHMENT_BYTES:
             return f"attachment {name!r} is larger than {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB"
         try:
-            base64.b64decode(data, validate=True)
+            raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             return f"attachment {name!r}: data is not valid base64"
+        # Judged by its bytes, by the rule the web pages and the phone apply (server/domain/field_rules.py).
+        declared = att["content_type"]
+        if (sniffed_type(raw) != declared if declared == "application/pdf"
+                else photo_refusal(raw, declared, MAX_ATTACHMENT_BYTES)):
+            return f"attachment {name!r}: its bytes are not the {declared} it was sent as"
     return None
 
 

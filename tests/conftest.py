@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jinja2 import StrictUndefined, Undefined
 from starlette.testclient import TestClient
 
 from crypto.keys import new_key
@@ -16,11 +17,26 @@ from server.services import demo
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, connect
 from server.store.embedded_couch import EmbeddedCouch
-from server.web.app import create_app
+from server.web.app import create_app, templates
 
 from . import street
 
 _prefixes = itertools.count()
+
+
+class PrintedUndefinedFails(StrictUndefined):
+    """Jinja2's side of Nunjucks' `throwOnUndefined` (pwa/render.js strict): during tests, printing, iterating or
+    looking into an undefined value fails; testing one (`{% if doc.optional_field %}`) is false, as in Nunjucks."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    __eq__ = Undefined.__eq__
+    __ne__ = Undefined.__ne__
+    __hash__ = Undefined.__hash__
+
+
+templates.env.undefined = PrintedUndefinedFails  # for every page a test renders
 
 
 @pytest.fixture(scope="session")

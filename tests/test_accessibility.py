@@ -131,7 +131,8 @@ def _prepare(couch: Couch, firewall: Firewall) -> dict[str, str]:
     request = sr.create(couch, accounts.user_id("jumin1"),
                         sr.NewRequest(street=demo.STREET_ID, category="street_lamp",
                                       description="楼下路灯不亮，晚上很黑",
-                                      address="幸福路3号", grid=resident["grid"], photos=(TINY_PNG,)), now)
+                                      address="幸福路3号", grid=resident["grid"],
+                                      photos=(sr.Photo(TINY_PNG, "image/png"),)), now)
     for kind in ("sos", "no_water"):  # an urgent alert and an ordinary one, for the inbox's styles
         alert = {"_id": f"alert:a11y-{kind}", "type": "alert", **{k: resident[k] for k in ROUTING},
                  "resident": RESIDENT, "kind": kind, "status": "raised", "raised_at": now.isoformat(),

@@ -8,9 +8,9 @@
 
 import { normalise } from "../crypto/envelope.js";
 import { grantId, grantIsUsable, numberField, numberIndex, openFields, storedPhoneKey } from "./keys.js";
+import { AlertRefused, alertAfter, alertsInOrder, needsOf, photoRefusal } from "./rules.js";
 
 const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
-const PHOTO_TYPES = { "image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp" };
 
 export class OfflineError extends Error {
   constructor(status, message) {
@@ -145,25 +145,48 @@ async function gridPage({ db, session, params, query, htmx }) {
   return { template: htmx ? "_household_rows.html" : "grid.html", context: { grid, page, q: query.get("q") || "" } };
 }
 
+// This phone's usable key grant for a category of a resident's record, and the approved access request it
+// was issued for (core tiers): {grant, approval}, or null. One core key opens health and finance alike, so a
+// grant issued for an approval opens only the categories that approval names (server/domain/entitlement.py).
+async function grantFor(db, key, resident, fields, category) {
+  const grant = key ? await db.get(grantId(key.id, resident._id, fields.tierOf(fields.categories[category][0])))
+    .catch(() => null) : null;
+  if (!grantIsUsable(grant)) {
+    return null;
+  }
+  const approval = grant.access_request ? await db.get(grant.access_request).catch(() => null) : null;
+  return !grant.access_request || approval?.categories?.includes(category) ? { grant, approval } : null;
+}
+
 // What the phone may open, as far as it can tell offline: a category opens when this phone holds a usable
 // key grant for it (the server issues grants exactly by the firewall's rules, server/security/grants.py).
 // `key` is this phone's (keys.js storedPhoneKey), null before it registered one.
-async function entitlements(db, key, resident, fields) {
-  const privacy = await db.get(`privacy:${resident._id.split(":")[1]}`).catch(() => ({}));
+async function entitlements(db, session, key, resident, fields) {
+  const privacy = await privacyOf(db, resident);
   const result = [];
   for (const category of Object.keys(fields.categories)) {
     const tier = fields.tierOf(fields.categories[category][0]);
-    const grant = key ? await db.get(grantId(key.id, resident._id, tier)).catch(() => null) : null;
-    if (grantIsUsable(grant)) {
-      const approval = grant.access_request ? await db.get(grant.access_request).catch(() => null) : null;
+    const usable = await grantFor(db, key, resident, fields, category);
+    if (usable) {
+      const { approval } = usable;
       result.push({ category, allowed: true, reason: approval ? "fw_approved" : "fw_grid_worker", approval });
     } else {
-      const reason = privacy[category] === "secretary_only" ? "fw_privacy_secretary_only"
-        : tier === "core" ? "fw_needs_approval" : "fw_offline_no_key";
-      result.push({ category, allowed: false, reason, approval: null });
+      result.push({ category, allowed: false, reason: lockedReason(session, privacy, category, tier),
+                    approval: null });
     }
   }
   return result;
+}
+
+// Why a category without a usable grant stays closed, as the firewall would say it (server/domain/entitlement.py);
+// a user whose phones get no keys (session.phone_keys: a secretary) opens protected fields online only.
+function lockedReason(session, privacy, category, tier) {
+  return !session.phone_keys ? "fw_offline_no_key" : privacy[category] === "secretary_only" ? "fw_privacy_secretary_only"
+    : tier === "core" ? "fw_needs_approval" : "fw_offline_no_key";
+}
+
+async function privacyOf(db, resident) {
+  return db.get(`privacy:${resident._id.split(":")[1]}`).catch(() => ({}));
 }
 
 // server/web/app.py household_page + queries.household_detail
@@ -178,7 +201,7 @@ async function householdPage({ db, session, schema, params }) {
   for (const r of members) {
     const basic = Object.fromEntries(fields.basic.filter((k) => k in r).map((k) => [k, r[k]]));
     residents.push({ ...basic, id: r._id, age: ageOn(r.birth_date, today), doc: r,
-                     protected: await entitlements(db, key, r, fields) });
+                     protected: await entitlements(db, session, key, r, fields) });
   }
   return { template: "household.html",
            context: { household, grid, residents, visits: await recentVisits(db, session, household._id),
@@ -187,12 +210,12 @@ async function householdPage({ db, session, schema, params }) {
 
 const RECENT_VISITS = 5; // server/web/field_pages.py
 
-// server/web/field_pages.py recent_visits; only this user's name is known offline (accounts are not replicated).
+// server/web/field_pages.py recent_visits; authors' names are the session's (accounts are not replicated).
 async function recentVisits(db, session, householdId) {
   const visits = (await docsOfType(db, "visit")).filter((v) => v.household === householdId)
     .sort((a, b) => new Date(b.visited_at) - new Date(a.visited_at)).slice(0, RECENT_VISITS);
   return visits.map((v) => ({ _id: v._id, visited_at: v.visited_at, kind: v.kind, needs: v.needs || [],
-    author: v.created_by === session.user._id ? session.user.display_name : "",
+    author: session.names[v.created_by] ?? "",
     photo: Object.keys(v._attachments || {}).sort()[0] ?? null }));
 }
 
@@ -210,11 +233,10 @@ async function reveal({ db, session, schema, params, form, htmx }) {
     error = "fw_unknown_category";
   } else {
     const tier = fields.tierOf(names[0]);
-    const grant = key ? await db.get(grantId(key.id, resident._id, tier)).catch(() => null) : null;
-    const approval = grant?.access_request ? await db.get(grant.access_request).catch(() => null) : null;
+    const { grant, approval } = await grantFor(db, key, resident, fields, category) || {};
     const purpose = (approval?.purpose || String(form.get("purpose") || "")).trim().slice(0, 500);
-    if (!grantIsUsable(grant)) {
-      error = "fw_offline_no_key";
+    if (!grant) {
+      error = lockedReason(session, await privacyOf(db, resident), category, tier);
     } else if (!purpose) {
       error = "fw_purpose_required";
     } else {
@@ -301,52 +323,49 @@ async function alertNames(db, session, alerts) {
   const ids = new Set(alerts.flatMap((a) => ["resident", "household", "gateway"].map((k) => a[k]).filter(Boolean)));
   const rows = (await db.allDocs({ keys: [...ids], include_docs: true })).rows.filter((r) => r.doc);
   const names = Object.fromEntries(rows.map((r) => [r.id, r.doc.name || r.doc.address || ""]));
-  names[session.user._id] = session.user.display_name;
-  return names;
+  return { ...names, ...session.names }; // who acknowledged: colleagues' names come with the session
 }
 
 function alertContext(session, schema) {
   return { actions: actionsByState(session, schema.types.alert.fields.status.choices) };
 }
 
-async function alertsPage({ db, session, schema, query }) {
+async function alertsPage({ db, session, schema, query, error = null }) {
+  if (!session.may_see_alerts) {
+    throw new OfflineError(403, "forbidden");
+  }
   const showAll = query.get("status") === "all";
-  const rank = (a) => 2 * (a.status === "resolved") + !session.urgent_alert_kinds.includes(a.kind);
-  const alerts = (await docsOfType(db, "alert")).filter((a) => showAll || a.status !== "resolved")
-    .sort((a, b) => new Date(b.raised_at) - new Date(a.raised_at))
-    .sort((a, b) => rank(a) - rank(b)).slice(0, 200); // as server/web/field_pages.py visible_alerts
+  const open = (await docsOfType(db, "alert")).filter((a) => showAll || a.status !== "resolved");
+  const alerts = alertsInOrder(open, session.urgent_alert_kinds).slice(0, 200); // as field_pages.py visible_alerts
   return { template: "alerts.html", context: { alerts, names: await alertNames(db, session, alerts),
-    ...alertContext(session, schema), show_all: showAll, error: null, row_error: null } };
+    ...alertContext(session, schema), show_all: showAll, error, row_error: null } };
 }
 
 async function actOnAlert({ db, session, schema, params, form, htmx }) {
   let doc = await load(db, `alert:${params.id}`, "alert");
-  const action = String(form.get("action") || "");
-  const [to, from] = session.alert_actions[action] || [null, []];
-  let error = !to ? "alert_unknown_action" : !from.includes(doc.status) ? "alert_not_allowed"
-    : String(form.get("_rev") || doc._rev) !== doc._rev ? "alert_conflict" : null;
-  if (!error) {
-    const at = nowISO();
-    const changed = { ...doc, status: to, updated_at: at };
-    if (!changed.acknowledged_by) Object.assign(changed, { acknowledged_by: session.user._id, acknowledged_at: at });
-    if (to === "resolved") changed.resolved_at = at;
+  let error = null;
+  try {
+    const changed = alertAfter(doc, String(form.get("action") || ""), session.user._id, nowISO(), session.alert_actions);
+    if (String(form.get("_rev") || doc._rev) !== doc._rev) {
+      throw new AlertRefused("alert_conflict");
+    }
     changed._rev = (await db.put(changed)).rev;
     doc = changed;
+  } catch (refused) {
+    if (!(refused instanceof AlertRefused)) throw refused;
+    error = refused.message;
   }
   if (htmx) {
     return { template: "_alert_rows.html", context: { alerts: [doc], names: await alertNames(db, session, [doc]),
       ...alertContext(session, schema), row_error: error } };
   }
-  return error ? { ...(await alertsPage({ db, session, schema, query: new URLSearchParams() })), status: 400 }
+  // A stale revision is refused as CouchDB refuses one (409), the others are bad requests (field_pages.py act).
+  return error ? { ...(await alertsPage({ db, session, schema, query: new URLSearchParams(), error })),
+                   status: error === "alert_conflict" ? 409 : 400 }
     : { redirect: `/alerts#alert-${doc._id.replace(":", "-")}` };
 }
 
 // ---- visits (server/web/field_pages.py visit_new): needs list and a photo from the camera, written offline
-
-function needsOf(values) {
-  const lines = values.flatMap((v) => String(v).split(/\r?\n/)).map((l) => l.trim()).filter(Boolean);
-  return [...new Set(lines)];
-}
 
 async function newVisit({ db, session, schema, params, form, method }) {
   const household = await load(db, params.id, "household");
@@ -441,15 +460,19 @@ async function photoAttachments(files, maxBytes) {
     if (typeof file === "string" || !file.size) {
       continue;
     }
-    const kind = PHOTO_TYPES[file.type];
-    if (!kind) {
-      throw new OfflineError(400, "photo: is not a JPEG, PNG or WebP image");
-    }
-    if (file.size > maxBytes) {
+    // Judged by its bytes, by the server's rule (server/domain/field_rules.py photo_refusal).
+    const refusal = photoRefusal(new Uint8Array(await file.arrayBuffer()), file.type || null, maxBytes);
+    if (refusal === "photo_too_large") {
       throw new OfflineError(400, `photo: is ${Math.floor(file.size / 1024)} KB; at most ${maxBytes / 1048576} MB`);
     }
+    if (refusal === "photo_not_image") {
+      throw new OfflineError(400, "photo: is not a JPEG, PNG or WebP image");
+    }
+    if (refusal === "photo_type_mismatch") {
+      throw new OfflineError(400, `photo: is not the ${file.type} it was sent as`);
+    }
     n += 1;
-    attachments[`photo-${n}.${kind}`] = { content_type: file.type, data: file };
+    attachments[`photo-${n}.${file.type.split("/")[1]}`] = { content_type: file.type, data: file };
   }
   return attachments;
 }
@@ -458,8 +481,8 @@ async function photoAttachments(files, maxBytes) {
 // (server/services/service_requests.py intake), from the time it was reported here.
 async function newRequest({ db, session, form, method }) {
   const categories = await catalogue(db, true);
-  const values = method === "POST"
-    ? Object.fromEntries([...form.entries()].filter(([, v]) => typeof v === "string")) : {};
+  const values = { ...Object.fromEntries(session.request_form_fields.map((name) => [name, ""])),
+    ...(method === "POST" ? Object.fromEntries([...form.entries()].filter(([, v]) => typeof v === "string")) : {}) };
   const staff = (session.user.roles || []).includes("grid_worker");
   let error = null;
   if (method === "POST") {
@@ -537,12 +560,34 @@ async function requestPhoto({ db, params }) {
   return attachment(db, await load(db, `service_request:${params.id}`, "service_request"), params.name);
 }
 
+// server/web/app.py home: where "/" leads is the server's decision (server/web/home.py, in the session): a page,
+// the role page, or a resident's own record, which needs the server.
 async function home({ session }) {
-  const grids = session.user.grids || [];
-  if (!grids.length) {
+  if (session.home) {
+    return { redirect: session.home };
+  }
+  if (!session.home_roles) {
     throw new OfflineError(503, "offline_unavailable");
   }
-  return { redirect: `/grids/${grids[0]}` };
+  return { template: "home.html", context: { role_keys: session.home_roles } };
+}
+
+// One request answered from the replica, as the service worker answers it (sw.js) and as the page-parity test
+// renders it (pwa/tests/offline_pages.mjs): {template, context, status}, {redirect} or {blob}. A refusal
+// (OfflineError) is the app's error page; a form must carry the session's CSRF token (`csrfToken`: the form's
+// field or the X-CSRF-Token header).
+export async function answer({ handler, params }, { db, session, schema, url, method, form, htmx, csrfToken }) {
+  if (form && csrfToken !== session.csrf_token) {
+    return { template: "error.html", context: { message: "csrf_failed", detail: null }, status: 403 };
+  }
+  try {
+    return { status: 200, ...await handler({ db, session, schema, params, query: url.searchParams, form, htmx, method }) };
+  } catch (error) {
+    if (!(error instanceof OfflineError)) {
+      throw error;
+    }
+    return { template: "error.html", context: { message: error.message, detail: null }, status: error.status };
+  }
 }
 
 // [method, path pattern, handler]; `:name` matches one path segment.

@@ -6,7 +6,7 @@ import nunjucks from "nunjucks";
 import { pageContext, templateEnvironment } from "../render.js";
 
 const config = JSON.parse(process.argv[2]);
-const env = templateEnvironment(nunjucks, new nunjucks.FileSystemLoader(config.templates), config);
+const env = templateEnvironment(nunjucks, new nunjucks.FileSystemLoader(config.templates), { ...config, strict: true });
 
 for await (const line of createInterface({ input: process.stdin })) {
   const { template, lang, context } = JSON.parse(line);

@@ -85,10 +85,15 @@ def grants_of(couch: Couch, user_id: str) -> list[Doc]:
     return [r["doc"] for r in couch.main.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True)]
 
 
+def phones_carry_keys(p: Principal) -> bool:
+    """Whether this user's phones get key grants: for grid work; secretaries open protected fields online."""
+    return p.has(Role.GRID_WORKER)
+
+
 def _entitled(firewall: Firewall, p: Principal, now: dt.datetime) -> dict[tuple[str, str], dict[str, Any]]:
     """(resident, tier) → {resident doc, expires_at, access_request} for every key this user may hold on a phone."""
     wanted: dict[tuple[str, str], dict[str, Any]] = {}
-    if not p.has(Role.GRID_WORKER):  # phones carry keys for grid work; secretaries work online
+    if not phones_carry_keys(p):
         return wanted
     main = firewall.couch.main
     for grid in sorted(p.grids):

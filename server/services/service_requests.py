@@ -23,6 +23,7 @@ from typing import Any
 
 from server.domain.access import Principal
 from server.domain.declaration import REQUEST_STATES, SATISFACTION, Role, validate
+from server.domain.field_rules import photo_refusal, sniffed_type
 from server.domain.workdays import WorkCalendar
 from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
 
@@ -211,19 +212,27 @@ def _grid_worker(couch: Couch, grid_id: str) -> str | None:
 
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
 MAX_PHOTOS = 3
-_IMAGE_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
 
 
-def check_photo(data: bytes, max_bytes: int = MAX_PHOTO_BYTES) -> str:
-    """The content type of an uploaded photo, judged by its bytes (not by what the client claims)."""
-    if len(data) > max_bytes:
+@dataclass(frozen=True)
+class Photo:
+    """An uploaded photo: its bytes, and the type the sender said it is (None: not said)."""
+
+    data: bytes
+    declared: str | None = None
+
+
+def check_photo(data: bytes, max_bytes: int = MAX_PHOTO_BYTES, declared: str | None = None) -> str:
+    """The content type of an uploaded photo, judged by its bytes, which must be what the sender said
+    (server/domain/field_rules.py photo_refusal, the rule the phone and the sync gateway apply too)."""
+    refusal = photo_refusal(data, declared, max_bytes)
+    if refusal == "photo_too_large":
         raise RequestError("photo", f"is {len(data) // 1024} KB; at most {max_bytes // (1024 * 1024)} MB")
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, content_type in _IMAGE_MAGIC:
-        if data.startswith(magic):
-            return content_type
-    raise RequestError("photo", "is not a JPEG, PNG or WebP image")
+    if refusal == "photo_not_image":
+        raise RequestError("photo", "is not a JPEG, PNG or WebP image")
+    if refusal == "photo_type_mismatch":
+        raise RequestError("photo", f"is not the {declared} it was sent as")
+    return str(sniffed_type(data))
 
 
 @dataclass(frozen=True)
@@ -245,7 +254,7 @@ class NewRequest:
     account_id: str = ""
     media_url: str = ""
     source: str = "web"
-    photos: tuple[bytes, ...] = ()
+    photos: tuple[Photo, ...] = ()
 
 
 def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Doc:
@@ -266,7 +275,8 @@ def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Do
     if len(new.photos) > MAX_PHOTOS:
         raise RequestError("photo", f"at most {MAX_PHOTOS} photos")
     photos = {f"photo-{i}.{kind.split('/')[1]}": {"content_type": kind, "data": base64.b64encode(data).decode()}
-              for i, (data, kind) in enumerate(((p, check_photo(p)) for p in new.photos), start=1)}
+              for i, (data, kind) in enumerate(((p.data, check_photo(p.data, declared=p.declared))
+                                                for p in new.photos), start=1)}
     grid = couch.main.get(new.grid) if new.grid else locate(couch, new.street, new.location, new.address)
     # First contact (§5.2): staff who took it in own it; otherwise the grid's worker receives it.
     owner = reporter if reporter.startswith("user:") and new.source != "open311" and new.on_behalf else (

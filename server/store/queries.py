@@ -84,6 +84,20 @@ def user_names(couch: Couch, user_ids: set[str]) -> dict[str, str]:
     return {i: u["display_name"] for i, u in get_many(couch.accounts, user_ids).items()}
 
 
+def colleague_names(couch: Couch, user: dict[str, Any]) -> dict[str, str]:
+    """The names a user's pages show of other people's work (who acknowledged an alert, who visited), for the
+    offline app: the staff of the user's communities, and the user. A resident gets only their own name."""
+    names = {user["_id"]: user["display_name"]}
+    if roles(user) <= {Role.RESIDENT}:
+        return names
+    for community in user.get("communities", []):
+        for row in couch.accounts.query("linli/users_by_community", key=community, include_docs="true",
+                                        as_list=True):
+            if roles(row["doc"]) - {Role.RESIDENT}:
+                names[row["id"]] = row["doc"]["display_name"]
+    return names
+
+
 def names_of(couch: Couch, docs: list[dict[str, Any]]) -> dict[str, str]:
     """Display names of the residents and requesters these access requests mention, by id."""
     residents = get_many(couch.main, {d["resident"] for d in docs})

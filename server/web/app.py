@@ -31,6 +31,7 @@ from crypto.envelope import EnvelopeError
 from server.domain.access import Principal, may_see
 from server.domain.declaration import CORE_CATEGORIES, PRIVACY_CHOICES, Role, export_json
 from server.domain.entitlement import CATEGORY_FIELDS, REVEAL_PURPOSES
+from server.domain.field_rules import COMMON_NEEDS
 from server.domain.i18n import DEFAULT_LANG, LANGUAGES, translator
 from server.security import accounts, filing, grants
 from server.security.firewall import (
@@ -51,8 +52,9 @@ from server.web import display, open311, pwa_routes, request_pages
 from server.web.activation import routes as activation_routes
 from server.web.conflict_pages import routes as conflict_routes
 from server.web.console_pages import routes as console_routes
-from server.web.field_pages import COMMON_NEEDS, recent_visits
+from server.web.field_pages import recent_visits
 from server.web.field_pages import routes as field_routes
+from server.web.home import home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
 from server.web.resident_needs import page_context as needs_context
 from server.web.resident_needs import routes as needs_routes
@@ -179,14 +181,13 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 
     async def home(request: Request) -> Response:
         user = await current_user(request)
-        r = queries.roles(user)
-        if Role.ADMIN in r or Role.SECRETARY in r:
-            return RedirectResponse("/communities", status_code=303)
-        if r & {Role.GRID_WORKER, Role.VOLUNTEER} and user.get("grids"):  # as the offline app's home
-            return RedirectResponse("/grids/" + quote(user["grids"][0], safe=":"), status_code=303)
-        if Role.RESIDENT in r and user.get("resident"):
+        target = home_path(user)
+        if target:
+            return RedirectResponse(target, status_code=303)
+        roles = role_keys(user)
+        if roles is None:
             return await my_record(request, user)
-        return render(request, "home.html", role_keys=["role_" + role.value for role in sorted(r)])
+        return render(request, "home.html", role_keys=roles)
 
     async def my_record(request: Request, user: dict[str, Any]) -> Response:
         """A resident's own page: what is held, who opened it and why, and their privacy choices."""

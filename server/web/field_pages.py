@@ -24,7 +24,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server.domain.access import Principal, may_see, write_refusal
-from server.domain.declaration import ALERT_STATES, VISIT_KINDS, Role, ValidationError, validate
+from server.domain.declaration import VISIT_KINDS, Role, ValidationError, validate
+from server.domain.field_rules import (
+    ACTIONS_BY_STATE,
+    COMMON_NEEDS,
+    AlertRefused,
+    alert_after,
+    alerts_in_order,
+    needs_of,
+)
 from server.services import service_requests as sr
 from server.store import queries
 from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
@@ -33,29 +41,14 @@ Doc = dict[str, Any]
 Render = Callable[..., Response]
 CurrentUser = Callable[[Request], Awaitable[Doc]]
 
-OPEN_ALERT_STATES = ("raised", "escalated", "acknowledged", "visiting")
-# What each action makes of an alert, and from which states: acknowledging may be skipped.
-ALERT_ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "acknowledge": ("acknowledged", ("raised", "escalated")),
-    "visiting": ("visiting", ("raised", "escalated", "acknowledged")),
-    "resolve": ("resolved", OPEN_ALERT_STATES),
-}
-# The buttons a row shows, by the alert's status.
-ACTIONS_BY_STATE = {state: [a for a, (_, sources) in ALERT_ACTIONS.items() if state in sources]
-                    for state in ALERT_STATES}
-assert set(OPEN_ALERT_STATES) | {"resolved"} == set(ALERT_STATES)
 ALERTS_SHOWN = 200
-URGENT_ALERT_KINDS = ("sos", "fall")  # someone may be lying on the floor: on top, in red
-
-# Needs a visit often finds, offered as checkboxes and stored as these keys; anything else is free text.
-COMMON_NEEDS = ("meal_delivery", "medical_escort", "home_repair", "cleaning", "companionship", "shopping",
-                "legal_aid", "financial_aid")
 MAX_VISIT_PHOTO_BYTES = 10 * 1024 * 1024
 RECENT_VISITS = 5
 
 
-class AlertRefused(ValueError):
-    """An action the alert's state does not allow; the message is an i18n key."""
+def may_see_alerts(p: Principal) -> bool:
+    """Whether the alerts inbox is this user's at all (the offline app has it from /pwa/session.json)."""
+    return p.has(Role.GRID_WORKER, Role.SECRETARY)
 
 
 def visible_alerts(couch: Couch, p: Principal, *, include_resolved: bool) -> list[Doc]:
@@ -66,10 +59,7 @@ def visible_alerts(couch: Couch, p: Principal, *, include_resolved: bool) -> lis
     found = {d["_id"]: d for place in sorted(places)
              for d in iter_view_docs(couch.main, "linli/by_place", [place, "alert"])}
     shown = [d for d in found.values() if may_see(p, d) and (include_resolved or d["status"] != "resolved")]
-    shown.sort(key=lambda d: dt.datetime.fromisoformat(d["raised_at"]), reverse=True)
-    # Stable: open ones first, among them SOS and falls first; each part newest first.
-    shown.sort(key=lambda d: (d["status"] == "resolved", d["kind"] not in URGENT_ALERT_KINDS))
-    return shown[:ALERTS_SHOWN]
+    return alerts_in_order(shown)[:ALERTS_SHOWN]
 
 
 def alert_names(couch: Couch, alerts: list[Doc]) -> dict[str, str]:
@@ -82,25 +72,7 @@ def alert_names(couch: Couch, alerts: list[Doc]) -> dict[str, str]:
 
 def act_on_alert(p: Principal, doc: Doc, action: str, now: dt.datetime) -> Doc:
     """The alert after `action` (not stored). Raises AlertRefused."""
-    if action not in ALERT_ACTIONS:
-        raise AlertRefused("alert_unknown_action")
-    to, sources = ALERT_ACTIONS[action]
-    if doc["status"] not in sources:
-        raise AlertRefused("alert_not_allowed")
-    stamp = now.isoformat()
-    new = {**doc, "status": to}
-    if not new.get("acknowledged_by"):  # going to visit or resolving acknowledges it too
-        new.update(acknowledged_by=p.user_id, acknowledged_at=stamp)
-    if to == "resolved":
-        new["resolved_at"] = stamp
-    new["updated_at"] = stamp  # merges of offline edits keep the latest (sync/merge.py)
-    return new
-
-
-def needs_of(values: list[str]) -> list[str]:
-    """The visit's needs from its form: checkbox keys and free-text lines, blank lines dropped, in order."""
-    lines = (line.strip() for value in values for line in value.splitlines())
-    return list(dict.fromkeys(line for line in lines if line))
+    return alert_after(doc, action, p.user_id, now.isoformat())
 
 
 def recent_visits(couch: Couch, p: Principal, household_id: str) -> list[Doc]:
@@ -128,7 +100,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
     async def alerts_page(request: Request, p: Principal | None = None, error: str | None = None,
                           status_code: int = 200) -> Response:
         p = p or await principal_of(request)
-        if not p.has(Role.GRID_WORKER, Role.SECRETARY):
+        if not may_see_alerts(p):
             raise HTTPException(403)
         show_all = request.query_params.get("status") == "all"
         alerts = await run_in_threadpool(visible_alerts, couch, p, include_resolved=show_all)
@@ -186,7 +158,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                       "notes": str(form.get("notes", "")).strip(),
                       "needs": needs_of([str(v) for v in form.getlist("needs") if isinstance(v, str)])}
             upload = form.get("photo")
-            photo = await upload.read() if isinstance(upload, UploadFile) and upload.filename else b""
+            photo = sr.Photo(await upload.read(), upload.content_type) if isinstance(upload, UploadFile) \
+                and upload.filename else None
             try:
                 visit = _visit(p, household, values, {r["_id"] for r in residents}, photo, now())
                 refusal = write_refusal(p, None, visit)
@@ -221,7 +194,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
     ]
 
 
-def _visit(p: Principal, household: Doc, values: Doc, residents: set[str], photo: bytes, now: dt.datetime) -> Doc:
+def _visit(p: Principal, household: Doc, values: Doc, residents: set[str], photo: sr.Photo | None,
+           now: dt.datetime) -> Doc:
     """A new visit document from the form's values, validated whole, its photo attached."""
     if values["resident"] and values["resident"] not in residents:
         raise sr.RequestError("resident", "is not a member of this household")
@@ -233,7 +207,7 @@ def _visit(p: Principal, household: Doc, values: Doc, residents: set[str], photo
     visit.update({k: values[k] for k in ("resident", "notes") if values[k]})
     validate(visit)
     if photo:  # in the same write as the visit: a refused photo leaves nothing half-stored
-        kind = sr.check_photo(photo, MAX_VISIT_PHOTO_BYTES)
+        kind = sr.check_photo(photo.data, MAX_VISIT_PHOTO_BYTES, photo.declared)
         visit["_attachments"] = {f"photo.{kind.split('/')[1]}": {"content_type": kind,
-                                                                 "data": base64.b64encode(photo).decode()}}
+                                                                 "data": base64.b64encode(photo.data).decode()}}
     return visit

@@ -24,14 +24,19 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from server.domain.access import Principal, offline_grids
-from server.domain.declaration import export_json
+from server.domain.declaration import SATISFACTION, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
+from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS
 from server.domain.i18n import MESSAGES
+from server.security.grants import phones_carry_keys
 from server.services.service_requests import MAX_PHOTO_BYTES
+from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
-from server.web.field_pages import ALERT_ACTIONS, COMMON_NEEDS, MAX_VISIT_PHOTO_BYTES, URGENT_ALERT_KINDS
+from server.web.field_pages import MAX_VISIT_PHOTO_BYTES, may_see_alerts
+from server.web.home import home_path, role_keys
+from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
 
 PWA_DIR = PROJECT_ROOT / "pwa"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -78,7 +83,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         user = await current_user(request)
         context = page_context(request)
         lang = context["lang"]
-        grids = offline_grids(Principal.of(user), await run_in_threadpool(docs_of_type, couch.main, "grid"))
+        p = Principal.of(user)
+        grids = offline_grids(p, await run_in_threadpool(docs_of_type, couch.main, "grid"))
         return JSONResponse({
             "user": {k: user[k] for k in _USER_FIELDS if k in user},
             "browsable_grids": grids["browse"], "household_edit_grids": grids["edit_households"],
@@ -89,6 +95,11 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "reveal_purposes": list(REVEAL_PURPOSES), "common_needs": list(COMMON_NEEDS),
             "alert_actions": ALERT_ACTIONS, "urgent_alert_kinds": list(URGENT_ALERT_KINDS),
             "photo_limits": {"request": MAX_PHOTO_BYTES, "visit": MAX_VISIT_PHOTO_BYTES},
+            "request_form_fields": list(REQUEST_FORM_FIELDS), "satisfaction": list(SATISFACTION),
+            # Decisions the server makes for this user (server/web/home.py, field_pages, grants), and the names of
+            # colleagues the pages show (accounts are not replicated).
+            "home": home_path(user), "home_roles": role_keys(user), "may_see_alerts": may_see_alerts(p),
+            "phone_keys": phones_carry_keys(p), "names": await run_in_threadpool(queries.colleague_names, couch, user),
         }, headers={"Cache-Control": "no-store"})
 
     return [

@@ -28,6 +28,8 @@ from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, it
 Doc = dict[str, Any]
 Render = Callable[..., Response]
 CurrentUser = Callable[[Request], Awaitable[Doc]]
+# The report form's text fields: shown empty on a new form, as typed after an error (offline too: session.json).
+FORM_FIELDS = ("category", "description", "address", "lat", "lon", "reporter_name")
 ACTIONS = {"acknowledge": "acknowledged", "start": "in_progress", "resolve": "resolved", "close": "closed",
            "reopen": "reopened"}
 
@@ -74,11 +76,12 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
     async def new_page(request: Request) -> Response:
         p = await principal_of(request)
         categories = await run_in_threadpool(sr.catalogue, couch, p.street)
-        error, values = None, {}
+        error, values = None, dict.fromkeys(FORM_FIELDS, "")
         if request.method == "POST":
             form = await request.form()
-            values = {k: str(v) for k, v in form.items() if not isinstance(v, UploadFile)}
-            photos = tuple([await f.read() for f in form.getlist("photo") if isinstance(f, UploadFile) and f.filename])
+            values |= {k: str(v) for k, v in form.items() if not isinstance(v, UploadFile)}
+            photos = tuple([sr.Photo(await f.read(), f.content_type) for f in form.getlist("photo")
+                            if isinstance(f, UploadFile) and f.filename])
             staff = p.has(Role.GRID_WORKER) and bool(p.grids)
             new = sr.NewRequest(
                 street=p.street, category=values.get("category", ""), description=values.get("description", ""),

@@ -2,7 +2,7 @@
 
 A need is a `need` document about the resident and their household, status "open", written by the
 resident under the same write rule phones are held to (`access.write_refusal`: a resident writes needs
-about themselves only). Its category is one of the needs a visit records (`field_pages.COMMON_NEEDS`) or
+about themselves only). Its category is one of the needs a visit records (`field_rules.COMMON_NEEDS`) or
 "other"; the grid worker takes it from there.
 """
 
@@ -21,9 +21,9 @@ from starlette.routing import Route
 
 from server.domain.access import Principal, write_refusal
 from server.domain.declaration import validate
+from server.domain.field_rules import COMMON_NEEDS
 from server.store import queries
 from server.store.couch import Couch, iter_view_docs
-from server.web.field_pages import COMMON_NEEDS
 
 Doc = dict[str, Any]
 CATEGORIES = (*COMMON_NEEDS, "other")

@@ -1,0 +1,30 @@
+"""Where "/" leads each user, decided once for the server (server/web/app.py) and the offline app (as data in
+/pwa/session.json): secretaries and administrators to their communities, a grid worker or a volunteer to their
+first grid; anyone else stays on "/" (a resident's own record, or the page that says what their roles do)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from server.domain.declaration import Role
+from server.store import queries
+
+
+def home_path(user: dict[str, Any]) -> str | None:
+    """The page "/" redirects this user to, or None when "/" is their page."""
+    r = queries.roles(user)
+    if Role.ADMIN in r or Role.SECRETARY in r:
+        return "/communities"
+    if r & {Role.GRID_WORKER, Role.VOLUNTEER} and user.get("grids"):
+        return "/grids/" + quote(user["grids"][0], safe=":")
+    return None
+
+
+def role_keys(user: dict[str, Any]) -> list[str] | None:
+    """What "/" lists when it is the role page (the i18n keys of the user's roles); None when "/" is a resident's
+    own record (which needs the server: who opened it comes from the filing log)."""
+    r = queries.roles(user)
+    if Role.RESIDENT in r and user.get("resident"):
+        return None
+    return ["role_" + role.value for role in sorted(r)]

@@ -1,0 +1,565 @@
+"""Online and offline pages are the same pages: every route the offline app answers (pwa/offline/pages.js
+ROUTES), for each role that reaches it, rendered by the server's handler over CouchDB and by the service
+worker's handler over a PouchDB replica of the same documents, gives the same HTML.
+
+Online: the web app with the sync gateway mounted, as `linli serve` runs it, served by uvicorn on the session's
+pouchdb-server. Offline: pwa/tests/offline_pages.mjs, one Node process for every user, whose phone pulls
+exactly what that user's phone holds through /sync/main with the user's session, registers its phone key
+(keys.js) so the server issues its key grants, and answers with the very handlers of pages.js rendered with
+render.js and Nunjucks. Both engines fail on printing an undefined variable (conftest.py PrintedUndefinedFails;
+Nunjucks `throwOnUndefined`, pwa/render.js strict).
+
+Normalised (`comparable`), because it must differ:
+- the id of a document a form just created (a fresh uuid on each side);
+nothing else: the CSRF token and the session are the same on both sides (session.json carries the session's
+token), the sync bar is filled in by app.js after rendering, and the offline marker is a response header
+(X-Linli-Offline), not part of the HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import uvicorn
+from starlette.routing import Mount
+
+from server.domain.access import Principal
+from server.domain.declaration import Role
+from server.security import accounts
+from server.security.firewall import Firewall
+from server.services import demo
+from server.services import service_requests as sr
+from server.store.config import PROJECT_ROOT
+from server.store.couch import Couch, bulk_save, connect
+from server.store.embedded_couch import EmbeddedCouch, free_port
+from server.web.app import create_app
+from server.web.pwa_routes import TEMPLATES_DIR
+from sync.app import create_sync_app
+
+from .conftest import make_settings
+from .street import TINY_PNG
+from .sync_harness import login
+
+PASSWORD = "parity-password"
+HARNESS = PROJECT_ROOT / "pwa" / "tests" / "offline_pages.mjs"
+PAGES = PROJECT_ROOT / "pwa" / "offline" / "pages.js"
+G1, G2 = demo.grid_id(1, 1), demo.grid_id(1, 2)  # 55 households; no households at all
+SIZE = demo.DemoSize(communities=1, grids_per_community=1, households_per_grid=55)
+NOW = dt.datetime.now(dt.UTC)
+
+
+def household(n: int) -> str:
+    return f"household:c1-g01-{n:04d}"
+
+
+def resident(n: int) -> str:
+    return f"resident:c1-g01-{n:04d}-1"
+
+
+# ---------------------------------------------------------------- the street, served
+
+@dataclass
+class Street:
+    couch: Couch
+    url: str
+    alerts: dict[str, str] = field(default_factory=dict)  # status → alert id
+    requests: dict[str, str] = field(default_factory=dict)  # status → request id
+    visit: str = ""
+    head_name: str = ""
+    phones: list[str] = field(default_factory=list)
+    volunteers_household: str = ""
+
+
+def _principal(couch: Couch, username: str) -> Principal:
+    return Principal.of(couch.accounts.get(accounts.user_id(username)))
+
+
+def _load(couch: Couch, firewall: Firewall) -> Street:
+    """The demo's first grid (55 households), an empty second grid, and the states the pages must show alike."""
+    demo.load(couch, firewall.seal_for_storage, size=SIZE, password=PASSWORD)
+    worker = couch.accounts.get(accounts.user_id("wangge01"))
+    couch.accounts.save({**worker, "grids": [G1, G2]})
+    couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
+                                           accounts.hash_password(PASSWORD), resident=resident(2)))
+    grid = couch.main.get(G1)
+    couch.main.save({**{k: v for k, v in grid.items() if k not in ("_id", "_rev")}, "_id": G2, "grid": G2,
+                     "name": "第2网格", "number": 2})
+    secretary, worker_p = _principal(couch, "shuji1"), _principal(couch, "wangge01")
+    # Household 3: its resident chose "secretary only" for contact and health. Household 4: health opened for
+    # the worker by an approved request.
+    firewall.set_privacy(secretary, couch.main.get(resident(3)), {"contact": "secretary_only",
+                                                                  "health": "secretary_only"}, NOW)
+    asked = firewall.request_access(worker_p, couch.main.get(resident(4)), ["health"], "needs_assessment", 24, NOW)
+    firewall.decide(secretary, asked["_id"], approve=True, note="", now=NOW)
+    street = Street(couch, "", head_name=couch.main.get(resident(7))["name"])
+    street.volunteers_household = next(h["id"] for h in couch.main.all(
+        startkey="household:", endkey="household:\ufff0", as_list=True, include_docs="true")
+        if "user:zhiyuan01a" in h["doc"].get("volunteers", []))
+    # Phone numbers to search by (blind index): one the worker may open, one its resident keeps from them.
+    street.phones = [str(firewall.reveal(secretary, couch.main.get(resident(n)), "contact", purpose="routine_visit",
+                                         device="test", now=NOW)["phone"]) for n in (6, 3)]
+    # Alerts of every state, urgent and not, in households 1 and 5.
+    alerts = []
+    for n, (status, kind) in enumerate((("raised", "no_activity"), ("raised", "sos"), ("escalated", "fall"),
+                                        ("acknowledged", "no_water"), ("visiting", "heart_rate"),
+                                        ("resolved", "sos")), start=1):
+        doc = {"_id": f"alert:parity{n}", "type": "alert", "street": demo.STREET_ID, "community": "community:c1",
+               "grid": G1, "household": household(1 + n % 2 * 4), "resident": resident(1 + n % 2 * 4), "kind": kind,
+               "status": status, "raised_at": (NOW - dt.timedelta(hours=n)).isoformat()}
+        if status in ("acknowledged", "visiting", "resolved"):  # by the worker, and one by the secretary
+            by = secretary if status == "visiting" else worker_p
+            doc.update(acknowledged_by=by.user_id, acknowledged_at=NOW.isoformat())
+        alerts.append(doc)
+        street.alerts.setdefault(status, doc["_id"])
+    # A visit with a needs list and a photo, by the worker.
+    visit = {"_id": "visit:parity1", "type": "visit", "street": demo.STREET_ID, "community": "community:c1",
+             "grid": G1, "household": household(1), "kind": "routine", "visited_at": NOW.isoformat(),
+             "needs": ["meal_delivery", "修水管"], "created_by": worker_p.user_id, "created_at": NOW.isoformat(),
+             "_attachments": {"photo.png": {"content_type": "image/png",
+                                            "data": base64.b64encode(TINY_PNG).decode()}}}
+    earlier = (NOW - dt.timedelta(days=3)).isoformat()
+    by_secretary = {**{k: v for k, v in visit.items() if k != "_attachments"}, "_id": "visit:parity2", "needs": [],
+                    "kind": "care", "visited_at": earlier, "created_by": secretary.user_id, "created_at": earlier}
+    assert not [r for r in bulk_save(couch.main, [*alerts, visit, by_secretary]) if r.error]
+    street.visit = visit["_id"]
+    # Service requests of every state: reported by the resident (received) and by the worker, then moved on.
+    jumin = _principal(couch, "jumin1")
+    mine = sr.create(couch, jumin.user_id, sr.NewRequest(
+        street=demo.STREET_ID, category="street_lamp", description="楼下路灯不亮", address="幸福路3号",
+        resident=jumin.resident, photos=(sr.Photo(TINY_PNG, "image/png"),)), NOW)
+    street.requests["received"] = mine["_id"]
+    paths = {"acknowledged": ["acknowledged"], "in_progress": ["in_progress"], "escalated": ["escalated"],
+             "resolved": ["resolved"], "closed": ["resolved", "closed"], "reopened": ["resolved", "reopened"]}
+    for status, steps in paths.items():
+        doc = sr.create(couch, worker_p.user_id, sr.NewRequest(
+            street=demo.STREET_ID, category="noise", description=f"噪音 {status}", grid=G1,
+            attributes={"time_of_day": "night"}), NOW)
+        for to in steps:
+            doc = sr.transition(couch, worker_p, doc, to, "", NOW)
+        street.requests[status] = doc["_id"]
+    sr.intake(couch, demo.STREET_ID)
+    return street
+
+
+def _serve(app: Any) -> tuple[uvicorn.Server, str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True, name="parity-server").start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the web app did not start"
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def street(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Street]:
+    settings = make_settings(tmp_path_factory.mktemp("parity"), "parity_")
+    couch = connect(settings, couch_server.url)
+    firewall = Firewall.open(settings, couch)
+    world = _load(couch, firewall)
+    app = create_app(settings, couch, mounts=[Mount("/sync", create_sync_app(settings, couch_server.url))])
+    server, world.url = _serve(app)
+    yield world
+    server.should_exit = True
+
+
+# ---------------------------------------------------------------- the two sides
+
+class Offline:
+    """The offline app in one Node process (pwa/tests/offline_pages.mjs), over `pages`."""
+
+    def __init__(self, url: str, pages: Path = PAGES) -> None:
+        config = {"url": url, "templates": str(TEMPLATES_DIR), "pages": str(pages)}
+        self.process = subprocess.Popen(["node", str(HARNESS), json.dumps(config)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+
+    def call(self, op: str, **args: Any) -> Any:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        assert answer["ok"], answer["error"]
+        return answer["value"]
+
+    def close(self) -> None:
+        assert self.process.stdin
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request a page makes: GET or a form POST (fields, files as (name, bytes, type)), maybe by htmx."""
+
+    method: str
+    path: str
+    form: tuple[tuple[str, str | tuple[str, bytes, str]], ...] = ()
+    htmx: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}" + (" (htmx)" if self.htmx else "") + (f" {dict(self.form)}" if self.form
+                                                                                   else "")
+
+
+@dataclass
+class User:
+    username: str
+    cookie: str
+    csrf: str
+
+    def online(self, url: str, ask: Ask) -> dict[str, Any]:
+        headers = {"Cookie": self.cookie, **({"HX-Request": "true"} if ask.htmx else {})}
+        files = []
+        fields: list[tuple[str, str]] = [("csrf_token", self.csrf)]
+        for name, value in ask.form:
+            if isinstance(value, tuple):
+                files.append((name, value))
+            else:
+                fields.append((name, value))
+        with httpx2.Client(base_url=url, headers=headers, follow_redirects=False) as client:
+            if ask.method == "GET":
+                response = client.get(ask.path)
+            else:
+                response = client.post(ask.path, data=_multi(fields), files=files or None)
+        if response.status_code in (301, 302, 303, 307):
+            return {"redirect": response.headers["location"]}
+        if response.headers.get("hx-redirect"):
+            return {"redirect": response.headers["hx-redirect"]}
+        if not response.headers.get("content-type", "").startswith("text/html"):
+            return {"blob": {"size": len(response.content)}}  # (offline_pages.mjs cannot tell the type)
+        return {"status": response.status_code, "html": response.text}
+
+
+def _multi(fields: list[tuple[str, str]]) -> dict[str, str | list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, value in fields:
+        grouped.setdefault(name, []).append(value)
+    return {k: v[0] if len(v) == 1 else v for k, v in grouped.items()}
+
+
+def offline_form(ask: Ask) -> list[list[Any]]:
+    return [[name, {"file": base64.b64encode(v[1]).decode(), "name": v[0], "type": v[2]} if isinstance(v, tuple)
+             else v] for name, v in ask.form]
+
+
+_NEW_IDS = re.compile(r"(/requests/|/visits/|service_request:|visit:)[0-9a-f]{32}")
+
+
+_WRITTEN = re.compile(r'(name="_rev" value="\d+-)[0-9a-f]+|\d{4}-\d\d-\d\d \d\d:\d\d')
+
+
+def comparable(answer: dict[str, Any], wrote: bool = False) -> dict[str, Any]:
+    """An answer as compared: a document id a form just created is a fresh uuid on each side; after a write, the
+    time it was written (shown to the minute) and the new revision's hash (which hashes that time) differ too."""
+    def normalised(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = _NEW_IDS.sub(r"\1<new>", value)
+        return _WRITTEN.sub(r"\1<written>", value) if wrote else value
+
+    return {key: normalised(value) for key, value in answer.items()}
+
+
+def first_difference(online: str, offline: str, context: int = 160) -> str:
+    at = next((i for i, (a, b) in enumerate(zip(online, offline, strict=False)) if a != b),
+              min(len(online), len(offline)))
+    return (f"first difference at {at}:\n  online:  …{online[max(0, at - context):at + context]!r}\n"
+            f"  offline: …{offline[max(0, at - context):at + context]!r}")
+
+
+def differences(street: Street, offline: Offline, user: User, asks: list[Ask], wrote: bool = False) -> list[str]:
+    found = []
+    for ask in asks:
+        online = comparable(user.online(street.url, ask), wrote)
+        there = comparable(offline.call("render", user=user.username, method=ask.method, path=ask.path,
+                                        form=offline_form(ask), htmx=ask.htmx), wrote)
+        if online == there:
+            continue
+        if "html" in online and "html" in there and online["status"] == there["status"]:
+            found.append(f"{user.username} {ask}: {first_difference(online['html'], there['html'])}")
+        else:
+            brief = {k: (v[-300:] if isinstance(v, str) else v) for k, v in online.items()}
+            brief_there = {k: (v[-300:] if isinstance(v, str) else v) for k, v in there.items()}
+            found.append(f"{user.username} {ask}: online {brief} offline {brief_there}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def offline(street: Street) -> Iterator[Offline]:
+    harness = Offline(street.url)
+    yield harness
+    harness.close()
+
+
+@pytest.fixture(scope="module")
+def users(street: Street, offline: Offline) -> dict[str, User]:
+    """Each role's user signed in, with their phone synced once (after its key grants are issued)."""
+    signed_in = {}
+    for label in ROLES:  # "name/en": that user with English chosen (the `lang` cookie)
+        username, _, lang = label.partition("/")
+        cookie, csrf = login(street.url, username, PASSWORD)
+        user = User(label, cookie + (f"; lang={lang}" if lang else ""), csrf)
+        offline.call("phone", user=label, cookie=user.cookie)
+        signed_in[label] = user
+    return signed_in
+
+
+# ---------------------------------------------------------------- what each role asks
+
+def pages_for(street: Street, username: str) -> list[Ask]:
+    """The routes of pages.js ROUTES each role reaches, over the data states that matter."""
+    grid = f"/grids/{G1}"
+    requests = [Ask("GET", f"/requests/{i.split(':')[1]}") for i in street.requests.values()]
+    everyone = [Ask("GET", "/requests"), Ask("GET", "/requests/new"),
+                Ask("GET", "/requests/questions?category=noise", htmx=True),
+                Ask("GET", "/requests/questions?category=nothing", htmx=True)]
+    households = [Ask("GET", f"/households/{household(n)}") for n in (1, 2, 3, 4, 5)]
+    if username in ("wangge01", "wangge01/en"):
+        return [
+            Ask("GET", "/"),
+            Ask("GET", grid), Ask("GET", f"{grid}?offset=50"), Ask("GET", f"{grid}?offset=50", htmx=True),
+            Ask("GET", f"/grids/{G2}"), Ask("GET", "/grids/grid:nowhere"),
+            Ask("GET", f"{grid}?q=路"), Ask("GET", f"{grid}?q=没有这个地址"), Ask("GET", f"{grid}?q=路", htmx=True),
+            Ask("GET", f"{grid}?q={street.head_name}"), Ask("GET", f"{grid}?q=13800000000"),
+            *[Ask("GET", f"{grid}?q={phone}") for phone in street.phones],
+            *households, Ask("GET", "/households/household:nowhere"),
+            Ask("GET", f"/households/{household(1)}/edit"), Ask("GET", f"/households/{household(1)}/visits/new"),
+            Ask("GET", "/alerts"), Ask("GET", "/alerts?status=all"),
+            *everyone, *requests,
+            Ask("GET", f"/visits/{street.visit.split(':')[1]}/photo"),
+            Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}/photos/photo-1.png"),
+        ]
+    if username == "shuji1":
+        return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"{grid}?offset=50"), Ask("GET", f"/grids/{G2}"),
+                *households, Ask("GET", f"/households/{household(1)}/edit"), Ask("GET", "/alerts"),
+                Ask("GET", "/alerts?status=all"), *everyone, *requests]
+    if username == "zhiyuan01a":
+        mine = street.volunteers_household
+        return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"/households/{household(1)}"), Ask("GET", "/alerts"),
+                Ask("GET", f"/households/{mine}"), Ask("GET", f"/households/{mine}/edit"),
+                Ask("GET", f"/households/{mine}/visits/new"), *everyone]
+    if username == "bumen_urban_management":  # department staff: the requests dispatched to them
+        return [Ask("GET", "/"), *everyone, *requests]
+    return [Ask("GET", "/"), *everyone, Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}")]
+
+
+# Differences known and not yet fixed, each with why: tested by test_known_differences (strict xfail), so
+# that fixing one makes it fail until it is moved out of here.
+KNOWN: dict[str, tuple[str, Any]] = {
+    "secretary's phone holds no keys": (
+        "a secretary opens protected fields online only (server/security/grants.py issues phone keys for grid "
+        "work, grants.phones_carry_keys), so offline each category says there is no key on this phone",
+        lambda username, ask: username == "shuji1" and ask.path.startswith("/households/")
+        and not ask.path.endswith("/edit")),
+    "a resident's own record": (
+        "\"/\" is a resident's own record online (who opened it and why, from the filing log); offline it says "
+        "the page needs the server",
+        lambda username, ask: username == "jumin1" and ask.path == "/"),
+    "not on the phone": (
+        "what the phone does not hold it cannot tell apart: a grid that does not exist is 404 online and 403 "
+        "offline (not among the session's browsable grids, as a forbidden one); a household the user may not "
+        "see is 403 online and 404 offline (not in the replica, as a missing one)",
+        lambda username, ask: ask.path == "/grids/grid:nowhere"
+        or (username == "zhiyuan01a" and ask.path.startswith("/households/"))),
+    "request detail": (
+        "offline the request page is read-only (acting needs the server's rules) and knows the names of the "
+        "user's colleagues only (session.json), not of reporters or department staff",
+        lambda username, ask: ask.path.startswith("/requests/") and ask.path.count("/") == 2
+        and ask.path.split("/")[2] not in ("new", "questions")),
+}
+
+
+def known(username: str, ask: Ask) -> str | None:
+    return next((name for name, (_, applies) in KNOWN.items() if applies(username, ask)), None)
+
+
+ROLES = ("wangge01", "wangge01/en", "shuji1", "zhiyuan01a", "jumin1", "bumen_urban_management")
+
+
+@pytest.mark.parametrize("username", ROLES)
+def test_pages_are_the_same(street: Street, offline: Offline, users: dict[str, User], username: str) -> None:
+    asks = [a for a in pages_for(street, username) if not known(username, a)]
+    found = differences(street, offline, users[username], asks)
+    assert not found, "\n\n".join(found)
+
+
+@pytest.mark.parametrize("gap", [pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=True))
+                                 for name, (reason, _) in KNOWN.items()])
+def test_known_differences(street: Street, offline: Offline, users: dict[str, User], gap: str) -> None:
+    found = [d for username in ROLES for d in differences(
+        street, offline, users[username], [a for a in pages_for(street, username) if known(username, a) == gap])]
+    assert not found, "\n\n".join(found)
+
+
+PNG_AS_JPEG = ("photo.jpg", TINY_PNG, "image/jpeg")
+TEXT_AS_JPEG = ("photo.jpg", b"not a picture at all", "image/jpeg")
+
+
+def form_errors(street: Street) -> list[Ask]:
+    """Forms sent wrong: nothing is written, both sides answer with the same page."""
+    h1, r1 = household(1), resident(1)
+    raised, resolved = (street.alerts[s].split(":")[1] for s in ("raised", "resolved"))
+    return [
+        Ask("POST", f"/residents/{r1}/reveal", (("category", "contact"), ("purpose", ""))),
+        Ask("POST", f"/residents/{r1}/reveal", (("category", "health"), ("purpose", "routine_visit"))),
+        Ask("POST", f"/residents/{resident(3)}/reveal", (("category", "contact"), ("purpose", "routine_visit"))),
+        Ask("POST", f"/residents/{r1}/reveal", (("category", "nonsense"), ("purpose", "routine_visit")), htmx=True),
+        Ask("POST", f"/households/{h1}/edit", (("address", "幸福路1号"), ("_rev", "1-0000"))),
+        Ask("POST", f"/alerts/{raised}/act", (("action", "explode"),)),
+        Ask("POST", f"/alerts/{resolved}/act", (("action", "resolve"),)),
+        Ask("POST", f"/alerts/{resolved}/act", (("action", "resolve"),), htmx=True),
+        Ask("POST", f"/households/{h1}/visits/new", (("kind", "routine"), ("photo", PNG_AS_JPEG))),
+        Ask("POST", f"/households/{h1}/visits/new", (("kind", "routine"), ("photo", TEXT_AS_JPEG))),
+        Ask("POST", "/requests/new", (("category", "nothing"), ("description", "x"))),
+        *[Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上"),
+                                        ("attribute.time_of_day", "night"), ("photo", photo)))
+          for photo in (PNG_AS_JPEG, TEXT_AS_JPEG)],
+        Ask("POST", f"/alerts/{raised}/act", (("action", "acknowledge"), ("_rev", "1-0000"))),
+        Ask("POST", f"/alerts/{raised}/act", (("action", "acknowledge"), ("_rev", "1-0000")), htmx=True),
+    ]
+
+
+# Forms whose error is written in the sentence convention another slice of issue 12 is replacing by message
+# keys (validation errors of the declaration, which the server and pages.js word differently today).
+ERROR_WORDING = [
+    Ask("POST", f"/households/{household(1)}/edit", (("address", ""), ("housing", "castle"))),
+    Ask("POST", f"/households/{household(1)}/visits/new", (("kind", "party"),)),
+    Ask("POST", f"/households/{household(1)}/visits/new", (("kind", "routine"), ("resident", "resident:nobody"))),
+    # Offline the category's questions are not checked (service_requests.check_attributes is not ported): to be
+    # shared once its errors are message keys.
+    Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上"))),
+]
+
+
+def form_successes(street: Street) -> list[Ask]:
+    """Forms that write: each side writes its own copy (the server, the replica), so these come last."""
+    h2 = household(2)
+    rev = street.couch.main.get(h2)["_rev"]  # the phone holds the same revision
+    return [
+        Ask("POST", f"/households/{h2}/edit", (("address", "幸福路2号之一"), ("building", "2"), ("housing", "rented"),
+                                               ("tags", "elderly_alone"), ("_rev", rev))),
+        Ask("POST", f"/residents/{resident(1)}/reveal", (("category", "contact"), ("purpose", "routine_visit"))),
+        Ask("POST", f"/residents/{resident(4)}/reveal", (("category", "health"), ("purpose", "")), htmx=True),
+        Ask("POST", f"/alerts/{street.alerts['raised'].split(':')[1]}/act", (("action", "acknowledge"),)),
+        Ask("POST", f"/alerts/{street.alerts['escalated'].split(':')[1]}/act", (("action", "visiting"),), htmx=True),
+        Ask("POST", f"/households/{h2}/visits/new", (("kind", "routine"), ("needs", "meal_delivery"),
+                                                      ("needs", "修水管\n换灯泡"), ("photo", ("p.png", TINY_PNG,
+                                                                                           "image/png")))),
+        Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上装修"),
+                                      ("attribute.time_of_day", "night"))),
+    ]
+
+
+# What of a written document both sides must agree on. Not: ids and revisions, the moment of writing, and what
+# the server adds to a service request when it takes it in (dispatch, clocks, history; the phone's copy gets
+# them when it arrives, service_requests.intake), nor its `source` ("web" / "offline").
+_NOT_COMPARED = {"_id", "_rev", "_revisions", "visited_at", "created_at", "updated_at", "acknowledged_at",
+                 "resolved_at", "owner", "department", "due_respond", "due_close", "history", "status", "source",
+                 "warned", "token"}
+
+
+def written(doc: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in doc.items() if k not in _NOT_COMPARED}
+    if "_attachments" in doc:
+        shown["_attachments"] = {name: (a["content_type"], a.get("length")) for name, a in doc["_attachments"].items()}
+    return shown
+
+
+def server_documents(street: Street, type_name: str) -> list[dict[str, Any]]:
+    rows = street.couch.main.all(startkey=f"{type_name}:", endkey=f"{type_name}:\ufff0", as_list=True)
+    return [row["doc"] for row in rows]
+
+
+def test_forms_answer_the_same_and_write_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:
+    user = users["wangge01"]
+    before = {t: {d["_id"] for d in server_documents(street, t)} for t in ("visit", "service_request")}
+    found = differences(street, offline, user, form_errors(street))
+    found += differences(street, offline, user, form_successes(street), wrote=True)
+    assert not found, "\n\n".join(found)
+    # The documents: new ones (each side made one of each), and the ones changed in place.
+    for type_name in ("visit", "service_request"):
+        online = [d for d in server_documents(street, type_name) if d["_id"] not in before[type_name]]
+        there = [d for d in offline.call("documents", user=user.username, type=type_name)
+                 if d["_id"] not in before[type_name]]
+        assert len(online) == len(there) == 1, (type_name, online, there)
+        assert written(there[0]) == written(online[0]), type_name
+    for doc_id in (household(2), street.alerts["raised"], street.alerts["escalated"]):
+        online_doc = street.couch.main.get(doc_id)
+        there = next(d for d in offline.call("documents", user=user.username, type=doc_id.split(":")[0])
+                     if d["_id"] == doc_id)
+        assert written(there) == written(online_doc), doc_id
+
+
+@pytest.mark.xfail(reason="error wording: the message-key convention is another slice of issue 12 (item 4)",
+                   strict=True)
+def test_form_error_wording_is_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:
+    found = differences(street, offline, users["wangge01"], ERROR_WORDING)
+    assert not found, "\n\n".join(found)
+
+
+def test_the_sync_gateway_judges_photos_by_their_bytes(street: Street, users: dict[str, User]) -> None:
+    """The third path a photo takes: a phone's replica pushing a visit with it."""
+    user = users["wangge01"]
+    base = {"type": "visit", "street": demo.STREET_ID, "community": "community:c1", "grid": G1,
+            "household": household(1), "kind": "routine", "visited_at": NOW.isoformat(), "needs": [],
+            "created_by": "user:wangge01", "created_at": NOW.isoformat()}
+    docs = [{**base, "_id": f"visit:bytes{n}", "_attachments": {"photo.jpg": {
+        "content_type": declared, "data": base64.b64encode(data).decode()}}}
+        for n, (_, data, declared) in enumerate((PNG_AS_JPEG, TEXT_AS_JPEG, ("p.png", TINY_PNG, "image/png")))]
+    answer = httpx2.post(street.url + "sync/main/_bulk_docs", json={"docs": docs},
+                         headers={"Cookie": user.cookie, "X-CSRF-Token": user.csrf})
+    assert answer.status_code == 201, answer.text
+    results = {r["id"]: r for r in answer.json()}
+    assert results["visit:bytes0"]["error"] == "forbidden" and "image/jpeg" in results["visit:bytes0"]["reason"]
+    assert results["visit:bytes1"]["error"] == "forbidden"
+    assert "error" not in results["visit:bytes2"], results["visit:bytes2"]
+
+
+def test_a_wrong_offline_handler_is_caught(street: Street, users: dict[str, User], tmp_path: Path) -> None:
+    """The comparison can fail: a copy of pages.js whose grid page skips the first household differs."""
+    broken = tmp_path / "offline" / "pages.js"
+    shutil.copytree(PAGES.parent, broken.parent)
+    source = PAGES.read_text(encoding="utf-8")
+    wrong = source.replace("households.slice(offset, offset + PAGE_SIZE)",
+                           "households.slice(offset + 1, offset + PAGE_SIZE)")
+    assert wrong != source, "the line this test breaks has changed: break another"
+    broken.write_text(wrong, encoding="utf-8")
+    (tmp_path / "crypto").symlink_to(PAGES.parent.parent / "crypto")  # pages.js imports ../crypto/envelope.js
+    harness = Offline(street.url, broken)
+    try:
+        user = users["wangge01"]
+        harness.call("phone", user=user.username, cookie=user.cookie)
+        found = differences(street, harness, user, [Ask("GET", f"/grids/{G1}")])
+    finally:
+        harness.close()
+    assert len(found) == 1 and "first difference" in found[0]
+
+
+def test_the_number_searches_compared_are_a_hit_and_a_miss(street: Street, users: dict[str, User]) -> None:
+    """What the parity of the number searches rests on: the first finds its household, the second (a resident
+    who keeps contact details from the worker) finds nothing, online; offline gives the same pages."""
+    found, kept = (users["wangge01"].online(street.url, Ask("GET", f"/grids/{G1}?q={phone}"))["html"]
+                   for phone in street.phones)
+    assert f'href="/households/{household(6)}"' in found
+    assert "/households/household:" not in kept
+
+
+def test_the_english_pages_compared_are_english(street: Street, offline: Offline, users: dict[str, User]) -> None:
+    ask = Ask("GET", f"/grids/{G1}")
+    online = users["wangge01/en"].online(street.url, ask)["html"]
+    there = offline.call("render", user="wangge01/en", method="GET", path=ask.path, form=[], htmx=False)["html"]
+    assert '<html lang="en"' in online and '<html lang="en"' in there
