@@ -430,19 +430,11 @@ def form_errors(street: Street) -> list[Ask]:
           for photo in (PNG_AS_JPEG, TEXT_AS_JPEG)],
         Ask("POST", f"/alerts/{raised}/act", (("action", "acknowledge"), ("_rev", "1-0000"))),
         Ask("POST", f"/alerts/{raised}/act", (("action", "acknowledge"), ("_rev", "1-0000")), htmx=True),
+        # Invalid by the declaration (server/domain validate, pages.js fieldErrors): the same errors, same words.
+        Ask("POST", f"/households/{h1}/edit", (("address", ""), ("housing", "castle"))),
+        Ask("POST", f"/households/{h1}/visits/new", (("kind", "party"),)),
+        Ask("POST", f"/households/{h1}/visits/new", (("kind", "routine"), ("resident", "resident:nobody"))),
     ]
-
-
-# Forms whose error is written in the sentence convention another slice of issue 12 is replacing by message
-# keys (validation errors of the declaration, which the server and pages.js word differently today).
-ERROR_WORDING = [
-    Ask("POST", f"/households/{household(1)}/edit", (("address", ""), ("housing", "castle"))),
-    Ask("POST", f"/households/{household(1)}/visits/new", (("kind", "party"),)),
-    Ask("POST", f"/households/{household(1)}/visits/new", (("kind", "routine"), ("resident", "resident:nobody"))),
-    # Offline the category's questions are not checked (service_requests.check_attributes is not ported): to be
-    # shared once its errors are message keys.
-    Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上"))),
-]
 
 
 def form_successes(street: Street) -> list[Ask]:
@@ -504,10 +496,21 @@ def test_forms_answer_the_same_and_write_the_same(street: Street, offline: Offli
         assert written(there) == written(online_doc), doc_id
 
 
-@pytest.mark.xfail(reason="error wording: the message-key convention is another slice of issue 12 (item 4)",
-                   strict=True)
+@pytest.mark.xfail(reason="error wording: a list value outside its choices is worded differently by "
+                          "declaration.validate and pages.js fieldErrors; the message-key convention is another slice "
+                          "of issue 12 (item 4)", strict=True)
 def test_form_error_wording_is_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:
-    found = differences(street, offline, users["wangge01"], ERROR_WORDING)
+    bad_tag = Ask("POST", f"/households/{household(1)}/edit", (("address", "幸福路1号"), ("tags", "vip")))
+    found = differences(street, offline, users["wangge01"], [bad_tag])
+    assert not found, "\n\n".join(found)
+
+
+@pytest.mark.xfail(reason="offline the category's questions are not checked (service_requests.check_attributes "
+                          "is not ported to rules.js yet; its errors are being turned into message keys by another "
+                          "slice of issue 12): the phone stores the request, the server refuses it", strict=True)
+def test_request_questions_are_checked_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+    missing = Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上")))
+    found = differences(street, offline, users["wangge01"], [missing])
     assert not found, "\n\n".join(found)
 
 
