@@ -511,7 +511,8 @@ def test_form_error_wording_is_the_same(street: Street, offline: Offline, users:
 
 @pytest.mark.xfail(reason="offline the category's questions are not checked (service_requests.check_attributes "
                           "is not ported to rules.js yet; its errors are being turned into message keys by another "
-                          "slice of issue 12): the phone stores the request, the server refuses it", strict=True)
+                          "slice of issue 12): the phone stores a request missing a required answer, and the "
+                          "server's intake takes it in as it is", strict=True)
 def test_request_questions_are_checked_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
     missing = Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上")))
     found = differences(street, offline, users["wangge01"], [missing])
