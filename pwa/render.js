@@ -39,7 +39,7 @@ export function translator(messages) {
 
 // A Nunjucks environment rendering like Jinja2 does on the server.
 // `loader` is a Nunjucks loader of the template files; `timeZone` is LINLI_TIMEZONE.
-// `strict` (tests only) makes an undefined variable an error, as Jinja2's StrictUndefined does in tests.
+// `strict` (tests only): printing an undefined variable is an error, as for Jinja2 in tests (tests/conftest.py).
 export function templateEnvironment(nunjucks, loader, { timeZone, strict = false }) {
   nunjucks.lib.escape = escapeHTML; // the runtime escapes output through lib.escape
   if (strict) { // Nunjucks' own check refuses null too, which Jinja2 prints as "" (app.py _finalize_none)
