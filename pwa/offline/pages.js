@@ -9,6 +9,7 @@
 import { normalise } from "../crypto/envelope.js";
 import { grantId, grantIsUsable, numberField, numberIndex, openFields, storedPhoneKey } from "./keys.js";
 import { AlertRefused, alertAfter, alertsInOrder, needsOf, photoRefusal } from "./rules.js";
+import { fieldError, fieldErrors } from "./validation.js";
 
 const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
 
@@ -18,6 +19,16 @@ export class OfflineError extends Error {
     this.status = status;
   }
 }
+
+// Input a person can correct: {field: {key, params}} as server/domain/errors.py UserError carries them.
+class FormError extends OfflineError {
+  constructor(errors) {
+    super(400, "form_has_errors");
+    this.errors = errors;
+  }
+}
+
+const refuse = (field, key, params) => new FormError({ [field]: fieldError(key, params) });
 
 const nowISO = () => new Date().toISOString();
 const uuidHex = () => crypto.randomUUID().replace(/-/g, "");
@@ -255,25 +266,6 @@ async function reveal({ db, session, schema, params, form, htmx }) {
            context: { resident, category, fields: shown, error } };
 }
 
-// domain.validate's checks that a form can break, from the declaration (/schema.json): required fields, lengths,
-// choices. The sync gateway checks everything again when the document arrives.
-function fieldErrors(schema, doc) {
-  const errors = {};
-  for (const [name, f] of Object.entries(schema.types[doc.type].fields)) {
-    const value = doc[name];
-    if (value === undefined || value === null || value === "") {
-      if (f.required) errors[name] = "is required";
-    } else if (f.kind === "text" && f.max_length && value.length > f.max_length) {
-      errors[name] = `longer than ${f.max_length} characters`;
-    } else if (f.kind === "enum" && !f.choices.includes(value)) {
-      errors[name] = `'${value}' is not one of ${f.choices.join(", ")}`;
-    } else if (f.kind === "list" && f.choices && value.some((v) => !f.choices.includes(v))) {
-      errors[name] = `only ${f.choices.join(", ")}`;
-    }
-  }
-  return errors;
-}
-
 // server/web/household_edit.py, offline: the edit lands in the replica; if someone else changed the household on
 // the server meanwhile, the sync keeps both versions and a person chooses (/conflicts).
 const HOUSEHOLD_TEXTS = ["address", "building", "unit", "room"];
@@ -373,28 +365,30 @@ async function newVisit({ db, session, schema, params, form, method }) {
   const residents = (await docsOfType(db, "resident")).filter((r) => r.household === household._id)
     .map((r) => ({ _id: r._id, name: r.name }));
   const kinds = schema.types.visit.fields.kind.choices;
-  let values = { kind: kinds[0], resident: "", notes: "", needs: [] };
-  let error = null;
+  let values = { kind: kinds[0], resident: "", notes: "", needs: [], photo_chosen: false };
+  let errors = {};
   if (method === "POST") {
+    const photo = form.get("photo");
     values = { kind: String(form.get("kind") || ""), resident: String(form.get("resident") || ""),
                notes: String(form.get("notes") || "").trim(),
-               needs: needsOf(form.getAll("needs").filter((v) => typeof v === "string")) };
+               needs: needsOf(form.getAll("needs").filter((v) => typeof v === "string")),
+               photo_chosen: !!(photo && typeof photo !== "string" && photo.size) };
     try {
-      await storeVisit(db, session, schema, household, values, residents, form.get("photo"));
+      await storeVisit(db, session, schema, household, values, residents, photo);
       return { redirect: `/households/${household._id}` };
     } catch (bad) {
-      if (!(bad instanceof OfflineError)) throw bad;
-      error = bad.message;
+      if (!(bad instanceof FormError)) throw bad;
+      errors = bad.errors;
     }
   }
-  return { template: "visit_new.html", status: error ? 400 : 200, context: {
-    household, residents, kinds, common_needs: session.common_needs, values, error,
+  return { template: "visit_new.html", status: Object.keys(errors).length ? 400 : 200, context: {
+    household, residents, kinds, common_needs: session.common_needs, values, errors,
     free_needs: values.needs.filter((n) => !session.common_needs.includes(n)) } };
 }
 
 async function storeVisit(db, session, schema, household, values, residents, photo) {
   if (values.resident && !residents.some((r) => r._id === values.resident)) {
-    throw new OfflineError(400, "resident: is not a member of this household");
+    throw refuse("resident", "err_not_household_member");
   }
   const at = nowISO();
   const visit = { _id: `visit:${uuidHex()}`, type: "visit", street: household.street, community: household.community,
@@ -403,9 +397,9 @@ async function storeVisit(db, session, schema, household, values, residents, pho
   for (const name of ["resident", "notes"]) {
     if (values[name]) visit[name] = values[name];
   }
-  const errors = Object.entries(fieldErrors(schema, visit)).map(([name, message]) => `${name}: ${message}`);
-  if (errors.length) {
-    throw new OfflineError(400, errors.join("; "));
+  const errors = fieldErrors(schema, visit);
+  if (Object.keys(errors).length) {
+    throw new FormError(errors);
   }
   if (photo && typeof photo !== "string" && photo.size) {
     const [name, attachment] = Object.entries(await photoAttachments([photo], session.photo_limits.visit))[0];
@@ -463,13 +457,14 @@ async function photoAttachments(files, maxBytes) {
     // Judged by its bytes, by the server's rule (server/domain/field_rules.py photo_refusal).
     const refusal = photoRefusal(new Uint8Array(await file.arrayBuffer()), file.type || null, maxBytes);
     if (refusal === "photo_too_large") {
-      throw new OfflineError(400, `photo: is ${Math.floor(file.size / 1024)} KB; at most ${maxBytes / 1048576} MB`);
+      throw refuse("photo", "err_photo_too_big",
+                   { kb: Math.floor(file.size / 1024), mb: Math.floor(maxBytes / 1048576) });
     }
     if (refusal === "photo_not_image") {
-      throw new OfflineError(400, "photo: is not a JPEG, PNG or WebP image");
+      throw refuse("photo", "err_photo_type");
     }
     if (refusal === "photo_type_mismatch") {
-      throw new OfflineError(400, `photo: is not the ${file.type} it was sent as`);
+      throw refuse("photo", "err_photo_type_mismatch", { declared: file.type });
     }
     n += 1;
     attachments[`photo-${n}.${file.type.split("/")[1]}`] = { content_type: file.type, data: file };
@@ -484,18 +479,19 @@ async function newRequest({ db, session, form, method }) {
   const values = { ...Object.fromEntries(session.request_form_fields.map((name) => [name, ""])),
     ...(method === "POST" ? Object.fromEntries([...form.entries()].filter(([, v]) => typeof v === "string")) : {}) };
   const staff = (session.user.roles || []).includes("grid_worker");
-  let error = null;
+  let errors = {};
   if (method === "POST") {
+    values.photo_chosen = form.getAll("photo").some((f) => typeof f !== "string" && f.size);
     try {
       const id = await storeRequest(db, session, form, values, categories, staff);
       return { redirect: `/requests/${id.split(":")[1]}` };
     } catch (bad) {
-      if (!(bad instanceof OfflineError)) throw bad;
-      error = bad.message;
+      if (!(bad instanceof FormError)) throw bad;
+      errors = bad.errors;
     }
   }
-  return { template: "request_new.html", status: error ? 400 : 200,
-           context: { categories: Object.entries(categories), error, values,
+  return { template: "request_new.html", status: Object.keys(errors).length ? 400 : 200,
+           context: { categories: Object.entries(categories), errors, values,
                       category: categories[values.category || ""] || null, staff } };
 }
 
@@ -504,18 +500,18 @@ async function storeRequest(db, session, form, values, categories, staff) {
   const description = (values.description || "").trim();
   const photos = await photoAttachments(form.getAll("photo"), session.photo_limits.request);
   if (!category) {
-    throw new OfflineError(400, `service_code: unknown service '${values.category || ""}'`);
+    throw refuse("service_code", "err_unknown_service", { code: values.category || "" });
   }
   if (!description && !Object.keys(photos).length) {
-    throw new OfflineError(400, "description: a description (or a photo) is required");
+    throw refuse("description", "err_description_or_photo");
   }
   const gridId = staff ? [...(session.user.grids || [])].sort()[0] : null;
   if (!gridId) {
-    throw new OfflineError(400, "grid: offline, requests can be recorded for your own grid only");
+    throw refuse("grid", "err_offline_own_grid");
   }
   const onBehalf = staff && "on_behalf" in values;
   if (onBehalf && !("consent" in values)) {
-    throw new OfflineError(400, "consent: the resident's consent is required when staff report on their behalf");
+    throw refuse("consent", "err_consent_required");
   }
   const grid = await load(db, gridId, "grid");
   const at = nowISO();
@@ -543,7 +539,8 @@ async function storeRequest(db, session, form, values, categories, staff) {
 // server/web/request_pages.py questions: the chosen category's questions, as the form changes.
 async function requestQuestions({ db, query }) {
   return { template: "_questions.html",
-           context: { category: (await catalogue(db, true))[query.get("category") || ""] || null } };
+           context: { category: (await catalogue(db, true))[query.get("category") || ""] || null, values: {},
+                      errors: {} } };
 }
 
 // server/web/request_pages.py detail, read-only offline (acting on a request needs the server's rules).
@@ -551,7 +548,7 @@ async function requestPage({ db, params }) {
   const doc = await load(db, `service_request:${params.id}`, "service_request");
   const categories = await catalogue(db, false);
   return { template: "request.html", context: {
-    doc, category: categories[doc.category] || null, names: {}, departments: {}, error: null, satisfaction: [],
+    doc, category: categories[doc.category] || null, names: {}, departments: {}, errors: {}, satisfaction: [],
     may_act: false, reporter: false, secretary: false, called: false, transitions: [],
     photos: Object.keys(doc._attachments || {}).sort() } };
 }

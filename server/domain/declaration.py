@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from server.domain.errors import FieldError, UserError
+
 
 class Tier(StrEnum):
     """How strongly a field is protected (the plan's data-security firewall, §5.1)."""
@@ -557,23 +559,16 @@ KINDS = frozenset({"text", "int", "float", "bool", "date", "datetime", "enum", "
 
 # ---------------------------------------------------------------- validation
 
-@dataclass(frozen=True)
-class FieldError:
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-class ValidationError(ValueError):
-    """A document breaks the declaration; `errors` names every bad field."""
+class ValidationError(UserError):
+    """A document breaks the declaration; `errors` names every bad field (errors.FieldError)."""
 
     def __init__(self, doc_id: str, errors: list[FieldError]) -> None:
         self.doc_id = doc_id
-        self.errors = errors
-        super().__init__(f"{doc_id or '<no _id>'}: " + "; ".join(str(e) for e in errors))
+        super().__init__(errors)
+        self.args = (f"{doc_id or '<no _id>'}: " + "; ".join(str(e) for e in errors),)
 
+
+Problem = tuple[str, dict[str, Any]]  # a FieldError's key and params, before the field is known
 
 PHONE_PATTERN = re.compile(r"^1\d{10}$")
 ID_CARD_PATTERN = re.compile(r"^\d{17}[\dX]$")
@@ -601,24 +596,23 @@ def _is_map_value(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_records(spec: Field, value: Any) -> str | None:
+def _check_records(spec: Field, value: Any) -> Problem | None:
     if not isinstance(value, list) or len(value) > 500:
-        return "must be a list of at most 500 objects"
+        return ("err_records", {})
     shape = {key.rstrip("?"): (kind, not key.endswith("?")) for key, kind in spec.shape}
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            return f"item {i} must be an object"
+            return ("err_record_item", {"i": i, "name": "(object)"})
         unknown = set(item) - set(shape)
         if unknown:
-            return f"item {i}: unknown key {sorted(unknown)[0]!r}"
+            return ("err_record_item", {"i": i, "name": sorted(unknown)[0]})
         for key, (kind, required) in shape.items():
             if item.get(key) is None:
                 if required:
-                    return f"item {i}: {key} is required"
+                    return ("err_record_item", {"i": i, "name": key})
                 continue
-            message = _check_value(Field(kind, max_length=500), item[key])
-            if message:
-                return f"item {i}: {key} {message}"
+            if _check_value(Field(kind, max_length=500), item[key]):
+                return ("err_record_item", {"i": i, "name": key})
     return None
 
 
@@ -631,76 +625,80 @@ def _is_wrapped_key(value: Any) -> bool:
 _PROTECTED = frozenset(t.value for t in PROTECTED_TIERS)
 
 
-def _check_value(spec: Field, value: Any) -> str | None:
-    """Return a message if value does not fit spec, else None."""
+def _not_a_choice(spec: Field, value: str) -> Problem:
+    return ("err_not_choice", {"value": value, "choices": ", ".join(spec.choices)})
+
+
+def _check_value(spec: Field, value: Any) -> Problem | None:
+    """(message key, params) if value does not fit spec, else None."""
     kind = spec.kind
+    got = {"got": type(value).__name__}
     if kind in ("text", "id", "phone", "id_card", "mac", "enum", "date", "datetime") and not isinstance(value, str):
-        return f"must be a string, got {type(value).__name__}"
+        return ("err_not_string", got)
     if kind == "text":
-        return f"longer than {spec.max_length} characters" if len(value) > spec.max_length else None
+        return ("err_too_long", {"max": spec.max_length}) if len(value) > spec.max_length else None
     if kind == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else f"must be an integer, got {type(value).__name__}"
+        return None if isinstance(value, int) and not isinstance(value, bool) else ("err_not_integer", got)
     if kind == "float":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else f"must be a number, got {type(value).__name__}"
+        return None if ok else ("err_not_number", got)
     if kind == "bool":
-        return None if isinstance(value, bool) else f"must be true or false, got {type(value).__name__}"
+        return None if isinstance(value, bool) else ("err_not_bool", got)
     if kind == "enum":
-        return None if value in spec.choices else f"{value!r} is not one of {', '.join(spec.choices)}"
+        return None if value in spec.choices else _not_a_choice(spec, value)
     if kind == "id":
         if spec.ref and not value.startswith(spec.ref + ":"):
-            return f"must be the id of a {spec.ref} (\"{spec.ref}:…\"), got {value!r}"
-        return None if ":" in value else f"{value!r} is not a document id"
+            return ("err_not_ref", {"ref": spec.ref, "value": value})
+        return None if ":" in value else ("err_not_doc_id", {"value": value})
     if kind == "phone":
-        return None if PHONE_PATTERN.match(value) else "must be an 11-digit mobile number starting with 1"
+        return None if PHONE_PATTERN.match(value) else ("err_phone", {})
     if kind == "id_card":
         if not ID_CARD_PATTERN.match(value):
-            return "must be 17 digits and a check digit or X"
-        return None if id_card_check_char(value[:17]) == value[17] else "check digit does not match"
+            return ("err_id_card_shape", {})
+        return None if id_card_check_char(value[:17]) == value[17] else ("err_id_card_check", {})
     if kind == "mac":
-        return None if _MAC.match(value) else "must be a MAC address like AA:BB:CC:DD:EE:FF"
+        return None if _MAC.match(value) else ("err_mac", {})
     if kind in ("date", "datetime"):
         try:
             (dt.date if kind == "date" else dt.datetime).fromisoformat(value)
         except ValueError:
-            return f"{value!r} is not an ISO {kind}"
+            return (f"err_not_iso_{kind}", {"value": value})
         return None
     if kind == "geo":
         if not (isinstance(value, dict) and set(value) == {"lat", "lon"}):
-            return "must be an object with exactly lat and lon"
+            return ("err_geo", {})
         lat, lon = value["lat"], value["lon"]
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lat, lon)):
-            return "lat and lon must be numbers"
-        return None if -90 <= lat <= 90 and -180 <= lon <= 180 else "lat/lon out of range"
+            return ("err_geo_numbers", {})
+        return None if -90 <= lat <= 90 and -180 <= lon <= 180 else ("err_geo_range", {})
     if kind == "records":
         return _check_records(spec, value)
     if kind == "map":
         ok = (isinstance(value, dict) and len(value) <= 50 and all(
             isinstance(k, str) and len(k) <= 50 and _is_map_value(v) for k, v in value.items()))
-        return None if ok else "must map up to 50 names to short texts, numbers or lists of texts"
+        return None if ok else ("err_map", {})
     if kind == "wrapped_key":
-        return None if _is_wrapped_key(value) else "must be {version, tier_version, wrapped}"
+        return None if _is_wrapped_key(value) else ("err_key_shape", {"shape": "{version, tier_version, wrapped}"})
     if kind == "wrapped_keys":
         ok = isinstance(value, dict) and all(k in _PROTECTED and _is_wrapped_key(v) for k, v in value.items())
-        return None if ok else "must map protected tiers to {version, tier_version, wrapped}"
+        return None if ok else ("err_key_shape", {"shape": "{tier: {version, tier_version, wrapped}}"})
     if kind == "key_versions":
         ok = (isinstance(value, dict) and set(value) == {"current", "keys"} and _is_version(value["current"])
               and isinstance(value["keys"], dict) and str(value["current"]) in value["keys"]
               and all(k.isdigit() and isinstance(v, str) for k, v in value["keys"].items()))
-        return None if ok else "must be {current, keys: {version: wrapped}} with the current version present"
+        return None if ok else ("err_key_shape", {"shape": "{current, keys: {version: wrapped}}, current present"})
     if kind == "list":
         if not isinstance(value, list):
-            return f"must be a list, got {type(value).__name__}"
+            return ("err_not_list", got)
         if len(value) > 200:
-            return "more than 200 items"
+            return ("err_too_many", {"max": 200})
         for item in value:
             if not isinstance(item, str) or len(item) > spec.max_length:
-                return "items must be strings"
+                return ("err_list_items", {})
             if spec.choices and item not in spec.choices:
-                return f"{item!r} is not one of {', '.join(spec.choices)}"
+                return _not_a_choice(spec, item)
             if spec.ref and not item.startswith(spec.ref + ":"):
-                return f"items must be ids of {spec.ref} documents, got {item!r}"
+                return ("err_not_ref", {"ref": spec.ref, "value": item})
         return None
     raise AssertionError(f"undeclared kind {kind}")  # pragma: no cover - guarded by _self_check
 
@@ -712,38 +710,38 @@ def validate(doc: Any) -> DocType:
     encrypted envelope string (after); crypto/ checks envelopes themselves.
     """
     if not isinstance(doc, dict):
-        raise ValidationError("", [FieldError("(document)", "must be a JSON object")])
+        raise ValidationError("", [FieldError("(document)", "err_not_object")])
     doc_id = doc.get("_id", "")
     type_name = doc.get("type")
     if type_name not in DOC_TYPES:
-        known = ", ".join(sorted(DOC_TYPES))
-        raise ValidationError(str(doc_id), [FieldError("type", f"unknown document type {type_name!r}; known: {known}")])
+        raise ValidationError(str(doc_id), [FieldError("type", "err_unknown_type", {
+            "type": str(type_name), "known": ", ".join(sorted(DOC_TYPES))})])
     doc_type = DOC_TYPES[type_name]
     errors: list[FieldError] = []
     if not isinstance(doc_id, str) or not doc_id.startswith(type_name + ":") or len(doc_id) <= len(type_name) + 1:
-        errors.append(FieldError("_id", f"must look like \"{type_name}:<key>\""))
+        errors.append(FieldError("_id", "err_id_shape", {"type": type_name}))
     for name in doc_type.routing:
         value = doc.get(name)
         if not (isinstance(value, str) and value.startswith(name + ":")):
-            errors.append(FieldError(name, f"a {doc_type.scope.value}-level document must name its {name}"))
+            errors.append(FieldError(name, "err_routing", {"scope": doc_type.scope.value, "name": name}))
     allowed = set(doc_type.fields) | set(doc_type.routing) | {"type"}
     for name, value in doc.items():
         if name.startswith("_"):
             continue
         if name not in allowed:
-            errors.append(FieldError(name, "is not a declared field of " + type_name))
+            errors.append(FieldError(name, "err_undeclared", {"type": type_name}))
             continue
         spec = doc_type.fields.get(name)
         if spec is None or value is None:
             continue
         if spec.effective_tier in PROTECTED_TIERS and isinstance(value, str) and value.startswith(ENCRYPTED_PREFIX):
             continue
-        message = _check_value(spec, value)
-        if message:
-            errors.append(FieldError(name, message))
+        problem = _check_value(spec, value)
+        if problem:
+            errors.append(FieldError(name, *problem))
     for name, spec in doc_type.fields.items():
         if spec.required and doc.get(name) is None:
-            errors.append(FieldError(name, "is required"))
+            errors.append(FieldError(name, "err_required"))
     if errors:
         raise ValidationError(str(doc_id), errors)
     return doc_type

@@ -6,7 +6,9 @@ forgotten translation is visible rather than blank.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+from server.domain.error_messages import ERROR_MESSAGES
 
 DEFAULT_LANG = "zh"
 
@@ -994,14 +996,19 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
 }
 
+for _lang, _messages in ERROR_MESSAGES.items():
+    MESSAGES[_lang].update(_messages)
+
 LANGUAGES = tuple(MESSAGES)
 
 
 def translator(lang: str) -> Callable[..., str]:
+    """`t("key", name=v)` or `t("key", {"name": v})` (an error's params, errors.FieldError) fills "{name}"."""
     messages = MESSAGES.get(lang, MESSAGES[DEFAULT_LANG])
 
-    def t(key: str, **params: str) -> str:
+    def t(key: str, params: Mapping[str, object] | None = None, **named: object) -> str:
         text = messages.get(key, key)
-        return text.format(**params) if params else text
+        values = {**(params or {}), **named}
+        return text.format(**values) if values else text
 
     return t

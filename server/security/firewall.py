@@ -51,6 +51,7 @@ from server.domain.entitlement import (
     privacy_choices,
     privacy_id,
 )
+from server.domain.errors import FieldError, UserError
 from server.security import filing
 from server.security.keystore import KeyStore, ShreddedError, data_key_id
 from server.store.config import Settings
@@ -66,12 +67,18 @@ class AccessDenied(PermissionError):
         super().__init__(reason)
 
 
-class AccessRequestError(ValueError):
-    """A malformed access request or decision; the message names what is wrong."""
+class AccessRequestError(UserError):
+    """A malformed access request or decision: the field, a message key (i18n) and its params."""
+
+    def __init__(self, field: str, key: str, **params: str | int) -> None:
+        super().__init__([FieldError(field, key, params)])
 
 
-class PrivacyChoiceError(ValueError):
+class PrivacyChoiceError(UserError):
     """A privacy choice that is not one (server/domain/declaration.py PRIVACY_CHOICES)."""
+
+    def __init__(self, category: str, value: str) -> None:
+        super().__init__([FieldError(category, "err_privacy_choice", {"value": value})])
 
 
 def number_field(text: str) -> str | None:
@@ -211,11 +218,11 @@ class Firewall:
         if not (p.has(Role.GRID_WORKER) and resident["grid"] in p.grids):
             raise AccessDenied("fw_no_role")
         if not categories or not set(categories) <= set(CORE_CATEGORIES):
-            raise AccessRequestError(f"categories must be some of {', '.join(CORE_CATEGORIES)}")
+            raise AccessRequestError("category", "err_categories")
         if not purpose.strip():
-            raise AccessRequestError("purpose is required")
+            raise AccessRequestError("purpose", "err_required")
         if not 1 <= hours <= MAX_GRANT_HOURS:
-            raise AccessRequestError(f"hours must be between 1 and {MAX_GRANT_HOURS}")
+            raise AccessRequestError("hours", "err_hours_range", max=MAX_GRANT_HOURS)
         doc = {"_id": f"access_request:{uuid.uuid4().hex}", "type": "access_request",
                **{k: resident[k] for k in ("street", "community", "grid", "household")}, "resident": resident["_id"],
                "requester": p.user_id, "categories": sorted(set(categories)), "purpose": purpose.strip(),
@@ -228,7 +235,7 @@ class Firewall:
         request."""
         access_request = self._access_request(p, access_request_id)
         if access_request["status"] != "pending":
-            raise AccessRequestError(f"access request is already {access_request['status']}")
+            raise AccessRequestError("request", "err_access_request_decided", status=access_request["status"])
         privacy = self.privacy_of(access_request["resident"])
         if approve and any(privacy[c] == "secretary_only" for c in access_request["categories"]):
             raise AccessDenied("fw_privacy_secretary_only")
@@ -242,15 +249,14 @@ class Firewall:
     def revoke(self, p: Principal, access_request_id: str, now: dt.datetime) -> Doc:
         access_request = self._access_request(p, access_request_id)
         if access_request["status"] != "approved":
-            raise AccessRequestError(
-                f"only an approved access request can be revoked, this one is {access_request['status']}")
+            raise AccessRequestError("request", "err_revoke_approved_only", status=access_request["status"])
         access_request.update(status="revoked", decided_by=p.user_id, decided_at=now.isoformat())
         return self.couch.main.save(access_request)
 
     def _access_request(self, p: Principal, access_request_id: str) -> Doc:
         access_request = get_or_none(self.couch.main, access_request_id)
         if access_request is None or access_request.get("type") != "access_request":
-            raise AccessRequestError(f"no access request {access_request_id!r}")
+            raise AccessRequestError("request", "err_no_access_request", id=access_request_id)
         if not (p.has(Role.SECRETARY) and access_request["community"] in p.communities):
             raise AccessDenied("fw_not_secretary")
         return access_request
@@ -269,7 +275,7 @@ class Firewall:
             raise AccessDenied("fw_no_role")
         for category, value in choices.items():
             if category not in PRIVACY_CHOICES or value not in PRIVACY_CHOICES[category]:
-                raise PrivacyChoiceError(f"{category}: {value!r} is not a privacy choice")
+                raise PrivacyChoiceError(category, value)
         doc = get_or_none(self.couch.main, privacy_id(resident["_id"])) or {
             "_id": privacy_id(resident["_id"]), "type": "privacy", "resident": resident["_id"],
             **{k: resident[k] for k in ("street", "community", "grid", "household")}}

@@ -23,6 +23,7 @@ from typing import Any
 
 from server.domain.access import Principal
 from server.domain.declaration import REQUEST_STATES, SATISFACTION, Role, validate
+from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import photo_refusal, sniffed_type
 from server.domain.workdays import WorkCalendar
 from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
@@ -48,13 +49,12 @@ DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multiva
 _ADDRESS = re.compile(r"(?P<road>[^\d\s]+?)(?P<number>\d+)号")
 
 
-class RequestError(ValueError):
-    """Bad input for a request; `field` names what is wrong (Open311 reports it as a 400)."""
+class RequestError(UserError):
+    """Bad input for a request: the field, a message key (i18n) and its params. Open311 reports str() (English)."""
 
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
+    def __init__(self, field: str, key: str, status: int = 400, **params: str | int) -> None:
         self.field = field
-        self.status = status
-        super().__init__(f"{field}: {message}")
+        super().__init__([FieldError(field, key, params)], status)
 
 
 def request_id() -> str:
@@ -78,13 +78,13 @@ def check_attributes(category: Doc, answers: dict[str, Any]) -> dict[str, Any]:
     definitions = {a["code"]: a for a in category.get("attributes", [])}
     unknown = set(answers) - set(definitions)
     if unknown:
-        raise RequestError(f"attribute[{sorted(unknown)[0]}]", f"is not a question of service {category['code']}")
+        raise RequestError(f"attribute[{sorted(unknown)[0]}]", "err_not_a_question", service=category["code"])
     checked: dict[str, Any] = {}
     for code, definition in definitions.items():
         value = answers.get(code)
         if value in (None, "", []):
             if definition["required"]:
-                raise RequestError(f"attribute[{code}]", "is required")
+                raise RequestError(f"attribute[{code}]", "err_required")
             continue
         checked[code] = _check_answer(code, definition, value)
     return checked
@@ -107,19 +107,19 @@ def parse_questions(text: str) -> list[Doc]:
     for number, line in enumerate((raw for raw in text.splitlines() if raw.strip()), start=1):
         parts = [part.strip() for part in line.split("|")]
         if len(parts) < 4:
-            raise RequestError("questions", f"line {number}: write code | datatype | question | yes/no [| values]")
+            raise RequestError("questions", "err_question_line", line=number)
         code, datatype, description, required = parts[:4]
         values = [v.strip() for v in (parts[4] if len(parts) > 4 else "").split(",") if v.strip()]
         if not _CODE.match(code):
-            raise RequestError("questions", f"line {number}: code must be lower-case letters, digits and _")
+            raise RequestError("questions", "err_question_code", line=number)
         if datatype not in DATATYPES:
-            raise RequestError("questions", f"line {number}: datatype must be one of {', '.join(DATATYPES)}")
+            raise RequestError("questions", "err_question_datatype", line=number, choices=", ".join(DATATYPES))
         if not description or len(description) > 200:
-            raise RequestError("questions", f"line {number}: the question must have 1 to 200 characters")
+            raise RequestError("questions", "err_question_text", line=number)
         if datatype.endswith("valuelist") != bool(values):
-            raise RequestError("questions", f"line {number}: list datatypes need values, others none")
+            raise RequestError("questions", "err_question_values", line=number)
         if code in {q["code"] for q in questions}:
-            raise RequestError("questions", f"line {number}: code {code} is used twice")
+            raise RequestError("questions", "err_question_twice", line=number, code=code)
         questions.append({"code": code, "datatype": datatype, "description": description,
                           "required": required.lower() in YES, "order": number,
                           **({"values": values} if values else {})})
@@ -129,7 +129,7 @@ def parse_questions(text: str) -> list[Doc]:
 def new_category(code: str, street: str) -> Doc:
     """A new, inactive category for the secretary to fill in."""
     if not _CODE.match(code):
-        raise RequestError("code", "must be lower-case letters, digits and _ (2 to 50)")
+        raise RequestError("code", "err_category_code")
     return {"_id": f"service_category:{code}", "type": "service_category", "street": street, "code": code,
             "name": code, "keywords": [], "attributes": [], "respond_days": 1, "close_days": 3, "active": False}
 
@@ -141,25 +141,26 @@ def _check_answer(code: str, definition: Doc, value: Any) -> Any:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise RequestError(name, "must be a number") from None
+            raise RequestError(name, "err_not_number", got=type(value).__name__) from None
         if not math.isfinite(number):
-            raise RequestError(name, "must be a finite number")
+            raise RequestError(name, "err_not_finite")
         return number
     if kind == "datetime":
         try:
             dt.datetime.fromisoformat(str(value))
         except ValueError:
-            raise RequestError(name, "must be an ISO 8601 date and time") from None
+            raise RequestError(name, "err_not_datetime_input") from None
         return str(value)
     if kind == "multivaluelist":
         values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, str) and v in allowed for v in values):
-            raise RequestError(name, f"values must be among {', '.join(sorted(allowed))}")
+        wrong = [v for v in values if not (isinstance(v, str) and v in allowed)]
+        if wrong:
+            raise RequestError(name, "err_not_choice", value=str(wrong[0]), choices=", ".join(sorted(allowed)))
         return values
     if kind == "singlevaluelist" and value not in allowed:
-        raise RequestError(name, f"must be one of {', '.join(sorted(allowed))}")
+        raise RequestError(name, "err_not_choice", value=str(value), choices=", ".join(sorted(allowed)))
     if not isinstance(value, str) or len(value) > 500:
-        raise RequestError(name, "must be a text of at most 500 characters")
+        raise RequestError(name, "err_too_long", max=500)
     return value
 
 
@@ -182,7 +183,7 @@ def locate(couch: Couch, street: str, location: dict[str, float] | None, address
         placed = [(g, _distance_km(location, g["location"])) for g in grids if g.get("location")]
         nearest = min(placed, key=lambda pair: pair[1], default=None)
         if nearest is None or nearest[1] > MAX_DISPATCH_KM:
-            raise RequestError("lat", "the location is outside this street's grids")
+            raise RequestError("lat", "err_location_outside")
         return nearest[0]
     match = _ADDRESS.search(address or "")
     if match:
@@ -191,7 +192,7 @@ def locate(couch: Couch, street: str, location: dict[str, float] | None, address
             area = _AREA.match(grid.get("area", ""))
             if area and area["road"] == match["road"] and int(area["first"]) <= number <= int(area["last"]):
                 return grid
-    raise RequestError("address_string", "no grid of this street covers that address; give lat and long")
+    raise RequestError("address_string", "err_address_no_grid")
 
 
 _AREA = re.compile(r"(?P<road>[^\d]+?)(?P<first>\d+)号至(?P<last>\d+)号")
@@ -227,11 +228,11 @@ def check_photo(data: bytes, max_bytes: int = MAX_PHOTO_BYTES, declared: str | N
     (server/domain/field_rules.py photo_refusal, the rule the phone and the sync gateway apply too)."""
     refusal = photo_refusal(data, declared, max_bytes)
     if refusal == "photo_too_large":
-        raise RequestError("photo", f"is {len(data) // 1024} KB; at most {max_bytes // (1024 * 1024)} MB")
+        raise RequestError("photo", "err_photo_too_big", kb=len(data) // 1024, mb=max_bytes // (1024 * 1024))
     if refusal == "photo_not_image":
-        raise RequestError("photo", "is not a JPEG, PNG or WebP image")
+        raise RequestError("photo", "err_photo_type")
     if refusal == "photo_type_mismatch":
-        raise RequestError("photo", f"is not the {declared} it was sent as")
+        raise RequestError("photo", "err_photo_type_mismatch", declared=str(declared))
     return str(sniffed_type(data))
 
 
@@ -261,19 +262,19 @@ def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Do
     """Validate, dispatch and store one request; returns the stored document. Raises RequestError."""
     category = catalogue(couch, new.street).get(new.category)
     if category is None:
-        raise RequestError("service_code", f"unknown service {new.category!r}")
+        raise RequestError("service_code", "err_unknown_service", code=new.category)
     description = new.description.strip()
     if not description and not new.media_url and not new.photos:
-        raise RequestError("description", "a description (or a photo) is required")
+        raise RequestError("description", "err_description_or_photo")
     if len(description) > MAX_DESCRIPTION:
-        raise RequestError("description", f"longer than {MAX_DESCRIPTION} characters")
+        raise RequestError("description", "err_too_long", max=MAX_DESCRIPTION)
     if new.location is None and not new.address.strip() and new.grid is None:
-        raise RequestError("lat", "a location is required: lat and long, or an address")
+        raise RequestError("lat", "err_location_required")
     if new.on_behalf and not new.consent:
-        raise RequestError("consent", "the resident's consent is required when staff report on their behalf")
+        raise RequestError("consent", "err_consent_required")
     attributes = check_attributes(category, new.attributes or {})
     if len(new.photos) > MAX_PHOTOS:
-        raise RequestError("photo", f"at most {MAX_PHOTOS} photos")
+        raise RequestError("photo", "err_too_many_photos", max=MAX_PHOTOS)
     photos = {f"photo-{i}.{kind.split('/')[1]}": {"content_type": kind, "data": base64.b64encode(data).decode()}
               for i, (data, kind) in enumerate(((p.data, check_photo(p.data, declared=p.declared))
                                                 for p in new.photos), start=1)}
@@ -317,10 +318,10 @@ def is_reporter(p: Principal, doc: Doc) -> bool:
 def transition(couch: Couch, p: Principal, doc: Doc, to: str, note: str, now: dt.datetime) -> Doc:
     """Move a request to another state, recording who and when."""
     if to not in TRANSITIONS.get(doc["status"], ()):
-        raise RequestError("status", f"a {doc['status']} request cannot become {to}")
+        raise RequestError("status", "err_transition", from_state=doc["status"], to=to)
     reporter_moves = to in ("closed", "reopened") and is_reporter(p, doc)
     if not (may_act(p, doc) or reporter_moves):
-        raise RequestError("status", "you may not change this request", status=403)
+        raise RequestError("status", "err_may_not_change", status=403)
     stamp = now.isoformat()
     doc["status"] = to
     if to == "acknowledged" or (to in ("in_progress", "resolved") and "acknowledged_at" not in doc):
@@ -336,19 +337,19 @@ def transition(couch: Couch, p: Principal, doc: Doc, to: str, note: str, now: dt
 
 def comment(couch: Couch, p: Principal, doc: Doc, note: str, now: dt.datetime) -> Doc:
     if not (may_act(p, doc) or is_reporter(p, doc)):
-        raise RequestError("comment", "you may not comment on this request", status=403)
+        raise RequestError("comment", "err_may_not_comment", status=403)
     if not note.strip():
-        raise RequestError("comment", "is empty")
+        raise RequestError("comment", "err_required")
     return _record(couch, doc, p.user_id, "comment", note, now)
 
 
 def whistle(couch: Couch, p: Principal, doc: Doc, departments: list[str], note: str, now: dt.datetime) -> Doc:
     """"Community whistles, departments report" (§3.2): the secretary calls departments, each with its own clock."""
     if not (p.has(Role.SECRETARY) and doc["community"] in p.communities):
-        raise RequestError("departments", "only the community's secretary may whistle", status=403)
+        raise RequestError("departments", "err_whistle_secretary", status=403)
     known = department_names(couch)
     if not departments or not set(departments) <= set(known):
-        raise RequestError("departments", "name one or more departments of this street")
+        raise RequestError("departments", "err_name_departments")
     due = calendar(couch, doc["street"]).add_working_days(now, WHISTLE_DAYS).isoformat()
     already = {w["department"] for w in doc.get("whistles", [])}
     doc["whistles"] = doc.get("whistles", []) + [{"department": d, "at": now.isoformat(), "due": due}
@@ -365,7 +366,7 @@ def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
     """A whistled department reports that it showed up."""
     mine = [w for w in doc.get("whistles", []) if w["department"] == p.department and "arrived_at" not in w]
     if not (p.has(Role.DEPARTMENT_STAFF) and mine):
-        raise RequestError("departments", "your department was not called to this request", status=403)
+        raise RequestError("departments", "err_not_called", status=403)
     for w in mine:
         w["arrived_at"] = now.isoformat()
     return _record(couch, doc, p.user_id, "arrived", department_names(couch).get(p.department or "", ""), now)
@@ -374,13 +375,13 @@ def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
 def rate(couch: Couch, p: Principal, doc: Doc, rating: int, satisfaction: str, note: str, now: dt.datetime) -> Doc:
     """The reporter rates a resolved request (1–5 and the satisfaction question); that closes it."""
     if not is_reporter(p, doc):
-        raise RequestError("rating", "only the reporter rates a request", status=403)
+        raise RequestError("rating", "err_rate_reporter", status=403)
     if doc["status"] not in ("resolved", "closed"):
-        raise RequestError("rating", "a request is rated once it is resolved")
+        raise RequestError("rating", "err_rate_resolved")
     if not (isinstance(rating, int) and 1 <= rating <= 5):
-        raise RequestError("rating", "must be a whole number from 1 to 5")
+        raise RequestError("rating", "err_rating_range")
     if satisfaction not in SATISFACTION:
-        raise RequestError("satisfaction", f"must be one of {', '.join(SATISFACTION)}")
+        raise RequestError("satisfaction", "err_not_choice", value=satisfaction, choices=", ".join(SATISFACTION))
     doc.update(rating=rating, satisfaction=satisfaction)
     if doc["status"] == "resolved":
         doc.update(status="closed", closed_at=now.isoformat())

@@ -16,13 +16,15 @@ from pycouchdb.exceptions import Conflict
 
 from server.domain.access import Principal
 from server.domain.declaration import validate
+from server.domain.errors import FieldError, UserError
 from server.store.couch import Couch, docs_of_type
 
 SATISFIED_FROM = 4  # 4 or 5 of 5 counts as satisfied
 
 
-class SurveyError(ValueError):
-    pass
+class SurveyError(UserError):
+    def __init__(self, field: str, key: str, **params: str | int) -> None:
+        super().__init__([FieldError(field, key, params)])
 
 
 def month_of(now: dt.datetime, tz: ZoneInfo) -> str:
@@ -37,9 +39,9 @@ def answer(couch: Couch, p: Principal, resident: dict[str, Any], overall: int, c
            tz: ZoneInfo) -> dict[str, Any]:
     """A resident's answer for this month in their community."""
     if p.resident != resident["_id"]:
-        raise SurveyError("only residents answer the survey, for themselves")
+        raise SurveyError("overall", "err_survey_residents_only")
     if not (isinstance(overall, int) and 1 <= overall <= 5):
-        raise SurveyError("overall: choose 1 to 5")
+        raise SurveyError("overall", "err_survey_overall")
     month = month_of(now, tz)
     doc = {"_id": response_id(resident["community"], month, p.user_id), "type": "survey_response",
            "street": resident["street"], "community": resident["community"], "month": month, "overall": overall,
@@ -49,7 +51,7 @@ def answer(couch: Couch, p: Principal, resident: dict[str, Any], overall: int, c
     try:
         return couch.main.save(doc)
     except Conflict:
-        raise SurveyError(f"you have already answered for {month}; thank you") from None
+        raise SurveyError("overall", "err_survey_answered", month=month) from None
 
 
 @dataclass(frozen=True)

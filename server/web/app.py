@@ -31,6 +31,7 @@ from crypto.envelope import EnvelopeError
 from server.domain.access import Principal, may_see
 from server.domain.declaration import CORE_CATEGORIES, PRIVACY_CHOICES, Role, export_json
 from server.domain.entitlement import CATEGORY_FIELDS, REVEAL_PURPOSES
+from server.domain.errors import FieldError, by_field
 from server.domain.field_rules import COMMON_NEEDS
 from server.domain.i18n import DEFAULT_LANG, LANGUAGES, translator
 from server.security import accounts, filing, grants
@@ -275,31 +276,32 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 
     async def access_request_page(request: Request) -> Response:
         principal, resident = await resident_for(request)
-        error = sent = None
+        sent = None
+        errors: dict[str, Any] = {}
+        values: dict[str, Any] = {"category": list(CORE_CATEGORIES), "purpose": "", "hours": "24"}
         if request.method == "POST":
             form = await request.form()
+            values = {"category": [str(c) for c in form.getlist("category")],
+                      "purpose": str(form.get("purpose", "")), "hours": str(form.get("hours", ""))}
+            hours = int(values["hours"]) if values["hours"].isdigit() else 0
             try:
-                hours = int(str(form.get("hours", "")))
-            except ValueError:
-                hours = 0
-            try:
-                categories = [str(c) for c in form.getlist("category")]
-                await run_in_threadpool(firewall.request_access, principal, resident, categories,
-                                        str(form.get("purpose", "")), hours, _now())
+                await run_in_threadpool(firewall.request_access, principal, resident, values["category"],
+                                        values["purpose"], hours, _now())
                 sent = True
             except AccessDenied as denied:
                 raise HTTPException(403, denied.reason) from None
             except AccessRequestError as bad:
-                error = str(bad)
-        return render(request, "access_request.html", 400 if error else 200, resident=resident,
-                      categories=CORE_CATEGORIES, error=error, sent=sent)
+                errors = by_field(bad.errors)
+        return render(request, "access_request.html", 400 if errors else 200, resident=resident,
+                      categories=CORE_CATEGORIES, errors=errors, values=values, sent=sent)
 
     async def approvals_page(request: Request) -> Response:
         user = await current_user(request)
         principal = Principal.of(user)
         if not principal.has(Role.SECRETARY):
             raise HTTPException(403)
-        decided = error = None
+        decided = None
+        errors: dict[str, Any] = {}
         if request.method == "POST":
             form = await request.form()
             try:
@@ -311,17 +313,18 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                 if requester:  # the approved key reaches the requester's phones
                     await run_in_threadpool(grants.sync_user, firewall, requester, _now())
             except AccessDenied as denied:
-                error = denied.reason
+                errors = by_field([FieldError("request", denied.reason)])
             except AccessRequestError as bad:
-                error = str(bad)
+                errors = by_field(bad.errors)
         pending = await run_in_threadpool(firewall.pending_access_requests, principal)
         names = await run_in_threadpool(queries.names_of, couch, pending)
-        return render(request, "approvals.html", 400 if error else 200, pending=pending, names=names,
-                      decided=decided, error=error)
+        return render(request, "approvals.html", 400 if errors else 200, pending=pending, names=names,
+                      decided=decided, errors=errors)
 
     async def privacy_page(request: Request) -> Response:
         principal, resident = await resident_for(request)
-        saved = error = None
+        saved = None
+        errors: dict[str, Any] = {}
         if request.method == "POST":
             form = await request.form()
             choices = {c: str(form[c]) for c in PRIVACY_CHOICES if c in form}
@@ -332,10 +335,10 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             except AccessDenied as denied:
                 raise HTTPException(403, denied.reason) from None
             except PrivacyChoiceError as bad:
-                error = str(bad)
+                errors = by_field(bad.errors)
         current = await run_in_threadpool(firewall.privacy_of, resident["_id"])
-        return render(request, "privacy.html", 400 if error else 200, resident=resident,
-                      choices=list(PRIVACY_CHOICES.items()), current=current, saved=saved, error=error)
+        return render(request, "privacy.html", 400 if errors else 200, resident=resident,
+                      choices=list(PRIVACY_CHOICES.items()), current=current, saved=saved, errors=errors)
 
     async def communities_page(request: Request) -> Response:
         user = await current_user(request)

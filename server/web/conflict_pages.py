@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from server.domain.access import Principal, deletion, may_see, write_refusal
 from server.domain.declaration import BLIND_INDEXED, DOC_TYPES, PROTECTED_TIERS, DocType, ValidationError, validate
+from server.domain.errors import FieldError, by_field
 from server.store import queries
 from server.store.couch import Couch
 
@@ -49,11 +50,13 @@ TITLE_LENGTH = 60
 
 
 class ResolveError(Exception):
-    """The resolution was refused; `message` is an i18n key, `detail` an untranslated explanation."""
+    """The resolution was refused; `message` is an i18n key, `detail` an untranslated explanation (ids, field
+    names), `errors` the chosen document's validation errors (errors.FieldError) as pages show them."""
 
-    def __init__(self, status: int, message: str, detail: str | None = None) -> None:
+    def __init__(self, status: int, message: str, detail: str | None = None,
+                 errors: list[FieldError] | None = None) -> None:
         super().__init__(detail or message)
-        self.status, self.message, self.detail = status, message, detail
+        self.status, self.message, self.detail, self.errors = status, message, detail, by_field(errors or [])
 
 
 # ---------------------------------------------------------------- reading branches
@@ -224,7 +227,7 @@ def resolve(couch: Couch, p: Principal, branches: list[Doc], chosen: dict[str, s
     try:
         validate(doc)
     except ValidationError as invalid:
-        raise ResolveError(400, "conflict_invalid", "; ".join(str(e) for e in invalid.errors)) from None
+        raise ResolveError(400, "conflict_invalid", errors=invalid.errors) from None
     refusal = write_refusal(p, branches[0], doc)
     if refusal:
         raise ResolveError(403, "conflict_refused", refusal)
@@ -264,7 +267,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             version["editor"] = names.get(version["editor"], version["editor"])
         return render(request, "conflict.html", error.status if error else 200, **context,
                       may_resolve=write_refusal(p, branches[0], branches[0]) is None,
-                      message=error.message if error else None, detail=error.detail if error else None)
+                      message=error.message if error else None, detail=error.detail if error else None,
+                      errors=error.errors if error else {})
 
     async def detail_page(request: Request) -> Response:
         p = Principal.of(await current_user(request))

@@ -24,7 +24,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server.domain.access import Principal, may_see, write_refusal
-from server.domain.declaration import VISIT_KINDS, Role, ValidationError, validate
+from server.domain.declaration import VISIT_KINDS, Role, validate
+from server.domain.errors import UserError, by_field
 from server.domain.field_rules import (
     ACTIONS_BY_STATE,
     COMMON_NEEDS,
@@ -36,6 +37,7 @@ from server.domain.field_rules import (
 from server.services import service_requests as sr
 from server.store import queries
 from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
+from server.web.forms import redirect_after_post
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -150,8 +152,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         members = await run_in_threadpool(
             lambda: list(iter_view_docs(couch.main, "linli/by_place", [household["_id"], "resident"])))
         residents = [{"_id": r["_id"], "name": r["name"]} for r in members if may_see(p, r)]
-        values: Doc = {"kind": VISIT_KINDS[0], "resident": "", "notes": "", "needs": []}
-        error = None
+        values: Doc = {"kind": VISIT_KINDS[0], "resident": "", "notes": "", "needs": [], "photo_chosen": False}
+        errors: dict[str, Any] = {}
         if request.method == "POST":
             form = await request.form()
             values = {"kind": str(form.get("kind", "")), "resident": str(form.get("resident", "")),
@@ -160,20 +162,19 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             upload = form.get("photo")
             photo = sr.Photo(await upload.read(), upload.content_type) if isinstance(upload, UploadFile) \
                 and upload.filename else None
+            values["photo_chosen"] = photo is not None
             try:
                 visit = _visit(p, household, values, {r["_id"] for r in residents}, photo, now())
                 refusal = write_refusal(p, None, visit)
                 if refusal:
                     raise HTTPException(403, refusal)
                 await run_in_threadpool(couch.main.save, visit)
-            except sr.RequestError as bad:
-                error = str(bad)
-            except ValidationError as bad:  # names each bad field (not the new document's id)
-                error = "; ".join(str(e) for e in bad.errors)
+            except UserError as bad:
+                errors = by_field(bad.errors)
             else:
-                return RedirectResponse(f"/households/{household['_id']}", status_code=303)
-        return render(request, "visit_new.html", 400 if error else 200, household=household, residents=residents,
-                      kinds=list(VISIT_KINDS), common_needs=list(COMMON_NEEDS), values=values, error=error,
+                return redirect_after_post(request, f"/households/{household['_id']}")
+        return render(request, "visit_new.html", 400 if errors else 200, household=household, residents=residents,
+                      kinds=list(VISIT_KINDS), common_needs=list(COMMON_NEEDS), values=values, errors=errors,
                       free_needs=[n for n in values["needs"] if n not in COMMON_NEEDS])
 
     async def visit_photo(request: Request) -> Response:
@@ -198,7 +199,7 @@ def _visit(p: Principal, household: Doc, values: Doc, residents: set[str], photo
            now: dt.datetime) -> Doc:
     """A new visit document from the form's values, validated whole, its photo attached."""
     if values["resident"] and values["resident"] not in residents:
-        raise sr.RequestError("resident", "is not a member of this household")
+        raise sr.RequestError("resident", "err_not_household_member")
     stamp = now.isoformat()
     visit: Doc = {"_id": f"visit:{uuid.uuid4().hex}", "type": "visit",
                   **{k: household[k] for k in ("street", "community", "grid")}, "household": household["_id"],

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from server.domain.access import Principal, write_refusal
 from server.domain.declaration import DOC_TYPES, ValidationError, validate
+from server.domain.errors import by_field
 from server.store import queries
 from server.store.couch import Couch
 
@@ -56,12 +57,12 @@ def edited(household: Doc, values: Doc, editor: str, now: dt.datetime) -> Doc:
     return doc
 
 
-def field_errors(doc: Doc) -> dict[str, str]:
-    """domain.validate's complaints about doc, by field (empty if it is valid)."""
+def field_errors(doc: Doc) -> dict[str, dict[str, Any]]:
+    """domain.validate's complaints about doc, by field (empty if it is valid), as the form shows them."""
     try:
         validate(doc)
     except ValidationError as invalid:
-        return {e.field: e.message for e in invalid.errors}
+        return by_field(invalid.errors)
     return {}
 
 

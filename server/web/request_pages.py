@@ -19,11 +19,13 @@ from starlette.routing import Route
 
 from server.domain.access import Principal, may_see
 from server.domain.declaration import SATISFACTION, Role, validate
+from server.domain.errors import by_field
 from server.services import dashboard, survey
 from server.services import service_requests as sr
 from server.store import queries
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
+from server.web.forms import redirect_after_post
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -71,17 +73,19 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
     async def questions(request: Request) -> Response:
         p = await principal_of(request)
         category = (await run_in_threadpool(sr.catalogue, couch, p.street)).get(request.query_params.get("category"))
-        return render(request, "_questions.html", category=category)
+        return render(request, "_questions.html", category=category, values={}, errors={})
 
     async def new_page(request: Request) -> Response:
         p = await principal_of(request)
         categories = await run_in_threadpool(sr.catalogue, couch, p.street)
-        error, values = None, dict.fromkeys(FORM_FIELDS, "")
+        errors: dict[str, Any] = {}
+        values: dict[str, Any] = dict.fromkeys(FORM_FIELDS, "")
         if request.method == "POST":
             form = await request.form()
             values |= {k: str(v) for k, v in form.items() if not isinstance(v, UploadFile)}
             photos = tuple([sr.Photo(await f.read(), f.content_type) for f in form.getlist("photo")
                             if isinstance(f, UploadFile) and f.filename])
+            values["photo_chosen"] = bool(photos)
             staff = p.has(Role.GRID_WORKER) and bool(p.grids)
             new = sr.NewRequest(
                 street=p.street, category=values.get("category", ""), description=values.get("description", ""),
@@ -92,12 +96,12 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             try:
                 doc = await run_in_threadpool(sr.create, couch, p.user_id, new, now())
             except sr.RequestError as bad:
-                error = str(bad)
+                errors = by_field(bad.errors)
             else:
-                return RedirectResponse(f"/requests/{doc['_id'].split(':', 1)[1]}", status_code=303)
+                return redirect_after_post(request, f"/requests/{doc['_id'].split(':', 1)[1]}")
         chosen = categories.get(values.get("category", ""))
-        return render(request, "request_new.html", 400 if error else 200,
-                      categories=list(categories.items()), error=error,
+        return render(request, "request_new.html", 400 if errors else 200,
+                      categories=list(categories.items()), errors=errors,
                       values=values, category=chosen, staff=p.has(Role.GRID_WORKER))
 
     async def detail(request: Request) -> Response:
@@ -105,12 +109,12 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         doc = await load(request, p)
         return await _detail(request, p, doc)
 
-    async def _detail(request: Request, p: Principal, doc: Doc, error: str | None = None) -> Response:
+    async def _detail(request: Request, p: Principal, doc: Doc, errors: dict[str, Any] | None = None) -> Response:
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
         names = await run_in_threadpool(queries.user_names, couch, {h["by"] for h in doc["history"]})
         departments = await run_in_threadpool(sr.department_names, couch)
-        return render(request, "request.html", 400 if error else 200, doc=doc, category=categories.get(
-            doc["category"]), names=names, departments=departments, error=error, satisfaction=SATISFACTION,
+        return render(request, "request.html", 400 if errors else 200, doc=doc, category=categories.get(
+            doc["category"]), names=names, departments=departments, errors=errors or {}, satisfaction=SATISFACTION,
             may_act=sr.may_act(p, doc), reporter=sr.is_reporter(p, doc),
             secretary=p.has(Role.SECRETARY) and doc["community"] in p.communities,
             called=any(w["department"] == p.department and "arrived_at" not in w for w in doc.get("whistles", [])),
@@ -136,11 +140,11 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                 doc = await run_in_threadpool(sr.rate, couch, p, doc, rating, str(form.get("satisfaction", "")),
                                               note, at)
             else:
-                raise sr.RequestError("action", f"unknown action {action!r}")
+                raise sr.RequestError("action", "err_unknown_action", action=action)
         except sr.RequestError as bad:
             if bad.status == 403:
                 raise HTTPException(403) from None
-            return await _detail(request, p, doc, str(bad))
+            return await _detail(request, p, doc, by_field(bad.errors))
         return RedirectResponse(f"/requests/{request.path_params['id']}", status_code=303)
 
     async def photo(request: Request) -> Response:
@@ -168,18 +172,19 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         p = await principal_of(request)
         if not p.has(Role.SECRETARY, Role.ADMIN):
             raise HTTPException(403)
-        error = saved = None
+        errors: dict[str, Any] = {}
+        saved = None
         if request.method == "POST":
             form = await request.form()
             try:
                 await run_in_threadpool(_save_category, couch, p, {k: str(v) for k, v in form.items()}, now())
                 saved = True
             except sr.RequestError as bad:
-                error = str(bad)
+                errors = by_field(bad.errors)
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
         questions = {code: sr.questions_text(c.get("attributes", [])) for code, c in categories.items()}
-        return render(request, "catalogue.html", 400 if error else 200, categories=categories, saved=saved,
-                      error=error, questions=questions,
+        return render(request, "catalogue.html", 400 if errors else 200, categories=categories, saved=saved,
+                      errors=errors, questions=questions,
                       departments=await run_in_threadpool(sr.department_names, couch))
 
     async def survey_page(request: Request) -> Response:
@@ -187,7 +192,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         resident = await run_in_threadpool(get_or_none, couch.main, p.resident) if p.resident else None
         if resident is None:
             raise HTTPException(403)
-        error = done = None
+        errors: dict[str, Any] = {}
+        done = None
         if request.method == "POST":
             form = await request.form()
             overall = str(form.get("overall", ""))
@@ -196,8 +202,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                                         str(form.get("comment", "")), now(), LOCAL_TZ)
                 done = True
             except survey.SurveyError as bad:
-                error = str(bad)
-        return render(request, "survey.html", 400 if error else 200, error=error, done=done,
+                errors = by_field(bad.errors)
+        return render(request, "survey.html", 400 if errors else 200, errors=errors, done=done,
                       month=survey.month_of(now(), LOCAL_TZ))
 
     async def survey_results(request: Request) -> Response:
@@ -257,23 +263,23 @@ def _save_category(couch: Couch, p: Principal, form: dict[str, str], now: dt.dat
     doc = get_or_none(couch.main, "service_category:" + form.get("code", ""))
     if form.get("new"):
         if doc is not None:
-            raise sr.RequestError("code", "a category with this code exists already")
+            raise sr.RequestError("code", "err_category_exists")
         doc = {**sr.new_category(form.get("code", ""), p.street), "department": form.get("department", "")}
     if doc is None or doc["street"] != p.street:
-        raise sr.RequestError("code", "no such service category")
+        raise sr.RequestError("code", "err_no_category")
     doc["attributes"] = sr.parse_questions(form.get("questions", ""))
     try:
         respond, close = int(form.get("respond_days", "")), int(form.get("close_days", ""))
     except ValueError:
-        raise sr.RequestError("respond_days", "working days must be whole numbers") from None
+        raise sr.RequestError("respond_days", "err_days_whole") from None
     if not (1 <= respond <= close <= 60):
-        raise sr.RequestError("close_days", "need 1 ≤ respond days ≤ close days ≤ 60")
+        raise sr.RequestError("close_days", "err_days_order")
     if not form.get("name", "").strip():
-        raise sr.RequestError("name", "is required")
+        raise sr.RequestError("name", "err_required")
     doc.update(name=form["name"].strip()[:100], department=form.get("department", doc["department"]),
                respond_days=respond, close_days=close, active="active" in form, updated_by=p.user_id,
                updated_at=now.isoformat())
     if doc["department"] not in sr.department_names(couch):
-        raise sr.RequestError("department", "no such department")
+        raise sr.RequestError("department", "err_no_department")
     validate(doc)
     couch.main.save(doc)

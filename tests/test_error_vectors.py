@@ -1,0 +1,58 @@
+"""The validation rules both sides share give the same errors: server/domain/declaration.py `validate` (online,
+and at the sync gateway) and pwa/offline/validation.js `fieldErrors` (offline forms), over the vectors in
+tests/vectors/validation.json and the one declaration (/schema.json): {field: {key, params}} each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.domain.declaration import ValidationError, export_json, validate
+from server.domain.errors import by_field
+from server.domain.i18n import MESSAGES
+from server.store.config import PROJECT_ROOT
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "validation.json").read_text(encoding="utf-8"))
+
+
+def document(vector: dict[str, Any]) -> dict[str, Any]:
+    doc = dict(VECTORS["bases"][vector["base"]])
+    for name, value in vector["set"].items():
+        if value is None:
+            doc.pop(name, None)
+        elif isinstance(value, str) and value.startswith("LONG:"):
+            doc[name] = "字" * int(value.removeprefix("LONG:"))
+        else:
+            doc[name] = value
+    return doc
+
+
+def python_errors(doc: dict[str, Any]) -> dict[str, Any]:
+    try:
+        validate(doc)
+    except ValidationError as invalid:
+        return by_field(invalid.errors)
+    return {}
+
+
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=lambda v: v["name"])
+def test_python_gives_the_vectors_errors(vector: dict[str, Any]) -> None:
+    assert python_errors(document(vector)) == vector["errors"]
+
+
+def test_node_gives_the_same_errors() -> None:
+    docs = [document(v) for v in VECTORS["vectors"]]
+    result = subprocess.run(["node", "pwa/tests/validation_vectors.mjs"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=60, input=json.dumps({"schema": export_json(), "docs": docs}))
+    assert result.returncode == 0, result.stderr
+    for vector, errors in zip(VECTORS["vectors"], json.loads(result.stdout), strict=True):
+        assert errors == vector["errors"], vector["name"]
+
+
+def test_every_error_key_has_both_languages() -> None:
+    keys = {e["key"] for v in VECTORS["vectors"] for e in v["errors"].values()}
+    assert keys and all(key in MESSAGES[lang] for key in keys for lang in MESSAGES)
