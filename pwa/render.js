@@ -26,11 +26,12 @@ export function localTime(timeZone) {
   };
 }
 
-// server/domain/i18n.py's translator: a missing key shows the key; `t("k", name=v)` fills "{name}".
+// server/domain/i18n.py's translator: a missing key shows the key; `t("k", name=v)` (Nunjucks passes keyword
+// arguments as an object) or `t("k", {name: v})` (an error's params, server/domain/errors.py) fills "{name}".
 export function translator(messages) {
   return (key, params) => {
     const text = messages[key] ?? key;
-    if (!params || !params.__keywords) {
+    if (!params || typeof params !== "object") {
       return text;
     }
     return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));

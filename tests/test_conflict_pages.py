@@ -11,6 +11,7 @@ import uuid
 
 from starlette.testclient import TestClient
 
+from server.domain.i18n import translator
 from server.security.firewall import Firewall
 from server.store.couch import Couch
 
@@ -18,6 +19,8 @@ from .street import csrf_of, login
 
 HOUSEHOLD = "household:c1-g01-0001"
 RESIDENT = "resident:c1-g01-0001-1"
+
+ZH = translator("zh")  # errors show in the page's language, next to their field
 
 
 def switch_to(client: TestClient, username: str) -> None:
@@ -223,7 +226,7 @@ def test_an_invalid_edit_names_the_field_and_stores_nothing(client: TestClient, 
     bad = edit(client, {"_rev": before["_rev"], "address": "", "room": "9" * 30, "housing": "castle",
                         "tags": ["veteran"]})
     assert bad.status_code == 400
-    assert "is required" in bad.text and "longer than 20 characters" in bad.text and "castle" in bad.text
+    assert ZH("err_required") in bad.text and ZH("err_too_long", max=20) in bad.text and "“castle”" in bad.text
     assert 'value="999' in bad.text and 'value="veteran" checked' in bad.text  # what was typed is kept
     assert loaded.main.get(HOUSEHOLD) == before
 

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from server.domain.declaration import validate
 from server.domain.entitlement import privacy_id
+from server.domain.i18n import translator
 from server.security import accounts
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, iter_view_docs
@@ -23,6 +24,8 @@ RESIDENT = "resident:c1-g01-0001-1"
 
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+ZH = translator("zh")  # errors show in the page's language, next to their field
 
 
 def alert(key: str, grid: str, kind: str, minutes_ago: int, status: str = "raised", **extra: Any) -> dict[str, Any]:
@@ -188,18 +191,18 @@ def test_a_bad_photo_is_refused_with_a_message_and_nothing_is_stored(client: Tes
     text = client.post(path, data={"csrf_token": csrf_of(client, "/requests"), "kind": "routine", "notes": "门口有积水",
                                    "needs": ["shopping", "陪同散步"]},
                        files={"photo": ("x.gif", b"GIF89a" + bytes(64), "image/gif")})
-    assert text.status_code == 400 and "photo: is not a JPEG, PNG or WebP image" in text.text
+    assert text.status_code == 400 and f'id="error-photo" hx-swap-oob="true">{ZH("err_photo_type")}<' in text.text
     assert "门口有积水" in text.text and 'value="shopping" checked' in text.text and "陪同散步</textarea>" in text.text
     # a camera photo over 10 MB (sent by htmx or the service worker, with the CSRF header)
     huge = b"\xff\xd8\xff" + bytes(10 * 1024 * 1024)
     too_big = client.post(path, data={"kind": "routine"}, files={"photo": ("big.jpg", huge, "image/jpeg")},
                           headers={"X-CSRF-Token": csrf_of(client, "/requests")})
-    assert too_big.status_code == 400 and "at most 10 MB" in too_big.text
+    assert too_big.status_code == 400 and ZH("err_photo_too_big", kb=10240, mb=10) in too_big.text
     bad_kind = client.post(path, data={"csrf_token": csrf_of(client, "/requests"), "kind": "party"})
-    assert bad_kind.status_code == 400 and "未保存：kind: &#39;party&#39; is not one of" in bad_kind.text
+    assert bad_kind.status_code == 400 and 'id="error-kind" hx-swap-oob="true">“party”不是可选项' in bad_kind.text
     stranger = client.post(path, data={"csrf_token": csrf_of(client, "/requests"), "kind": "routine",
                                        "resident": "resident:c1-g01-0002-1"})
-    assert stranger.status_code == 400 and "not a member of this household" in stranger.text
+    assert stranger.status_code == 400 and ZH("err_not_household_member") in stranger.text
     assert visits_of(loaded, HOUSEHOLD) == []
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
+from server.domain.i18n import translator
 from server.security import accounts
 from server.services.demo import STREET_ID
 from server.store.config import Settings
@@ -27,6 +28,8 @@ def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
                                                  resident="resident:c1-g01-0002-1"))
     with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
         yield client
+
+ZH = translator("zh")  # errors show in the page's language, next to their field
 
 
 def as_user(client: TestClient, username: str) -> None:
@@ -86,12 +89,12 @@ def test_bad_photos_and_missing_consent_are_refused_and_nothing_is_stored(web: T
     as_user(web, "wangge01")
     base = {"csrf_token": csrf_of(web), "category": "street_lamp", "description": "x", "address": "幸福路3号"}
     not_image = web.post("/requests/new", data=base, files={"photo": ("x.png", b"%PDF-1.4 not a picture", "image/png")})
-    assert not_image.status_code == 400 and "JPEG, PNG or WebP" in not_image.text
+    assert not_image.status_code == 400 and ZH("err_photo_type") in not_image.text
     huge = web.post("/requests/new", data=base,
                     files={"photo": ("big.png", TINY_PNG + b"\0" * (5 * 1024 * 1024 + 1), "image/png")})
     assert huge.status_code in (400, 413)
     no_consent = web.post("/requests/new", data={**base, "on_behalf": "on"})
-    assert no_consent.status_code == 400 and "consent" in no_consent.text
+    assert no_consent.status_code == 400 and ZH("err_consent_required") in no_consent.text
     assert "service_request" not in str([r["id"] for r in demo_loaded.main.all(as_list=True, include_docs="false")])
 
 
@@ -118,7 +121,7 @@ def test_monthly_survey_publishes_totals_only(web: TestClient, demo_loaded: Couc
     done = web.post("/survey", data={"csrf_token": csrf_of(web), "overall": "4", "comment": "很好"})
     assert done.status_code == 200 and "感谢" in done.text
     again = web.post("/survey", data={"csrf_token": csrf_of(web), "overall": "1"})
-    assert again.status_code == 400 and "already answered" in again.text
+    assert again.status_code == 400 and "您已经填写过" in again.text
     web.post("/logout", data={"csrf_token": csrf_of(web)})
     published = web.get("/survey/results")  # public, no login
     assert published.status_code == 200 and "幸福社区" in published.text and "100.0%" in published.text
@@ -139,7 +142,7 @@ def test_secretary_adds_a_category_with_its_questions(web: TestClient, demo_load
     assert stored["attributes"][0]["values"] == ["yes_blocking", "not_blocking"]
     bad = web.post("/catalogue", data={**new, "csrf_token": csrf_of(web), "code": "tree_other",
                                        "questions": "size | colour | 颜色 | no"})
-    assert bad.status_code == 400 and "line 1: datatype" in bad.text
+    assert bad.status_code == 400 and "第 1 行：类型必须是" in bad.text
     twice = web.post("/catalogue", data={**new, "csrf_token": csrf_of(web)})
-    assert twice.status_code == 400 and "exists already" in twice.text
+    assert twice.status_code == 400 and ZH("err_category_exists") in twice.text
     assert "树木倒伏" in web.get("/open311/v2/services.json").text  # and Open311 clients see it at once

@@ -698,7 +698,7 @@ def _check_value(spec: Field, value: Any) -> Problem | None:
             if spec.choices and item not in spec.choices:
                 return _not_a_choice(spec, item)
             if spec.ref and not item.startswith(spec.ref + ":"):
-                return ("err_not_ref", {"ref": spec.ref, "value": item})
+                return ("err_items_ref", {"ref": spec.ref, "value": item})
         return None
     raise AssertionError(f"undeclared kind {kind}")  # pragma: no cover - guarded by _self_check
 

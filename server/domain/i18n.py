@@ -338,7 +338,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "need_financial_aid": "经济救助",
         "visit_photo": "现场照片（可选）",
         "visit_save": "保存走访记录",
-        "visit_not_saved": "未保存：",
         # household editing and conflict resolution (server/web/household_edit.py, server/web/conflict_pages.py)
         "edit_household": "编辑住户",
         "reload": "重新加载",
@@ -824,7 +823,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "need_financial_aid": "Financial aid",
         "visit_photo": "Photo (optional)",
         "visit_save": "Save the visit",
-        "visit_not_saved": "Not saved: ",
         # household editing and conflict resolution (server/web/household_edit.py, server/web/conflict_pages.py)
         "edit_household": "Edit household",
         "reload": "Reload",
@@ -1002,6 +1000,13 @@ for _lang, _messages in ERROR_MESSAGES.items():
 LANGUAGES = tuple(MESSAGES)
 
 
+class _KeptMissing(dict[str, object]):
+    """A parameter the message names but the caller did not give stays "{name}", as in pwa/render.js."""
+
+    def __missing__(self, name: str) -> str:
+        return "{" + name + "}"
+
+
 def translator(lang: str) -> Callable[..., str]:
     """`t("key", name=v)` or `t("key", {"name": v})` (an error's params, errors.FieldError) fills "{name}"."""
     messages = MESSAGES.get(lang, MESSAGES[DEFAULT_LANG])
@@ -1009,6 +1014,6 @@ def translator(lang: str) -> Callable[..., str]:
     def t(key: str, params: Mapping[str, object] | None = None, **named: object) -> str:
         text = messages.get(key, key)
         values = {**(params or {}), **named}
-        return text.format(**values) if values else text
+        return text.format_map(_KeptMissing(values)) if values else text
 
     return t
