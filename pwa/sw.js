@@ -184,7 +184,7 @@ async function answerOffline(request, match) {
 // A page that needs the server (approvals, the access request form…): say so, in the app's own page.
 async function offlineOnly() {
   const session = await storedSession();
-  return session ? renderPage(session, "error.html", { message: "offline_unavailable", detail: null }, 503)
+  return session ? renderPage(session, "error.html", { message: "offline_unavailable", errors: {} }, 503)
     : new Response("离线 · Offline", { status: 503, headers: { "Content-Type": "text/plain; charset=utf-8" } });
 }
 

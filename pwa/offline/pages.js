@@ -575,7 +575,7 @@ async function home({ session }) {
 // field or the X-CSRF-Token header).
 export async function answer({ handler, params }, { db, session, schema, url, method, form, htmx, csrfToken }) {
   if (form && csrfToken !== session.csrf_token) {
-    return { template: "error.html", context: { message: "csrf_failed", detail: null }, status: 403 };
+    return { template: "error.html", context: { message: "csrf_failed", errors: {} }, status: 403 };
   }
   try {
     return { status: 200, ...await handler({ db, session, schema, params, query: url.searchParams, form, htmx, method }) };
@@ -583,7 +583,7 @@ export async function answer({ handler, params }, { db, session, schema, url, me
     if (!(error instanceof OfflineError)) {
       throw error;
     }
-    return { template: "error.html", context: { message: error.message, detail: null }, status: error.status };
+    return { template: "error.html", context: { message: error.message, errors: {} }, status: error.status };
   }
 }
 

@@ -31,7 +31,7 @@ from crypto.envelope import EnvelopeError
 from server.domain.access import Principal, may_see
 from server.domain.declaration import CORE_CATEGORIES, PRIVACY_CHOICES, Role, export_json
 from server.domain.entitlement import CATEGORY_FIELDS, REVEAL_PURPOSES
-from server.domain.errors import FieldError, by_field
+from server.domain.errors import FieldError, UserError, by_field
 from server.domain.field_rules import COMMON_NEEDS
 from server.domain.i18n import DEFAULT_LANG, LANGUAGES, translator
 from server.security import accounts, filing, grants
@@ -175,7 +175,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         form = await request.form()
         lang = str(form.get("lang", ""))
         if lang not in LANGUAGES:
-            raise HTTPException(400, f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}")
+            raise UserError([FieldError("lang", "err_not_choice", {"value": lang, "choices": ", ".join(LANGUAGES)})])
         response = display.redirect_back(request)
         response.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", secure=settings.cookie_secure)
         return response
@@ -214,7 +214,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         try:
             offset = max(0, int(request.query_params.get("offset", "0")))
         except ValueError:
-            raise HTTPException(400, "offset must be a whole number") from None
+            raise UserError([FieldError("offset", "err_not_integer", {"got": "str"})]) from None
         only = None
         if number_field(query):  # a phone or ID card number: found by blind index, never by plaintext
             found = await run_in_threadpool(firewall.find_by_number, principal, grid, query,
@@ -387,9 +387,13 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 
     async def on_http_error(request: Request, exc: HTTPException) -> Response:
         keys = {400: "bad_request", 403: "forbidden", 404: "not_found"}
-        detail = exc.detail if exc.status_code == 400 and exc.detail != "Bad Request" else None
         return render(request, "error.html", exc.status_code, message=keys.get(exc.status_code, "bad_request"),
-                      detail=detail)
+                      errors={})
+
+    async def on_user_error(request: Request, exc: Exception) -> Response:
+        """Input no form on the page can show (a tampered link or option): the error page says what is wrong."""
+        assert isinstance(exc, UserError)
+        return render(request, "error.html", exc.status, message="bad_request", errors=by_field(exc.errors))
 
     routes = [
         Route("/", home),
@@ -437,7 +441,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             clock.cancel()
 
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                     exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error})
+                     exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error,
+                                         UserError: on_user_error})
 
 
 SWEEP_EVERY = 60  # seconds

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from server.domain.errors import FieldError, UserError
 from server.store.config import Settings
 
 COOKIE = "display"
@@ -45,7 +45,7 @@ def routes(settings: Settings) -> list[Route]:
         form = await request.form()
         option = str(form.get("toggle", ""))
         if option not in OPTIONS:
-            raise HTTPException(400, f"unknown display option {option!r}; use one of {', '.join(OPTIONS)}")
+            raise UserError([FieldError("toggle", "err_not_choice", {"value": option, "choices": ", ".join(OPTIONS)})])
         now_on = set(chosen(request)) ^ {option}
         response = redirect_back(request)
         if now_on:

@@ -173,7 +173,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         if not p.has(Role.SECRETARY, Role.ADMIN):
             raise HTTPException(403)
         errors: dict[str, Any] = {}
-        saved = None
+        saved = posted = None
         if request.method == "POST":
             form = await request.form()
             try:
@@ -181,10 +181,11 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                 saved = True
             except sr.RequestError as bad:
                 errors = by_field(bad.errors)
+                posted = {k: str(v) for k, v in form.items() if k != "csrf_token"}  # shown again, as typed
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
         questions = {code: sr.questions_text(c.get("attributes", [])) for code, c in categories.items()}
         return render(request, "catalogue.html", 400 if errors else 200, categories=categories, saved=saved,
-                      errors=errors, questions=questions,
+                      errors=errors, posted=posted, questions=questions,
                       departments=await run_in_threadpool(sr.department_names, couch))
 
     async def survey_page(request: Request) -> Response:
