@@ -13,6 +13,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from server.domain.i18n import translator
 from server.security import accounts
 from server.services import demo
 from server.store.config import Settings
@@ -175,3 +176,12 @@ def test_the_check_finds_english() -> None:
     assert [" ".join(s.split()) for s in english_sentences(page)] == ["is not a image", "at most"]
     assert english_sentences('<p>BTHome SOS 报警</p><script>var a = "two words";</script>') == []
     assert english_sentences("<p>请重新选择 Old Li</p>", ("Old Li",)) == []
+
+
+def test_without_javascript_the_page_asks_for_the_photo_again(web: TestClient) -> None:
+    """A browser cannot refill a file input: a form posted without htmx says the photo must be chosen again."""
+    path = next(p for p in PATHS if p.name == "new request, no location")
+    page = answer(web, path, "zh")
+    assert 'id="error-lat"' in page and translator("zh")("photo_choose_again") in page
+    without_photo = post("/requests/new", {"category": "street_lamp", "description": "路灯坏了"})
+    assert translator("zh")("photo_choose_again") not in without_photo(web, csrf_of(web, "/requests")).text

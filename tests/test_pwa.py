@@ -10,6 +10,7 @@ contexts (a phone each). Screenshots of the offline screens go to test-output/sc
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -136,9 +137,9 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     page.fill("input[name=address]", "幸福路3号")
     page.set_input_files("input[name=photo]", files=[{"name": "lamp.png", "mimeType": "image/png",
                                                         "buffer": TINY_PNG}])
-    page.click("main form.stack button[type=submit]")
-    page.wait_for_load_state()
-    assert "/requests/" in page.url and "离线登记" in page.inner_text("main")
+    page.click("main form.stack button[type=submit]")  # htmx posts it; the service worker answers HX-Redirect
+    page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
+    assert "离线登记" in page.inner_text("main")
     page.wait_for_function("document.querySelector('img.photo')?.naturalWidth > 0")  # served from the replica
     request_id = "service_request:" + page.url.rsplit("/", 1)[1]
     # Waiting on the phone: the request and the report of the contact details opened offline.
