@@ -24,6 +24,14 @@ function show(state) {
   if (state.refused.length) {
     parts.push(`${state.refused.length} ${text.refused}`);
   }
+  // Each refused change and why, in the page's language (the service worker translated the server's keys).
+  const refused = bar.querySelector("[data-sync-refused]");
+  refused.hidden = !state.refused.length;
+  refused.replaceChildren(...state.refused.map((r) => {
+    const item = document.createElement("li");
+    item.textContent = `${r.id}${text.colon}${r.texts.join(" ")}`;
+    return item;
+  }));
   const conflicts = bar.querySelector("[data-sync-conflicts]");
   conflicts.hidden = !state.conflicts;
   conflicts.textContent = `${state.conflicts} ${text.conflicts}`;

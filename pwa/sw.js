@@ -11,7 +11,7 @@
 import "/vendor/pouchdb.min.js";
 import "/vendor/pouchdb.indexeddb.min.js";
 import "/vendor/nunjucks.min.js";
-import { pageContext, sessionContext, templateEnvironment } from "/pwa/render.js";
+import { pageContext, sessionContext, templateEnvironment, translator } from "/pwa/render.js";
 import { remoteOptions, syncOnce } from "/pwa/sync/replica.js";
 import { forgetPhoneKey, phoneKey, storedPhoneKey } from "/pwa/offline/keys.js";
 import { answer, route } from "/pwa/offline/pages.js";
@@ -312,7 +312,9 @@ async function runSync() {
     if (newPhone && !keyError) {
       await db.replicate.from(remote);
     }
-    const refused = (push.errors || []).map((e) => `${e.id || ""} ${e.reason || e.message || e}`.trim());
+    // Kept as the sync gateway answered (sync/writes.py): the reason for logs, the errors for the person.
+    const refused = (push.errors || []).map((e) => ({ id: e.id || "", reason: String(e.reason || e.message || e),
+      errors: e.errors || [{ field: "(document)", key: "err_sync_refused", params: {} }] }));
     const { update_seq: seq } = await db.info();
     await saveState(db, { synced_seq: seq, last_synced_at: new Date().toISOString(), refused, error: keyError });
     await broadcast(); // the data is in: pages may say so before the conflicts count comes
@@ -340,8 +342,10 @@ async function syncState() {
   const db = replica(session);
   const kept = await db.get(SYNC_STATE).catch(() => ({}));
   const pending = await pendingChanges(db);
+  const t = translator(session.messages);
+  const refused = (kept.refused || []).map((r) => ({ id: r.id, texts: (r.errors || []).map((e) => t(e.key, e.params)) }));
   return { signed_in: true, last_synced_at: kept.last_synced_at || null, pending, error: kept.error || null,
-           refused: kept.refused || [], conflicts: kept.conflicts || 0, syncing: !!syncing };
+           refused, conflicts: kept.conflicts || 0, syncing: !!syncing };
 }
 
 async function broadcast(extra = {}) {

@@ -221,10 +221,9 @@ class Gateway:
         accepted, refused, lost_audience, conflicted = [], {}, set(), []
         for index, doc in enumerate(docs):
             old = current.get(doc.get("_id")) if isinstance(doc, dict) and isinstance(doc.get("_id"), str) else None
-            reason = writes.refusal(p, doc, old, new_edits)
-            if reason:
-                refused[index] = {"id": doc.get("_id") if isinstance(doc, dict) else None, "error": "forbidden",
-                                  "reason": reason}
+            refused_because = writes.refusal(p, doc, old, new_edits)
+            if refused_because:
+                refused[index] = refused_because.answer(doc)
                 continue
             accepted.append(writes.tombstone(doc, old) if doc.get("_deleted") else doc)
             lost_audience |= writes.audience_users(old) - writes.audience_users(accepted[-1])

@@ -4,7 +4,8 @@ Order of checks, each with its own reason: the protocol's special fields, the
 protected tiers (ciphertext only; reasons name fields, never values), the
 schema (`server.domain.declaration.validate`), attachments, and the writer's rights
 (`server.domain.access.write_refusal`). A refused document gets a per-document
-`forbidden` answer; the rest of the batch lands.
+`forbidden` answer; the rest of the batch lands. The answer's `reason` is English, for operators and logs; its
+`errors` ({field, key, params}, server/domain/errors.py) are what the phone shows a person, in their language.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from crypto import envelope
 from server.domain.access import VISIBILITY_FIELDS, Doc, Principal, write_refusal
 from server.domain.declaration import DOC_TYPES, MAIN_DB, PROTECTED_TIERS, ValidationError, validate
+from server.domain.errors import FieldError
 from server.domain.field_rules import photo_refusal, sniffed_type
 
 SPECIAL_FIELDS = frozenset({"_id", "_rev", "_deleted", "_attachments", "_revisions"})
@@ -99,8 +102,27 @@ def _attachment_refusal(doc: Doc) -> str | None:
     return None
 
 
-def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool) -> str | None:
+@dataclass(frozen=True)
+class Refusal:
+    reason: str  # English, for operators and logs
+    errors: list[FieldError]  # for the person: the schema's, field by field, or that the server refused it
+
+    def answer(self, doc: Any) -> dict[str, Any]:
+        """The per-document `forbidden` row of the `_bulk_docs` answer."""
+        return {"id": doc.get("_id") if isinstance(doc, dict) else None, "error": "forbidden",
+                "reason": self.reason, "errors": [{"field": e.field, **e.as_json()} for e in self.errors]}
+
+
+def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool) -> Refusal | None:
     """Why this document may not be stored over `current` (CouchDB's winning revision); None if it may."""
+    try:
+        reason = _reason(p, doc, current, new_edits)
+    except ValidationError as invalid:
+        return Refusal("invalid: " + "; ".join(str(e) for e in invalid.errors), invalid.errors)
+    return Refusal(reason, [FieldError("(document)", "err_sync_refused")]) if reason else None
+
+
+def _reason(p: Principal, doc: Any, current: Doc | None, new_edits: bool) -> str | None:
     if not isinstance(doc, dict):
         return "each document must be a JSON object"
     reason = _special_refusal(doc, new_edits)
@@ -118,10 +140,7 @@ def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool) -> str
     reason = _protected_refusal(doc, current)
     if reason:
         return reason
-    try:
-        validate(doc)
-    except ValidationError as error:
-        return "invalid: " + "; ".join(str(e) for e in error.errors)
+    validate(doc)  # its ValidationError names the fields (refusal)
     return _attachment_refusal(doc) or write_refusal(p, current, doc)
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from server.domain.declaration import VISIT_KINDS
 from server.store.couch import bulk_save
 from tests.sync_harness import (
     G1,
@@ -56,8 +57,18 @@ def test_offline_edits_are_pushed_and_forbidden_ones_refused_one_by_one(street: 
                                "community": "community:c1", "actor": "user:wangge01", "action": "reveal",
                                "target": "resident:c1-g1-h003-1", "at": "2026-11-20T09:00:00+08:00", "seq": 99,
                                "hash": "00"})
+        phone.call("put", doc=visit(G1, 3, "user:wangge01", kind="party"))  # not a kind of visit
         result = phone.call("push")
-        assert result["docs_written"] == 2 and result["doc_write_failures"] == 3
+        assert result["docs_written"] == 2 and result["doc_write_failures"] == 4
+        # Each refusal reaches the phone through PouchDB with its English reason (for logs) and what the sync
+        # bar shows the person, as message keys (server/domain/errors.py).
+        refusals = {e["id"]: e for e in result["errors"]}
+        invalid = refusals["visit:c1-g1-h003-wangge01"]
+        assert invalid["reason"].startswith("invalid: kind: 'party' is not one of")
+        assert invalid["errors"] == [{"field": "kind", "key": "err_not_choice", "params": {
+            "value": "party", "choices": ", ".join(VISIT_KINDS)}}]
+        assert refusals["visit:c1-g2-h003-wangge01"]["errors"] == [
+            {"field": "(document)", "key": "err_sync_refused", "params": {}}]
         main = street.couch.main
         assert main.get("household:c1-g1-h002")["address"] == "幸福路2号改"
         assert main.get("visit:c1-g1-h002-wangge01")["needs"] == ["送药"]

@@ -36,7 +36,8 @@ const liveErrors = [];
 
 function summary(result) {
   return { ok: result.ok, docs_read: result.docs_read, docs_written: result.docs_written,
-           doc_write_failures: result.doc_write_failures, errors: (result.errors || []).map(String),
+           doc_write_failures: result.doc_write_failures,
+           errors: (result.errors || []).map((e) => ({ id: e.id, reason: e.reason ?? String(e), errors: e.errors })),
            last_seq: result.last_seq };
 }
 
