@@ -136,3 +136,24 @@ def test_offline_form_errors_speak_the_pages_language(site: DemoSite, lang: str)
         problems += [f"{where}: raw key {k}" for k in raw_keys(html)]
     assert problems == []
     context.close()
+
+
+def test_the_sync_bar_says_why_the_server_refused_a_change(site: DemoSite) -> None:
+    """A change the server refuses (here a visit of a kind that does not exist, put straight into the phone's
+    replica as a buggy or old app version could) is listed in the sync bar with the reason, in Chinese."""
+    context, page = phone_of(site, "wangge01")
+    resident = site.couch.main.get(DEMO_RESIDENT)
+    visit = {"_id": "visit:refused-party", "type": "visit", "kind": "party", "visited_at": "2026-11-30T10:00:00Z",
+             **{k: resident[k] for k in ("street", "community", "grid", "household")},
+             "created_by": "user:wangge01", "created_at": "2026-11-30T10:00:00Z"}
+    page.evaluate("""async (doc) => {
+      await import("/vendor/pouchdb.min.js");
+      await import("/vendor/pouchdb.indexeddb.min.js");
+      await new PouchDB("linli-user:wangge01", { adapter: "indexeddb" }).put(doc);
+    }""", visit)
+    page.click("#sync-state button")
+    page.wait_for_selector("[data-sync-refused]:not([hidden]) li", timeout=60_000)
+    listed = page.inner_text("[data-sync-refused]")
+    assert "visit:refused-party" in listed and "“party”不是可选项" in listed
+    assert english_sentences(page.content()) == []
+    context.close()
