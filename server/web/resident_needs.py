@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from server.domain.access import Principal, write_refusal
 from server.domain.declaration import validate
+from server.domain.errors import FieldError, UserError, by_field
 from server.domain.field_rules import COMMON_NEEDS
 from server.store import queries
 from server.store.couch import Couch, iter_view_docs
@@ -30,8 +31,11 @@ CATEGORIES = (*COMMON_NEEDS, "other")
 MAX_DESCRIPTION = 1000
 
 
-class NeedError(ValueError):
-    """A need that cannot be stored; the message is a UI text key."""
+class NeedError(UserError):
+    """A need that cannot be stored: the field and a message key (errors.FieldError)."""
+
+    def __init__(self, field: str, key: str) -> None:
+        super().__init__([FieldError(field, key)])
 
 
 def of_resident(couch: Couch, resident: Doc) -> list[Doc]:
@@ -43,12 +47,12 @@ def of_resident(couch: Couch, resident: Doc) -> list[Doc]:
 
 def create(couch: Couch, p: Principal, resident: Doc, category: str, description: str, now: dt.datetime) -> Doc:
     if category not in CATEGORIES:
-        raise NeedError("needs_category_unknown")
+        raise NeedError("category", "needs_category_unknown")
     description = description.strip()
     if not description:
-        raise NeedError("needs_description_required")
+        raise NeedError("description", "needs_description_required")
     if len(description) > MAX_DESCRIPTION:
-        raise NeedError("needs_description_long")
+        raise NeedError("description", "needs_description_long")
     doc = {"_id": f"need:{uuid.uuid4().hex}", "type": "need",
            **{k: resident[k] for k in ("street", "community", "grid", "household")}, "resident": resident["_id"],
            "category": category, "description": description, "status": "open", "created_by": p.user_id,
@@ -60,10 +64,10 @@ def create(couch: Couch, p: Principal, resident: Doc, category: str, description
 
 
 def page_context(couch: Couch, resident: Doc, values: dict[str, str] | None = None,
-                 error: str | None = None) -> dict[str, Any]:
+                 errors: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `_needs.html` shows: the form (with what was typed, after an error) and the resident's needs."""
     return {"needs": of_resident(couch, resident), "need_categories": list(CATEGORIES),
-            "need_values": values or {"category": CATEGORIES[0], "description": ""}, "need_error": error}
+            "need_values": values or {"category": CATEGORIES[0], "description": ""}, "need_errors": errors or {}}
 
 
 def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], render: Callable[..., Response],
@@ -73,17 +77,18 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         resident = (await run_in_threadpool(queries.load_doc, couch, p.resident, "resident")) if p.resident else None
         if resident is None:
             raise HTTPException(403)
-        values = error = None
+        values = None
+        errors: dict[str, Any] = {}
         if request.method == "POST":
             form = await request.form()
             values = {"category": str(form.get("category", "")), "description": str(form.get("description", ""))}
             try:
                 await run_in_threadpool(create, couch, p, resident, values["category"], values["description"], now())
             except NeedError as bad:
-                error = str(bad)
+                errors = by_field(bad.errors)
             else:
                 return RedirectResponse("/#needs", status_code=303)
-        context = await run_in_threadpool(page_context, couch, resident, values, error)
-        return render(request, "needs.html", 400 if error else 200, resident=resident, **context)
+        context = await run_in_threadpool(page_context, couch, resident, values, errors)
+        return render(request, "needs.html", 400 if errors else 200, resident=resident, **context)
 
     return [Route("/needs", needs_page, methods=["GET", "POST"])]
