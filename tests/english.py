@@ -53,6 +53,11 @@ def english_sentences(html: str, typed: tuple[str, ...] = ()) -> list[str]:
     return _SENTENCE.findall(text)
 
 
+def is_english(text: str) -> bool:
+    """Latin words and no Chinese characters: what an English page's message should be."""
+    return bool(re.search(r"[A-Za-z]{2}", text)) and not re.search(r"[\u3400-\u9fff]", text)
+
+
 def shown_errors(html: str) -> list[str]:
     """The error messages the page shows (templates/_errors.html slots, and the pages' own error boxes)."""
     return [visible_text(body).strip() for _, attrs, body in _ERROR.findall(html)

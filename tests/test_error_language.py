@@ -20,7 +20,7 @@ from server.store.config import Settings
 from server.store.couch import Couch
 from server.web.app import create_app
 
-from .english import english_sentences, raw_keys, shown_errors
+from .english import english_sentences, is_english, raw_keys, shown_errors
 from .street import TINY_PNG, csrf_of
 
 PASSWORD = "demo-password"
@@ -156,7 +156,7 @@ def problems_of(path: ErrorPath, lang: str, page: str) -> list[str]:
     if not errors:
         return [f"{path.name} ({lang}): no error message shown"]
     if lang == "en":
-        untranslated = [e for e in errors if not english_sentences(e)]
+        untranslated = [e for e in errors if not is_english(e)]
         return [f"{path.name} (en): not English: {untranslated}"] * bool(untranslated) + [
             f"{path.name} (en): raw message key {key}" for key in raw_keys(page)]
     return [f"{path.name} (zh): English sentence {s!r}" for s in english_sentences(page, path.typed)] + [

@@ -548,7 +548,7 @@ async function requestPage({ db, params }) {
   const doc = await load(db, `service_request:${params.id}`, "service_request");
   const categories = await catalogue(db, false);
   return { template: "request.html", context: {
-    doc, category: categories[doc.category] || null, names: {}, departments: {}, errors: {}, satisfaction: [],
+    doc, category: categories[doc.category] || null, names: {}, departments: {}, errors: {}, note: "", satisfaction: [],
     may_act: false, reporter: false, secretary: false, called: false, transitions: [],
     photos: Object.keys(doc._attachments || {}).sort() } };
 }

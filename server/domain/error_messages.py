@@ -169,7 +169,7 @@ ERROR_MESSAGES: dict[str, dict[str, str]] = {
         "err_no_access_request": "no access request '{id}'",
         "err_privacy_choice": "'{value}' is not a privacy choice",
         "err_survey_residents_only": "only residents answer the survey, for themselves",
-        "err_survey_overall": "choose 1 to 5",
+        "err_survey_overall": "choose a score from 1 to 5",
         "err_survey_answered": "you have already answered for {month}; thank you",
     },
 }

@@ -338,7 +338,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                 errors = by_field(bad.errors)
         current = await run_in_threadpool(firewall.privacy_of, resident["_id"])
         return render(request, "privacy.html", 400 if errors else 200, resident=resident,
-                      choices=list(PRIVACY_CHOICES.items()), current=current, saved=saved, errors=errors)
+                      choices=list(PRIVACY_CHOICES.items()), categories=list(PRIVACY_CHOICES), current=current,
+                      saved=saved, errors=errors)
 
     async def communities_page(request: Request) -> Response:
         user = await current_user(request)

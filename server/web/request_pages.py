@@ -109,12 +109,14 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         doc = await load(request, p)
         return await _detail(request, p, doc)
 
-    async def _detail(request: Request, p: Principal, doc: Doc, errors: dict[str, Any] | None = None) -> Response:
+    async def _detail(request: Request, p: Principal, doc: Doc, errors: dict[str, Any] | None = None,
+                      note: str = "") -> Response:
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
         names = await run_in_threadpool(queries.user_names, couch, {h["by"] for h in doc["history"]})
         departments = await run_in_threadpool(sr.department_names, couch)
         return render(request, "request.html", 400 if errors else 200, doc=doc, category=categories.get(
-            doc["category"]), names=names, departments=departments, errors=errors or {}, satisfaction=SATISFACTION,
+            doc["category"]), names=names, departments=departments, errors=errors or {}, note=note,
+            satisfaction=SATISFACTION,
             may_act=sr.may_act(p, doc), reporter=sr.is_reporter(p, doc),
             secretary=p.has(Role.SECRETARY) and doc["community"] in p.communities,
             called=any(w["department"] == p.department and "arrived_at" not in w for w in doc.get("whistles", [])),
@@ -144,7 +146,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         except sr.RequestError as bad:
             if bad.status == 403:
                 raise HTTPException(403) from None
-            return await _detail(request, p, doc, by_field(bad.errors))
+            return await _detail(request, p, doc, by_field(bad.errors), note)  # the note as typed
         return RedirectResponse(f"/requests/{request.path_params['id']}", status_code=303)
 
     async def photo(request: Request) -> Response:
@@ -195,16 +197,18 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             raise HTTPException(403)
         errors: dict[str, Any] = {}
         done = None
+        values = {"overall": "", "comment": ""}
         if request.method == "POST":
             form = await request.form()
-            overall = str(form.get("overall", ""))
+            values = {"overall": str(form.get("overall", "")), "comment": str(form.get("comment", ""))}
+            overall = values["overall"]
             try:
                 await run_in_threadpool(survey.answer, couch, p, resident, int(overall) if overall.isdigit() else 0,
-                                        str(form.get("comment", "")), now(), LOCAL_TZ)
+                                        values["comment"], now(), LOCAL_TZ)
                 done = True
             except survey.SurveyError as bad:
                 errors = by_field(bad.errors)
-        return render(request, "survey.html", 400 if errors else 200, errors=errors, done=done,
+        return render(request, "survey.html", 400 if errors else 200, errors=errors, values=values, done=done,
                       month=survey.month_of(now(), LOCAL_TZ))
 
     async def survey_results(request: Request) -> Response:
