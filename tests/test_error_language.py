@@ -104,7 +104,7 @@ PATHS = [
               post(f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": ""}, htmx=True)),
     ErrorPath("access request, no purpose, no hours", "wangge01",
               post(f"/residents/{RESIDENT}/access-request", {"category": "health", "purpose": " ", "hours": "0"})),
-    ErrorPath("approvals, no such request", "shuji1", post("/approvals", {"request": "access_request:nope",
+    ErrorPath("approvals, no such request", "shuji1", post("/approvals", {"access_request": "access_request:nope",
                                                                           "decision": "approve"})),
     ErrorPath("privacy, no such choice", "jumin1",
               post(f"/residents/{RESIDENT}/privacy", {"contact": "everyone"}), typed=("everyone",)),

@@ -235,7 +235,7 @@ class Firewall:
         request."""
         access_request = self._access_request(p, access_request_id)
         if access_request["status"] != "pending":
-            raise AccessRequestError("request", "err_access_request_decided", status=access_request["status"])
+            raise AccessRequestError("access_request", "err_access_request_decided", status=access_request["status"])
         privacy = self.privacy_of(access_request["resident"])
         if approve and any(privacy[c] == "secretary_only" for c in access_request["categories"]):
             raise AccessDenied("fw_privacy_secretary_only")
@@ -249,14 +249,14 @@ class Firewall:
     def revoke(self, p: Principal, access_request_id: str, now: dt.datetime) -> Doc:
         access_request = self._access_request(p, access_request_id)
         if access_request["status"] != "approved":
-            raise AccessRequestError("request", "err_revoke_approved_only", status=access_request["status"])
+            raise AccessRequestError("access_request", "err_revoke_approved_only", status=access_request["status"])
         access_request.update(status="revoked", decided_by=p.user_id, decided_at=now.isoformat())
         return self.couch.main.save(access_request)
 
     def _access_request(self, p: Principal, access_request_id: str) -> Doc:
         access_request = get_or_none(self.couch.main, access_request_id)
         if access_request is None or access_request.get("type") != "access_request":
-            raise AccessRequestError("request", "err_no_access_request", id=access_request_id)
+            raise AccessRequestError("access_request", "err_no_access_request", id=access_request_id)
         if not (p.has(Role.SECRETARY) and access_request["community"] in p.communities):
             raise AccessDenied("fw_not_secretary")
         return access_request

@@ -313,7 +313,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                 if requester:  # the approved key reaches the requester's phones
                     await run_in_threadpool(grants.sync_user, firewall, requester, _now())
             except AccessDenied as denied:
-                errors = by_field([FieldError("request", denied.reason)])
+                errors = by_field([FieldError("access_request", denied.reason)])
             except AccessRequestError as bad:
                 errors = by_field(bad.errors)
         pending = await run_in_threadpool(firewall.pending_access_requests, principal)
