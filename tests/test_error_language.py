@@ -185,3 +185,8 @@ def test_without_javascript_the_page_asks_for_the_photo_again(web: TestClient) -
     assert 'id="error-lat"' in page and translator("zh")("photo_choose_again") in page
     without_photo = post("/requests/new", {"category": "street_lamp", "description": "路灯坏了"})
     assert translator("zh")("photo_choose_again") not in without_photo(web, csrf_of(web, "/requests")).text
+    # Over the form limit (10 MB) without JavaScript: refused before any page, in the page's language too.
+    huge = post("/requests/new", {"category": "street_lamp"},
+                files={"photo": ("big.jpg", b"\xff\xd8\xff" + bytes(11 * 1024 * 1024), "image/jpeg")})
+    refused = huge(web, csrf_of(web, "/requests"))
+    assert refused.status_code == 413 and refused.text == translator("zh")("err_form_too_large")

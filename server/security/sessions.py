@@ -116,8 +116,9 @@ class CSRFMiddleware:
         downstream = receive
         if not supplied:
             read = await _read_body(receive)
-            if read is None:
-                await PlainTextResponse("request body too large", status_code=413)(scope, receive, send)
+            if read is None:  # a form without JavaScript (htmx sends the token as a header, and is not read here)
+                t = translator(Request(scope).cookies.get("lang", ""))
+                await PlainTextResponse(t("err_form_too_large"), status_code=413)(scope, receive, send)
                 return
             downstream = _replay(read, receive)
             supplied = await _form_token(headers, read)
