@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,9 +50,12 @@ TITLE_FIELDS = ("name", "address", "description", "category", "kind")
 TITLE_LENGTH = 60
 
 
+logger = logging.getLogger("linli")
+
+
 class ResolveError(Exception):
-    """The resolution was refused; `message` is an i18n key, `detail` an untranslated explanation (ids, field
-    names), `errors` the chosen document's validation errors (errors.FieldError) as pages show them."""
+    """The resolution was refused: `message` is an i18n key, `errors` (errors.FieldError) say which fields and why,
+    as pages show them; `detail` is an English explanation for the log, never shown."""
 
     def __init__(self, status: int, message: str, detail: str | None = None,
                  errors: list[FieldError] | None = None) -> None:
@@ -183,7 +187,7 @@ def choices_from(form: FormData, branches: list[Doc]) -> dict[str, str]:
     chosen = {name: str(form.get(name, "")) for name in differing_fields(branches)}
     missing = sorted(name for name, rev in chosen.items() if rev not in revs)
     if missing:
-        raise ResolveError(400, "conflict_choose", ", ".join(missing))
+        raise ResolveError(400, "conflict_choose", errors=[FieldError(name, "err_choose_version") for name in missing])
     return chosen
 
 
@@ -267,8 +271,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             version["editor"] = names.get(version["editor"], version["editor"])
         return render(request, "conflict.html", error.status if error else 200, **context,
                       may_resolve=write_refusal(p, branches[0], branches[0]) is None,
-                      message=error.message if error else None, detail=error.detail if error else None,
-                      errors=error.errors if error else {})
+                      message=error.message if error else None, errors=error.errors if error else {},
+                      shown_fields=[f["name"] for f in context["fields"]])
 
     async def detail_page(request: Request) -> Response:
         p = Principal.of(await current_user(request))
@@ -284,6 +288,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             chosen = choices_from(form, branches)
             await run_in_threadpool(resolve, couch, p, branches, chosen, now())
         except ResolveError as refused:
+            if refused.detail:  # names fields and rights, never values
+                logger.info("conflict on %s not resolved: %s", branches[0]["_id"], refused.detail)
             # Changed meanwhile: show the versions as they are now, with the default choices.
             return await show(request, p, branches, None if refused.status == 409 else chosen, refused)
         return RedirectResponse("/conflicts?resolved=1", status_code=303)
