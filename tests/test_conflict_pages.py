@@ -156,7 +156,7 @@ def test_a_resolution_must_choose_a_version_of_each_field(client: TestClient, lo
     form = form_of(client.get(f"/conflicts/{HOUSEHOLD}").text)
     refused = resolve(client, HOUSEHOLD, form, room="9-nope")
     assert refused.status_code == 400  # said next to the field left unchosen
-    assert f'id="error-room" hx-swap-oob="true">{ZH("err_choose_version")}<' in refused.text
+    assert f'id="error-room">{ZH("err_choose_version")}<' in refused.text
     assert len(leaves(loaded, HOUSEHOLD)) == 2
 
 

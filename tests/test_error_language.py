@@ -170,6 +170,14 @@ def test_every_error_path_speaks_the_pages_language(web: TestClient) -> None:
     assert problems == []
 
 
+def test_only_forms_htmx_submits_replace_their_error_slots(web: TestClient) -> None:
+    """A request's page refreshes its history by htmx every 15 s: slots marked hx-swap-oob there would be
+    replaced by the refresh's empty ones, and the error would vanish (templates/_errors.html)."""
+    by_name = {p.name: p for p in PATHS}
+    assert 'hx-swap-oob' not in answer(web, by_name["request, empty comment"], "zh")
+    assert 'id="error-consent" hx-swap-oob="true">' in answer(web, by_name["new request on behalf, no consent"], "zh")
+
+
 def test_the_check_finds_english() -> None:
     """The detector itself: a sentence counts, allowed names and typed words do not."""
     page = '<p class="error">photo: is not a JPEG image</p><p title="at most 5 MB">照片 JPEG、PNG</p>'

@@ -71,6 +71,24 @@ def test_a_chosen_photo_survives_an_error_online(site: DemoSite) -> None:
     context.close()
 
 
+def test_a_question_loaded_by_htmx_shows_its_error_in_place(site: DemoSite) -> None:
+    """The category's questions arrive by htmx when it is chosen; an unanswered one is then marked in place."""
+    context, page = phone_of(site, "jumin1")
+    page.goto(site.url + "requests/new")
+    page.select_option("select[name=category]", "noise")
+    page.wait_for_selector("select[name='attribute.time_of_day']")
+    page.fill("textarea[name=description]", "楼上很吵")
+    page.fill("input[name=address]", "幸福路3号")
+    page.set_input_files("input[name=photo]", files=[PHOTO])
+    page.click("main form.stack button[type=submit]")
+    page.wait_for_selector("#error-attribute-time_of_day:not([hidden])")
+    assert page.inner_text("#error-attribute-time_of_day") == ZH("err_required") and chosen_files(page) == 1
+    page.select_option("select[name='attribute.time_of_day']", "night")
+    page.click("main form.stack button[type=submit]")
+    page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
+    context.close()
+
+
 def test_a_chosen_photo_survives_an_error_offline(site: DemoSite) -> None:
     context, page = phone_of(site, "wangge01")
     context.set_offline(True)
