@@ -343,7 +343,8 @@ async function syncState() {
   const kept = await db.get(SYNC_STATE).catch(() => ({}));
   const pending = await pendingChanges(db);
   const t = translator(session.messages);
-  const refused = (kept.refused || []).map((r) => ({ id: r.id, texts: (r.errors || []).map((e) => t(e.key, e.params)) }));
+  const refused = (kept.refused || [])
+    .map((r) => ({ id: r.id, texts: (r.errors || []).map((e) => t(e.key, e.params)) }));
   return { signed_in: true, last_synced_at: kept.last_synced_at || null, pending, error: kept.error || null,
            refused, conflicts: kept.conflicts || 0, syncing: !!syncing };
 }
