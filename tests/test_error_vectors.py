@@ -1,6 +1,7 @@
 """The validation rules both sides share give the same errors: server/domain/declaration.py `validate` (online,
 and at the sync gateway) and pwa/offline/validation.js `fieldErrors` (offline forms), over the vectors in
-tests/vectors/validation.json and the one declaration (/schema.json): {field: {key, params}} each."""
+tests/vectors/validation.json and the one declaration (/schema.json): {field: {key, params}} each; and a service
+category's questions, checked by service_requests.check_attributes and validation.js `attributeErrors`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from server.domain.declaration import ValidationError, export_json, validate
 from server.domain.errors import by_field
 from server.domain.i18n import MESSAGES
+from server.services.service_requests import RequestError, check_attributes
 from server.store.config import PROJECT_ROOT
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "validation.json").read_text(encoding="utf-8"))
@@ -56,3 +58,31 @@ def test_node_gives_the_same_errors() -> None:
 def test_every_error_key_has_both_languages() -> None:
     keys = {e["key"] for v in VECTORS["vectors"] for e in v["errors"].values()}
     assert keys and all(key in MESSAGES[lang] for key in keys for lang in MESSAGES)
+
+
+def answers(vector: dict[str, Any]) -> dict[str, Any]:
+    return {code: "字" * int(value.removeprefix("LONG:")) if isinstance(value, str) and value.startswith("LONG:")
+            else value for code, value in vector["answers"].items()}
+
+
+def python_attribute_errors(given: dict[str, Any]) -> dict[str, Any]:
+    try:
+        check_attributes(VECTORS["category"], given)
+    except RequestError as bad:
+        return by_field(bad.errors)
+    return {}
+
+
+@pytest.mark.parametrize("vector", VECTORS["attributes"], ids=lambda v: v["name"])
+def test_python_checks_answers_as_the_vectors_say(vector: dict[str, Any]) -> None:
+    assert python_attribute_errors(answers(vector)) == vector["errors"]
+
+
+def test_node_checks_answers_the_same() -> None:
+    given = [answers(v) for v in VECTORS["attributes"]]
+    result = subprocess.run(["node", "pwa/tests/validation_vectors.mjs"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=60, input=json.dumps({"category": VECTORS["category"],
+                                                                     "answers": given}))
+    assert result.returncode == 0, result.stderr
+    for vector, errors in zip(VECTORS["attributes"], json.loads(result.stdout), strict=True):
+        assert errors == vector["errors"], vector["name"]

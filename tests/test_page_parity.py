@@ -526,19 +526,12 @@ def test_a_resident_reports_alike(street: Street, offline: Offline, users: dict[
     assert not found, "\n\n".join(found)
 
 
-@pytest.mark.xfail(reason="error wording: a list value outside its choices is worded differently by "
-                          "declaration.validate and pages.js fieldErrors; the message-key convention is another slice "
-                          "of issue 12 (item 4)", strict=True)
 def test_form_error_wording_is_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:
     bad_tag = Ask("POST", f"/households/{household(1)}/edit", (("address", "幸福路1号"), ("tags", "vip")))
     found = differences(street, offline, users["wangge01"], [bad_tag])
     assert not found, "\n\n".join(found)
 
 
-@pytest.mark.xfail(reason="offline the category's questions are not checked (service_requests.check_attributes "
-                          "is not ported to rules.js yet; its errors are being turned into message keys by another "
-                          "slice of issue 12): the phone stores a request missing a required answer, and the "
-                          "server's intake takes it in as it is", strict=True)
 def test_request_questions_are_checked_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
     missing = Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上")))
     found = differences(street, offline, users["wangge01"], [missing])

@@ -9,7 +9,7 @@
 import { normalise } from "../crypto/envelope.js";
 import { grantId, grantIsUsable, numberField, numberIndex, openFields, storedPhoneKey } from "./keys.js";
 import { AlertRefused, alertAfter, alertsInOrder, needsOf, photoRefusal } from "./rules.js";
-import { fieldError, fieldErrors } from "./validation.js";
+import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
 
 const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
 
@@ -512,6 +512,10 @@ async function storeRequest(db, session, form, values, categories, staff) {
   const onBehalf = staff && "on_behalf" in values;
   if (onBehalf && !("consent" in values)) {
     throw refuse("consent", "err_consent_required");
+  }
+  const unanswered = attributeErrors(category, answers(form)); // the category's questions, as intake checks them
+  if (Object.keys(unanswered).length) {
+    throw new FormError(unanswered);
   }
   const grid = await load(db, gridId, "grid");
   const at = nowISO();

@@ -24,3 +24,53 @@ export function fieldErrors(schema, doc) {
   }
   return errors;
 }
+
+// server/services/service_requests.py check_attributes: the answers to a category's questions (Open311
+// attributes, `attribute.<code>` fields), the first mistake as {"attribute[<code>]": {key, params}}, else {}.
+export function attributeErrors(category, answers) {
+  const definitions = new Map((category.attributes || []).map((a) => [a.code, a]));
+  const wrong = (code, key, params) => ({ [`attribute[${code}]`]: fieldError(key, params) });
+  const unknown = Object.keys(answers).filter((code) => !definitions.has(code)).sort();
+  if (unknown.length) {
+    return wrong(unknown[0], "err_not_a_question", { service: category.code });
+  }
+  for (const [code, definition] of definitions) {
+    const value = answers[code];
+    if (value === undefined || value === null || value === "" || (Array.isArray(value) && !value.length)) {
+      if (definition.required) {
+        return wrong(code, "err_required");
+      }
+      continue;
+    }
+    const problem = answerProblem(definition, value);
+    if (problem) {
+      return wrong(code, ...problem);
+    }
+  }
+  return {};
+}
+
+const DECIMAL = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
+const NOT_FINITE = /^\s*[+-]?(inf|infinity|nan)\s*$/i;
+// The common shapes of Python's datetime.fromisoformat (which also takes rarer ISO forms, e.g. week dates).
+const ISO_DATETIME = /^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+function answerProblem(definition, value) {
+  const allowed = [...(definition.values || [])].sort();
+  const notAChoice = (v) => ["err_not_choice", { value: String(v), choices: allowed.join(", ") }];
+  switch (definition.datatype) {
+    case "number": // as Python's float(): decimal notation, or inf / nan (not finite)
+      if (NOT_FINITE.test(String(value))) return ["err_not_finite", {}];
+      return DECIMAL.test(String(value)) ? null : ["err_not_number", { got: Array.isArray(value) ? "list" : "str" }];
+    case "datetime":
+      return ISO_DATETIME.test(String(value)) ? null : ["err_not_datetime_input", {}];
+    case "multivaluelist": {
+      const bad = (Array.isArray(value) ? value : [value]).find((v) => !allowed.includes(v));
+      return bad === undefined ? null : notAChoice(bad);
+    }
+    case "singlevaluelist":
+      return allowed.includes(value) ? null : notAChoice(value);
+    default:
+      return typeof value === "string" && value.length <= 500 ? null : ["err_too_long", { max: 500 }];
+  }
+}
