@@ -32,6 +32,8 @@ Render = Callable[..., Response]
 CurrentUser = Callable[[Request], Awaitable[Doc]]
 # The report form's text fields: shown empty on a new form, as typed after an error (offline too: session.json).
 FORM_FIELDS = ("category", "description", "address", "lat", "lon", "reporter_name")
+# The catalogue form's, shown as typed after an error (a post may leave some out).
+CATEGORY_FORM_FIELDS = ("code", "name", "department", "respond_days", "close_days", "questions")
 ACTIONS = {"acknowledge": "acknowledged", "start": "in_progress", "resolve": "resolved", "close": "closed",
            "reopen": "reopened"}
 
@@ -183,7 +185,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                 saved = True
             except sr.RequestError as bad:
                 errors = by_field(bad.errors)
-                posted = {k: str(v) for k, v in form.items() if k != "csrf_token"}  # shown again, as typed
+                posted = {**dict.fromkeys(CATEGORY_FORM_FIELDS, ""),  # shown again, as typed
+                          **{k: str(v) for k, v in form.items() if k != "csrf_token"}}
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
         questions = {code: sr.questions_text(c.get("attributes", [])) for code, c in categories.items()}
         return render(request, "catalogue.html", 400 if errors else 200, categories=categories, saved=saved,
