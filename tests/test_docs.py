@@ -122,7 +122,8 @@ def sequence_diagrams(text: str) -> list[str]:
 def diagram_errors(block: str) -> list[str]:
     """Participants that are paths must exist; each call `name(` must be in its sender's or receiver's code."""
     files: dict[str, list[Path]] = {}
-    errors = []
+    # Mermaid ends a statement at ";": a message with one is cut short and the diagram does not render.
+    errors = [f"a ';' breaks this line: {line.strip()}" for line in block.splitlines() if ";" in line]
     for alias, target in re.findall(r"^\s*participant (\w+) as (\S+)$", block, re.M):
         if "/" in target:
             path = ROOT / target
