@@ -1,8 +1,8 @@
 """Administration commands: the firewall's (`linli keys …`, `linli resident erase`, `linli audit report`) and
 the service desk's (`linli open311-key`, `linli requests-sweep`).
 
-Kept apart from `cli.py` (serving, demo, accounts) so that each file stays one concern;
-`cli.build_parser` adds these with `add_parsers`.
+Kept apart from `main.py` (serving, demo, accounts) so that each file stays one concern;
+`main.build_parser` adds these with `add_parsers`.
 """
 
 from __future__ import annotations

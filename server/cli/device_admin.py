@@ -1,6 +1,6 @@
 """`linli device register | rules` and `linli alerts-sweep`: the BLE gateway's side of the command line.
 
-Kept apart from `cli.py` like `admin.py`; `cli.build_parser` adds these with `add_parsers`.
+Kept apart from `main.py` like `admin.py`; `main.build_parser` adds these with `add_parsers`.
 """
 
 from __future__ import annotations
