@@ -173,7 +173,8 @@ def forbidden_for(package: str) -> set[str]:
     """What the contracts forbid `package` to import: forbidden contracts' lists, and the layers above it."""
     forbidden: set[str] = set()
     for contract in contracts()["contracts"]:
-        if contract["type"] == "forbidden" and package in contract["source_modules"]:
+        if contract["type"] == "forbidden" and any(package == s or package.startswith(s + ".")
+                                                   for s in contract["source_modules"]):
             forbidden |= set(contract["forbidden_modules"])
         if contract["type"] == "layers" and package in contract["layers"]:
             forbidden |= set(contract["layers"][:contract["layers"].index(package)])
