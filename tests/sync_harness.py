@@ -3,7 +3,6 @@ process, logins, and phones (Node + PouchDB, `pwa/tests/sync_phone.mjs`) driven 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -26,6 +25,8 @@ from server.store.config import PROJECT_ROOT, Settings
 from server.store.couch import Couch, bulk_save
 from server.store.embedded_couch import EmbeddedCouch, free_port
 from sync.principals import TTL_SECONDS
+
+from .node_process import NodeProcess
 
 LINLI = str(Path(sys.executable).parent / "linli")
 PHONE = PROJECT_ROOT / "pwa" / "tests" / "sync_phone.mjs"
@@ -163,15 +164,11 @@ class Phone:
 
     def __init__(self, sync_url: str, cookie: str | None = None, csrf: str | None = None,
                  device_token: str | None = None) -> None:
-        config = {"url": sync_url, "cookie": cookie, "csrfToken": csrf, "deviceToken": device_token}
-        self.process = subprocess.Popen(["node", str(PHONE), json.dumps(config)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+        self.node = NodeProcess(PHONE, {"url": sync_url, "cookie": cookie, "csrfToken": csrf,
+                                        "deviceToken": device_token})
 
     def call(self, op: str, **args: Any) -> Any:
-        assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(json.dumps({"op": op, **args}) + "\n")
-        self.process.stdin.flush()
-        answer = json.loads(self.process.stdout.readline())
+        answer = self.node.ask({"op": op, **args})
         if not answer["ok"]:
             raise PhoneError(answer["error"], answer.get("status"))
         return answer["value"]
@@ -180,13 +177,7 @@ class Phone:
         return {i for i in self.call("ids") if not i.startswith("_")}
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:  # a live replication keeps Node's event loop busy
-                self.process.kill()
-                self.process.wait()
+        self.node.close(timeout=5)
 
 
 class PhoneError(RuntimeError):

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -54,6 +52,7 @@ from server.web.pwa_routes import TEMPLATES_DIR
 from sync.app import create_sync_app
 
 from .conftest import make_settings
+from .node_process import NodeProcess
 from .street import TINY_PNG
 from .sync_harness import login
 
@@ -187,22 +186,15 @@ class Offline:
     """The offline app in one Node process (pwa/tests/offline_pages.mjs), over `pages`."""
 
     def __init__(self, url: str, pages: Path = PAGES) -> None:
-        config = {"url": url, "templates": str(TEMPLATES_DIR), "pages": str(pages)}
-        self.process = subprocess.Popen(["node", str(HARNESS), json.dumps(config)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+        self.node = NodeProcess(HARNESS, {"url": url, "templates": str(TEMPLATES_DIR), "pages": str(pages)})
 
     def call(self, op: str, **args: Any) -> Any:
-        assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(json.dumps({"op": op, **args}) + "\n")
-        self.process.stdin.flush()
-        answer = json.loads(self.process.stdout.readline())
+        answer = self.node.ask({"op": op, **args})
         assert answer["ok"], answer["error"]
         return answer["value"]
 
     def close(self) -> None:
-        assert self.process.stdin
-        self.process.stdin.close()
-        self.process.wait(10)
+        self.node.close()
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ offline), over the fixture contexts in tests/templates/<template>.json, in both 
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from server.domain.i18n import LANGUAGES, MESSAGES
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.web.app import templates
 from server.web.pwa_routes import TEMPLATES_DIR, shared_templates
+
+from .node_process import NodeProcess
 
 FIXTURES = Path(__file__).parent / "templates"
 SHARED = shared_templates()  # all but the desktop-only pages (server/web/pwa_routes.py ONLINE_ONLY_TEMPLATES)
@@ -27,24 +28,17 @@ class Nunjucks:
     """One Node process rendering with pwa/render.js."""
 
     def __init__(self) -> None:
-        config = {"templates": str(TEMPLATES_DIR), "timeZone": LOCAL_TZ.key, "messages": MESSAGES}
-        self.process = subprocess.Popen(["node", str(PROJECT_ROOT / "pwa" / "tests" / "render_templates.mjs"),
-                                         json.dumps(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, cwd=PROJECT_ROOT)
+        self.node = NodeProcess(PROJECT_ROOT / "pwa" / "tests" / "render_templates.mjs",
+                                {"templates": str(TEMPLATES_DIR), "timeZone": LOCAL_TZ.key, "messages": MESSAGES})
 
     def render(self, template: str, lang: str, context: dict[str, Any]) -> str:
-        assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(json.dumps({"template": template, "lang": lang, "context": context}) + "\n")
-        self.process.stdin.flush()
-        answer = json.loads(self.process.stdout.readline())
+        answer = self.node.ask({"template": template, "lang": lang, "context": context})
         if "error" in answer:
             raise AssertionError(f"Nunjucks cannot render {template}: {answer['error']}")
         return answer["html"]
 
     def close(self) -> None:
-        assert self.process.stdin
-        self.process.stdin.close()
-        self.process.wait(timeout=10)
+        self.node.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,11 @@
-"""The data-security firewall (plan §5.1) on the server: who may open which category of whose record.
+"""The data-security firewall (plan §5.1) on the server: the I/O around the rules.
 
-Rules, in order (`entitlement`):
-1. Only someone who may see the record at all (`access.may_see`) may open anything in it.
-2. The resident may open all of their own record.
-3. Contact: the grid's worker and the community's secretary, unless the resident chose
-   "secretary only" (privacy mode).
-4. Health and finance ("core"): the community's secretary; a grid worker only with an
-   approved, unexpired access request for that resident and that category, and only while the
-   resident's privacy choice allows approvals at all.
-5. Nobody else: not volunteers, not department staff, not the administrator (who runs
-   the system but has no need to read residents' protected data).
+Who may open which category of whose record is decided by `server.domain.entitlement` (pure, and shared with
+the phones' key grants and the BLE gateway); this module reads the documents those rules need, opens values
+with the key hierarchy (`keystore`), and files every opening in the filing log before the values leave it.
+It also takes access requests and their approvals, privacy choices, blind-index search, re-keying and
+crypto-shredding.
 
-Every opening is filed in the filing log before the values leave this module.
 Writing is separate from reading: a grid worker may record a core value (a
 blood-pressure reading) that the server seals with the resident's data key,
 without being able to open it afterwards.
