@@ -116,8 +116,8 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     print("Building the database indexes …", flush=True)
     build_views(couch, FIRST_VIEWS)
     # The other indexes (search by number, dashboard, Open311 listing) are built while people log in.
-    threading.Thread(target=build_views, args=(couch,), kwargs={"exclude": FIRST_VIEWS}, daemon=True,
-                     name="build-views").start()
+    stopping = threading.Event()
+    threading.Thread(target=_build_other_views, args=(couch, stopping), daemon=True, name="build-views").start()
     url = f"http://{settings.host}:{port}/"
     print("\n" + "=" * 60)
     print(f"Linli is running: open {url}")
@@ -130,8 +130,21 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
     gateway = Mount("/sync", create_sync_app(settings, couch.server.base_url))
     # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
-    uvicorn.run(create_app(settings, couch, mounts=[gateway]), host=settings.host, port=port,
-                log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=5)
+    try:
+        uvicorn.run(create_app(settings, couch, mounts=[gateway]), host=settings.host, port=port,
+                    log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=5)
+    finally:
+        stopping.set()
+
+
+def _build_other_views(couch: Couch, stopping: threading.Event) -> None:
+    """Build the indexes the first pages do not need; a server stopped meanwhile takes its database with it, and
+    the half-built index is simply finished at the next start (no traceback for an operator's Ctrl-C)."""
+    try:
+        build_views(couch, exclude=FIRST_VIEWS)
+    except Exception:
+        if not stopping.is_set():
+            raise
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
