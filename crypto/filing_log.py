@@ -51,6 +51,16 @@ def sign_checkpoint(key: Ed25519PrivateKey, community: str, seq: int, head: str)
     return b64url(key.sign(_checkpoint_message(community, seq, head)))
 
 
+def is_signed_by(public_key: Ed25519PublicKey, community: str, checkpoint: dict[str, Any]) -> bool:
+    """Whether the checkpoint's signature is the given key's over its community, seq and head."""
+    try:
+        public_key.verify(unb64url(checkpoint["signature"]),
+                          _checkpoint_message(community, checkpoint["seq"], checkpoint["hash"]))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
@@ -83,10 +93,7 @@ def verify(community: str, entries: Iterable[dict[str, Any]], checkpoints: Itera
     signed = 0
     for checkpoint in sorted(checkpoints, key=lambda c: c["seq"]):
         seq = checkpoint["seq"]
-        try:
-            message = _checkpoint_message(community, seq, checkpoint["hash"])
-            public_key.verify(unb64url(checkpoint["signature"]), message)
-        except (InvalidSignature, ValueError):
+        if not is_signed_by(public_key, community, checkpoint):
             return Verdict(False, len(heads), signed, seq, "checkpoint signature is not valid")
         if seq not in heads:
             return Verdict(False, len(heads), signed, len(heads) + 1,

@@ -13,6 +13,7 @@ P-256, HKDF-SHA256.
 from __future__ import annotations
 
 import binascii
+import hmac
 import secrets
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,6 +24,11 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from .envelope import KEY_BYTES, b64url, unb64url
 
 GRANT_INFO = b"linli:grant:v1\x00"
+# The master key's check value (server/security/master_key.py): a MAC of a fixed label under a key derived for
+# this purpose only, so the stored value reveals nothing that opens a key ring or signs a checkpoint.
+MASTER_CHECK_INFO = b"linli:master-key-check:v1\x00"
+MASTER_CHECK_LABEL = b"linli: this is the installation's master key"
+MASTER_CHECK_ALGORITHM = "hmac-sha256(hkdf-sha256(master, 'linli:master-key-check:v1'), label) v1"
 
 
 class KeyMaterialError(ValueError):
@@ -43,6 +49,17 @@ def unwrap(kek: bytes, wrapped: str) -> bytes:
         return aes_key_unwrap(kek, unb64url(wrapped))
     except (InvalidUnwrap, ValueError, binascii.Error):
         raise KeyMaterialError("wrapped key does not unwrap: wrong wrapping key or altered") from None
+
+
+def master_key_check(master: bytes) -> str:
+    """The check value recorded in the database for a master key (base64url of 32 bytes; never the key)."""
+    mac_key = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=MASTER_CHECK_INFO).derive(master)
+    return b64url(hmac.new(mac_key, MASTER_CHECK_LABEL, "sha256").digest())
+
+
+def is_master_key_of(master: bytes, check: str | None) -> bool:
+    """Whether master is the key a stored check value was made from (constant-time comparison)."""
+    return check is not None and hmac.compare_digest(master_key_check(master), check)
 
 
 def _grant_kek(shared_secret: bytes, grant_id: str) -> bytes:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import re
 import subprocess
@@ -140,23 +142,39 @@ def test_sealing_twice_gives_different_ciphertexts() -> None:
     assert repr(key) == "DataKey(version=1)"  # no key material in logs
 
 
-def test_master_key_from_environment_file_or_generated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_master_key_from_environment_or_file_never_generated_by_loading(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LINLI_MASTER_KEY", raising=False)
     monkeypatch.delenv("LINLI_MASTER_KEY_FILE", raising=False)
     monkeypatch.delenv("LINLI_MASTER_KEY_PREVIOUS", raising=False)
-    (generated,) = load_master_keys(tmp_path)
-    assert len(generated) == 32 and load_master_keys(tmp_path) == (generated,)
-    assert (tmp_path / "master_key").stat().st_mode & 0o077 == 0
+    # Loading makes nothing: only a new installation gets a key (tests/test_master_key.py).
+    assert load_master_keys(tmp_path) == ((), f"none (LINLI_MASTER_KEY and LINLI_MASTER_KEY_FILE are unset, "
+                                              f"no {tmp_path / 'master_key'})")
+    assert not (tmp_path / "master_key").exists()
+    (tmp_path / "master_key").write_text(env.b64url(bytes(32)))  # a generated key, from an earlier first start
+    assert load_master_keys(tmp_path) == ((bytes(32),), str(tmp_path / "master_key"))
     key_file = tmp_path / "mk"
     key_file.write_text(env.b64url(bytes(range(32))))
     monkeypatch.setenv("LINLI_MASTER_KEY_FILE", str(key_file))
-    assert load_master_keys(tmp_path) == (bytes(range(32)),)
-    monkeypatch.setenv("LINLI_MASTER_KEY_PREVIOUS", env.b64url(generated))  # during a rotation: new first
-    assert load_master_keys(tmp_path) == (bytes(range(32)), generated)
+    assert load_master_keys(tmp_path) == ((bytes(range(32)),), f"LINLI_MASTER_KEY_FILE={key_file}")
+    monkeypatch.setenv("LINLI_MASTER_KEY_PREVIOUS", env.b64url(bytes(32)))  # during a rotation: new first
+    assert load_master_keys(tmp_path)[0] == (bytes(range(32)), bytes(32))
     monkeypatch.setenv("LINLI_MASTER_KEY", base64.urlsafe_b64encode(b"short").decode())
     with pytest.raises(keys.KeyMaterialError) as caught:
         load_master_keys(tmp_path)
     assert "32 bytes" in str(caught.value) and "c2hvcnQ" not in str(caught.value)
+
+
+def test_master_key_check_value_vector() -> None:
+    """HMAC-SHA256 of the label under HKDF-SHA256(master, no salt, info), computed here from hashlib alone."""
+    master = bytes(range(32))
+    prk = hmac.new(bytes(32), master, hashlib.sha256).digest()  # HKDF-Extract, salt = 32 zero bytes (RFC 5869)
+    mac_key = hmac.new(prk, keys.MASTER_CHECK_INFO + b"\x01", hashlib.sha256).digest()  # HKDF-Expand, one block
+    expected = env.b64url(hmac.new(mac_key, keys.MASTER_CHECK_LABEL, hashlib.sha256).digest())
+    assert keys.master_key_check(master) == expected == "jrTU8pvrT7lSTf1GxWN-la1f4NeSYm5p1SNb_DSSlFc"
+    assert keys.is_master_key_of(master, expected)
+    assert not keys.is_master_key_of(bytes(32), expected) and not keys.is_master_key_of(master, None)
+    assert env.b64url(master) not in expected  # the value is not the key
 
 
 def test_node_webcrypto_passes_the_same_vectors() -> None:

@@ -342,6 +342,8 @@ def test_a_server_starting_during_a_command_waits_for_it(tmp_path: Path) -> None
             assert process.stdout is not None
             ready = select.select([process.stdout], [], [], 30)[0]
             said = process.stdout.readline() if ready else "(nothing in 30 s)"
+            assert said.startswith(f"linli: data folder {data_dir}, CouchDB embedded pouchdb-server in "), said
+            said = process.stdout.readline()
             assert f"waiting for another linli command (pid {os.getpid()})" in said, said
             assert httpx2.get(url).status_code == 200  # the command's database goes on undisturbed
             assert process.poll() is None

@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterator
 
 from crypto import filing_log
 from crypto.keyring import PROTECTED_TIERS
-from server.security import audit_report, filing, grants
+from server.security import audit_report, filing, grants, master_key
 from server.security.firewall import Firewall
 from server.services import service_requests
-from server.store.config import LOCAL_TZ, load_settings
+from server.store.config import LOCAL_TZ, Settings, load_settings
 from server.store.couch import Couch, ids_of_type
 from server.web import open311
 
-OpenCouch = Callable[..., contextlib.AbstractContextManager[Couch]]
+OpenCouch = Callable[..., contextlib.AbstractContextManager[tuple[Settings, Couch]]]
 
 
 def _communities(couch: Couch, chosen: list[str]) -> list[str]:
@@ -30,23 +30,26 @@ def _communities(couch: Couch, chosen: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _firewall(open_couch: OpenCouch) -> Iterator[Firewall]:
-    settings = load_settings()
-    with open_couch(settings) as couch:
+def _firewall(open_couch: OpenCouch, **options: bool) -> Iterator[Firewall]:
+    with open_couch(load_settings(), **options) as (settings, couch):
         yield Firewall.open(settings, couch)
 
 
 def cmd_rotate_master(args: argparse.Namespace, open_couch: OpenCouch) -> int:
-    with _firewall(open_couch) as firewall:
+    """Switch the check value to the new key (one write), re-wrap and re-sign, then mark the rotation done
+    (one write): interrupted anywhere, running it again with both keys resumes (server/security/master_key.py)."""
+    if len(load_settings().master_keys) < 2:
+        print("linli: set LINLI_MASTER_KEY(_FILE) to the new key and LINLI_MASTER_KEY_PREVIOUS(_FILE) to the "
+              "old one, then run this again", file=sys.stderr)
+        return 2
+    with _firewall(open_couch, starting_rotation=True) as firewall:
         masters = firewall.keystore.master_keys
-        if len(masters) < 2:
-            print("linli: set LINLI_MASTER_KEY(_FILE) to the new key and LINLI_MASTER_KEY_PREVIOUS(_FILE) to the "
-                  "old one, then run this again", file=sys.stderr)
-            return 2
+        master_key.begin_rotation(masters, firewall.couch)
         rings = firewall.keystore.rotate_master(progress=sys.stderr.isatty())
         new_signer, old_signer = (filing_log.signing_key(m) for m in masters[:2])  # current first
         signed = sum(filing.resign(firewall.couch, old_signer, new_signer, c)
                      for c in _communities(firewall.couch, []))
+        master_key.finish_rotation(firewall.couch)
     print(f"Re-wrapped {rings} key rings and re-signed {signed} filing-log checkpoints under the new master key. "
           "LINLI_MASTER_KEY_PREVIOUS can now be removed.")
     return 0
@@ -82,8 +85,7 @@ def cmd_erase(args: argparse.Namespace, open_couch: OpenCouch) -> int:
 
 
 def cmd_open311_key(args: argparse.Namespace, open_couch: OpenCouch) -> int:
-    settings = load_settings()
-    with open_couch(settings) as couch:
+    with open_couch(load_settings()) as (_, couch):
         street = open311.the_street(couch)
         if street is None:
             print("linli: no street in the database yet (load the demo or create the street first)", file=sys.stderr)
@@ -95,8 +97,7 @@ def cmd_open311_key(args: argparse.Namespace, open_couch: OpenCouch) -> int:
 
 
 def cmd_requests_sweep(args: argparse.Namespace, open_couch: OpenCouch) -> int:
-    settings = load_settings()
-    with open_couch(settings) as couch:
+    with open_couch(load_settings()) as (_, couch):
         street = open311.the_street(couch)
         report = service_requests.sweep(couch, street, dt.datetime.now(dt.UTC)) if street else None
     if report is None:
@@ -113,8 +114,7 @@ def cmd_audit_report(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     if start > end:
         print("linli: --from must not be after --to", file=sys.stderr)
         return 2
-    settings = load_settings()
-    with open_couch(settings) as couch:
+    with open_couch(load_settings()) as (_, couch):
         reports = [audit_report.for_community(couch, c, start, end, tz) for c in _communities(couch, args.community)]
     print("\n\n".join(audit_report.render_text(r) for r in reports))
     return 1 if any(r.findings for r in reports) and args.fail_on_findings else 0

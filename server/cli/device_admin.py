@@ -15,15 +15,14 @@ from server.domain.declaration import DEVICE_KINDS, ValidationError
 from server.security.firewall import Firewall
 from server.security.keystore import ShreddedError
 from server.services import alerts, devices
-from server.store.config import load_settings
+from server.store.config import Settings, load_settings
 from server.store.couch import Couch
 
-OpenCouch = Callable[..., contextlib.AbstractContextManager[Couch]]
+OpenCouch = Callable[..., contextlib.AbstractContextManager[tuple[Settings, Couch]]]
 
 
 def cmd_register(args: argparse.Namespace, open_couch: OpenCouch) -> int:
-    settings = load_settings()
-    with open_couch(settings) as couch:
+    with open_couch(load_settings()) as (settings, couch):
         try:
             doc = devices.register(Firewall.open(settings, couch), resident=args.resident, gateway=args.gateway,
                                    kind=args.kind, mac=args.mac, encrypted=args.encrypted, model=args.model,
@@ -40,7 +39,7 @@ def cmd_register(args: argparse.Namespace, open_couch: OpenCouch) -> int:
 
 def cmd_rules(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     values = {name: getattr(args, name) for name in devices.RULE_FIELDS}
-    with open_couch(load_settings()) as couch:
+    with open_couch(load_settings()) as (_, couch):
         try:
             doc = devices.set_rules(couch, resident=args.resident, gateway=args.gateway, values=values,
                                     by=args.by, now=dt.datetime.now(dt.UTC))
@@ -53,7 +52,7 @@ def cmd_rules(args: argparse.Namespace, open_couch: OpenCouch) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, open_couch: OpenCouch) -> int:
-    with open_couch(load_settings()) as couch:
+    with open_couch(load_settings()) as (_, couch):
         report = alerts.sweep(couch, dt.datetime.now(dt.UTC))
     print(f"{report.open_alerts} open alerts: {report.family_notified} family notifications, "
           f"{report.escalated} escalated, {report.visibility_changed} visibility corrected; silent gateways and "

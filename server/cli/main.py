@@ -20,33 +20,42 @@ import getpass
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from crypto import filing_log
+from crypto.keys import KeyMaterialError
 from crypto.secrets import write_private
 from server.cli import admin, device_admin
-from server.domain.declaration import Role, ValidationError, export_json, validate
-from server.security import accounts, filing
+from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationError, export_json, validate
+from server.security import accounts, filing, master_key
 from server.security.firewall import Firewall
 from server.services import demo
 from server.store.config import Settings, load_settings
-from server.store.couch import FIRST_VIEWS, Couch, build_views, connect, get_or_none, ids_of_type
+from server.store.couch import FIRST_VIEWS, Couch, build_views, connect, ensure_designs, get_or_none, ids_of_type
 from server.store.embedded_couch import FolderInUse, Record, folder_couch, free_port
 
 DEMO_LOGINS_FILE = "demo-logins.txt"
 
 
+# How often a running `linli serve` checks that its master key is still the database's (a rotation elsewhere).
+MASTER_KEY_WATCH_SECONDS = 5
+
+
 @contextlib.contextmanager
-def open_couch(settings: Settings, serving: bool = False) -> Iterator[Couch]:
+def open_couch(settings: Settings, serving: bool = False,
+               starting_rotation: bool = False) -> Iterator[tuple[Settings, Couch]]:
     """Connect to COUCHDB_URL, else to the data folder's embedded CouchDB: for a command, the one of the
     `linli serve` running on the folder if any, else one started for the duration; for `linli serve`, its own
-    (FolderInUse if another serve runs there)."""
+    (FolderInUse if another serve runs there). Then check the master key before anything is written
+    (MasterKeyRefused); the settings come back with a new installation's generated key."""
     if settings.couchdb_url:  # production CouchDB: any number of servers and commands share it
-        yield connect(settings)
+        yield _checked(settings, connect(settings, designs=False), starting_rotation)
         return
 
     def say_waiting(record: Record) -> None:
@@ -54,7 +63,22 @@ def open_couch(settings: Settings, serving: bool = False) -> Iterator[Couch]:
               f"{settings.data_dir} …", file=sys.stderr, flush=True)
 
     with folder_couch(settings.data_dir / "couch", serving=serving, on_wait=say_waiting) as url:
-        yield connect(settings, url)
+        yield _checked(settings, connect(settings, url, designs=False), starting_rotation)
+
+
+def _checked(settings: Settings, couch: Couch, starting_rotation: bool) -> tuple[Settings, Couch]:
+    settings, note = master_key.establish(settings, couch, starting_rotation=starting_rotation)
+    if note:
+        print(f"linli: {note}", file=sys.stderr, flush=True)
+    ensure_designs(couch)
+    return settings, couch
+
+
+def banner(settings: Settings) -> str:
+    """A command's first line: which data folder and which databases it uses (never credentials)."""
+    folder = f"{settings.data_dir}" + ("" if settings.data_dir.is_dir() else " (does not exist)")
+    return (f"linli: data folder {folder}, CouchDB {settings.couchdb_location} "
+            f"({settings.db_name(MAIN_DB)}, {settings.db_name(ACCOUNTS_DB)})")
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -91,19 +115,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     port = settings.port if _port_is_free(settings.host, settings.port) else free_port(settings.host)
     try:
-        with open_couch(settings, serving=True) as couch:
-            _serve(args, settings, couch, port)
+        with open_couch(settings, serving=True) as (settings, couch):
+            stopped = _serve(args, settings, couch, port)
     except FolderInUse as error:
         print(f"linli: the data folder {settings.data_dir} is already served by linli serve (pid "
               f"{error.record.owner_pid}, its CouchDB at {error.record.url}); stop that one first. Several servers "
               "can share one CouchDB set with COUCHDB_URL.", file=sys.stderr)
         return 1
+    if stopped:
+        print(f"linli: stopped: {stopped}", file=sys.stderr)
+        return 1
     print("Stopped cleanly.")
     return 0
 
 
-def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int) -> None:
-    """The demo on first start, the first indexes, the banner, then the web app and sync gateway until Ctrl-C."""
+def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int) -> str | None:
+    """The demo on first start, the first indexes, the banner, then the web app and sync gateway until Ctrl-C;
+    returns why it stopped by itself, if it did (its master key is no longer the database's)."""
     import uvicorn
     from starlette.routing import Mount
 
@@ -130,11 +158,39 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
     gateway = Mount("/sync", create_sync_app(settings, couch.server.base_url))
     # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
+    stop_reason = _watch_master_key(settings, couch)
     try:
         uvicorn.run(create_app(settings, couch, mounts=[gateway]), host=settings.host, port=port,
                     log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=5)
     finally:
         stopping.set()
+    return stop_reason[0] if stop_reason else None
+
+
+def _watch_master_key(settings: Settings, couch: Couch) -> list[str]:
+    """Every few seconds, check that this server's master key is still the database's; once it is not (a
+    `linli keys rotate-master` ran elsewhere), stop the server as Ctrl-C would and say why in the returned list.
+
+    Stopping, not carrying on: the new key cannot reach a running process, and one carrying on with the old key
+    would sign filing-log checkpoints the new key does not verify and could not open re-wrapped key rings.
+    """
+    reason: list[str] = []
+
+    def watch() -> None:
+        while not reason:
+            time.sleep(MASTER_KEY_WATCH_SECONDS)
+            try:
+                doc = get_or_none(couch.accounts, master_key.CHECK_ID)
+            except Exception:  # noqa: BLE001 - CouchDB briefly unreachable: the server says so itself; retry
+                continue
+            problem = master_key.refusal(settings, doc) if doc else "the master key's check value was deleted"
+            if problem:
+                reason.append(f"{problem} (checked against {master_key.where(couch)}); restart linli serve with "
+                              "the database's master key")
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="master-key-watch").start()
+    return reason
 
 
 def _build_other_views(couch: Couch, stopping: threading.Event) -> None:
@@ -148,8 +204,7 @@ def _build_other_views(couch: Couch, stopping: threading.Event) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    with open_couch(settings) as couch:
+    with open_couch(load_settings()) as (settings, couch):
         logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
     print(logins or "The demo community was already loaded (no logins file found in the data folder).")
     return 0
@@ -164,7 +219,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     except (ValueError, ValidationError) as error:
         print(f"linli: {error}", file=sys.stderr)
         return 2
-    with open_couch(load_settings()) as couch:
+    with open_couch(load_settings()) as (_, couch):
         if get_or_none(couch.accounts, doc["_id"]):
             print(f"linli: user {args.username!r} already exists", file=sys.stderr)
             return 2
@@ -193,9 +248,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    signer = filing_log.signing_key(settings.master_keys[0])
-    with open_couch(settings) as couch:
+    with open_couch(load_settings()) as (settings, couch):
+        signer = filing_log.signing_key(settings.master_keys[0])
         communities = args.community or ids_of_type(couch.main, "community")
         verdicts = {c: filing.verify(couch, signer, c) for c in communities}
     for community, verdict in verdicts.items():
@@ -208,7 +262,7 @@ def cmd_device_token_issue(args: argparse.Namespace) -> int:
 
     from sync.auth import new_device_token
 
-    with open_couch(load_settings()) as couch:
+    with open_couch(load_settings()) as (_, couch):
         user = get_or_none(couch.accounts, accounts.user_id(args.username))
         if user is None or not user.get("active"):
             print(f"linli: no active user {args.username!r}", file=sys.stderr)
@@ -224,7 +278,7 @@ def cmd_device_token_revoke(args: argparse.Namespace) -> int:
     from sync.auth import token_doc_id
 
     token_id = args.token_id.removeprefix("lt_").split(".")[0]
-    with open_couch(load_settings()) as couch:
+    with open_couch(load_settings()) as (_, couch):
         doc = get_or_none(couch.accounts, token_doc_id(token_id))
         if doc is None:
             print(f"linli: no device token {token_id!r}", file=sys.stderr)
@@ -244,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="linli", description="Linli (邻里): offline-first community governance. "
         "Configuration comes from the environment: COUCHDB_URL, COUCHDB_USER, COUCHDB_PASSWORD(_FILE), "
         "LINLI_DATA_DIR, LINLI_SECRET_KEY(_FILE), LINLI_MASTER_KEY(_FILE), LINLI_HOST, LINLI_PORT (see README.md).")
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not print which data folder and database the command uses")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the web server; without COUCHDB_URL also the embedded CouchDB "
@@ -279,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("validate", help="validate documents in a JSON file (one document, a list, "
                            "or {\"docs\": [...]}) and name every bad field")
     check.add_argument("file")
-    check.set_defaults(func=cmd_validate)
+    check.set_defaults(func=cmd_validate, uses_database=False)
 
     audit = sub.add_parser("audit", help="the filing log of protected-data access")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -302,13 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(func=cmd_device_token_revoke)
 
     export = sub.add_parser("export-schema", help="print the domain declaration as JSON")
-    export.set_defaults(func=cmd_export_schema)
+    export.set_defaults(func=cmd_export_schema, uses_database=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        if getattr(args, "uses_database", True) and not args.quiet:
+            print(banner(load_settings()), file=sys.stderr, flush=True)
+        return args.func(args)
+    except (master_key.MasterKeyRefused, KeyMaterialError) as error:
+        print(f"linli: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ class Role(StrEnum):
 class Scope(StrEnum):
     """The level a document type belongs to; it decides which routing fields it carries."""
 
+    INSTALLATION = "installation"  # the whole installation: no routing fields, never replicated
     STREET = "street"
     COMMUNITY = "community"
     GRID = "grid"
@@ -78,6 +79,7 @@ class Scope(StrEnum):
 
 # Routing fields every document of a scope must carry, outermost first.
 SCOPE_FIELDS: dict[Scope, tuple[str, ...]] = {
+    Scope.INSTALLATION: (),
     Scope.STREET: ("street",),
     Scope.COMMUNITY: ("street", "community"),
     Scope.GRID: ("street", "community", "grid"),
@@ -544,6 +546,18 @@ DOC_TYPES: dict[str, DocType] = {
             "index_key": _text(Category.SYSTEM, required=True, max_length=100),  # blind-index key, wrapped
             **{tier.value: Field("key_versions", Category.SYSTEM) for tier in (Tier.CONTACT, Tier.CORE)},
         }, database=ACCOUNTS_DB, label_zh="密钥环", label_en="Key ring"),
+        DocType("master_key_check", Scope.INSTALLATION, {
+            # Which master key the installation's key rings are wrapped under (server/security/master_key.py):
+            # a MAC under a key derived from it, never the key; checked by every process before it writes.
+            "check": _text(Category.SYSTEM, required=True, max_length=100),
+            "master_id": _text(Category.SYSTEM, required=True, max_length=32),
+            "algorithm": _text(Category.SYSTEM, required=True, max_length=200),
+            "generation": Field("int", Category.SYSTEM, required=True),
+            "created_at": Field("datetime", required=True),
+            "previous_check": _text(Category.SYSTEM, max_length=100),
+            "rotating": Field("bool", Category.SYSTEM, required=True),
+            "rotated_at": Field("datetime"),
+        }, database=ACCOUNTS_DB, label_zh="主密钥校验值", label_en="Master key check"),
         DocType("audit_checkpoint", Scope.COMMUNITY, {
             "seq": Field("int", Category.RECORD, required=True),
             "hash": _text(Category.RECORD, required=True, max_length=128),

@@ -125,13 +125,17 @@ def verify(couch: Couch, signer: Ed25519PrivateKey, community: str) -> filing_lo
 def resign(couch: Couch, old: Ed25519PrivateKey, new: Ed25519PrivateKey, community: str) -> int:
     """After a master-key rotation: prove the log intact under the old key, then sign its checkpoints anew.
 
-    A broken log is not re-signed (that would launder the tampering); the error names the first break.
+    Checkpoints the new key already signed (a rotation run before, interrupted or not) are left as they are,
+    so running the rotation again resumes it. A broken log is not re-signed (that would launder the
+    tampering); the error names the first break.
     """
-    verdict = verify(couch, old, community)
+    pending = [c for c in _checkpoints(couch, community)
+               if not filing_log.is_signed_by(new.public_key(), community, c)]
+    verdict = filing_log.verify(community, iter_entries(couch, community), pending, old.public_key())
     if not verdict.ok:
         raise RuntimeError(f"{community}: filing log {verdict}; not re-signing it")
     checkpoints = [{**c, "signature": filing_log.sign_checkpoint(new, community, c["seq"], c["hash"])}
-                   for c in _checkpoints(couch, community)]
+                   for c in pending]
     failed = [r for r in bulk_save(couch.main, checkpoints) if r.error]
     if failed:
         raise RuntimeError(f"re-signing {failed[0].id} failed: {failed[0].error}; run the rotation again")

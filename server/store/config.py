@@ -1,8 +1,8 @@
 """Settings, read once from the environment (and files the environment names).
 
 Secrets never live in the repository: each secret comes from an environment
-variable, or from a file named by `<NAME>_FILE`, or (for the embedded
-development setup only) is generated into the data folder with mode 0600.
+variable, or from a file named by `<NAME>_FILE`, or is generated into the data
+folder with mode 0600 (the master key only for a new installation).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import binascii
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from crypto import keys
@@ -46,18 +47,45 @@ def _decode_master_key(text: str, source: str) -> bytes:
     return key
 
 
-def load_master_keys(data_dir: Path) -> tuple[bytes, ...]:
-    """The root of the key hierarchy: $LINLI_MASTER_KEY(_FILE), base64url of 32 bytes, current first.
+def _secret_source(name: str) -> str:
+    """Where read_secret(name) took its value from, as an operator would look for it."""
+    return name if os.environ.get(name) else f"{name}_FILE={os.environ.get(name + '_FILE')}"
 
-    Without either, a development key is generated once into the data folder.
-    During a master-key rotation, $LINLI_MASTER_KEY_PREVIOUS(_FILE) keeps the
-    old key usable for key rings not yet re-wrapped (`linli keys rotate-master`).
+
+def master_key_file(data_dir: Path) -> Path:
+    """Where a new installation without LINLI_MASTER_KEY(_FILE) keeps its generated master key."""
+    return data_dir / "master_key"
+
+
+def load_master_keys(data_dir: Path) -> tuple[tuple[bytes, ...], str]:
+    """The root of the key hierarchy, current first, and where it came from.
+
+    $LINLI_MASTER_KEY(_FILE) (base64url of 32 bytes), else the data folder's master_key file. Nothing is
+    generated here: only a new installation gets a key (server/security/master_key.py decides, having seen
+    the database). During a master-key rotation, $LINLI_MASTER_KEY_PREVIOUS(_FILE) keeps the old key usable
+    for key rings not yet re-wrapped (`linli keys rotate-master`).
     """
-    text, source = secret_or_generated("LINLI_MASTER_KEY", data_dir / "master_key",
-                                       lambda: keys.b64url(keys.new_key()))
+    text = read_secret("LINLI_MASTER_KEY")
+    if text:
+        source = _secret_source("LINLI_MASTER_KEY")
+    elif master_key_file(data_dir).exists():
+        source = str(master_key_file(data_dir))
+        text = master_key_file(data_dir).read_text(encoding="utf-8").strip()
+    else:
+        return (), f"none (LINLI_MASTER_KEY and LINLI_MASTER_KEY_FILE are unset, no {master_key_file(data_dir)})"
     current = _decode_master_key(text, source)
     previous = read_secret("LINLI_MASTER_KEY_PREVIOUS")
-    return (current,) if previous is None else (current, _decode_master_key(previous, "LINLI_MASTER_KEY_PREVIOUS"))
+    if previous is None:
+        return (current,), source
+    return (current, _decode_master_key(previous, _secret_source("LINLI_MASTER_KEY_PREVIOUS"))), source
+
+
+def generate_master_key(settings: Settings) -> Settings:
+    """A new installation's master key, written once into the data folder (mode 0600)."""
+    path = master_key_file(settings.data_dir)
+    write_private(path, keys.b64url(keys.new_key()))
+    master_keys, source = load_master_keys(settings.data_dir)
+    return replace(settings, master_keys=master_keys, master_key_source=f"{source} (generated)")
 
 
 @dataclass(frozen=True)
@@ -72,7 +100,16 @@ class Settings:
     port: int
     session_max_age: int  # seconds
     cookie_secure: bool
-    master_keys: tuple[bytes, ...] = field(repr=False)  # current first
+    master_keys: tuple[bytes, ...] = field(repr=False)  # current first; () until a new installation makes one
+    master_key_source: str = "LINLI_MASTER_KEY"  # where master_keys came from, for messages
+
+    @property
+    def couchdb_location(self) -> str:
+        """Where the databases are, for people: the URL without credentials, or the embedded server's folder."""
+        if not self.couchdb_url:
+            return f"embedded pouchdb-server in {self.data_dir / 'couch'}"
+        parts = urlsplit(self.couchdb_url)
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
     def db_name(self, logical: str) -> str:
         """CouchDB database name for a logical database ("main", "accounts")."""
@@ -80,7 +117,9 @@ class Settings:
 
 
 def load_settings() -> Settings:
+    # The project's data folder wherever the command is run from, so a command finds the server's key.
     data_dir = Path(os.environ.get("LINLI_DATA_DIR", PROJECT_ROOT / "data")).resolve()
+    master_keys, master_key_source = load_master_keys(data_dir)
     return Settings(
         data_dir=data_dir,
         couchdb_url=os.environ.get("COUCHDB_URL") or None,
@@ -93,5 +132,6 @@ def load_settings() -> Settings:
         port=int(os.environ.get("LINLI_PORT", "8000")),
         session_max_age=int(os.environ.get("LINLI_SESSION_MAX_AGE", str(12 * 3600))),
         cookie_secure=os.environ.get("LINLI_COOKIE_SECURE", "") == "1",
-        master_keys=load_master_keys(data_dir),
+        master_keys=master_keys,
+        master_key_source=master_key_source,
     )

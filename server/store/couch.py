@@ -117,16 +117,24 @@ class Couch:
         return {MAIN_DB: self.main, ACCOUNTS_DB: self.accounts}[logical]
 
 
-def connect(settings: Settings, embedded_url: str | None = None) -> Couch:
-    """Open (creating if needed) Linli's databases and their design documents."""
+def connect(settings: Settings, embedded_url: str | None = None, *, designs: bool = True) -> Couch:
+    """Open (creating if needed) Linli's databases and, unless `designs` is False, their design documents
+    (the command line checks the master key first, and writes them after: `ensure_designs`)."""
     server = pycouchdb.Server(server_url(settings, embedded_url), timeout=600)
     dbs = {}
-    for logical, views in ((MAIN_DB, MAIN_VIEWS), (ACCOUNTS_DB, ACCOUNT_VIEWS)):
+    for logical in (MAIN_DB, ACCOUNTS_DB):
         name = settings.db_name(logical)
-        db = server.database(name) if name in server else server.create(name)
-        _ensure_design(db, views)
-        dbs[logical] = db
-    return Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB])
+        dbs[logical] = server.database(name) if name in server else server.create(name)
+    couch = Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB])
+    if designs:
+        ensure_designs(couch)
+    return couch
+
+
+def ensure_designs(couch: Couch) -> None:
+    """Store the design documents (views) where they are missing or differ from this version's."""
+    _ensure_design(couch.main, MAIN_VIEWS)
+    _ensure_design(couch.accounts, ACCOUNT_VIEWS)
 
 
 # The views a first page needs; `linli serve` builds these before it prints the URL, the rest just after.

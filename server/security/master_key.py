@@ -1,0 +1,174 @@
+"""Which master key belongs to the database: its check value, checked before anything is written.
+
+The accounts database holds one `master_key_check:installation` document (never replicated to phones):
+
+    check           crypto.keys.master_key_check(current master key): a MAC under a derived key, never the key
+    master_id       the key's short public name, as key rings record it (crypto/keyring.py master_id)
+    previous_check  the check value of the key before the last rotation, if there was one
+    rotating        true while `linli keys rotate-master` re-wraps the key rings
+
+Every process that loads the master key calls `establish` right after connecting: a key that is not the
+database's is refused, and a key is generated only for a database with no key material at all. A rotation
+switches `check` to the new key in one document write before it re-wraps anything and clears `rotating`
+in one write at the end, so a rotation interrupted anywhere is resumed by running it again with both keys,
+and a process still holding the old key notices (`refusal` no longer passes) and stops.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pycouchdb.exceptions import Conflict
+
+from crypto.keyring import TierKeys, master_id
+from crypto.keys import MASTER_CHECK_ALGORITHM, KeyMaterialError, is_master_key_of, master_key_check
+from server.domain.declaration import validate
+from server.store.config import Settings, generate_master_key
+from server.store.couch import Couch, get_or_none
+
+CHECK_ID = "master_key_check:installation"
+
+
+class MasterKeyRefused(RuntimeError):
+    """The configured master key is missing or not the database's; the message says what to do."""
+
+
+def where(couch: Couch) -> str:
+    """The database a check was made against, for people: URL without credentials, and the db name."""
+    parts = urlsplit(couch.server.base_url)
+    return f"{urlunsplit(parts._replace(netloc=parts.netloc.rsplit('@', 1)[-1]))} ({couch.accounts.name})"
+
+
+def establish(settings: Settings, couch: Couch, *, starting_rotation: bool = False) -> tuple[Settings, str | None]:
+    """The settings to run with (a new installation's generated key added) and a note for the operator, if any.
+
+    Raises MasterKeyRefused, having written nothing, if the key is missing or belongs elsewhere.
+    `starting_rotation`: also accept a new key with the database's key as the previous one.
+    """
+    doc = get_or_none(couch.accounts, CHECK_ID)
+    if doc is not None:
+        problem = refusal(settings, doc, starting_rotation=starting_rotation)
+        if problem:
+            raise MasterKeyRefused(f"{problem} (checked against {where(couch)}). Nothing was written.")
+        return settings, None
+    material = _key_material(couch)
+    if material is None:  # a new installation: the only case where a key may be made
+        note = None
+        if not settings.master_keys:
+            settings = generate_master_key(settings)
+            note = f"new installation: generated its master key into {settings.master_key_source}; back it up"
+        return settings, _record(settings, couch, _check_doc(settings.master_keys[0])) or note
+    return settings, _migrate(settings, couch, material)
+
+
+def refusal(settings: Settings, doc: dict[str, Any], *, starting_rotation: bool = False) -> str | None:
+    """Why the settings' keys may not be used with the database whose check document is doc (None: they may)."""
+    source = settings.master_key_source
+    if not settings.master_keys:
+        return (f"no master key: {source}, but this database belongs to an installation that has one. Set "
+                "LINLI_MASTER_KEY or LINLI_MASTER_KEY_FILE to its key, or LINLI_DATA_DIR to its data folder")
+    current, previous = settings.master_keys[0], settings.master_keys[1:2]
+    if is_master_key_of(current, doc["check"]):
+        if doc.get("rotating") and not (previous and is_master_key_of(previous[0], doc.get("previous_check"))):
+            return ("a master-key rotation is under way and unfinished: run `linli keys rotate-master` again with "
+                    "LINLI_MASTER_KEY_PREVIOUS set to the old key to finish it")
+        if previous and not is_master_key_of(previous[0], doc.get("previous_check")):
+            return "LINLI_MASTER_KEY_PREVIOUS is not this database's previous master key: unset it"
+        return None
+    if previous and is_master_key_of(previous[0], doc["check"]) and not doc.get("rotating"):
+        if starting_rotation:
+            return None
+        return (f"the master key from {source} is not yet this database's: LINLI_MASTER_KEY_PREVIOUS is. Run "
+                "`linli keys rotate-master` to rotate to it, or unset LINLI_MASTER_KEY_PREVIOUS")
+    if is_master_key_of(current, doc.get("previous_check")):
+        return (f"the master key from {source} was rotated away (now generation {doc['generation']}, key id "
+                f"{doc['master_id']}): set LINLI_MASTER_KEY or LINLI_MASTER_KEY_FILE to the new key")
+    return (f"the master key from {source} does not belong to this database (its key id is {doc['master_id']}, "
+            f"generation {doc['generation']}); refusing to use it. Use the installation's own master key")
+
+
+def _key_material(couch: Couch) -> str | None:
+    """What key material the database holds, in words (None: none at all, a new installation)."""
+    rings = _ids(couch.accounts, "keyring:")
+    data_keys = _ids(couch.main, "data_key:", limit=1)
+    if not rings and not data_keys:
+        return None
+    return f"{len(rings)} key rings" + (", data keys" if data_keys else "")
+
+
+def _ids(db: Any, prefix: str, limit: int | None = None) -> list[str]:
+    rows = db.all(startkey=prefix, endkey=prefix + "\ufff0", include_docs="false", as_list=True,
+                  **({"limit": limit} if limit else {}))
+    return [row["id"] for row in rows]
+
+
+def _migrate(settings: Settings, couch: Couch, material: str) -> str | None:
+    """An installation from before check values: the key must open every key ring, then its check is recorded."""
+    if not settings.master_keys:
+        raise MasterKeyRefused(f"no master key: {settings.master_key_source}, but the database {where(couch)} "
+                               f"already holds key material ({material}). Set LINLI_MASTER_KEY or "
+                               "LINLI_MASTER_KEY_FILE to its key, or LINLI_DATA_DIR to its data folder. "
+                               "Nothing was written.")
+    rings = [couch.accounts.get(ring_id) for ring_id in _ids(couch.accounts, "keyring:")]
+    if not rings:
+        raise MasterKeyRefused(f"the database {where(couch)} holds data keys but no key ring to check the master "
+                               "key against; refusing to guess. Nothing was written.")
+    try:
+        for ring in rings:
+            TierKeys.unwrap_ring(settings.master_keys[:1], ring)
+        doc = _check_doc(settings.master_keys[0])
+    except KeyMaterialError:
+        try:  # interrupted mid-rotation by a version without check values: both keys are needed
+            for ring in rings:
+                TierKeys.unwrap_ring(settings.master_keys, ring)
+        except KeyMaterialError:
+            raise MasterKeyRefused(f"the master key from {settings.master_key_source} does not open the key rings "
+                                   f"of {where(couch)}: it is not this installation's key. Nothing was "
+                                   "written.") from None
+        doc = {**_check_doc(settings.master_keys[0]), "rotating": True,
+               "previous_check": master_key_check(settings.master_keys[1])}
+    return _record(settings, couch, doc) or (f"recorded the master key's check value in {where(couch)} (it opens "
+                                             f"all {len(rings)} key rings)")
+
+
+def _check_doc(master: bytes, generation: int = 1) -> dict[str, Any]:
+    return {"_id": CHECK_ID, "type": "master_key_check", "check": master_key_check(master),
+            "master_id": master_id(master), "algorithm": MASTER_CHECK_ALGORITHM, "generation": generation,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(), "rotating": False}
+
+
+def _record(settings: Settings, couch: Couch, doc: dict[str, Any]) -> str | None:
+    """Save the first check document; if another process saved one first, the key must pass theirs."""
+    validate(doc)
+    try:
+        couch.accounts.save(doc)
+        return None
+    except Conflict:
+        problem = refusal(settings, couch.accounts.get(CHECK_ID))
+        if problem:
+            raise MasterKeyRefused(f"{problem} (checked against {where(couch)})") from None
+        return None
+
+
+def begin_rotation(master_keys: tuple[bytes, ...], couch: Couch) -> None:
+    """Name the new key (master_keys[0]) current and the old one previous, marked unfinished: one write.
+
+    From here on only a process with both keys passes `establish`, until `finish_rotation`.
+    """
+    doc = couch.accounts.get(CHECK_ID)
+    new, old = master_keys[:2]
+    if is_master_key_of(new, doc["check"]):  # resuming an interrupted rotation
+        return
+    doc.update(check=master_key_check(new), master_id=master_id(new), previous_check=master_key_check(old),
+               rotating=True, generation=doc["generation"] + 1, rotated_at=dt.datetime.now(dt.UTC).isoformat())
+    validate(doc)
+    couch.accounts.save(doc)
+
+
+def finish_rotation(couch: Couch) -> None:
+    """Every ring is re-wrapped and every checkpoint re-signed: processes with the new key alone may run."""
+    doc = couch.accounts.get(CHECK_ID)
+    if doc["rotating"]:
+        couch.accounts.save({**doc, "rotating": False})
