@@ -20,13 +20,13 @@ import getpass
 import json
 import os
 import secrets
-import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crypto import filing_log
 from crypto.keys import KeyMaterialError
@@ -36,9 +36,12 @@ from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationErro
 from server.security import accounts, filing, master_key
 from server.security.firewall import Firewall
 from server.services import demo
-from server.store.config import Settings, load_settings
+from server.store.config import Settings, load_settings, with_secret_key
 from server.store.couch import FIRST_VIEWS, Couch, build_views, connect, ensure_designs, get_or_none, ids_of_type
 from server.store.embedded_couch import FolderInUse, Record, folder_couch, free_port
+
+if TYPE_CHECKING:
+    import uvicorn
 
 DEMO_LOGINS_FILE = "demo-logins.txt"
 
@@ -71,7 +74,7 @@ def _checked(settings: Settings, couch: Couch, starting_rotation: bool) -> tuple
     if note:
         print(f"linli: {note}", file=sys.stderr, flush=True)
     ensure_designs(couch)
-    return settings, couch
+    return with_secret_key(settings), couch
 
 
 def banner(settings: Settings) -> str:
@@ -132,7 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int) -> str | None:
     """The demo on first start, the first indexes, the banner, then the web app and sync gateway until Ctrl-C;
     returns why it stopped by itself, if it did (its master key is no longer the database's)."""
-    import uvicorn
+    import uvicorn  # here, not at the top: the other commands start faster without it
     from starlette.routing import Mount
 
     from server.web.app import create_app
@@ -158,18 +161,20 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
     gateway = Mount("/sync", create_sync_app(settings, couch.server.base_url))
     # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
-    stop_reason = _watch_master_key(settings, couch)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, couch, mounts=[gateway]), host=settings.host,
+                                          port=port, log_level=args.log_level, proxy_headers=True,
+                                          timeout_graceful_shutdown=5))
+    stop_reason = _watch_master_key(settings, couch, server)
     try:
-        uvicorn.run(create_app(settings, couch, mounts=[gateway]), host=settings.host, port=port,
-                    log_level=args.log_level, proxy_headers=True, timeout_graceful_shutdown=5)
+        server.run()
     finally:
         stopping.set()
     return stop_reason[0] if stop_reason else None
 
 
-def _watch_master_key(settings: Settings, couch: Couch) -> list[str]:
+def _watch_master_key(settings: Settings, couch: Couch, server: uvicorn.Server) -> list[str]:
     """Every few seconds, check that this server's master key is still the database's; once it is not (a
-    `linli keys rotate-master` ran elsewhere), stop the server as Ctrl-C would and say why in the returned list.
+    `linli keys rotate-master` ran elsewhere), shut the server down as Ctrl-C would and put why in the list.
 
     Stopping, not carrying on: the new key cannot reach a running process, and one carrying on with the old key
     would sign filing-log checkpoints the new key does not verify and could not open re-wrapped key rings.
@@ -177,7 +182,7 @@ def _watch_master_key(settings: Settings, couch: Couch) -> list[str]:
     reason: list[str] = []
 
     def watch() -> None:
-        while not reason:
+        while not server.should_exit:
             time.sleep(MASTER_KEY_WATCH_SECONDS)
             try:
                 doc = get_or_none(couch.accounts, master_key.CHECK_ID)
@@ -187,7 +192,7 @@ def _watch_master_key(settings: Settings, couch: Couch) -> list[str]:
             if problem:
                 reason.append(f"{problem} (checked against {master_key.where(couch)}); restart linli serve with "
                               "the database's master key")
-                os.kill(os.getpid(), signal.SIGTERM)
+                server.should_exit = True
 
     threading.Thread(target=watch, daemon=True, name="master-key-watch").start()
     return reason

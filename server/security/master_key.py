@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pycouchdb.exceptions import Conflict
 
+from crypto import filing_log
 from crypto.keyring import TierKeys, master_id
 from crypto.keys import MASTER_CHECK_ALGORITHM, KeyMaterialError, is_master_key_of, master_key_check
 from server.domain.declaration import validate
@@ -90,12 +91,13 @@ def refusal(settings: Settings, doc: dict[str, Any], *, starting_rotation: bool 
 
 
 def _key_material(couch: Couch) -> str | None:
-    """What key material the database holds, in words (None: none at all, a new installation)."""
-    rings = _ids(couch.accounts, "keyring:")
-    data_keys = _ids(couch.main, "data_key:", limit=1)
-    if not rings and not data_keys:
-        return None
-    return f"{len(rings)} key rings" + (", data keys" if data_keys else "")
+    """What the database holds that only its master key could have made, in words (None: nothing, a new
+    installation): key rings, data keys wrapped under them, filing-log checkpoints signed with it."""
+    found = [what for what, db, prefix in (("key rings", couch.accounts, "keyring:"),
+                                           ("data keys", couch.main, "data_key:"),
+                                           ("signed filing-log checkpoints", couch.main, "audit_checkpoint:"))
+             if _ids(db, prefix, limit=1)]
+    return ", ".join(found) or None
 
 
 def _ids(db: Any, prefix: str, limit: int | None = None) -> list[str]:
@@ -105,32 +107,41 @@ def _ids(db: Any, prefix: str, limit: int | None = None) -> list[str]:
 
 
 def _migrate(settings: Settings, couch: Couch, material: str) -> str | None:
-    """An installation from before check values: the key must open every key ring, then its check is recorded."""
+    """An installation from before check values: the key must open every key ring and have signed the first
+    checkpoint; then its check value is recorded."""
+    source = settings.master_key_source
     if not settings.master_keys:
-        raise MasterKeyRefused(f"no master key: {settings.master_key_source}, but the database {where(couch)} "
-                               f"already holds key material ({material}). Set LINLI_MASTER_KEY or "
-                               "LINLI_MASTER_KEY_FILE to its key, or LINLI_DATA_DIR to its data folder. "
-                               "Nothing was written.")
+        raise MasterKeyRefused(f"no master key: {source}, but the database {where(couch)} already holds "
+                               f"{material}. Set LINLI_MASTER_KEY or LINLI_MASTER_KEY_FILE to its key, or "
+                               "LINLI_DATA_DIR to its data folder. Nothing was written.")
     rings = [couch.accounts.get(ring_id) for ring_id in _ids(couch.accounts, "keyring:")]
-    if not rings:
+    checkpoints = [couch.main.get(i) for i in _ids(couch.main, "audit_checkpoint:", limit=1)]
+    if not rings and not checkpoints:
         raise MasterKeyRefused(f"the database {where(couch)} holds data keys but no key ring to check the master "
                                "key against; refusing to guess. Nothing was written.")
-    try:
-        for ring in rings:
-            TierKeys.unwrap_ring(settings.master_keys[:1], ring)
+    if _made(settings.master_keys[:1], rings, checkpoints):
         doc = _check_doc(settings.master_keys[0])
-    except KeyMaterialError:
-        try:  # interrupted mid-rotation by a version without check values: both keys are needed
-            for ring in rings:
-                TierKeys.unwrap_ring(settings.master_keys, ring)
-        except KeyMaterialError:
-            raise MasterKeyRefused(f"the master key from {settings.master_key_source} does not open the key rings "
-                                   f"of {where(couch)}: it is not this installation's key. Nothing was "
-                                   "written.") from None
+    elif len(settings.master_keys) > 1 and _made(settings.master_keys, rings, checkpoints):
+        # Interrupted mid-rotation by a version without check values: both keys are needed until it is finished.
         doc = {**_check_doc(settings.master_keys[0]), "rotating": True,
                "previous_check": master_key_check(settings.master_keys[1])}
-    return _record(settings, couch, doc) or (f"recorded the master key's check value in {where(couch)} (it opens "
-                                             f"all {len(rings)} key rings)")
+    else:
+        raise MasterKeyRefused(f"the master key from {source} does not open the key rings or verify the filing "
+                               f"log of {where(couch)}: it is not this installation's key. Nothing was written.")
+    return _record(settings, couch, doc) or (f"recorded the master key's check value in {where(couch)} (an "
+                                             f"installation from before check values; the key opens its "
+                                             f"{len(rings)} key rings)")
+
+
+def _made(masters: tuple[bytes, ...], rings: list[dict[str, Any]], checkpoints: list[dict[str, Any]]) -> bool:
+    """Whether these master keys open every ring and signed every checkpoint given."""
+    try:
+        for ring in rings:
+            TierKeys.unwrap_ring(masters, ring)
+    except KeyMaterialError:
+        return False
+    signers = [filing_log.signing_key(m).public_key() for m in masters]
+    return all(any(filing_log.is_signed_by(s, c["community"], c) for s in signers) for c in checkpoints)
 
 
 def _check_doc(master: bytes, generation: int = 1) -> dict[str, Any]:

@@ -116,6 +116,26 @@ class Settings:
         return f"{self.db_prefix}{logical}"
 
 
+def _secret_key_file(data_dir: Path) -> Path:
+    return data_dir / "secret_key"
+
+
+def _existing_secret_key(data_dir: Path) -> str:
+    """$LINLI_SECRET_KEY(_FILE), else the data folder's generated one, else "" (`with_secret_key` makes it)."""
+    path = _secret_key_file(data_dir)
+    return read_secret("LINLI_SECRET_KEY") or (path.read_text(encoding="utf-8").strip() if path.exists() else "")
+
+
+def with_secret_key(settings: Settings) -> Settings:
+    """The settings with a session key, generated into the data folder if there is none yet: only once the
+    master key has been found to belong to the database, so a refused command leaves no file behind."""
+    if settings.secret_key:
+        return settings
+    key, _ = secret_or_generated("LINLI_SECRET_KEY", _secret_key_file(settings.data_dir),
+                                 lambda: secrets.token_urlsafe(48))
+    return replace(settings, secret_key=key)
+
+
 def load_settings() -> Settings:
     # The project's data folder wherever the command is run from, so a command finds the server's key.
     data_dir = Path(os.environ.get("LINLI_DATA_DIR", PROJECT_ROOT / "data")).resolve()
@@ -126,8 +146,7 @@ def load_settings() -> Settings:
         couchdb_user=os.environ.get("COUCHDB_USER") or None,
         couchdb_password=read_secret("COUCHDB_PASSWORD"),
         db_prefix=os.environ.get("LINLI_DB_PREFIX", "linli_"),
-        secret_key=secret_or_generated("LINLI_SECRET_KEY", data_dir / "secret_key",
-                                       lambda: secrets.token_urlsafe(48))[0],
+        secret_key=_existing_secret_key(data_dir),
         host=os.environ.get("LINLI_HOST", "127.0.0.1"),
         port=int(os.environ.get("LINLI_PORT", "8000")),
         session_max_age=int(os.environ.get("LINLI_SESSION_MAX_AGE", str(12 * 3600))),
