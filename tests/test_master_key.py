@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from crypto import filing_log
 from crypto.envelope import b64url, unb64url
 from crypto.keys import is_master_key_of, new_key
 from server.security import filing, master_key
@@ -161,8 +162,13 @@ def test_rotation_stops_a_server_holding_the_old_key_and_can_resume(
     assert served.process.returncode == 1, rest
     assert re.search(rf"linli: stopped: the master key from LINLI_MASTER_KEY_FILE={old_file} was rotated away",
                      rest), rest
+    # ... and had re-signed the one checkpoint before it stopped: running it again resumes from there.
+    (row,) = installation.main.all(startkey="audit_checkpoint:", endkey="audit_checkpoint:\ufff0", as_list=True)
+    checkpoint = row["doc"]
+    installation.main.save({**checkpoint, "signature": filing_log.sign_checkpoint(
+        filing_log.signing_key(new), "community:c1", checkpoint["seq"], checkpoint["hash"])})
     resumed = run(settings, url, "keys", "rotate-master", **key_env(new, old))
-    assert resumed.returncode == 0 and "re-signed 1 filing-log checkpoints" in resumed.stdout, resumed.stderr
+    assert resumed.returncode == 0 and "re-signed 0 filing-log checkpoints" in resumed.stdout, resumed.stderr
     check = installation.accounts.get(master_key.CHECK_ID)
     assert is_master_key_of(new, check["check"]) and check["generation"] == 2 and not check["rotating"]
     verified = run(settings, url, "audit", "verify", **key_env(new))
