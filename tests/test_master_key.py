@@ -117,7 +117,7 @@ def test_a_new_installation_generates_its_key_once(couch_server, settings: Setti
     first = run(settings, url, "device-token", "issue", "nobody")
     assert first.returncode == 2 and "no active user" in first.stderr, first.stderr  # it ran, after the check
     key_file = settings.data_dir / "master_key"
-    assert f"new installation: generated its master key into {key_file} (generated)" in first.stderr
+    assert f"new installation: generated its master key into {key_file}; back it up" in first.stderr
     assert key_file.stat().st_mode & 0o077 == 0
     generated = key_file.read_text()
     couch = connect(settings, url)

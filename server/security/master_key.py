@@ -26,7 +26,7 @@ from crypto import filing_log
 from crypto.keyring import TierKeys, master_id
 from crypto.keys import MASTER_CHECK_ALGORITHM, KeyMaterialError, is_master_key_of, master_key_check
 from server.domain.declaration import validate
-from server.store.config import Settings, generate_master_key
+from server.store.config import Settings, generate_master_key, master_key_file
 from server.store.couch import Couch, get_or_none
 
 CHECK_ID = "master_key_check:installation"
@@ -59,7 +59,8 @@ def establish(settings: Settings, couch: Couch, *, starting_rotation: bool = Fal
         note = None
         if not settings.master_keys:
             settings = generate_master_key(settings)
-            note = f"new installation: generated its master key into {settings.master_key_source}; back it up"
+            note = (f"new installation: generated its master key into {master_key_file(settings.data_dir)}; back it "
+                    "up apart from the database")
         return settings, _record(settings, couch, _check_doc(settings.master_keys[0])) or note
     return settings, _migrate(settings, couch, material)
 

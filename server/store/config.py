@@ -81,9 +81,17 @@ def load_master_keys(data_dir: Path) -> tuple[tuple[bytes, ...], str]:
 
 
 def generate_master_key(settings: Settings) -> Settings:
-    """A new installation's master key, written once into the data folder (mode 0600)."""
+    """A new installation's master key, written into the data folder (mode 0600) unless a process starting at the
+    same moment wrote one first: then theirs is used, never overwritten."""
     path = master_key_file(settings.data_dir)
-    write_private(path, keys.b64url(keys.new_key()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(keys.b64url(keys.new_key()))
     master_keys, source = load_master_keys(settings.data_dir)
     return replace(settings, master_keys=master_keys, master_key_source=f"{source} (generated)")
 
