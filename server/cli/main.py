@@ -166,7 +166,8 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
                                           timeout_graceful_shutdown=5))
     stop_reason = _watch_master_key(settings, couch, server)
     try:
-        server.run()
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
+            server.run()
     finally:
         stopping.set()
     return stop_reason[0] if stop_reason else None
