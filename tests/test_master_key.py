@@ -174,13 +174,17 @@ def test_rotation_stops_a_server_holding_the_old_key_and_can_resume(
     verified = run(settings, url, "audit", "verify", **key_env(new))
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stderr
     assert_refused(run(settings, url, "audit", "verify", **key_env(old)), "was rotated away")
-    # Restarted with the new key, the server runs and opens the data.
+    # Restarted with the new key, the server runs; the next rotation has it stopped before it re-wraps anything.
     new_file = tmp_path / "new_key"
     new_file.write_text(b64url(new))
     restarted = start_serve(tmp_path / "serve-data", "--no-demo", **{**server_env, "LINLI_MASTER_KEY_FILE":
                                                                       str(new_file)})
     assert httpx2.get(restarted.url + "healthz").status_code == 200
-    stop(restarted)
-    rotated = Firewall.open(dataclasses.replace(settings, master_keys=(new,)), installation)
+    third = new_key()
+    rotated = run(settings, url, "keys", "rotate-master", **key_env(third, new))
+    assert rotated.returncode == 0 and "waiting 5 s for servers" in rotated.stderr, rotated.stderr
+    assert restarted.process.poll() == 1  # already stopped when the rotation re-wrapped the rings
+    assert "was rotated away" in restarted.process.communicate(timeout=10)[0]
+    opened = Firewall.open(dataclasses.replace(settings, master_keys=(third,)), installation)
     resident = _resident_with(installation, "phone")
-    assert rotated.reveal(SECRETARY, resident, "contact", purpose="x", device="d", now=NOW)["phone"]
+    assert opened.reveal(SECRETARY, resident, "contact", purpose="x", device="d", now=NOW)["phone"]

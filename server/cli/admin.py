@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import datetime as dt
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 from crypto import filing_log
@@ -44,7 +45,10 @@ def cmd_rotate_master(args: argparse.Namespace, open_couch: OpenCouch) -> int:
         return 2
     with _firewall(open_couch, starting_rotation=True) as firewall:
         masters = firewall.keystore.master_keys
-        master_key.begin_rotation(masters, firewall.couch)
+        if master_key.begin_rotation(masters, firewall.couch):
+            print(f"linli: the check value now names the new key; waiting {master_key.SETTLE_SECONDS:.0f} s for "
+                  "servers still holding the old key to stop …", file=sys.stderr, flush=True)
+            time.sleep(master_key.SETTLE_SECONDS)
         rings = firewall.keystore.rotate_master(progress=sys.stderr.isatty())
         new_signer, old_signer = (filing_log.signing_key(m) for m in masters[:2])  # current first
         signed = sum(filing.resign(firewall.couch, old_signer, new_signer, c)

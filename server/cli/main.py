@@ -46,10 +46,6 @@ if TYPE_CHECKING:
 DEMO_LOGINS_FILE = "demo-logins.txt"
 
 
-# How often a running `linli serve` checks that its master key is still the database's (a rotation elsewhere).
-MASTER_KEY_WATCH_SECONDS = 5
-
-
 @contextlib.contextmanager
 def open_couch(settings: Settings, serving: bool = False,
                starting_rotation: bool = False) -> Iterator[tuple[Settings, Couch]]:
@@ -174,7 +170,7 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
 
 
 def _watch_master_key(settings: Settings, couch: Couch, server: uvicorn.Server) -> list[str]:
-    """Every few seconds, check that this server's master key is still the database's; once it is not (a
+    """Every WATCH_SECONDS, check that this server's master key is still the database's; once it is not (a
     `linli keys rotate-master` ran elsewhere), shut the server down as Ctrl-C would and put why in the list.
 
     Stopping, not carrying on: the new key cannot reach a running process, and one carrying on with the old key
@@ -184,7 +180,7 @@ def _watch_master_key(settings: Settings, couch: Couch, server: uvicorn.Server) 
 
     def watch() -> None:
         while not server.should_exit:
-            time.sleep(MASTER_KEY_WATCH_SECONDS)
+            time.sleep(master_key.WATCH_SECONDS)
             try:
                 doc = get_or_none(couch.accounts, master_key.CHECK_ID)
             except Exception:  # noqa: BLE001 - CouchDB briefly unreachable: the server says so itself; retry

@@ -30,6 +30,11 @@ from server.store.config import Settings, generate_master_key, master_key_file
 from server.store.couch import Couch, get_or_none
 
 CHECK_ID = "master_key_check:installation"
+# How often a running `linli serve` re-reads the check value, and how long a rotation waits after switching it:
+# long enough for every server still holding the old key to notice and stop (requests under way finish), so
+# none of them wraps a key ring or signs a checkpoint with the old key after the rotation re-wrapped and re-signed.
+WATCH_SECONDS = 2.0
+SETTLE_SECONDS = 2 * WATCH_SECONDS + 1
 
 
 class MasterKeyRefused(RuntimeError):
@@ -164,19 +169,22 @@ def _record(settings: Settings, couch: Couch, doc: dict[str, Any]) -> str | None
         return None
 
 
-def begin_rotation(master_keys: tuple[bytes, ...], couch: Couch) -> None:
+def begin_rotation(master_keys: tuple[bytes, ...], couch: Couch) -> bool:
     """Name the new key (master_keys[0]) current and the old one previous, marked unfinished: one write.
+    False if an interrupted rotation had done so already.
 
-    From here on only a process with both keys passes `establish`, until `finish_rotation`.
+    From here on only a process with both keys passes `establish`, until `finish_rotation`; a running server
+    with the old key alone stops within SETTLE_SECONDS, which the caller waits before re-wrapping anything.
     """
     doc = couch.accounts.get(CHECK_ID)
     new, old = master_keys[:2]
     if is_master_key_of(new, doc["check"]):  # resuming an interrupted rotation
-        return
+        return False
     doc.update(check=master_key_check(new), master_id=master_id(new), previous_check=master_key_check(old),
                rotating=True, generation=doc["generation"] + 1, rotated_at=dt.datetime.now(dt.UTC).isoformat())
     validate(doc)
     couch.accounts.save(doc)
+    return True
 
 
 def finish_rotation(couch: Couch) -> None:
