@@ -23,7 +23,7 @@ from server.store.config import PROJECT_ROOT, Settings
 from server.store.couch import Couch, connect
 
 from .test_firewall import NOW, SECRETARY, _resident_with
-from .test_serve import LINLI, NEW_PASSWORD, start_serve, stop
+from .test_serve import LINLI, NEW_PASSWORD, start_serve
 
 
 def run(settings: Settings, couch_url: str, *args: str, data_dir: Path | None = None, **key_env: str):

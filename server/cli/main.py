@@ -10,6 +10,9 @@
     linli resident erase   crypto-shred one resident's protected data
     linli device-token     issue or revoke a sync token for a BLE gateway or a script
     linli export-schema    print the domain declaration as JSON (what the PWA reads)
+
+Every command that uses the database first names its data folder and databases (stderr; `linli --quiet …`
+leaves it out) and checks the master key against the database before writing (server/security/master_key.py).
 """
 
 from __future__ import annotations
