@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from crypto.envelope import EnvelopeError
 from server.domain.access import Principal, may_see
-from server.domain.declaration import CORE_CATEGORIES, PRIVACY_CHOICES, Role, export_json
+from server.domain.declaration import CORE_CATEGORIES, DOC_TYPES, PRIVACY_CHOICES, Role, export_json
 from server.domain.entitlement import CATEGORY_FIELDS, REVEAL_PURPOSES
 from server.domain.errors import FieldError, UserError, by_field
 from server.domain.field_rules import COMMON_NEEDS
@@ -64,6 +64,7 @@ HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("linli")
 VENDOR_DIR = PROJECT_ROOT / "pwa" / "vendor"
 SIGNED_IN_COOKIE = "signed_in"
+USERNAME_MAX = DOC_TYPES["user"].fields["username"].max_length
 
 
 def _now() -> dt.datetime:
@@ -146,6 +147,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             next_url = "/"  # no open redirect
         if not username or not password:
             return render(request, "login.html", 400, message="login_missing", username=username, next=next_url)
+        if len(username) > USERNAME_MAX:  # no such account can exist; and the name would become a CouchDB id
+            raise UserError([FieldError("username", "err_too_long", {"max": USERNAME_MAX})])
         try:
             user = await run_in_threadpool(accounts.authenticate, couch.accounts, username, password, _now())
         except accounts.LoginLocked as locked:

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.domain.declaration import validate
+from server.domain.errors import UserError
 from server.services import service_requests as sr
 from server.store.couch import Couch, get_many, get_or_none
 
@@ -31,6 +32,9 @@ FORMATS = {"json": "application/json; charset=utf-8", "xml": "text/xml; charset=
 DEFAULT_DAYS = 90
 MAX_RESULTS = 1000
 KEY_PREFIX = "open311_key:"
+# A stored request's fields under the names an Open311 client sent them by, for error messages.
+OPEN311_NAMES = {"reporter_name": "first_name/last_name", "address": "address_string", "category": "service_code",
+                 "location": "lat/long"}
 
 
 class Open311Error(Exception):
@@ -45,9 +49,13 @@ class Open311Error(Exception):
 def _xml_value(parent: ET.Element, name: str, value: Any) -> None:
     child = ET.SubElement(parent, name)
     if isinstance(value, list):
-        item_name = {"attributes": "attribute", "values": "value"}.get(name, "item")
+        item_name = {"attributes": "attribute", "values": "value", "endpoints": "endpoint",
+                     "formats": "format"}.get(name, "item")
         for item in value:
-            _xml_record(child, item_name, item)
+            if isinstance(item, dict):
+                _xml_record(child, item_name, item)
+            else:  # discovery's formats: <formats><format>text/xml</format>…</formats>
+                _xml_value(child, item_name, item)
     elif isinstance(value, bool):
         child.text = "true" if value else "false"
     elif value is not None:
@@ -178,8 +186,9 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
                 return await handler(request, fmt)
             except Open311Error as error:
                 return error_response(fmt, error.code, error.description)
-            except sr.RequestError as error:
-                return error_response(fmt, error.status, str(error))
+            except UserError as error:  # RequestError, or the declaration refusing the document (e.g. too long)
+                return error_response(fmt, error.status, "; ".join(
+                    f"{OPEN311_NAMES.get(e.field, e.field)}: {e.text()}" for e in error.errors))
         return wrapped
 
     async def discovery(request: Request, fmt: str) -> Response:
@@ -225,8 +234,7 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
             docs = sorted((d for d in found.values() if d.get("type") == "service_request" and is_public(d)),
                           key=lambda d: d["created_at"], reverse=True)
         else:
-            end = _date(q, "end_date") or now()
-            start = _date(q, "start_date") or end - dt.timedelta(days=DEFAULT_DAYS)
+            start, end = _date_range(q, now())
             codes, statuses = _csv(q.get("service_code")), _csv(q.get("status"))
             if statuses - {"open", "closed"}:
                 raise Open311Error(400, "status must be open and/or closed")
@@ -266,6 +274,7 @@ def _csv(value: str | None) -> set[str]:
 
 
 def _date(query: Any, name: str) -> dt.datetime | None:
+    """The parameter in UTC; years 1 and 9999 at the edge of a time zone cannot be, so they are refused."""
     value = query.get(name)
     if not value:
         return None
@@ -275,7 +284,24 @@ def _date(query: Any, name: str) -> dt.datetime | None:
         raise Open311Error(400, f"{name} must be a W3C date and time, e.g. 2026-11-25T08:00:00Z") from None
     if parsed.tzinfo is None:
         raise Open311Error(400, f"{name} must include a time zone (Z or ±hh:mm)")
-    return parsed
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise Open311Error(400, f"{name} is out of range (years 1 to 9999 in UTC)") from None
+
+
+def _date_range(query: Any, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """[start_date, end_date], by default the DEFAULT_DAYS up to now (or up to end_date)."""
+    end = _date(query, "end_date") or now
+    start = _date(query, "start_date")
+    if start is None:
+        try:
+            start = end - dt.timedelta(days=DEFAULT_DAYS)
+        except OverflowError:  # an end_date in year 1
+            start = dt.datetime.min.replace(tzinfo=dt.UTC)
+    if start > end:
+        raise Open311Error(400, "start_date must not be after end_date")
+    return start, end
 
 
 def _location(fields: dict[str, str]) -> dict[str, float] | None:
