@@ -48,9 +48,39 @@ MAX_LOCAL_BYTES = 1024 * 1024
 DOC_PARAMS = ("rev", "revs", "open_revs", "latest", "attachments", "conflicts")
 
 
-def _hidden(doc_id: str, rev: str | None) -> dict[str, Any]:
-    """What _bulk_get says about a revision the user may not see: the same as for one that does not exist."""
-    return {"error": {"id": doc_id, "rev": rev, "error": "not_found", "reason": "missing"}}
+def _missing(wanted: dict[str, Any]) -> dict[str, Any]:
+    """Apache CouchDB's _bulk_get entry for a missing document, built from the request alone, so that it is
+    the same for a hidden one (never its current `_rev`) and for an unknown one (pouchdb-server says `{}`
+    or `{"missing": rev}` there)."""
+    return {"error": {"id": wanted["id"], "rev": wanted.get("rev", "undefined"), "error": "not_found",
+                      "reason": "missing"}}
+
+
+def _visible(p: Principal, entry: dict[str, Any]) -> bool:
+    """A _bulk_get entry to pass on as it is: a document the user may see, or an error other than "missing"."""
+    if "ok" in entry:
+        return may_see(p, entry["ok"])
+    return "error" in entry and entry["error"].get("error") != "not_found"
+
+
+def _answers_by_id(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """CouchDB's _bulk_get answers, each document's entries together.
+
+    Apache CouchDB answers once per requested entry, but pouchdb-server once per id (one id asked twice,
+    or at two revisions, gets one answer), so answers are matched to requests by id and rev, never by position.
+    """
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        by_id.setdefault(result["id"], []).extend(result["docs"])
+    return by_id
+
+
+def _answer_for(wanted: dict[str, Any], fetched: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    entries = fetched.get(wanted["id"], [])
+    if "rev" in wanted:  # (with latest=true the answer may be a later revision: then all of them)
+        entries = [e for e in entries if (e.get("ok") or e.get("error") or {}).get(
+            "_rev" if "ok" in e else "rev") == wanted["rev"]] or entries
+    return {"id": wanted["id"], "docs": [dict(e) for e in entries]}
 
 
 class Gateway:
@@ -157,11 +187,11 @@ class Gateway:
             answer = await self.upstream.call("POST", self.upstream.main, "_bulk_get", params=params,
                                               body={"docs": [{k: d[k] for k in ("id", "rev", "atts_since") if k in d}
                                                              for d in misses]})
-            fetched = iter(answer["results"])
-            results = [result if result is not None else next(fetched) for result in results]
-        for result in results:
-            result["docs"] = [entry if "ok" not in entry or may_see(p, entry["ok"])
-                              else _hidden(result["id"], entry["ok"].get("_rev")) for entry in result["docs"]]
+            fetched = _answers_by_id(answer["results"])
+            results = [result if result is not None else _answer_for(wanted, fetched)
+                       for wanted, result in zip(requested, results, strict=True)]
+        for wanted, result in zip(requested, results, strict=True):
+            result["docs"] = [entry if _visible(p, entry) else _missing(wanted) for entry in result["docs"]]
         return FastJSONResponse({"results": results})
 
     def _recent(self, wanted: dict[str, Any], params: dict[str, str]) -> dict[str, Any] | None:

@@ -161,3 +161,59 @@ def test_a_ble_gateway_token_sees_its_devices_only_and_can_only_report(street: S
     assert _token(street, "revoke", token).returncode == 0
     within_principal_ttl(lambda: httpx2.get(street.served.sync_url + "/_changes",
                                             headers={"Authorization": f"Bearer {token}"}).status_code == 401)
+
+
+def test_bulk_get_never_tells_a_hidden_document_from_an_unknown_one(street: Street) -> None:
+    """Finding 14 (issue 13): a hidden document's answer once carried its current _rev, an unknown one's was {}."""
+    hidden = street.couch.main.get("household:c1-g1-h001")
+    intruder, _ = _client(street, "wangge02")
+    with intruder:
+        for rev in ({}, {"rev": hidden["_rev"]}):
+            answers = [intruder.post("_bulk_get", params={"revs": "true"}, json={"docs": [{"id": doc_id, **rev}]})
+                       .json()["results"][0]["docs"] for doc_id in ("household:c1-g1-h001", "household:c1-g1-h999")]
+            assert answers[0] == [{"error": {"id": "household:c1-g1-h001", "rev": rev.get("rev", "undefined"),
+                                             "error": "not_found", "reason": "missing"}}]
+            assert json.dumps(answers[0]).replace("h001", "h999") == json.dumps(answers[1])
+        mine = intruder.post("_bulk_get", json={"docs": [{"id": "household:c1-g2-h001"}]}).json()
+        assert mine["results"][0]["docs"][0]["ok"]["_id"] == "household:c1-g2-h001"  # visible ones still come
+
+
+def test_bulk_get_with_one_id_twice(street: Street) -> None:
+    """Finding 15 (issue 13): pouchdb-server answers once per id, and the gateway matched answers by position."""
+    client, _ = _client(street, "wangge01")
+    rev = street.couch.main.get("household:c1-g1-h001")["_rev"]
+    with client:
+        for docs in ([{"id": "household:c1-g1-h001"}] * 2, [{"id": "household:c1-g1-h001", "rev": rev}] * 2,
+                     [{"id": "household:c1-g1-h001"}, {"id": "household:c1-g1-h002"},
+                      {"id": "household:c1-g1-h001", "rev": rev}]):
+            answer = client.post("_bulk_get", json={"docs": docs})
+            assert answer.status_code == 200, answer.text
+            results = answer.json()["results"]
+            assert [r["id"] for r in results] == [d["id"] for d in docs]
+            assert all(entry["ok"]["_id"] == r["id"] for r in results for entry in r["docs"])
+
+
+def test_a_bearer_header_never_lends_a_cookie_session_csrf_exemption(street: Street) -> None:
+    """Finding 11 (issue 13): any `Authorization: Bearer` header skipped the CSRF check, on a cookie session too.
+    A request with a token is judged by the token alone: the cookie beside it is not honoured anywhere."""
+    cookie, _ = login(street.served.url, "wangge01")
+    issued = _token(street, "issue", "gw1", "--label", "活动室")
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip().splitlines()[-1]
+    reveal = "/residents/resident:c1-g1-h001-1/reveal"
+    form = {"category": "contact", "purpose": "routine_visit"}
+    before = street.couch.main.config()["update_seq"]
+    with httpx2.Client(base_url=street.served.url, timeout=30, follow_redirects=False) as web:
+        for bearer in ("Bearer nonsense", f"Bearer {token}"):
+            forged = web.post(reveal, data=form, headers={"Cookie": cookie, "Authorization": bearer})
+            assert forged.status_code == 303 and forged.headers["location"].startswith("/login"), forged.text[:300]
+        assert web.post(reveal, data=form, headers={"Cookie": cookie}).status_code == 403  # no CSRF token
+        bogus = web.post(street.served.sync_url + "/_bulk_docs", json={"docs": [household(G1, 950)]},
+                         headers={"Cookie": cookie, "Authorization": "Bearer nonsense", "Accept": "application/json"})
+        assert bogus.status_code == 401
+        # A valid token beside the cookie acts as the token's user, without a CSRF token.
+        both = {"Cookie": cookie, "Authorization": f"Bearer {token}"}
+        assert web.get("/sync/_session", headers=both).json()["userCtx"]["name"] == "user:gw1"
+        assert web.post(street.served.sync_url + "/_bulk_docs", json={"docs": [household(G1, 951)]},
+                        headers=both).json()[0]["error"] == "forbidden"  # the gateway's rights, not the worker's
+    assert street.couch.main.config()["update_seq"] == before

@@ -9,9 +9,12 @@ CSRF: every unsafe request must carry the session's token, either in the
 `X-CSRF-Token` header (htmx sends it from `hx-headers` on <body>) or in a
 `csrf_token` form field. This is checked in one ASGI middleware so that a new
 form cannot forget it. The sync gateway's PouchDB sends the header too (a fetch
-option). Requests with an `Authorization: Bearer` header are exempt: a browser
+option). Requests with an `Authorization` header (device tokens) are exempt: a browser
 sends that header cross-site only after a CORS preflight that Linli never
-grants, and such requests are judged by the token alone, never by the cookie.
+grants, and such requests are judged by the token alone, never by the cookie: the
+middleware hides the session from them (an empty one downstream), so that a bogus
+bearer header beside a cookie buys nothing (pages see no one; the sync gateway
+checks the token and answers 401).
 """
 
 from __future__ import annotations
@@ -99,11 +102,16 @@ class CSRFMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if headers.get("authorization", "").lower().startswith("bearer "):
+        if "authorization" in headers:
+            # Exempt only as a token request: downstream sees no session. (A copy of the scope, so that
+            # SessionMiddleware, which holds the original, neither rewrites nor clears the cookie.)
+            await self.app({**scope, "session": {}}, receive, send)
+            return
+        if scope["method"] in SAFE_METHODS:
             await self.app(scope, receive, send)
             return
         if scope["path"].startswith(CSRF_EXEMPT_PREFIX):
