@@ -32,7 +32,6 @@ from typing import Any
 
 from pycouchdb.exceptions import Conflict
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -44,6 +43,7 @@ from server.security.firewall import Firewall
 from server.store import queries
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, bulk_save, get_or_none
+from server.web.lookup import visible_doc
 
 Doc = dict[str, Any]
 logger = logging.getLogger("linli")
@@ -213,11 +213,8 @@ def routes(firewall: Firewall, secret_key: str, current_user: CurrentUser, rende
 
     async def issue_page(request: Request) -> Response:
         p = Principal.of(await current_user(request))
-        resident = await run_in_threadpool(queries.load_doc, couch, request.path_params["resident_id"], "resident")
-        if resident is None:
-            raise HTTPException(404)
-        if not may_issue(p, resident):
-            raise HTTPException(403)
+        resident = await run_in_threadpool(visible_doc, couch, p, request.path_params["resident_id"], "resident",
+                                           may_issue)
         shown = {"_id": resident["_id"], "name": resident["name"], "household": resident["household"]}
         try:
             issued = await run_in_threadpool(issue, firewall, key, p, resident, device=device(request), now=now())

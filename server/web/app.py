@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from crypto.envelope import EnvelopeError
-from server.domain.access import Principal, may_see
+from server.domain.access import Principal
 from server.domain.declaration import CORE_CATEGORIES, DOC_TYPES, PRIVACY_CHOICES, Role, export_json
 from server.domain.entitlement import CATEGORY_FIELDS, REVEAL_PURPOSES
 from server.domain.errors import FieldError, UserError, by_field
@@ -57,6 +57,7 @@ from server.web.field_pages import recent_visits
 from server.web.field_pages import routes as field_routes
 from server.web.home import home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
+from server.web.lookup import visible_doc, visible_household
 from server.web.resident_needs import page_context as needs_context
 from server.web.resident_needs import routes as needs_routes
 
@@ -208,11 +209,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     async def grid_page(request: Request) -> Response:
         """The grid's households, for whoever may see the grid (access.may_see); each lists only what they may see."""
         principal = Principal.of(await current_user(request))
-        grid = await run_in_threadpool(queries.load_doc, couch, request.path_params["grid_id"], "grid")
-        if grid is None:
-            raise HTTPException(404)
-        if not may_see(principal, grid):
-            raise HTTPException(403)
+        grid = await run_in_threadpool(visible_doc, couch, principal, request.path_params["grid_id"], "grid")
         query = request.query_params.get("q", "")[:100]
         try:
             offset = max(0, int(request.query_params.get("offset", "0")))
@@ -230,14 +227,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 
     async def household_page(request: Request) -> Response:
         principal = Principal.of(await current_user(request))
-        household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
-        if household is None:
-            raise HTTPException(404)
-        grid = await run_in_threadpool(queries.load_doc, couch, household["grid"], "grid")
-        # Both, as on the phone: its replica holds what may_see lets through, and it opens the grids listed in
-        # /pwa/session.json (a volunteer moved off the grid keeps no household of it).
-        if grid is None or not (may_see(principal, household) and may_see(principal, grid)):
-            raise HTTPException(403)
+        household, grid = await run_in_threadpool(visible_household, couch, principal,
+                                                  request.path_params["household_id"])
         residents = await run_in_threadpool(queries.household_detail, couch, principal, household, dt.date.today())
         for resident in residents:
             resident["protected"] = await run_in_threadpool(firewall.entitlements, principal, resident["doc"], _now())
@@ -248,11 +239,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     async def resident_for(request: Request) -> tuple[Principal, dict[str, Any]]:
         """The signed-in user and the resident named in the path, if the user may see that resident at all."""
         principal = Principal.of(await current_user(request))
-        resident = await run_in_threadpool(queries.load_doc, couch, request.path_params["resident_id"], "resident")
-        if resident is None:
-            raise HTTPException(404)
-        if not may_see(principal, resident):
-            raise HTTPException(403)
+        resident = await run_in_threadpool(visible_doc, couch, principal, request.path_params["resident_id"],
+                                           "resident")
         return principal, resident
 
     async def reveal(request: Request) -> Response:

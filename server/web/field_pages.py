@@ -38,6 +38,7 @@ from server.services import service_requests as sr
 from server.store import queries
 from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
 from server.web.forms import redirect_after_post
+from server.web.lookup import visible_doc, visible_household
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -92,12 +93,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         return Principal.of(await current_user(request))
 
     async def load(request: Request, p: Principal, type_name: str) -> Doc:
-        doc = await run_in_threadpool(queries.load_doc, couch, f"{type_name}:{request.path_params['id']}", type_name)
-        if doc is None:
-            raise HTTPException(404)
-        if not may_see(p, doc):
-            raise HTTPException(403)
-        return doc
+        return await run_in_threadpool(visible_doc, couch, p, f"{type_name}:{request.path_params['id']}", type_name)
 
     async def alerts_page(request: Request, p: Principal | None = None, error: str | None = None,
                           status_code: int = 200) -> Response:
@@ -143,12 +139,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
 
     async def visit_new(request: Request) -> Response:
         p = await principal_of(request)
-        household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
-        if household is None:
-            raise HTTPException(404)
-        grid = await run_in_threadpool(queries.load_doc, couch, household["grid"], "grid")
-        if grid is None or not (may_see(p, household) and may_see(p, grid)):  # as the household page decides
-            raise HTTPException(403)
+        household, _ = await run_in_threadpool(visible_household, couch, p, request.path_params["household_id"])
         members = await run_in_threadpool(
             lambda: list(iter_view_docs(couch.main, "linli/by_place", [household["_id"], "resident"])))
         residents = [{"_id": r["_id"], "name": r["name"]} for r in members if may_see(p, r)]
