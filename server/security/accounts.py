@@ -2,13 +2,16 @@
 
 User documents live in the accounts database (never replicated to phones).
 Throttling state lives in CouchDB too, so a second server process behind a
-load balancer sees the same failures.
+load balancer sees the same failures; each guess is reserved there with a
+conditional write before the password is checked (`Throttle`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import random
+import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ _DUMMY_HASH = _hasher.hash("linli-no-such-user")
 MAX_FAILURES = 5
 LOCKOUT = dt.timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 8
+MAX_RESERVE_TRIES = 50  # conflicts in a row before a guess is refused unchecked
 
 
 def user_id(username: str) -> str:
@@ -66,39 +70,63 @@ class LoginLocked(Exception):
         super().__init__(f"too many failed logins; locked until {until.isoformat()}")
 
 
+def _time_of(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.partition("#")[0])
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One reserved guess: the throttle key and the timestamp it holds in the key's document."""
+
+    key: str
+    stamp: str
+
+
 @dataclass(frozen=True)
 class Throttle:
-    """Per-key failure counter kept in a `throttle:<key>` document (the key: a username, or what
-    server/web/activation.py counts activation-code guesses by); `limit` failures within LOCKOUT lock the key."""
+    """Per-key guess counter kept in a `throttle:<key>` document (the key: a username, or what
+    server/web/activation.py counts activation-code guesses by); `limit` failures within LOCKOUT lock the key.
+
+    Atomic across threads and processes: a guess is *reserved* (written to the document, CouchDB's revision
+    check settling any race) before the secret is checked, and counts as a failure unless it is released.
+    Checking first and recording the failure afterwards let 40 parallel guesses all through a limit of 5.
+    """
 
     db: pycouchdb.client.Database
     limit: int = MAX_FAILURES
 
-    def _doc(self, username: str) -> dict[str, Any]:
-        return get_or_none(self.db, f"throttle:{username}") or {"_id": f"throttle:{username}", "failures": []}
+    def _doc(self, key: str) -> dict[str, Any]:
+        return get_or_none(self.db, f"throttle:{key}") or {"_id": f"throttle:{key}", "failures": []}
 
-    def check(self, username: str, now: dt.datetime) -> None:
-        recent = [t for t in self._doc(username)["failures"] if now - dt.datetime.fromisoformat(t) < LOCKOUT]
-        if len(recent) >= self.limit:
-            raise LoginLocked(dt.datetime.fromisoformat(recent[-1]) + LOCKOUT)
-
-    def record_failure(self, username: str, now: dt.datetime) -> None:
-        for _ in range(3):  # concurrent failures race on one document; retry on conflict
-            doc = self._doc(username)
-            doc["failures"] = [t for t in doc["failures"] if now - dt.datetime.fromisoformat(t) < LOCKOUT]
-            doc["failures"].append(now.isoformat())
+    def reserve(self, key: str, now: dt.datetime) -> Attempt:
+        """Count one guess before it is checked; raises LoginLocked when `limit` are already counted."""
+        for _ in range(MAX_RESERVE_TRIES):
+            doc = self._doc(key)
+            recent = [t for t in doc["failures"] if now - _time_of(t) < LOCKOUT]
+            if len(recent) >= self.limit:
+                raise LoginLocked(max(_time_of(t) for t in recent) + LOCKOUT)
+            # The timestamp plus a random tag, so that two guesses in one microsecond stay two.
+            attempt = Attempt(key, f"{now.isoformat()}#{secrets.token_hex(4)}")
             try:
-                self.db.save(doc)
+                self.db.save({**doc, "failures": [*recent, attempt.stamp]})
+                return attempt
+            except Conflict:  # another guess was counted meanwhile: count again with it
+                time.sleep(random.uniform(0, 0.01))
+        raise LoginLocked(now + LOCKOUT)  # contention this heavy is an attack: refuse rather than check unreserved
+
+    def release(self, attempt: Attempt, *, forgive_earlier: bool = False) -> None:
+        """Un-count a guess that was not a failure (and, after a success, the failures before it)."""
+        for _ in range(MAX_RESERVE_TRIES):
+            doc = get_or_none(self.db, f"throttle:{attempt.key}")
+            if not doc or attempt.stamp not in doc["failures"]:
+                return
+            failures, mine = doc["failures"], doc["failures"].index(attempt.stamp)
+            kept = failures[mine + 1:] if forgive_earlier else failures[:mine] + failures[mine + 1:]
+            try:
+                self.db.save({**doc, "failures": kept})
                 return
             except Conflict:
                 continue
-
-    def clear(self, username: str) -> None:
-        doc = get_or_none(self.db, f"throttle:{username}")
-        if doc and doc["failures"]:
-            doc["failures"] = []
-            with contextlib.suppress(Conflict):  # a concurrent failure was recorded; it will age out
-                self.db.save(doc)
 
 
 def authenticate(db: pycouchdb.client.Database, username: str, password: str,
@@ -108,7 +136,7 @@ def authenticate(db: pycouchdb.client.Database, username: str, password: str,
     Raises LoginLocked after MAX_FAILURES failures within LOCKOUT.
     """
     throttle = Throttle(db)
-    throttle.check(username, now)
+    attempt = throttle.reserve(username, now)
     user = get_or_none(db, user_id(username)) if username else None
     stored = user.get("password_hash") if user and user.get("active") else None
     try:
@@ -116,9 +144,8 @@ def authenticate(db: pycouchdb.client.Database, username: str, password: str,
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok:
-        throttle.record_failure(username, now)
-        return None
-    throttle.clear(username)
+        return None  # the reserved guess stays counted as a failure
+    throttle.release(attempt, forgive_earlier=True)
     if _hasher.check_needs_rehash(stored):
         user["password_hash"] = _hasher.hash(password)
         user = db.save(user)

@@ -10,7 +10,8 @@ types the code and chooses a username and password: that creates their account (
 their record), marks the code used and signs them in.
 
 Guessing is throttled like logins (`accounts.Throttle`, state in CouchDB, so every server process counts
-the same failures): 5 wrong codes in 15 minutes lock one client address, 20 lock activation for everyone,
+the same failures; each guess is counted before the code is looked up, so parallel guesses cannot outrun
+it): 5 wrong codes in 15 minutes lock one client address, 20 lock activation for everyone,
 which holds a guesser with many addresses to about 2,000 guesses a day against 10^8 codes.
 
 Whoever holds a code can open that resident's whole record, so issuing one is filed in the community's
@@ -166,17 +167,33 @@ def redeem(couch: Couch, key: bytes, form: Activation, *, client: str, now: dt.d
     Raises ActivationError (what is wrong) or accounts.LoginLocked (too many wrong codes lately).
     """
     form.check()
-    by_client, client_key = accounts.Throttle(couch.accounts, CLIENT_LIMIT), f"activation@{client}"
+    by_client = accounts.Throttle(couch.accounts, CLIENT_LIMIT)
     overall = accounts.Throttle(couch.accounts, OVERALL_LIMIT)
-    by_client.check(client_key, now)
-    overall.check(OVERALL, now)
+    # Both counted before the code is looked at (atomic under concurrency: accounts.Throttle).
+    mine = by_client.reserve(f"activation@{client}", now)
+    try:
+        everyone = overall.reserve(OVERALL, now)
+    except accounts.LoginLocked:
+        by_client.release(mine)
+        raise
     record = get_or_none(couch.accounts, code_id(key, form.code))
     reason = ("activation_code_wrong" if record is None else "activation_code_used" if record.get("used_at")
               else "activation_code_expired" if dt.datetime.fromisoformat(record["expires_at"]) <= now else None)
     if reason:
-        by_client.record_failure(client_key, now)
-        overall.record_failure(OVERALL, now)
-        raise ActivationError(reason)
+        raise ActivationError(reason)  # both guesses stay counted
+    try:
+        user = _create_account(couch, form, record, now)
+    except BaseException:
+        by_client.release(mine)  # a right code: not a guess, whatever went wrong after it
+        overall.release(everyone)
+        raise
+    by_client.release(mine, forgive_earlier=True)
+    overall.release(everyone)
+    return user
+
+
+def _create_account(couch: Couch, form: Activation, record: Doc, now: dt.datetime) -> Doc:
+    """The resident's account, made from a valid code (marked used); ActivationError if it cannot be."""
     resident = queries.load_doc(couch, record["resident"], "resident")
     if resident is None:  # erased since the code was issued
         raise ActivationError("activation_code_wrong")
@@ -195,7 +212,6 @@ def redeem(couch: Couch, key: bytes, form: Activation, *, client: str, now: dt.d
     except Conflict:  # the username was taken meanwhile: the code stays valid for another try
         couch.accounts.save({k: v for k, v in record.items() if k not in ("used_at", "used_by")})
         raise ActivationError("activation_username_taken") from None
-    by_client.clear(client_key)
     logger.info("resident account %s activated for %s (code issued by %s)", user["_id"], resident["_id"],
                 record["issued_by"])
     return user

@@ -1,0 +1,90 @@
+"""Brute-force limits hold under concurrency (issue 13, finding 9): parallel guesses against the real
+pouchdb-server, released together by a barrier, are checked at most `limit` times; the rest are refused
+unchecked. Before guesses were reserved, 40 parallel logins were all checked."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+from server.security import accounts
+from server.store.couch import Couch
+from server.web import activation
+
+from .street import PASSWORD
+
+NOW = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+
+
+def _in_parallel(n: int, guess: Callable[[int], str]) -> Counter[str]:
+    """Run guess(i) for i < n in n threads started together; count what each returned (or raised)."""
+    barrier, outcomes, lock = threading.Barrier(n), Counter[str](), threading.Lock()
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            outcome = guess(i)
+        except Exception as error:  # the outcome we count, e.g. LoginLocked
+            outcome = type(error).__name__
+        with lock:
+            outcomes[outcome] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def test_parallel_login_guesses_are_checked_at_most_the_limit(loaded: Couch) -> None:
+    def guess(i: int) -> str:
+        user = accounts.authenticate(loaded.accounts, "worker1", f"wrong-guess-{i}", NOW)
+        return "logged in" if user else "wrong"
+
+    outcomes = _in_parallel(40, guess)
+    assert outcomes == {"wrong": accounts.MAX_FAILURES, "LoginLocked": 40 - accounts.MAX_FAILURES}
+    right = _in_parallel(1, lambda i: "logged in" if accounts.authenticate(loaded.accounts, "worker1", PASSWORD,
+                                                                            NOW) else "wrong")
+    assert right == {"LoginLocked": 1}  # locked for LOCKOUT, even with the right password
+    later = NOW + accounts.LOCKOUT
+    assert accounts.authenticate(loaded.accounts, "worker1", PASSWORD, later)["username"] == "worker1"
+
+
+def test_a_right_password_forgives_earlier_failures(loaded: Couch) -> None:
+    for i in range(accounts.MAX_FAILURES - 1):
+        assert accounts.authenticate(loaded.accounts, "worker1", f"typo-{i}", NOW) is None
+    assert accounts.authenticate(loaded.accounts, "worker1", PASSWORD, NOW)
+    assert loaded.accounts.get("throttle:worker1")["failures"] == []
+
+
+def _wrong_code(i: int) -> activation.Activation:
+    return activation.Activation(code=f"{i:08d}", username=f"guesser{i:03d}", password=PASSWORD,
+                                 password_again=PASSWORD)
+
+
+def test_parallel_activation_guesses_from_many_addresses_stop_at_the_overall_limit(loaded: Couch) -> None:
+    key = activation.code_key("test-secret")
+
+    def guess(i: int) -> str:
+        activation.redeem(loaded, key, _wrong_code(i), client=f"10.0.{i}.1", now=NOW)
+        return "activated"
+
+    outcomes = _in_parallel(44, guess)
+    assert outcomes == {"ActivationError": activation.OVERALL_LIMIT, "LoginLocked": 44 - activation.OVERALL_LIMIT}
+
+
+def test_parallel_activation_guesses_from_one_address_stop_at_its_limit(loaded: Couch) -> None:
+    key = activation.code_key("test-secret")
+
+    def guess(i: int) -> str:
+        activation.redeem(loaded, key, _wrong_code(i), client="10.9.9.9", now=NOW)
+        return "activated"
+
+    outcomes = _in_parallel(20, guess)
+    assert outcomes == {"ActivationError": activation.CLIENT_LIMIT, "LoginLocked": 20 - activation.CLIENT_LIMIT}
+    # The refused ones were released from the overall count: only the checked guesses hold it.
+    everyone = loaded.accounts.get(f"throttle:{activation.OVERALL}")["failures"]
+    assert len(everyone) == activation.CLIENT_LIMIT
