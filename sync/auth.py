@@ -12,6 +12,7 @@ cookie beside it; that is what lets the CSRF middleware skip bearer requests.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -22,6 +23,7 @@ from starlette.requests import Request
 
 from server.domain.access import Principal
 from server.security import accounts
+from server.security.session_records import ended_here, record_id
 from server.security.sessions import session_user_matches
 
 from .principals import PrincipalCache
@@ -63,8 +65,10 @@ async def _token_user(upstream: Upstream, header: str) -> dict[str, Any]:
 
 
 async def _session_user(upstream: Upstream, username: str, session: dict[str, Any]) -> Principal:
-    user = await upstream.get(upstream.accounts, accounts.user_id(username))
-    if not session_user_matches(session, user):
+    user_id = accounts.user_id(username)
+    user, record = await asyncio.gather(upstream.get(upstream.accounts, user_id),
+                                        upstream.get(upstream.accounts, record_id(user_id, session["sid"])))
+    if not record or not session_user_matches(session, user):
         raise _unauthorized("the session has ended; sign in again")
     return Principal.of(user)
 
@@ -80,8 +84,10 @@ async def principal(request: Request, upstream: Upstream, cache: PrincipalCache)
         key = "token:" + hashlib.sha256(header.encode()).hexdigest()
         return await cache.get(key, lambda: _token_principal(upstream, header))
     session = request.scope.get("session") or {}
-    username = session.get("user")
-    if not username:
+    username, sid = session.get("user"), session.get("sid")
+    if not (isinstance(username, str) and isinstance(sid, str)):
         raise _unauthorized("sign in (session cookie) or send a device token (Authorization: Bearer …)")
-    return await cache.get(f"session:{username}\0{session.get('epoch')}",
+    if ended_here(sid):  # logged out in this process: before the cache, which may still hold it
+        raise _unauthorized("the session has ended; sign in again")
+    return await cache.get(f"session:{record_id(accounts.user_id(username), sid)}\0{session.get('epoch')}",
                            lambda: _session_user(upstream, username, session))

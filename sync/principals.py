@@ -6,9 +6,10 @@ phones of one account waking for one change made 1,500 identical reads.
 
 Bound on staleness: an entry lives `TTL_SECONDS`. A revoked device token, a
 deactivated user (new `auth_epoch`) or a worker moved to another grid is
-therefore honoured by every process for new requests within that time. The
-key holds what the answer depends on (the token, or the session's user and
-its `auth_epoch`), so a new sign-in never reuses an older session's entry.
+therefore honoured by every process for new requests within that time (a
+logout at once in its own process: sync/auth.py asks `session_records.ended_here`
+first). The key holds what the answer depends on (the token, or the session's
+record and its `auth_epoch`), so a new sign-in never reuses an older session's entry.
 Refusals are never cached. Each process keeps its own cache, so scale-out
 needs nothing shared: a second process just loads the user once itself.
 """

@@ -233,6 +233,34 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_deactivate(args: argparse.Namespace) -> int:
+    with open_couch(load_settings()) as (_, couch):
+        user = get_or_none(couch.accounts, accounts.user_id(args.username))
+        if user is None:
+            print(f"linli: no user {args.username!r}", file=sys.stderr)
+            return 2
+        accounts.end_sessions_and_save(couch.accounts, {**user, "active": False})
+    print(f"Deactivated {args.username}; their sessions and device tokens no longer work.")
+    return 0
+
+
+def cmd_user_password(args: argparse.Namespace) -> int:
+    password = os.environ.get("LINLI_NEW_PASSWORD") or getpass.getpass(f"New password for {args.username}: ")
+    try:
+        password_hash = accounts.hash_password(password)
+    except ValueError as error:
+        print(f"linli: {error}", file=sys.stderr)
+        return 2
+    with open_couch(load_settings()) as (_, couch):
+        user = get_or_none(couch.accounts, accounts.user_id(args.username))
+        if user is None:
+            print(f"linli: no user {args.username!r}", file=sys.stderr)
+            return 2
+        accounts.end_sessions_and_save(couch.accounts, {**user, "password_hash": password_hash})
+    print(f"New password set for {args.username}; every session they had open has ended.")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
         data = json.loads(Path(args.file).read_text(encoding="utf-8"))
@@ -336,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--resident", help="resident id, for a resident's own account (or use an activation code)")
     add.add_argument("--gateway", help="gateway id, for a BLE gateway's account (role gateway)")
     add.set_defaults(func=cmd_user_add)
+    deactivate = user_sub.add_parser("deactivate", help="deactivate an account; ends all its sessions at once")
+    deactivate.add_argument("username")
+    deactivate.set_defaults(func=cmd_user_deactivate)
+    password = user_sub.add_parser("password", help="set a new password (from LINLI_NEW_PASSWORD or a prompt); "
+                                   "ends all the account's sessions at once")
+    password.add_argument("username")
+    password.set_defaults(func=cmd_user_password)
 
     check = sub.add_parser("validate", help="validate documents in a JSON file (one document, a list, "
                            "or {\"docs\": [...]}) and name every bad field")

@@ -21,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pycouchdb.exceptions import Conflict
 
 from server.domain.declaration import Role, validate
+from server.security import session_records
 from server.store.couch import get_or_none
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended cost
@@ -62,6 +63,14 @@ def make_user(username: str, display_name: str, roles: list[Role], street: str, 
         doc["gateway"] = gateway
     validate(doc)
     return doc
+
+
+def end_sessions_and_save(db: pycouchdb.client.Database, user: dict[str, Any]) -> dict[str, Any]:
+    """Save a changed user document (deactivated, a new password) and end every session of the user at once:
+    a new `auth_epoch` refuses their cookies, and their session records are deleted."""
+    saved = db.save({**user, "auth_epoch": user["auth_epoch"] + 1})
+    session_records.end_all(db, user["_id"])
+    return saved
 
 
 class LoginLocked(Exception):

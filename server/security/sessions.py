@@ -1,9 +1,15 @@
 """Sessions and CSRF.
 
 Sessions are Starlette's signed cookies (itsdangerous, with a max age); the
-cookie holds only the username, the user's auth epoch and a CSRF token. The
-user document is read on every request, so deactivating a user or bumping
-their epoch ends their sessions at once.
+cookie holds only the username, the user's auth epoch, a CSRF token and the
+session's id, whose record in the accounts database must exist for the session
+to count (server/security/session_records.py). The user document and the
+record are read together on every page request (one `_all_docs` round trip),
+so logging out (deletes the record), deactivating a user or changing their
+password (bump `auth_epoch`, delete all their records) ends sessions at once.
+The sync gateway caches who a session is for a few seconds (sync/principals.py);
+a logout is honoured there at once too in the process that handled it
+(`session_records.ended_here`), and by other processes within that cache's bound.
 
 CSRF: every unsafe request must carry the session's token, either in the
 `X-CSRF-Token` header (htmx sends it from `hx-headers` on <body>) or in a
@@ -19,11 +25,13 @@ checks the token and answers 401).
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import secrets
 from typing import Any
 from urllib.parse import parse_qs
 
+import pycouchdb
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
@@ -31,6 +39,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.domain.i18n import translator
+from server.security import session_records
+from server.security.accounts import user_id
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_FORM_BYTES = 10 * 1024 * 1024  # photos arrive as multipart forms
@@ -44,10 +54,41 @@ def csrf_token(session: dict[str, Any]) -> str:
     return token
 
 
-def start_session(session: dict[str, Any], user: dict[str, Any]) -> None:
-    """Log a user in: a fresh session with a new CSRF token (no fixation)."""
+def start_session(db: pycouchdb.client.Database, session: dict[str, Any], user: dict[str, Any],
+                  now: dt.datetime, max_age: int) -> None:
+    """Log a user in: a fresh session (new id and CSRF token: no fixation), recorded in `db`."""
+    sid = session_records.create(db, user["_id"], now, max_age)
     session.clear()
-    session.update({"user": user["username"], "epoch": user["auth_epoch"], "csrf": secrets.token_urlsafe(32)})
+    session.update({"user": user["username"], "epoch": user["auth_epoch"], "csrf": secrets.token_urlsafe(32),
+                    "sid": sid})
+
+
+def end_session(db: pycouchdb.client.Database, session: dict[str, Any]) -> None:
+    """Log out: this session's record goes, so its cookie, wherever copied, is refused from now on."""
+    username, sid = _identity(session)
+    session.clear()
+    if username and sid:
+        session_records.end(db, user_id(username), sid)
+
+
+def _identity(session: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The username and session id the cookie names (None for a cookie from before session records)."""
+    username, sid = session.get("user"), session.get("sid")
+    return (username if isinstance(username, str) else None), (sid if isinstance(sid, str) else None)
+
+
+def session_user(db: pycouchdb.client.Database, session: dict[str, Any]) -> dict[str, Any] | None:
+    """The signed-in user, if the session is live: its record exists, the user is active, the epoch matches.
+
+    One round trip: the user document and the session's record are read together.
+    """
+    username, sid = _identity(session)
+    if not (username and sid):
+        return None
+    uid = user_id(username)
+    rows = db.all(keys=[uid, session_records.record_id(uid, sid)], as_list=True)
+    user, record = (row.get("doc") for row in rows)
+    return user if record and session_user_matches(session, user) else None
 
 
 def session_user_matches(session: dict[str, Any], user: dict[str, Any] | None) -> bool:

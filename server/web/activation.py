@@ -223,7 +223,7 @@ Render = Callable[..., Response]
 
 def routes(firewall: Firewall, secret_key: str, current_user: CurrentUser, render: Render,
            now: Callable[[], dt.datetime], device: Callable[[Request], str],
-           sign_in: Callable[[Request, Doc, str], Response]) -> list[Route]:
+           sign_in: Callable[[Request, Doc, str], Awaitable[Response]]) -> list[Route]:
     """POST /residents/{id}/activation-code (grid worker, secretary) and /activate (the resident)."""
     couch, key = firewall.couch, code_key(secret_key)
 
@@ -259,7 +259,7 @@ def routes(firewall: Firewall, secret_key: str, current_user: CurrentUser, rende
             return page(429, "activation_locked", until=locked.until.astimezone(LOCAL_TZ).strftime("%H:%M"))
         except ActivationError as refused:
             return page(refused.status, refused.reason, **refused.params)
-        return sign_in(request, user, "/")
+        return await sign_in(request, user, "/")
 
     return [
         Route("/residents/{resident_id}/activation-code", issue_page, methods=["POST"]),

@@ -44,7 +44,7 @@ from server.security.firewall import (
     number_field,
 )
 from server.security.keystore import ShreddedError
-from server.security.sessions import CSRFMiddleware, csrf_token, session_user_matches, start_session
+from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
 from server.services import alerts, service_requests
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
@@ -121,11 +121,10 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     firewall = Firewall.open(settings, couch)
 
     async def current_user(request: Request) -> dict[str, Any]:
-        username = request.session.get("user")
-        if not username:
+        if not request.session.get("user"):
             raise LoginRequired
-        user = await run_in_threadpool(get_or_none, couch.accounts, accounts.user_id(username))
-        if not session_user_matches(request.session, user):
+        user = await run_in_threadpool(session_user, couch.accounts, request.session)
+        if user is None:  # logged out (perhaps elsewhere, this cookie a copy), deactivated, new password
             request.session.clear()
             raise LoginRequired
         request.state.user = user
@@ -158,11 +157,11 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                           username=username, next=next_url)
         if user is None:
             return render(request, "login.html", 401, message="login_failed", username=username, next=next_url)
-        return sign_in(request, user, next_url)
+        return await sign_in(request, user, next_url)
 
-    def sign_in(request: Request, user: dict[str, Any], next_url: str) -> Response:
+    async def sign_in(request: Request, user: dict[str, Any], next_url: str) -> Response:
         """Start the user's session (login, a resident's account activation) and go on to next_url."""
-        start_session(request.session, user)
+        await run_in_threadpool(start_session, couch.accounts, request.session, user, _now(), settings.session_max_age)
         response = RedirectResponse(next_url, status_code=303)
         # Outlives the session cookie, so that a lapsed session can be told apart from "never logged in".
         response.set_cookie(SIGNED_IN_COOKIE, "1", max_age=30 * 86400, httponly=True, samesite="lax",
@@ -170,7 +169,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         return response
 
     async def logout(request: Request) -> Response:
-        request.session.clear()
+        await run_in_threadpool(end_session, couch.accounts, request.session)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SIGNED_IN_COOKIE)
         return response
