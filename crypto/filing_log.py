@@ -68,16 +68,21 @@ class Verdict:
     checkpoints: int
     first_broken_seq: int | None = None
     problem: str | None = None
+    anchored: int | None = None  # the seq of the head kept outside the database, if there is one
+    note: str | None = None  # not a break, but worth a look (the anchor behind the database)
 
     def __str__(self) -> str:
-        if self.ok:
-            return f"intact: {self.entries} entries, {self.checkpoints} signed checkpoints"
-        return f"BROKEN at entry {self.first_broken_seq}: {self.problem}"
+        if not self.ok:
+            return f"BROKEN at entry {self.first_broken_seq}: {self.problem}"
+        anchor = "" if self.anchored is None else f", anchored at entry {self.anchored}"
+        return (f"intact: {self.entries} entries, {self.checkpoints} signed checkpoints{anchor}"
+                + (f"; note: {self.note}" if self.note else ""))
 
 
 def verify(community: str, entries: Iterable[dict[str, Any]], checkpoints: Iterable[dict[str, Any]],
-           public_key: Ed25519PublicKey) -> Verdict:
-    """Check one community's chain (entries in seq order) against its signed checkpoints."""
+           public_key: Ed25519PublicKey, anchored: dict[str, Any] | None = None) -> Verdict:
+    """Check one community's chain (entries in seq order) against its signed checkpoints and, if given, the
+    signed head kept outside the database (`anchored`, shaped as a checkpoint), which the chain must reach."""
     heads: dict[int, str] = {}
     previous, expected_seq = GENESIS, 1
     for entry in entries:
@@ -101,4 +106,28 @@ def verify(community: str, entries: Iterable[dict[str, Any]], checkpoints: Itera
         if heads[seq] != checkpoint["hash"]:
             return Verdict(False, len(heads), signed, seq, "chain was rewritten: differs from the signed checkpoint")
         signed += 1
-    return Verdict(True, len(heads), signed)
+    if anchored is None:
+        return Verdict(True, len(heads), signed)
+    return _against_anchor(community, heads, signed, public_key, anchored)
+
+
+def _against_anchor(community: str, heads: dict[int, str], signed: int, public_key: Ed25519PublicKey,
+                    anchored: dict[str, Any]) -> Verdict:
+    seq = anchored["seq"]
+    if not is_signed_by(public_key, community, anchored):
+        return Verdict(False, len(heads), signed, seq, "the head kept outside the database is not signed by "
+                       "this installation's key (the anchor file was forged)", seq)
+    if not heads:
+        return Verdict(False, 0, signed, 1, f"the whole log is missing: the head kept outside the database "
+                       f"is entry {seq} (log deleted)", seq)
+    if seq not in heads:
+        return Verdict(False, len(heads), signed, len(heads) + 1, f"entries up to {seq}, the head kept outside "
+                       f"the database, are missing (log truncated after entry {len(heads)})", seq)
+    if heads[seq] != anchored["hash"]:
+        return Verdict(False, len(heads), signed, seq, "chain was rewritten: differs from the head kept outside "
+                       "the database", seq)
+    note = None
+    if len(heads) > seq:
+        note = (f"the database goes {len(heads) - seq} entries past the anchored head: another server with its "
+                "own data folder appended them, or the anchor file was rolled back")
+    return Verdict(True, len(heads), signed, anchored=seq, note=note)

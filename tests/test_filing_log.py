@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -13,55 +14,59 @@ import pytest
 
 from crypto import filing_log, keys
 from server.security import filing
+from server.security.filing_anchor import HeadAnchor
+from server.store.config import Settings
 from server.store.couch import Couch
 
 COMMUNITY = "community:c1"
-SIGNER = filing_log.signing_key(bytes(range(32)))
+KEY = filing_log.signing_key(bytes(range(32)))
 AT = dt.datetime(2025, 3, 1, 9, 30, tzinfo=dt.UTC)
 
 
-def file_access(couch: Couch, n: int, actor: str = "user:wangge01") -> None:
+@pytest.fixture
+def signer(settings: Settings) -> filing.Signer:
+    """The signing key and the anchor file in the test's data folder (as `linli` commands find it)."""
+    return filing.Signer(KEY, HeadAnchor(settings.data_dir))
+
+
+def file_access(couch: Couch, signer: filing.Signer, n: int, actor: str = "user:wangge01") -> None:
     for i in range(n):
-        filing.append(couch, SIGNER, street="street:s1", community=COMMUNITY, actor=actor, action="decrypt",
+        filing.append(couch, signer, street="street:s1", community=COMMUNITY, actor=actor, action="decrypt",
                       target=f"resident:c1-g01-{i:04d}-1", fields=["phone"], purpose="入户走访", device="phone-1",
                       at=AT + dt.timedelta(minutes=i))
-
-
-def verdict(couch: Couch) -> filing_log.Verdict:
-    return filing.verify(couch, SIGNER, COMMUNITY)
 
 
 def entry(couch: Couch, seq: int) -> dict:
     return couch.main.get(filing.entry_id(COMMUNITY, seq))
 
 
-def test_an_untouched_log_is_intact(couch: Couch) -> None:
-    file_access(couch, 5)
-    filing.checkpoint(couch, SIGNER, "street:s1", COMMUNITY, AT)
-    result = verdict(couch)
+def test_an_untouched_log_is_intact(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 5)
+    filing.checkpoint(couch, signer, "street:s1", COMMUNITY, AT)
+    result = filing.verify(couch, signer, COMMUNITY)
     assert result.ok and result.entries == 5 and result.checkpoints == 1
     assert entry(couch, 2)["prev_hash"] == entry(couch, 1)["hash"]
     assert entry(couch, 1)["prev_hash"] == filing_log.GENESIS
 
 
-def test_an_altered_entry_is_named(couch: Couch) -> None:
-    file_access(couch, 5)
+def test_an_altered_entry_is_named(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 5)
     doc = entry(couch, 3)
     couch.main.save({**doc, "purpose": "好奇"})
-    result = verdict(couch)
+    result = filing.verify(couch, signer, COMMUNITY)
     assert not result.ok and result.first_broken_seq == 3 and "altered" in result.problem
 
 
-def test_a_deleted_entry_is_named(couch: Couch) -> None:
-    file_access(couch, 5)
+def test_a_deleted_entry_is_named(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 5)
     couch.main.delete(entry(couch, 2))
-    result = verdict(couch)
+    result = filing.verify(couch, signer, COMMUNITY)
     assert not result.ok and result.first_broken_seq == 2 and "missing" in result.problem
 
 
-def test_a_consistently_rewritten_chain_is_caught_by_the_signed_checkpoint(couch: Couch) -> None:
-    file_access(couch, 4)
-    filing.checkpoint(couch, SIGNER, "street:s1", COMMUNITY, AT)
+def test_a_consistently_rewritten_chain_is_caught_by_the_signed_checkpoint(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 4)
+    filing.checkpoint(couch, signer, "street:s1", COMMUNITY, AT)
     # An operator rewrites entry 3 and re-hashes everything after it: the chain itself looks fine …
     previous = entry(couch, 2)["hash"]
     for seq in (3, 4):
@@ -69,41 +74,42 @@ def test_a_consistently_rewritten_chain_is_caught_by_the_signed_checkpoint(couch
         doc.update(prev_hash=previous, actor="user:someone_else" if seq == 3 else doc["actor"])
         doc["hash"] = previous = filing_log.entry_hash(doc)
         couch.main.save(doc)
-    result = verdict(couch)
+    result = filing.verify(couch, signer, COMMUNITY)
     assert not result.ok and result.first_broken_seq == 4 and "signed checkpoint" in result.problem
 
 
-def test_truncation_before_a_checkpoint_is_caught(couch: Couch) -> None:
-    file_access(couch, 3)
-    filing.checkpoint(couch, SIGNER, "street:s1", COMMUNITY, AT)
+def test_truncation_before_a_checkpoint_is_caught(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 3)
+    filing.checkpoint(couch, signer, "street:s1", COMMUNITY, AT)
     couch.main.delete(entry(couch, 3))
-    result = verdict(couch)
+    result = filing.verify(couch, signer, COMMUNITY)
     assert not result.ok and "truncated" in result.problem
 
 
-def test_a_forged_checkpoint_is_caught(couch: Couch) -> None:
-    file_access(couch, 2)
+def test_a_forged_checkpoint_is_caught(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 2)
     forger = filing_log.signing_key(bytes(32))  # not the master key
     last = entry(couch, 2)
     couch.main.save({"_id": filing.checkpoint_id(COMMUNITY, 2), "type": "audit_checkpoint", "street": "street:s1",
                      "community": COMMUNITY, "seq": 2, "hash": last["hash"], "at": AT.isoformat(),
                      "signature": filing_log.sign_checkpoint(forger, COMMUNITY, 2, last["hash"])})
-    result = verdict(couch)
+    result = filing.verify(couch, signer, COMMUNITY)
     assert not result.ok and "signature" in result.problem
 
 
-def test_checkpoints_are_signed_automatically(couch: Couch, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoints_are_signed_automatically(couch: Couch, signer: filing.Signer,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(filing_log, "CHECKPOINT_EVERY", 3)
-    file_access(couch, 7)
-    assert verdict(couch).checkpoints == 2
+    file_access(couch, signer, 7)
+    assert filing.verify(couch, signer, COMMUNITY).checkpoints == 2
 
 
-def test_concurrent_appends_keep_one_unbroken_chain(couch: Couch) -> None:
+def test_concurrent_appends_keep_one_unbroken_chain(couch: Couch, signer: filing.Signer) -> None:
     errors: list[Exception] = []
 
     def worker(actor: str) -> None:
         try:
-            file_access(couch, 10, actor)
+            file_access(couch, signer, 10, actor)
         except Exception as error:  # surfaced below; a thread's exception would otherwise vanish
             errors.append(error)
 
@@ -113,14 +119,87 @@ def test_concurrent_appends_keep_one_unbroken_chain(couch: Couch) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    result = verdict(couch)
-    assert result.ok and result.entries == 30
+    result = filing.verify(couch, signer, COMMUNITY)
+    assert result.ok and result.entries == 30 and result.anchored == 30  # the anchor never moved back
 
 
-def test_verify_command(couch_server, couch, settings, tmp_path: Path) -> None:
-    file_access(couch, 3)
+# ---------------------------------------------------------------- truncation (issue 13, finding 7)
+
+def _delete(couch: Couch, doc_ids: list[str]) -> None:
+    for doc_id in doc_ids:
+        couch.main.delete(couch.main.get(doc_id))
+
+
+def _database_alone(couch: Couch, signer: filing.Signer) -> filing_log.Verdict:
+    """What verify said before the head was anchored outside the database."""
+    return filing_log.verify(COMMUNITY, filing.iter_entries(couch, COMMUNITY), filing._checkpoints(couch, COMMUNITY),
+                             signer.key.public_key())
+
+
+def test_cutting_the_newest_checkpoint_and_the_entries_after_an_older_one_is_caught(
+        couch: Couch, signer: filing.Signer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(filing_log, "CHECKPOINT_EVERY", 3)
+    file_access(couch, signer, 8)  # checkpoints at 3 and 6
+    _delete(couch, [filing.checkpoint_id(COMMUNITY, 6), *(filing.entry_id(COMMUNITY, seq) for seq in range(4, 9))])
+    assert _database_alone(couch, signer).ok  # the attack as found: the shorter chain verified as intact
+    result = filing.verify(couch, signer, COMMUNITY)
+    assert not result.ok and result.first_broken_seq == 4
+    assert result.problem == ("entries up to 8, the head kept outside the database, are missing "
+                              "(log truncated after entry 3)")
+
+
+def test_cutting_entries_after_the_last_checkpoint_is_caught(couch: Couch, signer: filing.Signer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(filing_log, "CHECKPOINT_EVERY", 3)
+    file_access(couch, signer, 5)
+    _delete(couch, [filing.entry_id(COMMUNITY, 5)])
+    assert _database_alone(couch, signer).ok
+    assert "log truncated after entry 4" in filing.verify(couch, signer, COMMUNITY).problem
+
+
+def test_a_deleted_community_log_is_named(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 4)
+    filing.checkpoint(couch, signer, "street:s1", COMMUNITY, AT)
+    _delete(couch, [filing.checkpoint_id(COMMUNITY, 4), *(filing.entry_id(COMMUNITY, seq) for seq in range(1, 5))])
+    assert _database_alone(couch, signer).ok
+    assert COMMUNITY in filing.communities(couch, signer)  # named though no document of it is left here
+    result = filing.verify(couch, signer, COMMUNITY)
+    assert not result.ok and "the whole log is missing" in result.problem and "entry 4" in result.problem
+
+
+def test_a_rewritten_head_is_caught_even_without_a_checkpoint(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 3)
+    doc = entry(couch, 3)
+    doc["purpose"] = "好奇"
+    doc["hash"] = filing_log.entry_hash(doc)  # a consistent chain, and no checkpoint to compare it with
+    couch.main.save(doc)
+    assert _database_alone(couch, signer).ok
+    assert "differs from the head kept outside the database" in filing.verify(couch, signer, COMMUNITY).problem
+
+
+def test_a_rolled_back_anchor_is_noted_and_a_forged_one_refused(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 2)
+    older = signer.anchor.path.read_bytes()
+    file_access(couch, signer, 3)
+    signer.anchor.path.write_bytes(older)  # someone on the host puts back the anchor of two entries ago
+    result = filing.verify(couch, signer, COMMUNITY)
+    assert result.ok and result.anchored == 2 and "rolled back" in result.note
+    forger = filing.Signer(filing_log.signing_key(bytes(32)), signer.anchor)
+    forger.anchor.advance(forger.key, COMMUNITY, 9, "f" * 64, AT.isoformat())
+    assert "anchor file was forged" in filing.verify(couch, signer, COMMUNITY).problem
+
+
+def test_the_anchor_file_is_private_and_replaced_whole(couch: Couch, signer: filing.Signer) -> None:
+    file_access(couch, signer, 2)
+    assert stat.S_IMODE(signer.anchor.path.stat().st_mode) == 0o600
+    assert [p.name for p in signer.anchor.path.parent.glob("filing_anchor.json*")] == ["filing_anchor.json"]
+    assert signer.anchor.heads()[COMMUNITY]["seq"] == 2
+
+
+def test_verify_command(couch_server, couch, signer, settings) -> None:
+    file_access(couch, signer, 3)
     env = {**os.environ, "COUCHDB_URL": couch_server.url, "LINLI_DB_PREFIX": settings.db_prefix,
-           "LINLI_DATA_DIR": str(tmp_path), "LINLI_MASTER_KEY": keys.b64url(bytes(range(32)))}
+           "LINLI_DATA_DIR": str(settings.data_dir), "LINLI_MASTER_KEY": keys.b64url(bytes(range(32)))}
     linli = str(Path(sys.executable).parent / "linli")
     ok = subprocess.run([linli, "audit", "verify", "--community", COMMUNITY], env=env, capture_output=True, text=True)
     assert ok.returncode == 0 and "community:c1: intact: 3 entries" in ok.stdout, ok.stderr
@@ -129,3 +208,6 @@ def test_verify_command(couch_server, couch, settings, tmp_path: Path) -> None:
     broken = subprocess.run([linli, "audit", "verify", "--community", COMMUNITY], env=env, capture_output=True,
                             text=True)
     assert broken.returncode == 1 and "BROKEN at entry 2: content was altered" in broken.stdout
+    _delete(couch, [filing.entry_id(COMMUNITY, seq) for seq in (1, 2, 3)])  # the whole log, community unnamed
+    gone = subprocess.run([linli, "audit", "verify"], env=env, capture_output=True, text=True)
+    assert gone.returncode == 1 and "community:c1: BROKEN at entry 1: the whole log is missing" in gone.stdout

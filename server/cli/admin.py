@@ -52,7 +52,8 @@ def cmd_rotate_master(args: argparse.Namespace, open_couch: OpenCouch) -> int:
         rings = firewall.keystore.rotate_master(progress=sys.stderr.isatty())
         new_signer, old_signer = (filing_log.signing_key(m) for m in masters[:2])  # current first
         signed = sum(filing.resign(firewall.couch, old_signer, new_signer, c)
-                     for c in _communities(firewall.couch, []))
+                     for c in filing.communities(firewall.couch, firewall.signer))
+        firewall.signer.anchor.resign(new_signer)  # after every log verified under the old key
         master_key.finish_rotation(firewall.couch)
     print(f"Re-wrapped {rings} key rings and re-signed {signed} filing-log checkpoints under the new master key. "
           "LINLI_MASTER_KEY_PREVIOUS can now be removed.")

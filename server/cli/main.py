@@ -31,7 +31,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crypto import filing_log
 from crypto.keys import KeyMaterialError
 from crypto.secrets import write_private
 from server.cli import admin, device_admin
@@ -40,7 +39,7 @@ from server.security import accounts, filing, master_key
 from server.security.firewall import Firewall
 from server.services import demo
 from server.store.config import Settings, load_settings, with_secret_key
-from server.store.couch import FIRST_VIEWS, Couch, build_views, connect, ensure_designs, get_or_none, ids_of_type
+from server.store.couch import FIRST_VIEWS, Couch, build_views, connect, ensure_designs, get_or_none
 from server.store.embedded_couch import FolderInUse, Record, folder_couch, free_port
 
 if TYPE_CHECKING:
@@ -282,8 +281,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     with open_couch(load_settings()) as (settings, couch):
-        signer = filing_log.signing_key(settings.master_keys[0])
-        communities = args.community or ids_of_type(couch.main, "community")
+        signer = filing.Signer.of(settings)
+        communities = args.community or filing.communities(couch, signer)
         verdicts = {c: filing.verify(couch, signer, c) for c in communities}
     for community, verdict in verdicts.items():
         print(f"{community}: {verdict}")

@@ -2,7 +2,9 @@
 
 One chain per community. Entry ids are `audit_entry:<community>:<seq>`, so two
 server processes racing to append get a CouchDB conflict on the same id and
-the loser retries with the next number: no lock, no state outside CouchDB.
+the loser retries with the next number: no lock. Each append also anchors the
+community's new head outside the database (server/security/filing_anchor.py),
+so that verify catches a log cut short, not only one altered.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime as dt
 import random
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -19,9 +22,24 @@ from pycouchdb.exceptions import Conflict
 from crypto import filing_log
 from server.domain.access import deletion
 from server.domain.declaration import validate
-from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
+from server.security.filing_anchor import HeadAnchor
+from server.store.config import Settings
+from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none, ids_of_type
 
 MAX_APPEND_TRIES = 20
+
+
+@dataclass(frozen=True)
+class Signer:
+    """What filing needs of this installation: the checkpoint signing key (derived from the master key) and
+    the data folder's head anchor."""
+
+    key: Ed25519PrivateKey
+    anchor: HeadAnchor
+
+    @classmethod
+    def of(cls, settings: Settings) -> Signer:
+        return cls(filing_log.signing_key(settings.master_keys[0]), HeadAnchor(settings.data_dir))
 
 
 def _community_key(community: str) -> str:
@@ -42,7 +60,7 @@ def _last_entry(couch: Couch, community: str) -> dict[str, Any] | None:
     return rows[0]["doc"] if rows else None
 
 
-def append(couch: Couch, signer: Ed25519PrivateKey, *, street: str, community: str, actor: str, action: str,
+def append(couch: Couch, signer: Signer, *, street: str, community: str, actor: str, action: str,
            target: str, fields: list[str], purpose: str, device: str, at: dt.datetime) -> dict[str, Any]:
     """File one access; sign a checkpoint every CHECKPOINT_EVERY entries."""
     for attempt in range(MAX_APPEND_TRIES):
@@ -60,13 +78,14 @@ def append(couch: Couch, signer: Ed25519PrivateKey, *, street: str, community: s
             saved = couch.main.save(entry)
         except Conflict:
             continue  # another process took this number; chain onto its entry
+        signer.anchor.advance(signer.key, community, seq, entry["hash"], entry["at"])
         if seq % filing_log.CHECKPOINT_EVERY == 0:
             checkpoint(couch, signer, street, community, at)
         return saved
     raise RuntimeError(f"could not append to the filing log of {community} after {MAX_APPEND_TRIES} tries")
 
 
-def checkpoint(couch: Couch, signer: Ed25519PrivateKey, street: str, community: str,
+def checkpoint(couch: Couch, signer: Signer, street: str, community: str,
                at: dt.datetime) -> dict[str, Any] | None:
     """Sign the current head of a community's chain (None if the chain is empty)."""
     last = _last_entry(couch, community)
@@ -74,7 +93,7 @@ def checkpoint(couch: Couch, signer: Ed25519PrivateKey, street: str, community: 
         return None
     doc = {"_id": checkpoint_id(community, last["seq"]), "type": "audit_checkpoint", "street": street,
            "community": community, "seq": last["seq"], "hash": last["hash"], "at": at.isoformat(),
-           "signature": filing_log.sign_checkpoint(signer, community, last["seq"], last["hash"])}
+           "signature": filing_log.sign_checkpoint(signer.key, community, last["seq"], last["hash"])}
     validate(doc)
     existing = get_or_none(couch.main, doc["_id"])
     return existing or couch.main.save(doc)
@@ -92,7 +111,7 @@ def _all_docs_pages(couch: Couch, prefix: str, page: int = 1000, descending: boo
         start = rows[page]["id"]
 
 
-def file_reports(couch: Couch, signer: Ed25519PrivateKey) -> int:
+def file_reports(couch: Couch, signer: Signer) -> int:
     """File the openings phones reported from offline (access_report documents), then delete the reports.
 
     A report is filed before it is deleted: a crash between the two files it twice on the next run, which
@@ -117,9 +136,16 @@ def _checkpoints(couch: Couch, community: str) -> list[dict[str, Any]]:
     return list(_all_docs_pages(couch, f"audit_checkpoint:{_community_key(community)}:"))
 
 
-def verify(couch: Couch, signer: Ed25519PrivateKey, community: str) -> filing_log.Verdict:
+def verify(couch: Couch, signer: Signer, community: str) -> filing_log.Verdict:
+    """The community's chain against its signed checkpoints and the head anchored outside the database."""
     return filing_log.verify(community, iter_entries(couch, community), _checkpoints(couch, community),
-                             signer.public_key())
+                             signer.key.public_key(), signer.anchor.heads().get(community))
+
+
+def communities(couch: Couch, signer: Signer) -> list[str]:
+    """Every community with a filing log to verify: those in the database and those anchored (a community
+    deleted from the database together with its log is still named)."""
+    return sorted(set(ids_of_type(couch.main, "community")) | set(signer.anchor.heads()))
 
 
 def resign(couch: Couch, old: Ed25519PrivateKey, new: Ed25519PrivateKey, community: str) -> int:

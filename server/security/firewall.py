@@ -18,9 +18,7 @@ import uuid
 from typing import Any
 
 import pycouchdb.exceptions
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from crypto import filing_log
 from crypto.blind_index import blind_index, normalise
 from crypto.envelope import b64url
 from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, seal_document
@@ -82,7 +80,7 @@ def number_field(text: str) -> str | None:
 
 
 class Firewall:
-    def __init__(self, couch: Couch, keystore: KeyStore, signer: Ed25519PrivateKey) -> None:
+    def __init__(self, couch: Couch, keystore: KeyStore, signer: filing.Signer) -> None:
         self.couch = couch
         self.keystore = keystore
         self.signer = signer
@@ -90,7 +88,7 @@ class Firewall:
     @classmethod
     def open(cls, settings: Settings, couch: Couch) -> Firewall:
         """The firewall with the configured master keys (the filing log is signed with a key derived from the first)."""
-        return cls(couch, KeyStore(couch, settings.master_keys), filing_log.signing_key(settings.master_keys[0]))
+        return cls(couch, KeyStore(couch, settings.master_keys), filing.Signer.of(settings))
 
     # ------------------------------------------------------------ storing
 
