@@ -7,6 +7,10 @@ Ed25519 key derived from the master key, so that rewriting the whole chain
 from some point on (which a database operator could do) is caught at the
 next checkpoint: the signature cannot be forged without the master key.
 
+A chain cut short after a checkpoint, or deleted whole, is caught only against a head kept outside the
+database: the data folder's anchor (server/security/filing_anchor.py) and heads published with the
+monthly audit report, which `verify` also takes.
+
 Pure functions over plain dicts; reading and writing CouchDB is server/security/filing.py's.
 """
 
@@ -80,9 +84,11 @@ class Verdict:
 
 
 def verify(community: str, entries: Iterable[dict[str, Any]], checkpoints: Iterable[dict[str, Any]],
-           public_key: Ed25519PublicKey, anchored: dict[str, Any] | None = None) -> Verdict:
-    """Check one community's chain (entries in seq order) against its signed checkpoints and, if given, the
-    signed head kept outside the database (`anchored`, shaped as a checkpoint), which the chain must reach."""
+           public_key: Ed25519PublicKey, anchored: dict[str, Any] | None = None,
+           published: Iterable[tuple[int, str]] = ()) -> Verdict:
+    """Check one community's chain (entries in seq order) against its signed checkpoints, the signed head kept
+    outside the database (`anchored`, shaped as a checkpoint) and heads someone kept a copy of (`published`,
+    (seq, hash) pairs from a monthly report): the chain must reach each of them, with that hash."""
     heads: dict[int, str] = {}
     previous, expected_seq = GENESIS, 1
     for entry in entries:
@@ -106,28 +112,30 @@ def verify(community: str, entries: Iterable[dict[str, Any]], checkpoints: Itera
         if heads[seq] != checkpoint["hash"]:
             return Verdict(False, len(heads), signed, seq, "chain was rewritten: differs from the signed checkpoint")
         signed += 1
-    if anchored is None:
-        return Verdict(True, len(heads), signed)
-    return _against_anchor(community, heads, signed, public_key, anchored)
-
-
-def _against_anchor(community: str, heads: dict[int, str], signed: int, public_key: Ed25519PublicKey,
-                    anchored: dict[str, Any]) -> Verdict:
-    seq = anchored["seq"]
-    if not is_signed_by(public_key, community, anchored):
-        return Verdict(False, len(heads), signed, seq, "the head kept outside the database is not signed by "
-                       "this installation's key (the anchor file was forged)", seq)
-    if not heads:
-        return Verdict(False, 0, signed, 1, f"the whole log is missing: the head kept outside the database "
-                       f"is entry {seq} (log deleted)", seq)
-    if seq not in heads:
-        return Verdict(False, len(heads), signed, len(heads) + 1, f"entries up to {seq}, the head kept outside "
-                       f"the database, are missing (log truncated after entry {len(heads)})", seq)
-    if heads[seq] != anchored["hash"]:
-        return Verdict(False, len(heads), signed, seq, "chain was rewritten: differs from the head kept outside "
-                       "the database", seq)
+    anchored_seq = anchored["seq"] if anchored else None
+    if anchored and not is_signed_by(public_key, community, anchored):
+        return Verdict(False, len(heads), signed, anchored_seq, "the head kept outside the database is not signed "
+                       "by this installation's key (the anchor file was forged)", anchored_seq)
+    kept = [(seq, head, "a head published earlier") for seq, head in published]
+    if anchored:
+        kept.append((anchored["seq"], anchored["hash"], "the head kept outside the database"))
+    for seq, head, what in kept:
+        broken = _break_before(heads, seq, head, what)
+        if broken:
+            return Verdict(False, len(heads), signed, broken[0], broken[1], anchored_seq)
     note = None
-    if len(heads) > seq:
-        note = (f"the database goes {len(heads) - seq} entries past the anchored head: another server with its "
-                "own data folder appended them, or the anchor file was rolled back")
-    return Verdict(True, len(heads), signed, anchored=seq, note=note)
+    if anchored_seq is not None and len(heads) > anchored_seq:
+        note = (f"the database goes {len(heads) - anchored_seq} entries past the anchored head: another server "
+                "with its own data folder appended them, or the anchor file was rolled back")
+    return Verdict(True, len(heads), signed, anchored=anchored_seq, note=note)
+
+
+def _break_before(heads: dict[int, str], seq: int, head: str, what: str) -> tuple[int, str] | None:
+    """Where and how the chain fails to reach a head kept elsewhere (None when it reaches it)."""
+    if not heads:
+        return 1, f"the whole log is missing: {what} is entry {seq} (log deleted)"
+    if seq not in heads:
+        return len(heads) + 1, f"entries up to {seq}, {what}, are missing (log truncated after entry {len(heads)})"
+    if heads[seq] != head:
+        return seq, f"chain was rewritten: differs from {what}"
+    return None

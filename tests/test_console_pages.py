@@ -122,6 +122,9 @@ def test_audit_report_highlights_findings(client: TestClient, loaded: Couch, fir
     assert report.status_code == 200 and "幸福社区" in report.text and "和谐社区" not in report.text
     finding = re.search(r'<li class="row finding">(.*?)</li>', report.text, re.S).group(1)
     assert "张网格" in finding and "1 次在夜间" in finding
+    # The head anchored outside the database, published for whoever keeps a copy (issue 13, finding 7).
+    head = loaded.main.get(filing.entry_id("community:c1", 1))["hash"]
+    assert "查阅记录的链头" in report.text and f"<code>{head}</code>" in report.text
     assert client.get("/audit/report", params={"days": "0"}).status_code == 400
     assert client.get("/audit/report", params={"days": "many"}).status_code == 400
 

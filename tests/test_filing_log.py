@@ -189,6 +189,21 @@ def test_a_rolled_back_anchor_is_noted_and_a_forged_one_refused(couch: Couch, si
     assert "anchor file was forged" in filing.verify(couch, signer, COMMUNITY).problem
 
 
+def test_a_published_head_catches_a_log_and_anchor_rolled_back_together(couch: Couch,
+                                                                          signer: filing.Signer) -> None:
+    file_access(couch, signer, 3)
+    older = signer.anchor.path.read_bytes()
+    file_access(couch, signer, 2)
+    published = signer.anchor.heads()[COMMUNITY]  # as the month's audit report shows it
+    # Someone who can write both the database and the data folder puts both back to three entries.
+    _delete(couch, [filing.entry_id(COMMUNITY, seq) for seq in (4, 5)])
+    signer.anchor.path.write_bytes(older)
+    assert filing.verify(couch, signer, COMMUNITY).ok  # nothing on this host can tell
+    result = filing.verify(couch, signer, COMMUNITY, [(published["seq"], published["hash"])])
+    assert not result.ok and result.problem == ("entries up to 5, a head published earlier, are missing "
+                                                "(log truncated after entry 3)")
+
+
 def test_the_anchor_file_is_private_and_replaced_whole(couch: Couch, signer: filing.Signer) -> None:
     file_access(couch, signer, 2)
     assert stat.S_IMODE(signer.anchor.path.stat().st_mode) == 0o600
@@ -211,3 +226,6 @@ def test_verify_command(couch_server, couch, signer, settings) -> None:
     _delete(couch, [filing.entry_id(COMMUNITY, seq) for seq in (1, 2, 3)])  # the whole log, community unnamed
     gone = subprocess.run([linli, "audit", "verify"], env=env, capture_output=True, text=True)
     assert gone.returncode == 1 and "community:c1: BROKEN at entry 1: the whole log is missing" in gone.stdout
+    malformed = subprocess.run([linli, "audit", "verify", "--head", "community:c1:3:nothex"], env=env,
+                               capture_output=True, text=True)
+    assert malformed.returncode == 2 and "COMMUNITY:SEQ:HASH" in malformed.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import subprocess
 
 import pytest
@@ -42,6 +43,9 @@ def test_audit_report_names_people_and_night_openings(demo_loaded: Couch, firewa
     assert "2 openings by 1 person" in report.stdout and "user:wangge01" in report.stdout
     assert "[night] user:wangge01: 1 openings" in report.stdout
     assert "outside_assignment" not in report.stdout
+    # The report publishes the anchored head; the command it prints checks the log against a kept copy.
+    kept = re.search(r"`linli (audit verify --head community:c1:2:[0-9a-f]{64})`", report.stdout).group(1)
+    assert run(settings, couch_server.url, *kept.split()).returncode == 0
     empty = run(settings, couch_server.url, "audit", "report", "--from", "2026-10-01", "--to", "2026-10-31",
                 "--community", "community:c1")
     assert empty.returncode == 0 and "0 openings" in empty.stdout and "Findings: none" in empty.stdout

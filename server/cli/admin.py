@@ -119,8 +119,10 @@ def cmd_audit_report(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     if start > end:
         print("linli: --from must not be after --to", file=sys.stderr)
         return 2
-    with open_couch(load_settings()) as (_, couch):
-        reports = [audit_report.for_community(couch, c, start, end, tz) for c in _communities(couch, args.community)]
+    with open_couch(load_settings()) as (settings, couch):
+        anchor = filing.Signer.of(settings).anchor
+        reports = [audit_report.for_community(couch, anchor, c, start, end, tz)
+                   for c in _communities(couch, args.community)]
     print("\n\n".join(audit_report.render_text(r) for r in reports))
     return 1 if any(r.findings for r in reports) and args.fail_on_findings else 0
 

@@ -22,6 +22,7 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import secrets
 import socket
 import sys
@@ -279,11 +280,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _published_head(text: str) -> tuple[str, int, str]:
+    """COMMUNITY:SEQ:HASH, as an audit report prints it."""
+    community, seq, head = text.rsplit(":", 2)
+    if not (community and seq.isdigit() and re.fullmatch(r"[0-9a-f]{64}", head)):
+        raise argparse.ArgumentTypeError("expected COMMUNITY:SEQ:HASH, e.g. community:c1:1200:<64 hex digits>")
+    return community, int(seq), head
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    published: dict[str, list[tuple[int, str]]] = {}
+    for community, seq, head in args.head:
+        published.setdefault(community, []).append((seq, head))
     with open_couch(load_settings()) as (settings, couch):
         signer = filing.Signer.of(settings)
-        communities = args.community or filing.communities(couch, signer)
-        verdicts = {c: filing.verify(couch, signer, c) for c in communities}
+        communities = args.community or sorted(set(filing.communities(couch, signer)) | set(published))
+        verdicts = {c: filing.verify(couch, signer, c, published.get(c, ())) for c in communities}
     for community, verdict in verdicts.items():
         print(f"{community}: {verdict}")
     return 0 if all(v.ok for v in verdicts.values()) else 1
@@ -381,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser("verify", help="prove each community's filing log intact, or name the first "
                                   "broken entry (exit 1)")
     verify.add_argument("--community", action="append", help="community id (repeatable; default: all)")
+    verify.add_argument("--head", action="append", default=[], type=_published_head, metavar="COMMUNITY:SEQ:HASH",
+                        help="a head an audit report published (repeatable): the log must still reach it")
     verify.set_defaults(func=cmd_audit_verify)
     admin.add_audit_report_parser(audit_sub, open_couch)
     admin.add_parsers(sub, open_couch)

@@ -6,6 +6,11 @@ person's second look:
 - night: openings between 22:00 and 06:00 local time;
 - many records: one person opening more than MANY_RESIDENTS_A_DAY different residents in one day.
 A finding is a lead for the secretary, not a verdict: the report names the entries.
+
+Each report also publishes the filing log's head as anchored outside the database
+(server/security/filing_anchor.py: entry, hash, signature): whoever keeps a copy can later
+check that the log still reaches it (`linli audit verify --head`), which catches a log cut
+short even by someone who could roll back both the database and the data folder.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from server.security.filing import iter_entries
+from server.security.filing_anchor import HeadAnchor
 from server.store.couch import Couch, get_many
 
 NIGHT_STARTS, NIGHT_ENDS = 22, 6
@@ -48,6 +54,7 @@ class Report:
     entries: int = 0
     actors: dict[str, ActorSummary] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    head: dict[str, Any] | None = None  # the anchored head when the report was made: {seq, hash, signature, at}
 
 
 def build(community: str, entries: Iterable[dict[str, Any]], residents: dict[str, dict[str, Any]],
@@ -94,11 +101,14 @@ def _assigned(user: dict[str, Any], resident: dict[str, Any], target: str) -> bo
     return "grid_worker" in user.get("roles", []) and resident.get("grid") in user.get("grids", [])
 
 
-def for_community(couch: Couch, community: str, start: dt.date, end: dt.date, tz: ZoneInfo) -> Report:
+def for_community(couch: Couch, anchor: HeadAnchor, community: str, start: dt.date, end: dt.date,
+                  tz: ZoneInfo) -> Report:
     entries = list(iter_entries(couch, community))
     residents = get_many(couch.main, {e["target"] for e in entries})
     users = get_many(couch.accounts, {e["actor"] for e in entries})
-    return build(community, entries, residents, users, start, end, tz)
+    report = build(community, entries, residents, users, start, end, tz)
+    report.head = anchor.heads().get(community)
+    return report
 
 
 def render_text(report: Report) -> str:
@@ -113,4 +123,9 @@ def render_text(report: Report) -> str:
     for f in report.findings:
         shown = ", ".join(map(str, f.seqs[:10])) + (" …" if len(f.seqs) > 10 else "")
         lines.append(f"  [{f.kind}] {f.actor}: {f.detail} (entries {shown})")
+    if report.head:
+        h = report.head
+        lines += [f"Filing-log head: entry {h['seq']}, hash {h['hash']}, signature {h['signature']}",
+                  f"  (keep a copy; later, `linli audit verify --head {report.community}:{h['seq']}:{h['hash']}` "
+                  "checks that the log still reaches it)"]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,10 +136,12 @@ def _checkpoints(couch: Couch, community: str) -> list[dict[str, Any]]:
     return list(_all_docs_pages(couch, f"audit_checkpoint:{_community_key(community)}:"))
 
 
-def verify(couch: Couch, signer: Signer, community: str) -> filing_log.Verdict:
-    """The community's chain against its signed checkpoints and the head anchored outside the database."""
+def verify(couch: Couch, signer: Signer, community: str,
+           published: Iterable[tuple[int, str]] = ()) -> filing_log.Verdict:
+    """The community's chain against its signed checkpoints, the head anchored outside the database and any
+    heads published earlier ((seq, hash) from an audit report)."""
     return filing_log.verify(community, iter_entries(couch, community), _checkpoints(couch, community),
-                             signer.key.public_key(), signer.anchor.heads().get(community))
+                             signer.key.public_key(), signer.anchor.heads().get(community), published)
 
 
 def communities(couch: Couch, signer: Signer) -> list[str]:

@@ -157,6 +157,7 @@ def report_context(report: audit_report.Report) -> Doc:
         "findings": [{"actor": f.actor, "kind": f.kind, "count": len(f.seqs),
                       "seqs": ", ".join(map(str, f.seqs[:SHOWN_SEQS])) + (" …" if len(f.seqs) > SHOWN_SEQS else "")}
                      for f in report.findings],
+        "head": report.head and {k: report.head[k] for k in ("seq", "hash", "signature")},
     }
 
 
@@ -243,7 +244,8 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render,
         end = now().astimezone(LOCAL_TZ).date()
         start = end - dt.timedelta(days=days - 1)
         reports = await run_in_threadpool(lambda: [
-            report_context(audit_report.for_community(couch, c, start, end, LOCAL_TZ)) for c in communities])
+            report_context(audit_report.for_community(couch, firewall.signer.anchor, c, start, end, LOCAL_TZ))
+            for c in communities])
         ids = {a["actor"] for r in reports for a in r["actors"]}
         names = {**await run_in_threadpool(queries.user_names, couch, ids),
                  **{c: d["name"] for c, d in (await run_in_threadpool(get_many, couch.main, communities)).items()}}
