@@ -204,6 +204,20 @@ def test_a_published_head_catches_a_log_and_anchor_rolled_back_together(couch: C
                                                 "(log truncated after entry 3)")
 
 
+def test_servers_with_their_own_data_folders_each_anchor_what_they_appended(couch: Couch, signer: filing.Signer,
+                                                                             tmp_path: Path) -> None:
+    other_host = filing.Signer(KEY, HeadAnchor(tmp_path / "other-host"))
+    other_host.anchor.path.parent.mkdir()
+    file_access(couch, signer, 2)
+    file_access(couch, other_host, 3)  # appends 3 to 5 to the same database
+    here, there = filing.verify(couch, signer, COMMUNITY), filing.verify(couch, other_host, COMMUNITY)
+    assert here.ok and here.anchored == 2 and "another server with its own data folder" in here.note
+    assert there.ok and there.anchored == 5 and there.note is None
+    _delete(couch, [filing.entry_id(COMMUNITY, 5)])
+    assert filing.verify(couch, signer, COMMUNITY).ok  # this host never saw entry 5 …
+    assert "log truncated after entry 4" in filing.verify(couch, other_host, COMMUNITY).problem  # … that one did
+
+
 def test_the_anchor_file_is_private_and_replaced_whole(couch: Couch, signer: filing.Signer) -> None:
     file_access(couch, signer, 2)
     assert stat.S_IMODE(signer.anchor.path.stat().st_mode) == 0o600
