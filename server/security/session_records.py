@@ -51,7 +51,9 @@ def create(db: pycouchdb.client.Database, user_id: str, now: dt.datetime, max_ag
     record = {"_id": record_id(user_id, sid), "user": user_id, "created_at": now.isoformat(),
               "expires_at": (now + dt.timedelta(seconds=max_age)).isoformat()}
     lapsed = [_deleted(r) for r in _records(db, user_id) if dt.datetime.fromisoformat(r["expires_at"]) <= now]
-    bulk_save(db, [*lapsed, record])
+    saved = bulk_save(db, [*lapsed, record])[-1]
+    if saved.error:  # a session without its record would end at the next request: say why now instead
+        raise RuntimeError(f"could not record the new session: {saved.error}")
     return sid
 
 
