@@ -1,19 +1,25 @@
 """Brute-force limits hold under concurrency (issue 13, finding 9): parallel guesses against the real
-pouchdb-server, released together by a barrier, are checked at most `limit` times; the rest are refused
-unchecked. Before guesses were reserved, 40 parallel logins were all checked."""
+pouchdb-server (and, for logins, through `linli serve`), released together by a barrier, are checked at most
+`limit` times; the rest are refused unchecked. Before guesses were reserved, 40 parallel logins were all
+checked (the code before, against these tests: 40 of 40 logins, 44 of 44 and 20 of 20 activation codes)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
+
+import httpx2
 
 from server.security import accounts
 from server.store.couch import Couch
 from server.web import activation
 
 from .street import PASSWORD
+from .sync_harness import PASSWORD as STREET_PASSWORD
+from .sync_harness import Street, street_fixture  # noqa: F401 - the fixture
 
 NOW = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
 
@@ -51,6 +57,26 @@ def test_parallel_login_guesses_are_checked_at_most_the_limit(loaded: Couch) -> 
     assert right == {"LoginLocked": 1}  # locked for LOCKOUT, even with the right password
     later = NOW + accounts.LOCKOUT
     assert accounts.authenticate(loaded.accounts, "worker1", PASSWORD, later)["username"] == "worker1"
+
+
+def test_parallel_guesses_at_the_login_form_of_linli_serve(street: Street) -> None:
+    """The attack as found: many login requests at once against the running server, each with its own
+    connection and CSRF token."""
+    clients = [httpx2.Client(base_url=street.served.url, timeout=60, follow_redirects=False) for _ in range(40)]
+    tokens = [re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1) for c in clients]
+
+    def guess(i: int) -> str:
+        answer = clients[i].post("/login", data={"username": "wangge01", "password": f"wrong-{i}",
+                                                 "csrf_token": tokens[i], "next": "/"})
+        return str(answer.status_code)
+
+    outcomes = _in_parallel(40, guess)
+    assert outcomes == {"401": accounts.MAX_FAILURES, "429": 40 - accounts.MAX_FAILURES}
+    right = clients[0].post("/login", data={"username": "wangge01", "password": STREET_PASSWORD,
+                                            "csrf_token": tokens[0], "next": "/"})
+    assert right.status_code == 429
+    for c in clients:
+        c.close()
 
 
 def test_a_right_password_forgives_earlier_failures(loaded: Couch) -> None:
