@@ -234,7 +234,7 @@ def first_load(browser: Browser, url: str, keep_empty: bool) -> tuple[BrowserCon
         context.route("**/phone-keys", lambda route: route.abort())
     page = context.new_page()
     started = login(page, url)
-    page.wait_for_function("window.linliControlledAt", timeout=STEP_TIMEOUT_MS)
+    page.wait_for_function("() => window.linliControlledAt", timeout=STEP_TIMEOUT_MS)
     ready = page.evaluate("""() => Math.max(window.linliControlledAt,
         performance.timeOrigin + performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd)""")
     return context, page, started, ready - started
@@ -249,7 +249,7 @@ def navigate(page: Page, url: str, offline: bool) -> tuple[float, float]:
     assert (answer.headers.get("x-linli-offline") == "1") == offline, (url, offline, answer.headers)
     timing = page.evaluate(NAVIGATION)
     if offline:
-        page.wait_for_function(f"{SYNC_BAR}.classList.contains('sync-offline')")
+        page.wait_for_function(f"() => {SYNC_BAR}.classList.contains('sync-offline')")
     else:
         page.wait_for_function(f"(before) => {SYNC_BAR}.dataset.lastSynced !== before", arg=before,
                                timeout=120_000)
@@ -361,7 +361,7 @@ def phones(browser: Browser, url: str, runs: int) -> tuple[BrowserContext, Page,
         loads.append(ms)
         if run < runs - 1:
             context.close()
-    page.wait_for_function(SYNCED_OR_FAILED, timeout=STEP_TIMEOUT_MS, polling=250)
+    page.wait_for_function(f"() => {SYNCED_OR_FAILED}", timeout=STEP_TIMEOUT_MS, polling=250)
     synced, bar = page.evaluate(f"[{SYNC_BAR}.dataset.lastSynced, {SYNC_BAR}.innerText]")
     assert synced, f"the first sync failed: {bar}"
     cold_s = (page.evaluate("(iso) => Date.parse(iso)", synced) - started) / 1000

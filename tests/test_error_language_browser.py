@@ -43,7 +43,7 @@ def phone_of(site: DemoSite, username: str, lang: str = "zh") -> tuple[BrowserCo
     context = site.browser.new_context(viewport=PHONE)
     context.add_cookies([{"name": "lang", "value": lang, "url": site.url}])
     page = sign_in(context, site.url, username)
-    page.wait_for_function(SYNCED, timeout=60_000)
+    page.wait_for_function(f"() => {SYNCED}", timeout=60_000)
     return context, page
 
 
@@ -105,7 +105,7 @@ def test_a_chosen_photo_survives_an_error_offline(site: DemoSite) -> None:
     page.check("input[name=consent]")
     page.click("main form.stack button[type=submit]")
     page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
-    page.wait_for_function("document.querySelector('img.photo')?.naturalWidth > 0")  # kept, from the replica
+    page.wait_for_function("() => document.querySelector('img.photo')?.naturalWidth > 0")  # kept, from the replica
     context.close()
 
 

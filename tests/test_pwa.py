@@ -37,7 +37,7 @@ ROUTING = ("street", "community", "grid")
 def new_phone(site: DemoSite, username: str) -> BrowserContext:
     """A new phone (browser context) with `username` signed in and its first sync done."""
     context = site.browser.new_context(viewport=PHONE)
-    sign_in(context, site.url, username).wait_for_function(SYNCED, timeout=60_000)
+    sign_in(context, site.url, username).wait_for_function(f"() => {SYNCED}", timeout=60_000)
     return context
 
 
@@ -91,20 +91,20 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
 
     synced_then_offline(phone, page)
     assert page.locator("#households a.row").count() == rows_online
-    page.wait_for_function("document.querySelector('#sync-state').classList.contains('sync-offline')")
+    page.wait_for_function("() => document.querySelector('#sync-state').classList.contains('sync-offline')")
     # Large text, offline too: the same cookie, and every page the service worker renders from now.
     page.click("button[value=large]")
-    page.wait_for_function("document.documentElement.classList.contains('large')")
+    page.wait_for_function("() => document.documentElement.classList.contains('large')")
     page.reload()
     assert "large" in page.evaluate("document.documentElement.className")
     screenshot(page, "grid")
     page.click("button[value=large]")
-    page.wait_for_function("!document.documentElement.classList.contains('large')")
+    page.wait_for_function("() => !document.documentElement.classList.contains('large')")
 
     # Search as you type, answered offline too (htmx asks for the rows only).
     first_address = page.locator("#households .row-title").first.inner_text()
     page.fill("#q", first_address)
-    page.wait_for_function("document.querySelectorAll('#households a.row').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#households a.row').length === 1")
 
     page.goto(grid_url)
     page.locator("#households a.row").first.click()
@@ -127,7 +127,7 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     # Found by phone number offline: the community's search key on the phone, confirmed with the contact key.
     page.goto(grid_url)
     page.fill("#q", expected_phone[:3] + " " + expected_phone[3:])
-    page.wait_for_function("document.querySelectorAll('#households a.row').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#households a.row').length === 1")
     assert page.locator("#households a.row").get_attribute("href").endswith(household_id)
 
     # A service request with a photo from the camera, made offline.
@@ -140,10 +140,10 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     page.click("main form.stack button[type=submit]")  # htmx posts it; the service worker answers HX-Redirect
     page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
     assert "离线登记" in page.inner_text("main")
-    page.wait_for_function("document.querySelector('img.photo')?.naturalWidth > 0")  # served from the replica
+    page.wait_for_function("() => document.querySelector('img.photo')?.naturalWidth > 0")  # served from the replica
     request_id = "service_request:" + page.url.rsplit("/", 1)[1]
     # Waiting on the phone: the request and the report of the contact details opened offline.
-    page.wait_for_function("Number(document.querySelector('#sync-state').dataset.pending) >= 2")
+    page.wait_for_function("() => Number(document.querySelector('#sync-state').dataset.pending) >= 2")
     screenshot(page, "request")
     assert get_or_none(site.couch.main, request_id) is None  # still only on the phone
 
@@ -157,7 +157,7 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     page.click("main form.stack button[type=submit]")
     page.wait_for_url(f"**/households/{household_id}")
     assert page.locator("ul.visits li").count() == 1
-    page.wait_for_function("document.querySelector('ul.visits img.thumb')?.naturalWidth > 0")
+    page.wait_for_function("() => document.querySelector('ul.visits img.thumb')?.naturalWidth > 0")
     screenshot(page, "visit")
 
     # The SOS alert: resolved offline from the inbox.
@@ -167,7 +167,7 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     page.wait_for_selector("#alert-alert-pwa-sos.done")  # swapped in place by htmx, from the replica
     screenshot(page, "alerts")
     # Waiting: the request, the report, the visit, the alert.
-    page.wait_for_function("Number(document.querySelector('#sync-state').dataset.pending) >= 4")
+    page.wait_for_function("() => Number(document.querySelector('#sync-state').dataset.pending) >= 4")
 
     # Back online: everything reaches the server.
     phone.set_offline(False)

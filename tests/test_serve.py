@@ -149,7 +149,7 @@ def test_grid_worker_logs_in_in_a_real_browser_and_sees_the_households(served: S
             # Search as you type (htmx swaps the rows in place, no page load).
             first_address = page.inner_text("#households li a.row .row-title >> nth=0")
             page.fill("#q", first_address)
-            page.wait_for_function("document.querySelectorAll('#households li a.row').length === 1")
+            page.wait_for_function("() => document.querySelectorAll('#households li a.row').length === 1")
             assert page.url.endswith("/grids/grid:c1-g01") or "/grids/" in page.url
             # Touch targets are large enough for elderly users' fingers.
             height = page.evaluate("document.querySelector('#households a.row').getBoundingClientRect().height")
@@ -194,7 +194,7 @@ def test_the_service_request_loop_in_a_real_browser(served: Served, tmp_path: Pa
             page.select_option("select[name='attribute.time_of_day']", "night")
             page.fill("textarea[name=description]", "楼上夜间装修噪音")
             page.click("button:has-text('使用我的位置')")  # the phone's position, into hidden fields
-            page.wait_for_function("document.querySelector('input[name=lat]').value !== ''")
+            page.wait_for_function("() => document.querySelector('input[name=lat]').value !== ''")
             page.set_input_files("input[name=photo]", str(photo))
             page.check("input[name=on_behalf]")
             page.fill("input[name=reporter_name]", "李阿姨")
