@@ -15,6 +15,7 @@ import { pageContext, sessionContext, templateEnvironment, translator } from "/p
 import { remoteOptions, syncOnce } from "/pwa/sync/replica.js";
 import { forgetPhoneKey, phoneKey, storedPhoneKey } from "/pwa/offline/keys.js";
 import { answer, route } from "/pwa/offline/pages.js";
+import { sniffedType } from "/pwa/offline/rules.js";
 
 const { PouchDB, nunjucks } = self;
 const CACHE = "linli-shell";
@@ -144,10 +145,25 @@ async function templates(session) {
   return environment;
 }
 
+// The headers the server's pages and photos carry (CSP, no framing, nosniff: server/domain/http_headers.py), kept
+// with the shell; the policy holds offline as online.
+async function shellHeaders(kind) {
+  return (await cachedJSON(SHELL_URL))?.headers[kind] ?? {};
+}
+
 async function renderPage(session, template, context, status = 200) {
   const env = await templates(session);
   const html = env.render(template, pageContext(sessionContext(session), session.messages, context));
-  return new Response(html, { status, headers: { "Content-Type": "text/html; charset=utf-8", "X-Linli-Offline": "1" } });
+  return new Response(html, { status, headers: { ...await shellHeaders("page"),
+                                                 "Content-Type": "text/html; charset=utf-8", "X-Linli-Offline": "1" } });
+}
+
+// A stored photo, as the server serves it: the type its bytes show, inert if opened; anything else a download.
+async function photoResponse(session, blob) {
+  const kind = sniffedType(new Uint8Array(await blob.arrayBuffer()), session.photo_rule.signatures);
+  const type = kind ? { "Content-Type": kind } : { "Content-Type": "application/octet-stream",
+                                                   "Content-Disposition": "attachment" };
+  return new Response(blob, { headers: { ...await shellHeaders("attachment"), ...type } });
 }
 
 // ---- answering requests
@@ -172,7 +188,7 @@ async function answerOffline(request, match) {
     changed(); // a write: tell the pages, and sync if the network is back
   }
   if (result.blob) {
-    return new Response(result.blob, { headers: { "Content-Type": result.blob.type } });
+    return photoResponse(session, result.blob);
   }
   if (result.redirect) {
     return htmx ? new Response("", { headers: { "HX-Redirect": result.redirect } })
@@ -185,7 +201,8 @@ async function answerOffline(request, match) {
 async function offlineOnly() {
   const session = await storedSession();
   return session ? renderPage(session, "error.html", { message: "offline_unavailable", errors: {} }, 503)
-    : new Response("离线 · Offline", { status: 503, headers: { "Content-Type": "text/plain; charset=utf-8" } });
+    : new Response("离线 · Offline", { status: 503, headers: { ...await shellHeaders("page"),
+                                                            "Content-Type": "text/plain; charset=utf-8" } });
 }
 
 async function networkFirst(request, offline) {

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from server.domain.access import Principal, may_see
 from server.domain.declaration import MAIN_DB
+from server.domain.http_headers import attachment_answer
 from server.security.sessions import csrf_token
 from server.store.config import Settings
 
@@ -232,7 +233,8 @@ class Gateway:
                                                 params={"rev": doc["_rev"]})
         if response.status_code != 200:
             raise not_found()
-        return Response(response.content, media_type=response.headers.get("content-type"))
+        media_type, headers = attachment_answer(response.content)  # by its bytes, inert if opened
+        return Response(response.content, media_type=media_type, headers=headers)
 
     # ------------------------------------------------------------ writing
 

@@ -20,12 +20,10 @@ from crypto import envelope
 from server.domain.access import VISIBILITY_FIELDS, Doc, Principal, write_refusal
 from server.domain.declaration import DOC_TYPES, MAIN_DB, PROTECTED_TIERS, ValidationError, validate
 from server.domain.errors import FieldError
-from server.domain.field_rules import photo_refusal, sniffed_type
+from server.domain.field_rules import PHOTO_LIMITS, PHOTO_TYPES, photo_refusal
 
 SPECIAL_FIELDS = frozenset({"_id", "_rev", "_deleted", "_attachments", "_revisions"})
 _REV = re.compile(r"^[1-9]\d{0,8}-[0-9a-f]{1,64}$")
-MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
-ATTACHMENT_TYPES = ("image/", "application/pdf")  # incident photos and scanned forms
 
 
 def tombstone(deletion: Doc, current: Doc) -> Doc:
@@ -73,31 +71,39 @@ def _protected_refusal(doc: Doc, current: Doc | None) -> str | None:
 
 
 def _attachment_refusal(doc: Doc) -> str | None:
+    """The one photo rule (server/domain/field_rules.py), as the pages and the offline app apply it: only the
+    types that carry photos, at most their count, each a JPEG, PNG or WebP by its bytes, of the type it was sent
+    as, within the size limit. A stub (an attachment already stored, not sent again) was judged when it was sent;
+    it is served by its bytes whatever it is called (server/domain/http_headers.py attachment_answer)."""
     attachments = doc.get("_attachments")
     if attachments is None:
         return None
     if not isinstance(attachments, dict):
         return "_attachments must be an object"
+    limit = PHOTO_LIMITS.get(doc["type"])
+    if limit is None:
+        return f"a {doc['type']} carries no attachments"
+    if len(attachments) > limit.max_count:
+        return f"a {doc['type']} carries at most {limit.max_count} photo(s)"
     for name, att in attachments.items():
-        if not isinstance(att, dict) or not isinstance(att.get("content_type"), str):
-            return f"attachment {name!r} needs a content_type"
-        if not att["content_type"].startswith(ATTACHMENT_TYPES):
-            return f"attachment {name!r}: only images and PDF files may be attached, not {att['content_type']}"
+        declared = att.get("content_type") if isinstance(att, dict) else None
+        if declared not in PHOTO_TYPES:
+            return f"attachment {name!r}: only {', '.join(PHOTO_TYPES)} photos may be attached, not {declared}"
         if att.get("stub") is True:
             continue
         data = att.get("data")
         if not isinstance(data, str):
             return f"attachment {name!r} must carry base64 data or be a stub"
-        if len(data) * 3 // 4 > MAX_ATTACHMENT_BYTES:
-            return f"attachment {name!r} is larger than {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB"
+        if len(data) * 3 // 4 > limit.max_bytes + 2:  # before decoding what may be far too large
+            return f"attachment {name!r} is larger than {limit.max_bytes // (1024 * 1024)} MB"
         try:
             raw = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             return f"attachment {name!r}: data is not valid base64"
-        # Judged by its bytes, by the rule the web pages and the phone apply (server/domain/field_rules.py).
-        declared = att["content_type"]
-        if (sniffed_type(raw) != declared if declared == "application/pdf"
-                else photo_refusal(raw, declared, MAX_ATTACHMENT_BYTES)):
+        refused = photo_refusal(raw, declared, limit.max_bytes)
+        if refused == "photo_too_large":
+            return f"attachment {name!r} is larger than {limit.max_bytes // (1024 * 1024)} MB"
+        if refused:
             return f"attachment {name!r}: its bytes are not the {declared} it was sent as"
     return None
 

@@ -13,6 +13,10 @@ PASSWORD = "correct horse battery"
 # A valid 1×1 PNG: the photo a phone camera would send, in tests.
 TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c49444154789c"
                          "63f8cfc0000003010100c9fe92ef0000000049454e44ae426082")
+# Finding 5 of issue 13: "photos" that run a script where a browser renders them as a page. An SVG, and a page
+# behind a JPEG's first bytes (a polyglot that a check of the magic bytes alone would pass).
+SVG_WITH_SCRIPT = b'<svg xmlns="http://www.w3.org/2000/svg"><script>fetch("/pwa/session.json")</script></svg>'
+HTML_AS_JPEG = b"\xff\xd8\xff\xe0<html><body><script>fetch('/pwa/session.json')</script></body></html>\xff\xd9"
 STREET = "street:s1"
 C1, C2 = "community:c1", "community:c2"
 G1, G2, G3 = "grid:c1-g01", "grid:c1-g02", "grid:c2-g01"

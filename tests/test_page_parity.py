@@ -53,7 +53,7 @@ from sync.app import create_sync_app
 
 from .conftest import make_settings
 from .node_process import NodeProcess
-from .street import TINY_PNG
+from .street import HTML_AS_JPEG, SVG_WITH_SCRIPT, TINY_PNG
 from .sync_harness import login
 
 PASSWORD = "parity-password"
@@ -405,6 +405,8 @@ def test_known_differences(street: Street, offline: Offline, users: dict[str, Us
 
 PNG_AS_JPEG = ("photo.jpg", TINY_PNG, "image/jpeg")
 TEXT_AS_JPEG = ("photo.jpg", b"not a picture at all", "image/jpeg")
+# Finding 5 of issue 13: a script as a photo, refused online and offline alike (tests/test_web_hardening.py).
+SCRIPTS = (("photo.svg", SVG_WITH_SCRIPT, "image/svg+xml"), ("photo.jpg", HTML_AS_JPEG, "image/jpeg"))
 
 
 def form_errors(street: Street) -> list[Ask]:
@@ -421,11 +423,12 @@ def form_errors(street: Street) -> list[Ask]:
         Ask("POST", f"/alerts/{resolved}/act", (("action", "resolve"),)),
         Ask("POST", f"/alerts/{resolved}/act", (("action", "resolve"),), htmx=True),
         Ask("POST", f"/households/{h1}/visits/new", (("kind", "routine"), ("photo", PNG_AS_JPEG))),
-        Ask("POST", f"/households/{h1}/visits/new", (("kind", "routine"), ("photo", TEXT_AS_JPEG))),
+        *[Ask("POST", f"/households/{h1}/visits/new", (("kind", "routine"), ("photo", photo)))
+          for photo in (TEXT_AS_JPEG, *SCRIPTS)],
         Ask("POST", "/requests/new", (("category", "nothing"), ("description", "x"))),
         *[Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上"),
                                         ("attribute.time_of_day", "night"), ("photo", photo)))
-          for photo in (PNG_AS_JPEG, TEXT_AS_JPEG)],
+          for photo in (PNG_AS_JPEG, TEXT_AS_JPEG, *SCRIPTS)],
         Ask("POST", f"/alerts/{raised}/act", (("action", "acknowledge"), ("_rev", "1-0000"))),
         Ask("POST", f"/alerts/{raised}/act", (("action", "acknowledge"), ("_rev", "1-0000")), htmx=True),
         # Invalid by the declaration (server/domain validate, pages.js fieldErrors): the same errors, same words.

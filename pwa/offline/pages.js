@@ -402,7 +402,7 @@ async function storeVisit(db, session, schema, household, values, residents, pho
     throw new FormError(errors);
   }
   if (photo && typeof photo !== "string" && photo.size) {
-    const [name, attachment] = Object.entries(await photoAttachments([photo], session.photo_limits.visit))[0];
+    const [name, attachment] = Object.entries(await photoAttachments([photo], session.photo_rule, "visit"))[0];
     visit._attachments = { [name.replace(/^photo-1/, "photo")]: attachment };
   }
   await db.put(visit);
@@ -447,7 +447,9 @@ function answers(form) {
   return result;
 }
 
-async function photoAttachments(files, maxBytes) {
+// The photos of a form, as a document of `docType` carries them, by the server's rule (session.photo_rule).
+async function photoAttachments(files, rule, docType) {
+  const maxBytes = rule.limits[docType].max_bytes;
   const attachments = {};
   let n = 0;
   for (const file of files) {
@@ -455,7 +457,7 @@ async function photoAttachments(files, maxBytes) {
       continue;
     }
     // Judged by its bytes, by the server's rule (server/domain/field_rules.py photo_refusal).
-    const refusal = photoRefusal(new Uint8Array(await file.arrayBuffer()), file.type || null, maxBytes);
+    const refusal = photoRefusal(new Uint8Array(await file.arrayBuffer()), file.type || null, maxBytes, rule);
     if (refusal === "photo_too_large") {
       throw refuse("photo", "err_photo_too_big",
                    { kb: Math.floor(file.size / 1024), mb: Math.floor(maxBytes / 1048576) });
@@ -498,7 +500,7 @@ async function newRequest({ db, session, form, method }) {
 async function storeRequest(db, session, form, values, categories, staff) {
   const category = categories[values.category || ""];
   const description = (values.description || "").trim();
-  const photos = await photoAttachments(form.getAll("photo"), session.photo_limits.request);
+  const photos = await photoAttachments(form.getAll("photo"), session.photo_rule, "service_request");
   if (!category) {
     throw refuse("service_code", "err_unknown_service", { code: values.category || "" });
   }

@@ -42,26 +42,29 @@ export function alertsInOrder(alerts, urgentKinds) {
   return [...alerts].sort((a, b) => new Date(b.raised_at) - new Date(a.raised_at)).sort((a, b) => rank(a) - rank(b));
 }
 
-const PHOTO_TYPES = ["image/jpeg", "image/png", "image/webp"];
-const MAGIC = [[[0xff, 0xd8, 0xff], "image/jpeg"], [[0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], "image/png"],
-  [[0x25, 0x50, 0x44, 0x46, 0x2d], "application/pdf"]];
-const startsWith = (bytes, magic, at = 0) => magic.every((b, i) => bytes[at + i] === b);
+const startsAt = (bytes, at, magic) => magic.every((b, i) => bytes[at + i] === b);
 
-// What a file is by its first bytes (a Uint8Array): a JPEG, PNG or WebP image, a PDF; null for anything else.
-export function sniffedType(bytes) {
-  if (bytes.length >= 12 && startsWith(bytes, [0x52, 0x49, 0x46, 0x46]) && startsWith(bytes, [0x57, 0x45, 0x42, 0x50], 8)) {
-    return "image/webp";
-  }
-  return MAGIC.find(([magic]) => startsWith(bytes, magic))?.[1] ?? null;
+// What a file is by its first bytes (a Uint8Array): a type of `signatures` ({type: [[offset, bytes]]}, all must
+// match: session.photo_rule.signatures, server/domain/field_rules.py PHOTO_SIGNATURES), or null.
+export function sniffedType(bytes, signatures) {
+  return Object.entries(signatures).find(([, signature]) => signature.every(([at, magic]) => startsAt(bytes, at, magic)))
+    ?.[0] ?? null;
 }
 
-// Why a photo is refused ("photo_too_large", "photo_not_image", "photo_type_mismatch"), or null.
-export function photoRefusal(bytes, declared, maxBytes) {
+// Markup (any case) where a browser looks when it guesses a type: a page behind a photo's first bytes.
+function hasMarkup(bytes, rule) {
+  const head = bytes.slice(0, rule.markup_window).map((b) => (b >= 0x41 && b <= 0x5a ? b + 0x20 : b));
+  return rule.markup.some((marker) => head.some((_, at) => startsAt(head, at, marker)));
+}
+
+// Why a photo is refused ("photo_too_large", "photo_not_image", "photo_type_mismatch"), or null; `rule` is
+// session.photo_rule.
+export function photoRefusal(bytes, declared, maxBytes, rule) {
   if (bytes.length > maxBytes) {
     return "photo_too_large";
   }
-  const kind = sniffedType(bytes);
-  if (!PHOTO_TYPES.includes(kind)) {
+  const kind = sniffedType(bytes, rule.signatures);
+  if (kind === null || hasMarkup(bytes, rule)) {
     return "photo_not_image";
   }
   return declared && declared !== kind ? "photo_type_mismatch" : null;

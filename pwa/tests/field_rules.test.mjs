@@ -35,7 +35,7 @@ test("alert order", () => {
 test("photos by their bytes", () => {
   for (const { name, bytes, declared, max_bytes: maxBytes, sniffed, refusal } of vectors.photos) {
     const data = new Uint8Array(Buffer.from(bytes, "base64"));
-    assert.equal(sniffedType(data), sniffed, name);
-    assert.equal(photoRefusal(data, declared, maxBytes), refusal, name);
+    assert.equal(sniffedType(data, vectors.photo_rule.signatures), sniffed, name);
+    assert.equal(photoRefusal(data, declared, maxBytes, vectors.photo_rule), refusal, name);
   }
 });

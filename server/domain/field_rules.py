@@ -1,7 +1,8 @@
 """The field work's rules that the server and the offline app both apply, pure: a visit's needs list, what an
-action makes of an alert and the order the inbox shows alerts in, and what an attached photo really is.
+action makes of an alert and the order the inbox shows alerts in, and what an attached photo really is and
+where photos may be attached (the one attachment rule of every path: pages, sync, the offline app).
 
-The offline app gets the vocabularies as data (/pwa/session.json) and runs the same rules in
+The offline app gets the vocabularies and the photo rule as data (/pwa/session.json) and runs the same rules in
 pwa/offline/rules.js; server/domain/vectors/field_rules.json pins both to the same answers (tests/test_field_rules.py
 runs them in Python and in Node).
 """
@@ -9,6 +10,7 @@ runs them in Python and in Node).
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from server.domain.declaration import ALERT_STATES
@@ -32,9 +34,32 @@ URGENT_ALERT_KINDS = ("sos", "fall")  # someone may be lying on the floor: on to
 COMMON_NEEDS = ("meal_delivery", "medical_escort", "home_repair", "cleaning", "companionship", "shopping",
                 "legal_aid", "financial_aid")
 
-# Photos people attach, by what their first bytes say (never by the type the sender claims).
-PHOTO_TYPES = ("image/jpeg", "image/png", "image/webp")
-_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"%PDF-", "application/pdf"))
+# Photos people attach, known by their first bytes (never by the type the sender claims): each type's signature
+# is (offset, bytes) pairs that must all match. Nothing else may be attached anywhere: not SVG or HTML (they run
+# scripts when opened), not GIF, not PDF (no page, form or phone makes or shows one).
+PHOTO_SIGNATURES: dict[str, tuple[tuple[int, bytes], ...]] = {
+    "image/jpeg": ((0, b"\xff\xd8\xff"),),
+    "image/png": ((0, b"\x89PNG\r\n\x1a\n"),),
+    "image/webp": ((0, b"RIFF"), (8, b"WEBP")),
+}
+PHOTO_TYPES = tuple(PHOTO_SIGNATURES)
+# A polyglot (a photo's first bytes, then a page) is no photo either: markup where a browser looks for it when it
+# guesses a type (the first 1024 bytes), in any case, is refused. No real photo has any of these there.
+MARKUP = (b"<!doctype", b"<html", b"<head", b"<body", b"<script", b"<svg", b"<?xml", b"<iframe", b"<object")
+MARKUP_WINDOW = 1024
+
+
+@dataclass(frozen=True)
+class PhotoLimit:
+    max_bytes: int
+    max_count: int
+
+
+# The documents that carry photos, how many and how large; no other type may carry an attachment.
+PHOTO_LIMITS = {
+    "service_request": PhotoLimit(max_bytes=5 * 1024 * 1024, max_count=3),  # the reporter's evidence
+    "visit": PhotoLimit(max_bytes=10 * 1024 * 1024, max_count=1),  # one from the camera, full size
+}
 
 
 class AlertRefused(ValueError):
@@ -70,10 +95,9 @@ def alerts_in_order(alerts: list[Doc]) -> list[Doc]:
 
 
 def sniffed_type(data: bytes) -> str | None:
-    """What a file is by its first bytes: a JPEG, PNG or WebP image, a PDF; None for anything else."""
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
+    """What a file is by its first bytes: one of PHOTO_TYPES, or None."""
+    return next((kind for kind, signature in PHOTO_SIGNATURES.items()
+                 if all(data[at:at + len(magic)] == magic for at, magic in signature)), None)
 
 
 def photo_refusal(data: bytes, declared: str | None, max_bytes: int) -> str | None:
@@ -82,8 +106,19 @@ def photo_refusal(data: bytes, declared: str | None, max_bytes: int) -> str | No
     if len(data) > max_bytes:
         return "photo_too_large"
     kind = sniffed_type(data)
-    if kind not in PHOTO_TYPES:
+    head = data[:MARKUP_WINDOW].lower()
+    if kind is None or any(marker in head for marker in MARKUP):
         return "photo_not_image"
     if declared and declared != kind:
         return "photo_type_mismatch"
     return None
+
+
+def photo_rule() -> dict[str, Any]:
+    """The photo rule as JSON, for the offline app (pwa/offline/rules.js): signatures as byte lists, limits by
+    document type."""
+    return {"signatures": {kind: [[at, list(magic)] for at, magic in signature]
+                           for kind, signature in PHOTO_SIGNATURES.items()},
+            "markup": [list(marker) for marker in MARKUP], "markup_window": MARKUP_WINDOW,
+            "limits": {doc_type: {"max_bytes": limit.max_bytes, "max_count": limit.max_count}
+                       for doc_type, limit in PHOTO_LIMITS.items()}}

@@ -24,7 +24,7 @@ from typing import Any
 from server.domain.access import Principal
 from server.domain.declaration import REQUEST_STATES, SATISFACTION, Role, validate
 from server.domain.errors import FieldError, UserError
-from server.domain.field_rules import photo_refusal, sniffed_type
+from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
 from server.domain.workdays import WorkCalendar
 from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
 
@@ -211,8 +211,7 @@ def _grid_worker(couch: Couch, grid_id: str) -> str | None:
 
 # ---------------------------------------------------------------- the lifecycle
 
-MAX_PHOTO_BYTES = 5 * 1024 * 1024
-MAX_PHOTOS = 3
+PHOTOS = PHOTO_LIMITS["service_request"]
 
 
 @dataclass(frozen=True)
@@ -223,7 +222,7 @@ class Photo:
     declared: str | None = None
 
 
-def check_photo(data: bytes, max_bytes: int = MAX_PHOTO_BYTES, declared: str | None = None) -> str:
+def check_photo(data: bytes, max_bytes: int = PHOTOS.max_bytes, declared: str | None = None) -> str:
     """The content type of an uploaded photo, judged by its bytes, which must be what the sender said
     (server/domain/field_rules.py photo_refusal, the rule the phone and the sync gateway apply too)."""
     refusal = photo_refusal(data, declared, max_bytes)
@@ -273,8 +272,8 @@ def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Do
     if new.on_behalf and not new.consent:
         raise RequestError("consent", "err_consent_required")
     attributes = check_attributes(category, new.attributes or {})
-    if len(new.photos) > MAX_PHOTOS:
-        raise RequestError("photo", "err_too_many_photos", max=MAX_PHOTOS)
+    if len(new.photos) > PHOTOS.max_count:
+        raise RequestError("photo", "err_too_many_photos", max=PHOTOS.max_count)
     photos = {f"photo-{i}.{kind.split('/')[1]}": {"content_type": kind, "data": base64.b64encode(data).decode()}
               for i, (data, kind) in enumerate(((p.data, check_photo(p.data, declared=p.declared))
                                                 for p in new.photos), start=1)}

@@ -60,6 +60,7 @@ from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
 from server.web.resident_needs import page_context as needs_context
 from server.web.resident_needs import routes as needs_routes
+from server.web.security_headers import SecurityHeadersMiddleware
 
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("linli")
@@ -419,6 +420,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *mounts,
     ]
     middleware = [
+        Middleware(SecurityHeadersMiddleware),  # outermost: the CSRF check's refusals carry the headers too
         Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="session",
                    max_age=settings.session_max_age, same_site="lax", https_only=settings.cookie_secure),
         Middleware(CSRFMiddleware),

@@ -29,11 +29,13 @@ from server.domain.errors import UserError, by_field
 from server.domain.field_rules import (
     ACTIONS_BY_STATE,
     COMMON_NEEDS,
+    PHOTO_LIMITS,
     AlertRefused,
     alert_after,
     alerts_in_order,
     needs_of,
 )
+from server.domain.http_headers import attachment_answer
 from server.services import service_requests as sr
 from server.store import queries
 from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
@@ -45,7 +47,6 @@ Render = Callable[..., Response]
 CurrentUser = Callable[[Request], Awaitable[Doc]]
 
 ALERTS_SHOWN = 200
-MAX_VISIT_PHOTO_BYTES = 10 * 1024 * 1024
 RECENT_VISITS = 5
 
 
@@ -175,8 +176,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         if name is None:
             raise HTTPException(404)
         data = await run_in_threadpool(couch.main.get_attachment, visit, name)
-        return Response(data, media_type=visit["_attachments"][name]["content_type"],
-                        headers={"Cache-Control": "private, max-age=3600"})
+        media_type, headers = attachment_answer(data)
+        return Response(data, media_type=media_type, headers=headers)
 
     return [
         Route("/alerts", alerts_page),
@@ -199,7 +200,7 @@ def _visit(p: Principal, household: Doc, values: Doc, residents: set[str], photo
     visit.update({k: values[k] for k in ("resident", "notes") if values[k]})
     validate(visit)
     if photo:  # in the same write as the visit: a refused photo leaves nothing half-stored
-        kind = sr.check_photo(photo.data, MAX_VISIT_PHOTO_BYTES, photo.declared)
+        kind = sr.check_photo(photo.data, PHOTO_LIMITS["visit"].max_bytes, photo.declared)
         visit["_attachments"] = {f"photo.{kind.split('/')[1]}": {"content_type": kind,
                                                                  "data": base64.b64encode(photo.data).decode()}}
     return visit

@@ -26,15 +26,15 @@ from starlette.staticfiles import StaticFiles
 from server.domain.access import Principal, offline_grids
 from server.domain.declaration import SATISFACTION, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
-from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS
+from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS, photo_rule
+from server.domain.http_headers import ATTACHMENT_HEADERS, PAGE_HEADERS, WORKER_CSP
 from server.domain.i18n import MESSAGES
 from server.security.grants import phones_carry_keys
-from server.services.service_requests import MAX_PHOTO_BYTES
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
-from server.web.field_pages import MAX_VISIT_PHOTO_BYTES, may_see_alerts
+from server.web.field_pages import may_see_alerts
 from server.web.home import home_path, role_keys
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
 
@@ -47,6 +47,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest")
+# The headers the service worker gives its offline answers, as the server's middleware gives its own: pages, and
+# a stored photo opened on its own (sw.js).
+_SHELL_HEADERS = {"page": PAGE_HEADERS, "attachment": ATTACHMENT_HEADERS}
 _USER_FIELDS = ("_id", "username", "display_name", "roles", "grids", "communities", "resident", "department")
 
 
@@ -55,8 +58,9 @@ def shared_templates() -> list[str]:
 
 
 def _shell_version() -> str:
-    """Changes when a template, the stylesheet, any browser file or the domain declaration (/schema.json) does."""
-    digest = hashlib.sha256(json.dumps(export_json(), sort_keys=True).encode())
+    """Changes when a template, the stylesheet, any browser file, the domain declaration (/schema.json) or the
+    pages' headers do."""
+    digest = hashlib.sha256(json.dumps([export_json(), _SHELL_HEADERS], sort_keys=True).encode())
     files = [*(TEMPLATES_DIR / n for n in shared_templates()), *sorted(PWA_DIR.rglob("*.js")),
              *sorted(STATIC_DIR.iterdir())]
     for path in files:
@@ -70,14 +74,17 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
     version = _shell_version()  # computed once per process: files change with a deployment
 
     async def service_worker(request: Request) -> Response:
-        # Never cached by HTTP: the browser compares it byte for byte to decide on an update.
-        return FileResponse(PWA_DIR / "sw.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+        # Never cached by HTTP: the browser compares it byte for byte to decide on an update. Its own policy:
+        # Nunjucks compiles templates into functions (server/domain/http_headers.py WORKER_CSP).
+        return FileResponse(PWA_DIR / "sw.js", media_type="text/javascript",
+                            headers={"Cache-Control": "no-cache", "Content-Security-Policy": WORKER_CSP})
 
     async def manifest(request: Request) -> Response:
         return FileResponse(PWA_DIR / "manifest.webmanifest", media_type="application/manifest+json")
 
     async def shell(request: Request) -> Response:
-        return JSONResponse({"version": version, "files": list(SHELL_FILES), "templates": shared_templates()})
+        return JSONResponse({"version": version, "files": list(SHELL_FILES), "templates": shared_templates(),
+                             "headers": _SHELL_HEADERS})
 
     async def session(request: Request) -> Response:
         user = await current_user(request)
@@ -94,7 +101,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # The pages' vocabularies, declared once on the server (offline/pages.js builds the same forms).
             "reveal_purposes": list(REVEAL_PURPOSES), "common_needs": list(COMMON_NEEDS),
             "alert_actions": ALERT_ACTIONS, "urgent_alert_kinds": list(URGENT_ALERT_KINDS),
-            "photo_limits": {"request": MAX_PHOTO_BYTES, "visit": MAX_VISIT_PHOTO_BYTES},
+            "photo_rule": photo_rule(),
             "request_form_fields": list(REQUEST_FORM_FIELDS), "satisfaction": list(SATISFACTION),
             # Decisions the server makes for this user (server/web/home.py, field_pages, grants), and the names of
             # colleagues the pages show (accounts are not replicated).

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from server.domain.access import Principal, may_see
 from server.domain.declaration import SATISFACTION, Role, validate
 from server.domain.errors import by_field
+from server.domain.http_headers import attachment_answer
 from server.services import dashboard, survey
 from server.services import service_requests as sr
 from server.store import queries
@@ -158,8 +159,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         if name not in doc.get("_attachments", {}):
             raise HTTPException(404)
         response, _ = await run_in_threadpool(couch.main.resource.get, f"{doc['_id']}/{name}", stream=True)
-        return Response(response.content, media_type=doc["_attachments"][name]["content_type"],
-                        headers={"Cache-Control": "private, max-age=3600"})
+        media_type, headers = attachment_answer(response.content)
+        return Response(response.content, media_type=media_type, headers=headers)
 
     async def dashboard_page(request: Request) -> Response:
         p = await principal_of(request)

@@ -22,6 +22,7 @@ from server.domain.field_rules import (
     alerts_in_order,
     needs_of,
     photo_refusal,
+    photo_rule,
     sniffed_type,
 )
 
@@ -30,6 +31,9 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108020000009
 JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffd9")
 WEBP = b"RIFF\x1a\x00\x00\x00WEBPVP8 " + bytes(10)
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"
+# Finding 5 of issue 13: a "photo" that runs a script when opened, and a page behind a photo's first bytes.
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>fetch("/pwa/session.json")</script></svg>'
+POLYGLOT = JPEG[:4] + b'<HTML><body><SCRIPT>fetch("/pwa/session.json")</SCRIPT></body></html>' + JPEG[4:]
 
 NEEDS = [
     [],
@@ -57,6 +61,7 @@ ORDERS = [
     [("p", "raised", "fall", "2026-11-20T09:00:00+08:00"), ("q", "raised", "fall", "2026-11-20T09:00:00+08:00")],
 ]
 
+MAX_BYTES = 2048
 PHOTOS = [
     ("png", PNG, "image/png"), ("jpeg", JPEG, "image/jpeg"), ("webp", WEBP, "image/webp"),
     ("type not said", PNG, None),
@@ -64,9 +69,10 @@ PHOTOS = [
     ("text sent as jpeg", b"just some text, not a picture", "image/jpeg"),
     ("pdf sent as jpeg", PDF, "image/jpeg"), ("gif", b"GIF89a" + bytes(20), "image/gif"),
     ("empty", b"", "image/jpeg"), ("riff but not webp", b"RIFF\x1a\x00\x00\x00WAVEfmt ", "image/webp"),
-    ("too large", PNG + bytes(40), "image/png"),
+    ("too large", PNG + bytes(MAX_BYTES), "image/png"),
+    ("svg with a script", SVG, "image/svg+xml"), ("svg sent as png", SVG, "image/png"),
+    ("html behind jpeg bytes", POLYGLOT, "image/jpeg"), ("markup past the window", PNG + bytes(1024) + b"<svg", None),
 ]
-MAX_BYTES = 64
 
 
 def _alert_case(doc: dict[str, Any], action: str) -> dict[str, Any]:
@@ -87,6 +93,7 @@ def build() -> dict[str, Any]:
                                                             for i, s, k, at in case])]} for case in ORDERS]
     return {
         "about": "server/domain/field_rules.py answers; pwa/offline/rules.js must answer alike. Photo bytes in base64.",
+        "photo_rule": photo_rule(),
         "alert_actions": ALERT_ACTIONS, "urgent_alert_kinds": list(URGENT_ALERT_KINDS), "user": "user:me",
         "at": "2026-11-20T10:00:00+08:00",
         "needs": [{"values": values, "needs": needs_of(values)} for values in NEEDS],
