@@ -9,7 +9,10 @@ script runs) and Chromium's console errors about the policy.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import http.server
+import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -119,15 +122,36 @@ def test_the_household_page_shows_its_photo_under_the_policy(site: DemoSite) -> 
     assert width == 1 and not console
 
 
+@contextlib.contextmanager
+def framing_page(target: str) -> Iterator[str]:
+    """Another origin (its own port) whose one page frames `target`; yields its URL."""
+    class Framing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(f'<iframe src="{target}"></iframe>'.encode())
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Framing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_no_page_can_be_framed(site: DemoSite) -> None:
-    """A page of another origin frames the login page: Chromium refuses to show it."""
+    """A page of another origin frames the login page: Chromium leaves the frame without it."""
     context, _ = watched(site)
     try:
         page = context.new_page()
-        page.route("http://attacker.invalid/", lambda route: route.fulfill(
-            content_type="text/html", body=f'<iframe src="{site.url}login"></iframe>'))
-        page.goto("http://attacker.invalid/")
-        page.wait_for_timeout(1000)
+        with framing_page(site.url + "login") as attacker:
+            page.goto(attacker)
+            page.wait_for_timeout(1500)
         framed = [f for f in page.frames if f is not page.main_frame]
         shown = [f.query_selector("#username") for f in framed]
     finally:
