@@ -44,8 +44,9 @@ PHOTO_SIGNATURES: dict[str, tuple[tuple[int, bytes], ...]] = {
 }
 PHOTO_TYPES = tuple(PHOTO_SIGNATURES)
 # A polyglot (a photo's first bytes, then a page) is no photo either: markup where a browser looks for it when it
-# guesses a type (the first 1024 bytes), in any case, is refused. No real photo has any of these there.
-MARKUP = (b"<!doctype", b"<html", b"<head", b"<body", b"<script", b"<svg", b"<?xml", b"<iframe", b"<object")
+# guesses a type (the first 1024 bytes), in any case, is refused. No real photo has these there (cameras' XMP
+# metadata starts "<?xpacket", "<x:xmpmeta", "<rdf:": not listed).
+MARKUP = (b"<!doctype", b"<html", b"<head", b"<body", b"<script", b"<svg", b"<iframe", b"<object")
 MARKUP_WINDOW = 1024
 
 

@@ -72,6 +72,8 @@ PHOTOS = [
     ("too large", PNG + bytes(MAX_BYTES), "image/png"),
     ("svg with a script", SVG, "image/svg+xml"), ("svg sent as png", SVG, "image/png"),
     ("html behind jpeg bytes", POLYGLOT, "image/jpeg"), ("markup past the window", PNG + bytes(1024) + b"<svg", None),
+    ("camera metadata", JPEG[:4] + b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta><rdf:RDF/>'
+     + JPEG[4:], "image/jpeg"),
 ]
 
 
