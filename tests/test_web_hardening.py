@@ -144,6 +144,7 @@ def test_every_route_answers_with_the_pages_headers(site: Site) -> None:
                     missing.append(f"{method} {path} ({answer.status_code}): {wrong}")
     assert not missing, "\n".join(missing)
     assert len(asked) > 80 and {200, 303, 403, 404} <= statuses, (len(asked), statuses)  # the walk reached much
+    assert max(statuses) < 500, statuses
     assert any(path.startswith("/sync/main/_") for _, path in asked)
 
 
