@@ -148,6 +148,18 @@ def test_every_route_answers_with_the_pages_headers(site: Site) -> None:
     assert any(path.startswith("/sync/main/_") for _, path in asked)
 
 
+def test_a_server_error_carries_the_headers_too(loaded: Couch, settings: Settings) -> None:
+    """Starlette answers an unhandled exception outside every middleware; its answer has the headers as well."""
+    def fails(request: Any) -> None:
+        raise RuntimeError("a bug")
+
+    app = create_app(settings, loaded, mounts=[Route("/fails", fails)])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/fails")
+    assert answer.status_code == 500
+    assert {k: answer.headers.get(k) for k in PAGE_HEADERS} == PAGE_HEADERS
+
+
 def test_the_pages_policy_is_strict() -> None:
     """What the policy says, directive by directive (finding 13)."""
     policy = dict(part.split(" ", 1) for part in PAGE_CSP.split("; "))

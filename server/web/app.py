@@ -60,7 +60,7 @@ from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
 from server.web.resident_needs import page_context as needs_context
 from server.web.resident_needs import routes as needs_routes
-from server.web.security_headers import SecurityHeadersMiddleware
+from server.web.security_headers import SecurityHeadersMiddleware, server_error
 
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("linli")
@@ -435,7 +435,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error,
-                                         UserError: on_user_error})
+                                         UserError: on_user_error, Exception: server_error})
 
 
 SWEEP_EVERY = 60  # seconds
