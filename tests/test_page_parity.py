@@ -429,6 +429,9 @@ def form_errors(street: Street) -> list[Ask]:
         *[Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上"),
                                         ("attribute.time_of_day", "night"), ("photo", photo)))
           for photo in (PNG_AS_JPEG, TEXT_AS_JPEG, *SCRIPTS)],
+        Ask("POST", "/requests/new", (("category", "noise"), ("description", "楼上"),
+                                      ("attribute.time_of_day", "night"),
+                                      *[("photo", (f"p{n}.png", TINY_PNG, "image/png")) for n in range(4)])),
         Ask("POST", f"/alerts/{raised}/act", (("action", "acknowledge"), ("_rev", "1-0000"))),
         Ask("POST", f"/alerts/{raised}/act", (("action", "acknowledge"), ("_rev", "1-0000")), htmx=True),
         # Invalid by the declaration (server/domain validate, pages.js fieldErrors): the same errors, same words.

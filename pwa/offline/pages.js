@@ -449,13 +449,14 @@ function answers(form) {
 
 // The photos of a form, as a document of `docType` carries them, by the server's rule (session.photo_rule).
 async function photoAttachments(files, rule, docType) {
-  const maxBytes = rule.limits[docType].max_bytes;
+  const { max_bytes: maxBytes, max_count: maxCount } = rule.limits[docType];
+  const chosen = files.filter((file) => typeof file !== "string" && file.size);
+  if (chosen.length > maxCount) {
+    throw refuse("photo", "err_too_many_photos", { max: maxCount });
+  }
   const attachments = {};
   let n = 0;
-  for (const file of files) {
-    if (typeof file === "string" || !file.size) {
-      continue;
-    }
+  for (const file of chosen) {
     // Judged by its bytes, by the server's rule (server/domain/field_rules.py photo_refusal).
     const refusal = photoRefusal(new Uint8Array(await file.arrayBuffer()), file.type || null, maxBytes, rule);
     if (refusal === "photo_too_large") {
