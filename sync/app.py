@@ -10,6 +10,7 @@ not exist.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 from typing import Any
@@ -250,14 +251,18 @@ class Gateway:
             raise bad_request(f"at most {MAX_IDS} documents per _bulk_docs request")
         current = await self.upstream.winners(d["_id"] for d in docs
                                               if isinstance(d, dict) and isinstance(d.get("_id"), str))
+        olds = [current.get(doc["_id"]) if isinstance(doc, dict) and isinstance(doc.get("_id"), str) else None
+                for doc in docs]
+        refs = await self.upstream.by_id(set().union(*map(writes.ref_ids, docs, olds)))
+        now = dt.datetime.now(dt.UTC)
         accepted, refused, lost_audience, conflicted = [], {}, set(), []
-        for index, doc in enumerate(docs):
-            old = current.get(doc.get("_id")) if isinstance(doc, dict) and isinstance(doc.get("_id"), str) else None
-            refused_because = writes.refusal(p, doc, old, new_edits)
+        for index, (doc, old) in enumerate(zip(docs, olds, strict=True)):
+            refused_because = writes.refusal(p, doc, old, new_edits, refs, now)
             if refused_because:
                 refused[index] = refused_because.answer(doc)
                 continue
             accepted.append(writes.tombstone(doc, old) if doc.get("_deleted") else doc)
+            refs[doc["_id"]] = accepted[-1]  # a later document of the batch may name this one
             lost_audience |= writes.audience_users(old) - writes.audience_users(accepted[-1])
             if not new_edits and writes.creates_conflict(doc, old):
                 conflicted.append(doc["_id"])

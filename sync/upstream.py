@@ -9,6 +9,7 @@ command line and the web pages keep using pycouchdb (`server/store/couch.py`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -16,7 +17,7 @@ from urllib.parse import quote
 import httpx2
 
 from server.domain.access import Doc
-from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
+from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, database_of
 from server.store.config import Settings
 
 from .jsonio import dumps, loads
@@ -80,6 +81,24 @@ class Upstream:
                 found[row["id"]] = await self.get(self.main, row["id"], rev=row["value"]["rev"]) or {
                     "_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True}
         return found
+
+    async def by_id(self, ids: Iterable[str]) -> dict[str, Doc]:
+        """The existing documents among ids, from the database their type lives in (main or accounts), in at
+        most one request to each; tombstones of the main database included."""
+        wanted: dict[str, list[str]] = {MAIN_DB: [], ACCOUNTS_DB: []}
+        for doc_id in ids:
+            database = database_of(doc_id)
+            if database is not None:
+                wanted[database].append(doc_id)
+        main, accounts = await asyncio.gather(self.winners(wanted[MAIN_DB]), self._docs(self.accounts,
+                                                                                        wanted[ACCOUNTS_DB]))
+        return {**main, **accounts}
+
+    async def _docs(self, db: str, ids: list[str]) -> dict[str, Doc]:
+        if not ids:
+            return {}
+        answer = await self.call("POST", db, "_all_docs", params={"include_docs": "true"}, body={"keys": ids})
+        return {row["id"]: row["doc"] for row in answer["rows"] if row.get("doc")}
 
     async def stream_lines(self, db: str, path: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
         """The lines of a streamed answer (CouchDB's continuous changes feed)."""

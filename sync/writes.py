@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from crypto import envelope
-from server.domain.access import VISIBILITY_FIELDS, Doc, Principal, write_refusal
+from server.domain.access import VISIBILITY_FIELDS, Doc, Principal, Refs, write_ref_ids, write_refusal
 from server.domain.declaration import DOC_TYPES, MAIN_DB, PROTECTED_TIERS, ValidationError, validate
 from server.domain.errors import FieldError
 from server.domain.field_rules import PHOTO_LIMITS, PHOTO_TYPES, photo_refusal
@@ -119,16 +120,26 @@ class Refusal:
                 "reason": self.reason, "errors": [{"field": e.field, **e.as_json()} for e in self.errors]}
 
 
-def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool) -> Refusal | None:
-    """Why this document may not be stored over `current` (CouchDB's winning revision); None if it may."""
+def ref_ids(doc: Any, current: Doc | None) -> set[str]:
+    """The ids of the documents `refusal` needs to judge where this document places itself (a household, its
+    grid, the people it names; `access.write_ref_ids`): fetched once per batch, from either database."""
+    checked = current if isinstance(doc, dict) and doc.get("_deleted") else doc
+    return write_ref_ids(current, checked) if isinstance(checked, dict) else set()
+
+
+def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: Refs,
+            now: dt.datetime) -> Refusal | None:
+    """Why this document may not be stored over `current` (CouchDB's winning revision); None if it may.
+    `refs` holds the documents `ref_ids` named, `now` is the server's clock (for the times a write sets)."""
     try:
-        reason = _reason(p, doc, current, new_edits)
+        reason = _reason(p, doc, current, new_edits, refs, now)
     except ValidationError as invalid:
         return Refusal("invalid: " + "; ".join(str(e) for e in invalid.errors), invalid.errors)
     return Refusal(reason, [FieldError("(document)", "err_sync_refused")]) if reason else None
 
 
-def _reason(p: Principal, doc: Any, current: Doc | None, new_edits: bool) -> str | None:
+def _reason(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: Refs,
+            now: dt.datetime) -> str | None:
     if not isinstance(doc, dict):
         return "each document must be a JSON object"
     reason = _special_refusal(doc, new_edits)
@@ -139,7 +150,7 @@ def _reason(p: Principal, doc: Any, current: Doc | None, new_edits: bool) -> str
     if doc.get("_deleted"):
         if current is None:
             return "there is no such document to delete"
-        return write_refusal(p, current, current)
+        return write_refusal(p, current, current, refs, now)
     doc_type = DOC_TYPES.get(doc.get("type", ""))
     if doc_type is None or doc_type.database != MAIN_DB:
         return f"{doc.get('type')!r} is not a document type phones may replicate"
@@ -147,7 +158,7 @@ def _reason(p: Principal, doc: Any, current: Doc | None, new_edits: bool) -> str
     if reason:
         return reason
     validate(doc)  # its ValidationError names the fields (refusal)
-    return _attachment_refusal(doc) or write_refusal(p, current, doc)
+    return _attachment_refusal(doc) or write_refusal(p, current, doc, refs, now)
 
 
 def creates_conflict(doc: Doc, current: Doc | None) -> bool:

@@ -8,10 +8,11 @@ import re
 import httpx
 from starlette.testclient import TestClient
 
-from server.domain.access import Principal, write_refusal
+from server.domain.access import Principal
 from server.security import accounts, filing
 from server.security.firewall import Firewall
 from server.store.couch import Couch
+from server.store.queries import refusal_to_store
 from server.web import activation
 
 from .street import PASSWORD, STREET, csrf_of, login, logout, post_form
@@ -178,7 +179,8 @@ def test_a_resident_writes_needs_about_themselves_only(loaded: Couch) -> None:
     need = {"_id": "need:x", "type": "need", **routing, "grid": "grid:c1-g01", "household": HOUSEHOLD,
             "resident": RESIDENT, "category": "cleaning", "description": "x", "status": "open",
             "created_by": p.user_id, "created_at": "2026-11-25T10:00:00+00:00"}
-    assert write_refusal(p, None, need) is None
+    now = dt.datetime(2026, 11, 25, 10, 5, tzinfo=dt.UTC)
+    assert refusal_to_store(loaded, p, None, need, now) is None
     other = {**need, "grid": "grid:c1-g02", "household": "household:c1-g02-0001", "resident": OTHER}
-    assert write_refusal(p, None, other) is not None
-    assert write_refusal(p, None, {**need, "created_by": "user:worker1"}) is not None
+    assert refusal_to_store(loaded, p, None, other, now) is not None
+    assert refusal_to_store(loaded, p, None, {**need, "created_by": "user:worker1"}, now) is not None

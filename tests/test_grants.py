@@ -11,11 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from crypto.blind_index import blind_index
 from crypto.envelope import DataKey, FieldContext, b64url
 from crypto.keys import KeyMaterialError, unwrap_on_phone
-from server.domain.access import may_see, write_refusal
+from server.domain.access import may_see
 from server.security import filing, grants
 from server.security.firewall import Firewall
 from server.services import demo
 from server.store.couch import Couch, get_or_none
+from server.store.queries import refusal_to_store
 
 from .test_firewall import NOW, OTHER_WORKER, SECRETARY, WORKER, _plain, _resident_with
 
@@ -101,16 +102,18 @@ def test_bad_phone_keys_are_refused(demo_loaded: Couch) -> None:
 
 def test_openings_on_an_offline_phone_are_filed_when_it_reports_them(demo_loaded: Couch, firewall: Firewall) -> None:
     user = demo_loaded.accounts.get(WORKER.user_id)
-    phone_key = grants.register_phone(demo_loaded, user, phone()[1], "", NOW)
+    # Registered before the opening it reports: a report dated before its phone key existed is refused.
+    phone_key = grants.register_phone(demo_loaded, user, phone()[1], "", NOW - dt.timedelta(hours=1))
     resident = _resident_with(demo_loaded, "phone")
     report = {"_id": "access_report:r1", "type": "access_report", **{k: resident[k] for k in (
         "street", "community", "grid", "household")}, "resident": resident["_id"], "fields": ["phone"],
         "purpose": "routine_visit", "at": "2026-11-25T09:30:00+00:00", "phone_key": phone_key["_id"],
         "created_by": WORKER.user_id, "created_at": NOW.isoformat()}
-    assert write_refusal(WORKER, None, report) is None
-    assert write_refusal(OTHER_WORKER, None, {**report, "created_by": OTHER_WORKER.user_id}) is not None
+    assert refusal_to_store(demo_loaded, WORKER, None, report, NOW) is None
+    other = {**report, "created_by": OTHER_WORKER.user_id}
+    assert refusal_to_store(demo_loaded, OTHER_WORKER, None, other, NOW) is not None
     forged = {**report, "_id": "audit_entry:c1:000000000001", "type": "audit_entry"}
-    assert write_refusal(WORKER, None, forged) is not None  # the log itself is the server's
+    assert refusal_to_store(demo_loaded, WORKER, None, forged, NOW) is not None  # the log itself is the server's
     demo_loaded.main.save(report)
     assert filing.file_reports(demo_loaded, firewall.signer) == 1
     entry = demo_loaded.main.get(filing.entry_id("community:c1", 1))

@@ -7,11 +7,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.domain.access import Principal, write_refusal
+from server.domain.access import Principal
 from server.domain.workdays import CHINA_2026_HOLIDAYS, CHINA_2026_WORKDAYS, WorkCalendar
 from server.services import service_requests as sr
 from server.services.demo import STREET_ID
 from server.store.couch import Couch
+from server.store.queries import refusal_to_store
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CAL = WorkCalendar(frozenset(map(dt.date.fromisoformat, CHINA_2026_HOLIDAYS)),
@@ -129,7 +130,8 @@ def test_a_request_made_offline_is_dispatched_and_clocked_from_when_it_was_repor
                  "community": "community:c1", "grid": "grid:c1-g01", "category": "water_supply",
                  "description": "地下室漏水", "status": "received", "created_by": WORKER.user_id,
                  "created_at": reported.isoformat()}
-    assert write_refusal(WORKER, None, phone_doc) is None  # what the sync gateway checks
+    # What the sync gateway checks, stored an hour after it was reported.
+    assert refusal_to_store(demo_loaded, WORKER, None, phone_doc, reported + dt.timedelta(hours=1)) is None
     demo_loaded.main.save(phone_doc)
     assert sr.intake(demo_loaded, STREET_ID) == 1
     doc = demo_loaded.main.get("service_request:offline1")

@@ -14,11 +14,12 @@ before that one: may the document reach the user at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.declaration import DOC_TYPES, MAIN_DB, Role
+from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, Role, Scope
 
 Doc = dict[str, Any]
 
@@ -206,6 +207,16 @@ def deletion(doc: Doc) -> Doc:
 
 # ---------------------------------------------------------------- writes
 
+Refs = Mapping[str, Doc]  # the documents a write names (`write_ref_ids`), by id; one not there does not exist
+
+
+def _service_request_write(p: Principal, doc: Doc) -> bool:
+    """As `_service_request`, but its author only a volunteer in their own grids, not anyone anywhere."""
+    return (_grid_staff(p, doc) or _own(p, doc)
+            or (p.has(Role.VOLUNTEER) and doc.get("created_by") == p.user_id and doc.get("grid") in p.grids)
+            or (p.has(Role.DEPARTMENT_STAFF) and p.department in doc.get("departments", [])))
+
+
 def _admin(p: Principal, doc: Doc) -> bool:
     return p.has(Role.ADMIN)
 
@@ -215,8 +226,9 @@ def _reported_by_gateway(p: Principal, doc: Doc) -> bool:
     return p.has(Role.GATEWAY) and doc.get("grid") in p.grids
 
 
-# Who may write which type. A type without a rule is written by the server only
-# (filing log, approvals, grants, keys): no phone can forge one.
+# Who may write which type, by role and place. The declaration marks the types phones and gateways may write
+# (`client_writable`); every other type is written by the server only (filing log, approvals, grants, keys):
+# no client can forge one. What a write names beyond its place is checked by `_placement_refusal` below.
 WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "street": _admin,
     "department": _admin,
@@ -227,7 +239,7 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "resident": _grid_staff,
     "visit": _task,
     "need": _task,
-    "service_request": _service_request,
+    "service_request": _service_request_write,
     "device": _grid_staff,
     "alert": lambda p, doc: _grid_staff(p, doc) or _reported_by_gateway(p, doc),
     "reading": lambda p, doc: _grid_staff(p, doc) or _reported_by_gateway(p, doc),
@@ -237,17 +249,35 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     # A phone reports what it opened offline, in the grids it works in (filed by the server, server/security/filing.py).
     "access_report": lambda p, doc: doc.get("created_by") == p.user_id and _grid_staff(p, doc),
 }
+assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 
 OUTSIDE_SCOPE = "this document is outside what you may see"
 
+# Fields naming whoever did something to the document: when a write sets or changes one, it is the writer.
+AUTHOR_FIELDS = ("created_by", "updated_by", "acknowledged_by", "owner")
+# Fields naming people a document is shown to (`may_see` reads them): each one a user who works where it is.
+AUDIENCE_FIELDS = ("volunteers", "assigned_to")
+# Fields only the server sets (a request's dispatch and deadlines, server/services/service_requests.py intake and
+# whistle): a client may keep the stored value or leave it out, never set its own.
+SERVER_SET_FIELDS = {"service_request": ("department", "departments", "whistles", "due_respond", "due_close")}
+# Datetimes that lie ahead by design (deadlines); every other datetime a client sets says when something happened.
+DEADLINES = frozenset({"due_respond", "due_close"})
+# How far a client's clock may run ahead of the server's, and how long a phone or a gateway may hold unsent work
+# (visits, household edits, access reports, readings): one bound for every type, since every client-written type is
+# written by a phone or a gateway that may be out of reach, and none is dated later than it is stored except by a
+# clock gone wrong or a forgery. An access report is also not older than the phone key it was opened with.
+CLOCK_SKEW = dt.timedelta(minutes=10)
+MAX_OFFLINE = dt.timedelta(days=90)
 
-def write_refusal(p: Principal, old: Doc | None, new: Doc) -> str | None:
+
+def write_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     """Why this user may not store `new` over `old` (the current version, None if new); None if they may.
 
-    Checks the writer's rights only; the schema is `domain.validate`'s job.
+    `refs` holds the documents `new` names (fetch `write_ref_ids(old, new)`); `now` is the server's clock.
+    Checks the writer's rights and where the document places itself; the schema is `domain.validate`'s job.
     """
     type_name = new.get("type", "")
-    if WRITE_RULES.get(type_name) is None:
+    if type_name not in CLIENT_WRITABLE:
         return f"{type_name or 'untyped'} documents are written by the server only"
     if old is not None:
         if not may_see(p, old):
@@ -263,12 +293,170 @@ def write_refusal(p: Principal, old: Doc | None, new: Doc) -> str | None:
         return "created_by must be the writer's own user id"
     if new.get("street") != p.street or not WRITE_RULES[type_name](p, new):
         return f"your role may not write this {type_name} here"
+    return _placement_refusal(p, old, new, refs, now)
+
+
+def may_write(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> bool:
+    """True if this user may store `new` over `old` (see write_refusal for the reason when not)."""
+    return write_refusal(p, old, new, refs, now) is None
+
+
+def _changed(old: Doc | None, new: Doc, name: str) -> bool:
+    """True if the write sets this field to something other than what is stored (a stored value was checked
+    when it was written, or written by the server)."""
+    return new.get(name) is not None and (old is None or old.get(name) != new.get(name))
+
+
+def _ref_fields(type_name: str) -> list[str]:
+    """The fields of a type naming main-database documents (households, residents, devices, gateways, …)."""
+    return [name for name, spec in DOC_TYPES[type_name].fields.items()
+            if spec.ref and DOC_TYPES[spec.ref].database == MAIN_DB]
+
+
+def write_ref_ids(old: Doc | None, new: Doc) -> set[str]:
+    """The ids of the documents write_refusal needs in `refs` for this write (from either database)."""
+    type_name = new.get("type", "")
+    if type_name not in DOC_TYPES:
+        return set()
+    scope = DOC_TYPES[type_name].scope
+    ids = {new.get("grid")} if scope == Scope.GRID else {new.get("community")} if scope == Scope.COMMUNITY else set()
+    ids.add(new.get("community") if type_name == "grid" else None)
+    for name in [*_ref_fields(type_name), *AUDIENCE_FIELDS, "phone_key"]:
+        value = new.get(name)
+        ids.update(value if isinstance(value, list) else [value])
+    return {i for i in ids if isinstance(i, str) and i != new.get("_id")}
+
+
+def _found(refs: Refs, doc_id: str, type_name: str) -> Doc | None:
+    doc = refs.get(doc_id)
+    return doc if doc is not None and not doc.get("_deleted") and doc.get("type") == type_name else None
+
+
+def _within(inner: Doc, outer: Doc) -> bool:
+    """True if `inner` sits inside `outer`'s place (every routing field of inner's scope equal)."""
+    return all(inner.get(name) == outer.get(name) for name in DOC_TYPES[inner["type"]].routing)
+
+
+def _place_refusal(new: Doc, refs: Refs) -> str | None:
+    """A new document's street, community and grid must be one place: its grid is of its community, and so on."""
+    doc_type = DOC_TYPES[new["type"]]
+    own = {"street": "street", "community": "community", "grid": "grid"}.get(doc_type.name)
+    if own and new.get(own) != new.get("_id"):
+        return f"a {own}'s {own} field must be its own id"
+    place = {Scope.GRID: "grid", Scope.COMMUNITY: "community"}.get(doc_type.scope)
+    if place == own:  # a grid sits in its community, a community in its street (the writer's)
+        place = "community" if own == "grid" else None
+    if place and _found(refs, new.get(place, ""), place) is None:
+        return f"there is no {place} {new.get(place)}"
+    if place and not _within(refs[new[place]], new):
+        return f"{new[place]} is not in this document's " + ("community" if place == "grid" else "street")
     return None
 
 
-def may_write(p: Principal, old: Doc | None, new: Doc) -> bool:
-    """True if this user may store `new` over `old` (see write_refusal for the reason when not)."""
-    return write_refusal(p, old, new) is None
+def _links(new: Doc) -> dict[str, str]:
+    """The household and resident a document is about (a household or resident document: itself)."""
+    links = {name: new[name] for name in ("household", "resident") if isinstance(new.get(name), str)}
+    if new.get("type") in ("household", "resident"):
+        links[new["type"]] = new["_id"]
+    return links
+
+
+def _link_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str | None:
+    """Every document a write names sits where the write does, and agrees with it about the household and
+    resident it concerns (a visit's resident lives in its household, a reading's device is that resident's)."""
+    links = _links(new)
+    names = _ref_fields(new["type"])
+    relinked = any(_changed(old, new, name) for name in names)  # then every link must agree with the new one
+    for name in names:
+        if new.get(name) is None or not relinked:
+            continue
+        values = new[name] if isinstance(new[name], list) else [new[name]]
+        target = DOC_TYPES[new["type"]].fields[name].ref
+        for value in values:
+            named = _found(refs, value, target)
+            if named is None:
+                return f"{name}: there is no {value}"
+            if not _within(named, new):
+                return f"{name}: {value} is elsewhere"
+            mismatch = [k for k, v in links.items() if named.get(k, v) != v]
+            if mismatch:
+                return f"{name}: {value} belongs to another " + ", ".join(mismatch)
+    if p.gateway is not None and not _staff(p):
+        # A gateway account writes about its own gateway and the devices it reads, nothing else.
+        if new.get("gateway") not in (None, p.gateway):
+            return "a gateway writes only its own documents"
+        device = refs.get(new.get("device") or "")
+        if device is not None and device.get("gateway") != p.gateway:
+            return f"{new['device']} is not read by this gateway"
+    return None
+
+
+def _staff(p: Principal) -> bool:
+    return p.has(Role.ADMIN, Role.SECRETARY, Role.GRID_WORKER)
+
+
+def _works_in(user: Doc | None, doc: Doc, *roles: Role) -> bool:
+    """True if this user document is an active account of one of these roles, assigned to doc's grid (or, for a
+    secretary, its community)."""
+    if user is None or user.get("type") != "user" or not user.get("active") or user.get("street") != doc.get("street"):
+        return False
+    held = set(user.get("roles", [])) & {r.value for r in roles}
+    return bool(held & {Role.VOLUNTEER.value, Role.GRID_WORKER.value} and doc.get("grid") in user.get("grids", [])
+                or Role.SECRETARY.value in held and doc.get("community") in user.get("communities", []))
+
+
+def _people_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str | None:
+    """Who a write says acted is the writer; who it shows the document to works where it is."""
+    for name in AUTHOR_FIELDS:
+        if _changed(old, new, name) and new[name] != p.user_id:
+            return f"{name} must be the writer's own user id"
+    added = set(new.get("volunteers") or []) - set((old or {}).get("volunteers") or [])
+    if any(not _works_in(refs.get(user), new, Role.VOLUNTEER) for user in added):
+        return "volunteers: each must be a volunteer of this grid"
+    if _changed(old, new, "assigned_to") and not _works_in(refs.get(new["assigned_to"]), new, Role.VOLUNTEER,
+                                                          Role.GRID_WORKER, Role.SECRETARY):
+        return "assigned_to: must be a volunteer, grid worker or secretary working here"
+    if new["type"] in ("visit", "need") and not (_staff(p) or _own(p, new)):
+        # A volunteer writes tasks about the households they look after, or one a worker assigned to them.
+        household = _found(refs, new.get("household") or "", "household")
+        assigned = old is not None and old.get("assigned_to") == p.user_id
+        if not assigned and (household is None or p.user_id not in household.get("volunteers", [])):
+            return "a volunteer writes only about the households they look after"
+    if new["type"] == "access_report":
+        phone = refs.get(new.get("phone_key") or "")
+        if phone is None or phone.get("type") != "phone_key" or phone.get("user") != p.user_id:
+            return "phone_key: must be one of the writer's own phones"
+    for name in SERVER_SET_FIELDS.get(new["type"], ()):
+        if _changed(old, new, name):
+            return f"{name} is set by the server"
+    return None
+
+
+def _time_refusal(old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
+    """Every time a write sets says when something happened: not ahead of the server's clock (beyond clock skew),
+    not before the longest a client may stay offline; an access report not before its phone key existed."""
+    earliest = now - MAX_OFFLINE
+    for name, spec in DOC_TYPES[new["type"]].fields.items():
+        if spec.kind != "datetime" or name in DEADLINES or not _changed(old, new, name):
+            continue
+        try:
+            when = dt.datetime.fromisoformat(new[name])
+        except (TypeError, ValueError):
+            return f"{name} is not a date and time"
+        if when.tzinfo is None:
+            return f"{name} must carry its offset from UTC"
+        if when > now + CLOCK_SKEW:
+            return f"{name} is in the future"
+        phone = refs.get(new.get("phone_key") or "") if new["type"] == "access_report" else None
+        since = max(earliest, dt.datetime.fromisoformat(phone["created_at"]) - CLOCK_SKEW) if phone else earliest
+        if when < since:
+            return f"{name} is implausibly old"
+    return None
+
+
+def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
+    return ((_place_refusal(new, refs) if old is None else None) or _link_refusal(p, old, new, refs)
+            or _people_refusal(p, old, new, refs) or _time_refusal(old, new, refs, now))
 
 
 def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:

@@ -121,6 +121,9 @@ class DocType:
     database: str = MAIN_DB
     label_zh: str = ""
     label_en: str = ""
+    # Phones and BLE gateways may write it (through the sync gateway, under `access.WRITE_RULES`); every other
+    # type is the server's alone: filing log, approvals, grants, keys, accounts.
+    client_writable: bool = False
     routing: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -187,22 +190,22 @@ DOC_TYPES: dict[str, DocType] = {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "district": _text(Category.SYSTEM, max_length=100),
             "city": _text(Category.SYSTEM, max_length=100),
-        }, label_zh="街道", label_en="Street"),
+        }, label_zh="街道", label_en="Street", client_writable=True),
         DocType("community", Scope.COMMUNITY, {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "office_address": _text(Category.SYSTEM, max_length=200),
-        }, label_zh="社区", label_en="Community"),
+        }, label_zh="社区", label_en="Community", client_writable=True),
         DocType("grid", Scope.GRID, {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "number": Field("int", Category.SYSTEM, required=True),
             "area": _text(Category.SYSTEM, max_length=200),
             "location": Field("geo", Category.SYSTEM),  # the grid's centre, for dispatch by map position
-        }, label_zh="网格", label_en="Grid"),
+        }, label_zh="网格", label_en="Grid", client_writable=True),
         DocType("department", Scope.STREET, {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "kind": _enum(DEPARTMENT_KINDS, Category.SYSTEM, required=True),
             "phone": _text(Category.SYSTEM, max_length=40),
-        }, label_zh="部门", label_en="Department"),
+        }, label_zh="部门", label_en="Department", client_writable=True),
         DocType("household", Scope.GRID, {
             "address": _text(Category.BASIC, required=True, max_length=200),
             "building": _text(Category.BASIC, max_length=20),
@@ -219,7 +222,7 @@ DOC_TYPES: dict[str, DocType] = {
             # The last edit (the household edit page, phones): who made it shows on the conflict screen.
             "updated_by": _ref("user"),
             "updated_at": Field("datetime"),
-        }, label_zh="住户", label_en="Household"),
+        }, label_zh="住户", label_en="Household", client_writable=True),
         DocType("resident", Scope.GRID, {
             "household": _ref("household", required=True),
             # basic
@@ -250,7 +253,7 @@ DOC_TYPES: dict[str, DocType] = {
             "living_alone": Field("bool", Category.SOCIAL),
             "elderly_care_level": _enum(ELDERLY_CARE_LEVELS, Category.SOCIAL),
             "social_notes": _text(Category.SOCIAL),
-        }, label_zh="居民", label_en="Resident"),
+        }, label_zh="居民", label_en="Resident", client_writable=True),
         DocType("user", Scope.STREET, {
             "username": _text(Category.SYSTEM, required=True, max_length=50),
             "display_name": _text(Category.BASIC, required=True, max_length=50),
@@ -274,7 +277,7 @@ DOC_TYPES: dict[str, DocType] = {
             "blood_pressure": _text(Category.HEALTH, max_length=20),
             "assigned_to": _ref("user"),
             **_WHO_WHEN,
-        }, label_zh="走访", label_en="Visit"),
+        }, label_zh="走访", label_en="Visit", client_writable=True),
         DocType("need", Scope.GRID, {
             **_PERSONAL_LINKS,
             "category": _text(Category.SOCIAL, required=True, max_length=50),
@@ -282,7 +285,7 @@ DOC_TYPES: dict[str, DocType] = {
             "status": _enum(NEED_STATES, required=True),
             "assigned_to": _ref("user"),
             **_WHO_WHEN,
-        }, label_zh="需求", label_en="Need"),
+        }, label_zh="需求", label_en="Need", client_writable=True),
         DocType("service_category", Scope.STREET, {
             # The service catalogue (Open311 "services"): who handles what, and what each asks for.
             "code": _text(Category.SYSTEM, required=True, max_length=50),
@@ -344,7 +347,7 @@ DOC_TYPES: dict[str, DocType] = {
             "rating": Field("int", Category.RECORD),
             "satisfaction": _enum(SATISFACTION),
             **_WHO_WHEN,
-        }, label_zh="服务请求", label_en="Service request"),
+        }, label_zh="服务请求", label_en="Service request", client_writable=True),
         DocType("survey_response", Scope.COMMUNITY, {
             # The monthly satisfaction survey (§4.5): one answer per resident per month; only totals are published.
             "month": _text(required=True, max_length=7),
@@ -368,7 +371,7 @@ DOC_TYPES: dict[str, DocType] = {
             "gateway": _ref("gateway"),  # gateway_silent: which one (server/services/alerts.py)
             "resolved_at": Field("datetime"),  # gateway_silent, device_silent: heard again; or resolved by a person
             "updated_at": Field("datetime"),
-        }, label_zh="告警", label_en="Alert"),
+        }, label_zh="告警", label_en="Alert", client_writable=True),
         DocType("device", Scope.GRID, {
             **_PERSONAL_LINKS,
             "kind": _enum(DEVICE_KINDS, required=True),
@@ -385,7 +388,7 @@ DOC_TYPES: dict[str, DocType] = {
             "write_public": _text(Category.SYSTEM, max_length=100),
             "write_key_version": Field("int", Category.SYSTEM),
             "utility_alerts": _enum(PRIVACY_CHOICES["utility_alerts"]),
-        }, label_zh="设备", label_en="Device"),
+        }, label_zh="设备", label_en="Device", client_writable=True),
         DocType("safety_rules", Scope.GRID, {
             # A resident's elderly-safety thresholds (§7.4), applied by the gateway that reads their devices.
             **_PERSONAL_LINKS,
@@ -401,7 +404,7 @@ DOC_TYPES: dict[str, DocType] = {
             "escalate_minutes": Field("int", Category.SOCIAL),
             "updated_by": _ref("user", required=True),
             "updated_at": Field("datetime", required=True),
-        }, label_zh="安全提醒设置", label_en="Safety rules"),
+        }, label_zh="安全提醒设置", label_en="Safety rules", client_writable=True),
         DocType("device_health", Scope.GRID, {
             # Written by the gateway: a silent wristband shows as an old last_seen_at.
             **_PERSONAL_LINKS,
@@ -412,7 +415,7 @@ DOC_TYPES: dict[str, DocType] = {
             "battery_low": Field("bool", Category.SYSTEM),
             "rejected": Field("int", Category.SYSTEM),  # advertisements refused: bad MIC, replay, downgrade
             "updated_at": Field("datetime", required=True),
-        }, label_zh="设备状态", label_en="Device health"),
+        }, label_zh="设备状态", label_en="Device health", client_writable=True),
         DocType("gateway_health", Scope.COMMUNITY, {
             # Written by the gateway on every heartbeat: a silent gateway shows as an old heartbeat_at.
             "gateway": _ref("gateway", required=True),
@@ -429,7 +432,7 @@ DOC_TYPES: dict[str, DocType] = {
             "rejected_malformed": Field("int", Category.SYSTEM),
             "outbox_pending": Field("int", Category.SYSTEM),
             "last_push_at": Field("datetime"),
-        }, label_zh="网关状态", label_en="Gateway health"),
+        }, label_zh="网关状态", label_en="Gateway health", client_writable=True),
         DocType("notification", Scope.GRID, {
             # Someone to tell about an alert (family by SMS, the secretary on escalation): the server's outbox.
             **_PERSONAL_LINKS,
@@ -443,7 +446,7 @@ DOC_TYPES: dict[str, DocType] = {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "place": _text(Category.BASIC, max_length=200),
             "scan_seconds": Field("int", Category.SYSTEM),
-        }, label_zh="蓝牙网关", label_en="BLE gateway"),
+        }, label_zh="蓝牙网关", label_en="BLE gateway", client_writable=True),
         DocType("reading", Scope.GRID, {
             **_PERSONAL_LINKS,
             "device": _ref("device", required=True),
@@ -452,7 +455,7 @@ DOC_TYPES: dict[str, DocType] = {
             "value": Field("float", Category.HEALTH, required=True),
             "unit": _text(Category.SYSTEM, max_length=20),
             "packet_id": Field("int", Category.SYSTEM),
-        }, label_zh="读数", label_en="Reading"),
+        }, label_zh="读数", label_en="Reading", client_writable=True),
         DocType("audit_entry", Scope.COMMUNITY, {
             "actor": _ref("user", required=True),
             "action": _text(Category.RECORD, required=True, max_length=50),
@@ -539,7 +542,7 @@ DOC_TYPES: dict[str, DocType] = {
             "at": Field("datetime", required=True),
             "phone_key": _ref("phone_key", required=True),
             **_WHO_WHEN,
-        }, label_zh="离线查看报告", label_en="Offline access report"),
+        }, label_zh="离线查看报告", label_en="Offline access report", client_writable=True),
         DocType("keyring", Scope.COMMUNITY, {
             # The community's tier keys, wrapped under the master key; never replicated.
             "master_id": _text(Category.SYSTEM, required=True, max_length=32),
@@ -566,6 +569,14 @@ DOC_TYPES: dict[str, DocType] = {
         }, label_zh="审计检查点", label_en="Audit checkpoint"),
     ]
 }
+
+CLIENT_WRITABLE = frozenset(t.name for t in DOC_TYPES.values() if t.client_writable)
+
+
+def database_of(doc_id: str) -> str | None:
+    """The database a document id's type lives in (ids are `<type>:<key>`); None for no declared type."""
+    doc_type = DOC_TYPES.get(doc_id.split(":", 1)[0])
+    return doc_type.database if doc_type else None
 
 KINDS = frozenset({"text", "int", "float", "bool", "date", "datetime", "enum", "list", "id", "phone",
                    "id_card", "mac", "geo", "wrapped_key", "wrapped_keys", "key_versions", "records", "map"})
@@ -802,6 +813,7 @@ def _self_check() -> None:
             assert f.kind in KINDS, f"{t.name}.{name}: unknown kind {f.kind}"
             assert f.ref is None or f.ref in DOC_TYPES, f"{t.name}.{name}: unknown ref {f.ref}"
             assert name not in t.routing, f"{t.name}.{name} shadows a routing field"
+        assert not t.client_writable or t.database == MAIN_DB, f"{t.name}: clients write the main database only"
 
 
 _self_check()

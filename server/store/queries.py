@@ -10,8 +10,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.access import Principal, may_see
-from server.domain.declaration import DOC_TYPES, Role, Tier
+from server.domain.access import Principal, may_see, write_ref_ids, write_refusal
+from server.domain.declaration import ACCOUNTS_DB, DOC_TYPES, MAIN_DB, Role, Tier, database_of
 from server.store.couch import Couch, count_by, get_many, get_or_none, ids_of_type, iter_view_docs
 
 PAGE_SIZE = 50
@@ -151,3 +151,13 @@ def load_doc(couch: Couch, doc_id: str, type_name: str) -> dict[str, Any] | None
     """The main-database document with this id if it exists and is of that type."""
     doc = get_or_none(couch.main, doc_id)
     return doc if doc and doc.get("type") == type_name else None
+
+
+def refusal_to_store(couch: Couch, p: Principal, old: dict[str, Any] | None, new: dict[str, Any],
+                     now: dt.datetime) -> str | None:
+    """`access.write_refusal` with the documents it needs fetched (`access.write_ref_ids`, one request to each
+    database): what a page asks before it stores a document, the rule the sync gateway holds phones to."""
+    ids = write_ref_ids(old, new)
+    refs = {**get_many(couch.main, (i for i in ids if database_of(i) == MAIN_DB)),
+            **get_many(couch.accounts, (i for i in ids if database_of(i) == ACCOUNTS_DB))}
+    return write_refusal(p, old, new, refs, now)

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from server.domain.access import Principal, deletion, may_see, write_refusal
+from server.domain.access import Principal, deletion, may_see
 from server.domain.declaration import BLIND_INDEXED, DOC_TYPES, PROTECTED_TIERS, DocType, ValidationError, validate
 from server.domain.errors import FieldError, by_field
 from server.store import queries
@@ -232,7 +232,7 @@ def resolve(couch: Couch, p: Principal, branches: list[Doc], chosen: dict[str, s
         validate(doc)
     except ValidationError as invalid:
         raise ResolveError(400, "conflict_invalid", errors=invalid.errors) from None
-    refusal = write_refusal(p, branches[0], doc)
+    refusal = queries.refusal_to_store(couch, p, branches[0], doc, now)
     if refusal:
         raise ResolveError(403, "conflict_refused", refusal)
     writes = [_child(branches[0]["_rev"], doc)]
@@ -270,7 +270,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         for version in context["versions"]:
             version["editor"] = names.get(version["editor"], version["editor"])
         return render(request, "conflict.html", error.status if error else 200, **context,
-                      may_resolve=write_refusal(p, branches[0], branches[0]) is None,
+                      may_resolve=await run_in_threadpool(queries.refusal_to_store, couch, p, branches[0],
+                                                          branches[0], now()) is None,
                       message=error.message if error else None, errors=error.errors if error else {},
                       shown_fields=[f["name"] for f in context["fields"]])
 

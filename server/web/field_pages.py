@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from server.domain.access import Principal, may_see, write_refusal
+from server.domain.access import Principal, may_see
 from server.domain.declaration import VISIT_KINDS, Role, validate
 from server.domain.errors import UserError, by_field
 from server.domain.field_rules import (
@@ -117,7 +117,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         except AlertRefused as refused:
             error = str(refused)
         else:
-            refusal = write_refusal(p, doc, new)
+            refusal = await run_in_threadpool(queries.refusal_to_store, couch, p, doc, new, now())
             if refusal:
                 raise HTTPException(403, refusal)
             validate(new)
@@ -157,7 +157,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             values["photo_chosen"] = photo is not None
             try:
                 visit = _visit(p, household, values, {r["_id"] for r in residents}, photo, now())
-                refusal = write_refusal(p, None, visit)
+                refusal = await run_in_threadpool(queries.refusal_to_store, couch, p, None, visit, now())
                 if refusal:
                     raise HTTPException(403, refusal)
                 await run_in_threadpool(couch.main.save, visit)

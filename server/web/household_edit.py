@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from server.domain.access import Principal, write_refusal
+from server.domain.access import Principal
 from server.domain.declaration import DOC_TYPES, ValidationError, validate
 from server.domain.errors import by_field
 from server.store import queries
@@ -72,7 +72,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
         if household is None:
             raise HTTPException(404)
-        if write_refusal(p, household, household):
+        if await run_in_threadpool(queries.refusal_to_store, couch, p, household, household, now()):
             raise HTTPException(403)
         values, errors, message, status = form_values(household), {}, None, 200
         if request.method == "POST":
@@ -81,7 +81,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             errors = field_errors(doc)
             if errors:
                 status = 400
-            elif write_refusal(p, household, doc):
+            elif await run_in_threadpool(queries.refusal_to_store, couch, p, household, doc, now()):
                 raise HTTPException(403)
             elif values["_rev"] != household["_rev"]:
                 message, status = "changed_meanwhile", 409

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from server.domain.access import Principal, write_refusal
+from server.domain.access import Principal
 from server.domain.declaration import validate
 from server.domain.errors import FieldError, UserError, by_field
 from server.domain.field_rules import COMMON_NEEDS
@@ -57,7 +57,7 @@ def create(couch: Couch, p: Principal, resident: Doc, category: str, description
            **{k: resident[k] for k in ("street", "community", "grid", "household")}, "resident": resident["_id"],
            "category": category, "description": description, "status": "open", "created_by": p.user_id,
            "created_at": now.isoformat()}
-    if write_refusal(p, None, doc):
+    if queries.refusal_to_store(couch, p, None, doc, now):
         raise HTTPException(403)
     validate(doc)
     return couch.main.save(doc)
