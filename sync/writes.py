@@ -151,7 +151,7 @@ def _reason(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: 
         if current is None:
             return "there is no such document to delete"
         return write_refusal(p, current, current, refs, now)
-    doc_type = DOC_TYPES.get(doc.get("type", ""))
+    doc_type = DOC_TYPES.get(doc["type"]) if isinstance(doc.get("type"), str) else None
     if doc_type is None or doc_type.database != MAIN_DB:
         return f"{doc.get('type')!r} is not a document type phones may replicate"
     reason = _protected_refusal(doc, current)

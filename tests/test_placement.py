@@ -480,3 +480,9 @@ def test_a_sample_through_the_sync_gateway_is_judged_by_the_rules(gateway_url: s
             accepted += "rev" in answer
     assert not wrong, wrong[:5]
     assert 30 < accepted < len(cases) - 60  # both answers well represented
+    # What names places is read before the schema is checked: values of any JSON shape are refused, not a 5xx.
+    odd = [{"_id": "visit:odd1", "type": [1]}, {**base("visit", WORKER[G11]), "_id": "visit:odd2", "grid": [1],
+                                                "household": {"a": 1}, "assigned_to": [{}]}]
+    answer = httpx2.post(gateway_url + "sync/main/_bulk_docs", json={"docs": odd}, timeout=30,
+                         headers={"Cookie": cookie, "X-CSRF-Token": csrf})
+    assert answer.status_code == 201 and [row["error"] for row in answer.json()] == ["forbidden", "forbidden"]

@@ -276,8 +276,8 @@ def write_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.d
     `refs` holds the documents `new` names (fetch `write_ref_ids(old, new)`); `now` is the server's clock.
     Checks the writer's rights and where the document places itself; the schema is `domain.validate`'s job.
     """
-    type_name = new.get("type", "")
-    if type_name not in CLIENT_WRITABLE:
+    type_name = new.get("type")
+    if not isinstance(type_name, str) or type_name not in CLIENT_WRITABLE:
         return f"{type_name or 'untyped'} documents are written by the server only"
     if old is not None:
         if not may_see(p, old):
@@ -315,16 +315,16 @@ def _ref_fields(type_name: str) -> list[str]:
 
 def write_ref_ids(old: Doc | None, new: Doc) -> set[str]:
     """The ids of the documents write_refusal needs in `refs` for this write (from either database)."""
-    type_name = new.get("type", "")
-    if type_name not in DOC_TYPES:
+    type_name = new.get("type")
+    if not isinstance(type_name, str) or type_name not in DOC_TYPES:
         return set()
     scope = DOC_TYPES[type_name].scope
-    ids = {new.get("grid")} if scope == Scope.GRID else {new.get("community")} if scope == Scope.COMMUNITY else set()
-    ids.add(new.get("community") if type_name == "grid" else None)
+    named = [new.get("grid") if scope == Scope.GRID else new.get("community") if scope == Scope.COMMUNITY else None,
+             new.get("community") if type_name == "grid" else None]
     for name in [*_ref_fields(type_name), *AUDIENCE_FIELDS, "phone_key"]:
         value = new.get(name)
-        ids.update(value if isinstance(value, list) else [value])
-    return {i for i in ids if isinstance(i, str) and i != new.get("_id")}
+        named += value if isinstance(value, list) else [value]
+    return {i for i in named if isinstance(i, str) and i != new.get("_id")}  # not yet validated: anything may be here
 
 
 def _found(refs: Refs, doc_id: str, type_name: str) -> Doc | None:
