@@ -124,7 +124,7 @@ def ref_ids(doc: Any, current: Doc | None) -> set[str]:
     """The ids of the documents `refusal` needs to judge where this document places itself (a household, its
     grid, the people it names; `access.write_ref_ids`): fetched once per batch, from either database."""
     checked = current if isinstance(doc, dict) and doc.get("_deleted") else doc
-    return write_ref_ids(current, checked) if isinstance(checked, dict) else set()
+    return write_ref_ids(checked) if isinstance(checked, dict) else set()
 
 
 def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: Refs,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, Role, Scope
@@ -273,7 +274,7 @@ MAX_OFFLINE = dt.timedelta(days=90)
 def write_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     """Why this user may not store `new` over `old` (the current version, None if new); None if they may.
 
-    `refs` holds the documents `new` names (fetch `write_ref_ids(old, new)`); `now` is the server's clock.
+    `refs` holds the documents `new` names (fetch `write_ref_ids(new)`); `now` is the server's clock.
     Checks the writer's rights and where the document places itself; the schema is `domain.validate`'s job.
     """
     type_name = new.get("type")
@@ -307,14 +308,15 @@ def _changed(old: Doc | None, new: Doc, name: str) -> bool:
     return new.get(name) is not None and (old is None or old.get(name) != new.get(name))
 
 
+@cache
 def _ref_fields(type_name: str) -> list[str]:
     """The fields of a type naming main-database documents (households, residents, devices, gateways, …)."""
     return [name for name, spec in DOC_TYPES[type_name].fields.items()
             if spec.ref and DOC_TYPES[spec.ref].database == MAIN_DB]
 
 
-def write_ref_ids(old: Doc | None, new: Doc) -> set[str]:
-    """The ids of the documents write_refusal needs in `refs` for this write (from either database)."""
+def write_ref_ids(new: Doc) -> set[str]:
+    """The ids of the documents write_refusal needs in `refs` to judge storing `new` (from either database)."""
     type_name = new.get("type")
     if not isinstance(type_name, str) or type_name not in DOC_TYPES:
         return set()
