@@ -3,6 +3,7 @@ process, logins, and phones (Node + PouchDB, `pwa/tests/sync_phone.mjs`) driven 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -34,7 +35,16 @@ PASSWORD = "sync test password"
 STREET = "street:s1"
 C1 = "community:c1"
 G1, G2 = "grid:c1-g1", "grid:c1-g2"
-NOW = "2026-11-20T09:00:00+08:00"
+
+
+def recently(hours: float = 1) -> str:
+    """A time this many hours ago, in the street's zone: what a phone writes now (the gateway refuses a time more
+    than 10 minutes ahead or 90 days back, so fixed dates would stop syncing)."""
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).astimezone(
+        dt.timezone(dt.timedelta(hours=8))).isoformat(timespec="seconds")
+
+
+NOW = recently()
 
 
 def household(grid: str, n: int, **extra: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from tests.sync_harness import (
     Street,
     household,
     login,
+    recently,
     serve,
     stop,
     street_fixture,  # noqa: F401 - the fixture
@@ -89,12 +90,13 @@ def test_conflicts_are_kept_for_a_person_and_merged_where_a_rule_allows(street: 
     try:
         for phone in (worker, secretary):
             phone.call("pull")
-        for phone, address, need, when in ((worker, "甲", "修灯", "10"), (secretary, "乙", "理发", "11")):
+        earlier, later = recently(2), recently(1)
+        for phone, address, need, when in ((worker, "甲", "修灯", earlier), (secretary, "乙", "理发", later)):
             home = phone.call("get", id="household:c1-g1-h004")
             phone.call("put", doc={**home, "address": address})
             seen = phone.call("get", id="visit:c1-g1-h004-wangge01")
             phone.call("put", doc={**seen, "needs": seen["needs"] + [need],
-                                   "updated_at": f"2026-11-21T{when}:00:00+08:00"})
+                                   "updated_at": when})
             assert phone.call("push")["docs_written"] == 2
         main = street.couch.main
         home = main.get("household:c1-g1-h004", conflicts="true")
@@ -102,7 +104,7 @@ def test_conflicts_are_kept_for_a_person_and_merged_where_a_rule_allows(street: 
         merged = main.get("visit:c1-g1-h004-wangge01", conflicts="true")
         assert "_conflicts" not in merged  # needs are append-only: merged by rule
         assert sorted(merged["needs"]) == ["买菜", "修灯", "理发"]
-        assert merged["updated_at"] == "2026-11-21T11:00:00+08:00"
+        assert merged["updated_at"] == later
         cookie, csrf = login(street.served.url, "wangge01")
         listed = httpx2.get(street.served.sync_url + "/_linli_conflicts", headers={"Cookie": cookie}).json()
         assert [c["id"] for c in listed["conflicts"]] == ["household:c1-g1-h004"]

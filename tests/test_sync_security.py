@@ -16,6 +16,7 @@ from server.store.couch import bulk_save
 from tests.sync_harness import (
     G1,
     LINLI,
+    NOW,
     Street,
     household,
     login,
@@ -151,7 +152,7 @@ def test_a_ble_gateway_token_sees_its_devices_only_and_can_only_report(street: S
         # Its configuration, its devices (not the other grid's), and the public names of where it stands.
         assert seen == {"gateway:gw1", "device:c1-g1-wb", "street:s1", "community:c1", G1}
         reading = {"_id": "reading:c1-g1-wb-1", "type": "reading", "street": "street:s1", "community": "community:c1",
-                   "grid": G1, "device": "device:c1-g1-wb", "measured_at": "2026-11-20T09:00:00+08:00",
+                   "grid": G1, "device": "device:c1-g1-wb", "measured_at": NOW,
                    "metric": "heart_rate",
                    "value": DataKey(new_key(), 1).seal(FieldContext("reading:c1-g1-wb-1", "value", "core"), 72.0)}
         answers = gateway.post("_bulk_docs", json={"docs": [reading, household(G1, 990)]}).json()
