@@ -15,7 +15,7 @@ from server.domain.i18n import translator
 from server.security.firewall import Firewall
 from server.store.couch import Couch
 
-from .street import csrf_of, login
+from .street import C1, G1, STREET, csrf_of, login
 
 HOUSEHOLD = "household:c1-g01-0001"
 RESIDENT = "resident:c1-g01-0001-1"
@@ -168,6 +168,25 @@ def test_a_volunteer_sees_but_may_not_resolve(client: TestClient, loaded: Couch)
     assert page.status_code == 200 and "无权修改这份记录" in page.text and 'type="submit">保存合并结果' not in page.text
     refused = resolve(client, HOUSEHOLD, form_of(page.text))
     assert refused.status_code == 403 and len(leaves(loaded, HOUSEHOLD)) == 2
+
+
+def test_a_value_another_person_set_on_the_other_branch_may_be_kept(client: TestClient, loaded: Couch) -> None:
+    """Two people acknowledged one alert offline: keeping the other one's name is no forgery (it is stored already);
+    the write rule judges only what the resolution itself sets (issue 13, finding 5: author fields)."""
+    loaded.main.save({"_id": "alert:c1-sos", "type": "alert", "street": STREET, "community": C1, "grid": G1,
+                      "household": HOUSEHOLD, "resident": RESIDENT, "kind": "sos", "status": "raised",
+                      "raised_at": "2026-11-21T08:00:00+08:00"})
+    make_conflict(loaded, "alert:c1-sos", *({"status": "acknowledged", "acknowledged_by": who,
+                                             "acknowledged_at": f"2026-11-21T08:0{n}:00+08:00"}
+                                            for n, who in enumerate(("user:worker1", "user:worker2"), 1)))
+    winner = loaded.main.get("alert:c1-sos")["_rev"]
+    [loser] = [b for b in leaves(loaded, "alert:c1-sos") if b["_rev"] != winner]
+    login(client, "secretary1")  # resolves, keeping the acknowledgement of the losing branch: neither is hers
+    form = form_of(client.get("/conflicts/alert:c1-sos").text)
+    answer = resolve(client, "alert:c1-sos", form, acknowledged_by=loser["_rev"], acknowledged_at=loser["_rev"])
+    assert answer.status_code == 303, answer.text
+    [merged] = leaves(loaded, "alert:c1-sos")
+    assert merged["acknowledged_by"] == loser["acknowledged_by"]
 
 
 def test_protected_fields_are_chosen_without_being_shown(client: TestClient, loaded: Couch,

@@ -200,6 +200,17 @@ def check_unchanged(branches: list[Doc], form: FormData) -> None:
 
 def merged(branches: list[Doc], chosen: dict[str, str], p: Principal, now: dt.datetime) -> Doc:
     """The winner with each differing field taken from the chosen branch, stamped as the resolver's edit."""
+    doc = _chosen(branches, chosen)
+    fields = DOC_TYPES[doc["type"]].fields
+    if "updated_at" in fields:
+        doc["updated_at"] = now.isoformat()
+    if "updated_by" in fields:
+        doc["updated_by"] = p.user_id
+    return doc
+
+
+def _chosen(branches: list[Doc], chosen: dict[str, str]) -> Doc:
+    """The winner with each differing field taken from the chosen branch: values all stored already."""
     by_rev = {b["_rev"]: b for b in branches}
     doc = {k: v for k, v in branches[0].items() if k not in ("_rev", "_conflicts", "_revisions")}
     chosen = {**chosen, **{index: chosen[number] for index, number in INDEX_OF.items() if number in chosen}}
@@ -208,11 +219,6 @@ def merged(branches: list[Doc], chosen: dict[str, str], p: Principal, now: dt.da
             doc[name] = by_rev[rev][name]
         else:
             doc.pop(name, None)
-    fields = DOC_TYPES[doc["type"]].fields
-    if "updated_at" in fields:
-        doc["updated_at"] = now.isoformat()
-    if "updated_by" in fields:
-        doc["updated_by"] = p.user_id
     return doc
 
 
@@ -232,7 +238,9 @@ def resolve(couch: Couch, p: Principal, branches: list[Doc], chosen: dict[str, s
         validate(doc)
     except ValidationError as invalid:
         raise ResolveError(400, "conflict_invalid", errors=invalid.errors) from None
-    refusal = queries.refusal_to_store(couch, p, branches[0], doc, now)
+    # Judged as an edit of the chosen values, each stored already in its branch (an alert acknowledged by another
+    # person on the other branch stays theirs): what is new is the resolver's stamp.
+    refusal = queries.refusal_to_store(couch, p, {**_chosen(branches, chosen), "_rev": branches[0]["_rev"]}, doc, now)
     if refusal:
         raise ResolveError(403, "conflict_refused", refusal)
     writes = [_child(branches[0]["_rev"], doc)]
