@@ -7,6 +7,10 @@ that the sync gateway can apply it to every change in a feed. The offline app
 asks nothing: its replica holds what `may_see` let through, and the answers it
 needs beyond documents come as data (`offline_grids`, in /pwa/session.json).
 
+Who may write what (`write_refusal`) also judges where a write places a document, against the documents it
+names (its grid, household, resident, device, gateway, the people and phone it names): the caller fetches them
+(`write_ref_ids`) and passes them in with its clock, so that this module stays pure.
+
 Field-level rules (which tiers of a visible document a user may open) are
 the firewall's, in `server/security/firewall.py`; this module answers the question
 before that one: may the document reach the user at all.
