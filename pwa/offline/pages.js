@@ -87,10 +87,12 @@ function ageOn(birthDate, today) {
 }
 
 // Which grids this user may open is the server's policy (server/domain/access.py), sent as data in the session
-// (a session stored before it had the list opens none until the next sync brings a new one).
+// (a session stored before it had the list opens none until the next sync brings a new one). A grid not among
+// them is not found, as one that does not exist: online and offline, what a user may not see and what is not
+// there look the same (server/web/lookup.py), and the phone could not tell them apart anyway.
 async function gridOf(db, session, gridId) {
-  if (!(session.browsable_grids || []).includes(gridId)) { // checked first: another grid is refused, as online
-    throw new OfflineError(403, "forbidden");
+  if (!(session.browsable_grids || []).includes(gridId)) {
+    throw new OfflineError(404, "not_found");
   }
   return load(db, gridId, "grid");
 }

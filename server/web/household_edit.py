@@ -22,8 +22,8 @@ from starlette.routing import Route
 from server.domain.access import Principal, write_refusal
 from server.domain.declaration import DOC_TYPES, ValidationError, validate
 from server.domain.errors import by_field
-from server.store import queries
 from server.store.couch import Couch
+from server.web.lookup import visible_household
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -69,10 +69,8 @@ def field_errors(doc: Doc) -> dict[str, dict[str, Any]]:
 def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callable[[], dt.datetime]) -> list[Route]:
     async def edit_page(request: Request) -> Response:
         p = Principal.of(await current_user(request))
-        household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
-        if household is None:
-            raise HTTPException(404)
-        if write_refusal(p, household, household):
+        household, _ = await run_in_threadpool(visible_household, couch, p, request.path_params["household_id"])
+        if write_refusal(p, household, household):  # seen, not theirs to edit (a volunteer's other households)
             raise HTTPException(403)
         values, errors, message, status = form_values(household), {}, None, 200
         if request.method == "POST":

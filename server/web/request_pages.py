@@ -26,6 +26,7 @@ from server.store import queries
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
 from server.web.forms import redirect_after_post
+from server.web.lookup import visible_doc
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -59,12 +60,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         return Principal.of(await current_user(request))
 
     async def load(request: Request, p: Principal) -> Doc:
-        doc = await run_in_threadpool(get_or_none, couch.main, "service_request:" + request.path_params["id"])
-        if doc is None or doc.get("type") != "service_request":
-            raise HTTPException(404)
-        if not may_see(p, doc):
-            raise HTTPException(403)
-        return doc
+        return await run_in_threadpool(visible_doc, couch, p, "service_request:" + request.path_params["id"],
+                                       "service_request")
 
     async def list_page(request: Request) -> Response:
         p = await principal_of(request)
