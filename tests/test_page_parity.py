@@ -511,14 +511,24 @@ def test_other_roles_forms_answer_the_same(street: Street, offline: Offline, use
     assert not found, "\n\n".join(found)
 
 
-@pytest.mark.xfail(reason="offline a resident cannot report a matter: pages.js records requests for the staff's own "
-                          "grid only, where the server finds the grid from the address or location "
-                          "(service_requests.locate)", strict=True)
 def test_a_resident_reports_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+    """A resident's report goes to the grid they live in (their record, which their phone holds too), its place
+    still required; both sides answer alike and write the same document."""
+    user = users["jumin1"]
+    before = {d["_id"] for d in server_documents(street, "service_request")}
+    nowhere = Ask("POST", "/requests/new", (("category", "street_lamp"), ("description", "路灯不亮")))
+    # An address beyond every grid's area: placed by where the resident lives, not by service_requests.locate.
     report = Ask("POST", "/requests/new", (("category", "street_lamp"), ("description", "路灯不亮"),
-                                            ("address", "幸福路3号")))
-    found = differences(street, offline, users["jumin1"], [report])
+                                            ("address", "幸福路99号")))
+    found = differences(street, offline, user, [nowhere])
+    found += differences(street, offline, user, [report], wrote=True)
     assert not found, "\n\n".join(found)
+    online = [d for d in server_documents(street, "service_request") if d["_id"] not in before]
+    there = [d for d in offline.call("documents", user=user.username, type="service_request")
+             if d["_id"] not in before]
+    assert len(online) == len(there) == 1, (online, there)
+    assert written(there[0]) == written(online[0])
+    assert (online[0]["grid"], online[0]["resident"], online[0]["household"]) == (G1, resident(2), household(2))
 
 
 def test_form_error_wording_is_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:

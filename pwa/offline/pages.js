@@ -507,8 +507,18 @@ async function storeRequest(db, session, form, values, categories, staff) {
   if (!description && !Object.keys(photos).length) {
     throw refuse("description", "err_description_or_photo");
   }
+  const lat = parseFloat(values.lat);
+  const lon = parseFloat(values.lon);
+  const location = Number.isFinite(lat + lon) ? { lat, lon } : null;
+  if (!staff && !(values.address || "").trim() && !location) {
+    throw refuse("lat", "err_location_required");
+  }
+  // Placed as the server places it (service_requests.create): staff's own first grid; a resident's own grid, from
+  // their record in the replica (NewRequest.home_grid), whose worker receives it first.
   const gridId = staff ? [...(session.user.grids || [])].sort()[0] : null;
-  if (!gridId) {
+  const home = !staff && session.user.resident ? await db.get(session.user.resident).catch(() => null) : null;
+  const place = gridId ? await load(db, gridId, "grid") : home?.type === "resident" ? home : null;
+  if (!place) {
     throw refuse("grid", "err_offline_own_grid");
   }
   const onBehalf = staff && "on_behalf" in values;
@@ -519,17 +529,14 @@ async function storeRequest(db, session, form, values, categories, staff) {
   if (Object.keys(unanswered).length) {
     throw new FormError(unanswered);
   }
-  const grid = await load(db, gridId, "grid");
   const at = nowISO();
-  const lat = parseFloat(values.lat);
-  const lon = parseFloat(values.lon);
   const doc = {
-    _id: `service_request:${uuidHex()}`, type: "service_request", street: grid.street, community: grid.community,
-    grid: grid._id, category: category.code, description, status: "received", source: "offline",
+    _id: `service_request:${uuidHex()}`, type: "service_request", street: place.street, community: place.community,
+    grid: home ? home.grid : place._id, category: category.code, description, status: "received", source: "offline",
     on_behalf: onBehalf, consent: "consent" in values, created_by: session.user._id, created_at: at, updated_at: at,
   };
   const optional = { address: (values.address || "").trim(), reporter_name: (values.reporter_name || "").trim(),
-                     attributes: answers(form), location: Number.isFinite(lat + lon) ? { lat, lon } : null };
+                     attributes: answers(form), location, resident: session.user.resident, household: home?.household };
   for (const [name, value] of Object.entries(optional)) {
     if (value && (typeof value !== "object" || Object.keys(value).length)) {
       doc[name] = value;
