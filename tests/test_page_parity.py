@@ -47,6 +47,7 @@ from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch, bulk_save, connect
 from server.store.embedded_couch import EmbeddedCouch, free_port
+from server.web import resident_needs
 from server.web.app import create_app
 from server.web.pwa_routes import TEMPLATES_DIR
 from sync.app import create_sync_app
@@ -115,6 +116,10 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     # Phone numbers to search by (blind index): one the worker may open, one its resident keeps from them.
     street.phones = [str(firewall.reveal(secretary, couch.main.get(resident(n)), "contact", purpose="routine_visit",
                                          device="test", now=NOW)["phone"]) for n in (6, 3)]
+    # The resident's own record: who opened it (a purpose from the list, one typed) and a need of theirs.
+    for by, purpose in ((worker_p, "alert_follow_up"), (secretary, "核实住址")):
+        firewall.reveal(by, couch.main.get(resident(2)), "contact", purpose=purpose, device="test", now=NOW)
+    resident_needs.create(couch, _principal(couch, "jumin1"), couch.main.get(resident(2)), "other", "想参加书法班", NOW)
     # Alerts of every state, urgent and not, in households 1 and 5.
     alerts = []
     for n, (status, kind) in enumerate((("raised", "no_activity"), ("raised", "sos"), ("escalated", "fall"),
@@ -372,10 +377,6 @@ KNOWN: dict[str, tuple[str, Any]] = {
         "work, grants.phones_carry_keys), so offline each category says there is no key on this phone",
         lambda username, ask: username == "shuji1" and ask.path.startswith("/households/")
         and not ask.path.endswith("/edit")),
-    "a resident's own record": (
-        "\"/\" is a resident's own record online (who opened it and why, from the filing log); offline it says "
-        "the page needs the server",
-        lambda username, ask: username == "jumin1" and ask.path == "/"),
     "request detail": (
         "offline the request page is read-only (acting needs the server's rules) and knows the names of the "
         "user's colleagues only (session.json), not of reporters or department staff",
@@ -595,3 +596,12 @@ def test_the_english_pages_compared_are_english(street: Street, offline: Offline
     online = users["wangge01/en"].online(street.url, ask)["html"]
     there = offline.call("render", user="wangge01/en", method="GET", path=ask.path, form=[], htmx=False)["html"]
     assert '<html lang="en"' in online and '<html lang="en"' in there
+
+
+def test_the_residents_own_record_compared_lists_who_opened_it(street: Street, users: dict[str, User]) -> None:
+    """What the parity of a resident's "/" rests on: online it names who opened the record and why (a listed
+    purpose and a typed one) and their need; offline gives the same page (test_pages_are_the_same)."""
+    page = users["jumin1"].online(street.url, Ask("GET", "/"))["html"]
+    worker, secretary = (street.couch.accounts.get(accounts.user_id(u))["display_name"] for u in ("wangge01", "shuji1"))
+    assert page.count('<li class="row">') == 3 and worker in page and secretary in page
+    assert "核实住址" in page and "想参加书法班" in page

@@ -571,15 +571,33 @@ async function requestPhoto({ db, params }) {
 }
 
 // server/web/app.py home: where "/" leads is the server's decision (server/web/home.py, in the session): a page,
-// the role page, or a resident's own record, which needs the server.
-async function home({ session }) {
+// the role page, or a resident's own record.
+async function home(args) {
+  const { session } = args;
   if (session.home) {
     return { redirect: session.home };
   }
   if (!session.home_roles) {
-    throw new OfflineError(503, "offline_unavailable");
+    return myRecord(args);
   }
   return { template: "home.html", context: { role_keys: session.home_roles } };
+}
+
+const OPENINGS_SHOWN = 100; // server/store/queries.py openings_about
+const newestFirst = (at) => (a, b) => (a[at] < b[at] ? 1 : a[at] > b[at] ? -1 : a._id < b._id ? 1 : -1);
+
+// server/web/app.py my_record: what is held, who opened it and why (the filing log's entries about this resident,
+// which reach their replica: access.py _audit), their needs. The session names who opened it.
+async function myRecord({ db, session, schema }) {
+  const resident = await load(db, session.user.resident, "resident");
+  const openings = (await docsOfType(db, "audit_entry")).filter((e) => e.target === resident._id)
+    .sort(newestFirst("at")).slice(0, OPENINGS_SHOWN);
+  const needs = (await docsOfType(db, "need")).filter((n) => n.resident === resident._id)
+    .sort(newestFirst("created_at"));
+  return { template: "my_record.html", context: {
+    resident, openings, names: session.names, categories: Object.keys(residentFields(schema).categories),
+    purposes_known: session.own_record_purposes, needs, need_categories: session.need_categories,
+    need_values: { category: session.need_categories[0], description: "" }, need_errors: {} } };
 }
 
 // One request answered from the replica, as the service worker answers it (sw.js) and as the page-parity test

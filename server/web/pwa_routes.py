@@ -35,8 +35,9 @@ from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import MAX_VISIT_PHOTO_BYTES, may_see_alerts
-from server.web.home import home_path, role_keys
+from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
+from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
 
 PWA_DIR = PROJECT_ROOT / "pwa"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -96,6 +97,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "alert_actions": ALERT_ACTIONS, "urgent_alert_kinds": list(URGENT_ALERT_KINDS),
             "photo_limits": {"request": MAX_PHOTO_BYTES, "visit": MAX_VISIT_PHOTO_BYTES},
             "request_form_fields": list(REQUEST_FORM_FIELDS), "satisfaction": list(SATISFACTION),
+            "need_categories": list(NEED_CATEGORIES), "own_record_purposes": list(OWN_RECORD_PURPOSES),
             # Decisions the server makes for this user (server/web/home.py, field_pages, grants), and the names of
             # colleagues the pages show (accounts are not replicated).
             "home": home_path(user), "home_roles": role_keys(user), "may_see_alerts": may_see_alerts(p),
