@@ -16,8 +16,8 @@ Normalised (`comparable`), because it must differ:
 - a photo is compared by size (PouchDB's Node build hands attachments out as Buffers, without a type).
 Nothing else: the CSRF token and the session are the same on both sides (session.json carries the session's
 token), the sync bar is filled in by app.js after rendering, and the offline marker is a response header
-(X-Linli-Offline), not part of the HTML. Differences not fixed yet are listed in KNOWN and in strict xfails,
-each with its reason.
+(X-Linli-Offline), not part of the HTML. Differences that stay are listed, each with its reason, in KNOWN (pages
+left out of the comparison) and PARTLY_KNOWN (a part of a page taken out of it), both checked by strict xfails.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ PAGES = PROJECT_ROOT / "pwa" / "offline" / "pages.js"
 G1, G2, G3 = demo.grid_id(1, 1), demo.grid_id(1, 2), demo.grid_id(1, 3)  # 55 households; none; none, nobody's
 SIZE = demo.DemoSize(communities=1, grids_per_community=1, households_per_grid=55)
 NOW = dt.datetime.now(dt.UTC)
+RESIDENTS_REQUEST: list[str] = []  # the id of the request the resident reported, once the street is loaded
 
 
 def household(n: int) -> str:
@@ -150,6 +151,7 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
         street=demo.STREET_ID, category="street_lamp", description="楼下路灯不亮", address="幸福路3号",
         resident=jumin.resident, photos=(sr.Photo(TINY_PNG, "image/png"),)), NOW)
     street.requests["received"] = mine["_id"]
+    RESIDENTS_REQUEST[:] = [mine["_id"].split(":")[1]]
     paths = {"acknowledged": ["acknowledged"], "in_progress": ["in_progress"], "escalated": ["escalated"],
              "resolved": ["resolved"], "closed": ["resolved", "closed"], "reopened": ["resolved", "reopened"]}
     for status, steps in paths.items():
@@ -283,12 +285,18 @@ def first_difference(online: str, offline: str, context: int = 160) -> str:
             f"  offline: …{offline[max(0, at - context):at + context]!r}")
 
 
-def differences(street: Street, offline: Offline, user: User, asks: list[Ask], wrote: bool = False) -> list[str]:
+def differences(street: Street, offline: Offline, user: User, asks: list[Ask], wrote: bool = False,
+                cut: re.Pattern[str] | None = None) -> list[str]:
+    """What differs between the two sides' answers to each ask; `cut`: a part of the page known to differ
+    (PARTLY_KNOWN), taken out of both sides first."""
     found = []
     for ask in asks:
         online = comparable(user.online(street.url, ask), wrote)
         there = comparable(offline.call("render", user=user.username, method=ask.method, path=ask.path,
                                         form=offline_form(ask), htmx=ask.htmx), wrote)
+        if cut is not None:
+            online, there = ({k: cut.sub("\n", v, count=1) if k == "html" else v for k, v in a.items()}
+                             for a in (online, there))
         if online == there:
             continue
         if "html" in online and "html" in there and online["status"] == there["status"]:
@@ -377,16 +385,40 @@ KNOWN: dict[str, tuple[str, Any]] = {
         "work, grants.phones_carry_keys), so offline each category says there is no key on this phone",
         lambda username, ask: username == "shuji1" and ask.path.startswith("/households/")
         and not ask.path.endswith("/edit")),
-    "request detail": (
-        "offline the request page is read-only (acting needs the server's rules) and knows the names of the "
-        "user's colleagues only (session.json), not of reporters or department staff",
-        lambda username, ask: ask.path.startswith("/requests/") and ask.path.count("/") == 2
-        and ask.path.split("/")[2] not in ("new", "questions")),
+    "a resident reporter's name": (
+        "a request's history names a resident who reported it by their account's name online; staff phones hold "
+        "no residents' account names (accounts are not replicated; session.json names staff only, "
+        "queries.colleague_names), so offline it shows the account id",
+        lambda username, ask: username != "jumin1" and ask.path.startswith("/requests/")
+        and ask.path.count("/") == 2 and ask.path.split("/")[2] == RESIDENTS_REQUEST[0]),
+}
+
+
+def _request_detail(username: str, ask: Ask) -> bool:
+    return ask.path.startswith("/requests/") and ask.path.count("/") == 2 \
+        and ask.path.split("/")[2] not in ("new", "questions")
+
+
+# Parts of pages known to differ: test_pages_are_the_same compares these pages without that part, and
+# test_partly_known_differences (strict xfail) compares them whole.
+PARTLY_KNOWN: dict[str, tuple[str, Any, re.Pattern[str]]] = {
+    "request actions": (
+        "offline a request's page is read-only: acting moves its status, owner, history and clocks by rules "
+        "(service_requests.transition, may_act) that the sync gateway does not apply to a phone's writes (it checks "
+        "placement and schema: sync/writes.py), so an action written offline could not be held to them",
+        _request_detail,
+        # The page's last section, with the blank lines around it (the template's {% if %}).
+        re.compile(r'\s*(?:<section class="card">\s*<h2>[^<]*</h2>\s*<form method="post" action="/requests/[^"]*/act"'
+                   r".*?</section>)?\s*(?=</main>)", re.S)),
 }
 
 
 def known(username: str, ask: Ask) -> str | None:
     return next((name for name, (_, applies) in KNOWN.items() if applies(username, ask)), None)
+
+
+def partly_known(username: str, ask: Ask) -> str | None:
+    return next((name for name, (_, applies, _) in PARTLY_KNOWN.items() if applies(username, ask)), None)
 
 
 ROLES = ("wangge01", "wangge01/en", "shuji1", "zhiyuan01a", "jumin1", "bumen_urban_management")
@@ -395,7 +427,10 @@ ROLES = ("wangge01", "wangge01/en", "shuji1", "zhiyuan01a", "jumin1", "bumen_urb
 @pytest.mark.parametrize("username", ROLES)
 def test_pages_are_the_same(street: Street, offline: Offline, users: dict[str, User], username: str) -> None:
     asks = [a for a in pages_for(street, username) if not known(username, a)]
-    found = differences(street, offline, users[username], asks)
+    found = differences(street, offline, users[username], [a for a in asks if not partly_known(username, a)])
+    for name, (_, _, cut) in PARTLY_KNOWN.items():
+        found += differences(street, offline, users[username],
+                             [a for a in asks if partly_known(username, a) == name], cut=cut)
     assert not found, "\n\n".join(found)
 
 
@@ -404,6 +439,15 @@ def test_pages_are_the_same(street: Street, offline: Offline, users: dict[str, U
 def test_known_differences(street: Street, offline: Offline, users: dict[str, User], gap: str) -> None:
     found = [d for username in ROLES for d in differences(
         street, offline, users[username], [a for a in pages_for(street, username) if known(username, a) == gap])]
+    assert not found, "\n\n".join(found)
+
+
+@pytest.mark.parametrize("gap", [pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=True))
+                                 for name, (reason, _, _) in PARTLY_KNOWN.items()])
+def test_partly_known_differences(street: Street, offline: Offline, users: dict[str, User], gap: str) -> None:
+    found = [d for username in ROLES for d in differences(
+        street, offline, users[username],
+        [a for a in pages_for(street, username) if not known(username, a) and partly_known(username, a) == gap])]
     assert not found, "\n\n".join(found)
 
 

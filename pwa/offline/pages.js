@@ -556,14 +556,18 @@ async function requestQuestions({ db, query }) {
                       errors: {} } };
 }
 
-// server/web/request_pages.py detail, read-only offline (acting on a request needs the server's rules).
-async function requestPage({ db, params }) {
+// server/web/request_pages.py detail. Read-only offline: acting on a request moves its status, owner, history and
+// clocks by rules (service_requests.transition, may_act) that the sync gateway does not apply to a phone's writes
+// (it checks placement and schema), so an action written here could not be held to them; it needs the network.
+// Who acted is named as far as the session knows them (colleagues; the departments are in the replica).
+async function requestPage({ db, session, params }) {
   const doc = await load(db, `service_request:${params.id}`, "service_request");
   const categories = await catalogue(db, false);
+  const departments = Object.fromEntries((await docsOfType(db, "department")).map((d) => [d._id, d.name]));
   return { template: "request.html", context: {
-    doc, category: categories[doc.category] || null, names: {}, departments: {}, errors: {}, note: "", satisfaction: [],
-    may_act: false, reporter: false, secretary: false, called: false, transitions: [],
-    photos: Object.keys(doc._attachments || {}).sort() } };
+    doc, category: categories[doc.category] || null, names: session.names, departments, errors: {}, note: "",
+    satisfaction: session.satisfaction, may_act: false, reporter: false, secretary: false, called: false,
+    transitions: [], photos: Object.keys(doc._attachments || {}).sort() } };
 }
 
 async function requestPhoto({ db, params }) {
