@@ -381,8 +381,13 @@ def pages_for(street: Street, username: str) -> list[Ask]:
 # that fixing one makes it fail until it is moved out of here.
 KNOWN: dict[str, tuple[str, Any]] = {
     "secretary's phone holds no keys": (
-        "a secretary opens protected fields online only (server/security/grants.py issues phone keys for grid "
-        "work, grants.phones_carry_keys), so offline each category says there is no key on this phone",
+        "decided to stay: a secretary opens protected fields online only (grants.phones_carry_keys: keys for grid "
+        "work). Her entitlement spans the whole community; keys for it on a phone would expose every resident's "
+        "contact, health and finance to whoever holds the phone, openings filed only after the next sync "
+        "(issue 13, finding 2: exposure is filed, keep it small); she works at a desk (PRODUCT.md). Online the "
+        "page offers to open each category (filed when opened), offline it says there is no key on this phone: "
+        "the same protected values are shown on neither until asked, so a reveal-first online page would not "
+        "make them equal",
         lambda username, ask: username == "shuji1" and ask.path.startswith("/households/")
         and not ask.path.endswith("/edit")),
     "a resident reporter's name": (
