@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from server.domain.access import Principal, offline_grids
@@ -68,6 +69,40 @@ def test_a_grid_worker_of_another_grid_gets_404_on_every_page_of_it(client: Test
     reveal = post_form(client, "/residents/resident:c1-g01-0001-1/reveal",
                        {"category": "contact", "purpose": "routine_visit"})
     assert reveal.status_code == 404 and "10012345678" not in reveal.text
+
+
+# For each page parameter naming a document: one in another community's grid that worker1 may not see, and one
+# that does not exist. Pages of another kind ({key}: the user's own phone keys) are not about others' documents.
+_HIDDEN_AND_MISSING = {
+    "grid_id": (G3, "grid:c9-g99"), "household_id": ("household:c2-g01-0001", "household:c9-g99-0001"),
+    "resident_id": ("resident:c2-g01-0001-1", "resident:c9-g99-0001-1"),
+    "doc_id": ("household:c2-g01-0001", "household:c9-g99-0001"), "id": ("hidden", "nowhere"),
+    "name": ("photo-1.png", "photo-1.png"),
+}
+_NOT_ABOUT_DOCUMENTS = {"/phone-keys/{key}"}
+
+
+def test_what_a_user_may_not_see_answers_exactly_as_what_does_not_exist(loaded: Couch, client: TestClient) -> None:
+    """No existence oracle (server/web/lookup.py): every page with a document in its path, GET and POST, answers
+    another community's document with the very page it answers a missing one with, 404."""
+    place = {"street": STREET, "community": "community:c2", "grid": G3, "household": "household:c2-g01-0001"}
+    photo = {"photo-1.png": {"content_type": "image/png", "data": "iVBORw0KGgo="}}
+    for kind in ("alert", "visit", "service_request"):
+        loaded.main.save({"_id": f"{kind}:hidden", "type": kind, **place, "_attachments": photo})
+    login(client, "worker1")
+    asked = 0
+    for route in client.app.routes:
+        if not isinstance(route, Route) or "{" not in route.path or route.path in _NOT_ABOUT_DOCUMENTS:
+            continue
+        hidden, missing = (re.sub(r"\{(\w+)\}", lambda m, i=i: _HIDDEN_AND_MISSING[m[1]][i], route.path)
+                           for i in (0, 1))
+        for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+            answers = [client.get(path) if method == "GET" else post_form(client, path, {})
+                       for path in (hidden, missing)]
+            assert answers[0].status_code == answers[1].status_code == 404, (method, hidden, answers[0].status_code)
+            assert answers[0].text == answers[1].text, (method, hidden)
+            asked += 1
+    assert asked >= 19, asked  # every such page was asked (a route with a parameter not in the table fails above)
 
 
 def test_a_secretary_browses_the_grids_of_their_community_only(client: TestClient) -> None:
