@@ -23,6 +23,7 @@ left out of the comparison) and PARTLY_KNOWN (a part of a page taken out of it),
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import re
 import shutil
@@ -36,6 +37,7 @@ from typing import Any
 import httpx2
 import pytest
 import uvicorn
+from pycouchdb.exceptions import Conflict
 from starlette.routing import Mount
 
 from server.domain.access import Principal
@@ -579,6 +581,12 @@ def test_a_resident_reports_alike(street: Street, offline: Offline, users: dict[
     assert len(online) == len(there) == 1, (online, there)
     assert written(there[0]) == written(online[0])
     assert (online[0]["grid"], online[0]["resident"], online[0]["household"]) == (G1, resident(2), household(2))
+    # Synced, the sync gateway takes it (write rules, declaration); taken in, the grid's worker receives it, as online.
+    offline.call("phone", user=user.username, cookie=user.cookie)
+    assert written(street.couch.main.get(there[0]["_id"])) == written(online[0])
+    with contextlib.suppress(Conflict):  # the server's minute clock may take it in first
+        sr.intake(street.couch, demo.STREET_ID)
+    assert street.couch.main.get(there[0]["_id"])["owner"] == online[0]["owner"] == "user:wangge01"
 
 
 def test_form_error_wording_is_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:
