@@ -136,6 +136,8 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
             doc.update(acknowledged_by=by.user_id, acknowledged_at=NOW.isoformat())
         alerts.append(doc)
         street.alerts.setdefault(status, doc["_id"])
+    # One about the resident with an account: they see it (on their phone too) but may not act on it.
+    alerts.append({**alerts[1], "_id": "alert:parity-own", "household": household(2), "resident": resident(2)})
     # A visit with a needs list and a photo, by the worker.
     visit = {"_id": "visit:parity1", "type": "visit", "street": demo.STREET_ID, "community": "community:c1",
              "grid": G1, "household": household(1), "kind": "routine", "visited_at": NOW.isoformat(),
@@ -376,7 +378,9 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 *everyone, *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
         return [Ask("GET", "/"), *everyone, *requests, *nowhere]
-    return [Ask("GET", "/"), *everyone, Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}"), *nowhere]
+    return [Ask("GET", "/"), *everyone, Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}"), *nowhere,
+            Ask("POST", "/alerts/parity-own/act", (("action", "acknowledge"),)),
+            Ask("POST", "/alerts/parity-own/act", (("action", "explode"),))]
 
 
 # Differences known and not yet fixed, each with why: tested by test_known_differences (strict xfail), so

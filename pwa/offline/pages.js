@@ -340,6 +340,9 @@ async function actOnAlert({ db, session, schema, params, form, htmx }) {
   let error = null;
   try {
     const changed = alertAfter(doc, String(form.get("action") || ""), session.user._id, nowISO(), session.alert_actions);
+    if (!(session.alert_act_grids || []).includes(doc.grid)) { // seen, not theirs to act on (a resident's own alert)
+      throw new OfflineError(403, "forbidden");
+    }
     if (String(form.get("_rev") || doc._rev) !== doc._rev) {
       throw new AlertRefused("alert_conflict");
     }

@@ -4,9 +4,9 @@ whole site), the web app manifest, the browser code under /pwa/, the very templa
 
 - /pwa/shell.json: what the service worker keeps for offline use, with a version that changes whenever any
   of it changes (so a phone refreshes its copy at the next sync);
-- /pwa/session.json: the signed-in user as the pages see them (name, roles, grids), the grids they may open
-  and edit households of (`access.offline_grids`: the policy's answers, not a copy of it), the CSRF token,
-  the language and its messages, the time zone — what an offline page needs besides documents.
+- /pwa/session.json: the signed-in user as the pages see them (name, roles, grids), the grids they may open,
+  edit households of and act on alerts in (`access.offline_grids`: the policy's answers, not a copy of it),
+  the CSRF token, the language and its messages, the time zone — what an offline page needs besides documents.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         return JSONResponse({
             "user": {k: user[k] for k in _USER_FIELDS if k in user},
             "browsable_grids": grids["browse"], "household_edit_grids": grids["edit_households"],
+            "alert_act_grids": grids["act_on_alerts"],
             "csrf_token": context["csrf_token"], "lang": lang, "display": context["display"],
             "display_options": list(DISPLAY_OPTIONS),
             "messages": MESSAGES[lang], "time_zone": LOCAL_TZ.key,
