@@ -46,7 +46,7 @@ def test_secretary_moves_a_worker_and_pages_and_phone_keys_follow(client: TestCl
     logout(client)
 
     login(client, "worker1")  # the same account, no new login needed: pages follow at once
-    assert client.get(f"/grids/{G1}").status_code == 403
+    assert client.get(f"/grids/{G1}").status_code == 404  # no longer theirs: not found, as any unseen grid
     assert client.get(f"/grids/{G2}").status_code == 200
     assert _granted_residents(loaded, "user:worker1") == {"resident:c1-g02-0001-1"}  # the phone's keys moved too
 

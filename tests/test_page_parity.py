@@ -16,13 +16,14 @@ Normalised (`comparable`), because it must differ:
 - a photo is compared by size (PouchDB's Node build hands attachments out as Buffers, without a type).
 Nothing else: the CSRF token and the session are the same on both sides (session.json carries the session's
 token), the sync bar is filled in by app.js after rendering, and the offline marker is a response header
-(X-Linli-Offline), not part of the HTML. Differences not fixed yet are listed in KNOWN and in strict xfails,
-each with its reason.
+(X-Linli-Offline), not part of the HTML. Differences that stay are listed, each with its reason, in KNOWN (pages
+left out of the comparison) and PARTLY_KNOWN (a part of a page taken out of it), both checked by strict xfails.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import re
 import shutil
@@ -36,6 +37,7 @@ from typing import Any
 import httpx2
 import pytest
 import uvicorn
+from pycouchdb.exceptions import Conflict
 from starlette.routing import Mount
 
 from server.domain.access import Principal
@@ -47,6 +49,7 @@ from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch, bulk_save, connect
 from server.store.embedded_couch import EmbeddedCouch, free_port
+from server.web import resident_needs
 from server.web.app import create_app
 from server.web.pwa_routes import TEMPLATES_DIR
 from sync.app import create_sync_app
@@ -59,9 +62,10 @@ from .sync_harness import login
 PASSWORD = "parity-password"
 HARNESS = PROJECT_ROOT / "pwa" / "tests" / "offline_pages.mjs"
 PAGES = PROJECT_ROOT / "pwa" / "offline" / "pages.js"
-G1, G2 = demo.grid_id(1, 1), demo.grid_id(1, 2)  # 55 households; no households at all
+G1, G2, G3 = demo.grid_id(1, 1), demo.grid_id(1, 2), demo.grid_id(1, 3)  # 55 households; none; none, nobody's
 SIZE = demo.DemoSize(communities=1, grids_per_community=1, households_per_grid=55)
 NOW = dt.datetime.now(dt.UTC)
+RESIDENTS_REQUEST: list[str] = []  # the id of the request the resident reported, once the street is loaded
 
 
 def household(n: int) -> str:
@@ -98,8 +102,9 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
                                            accounts.hash_password(PASSWORD), resident=resident(2)))
     grid = couch.main.get(G1)
-    couch.main.save({**{k: v for k, v in grid.items() if k not in ("_id", "_rev")}, "_id": G2, "grid": G2,
-                     "name": "第2网格", "number": 2})
+    for n, grid_id in ((2, G2), (3, G3)):  # G3: in the community, but no worker's or volunteer's
+        couch.main.save({**{k: v for k, v in grid.items() if k not in ("_id", "_rev")}, "_id": grid_id,
+                         "grid": grid_id, "name": f"第{n}网格", "number": n})
     secretary, worker_p = _principal(couch, "shuji1"), _principal(couch, "wangge01")
     # Household 3: its resident chose "secretary only" for contact and health. Household 4: health opened for
     # the worker by an approved request.
@@ -114,6 +119,10 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     # Phone numbers to search by (blind index): one the worker may open, one its resident keeps from them.
     street.phones = [str(firewall.reveal(secretary, couch.main.get(resident(n)), "contact", purpose="routine_visit",
                                          device="test", now=NOW)["phone"]) for n in (6, 3)]
+    # The resident's own record: who opened it (a purpose from the list, one typed) and a need of theirs.
+    for by, purpose in ((worker_p, "alert_follow_up"), (secretary, "核实住址")):
+        firewall.reveal(by, couch.main.get(resident(2)), "contact", purpose=purpose, device="test", now=NOW)
+    resident_needs.create(couch, _principal(couch, "jumin1"), couch.main.get(resident(2)), "other", "想参加书法班", NOW)
     # Alerts of every state, urgent and not, in households 1 and 5.
     alerts = []
     for n, (status, kind) in enumerate((("raised", "no_activity"), ("raised", "sos"), ("escalated", "fall"),
@@ -127,6 +136,8 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
             doc.update(acknowledged_by=by.user_id, acknowledged_at=NOW.isoformat())
         alerts.append(doc)
         street.alerts.setdefault(status, doc["_id"])
+    # One about the resident with an account: they see it (on their phone too) but may not act on it.
+    alerts.append({**alerts[1], "_id": "alert:parity-own", "household": household(2), "resident": resident(2)})
     # A visit with a needs list and a photo, by the worker.
     visit = {"_id": "visit:parity1", "type": "visit", "street": demo.STREET_ID, "community": "community:c1",
              "grid": G1, "household": household(1), "kind": "routine", "visited_at": NOW.isoformat(),
@@ -144,6 +155,7 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
         street=demo.STREET_ID, category="street_lamp", description="楼下路灯不亮", address="幸福路3号",
         resident=jumin.resident, photos=(sr.Photo(TINY_PNG, "image/png"),)), NOW)
     street.requests["received"] = mine["_id"]
+    RESIDENTS_REQUEST[:] = [mine["_id"].split(":")[1]]
     paths = {"acknowledged": ["acknowledged"], "in_progress": ["in_progress"], "escalated": ["escalated"],
              "resolved": ["resolved"], "closed": ["resolved", "closed"], "reopened": ["resolved", "reopened"]}
     for status, steps in paths.items():
@@ -277,12 +289,18 @@ def first_difference(online: str, offline: str, context: int = 160) -> str:
             f"  offline: …{offline[max(0, at - context):at + context]!r}")
 
 
-def differences(street: Street, offline: Offline, user: User, asks: list[Ask], wrote: bool = False) -> list[str]:
+def differences(street: Street, offline: Offline, user: User, asks: list[Ask], wrote: bool = False,
+                cut: re.Pattern[str] | None = None) -> list[str]:
+    """What differs between the two sides' answers to each ask; `cut`: a part of the page known to differ
+    (PARTLY_KNOWN), taken out of both sides first."""
     found = []
     for ask in asks:
         online = comparable(user.online(street.url, ask), wrote)
         there = comparable(offline.call("render", user=user.username, method=ask.method, path=ask.path,
                                         form=offline_form(ask), htmx=ask.htmx), wrote)
+        if cut is not None:
+            online, there = ({k: cut.sub("\n", v, count=1) if k == "html" else v for k, v in a.items()}
+                             for a in (online, there))
         if online == there:
             continue
         if "html" in online and "html" in there and online["status"] == there["status"]:
@@ -324,15 +342,23 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 Ask("GET", "/requests/questions?category=noise", htmx=True),
                 Ask("GET", "/requests/questions?category=nothing", htmx=True)]
     households = [Ask("GET", f"/households/{household(n)}") for n in (1, 2, 3, 4, 5)]
+    # What this role may not see, answered as what does not exist (404 on both sides: server/web/lookup.py).
+    unseen = {"wangge01": [f"/grids/{G3}"], "shuji1": [],
+              "zhiyuan01a": [f"/grids/{G2}", f"/households/{household(1)}"],
+              "jumin1": [f"/grids/{G1}", f"/households/{household(2)}", "/alerts/parity1/act"],
+              "bumen_urban_management": [f"/households/{household(1)}", f"/visits/{street.visit.split(':')[1]}/photo"]}
+    nowhere = [Ask("GET", "/grids/grid:nowhere"), Ask("GET", "/households/household:nowhere"),
+               *[Ask("POST", p, (("action", "acknowledge"),)) if p.endswith("/act") else Ask("GET", p)
+                 for p in unseen[username.partition("/")[0]]]]
     if username in ("wangge01", "wangge01/en"):
         return [
             Ask("GET", "/"),
             Ask("GET", grid), Ask("GET", f"{grid}?offset=50"), Ask("GET", f"{grid}?offset=50", htmx=True),
-            Ask("GET", f"/grids/{G2}"), Ask("GET", "/grids/grid:nowhere"),
+            Ask("GET", f"/grids/{G2}"), *nowhere,
             Ask("GET", f"{grid}?q=路"), Ask("GET", f"{grid}?q=没有这个地址"), Ask("GET", f"{grid}?q=路", htmx=True),
             Ask("GET", f"{grid}?q={street.head_name}"), Ask("GET", f"{grid}?q=13800000000"),
             *[Ask("GET", f"{grid}?q={phone}") for phone in street.phones],
-            *households, Ask("GET", "/households/household:nowhere"),
+            *households,
             Ask("GET", f"/households/{household(1)}/edit"), Ask("GET", f"/households/{household(1)}/visits/new"),
             Ask("GET", "/alerts"), Ask("GET", "/alerts?status=all"),
             *everyone, *requests,
@@ -342,47 +368,68 @@ def pages_for(street: Street, username: str) -> list[Ask]:
     if username == "shuji1":
         return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"{grid}?offset=50"), Ask("GET", f"/grids/{G2}"),
                 *households, Ask("GET", f"/households/{household(1)}/edit"), Ask("GET", "/alerts"),
-                Ask("GET", "/alerts?status=all"), *everyone, *requests]
+                Ask("GET", "/alerts?status=all"), *everyone, *requests, *nowhere]
     if username == "zhiyuan01a":
         mine = street.volunteers_household
         return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"/households/{household(1)}"), Ask("GET", "/alerts"),
                 Ask("GET", f"/households/{mine}"), Ask("GET", f"/households/{mine}/edit"),
                 Ask("GET", f"/households/{mine}/visits/new"),
                 Ask("POST", f"/alerts/{street.alerts['raised'].split(':')[1]}/act", (("action", "acknowledge"),)),
-                *everyone]
+                *everyone, *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
-        return [Ask("GET", "/"), *everyone, *requests]
-    return [Ask("GET", "/"), *everyone, Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}")]
+        return [Ask("GET", "/"), *everyone, *requests, *nowhere]
+    return [Ask("GET", "/"), *everyone, Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}"), *nowhere,
+            Ask("POST", "/alerts/parity-own/act", (("action", "acknowledge"),)),
+            Ask("POST", "/alerts/parity-own/act", (("action", "explode"),))]
 
 
 # Differences known and not yet fixed, each with why: tested by test_known_differences (strict xfail), so
 # that fixing one makes it fail until it is moved out of here.
 KNOWN: dict[str, tuple[str, Any]] = {
     "secretary's phone holds no keys": (
-        "a secretary opens protected fields online only (server/security/grants.py issues phone keys for grid "
-        "work, grants.phones_carry_keys), so offline each category says there is no key on this phone",
+        "decided to stay: a secretary opens protected fields online only (grants.phones_carry_keys: keys for grid "
+        "work). Her entitlement spans the whole community; keys for it on a phone would expose every resident's "
+        "contact, health and finance to whoever holds the phone, openings filed only after the next sync "
+        "(issue 13, finding 2: exposure is filed, keep it small); she works at a desk (PRODUCT.md). Online the "
+        "page offers to open each category (filed when opened), offline it says there is no key on this phone: "
+        "the same protected values are shown on neither until asked, so a reveal-first online page would not "
+        "make them equal",
         lambda username, ask: username == "shuji1" and ask.path.startswith("/households/")
         and not ask.path.endswith("/edit")),
-    "a resident's own record": (
-        "\"/\" is a resident's own record online (who opened it and why, from the filing log); offline it says "
-        "the page needs the server",
-        lambda username, ask: username == "jumin1" and ask.path == "/"),
-    "not on the phone": (
-        "what the phone does not hold it cannot tell apart: a grid that does not exist is 404 online and 403 "
-        "offline (not among the session's browsable grids, as a forbidden one); a household the user may not "
-        "see, or an alert, is 403 online and 404 offline (not in the replica, as a missing one)",
-        lambda username, ask: ask.path == "/grids/grid:nowhere"
-        or (username == "zhiyuan01a" and ask.path.startswith(("/households/household:c1-g01-0001", "/alerts/")))),
-    "request detail": (
-        "offline the request page is read-only (acting needs the server's rules) and knows the names of the "
-        "user's colleagues only (session.json), not of reporters or department staff",
-        lambda username, ask: ask.path.startswith("/requests/") and ask.path.count("/") == 2
-        and ask.path.split("/")[2] not in ("new", "questions")),
+    "a resident reporter's name": (
+        "a request's history names a resident who reported it by their account's name online; staff phones hold "
+        "no residents' account names (accounts are not replicated; session.json names staff only, "
+        "queries.colleague_names), so offline it shows the account id",
+        lambda username, ask: username != "jumin1" and ask.path.startswith("/requests/")
+        and ask.path.count("/") == 2 and ask.path.split("/")[2] == RESIDENTS_REQUEST[0]),
+}
+
+
+def _request_detail(username: str, ask: Ask) -> bool:
+    return ask.path.startswith("/requests/") and ask.path.count("/") == 2 \
+        and ask.path.split("/")[2] not in ("new", "questions")
+
+
+# Parts of pages known to differ: test_pages_are_the_same compares these pages without that part, and
+# test_partly_known_differences (strict xfail) compares them whole.
+PARTLY_KNOWN: dict[str, tuple[str, Any, re.Pattern[str]]] = {
+    "request actions": (
+        "offline a request's page is read-only: acting moves its status, owner, history and clocks by rules "
+        "(service_requests.transition, may_act) that the sync gateway does not apply to a phone's writes (it checks "
+        "placement and schema: sync/writes.py), so an action written offline could not be held to them",
+        _request_detail,
+        # The page's last section, with the blank lines around it (the template's {% if %}).
+        re.compile(r'\s*(?:<section class="card">\s*<h2>[^<]*</h2>\s*<form method="post" action="/requests/[^"]*/act"'
+                   r".*?</section>)?\s*(?=</main>)", re.S)),
 }
 
 
 def known(username: str, ask: Ask) -> str | None:
     return next((name for name, (_, applies) in KNOWN.items() if applies(username, ask)), None)
+
+
+def partly_known(username: str, ask: Ask) -> str | None:
+    return next((name for name, (_, applies, _) in PARTLY_KNOWN.items() if applies(username, ask)), None)
 
 
 ROLES = ("wangge01", "wangge01/en", "shuji1", "zhiyuan01a", "jumin1", "bumen_urban_management")
@@ -391,7 +438,10 @@ ROLES = ("wangge01", "wangge01/en", "shuji1", "zhiyuan01a", "jumin1", "bumen_urb
 @pytest.mark.parametrize("username", ROLES)
 def test_pages_are_the_same(street: Street, offline: Offline, users: dict[str, User], username: str) -> None:
     asks = [a for a in pages_for(street, username) if not known(username, a)]
-    found = differences(street, offline, users[username], asks)
+    found = differences(street, offline, users[username], [a for a in asks if not partly_known(username, a)])
+    for name, (_, _, cut) in PARTLY_KNOWN.items():
+        found += differences(street, offline, users[username],
+                             [a for a in asks if partly_known(username, a) == name], cut=cut)
     assert not found, "\n\n".join(found)
 
 
@@ -400,6 +450,15 @@ def test_pages_are_the_same(street: Street, offline: Offline, users: dict[str, U
 def test_known_differences(street: Street, offline: Offline, users: dict[str, User], gap: str) -> None:
     found = [d for username in ROLES for d in differences(
         street, offline, users[username], [a for a in pages_for(street, username) if known(username, a) == gap])]
+    assert not found, "\n\n".join(found)
+
+
+@pytest.mark.parametrize("gap", [pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=True))
+                                 for name, (reason, _, _) in PARTLY_KNOWN.items()])
+def test_partly_known_differences(street: Street, offline: Offline, users: dict[str, User], gap: str) -> None:
+    found = [d for username in ROLES for d in differences(
+        street, offline, users[username],
+        [a for a in pages_for(street, username) if not known(username, a) and partly_known(username, a) == gap])]
     assert not found, "\n\n".join(found)
 
 
@@ -514,14 +573,30 @@ def test_other_roles_forms_answer_the_same(street: Street, offline: Offline, use
     assert not found, "\n\n".join(found)
 
 
-@pytest.mark.xfail(reason="offline a resident cannot report a matter: pages.js records requests for the staff's own "
-                          "grid only, where the server finds the grid from the address or location "
-                          "(service_requests.locate)", strict=True)
 def test_a_resident_reports_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+    """A resident's report goes to the grid they live in (their record, which their phone holds too), its place
+    still required; both sides answer alike and write the same document."""
+    user = users["jumin1"]
+    before = {d["_id"] for d in server_documents(street, "service_request")}
+    nowhere = Ask("POST", "/requests/new", (("category", "street_lamp"), ("description", "路灯不亮")))
+    # An address beyond every grid's area: placed by where the resident lives, not by service_requests.locate.
     report = Ask("POST", "/requests/new", (("category", "street_lamp"), ("description", "路灯不亮"),
-                                            ("address", "幸福路3号")))
-    found = differences(street, offline, users["jumin1"], [report])
+                                            ("address", "幸福路99号")))
+    found = differences(street, offline, user, [nowhere])
+    found += differences(street, offline, user, [report], wrote=True)
     assert not found, "\n\n".join(found)
+    online = [d for d in server_documents(street, "service_request") if d["_id"] not in before]
+    there = [d for d in offline.call("documents", user=user.username, type="service_request")
+             if d["_id"] not in before]
+    assert len(online) == len(there) == 1, (online, there)
+    assert written(there[0]) == written(online[0])
+    assert (online[0]["grid"], online[0]["resident"], online[0]["household"]) == (G1, resident(2), household(2))
+    # Synced, the sync gateway takes it (write rules, declaration); taken in, the grid's worker receives it, as online.
+    offline.call("phone", user=user.username, cookie=user.cookie)
+    assert written(street.couch.main.get(there[0]["_id"])) == written(online[0])
+    with contextlib.suppress(Conflict):  # the server's minute clock may take it in first
+        sr.intake(street.couch, demo.STREET_ID)
+    assert street.couch.main.get(there[0]["_id"])["owner"] == online[0]["owner"] == "user:wangge01"
 
 
 def test_form_error_wording_is_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:
@@ -588,3 +663,12 @@ def test_the_english_pages_compared_are_english(street: Street, offline: Offline
     online = users["wangge01/en"].online(street.url, ask)["html"]
     there = offline.call("render", user="wangge01/en", method="GET", path=ask.path, form=[], htmx=False)["html"]
     assert '<html lang="en"' in online and '<html lang="en"' in there
+
+
+def test_the_residents_own_record_compared_lists_who_opened_it(street: Street, users: dict[str, User]) -> None:
+    """What the parity of a resident's "/" rests on: online it names who opened the record and why (a listed
+    purpose and a typed one) and their need; offline gives the same page (test_pages_are_the_same)."""
+    page = users["jumin1"].online(street.url, Ask("GET", "/"))["html"]
+    worker, secretary = (street.couch.accounts.get(accounts.user_id(u))["display_name"] for u in ("wangge01", "shuji1"))
+    assert page.count('<li class="row">') == 3 and worker in page and secretary in page
+    assert "核实住址" in page and "想参加书法班" in page

@@ -332,7 +332,7 @@ def test_a_volunteer_sees_exactly_their_households_online_and_offline(site: Demo
     online_household = page.goto(site.url + f"households/{household}")
     assert online_household.status == 200
     assert page.locator("ul.rows:not(.visits) > li.card").count() == 0  # no residents: grid staff's
-    for path, status in ((f"households/{household}/edit", 403), ("grids/grid:c1-g02", 403)):
+    for path, status in ((f"households/{household}/edit", 403), ("grids/grid:c1-g02", 404)):
         assert page.goto(site.url + path).status == status, path
 
     page.goto(site.url + f"grids/{grid}")
@@ -341,7 +341,7 @@ def test_a_volunteer_sees_exactly_their_households_online_and_offline(site: Demo
     offline_household = page.goto(site.url + f"households/{household}")
     assert offline_household.headers.get("x-linli-offline") == "1" and offline_household.status == 200
     assert page.locator("ul.rows:not(.visits) > li.card").count() == 0
-    for path, status in ((f"households/{household}/edit", 403), ("grids/grid:c1-g02", 403)):
+    for path, status in ((f"households/{household}/edit", 403), ("grids/grid:c1-g02", 404)):
         answer = page.goto(site.url + path)
         assert answer.headers.get("x-linli-offline") == "1" and answer.status == status, path
     phone.close()

@@ -68,7 +68,7 @@ def test_the_whole_loop(web: TestClient, demo_loaded: Couch) -> None:
     assert act(web, path, action="arrive").status_code == 303
     assert act(web, path, action="resolve", note="已更换灯泡").status_code == 303
     as_user(web, "zhiyuan01a")
-    assert web.get(path).status_code == 403  # a volunteer has no business here
+    assert web.get(path).status_code == 404  # a volunteer has no business here: not found, as a missing one
     as_user(web, "jumin1")
     rated = act(web, path, action="rate", rating="5", satisfaction="very_satisfied")
     assert rated.status_code == 303

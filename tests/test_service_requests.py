@@ -59,6 +59,12 @@ def test_dispatch_by_map_position_or_address_and_first_contact_ownership(demo_lo
     at_window = sr.create(demo_loaded, WORKER.user_id, street_lamp(grid="grid:c1-g02", on_behalf=True, consent=True,
                                                                    resident="resident:c1-g02-0001-1"), now)
     assert at_window["owner"] == WORKER.user_id and at_window["grid"] == "grid:c1-g02"
+    # A resident's report goes to the grid they live in, wherever the matter is (its place still said).
+    from_home = sr.create(demo_loaded, "user:resident-x", street_lamp(home_grid="grid:c2-g02"), now)
+    assert (from_home["grid"], from_home["owner"]) == ("grid:c2-g02", "user:wangge04")
+    with pytest.raises(sr.RequestError) as nowhere:
+        sr.create(demo_loaded, "user:resident-x", street_lamp(home_grid="grid:c2-g02", location=None), now)
+    assert nowhere.value.field == "lat"
 
 
 @pytest.mark.parametrize(("changes", "field"), [
@@ -139,3 +145,17 @@ def test_a_request_made_offline_is_dispatched_and_clocked_from_when_it_was_repor
     assert doc["due_respond"] == local("2026-09-28T10:00").astimezone(dt.UTC).isoformat()  # from when it happened
     assert [h["action"] for h in doc["history"]] == ["created"]
     assert sr.intake(demo_loaded, STREET_ID) == 0  # once
+
+
+def test_a_residents_offline_report_is_received_by_their_grids_worker(demo_loaded: Couch) -> None:
+    """First contact alike online and offline (service_requests.first_owner): not the resident who reported."""
+    resident = Principal("user:resident-x", frozenset({"resident"}), STREET_ID, resident="resident:c1-g01-0002-1")
+    phone_doc = {"_id": "service_request:offline2", "type": "service_request", "street": STREET_ID,
+                 "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp", "description": "路灯",
+                 "status": "received", "address": "幸福路3号", "resident": resident.resident,
+                 "household": "household:c1-g01-0002", "created_by": resident.user_id,
+                 "created_at": local("2026-09-24T10:00").isoformat()}
+    assert refusal_to_store(demo_loaded, resident, None, phone_doc, local("2026-09-24T11:00")) is None
+    demo_loaded.main.save(phone_doc)
+    assert sr.intake(demo_loaded, STREET_ID) == 1
+    assert demo_loaded.main.get("service_request:offline2")["owner"] == WORKER.user_id

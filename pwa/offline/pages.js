@@ -87,10 +87,12 @@ function ageOn(birthDate, today) {
 }
 
 // Which grids this user may open is the server's policy (server/domain/access.py), sent as data in the session
-// (a session stored before it had the list opens none until the next sync brings a new one).
+// (a session stored before it had the list opens none until the next sync brings a new one). A grid not among
+// them is not found, as one that does not exist: online and offline, what a user may not see and what is not
+// there look the same (server/web/lookup.py), and the phone could not tell them apart anyway.
 async function gridOf(db, session, gridId) {
-  if (!(session.browsable_grids || []).includes(gridId)) { // checked first: another grid is refused, as online
-    throw new OfflineError(403, "forbidden");
+  if (!(session.browsable_grids || []).includes(gridId)) {
+    throw new OfflineError(404, "not_found");
   }
   return load(db, gridId, "grid");
 }
@@ -338,6 +340,9 @@ async function actOnAlert({ db, session, schema, params, form, htmx }) {
   let error = null;
   try {
     const changed = alertAfter(doc, String(form.get("action") || ""), session.user._id, nowISO(), session.alert_actions);
+    if (!(session.alert_act_grids || []).includes(doc.grid)) { // seen, not theirs to act on (a resident's own alert)
+      throw new OfflineError(403, "forbidden");
+    }
     if (String(form.get("_rev") || doc._rev) !== doc._rev) {
       throw new AlertRefused("alert_conflict");
     }
@@ -508,8 +513,18 @@ async function storeRequest(db, session, form, values, categories, staff) {
   if (!description && !Object.keys(photos).length) {
     throw refuse("description", "err_description_or_photo");
   }
+  const lat = parseFloat(values.lat);
+  const lon = parseFloat(values.lon);
+  const location = Number.isFinite(lat + lon) ? { lat, lon } : null;
+  if (!staff && !(values.address || "").trim() && !location) {
+    throw refuse("lat", "err_location_required");
+  }
+  // Placed as the server places it (service_requests.create): staff's own first grid; a resident's own grid, from
+  // their record in the replica (NewRequest.home_grid), whose worker receives it first.
   const gridId = staff ? [...(session.user.grids || [])].sort()[0] : null;
-  if (!gridId) {
+  const home = !staff && session.user.resident ? await db.get(session.user.resident).catch(() => null) : null;
+  const place = gridId ? await load(db, gridId, "grid") : home?.type === "resident" ? home : null;
+  if (!place) {
     throw refuse("grid", "err_offline_own_grid");
   }
   const onBehalf = staff && "on_behalf" in values;
@@ -520,17 +535,14 @@ async function storeRequest(db, session, form, values, categories, staff) {
   if (Object.keys(unanswered).length) {
     throw new FormError(unanswered);
   }
-  const grid = await load(db, gridId, "grid");
   const at = nowISO();
-  const lat = parseFloat(values.lat);
-  const lon = parseFloat(values.lon);
   const doc = {
-    _id: `service_request:${uuidHex()}`, type: "service_request", street: grid.street, community: grid.community,
-    grid: grid._id, category: category.code, description, status: "received", source: "offline",
+    _id: `service_request:${uuidHex()}`, type: "service_request", street: place.street, community: place.community,
+    grid: home ? home.grid : place._id, category: category.code, description, status: "received", source: "offline",
     on_behalf: onBehalf, consent: "consent" in values, created_by: session.user._id, created_at: at, updated_at: at,
   };
   const optional = { address: (values.address || "").trim(), reporter_name: (values.reporter_name || "").trim(),
-                     attributes: answers(form), location: Number.isFinite(lat + lon) ? { lat, lon } : null };
+                     attributes: answers(form), location, resident: session.user.resident, household: home?.household };
   for (const [name, value] of Object.entries(optional)) {
     if (value && (typeof value !== "object" || Object.keys(value).length)) {
       doc[name] = value;
@@ -550,14 +562,18 @@ async function requestQuestions({ db, query }) {
                       errors: {} } };
 }
 
-// server/web/request_pages.py detail, read-only offline (acting on a request needs the server's rules).
-async function requestPage({ db, params }) {
+// server/web/request_pages.py detail. Read-only offline: acting on a request moves its status, owner, history and
+// clocks by rules (service_requests.transition, may_act) that the sync gateway does not apply to a phone's writes
+// (it checks placement and schema), so an action written here could not be held to them; it needs the network.
+// Who acted is named as far as the session knows them (colleagues; the departments are in the replica).
+async function requestPage({ db, session, params }) {
   const doc = await load(db, `service_request:${params.id}`, "service_request");
   const categories = await catalogue(db, false);
+  const departments = Object.fromEntries((await docsOfType(db, "department")).map((d) => [d._id, d.name]));
   return { template: "request.html", context: {
-    doc, category: categories[doc.category] || null, names: {}, departments: {}, errors: {}, note: "", satisfaction: [],
-    may_act: false, reporter: false, secretary: false, called: false, transitions: [],
-    photos: Object.keys(doc._attachments || {}).sort() } };
+    doc, category: categories[doc.category] || null, names: session.names, departments, errors: {}, note: "",
+    satisfaction: session.satisfaction, may_act: false, reporter: false, secretary: false, called: false,
+    transitions: [], photos: Object.keys(doc._attachments || {}).sort() } };
 }
 
 async function requestPhoto({ db, params }) {
@@ -565,15 +581,33 @@ async function requestPhoto({ db, params }) {
 }
 
 // server/web/app.py home: where "/" leads is the server's decision (server/web/home.py, in the session): a page,
-// the role page, or a resident's own record, which needs the server.
-async function home({ session }) {
+// the role page, or a resident's own record.
+async function home(args) {
+  const { session } = args;
   if (session.home) {
     return { redirect: session.home };
   }
   if (!session.home_roles) {
-    throw new OfflineError(503, "offline_unavailable");
+    return myRecord(args);
   }
   return { template: "home.html", context: { role_keys: session.home_roles } };
+}
+
+const OPENINGS_SHOWN = 100; // server/store/queries.py openings_about
+const newestFirst = (at) => (a, b) => (a[at] < b[at] ? 1 : a[at] > b[at] ? -1 : a._id < b._id ? 1 : -1);
+
+// server/web/app.py my_record: what is held, who opened it and why (the filing log's entries about this resident,
+// which reach their replica: access.py _audit), their needs. The session names who opened it.
+async function myRecord({ db, session, schema }) {
+  const resident = await load(db, session.user.resident, "resident");
+  const openings = (await docsOfType(db, "audit_entry")).filter((e) => e.target === resident._id)
+    .sort(newestFirst("at")).slice(0, OPENINGS_SHOWN);
+  const needs = (await docsOfType(db, "need")).filter((n) => n.resident === resident._id)
+    .sort(newestFirst("created_at"));
+  return { template: "my_record.html", context: {
+    resident, openings, names: session.names, categories: Object.keys(residentFields(schema).categories),
+    purposes_known: session.own_record_purposes, needs, need_categories: session.need_categories,
+    need_values: { category: session.need_categories[0], description: "" }, need_errors: {} } };
 }
 
 // One request answered from the replica, as the service worker answers it (sw.js) and as the page-parity test

@@ -468,8 +468,14 @@ def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now:
 def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:
     """What the offline app needs of these rules, as data (/pwa/session.json) rather than a copy of them: the ids
     of the grids whose pages p may open (`may_see` on the grid) and, of those, the grids whose households p may
-    edit (`WRITE_RULES`; a grid's households share its street, community and grid, all the rule reads)."""
+    edit and whose alerts p may act on (`WRITE_RULES`; a grid's households and alerts share its street, community
+    and grid, all the rules read)."""
     browsable = [g for g in grids if may_see(p, g)]
-    editable = [g for g in browsable if WRITE_RULES["household"](p, {"street": g["street"], "community": g["community"],
-                                                                    "grid": g["_id"]})]
-    return {"browse": sorted(g["_id"] for g in browsable), "edit_households": sorted(g["_id"] for g in editable)}
+
+    def writable(type_name: str) -> list[str]:
+        rule = WRITE_RULES[type_name]
+        return sorted(g["_id"] for g in browsable
+                      if rule(p, {"street": g["street"], "community": g["community"], "grid": g["_id"]}))
+
+    return {"browse": sorted(g["_id"] for g in browsable), "edit_households": writable("household"),
+            "act_on_alerts": writable("alert")}

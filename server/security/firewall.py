@@ -46,6 +46,7 @@ from server.domain.entitlement import (
 from server.domain.errors import FieldError, UserError
 from server.security import filing
 from server.security.keystore import KeyStore, ShreddedError, data_key_id
+from server.store import queries
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
 
@@ -193,10 +194,7 @@ class Firewall:
         """Who opened this resident's protected data, newest first: for the resident themselves (privacy view)."""
         if p.resident != resident["_id"]:
             raise AccessDenied("fw_not_yours")
-        rows = self.couch.main.query("linli/audit_by_target", startkey=[resident["_id"], {}],
-                                     endkey=[resident["_id"]], descending="true", include_docs="true",
-                                     limit=limit, as_list=True)
-        return [row["doc"] for row in rows]
+        return queries.openings_about(self.couch, resident["_id"], limit)
 
     # ------------------------------------------------------------ approvals
 

@@ -198,6 +198,14 @@ def locate(couch: Couch, street: str, location: dict[str, float] | None, address
 _AREA = re.compile(r"(?P<road>[^\d]+?)(?P<first>\d+)号至(?P<last>\d+)号")
 
 
+def first_owner(couch: Couch, reporter: str, grid_id: str, *, on_behalf: bool, source: str) -> str:
+    """First contact (§5.2): staff who took a matter in for someone own it; otherwise the grid's worker receives
+    it. The same whether it was reported online (`create`) or arrives from a phone (`intake`)."""
+    if reporter.startswith("user:") and source != "open311" and on_behalf:
+        return reporter
+    return _grid_worker(couch, grid_id) or reporter
+
+
 def department_names(couch: Couch) -> dict[str, str]:
     return {d["_id"]: d["name"] for d in docs_of_type(couch.main, "department")}
 
@@ -246,6 +254,9 @@ class NewRequest:
     address: str = ""
     attributes: dict[str, Any] | None = None
     grid: str | None = None  # known when staff enter it for their own grid
+    # A resident's own grid: their report goes where they live, whose worker receives it first and knows them
+    # (§5.2), wherever the matter is (its address or map position, still required, says where).
+    home_grid: str | None = None
     resident: str | None = None
     household: str | None = None
     on_behalf: bool = False
@@ -277,10 +288,9 @@ def create(couch: Couch, reporter: str, new: NewRequest, now: dt.datetime) -> Do
     photos = {f"photo-{i}.{kind.split('/')[1]}": {"content_type": kind, "data": base64.b64encode(data).decode()}
               for i, (data, kind) in enumerate(((p.data, check_photo(p.data, declared=p.declared))
                                                 for p in new.photos), start=1)}
-    grid = couch.main.get(new.grid) if new.grid else locate(couch, new.street, new.location, new.address)
-    # First contact (§5.2): staff who took it in own it; otherwise the grid's worker receives it.
-    owner = reporter if reporter.startswith("user:") and new.source != "open311" and new.on_behalf else (
-        _grid_worker(couch, grid["_id"]) or reporter)
+    placed = new.grid or new.home_grid
+    grid = couch.main.get(placed) if placed else locate(couch, new.street, new.location, new.address)
+    owner = first_owner(couch, reporter, grid["_id"], on_behalf=new.on_behalf, source=new.source)
     cal = calendar(couch, new.street)
     doc: Doc = {
         "_id": request_id(), "type": "service_request", "street": grid["street"], "community": grid["community"],
@@ -460,7 +470,8 @@ def _take_in(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalend
         doc["history"] = doc.get("history", []) + [{"at": reported.isoformat(), "by": "system",
                                                     "action": "comment", "note": note}]
         category = {"department": None, "respond_days": 1, "close_days": 3}
-    doc.setdefault("owner", doc["created_by"])  # staff who took it in, offline, own it (§5.2)
+    doc.setdefault("owner", first_owner(couch, doc["created_by"], doc["grid"], on_behalf=doc.get("on_behalf", False),
+                                        source=doc.get("source", "offline")))
     if category["department"]:
         doc.setdefault("department", category["department"])
     doc.setdefault("source", "offline")

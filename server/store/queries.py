@@ -84,12 +84,21 @@ def user_names(couch: Couch, user_ids: set[str]) -> dict[str, str]:
     return {i: u["display_name"] for i, u in get_many(couch.accounts, user_ids).items()}
 
 
+def openings_about(couch: Couch, resident_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The filing log's entries about one resident, newest first (their own record lists them)."""
+    rows = couch.main.query("linli/audit_by_target", startkey=[resident_id, {}], endkey=[resident_id],
+                            descending="true", include_docs="true", limit=limit, as_list=True)
+    return [row["doc"] for row in rows]
+
+
 def colleague_names(couch: Couch, user: dict[str, Any]) -> dict[str, str]:
     """The names a user's pages show of other people's work (who acknowledged an alert, who visited), for the
-    offline app: the staff of the user's communities, and the user. A resident gets only their own name."""
+    offline app: the staff of the user's communities, and the user. A resident gets their own name and the names
+    of those who opened their record (their own record lists them, offline too)."""
     names = {user["_id"]: user["display_name"]}
     if roles(user) <= {Role.RESIDENT}:
-        return names
+        actors = {e["actor"] for e in openings_about(couch, user["resident"])} if user.get("resident") else set()
+        return {**user_names(couch, actors), **names}
     for community in user.get("communities", []):
         for row in couch.accounts.query("linli/users_by_community", key=community, include_docs="true",
                                         as_list=True):

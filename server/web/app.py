@@ -55,7 +55,7 @@ from server.web.conflict_pages import routes as conflict_routes
 from server.web.console_pages import routes as console_routes
 from server.web.field_pages import recent_visits
 from server.web.field_pages import routes as field_routes
-from server.web.home import home_path, role_keys
+from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
 from server.web.resident_needs import page_context as needs_context
@@ -199,11 +199,11 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         resident = await run_in_threadpool(queries.load_doc, couch, user["resident"], "resident")
         if resident is None:
             raise HTTPException(404)
-        openings = await run_in_threadpool(firewall.openings_of, Principal.of(user), resident)
+        openings = await run_in_threadpool(firewall.openings_of, Principal.of(user), resident)  # as pages.js myRecord
         names = await run_in_threadpool(queries.user_names, couch, {e["actor"] for e in openings})
         return render(request, "my_record.html", resident=resident, openings=openings, names=names,
                       categories=list(CATEGORY_FIELDS),
-                      purposes_known=(*REVEAL_PURPOSES, "own_record", "search_by_number"),
+                      purposes_known=OWN_RECORD_PURPOSES,
                       **await run_in_threadpool(needs_context, couch, resident))
 
     async def grid_page(request: Request) -> Response:

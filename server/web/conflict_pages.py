@@ -264,10 +264,9 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
 
     async def visible_branches(request: Request, p: Principal) -> list[Doc]:
         branches = await run_in_threadpool(branches_of, couch, request.path_params["doc_id"])
-        if branches is None or branches[0].get("type") not in DOC_TYPES:
+        # One not to be seen is answered as one that is not there (server/web/lookup.py).
+        if branches is None or branches[0].get("type") not in DOC_TYPES or not all(may_see(p, b) for b in branches):
             raise HTTPException(404)
-        if not all(may_see(p, b) for b in branches):
-            raise HTTPException(403)
         return branches
 
     async def show(request: Request, p: Principal, branches: list[Doc], chosen: dict[str, str] | None = None,

@@ -8,7 +8,11 @@ from typing import Any
 from urllib.parse import quote
 
 from server.domain.declaration import Role
+from server.domain.entitlement import REVEAL_PURPOSES
 from server.store import queries
+
+# The purposes a resident's own record names in words (others, typed by staff, are shown as typed).
+OWN_RECORD_PURPOSES = (*REVEAL_PURPOSES, "own_record", "search_by_number")
 
 
 def home_path(user: dict[str, Any]) -> str | None:
@@ -23,7 +27,8 @@ def home_path(user: dict[str, Any]) -> str | None:
 
 def role_keys(user: dict[str, Any]) -> list[str] | None:
     """What "/" lists when it is the role page (the i18n keys of the user's roles); None when "/" is a resident's
-    own record (which needs the server: who opened it comes from the filing log)."""
+    own record (online from CouchDB, offline from their replica: access.may_see gives a resident the filing log's
+    entries about them)."""
     r = queries.roles(user)
     if Role.RESIDENT in r and user.get("resident"):
         return None

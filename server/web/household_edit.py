@@ -24,6 +24,7 @@ from server.domain.declaration import DOC_TYPES, ValidationError, validate
 from server.domain.errors import by_field
 from server.store import queries
 from server.store.couch import Couch
+from server.web.lookup import visible_household
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -69,9 +70,8 @@ def field_errors(doc: Doc) -> dict[str, dict[str, Any]]:
 def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callable[[], dt.datetime]) -> list[Route]:
     async def edit_page(request: Request) -> Response:
         p = Principal.of(await current_user(request))
-        household = await run_in_threadpool(queries.load_doc, couch, request.path_params["household_id"], "household")
-        if household is None:
-            raise HTTPException(404)
+        household, _ = await run_in_threadpool(visible_household, couch, p, request.path_params["household_id"])
+        # Seen, not theirs to edit (a volunteer's other households): 403.
         if await run_in_threadpool(queries.refusal_to_store, couch, p, household, household, now()):
             raise HTTPException(403)
         values, errors, message, status = form_values(household), {}, None, 200

@@ -4,9 +4,9 @@ whole site), the web app manifest, the browser code under /pwa/, the very templa
 
 - /pwa/shell.json: what the service worker keeps for offline use, with a version that changes whenever any
   of it changes (so a phone refreshes its copy at the next sync);
-- /pwa/session.json: the signed-in user as the pages see them (name, roles, grids), the grids they may open
-  and edit households of (`access.offline_grids`: the policy's answers, not a copy of it), the CSRF token,
-  the language and its messages, the time zone — what an offline page needs besides documents.
+- /pwa/session.json: the signed-in user as the pages see them (name, roles, grids), the grids they may open,
+  edit households of and act on alerts in (`access.offline_grids`: the policy's answers, not a copy of it),
+  the CSRF token, the language and its messages, the time zone — what an offline page needs besides documents.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
-from server.web.home import home_path, role_keys
+from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
+from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
 
 PWA_DIR = PROJECT_ROOT / "pwa"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -95,6 +96,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         return JSONResponse({
             "user": {k: user[k] for k in _USER_FIELDS if k in user},
             "browsable_grids": grids["browse"], "household_edit_grids": grids["edit_households"],
+            "alert_act_grids": grids["act_on_alerts"],
             "csrf_token": context["csrf_token"], "lang": lang, "display": context["display"],
             "display_options": list(DISPLAY_OPTIONS),
             "messages": MESSAGES[lang], "time_zone": LOCAL_TZ.key,
@@ -103,6 +105,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "alert_actions": ALERT_ACTIONS, "urgent_alert_kinds": list(URGENT_ALERT_KINDS),
             "photo_rule": photo_rule(),
             "request_form_fields": list(REQUEST_FORM_FIELDS), "satisfaction": list(SATISFACTION),
+            "need_categories": list(NEED_CATEGORIES), "own_record_purposes": list(OWN_RECORD_PURPOSES),
             # Decisions the server makes for this user (server/web/home.py, field_pages, grants), and the names of
             # colleagues the pages show (accounts are not replicated).
             "home": home_path(user), "home_roles": role_keys(user), "may_see_alerts": may_see_alerts(p),

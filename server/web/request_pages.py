@@ -27,6 +27,7 @@ from server.store import queries
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
 from server.web.forms import redirect_after_post
+from server.web.lookup import visible_doc
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -60,12 +61,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         return Principal.of(await current_user(request))
 
     async def load(request: Request, p: Principal) -> Doc:
-        doc = await run_in_threadpool(get_or_none, couch.main, "service_request:" + request.path_params["id"])
-        if doc is None or doc.get("type") != "service_request":
-            raise HTTPException(404)
-        if not may_see(p, doc):
-            raise HTTPException(403)
-        return doc
+        return await run_in_threadpool(visible_doc, couch, p, "service_request:" + request.path_params["id"],
+                                       "service_request")
 
     async def list_page(request: Request) -> Response:
         p = await principal_of(request)
@@ -90,10 +87,13 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                             if isinstance(f, UploadFile) and f.filename])
             values["photo_chosen"] = bool(photos)
             staff = p.has(Role.GRID_WORKER) and bool(p.grids)
+            home = None if staff else await run_in_threadpool(_home_of, couch, p)
             new = sr.NewRequest(
                 street=p.street, category=values.get("category", ""), description=values.get("description", ""),
                 address=values.get("address", ""), grid=sorted(p.grids)[0] if staff else None,
-                resident=p.resident, attributes=_answers(form), on_behalf=staff and "on_behalf" in values,
+                home_grid=home["grid"] if home else None, resident=p.resident,
+                household=home["household"] if home else None, attributes=_answers(form),
+                on_behalf=staff and "on_behalf" in values,
                 consent="consent" in values, reporter_name=values.get("reporter_name", ""), photos=photos,
                 location=_location(values))
             try:
@@ -234,6 +234,12 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         Route("/dashboard.csv", dashboard_page),
         Route("/catalogue", catalogue_page, methods=["GET", "POST"]),
     ]
+
+
+def _home_of(couch: Couch, p: Principal) -> Doc | None:
+    """A resident's own record, which places their report (NewRequest.home_grid). Their phone's replica holds
+    the same record, so a report made offline is placed alike (pwa/offline/pages.js storeRequest)."""
+    return queries.load_doc(couch, p.resident, "resident") if p.resident else None
 
 
 def _answers(form: Any) -> dict[str, Any]:
