@@ -306,15 +306,19 @@ def cmd_device_token_issue(args: argparse.Namespace) -> int:
 
     from sync.auth import new_device_token
 
-    with open_couch(load_settings()) as (_, couch):
+    with open_couch(load_settings()) as (settings, couch):
         user = get_or_none(couch.accounts, accounts.user_id(args.username))
         if user is None or not user.get("active"):
             print(f"linli: no active user {args.username!r}", file=sys.stderr)
             return 2
         token, doc = new_device_token(user["_id"], args.label, dt.datetime.now(dt.UTC))
         couch.accounts.save(doc)
+        installation_key = Firewall.open(settings, couch).keystore.installation_public()
     print(f"Device token for {args.username} (shown once; send it as 'Authorization: Bearer <token>'):")
     print(token)
+    print("Installation key (public; a BLE gateway pins it as LINLI_GATEWAY_INSTALLATION_KEY and seals readings only "
+          "to write keys it vouches for):")
+    print(installation_key)
     return 0
 
 

@@ -241,6 +241,16 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
 OUTSIDE_SCOPE = "this document is outside what you may see"
 
 
+def server_only_changes(old: Doc | None, new: Doc) -> list[str]:
+    """The server-only fields (declaration `server_only`: e.g. the key a device's readings are sealed to) that
+    `new` sets or changes over `old`: no client write may, whoever the writer."""
+    doc_type = DOC_TYPES.get(new.get("type", ""))
+    if doc_type is None:
+        return []
+    before = old or {}
+    return [name for name, spec in doc_type.fields.items() if spec.server_only and new.get(name) != before.get(name)]
+
+
 def write_refusal(p: Principal, old: Doc | None, new: Doc) -> str | None:
     """Why this user may not store `new` over `old` (the current version, None if new); None if they may.
 
@@ -249,6 +259,9 @@ def write_refusal(p: Principal, old: Doc | None, new: Doc) -> str | None:
     type_name = new.get("type", "")
     if WRITE_RULES.get(type_name) is None:
         return f"{type_name or 'untyped'} documents are written by the server only"
+    changed = server_only_changes(old, new)
+    if changed:
+        return f"{', '.join(changed)} of a {type_name} are set by the server only"
     if old is not None:
         if not may_see(p, old):
             return OUTSIDE_SCOPE

@@ -20,7 +20,6 @@ from typing import Any
 import pycouchdb.exceptions
 
 from crypto.blind_index import blind_index, normalise
-from crypto.envelope import b64url
 from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, seal_document
 from crypto.keyring import ResidentKeys
 from server.domain.access import Principal, deletion
@@ -278,12 +277,12 @@ class Firewall:
         return saved
 
     def refresh_device_copies(self, resident: str) -> int:
-        """Bring the copies on the resident's device documents (write key, utility-alert choice, see
-        server/services/devices.py) up to date, so their BLE gateway seals with the current key and routes alerts
-        as the resident now chooses. Returns how many devices changed."""
+        """Bring the copies on the resident's device documents (write key with the installation's statement,
+        utility-alert choice, see server/services/devices.py) up to date, so their BLE gateway seals with the
+        current key and routes alerts as the resident now chooses. Whatever gives a resident a new write key calls
+        this after storing it. Returns how many devices changed."""
         household = self.couch.main.get(resident)["household"]
-        public, version = self.keystore.write_public_key(resident)
-        wanted = {"write_public": b64url(public), "write_key_version": version,
+        wanted = {**self.keystore.write_key_copy(resident),
                   "utility_alerts": self.privacy_of(resident)["utility_alerts"]}
         stale = [{**d, **wanted} for d in iter_view_docs(self.couch.main, "linli/by_place", [household, "device"])
                  if d.get("resident") == resident and "write_public" in d
