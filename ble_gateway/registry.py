@@ -32,6 +32,10 @@ class DeviceConfigError(ValueError):
     """A device document the gateway cannot use; the message says which and why."""
 
 
+class UnvouchedDeviceKey(DeviceConfigError):
+    """A device document whose write key the pinned installation key does not vouch for."""
+
+
 @dataclass(frozen=True)
 class RegisteredDevice:
     doc_id: str
@@ -84,7 +88,7 @@ def device_from_doc(doc: dict[str, Any], gateway: str, bind_keys: dict[str, byte
         key_statements.check(installation_key, doc["resident"], doc["write_key_version"], doc["write_public"],
                              doc.get("write_signature"))
     except key_statements.UnvouchedKey as error:
-        raise DeviceConfigError(f"{doc_id}: refusing to seal readings to it: {error} (run linli device register "
+        raise UnvouchedDeviceKey(f"{doc_id}: refusing to seal readings to it: {error} (run linli device register "
                                 "again; if it persists, someone changed the document)") from None
     bind_key = bind_keys.get(doc["mac"]) if doc.get("encrypted") else None
     if doc.get("encrypted") and bind_key is None:
@@ -119,7 +123,11 @@ class Registry:
         return self._by_id.get(doc_id)
 
     def apply(self, doc: dict[str, Any]) -> None:
-        """Take in one device document (new, changed or deleted)."""
+        """Take in one device document (new, changed or deleted).
+
+        A change to a write key the installation does not vouch for is not taken in, and the device keeps its
+        last vouched registration: its SOS presses still reach the resident's own key, not the changer's.
+        """
         doc_id = doc["_id"]
         old = self._by_id.pop(doc_id, None)
         if old is not None:
@@ -132,6 +140,8 @@ class Registry:
         except DeviceConfigError as error:
             self.problems[doc_id] = str(error)
             log.error("device document not used: %s", error)
+            if old is not None and isinstance(error, UnvouchedDeviceKey):
+                self._by_id[doc_id] = self._by_mac[old.mac] = old
             return
         self._by_id[doc_id] = device
         self._by_mac[device.mac] = device
