@@ -467,6 +467,8 @@ DOC_TYPES: dict[str, DocType] = {
             "purpose": _text(Category.RECORD, max_length=500),
             "at": Field("datetime", required=True),
             "device": _text(Category.RECORD, max_length=100),
+            # Exposure entries (keys_issued, keys_withdrawn): the keys one phone got or lost, "<resident>/<tier>".
+            "keys": Field("list", Category.RECORD),
             "seq": Field("int", Category.RECORD, required=True),
             "prev_hash": _text(Category.RECORD, max_length=128),
             "hash": _text(Category.RECORD, required=True, max_length=128),
@@ -514,6 +516,8 @@ DOC_TYPES: dict[str, DocType] = {
             "label": _text(Category.SYSTEM, max_length=100),
             "created_at": Field("datetime", required=True),
             "revoked": Field("bool", required=True),
+            "revoked_at": Field("datetime"),
+            "revoked_by": _ref("user"),  # the phone's user signing out, or a secretary (/phones)
         }, database=ACCOUNTS_DB, label_zh="手机密钥", label_en="Phone key"),
         DocType("key_grant", Scope.GRID, {
             # One resident's data key for one tier, wrapped for one phone (crypto.keys.wrap_for_phone):

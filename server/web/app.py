@@ -349,7 +349,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         except (ValueError, AttributeError) as bad:  # JSONDecodeError is a ValueError
             reason = str(bad) if isinstance(bad, grants.PhoneKeyError) else "send JSON {public_key, label}"
             return JSONResponse({"error": "bad_request", "reason": reason}, status_code=400)
-        issued, _ = await run_in_threadpool(grants.sync_user, firewall, user, _now())
+        issued, _ = await run_in_threadpool(lambda: grants.sync_user(firewall, user, _now(),
+                                                                     reason=grants.PHONE_ENROLLED))
         return JSONResponse({"phone_key": key["_id"], "grants": issued}, status_code=201)
 
     async def remove_phone_key(request: Request) -> Response:
