@@ -10,24 +10,36 @@ to seal to it: only the installation key it pinned vouches for a resident's writ
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 import httpx2
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from starlette.testclient import TestClient
 
 from ble_gateway.credentials import SecretError, installation_key
 from crypto import key_statements
 from crypto.envelope import EnvelopeError, FieldContext, WriteKey, b64url
 from crypto.fields import open_fields
+from server.domain.access import Principal
+from server.security import audit_report, filing, grants
 from server.security.firewall import Firewall
 from server.security.keystore import KeyStore, data_key_id
+from server.store.config import LOCAL_TZ
+from server.store.couch import Couch
 from tests.sync_harness import Street, login, street_fixture  # noqa: F401 - the fixture
 from tests.test_ble_sync import BAND, BIND_KEY, OTHER_GRID_RESIDENT, RESIDENT, gateway_on, prepare
 
 from .ble_virtual import VirtualRadio
+from .street import C1, csrf_of, logout, post_form
+from .street import login as web_login
+from .test_grants import open_on_phone, phone
 
 BAND_DEVICE = "device:" + BAND.replace(":", "").lower()
+NOW = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+G1_RESIDENTS = {f"resident:c1-g01-{n:04d}-1" for n in (1, 2, 3)}  # tests/street.py
+C1_RESIDENT = "resident:c1-g01-0001-1"
 RAW_POINT = (Encoding.X962, PublicFormat.UncompressedPoint)
 
 
@@ -147,3 +159,83 @@ def test_every_new_write_key_is_vouched_for_and_rotate_master_keeps_the_installa
     new_master = bytes(range(32))
     KeyStore(street.couch, (new_master, *firewall.keystore.master_keys)).rotate_master()
     assert KeyStore(street.couch, (new_master,)).installation_public() == firewall.keystore.installation_public()
+
+
+# ---------------------------------------------------------------- finding 2: exposure is filed
+
+def _exposure_entries(couch: Couch, community: str = C1) -> list[dict]:
+    return [e for e in filing.iter_entries(couch, community) if e["action"] in (grants.KEYS_ISSUED,
+                                                                                 grants.KEYS_WITHDRAWN)]
+
+
+def test_a_scripted_phone_enrolment_is_filed_shown_to_the_secretary_and_revocable(
+        client: TestClient, loaded: Couch, firewall: Firewall) -> None:
+    # A script, not the app: its own P-256 key, registered with the worker's session.
+    web_login(client, "worker1")
+    private, public = phone()
+    answer = client.post("/phone-keys", json={"public_key": public, "label": "脚本"},
+                         headers={"X-CSRF-Token": csrf_of(client, "/requests")})
+    assert answer.status_code == 201
+    phone_key = answer.json()["phone_key"]
+    held = grants.grants_of(loaded, "user:worker1")
+    assert {g["resident"] for g in held} == G1_RESIDENTS
+    # What a modified client can do: open every contact detail its grants cover, offline, reporting nothing …
+    resident = loaded.main.get(C1_RESIDENT)
+    grant = next(g for g in held if g["resident"] == C1_RESIDENT)
+    assert open_on_phone(private, grant, resident, "phone", "contact")
+    # … and what the log still proves: which keys that phone got, when, why; one entry, not one per resident.
+    (issued,) = _exposure_entries(loaded)
+    assert (issued["action"], issued["actor"], issued["target"], issued["purpose"]) == (
+        grants.KEYS_ISSUED, "user:worker1", phone_key, grants.PHONE_ENROLLED)
+    assert issued["keys"] == sorted(f"{r}/contact" for r in G1_RESIDENTS)
+    (span,) = audit_report.exposure_of(loaded, C1, C1_RESIDENT)
+    assert (span.actor, span.phone, span.tier, span.end) == ("user:worker1", phone_key, "contact", None)
+    logout(client)
+
+    web_login(client, "secretary1")
+    page = client.get("/phones")
+    assert page.status_code == 200 and "张网格" in page.text and "脚本" in page.text
+    assert f'name="phone_key" value="{phone_key}"' in page.text  # a revoke button for it
+    # A phone of another community's worker is not this secretary's to see or revoke.
+    other_phone = grants.register_phone(loaded, loaded.accounts.get("user:worker3"), phone()[1], "c2", NOW)
+    assert other_phone["_id"] not in page.text
+    assert post_form(client, "/phones", {"phone_key": other_phone["_id"]}).status_code == 404
+    revoked = post_form(client, "/phones", {"phone_key": phone_key})
+    assert revoked.status_code == 200 and "已撤销 张网格" in revoked.text
+    assert post_form(client, "/phones", {"phone_key": phone_key}).status_code == 409  # once
+    stored = loaded.accounts.get(phone_key)
+    assert stored["revoked"] and stored["revoked_by"] == "user:secretary1"
+    assert grants.grants_of(loaded, "user:worker1") == []
+    withdrawn = _exposure_entries(loaded)[-1]
+    assert (withdrawn["action"], withdrawn["purpose"], withdrawn["keys"]) == (
+        grants.KEYS_WITHDRAWN, grants.PHONE_REVOKED, issued["keys"])
+    (span,) = audit_report.exposure_of(loaded, C1, C1_RESIDENT)
+    assert span.end == withdrawn["at"]  # from enrolment until the revocation
+    assert grants.sync_user(firewall, loaded.accounts.get("user:worker1"), NOW) == (0, 0)  # no keys for it again
+    assert filing.verify(loaded, firewall.signer, C1).ok
+    audit_page = client.get("/audit")
+    assert "手机获得 3 把居民密钥" in audit_page.text and "手机的 3 把居民密钥被收回" in audit_page.text
+
+
+def test_many_keys_are_filed_a_batch_at_a_time_and_an_ended_approval_files_its_end(
+        loaded: Couch, firewall: Firewall, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(grants, "KEYS_PER_ENTRY", 2)  # 3 residents: 2 entries (700 would be 4 at 200)
+    user = loaded.accounts.get("user:worker1")
+    grants.register_phone(loaded, user, phone()[1], "", NOW)
+    grants.sync_user(firewall, user, NOW)
+    assert [len(e["keys"]) for e in _exposure_entries(loaded)] == [2, 1]
+    worker = Principal.of(user)
+    secretary = Principal.of(loaded.accounts.get("user:secretary1"))
+    request = firewall.request_access(worker, loaded.main.get(C1_RESIDENT), ["health"], "随访", 2, NOW)
+    firewall.decide(secretary, request["_id"], approve=True, note="", now=NOW)
+    grants.sync_user(firewall, user, NOW)
+    assert grants.expire(firewall, NOW + dt.timedelta(hours=3)) == 1
+    spans = {s.tier: s for s in audit_report.exposure_of(loaded, C1, C1_RESIDENT)}
+    assert spans["core"].start == NOW.isoformat() and spans["core"].end == (NOW + dt.timedelta(hours=3)).isoformat()
+    assert spans["contact"].end is None
+    ended = _exposure_entries(loaded)[-1]
+    assert (ended["action"], ended["purpose"], ended["keys"]) == (grants.KEYS_WITHDRAWN, grants.APPROVAL_ENDED,
+                                                                  [f"{C1_RESIDENT}/core"])
+    # The audit report counts keys apart from openings: none of this is an opening.
+    report = audit_report.for_community(loaded, C1, NOW.date(), NOW.date(), LOCAL_TZ)
+    assert report.entries == 0 and report.keys_issued["user:worker1"] == 4 and not report.findings
