@@ -54,7 +54,10 @@ def statement(resident: str, version: int, write_public_b64: str) -> bytes:
 
 def vouch(key: ec.EllipticCurvePrivateKey, resident: str, version: int, write_public_b64: str) -> str:
     """The installation's signature over (resident, write-key version, public write key)."""
-    r, s = decode_dss_signature(key.sign(statement(resident, version, write_public_b64), ec.ECDSA(hashes.SHA256())))
+    # Deterministic (RFC 6979): the same key vouched for again gives the same statement, so copies do not churn.
+    signed = key.sign(statement(resident, version, write_public_b64),
+                      ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    r, s = decode_dss_signature(signed)
     return b64url(r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big"))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -28,10 +29,12 @@ from server.security.firewall import Firewall
 from server.security.keystore import KeyStore, data_key_id
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch
+from server.store.embedded_couch import EmbeddedCouch
 from tests.sync_harness import Street, login, street_fixture  # noqa: F401 - the fixture
 from tests.test_ble_sync import BAND, BIND_KEY, OTHER_GRID_RESIDENT, RESIDENT, gateway_on, prepare
 
 from .ble_virtual import VirtualRadio
+from .browser import DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
 from .street import C1, csrf_of, logout, post_form
 from .street import login as web_login
 from .test_grants import open_on_phone, phone
@@ -239,3 +242,53 @@ def test_many_keys_are_filed_a_batch_at_a_time_and_an_ended_approval_files_its_e
     # The audit report counts keys apart from openings: none of this is an opening.
     report = audit_report.for_community(loaded, C1, NOW.date(), NOW.date(), LOCAL_TZ)
     assert report.entries == 0 and report.keys_issued["user:worker1"] == 4 and not report.findings
+
+
+# ---------------------------------------------------------------- the phone seals only to vouched keys
+
+@pytest.fixture(scope="module")
+def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
+    with demo_site(couch_server.url, tmp_path_factory.mktemp("keys"), lambda couch, firewall: None) as prepared:
+        yield prepared
+
+
+SEAL_ON_THE_PHONE = """async ([user, resident, context, swap]) => {
+    const { sealForResident, pinInstallationKey } = await import('/pwa/offline/keys.js');
+    for (const src of ['/pwa/vendor/pouchdb.min.js', '/pwa/vendor/pouchdb.indexeddb.min.js']) {
+        if (!document.querySelector(`script[src='${src}']`)) {
+            await new Promise((ok) => { const s = document.createElement('script'); s.src = src; s.onload = ok;
+                                         document.head.append(s); });
+        }
+    }
+    const db = new PouchDB(`linli-${user}`, { adapter: 'indexeddb' });  // the service worker's replica
+    if (swap) {  // a key slipped into the replica: by a script on the phone, or a document forged upstream
+        const record = await db.get(`data_key:${resident.split(':')[1]}`);
+        await db.put({ ...record, ...swap });
+    }
+    let changed = null;
+    try { await pinInstallationKey('BOgus'); } catch (error) { changed = error.message; }
+    try {
+        return { sealed: await sealForResident(db, resident, context, '150/95'), changed };
+    } catch (error) {
+        return { refused: `${error.name}: ${error.message}`, changed };
+    }
+}"""
+
+
+def test_a_phone_pins_the_installation_key_and_seals_only_to_a_vouched_write_key(site: DemoSite) -> None:
+    phone = site.browser.new_context(viewport=PHONE)
+    page = sign_in(phone, site.url, "wangge01")
+    page.wait_for_function("document.querySelector('#sync-state')?.dataset.lastSynced", timeout=60_000)
+    context = {"doc_id": "visit:keys-test", "field": "blood_pressure", "tier": "core"}
+    sealed = page.evaluate(SEAL_ON_THE_PHONE, ["user:wangge01", DEMO_RESIDENT, context, None])
+    assert "sealed" in sealed, sealed
+    assert "not the one this phone pinned" in sealed["changed"]  # another server's key is refused
+    keys = site.firewall.keystore.data_keys(DEMO_RESIDENT)
+    opened = open_fields({"_id": "visit:keys-test", "type": "visit", "blood_pressure": sealed["sealed"]}, keys,
+                         ["blood_pressure"])
+    assert opened == {"blood_pressure": "150/95"}  # the resident's key opens it
+    attacker = b64url(WriteKey.generate(1).public_raw)
+    refused = page.evaluate(SEAL_ON_THE_PHONE, ["user:wangge01", DEMO_RESIDENT, context,
+                                                {"write_public": attacker}])
+    assert refused.get("refused", "").startswith("UnvouchedKey"), refused
+    phone.close()

@@ -416,7 +416,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
         # The offline app: service worker, manifest, browser code, templates (server/web/pwa_routes.py).
-        *pwa_routes.routes(couch, current_user, _template_context),
+        *pwa_routes.routes(couch, current_user, _template_context, firewall.keystore.installation_public),
         *mounts,
     ]
     middleware = [
