@@ -158,6 +158,18 @@ def test_every_new_write_key_is_vouched_for_and_rotate_master_keeps_the_installa
     with pytest.raises(key_statements.UnvouchedKey):  # the old statement does not vouch for the new key
         key_statements.check(pinned, RESIDENT, after["core"]["version"], after["write_public"],
                              before["write_signature"])
+    # An installation from before statements: `linli serve` vouches for its keys once at start.
+    old_style = {k: v for k, v in street.couch.main.get(BAND_DEVICE).items() if k != "write_signature"}
+    street.couch.main.save(old_style)
+    street.couch.main.save({k: v for k, v in street.couch.main.get(data_key_id(OTHER_GRID_RESIDENT)).items()
+                            if k != "write_signature"})
+    marker = street.couch.accounts.get("installation_key:signing")  # set by this street's `linli serve` at start
+    street.couch.accounts.save({k: v for k, v in marker.items() if k != "statements_complete"})
+    assert firewall.vouch_for_existing_keys() == 2
+    key_statements.check(pinned, RESIDENT, old_style["write_key_version"], old_style["write_public"],
+                         street.couch.main.get(BAND_DEVICE)["write_signature"])
+    assert street.couch.main.get(data_key_id(OTHER_GRID_RESIDENT))["write_signature"]
+    assert firewall.vouch_for_existing_keys() == 0  # done once, nothing read again
     # A master-key rotation re-wraps the installation key; what gateways and phones pinned stays valid.
     new_master = bytes(range(32))
     KeyStore(street.couch, (new_master, *firewall.keystore.master_keys)).rotate_master()

@@ -567,6 +567,8 @@ DOC_TYPES: dict[str, DocType] = {
             "wrapped": _text(Category.SYSTEM, required=True, max_length=100),
             "public": _text(Category.SYSTEM, required=True, max_length=100),
             "created_at": Field("datetime", required=True),
+            # Every write key made before statements existed has been vouched for (Firewall.vouch_for_existing_keys).
+            "statements_complete": Field("bool", Category.SYSTEM),
         }, database=ACCOUNTS_DB, label_zh="安装签名密钥", label_en="Installation signing key"),
         DocType("master_key_check", Scope.INSTALLATION, {
             # Which master key the installation's key rings are wrapped under (server/security/master_key.py):

@@ -44,9 +44,9 @@ from server.domain.entitlement import (
 )
 from server.domain.errors import FieldError, UserError
 from server.security import filing
-from server.security.keystore import KeyStore, ShreddedError, data_key_id
+from server.security.keystore import INSTALLATION_KEY_ID, KeyStore, ShreddedError, data_key_id
 from server.store.config import Settings
-from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -291,6 +291,27 @@ class Firewall:
         if failed:
             raise RuntimeError(f"refreshing {failed[0].id} failed: {failed[0].error}; run it again")
         return len(stale)
+
+    def vouch_for_existing_keys(self) -> int:
+        """An installation from before statements (crypto/key_statements.py): vouch for every write key that has
+        none, on data_key records and on device copies, so that gateways and phones keep sealing after the
+        upgrade. Run by `linli serve` at start; once it has run through, the installation key's document says
+        so and later starts read nothing more. Returns the residents vouched for."""
+        self.keystore.installation_key()  # made now if there is none yet
+        marker = self.couch.accounts.get(INSTALLATION_KEY_ID)
+        if marker.get("statements_complete"):
+            return 0
+        residents = {d["resident"] for d in docs_of_type(self.couch.main, "device")
+                     if d.get("write_public") and not d.get("write_signature") and d.get("resident")}
+        unvouched = [self.keystore.vouched(r) for r in docs_of_type(self.couch.main, "data_key")
+                     if not r.get("write_signature")]
+        failed = [r for r in bulk_save(self.couch.main, unvouched) if r.error]
+        if failed:
+            raise RuntimeError(f"vouching for {failed[0].id} failed: {failed[0].error}; start again")
+        for resident in sorted(residents):
+            self.refresh_device_copies(resident)
+        self.couch.accounts.save({**marker, "statements_complete": True})
+        return len(residents | {r["resident"] for r in unvouched})
 
     # ------------------------------------------------------------ erasure and re-keying
 
