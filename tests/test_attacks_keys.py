@@ -27,7 +27,7 @@ from server.domain.access import Principal
 from server.security import audit_report, filing, grants
 from server.security.firewall import Firewall
 from server.security.keystore import KeyStore, data_key_id
-from server.store.config import LOCAL_TZ
+from server.store.config import LOCAL_TZ, Settings
 from server.store.couch import Couch
 from server.store.embedded_couch import EmbeddedCouch
 from tests.sync_harness import Street, login, street_fixture  # noqa: F401 - the fixture
@@ -37,6 +37,7 @@ from .ble_virtual import VirtualRadio
 from .browser import DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
 from .street import C1, csrf_of, logout, post_form
 from .street import login as web_login
+from .test_firewall_cli import run as run_linli
 from .test_grants import open_on_phone, phone
 
 BAND_DEVICE = "device:" + BAND.replace(":", "").lower()
@@ -233,7 +234,8 @@ def test_a_scripted_phone_enrolment_is_filed_shown_to_the_secretary_and_revocabl
 
 
 def test_many_keys_are_filed_a_batch_at_a_time_and_an_ended_approval_files_its_end(
-        loaded: Couch, firewall: Firewall, monkeypatch: pytest.MonkeyPatch) -> None:
+        loaded: Couch, firewall: Firewall, settings: Settings, couch_server: EmbeddedCouch,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(grants, "KEYS_PER_ENTRY", 2)  # 3 residents: 2 entries (700 would be 4 at 200)
     user = loaded.accounts.get("user:worker1")
     grants.register_phone(loaded, user, phone()[1], "", NOW)
@@ -254,6 +256,12 @@ def test_many_keys_are_filed_a_batch_at_a_time_and_an_ended_approval_files_its_e
     # The audit report counts keys apart from openings: none of this is an opening.
     report = audit_report.for_community(loaded, C1, NOW.date(), NOW.date(), LOCAL_TZ)
     assert report.entries == 0 and report.keys_issued["user:worker1"] == 4 and not report.findings
+    # As an operator asks it: whose phones held this resident's keys, from when to when.
+    printed = run_linli(settings, couch_server.url, "audit", "report", "--from", NOW.date().isoformat(), "--to",
+                        NOW.date().isoformat(), "--community", C1, "--resident", C1_RESIDENT)
+    assert printed.returncode == 0, printed.stderr
+    assert f"Keys of {C1_RESIDENT} on phones: 2" in printed.stdout and "still held" in printed.stdout
+    assert f"{NOW.isoformat()} → {(NOW + dt.timedelta(hours=3)).isoformat()}" in printed.stdout
 
 
 # ---------------------------------------------------------------- the phone seals only to vouched keys
