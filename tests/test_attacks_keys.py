@@ -211,6 +211,7 @@ def test_a_scripted_phone_enrolment_is_filed_shown_to_the_secretary_and_revocabl
     web_login(client, "secretary1")
     page = client.get("/phones")
     assert page.status_code == 200 and "张网格" in page.text and "脚本" in page.text
+    assert "web testclient" in page.text  # where it was enrolled from, as the server saw it (not the label)
     assert f'name="phone_key" value="{phone_key}"' in page.text  # a revoke button for it
     # A phone of another community's worker is not this secretary's to see or revoke.
     other_phone = grants.register_phone(loaded, loaded.accounts.get("user:worker3"), phone()[1], "c2", NOW)

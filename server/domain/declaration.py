@@ -515,6 +515,7 @@ DOC_TYPES: dict[str, DocType] = {
             "public": _text(Category.SYSTEM, required=True, max_length=100),
             "label": _text(Category.SYSTEM, max_length=100),
             "created_at": Field("datetime", required=True),
+            "enrolled_from": _text(Category.SYSTEM, max_length=100),  # browser and address, as the server saw them
             "revoked": Field("bool", required=True),
             "revoked_at": Field("datetime"),
             "revoked_by": _ref("user"),  # the phone's user signing out, or a secretary (/phones)

@@ -55,8 +55,11 @@ def _user_key(user_id: str) -> str:
     return user_id.split(":", 1)[1]
 
 
-def register_phone(couch: Couch, user: Doc, public_b64: str, label: str, now: dt.datetime) -> Doc:
-    """Store a phone's public key for this user; the message of a PhoneKeyError says what is wrong."""
+def register_phone(couch: Couch, user: Doc, public_b64: str, label: str, now: dt.datetime, *,
+                   enrolled_from: str = "") -> Doc:
+    """Store a phone's public key for this user; the message of a PhoneKeyError says what is wrong.
+    `enrolled_from`: the browser and address the request came from, as the server saw them (the label is the
+    client's own word), for the secretary's page of phones."""
     try:
         raw = unb64url(public_b64)
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
@@ -66,7 +69,8 @@ def register_phone(couch: Couch, user: Doc, public_b64: str, label: str, now: dt
         raise PhoneKeyError(f"at most {MAX_PHONES} phones per account; remove one first")
     doc = {"_id": f"phone_key:{_user_key(user['_id'])}.{secrets.token_hex(6)}", "type": "phone_key",
            "street": user["street"], "user": user["_id"], "public": public_b64, "label": label.strip()[:100],
-           "created_at": now.isoformat(), "revoked": False}
+           "created_at": now.isoformat(), "revoked": False,
+           **({"enrolled_from": enrolled_from[:100]} if enrolled_from else {})}
     validate(doc)
     return couch.accounts.save(doc)
 

@@ -344,8 +344,9 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         user = await current_user(request)
         try:
             body = await request.json()
-            key = await run_in_threadpool(grants.register_phone, couch, user, str(body.get("public_key", "")),
-                                          str(body.get("label", "")), _now())
+            key = await run_in_threadpool(lambda: grants.register_phone(
+                couch, user, str(body.get("public_key", "")), str(body.get("label", "")), _now(),
+                enrolled_from=_device(request)))
         except (ValueError, AttributeError) as bad:  # JSONDecodeError is a ValueError
             reason = str(bad) if isinstance(bad, grants.PhoneKeyError) else "send JSON {public_key, label}"
             return JSONResponse({"error": "bad_request", "reason": reason}, status_code=400)

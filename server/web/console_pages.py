@@ -128,6 +128,7 @@ def enrolled_phones(couch: Couch, communities: list[str]) -> list[Doc]:
                 phone = row["doc"]
                 phones.append({"_id": phone["_id"], "user": user["_id"], "display_name": user["display_name"],
                                "username": user["username"], "label": phone.get("label", ""),
+                               "enrolled_from": phone.get("enrolled_from", ""),
                                "created_at": phone["created_at"], "revoked": phone["revoked"],
                                "revoked_at": phone.get("revoked_at"), "revoked_by": phone.get("revoked_by"),
                                "keys": held[phone["_id"]]})
