@@ -217,6 +217,8 @@ def test_a_scripted_phone_enrolment_is_filed_shown_to_the_secretary_and_revocabl
     other_phone = grants.register_phone(loaded, loaded.accounts.get("user:worker3"), phone()[1], "c2", NOW)
     assert other_phone["_id"] not in page.text
     assert post_form(client, "/phones", {"phone_key": other_phone["_id"]}).status_code == 404
+    for nonsense in ("", "user:worker1", "phone_key:../_all_docs", "phone_key:%00?x=1", "phone_key:" + "x" * 500):
+        assert post_form(client, "/phones", {"phone_key": nonsense}).status_code == 404, nonsense
     revoked = post_form(client, "/phones", {"phone_key": phone_key})
     assert revoked.status_code == 200 and "已撤销 张网格" in revoked.text
     assert post_form(client, "/phones", {"phone_key": phone_key}).status_code == 409  # once
