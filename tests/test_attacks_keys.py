@@ -257,7 +257,7 @@ def test_many_keys_are_filed_a_batch_at_a_time_and_an_ended_approval_files_its_e
     assert (ended["action"], ended["purpose"], ended["keys"]) == (grants.KEYS_WITHDRAWN, grants.APPROVAL_ENDED,
                                                                   [f"{C1_RESIDENT}/core"])
     # The audit report counts keys apart from openings: none of this is an opening.
-    report = audit_report.for_community(loaded, C1, NOW.date(), NOW.date(), LOCAL_TZ)
+    report = audit_report.for_community(loaded, firewall.signer.anchor, C1, NOW.date(), NOW.date(), LOCAL_TZ)
     assert report.entries == 0 and report.keys_issued["user:worker1"] == 4 and not report.findings
     # As an operator asks it: whose phones held this resident's keys, from when to when.
     printed = run_linli(settings, couch_server.url, "audit", "report", "--from", NOW.date().isoformat(), "--to",
