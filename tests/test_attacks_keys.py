@@ -301,7 +301,7 @@ SEAL_ON_THE_PHONE = """async ([user, resident, context, swap]) => {
 def test_a_phone_pins_the_installation_key_and_seals_only_to_a_vouched_write_key(site: DemoSite) -> None:
     phone = site.browser.new_context(viewport=PHONE)
     page = sign_in(phone, site.url, "wangge01")
-    page.wait_for_function("document.querySelector('#sync-state')?.dataset.lastSynced", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#sync-state')?.dataset.lastSynced", timeout=60_000)
     context = {"doc_id": "visit:keys-test", "field": "blood_pressure", "tier": "core"}
     sealed = page.evaluate(SEAL_ON_THE_PHONE, ["user:wangge01", DEMO_RESIDENT, context, None])
     assert "sealed" in sealed, sealed
