@@ -48,7 +48,13 @@ from server.services import devices  # noqa: E402
 from server.store.couch import connect  # noqa: E402
 from server.store.embedded_couch import EmbeddedCouch, free_port  # noqa: E402
 from sync.auth import new_device_token  # noqa: E402
-from tests.ble_virtual import VirtualDevice, VirtualRadio, bthome_service_data, device_doc  # noqa: E402
+from tests.ble_virtual import (  # noqa: E402
+    INSTALLATION_PUBLIC,
+    VirtualDevice,
+    VirtualRadio,
+    bthome_service_data,
+    device_doc,
+)
 from tests.conftest import make_settings  # noqa: E402
 from tests.sync_harness import Phone, login, seed, serve, stop  # noqa: E402
 
@@ -102,7 +108,8 @@ def ours(ads: list[tuple[BLEDevice, AdvertisementData]], devices_: list[tuple[st
     box.close()
     tracemalloc.start()
     clock = ManualClock(START)
-    gateway = Gateway(GatewayConfig("gateway:gw1", folder), {mac: key for mac, _, key in devices_ if key},
+    gateway = Gateway(GatewayConfig("gateway:gw1", folder, INSTALLATION_PUBLIC),
+                      {mac: key for mac, _, key in devices_ if key},
                       clock=clock)
     for device, adv in ads[:per_round]:  # the first round, for the memory figure
         gateway.handle_advertisement(device, adv)
@@ -138,20 +145,21 @@ def latency(presses: int, folder: Path) -> list[float]:
         phone = Phone(served.sync_url, cookie, csrf)
         try:
             phone.call("startLive")
-            return asyncio.run(_presses(presses, folder / "gateway", served.sync_url, token, mac, key, phone))
+            pinned = firewall.keystore.installation_public()
+            return asyncio.run(_presses(presses, folder / "gateway", served.sync_url, token, pinned, mac, key, phone))
         finally:
             phone.close()
             stop(served)
 
 
-async def _presses(presses: int, folder: Path, sync_url: str, token: str, mac: str, key: bytes,
+async def _presses(presses: int, folder: Path, sync_url: str, token: str, pinned: str, mac: str, key: bytes,
                    phone: Phone) -> list[float]:
     radio = VirtualRadio()
     await radio.start()
     band = await radio.add(mac, key, wristband=True)
     uplink = Uplink(sync_url, token)
     clock = ManualClock(dt.datetime.now(dt.UTC))
-    gateway = Gateway(GatewayConfig("gateway:gw1", folder), {mac: key}, uplink, clock=clock,
+    gateway = Gateway(GatewayConfig("gateway:gw1", folder, pinned), {mac: key}, uplink, clock=clock,
                       scanner_backend=radio.scanner_backend, client_backend=radio.client_backend)
     await gateway.refresh_config()
     running = asyncio.create_task(gateway.run())

@@ -1,6 +1,7 @@
 """`linli-gateway run`: the BLE gateway as a long-running program (systemd, or a terminal on the tablet).
 
     LINLI_GATEWAY_TOKEN_FILE=/etc/linli/token LINLI_GATEWAY_BIND_KEYS_FILE=/etc/linli/bind-keys.json \\
+    LINLI_GATEWAY_INSTALLATION_KEY=<printed by linli device-token issue> \\
       linli-gateway run --sync-url https://linli.example/sync/main --gateway gateway:c1-hall
 
 Secrets come from the environment or files (`credentials.py`), never from the command line.
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .credentials import SecretError, bind_keys, device_token
+from .credentials import SecretError, bind_keys, device_token, installation_key
 from .gateway import Gateway, GatewayConfig
 from .rules import AlertDraft
 from .uplink import Uplink
@@ -39,11 +40,11 @@ def _alarm_command(command: str | None) -> Callable[[AlertDraft], None]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        token, keys = device_token(), bind_keys()
+        token, keys, pinned = device_token(), bind_keys(), installation_key()
     except SecretError as error:
         print(f"linli-gateway: {error}", file=sys.stderr)
         return 2
-    config = GatewayConfig(gateway=args.gateway, data_dir=Path(args.data_dir),
+    config = GatewayConfig(gateway=args.gateway, data_dir=Path(args.data_dir), installation_key=pinned,
                            timezone=os.environ.get("LINLI_TIMEZONE", "Asia/Shanghai"),
                            stall_seconds=args.stall_seconds)
     uplink = Uplink(args.sync_url, token)
@@ -65,7 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linli-gateway", description="Linli's Bluetooth gateway: wristbands and "
                                      "meters → readings and alerts, through the sync gateway. Secrets: "
-                                     "LINLI_GATEWAY_TOKEN(_FILE), LINLI_GATEWAY_BIND_KEYS(_FILE).")
+                                     "LINLI_GATEWAY_TOKEN(_FILE), LINLI_GATEWAY_BIND_KEYS(_FILE); pinned: "
+                                     "LINLI_GATEWAY_INSTALLATION_KEY(_FILE).")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="scan, decode, apply the rules and deliver, until stopped")

@@ -1,4 +1,5 @@
-"""The gateway's credentials: its device token for the sync gateway, and the BTHome bind keys of its devices.
+"""The gateway's credentials: its device token for the sync gateway, the BTHome bind keys of its devices, and
+the installation key it pinned at enrolment (public, but it decides which write keys the gateway seals to).
 
 Both come from the environment or from a file its `_FILE` variable names (never from the repository or a
 command line, where `ps` would show them), and neither is ever logged: errors name the variable and the
@@ -13,10 +14,12 @@ import re
 import stat
 from pathlib import Path
 
+from crypto import key_statements
 from crypto.secrets import read_secret
 
 TOKEN_VARIABLE = "LINLI_GATEWAY_TOKEN"
 BIND_KEYS_VARIABLE = "LINLI_GATEWAY_BIND_KEYS"
+INSTALLATION_KEY_VARIABLE = "LINLI_GATEWAY_INSTALLATION_KEY"
 _MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _BIND_KEY = re.compile(r"^[0-9a-fA-F]{32}$")
 
@@ -34,6 +37,20 @@ def device_token() -> str:
     if not token.startswith("lt_") or "." not in token:
         raise SecretError(f"{TOKEN_VARIABLE}: not a Linli device token (expected lt_<id>.<secret>)")
     return token
+
+
+def installation_key() -> str:
+    """The installation's public key, as `linli device-token issue` printed it (checked to be a P-256 point)."""
+    key = read_secret(INSTALLATION_KEY_VARIABLE)
+    if not key:
+        raise SecretError(f"set {INSTALLATION_KEY_VARIABLE} or {INSTALLATION_KEY_VARIABLE}_FILE to the installation "
+                          "key that `linli device-token issue` printed with the token: without it the gateway "
+                          "cannot tell a resident's write key from one slipped into a device document")
+    try:
+        key_statements.load_pinned(key)
+    except key_statements.UnvouchedKey as error:
+        raise SecretError(f"{INSTALLATION_KEY_VARIABLE}: {error}") from None
+    return key.strip()
 
 
 def _check_private(path: Path) -> None:

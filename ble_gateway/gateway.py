@@ -28,6 +28,8 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
+from crypto import key_statements
+
 from . import documents
 from .clock import Clock, SystemClock
 from .decode import Decoder, Packet, Rejection, Sequence
@@ -51,6 +53,8 @@ KEEP_SENT = dt.timedelta(days=30)
 class GatewayConfig:
     gateway: str  # the gateway document's id, e.g. gateway:gw1
     data_dir: Path
+    # The installation key pinned at enrolment (base64url): the gateway seals only to write keys it vouches for.
+    installation_key: str
     timezone: str = "Asia/Shanghai"
     tick_seconds: float = 30.0
     push_seconds: float = 5.0
@@ -77,7 +81,7 @@ class Gateway:
         self.on_alarm = on_alarm
         self._client_backend = client_backend
         self.outbox = Outbox(config.data_dir / "gateway.sqlite3")
-        self.registry = Registry(config.gateway, bind_keys)
+        self.registry = Registry(config.gateway, bind_keys, key_statements.load_pinned(config.installation_key))
         self.state = DurableState(self.outbox.state())
         self._safety: dict[str, SafetyRules] = {}
         self.rules = RuleEngine(self.state, self.rules_for, self.registry.get, ZoneInfo(config.timezone))

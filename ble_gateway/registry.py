@@ -1,8 +1,10 @@
 """The devices this gateway reads, from their `device` documents (pulled through the sync gateway).
 
 A device is known by its MAC address. Each document is checked against the declaration and against
-what the gateway itself needs (a write key to seal with; a bind key if it must encrypt); a document
-that fails is left out with a clear reason rather than half-used. Advertisements from MAC addresses
+what the gateway itself needs (a write key to seal with, vouched for by the installation key the gateway
+pinned at enrolment, crypto/key_statements.py; a bind key if it must encrypt); a document that fails is
+left out with a clear reason rather than half-used: the gateway never seals to a key the server did not
+vouch for, whoever wrote the document. Advertisements from MAC addresses
 that are not registered to this gateway are ignored, counted, and reported in the gateway's health
 document (`unknown_macs`, the most recent few).
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
+from crypto import key_statements
 from crypto.envelope import EnvelopeError, unb64url, write_public_key
 from server.domain.declaration import PRIVACY_CHOICES, ValidationError, validate
 
@@ -27,6 +30,10 @@ REPORTED_UNKNOWN = 20  # how many unknown MAC addresses the health document name
 
 class DeviceConfigError(ValueError):
     """A device document the gateway cannot use; the message says which and why."""
+
+
+class UnvouchedDeviceKey(DeviceConfigError):
+    """A device document whose write key the pinned installation key does not vouch for."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,8 @@ class RegisteredDevice:
                 "household": self.household, "resident": self.resident}
 
 
-def device_from_doc(doc: dict[str, Any], gateway: str, bind_keys: dict[str, bytes]) -> RegisteredDevice:
+def device_from_doc(doc: dict[str, Any], gateway: str, bind_keys: dict[str, bytes],
+                    installation_key: EllipticCurvePublicKey) -> RegisteredDevice:
     try:
         validate(doc)
     except ValidationError as error:
@@ -76,6 +84,12 @@ def device_from_doc(doc: dict[str, Any], gateway: str, bind_keys: dict[str, byte
         raise DeviceConfigError(f"{doc_id}: write_public is not a P-256 public key") from None
     except ValueError:
         raise DeviceConfigError(f"{doc_id}: write_public is not base64url") from None
+    try:
+        key_statements.check(installation_key, doc["resident"], doc["write_key_version"], doc["write_public"],
+                             doc.get("write_signature"))
+    except key_statements.UnvouchedKey as error:
+        raise UnvouchedDeviceKey(f"{doc_id}: refusing to seal readings to it: {error} (run linli device register "
+                                "again; if it persists, someone changed the document)") from None
     bind_key = bind_keys.get(doc["mac"]) if doc.get("encrypted") else None
     if doc.get("encrypted") and bind_key is None:
         raise DeviceConfigError(f"{doc_id}: registered as encrypted, but no bind key for {doc['mac']} is configured "
@@ -89,9 +103,10 @@ def device_from_doc(doc: dict[str, Any], gateway: str, bind_keys: dict[str, byte
 class Registry:
     """Registered devices by MAC address, and a tally of the unknown ones heard."""
 
-    def __init__(self, gateway: str, bind_keys: dict[str, bytes]) -> None:
+    def __init__(self, gateway: str, bind_keys: dict[str, bytes], installation_key: EllipticCurvePublicKey) -> None:
         self.gateway = gateway
         self._bind_keys = bind_keys
+        self._installation_key = installation_key
         self._by_mac: dict[str, RegisteredDevice] = {}
         self._by_id: dict[str, RegisteredDevice] = {}
         self.unknown_count = 0
@@ -108,7 +123,11 @@ class Registry:
         return self._by_id.get(doc_id)
 
     def apply(self, doc: dict[str, Any]) -> None:
-        """Take in one device document (new, changed or deleted)."""
+        """Take in one device document (new, changed or deleted).
+
+        A change to a write key the installation does not vouch for is not taken in, and the device keeps its
+        last vouched registration: its SOS presses still reach the resident's own key, not the changer's.
+        """
         doc_id = doc["_id"]
         old = self._by_id.pop(doc_id, None)
         if old is not None:
@@ -117,10 +136,12 @@ class Registry:
         if doc.get("_deleted") or doc.get("gateway") != self.gateway:
             return
         try:
-            device = device_from_doc(doc, self.gateway, self._bind_keys)
+            device = device_from_doc(doc, self.gateway, self._bind_keys, self._installation_key)
         except DeviceConfigError as error:
             self.problems[doc_id] = str(error)
             log.error("device document not used: %s", error)
+            if old is not None and isinstance(error, UnvouchedDeviceKey):
+                self._by_id[doc_id] = self._by_mac[old.mac] = old
             return
         self._by_id[doc_id] = device
         self._by_mac[device.mac] = device

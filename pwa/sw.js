@@ -13,7 +13,7 @@ import "/vendor/pouchdb.indexeddb.min.js";
 import "/vendor/nunjucks.min.js";
 import { pageContext, sessionContext, templateEnvironment, translator } from "/pwa/render.js";
 import { remoteOptions, syncOnce } from "/pwa/sync/replica.js";
-import { forgetPhoneKey, phoneKey, storedPhoneKey } from "/pwa/offline/keys.js";
+import { forgetPhoneKey, phoneKey, pinInstallationKey, storedPhoneKey } from "/pwa/offline/keys.js";
 import { answer, route } from "/pwa/offline/pages.js";
 import { sniffedType } from "/pwa/offline/rules.js";
 
@@ -317,6 +317,7 @@ async function runSync() {
   }
   const db = replica(session);
   try {
+    await pinInstallationKey(session.installation_key); // first sync: pinned; later: must be the same
     await refreshShell();
     // A new phone registers its key while it pulls (the server wraps a key grant per resident meanwhile), then
     // pulls once more for the grants. Without a key the phone still syncs; it only cannot open protected fields

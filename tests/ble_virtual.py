@@ -30,6 +30,9 @@ from bumble.profiles.heart_rate_service import HeartRateService
 from bumble.transport.common import AsyncPipeSink
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
+from crypto import key_statements
+from crypto.envelope import b64url
+
 BTHOME_UUID16 = 0xFCD2
 GATEWAY_ADDRESS = "F0:00:00:00:00:01"
 
@@ -278,16 +281,21 @@ class VirtualRadio:
 
 # ---------------------------------------------------------------- a gateway on the virtual radio
 
+# The installation key of the gateways run without a server (`linli` holds the real one: keystore.installation_key).
+INSTALLATION_KEY = key_statements.new_installation_key()
+INSTALLATION_PUBLIC = b64url(key_statements.public_raw(INSTALLATION_KEY))
+
+
 def device_doc(mac: str, kind: str, write_key: Any, *, gateway: str = "gateway:gw1", encrypted: bool = False,
                grid: str = "grid:c1-g1", resident: str = "resident:c1-g1-h001-1",
                registered_at: str = "2026-11-01T00:00:00+00:00", utility_alerts: str = "grid_staff") -> dict[str, Any]:
-    """A device document as `linli device register` writes it."""
-    from crypto.envelope import b64url
-
+    """A device document as `linli device register` writes it, its write key vouched for by INSTALLATION_KEY."""
+    public = b64url(write_key.public_raw)
     return {"_id": "device:" + mac.replace(":", "").lower(), "type": "device", "street": "street:s1",
             "community": "community:c1", "grid": grid, "household": "household:" + resident.split(":")[1][:-2],
             "resident": resident, "kind": kind, "mac": mac, "gateway": gateway, "encrypted": encrypted,
-            "write_public": b64url(write_key.public_raw), "write_key_version": write_key.version,
+            "write_public": public, "write_key_version": write_key.version,
+            "write_signature": key_statements.vouch(INSTALLATION_KEY, resident, write_key.version, public),
             "utility_alerts": utility_alerts, "registered_at": registered_at}
 
 

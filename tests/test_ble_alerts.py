@@ -9,11 +9,12 @@ from typing import Any
 
 from ble_gateway import documents
 from ble_gateway.registry import device_from_doc
+from crypto import key_statements
 from crypto.envelope import WriteKey
 from server.services import alerts
 from server.store.couch import Couch, get_or_none
 
-from .ble_virtual import device_doc
+from .ble_virtual import INSTALLATION_PUBLIC, device_doc
 
 BAND, METER = "A4:C1:38:00:00:02", "A4:C1:38:00:00:01"
 T0 = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
@@ -34,7 +35,8 @@ def heartbeat(couch: Couch, at: dt.datetime) -> None:
 
 
 def heard(couch: Couch, mac: str, at: dt.datetime) -> None:
-    device = device_from_doc(next(d for d in DEVICES if d["mac"] == mac), "gateway:gw1", {BAND: bytes(16)})
+    device = device_from_doc(next(d for d in DEVICES if d["mac"] == mac), "gateway:gw1", {BAND: bytes(16)},
+                             key_statements.load_pinned(INSTALLATION_PUBLIC))
     put(couch, documents.device_health(device, "gateway:gw1", at, 80, 0, at))
 
 

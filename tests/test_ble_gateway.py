@@ -24,10 +24,11 @@ from ble_gateway.heart_rate import HeartRateError, parse_measurement
 from ble_gateway.outbox import Outbox
 from ble_gateway.registry import Registry
 from ble_gateway.rules import AlertDraft
+from crypto import key_statements
 from crypto.envelope import FieldContext, WriteKey
 from server.domain.declaration import validate
 
-from .ble_virtual import VirtualDevice, VirtualRadio, device_doc, settle
+from .ble_virtual import INSTALLATION_PUBLIC, VirtualDevice, VirtualRadio, device_doc, settle
 
 METER, BAND, DOOR = "A4:C1:38:00:00:01", "A4:C1:38:00:00:02", "A4:C1:38:00:00:03"
 BIND_KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
@@ -70,7 +71,8 @@ class Rig:
         self.on_disk_at_alarm.append(committed_ids(self.data_dir))
 
     def start(self) -> Gateway:
-        config = GatewayConfig(gateway="gateway:gw1", data_dir=self.data_dir, stall_seconds=0.4, **self.config)
+        config = GatewayConfig(gateway="gateway:gw1", data_dir=self.data_dir, installation_key=INSTALLATION_PUBLIC,
+                               stall_seconds=0.4, **self.config)
         return Gateway(config, {BAND: BIND_KEY}, clock=self.clock, scanner_backend=self.radio.scanner_backend,
                        client_backend=self.radio.client_backend, on_alarm=self.alarm)
 
@@ -372,7 +374,7 @@ def test_a_running_gateway_commits_a_reading_within_the_window_without_another_p
 
 
 def test_a_device_whose_write_key_is_not_a_p256_point_is_refused_when_configured() -> None:
-    registry = Registry("gateway:gw1", {})
+    registry = Registry("gateway:gw1", {}, key_statements.load_pinned(INSTALLATION_PUBLIC))
     doc = device_doc(METER, "water_meter", WRITE_KEY)
     registry.apply({**doc, "write_public": doc["write_public"][:-4] + "AAAA"})  # well-formed base64url, off the curve
     assert registry.get(doc["_id"]) is None

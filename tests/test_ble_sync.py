@@ -47,7 +47,9 @@ async def gateway_on(street: Street, token: str, tmp_path: Path, radio: VirtualR
                      **config: Any) -> AsyncIterator[Gateway]:
     """A gateway configured through the sync gateway, running `task` ("run" or "scan") for the block."""
     uplink = Uplink(street.served.sync_url, token)
-    gateway = Gateway(GatewayConfig("gateway:gw1", tmp_path, **config), {BAND: BIND_KEY}, uplink,
+    # The installation key as `linli device-token issue` printed it for the gateway to pin.
+    pinned = Firewall.open(street.settings, street.couch).keystore.installation_public()
+    gateway = Gateway(GatewayConfig("gateway:gw1", tmp_path, pinned, **config), {BAND: BIND_KEY}, uplink,
                       scanner_backend=radio.scanner_backend, client_backend=radio.client_backend)
     await gateway.refresh_config()  # its devices, nothing else of anyone's
     running = asyncio.create_task(gateway.run() if task == "run" else gateway.scanner.run())

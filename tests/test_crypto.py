@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crypto import envelope as env
-from crypto import keys
+from crypto import key_statements, keys
 from crypto.blind_index import blind_index
 from crypto.vectors import make_vectors
 from server.domain.declaration import ENCRYPTED_PREFIX
@@ -26,7 +26,7 @@ from tests.browser import launch, serve_project
 
 VECTORS = json.loads(make_vectors.PATH.read_text(encoding="utf-8"))
 GROUPS = ("envelope", "envelope_invalid", "keywrap", "keywrap_invalid", "blind_index", "device_grant", "sealed",
-          "sealed_invalid")
+          "sealed_invalid", "write_key_statements")
 
 
 def b(text: str) -> bytes:
@@ -117,6 +117,19 @@ def test_python_rejects_invalid_sealed_fields(case: dict) -> None:
     with pytest.raises(env.EnvelopeError) as caught:
         _write_key(case["recipient_private_jwk"]).open(ctx(case), case["envelope"])
     assert caught.value.reason == case["reason"]
+
+
+@pytest.mark.parametrize("case", VECTORS["write_key_statements"], ids=lambda c: c["name"])
+def test_python_checks_write_key_statements_as_the_vectors_say(case: dict) -> None:
+    """What the BLE gateway (and, in envelope.js, the phone) checks before sealing to a resident's write key."""
+    pinned = key_statements.load_pinned(case["installation_public"])
+    check = lambda: key_statements.check(pinned, case["resident"], case["key_version"],  # noqa: E731
+                                         case["write_public"], case["signature"])
+    if case["valid"]:
+        check()
+    else:
+        with pytest.raises(key_statements.UnvouchedKey):
+            check()
 
 
 @given(value=st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),

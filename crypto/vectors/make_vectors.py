@@ -17,6 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .. import key_statements
 from ..blind_index import blind_index
 from ..envelope import PREFIX, DataKey, FieldContext, b64url, encode_plaintext, seal_for, unb64url
 from ..keys import wrap, wrap_for_phone
@@ -152,11 +153,27 @@ def build() -> dict[str, Any]:
              "truncated"),
         )]
 
+    installation = _private_key("installation key")
+    resident, write_public = "resident:c1-g01-0002-1", b64url(_raw_public(recipient))
+    vouched = key_statements.vouch(installation, resident, 3, write_public)
+    statement = {"installation_public": b64url(key_statements.public_raw(installation)), "resident": resident,
+                 "key_version": 3, "write_public": write_public, "signature": vouched}
+    write_key_statements = [{"name": "the installation vouches for the resident's key", **statement, "valid": True}] + [
+        {"name": name, **statement, **changes, "valid": False} for name, changes in (
+            ("another resident", {"resident": "resident:c1-g01-0003-1"}),
+            ("another key version", {"key_version": 4}),
+            ("an attacker's key", {"write_public": b64url(_raw_public(other))}),
+            ("signed by another installation key", {"signature": key_statements.vouch(
+                _private_key("attacker's installation key"), resident, 3, write_public)}),
+            ("tampered signature", {"signature": _tamper("enc:" + vouched, 40)[len(PREFIX):]}),
+            ("no signature", {"signature": ""}),
+        )]
+
     return {"format": "linli field envelope v1 and sealed v2; see crypto/envelope.py and pwa/crypto/envelope.js",
             "encoding": "all binary values are base64url without padding",
             "envelope": envelope, "envelope_invalid": envelope_invalid, "keywrap": keywrap,
             "keywrap_invalid": keywrap_invalid, "blind_index": blind, "device_grant": grants,
-            "sealed": sealed, "sealed_invalid": sealed_invalid}
+            "sealed": sealed, "sealed_invalid": sealed_invalid, "write_key_statements": write_key_statements}
 
 
 def render() -> str:

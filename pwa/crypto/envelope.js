@@ -176,6 +176,26 @@ export async function sealFor(recipientPublicRaw, keyVersion, context, value,
   return PREFIX + b64urlEncode(concat(h, ephemeralRaw, iv, new Uint8Array(sealed)));
 }
 
+// Whether the installation key vouches for a resident's write key (crypto/key_statements.py): ECDSA P-256 over
+// "linli:write-key:v1\0" resident \0 version \0 the base64url public key, the signature as r || s.
+const STATEMENT_LABEL = "linli:write-key:v1\u0000";
+
+export async function verifyWriteKey(installationPublicRaw, resident, version, writePublic, signature) {
+  if (!signature) {
+    return false;
+  }
+  let installation, raw;
+  try {
+    installation = await subtle.importKey("raw", installationPublicRaw, { name: "ECDSA", namedCurve: "P-256" },
+      false, ["verify"]);
+    raw = b64urlDecode(signature);
+  } catch {
+    return false;
+  }
+  const statement = utf8.encode(`${STATEMENT_LABEL}${resident}\u0000${version}\u0000${writePublic}`);
+  return subtle.verify({ name: "ECDSA", hash: "SHA-256" }, installation, raw, statement);
+}
+
 export async function openSealed(writePrivateKey, context, envelope) {
   // For whoever holds a resident's write key (an ECDH CryptoKey with deriveBits).
   const p = parse(envelope);

@@ -100,6 +100,13 @@ export async function runVectors(v) {
       return null;
     });
   }
+  for (const c of v.write_key_statements) {
+    await check("write_key_statements", c.name, async () => {
+      const vouched = await env.verifyWriteKey(bytes(c.installation_public), c.resident, c.key_version,
+        c.write_public, c.signature);
+      return vouched === c.valid ? null : `verified as ${vouched}, expected ${c.valid}`;
+    });
+  }
   for (const c of v.sealed_invalid) {
     await check("sealed_invalid", c.name, async () => {
       try {

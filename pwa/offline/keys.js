@@ -2,9 +2,12 @@
 // worker open protected fields with no network. The phone's private key is a non-extractable WebCrypto
 // key kept in IndexedDB; it never leaves the browser. The server only ever sees its public half.
 
-import { b64urlEncode, blindIndex, normalise, openValue, unwrapGrant } from "../crypto/envelope.js";
+import {
+  b64urlDecode, b64urlEncode, blindIndex, normalise, openValue, sealFor, unwrapGrant, verifyWriteKey,
+} from "../crypto/envelope.js";
 
 const STORE = "keys";
+const PINNED = "installation_key"; // beside the phone keys, which are stored by user id ("user:…")
 
 function keyStore() {
   return new Promise((resolve, reject) => {
@@ -113,3 +116,43 @@ export async function numberIndex(db, key, community, field, number) {
   return blindIndex(await unwrapGrant(key.privateKey, grant._id, grant, { use: "HMAC" }), field, number);
 }
 
+
+// The installation key, pinned at this phone's first sync from /pwa/session.json (server/security/keystore.py):
+// what vouches for residents' write keys (crypto/key_statements.py). It never changes, not even with the master
+// key, so a session naming another one is not this installation's server: refused, and the phone seals nothing.
+export async function pinInstallationKey(offered) {
+  const pinned = await idb("readonly", (s) => s.get(PINNED));
+  if (pinned && pinned !== offered) {
+    throw new Error("the server's installation key is not the one this phone pinned: ask the administrator");
+  }
+  if (!pinned && offered) {
+    await idb("readwrite", (s) => s.put(offered, PINNED));
+  }
+  return pinned || offered;
+}
+
+// server/security/keystore.py data_key_id
+function dataKeyId(resident) {
+  return `data_key:${resident.split(":")[1]}`;
+}
+
+export class UnvouchedKey extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "UnvouchedKey";
+  }
+}
+
+// Seal a core value (a blood pressure, an allowance note) for a resident with their write key from the replica's
+// data_key document, only if the pinned installation key vouches for that key: a key slipped into the replica
+// by anyone else gets nothing (UnvouchedKey).
+export async function sealForResident(db, resident, context, value) {
+  const pinned = await idb("readonly", (s) => s.get(PINNED));
+  const record = await db.get(dataKeyId(resident)).catch(() => null);
+  const version = record?.core?.version;
+  if (!pinned || !record
+      || !(await verifyWriteKey(b64urlDecode(pinned), resident, version, record.write_public, record.write_signature))) {
+    throw new UnvouchedKey(`the write key of ${resident} is not one the installation vouches for`);
+  }
+  return sealFor(b64urlDecode(record.write_public), version, context, value);
+}

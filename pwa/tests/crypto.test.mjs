@@ -15,7 +15,7 @@ for (const r of results) {
 
 test("every group of vectors ran", () => {
   for (const group of ["envelope", "envelope_invalid", "keywrap", "keywrap_invalid", "blind_index", "device_grant",
-    "sealed", "sealed_invalid"]) {
+    "sealed", "sealed_invalid", "write_key_statements"]) {
     assert.ok(results.some((r) => r.group === group), group);
   }
 });

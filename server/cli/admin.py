@@ -121,9 +121,13 @@ def cmd_audit_report(args: argparse.Namespace, open_couch: OpenCouch) -> int:
         return 2
     with open_couch(load_settings()) as (settings, couch):
         anchor = filing.Signer.of(settings).anchor
-        reports = [audit_report.for_community(couch, anchor, c, start, end, tz)
-                   for c in _communities(couch, args.community)]
+        communities = _communities(couch, args.community)
+        reports = [audit_report.for_community(couch, anchor, c, start, end, tz) for c in communities]
+        spans = [s for c in communities for s in audit_report.exposure_of(couch, c, args.resident)] if args.resident \
+            else []
     print("\n\n".join(audit_report.render_text(r) for r in reports))
+    if args.resident:
+        print("\n" + audit_report.render_exposure(args.resident, spans))
     return 1 if any(r.findings for r in reports) and args.fail_on_findings else 0
 
 
@@ -170,4 +174,6 @@ def add_audit_report_parser(audit_sub: argparse._SubParsersAction, open_couch: O
     report.add_argument("--to", dest="end", type=dt.date.fromisoformat, help="last day (default: today)")
     report.add_argument("--community", action="append", default=[], help="community id (default: all)")
     report.add_argument("--fail-on-findings", action="store_true", help="exit 1 when there are findings")
+    report.add_argument("--resident", help="also: whose phones held this resident's keys, from when to when "
+                        "(resident id)")
     report.set_defaults(func=lambda args: cmd_audit_report(args, open_couch))

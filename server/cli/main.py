@@ -145,6 +145,10 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
         logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
     print("Building the database indexes …", flush=True)
     build_views(couch, FIRST_VIEWS)
+    vouched = Firewall.open(settings, couch).vouch_for_existing_keys()
+    if vouched:
+        print(f"Vouched for the write keys of {vouched} residents (an installation from before key statements).",
+              flush=True)
     # The other indexes (search by number, dashboard, Open311 listing) are built while people log in.
     stopping = threading.Event()
     threading.Thread(target=_build_other_views, args=(couch, stopping), daemon=True, name="build-views").start()
@@ -306,15 +310,19 @@ def cmd_device_token_issue(args: argparse.Namespace) -> int:
 
     from sync.auth import new_device_token
 
-    with open_couch(load_settings()) as (_, couch):
+    with open_couch(load_settings()) as (settings, couch):
         user = get_or_none(couch.accounts, accounts.user_id(args.username))
         if user is None or not user.get("active"):
             print(f"linli: no active user {args.username!r}", file=sys.stderr)
             return 2
         token, doc = new_device_token(user["_id"], args.label, dt.datetime.now(dt.UTC))
         couch.accounts.save(doc)
+        installation_key = Firewall.open(settings, couch).keystore.installation_public()
+    print("Installation key (public; a BLE gateway pins it as LINLI_GATEWAY_INSTALLATION_KEY and seals readings only "
+          "to write keys it vouches for):")
+    print(installation_key)
     print(f"Device token for {args.username} (shown once; send it as 'Authorization: Bearer <token>'):")
-    print(token)
+    print(token)  # the last line, for scripts
     return 0
 
 

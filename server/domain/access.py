@@ -275,6 +275,16 @@ CLOCK_SKEW = dt.timedelta(minutes=10)
 MAX_OFFLINE = dt.timedelta(days=90)
 
 
+def server_only_changes(old: Doc | None, new: Doc) -> list[str]:
+    """The server-only fields (declaration `server_only`: e.g. the key a device's readings are sealed to) that
+    `new` sets or changes over `old`: no client write may, whoever the writer."""
+    doc_type = DOC_TYPES.get(new.get("type", ""))
+    if doc_type is None:
+        return []
+    before = old or {}
+    return [name for name, spec in doc_type.fields.items() if spec.server_only and new.get(name) != before.get(name)]
+
+
 def write_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     """Why this user may not store `new` over `old` (the current version, None if new); None if they may.
 
@@ -284,6 +294,9 @@ def write_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.d
     type_name = new.get("type")
     if not isinstance(type_name, str) or type_name not in CLIENT_WRITABLE:
         return f"{type_name or 'untyped'} documents are written by the server only"
+    changed = server_only_changes(old, new)
+    if changed:
+        return f"{', '.join(changed)} of a {type_name} are set by the server only"
     if old is not None:
         if not may_see(p, old):
             return OUTSIDE_SCOPE

@@ -107,6 +107,8 @@ class Field:
     ref: str | None = None
     max_length: int = 2000
     shape: tuple[tuple[str, str], ...] = ()
+    # Set by the server alone (e.g. which key a device's readings are sealed to): no client may write or change it.
+    server_only: bool = False
 
     @property
     def effective_tier(self) -> Tier:
@@ -385,8 +387,12 @@ DOC_TYPES: dict[str, DocType] = {
             # refused as forged), and the resident's choice for utility alerts (alert visibility).
             "registered_at": Field("datetime"),  # re-registering restarts replay tracking (a device's counter reset)
             "encrypted": Field("bool"),
-            "write_public": _text(Category.SYSTEM, max_length=100),
-            "write_key_version": Field("int", Category.SYSTEM),
+            # Whose key readings are sealed to, and the installation's statement vouching for it
+            # (crypto/key_statements.py): set by `linli device register` and re-keys only.
+            "resident": _ref("resident", server_only=True),
+            "write_public": _text(Category.SYSTEM, max_length=100, server_only=True),
+            "write_key_version": Field("int", Category.SYSTEM, server_only=True),
+            "write_signature": _text(Category.SYSTEM, max_length=100, server_only=True),
             "utility_alerts": _enum(PRIVACY_CHOICES["utility_alerts"]),
         }, label_zh="设备", label_en="Device", client_writable=True),
         DocType("safety_rules", Scope.GRID, {
@@ -464,6 +470,8 @@ DOC_TYPES: dict[str, DocType] = {
             "purpose": _text(Category.RECORD, max_length=500),
             "at": Field("datetime", required=True),
             "device": _text(Category.RECORD, max_length=100),
+            # Exposure entries (keys_issued, keys_withdrawn): the keys one phone got or lost, "<resident>/<tier>".
+            "keys": Field("list", Category.RECORD),
             "seq": Field("int", Category.RECORD, required=True),
             "prev_hash": _text(Category.RECORD, max_length=128),
             "hash": _text(Category.RECORD, required=True, max_length=128),
@@ -497,6 +505,9 @@ DOC_TYPES: dict[str, DocType] = {
             # the core data key (crypto/keyring.py).
             "write_public": _text(Category.SYSTEM, required=True, max_length=100),
             "write_private": _text(Category.SYSTEM, required=True, max_length=400),
+            # The installation's statement that write_public is this resident's (crypto/key_statements.py): what
+            # a phone checks before it seals to the key.
+            "write_signature": _text(Category.SYSTEM, max_length=100),
             # While a re-key re-encrypts the resident's documents: the previous keys.
             "rekeying": Field("wrapped_keys"),
             "rekeying_write_private": _text(Category.SYSTEM, max_length=400),
@@ -507,7 +518,10 @@ DOC_TYPES: dict[str, DocType] = {
             "public": _text(Category.SYSTEM, required=True, max_length=100),
             "label": _text(Category.SYSTEM, max_length=100),
             "created_at": Field("datetime", required=True),
+            "enrolled_from": _text(Category.SYSTEM, max_length=100),  # browser and address, as the server saw them
             "revoked": Field("bool", required=True),
+            "revoked_at": Field("datetime"),
+            "revoked_by": _ref("user"),  # the phone's user signing out, or a secretary (/phones)
         }, database=ACCOUNTS_DB, label_zh="手机密钥", label_en="Phone key"),
         DocType("key_grant", Scope.GRID, {
             # One resident's data key for one tier, wrapped for one phone (crypto.keys.wrap_for_phone):
@@ -549,6 +563,17 @@ DOC_TYPES: dict[str, DocType] = {
             "index_key": _text(Category.SYSTEM, required=True, max_length=100),  # blind-index key, wrapped
             **{tier.value: Field("key_versions", Category.SYSTEM) for tier in (Tier.CONTACT, Tier.CORE)},
         }, database=ACCOUNTS_DB, label_zh="密钥环", label_en="Key ring"),
+        DocType("installation_key", Scope.INSTALLATION, {
+            # The ECDSA P-256 key the installation vouches for residents' write keys with
+            # (crypto/key_statements.py): its private scalar wrapped under the master key, so that a master-key
+            # rotation re-wraps it and its public half, pinned by gateways and phones, stays the same.
+            "master_id": _text(Category.SYSTEM, required=True, max_length=32),
+            "wrapped": _text(Category.SYSTEM, required=True, max_length=100),
+            "public": _text(Category.SYSTEM, required=True, max_length=100),
+            "created_at": Field("datetime", required=True),
+            # Every write key made before statements existed has been vouched for (Firewall.vouch_for_existing_keys).
+            "statements_complete": Field("bool", Category.SYSTEM),
+        }, database=ACCOUNTS_DB, label_zh="安装签名密钥", label_en="Installation signing key"),
         DocType("master_key_check", Scope.INSTALLATION, {
             # Which master key the installation's key rings are wrapped under (server/security/master_key.py):
             # a MAC under a key derived from it, never the key; checked by every process before it writes.
@@ -798,6 +823,7 @@ def export_json() -> dict[str, Any]:
                         **({"max_length": f.max_length} if f.kind == "text" else {}),
                         **({"ref": f.ref} if f.ref else {}),
                         **({"shape": dict(f.shape)} if f.shape else {}),
+                        **({"server_only": True} if f.server_only else {}),
                     }
                     for name, f in t.fields.items()
                 },

@@ -11,6 +11,10 @@ Each report also publishes the filing log's head as anchored outside the databas
 (server/security/filing_anchor.py: entry, hash, signature): whoever keeps a copy can later
 check that the log still reaches it (`linli audit verify --head`), which catches a log cut
 short even by someone who could roll back both the database and the data folder.
+
+Keys handed to phones are filed too (server/security/grants.py): they are not openings, so the report counts
+them apart (`keys_issued` per person), and `exposure` answers who could open a resident's category offline,
+from when to when, whether or not they reported opening it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from server.security.filing import iter_entries
 from server.security.filing_anchor import HeadAnchor
+from server.security.grants import KEYS_ISSUED, KEYS_WITHDRAWN, key_item
 from server.store.couch import Couch, get_many
 
 NIGHT_STARTS, NIGHT_ENDS = 22, 6
@@ -55,6 +60,43 @@ class Report:
     actors: dict[str, ActorSummary] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     head: dict[str, Any] | None = None  # the anchored head when the report was made: {seq, hash, signature, at}
+    keys_issued: Counter[str] = field(default_factory=Counter)  # person → keys their phones were given
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One phone that held a key of a resident: from `start` until `end` (None: it still holds it)."""
+
+    actor: str
+    phone: str
+    tier: str
+    start: str
+    end: str | None
+
+
+def exposure(entries: Iterable[dict[str, Any]], resident: str) -> list[Exposure]:
+    """Who could open this resident's protected categories offline, on which phone, from when to when (the
+    filing log's keys_issued / keys_withdrawn entries, in log order). A re-issue while held (a new key
+    version) continues the same span."""
+    held: dict[tuple[str, str, str], str] = {}
+    spans: list[Exposure] = []
+    for entry in entries:
+        if entry.get("action") not in (KEYS_ISSUED, KEYS_WITHDRAWN):
+            continue
+        for tier in entry.get("fields", []):
+            if key_item(resident, tier) not in entry.get("keys", []):
+                continue
+            span = (entry["actor"], entry["target"], tier)
+            if entry["action"] == KEYS_ISSUED:
+                held.setdefault(span, entry["at"])
+            elif span in held:
+                spans.append(Exposure(*span, held.pop(span), entry["at"]))
+    spans += [Exposure(*span, start, None) for span, start in held.items()]
+    return sorted(spans, key=lambda e: (e.start, e.actor))
+
+
+def exposure_of(couch: Couch, community: str, resident: str) -> list[Exposure]:
+    return exposure(iter_entries(couch, community), resident)
 
 
 def build(community: str, entries: Iterable[dict[str, Any]], residents: dict[str, dict[str, Any]],
@@ -69,6 +111,10 @@ def build(community: str, entries: Iterable[dict[str, Any]], residents: dict[str
         if not start <= at.date() <= end:
             continue
         actor = entry["actor"]
+        if entry.get("action") in (KEYS_ISSUED, KEYS_WITHDRAWN):
+            if entry["action"] == KEYS_ISSUED:
+                report.keys_issued[actor] += len(entry.get("keys", []))
+            continue
         report.entries += 1
         summary = report.actors.setdefault(actor, ActorSummary())
         summary.opens += 1
@@ -111,6 +157,12 @@ def for_community(couch: Couch, anchor: HeadAnchor, community: str, start: dt.da
     return report
 
 
+def render_exposure(resident: str, spans: list[Exposure]) -> str:
+    lines = [f"Keys of {resident} on phones: {len(spans)}"]
+    lines += [f"  {e.tier:<8} {e.actor:<24} {e.phone:<36} {e.start} → {e.end or 'still held'}" for e in spans]
+    return "\n".join(lines)
+
+
 def render_text(report: Report) -> str:
     people = len(report.actors)
     lines = [f"Audit report {report.community}, {report.start} to {report.end}: {report.entries} openings "
@@ -119,6 +171,8 @@ def render_text(report: Report) -> str:
         purposes = ", ".join(f"{p or '-'} ×{n}" for p, n in s.purposes.most_common(3))
         purposes += ", …" if len(s.purposes) > 3 else ""
         lines.append(f"  {actor:<24} {s.opens:>5} openings, {len(s.residents):>4} residents; purposes: {purposes}")
+    for actor, keys in sorted(report.keys_issued.items()):
+        lines.append(f"  {actor:<24} {keys:>5} keys handed to their phones")
     lines.append(f"Findings: {len(report.findings)}" if report.findings else "Findings: none")
     for f in report.findings:
         shown = ", ".join(map(str, f.seqs[:10])) + (" …" if len(f.seqs) > 10 else "")

@@ -61,8 +61,10 @@ def _last_entry(couch: Couch, community: str) -> dict[str, Any] | None:
 
 
 def append(couch: Couch, signer: Signer, *, street: str, community: str, actor: str, action: str,
-           target: str, fields: list[str], purpose: str, device: str, at: dt.datetime) -> dict[str, Any]:
-    """File one access; sign a checkpoint every CHECKPOINT_EVERY entries."""
+           target: str, fields: list[str], purpose: str, device: str, at: dt.datetime,
+           keys: list[str] | None = None) -> dict[str, Any]:
+    """File one access (or, with `keys`, the keys a phone was given or lost: server/security/grants.py); sign a
+    checkpoint every CHECKPOINT_EVERY entries."""
     for attempt in range(MAX_APPEND_TRIES):
         if attempt:
             time.sleep(random.uniform(0, 0.005 * attempt))  # back off so that one writer cannot starve
@@ -71,7 +73,7 @@ def append(couch: Couch, signer: Signer, *, street: str, community: str, actor: 
         entry = {"_id": entry_id(community, seq), "type": "audit_entry", "street": street, "community": community,
                  "actor": actor, "action": action, "target": target, "fields": fields, "purpose": purpose,
                  "device": device, "at": at.isoformat(), "seq": seq,
-                 "prev_hash": last["hash"] if last else filing_log.GENESIS}
+                 "prev_hash": last["hash"] if last else filing_log.GENESIS, **({"keys": keys} if keys else {})}
         entry["hash"] = filing_log.entry_hash(entry)
         validate(entry)
         try:

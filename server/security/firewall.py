@@ -20,7 +20,6 @@ from typing import Any
 import pycouchdb.exceptions
 
 from crypto.blind_index import blind_index, normalise
-from crypto.envelope import b64url
 from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, seal_document
 from crypto.keyring import ResidentKeys
 from server.domain.access import Principal, deletion
@@ -45,10 +44,10 @@ from server.domain.entitlement import (
 )
 from server.domain.errors import FieldError, UserError
 from server.security import filing
-from server.security.keystore import KeyStore, ShreddedError, data_key_id
+from server.security.keystore import INSTALLATION_KEY_ID, KeyStore, ShreddedError, data_key_id
 from server.store import queries
 from server.store.config import Settings
-from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -276,12 +275,12 @@ class Firewall:
         return saved
 
     def refresh_device_copies(self, resident: str) -> int:
-        """Bring the copies on the resident's device documents (write key, utility-alert choice, see
-        server/services/devices.py) up to date, so their BLE gateway seals with the current key and routes alerts
-        as the resident now chooses. Returns how many devices changed."""
+        """Bring the copies on the resident's device documents (write key with the installation's statement,
+        utility-alert choice, see server/services/devices.py) up to date, so their BLE gateway seals with the
+        current key and routes alerts as the resident now chooses. Whatever gives a resident a new write key calls
+        this after storing it. Returns how many devices changed."""
         household = self.couch.main.get(resident)["household"]
-        public, version = self.keystore.write_public_key(resident)
-        wanted = {"write_public": b64url(public), "write_key_version": version,
+        wanted = {**self.keystore.write_key_copy(resident),
                   "utility_alerts": self.privacy_of(resident)["utility_alerts"]}
         stale = [{**d, **wanted} for d in iter_view_docs(self.couch.main, "linli/by_place", [household, "device"])
                  if d.get("resident") == resident and "write_public" in d
@@ -290,6 +289,27 @@ class Firewall:
         if failed:
             raise RuntimeError(f"refreshing {failed[0].id} failed: {failed[0].error}; run it again")
         return len(stale)
+
+    def vouch_for_existing_keys(self) -> int:
+        """An installation from before statements (crypto/key_statements.py): vouch for every write key that has
+        none, on data_key records and on device copies, so that gateways and phones keep sealing after the
+        upgrade. Run by `linli serve` at start; once it has run through, the installation key's document says
+        so and later starts read nothing more. Returns the residents vouched for."""
+        self.keystore.installation_key()  # made now if there is none yet
+        marker = self.couch.accounts.get(INSTALLATION_KEY_ID)
+        if marker.get("statements_complete"):
+            return 0
+        residents = {d["resident"] for d in docs_of_type(self.couch.main, "device")
+                     if d.get("write_public") and not d.get("write_signature") and d.get("resident")}
+        unvouched = [self.keystore.vouched(r) for r in docs_of_type(self.couch.main, "data_key")
+                     if not r.get("write_signature")]
+        failed = [r for r in bulk_save(self.couch.main, unvouched) if r.error]
+        if failed:
+            raise RuntimeError(f"vouching for {failed[0].id} failed: {failed[0].error}; start again")
+        for resident in sorted(residents):
+            self.refresh_device_copies(resident)
+        self.couch.accounts.save({**marker, "statements_complete": True})
+        return len(residents | {r["resident"] for r in unvouched})
 
     # ------------------------------------------------------------ erasure and re-keying
 

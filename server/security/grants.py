@@ -12,6 +12,12 @@ approval is decided or revoked, a worker moves), `resync_resident` those touchin
 privacy change or a re-key), `expire` deletes core grants whose approval ran out (every minute). A
 deleted grant is deleted on the phone at its next sync; until then an offline phone can still open what
 that grant covered (crypto/README.md, "What a phone can read offline").
+
+Exposure is filed, not only openings: a modified client can open whatever its grants hold without reporting
+it, so every key handed to a phone is filed in the community's filing log before it is handed out
+(`keys_issued`) and every key taken back after it is (`keys_withdrawn`): one entry per phone, community and
+issuance naming the keys ("<resident>/<tier>", at most KEYS_PER_ENTRY an entry), so that the log answers
+"who could open resident X's contact details, from when to when" (`audit_report.exposure`).
 """
 
 from __future__ import annotations
@@ -28,11 +34,17 @@ from crypto.keys import wrap_for_phone
 from server.domain.access import Principal, deletion
 from server.domain.declaration import Role, validate
 from server.domain.entitlement import approval_is_active, entitlement, privacy_choices
+from server.security import filing
 from server.security.firewall import Firewall
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 MAX_PHONES = 5  # phone keys a user may register at once
+KEYS_ISSUED, KEYS_WITHDRAWN = "keys_issued", "keys_withdrawn"  # the filing log's exposure actions
+KEYS_PER_ENTRY = 200  # a list field's limit (declaration): a worker's 700 residents are 4 entries, not 700
+# Why keys were issued or withdrawn, as filed (purposes the audit page translates).
+PHONE_ENROLLED, PHONE_REVOKED, ENTITLEMENT_CHANGED, APPROVAL_ENDED = (
+    "phone_enrolled", "phone_revoked", "entitlement_changed", "approval_ended")
 
 
 class PhoneKeyError(ValueError):
@@ -43,8 +55,11 @@ def _user_key(user_id: str) -> str:
     return user_id.split(":", 1)[1]
 
 
-def register_phone(couch: Couch, user: Doc, public_b64: str, label: str, now: dt.datetime) -> Doc:
-    """Store a phone's public key for this user; the message of a PhoneKeyError says what is wrong."""
+def register_phone(couch: Couch, user: Doc, public_b64: str, label: str, now: dt.datetime, *,
+                   enrolled_from: str = "") -> Doc:
+    """Store a phone's public key for this user; the message of a PhoneKeyError says what is wrong.
+    `enrolled_from`: the browser and address the request came from, as the server saw them (the label is the
+    client's own word), for the secretary's page of phones."""
     try:
         raw = unb64url(public_b64)
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
@@ -54,18 +69,22 @@ def register_phone(couch: Couch, user: Doc, public_b64: str, label: str, now: dt
         raise PhoneKeyError(f"at most {MAX_PHONES} phones per account; remove one first")
     doc = {"_id": f"phone_key:{_user_key(user['_id'])}.{secrets.token_hex(6)}", "type": "phone_key",
            "street": user["street"], "user": user["_id"], "public": public_b64, "label": label.strip()[:100],
-           "created_at": now.isoformat(), "revoked": False}
+           "created_at": now.isoformat(), "revoked": False,
+           **({"enrolled_from": enrolled_from[:100]} if enrolled_from else {})}
     validate(doc)
     return couch.accounts.save(doc)
 
 
-def unregister_phone(firewall: Firewall, user: Doc, phone_key_id: str, now: dt.datetime) -> bool:
-    """Revoke one of the user's phone keys and delete its grants; False if the user has no such phone."""
+def unregister_phone(firewall: Firewall, user: Doc, phone_key_id: str, now: dt.datetime, *,
+                     by: str | None = None) -> bool:
+    """Revoke one of the user's phone keys and delete its grants (filed); False if the user has no such phone.
+    `by`: who revoked it, if not the user (a secretary, /phones)."""
     phone = get_or_none(firewall.couch.accounts, phone_key_id)
     if phone is None or phone.get("type") != "phone_key" or phone["user"] != user["_id"] or phone["revoked"]:
         return False
-    firewall.couch.accounts.save({**phone, "revoked": True})
-    sync_user(firewall, user, now)
+    firewall.couch.accounts.save({**phone, "revoked": True, "revoked_at": now.isoformat(),
+                                  "revoked_by": by or user["_id"]})
+    sync_user(firewall, user, now, reason=PHONE_REVOKED)
     return True
 
 
@@ -115,8 +134,10 @@ def _entitled(firewall: Firewall, p: Principal, now: dt.datetime) -> dict[tuple[
     return wanted
 
 
-def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int]:
-    """Issue the grants this user's phones should hold and delete the others; returns (issued, deleted)."""
+def sync_user(firewall: Firewall, user: Doc, now: dt.datetime, *,
+              reason: str = ENTITLEMENT_CHANGED) -> tuple[int, int]:
+    """Issue the grants this user's phones should hold and delete the others, each filed as exposure (`reason`:
+    why, as the log says it); returns (issued, deleted)."""
     p = Principal.of(user)
     phones = phones_of(firewall.couch, user["_id"]) if user.get("active") else []
     wanted = _entitled(firewall, p, now) if phones else {}
@@ -143,13 +164,43 @@ def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int
                 doc["_rev"] = current["_rev"]
             validate(doc)
             writes.append(doc)
+    # Filed before the keys are handed out: a failure after this over-reports exposure rather than hiding it.
+    file_exposure(firewall, user["_id"], KEYS_ISSUED, writes, reason, now)
     index_writes, index_gone = _index_grants(firewall, user, phones if wanted else [])
     deletions = [deletion(g) for g in [*have.values(), *index_gone]]
     writes += index_writes
-    failed = [r for r in bulk_save(firewall.couch.main, writes + deletions) if r.error]
+    results = bulk_save(firewall.couch.main, writes + deletions)
+    withdrawn = {r.id for r in results if not r.error}
+    file_exposure(firewall, user["_id"], KEYS_WITHDRAWN, [g for g in have.values() if g["_id"] in withdrawn],
+                  reason, now)
+    failed = [r for r in results if r.error]
     if failed:
         raise RuntimeError(f"key grant {failed[0].id}: {failed[0].error}; run it again")
     return len(writes), len(deletions)
+
+
+def key_item(resident: str, tier: str) -> str:
+    """How an exposure entry names one key: whose, which tier."""
+    return f"{resident}/{tier}"
+
+
+def file_exposure(firewall: Firewall, user_id: str, action: str, grants: list[Doc], reason: str,
+                  now: dt.datetime) -> int:
+    """File key grants given to (KEYS_ISSUED) or taken from (KEYS_WITHDRAWN) a user's phones: one entry per
+    phone and community, naming the keys; returns the entries filed."""
+    by_phone: dict[tuple[str, str, str], list[Doc]] = {}
+    for grant in grants:
+        by_phone.setdefault((grant["phone_key"], grant["street"], grant["community"]), []).append(grant)
+    filed = 0
+    for (phone, street, community), held in sorted(by_phone.items()):
+        items = sorted(key_item(g["resident"], g["tier"]) for g in held)
+        for start in range(0, len(items), KEYS_PER_ENTRY):
+            chunk = items[start:start + KEYS_PER_ENTRY]
+            filing.append(firewall.couch, firewall.signer, street=street, community=community, actor=user_id,
+                          action=action, target=phone, fields=sorted({i.rsplit("/", 1)[1] for i in chunk}),
+                          purpose=reason, device=phone, at=now, keys=chunk)
+            filed += 1
+    return filed
 
 
 def index_grant_id(phone_key: str, community: str) -> str:
@@ -202,5 +253,9 @@ def expire(firewall: Firewall, now: dt.datetime) -> int:
     candidates = {grant_id(k["_id"], r["resident"], "core"): r["_id"] for r in ended for k in phones[r["requester"]]}
     # A grant of the same phone and resident may come from a newer, still active access request: only its own one's.
     gone = [g for g in get_many(main, candidates).values() if g.get("access_request") == candidates[g["_id"]]]
-    bulk_save(main, [deletion(g) for g in gone])
-    return len(gone)
+    # Another process's minute clock may delete the same grants: each withdrawal is filed by whoever made it.
+    withdrawn = {r.id for r in bulk_save(main, [deletion(g) for g in gone]) if not r.error}
+    for user in sorted({g["user"] for g in gone}):
+        file_exposure(firewall, user, KEYS_WITHDRAWN, [g for g in gone if g["user"] == user and g["_id"] in withdrawn],
+                      APPROVAL_ENDED, now)
+    return len(withdrawn)

@@ -1,9 +1,12 @@
 """Where the key hierarchy lives in CouchDB, and the rotations that re-wrap it.
 
-    keyring:<community>   accounts database: the community's tier keys, wrapped under the master key
-    data_key:<resident>   main database: the resident's data keys, wrapped under the tier keys
+    keyring:<community>           accounts database: the community's tier keys, wrapped under the master key
+    data_key:<resident>           main database: the resident's data keys, wrapped under the tier keys, and
+                                  their write key with the installation's statement vouching for it
+    installation_key:signing      accounts database: the key those statements are signed with, wrapped under
+                                  the master key (crypto/key_statements.py)
 
-Neither is usable without the master key, which is never stored in CouchDB.
+None is usable without the master key, which is never stored in CouchDB.
 A process caches unwrapped tier keys by the ring's revision; when a wrapped data
 key names a tier-key version it has not seen, it reloads the ring (another
 process rotated it), so rotations need no restart and no downtime.
@@ -11,27 +14,32 @@ process rotated it), so rotations need no restart and no downtime.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from pycouchdb.exceptions import Conflict
 from tqdm import tqdm
 
-from crypto.envelope import unb64url
+from crypto import key_statements
+from crypto.envelope import b64url, unb64url
 from crypto.keyring import (
     PROTECTED_TIERS,
     WRITE_KEY_TIER,
     ResidentKeys,
     TierKeys,
+    master_id,
     new_data_key_record,
     open_data_keys,
     rewrap_data_key_record,
 )
-from crypto.keys import KeyMaterialError
+from crypto.keys import KeyMaterialError, unwrap, wrap
 from server.domain.declaration import validate
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none
 
 T = TypeVar("T")
+INSTALLATION_KEY_ID = "installation_key:signing"
 
 
 class ShreddedError(LookupError):
@@ -57,6 +65,7 @@ class KeyStore:
         self.couch = couch
         self.master_keys = master_keys
         self._rings: dict[str, tuple[str, TierKeys]] = {}  # community → (revision, keys)
+        self._installation_key: ec.EllipticCurvePrivateKey | None = None
 
     def __repr__(self) -> str:
         return f"KeyStore(communities cached={len(self._rings)})"
@@ -94,14 +103,56 @@ class KeyStore:
     def communities(self) -> list[str]:
         return [ring["community"] for ring in docs_of_type(self.couch.accounts, "keyring")]
 
+    # ------------------------------------------------------------ the installation key
+
+    def installation_key(self) -> ec.EllipticCurvePrivateKey:
+        """The key the installation vouches for write keys with, created on first use."""
+        if self._installation_key is None:
+            doc = get_or_none(self.couch.accounts, INSTALLATION_KEY_ID) or self._create_installation_key()
+            master = next((m for m in self.master_keys if master_id(m) == doc["master_id"]), None)
+            if master is None:
+                raise KeyMaterialError("no configured master key opens the installation key (set "
+                                       "LINLI_MASTER_KEY_PREVIOUS while a master-key rotation is under way)")
+            scalar = int.from_bytes(unwrap(master, doc["wrapped"]), "big")
+            self._installation_key = ec.derive_private_key(scalar, ec.SECP256R1())
+        return self._installation_key
+
+    def installation_public(self) -> str:
+        """The installation key's public half, base64url: what gateways and phones pin."""
+        return b64url(key_statements.public_raw(self.installation_key()))
+
+    def _installation_key_doc(self, key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+        scalar = key.private_numbers().private_value.to_bytes(32, "big")
+        return {"master_id": master_id(self.master_keys[0]), "wrapped": wrap(self.master_keys[0], scalar),
+                "public": b64url(key_statements.public_raw(key))}
+
+    def _create_installation_key(self) -> dict[str, Any]:
+        doc = {"_id": INSTALLATION_KEY_ID, "type": "installation_key",
+               "created_at": dt.datetime.now(dt.UTC).isoformat(),
+               **self._installation_key_doc(key_statements.new_installation_key())}
+        validate(doc)
+        try:
+            return self.couch.accounts.save(doc)
+        except Conflict:  # another process made it first: use theirs
+            return self.couch.accounts.get(INSTALLATION_KEY_ID)
+
+    def vouched(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The data_key record with the installation's statement for its current write key. Every code path that
+        gives a resident a new write key (a new resident, a re-key, a rotation) stores the record through this."""
+        resident = record["resident"]
+        version = record[WRITE_KEY_TIER]["version"]
+        return {**record, "write_signature": key_statements.vouch(self.installation_key(), resident, version,
+                                                                  record["write_public"])}
+
     # ------------------------------------------------------------ data keys
 
     def new_data_key_doc(self, resident: dict[str, Any]) -> dict[str, Any]:
         """A data_key document for a new resident (not saved: the caller saves it with the resident)."""
         keys = self.tier_keys(resident["community"], resident["street"])
         doc_id = data_key_id(resident["_id"])
-        doc = {"_id": doc_id, "type": "data_key", "resident": resident["_id"],
-               **{k: resident[k] for k in ("street", "community", "grid")}, **new_data_key_record(keys, doc_id)}
+        doc = self.vouched({"_id": doc_id, "type": "data_key", "resident": resident["_id"],
+                            **{k: resident[k] for k in ("street", "community", "grid")},
+                            **new_data_key_record(keys, doc_id)})
         validate(doc)
         return doc
 
@@ -131,6 +182,10 @@ class KeyStore:
         for community in tqdm(communities, desc="key rings", unit="ring", disable=not progress):
             ring = self.couch.accounts.get(keyring_id(community))
             self.save_tier_keys(community, TierKeys.unwrap_ring(self.master_keys, ring))
+        # The installation key itself stays the same: gateways and phones keep their pinned copy.
+        doc = get_or_none(self.couch.accounts, INSTALLATION_KEY_ID)
+        if doc is not None and doc["master_id"] != master_id(self.master_keys[0]):
+            self.couch.accounts.save({**doc, **self._installation_key_doc(self.installation_key())})
         return len(communities)
 
     def rotate_tier(self, community: str, street: str, tier: str, progress: bool = False) -> int:
@@ -179,6 +234,7 @@ class KeyStore:
             record["rekeying"] = {t: record[t] for t in PROTECTED_TIERS}
             record["rekeying_write_private"] = record["write_private"]
             record.update(new_data_key_record(keys, record["_id"], {t: record[t]["version"] for t in PROTECTED_TIERS}))
+            record = self.vouched(record)
             validate(record)
             record = self.couch.main.save(record)
         resealed = reseal(self.open_record(record))
@@ -201,7 +257,20 @@ class KeyStore:
 
     def write_public_key(self, resident: str) -> tuple[bytes, int]:
         """The resident's public write key and its version: what a phone seals core values with."""
+        record = self._data_key_record(resident)
+        return unb64url(record["write_public"]), record[WRITE_KEY_TIER]["version"]
+
+    def write_key_copy(self, resident: str) -> dict[str, Any]:
+        """The resident's public write key, its version and the installation's statement, as a device document
+        carries them for its gateway. A record from before statements is vouched for (and stored) here."""
+        record = self._data_key_record(resident)
+        if not record.get("write_signature"):
+            record = self.couch.main.save(self.vouched(record))
+        return {"write_public": record["write_public"], "write_key_version": record[WRITE_KEY_TIER]["version"],
+                "write_signature": record["write_signature"]}
+
+    def _data_key_record(self, resident: str) -> dict[str, Any]:
         record = get_or_none(self.couch.main, data_key_id(resident))
         if record is None or record.get("_deleted"):
             raise ShreddedError(f"{resident} has no data keys (erased)")
-        return unb64url(record["write_public"]), record[WRITE_KEY_TIER]["version"]
+        return record

@@ -3,8 +3,10 @@
 A device document carries everything its gateway needs, copied at registration, so that the gateway
 account reads its own devices' documents and nothing else (routing stays lookup-free, `access.py`):
 
-* the resident's public write key and its version (`keystore.write_public_key`): the gateway seals
-  readings and alert details it cannot open (envelope v2, write without read);
+* the resident's public write key, its version and the installation's statement vouching for it
+  (`keystore.write_key_copy`, crypto/key_statements.py): the gateway seals readings and alert details it
+  cannot open (envelope v2, write without read), and only to a key its pinned installation key vouches for;
+  no client may write these fields (`server_only` in the declaration), so the sync gateway refuses a swap;
 * `encrypted`: BTHome AES-CCM required; the bind key itself never enters CouchDB, it is installed on the
   gateway (`LINLI_GATEWAY_BIND_KEYS_FILE`);
 * the resident's privacy choice for utility alerts, so the gateway sets `alert.visibility` (the alert
@@ -20,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from crypto.envelope import b64url
 from server.domain.declaration import DEVICE_KINDS, validate
 from server.security.firewall import Firewall
 from server.store.couch import Couch, get_or_none
@@ -54,16 +55,15 @@ def register(firewall: Firewall, *, resident: str, gateway: str, kind: str, mac:
     if station["community"] != person["community"]:
         raise RegistrationError(f"{gateway} serves {station['community']}, but {resident} lives in "
                                 f"{person['community']}")
-    public, version = firewall.keystore.write_public_key(resident)
+    write_key = firewall.keystore.write_key_copy(resident)
     mac = mac.upper()
     doc_id = device_id(mac)
     doc = get_or_none(couch.main, doc_id) or {"_id": doc_id, "type": "device"}
     if doc.get("resident") not in (None, resident):
         raise RegistrationError(f"{mac} is registered to {doc['resident']}; remove that registration first")
     doc.update({key: person[key] for key in ("street", "community", "grid", "household")}, resident=resident,
-               kind=kind, mac=mac, gateway=gateway, encrypted=encrypted, write_public=b64url(public),
-               write_key_version=version, utility_alerts=firewall.privacy_of(resident)["utility_alerts"],
-               registered_at=now.isoformat())
+               kind=kind, mac=mac, gateway=gateway, encrypted=encrypted, **write_key,
+               utility_alerts=firewall.privacy_of(resident)["utility_alerts"], registered_at=now.isoformat())
     doc.setdefault("installed_at", now.date().isoformat())
     if model:
         doc["model"] = model

@@ -345,12 +345,14 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         user = await current_user(request)
         try:
             body = await request.json()
-            key = await run_in_threadpool(grants.register_phone, couch, user, str(body.get("public_key", "")),
-                                          str(body.get("label", "")), _now())
+            key = await run_in_threadpool(lambda: grants.register_phone(
+                couch, user, str(body.get("public_key", "")), str(body.get("label", "")), _now(),
+                enrolled_from=_device(request)))
         except (ValueError, AttributeError) as bad:  # JSONDecodeError is a ValueError
             reason = str(bad) if isinstance(bad, grants.PhoneKeyError) else "send JSON {public_key, label}"
             return JSONResponse({"error": "bad_request", "reason": reason}, status_code=400)
-        issued, _ = await run_in_threadpool(grants.sync_user, firewall, user, _now())
+        issued, _ = await run_in_threadpool(lambda: grants.sync_user(firewall, user, _now(),
+                                                                     reason=grants.PHONE_ENROLLED))
         return JSONResponse({"phone_key": key["_id"], "grants": issued}, status_code=201)
 
     async def remove_phone_key(request: Request) -> Response:
@@ -416,7 +418,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
         # The offline app: service worker, manifest, browser code, templates (server/web/pwa_routes.py).
-        *pwa_routes.routes(couch, current_user, _template_context),
+        *pwa_routes.routes(couch, current_user, _template_context, firewall.keystore.installation_public),
         *mounts,
     ]
     middleware = [

@@ -3,6 +3,9 @@
 - /staff: the community's grid workers and volunteers with their grids; the secretary ticks a person's
   grids. The user document changes at once (every page reads it), the person's phone key grants follow
   (`grants.sync_user`), and the sync gateway re-scopes their replica by itself (sync/README.md, "Sequences").
+- /phones: every phone the community's people enrolled (a phone key: when, which phone, how many residents'
+  keys it holds), and "revoke": the phone key is revoked and its key grants deleted, both filed
+  (server/security/grants.py). A scripted enrolment shows here like any other.
 - /audit: the community's filing log, newest first, by person and date; /audit/report: the audit report
   (server/security/audit_report.py) over the last days, findings first.
 
@@ -16,6 +19,7 @@ import datetime as dt
 import heapq
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -41,7 +45,8 @@ STAFF_ROLES = (Role.GRID_WORKER.value, Role.VOLUNTEER.value)
 MAX_REPORT_DAYS = 366
 SHOWN_SEQS = 10  # entry numbers a finding lists before "…"
 # Purposes the filing log holds as keys (shown translated); anything else is a person's own words.
-FILED_PURPOSES = [*REVEAL_PURPOSES, "own_record", "search_by_number", "account_activation"]
+FILED_PURPOSES = [*REVEAL_PURPOSES, "own_record", "search_by_number", "account_activation", grants.PHONE_ENROLLED,
+                  grants.PHONE_REVOKED, grants.ENTITLEMENT_CHANGED, grants.APPROVAL_ENDED]
 
 
 class ConsoleError(ValueError):
@@ -106,6 +111,48 @@ def assign(firewall: Firewall, p: Principal, user_id: str, community: str, chose
     logger.info("%s set the grids of %s in %s: %s -> %s", p.user_id, user_id, community, before, after)
     grants.sync_user(firewall, user, now)
     return user, True
+
+
+# ---------------------------------------------------------------- phones
+
+def enrolled_phones(couch: Couch, communities: list[str]) -> list[Doc]:
+    """Per community: each member's phone keys, newest first (revoked ones too), with the keys each holds."""
+    names = get_many(couch.main, communities)
+    overview = []
+    for community in communities:
+        phones = []
+        for user in _members(couch, community):
+            held = Counter(g["phone_key"] for g in grants.grants_of(couch, user["_id"]))
+            prefix = f"phone_key:{user['_id'].split(':', 1)[1]}."
+            for row in couch.accounts.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True):
+                phone = row["doc"]
+                phones.append({"_id": phone["_id"], "user": user["_id"], "display_name": user["display_name"],
+                               "username": user["username"], "label": phone.get("label", ""),
+                               "enrolled_from": phone.get("enrolled_from", ""),
+                               "created_at": phone["created_at"], "revoked": phone["revoked"],
+                               "revoked_at": phone.get("revoked_at"), "revoked_by": phone.get("revoked_by"),
+                               "keys": held[phone["_id"]]})
+        overview.append({"_id": community, "name": names.get(community, {}).get("name", community),
+                         "phones": sorted(phones, key=lambda ph: (ph["revoked"], _newest_first(ph["created_at"])))})
+    return overview
+
+
+def _newest_first(at: str) -> float:
+    return -dt.datetime.fromisoformat(at).timestamp()
+
+
+def revoke_phone(firewall: Firewall, p: Principal, phone_key_id: str, now: dt.datetime) -> Doc:
+    """A secretary revokes a phone of someone in their communities: its key is revoked, its grants deleted
+    (filed as keys_withdrawn). Returns the phone's user."""
+    couch = firewall.couch
+    phone = get_or_none(couch.accounts, phone_key_id) if phone_key_id.startswith("phone_key:") else None
+    user = get_or_none(couch.accounts, phone["user"]) if phone and phone.get("type") == "phone_key" else None
+    if user is None or not set(user.get("communities", [])) & set(p.communities) or not p.has(Role.SECRETARY):
+        raise ConsoleError("phones_not_yours", 404)
+    if not grants.unregister_phone(firewall, user, phone_key_id, now, by=p.user_id):
+        raise ConsoleError("phones_already_revoked", 409)
+    logger.info("%s revoked phone key %s of %s", p.user_id, phone_key_id, user["_id"])
+    return user
 
 
 # ---------------------------------------------------------------- filing log
@@ -212,6 +259,22 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render,
         communities = await run_in_threadpool(staff_overview, couch, sorted(p.communities))
         return render(request, "staff.html", status, communities=communities, saved=saved, error=error)
 
+    async def phones_page(request: Request) -> Response:
+        p = await secretary(request)
+        revoked = error = None
+        status = 200
+        if request.method == "POST":
+            form = await request.form()
+            try:
+                user = await run_in_threadpool(revoke_phone, firewall, p, str(form.get("phone_key", ""))[:200], now())
+                revoked = user["display_name"]
+            except ConsoleError as refused:
+                if refused.status == 404:
+                    raise HTTPException(404) from None
+                error, status = refused.reason, refused.status
+        communities = await run_in_threadpool(enrolled_phones, couch, sorted(p.communities))
+        return render(request, "phones.html", status, communities=communities, revoked=revoked, error=error)
+
     async def audit_page(request: Request) -> Response:
         communities = await overseen(request)
         filters = {name: request.query_params.get(name, "").strip()[:100] for name in ("actor", "start", "end")}
@@ -254,6 +317,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render,
 
     return [
         Route("/staff", staff_page, methods=["GET", "POST"]),
+        Route("/phones", phones_page, methods=["GET", "POST"]),
         Route("/audit", audit_page),
         Route("/audit/report", report_page),
     ]

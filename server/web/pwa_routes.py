@@ -71,7 +71,8 @@ def _shell_version() -> str:
 
 
 def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, Any]]],
-           page_context: Callable[[Request], dict[str, Any]]) -> list[BaseRoute]:
+           page_context: Callable[[Request], dict[str, Any]], installation_key: Callable[[], str]) -> list[BaseRoute]:
+    """`installation_key`: the installation key's public half (keystore.installation_public), for phones to pin."""
     version = _shell_version()  # computed once per process: files change with a deployment
 
     async def service_worker(request: Request) -> Response:
@@ -110,6 +111,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # colleagues the pages show (accounts are not replicated).
             "home": home_path(user), "home_roles": role_keys(user), "may_see_alerts": may_see_alerts(p),
             "phone_keys": phones_carry_keys(p), "names": await run_in_threadpool(queries.colleague_names, couch, user),
+            # Pinned by the phone at its first sync: what vouches for the write keys it seals to (offline/keys.js).
+            "installation_key": await run_in_threadpool(installation_key),
         }, headers={"Cache-Control": "no-store"})
 
     return [
