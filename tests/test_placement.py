@@ -117,6 +117,8 @@ CLIENT_TYPES = {"street", "department", "community", "grid", "gateway", "househo
 GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health"}
 STAFF_TYPES = {"household", "resident", "visit", "need", "service_request", "device", "alert", "reading",
                "safety_rules", "access_report"}
+# Fields no client sets or changes: whose key a device's readings are sealed to (issue 13, finding 1).
+KEY_PICKING = {"device": ("resident", "write_public", "write_key_version", "write_signature")}
 AREA_OF_ROLE = {  # type -> where the role may write it (the document as written, and the version it replaces)
     "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health"}},
     "secretary": {t: lambda d, old: d["community"] == C1 for t in STAFF_TYPES | {"grid", "gateway"}},
@@ -221,6 +223,8 @@ def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
         return False
     if old is not None and actor.role == "gateway" and d["type"] in ("alert", "reading"):
         return False  # a gateway cannot read back what it reported, so it cannot edit it
+    if any((old or {}).get(k) != d.get(k) for k in KEY_PICKING.get(d["type"], ())):
+        return False
     return _place_ok(d) and _links_ok(actor, d) and _people_ok(actor, d) and _times_ok(d)
 
 
