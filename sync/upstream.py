@@ -18,6 +18,7 @@ import httpx2
 from server.domain.access import Doc
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
 from server.store.config import Settings
+from server.store.couch import server_url, split_credentials
 
 from .jsonio import dumps, loads
 from .revisions import RevisionCache
@@ -35,11 +36,11 @@ class Upstream:
     """Linli's two databases on one CouchDB server, over one connection pool."""
 
     def __init__(self, settings: Settings, couch_url: str) -> None:
-        auth = (settings.couchdb_user, settings.couchdb_password) if settings.couchdb_user else None
+        url, auth = split_credentials(server_url(settings, couch_url))  # COUCHDB_USER's, else the URL's own
         self.main = settings.db_name(MAIN_DB)
         self.accounts = settings.db_name(ACCOUNTS_DB)
         self.http = httpx2.AsyncClient(
-            base_url=couch_url.rstrip("/") + "/", auth=auth, timeout=httpx2.Timeout(120, connect=10),
+            base_url=url, auth=auth, timeout=httpx2.Timeout(120, connect=10),
             # Compressed answers cost CPU on both sides of a fast link, and a compressing server
             # (pouchdb-server's middleware) holds a continuous feed back until its buffer fills.
             headers={"Accept-Encoding": "identity"},
