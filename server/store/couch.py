@@ -174,7 +174,14 @@ def _ensure_design(db: pycouchdb.client.Database, views: dict[str, Any]) -> None
         db.save({**current, "language": "javascript", "views": views})
 
 
+# No Linli id comes near this; a longer one cannot even be asked for (pouchdb-server, being Node, refuses a request
+# line over 16 KB without a JSON answer), so a lookup of one finds nothing instead of failing.
+MAX_ID_BYTES = 2000
+
+
 def get_or_none(db: pycouchdb.client.Database, doc_id: str) -> dict[str, Any] | None:
+    if len(doc_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        return None
     try:
         return db.get(doc_id)
     except NotFound:
