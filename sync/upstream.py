@@ -23,6 +23,10 @@ from server.store.couch import server_url, split_credentials
 from .jsonio import dumps, loads
 from .revisions import RevisionCache
 
+# A client may send a path and query this long (an id or rev of thousands of characters), but pouchdb-server (Node)
+# refuses a request line over 16 KB with a bare 431; no document, revision or parameter of ours comes near.
+MAX_PATH_BYTES = 8_000
+
 
 class UpstreamError(RuntimeError):
     """CouchDB answered something the gateway did not expect (a 502 for the client)."""
@@ -52,9 +56,11 @@ class Upstream:
                    body: Any = None, ok: Iterable[int] = (200, 201, 202)) -> Any:
         """One request; the decoded JSON answer, or None for a 404."""
         content = None if body is None else dumps(body)
-        response = await self.http.request(method, f"{db}/{path}", params=params, content=content,
-                                           headers={"Content-Type": "application/json",
-                                                    "Accept": "application/json"})
+        request = self.http.build_request(method, f"{db}/{path}", params=params, content=content,
+                                          headers={"Content-Type": "application/json", "Accept": "application/json"})
+        if method == "GET" and len(request.url.raw_path) > MAX_PATH_BYTES:
+            return None  # names nothing CouchDB holds, and CouchDB could not even be asked (see MAX_PATH_BYTES)
+        response = await self.http.send(request)
         if response.status_code == 404:
             return None
         if response.status_code not in ok:

@@ -179,11 +179,11 @@ def _ensure_design(db: pycouchdb.client.Database, views: dict[str, Any]) -> None
 MAX_ID_BYTES = 2000
 
 
-def get_or_none(db: pycouchdb.client.Database, doc_id: str) -> dict[str, Any] | None:
+def get_or_none(db: pycouchdb.client.Database, doc_id: str, **params: str) -> dict[str, Any] | None:
     if len(doc_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         return None
     try:
-        return db.get(doc_id)
+        return db.get(doc_id, **params)
     except NotFound:
         return None
 
