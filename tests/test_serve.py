@@ -385,6 +385,12 @@ def test_the_embedded_couch_listens_on_loopback_only_and_never_shows_its_passwor
         if path.is_file() and path.name != "admin_password":
             assert password.encode() not in path.read_bytes(), path
     assert password not in "".join(served.output)
+    # Nor in its environment, which holds none of Linli's settings either (LINLI_NEW_PASSWORD is in linli's).
+    (pid,) = pouchdb_server_pids(served.data_dir)
+    environment = (Path("/proc") / str(pid) / "environ").read_bytes().decode().split("\0")
+    assert password not in "\n".join(environment)
+    names = sorted(v.split("=")[0] for v in environment if v.startswith(("LINLI_", "COUCHDB_")))
+    assert names == ["LINLI_COUCH_PASSWORD_FILE", "LINLI_COUCH_USER"], names
 
 
 def test_a_second_server_on_the_same_data_folder_is_refused(served: Served, couch_server: EmbeddedCouch) -> None:

@@ -88,6 +88,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _child_environment(data_dir: Path) -> dict[str, str]:
+    """Ours without Linli's and CouchDB's settings (the master key may be among them: pouchdb-server needs none),
+    plus what the gate reads: who the admin is and where the password is (not the password itself)."""
+    kept = {name: value for name, value in os.environ.items() if not name.startswith(("LINLI_", "COUCHDB_"))}
+    return {**kept, "LINLI_COUCH_USER": ADMIN_USER, "LINLI_COUCH_PASSWORD_FILE": str(data_dir / PASSWORD_FILE)}
+
+
 def _command_line(data_dir: Path, port: int) -> list[str]:
     return ["node", "--require", str(GATE), str(POUCHDB_SERVER_BIN), "--host", "127.0.0.1", "--port", str(port),
             "--dir", str(data_dir), "--config", str(data_dir / "config.json"), "--no-stdout-logs"]
@@ -113,8 +120,7 @@ class EmbeddedCouch:
         with open(self.data_dir / "pouchdb-server.log", "ab") as log:
             self.process = subprocess.Popen(
                 _command_line(self.data_dir, self.port), cwd=self.data_dir,
-                env={**os.environ, "LINLI_COUCH_USER": ADMIN_USER,
-                     "LINLI_COUCH_PASSWORD_FILE": str(self.data_dir / PASSWORD_FILE)},
+                env=_child_environment(self.data_dir),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 # Own session: Ctrl-C reaches only us, and we stop the database after the web server.
                 start_new_session=True, preexec_fn=_die_with_parent,
