@@ -7,6 +7,7 @@ which must not load the server's storage layer to read one.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -27,3 +28,24 @@ def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def private_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in `path`, made by `make` the first time (mode 0600 from creation, put in place whole by a
+    hard link, so two processes starting together agree on one). Refused if the file is another user's, a symlink,
+    or readable by others: a secret anyone else could have read or planted is no secret."""
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        write_private(temporary, make())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, encoding="utf-8") as f:
+        info = os.fstat(f.fileno())
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise PermissionError(f"{path} must belong to this user and be readable by it alone (chmod 600)")
+        return f.read().strip()

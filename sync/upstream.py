@@ -19,9 +19,14 @@ import httpx2
 from server.domain.access import Doc
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, database_of
 from server.store.config import Settings
+from server.store.couch import server_url, split_credentials
 
 from .jsonio import dumps, loads
 from .revisions import RevisionCache
+
+# A client may send a path and query this long (an id or rev of thousands of characters), but pouchdb-server (Node)
+# refuses a request line over 16 KB with a bare 431; no document, revision or parameter of ours comes near.
+MAX_PATH_BYTES = 8_000
 
 
 class UpstreamError(RuntimeError):
@@ -36,11 +41,11 @@ class Upstream:
     """Linli's two databases on one CouchDB server, over one connection pool."""
 
     def __init__(self, settings: Settings, couch_url: str) -> None:
-        auth = (settings.couchdb_user, settings.couchdb_password) if settings.couchdb_user else None
+        url, auth = split_credentials(server_url(settings, couch_url))  # COUCHDB_USER's, else the URL's own
         self.main = settings.db_name(MAIN_DB)
         self.accounts = settings.db_name(ACCOUNTS_DB)
         self.http = httpx2.AsyncClient(
-            base_url=couch_url.rstrip("/") + "/", auth=auth, timeout=httpx2.Timeout(120, connect=10),
+            base_url=url, auth=auth, timeout=httpx2.Timeout(120, connect=10),
             # Compressed answers cost CPU on both sides of a fast link, and a compressing server
             # (pouchdb-server's middleware) holds a continuous feed back until its buffer fills.
             headers={"Accept-Encoding": "identity"},
@@ -52,9 +57,11 @@ class Upstream:
                    body: Any = None, ok: Iterable[int] = (200, 201, 202)) -> Any:
         """One request; the decoded JSON answer, or None for a 404."""
         content = None if body is None else dumps(body)
-        response = await self.http.request(method, f"{db}/{path}", params=params, content=content,
-                                           headers={"Content-Type": "application/json",
-                                                    "Accept": "application/json"})
+        request = self.http.build_request(method, f"{db}/{path}", params=params, content=content,
+                                          headers={"Content-Type": "application/json", "Accept": "application/json"})
+        if method == "GET" and len(request.url.raw_path) > MAX_PATH_BYTES:
+            return None  # names nothing CouchDB holds, and CouchDB could not even be asked (see MAX_PATH_BYTES)
+        response = await self.http.send(request)
         if response.status_code == 404:
             return None
         if response.status_code not in ok:

@@ -1,8 +1,15 @@
-"""The CouchDB helpers, against a real pouchdb-server."""
+"""The CouchDB helpers and the embedded CouchDB's door, against a real pouchdb-server."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from crypto.secrets import private_secret
 from server.store.couch import Couch, bulk_save, iter_view_docs
+from server.store.embedded_couch import EmbeddedCouch
 
 
 def test_view_docs_are_paged_without_losing_or_repeating_rows(couch: Couch) -> None:
@@ -15,3 +22,38 @@ def test_view_docs_are_paged_without_losing_or_repeating_rows(couch: Couch) -> N
     assert paged == [d["_id"] for d in docs[:23]]
     exact = list(iter_view_docs(couch.main, "linli/by_place", ["grid:g", "household"], page=23))
     assert len(exact) == 23
+
+
+def test_the_embedded_couch_refuses_whoever_is_not_its_admin(couch_server: EmbeddedCouch, couch: Couch) -> None:
+    """Issue 13, finding 10, below the attack in test_serve.py: pouchdb-server itself would answer these
+    (and the first two, anonymous, used to crash it); the gate (server/store/couch_gate.js) refuses them."""
+    base, password = couch_server.location, couch_server.password
+    sign_up = {"name": "mallory", "password": "x", "roles": [], "type": "user"}
+    anonymous = [("PUT", "a_new_database", None), ("PUT", "_users/org.couchdb.user:mallory", sign_up),
+                 ("GET", "", None), ("GET", "_all_dbs", None), ("GET", "_utils/", None), ("GET", "_config", None),
+                 ("GET", f"{couch.accounts.name}/_all_docs", None)]
+    for method, path, body in anonymous:
+        answer = httpx2.request(method, base + path, json=body)
+        assert answer.status_code == 401 and answer.json()["error"] == "unauthorized", (method, path, answer.text)
+    credentials = ("linli", password)
+    # A page of another site, even with credentials (a browser that has them), or a name that resolves to the
+    # loopback address (DNS rebinding: the browser then calls it same-origin).
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Sec-Fetch-Site": "same-site"}, {"Host": f"evil.example:{couch_server.port}"}):
+        answer = httpx2.get(base + "_all_dbs", auth=credentials, headers=headers)
+        assert answer.status_code == 403, headers
+        assert not [name for name in answer.headers if name.lower().startswith("access-control-")]
+    # Its own origin (pouchdb-server's Fauxton in a browser that has the credentials) and Linli's clients pass.
+    same_origin = {"Origin": base.rstrip("/"), "Sec-Fetch-Site": "same-origin"}
+    assert httpx2.get(base + "_all_dbs", auth=credentials, headers=same_origin).status_code == 200
+    assert "a_new_database" not in httpx2.get(couch_server.url + "_all_dbs").json()  # still up, nothing created
+
+
+def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    made = private_secret(path, lambda: "first")
+    assert made == "first" and private_secret(path, lambda: "second") == "first"  # made once
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o640)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        private_secret(path, lambda: "second")

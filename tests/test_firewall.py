@@ -44,7 +44,7 @@ def _resident_with(couch: Couch, field: str, grid: str = "grid:c1-g01") -> dict:
 def test_protected_fields_are_never_stored_in_plaintext(demo_loaded: Couch) -> None:
     # A dump of every database, as a thief with the database (but no master key) would have it.
     dump = ""
-    with httpx2.Client(base_url=demo_loaded.server.base_url, timeout=60) as http:
+    with httpx2.Client(base_url=demo_loaded.url, timeout=60) as http:
         for db in (demo_loaded.main.name, demo_loaded.accounts.name):
             dump += http.get(f"/{db}/_all_docs", params={"include_docs": "true"}).text
     secrets = set()
@@ -159,7 +159,7 @@ def test_shredded_resident_stays_unreadable_even_with_every_key(demo_loaded: Cou
         with pytest.raises(EnvelopeError):
             keys.current["contact"].open(_context(resident, "phone"), resident["phone"])
     # Nor does the deleted revision: compaction has dropped its body.
-    old = httpx2.get(f"{demo_loaded.server.base_url}/{demo_loaded.main.name}/{record['_id']}",
+    old = httpx2.get(f"{demo_loaded.url}{demo_loaded.main.name}/{record['_id']}",
                      params={"rev": record["_rev"]})
     assert old.status_code == 404 or "contact" not in old.json()
 

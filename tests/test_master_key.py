@@ -69,7 +69,7 @@ def assert_refused(result: subprocess.CompletedProcess[str], *said: str) -> None
 def test_a_foreign_or_missing_master_key_is_refused_and_writes_nothing(
         installation: Couch, settings: Settings, couch_server, tmp_path: Path) -> None:
     url, accounts_db = couch_server.url, settings.db_name("accounts")
-    where = f"{url} ({accounts_db})"
+    where = f"{couch_server.location} ({accounts_db})"  # messages name the database, never its password
     before = snapshot(url, settings)
     elsewhere = tmp_path / "elsewhere"  # another data folder: no key in it (the issue's `audit verify`)
     elsewhere.mkdir()
@@ -106,7 +106,8 @@ def test_a_foreign_or_missing_master_key_is_refused_and_writes_nothing(
                          "--street", "street:hongshan")):
             result = run(settings, url, *command, data_dir=elsewhere, **env)
             assert_refused(result, said, where, f"key id is {check['master_id']}" if env else "")
-            assert result.stderr.startswith(f"linli: data folder {elsewhere}, CouchDB {url} ("), result.stderr
+            first = f"linli: data folder {elsewhere}, CouchDB {couch_server.location} ("
+            assert result.stderr.startswith(first), result.stderr
             assert "BROKEN" not in result.stdout  # never a false tampering alarm
     assert snapshot(url, settings) == before
     assert sorted(p.name for p in elsewhere.iterdir()) == []  # no master key, no session key made
@@ -134,7 +135,7 @@ def test_the_first_line_names_folder_and_database_quiet_aside(couch_server, sett
     from server.cli.main import banner
 
     shown = run(settings, couch_server.url, "device-token", "issue", "nobody")
-    assert shown.stderr.splitlines()[0] == (f"linli: data folder {settings.data_dir}, CouchDB {couch_server.url} "
+    assert shown.stderr.splitlines()[0] == (f"linli: data folder {settings.data_dir}, CouchDB {couch_server.location} "
                                             f"({settings.db_prefix}main, {settings.db_prefix}accounts)")
     quiet = run(settings, couch_server.url, "--quiet", "device-token", "issue", "nobody")
     assert "data folder" not in quiet.stderr and "no active user" in quiet.stderr

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from server.services import service_requests as sr
@@ -18,6 +19,7 @@ from server.store.config import Settings
 from server.store.couch import Couch
 from server.web import open311
 from server.web.app import create_app
+from sync.app import create_sync_app
 
 BASE = "/open311/v2"
 LAMP = {"service_code": "street_lamp", "lat": "30.51", "long": "114.344", "description": "路灯不亮"}
@@ -86,3 +88,31 @@ def test_login_with_a_100_kb_username(api: TestClient, demo_loaded: Couch) -> No
     assert answer.status_code == 400, answer.text[:300]
     assert "最多 50 个字" in answer.text  # the declared length of a username (the page's default language)
     assert demo_loaded.accounts.config()["update_seq"] == before  # no throttle document under a 100 KB id
+
+
+@pytest.mark.parametrize(("body", "boundary"), [(b"\xff" * 200, "x"), (b"--x--", ""), (b"--x--", "-" * 80),
+                                                (b"--x\r\nContent-Disposition: form-data\r\n\r\n", "x")])
+def test_a_broken_multipart_form_is_refused_by_name(api: TestClient, body: bytes, boundary: str) -> None:
+    """Found by tests/test_fuzz_endpoints.py: the CSRF check read a broken multipart body looking for the token."""
+    answer = api.post("/lang", content=body, cookies={"lang": "en"},
+                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 400, answer.text
+    assert "malformed multipart data" in answer.text
+
+
+def test_an_impossibly_long_id_or_revision_is_not_found(demo_loaded: Couch, settings: Settings) -> None:
+    """Found by tests/test_fuzz_endpoints.py: pouchdb-server (Node) answers a request line over 16 KB with a bare
+    431, which the pages' and the sync gateway's CouchDB clients could not read."""
+    app = create_app(settings, demo_loaded, mounts=[Mount("/sync", create_sync_app(settings, demo_loaded.url))])
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
+        form_token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        assert client.post("/login", data={"username": "wangge01", "password": "demo-password",
+                                           "csrf_token": form_token}).status_code == 303
+        long = "长" * 2000
+        for path in ("/households/", "/grids/", "/requests/", "/conflicts/", "/sync/main/", "/sync/main/_local/"):
+            answer = client.get(path + long)
+            assert answer.status_code in (400, 404), (path, answer.status_code, answer.text[:200])
+        resident = next(iter(demo_loaded.main.all(startkey="resident:", endkey="resident:\ufff0", limit=1,
+                                                  as_list=True)))["id"]
+        answer = client.get(f"/sync/main/{resident}", params={"rev": long})
+        assert answer.status_code == 404, answer.text[:200]

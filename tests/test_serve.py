@@ -19,8 +19,16 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from server.security import accounts
 from server.services import demo
-from server.store.embedded_couch import RECORD_FILE, EmbeddedCouch, folder_couch, free_port, read_record
+from server.store.embedded_couch import (
+    RECORD_FILE,
+    EmbeddedCouch,
+    admin_password,
+    folder_couch,
+    free_port,
+    read_record,
+)
 from tests.browser import launch
 from tests.street import TINY_PNG
 
@@ -318,6 +326,73 @@ def test_commands_work_from_another_terminal_while_the_server_runs(served: Serve
     assert pouchdb_server_pids(served.data_dir) == database  # still the server's own, only
 
 
+# ---------------------------------------------------------------- a process on the same host (issue 13, finding 10)
+
+def embedded_couch_port(data_dir: Path) -> int:
+    """What anyone on the host can see: the pouchdb-server's command line (its port), not its password."""
+    (pid,) = pouchdb_server_pids(data_dir)
+    arguments = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode().split("\0")
+    return int(arguments[arguments.index("--port") + 1])
+
+
+def no_cors_allowance(response: httpx2.Response) -> bool:
+    return not [name for name in response.headers if name.lower().startswith("access-control-")]
+
+
+def test_a_process_on_the_host_cannot_rewrite_a_password_hash(served: Served) -> None:
+    """The attack of finding 10 on a running `linli serve`: find its CouchDB's port, replace a worker's
+    password_hash with one of your own, sign in. Anonymous, with a guessed password, or from a web page of
+    another site (even one whose browser holds the credentials) it is refused, and the worker's password stays."""
+    couch = f"http://127.0.0.1:{embedded_couch_port(served.data_dir)}/"
+    user = f"{couch}linli_accounts/user:wangge01"
+    forged = {"_id": "user:wangge01", "_rev": "999-" + "0" * 32, "type": "user", "username": "wangge01",
+              "password_hash": accounts.hash_password("the attacker's password")}
+    bulk = {"docs": [forged], "new_edits": False}  # no revision needed: the write wins outright
+    for credentials in (None, ("linli", "a guessed password"), ("admin", "admin")):
+        assert httpx2.get(user, auth=credentials).status_code == 401
+        assert httpx2.put(user, json=forged, auth=credentials).status_code == 401
+        assert httpx2.post(f"{couch}linli_accounts/_bulk_docs", json=bulk, auth=credentials).status_code == 401
+    password = admin_password(served.data_dir / "couch")
+    from_a_page = {"Origin": "http://evil.example"}
+    answer = httpx2.post(f"{couch}linli_accounts/_bulk_docs", json=bulk, auth=("linli", password), headers=from_a_page)
+    assert answer.status_code == 403 and no_cors_allowance(answer)
+    preflight = httpx2.options(user, headers={**from_a_page, "Access-Control-Request-Method": "PUT"})
+    assert preflight.status_code == 403 and no_cors_allowance(preflight)
+
+    assert not signs_in(served.url, "wangge01", "the attacker's password")
+    assert signs_in(served.url, "wangge01", demo_password(served.data_dir))
+    # With the data folder's credentials, Linli's own processes do get in (the refusals above are not an outage).
+    owned = httpx2.get(user, auth=("linli", password))
+    assert owned.status_code == 200 and owned.json()["password_hash"] != forged["password_hash"]
+
+
+def test_the_embedded_couch_listens_on_loopback_only_and_never_shows_its_password(served: Served) -> None:
+    port = embedded_couch_port(served.data_dir)
+    listening = []  # (local address, port) of every listening TCP socket, IPv4 and IPv6, from the kernel's tables
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                listening.append(address)
+    assert listening == ["0100007F"], listening  # 127.0.0.1 only, no IPv6 or wildcard socket
+
+    folder = served.data_dir / "couch"
+    password = admin_password(folder)
+    assert (folder / "admin_password").stat().st_mode & 0o777 == 0o600
+    # Not in pouchdb-server's config (a pbkdf2 hash), log, record or database files, nor in what linli serve said.
+    for path in folder.rglob("*"):
+        if path.is_file() and path.name != "admin_password":
+            assert password.encode() not in path.read_bytes(), path
+    assert password not in "".join(served.output)
+    # Nor in its environment, which holds none of Linli's settings either (LINLI_NEW_PASSWORD is in linli's).
+    (pid,) = pouchdb_server_pids(served.data_dir)
+    environment = (Path("/proc") / str(pid) / "environ").read_bytes().decode().split("\0")
+    assert password not in "\n".join(environment)
+    names = sorted(v.split("=")[0] for v in environment if v.startswith(("LINLI_", "COUCHDB_")))
+    assert names == ["LINLI_COUCH_PASSWORD_FILE", "LINLI_COUCH_USER"], names
+
+
 def test_a_second_server_on_the_same_data_folder_is_refused(served: Served, couch_server: EmbeddedCouch) -> None:
     second = subprocess.run([LINLI, "serve", "--no-demo"], env=linli_env(served.data_dir), capture_output=True,
                             text=True, timeout=60)
@@ -359,7 +434,9 @@ def test_a_record_is_believed_only_for_a_live_server_of_this_folder(tmp_path: Pa
     folder = tmp_path.resolve() / "couch"
     with folder_couch(folder, serving=True) as url:
         record = read_record(folder)
-        assert record is not None and record.url == url and record.serving
+        # The record names the address only; the URL a command gets carries the folder's admin credentials.
+        assert record is not None and record.serving
+        assert url == record.url.replace("//", f"//linli:{admin_password(folder)}@")
         path = folder / RECORD_FILE
         true = json.loads(path.read_text())
         assert path.stat().st_mode & 0o777 == 0o600

@@ -162,7 +162,7 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     print("Press Ctrl-C to stop.")
     print("=" * 60 + "\n", flush=True)
     # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
-    gateway = Mount("/sync", create_sync_app(settings, couch.server.base_url))
+    gateway = Mount("/sync", create_sync_app(settings, couch.url))
     # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
     server = uvicorn.Server(uvicorn.Config(create_app(settings, couch, mounts=[gateway]), host=settings.host,
                                           port=port, log_level=args.log_level, proxy_headers=True,

@@ -80,6 +80,7 @@ ERROR_MESSAGES: dict[str, dict[str, str]] = {
         "photo_choose_again": "照片未能保留，请重新选择。",
         "err_sync_refused": "服务器拒绝了这项修改（权限不足或内容不符合要求）。",
         "err_form_too_large": "提交的内容太大，请少选或换小一些的照片后重试。",
+        "err_form_unreadable": "提交的表单格式不正确，无法读取，请刷新页面后重试。",
         "err_choose_version": "请选择要保留的版本。",
         # access requests and privacy (security/firewall.py)
         "err_categories": "请选择要查看的信息类别。",
@@ -165,6 +166,7 @@ ERROR_MESSAGES: dict[str, dict[str, str]] = {
         "photo_choose_again": "The photo could not be kept; please choose it again.",
         "err_sync_refused": "The server refused this change (not allowed, or not valid).",
         "err_form_too_large": "The form is too large; choose fewer or smaller photos and try again.",
+        "err_form_unreadable": "The form could not be read (malformed multipart data); reload the page and try again.",
         "err_choose_version": "choose the version to keep",
         "err_categories": "choose one or more of the categories",
         "err_hours_range": "hours must be between 1 and {max}",

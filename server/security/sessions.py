@@ -33,7 +33,7 @@ from urllib.parse import parse_qs
 
 import pycouchdb
 from starlette.datastructures import Headers
-from starlette.formparsers import MultiPartParser
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -170,7 +170,12 @@ class CSRFMiddleware:
                 await PlainTextResponse(t("err_form_too_large"), status_code=413)(scope, receive, send)
                 return
             downstream = _replay(read, receive)
-            supplied = await _form_token(headers, read)
+            try:
+                supplied = await _form_token(headers, read)
+            except MultiPartException:  # a broken multipart body: say so, rather than fail with a 500
+                t = translator(Request(scope).cookies.get("lang", ""))
+                await PlainTextResponse(t("err_form_unreadable"), status_code=400)(scope, receive, send)
+                return
         if not expected or not hmac.compare_digest(expected.encode(), supplied.encode()):
             t = translator(Request(scope).cookies.get("lang", ""))
             # PouchDB (the sync gateway's client) reads every answer as JSON.

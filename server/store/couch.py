@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pycouchdb
 from pycouchdb.exceptions import NotFound
@@ -105,6 +105,16 @@ def server_url(settings: Settings, embedded_url: str | None = None) -> str:
     return url.rstrip("/") + "/"
 
 
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without `user:password@`, and those (unquoted) if it had them: for an HTTP client's `auth`,
+    so that no URL a client logs or puts into an error message carries the password."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    plain = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+    return plain, (unquote(parts.username), unquote(parts.password or ""))
+
+
 @dataclass
 class Couch:
     """The two databases Linli uses, opened on one server."""
@@ -112,6 +122,7 @@ class Couch:
     server: pycouchdb.Server
     main: pycouchdb.client.Database
     accounts: pycouchdb.client.Database
+    url: str  # the server as clients connect, credentials included (`server.base_url` has none): never print it
 
     def db(self, logical: str) -> pycouchdb.client.Database:
         return {MAIN_DB: self.main, ACCOUNTS_DB: self.accounts}[logical]
@@ -120,12 +131,13 @@ class Couch:
 def connect(settings: Settings, embedded_url: str | None = None, *, designs: bool = True) -> Couch:
     """Open (creating if needed) Linli's databases and, unless `designs` is False, their design documents
     (the command line checks the master key first, and writes them after: `ensure_designs`)."""
-    server = pycouchdb.Server(server_url(settings, embedded_url), timeout=600)
+    url = server_url(settings, embedded_url)
+    server = pycouchdb.Server(url, timeout=600)
     dbs = {}
     for logical in (MAIN_DB, ACCOUNTS_DB):
         name = settings.db_name(logical)
         dbs[logical] = server.database(name) if name in server else server.create(name)
-    couch = Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB])
+    couch = Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB], url=url)
     if designs:
         ensure_designs(couch)
     return couch
@@ -162,9 +174,16 @@ def _ensure_design(db: pycouchdb.client.Database, views: dict[str, Any]) -> None
         db.save({**current, "language": "javascript", "views": views})
 
 
-def get_or_none(db: pycouchdb.client.Database, doc_id: str) -> dict[str, Any] | None:
+# No Linli id comes near this; a longer one cannot even be asked for (pouchdb-server, being Node, refuses a request
+# line over 16 KB without a JSON answer), so a lookup of one finds nothing instead of failing.
+MAX_ID_BYTES = 2000
+
+
+def get_or_none(db: pycouchdb.client.Database, doc_id: str, **params: str) -> dict[str, Any] | None:
+    if len(doc_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        return None
     try:
-        return db.get(doc_id)
+        return db.get(doc_id, **params)
     except NotFound:
         return None
 

@@ -2,6 +2,10 @@
 
 Used by `linli serve` when no COUCHDB_URL is set, by every other `linli` command, and by the
 test suite. It listens on a free loopback port and keeps its files under the data folder.
+It answers only its admin (`ADMIN_USER`, the password generated into the folder's `PASSWORD_FILE`,
+mode 0600): `couch_gate.js` refuses every other request, and any sent by a web page of another
+site, before pouchdb-server sees it; CORS is off. So a process on the host that cannot read the
+data folder, or a page in a browser, can neither read nor rewrite anything.
 The child gets SIGTERM if this process dies (Linux), so a crash leaves no orphan holding
 the database files.
 
@@ -21,6 +25,7 @@ import ctypes
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -31,14 +36,44 @@ from pathlib import Path
 
 import httpx2
 
+from crypto.secrets import private_secret
 from server.store.config import PROJECT_ROOT
 
 POUCHDB_SERVER_BIN = PROJECT_ROOT / "node_modules" / "pouchdb-server" / "bin" / "pouchdb-server"
+GATE = Path(__file__).with_name("couch_gate.js")  # loaded into pouchdb-server with `node --require`
+ADMIN_USER = "linli"
+PASSWORD_FILE = "admin_password"  # in the pouchdb-server's folder, mode 0600, made on first start
 _PR_SET_PDEATHSIG = 1
 
 
-def _url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/"
+def admin_password(folder: Path) -> str:
+    """The embedded CouchDB's admin password for the database folder, generated on first use."""
+    return private_secret(folder / PASSWORD_FILE, lambda: secrets.token_urlsafe(32))
+
+
+def _url(port: int, password: str | None = None) -> str:
+    """The loopback address; with the password, as a client connects (never print that one)."""
+    credentials = "" if password is None else f"{ADMIN_USER}:{password}@"
+    return f"http://{credentials}127.0.0.1:{port}/"
+
+
+def _answers(port: int, password: str) -> bool:
+    return httpx2.get(_url(port), auth=(ADMIN_USER, password), timeout=2).status_code == 200
+
+
+def _write_config(folder: Path, password: str) -> None:
+    """pouchdb-server's own settings, on every start: its admin (behind the gate, so that pouchdb-server too
+    treats only that user as admin; it replaces the password with a pbkdf2 hash when it starts), no CORS
+    (its default answers any Origin, with credentials), loopback only."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    config["admins"] = {ADMIN_USER: password}
+    config.setdefault("httpd", {}).update(enable_cors=False, bind_address="127.0.0.1")
+    temporary = folder / ".config.json.new"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+    os.replace(temporary, path)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -53,9 +88,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _child_environment(data_dir: Path) -> dict[str, str]:
+    """Ours without Linli's and CouchDB's settings (the master key may be among them: pouchdb-server needs none),
+    plus what the gate reads: who the admin is and where the password is (not the password itself)."""
+    kept = {name: value for name, value in os.environ.items() if not name.startswith(("LINLI_", "COUCHDB_"))}
+    return {**kept, "LINLI_COUCH_USER": ADMIN_USER, "LINLI_COUCH_PASSWORD_FILE": str(data_dir / PASSWORD_FILE)}
+
+
 def _command_line(data_dir: Path, port: int) -> list[str]:
-    return ["node", str(POUCHDB_SERVER_BIN), "--host", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-            "--config", str(data_dir / "config.json"), "--no-stdout-logs"]
+    return ["node", "--require", str(GATE), str(POUCHDB_SERVER_BIN), "--host", "127.0.0.1", "--port", str(port),
+            "--dir", str(data_dir), "--config", str(data_dir / "config.json"), "--no-stdout-logs"]
 
 
 class EmbeddedCouch:
@@ -64,7 +106,9 @@ class EmbeddedCouch:
     def __init__(self, data_dir: Path, port: int | None = None, inherit_fd: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = _url(self.port)
+        self.password = admin_password(data_dir)
+        self.url = _url(self.port, self.password)  # what clients connect to: credentials included
+        self.location = _url(self.port)  # for people and logs
         self.inherit_fd = inherit_fd  # the folder lock: held until the child, too, has exited
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -72,9 +116,11 @@ class EmbeddedCouch:
         if not POUCHDB_SERVER_BIN.exists():
             raise RuntimeError(f"{POUCHDB_SERVER_BIN} is missing: run the setup (./dev up) to install npm packages")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(self.data_dir, self.password)
         with open(self.data_dir / "pouchdb-server.log", "ab") as log:
             self.process = subprocess.Popen(
                 _command_line(self.data_dir, self.port), cwd=self.data_dir,
+                env=_child_environment(self.data_dir),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 # Own session: Ctrl-C reaches only us, and we stop the database after the web server.
                 start_new_session=True, preexec_fn=_die_with_parent,
@@ -86,13 +132,13 @@ class EmbeddedCouch:
                 raise RuntimeError(f"pouchdb-server exited with {self.process.returncode}; "
                                    f"see {self.data_dir / 'pouchdb-server.log'}")
             try:
-                if httpx2.get(self.url, timeout=1).status_code == 200:
+                if _answers(self.port, self.password):
                     return self
             except httpx2.HTTPError:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"pouchdb-server did not answer on {self.url} within {timeout:.0f}s")
+        raise RuntimeError(f"pouchdb-server did not answer on {self.location} within {timeout:.0f}s")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, wait, then SIGKILL: leveldb flushes on each write, so TERM loses nothing."""
@@ -134,7 +180,8 @@ class Record:
 
     @property
     def url(self) -> str:
-        return _url(self.port)  # always loopback: a record cannot send anyone's data elsewhere
+        """For people: without credentials. Always loopback: a record cannot send anyone's data elsewhere."""
+        return _url(self.port)
 
 
 class FolderInUse(RuntimeError):
@@ -184,7 +231,7 @@ def read_record(folder: Path) -> Record | None:
         if (_start_time(record.pid) != record.pid_started or _start_time(record.owner_pid) != record.owner_started
                 or _cmdline(record.pid) != _command_line(folder, record.port)):
             return None
-        return record if httpx2.get(record.url, timeout=2).status_code == 200 else None
+        return record if _answers(record.port, admin_password(folder)) else None
     except (OSError, httpx2.HTTPError):
         return None
 
@@ -212,7 +259,7 @@ def _try_lock(fd: int) -> bool:
 @contextlib.contextmanager
 def folder_couch(folder: Path, *, serving: bool, on_wait: Callable[[Record], None] = lambda record: None,
                  ) -> Iterator[str]:
-    """The URL of the embedded CouchDB of `folder` for the duration of the block.
+    """The URL of the embedded CouchDB of `folder` for the duration of the block, with its admin's credentials.
 
     A command (serving=False) uses the pouchdb-server of a `linli serve` running on the folder, and
     otherwise starts its own, stopped after the block. `linli serve` (serving=True) always starts
@@ -229,7 +276,7 @@ def folder_couch(folder: Path, *, serving: bool, on_wait: Callable[[Record], Non
             if record is not None and record.serving:
                 if serving:
                     raise FolderInUse(record)
-                yield record.url
+                yield _url(record.port, admin_password(folder))
                 return
             if record is not None:
                 patience = time.monotonic() + _NO_RECORD_PATIENCE

@@ -20,7 +20,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pycouchdb.exceptions import NotFound
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -32,7 +31,7 @@ from server.domain.access import Principal, deletion, may_see
 from server.domain.declaration import BLIND_INDEXED, DOC_TYPES, PROTECTED_TIERS, DocType, ValidationError, validate
 from server.domain.errors import FieldError, by_field
 from server.store import queries
-from server.store.couch import Couch
+from server.store.couch import Couch, get_or_none
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -85,11 +84,8 @@ def with_losers(couch: Couch, winners: list[Doc]) -> dict[str, list[Doc]]:
 
 def branches_of(couch: Couch, doc_id: str) -> list[Doc] | None:
     """A document's live branches, the winner first; None if it does not exist."""
-    try:
-        winner = couch.main.get(doc_id, conflicts="true")
-    except NotFound:
-        return None
-    return with_losers(couch, [winner])[doc_id]
+    winner = get_or_none(couch.main, doc_id, conflicts="true")
+    return None if winner is None else with_losers(couch, [winner])[doc_id]
 
 
 def visible_conflicts(couch: Couch, p: Principal) -> list[Doc]:

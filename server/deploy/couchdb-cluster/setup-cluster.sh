@@ -7,8 +7,10 @@ user="${COUCHDB_USER:-admin}"
 first="$1"; shift
 api() { curl -fsS -u "$user:$COUCHDB_PASSWORD" -H 'Content-Type: application/json' "$@"; echo; }
 for node in "$first" "$@"; do
+  # Each node listens on its own private address only (as local.ini says), never on every interface.
+  address="$(getent hosts "$node" | awk '{print $1; exit}')"
   api -X POST "http://$node:5984/_cluster_setup" \
-    -d "{\"action\":\"enable_cluster\",\"bind_address\":\"0.0.0.0\",\"username\":\"$user\",\"password\":\"$COUCHDB_PASSWORD\",\"node_count\":\"$(( $# + 1 ))\"}"
+    -d "{\"action\":\"enable_cluster\",\"bind_address\":\"$address\",\"username\":\"$user\",\"password\":\"$COUCHDB_PASSWORD\",\"node_count\":\"$(( $# + 1 ))\"}"
 done
 for node in "$@"; do
   api -X POST "http://$first:5984/_cluster_setup" \
