@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import pycouchdb.exceptions
@@ -22,7 +23,7 @@ import pycouchdb.exceptions
 from crypto.blind_index import blind_index, normalise
 from crypto.envelope import b64url
 from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, seal_document
-from crypto.keyring import ResidentKeys
+from crypto.keyring import WRITE_KEY_TIER, ResidentKeys, most_older_versions
 from server.domain.access import Principal, deletion
 from server.domain.declaration import (
     BLIND_INDEXED,
@@ -30,6 +31,7 @@ from server.domain.declaration import (
     DOC_TYPES,
     ID_CARD_PATTERN,
     MAX_GRANT_HOURS,
+    MAX_KEY_VERSIONS,
     PHONE_PATTERN,
     PRIVACY_CHOICES,
     Role,
@@ -334,6 +336,29 @@ class Firewall:
         resealed = self.keystore.rekey(resident, reseal)
         self.refresh_device_copies(resident)
         return resealed
+
+    def end_exposure(self, exposed: Iterable[tuple[str, str, int]]) -> set[str]:
+        """Someone held these data keys (resident, tier, version) and has lost the right to them: rotate each
+        that is still the resident's current version, so what is sealed from now on opens only under keys they
+        never had (finding 3 of issue 13). The replaced versions stay, wrapped, to open what they sealed; the
+        resident's devices get the new write key. A resident already holding MAX_KEY_VERSIONS older versions is
+        re-keyed instead (every ciphertext re-sealed, the older versions forgotten). Returns who was rotated.
+        """
+        exposed = list(exposed)
+        records = get_many(self.couch.main, {data_key_id(resident) for resident, _, _ in exposed})
+        tiers_of: dict[str, set[str]] = {}
+        for resident, tier, version in exposed:
+            record = records.get(data_key_id(resident))
+            if record is not None and not record.get("_deleted") and record[tier]["version"] == version:
+                tiers_of.setdefault(resident, set()).add(tier)
+        crowded = {r for r in tiers_of if most_older_versions(records[data_key_id(r)]) >= MAX_KEY_VERSIONS}
+        rotated = set(self.keystore.rotate({r: t for r, t in tiers_of.items() if r not in crowded}))
+        for resident in crowded:
+            self.rekey(resident)
+        for resident in rotated:
+            if WRITE_KEY_TIER in tiers_of[resident]:
+                self.refresh_device_copies(resident)  # the write key changed
+        return rotated | crowded
 
 
 def device_label(user_agent: str, client: str) -> str:

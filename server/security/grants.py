@@ -19,6 +19,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -116,11 +117,42 @@ def _entitled(firewall: Firewall, p: Principal, now: dt.datetime) -> dict[tuple[
 
 
 def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int]:
-    """Issue the grants this user's phones should hold and delete the others; returns (issued, deleted)."""
+    """Issue the grants this user's phones should hold and delete the others; returns (issued, deleted), counting
+    also the grants of other users re-issued because a deletion rotated keys they hold (`_sync_and_follow`)."""
+    return _sync_and_follow(firewall, [user], now)
+
+
+def _sync_and_follow(firewall: Firewall, users: Iterable[Doc], now: dt.datetime) -> tuple[int, int]:
+    """Sync these users' grants. A deleted grant rotates the keys it carried (`Firewall.end_exposure`): then
+    everyone else holding a grant for those residents is synced too, to get the new versions."""
+    queue, issued, deleted = list(users), 0, 0
+    while queue:
+        user = queue.pop(0)
+        written, gone, rotated = _sync_grants(firewall, user, now)
+        issued, deleted = issued + written, deleted + gone
+        if rotated:
+            waiting = {u["_id"] for u in queue} | {user["_id"]}
+            queue += get_many(firewall.couch.accounts, _holders(firewall, rotated) - waiting).values()
+    return issued, deleted
+
+
+def _holders(firewall: Firewall, residents: dict[str, str]) -> set[str]:
+    """Users holding a grant for any of these residents (resident → grid): one read per grid."""
+    return {g["user"] for grid in set(residents.values())
+            for g in iter_view_docs(firewall.couch.main, "linli/by_place", [grid, "key_grant"])
+            if g["resident"] in residents}
+
+
+def _sync_grants(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int, dict[str, str]]:
+    """One user's grants: (issued, deleted, residents whose keys the deletions rotated → their grid)."""
     p = Principal.of(user)
     phones = phones_of(firewall.couch, user["_id"]) if user.get("active") else []
     wanted = _entitled(firewall, p, now) if phones else {}
     have = {g["_id"]: g for g in grants_of(firewall.couch, user["_id"])}
+    wanted_ids = {grant_id(phone["_id"], resident, tier) for phone in phones for resident, tier in wanted}
+    ending = [g for doc_id, g in have.items() if doc_id not in wanted_ids]
+    # Before anything is issued: the user's remaining grants, and everyone's from now on, carry the new versions.
+    rotated = firewall.end_exposure((g["resident"], g["tier"], g["key_version"]) for g in ending)
     keys = firewall.keystore.raw_data_keys(wanted)
     writes: list[Doc] = []
     for phone in phones:
@@ -129,15 +161,16 @@ def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int
             if (resident_id, tier) not in keys:  # erased: nothing to grant
                 continue
             doc_id = grant_id(phone["_id"], resident_id, tier)
-            raw, version = keys[(resident_id, tier)]
+            key = keys[(resident_id, tier)]
             current = have.pop(doc_id, None)
-            if current and current["key_version"] == version and current.get("expires_at") == want.get("expires_at"):
+            if current and current["key_version"] == key.version and current.get("expires_at") == want.get(
+                    "expires_at"):
                 continue
             resident = want["resident"]
             doc = {"_id": doc_id, "type": "key_grant", **{k: resident[k] for k in ("street", "community", "grid",
                                                                                    "household")},
                    "user": user["_id"], "phone_key": phone["_id"], "resident": resident_id, "tier": tier,
-                   "key_version": version, **wrap_for_phone(public, doc_id, raw),
+                   "key_version": key.version, **wrap_for_phone(public, doc_id, key.raw, older=key.older),
                    **{k: want[k] for k in ("expires_at", "access_request") if k in want}}
             if current:
                 doc["_rev"] = current["_rev"]
@@ -149,7 +182,7 @@ def sync_user(firewall: Firewall, user: Doc, now: dt.datetime) -> tuple[int, int
     failed = [r for r in bulk_save(firewall.couch.main, writes + deletions) if r.error]
     if failed:
         raise RuntimeError(f"key grant {failed[0].id}: {failed[0].error}; run it again")
-    return len(writes), len(deletions)
+    return len(writes), len(deletions), {g["resident"]: g["grid"] for g in ending if g["resident"] in rotated}
 
 
 def index_grant_id(phone_key: str, community: str) -> str:
@@ -186,12 +219,12 @@ def resync_resident(firewall: Firewall, resident: str, now: dt.datetime) -> int:
         return 0
     holders = {g["user"] for g in iter_view_docs(firewall.couch.main, "linli/by_place",
                                                   [doc["household"], "key_grant"]) if g["resident"] == resident}
-    users = get_many(firewall.couch.accounts, holders)
-    return sum(sum(sync_user(firewall, u, now)) for u in users.values())
+    return sum(_sync_and_follow(firewall, get_many(firewall.couch.accounts, holders).values(), now))
 
 
 def expire(firewall: Firewall, now: dt.datetime) -> int:
-    """Delete core grants whose approval has expired or was revoked (run every minute by the server).
+    """Delete core grants whose approval has expired or was revoked (run every minute by the server), rotating
+    the core keys they carried; the other holders of those residents' grants get the new versions.
 
     Reads the street's access requests (a few) rather than every grant (one per resident per phone).
     """
@@ -202,5 +235,9 @@ def expire(firewall: Firewall, now: dt.datetime) -> int:
     candidates = {grant_id(k["_id"], r["resident"], "core"): r["_id"] for r in ended for k in phones[r["requester"]]}
     # A grant of the same phone and resident may come from a newer, still active access request: only its own one's.
     gone = [g for g in get_many(main, candidates).values() if g.get("access_request") == candidates[g["_id"]]]
+    rotated = firewall.end_exposure((g["resident"], g["tier"], g["key_version"]) for g in gone)
     bulk_save(main, [deletion(g) for g in gone])
+    if rotated:
+        holders = _holders(firewall, {g["resident"]: g["grid"] for g in gone if g["resident"] in rotated})
+        _sync_and_follow(firewall, get_many(firewall.couch.accounts, holders).values(), now)
     return len(gone)
