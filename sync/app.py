@@ -30,6 +30,7 @@ from server.store.config import Settings
 from . import merge, purges, writes
 from .auth import principal
 from .changes import changes
+from .ciphertext import CiphertextCheck
 from .hub import ChangesHub
 from .jsonio import FastJSONResponse
 from .principals import PrincipalCache
@@ -90,6 +91,7 @@ class Gateway:
     def __init__(self, settings: Settings, couch_url: str) -> None:
         self.upstream = Upstream(settings, couch_url)
         self.hub = ChangesHub(self.upstream)
+        self.ciphertext = CiphertextCheck(self.upstream, settings.master_keys)
         self.principals = PrincipalCache()
         # Stable across processes behind a load balancer: PouchDB folds it into its replication ids.
         self.uuid = hashlib.sha256(f"linli-sync:{settings.db_prefix}".encode()).hexdigest()[:32]
@@ -250,12 +252,19 @@ class Gateway:
             raise bad_request(f"at most {MAX_IDS} documents per _bulk_docs request")
         current = await self.upstream.winners(d["_id"] for d in docs
                                               if isinstance(d, dict) and isinstance(d.get("_id"), str))
+        olds = [current.get(doc.get("_id")) if isinstance(doc, dict) and isinstance(doc.get("_id"), str) else None
+                for doc in docs]
+        verdicts = [writes.refusal(p, doc, old, new_edits) for doc, old in zip(docs, olds, strict=True)]
+        # What passed the rules: its new protected values must open under the right key (sync/ciphertext.py).
+        changed = {i: (doc, names) for i, (doc, old) in enumerate(zip(docs, olds, strict=True))
+                   if verdicts[i] is None and not doc.get("_deleted")
+                   and (names := writes.new_protected_values(doc, old))}
+        for index, fields in (await self.ciphertext.refused_fields(changed)).items():
+            verdicts[index] = writes.ciphertext_refusal(docs[index], fields)
         accepted, refused, lost_audience, conflicted = [], {}, set(), []
-        for index, doc in enumerate(docs):
-            old = current.get(doc.get("_id")) if isinstance(doc, dict) and isinstance(doc.get("_id"), str) else None
-            refused_because = writes.refusal(p, doc, old, new_edits)
-            if refused_because:
-                refused[index] = refused_because.answer(doc)
+        for index, (doc, old) in enumerate(zip(docs, olds, strict=True)):
+            if verdicts[index]:
+                refused[index] = verdicts[index].answer(doc)
                 continue
             accepted.append(writes.tombstone(doc, old) if doc.get("_deleted") else doc)
             lost_audience |= writes.audience_users(old) - writes.audience_users(accepted[-1])

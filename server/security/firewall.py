@@ -22,7 +22,15 @@ import pycouchdb.exceptions
 
 from crypto.blind_index import blind_index, normalise
 from crypto.envelope import b64url
-from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, seal_document
+from crypto.fields import (
+    fields_not_opening,
+    is_sealed,
+    key_owner,
+    open_fields,
+    protected_fields,
+    seal_document,
+    sealed_for_write_key,
+)
 from crypto.keyring import WRITE_KEY_TIER, ResidentKeys, most_older_versions
 from server.domain.access import Principal, deletion
 from server.domain.declaration import (
@@ -68,6 +76,15 @@ class AccessRequestError(UserError):
         super().__init__([FieldError(field, key, params)])
 
 
+class CiphertextRefused(UserError):
+    """Protected fields given already sealed whose values do not open under the resident's keys for their
+    document, field and tier (issue 13, finding 12). Names the fields, never the values."""
+
+    def __init__(self, doc_id: str, fields: list[str]) -> None:
+        self.doc_id = doc_id
+        super().__init__([FieldError(name, "err_sync_refused") for name in fields])
+
+
 class PrivacyChoiceError(UserError):
     """A privacy choice that is not one (server/domain/declaration.py PRIVACY_CHOICES)."""
 
@@ -95,7 +112,9 @@ class Firewall:
     # ------------------------------------------------------------ storing
 
     def seal_for_storage(self, docs: list[Doc]) -> list[Doc]:
-        """Docs ready to store: protected fields sealed; a new resident gets data keys (listed before it).
+        """Docs ready to store: protected fields sealed; a new resident gets data keys (listed before it). A value
+        given already sealed must open under the resident's keys for its document, field and tier
+        (CiphertextRefused otherwise).
 
         One request fetches every data key the batch needs, so sealing a bulk load costs no extra round trips.
         """
@@ -114,8 +133,12 @@ class Firewall:
                 prepared.append(records[owner])
             if doc["type"] == "resident":
                 doc = self._with_blind_indexes(doc)
-            sealing = self.keystore.open_record(records[owner], write_keys=False).current
-            prepared.append(seal_document(doc, sealing))
+            sealed = [name for name in protected_fields(doc["type"]) if is_sealed(doc.get(name))]
+            keys = self.keystore.open_record(records[owner], write_keys=sealed_for_write_key(doc, sealed))
+            refused = fields_not_opening(doc, keys, sealed)  # given already sealed: must open where it is
+            if refused:
+                raise CiphertextRefused(doc["_id"], refused)
+            prepared.append(seal_document(doc, keys.current))
         return prepared
 
     def _with_blind_indexes(self, resident: Doc) -> Doc:
