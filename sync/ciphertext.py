@@ -10,20 +10,28 @@ resident was erased) is refused as well.
 
 The gateway reads keys as the web app does (`server/security/keystore.py`): the resident's `data_key`
 document, unwrapped under the community's tier keys, which the master key unwraps; the tier keys are cached
-by community and reloaded when a data key names a tier-key version the cache lacks (a rotation).
+by community and reloaded when a data key names a tier-key version the cache lacks (a rotation), a
+resident's opened keys by the revision of their `data_key` document (a key rotation makes a new one).
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 from crypto.fields import fields_not_opening, key_owner, sealed_for_write_key
-from crypto.keyring import ResidentKeys, TierKeys, open_data_keys
+from crypto.keyring import PROTECTED_TIERS, ResidentKeys, TierKeys, open_data_keys
 from crypto.keys import KeyMaterialError
 from server.domain.access import Doc
+from server.domain.declaration import DOC_TYPES
 from server.security.keystore import data_key_id, keyring_id
 
 from .upstream import Upstream
+
+CACHED_RECORDS = 4096  # residents whose opened keys are kept, by data_key revision (a gateway's, several times)
 
 
 class CiphertextCheck:
@@ -31,23 +39,37 @@ class CiphertextCheck:
         self.upstream = upstream
         self.master_keys = master_keys
         self._rings: dict[str, TierKeys] = {}
+        # (data_key id, revision, tiers, with write keys) → opened keys: a BLE gateway pushes readings of the same
+        # residents all day, and a rotation changes the revision.
+        self._keys: OrderedDict[tuple[str, str, tuple[str, ...], bool], ResidentKeys] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"CiphertextCheck(communities cached={len(self._rings)})"  # never a key
 
     async def refused_fields(self, changed: dict[int, tuple[Doc, list[str]]]) -> dict[int, list[str]]:
         """index → the fields of that document whose new value does not open as it must; `changed` is index →
-        (document, names of its protected fields with a new value). One read for all the residents' keys."""
+        (document, names of its protected fields with a new value). One read for all the residents' keys; the
+        opening runs in a worker thread, so a gateway's batch does not hold up other requests."""
+        if not changed:
+            return {}
         owners = {i: key_owner(doc) for i, (doc, _) in changed.items()}
         records = await self.upstream.winners(data_key_id(o) for o in owners.values() if o)
+        records = {k: r for k, r in records.items() if not r.get("_deleted")}
+        await self._load_rings(records.values())
+        return await asyncio.to_thread(self._refused, changed,
+                                       {i: records.get(data_key_id(o)) if o else None for i, o in owners.items()})
+
+    def _refused(self, changed: dict[int, tuple[Doc, list[str]]],
+                 records: dict[int, Doc | None]) -> dict[int, list[str]]:
         refused = {}
         for index, (doc, names) in changed.items():
-            record = records.get(data_key_id(owners[index])) if owners[index] else None
-            if record is None or record.get("_deleted"):
-                refused[index] = names  # no keys (an erased resident, or none yet): nothing can open under them
-                continue
+            record = records[index]
             try:
-                keys = await self._open(record, write_keys=sealed_for_write_key(doc, names))
+                if record is None:  # no keys (an erased resident, or none yet): nothing can open under them
+                    raise KeyMaterialError("no data keys")
+                tiers = tuple(sorted({DOC_TYPES[doc["type"]].fields[n].effective_tier.value for n in names}))
+                keys = self._opened(record, tiers, sealed_for_write_key(doc, names))
             except ValueError:  # keys that do not unwrap (KeyMaterialError, EnvelopeError): nothing opens
                 refused[index] = names
                 continue
@@ -56,16 +78,30 @@ class CiphertextCheck:
                 refused[index] = bad
         return refused
 
-    async def _open(self, record: Doc, *, write_keys: bool) -> ResidentKeys:
-        try:
-            return open_data_keys(await self._ring(record["community"]), record, write_keys=write_keys)
-        except KeyMaterialError:  # rotated since it was cached
-            return open_data_keys(await self._ring(record["community"], reload=True), record, write_keys=write_keys)
+    def _opened(self, record: Doc, tiers: tuple[str, ...], write_keys: bool) -> ResidentKeys:
+        cache_key = (record["_id"], record["_rev"], tiers, write_keys)
+        with self._lock:  # batches are checked in worker threads, maybe two at once
+            keys = self._keys.get(cache_key)
+            if keys is not None:
+                self._keys.move_to_end(cache_key)
+                return keys
+        ring = self._rings.get(record["community"])
+        if ring is None:
+            raise KeyMaterialError("no key ring")
+        keys = open_data_keys(ring, record, tiers, write_keys=write_keys)
+        with self._lock:
+            self._keys[cache_key] = keys
+            if len(self._keys) > CACHED_RECORDS:
+                self._keys.popitem(last=False)
+        return keys
 
-    async def _ring(self, community: str, *, reload: bool = False) -> TierKeys:
-        if reload or community not in self._rings:
-            ring: dict[str, Any] | None = await self.upstream.get(self.upstream.accounts, keyring_id(community))
-            if ring is None:
-                raise KeyMaterialError(f"{community} has no key ring")
-            self._rings[community] = TierKeys.unwrap_ring(self.master_keys, ring)
-        return self._rings[community]
+    async def _load_rings(self, records: Iterable[Doc]) -> None:
+        """The tier keys every record is wrapped under, (re)loading a ring not cached or rotated since."""
+        for record in records:
+            ring = self._rings.get(record["community"])
+            if ring is None or any(isinstance(record.get(t), dict) and record[t].get("tier_version") not in ring.keys[t]
+                                   for t in PROTECTED_TIERS):
+                stored: dict[str, Any] | None = await self.upstream.get(self.upstream.accounts,
+                                                                        keyring_id(record["community"]))
+                if stored is not None:
+                    self._rings[record["community"]] = TierKeys.unwrap_ring(self.master_keys, stored)
