@@ -16,6 +16,7 @@ from crypto.fields import open_fields
 from crypto.keyring import WRITE_KEY_TIER
 from crypto.keys import unwrap_on_phone
 from server.domain.access import Principal
+from server.domain.declaration import MAX_KEY_VERSIONS
 from server.security import grants
 from server.security.firewall import Firewall
 from server.security.keystore import data_key_id
@@ -115,6 +116,7 @@ def test_ending_access_rotates_the_keys_so_nothing_written_afterwards_opens_for_
         private, public = phone()
         grants.register_phone(demo_loaded, demo_loaded.accounts.get(user_id), public, "", NOW)
         phones[user_id] = private
+    lost = EVENTS[event]
     approval = _approve(demo_loaded, firewall, WORKER.user_id, resident, 2)
     _approve(demo_loaded, firewall, COLLEAGUE, resident, 48)
     for user_id in phones:
@@ -125,10 +127,13 @@ def test_ending_access_rotates_the_keys_so_nothing_written_afterwards_opens_for_
     for name, (doc, field, tier) in before.items():  # while entitled, the worker's keys open everything
         assert any(_opens(key, doc, field, tier) for key in held[tier]), name
 
+    versions = {t: demo_loaded.main.get(data_key_id(resident["_id"]))[t]["version"] for t in ("contact", "core")}
     _end(demo_loaded, firewall, event, resident, approval)
     after = _written(demo_loaded, firewall, resident, "2")
+    record = demo_loaded.main.get(data_key_id(resident["_id"]))
+    # One new version per lost tier, however many holders lost it (the colleague too, by a privacy change).
+    assert {t: record[t]["version"] - versions[t] for t in versions} == {t: int(t in lost) for t in versions}
 
-    lost = EVENTS[event]
     for name, (doc, field, tier) in after.items():
         if tier in lost:
             assert not any(_opens(key, doc, field, tier) for key in held[tier]), f"{event}: {name} opens"
@@ -177,3 +182,17 @@ def test_a_rotation_is_one_read_and_one_write_and_the_grid_keeps_working(demo_lo
     resident = demo_loaded.main.get(next(r for r in residents if "phone" in _plain(r)))
     assert firewall.reveal(SECRETARY, resident, "contact", purpose="x", device="d", now=NOW)["phone"] == \
         _plain(resident["_id"])["phone"]
+
+
+def test_a_resident_with_too_many_older_versions_is_re_keyed_instead(demo_loaded: Couch, firewall: Firewall) -> None:
+    resident = _resident_with(demo_loaded, "phone", grid=GRID)
+    for _ in range(MAX_KEY_VERSIONS - 1):
+        firewall.keystore.rotate({resident["_id"]: ["contact"]})
+    record = demo_loaded.main.get(data_key_id(resident["_id"]))
+    assert len(record["older"]["contact"]) == MAX_KEY_VERSIONS - 1
+    assert firewall.end_exposure([(resident["_id"], "contact", record["contact"]["version"])]) == {resident["_id"]}
+    record = demo_loaded.main.get(data_key_id(resident["_id"]))
+    assert "older" not in record  # every ciphertext re-sealed under the current keys, the older ones forgotten
+    assert key_version_of(demo_loaded.main.get(resident["_id"])["phone"]) == record["contact"]["version"]
+    assert firewall.reveal(SECRETARY, demo_loaded.main.get(resident["_id"]), "contact", purpose="x", device="d",
+                           now=NOW)["phone"] == _plain(resident["_id"])["phone"]

@@ -642,7 +642,7 @@ def _is_wrapped_key(value: Any) -> bool:
 
 
 _PROTECTED = frozenset(t.value for t in PROTECTED_TIERS)
-MAX_KEY_VERSIONS = 100  # older data-key versions a resident keeps; a rotation past it re-keys instead
+MAX_KEY_VERSIONS = 100  # older data-key versions a resident's record may keep; before that, a rotation re-keys
 
 
 def _not_a_choice(spec: Field, value: str) -> Problem:

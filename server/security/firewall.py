@@ -364,7 +364,7 @@ class Firewall:
         """Someone held these data keys (resident, tier, version) and has lost the right to them: rotate each
         that is still the resident's current version, so what is sealed from now on opens only under keys they
         never had (finding 3 of issue 13). The replaced versions stay, wrapped, to open what they sealed; the
-        resident's devices get the new write key. A resident already holding MAX_KEY_VERSIONS older versions is
+        resident's devices get the new write key. A resident whose record could keep no more older versions is
         re-keyed instead (every ciphertext re-sealed, the older versions forgotten). Returns who was rotated.
         """
         exposed = list(exposed)
@@ -374,7 +374,8 @@ class Firewall:
             record = records.get(data_key_id(resident))
             if record is not None and not record.get("_deleted") and record[tier]["version"] == version:
                 tiers_of.setdefault(resident, set()).add(tier)
-        crowded = {r for r in tiers_of if most_older_versions(records[data_key_id(r)]) >= MAX_KEY_VERSIONS}
+        # A re-key's own rotation must still fit: one older version fewer than a record may keep.
+        crowded = {r for r in tiers_of if most_older_versions(records[data_key_id(r)]) >= MAX_KEY_VERSIONS - 1}
         rotated = set(self.keystore.rotate({r: t for r, t in tiers_of.items() if r not in crowded}))
         for resident in crowded:
             self.rekey(resident)
