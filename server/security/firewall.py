@@ -368,6 +368,8 @@ class Firewall:
         re-keyed instead (every ciphertext re-sealed, the older versions forgotten). Returns who was rotated.
         """
         exposed = list(exposed)
+        if not exposed:
+            return set()
         records = get_many(self.couch.main, {data_key_id(resident) for resident, _, _ in exposed})
         tiers_of: dict[str, set[str]] = {}
         for resident, tier, version in exposed:
