@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from crypto.envelope import DataKey, EnvelopeError, FieldContext, WriteKey, key_version_of, seal_for
+from crypto.envelope import (
+    DataKey,
+    EnvelopeError,
+    FieldContext,
+    WriteKey,
+    b64url,
+    key_version_of,
+    seal_for,
+    unb64url,
+)
 from crypto.fields import open_fields
 from crypto.keyring import WRITE_KEY_TIER
 from crypto.keys import unwrap_on_phone
@@ -20,8 +29,10 @@ from server.domain.declaration import MAX_KEY_VERSIONS
 from server.security import grants
 from server.security.firewall import Firewall
 from server.security.keystore import data_key_id
+from server.services import demo
 from server.store.couch import Couch
 
+from .conftest import DEMO_SIZE
 from .test_firewall import NOW, SECRETARY, WORKER, _plain, _resident_with
 from .test_grants import phone
 
@@ -196,3 +207,15 @@ def test_a_resident_with_too_many_older_versions_is_re_keyed_instead(demo_loaded
     assert key_version_of(demo_loaded.main.get(resident["_id"])["phone"]) == record["contact"]["version"]
     assert firewall.reveal(SECRETARY, demo_loaded.main.get(resident["_id"]), "contact", purpose="x", device="d",
                            now=NOW)["phone"] == _plain(resident["_id"])["phone"]
+
+
+def test_a_core_rotation_publishes_the_new_write_key_to_the_residents_devices(demo_loaded: Couch,
+                                                                              firewall: Firewall) -> None:
+    device = next(d for d in demo.generate(size=DEMO_SIZE) if d["type"] == "device")
+    public, version = firewall.keystore.write_public_key(device["resident"])
+    stored = demo_loaded.main.get(device["_id"])
+    demo_loaded.main.save({**stored, "write_public": b64url(public), "write_key_version": version})  # as registered
+    assert firewall.end_exposure([(device["resident"], "core", version)]) == {device["resident"]}
+    published = demo_loaded.main.get(device["_id"])
+    assert published["write_key_version"] == version + 1 and published["write_public"] != b64url(public)
+    assert (unb64url(published["write_public"]), version + 1) == firewall.keystore.write_public_key(device["resident"])
