@@ -14,7 +14,16 @@ from typing import Any
 
 from server.domain.declaration import DOC_TYPES, ENCRYPTED_PREFIX, PROTECTED_TIERS
 
-from .envelope import DataKey, EnvelopeError, FieldContext, decode, decode_plaintexts, header_of, parse
+from .envelope import (
+    SEALED_VERSION,
+    DataKey,
+    EnvelopeError,
+    FieldContext,
+    decode,
+    decode_plaintexts,
+    header_of,
+    parse,
+)
 from .keyring import ResidentKeys
 
 
@@ -77,3 +86,31 @@ def open_fields(doc: dict[str, Any], keys: ResidentKeys, names: list[str] | None
         else:
             opened[name] = key.open(context, value)
     return {**dict(zip(plaintexts, decode_plaintexts(list(plaintexts.values())), strict=True)), **opened}
+
+
+def sealed_for_write_key(doc: dict[str, Any], names: list[str]) -> bool:
+    """Whether any of the named fields holds a v2 envelope (opening it needs the resident's write keys)."""
+    return any(is_sealed(doc.get(name)) and header_of(_decoded_or_empty(doc[name]))[0] == SEALED_VERSION
+               for name in names)
+
+
+def _decoded_or_empty(envelope: str) -> bytes:
+    try:
+        return decode(envelope)
+    except EnvelopeError:
+        return b""
+
+
+def fields_not_opening(doc: dict[str, Any], keys: ResidentKeys, names: list[str]) -> list[str]:
+    """Of the named protected fields, those whose value does not open under keys for exactly this document, field
+    and tier: plaintext, fake ciphertext (a well-formed envelope around anything), a value sealed under another
+    key, or one moved from another document or field. What it opens to is thrown away."""
+    refused = []
+    for name in names:
+        try:
+            opened = name in open_fields(doc, keys, [name])  # not opened: no value, or a tier keys lacks
+        except ValueError:  # EnvelopeError, or what opened is not one JSON value
+            opened = False
+        if not opened:
+            refused.append(name)
+    return refused

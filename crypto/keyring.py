@@ -7,6 +7,9 @@
 Only wrapped keys are ever stored. Rotating a level means: make a new version,
 re-wrap what the old version wrapped, then drop the old one; every wrapped key
 names the version that wraps it, so readers keep working during the re-wrap.
+A resident's data keys rotate differently (`rotated_record`): when someone who held a data key loses the
+right to it, a new version seals from then on and the old one is kept, wrapped, to open what it sealed; the
+ciphertext is not re-encrypted (that is a re-key, `linli keys rekey`, which then forgets the old versions).
 Destroying a resident's wrapped data keys destroys their data (crypto-shredding).
 
 This module holds no storage: `server/security/keystore.py` keeps these shapes in CouchDB.
@@ -22,7 +25,7 @@ from typing import Any
 
 from server.domain import declaration as domain
 
-from .envelope import SEALED_VERSION, DataKey, FieldContext, WriteKey, b64url
+from .envelope import SEALED_VERSION, DataKey, FieldContext, WriteKey, b64url, key_version_of
 from .keys import KeyMaterialError, new_key, unwrap, wrap
 
 PROTECTED_TIERS = tuple(sorted(t.value for t in domain.PROTECTED_TIERS))
@@ -101,21 +104,50 @@ def _write_key_context(record_id: str) -> FieldContext:
     return FieldContext(record_id, "write_private", WRITE_KEY_TIER)
 
 
-def new_data_key_record(tier_keys: TierKeys, record_id: str, versions: dict[str, int] | None = None) -> dict[str, Any]:
-    """Fresh data keys for every protected tier, wrapped under the tier keys, and the resident's write key:
-    its public half in clear (phones seal core values with it), its private half sealed under the new core
-    data key. Versions continue from `versions` (re-keying)."""
-    versions = versions or {}
-    record: dict[str, Any] = {}
-    for tier in PROTECTED_TIERS:
+def _new_keys(tier_keys: TierKeys, record_id: str, tiers: Iterable[str], versions: dict[str, int]) -> dict[str, Any]:
+    """Fresh data keys for `tiers` (each one version past `versions`), wrapped under the tier keys; with the
+    core tier, a fresh write key: its public half in clear (phones seal core values with it), its private half
+    sealed under the new core data key."""
+    fields: dict[str, Any] = {}
+    for tier in tiers:
         key, version = new_key(), versions.get(tier, 0) + 1
-        record[tier] = tier_keys.wrap_data_key(tier, key, version)
+        fields[tier] = tier_keys.wrap_data_key(tier, key, version)
         if tier == WRITE_KEY_TIER:
             core = DataKey(key, version)
-    write = WriteKey.generate(core.version)
-    record["write_public"] = b64url(write.public_raw)
-    record["write_private"] = core.seal_bytes(_write_key_context(record_id), write.private_der())
-    return record
+            write = WriteKey.generate(core.version)
+            fields["write_public"] = b64url(write.public_raw)
+            fields["write_private"] = core.seal_bytes(_write_key_context(record_id), write.private_der())
+    return fields
+
+
+def new_data_key_record(tier_keys: TierKeys, record_id: str) -> dict[str, Any]:
+    """A new resident's data keys for every protected tier, and their write key (`_new_keys`)."""
+    return _new_keys(tier_keys, record_id, PROTECTED_TIERS, {})
+
+
+def rotated_record(tier_keys: TierKeys, record: dict[str, Any], tiers: Iterable[str]) -> dict[str, Any]:
+    """The record with a new version of each named tier's data key (and, with the core tier, a new write key):
+    what is sealed from now on opens only under keys nobody held before. The replaced versions are kept under
+    `older` (and `older_write_private`), so what they sealed still opens for whoever may read it."""
+    tiers = [t for t in PROTECTED_TIERS if t in tiers]
+    older = {t: list(entries) for t, entries in record.get("older", {}).items()}
+    for tier in tiers:
+        older.setdefault(tier, []).append(record[tier])
+    rotated = {**record, **_new_keys(tier_keys, record["_id"], tiers, {t: record[t]["version"] for t in tiers}),
+               "older": older}
+    if WRITE_KEY_TIER in tiers:
+        rotated["older_write_private"] = [*record.get("older_write_private", []), record["write_private"]]
+    return rotated
+
+
+def without_older_keys(record: dict[str, Any]) -> dict[str, Any]:
+    """The record keeping only its current keys: once every ciphertext was re-sealed under them (a re-key)."""
+    return {k: v for k, v in record.items() if k not in ("older", "older_write_private")}
+
+
+def most_older_versions(record: dict[str, Any]) -> int:
+    """How many older versions the record keeps of its most rotated tier."""
+    return max((len(entries) for entries in record.get("older", {}).values()), default=0)
 
 
 @dataclass(frozen=True)
@@ -123,7 +155,8 @@ class ResidentKeys:
     """One resident's unwrapped keys: the current data key per tier to seal with, and every version (data keys
     and, with the core tier, write keys) to open with.
 
-    Older versions are present only while a re-key is re-encrypting the resident's documents.
+    Older versions are those a rotation replaced (someone who held them lost the right to): they open what
+    was sealed before, and seal nothing new.
     """
 
     current: dict[str, DataKey]
@@ -142,23 +175,22 @@ def _open_write_key(core: DataKey, record_id: str, sealed_private: str) -> Write
 
 def open_data_keys(tier_keys: TierKeys, record: dict[str, Any], tiers: Iterable[str] = PROTECTED_TIERS, *,
                    write_keys: bool = True) -> ResidentKeys:
-    """Unwrap the named tiers of a stored data-key record (and any versions it is re-keying from).
+    """Unwrap the named tiers of a stored data-key record, current and older versions.
 
-    `write_keys=False` skips loading the write key's private half (an EC key parse), which only opening
+    `write_keys=False` skips loading the write keys' private halves (an EC key parse each), which only opening
     sealed-for-the-resident (v2) values needs: sealing never does.
     """
     tiers = tuple(tiers)
     current = {tier: tier_keys.unwrap_data_key(tier, record[tier]) for tier in tiers}
     versions: dict[tuple[str, int], DataKey | WriteKey] = {(t, k.version): k for t, k in current.items()}
-    old = {t: tier_keys.unwrap_data_key(t, e) for t, e in record.get("rekeying", {}).items() if t in tiers}
-    versions.update({(t, k.version): k for t, k in old.items()})
+    for tier in tiers:
+        versions.update({(tier, e["version"]): tier_keys.unwrap_data_key(tier, e)
+                         for e in record.get("older", {}).get(tier, [])})
     if write_keys and WRITE_KEY_TIER in tiers:
-        core = current[WRITE_KEY_TIER]
-        versions[("write", core.version)] = _open_write_key(core, record["_id"], record["write_private"])
-        if "rekeying_write_private" in record:
-            previous = old[WRITE_KEY_TIER]
-            versions[("write", previous.version)] = _open_write_key(previous, record["_id"],
-                                                                    record["rekeying_write_private"])
+        for sealed in [record["write_private"], *record.get("older_write_private", [])]:
+            core = versions.get((WRITE_KEY_TIER, key_version_of(sealed)))
+            if isinstance(core, DataKey):
+                versions[("write", core.version)] = _open_write_key(core, record["_id"], sealed)
     return ResidentKeys(current, versions)
 
 
@@ -170,6 +202,6 @@ def _rewrap(tier_keys: TierKeys, tier: str, entry: dict[str, Any]) -> dict[str, 
 def rewrap_data_key_record(tier_keys: TierKeys, record: dict[str, Any]) -> dict[str, Any]:
     """The record with the same data keys wrapped under the current tier-key versions (tier-key rotation)."""
     rewrapped = {**record, **{tier: _rewrap(tier_keys, tier, record[tier]) for tier in PROTECTED_TIERS}}
-    if "rekeying" in record:
-        rewrapped["rekeying"] = {t: _rewrap(tier_keys, t, e) for t, e in record["rekeying"].items()}
+    if "older" in record:
+        rewrapped["older"] = {t: [_rewrap(tier_keys, t, e) for e in entries] for t, entries in record["older"].items()}
     return rewrapped

@@ -15,6 +15,8 @@ from __future__ import annotations
 import binascii
 import hmac
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -68,10 +70,12 @@ def _grant_kek(shared_secret: bytes, grant_id: str) -> bytes:
 
 
 def wrap_for_phone(phone_public_raw: bytes, grant_id: str, key: bytes,
-                   ephemeral: ec.EllipticCurvePrivateKey | None = None) -> dict[str, str]:
+                   ephemeral: ec.EllipticCurvePrivateKey | None = None,
+                   older: Mapping[int, bytes] | None = None) -> dict[str, Any]:
     """Wrap key for one phone's P-256 public key (uncompressed point), bound to grant_id.
 
-    Returns the ephemeral public key and the wrapped key, both base64url.
+    Returns the ephemeral public key and the wrapped key, both base64url, and with `older` (version → key:
+    the versions a rotation replaced) `older_keys`, each wrapped under the same key-encryption key.
     `ephemeral` is for test vectors only.
     """
     phone = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), phone_public_raw)
@@ -79,10 +83,21 @@ def wrap_for_phone(phone_public_raw: bytes, grant_id: str, key: bytes,
     kek = _grant_kek(ephemeral.exchange(ec.ECDH(), phone), grant_id)
     public = ephemeral.public_key().public_bytes(serialization.Encoding.X962,
                                                  serialization.PublicFormat.UncompressedPoint)
-    return {"ephemeral_public": b64url(public), "wrapped_key": wrap(kek, key)}
+    wrapped: dict[str, Any] = {"ephemeral_public": b64url(public), "wrapped_key": wrap(kek, key)}
+    if older:
+        wrapped["older_keys"] = {str(version): wrap(kek, k) for version, k in sorted(older.items())}
+    return wrapped
 
 
-def unwrap_on_phone(phone_private: ec.EllipticCurvePrivateKey, grant_id: str, grant: dict[str, str]) -> bytes:
-    """What the phone does (in WebCrypto); here for tests and for the vectors."""
+def unwrap_on_phone(phone_private: ec.EllipticCurvePrivateKey, grant_id: str, grant: dict[str, Any],
+                    version: int | None = None) -> bytes:
+    """What the phone does (in WebCrypto); here for tests and for the vectors. `version`: one of the grant's
+    older keys instead of its current one."""
     ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(grant["ephemeral_public"]))
-    return unwrap(_grant_kek(phone_private.exchange(ec.ECDH(), ephemeral), grant_id), grant["wrapped_key"])
+    kek = _grant_kek(phone_private.exchange(ec.ECDH(), ephemeral), grant_id)
+    if version is None or version == grant.get("key_version"):
+        return unwrap(kek, grant["wrapped_key"])
+    older = grant.get("older_keys", {})
+    if str(version) not in older:
+        raise KeyMaterialError(f"the grant holds no key version {version}")
+    return unwrap(kek, older[str(version)])

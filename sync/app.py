@@ -31,6 +31,7 @@ from server.store.config import Settings
 from . import merge, purges, writes
 from .auth import principal
 from .changes import changes
+from .ciphertext import CiphertextCheck
 from .hub import ChangesHub
 from .jsonio import FastJSONResponse
 from .principals import PrincipalCache
@@ -91,6 +92,7 @@ class Gateway:
     def __init__(self, settings: Settings, couch_url: str) -> None:
         self.upstream = Upstream(settings, couch_url)
         self.hub = ChangesHub(self.upstream)
+        self.ciphertext = CiphertextCheck(self.upstream, settings.master_keys)
         self.principals = PrincipalCache()
         # Stable across processes behind a load balancer: PouchDB folds it into its replication ids.
         self.uuid = hashlib.sha256(f"linli-sync:{settings.db_prefix}".encode()).hexdigest()[:32]
@@ -255,14 +257,23 @@ class Gateway:
                 for doc in docs]
         refs = await self.upstream.by_id(set().union(*map(writes.ref_ids, docs, olds)))
         now = dt.datetime.now(dt.UTC)
+        verdicts: list[writes.Refusal | None] = []
+        for doc, old in zip(docs, olds, strict=True):
+            verdicts.append(writes.refusal(p, doc, old, new_edits, refs, now))
+            if verdicts[-1] is None:  # a later document of the batch may name this one
+                refs[doc["_id"]] = writes.tombstone(doc, old) if doc.get("_deleted") else doc
+        # What passed the rules: its new protected values must open under the right key (sync/ciphertext.py).
+        changed = {i: (doc, names) for i, (doc, old) in enumerate(zip(docs, olds, strict=True))
+                   if verdicts[i] is None and not doc.get("_deleted")
+                   and (names := writes.new_protected_values(doc, old))}
+        for index, fields in (await self.ciphertext.refused_fields(changed)).items():
+            verdicts[index] = writes.ciphertext_refusal(docs[index], fields)
         accepted, refused, lost_audience, conflicted = [], {}, set(), []
         for index, (doc, old) in enumerate(zip(docs, olds, strict=True)):
-            refused_because = writes.refusal(p, doc, old, new_edits, refs, now)
-            if refused_because:
-                refused[index] = refused_because.answer(doc)
+            if verdicts[index]:
+                refused[index] = verdicts[index].answer(doc)
                 continue
             accepted.append(writes.tombstone(doc, old) if doc.get("_deleted") else doc)
-            refs[doc["_id"]] = accepted[-1]  # a later document of the batch may name this one
             lost_audience |= writes.audience_users(old) - writes.audience_users(accepted[-1])
             if not new_edits and writes.creates_conflict(doc, old):
                 conflicted.append(doc["_id"])

@@ -56,16 +56,20 @@ def _special_refusal(doc: Doc, new_edits: bool) -> str | None:
     return None
 
 
+def new_protected_values(doc: Doc, current: Doc | None) -> list[str]:
+    """The protected-tier fields to which doc gives a value other than the one stored."""
+    return [name for name in DOC_TYPES[doc["type"]].fields_in(*PROTECTED_TIERS)
+            if doc.get(name) is not None and (current is None or current.get(name) != doc[name])]
+
+
 def _protected_refusal(doc: Doc, current: Doc | None) -> str | None:
-    """Protected-tier fields must arrive as ciphertext; only a value already stored may stay as it is."""
+    """Protected-tier fields must arrive as ciphertext; only a value already stored may stay as it is. (That it
+    opens under the right key is checked next, for the whole batch at once: sync/ciphertext.py.)"""
     doc_type = DOC_TYPES[doc["type"]]
     bad = []
-    for name in doc_type.fields_in(*PROTECTED_TIERS):
-        value = doc.get(name)
-        if value is None or (current is not None and current.get(name) == value):
-            continue
+    for name in new_protected_values(doc, current):
         try:
-            envelope.parse(value)
+            envelope.parse(doc[name])
         except envelope.EnvelopeError as error:
             bad.append(f"{name} ({doc_type.fields[name].effective_tier.value} tier: {error.reason})")
     return "protected fields must arrive encrypted (\"enc:…\"): " + ", ".join(bad) if bad else None
@@ -125,6 +129,14 @@ def ref_ids(doc: Any, current: Doc | None) -> set[str]:
     grid, the people it names; `access.write_ref_ids`): fetched once per batch, from either database."""
     checked = current if isinstance(doc, dict) and doc.get("_deleted") else doc
     return write_ref_ids(checked) if isinstance(checked, dict) else set()
+
+
+def ciphertext_refusal(doc: Doc, fields: list[str]) -> Refusal:
+    """A document whose new protected values do not open under the resident's keys (sync/ciphertext.py)."""
+    tiers = DOC_TYPES[doc["type"]].fields
+    named = ", ".join(f"{name} ({tiers[name].effective_tier.value} tier)" for name in fields)
+    return Refusal(f"protected fields must hold ciphertext that opens under the resident's key: {named}",
+                   [FieldError(name, "err_sync_refused") for name in fields])
 
 
 def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: Refs,

@@ -85,13 +85,17 @@ def test_python_passes_blind_index_vectors() -> None:
     assert by_value[("phone", "100 1234 5678")] != by_value[("phone", "10012345679")]
 
 
-def test_python_opens_the_phone_grant_vector() -> None:
-    case = VECTORS["device_grant"][0]
-    d = int.from_bytes(b(case["device_private_jwk"]["d"]), "big")
-    phone = ec.derive_private_key(d, ec.SECP256R1())
-    assert keys.unwrap_on_phone(phone, case["grant_id"], case) == b(case["key"])
+def test_python_opens_the_phone_grant_vectors() -> None:
+    for case in VECTORS["device_grant"]:
+        d = int.from_bytes(b(case["device_private_jwk"]["d"]), "big")
+        phone = ec.derive_private_key(d, ec.SECP256R1())
+        assert keys.unwrap_on_phone(phone, case["grant_id"], case) == b(case["key"])
+        with pytest.raises(keys.KeyMaterialError):
+            keys.unwrap_on_phone(phone, case["grant_id"] + "x", case)  # bound to its grant
+    rotated = VECTORS["device_grant"][1]  # and the version a rotation replaced, which it still opens
+    assert keys.unwrap_on_phone(phone, rotated["grant_id"], rotated, version=1) == b(rotated["older_key"])
     with pytest.raises(keys.KeyMaterialError):
-        keys.unwrap_on_phone(phone, case["grant_id"] + "x", case)  # bound to its grant
+        keys.unwrap_on_phone(phone, rotated["grant_id"], rotated, version=3)
 
 
 def _write_key(jwk: dict, version: int = 1) -> env.WriteKey:

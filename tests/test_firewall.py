@@ -202,7 +202,7 @@ def test_rekey_makes_the_old_data_key_useless(demo_loaded: Couch, firewall: Fire
         old_keys.current["contact"].open(_context(fresh, "phone"), fresh["phone"])
     assert firewall.reveal(WORKER, fresh, "contact", purpose="x", device="d", now=NOW)["phone"] == \
         _plain(resident["_id"])["phone"]
-    assert "rekeying" not in demo_loaded.main.get(data_key_id(resident["_id"]))
+    assert "older" not in demo_loaded.main.get(data_key_id(resident["_id"]))  # the old keys are forgotten
 
 
 def test_key_material_never_appears_in_reprs_or_errors(firewall: Firewall, settings: Settings) -> None:

@@ -10,8 +10,8 @@ import subprocess
 import httpx2
 import pytest
 
-from crypto.envelope import DataKey, FieldContext
-from crypto.keys import new_key
+from crypto.envelope import FieldContext, seal_for
+from server.security.firewall import Firewall
 from server.store.couch import bulk_save
 from tests.sync_harness import (
     G1,
@@ -140,7 +140,10 @@ def _token(street: Street, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.timeout(120)
-def test_a_ble_gateway_token_sees_its_devices_only_and_can_only_report(street: Street) -> None:
+def test_a_ble_gateway_token_sees_its_devices_only_and_can_only_report(street: Street, firewall: Firewall) -> None:
+    resident = "resident:c1-g1-h001-1"
+    street.couch.main.save(firewall.keystore.new_data_key_doc(street.couch.main.get(resident)))
+    public, version = firewall.keystore.write_public_key(resident)
     issued = _token(street, "issue", "gw1", "--label", "活动室")
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip().splitlines()[-1]
@@ -152,9 +155,10 @@ def test_a_ble_gateway_token_sees_its_devices_only_and_can_only_report(street: S
         # Its configuration, its devices (not the other grid's), and the public names of where it stands.
         assert seen == {"gateway:gw1", "device:c1-g1-wb", "street:s1", "community:c1", G1}
         reading = {"_id": "reading:c1-g1-wb-1", "type": "reading", "street": "street:s1", "community": "community:c1",
-                   "grid": G1, "device": "device:c1-g1-wb", "measured_at": NOW,
-                   "metric": "heart_rate",
-                   "value": DataKey(new_key(), 1).seal(FieldContext("reading:c1-g1-wb-1", "value", "core"), 72.0)}
+                   "grid": G1, "device": "device:c1-g1-wb", "resident": resident,
+                   "measured_at": NOW, "metric": "heart_rate",
+                   # sealed for the resident's write key, as the gateway does (tests/test_ciphertext_on_write.py)
+                   "value": seal_for(public, version, FieldContext("reading:c1-g1-wb-1", "value", "core"), 72.0)}
         answers = gateway.post("_bulk_docs", json={"docs": [reading, household(G1, 990)]}).json()
         assert "rev" in answers[0], answers  # no CSRF header needed with a token
         assert answers[1]["error"] == "forbidden"

@@ -122,6 +122,12 @@ def build() -> dict[str, Any]:
     # "device_grant" and "device_private_jwk" predate the name phone key; they stay, as v1.json's bytes must.
     grants = [{"name": "core data key for one phone", "device_private_jwk": _jwk(phone), "grant_id": grant_id,
                **granted, "key": b64url(key)}]
+    # After a rotation (crypto/keyring.py rotated_record) a grant also carries the versions it replaced.
+    older, rotated_id = _bytes("core data key version 1"), "grant:c1-g01-0001-1:core:2"
+    grants.append({"name": "core data key version 2 and the version 1 it replaced", "device_private_jwk": _jwk(phone),
+                   "grant_id": rotated_id, "key_version": 2, "key": b64url(key), "older_key": b64url(older),
+                   **wrap_for_phone(_raw_public(phone), rotated_id, key, ephemeral=_private_key("server ephemeral 2"),
+                                    older={1: older})})
 
     recipient, other = _private_key("write key of resident:c1-g01-0002-1"), _private_key("another write key")
     sealed = []

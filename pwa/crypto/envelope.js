@@ -235,15 +235,22 @@ export async function wrapDataKey(kekBytes, keyBytes) {
   return b64urlEncode(new Uint8Array(await subtle.wrapKey("raw", key, kek, "AES-KW")));
 }
 
-export async function unwrapGrant(devicePrivateKey, grantId, grant, { extractable = false, use = "AES-GCM" } = {}) {
-  // The phone's side of keys.wrap_for_phone: ECDH P-256, HKDF-SHA256, AES-KW.
+export async function unwrapGrant(devicePrivateKey, grantId, grant,
+  { extractable = false, use = "AES-GCM", version = null } = {}) {
+  // The phone's side of keys.wrap_for_phone: ECDH P-256, HKDF-SHA256, AES-KW. `version`: one of the grant's
+  // older keys (kept by a rotation, crypto/keyring.py) instead of its current one.
+  const wrapped = version === null || version === grant.key_version
+    ? grant.wrapped_key : (grant.older_keys || {})[String(version)];
+  if (wrapped === undefined) {
+    throw new EnvelopeError("authentication", `the grant holds no key version ${version}`);
+  }
   const ephemeral = await subtle.importKey("raw", b64urlDecode(grant.ephemeral_public),
     { name: "ECDH", namedCurve: "P-256" }, false, []);
   const shared = await subtle.deriveBits({ name: "ECDH", public: ephemeral }, devicePrivateKey, 256);
   const hkdf = await subtle.importKey("raw", shared, "HKDF", false, ["deriveBits"]);
   const kek = await subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0),
     info: utf8.encode(GRANT_INFO + grantId) }, hkdf, 256);
-  return unwrapDataKey(new Uint8Array(kek), grant.wrapped_key, { extractable, use });
+  return unwrapDataKey(new Uint8Array(kek), wrapped, { extractable, use });
 }
 
 export function normalise(value) {

@@ -77,6 +77,11 @@ export async function runVectors(v) {
       if (!same(raw, bytes(c.key))) return "unwrapped to another key";
       const locked = await env.unwrapGrant(device, c.grant_id, c);
       if (locked.extractable) return "app keys must be non-extractable";
+      if (c.older_key) {  // a version a rotation replaced, for what it sealed
+        const older = await env.unwrapGrant(device, c.grant_id, c, { extractable: true, version: 1 });
+        const olderRaw = new Uint8Array(await globalThis.crypto.subtle.exportKey("raw", older));
+        if (!same(olderRaw, bytes(c.older_key))) return "the older version unwrapped to another key";
+      }
       try {
         await env.unwrapGrant(device, c.grant_id + "x", c);
         return "a grant opened under another grant id";

@@ -3,7 +3,7 @@
 // key kept in IndexedDB; it never leaves the browser. The server only ever sees its public half.
 
 import {
-  b64urlDecode, b64urlEncode, blindIndex, normalise, openValue, sealFor, unwrapGrant, verifyWriteKey,
+  b64urlDecode, b64urlEncode, blindIndex, normalise, openValue, parse, sealFor, unwrapGrant, verifyWriteKey,
 } from "../crypto/envelope.js";
 
 const STORE = "keys";
@@ -84,14 +84,22 @@ export function grantIsUsable(grant, now = new Date()) {
   return !!grant && !grant._deleted && (!grant.expires_at || new Date(grant.expires_at) > now);
 }
 
-// Open `fields` of a resident's document with the grant for `tier`; a field not stored opens as null.
+// Open `fields` of a resident's document with the grant for `tier`; a field not stored opens as null. Each value
+// opens with the key version it names: the grant's current one, or an older one a rotation kept.
 export async function openFields(key, grant, resident, fields, tier) {
-  const dataKey = await unwrapGrant(key.privateKey, grant._id, grant);
+  const dataKeys = new Map();
   const values = {};
   for (const field of fields) {
     const sealed = resident[field];
-    values[field] = sealed === undefined || sealed === null
-      ? null : await openValue(dataKey, { doc_id: resident._id, field, tier }, sealed);
+    if (sealed === undefined || sealed === null) {
+      values[field] = null;
+      continue;
+    }
+    const version = parse(sealed).keyVersion;
+    if (!dataKeys.has(version)) {
+      dataKeys.set(version, await unwrapGrant(key.privateKey, grant._id, grant, { version }));
+    }
+    values[field] = await openValue(dataKeys.get(version), { doc_id: resident._id, field, tier }, sealed);
   }
   return values;
 }

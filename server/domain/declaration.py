@@ -508,9 +508,10 @@ DOC_TYPES: dict[str, DocType] = {
             # The installation's statement that write_public is this resident's (crypto/key_statements.py): what
             # a phone checks before it seals to the key.
             "write_signature": _text(Category.SYSTEM, max_length=100),
-            # While a re-key re-encrypts the resident's documents: the previous keys.
-            "rekeying": Field("wrapped_keys"),
-            "rekeying_write_private": _text(Category.SYSTEM, max_length=400),
+            # Versions replaced by a rotation (someone who held them lost the right to): they open what they
+            # sealed, and seal nothing new (crypto/keyring.py rotated_record). A re-key drops them.
+            "older": Field("wrapped_keys"),
+            "older_write_private": Field("list", Category.SYSTEM, max_length=400),
         }, label_zh="数据密钥", label_en="Data key"),
         DocType("phone_key", Scope.STREET, {
             # A phone's P-256 public key; its private half is non-extractable in the phone's browser.
@@ -534,6 +535,9 @@ DOC_TYPES: dict[str, DocType] = {
             "key_version": Field("int", required=True),
             "ephemeral_public": _text(Category.SYSTEM, required=True, max_length=100),
             "wrapped_key": _text(Category.SYSTEM, required=True, max_length=100),
+            # The resident's older versions of that data key (version → wrapped, under the same key as
+            # wrapped_key): they open what was sealed before a rotation.
+            "older_keys": Field("wrapped_versions"),
             "expires_at": Field("datetime"),  # core grants: the approval's expiry
             "access_request": _ref("access_request"),  # core grants: the approval they come from
         }, label_zh="密钥授权", label_en="Key grant"),
@@ -604,7 +608,8 @@ def database_of(doc_id: str) -> str | None:
     return doc_type.database if doc_type else None
 
 KINDS = frozenset({"text", "int", "float", "bool", "date", "datetime", "enum", "list", "id", "phone",
-                   "id_card", "mac", "geo", "wrapped_key", "wrapped_keys", "key_versions", "records", "map"})
+                   "id_card", "mac", "geo", "wrapped_key", "wrapped_keys", "wrapped_versions",
+                   "key_versions", "records", "map"})
 
 
 # ---------------------------------------------------------------- validation
@@ -673,6 +678,7 @@ def _is_wrapped_key(value: Any) -> bool:
 
 
 _PROTECTED = frozenset(t.value for t in PROTECTED_TIERS)
+MAX_KEY_VERSIONS = 100  # older data-key versions a resident's record may keep; before that, a rotation re-keys
 
 
 def _not_a_choice(spec: Field, value: str) -> Problem:
@@ -730,8 +736,14 @@ def _check_value(spec: Field, value: Any) -> Problem | None:
     if kind == "wrapped_key":
         return None if _is_wrapped_key(value) else ("err_key_shape", {"shape": "{version, tier_version, wrapped}"})
     if kind == "wrapped_keys":
-        ok = isinstance(value, dict) and all(k in _PROTECTED and _is_wrapped_key(v) for k, v in value.items())
-        return None if ok else ("err_key_shape", {"shape": "{tier: {version, tier_version, wrapped}}"})
+        ok = isinstance(value, dict) and all(
+            k in _PROTECTED and isinstance(v, list) and len(v) <= MAX_KEY_VERSIONS and all(map(_is_wrapped_key, v))
+            for k, v in value.items())
+        return None if ok else ("err_key_shape", {"shape": "{tier: [{version, tier_version, wrapped}, …]}"})
+    if kind == "wrapped_versions":
+        ok = isinstance(value, dict) and len(value) <= MAX_KEY_VERSIONS and all(
+            k.isdigit() and isinstance(v, str) and len(v) <= 100 for k, v in value.items())
+        return None if ok else ("err_key_shape", {"shape": "{version: wrapped}"})
     if kind == "key_versions":
         ok = (isinstance(value, dict) and set(value) == {"current", "keys"} and _is_version(value["current"])
               and isinstance(value["keys"], dict) and str(value["current"]) in value["keys"]

@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import pycouchdb.exceptions
 
 from crypto.blind_index import blind_index, normalise
-from crypto.fields import is_sealed, key_owner, open_fields, protected_fields, seal_document
-from crypto.keyring import ResidentKeys
+from crypto.fields import (
+    fields_not_opening,
+    is_sealed,
+    key_owner,
+    open_fields,
+    protected_fields,
+    seal_document,
+    sealed_for_write_key,
+)
+from crypto.keyring import WRITE_KEY_TIER, ResidentKeys, most_older_versions
 from server.domain.access import Principal, deletion
 from server.domain.declaration import (
     BLIND_INDEXED,
@@ -29,6 +38,7 @@ from server.domain.declaration import (
     DOC_TYPES,
     ID_CARD_PATTERN,
     MAX_GRANT_HOURS,
+    MAX_KEY_VERSIONS,
     PHONE_PATTERN,
     PRIVACY_CHOICES,
     Role,
@@ -66,6 +76,15 @@ class AccessRequestError(UserError):
         super().__init__([FieldError(field, key, params)])
 
 
+class CiphertextRefused(UserError):
+    """Protected fields given already sealed whose values do not open under the resident's keys for their
+    document, field and tier (issue 13, finding 12). Names the fields, never the values."""
+
+    def __init__(self, doc_id: str, fields: list[str]) -> None:
+        self.doc_id = doc_id
+        super().__init__([FieldError(name, "err_sync_refused") for name in fields])
+
+
 class PrivacyChoiceError(UserError):
     """A privacy choice that is not one (server/domain/declaration.py PRIVACY_CHOICES)."""
 
@@ -93,7 +112,9 @@ class Firewall:
     # ------------------------------------------------------------ storing
 
     def seal_for_storage(self, docs: list[Doc]) -> list[Doc]:
-        """Docs ready to store: protected fields sealed; a new resident gets data keys (listed before it).
+        """Docs ready to store: protected fields sealed; a new resident gets data keys (listed before it). A value
+        given already sealed must open under the resident's keys for its document, field and tier
+        (CiphertextRefused otherwise).
 
         One request fetches every data key the batch needs, so sealing a bulk load costs no extra round trips.
         """
@@ -112,8 +133,12 @@ class Firewall:
                 prepared.append(records[owner])
             if doc["type"] == "resident":
                 doc = self._with_blind_indexes(doc)
-            sealing = self.keystore.open_record(records[owner], write_keys=False).current
-            prepared.append(seal_document(doc, sealing))
+            sealed = [name for name in protected_fields(doc["type"]) if is_sealed(doc.get(name))]
+            keys = self.keystore.open_record(records[owner], write_keys=sealed_for_write_key(doc, sealed))
+            refused = fields_not_opening(doc, keys, sealed)  # given already sealed: must open where it is
+            if refused:
+                raise CiphertextRefused(doc["_id"], refused)
+            prepared.append(seal_document(doc, keys.current))
         return prepared
 
     def _with_blind_indexes(self, resident: Doc) -> Doc:
@@ -352,6 +377,32 @@ class Firewall:
         resealed = self.keystore.rekey(resident, reseal)
         self.refresh_device_copies(resident)
         return resealed
+
+    def end_exposure(self, exposed: Iterable[tuple[str, str, int]]) -> set[str]:
+        """Someone held these data keys (resident, tier, version) and has lost the right to them: rotate each
+        that is still the resident's current version, so what is sealed from now on opens only under keys they
+        never had (finding 3 of issue 13). The replaced versions stay, wrapped, to open what they sealed; the
+        resident's devices get the new write key. A resident whose record could keep no more older versions is
+        re-keyed instead (every ciphertext re-sealed, the older versions forgotten). Returns who was rotated.
+        """
+        exposed = list(exposed)
+        if not exposed:
+            return set()
+        records = get_many(self.couch.main, {data_key_id(resident) for resident, _, _ in exposed})
+        tiers_of: dict[str, set[str]] = {}
+        for resident, tier, version in exposed:
+            record = records.get(data_key_id(resident))
+            if record is not None and not record.get("_deleted") and record[tier]["version"] == version:
+                tiers_of.setdefault(resident, set()).add(tier)
+        # A re-key's own rotation must still fit: one older version fewer than a record may keep.
+        crowded = {r for r in tiers_of if most_older_versions(records[data_key_id(r)]) >= MAX_KEY_VERSIONS - 1}
+        rotated = set(self.keystore.rotate({r: t for r, t in tiers_of.items() if r not in crowded}))
+        for resident in crowded:
+            self.rekey(resident)
+        for resident in rotated:
+            if WRITE_KEY_TIER in tiers_of[resident]:
+                self.refresh_device_copies(resident)  # the write key changed
+        return rotated | crowded
 
 
 def device_label(user_agent: str, client: str) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -137,11 +138,45 @@ def _entitled(firewall: Firewall, p: Principal, now: dt.datetime) -> dict[tuple[
 def sync_user(firewall: Firewall, user: Doc, now: dt.datetime, *,
               reason: str = ENTITLEMENT_CHANGED) -> tuple[int, int]:
     """Issue the grants this user's phones should hold and delete the others, each filed as exposure (`reason`:
-    why, as the log says it); returns (issued, deleted)."""
+    why, as the log says it); returns (issued, deleted), counting also the grants of other users re-issued because a
+    deletion rotated keys they hold (`_sync_and_follow`)."""
+    return _sync_and_follow(firewall, [user], now, reason)
+
+
+def _sync_and_follow(firewall: Firewall, users: Iterable[Doc], now: dt.datetime,
+                     reason: str = ENTITLEMENT_CHANGED) -> tuple[int, int]:
+    """Sync these users' grants (filed with `reason`). A deleted grant rotates the keys it carried
+    (`Firewall.end_exposure`): then everyone else holding a grant for those residents is synced too, to get the new
+    versions (filed as an entitlement change)."""
+    queue, issued, deleted = [(u, reason) for u in users], 0, 0
+    while queue:
+        user, why = queue.pop(0)
+        written, gone, rotated = _sync_grants(firewall, user, now, why)
+        issued, deleted = issued + written, deleted + gone
+        if rotated:
+            waiting = {u["_id"] for u, _ in queue} | {user["_id"]}
+            queue += [(u, ENTITLEMENT_CHANGED) for u in
+                      get_many(firewall.couch.accounts, _holders(firewall, rotated) - waiting).values()]
+    return issued, deleted
+
+
+def _holders(firewall: Firewall, residents: dict[str, str]) -> set[str]:
+    """Users holding a grant for any of these residents (resident → grid): one read per grid."""
+    return {g["user"] for grid in set(residents.values())
+            for g in iter_view_docs(firewall.couch.main, "linli/by_place", [grid, "key_grant"])
+            if g["resident"] in residents}
+
+
+def _sync_grants(firewall: Firewall, user: Doc, now: dt.datetime, reason: str) -> tuple[int, int, dict[str, str]]:
+    """One user's grants: (issued, deleted, residents whose keys the deletions rotated → their grid)."""
     p = Principal.of(user)
     phones = phones_of(firewall.couch, user["_id"]) if user.get("active") else []
     wanted = _entitled(firewall, p, now) if phones else {}
     have = {g["_id"]: g for g in grants_of(firewall.couch, user["_id"])}
+    wanted_ids = {grant_id(phone["_id"], resident, tier) for phone in phones for resident, tier in wanted}
+    ending = [g for doc_id, g in have.items() if doc_id not in wanted_ids]
+    # Before anything is issued: the user's remaining grants, and everyone's from now on, carry the new versions.
+    rotated = firewall.end_exposure((g["resident"], g["tier"], g["key_version"]) for g in ending)
     keys = firewall.keystore.raw_data_keys(wanted)
     writes: list[Doc] = []
     for phone in phones:
@@ -150,15 +185,16 @@ def sync_user(firewall: Firewall, user: Doc, now: dt.datetime, *,
             if (resident_id, tier) not in keys:  # erased: nothing to grant
                 continue
             doc_id = grant_id(phone["_id"], resident_id, tier)
-            raw, version = keys[(resident_id, tier)]
+            key = keys[(resident_id, tier)]
             current = have.pop(doc_id, None)
-            if current and current["key_version"] == version and current.get("expires_at") == want.get("expires_at"):
+            if current and current["key_version"] == key.version and current.get("expires_at") == want.get(
+                    "expires_at"):
                 continue
             resident = want["resident"]
             doc = {"_id": doc_id, "type": "key_grant", **{k: resident[k] for k in ("street", "community", "grid",
                                                                                    "household")},
                    "user": user["_id"], "phone_key": phone["_id"], "resident": resident_id, "tier": tier,
-                   "key_version": version, **wrap_for_phone(public, doc_id, raw),
+                   "key_version": key.version, **wrap_for_phone(public, doc_id, key.raw, older=key.older),
                    **{k: want[k] for k in ("expires_at", "access_request") if k in want}}
             if current:
                 doc["_rev"] = current["_rev"]
@@ -176,7 +212,7 @@ def sync_user(firewall: Firewall, user: Doc, now: dt.datetime, *,
     failed = [r for r in results if r.error]
     if failed:
         raise RuntimeError(f"key grant {failed[0].id}: {failed[0].error}; run it again")
-    return len(writes), len(deletions)
+    return len(writes), len(deletions), {g["resident"]: g["grid"] for g in ending if g["resident"] in rotated}
 
 
 def key_item(resident: str, tier: str) -> str:
@@ -237,12 +273,12 @@ def resync_resident(firewall: Firewall, resident: str, now: dt.datetime) -> int:
         return 0
     holders = {g["user"] for g in iter_view_docs(firewall.couch.main, "linli/by_place",
                                                   [doc["household"], "key_grant"]) if g["resident"] == resident}
-    users = get_many(firewall.couch.accounts, holders)
-    return sum(sum(sync_user(firewall, u, now)) for u in users.values())
+    return sum(_sync_and_follow(firewall, get_many(firewall.couch.accounts, holders).values(), now))
 
 
 def expire(firewall: Firewall, now: dt.datetime) -> int:
-    """Delete core grants whose approval has expired or was revoked (run every minute by the server).
+    """Delete core grants whose approval has expired or was revoked (run every minute by the server), rotating
+    the core keys they carried; the other holders of those residents' grants get the new versions.
 
     Reads the street's access requests (a few) rather than every grant (one per resident per phone).
     """
@@ -253,9 +289,13 @@ def expire(firewall: Firewall, now: dt.datetime) -> int:
     candidates = {grant_id(k["_id"], r["resident"], "core"): r["_id"] for r in ended for k in phones[r["requester"]]}
     # A grant of the same phone and resident may come from a newer, still active access request: only its own one's.
     gone = [g for g in get_many(main, candidates).values() if g.get("access_request") == candidates[g["_id"]]]
+    rotated = firewall.end_exposure((g["resident"], g["tier"], g["key_version"]) for g in gone)
     # Another process's minute clock may delete the same grants: each withdrawal is filed by whoever made it.
     withdrawn = {r.id for r in bulk_save(main, [deletion(g) for g in gone]) if not r.error}
     for user in sorted({g["user"] for g in gone}):
         file_exposure(firewall, user, KEYS_WITHDRAWN, [g for g in gone if g["user"] == user and g["_id"] in withdrawn],
                       APPROVAL_ENDED, now)
+    if rotated:
+        holders = _holders(firewall, {g["resident"]: g["grid"] for g in gone if g["resident"] in rotated})
+        _sync_and_follow(firewall, get_many(firewall.couch.accounts, holders).values(), now)
     return len(withdrawn)

@@ -15,8 +15,8 @@ process rotated it), so rotations need no restart and no downtime.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from pycouchdb.exceptions import Conflict
@@ -33,6 +33,8 @@ from crypto.keyring import (
     new_data_key_record,
     open_data_keys,
     rewrap_data_key_record,
+    rotated_record,
+    without_older_keys,
 )
 from crypto.keys import KeyMaterialError, unwrap, wrap
 from server.domain.declaration import validate
@@ -40,6 +42,15 @@ from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_
 
 T = TypeVar("T")
 INSTALLATION_KEY_ID = "installation_key:signing"
+
+
+class GrantableKey(NamedTuple):
+    """One resident's data key of one tier as bytes, to wrap for a phone: the current version and the older
+    ones a rotation kept (version → bytes)."""
+
+    raw: bytes
+    version: int
+    older: dict[int, bytes]
 
 
 class ShreddedError(LookupError):
@@ -221,29 +232,51 @@ class KeyStore:
                                          include_docs="true", as_list=True):
             yield row["doc"]
 
-    def rekey(self, resident: str, reseal: Callable[[ResidentKeys], int]) -> int:
-        """New data keys for one resident (a grant leaked): the old ones can no longer open anything afterwards.
+    def rotate(self, tiers_of: Mapping[str, Iterable[str]]) -> dict[str, dict[str, Any]]:
+        """For each resident, new versions of the data keys of the named tiers (and with core a new write key), the
+        replaced ones kept to open what they sealed (keyring.rotated_record); returns resident → stored record
+        (erased residents are left out).
 
-        The new keys are stored first with the old ones kept under `rekeying`, so readers open both during
-        the re-encryption; `reseal(keys)` re-encrypts the resident's documents (sealing with keys.current);
-        then the old keys are dropped. Interrupted, it can simply be run again.
+        No re-encryption, and one read and one write for the whole batch: a worker moved off a grid rotates the
+        keys of ~700 residents at once.
         """
-        record = self.couch.main.get(data_key_id(resident))
-        keys = self.tier_keys(record["community"], record["street"])
-        if "rekeying" not in record:
-            record["rekeying"] = {t: record[t] for t in PROTECTED_TIERS}
-            record["rekeying_write_private"] = record["write_private"]
-            record.update(new_data_key_record(keys, record["_id"], {t: record[t]["version"] for t in PROTECTED_TIERS}))
-            record = self.vouched(record)
-            validate(record)
-            record = self.couch.main.save(record)
+        pending, stored = {r: tuple(t) for r, t in tiers_of.items()}, {}
+        for _ in range(3):  # a concurrent change of a record: rotate it again as it now is
+            if not pending:
+                return stored
+            records = get_many(self.couch.main, map(data_key_id, pending))
+            # Each rotated record vouched for: a core rotation makes a new write key (key_statements).
+            rotated = [self.vouched(self._with_ring(r, lambda keys, r=r, t=pending[r["resident"]]:
+                                                    rotated_record(keys, r, t)))
+                       for r in records.values() if not r.get("_deleted")]
+            for doc in rotated:
+                validate(doc)
+            results = bulk_save(self.couch.main, rotated)
+            for doc, result in zip(rotated, results, strict=True):
+                if not result.error:
+                    stored[doc["resident"]] = {**doc, "_rev": result.rev}
+            pending = {doc["resident"]: pending[doc["resident"]] for doc, result in zip(rotated, results, strict=True)
+                       if result.error}
+        if not pending:
+            return stored
+        raise RuntimeError(f"rotating the keys of {next(iter(pending))} kept conflicting; run it again")
+
+    def rekey(self, resident: str, reseal: Callable[[ResidentKeys], int]) -> int:
+        """New data keys for one resident, every ciphertext re-sealed under them, then the old ones forgotten: the
+        old keys open nothing stored afterwards (a grant leaked, or too many older versions piled up).
+
+        `reseal(keys)` re-encrypts the resident's documents (opening with every version, sealing with
+        keys.current). Interrupted, it can simply be run again.
+        """
+        record = self.rotate({resident: PROTECTED_TIERS}).get(resident)
+        if record is None:
+            raise ShreddedError(f"{resident} has no data keys (erased)")
         resealed = reseal(self.open_record(record))
-        del record["rekeying"], record["rekeying_write_private"]
-        self.couch.main.save(record)
+        self.couch.main.save(without_older_keys(record))
         return resealed
 
-    def raw_data_keys(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[bytes, int]]:
-        """(resident, tier) → the current data key as bytes and its version, to wrap for a phone; one request
+    def raw_data_keys(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], GrantableKey]:
+        """(resident, tier) → the data key's bytes, current and older versions, to wrap for a phone; one request
         for all the records. Erased residents are left out."""
         wanted = list(wanted)
         records = get_many(self.couch.main, {data_key_id(resident) for resident, _ in wanted})
@@ -251,8 +284,9 @@ class KeyStore:
         for resident, tier in wanted:
             record = records.get(data_key_id(resident))
             if record is not None:
-                raw = self._with_ring(record, lambda keys, r=record, t=tier: keys.unwrap_raw(t, r[t]))
-                result[(resident, tier)] = raw, record[tier]["version"]
+                result[(resident, tier)] = self._with_ring(record, lambda keys, r=record, t=tier: GrantableKey(
+                    keys.unwrap_raw(t, r[t]), r[t]["version"],
+                    {e["version"]: keys.unwrap_raw(t, e) for e in r.get("older", {}).get(t, [])}))
         return result
 
     def write_public_key(self, resident: str) -> tuple[bytes, int]:
