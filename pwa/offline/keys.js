@@ -2,7 +2,7 @@
 // worker open protected fields with no network. The phone's private key is a non-extractable WebCrypto
 // key kept in IndexedDB; it never leaves the browser. The server only ever sees its public half.
 
-import { b64urlEncode, blindIndex, normalise, openValue, unwrapGrant } from "../crypto/envelope.js";
+import { b64urlEncode, normalise, openValue, unwrapGrant } from "../crypto/envelope.js";
 
 const STORE = "keys";
 
@@ -93,23 +93,8 @@ export async function openFields(key, grant, resident, fields, tier) {
   return values;
 }
 
-// server/security/grants.py index_grant_id
-export function indexGrantId(phoneKeyId, community) {
-  return `index_grant:${phoneKeyId.split(":")[1]}:${community.split(":")[1]}`;
-}
-
 // Which searchable field a typed number is (server/security/firewall.py number_field), or null.
 export function numberField(text) {
   const compact = normalise(text);
   return /^\d{17}[\dX]$/.test(compact) ? "id_card" : /^1\d{10}$/.test(compact) ? "phone" : null;
 }
-
-// The blind index of a typed number with the community's search key held by this phone, or null without one.
-export async function numberIndex(db, key, community, field, number) {
-  const grant = await db.get(indexGrantId(key.id, community)).catch(() => null);
-  if (!grant) {
-    return null;
-  }
-  return blindIndex(await unwrapGrant(key.privateKey, grant._id, grant, { use: "HMAC" }), field, number);
-}
-
