@@ -81,9 +81,26 @@ export function grantIsUsable(grant, now = new Date()) {
   return !!grant && !grant._deleted && (!grant.expires_at || new Date(grant.expires_at) > now);
 }
 
+// Data keys unwrapped from grants, by phone key and grant revision. Unwrapping (ECDH, HKDF, AES-KW) is most of
+// what opening a field costs, and a number search offline opens a field of every resident the phone holds a grant
+// for (pages.js findByNumber). Non-extractable keys in this worker's memory only; a grant's new revision (re-key)
+// is unwrapped afresh, and callers check a grant is usable (not deleted, not expired) before using it.
+const unwrapped = new Map();
+
+function dataKeyOf(key, grant) {
+  const id = `${key.id} ${grant._id} ${grant._rev}`;
+  if (!unwrapped.has(id)) {
+    unwrapped.set(id, unwrapGrant(key.privateKey, grant._id, grant).catch((error) => {
+      unwrapped.delete(id);
+      throw error;
+    }));
+  }
+  return unwrapped.get(id);
+}
+
 // Open `fields` of a resident's document with the grant for `tier`; a field not stored opens as null.
 export async function openFields(key, grant, resident, fields, tier) {
-  const dataKey = await unwrapGrant(key.privateKey, grant._id, grant);
+  const dataKey = await dataKeyOf(key, grant);
   const values = {};
   for (const field of fields) {
     const sealed = resident[field];
