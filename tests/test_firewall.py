@@ -285,6 +285,30 @@ def test_search_by_number_respects_privacy_choices_and_erasure(demo_loaded: Couc
     assert firewall.find_by_number(SECRETARY, grid, number, device="d", now=NOW) == []
 
 
+def test_a_search_asks_couchdb_the_same_whether_or_not_a_resident_hidden_from_the_searcher_has_the_number(
+        demo_loaded: Couch, firewall: Firewall) -> None:
+    """How long a search takes must not tell a worker that a resident whose contact details they may not open has
+    the number: the same requests to CouchDB as for a number nobody has (timing of ~500 guesses, not filed, was an
+    online oracle for a "secretary only" ID card)."""
+    resident = _resident_with(demo_loaded, "id_card")
+    grid = demo_loaded.main.get(resident["grid"])
+    firewall.set_privacy(SECRETARY, resident, {"contact": "secretary_only"}, NOW)
+    session = demo_loaded.server.resource.session  # every database's requests go through it
+    asked: list[tuple[str, str]] = []
+
+    def searching(number: str) -> list[tuple[str, str]]:
+        asked.clear()
+        session.hooks["response"].append(lambda r, *_, **__: asked.append((r.request.method, r.request.path_url)))
+        try:
+            assert firewall.find_by_number(WORKER, grid, number, device="d", now=NOW) == []
+        finally:
+            session.hooks["response"].pop()
+        return [(method, path.split("?")[0]) for method, path in asked]
+
+    hidden, nobodys = searching(_plain(resident["_id"])["id_card"]), searching("110101199001011237")
+    assert hidden == nobodys and len(hidden) == 2  # the index view, then one _all_docs
+
+
 def test_rekey_and_privacy_changes_refresh_the_copies_on_the_residents_devices(demo_loaded: Couch,
                                                                              firewall: Firewall) -> None:
     device = next(d for d in demo.generate(size=DEMO_SIZE) if d["type"] == "device")
