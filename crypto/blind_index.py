@@ -7,7 +7,9 @@ the chance that two different numbers share an index is about 3%, so a match
 is a candidate to decrypt and confirm, and an index alone cannot confirm that a
 given number is in the database with certainty (bounded leakage; see
 crypto/README.md). The index key is per community, so the same number gives
-unrelated indexes in two communities.
+unrelated indexes in two communities. Indexes and their key stay on the server
+(server/security/number_index.py): beside the basic fields a phone holds, an
+index would confirm an ID card number in ~500 guesses.
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ from crypto.envelope import EnvelopeError, FieldContext, b64url, seal_for
 from crypto.fields import open_fields, protected_fields
 from crypto.keys import KeyMaterialError, new_key
 from server.domain.access import Principal
-from server.security import filing
+from server.security import filing, number_index
 from server.security.firewall import AccessDenied, AccessRequestError, Firewall, PrivacyChoiceError
 from server.security.keystore import KeyStore, ShreddedError, data_key_id, keyring_id
 from server.services import demo
 from server.store.config import Settings
-from server.store.couch import Couch, connect
+from server.store.couch import Couch, connect, get_or_none
 
 from .conftest import DEMO_SIZE
 
@@ -250,7 +250,10 @@ def test_find_a_resident_by_phone_or_id_card_number_through_the_blind_index(demo
     resident = _resident_with(demo_loaded, "id_card")
     plain = _plain(resident["_id"])
     grid = demo_loaded.main.get(resident["grid"])
-    assert len(resident["id_card_bidx"]) == 8 and plain["id_card"] not in json.dumps(resident)
+    # The index is the server's alone (accounts database), never on the resident's replicated document.
+    index = demo_loaded.accounts.get(number_index.number_index_id(resident["_id"]))
+    assert len(index["id_card_bidx"]) == 8 and not [k for k in resident if k.endswith("_bidx")]
+    assert plain["id_card"] not in json.dumps(resident) + json.dumps(index)
     typed = f"{plain['id_card'][:6]} {plain['id_card'][6:14]} {plain['id_card'][14:].lower()}"  # as people type it
     found = firewall.find_by_number(WORKER, grid, typed, device="d", now=NOW)
     assert [r["_id"] for r in found] == [resident["_id"]]
@@ -261,11 +264,49 @@ def test_find_a_resident_by_phone_or_id_card_number_through_the_blind_index(demo
     assert firewall.find_by_number(WORKER, grid, "19999999999", device="d", now=NOW) == []
     assert firewall.find_by_number(WORKER, grid, resident["name"], device="d", now=NOW) == []
     # A colliding index (32 bits) is a candidate only: decryption decides.
-    impostor = demo_loaded.main.get(next(d["_id"] for d in demo.generate(size=DEMO_SIZE) if d["type"] == "resident"
-                                         and d["grid"] == "grid:c1-g01" and d["_id"] != resident["_id"]))
-    demo_loaded.main.save({**impostor, "id_card_bidx": resident["id_card_bidx"]})
+    impostor = next(d["_id"] for d in demo.generate(size=DEMO_SIZE) if d["type"] == "resident"
+                    and d["grid"] == "grid:c1-g01" and d["_id"] != resident["_id"])
+    impostor_index = demo_loaded.accounts.get(number_index.number_index_id(impostor))
+    demo_loaded.accounts.save({**impostor_index, "id_card_bidx": index["id_card_bidx"]})
     found = firewall.find_by_number(WORKER, grid, plain["id_card"], device="d", now=NOW)
     assert [r["_id"] for r in found] == [resident["_id"]]
+
+
+def test_search_by_number_respects_privacy_choices_and_erasure(demo_loaded: Couch, firewall: Firewall) -> None:
+    resident = _resident_with(demo_loaded, "id_card")
+    grid = demo_loaded.main.get(resident["grid"])
+    number = _plain(resident["_id"])["id_card"]
+    firewall.set_privacy(SECRETARY, resident, {"contact": "secretary_only"}, NOW)
+    assert firewall.find_by_number(WORKER, grid, number, device="d", now=NOW) == []  # not theirs to find
+    found = firewall.find_by_number(SECRETARY, grid, number, device="d", now=NOW)
+    assert [r["_id"] for r in found] == [resident["_id"]]
+    firewall.shred(resident["_id"])  # an erased resident's indexes go with their keys
+    assert get_or_none(demo_loaded.accounts, number_index.number_index_id(resident["_id"])) is None
+    assert firewall.find_by_number(SECRETARY, grid, number, device="d", now=NOW) == []
+
+
+def test_a_search_asks_couchdb_the_same_whether_or_not_a_resident_hidden_from_the_searcher_has_the_number(
+        demo_loaded: Couch, firewall: Firewall) -> None:
+    """How long a search takes must not tell a worker that a resident whose contact details they may not open has
+    the number: the same requests to CouchDB as for a number nobody has (timing of ~500 guesses, not filed, was an
+    online oracle for a "secretary only" ID card)."""
+    resident = _resident_with(demo_loaded, "id_card")
+    grid = demo_loaded.main.get(resident["grid"])
+    firewall.set_privacy(SECRETARY, resident, {"contact": "secretary_only"}, NOW)
+    session = demo_loaded.server.resource.session  # every database's requests go through it
+    asked: list[tuple[str, str]] = []
+
+    def searching(number: str) -> list[tuple[str, str]]:
+        asked.clear()
+        session.hooks["response"].append(lambda r, *_, **__: asked.append((r.request.method, r.request.path_url)))
+        try:
+            assert firewall.find_by_number(WORKER, grid, number, device="d", now=NOW) == []
+        finally:
+            session.hooks["response"].pop()
+        return [(method, path.split("?")[0]) for method, path in asked]
+
+    hidden, nobodys = searching(_plain(resident["_id"])["id_card"]), searching("110101199001011237")
+    assert hidden == nobodys and len(hidden) == 2  # the index view, then one _all_docs
 
 
 def test_rekey_and_privacy_changes_refresh_the_copies_on_the_residents_devices(demo_loaded: Couch,

@@ -8,14 +8,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from crypto.blind_index import blind_index
 from crypto.envelope import DataKey, FieldContext, b64url
 from crypto.keys import KeyMaterialError, unwrap_on_phone
 from server.domain.access import may_see
 from server.security import filing, grants
 from server.security.firewall import Firewall
 from server.services import demo
-from server.store.couch import Couch, get_or_none
+from server.store.couch import Couch, ids_of_type
 from server.store.queries import refusal_to_store
 
 from .test_firewall import NOW, OTHER_WORKER, SECRETARY, WORKER, _plain, _resident_with
@@ -39,13 +38,10 @@ def test_a_phone_gets_exactly_the_keys_its_user_may_use(demo_loaded: Couch, fire
     issued, deleted = grants.sync_user(firewall, user, NOW)
     residents = [d for d in demo.generate(size=demo.DemoSize(2, 2, 8)) if d["type"] == "resident"
                  and d["grid"] == "grid:c1-g01"]
-    # One contact key per resident of the grid, no core key, and the community's search key.
-    assert (issued, deleted) == (len(residents) + 1, 0)
+    # One contact key per resident of the grid, no core key, and no blind-index key (issue 13, finding 4).
+    assert (issued, deleted) == (len(residents), 0)
+    assert ids_of_type(demo_loaded.main, "index_grant") == []
     resident = _resident_with(demo_loaded, "phone")
-    search = demo_loaded.main.get(grants.index_grant_id(phone_key["_id"], resident["community"]))
-    index_key = unwrap_on_phone(private, search["_id"], search)  # finds residents by number, offline
-    assert blind_index(index_key, "phone", _plain(resident["_id"])["phone"]) == resident["phone_bidx"]
-    assert may_see(WORKER, search) and not may_see(OTHER_WORKER, search) and not may_see(SECRETARY, search)
     grant = demo_loaded.main.get(grants.grant_id(phone_key["_id"], resident["_id"], "contact"))
     assert open_on_phone(private, grant, resident, "phone", "contact") == _plain(resident["_id"])["phone"]
     assert may_see(WORKER, grant) and not may_see(OTHER_WORKER, grant) and not may_see(SECRETARY, grant)
@@ -128,11 +124,9 @@ def test_a_phone_that_signs_out_gives_up_its_keys(demo_loaded: Couch, firewall: 
     _, public = phone()
     phone_key = grants.register_phone(demo_loaded, user, public, "", NOW)
     grants.sync_user(firewall, user, NOW)
-    search_key = grants.index_grant_id(phone_key["_id"], "community:c1")
-    assert grants.grants_of(demo_loaded, user["_id"]) and get_or_none(demo_loaded.main, search_key)
+    assert grants.grants_of(demo_loaded, user["_id"])
     other = demo_loaded.accounts.get(OTHER_WORKER.user_id)
     assert not grants.unregister_phone(firewall, other, phone_key["_id"], NOW)  # only its own user's
     assert grants.unregister_phone(firewall, user, phone_key["_id"], NOW)
     assert grants.grants_of(demo_loaded, user["_id"]) == [] and grants.phones_of(demo_loaded, user["_id"]) == []
-    assert get_or_none(demo_loaded.main, search_key) is None
     assert not grants.unregister_phone(firewall, user, phone_key["_id"], NOW)  # already gone

@@ -16,7 +16,6 @@ const MIN_BYTES = { [VERSION]: HEADER_BYTES + NONCE_BYTES + TAG_BYTES,
 const SEALED_INFO = "linli:sealed:v2\u0000";
 const ECDH_P256 = { name: "ECDH", namedCurve: "P-256" };
 const AAD_LABEL = "linli:field:v1\u0000";
-const BIDX_LABEL = "linli:bidx:v1\u0000";
 const GRANT_INFO = "linli:grant:v1\u0000";
 const utf8 = new TextEncoder();
 
@@ -211,18 +210,12 @@ export async function openValue(key, context, envelope) {
   return JSON.parse(new TextDecoder().decode(await openBytes(key, context, envelope)));
 }
 
-// What an unwrapped key is for: a data key (AES-GCM), or a community's blind-index key (HMAC-SHA256).
-const KEY_USES = {
-  "AES-GCM": ["AES-GCM", ["encrypt", "decrypt"]],
-  HMAC: [{ name: "HMAC", hash: "SHA-256" }, ["sign"]],
-};
-
-export async function unwrapDataKey(kekBytes, wrapped, { extractable = false, use = "AES-GCM" } = {}) {
+export async function unwrapDataKey(kekBytes, wrapped, { extractable = false } = {}) {
   // AES-KW (RFC 3394). Keys stay non-extractable in the app; tests ask for extractable ones to compare bytes.
   const kek = await subtle.importKey("raw", kekBytes, "AES-KW", false, ["unwrapKey"]);
-  const [algorithm, usages] = KEY_USES[use];
   try {
-    return await subtle.unwrapKey("raw", b64urlDecode(wrapped), kek, "AES-KW", algorithm, extractable, usages);
+    return await subtle.unwrapKey("raw", b64urlDecode(wrapped), kek, "AES-KW", "AES-GCM", extractable,
+      ["encrypt", "decrypt"]);
   } catch (error) {
     if (error instanceof EnvelopeError) throw error;
     throw new EnvelopeError("authentication", "wrapped key does not unwrap: wrong wrapping key or altered");
@@ -236,7 +229,7 @@ export async function wrapDataKey(kekBytes, keyBytes) {
 }
 
 export async function unwrapGrant(devicePrivateKey, grantId, grant,
-  { extractable = false, use = "AES-GCM", version = null } = {}) {
+  { extractable = false, version = null } = {}) {
   // The phone's side of keys.wrap_for_phone: ECDH P-256, HKDF-SHA256, AES-KW. `version`: one of the grant's
   // older keys (kept by a rotation, crypto/keyring.py) instead of its current one.
   const wrapped = version === null || version === grant.key_version
@@ -250,18 +243,9 @@ export async function unwrapGrant(devicePrivateKey, grantId, grant,
   const hkdf = await subtle.importKey("raw", shared, "HKDF", false, ["deriveBits"]);
   const kek = await subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0),
     info: utf8.encode(GRANT_INFO + grantId) }, hkdf, 256);
-  return unwrapDataKey(new Uint8Array(kek), wrapped, { extractable, use });
+  return unwrapDataKey(new Uint8Array(kek), wrapped, { extractable });
 }
 
 export function normalise(value) {
   return value.replace(/[ \-\t]/g, "").toUpperCase();
-}
-
-export async function blindIndex(keyOrBytes, field, value) {
-  // A non-extractable HMAC key from a phone's search grant, or raw bytes (test vectors).
-  const key = keyOrBytes instanceof CryptoKey ? keyOrBytes
-    : await subtle.importKey("raw", keyOrBytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const mac = new Uint8Array(await subtle.sign("HMAC", key,
-    utf8.encode(BIDX_LABEL + field + "\u0000" + normalise(value))));
-  return Array.from(mac.subarray(0, 4), (b) => b.toString(16).padStart(2, "0")).join("");
 }

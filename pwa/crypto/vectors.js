@@ -62,12 +62,6 @@ export async function runVectors(v) {
       }
     });
   }
-  for (const c of v.blind_index) {
-    await check("blind_index", `${c.field} ${c.value}`, async () => {
-      const index = await env.blindIndex(bytes(c.key), c.field, c.value);
-      return index === c.index ? null : `index ${index}`;
-    });
-  }
   for (const c of v.device_grant) {
     await check("device_grant", c.name, async () => {
       const device = await globalThis.crypto.subtle.importKey("jwk", { ...c.device_private_jwk, ext: false },

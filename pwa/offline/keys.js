@@ -3,7 +3,7 @@
 // key kept in IndexedDB; it never leaves the browser. The server only ever sees its public half.
 
 import {
-  b64urlDecode, b64urlEncode, blindIndex, normalise, openValue, parse, sealFor, unwrapGrant, verifyWriteKey,
+  b64urlDecode, b64urlEncode, normalise, openValue, parse, sealFor, unwrapGrant, verifyWriteKey,
 } from "../crypto/envelope.js";
 
 const STORE = "keys";
@@ -84,10 +84,26 @@ export function grantIsUsable(grant, now = new Date()) {
   return !!grant && !grant._deleted && (!grant.expires_at || new Date(grant.expires_at) > now);
 }
 
+// Data keys unwrapped from grants, by phone key, grant revision and key version. Unwrapping (ECDH, HKDF, AES-KW)
+// is most of what opening a field costs, and a number search offline opens a field of every resident the phone
+// holds a grant for (pages.js findByNumber). Non-extractable keys in this worker's memory only; a grant's new
+// revision (re-key, rotation) is unwrapped afresh, and callers check a grant is usable (not deleted, not expired).
+const unwrapped = new Map();
+
+function dataKeyOf(key, grant, version) {
+  const id = `${key.id} ${grant._id} ${grant._rev} ${version}`;
+  if (!unwrapped.has(id)) {
+    unwrapped.set(id, unwrapGrant(key.privateKey, grant._id, grant, { version }).catch((error) => {
+      unwrapped.delete(id);
+      throw error;
+    }));
+  }
+  return unwrapped.get(id);
+}
+
 // Open `fields` of a resident's document with the grant for `tier`; a field not stored opens as null. Each value
 // opens with the key version it names: the grant's current one, or an older one a rotation kept.
 export async function openFields(key, grant, resident, fields, tier) {
-  const dataKeys = new Map();
   const values = {};
   for (const field of fields) {
     const sealed = resident[field];
@@ -95,18 +111,10 @@ export async function openFields(key, grant, resident, fields, tier) {
       values[field] = null;
       continue;
     }
-    const version = parse(sealed).keyVersion;
-    if (!dataKeys.has(version)) {
-      dataKeys.set(version, await unwrapGrant(key.privateKey, grant._id, grant, { version }));
-    }
-    values[field] = await openValue(dataKeys.get(version), { doc_id: resident._id, field, tier }, sealed);
+    const dataKey = await dataKeyOf(key, grant, parse(sealed).keyVersion);
+    values[field] = await openValue(dataKey, { doc_id: resident._id, field, tier }, sealed);
   }
   return values;
-}
-
-// server/security/grants.py index_grant_id
-export function indexGrantId(phoneKeyId, community) {
-  return `index_grant:${phoneKeyId.split(":")[1]}:${community.split(":")[1]}`;
 }
 
 // Which searchable field a typed number is (server/security/firewall.py number_field), or null.
@@ -114,16 +122,6 @@ export function numberField(text) {
   const compact = normalise(text);
   return /^\d{17}[\dX]$/.test(compact) ? "id_card" : /^1\d{10}$/.test(compact) ? "phone" : null;
 }
-
-// The blind index of a typed number with the community's search key held by this phone, or null without one.
-export async function numberIndex(db, key, community, field, number) {
-  const grant = await db.get(indexGrantId(key.id, community)).catch(() => null);
-  if (!grant) {
-    return null;
-  }
-  return blindIndex(await unwrapGrant(key.privateKey, grant._id, grant, { use: "HMAC" }), field, number);
-}
-
 
 // The installation key, pinned at this phone's first sync from /pwa/session.json (server/security/keystore.py):
 // what vouches for residents' write keys (crypto/key_statements.py). It never changes, not even with the master

@@ -6,8 +6,8 @@
 // A handler gets {db, session, schema, params, query, form, htmx} and returns
 // {template, context, status} to render, or {redirect}.
 
-import { normalise } from "../crypto/envelope.js";
-import { grantId, grantIsUsable, numberField, numberIndex, openFields, storedPhoneKey } from "./keys.js";
+import { EnvelopeError, normalise } from "../crypto/envelope.js";
+import { grantId, grantIsUsable, numberField, openFields, storedPhoneKey } from "./keys.js";
 import { AlertRefused, alertAfter, alertsInOrder, needsOf, photoRefusal } from "./rules.js";
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
 
@@ -106,28 +106,32 @@ async function reportOpening(db, session, key, resident, fields, purpose) {
     fields, purpose, at, phone_key: key.id, created_by: session.user._id, created_at: at });
 }
 
-// server/security/firewall.py find_by_number, offline: candidates by blind index (the community's search key), each
-// confirmed by opening the number with this phone's contact grant (an index may collide) and reported.
+// server/security/firewall.py find_by_number, offline. No blind index or index key reaches a phone (an index beside
+// birth date and gender let a phone confirm numbers it may not open: crypto/README.md "Blind index leakage"), so the
+// phone compares the typed number with the numbers it can open: those of the grid's residents it holds a usable
+// contact grant for (the server issues them by the firewall's rules, privacy choices included). Each match is
+// reported for the filing log, as the server files each one it finds.
 async function findByNumber(db, session, grid, number) {
   const field = numberField(number);
   const key = await storedPhoneKey(session.user._id);
-  const index = key && await numberIndex(db, key, grid.community, field, number);
   const found = new Set();
-  if (!index) {
+  if (!key) {
     return found;
   }
-  const candidates = (await docsOfType(db, "resident")).filter((r) => r.grid === grid._id && r[`${field}_bidx`] === index);
-  for (const resident of candidates) {
-    const grant = await db.get(grantId(key.id, resident._id, "contact")).catch(() => null);
+  const residents = (await docsOfType(db, "resident")).filter((r) => r.grid === grid._id && r[field]);
+  const grants = await db.allDocs({ keys: residents.map((r) => grantId(key.id, r._id, "contact")), include_docs: true });
+  const typed = normalise(number);
+  for (const [i, resident] of residents.entries()) {
+    const grant = grants.rows[i].doc;
     if (!grantIsUsable(grant)) {
       continue;
     }
-    const value = (await openFields(key, grant, resident, [field], "contact"))[field];
-    if (value === null || normalise(String(value)) !== normalise(number)) {
-      continue; // an index collision, not this number
+    const value = await openFields(key, grant, resident, [field], "contact")
+      .then((opened) => opened[field], (error) => { if (error instanceof EnvelopeError) return null; throw error; });
+    if (value !== null && normalise(String(value)) === typed) { // null also: re-keyed since this grant, skipped
+      await reportOpening(db, session, key, resident, [field], "search_by_number");
+      found.add(resident.household);
     }
-    await reportOpening(db, session, key, resident, [field], "search_by_number");
-    found.add(resident.household);
   }
   return found;
 }
@@ -140,7 +144,7 @@ async function gridPage({ db, session, params, query, htmx }) {
   let households = (await docsOfType(db, "household")).filter((h) => h.grid === grid._id);
   const residents = new Map((await docsOfType(db, "resident")).map((r) => [r._id, r]));
   const headName = (h) => residents.get(h.head || "")?.name || "";
-  if (numberField(q)) { // a phone or ID card number: found by blind index, never by plaintext
+  if (numberField(q)) { // a phone or ID card number: compared with the numbers this phone may open, never plaintext
     const only = await findByNumber(db, session, grid, q);
     households = households.filter((h) => only.has(h._id));
     q = "";

@@ -36,7 +36,7 @@ from crypto.keys import KeyMaterialError
 from crypto.secrets import write_private
 from server.cli import admin, device_admin
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationError, export_json, validate
-from server.security import accounts, filing, master_key
+from server.security import accounts, filing, master_key, number_index
 from server.security.firewall import Firewall
 from server.services import demo
 from server.store.config import Settings, load_settings, with_secret_key
@@ -132,7 +132,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int) -> str | None:
-    """The demo on first start, the first indexes, the banner, then the web app and sync gateway until Ctrl-C;
+    """An installation from before server-only blind indexes migrated (number_index.migrate), the demo on first
+    start, the first indexes, the banner, then the web app and sync gateway until Ctrl-C;
     returns why it stopped by itself, if it did (its master key is no longer the database's)."""
     import uvicorn  # here, not at the top: the other commands start faster without it
     from starlette.routing import Mount
@@ -140,6 +141,9 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     from server.web.app import create_app
     from sync.app import create_sync_app
 
+    note = number_index.migrate(couch, Firewall.open(settings, couch).keystore)
+    if note:
+        print(f"linli: {note}", flush=True)
     logins = None
     if not args.no_demo and (args.demo or not settings.couchdb_url):
         logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)

@@ -172,7 +172,7 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "access_request": _access_request,
     # A wrapped key for one phone: its user's, and nobody else's (not even a secretary's).
     "key_grant": _users_own,
-    "index_grant": _users_own,
+    "index_grant": _users_own,  # retired: only deletions remain, and they reach the phone that held the key
     "access_report": lambda p, doc: doc.get("created_by") == p.user_id,
     "survey_response": lambda p, doc: _staff_of_community(p, doc) or doc.get("created_by") == p.user_id,
     "privacy": _personal,

@@ -159,7 +159,8 @@ REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resol
 SATISFACTION = ("very_satisfied", "satisfied", "neutral", "dissatisfied", "very_dissatisfied")
 NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled")
 VISIT_KINDS = ("routine", "needs_list", "alert_follow_up", "care", "other")
-# Protected fields a resident can be found by, and the field holding each one's blind index.
+# Protected fields a resident can be found by, and the field of their number_index document holding each one's
+# blind index (server-only: no phone holds an index, crypto/README.md "Blind index leakage").
 BLIND_INDEXED = {"phone": "phone_bidx", "id_card": "id_card_bidx"}
 ACCESS_REQUEST_STATES = ("pending", "approved", "refused", "revoked")
 # Categories a core-data access request may ask for: the core tier's categories.
@@ -237,9 +238,6 @@ DOC_TYPES: dict[str, DocType] = {
             # contact (encrypted at rest)
             "phone": Field("phone", Category.CONTACT),
             "id_card": Field("id_card", Category.CONTACT),
-            # Blind indexes of the two (crypto/blind_index.py): find a resident by number, never storing it.
-            "phone_bidx": _text(Category.SYSTEM, max_length=8),
-            "id_card_bidx": _text(Category.SYSTEM, max_length=8),
             "emergency_contact_name": _text(Category.CONTACT, max_length=50),
             "emergency_contact_phone": Field("phone", Category.CONTACT),
             # health (core)
@@ -542,14 +540,20 @@ DOC_TYPES: dict[str, DocType] = {
             "access_request": _ref("access_request"),  # core grants: the approval they come from
         }, label_zh="密钥授权", label_en="Key grant"),
         DocType("index_grant", Scope.COMMUNITY, {
-            # The community's blind-index key wrapped for one phone (crypto.keys.wrap_for_phone): what lets a
-            # grid worker find a resident of their grid by phone or ID card number offline. Only its user's phones
-            # receive it; the numbers themselves still open only with that resident's contact grant.
+            # Retired (issue 13, finding 4): a community's blind-index key wrapped for one phone. None is issued
+            # any more; declared so that the deletion of each old one reaches the phone that held it.
             "user": _ref("user", required=True),
             "phone_key": _ref("phone_key", required=True),
             "ephemeral_public": _text(Category.SYSTEM, required=True, max_length=100),
             "wrapped_key": _text(Category.SYSTEM, required=True, max_length=100),
-        }, label_zh="检索密钥授权", label_en="Search key grant"),
+        }, label_zh="检索密钥授权（已停用）", label_en="Search key grant (retired)"),
+        DocType("number_index", Scope.GRID, {
+            # Blind indexes of one resident's phone and ID card numbers (crypto/blind_index.py), under the
+            # community's index key: how the server finds a resident by number (firewall.find_by_number). In the
+            # accounts database, so no replica, phone or sync answer ever holds an index or the key.
+            "resident": _ref("resident", required=True),
+            **{index: _text(Category.SYSTEM, max_length=8) for index in BLIND_INDEXED.values()},
+        }, database=ACCOUNTS_DB, label_zh="号码检索索引", label_en="Number index"),
         DocType("access_report", Scope.GRID, {
             # A phone's report of a protected field it opened offline; the server files it in the filing log
             # (server/security/filing.py file_reports) and deletes the report. Phones cannot write the log itself.
@@ -565,6 +569,9 @@ DOC_TYPES: dict[str, DocType] = {
             # The community's tier keys, wrapped under the master key; never replicated.
             "master_id": _text(Category.SYSTEM, required=True, max_length=32),
             "index_key": _text(Category.SYSTEM, required=True, max_length=100),  # blind-index key, wrapped
+            # The index key is one no phone ever held and the indexes are number_index documents (issue 13,
+            # finding 4); a ring without it is from before and server/security/number_index.py migrates it.
+            "indexes_server_only": Field("bool", Category.SYSTEM),
             **{tier.value: Field("key_versions", Category.SYSTEM) for tier in (Tier.CONTACT, Tier.CORE)},
         }, database=ACCOUNTS_DB, label_zh="密钥环", label_en="Key ring"),
         DocType("installation_key", Scope.INSTALLATION, {

@@ -20,7 +20,7 @@ from typing import Any
 
 import pycouchdb.exceptions
 
-from crypto.blind_index import blind_index, normalise
+from crypto.blind_index import normalise
 from crypto.fields import (
     fields_not_opening,
     is_sealed,
@@ -33,7 +33,6 @@ from crypto.fields import (
 from crypto.keyring import WRITE_KEY_TIER, ResidentKeys, most_older_versions
 from server.domain.access import Principal, deletion
 from server.domain.declaration import (
-    BLIND_INDEXED,
     CORE_CATEGORIES,
     DOC_TYPES,
     ID_CARD_PATTERN,
@@ -53,7 +52,7 @@ from server.domain.entitlement import (
     privacy_id,
 )
 from server.domain.errors import FieldError, UserError
-from server.security import filing
+from server.security import filing, number_index
 from server.security.keystore import INSTALLATION_KEY_ID, KeyStore, ShreddedError, data_key_id
 from server.store import queries
 from server.store.config import Settings
@@ -117,6 +116,7 @@ class Firewall:
         (CiphertextRefused otherwise).
 
         One request fetches every data key the batch needs, so sealing a bulk load costs no extra round trips.
+        The residents' phone and ID card numbers are indexed for search here, server-only (number_index.py).
         """
         owners = {o for o in (key_owner(d) for d in docs) if o}
         records = {r["resident"]: r for r in get_many(self.couch.main, map(data_key_id, owners)).values()}
@@ -131,52 +131,49 @@ class Firewall:
                     raise ShreddedError(f"{doc['_id']}: {owner} has no data keys to seal it with")
                 records[owner] = self.keystore.new_data_key_doc(doc)
                 prepared.append(records[owner])
-            if doc["type"] == "resident":
-                doc = self._with_blind_indexes(doc)
             sealed = [name for name in protected_fields(doc["type"]) if is_sealed(doc.get(name))]
             keys = self.keystore.open_record(records[owner], write_keys=sealed_for_write_key(doc, sealed))
             refused = fields_not_opening(doc, keys, sealed)  # given already sealed: must open where it is
             if refused:
                 raise CiphertextRefused(doc["_id"], refused)
             prepared.append(seal_document(doc, keys.current))
+        # Before the residents are stored: an index without its resident finds nothing.
+        number_index.index(self.couch, self.keystore,
+                           [(d, number_index.plain_numbers(d)) for d in docs if d["type"] == "resident"])
         return prepared
 
-    def _with_blind_indexes(self, resident: Doc) -> Doc:
-        """The resident with the blind index of each plaintext searchable number (kept as they are if sealed)."""
-        index_key = self.keystore.tier_keys(resident["community"], resident["street"]).index_key
-        indexed = dict(resident)
-        for field, index_field in BLIND_INDEXED.items():
-            value = resident.get(field)
-            if value is None:
-                indexed.pop(index_field, None)
-            elif not is_sealed(value):
-                indexed[index_field] = blind_index(index_key, field, value)
-        return indexed
+    def index_numbers(self, residents: list[Doc]) -> None:
+        """Index these stored residents' numbers again, opening them (a conflict resolved with another number)."""
+        number_index.index(self.couch, self.keystore, number_index.opened_numbers(self.couch, self.keystore, residents))
 
-    def find_by_number(self, p: Principal, resident_in: Doc, number: str, *, device: str,
-                       now: dt.datetime) -> list[Doc]:
-        """Residents p may open contact details of, in the community of `resident_in` (a grid or any document of
-        it), whose phone or ID card number is `number`: looked up by blind index, confirmed by decryption (an
-        index is 32 bits and may collide), each confirmed match filed as a search."""
+    def find_by_number(self, p: Principal, grid: Doc, number: str, *, device: str, now: dt.datetime) -> list[Doc]:
+        """Residents of the grid whose phone or ID card number is `number` and whose contact details p may open
+        (privacy choices included): candidates by blind index, server-only (number_index.py), each confirmed by
+        decryption (an index is 32 bits and may collide) and each confirmed match filed as a search."""
         compact = normalise(number)
         field = number_field(compact)
         if field is None:
             return []
-        community, street = resident_in["community"], resident_in["street"]
-        index = blind_index(self.keystore.tier_keys(community, street).index_key, field, compact)
-        rows = self.couch.main.query("linli/by_blind_index", key=[community, field, index], include_docs="true",
-                                     as_list=True)
+        ids = number_index.candidates(self.couch, self.keystore, grid["community"], grid["street"], field, compact)
+        # One read whatever the number, also with no candidate: the candidates and their privacy choices, all that
+        # contact entitlement needs. How long a search takes must not tell someone that a resident they may not
+        # open has this number (the work beyond this read is done only for what they may open).
+        rows = self.couch.main.all(keys=[*ids, *map(privacy_id, ids)] or [grid["_id"]], as_list=True)
+        docs = {row["id"]: row["doc"] for row in rows if row.get("doc")}
         found = []
-        for resident in (row["doc"] for row in rows):
-            privacy, access_requests = self.context(p, resident)
-            if not entitlement(p, resident, "contact", privacy, access_requests, now).allowed:
+        for resident in (docs[i] for i in sorted(ids) if i in docs and docs[i]["grid"] == grid["_id"]):
+            privacy = privacy_choices(docs.get(privacy_id(resident["_id"])))
+            if not entitlement(p, resident, "contact", privacy, [], now).allowed:
                 continue
-            keys = self.keystore.data_keys(resident["_id"], ("contact",))
+            try:
+                keys = self.keystore.data_keys(resident["_id"], ("contact",))
+            except ShreddedError:
+                continue
             if normalise(str(open_fields(resident, keys, [field]).get(field, ""))) != compact:
                 continue  # an index collision, not this number
-            filing.append(self.couch, self.signer, street=street, community=community, actor=p.user_id,
-                          action="search", target=resident["_id"], fields=[field], purpose="search_by_number",
-                          device=device[:100], at=now)
+            filing.append(self.couch, self.signer, street=grid["street"], community=grid["community"],
+                          actor=p.user_id, action="search", target=resident["_id"], fields=[field],
+                          purpose="search_by_number", device=device[:100], at=now)
             found.append(resident)
         return found
 
@@ -341,10 +338,10 @@ class Firewall:
     def shred(self, resident: str) -> None:
         """Crypto-shredding: destroy the resident's data keys, so that none of their ciphertext opens again.
 
-        The data_key document is deleted, then purged where the server supports it
-        (CouchDB 3) and the database compacted, so that no earlier revision keeps
-        the wrapped keys either.
+        The resident's blind indexes are deleted; the data_key document is deleted, then purged where the server
+        supports it (CouchDB 3) and the database compacted, so that no earlier revision keeps the wrapped keys either.
         """
+        number_index.forget(self.couch, resident)
         doc = get_or_none(self.couch.main, data_key_id(resident))
         if doc is None:
             return

@@ -4,8 +4,9 @@ A phone makes a P-256 key pair whose private half never leaves its browser (WebC
 and registers the public half (a phone key, `phone_key:<user>.<id>`, accounts database). For each registered phone
 the server wraps the data keys its user is entitled to (`crypto.keys.wrap_for_phone`, bound to the
 grant's id): contact keys of the residents whose contact details they may open (`firewall.entitlement`),
-core keys for approved, unexpired access requests; and the blind-index keys of the communities of their grids
-(`index_grant`), to find residents by number offline. Grants are routed to their user only (server/domain/access.py).
+core keys for approved, unexpired access requests. No phone gets a blind-index key: it finds a resident by number
+offline by opening the numbers these grants open (server/security/number_index.py). Grants are routed to their user
+only (server/domain/access.py).
 
 Grants follow entitlement: `sync_user` re-derives one user's grants (after a phone registers its key, an
 approval is decided or revoked, a worker moves), `resync_resident` those touching one resident (after a
@@ -202,9 +203,7 @@ def _sync_grants(firewall: Firewall, user: Doc, now: dt.datetime, reason: str) -
             writes.append(doc)
     # Filed before the keys are handed out: a failure after this over-reports exposure rather than hiding it.
     file_exposure(firewall, user["_id"], KEYS_ISSUED, writes, reason, now)
-    index_writes, index_gone = _index_grants(firewall, user, phones if wanted else [])
-    deletions = [deletion(g) for g in [*have.values(), *index_gone]]
-    writes += index_writes
+    deletions = [deletion(g) for g in have.values()]
     results = bulk_save(firewall.couch.main, writes + deletions)
     withdrawn = {r.id for r in results if not r.error}
     file_exposure(firewall, user["_id"], KEYS_WITHDRAWN, [g for g in have.values() if g["_id"] in withdrawn],
@@ -237,33 +236,6 @@ def file_exposure(firewall: Firewall, user_id: str, action: str, grants: list[Do
                           purpose=reason, device=phone, at=now, keys=chunk)
             filed += 1
     return filed
-
-
-def index_grant_id(phone_key: str, community: str) -> str:
-    return f"index_grant:{phone_key.split(':', 1)[1]}:{community.split(':', 1)[1]}"
-
-
-def _index_grants(firewall: Firewall, user: Doc, phones: list[Doc]) -> tuple[list[Doc], list[Doc]]:
-    """The search keys (blind-index keys) of the communities of the user's grids, for each of their phones that
-    holds any data key: (grants to write, grants to delete)."""
-    main = firewall.couch.main
-    prefix = f"index_grant:{_user_key(user['_id'])}."
-    have = {r["doc"]["_id"]: r["doc"] for r in main.all(startkey=prefix, endkey=prefix + "\ufff0", include_docs=True,
-                                                         as_list=True)}
-    communities = {g["community"]: g["street"] for g in get_many(main, user.get("grids", [])).values()}
-    writes = []
-    for phone in phones:
-        for community, street in sorted(communities.items()):
-            doc_id = index_grant_id(phone["_id"], community)
-            if have.pop(doc_id, None):
-                continue  # the index key is not versioned (crypto/keyring.py): a grant stays valid
-            index_key = firewall.keystore.tier_keys(community, street).index_key
-            doc = {"_id": doc_id, "type": "index_grant", "street": street, "community": community,
-                   "user": user["_id"], "phone_key": phone["_id"],
-                   **wrap_for_phone(unb64url(phone["public"]), doc_id, index_key)}
-            validate(doc)
-            writes.append(doc)
-    return writes, list(have.values())
 
 
 def resync_resident(firewall: Firewall, resident: str, now: dt.datetime) -> int:

@@ -96,17 +96,18 @@ class KeyStore:
 
     def _create_ring(self, community: str, street: str) -> dict[str, Any]:
         doc = {"_id": keyring_id(community), "type": "keyring", "street": street, "community": community,
-               **TierKeys.new().wrap_ring(self.master_keys[0])}
+               **TierKeys.new().wrap_ring(self.master_keys[0]), "indexes_server_only": True}
         validate(doc)
         try:
             return self.couch.accounts.save(doc)
         except Conflict:  # another process made it first: use theirs
             return self.couch.accounts.get(doc["_id"])
 
-    def save_tier_keys(self, community: str, keys: TierKeys) -> None:
-        """Store the ring wrapped under the current master key (fails on a concurrent change)."""
+    def save_tier_keys(self, community: str, keys: TierKeys, **marks: Any) -> None:
+        """Store the ring wrapped under the current master key, with `marks` (fields of the ring document, see
+        server/security/number_index.py); fails on a concurrent change."""
         doc = self.couch.accounts.get(keyring_id(community))
-        doc.update(keys.wrap_ring(self.master_keys[0]))
+        doc.update(keys.wrap_ring(self.master_keys[0]), **marks)
         validate(doc)
         saved = self.couch.accounts.save(doc)
         self._rings[community] = (saved["_rev"], keys)

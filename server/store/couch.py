@@ -31,12 +31,6 @@ MAIN_VIEWS = {
                "function (place) { if (place) { emit([place, doc.type], null); } }); } }",
         "reduce": "_count",
     },
-    # Residents by the blind index of their phone or ID card number (crypto/blind_index.py), per community.
-    "by_blind_index": {
-        "map": "function (doc) { if (doc.type === 'resident') {"
-               " if (doc.phone_bidx) { emit([doc.community, 'phone', doc.phone_bidx], null); }"
-               " if (doc.id_card_bidx) { emit([doc.community, 'id_card', doc.id_card_bidx], null); } } }",
-    },
     # The filing log by whose record was opened: the resident's own "who looked at my data" list.
     "audit_by_target": {
         "map": "function (doc) { if (doc.type === 'audit_entry') { emit([doc.target, doc.at], null); } }",
@@ -74,6 +68,12 @@ MAIN_VIEWS = {
     },
 }
 ACCOUNT_VIEWS = {
+    # Residents by the blind index of their phone or ID card number (server/security/number_index.py), per community.
+    "by_number_index": {
+        "map": "function (doc) { if (doc.type === 'number_index') {"
+               " if (doc.phone_bidx) { emit([doc.community, 'phone', doc.phone_bidx], doc.resident); }"
+               " if (doc.id_card_bidx) { emit([doc.community, 'id_card', doc.id_card_bidx], doc.resident); } } }",
+    },
     # Who works in which grid, for the secretary's overview.
     "users_by_grid": {
         "map": "function (doc) { if (doc.type === 'user' && doc.grids) {"

@@ -409,7 +409,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Mount("/open311/v2", routes=open311.routes(couch, _now)),
         *request_pages.routes(couch, current_user, render, _now),
         *household_edit_routes(couch, current_user, render, _now),
-        *conflict_routes(couch, current_user, render, _now),
+        *conflict_routes(firewall, current_user, render, _now),
         *field_routes(couch, current_user, render, _now),
         *activation_routes(firewall, settings.secret_key, current_user, render, _now, _device, sign_in),
         *console_routes(firewall, current_user, render, _now),

@@ -8,7 +8,9 @@ never opened here: a person picks the version whose value to keep without seeing
 Resolving writes the merged document as a child of the winning revision and a deletion as a child of
 every losing one, in one `_bulk_docs` with new_edits=false, as replication does: a change landing between
 our read and our write can then never lose a branch, at worst it leaves a new conflict that is listed
-again. The page refuses when the revisions it showed are no longer the document's leaves.
+again. The page refuses when the revisions it showed are no longer the document's leaves. A resident's
+search indexes, which live on the server only, are then brought in line with the numbers kept
+(`Firewall.index_numbers`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server.domain.access import Principal, deletion, may_see
-from server.domain.declaration import BLIND_INDEXED, DOC_TYPES, PROTECTED_TIERS, DocType, ValidationError, validate
+from server.domain.declaration import DOC_TYPES, PROTECTED_TIERS, DocType, ValidationError, validate
 from server.domain.errors import FieldError, by_field
+from server.security.firewall import Firewall
 from server.store import queries
 from server.store.couch import Couch, get_or_none
 
@@ -39,8 +42,6 @@ CurrentUser = Callable[[Request], Awaitable[Doc]]
 
 # Set by the resolution itself (who resolved, when): shown per version, never chosen.
 BOOKKEEPING = ("updated_at", "updated_by")
-# A blind index follows the number it indexes: never chosen on its own (firewall.find_by_number reads it).
-INDEX_OF = {index: number for number, index in BLIND_INDEXED.items()}
 # Fields whose values the pages translate: the i18n key prefix of each value.
 VALUE_KEYS = {"tags": "tag_", "housing": "housing_", "gender": "", "relation_to_head": "rel_",
               "elderly_care_level": "care_"}
@@ -130,7 +131,7 @@ def differing_fields(branches: list[Doc]) -> list[str]:
     """The fields whose values are not the same on every branch, in declaration order (then by name)."""
     doc_type = DOC_TYPES[branches[0]["type"]]
     order = {name: i for i, name in enumerate((*doc_type.routing, "type", *doc_type.fields))}
-    names = {k for b in branches for k in b if not k.startswith("_") and k not in BOOKKEEPING and k not in INDEX_OF}
+    names = {k for b in branches for k in b if not k.startswith("_") and k not in BOOKKEEPING}
     differ = [n for n in names if any(b.get(n) != branches[0].get(n) for b in branches)]
     return sorted(differ, key=lambda n: (order.get(n, len(order)), n))
 
@@ -209,7 +210,6 @@ def _chosen(branches: list[Doc], chosen: dict[str, str]) -> Doc:
     """The winner with each differing field taken from the chosen branch: values all stored already."""
     by_rev = {b["_rev"]: b for b in branches}
     doc = {k: v for k, v in branches[0].items() if k not in ("_rev", "_conflicts", "_revisions")}
-    chosen = {**chosen, **{index: chosen[number] for index, number in INDEX_OF.items() if number in chosen}}
     for name, rev in chosen.items():
         if name in by_rev[rev]:
             doc[name] = by_rev[rev][name]
@@ -251,7 +251,10 @@ def resolve(couch: Couch, p: Principal, branches: list[Doc], chosen: dict[str, s
 
 # ---------------------------------------------------------------- pages
 
-def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callable[[], dt.datetime]) -> list[Route]:
+def routes(firewall: Firewall, current_user: CurrentUser, render: Render,
+           now: Callable[[], dt.datetime]) -> list[Route]:
+    couch = firewall.couch
+
     async def list_page(request: Request) -> Response:
         p = Principal.of(await current_user(request))
         conflicts = await run_in_threadpool(visible_conflicts, couch, p)
@@ -290,7 +293,9 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         try:
             check_unchanged(branches, form)
             chosen = choices_from(form, branches)
-            await run_in_threadpool(resolve, couch, p, branches, chosen, now())
+            doc = await run_in_threadpool(resolve, couch, p, branches, chosen, now())
+            if doc["type"] == "resident":  # its search indexes follow the numbers kept
+                await run_in_threadpool(firewall.index_numbers, [doc])
         except ResolveError as refused:
             if refused.detail:  # names fields and rights, never values
                 logger.info("conflict on %s not resolved: %s", branches[0]["_id"], refused.detail)
