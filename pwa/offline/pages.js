@@ -556,8 +556,11 @@ async function requestPage({ db, params }) {
   const categories = await catalogue(db, false);
   return { template: "request.html", context: {
     doc, category: categories[doc.category] || null, names: {}, departments: {}, errors: {}, note: "", satisfaction: [],
-    may_act: false, reporter: false, secretary: false, called: false, transitions: [],
-    photos: Object.keys(doc._attachments || {}).sort() } };
+    may_act: false, reporter: false, secretary: false, department_actions: [], department_view: false, reason: "",
+    acted: "", whistled: [], transitions: [],
+    // A progress note's photo is shown with its note in the history, not among the report's photos.
+    photos: Object.keys(doc._attachments || {}).filter((name) => !(doc.history || []).some((h) => h.photo === name))
+      .sort() } };
 }
 
 async function requestPhoto({ db, params }) {
