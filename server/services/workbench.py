@@ -69,5 +69,5 @@ def items(couch: Couch, p: Principal, f: Filters, now: dt.datetime) -> list[Item
     mine = [item(p, d, now) for d in sr.street_requests(couch, p.street)
             if p.department in departments_of(d) and may_see(p, d)]
     chosen = sorted((i for i in mine if _wanted(i, f)), key=lambda i: i.doc["created_at"], reverse=True)
-    return sorted(chosen, key=lambda i: (not i.overdue, i.due is None,
-                                         dt.datetime.fromisoformat(i.due) if i.due else now))
+    # By deadline, so what is overdue (its deadline passed) comes first; then what has none left (done), newest first.
+    return sorted(chosen, key=lambda i: (i.due is None, dt.datetime.fromisoformat(i.due) if i.due else now))
