@@ -388,7 +388,7 @@ def department_actions(p: Principal, doc: Doc) -> tuple[str, ...]:
         ("hand_back", p.department == doc.get("department"))) if possible)
 
 
-def _department_step(couch: Couch, p: Principal, doc: Doc, action: str) -> str:
+def _department_step(p: Principal, doc: Doc, action: str) -> str:
     """The user's department, once checked that `action` is open to it; RequestError (403) otherwise."""
     if action not in department_actions(p, doc):
         raise RequestError("departments", "err_not_called", status=403)
@@ -397,12 +397,13 @@ def _department_step(couch: Couch, p: Principal, doc: Doc, action: str) -> str:
 
 def accept(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
     """A department takes the request on; for the department it was dispatched to, that is acknowledging it."""
-    department = _department_step(couch, p, doc, "accept")
+    department = _department_step(p, doc, "accept")
     doc["accepted"] = [*doc.get("accepted", []), department]
     status = None
-    if department == doc.get("department") and "acknowledged" in TRANSITIONS[doc["status"]]:
-        status = doc["status"] = "acknowledged"
-    doc.setdefault("acknowledged_at", now.isoformat())
+    if department == doc.get("department"):  # responding, on the request's own clock
+        doc.setdefault("acknowledged_at", now.isoformat())
+        if "acknowledged" in TRANSITIONS[doc["status"]]:
+            status = doc["status"] = "acknowledged"
     return _record(couch, doc, p.user_id, "accepted", department_names(couch).get(department, ""), now,
                    status=status)
 
@@ -410,7 +411,7 @@ def accept(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
 def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
     """A department reports that it is on site: a whistled one stops its clock; the one it was dispatched to is
     at work on it (in progress)."""
-    department = _department_step(couch, p, doc, "arrive")
+    department = _department_step(p, doc, "arrive")
     doc["on_site"] = [*doc.get("on_site", []), department]
     for w in doc.get("whistles", []):
         if w["department"] == department:
@@ -426,7 +427,7 @@ def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
 def hand_back(couch: Couch, p: Principal, doc: Doc, reason: str, now: dt.datetime) -> Doc:
     """The department it was dispatched to hands it back to the grid that owns it, saying why (not theirs,
     needs the resident first, ...); the grid worker and the secretary see it as returned."""
-    _department_step(couch, p, doc, "hand_back")
+    _department_step(p, doc, "hand_back")
     if not reason.strip():
         raise RequestError("reason", "err_required")
     doc["status"] = "returned"
