@@ -46,11 +46,13 @@ def browser() -> Iterator[Browser]:
 
 
 class Person:
-    """One demo account in a browser context of its own (its own cookies and service worker)."""
+    """One demo account in a browser context of its own. Online work: no service worker, so that no replica is
+    synced in the background (the phone's offline journey is the grid worker's)."""
 
     def __init__(self, browser: Browser, served: Served, username: str) -> None:
         self.url = served.url
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN",
+                                           service_workers="block")
         self.page: Page = self.context.new_page()
         self.page.goto(self.url + "login")
         self.page.fill("#username", username)
