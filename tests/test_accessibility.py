@@ -60,6 +60,8 @@ SCREENS_CHECKED = [
     Screen("approvals", "shuji1", "/approvals"),
     Screen("communities", "shuji1", "/communities"),
     Screen("dashboard", "shuji1", "/dashboard"),
+    Screen("workbench", "bumen_urban_management", "/workbench"),
+    Screen("request-department", "bumen_urban_management", "/requests/{request}"),
     Screen("my-record", "jumin1", "/"),
     Screen("alerts", "wangge01", "/alerts"),
     Screen("conflicts", "wangge01", "/conflicts"),

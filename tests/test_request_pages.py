@@ -146,3 +146,38 @@ def test_secretary_adds_a_category_with_its_questions(web: TestClient, demo_load
     twice = web.post("/catalogue", data={**new, "csrf_token": csrf_of(web)})
     assert twice.status_code == 400 and ZH("err_category_exists") in twice.text
     assert "树木倒伏" in web.get("/open311/v2/services.json").text  # and Open311 clients see it at once
+
+
+def test_a_department_works_from_its_workbench_and_its_errors_show_in_place(web: TestClient) -> None:
+    as_user(web, "wangge01")
+    created = web.post("/requests/new", data={"csrf_token": csrf_of(web), "category": "street_lamp",
+                                              "description": "二号楼路灯闪烁"})
+    path = created.headers["location"]
+    assert web.get("/workbench").status_code == 404  # a department's page only
+    as_user(web, "bumen_urban_management")
+    assert web.get("/").headers["location"] == "/workbench"
+    bench = web.get("/workbench")
+    assert bench.status_code == 200 and "二号楼路灯闪烁" in bench.text and path in bench.text
+    for odd in ({"state": "<x>"}, {"overdue": "maybe", "category": "nothing"}, {"community": "community:none"}):
+        assert web.get("/workbench", params=odd).status_code == 200
+    page = web.get(path).text
+    assert 'value="accept"' in page and 'value="hand_back"' in page and 'value="acknowledge"' not in page
+    no_reason = act(web, path, action="hand_back", reason=" ")
+    assert no_reason.status_code == 400 and 'id="error-reason">' + ZH("err_required") in no_reason.text
+    bad_photo = web.post(f"{path}/act", data={"csrf_token": csrf_of(web), "action": "progress", "note": "换灯中"},
+                         files={"photo": ("x.png", b"not a picture", "image/png")})
+    assert bad_photo.status_code == 400 and ZH("err_photo_type") in bad_photo.text
+    assert ">换灯中</textarea>" in bad_photo.text  # the note kept, in the form it was typed in
+    assert act(web, path, action="accept").status_code == 303
+    assert act(web, path, action="accept").status_code == 403  # once
+    as_user(web, "bumen_utilities")
+    assert web.get(path).status_code == 403 and act(web, path, action="accept").status_code == 403
+    as_user(web, "shuji1")
+    assert act(web, path, action="whistle", department=["department:utilities"]).status_code == 303
+    again = act(web, path, action="whistle", department=["department:utilities"])
+    assert again.status_code == 400 and ZH("err_already_whistled", {"department": "水电服务站"}) in again.text
+    page = web.get(path).text
+    assert ZH("whistled") in page and 'value="department:utilities"' not in page  # listed, not offered again
+    as_user(web, "bumen_utilities")
+    assert "二号楼路灯闪烁" in web.get("/workbench").text  # whistled: on its workbench too
+    assert 'value="hand_back"' not in web.get(path).text  # only the department it was dispatched to hands back

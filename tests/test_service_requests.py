@@ -7,12 +7,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.domain.access import Principal
+from server.domain.access import Principal, may_see, write_refusal
 from server.domain.workdays import CHINA_2026_HOLIDAYS, CHINA_2026_WORKDAYS, WorkCalendar
 from server.services import service_requests as sr
+from server.services import workbench
 from server.services.demo import STREET_ID
 from server.store.couch import Couch
 from server.store.queries import refusal_to_store
+from sync.audience import document_keys, principal_keys
+
+from .street import TINY_PNG
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CAL = WorkCalendar(frozenset(map(dt.date.fromisoformat, CHINA_2026_HOLIDAYS)),
@@ -159,3 +163,109 @@ def test_a_residents_offline_report_is_received_by_their_grids_worker(demo_loade
     demo_loaded.main.save(phone_doc)
     assert sr.intake(demo_loaded, STREET_ID) == 1
     assert demo_loaded.main.get("service_request:offline2")["owner"] == WORKER.user_id
+
+
+# ---------------------------------------------------------------- the department's part of the loop
+
+UTILITIES = Principal("user:bumen_utilities", frozenset({"department_staff"}), STREET_ID,
+                      department="department:utilities")
+HEALTH = Principal("user:bumen_health", frozenset({"department_staff"}), STREET_ID, department="department:health")
+
+
+def test_the_department_a_request_is_dispatched_to_sees_it_and_so_do_whistled_ones(demo_loaded: Couch) -> None:
+    doc = sr.create(demo_loaded, "user:resident-x", street_lamp(), local("2026-11-24T10:00"))
+    assert doc["department"] == DEPARTMENT.department and "departments" not in doc
+    assert may_see(DEPARTMENT, doc) and not may_see(UTILITIES, doc)
+    assert document_keys(doc) & principal_keys(DEPARTMENT)  # the sync gateway's fan-out offers it to them
+    doc = sr.whistle(demo_loaded, SECRETARY, doc, ["department:utilities"], "", local("2026-11-24T11:00"))
+    assert may_see(UTILITIES, doc) and may_see(DEPARTMENT, doc) and not may_see(HEALTH, doc)
+    # Nobody moves a request to another department through the sync gateway: dispatch and whistles are the server's.
+    now = local("2026-11-24T12:00")
+    assert write_refusal(DEPARTMENT, doc, {**doc, "department": "department:health"}, {}, now) is not None
+    assert write_refusal(UTILITIES, doc, {**doc, "departments": []}, {}, now) is not None
+
+
+def test_a_department_cannot_be_whistled_twice(demo_loaded: Couch) -> None:
+    doc = sr.create(demo_loaded, "user:resident-x", street_lamp(), local("2026-11-24T10:00"))
+    doc = sr.whistle(demo_loaded, SECRETARY, doc, ["department:utilities"], "", local("2026-11-24T11:00"))
+    with pytest.raises(sr.RequestError) as twice:
+        sr.whistle(demo_loaded, SECRETARY, doc, ["department:health", "department:utilities"], "",
+                   local("2026-11-25T11:00"))
+    assert twice.value.errors[0].key == "err_already_whistled"
+    assert [w["department"] for w in demo_loaded.main.get(doc["_id"])["whistles"]] == ["department:utilities"]
+
+
+def test_the_department_accepts_goes_on_site_notes_progress_with_a_photo_and_resolves(demo_loaded: Couch) -> None:
+    doc = sr.create(demo_loaded, "user:resident-x", street_lamp(), local("2026-11-24T10:00"))
+    assert sr.department_actions(DEPARTMENT, doc) == ("accept", "arrive", "progress", "resolve", "hand_back")
+    assert sr.department_actions(UTILITIES, doc) == () and sr.department_actions(WORKER, doc) == ()
+    doc = sr.accept(demo_loaded, DEPARTMENT, doc, local("2026-11-24T11:00"))
+    assert (doc["status"], doc["accepted"]) == ("acknowledged", [DEPARTMENT.department])
+    with pytest.raises(sr.RequestError):
+        sr.accept(demo_loaded, DEPARTMENT, doc, local("2026-11-24T11:05"))  # once
+    doc = sr.arrive(demo_loaded, DEPARTMENT, doc, local("2026-11-24T14:00"))
+    assert (doc["status"], doc["on_site"]) == ("in_progress", [DEPARTMENT.department])
+    with pytest.raises(sr.RequestError) as not_a_photo:
+        sr.progress(demo_loaded, DEPARTMENT, doc, "换灯泡", sr.Photo(b"not a picture", "image/png"),
+                    local("2026-11-24T15:00"))
+    assert not_a_photo.value.errors[0].field == "photo"
+    doc = sr.progress(demo_loaded, DEPARTMENT, demo_loaded.main.get(doc["_id"]), "已更换灯泡",
+                      sr.Photo(TINY_PNG, "image/png"), local("2026-11-24T15:00"))
+    note = doc["history"][-1]
+    assert (note["action"], note["note"], note["photo"]) == ("progress", "已更换灯泡", "progress-1.png")
+    stored = demo_loaded.main.get(doc["_id"])
+    assert stored["_attachments"]["progress-1.png"]["content_type"] == "image/png"
+    doc = sr.transition(demo_loaded, DEPARTMENT, stored, "resolved", "", local("2026-11-24T16:00"))
+    assert doc["status"] == "resolved" and sr.department_actions(DEPARTMENT, doc) == ()
+    assert [h["action"] for h in doc["history"]] == ["created", "accepted", "arrived", "progress", "resolved"]
+
+
+def test_the_department_hands_back_with_a_reason_and_a_whistled_one_cannot(demo_loaded: Couch) -> None:
+    doc = sr.create(demo_loaded, "user:resident-x", street_lamp(), local("2026-11-24T10:00"))
+    doc = sr.whistle(demo_loaded, SECRETARY, doc, ["department:utilities"], "", local("2026-11-24T11:00"))
+    assert sr.department_actions(UTILITIES, doc) == ("accept", "arrive", "progress", "resolve")
+    with pytest.raises(sr.RequestError) as whistled:
+        sr.hand_back(demo_loaded, UTILITIES, doc, "不归我们", local("2026-11-24T12:00"))
+    assert whistled.value.status == 403
+    with pytest.raises(sr.RequestError) as no_reason:
+        sr.hand_back(demo_loaded, DEPARTMENT, doc, "  ", local("2026-11-24T12:00"))
+    assert no_reason.value.errors[0].field == "reason"
+    doc = sr.hand_back(demo_loaded, DEPARTMENT, doc, "路灯属小区物业管理", local("2026-11-24T12:00"))
+    assert doc["status"] == "returned" and doc["history"][-1]["note"] == "路灯属小区物业管理"
+    assert sr.department_actions(DEPARTMENT, doc) == sr.department_actions(UTILITIES, doc) == ()
+    with pytest.raises(sr.RequestError):
+        sr.transition(demo_loaded, WORKER, doc, "returned", "", local("2026-11-24T12:30"))  # hand_back's alone
+    doc = sr.transition(demo_loaded, WORKER, doc, "in_progress", "我来联系物业", local("2026-11-24T13:00"))
+    assert doc["status"] == "in_progress"  # the grid takes it on
+
+
+def test_the_workbench_lists_the_departments_work_overdue_first_and_filters(demo_loaded: Couch) -> None:
+    now = local("2026-12-10T10:00")
+    late = sr.create(demo_loaded, "user:resident-x", street_lamp(description="早就坏了"), local("2026-12-01T10:00"))
+    fresh = sr.create(demo_loaded, "user:resident-x", street_lamp(location=None, address="和谐路25号"),
+                      local("2026-12-10T09:00"))
+    water = sr.create(demo_loaded, "user:resident-x", street_lamp(category="water_supply"), local("2026-12-10T08:00"))
+    whistled = sr.whistle(demo_loaded, SECRETARY, water, [DEPARTMENT.department], "", local("2026-12-10T09:30"))
+    done = sr.transition(demo_loaded, DEPARTMENT, sr.create(demo_loaded, "user:resident-x", street_lamp(),
+                                                            local("2026-12-09T09:00")), "resolved", "", now)
+    ours = {d["_id"] for d in (late, fresh, whistled, done)}
+
+    def listed(**query: str) -> list[str]:
+        return [i.doc["_id"] for i in workbench.items(demo_loaded, DEPARTMENT, workbench.Filters.of(query), now)
+                if i.doc["_id"] in ours]
+
+    # To do (not what is resolved), by the department's own next deadline: overdue first, then responding to
+    # `fresh` (1 working day) before showing up for the whistle (3), although the whistled one came in earlier.
+    assert listed() == [late["_id"], fresh["_id"], whistled["_id"]]
+    items = {i.doc["_id"]: i for i in workbench.items(demo_loaded, DEPARTMENT, workbench.Filters(), now)}
+    assert items[whistled["_id"]].whistled and items[whistled["_id"]].due == whistled["whistles"][0]["due"]
+    assert not items[fresh["_id"]].whistled and items[fresh["_id"]].due == fresh["due_respond"]
+    assert listed(overdue="1") == [late["_id"]]
+    assert listed(category="water_supply") == [whistled["_id"]]
+    assert listed(community="community:c2") == [fresh["_id"]]
+    assert listed(state="resolved") == [done["_id"]] and len(listed(state="all")) == 4
+    assert listed(state="nonsense") == listed()  # a filter that names nothing filters nothing
+    assert [i.doc["_id"] for i in workbench.items(demo_loaded, UTILITIES, workbench.Filters(state="all"), now)
+            if i.doc["_id"] in ours] == [water["_id"]]  # dispatched to utilities by its category
+    assert not [i for i in workbench.items(demo_loaded, HEALTH, workbench.Filters(state="all"), now)
+                if i.doc["_id"] in ours]

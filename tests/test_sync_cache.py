@@ -78,7 +78,8 @@ def _documents() -> list[dict[str, object]]:
     """Every type with a read rule, naming each principal's names in turn (and nobody)."""
     namings = [{}, {"community": C1}, {"grid": G1, "community": C1}, {"volunteers": ["user:zhiyuan"]},
                {"assigned_to": "user:zhiyuan"}, {"created_by": "user:wangge"}, {"resident": "resident:r1"},
-               {"target": "resident:r1"}, {"departments": ["department:health"]}, {"gateway": "gateway:gw"},
+               {"target": "resident:r1"}, {"departments": ["department:health"]},
+               {"department": "department:health"}, {"gateway": "gateway:gw"},
                {"requester": "user:wangge"}, {"user": "user:zhiyuan"}, {"visibility": "grid_worker_only",
                                                                         "grid": G1}]
     ids = ["x:1", C1, G1, "resident:r1", "gateway:gw"]

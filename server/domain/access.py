@@ -100,9 +100,15 @@ def _task(p: Principal, doc: Doc) -> bool:
             or (p.has(Role.VOLUNTEER) and p.user_id in (doc.get("assigned_to"), doc.get("created_by"))))
 
 
+def departments_of(doc: Doc) -> list[str]:
+    """The departments a service request is with: the one it was dispatched to (`department`, by its category)
+    and those whistled to it (`departments`, §3.2)."""
+    return [d for d in (doc.get("department"), *doc.get("departments", [])) if isinstance(d, str)]
+
+
 def _service_request(p: Principal, doc: Doc) -> bool:
     return (_grid_staff(p, doc) or _own(p, doc) or doc.get("created_by") == p.user_id
-            or (p.has(Role.DEPARTMENT_STAFF) and p.department in doc.get("departments", [])))
+            or (p.has(Role.DEPARTMENT_STAFF) and p.department in departments_of(doc)))
 
 
 def _personal(p: Principal, doc: Doc) -> bool:
@@ -200,7 +206,7 @@ def may_see(p: Principal, doc: Doc) -> bool:
 # Every field a rule above reads. A deletion keeps these in its tombstone so that the
 # deletion reaches exactly the phones that had the document (see sync/README.md).
 VISIBILITY_FIELDS = ("type", "street", "community", "grid", "volunteers", "assigned_to", "created_by", "resident",
-                     "departments", "target", "gateway", "visibility", "requester", "user")
+                     "department", "departments", "target", "gateway", "visibility", "requester", "user")
 
 
 def deletion(doc: Doc) -> Doc:
@@ -257,6 +263,9 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
 assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 
 OUTSIDE_SCOPE = "this document is outside what you may see"
+# Where a document is and whom it is with: only the server moves it (a request's departments are set by dispatch
+# and by the secretary's whistle), so that no writer can hand a document to others or take it out of sight.
+PLACEMENT_FIELDS = ("street", "community", "grid", "department", "departments")
 
 # Fields naming whoever did something to the document: when a write sets or changes one, it is the writer.
 AUTHOR_FIELDS = ("created_by", "updated_by", "acknowledged_by", "owner")
@@ -302,7 +311,7 @@ def write_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.d
             return OUTSIDE_SCOPE
         if old.get("type") != type_name:
             return "a document's type may not change"
-        moved = [name for name in ("street", "community", "grid") if old.get(name) != new.get(name)]
+        moved = [name for name in PLACEMENT_FIELDS if old.get(name) != new.get(name)]
         if moved:
             return "a document may not move to another " + ", ".join(moved)
         if old.get("created_by") != new.get("created_by"):

@@ -155,7 +155,9 @@ DEVICE_KINDS = ("wristband", "water_meter", "electricity_meter", "door_sensor", 
 ALERT_KINDS = ("sos", "fall", "no_water", "no_activity", "heart_rate", "electricity", "battery_low", "gateway_silent",
                "device_silent")
 ALERT_STATES = ("raised", "acknowledged", "visiting", "resolved", "escalated")
-REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resolved", "closed", "reopened")
+# "returned": the department it was dispatched to handed it back, with a reason, to the grid that owns it (§5.2).
+REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resolved", "closed", "reopened",
+                  "returned")
 SATISFACTION = ("very_satisfied", "satisfied", "neutral", "dissatisfied", "very_dissatisfied")
 NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled")
 VISIT_KINDS = ("routine", "needs_list", "alert_follow_up", "care", "other")
@@ -327,6 +329,9 @@ DOC_TYPES: dict[str, DocType] = {
             "owner": _ref("user"),  # first-contact responsibility (§5.2): who received it, to the end
             "department": _ref("department"),  # dispatched to, by category
             "departments": Field("list", Category.RECORD, ref="department"),  # whistled to (§3.2)
+            # Departments (dispatched or whistled) that accepted the request, and that were on site.
+            "accepted": Field("list", Category.RECORD, ref="department"),
+            "on_site": Field("list", Category.RECORD, ref="department"),
             "whistles": Field("records", shape=(("department", "id"), ("at", "datetime"), ("due", "datetime"),
                                                 ("arrived_at?", "datetime"), ("overdue?", "bool"))),
             "source": _enum(("web", "offline", "open311")),
@@ -343,7 +348,7 @@ DOC_TYPES: dict[str, DocType] = {
             "closed_at": Field("datetime"),
             "warned": Field("list"),  # which deadlines were warned about: respond, close
             "history": Field("records", shape=(("at", "datetime"), ("by", "text"), ("action", "text"),
-                                               ("status?", "text"), ("note?", "text"))),
+                                               ("status?", "text"), ("note?", "text"), ("photo?", "text"))),
             "rating": Field("int", Category.RECORD),
             "satisfaction": _enum(SATISFACTION),
             **_WHO_WHEN,

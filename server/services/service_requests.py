@@ -21,26 +21,30 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.access import Principal
+from server.domain.access import Principal, departments_of
 from server.domain.declaration import REQUEST_STATES, SATISFACTION, Role, validate
 from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
 from server.domain.workdays import WorkCalendar
-from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
+from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
 
 Doc = dict[str, Any]
 
 TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "received": ("acknowledged", "in_progress", "escalated", "resolved"),
-    "acknowledged": ("in_progress", "escalated", "resolved"),
-    "in_progress": ("escalated", "resolved"),
-    "escalated": ("in_progress", "resolved"),
+    "received": ("acknowledged", "in_progress", "escalated", "resolved", "returned"),
+    "acknowledged": ("in_progress", "escalated", "resolved", "returned"),
+    "in_progress": ("escalated", "resolved", "returned"),
+    "escalated": ("in_progress", "resolved", "returned"),
     "resolved": ("closed", "reopened"),
     "closed": ("reopened",),
-    "reopened": ("acknowledged", "in_progress", "escalated", "resolved"),
+    "reopened": ("acknowledged", "in_progress", "escalated", "resolved", "returned"),
+    # Handed back by its department: the grid that owns it takes it on (§5.2).
+    "returned": ("acknowledged", "in_progress", "escalated", "resolved"),
 }
 assert set(TRANSITIONS) == set(REQUEST_STATES)
 OPEN_STATES = frozenset(s for s in REQUEST_STATES if s not in ("resolved", "closed"))
+# A department's work on a request ends when it is resolved or handed back.
+DEPARTMENT_OPEN_STATES = OPEN_STATES - {"returned"}
 WHISTLE_DAYS = 3  # departments must show up within 3 working days (§3.2)
 WARN_BEFORE = dt.timedelta(hours=4)
 MAX_DISPATCH_KM = 3.0
@@ -220,6 +224,9 @@ def _grid_worker(couch: Couch, grid_id: str) -> str | None:
 # ---------------------------------------------------------------- the lifecycle
 
 PHOTOS = PHOTO_LIMITS["service_request"]
+# The report's photos and the progress notes' together, so that a request stays a small document. Progress
+# photos are added by the server only (a phone writes a request when it reports it, PHOTOS.max_count at most).
+MAX_ATTACHMENTS = 15
 
 
 @dataclass(frozen=True)
@@ -317,7 +324,7 @@ def may_act(p: Principal, doc: Doc) -> bool:
     return (p.user_id == doc.get("owner") or p.has(Role.ADMIN)
             or (p.has(Role.SECRETARY) and doc["community"] in p.communities)
             or (p.has(Role.GRID_WORKER) and doc["grid"] in p.grids)
-            or (p.has(Role.DEPARTMENT_STAFF) and p.department in {doc.get("department"), *doc.get("departments", [])}))
+            or (p.has(Role.DEPARTMENT_STAFF) and p.department in departments_of(doc)))
 
 
 def is_reporter(p: Principal, doc: Doc) -> bool:
@@ -325,8 +332,8 @@ def is_reporter(p: Principal, doc: Doc) -> bool:
 
 
 def transition(couch: Couch, p: Principal, doc: Doc, to: str, note: str, now: dt.datetime) -> Doc:
-    """Move a request to another state, recording who and when."""
-    if to not in TRANSITIONS.get(doc["status"], ()):
+    """Move a request to another state, recording who and when (handing back is `hand_back`'s, with its reason)."""
+    if to not in TRANSITIONS.get(doc["status"], ()) or to == "returned":
         raise RequestError("status", "err_transition", from_state=doc["status"], to=to)
     reporter_moves = to in ("closed", "reopened") and is_reporter(p, doc)
     if not (may_act(p, doc) or reporter_moves):
@@ -359,10 +366,13 @@ def whistle(couch: Couch, p: Principal, doc: Doc, departments: list[str], note: 
     known = department_names(couch)
     if not departments or not set(departments) <= set(known):
         raise RequestError("departments", "err_name_departments")
-    due = calendar(couch, doc["street"]).add_working_days(now, WHISTLE_DAYS).isoformat()
     already = {w["department"] for w in doc.get("whistles", [])}
+    twice = [d for d in departments if d in already]
+    if twice:  # each department has one clock; calling it again would hide that it is late
+        raise RequestError("departments", "err_already_whistled", department=known[twice[0]])
+    due = calendar(couch, doc["street"]).add_working_days(now, WHISTLE_DAYS).isoformat()
     doc["whistles"] = doc.get("whistles", []) + [{"department": d, "at": now.isoformat(), "due": due}
-                                                  for d in departments if d not in already]
+                                                  for d in dict.fromkeys(departments)]
     doc["departments"] = sorted(already | set(departments))
     if doc["status"] in TRANSITIONS and "escalated" in TRANSITIONS[doc["status"]]:
         doc["status"] = "escalated"
@@ -371,14 +381,84 @@ def whistle(couch: Couch, p: Principal, doc: Doc, departments: list[str], note: 
                    status=doc["status"])
 
 
-def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
-    """A whistled department reports that it showed up."""
-    mine = [w for w in doc.get("whistles", []) if w["department"] == p.department and "arrived_at" not in w]
-    if not (p.has(Role.DEPARTMENT_STAFF) and mine):
+# ---------------------------------------------------------------- a department's work on a request
+
+def department_actions(p: Principal, doc: Doc) -> tuple[str, ...]:
+    """What this user's department may do on the request now, in the order of the loop: accept, arrive (on site),
+    progress (a note, with a photo), resolve, hand_back (the department it was dispatched to only; a whistled
+    department was called by the secretary, who decides). Empty once its part is over (resolved, handed back)."""
+    if not (p.has(Role.DEPARTMENT_STAFF) and p.department in departments_of(doc)
+            and doc["status"] in DEPARTMENT_OPEN_STATES):
+        return ()
+    return tuple(action for action, possible in (
+        ("accept", p.department not in doc.get("accepted", [])),
+        ("arrive", p.department not in doc.get("on_site", [])),
+        ("progress", True),
+        ("resolve", "resolved" in TRANSITIONS[doc["status"]]),
+        ("hand_back", p.department == doc.get("department"))) if possible)
+
+
+def _department_step(p: Principal, doc: Doc, action: str) -> str:
+    """The user's department, once checked that `action` is open to it; RequestError (403) otherwise."""
+    if action not in department_actions(p, doc):
         raise RequestError("departments", "err_not_called", status=403)
-    for w in mine:
-        w["arrived_at"] = now.isoformat()
-    return _record(couch, doc, p.user_id, "arrived", department_names(couch).get(p.department or "", ""), now)
+    return str(p.department)
+
+
+def accept(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
+    """A department takes the request on; for the department it was dispatched to, that is acknowledging it."""
+    department = _department_step(p, doc, "accept")
+    doc["accepted"] = [*doc.get("accepted", []), department]
+    status = None
+    if department == doc.get("department"):  # responding, on the request's own clock
+        doc.setdefault("acknowledged_at", now.isoformat())
+        if "acknowledged" in TRANSITIONS[doc["status"]]:
+            status = doc["status"] = "acknowledged"
+    return _record(couch, doc, p.user_id, "accepted", department_names(couch).get(department, ""), now,
+                   status=status)
+
+
+def arrive(couch: Couch, p: Principal, doc: Doc, now: dt.datetime) -> Doc:
+    """A department reports that it is on site: a whistled one stops its clock; the one it was dispatched to is
+    at work on it (in progress)."""
+    department = _department_step(p, doc, "arrive")
+    doc["on_site"] = [*doc.get("on_site", []), department]
+    for w in doc.get("whistles", []):
+        if w["department"] == department:
+            w.setdefault("arrived_at", now.isoformat())
+    status = None
+    if department == doc.get("department") and "in_progress" in TRANSITIONS[doc["status"]]:
+        status = doc["status"] = "in_progress"
+        doc.setdefault("acknowledged_at", now.isoformat())
+    return _record(couch, doc, p.user_id, "arrived", department_names(couch).get(department, ""), now,
+                   status=status)
+
+
+def hand_back(couch: Couch, p: Principal, doc: Doc, reason: str, now: dt.datetime) -> Doc:
+    """The department it was dispatched to hands it back to the grid that owns it, saying why (not theirs,
+    needs the resident first, ...); the grid worker and the secretary see it as returned."""
+    _department_step(p, doc, "hand_back")
+    if not reason.strip():
+        raise RequestError("reason", "err_required")
+    doc["status"] = "returned"
+    return _record(couch, doc, p.user_id, "handed_back", reason, now, status="returned")
+
+
+def progress(couch: Couch, p: Principal, doc: Doc, note: str, photo: Photo | None, now: dt.datetime) -> Doc:
+    """A progress note, with a photo of the work if there is one; the reporter sees both."""
+    if not may_act(p, doc):
+        raise RequestError("comment", "err_may_not_comment", status=403)
+    if not note.strip():
+        raise RequestError("comment", "err_required")
+    name = None
+    if photo is not None:
+        kind = check_photo(photo.data, declared=photo.declared)
+        attachments = doc.setdefault("_attachments", {})
+        if len(attachments) >= MAX_ATTACHMENTS:
+            raise RequestError("photo", "err_too_many_photos", max=MAX_ATTACHMENTS)
+        name = f"progress-{len(attachments) + 1}.{kind.split('/')[1]}"
+        attachments[name] = {"content_type": kind, "data": base64.b64encode(photo.data).decode()}
+    return _record(couch, doc, p.user_id, "progress", note, now, photo=name)
 
 
 def rate(couch: Couch, p: Principal, doc: Doc, rating: int, satisfaction: str, note: str, now: dt.datetime) -> Doc:
@@ -397,10 +477,10 @@ def rate(couch: Couch, p: Principal, doc: Doc, rating: int, satisfaction: str, n
     return _record(couch, doc, p.user_id, "rated", note or str(rating), now, status=doc["status"])
 
 
-def _record(couch: Couch, doc: Doc, by: str, action: str, note: str, now: dt.datetime, status: str | None = None
-            ) -> Doc:
+def _record(couch: Couch, doc: Doc, by: str, action: str, note: str, now: dt.datetime, status: str | None = None,
+            photo: str | None = None) -> Doc:
     entry = {"at": now.isoformat(), "by": by, "action": action, **({"status": status} if status else {}),
-             **({"note": note.strip()[:500]} if note.strip() else {})}
+             **({"note": note.strip()[:500]} if note.strip() else {}), **({"photo": photo} if photo else {})}
     doc["history"] = doc.get("history", []) + [entry]
     doc["updated_at"] = now.isoformat()
     validate(doc)
@@ -482,6 +562,12 @@ def _take_in(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalend
                            "status": doc["status"]}]
     validate(doc)
     return couch.main.save(doc)
+
+
+def street_requests(couch: Couch, street: str) -> list[Doc]:
+    """Every request of the street, community by community (the by_place view is keyed by place)."""
+    return [d for c in ids_of_type(couch.main, "community")
+            for d in iter_view_docs(couch.main, "linli/by_place", [c, "service_request"]) if d["street"] == street]
 
 
 def open_requests(couch: Couch, street: str) -> list[Doc]:

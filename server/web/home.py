@@ -1,6 +1,7 @@
 """Where "/" leads each user, decided once for the server (server/web/app.py) and the offline app (as data in
 /pwa/session.json): secretaries and administrators to their communities, a grid worker or a volunteer to their
-first grid; anyone else stays on "/" (a resident's own record, or the page that says what their roles do)."""
+first grid, department staff to their workbench; anyone else stays on "/" (a resident's own record, or the page
+that says what their roles do)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def home_path(user: dict[str, Any]) -> str | None:
         return "/communities"
     if r & {Role.GRID_WORKER, Role.VOLUNTEER} and user.get("grids"):
         return "/grids/" + quote(user["grids"][0], safe=":")
+    if Role.DEPARTMENT_STAFF in r and user.get("department"):
+        return "/workbench"  # online only: a department works at its desk, and acting needs the server
     return None
 
 

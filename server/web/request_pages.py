@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from server.domain.access import Principal, may_see
+from server.domain.access import Principal, departments_of, may_see
 from server.domain.declaration import SATISFACTION, Role, validate
 from server.domain.errors import by_field
 from server.domain.http_headers import attachment_answer
-from server.services import dashboard, survey
+from server.services import dashboard, survey, workbench
 from server.services import service_requests as sr
 from server.store import queries
 from server.store.config import LOCAL_TZ
@@ -40,19 +40,13 @@ ACTIONS = {"acknowledge": "acknowledged", "start": "in_progress", "resolve": "re
            "reopen": "reopened"}
 
 
-def _requests_of_street(couch: Couch, street: str) -> list[Doc]:
-    communities = ids_of_type(couch.main, "community")
-    return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_place", [c, "service_request"])
-            if d["street"] == street]
-
-
 def visible_requests(couch: Couch, p: Principal) -> list[Doc]:
     """The requests this user may see, newest first."""
     if p.has(Role.GRID_WORKER) and not p.has(Role.SECRETARY, Role.ADMIN, Role.DEPARTMENT_STAFF):
         docs = [d for g in sorted(p.grids)
                 for d in iter_view_docs(couch.main, "linli/by_place", [g, "service_request"])]
     else:
-        docs = _requests_of_street(couch, p.street)
+        docs = sr.street_requests(couch, p.street)
     return sorted((d for d in docs if may_see(p, d)), key=lambda d: d["created_at"], reverse=True)
 
 
@@ -113,23 +107,29 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         return await _detail(request, p, doc)
 
     async def _detail(request: Request, p: Principal, doc: Doc, errors: dict[str, Any] | None = None,
-                      note: str = "") -> Response:
+                      typed: dict[str, str] | None = None) -> Response:
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
         names = await run_in_threadpool(queries.user_names, couch, {h["by"] for h in doc["history"]})
         departments = await run_in_threadpool(sr.department_names, couch)
+        progress_photos = {h["photo"] for h in doc["history"] if "photo" in h}
         return render(request, "request.html", 400 if errors else 200, doc=doc, category=categories.get(
-            doc["category"]), names=names, departments=departments, errors=errors or {}, note=note,
+            doc["category"]), names=names, departments=departments, errors=errors or {},
+            note=(typed or {}).get("note", ""), reason=(typed or {}).get("reason", ""),
+            acted=(typed or {}).get("action", ""), whistled=[w["department"] for w in doc.get("whistles", [])],
             satisfaction=SATISFACTION,
             may_act=sr.may_act(p, doc), reporter=sr.is_reporter(p, doc),
             secretary=p.has(Role.SECRETARY) and doc["community"] in p.communities,
-            called=any(w["department"] == p.department and "arrived_at" not in w for w in doc.get("whistles", [])),
-            transitions=sr.TRANSITIONS[doc["status"]], photos=sorted(doc.get("_attachments", {})))
+            department_actions=sr.department_actions(p, doc),
+            department_view=p.has(Role.DEPARTMENT_STAFF) and p.department in departments_of(doc),
+            transitions=sr.TRANSITIONS[doc["status"]],
+            photos=sorted(name for name in doc.get("_attachments", {}) if name not in progress_photos))
 
     async def act(request: Request) -> Response:
         p = await principal_of(request)
         doc = await load(request, p)
         form = await request.form()
         action, note, at = str(form.get("action", "")), str(form.get("note", "")), now()
+        reason = str(form.get("reason", ""))
         try:
             if action in ACTIONS:
                 doc = await run_in_threadpool(sr.transition, couch, p, doc, ACTIONS[action], note, at)
@@ -138,8 +138,17 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             elif action == "whistle":
                 departments = [str(d) for d in form.getlist("department")]
                 doc = await run_in_threadpool(sr.whistle, couch, p, doc, departments, note, at)
+            elif action == "accept":
+                doc = await run_in_threadpool(sr.accept, couch, p, doc, at)
             elif action == "arrive":
                 doc = await run_in_threadpool(sr.arrive, couch, p, doc, at)
+            elif action == "progress":
+                chosen = form.get("photo")
+                photo = (sr.Photo(await chosen.read(), chosen.content_type)
+                         if isinstance(chosen, UploadFile) and chosen.filename else None)
+                doc = await run_in_threadpool(sr.progress, couch, p, doc, note, photo, at)
+            elif action == "hand_back":
+                doc = await run_in_threadpool(sr.hand_back, couch, p, doc, reason, at)
             elif action == "rate":
                 rating = int(str(form.get("rating", "0"))) if str(form.get("rating", "")).isdigit() else 0
                 doc = await run_in_threadpool(sr.rate, couch, p, doc, rating, str(form.get("satisfaction", "")),
@@ -149,7 +158,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         except sr.RequestError as bad:
             if bad.status == 403:
                 raise HTTPException(403) from None
-            return await _detail(request, p, doc, by_field(bad.errors), note)  # the note as typed
+            return await _detail(request, p, doc, by_field(bad.errors),  # what was typed, in the form it was typed in
+                                 {"action": action, "note": note, "reason": reason})
         return RedirectResponse(f"/requests/{request.path_params['id']}", status_code=303)
 
     async def photo(request: Request) -> Response:
@@ -161,6 +171,17 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         response, _ = await run_in_threadpool(couch.main.resource.get, f"{doc['_id']}/{name}", stream=True)
         media_type, headers = attachment_answer(response.content)
         return Response(response.content, media_type=media_type, headers=headers)
+
+    async def workbench_page(request: Request) -> Response:
+        p = await principal_of(request)
+        if not (p.has(Role.DEPARTMENT_STAFF) and p.department):
+            raise HTTPException(404)
+        filters = workbench.Filters.of(dict(request.query_params))
+        found = await run_in_threadpool(workbench.items, couch, p, filters, now())
+        return render(request, "workbench.html", items=found, filters=filters, states=workbench.STATE_FILTERS,
+                      categories=await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False),
+                      names=await run_in_threadpool(_place_names, couch),
+                      department=(await run_in_threadpool(sr.department_names, couch)).get(p.department, ""))
 
     async def dashboard_page(request: Request) -> Response:
         p = await principal_of(request)
@@ -230,6 +251,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         Route("/requests/{id}", detail),
         Route("/requests/{id}/act", act, methods=["POST"]),
         Route("/requests/{id}/photos/{name}", photo),
+        Route("/workbench", workbench_page),
         Route("/dashboard", dashboard_page),
         Route("/dashboard.csv", dashboard_page),
         Route("/catalogue", catalogue_page, methods=["GET", "POST"]),
