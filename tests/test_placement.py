@@ -137,7 +137,7 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
     "department": {},
 }
 AUTHORS = ("created_by", "updated_by", "acknowledged_by", "owner")
-SERVER_SET = ("department", "departments", "whistles", "due_respond", "due_close")
+SERVER_SET = ("department", "departments", "whistles", "due_respond", "due_close", "accepted", "on_site")
 TIMES = ("visited_at", "created_at", "updated_at", "raised_at", "acknowledged_at", "measured_at", "at",
          "registered_at", "last_seen_at", "heartbeat_at")
 

@@ -273,7 +273,8 @@ AUTHOR_FIELDS = ("created_by", "updated_by", "acknowledged_by", "owner")
 AUDIENCE_FIELDS = ("volunteers", "assigned_to")
 # Fields only the server sets (a request's dispatch and deadlines, server/services/service_requests.py intake and
 # whistle): a client may keep the stored value or leave it out, never set its own.
-SERVER_SET_FIELDS = {"service_request": ("department", "departments", "whistles", "due_respond", "due_close")}
+SERVER_SET_FIELDS = {"service_request": ("department", "departments", "whistles", "due_respond", "due_close",
+                                         "accepted", "on_site")}
 # Datetimes that lie ahead by design (deadlines); every other datetime a client sets says when something happened.
 DEADLINES = frozenset({"due_respond", "due_close"})
 # How far a client's clock may run ahead of the server's, and how long a phone or a gateway may hold unsent work
