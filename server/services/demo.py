@@ -527,9 +527,9 @@ class LoadReport:
 
 def load(couch: Couch, seal: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], seed: int = 2025,
          size: DemoSize = DemoSize(), *, password: str, progress: bool = False, batch_size: int = 1000,
-         now: dt.datetime | None = None) -> LoadReport:
-    """Write the demo and its year of history up to `now` (default: this moment) through _bulk_docs, unless it
-    is there already (the street document decides).
+         now: dt.datetime | None = None, history: bool = True) -> LoadReport:
+    """Write the demo and (unless `history` is False) its year of history up to `now` (default: this moment)
+    through _bulk_docs, unless it is there already (the street document decides).
 
     `seal` (the firewall's `seal_for_storage`) encrypts each batch's protected
     fields and adds residents' data keys, so no plaintext of a protected field
@@ -569,9 +569,9 @@ def load(couch: Couch, seal: Callable[[list[dict[str, Any]]], list[dict[str, Any
 
         write(_validated_batches(docs, batch_size))
         # Only now is every resident's data key stored, which the history's protected fields are sealed with.
-        history = list(demo_history.generate(census, seed, now or dt.datetime.now(dt.UTC), _calendar()))
-        bar.total += len(history)
-        write(_validated_batches(iter(history), batch_size))
+        past = list(demo_history.generate(census, seed, now or dt.datetime.now(dt.UTC), _calendar())) if history else []
+        bar.total += len(past)
+        write(_validated_batches(iter(past), batch_size))
         write(iter([[street_doc]]))
     return LoadReport(written, time.perf_counter() - started, loaded=True)
 
