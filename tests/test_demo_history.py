@@ -158,6 +158,10 @@ def test_the_history_is_stored_sealed(street: tuple[Couch, TestClient]) -> None:
 def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClient]) -> None:
     """The clocks were replayed as the minute sweeps would have run them: at NOW they change nothing."""
     couch, _ = street
+    requests = docs_of_type(couch.main, "service_request")
+    overdue = [r for r in requests if any(_at(r[due]) < NOW and done not in r for due, done in (
+        ("due_respond", "acknowledged_at"), ("due_close", "resolved_at")))]
+    assert overdue and all(r["status"] == "escalated" for r in overdue)  # there was something for the clock to do
     assert service_requests.sweep(couch, demo.STREET_ID, NOW) == service_requests.SweepReport()
     report = alerts.sweep(couch, NOW)
     assert (report.escalated, report.family_notified, report.visibility_changed) == (0, 0, 0)

@@ -38,7 +38,7 @@ DAYS = 365  # the history's length, ending at `now`
 # so that a test street of a few dozen households still has some of everything.
 REQUESTS_PER_HOUSEHOLD = 0.2
 MIN_REQUESTS = 40
-RECENT_REQUESTS_PER_GRID = 2  # made in the last 4 days, so that every grid has some still open
+RECENT_REQUESTS_PER_GRID = 3  # made in the last 8 days, half of them late: every grid has some open and overdue
 CARE_VISITS_PER_YEAR = {"elderly_alone": 4, "other": 1}  # households with a care tag (see CARED_FOR)
 CARED_FOR = frozenset({"elderly_alone", "empty_nest", "low_income", "disability"})
 ALERTS_PER_YEAR = ((0, 1, 2, 3, 4), (35, 30, 20, 10, 5))  # per wristband wearer: counts and weights
@@ -195,13 +195,15 @@ def service_requests_history(census: Census, rng: random.Random, clock: Clock) -
         code = rng.choices(codes, weights)[0]
         household = rng.choice(households) if n < count else census.in_grid(n % len(census.grids), rng)
         # Recent requests are over-represented a little, so that open ones exist in every state.
-        days_ago = rng.uniform(0, 4) if n >= count else rng.uniform(0, 14) if rng.random() < 0.15 else rng.uniform(
+        days_ago = rng.uniform(0, 8) if n >= count else rng.uniform(0, 14) if rng.random() < 0.15 else rng.uniform(
             0, DAYS)
-        yield _request(rng, clock, census, household, code, census.categories[code], clock.daytime(rng, days_ago))
+        on_time = 0.5 if n >= count else 0.85
+        yield _request(rng, clock, census, household, code, census.categories[code], clock.daytime(rng, days_ago),
+                       on_time)
 
 
 def _request(rng: random.Random, clock: Clock, census: Census, household: Household, code: str, department: str,
-             created: dt.datetime) -> Doc:
+             created: dt.datetime, on_time: float) -> Doc:
     grid = census.grids[household.routing["grid"]]
     _, descriptions, questions = REQUEST_STORIES[code]
     patrol = code in PUBLIC_CATEGORIES and rng.random() < 0.5  # the worker saw it on their rounds
@@ -218,7 +220,8 @@ def _request(rng: random.Random, clock: Clock, census: Census, household: Househ
         doc.update(household=household.id, resident=household.residents[0].id)
     if answers := _answers(rng, questions):
         doc["attributes"] = answers
-    _replay(doc, _plan(rng, doc, grid, department, census.departments, created, cal), clock, census.departments)
+    plan = _plan(rng, doc, grid, department, census.departments, created, cal, rng.random() < on_time)
+    _replay(doc, plan, clock, census.departments)
     return doc
 
 
@@ -235,12 +238,11 @@ def _answers(rng: random.Random, questions: dict[str, Any]) -> Doc:
 
 
 def _plan(rng: random.Random, doc: Doc, grid: Grid, department: str, departments: dict[str, str], created: dt.datetime,
-          cal: WorkCalendar) -> list[_Event]:
+          cal: WorkCalendar, on_time: bool) -> list[_Event]:
     """What people do to the request, and when, as if nothing stopped them (replay cuts it at now)."""
     staff = accounts.user_id("bumen_" + department.removeprefix("department:"))
     due_respond, due_close = (dt.datetime.fromisoformat(doc[k]) for k in ("due_respond", "due_close"))
     hours = dt.timedelta(hours=1)
-    on_time = rng.random() < 0.85
     acknowledged = (created + rng.uniform(0.3, 6) * hours if on_time
                     else due_respond + rng.uniform(1, 30) * hours)
     started = acknowledged + rng.uniform(0.5, 20) * hours
