@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 
 import pytest
 
@@ -151,15 +152,16 @@ def test_size_scales_households_only() -> None:
 
 
 def test_load_writes_everything_once(couch: Couch, firewall: Firewall) -> None:
-    size = demo.DemoSize(households_per_grid=5)
-    report = demo.load(couch, firewall.seal_for_storage, size=size, password=PASSWORD)
+    size, now = demo.DemoSize(households_per_grid=5), dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)
+    report = demo.load(couch, firewall.seal_for_storage, size=size, password=PASSWORD, now=now)
     users = demo.demo_logins(size=size)
     counts = {key: n for key, n in count_by(couch.main, "linli/by_place").items() if key[0].startswith("grid:")}
     assert sum(v for (_, kind), v in counts.items() if kind == "household") == 100
     residents = sum(v for (_, kind), v in counts.items() if kind == "resident")
     assert residents == sum(1 for d in demo.generate(size=size) if d["type"] == "resident")
     assert sum(v for (_, kind), v in counts.items() if kind == "data_key") == residents  # one per resident
-    assert report.loaded and report.docs == demo.document_count(size=size) + len(users) + residents
+    history = sum(1 for _ in demo.generate_history(size=size, now=now))  # tests/test_demo_history.py
+    assert report.loaded and report.docs == demo.document_count(size=size) + len(users) + residents + history
     assert couch.accounts.get("user:wangge01")["grids"] == ["grid:c1-g01"]
     assert couch.main.get(demo.STREET_ID)["name"] == demo.STREET_NAME
     before = (couch.main.config()["doc_count"], couch.accounts.config()["doc_count"])

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from server.domain import workdays
 from server.domain.declaration import Role, id_card_check_char, validate
 from server.security import accounts
+from server.services import demo_history
 from server.store.couch import Couch, bulk_save, get_or_none
 
 REFERENCE_DATE = dt.date(2025, 1, 1)
@@ -67,6 +68,9 @@ GIVEN_NAME_CHARS = {
     "female": "芳娜敏静丽艳娟霞秀英华慧巧美淑惠珍玉兰凤洁琳素云莲真环雪荣爱梅琴欣怡婷雨萱佳",
 }
 CONDITIONS = ("高血压", "糖尿病", "冠心病", "慢阻肺", "关节炎", "脑卒中后遗症", "骨质疏松")
+# What a grid worker approved for health data reads of an elderly resident (health_notes, sealed).
+HEALTH_NOTES = ("规律服药，血压控制平稳", "每季度社区医院复查", "近期血糖偏高，已调整用药", "行走需拐杖，注意防跌倒",
+                "听力下降，说话需大声", "已签约家庭医生", "去年住院一次，现已康复", "每天散步半小时，身体尚可")
 DISABILITIES = ("physical", "visual", "hearing", "speech", "intellectual", "mental", "multiple")
 LOCAL_AREA = "990111"  # the ID card area code of residents with a local hukou
 
@@ -391,12 +395,13 @@ def generate(seed: int = 2025, size: DemoSize = DemoSize()) -> Iterator[dict[str
     community, and per grid the grid followed by each household, its residents and devices.
     """
     people = _People(random.Random(f"people-{seed}"))
+    care = random.Random(f"care-{seed}")  # its own stream: adding health notes moved nobody's name or number
     street = {"street": STREET_ID}
     yield {"_id": STREET_ID, "type": "street", **street, "name": STREET_NAME, "district": "洪山区", "city": "武汉市"}
     for kind, name in DEPARTMENTS:
         yield {"_id": f"department:{kind}", "type": "department", **street, "name": name, "kind": kind}
     yield from catalogue_docs(street)
-    yield workdays.calendar_doc(STREET_ID, workdays.CHINA_2026_HOLIDAYS, workdays.CHINA_2026_WORKDAYS)
+    yield _calendar_doc()
     plan = _plan(seed, size)
     for c in range(1, size.communities + 1):
         road = ROAD_NAMES[(c - 1) % len(ROAD_NAMES)]
@@ -411,7 +416,36 @@ def generate(seed: int = 2025, size: DemoSize = DemoSize()) -> Iterator[dict[str
                    "location": {"lat": round(30.50 + 0.01 * c, 5), "lon": round(114.34 + 0.004 * g, 5)}}
             volunteers = volunteer_usernames((c - 1) * size.grids_per_community + g)
             for slot in itertools.islice(plan, size.households_per_grid):
-                yield from _household_docs(people, slot, routing, _address(road, g, slot.h), volunteers)
+                for doc in _household_docs(people, slot, routing, _address(road, g, slot.h), volunteers):
+                    yield _with_health_notes(doc, care)
+
+
+def _with_health_notes(doc: dict[str, Any], care: random.Random) -> dict[str, Any]:
+    """An elderly resident's health notes (one or two), so that an approved worker sees more than blanks."""
+    if doc["type"] == "resident" and age_on_reference_date(doc["birth_date"]) >= 60:
+        doc["health_notes"] = "；".join(care.sample(HEALTH_NOTES, k=care.choice((1, 2))))
+    return doc
+
+
+def generate_history(seed: int = 2025, size: DemoSize = DemoSize(), *, now: dt.datetime
+                     ) -> Iterator[dict[str, Any]]:
+    """The year of history (server/services/demo_history.py) ending at `now`, of the street generate() makes."""
+    census = _census(size)
+    for doc in generate(seed, size):
+        census.observe(doc)
+    return demo_history.generate(census, seed, now, _calendar())
+
+
+def _census(size: DemoSize) -> demo_history.Census:
+    return demo_history.Census(size.grids_per_community, age_on_reference_date, volunteer_usernames)
+
+
+def _calendar_doc() -> dict[str, Any]:
+    return workdays.calendar_doc(STREET_ID, workdays.CHINA_2026_HOLIDAYS, workdays.CHINA_2026_WORKDAYS)
+
+
+def _calendar() -> workdays.WorkCalendar:
+    return workdays.WorkCalendar.from_doc(_calendar_doc())
 
 
 # ---------------------------------------------------------------- accounts
@@ -492,8 +526,10 @@ class LoadReport:
 
 
 def load(couch: Couch, seal: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], seed: int = 2025,
-         size: DemoSize = DemoSize(), *, password: str, progress: bool = False, batch_size: int = 1000) -> LoadReport:
-    """Write the demo through _bulk_docs unless it is there already (the street document decides).
+         size: DemoSize = DemoSize(), *, password: str, progress: bool = False, batch_size: int = 1000,
+         now: dt.datetime | None = None, history: bool = True) -> LoadReport:
+    """Write the demo and (unless `history` is False) its year of history up to `now` (default: this moment)
+    through _bulk_docs, unless it is there already (the street document decides).
 
     `seal` (the firewall's `seal_for_storage`) encrypts each batch's protected
     fields and adds residents' data keys, so no plaintext of a protected field
@@ -507,26 +543,36 @@ def load(couch: Couch, seal: Callable[[list[dict[str, Any]]], list[dict[str, Any
     if get_or_none(couch.main, STREET_ID) is not None:
         return LoadReport(0, time.perf_counter() - started, loaded=False)
     users = user_docs(seed, size, password=password)
-    docs = generate(seed, size)
+    census = _census(size)
+    docs = (census.observe(doc) for doc in generate(seed, size))
     street_doc = next(docs)  # generate() yields the street first; it is held back to mark completion
     validate(street_doc)
-    written = 0
     # One writer thread: the next batch is generated while the database writes the previous one. Only one
     # batch is ever handed to the writer, so memory stays flat and nothing (least of all the street marker)
     # is written after a refusal.
     with tqdm(total=document_count(seed, size) + len(users), unit="doc", disable=not progress, desc="demo") as bar, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-load") as writer:
-        def wait(write: Future[int], generated: int) -> None:
-            nonlocal written
-            written += write.result()
-            bar.update(generated)
+        written = 0
+        in_flight: Future[int] = writer.submit(_save_all, couch.accounts, users)
+        generated = len(users)
 
-        in_flight, generated = writer.submit(_save_all, couch.accounts, users), len(users)
-        for batch in itertools.chain(_validated_batches(docs, batch_size), [[street_doc]]):
-            sealed = seal(batch)
-            wait(in_flight, generated)  # only now: this batch was made while the previous one was written
-            in_flight, generated = writer.submit(_save_all, couch.main, sealed), len(batch)
-        wait(in_flight, generated)
+        def write(batches: Iterator[list[dict[str, Any]]]) -> None:
+            nonlocal written, in_flight, generated
+            for batch in batches:
+                sealed = seal(batch)
+                written += in_flight.result()  # only now: this batch was made while the previous one was written
+                bar.update(generated)
+                in_flight, generated = writer.submit(_save_all, couch.main, sealed), len(batch)
+            written += in_flight.result()
+            bar.update(generated)
+            in_flight, generated = writer.submit(int), 0  # written: nothing is in flight
+
+        write(_validated_batches(docs, batch_size))
+        # Only now is every resident's data key stored, which the history's protected fields are sealed with.
+        past = list(demo_history.generate(census, seed, now or dt.datetime.now(dt.UTC), _calendar())) if history else []
+        bar.total += len(past)
+        write(_validated_batches(iter(past), batch_size))
+        write(iter([[street_doc]]))
     return LoadReport(written, time.perf_counter() - started, loaded=True)
 
 

@@ -1,0 +1,590 @@
+"""A year of history for the demo street, so that every list, status and dashboard has something to show.
+
+The year ends at `now` (the moment the demo is loaded), so "overdue" and "last 30 days" mean something.
+Each kind of history is one small function `(census, rng, clock) -> documents`, listed in `KINDS` with its
+own random stream, so adding a kind (or changing one) leaves the others' documents as they were. Same seed,
+same street and same `now` → the same documents and ids.
+
+The documents are the ones the real acts produce (service_requests.py, alerts.py, the gateway's
+ble_gateway/documents.py, the visit and need forms, firewall.request_access), written in bulk instead of
+one act at a time; protected fields stay plaintext here and are sealed by the loader like every other demo
+document. Nothing here opens a protected field, so nothing is filed. The clocks are replayed as the minute
+sweeps would have run them (warnings 4 h before a deadline, escalation at it, departments overdue), so the
+first sweep after loading finds nothing to do; tests/test_demo_history.py checks that with the real sweeps.
+
+Residents have no accounts in the demo: requests and their ratings are taken at the grid worker's window
+(`on_behalf`), and survey answers name the account a resident would have (`user:jumin-<resident key>`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.domain.declaration import SATISFACTION
+from server.domain.entitlement import alert_visibility, may_notify_family, privacy_choices
+from server.domain.field_rules import COMMON_NEEDS
+from server.domain.workdays import WorkCalendar
+from server.security import accounts
+from server.services import alerts, service_requests
+
+Doc = dict[str, Any]
+DAYS = 365  # the history's length, ending at `now`
+
+# How much happens, per household and year (pilot: 15,000 households → about 3,000 requests), with floors
+# so that a test street of a few dozen households still has some of everything.
+REQUESTS_PER_HOUSEHOLD = 0.2
+MIN_REQUESTS = 40
+RECENT_REQUESTS_PER_GRID = 3  # made in the last 8 days, half of them late: every grid has some open and overdue
+CARE_VISITS_PER_YEAR = {"elderly_alone": 4, "other": 1}  # households with a care tag (see CARED_FOR)
+CARED_FOR = frozenset({"elderly_alone", "empty_nest", "low_income", "disability"})
+ALERTS_PER_YEAR = ((0, 1, 2, 3, 4), (35, 30, 20, 10, 5))  # per wristband wearer: counts and weights
+READINGS_PER_METRIC = 1  # the latest readings per device and metric (the status line needs the last one)
+CURRENT_ALERT_SHARE = 0.08  # wearers with an alert of the last few hours, some still open in the inbox
+SURVEY_ANSWERS_PER_HOUSEHOLD_MONTH = 0.01
+MIN_SURVEY_ANSWERS = 3
+PENDING_ACCESS_REQUESTS = 3  # per community, for the secretary's approvals
+DECIDED_ACCESS_REQUESTS = 2  # per community, refused or long expired
+
+# What the service catalogue's categories are like: how often (per 100) and what people say.
+REQUEST_STORIES: dict[str, tuple[int, tuple[str, ...], dict[str, Any]]] = {
+    "street_lamp": (14, ("楼下路灯不亮，晚上出行不便", "小区门口路灯一直闪烁", "路灯白天也亮着"), {}),
+    "road_damage": (8, ("人行道地砖松动，老人容易绊倒", "路面有坑，下雨积水"), {}),
+    "garbage": (16, ("垃圾桶满了两天没人清运", "楼道堆放杂物和垃圾"), {}),
+    "noise": (10, ("楼上装修噪音太大", "夜间广场舞音响声音太大"), {"time_of_day": ("day", "evening", "night")}),
+    "water_supply": (12, ("家里停水，没有收到通知", "楼道水管漏水"), {}),
+    "power_outage": (6, ("单元楼停电", "电表箱跳闸"), {}),
+    "home_repair": (12, ("卫生间漏水到楼下", "窗户关不上，需要维修"), {"floor": (1, 6)}),
+    "elderly_care": (10, ("独居老人需要助餐服务", "老人需要有人陪同就医"),
+                     {"service": ("meals", "cleaning", "bathing", "escort")}),
+    "allowance_advice": (6, ("咨询低保申请条件", "想了解临时救助怎么申请"), {}),
+    "home_medical": (6, ("老人行动不便，需要上门量血压", "需要家庭医生上门随访"), {}),
+}
+PUBLIC_CATEGORIES = frozenset({"street_lamp", "road_damage", "garbage", "noise"})  # often seen on patrol
+NOTES = {"acknowledged": "已受理，已安排人员", "in_progress": "工作人员已到现场处理", "resolved": "已处理完毕",
+         "closed": "居民确认已解决", "reopened": "居民反映问题仍未解决"}
+VISIT_NOTES = ("老人精神状态良好，生活能自理", "家中整洁，按时服药", "反映楼道灯不亮，已记录",
+               "子女每周来看望", "提醒注意防滑防跌倒", "询问了助餐服务的情况", "近期睡眠不好，建议就医")
+NEED_TEXT = {"meal_delivery": "希望每天送一顿午饭", "medical_escort": "下周去医院复查，需要有人陪同",
+             "home_repair": "厨房水龙头漏水", "cleaning": "需要每月一次家政保洁", "companionship": "希望有人常来聊聊天",
+             "shopping": "腿脚不便，需要帮忙买菜", "legal_aid": "咨询房屋继承问题", "financial_aid": "咨询医疗救助"}
+ACCESS_PURPOSES = ("走访前了解慢性病和用药情况", "协助办理医疗救助，需要核对健康信息", "安排家庭医生上门随访")
+SURVEY_COMMENTS = ("网格员很负责", "路灯修得很快", "希望多组织老年活动", "垃圾清运还要更及时", "办事方便多了")
+
+
+# ---------------------------------------------------------------- what the history is about
+
+@dataclass(frozen=True)
+class Person:
+    id: str
+    age: int
+
+
+@dataclass
+class Household:
+    id: str
+    routing: Doc  # street, community, grid
+    address: str
+    tags: tuple[str, ...]
+    volunteers: tuple[str, ...]
+    residents: list[Person] = field(default_factory=list)
+    devices: dict[str, str] = field(default_factory=dict)  # kind → device id
+
+
+@dataclass(frozen=True)
+class Grid:
+    id: str
+    routing: Doc
+    worker: str  # user ids
+    volunteers: tuple[str, str]
+    secretary: str
+
+
+class Census:
+    """What the history needs of the street demo.generate() made, gathered as its documents stream past."""
+
+    def __init__(self, grids_per_community: int, age_of: Callable[[str], int],
+                 volunteer_usernames: Callable[[int], tuple[str, str]]) -> None:
+        self.grids: dict[str, Grid] = {}
+        self.households: dict[str, Household] = {}
+        self.departments: dict[str, str] = {}  # id → name
+        self.categories: dict[str, str] = {}  # service category code → its department
+        self._grids_per_community = grids_per_community
+        self._age_of = age_of
+        self._volunteer_usernames = volunteer_usernames
+
+    def observe(self, doc: Doc) -> Doc:
+        kind = doc["type"]
+        if kind == "department":
+            self.departments[doc["_id"]] = doc["name"]
+        elif kind == "service_category":
+            self.categories[doc["code"]] = doc["department"]
+        elif kind == "grid":
+            c = int(doc["community"].removeprefix("community:c"))
+            n = (c - 1) * self._grids_per_community + doc["number"]
+            routing = {k: doc[k] for k in ("street", "community", "grid")}
+            self.grids[doc["_id"]] = Grid(doc["_id"], routing, accounts.user_id(f"wangge{n:02d}"),
+                                          tuple(map(accounts.user_id, self._volunteer_usernames(n))),  # type: ignore[arg-type]
+                                          accounts.user_id(f"shuji{c}"))
+        elif kind == "household":
+            self.households[doc["_id"]] = Household(
+                doc["_id"], {k: doc[k] for k in ("street", "community", "grid")}, doc["address"],
+                tuple(doc["tags"]), tuple(doc.get("volunteers", ())))
+        elif kind == "resident":
+            self.households[doc["household"]].residents.append(Person(doc["_id"], self._age_of(doc["birth_date"])))
+        elif kind == "device":
+            self.households[doc["household"]].devices[doc["kind"]] = doc["_id"]
+        return doc
+
+    def in_order(self) -> list[Household]:
+        return list(self.households.values())
+
+    def in_grid(self, index: int, rng: random.Random) -> Household:
+        """A household of the index-th grid (in the order they were made)."""
+        grid = list(self.grids)[index]
+        return rng.choice([h for h in self.households.values() if h.routing["grid"] == grid])
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The history's `now`, and the street's working-day calendar its deadlines are counted in."""
+
+    now: dt.datetime
+    calendar: WorkCalendar
+
+    def daytime(self, rng: random.Random, days_ago: float) -> dt.datetime:
+        """A moment about `days_ago` before now, between 08:00 and 20:00 local time, never after now."""
+        day = (self.now - dt.timedelta(days=days_ago)).astimezone(self.calendar.tz).date()
+        local = dt.datetime.combine(day, dt.time(8), self.calendar.tz) + dt.timedelta(seconds=rng.randrange(12 * 3600))
+        return min(local.astimezone(dt.UTC), self.now - dt.timedelta(minutes=rng.randint(5, 90)))
+
+
+def _id(rng: random.Random, kind: str) -> str:
+    return f"{kind}:{rng.randbytes(16).hex()}"  # the shape uuid4().hex gives, drawn from the seed
+
+
+def _iso(at: dt.datetime) -> str:
+    return at.isoformat()
+
+
+# ---------------------------------------------------------------- service requests
+
+@dataclass(order=True)
+class _Event:
+    """One thing that happens to a request: a person's act, or a clock tick the minute sweep would act on."""
+
+    at: dt.datetime
+    by: str = field(compare=False)
+    action: str = field(compare=False)  # created, acknowledged … (a state), whistle, arrived, rated, or a tick
+    note: str = field(default="", compare=False)
+    detail: Any = field(default=None, compare=False)
+
+
+def service_requests_history(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Requests in every state and category: most answered and closed on time, some late (escalated by the
+    clock), some whistled to other departments, most closed ones rated; the recent ones still open."""
+    households = census.in_order()
+    codes = list(REQUEST_STORIES)
+    weights = [REQUEST_STORIES[c][0] for c in codes]
+    count = max(MIN_REQUESTS, round(len(households) * REQUESTS_PER_HOUSEHOLD))
+    recent = RECENT_REQUESTS_PER_GRID * len(census.grids)
+    for n in range(count + recent):
+        code = rng.choices(codes, weights)[0]
+        household = rng.choice(households) if n < count else census.in_grid(n % len(census.grids), rng)
+        # Recent requests are over-represented a little, so that open ones exist in every state.
+        days_ago = rng.uniform(0, 8) if n >= count else rng.uniform(0, 14) if rng.random() < 0.15 else rng.uniform(
+            0, DAYS)
+        on_time = 0.5 if n >= count else 0.85
+        yield _request(rng, clock, census, household, code, census.categories[code], clock.daytime(rng, days_ago),
+                       on_time)
+
+
+def _request(rng: random.Random, clock: Clock, census: Census, household: Household, code: str, department: str,
+             created: dt.datetime, on_time: float) -> Doc:
+    grid = census.grids[household.routing["grid"]]
+    _, descriptions, questions = REQUEST_STORIES[code]
+    patrol = code in PUBLIC_CATEGORIES and rng.random() < 0.5  # the worker saw it on their rounds
+    cal = clock.calendar
+    doc: Doc = {
+        "_id": _id(rng, "service_request"), "type": "service_request", **household.routing, "category": code,
+        "description": rng.choice(descriptions), "status": "received", "department": department,
+        "owner": grid.worker, "source": "web", "on_behalf": not patrol, "consent": not patrol,
+        "address": household.address,
+        "due_respond": _iso(cal.add_working_days(created, 1)), "due_close": _iso(cal.add_working_days(created, 3)),
+        "history": [], "created_by": grid.worker, "created_at": _iso(created), "updated_at": _iso(created),
+    }
+    if not patrol:
+        doc.update(household=household.id, resident=household.residents[0].id)
+    if answers := _answers(rng, questions):
+        doc["attributes"] = answers
+    plan = _plan(rng, doc, grid, department, census.departments, created, cal, rng.random() < on_time)
+    _replay(doc, plan, clock, census.departments)
+    return doc
+
+
+def _answers(rng: random.Random, questions: dict[str, Any]) -> Doc:
+    answers: Doc = {}
+    for code, choices in questions.items():
+        if code == "floor":
+            answers[code] = float(rng.randint(*choices))
+        elif code == "service":
+            answers[code] = rng.sample(choices, k=rng.randint(1, 2))
+        else:
+            answers[code] = rng.choice(choices)
+    return answers
+
+
+def _plan(rng: random.Random, doc: Doc, grid: Grid, department: str, departments: dict[str, str], created: dt.datetime,
+          cal: WorkCalendar, on_time: bool) -> list[_Event]:
+    """What people do to the request, and when, as if nothing stopped them (replay cuts it at now)."""
+    staff = accounts.user_id("bumen_" + department.removeprefix("department:"))
+    due_respond, due_close = (dt.datetime.fromisoformat(doc[k]) for k in ("due_respond", "due_close"))
+    hours = dt.timedelta(hours=1)
+    acknowledged = (created + rng.uniform(0.3, 6) * hours if on_time
+                    else due_respond + rng.uniform(1, 30) * hours)
+    started = acknowledged + rng.uniform(0.5, 20) * hours
+    resolved = (started + (due_close - started) * rng.uniform(0.1, 0.9) if on_time and due_close > started
+                else max(due_close, started) + rng.uniform(2, 72) * hours)
+    events = [_Event(created, grid.worker, "created"), _Event(acknowledged, staff, "acknowledged"),
+              _Event(started, staff, "in_progress")]
+    if rng.random() < 0.06:  # the community "whistles" other departments to the scene (§3.2)
+        called = rng.sample([d for d in departments if d != department], k=rng.randint(1, 2))
+        at = started + rng.uniform(0.5, 4) * hours
+        events.append(_Event(at, grid.secretary, "whistle", detail=called))
+        for other in called:
+            if rng.random() < 0.85:
+                arrived = cal.add_working_days(at, rng.choice((0, 1, 2))) + rng.uniform(0.5, 3) * hours
+                events.append(_Event(arrived, accounts.user_id("bumen_" + other.removeprefix("department:")),
+                                     "arrived", note=departments[other], detail=other))
+        resolved = max(resolved, at + 2 * hours)
+    events.append(_Event(resolved, staff, "resolved"))
+    if rng.random() < 0.04:  # not fixed after all: reopened, then fixed again
+        reopened = resolved + rng.uniform(4, 48) * hours
+        resolved = reopened + rng.uniform(4, 72) * hours
+        events += [_Event(reopened, grid.worker, "reopened"), _Event(resolved, staff, "resolved")]
+    closing = rng.random()
+    closed = resolved + rng.uniform(2, 72) * hours
+    if closing < 0.7:  # rated by the resident at the window: late or reopened requests fare worse
+        late = resolved > due_close
+        rating = rng.choices((5, 4, 3, 2, 1), (20, 30, 30, 12, 8) if late else (55, 33, 8, 3, 1))[0]
+        events.append(_Event(closed, grid.worker, "rated", detail=rating))
+    elif closing < 0.9:
+        events.append(_Event(closed, grid.worker, "closed"))
+    return events
+
+
+def _replay(doc: Doc, plan: list[_Event], clock: Clock, department_names: dict[str, str]) -> None:
+    """Apply the plan up to now, with the clock ticks the minute sweep would have acted on in between."""
+    ticks = [_Event(dt.datetime.fromisoformat(doc[deadline]) - when, "system", tick, detail=name)
+             for deadline, name in (("due_respond", "respond"), ("due_close", "close"))
+             for tick, when in (("warning", service_requests.WARN_BEFORE), ("overdue", dt.timedelta(0)))]
+    pending = sorted(plan + ticks)
+    while pending and pending[0].at <= clock.now:
+        event = pending.pop(0)
+        if event.action == "whistle":  # its departments' deadlines start ticking now
+            called = _whistle(doc, event, clock.calendar, department_names)
+            pending = sorted(pending + [_Event(dt.datetime.fromisoformat(w["due"]), "system", "department_overdue",
+                                               detail=w["department"]) for w in called])
+        else:
+            _apply(doc, event)
+    doc["updated_at"] = doc["history"][-1]["at"]
+
+
+DONE_FIELD = {"respond": "acknowledged_at", "close": "resolved_at"}
+
+
+def _apply(doc: Doc, event: _Event) -> None:
+    stamp, status = _iso(event.at), doc["status"]
+    moves = service_requests.TRANSITIONS
+    entry: Doc = {"at": stamp, "by": event.by, "action": event.action}
+    if event.action == "created":
+        entry["status"] = "received"
+    elif event.action in ("warning", "overdue"):
+        if DONE_FIELD[event.detail] in doc:
+            return
+        if event.action == "warning":
+            if event.detail in doc.get("warned", []):
+                return
+            doc["warned"] = doc.get("warned", []) + [event.detail]
+            entry["note"] = event.detail
+        else:
+            if status == "escalated" or "escalated" not in moves[status]:
+                return
+            doc["status"] = entry["status"] = "escalated"
+            entry["note"] = event.detail
+    elif event.action == "department_overdue":
+        whistle = next(w for w in doc["whistles"] if w["department"] == event.detail)
+        if "arrived_at" in whistle:
+            return
+        whistle["overdue"] = True
+        entry["note"] = event.detail
+    elif event.action == "arrived":
+        next(w for w in doc["whistles"] if w["department"] == event.detail)["arrived_at"] = stamp
+        entry["note"] = event.note
+    elif event.action == "rated":
+        rating = event.detail
+        doc.update(rating=rating, satisfaction=SATISFACTION[5 - rating])
+        if status == "resolved":
+            doc.update(status="closed", closed_at=stamp)
+        entry.update(status=doc["status"], note=str(rating))
+    else:  # a person moves it on: an acknowledgement after the clock escalated it is a start of work
+        to = "in_progress" if event.action == "acknowledged" and status == "escalated" else event.action
+        if to not in moves[status]:
+            return
+        doc["status"] = to
+        if to == "acknowledged" or (to in ("in_progress", "resolved") and "acknowledged_at" not in doc):
+            doc.setdefault("acknowledged_at", stamp)
+        if to == "resolved":
+            doc["resolved_at"] = stamp
+        if to == "closed":
+            doc["closed_at"] = stamp
+        if to == "reopened":
+            doc.pop("resolved_at", None), doc.pop("closed_at", None)
+        entry.update(action=to, status=to, note=NOTES[to])
+    doc["history"].append(entry)
+
+
+def _whistle(doc: Doc, event: _Event, cal: WorkCalendar, names: dict[str, str]) -> list[Doc]:
+    """The secretary calls departments, each with its own clock (service_requests.whistle)."""
+    due = _iso(cal.add_working_days(event.at, service_requests.WHISTLE_DAYS))
+    called = [{"department": d, "at": _iso(event.at), "due": due} for d in event.detail]
+    doc["whistles"] = doc.get("whistles", []) + called
+    doc["departments"] = sorted(w["department"] for w in doc["whistles"])
+    if "escalated" in service_requests.TRANSITIONS[doc["status"]]:
+        doc["status"] = "escalated"
+    doc["history"].append({"at": _iso(event.at), "by": event.by, "action": "whistle", "status": doc["status"],
+                           "note": "、".join(names[d] for d in event.detail)})
+    return called
+
+
+# ---------------------------------------------------------------- visits and needs
+
+def visits_and_needs(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """The grid worker's (and now and then a volunteer's) visits to the households that need looking after,
+    with notes, a blood pressure for the elderly, and needs; some needs become `need` documents to act on."""
+    for household in census.in_order():
+        if not CARED_FOR.intersection(household.tags):
+            continue
+        grid = census.grids[household.routing["grid"]]
+        per_year = CARE_VISITS_PER_YEAR["elderly_alone" if "elderly_alone" in household.tags else "other"]
+        for _ in range(per_year):
+            at = clock.daytime(rng, rng.uniform(0, DAYS))
+            visitor = rng.choice(household.volunteers) if household.volunteers and rng.random() < 0.25 else grid.worker
+            person = max(household.residents, key=lambda r: r.age)
+            needs = rng.sample(COMMON_NEEDS, k=rng.choices((0, 1, 2), (70, 22, 8))[0])
+            kind = "care" if visitor != grid.worker else rng.choice(("routine", "routine", "needs_list"))
+            visit = {"_id": _id(rng, "visit"), "type": "visit", **household.routing, "household": household.id,
+                     "resident": person.id, "kind": kind, "visited_at": _iso(at), "notes": rng.choice(VISIT_NOTES),
+                     "needs": needs, "created_by": visitor, "created_at": _iso(at)}
+            if person.age >= 60 and visitor == grid.worker:
+                visit["blood_pressure"] = f"{rng.randint(110, 165)}/{rng.randint(65, 100)}"
+            yield visit
+            for need in needs:
+                if rng.random() < 0.5:
+                    yield _need(rng, clock, household, person, need, at, grid)
+
+
+def _need(rng: random.Random, clock: Clock, household: Household, person: Person, category: str,
+          at: dt.datetime, grid: Grid) -> Doc:
+    """A need heard at a visit: open if recent, otherwise taken up by a volunteer and (mostly) done."""
+    age = clock.now - at
+    status = "open" if age < dt.timedelta(days=7) else rng.choices(
+        ("matched", "in_progress", "done", "cancelled"), (10, 15, 65, 10))[0]
+    doc = {"_id": _id(rng, "need"), "type": "need", **household.routing, "household": household.id,
+           "resident": person.id, "category": category, "description": NEED_TEXT[category], "status": status,
+           "created_by": grid.worker, "created_at": _iso(at)}
+    if status in ("matched", "in_progress", "done") and household.volunteers:
+        doc.update(assigned_to=rng.choice(household.volunteers),
+                   updated_at=_iso(at + min(age / 2, dt.timedelta(days=rng.randint(1, 5)))))
+    return doc
+
+
+# ---------------------------------------------------------------- alerts and readings
+
+ALERT_KINDS = {"sos": (15, "wristband"), "fall": (10, "wristband"), "no_water": (30, "water_meter"),
+               "no_activity": (20, "wristband"), "heart_rate": (15, "wristband"), "battery_low": (10, "wristband")}
+
+
+def alerts_and_readings(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Alerts the elderly living alone's wristbands and meters raised over the year, as the gateway writes
+    them, with what the minute sweep added (family told of SOS and falls, the secretary of escalations), the
+    worker's follow-up visit, and each device's latest readings (what a status line shows)."""
+    kinds, weights = list(ALERT_KINDS), [w for w, _ in ALERT_KINDS.values()]
+    for household in census.in_order():
+        if not household.devices:
+            continue
+        grid, person = census.grids[household.routing["grid"]], household.residents[0]
+        count = rng.choices(*ALERTS_PER_YEAR)[0]
+        raised_at = [clock.now - dt.timedelta(days=rng.uniform(0, DAYS)) for _ in range(count)]
+        if rng.random() < CURRENT_ALERT_SHARE:
+            raised_at.append(clock.now - dt.timedelta(hours=rng.uniform(0.1, 8)))
+        for raised in raised_at:
+            yield from _alert(rng, clock, household, person, grid, rng.choices(kinds, weights)[0], raised)
+        yield from _latest_readings(rng, clock, household)
+
+
+def _alert(rng: random.Random, clock: Clock, household: Household, person: Person, grid: Grid, kind: str,
+           raised: dt.datetime) -> Iterator[Doc]:
+    device = household.devices[ALERT_KINDS[kind][1]]
+    owner = person.id if kind == "no_activity" else device
+    epoch = int(raised.timestamp())
+    alert: Doc = {"_id": f"alert:{owner.split(':', 1)[1]}-{kind}-{epoch}", "type": "alert", **household.routing,
+                  "household": household.id, "resident": person.id, "kind": kind, "status": "raised",
+                  "device": device, "raised_at": _iso(raised), "detail": _alert_detail(rng, kind, raised),
+                  "visibility": alert_visibility(privacy_choices(None), kind)}
+    if kind in ("heart_rate", "battery_low", "no_water"):
+        metric, unit, value = {"heart_rate": ("heart_rate", "bpm", float(rng.choice((38, 42, 135, 150)))),
+                               "battery_low": ("battery", "%", float(rng.randint(3, 9))),
+                               "no_water": ("water", "L", float(rng.randint(20_000, 90_000)))}[kind]
+        yield _reading(device, household, raised, metric, unit, value)
+    if may_notify_family(privacy_choices(None), kind):  # the first sweep after it was raised
+        yield _notification(alert, "family", min(raised + dt.timedelta(minutes=1), clock.now))
+    answered = dt.timedelta(minutes=rng.choice((rng.uniform(2, 25), rng.uniform(2, 25), rng.uniform(35, 120))))
+    escalate = dt.timedelta(minutes=alerts.DEFAULT_ESCALATE_MINUTES)
+    if answered >= escalate and raised + escalate <= clock.now:  # nobody answered in time: the secretary is told
+        alert.update(status="escalated", escalated_at=_iso(raised + escalate))
+        yield _notification(alert, "secretary", raised + escalate)
+    if raised + answered <= clock.now:
+        alert.update(status="acknowledged", acknowledged_by=grid.worker, acknowledged_at=_iso(raised + answered))
+        visited = raised + answered + dt.timedelta(minutes=rng.uniform(10, 60))
+        if visited <= clock.now:
+            alert["status"] = "visiting"
+            done = visited + dt.timedelta(hours=rng.uniform(0.5, 6))
+            if done <= clock.now:
+                alert.update(status="resolved", resolved_at=_iso(done))
+                yield {"_id": _id(rng, "visit"), "type": "visit", **household.routing, "household": household.id,
+                       "resident": person.id, "kind": "alert_follow_up", "visited_at": _iso(visited),
+                       "notes": "告警后上门查看，老人无大碍", "needs": [], "created_by": grid.worker,
+                       "created_at": _iso(done)}
+    alert["updated_at"] = max(v for k, v in alert.items() if k.endswith("_at") and k != "updated_at")
+    yield alert
+
+
+def _alert_detail(rng: random.Random, kind: str, raised: dt.datetime) -> str:
+    """The gateway's own wording (ble_gateway/rules.py)."""
+    if kind in ("sos", "fall"):
+        return f"{'SOS key pressed' if kind == 'sos' else 'fall detected'} (event {rng.randint(1, 5000)})"
+    if kind == "no_water":
+        hours = rng.uniform(12, 30)
+        return f"no water used for {hours:.1f} h (last use {_iso(raised - dt.timedelta(hours=hours))})"
+    if kind == "no_activity":
+        days = rng.randint(2, 4)
+        return f"no activity seen for {days} days (last {_iso(raised - dt.timedelta(days=days))})"
+    if kind == "heart_rate":
+        return f"heart rate {rng.choice((38, 42, 135, 150))} bpm, outside 50–120 since {_iso(raised)}"
+    return f"battery {rng.randint(3, 9)}% since {_iso(raised)}"
+
+
+def _notification(alert: Doc, audience: str, at: dt.datetime) -> Doc:
+    """What alerts.sweep filed for the SMS sender, long since sent."""
+    return {"_id": f"notification:{alert['_id'].split(':', 1)[1]}-{audience}", "type": "notification",
+            **{k: alert[k] for k in ("street", "community", "grid", "household", "resident")},
+            "alert": alert["_id"], "audience": audience, "status": "sent", "created_at": _iso(at)}
+
+
+def _reading(device: str, household: Household, at: dt.datetime, metric: str, unit: str, value: float) -> Doc:
+    """A reading as ble_gateway/documents.py writes it (its tag here: the moment it was heard)."""
+    return {"_id": f"reading:{device.split(':', 1)[1]}-{int(at.timestamp())}-{metric}", "type": "reading",
+            **household.routing, "household": household.id, "resident": household.residents[0].id,
+            "device": device, "measured_at": _iso(at), "metric": metric, "value": value, "unit": unit}
+
+
+def _latest_readings(rng: random.Random, clock: Clock, household: Household) -> Iterator[Doc]:
+    """Each device's last few readings: heart rate and battery of the wristband, the meters' counters."""
+    water, energy = float(rng.randint(20_000, 90_000)), round(rng.uniform(800, 4000), 1)
+    for n in range(READINGS_PER_METRIC, 0, -1):
+        ago = dt.timedelta(minutes=rng.randint(5, 50) + 60 * (n - 1) * rng.randint(1, 6))
+        at = clock.now - ago
+        yield _reading(household.devices["wristband"], household, at, "heart_rate", "bpm", float(rng.randint(58, 96)))
+        water += rng.randint(5, 60)
+        yield _reading(household.devices["water_meter"], household, at - dt.timedelta(minutes=3), "water", "L", water)
+        energy = round(energy + rng.uniform(0.05, 0.8), 1)
+        yield _reading(household.devices["electricity_meter"], household, at - dt.timedelta(minutes=7), "energy",
+                       "kWh", energy)
+    yield _reading(household.devices["wristband"], household, clock.now - dt.timedelta(minutes=rng.randint(20, 80)),
+                   "battery", "%", float(rng.randint(15, 100)))
+
+
+# ---------------------------------------------------------------- surveys
+
+def surveys(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """The monthly satisfaction survey: some residents of each community answer each month, a little more
+    satisfied as the year goes on (plan §4.5: 76% → 90%)."""
+    tz = clock.calendar.tz
+    by_community: dict[str, list[Person]] = {}
+    for household in census.in_order():
+        by_community.setdefault(household.routing["community"], []).extend(
+            r for r in household.residents if r.age >= 18)
+    routing_of = {g.routing["community"]: g.routing for g in census.grids.values()}
+    this_month = clock.now.astimezone(tz).replace(day=1, hour=9, minute=0, second=0, microsecond=0)
+    for month_back in range(11, -1, -1):
+        years, month = divmod(this_month.month - 1 - month_back, 12)
+        first = this_month.replace(year=this_month.year + years, month=month + 1)
+        days = min(27.0, (clock.now - first).total_seconds() / 86400)  # this month: only until now
+        if days <= 0:
+            continue
+        satisfied = 0.74 + 0.14 * (11 - month_back) / 11
+        for community, people in by_community.items():
+            count = max(MIN_SURVEY_ANSWERS, round(len(people) / 2.5 * SURVEY_ANSWERS_PER_HOUSEHOLD_MONTH))
+            for person in rng.sample(people, k=min(count, len(people))):
+                at = first + dt.timedelta(days=rng.uniform(0, days))
+                month = at.astimezone(tz).strftime("%Y-%m")
+                user = accounts.user_id("jumin-" + person.id.split(":", 1)[1])
+                overall = rng.choice((4, 5)) if rng.random() < satisfied else rng.choice((1, 2, 3, 3))
+                doc = {"_id": f"survey_response:{community.split(':', 1)[1]}:{month}:{user.split(':', 1)[1]}",
+                       "type": "survey_response", "street": routing_of[community]["street"], "community": community,
+                       "month": month, "overall": overall, "created_by": user, "created_at": _iso(at)}
+                if rng.random() < 0.2:
+                    doc["comment"] = rng.choice(SURVEY_COMMENTS)
+                yield doc
+
+
+# ---------------------------------------------------------------- access requests
+
+def access_requests(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Grid workers' requests to see elderly residents' health data: a few waiting for the secretary, some
+    refused or approved long ago (expired)."""
+    elderly: dict[str, list[tuple[Household, Person]]] = {}
+    for household in census.in_order():
+        elderly.setdefault(household.routing["community"], []).extend(
+            (household, r) for r in household.residents if r.age >= 60)
+    for people in elderly.values():
+        chosen = rng.sample(people, k=min(PENDING_ACCESS_REQUESTS + DECIDED_ACCESS_REQUESTS, len(people)))
+        for n, (household, person) in enumerate(chosen):
+            grid = census.grids[household.routing["grid"]]
+            pending = n < PENDING_ACCESS_REQUESTS
+            at = clock.now - dt.timedelta(hours=rng.uniform(1, 40) if pending else rng.uniform(30, 300) * 24)
+            doc: Doc = {"_id": _id(rng, "access_request"), "type": "access_request", **household.routing,
+                        "household": household.id, "resident": person.id, "requester": grid.worker,
+                        "categories": ["health"], "purpose": rng.choice(ACCESS_PURPOSES), "hours": 72,
+                        "status": "pending", "created_by": grid.worker, "created_at": _iso(at)}
+            if not pending:
+                decided = at + dt.timedelta(hours=rng.uniform(1, 20))
+                approve = rng.random() < 0.6
+                doc.update(status="approved" if approve else "refused", decided_by=grid.secretary,
+                           decided_at=_iso(decided), decision_note="同意，用于上门随访" if approve else "理由不充分")
+                if approve:
+                    doc["expires_at"] = _iso(decided + dt.timedelta(hours=72))
+            yield doc
+
+
+# ---------------------------------------------------------------- all of it
+
+# name → the function making that kind of history; each draws from its own stream `<name>-<seed>`.
+KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
+    "requests": service_requests_history,
+    "visits": visits_and_needs,
+    "alerts": alerts_and_readings,
+    "surveys": surveys,
+    "access": access_requests,
+}
+
+
+def generate(census: Census, seed: int, now: dt.datetime, calendar: WorkCalendar) -> Iterator[Doc]:
+    """Every history document of the street the census saw, for the year ending at `now` (aware)."""
+    clock = Clock(now.astimezone(dt.UTC), calendar)
+    for name, kind in KINDS.items():
+        yield from kind(census, random.Random(f"{name}-{seed}"), clock)

@@ -1,0 +1,192 @@
+"""The demo's year of history (server/services/demo_history.py): deterministic, plausible, what the real acts
+and clocks would have written, sealed, and on the pages people open first."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import itertools
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from crypto.fields import is_sealed, protected_fields
+from server.domain.declaration import ALERT_KINDS, REQUEST_STATES, validate
+from server.security.firewall import Firewall
+from server.services import alerts, demo, demo_history, service_requests
+from server.store.couch import Couch, connect, docs_of_type
+from server.store.embedded_couch import EmbeddedCouch
+from server.web.app import create_app
+from tests.conftest import make_settings
+from tests.street import csrf_of
+
+NOW = dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)  # a Monday, 14:30 in Wuhan
+PASSWORD = "demo-password-1"
+# Enough households for a few wristband wearers per grid, small enough to load in seconds.
+SIZE = demo.DemoSize(communities=2, grids_per_community=2, households_per_grid=40)
+
+
+@pytest.fixture(scope="module")
+def pilot() -> list[dict]:
+    return list(demo.generate_history(now=NOW))
+
+
+def _of(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["type"] == kind]
+
+
+def _at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def test_same_seed_same_history_other_seed_other_history(pilot: list[dict]) -> None:
+    again = list(demo.generate_history(now=NOW))
+    assert [d["_id"] for d in again] == [d["_id"] for d in pilot] and again == pilot
+    other = list(demo.generate_history(seed=7, now=NOW))
+    assert not {d["_id"] for d in _of(other, "service_request")} & {d["_id"] for d in _of(pilot, "service_request")}
+
+
+def test_every_document_is_valid_unique_and_within_the_year(pilot: list[dict]) -> None:
+    for doc in pilot:
+        validate(doc)
+    assert len({d["_id"] for d in pilot}) == len(pilot)
+    stamps = [_at(d[k]) for d in pilot for k in ("created_at", "raised_at", "measured_at") if k in d]
+    assert max(stamps) <= NOW and min(stamps) >= NOW - dt.timedelta(days=demo_history.DAYS + 1)
+    counts = collections.Counter(d["type"] for d in pilot)
+    # The pilot (6,000 households): a few thousand requests and visits, hundreds of alerts; not a flood.
+    assert 1_000 <= counts["service_request"] <= 2_000 and 2_000 <= counts["visit"] <= 6_000
+    assert 300 <= counts["alert"] <= 1_000 and sum(counts.values()) < 15_000
+
+
+def test_requests_in_every_state_and_category_with_realistic_timings(pilot: list[dict]) -> None:
+    requests = _of(pilot, "service_request")
+    assert {r["status"] for r in requests} == set(REQUEST_STATES)
+    assert {r["category"] for r in requests} == {c[0] for c in demo.SERVICE_CATALOGUE}
+    closed = [r for r in requests if "resolved_at" in r]
+    on_time = sum(_at(r["resolved_at"]) <= _at(r["due_close"]) for r in closed) / len(closed)
+    assert 0.6 <= on_time <= 0.95  # most on time, some late
+    late_answers = [r for r in requests if any(h["action"] == "overdue" for h in r["history"])]
+    assert 0.05 <= len(late_answers) / len(requests) <= 0.4
+    whistled = [r for r in requests if r.get("whistles")]
+    assert 0.02 <= len(whistled) / len(requests) <= 0.12
+    assert any("arrived_at" in w for r in whistled for w in r["whistles"])
+    rated = [r["rating"] for r in requests if "rating" in r]
+    assert 0.5 <= len(rated) / len(closed) <= 0.85 and 3.5 <= sum(rated) / len(rated) <= 4.6
+    recent = [r for r in requests if _at(r["created_at"]) >= NOW - dt.timedelta(days=30)]
+    assert 0.1 <= len(recent) / len(requests) <= 0.3  # "the last 30 days" has something in it
+
+
+def test_request_histories_follow_the_state_machine(pilot: list[dict]) -> None:
+    """Each status in a history is a move the real service allows from the one before (or the clock's
+    escalation); the document's status is the last one recorded."""
+    for request in _of(pilot, "service_request"):
+        states = [h["status"] for h in request["history"] if "status" in h]
+        assert states[0] == "received" and states[-1] == request["status"]
+        for before, after in itertools.pairwise(states):
+            assert after == before or after in service_requests.TRANSITIONS[before], (request["_id"], states)
+        times = [h["at"] for h in request["history"]]
+        assert times == sorted(times) and request["updated_at"] == times[-1]
+
+
+def test_alerts_from_the_demo_devices_with_readings_and_open_ones(pilot: list[dict]) -> None:
+    devices = {d["_id"]: d for d in demo.generate() if d["type"] == "device"}
+    found = _of(pilot, "alert")
+    assert {a["kind"] for a in found} == set(demo_history.ALERT_KINDS) <= set(ALERT_KINDS)
+    assert all(devices[a["device"]]["resident"] == a["resident"] for a in found)
+    assert 5 <= sum(a["status"] != "resolved" for a in found) <= 80  # the inbox has something to act on
+    readings = _of(pilot, "reading")
+    assert {r["device"] for r in readings} == set(devices)  # every device has been heard
+    assert {r["metric"] for r in readings} >= {"heart_rate", "water", "energy", "battery"}
+    told = {n["alert"] for n in _of(pilot, "notification") if n["audience"] == "family"}
+    assert told == {a["_id"] for a in found if a["kind"] in ("sos", "fall")}
+
+
+def test_visits_needs_surveys_and_pending_approvals(pilot: list[dict]) -> None:
+    visits = _of(pilot, "visit")
+    assert all(v.get("notes") for v in visits) and any(v.get("blood_pressure") for v in visits)
+    assert {v["kind"] for v in visits} >= {"routine", "care", "alert_follow_up"}
+    needs = collections.Counter(n["status"] for n in _of(pilot, "need"))
+    assert needs["open"] > 0 and needs["done"] > needs["open"]
+    months = {s["month"] for s in _of(pilot, "survey_response")}
+    assert len(months) == 12 and max(months) == "2026-11"
+    pending = collections.Counter(a["community"] for a in _of(pilot, "access_request") if a["status"] == "pending")
+    assert set(pending.values()) == {demo_history.PENDING_ACCESS_REQUESTS} and len(pending) == 4
+
+
+def test_elderly_residents_have_health_notes() -> None:
+    residents = [d for d in demo.generate(size=SIZE) if d["type"] == "resident"]
+    elderly = [r for r in residents if demo.age_on_reference_date(r["birth_date"]) >= 60]
+    assert elderly and all(r.get("health_notes") for r in elderly)
+    assert not any(r.get("health_notes") for r in residents if r not in elderly)
+
+
+# ---------------------------------------------------------------- loaded, as `linli serve` loads it
+
+@pytest.fixture(scope="module")
+def street(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Couch, TestClient]]:
+    """The SIZE street and its history up to NOW, loaded once for this module, and the web app over it."""
+    settings = make_settings(Path(tmp_path_factory.mktemp("history")), f"hist_{secrets.token_hex(3)}_")
+    couch = connect(settings, couch_server.url)
+    demo.load(couch, Firewall.open(settings, couch).seal_for_storage, size=SIZE, password=PASSWORD, now=NOW)
+    with TestClient(create_app(settings, couch), follow_redirects=False) as client:
+        yield couch, client
+
+
+def _as(client: TestClient, username: str) -> None:
+    client.post("/logout", data={"csrf_token": csrf_of(client)})
+    response = client.post("/login", data={"username": username, "password": PASSWORD, "next": "/",
+                                           "csrf_token": csrf_of(client)})
+    assert response.status_code == 303, response.text
+
+
+def test_the_history_is_stored_sealed(street: tuple[Couch, TestClient]) -> None:
+    couch, _ = street
+    expected = list(demo.generate_history(size=SIZE, now=NOW))
+    assert couch.main.get(expected[-1]["_id"])  # the last batch is there
+    for kind in ("visit", "alert", "reading"):
+        stored = docs_of_type(couch.main, kind)
+        assert len(stored) == len(_of(expected, kind))
+        for doc in stored:
+            assert all(is_sealed(doc[f]) for f in protected_fields(kind) if f in doc), doc["_id"]
+    assert any("blood_pressure" in v for v in docs_of_type(couch.main, "visit"))
+
+
+def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClient]) -> None:
+    """The clocks were replayed as the minute sweeps would have run them: at NOW they change nothing."""
+    couch, _ = street
+    requests = docs_of_type(couch.main, "service_request")
+    overdue = [r for r in requests if any(_at(r[due]) < NOW and done not in r for due, done in (
+        ("due_respond", "acknowledged_at"), ("due_close", "resolved_at")))]
+    assert overdue and all(r["status"] == "escalated" for r in overdue)  # there was something for the clock to do
+    assert service_requests.sweep(couch, demo.STREET_ID, NOW) == service_requests.SweepReport()
+    report = alerts.sweep(couch, NOW)
+    assert (report.escalated, report.family_notified, report.visibility_changed) == (0, 0, 0)
+
+
+def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) -> None:
+    couch, client = street
+    _as(client, "shuji1")
+    dashboard = client.get("/dashboard")
+    assert dashboard.status_code == 200
+    row = re.search(r"<td>和平街道</td><td>(\d+)</td><td>(\d+)</td>", dashboard.text)
+    assert row, dashboard.text[:2000]
+    total, still_open = map(int, row.groups())
+    # The secretary sees her community: about half of the street's requests, a few still open.
+    assert demo_history.MIN_REQUESTS / 4 <= total <= demo_history.MIN_REQUESTS and 0 < still_open < total / 3
+    assert re.search(r"<td>\d+(\.\d)?%</td>", dashboard.text)  # a share on time, not blank
+    listed = client.get("/requests")
+    assert listed.status_code == 200 and listed.text.count('class="row"') >= 10
+
+    _as(client, "wangge01")
+    inbox = client.get("/alerts?status=all")
+    assert inbox.status_code == 200 and 'class="rows alerts"' in inbox.text
+    elderly = next(h for h in docs_of_type(couch.main, "household")
+                   if h["grid"] == "grid:c1-g01" and "elderly_alone" in h["tags"])
+    page = client.get(f"/households/{elderly['_id']}")
+    assert page.status_code == 200
+    visits = page.text.split('class="rows visits"')[1].split("</ul>")[0]
+    assert visits.count('class="card"') >= 1
