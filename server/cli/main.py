@@ -242,14 +242,8 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_deactivate(args: argparse.Namespace) -> int:
-    with open_couch(load_settings()) as (_, couch):
-        user = get_or_none(couch.accounts, accounts.user_id(args.username))
-        if user is None:
-            print(f"linli: no user {args.username!r}", file=sys.stderr)
-            return 2
-        accounts.end_sessions_and_save(couch.accounts, {**user, "active": False})
-    print(f"Deactivated {args.username}; their sessions and device tokens no longer work.")
-    return 0
+    return _change_user(args.username, {"active": False},
+                        f"Deactivated {args.username}; their sessions and device tokens no longer work.")
 
 
 def cmd_user_password(args: argparse.Namespace) -> int:
@@ -259,13 +253,19 @@ def cmd_user_password(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"linli: {error}", file=sys.stderr)
         return 2
+    return _change_user(args.username, {"password_hash": password_hash},
+                        f"New password set for {args.username}; every session they had open has ended.")
+
+
+def _change_user(username: str, change: dict[str, object], done: str) -> int:
+    """Store a change to a user that ends every session they have open (accounts.end_sessions_and_save)."""
     with open_couch(load_settings()) as (_, couch):
-        user = get_or_none(couch.accounts, accounts.user_id(args.username))
+        user = get_or_none(couch.accounts, accounts.user_id(username))
         if user is None:
-            print(f"linli: no user {args.username!r}", file=sys.stderr)
+            print(f"linli: no user {username!r}", file=sys.stderr)
             return 2
-        accounts.end_sessions_and_save(couch.accounts, {**user, "password_hash": password_hash})
-    print(f"New password set for {args.username}; every session they had open has ended.")
+        accounts.end_sessions_and_save(couch.accounts, {**user, **change})
+    print(done)
     return 0
 
 

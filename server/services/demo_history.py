@@ -66,6 +66,8 @@ REQUEST_STORIES: dict[str, tuple[int, tuple[str, ...], dict[str, Any]]] = {
 PUBLIC_CATEGORIES = frozenset({"street_lamp", "road_damage", "garbage", "noise"})  # often seen on patrol
 NOTES = {"acknowledged": "已受理，已安排人员", "in_progress": "工作人员已到现场处理", "resolved": "已处理完毕",
          "closed": "居民确认已解决", "reopened": "居民反映问题仍未解决"}
+HAND_BACK_REASONS = ("不属于本部门职责，请转交物业", "现场核实为私人产权设施，需居民自行维修",
+                     "地址不详，请网格员核实后再派")
 VISIT_NOTES = ("老人精神状态良好，生活能自理", "家中整洁，按时服药", "反映楼道灯不亮，已记录",
                "子女每周来看望", "提醒注意防滑防跌倒", "询问了助餐服务的情况", "近期睡眠不好，建议就医")
 NEED_TEXT = {"meal_delivery": "希望每天送一顿午饭", "medical_escort": "下周去医院复查，需要有人陪同",
@@ -248,8 +250,17 @@ def _plan(rng: random.Random, doc: Doc, grid: Grid, department: str, departments
     started = acknowledged + rng.uniform(0.5, 20) * hours
     resolved = (started + (due_close - started) * rng.uniform(0.1, 0.9) if on_time and due_close > started
                 else max(due_close, started) + rng.uniform(2, 72) * hours)
-    events = [_Event(created, grid.worker, "created"), _Event(acknowledged, staff, "acknowledged"),
-              _Event(started, staff, "in_progress")]
+    events = [_Event(created, grid.worker, "created"), _Event(acknowledged, staff, "acknowledged")]
+    # Not the department's to do: handed back with a reason, then sent on again by the grid worker a day or more
+    # later (more often among late requests: a hand-back is one reason they run late).
+    if rng.random() < (0.03 if on_time else 0.2):
+        handed_back = acknowledged + rng.uniform(1, 8) * hours
+        events.append(_Event(handed_back, staff, "handed_back", note=rng.choice(HAND_BACK_REASONS)))
+        acknowledged = handed_back + rng.uniform(24, 120) * hours
+        events.append(_Event(acknowledged, grid.worker, "acknowledged"))
+        started = max(started, acknowledged + rng.uniform(0.5, 20) * hours)
+        resolved = max(resolved, started + rng.uniform(2, 72) * hours)
+    events.append(_Event(started, staff, "in_progress"))
     if rng.random() < 0.06:  # the community "whistles" other departments to the scene (§3.2)
         called = rng.sample([d for d in departments if d != department], k=rng.randint(1, 2))
         at = started + rng.uniform(0.5, 4) * hours
@@ -324,6 +335,11 @@ def _apply(doc: Doc, event: _Event) -> None:
     elif event.action == "arrived":
         next(w for w in doc["whistles"] if w["department"] == event.detail)["arrived_at"] = stamp
         entry["note"] = event.note
+    elif event.action == "handed_back":
+        if "returned" not in moves[status]:
+            return
+        doc["status"] = entry["status"] = "returned"
+        entry["note"] = event.note
     elif event.action == "rated":
         rating = event.detail
         doc.update(rating=rating, satisfaction=SATISFACTION[5 - rating])
@@ -334,15 +350,7 @@ def _apply(doc: Doc, event: _Event) -> None:
         to = "in_progress" if event.action == "acknowledged" and status == "escalated" else event.action
         if to not in moves[status]:
             return
-        doc["status"] = to
-        if to == "acknowledged" or (to in ("in_progress", "resolved") and "acknowledged_at" not in doc):
-            doc.setdefault("acknowledged_at", stamp)
-        if to == "resolved":
-            doc["resolved_at"] = stamp
-        if to == "closed":
-            doc["closed_at"] = stamp
-        if to == "reopened":
-            doc.pop("resolved_at", None), doc.pop("closed_at", None)
+        service_requests.move_to(doc, to, stamp)
         entry.update(action=to, status=to, note=NOTES[to])
     doc["history"].append(entry)
 

@@ -338,7 +338,12 @@ def transition(couch: Couch, p: Principal, doc: Doc, to: str, note: str, now: dt
     reporter_moves = to in ("closed", "reopened") and is_reporter(p, doc)
     if not (may_act(p, doc) or reporter_moves):
         raise RequestError("status", "err_may_not_change", status=403)
-    stamp = now.isoformat()
+    move_to(doc, to, now.isoformat())
+    return _record(couch, doc, p.user_id, to, note, now, status=to)
+
+
+def move_to(doc: Doc, to: str, stamp: str) -> None:
+    """Set a request's status and the timestamps the clock and the figures read (acknowledged, resolved, closed)."""
     doc["status"] = to
     if to == "acknowledged" or (to in ("in_progress", "resolved") and "acknowledged_at" not in doc):
         doc.setdefault("acknowledged_at", stamp)
@@ -348,7 +353,6 @@ def transition(couch: Couch, p: Principal, doc: Doc, to: str, note: str, now: dt
         doc["closed_at"] = stamp
     if to == "reopened":
         doc.pop("resolved_at", None), doc.pop("closed_at", None)
-    return _record(couch, doc, p.user_id, to, note, now, status=to)
 
 
 def comment(couch: Couch, p: Principal, doc: Doc, note: str, now: dt.datetime) -> Doc:
