@@ -9,10 +9,12 @@ import re
 import subprocess
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from crypto.envelope import b64url
 from crypto.keys import new_key
-from server.security import filing
+from server.security import filing, grants
 from server.security.firewall import Firewall
 from server.security.keystore import ShreddedError
 from server.store.config import Settings
@@ -85,3 +87,18 @@ def test_erase_needs_confirmation_then_shreds(demo_loaded: Couch, firewall: Fire
     assert erased.returncode == 0, erased.stderr
     with pytest.raises(ShreddedError):
         firewall.reveal(SECRETARY, resident, "contact", purpose="x", device="d", now=NOW)
+
+
+def test_deactivating_a_user_withdraws_their_phones_keys_at_once(demo_loaded: Couch, firewall: Firewall,
+                                                                   settings: Settings, couch_server) -> None:
+    """`linli user deactivate`: not only the sessions end; the keys on their phones are withdrawn (filed), so the
+    next sync deletes them, and what they held rotates (nothing written afterwards opens with it)."""
+    user = demo_loaded.accounts.get("user:wangge01")
+    public = b64url(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+    grants.register_phone(demo_loaded, user, public, "wangge01 phone", NOW)
+    grants.sync_user(firewall, user, NOW)
+    assert grants.grants_of(demo_loaded, user["_id"])
+    off = run(settings, couch_server.url, "--quiet", "user", "deactivate", "wangge01")
+    assert off.returncode == 0, off.stderr
+    assert grants.grants_of(demo_loaded, user["_id"]) == []

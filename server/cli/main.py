@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import getpass
 import json
 import os
@@ -36,7 +37,7 @@ from crypto.keys import KeyMaterialError
 from crypto.secrets import write_private
 from server.cli import admin, device_admin
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationError, export_json, validate
-from server.security import accounts, filing, master_key, number_index
+from server.security import accounts, filing, grants, master_key, number_index
 from server.security.firewall import Firewall
 from server.services import demo
 from server.store.config import Settings, load_settings, with_secret_key
@@ -258,13 +259,15 @@ def cmd_user_password(args: argparse.Namespace) -> int:
 
 
 def _change_user(username: str, change: dict[str, object], done: str) -> int:
-    """Store a change to a user that ends every session they have open (accounts.end_sessions_and_save)."""
-    with open_couch(load_settings()) as (_, couch):
+    """Store a change to a user that ends every session they have open (accounts.end_sessions_and_save); their
+    phones' keys follow at once (a deactivated user's are withdrawn, filed, and the keys they held rotate)."""
+    with open_couch(load_settings()) as (settings, couch):
         user = get_or_none(couch.accounts, accounts.user_id(username))
         if user is None:
             print(f"linli: no user {username!r}", file=sys.stderr)
             return 2
         accounts.end_sessions_and_save(couch.accounts, {**user, **change})
+        grants.sync_user(Firewall.open(settings, couch), couch.accounts.get(user["_id"]), dt.datetime.now(dt.UTC))
     print(done)
     return 0
 
