@@ -55,8 +55,10 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         return Principal.of(await current_user(request))
 
     async def load(request: Request, p: Principal) -> Doc:
-        return await run_in_threadpool(visible_doc, couch, p, "service_request:" + request.path_params["id"],
-                                       "service_request")
+        doc = await run_in_threadpool(visible_doc, couch, p, "service_request:" + request.path_params["id"],
+                                      "service_request")
+        # Made offline and not yet taken in by the minute sweep: shown, and acted on, as it will be dispatched.
+        return await run_in_threadpool(sr.dispatched, couch, doc)
 
     async def list_page(request: Request) -> Response:
         p = await principal_of(request)
