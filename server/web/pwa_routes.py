@@ -84,6 +84,12 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
     async def manifest(request: Request) -> Response:
         return FileResponse(PWA_DIR / "manifest.webmanifest", media_type="application/manifest+json")
 
+    async def favicon(request: Request) -> Response:
+        # Browsers ask for /favicon.ico whatever the page links (and for pages that link nothing, like JSON);
+        # every browser takes a PNG there.
+        return FileResponse(STATIC_DIR / "icon-192.png", media_type="image/png",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
     async def shell(request: Request) -> Response:
         return JSONResponse({"version": version, "files": list(SHELL_FILES), "templates": shared_templates(),
                              "headers": _SHELL_HEADERS})
@@ -118,6 +124,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
     return [
         Route("/sw.js", service_worker),
         Route("/manifest.webmanifest", manifest),
+        Route("/favicon.ico", favicon),
         Route("/pwa/shell.json", shell),
         Route("/pwa/session.json", session),
         Mount("/pwa/templates", StaticFiles(directory=TEMPLATES_DIR), name="pwa-templates"),
