@@ -70,8 +70,12 @@ def test_the_whole_loop(web: TestClient, demo_loaded: Couch) -> None:
     as_user(web, "zhiyuan01a")
     assert web.get(path).status_code == 404  # a volunteer has no business here: not found, as a missing one
     as_user(web, "jumin1")
+    rating_form = web.get(path).text
+    assert '<select name="satisfaction" required><option value="">请选择</option>' in rating_form  # no answer given
+    assert 'value="1" required> 1 · 很差' in rating_form and 'value="5" required> 5 · 很好' in rating_form
     rated = act(web, path, action="rate", rating="5", satisfaction="very_satisfied")
     assert rated.status_code == 303
+    assert "note" not in demo_loaded.main.get("service_request:" + path.split("/")[-1])["history"][-1]  # was "5"
     final = web.get(path).text
     assert "已办结" in final and "非常满意" in final
     assert re.findall(r"<li><strong>([^<]+)</strong>", final) == ["提交", "受理", "吹哨", "部门到场", "解决", "评价"]

@@ -475,7 +475,7 @@ def rate(couch: Couch, p: Principal, doc: Doc, rating: int, satisfaction: str, n
     doc.update(rating=rating, satisfaction=satisfaction)
     if doc["status"] == "resolved":
         doc.update(status="closed", closed_at=now.isoformat())
-    return _record(couch, doc, p.user_id, "rated", note or str(rating), now, status=doc["status"])
+    return _record(couch, doc, p.user_id, "rated", note, now, status=doc["status"])  # the rating is its own field
 
 
 def _record(couch: Couch, doc: Doc, by: str, action: str, note: str, now: dt.datetime, status: str | None = None,
