@@ -262,7 +262,9 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             values, error = {}, "fw_tampered"
         else:
             error = None
-        fields = [(name, _as_shown(values.get(name))) for name in CATEGORY_FIELDS.get(category, [])]
+        # Each with its declared kind: the page dials a phone number and keeps a number on one line.
+        kinds = DOC_TYPES["resident"].fields
+        fields = [(name, _as_shown(values.get(name)), kinds[name].kind) for name in CATEGORY_FIELDS.get(category, [])]
         # htmx swaps only successful answers: a refusal comes back as the section, saying why.
         htmx = bool(request.headers.get("hx-request"))
         return render(request, "_revealed.html" if htmx else "revealed.html", 403 if error and not htmx else 200,

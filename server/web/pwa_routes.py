@@ -33,6 +33,7 @@ from server.security.grants import phones_carry_keys
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
+from server.web.activation import with_accounts
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
@@ -119,6 +120,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "phone_keys": phones_carry_keys(p), "names": await run_in_threadpool(queries.colleague_names, couch, user),
             # Pinned by the phone at its first sync: what vouches for the write keys it seals to (offline/keys.js).
             "installation_key": await run_in_threadpool(installation_key),
+            "residents_with_accounts": await run_in_threadpool(with_accounts, couch, p),
         }, headers={"Cache-Control": "no-store"})
 
     return [
