@@ -48,7 +48,7 @@ def test_the_whole_loop(web: TestClient, demo_loaded: Couch) -> None:
     form = web.get("/requests/new")
     assert form.status_code == 200 and "路灯损坏" in form.text and 'name="on_behalf"' not in form.text
     questions = web.get("/requests/questions", params={"category": "noise"}, headers={"HX-Request": "true"})
-    assert 'name="attribute.time_of_day"' in questions.text
+    assert '<select name="attribute.time_of_day" required>' in questions.text  # the browser asks first
     created = web.post("/requests/new", data={"csrf_token": csrf_of(web), "category": "street_lamp",
                                               "description": "楼下路灯不亮", "address": "幸福路3号"},
                        files={"photo": ("lamp.png", TINY_PNG, "image/png")})
