@@ -47,6 +47,8 @@ def test_the_whole_loop(web: TestClient, demo_loaded: Couch) -> None:
     as_user(web, "jumin1")
     form = web.get("/requests/new")
     assert form.status_code == 200 and "路灯损坏" in form.text and 'name="on_behalf"' not in form.text
+    address = demo_loaded.main.get(demo_loaded.main.get("resident:c1-g01-0002-1")["household"])["address"]
+    assert f'name="address" value="{address}"' in form.text  # their own address offered
     questions = web.get("/requests/questions", params={"category": "noise"}, headers={"HX-Request": "true"})
     assert '<select name="attribute.time_of_day" required>' in questions.text  # the browser asks first
     created = web.post("/requests/new", data={"csrf_token": csrf_of(web), "category": "street_lamp",

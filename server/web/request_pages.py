@@ -76,6 +76,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         categories = await run_in_threadpool(sr.catalogue, couch, p.street)
         errors: dict[str, Any] = {}
         values: dict[str, Any] = dict.fromkeys(FORM_FIELDS, "")
+        if request.method == "GET" and p.resident:  # a resident most often reports about home: offered, editable
+            values["address"] = await run_in_threadpool(_home_address, couch, p.resident)
         if request.method == "POST":
             form = await request.form()
             values |= {k: str(v) for k, v in form.items() if not isinstance(v, UploadFile)}
@@ -281,6 +283,12 @@ def _location(values: dict[str, str]) -> dict[str, float] | None:
         return {"lat": float(values["lat"]), "lon": float(values["lon"])}
     except (KeyError, ValueError):
         return None
+
+
+def _home_address(couch: Couch, resident_id: str) -> str:
+    resident = get_or_none(couch.main, resident_id) or {}
+    household = get_or_none(couch.main, resident.get("household", "")) if resident.get("household") else None
+    return (household or {}).get("address", "")
 
 
 def _place_names(couch: Couch) -> dict[str, str]:
