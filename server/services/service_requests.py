@@ -548,14 +548,14 @@ def dispatched(couch: Couch, doc: Doc) -> Doc:
     shows before the minute sweep has stored it. A request already taken in comes back as it is."""
     if "due_close" in doc:
         return doc
-    return _dispatch(doc, catalogue(couch, doc["street"], active_only=False), calendar(couch, doc["street"]))
+    return _dispatch(couch, doc, catalogue(couch, doc["street"], active_only=False), calendar(couch, doc["street"]))
 
 
 def _take_in(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc:
-    return couch.main.save(_dispatch(doc, categories, cal))
+    return couch.main.save(_dispatch(couch, doc, categories, cal))
 
 
-def _dispatch(doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc:
+def _dispatch(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc:
     doc = copy.deepcopy(doc)
     category = categories.get(doc["category"])
     reported = dt.datetime.fromisoformat(doc["created_at"])
