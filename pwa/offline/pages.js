@@ -492,9 +492,8 @@ async function newRequest({ db, session, form, method }) {
   const values = { ...Object.fromEntries(session.request_form_fields.map((name) => [name, ""])),
     ...(method === "POST" ? Object.fromEntries([...form.entries()].filter(([, v]) => typeof v === "string")) : {}) };
   const staff = (session.user.roles || []).includes("grid_worker");
-  if (method === "GET" && session.user.resident) { // their home's address offered, as the server does
-    const resident = await db.get(session.user.resident).catch(() => ({}));
-    values.address = (resident.household && (await db.get(resident.household).catch(() => ({}))).address) || "";
+  if (method === "GET") { // a resident's home address offered, as the server does (session.json)
+    values.address = session.home_address || "";
   }
   let errors = {};
   if (method === "POST") {

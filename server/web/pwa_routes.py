@@ -38,6 +38,7 @@ from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
+from server.web.request_pages import home_address
 from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
 
 PWA_DIR = PROJECT_ROOT / "pwa"
@@ -121,6 +122,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # Pinned by the phone at its first sync: what vouches for the write keys it seals to (offline/keys.js).
             "installation_key": await run_in_threadpool(installation_key),
             "residents_with_accounts": await run_in_threadpool(with_accounts, couch, p),
+            "home_address": await run_in_threadpool(home_address, couch, p.resident) if p.resident else "",
         }, headers={"Cache-Control": "no-store"})
 
     return [

@@ -77,7 +77,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         errors: dict[str, Any] = {}
         values: dict[str, Any] = dict.fromkeys(FORM_FIELDS, "")
         if request.method == "GET" and p.resident:  # a resident most often reports about home: offered, editable
-            values["address"] = await run_in_threadpool(_home_address, couch, p.resident)
+            values["address"] = await run_in_threadpool(home_address, couch, p.resident)
         if request.method == "POST":
             form = await request.form()
             values |= {k: str(v) for k, v in form.items() if not isinstance(v, UploadFile)}
@@ -285,7 +285,8 @@ def _location(values: dict[str, str]) -> dict[str, float] | None:
         return None
 
 
-def _home_address(couch: Couch, resident_id: str) -> str:
+def home_address(couch: Couch, resident_id: str) -> str:
+    """The address of the resident's household (their phone's replica holds no household: session.json carries it)."""
     resident = get_or_none(couch.main, resident_id) or {}
     household = get_or_none(couch.main, resident.get("household", "")) if resident.get("household") else None
     return (household or {}).get("address", "")
