@@ -54,6 +54,7 @@ SCREENS_CHECKED = [
     Screen("grid", "wangge01", "/grids/{grid}"),
     Screen("household", "wangge01", "/households/{household}"),
     Screen("household-en", "wangge01", "/households/{household}", lang="en"),
+    Screen("visit-new-en", "wangge01", "/households/{household}/visits/new", lang="en"),  # a long back button
     Screen("requests", "wangge01", "/requests"),
     Screen("request-new", "wangge01", "/requests/new"),
     Screen("request", "wangge01", "/requests/{request}"),

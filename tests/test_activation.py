@@ -79,6 +79,8 @@ def test_resident_activates_with_the_code_and_sees_their_own_record_only(client:
     assert login(client, "juming11").headers["location"] == "/"  # the chosen password works
     logout(client)
     login(client, "worker1")
+    household = client.get(f"/households/{HOUSEHOLD}").text  # no code offered to a resident with an account
+    assert f'action="/residents/{RESIDENT}/activation-code"' not in household and "生成激活码" not in household
     refused = post_form(client, f"/residents/{RESIDENT}/activation-code", {})
     assert refused.status_code == 409 and "已开通账户" in refused.text and "juming11" in refused.text
 

@@ -23,6 +23,7 @@ def test_grid_worker_opens_contact_details_and_the_opening_is_filed(client: Test
     shown = post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"},
                       htmx=True)
     assert shown.status_code == 200 and "10012345678" in shown.text and "<html" not in shown.text
+    assert '<a class="number" href="tel:10012345678">10012345678</a>' in shown.text  # dialled with a tap, kept whole
     entry = loaded.main.get(filing.entry_id("community:c1", 1))
     assert entry["actor"] == "user:worker1" and entry["target"] == RESIDENT and entry["purpose"] == "routine_visit"
     # Without htmx the same form gives a whole page (progressive enhancement).

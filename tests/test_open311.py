@@ -144,3 +144,12 @@ def test_requests_about_a_person_are_not_public(api: TestClient, demo_loaded: Co
         attributes={"service": ["meals"]}), dt.datetime.now(dt.UTC))
     assert api.get(f"{BASE}/requests.json").json() == []
     assert api.get(f"{BASE}/requests/{private['_id'].split(':', 1)[1]}.json").status_code == 404
+
+
+def test_status_notes_are_staffs_notes_not_the_residents_rating() -> None:
+    history = [{"action": "created", "by": "user:r"}, {"action": "resolved", "by": "user:w", "note": "已更换灯泡"},
+               {"action": "rated", "by": "user:r", "note": "谢谢"}]
+    doc = {"_id": "service_request:x", "status": "closed", "category": "street_lamp", "description": "路灯不亮",
+           "history": history, "rating": 4, "created_at": "2026-11-26T10:00:00+08:00",
+           "updated_at": "2026-11-27T10:00:00+08:00"}
+    assert open311.request_json(doc, None, {})["status_notes"] == "已更换灯泡"  # was the rating comment, or "4"

@@ -28,3 +28,9 @@ def test_the_shell_lists_what_the_service_worker_keeps(client: TestClient) -> No
     worker = client.get("/sw.js")
     assert worker.headers["cache-control"] == "no-cache" and "javascript" in worker.headers["content-type"]
     assert client.get("/manifest.webmanifest").json()["start_url"] == "/"
+
+
+def test_the_favicon_is_the_app_icon(client: TestClient) -> None:
+    icon = client.get("/favicon.ico")  # signed out: browsers ask before anyone signs in
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
+    assert icon.content.startswith(b"\x89PNG\r\n\x1a\n")

@@ -47,8 +47,10 @@ def test_the_whole_loop(web: TestClient, demo_loaded: Couch) -> None:
     as_user(web, "jumin1")
     form = web.get("/requests/new")
     assert form.status_code == 200 and "路灯损坏" in form.text and 'name="on_behalf"' not in form.text
+    address = demo_loaded.main.get(demo_loaded.main.get("resident:c1-g01-0002-1")["household"])["address"]
+    assert f'name="address" value="{address}"' in form.text  # their own address offered
     questions = web.get("/requests/questions", params={"category": "noise"}, headers={"HX-Request": "true"})
-    assert 'name="attribute.time_of_day"' in questions.text
+    assert '<select name="attribute.time_of_day" required>' in questions.text  # the browser asks first
     created = web.post("/requests/new", data={"csrf_token": csrf_of(web), "category": "street_lamp",
                                               "description": "楼下路灯不亮", "address": "幸福路3号"},
                        files={"photo": ("lamp.png", TINY_PNG, "image/png")})
@@ -70,8 +72,12 @@ def test_the_whole_loop(web: TestClient, demo_loaded: Couch) -> None:
     as_user(web, "zhiyuan01a")
     assert web.get(path).status_code == 404  # a volunteer has no business here: not found, as a missing one
     as_user(web, "jumin1")
+    rating_form = web.get(path).text
+    assert '<select name="satisfaction" required><option value="">请选择</option>' in rating_form  # no answer given
+    assert 'value="1" required> 1 · 很差' in rating_form and 'value="5" required> 5 · 很好' in rating_form
     rated = act(web, path, action="rate", rating="5", satisfaction="very_satisfied")
     assert rated.status_code == 303
+    assert "note" not in demo_loaded.main.get("service_request:" + path.split("/")[-1])["history"][-1]  # was "5"
     final = web.get(path).text
     assert "已办结" in final and "非常满意" in final
     assert re.findall(r"<li><strong>([^<]+)</strong>", final) == ["提交", "受理", "吹哨", "部门到场", "解决", "评价"]
@@ -83,6 +89,32 @@ def test_the_whole_loop(web: TestClient, demo_loaded: Couch) -> None:
     assert csv.headers["content-type"].startswith("text/csv")
     street_row = next(line for line in csv.text.splitlines() if line.startswith("street,"))
     assert street_row.split(",")[2:4] == ["1", "0"] and ",1.0," in street_row and ",5" in street_row
+
+
+def test_a_request_made_offline_shows_dispatched_before_the_sweep_takes_it_in(demo_loaded: Couch,
+                                                                             settings: Settings) -> None:
+    web = TestClient(create_app(settings, demo_loaded), follow_redirects=False)  # no lifespan: no minute sweep
+    # As a phone writes them and the sync gateway stores them: no department, deadlines or history yet; the
+    # second of a category an old phone knew and this street no longer has, which no sweep can dispatch.
+    phone_doc = {"type": "service_request", "street": STREET_ID, "community": "community:c1", "grid": "grid:c1-g01",
+                 "description": "地下室漏水", "status": "received", "created_by": "user:wangge01",
+                 "created_at": "2026-09-24T10:00:00+08:00"}
+    demo_loaded.main.save({**phone_doc, "_id": "service_request:offline1", "category": "water_supply"})
+    demo_loaded.main.save({**phone_doc, "_id": "service_request:offline2", "category": "retired_category"})
+    as_user(web, "shuji1")
+    page = web.get("/requests/offline1")
+    assert page.status_code == 200, page.text  # was a 500: KeyError 'history'
+    assert "水电服务站" in page.text and "2026-09-28 10:00" in page.text  # department and deadline as dispatched
+    assert "due_close" not in demo_loaded.main.get("service_request:offline1")  # a page view writes nothing
+    assert web.get("/requests/offline2").status_code == 200
+    board = web.get("/dashboard").text
+    assert "待分派 2" in board  # the backlog names what has no department yet (was a nameless " 2")
+    csv = web.get("/dashboard.csv").text
+    assert "not_dispatched=2" in csv and "; =" not in csv and '"=2' not in csv
+    assert act(web, "/requests/offline1", action="comment", note="已通知水电站").status_code == 303
+    stored = demo_loaded.main.get("service_request:offline1")  # acting on it takes it in
+    assert stored["department"] == "department:utilities" and [h["action"] for h in stored["history"]] == [
+        "created", "comment"]
 
 
 def test_bad_photos_and_missing_consent_are_refused_and_nothing_is_stored(web: TestClient, demo_loaded: Couch) -> None:

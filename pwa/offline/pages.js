@@ -77,7 +77,7 @@ function residentFields(schema) {
       basic.push(name);
     }
   }
-  return { categories, basic, tierOf: (name) => fields[name].tier };
+  return { categories, basic, tierOf: (name) => fields[name].tier, kindOf: (name) => fields[name].kind };
 }
 
 function ageOn(birthDate, today) {
@@ -218,7 +218,8 @@ async function householdPage({ db, session, schema, params }) {
   for (const r of members) {
     const basic = Object.fromEntries(fields.basic.filter((k) => k in r).map((k) => [k, r[k]]));
     residents.push({ ...basic, id: r._id, age: ageOn(r.birth_date, today), doc: r,
-                     protected: await entitlements(db, session, key, r, fields) });
+                     protected: await entitlements(db, session, key, r, fields),
+                     has_account: session.residents_with_accounts.includes(r._id) });
   }
   return { template: "household.html",
            context: { household, grid, residents, visits: await recentVisits(db, session, household._id),
@@ -267,7 +268,7 @@ async function reveal({ db, session, schema, params, form, htmx }) {
       }
     }
   }
-  const shown = names.map((name) => [name, error ? null : values[name] ?? null]);
+  const shown = names.map((name) => [name, error ? null : values[name] ?? null, fields.kindOf(name)]);
   return { template: htmx ? "_revealed.html" : "revealed.html", status: error && !htmx ? 403 : 200,
            context: { resident, category, fields: shown, error } };
 }
@@ -491,6 +492,9 @@ async function newRequest({ db, session, form, method }) {
   const values = { ...Object.fromEntries(session.request_form_fields.map((name) => [name, ""])),
     ...(method === "POST" ? Object.fromEntries([...form.entries()].filter(([, v]) => typeof v === "string")) : {}) };
   const staff = (session.user.roles || []).includes("grid_worker");
+  if (method === "GET") { // a resident's home address offered, as the server does (session.json)
+    values.address = session.home_address || "";
+  }
   let errors = {};
   if (method === "POST") {
     values.photo_chosen = form.getAll("photo").some((f) => typeof f !== "string" && f.size);

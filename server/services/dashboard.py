@@ -23,6 +23,10 @@ LEVELS = ("street", "community", "grid")
 CLOSED = frozenset({"resolved", "closed"})
 
 
+# The backlog's key for a request with no department yet (made offline, or of a category a person must sort out).
+NOT_DISPATCHED = "not_dispatched"
+
+
 @dataclass(frozen=True)
 class Row:
     """What the dashboard needs of one request (the view's value)."""
@@ -73,7 +77,7 @@ class Stats:
             self.closed_on_time += row.due_close is not None and row.resolved <= row.due_close
         else:
             self.backlog_by_category[row.category] += 1
-            self.backlog_by_department[row.department] += 1
+            self.backlog_by_department[row.department or NOT_DISPATCHED] += 1
         if row.rating:
             self.rating_sum += row.rating
             self.ratings += 1

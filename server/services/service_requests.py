@@ -14,6 +14,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import math
 import re
@@ -478,7 +479,7 @@ def rate(couch: Couch, p: Principal, doc: Doc, rating: int, satisfaction: str, n
     doc.update(rating=rating, satisfaction=satisfaction)
     if doc["status"] == "resolved":
         doc.update(status="closed", closed_at=now.isoformat())
-    return _record(couch, doc, p.user_id, "rated", note or str(rating), now, status=doc["status"])
+    return _record(couch, doc, p.user_id, "rated", note, now, status=doc["status"])  # the rating is its own field
 
 
 def _record(couch: Couch, doc: Doc, by: str, action: str, note: str, now: dt.datetime, status: str | None = None,
@@ -546,7 +547,20 @@ def intake(couch: Couch, street: str) -> int:
     return len(taken)
 
 
+def dispatched(couch: Couch, doc: Doc) -> Doc:
+    """A request made offline as it will be once taken in (department, deadlines, history), unsaved: what a page
+    shows before the minute sweep has stored it. A request already taken in comes back as it is."""
+    if "due_close" in doc:
+        return doc
+    return _dispatch(couch, doc, catalogue(couch, doc["street"], active_only=False), calendar(couch, doc["street"]))
+
+
 def _take_in(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc:
+    return couch.main.save(_dispatch(couch, doc, categories, cal))
+
+
+def _dispatch(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc:
+    doc = copy.deepcopy(doc)
     category = categories.get(doc["category"])
     reported = dt.datetime.fromisoformat(doc["created_at"])
     if category is None:  # an unknown category from an old phone: a person must sort it out
@@ -565,7 +579,7 @@ def _take_in(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalend
         doc["history"] = [{"at": reported.isoformat(), "by": doc["created_by"], "action": "created",
                            "status": doc["status"]}]
     validate(doc)
-    return couch.main.save(doc)
+    return doc
 
 
 def street_requests(couch: Couch, street: str) -> list[Doc]:

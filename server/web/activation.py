@@ -43,7 +43,7 @@ from server.security import accounts, filing
 from server.security.firewall import Firewall
 from server.store import queries
 from server.store.config import LOCAL_TZ
-from server.store.couch import Couch, bulk_save, get_or_none
+from server.store.couch import Couch, bulk_save, get_many, get_or_none
 from server.web.lookup import visible_doc
 
 Doc = dict[str, Any]
@@ -100,6 +100,16 @@ def _active_account(docs: list[Doc]) -> Doc | None:
 def account_of(couch: Couch, resident: str) -> Doc | None:
     """The resident's active account, if they have one."""
     return _active_account(_of_resident(couch, resident))
+
+
+def with_accounts(couch: Couch, p: Principal) -> list[str]:
+    """The residents p may issue codes to who have an account already (the offline household page leaves out
+    their 生成激活码, as the server's does)."""
+    if not p.has(Role.GRID_WORKER, Role.SECRETARY):
+        return []
+    rows = couch.accounts.query("linli/by_resident", include_docs="true", as_list=True)
+    ids = {r["key"] for r in rows if r["doc"]["type"] == "user" and r["doc"].get("active")}
+    return sorted(i for i, doc in get_many(couch.main, ids).items() if may_issue(p, doc))
 
 
 def issue(firewall: Firewall, key: bytes, p: Principal, resident: Doc, *, device: str, now: dt.datetime) -> Issued:

@@ -50,6 +50,7 @@ from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import Couch, get_or_none
 from server.web import display, open311, pwa_routes, request_pages
+from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
 from server.web.conflict_pages import routes as conflict_routes
 from server.web.console_pages import routes as console_routes
@@ -232,6 +233,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         residents = await run_in_threadpool(queries.household_detail, couch, principal, household, dt.date.today())
         for resident in residents:
             resident["protected"] = await run_in_threadpool(firewall.entitlements, principal, resident["doc"], _now())
+            # Once a resident has an account, no activation code is offered (issuing one would be refused).
+            resident["has_account"] = await run_in_threadpool(account_of, couch, resident["id"]) is not None
         visits = await run_in_threadpool(recent_visits, couch, principal, household["_id"])
         return render(request, "household.html", household=household, grid=grid, residents=residents,
                       visits=visits, common_needs=list(COMMON_NEEDS), purposes=REVEAL_PURPOSES)
@@ -259,7 +262,9 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             values, error = {}, "fw_tampered"
         else:
             error = None
-        fields = [(name, _as_shown(values.get(name))) for name in CATEGORY_FIELDS.get(category, [])]
+        # Each with its declared kind: the page dials a phone number and keeps a number on one line.
+        kinds = DOC_TYPES["resident"].fields
+        fields = [(name, _as_shown(values.get(name)), kinds[name].kind) for name in CATEGORY_FIELDS.get(category, [])]
         # htmx swaps only successful answers: a refusal comes back as the section, saying why.
         htmx = bool(request.headers.get("hx-request"))
         return render(request, "_revealed.html" if htmx else "revealed.html", 403 if error and not htmx else 200,

@@ -107,7 +107,8 @@ def definition_json(category: Doc) -> dict[str, Any]:
 
 
 def request_json(doc: Doc, category: Doc | None, departments: dict[str, str]) -> dict[str, Any]:
-    notes = [h.get("note", "") for h in doc["history"] if h["action"] in ("comment", "resolved", "rated")]
+    # Staff's notes on the matter; a resident's rating and its comment are theirs, not a status note.
+    notes = [h.get("note", "") for h in doc["history"] if h["action"] in ("comment", "resolved")]
     location = doc.get("location") or {}
     return {
         "service_request_id": doc["_id"].split(":", 1)[1],

@@ -33,10 +33,12 @@ from server.security.grants import phones_carry_keys
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
+from server.web.activation import with_accounts
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
+from server.web.request_pages import home_address
 from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
 
 PWA_DIR = PROJECT_ROOT / "pwa"
@@ -84,6 +86,12 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
     async def manifest(request: Request) -> Response:
         return FileResponse(PWA_DIR / "manifest.webmanifest", media_type="application/manifest+json")
 
+    async def favicon(request: Request) -> Response:
+        # Browsers ask for /favicon.ico whatever the page links (and for pages that link nothing, like JSON);
+        # every browser takes a PNG there.
+        return FileResponse(STATIC_DIR / "icon-192.png", media_type="image/png",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
     async def shell(request: Request) -> Response:
         return JSONResponse({"version": version, "files": list(SHELL_FILES), "templates": shared_templates(),
                              "headers": _SHELL_HEADERS})
@@ -113,11 +121,14 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "phone_keys": phones_carry_keys(p), "names": await run_in_threadpool(queries.colleague_names, couch, user),
             # Pinned by the phone at its first sync: what vouches for the write keys it seals to (offline/keys.js).
             "installation_key": await run_in_threadpool(installation_key),
+            "residents_with_accounts": await run_in_threadpool(with_accounts, couch, p),
+            "home_address": await run_in_threadpool(home_address, couch, p.resident) if p.resident else "",
         }, headers={"Cache-Control": "no-store"})
 
     return [
         Route("/sw.js", service_worker),
         Route("/manifest.webmanifest", manifest),
+        Route("/favicon.ico", favicon),
         Route("/pwa/shell.json", shell),
         Route("/pwa/session.json", session),
         Mount("/pwa/templates", StaticFiles(directory=TEMPLATES_DIR), name="pwa-templates"),

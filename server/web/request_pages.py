@@ -55,8 +55,10 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         return Principal.of(await current_user(request))
 
     async def load(request: Request, p: Principal) -> Doc:
-        return await run_in_threadpool(visible_doc, couch, p, "service_request:" + request.path_params["id"],
-                                       "service_request")
+        doc = await run_in_threadpool(visible_doc, couch, p, "service_request:" + request.path_params["id"],
+                                      "service_request")
+        # Made offline and not yet taken in by the minute sweep: shown, and acted on, as it will be dispatched.
+        return await run_in_threadpool(sr.dispatched, couch, doc)
 
     async def list_page(request: Request) -> Response:
         p = await principal_of(request)
@@ -74,6 +76,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         categories = await run_in_threadpool(sr.catalogue, couch, p.street)
         errors: dict[str, Any] = {}
         values: dict[str, Any] = dict.fromkeys(FORM_FIELDS, "")
+        if request.method == "GET" and p.resident:  # a resident most often reports about home: offered, editable
+            values["address"] = await run_in_threadpool(home_address, couch, p.resident)
         if request.method == "POST":
             form = await request.form()
             values |= {k: str(v) for k, v in form.items() if not isinstance(v, UploadFile)}
@@ -279,6 +283,13 @@ def _location(values: dict[str, str]) -> dict[str, float] | None:
         return {"lat": float(values["lat"]), "lon": float(values["lon"])}
     except (KeyError, ValueError):
         return None
+
+
+def home_address(couch: Couch, resident_id: str) -> str:
+    """The address of the resident's household (their phone's replica holds no household: session.json carries it)."""
+    resident = get_or_none(couch.main, resident_id) or {}
+    household = get_or_none(couch.main, resident.get("household", "")) if resident.get("household") else None
+    return (household or {}).get("address", "")
 
 
 def _place_names(couch: Couch) -> dict[str, str]:
