@@ -93,13 +93,15 @@ def openings_about(couch: Couch, resident_id: str, limit: int = 100) -> list[dic
 
 def colleague_names(couch: Couch, user: dict[str, Any]) -> dict[str, str]:
     """The names a user's pages show of other people's work (who acknowledged an alert, who visited), for the
-    offline app: the staff of the user's communities, and the user. A resident gets their own name and the names
+    offline app: the staff of the user's communities (of the street's, for street-wide staff), and the user. A resident gets their own name and the names
     of those who opened their record (their own record lists them, offline too)."""
     names = {user["_id"]: user["display_name"]}
     if roles(user) <= {Role.RESIDENT}:
         actors = {e["actor"] for e in openings_about(couch, user["resident"])} if user.get("resident") else set()
         return {**user_names(couch, actors), **names}
-    for community in user.get("communities", []):
+    # Street-wide staff (a department, the administrator) see work from every community of the street.
+    communities = user.get("communities") or ids_of_type(couch.main, "community")
+    for community in communities:
         for row in couch.accounts.query("linli/users_by_community", key=community, include_docs="true",
                                         as_list=True):
             if roles(row["doc"]) - {Role.RESIDENT}:
