@@ -93,8 +93,9 @@ def openings_about(couch: Couch, resident_id: str, limit: int = 100) -> list[dic
 
 def colleague_names(couch: Couch, user: dict[str, Any]) -> dict[str, str]:
     """The names a user's pages show of other people's work (who acknowledged an alert, who visited), for the
-    offline app: the staff of the user's communities (of the street's, for street-wide staff), and the user. A resident gets their own name and the names
-    of those who opened their record (their own record lists them, offline too)."""
+    offline app: the staff of the user's communities (of the street's, for street-wide staff), and the user. A
+    resident gets their own name and the names of those who opened their record (their own record lists them,
+    offline too)."""
     names = {user["_id"]: user["display_name"]}
     if roles(user) <= {Role.RESIDENT}:
         actors = {e["actor"] for e in openings_about(couch, user["resident"])} if user.get("resident") else set()
