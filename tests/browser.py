@@ -37,9 +37,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_project() -> Iterator[str]:
-    """The project folder over HTTP on a free loopback port; yields its base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(PROJECT_ROOT))
+def serve_handler(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A plain HTTP server with this request handler on a free loopback port (an origin of its own); yields its
+    base URL, without a trailing slash."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -47,6 +47,11 @@ def serve_project() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def serve_project() -> contextlib.AbstractContextManager[str]:
+    """The project folder over HTTP on a free loopback port; yields its base URL."""
+    return serve_handler(functools.partial(_QuietHandler, directory=str(PROJECT_ROOT)))
 
 
 # ---------------------------------------------------------------- the small demo street in a browser

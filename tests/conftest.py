@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 from jinja2 import StrictUndefined, Undefined
 from starlette.testclient import TestClient
 
@@ -16,7 +20,7 @@ from server.security.firewall import Firewall
 from server.services import demo
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, connect
-from server.store.embedded_couch import EmbeddedCouch
+from server.store.embedded_couch import EmbeddedCouch, free_port
 from server.web.app import create_app, templates
 
 from . import street
@@ -44,6 +48,19 @@ def couch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedC
     """One real pouchdb-server process on a free loopback port, torn down at the end."""
     with EmbeddedCouch(tmp_path_factory.mktemp("couch")) as server:
         yield server
+
+
+def serve_app(app: Any, name: str) -> tuple[uvicorn.Server, str]:
+    """An ASGI app served by uvicorn on a free loopback port, in a thread; returns the server (set `should_exit`
+    to stop it) and its URL, with a trailing slash."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True, name=name).start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, f"{name} did not start"
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}/"
 
 
 def make_settings(data_dir: Path, prefix: str, **overrides: object) -> Settings:

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import datetime as dt
 import http.server
-import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -24,7 +23,7 @@ from server.security.firewall import Firewall
 from server.services import demo
 from server.store.couch import Couch
 from server.store.embedded_couch import EmbeddedCouch
-from tests.browser import DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
+from tests.browser import DEMO_RESIDENT, PHONE, DemoSite, demo_site, serve_handler, sign_in
 from tests.street import SVG_WITH_SCRIPT, TINY_PNG
 
 SYNCED = "document.querySelector('#sync-state')?.dataset.lastSynced"
@@ -133,13 +132,8 @@ def framing_page(target: str) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Framing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(Framing) as url:
+        yield url + "/"
 
 
 def test_no_page_can_be_framed(site: DemoSite) -> None:

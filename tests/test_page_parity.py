@@ -27,8 +27,6 @@ import contextlib
 import datetime as dt
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +34,6 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from pycouchdb.exceptions import Conflict
 from starlette.routing import Mount
 
@@ -48,13 +45,13 @@ from server.services import demo
 from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch, bulk_save, connect
-from server.store.embedded_couch import EmbeddedCouch, free_port
+from server.store.embedded_couch import EmbeddedCouch
 from server.web import resident_needs
 from server.web.app import create_app
 from server.web.pwa_routes import TEMPLATES_DIR
 from sync.app import create_sync_app
 
-from .conftest import make_settings
+from .conftest import make_settings, serve_app
 from .node_process import NodeProcess
 from .street import HTML_AS_JPEG, SVG_WITH_SCRIPT, TINY_PNG
 from .sync_harness import login
@@ -173,17 +170,6 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     return street
 
 
-def _serve(app: Any) -> tuple[uvicorn.Server, str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True, name="parity-server").start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the web app did not start"
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}/"
-
-
 @pytest.fixture(scope="module")
 def street(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Street]:
     settings = make_settings(tmp_path_factory.mktemp("parity"), "parity_")
@@ -191,7 +177,7 @@ def street(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory
     firewall = Firewall.open(settings, couch)
     world = _load(couch, firewall)
     app = create_app(settings, couch, mounts=[Mount("/sync", create_sync_app(settings, couch_server.url))])
-    server, world.url = _serve(app)
+    server, world.url = serve_app(app, "parity-server")
     yield world
     server.should_exit = True
 

@@ -19,8 +19,6 @@ import contextlib
 import datetime as dt
 import re
 import secrets
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,6 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.testclient import TestClient
@@ -39,13 +36,13 @@ from server.security.firewall import Firewall
 from server.services import demo
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, connect, get_or_none
-from server.store.embedded_couch import EmbeddedCouch, free_port
+from server.store.embedded_couch import EmbeddedCouch
 from server.web import open311
 from server.web.app import create_app
 from sync.app import create_sync_app
 
 from . import street
-from .conftest import make_settings
+from .conftest import make_settings, serve_app
 from .street import C1, G1, HTML_AS_JPEG, PASSWORD, STREET, SVG_WITH_SCRIPT, TINY_PNG
 
 HOUSEHOLD, RESIDENT = "household:c1-g01-0001", "resident:c1-g01-0001-1"
@@ -71,14 +68,8 @@ def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) 
     assert not [r for r in bulk_save(couch.main, firewall.seal_for_storage(docs)) if r.error]
     assert not [r for r in bulk_save(couch.accounts, street.users()) if r.error]
     app = create_app(settings, couch, mounts=[Mount("/sync", create_sync_app(settings, couch_server.url))])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True, name="hardening-server").start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    yield Site(couch, f"http://127.0.0.1:{port}/", app.routes)
+    server, url = serve_app(app, "hardening-server")
+    yield Site(couch, url, app.routes)
     server.should_exit = True
 
 
