@@ -32,10 +32,10 @@ from server.store.embedded_couch import EmbeddedCouch
 from server.web.app import create_app
 from sync.app import create_sync_app
 
-from .conftest import make_settings
+from .conftest import make_settings, serve_app
 from .sync_harness import login
 from .test_grants import phone
-from .test_page_parity import Offline, _serve
+from .test_page_parity import Offline
 
 PASSWORD = "blind-index-password"
 SIZE = demo.DemoSize(communities=1, grids_per_community=1, households_per_grid=30)
@@ -67,8 +67,9 @@ def world(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory)
     neighbour = next(r for r in residents if r["_id"] != target["_id"] and r.get("id_card"))
     secretary = Principal.of(couch.accounts.get(accounts.user_id("shuji1")))
     firewall.set_privacy(secretary, target, {"contact": "secretary_only"}, NOW)
-    server, url = _serve(create_app(settings, couch, mounts=[Mount("/sync", create_sync_app(settings,
-                                                                                           couch_server.url))]))
+    server, url = serve_app(create_app(settings, couch, mounts=[Mount("/sync", create_sync_app(settings,
+                                                                                              couch_server.url))]),
+                            "blind-index-server")
     yield World(couch, firewall, url, couch.main.get(target["_id"]), couch.main.get(neighbour["_id"]))
     server.should_exit = True
 
