@@ -24,6 +24,7 @@ from server.store.embedded_couch import EmbeddedCouch, free_port
 from server.web.app import create_app, templates
 
 from . import street
+from .journeys import journey_browser, journey_served  # noqa: F401  (session fixtures of the journey tests)
 
 _prefixes = itertools.count()
 

@@ -1,0 +1,96 @@
+"""What every journey test (issue 14) shares: one `linli serve` on the demo for the whole session, one Chromium,
+and a person signed in to it in a browser context of their own.
+
+Journeys share the server: each makes its own matters (descriptions with a random tail) and asserts on those,
+so they run in any order. Screenshots go under test-output/journeys/<role>/.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from tests.browser import PHONE, launch
+from tests.test_serve import OUTPUT, Served, demo_password, start_serve, stop
+
+JOURNEYS = OUTPUT / "journeys"
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@pytest.fixture(scope="session")
+def journey_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`linli serve` on a fresh data folder: the demo with its year of history, as `./dev up` starts it."""
+    s = start_serve(tmp_path_factory.mktemp("journeys"))
+    yield s
+    if s.process.poll() is None:
+        stop(s)
+
+
+@pytest.fixture(scope="session")
+def journey_browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        chromium = launch(p)
+        yield chromium
+        chromium.close()
+
+
+class Person:
+    """One demo account signed in, in a browser context of its own.
+
+    On a desk (the default) the context has no service worker, so no replica is synced behind the page. On a
+    phone (`phone=True`) the viewport is 390 px wide and the service worker runs: the app syncs its replica and
+    works offline (`offline()`, `online()`).
+    """
+
+    def __init__(self, browser: Browser, served: Served, username: str, *, role: str, phone: bool = False,
+                 locale: str = "zh-CN") -> None:
+        self.url = served.url
+        self.shots = JOURNEYS / role
+        self.context = browser.new_context(viewport=PHONE if phone else DESKTOP, locale=locale,
+                                           service_workers="allow" if phone else "block")
+        self.page: Page = self.context.new_page()
+        self.page.goto(self.url + "login")
+        self.page.fill("#username", username)
+        self.page.fill("#password", demo_password(served.data_dir))
+        self.page.click("form[action='/login'] button[type=submit]")
+        self.page.wait_for_load_state()
+
+    def go(self, path: str) -> None:
+        self.page.goto(self.url + path.lstrip("/"))
+
+    def act(self, label: str) -> None:
+        """Press the button labelled `label` and wait for the page it leads to."""
+        self.page.click(f"button:has-text('{label}')")
+        self.page.wait_for_load_state()
+
+    def row(self, container: str, text: str) -> Locator:
+        return self.page.locator(f"{container} a.row", has_text=text)
+
+    def report(self, category: str, description: str) -> str:
+        """Report a matter from the report form (the reporter's own grid or address); returns its page's URL."""
+        self.go("requests/new")
+        self.page.select_option("select[name=category]", category)
+        self.page.fill("textarea[name=description]", description)
+        self.page.click("button:has-text('提交')")
+        self.page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
+        expect(self.page.locator("h1")).to_contain_text("已接收")
+        return self.page.url
+
+    def offline(self) -> None:
+        self.context.set_offline(True)
+
+    def online(self) -> None:
+        self.context.set_offline(False)
+
+    def shot(self, name: str) -> Path:
+        self.shots.mkdir(parents=True, exist_ok=True)
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def close(self) -> None:
+        self.context.close()
