@@ -337,8 +337,11 @@ async function runSync() {
     await saveState(db, { synced_seq: seq, last_synced_at: new Date().toISOString(), refused, error: keyError });
     await broadcast(); // the data is in: pages may say so before the conflicts count comes
     // Offline edits that clashed with someone else's: kept, for a person to choose (/conflicts).
-    const { conflicts } = await (await remote.fetch("_linli_conflicts", { headers: new Headers() })).json();
-    await saveState(db, { conflicts: conflicts.length });
+    // While the server still builds its index of them (first start) it says so, and the count stays as it was.
+    const { conflicts, preparing } = await (await remote.fetch("_linli_conflicts", { headers: new Headers() })).json();
+    if (!preparing) {
+      await saveState(db, { conflicts: conflicts.length });
+    }
   } catch (error) {
     await saveState(db, { error: String(error.message || error) });
   }

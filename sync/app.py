@@ -302,7 +302,9 @@ class Gateway:
 
     async def conflicts(self, request: Request) -> Response:
         p = await self._user(request)
-        return FastJSONResponse({"conflicts": await merge.conflicts_for(self.upstream, p)})
+        conflicts = await merge.conflicts_for(self.upstream, p)
+        # Still being indexed: an empty list, said to be so (the phone keeps its count until it knows).
+        return FastJSONResponse({"conflicts": conflicts or [], "preparing": conflicts is None})
 
     async def unsupported(self, request: Request) -> Response:
         raise ProtocolError(404, "not_found", f"{request.url.path} is not offered by the sync gateway")

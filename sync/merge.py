@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -65,12 +66,21 @@ async def resolve(upstream: Upstream, doc_id: str) -> bool:
     return all("error" not in r for r in results)  # a concurrent edit wins: the next write retries
 
 
-async def conflicts_for(upstream: Upstream, p: Principal) -> list[dict[str, Any]]:
+INDEX_WAIT_SECONDS = 5.0  # a built index answers well within it; on first start it may take minutes
+
+
+async def conflicts_for(upstream: Upstream, p: Principal) -> list[dict[str, Any]] | None:
     """The conflicted documents this user may see: what a person has to resolve. Read from the server's own
-    `conflicts` view (server/store/couch.py, also behind the conflict screen), the user's street only."""
-    answer = await upstream.call("GET", upstream.main, "_design/linli/_view/conflicts", params={
-        "include_docs": "true", "conflicts": "true",
-        "startkey": json.dumps([p.street]), "endkey": json.dumps([p.street, {}])})
+    `conflicts` view (server/store/couch.py, also behind the conflict screen), the user's street only; None
+    while CouchDB still builds that view (first start): the phone asks again at its next sync, instead of
+    waiting past the HTTP client's patience (that was a 502)."""
+    try:
+        answer = await asyncio.wait_for(upstream.call(
+            "GET", upstream.main, "_design/linli/_view/conflicts", params={
+                "include_docs": "true", "conflicts": "true",
+                "startkey": json.dumps([p.street]), "endkey": json.dumps([p.street, {}])}), INDEX_WAIT_SECONDS)
+    except TimeoutError:
+        return None
     return [{"id": row["doc"]["_id"], "type": row["doc"].get("type"), "rev": row["doc"]["_rev"],
              "conflicts": row["doc"].get("_conflicts", [])}
             for row in answer["rows"] if row.get("doc") and may_see(p, row["doc"])]

@@ -5,17 +5,25 @@ Conflicts are made as phones make them: two branches written with new_edits=fals
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
 import uuid
 
+import pytest
 from starlette.testclient import TestClient
 
 from server.domain.access import Principal
 from server.domain.i18n import translator
 from server.security.firewall import Firewall
-from server.store.couch import Couch
+from server.store.config import Settings
+from server.store.couch import Couch, view_built
+from server.store.embedded_couch import EmbeddedCouch
+from server.web import conflict_pages
+
+from sync import merge
+from sync.upstream import Upstream
 
 from .street import C1, G1, STREET, csrf_of, login
 
@@ -89,6 +97,42 @@ def test_the_list_shows_a_conflict_to_the_grids_worker_and_not_to_another_grids(
     other = client.get("/conflicts")
     assert "c1-g01路1号" not in other.text and "没有需要处理的冲突" in other.text
     assert client.get(f"/conflicts/{HOUSEHOLD}").status_code == 404  # as if there were none
+
+
+def test_the_list_says_it_is_being_prepared_while_its_index_is_built(
+        client: TestClient, loaded: Couch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fresh demo the conflicts index is built behind the others for a minute or more: the first /conflicts
+    answered a proxy's 502 then. Now the page says so and offers to try again; once built, it lists."""
+    make_conflict(loaded, HOUSEHOLD, *ROOM_AND_TAGS)
+    login(client, "worker1")
+    monkeypatch.setattr(conflict_pages, "INDEX_WAIT_SECONDS", 0)  # no index is built in no time
+    page = client.get("/conflicts")
+    assert page.status_code == 202
+    assert ZH("conflicts_preparing") in page.text and 'href="/conflicts">再试一次' in page.text
+    assert "c1-g01路1号" not in page.text and ZH("no_conflicts") not in page.text  # not "none": not known yet
+    view_built(loaded.main, "conflicts").result(timeout=60)
+    listed = client.get("/conflicts")
+    assert listed.status_code == 200 and "住户 · c1-g01路1号" in listed.text
+
+
+def test_the_gateway_says_the_conflicts_are_being_prepared_while_their_index_is_built(
+        loaded: Couch, settings: Settings, couch_server: EmbeddedCouch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phone's first sync on a fresh demo asked `_linli_conflicts` while the index was built and got a 502
+    (the gateway's HTTP client gave up): now "preparing", and the phone keeps its count (pwa/sw.js)."""
+    make_conflict(loaded, HOUSEHOLD, *ROOM_AND_TAGS)
+    worker = Principal.of(loaded.accounts.get("user:worker1"))
+
+    async def ask() -> list[dict] | None:
+        upstream = Upstream(settings, couch_server.url)
+        try:
+            return await merge.conflicts_for(upstream, worker)
+        finally:
+            await upstream.http.aclose()
+
+    monkeypatch.setattr(merge, "INDEX_WAIT_SECONDS", 0)
+    assert asyncio.run(ask()) is None
+    monkeypatch.undo()
+    assert [c["id"] for c in asyncio.run(ask()) or []] == [HOUSEHOLD]
 
 
 def test_a_branch_the_user_may_not_see_hides_the_conflict(client: TestClient, loaded: Couch) -> None:

@@ -210,8 +210,9 @@ def _watch_master_key(settings: Settings, couch: Couch, server: uvicorn.Server) 
 def _build_other_views(couch: Couch, stopping: threading.Event) -> None:
     """Build the indexes the first pages do not need; a server stopped meanwhile takes its database with it, and
     the half-built index is simply finished at the next start (no traceback for an operator's Ctrl-C)."""
-    try:
-        build_views(couch, exclude=FIRST_VIEWS)
+    try:  # conflicts first: every phone's first sync asks for them right after its download
+        build_views(couch, ("conflicts",))
+        build_views(couch, exclude=(*FIRST_VIEWS, "conflicts"))
     except Exception:
         if not stopping.is_set():
             raise

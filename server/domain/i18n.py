@@ -426,6 +426,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "conflict_resolved": "冲突已解决。手机下次同步时会收到合并后的版本。",
         "no_conflicts": "没有需要处理的冲突。",
         "conflict_versions": "{n} 个版本",
+        "conflicts_preparing": "冲突列表正在准备中（服务器刚启动，正在整理数据），请稍后再试。",
+        "try_again": "再试一次",
         "conflict_intro": "下面只列出各版本不同的内容。每一项选择要保留的版本，默认是当前版本。",
         "conflict_version": "版本 {n}",
         "conflict_current": "当前版本",
@@ -969,6 +971,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "conflict_resolved": "Conflict resolved. Phones get the merged version at their next sync.",
         "no_conflicts": "No conflicts to resolve.",
         "conflict_versions": "{n} versions",
+        "conflicts_preparing": "The list of conflicts is being prepared (the server has just started and is "
+                               "indexing its data). Try again in a moment.",
+        "try_again": "Try again",
         "conflict_intro": "Only what differs is listed. Choose the version to keep for each field (default: current).",
         "conflict_version": "Version {n}",
         "conflict_current": "current version",

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -163,6 +165,25 @@ def build_views(couch: Couch, names: tuple[str, ...] | None = None, *, exclude: 
         for name, view in views.items():
             if (names is None or name in names) and name not in exclude:
                 db.query(f"linli/{name}", limit=0, as_list=True, **({"reduce": "false"} if "reduce" in view else {}))
+
+
+# The first query of a view waits until CouchDB has indexed the whole database (on a fresh demo, a minute or
+# more behind the other views being built). One query per view at a time, whoever asks meanwhile shares it.
+_view_builds: dict[tuple[str, str], Future[Any]] = {}
+_view_builds_lock = threading.Lock()
+_view_builder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="view-build")
+
+
+def view_built(db: pycouchdb.client.Database, name: str) -> Future[Any]:
+    """A future done once view `name` of `db` is indexed, so that a page can say "preparing" instead of waiting
+    (or timing out) while it is built; a failed build is asked again by the next caller."""
+    key = (db.name, name)
+    with _view_builds_lock:
+        build = _view_builds.get(key)
+        if build is None or (build.done() and build.exception() is not None):
+            build = _view_builder.submit(db.query, f"linli/{name}", limit=0, as_list=True)
+            _view_builds[key] = build
+    return build
 
 
 def _ensure_design(db: pycouchdb.client.Database, views: dict[str, Any]) -> None:

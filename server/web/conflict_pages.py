@@ -15,11 +15,13 @@ search indexes, which live on the server only, are then brought in line with the
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -34,7 +36,7 @@ from server.domain.declaration import DOC_TYPES, PROTECTED_TIERS, DocType, Valid
 from server.domain.errors import FieldError, by_field
 from server.security.firewall import Firewall
 from server.store import queries
-from server.store.couch import Couch, get_or_none
+from server.store.couch import Couch, get_or_none, view_built
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -251,15 +253,30 @@ def resolve(couch: Couch, p: Principal, branches: list[Doc], chosen: dict[str, s
 
 # ---------------------------------------------------------------- pages
 
+INDEX_WAIT_SECONDS = 5.0  # longer than a built index ever takes to answer; shorter than a person waits
+
+
+async def _built_soon(build: Future[Any]) -> bool:
+    """Whether the index is built, or is within INDEX_WAIT_SECONDS (its build goes on either way)."""
+    if build.done():
+        return True
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(build)), INDEX_WAIT_SECONDS)
+    except TimeoutError:
+        return False
+    return True
+
 def routes(firewall: Firewall, current_user: CurrentUser, render: Render,
            now: Callable[[], dt.datetime]) -> list[Route]:
     couch = firewall.couch
 
     async def list_page(request: Request) -> Response:
         p = Principal.of(await current_user(request))
+        if not await _built_soon(view_built(couch.main, "conflicts")):  # first start: said, not waited for
+            return render(request, "conflicts.html", 202, conflicts=[], resolved=None, preparing=True)
         conflicts = await run_in_threadpool(visible_conflicts, couch, p)
         return render(request, "conflicts.html", conflicts=conflicts,
-                      resolved=request.query_params.get("resolved"))
+                      resolved=request.query_params.get("resolved"), preparing=False)
 
     async def visible_branches(request: Request, p: Principal) -> list[Doc]:
         branches = await run_in_threadpool(branches_of, couch, request.path_params["doc_id"])
