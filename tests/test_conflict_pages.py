@@ -21,7 +21,6 @@ from server.store.config import Settings
 from server.store.couch import Couch, view_built
 from server.store.embedded_couch import EmbeddedCouch
 from server.web import conflict_pages
-
 from sync import merge
 from sync.upstream import Upstream
 
