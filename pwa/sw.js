@@ -200,14 +200,75 @@ async function answerOffline(request, match) {
 // A page that needs the server (approvals, the access request form…): say so, in the app's own page.
 async function offlineOnly() {
   const session = await storedSession();
-  return session ? renderPage(session, "error.html", { message: "offline_unavailable", errors: {} }, 503)
+  if (session) {
+    return renderPage(session, "error.html", { message: "offline_unavailable", errors: {} }, 503);
+  }
+  const signedOut = await pendingSignOut();
+  return signedOut ? signedOutPage(signedOut)
     : new Response("离线 · Offline", { status: 503, headers: { ...await shellHeaders("page"),
                                                             "Content-Type": "text/plain; charset=utf-8" } });
+}
+
+// ---- signing out
+//
+// Offline, "退出" signs out on the phone at once: on a shared phone the next person must not find the previous
+// one's pages. The replica and the phone's key go as online (changes not yet uploaded stay, for that user's next
+// sign-in); what needs the server (ending the session, revoking the phone's key) is kept here and done by the
+// first request that reaches the server, before anything else is asked of it.
+const SIGN_OUT_URL = "/pwa/sign-out.json";
+
+async function signOut(request) {
+  await syncNow().catch(() => null);
+  const session = await storedSession();
+  const key = session && await storedPhoneKey(session.user._id);
+  const pending = session ? await pendingChanges(replica(session)) : 0;
+  if (session) {
+    await forget(session);
+  }
+  try {
+    await completeSignOut();
+    return await fetch(request);
+  } catch { // offline: signed out here; the server's half waits for the network
+    if (!session) {
+      return offlineOnly();
+    }
+    const keyGone = key && !(await storedPhoneKey(session.user._id));
+    const signedOut = { csrf_token: session.csrf_token, phone_key: keyGone ? key.id : null, pending,
+                        lang: session.lang, messages: session.messages, time_zone: session.time_zone,
+                        display: session.display };
+    await (await caches.open(CACHE)).put(SIGN_OUT_URL, new Response(JSON.stringify(signedOut),
+      { headers: { "Content-Type": "application/json" } }));
+    return signedOutPage(signedOut);
+  }
+}
+
+async function pendingSignOut() {
+  return cachedJSON(SIGN_OUT_URL);
+}
+
+// The page after signing out offline, in the signed-out user's language, with nobody signed in.
+function signedOutPage(signedOut) {
+  return renderPage({ ...signedOut, user: null }, "signed_out.html", { pending: signedOut.pending });
+}
+
+// The server's half of a sign-out made offline; throws while the server cannot be reached.
+async function completeSignOut() {
+  const signedOut = await pendingSignOut();
+  if (!signedOut) {
+    return;
+  }
+  const headers = { "X-CSRF-Token": signedOut.csrf_token };
+  if (signedOut.phone_key) {
+    await fetch(`/phone-keys/${signedOut.phone_key.split(":")[1]}`, { method: "DELETE", headers });
+  }
+  await fetch("/logout", { method: "POST", headers, redirect: "manual" });
+  await (await caches.open(CACHE)).delete(SIGN_OUT_URL);
 }
 
 async function networkFirst(request, offline) {
   const copy = request.method === "GET" ? request : request.clone(); // a body is read once
   try {
+    await completeSignOut();
     const response = await fetch(request);
     if (request.method !== "GET" && response.status < 400) {
       scheduleSync(); // the server wrote something: bring it into the replica
@@ -256,8 +317,7 @@ self.addEventListener("fetch", (event) => {
   } else if (request.method === "POST" && url.pathname === "/display") {
     event.respondWith(networkFirst(request, toggleDisplay));
   } else if (request.method === "POST" && url.pathname === "/logout") {
-    event.respondWith(syncNow().catch(() => null).then(storedSession).then((s) => s && forget(s))
-      .then(() => fetch(request)).catch(offlineOnly));
+    event.respondWith(signOut(request));
   } else if (request.mode === "navigate") {
     event.respondWith(networkFirst(request, offlineOnly));
   } else if (request.method === "GET" && (url.pathname.startsWith("/vendor/") || url.pathname.startsWith("/static/")
@@ -304,6 +364,7 @@ async function saveState(db, changes) {
 async function runSync() {
   let session = null;
   try {
+    await completeSignOut(); // else the server would still answer for whoever signed out offline
     session = await refreshSession();
   } catch { // offline: the state says so
     return;

@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
+import httpx2
 import pytest
 from playwright.sync_api import BrowserContext, Page
 
@@ -344,4 +346,67 @@ def test_a_volunteer_sees_exactly_their_households_online_and_offline(site: Demo
     for path, status in ((f"households/{household}/edit", 403), ("grids/grid:c1-g02", 404)):
         answer = page.goto(site.url + path)
         assert answer.headers.get("x-linli-offline") == "1" and answer.status == status, path
+    phone.close()
+
+
+def test_signing_out_offline_signs_out_on_the_phone_and_on_the_server_once_back_online(site: DemoSite) -> None:
+    """A shared phone: "退出" without a network must not leave the worker's pages to the next person. It signs out
+    on the phone at once (a styled page saying the server's half follows, with a way back to sign in); a change
+    not yet uploaded stays on the phone, with the phone's key, as when signing out online; back online, the server
+    ends the session (and revokes the phone's key once the phone gave it up)."""
+    phones_before = {p["_id"] for p in grants.phones_of(site.couch, user_id("wangge01b"))}
+    phone = new_phone(site, "wangge01b")
+    page = phone.pages[0]
+    this_phone = {p["_id"] for p in grants.phones_of(site.couch, user_id("wangge01b"))} - phones_before
+    assert len(this_phone) == 1
+    grid_url = page.url
+    session_cookie = next(c for c in phone.cookies() if c["name"] == "session")
+    synced_then_offline(phone, page)
+    page.locator("#households a.row").first.click()
+    page.wait_for_load_state()
+    household_url = page.url
+    page.goto(household_url + "/visits/new")
+    page.fill("textarea[name=notes]", "退出前的离线走访")
+    page.click("main form.stack button[type=submit]")
+    page.wait_for_url(household_url)
+    page.wait_for_function("() => document.querySelector('#sync-state').dataset.pending === '1'")
+
+    def sign_out_offline(pending: str) -> None:
+        page.click("form[action='/logout'] button")
+        page.wait_for_load_state()
+        assert page.locator("h1").inner_text() == "已在本机退出"
+        text = page.locator("main").inner_text()
+        assert "联网后" in text and (pending in text if pending else "尚未上传" not in text)
+        assert page.locator("main a[href='/login']").inner_text() == "登录"  # the way back
+        assert page.evaluate("getComputedStyle(document.querySelector('main a.button')).display") != "inline"
+        assert page.locator("form[action='/logout']").count() == 0  # nobody is signed in on the phone
+        for path in (grid_url, household_url):  # the next person finds nothing of theirs, offline
+            answer = page.goto(path)
+            assert answer is not None and answer.headers.get("x-linli-offline") == "1"
+            assert page.locator("h1").inner_text() == "已在本机退出"
+
+    def back_online_at_the_login_page() -> None:
+        phone.set_offline(False)
+        page.goto(site.url)  # the first request that reaches the server ends the session there, first
+        assert urlsplit(page.url).path == "/login"
+
+    sign_out_offline("1 条修改尚未上传")
+    screenshot(page, "signed-out")
+    back_online_at_the_login_page()
+    old = httpx2.get(site.url + "requests", cookies={"session": session_cookie["value"]}, follow_redirects=False)
+    assert old.status_code == 303 and "/login" in old.headers["location"]  # a copy of the cookie is refused too
+    assert {p["_id"] for p in grants.phones_of(site.couch, user_id("wangge01b"))} & this_phone  # kept with the work
+    # The visit written before signing out was kept; it uploads at that worker's next sign-in.
+    page.fill("#username", "wangge01b")
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_function(f"() => {SYNCED}", timeout=60_000)
+    sync_and_wait(page)
+    assert any(r["doc"].get("notes") == "退出前的离线走访" for r in site.couch.main.all(
+        startkey="visit:", endkey="visit:\ufff0", include_docs=True, as_list=True))
+    # Nothing waiting now: signing out offline gives up the replica and the key, revoked once back online.
+    phone.set_offline(True)
+    sign_out_offline("")
+    back_online_at_the_login_page()
+    assert not {p["_id"] for p in grants.phones_of(site.couch, user_id("wangge01b"))} & this_phone
     phone.close()

@@ -455,6 +455,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "sync_now": "立即同步",
         "sync_conflicts": "处冲突待处理",
         "offline_unavailable": "离线时无法打开此页面，请联网后再试。",
+        "signed_out_offline": "已在本机退出",
+        "signed_out_offline_server": "这台手机上已不能再打开您的页面。现在没有网络："
+                                     "联网后，服务器上的登录状态会自动结束。",
+        "signed_out_offline_pending": "本机还有 {n} 条修改尚未上传，已保留，您下次登录后会自动上传。",
+        "signed_out_sign_in": "登录",
         "fw_offline_no_key": "此手机尚无该类信息的密钥：联网同步后可查看。",
         # resident activation, resident needs, the secretary's console
         "activation_issue": "生成激活码",
@@ -1001,6 +1006,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "sync_now": "Sync now",
         "sync_conflicts": "conflicts to resolve",
         "offline_unavailable": "This page cannot be opened offline. Try again when connected.",
+        "signed_out_offline": "Signed out on this phone",
+        "signed_out_offline_server": "Your pages can no longer be opened on this phone. There is no network now: "
+                                     "your sign-in on the server ends by itself once the phone is back online.",
+        "signed_out_offline_pending": "{n} changes made on this phone are not uploaded yet. They are kept and "
+                                      "upload the next time you sign in.",
+        "signed_out_sign_in": "Sign in",
         "fw_offline_no_key": "This phone has no key for this category yet: sync while connected to open it.",
         # resident activation, resident needs, the secretary's console
         "activation_issue": "Activation code",
