@@ -113,7 +113,8 @@ async function forget(session) {
   await (await caches.open(CACHE)).delete(SESSION_URL);
   const db = replica(session);
   const { refused = [] } = await db.get(SYNC_STATE).catch(() => ({}));
-  if (refused.length || await pendingChanges(db)) {
+  // Also anything changed since the last completed sync: a replica from before the phone noted its own writes.
+  if (refused.length || await unsentChanges(db) || await changedSinceSync(db)) {
     return;
   }
   await db.destroy();
@@ -182,7 +183,7 @@ async function answerOffline(request, match) {
   const htmx = request.headers.get("HX-Request") === "true";
   const form = request.method === "POST" ? await request.formData() : null;
   const csrfToken = request.headers.get("X-CSRF-Token") || form?.get("csrf_token");
-  const result = await answer(match, { db: replica(session), session, schema: await schemaJSON(), url,
+  const result = await answer(match, { db: ownWrites(replica(session)), session, schema: await schemaJSON(), url,
                                        method: request.method, form, htmx, csrfToken });
   if (form && result.status < 400) {
     changed(); // a write: tell the pages, and sync if the network is back
@@ -221,7 +222,7 @@ async function signOut(request) {
   await syncNow().catch(() => null);
   const session = await storedSession();
   const key = session && await storedPhoneKey(session.user._id);
-  const pending = session ? await pendingChanges(replica(session)) : 0;
+  const pending = session ? await unsentChanges(replica(session)) : 0;
   if (session) {
     await forget(session);
   }
@@ -376,6 +377,10 @@ async function runSync() {
     }
     return;
   }
+  if (!session.works_offline) { // a desk (secretary, department, admin): online only, no replica kept here
+    await forget(session);
+    return;
+  }
   const db = replica(session);
   try {
     await pinInstallationKey(session.installation_key); // first sync: pinned; later: must be the same
@@ -394,6 +399,7 @@ async function runSync() {
     // Kept as the sync gateway answered (sync/writes.py): the reason for logs, the errors for the person.
     const refused = (push.errors || []).map((e) => ({ id: e.id || "", reason: String(e.reason || e.message || e),
       errors: e.errors || [{ field: "(document)", key: "err_sync_refused", params: {} }] }));
+    await settleUnsent(db, remote);
     const { update_seq: seq } = await db.info();
     await saveState(db, { synced_seq: seq, last_synced_at: new Date().toISOString(), refused, error: keyError });
     await broadcast(); // the data is in: pages may say so before the conflicts count comes
@@ -408,11 +414,65 @@ async function runSync() {
   }
 }
 
-// Changes made on the phone since the last sync (documents written here, not yet pushed).
-async function pendingChanges(db) {
+// Documents changed in the replica since the last completed sync: written here, or pulled by a sync that did not
+// complete. An upper bound of what waits, for deciding what may be deleted; not what the sync bar counts.
+async function changedSinceSync(db) {
   const kept = await db.get(SYNC_STATE).catch(() => ({}));
   const waiting = await db.changes({ since: kept.synced_seq || 0 });
   return waiting.results.filter((c) => !c.id.startsWith("_local/")).length;
+}
+
+// ---- the phone's own changes, until the server has them ("待上传" counts these, and only these)
+//
+// Every document an offline page writes is noted with its revision; after each push the server is asked which of
+// them it has (_revs_diff), and those are struck off. A download is never one of them.
+const UNSENT = "_local/linli_unsent";
+let unsentQueue = Promise.resolve(); // one change of the note at a time (it is one document)
+
+function changeUnsent(db, change) {
+  const done = unsentQueue.then(async () => {
+    const kept = await db.get(UNSENT).catch(() => ({ _id: UNSENT, revs: {} }));
+    await db.put({ ...kept, revs: await change(kept.revs) });
+  });
+  unsentQueue = done.catch(() => null); // a failed change (offline) fails its caller, not the next one
+  return done;
+}
+
+// The replica as offline pages write to it (offline/pages.js puts): each write noted as the phone's own.
+function ownWrites(db) {
+  return new Proxy(db, {
+    get(target, name) {
+      if (name === "put") {
+        return async (...args) => {
+          const written = await target.put(...args);
+          await changeUnsent(target, (revs) => ({ ...revs, [written.id]: written.rev }));
+          return written;
+        };
+      }
+      const value = target[name];
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+async function settleUnsent(db, remote) {
+  await changeUnsent(db, async (revs) => {
+    const ids = Object.keys(revs);
+    if (!ids.length) {
+      return revs;
+    }
+    const missing = await remote.revsDiff(Object.fromEntries(ids.map((id) => [id, [revs[id]]])));
+    return Object.fromEntries(ids.filter((id) => missing[id]).map((id) => [id, revs[id]]));
+  });
+}
+
+// The phone's own changes the server does not have yet, less those it refused (the bar lists them apart).
+async function unsentChanges(db) {
+  await unsentQueue;
+  const { revs = {} } = await db.get(UNSENT).catch(() => ({}));
+  const { refused = [] } = await db.get(SYNC_STATE).catch(() => ({}));
+  const refusedIds = new Set(refused.map((r) => r.id));
+  return Object.keys(revs).filter((id) => !refusedIds.has(id)).length;
 }
 
 // What every page shows: last synced, changes waiting, errors (app.js renders it).
@@ -423,7 +483,7 @@ async function syncState() {
   }
   const db = replica(session);
   const kept = await db.get(SYNC_STATE).catch(() => ({}));
-  const pending = await pendingChanges(db);
+  const pending = await unsentChanges(db);
   const t = translator(session.messages);
   const refused = (kept.refused || [])
     .map((r) => ({ id: r.id, texts: (r.errors || []).map((e) => t(e.key, e.params)) }));

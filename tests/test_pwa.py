@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -41,6 +42,11 @@ def new_phone(site: DemoSite, username: str) -> BrowserContext:
     context = site.browser.new_context(viewport=PHONE)
     sign_in(context, site.url, username).wait_for_function(f"() => {SYNCED}", timeout=60_000)
     return context
+
+
+def at_a_desk(site: DemoSite, username: str) -> Page:
+    """A desktop role signed in (the browser allows service workers, as any does): it works online."""
+    return sign_in(site.browser.new_context(), site.url, username)
 
 
 def _prepare(couch: Couch, firewall: Firewall) -> None:
@@ -185,7 +191,7 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     filed = filing.file_reports(site.couch, site.firewall.signer)
     assert filed >= 1
     # ...and on the secretary's screen.
-    secretary = new_phone(site, "shuji1").pages[0]
+    secretary = at_a_desk(site, "shuji1")
     secretary.goto(site.url + "requests")
     assert "离线登记" in secretary.inner_text("main")
     secretary.goto(site.url + "alerts?status=all")
@@ -253,7 +259,7 @@ def test_a_locked_category_opens_after_approval_and_locks_again_after_expiry(sit
     page.click("main form.stack button[type=submit]")
     page.wait_for_selector(".notice")
 
-    secretary = new_phone(site, "shuji1").pages[0]
+    secretary = at_a_desk(site, "shuji1")
     secretary.goto(site.url + "approvals")
     card = secretary.locator("li", has_text="高血压随访，核对用药")
     card.locator("button[value=approve]").click()
@@ -409,4 +415,42 @@ def test_signing_out_offline_signs_out_on_the_phone_and_on_the_server_once_back_
     sign_out_offline("")
     back_online_at_the_login_page()
     assert not {p["_id"] for p in grants.phones_of(site.couch, user_id("wangge01b"))} & this_phone
+    phone.close()
+
+
+def test_a_desk_keeps_no_replica_and_a_phone_counts_only_its_own_unsent_changes(site: DemoSite) -> None:
+    """Secretaries, department staff and the administrator work at a desk, online (PRODUCT.md): no service worker,
+    no replica, no sync bar. On a phone "待上传" counts the phone's own changes the server does not have yet: a
+    download left by a sync that failed half-way is not one (it was counted, as was every download mid-sync)."""
+    for username in ("shuji1", f"bumen_{demo.DEPARTMENTS[0][0]}", "admin"):
+        page = at_a_desk(site, username)
+        assert page.locator("#sync-state").count() == 0 and page.locator("script[src='/pwa/app.js']").count() == 0
+        assert page.evaluate("navigator.serviceWorker.getRegistrations().then((r) => r.length)") == 0, username
+        page.context.close()
+
+    phone = new_phone(site, "wangge01")
+    page = phone.pages[0]
+    resident = site.couch.main.get(RESIDENT)
+    fails = "**/sync/main/_linli_scope"  # asked after the pull: the sync stops there, the download is in
+    phone.route(fails, lambda route: route.abort())
+    arrives = f"alert:pwa-download-{uuid.uuid4().hex[:8]}"  # the server's, for the phone to download
+    site.couch.main.save({"_id": arrives, "type": "alert", **{k: resident[k] for k in ROUTING},
+                          "household": resident["household"], "resident": RESIDENT, "kind": "low_battery",
+                          "status": "raised", "raised_at": dt.datetime.now(dt.UTC).isoformat(),
+                          "visibility": "grid_staff"})
+    page.click("#sync-state button")
+    page.wait_for_function("() => document.querySelector('#sync-state').classList.contains('sync-error') && "
+                           "document.querySelector('#sync-state').dataset.syncing === 'no'", timeout=60_000)
+    page.goto(site.url + "alerts")  # downloaded
+    assert page.locator(f"#alert-{arrives.replace(':', '-')}").count() == 1
+    assert page.get_attribute("#sync-state", "data-pending") == "0"
+    phone.unroute(fails)
+    phone.set_offline(True)
+    page.goto(site.url + f"households/{resident['household']}/visits/new")
+    page.fill("textarea[name=notes]", "只算本机的修改")
+    page.click("main form.stack button[type=submit]")
+    page.wait_for_url(f"**/households/{resident['household']}")
+    page.wait_for_function("() => document.querySelector('#sync-state').dataset.pending === '1'")
+    phone.set_offline(False)
+    sync_and_wait(page)  # and back to 0 once the server has it
     phone.close()

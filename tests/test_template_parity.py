@@ -19,7 +19,7 @@ from .node_process import NodeProcess
 
 FIXTURES = Path(__file__).parent / "templates"
 SHARED = shared_templates()  # all but the desktop-only pages (server/web/pwa_routes.py ONLINE_ONLY_TEMPLATES)
-COMMON = {"csrf_token": "tok3n-\"quoted\"&<x>", "display": "", "time_zone": "Asia/Shanghai",
+COMMON = {"csrf_token": "tok3n-\"quoted\"&<x>", "display": "", "time_zone": "Asia/Shanghai", "works_offline": True,
           "user": {"_id": "user:wangge01", "display_name": "王网格 & <测试>", "roles": ["grid_worker"],
                    "grids": ["grid:g1"]}}
 

@@ -502,3 +502,13 @@ def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:
 
     return {"browse": sorted(g["_id"] for g in browsable), "edit_households": writable("household"),
             "act_on_alerts": writable("alert")}
+
+
+# Who works offline (PRODUCT.md "Who uses it"): grid workers and volunteers on phones in basements and old estates,
+# residents on their own phones. Secretaries, department staff and the administrator work at a desk, online: their
+# browsers keep no replica and show no sync bar (base.html, pwa/sw.js).
+OFFLINE_ROLES = frozenset({Role.GRID_WORKER, Role.VOLUNTEER, Role.RESIDENT})
+
+
+def works_offline(p: Principal) -> bool:
+    return p.has(*OFFLINE_ROLES)

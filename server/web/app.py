@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from crypto.envelope import EnvelopeError
-from server.domain.access import Principal
+from server.domain.access import Principal, works_offline
 from server.domain.declaration import CORE_CATEGORIES, DOC_TYPES, PRIVACY_CHOICES, Role, export_json
 from server.domain.entitlement import CATEGORY_FIELDS, REVEAL_PURPOSES
 from server.domain.errors import FieldError, UserError, by_field
@@ -86,8 +86,9 @@ def _device(request: Request) -> str:
 
 def _template_context(request: Request) -> dict[str, Any]:
     lang = _lang(request)
-    return {"t": translator(lang), "lang": lang, "csrf_token": csrf_token(request.session),
-            "user": request.state.user if hasattr(request.state, "user") else None,
+    user = request.state.user if hasattr(request.state, "user") else None
+    return {"t": translator(lang), "lang": lang, "csrf_token": csrf_token(request.session), "user": user,
+            "works_offline": bool(user) and works_offline(Principal.of(user)),
             "display": display.classes(request), "time_zone": LOCAL_TZ.key}
 
 

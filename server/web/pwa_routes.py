@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from server.domain.access import Principal, offline_grids
+from server.domain.access import Principal, offline_grids, works_offline
 from server.domain.declaration import SATISFACTION, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
 from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS, photo_rule
@@ -118,6 +118,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # Decisions the server makes for this user (server/web/home.py, field_pages, grants), and the names of
             # colleagues the pages show (accounts are not replicated).
             "home": home_path(user), "home_roles": role_keys(user), "may_see_alerts": may_see_alerts(p),
+            "works_offline": works_offline(p),  # a desk's browser keeps no replica (pwa/sw.js)
             "phone_keys": phones_carry_keys(p), "names": await run_in_threadpool(queries.colleague_names, couch, user),
             # Pinned by the phone at its first sync: what vouches for the write keys it seals to (offline/keys.js).
             "installation_key": await run_in_threadpool(installation_key),
