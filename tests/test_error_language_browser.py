@@ -1,5 +1,7 @@
 """Errors in Chromium: a photo form keeps its chosen file through an error (htmx posts it and replaces only the
-error slots, templates/_errors.html), online and offline; the offline forms' errors (pwa/offline/pages.js)
+error slots, templates/_errors.html), online and offline; every form a person fills (report with category
+questions and photos, visit, household edit, survey, need, activation) keeps what was typed, chosen and ticked
+through an error, online and, where it works offline, offline; the offline forms' errors (pwa/offline/pages.js)
 speak the page's language as the online ones do (tests/test_error_language.py)."""
 
 from __future__ import annotations
@@ -178,4 +180,126 @@ def test_the_sync_bar_says_why_the_server_refused_a_change(site: DemoSite) -> No
     listed = page.inner_text("[data-sync-refused]")
     assert "visit:refused-party" in listed and "“party”不是可选项" in listed
     assert english_sentences(page.content()) == []
+    context.close()
+
+
+# ---- every form a person fills keeps what they entered through an error (issue 14)
+
+# Each named control of a form as the person left it: typed text, chosen options, ticked boxes, chosen files
+# (passwords and hidden fields aside: a password is never sent back, by design).
+FORM_STATE = """(selector) => {
+  const state = {};
+  for (const el of document.querySelector(selector).elements) {
+    if (!el.name || ["hidden", "password", "submit"].includes(el.type)) continue;
+    const ticked = el.type === "checkbox" || el.type === "radio";
+    const key = ticked ? `${el.name}=${el.value}` : el.name;
+    state[key] = ticked ? el.checked : el.type === "file" ? [...el.files].map((f) => f.name)
+      : el.type === "select-multiple" ? [...el.selectedOptions].map((o) => o.value) : el.value;
+  }
+  return state;
+}"""
+FORM = "main form.stack"
+GIF = {"name": "screenshot.gif", "mimeType": "image/gif", "buffer": b"GIF89a" + bytes(64)}  # not a photo type
+
+
+def kept_through_an_error(page: Page, error: str, form: str = FORM) -> dict:
+    """Send the form as filled in (the browser's own checks off, as a browser without them would send it); the
+    error of field `error` is shown (or what the selector `error` finds); returns the form's state before,
+    which must be its state after."""
+    before = page.evaluate(FORM_STATE, form)
+    page.evaluate("(form) => { document.querySelector(form).noValidate = true; }", form)
+    page.click(f"{form} button[type=submit]")
+    shown = page.wait_for_selector(error if error.startswith("main") else f"#error-{error}:not([hidden])")
+    assert shown is not None and shown.inner_text().strip()
+    assert page.evaluate(FORM_STATE, form) == before
+    return before
+
+
+@pytest.mark.parametrize("offline", [False, True], ids=["online", "offline"])
+def test_the_report_form_keeps_answers_options_and_photos_through_an_error(site: DemoSite, offline: bool) -> None:
+    context, page = phone_of(site, "wangge01")
+    context.set_offline(offline)
+    page.goto(site.url + "requests/new")
+    page.select_option("select[name=category]", "elderly_care")
+    page.wait_for_selector("input[name='attribute.service[]']")
+    page.check("input[name='attribute.service[]'][value=meals]")
+    page.check("input[name='attribute.service[]'][value=bathing]")
+    page.fill("textarea[name=description]", "独居老人需要送餐和助浴")
+    page.fill("input[name=address]", "幸福路5号2单元")
+    page.set_input_files("input[name=photo]", files=[PHOTO, {**PHOTO, "name": "door.png"}])
+    page.check("input[name=on_behalf]")
+    page.fill("input[name=reporter_name]", "王阿姨")
+    state = kept_through_an_error(page, "consent")  # on the resident's behalf, without their consent
+    assert state["category"] == "elderly_care" and state["photo"] == ["lamp.png", "door.png"]
+    page.check("input[name=consent]")
+    page.click(f"{FORM} button[type=submit]")
+    page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
+    assert "独居老人需要送餐和助浴" in page.inner_text("main")
+    context.close()
+
+
+@pytest.mark.parametrize("offline", [False, True], ids=["online", "offline"])
+def test_the_visit_form_keeps_what_was_entered_through_a_wrong_photo(site: DemoSite, offline: bool) -> None:
+    context, page = phone_of(site, "wangge01")
+    context.set_offline(offline)
+    page.goto(site.url + f"households/{HOUSEHOLD}/visits/new")
+    page.select_option("select[name=kind]", "care")
+    page.select_option("select[name=resident]", index=1)
+    page.fill("textarea[name=notes]", "老人腿脚不便，家中地面湿滑")
+    page.check("input[name=needs][value=meal_delivery]")
+    page.check("input[name=needs][value=cleaning]")
+    page.fill("textarea[name=needs]", "需要扶手")
+    page.set_input_files("input[name=photo]", files=[GIF])
+    state = kept_through_an_error(page, "photo")
+    assert state["kind"] == "care" and state["resident"] and state["needs=cleaning"] is True
+    page.set_input_files("input[name=photo]", files=[PHOTO])  # another photo: only that is chosen again
+    page.click(f"{FORM} button[type=submit]")
+    page.wait_for_url(f"**/households/{HOUSEHOLD}")
+    assert "需要扶手" in page.inner_text("ul.visits")
+    context.close()
+
+
+@pytest.mark.parametrize("offline", [False, True], ids=["online", "offline"])
+def test_the_household_form_keeps_what_was_entered_through_an_error(site: DemoSite, offline: bool) -> None:
+    household = f"household:c1-g01-000{4 if offline else 3}"
+    context, page = phone_of(site, "wangge01")
+    context.set_offline(offline)
+    page.goto(site.url + f"households/{household}/edit")
+    page.fill("#field-address", "")  # required: the error
+    page.fill("#field-building", "7")
+    page.fill("#field-room", "301")
+    page.select_option("#field-housing", index=2)
+    for box in page.locator("input[name=tags]").all()[:2]:
+        box.set_checked(not box.is_checked())
+    state = kept_through_an_error(page, "address")
+    assert state["room"] == "301" and state["housing"]
+    page.fill("#field-address", "幸福路9号")
+    page.click(f"{FORM} button[type=submit]")
+    page.wait_for_url(f"**/households/{household}")
+    context.close()
+
+
+def test_the_residents_forms_keep_what_was_entered_through_an_error(site: DemoSite) -> None:
+    """The resident's own forms, online only (they need the server): the monthly survey and telling a need."""
+    context, page = phone_of(site, "jumin1")
+    page.goto(site.url + "survey")
+    page.fill("textarea[name=comment]", "垃圾清运及时，路灯修得慢")
+    kept_through_an_error(page, "overall")  # no score chosen (the one error it has: a long comment is cut)
+    page.goto(site.url + "needs")
+    page.select_option("#need-category", index=2)
+    kept_through_an_error(page, "description", "#needs form")  # no description
+    context.close()
+
+
+def test_the_activation_form_keeps_the_code_and_the_name_through_an_error(site: DemoSite) -> None:
+    context = site.browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    page.goto(site.url + "activate")
+    page.fill("#code", "12345678")
+    page.fill("#username", "xinjumin")
+    page.fill("#password", "a-long-enough-password")
+    page.fill("#password_again", "a-long-enough-password")
+    state = kept_through_an_error(page, "main p.error", "form[action='/activate']")  # no such code
+    assert state == {"code": "12345678", "username": "xinjumin"}
+    assert page.input_value("#password") == ""  # never sent back to the page
     context.close()
