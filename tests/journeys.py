@@ -80,6 +80,15 @@ class Person:
         expect(self.page.locator("h1")).to_contain_text("已接收")
         return self.page.url
 
+    def synced(self) -> None:
+        """On a phone: press "立即同步" and wait until a sync begun since has finished with nothing waiting."""
+        bar = "document.querySelector('#sync-state')"
+        before = self.page.get_attribute("#sync-state", "data-last-synced")
+        self.page.click("#sync-state button")
+        self.page.wait_for_function(
+            f"(before) => {bar}.dataset.lastSynced && {bar}.dataset.lastSynced !== before && "
+            f"{bar}.dataset.pending === '0' && {bar}.dataset.syncing === 'no'", arg=before, timeout=120_000)
+
     def offline(self) -> None:
         self.context.set_offline(True)
 
