@@ -47,7 +47,7 @@ class Person:
     """
 
     def __init__(self, browser: Browser, served: Served, username: str, *, role: str, phone: bool = False,
-                 locale: str = "zh-CN") -> None:
+                 locale: str = "zh-CN", password: str | None = None) -> None:
         self.url = served.url
         self.shots = JOURNEYS / role
         self.context = browser.new_context(viewport=PHONE if phone else DESKTOP, locale=locale,
@@ -55,7 +55,7 @@ class Person:
         self.page: Page = self.context.new_page()
         self.page.goto(self.url + "login")
         self.page.fill("#username", username)
-        self.page.fill("#password", demo_password(served.data_dir))
+        self.page.fill("#password", password or demo_password(served.data_dir))  # an account of its own: its own
         self.page.click("form[action='/login'] button[type=submit]")
         self.page.wait_for_load_state()
 
