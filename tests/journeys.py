@@ -56,8 +56,8 @@ class Person:
         self.page.goto(self.url + "login")
         self.page.fill("#username", username)
         self.page.fill("#password", password or demo_password(served.data_dir))  # an account of its own: its own
-        self.page.click("form[action='/login'] button[type=submit]")
-        self.page.wait_for_load_state()
+        with self.page.expect_navigation():  # the answer to the sign-in, a home page or the login page saying why
+            self.page.click("form[action='/login'] button[type=submit]")
 
     def go(self, path: str) -> None:
         self.page.goto(self.url + path.lstrip("/"))
