@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from server.domain.access import Doc, Principal, may_see
+from server.store.couch import INDEX_WAIT_SECONDS
 
 from .upstream import Upstream
 from .writes import tombstone
@@ -64,9 +65,6 @@ async def resolve(upstream: Upstream, doc_id: str) -> bool:
     docs = [{**merged, "_rev": current["_rev"]}, *(tombstone({"_id": doc_id, "_rev": d["_rev"]}, d) for d in losers)]
     results = await upstream.call("POST", upstream.main, "_bulk_docs", body={"docs": docs})
     return all("error" not in r for r in results)  # a concurrent edit wins: the next write retries
-
-
-INDEX_WAIT_SECONDS = 5.0  # a built index answers well within it; on first start it may take minutes
 
 
 async def conflicts_for(upstream: Upstream, p: Principal) -> list[dict[str, Any]] | None:

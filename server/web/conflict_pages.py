@@ -36,7 +36,7 @@ from server.domain.declaration import DOC_TYPES, PROTECTED_TIERS, DocType, Valid
 from server.domain.errors import FieldError, by_field
 from server.security.firewall import Firewall
 from server.store import queries
-from server.store.couch import Couch, get_or_none, view_built
+from server.store.couch import INDEX_WAIT_SECONDS, Couch, get_or_none, view_built
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -252,9 +252,6 @@ def resolve(couch: Couch, p: Principal, branches: list[Doc], chosen: dict[str, s
 
 
 # ---------------------------------------------------------------- pages
-
-INDEX_WAIT_SECONDS = 5.0  # longer than a built index ever takes to answer; shorter than a person waits
-
 
 async def _built_soon(build: Future[Any]) -> bool:
     """Whether the index is built, or is within INDEX_WAIT_SECONDS (its build goes on either way)."""
