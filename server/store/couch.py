@@ -167,10 +167,11 @@ def build_views(couch: Couch, names: tuple[str, ...] | None = None, *, exclude: 
                 db.query(f"linli/{name}", limit=0, as_list=True, **({"reduce": "false"} if "reduce" in view else {}))
 
 
-# The first query of a view waits until CouchDB has indexed the whole database (on a fresh demo, a minute or
-# more behind the other views being built). One query per view at a time, whoever asks meanwhile shares it.
 # How long a page waits for an index before it says the index is being prepared; a built one answers well within.
 INDEX_WAIT_SECONDS = 5.0
+
+# The first query of a view waits until CouchDB has indexed the whole database (on a fresh demo, a minute or
+# more behind the other views being built). One query per view at a time, whoever asks meanwhile shares it.
 _view_builds: dict[tuple[str, str], Future[Any]] = {}
 _view_builds_lock = threading.Lock()
 _view_builder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="view-build")
