@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from server.domain.safety import DEVICE_SILENT, RULE_DEFAULTS, RULE_LIMITS
+
 from .decode import Packet
 from .heart_rate import HeartRateMeasurement
 from .registry import RegisteredDevice
@@ -33,7 +35,7 @@ EPISODE = dt.timedelta(minutes=10)
 HEART_RATE_SAMPLES = 3
 POWER_MINUTES = 30
 BATTERY_LOW, BATTERY_RECOVERED = 15, 30
-METER_ALIVE = dt.timedelta(hours=2)  # a meter not heard for this long is a silent device, not a silent home
+METER_ALIVE = DEVICE_SILENT  # a meter not heard for this long is a silent device, not a silent home
 URGENT = frozenset({"sos", "fall", "heart_rate", "electricity"})
 # The wristband profile: the first BTHome button object is the SOS key, the second the fall detector.
 EVENT_ALERTS = {"button_1": "sos", "button_2": "fall"}
@@ -45,17 +47,16 @@ class RulesConfigError(ValueError):
     """A safety_rules document with a value out of range; the message names the field."""
 
 
-_LIMITS = {"no_water_hours": (1, 72), "no_activity_days": (1, 14), "heart_rate_min": (20, 120),
-           "heart_rate_max": (60, 250), "power_max_watts": (100, 20000)}
+_LIMITS = RULE_LIMITS  # declared once, in server/domain/safety.py: the server's status line judges alike
 
 
 @dataclass(frozen=True)
 class SafetyRules:
-    no_water_hours: int = 12
-    no_activity_days: int = 3
-    heart_rate_min: int = 40
-    heart_rate_max: int = 150
-    power_max_watts: int = 3000
+    no_water_hours: int = RULE_DEFAULTS["no_water_hours"]
+    no_activity_days: int = RULE_DEFAULTS["no_activity_days"]
+    heart_rate_min: int = RULE_DEFAULTS["heart_rate_min"]
+    heart_rate_max: int = RULE_DEFAULTS["heart_rate_max"]
+    power_max_watts: int = RULE_DEFAULTS["power_max_watts"]
     quiet_start: dt.time | None = None
     quiet_end: dt.time | None = None
 

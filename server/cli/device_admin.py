@@ -1,4 +1,4 @@
-"""`linli device register | rules` and `linli alerts-sweep`: the BLE gateway's side of the command line.
+"""`linli device register | remove | rules` and `linli alerts-sweep`: the BLE gateway's side of the command line.
 
 Kept apart from `main.py` like `admin.py`; `main.build_parser` adds these with `add_parsers`.
 """
@@ -34,6 +34,18 @@ def cmd_register(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     if args.encrypted:
         print(f"Install its BTHome bind key on the gateway: \"{doc['mac']}\": \"<32 hex digits>\" in the file "
               "LINLI_GATEWAY_BIND_KEYS_FILE names (mode 600). The key never goes into CouchDB.")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, open_couch: OpenCouch) -> int:
+    with open_couch(load_settings()) as (_, couch):
+        try:
+            doc = devices.unregister(couch, args.device)
+        except devices.RegistrationError as error:
+            print(f"linli: {error}", file=sys.stderr)
+            return 2
+    print(f"Removed {doc['_id']} ({doc['kind']}, {doc['mac']}) of {doc.get('resident')}; {doc.get('gateway')} stops "
+          "reading it at its next configuration refresh.")
     return 0
 
 
@@ -76,6 +88,9 @@ def add_parsers(sub: argparse._SubParsersAction, open_couch: OpenCouch) -> None:
                           "always; plain advertisements can be forged)")
     register.add_argument("--model", help="make and model, for the record")
     bind(register, cmd_register)
+    remove = device_sub.add_parser("remove", help="un-pair a device (its gateway stops reading it)")
+    remove.add_argument("device", help="the device's MAC (AA:BB:CC:DD:EE:FF) or id (device:…)")
+    bind(remove, cmd_remove)
     rules = device_sub.add_parser("rules", help="a resident's safety thresholds and quiet hours")
     rules.add_argument("resident")
     rules.add_argument("--gateway", required=True, help="the gateway that applies them")

@@ -149,6 +149,8 @@ def _enum(choices: Iterable[str], category: Category = Category.RECORD, **kw: An
 
 GENDERS = ("male", "female")
 ELDERLY_CARE_LEVELS = ("none", "self_reliant", "semi_disabled", "disabled")
+# A family member to tell of an alert (`notify`: SOS and falls, if the resident's privacy choice allows).
+FAMILY_CONTACT_SHAPE = (("name", "text"), ("relation", "text"), ("phone", "phone"), ("notify", "bool"))
 DISABILITY_KINDS = ("none", "physical", "visual", "hearing", "speech", "intellectual", "mental", "multiple")
 DEPARTMENT_KINDS = ("civil_affairs", "health", "urban_management", "housing", "police", "utilities", "other")
 DEVICE_KINDS = ("wristband", "water_meter", "electricity_meter", "door_sensor", "motion_sensor")
@@ -255,6 +257,11 @@ DOC_TYPES: dict[str, DocType] = {
             "living_alone": Field("bool", Category.SOCIAL),
             "elderly_care_level": _enum(ELDERLY_CARE_LEVELS, Category.SOCIAL),
             "social_notes": _text(Category.SOCIAL),
+            # elderly care (§3.3 layered service): the plan's services are basic (the grid worker arranges them),
+            # its health details core; the family to tell of an alert are contact details.
+            "care_plan": _text(Category.SOCIAL, max_length=1000),
+            "care_plan_health": _text(Category.HEALTH, max_length=1000),
+            "family_contacts": Field("records", Category.CONTACT, shape=FAMILY_CONTACT_SHAPE),
         }, label_zh="居民", label_en="Resident", client_writable=True),
         DocType("user", Scope.STREET, {
             "username": _text(Category.SYSTEM, required=True, max_length=50),
@@ -639,7 +646,7 @@ Problem = tuple[str, dict[str, Any]]  # a FieldError's key and params, before th
 
 PHONE_PATTERN = re.compile(r"^1\d{10}$")
 ID_CARD_PATTERN = re.compile(r"^\d{17}[\dX]$")
-_MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
+MAC_PATTERN = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _ID_CARD_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CARD_CHECK = "10X98765432"
 # Envelope produced by crypto/ for protected fields; validated there, recognised here.
@@ -725,7 +732,7 @@ def _check_value(spec: Field, value: Any) -> Problem | None:
             return ("err_id_card_shape", {})
         return None if id_card_check_char(value[:17]) == value[17] else ("err_id_card_check", {})
     if kind == "mac":
-        return None if _MAC.match(value) else ("err_mac", {})
+        return None if MAC_PATTERN.match(value) else ("err_mac", {})
     if kind in ("date", "datetime"):
         try:
             (dt.date if kind == "date" else dt.datetime).fromisoformat(value)

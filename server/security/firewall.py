@@ -52,6 +52,7 @@ from server.domain.entitlement import (
     privacy_id,
 )
 from server.domain.errors import FieldError, UserError
+from server.domain.safety import SAFETY_PURPOSE
 from server.security import filing, number_index
 from server.security.keystore import INSTALLATION_KEY_ID, KeyStore, ShreddedError, data_key_id
 from server.store import queries
@@ -210,6 +211,20 @@ class Firewall:
                       actor=p.user_id, action="open", target=resident["_id"], fields=fields, purpose=purpose[:500],
                       device=device[:100], at=now)
         return values
+
+    def open_heart_rate(self, p: Principal, resident: Doc, reading: Doc, *, device: str,
+                        now: dt.datetime) -> float | None:
+        """The value of one of the resident's heart-rate readings (health data, core tier) for their safety page,
+        filed first; None if p may not open health data (then the page shows when it was measured, not what)."""
+        privacy, access_requests = self.context(p, resident)
+        allowed = entitlement(p, resident, "health", privacy, access_requests, now)
+        if not allowed.allowed or reading.get("resident") != resident["_id"]:
+            return None
+        value = open_fields(reading, self.keystore.data_keys(resident["_id"], ("core",)), ["value"]).get("value")
+        filing.append(self.couch, self.signer, street=resident["street"], community=resident["community"],
+                      actor=p.user_id, action="open", target=resident["_id"], fields=["heart_rate"],
+                      purpose=(allowed.approval or {}).get("purpose") or SAFETY_PURPOSE, device=device[:100], at=now)
+        return value
 
     def openings_of(self, p: Principal, resident: Doc, limit: int = 100) -> list[Doc]:
         """Who opened this resident's protected data, newest first: for the resident themselves (privacy view)."""

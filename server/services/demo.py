@@ -396,6 +396,7 @@ def generate(seed: int = 2025, size: DemoSize = DemoSize()) -> Iterator[dict[str
     """
     people = _People(random.Random(f"people-{seed}"))
     care = random.Random(f"care-{seed}")  # its own stream: adding health notes moved nobody's name or number
+    plans = random.Random(f"care-plan-{seed}")  # and care plans, their own again
     street = {"street": STREET_ID}
     yield {"_id": STREET_ID, "type": "street", **street, "name": STREET_NAME, "district": "洪山区", "city": "武汉市"}
     for kind, name in DEPARTMENTS:
@@ -417,7 +418,31 @@ def generate(seed: int = 2025, size: DemoSize = DemoSize()) -> Iterator[dict[str
             volunteers = volunteer_usernames((c - 1) * size.grids_per_community + g)
             for slot in itertools.islice(plan, size.households_per_grid):
                 for doc in _household_docs(people, slot, routing, _address(road, g, slot.h), volunteers):
-                    yield _with_health_notes(doc, care)
+                    yield _with_care_plan(_with_health_notes(doc, care), plans)
+
+
+# An elderly resident's care plan by care level (layered service, plan §3.3): the services (basic) and the health
+# details the services depend on (core).
+CARE_PLANS = {
+    "self_reliant": ("每月上门走访一次，每周电话问候", "每周参加社区老年活动"),
+    "semi_disabled": ("每周上门两次，助餐服务（午餐送餐上门）", "每月陪同就医一次，每周家政保洁"),
+    "disabled": ("每日上门照料，助浴每周两次", "家庭医生每月上门随访，康复护理转介"),
+}
+CARE_PLAN_HEALTH = ("按时服用降压药，早晚各一次", "胰岛素每日注射两次，注意低血糖", "行走需助行器，防跌倒",
+                    "听力下降，上门时需敲门并电话告知")
+
+
+def _with_care_plan(doc: dict[str, Any], plans: random.Random) -> dict[str, Any]:
+    """An elderly resident's care plan, and their emergency contact as the family to tell of an SOS or a fall."""
+    level = doc.get("elderly_care_level") if doc["type"] == "resident" else None
+    if level is None:
+        return doc
+    doc["care_plan"] = "；".join(CARE_PLANS[level][: plans.choice((1, 2))])
+    doc["care_plan_health"] = plans.choice(CARE_PLAN_HEALTH)
+    if doc.get("emergency_contact_phone"):
+        doc["family_contacts"] = [{"name": doc["emergency_contact_name"], "relation": "子女",
+                                   "phone": doc["emergency_contact_phone"], "notify": True}]
+    return doc
 
 
 def _with_health_notes(doc: dict[str, Any], care: random.Random) -> dict[str, Any]:

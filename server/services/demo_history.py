@@ -113,6 +113,7 @@ class Census:
         self.grids: dict[str, Grid] = {}
         self.households: dict[str, Household] = {}
         self.departments: dict[str, str] = {}  # id → name
+        self.communities: dict[str, str] = {}  # id → name
         self.categories: dict[str, str] = {}  # service category code → its department
         self._grids_per_community = grids_per_community
         self._age_of = age_of
@@ -122,6 +123,8 @@ class Census:
         kind = doc["type"]
         if kind == "department":
             self.departments[doc["_id"]] = doc["name"]
+        elif kind == "community":
+            self.communities[doc["_id"]] = doc["name"]
         elif kind == "service_category":
             self.categories[doc["code"]] = doc["department"]
         elif kind == "grid":
@@ -516,6 +519,31 @@ def _latest_readings(rng: random.Random, clock: Clock, household: Household) -> 
                    "battery", "%", float(rng.randint(15, 100)))
 
 
+# ---------------------------------------------------------------- gateways and devices' health
+
+def gateway_id(community: str) -> str:
+    """The BLE gateway in a community's activity room (the console pairs devices to it)."""
+    return f"gateway:{community.split(':', 1)[1]}-hall"
+
+
+def gateways_and_device_health(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """A gateway in each community's activity room, and each wristband's and meter's health as the gateway last
+    wrote it (battery, last heard a few minutes ago): what a resident's safety page shows of their devices. The
+    demo's devices name no gateway, so no silence sweep expects a heartbeat from these."""
+    for community, name in census.communities.items():
+        street = next(g.routing["street"] for g in census.grids.values() if g.routing["community"] == community)
+        yield {"_id": gateway_id(community), "type": "gateway", "street": street, "community": community,
+               "name": f"{name}活动室网关", "place": f"{name}居民活动室", "scan_seconds": 10}
+    for household in census.in_order():
+        for kind, device in household.devices.items():
+            heard = clock.now - dt.timedelta(minutes=rng.randint(1, 50))
+            battery = rng.randint(35, 100) if kind == "wristband" else rng.randint(60, 100)
+            yield {"_id": f"device_health:{device.split(':', 1)[1]}", "type": "device_health", **household.routing,
+                   "household": household.id, "resident": household.residents[0].id, "device": device,
+                   "gateway": gateway_id(household.routing["community"]), "last_seen_at": _iso(heard),
+                   "battery": battery, "battery_low": False, "rejected": 0, "updated_at": _iso(heard)}
+
+
 # ---------------------------------------------------------------- surveys
 
 def surveys(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
@@ -588,6 +616,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "alerts": alerts_and_readings,
     "surveys": surveys,
     "access": access_requests,
+    "devices": gateways_and_device_health,
 }
 
 

@@ -1,4 +1,5 @@
-"""Registering BLE devices and residents' safety rules (`linli device register`, `linli device rules`).
+"""Pairing BLE devices with residents and their safety rules (`linli device register | remove | rules`, and the
+console's /devices page: the same functions, so a device paired on either is the same document).
 
 A device document carries everything its gateway needs, copied at registration, so that the gateway
 account reads its own devices' documents and nothing else (routing stays lookup-free, `access.py`):
@@ -22,9 +23,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from server.domain.declaration import DEVICE_KINDS, validate
+from server.domain.access import deletion
+from server.domain.declaration import DEVICE_KINDS, MAC_PATTERN, validate
 from server.security.firewall import Firewall
-from server.store.couch import Couch, get_or_none
+from server.store.couch import Couch, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -49,6 +51,8 @@ def register(firewall: Firewall, *, resident: str, gateway: str, kind: str, mac:
     """Create or refresh the device document pairing a device with a resident and a gateway."""
     if kind not in DEVICE_KINDS:
         raise RegistrationError(f"kind must be one of {', '.join(DEVICE_KINDS)}")
+    if not MAC_PATTERN.match(mac.upper()):
+        raise RegistrationError("the MAC must look like AA:BB:CC:DD:EE:FF")
     couch = firewall.couch
     person = _existing(couch, resident, "resident")
     station = _existing(couch, gateway, "gateway")
@@ -69,6 +73,23 @@ def register(firewall: Firewall, *, resident: str, gateway: str, kind: str, mac:
         doc["model"] = model
     validate(doc)
     return couch.main.save(doc)
+
+
+def unregister(couch: Couch, mac_or_id: str) -> Doc:
+    """End a device's pairing: its document is deleted (the tombstone keeps what routing reads, so the deletion
+    reaches its gateway, which stops reading it, and the phones that had it). Returns the device as it was."""
+    if not (mac_or_id.startswith("device:") or MAC_PATTERN.match(mac_or_id.upper())):
+        raise RegistrationError("name the device by its MAC (AA:BB:CC:DD:EE:FF) or its id (device:…)")
+    doc_id = mac_or_id if mac_or_id.startswith("device:") else device_id(mac_or_id.upper())
+    doc = _existing(couch, doc_id, "device")
+    couch.main.save(deletion(doc))
+    return doc
+
+
+def community_devices(couch: Couch, community: str) -> list[Doc]:
+    """The community's paired devices, by household (the console's list)."""
+    return sorted(iter_view_docs(couch.main, "linli/by_place", [community, "device"]),
+                  key=lambda d: (d.get("household", ""), d["kind"]))
 
 
 RULE_FIELDS = ("no_water_hours", "no_activity_days", "heart_rate_min", "heart_rate_max", "power_max_watts",

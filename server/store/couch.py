@@ -62,6 +62,12 @@ MAIN_VIEWS = {
         "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
                " emit([doc.community, doc.raised_at], null); } }",
     },
+    # A device's readings by metric and time: the latest of each for a resident's status line (server/services/
+    # safety.py), one key range each however many readings a year brings.
+    "readings_by_device": {
+        "map": "function (doc) { if (doc.type === 'reading') { emit([doc.device, doc.metric, doc.measured_at],"
+               " null); } }",
+    },
     # Documents with conflicting revisions a person has to resolve (server/web/conflict_pages.py), by street,
     # community and grid ("" above a document's scope), so that one street's or community's are one range.
     "conflicts": {

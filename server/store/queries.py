@@ -173,3 +173,10 @@ def refusal_to_store(couch: Couch, p: Principal, old: dict[str, Any] | None, new
     refs = {**get_many(couch.main, (i for i in ids if database_of(i) == MAIN_DB)),
             **get_many(couch.accounts, (i for i in ids if database_of(i) == ACCOUNTS_DB))}
     return write_refusal(p, old, new, refs, now)
+
+
+def latest_reading(couch: Couch, device: str, metric: str) -> dict[str, Any] | None:
+    """The device's newest reading of this metric (elderly safety's status line), or None."""
+    rows = couch.main.query("linli/readings_by_device", as_list=True, startkey=[device, metric, {}],
+                            endkey=[device, metric], descending="true", limit=1, include_docs="true")
+    return rows[0]["doc"] if rows else None

@@ -61,6 +61,7 @@ from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
 from server.web.resident_needs import page_context as needs_context
 from server.web.resident_needs import routes as needs_routes
+from server.web.safety_pages import routes as safety_routes
 from server.web.security_headers import SecurityHeadersMiddleware, server_error
 
 HERE = Path(__file__).resolve().parent
@@ -420,6 +421,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *activation_routes(firewall, settings.secret_key, current_user, render, _now, _device, sign_in),
         *console_routes(firewall, current_user, render, _now),
         *needs_routes(couch, current_user, render, _now),
+        *safety_routes(firewall, current_user, render, _now, _device),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),

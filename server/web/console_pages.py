@@ -33,6 +33,7 @@ from starlette.routing import Route
 from server.domain.access import Principal
 from server.domain.declaration import Role, validate
 from server.domain.entitlement import REVEAL_PURPOSES
+from server.domain.safety import SAFETY_PURPOSE
 from server.security import audit_report, filing, grants
 from server.security.firewall import Firewall
 from server.store import queries
@@ -46,7 +47,7 @@ MAX_REPORT_DAYS = 366
 SHOWN_SEQS = 10  # entry numbers a finding lists before "…"
 # Purposes the filing log holds as keys (shown translated); anything else is a person's own words.
 FILED_PURPOSES = [*REVEAL_PURPOSES, "own_record", "search_by_number", "account_activation", grants.PHONE_ENROLLED,
-                  grants.PHONE_REVOKED, grants.ENTITLEMENT_CHANGED, grants.APPROVAL_ENDED]
+                  grants.PHONE_REVOKED, grants.ENTITLEMENT_CHANGED, grants.APPROVAL_ENDED, SAFETY_PURPOSE]
 
 
 class ConsoleError(ValueError):

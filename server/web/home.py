@@ -10,10 +10,11 @@ from urllib.parse import quote
 
 from server.domain.declaration import Role
 from server.domain.entitlement import REVEAL_PURPOSES
+from server.domain.safety import SAFETY_PURPOSE
 from server.store import queries
 
 # The purposes a resident's own record names in words (others, typed by staff, are shown as typed).
-OWN_RECORD_PURPOSES = (*REVEAL_PURPOSES, "own_record", "search_by_number")
+OWN_RECORD_PURPOSES = (*REVEAL_PURPOSES, "own_record", "search_by_number", SAFETY_PURPOSE)
 
 
 def home_path(user: dict[str, Any]) -> str | None:
