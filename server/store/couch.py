@@ -213,9 +213,11 @@ def get_or_none(db: pycouchdb.client.Database, doc_id: str, **params: str) -> di
     if len(doc_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         return None
     try:
-        return db.get(doc_id, **params)
+        doc = db.get(doc_id, **params)
     except NotFound:
         return None
+    # pycouchdb leaves "?" and "#" in an id unquoted: "?x" reads the database's own info. Not that document.
+    return doc if doc.get("_id") == doc_id else None
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,16 @@ def _care_values(form: FormData) -> Doc:
 
 
 def _with_care(resident: Doc, values: Doc) -> Doc:
-    """The resident with the form's care level and plan; an empty health part keeps the sealed one stored."""
-    doc = {**resident, "elderly_care_level": values["elderly_care_level"], "care_plan": values["care_plan"] or None}
+    """The resident with the form's care level and plan (an empty plan: none); a level not given and an empty health
+    part keep what is stored (the health part is sealed: the form never shows it)."""
+    doc = {k: v for k, v in resident.items() if k != "care_plan"}
+    if values["elderly_care_level"]:
+        doc["elderly_care_level"] = values["elderly_care_level"]
+    if values["care_plan"]:
+        doc["care_plan"] = values["care_plan"]
     if values["care_plan_health"]:
         doc["care_plan_health"] = values["care_plan_health"]
-    return {k: v for k, v in doc.items() if v is not None}
+    return doc
 
 
 def _staff_of(p: Principal, community: str) -> bool:
