@@ -69,6 +69,8 @@ SCREENS_CHECKED = [
     Screen("staff", "shuji1", "/staff"),
     Screen("audit", "shuji1", "/audit"),
     Screen("activate", None, "/activate"),
+    Screen("resident-safety", "wangge01", "/residents/{resident}/safety"),  # elderly safety (issue 14, item 6)
+    Screen("devices", "shuji1", "/devices?resident={resident}"),
 ]
 
 # Touch targets under 44 × 44 CSS px, with the exemptions of WCAG 2.5.5 named in the module's docstring.
@@ -146,7 +148,7 @@ def _prepare(couch: Couch, firewall: Firewall) -> dict[str, str]:
         couch.main.save(alert)
     worker = Principal.of(couch.accounts.get(accounts.user_id("wangge01")))
     firewall.request_access(worker, resident, ["health"], "高血压老人上门随访", 24, now)
-    return {"grid": resident["grid"], "household": resident["household"],
+    return {"grid": resident["grid"], "household": resident["household"], "resident": RESIDENT,
             "request": request["_id"].removeprefix("service_request:")}
 
 
