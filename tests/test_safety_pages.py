@@ -7,6 +7,7 @@ import datetime as dt
 
 from starlette.testclient import TestClient
 
+from server.domain.access import Principal
 from server.security.firewall import Firewall
 from server.services import devices
 from server.store.couch import Couch, get_or_none
@@ -110,6 +111,16 @@ def test_safety_page_shows_devices_status_and_alerts_within_the_tiers(
     assert "173 次/分" in page.text and "心率 173 次/分，超出 40–150" in page.text
     filed = [e for e in _filed(loaded) if "heart_rate" in e["fields"]]
     assert len(filed) == 1 and filed[0]["actor"] == "user:secretary1" and filed[0]["purpose"] == "safety_status"
+    logout(client)
+
+    # the grid worker with the secretary's approval for health data: the value, filed with the approval's purpose
+    worker = Principal.of(loaded.accounts.get("user:worker1"))
+    asked = firewall.request_access(worker, loaded.main.get(RESIDENT), ["health"], "心率异常随访", 24, now)
+    firewall.decide(Principal.of(loaded.accounts.get("user:secretary1")), asked["_id"], approve=True, note="",
+                    now=now)
+    login(client, "worker1")
+    assert "173 次/分" in client.get(f"/residents/{RESIDENT}/safety").text
+    assert [e["purpose"] for e in _filed(loaded) if e["actor"] == "user:worker1"] == ["心率异常随访"]
 
 
 def _filed(couch: Couch) -> list[dict]:
