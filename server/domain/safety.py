@@ -20,6 +20,9 @@ RULE_LIMITS = {"no_water_hours": (1, 72), "no_activity_days": (1, 14), "heart_ra
                "heart_rate_max": (60, 250), "power_max_watts": (100, 20000)}
 # Readings that show someone is up and about (the gateway's activity rule): doors, motion, water and power used.
 ACTIVITY_METRICS = ("door_open", "motion", "water", "energy")
+# The readings of each kind of device a status line reads (ble_gateway/readings.py names them so).
+STATUS_METRICS = {"wristband": ("heart_rate",), "water_meter": ("water",), "electricity_meter": ("energy",),
+                  "door_sensor": ("door_open",), "motion_sensor": ("motion",)}
 # What the filing log says a heart-rate value was opened for on a safety page (no approval's own purpose).
 SAFETY_PURPOSE = "safety_status"
 DEVICE_SILENT = dt.timedelta(hours=2)  # a device not heard for this long (the gateway's METER_ALIVE) is silent

@@ -14,7 +14,7 @@ from typing import Any
 
 from crypto.envelope import EnvelopeError
 from server.domain.access import Principal, may_see
-from server.domain.safety import ACTIVITY_METRICS, Status, status_line, thresholds
+from server.domain.safety import ACTIVITY_METRICS, STATUS_METRICS, Status, status_line, thresholds
 from server.security.firewall import Firewall
 from server.security.keystore import ShreddedError
 from server.services.devices import safety_rules_id
@@ -55,7 +55,7 @@ def resident_safety(firewall: Firewall, p: Principal, resident: Doc, *, device: 
     shown = [{**d, "battery": health.get(d["_id"], {}).get("battery"),
               "last_seen_at": health.get(d["_id"], {}).get("last_seen_at")} for d in paired]
     latest = {(d["_id"], metric): queries.latest_reading(couch, d["_id"], metric)
-              for d in paired for metric in (*ACTIVITY_METRICS, "heart_rate")}
+              for d in paired for metric in STATUS_METRICS.get(d["kind"], ())}
     latest = {key: r for key, r in latest.items() if r is not None and may_see(p, r)}
 
     def newest(*metrics: str) -> Doc | None:
