@@ -145,7 +145,7 @@ def test_grid_worker_sets_care_level_and_plan_the_health_part_sealed(client: Tes
         "_rev": stored["_rev"], "elderly_care_level": "disabled", "care_plan": "每日上门", "care_plan_health": ""})
     assert kept.status_code == 303 and loaded.main.get(RESIDENT)["care_plan_health"] == stored["care_plan_health"]
     stale = post_form(client, f"/residents/{RESIDENT}/care", {"_rev": rev, "elderly_care_level": "none"})
-    assert stale.status_code == 409
+    assert stale.status_code == 409 and "刚被别人修改过" in stale.text
     bad = post_form(client, f"/residents/{RESIDENT}/care", {"_rev": rev, "elderly_care_level": "immortal"})
     assert bad.status_code == 400
     logout(client)

@@ -1163,6 +1163,7 @@ SAFETY_MESSAGES: dict[str, dict[str, str]] = {
         "care_plan_edit": "修改照护等级和计划",
         "care_plan_health_hint": "健康部分（用药、病情等）加密保存；留空则保留原内容。",
         "care_plan_saved": "照护计划已保存。",
+        "care_changed_meanwhile": "这位居民的信息刚被别人修改过（网页或手机同步），请重新加载后再修改。",
         "family_contacts_where": "家属联系人在“联系方式”中查看（查看会被登记）；SOS 和跌倒时是否通知家属：{choice}。",
         "sos_family_notify": "通知",
         "sos_family_do_not_notify": "不通知",
@@ -1224,6 +1225,8 @@ SAFETY_MESSAGES: dict[str, dict[str, str]] = {
         "care_plan_health_hint": "The health part (medication, conditions) is stored encrypted; leave it empty to "
                                  "keep what is there.",
         "care_plan_saved": "Care plan saved.",
+        "care_changed_meanwhile": "Someone changed this resident's record meanwhile (web or phone sync). Reload, then "
+                                  "change it again.",
         "family_contacts_where": "Family contacts are under Contact (the opening is filed); family told of SOS and "
                                  "falls: {choice}.",
         "sos_family_notify": "yes",

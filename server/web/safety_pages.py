@@ -93,12 +93,12 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render, now: C
         if await run_in_threadpool(queries.refusal_to_store, couch, p, resident, doc, now()):
             raise HTTPException(403)  # seen, not theirs to change (the resident themselves, a department)
         if values["_rev"] != resident["_rev"]:
-            return await safety_page(request, 409, values=values, message="changed_meanwhile")
+            return await safety_page(request, 409, values=values, message="care_changed_meanwhile")
         try:
             sealed = await run_in_threadpool(firewall.seal_for_storage, [doc])
             await run_in_threadpool(couch.main.save, sealed[-1])
         except Conflict:
-            return await safety_page(request, 409, values=values, message="changed_meanwhile")
+            return await safety_page(request, 409, values=values, message="care_changed_meanwhile")
         except (ShreddedError, CiphertextRefused):
             return await safety_page(request, 409, values=values, message="fw_erased")
         return RedirectResponse(f"/residents/{resident['_id']}/safety?saved=1", status_code=303)
