@@ -74,11 +74,17 @@ def test_pairing_is_the_secretarys_of_their_own_community_and_bad_input_is_told(
     for form, expected in (({"resident": "resident:c2-g01-0001-1", "mac": BAND}, "找不到该居民"),  # another community
                            ({"resident": "nonsense", "mac": BAND}, "找不到该居民"),
                            ({"resident": RESIDENT, "mac": "not a mac"}, "AA:BB:CC:DD:EE:FF"),
-                           ({"resident": RESIDENT, "mac": BAND, "gateway": "gateway:nowhere"}, "无法配对"),
-                           ({"resident": RESIDENT, "mac": BAND, "kind": "toaster"}, "无法配对")):
+                           ({"resident": RESIDENT, "mac": BAND, "gateway": "gateway:nowhere"}, "请选择读取它的网关"),
+                           ({"resident": RESIDENT, "mac": BAND, "kind": "toaster"}, "请选择设备类型")):
         answer = post_form(client, "/devices", {"kind": "wristband", "gateway": GATEWAY, **form})
         assert answer.status_code == 400 and expected in answer.text, form
     assert post_form(client, "/devices", {"action": "unpair", "device": "device:nothing"}).status_code == 404
+    # a wristband already on another resident stays theirs until un-paired there
+    other = "resident:c1-g01-0002-1"
+    assert post_form(client, "/devices", {"resident": RESIDENT, "kind": "wristband", "gateway": GATEWAY,
+                                          "mac": BAND}).status_code == 200
+    taken = post_form(client, "/devices", {"resident": other, "kind": "wristband", "gateway": GATEWAY, "mac": BAND})
+    assert taken.status_code == 400 and f"{BAND} 已配对给另一位居民" in taken.text
 
 
 def test_safety_page_shows_devices_status_and_alerts_within_the_tiers(

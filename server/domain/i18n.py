@@ -1191,6 +1191,11 @@ SAFETY_MESSAGES: dict[str, dict[str, str]] = {
         "paired_devices": "已配对设备",
         "no_devices": "暂无设备。",
         "err_pairing": "无法配对：{reason}",
+        "err_pair_no_resident": "找不到该居民。",
+        "err_pair_no_gateway": "请选择读取它的网关。",
+        "err_pair_kind": "请选择设备类型。",
+        "err_pair_other_community": "这个网关不在该居民所在的社区。",
+        "err_pair_taken": "{mac} 已配对给另一位居民，请先解除那边的配对。",
         "err_no_such_resident": "找不到该居民（请从居民的“安全与照护”页进入）。",
     },
     "en": {
@@ -1256,6 +1261,11 @@ SAFETY_MESSAGES: dict[str, dict[str, str]] = {
         "paired_devices": "Paired devices",
         "no_devices": "No devices yet.",
         "err_pairing": "Cannot pair: {reason}",
+        "err_pair_no_resident": "No such resident.",
+        "err_pair_no_gateway": "Choose the gateway that reads it.",
+        "err_pair_kind": "Choose the kind of device.",
+        "err_pair_other_community": "That gateway is not in the resident's community.",
+        "err_pair_taken": "{mac} is paired with another resident: un-pair it there first.",
         "err_no_such_resident": "No such resident of yours (open this page from the resident's safety page).",
     },
 }

@@ -32,7 +32,12 @@ Doc = dict[str, Any]
 
 
 class RegistrationError(ValueError):
-    """The device cannot be registered as asked; the message says why."""
+    """The device cannot be registered as asked; the message says why (in English, for the command line), `key`
+    names it for a page (a UI text key of server/domain/i18n.py, `params` its parameters)."""
+
+    def __init__(self, message: str, key: str = "err_pairing", **params: str) -> None:
+        super().__init__(message)
+        self.key, self.params = key, {"reason": message, **params}
 
 
 def device_id(mac: str) -> str:
@@ -42,7 +47,7 @@ def device_id(mac: str) -> str:
 def _existing(couch: Couch, doc_id: str, type_name: str) -> Doc:
     doc = get_or_none(couch.main, doc_id)
     if doc is None or doc.get("type") != type_name:
-        raise RegistrationError(f"no {type_name} {doc_id!r}")
+        raise RegistrationError(f"no {type_name} {doc_id!r}", f"err_pair_no_{type_name}")
     return doc
 
 
@@ -50,21 +55,22 @@ def register(firewall: Firewall, *, resident: str, gateway: str, kind: str, mac:
              model: str | None, now: dt.datetime) -> Doc:
     """Create or refresh the device document pairing a device with a resident and a gateway."""
     if kind not in DEVICE_KINDS:
-        raise RegistrationError(f"kind must be one of {', '.join(DEVICE_KINDS)}")
+        raise RegistrationError(f"kind must be one of {', '.join(DEVICE_KINDS)}", "err_pair_kind")
     if not MAC_PATTERN.match(mac.upper()):
-        raise RegistrationError("the MAC must look like AA:BB:CC:DD:EE:FF")
+        raise RegistrationError("the MAC must look like AA:BB:CC:DD:EE:FF", "err_mac")
     couch = firewall.couch
     person = _existing(couch, resident, "resident")
     station = _existing(couch, gateway, "gateway")
     if station["community"] != person["community"]:
         raise RegistrationError(f"{gateway} serves {station['community']}, but {resident} lives in "
-                                f"{person['community']}")
+                                f"{person['community']}", "err_pair_other_community")
     write_key = firewall.keystore.write_key_copy(resident)
     mac = mac.upper()
     doc_id = device_id(mac)
     doc = get_or_none(couch.main, doc_id) or {"_id": doc_id, "type": "device"}
     if doc.get("resident") not in (None, resident):
-        raise RegistrationError(f"{mac} is registered to {doc['resident']}; remove that registration first")
+        raise RegistrationError(f"{mac} is registered to {doc['resident']}; remove that registration first",
+                                "err_pair_taken", mac=mac)
     doc.update({key: person[key] for key in ("street", "community", "grid", "household")}, resident=resident,
                kind=kind, mac=mac, gateway=gateway, encrypted=encrypted, **write_key,
                utility_alerts=firewall.privacy_of(resident)["utility_alerts"], registered_at=now.isoformat())

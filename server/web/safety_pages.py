@@ -141,8 +141,12 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render, now: C
                                    now=now())
         except ValidationError as invalid:
             return None, 400, by_field(invalid.errors)
-        except (devices.RegistrationError, ShreddedError) as refused:
-            return None, 400, by_field([FieldError("mac", "err_pairing", {"reason": str(refused)})])
+        except devices.RegistrationError as refused:
+            field = {"err_pair_no_gateway": "gateway", "err_pair_other_community": "gateway",
+                     "err_pair_kind": "kind"}.get(refused.key, "mac")
+            return None, 400, by_field([FieldError(field, refused.key, refused.params)])
+        except ShreddedError:
+            return None, 400, by_field([FieldError("resident", "fw_erased")])
         return {"paired": doc["mac"]}, 200, {}
 
     def _unpair(p: Principal, device_id: str) -> tuple[Doc | None, int, dict[str, Any]]:
