@@ -2,7 +2,7 @@
 
     linli serve            start the web server (and the embedded CouchDB unless COUCHDB_URL is set)
     linli demo             load the synthetic demo community
-    linli user add         create an account
+    linli user …           add an account, set its password, deactivate or reactivate it (as /accounts does)
     linli validate FILE    check documents in a JSON file against the domain declaration
     linli audit verify     prove the filing log intact, or name the first broken entry
     linli audit report     who opened what in a period, and anomalies worth a second look
@@ -29,15 +29,15 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crypto.keys import KeyMaterialError
 from crypto.secrets import write_private
 from server.cli import admin, device_admin
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationError, export_json, validate
-from server.security import accounts, filing, grants, master_key, number_index
+from server.security import account_changes, accounts, filing, master_key, number_index
 from server.security.firewall import Firewall
 from server.services import demo
 from server.store.config import Settings, load_settings, with_secret_key
@@ -227,48 +227,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_user_add(args: argparse.Namespace) -> int:
     password = os.environ.get("LINLI_NEW_PASSWORD") or getpass.getpass("Password for the new user: ")
-    try:
-        doc = accounts.make_user(args.username, args.display_name, [Role(r) for r in args.role], args.street,
-                                 accounts.hash_password(password), communities=args.community, grids=args.grid,
-                                 department=args.department, gateway=args.gateway, resident=args.resident)
-    except (ValueError, ValidationError) as error:
-        print(f"linli: {error}", file=sys.stderr)
-        return 2
-    with open_couch(load_settings()) as (_, couch):
-        if get_or_none(couch.accounts, doc["_id"]):
-            print(f"linli: user {args.username!r} already exists", file=sys.stderr)
-            return 2
-        couch.accounts.save(doc)
-    print(f"Created user {args.username}.")
-    return 0
+    new = account_changes.NewAccount(args.username, args.display_name, args.role, args.street, args.community,
+                                     args.grid, args.department, args.resident, args.gateway)
+    return _change_user(lambda firewall: account_changes.add(firewall, new, password, **_by_command_line()),
+                        f"Created user {args.username}.")
 
 
 def cmd_user_deactivate(args: argparse.Namespace) -> int:
-    return _change_user(args.username, {"active": False},
+    return _change_user(lambda firewall: account_changes.set_active(firewall, args.username, False,
+                                                                    **_by_command_line()),
                         f"Deactivated {args.username}; their sessions and device tokens no longer work.")
+
+
+def cmd_user_reactivate(args: argparse.Namespace) -> int:
+    return _change_user(lambda firewall: account_changes.set_active(firewall, args.username, True,
+                                                                    **_by_command_line()),
+                        f"Reactivated {args.username}; they can sign in again.")
 
 
 def cmd_user_password(args: argparse.Namespace) -> int:
     password = os.environ.get("LINLI_NEW_PASSWORD") or getpass.getpass(f"New password for {args.username}: ")
-    try:
-        password_hash = accounts.hash_password(password)
-    except ValueError as error:
-        print(f"linli: {error}", file=sys.stderr)
-        return 2
-    return _change_user(args.username, {"password_hash": password_hash},
+    return _change_user(lambda firewall: account_changes.set_password(firewall, args.username, password,
+                                                                      **_by_command_line()),
                         f"New password set for {args.username}; every session they had open has ended.")
 
 
-def _change_user(username: str, change: dict[str, object], done: str) -> int:
-    """Store a change to a user that ends every session they have open (accounts.end_sessions_and_save); their
-    phones' keys follow at once (a deactivated user's are withdrawn, filed, and the keys they held rotate)."""
+def _by_command_line() -> dict[str, Any]:
+    """How the filing log names a change made here: no account, the command line, now."""
+    return {"by": account_changes.COMMAND_LINE, "device": "linli user", "now": dt.datetime.now(dt.UTC)}
+
+
+def _change_user(change: Callable[[Firewall], object], done: str) -> int:
+    """Make one account change (server/security/account_changes.py, as the /accounts page does); a refusal is
+    printed in English, exit status 2."""
     with open_couch(load_settings()) as (settings, couch):
-        user = get_or_none(couch.accounts, accounts.user_id(username))
-        if user is None:
-            print(f"linli: no user {username!r}", file=sys.stderr)
+        try:
+            change(Firewall.open(settings, couch))
+        except account_changes.AccountRefused as refused:
+            for error in refused.errors:
+                print(f"linli: {error}", file=sys.stderr)
             return 2
-        accounts.end_sessions_and_save(couch.accounts, {**user, **change})
-        grants.sync_user(Firewall.open(settings, couch), couch.accounts.get(user["_id"]), dt.datetime.now(dt.UTC))
     print(done)
     return 0
 
@@ -394,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     deactivate = user_sub.add_parser("deactivate", help="deactivate an account; ends all its sessions at once")
     deactivate.add_argument("username")
     deactivate.set_defaults(func=cmd_user_deactivate)
+    reactivate = user_sub.add_parser("reactivate", help="let a deactivated account sign in again")
+    reactivate.add_argument("username")
+    reactivate.set_defaults(func=cmd_user_reactivate)
     password = user_sub.add_parser("password", help="set a new password (from LINLI_NEW_PASSWORD or a prompt); "
                                    "ends all the account's sessions at once")
     password.add_argument("username")

@@ -94,6 +94,15 @@ ERROR_MESSAGES: dict[str, dict[str, str]] = {
         "err_survey_residents_only": "只有居民本人可以填写满意度调查。",
         "err_survey_overall": "请选择 1 到 5 分。",
         "err_survey_answered": "您已经填写过 {month} 的调查，谢谢！",
+        # accounts (security/account_changes.py)
+        "err_password_short": "密码至少需要 {min} 个字符。",
+        "err_username_format": "用户名须为 3 到 32 个小写字母、数字或 _ . -，以字母或数字开头。",
+        "err_username_taken": "用户名“{username}”已被使用。",
+        "err_no_account": "没有用户名为“{username}”的账号。",
+        "err_account_self": "不能停用自己正在使用的账号。",
+        "err_account_last_admin": "这是最后一个启用的管理员账号，停用后将无人能管理账号。",
+        "err_account_changed": "这个账号刚被修改过，请重新打开页面再试。",
+        "err_grid_not_in_community": "网格“{value}”不属于所选社区。",
     },
     "en": {
         "err_not_object": "must be a JSON object",
@@ -179,6 +188,14 @@ ERROR_MESSAGES: dict[str, dict[str, str]] = {
         "err_survey_residents_only": "only residents answer the survey, for themselves",
         "err_survey_overall": "choose a score from 1 to 5",
         "err_survey_answered": "you have already answered for {month}; thank you",
+        "err_password_short": "must have at least {min} characters",
+        "err_username_format": "3 to 32 lower-case letters, digits or _ . -, starting with a letter or digit",
+        "err_username_taken": "an account named '{username}' already exists",
+        "err_no_account": "no account named '{username}'",
+        "err_account_self": "you cannot deactivate the account you are signed in with",
+        "err_account_last_admin": "this is the last active administrator; nobody could manage accounts without it",
+        "err_account_changed": "the account changed meanwhile; open the page again and retry",
+        "err_grid_not_in_community": "grid '{value}' is not in the account's community",
     },
 }
 assert set(ERROR_MESSAGES["zh"]) == set(ERROR_MESSAGES["en"])

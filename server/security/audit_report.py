@@ -13,7 +13,8 @@ check that the log still reaches it (`linli audit verify --head`), which catches
 short even by someone who could roll back both the database and the data folder.
 
 Keys handed to phones are filed too (server/security/grants.py): they are not openings, so the report counts
-them apart (`keys_issued` per person), and `exposure` answers who could open a resident's category offline,
+them apart (`keys_issued` per person), as are changes to accounts (server/security/account_changes.py,
+`account_changes` per administrator), and `exposure` answers who could open a resident's category offline,
 from when to when, whether or not they reported opening it.
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from server.security.account_changes import ACCOUNT_ACTIONS
 from server.security.filing import iter_entries
 from server.security.filing_anchor import HeadAnchor
 from server.security.grants import KEYS_ISSUED, KEYS_WITHDRAWN, key_item
@@ -61,6 +63,7 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     head: dict[str, Any] | None = None  # the anchored head when the report was made: {seq, hash, signature, at}
     keys_issued: Counter[str] = field(default_factory=Counter)  # person → keys their phones were given
+    account_changes: Counter[str] = field(default_factory=Counter)  # administrator → accounts they changed
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ def build(community: str, entries: Iterable[dict[str, Any]], residents: dict[str
         if entry.get("action") in (KEYS_ISSUED, KEYS_WITHDRAWN):
             if entry["action"] == KEYS_ISSUED:
                 report.keys_issued[actor] += len(entry.get("keys", []))
+            continue
+        if entry.get("action") in ACCOUNT_ACTIONS:  # not an opening of anyone's data: counted apart
+            report.account_changes[actor] += 1
             continue
         report.entries += 1
         summary = report.actors.setdefault(actor, ActorSummary())
@@ -173,6 +179,8 @@ def render_text(report: Report) -> str:
         lines.append(f"  {actor:<24} {s.opens:>5} openings, {len(s.residents):>4} residents; purposes: {purposes}")
     for actor, keys in sorted(report.keys_issued.items()):
         lines.append(f"  {actor:<24} {keys:>5} keys handed to their phones")
+    for actor, changes in sorted(report.account_changes.items()):
+        lines.append(f"  {actor:<24} {changes:>5} account changes")
     lines.append(f"Findings: {len(report.findings)}" if report.findings else "Findings: none")
     for f in report.findings:
         shown = ", ".join(map(str, f.seqs[:10])) + (" …" if len(f.seqs) > 10 else "")

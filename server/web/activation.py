@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from server.domain.access import Principal, may_see
 from server.domain.declaration import Role
-from server.security import accounts, filing
+from server.security import account_changes, accounts, filing
 from server.security.firewall import Firewall
 from server.store import queries
 from server.store.config import LOCAL_TZ
@@ -53,7 +53,6 @@ CODE_DIGITS = 8
 VALID_FOR = dt.timedelta(hours=72)
 CLIENT_LIMIT = 5  # wrong codes per client address within accounts.LOCKOUT
 OVERALL_LIMIT = 20  # wrong codes from everyone together within accounts.LOCKOUT
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,31}$")
 FILED_ACTION = "activation_code"
 
 
@@ -160,7 +159,7 @@ class Activation:
     def check(self) -> None:
         if not re.fullmatch(rf"\d{{{CODE_DIGITS}}}", self.code):
             raise ActivationError("activation_code_format")
-        if not USERNAME.fullmatch(self.username):
+        if not account_changes.USERNAME.fullmatch(self.username):
             raise ActivationError("activation_username_format")
         if len(self.password) < accounts.MIN_PASSWORD_LENGTH:
             raise ActivationError("activation_password_short", n=str(accounts.MIN_PASSWORD_LENGTH))

@@ -50,6 +50,7 @@ from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import Couch, get_or_none
 from server.web import display, open311, pwa_routes, request_pages
+from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
 from server.web.conflict_pages import routes as conflict_routes
@@ -420,6 +421,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *field_routes(couch, current_user, render, _now),
         *activation_routes(firewall, settings.secret_key, current_user, render, _now, _device, sign_in),
         *console_routes(firewall, current_user, render, _now),
+        *account_routes(firewall, current_user, render, _now, _device),
         *needs_routes(couch, current_user, render, _now),
         *safety_routes(firewall, current_user, render, _now, _device),
         Route("/healthz", healthz),

@@ -34,7 +34,7 @@ from server.domain.access import Principal
 from server.domain.declaration import Role, validate
 from server.domain.entitlement import REVEAL_PURPOSES
 from server.domain.safety import SAFETY_PURPOSE
-from server.security import audit_report, filing, grants
+from server.security import account_changes, audit_report, filing, grants
 from server.security.firewall import Firewall
 from server.store import queries
 from server.store.config import LOCAL_TZ
@@ -47,7 +47,8 @@ MAX_REPORT_DAYS = 366
 SHOWN_SEQS = 10  # entry numbers a finding lists before "…"
 # Purposes the filing log holds as keys (shown translated); anything else is a person's own words.
 FILED_PURPOSES = [*REVEAL_PURPOSES, "own_record", "search_by_number", "account_activation", grants.PHONE_ENROLLED,
-                  grants.PHONE_REVOKED, grants.ENTITLEMENT_CHANGED, grants.APPROVAL_ENDED, SAFETY_PURPOSE]
+                  grants.PHONE_REVOKED, grants.ENTITLEMENT_CHANGED, grants.APPROVAL_ENDED, SAFETY_PURPOSE,
+                  account_changes.FILED_PURPOSE]
 
 
 class ConsoleError(ValueError):
@@ -191,7 +192,9 @@ def people_of(couch: Couch, communities: list[str]) -> list[Doc]:
 def entry_names(couch: Couch, entries: list[Doc]) -> dict[str, str]:
     """Display names of the people, residents and communities the entries name, by id."""
     residents = get_many(couch.main, {e["target"] for e in entries} | {e["community"] for e in entries})
-    return {**{i: d["name"] for i, d in residents.items()}, **queries.user_names(couch, {e["actor"] for e in entries})}
+    people = {e["actor"] for e in entries} | {e["target"] for e in entries
+                                              if e["action"] in account_changes.ACCOUNT_ACTIONS}
+    return {**{i: d["name"] for i, d in residents.items()}, **queries.user_names(couch, people)}
 
 
 def report_context(report: audit_report.Report) -> Doc:
@@ -205,6 +208,7 @@ def report_context(report: audit_report.Report) -> Doc:
         "findings": [{"actor": f.actor, "kind": f.kind, "count": len(f.seqs),
                       "seqs": ", ".join(map(str, f.seqs[:SHOWN_SEQS])) + (" …" if len(f.seqs) > SHOWN_SEQS else "")}
                      for f in report.findings],
+        "account_changes": [{"actor": actor, "count": n} for actor, n in sorted(report.account_changes.items())],
         "head": report.head and {k: report.head[k] for k in ("seq", "hash", "signature")},
     }
 
@@ -296,7 +300,8 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render,
         people = await run_in_threadpool(people_of, couch, communities)
         return render(request, "audit.html", 400 if error else 200, view="log", entries=entries, names=names,
                       people=people, filters=filters, next_offset=next_offset, error=error,
-                      several=len(communities) > 1, purposes_known=FILED_PURPOSES)
+                      several=len(communities) > 1, purposes_known=FILED_PURPOSES,
+                      account_actions=account_changes.ACCOUNT_ACTIONS)
 
     async def report_page(request: Request) -> Response:
         communities = await overseen(request)
@@ -310,7 +315,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render,
         reports = await run_in_threadpool(lambda: [
             report_context(audit_report.for_community(couch, firewall.signer.anchor, c, start, end, LOCAL_TZ))
             for c in communities])
-        ids = {a["actor"] for r in reports for a in r["actors"]}
+        ids = {a["actor"] for r in reports for a in [*r["actors"], *r["account_changes"]]}
         names = {**await run_in_threadpool(queries.user_names, couch, ids),
                  **{c: d["name"] for c, d in (await run_in_threadpool(get_many, couch.main, communities)).items()}}
         return render(request, "audit.html", view="report", reports=reports, names=names, days=str(days), error=None,
