@@ -47,6 +47,7 @@ def test_the_administrator_adds_resets_deactivates_and_reactivates_an_account(cl
                                             "password": "a chosen password"})
     assert reset.status_code == 200 and "其所有登录已结束" in reset.text
     assert _shown_password(reset.text) == "a chosen password"
+    assert loaded.accounts.get("user:newworker")["auth_epoch"] == 2  # their open sessions ended
     off = post_form(client, "/accounts", {"action": "deactivate", "username": "newworker"})
     assert off.status_code == 200 and "已停用 newworker" in off.text
     assert not loaded.accounts.get("user:newworker")["active"]
@@ -71,6 +72,7 @@ def test_refusals_say_why_and_change_nothing(client: TestClient, loaded: Couch) 
         ({**NEW, "password": "short"}, "密码至少需要 8 个字符"),
         ({**NEW, "username": "Bad Name", "password": PASSWORD}, "用户名须为 3 到 32 个"),
         ({**NEW, "grids": G3, "password": PASSWORD}, "不属于所选社区"),
+        ({**NEW, "roles": "department_staff", "grids": "", "password": PASSWORD}, "必填"),  # which department?
         ({"action": "deactivate", "username": "admin"}, "不能停用自己正在使用的账号"),
         ({"action": "password", "username": "worker1", "password": "short"}, "密码至少需要 8 个字符"),
     ]

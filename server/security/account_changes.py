@@ -7,9 +7,10 @@ staff), so that every log its holder can reach says so. A new password and a dea
 account at once (`accounts.end_sessions_and_save`) and its phones' keys follow (`grants.sync_user`: a deactivated
 account's are withdrawn, filed, and the keys they held rotate).
 
-Refused, as errors a person can correct (`AccountRefused`, FieldError keys in i18n.py): an unknown role, a
-username taken or malformed, a password shorter than `accounts.MIN_PASSWORD_LENGTH`, an administrator
-deactivating their own account, and deactivating the last active administrator (nobody could manage accounts).
+Refused, as errors a person can correct (`AccountRefused`, FieldError keys in i18n.py): an unknown role, a role
+without what it is bound to (`ROLE_LINKS`), grids outside the account's community, a username taken or malformed,
+a password shorter than `accounts.MIN_PASSWORD_LENGTH`, an administrator deactivating their own account, and
+deactivating the last active administrator (nobody could manage accounts).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ ACCOUNT_ADDED, PASSWORD_SET, DEACTIVATED, REACTIVATED = (
     "account_added", "account_password_set", "account_deactivated", "account_reactivated")
 ACCOUNT_ACTIONS = (ACCOUNT_ADDED, PASSWORD_SET, DEACTIVATED, REACTIVATED)
 FILED_PURPOSE = "account_management"
+# What an account of these roles is bound to (its pages and sync read it: a resident's own record, the department's
+# workbench, the gateway's devices).
+ROLE_LINKS = {Role.RESIDENT.value: "resident", Role.DEPARTMENT_STAFF.value: "department", Role.GATEWAY.value: "gateway"}
 
 
 class AccountRefused(UserError):
@@ -80,6 +84,8 @@ def add(firewall: Firewall, new: NewAccount, password: str, *, by: str, device: 
     if unknown or not new.roles:
         problems.append(FieldError("roles", "err_not_choice" if unknown else "err_required",
                                    {"value": ", ".join(unknown), "choices": ", ".join(r.value for r in Role)}))
+    problems += [FieldError(link, "err_required") for role, link in ROLE_LINKS.items()
+                 if role in new.roles and not getattr(new, link)]
     if problems:
         raise AccountRefused(problems)
     if get_or_none(firewall.couch.accounts, accounts.user_id(new.username)):

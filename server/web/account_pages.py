@@ -31,6 +31,9 @@ from server.store.couch import Couch, docs_of_type
 Doc = dict[str, Any]
 CurrentUser = Callable[[Request], Awaitable[Doc]]
 Render = Callable[..., Response]
+# Roles an account made here may have: a resident's account comes from an activation code (server/web/activation.py),
+# a BLE gateway's from `linli user add --gateway` with its device token.
+OFFERED_ROLES = [r.value for r in Role if r not in (Role.RESIDENT, Role.GATEWAY)]
 STREET_WIDE = "-"  # the community filter's value for accounts of no community
 EMPTY_FORM: Doc = {"username": "", "display_name": "", "roles": [], "community": "", "grids": [], "department": ""}
 SHOWN_FIELDS = ("_id", "username", "display_name", "roles", "communities", "grids", "department", "active")
@@ -60,8 +63,9 @@ def _new_account(form: FormData, street: str) -> account_changes.NewAccount:
     community = str(form.get("community", ""))[:200]
     return account_changes.NewAccount(
         username=str(form.get("username", "")).strip()[:100], display_name=str(form.get("display_name", "")).strip(),
-        roles=[str(r) for r in form.getlist("roles")], street=street, communities=[community] if community else [],
-        grids=[str(g) for g in form.getlist("grids")], department=str(form.get("department", "")) or None)
+        roles=[str(r) for r in form.getlist("roles") if r], street=street,
+        communities=[community] if community else [], grids=[str(g) for g in form.getlist("grids") if g],
+        department=str(form.get("department", "")) or None)
 
 
 def routes(firewall: Firewall, current_user: CurrentUser, render: Render, now: Callable[[], dt.datetime],
@@ -106,7 +110,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render, now: C
         found = await run_in_threadpool(listing, couch, *filters.values())
         response = render(request, "accounts.html", status, accounts=found, filters=filters, done=done,
                           errors=errors, add_errors=errors if action == "add" else {}, values=values,
-                          roles=[r.value for r in Role], street_wide=STREET_WIDE,
+                          roles=[r.value for r in Role], offered_roles=OFFERED_ROLES, street_wide=STREET_WIDE,
                           **await run_in_threadpool(places, couch))
         if done and done["password"]:
             response.headers["Cache-Control"] = "no-store"  # the password is shown once, never kept by a cache
