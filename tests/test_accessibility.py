@@ -68,6 +68,7 @@ SCREENS_CHECKED = [
     Screen("conflicts", "wangge01", "/conflicts"),
     Screen("staff", "shuji1", "/staff"),
     Screen("audit", "shuji1", "/audit"),
+    Screen("accounts", "admin", "/accounts"),
     Screen("activate", None, "/activate"),
     Screen("resident-safety", "wangge01", "/residents/{resident}/safety"),  # elderly safety (issue 14, item 6)
     Screen("devices", "shuji1", "/devices?resident={resident}"),
