@@ -3,11 +3,14 @@ each change filed (who changed which account, never the password); nobody else r
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from starlette.testclient import TestClient
 
-from server.security import account_changes, filing
+from server.security import account_changes, audit_report, filing
+from server.security.firewall import Firewall
+from server.store.config import LOCAL_TZ
 from server.store.couch import Couch
 
 from .street import C1, G1, G3, PASSWORD, login, logout, post_form
@@ -24,8 +27,8 @@ def _account_entries(couch: Couch, community: str) -> list[dict]:
     return [e for e in filing.iter_entries(couch, community) if e["action"] in account_changes.ACCOUNT_ACTIONS]
 
 
-def test_the_administrator_adds_resets_deactivates_and_reactivates_an_account(client: TestClient,
-                                                                              loaded: Couch) -> None:
+def test_the_administrator_adds_resets_deactivates_and_reactivates_an_account(client: TestClient, loaded: Couch,
+                                                                              firewall: Firewall) -> None:
     login(client, "admin")
     listed = client.get("/accounts", params={"role": "grid_worker", "community": C1, "status": "active"})
     assert listed.status_code == 200 and "worker1" in listed.text and "secretary1" not in listed.text
@@ -60,6 +63,10 @@ def test_the_administrator_adds_resets_deactivates_and_reactivates_an_account(cl
     assert [(e["action"], e["actor"], e["target"]) for e in filed] == [
         (action, "user:admin", "user:newworker") for action in account_changes.ACCOUNT_ACTIONS]
     assert not any(first in str(e) or "a chosen password" in str(e) for e in filed)
+    today = dt.datetime.now(LOCAL_TZ).date()
+    report = audit_report.for_community(loaded, firewall.signer.anchor, C1, today, today, LOCAL_TZ)
+    assert report.account_changes["user:admin"] == 4  # counted apart: no opening, no "outside assignment"
+    assert "user:admin" not in report.actors and not [f for f in report.findings if f.actor == "user:admin"]
     audit = client.get("/audit")
     assert "重置密码" in audit.text and "新网格员" in audit.text
 
@@ -87,9 +94,8 @@ def test_refusals_say_why_and_change_nothing(client: TestClient, loaded: Couch) 
     assert _account_entries(loaded, C1) == []
 
 
-def test_the_last_active_administrator_is_not_deactivated(client: TestClient, loaded: Couch, firewall) -> None:
-    import datetime as dt
-
+def test_the_last_active_administrator_is_not_deactivated(client: TestClient, loaded: Couch,
+                                                           firewall: Firewall) -> None:
     now = dt.datetime.now(dt.UTC)
     refused = None
     try:
