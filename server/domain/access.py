@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from server.domain import timebank
 from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, Role, Scope
+from server.domain.i18n import translator
 
 Doc = dict[str, Any]
 
@@ -153,6 +155,17 @@ def _gateway_health(p: Principal, doc: Doc) -> bool:
     return _staff_of_community(p, doc) or _of_this_gateway(p, doc)
 
 
+def _claim(p: Principal, doc: Doc) -> bool:
+    """A time-bank claim: grid staff, who was helped, who claims."""
+    return _personal(p, doc) or doc.get("created_by") == p.user_id
+
+
+def _transfer(p: Principal, doc: Doc) -> bool:
+    """A ledger transfer: the community's secretary and the holders of its two accounts."""
+    mine = {p.user_id, p.resident} - {None}
+    return _staff_of_community(p, doc) or bool(mine & {doc.get("from_account"), doc.get("to_account")})
+
+
 RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "street": _street_wide,
     "department": _street_wide,
@@ -184,6 +197,10 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "privacy": _personal,
     # Wrapped under the community's tier keys, which never leave the server: useless without a grant.
     "data_key": _grid_staff,
+    # The time bank (issue 16).
+    "organisation": _street_wide,
+    "claim": _claim,
+    "transfer": _transfer,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).
@@ -206,7 +223,8 @@ def may_see(p: Principal, doc: Doc) -> bool:
 # Every field a rule above reads. A deletion keeps these in its tombstone so that the
 # deletion reaches exactly the phones that had the document (see sync/README.md).
 VISIBILITY_FIELDS = ("type", "street", "community", "grid", "volunteers", "assigned_to", "created_by", "resident",
-                     "department", "departments", "target", "gateway", "visibility", "requester", "user")
+                     "department", "departments", "target", "gateway", "visibility", "requester", "user",
+                     "from_account", "to_account")
 
 
 def deletion(doc: Doc) -> Doc:
@@ -259,6 +277,9 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "gateway_health": lambda p, doc: p.has(Role.GATEWAY) and _of_this_gateway(p, doc),
     # A phone reports what it opened offline, in the grids it works in (filed by the server, server/security/filing.py).
     "access_report": lambda p, doc: doc.get("created_by") == p.user_id and _grid_staff(p, doc),
+    # Who helped claims hours in the grid they work in (which task, and that it was theirs: _claim_refusal).
+    "claim": lambda p, doc: (doc.get("created_by") == p.user_id and p.has(Role.VOLUNTEER, Role.GRID_WORKER)
+                             and doc.get("grid") in p.grids),
 }
 assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 
@@ -274,7 +295,9 @@ AUDIENCE_FIELDS = ("volunteers", "assigned_to")
 # Fields only the server sets (a request's dispatch and deadlines, server/services/service_requests.py intake and
 # whistle): a client may keep the stored value or leave it out, never set its own.
 SERVER_SET_FIELDS = {"service_request": ("department", "departments", "whistles", "due_respond", "due_close",
-                                         "accepted", "on_site")}
+                                         "accepted", "on_site"),
+                     # A claim's answer is the server's record of the resident's (server/services/timebank.py).
+                     "claim": ("decided_by", "decided_at", "consent", "dispute_note", "transfer")}
 # Datetimes that lie ahead by design (deadlines); every other datetime a client sets says when something happened.
 DEADLINES = frozenset({"due_respond", "due_close"})
 # How far a client's clock may run ahead of the server's, and how long a phone or a gateway may hold unsent work
@@ -350,7 +373,7 @@ def write_ref_ids(new: Doc) -> set[str]:
     scope = DOC_TYPES[type_name].scope
     named = [new.get("grid") if scope == Scope.GRID else new.get("community") if scope == Scope.COMMUNITY else None,
              new.get("community") if type_name == "grid" else None]
-    for name in [*_ref_fields(type_name), *AUDIENCE_FIELDS, "phone_key"]:
+    for name in [*_ref_fields(type_name), *AUDIENCE_FIELDS, "phone_key", "task"]:
         value = new.get(name)
         named += value if isinstance(value, list) else [value]
     return {i for i in named if isinstance(i, str) and i != new.get("_id")}  # not yet validated: anything may be here
@@ -483,9 +506,22 @@ def _time_refusal(old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> st
     return None
 
 
+def _claim_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str | None:
+    """A claim is made once, as claimed, for a task its writer did, about the resident that task was for; what
+    happens to it next is the server's (the resident's answer, expiry), so no client edits or deletes one."""
+    if new["type"] != "claim":
+        return None
+    if old is not None:
+        return "a claim is not changed once made: the resident confirms or disputes it"
+    task = refs.get(new["task"]) if isinstance(new.get("task"), str) else None
+    refused = timebank.claim_refusal(p.user_id, new, task)
+    return translator("en")(*refused) if refused else None
+
+
 def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     return ((_place_refusal(new, refs) if old is None else None) or _link_refusal(p, old, new, refs)
-            or _people_refusal(p, old, new, refs) or _time_refusal(old, new, refs, now))
+            or _people_refusal(p, old, new, refs) or _claim_refusal(p, old, new, refs)
+            or _time_refusal(old, new, refs, now))
 
 
 def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:

@@ -163,6 +163,12 @@ REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resol
 SATISFACTION = ("very_satisfied", "satisfied", "neutral", "dissatisfied", "very_dissatisfied")
 NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled")
 VISIT_KINDS = ("routine", "needs_list", "alert_follow_up", "care", "other")
+# The time bank (issue 16): two double-entry ledgers. Hours are kept in whole minutes, so that sums are exact.
+LEDGERS = ("hours", "points")
+TRANSFER_KINDS = ("claim", "confirmation", "mint", "redemption", "reversal")
+# A claim of hours: made by who helped, confirmed or disputed by who was helped, or expired unanswered.
+CLAIM_STATES = ("claimed", "confirmed", "disputed", "expired")
+ORGANISATION_KINDS = ("school", "firm", "hospital", "social_organisation", "other")
 # Protected fields a resident can be found by, and the field of their number_index document holding each one's
 # blind index (server-only: no phone holds an index, crypto/README.md "Blind index leakage").
 BLIND_INDEXED = {"phone": "phone_bidx", "id_card": "id_card_bidx"}
@@ -367,6 +373,43 @@ DOC_TYPES: dict[str, DocType] = {
             "comment": _text(Category.SOCIAL, max_length=500),
             **_WHO_WHEN,
         }, label_zh="满意度调查", label_en="Satisfaction survey answer"),
+        # ---- the time bank (issue 16; server/domain/timebank.py says what the ledgers allow)
+        DocType("organisation", Scope.COMMUNITY, {
+            # A school, firm or hospital of the community's resource pool: it holds an account of its own.
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "kind": _enum(ORGANISATION_KINDS, Category.SYSTEM, required=True),
+        }, label_zh="合作单位", label_en="Organisation"),
+        DocType("claim", Scope.GRID, {
+            # Who helped (created_by) claims minutes for one task from who was helped (resident). Its id is
+            # `claim:<task id>`, so one task claimed twice (two phones, a retry) is one document in conflict.
+            **_PERSONAL_LINKS,
+            "resident": _ref("resident", required=True),
+            "task": Field("id", required=True),  # a need, a visit, a volunteer task: any task-like document
+            "minutes": Field("int", required=True),
+            "note": _text(Category.SOCIAL, max_length=500),
+            "status": _enum(CLAIM_STATES, required=True),
+            # Set by the server when the resident (or a grid worker with their consent) answers.
+            "decided_by": _ref("user"),
+            "decided_at": Field("datetime"),
+            "consent": Field("bool"),  # answered by a grid worker on the resident's behalf, who agreed to it
+            "dispute_note": _text(Category.SOCIAL, max_length=500),
+            "transfer": _ref("transfer"),
+            **_WHO_WHEN,
+        }, label_zh="时间银行申报", label_en="Time bank claim", client_writable=True),
+        DocType("transfer", Scope.COMMUNITY, {
+            # One immutable entry holding both legs (from_account loses `amount`, to_account gains it), so its
+            # legs replicate together; balances are sums over a CouchDB view, never a stored field. Accounts
+            # are document ids: resident:…, user:… (volunteers), organisation:…, community:… (mints points).
+            "ledger": _enum(LEDGERS, required=True),
+            "from_account": Field("id", required=True),
+            "to_account": Field("id", required=True),
+            "amount": Field("int", required=True),  # minutes on the hours ledger, points on the points ledger
+            "kind": _enum(TRANSFER_KINDS, required=True),
+            "reason": _text(max_length=500),
+            "claim": _ref("claim"),
+            "reverses": _ref("transfer"),  # a reversal: the transfer it undoes (the secretary's correction)
+            **_WHO_WHEN,
+        }, label_zh="时间银行转账", label_en="Ledger transfer"),
         DocType("alert", Scope.GRID, {
             **_PERSONAL_LINKS,
             "kind": _enum(ALERT_KINDS, required=True),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from server.domain.error_messages import ERROR_MESSAGES
+from server.domain.timebank_messages import TIMEBANK_MESSAGES
 
 DEFAULT_LANG = "zh"
 
@@ -1344,6 +1345,8 @@ SAFETY_MESSAGES: dict[str, dict[str, str]] = {
 }
 
 for _lang, _messages in [*ERROR_MESSAGES.items(), *SAFETY_MESSAGES.items()]:
+    MESSAGES[_lang].update(_messages)
+for _lang, _messages in TIMEBANK_MESSAGES.items():
     MESSAGES[_lang].update(_messages)
 
 LANGUAGES = tuple(MESSAGES)

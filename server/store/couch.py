@@ -74,6 +74,19 @@ MAIN_VIEWS = {
         "map": "function (doc) { if (doc._conflicts) {"
                " emit([doc.street || '', doc.community || '', doc.grid || ''], null); } }",
     },
+    # The time bank's two ledgers (server/services/timebank.py): each transfer's two legs, keyed by community,
+    # ledger, account and time. Reduced (`_sum`) they are the balances; no balance is stored anywhere.
+    "ledger": {
+        "map": "function (doc) { if (doc.type === 'transfer') {"
+               " emit([doc.community, doc.ledger, doc.from_account, doc.created_at], -doc.amount);"
+               " emit([doc.community, doc.ledger, doc.to_account, doc.created_at], doc.amount); } }",
+        "reduce": "_sum",
+    },
+    # Claims of hours by who made them, whom they are from, and all together ("": the expiry sweep), by state.
+    "claims": {
+        "map": "function (doc) { if (doc.type === 'claim') { [doc.created_by, doc.resident, ''].forEach("
+               "function (party) { emit([party, doc.status, doc.created_at], null); }); } }",
+    },
 }
 ACCOUNT_VIEWS = {
     # Residents by the blind index of their phone or ID card number (server/security/number_index.py), per community.

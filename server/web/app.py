@@ -45,11 +45,11 @@ from server.security.firewall import (
 )
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
-from server.services import alerts, service_requests
+from server.services import alerts, service_requests, timebank
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import Couch, get_or_none
-from server.web import display, open311, pwa_routes, request_pages
+from server.web import display, open311, pwa_routes, request_pages, timebank_pages
 from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
@@ -424,6 +424,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *account_routes(firewall, current_user, render, _now, _device),
         *needs_routes(couch, current_user, render, _now),
         *safety_routes(firewall, current_user, render, _now, _device),
+        *timebank_pages.routes(firewall, current_user, render, _now),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
@@ -466,6 +467,10 @@ async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
             await run_in_threadpool(filing.file_reports, couch, firewall.signer)
         except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
             logger.exception("service-request sweep failed")
+        try:  # time-bank claims nobody answered lapse (server/services/timebank.py)
+            await run_in_threadpool(timebank.expire, couch, _now())
+        except Exception:  # noqa: BLE001 - as above
+            logger.exception("claim expiry sweep failed")
         try:  # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
             await run_in_threadpool(alerts.sweep, couch, _now())
         except Exception:  # noqa: BLE001 - as above

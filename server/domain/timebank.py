@@ -1,0 +1,97 @@
+"""What the time bank's two ledgers allow (issue 16): pure rules, read by the services, the pages and the
+property test alike.
+
+Hours are kept in whole minutes. A transfer moves a positive amount from one account to another; balances are
+sums of transfers (a CouchDB view), so the hours of all accounts sum to zero by construction. Hours may go
+negative down to `HOURS_FLOOR`, which blocks; points never go negative, except the community's own account,
+which mints them. Every refusal names why, as an i18n message key with its parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from server.domain.declaration import DOC_TYPES
+
+Doc = dict[str, Any]
+
+HOURS_FLOOR = -10 * 60  # minutes: an account may owe ten hours of help, not more
+MAX_CLAIM_MINUTES = 8 * 60  # one claim covers at most a working day of help
+CLAIM_EXPIRES_AFTER = dt.timedelta(days=14)  # a claim nobody answered lapses and moves nothing
+# Documents a claim may be for: a need, a visit, and the volunteers' tasks once declared (issue 14, item 3).
+CLAIMABLE_TYPES = tuple(t for t in ("need", "visit", "task") if t in DOC_TYPES)
+ACCOUNT_TYPES = ("resident", "user", "organisation", "community")
+MINTING_ACCOUNT_TYPE = "community"
+
+
+def claim_id(task_id: str) -> str:
+    """A claim's id derives from what it is for: one task, one claim."""
+    return "claim:" + task_id
+
+
+def transfer_id_of_claim(claim: str) -> str:
+    return "transfer:" + claim
+
+
+def reversal_id(transfer: str) -> str:
+    """One reversal per transfer: a second is a conflict on this id."""
+    return "transfer:reversal:" + transfer.removeprefix("transfer:")
+
+
+def account_of(user: Doc) -> str:
+    """The account a signed-in person's hours and points are on: their resident record if they are a resident
+    with an account, else their user (a volunteer, a grid worker)."""
+    return user.get("resident") or user["_id"]
+
+
+def is_account(value: Any) -> bool:
+    return isinstance(value, str) and value.split(":", 1)[0] in ACCOUNT_TYPES and len(value.split(":", 1)) == 2
+
+
+def doer_of(task: Doc) -> str | None:
+    """Who did a task, and so may claim for it: the person it was assigned to, else who recorded it."""
+    return task.get("assigned_to") or task.get("created_by")
+
+
+def claim_refusal(writer: str, claim: Doc, task: Doc | None) -> tuple[str, dict[str, Any]] | None:
+    """Why this claim may not be made by `writer` (message key, params); None if it may. `task` is the document
+    named by claim["task"] (None if there is none). The caller checks the rest of the placement."""
+    minutes = claim.get("minutes")
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 0 < minutes <= MAX_CLAIM_MINUTES:
+        return ("tb_minutes_range", {"hours": MAX_CLAIM_MINUTES // 60})
+    if claim.get("status") != "claimed":
+        return ("tb_claim_made_claimed", {})
+    if not isinstance(claim.get("task"), str) or claim.get("_id") != claim_id(claim["task"]):
+        return ("tb_claim_id", {})
+    if task is None or task.get("type") not in CLAIMABLE_TYPES or task.get("_deleted"):
+        return ("tb_claim_no_task", {})
+    if any(task.get(k) != claim.get(k) for k in ("street", "community", "grid", "resident")):
+        return ("tb_claim_task_elsewhere", {})
+    if doer_of(task) != writer:
+        return ("tb_claim_not_yours", {})
+    return None
+
+
+def transfer_refusal(ledger: str, from_account: str, to_account: str, amount: Any,
+                     from_balance: int) -> tuple[str, dict[str, Any]] | None:
+    """Why a transfer of `amount` from an account holding `from_balance` may not be made; None if it may."""
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        return ("tb_amount_positive", {})
+    if not (is_account(from_account) and is_account(to_account)) or from_account == to_account:
+        return ("tb_accounts", {})
+    if ledger == "hours" and from_balance - amount < HOURS_FLOOR:
+        return ("tb_over_limit", {"hours": -HOURS_FLOOR // 60, "balance": hours_text(from_balance)})
+    if ledger == "points" and not from_account.startswith(MINTING_ACCOUNT_TYPE + ":") and from_balance < amount:
+        return ("tb_points_short", {"balance": from_balance})
+    return None
+
+
+def hours_text(minutes: int) -> str:
+    """Minutes as hours for people: 90 -> "1.5", -30 -> "-0.5", 60 -> "1"."""
+    return f"{minutes / 60:.2f}".rstrip("0").rstrip(".")
+
+
+def claim_lapsed(claim: Doc, now: dt.datetime) -> bool:
+    return claim.get("status") == "claimed" and dt.datetime.fromisoformat(claim["created_at"]) + \
+        CLAIM_EXPIRES_AFTER <= now

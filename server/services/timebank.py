@@ -1,0 +1,250 @@
+"""The time bank's acts (issue 16): claims of hours, their confirmation or dispute, expiry, the secretary's
+reversals, minted points; balances and histories from the `ledger` view.
+
+Only a confirmation moves hours. It writes the transfer first, under an id derived from the claim
+(`transfer:claim:<task>`), then marks the claim: a second confirmation, a retry or a second process meets the
+first transfer as a conflict, never a second credit, and a claim left "claimed" after a crash between the two
+writes is finished by the next confirmation or the expiry sweep, which look for that transfer first.
+Transfers are never edited: a correction is a reversing transfer (`reverse`), by the secretary, filed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pycouchdb.exceptions import Conflict
+
+from server.domain import timebank as rules
+from server.domain.access import Principal, may_see
+from server.domain.declaration import Role, validate
+from server.domain.errors import FieldError, UserError
+from server.security import filing
+from server.security.filing import Signer
+from server.store import queries
+from server.store.couch import Couch, get_or_none, iter_view_docs
+
+Doc = dict[str, Any]
+
+
+class LedgerError(UserError):
+    """A time-bank act refused, naming why (a message key of server/domain/timebank_messages.py)."""
+
+    def __init__(self, key: str, params: dict[str, Any] | None = None, field: str = "(form)",
+                 status: int = 400) -> None:
+        super().__init__([FieldError(field, key, params or {})], status)
+
+
+# ---------------------------------------------------------------- balances and histories (the `ledger` view)
+
+def balance(couch: Couch, community: str, ledger: str, account: str) -> int:
+    """An account's balance: the sum of its legs (minutes on the hours ledger)."""
+    rows = couch.main.query("linli/ledger", as_list=True, startkey=[community, ledger, account],
+                            endkey=[community, ledger, account, {}], reduce="true")
+    return rows[0]["value"] if rows else 0
+
+
+def balances(couch: Couch, community: str, ledger: str) -> dict[str, int]:
+    """Every account's balance on one ledger of a community."""
+    rows = couch.main.query("linli/ledger", as_list=True, startkey=[community, ledger],
+                            endkey=[community, ledger, {}], group_level=3)
+    return {row["key"][2]: row["value"] for row in rows}
+
+
+def history(couch: Couch, community: str, account: str) -> list[Doc]:
+    """An account's transfers on both ledgers, newest first, each with `signed`: what it did to this account."""
+    entries = []
+    for ledger in ("hours", "points"):
+        rows = couch.main.query("linli/ledger", as_list=True, startkey=[community, ledger, account],
+                                endkey=[community, ledger, account, {}], reduce="false", include_docs="true")
+        entries += [{**row["doc"], "signed": row["value"]} for row in rows]
+    return sorted(entries, key=lambda t: t["created_at"], reverse=True)
+
+
+def transfers_of(couch: Couch, community: str, limit: int | None = None) -> list[Doc]:
+    """A community's transfers, newest first (the secretary's ledger): the newest `limit`, or all."""
+    transfers = sorted(iter_view_docs(couch.main, "linli/by_place", [community, "transfer"]),
+                       key=lambda t: t["created_at"], reverse=True)
+    return transfers[:limit] if limit is not None else transfers
+
+
+# ---------------------------------------------------------------- claims
+
+def claims_of(couch: Couch, party: str, status: str | None = None) -> list[Doc]:
+    """Claims by who made them (a user) or whom they are from (a resident), newest first."""
+    start, end = [party, status] if status else [party], [party, status, {}] if status else [party, {}]
+    rows = couch.main.query("linli/claims", as_list=True, startkey=start, endkey=end, reduce="false",
+                            include_docs="true")
+    return sorted((row["doc"] for row in rows), key=lambda c: c["created_at"], reverse=True)
+
+
+def claimable_tasks(couch: Couch, user: Doc, now: dt.datetime) -> list[Doc]:
+    """Tasks of the last `CLAIM_EXPIRES_AFTER` that this user did and has not claimed yet, newest first."""
+    since = (now - rules.CLAIM_EXPIRES_AFTER).isoformat()
+    tasks = [doc for grid in user.get("grids", []) for kind in rules.CLAIMABLE_TYPES
+             for doc in iter_view_docs(couch.main, "linli/by_place", [grid, kind])
+             if rules.doer_of(doc) == user["_id"] and doc.get("resident") and doc.get("created_at", "") >= since]
+    claimed = {row["id"] for row in couch.main.all(keys=[rules.claim_id(t["_id"]) for t in tasks], as_list=True)
+               if "error" not in row} if tasks else set()
+    return sorted((t for t in tasks if rules.claim_id(t["_id"]) not in claimed), key=lambda t: t["created_at"],
+                  reverse=True)
+
+
+def claim(couch: Couch, p: Principal, task_id: str, minutes: Any, note: str, now: dt.datetime) -> Doc:
+    """The provider claims `minutes` for a task they did; the resident it was for confirms or disputes."""
+    task = get_or_none(couch.main, task_id) if task_id else None
+    if task is None or not may_see(p, task):
+        raise LedgerError("tb_claim_no_task", field="task", status=404)
+    doc = {"_id": rules.claim_id(task_id), "type": "claim",
+           **{k: task.get(k) for k in ("street", "community", "grid", "household", "resident")},
+           "task": task_id, "minutes": minutes, "note": note.strip()[:500] or None, "status": "claimed",
+           "created_by": p.user_id, "created_at": now.isoformat()}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    refused = rules.claim_refusal(p.user_id, doc, task)
+    if refused:
+        key = refused[0]
+        raise LedgerError(*refused, field="minutes" if key == "tb_minutes_range" else "task",
+                          status=403 if key == "tb_claim_not_yours" else 400)
+    if get_or_none(couch.main, doc["_id"]) is not None:
+        raise LedgerError("tb_claim_exists", field="task", status=409)
+    if queries.refusal_to_store(couch, p, None, doc, now):
+        raise LedgerError("tb_claim_not_yours", field="task", status=403)
+    validate(doc)
+    try:
+        return couch.main.save(doc)
+    except Conflict:  # the other phone, or a retry, got there first: one task, one claim
+        raise LedgerError("tb_claim_exists", field="task", status=409) from None
+
+
+def _load_claim(couch: Couch, p: Principal, claim_id: str) -> Doc:
+    doc = queries.load_doc(couch, claim_id, "claim")
+    if doc is None or not may_see(p, doc):
+        raise LedgerError("not_found", status=404)
+    return doc
+
+
+def _may_answer(p: Principal, doc: Doc, consent: bool) -> None:
+    """Who was helped answers a claim; or a grid worker of that grid, on their behalf, with their consent. Never
+    who made it."""
+    if doc["created_by"] == p.user_id:
+        raise LedgerError("tb_own_claim", status=403)
+    if p.resident == doc["resident"]:
+        return
+    if not (p.has(Role.GRID_WORKER) and doc["grid"] in p.grids):
+        raise LedgerError("forbidden", status=403)
+    if not consent:
+        raise LedgerError("tb_consent_required", field="consent")
+
+
+def confirm(couch: Couch, p: Principal, claim_id: str, now: dt.datetime, consent: bool = False) -> Doc:
+    """The resident (or a grid worker with their consent) confirms: the hours move, once."""
+    doc = _load_claim(couch, p, claim_id)
+    _may_answer(p, doc, consent)
+    transfer_id = rules.transfer_id_of_claim(doc["_id"])
+    if doc["status"] == "claimed" and get_or_none(couch.main, transfer_id) is None:
+        if rules.claim_lapsed(doc, now):
+            _decide(couch, doc, "expired", None, now)
+            raise LedgerError("tb_claim_expired", {"days": rules.CLAIM_EXPIRES_AFTER.days})
+        transfer = _transfer_doc(transfer_id, doc, "hours", doc["resident"], doc["created_by"], doc["minutes"],
+                                 "confirmation", p.user_id, now, claim=doc["_id"])
+        _record(couch, transfer)
+    elif doc["status"] != "claimed":
+        raise LedgerError("tb_claim_answered", {"status": doc["status"]}, status=409)
+    return _decide(couch, doc, "confirmed", p, now, consent=consent if p.resident != doc["resident"] else None,
+                   transfer=transfer_id)
+
+
+def dispute(couch: Couch, p: Principal, claim_id: str, note: str, now: dt.datetime, consent: bool = False) -> Doc:
+    """The resident says the claim is wrong, and why: nothing moves; the secretary sees it on the ledger page."""
+    doc = _load_claim(couch, p, claim_id)
+    _may_answer(p, doc, consent)
+    note = note.strip()
+    if not note:
+        raise LedgerError("tb_dispute_note", field="note")
+    if doc["status"] != "claimed" or get_or_none(couch.main, rules.transfer_id_of_claim(doc["_id"])):
+        raise LedgerError("tb_claim_answered", {"status": doc["status"]}, status=409)
+    return _decide(couch, doc, "disputed", p, now, consent=consent if p.resident != doc["resident"] else None,
+                   dispute_note=note[:500])
+
+
+def _decide(couch: Couch, doc: Doc, status: str, p: Principal | None, now: dt.datetime, **fields: Any) -> Doc:
+    decided = {**doc, "status": status, "decided_at": now.isoformat(),
+               **({"decided_by": p.user_id} if p else {}), **{k: v for k, v in fields.items() if v is not None}}
+    validate(decided)
+    try:
+        return couch.main.save(decided)
+    except Conflict:
+        raise LedgerError("tb_claim_answered", {"status": "?"}, status=409) from None
+
+
+def expire(couch: Couch, now: dt.datetime) -> int:
+    """Claims unanswered for `CLAIM_EXPIRES_AFTER` lapse (a confirmed one whose claim was not yet marked is
+    marked confirmed instead). Idempotent: the minute sweep runs it."""
+    cutoff = (now - rules.CLAIM_EXPIRES_AFTER).isoformat()
+    rows = couch.main.query("linli/claims", as_list=True, startkey=["", "claimed"], endkey=["", "claimed", cutoff],
+                            reduce="false", include_docs="true")
+    done = 0
+    for row in rows:
+        doc = row["doc"]
+        transfer_id = rules.transfer_id_of_claim(doc["_id"])
+        finished = get_or_none(couch.main, transfer_id)
+        try:
+            _decide(couch, doc, "confirmed" if finished else "expired", None, now,
+                    transfer=transfer_id if finished else None)
+            done += 1
+        except LedgerError:
+            continue  # answered meanwhile
+    return done
+
+
+# ---------------------------------------------------------------- transfers
+
+def _transfer_doc(transfer_id: str, place: Doc, ledger: str, from_account: str, to_account: str, amount: Any,
+                  kind: str, by: str, now: dt.datetime, **extra: str) -> Doc:
+    return {"_id": transfer_id, "type": "transfer", "street": place["street"], "community": place["community"],
+            "ledger": ledger, "from_account": from_account, "to_account": to_account, "amount": amount,
+            "kind": kind, "created_by": by, "created_at": now.isoformat(), **extra}
+
+
+def _record(couch: Couch, transfer: Doc) -> Doc:
+    """Write a new transfer if the ledger allows it. Never an edit: an existing id is a conflict."""
+    held = balance(couch, transfer["community"], transfer["ledger"], transfer["from_account"])
+    refused = rules.transfer_refusal(transfer["ledger"], transfer["from_account"], transfer["to_account"],
+                                     transfer["amount"], held)
+    if refused:
+        raise LedgerError(*refused)
+    validate(transfer)
+    try:
+        return couch.main.save(transfer)
+    except Conflict:
+        raise LedgerError("tb_transfer_exists", status=409) from None
+
+
+def reverse(couch: Couch, signer: Signer, p: Principal, transfer_id: str, reason: str, now: dt.datetime,
+            device: str = "") -> Doc:
+    """The secretary's correction: a transfer undone by its mirror image, with a reason, filed in the log."""
+    original = queries.load_doc(couch, transfer_id, "transfer")
+    if original is None or not (p.has(Role.SECRETARY) and original["community"] in p.communities):
+        raise LedgerError("not_found", status=404)
+    reason = reason.strip()
+    if not reason:
+        raise LedgerError("tb_reason_required", field="reason")
+    if original["kind"] == "reversal":
+        raise LedgerError("tb_reverse_reversal")
+    if get_or_none(couch.main, rules.reversal_id(transfer_id)) is not None:
+        raise LedgerError("tb_already_reversed", status=409)
+    reversal = _transfer_doc(rules.reversal_id(transfer_id), original, original["ledger"], original["to_account"],
+                             original["from_account"], original["amount"], "reversal", p.user_id, now,
+                             reverses=transfer_id, reason=reason[:500])
+    saved = _record(couch, reversal)
+    filing.append(couch, signer, street=original["street"], community=original["community"], actor=p.user_id,
+                  action="ledger_reversal", target=transfer_id, fields=[], purpose=reason[:500], device=device, at=now)
+    return saved
+
+
+def mint(couch: Couch, place: Doc, to_account: str, points: int, reason: str, key: str, by: str,
+         now: dt.datetime) -> Doc:
+    """The community mints participation points for an account, once per `key` (what they are for)."""
+    transfer = _transfer_doc(f"transfer:mint:{key}", place, "points", place["community"], to_account, points,
+                             "mint", by, now, reason=reason)
+    return _record(couch, transfer)
