@@ -113,21 +113,22 @@ def phone_key_id(user_id: str) -> str:
 # The types clients may write; everything else is the server's (filing log, approvals, keys, grants, accounts).
 CLIENT_TYPES = {"street", "department", "community", "grid", "gateway", "household", "resident", "visit", "need",
                 "service_request", "device", "alert", "reading", "safety_rules", "device_health", "gateway_health",
-                "access_report"}
+                "access_report", "claim"}
 GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health"}
 STAFF_TYPES = {"household", "resident", "visit", "need", "service_request", "device", "alert", "reading",
                "safety_rules", "access_report"}
 # Fields no client sets or changes: whose key a device's readings are sealed to (issue 13, finding 1).
 KEY_PICKING = {"device": ("resident", "write_public", "write_key_version", "write_signature")}
 AREA_OF_ROLE = {  # type -> where the role may write it (the document as written, and the version it replaces)
-    "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health"}},
+    "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim"}},
     "secretary": {t: lambda d, old: d["community"] == C1 for t in STAFF_TYPES | {"grid", "gateway"}},
-    "grid_worker": {t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES},
+    "grid_worker": {t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim"}},
     "volunteer": {  # tasks about the households they look after, or one assigned to them; requests in their grid
         **{t: lambda d, old: (LOOKED_AFTER.get(d.get("household")) == VOLUNTEER[G11]
                               or (old is not None and old.get("assigned_to") == VOLUNTEER[G11]))
            for t in ("visit", "need")},
-        "service_request": lambda d, old: d["grid"] == G11},
+        "service_request": lambda d, old: d["grid"] == G11,
+        "claim": lambda d, old: d["grid"] == G11},
     "resident": {t: lambda d, old: d.get("resident") == resident_id(G11, 1)
                  for t in ("visit", "need", "service_request")},
     "gateway": {
@@ -137,6 +138,13 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
     "department": {},
 }
 AUTHORS = ("created_by", "updated_by", "acknowledged_by", "owner")
+# Time bank (issue 16): the tasks hours may be claimed for, each with its grid, its resident and who did it (the
+# person it was assigned to, else who recorded it); a claim's answer is the server's to record.
+TASKS = {"need:c1-g1-h1": (G11, resident_id(G11, 1), VOLUNTEER[G11]),
+         "visit:c1-g1-h1": (G11, resident_id(G11, 1), WORKER[G11]),
+         "visit:c1-g1-h2": (G11, resident_id(G11, 2), WORKER[G11]),
+         "need:c2-g1-h1": (G21, resident_id(G21, 1), VOLUNTEER[G21])}
+CLAIM_SERVER_SET = ("decided_by", "decided_at", "consent", "dispute_note", "transfer")
 SERVER_SET = ("department", "departments", "whistles", "due_respond", "due_close", "accepted", "on_site")
 TIMES = ("visited_at", "created_at", "updated_at", "raised_at", "acknowledged_at", "measured_at", "at",
          "registered_at", "last_seen_at", "heartbeat_at")
@@ -214,6 +222,18 @@ def _times_ok(d: Doc) -> bool:
     return all(t is not None and earliest <= t <= NOW + dt.timedelta(minutes=10) for t in times)
 
 
+def _claim_ok(actor: Actor, old: Doc | None, d: Doc) -> bool:
+    """A claim is made once (never edited), as claimed, under its task's id, for 1 minute to 8 hours of a task the
+    writer did, about that task's resident in that task's grid."""
+    if d["type"] != "claim":
+        return True
+    minutes = d.get("minutes")
+    return (old is None and d["_id"] == f"claim:{d.get('task')}" and d.get("status") == "claimed"
+            and type(minutes) is int and 0 < minutes <= 480
+            and TASKS.get(d["task"]) == (d["grid"], d.get("resident"), actor.user_id)
+            and not any(name in d for name in CLAIM_SERVER_SET))
+
+
 def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
     """May this actor store d over old? Stated from the world's tables, not from access.py."""
     area = AREA_OF_ROLE[actor.role].get(d["type"])
@@ -225,7 +245,8 @@ def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
         return False  # a gateway cannot read back what it reported, so it cannot edit it
     if any((old or {}).get(k) != d.get(k) for k in KEY_PICKING.get(d["type"], ())):
         return False
-    return _place_ok(d) and _links_ok(actor, d) and _people_ok(actor, d) and _times_ok(d)
+    return _place_ok(d) and _links_ok(actor, d) and _people_ok(actor, d) and _claim_ok(actor, old, d) \
+        and _times_ok(d)
 
 
 # ---------------------------------------------------------------- documents
@@ -267,8 +288,12 @@ def base(type_name: str, writer: str) -> Doc:
         "gateway_health": {"street": S, "community": C1, "gateway": GATEWAY_OF[C1], "heartbeat_at": when},
         "access_report": {**HERE, **ABOUT, "fields": ["phone"], "purpose": "routine_visit", "at": when,
                           "phone_key": phone_key_id(writer), "created_by": writer, "created_at": when},
+        "claim": {**HERE, **ABOUT, "task": "visit:c1-g1-h1" if writer == WORKER[G11] else "need:c1-g1-h1",
+                  "minutes": 90, "status": "claimed", "created_by": writer, "created_at": when},
     }
     own_id = {"street": S, "community": "community:new", "grid": "grid:new"}.get(type_name, f"{type_name}:new")
+    if type_name == "claim":  # a claim's id is its task's
+        own_id = f"claim:{docs['claim']['task']}"
     return {"_id": own_id, "type": type_name, **docs[type_name]}
 
 
@@ -294,6 +319,9 @@ POOL: dict[str, list[Any]] = {
     **{name: TIME_VALUES for name in TIMES},
     "departments": [["department:health"]],
     "due_close": [(NOW + dt.timedelta(days=3)).isoformat()],
+    "task": [*TASKS, "need:nowhere", "household:c1-g1-h1"],
+    "minutes": [0, -60, 1, 480, 481, 90.5],
+    "decided_by": [VOLUNTEER[G11], WORKER[G11]],
 }
 
 
@@ -309,14 +337,17 @@ def relocated(doc: Doc, grid: str, n: int) -> Doc:
 
 def mutations(doc: Doc) -> Iterator[Doc]:
     """doc with one field set to each value of the pool (its placement fields, and the optional ones a client might
-    add: head, volunteers, assigned_to, owner, server-set fields), then doc moved whole to each household."""
+    add: head, volunteers, assigned_to, owner, server-set fields), then doc moved whole to each household (and a
+    claim made for each other task)."""
     fields = DOC_TYPES[doc["type"]].fields
     for name, values in POOL.items():
         if name in doc or name in fields and name in ("head", "assigned_to", "acknowledged_by", "owner", "departments",
-                                                      "due_close", "volunteers"):
+                                                      "due_close", "volunteers", "decided_by"):
             yield from ({**doc, name: v} for v in values if v != doc.get(name))
     if "grid" in doc or doc["type"] in ("gateway", "gateway_health"):
         yield from (relocated(doc, g, n) for g, n in PLACES if (g, n) != (G11, 1))
+    if doc["type"] == "claim":  # a claim for another task, under that task's id (someone else's, elsewhere)
+        yield from ({**doc, "task": task, "_id": f"claim:{task}"} for task in TASKS if task != doc["task"])
 
 
 # The stored documents write_refusal is given (as the sync gateway fetches them), each schema-valid.
@@ -336,6 +367,13 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
                  for gateways in (GATEWAY_OF, SECOND_GATEWAY_OF)]
     for g, c in COMMUNITY_OF.items():
         main.append({"_id": g, "type": "grid", "street": S, "community": c, "grid": g, "name": g, "number": 1})
+    for task, (g, r, doer) in TASKS.items():
+        kind = task.split(":")[0]
+        main.append({"_id": task, "type": kind, "street": S, "community": COMMUNITY_OF[g], "grid": g,
+                     "household": HOUSEHOLD_OF[r], "resident": r, "created_by": WORKER.get(g, doer),
+                     "created_at": PHONE_REGISTERED.isoformat(),
+                     **({"assigned_to": doer, "category": "买菜", "description": "买菜", "status": "done"}
+                        if kind == "need" else {"kind": "routine", "visited_at": PHONE_REGISTERED.isoformat()})})
     for (g, n), (h, r, d) in PLACES.items():
         where = {"street": S, "community": COMMUNITY_OF[g], "grid": g}
         looked_after = {"volunteers": [LOOKED_AFTER[h]]} if h in LOOKED_AFTER else {}
@@ -467,10 +505,12 @@ def _renamed(doc: Doc, n: int) -> Doc:
 
 def test_a_sample_through_the_sync_gateway_is_judged_by_the_rules(gateway_url: str) -> None:
     """Bounded: every role's unmutated documents of every type and 80 single mutations (fixed seed), as each role's
-    `_bulk_docs` batch. Left out: readings (their value must be a sealed envelope, which the rule does not read) and
-    the street (its one id exists already)."""
+    `_bulk_docs` batch. Left out: readings (their value must be a sealed envelope, which the rule does not read),
+    the street (its one id exists already) and claims (their id is their task's, so a claim and its mutations
+    share one id: tests/test_timebank_sync.py sends claims through the gateway)."""
     rng = random.Random(13)
-    cases = [(actor, base(t, actor.user_id)) for actor in ACTORS for t in sorted(CLIENT_TYPES - {"reading", "street"})]
+    cases = [(actor, base(t, actor.user_id)) for actor in ACTORS
+             for t in sorted(CLIENT_TYPES - {"reading", "street", "claim"})]
     cases += rng.sample([(actor, new) for actor, doc in cases for new in mutations(doc)], 80)
     wrong, accepted = [], 0
     for actor in ACTORS:
