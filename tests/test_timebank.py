@@ -229,8 +229,7 @@ def test_points_never_go_negative(demo_loaded: Couch) -> None:
     timebank.mint(demo_loaded, community, VOLUNTEER, 5, "问卷", "test-survey-1", WORKER, now)
     assert timebank.balance(demo_loaded, C1, "points", VOLUNTEER) == 5
     with pytest.raises(timebank.LedgerError, match="Not enough points"):
-        timebank._record(demo_loaded, timebank._transfer_doc("transfer:spend-1", community, "points", VOLUNTEER,
-                                                             "organisation:shop", 6, "redemption", VOLUNTEER, now))
+        timebank.spend(demo_loaded, community, VOLUNTEER, "organisation:shop", 6, "兑换", "spend-1", VOLUNTEER, now)
     with pytest.raises(timebank.LedgerError, match="recorded already"):
         timebank.mint(demo_loaded, community, VOLUNTEER, 5, "问卷", "test-survey-1", WORKER, now)
     for amount in (0, -3, 1.5, True):

@@ -141,15 +141,13 @@ def confirm(couch: Couch, p: Principal, claim_id: str, now: dt.datetime, consent
     doc = _load_claim(couch, p, claim_id)
     _may_answer(p, doc, consent)
     transfer_id = rules.transfer_id_of_claim(doc["_id"])
-    if doc["status"] == "claimed" and get_or_none(couch.main, transfer_id) is None:
-        if rules.claim_lapsed(doc, now):
-            _decide(couch, doc, "expired", None, now)
-            raise LedgerError("tb_claim_expired", {"days": rules.CLAIM_EXPIRES_AFTER.days})
-        transfer = _transfer_doc(transfer_id, doc, "hours", doc["resident"], doc["created_by"], doc["minutes"],
-                                 "confirmation", p.user_id, now, claim=doc["_id"])
-        _record(couch, transfer)
+    if get_or_none(couch.main, transfer_id) is None:
+        _still_open(couch, doc, now)
+        _record(couch, _transfer_doc(transfer_id, doc, "hours", doc["resident"], doc["created_by"], doc["minutes"],
+                                     "confirmation", p.user_id, now, claim=doc["_id"]))
     elif doc["status"] != "claimed":
-        raise LedgerError("tb_claim_answered", {"status": doc["status"]}, status=409)
+        raise LedgerError("tb_claim_answered", status=409)
+    # else: confirmed before, and the claim not yet marked (a crash between the two writes): mark it now
     return _decide(couch, doc, "confirmed", p, now, consent=consent if p.resident != doc["resident"] else None,
                    transfer=transfer_id)
 
@@ -161,10 +159,20 @@ def dispute(couch: Couch, p: Principal, claim_id: str, note: str, now: dt.dateti
     note = note.strip()
     if not note:
         raise LedgerError("tb_dispute_note", field="note")
-    if doc["status"] != "claimed" or get_or_none(couch.main, rules.transfer_id_of_claim(doc["_id"])):
-        raise LedgerError("tb_claim_answered", {"status": doc["status"]}, status=409)
+    if get_or_none(couch.main, rules.transfer_id_of_claim(doc["_id"])):
+        raise LedgerError("tb_claim_answered", status=409)
+    _still_open(couch, doc, now)
     return _decide(couch, doc, "disputed", p, now, consent=consent if p.resident != doc["resident"] else None,
                    dispute_note=note[:500])
+
+
+def _still_open(couch: Couch, doc: Doc, now: dt.datetime) -> None:
+    """Refuse an answer to a claim answered already, or lapsed (marking it so, as the sweep would)."""
+    if doc["status"] != "claimed":
+        raise LedgerError("tb_claim_answered", status=409)
+    if rules.claim_lapsed(doc, now):
+        _decide(couch, doc, "expired", None, now)
+        raise LedgerError("tb_claim_expired", {"days": rules.CLAIM_EXPIRES_AFTER.days}, status=409)
 
 
 def _decide(couch: Couch, doc: Doc, status: str, p: Principal | None, now: dt.datetime, **fields: Any) -> Doc:
@@ -174,7 +182,7 @@ def _decide(couch: Couch, doc: Doc, status: str, p: Principal | None, now: dt.da
     try:
         return couch.main.save(decided)
     except Conflict:
-        raise LedgerError("tb_claim_answered", {"status": "?"}, status=409) from None
+        raise LedgerError("tb_claim_answered", status=409) from None
 
 
 def expire(couch: Couch, now: dt.datetime) -> int:
@@ -242,9 +250,17 @@ def reverse(couch: Couch, signer: Signer, p: Principal, transfer_id: str, reason
     return saved
 
 
-def mint(couch: Couch, place: Doc, to_account: str, points: int, reason: str, key: str, by: str,
+def mint(couch: Couch, place: Doc, to_account: str, points: Any, reason: str, key: str, by: str,
          now: dt.datetime) -> Doc:
-    """The community mints participation points for an account, once per `key` (what they are for)."""
-    transfer = _transfer_doc(f"transfer:mint:{key}", place, "points", place["community"], to_account, points,
-                             "mint", by, now, reason=reason)
-    return _record(couch, transfer)
+    """The community mints participation points for an account, once per `key` (what they are for). The rules
+    that mint (surveys, volunteer hours, votes) are the next step of issue 16; the demo's history uses this."""
+    return _record(couch, _transfer_doc(f"transfer:mint:{key}", place, "points", place["community"], to_account,
+                                        points, "mint", by, now, reason=reason))
+
+
+def spend(couch: Couch, place: Doc, from_account: str, to_account: str, points: Any, reason: str, key: str,
+          by: str, now: dt.datetime) -> Doc:
+    """Points spent with an organisation, once per `key`: the ledger's half of a redemption (the catalogue and the
+    vouchers partners check offline are the next step of issue 16). Never below zero."""
+    return _record(couch, _transfer_doc(f"transfer:redemption:{key}", place, "points", from_account, to_account,
+                                        points, "redemption", by, now, reason=reason))
