@@ -48,7 +48,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # (round, percentages) in ways Jinja2 and Nunjucks do not share, so the parity test leaves them out. Elderly safety's
 # pages are online only too: the status line is judged on the server, and a heart-rate value opened there is filed.
 ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "catalogue.html", "workbench.html",
-                                   "resident_safety.html", "devices.html", "accounts.html"})
+                                   "resident_safety.html", "devices.html", "accounts.html", "ledger.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest")

@@ -1,0 +1,92 @@
+"""A claim made offline reaches the server through the real sync gateway (`linli serve`), and one task claimed
+from two phones (or retried) is one claim, credited once (issue 16)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from server.domain import timebank as rules
+from server.domain.access import Principal
+from server.domain.declaration import Role
+from server.services import timebank
+from server.services.demo import STREET_ID
+from server.store.config import Settings
+from server.store.couch import Couch
+from server.store.embedded_couch import EmbeddedCouch, free_port
+
+from .sync_harness import login, serve, stop
+from .test_timebank import C1, RESIDENT, VOLUNTEER, need_for
+
+Doc = dict[str, Any]
+
+
+@pytest.fixture(name="gateway_url")
+def gateway_url_fixture(couch_server: EmbeddedCouch, demo_loaded: Couch, settings: Settings) -> Iterator[str]:
+    served = serve(couch_server.url, settings, free_port())
+    yield served.url
+    stop(served)
+
+
+def push(url: str, phone: tuple[str, str], docs: list[Doc], new_edits: bool = True) -> list[Doc]:
+    cookie, csrf = phone
+    answer = httpx2.post(url + "sync/main/_bulk_docs", json={"docs": docs, "new_edits": new_edits}, timeout=30,
+                         headers={"Cookie": cookie, "X-CSRF-Token": csrf})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def test_one_task_claimed_from_two_phones_is_credited_once(gateway_url: str, demo_loaded: Couch) -> None:
+    need = need_for(demo_loaded, RESIDENT, VOLUNTEER)
+    at = dt.datetime.now(dt.UTC).isoformat()
+    resident = demo_loaded.main.get(RESIDENT)
+    claim = {"_id": rules.claim_id(need), "type": "claim", "task": need, "resident": RESIDENT,
+             **{k: resident[k] for k in ("street", "community", "grid", "household")}, "minutes": 120,
+             "status": "claimed", "created_by": VOLUNTEER, "created_at": at}
+    first, second = login(gateway_url, "zhiyuan01a", "demo-password"), login(gateway_url, "zhiyuan01a",
+                                                                            "demo-password")
+    [stored] = push(gateway_url, first, [claim])
+    assert stored.get("rev", "").startswith("1-"), stored
+    # The second phone made the same claim offline, with another amount: sent as a new document, and as
+    # replication sends it (new_edits=false, a revision of its own), it meets the first: a claim is never changed
+    # once made, so both are refused and no conflicting branch is left for anyone to pick.
+    [again] = push(gateway_url, second, [{**claim, "minutes": 240}])
+    assert again.get("error") == "forbidden" and "not changed once made" in again["reason"], again
+    replicated = {**claim, "minutes": 240, "_rev": "1-" + "b" * 32,
+                  "_revisions": {"start": 1, "ids": ["b" * 32]}}
+    [refused] = push(gateway_url, second, [replicated], new_edits=False)
+    assert refused.get("error") == "forbidden" and "not changed once made" in refused["reason"], refused
+    # The first phone retrying the very revision it sent is no new claim either.
+    [retry] = push(gateway_url, first, [{**claim, "_rev": stored["rev"],
+                                         "_revisions": {"start": 1, "ids": [stored["rev"][2:]]}}], new_edits=False)
+    assert "error" not in retry or retry["error"] == "forbidden", retry
+    assert demo_loaded.main.get(claim["_id"])["minutes"] == 120
+    assert "_conflicts" not in demo_loaded.main.get(claim["_id"], conflicts="true")
+
+    resident_p = Principal("user:jumin1", frozenset({Role.RESIDENT}), STREET_ID, resident=RESIDENT)
+    timebank.confirm(demo_loaded, resident_p, claim["_id"], dt.datetime.now(dt.UTC))
+    with pytest.raises(timebank.LedgerError):
+        timebank.confirm(demo_loaded, resident_p, claim["_id"], dt.datetime.now(dt.UTC))
+    assert timebank.balance(demo_loaded, C1, "hours", VOLUNTEER) == 120
+    assert timebank.balance(demo_loaded, C1, "hours", RESIDENT) == -120
+
+
+def test_a_phone_cannot_write_a_transfer_or_answer_a_claim(gateway_url: str, demo_loaded: Couch) -> None:
+    """Transfers are the server's; a claim's answer is the server's record of the resident's."""
+    need = need_for(demo_loaded, RESIDENT, VOLUNTEER)
+    resident = demo_loaded.main.get(RESIDENT)
+    at = dt.datetime.now(dt.UTC).isoformat()
+    phone = login(gateway_url, "zhiyuan01a", "demo-password")
+    forged = {"_id": "transfer:forged", "type": "transfer", "street": STREET_ID, "community": C1, "ledger": "hours",
+              "from_account": RESIDENT, "to_account": VOLUNTEER, "amount": 600, "kind": "confirmation",
+              "created_by": VOLUNTEER, "created_at": at}
+    answered = {"_id": rules.claim_id(need), "type": "claim", "task": need, "resident": RESIDENT,
+                **{k: resident[k] for k in ("street", "community", "grid", "household")}, "minutes": 60,
+                "status": "confirmed", "decided_by": VOLUNTEER, "created_by": VOLUNTEER, "created_at": at}
+    answers = push(gateway_url, phone, [forged, answered])
+    assert [a.get("error") for a in answers] == ["forbidden", "forbidden"], answers
+    assert timebank.balance(demo_loaded, C1, "hours", VOLUNTEER) == 0
