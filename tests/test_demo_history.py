@@ -15,9 +15,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from crypto.fields import is_sealed, protected_fields
+from server.domain import timebank as timebank_rules
 from server.domain.declaration import ALERT_KINDS, REQUEST_STATES, validate
 from server.security.firewall import Firewall
-from server.services import alerts, demo, demo_history, service_requests
+from server.services import alerts, demo, demo_history, service_requests, timebank
 from server.store.couch import Couch, connect, docs_of_type
 from server.store.embedded_couch import EmbeddedCouch
 from server.web.app import create_app
@@ -117,6 +118,30 @@ def test_visits_needs_surveys_and_pending_approvals(pilot: list[dict]) -> None:
     assert set(pending.values()) == {demo_history.PENDING_ACCESS_REQUESTS} and len(pending) == 4
 
 
+def test_a_year_of_the_time_bank(pilot: list[dict]) -> None:
+    """Volunteers' help confirmed into hours and points, the last fortnight's claims partly waiting or disputed,
+    points spent at partner shops; the ledgers hold as the services keep them."""
+    claims = _of(pilot, "claim")
+    assert {c["status"] for c in claims} == {"claimed", "confirmed", "disputed"}
+    waiting = [c for c in claims if c["status"] != "confirmed"]
+    assert all(NOW - _at(c["created_at"]) < timebank_rules.CLAIM_EXPIRES_AFTER for c in waiting)
+    transfers = _of(pilot, "transfer")
+    hours = [t for t in transfers if t["ledger"] == "hours"]
+    assert sorted(t["claim"] for t in hours) == sorted(c["_id"] for c in claims if c["status"] == "confirmed")
+    assert {t["kind"] for t in transfers} == {"confirmation", "mint", "redemption"}
+    for ledger in ("hours", "points"):
+        held: collections.Counter[str] = collections.Counter()
+        for t in (t for t in transfers if t["ledger"] == ledger):
+            held[t["from_account"]] -= t["amount"]
+            held[t["to_account"]] += t["amount"]
+        assert sum(held.values()) == 0
+        if ledger == "hours":
+            assert min(held.values()) >= timebank_rules.HOURS_FLOOR and len(held) > 20
+        else:
+            assert all(v >= 0 for a, v in held.items() if not a.startswith("community:"))
+    assert {o["community"] for o in _of(pilot, "organisation")} == {t["community"] for t in transfers}
+
+
 def test_elderly_residents_have_health_notes() -> None:
     residents = [d for d in demo.generate(size=SIZE) if d["type"] == "resident"]
     elderly = [r for r in residents if demo.age_on_reference_date(r["birth_date"]) >= 60]
@@ -165,6 +190,7 @@ def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClien
     assert service_requests.sweep(couch, demo.STREET_ID, NOW) == service_requests.SweepReport()
     report = alerts.sweep(couch, NOW)
     assert (report.escalated, report.family_notified, report.visibility_changed) == (0, 0, 0)
+    assert timebank.expire(couch, NOW) == 0  # no claim older than the expiry left waiting
 
 
 def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.domain import timebank as rules
 from server.domain.declaration import SATISFACTION
 from server.domain.entitlement import alert_visibility, may_notify_family, privacy_choices
 from server.domain.field_rules import COMMON_NEEDS
@@ -607,6 +608,110 @@ def access_requests(census: Census, rng: random.Random, clock: Clock) -> Iterato
             yield doc
 
 
+# ---------------------------------------------------------------- the time bank
+
+TIME_BANK_SHARE = 0.3  # of the households a volunteer looks after, those whose help goes through the time bank
+HELP_SESSIONS_PER_YEAR = (1, 3)  # per such household: needs a volunteer did and claimed hours for
+HELP_MINUTES = (60, 90, 120, 180)
+POINTS_PER_HOUR = 10  # participation points the community mints, monthly, for each hour of confirmed help
+PENDING_CLAIM_SHARE, DISPUTED_CLAIM_SHARE = 0.15, 0.05  # of the last fortnight's claims: waiting, disputed
+PARTNER_SHOPS = ("社区便民超市", "益民药店")  # organisations where volunteers spend points, one per community
+
+
+def time_bank(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """A year of help given by the grids' volunteers to the households they look after: each a done need, the
+    volunteer's claim and, once the resident confirmed, the transfer of hours; the last fortnight's claims partly
+    still waiting or disputed, and one claim a grid waiting from the last days; points minted monthly for the
+    hours, some spent lately at a partner shop. No resident's hours go below the floor (a confirmation past it
+    would be refused)."""
+    owed: dict[str, int] = {}  # resident -> minutes received
+    earned: dict[tuple[str, str, str], dict[str, int]] = {}  # (volunteer, community, street) -> month -> minutes
+    households = census.in_order()
+    shops = {}
+    for n, community in enumerate(sorted({h.routing["community"] for h in households})):
+        shops[community] = f"organisation:{community.removeprefix('community:')}-shop"
+        yield {"_id": shops[community], "type": "organisation", "street": households[0].routing["street"],
+               "community": community, "name": PARTNER_SHOPS[n % len(PARTNER_SHOPS)], "kind": "firm"}
+    sessions = [(h, clock.daytime(rng, rng.uniform(0, DAYS))) for h in households
+                if h.volunteers and rng.random() < TIME_BANK_SHARE for _ in range(rng.randint(*HELP_SESSIONS_PER_YEAR))]
+    for grid in census.grids:
+        looked_after = [h for h in households if h.volunteers and h.routing["grid"] == grid]
+        if looked_after:
+            sessions.append((rng.choice(looked_after), clock.daytime(rng, rng.uniform(0.2, 3))))
+    for household, at in sorted(sessions, key=lambda s: s[1]):
+        person, volunteer, minutes = rng.choice(household.residents), rng.choice(household.volunteers), \
+            rng.choice(HELP_MINUTES)
+        recent = clock.now - at < rules.CLAIM_EXPIRES_AFTER
+        state = rng.choices(("claimed", "disputed", "confirmed"),
+                            (PENDING_CLAIM_SHARE, DISPUTED_CLAIM_SHARE, 1))[0] if recent else "confirmed"
+        if clock.now - at < dt.timedelta(days=3):
+            state = "claimed"  # the last days' claims: waiting for the resident
+        if state == "confirmed" and owed.get(person.id, 0) + minutes > -rules.HOURS_FLOOR:
+            continue  # past the floor: this help was not asked of the time bank
+        # Claimed an hour after the help, answered within two days, never after now.
+        claimed = min(at + dt.timedelta(hours=1), clock.now - dt.timedelta(minutes=2))
+        answered = min(claimed + dt.timedelta(hours=rng.uniform(2, 48)), clock.now - dt.timedelta(minutes=1))
+        yield from _help(rng, household, person, volunteer, minutes, (at, claimed, answered), state)
+        if state == "confirmed":
+            owed[person.id] = owed.get(person.id, 0) + minutes
+            months = earned.setdefault((volunteer, household.routing["community"], household.routing["street"]), {})
+            months[answered.strftime("%Y-%m")] = months.get(answered.strftime("%Y-%m"), 0) + minutes
+    secretaries = {g.routing["community"]: g.secretary for g in census.grids.values()}
+    yield from _points(rng, clock, earned, shops, secretaries)
+
+
+def _points(rng: random.Random, clock: Clock, earned: dict[tuple[str, str, str], dict[str, int]],
+            shops: dict[str, str], secretaries: dict[str, str]) -> Iterator[Doc]:
+    """Points minted (recorded by the secretary) at the start of each month for the last month's confirmed hours;
+    some of those minted before today spent in the last hours."""
+    for (volunteer, community, street), months in sorted(earned.items()):
+        place = {"street": street, "community": community}
+        held = 0
+        for month, minutes in sorted(months.items()):
+            minted = dt.datetime.fromisoformat(f"{month}-01T00:30:00+00:00") + dt.timedelta(days=32)
+            minted = min(minted.replace(day=1), clock.now - dt.timedelta(minutes=1))
+            points = minutes * POINTS_PER_HOUR // 60
+            held += points if minted < clock.now - dt.timedelta(days=1) else 0
+            yield {"_id": f"transfer:mint:{volunteer.removeprefix('user:')}-{month}", "type": "transfer", **place,
+                   "ledger": "points", "from_account": community, "to_account": volunteer, "amount": points,
+                   "kind": "mint", "reason": f"{month} 志愿服务时长", "created_by": secretaries[community],
+                   "created_at": _iso(minted)}
+        if held >= 20 and rng.random() < 0.5:
+            yield {"_id": f"transfer:redemption:{rng.randbytes(16).hex()}", "type": "transfer", **place,
+                   "ledger": "points", "from_account": volunteer, "to_account": shops[community],
+                   "amount": rng.randrange(10, held // 10 * 10 + 1, 10), "kind": "redemption",
+                   "reason": "兑换日用品", "created_by": volunteer,
+                   "created_at": _iso(clock.now - dt.timedelta(minutes=rng.randint(2, 600)))}
+
+
+def _help(rng: random.Random, household: Household, person: Person, volunteer: str, minutes: int,
+          times: tuple[dt.datetime, dt.datetime, dt.datetime], state: str) -> Iterator[Doc]:
+    """One piece of help: the need, the claim, and what the resident's answer did (times: helped, claimed,
+    answered)."""
+    at, claimed, answered = times
+    category = rng.choice(("shopping", "companionship", "medical_escort", "cleaning"))
+    need = {"_id": _id(rng, "need"), "type": "need", **household.routing, "household": household.id,
+            "resident": person.id, "category": category, "description": NEED_TEXT[category], "status": "done",
+            "assigned_to": volunteer, "created_by": volunteer, "created_at": _iso(at)}
+    claim = {"_id": rules.claim_id(need["_id"]), "type": "claim", **household.routing, "household": household.id,
+             "resident": person.id, "task": need["_id"], "minutes": minutes, "status": state,
+             "created_by": volunteer, "created_at": _iso(claimed)}
+    yield need
+    if state == "claimed":
+        yield claim
+        return
+    claim.update(decided_by=f"user:jumin-{person.id.removeprefix('resident:')}", decided_at=_iso(answered))
+    if state == "disputed":
+        yield {**claim, "dispute_note": "服务时间没有这么长"}
+        return
+    transfer = rules.transfer_id_of_claim(claim["_id"])
+    yield {**claim, "transfer": transfer}
+    yield {"_id": transfer, "type": "transfer", "street": household.routing["street"],
+           "community": household.routing["community"], "ledger": "hours", "from_account": person.id,
+           "to_account": volunteer, "amount": minutes, "kind": "confirmation", "claim": claim["_id"],
+           "created_by": claim["decided_by"], "created_at": _iso(answered)}
+
+
 # ---------------------------------------------------------------- all of it
 
 # name → the function making that kind of history; each draws from its own stream `<name>-<seed>`.
@@ -617,6 +722,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "surveys": surveys,
     "access": access_requests,
     "devices": gateways_and_device_health,
+    "time_bank": time_bank,
 }
 
 
