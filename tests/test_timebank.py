@@ -121,9 +121,11 @@ def test_refusals_name_why_and_change_nothing(web: TestClient, demo_loaded: Couc
     mine = need_for(demo_loaded, RESIDENT, VOLUNTEER)
     as_user(web, "zhiyuan01a")
     before = stored(demo_loaded)
-    for task in (theirs, "need:nowhere", "", "x" * 3000):  # another volunteer's need is not theirs to see: 404
+    missing = post(web, "/claims", task="need:nowhere", hours="1")
+    assert missing.status_code == 404 and ZH("not_found") in missing.text
+    for task in (theirs, "", "x" * 3000):  # another volunteer's need is not theirs to see: as a missing one
         answer = post(web, "/claims", task=task, hours="1")
-        assert answer.status_code == 404 and ZH("tb_claim_no_task") in answer.text, (task, answer.status_code)
+        assert (answer.status_code, answer.text) == (404, missing.text), task
     as_user(web, "wangge01")  # the grid worker sees the volunteer's need, and may not claim it
     answer = post(web, "/claims", task=mine, hours="1")
     assert answer.status_code == 403 and ZH("tb_claim_not_yours") in answer.text

@@ -634,10 +634,15 @@ def time_bank(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]
                "community": community, "name": PARTNER_SHOPS[n % len(PARTNER_SHOPS)], "kind": "firm"}
     sessions = [(h, clock.daytime(rng, rng.uniform(0, DAYS))) for h in households
                 if h.volunteers and rng.random() < TIME_BANK_SHARE for _ in range(rng.randint(*HELP_SESSIONS_PER_YEAR))]
-    for grid in census.grids:
-        looked_after = [h for h in households if h.volunteers and h.routing["grid"] == grid]
+    for grid in census.grids.values():
+        looked_after = [h for h in households if h.volunteers and h.routing["grid"] == grid.id]
         if looked_after:
             sessions.append((rng.choice(looked_after), clock.daytime(rng, rng.uniform(0.2, 3))))
+        theirs = [h for h in looked_after if grid.volunteers[0] in h.volunteers]
+        if theirs:  # help the grid's first volunteer gave yesterday and has yet to claim (/timebank offers it)
+            household = rng.choice(theirs)
+            at = clock.daytime(rng, rng.uniform(0.5, 1.5))
+            yield _done_need(rng, household, rng.choice(household.residents), grid.volunteers[0], at)
     for household, at in sorted(sessions, key=lambda s: s[1]):
         person, volunteer, minutes = rng.choice(household.residents), rng.choice(household.volunteers), \
             rng.choice(HELP_MINUTES)
@@ -684,15 +689,20 @@ def _points(rng: random.Random, clock: Clock, earned: dict[tuple[str, str, str],
                    "created_at": _iso(clock.now - dt.timedelta(minutes=rng.randint(2, 600)))}
 
 
+def _done_need(rng: random.Random, household: Household, person: Person, volunteer: str, at: dt.datetime) -> Doc:
+    """A need a volunteer met and did."""
+    category = rng.choice(("shopping", "companionship", "medical_escort", "cleaning"))
+    return {"_id": _id(rng, "need"), "type": "need", **household.routing, "household": household.id,
+            "resident": person.id, "category": category, "description": NEED_TEXT[category], "status": "done",
+            "assigned_to": volunteer, "created_by": volunteer, "created_at": _iso(at)}
+
+
 def _help(rng: random.Random, household: Household, person: Person, volunteer: str, minutes: int,
           times: tuple[dt.datetime, dt.datetime, dt.datetime], state: str) -> Iterator[Doc]:
     """One piece of help: the need, the claim, and what the resident's answer did (times: helped, claimed,
     answered)."""
     at, claimed, answered = times
-    category = rng.choice(("shopping", "companionship", "medical_escort", "cleaning"))
-    need = {"_id": _id(rng, "need"), "type": "need", **household.routing, "household": household.id,
-            "resident": person.id, "category": category, "description": NEED_TEXT[category], "status": "done",
-            "assigned_to": volunteer, "created_by": volunteer, "created_at": _iso(at)}
+    need = _done_need(rng, household, person, volunteer, at)
     claim = {"_id": rules.claim_id(need["_id"]), "type": "claim", **household.routing, "household": household.id,
              "resident": person.id, "task": need["_id"], "minutes": minutes, "status": state,
              "created_by": volunteer, "created_at": _iso(claimed)}

@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server.domain import timebank as rules
-from server.domain.access import Principal
+from server.domain.access import Principal, may_see
 from server.domain.declaration import LEDGERS, Role
 from server.domain.errors import by_field
 from server.security.firewall import Firewall
@@ -36,10 +36,12 @@ def _community_of(user: Doc, resident: Doc | None) -> str | None:
     return resident["community"] if resident else next(iter(user.get("communities") or []), None)
 
 
-def _names(firewall: Firewall, ids: set[str]) -> dict[str, str]:
-    """Display names of the accounts and people these ids name: users, residents, organisations, communities."""
+def _names(firewall: Firewall, p: Principal, ids: set[str]) -> dict[str, str]:
+    """Display names of what these ids name and the reader may see (`may_see`: a volunteer sees the households
+    they look after, not their residents): residents, households (their address), organisations, communities;
+    and of people (users)."""
     main = get_many(firewall.couch.main, {i for i in ids if not i.startswith("user:")})
-    return {**{i: d.get("name", i) for i, d in main.items()},
+    return {**{i: d.get("name") or d.get("address") or i for i, d in main.items() if may_see(p, d)},
             **queries.user_names(firewall.couch, {i for i in ids if i.startswith("user:")})}
 
 
@@ -60,8 +62,9 @@ def my_page_context(firewall: Firewall, user: Doc, now: dt.datetime) -> dict[str
     made = timebank.claims_of(couch, user["_id"])
     tasks = timebank.claimable_tasks(couch, user, now) if p.has(Role.VOLUNTEER, Role.GRID_WORKER) else []
     entries = timebank.history(couch, community, account)
-    names = _names(firewall, {c["created_by"] for c in to_answer} | {c["resident"] for c in to_answer + made}
-                   | {e["from_account"] for e in entries} | {e["to_account"] for e in entries})
+    names = _names(firewall, p, {c["created_by"] for c in to_answer} | {c["resident"] for c in to_answer + made}
+                   | {c["household"] for c in made} | {e["from_account"] for e in entries}
+                   | {e["to_account"] for e in entries})
     hours, points = (timebank.balance(couch, community, ledger, account) for ledger in LEDGERS)
     return {"hours": rules.hours_text(hours), "points": points, "to_answer": list(map(_shown, to_answer)),
             "made": list(map(_shown, made)), "tasks": tasks, "entries": list(map(_shown, entries)), "names": names,
@@ -82,7 +85,7 @@ def _shown(doc: Doc) -> Doc:
     return {**doc, "shown": _amount_text(doc["ledger"], doc.get("signed", doc["amount"]))}
 
 
-def ledger_context(firewall: Firewall, community: str, limit: int | None = 200) -> dict[str, Any]:
+def ledger_context(firewall: Firewall, p: Principal, community: str, limit: int | None = 200) -> dict[str, Any]:
     """What the secretary's /ledger shows of one community (its newest `limit` transfers; None: all)."""
     couch = firewall.couch
     transfers = list(timebank.transfers_of(couch, community, limit))
@@ -91,7 +94,7 @@ def ledger_context(firewall: Firewall, community: str, limit: int | None = 200) 
     accounts = sorted(set(table["hours"]) | set(table["points"]))
     hours_total = sum(table["hours"].values())
     disputed = [c for c in timebank.claims_of(couch, "", "disputed") if c["community"] == community]
-    names = _names(firewall, set(accounts) | {t["from_account"] for t in transfers}
+    names = _names(firewall, p, set(accounts) | {t["from_account"] for t in transfers}
                    | {t["to_account"] for t in transfers} | {c["created_by"] for c in disputed}
                    | {c["resident"] for c in disputed})
     shown = {ledger: {a: _amount_text(ledger, v) for a, v in held.items()} for ledger, held in table.items()}
@@ -154,6 +157,8 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         try:
             await run_in_threadpool(do, Principal.of(user), form)
         except timebank.LedgerError as refused:
+            if refused.status == 404:  # nothing there, or nothing this person may see: answered alike
+                raise HTTPException(404) from None
             return await my_page(request, by_field(refused.errors), refused.status)
         return RedirectResponse(f"/timebank?done={done}", status_code=303)
 
@@ -182,9 +187,10 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         return user, community
 
     async def ledger_page(request: Request, errors: dict[str, Any] | None = None, status: int = 200) -> Response:
-        _, community = await secretary(request)
+        user, community = await secretary(request)
         csv_wanted = request.url.path.endswith(".csv")
-        context = await run_in_threadpool(ledger_context, firewall, community, None if csv_wanted else 200)
+        context = await run_in_threadpool(ledger_context, firewall, Principal.of(user), community,
+                                          None if csv_wanted else 200)
         if csv_wanted:
             return Response(ledger_csv(context), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": 'attachment; filename="linli-ledger.csv"'})
