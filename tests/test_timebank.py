@@ -8,12 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from server.domain import timebank as rules
+from server.domain.access import Principal
+from server.domain.declaration import Role
 from server.domain.i18n import translator
 from server.security import accounts, filing
 from server.services import timebank
@@ -238,3 +241,24 @@ def test_points_never_go_negative(demo_loaded: Couch) -> None:
         with pytest.raises(timebank.LedgerError, match="whole number above zero"):
             timebank.mint(demo_loaded, community, VOLUNTEER, amount, "x", f"bad-{amount}", WORKER, now)
     assert timebank.balance(demo_loaded, C1, "points", VOLUNTEER) == 5
+
+
+def test_confirmations_at_once_credit_once(demo_loaded: Couch) -> None:
+    """Four confirmations of one claim at the same moment (two devices, retries): one transfer, counted once."""
+    need = need_for(demo_loaded, RESIDENT, VOLUNTEER)
+    now = dt.datetime.now(dt.UTC)
+    volunteer = Principal(VOLUNTEER, frozenset({Role.VOLUNTEER}), STREET_ID, frozenset({C1}), frozenset({GRID}))
+    resident = Principal("user:jumin1", frozenset({Role.RESIDENT}), STREET_ID, resident=RESIDENT)
+    timebank.claim(demo_loaded, volunteer, need, 120, "", now)
+
+    def confirm(_: int) -> bool:
+        try:
+            timebank.confirm(demo_loaded, resident, rules.claim_id(need), now)
+        except timebank.LedgerError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(confirm, range(4)))
+    assert sum(outcomes) >= 1 and hours(demo_loaded, VOLUNTEER) == 120 and hours(demo_loaded, RESIDENT) == -120
+    assert demo_loaded.main.get(rules.claim_id(need))["status"] == "confirmed"
