@@ -133,6 +133,16 @@ def test_refusals_name_why_and_change_nothing(web: TestClient, demo_loaded: Couc
     answer = post(web, "/claims", task=mine, hours="1")
     assert answer.status_code == 403 and ZH("tb_claim_not_yours") in answer.text
     assert stored(demo_loaded) == before
+    household = demo_loaded.main.get(RESIDENT)["household"]
+    whole = {"_id": f"visit:{uuid.uuid4().hex[:12]}", "type": "visit", "household": household, "kind": "routine",
+             **{k: demo_loaded.main.get(household)[k] for k in ("street", "community", "grid")},
+             "visited_at": dt.datetime.now(dt.UTC).isoformat(), "created_by": WORKER,
+             "created_at": dt.datetime.now(dt.UTC).isoformat()}
+    demo_loaded.main.save(whole)  # a visit to the whole household: nobody to claim the hours from
+    before = stored(demo_loaded)
+    answer = post(web, "/claims", task=whole["_id"], hours="1")
+    assert answer.status_code == 400 and ZH("tb_claim_no_task") in answer.text
+    assert stored(demo_loaded) == before
     as_user(web, "zhiyuan01a")
     assert post(web, "/claims", task=mine, hours="2").status_code == 303
     before = stored(demo_loaded)

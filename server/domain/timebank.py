@@ -64,8 +64,8 @@ def claim_refusal(writer: str, claim: Doc, task: Doc | None) -> tuple[str, dict[
         return ("tb_claim_made_claimed", {})
     if not isinstance(claim.get("task"), str) or claim.get("_id") != claim_id(claim["task"]):
         return ("tb_claim_id", {})
-    if task is None or task.get("type") not in CLAIMABLE_TYPES or task.get("_deleted"):
-        return ("tb_claim_no_task", {})
+    if task is None or task.get("type") not in CLAIMABLE_TYPES or task.get("_deleted") or not task.get("resident"):
+        return ("tb_claim_no_task", {})  # hours are claimed from someone: a task for a whole household is not
     if any(task.get(k) != claim.get(k) for k in ("street", "community", "grid", "resident")):
         return ("tb_claim_task_elsewhere", {})
     if doer_of(task) != writer:
