@@ -1,8 +1,8 @@
 """The time bank in Chromium against `linli serve` on the demo (issue 16): a volunteer claims the hours of help
-they gave yesterday (the demo's history leaves each grid's first volunteer one such need), the grid worker confirms
-them at the door on the resident's behalf with the resident's consent (demo residents have no accounts; a
-resident's own confirmation is walked in tests/test_timebank.py), the volunteer's balance moves by exactly that,
-and the secretary finds the transfer on the ledger with the community's hours summing to zero.
+they gave yesterday (the demo's history leaves each grid's first volunteer one such need); at the door the grid
+worker cannot confirm for the resident without their consent, so gives the resident an account instead (an
+activation code), and the resident confirms on their own phone; both balances move by exactly that, and the
+secretary finds the transfer on the ledger with the community's hours summing to zero.
 
 One server for the session (tests/journeys.py). Screenshots: test-output/journeys/timebank/.
 """
@@ -12,18 +12,20 @@ from __future__ import annotations
 import re
 import secrets
 
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
+from tests.browser import PHONE
 from tests.journeys import Person
 from tests.test_serve import Served
 
 
-def balance(person: Person) -> float:
-    text = person.page.locator("[data-balance=hours]").inner_text()
+def hours_on(page: Page) -> float:
+    """The hours balance the page shows."""
+    text = page.locator("[data-balance=hours]").inner_text()
     return float(re.search(r"-?\d+(\.\d+)?", text).group(0))
 
 
-def test_volunteer_claims_grid_worker_confirms_with_consent_and_the_hours_move(
+def test_volunteer_claims_the_resident_confirms_and_the_hours_move(
     journey_browser: Browser, journey_served: Served
 ) -> None:
     note = f"陪同买菜 {secrets.token_hex(3)}"
@@ -31,7 +33,7 @@ def test_volunteer_claims_grid_worker_confirms_with_consent_and_the_hours_move(
     # The first answer waits for the ledger's indexes, which `linli serve` builds after it starts listening.
     volunteer.page.goto(journey_served.url + "timebank", timeout=240_000)
     expect(volunteer.page.locator("h1")).to_have_text("时间银行")
-    before = balance(volunteer)
+    before = hours_on(volunteer.page)
     task = volunteer.page.locator("#claimable li[data-task]").first
     expect(task).to_be_visible()  # yesterday's help, not yet claimed
     task_id = task.get_attribute("data-task")
@@ -52,23 +54,44 @@ def test_volunteer_claims_grid_worker_confirms_with_consent_and_the_hours_move(
     waiting.locator("form[action$='/confirm'] button").click()  # without the resident's consent: refused
     worker.page.wait_for_load_state()
     expect(worker.page.locator("#form-errors")).to_contain_text("请勾选居民本人已当面同意")
-    waiting = worker.page.locator(f"[data-claim='claim:{task_id}']")
-    waiting.locator("form[action$='/confirm'] input[name=consent]").check()
-    worker.shot("2-confirm-with-consent")
-    waiting.locator("form[action$='/confirm'] button").click()
-    worker.page.wait_for_url(re.compile(r"/timebank\?done=confirmed$"))
-    expect(worker.page.locator(f"[data-claim='claim:{task_id}']")).to_have_count(0)
+    worker.shot("2-consent-required")
+    # At the door the resident would rather confirm on their own phone: the worker gives them an account.
+    household = worker.page.locator(f"[data-claim='claim:{task_id}'] a[data-resident]")
+    resident_id = household.get_attribute("data-resident")
+    household.click()
+    worker.page.click(f"form[action='/residents/{resident_id}/activation-code'] button")
+    code = worker.page.locator("#activation-code").inner_text().replace(" ", "")
+
+    resident = journey_browser.new_context(viewport=PHONE, locale="zh-CN", service_workers="block")
+    page = resident.new_page()
+    page.goto(journey_served.url + "activate")
+    username, password = f"jumin{secrets.token_hex(3)}", "timebank-" + secrets.token_hex(6)
+    for field, value in (("code", code), ("username", username), ("password", password),
+                         ("password_again", password)):
+        page.fill(f"#{field}", value)
+    page.click("button:has-text('开通账户')")
+    page.wait_for_url(journey_served.url)
+    page.goto(journey_served.url + "timebank")
+    mine = page.locator(f"[data-claim='claim:{task_id}']")
+    expect(mine).to_contain_text("申报为您服务 1.5 小时")
+    owed = hours_on(page)
+    page.screenshot(path=str(worker.shots / "3-resident-confirms.png"), full_page=True)
+    mine.locator("form[action$='/confirm'] button").click()
+    page.wait_for_url(re.compile(r"/timebank\?done=confirmed$"))
+    assert hours_on(page) == owed - 1.5
+    expect(page.locator(f"[data-claim='claim:{task_id}']")).to_have_count(0)
+    resident.close()
 
     volunteer.go("/timebank")
-    assert balance(volunteer) == before + 1.5
+    assert hours_on(volunteer.page) == before + 1.5
     expect(volunteer.page.locator(f"[data-made='claim:{task_id}']")).to_contain_text("已确认")
     expect(volunteer.page.locator(f"[data-transfer='transfer:claim:{task_id}']")).to_contain_text("1.5")
-    volunteer.shot("3-balance")
+    volunteer.shot("4-balance")
 
     secretary = Person(journey_browser, journey_served, "shuji1", role="timebank")
     secretary.go("/ledger")
     expect(secretary.page.locator("[data-hours-total]")).to_contain_text("合计：0 小时")
     expect(secretary.page.locator(f"[data-transfer='transfer:claim:{task_id}']")).to_contain_text("1.5")
-    secretary.shot("4-ledger")
+    secretary.shot("5-ledger")
     for person in (volunteer, worker, secretary):
         person.close()
