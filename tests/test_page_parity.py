@@ -599,6 +599,7 @@ def test_a_volunteer_answers_a_task_alike(street: Street, offline: Offline, user
         Ask("POST", answer, (("answer", "done"), ("volunteer_note", "  "))),
         Ask("POST", answer, (("answer", "declined"),)),
         Ask("POST", answer, (("answer", "explode"), ("volunteer_note", "x"))),
+        Ask("POST", answer, (("answer", "done"), ("volunteer_note", "长" * 1001))),
         Ask("POST", answer, (("answer", "accepted"), ("_rev", "1-0000"))),
         Ask("POST", f"/tasks/{street.tasks['done']}/answer", (("answer", "accepted"),))])
     found += differences(street, offline, users["wangge01"], [Ask("POST", answer, (("answer", "accepted"),))])

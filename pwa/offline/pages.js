@@ -466,7 +466,7 @@ async function taskPage({ db, session, params }) {
 
 // server/web/task_pages.py answer: the volunteer's answer lands in the replica and reaches the server at the next
 // sync, where the sync gateway holds it to the same rule (access.py _task_answer_refusal).
-async function answerTask({ db, session, params, form }) {
+async function answerTask({ db, session, schema, params, form }) {
   const task = await load(db, `task:${params.id}`, "task");
   if (task.assigned_to !== session.user._id) {
     throw new OfflineError(403, "forbidden");
@@ -474,7 +474,8 @@ async function answerTask({ db, session, params, form }) {
   const note = String(form.get("volunteer_note") || "");
   let answered;
   try {
-    answered = taskAnswered(task, String(form.get("answer") || ""), note, nowISO(), session.task_answers);
+    answered = taskAnswered(task, String(form.get("answer") || ""), note, nowISO(), session.task_answers,
+                            schema.types.task.fields.volunteer_note.max_length);
   } catch (refused) {
     if (!(refused instanceof TaskRefused)) throw refused;
     return { template: "task.html", status: 400, context: taskContext(session, task, refused.message, note) };

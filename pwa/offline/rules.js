@@ -48,14 +48,18 @@ const OPEN_TASK_STATES = ["assigned", "accepted"]; // server/domain/field_rules.
 const TASK_NOTE_REQUIRED = ["done", "declined"];
 
 // The task after its volunteer's `answer` with `note` at `stamp`, not stored; `answers` is session.task_answers
-// ({state: [answers]}). Throws TaskRefused with an i18n key (server/domain/field_rules.py task_answered).
-export function taskAnswered(doc, answer, note, stamp, answers) {
+// ({state: [answers]}), `maxNote` the declaration's volunteer_note max_length (/schema.json). Throws TaskRefused
+// with an i18n key (server/domain/field_rules.py task_answered).
+export function taskAnswered(doc, answer, note, stamp, answers, maxNote) {
   if (!(answers[doc.status] || []).includes(answer)) {
     throw new TaskRefused("task_answer_not_allowed");
   }
   const trimmed = note.replace(PYTHON_STRIP, "");
   if (TASK_NOTE_REQUIRED.includes(answer) && !trimmed) {
     throw new TaskRefused("task_note_required");
+  }
+  if ([...trimmed].length > maxNote) { // Python counts code points
+    throw new TaskRefused("task_note_too_long");
   }
   return { ...doc, status: answer, updated_at: stamp, ...(trimmed ? { volunteer_note: trimmed } : {}) };
 }

@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.declaration import ALERT_STATES, TASK_ANSWERS
+from server.domain.declaration import ALERT_STATES, DOC_TYPES, TASK_ANSWERS
 
 Doc = dict[str, Any]
 
@@ -112,6 +112,8 @@ def task_answered(doc: Doc, answer: str, note: str, stamp: str) -> Doc:
     note = note.strip()
     if answer in TASK_NOTE_REQUIRED and not note:
         raise TaskRefused("task_note_required")
+    if len(note) > DOC_TYPES["task"].fields["volunteer_note"].max_length:
+        raise TaskRefused("task_note_too_long")
     return {**doc, "status": answer, "updated_at": stamp, **({"volunteer_note": note} if note else {})}
 
 

@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server.domain.access import WRITE_RULES, Principal, may_see
-from server.domain.declaration import TASK_ANSWERS, TASK_KINDS, Role
+from server.domain.declaration import TASK_ANSWERS, TASK_KINDS, Role, validate
 from server.domain.errors import UserError, by_field
 from server.domain.field_rules import TaskRefused, task_answered
 from server.services import tasks
@@ -90,6 +90,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         refusal = await run_in_threadpool(queries.refusal_to_store, couch, p, task, new, now())
         if refusal:
             raise HTTPException(403, refusal)
+        validate(new)
         try:
             if str(form.get("_rev") or task["_rev"]) != task["_rev"]:
                 raise Conflict(task["_id"])  # changed since the volunteer saw it
