@@ -136,3 +136,12 @@ def test_a_stale_or_unknown_answer_is_refused_and_the_lists_are_whose_they_are(l
     logout(client)
     login(client, "admin")
     assert client.get("/tasks").status_code == 403  # the list is grid work: volunteers, grid workers, secretaries
+
+
+def test_only_the_grids_active_volunteers_are_offered(looked_after: Couch, client: TestClient) -> None:
+    login(client, "worker1")
+    assert 'value="user:volunteer1"' in client.get(f"/tasks/new?household={HOUSEHOLD}").text
+    volunteer = looked_after.accounts.get("user:volunteer1")
+    looked_after.accounts.save({**volunteer, "active": False})
+    assert 'value="user:volunteer1"' not in client.get(f"/tasks/new?household={HOUSEHOLD}").text
+    assert assign(client).status_code == 400  # and a form naming them anyway is refused, saying why

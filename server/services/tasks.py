@@ -49,10 +49,10 @@ def household_tasks(couch: Couch, p: Principal, household_id: str) -> list[Doc]:
 
 
 def volunteers_of(couch: Couch, grid_id: str) -> list[tuple[str, str]]:
-    """The grid's volunteers a task may go to: (user id, name), by name."""
-    rows = couch.accounts.query("linli/users_by_grid", key=grid_id, as_list=True)
-    return sorted(((r["id"], r["value"]["name"]) for r in rows if Role.VOLUNTEER.value in r["value"]["roles"]),
-                  key=lambda v: v[1])
+    """The grid's active volunteers a task may go to: (user id, name), by name."""
+    rows = couch.accounts.query("linli/users_by_grid", key=grid_id, include_docs="true", as_list=True)
+    return sorted(((r["id"], r["doc"]["display_name"]) for r in rows
+                   if Role.VOLUNTEER.value in r["doc"]["roles"] and r["doc"].get("active")), key=lambda v: v[1])
 
 
 def new_task(p: Principal, household: Doc, values: dict[str, str], residents: dict[str, str],
