@@ -12,10 +12,11 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from server.domain.declaration import DOC_TYPES, PROTECTED_TIERS
+from server.domain.access import Principal, may_see, write_refusal
+from server.domain.declaration import DOC_TYPES, PROTECTED_TIERS, Role
 from server.store.couch import Couch
 
-from .street import G1, login, logout, post_form
+from .street import C1, G1, STREET, login, logout, post_form
 
 HOUSEHOLD = "household:c1-g01-0002"  # volunteer1 looks after it (the fixture below)
 RESIDENT = "resident:c1-g01-0002-1"
@@ -145,3 +146,18 @@ def test_only_the_grids_active_volunteers_are_offered(looked_after: Couch, clien
     looked_after.accounts.save({**volunteer, "active": False})
     assert 'value="user:volunteer1"' not in client.get(f"/tasks/new?household={HOUSEHOLD}").text
     assert assign(client).status_code == 400  # and a form naming them anyway is refused, saying why
+
+
+def test_a_volunteers_phone_gets_no_visit_that_records_a_protected_field() -> None:
+    """Visits and needs reach the volunteer assigned or who wrote them (access._task), but never one carrying a
+    protected field, sealed or not: their phone holds none (tests/test_journey_volunteer.py scans a real one)."""
+    volunteer = Principal("user:v", frozenset({Role.VOLUNTEER}), STREET, frozenset({C1}), frozenset({G1}))
+    now = dt.datetime.now(dt.UTC)
+    visit = {"_id": "visit:x", "type": "visit", "street": STREET, "community": C1, "grid": G1, "household": HOUSEHOLD,
+             "kind": "care", "visited_at": now.isoformat(), "assigned_to": "user:v", "created_by": "user:w",
+             "created_at": now.isoformat()}
+    assert may_see(volunteer, visit) and may_see(volunteer, {**visit, "assigned_to": None, "created_by": "user:v"})
+    for recorded in ({"blood_pressure": "enc:AQAA"}, {"blood_pressure": "150/95"}):
+        assert not may_see(volunteer, {**visit, **recorded})
+        mine = {**visit, **recorded, "assigned_to": None, "created_by": "user:v"}
+        assert not may_see(volunteer, mine) and write_refusal(volunteer, None, mine, {}, now)

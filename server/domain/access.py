@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, TASK_ANSWERS, Role, Scope
+from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, PROTECTED_TIERS, TASK_ANSWERS, Role, Scope
 
 Doc = dict[str, Any]
 
@@ -94,10 +94,17 @@ def _resident(p: Principal, doc: Doc) -> bool:
     return _grid_staff(p, doc) or _own(p, doc)
 
 
+def _carries_protected(doc: Doc) -> bool:
+    """True if the document holds a value of a protected tier (sealed or not: a visit's blood pressure)."""
+    return any(doc.get(name) is not None for name in DOC_TYPES[doc["type"]].fields_in(*PROTECTED_TIERS))
+
+
 def _task(p: Principal, doc: Doc) -> bool:
-    """Needs and visits: grid staff, the resident concerned, the volunteer assigned or who wrote it."""
+    """Needs and visits: grid staff, the resident concerned, the volunteer assigned or who wrote it; a volunteer's
+    phone never holds a protected field, not even sealed, so not a visit that records one."""
     return (_grid_staff(p, doc) or _own(p, doc)
-            or (p.has(Role.VOLUNTEER) and p.user_id in (doc.get("assigned_to"), doc.get("created_by"))))
+            or (p.has(Role.VOLUNTEER) and p.user_id in (doc.get("assigned_to"), doc.get("created_by"))
+                and not _carries_protected(doc)))
 
 
 def _volunteer_task(p: Principal, doc: Doc) -> bool:
