@@ -173,7 +173,8 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
 
 
 def _tasks(couch: Couch, street: Street) -> None:
-    """Volunteers' tasks: zhiyuan01a's in the household they look after, waiting and done; zhiyuan01b's elsewhere."""
+    """Volunteers' tasks: zhiyuan01a's in the household they look after, waiting, done and declined (grid staff
+    assign it again); zhiyuan01b's elsewhere."""
     mine = couch.main.get(street.volunteers_household)
     member = next(r for r in couch.main.all(startkey="resident:", endkey="resident:\ufff0", as_list=True,
                                             include_docs="true") if r["doc"]["household"] == mine["_id"])["doc"]
@@ -183,6 +184,8 @@ def _tasks(couch: Couch, street: Street) -> None:
                                                    "due_on": NOW.date().isoformat(), "notes": "送午餐 <热的> & 汤"}),
             ("done", mine, "user:zhiyuan01a", {"status": "done", "volunteer_note": "已送到",
                                                "updated_at": NOW.isoformat()}),
+            ("declined", mine, "user:zhiyuan01a", {"status": "declined", "volunteer_note": "这周出差",
+                                                   "updated_at": NOW.isoformat()}),
             ("other", other, "user:zhiyuan01b", {"kind": "accompany"})):
         doc = {"_id": f"task:parity{name}", "type": "task",
                **{k: household_doc[k] for k in ("street", "community", "grid")}, "household": household_doc["_id"],
@@ -390,7 +393,8 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 Ask("GET", f"/households/{mine}"), Ask("GET", f"/households/{mine}/edit"),
                 Ask("GET", f"/households/{mine}/visits/new"),
                 Ask("POST", f"/alerts/{street.alerts['raised'].split(':')[1]}/act", (("action", "acknowledge"),)),
-                Ask("GET", "/tasks"), *[Ask("GET", f"/tasks/{street.tasks[s]}") for s in ("assigned", "done")],
+                Ask("GET", "/tasks"),
+                *[Ask("GET", f"/tasks/{street.tasks[s]}") for s in ("assigned", "done", "declined")],
                 *everyone, *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
         return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone, *requests, *nowhere]

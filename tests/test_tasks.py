@@ -161,3 +161,26 @@ def test_a_volunteers_phone_gets_no_visit_that_records_a_protected_field() -> No
         assert not may_see(volunteer, {**visit, **recorded})
         mine = {**visit, **recorded, "assigned_to": None, "created_by": "user:v"}
         assert not may_see(volunteer, mine) and write_refusal(volunteer, None, mine, {}, now)
+
+
+def test_a_declined_task_is_assigned_again_from_its_page(looked_after: Couch, client: TestClient) -> None:
+    login(client, "worker1")
+    assign(client, kind="accompany", notes="陪同去医院复查")
+    declined = the_task(looked_after)
+    key = declined["_id"].split(":")[1]
+    logout(client)
+    login(client, "volunteer1")
+    assert "重新分派" not in client.get(f"/tasks/{key}").text
+    post_form(client, f"/tasks/{key}/answer", {"answer": "declined", "volunteer_note": "这周出差"})
+    assert "重新分派" not in client.get(f"/tasks/{key}").text  # staff assign; the volunteer only answers
+    logout(client)
+    login(client, "worker1")
+    page = client.get(f"/tasks/{key}").text
+    assert "这周出差" in page and f'href="/tasks/new?task={declined["_id"]}"' in page
+    form = client.get(f"/tasks/new?task={declined['_id']}").text
+    assert '<option value="accompany" selected>' in form and ">陪同去医院复查</textarea>" in form
+    assert f'<option value="{RESIDENT}" selected>' in form and 'name="household" value="' + HOUSEHOLD in form
+    assert assign(client, kind="accompany", notes="陪同去医院复查").status_code == 303
+    tasks = {t["doc"]["status"] for t in looked_after.main.all(startkey="task:", endkey="task:\ufff0",
+                                                                include_docs=True, as_list=True)}
+    assert tasks == {"declined", "assigned"}  # the declined one stays as it was answered

@@ -452,7 +452,8 @@ async function tasksPage({ db, session }) {
 
 function taskContext(session, task, error, note) {
   const answers = task.assigned_to === session.user._id ? session.task_answers[task.status] || [] : [];
-  return { task, names: session.names, answers, error, note };
+  return { task, names: session.names, answers, error, note,
+           may_assign: (session.task_assign_grids || []).includes(task.grid) };
 }
 
 // Assigning a task (/tasks/new) needs the server: answered as any page the phone cannot make (sw.js), not as a task.

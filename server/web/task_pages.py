@@ -1,7 +1,8 @@
 """Volunteers' tasks, online (server/services/tasks.py): the task list (a volunteer's home: their tasks and the
 households they look after; grid staff: their grids' tasks and where each stands), a task's page where its
 volunteer answers it, and the form grid staff assign one with, from a household's page or from a resident's need
-(`/tasks/new?household=<id>`, `/tasks/new?need=<id>`, prefilled from the need).
+(`/tasks/new?household=<id>`, `/tasks/new?need=<id>`, prefilled from the need), or again after a volunteer
+declined it (`/tasks/new?task=<id>`, prefilled from the declined task, which stays as it was answered).
 
 The list and a task's page, and answering, work offline too (pwa/offline/pages.js, same templates); assigning
 needs the server (it names the grid's volunteers, whose accounts no phone holds).
@@ -75,7 +76,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         answers = list(TASK_ANSWERS.get(task["status"], ())) if task["assigned_to"] == p.user_id else []
         names = await run_in_threadpool(task_names, couch, [task])
         return render(request, "task.html", status_code, task=task, names=names, answers=answers, error=error,
-                      note=note)
+                      note=note, may_assign=may_assign(p, task))
 
     async def answer(request: Request) -> Response:
         p = await principal_of(request)
@@ -104,12 +105,16 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         p = await principal_of(request)
         source = request.query_params if request.method == "GET" else await request.form()
         values = {k: str(source.get(k, "")) for k in FORM_FIELDS}
+        household_id = str(source.get("household", ""))
+        again = request.method == "GET" and bool(source.get("task"))
+        if again:  # a declined task, assigned again: to whom is the form's question, the rest as it was
+            earlier = await run_in_threadpool(visible_doc, couch, p, str(source.get("task")), "task")
+            values.update({k: str(earlier.get(k) or "") for k in ("kind", "resident", "notes", "need")})
+            household_id = earlier["household"]
         need = None
         if values["need"]:
             need = await run_in_threadpool(visible_doc, couch, p, values["need"], "need")
             household_id = need.get("household") or ""
-        else:
-            household_id = str(source.get("household", ""))
         if not household_id:
             raise HTTPException(404)
         household, _ = await run_in_threadpool(visible_household, couch, p, household_id)
@@ -121,7 +126,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         residents = {r["_id"]: r["name"] for r in members}
         volunteers = await run_in_threadpool(tasks.volunteers_of, couch, household["grid"])
         errors: dict[str, Any] = {}
-        if request.method == "GET" and need is not None:  # prefilled from the resident's need
+        if request.method == "GET" and need is not None and not again:  # prefilled from the resident's need
             values.update(resident=need.get("resident") or "", notes=need["description"],
                           kind=KIND_OF_NEED.get(need["category"], "visit"))
         if request.method == "POST":
