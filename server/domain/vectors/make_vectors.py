@@ -65,8 +65,10 @@ ORDERS = [
     [("p", "raised", "fall", "2026-11-20T09:00:00+08:00"), ("q", "raised", "fall", "2026-11-20T09:00:00+08:00")],
 ]
 
-# A volunteer's answers: every state × every answer (and one that is none) × notes blank, padded, too long.
-TASK_NOTES = ["", "  已送到  ", "\u3000\t", "\ufeff", "长" * 1000, "长" * 1001]
+# A volunteer's answers: every state × every answer (and one that is none) × notes blank or padded; then a note
+# as long as it may be, and one longer.
+TASK_NOTES = ["", "  已送到  ", "\u3000\t", "\ufeff"]
+TASK_LENGTHS = [("assigned", "done", "长" * 1000), ("accepted", "declined", "长" * 1001)]
 # Open ones first, soonest due first, undated last; the rest after; newest first within a day.
 TASK_ORDERS = [
     [("a", "done", "2026-11-19", "2026-11-18T09:00:00+08:00"), ("b", "assigned", None, "2026-11-19T09:00:00+08:00"),
@@ -126,8 +128,9 @@ def build() -> dict[str, Any]:
         "alerts_in_order": orders,
         "photos": photos,
         "task_answers": TASK_ANSWERS, "task_note_max": DOC_TYPES["task"].fields["volunteer_note"].max_length,
-        "task_answered": [_task_case(status, answer, note) for status in TASK_STATES
-                          for answer in (*TASK_STATES, "explode") for note in TASK_NOTES],
+        "task_answered": [*(_task_case(status, answer, note) for status in TASK_STATES
+                            for answer in (*TASK_STATES, "explode") for note in TASK_NOTES),
+                          *(_task_case(*case) for case in TASK_LENGTHS)],
         "tasks_in_order": [{"tasks": [{"_id": i, "status": s, **({"due_on": d} if d else {}), "created_at": at}
                                       for i, s, d, at in case],
                             "order": [t["_id"] for t in tasks_in_order([
