@@ -18,7 +18,6 @@ from playwright.sync_api import Browser, expect
 from server.domain.declaration import DOC_TYPES, ENCRYPTED_PREFIX, PROTECTED_TIERS
 from server.services import demo
 from tests.journeys import Person
-from tests.test_pwa import SYNCED, sync_and_wait
 from tests.test_serve import Served
 
 VOLUNTEER = "zhiyuan01a"
@@ -95,7 +94,7 @@ def test_a_visit_assigned_is_done_offline_and_the_grid_worker_sees_it(journey_br
 
     volunteer = Person(journey_browser, journey_served, VOLUNTEER, role="volunteer", phone=True)
     assert volunteer.page.url.endswith("/tasks")  # the volunteer's home
-    volunteer.page.wait_for_function(f"() => {SYNCED}", timeout=60_000)
+    volunteer.synced()  # the replica holds their tasks and households
     task = volunteer.row("#tasks", tail)
     expect(task).to_contain_text(HOUSEHOLD["address"])
     expect(task).to_contain_text(HEAD["name"])
@@ -112,7 +111,7 @@ def test_a_visit_assigned_is_done_offline_and_the_grid_worker_sees_it(journey_br
     task.click()
     volunteer.page.wait_for_url("**/tasks/*")
     task_url = volunteer.page.url
-    sync_and_wait(volunteer.page)
+    volunteer.synced()
     volunteer.offline()
     answer = volunteer.page.reload()
     assert answer is not None and answer.headers.get("x-linli-offline") == "1", "not answered by the service worker"
@@ -124,7 +123,7 @@ def test_a_visit_assigned_is_done_offline_and_the_grid_worker_sees_it(journey_br
     volunteer.shot("3-done-offline")
 
     volunteer.online()
-    sync_and_wait(volunteer.page)  # the answer reaches the server; nothing is left waiting
+    volunteer.synced()  # the answer reaches the server; nothing is left waiting
     worker.go(f"households/{HOUSEHOLD['_id']}")
     expect(worker.page.locator("ul.household-tasks a.row", has_text=tail)).to_contain_text("已完成")
     worker.page.goto(task_url)
