@@ -72,6 +72,9 @@ SCREENS_CHECKED = [
     Screen("activate", None, "/activate"),
     Screen("resident-safety", "wangge01", "/residents/{resident}/safety"),  # elderly safety (issue 14, item 6)
     Screen("devices", "shuji1", "/devices?resident={resident}"),
+    Screen("tasks-volunteer", "zhiyuan01a", "/tasks"),
+    Screen("task-volunteer", "zhiyuan01a", "/tasks/{task}"),
+    Screen("task-new", "wangge01", "/tasks/new?household={household}"),
 ]
 
 # Touch targets under 44 × 44 CSS px, with the exemptions of WCAG 2.5.5 named in the module's docstring.
@@ -149,8 +152,15 @@ def _prepare(couch: Couch, firewall: Firewall) -> dict[str, str]:
         couch.main.save(alert)
     worker = Principal.of(couch.accounts.get(accounts.user_id("wangge01")))
     firewall.request_access(worker, resident, ["health"], "高血压老人上门随访", 24, now)
+    task = {"_id": "task:a11y", "type": "task", **{k: resident[k] for k in ROUTING}, "household": resident["household"],
+            "address": couch.main.get(resident["household"])["address"], "resident": RESIDENT,
+            "resident_name": resident["name"], "kind": "accompany", "due_on": now.date().isoformat(),
+            "notes": "陪同去社区卫生服务中心复诊", "assigned_to": accounts.user_id("zhiyuan01a"), "status": "assigned",
+            "created_by": worker.user_id, "created_at": now.isoformat()}
+    validate(task)
+    couch.main.save(task)
     return {"grid": resident["grid"], "household": resident["household"], "resident": RESIDENT,
-            "request": request["_id"].removeprefix("service_request:")}
+            "request": request["_id"].removeprefix("service_request:"), "task": "a11y"}
 
 
 @pytest.fixture(scope="module")

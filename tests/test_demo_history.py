@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from crypto.fields import is_sealed, protected_fields
 from server.domain import timebank as timebank_rules
-from server.domain.declaration import ALERT_KINDS, REQUEST_STATES, validate
+from server.domain.declaration import ALERT_KINDS, REQUEST_STATES, TASK_STATES, validate
 from server.security.firewall import Firewall
 from server.services import alerts, demo, demo_history, service_requests, timebank
 from server.store.couch import Couch, connect, docs_of_type
@@ -140,6 +140,21 @@ def test_a_year_of_the_time_bank(pilot: list[dict]) -> None:
         else:
             assert all(v >= 0 for a, v in held.items() if not a.startswith("community:"))
     assert {o["community"] for o in _of(pilot, "organisation")} == {t["community"] for t in transfers}
+def test_every_volunteer_has_tasks_in_every_state(pilot: list[dict]) -> None:
+    """Each grid's 2 volunteers: tasks waiting, accepted, done with a note, declined with a reason, in households
+    they look after, from their grid's worker; the open ones due in the coming days."""
+    tasks = _of(pilot, "task")
+    households = {h["_id"]: h for h in demo.generate() if h["type"] == "household"}
+    by_volunteer = collections.defaultdict(set)
+    for task in tasks:
+        by_volunteer[task["assigned_to"]].add(task["status"])
+        assert task["assigned_to"] in households[task["household"]].get("volunteers", []), task
+        assert task["address"] == households[task["household"]]["address"] and task["resident_name"]
+        assert bool(task.get("volunteer_note")) == (task["status"] in ("done", "declined"))
+        if task["status"] in ("assigned", "accepted"):
+            assert task["due_on"] >= NOW.date().isoformat()
+    volunteers = {login.username for login in demo.demo_logins() if login.role == "volunteer"}
+    assert len(by_volunteer) == len(volunteers) and all(s == set(TASK_STATES) for s in by_volunteer.values())
 
 
 def test_elderly_residents_have_health_notes() -> None:
@@ -216,3 +231,10 @@ def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) ->
     assert page.status_code == 200
     visits = page.text.split('class="rows visits"')[1].split("</ul>")[0]
     assert visits.count('class="card"') >= 1
+
+    _as(client, "zhiyuan01a")  # a volunteer's home: their tasks, open ones first, and their households
+    home = client.get("/tasks")
+    assert home.status_code == 200
+    states = re.findall(r'<span class="row-meta">([^<·]+?) ·', home.text)
+    assert sorted(states[:3]) == ["已接受", "待接受", "待接受"] and {"已完成", "已婉拒"} <= set(states)
+    assert 'id="my-households"' in home.text

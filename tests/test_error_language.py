@@ -122,6 +122,14 @@ PATHS = [
     ErrorPath("audit, bad days", "shuji1", get("/audit/report?days=1000")),
     ErrorPath("grid, bad offset", "wangge01", get("/grids/grid:c1-g01?offset=many")),
     ErrorPath("display, unknown option", "wangge01", post("/display", {"toggle": "huge"})),
+    ErrorPath("task, no volunteer", "wangge01",
+              post("/tasks/new", {"household": HOUSEHOLD, "kind": "visit", "assigned_to": "",
+                                  "notes": "bring rice please"}), typed=("bring rice please",)),
+    ErrorPath("task, no such date", "wangge01",
+              post("/tasks/new", {"household": HOUSEHOLD, "kind": "visit", "assigned_to": "user:zhiyuan01a",
+                                  "due_on": "2026-02-30"}), typed=("2026-02-30",)),
+    ErrorPath("task, done without a note", "zhiyuan01a",
+              post("/tasks/lang/answer", {"answer": "done", "volunteer_note": " "})),
 ]
 
 
@@ -134,6 +142,11 @@ def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
                            **{k: resident[k] for k in ("street", "community", "grid", "household")},
                            "resident": RESIDENT, "kind": "sos", "status": "raised",
                            "raised_at": dt.datetime.now(dt.UTC).isoformat(), "visibility": "grid_staff"})
+    demo_loaded.main.save({"_id": "task:lang", "type": "task",
+                           **{k: resident[k] for k in ("street", "community", "grid", "household")},
+                           "address": "幸福路2号", "kind": "visit", "assigned_to": "user:zhiyuan01a",
+                           "status": "assigned", "created_by": "user:wangge01",
+                           "created_at": dt.datetime.now(dt.UTC).isoformat()})
     with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
         yield client
 

@@ -36,7 +36,7 @@ def test_a_volunteer_sees_exactly_their_households_and_nothing_of_the_residents(
         assigned: Couch, client: TestClient) -> None:
     login(client, "volunteer1")
     home = client.get("/")
-    assert home.headers["location"] == f"/grids/{G1}"  # their grid, as on the phone
+    assert home.headers["location"] == "/tasks"  # their tasks and households, as on the phone (test_tasks.py)
     page = client.get(f"/grids/{G1}")
     assert page.status_code == 200
     assert rows(page.text) == {ASSIGNED}
@@ -125,15 +125,20 @@ def test_the_offline_app_gets_the_policys_answers_as_data(client: TestClient, us
                                                           edit: list[str]) -> None:
     login(client, username)
     session = client.get("/pwa/session.json").json()
-    assert (session["browsable_grids"], session["household_edit_grids"], session["alert_act_grids"]) == (
-        browse, edit, edit)  # a grid's alerts are acted on by those who edit its households (access.WRITE_RULES)
+    assert (session["browsable_grids"], session["household_edit_grids"], session["alert_act_grids"],
+            session["task_assign_grids"]) == (browse, edit, edit, edit)
+    # a grid's alerts are acted on, and its volunteers' tasks assigned, by those who edit its households
+    # (access.WRITE_RULES)
 
 
 def test_offline_grids_is_may_see_on_the_grid() -> None:
     grids = [{"_id": g, "type": "grid", "street": STREET, "community": C1, "grid": g} for g in (G1, G2)]
     volunteer = Principal("user:v", frozenset({"volunteer"}), STREET, frozenset({C1}), frozenset({G1}))
-    assert offline_grids(volunteer, grids) == {"browse": [G1], "edit_households": [], "act_on_alerts": []}
+    assert offline_grids(volunteer, grids) == {"browse": [G1], "edit_households": [], "act_on_alerts": [],
+                                               "assign_tasks": []}
     elsewhere = Principal("user:v", frozenset({"volunteer"}), "street:other", frozenset({C1}), frozenset({G1}))
-    assert offline_grids(elsewhere, grids) == {"browse": [], "edit_households": [], "act_on_alerts": []}
+    assert offline_grids(elsewhere, grids) == {"browse": [], "edit_households": [], "act_on_alerts": [],
+                                               "assign_tasks": []}
     worker = Principal("user:w", frozenset({"grid_worker"}), STREET, frozenset({C1}), frozenset({G2}))
-    assert offline_grids(worker, grids) == {"browse": [G2], "edit_households": [G2], "act_on_alerts": [G2]}
+    assert offline_grids(worker, grids) == {"browse": [G2], "edit_households": [G2], "act_on_alerts": [G2],
+                                            "assign_tasks": [G2]}

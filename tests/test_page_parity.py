@@ -85,6 +85,7 @@ class Street:
     head_name: str = ""
     numbers: list[str] = field(default_factory=list)  # phone and ID card numbers to search by: 2 hits, 2 misses
     volunteers_household: str = ""
+    tasks: dict[str, str] = field(default_factory=dict)  # zhiyuan01a's by status, and "other": zhiyuan01b's
 
 
 def _principal(couch: Couch, username: str) -> Principal:
@@ -116,6 +117,7 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     street.volunteers_household = next(h["id"] for h in couch.main.all(
         startkey="household:", endkey="household:\ufff0", as_list=True, include_docs="true")
         if "user:zhiyuan01a" in h["doc"].get("volunteers", []))
+    _tasks(couch, street)
     # Numbers to search by: the phone and ID card of a resident whose contact details the worker may open, and of
     # one who keeps them from the worker (offline the phone compares with the numbers it can open).
     street.numbers = [str(firewall.reveal(secretary, couch.main.get(resident(n)), "contact", purpose="routine_visit",
@@ -168,6 +170,29 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
         street.requests[status] = doc["_id"]
     sr.intake(couch, demo.STREET_ID)
     return street
+
+
+def _tasks(couch: Couch, street: Street) -> None:
+    """Volunteers' tasks: zhiyuan01a's in the household they look after, waiting, done and declined (grid staff
+    assign it again); zhiyuan01b's elsewhere."""
+    mine = couch.main.get(street.volunteers_household)
+    member = next(r for r in couch.main.all(startkey="resident:", endkey="resident:\ufff0", as_list=True,
+                                            include_docs="true") if r["doc"]["household"] == mine["_id"])["doc"]
+    other = couch.main.get(household(1))
+    for name, household_doc, volunteer, extra in (
+            ("assigned", mine, "user:zhiyuan01a", {"resident": member["_id"], "resident_name": member["name"],
+                                                   "due_on": NOW.date().isoformat(), "notes": "送午餐 <热的> & 汤"}),
+            ("done", mine, "user:zhiyuan01a", {"status": "done", "volunteer_note": "已送到",
+                                               "updated_at": NOW.isoformat()}),
+            ("declined", mine, "user:zhiyuan01a", {"status": "declined", "volunteer_note": "这周出差",
+                                                   "updated_at": NOW.isoformat()}),
+            ("other", other, "user:zhiyuan01b", {"kind": "accompany"})):
+        doc = {"_id": f"task:parity{name}", "type": "task",
+               **{k: household_doc[k] for k in ("street", "community", "grid")}, "household": household_doc["_id"],
+               "address": household_doc["address"], "kind": "delivery", "assigned_to": volunteer, "status": "assigned",
+               "created_by": "user:wangge01", "created_at": (NOW - dt.timedelta(hours=2)).isoformat(), **extra}
+        couch.main.save(doc)
+        street.tasks[name] = doc["_id"].split(":")[1]
 
 
 @pytest.fixture(scope="module")
@@ -332,11 +357,14 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 Ask("GET", "/requests/questions?category=noise", htmx=True),
                 Ask("GET", "/requests/questions?category=nothing", htmx=True)]
     households = [Ask("GET", f"/households/{household(n)}") for n in (1, 2, 3, 4, 5)]
+    tasks = [Ask("GET", "/tasks"), *[Ask("GET", f"/tasks/{key}") for key in street.tasks.values()]]
     # What this role may not see, answered as what does not exist (404 on both sides: server/web/lookup.py).
     unseen = {"wangge01": [f"/grids/{G3}"], "shuji1": [],
-              "zhiyuan01a": [f"/grids/{G2}", f"/households/{household(1)}"],
-              "jumin1": [f"/grids/{G1}", f"/households/{household(2)}", "/alerts/parity1/act"],
-              "bumen_urban_management": [f"/households/{household(1)}", f"/visits/{street.visit.split(':')[1]}/photo"]}
+              "zhiyuan01a": [f"/grids/{G2}", f"/households/{household(1)}", f"/tasks/{street.tasks['other']}"],
+              "jumin1": [f"/grids/{G1}", f"/households/{household(2)}", "/alerts/parity1/act",
+                         f"/tasks/{street.tasks['assigned']}"],
+              "bumen_urban_management": [f"/households/{household(1)}", f"/visits/{street.visit.split(':')[1]}/photo",
+                                         f"/tasks/{street.tasks['other']}"]}
     nowhere = [Ask("GET", "/grids/grid:nowhere"), Ask("GET", "/households/household:nowhere"),
                *[Ask("POST", p, (("action", "acknowledge"),)) if p.endswith("/act") else Ask("GET", p)
                  for p in unseen[username.partition("/")[0]]]]
@@ -351,24 +379,27 @@ def pages_for(street: Street, username: str) -> list[Ask]:
             *households,
             Ask("GET", f"/households/{household(1)}/edit"), Ask("GET", f"/households/{household(1)}/visits/new"),
             Ask("GET", "/alerts"), Ask("GET", "/alerts?status=all"),
-            *everyone, *requests,
+            *everyone, *requests, *tasks, Ask("GET", f"/households/{street.volunteers_household}"),
             Ask("GET", f"/visits/{street.visit.split(':')[1]}/photo"),
             Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}/photos/photo-1.png"),
         ]
     if username == "shuji1":
         return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"{grid}?offset=50"), Ask("GET", f"/grids/{G2}"),
                 *households, Ask("GET", f"/households/{household(1)}/edit"), Ask("GET", "/alerts"),
-                Ask("GET", "/alerts?status=all"), *everyone, *requests, *nowhere]
+                Ask("GET", "/alerts?status=all"), *everyone, *requests, *tasks, *nowhere]
     if username == "zhiyuan01a":
         mine = street.volunteers_household
         return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"/households/{household(1)}"), Ask("GET", "/alerts"),
                 Ask("GET", f"/households/{mine}"), Ask("GET", f"/households/{mine}/edit"),
                 Ask("GET", f"/households/{mine}/visits/new"),
                 Ask("POST", f"/alerts/{street.alerts['raised'].split(':')[1]}/act", (("action", "acknowledge"),)),
+                Ask("GET", "/tasks"),
+                *[Ask("GET", f"/tasks/{street.tasks[s]}") for s in ("assigned", "done", "declined")],
                 *everyone, *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
-        return [Ask("GET", "/"), *everyone, *requests, *nowhere]
-    return [Ask("GET", "/"), *everyone, Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}"), *nowhere,
+        return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone, *requests, *nowhere]
+    return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone,
+            Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}"), *nowhere,
             Ask("POST", "/alerts/parity-own/act", (("action", "acknowledge"),)),
             Ask("POST", "/alerts/parity-own/act", (("action", "explode"),))]
 
@@ -561,6 +592,27 @@ def test_other_roles_forms_answer_the_same(street: Street, offline: Offline, use
     found += differences(street, offline, users["zhiyuan01a"], [
         Ask("POST", f"/households/{mine}/edit", (("address", "幸福路"), ("_rev", "1-0000")))])
     assert not found, "\n\n".join(found)
+
+
+def test_a_volunteer_answers_a_task_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+    """The volunteer's answers, offline as online: refused ones (no note, an answer its state does not allow, a
+    stale form; the grid worker, whose task it is not to answer), then accepting it, which each side stores alike."""
+    key = street.tasks["assigned"]
+    answer = f"/tasks/{key}/answer"
+    found = differences(street, offline, users["zhiyuan01a"], [
+        Ask("POST", answer, (("answer", "done"), ("volunteer_note", "  "))),
+        Ask("POST", answer, (("answer", "declined"),)),
+        Ask("POST", answer, (("answer", "explode"), ("volunteer_note", "x"))),
+        Ask("POST", answer, (("answer", "done"), ("volunteer_note", "长" * 1001))),
+        Ask("POST", answer, (("answer", "accepted"), ("_rev", "1-0000"))),
+        Ask("POST", f"/tasks/{street.tasks['done']}/answer", (("answer", "accepted"),))])
+    found += differences(street, offline, users["wangge01"], [Ask("POST", answer, (("answer", "accepted"),))])
+    found += differences(street, offline, users["zhiyuan01a"], [
+        Ask("POST", answer, (("answer", "accepted"),)), Ask("GET", f"/tasks/{key}")], wrote=True)
+    assert not found, "\n\n".join(found)
+    online = street.couch.main.get(f"task:{key}")
+    there = next(d for d in offline.call("documents", user="zhiyuan01a", type="task") if d["_id"] == online["_id"])
+    assert online["status"] == "accepted" and written(there) == written(online)
 
 
 def test_a_resident_reports_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:

@@ -57,8 +57,13 @@ def device_id(grid: str, n: int) -> str:
     return f"device:{grid[5:]}-h{n}"
 
 
-# Each household has one resident and one wristband, read by one of its community's two gateways.
+def need_id(grid: str, n: int) -> str:
+    return f"need:{grid[5:]}-h{n}"
+
+
+# Each household has one resident and one wristband, read by one of its community's two gateways, and one need.
 PLACES = {(g, n): (household_id(g, n), resident_id(g, n), device_id(g, n)) for g in COMMUNITY_OF for n in (1, 2)}
+NEED_OF = {need_id(g, n): ids for (g, n), ids in PLACES.items()}  # need -> its household, resident, device
 GATEWAY_OF_DEVICE = {device_id(g, n): (GATEWAY_OF if n == 1 else SECOND_GATEWAY_OF)[COMMUNITY_OF[g]] for g, n in PLACES}
 GRID_OF = {i: g for (g, _), ids in PLACES.items() for i in ids}
 HOUSEHOLD_OF = {i: household_id(g, n) for (g, n), ids in PLACES.items() for i in ids[1:]}
@@ -113,10 +118,10 @@ def phone_key_id(user_id: str) -> str:
 # The types clients may write; everything else is the server's (filing log, approvals, keys, grants, accounts).
 CLIENT_TYPES = {"street", "department", "community", "grid", "gateway", "household", "resident", "visit", "need",
                 "service_request", "device", "alert", "reading", "safety_rules", "device_health", "gateway_health",
-                "access_report", "claim"}
+                "access_report", "claim", "task"}
 GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health"}
 STAFF_TYPES = {"household", "resident", "visit", "need", "service_request", "device", "alert", "reading",
-               "safety_rules", "access_report"}
+               "safety_rules", "access_report", "task"}
 # Fields no client sets or changes: whose key a device's readings are sealed to (issue 13, finding 1).
 KEY_PICKING = {"device": ("resident", "write_public", "write_key_version", "write_signature")}
 AREA_OF_ROLE = {  # type -> where the role may write it (the document as written, and the version it replaces)
@@ -128,7 +133,10 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
                               or (old is not None and old.get("assigned_to") == VOLUNTEER[G11]))
            for t in ("visit", "need")},
         "service_request": lambda d, old: d["grid"] == G11,
-        "claim": lambda d, old: d["grid"] == G11},
+        "claim": lambda d, old: d["grid"] == G11,
+        # a task assigned to them: answered only (its state and their note), never made or moved
+        "task": lambda d, old: old is not None and old.get("assigned_to") == VOLUNTEER[G11] == d.get("assigned_to")
+        and all(old.get(k) == d.get(k) for k in {*old, *d} - {"_rev", "status", "volunteer_note", "updated_at"})},
     "resident": {t: lambda d, old: d.get("resident") == resident_id(G11, 1)
                  for t in ("visit", "need", "service_request")},
     "gateway": {
@@ -177,6 +185,11 @@ def _links_ok(actor: Actor, d: Doc) -> bool:
     if resident is not None and (GRID_OF.get(resident) != d["grid"]
                                  or household not in (None, HOUSEHOLD_OF.get(resident))):
         return False
+    if "need" in d:  # a task answering a resident's need: that need, of its household and resident
+        need_household, need_resident, _ = NEED_OF.get(d["need"], (None, None, None))
+        if need_household is None or GRID_OF[need_household] != d["grid"] or household != need_household \
+                or resident not in (None, need_resident):
+            return False
     if "device" in d:
         device = d["device"]
         if GRID_OF.get(device) != d["grid"] or household not in (None, HOUSEHOLD_OF.get(device)) \
@@ -204,6 +217,8 @@ def _people_ok(actor: Actor, d: Doc) -> bool:
         return False
     if "assigned_to" in d and not _works_in(d["assigned_to"], d):
         return False
+    if d["type"] == "task" and d["assigned_to"] != VOLUNTEER.get(d["grid"]):
+        return False  # a task goes to a volunteer of its grid
     if "phone_key" in d and d["phone_key"] != phone_key_id(actor.user_id):
         return False
     return not any(name in d for name in SERVER_SET)
@@ -290,6 +305,8 @@ def base(type_name: str, writer: str) -> Doc:
                           "phone_key": phone_key_id(writer), "created_by": writer, "created_at": when},
         "claim": {**HERE, **ABOUT, "task": "visit:c1-g1-h1" if writer == WORKER[G11] else "need:c1-g1-h1",
                   "minutes": 90, "status": "claimed", "created_by": writer, "created_at": when},
+        "task": {**HERE, **ABOUT, "need": need_id(G11, 1), "kind": "visit", "address": "幸福路1号",
+                 "assigned_to": VOLUNTEER[G11], "status": "assigned", "created_by": writer, "created_at": when},
     }
     own_id = {"street": S, "community": "community:new", "grid": "grid:new"}.get(type_name, f"{type_name}:new")
     if type_name == "claim":  # a claim's id is its task's
@@ -310,6 +327,7 @@ POOL: dict[str, list[Any]] = {
     "resident": [resident_id(g, n) for g, n in PLACES],
     "head": [resident_id(G11, 1), resident_id(G11, 2), resident_id(G21, 1)],
     "device": [device_id(g, n) for g, n in PLACES],
+    "need": [*NEED_OF, "need:nowhere"],
     "gateway": [*COMMUNITY_OF_GATEWAY, "gateway:nowhere"],
     "volunteers": [[VOLUNTEER[G11]], [VOLUNTEER[G12]], [VOLUNTEER[G21]], [WORKER[G11]],
                    [VOLUNTEER[G11], VOLUNTEER[G21]]],
@@ -331,7 +349,7 @@ def relocated(doc: Doc, grid: str, n: int) -> Doc:
     household, resident, device = PLACES[grid, n]
     place = {"community": COMMUNITY_OF[grid], "grid": grid, "household": household, "resident": resident,
              "device": device, "gateway": GATEWAY_OF[COMMUNITY_OF[grid]], "volunteers": [VOLUNTEER[grid]],
-             "assigned_to": VOLUNTEER[grid]}
+             "assigned_to": VOLUNTEER[grid], "need": need_id(grid, n)}
     return {**doc, **{k: v for k, v in place.items() if k in doc and doc.get(k) != doc.get("_id")}}
 
 
@@ -381,7 +399,10 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
                  {"_id": r, "type": "resident", **where, "household": h, "name": "居民", "gender": "male",
                   "birth_date": "1940-02-02"},
                  {"_id": d, "type": "device", **where, "household": h, "resident": r, "kind": "wristband",
-                  "mac": f"AA:BB:CC:DD:{len(main) % 100:02d}:0{n}", "gateway": GATEWAY_OF_DEVICE[d]}]
+                  "mac": f"AA:BB:CC:DD:{len(main) % 100:02d}:0{n}", "gateway": GATEWAY_OF_DEVICE[d]},
+                 {"_id": need_id(g, n), "type": "need", **where, "household": h, "resident": r, "category": "买菜",
+                  "description": "每周买菜", "status": "open", "created_by": WORKER[g],
+                  "created_at": NOW.isoformat()}]
     users = [_user_doc(people[g], [role], communities=[c], grids=[g]) for g, c in COMMUNITY_OF.items()
              for people, role in ((WORKER, Role.GRID_WORKER), (VOLUNTEER, Role.VOLUNTEER))]
     users += [_user_doc(SECRETARY[c], [Role.SECRETARY], communities=[c]) for c in (C1, C2)]
@@ -466,6 +487,28 @@ def test_a_worker_cannot_forge_access_reports_elsewhere_or_at_other_times() -> N
                    {**report, "at": "2025-03-01T02:30:00+08:00"}, {**report, "at": "2099-01-01T03:00:00+08:00"},
                    {**report, "phone_key": phone_key_id(WORKER[G12])}):
         assert not decided(worker, None, forged), forged
+
+
+def test_a_volunteer_only_answers_the_tasks_assigned_to_them() -> None:
+    """A task the grid worker assigned: its volunteer accepts it, marks it done with a note or declines it with a
+    reason (declaration.TASK_ANSWERS), and changes nothing else; nobody else of the volunteers answers it."""
+    volunteer = ACTORS[1]
+    task = stored(base("task", WORKER[G11]))
+    answered = {**task, "updated_at": _ago(minutes=1)}
+    for new, allowed in (({**answered, "status": "accepted"}, True),
+                         ({**answered, "status": "done", "volunteer_note": "已送到"}, True),
+                         ({**answered, "status": "declined", "volunteer_note": "这周出差"}, True),
+                         ({**answered, "status": "done"}, False),  # done says how it went
+                         ({**answered, "status": "declined", "volunteer_note": "  "}, False),  # declined says why
+                         ({**answered, "status": "accepted", "notes": "改成别的"}, False),  # staff's instruction
+                         ({**answered, "due_on": "2099-01-01"}, False),
+                         ({**answered, "assigned_to": VOLUNTEER[G12]}, False)):
+        assert decided(volunteer, task, new) == allowed, new
+    done = {**answered, "status": "done", "volunteer_note": "已送到"}
+    assert not decided(volunteer, done, {**done, "status": "accepted"})  # done is done; staff may re-open it
+    assert decided(ACTORS[0], done, {**done, "status": "assigned"})
+    theirs = {**task, "assigned_to": VOLUNTEER[G12]}  # another volunteer's: not this one's to answer
+    assert not decided(volunteer, theirs, {**theirs, "status": "accepted"})
 
 
 _MUTATION = st.sampled_from(sorted(POOL)).flatmap(lambda name: st.tuples(st.just(name), st.sampled_from(POOL[name])))

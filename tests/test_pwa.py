@@ -325,7 +325,8 @@ def test_a_volunteer_sees_exactly_their_households_online_and_offline(site: Demo
     assert theirs and all(h.startswith("household:c1-g01-") for h in theirs)
     phone = new_phone(site, volunteer)
     page = phone.pages[0]
-    assert page.url == site.url + f"grids/{grid}"  # their home is their grid, online as offline
+    assert page.url == site.url + "tasks"  # their home: their tasks and households (tests/test_journey_volunteer.py)
+    page.goto(site.url + f"grids/{grid}")  # their grid lists the households they look after, and no others
 
     def listed() -> set[str]:
         return {href.rsplit("/", 1)[1] for href in page.locator("#households a.row").evaluate_all(

@@ -8,7 +8,8 @@
 
 import { EnvelopeError, normalise } from "../crypto/envelope.js";
 import { grantId, grantIsUsable, numberField, openFields, storedPhoneKey } from "./keys.js";
-import { AlertRefused, alertAfter, alertsInOrder, needsOf, photoRefusal } from "./rules.js";
+import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRefusal, taskAnswered, tasksInOrder }
+  from "./rules.js";
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
 
 const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
@@ -223,7 +224,9 @@ async function householdPage({ db, session, schema, params }) {
   }
   return { template: "household.html",
            context: { household, grid, residents, visits: await recentVisits(db, session, household._id),
-                      common_needs: session.common_needs, purposes: session.reveal_purposes } };
+                      common_needs: session.common_needs, purposes: session.reveal_purposes,
+                      tasks: tasksInOrder((await docsOfType(db, "task")).filter((t) => t.household === household._id)),
+                      may_assign: (session.task_assign_grids || []).includes(household.grid), names: session.names } };
 }
 
 const RECENT_VISITS = 5; // server/web/field_pages.py
@@ -429,6 +432,60 @@ async function attachment(db, doc, name) {
 async function visitPhoto({ db, params }) {
   const visit = await load(db, `visit:${params.id}`, "visit");
   return attachment(db, visit, Object.keys(visit._attachments || {}).sort()[0]);
+}
+
+// ---- volunteers' tasks (server/web/task_pages.py): listed and answered offline; assigning needs the server, which
+// names the grid's volunteers. The replica holds the tasks this user may see, as the server's list shows them.
+
+const TASKS_SHOWN = 200; // server/services/tasks.py
+
+async function tasksPage({ db, session }) {
+  if (!session.may_see_tasks) {
+    throw new OfflineError(403, "forbidden");
+  }
+  const volunteer = (session.user.roles || []).includes("volunteer");
+  const grids = session.user.grids || [];
+  const households = volunteer ? (await docsOfType(db, "household")).filter((h) => grids.includes(h.grid)) : [];
+  return { template: "tasks.html", context: { tasks: tasksInOrder(await docsOfType(db, "task")).slice(0, TASKS_SHOWN),
+                                              households, names: session.names, volunteer } };
+}
+
+function taskContext(session, task, error, note) {
+  const answers = task.assigned_to === session.user._id ? session.task_answers[task.status] || [] : [];
+  return { task, names: session.names, answers, error, note,
+           may_assign: (session.task_assign_grids || []).includes(task.grid) };
+}
+
+// Assigning a task (/tasks/new) needs the server: answered as any page the phone cannot make (sw.js), not as a task.
+async function needsServer() {
+  throw new OfflineError(503, "offline_unavailable");
+}
+
+async function taskPage({ db, session, params }) {
+  return { template: "task.html", context: taskContext(session, await load(db, `task:${params.id}`, "task"), null, "") };
+}
+
+// server/web/task_pages.py answer: the volunteer's answer lands in the replica and reaches the server at the next
+// sync, where the sync gateway holds it to the same rule (access.py _task_answer_refusal).
+async function answerTask({ db, session, schema, params, form }) {
+  const task = await load(db, `task:${params.id}`, "task");
+  if (task.assigned_to !== session.user._id) {
+    throw new OfflineError(403, "forbidden");
+  }
+  const note = String(form.get("volunteer_note") || "");
+  let answered;
+  try {
+    answered = taskAnswered(task, String(form.get("answer") || ""), note, nowISO(), session.task_answers,
+                            schema.types.task.fields.volunteer_note.max_length);
+  } catch (refused) {
+    if (!(refused instanceof TaskRefused)) throw refused;
+    return { template: "task.html", status: 400, context: taskContext(session, task, refused.message, note) };
+  }
+  if (String(form.get("_rev") || task._rev) !== task._rev) {
+    return { template: "task.html", status: 409, context: taskContext(session, task, "task_conflict", note) };
+  }
+  await db.put(answered);
+  return { redirect: `/tasks/${params.id}` };
 }
 
 async function catalogue(db, activeOnly) {
@@ -652,6 +709,10 @@ export const ROUTES = [
   ["GET", "/households/:id/visits/new", newVisit],
   ["POST", "/households/:id/visits/new", newVisit],
   ["GET", "/visits/:id/photo", visitPhoto],
+  ["GET", "/tasks", tasksPage],
+  ["GET", "/tasks/new", needsServer],
+  ["GET", "/tasks/:id", taskPage],
+  ["POST", "/tasks/:id/answer", answerTask],
   ["GET", "/requests", requestsPage],
   ["GET", "/requests/new", newRequest],
   ["POST", "/requests/new", newRequest],

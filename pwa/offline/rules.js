@@ -42,6 +42,35 @@ export function alertsInOrder(alerts, urgentKinds) {
   return [...alerts].sort((a, b) => new Date(b.raised_at) - new Date(a.raised_at)).sort((a, b) => rank(a) - rank(b));
 }
 
+export class TaskRefused extends Error {}
+
+const OPEN_TASK_STATES = ["assigned", "accepted"]; // server/domain/field_rules.py
+const TASK_NOTE_REQUIRED = ["done", "declined"];
+
+// The task after its volunteer's `answer` with `note` at `stamp`, not stored; `answers` is session.task_answers
+// ({state: [answers]}), `maxNote` the declaration's volunteer_note max_length (/schema.json). Throws TaskRefused
+// with an i18n key (server/domain/field_rules.py task_answered).
+export function taskAnswered(doc, answer, note, stamp, answers, maxNote) {
+  if (!(answers[doc.status] || []).includes(answer)) {
+    throw new TaskRefused("task_answer_not_allowed");
+  }
+  const trimmed = note.replace(PYTHON_STRIP, "");
+  if (TASK_NOTE_REQUIRED.includes(answer) && !trimmed) {
+    throw new TaskRefused("task_note_required");
+  }
+  if ([...trimmed].length > maxNote) { // Python counts code points
+    throw new TaskRefused("task_note_too_long");
+  }
+  return { ...doc, status: answer, updated_at: stamp, ...(trimmed ? { volunteer_note: trimmed } : {}) };
+}
+
+// Open tasks first, soonest due first (undated after dated); then the rest; newest first within a day.
+export function tasksInOrder(tasks) {
+  const key = (t) => `${OPEN_TASK_STATES.includes(t.status) ? 0 : 1}${t.due_on || "9999"}`;
+  const newestFirst = [...tasks].sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+  return newestFirst.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+}
+
 const startsAt = (bytes, at, magic) => magic.every((b, i) => bytes[at + i] === b);
 
 // What a file is by its first bytes (a Uint8Array): a type of `signatures` ({type: [[offset, bytes]]}, all must

@@ -2,7 +2,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
-import { AlertRefused, alertAfter, alertsInOrder, needsOf, photoRefusal, sniffedType } from "../offline/rules.js";
+import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRefusal, sniffedType, taskAnswered,
+  tasksInOrder } from "../offline/rules.js";
 
 const vectors = JSON.parse(await readFile(new URL("../../server/domain/vectors/field_rules.json", import.meta.url), "utf8"));
 
@@ -37,5 +38,25 @@ test("photos by their bytes", () => {
     const data = new Uint8Array(Buffer.from(bytes, "base64"));
     assert.equal(sniffedType(data, vectors.photo_rule.signatures), sniffed, name);
     assert.equal(photoRefusal(data, declared, maxBytes, vectors.photo_rule), refusal, name);
+  }
+});
+
+test("task answers", () => {
+  for (const { doc, answer, note, after, refused } of vectors.task_answered) {
+    const result = (() => {
+      try {
+        return { after: taskAnswered(doc, answer, note, vectors.at, vectors.task_answers, vectors.task_note_max) };
+      } catch (error) {
+        assert.ok(error instanceof TaskRefused);
+        return { refused: error.message };
+      }
+    })();
+    assert.deepEqual(result, after ? { after } : { refused }, `${doc.status} ${answer} ${JSON.stringify(note)}`);
+  }
+});
+
+test("task order", () => {
+  for (const { tasks, order } of vectors.tasks_in_order) {
+    assert.deepEqual(tasksInOrder(tasks).map((t) => t._id), order);
   }
 });

@@ -25,7 +25,7 @@ from functools import cache
 from typing import Any
 
 from server.domain import timebank
-from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, Role, Scope
+from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, PROTECTED_TIERS, TASK_ANSWERS, Role, Scope
 from server.domain.i18n import translator
 
 Doc = dict[str, Any]
@@ -96,10 +96,23 @@ def _resident(p: Principal, doc: Doc) -> bool:
     return _grid_staff(p, doc) or _own(p, doc)
 
 
+def _carries_protected(doc: Doc) -> bool:
+    """True if the document holds a value of a protected tier (sealed or not: a visit's blood pressure)."""
+    return any(doc.get(name) is not None for name in DOC_TYPES[doc["type"]].fields_in(*PROTECTED_TIERS))
+
+
 def _task(p: Principal, doc: Doc) -> bool:
-    """Needs and visits: grid staff, the resident concerned, the volunteer assigned or who wrote it."""
+    """Needs and visits: grid staff, the resident concerned, the volunteer assigned or who wrote it; a volunteer's
+    phone never holds a protected field, not even sealed, so not a visit that records one."""
     return (_grid_staff(p, doc) or _own(p, doc)
-            or (p.has(Role.VOLUNTEER) and p.user_id in (doc.get("assigned_to"), doc.get("created_by"))))
+            or (p.has(Role.VOLUNTEER) and p.user_id in (doc.get("assigned_to"), doc.get("created_by"))
+                and not _carries_protected(doc)))
+
+
+def _volunteer_task(p: Principal, doc: Doc) -> bool:
+    """A volunteer's task: grid staff, and the volunteer it is assigned to (not the resident: it is staff's
+    instruction to a volunteer)."""
+    return _grid_staff(p, doc) or (p.has(Role.VOLUNTEER) and doc.get("assigned_to") == p.user_id)
 
 
 def departments_of(doc: Doc) -> list[str]:
@@ -177,6 +190,7 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "resident": _resident,
     "visit": _task,
     "need": _task,
+    "task": _volunteer_task,
     "service_request": _service_request,
     "alert": _alert,
     "device": _device,
@@ -268,6 +282,7 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "resident": _grid_staff,
     "visit": _task,
     "need": _task,
+    "task": _volunteer_task,  # the volunteer only answers it (_task_answer_refusal)
     "service_request": _service_request_write,
     "device": _grid_staff,
     "alert": lambda p, doc: _grid_staff(p, doc) or _reported_by_gateway(p, doc),
@@ -474,6 +489,10 @@ def _people_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str 
         assigned = old is not None and old.get("assigned_to") == p.user_id
         if not assigned and (household is None or p.user_id not in household.get("volunteers", [])):
             return "a volunteer writes only about the households they look after"
+    if new["type"] == "task":
+        refusal = _task_answer_refusal(p, old, new, refs)
+        if refusal:
+            return refusal
     if new["type"] == "access_report":
         phone = refs.get(new.get("phone_key") or "")
         if phone is None or phone.get("type") != "phone_key" or phone.get("user") != p.user_id:
@@ -481,6 +500,29 @@ def _people_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str 
     for name in SERVER_SET_FIELDS.get(new["type"], ()):
         if _changed(old, new, name):
             return f"{name} is set by the server"
+    return None
+
+
+# What the volunteer a task is assigned to may change of it: its state (TASK_ANSWERS) and their note.
+TASK_ANSWER_FIELDS = ("status", "volunteer_note", "updated_at")
+
+
+def _task_answer_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str | None:
+    """A task goes to a volunteer of its grid; that volunteer answers it (accepts, marks it done with a note or
+    declines with a reason) and changes nothing else; only grid staff assign, edit or re-open it."""
+    if _changed(old, new, "assigned_to") and not _works_in(refs.get(new["assigned_to"]), new, Role.VOLUNTEER):
+        return "assigned_to: a task goes to a volunteer of its grid"
+    if _staff(p):
+        return None
+    if old is None or old.get("assigned_to") != p.user_id:
+        return "a volunteer answers only the tasks assigned to them"
+    changed = sorted(k for k in {*old, *new} - {"_rev", "_revisions"} if old.get(k) != new.get(k))
+    if any(k not in TASK_ANSWER_FIELDS for k in changed):
+        return "a volunteer changes only a task's state and their note"
+    if new.get("status") != old.get("status") and new.get("status") not in TASK_ANSWERS.get(old.get("status"), ()):
+        return f"a task {old.get('status')} may not become {new.get('status')}"
+    if new.get("status") in ("done", "declined") and not str(new.get("volunteer_note") or "").strip():
+        return "volunteer_note: a task done or declined says how it went, or why"
     return None
 
 
@@ -527,8 +569,8 @@ def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now:
 def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:
     """What the offline app needs of these rules, as data (/pwa/session.json) rather than a copy of them: the ids
     of the grids whose pages p may open (`may_see` on the grid) and, of those, the grids whose households p may
-    edit and whose alerts p may act on (`WRITE_RULES`; a grid's households and alerts share its street, community
-    and grid, all the rules read)."""
+    edit, whose alerts p may act on and where p assigns volunteers' tasks (`WRITE_RULES`; a grid's documents share
+    its street, community and grid, all the rules read)."""
     browsable = [g for g in grids if may_see(p, g)]
 
     def writable(type_name: str) -> list[str]:
@@ -537,7 +579,7 @@ def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:
                       if rule(p, {"street": g["street"], "community": g["community"], "grid": g["_id"]}))
 
     return {"browse": sorted(g["_id"] for g in browsable), "edit_households": writable("household"),
-            "act_on_alerts": writable("alert")}
+            "act_on_alerts": writable("alert"), "assign_tasks": writable("task")}
 
 
 # Who works offline (PRODUCT.md "Who uses it"): grid workers and volunteers on phones in basements and old estates,

@@ -169,6 +169,12 @@ TRANSFER_KINDS = ("claim", "confirmation", "mint", "redemption", "reversal")
 # A claim of hours: made by who helped, confirmed or disputed by who was helped, or expired unanswered.
 CLAIM_STATES = ("claimed", "confirmed", "disputed", "expired")
 ORGANISATION_KINDS = ("school", "firm", "hospital", "social_organisation", "other")
+# A volunteer's task (PRODUCT.md: each grid's volunteers visit, deliver, accompany), assigned by grid staff.
+TASK_KINDS = ("visit", "delivery", "accompany", "other")
+TASK_STATES = ("assigned", "accepted", "done", "declined")
+# How the volunteer assigned answers a task, from each state (done and declined carry their note: access.py).
+TASK_ANSWERS: dict[str, tuple[str, ...]] = {"assigned": ("accepted", "done", "declined"),
+                                            "accepted": ("done", "declined")}
 # Protected fields a resident can be found by, and the field of their number_index document holding each one's
 # blind index (server-only: no phone holds an index, crypto/README.md "Blind index leakage").
 BLIND_INDEXED = {"phone": "phone_bidx", "id_card": "id_card_bidx"}
@@ -301,6 +307,22 @@ DOC_TYPES: dict[str, DocType] = {
             "assigned_to": _ref("user"),
             **_WHO_WHEN,
         }, label_zh="需求", label_en="Need", client_writable=True),
+        DocType("task", Scope.GRID, {
+            # A volunteer's task, assigned by grid staff. The volunteer sees no resident record (it carries sealed
+            # fields), so the task carries what they need to go there: the address and name, basic tier.
+            **_PERSONAL_LINKS,
+            "household": _ref("household", required=True),
+            "need": _ref("need"),  # the resident's need it answers, if any
+            "kind": _enum(TASK_KINDS, required=True),
+            "due_on": Field("date"),
+            "notes": _text(Category.SOCIAL, max_length=1000),  # what to do
+            "address": _text(Category.BASIC, required=True, max_length=200),
+            "resident_name": _text(Category.BASIC, max_length=50),
+            "assigned_to": _ref("user", required=True),
+            "status": _enum(TASK_STATES, required=True),
+            "volunteer_note": _text(Category.SOCIAL, max_length=1000),  # how it went, or why declined
+            **_WHO_WHEN,
+        }, label_zh="志愿任务", label_en="Volunteer task", client_writable=True),
         DocType("service_category", Scope.STREET, {
             # The service catalogue (Open311 "services"): who handles what, and what each asks for.
             "code": _text(Category.SYSTEM, required=True, max_length=50),

@@ -1,5 +1,6 @@
 """The field work's rules that the server and the offline app both apply, pure: a visit's needs list, what an
-action makes of an alert and the order the inbox shows alerts in, and what an attached photo really is and
+action makes of an alert and the order the inbox shows alerts in, a volunteer's answer to a task and the order
+tasks are listed in, and what an attached photo really is and
 where photos may be attached (the one attachment rule of every path: pages, sync, the offline app).
 
 The offline app gets the vocabularies and the photo rule as data (/pwa/session.json) and runs the same rules in
@@ -13,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.declaration import ALERT_STATES
+from server.domain.declaration import ALERT_STATES, DOC_TYPES, TASK_ANSWERS
 
 Doc = dict[str, Any]
 
@@ -93,6 +94,33 @@ def alerts_in_order(alerts: list[Doc]) -> list[Doc]:
     """The inbox's order: open ones first, among them SOS and falls first; each part newest first."""
     newest_first = sorted(alerts, key=lambda d: dt.datetime.fromisoformat(d["raised_at"]), reverse=True)
     return sorted(newest_first, key=lambda d: (d["status"] == "resolved", d["kind"] not in URGENT_ALERT_KINDS))
+
+
+class TaskRefused(ValueError):
+    """An answer the task's state does not allow, or one missing its note; the message is an i18n key."""
+
+
+OPEN_TASK_STATES = ("assigned", "accepted")
+TASK_NOTE_REQUIRED = ("done", "declined")  # how it went, or why not
+
+
+def task_answered(doc: Doc, answer: str, note: str, stamp: str) -> Doc:
+    """The task after its volunteer's `answer` (a state of declaration.TASK_ANSWERS) with `note`, at `stamp`, not
+    stored. Raises TaskRefused."""
+    if answer not in TASK_ANSWERS.get(doc["status"], ()):
+        raise TaskRefused("task_answer_not_allowed")
+    note = note.strip()
+    if answer in TASK_NOTE_REQUIRED and not note:
+        raise TaskRefused("task_note_required")
+    if len(note) > DOC_TYPES["task"].fields["volunteer_note"].max_length:
+        raise TaskRefused("task_note_too_long")
+    return {**doc, "status": answer, "updated_at": stamp, **({"volunteer_note": note} if note else {})}
+
+
+def tasks_in_order(tasks: list[Doc]) -> list[Doc]:
+    """Open tasks first, soonest due first (undated after dated); then the rest; newest first within a day."""
+    newest_first = sorted(tasks, key=lambda d: d["created_at"], reverse=True)
+    return sorted(newest_first, key=lambda d: (d["status"] not in OPEN_TASK_STATES, d.get("due_on") or "9999"))
 
 
 def sniffed_type(data: bytes) -> str | None:

@@ -84,6 +84,7 @@ SURVEY_COMMENTS = ("网格员很负责", "路灯修得很快", "希望多组织�
 class Person:
     id: str
     age: int
+    name: str = ""
 
 
 @dataclass
@@ -140,7 +141,8 @@ class Census:
                 doc["_id"], {k: doc[k] for k in ("street", "community", "grid")}, doc["address"],
                 tuple(doc["tags"]), tuple(doc.get("volunteers", ())))
         elif kind == "resident":
-            self.households[doc["household"]].residents.append(Person(doc["_id"], self._age_of(doc["birth_date"])))
+            self.households[doc["household"]].residents.append(
+                Person(doc["_id"], self._age_of(doc["birth_date"]), doc["name"]))
         elif kind == "device":
             self.households[doc["household"]].devices[doc["kind"]] = doc["_id"]
         return doc
@@ -412,6 +414,43 @@ def _need(rng: random.Random, clock: Clock, household: Household, person: Person
         doc.update(assigned_to=rng.choice(household.volunteers),
                    updated_at=_iso(at + min(age / 2, dt.timedelta(days=rng.randint(1, 5)))))
     return doc
+
+
+# ---------------------------------------------------------------- volunteers' tasks
+
+# Per volunteer: tasks in every state (server/services/tasks.py), the open ones due in the coming days.
+TASK_STORIES = {"visit": "上门看望，聊聊近况", "delivery": "送午餐上门（社区食堂已备好）",
+                "accompany": "陪同去社区卫生服务中心复诊", "other": "帮忙整理阳台杂物"}
+VOLUNTEER_TASKS = (("assigned", 0), ("assigned", 0), ("accepted", 0), ("done", 20), ("done", 45), ("declined", 10))
+DONE_NOTES = ("已送到，老人很高兴", "陪同复诊顺利，已送回家", "聊了一个小时，精神不错")
+DECLINE_REASONS = ("这周出差，无法前往", "时间冲突，请安排其他志愿者")
+
+
+def volunteer_tasks(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Each grid's volunteers' tasks, assigned by its grid worker in the households they look after: some waiting to
+    be accepted, one accepted, some done with a note, one declined with a reason."""
+    for grid in census.grids.values():
+        for volunteer in grid.volunteers:
+            households = [h for h in census.in_order() if volunteer in h.volunteers and h.residents] or [
+                h for h in census.in_order() if h.routing["grid"] == grid.id and h.residents]
+            for status, days_ago in VOLUNTEER_TASKS:
+                household = rng.choice(households)
+                person = max(household.residents, key=lambda r: r.age)
+                kind = rng.choice(tuple(TASK_STORIES))
+                created = clock.daytime(rng, days_ago + rng.uniform(1, 3))
+                due = (created if days_ago else clock.now + dt.timedelta(days=rng.randint(1, 6))).astimezone(
+                    clock.calendar.tz).date()
+                task = {"_id": _id(rng, "task"), "type": "task", **household.routing, "household": household.id,
+                        "address": household.address, "resident": person.id, "resident_name": person.name,
+                        "kind": kind, "due_on": due.isoformat(), "notes": TASK_STORIES[kind],
+                        "assigned_to": volunteer, "status": status, "created_by": grid.worker,
+                        "created_at": _iso(created)}
+                if status != "assigned":
+                    task["updated_at"] = _iso(min(created + dt.timedelta(hours=rng.randint(2, 30)),
+                                                  clock.now - dt.timedelta(minutes=5)))
+                if status in ("done", "declined"):
+                    task["volunteer_note"] = rng.choice(DONE_NOTES if status == "done" else DECLINE_REASONS)
+                yield task
 
 
 # ---------------------------------------------------------------- alerts and readings
@@ -733,6 +772,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "access": access_requests,
     "devices": gateways_and_device_health,
     "time_bank": time_bank,
+    "tasks": volunteer_tasks,
 }
 
 

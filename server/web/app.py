@@ -45,11 +45,11 @@ from server.security.firewall import (
 )
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
-from server.services import alerts, service_requests, timebank
+from server.services import alerts, service_requests, tasks, timebank
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import Couch, get_or_none
-from server.web import display, open311, pwa_routes, request_pages, timebank_pages
+from server.web import display, open311, pwa_routes, request_pages, task_pages, timebank_pages
 from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
@@ -239,8 +239,11 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             # Once a resident has an account, no activation code is offered (issuing one would be refused).
             resident["has_account"] = await run_in_threadpool(account_of, couch, resident["id"]) is not None
         visits = await run_in_threadpool(recent_visits, couch, principal, household["_id"])
+        household_tasks = await run_in_threadpool(tasks.household_tasks, couch, principal, household["_id"])
         return render(request, "household.html", household=household, grid=grid, residents=residents,
-                      visits=visits, common_needs=list(COMMON_NEEDS), purposes=REVEAL_PURPOSES)
+                      visits=visits, common_needs=list(COMMON_NEEDS), purposes=REVEAL_PURPOSES,
+                      tasks=household_tasks, may_assign=task_pages.may_assign(principal, household),
+                      names=await run_in_threadpool(task_pages.task_names, couch, household_tasks))
 
     async def resident_for(request: Request) -> tuple[Principal, dict[str, Any]]:
         """The signed-in user and the resident named in the path, if the user may see that resident at all."""
@@ -425,6 +428,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *needs_routes(couch, current_user, render, _now),
         *safety_routes(firewall, current_user, render, _now, _device),
         *timebank_pages.routes(firewall, current_user, render, _now),
+        *task_pages.routes(couch, current_user, render, _now),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),

@@ -1,7 +1,7 @@
 """Where "/" leads each user, decided once for the server (server/web/app.py) and the offline app (as data in
-/pwa/session.json): secretaries and administrators to their communities, a grid worker or a volunteer to their
-first grid, department staff to their workbench; anyone else stays on "/" (a resident's own record, or the page
-that says what their roles do)."""
+/pwa/session.json): secretaries and administrators to their communities, a grid worker to their first grid, a
+volunteer to their tasks, department staff to their workbench; anyone else stays on "/" (a resident's own record,
+or the page that says what their roles do)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ def home_path(user: dict[str, Any]) -> str | None:
     r = queries.roles(user)
     if Role.ADMIN in r or Role.SECRETARY in r:
         return "/communities"
-    if r & {Role.GRID_WORKER, Role.VOLUNTEER} and user.get("grids"):
+    if Role.GRID_WORKER in r and user.get("grids"):
         return "/grids/" + quote(user["grids"][0], safe=":")
+    if Role.VOLUNTEER in r:
+        return "/tasks"  # their tasks and the households they look after (server/web/task_pages.py)
     if Role.DEPARTMENT_STAFF in r and user.get("department"):
         return "/workbench"  # online only: a department works at its desk, and acting needs the server
     return None

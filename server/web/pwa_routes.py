@@ -24,12 +24,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from server.domain.access import Principal, offline_grids, works_offline
-from server.domain.declaration import SATISFACTION, export_json
+from server.domain.declaration import SATISFACTION, TASK_ANSWERS, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
 from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS, photo_rule
 from server.domain.http_headers import ATTACHMENT_HEADERS, PAGE_HEADERS, WORKER_CSP
 from server.domain.i18n import MESSAGES
 from server.security.grants import phones_carry_keys
+from server.services.tasks import may_see_tasks
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
@@ -47,8 +48,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Pages for desktops (secretary, administrator) that the service worker never renders; they format numbers
 # (round, percentages) in ways Jinja2 and Nunjucks do not share, so the parity test leaves them out. Elderly safety's
 # pages are online only too: the status line is judged on the server, and a heart-rate value opened there is filed.
+# Assigning a volunteer's task too: the form names the grid's volunteers, whose accounts no phone holds.
 ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "catalogue.html", "workbench.html",
-                                   "resident_safety.html", "devices.html", "accounts.html", "ledger.html"})
+                                   "resident_safety.html", "devices.html", "accounts.html", "ledger.html",
+                                   "task_new.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest")
@@ -107,7 +110,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         return JSONResponse({
             "user": {k: user[k] for k in _USER_FIELDS if k in user},
             "browsable_grids": grids["browse"], "household_edit_grids": grids["edit_households"],
-            "alert_act_grids": grids["act_on_alerts"],
+            "alert_act_grids": grids["act_on_alerts"], "task_assign_grids": grids["assign_tasks"],
             "csrf_token": context["csrf_token"], "lang": lang, "display": context["display"],
             "display_options": list(DISPLAY_OPTIONS),
             "messages": MESSAGES[lang], "time_zone": LOCAL_TZ.key,
@@ -121,6 +124,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # colleagues the pages show (accounts are not replicated).
             "home": home_path(user), "home_roles": role_keys(user), "may_see_alerts": may_see_alerts(p),
             "works_offline": works_offline(p),  # a desk's browser keeps no replica (pwa/sw.js)
+            "may_see_tasks": may_see_tasks(p), "task_answers": TASK_ANSWERS,
             "phone_keys": phones_carry_keys(p), "names": await run_in_threadpool(queries.colleague_names, couch, user),
             # Pinned by the phone at its first sync: what vouches for the write keys it seals to (offline/keys.js).
             "installation_key": await run_in_threadpool(installation_key),

@@ -14,16 +14,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from server.domain.declaration import DOC_TYPES, TASK_ANSWERS, TASK_STATES
 from server.domain.field_rules import (
     ALERT_ACTIONS,
     URGENT_ALERT_KINDS,
     AlertRefused,
+    TaskRefused,
     alert_after,
     alerts_in_order,
     needs_of,
     photo_refusal,
     photo_rule,
     sniffed_type,
+    task_answered,
+    tasks_in_order,
 )
 
 PATH = Path(__file__).resolve().parent / "field_rules.json"
@@ -61,6 +65,18 @@ ORDERS = [
     [("p", "raised", "fall", "2026-11-20T09:00:00+08:00"), ("q", "raised", "fall", "2026-11-20T09:00:00+08:00")],
 ]
 
+# A volunteer's answers: every state × every answer (and one that is none) × notes blank or padded; then a note
+# as long as it may be, and one longer.
+TASK_NOTES = ["", "  已送到  ", "\u3000\t", "\ufeff"]
+TASK_LENGTHS = [("assigned", "done", "长" * 1000), ("accepted", "declined", "长" * 1001)]
+# Open ones first, soonest due first, undated last; the rest after; newest first within a day.
+TASK_ORDERS = [
+    [("a", "done", "2026-11-19", "2026-11-18T09:00:00+08:00"), ("b", "assigned", None, "2026-11-19T09:00:00+08:00"),
+     ("c", "accepted", "2026-11-21", "2026-11-17T09:00:00+08:00"),
+     ("d", "assigned", "2026-11-20", "2026-11-16T09:00:00+08:00"), ("e", "declined", None, "2026-11-20T09:00:00+08:00"),
+     ("f", "assigned", "2026-11-20", "2026-11-18T09:00:00+08:00")],
+]
+
 MAX_BYTES = 2048
 PHOTOS = [
     ("png", PNG, "image/png"), ("jpeg", JPEG, "image/jpeg"), ("webp", WEBP, "image/webp"),
@@ -86,6 +102,15 @@ def _alert_case(doc: dict[str, Any], action: str) -> dict[str, Any]:
         return {"doc": doc, "action": action, "refused": str(refused)}
 
 
+def _task_case(status: str, answer: str, note: str) -> dict[str, Any]:
+    doc = {"_id": "task:v", "type": "task", "status": status, "assigned_to": "user:me"}
+    try:
+        return {"doc": doc, "answer": answer, "note": note,
+                "after": task_answered(doc, answer, note, "2026-11-20T10:00:00+08:00")}
+    except TaskRefused as refused:
+        return {"doc": doc, "answer": answer, "note": note, "refused": str(refused)}
+
+
 def build() -> dict[str, Any]:
     photos = [{"name": name, "bytes": base64.b64encode(data).decode(), "declared": declared, "max_bytes": MAX_BYTES,
                "sniffed": sniffed_type(data), "refusal": photo_refusal(data, declared, MAX_BYTES)}
@@ -102,6 +127,15 @@ def build() -> dict[str, Any]:
         "alert_after": [_alert_case(doc, action) for doc in ALERTS for action in (*ALERT_ACTIONS, "explode")],
         "alerts_in_order": orders,
         "photos": photos,
+        "task_answers": TASK_ANSWERS, "task_note_max": DOC_TYPES["task"].fields["volunteer_note"].max_length,
+        "task_answered": [*(_task_case(status, answer, note) for status in TASK_STATES
+                            for answer in (*TASK_STATES, "explode") for note in TASK_NOTES),
+                          *(_task_case(*case) for case in TASK_LENGTHS)],
+        "tasks_in_order": [{"tasks": [{"_id": i, "status": s, **({"due_on": d} if d else {}), "created_at": at}
+                                      for i, s, d, at in case],
+                            "order": [t["_id"] for t in tasks_in_order([
+                                {"_id": i, "status": s, **({"due_on": d} if d else {}), "created_at": at}
+                                for i, s, d, at in case])]} for case in TASK_ORDERS],
     }
 
 
