@@ -147,11 +147,12 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
 }
 AUTHORS = ("created_by", "updated_by", "acknowledged_by", "owner")
 # Time bank (issue 16): the tasks hours may be claimed for, each with its grid, its resident and who did it (the
-# person it was assigned to, else who recorded it); a claim's answer is the server's to record.
-TASKS = {"need:c1-g1-h1": (G11, resident_id(G11, 1), VOLUNTEER[G11]),
+# person it was assigned to, else who recorded it); a claim's answer is the server's to record. Their needs are
+# apart from the open ones every household has (need_id), which are no one's to claim yet.
+TASKS = {"need:c1-g1-h1-help": (G11, resident_id(G11, 1), VOLUNTEER[G11]),
          "visit:c1-g1-h1": (G11, resident_id(G11, 1), WORKER[G11]),
          "visit:c1-g1-h2": (G11, resident_id(G11, 2), WORKER[G11]),
-         "need:c2-g1-h1": (G21, resident_id(G21, 1), VOLUNTEER[G21])}
+         "need:c2-g1-h1-help": (G21, resident_id(G21, 1), VOLUNTEER[G21])}
 CLAIM_SERVER_SET = ("decided_by", "decided_at", "consent", "dispute_note", "transfer")
 SERVER_SET = ("department", "departments", "whistles", "due_respond", "due_close", "accepted", "on_site")
 TIMES = ("visited_at", "created_at", "updated_at", "raised_at", "acknowledged_at", "measured_at", "at",
@@ -303,7 +304,7 @@ def base(type_name: str, writer: str) -> Doc:
         "gateway_health": {"street": S, "community": C1, "gateway": GATEWAY_OF[C1], "heartbeat_at": when},
         "access_report": {**HERE, **ABOUT, "fields": ["phone"], "purpose": "routine_visit", "at": when,
                           "phone_key": phone_key_id(writer), "created_by": writer, "created_at": when},
-        "claim": {**HERE, **ABOUT, "task": "visit:c1-g1-h1" if writer == WORKER[G11] else "need:c1-g1-h1",
+        "claim": {**HERE, **ABOUT, "task": "visit:c1-g1-h1" if writer == WORKER[G11] else "need:c1-g1-h1-help",
                   "minutes": 90, "status": "claimed", "created_by": writer, "created_at": when},
         "task": {**HERE, **ABOUT, "need": need_id(G11, 1), "kind": "visit", "address": "幸福路1号",
                  "assigned_to": VOLUNTEER[G11], "status": "assigned", "created_by": writer, "created_at": when},
