@@ -68,6 +68,10 @@ GATEWAY_OF_DEVICE = {device_id(g, n): (GATEWAY_OF if n == 1 else SECOND_GATEWAY_
 GRID_OF = {i: g for (g, _), ids in PLACES.items() for i in ids}
 HOUSEHOLD_OF = {i: household_id(g, n) for (g, n), ids in PLACES.items() for i in ids[1:]}
 RESIDENT_OF_DEVICE = {device_id(g, n): resident_id(g, n) for g, n in PLACES}
+# What became of a need (its `request`, its `visit`): a service request and a visit about each household's resident.
+RECORDS = {(g, n): {"request": f"service_request:{g[5:]}-h{n}-asked", "visit": f"visit:{g[5:]}-h{n}-answer"}
+           for g, n in PLACES}
+RECORD_PLACE = {i: (g, n) for (g, n), records in RECORDS.items() for i in records.values()}
 
 
 def user(name: str) -> str:
@@ -145,7 +149,7 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
         "gateway_health": lambda d, old: d["gateway"] == GATEWAY_OF[C1]},
     "department": {},
 }
-AUTHORS = ("created_by", "updated_by", "acknowledged_by", "owner")
+AUTHORS = ("created_by", "updated_by", "acknowledged_by", "owner", "handled_by")
 # Time bank (issue 16): the tasks hours may be claimed for, each with its grid, its resident and who did it (the
 # person it was assigned to, else who recorded it); a claim's answer is the server's to record. Their needs are
 # apart from the open ones every household has (need_id), which are no one's to claim yet.
@@ -156,7 +160,7 @@ TASKS = {"need:c1-g1-h1-help": (G11, resident_id(G11, 1), VOLUNTEER[G11]),
 CLAIM_SERVER_SET = ("decided_by", "decided_at", "consent", "dispute_note", "transfer")
 SERVER_SET = ("department", "departments", "whistles", "due_respond", "due_close", "accepted", "on_site")
 TIMES = ("visited_at", "created_at", "updated_at", "raised_at", "acknowledged_at", "measured_at", "at",
-         "registered_at", "last_seen_at", "heartbeat_at")
+         "registered_at", "last_seen_at", "heartbeat_at", "handled_at")
 
 
 def _place_ok(d: Doc) -> bool:
@@ -198,6 +202,13 @@ def _links_ok(actor: Actor, d: Doc) -> bool:
             return False
         if actor.gateway and GATEWAY_OF_DEVICE[device] != actor.gateway:
             return False
+    for name in ("request", "visit"):  # a need's outcome: about the same household and resident, in its grid
+        if name in d:
+            place = RECORD_PLACE.get(d[name])
+            if place is None or RECORDS[place][name] != d[name] or place[0] != d["grid"] \
+                    or household not in (None, household_id(*place)) \
+                    or resident not in (None, resident_id(*place)):
+                return False
     if "gateway" in d and d["type"] != "gateway":
         if COMMUNITY_OF_GATEWAY.get(d["gateway"]) != d["community"]:
             return False
@@ -289,8 +300,9 @@ def base(type_name: str, writer: str) -> Doc:
         "resident": {**HERE, "household": household_id(G11, 1), "name": "居民", "gender": "female",
                      "birth_date": "1950-01-01"},
         "visit": {**HERE, **ABOUT, "kind": "routine", "visited_at": when, "created_by": writer, "created_at": when},
-        "need": {**HERE, **ABOUT, "category": "买菜", "description": "每周买菜", "status": "open",
-                 "assigned_to": VOLUNTEER[G11], "created_by": writer, "created_at": when},
+        "need": {**HERE, **ABOUT, "category": "买菜", "description": "每周买菜", "status": "in_progress",
+                 "assigned_to": VOLUNTEER[G11], "request": RECORDS[G11, 1]["request"], "handled_by": writer,
+                 "handled_at": when, "created_by": writer, "created_at": when},
         "service_request": {**HERE, **ABOUT, "category": "water_supply", "description": "漏水", "status": "received",
                             "owner": writer, "created_by": writer, "created_at": when},
         "device": {**HERE, **ABOUT, "kind": "wristband", "mac": "AA:BB:CC:DD:EE:99", "gateway": GATEWAY_OF[C1],
@@ -336,6 +348,8 @@ POOL: dict[str, list[Any]] = {
     "phone_key": [phone_key_id(u) for u in OTHER_USERS] + ["phone_key:nowhere.p1"],
     **{name: OTHER_USERS for name in AUTHORS},
     **{name: TIME_VALUES for name in TIMES},
+    "request": [r["request"] for r in RECORDS.values()] + ["service_request:nowhere", RECORDS[G11, 1]["visit"]],
+    "visit": [r["visit"] for r in RECORDS.values()] + ["visit:nowhere"],
     "departments": [["department:health"]],
     "due_close": [(NOW + dt.timedelta(days=3)).isoformat()],
     "task": [*TASKS, "need:nowhere", "household:c1-g1-h1"],
@@ -350,7 +364,7 @@ def relocated(doc: Doc, grid: str, n: int) -> Doc:
     household, resident, device = PLACES[grid, n]
     place = {"community": COMMUNITY_OF[grid], "grid": grid, "household": household, "resident": resident,
              "device": device, "gateway": GATEWAY_OF[COMMUNITY_OF[grid]], "volunteers": [VOLUNTEER[grid]],
-             "assigned_to": VOLUNTEER[grid], "need": need_id(grid, n)}
+             "assigned_to": VOLUNTEER[grid], "need": need_id(grid, n), **RECORDS[grid, n]}
     return {**doc, **{k: v for k, v in place.items() if k in doc and doc.get(k) != doc.get("_id")}}
 
 
@@ -361,7 +375,8 @@ def mutations(doc: Doc) -> Iterator[Doc]:
     fields = DOC_TYPES[doc["type"]].fields
     for name, values in POOL.items():
         if name in doc or name in fields and name in ("head", "assigned_to", "acknowledged_by", "owner", "departments",
-                                                      "due_close", "volunteers", "decided_by"):
+                                                      "due_close", "volunteers", "decided_by", "visit",
+                                                      "handled_by"):
             yield from ({**doc, name: v} for v in values if v != doc.get(name))
     if "grid" in doc or doc["type"] in ("gateway", "gateway_health"):
         yield from (relocated(doc, g, n) for g, n in PLACES if (g, n) != (G11, 1))
@@ -404,6 +419,11 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
                  {"_id": need_id(g, n), "type": "need", **where, "household": h, "resident": r, "category": "买菜",
                   "description": "每周买菜", "status": "open", "created_by": WORKER[g],
                   "created_at": NOW.isoformat()}]
+        about, made = {**where, "household": h, "resident": r}, {"created_by": WORKER[g], "created_at": _ago(days=1)}
+        main += [{"_id": RECORDS[g, n]["request"], "type": "service_request", **about, "category": "water_supply",
+                  "description": "漏水", "status": "received", **made},
+                 {"_id": RECORDS[g, n]["visit"], "type": "visit", **about, "kind": "routine",
+                  "visited_at": _ago(days=1), **made}]
     users = [_user_doc(people[g], [role], communities=[c], grids=[g]) for g, c in COMMUNITY_OF.items()
              for people, role in ((WORKER, Role.GRID_WORKER), (VOLUNTEER, Role.VOLUNTEER))]
     users += [_user_doc(SECRETARY[c], [Role.SECRETARY], communities=[c]) for c in (C1, C2)]

@@ -61,7 +61,7 @@ def test_htmx_search_returns_only_matching_rows(client: TestClient) -> None:
 
 def test_secretary_sees_communities_and_grids_with_counts(client: TestClient) -> None:
     login(client, "secretary1")
-    assert client.get("/").headers["location"] == "/communities"
+    assert client.get("/").headers["location"] == "/today"  # her home: what needs her today (test_today.py)
     page = client.get("/communities")
     assert page.status_code == 200
     assert "幸福社区" in page.text and "第1网格" in page.text and "第2网格" in page.text

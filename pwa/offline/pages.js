@@ -160,7 +160,27 @@ async function gridPage({ db, session, params, query, htmx }) {
                               member_count: h.member_count || 0, tags: h.tags || [] })),
     total: households.length, next_offset: end < households.length ? end : null,
   };
-  return { template: htmx ? "_household_rows.html" : "grid.html", context: { grid, page, q: query.get("q") || "" } };
+  if (htmx) {
+    return { template: "_household_rows.html", context: { grid, page, q: query.get("q") || "" } };
+  }
+  return { template: "grid.html", context: { grid, page, q: query.get("q") || "",
+                                             ...await openNeeds(db, session, grid, residents) } };
+}
+
+// server/web/need_pages.py open_needs_context: the grid's needs nobody has handled yet, oldest first, for the staff
+// who handle them (its worker, the secretary); named as far as the replica holds the residents and households.
+async function openNeeds(db, session, grid, residents) {
+  const roles = session.user.roles || [];
+  const shown = roles.includes("grid_worker") || roles.includes("secretary");
+  const found = !shown ? [] : (await docsOfType(db, "need")).filter((n) => n.grid === grid._id && n.status === "open")
+    .sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a._id < b._id ? -1 : 1));
+  const households = new Map((await docsOfType(db, "household")).map((h) => [h._id, h]));
+  const names = {};
+  for (const n of found) {
+    if (residents.has(n.resident)) names[n.resident] = residents.get(n.resident).name;
+    if (households.has(n.household)) names[n.household] = households.get(n.household).address;
+  }
+  return { needs_shown: shown, open_needs: found, names, need_categories: session.need_categories };
 }
 
 // This phone's usable key grant for a category of a resident's record, and the approved access request it
@@ -223,7 +243,7 @@ async function householdPage({ db, session, schema, params }) {
                      has_account: session.residents_with_accounts.includes(r._id) });
   }
   return { template: "household.html",
-           context: { household, grid, residents, visits: await recentVisits(db, session, household._id),
+           context: { household, grid, residents, visits: await recentVisits(db, session, schema, household._id),
                       common_needs: session.common_needs, purposes: session.reveal_purposes,
                       tasks: tasksInOrder((await docsOfType(db, "task")).filter((t) => t.household === household._id)),
                       may_assign: (session.task_assign_grids || []).includes(household.grid), names: session.names } };
@@ -231,13 +251,16 @@ async function householdPage({ db, session, schema, params }) {
 
 const RECENT_VISITS = 5; // server/web/field_pages.py
 
-// server/web/field_pages.py recent_visits; authors' names are the session's (accounts are not replicated).
-async function recentVisits(db, session, householdId) {
+// server/web/field_pages.py recent_visits; authors' names are the session's (accounts are not replicated). A visit's
+// protected fields (VISIT_PROTECTED, from the declaration) stay sealed: the page says only that there is one.
+async function recentVisits(db, session, schema, householdId) {
+  const fields = schema.types.visit.fields;
+  const sealed = Object.keys(fields).filter((name) => schema.protected_tiers.includes(fields[name].tier));
   const visits = (await docsOfType(db, "visit")).filter((v) => v.household === householdId)
     .sort((a, b) => new Date(b.visited_at) - new Date(a.visited_at)).slice(0, RECENT_VISITS);
-  return visits.map((v) => ({ _id: v._id, visited_at: v.visited_at, kind: v.kind, needs: v.needs || [],
-    author: session.names[v.created_by] ?? "",
-    photo: Object.keys(v._attachments || {}).sort()[0] ?? null }));
+  return visits.map((v) => ({ _id: v._id, visited_at: v.visited_at, kind: v.kind, notes: v.notes || "",
+    needs: v.needs || [], author: session.names[v.created_by] ?? "",
+    photo: Object.keys(v._attachments || {}).sort()[0] ?? null, health_sealed: sealed.some((name) => v[name]) }));
 }
 
 // server/web/app.py reveal: open one category with this phone's grant, and report the opening for the filing log.
@@ -394,8 +417,10 @@ async function newVisit({ db, session, schema, params, form, method }) {
       errors = bad.errors;
     }
   }
+  // A visit answering a need (?need=) is recorded online only: the need's change names the visit, which the sync
+  // gateway would judge before the visit reached the server. Offline the form records a plain visit.
   return { template: "visit_new.html", status: Object.keys(errors).length ? 400 : 200, context: {
-    household, residents, kinds, common_needs: session.common_needs, values, errors,
+    household, residents, kinds, common_needs: session.common_needs, values, errors, need: null,
     free_needs: values.needs.filter((n) => !session.common_needs.includes(n)) } };
 }
 

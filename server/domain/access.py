@@ -304,7 +304,7 @@ OUTSIDE_SCOPE = "this document is outside what you may see"
 PLACEMENT_FIELDS = ("street", "community", "grid", "department", "departments")
 
 # Fields naming whoever did something to the document: when a write sets or changes one, it is the writer.
-AUTHOR_FIELDS = ("created_by", "updated_by", "acknowledged_by", "owner")
+AUTHOR_FIELDS = ("created_by", "updated_by", "acknowledged_by", "owner", "handled_by")
 # Fields naming people a document is shown to (`may_see` reads them): each one a user who works where it is.
 AUDIENCE_FIELDS = ("volunteers", "assigned_to")
 # Fields only the server sets (a request's dispatch and deadlines, server/services/service_requests.py intake and

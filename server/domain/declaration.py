@@ -161,7 +161,8 @@ ALERT_STATES = ("raised", "acknowledged", "visiting", "resolved", "escalated")
 REQUEST_STATES = ("received", "acknowledged", "in_progress", "escalated", "resolved", "closed", "reopened",
                   "returned")
 SATISFACTION = ("very_satisfied", "satisfied", "neutral", "dissatisfied", "very_dissatisfied")
-NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled")
+# "closed": a grid worker or secretary closed it with a reason the resident sees (server/services/needs.py).
+NEED_STATES = ("open", "matched", "in_progress", "done", "cancelled", "closed")
 VISIT_KINDS = ("routine", "needs_list", "alert_follow_up", "care", "other")
 # The time bank (issue 16): two double-entry ledgers. Hours are kept in whole minutes, so that sums are exact.
 LEDGERS = ("hours", "points")
@@ -305,6 +306,13 @@ DOC_TYPES: dict[str, DocType] = {
             "description": _text(Category.SOCIAL, required=True),
             "status": _enum(NEED_STATES, required=True),
             "assigned_to": _ref("user"),
+            # What became of it (server/services/needs.py), shown to the resident on their own page: the service
+            # request or the visit it was turned into, or the reason it was closed; who handled it, and when.
+            "request": _ref("service_request"),
+            "visit": _ref("visit"),
+            "close_reason": _text(Category.SOCIAL, max_length=500),
+            "handled_by": _ref("user"),
+            "handled_at": Field("datetime"),
             **_WHO_WHEN,
         }, label_zh="需求", label_en="Need", client_writable=True),
         DocType("task", Scope.GRID, {

@@ -1418,7 +1418,72 @@ SAFETY_MESSAGES: dict[str, dict[str, str]] = {
     },
 }
 
-for _lang, _messages in [*ERROR_MESSAGES.items(), *SAFETY_MESSAGES.items()]:
+# The secretary's page of the day and residents' needs handled (issue 14, items 4 and 5).
+_TODAY_AND_NEEDS: dict[str, dict[str, str]] = {
+    "zh": {
+        "today": "今日待办",
+        "today_approvals": "待审批的核心数据查看申请",
+        "today_alerts": "未处理的告警",
+        "today_late_requests": "超时和已升级的服务请求",
+        "today_needs": "尚未处理的居民需求",
+        "today_silent": "失联的网关和设备",
+        "today_due": "办结时限",
+        "today_all": "查看全部 {n} 条",
+        "today_none": "暂无。",
+        "needs_open": "待处理的居民需求",
+        "needs_open_none": "没有待处理的需求。",
+        "need": "居民需求",
+        "need_by_resident": "居民本人提交",
+        "need_handled_by": "处理人",
+        "need_to_request": "转为服务请求",
+        "need_to_visit": "登记走访",
+        "need_close": "关闭需求",
+        "need_close_reason": "关闭原因（居民可以看到）",
+        "need_became_request": "已转为服务请求。",
+        "need_follow_request": "查看办理进度",
+        "need_became_visit": "工作人员已上门走访",
+        "need_closed_because": "已关闭，原因",
+        "need_state_closed": "已关闭",
+        "need_already_handled": "这条需求已经处理过了。",
+        "need_reason_required": "请写明关闭的原因，居民会看到。",
+        "need_reason_long": "原因不能超过 500 个字。",
+        "visit_health_sealed": "本次走访记录了健康信息（如血压），属核心数据，已加密，此处不显示。",
+        "visit_answers_need": "本次走访答复居民需求",
+    },
+    "en": {
+        "today": "Today",
+        "today_approvals": "Core data access requests waiting for you",
+        "today_alerts": "Open alerts",
+        "today_late_requests": "Late and escalated service requests",
+        "today_needs": "Residents' needs not yet handled",
+        "today_silent": "Gateways and devices gone silent",
+        "today_due": "Due",
+        "today_all": "See all {n}",
+        "today_none": "None.",
+        "needs_open": "Residents' needs to handle",
+        "needs_open_none": "No needs waiting.",
+        "need": "Resident's need",
+        "need_by_resident": "sent by the resident",
+        "need_handled_by": "Handled by",
+        "need_to_request": "Turn into a service request",
+        "need_to_visit": "Record a visit",
+        "need_close": "Close the need",
+        "need_close_reason": "Reason (the resident sees it)",
+        "need_became_request": "Turned into a service request.",
+        "need_follow_request": "Follow it",
+        "need_became_visit": "Staff visited",
+        "need_closed_because": "Closed, because",
+        "need_state_closed": "Closed",
+        "need_already_handled": "This need has been handled already.",
+        "need_reason_required": "Say why it is closed: the resident will read it.",
+        "need_reason_long": "The reason may be at most 500 characters.",
+        "visit_health_sealed": "This visit recorded health details (such as blood pressure): core data, sealed, "
+                               "not shown here.",
+        "visit_answers_need": "This visit answers the resident's need",
+    },
+}
+
+for _lang, _messages in [*ERROR_MESSAGES.items(), *SAFETY_MESSAGES.items(), *_TODAY_AND_NEEDS.items()]:
     MESSAGES[_lang].update(_messages)
 for _lang, _messages in TIMEBANK_MESSAGES.items():
     MESSAGES[_lang].update(_messages)

@@ -68,6 +68,17 @@ MAIN_VIEWS = {
         "map": "function (doc) { if (doc.type === 'reading') { emit([doc.device, doc.metric, doc.measured_at],"
                " null); } }",
     },
+    # What a secretary's day asks of her (server/services/today.py), by community and kind, oldest first: core-access
+    # requests waiting for her, requests not yet resolved (by their closing deadline), alerts not yet resolved, and
+    # residents' needs nobody has handled yet. Only what is still open is indexed, so each list is one short range.
+    "attention": {
+        "map": "function (doc) { var open = {access_request: doc.status === 'pending',"
+               " service_request: doc.status !== 'resolved' && doc.status !== 'closed',"
+               " alert: doc.status !== 'resolved', need: doc.status === 'open'};"
+               " if (open[doc.type]) { emit([doc.community, doc.type, doc.due_close || doc.raised_at"
+               " || doc.created_at], null); } }",
+        "reduce": "_count",
+    },
     # Documents with conflicting revisions a person has to resolve (server/web/conflict_pages.py), by street,
     # community and grid ("" above a document's scope), so that one street's or community's are one range.
     "conflicts": {

@@ -159,6 +159,18 @@ def community_overview(couch: Couch, user: dict[str, Any]) -> list[CommunitySumm
     return result
 
 
+def attention(couch: Couch, communities: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """What is still open in these communities, by type (the `attention` view: pending access requests, unresolved
+    service requests and alerts, needs nobody has handled), each oldest first; one request per community."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for community in communities:
+        for row in couch.main.query("linli/attention", startkey=[community], endkey=[community, {}], reduce="false",
+                                    include_docs="true", as_list=True):
+            if row.get("doc"):
+                found.setdefault(row["key"][1], []).append(row["doc"])
+    return found
+
+
 def load_doc(couch: Couch, doc_id: str, type_name: str) -> dict[str, Any] | None:
     """The main-database document with this id if it exists and is of that type."""
     doc = get_or_none(couch.main, doc_id)

@@ -60,6 +60,8 @@ from server.web.field_pages import routes as field_routes
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
+from server.web.need_pages import open_needs_context
+from server.web.need_pages import routes as need_routes
 from server.web.resident_needs import page_context as needs_context
 from server.web.resident_needs import routes as needs_routes
 from server.web.safety_pages import routes as safety_routes
@@ -226,8 +228,10 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             only = {r["household"] for r in found if r["grid"] == grid["_id"]}
         page = await run_in_threadpool(queries.grid_households, couch, principal, grid["_id"], query, offset, only)
         # htmx asks for just the rows (search as you type, "load more").
-        name = "_household_rows.html" if request.headers.get("hx-request") else "grid.html"
-        return render(request, name, grid=grid, page=page, q=query)
+        if request.headers.get("hx-request"):
+            return render(request, "_household_rows.html", grid=grid, page=page, q=query)
+        return render(request, "grid.html", grid=grid, page=page, q=query,
+                      **await run_in_threadpool(open_needs_context, couch, principal, grid["_id"]))
 
     async def household_page(request: Request) -> Response:
         principal = Principal.of(await current_user(request))
@@ -429,6 +433,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *safety_routes(firewall, current_user, render, _now, _device),
         *timebank_pages.routes(firewall, current_user, render, _now),
         *task_pages.routes(couch, current_user, render, _now),
+        *need_routes(couch, current_user, render, _now),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),

@@ -10,6 +10,7 @@ COMMON_NEEDS) and from a text box, one free-text need a line.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server.domain.access import Principal, may_see
-from server.domain.declaration import VISIT_KINDS, Role, validate
+from server.domain.declaration import DOC_TYPES, PROTECTED_TIERS, VISIT_KINDS, Role, validate
 from server.domain.errors import UserError, by_field
 from server.domain.field_rules import (
     ACTIONS_BY_STATE,
@@ -36,6 +37,7 @@ from server.domain.field_rules import (
     needs_of,
 )
 from server.domain.http_headers import attachment_answer
+from server.services import needs as needs_service
 from server.services import service_requests as sr
 from server.store import queries
 from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
@@ -79,13 +81,21 @@ def act_on_alert(p: Principal, doc: Doc, action: str, now: dt.datetime) -> Doc:
     return alert_after(doc, action, p.user_id, now.isoformat())
 
 
+# A visit's fields in a protected tier (a blood pressure is health: core): sealed, never shown on the household page,
+# which says only that the visit recorded one. Its notes are social, basic tier: shown to whoever sees the visit.
+VISIT_PROTECTED = DOC_TYPES["visit"].fields_in(*PROTECTED_TIERS)
+
+
 def recent_visits(couch: Couch, p: Principal, household_id: str) -> list[Doc]:
-    """The household's newest visits p may see, for its page: date, kind, who, needs, and the photo if any."""
+    """The household's newest visits p may see, for its page: date, kind, who, notes, needs, the photo if any, and
+    whether it recorded a protected detail (left sealed)."""
     visits = sorted((v for v in iter_view_docs(couch.main, "linli/by_place", [household_id, "visit"]) if may_see(p, v)),
                     key=lambda v: dt.datetime.fromisoformat(v["visited_at"]), reverse=True)[:RECENT_VISITS]
     authors = queries.user_names(couch, {v["created_by"] for v in visits})
-    return [{"_id": v["_id"], "visited_at": v["visited_at"], "kind": v["kind"], "needs": v.get("needs", []),
-             "author": authors.get(v["created_by"], ""), "photo": min(v.get("_attachments", {}), default=None)}
+    return [{"_id": v["_id"], "visited_at": v["visited_at"], "kind": v["kind"], "notes": v.get("notes", ""),
+             "needs": v.get("needs", []), "author": authors.get(v["created_by"], ""),
+             "photo": min(v.get("_attachments", {}), default=None),
+             "health_sealed": any(v.get(name) for name in VISIT_PROTECTED)}
             for v in visits]
 
 
@@ -146,8 +156,13 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         residents = [{"_id": r["_id"], "name": r["name"]} for r in members if may_see(p, r)]
         values: Doc = {"kind": VISIT_KINDS[0], "resident": "", "notes": "", "needs": [], "photo_chosen": False}
         errors: dict[str, Any] = {}
-        if request.method == "POST":
-            form = await request.form()
+        form = await request.form() if request.method == "POST" else None
+        # A visit that answers a resident's need (its page's "登记走访"): the need is done once the visit is stored.
+        need = await run_in_threadpool(_need_to_answer, couch, p, household,
+                                       str((form or request.query_params).get("need", "")))
+        if need is not None:
+            values["resident"] = need.get("resident", "")
+        if form is not None:
             values = {"kind": str(form.get("kind", "")), "resident": str(form.get("resident", "")),
                       "notes": str(form.get("notes", "")).strip(),
                       "needs": needs_of([str(v) for v in form.getlist("needs") if isinstance(v, str)])}
@@ -160,12 +175,16 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                 refusal = await run_in_threadpool(queries.refusal_to_store, couch, p, None, visit, now())
                 if refusal:
                     raise HTTPException(403, refusal)
-                await run_in_threadpool(couch.main.save, visit)
+                stored = await run_in_threadpool(couch.main.save, visit)
+                if need is not None:  # the visit is stored: a need handled meanwhile by someone else stays theirs
+                    with contextlib.suppress(needs_service.NeedRefused):
+                        await run_in_threadpool(needs_service.answer_with_visit, couch, p, need, stored, now())
             except UserError as bad:
                 errors = by_field(bad.errors)
             else:
                 return redirect_after_post(request, f"/households/{household['_id']}")
         return render(request, "visit_new.html", 400 if errors else 200, household=household, residents=residents,
+                      need=need,
                       kinds=list(VISIT_KINDS), common_needs=list(COMMON_NEEDS), values=values, errors=errors,
                       free_needs=[n for n in values["needs"] if n not in COMMON_NEEDS])
 
@@ -185,6 +204,15 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         Route("/households/{household_id}/visits/new", visit_new, methods=["GET", "POST"]),
         Route("/visits/{id}/photo", visit_photo),
     ]
+
+
+def _need_to_answer(couch: Couch, p: Principal, household: Doc, need_id: str) -> Doc | None:
+    """The open need of this household p handles that a visit form answers (`?need=<id>`), or None: a need that is
+    not one, not here, already handled or not p's to handle leaves an ordinary visit form."""
+    need = queries.load_doc(couch, need_id, "need") if need_id.startswith("need:") else None
+    if need is None or need.get("household") != household["_id"] or need["status"] != "open" or not may_see(p, need):
+        return None
+    return need if needs_service.may_handle(p, need) else None
 
 
 def _visit(p: Principal, household: Doc, values: Doc, residents: set[str], photo: sr.Photo | None,

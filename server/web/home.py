@@ -1,7 +1,7 @@
 """Where "/" leads each user, decided once for the server (server/web/app.py) and the offline app (as data in
-/pwa/session.json): secretaries and administrators to their communities, a grid worker to their first grid, a
-volunteer to their tasks, department staff to their workbench; anyone else stays on "/" (a resident's own record,
-or the page that says what their roles do)."""
+/pwa/session.json): a secretary to what needs her today, an administrator to the communities, a grid worker to their
+first grid, a volunteer to their tasks, department staff to their workbench; anyone else stays on "/" (a resident's
+own record, or the page that says what their roles do)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ OWN_RECORD_PURPOSES = (*REVEAL_PURPOSES, "own_record", "search_by_number", SAFET
 def home_path(user: dict[str, Any]) -> str | None:
     """The page "/" redirects this user to, or None when "/" is their page."""
     r = queries.roles(user)
-    if Role.ADMIN in r or Role.SECRETARY in r:
+    if Role.SECRETARY in r:
+        return "/today"  # what needs her today (server/services/today.py)
+    if Role.ADMIN in r:
         return "/communities"
     if Role.GRID_WORKER in r and user.get("grids"):
         return "/grids/" + quote(user["grids"][0], safe=":")

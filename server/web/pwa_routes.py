@@ -51,7 +51,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Assigning a volunteer's task too: the form names the grid's volunteers, whose accounts no phone holds.
 ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "catalogue.html", "workbench.html",
                                    "resident_safety.html", "devices.html", "accounts.html", "ledger.html",
-                                   "task_new.html"})
+                                   "task_new.html", "today.html", "need.html",
+                                   "needs_open.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest")
