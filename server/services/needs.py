@@ -70,7 +70,7 @@ def _store(couch: Couch, p: Principal, old: Doc, new: Doc, now: dt.datetime) -> 
 
 
 def turn_into_request(couch: Couch, p: Principal, need: Doc, category: str, description: str,
-                      now: dt.datetime) -> Doc:
+                      attributes: dict[str, Any], now: dt.datetime) -> Doc:
     """A service request about the need's resident, taken in by p for them (the resident asked: their need is
     their consent), dispatched by its category as any request; the need is then in progress. Returns the request."""
     if not may_handle(p, need):
@@ -79,7 +79,8 @@ def turn_into_request(couch: Couch, p: Principal, need: Doc, category: str, desc
         raise NeedRefused("need", "need_already_handled", 409)
     request = sr.create(couch, p.user_id, sr.NewRequest(
         street=need["street"], category=category, description=description, grid=need["grid"],
-        resident=need.get("resident"), household=need.get("household"), on_behalf=True, consent=True), now)
+        resident=need.get("resident"), household=need.get("household"), attributes=attributes, on_behalf=True,
+        consent=True), now)
     _store(couch, p, need, _handled(p, need, now, status="in_progress", request=request["_id"]), now)
     return request
 

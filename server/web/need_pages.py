@@ -30,6 +30,7 @@ from server.services import service_requests as sr
 from server.store import queries
 from server.store.couch import Couch, get_many
 from server.web.lookup import visible_doc
+from server.web.request_pages import answers_of
 from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
 
 Doc = dict[str, Any]
@@ -90,21 +91,22 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         names |= await run_in_threadpool(queries.user_names, couch,
                                          {need[k] for k in ("created_by", "handled_by") if need.get(k)})
         categories = await run_in_threadpool(sr.catalogue, couch, p.street)
-        return render(request, "need.html", status_code, need=need, names=names, categories=categories,
-                      need_categories=list(NEED_CATEGORIES), may_handle=needs.may_handle(p, need),
-                      errors=errors or {}, values=values or {"category": "", "description": need["description"],
-                                                             "close_reason": ""})
+        values = values or {"category": "", "description": need["description"], "close_reason": ""}
+        return render(request, "need.html", status_code, need=need, names=names, categories=list(categories.items()),
+                      category=categories.get(values["category"]), need_categories=list(NEED_CATEGORIES),
+                      may_handle=needs.may_handle(p, need), errors=errors or {}, values=values)
 
     async def act(request: Request) -> Response:
         p = await principal_of(request)
         need = await run_in_threadpool(visible_doc, couch, p, "need:" + request.path_params["id"], "need")
         form = await request.form()
         action = request.url.path.rsplit("/", 1)[1]
-        values = {k: str(form.get(k, "")) for k in ("category", "description", "close_reason")}
+        values = {"category": "", "description": "", "close_reason": "",
+                  **{k: str(v) for k, v in form.items() if isinstance(v, str)}}
         try:
             if action == "request":
                 made = await run_in_threadpool(needs.turn_into_request, couch, p, need, values["category"],
-                                               values["description"], now())
+                                               values["description"], answers_of(form), now())
                 return RedirectResponse(f"/requests/{made['_id'].split(':', 1)[1]}", status_code=303)
             await run_in_threadpool(needs.close, couch, p, need, values["close_reason"], now())
         except UserError as bad:

@@ -90,7 +90,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                 street=p.street, category=values.get("category", ""), description=values.get("description", ""),
                 address=values.get("address", ""), grid=sorted(p.grids)[0] if staff else None,
                 home_grid=home["grid"] if home else None, resident=p.resident,
-                household=home["household"] if home else None, attributes=_answers(form),
+                household=home["household"] if home else None, attributes=answers_of(form),
                 on_behalf=staff and "on_behalf" in values,
                 consent="consent" in values, reporter_name=values.get("reporter_name", ""), photos=photos,
                 location=_location(values))
@@ -268,7 +268,8 @@ def _home_of(couch: Couch, p: Principal) -> Doc | None:
     return queries.load_doc(couch, p.resident, "resident") if p.resident else None
 
 
-def _answers(form: Any) -> dict[str, Any]:
+def answers_of(form: Any) -> dict[str, Any]:
+    """A form's answers to its category's questions (fields `attribute.<code>`, `attribute.<code>[]` for a list)."""
     answers: dict[str, Any] = {}
     for name in form:
         if name.startswith("attribute."):
