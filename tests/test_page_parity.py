@@ -41,10 +41,10 @@ from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.security import accounts
 from server.security.firewall import Firewall
-from server.services import demo
+from server.services import demo, needs
 from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
-from server.store.couch import Couch, bulk_save, connect
+from server.store.couch import Couch, bulk_save, connect, iter_view_docs
 from server.store.embedded_couch import EmbeddedCouch
 from server.web import resident_needs
 from server.web.app import create_app
@@ -126,6 +126,14 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     for by, purpose in ((worker_p, "alert_follow_up"), (secretary, "核实住址")):
         firewall.reveal(by, couch.main.get(resident(2)), "contact", purpose=purpose, device="test", now=NOW)
     resident_needs.create(couch, _principal(couch, "jumin1"), couch.main.get(resident(2)), "other", "想参加书法班", NOW)
+    # Two more of theirs, handled: one turned into a service request, one closed with a reason (their page says so);
+    # the open one stays on the grid page of the worker and the secretary.
+    for text in ("需要有人帮忙修水管", "想办老年卡"):
+        resident_needs.create(couch, _principal(couch, "jumin1"), couch.main.get(resident(2)), "other", text, NOW)
+    handled = {n["description"]: n for n in iter_view_docs(couch.main, "linli/by_place", [household(2), "need"])}
+    needs.turn_into_request(couch, worker_p, handled["需要有人帮忙修水管"], "home_repair", "厨房水管漏水",
+                            {"floor": 3}, NOW)
+    needs.close(couch, secretary, handled["想办老年卡"], "请带身份证到社区服务站办理 <当天可取>", NOW)
     # Alerts of every state, urgent and not, in households 1 and 5.
     alerts = []
     for n, (status, kind) in enumerate((("raised", "no_activity"), ("raised", "sos"), ("escalated", "fall"),
@@ -144,13 +152,18 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     # A visit with a needs list and a photo, by the worker.
     visit = {"_id": "visit:parity1", "type": "visit", "street": demo.STREET_ID, "community": "community:c1",
              "grid": G1, "household": household(1), "kind": "routine", "visited_at": NOW.isoformat(),
+             "notes": "老人精神很好 <b>按时服药</b>",
              "needs": ["meal_delivery", "修水管"], "created_by": worker_p.user_id, "created_at": NOW.isoformat(),
              "_attachments": {"photo.png": {"content_type": "image/png",
                                             "data": base64.b64encode(TINY_PNG).decode()}}}
     earlier = (NOW - dt.timedelta(days=3)).isoformat()
     by_secretary = {**{k: v for k, v in visit.items() if k != "_attachments"}, "_id": "visit:parity2", "needs": [],
                     "kind": "care", "visited_at": earlier, "created_by": secretary.user_id, "created_at": earlier}
-    assert not [r for r in bulk_save(couch.main, [*alerts, visit, by_secretary]) if r.error]
+    # One that recorded a blood pressure (health: core), sealed as the server stores it: the page says so, no more.
+    pressure = {**by_secretary, "_id": "visit:parity3", "created_by": worker_p.user_id, "notes": "",
+                "blood_pressure": "150/95", "resident": resident(1)}
+    assert not [r for r in bulk_save(couch.main, [*alerts, visit, by_secretary,
+                                                  *firewall.seal_for_storage([pressure])]) if r.error]
     street.visit = visit["_id"]
     # Service requests of every state: reported by the resident (received) and by the worker, then moved on.
     jumin = _principal(couch, "jumin1")
@@ -717,3 +730,17 @@ def test_the_residents_own_record_compared_lists_who_opened_it(street: Street, u
     needs = resident_needs.of_resident(street.couch, street.couch.main.get(resident(2)))
     assert page.count('<li class="row">') == 2 + len(needs) and worker in page and secretary in page
     assert "核实住址" in page and "想参加书法班" in page
+    assert "已转为服务请求" in page and "请带身份证到社区服务站办理 &lt;当天可取&gt;" in page
+
+
+def test_the_pages_compared_show_needs_and_visit_notes(street: Street, users: dict[str, User]) -> None:
+    """What the parity of the grid and household pages rests on (issue 14, item 5): the grid's open need is on the
+    grid page of its worker and of the secretary, not of a volunteer, and the handled ones are not; the household
+    page shows a visit's notes and says a visit recorded a health detail without showing it."""
+    for username in ("wangge01", "shuji1"):
+        grid = users[username].online(street.url, Ask("GET", f"/grids/{G1}"))["html"]
+        assert 'id="needs-open"' in grid and "想参加书法班" in grid, username
+        assert "需要有人帮忙修水管" not in grid and "想办老年卡" not in grid, username
+    assert 'id="needs-open"' not in users["zhiyuan01a"].online(street.url, Ask("GET", f"/grids/{G1}"))["html"]
+    page = users["wangge01"].online(street.url, Ask("GET", f"/households/{household(1)}"))["html"]
+    assert "老人精神很好 &lt;b&gt;按时服药&lt;/b&gt;" in page and "健康信息" in page and "150/95" not in page

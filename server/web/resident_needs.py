@@ -39,9 +39,9 @@ class NeedError(UserError):
 
 
 def of_resident(couch: Couch, resident: Doc) -> list[Doc]:
-    """The resident's needs, newest first."""
+    """The resident's needs, newest first (at the same moment, by id, as the offline app orders them)."""
     needs = iter_view_docs(couch.main, "linli/by_place", [resident["household"], "need"])
-    return sorted((n for n in needs if n.get("resident") == resident["_id"]), key=lambda n: n["created_at"],
+    return sorted((n for n in needs if n.get("resident") == resident["_id"]), key=lambda n: (n["created_at"], n["_id"]),
                   reverse=True)
 
 
