@@ -453,6 +453,51 @@ def volunteer_tasks(census: Census, rng: random.Random, clock: Clock) -> Iterato
                 yield task
 
 
+# ---------------------------------------------------------------- residents' needs, handled
+
+# Each grid's residents' needs: two waiting, one turned into a request, one answered by a visit, one closed.
+NEED_OUTCOMES = ("open", "open", "request", "visit", "closed")
+NEED_REQUESTS = {"shopping": "elderly_care", "home_repair": "home_repair", "medical_escort": "home_medical"}
+CLOSE_REASONS = ("子女已安排，暂不需要社区帮助", "已介绍到街道法律援助站，请带房产证前往咨询",
+                 "不符合医疗救助条件，已电话说明原因")
+
+
+def residents_needs(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Needs residents sent from their own page (server/web/resident_needs.py), as the grid worker and the
+    secretary left them (server/services/needs.py): in every grid two still waiting on the secretary's page of the
+    day and the worker's grid page, one turned into a service request, one answered by a visit, one closed with a
+    reason the resident reads."""
+    for index, grid in enumerate(census.grids.values()):
+        for outcome in NEED_OUTCOMES:
+            household = census.in_grid(index, rng)
+            person = household.residents[0]
+            category = rng.choice(list(NEED_REQUESTS)) if outcome == "request" else rng.choice(COMMON_NEEDS)
+            sent = clock.daytime(rng, rng.uniform(0.2, 3) if outcome == "open" else rng.uniform(4, 20))
+            need: Doc = {"_id": _id(rng, "need"), "type": "need", **household.routing, "household": household.id,
+                         "resident": person.id, "category": category, "description": NEED_TEXT[category],
+                         "status": "open", "created_by": accounts.user_id("jumin-" + person.id.split(":", 1)[1]),
+                         "created_at": _iso(sent)}
+            if outcome != "open":
+                handled = sent + dt.timedelta(hours=rng.uniform(2, 48))
+                handler = grid.worker if outcome != "closed" else grid.secretary
+                need.update(handled_by=handler, handled_at=_iso(handled), updated_at=_iso(handled))
+            if outcome == "request":
+                code = NEED_REQUESTS[category]
+                request = _request(rng, clock, census, household, code, census.categories[code], handled, 0.85)
+                need.update(status="in_progress", request=request["_id"])
+                yield request
+            elif outcome == "visit":
+                visit = {"_id": _id(rng, "visit"), "type": "visit", **household.routing, "household": household.id,
+                         "resident": person.id, "kind": "needs_list", "visited_at": _iso(handled),
+                         "notes": f"上门了解需求：{NEED_TEXT[category]}，已当面答复", "needs": [category],
+                         "created_by": grid.worker, "created_at": _iso(handled)}
+                need.update(status="done", visit=visit["_id"])
+                yield visit
+            elif outcome == "closed":
+                need.update(status="closed", close_reason=rng.choice(CLOSE_REASONS))
+            yield need
+
+
 # ---------------------------------------------------------------- alerts and readings
 
 ALERT_KINDS = {"sos": (15, "wristband"), "fall": (10, "wristband"), "no_water": (30, "water_meter"),
@@ -773,6 +818,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "devices": gateways_and_device_health,
     "time_bank": time_bank,
     "tasks": volunteer_tasks,
+    "needs": residents_needs,
 }
 
 
