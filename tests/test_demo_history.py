@@ -232,11 +232,11 @@ def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) ->
     assert re.search(r"<td>\d+(\.\d)?%</td>", dashboard.text)  # a share on time, not blank
     listed = client.get("/requests")
     assert listed.status_code == 200 and listed.text.count('class="row"') >= 10
-    # Her day has something in the lists the history fills at any size (open alerts: a share of the wearers, see
-    # the secretary's journey on the full demo; silent equipment needs gateways with devices paired to them).
+    # Her day has something in each list the history fills, at any size (silent equipment needs gateways with
+    # devices paired to them, which the demo does not make).
     today = client.get("/today").text
-    for name in ("approvals", "late_requests", "needs"):
-        part = today.split(f'id="today-{name}"')[1].split("</section>")[0]
+    for name in ("approvals", "alerts", "late_requests", "needs"):
+        part = today.split(f'id="today-{name.replace("_", "-")}"')[1].split("</section>")[0]
         count = re.search(r'class="badge count">(\d+)<', part)
         assert count and int(count.group(1)) > 0 and 'class="row"' in part, name
 

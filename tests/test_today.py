@@ -97,7 +97,7 @@ def web(day: Couch, settings: Settings) -> Iterator[TestClient]:
 
 def section(page: str, name: str) -> tuple[int, str]:
     """A list of the day: its count, and its HTML."""
-    found = re.search(rf'<section class="card today" id="today-{name}">(.*?)</section>', page, re.S)
+    found = re.search(rf'<section class="card today" id="today-{name.replace("_", "-")}">(.*?)</section>', page, re.S)
     assert found, f"no {name} on the page"
     count = re.search(r'<span class="badge count">(\d+)</span>', found.group(1))
     assert count
@@ -122,6 +122,7 @@ def test_the_secretarys_home_is_what_needs_her_today(web: TestClient) -> None:
     assert re.search(r'href="/requests/[0-9a-f]{32}"', late)
     count, needs = section(page, "needs")
     assert count == 2 and 'href="/needs/today-a"' in needs and 'href="/needs/today-b"' in needs
+    assert '<a href="/needs/open">' in needs  # all of them, where each is opened and acted on
     count, silent = section(page, "silent")
     assert count == 1 and 'href="/alerts#alert-alert-today-band"' in silent
 

@@ -629,6 +629,20 @@ def gateways_and_device_health(census: Census, rng: random.Random, clock: Clock)
                    "battery": battery, "battery_low": False, "rejected": 0, "updated_at": _iso(heard)}
 
 
+def urgent_now(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """In every community with wristband wearers, one SOS or fall of the last 40 minutes, still open (its grid
+    worker may be on the way): what the secretary's page of the day puts first, at any size of the demo."""
+    wearers: dict[str, list[Household]] = {}
+    for household in census.in_order():
+        if household.devices:
+            wearers.setdefault(household.routing["community"], []).append(household)
+    for households in wearers.values():
+        household = rng.choice(households)
+        grid = census.grids[household.routing["grid"]]
+        raised = clock.now - dt.timedelta(minutes=rng.uniform(3, 40))  # too recent to be resolved (see _alert)
+        yield from _alert(rng, clock, household, household.residents[0], grid, rng.choice(("sos", "fall")), raised)
+
+
 # ---------------------------------------------------------------- surveys
 
 def surveys(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
@@ -819,6 +833,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "time_bank": time_bank,
     "tasks": volunteer_tasks,
     "needs": residents_needs,
+    "urgent": urgent_now,
 }
 
 

@@ -1,10 +1,11 @@
 """What needs the secretary today (issue 14, item 4): her home page's lists, each a count and the first few, each
 row leading to the page that acts on it.
 
-Read from one CouchDB view (`attention`: only what is still open is indexed), one request per community, then
-judged here: which requests are late or escalated, which alerts are people's (SOS and falls first) and which are
-equipment gone silent. Only documents the secretary may see are counted (`access.may_see`: an alert a resident
-keeps between themselves and their grid worker is not hers).
+Read from the `by_place` view's "attention" rows (only what is still open is indexed there, in the pass that
+builds the first pages' view: queries.attention), one request per community, then judged here: which requests
+are late or escalated, which alerts are people's (SOS and falls first) and which are equipment gone silent. Only
+documents the secretary may see are counted (`access.may_see`: an alert a resident keeps between themselves and
+their grid worker is not hers).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def of_secretary(couch: Couch, p: Principal, now: dt.datetime) -> list[Item]:
         _item("today_approvals", seen.get("access_request", []), "/approvals"),
         _item("today_alerts", [a for a in alerts if a["kind"] not in SILENT_KINDS], "/alerts"),
         _item("today_late_requests", late, "/requests"),
-        _item("today_needs", oldest_first(seen.get("need", [])), "/needs"),
+        _item("today_needs", oldest_first(seen.get("need", [])), "/needs/open"),
         _item("today_silent", [a for a in alerts if a["kind"] in SILENT_KINDS], "/alerts"),
     ]
 

@@ -27,10 +27,18 @@ DESIGN_ID = "_design/linli"
 MAIN_VIEWS = {
     # Listings and counts by place and type: [grid, type], [community, type] and [household, type] (a
     # household's residents, visits, devices, alerts). One view, not three: pouchdb-server indexes each
-    # view in its own pass over the database, which is what a first start waits for.
+    # view in its own pass over the database, which is what a first start waits for. In the same pass, what
+    # a secretary's day asks of her (server/services/today.py), only while it is open: [community,
+    # "attention", type, oldest first] for core-access requests pending, service requests not resolved (by
+    # closing deadline), alerts not resolved, needs nobody has handled.
     "by_place": {
         "map": "function (doc) { if (doc.type) { [doc.grid, doc.community, doc.household].forEach("
-               "function (place) { if (place) { emit([place, doc.type], null); } }); } }",
+               "function (place) { if (place) { emit([place, doc.type], null); } });"
+               " var open = {access_request: doc.status === 'pending',"
+               " service_request: doc.status !== 'resolved' && doc.status !== 'closed',"
+               " alert: doc.status !== 'resolved', need: doc.status === 'open'};"
+               " if (open[doc.type] && doc.community) { emit([doc.community, 'attention', doc.type,"
+               " doc.due_close || doc.raised_at || doc.created_at], null); } } }",
         "reduce": "_count",
     },
     # The filing log by whose record was opened: the resident's own "who looked at my data" list.
@@ -67,17 +75,6 @@ MAIN_VIEWS = {
     "readings_by_device": {
         "map": "function (doc) { if (doc.type === 'reading') { emit([doc.device, doc.metric, doc.measured_at],"
                " null); } }",
-    },
-    # What a secretary's day asks of her (server/services/today.py), by community and kind, oldest first: core-access
-    # requests waiting for her, requests not yet resolved (by their closing deadline), alerts not yet resolved, and
-    # residents' needs nobody has handled yet. Only what is still open is indexed, so each list is one short range.
-    "attention": {
-        "map": "function (doc) { var open = {access_request: doc.status === 'pending',"
-               " service_request: doc.status !== 'resolved' && doc.status !== 'closed',"
-               " alert: doc.status !== 'resolved', need: doc.status === 'open'};"
-               " if (open[doc.type]) { emit([doc.community, doc.type, doc.due_close || doc.raised_at"
-               " || doc.created_at], null); } }",
-        "reduce": "_count",
     },
     # Documents with conflicting revisions a person has to resolve (server/web/conflict_pages.py), by street,
     # community and grid ("" above a document's scope), so that one street's or community's are one range.

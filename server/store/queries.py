@@ -160,14 +160,16 @@ def community_overview(couch: Couch, user: dict[str, Any]) -> list[CommunitySumm
 
 
 def attention(couch: Couch, communities: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """What is still open in these communities, by type (the `attention` view: pending access requests, unresolved
-    service requests and alerts, needs nobody has handled), each oldest first; one request per community."""
+    """What is still open in these communities, by type (the `by_place` view's "attention" rows: pending access
+    requests, unresolved service requests and alerts, needs nobody has handled), each oldest first; one request
+    per community."""
     found: dict[str, list[dict[str, Any]]] = {}
     for community in communities:
-        for row in couch.main.query("linli/attention", startkey=[community], endkey=[community, {}], reduce="false",
-                                    include_docs="true", as_list=True):
+        for row in couch.main.query("linli/by_place", startkey=[community, "attention"],
+                                    endkey=[community, "attention", {}], reduce="false", include_docs="true",
+                                    as_list=True):
             if row.get("doc"):
-                found.setdefault(row["key"][1], []).append(row["doc"])
+                found.setdefault(row["key"][2], []).append(row["doc"])
     return found
 
 
