@@ -31,6 +31,7 @@ from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch
 from server.store.embedded_couch import EmbeddedCouch
+from server.web import resident_needs
 from tests.browser import DEMO_RESIDENT, PHONE, demo_site, sign_in
 from tests.street import TINY_PNG, csrf_of
 
@@ -60,6 +61,8 @@ SCREENS_CHECKED = [
     Screen("request", "wangge01", "/requests/{request}"),
     Screen("approvals", "shuji1", "/approvals"),
     Screen("communities", "shuji1", "/communities"),
+    Screen("today", "shuji1", "/today"),
+    Screen("need", "wangge01", "/needs/{need}"),
     Screen("dashboard", "shuji1", "/dashboard"),
     Screen("workbench", "bumen_urban_management", "/workbench"),
     Screen("request-department", "bumen_urban_management", "/requests/{request}"),
@@ -159,8 +162,11 @@ def _prepare(couch: Couch, firewall: Firewall) -> dict[str, str]:
             "created_by": worker.user_id, "created_at": now.isoformat()}
     validate(task)
     couch.main.save(task)
+    need = resident_needs.create(couch, Principal.of(couch.accounts.get(accounts.user_id("jumin1"))), resident,
+                                 "shopping", "腿脚不便，需要有人帮忙买菜", now)
     return {"grid": resident["grid"], "household": resident["household"], "resident": RESIDENT,
-            "request": request["_id"].removeprefix("service_request:"), "task": "a11y"}
+            "request": request["_id"].removeprefix("service_request:"), "task": "a11y",
+            "need": need["_id"].removeprefix("need:")}
 
 
 @pytest.fixture(scope="module")
