@@ -66,6 +66,7 @@ from server.web.resident_needs import page_context as needs_context
 from server.web.resident_needs import routes as needs_routes
 from server.web.safety_pages import routes as safety_routes
 from server.web.security_headers import SecurityHeadersMiddleware, server_error
+from server.web.today_page import routes as today_routes
 
 HERE = Path(__file__).resolve().parent
 logger = logging.getLogger("linli")
@@ -434,6 +435,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *timebank_pages.routes(firewall, current_user, render, _now),
         *task_pages.routes(couch, current_user, render, _now),
         *need_routes(couch, current_user, render, _now),
+        *today_routes(couch, current_user, render, _now),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),

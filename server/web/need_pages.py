@@ -1,13 +1,12 @@
-"""Residents' needs as the grid worker and the secretary handle them (server/services/needs.py), and the
-secretary's page of the day (server/services/today.py). Online only: handling a need creates a service request
-(dispatched and clocked by the server) or needs the visit it answers to be stored first.
+"""Residents' needs as the grid worker and the secretary handle them (server/services/needs.py). Online only:
+handling a need creates a service request (dispatched and clocked by the server) or needs the visit it answers to
+be stored first.
 
-- `/today`: what needs the secretary today, each list a count and its first rows, each row a link to the page
-  that acts on it (her home: server/web/home.py).
 - `/needs/open`: every open need of the user's grids (grid worker) or communities (secretary).
-- `/needs/{id}`: one need, what became of it, and while it is open: turn it into a service request, record the
-  visit that answers it (`/households/{household}/visits/new?need=<id>`, server/web/field_pages.py), or close it
-  with a reason the resident reads.
+- `/needs/{id}`: one need, what became of it, and while it is open: turn it into a service request (with its
+  category's questions), record the visit that answers it (`/households/{household}/visits/new?need=<id>`,
+  server/web/field_pages.py), or close it with a reason the resident reads.
+- the grid page's list of the grid's open needs (`open_needs_context`; offline too, pwa/offline/pages.js).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from starlette.routing import Route
 from server.domain.access import Principal, may_see
 from server.domain.declaration import Role
 from server.domain.errors import UserError, by_field
-from server.services import needs, today
+from server.services import needs
 from server.services import service_requests as sr
 from server.store import queries
 from server.store.couch import Couch, get_many
@@ -63,16 +62,6 @@ def open_needs_context(couch: Couch, p: Principal, grid_id: str) -> dict[str, An
 def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callable[[], dt.datetime]) -> list[Route]:
     async def principal_of(request: Request) -> Principal:
         return Principal.of(await current_user(request))
-
-    async def today_page(request: Request) -> Response:
-        p = await principal_of(request)
-        if not p.has(Role.SECRETARY):
-            raise HTTPException(403)
-        items = await run_in_threadpool(today.of_secretary, couch, p, now())
-        names = await run_in_threadpool(today.names, couch, items)
-        categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
-        return render(request, "today.html", items=items, names=names, categories=categories,
-                      need_categories=list(NEED_CATEGORIES))
 
     async def open_needs_page(request: Request) -> Response:
         p = await principal_of(request)
@@ -116,7 +105,6 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         return RedirectResponse(f"/needs/{request.path_params['id']}", status_code=303)
 
     return [
-        Route("/today", today_page),
         Route("/needs/open", open_needs_page),
         Route("/needs/{id}", need_page),
         Route("/needs/{id}/request", act, methods=["POST"]),
