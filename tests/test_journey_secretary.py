@@ -24,7 +24,8 @@ from tests.test_serve import Served, demo_password
 TODAY = ("approvals", "alerts", "late_requests", "needs", "silent")
 # Where each list of the day leads: the page that acts on it (its heading, and its rows).
 ACTS_ON = {"approvals": ("/approvals", "核心数据审批"), "alerts": ("/alerts", "告警"),
-           "late_requests": ("/requests/", "服务请求"), "needs": ("/needs/", "转为服务请求")}
+           "late_requests": ("/requests/", "服务请求"), "needs": ("/needs/", "转为服务请求"),
+           "silent": ("/alerts", "设备")}
 
 
 def count(page: Page, name: str) -> int:
@@ -38,9 +39,7 @@ def test_the_secretary_sees_what_needs_her_today_and_follows_each_list(
     assert secretary.page.url.endswith("/today")  # her home
     expect(secretary.page.locator("h1")).to_have_text("今日待办")
     counts = {name: count(secretary.page, name) for name in TODAY}
-    # The demo's first start has something in each list its history fills (silent equipment: gateways the
-    # demo pairs devices to; see the report of issue 14's secretary slice).
-    assert all(counts[name] > 0 for name in ("approvals", "alerts", "late_requests", "needs")), counts
+    assert all(counts.values()), counts  # the demo's first start has something in each list
     urgent = secretary.page.locator("#today-alerts a.row").first
     if secretary.page.locator("#today-alerts .urgent-label").count():
         expect(urgent.locator(".urgent-label")).to_have_text("紧急")  # SOS and falls first
@@ -59,8 +58,9 @@ def test_the_secretary_sees_what_needs_her_today_and_follows_each_list(
         assert path in secretary.page.url, (name, secretary.page.url)
         expect(secretary.page.locator("main")).to_contain_text(heading)
     secretary.go("today")
-    secretary.page.click("#today-silent h2 a")  # the list's own link: the alerts inbox, where they are acted on
-    secretary.page.wait_for_url(re.compile(r"/alerts$"))
+    secretary.page.click("#today-needs h2 a")  # a list's own link: all of them
+    secretary.page.wait_for_url(re.compile(r"/needs/open$"))
+    expect(secretary.page.locator("#open-needs a.row")).to_have_count(counts["needs"])
 
     secretary.go("today")
     secretary.page.click("#today-approvals h2 a")

@@ -643,6 +643,49 @@ def urgent_now(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc
         yield from _alert(rng, clock, household, household.residents[0], grid, rng.choice(("sos", "fall")), raised)
 
 
+SILENT_FOR_HOURS = (4, 20)  # how long the demo's door sensor has not been heard (alerts.DEVICE_SILENT_AFTER: 3 h)
+
+
+def silent_equipment(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """In every community with wristband wearers, a BLE gateway at the community service station (heard a minute
+    ago; not the activity room's, which reads no paired device) and a door sensor it reads at one wearer's home,
+    not heard for hours: the `device_silent` alert the minute sweep raised
+    three hours after it fell silent, escalated to the secretary as the sweep escalates (alerts.py), what her page of
+    the day lists under equipment gone silent. A demo running long without a real gateway then sees the gateway
+    itself fall silent (alerts.GATEWAY_SILENT_AFTER), as a real installation would."""
+    wearers: dict[str, list[Household]] = {}
+    for household in census.in_order():
+        if household.devices:
+            wearers.setdefault(household.routing["community"], []).append(household)
+    for community, households in wearers.items():
+        household = rng.choice(households)
+        street, key = household.routing["street"], community.split(":", 1)[1]
+        gateway = f"gateway:{key}-office"
+        yield {"_id": gateway, "type": "gateway", "street": street, "community": community, "name": "社区服务站网关",
+               "place": "社区服务站"}
+        yield {"_id": f"gateway_health:{key}-office", "type": "gateway_health", "street": street,
+               "community": community, "gateway": gateway, "heartbeat_at": _iso(clock.now - dt.timedelta(minutes=1)),
+               "started_at": _iso(clock.now - dt.timedelta(days=rng.randint(2, 30))), "scanning": True}
+        device = f"device:{household.id.split(':', 1)[1]}-1-door_sensor"
+        about = {**household.routing, "household": household.id, "resident": household.residents[0].id}
+        registered = clock.now - dt.timedelta(days=rng.randint(30, 200))
+        yield {"_id": device, "type": "device", **about, "kind": "door_sensor", "gateway": gateway,
+               "mac": ":".join(f"{b:02X}" for b in rng.randbytes(6)), "model": "门磁传感器 BTHome",
+               "installed_at": registered.date().isoformat(), "registered_at": _iso(registered)}
+        seen = clock.now - dt.timedelta(hours=rng.uniform(*SILENT_FOR_HOURS))
+        yield {"_id": f"device_health:{device.split(':', 1)[1]}", "type": "device_health", **about, "device": device,
+               "gateway": gateway, "last_seen_at": _iso(seen), "battery": rng.randint(2, 40), "updated_at": _iso(seen)}
+        raised = seen + alerts.DEVICE_SILENT_AFTER + dt.timedelta(seconds=rng.uniform(0, 60))  # the next sweep
+        escalated = raised + dt.timedelta(minutes=alerts.DEFAULT_ESCALATE_MINUTES)
+        alert = {"_id": f"{alerts.SILENT_PREFIX}device-{device.split(':', 1)[1]}-{int(seen.timestamp())}",
+                 "type": "alert", **about, "kind": "device_silent", "device": device, "raised_at": _iso(raised),
+                 "visibility": alert_visibility(privacy_choices(None), "device_silent"), "status": "raised"}
+        if escalated <= clock.now:
+            alert.update(status="escalated", escalated_at=_iso(escalated))
+            yield _notification(alert, "secretary", escalated)
+        yield alert
+
+
 # ---------------------------------------------------------------- surveys
 
 def surveys(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
@@ -834,6 +877,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "tasks": volunteer_tasks,
     "needs": residents_needs,
     "urgent": urgent_now,
+    "silent": silent_equipment,
 }
 
 
