@@ -1,5 +1,5 @@
-"""What every journey test (issue 14) shares: one `linli serve` on the demo for the whole session, one Chromium,
-and a person signed in to it in a browser context of their own.
+"""What every journey test (issue 14) shares: one `linli serve` on the demo for the whole session, one Chromium per
+journey module, and a person signed in to it in a browser context of their own.
 
 Journeys share the server: each makes its own matters (descriptions with a random tail) and asserts on those,
 so they run in any order. Screenshots go under test-output/journeys/<role>/.
@@ -30,8 +30,10 @@ def journey_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
         stop(s)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def journey_browser() -> Iterator[Browser]:
+    # Per module, not per session: Playwright's sync API allows one running instance in a process, and the tests
+    # after the journeys (test_pwa.py, test_serve.py, …) start their own.
     with sync_playwright() as p:
         chromium = launch(p)
         yield chromium
