@@ -76,6 +76,7 @@ def test_a_residents_need_reaches_the_grid_worker_who_turns_it_into_a_request(we
     assert (request["resident"], request["household"], request["grid"]) == (RESIDENT, HOUSEHOLD, GRID)
     assert request["on_behalf"] and request["consent"] and request["owner"] == "user:wangge01"
     assert request["attributes"] == {"service": ["meals"]}
+    assert request["reporter_name"] == demo_loaded.main.get(RESIDENT)["name"]  # taken in for them, by name
     need = demo_loaded.main.get(f"need:{key}")
     assert (need["status"], need["request"], need["handled_by"]) == ("in_progress", request["_id"], "user:wangge01")
     assert f'href="/needs/{key}"' not in web.get(f"/grids/{GRID}").text  # handled: off the list

@@ -77,10 +77,12 @@ def turn_into_request(couch: Couch, p: Principal, need: Doc, category: str, desc
         raise NeedRefused("need", "forbidden", 403)
     if need["status"] != "open":
         raise NeedRefused("need", "need_already_handled", 409)
+    # Who asked: the request names them, as one taken at the window does.
+    resident = queries.load_doc(couch, need["resident"], "resident") if need.get("resident") else None
     request = sr.create(couch, p.user_id, sr.NewRequest(
         street=need["street"], category=category, description=description, grid=need["grid"],
         resident=need.get("resident"), household=need.get("household"), attributes=attributes, on_behalf=True,
-        consent=True), now)
+        consent=True, reporter_name=resident["name"] if resident else ""), now)
     _store(couch, p, need, _handled(p, need, now, status="in_progress", request=request["_id"]), now)
     return request
 
