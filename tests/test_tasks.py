@@ -87,7 +87,7 @@ def test_a_grid_worker_assigns_a_task_and_the_volunteer_answers_it(looked_after:
     assert client.get(f"/tasks/{key}").status_code == client.get("/tasks/nothing").status_code == 404
 
 
-def test_a_task_opened_from_a_need_is_prefilled_and_names_it(looked_after: Couch, client: TestClient) -> None:
+def test_a_task_opened_from_a_need_is_prefilled_names_it_and_matches_the_need(looked_after: Couch, client: TestClient) -> None:
     need = {"_id": "need:tasks1", "type": "need", **{k: v for k, v in looked_after.main.get(RESIDENT).items()
                                                       if k in ("street", "community", "grid", "household")},
             "resident": RESIDENT, "category": "medical_escort", "description": "下周去医院复查，需要有人陪同",
@@ -98,7 +98,23 @@ def test_a_task_opened_from_a_need_is_prefilled_and_names_it(looked_after: Couch
     assert '<option value="accompany" selected>' in form and f'<option value="{RESIDENT}" selected>' in form
     assert ">下周去医院复查，需要有人陪同</textarea>" in form and 'name="need" value="need:tasks1"' in form
     assert assign(client, kind="accompany", need="need:tasks1").status_code == 303
-    assert the_task(looked_after)["need"] == "need:tasks1"
+    task = the_task(looked_after)
+    assert task["need"] == "need:tasks1"
+    # The need is matched to the task: handled, off the open lists, and its page says a volunteer was asked.
+    handled = looked_after.main.get("need:tasks1")
+    assert (handled["status"], handled["task"], handled["handled_by"]) == ("matched", task["_id"], "user:worker1")
+    assert "assigned_to" not in handled  # hours are claimed for the task, never a second time for the need
+    assert "已安排志愿者帮忙" in client.get("/needs/tasks1").text
+    refused = assign(client, kind="accompany", need="need:tasks1")  # given once
+    assert refused.status_code == 409 and "这条需求已经处理过了" in refused.text
+    logout(client)
+    login(client, "volunteer1")  # declines: the need may go to another volunteer, and is matched to that task
+    assert post_form(client, f"/tasks/{task['_id'][5:]}/answer",
+                     {"answer": "declined", "volunteer_note": "这周要出差"}).status_code == 303
+    logout(client)
+    login(client, "worker1")
+    assert assign(client, kind="accompany", need="need:tasks1").status_code == 303
+    assert looked_after.main.get("need:tasks1")["task"] not in (None, task["_id"])
 
 
 @pytest.mark.parametrize(("fields", "status", "says"), [

@@ -307,9 +307,11 @@ DOC_TYPES: dict[str, DocType] = {
             "status": _enum(NEED_STATES, required=True),
             "assigned_to": _ref("user"),
             # What became of it (server/services/needs.py), shown to the resident on their own page: the service
-            # request or the visit it was turned into, or the reason it was closed; who handled it, and when.
+            # request, the visit or the volunteer's task it was turned into, or the reason it was closed; who handled
+            # it, and when.
             "request": _ref("service_request"),
             "visit": _ref("visit"),
+            "task": _ref("task"),
             "close_reason": _text(Category.SOCIAL, max_length=500),
             "handled_by": _ref("user"),
             "handled_at": Field("datetime"),

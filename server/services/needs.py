@@ -4,8 +4,8 @@ A resident tells the community what they need (server/web/resident_needs.py), or
 then "open" on the grid page of its grid's worker and on the secretary's page of the day. One of them handles
 it, once: turns it into a service request (the request carries on from there, and the resident follows it), or
 answers it with a visit, or closes it with a reason. The need keeps what became of it (`request`, `visit`,
-`close_reason`, who and when), and the resident sees that on their own page. (Volunteers' tasks are the other
-answer to a need: `/tasks/new?need=<id>`, from the volunteers' work.)
+`close_reason`, who and when), and the resident sees that on their own page. A volunteer's task is the fourth
+answer (`/tasks/new?need=<id>`, server/services/tasks.py): the need is then matched to it.
 
 Each change is stored under the write rules phones are held to (`queries.refusal_to_store`), and only while the
 need is still open: a need handled twice would leave two answers, one unseen.
@@ -23,7 +23,7 @@ from server.domain.declaration import Role, validate
 from server.domain.errors import FieldError, UserError
 from server.services import service_requests as sr
 from server.store import queries
-from server.store.couch import Couch, iter_view_docs
+from server.store.couch import Couch, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 MAX_REASON = 500
@@ -56,8 +56,8 @@ def _handled(p: Principal, need: Doc, now: dt.datetime, **changes: Any) -> Doc:
     return {**need, **changes, "handled_by": p.user_id, "handled_at": now.isoformat(), "updated_at": now.isoformat()}
 
 
-def _store(couch: Couch, p: Principal, old: Doc, new: Doc, now: dt.datetime) -> Doc:
-    if old["status"] != "open":
+def _store(couch: Couch, p: Principal, old: Doc, new: Doc, now: dt.datetime, *, reopened: bool = False) -> Doc:
+    if old["status"] != "open" and not reopened:
         raise NeedRefused("need", "need_already_handled", 409)
     refusal = queries.refusal_to_store(couch, p, old, new, now)
     if refusal:
@@ -75,8 +75,7 @@ def turn_into_request(couch: Couch, p: Principal, need: Doc, category: str, desc
     their consent), dispatched by its category as any request; the need is then in progress. Returns the request."""
     if not may_handle(p, need):
         raise NeedRefused("need", "forbidden", 403)
-    if need["status"] != "open":
-        raise NeedRefused("need", "need_already_handled", 409)
+    check_open(need)
     # Who asked: the request names them, as one taken at the window does.
     resident = queries.load_doc(couch, need["resident"], "resident") if need.get("resident") else None
     request = sr.create(couch, p.user_id, sr.NewRequest(
@@ -92,6 +91,33 @@ def answer_with_visit(couch: Couch, p: Principal, need: Doc, visit: Doc, now: dt
     if not may_handle(p, need):
         raise NeedRefused("need", "forbidden", 403)
     return _store(couch, p, need, _handled(p, need, now, status="done", visit=visit["_id"]), now)
+
+
+def check_open(need: Doc) -> None:
+    """Refuse a need that is no longer open (before anything is made for it)."""
+    if need["status"] != "open":
+        raise NeedRefused("need", "need_already_handled", 409)
+
+
+def _task_declined(couch: Couch, need: Doc) -> bool:
+    """Whether the need was given to a volunteer who declined the task: it may go to another volunteer."""
+    task = get_or_none(couch.main, need["task"]) if need["status"] == "matched" and need.get("task") else None
+    return task is not None and task.get("status") == "declined"
+
+
+def check_assignable(couch: Couch, need: Doc) -> None:
+    """Refuse to give a need to a volunteer unless it is open, or its volunteer declined it."""
+    if not _task_declined(couch, need):
+        check_open(need)
+
+
+def answer_with_task(couch: Couch, p: Principal, need: Doc, task: Doc, now: dt.datetime) -> Doc:
+    """The need given to a volunteer: matched to the task just assigned (again, after a volunteer declined). Not
+    `assigned_to` the volunteer: hours are claimed once, for the task (server/domain/timebank.py), not the need."""
+    if not may_handle(p, need):
+        raise NeedRefused("need", "forbidden", 403)
+    return _store(couch, p, need, _handled(p, need, now, status="matched", task=task["_id"]), now,
+                  reopened=_task_declined(couch, need))
 
 
 def close(couch: Couch, p: Principal, need: Doc, reason: str, now: dt.datetime) -> Doc:

@@ -25,7 +25,7 @@ from server.domain.access import WRITE_RULES, Principal, may_see
 from server.domain.declaration import TASK_ANSWERS, TASK_KINDS, Role, validate
 from server.domain.errors import UserError, by_field
 from server.domain.field_rules import TaskRefused, task_answered
-from server.services import tasks
+from server.services import needs, tasks
 from server.store import queries
 from server.store.couch import Couch, get_or_none, iter_view_docs
 from server.web.lookup import visible_doc, visible_household
@@ -131,11 +131,15 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
                           kind=KIND_OF_NEED.get(need["category"], "visit"))
         if request.method == "POST":
             try:
+                if need is not None:
+                    await run_in_threadpool(needs.check_assignable, couch, need)
                 task = tasks.new_task(p, household, values, residents, {v for v, _ in volunteers}, now())
                 refusal = await run_in_threadpool(queries.refusal_to_store, couch, p, None, task, now())
                 if refusal:
                     raise HTTPException(403, refusal)
                 await run_in_threadpool(couch.main.save, task)
+                if need is not None:
+                    await run_in_threadpool(needs.answer_with_task, couch, p, need, task, now())
             except UserError as bad:
                 errors = by_field(bad.errors)
             else:
