@@ -87,7 +87,8 @@ def test_a_grid_worker_assigns_a_task_and_the_volunteer_answers_it(looked_after:
     assert client.get(f"/tasks/{key}").status_code == client.get("/tasks/nothing").status_code == 404
 
 
-def test_a_task_opened_from_a_need_is_prefilled_names_it_and_matches_the_need(looked_after: Couch, client: TestClient) -> None:
+def test_a_task_opened_from_a_need_is_prefilled_names_it_and_matches_the_need(looked_after: Couch,
+                                                                            client: TestClient) -> None:
     need = {"_id": "need:tasks1", "type": "need", **{k: v for k, v in looked_after.main.get(RESIDENT).items()
                                                       if k in ("street", "community", "grid", "household")},
             "resident": RESIDENT, "category": "medical_escort", "description": "下周去医院复查，需要有人陪同",

@@ -126,6 +126,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         residents = {r["_id"]: r["name"] for r in members}
         volunteers = await run_in_threadpool(tasks.volunteers_of, couch, household["grid"])
         errors: dict[str, Any] = {}
+        status = 200
         if request.method == "GET" and need is not None and not again:  # prefilled from the resident's need
             values.update(resident=need.get("resident") or "", notes=need["description"],
                           kind=KIND_OF_NEED.get(need["category"], "visit"))
@@ -141,10 +142,10 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
                 if need is not None:
                     await run_in_threadpool(needs.answer_with_task, couch, p, need, task, now())
             except UserError as bad:
-                errors = by_field(bad.errors)
+                errors, status = by_field(bad.errors), bad.status
             else:
                 return RedirectResponse(f"/households/{household['_id']}#tasks", status_code=303)
-        return render(request, "task_new.html", 400 if errors else 200, household=household, need=need,
+        return render(request, "task_new.html", status, household=household, need=need,
                       residents=list(residents.items()), volunteers=volunteers, kinds=list(TASK_KINDS),
                       values={**values, "kind": values["kind"] or TASK_KINDS[0]}, errors=errors)
 
