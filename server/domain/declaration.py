@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from server.domain.errors import FieldError, UserError
+from server.domain.vote_rules import RULES
 
 
 class Tier(StrEnum):
@@ -109,6 +110,8 @@ class Field:
     shape: tuple[tuple[str, str], ...] = ()
     # Set by the server alone (e.g. which key a device's readings are sealed to): no client may write or change it.
     server_only: bool = False
+    # Items of a list (default 200) or records (default 500) field: a matter's frozen roll and receipts hold more.
+    max_items: int | None = None
 
     @property
     def effective_tier(self) -> Tier:
@@ -176,6 +179,15 @@ TASK_STATES = ("assigned", "accepted", "done", "declined")
 # How the volunteer assigned answers a task, from each state (done and declined carry their note: access.py).
 TASK_ANSWERS: dict[str, tuple[str, ...]] = {"assigned": ("accepted", "done", "declined"),
                                             "accepted": ("done", "declined")}
+# Deliberation and voting (issue 15, server/services/deliberation.py).
+MATTER_KINDS = ("committee_decision", "household_assembly", "hearing", "consultation")
+# Who votes: the residents' committee (the community's secretary and grid workers), one ballot per household,
+# one per adult resident.
+ELECTORATES = ("committee", "household", "adult_resident")
+BALLOT_MODES = ("open", "secret")
+MATTER_STATES = ("open", "closed")
+BALLOT_CHANNELS = ("own", "door", "paper")  # the voter's own authenticated vote, at the door, a paper ballot
+MAX_ROLL = 200_000  # voters on one matter's roll (a street-wide household vote at scale)
 # Protected fields a resident can be found by, and the field of their number_index document holding each one's
 # blind index (server-only: no phone holds an index, crypto/README.md "Blind index leakage").
 BLIND_INDEXED = {"phone": "phone_bidx", "id_card": "id_card_bidx"}
@@ -234,6 +246,9 @@ DOC_TYPES: dict[str, DocType] = {
             "head": _ref("resident"),
             "member_count": Field("int", Category.BASIC),
             "housing": _enum(("owned", "rented", "public_rental", "other"), Category.BASIC),
+            # Square metres of the home (专有部分面积), for votes counted by area (server/domain/vote_rules.py). Basic,
+            # like the address it describes: the server reads it to freeze a roll, and only totals are published.
+            "floor_area": Field("float", Category.BASIC),
             "tags": Field("list", Category.SOCIAL, choices=(
                 "elderly_alone", "low_income", "disability", "veteran", "empty_nest", "left_behind_child",
             )),
@@ -396,6 +411,71 @@ DOC_TYPES: dict[str, DocType] = {
             "satisfaction": _enum(SATISFACTION),
             **_WHO_WHEN,
         }, label_zh="服务请求", label_en="Service request", client_writable=True),
+        DocType("matter", Scope.COMMUNITY, {
+            # Something the community decides or is consulted on. Published to the community: no personal data.
+            "title": _text(Category.SYSTEM, required=True, max_length=200),
+            "body": _text(Category.SYSTEM, max_length=5000),
+            "kind": _enum(MATTER_KINDS, required=True),
+            "options": Field("list", Category.SYSTEM, required=True, max_length=100),
+            "electorate": _enum(ELECTORATES, required=True),
+            "opens_at": Field("datetime", required=True),
+            "closes_at": Field("datetime", required=True),
+            "mode": _enum(BALLOT_MODES, required=True),
+            "rule": _enum(RULES, required=True),
+            # The rule's conditions as they stood when the matter opened (vote_rules.Condition.as_record).
+            "conditions": Field("records", server_only=True, shape=(
+                ("measure", "text"), ("unit", "text"), ("base", "text"), ("at_least", "text"))),
+            "status": _enum(MATTER_STATES, required=True),
+            # The frozen roll (matter_roll:<key>): how many voters and the hash of its entries.
+            "roll_size": Field("int", server_only=True),
+            "roll_hash": _text(max_length=64, server_only=True),
+            "closed_at": Field("datetime"),
+            "closed_by": _ref("user"),
+            **_WHO_WHEN,
+        }, label_zh="议题", label_en="Matter"),
+        DocType("matter_roll", Scope.COMMUNITY, {
+            # Who may vote on a matter, frozen when it opened: later household edits move no threshold. Each entry
+            # the voter (household, resident or user), the household it counts for and its floor area then.
+            "matter": _ref("matter", required=True),
+            "entries": Field("records", max_items=MAX_ROLL, shape=(
+                ("voter", "id"), ("household?", "id"), ("area?", "float"))),
+            "hash": _text(required=True, max_length=64),
+            "created_at": Field("datetime", required=True),
+        }, label_zh="投票名册", label_en="Electoral roll"),
+        DocType("ballot", Scope.COMMUNITY, {
+            # One voter's ballot; its id is ballot:<matter key>:<voter id>, so a second ballot for the same voter is
+            # a CouchDB conflict of this document, never a second vote (server/services/deliberation.py).
+            "matter": _ref("matter", required=True),
+            "voter": Field("id", required=True),  # a household, a resident or a user (committee member)
+            "household": _ref("household"),
+            "resident": _ref("resident"),  # the person who voted (for a household: which of its members)
+            # Not protected personal data, but shown only to the voter and the secretary until the result is
+            # published (access.py): who chose what is recorded in an open vote. A secret vote seals it.
+            "choice": _text(Category.SOCIAL, required=True, max_length=100),
+            "channel": _enum(BALLOT_CHANNELS, required=True),
+            "assisted_by": _ref("user"),  # whoever recorded it for the voter (door, paper)
+            "receipt": _text(required=True, max_length=16, server_only=True),
+            **_WHO_WHEN,
+        }, label_zh="选票", label_en="Ballot"),
+        DocType("matter_result", Scope.COMMUNITY, {
+            # The published result: totals, each condition with numerator and denominator, every receipt counted,
+            # signed with the filing log's key and filed in the community's filing log.
+            "matter": _ref("matter", required=True),
+            "totals": Field("map", required=True),
+            "conditions": Field("records", required=True, shape=(
+                ("measure", "text"), ("unit", "text"), ("base", "text"), ("at_least", "text"),
+                ("numerator", "text"), ("denominator", "text"), ("passed", "bool"))),
+            "passed": Field("bool", required=True),
+            "roll_size": Field("int", required=True),
+            "roll_hash": _text(required=True, max_length=64),
+            "counted": Field("int", required=True),
+            "receipts": Field("list", required=True, max_length=16, max_items=MAX_ROLL),
+            "conflicts": Field("int", required=True),  # voters with more than one ballot, each counted once
+            "published_at": Field("datetime", required=True),
+            "hash": _text(required=True, max_length=64),
+            "signature": _text(required=True, max_length=200),
+            "filed_seq": Field("int", required=True),
+        }, label_zh="表决结果", label_en="Result"),
         DocType("survey_response", Scope.COMMUNITY, {
             # The monthly satisfaction survey (§4.5): one answer per resident per month; only totals are published.
             "month": _text(required=True, max_length=7),
@@ -744,8 +824,8 @@ def _is_map_value(value: Any) -> bool:
 
 
 def _check_records(spec: Field, value: Any) -> Problem | None:
-    if not isinstance(value, list) or len(value) > 500:
-        return ("err_records", {})
+    if not isinstance(value, list) or len(value) > (spec.max_items or 500):
+        return ("err_records", {"max": spec.max_items or 500})
     shape = {key.rstrip("?"): (kind, not key.endswith("?")) for key, kind in spec.shape}
     for i, item in enumerate(value):
         if not isinstance(item, dict):
@@ -844,8 +924,8 @@ def _check_value(spec: Field, value: Any) -> Problem | None:
     if kind == "list":
         if not isinstance(value, list):
             return ("err_not_list", got)
-        if len(value) > 200:
-            return ("err_too_many", {"max": 200})
+        if len(value) > (spec.max_items or 200):
+            return ("err_too_many", {"max": spec.max_items or 200})
         for item in value:
             if not isinstance(item, str) or len(item) > spec.max_length:
                 return ("err_list_items", {})
@@ -928,6 +1008,7 @@ def export_json() -> dict[str, Any]:
                         **({"ref": f.ref} if f.ref else {}),
                         **({"shape": dict(f.shape)} if f.shape else {}),
                         **({"server_only": True} if f.server_only else {}),
+                        **({"max_items": f.max_items} if f.max_items else {}),
                     }
                     for name, f in t.fields.items()
                 },
