@@ -33,8 +33,8 @@ def households(couch: Couch, community: str = C1) -> list[dict]:
 
 def new_matter(rule: str = "households_three_quarters", electorate: str = "household", **kw: object) -> d.NewMatter:
     values: dict = {"community": C1, "title": "加装电梯 " + uuid.uuid4().hex[:6], "body": "",
-                    "kind": "household_assembly", "electorate": electorate, "rule": rule, "options": (), "opens_at": NOW - dt.timedelta(hours=1),
-                    "closes_at": NOW + dt.timedelta(days=7)}
+                    "kind": "household_assembly", "electorate": electorate, "rule": rule, "options": (),
+                    "opens_at": NOW - dt.timedelta(hours=1), "closes_at": NOW + dt.timedelta(days=7)}
     return d.NewMatter(**{**values, **kw})
 
 

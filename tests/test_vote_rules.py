@@ -39,7 +39,8 @@ def test_three_quarters_of_households_counts_against_the_whole_roll() -> None:
 
 def test_a_vote_of_adults_counts_each_household_once_whoever_of_it_votes() -> None:
     roll = [RollEntry("resident:a1", "household:a", Fraction(90)),
-            RollEntry("resident:a2", "household:a", Fraction(90)), RollEntry("resident:b1", "household:b", Fraction(60))]
+            RollEntry("resident:a2", "household:a", Fraction(90)),
+            RollEntry("resident:b1", "household:b", Fraction(60))]
     [c] = evaluate([Condition("approval", "household", "roll", Fraction(1, 2))], roll,
                    {"resident:a1": "yes", "resident:a2": "yes"}).conditions
     assert (c.numerator, c.denominator, c.passed) == (1, 2, True)
