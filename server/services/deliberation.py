@@ -232,7 +232,7 @@ def _receipt(ballot: Doc) -> str:
     return "-".join(digest[i:i + 4] for i in range(0, 12, 4))
 
 
-def _window_refusal(matter: Doc, now: dt.datetime) -> VoteError | None:
+def window_refusal(matter: Doc, now: dt.datetime) -> VoteError | None:
     if matter["status"] != "open":
         return VoteError("matter", "vote_matter_closed", 409)
     if now < dt.datetime.fromisoformat(matter["opens_at"]):
@@ -249,7 +249,7 @@ def cast(couch: Couch, p: Principal, matter: Doc, voter: str | None, choice: str
     The voter's own vote (`channel` "own") is final: a second one is refused. Any other second ballot for the
     voter (their own vote after one recorded at the door, a door ballot after theirs) is kept as a conflicting
     version of the same document, counted by PRECEDENCE."""
-    refused = _window_refusal(matter, now)
+    refused = window_refusal(matter, now)
     if refused:
         raise refused
     if voter is None or voter not in {e["voter"] for e in roll_of(couch, matter)}:

@@ -60,6 +60,7 @@ from server.web.field_pages import routes as field_routes
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
+from server.web.matter_pages import routes as matter_routes
 from server.web.need_pages import open_needs_context
 from server.web.need_pages import routes as need_routes
 from server.web.resident_needs import page_context as needs_context
@@ -436,6 +437,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *task_pages.routes(couch, current_user, render, _now),
         *need_routes(couch, current_user, render, _now),
         *today_routes(couch, current_user, render, _now),
+        *matter_routes(firewall, current_user, render, _now),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
