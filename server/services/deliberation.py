@@ -45,7 +45,7 @@ from server.domain.vote_rules import RULES, YES_NO_ABSTAIN, Condition, Outcome, 
 from server.security import filing
 from server.security.filing import Signer
 from server.store import queries
-from server.store.couch import Couch, get_or_none, iter_view_docs
+from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
 
 Doc = dict[str, Any]
 ADULT_AGE = 18
@@ -227,9 +227,14 @@ def voter_for(p: Principal, matter: Doc, resident: Doc | None) -> str | None:
 def _receipt(ballot: Doc) -> str:
     """A short hash of the ballot and a random salt, shown to the voter and published in the result's list: the
     voter finds their receipt counted, nobody learns a choice from it."""
-    digest = hashlib.sha256(_canonical({k: ballot[k] for k in ("_id", "choice", "channel", "created_at")})
-                            + secrets.token_bytes(16)).hexdigest()[:12].upper()
-    return "-".join(digest[i:i + 4] for i in range(0, 12, 4))
+    return format_receipt(hashlib.sha256(_canonical({k: ballot[k] for k in ("_id", "choice", "channel", "created_at")})
+                                         + secrets.token_bytes(16)).hexdigest())
+
+
+def format_receipt(hex_digest: str) -> str:
+    """12 hex digits as a receipt is shown: "3F9A-C21B-07DE" (48 bits: no two alike among a street's ballots)."""
+    digits = hex_digest[:12].upper()
+    return "-".join(digits[i:i + 4] for i in range(0, 12, 4))
 
 
 def window_refusal(matter: Doc, now: dt.datetime) -> VoteError | None:
@@ -334,16 +339,37 @@ def tally(matter: Doc, roll: list[Doc], voters: list[Voter]) -> Outcome:
 
 
 def close(couch: Couch, signer: Signer, p: Principal, matter: Doc, now: dt.datetime) -> Doc:
-    """Close the matter now (the secretary may close before `closes_at`), count it and publish the result,
-    filed and signed; returns the result. Closing a closed matter returns its result unchanged."""
+    """The secretary closes the matter now (before `closes_at` too) and publishes the result, filed and signed;
+    returns the result. Closing a closed matter returns its result unchanged."""
     if not is_secretary_of(p, matter["community"]):
         raise VoteError("matter", "vote_not_your_community", 403)
+    if now < dt.datetime.fromisoformat(matter["opens_at"]):
+        raise VoteError("matter", "vote_not_yet_open", 409)
+    return _publish(couch, signer, matter, p.user_id, now, by_hand=True)
+
+
+def close_due(couch: Couch, signer: Signer, now: dt.datetime) -> int:
+    """Close and publish every open matter past its closing time (the minute clock; `linli serve` after loading
+    the demo), filed in the name of the secretary who opened it; and finish any closed without its result (a
+    process stopped between the two). Returns how many."""
+    published = set(ids_of_type(couch.main, "matter_result"))
+    due = [m for m in docs_of_type(couch.main, "matter")
+           if (m["status"] == "open" and dt.datetime.fromisoformat(m["closes_at"]) <= now)
+           or (m["status"] == "closed" and result_id(m["_id"]) not in published)]
+    for matter in due:
+        _publish(couch, signer, matter, matter["created_by"], now, by_hand=False)
+    return len(due)
+
+
+def _publish(couch: Couch, signer: Signer, matter: Doc, actor: str, now: dt.datetime, *, by_hand: bool) -> Doc:
+    """Close, count and publish: the result filed under `actor` (who closed it by hand, or who opened it)."""
     existing = get_or_none(couch.main, result_id(matter["_id"]))
     if existing is not None:
         return existing
-    if now < dt.datetime.fromisoformat(matter["opens_at"]):
-        raise VoteError("matter", "vote_not_yet_open", 409)
-    closed = couch.main.save({**matter, "status": "closed", "closed_at": now.isoformat(), "closed_by": p.user_id})
+    closed = matter
+    if matter["status"] == "open":
+        closed = couch.main.save({**matter, "status": "closed", "closed_at": now.isoformat(),
+                                  **({"closed_by": actor} if by_hand else {})})
     roll = roll_of(couch, closed)
     voters = ballots(couch, closed)
     outcome = tally(closed, roll, voters)
@@ -359,7 +385,7 @@ def close(couch: Couch, signer: Signer, p: Principal, matter: Doc, now: dt.datet
         "conflicts": sum(v.conflicted for v in voters), "published_at": now.isoformat()}
     result["hash"] = result_hash(result)
     result["filed_seq"], result["signature"] = filing.file_result(
-        couch, signer, street=matter["street"], community=matter["community"], actor=p.user_id,
+        couch, signer, street=matter["street"], community=matter["community"], actor=actor,
         matter=matter["_id"], result_hash=result["hash"], at=now)
     validate(result)
     return couch.main.save(result)

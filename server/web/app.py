@@ -45,7 +45,7 @@ from server.security.firewall import (
 )
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
-from server.services import alerts, service_requests, tasks, timebank
+from server.services import alerts, deliberation, service_requests, tasks, timebank
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import Couch, get_or_none
@@ -468,9 +468,9 @@ SWEEP_EVERY = 60  # seconds
 
 
 async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
-    """Once a minute: service-request deadlines, expired phone key grants, BLE alerts. Every process may run
-    it: each sweep is idempotent, and two processes racing on one document get a CouchDB conflict, retried
-    next minute."""
+    """Once a minute: service-request deadlines, expired phone key grants, votes past closing, BLE alerts. Every
+    process may run it: each sweep is idempotent, and two processes racing on one document get a CouchDB conflict,
+    retried next minute."""
     while True:
         try:
             street = await run_in_threadpool(open311.the_street, couch)
@@ -478,6 +478,7 @@ async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
                 await run_in_threadpool(service_requests.sweep, couch, street, _now())
             await run_in_threadpool(grants.expire, firewall, _now())
             await run_in_threadpool(filing.file_reports, couch, firewall.signer)
+            await run_in_threadpool(deliberation.close_due, couch, firewall.signer, _now())  # votes past closing
         except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
             logger.exception("service-request sweep failed")
         try:  # time-bank claims nobody answered lapse (server/services/timebank.py)
