@@ -9,11 +9,13 @@ import uuid
 
 import pytest
 
+from crypto.envelope import seal_for, unb64url
 from server.domain.access import Principal, may_see
 from server.domain.declaration import Role, validate
 from server.security import accounts, filing
 from server.security.filing import Signer
 from server.security.firewall import Firewall
+from server.security.keystore import MATTER_KEY_VERSION, KeyStore
 from server.services import deliberation as d
 from server.services.demo import STREET_ID
 from server.store.config import Settings
@@ -39,6 +41,11 @@ def new_matter(rule: str = "households_three_quarters", electorate: str = "house
 
 
 @pytest.fixture
+def keys(firewall: Firewall) -> KeyStore:
+    return firewall.keystore
+
+
+@pytest.fixture
 def signer(settings: Settings) -> Signer:
     return Signer.of(settings)
 
@@ -55,9 +62,10 @@ def vote_for(couch: Couch, matter: dict, household: dict, choice: str, channel: 
                   resident=household["head"])
 
 
-def test_the_roll_is_frozen_when_the_matter_opens(demo_loaded: Couch, secretary: Principal, signer: Signer) -> None:
+def test_the_roll_is_frozen_when_the_matter_opens(demo_loaded: Couch, secretary: Principal, signer: Signer,
+                                                  keys: KeyStore) -> None:
     couch = demo_loaded
-    matter = d.open_matter(couch, secretary, new_matter(), NOW)
+    matter = d.open_matter(couch, keys, secretary, new_matter(), NOW)
     roll = d.roll_of(couch, matter)
     homes = households(couch)
     assert [e["voter"] for e in roll] == sorted(h["_id"] for h in homes)
@@ -74,17 +82,17 @@ def test_the_roll_is_frozen_when_the_matter_opens(demo_loaded: Couch, secretary:
     assert refused.value.errors[0].key == "vote_not_on_roll"
     for h in homes[:len(homes) * 3 // 4]:
         vote_for(couch, matter, h, "yes")
-    result = d.close(couch, signer, secretary, couch.main.get(matter["_id"]), NOW)
+    result = d.close(couch, keys, signer, secretary, couch.main.get(matter["_id"]), NOW)
     [condition] = result["conditions"]
     assert (condition["numerator"], condition["denominator"], condition["passed"]) == (
         str(len(homes) * 3 // 4), str(len(homes)), True)
 
 
 def test_two_ballots_for_one_household_are_one_conflict_counted_once_by_precedence(
-        demo_loaded: Couch, secretary: Principal, signer: Signer) -> None:
+        demo_loaded: Couch, secretary: Principal, signer: Signer, keys: KeyStore) -> None:
     """Two phones at the door offline and the resident's own vote: one document, three versions, one vote."""
     couch = demo_loaded
-    matter = d.open_matter(couch, secretary, new_matter(), NOW)
+    matter = d.open_matter(couch, keys, secretary, new_matter(), NOW)
     home, other = households(couch)[:2]
     worker = principal(couch, "wangge01")
     # Two phones' door ballots arrive as replication writes them (new_edits: false): a CouchDB conflict.
@@ -105,15 +113,16 @@ def test_two_ballots_for_one_household_are_one_conflict_counted_once_by_preceden
     assert len(voter.versions) == 3 and voter.counted["channel"] == "own" and voter.counted["choice"] == "yes"
     assert {v["choice"] for v in voter.versions} == {"yes", "no", "abstain"}  # every version kept
     vote_for(couch, matter, other, "no")
-    result = d.close(couch, signer, secretary, couch.main.get(matter["_id"]), NOW)
+    result = d.close(couch, keys, signer, secretary, couch.main.get(matter["_id"]), NOW)
     assert result["totals"] == {"yes": 1, "no": 1, "abstain": 0} and result["counted"] == 2
     assert result["conflicts"] == 1
     assert own["receipt"] in result["receipts"] and "DOOR-1000-0000" not in result["receipts"]
 
 
-def test_a_voters_own_second_vote_is_refused_and_nothing_changes(demo_loaded: Couch, secretary: Principal) -> None:
+def test_a_voters_own_second_vote_is_refused_and_nothing_changes(demo_loaded: Couch, secretary: Principal,
+                                                                keys: KeyStore) -> None:
     couch = demo_loaded
-    matter = d.open_matter(couch, secretary, new_matter(), NOW)
+    matter = d.open_matter(couch, keys, secretary, new_matter(), NOW)
     home = households(couch)[0]
     first = vote_for(couch, matter, home, "yes")
     with pytest.raises(d.VoteError) as refused:
@@ -128,10 +137,11 @@ def test_a_voters_own_second_vote_is_refused_and_nothing_changes(demo_loaded: Co
     ("other_community", "vote_not_on_roll"), ("unknown_option", "vote_unknown_option"),
     ("not_a_committee_member", "vote_not_on_roll")])
 def test_bad_ballots_are_refused_naming_why_and_nothing_is_stored(demo_loaded: Couch, secretary: Principal,
-                                                                   signer: Signer, case: str, key: str) -> None:
+                                                                   signer: Signer, keys: KeyStore, case: str,
+                                                                   key: str) -> None:
     couch = demo_loaded
     committee = case == "not_a_committee_member"
-    matter = d.open_matter(couch, secretary, new_matter(
+    matter = d.open_matter(couch, keys, secretary, new_matter(
         **({"rule": "committee_two_thirds", "electorate": "committee"} if committee else {})), NOW)
     home = households(couch, C2 if case == "other_community" else C1)[0]
     at, choice = NOW, "yes"
@@ -140,7 +150,7 @@ def test_bad_ballots_are_refused_naming_why_and_nothing_is_stored(demo_loaded: C
     elif case == "after_closing":
         at = NOW + dt.timedelta(days=8)
     elif case == "closed":
-        d.close(couch, signer, secretary, matter, NOW)
+        d.close(couch, keys, signer, secretary, matter, NOW)
         matter = couch.main.get(matter["_id"])
     elif case == "unknown_option":
         choice = "maybe"
@@ -156,46 +166,47 @@ def test_bad_ballots_are_refused_naming_why_and_nothing_is_stored(demo_loaded: C
 
 
 def test_a_committee_vote_counts_two_thirds_of_the_members(demo_loaded: Couch, secretary: Principal,
-                                                          signer: Signer) -> None:
+                                                          signer: Signer, keys: KeyStore) -> None:
     couch = demo_loaded
-    matter = d.open_matter(couch, secretary, new_matter(rule="committee_two_thirds", electorate="committee",
+    matter = d.open_matter(couch, keys, secretary, new_matter(rule="committee_two_thirds", electorate="committee",
                                                         kind="committee_decision"), NOW)
     members = [e["voter"] for e in d.roll_of(couch, matter)]
     assert set(members) == {"user:shuji1", "user:wangge01", "user:wangge02"}  # secretary and grid workers of c1
     for username in ("shuji1", "wangge01"):
         p = principal(couch, username)
         d.cast(couch, p, matter, d.voter_for(p, matter, None), "yes", "own", NOW)
-    result = d.close(couch, signer, secretary, couch.main.get(matter["_id"]), NOW)
+    result = d.close(couch, keys, signer, secretary, couch.main.get(matter["_id"]), NOW)
     assert result["passed"] and result["conditions"][0]["numerator"] == "2"
 
 
-def test_opening_refuses_what_cannot_be_voted_on_and_stores_nothing(demo_loaded: Couch, secretary: Principal) -> None:
+def test_opening_refuses_what_cannot_be_voted_on_and_stores_nothing(demo_loaded: Couch, secretary: Principal,
+                                                                    keys: KeyStore) -> None:
     couch = demo_loaded
     before = couch.main.config()["doc_count"]
-    cases = {"vote_title_required": new_matter(title=" "),
-             "vote_closes_before_opening": new_matter(closes_at=NOW - dt.timedelta(hours=2)),
-             "vote_closes_in_past": new_matter(opens_at=NOW - dt.timedelta(days=2),
-                                               closes_at=NOW - dt.timedelta(days=1)),
-             "vote_options_shape": new_matter(rule="advisory", options=("只有一个",)),
-             "vote_secret_not_yet": new_matter(mode="secret"),
-             "err_not_choice": new_matter(rule="simple_majority")}
-    for key, m in cases.items():
+    cases = [("vote_title_required", new_matter(title=" ")),
+             ("vote_closes_before_opening", new_matter(closes_at=NOW - dt.timedelta(hours=2))),
+             ("vote_closes_in_past", new_matter(opens_at=NOW - dt.timedelta(days=2),
+                                                closes_at=NOW - dt.timedelta(days=1))),
+             ("vote_options_shape", new_matter(rule="advisory", options=("只有一个",))),
+             ("err_not_choice", new_matter(mode="anonymous")),
+             ("err_not_choice", new_matter(rule="simple_majority"))]
+    for key, m in cases:
         with pytest.raises(d.VoteError) as refused:
-            d.open_matter(couch, secretary, m, NOW)
+            d.open_matter(couch, keys, secretary, m, NOW)
         assert refused.value.errors[0].key == key
     with pytest.raises(d.VoteError) as refused:
-        d.open_matter(couch, principal(couch, "shuji2"), new_matter(), NOW)  # another community's secretary
+        d.open_matter(couch, keys, principal(couch, "shuji2"), new_matter(), NOW)  # another community's secretary
     assert refused.value.status == 403
     assert couch.main.config()["doc_count"] == before
 
 
 def test_the_published_result_is_signed_filed_and_lists_every_receipt_counted(
-        demo_loaded: Couch, firewall: Firewall, secretary: Principal, signer: Signer) -> None:
+        demo_loaded: Couch, firewall: Firewall, secretary: Principal, signer: Signer, keys: KeyStore) -> None:
     couch = demo_loaded
-    matter = d.open_matter(couch, secretary, new_matter(rule="civil_code_278_major"), NOW)
+    matter = d.open_matter(couch, keys, secretary, new_matter(rule="civil_code_278_major"), NOW)
     homes = households(couch)
     receipts = [vote_for(couch, matter, h, "yes" if n % 4 else "no")["receipt"] for n, h in enumerate(homes[:12])]
-    result = d.close(couch, signer, secretary, couch.main.get(matter["_id"]), NOW)
+    result = d.close(couch, keys, signer, secretary, couch.main.get(matter["_id"]), NOW)
     assert sorted(receipts) == result["receipts"]
     assert [c["measure"] for c in result["conditions"]] == ["participation"] * 2 + ["approval"] * 2
     assert result["hash"] == d.result_hash(result)
@@ -208,14 +219,14 @@ def test_the_published_result_is_signed_filed_and_lists_every_receipt_counted(
     assert (entry["action"], entry["target"], entry["purpose"]) == (
         filing.RESULT_PUBLISHED, matter["_id"], "sha256:" + result["hash"])
     assert filing.verify(couch, signer, C1).ok
-    assert d.close(couch, signer, secretary, couch.main.get(matter["_id"]), NOW)["_rev"] == result["_rev"]  # once
+    assert d.close(couch, keys, signer, secretary, couch.main.get(matter["_id"]), NOW)["_rev"] == result["_rev"]  # once
     csv_text = d.result_csv(result, matter)
     assert all(r in csv_text for r in receipts)
 
 
-def test_who_sees_matters_rolls_ballots_and_results(demo_loaded: Couch, secretary: Principal) -> None:
+def test_who_sees_matters_rolls_ballots_and_results(demo_loaded: Couch, secretary: Principal, keys: KeyStore) -> None:
     couch = demo_loaded
-    matter = d.open_matter(couch, secretary, new_matter(), NOW)
+    matter = d.open_matter(couch, keys, secretary, new_matter(), NOW)
     home = households(couch)[0]
     ballot = vote_for(couch, matter, home, "yes")
     roll = couch.main.get(d.roll_id(matter["_id"]))
@@ -228,3 +239,35 @@ def test_who_sees_matters_rolls_ballots_and_results(demo_loaded: Couch, secretar
                     "wangge01": [True, False, False], "zhiyuan01a": [True, False, False],
                     "bumen_health": [False, False, False],
                     "resident": [False, False, True], "neighbour": [False, False, False]}
+
+
+def test_a_secret_vote_is_sealed_to_the_matter_key_and_opened_only_at_close(
+        demo_loaded: Couch, secretary: Principal, signer: Signer, keys: KeyStore) -> None:
+    """Choices sealed to the matter's key (as the browser or the phone seals them) reach the server as envelopes
+    nobody but the close can open; a tampered one and one copied from another ballot are not counted."""
+    couch = demo_loaded
+    matter = d.open_matter(couch, keys, secretary, new_matter(mode="secret"), NOW)
+    homes = households(couch)[:5]
+
+    def sealed(home: dict, value: str) -> str:
+        return seal_for(unb64url(matter["seal_public"]), MATTER_KEY_VERSION,
+                        d.choice_context(d.ballot_id(matter["_id"], home["_id"])), value)
+
+    with pytest.raises(d.VoteError) as refused:
+        vote_for(couch, matter, homes[0], "yes")  # a plain choice in a secret vote
+    assert refused.value.errors[0].key == "vote_must_be_sealed"
+    good = [vote_for(couch, matter, h, sealed(h, v)) for h, v in ((homes[0], "yes"), (homes[1], "no"))]
+    stored = couch.main.get(good[0]["_id"])
+    assert stored["choice"].startswith("enc:") and stored["choice"] == good[0]["choice"]
+    # The phone or page that recorded it holds no key to read it back: the key is the accounts database's.
+    worker = principal(couch, "wangge01")
+    key_doc = couch.accounts.get("matter_key:" + d.key_of(matter["_id"]))
+    assert not may_see(worker, key_doc) and not may_see(secretary, key_doc)
+    envelope = sealed(homes[2], "yes")
+    flipped = envelope[:60] + ("A" if envelope[60] != "A" else "B") + envelope[61:]
+    vote_for(couch, matter, homes[2], flipped)  # tampered on the way: its shape still passes
+    vote_for(couch, matter, homes[3], good[0]["choice"])  # another household's sealed choice, copied
+    vote_for(couch, matter, homes[4], sealed(homes[4], "maybe"))  # sealed, but no option
+    result = d.close(couch, keys, signer, secretary, couch.main.get(matter["_id"]), NOW)
+    assert result["totals"] == {"yes": 1, "no": 1, "abstain": 0} and result["invalid"] == 3
+    assert result["receipts"] == sorted(b["receipt"] for b in good)

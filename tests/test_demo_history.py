@@ -270,14 +270,15 @@ def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) ->
     assert sorted(states[:3]) == ["已接受", "待接受", "待接受"] and {"已完成", "已婉拒"} <= set(states)
     assert 'id="my-households"' in home.text
 
-def test_the_demo_has_votes_published_and_one_open(street: tuple[Couch, TestClient],
+def test_the_demo_has_votes_published_and_one_open(street: tuple[Couch, TestClient], street_settings: Settings,
                                                    settings_of_street: Signer) -> None:
     """Past votes are counted, signed and filed on loading (`linli serve` calls close_due; the app's minute clock
     may have been first), the open one is not."""
     couch, client = street
     assert len(docs_of_type(couch.main, "matter")) == 3 * SIZE.communities
-    deliberation.close_due(couch, settings_of_street, NOW)
-    assert deliberation.close_due(couch, settings_of_street, NOW) == 0  # once
+    keys = Firewall.open(street_settings, couch).keystore
+    deliberation.close_due(couch, keys, settings_of_street, NOW)
+    assert deliberation.close_due(couch, keys, settings_of_street, NOW) == 0  # once
     results = docs_of_type(couch.main, "matter_result")
     assert len(results) >= 2 * SIZE.communities and all(r["receipts"] and r["counted"] for r in results)
     # The open vote stays open until its closing time (the app's clock runs on the real time, at or after NOW).

@@ -109,7 +109,7 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
         report = demo.load(couch, firewall.seal_for_storage, seed=seed, size=size, password=password,
                            progress=sys.stdout.isatty())
         # The history's past votes are counted and published now (signed, filed), not at the first minute sweep.
-        deliberation.close_due(couch, firewall.signer, dt.datetime.now(dt.UTC))
+        deliberation.close_due(couch, firewall.keystore, firewall.signer, dt.datetime.now(dt.UTC))
         print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
         lines = [f"Demo password for every demo account: {password}", ""]
         lines += [f"  {login.username:<22} {login.role:<18} {login.where}" for login in demo.demo_logins(seed, size)]

@@ -429,6 +429,9 @@ DOC_TYPES: dict[str, DocType] = {
             # The frozen roll (matter_roll:<key>): how many voters and the hash of its entries.
             "roll_size": Field("int", server_only=True),
             "roll_hash": _text(max_length=64, server_only=True),
+            # A secret vote's public key (P-256, base64url): ballots' choices are sealed to it in the browser or on
+            # the phone (write without read, crypto/envelope.py seal_for); its private half is matter_key's.
+            "seal_public": _text(Category.SYSTEM, max_length=100, server_only=True),
             "closed_at": Field("datetime"),
             "closed_by": _ref("user"),
             **_WHO_WHEN,
@@ -450,8 +453,9 @@ DOC_TYPES: dict[str, DocType] = {
             "household": _ref("household"),
             "resident": _ref("resident"),  # the person who voted (for a household: which of its members)
             # Not protected personal data, but shown only to the voter and the secretary until the result is
-            # published (access.py): who chose what is recorded in an open vote. A secret vote seals it.
-            "choice": _text(Category.SOCIAL, required=True, max_length=100),
+            # published (access.py): who chose what is recorded in an open vote. A secret vote's choice is an
+            # envelope sealed to the matter's key (context: the ballot's id, "choice", "basic"), opened at close.
+            "choice": _text(Category.SOCIAL, required=True, max_length=400),
             "channel": _enum(BALLOT_CHANNELS, required=True),
             "assisted_by": _ref("user"),  # whoever recorded it for the voter (door, paper)
             "receipt": _text(required=True, max_length=16, server_only=True),
@@ -471,6 +475,9 @@ DOC_TYPES: dict[str, DocType] = {
             "counted": Field("int", required=True),
             "receipts": Field("list", required=True, max_length=16, max_items=MAX_ROLL),
             "conflicts": Field("int", required=True),  # voters with more than one ballot, each counted once
+            # Secret votes: voters none of whose ballots opened to an option under the matter's key (tampered,
+            # or sealed for another ballot): not counted, their receipts not listed.
+            "invalid": Field("int"),
             "published_at": Field("datetime", required=True),
             "hash": _text(required=True, max_length=64),
             "signature": _text(required=True, max_length=200),
@@ -739,6 +746,15 @@ DOC_TYPES: dict[str, DocType] = {
             "indexes_server_only": Field("bool", Category.SYSTEM),
             **{tier.value: Field("key_versions", Category.SYSTEM) for tier in (Tier.CONTACT, Tier.CORE)},
         }, database=ACCOUNTS_DB, label_zh="密钥环", label_en="Key ring"),
+        DocType("matter_key", Scope.COMMUNITY, {
+            # A secret vote's private key, wrapped under the master key like the installation key: the server
+            # opens the sealed choices with it at close, and nobody else holds it (never replicated).
+            "matter": _ref("matter", required=True),
+            "master_id": _text(Category.SYSTEM, required=True, max_length=32),
+            "wrapped": _text(Category.SYSTEM, required=True, max_length=100),
+            "public": _text(Category.SYSTEM, required=True, max_length=100),
+            "created_at": Field("datetime", required=True),
+        }, database=ACCOUNTS_DB, label_zh="表决密钥", label_en="Vote key"),
         DocType("installation_key", Scope.INSTALLATION, {
             # The ECDSA P-256 key the installation vouches for residents' write keys with
             # (crypto/key_statements.py): its private scalar wrapped under the master key, so that a master-key

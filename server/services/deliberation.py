@@ -31,19 +31,21 @@ import io
 import json
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from pycouchdb.exceptions import Conflict
 
+from crypto.envelope import SEALED_VERSION, EnvelopeError, FieldContext, parse
 from server.domain.access import Principal
-from server.domain.declaration import BALLOT_CHANNELS, ELECTORATES, MATTER_KINDS, Role, validate
+from server.domain.declaration import BALLOT_CHANNELS, BALLOT_MODES, ELECTORATES, MATTER_KINDS, Role, validate
 from server.domain.errors import FieldError, UserError
 from server.domain.vote_rules import RULES, YES_NO_ABSTAIN, Condition, Outcome, RollEntry, evaluate, shown
 from server.security import filing
 from server.security.filing import Signer
+from server.security.keystore import MATTER_KEY_VERSION, KeyStore
 from server.store import queries
 from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
 
@@ -160,8 +162,8 @@ def _refusal(m: NewMatter, now: dt.datetime) -> VoteError | None:
         return VoteError("electorate", "err_not_choice", value=m.electorate, choices=", ".join(ELECTORATES))
     if m.rule not in RULES:
         return VoteError("rule", "err_not_choice", value=m.rule, choices=", ".join(RULES))
-    if m.mode != "open":
-        return VoteError("mode", "vote_secret_not_yet")
+    if m.mode not in BALLOT_MODES:
+        return VoteError("mode", "err_not_choice", value=m.mode, choices=", ".join(BALLOT_MODES))
     options = _options(m)
     if len(options) < 2 or len(set(options)) != len(options) or len(options) > MAX_OPTIONS:
         return VoteError("options", "vote_options_shape", max=MAX_OPTIONS)
@@ -180,8 +182,9 @@ def _options(m: NewMatter) -> list[str]:
     return [o.strip() for o in m.options if o.strip()]
 
 
-def open_matter(couch: Couch, p: Principal, m: NewMatter, now: dt.datetime) -> Doc:
-    """Open a matter and freeze its roll; raises VoteError (nothing stored) for what cannot be opened."""
+def open_matter(couch: Couch, keys: KeyStore, p: Principal, m: NewMatter, now: dt.datetime) -> Doc:
+    """Open a matter and freeze its roll (a secret vote also gets its key); raises VoteError (nothing stored) for
+    what cannot be opened."""
     community = queries.load_doc(couch, m.community, "community")
     if community is None or not is_secretary_of(p, m.community):
         raise VoteError("community", "vote_not_your_community", 403)
@@ -199,9 +202,11 @@ def open_matter(couch: Couch, p: Principal, m: NewMatter, now: dt.datetime) -> D
               "conditions": [c.as_record() for c in RULES[m.rule].conditions], "status": "open",
               "roll_size": len(entries), "roll_hash": roll["hash"], "created_by": p.user_id,
               "created_at": now.isoformat()}
+    if m.mode == "secret":
+        matter["seal_public"] = keys.new_matter_key(matter, now)
     validate(roll)
     validate(matter)
-    couch.main.save(roll)  # the roll first: a matter is never open without it
+    couch.main.save(roll)  # the roll and the key first: a matter is never open without them
     return couch.main.save(matter)
 
 
@@ -259,7 +264,10 @@ def cast(couch: Couch, p: Principal, matter: Doc, voter: str | None, choice: str
         raise refused
     if voter is None or voter not in {e["voter"] for e in roll_of(couch, matter)}:
         raise VoteError("matter", "vote_not_on_roll", 403)
-    if choice not in matter["options"]:
+    if matter["mode"] == "secret":
+        if not is_sealed_choice(choice):
+            raise VoteError("choice", "vote_must_be_sealed")
+    elif choice not in matter["options"]:
         raise VoteError("choice", "vote_unknown_option", value=choice)
     ballot = {"_id": ballot_id(matter["_id"], voter), "type": "ballot", "street": matter["street"],
               "community": matter["community"], "matter": matter["_id"], "voter": voter,
@@ -288,6 +296,21 @@ def bulk_docs_new_edits_false(couch: Couch, docs: list[Doc]) -> None:
         headers={"Content-Type": "application/json"})
     if response.status_code >= 400:
         raise RuntimeError(f"_bulk_docs failed with HTTP {response.status_code}: {results}")
+
+
+def choice_context(ballot_id: str) -> FieldContext:
+    """What a secret ballot's sealed choice is bound to: moved to another ballot, it does not open."""
+    return FieldContext(ballot_id, "choice", "basic")
+
+
+def is_sealed_choice(choice: str) -> bool:
+    """A secret vote's choice as the browser or phone sends it: an envelope sealed to the matter's key (whether it
+    opens, and to an option, only the close can tell)."""
+    try:
+        parsed = parse(choice)
+    except EnvelopeError:
+        return False
+    return parsed.version == SEALED_VERSION and parsed.key_version == MATTER_KEY_VERSION
 
 
 @dataclass(frozen=True)
@@ -333,22 +356,51 @@ def ballot_of(couch: Couch, matter: Doc, voter: str | None) -> Voter | None:
 
 # ---------------------------------------------------------------- closing and the result
 
-def tally(matter: Doc, roll: list[Doc], voters: list[Voter]) -> Outcome:
+ChoiceOf = Callable[[Doc], "str | None"]  # a ballot's option; None if it has none (a secret one that does not open)
+
+
+def choices(keys: KeyStore, matter: Doc) -> ChoiceOf:
+    """How the close reads a ballot's choice: as it is, or opened under a secret vote's key."""
+    if matter["mode"] != "secret":
+        return lambda ballot: ballot["choice"]
+    key = keys.matter_key(matter["_id"])
+
+    def opened(ballot: Doc) -> str | None:
+        try:
+            value = key.open(choice_context(ballot["_id"]), ballot["choice"])
+        except EnvelopeError:
+            return None
+        return value if value in matter["options"] else None
+
+    return opened
+
+
+def counted(voters: list[Voter], choice_of: ChoiceOf) -> dict[str, Doc]:
+    """Per voter, the ballot counted: the first by PRECEDENCE whose choice is an option (versions are sorted)."""
+    chosen = {}
+    for v in voters:
+        valid = next((b for b in v.versions if choice_of(b) is not None), None)
+        if valid is not None:
+            chosen[v.voter] = valid
+    return chosen
+
+
+def tally(matter: Doc, roll: list[Doc], ballots_counted: dict[str, Doc], choice_of: ChoiceOf) -> Outcome:
     conditions = [Condition.of_record(c) for c in matter.get("conditions", [])]
-    return evaluate(conditions, _roll_entries(roll), {v.voter: v.counted["choice"] for v in voters})
+    return evaluate(conditions, _roll_entries(roll), {v: choice_of(b) or "" for v, b in ballots_counted.items()})
 
 
-def close(couch: Couch, signer: Signer, p: Principal, matter: Doc, now: dt.datetime) -> Doc:
+def close(couch: Couch, keys: KeyStore, signer: Signer, p: Principal, matter: Doc, now: dt.datetime) -> Doc:
     """The secretary closes the matter now (before `closes_at` too) and publishes the result, filed and signed;
     returns the result. Closing a closed matter returns its result unchanged."""
     if not is_secretary_of(p, matter["community"]):
         raise VoteError("matter", "vote_not_your_community", 403)
     if now < dt.datetime.fromisoformat(matter["opens_at"]):
         raise VoteError("matter", "vote_not_yet_open", 409)
-    return _publish(couch, signer, matter, p.user_id, now, by_hand=True)
+    return _publish(couch, keys, signer, matter, p.user_id, now, by_hand=True)
 
 
-def close_due(couch: Couch, signer: Signer, now: dt.datetime) -> int:
+def close_due(couch: Couch, keys: KeyStore, signer: Signer, now: dt.datetime) -> int:
     """Close and publish every open matter past its closing time (the minute clock; `linli serve` after loading
     the demo), filed in the name of the secretary who opened it; and finish any closed without its result (a
     process stopped between the two). Returns how many."""
@@ -357,11 +409,12 @@ def close_due(couch: Couch, signer: Signer, now: dt.datetime) -> int:
            if (m["status"] == "open" and dt.datetime.fromisoformat(m["closes_at"]) <= now)
            or (m["status"] == "closed" and result_id(m["_id"]) not in published)]
     for matter in due:
-        _publish(couch, signer, matter, matter["created_by"], now, by_hand=False)
+        _publish(couch, keys, signer, matter, matter["created_by"], now, by_hand=False)
     return len(due)
 
 
-def _publish(couch: Couch, signer: Signer, matter: Doc, actor: str, now: dt.datetime, *, by_hand: bool) -> Doc:
+def _publish(couch: Couch, keys: KeyStore, signer: Signer, matter: Doc, actor: str, now: dt.datetime, *,
+             by_hand: bool) -> Doc:
     """Close, count and publish: the result filed under `actor` (who closed it by hand, or who opened it)."""
     existing = get_or_none(couch.main, result_id(matter["_id"]))
     if existing is not None:
@@ -372,7 +425,9 @@ def _publish(couch: Couch, signer: Signer, matter: Doc, actor: str, now: dt.date
                                   **({"closed_by": actor} if by_hand else {})})
     roll = roll_of(couch, closed)
     voters = ballots(couch, closed)
-    outcome = tally(closed, roll, voters)
+    choice_of = choices(keys, closed)
+    chosen = counted(voters, choice_of)
+    outcome = tally(closed, roll, chosen, choice_of)
     on_roll = {e["voter"] for e in roll}
     result: Doc = {
         "_id": result_id(matter["_id"]), "type": "matter_result", "street": matter["street"],
@@ -381,8 +436,9 @@ def _publish(couch: Couch, signer: Signer, matter: Doc, actor: str, now: dt.date
         "conditions": [{**r.condition.as_record(), "numerator": shown(r.numerator),
                         "denominator": shown(r.denominator), "passed": r.passed} for r in outcome.conditions],
         "passed": outcome.passed, "roll_size": len(roll), "roll_hash": closed["roll_hash"], "counted": outcome.counted,
-        "receipts": sorted(v.counted["receipt"] for v in voters if v.voter in on_roll),
-        "conflicts": sum(v.conflicted for v in voters), "published_at": now.isoformat()}
+        "receipts": sorted(b["receipt"] for voter, b in chosen.items() if voter in on_roll),
+        "conflicts": sum(v.conflicted for v in voters), "invalid": len(voters) - len(chosen),
+        "published_at": now.isoformat()}
     result["hash"] = result_hash(result)
     result["filed_seq"], result["signature"] = filing.file_result(
         couch, signer, street=matter["street"], community=matter["community"], actor=actor,
@@ -392,7 +448,7 @@ def _publish(couch: Couch, signer: Signer, matter: Doc, actor: str, now: dt.date
 
 
 SIGNED_FIELDS = ("matter", "totals", "conditions", "passed", "roll_size", "roll_hash", "counted", "receipts",
-                 "conflicts", "published_at")
+                 "conflicts", "invalid", "published_at")
 
 
 def result_hash(result: Doc) -> str:

@@ -478,7 +478,7 @@ async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
                 await run_in_threadpool(service_requests.sweep, couch, street, _now())
             await run_in_threadpool(grants.expire, firewall, _now())
             await run_in_threadpool(filing.file_reports, couch, firewall.signer)
-            await run_in_threadpool(deliberation.close_due, couch, firewall.signer, _now())  # votes past closing
+            await run_in_threadpool(deliberation.close_due, couch, firewall.keystore, firewall.signer, _now())
         except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
             logger.exception("service-request sweep failed")
         try:  # time-bank claims nobody answered lapse (server/services/timebank.py)

@@ -107,7 +107,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
                     values["community"], values["title"], values["body"], values["kind"], values["electorate"],
                     values["rule"], tuple(values["options"].splitlines()), _local(values["opens_at"], "opens_at"),
                     _local(values["closes_at"], "closes_at"), values["mode"])
-                opened = await run_in_threadpool(d.open_matter, couch, p, matter, now())
+                opened = await run_in_threadpool(d.open_matter, couch, firewall.keystore, p, matter, now())
             except UserError as refused:
                 errors, status = by_field(refused.errors), refused.status
             else:
@@ -174,7 +174,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
 
     async def close_matter(request: Request) -> Response:
         p, matter = await secretary_matter(request)
-        await run_in_threadpool(d.close, couch, firewall.signer, p, matter, now())
+        await run_in_threadpool(d.close, couch, firewall.keystore, firewall.signer, p, matter, now())
         return RedirectResponse(f"/matters/{d.key_of(matter['_id'])}/result", status_code=303)
 
     def published(key: str) -> tuple[Doc, Doc]:
