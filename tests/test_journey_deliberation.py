@@ -89,3 +89,31 @@ def test_secretary_opens_resident_votes_secretary_closes_and_the_result_lists_th
     published = public.request.get(result_url + ".json").json()
     assert receipt in published["receipts"] and published["totals"]["yes"] == 1
     public.context.close()
+
+
+def test_a_secret_committee_vote_is_sealed_in_the_browser_and_counted_at_the_close(
+        journey_browser: Browser, journey_served: Served) -> None:
+    title = f"社区议事规则修订 {secrets.token_hex(3)}"
+    secretary = Person(journey_browser, journey_served, "shuji1", role="deliberation")
+    secretary.go("/matters/new")
+    secretary.page.fill("#m-title", title)
+    secretary.page.select_option("#m-kind", "committee_decision")
+    secretary.page.select_option("#m-electorate", "committee")
+    secretary.page.select_option("#m-rule", "committee_two_thirds")
+    secretary.page.select_option("#m-mode", "secret")
+    secretary.act("发起并开始表决")
+    expect(secretary.page.locator("main")).to_contain_text("无记名投票")
+    secretary.page.check("input[data-option][value=yes]")
+    with secretary.page.expect_request(lambda r: r.method == "POST" and "/matters/" in r.url) as sent:
+        secretary.page.click("button:has-text('提交投票')")
+    body = sent.value.post_data or ""
+    assert "choice=enc%3A" in body and "yes" not in body  # only the envelope leaves the browser
+    secretary.page.wait_for_load_state()
+    expect(secretary.page.locator("#ballot")).to_contain_text("无记名")
+    receipt = secretary.page.locator("#receipt").inner_text()
+    secretary.shot("5-secret-receipt")
+    secretary.act("结束表决并公布结果")
+    expect(secretary.page.locator("#receipts")).to_contain_text(receipt)
+    expect(secretary.page.locator("#totals")).to_contain_text("同意")
+    assert secretary.page.locator("#totals tbody tr", has_text="同意").locator("td").nth(1).inner_text() == "1"
+    secretary.shot("6-secret-result")

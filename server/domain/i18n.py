@@ -1532,6 +1532,10 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
         "ballot_choose": "请选择",
         "ballot_submit": "提交投票",
         "ballot_cast": "已投票：{choice}。",
+        "ballot_cast_secret": "已投票（无记名：您的选择已在本机加密，表决结束时才开启计票）。",
+        "ballot_secret_hint": "无记名投票：您的选择在本机加密后才发送，任何人（包括代录的网格员）都无法查看，"
+                              "表决结束时统一开启计票。",
+        "vote_must_be_sealed": "无记名投票的选择必须在本机加密后发送（请使用支持的浏览器并允许运行脚本）。",
         "ballot_not_now": "当前不在表决时间内。",
         "ballot_not_on_roll": "您不在本议题的投票名册上。",
         "opt_yes": "同意",
@@ -1637,6 +1641,12 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
         "ballot_choose": "Choose",
         "ballot_submit": "Cast my vote",
         "ballot_cast": "You voted: {choice}.",
+        "ballot_cast_secret": "You voted (secret ballot: your choice was encrypted on this device and is opened only "
+                              "when the vote closes).",
+        "ballot_secret_hint": "Secret ballot: your choice is encrypted on this device before it is sent; nobody can "
+                              "read it (not even whoever helps you vote) until all ballots are opened at the close.",
+        "vote_must_be_sealed": "A secret ballot's choice must be encrypted on the device (use a supported browser "
+                               "with scripts allowed).",
         "ballot_not_now": "Voting is not open now.",
         "ballot_not_on_roll": "You are not on this matter's roll.",
         "opt_yes": "Yes",

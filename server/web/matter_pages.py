@@ -124,6 +124,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
         context: dict[str, Any] = {
             "matter": matter, "secretary": secretary, "on_roll": on_roll, "my_ballot": own[0] if own else None,
             "may_vote": on_roll and not own and d.window_refusal(matter, now()) is None,
+            "ballot_id": d.ballot_id(matter["_id"], voter) if voter else "",  # what a secret choice is sealed to
             "result": get_or_none(couch.main, d.result_id(matter["_id"])), "key": d.key_of(matter["_id"])}
         if secretary:
             voters = d.ballots(couch, matter)
