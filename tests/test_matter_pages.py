@@ -82,6 +82,8 @@ def test_open_vote_close_and_the_published_result_holds_the_receipt(site: TestCl
     assert 'id="ballots-in">1<' in site.get(f"/matters/{key}").text
     closed = post_form(site, f"/matters/{key}/close", {})
     assert closed.status_code == 303 and closed.headers["location"] == f"/matters/{key}/result"
+    audit = site.get("/audit")  # the result is filed: the secretary's filing log names it and the matter
+    assert audit.status_code == 200 and "公布表决结果" in audit.text and title in audit.text
     logout(site)
 
     result = site.get(f"/matters/{key}/result")  # published: no sign-in needed
@@ -132,7 +134,7 @@ def test_bad_matters_are_refused_naming_why_and_nothing_is_stored(site: TestClie
             ({"opens_at": "next tuesday"}, 400, "不是有效的日期时间"),
             ({"closes_at": "2020-01-01T09:00"}, 400, "截止时间必须晚于开始时间"),
             ({"rule": "advisory", "options": "只有一个"}, 400, "请填写 2 到 20 个互不相同的选项"),
-            ({"mode": "secret"}, 400, "无记名投票暂未开放"),
+            ({"mode": "anonymous"}, 400, "不是可选项"),
             ({"kind": "referendum"}, 400, "不是可选项"),
             ({"community": "community:c2"}, 403, "您不是该社区的书记"),
             ({"title": " "}, 400, "请填写议题名称")):

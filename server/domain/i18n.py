@@ -1597,6 +1597,7 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
         "vote_not_on_roll": "您不在本议题的投票名册上（名册在议题发起时确定）。",
         "vote_unknown_option": "“{value}”不是本议题的选项。",
         "vote_already_cast": "您已经投过票了，每位投票人只能投一次。",
+        "audit_action_result_published": "公布表决结果（结果指纹）",
     },
     "en": {
         "matters": "Matters and votes",
@@ -1710,6 +1711,7 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
         "vote_not_on_roll": "You are not on this matter's roll (fixed when it opened).",
         "vote_unknown_option": "“{value}” is not an option of this matter.",
         "vote_already_cast": "You have voted already: each voter votes once.",
+        "audit_action_result_published": "Vote result published (its fingerprint)",
     },
 }
 for _lang, _messages in DELIBERATION_MESSAGES.items():
