@@ -12,13 +12,13 @@ import pytest
 from crypto.envelope import seal_for, unb64url
 from server.domain.access import Principal, may_see
 from server.domain.declaration import Role, validate
-from server.security import accounts, filing
+from server.security import accounts, audit_report, filing
 from server.security.filing import Signer
 from server.security.firewall import Firewall
 from server.security.keystore import MATTER_KEY_VERSION, KeyStore
 from server.services import deliberation as d
 from server.services.demo import STREET_ID
-from server.store.config import Settings
+from server.store.config import LOCAL_TZ, Settings
 from server.store.couch import Couch, iter_view_docs
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -219,6 +219,9 @@ def test_the_published_result_is_signed_filed_and_lists_every_receipt_counted(
     assert (entry["action"], entry["target"], entry["purpose"]) == (
         filing.RESULT_PUBLISHED, matter["_id"], "sha256:" + result["hash"])
     assert filing.verify(couch, signer, C1).ok
+    report = audit_report.build(C1, list(filing.iter_entries(couch, C1)), {}, {}, NOW.date() - dt.timedelta(days=1),
+                                NOW.date() + dt.timedelta(days=1), LOCAL_TZ)
+    assert report.entries == 0 and not report.findings  # a published result opens nobody's data
     assert d.close(couch, keys, signer, secretary, couch.main.get(matter["_id"]), NOW)["_rev"] == result["_rev"]  # once
     csv_text = d.result_csv(result, matter)
     assert all(r in csv_text for r in receipts)
