@@ -45,7 +45,7 @@ def test_secretary_opens_resident_votes_secretary_closes_and_the_result_lists_th
     secretary.act("发起并开始表决")
     expect(secretary.page.locator("h1")).to_have_text(title)
     expect(secretary.page.locator("main")).to_contain_text("表决中")
-    roll_size = int(secretary.page.locator("#secretary dd a").inner_text())
+    roll_size = int(secretary.page.locator("#roll-size").inner_text())
     assert roll_size == 40  # community 1's households: 5 grids of 8 (linli serve --residents 400)
     matter_url = secretary.page.url
     secretary.shot("1-opened")
