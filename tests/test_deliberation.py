@@ -105,12 +105,12 @@ def test_two_ballots_for_one_household_are_one_conflict_counted_once_by_preceden
         validate(ballot)
     d.bulk_docs_new_edits_false(couch, door)
     [voter] = d.ballots(couch, matter)
-    assert voter.conflicted and voter.counted["choice"] == "abstain"  # the earlier door ballot, of two doors
+    assert voter.conflicted and voter.first["choice"] == "abstain"  # the earlier door ballot, of two doors
     # The resident's own vote after that: not refused (it is their first own vote), kept as a third version,
     # and counted first.
     own = vote_for(couch, matter, home, "yes")
     [voter] = d.ballots(couch, matter)
-    assert len(voter.versions) == 3 and voter.counted["channel"] == "own" and voter.counted["choice"] == "yes"
+    assert len(voter.versions) == 3 and voter.first["channel"] == "own" and voter.first["choice"] == "yes"
     assert {v["choice"] for v in voter.versions} == {"yes", "no", "abstain"}  # every version kept
     vote_for(couch, matter, other, "no")
     result = d.close(couch, keys, signer, secretary, couch.main.get(matter["_id"]), NOW)
@@ -129,7 +129,7 @@ def test_a_voters_own_second_vote_is_refused_and_nothing_changes(demo_loaded: Co
         vote_for(couch, matter, home, "no")
     assert refused.value.errors[0].key == "vote_already_cast" and refused.value.status == 409
     [voter] = d.ballots(couch, matter)
-    assert not voter.conflicted and voter.counted["_rev"] == first["_rev"]
+    assert not voter.conflicted and voter.first["_rev"] == first["_rev"]
 
 
 @pytest.mark.parametrize(("case", "key"), [

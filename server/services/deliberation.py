@@ -18,8 +18,10 @@ publishes a signed, filed result with every counted receipt.
 Who votes: a committee vote's roll is the community's secretaries and grid workers (the residents' committee's
 members hold those accounts); a household vote's, every household of the community (its floor area for area
 rules); an adult residents' vote's, every resident aged 18 or more on the opening day.
-Not yet (issue 15, next sessions): secret ballots sealed to the matter's key, the grid worker's ballot at the
-door offline, paper ballots reconciled against attendance, hearings.
+A secret vote (`mode` "secret") has its own key (`matter_key`, server/security/keystore.py): a choice arrives
+sealed to it in the browser (pwa/secret_ballot.js), bound to its ballot's id, and the close opens each.
+Not yet (issue 15, next sessions): the grid worker's ballot at the door offline with the resident's
+confirmation and a grace period after close, paper ballots reconciled against attendance, hearings.
 """
 
 from __future__ import annotations
@@ -323,43 +325,41 @@ def is_sealed_choice(choice: str) -> bool:
 
 @dataclass(frozen=True)
 class Voter:
-    """One voter's ballots: every version kept, and the one counted."""
+    """One voter's ballots, every version kept, in PRECEDENCE order: the first is the one counted (in a secret
+    vote, the first that opens to an option: `counted`)."""
 
     voter: str
-    counted: Doc
     versions: tuple[Doc, ...]
+
+    @property
+    def first(self) -> Doc:
+        return self.versions[0]
 
     @property
     def conflicted(self) -> bool:
         return len(self.versions) > 1
 
 
-def _counted_first(ballot: Doc) -> tuple[int, str]:
+def _in_precedence(ballot: Doc) -> tuple[int, str]:
     return PRECEDENCE.index(ballot["channel"]), ballot["created_at"]
 
 
+def _voter(couch: Couch, doc: Doc) -> Voter:
+    """The voter of a ballot read with `conflicts=true`, with every version of it."""
+    versions = [doc, *(couch.main.get(doc["_id"], rev=rev) for rev in doc.get("_conflicts", []))]
+    return Voter(doc["voter"], tuple(sorted(versions, key=_in_precedence)))
+
+
 def ballots(couch: Couch, matter: Doc) -> list[Voter]:
-    """Every voter with a ballot on the matter, each counted once by PRECEDENCE over all versions."""
+    """Every voter with a ballot on the matter, with all their ballots' versions."""
     prefix = ballot_id(matter["_id"], "")
     rows = couch.main.all(startkey=prefix, endkey=prefix + "\ufff0", conflicts="true", as_list=True)
-    voters = []
-    for row in rows:
-        doc = row["doc"]
-        versions = [doc, *(couch.main.get(doc["_id"], rev=rev) for rev in doc.get("_conflicts", []))]
-        versions.sort(key=_counted_first)
-        voters.append(Voter(doc["voter"], versions[0], tuple(versions)))
-    return voters
+    return [_voter(couch, row["doc"]) for row in rows]
 
 
 def ballot_of(couch: Couch, matter: Doc, voter: str | None) -> Voter | None:
-    if voter is None:
-        return None
-    doc = get_or_none(couch.main, ballot_id(matter["_id"], voter), conflicts="true")
-    if doc is None:
-        return None
-    versions = sorted([doc, *(couch.main.get(doc["_id"], rev=rev) for rev in doc.get("_conflicts", []))],
-                      key=_counted_first)
-    return Voter(voter, versions[0], tuple(versions))
+    doc = get_or_none(couch.main, ballot_id(matter["_id"], voter), conflicts="true") if voter else None
+    return _voter(couch, doc) if doc else None
 
 
 # ---------------------------------------------------------------- closing and the result

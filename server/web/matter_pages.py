@@ -129,7 +129,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
         if secretary:
             voters = d.ballots(couch, matter)
             context["ballots_in"] = len(voters)
-            context["conflicts"] = [{"voter": v.voter, "counted": v.counted, "versions": list(v.versions)}
+            context["conflicts"] = [{"voter": v.voter, "counted": v.first, "versions": list(v.versions)}
                                     for v in voters if v.conflicted]
         return context
 
