@@ -274,3 +274,15 @@ def test_a_secret_vote_is_sealed_to_the_matter_key_and_opened_only_at_close(
     result = d.close(couch, keys, signer, secretary, couch.main.get(matter["_id"]), NOW)
     assert result["totals"] == {"yes": 1, "no": 1, "abstain": 0} and result["invalid"] == 3
     assert result["receipts"] == sorted(b["receipt"] for b in good)
+
+
+def test_a_close_racing_another_counts_the_matter_as_the_other_closed_it(
+        demo_loaded: Couch, secretary: Principal, signer: Signer, keys: KeyStore) -> None:
+    """The minute clock (or another process) closed the matter a moment before the secretary's click: the click's
+    stale copy conflicts, and the close goes on with the stored one instead of failing."""
+    couch = demo_loaded
+    stale = d.open_matter(couch, keys, secretary, new_matter(), NOW)
+    couch.main.save({**stale, "status": "closed", "closed_at": NOW.isoformat()})  # closed elsewhere, not yet counted
+    result = d.close(couch, keys, signer, secretary, stale, NOW)
+    assert result["matter"] == stale["_id"] and couch.main.get(stale["_id"])["status"] == "closed"
+    assert d.close_due(couch, keys, signer, NOW) == 0
