@@ -97,6 +97,33 @@ def test_open_vote_close_and_the_published_result_holds_the_receipt(site: TestCl
     assert [receipt] in rows and ["yes", "1"] in rows
 
 
+def test_a_paper_ballot_entered_for_a_household_that_voted_is_a_conflict_counted_once(
+        site: TestClient, demo_loaded: Couch) -> None:
+    login(site, "shuji1")
+    key = open_matter(site, "议题 " + uuid.uuid4().hex[:6])
+    logout(site)
+    login(site, "jumin1")
+    assert post_form(site, f"/matters/{key}", {"choice": "yes"}).status_code == 303
+    logout(site)
+    login(site, "shuji1")
+    home = demo_loaded.main.get(RESIDENT)["household"]
+    other = "household:c1-g01-0003"
+    for voter, choice in ((home, "no"), (other, "no")):
+        assert post_form(site, f"/matters/{key}/paper", {"voter": voter, "choice": choice}).status_code == 303
+    page = site.get(f"/matters/{key}")
+    assert 'id="ballots-in">2<' in page.text
+    conflicts = page.text.split('id="conflicts"')[1].split("</ul>")[0]
+    assert home in conflicts and "纸质选票" in conflicts and "本人投票" in conflicts
+    own, paper = (conflicts.split(channel)[1].split("；")[0].split("</span>")[0]
+                  for channel in ("本人投票", "纸质选票"))
+    assert "✓" in own and "✓" not in paper  # the resident's own vote is the one counted
+    stranger = post_form(site, f"/matters/{key}/paper", {"voter": "household:c2-g01-0001", "choice": "yes"})
+    assert stranger.status_code == 403 and "不在本议题的投票名册上" in stranger.text
+    post_form(site, f"/matters/{key}/close", {})
+    published = site.get(f"/matters/{key}/result.json").json()
+    assert published["totals"] == {"yes": 1, "no": 1, "abstain": 0} and published["conflicts"] == 1
+
+
 def test_bad_votes_are_refused_naming_why_and_nothing_is_stored(site: TestClient, demo_loaded: Couch) -> None:
     login(site, "shuji1")
     key = open_matter(site, "议题 " + uuid.uuid4().hex[:6])

@@ -5,7 +5,8 @@ result is published to anyone with its link.
   community); /matters/new: the secretary opens one (server/services/deliberation.py freezes its roll).
 - /matters/{key}: the matter, the signed-in voter's ballot form or receipt, and for the secretary the frozen
   roll's size and hash, the ballots in, each conflict with its versions and the one counted, and "close".
-- /matters/{key}/roll: the frozen roll (the secretary's); /matters/{key}/close: count and publish.
+- /matters/{key}/roll: the frozen roll (the secretary's); /matters/{key}/paper: the secretary enters a paper
+  ballot for a voter on the roll (open ballots only); /matters/{key}/close: count and publish.
 - /matters/{key}/result (page), result.json, result.csv: the published result, without signing in.
 """
 
@@ -125,10 +126,13 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
             "matter": matter, "secretary": secretary, "on_roll": on_roll, "my_ballot": own[0] if own else None,
             "may_vote": on_roll and not own and d.window_refusal(matter, now()) is None,
             "ballot_id": d.ballot_id(matter["_id"], voter) if voter else "",  # what a secret choice is sealed to
-            "result": get_or_none(couch.main, d.result_id(matter["_id"])), "key": d.key_of(matter["_id"])}
+            "result": get_or_none(couch.main, d.result_id(matter["_id"])), "key": d.key_of(matter["_id"]),
+            "paper_voters": []}
         if secretary:
             voters = d.ballots(couch, matter)
             context["ballots_in"] = len(voters)
+            paper = matter["status"] == "open" and matter["mode"] == "open"  # secret paper ballots: not yet
+            context["paper_voters"] = roll_rows(matter) if paper else []
             context["conflicts"] = [{"voter": v.voter, "counted": v.first, "versions": list(v.versions)}
                                     for v in voters if v.conflicted]
         return context
@@ -160,18 +164,39 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
             raise HTTPException(403)
         return p, matter
 
-    async def roll_page(request: Request) -> Response:
-        _, matter = await secretary_matter(request)
-        entries = await run_in_threadpool(d.roll_of, couch, matter)
-        named = await run_in_threadpool(get_many, couch.main, {e.get("household") or e["voter"] for e in entries}
-                                        | {e["voter"] for e in entries})
-        users = await run_in_threadpool(queries.user_names, couch, {e["voter"] for e in entries
-                                                                     if e["voter"].startswith("user:")})
-        rows = [{"voter": e["voter"], "area": e.get("area"),
+    def roll_rows(matter: Doc) -> list[Doc]:
+        """The frozen roll as the secretary reads it: each voter named (a household's address, a resident's or a
+        member's name) with the floor area counted for them."""
+        entries = d.roll_of(couch, matter)
+        named = get_many(couch.main, {e.get("household") or e["voter"] for e in entries}
+                         | {e["voter"] for e in entries})
+        users = queries.user_names(couch, {e["voter"] for e in entries if e["voter"].startswith("user:")})
+        return [{"voter": e["voter"], "area": e.get("area"),
                  "label": users.get(e["voter"]) or named.get(e["voter"], {}).get("name")
                  or named.get(e.get("household") or "", {}).get("address") or e["voter"],
                  "address": named.get(e.get("household") or "", {}).get("address", "")} for e in entries]
+
+    async def roll_page(request: Request) -> Response:
+        _, matter = await secretary_matter(request)
+        rows = await run_in_threadpool(roll_rows, matter)
         return render(request, "matter_roll.html", matter=matter, rows=rows, key=d.key_of(matter["_id"]))
+
+    async def paper_ballot(request: Request) -> Response:
+        """The secretary enters a paper ballot for a voter on the roll (channel paper: counted after the voter's own
+        vote and a door ballot; a second ballot for the voter is kept as a conflict)."""
+        p, matter = await secretary_matter(request)
+        form = await request.form()
+        voter = str(form.get("voter", ""))[:200]
+        try:
+            if matter["mode"] != "open":
+                raise d.VoteError("voter", "vote_paper_secret")
+            household = voter if matter["electorate"] == "household" else None
+            await run_in_threadpool(d.cast, couch, p, matter, voter, str(form.get("choice", ""))[:200], "paper",
+                                    now(), household=household)
+        except d.VoteError as refused:
+            context = await run_in_threadpool(matter_context, p, matter, None)
+            return render(request, "matter.html", refused.status, errors=by_field(refused.errors), **context)
+        return RedirectResponse(f"/matters/{request.path_params['key']}#secretary", status_code=303)
 
     async def close_matter(request: Request) -> Response:
         p, matter = await secretary_matter(request)
@@ -208,6 +233,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
         Route("/matters/{key}", matter_page, methods=["GET", "POST"]),
         Route("/matters/{key}/roll", roll_page),
         Route("/matters/{key}/close", close_matter, methods=["POST"]),
+        Route("/matters/{key}/paper", paper_ballot, methods=["POST"]),
         Route("/matters/{key}/result", result_page),
         Route("/matters/{key}/result.json", result_json),
         Route("/matters/{key}/result.csv", result_csv),
