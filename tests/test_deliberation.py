@@ -18,6 +18,7 @@ from server.security.firewall import Firewall
 from server.security.keystore import MATTER_KEY_VERSION, KeyStore
 from server.services import deliberation as d
 from server.services.demo import STREET_ID
+from server.store import queries
 from server.store.config import LOCAL_TZ, Settings
 from server.store.couch import Couch, iter_view_docs
 
@@ -286,3 +287,13 @@ def test_a_close_racing_another_counts_the_matter_as_the_other_closed_it(
     result = d.close(couch, keys, signer, secretary, stale, NOW)
     assert result["matter"] == stale["_id"] and couch.main.get(stale["_id"])["status"] == "closed"
     assert d.close_due(couch, keys, signer, NOW) == 0
+
+
+def test_a_vote_of_adult_residents_rolls_every_adult_of_the_community_with_their_household(
+        demo_loaded: Couch, secretary: Principal, keys: KeyStore) -> None:
+    couch = demo_loaded
+    matter = d.open_matter(couch, keys, secretary, new_matter(electorate="adult_resident"), NOW)
+    residents = list(iter_view_docs(couch.main, "linli/by_place", [C1, "resident"]))
+    adults = {r["_id"]: r["household"] for r in residents if queries.age_on(r["birth_date"], NOW.date()) >= 18}
+    assert 0 < len(adults) < len(residents)  # the demo's children are left out
+    assert {e["voter"]: e["household"] for e in d.roll_of(couch, matter)} == adults

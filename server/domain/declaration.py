@@ -438,7 +438,8 @@ DOC_TYPES: dict[str, DocType] = {
         }, label_zh="议题", label_en="Matter"),
         DocType("matter_roll", Scope.COMMUNITY, {
             # Who may vote on a matter, frozen when it opened: later household edits move no threshold. Each entry
-            # the voter (household, resident or user), the household it counts for and its floor area then.
+            # the voter (household, resident or user), the household it counts for (none when the voter is one)
+            # and its floor area then.
             "matter": _ref("matter", required=True),
             "entries": Field("records", max_items=MAX_ROLL, shape=(
                 ("voter", "id"), ("household?", "id"), ("area?", "float"))),

@@ -110,7 +110,8 @@ def roll_hash(entries: list[Doc]) -> str:
 
 
 def eligible(couch: Couch, community: str, electorate: str, on: dt.date) -> list[Doc]:
-    """Who may vote, as roll entries sorted by voter: {voter, household?, area?}."""
+    """Who may vote, as roll entries sorted by voter: {voter, household?, area?} (a household voting for itself has
+    no `household`: it is its voter)."""
     if electorate == "committee":
         rows = couch.accounts.query("linli/users_by_community", key=community, include_docs="true", as_list=True)
         entries = [{"voter": r["doc"]["_id"]} for r in rows
@@ -119,7 +120,11 @@ def eligible(couch: Couch, community: str, electorate: str, on: dt.date) -> list
         households = {h["_id"]: h for h in _all_in(couch, community, "household")}
 
         def entry(voter: str, household: str) -> Doc:
-            return {"voter": voter, "household": household, "area": float(households[household].get("floor_area", 0))}
+            # A household voting for itself is not named twice: at a street's 100,000 households the roll, one
+            # document, stays well under CouchDB 3's default 8 MB document limit (about 5 MB).
+            area = float(households[household].get("floor_area", 0))
+            return {"voter": voter, "area": area} if voter == household else {"voter": voter, "household": household,
+                                                                               "area": area}
 
         if electorate == "household":
             entries = [entry(h, h) for h in households]

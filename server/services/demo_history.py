@@ -890,7 +890,7 @@ def matters_and_votes(census: Census, rng: random.Random, clock: Clock) -> Itera
             opens = clock.daytime(rng, days_ago)
             closes = opens + dt.timedelta(days=days_open)
             entries = ([{"voter": u} for u in committee] if electorate == "committee" else
-                       [{"voter": h.id, "household": h.id, "area": h.area} for h in homes])
+                       [{"voter": h.id, "area": h.area} for h in homes])
             where = {"street": grids[0].routing["street"], "community": community}
             matter_id = f"matter:{key}"
             yield {"_id": f"matter_roll:{key}", "type": "matter_roll", **where, "matter": matter_id,

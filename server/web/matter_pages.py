@@ -168,13 +168,13 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
         """The frozen roll as the secretary reads it: each voter named (a household's address, a resident's or a
         member's name) with the floor area counted for them."""
         entries = d.roll_of(couch, matter)
-        named = get_many(couch.main, {e.get("household") or e["voter"] for e in entries}
-                         | {e["voter"] for e in entries})
-        users = queries.user_names(couch, {e["voter"] for e in entries if e["voter"].startswith("user:")})
+        homes = {e["voter"]: e.get("household") or e["voter"] for e in entries}  # a household votes for itself
+        named = get_many(couch.main, set(homes.values()) | set(homes))
+        users = queries.user_names(couch, {v for v in homes if v.startswith("user:")})
         return [{"voter": e["voter"], "area": e.get("area"),
                  "label": users.get(e["voter"]) or named.get(e["voter"], {}).get("name")
-                 or named.get(e.get("household") or "", {}).get("address") or e["voter"],
-                 "address": named.get(e.get("household") or "", {}).get("address", "")} for e in entries]
+                 or named.get(homes[e["voter"]], {}).get("address") or e["voter"],
+                 "address": named.get(homes[e["voter"]], {}).get("address", "")} for e in entries]
 
     async def roll_page(request: Request) -> Response:
         _, matter = await secretary_matter(request)
