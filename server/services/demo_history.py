@@ -864,6 +864,7 @@ def _help(rng: random.Random, household: Household, person: Person, volunteer: s
            "to_account": volunteer, "amount": minutes, "kind": "confirmation", "claim": claim["_id"],
            "created_by": claim["decided_by"], "created_at": _iso(answered)}
 
+
 # ---------------------------------------------------------------- matters and votes
 
 # Per community: (title, kind, electorate, rule, opened days ago, days open, share voting, share agreeing). The
