@@ -26,7 +26,7 @@ from server.domain.access import Principal
 from server.domain.declaration import validate
 from server.security import accounts
 from server.security.firewall import Firewall
-from server.services import demo
+from server.services import deliberation, demo
 from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch
@@ -78,6 +78,10 @@ SCREENS_CHECKED = [
     Screen("tasks-volunteer", "zhiyuan01a", "/tasks"),
     Screen("task-volunteer", "zhiyuan01a", "/tasks/{task}"),
     Screen("task-new", "wangge01", "/tasks/new?household={household}"),
+    Screen("matter-vote", "jumin1", "/matters/{matter}"),  # issue 15: the ballot form
+    Screen("matter-new", "shuji1", "/matters/new"),
+    Screen("matter-count", "shuji1", "/matters/{matter}"),
+    Screen("matter-result", None, "/matters/{result}/result"),
 ]
 
 # Touch targets under 44 × 44 CSS px, with the exemptions of WCAG 2.5.5 named in the module's docstring.
@@ -164,9 +168,16 @@ def _prepare(couch: Couch, firewall: Firewall) -> dict[str, str]:
     couch.main.save(task)
     need = resident_needs.create(couch, Principal.of(couch.accounts.get(accounts.user_id("jumin1"))), resident,
                                  "shopping", "腿脚不便，需要有人帮忙买菜", now)
+    # A vote open for the resident, and one closed with its result published.
+    secretary = Principal.of(couch.accounts.get(accounts.user_id("shuji1")))
+    matters = [deliberation.open_matter(couch, firewall.keystore, secretary, deliberation.NewMatter(
+        resident["community"], title, "", "household_assembly", "household", "households_three_quarters", (),
+        now - dt.timedelta(hours=1), now + dt.timedelta(days=7)), now) for title in ("加装电梯", "楼道照明")]
+    deliberation.close(couch, firewall.keystore, firewall.signer, secretary, matters[1], now)
     return {"grid": resident["grid"], "household": resident["household"], "resident": RESIDENT,
             "request": request["_id"].removeprefix("service_request:"), "task": "a11y",
-            "need": need["_id"].removeprefix("need:")}
+            "need": need["_id"].removeprefix("need:"),
+            "matter": deliberation.key_of(matters[0]["_id"]), "result": deliberation.key_of(matters[1]["_id"])}
 
 
 @pytest.fixture(scope="module")

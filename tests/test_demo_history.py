@@ -17,8 +17,10 @@ from starlette.testclient import TestClient
 from crypto.fields import is_sealed, protected_fields
 from server.domain import timebank as timebank_rules
 from server.domain.declaration import ALERT_KINDS, NEED_STATES, REQUEST_STATES, TASK_STATES, validate
+from server.security.filing import Signer
 from server.security.firewall import Firewall
-from server.services import alerts, demo, demo_history, service_requests, timebank
+from server.services import alerts, deliberation, demo, demo_history, service_requests, timebank
+from server.store.config import Settings
 from server.store.couch import Couch, connect, docs_of_type
 from server.store.embedded_couch import EmbeddedCouch
 from server.web.app import create_app
@@ -58,9 +60,11 @@ def test_every_document_is_valid_unique_and_within_the_year(pilot: list[dict]) -
     stamps = [_at(d[k]) for d in pilot for k in ("created_at", "raised_at", "measured_at") if k in d]
     assert max(stamps) <= NOW and min(stamps) >= NOW - dt.timedelta(days=demo_history.DAYS + 1)
     counts = collections.Counter(d["type"] for d in pilot)
-    # The pilot (6,000 households): a few thousand requests and visits, hundreds of alerts; not a flood.
+    # The pilot (6,000 households): a few thousand requests and visits, hundreds of alerts; not a flood. Votes add
+    # a ballot per household that voted (a Civil Code art. 278 vote needs 2/3 of them): counted apart.
     assert 1_000 <= counts["service_request"] <= 2_000 and 2_000 <= counts["visit"] <= 6_000
-    assert 300 <= counts["alert"] <= 1_000 and sum(counts.values()) < 15_000
+    assert 300 <= counts["alert"] <= 1_000 and sum(counts.values()) - counts["ballot"] < 15_000
+    assert 4_000 <= counts["ballot"] <= 6_000
 
 
 def test_requests_in_every_state_and_category_with_realistic_timings(pilot: list[dict]) -> None:
@@ -178,9 +182,19 @@ def test_elderly_residents_have_health_notes() -> None:
 # ---------------------------------------------------------------- loaded, as `linli serve` loads it
 
 @pytest.fixture(scope="module")
-def street(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Couch, TestClient]]:
+def street_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(Path(tmp_path_factory.mktemp("history")), f"hist_{secrets.token_hex(3)}_")
+
+
+@pytest.fixture(scope="module")
+def settings_of_street(street_settings: Settings) -> Signer:
+    return Signer.of(street_settings)
+
+
+@pytest.fixture(scope="module")
+def street(couch_server: EmbeddedCouch, street_settings: Settings) -> Iterator[tuple[Couch, TestClient]]:
     """The SIZE street and its history up to NOW, loaded once for this module, and the web app over it."""
-    settings = make_settings(Path(tmp_path_factory.mktemp("history")), f"hist_{secrets.token_hex(3)}_")
+    settings = street_settings
     couch = connect(settings, couch_server.url)
     demo.load(couch, Firewall.open(settings, couch).seal_for_storage, size=SIZE, password=PASSWORD, now=NOW)
     with TestClient(create_app(settings, couch), follow_redirects=False) as client:
@@ -257,3 +271,24 @@ def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) ->
     states = re.findall(r'<span class="row-meta">([^<·]+?) ·', home.text)
     assert sorted(states[:3]) == ["已接受", "待接受", "待接受"] and {"已完成", "已婉拒"} <= set(states)
     assert 'id="my-households"' in home.text
+
+def test_the_demo_has_votes_published_and_one_open(street: tuple[Couch, TestClient], street_settings: Settings,
+                                                   settings_of_street: Signer) -> None:
+    """Past votes are counted, signed and filed on loading (`linli serve` calls close_due; the app's minute clock
+    may have been first), the open one is not."""
+    couch, client = street
+    assert len(docs_of_type(couch.main, "matter")) == 3 * SIZE.communities
+    keys = Firewall.open(street_settings, couch).keystore
+    deliberation.close_due(couch, keys, settings_of_street, NOW)
+    assert deliberation.close_due(couch, keys, settings_of_street, NOW) == 0  # once
+    results = docs_of_type(couch.main, "matter_result")
+    assert len(results) >= 2 * SIZE.communities and all(r["receipts"] and r["counted"] for r in results)
+    # The open vote stays open until its closing time (the app's clock runs on the real time, at or after NOW).
+    clock = max(NOW, dt.datetime.now(dt.UTC))
+    assert all((m["status"] == "closed") == (_at(m["closes_at"]) <= clock) for m in docs_of_type(couch.main, "matter"))
+    _as(client, "shuji1")
+    listed = client.get("/matters")
+    assert listed.text.count("已结束") >= 2 and "垃圾分类投放点位置调整" in listed.text
+    result = results[0]
+    page = client.get(f"/matters/{result['matter'].split(':', 1)[1]}/result")
+    assert page.status_code == 200 and result["receipts"][0] in page.text

@@ -39,7 +39,7 @@ from server.cli import admin, device_admin
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationError, export_json, validate
 from server.security import account_changes, accounts, filing, master_key, number_index
 from server.security.firewall import Firewall
-from server.services import demo
+from server.services import deliberation, demo
 from server.store.config import Settings, load_settings, with_secret_key
 from server.store.couch import FIRST_VIEWS, Couch, build_views, connect, ensure_designs, get_or_none
 from server.store.embedded_couch import FolderInUse, Record, folder_couch, free_port
@@ -105,8 +105,11 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
     if get_or_none(couch.main, demo.STREET_ID) is None:
         password = secrets.token_urlsafe(9)
         print(f"Loading the demo community (seed {seed}) …", flush=True)
-        seal = Firewall.open(settings, couch).seal_for_storage
-        report = demo.load(couch, seal, seed=seed, size=size, password=password, progress=sys.stdout.isatty())
+        firewall = Firewall.open(settings, couch)
+        report = demo.load(couch, firewall.seal_for_storage, seed=seed, size=size, password=password,
+                           progress=sys.stdout.isatty())
+        # The history's past votes are counted and published now (signed, filed), not at the first minute sweep.
+        deliberation.close_due(couch, firewall.keystore, firewall.signer, dt.datetime.now(dt.UTC))
         print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
         lines = [f"Demo password for every demo account: {password}", ""]
         lines += [f"  {login.username:<22} {login.role:<18} {login.where}" for login in demo.demo_logins(seed, size)]

@@ -179,6 +179,18 @@ def _transfer(p: Principal, doc: Doc) -> bool:
     return _staff_of_community(p, doc) or bool(mine & {doc.get("from_account"), doc.get("to_account")})
 
 
+def _of_community(p: Principal, doc: Doc) -> bool:
+    """Everyone who works in the community (secretary, grid workers, volunteers: their accounts name it). A
+    resident's account names no community: their pages check their own record's (server/services/deliberation.py)."""
+    return p.has(Role.ADMIN) or doc.get("community") in p.communities
+
+
+def _ballot(p: Principal, doc: Doc) -> bool:
+    """Who chose what is the voter's and the secretary's (who recorded it, at the door, too) until the result is
+    published, and the published result names receipts, not voters."""
+    return _staff_of_community(p, doc) or _own(p, doc) or doc.get("created_by") == p.user_id
+
+
 RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "street": _street_wide,
     "department": _street_wide,
@@ -215,6 +227,12 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "organisation": _street_wide,
     "claim": _claim,
     "transfer": _transfer,
+    # Deliberation (issue 15): matters and their results are the community's; the frozen roll names households
+    # and residents, so it is the secretary's.
+    "matter": _of_community,
+    "matter_result": _of_community,
+    "matter_roll": _secretary_only,
+    "ballot": _ballot,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).

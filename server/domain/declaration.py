@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from server.domain.errors import FieldError, UserError
+from server.domain.vote_rules import RULES
 
 
 class Tier(StrEnum):
@@ -109,6 +110,8 @@ class Field:
     shape: tuple[tuple[str, str], ...] = ()
     # Set by the server alone (e.g. which key a device's readings are sealed to): no client may write or change it.
     server_only: bool = False
+    # Items of a list (default 200) or records (default 500) field: a matter's frozen roll and receipts hold more.
+    max_items: int | None = None
 
     @property
     def effective_tier(self) -> Tier:
@@ -176,6 +179,15 @@ TASK_STATES = ("assigned", "accepted", "done", "declined")
 # How the volunteer assigned answers a task, from each state (done and declined carry their note: access.py).
 TASK_ANSWERS: dict[str, tuple[str, ...]] = {"assigned": ("accepted", "done", "declined"),
                                             "accepted": ("done", "declined")}
+# Deliberation and voting (issue 15, server/services/deliberation.py).
+MATTER_KINDS = ("committee_decision", "household_assembly", "hearing", "consultation")
+# Who votes: the residents' committee (the community's secretary and grid workers), one ballot per household,
+# one per adult resident.
+ELECTORATES = ("committee", "household", "adult_resident")
+BALLOT_MODES = ("open", "secret")
+MATTER_STATES = ("open", "closed")
+BALLOT_CHANNELS = ("own", "door", "paper")  # the voter's own authenticated vote, at the door, a paper ballot
+MAX_ROLL = 200_000  # voters on one matter's roll (a street-wide household vote at scale)
 # Protected fields a resident can be found by, and the field of their number_index document holding each one's
 # blind index (server-only: no phone holds an index, crypto/README.md "Blind index leakage").
 BLIND_INDEXED = {"phone": "phone_bidx", "id_card": "id_card_bidx"}
@@ -234,6 +246,9 @@ DOC_TYPES: dict[str, DocType] = {
             "head": _ref("resident"),
             "member_count": Field("int", Category.BASIC),
             "housing": _enum(("owned", "rented", "public_rental", "other"), Category.BASIC),
+            # Square metres of the home (专有部分面积), for votes counted by area (server/domain/vote_rules.py). Basic,
+            # like the address it describes: the server reads it to freeze a roll, and only totals are published.
+            "floor_area": Field("float", Category.BASIC),
             "tags": Field("list", Category.SOCIAL, choices=(
                 "elderly_alone", "low_income", "disability", "veteran", "empty_nest", "left_behind_child",
             )),
@@ -398,6 +413,79 @@ DOC_TYPES: dict[str, DocType] = {
             "satisfaction": _enum(SATISFACTION),
             **_WHO_WHEN,
         }, label_zh="服务请求", label_en="Service request", client_writable=True),
+        DocType("matter", Scope.COMMUNITY, {
+            # Something the community decides or is consulted on. Published to the community: no personal data.
+            "title": _text(Category.SYSTEM, required=True, max_length=200),
+            "body": _text(Category.SYSTEM, max_length=5000),
+            "kind": _enum(MATTER_KINDS, required=True),
+            "options": Field("list", Category.SYSTEM, required=True, max_length=100),
+            "electorate": _enum(ELECTORATES, required=True),
+            "opens_at": Field("datetime", required=True),
+            "closes_at": Field("datetime", required=True),
+            "mode": _enum(BALLOT_MODES, required=True),
+            "rule": _enum(RULES, required=True),
+            # The rule's conditions as they stood when the matter opened (vote_rules.Condition.as_record).
+            "conditions": Field("records", server_only=True, shape=(
+                ("measure", "text"), ("unit", "text"), ("base", "text"), ("at_least", "text"))),
+            "status": _enum(MATTER_STATES, required=True),
+            # The frozen roll (matter_roll:<key>): how many voters and the hash of its entries.
+            "roll_size": Field("int", server_only=True),
+            "roll_hash": _text(max_length=64, server_only=True),
+            # A secret vote's public key (P-256, base64url): ballots' choices are sealed to it in the browser or on
+            # the phone (write without read, crypto/envelope.py seal_for); its private half is matter_key's.
+            "seal_public": _text(Category.SYSTEM, max_length=100, server_only=True),
+            "closed_at": Field("datetime"),
+            "closed_by": _ref("user"),
+            **_WHO_WHEN,
+        }, label_zh="议题", label_en="Matter"),
+        DocType("matter_roll", Scope.COMMUNITY, {
+            # Who may vote on a matter, frozen when it opened: later household edits move no threshold. Each entry
+            # the voter (household, resident or user), the household it counts for (none when the voter is one)
+            # and its floor area then.
+            "matter": _ref("matter", required=True),
+            "entries": Field("records", max_items=MAX_ROLL, shape=(
+                ("voter", "id"), ("household?", "id"), ("area?", "float"))),
+            "hash": _text(required=True, max_length=64),
+            "created_at": Field("datetime", required=True),
+        }, label_zh="投票名册", label_en="Electoral roll"),
+        DocType("ballot", Scope.COMMUNITY, {
+            # One voter's ballot; its id is ballot:<matter key>:<voter id>, so a second ballot for the same voter is
+            # a CouchDB conflict of this document, never a second vote (server/services/deliberation.py).
+            "matter": _ref("matter", required=True),
+            "voter": Field("id", required=True),  # a household, a resident or a user (committee member)
+            "household": _ref("household"),
+            "resident": _ref("resident"),  # the person who voted (for a household: which of its members)
+            # Not protected personal data, but shown only to the voter and the secretary until the result is
+            # published (access.py): who chose what is recorded in an open vote. A secret vote's choice is an
+            # envelope sealed to the matter's key (context: the ballot's id, "choice", "basic"), opened at close.
+            "choice": _text(Category.SOCIAL, required=True, max_length=400),
+            "channel": _enum(BALLOT_CHANNELS, required=True),
+            "assisted_by": _ref("user"),  # whoever recorded it for the voter (door, paper)
+            "receipt": _text(required=True, max_length=16, server_only=True),
+            **_WHO_WHEN,
+        }, label_zh="选票", label_en="Ballot"),
+        DocType("matter_result", Scope.COMMUNITY, {
+            # The published result: totals, each condition with numerator and denominator, every receipt counted,
+            # signed with the filing log's key and filed in the community's filing log.
+            "matter": _ref("matter", required=True),
+            "totals": Field("map", required=True),
+            "conditions": Field("records", required=True, shape=(
+                ("measure", "text"), ("unit", "text"), ("base", "text"), ("at_least", "text"),
+                ("numerator", "text"), ("denominator", "text"), ("passed", "bool"))),
+            "passed": Field("bool", required=True),
+            "roll_size": Field("int", required=True),
+            "roll_hash": _text(required=True, max_length=64),
+            "counted": Field("int", required=True),
+            "receipts": Field("list", required=True, max_length=16, max_items=MAX_ROLL),
+            "conflicts": Field("int", required=True),  # voters with more than one ballot, each counted once
+            # Secret votes: voters none of whose ballots opened to an option under the matter's key (tampered,
+            # or sealed for another ballot): not counted, their receipts not listed.
+            "invalid": Field("int"),
+            "published_at": Field("datetime", required=True),
+            "hash": _text(required=True, max_length=64),
+            "signature": _text(required=True, max_length=200),
+            "filed_seq": Field("int", required=True),
+        }, label_zh="表决结果", label_en="Result"),
         DocType("survey_response", Scope.COMMUNITY, {
             # The monthly satisfaction survey (§4.5): one answer per resident per month; only totals are published.
             "month": _text(required=True, max_length=7),
@@ -661,6 +749,15 @@ DOC_TYPES: dict[str, DocType] = {
             "indexes_server_only": Field("bool", Category.SYSTEM),
             **{tier.value: Field("key_versions", Category.SYSTEM) for tier in (Tier.CONTACT, Tier.CORE)},
         }, database=ACCOUNTS_DB, label_zh="密钥环", label_en="Key ring"),
+        DocType("matter_key", Scope.COMMUNITY, {
+            # A secret vote's private key, wrapped under the master key like the installation key: the server
+            # opens the sealed choices with it at close, and nobody else holds it (never replicated).
+            "matter": _ref("matter", required=True),
+            "master_id": _text(Category.SYSTEM, required=True, max_length=32),
+            "wrapped": _text(Category.SYSTEM, required=True, max_length=100),
+            "public": _text(Category.SYSTEM, required=True, max_length=100),
+            "created_at": Field("datetime", required=True),
+        }, database=ACCOUNTS_DB, label_zh="表决密钥", label_en="Vote key"),
         DocType("installation_key", Scope.INSTALLATION, {
             # The ECDSA P-256 key the installation vouches for residents' write keys with
             # (crypto/key_statements.py): its private scalar wrapped under the master key, so that a master-key
@@ -746,8 +843,8 @@ def _is_map_value(value: Any) -> bool:
 
 
 def _check_records(spec: Field, value: Any) -> Problem | None:
-    if not isinstance(value, list) or len(value) > 500:
-        return ("err_records", {})
+    if not isinstance(value, list) or len(value) > (spec.max_items or 500):
+        return ("err_records", {"max": spec.max_items or 500})
     shape = {key.rstrip("?"): (kind, not key.endswith("?")) for key, kind in spec.shape}
     for i, item in enumerate(value):
         if not isinstance(item, dict):
@@ -846,8 +943,8 @@ def _check_value(spec: Field, value: Any) -> Problem | None:
     if kind == "list":
         if not isinstance(value, list):
             return ("err_not_list", got)
-        if len(value) > 200:
-            return ("err_too_many", {"max": 200})
+        if len(value) > (spec.max_items or 200):
+            return ("err_too_many", {"max": spec.max_items or 200})
         for item in value:
             if not isinstance(item, str) or len(item) > spec.max_length:
                 return ("err_list_items", {})
@@ -930,6 +1027,7 @@ def export_json() -> dict[str, Any]:
                         **({"ref": f.ref} if f.ref else {}),
                         **({"shape": dict(f.shape)} if f.shape else {}),
                         **({"server_only": True} if f.server_only else {}),
+                        **({"max_items": f.max_items} if f.max_items else {}),
                     }
                     for name, f in t.fields.items()
                 },

@@ -16,10 +16,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pycouchdb.exceptions import Conflict
 
 from crypto import filing_log
+from crypto.envelope import b64url, unb64url
 from server.domain.access import deletion
 from server.domain.declaration import validate
 from server.security.filing_anchor import HeadAnchor
@@ -170,3 +172,31 @@ def resign(couch: Couch, old: Ed25519PrivateKey, new: Ed25519PrivateKey, communi
     if failed:
         raise RuntimeError(f"re-signing {failed[0].id} failed: {failed[0].error}; run the rotation again")
     return len(checkpoints)
+
+
+RESULT_PUBLISHED = "result_published"  # the filing log's action for a published vote result (not an opening)
+_RESULT_LABEL = b"linli:vote-result:v1\x00"
+
+
+def _result_message(community: str, matter: str, seq: int, result_hash: str) -> bytes:
+    return _RESULT_LABEL + f"{community}\x00{matter}\x00{seq}\x00{result_hash}".encode()
+
+
+def file_result(couch: Couch, signer: Signer, *, street: str, community: str, actor: str, matter: str,
+                result_hash: str, at: dt.datetime) -> tuple[int, str]:
+    """File a vote's published result (its hash, server/services/deliberation.py) in the community's filing log
+    and sign it with the log's key; returns the entry's seq and the signature over community, matter, seq and
+    hash, so the published result names the log entry that holds it."""
+    entry = append(couch, signer, street=street, community=community, actor=actor, action=RESULT_PUBLISHED,
+                   target=matter, fields=[], purpose=f"sha256:{result_hash}", device="server", at=at)
+    return entry["seq"], b64url(signer.key.sign(_result_message(community, matter, entry["seq"], result_hash)))
+
+
+def result_signed(public_key: Ed25519PublicKey, community: str, matter: str, seq: int, result_hash: str,
+                  signature: str) -> bool:
+    """Whether a published result's signature is the filing log key's over its community, matter, seq and hash."""
+    try:
+        public_key.verify(unb64url(signature), _result_message(community, matter, seq, result_hash))
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -23,7 +23,7 @@ from pycouchdb.exceptions import Conflict
 from tqdm import tqdm
 
 from crypto import key_statements
-from crypto.envelope import b64url, unb64url
+from crypto.envelope import WriteKey, b64url, unb64url
 from crypto.keyring import (
     PROTECTED_TIERS,
     WRITE_KEY_TIER,
@@ -55,6 +55,9 @@ class GrantableKey(NamedTuple):
 
 class ShreddedError(LookupError):
     """The resident's data keys are gone (crypto-shredded, or never made): their data cannot be opened."""
+
+
+MATTER_KEY_VERSION = 1  # a secret vote's key is made once and never rotated: its ballots live days
 
 
 def _key_of(doc_id: str) -> str:
@@ -186,6 +189,30 @@ class KeyStore:
             raise ShreddedError(f"{resident} has no data keys (erased)")
         return self.open_record(record, tiers)
 
+    # ------------------------------------------------------------ secret votes
+
+    def new_matter_key(self, matter: dict[str, Any], now: dt.datetime) -> str:
+        """Make and store a secret vote's key (matter_key:<key>, accounts database); its public half, base64url,
+        which the matter carries for ballots to be sealed to."""
+        private = ec.generate_private_key(ec.SECP256R1())
+        scalar = private.private_numbers().private_value.to_bytes(32, "big")
+        public = b64url(key_statements.public_raw(private))
+        doc = {"_id": "matter_key:" + _key_of(matter["_id"]), "type": "matter_key", "street": matter["street"],
+               "community": matter["community"], "matter": matter["_id"], "master_id": master_id(self.master_keys[0]),
+               "wrapped": wrap(self.master_keys[0], scalar), "public": public, "created_at": now.isoformat()}
+        validate(doc)
+        self.couch.accounts.save(doc)
+        return public
+
+    def matter_key(self, matter_id: str) -> WriteKey:
+        """The secret vote's private key, to open its ballots' choices at close."""
+        doc = self.couch.accounts.get("matter_key:" + _key_of(matter_id))
+        master = next((m for m in self.master_keys if master_id(m) == doc["master_id"]), None)
+        if master is None:
+            raise KeyMaterialError("no configured master key opens this vote's key")
+        return WriteKey(ec.derive_private_key(int.from_bytes(unwrap(master, doc["wrapped"]), "big"), ec.SECP256R1()),
+                        MATTER_KEY_VERSION)
+
     # ------------------------------------------------------------ rotation
 
     def rotate_master(self, progress: bool = False) -> int:
@@ -194,6 +221,11 @@ class KeyStore:
         for community in tqdm(communities, desc="key rings", unit="ring", disable=not progress):
             ring = self.couch.accounts.get(keyring_id(community))
             self.save_tier_keys(community, TierKeys.unwrap_ring(self.master_keys, ring))
+        for doc in docs_of_type(self.couch.accounts, "matter_key"):  # secret votes' keys: the same keys, re-wrapped
+            if doc["master_id"] != master_id(self.master_keys[0]):
+                scalar = unwrap(next(m for m in self.master_keys if master_id(m) == doc["master_id"]), doc["wrapped"])
+                self.couch.accounts.save({**doc, "master_id": master_id(self.master_keys[0]),
+                                          "wrapped": wrap(self.master_keys[0], scalar)})
         # The installation key itself stays the same: gateways and phones keep their pinned copy.
         doc = get_or_none(self.couch.accounts, INSTALLATION_KEY_ID)
         if doc is not None and doc["master_id"] != master_id(self.master_keys[0]):

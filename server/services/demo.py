@@ -16,6 +16,7 @@ against a fixed reference date, never today.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import random
 import time
@@ -357,6 +358,7 @@ def _household_docs(people: _People, slot: _Slot, routing: dict[str, str], addre
     cared_for = {"elderly_alone", "empty_nest", "low_income", "disability"}.intersection(tags)
     yield {"_id": f"household:{slot.key}", "type": "household", **routing, **address,
            "head": residents[0]["_id"], "member_count": len(residents), "housing": housing, "tags": tags,
+           "floor_area": _floor_area(slot.key),
            **({"volunteers": [accounts.user_id(volunteers[slot.h % 2])]} if cared_for else {})}
     yield from residents
     if slot.kind == "elderly_alone":
@@ -365,6 +367,12 @@ def _household_docs(people: _People, slot: _Slot, routing: dict[str, str], addre
             yield {"_id": f"device:{slot.key}-1-{kind}", "type": "device", **routing,
                    "household": f"household:{slot.key}", "resident": residents[0]["_id"],
                    "kind": kind, "mac": people.mac(), "model": model, "installed_at": installed}
+
+
+def _floor_area(household_key: str) -> float:
+    """A flat's floor area, 50.0 to 139.5 m² in half metres, from its key alone (a draw from a random stream would
+    move every name and number drawn after it)."""
+    return 50 + int.from_bytes(hashlib.sha256(household_key.encode()).digest()[:4], "big") % 180 / 2
 
 
 def _address(road: str, g: int, h: int) -> dict[str, str]:

@@ -28,9 +28,10 @@ from server.domain import timebank as rules
 from server.domain.declaration import SATISFACTION
 from server.domain.entitlement import alert_visibility, may_notify_family, privacy_choices
 from server.domain.field_rules import COMMON_NEEDS
+from server.domain.vote_rules import RULES, YES_NO_ABSTAIN
 from server.domain.workdays import WorkCalendar
 from server.security import accounts
-from server.services import alerts, service_requests
+from server.services import alerts, deliberation, service_requests
 
 Doc = dict[str, Any]
 DAYS = 365  # the history's length, ending at `now`
@@ -94,6 +95,7 @@ class Household:
     address: str
     tags: tuple[str, ...]
     volunteers: tuple[str, ...]
+    area: float = 0.0  # floor area, m² (votes by area)
     residents: list[Person] = field(default_factory=list)
     devices: dict[str, str] = field(default_factory=dict)  # kind → device id
 
@@ -139,7 +141,7 @@ class Census:
         elif kind == "household":
             self.households[doc["_id"]] = Household(
                 doc["_id"], {k: doc[k] for k in ("street", "community", "grid")}, doc["address"],
-                tuple(doc["tags"]), tuple(doc.get("volunteers", ())))
+                tuple(doc["tags"]), tuple(doc.get("volunteers", ())), doc.get("floor_area", 0.0))
         elif kind == "resident":
             self.households[doc["household"]].residents.append(
                 Person(doc["_id"], self._age_of(doc["birth_date"]), doc["name"]))
@@ -863,6 +865,66 @@ def _help(rng: random.Random, household: Household, person: Person, volunteer: s
            "created_by": claim["decided_by"], "created_at": _iso(answered)}
 
 
+# ---------------------------------------------------------------- matters and votes
+
+# Per community: (title, kind, electorate, rule, opened days ago, days open, share voting, share agreeing). The
+# last is still open; the others are past their closing time, counted and published when the demo is loaded
+# (deliberation.close_due: signed and filed like any close).
+MATTERS = (
+    ("使用专项维修资金更换屋面防水", "household_assembly", "household", "civil_code_278_major", 120, 21, 0.68, 0.85),
+    ("社区活动中心开放时间调整", "committee_decision", "committee", "committee_two_thirds", 40, 3, 1.0, 0.8),
+    ("垃圾分类投放点位置调整", "household_assembly", "household", "households_three_quarters", 2, 7, 0.1, 0.75),
+)
+MATTER_BODY = "请各位居民（户代表）在表决时间内投票；可由网格员入户代录。"
+
+
+def matters_and_votes(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Each community's votes: two past (a household vote under Civil Code art. 278, a committee decision) and one
+    open (3/4 of households); ballots recorded at the door by the grid worker (residents have no
+    accounts in the demo), the committee's members voting themselves."""
+    for community in sorted({g.routing["community"] for g in census.grids.values()}):
+        grids = [g for g in census.grids.values() if g.routing["community"] == community]
+        homes = sorted((h for h in census.in_order() if h.routing["community"] == community), key=lambda h: h.id)
+        committee = sorted({grids[0].secretary, *(g.worker for g in grids)})
+        for title, kind, electorate, rule, days_ago, days_open, voting, agreeing in MATTERS:
+            key = rng.randbytes(16).hex()
+            opens = clock.daytime(rng, days_ago)
+            closes = opens + dt.timedelta(days=days_open)
+            entries = ([{"voter": u} for u in committee] if electorate == "committee" else
+                       [{"voter": h.id, "area": h.area} for h in homes])
+            where = {"street": grids[0].routing["street"], "community": community}
+            matter_id = f"matter:{key}"
+            yield {"_id": f"matter_roll:{key}", "type": "matter_roll", **where, "matter": matter_id,
+                   "entries": entries, "hash": deliberation.roll_hash(entries), "created_at": _iso(opens)}
+            yield {"_id": matter_id, "type": "matter", **where, "title": title, "body": MATTER_BODY, "kind": kind,
+                   "options": list(YES_NO_ABSTAIN), "electorate": electorate, "opens_at": _iso(opens),
+                   "closes_at": _iso(closes), "mode": "open", "rule": rule,
+                   "conditions": [c.as_record() for c in RULES[rule].conditions], "status": "open",
+                   "roll_size": len(entries), "roll_hash": deliberation.roll_hash(entries),
+                   "created_by": grids[0].secretary, "created_at": _iso(opens)}
+            until = min(closes, clock.now - dt.timedelta(minutes=5))
+            for entry in entries:
+                if rng.random() >= voting:
+                    continue
+                choice = "yes" if rng.random() < agreeing else rng.choice(("no", "no", "abstain"))
+                at = opens + (until - opens) * rng.random()
+                yield _ballot(rng, matter_id, where, entry["voter"], choice, at,
+                              census.households.get(entry["voter"]), census)
+
+
+def _ballot(rng: random.Random, matter: str, where: Doc, voter: str, choice: str, at: dt.datetime,
+            household: Household | None, census: Census) -> Doc:
+    """A committee member's own vote, or a household's recorded at the door by its grid worker."""
+    doc: Doc = {"_id": deliberation.ballot_id(matter, voter), "type": "ballot", **where, "matter": matter,
+                "voter": voter, "choice": choice, "channel": "own", "created_by": voter,
+                "receipt": deliberation.format_receipt(rng.randbytes(6).hex()), "created_at": _iso(at)}
+    if household is not None:
+        worker = census.grids[household.routing["grid"]].worker
+        adults = [r.id for r in household.residents if r.age >= 18] or [household.residents[0].id]
+        doc.update(household=household.id, resident=adults[0], channel="door", assisted_by=worker, created_by=worker)
+    return doc
+
+
 # ---------------------------------------------------------------- all of it
 
 # name → the function making that kind of history; each draws from its own stream `<name>-<seed>`.
@@ -878,6 +940,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "needs": residents_needs,
     "urgent": urgent_now,
     "silent": silent_equipment,
+    "votes": matters_and_votes,
 }
 
 

@@ -45,7 +45,7 @@ from server.security.firewall import (
 )
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
-from server.services import alerts, service_requests, tasks, timebank
+from server.services import alerts, deliberation, service_requests, tasks, timebank
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import Couch, get_or_none
@@ -60,6 +60,7 @@ from server.web.field_pages import routes as field_routes
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
+from server.web.matter_pages import routes as matter_routes
 from server.web.need_pages import open_needs_context
 from server.web.need_pages import routes as need_routes
 from server.web.resident_needs import page_context as needs_context
@@ -436,6 +437,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *task_pages.routes(couch, current_user, render, _now),
         *need_routes(couch, current_user, render, _now),
         *today_routes(couch, current_user, render, _now),
+        *matter_routes(firewall, current_user, render, _now),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
@@ -466,9 +468,9 @@ SWEEP_EVERY = 60  # seconds
 
 
 async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
-    """Once a minute: service-request deadlines, expired phone key grants, BLE alerts. Every process may run
-    it: each sweep is idempotent, and two processes racing on one document get a CouchDB conflict, retried
-    next minute."""
+    """Once a minute: service-request deadlines, expired phone key grants, votes past closing, BLE alerts. Every
+    process may run it: each sweep is idempotent, and two processes racing on one document get a CouchDB conflict,
+    retried next minute."""
     while True:
         try:
             street = await run_in_threadpool(open311.the_street, couch)
@@ -476,6 +478,7 @@ async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
                 await run_in_threadpool(service_requests.sweep, couch, street, _now())
             await run_in_threadpool(grants.expire, firewall, _now())
             await run_in_threadpool(filing.file_reports, couch, firewall.signer)
+            await run_in_threadpool(deliberation.close_due, couch, firewall.keystore, firewall.signer, _now())
         except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
             logger.exception("service-request sweep failed")
         try:  # time-bank claims nobody answered lapse (server/services/timebank.py)

@@ -35,6 +35,7 @@ from server.domain.access import Principal, deletion, may_see
 from server.domain.declaration import DOC_TYPES, PROTECTED_TIERS, DocType, ValidationError, validate
 from server.domain.errors import FieldError, by_field
 from server.security.firewall import Firewall
+from server.services import deliberation
 from server.store import queries
 from server.store.couch import INDEX_WAIT_SECONDS, Couch, get_or_none, view_built
 
@@ -92,10 +93,12 @@ def branches_of(couch: Couch, doc_id: str) -> list[Doc] | None:
 
 
 def visible_conflicts(couch: Couch, p: Principal) -> list[Doc]:
-    """The conflicted documents of the user's street whose every branch the user may see, newest first."""
+    """The conflicted documents of the user's street whose every branch the user may see, newest first (not a
+    ballot's versions: each is kept and counted by precedence, listed on the matter's page)."""
     rows = couch.main.query("linli/conflicts", startkey=[p.street], endkey=[p.street, {}], include_docs="true",
                             conflicts="true", as_list=True)
-    winners = [row["doc"] for row in rows if row.get("doc") and may_see(p, row["doc"])]
+    winners = [row["doc"] for row in rows if row.get("doc") and may_see(p, row["doc"])
+               and row["doc"].get("type") not in deliberation.CONFLICTS_KEPT]
     listed = []
     for branches in with_losers(couch, winners).values():
         if len(branches) > 1 and all(may_see(p, b) for b in branches[1:]):

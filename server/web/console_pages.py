@@ -190,11 +190,11 @@ def people_of(couch: Couch, communities: list[str]) -> list[Doc]:
 
 
 def entry_names(couch: Couch, entries: list[Doc]) -> dict[str, str]:
-    """Display names of the people, residents and communities the entries name, by id."""
-    residents = get_many(couch.main, {e["target"] for e in entries} | {e["community"] for e in entries})
+    """Display names of the people, residents, communities and matters (a published vote) the entries name, by id."""
+    named = get_many(couch.main, {e["target"] for e in entries} | {e["community"] for e in entries})
     people = {e["actor"] for e in entries} | {e["target"] for e in entries
                                               if e["action"] in account_changes.ACCOUNT_ACTIONS}
-    return {**{i: d["name"] for i, d in residents.items()}, **queries.user_names(couch, people)}
+    return {**{i: d.get("name") or d.get("title", i) for i, d in named.items()}, **queries.user_names(couch, people)}
 
 
 def report_context(report: audit_report.Report) -> Doc:

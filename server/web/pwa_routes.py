@@ -52,7 +52,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "catalogue.html", "workbench.html",
                                    "resident_safety.html", "devices.html", "accounts.html", "ledger.html",
                                    "task_new.html", "today.html", "need.html",
-                                   "needs_open.html"})
+                                   "needs_open.html",
+                                   # Deliberation (issue 15): online for now; the door ballot offline comes next.
+                                   "matters.html", "matter.html", "matter_new.html", "matter_roll.html",
+                                   "matter_result.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest")

@@ -1,0 +1,119 @@
+"""A household vote, in Chromium against `linli serve` on the demo (issue 15): the secretary opens a matter, a
+resident activates their account and votes on their own page and keeps the receipt, the secretary sees the ballot
+in and closes the vote, and the published result (no sign-in) lists the receipt, the totals and the rule's
+condition with its numerator and denominator.
+
+One server for the session (tests/journeys.py); the matter's title carries a random tail.
+Screenshots: test-output/journeys/deliberation/ (1-opened, 2-receipt, 3-count, 4-result).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import secrets
+
+from playwright.sync_api import Browser, expect
+
+from tests.journeys import Person
+from tests.test_serve import Served, demo_password
+
+
+def _activation_code(worker: Person) -> str:
+    """A code for the first resident of a community-1 household who has no account yet (other journeys share the
+    server, so households are tried in a random order)."""
+    households = [f"household:c1-g0{g}-{h:04d}" for g in (3, 4, 5) for h in range(1, 9)]
+    for household in random.sample(households, len(households)):
+        worker.go(f"/households/{household}")
+        issue = worker.page.locator("form.activation button").first
+        if issue.count():
+            issue.click()
+            worker.page.wait_for_load_state()
+            return worker.page.locator("#activation-code").inner_text().strip()
+    raise AssertionError("no resident without an account in community 1's grids 3 to 5")
+
+
+def test_secretary_opens_resident_votes_secretary_closes_and_the_result_lists_the_receipt(
+        journey_browser: Browser, journey_served: Served) -> None:
+    title = f"楼道加装照明 {secrets.token_hex(3)}"
+    secretary = Person(journey_browser, journey_served, "shuji1", role="deliberation")
+    secretary.go("/matters/new")
+    secretary.page.fill("#m-title", title)
+    secretary.page.fill("#m-body", "每单元楼道加装声控灯，费用由公共收益支出。")
+    secretary.page.select_option("#m-electorate", "household")
+    secretary.page.select_option("#m-rule", "households_three_quarters")
+    secretary.act("发起并开始表决")
+    expect(secretary.page.locator("h1")).to_have_text(title)
+    expect(secretary.page.locator("main")).to_contain_text("表决中")
+    roll_size = int(secretary.page.locator("#roll-size").inner_text())
+    assert roll_size == 40  # community 1's households: 5 grids of 8 (linli serve --residents 400)
+    matter_url = secretary.page.url
+    secretary.shot("1-opened")
+
+    worker = Person(journey_browser, journey_served, "wangge03", role="deliberation")
+    code = _activation_code(worker)
+    resident = journey_browser.new_context(locale="zh-CN").new_page()  # a resident without an account yet
+    resident.goto(journey_served.url + "activate")
+    resident.fill("#code", code)
+    resident.fill("#username", f"jumin_{secrets.token_hex(3)}")
+    password = demo_password(journey_served.data_dir) + "-own"
+    resident.fill("#password", password)
+    resident.fill("#password_again", password)
+    resident.click("button:has-text('开通账户')")
+    resident.wait_for_load_state()
+    resident.goto(journey_served.url + "matters")
+    resident.click(f"#matters a.row:has-text('{title}')")
+    resident.check("input[name=choice][value=yes]")
+    resident.click("button:has-text('提交投票')")
+    expect(resident.locator("#ballot")).to_contain_text("已投票：同意")
+    receipt = resident.locator("#receipt").inner_text()
+    assert re.fullmatch(r"[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}", receipt)
+    resident.screenshot(path=str(secretary.shots / "2-receipt.png"), full_page=True)
+    resident.context.close()
+
+    secretary.page.goto(matter_url)
+    expect(secretary.page.locator("#ballots-in")).to_have_text("1")
+    secretary.shot("3-count")
+    secretary.act("结束表决并公布结果")
+    result_url = secretary.page.url
+    assert result_url.endswith("/result")
+
+    public = journey_browser.new_context(locale="zh-CN").new_page()  # anyone, signed in or not
+    public.goto(result_url)
+    expect(public.locator("#receipts")).to_contain_text(receipt)
+    expect(public.locator("#verdict")).to_have_text("未通过")  # 1 of 40 households is not 3/4
+    expect(public.locator("#totals")).to_contain_text("同意")
+    expect(public.locator("#conditions tbody tr")).to_contain_text("1")
+    expect(public.locator("#conditions tbody tr")).to_contain_text(str(roll_size))
+    public.screenshot(path=str(secretary.shots / "4-result.png"), full_page=True)
+    published = public.request.get(result_url + ".json").json()
+    assert receipt in published["receipts"] and published["totals"]["yes"] == 1
+    public.context.close()
+
+
+def test_a_secret_committee_vote_is_sealed_in_the_browser_and_counted_at_the_close(
+        journey_browser: Browser, journey_served: Served) -> None:
+    title = f"社区议事规则修订 {secrets.token_hex(3)}"
+    secretary = Person(journey_browser, journey_served, "shuji1", role="deliberation")
+    secretary.go("/matters/new")
+    secretary.page.fill("#m-title", title)
+    secretary.page.select_option("#m-kind", "committee_decision")
+    secretary.page.select_option("#m-electorate", "committee")
+    secretary.page.select_option("#m-rule", "committee_two_thirds")
+    secretary.page.select_option("#m-mode", "secret")
+    secretary.act("发起并开始表决")
+    expect(secretary.page.locator("main")).to_contain_text("无记名投票")
+    secretary.page.check("input[data-option][value=yes]")
+    with secretary.page.expect_request(lambda r: r.method == "POST" and "/matters/" in r.url) as sent:
+        secretary.page.click("button:has-text('提交投票')")
+    body = sent.value.post_data or ""
+    assert "choice=enc%3A" in body and "yes" not in body  # only the envelope leaves the browser
+    secretary.page.wait_for_load_state()
+    expect(secretary.page.locator("#ballot")).to_contain_text("无记名")
+    receipt = secretary.page.locator("#receipt").inner_text()
+    secretary.shot("5-secret-receipt")
+    secretary.act("结束表决并公布结果")
+    expect(secretary.page.locator("#receipts")).to_contain_text(receipt)
+    expect(secretary.page.locator("#totals")).to_contain_text("同意")
+    assert secretary.page.locator("#totals tbody tr", has_text="同意").locator("td").nth(1).inner_text() == "1"
+    secretary.shot("6-secret-result")
