@@ -209,6 +209,10 @@ def _links_ok(actor: Actor, d: Doc) -> bool:
                     or household not in (None, household_id(*place)) \
                     or resident not in (None, resident_id(*place)):
                 return False
+    if d["type"] == "need" and "task" in d:  # a need given to a volunteer: a task about its household, in its grid
+        task = REFS.get(d["task"])
+        if task is None or task["type"] != "task" or task["grid"] != d["grid"] or task["household"] != household:
+            return False
     if "gateway" in d and d["type"] != "gateway":
         if COMMUNITY_OF_GATEWAY.get(d["gateway"]) != d["community"]:
             return False
