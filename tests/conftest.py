@@ -113,3 +113,16 @@ def demo_loaded(couch: Couch, firewall: Firewall) -> Couch:
     the year of history, so that tests count only what they make (tests/test_demo_history.py loads it)."""
     demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password="demo-password", history=False)
     return couch
+
+
+@pytest.fixture
+def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
+    """The small demo street's web app, with the resident account `jumin1` (tests/browser.py DEMO_RESIDENT);
+    sign in with street.as_user(web, username, "demo-password")."""
+    from server.security import accounts
+    from tests.browser import DEMO_RESIDENT
+
+    demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [accounts.Role.RESIDENT], demo.STREET_ID,
+                                                 accounts.hash_password("demo-password"), resident=DEMO_RESIDENT))
+    with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
+        yield client

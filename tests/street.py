@@ -76,3 +76,10 @@ def post_form(client: TestClient, path: str, data: dict, htmx: bool = False):
 
 def logout(client: TestClient) -> None:
     client.post("/logout", data={"csrf_token": csrf_of(client)})
+
+
+def as_user(client: TestClient, username: str, password: str = PASSWORD) -> None:
+    """Sign the client out, and in again as `username`."""
+    logout(client)
+    response = login(client, username, password)
+    assert response.status_code == 303, response.text

@@ -6,38 +6,23 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 
-import pytest
 from starlette.testclient import TestClient
 
-from server.security import accounts
 from server.security.firewall import Firewall
 from server.services import demo
 from server.services.demo import STREET_ID
-from server.store.config import Settings
 from server.store.couch import Couch, iter_view_docs
-from server.web.app import create_app
 
+from . import street
 from .street import csrf_of
 
 PASSWORD = "demo-password"
 RESIDENT, HOUSEHOLD, GRID = "resident:c1-g01-0002-1", "household:c1-g01-0002", demo.grid_id(1, 1)
 
 
-@pytest.fixture
-def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
-    demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [accounts.Role.RESIDENT], STREET_ID,
-                                                 accounts.hash_password(PASSWORD), resident=RESIDENT))
-    with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
-        yield client
-
-
 def as_user(client: TestClient, username: str) -> None:
-    client.post("/logout", data={"csrf_token": csrf_of(client)})
-    response = client.post("/login", data={"username": username, "password": PASSWORD, "next": "/",
-                                           "csrf_token": csrf_of(client)})
-    assert response.status_code == 303, response.text
+    street.as_user(client, username, PASSWORD)
 
 
 def post(client: TestClient, path: str, **data: str) -> object:

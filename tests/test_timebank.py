@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,13 +17,12 @@ from server.domain import timebank as rules
 from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.domain.i18n import translator
-from server.security import accounts, filing
+from server.security import filing
 from server.services import timebank
 from server.services.demo import STREET_ID
-from server.store.config import Settings
 from server.store.couch import Couch
-from server.web.app import create_app
 
+from . import street
 from .street import csrf_of
 
 PASSWORD = "demo-password"
@@ -35,19 +33,8 @@ VOLUNTEER, OTHER_VOLUNTEER, WORKER = "user:zhiyuan01a", "user:zhiyuan01b", "user
 Doc = dict[str, Any]
 
 
-@pytest.fixture
-def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
-    demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [accounts.Role.RESIDENT], STREET_ID,
-                                                 accounts.hash_password(PASSWORD), resident=RESIDENT))
-    with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
-        yield client
-
-
 def as_user(client: TestClient, username: str) -> None:
-    client.post("/logout", data={"csrf_token": csrf_of(client)})
-    response = client.post("/login", data={"username": username, "password": PASSWORD, "next": "/",
-                                           "csrf_token": csrf_of(client)})
-    assert response.status_code == 303, response.text
+    street.as_user(client, username, PASSWORD)
 
 
 def post(client: TestClient, path: str, **data: str) -> Any:
