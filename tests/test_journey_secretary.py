@@ -80,6 +80,7 @@ def _resident_with_a_code(worker: Person, served: Served, browser: Browser) -> P
     activates with it (their password: the demo's, so that they sign in as every journey's person does)."""
     worker.go("/")
     rows = worker.page.locator("#households a.row")
+    expect(rows.first).to_be_visible()  # the grid's households listed before they are counted
     rows.nth(secrets.randbelow(min(rows.count(), 40))).click()
     worker.page.wait_for_load_state()
     worker.page.locator("form.activation button").first.click()
