@@ -33,16 +33,23 @@ def _activation_code(worker: Person) -> str:
     raise AssertionError("no resident without an account in community 1's grids 3 to 5")
 
 
+def open_matter(secretary: Person, title: str, body: str = "", **choices: str) -> None:
+    """The secretary opens a matter from /matters/new: its title, body, and the form's choices by field."""
+    secretary.go("/matters/new")
+    secretary.page.fill("#m-title", title)
+    if body:
+        secretary.page.fill("#m-body", body)
+    for field, value in choices.items():
+        secretary.page.select_option(f"#m-{field}", value)
+    secretary.act("发起并开始表决")
+
+
 def test_secretary_opens_resident_votes_secretary_closes_and_the_result_lists_the_receipt(
         journey_browser: Browser, journey_served: Served) -> None:
     title = f"楼道加装照明 {secrets.token_hex(3)}"
     secretary = Person(journey_browser, journey_served, "shuji1", role="deliberation")
-    secretary.go("/matters/new")
-    secretary.page.fill("#m-title", title)
-    secretary.page.fill("#m-body", "每单元楼道加装声控灯，费用由公共收益支出。")
-    secretary.page.select_option("#m-electorate", "household")
-    secretary.page.select_option("#m-rule", "households_three_quarters")
-    secretary.act("发起并开始表决")
+    open_matter(secretary, title, body="每单元楼道加装声控灯，费用由公共收益支出。", electorate="household",
+                rule="households_three_quarters")
     expect(secretary.page.locator("h1")).to_have_text(title)
     expect(secretary.page.locator("main")).to_contain_text("表决中")
     roll_size = int(secretary.page.locator("#roll-size").inner_text())
@@ -95,13 +102,8 @@ def test_a_secret_committee_vote_is_sealed_in_the_browser_and_counted_at_the_clo
         journey_browser: Browser, journey_served: Served) -> None:
     title = f"社区议事规则修订 {secrets.token_hex(3)}"
     secretary = Person(journey_browser, journey_served, "shuji1", role="deliberation")
-    secretary.go("/matters/new")
-    secretary.page.fill("#m-title", title)
-    secretary.page.select_option("#m-kind", "committee_decision")
-    secretary.page.select_option("#m-electorate", "committee")
-    secretary.page.select_option("#m-rule", "committee_two_thirds")
-    secretary.page.select_option("#m-mode", "secret")
-    secretary.act("发起并开始表决")
+    open_matter(secretary, title, kind="committee_decision", electorate="committee", rule="committee_two_thirds",
+                mode="secret")
     expect(secretary.page.locator("main")).to_contain_text("无记名投票")
     secretary.page.check("input[data-option][value=yes]")
     with secretary.page.expect_request(lambda r: r.method == "POST" and "/matters/" in r.url) as sent:
