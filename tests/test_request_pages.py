@@ -3,6 +3,7 @@ resolve, rate; bad photos; the dashboard and its CSV; the secretary edits the ca
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ from starlette.testclient import TestClient
 
 from server.domain.i18n import translator
 from server.security import accounts
+from server.services import service_requests
 from server.services.demo import STREET_ID
 from server.store.config import Settings
 from server.store.couch import Couch
@@ -115,6 +117,21 @@ def test_a_request_made_offline_shows_dispatched_before_the_sweep_takes_it_in(de
     stored = demo_loaded.main.get("service_request:offline1")  # acting on it takes it in
     assert stored["department"] == "department:utilities" and [h["action"] for h in stored["history"]] == [
         "created", "comment"]
+
+
+def test_the_sweep_skips_a_request_it_cannot_read_and_still_takes_in_the_others(demo_loaded: Couch) -> None:
+    # Only a test stores a request without its category (the gateway and the pages refuse one); the minute sweep
+    # used to stop at it with a KeyError, so no clock of the street moved.
+    phone_doc = {"type": "service_request", "street": STREET_ID, "community": "community:c1", "grid": "grid:c1-g01",
+                 "description": "楼道灯不亮", "status": "received", "created_by": "user:wangge01",
+                 "created_at": "2026-09-24T10:00:00+08:00"}
+    demo_loaded.main.save({**phone_doc, "_id": "service_request:nocategory"})
+    demo_loaded.main.save({**phone_doc, "_id": "service_request:lamp", "category": "street_lamp"})
+    report = service_requests.sweep(demo_loaded, STREET_ID, dt.datetime.now(dt.UTC))
+    assert report.unreadable == ["service_request:nocategory"]
+    assert "due_close" in demo_loaded.main.get("service_request:lamp")
+    assert "due_close" not in demo_loaded.main.get("service_request:nocategory")  # left as it was, for a person
+    assert service_requests.intake(demo_loaded, STREET_ID) == 0
 
 
 def test_bad_photos_and_missing_consent_are_refused_and_nothing_is_stored(web: TestClient, demo_loaded: Couch) -> None:

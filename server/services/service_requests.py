@@ -16,18 +16,21 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import logging
 import math
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain.access import Principal, departments_of
-from server.domain.declaration import REQUEST_STATES, SATISFACTION, Role, validate
+from server.domain.declaration import REQUEST_STATES, SATISFACTION, Role, ValidationError, validate
 from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
 from server.domain.workdays import WorkCalendar
 from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
+
+log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
@@ -499,6 +502,7 @@ class SweepReport:
     warned: int = 0
     escalated: int = 0
     departments_overdue: int = 0
+    unreadable: list[str] = field(default_factory=list)  # request ids that break the declaration: skipped, named
 
 
 def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
@@ -507,7 +511,11 @@ def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
     categories, cal = catalogue(couch, street, active_only=False), calendar(couch, street)
     for doc in open_requests(couch, street):
         if "due_close" not in doc:  # made offline, not taken in yet
-            doc = _take_in(couch, doc, categories, cal)
+            taken = _take_in(couch, doc, categories, cal)
+            if taken is None:
+                report.unreadable.append(doc["_id"])
+                continue
+            doc = taken
         changed = False
         for deadline, done_field, name in (("due_respond", "acknowledged_at", "respond"),
                                            ("due_close", "resolved_at", "close")):
@@ -542,9 +550,9 @@ def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
 def intake(couch: Couch, street: str) -> int:
     """Requests made offline arrive through the sync gateway as the phone wrote them: dispatch them and start
     their clocks from the time they were reported, exactly as `create` does online. Returns how many."""
-    taken = [_take_in(couch, doc, catalogue(couch, street, active_only=False), calendar(couch, street))
-             for doc in open_requests(couch, street) if "due_close" not in doc]
-    return len(taken)
+    categories, cal = catalogue(couch, street, active_only=False), calendar(couch, street)
+    return sum(_take_in(couch, doc, categories, cal) is not None
+               for doc in open_requests(couch, street) if "due_close" not in doc)
 
 
 def dispatched(couch: Couch, doc: Doc) -> Doc:
@@ -555,12 +563,19 @@ def dispatched(couch: Couch, doc: Doc) -> Doc:
     return _dispatch(couch, doc, catalogue(couch, doc["street"], active_only=False), calendar(couch, doc["street"]))
 
 
-def _take_in(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc:
-    return couch.main.save(_dispatch(couch, doc, categories, cal))
+def _take_in(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc | None:
+    """The request dispatched and stored; None (logged by id and reason) for one that breaks the declaration: no
+    gateway or page stores such a request, but the clocks of all the others must not stop for it."""
+    try:
+        return couch.main.save(_dispatch(couch, doc, categories, cal))
+    except ValidationError as e:
+        log.warning("request not taken in: %s", e)
+        return None
 
 
 def _dispatch(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar) -> Doc:
     doc = copy.deepcopy(doc)
+    validate(doc)  # names what is missing before anything below reads it
     category = categories.get(doc["category"])
     reported = dt.datetime.fromisoformat(doc["created_at"])
     if category is None:  # an unknown category from an old phone: a person must sort it out
