@@ -27,6 +27,8 @@ from server.domain.declaration import MAIN_DB
 from server.domain.http_headers import attachment_answer
 from server.security.sessions import csrf_token
 from server.store.config import Settings
+from server.store.couch import UNREACHABLE
+from server.store.health import Health
 
 from . import merge, purges, writes
 from .auth import principal
@@ -326,9 +328,18 @@ async def _upstream_error(request: Request, exc: Exception) -> Response:
                         status_code=502)
 
 
-def create_sync_app(settings: Settings, couch_url: str) -> Starlette:
-    """The gateway as an ASGI app, to be mounted at /sync in the web application."""
+async def _recovering(request: Request, exc: Exception) -> Response:
+    """CouchDB is not there (restarting): the phone keeps its changes and retries (PouchDB backs off on a 503)."""
+    return FastJSONResponse({"error": "recovering", "reason": "the database is restarting; try again in a moment"},
+                            status_code=503, headers={"Retry-After": "5"})
+
+
+def create_sync_app(settings: Settings, couch_url: str, health: Health | None = None) -> Starlette:
+    """The gateway as an ASGI app, to be mounted at /sync in the web application; its live clients are counted
+    in `health` when given (/healthz)."""
     g = Gateway(settings, couch_url)
+    if health is not None:
+        health.sync_live_clients = g.hub.live_clients
     db = "/{db}"
     routes = [
         Route("/", g.root),
@@ -349,4 +360,5 @@ def create_sync_app(settings: Settings, couch_url: str) -> Starlette:
     ]
     return Starlette(routes=routes, exception_handlers={
         ProtocolError: _protocol_error, HTTPException: _http_error,
-        UpstreamError: _upstream_error, httpx2.HTTPError: _upstream_error, json.JSONDecodeError: _upstream_error})
+        UpstreamError: _upstream_error, httpx2.HTTPError: _upstream_error, json.JSONDecodeError: _upstream_error,
+        **{kind: _recovering for kind in UNREACHABLE}})

@@ -66,6 +66,10 @@ class ChangesHub:
             self._filed.setdefault(key, set()).add(subscriber)
         return subscriber
 
+    def live_clients(self) -> int:
+        """How many live feeds are open now (for /healthz)."""
+        return len({s for filed in self._filed.values() for s in filed})
+
     def unsubscribe(self, subscriber: Subscriber) -> None:
         for key in subscriber.keys:
             filed = self._filed.get(key)

@@ -41,8 +41,9 @@ from server.security import account_changes, accounts, filing, master_key, numbe
 from server.security.firewall import Firewall
 from server.services import deliberation, demo
 from server.store.config import Settings, load_settings, with_secret_key
-from server.store.couch import FIRST_VIEWS, Couch, build_views, connect, ensure_designs, get_or_none
+from server.store.couch import FIRST_VIEWS, UNREACHABLE, Couch, build_views, connect, ensure_designs, get_or_none
 from server.store.embedded_couch import FolderInUse, Record, folder_couch, free_port
+from server.store.health import Health
 
 if TYPE_CHECKING:
     import uvicorn
@@ -51,12 +52,13 @@ DEMO_LOGINS_FILE = "demo-logins.txt"
 
 
 @contextlib.contextmanager
-def open_couch(settings: Settings, serving: bool = False,
-               starting_rotation: bool = False) -> Iterator[tuple[Settings, Couch]]:
+def open_couch(settings: Settings, serving: bool = False, starting_rotation: bool = False,
+               health: Health | None = None) -> Iterator[tuple[Settings, Couch]]:
     """Connect to COUCHDB_URL, else to the data folder's embedded CouchDB: for a command, the one of the
     `linli serve` running on the folder if any, else one started for the duration; for `linli serve`, its own
     (FolderInUse if another serve runs there). Then check the master key before anything is written
-    (MasterKeyRefused); the settings come back with a new installation's generated key."""
+    (MasterKeyRefused); the settings come back with a new installation's generated key. Given a Health, an
+    embedded CouchDB started here is supervised (restarted if it exits)."""
     if settings.couchdb_url:  # production CouchDB: any number of servers and commands share it
         yield _checked(settings, connect(settings, designs=False), starting_rotation)
         return
@@ -65,7 +67,7 @@ def open_couch(settings: Settings, serving: bool = False,
         print(f"linli: waiting for another linli command (pid {record.owner_pid}) to finish with the CouchDB of "
               f"{settings.data_dir} …", file=sys.stderr, flush=True)
 
-    with folder_couch(settings.data_dir / "couch", serving=serving, on_wait=say_waiting) as url:
+    with folder_couch(settings.data_dir / "couch", serving=serving, on_wait=say_waiting, health=health) as url:
         yield _checked(settings, connect(settings, url, designs=False), starting_rotation)
 
 
@@ -120,9 +122,10 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     port = settings.port if _port_is_free(settings.host, settings.port) else free_port(settings.host)
+    health = Health(first_views_built=False)
     try:
-        with open_couch(settings, serving=True) as (settings, couch):
-            stopped = _serve(args, settings, couch, port)
+        with open_couch(settings, serving=True, health=health) as (settings, couch):
+            stopped = _serve(args, settings, couch, port, health)
     except FolderInUse as error:
         print(f"linli: the data folder {settings.data_dir} is already served by linli serve (pid "
               f"{error.record.owner_pid}, its CouchDB at {error.record.url}); stop that one first. Several servers "
@@ -135,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int) -> str | None:
+def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int, health: Health) -> str | None:
     """An installation from before server-only blind indexes migrated (number_index.migrate), the demo on first
     start, the first indexes, the banner, then the web app and sync gateway until Ctrl-C;
     returns why it stopped by itself, if it did (its master key is no longer the database's)."""
@@ -153,13 +156,15 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
         logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
     print("Building the database indexes …", flush=True)
     build_views(couch, FIRST_VIEWS)
+    health.first_views_built = True
     vouched = Firewall.open(settings, couch).vouch_for_existing_keys()
     if vouched:
         print(f"Vouched for the write keys of {vouched} residents (an installation from before key statements).",
               flush=True)
     # The other indexes (search by number, dashboard, Open311 listing) are built while people log in.
     stopping = threading.Event()
-    threading.Thread(target=_build_other_views, args=(couch, stopping), daemon=True, name="build-views").start()
+    threading.Thread(target=_build_other_views, args=(couch, stopping, health), daemon=True,
+                     name="build-views").start()
     url = f"http://{settings.host}:{port}/"
     print("\n" + "=" * 60)
     print(f"Linli is running: open {url}")
@@ -170,11 +175,11 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     print("Press Ctrl-C to stop.")
     print("=" * 60 + "\n", flush=True)
     # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
-    gateway = Mount("/sync", create_sync_app(settings, couch.url))
+    gateway = Mount("/sync", create_sync_app(settings, couch.url, health))
     # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, couch, mounts=[gateway]), host=settings.host,
-                                          port=port, log_level=args.log_level, proxy_headers=True,
-                                          timeout_graceful_shutdown=5))
+    app = create_app(settings, couch, mounts=[gateway], health=health)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=port, log_level=args.log_level,
+                                          proxy_headers=True, timeout_graceful_shutdown=5))
     stop_reason = _watch_master_key(settings, couch, server)
     try:
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
@@ -210,15 +215,22 @@ def _watch_master_key(settings: Settings, couch: Couch, server: uvicorn.Server) 
     return reason
 
 
-def _build_other_views(couch: Couch, stopping: threading.Event) -> None:
+def _build_other_views(couch: Couch, stopping: threading.Event, health: Health) -> None:
     """Build the indexes the first pages do not need; a server stopped meanwhile takes its database with it, and
-    the half-built index is simply finished at the next start (no traceback for an operator's Ctrl-C)."""
-    try:  # conflicts first: every phone's first sync asks for them right after its download
-        build_views(couch, ("conflicts",))
-        build_views(couch, exclude=(*FIRST_VIEWS, "conflicts"))
-    except Exception:
-        if not stopping.is_set():
-            raise
+    the half-built index is simply finished at the next start (no traceback for an operator's Ctrl-C). A database
+    that dies meanwhile is restarted (embedded_couch.supervise): the build carries on once it answers again."""
+    while not stopping.is_set():
+        try:  # conflicts first: every phone's first sync asks for them right after its download
+            build_views(couch, ("conflicts",))
+            build_views(couch, exclude=(*FIRST_VIEWS, "conflicts"))
+            health.all_views_built = True
+            return
+        except UNREACHABLE:
+            stopping.wait(2)
+        except Exception:
+            if not stopping.is_set():
+                raise
+            return
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

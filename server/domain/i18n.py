@@ -28,6 +28,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "csrf_failed": "表单已失效，请刷新页面后重试。",
         "forbidden": "您没有权限查看此页面。",
         "not_found": "找不到该页面。",
+        "recovering": "服务器正在恢复，请稍候，本页会自动刷新。您手机上的记录不会丢失。",
         "bad_request": "请求无效。",
         "language": "English",
         "my_grid": "我的网格",
@@ -654,6 +655,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "csrf_failed": "This form has expired. Reload the page and try again.",
         "forbidden": "You are not allowed to see this page.",
         "not_found": "Page not found.",
+        "recovering": "The server is recovering; please wait, this page refreshes by itself. "
+                      "Nothing on your phone is lost.",
         "bad_request": "Bad request.",
         "language": "中文",
         "my_grid": "My grid",

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+import httpx2
 import pycouchdb
+import requests.exceptions
 from pycouchdb.exceptions import NotFound
 
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
@@ -119,6 +121,13 @@ ACCOUNT_VIEWS = {
                " emit(doc.resident, doc.type); } }",
     },
 }
+
+
+# The database is not there (stopped, restarting, its connection cut mid-answer), as each HTTP client says so:
+# pycouchdb's (requests, the pages and commands) and the sync gateway's (httpx2). Pages and phones answer these
+# with "recovering" (503), never a traceback.
+UNREACHABLE: tuple[type[Exception], ...] = (requests.exceptions.ConnectionError, httpx2.NetworkError,
+                                            httpx2.RemoteProtocolError)
 
 
 def server_url(settings: Settings, embedded_url: str | None = None) -> str:

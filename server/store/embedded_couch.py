@@ -9,6 +9,10 @@ data folder, or a page in a browser, can neither read nor rewrite anything.
 The child gets SIGTERM if this process dies (Linux), so a crash leaves no orphan holding
 the database files.
 
+`linli serve` supervises its pouchdb-server (`supervise`): if it exits, it is started again on the same port
+(so every client's URL stays right), with a growing pause if it keeps dying, and the event logged and counted in
+the server's Health (health.py).
+
 One data folder, one pouchdb-server (leveldb allows one process per database), shared:
 `folder_couch` lets a command use the pouchdb-server of a `linli serve` running on the same
 folder, refuses a second `linli serve`, and otherwise starts one for the command's duration.
@@ -22,13 +26,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -38,12 +45,17 @@ import httpx2
 
 from crypto.secrets import private_secret
 from server.store.config import PROJECT_ROOT
+from server.store.health import Health
 
 POUCHDB_SERVER_BIN = PROJECT_ROOT / "node_modules" / "pouchdb-server" / "bin" / "pouchdb-server"
 GATE = Path(__file__).with_name("couch_gate.js")  # loaded into pouchdb-server with `node --require`
 ADMIN_USER = "linli"
 PASSWORD_FILE = "admin_password"  # in the pouchdb-server's folder, mode 0600, made on first start
 _PR_SET_PDEATHSIG = 1
+RESTART_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # seconds before the n-th restart in a row (the last one repeats)
+STABLE_AFTER = 60.0  # seconds up after which a later exit starts the pauses from the first again
+
+log = logging.getLogger("linli.database")
 
 
 def admin_password(folder: Path) -> str:
@@ -258,13 +270,14 @@ def _try_lock(fd: int) -> bool:
 
 @contextlib.contextmanager
 def folder_couch(folder: Path, *, serving: bool, on_wait: Callable[[Record], None] = lambda record: None,
-                 ) -> Iterator[str]:
+                 health: Health | None = None) -> Iterator[str]:
     """The URL of the embedded CouchDB of `folder` for the duration of the block, with its admin's credentials.
 
     A command (serving=False) uses the pouchdb-server of a `linli serve` running on the folder, and
     otherwise starts its own, stopped after the block. `linli serve` (serving=True) always starts
     its own and raises FolderInUse if another serve runs. Both wait while a command's own
     pouchdb-server holds the folder (it stops when its command ends), calling on_wait once per such command.
+    Given a Health, the pouchdb-server it starts is supervised for the block's duration (`supervise`).
     """
     folder.mkdir(parents=True, exist_ok=True)
     lock = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -290,12 +303,59 @@ def folder_couch(folder: Path, *, serving: bool, on_wait: Callable[[Record], Non
         # The folder is ours: whatever record is left belongs to an owner that is gone (kill -9).
         (folder / RECORD_FILE).unlink(missing_ok=True)
         with EmbeddedCouch(folder, inherit_fd=lock) as couch:
-            pid, owner = couch.process.pid, os.getpid()  # type: ignore[union-attr]
-            _write_record(folder, Record(port=couch.port, pid=pid, pid_started=_start_time(pid), owner_pid=owner,
-                                         owner_started=_start_time(owner), serving=serving))
+            def record_it() -> None:
+                pid, owner = couch.process.pid, os.getpid()  # type: ignore[union-attr]
+                _write_record(folder, Record(port=couch.port, pid=pid, pid_started=_start_time(pid),
+                                             owner_pid=owner, owner_started=_start_time(owner), serving=serving))
+
+            record_it()
+            stopping = threading.Event()
+            if health is not None:
+                supervise(couch, health, stopping, on_restart=record_it)
             try:
                 yield couch.url
             finally:  # before stopping it: nobody should start using a server that is going away
+                stopping.set()
                 (folder / RECORD_FILE).unlink(missing_ok=True)
     finally:
         os.close(lock)
+
+
+def supervise(couch: EmbeddedCouch, health: Health, stopping: threading.Event,
+              on_restart: Callable[[], None] = lambda: None) -> threading.Thread:
+    """Watch the pouchdb-server until `stopping` is set; each time it exits, start it again on its port after a
+    pause (RESTART_PAUSES, longer while it keeps dying), log both events in one line each and count them in
+    `health`. Meanwhile pages and phones get "recovering" answers (app.py, sync/app.py), not tracebacks."""
+    health.supervised = True
+
+    def watch() -> None:
+        in_a_row, up_since = 0, time.monotonic()
+        while not stopping.wait(0.25):
+            code = couch.process.poll() if couch.process else None
+            if code is None:
+                continue
+            if time.monotonic() - up_since > STABLE_AFTER:
+                in_a_row = 0
+            pause = RESTART_PAUSES[min(in_a_row, len(RESTART_PAUSES) - 1)]
+            health.database_last_exit = code
+            health.database_down_since = health.database_down_since or dt.datetime.now(dt.UTC)
+            log.error("embedded CouchDB (pouchdb-server pid %s) exited with %s; restarting in %.1f s (see %s)",
+                      couch.process.pid, code, pause, couch.data_dir / "pouchdb-server.log")  # type: ignore[union-attr]
+            if stopping.wait(pause):
+                return
+            in_a_row += 1
+            try:
+                couch.start()
+            except RuntimeError as failed:
+                log.error("embedded CouchDB did not come back: %s", failed)
+                continue
+            up_since = time.monotonic()
+            on_restart()
+            health.database_restarts += 1
+            health.database_down_since = None
+            log.warning("embedded CouchDB restarted (pid %s, restart %d)", couch.process.pid,  # type: ignore[union-attr]
+                        health.database_restarts)
+
+    thread = threading.Thread(target=watch, daemon=True, name="couch-supervisor")
+    thread.start()
+    return thread

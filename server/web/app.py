@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -48,7 +48,8 @@ from server.security.sessions import CSRFMiddleware, csrf_token, end_session, se
 from server.services import alerts, deliberation, service_requests, tasks, timebank
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
-from server.store.couch import Couch, get_or_none
+from server.store.couch import UNREACHABLE, Couch, get_or_none
+from server.store.health import Health
 from server.web import display, open311, pwa_routes, request_pages, task_pages, timebank_pages
 from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
@@ -124,10 +125,12 @@ class LoginRequired(Exception):
     """Raised by handlers when no valid session is present."""
 
 
-def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (),
+               health: Health | None = None) -> Starlette:
     """The web application bound to one CouchDB connection; `mounts` join it inside its session and CSRF
     middleware (the sync gateway at /sync, see server/cli/main.py)."""
     firewall = Firewall.open(settings, couch)
+    health = health or Health()
 
     async def current_user(request: Request) -> dict[str, Any]:
         if not request.session.get("user"):
@@ -385,8 +388,26 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         return JSONResponse(export_json())
 
     async def healthz(request: Request) -> Response:
-        info = await run_in_threadpool(couch.main.config)
-        return JSONResponse({"ok": True, "documents": info.get("doc_count")})
+        """Each part's state as JSON; 200 while the database answers (alive), else 503. `/readyz`: 200 once the
+        first pages' indexes are built as well, for a load balancer deciding where to send people."""
+        try:
+            documents = (await run_in_threadpool(couch.main.config)).get("doc_count")
+        except UNREACHABLE:
+            documents = None
+        alive, ready, parts = health.report(documents is not None, _now())
+        ok = ready if request.url.path == "/readyz" else alive
+        return JSONResponse({"ok": ok, "alive": alive, "ready": ready, "documents": documents, "parts": parts},
+                            status_code=200 if ok else 503)
+
+    async def on_database_unreachable(request: Request, exc: Exception) -> Response:
+        """CouchDB is restarting or unreachable: a page that says so and comes back by itself, one log line."""
+        logger.warning("database unreachable for %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        if request.url.path.startswith(("/open311/", "/phone-keys", "/schema.json")):
+            return JSONResponse({"error": "recovering", "reason": "the database is restarting; try again shortly"},
+                                status_code=503, headers={"Retry-After": "5"})
+        answer = render(request, "error.html", 503, message="recovering", errors={})
+        answer.headers.update({"Retry-After": "5", "Refresh": "10"})
+        return answer
 
     async def on_login_required(request: Request, exc: Exception) -> Response:
         target = "/login?next=" + quote(request.url.path, safe="/:")
@@ -439,6 +460,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *today_routes(couch, current_user, render, _now),
         *matter_routes(firewall, current_user, render, _now),
         Route("/healthz", healthz),
+        Route("/readyz", healthz),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
         # The offline app: service worker, manifest, browser code, templates (server/web/pwa_routes.py).
@@ -453,7 +475,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     ]
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        clock = asyncio.create_task(_sla_clock(couch, firewall))
+        clock = asyncio.create_task(_sla_clock(couch, firewall, health))
         try:
             yield
         finally:
@@ -461,32 +483,51 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error,
-                                         UserError: on_user_error, Exception: server_error})
+                                         UserError: on_user_error, Exception: server_error,
+                                         **{kind: on_database_unreachable for kind in UNREACHABLE}})
 
 
 SWEEP_EVERY = 60  # seconds
 
 
-async def _sla_clock(couch: Couch, firewall: Firewall) -> None:
-    """Once a minute: service-request deadlines, expired phone key grants, votes past closing, BLE alerts. Every
-    process may run it: each sweep is idempotent, and two processes racing on one document get a CouchDB conflict,
-    retried next minute."""
+def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[[], object]]]:
+    """What runs once a minute, in order, each part on its own: one failing (a conflict, a bad document) does not
+    stop the others. Every process may run them: each is idempotent, and two processes racing on one document get
+    a CouchDB conflict, retried next minute."""
+    def requests_due() -> None:
+        street = open311.the_street(couch)
+        if street:
+            service_requests.sweep(couch, street, _now())
+
+    return [
+        ("service-request deadlines", requests_due),
+        ("expired phone key grants", lambda: grants.expire(firewall, _now())),
+        ("offline access reports filed", lambda: filing.file_reports(couch, firewall.signer)),
+        ("votes past closing", lambda: deliberation.close_due(couch, firewall.keystore, firewall.signer, _now())),
+        ("time-bank claims nobody answered", lambda: timebank.expire(couch, _now())),
+        # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
+        ("alerts", lambda: alerts.sweep(couch, _now())),
+    ]
+
+
+async def _sla_clock(couch: Couch, firewall: Firewall, health: Health) -> None:
+    """Once a minute, the minute parts; a sweep that ran every part to its end is the health's last sweep."""
+    parts = _minute_parts(couch, firewall)
     while True:
-        try:
-            street = await run_in_threadpool(open311.the_street, couch)
-            if street:
-                await run_in_threadpool(service_requests.sweep, couch, street, _now())
-            await run_in_threadpool(grants.expire, firewall, _now())
-            await run_in_threadpool(filing.file_reports, couch, firewall.signer)
-            await run_in_threadpool(deliberation.close_due, couch, firewall.keystore, firewall.signer, _now())
-        except Exception:  # noqa: BLE001 - a failed sweep must not stop the clock; the next one retries
-            logger.exception("service-request sweep failed")
-        try:  # time-bank claims nobody answered lapse (server/services/timebank.py)
-            await run_in_threadpool(timebank.expire, couch, _now())
-        except Exception:  # noqa: BLE001 - as above
-            logger.exception("claim expiry sweep failed")
-        try:  # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
-            await run_in_threadpool(alerts.sweep, couch, _now())
-        except Exception:  # noqa: BLE001 - as above
-            logger.exception("alert sweep failed")
+        failed = False
+        for name, part in parts:
+            try:
+                await run_in_threadpool(part)
+            except UNREACHABLE as gone:  # restarting (embedded_couch.supervise): one line, not a traceback each
+                failed = True
+                logger.warning("minute sweep stopped at %s: the database is unreachable (%s)", name,
+                               type(gone).__name__)
+                break
+            except Exception:  # noqa: BLE001 - a failed part must not stop the clock; the next minute retries
+                failed = True
+                logger.exception("minute sweep: %s failed", name)
+        if failed:
+            health.sweep_failures += 1
+        else:
+            health.last_sweep_at = _now()
         await asyncio.sleep(SWEEP_EVERY)

@@ -1,0 +1,95 @@
+"""The database going away and coming back (issue 20, item 1): `linli serve` restarts its embedded pouchdb-server
+when it dies, pages and phones get a clear "recovering" answer meanwhile (never a 5xx other than that 503, never
+a traceback), /healthz and /readyz say how each part is, and nothing stored is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx2
+from starlette.testclient import TestClient
+
+from server.domain.declaration import MAIN_DB
+from server.store.couch import bulk_save, connect
+from server.store.embedded_couch import EmbeddedCouch, read_record
+from server.store.health import Health
+from server.web.app import create_app
+from sync.app import create_sync_app
+from sync.auth import TOKEN_PREFIX
+from tests import street
+from tests.conftest import make_settings
+from tests.street import as_user, csrf_of
+from tests.test_serve import demo_password, pouchdb_server_pids, start_serve, stop
+
+
+def test_pages_phones_and_health_say_recovering_while_the_database_is_gone(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, "sup_")
+    with EmbeddedCouch(tmp_path / "couch") as database:
+        couch = connect(settings, database.url)
+        bulk_save(couch.accounts, street.users())
+        health = Health()
+        web = TestClient(create_app(settings, couch, health=health), raise_server_exceptions=False,
+                         follow_redirects=False)
+        phones = TestClient(create_sync_app(settings, database.url, health), raise_server_exceptions=False)
+        assert web.get("/healthz").json()["alive"] is True
+        assert web.get("/readyz").status_code == 200
+        as_user(web, "worker1")
+        database.stop()
+
+        login = web.post("/login", data={"username": "worker1", "password": "x", "csrf_token": csrf_of(web)})
+        assert web.get("/grids/grid:c1-g01").status_code == 503
+        assert login.status_code == 503 and login.headers["retry-after"] == "5", login.text[:300]
+        assert "服务器正在恢复" in login.text and login.headers["refresh"] == "10"
+        listing = web.get("/open311/v2/requests.json")
+        assert listing.status_code == 503 and listing.json()["error"] == "recovering"
+        # A phone's device token: the gateway reads it from CouchDB before anything else.
+        sync = phones.get(f"/{MAIN_DB}/_changes", headers={"Authorization": f"Bearer {TOKEN_PREFIX}0a1b.secret"})
+        assert sync.status_code == 503 and sync.json()["error"] == "recovering", sync.text
+        for probe in ("/healthz", "/readyz"):
+            answer = web.get(probe)
+            assert answer.status_code == 503 and answer.json()["parts"]["database"]["ok"] is False, probe
+
+        database.start()
+        assert web.get("/healthz").status_code == 200
+        assert web.get("/readyz").json()["parts"]["sync"] == {"ok": True, "live_clients": 0}
+        health.first_views_built = False  # a load balancer sends nobody here until the first indexes are built
+        assert web.get("/healthz").status_code == 200 and web.get("/readyz").status_code == 503
+
+
+def test_linli_serve_restarts_its_database_after_a_kill_and_loses_nothing(tmp_path: Path) -> None:
+    served = start_serve(tmp_path)
+    try:
+        before = httpx2.get(served.url + "healthz").json()
+        assert before["parts"]["database"] == {"ok": True, "supervised": True, "restarts": 0, "last_exit": None,
+                                               "down_since": None}
+        [pid] = pouchdb_server_pids(tmp_path)
+        os.kill(pid, signal.SIGKILL)
+        answers, deadline = set(), time.monotonic() + 120
+        while time.monotonic() < deadline:  # every answer meanwhile is a page or "recovering", never a 500/502
+            answers |= {httpx2.get(served.url + path, timeout=60).status_code
+                        for path in ("login", "open311/v2/requests.json")}
+            health = httpx2.get(served.url + "healthz", timeout=60)
+            answers.add(health.status_code)
+            if health.status_code == 200 and health.json()["parts"]["database"]["restarts"] == 1:
+                break
+            time.sleep(0.1)
+        assert answers <= {200, 503}, answers
+        after = health.json()
+        assert after["documents"] == before["documents"]
+        assert after["parts"]["database"]["last_exit"] == -signal.SIGKILL
+        [new_pid] = pouchdb_server_pids(tmp_path)
+        assert new_pid != pid and read_record(tmp_path / "couch").pid == new_pid  # `linli` commands find it
+        with httpx2.Client(base_url=served.url) as browser:  # people sign in again as before
+            page = browser.get("login")
+            token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            signed_in = browser.post("login", data={"username": "wangge01", "csrf_token": token,
+                                                    "password": demo_password(tmp_path), "next": "/"})
+            assert signed_in.status_code == 303 and browser.get("/", follow_redirects=True).status_code == 200
+    finally:
+        output = stop(served)
+    assert "embedded CouchDB (pouchdb-server pid" in output and "embedded CouchDB restarted" in output, output
+    assert "Traceback" not in output, output
+    assert pouchdb_server_pids(tmp_path) == []  # the restarted one stopped with the server too
