@@ -14,7 +14,7 @@ from server.domain.access import may_see
 from server.security import filing, grants
 from server.security.firewall import Firewall
 from server.services import demo
-from server.store.couch import Couch, ids_of_type
+from server.store.couch import Couch, bulk_save, docs_of_type, ids_of_type
 from server.store.queries import refusal_to_store
 
 from .test_firewall import NOW, OTHER_WORKER, SECRETARY, WORKER, _plain, _resident_with
@@ -117,6 +117,32 @@ def test_openings_on_an_offline_phone_are_filed_when_it_reports_them(demo_loaded
     assert entry["at"] == "2026-11-25T09:30:00+00:00"
     assert demo_loaded.main.all(startkey="access_report:", endkey="access_report:\ufff0", as_list=True) == []
     assert filing.verify(demo_loaded, firewall.signer, "community:c1").ok
+
+
+def test_reports_are_filed_once_however_many_processes_sweep_at_once(demo_loaded: Couch, firewall: Firewall) -> None:
+    """Issue 24: two processes running the minute sweep in the same second each filed the same reports (150 reports
+    became 192 entries). Now each report is claimed by one of them; a claim of a process that died lapses.
+    (The two processes take turns on one list read before either filed: the race, without threads. A claim
+    written on a stale revision crashed pouchdb-server here, where CouchDB answers 409: file_report reads the
+    report again before it claims it, and treats a 409 the same.)"""
+    user = demo_loaded.accounts.get(WORKER.user_id)
+    phone_key = grants.register_phone(demo_loaded, user, phone()[1], "", NOW - dt.timedelta(hours=1))
+    resident = _resident_with(demo_loaded, "phone")
+    reports = [{"_id": f"access_report:many{n}", "type": "access_report", **{k: resident[k] for k in (
+        "street", "community", "grid", "household")}, "resident": resident["_id"], "fields": ["phone"],
+        "purpose": "routine_visit", "at": f"2026-11-25T09:{n:02d}:00+00:00", "phone_key": phone_key["_id"],
+        "created_by": WORKER.user_id, "created_at": NOW.isoformat()} for n in range(12)]
+    stale = {**reports.pop(), "filing_claimed_at": (NOW - filing.CLAIM_LAPSES * 2).isoformat()}  # its filer died
+    fresh = {**reports.pop(), "filing_claimed_at": NOW.isoformat()}  # another process is filing it right now
+    assert not [r for r in bulk_save(demo_loaded.main, [*reports, stale, fresh]) if r.error]
+    read_by_b = docs_of_type(demo_loaded.main, "access_report")  # process B reads the reports …
+    assert filing.file_reports(demo_loaded, firewall.signer, NOW) == len(reports) + 1  # … A files them …
+    assert not any(filing.file_report(demo_loaded, firewall.signer, r, NOW) for r in read_by_b)  # … B: none again
+    entries = list(filing.iter_entries(demo_loaded, "community:c1"))
+    assert sorted(e["at"] for e in entries) == sorted([r["at"] for r in reports] + [stale["at"]])
+    assert filing.verify(demo_loaded, firewall.signer, "community:c1").ok
+    assert demo_loaded.main.get(fresh["_id"])["filing_claimed_at"] == fresh["filing_claimed_at"]  # left to its filer
+    assert filing.file_reports(demo_loaded, firewall.signer, NOW + filing.CLAIM_LAPSES * 2) == 1  # its filer died
 
 
 def test_a_phone_that_signs_out_gives_up_its_keys(demo_loaded: Couch, firewall: Firewall) -> None:

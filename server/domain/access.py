@@ -330,7 +330,9 @@ AUDIENCE_FIELDS = ("volunteers", "assigned_to")
 SERVER_SET_FIELDS = {"service_request": ("department", "departments", "whistles", "due_respond", "due_close",
                                          "accepted", "on_site"),
                      # A claim's answer is the server's record of the resident's (server/services/timebank.py).
-                     "claim": ("decided_by", "decided_at", "consent", "dispute_note", "transfer")}
+                     "claim": ("decided_by", "decided_at", "consent", "dispute_note", "transfer"),
+                     # Which server process is filing a phone's offline access report (server/security/filing.py).
+                     "access_report": ("filing_claimed_at",)}
 # Datetimes that lie ahead by design (deadlines); every other datetime a client sets says when something happened.
 DEADLINES = frozenset({"due_respond", "due_close"})
 # How far a client's clock may run ahead of the server's, and how long a phone or a gateway may hold unsent work

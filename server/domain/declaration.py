@@ -738,6 +738,8 @@ DOC_TYPES: dict[str, DocType] = {
             "purpose": _text(required=True, max_length=500),
             "at": Field("datetime", required=True),
             "phone_key": _ref("phone_key", required=True),
+            # Which server process files it, since when (server/security/filing.py): one of several processes.
+            "filing_claimed_at": Field("datetime", Category.SYSTEM),
             **_WHO_WHEN,
         }, label_zh="离线查看报告", label_en="Offline access report", client_writable=True),
         DocType("keyring", Scope.COMMUNITY, {

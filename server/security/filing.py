@@ -29,6 +29,7 @@ from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none, ids_of_type
 
 MAX_APPEND_TRIES = 20
+CLAIM_LAPSES = dt.timedelta(minutes=5)  # a process that claimed a report to file and has not, has died
 
 
 @dataclass(frozen=True)
@@ -115,19 +116,37 @@ def _all_docs_pages(couch: Couch, prefix: str, page: int = 1000, descending: boo
         start = rows[page]["id"]
 
 
-def file_reports(couch: Couch, signer: Signer) -> int:
-    """File the openings phones reported from offline (access_report documents), then delete the reports.
+def file_reports(couch: Couch, signer: Signer, now: dt.datetime | None = None) -> int:
+    """File the openings phones reported from offline (access_report documents), then delete the reports; returns
+    how many this process filed (`file_report` each)."""
+    now = now or dt.datetime.now(dt.UTC)
+    return sum(file_report(couch, signer, report, now) for report in docs_of_type(couch.main, "access_report"))
 
+
+def file_report(couch: Couch, signer: Signer, report: dict[str, Any], now: dt.datetime) -> bool:
+    """File one report as read a moment ago, unless another process is filing it; True if this one did.
+
+    Every server process runs the minute sweep: a process first claims the report (`filing_claimed_at`, one
+    CouchDB update of the revision it read, so of two processes claiming at once one gets a conflict and leaves
+    it to the other); a claim older than CLAIM_LAPSES is of a process that died before filing, and is taken over.
     A report is filed before it is deleted: a crash between the two files it twice on the next run, which
     over-reports an access rather than losing one.
     """
-    reports = docs_of_type(couch.main, "access_report")
-    for report in reports:
-        append(couch, signer, street=report["street"], community=report["community"], actor=report["created_by"],
-               action="open_offline", target=report["resident"], fields=report["fields"],
-               purpose=report["purpose"], device=report["phone_key"], at=dt.datetime.fromisoformat(report["at"]))
-        bulk_save(couch.main, [deletion(report)])
-    return len(reports)
+    current = get_or_none(couch.main, report["_id"])
+    if current is None or current["_rev"] != report["_rev"]:
+        return False  # filed (deleted) or claimed since it was read
+    claimed = report.get("filing_claimed_at")
+    if claimed and now - dt.datetime.fromisoformat(claimed) < CLAIM_LAPSES:
+        return False  # another process is filing it
+    try:
+        report = couch.main.save({**report, "filing_claimed_at": now.isoformat()})
+    except Conflict:
+        return False  # another process claimed it in the same moment
+    append(couch, signer, street=report["street"], community=report["community"], actor=report["created_by"],
+           action="open_offline", target=report["resident"], fields=report["fields"],
+           purpose=report["purpose"], device=report["phone_key"], at=dt.datetime.fromisoformat(report["at"]))
+    bulk_save(couch.main, [deletion(report)])
+    return True
 
 
 def iter_entries(couch: Couch, community: str, newest_first: bool = False) -> Iterator[dict[str, Any]]:
