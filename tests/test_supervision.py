@@ -4,6 +4,7 @@ a traceback), /healthz and /readyz say how each part is, and nothing stored is l
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -92,4 +93,7 @@ def test_linli_serve_restarts_its_database_after_a_kill_and_loses_nothing(tmp_pa
         output = stop(served)
     assert "embedded CouchDB (pouchdb-server pid" in output and "embedded CouchDB restarted" in output, output
     assert "Traceback" not in output, output
+    logged = [json.loads(line) for line in output.splitlines() if line.startswith("{")]  # JSON: not a terminal
+    exits = [e for e in logged if e["logger"] == "linli.database" and e["level"] == "ERROR"]
+    assert exits and "exited with -9" in exits[0]["message"] and exits[0]["request_id"] == "-", logged[:5]
     assert pouchdb_server_pids(tmp_path) == []  # the restarted one stopped with the server too

@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import getpass
 import json
+import logging.config
 import os
 import re
 import secrets
@@ -119,7 +120,24 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
     return logins_path.read_text(encoding="utf-8") if logins_path.exists() else None
 
 
+def logging_config(log_format: str, level: str) -> dict[str, Any]:
+    """Every log line of the server (ours and uvicorn's) on stderr, with the request id it was written for: text for
+    a person at a terminal, JSON for a log collector (server/web/observability.py)."""
+    formatter = ({"()": "server.web.observability.JsonFormatter"} if log_format == "json" else
+                 {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"})
+    return {"version": 1, "disable_existing_loggers": False,
+            "filters": {"request_id": {"()": "server.web.observability.RequestIdFilter"}},
+            "formatters": {"main": formatter},
+            "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                                    "formatter": "main", "filters": ["request_id"]}},
+            "root": {"handlers": ["stderr"], "level": level.upper()},
+            "loggers": {name: {"handlers": [], "propagate": True} for name in
+                        ("uvicorn", "uvicorn.error", "uvicorn.access")}}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    args.log_config = logging_config(args.log_format or ("text" if sys.stderr.isatty() else "json"), args.log_level)
+    logging.config.dictConfig(args.log_config)
     settings = load_settings()
     port = settings.port if _port_is_free(settings.host, settings.port) else free_port(settings.host)
     health = Health(first_views_built=False)
@@ -179,6 +197,7 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
     app = create_app(settings, couch, mounts=[gateway], health=health)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=port, log_level=args.log_level,
+                                          log_config=args.log_config,
                                           proxy_headers=True, timeout_graceful_shutdown=5))
     stop_reason = _watch_master_key(settings, couch, server)
     try:
@@ -380,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-demo", action="store_true", help="do not load the demo community")
     serve.add_argument("--demo", action="store_true", help="load the demo community even with COUCHDB_URL set")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="log lines as text or one JSON object each (default: text on a terminal, else json)")
     serve.set_defaults(func=cmd_serve)
 
     demo_cmd = sub.add_parser("demo", help="load the synthetic demo community (once; later runs do nothing)")

@@ -110,6 +110,7 @@ class Settings:
     cookie_secure: bool
     master_keys: tuple[bytes, ...] = field(repr=False)  # current first; () until a new installation makes one
     master_key_source: str = "LINLI_MASTER_KEY"  # where master_keys came from, for messages
+    metrics_token: str | None = field(default=None, repr=False)  # a bearer of it may read /metrics
 
     @property
     def couchdb_location(self) -> str:
@@ -161,4 +162,5 @@ def load_settings() -> Settings:
         cookie_secure=os.environ.get("LINLI_COOKIE_SECURE", "") == "1",
         master_keys=master_keys,
         master_key_source=master_key_source,
+        metrics_token=read_secret("LINLI_METRICS_TOKEN"),
     )

@@ -64,6 +64,7 @@ from server.web.lookup import visible_doc, visible_household
 from server.web.matter_pages import routes as matter_routes
 from server.web.need_pages import open_needs_context
 from server.web.need_pages import routes as need_routes
+from server.web.observability import ObservabilityMiddleware, metrics_endpoint
 from server.web.resident_needs import page_context as needs_context
 from server.web.resident_needs import routes as needs_routes
 from server.web.safety_pages import routes as safety_routes
@@ -461,6 +462,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *matter_routes(firewall, current_user, render, _now),
         Route("/healthz", healthz),
         Route("/readyz", healthz),
+        Route("/metrics", metrics_endpoint(couch, health, settings.metrics_token, _now)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
         # The offline app: service worker, manifest, browser code, templates (server/web/pwa_routes.py).
@@ -468,6 +470,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *mounts,
     ]
     middleware = [
+        Middleware(ObservabilityMiddleware),  # outermost: the request id on every log line, each answer counted
         Middleware(SecurityHeadersMiddleware),  # outermost: the CSRF check's refusals carry the headers too
         Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="session",
                    max_age=settings.session_max_age, same_site="lax", https_only=settings.cookie_secure),
