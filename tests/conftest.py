@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 import threading
 import time
@@ -25,6 +26,7 @@ from server.web.app import create_app, templates
 
 from . import street
 from .journeys import journey_browser, journey_served  # noqa: F401  (session fixtures of the journey tests)
+from .log_scan import KEEPER, leaks, protected_values
 
 _prefixes = itertools.count()
 
@@ -126,3 +128,18 @@ def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
                                                  accounts.hash_password("demo-password"), resident=DEMO_RESIDENT))
     with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
         yield client
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    logging.getLogger().addHandler(KEEPER)  # every record that reaches the root logger, whatever its level
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any log line written in this process holds a protected field's plaintext (tests/log_scan.py)."""
+    values = protected_values([*street.community_docs(), *demo.generate(size=DEMO_SIZE)])
+    found = leaks(KEEPER.lines, values)
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for value, line in found[:10]:
+            reporter.write_line(f"PROTECTED PLAINTEXT IN A LOG LINE ({value[:3]}…): {line[:300]}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,60 @@
+"""Every log line the test run writes in this process, scanned at its end for protected plaintext (issue 20:
+"never log plaintext of protected fields"): conftest.py installs `KEEPER` on the root logger when the run starts
+and fails the run in `pytest_sessionfinish` if a line holds a protected value of the test streets.
+
+The values looked for are the protected fields of the hand-made street (tests/street.py) and of the small demo
+(conftest.DEMO_SIZE), as their generators make them before sealing: 8 characters or more (phone and ID numbers,
+addresses, notes), so that a common word that is also a field's value does not raise a false alarm.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from crypto.fields import protected_fields
+from server.domain.declaration import DOC_TYPES
+
+MIN_LENGTH = 8
+
+
+class LogKeeper(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(logging.Formatter().format(record))  # the message and any traceback
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is kept as its raw message
+            self.lines.append(str(record.msg))
+
+
+KEEPER = LogKeeper()
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def protected_values(docs: Iterable[dict[str, Any]]) -> set[str]:
+    """The plaintext of every protected field of these (unsealed) documents, 8 characters or longer."""
+    found: set[str] = set()
+    for doc in docs:
+        if doc.get("type") in DOC_TYPES:
+            for name in protected_fields(doc["type"]):
+                found.update(s for s in _strings(doc.get(name)) if len(s) >= MIN_LENGTH)
+    return found
+
+
+def leaks(lines: Iterable[str], values: set[str]) -> list[tuple[str, str]]:
+    """(value, line) for every line that holds one of the values."""
+    return [(value, line) for line in lines for value in values if value in line]
