@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from server.domain.access import Doc, Principal, may_see
+from server.domain.ballots import CONFLICTS_KEPT
 from server.store.couch import INDEX_WAIT_SECONDS
 
 from .upstream import Upstream
@@ -34,6 +35,8 @@ _REVISION_FIELDS = frozenset({"_rev", "_revisions", "_conflicts"})
 def merge(branches: list[Doc]) -> Doc | None:
     """The winning branch with the others merged in, or None if some difference needs a person."""
     winner = branches[0]
+    if winner.get("type") in CONFLICTS_KEPT:  # a voter's ballots: every version kept, counted once by precedence
+        return None
     merged = {k: v for k, v in winner.items() if k not in _REVISION_FIELDS}
     names = {k for branch in branches for k in branch if k not in _REVISION_FIELDS}
     append_only = APPEND_ONLY.get(winner.get("type", ""), frozenset())
@@ -81,4 +84,5 @@ async def conflicts_for(upstream: Upstream, p: Principal) -> list[dict[str, Any]
         return None
     return [{"id": row["doc"]["_id"], "type": row["doc"].get("type"), "rev": row["doc"]["_rev"],
              "conflicts": row["doc"].get("_conflicts", [])}
-            for row in answer["rows"] if row.get("doc") and may_see(p, row["doc"])]
+            for row in answer["rows"] if row.get("doc") and may_see(p, row["doc"])
+            and row["doc"].get("type") not in CONFLICTS_KEPT]  # listed for the secretary on the matter's page

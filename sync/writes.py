@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from crypto import envelope
-from server.domain.access import VISIBILITY_FIELDS, Doc, Principal, Refs, write_ref_ids, write_refusal
+from server.domain.access import (
+    VISIBILITY_FIELDS,
+    Doc,
+    Principal,
+    Refs,
+    ballot_write_refusal,
+    write_ref_ids,
+    write_refusal,
+)
 from server.domain.declaration import DOC_TYPES, MAIN_DB, PROTECTED_TIERS, ValidationError, validate
 from server.domain.errors import FieldError
 from server.domain.field_rules import PHOTO_LIMITS, PHOTO_TYPES, photo_refusal
@@ -143,11 +151,27 @@ def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: 
             now: dt.datetime) -> Refusal | None:
     """Why this document may not be stored over `current` (CouchDB's winning revision); None if it may.
     `refs` holds the documents `ref_ids` named, `now` is the server's clock (for the times a write sets)."""
+    current = _judged_over(doc, current, new_edits)
     try:
         reason = _reason(p, doc, current, new_edits, refs, now)
     except ValidationError as invalid:
         return Refusal("invalid: " + "; ".join(str(e) for e in invalid.errors), invalid.errors)
-    return Refusal(reason, [FieldError("(document)", "err_sync_refused")]) if reason else None
+    if not reason:
+        return None
+    ballot = ballot_write_refusal(p, current, doc, refs, now) if doc.get("type") == "ballot" else None
+    if ballot and ballot[0].text("en") == reason:  # the ballot rule's own reason: the phone shows it as it is
+        return Refusal(reason, [ballot[0]])
+    return Refusal(reason, [FieldError("(document)", "err_sync_refused")])
+
+
+def _judged_over(doc: Any, current: Doc | None, new_edits: bool) -> Doc | None:
+    """What a write is judged against: CouchDB's winning revision, but none for a ballot arriving as a branch of its
+    own (replication, `new_edits: false`): a second ballot for the voter (two phones at the door, the resident's own
+    vote) is kept beside the first and counted once by precedence (server/domain/ballots.py), never an edit of it."""
+    if (isinstance(doc, dict) and doc.get("type") == "ballot" and not doc.get("_deleted") and not new_edits
+            and current is not None and (doc.get("_rev") == current.get("_rev") or creates_conflict(doc, current))):
+        return None
+    return current
 
 
 def _reason(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: Refs,

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from server.domain import timebank
+from server.domain import ballots, timebank
 from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, PROTECTED_TIERS, TASK_ANSWERS, Role, Scope
+from server.domain.errors import FieldError
 from server.domain.i18n import translator
 
 Doc = dict[str, Any]
@@ -313,6 +314,10 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     # Who helped claims hours in the grid they work in (which task, and that it was theirs: _claim_refusal).
     "claim": lambda p, doc: (doc.get("created_by") == p.user_id and p.has(Role.VOLUNTEER, Role.GRID_WORKER)
                              and doc.get("grid") in p.grids),
+    # A grid worker records a household's ballot at the door, in their grid (_ballot_refusal); every other ballot
+    # is written by the server (the voter's own vote, paper ballots: server/services/deliberation.py).
+    "ballot": lambda p, doc: (p.has(Role.GRID_WORKER) and doc.get("channel") == "door"
+                              and doc.get("community") in p.communities),
 }
 assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 
@@ -411,6 +416,8 @@ def write_ref_ids(new: Doc) -> set[str]:
     for name in [*_ref_fields(type_name), *AUDIENCE_FIELDS, "phone_key", "task"]:
         value = new.get(name)
         named += value if isinstance(value, list) else [value]
+    if type_name == "ballot" and isinstance(new.get("matter"), str) and ":" in new["matter"]:
+        named.append(ballots.card_id(new["matter"], str(new.get("voter"))))  # its voting card (accounts database)
     return {i for i in named if isinstance(i, str) and i != new.get("_id")}  # not yet validated: anything may be here
 
 
@@ -580,10 +587,28 @@ def _claim_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str |
     return translator("en")(*refused) if refused else None
 
 
+def ballot_write_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs,
+                         now: dt.datetime) -> tuple[FieldError, int] | None:
+    """A ballot at the door, judged by the one ballot rule (server/domain/ballots.py) against its matter, the
+    voter's household and voting card (the card, made from the frozen roll, is the voter's roll entry here). A
+    ballot is never changed: a second one for the voter arrives as a conflicting branch, judged as new."""
+    if old is not None:
+        return FieldError("(document)", "vote_ballot_kept", {}), 409
+    card = _found(refs, ballots.card_id(str(new.get("matter")), str(new.get("voter"))), "voting_card")
+    return ballots.ballot_refusal(new, _found(refs, str(new.get("matter")), "matter"), card, now, writer=p.user_id,
+                                  writer_grids=p.grids, household=_found(refs, new.get("household") or "", "household"),
+                                  card=card)
+
+
+def _ballot_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
+    refused = ballot_write_refusal(p, old, new, refs, now) if new["type"] == "ballot" else None
+    return refused[0].text("en") if refused else None
+
+
 def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     return ((_place_refusal(new, refs) if old is None else None) or _link_refusal(p, old, new, refs)
             or _people_refusal(p, old, new, refs) or _claim_refusal(p, old, new, refs)
-            or _time_refusal(old, new, refs, now))
+            or _ballot_refusal(p, old, new, refs, now) or _time_refusal(old, new, refs, now))
 
 
 def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:

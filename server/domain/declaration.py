@@ -461,9 +461,16 @@ DOC_TYPES: dict[str, DocType] = {
             "choice": _text(Category.SOCIAL, required=True, max_length=400),
             "channel": _enum(BALLOT_CHANNELS, required=True),
             "assisted_by": _ref("user"),  # whoever recorded it for the voter (door, paper)
-            "receipt": _text(required=True, max_length=16, server_only=True),
+            "grid": _ref("grid"),  # at the door: the household's grid, where its grid worker recorded it
+            # The voter's receipt: made by the server, or by the phone at the door (its shape checked,
+            # server/domain/ballots.py); the published result lists those counted.
+            "receipt": _text(required=True, max_length=16),
+            # At the door (server/domain/ballots.py): the resident agreed to have it recorded (the human-window
+            # consent), and confirmed it with their voting card's code (an HMAC under the card's hash, not the code).
+            "consent": Field("bool"),
+            "confirmation": _text(max_length=64),
             **_WHO_WHEN,
-        }, label_zh="选票", label_en="Ballot"),
+        }, label_zh="选票", label_en="Ballot", client_writable=True),
         DocType("matter_result", Scope.COMMUNITY, {
             # The published result: totals, each condition with numerator and denominator, every receipt counted,
             # signed with the filing log's key and filed in the community's filing log.
@@ -760,6 +767,15 @@ DOC_TYPES: dict[str, DocType] = {
             "public": _text(Category.SYSTEM, required=True, max_length=100),
             "created_at": Field("datetime", required=True),
         }, database=ACCOUNTS_DB, label_zh="表决密钥", label_en="Vote key"),
+        DocType("voting_card", Scope.GRID, {
+            # A voter's voting card for the door (voting_card:<matter key>:<voter>, server/domain/ballots.py): the
+            # hash of its one-time code and the voter's roll entry. Printed by the secretary; never replicated.
+            "matter": _ref("matter", required=True),
+            "voter": Field("id", required=True),
+            "household": _ref("household", required=True),
+            "hash": _text(Category.SYSTEM, required=True, max_length=64),
+            **_WHO_WHEN,
+        }, database=ACCOUNTS_DB, label_zh="投票卡", label_en="Voting card"),
         DocType("installation_key", Scope.INSTALLATION, {
             # The ECDSA P-256 key the installation vouches for residents' write keys with
             # (crypto/key_statements.py): its private scalar wrapped under the master key, so that a master-key

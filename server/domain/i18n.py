@@ -1732,6 +1732,67 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
 for _lang, _messages in DELIBERATION_MESSAGES.items():
     MESSAGES[_lang].update(_messages)
 
+# The grid worker's ballot at the door (issue 15 items 4-7, server/domain/ballots.py) and the voting cards.
+DOOR_BALLOT_MESSAGES = {
+    "zh": {
+        "vote_ballot_id": "选票编号与议题和投票人不符。",
+        "vote_grace_over": "表决结束已超过 {hours} 小时，入户代录的选票不再接受。",
+        "vote_door_not_your_grid": "这户不在您负责的网格内，不能入户代录选票。",
+        "vote_door_assisted_by": "代录人必须是登录的本人。",
+        "vote_door_consent": "请先征得居民同意代录（勾选“居民同意”）。",
+        "vote_door_no_card": "这户没有本议题的投票卡（不在投票名册上，或书记尚未打印本网格的投票卡）。",
+        "vote_door_code_wrong": "投票卡上的确认码不对，请居民核对后重新输入。",
+        "vote_receipt_shape": "回执号格式不对。",
+        "vote_ballot_kept": "选票录入后不能修改；同一户的另一张选票会并列保存，按规则只计一次。",
+        "voting_cards": "投票卡",
+        "voting_cards_print": "打印本网格的投票卡",
+        "voting_cards_intro": "每户一张，确认码只显示这一次；再次打印会让本网格之前的投票卡作废。",
+        "voting_card_code": "确认码",
+        "door_ballots": "入户代录选票",
+        "door_ballot_intro": "在居民家中代录选票：请居民选择并输入投票卡上的确认码，离线也可录入，联网后同步。",
+        "door_household": "住户",
+        "door_code": "投票卡确认码",
+        "door_consent": "居民同意由我代录这张选票",
+        "door_submit": "保存选票",
+        "door_recorded": "已录入，回执号 {receipt}（请居民记下，结果公布后可核对）。联网后同步到服务器。",
+        "door_recorded_secret": "已录入（无记名：选择已在本机加密，本机无法再查看）。回执号 {receipt}。",
+        "door_no_matters": "本网格目前没有进行中的表决。",
+    },
+    "en": {
+        "vote_ballot_id": "The ballot's id does not match its matter and voter.",
+        "vote_grace_over": "The vote closed more than {hours} hours ago: ballots recorded at the door are no longer "
+                           "accepted.",
+        "vote_door_not_your_grid": "This household is not in your grid: you cannot record its ballot at the door.",
+        "vote_door_assisted_by": "Who recorded the ballot must be you, the signed-in user.",
+        "vote_door_consent": "Ask the resident's consent to record their ballot first (tick “the resident agrees”).",
+        "vote_door_no_card": "This household has no voting card for this matter (not on its roll, or the secretary "
+                             "has not printed this grid's cards yet).",
+        "vote_door_code_wrong": "The code does not match the voting card: let the resident check it and type it again.",
+        "vote_receipt_shape": "The receipt is not shaped as a receipt.",
+        "vote_ballot_kept": "A ballot is not changed once recorded; another ballot for the same voter is kept beside "
+                            "it and counted once by the rules.",
+        "voting_cards": "Voting cards",
+        "voting_cards_print": "Print this grid's voting cards",
+        "voting_cards_intro": "One per voter; the codes are shown this once, and printing again voids this grid's "
+                              "earlier cards.",
+        "voting_card_code": "Code",
+        "door_ballots": "Ballots at the door",
+        "door_ballot_intro": "Record a ballot at the resident's door: they choose and type the code on their voting "
+                             "card; works offline and syncs once online.",
+        "door_household": "Household",
+        "door_code": "Voting card code",
+        "door_consent": "The resident agrees that I record this ballot",
+        "door_submit": "Save the ballot",
+        "door_recorded": "Recorded, receipt {receipt} (for the resident to check once the result is published). "
+                         "It syncs once online.",
+        "door_recorded_secret": "Recorded (secret: the choice was sealed on this phone, which cannot read it back). "
+                                "Receipt {receipt}.",
+        "door_no_matters": "No vote is open in this grid.",
+    },
+}
+for _lang, _messages in DOOR_BALLOT_MESSAGES.items():
+    MESSAGES[_lang].update(_messages)
+
 LANGUAGES = tuple(MESSAGES)
 
 

@@ -20,8 +20,10 @@ members hold those accounts); a household vote's, every household of the communi
 rules); an adult residents' vote's, every resident aged 18 or more on the opening day.
 A secret vote (`mode` "secret") has its own key (`matter_key`, server/security/keystore.py): a choice arrives
 sealed to it in the browser (pwa/secret_ballot.js), bound to its ballot's id, and the close opens each.
-Not yet (issue 15, next sessions): the grid worker's ballot at the door offline with the resident's
-confirmation and a grace period after close, paper ballots reconciled against attendance, hearings.
+At the door a grid worker records a household's ballot on the phone, offline: the sync gateway judges it by the
+same rule as `cast` (server/domain/ballots.py: the window and its grace period, the roll, the grid, the option, the
+resident's consent and their voting card's confirmation, `issue_cards`).
+Not yet (issue 15, next sessions): paper ballots reconciled against attendance, hearings.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from typing import Any
 
 from pycouchdb.exceptions import Conflict
 
-from crypto.envelope import SEALED_VERSION, EnvelopeError, FieldContext, parse
+from crypto.envelope import SEALED_VERSION, EnvelopeError, FieldContext
+from server.domain import ballots as ballot_rules
 from server.domain.access import Principal
 from server.domain.declaration import BALLOT_CHANNELS, BALLOT_MODES, ELECTORATES, MATTER_KINDS, Role, validate
 from server.domain.errors import FieldError, UserError
@@ -49,14 +52,15 @@ from server.security import filing
 from server.security.filing import Signer
 from server.security.keystore import MATTER_KEY_VERSION, KeyStore
 from server.store import queries
-from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, ids_of_type, iter_view_docs
 
 Doc = dict[str, Any]
 ADULT_AGE = 18
 COMMITTEE_ROLES = (Role.SECRETARY.value, Role.GRID_WORKER.value)
 PRECEDENCE = ("own", "door", "paper")  # which of a voter's ballots counts: their own authenticated vote first
 assert set(PRECEDENCE) == set(BALLOT_CHANNELS)
-CONFLICTS_KEPT = frozenset({"ballot"})  # conflicts nobody resolves on the conflict screen: all versions count once
+CONFLICTS_KEPT = ballot_rules.CONFLICTS_KEPT
+assert ballot_rules.SEALED_CHOICE_HEADER == (SEALED_VERSION, MATTER_KEY_VERSION), "a sealed choice's shape"
 MAX_OPTIONS = 20
 MAX_WINDOW = dt.timedelta(days=90)
 
@@ -80,8 +84,7 @@ def result_id(matter_id: str) -> str:
     return f"matter_result:{key_of(matter_id)}"
 
 
-def ballot_id(matter_id: str, voter: str) -> str:
-    return f"ballot:{key_of(matter_id)}:{voter}"
+ballot_id = ballot_rules.ballot_id
 
 
 def is_secretary_of(p: Principal, community: str) -> bool:
@@ -258,6 +261,7 @@ def format_receipt(hex_digest: str) -> str:
 
 
 def window_refusal(matter: Doc, now: dt.datetime) -> VoteError | None:
+    """Why nobody may vote on the matter now (its own voters, online); None while they may."""
     if matter["status"] != "open":
         return VoteError("matter", "vote_matter_closed", 409)
     if now < dt.datetime.fromisoformat(matter["opens_at"]):
@@ -271,24 +275,20 @@ def cast(couch: Couch, p: Principal, matter: Doc, voter: str | None, choice: str
          *, resident: str | None = None, household: str | None = None) -> Doc:
     """Store one voter's ballot and give its receipt; raises VoteError (nothing stored) naming why not.
 
+    Judged by the one ballot rule the sync gateway applies to ballots at the door (server/domain/ballots.py).
     The voter's own vote (`channel` "own") is final: a second one is refused. Any other second ballot for the
     voter (their own vote after one recorded at the door, a door ballot after theirs) is kept as a conflicting
     version of the same document, counted by PRECEDENCE."""
-    refused = window_refusal(matter, now)
-    if refused:
-        raise refused
-    if voter is None or voter not in {e["voter"] for e in roll_of(couch, matter)}:
-        raise VoteError("matter", "vote_not_on_roll", 403)
-    if matter["mode"] == "secret":
-        if not is_sealed_choice(choice):
-            raise VoteError("choice", "vote_must_be_sealed")
-    elif choice not in matter["options"]:
-        raise VoteError("choice", "vote_unknown_option", value=choice)
-    ballot = {"_id": ballot_id(matter["_id"], voter), "type": "ballot", "street": matter["street"],
+    ballot = {"_id": ballot_id(matter["_id"], voter or ""), "type": "ballot", "street": matter["street"],
               "community": matter["community"], "matter": matter["_id"], "voter": voter,
               **({"household": household} if household else {}), **({"resident": resident} if resident else {}),
               "choice": choice, "channel": channel, **({"assisted_by": p.user_id} if channel != "own" else {}),
               "created_by": p.user_id, "created_at": now.isoformat()}
+    entry = next((e for e in roll_of(couch, matter) if e["voter"] == voter), None) if voter else None
+    refused = ballot_rules.ballot_refusal(ballot, matter, entry, now, writer=p.user_id)
+    if refused:
+        error, status = refused
+        raise VoteError(error.field, error.key, status, **error.params)
     ballot["receipt"] = _receipt(ballot)
     validate(ballot)
     try:
@@ -301,6 +301,47 @@ def cast(couch: Couch, p: Principal, matter: Doc, voter: str | None, choice: str
     ballot["_rev"] = f"1-{hashlib.md5(_canonical(ballot)).hexdigest()}"  # noqa: S324 - a revision id, no secret
     bulk_docs_new_edits_false(couch, [ballot])
     return ballot
+
+
+@dataclass(frozen=True)
+class Card:
+    """A printed voting card: the voter, the household it is given at, its address, the code (shown once)."""
+
+    voter: str
+    household: str
+    address: str
+    code: str
+
+
+def issue_cards(couch: Couch, p: Principal, matter: Doc, grid: str, now: dt.datetime) -> list[Card]:
+    """New voting cards for every voter on the roll living in the grid (server/domain/ballots.py): the server keeps
+    each code's hash (voting_card, accounts database), the secretary prints the codes. Printing again voids the
+    grid's earlier cards. Raises VoteError for a committee vote (nobody votes at the door there) or a closed one."""
+    if not is_secretary_of(p, matter["community"]):
+        raise VoteError("matter", "vote_not_your_community", 403)
+    if matter["electorate"] == "committee":
+        raise VoteError("matter", "vote_not_on_roll", 409)
+    refused = window_refusal(matter, min(now, dt.datetime.fromisoformat(matter["closes_at"])))
+    if refused:
+        raise refused
+    homes = {h["_id"]: h for h in _all_in(couch, matter["community"], "household") if h.get("grid") == grid}
+    entries = [e for e in roll_of(couch, matter) if (e.get("household") or e["voter"]) in homes]
+    cards = [Card(e["voter"], e.get("household") or e["voter"], homes[e.get("household") or e["voter"]]["address"],
+                  "".join(secrets.choice(ballot_rules.CODE_ALPHABET) for _ in range(ballot_rules.CODE_LENGTH)))
+             for e in entries]
+    ids = [ballot_rules.card_id(matter["_id"], c.voter) for c in cards]
+    stored = get_many(couch.accounts, ids)
+    docs = [{"_id": i, **({"_rev": stored[i]["_rev"]} if i in stored else {}), "type": "voting_card",
+             "street": matter["street"], "community": matter["community"], "grid": grid, "matter": matter["_id"],
+             "voter": c.voter, "household": c.household,
+             "hash": ballot_rules.card_hash(ballot_id(matter["_id"], c.voter), c.code),
+             "created_by": p.user_id, "created_at": now.isoformat()} for i, c in zip(ids, cards, strict=True)]
+    for doc in docs:
+        validate(doc)
+    failed = [r for r in bulk_save(couch.accounts, docs) if r.error]
+    if failed:
+        raise RuntimeError(f"voting cards not stored: {failed[0]}")
+    return cards
 
 
 def bulk_docs_new_edits_false(couch: Couch, docs: list[Doc]) -> None:
@@ -316,16 +357,6 @@ def bulk_docs_new_edits_false(couch: Couch, docs: list[Doc]) -> None:
 def choice_context(ballot_id: str) -> FieldContext:
     """What a secret ballot's sealed choice is bound to: moved to another ballot, it does not open."""
     return FieldContext(ballot_id, "choice", "basic")
-
-
-def is_sealed_choice(choice: str) -> bool:
-    """A secret vote's choice as the browser or phone sends it: an envelope sealed to the matter's key (whether it
-    opens, and to an option, only the close can tell)."""
-    try:
-        parsed = parse(choice)
-    except EnvelopeError:
-        return False
-    return parsed.version == SEALED_VERSION and parsed.key_version == MATTER_KEY_VERSION
 
 
 @dataclass(frozen=True)
@@ -414,16 +445,23 @@ def close(couch: Couch, keys: KeyStore, signer: Signer, p: Principal, matter: Do
 
 
 def close_due(couch: Couch, keys: KeyStore, signer: Signer, now: dt.datetime) -> int:
-    """Close and publish every open matter past its closing time (the minute clock; `linli serve` after loading
-    the demo), filed in the name of the secretary who opened it; and finish any closed without its result (a
-    process stopped between the two). Returns how many."""
+    """Close and publish every open matter past its closing time and grace period (`counted_at`; the minute
+    clock, `linli serve` after loading the demo), filed in the name of the secretary who opened it; and finish any
+    closed without its result (a process stopped between the two). Returns how many."""
     published = set(ids_of_type(couch.main, "matter_result"))
     due = [m for m in docs_of_type(couch.main, "matter")
-           if (m["status"] == "open" and dt.datetime.fromisoformat(m["closes_at"]) <= now)
+           if (m["status"] == "open" and counted_at(m) <= now)
            or (m["status"] == "closed" and result_id(m["_id"]) not in published)]
     for matter in due:
         _publish(couch, keys, signer, matter, matter["created_by"], now, by_hand=False)
     return len(due)
+
+
+def counted_at(matter: Doc) -> dt.datetime:
+    """When the minute clock closes and counts the matter: at its closing time, and for a vote that ballots at the
+    door count in, once their grace period after it is over (server/domain/ballots.py DOOR_GRACE)."""
+    closes = dt.datetime.fromisoformat(matter["closes_at"])
+    return closes if matter["electorate"] == "committee" else closes + ballot_rules.DOOR_GRACE
 
 
 def _publish(couch: Couch, keys: KeyStore, signer: Signer, matter: Doc, actor: str, now: dt.datetime, *,
