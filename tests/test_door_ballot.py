@@ -6,12 +6,15 @@ one household are one vote, the resident's own vote counts first; a secret choic
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 import pytest
+from starlette.testclient import TestClient
 
 from crypto.envelope import seal_for, unb64url
 from server.domain import ballots as rules
@@ -20,12 +23,15 @@ from server.security.firewall import Firewall
 from server.security.keystore import MATTER_KEY_VERSION, KeyStore
 from server.services import deliberation as d
 from server.services.demo import STREET_ID
-from server.store.config import Settings
+from server.store.config import PROJECT_ROOT, Settings
 from server.store.couch import Couch
 from server.store.embedded_couch import EmbeddedCouch, free_port
 
-from .sync_harness import login, serve, stop
+from .street import logout, post_form
+from .sync_harness import login as sync_login
+from .sync_harness import serve, stop
 from .test_deliberation import households, new_matter, principal, vote_for
+from .test_matter_pages import login, open_matter, site  # noqa: F401 - site is a fixture
 
 Doc = dict[str, Any]
 C1 = "community:c1"
@@ -85,7 +91,7 @@ def test_a_door_ballot_synced_from_the_phone_is_counted_and_its_receipt_publishe
     # The code as the resident reads it from the card: spaces, a dash, lower case.
     typed = codes[home["_id"]].lower()[:5] + " - " + codes[home["_id"]][5:]
     ballot = door_ballot(matter, home, "yes", typed)
-    assert push(gateway_url, login(gateway_url, "wangge01", "demo-password"), [ballot]) == []
+    assert push(gateway_url, sync_login(gateway_url, "wangge01", "demo-password"), [ballot]) == []
     [voter] = d.ballots(couch, matter)
     assert voter.first["channel"] == "door" and voter.first["assisted_by"] == WORKER and not voter.conflicted
     assert "code" not in str(voter.first) and codes[home["_id"]] not in str(voter.first)  # the code is not stored
@@ -140,7 +146,7 @@ def test_bad_door_ballots_are_refused_each_with_its_reason_and_nothing_is_stored
         ("created by someone else", door_ballot(matter, home, "yes", code, by="user:wangge02", at=at), None),
     ]
     before = couch.main.config()["doc_count"]
-    answers = push(gateway_url, login(gateway_url, "wangge01", "demo-password"), [doc for _, doc, _ in cases])
+    answers = push(gateway_url, sync_login(gateway_url, "wangge01", "demo-password"), [doc for _, doc, _ in cases])
     assert len(answers) == len(cases), [(a["id"], a["errors"][0]["key"]) for a in answers]
     for (case, _, key), answer in zip(cases, answers, strict=True):
         assert answer["error"] == "forbidden", (case, answer)
@@ -181,7 +187,7 @@ def test_two_phones_for_one_household_are_one_vote_and_the_residents_own_vote_co
     matter = d.open_matter(couch, keys, secretary, new_matter(), dt.datetime.now(dt.UTC))
     codes = cards_of(couch, matter)
     home, own_home = [h for h in households(couch) if h["grid"] == G1][:2]
-    first, second = (login(gateway_url, "wangge01", "demo-password") for _ in range(2))
+    first, second = (sync_login(gateway_url, "wangge01", "demo-password") for _ in range(2))
     # Two phones, both offline at the same door (the household's card code typed into each), sync later.
     a = door_ballot(matter, home, "no", codes[home["_id"]], at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20))
     b = door_ballot(matter, home, "abstain", codes[home["_id"]])
@@ -214,7 +220,7 @@ def test_a_secret_door_ballot_is_sealed_to_the_matter_key_and_unreadable_by_the_
     home = next(h for h in households(couch) if h["grid"] == G1)
     bid = d.ballot_id(matter["_id"], home["_id"])
     sealed = seal_for(unb64url(matter["seal_public"]), MATTER_KEY_VERSION, d.choice_context(bid), "no")
-    phone = login(gateway_url, "wangge01", "demo-password")
+    phone = sync_login(gateway_url, "wangge01", "demo-password")
     [plain] = push(gateway_url, phone, [door_ballot(matter, home, "no", codes[home["_id"]])])
     assert [e["key"] for e in plain["errors"]] == ["vote_must_be_sealed"]
     assert push(gateway_url, phone, [door_ballot(matter, home, sealed, codes[home["_id"]])]) == []
@@ -252,6 +258,34 @@ def test_the_phone_and_the_server_compute_one_confirmation() -> None:
     card = rules.card_hash(ballot["_id"], "abcde-23456")
     assert card == rules.card_hash(ballot["_id"], "ABCDE23456")
     assert rules.confirmation(card, ballot) == VECTOR
+    phone = subprocess.run(["node", "--test", "pwa/tests/door_ballot.test.mjs"], cwd=PROJECT_ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert phone.returncode == 0 and VECTOR in (PROJECT_ROOT / "pwa/tests/door_ballot.test.mjs").read_text(), (
+        phone.stdout + phone.stderr)
 
 
 VECTOR = "f79d1846522ce42ef91af02b7f3e0c178ceeab08d5875e6400052a13429ab68d"
+
+
+def test_the_secretary_prints_a_grids_voting_cards_from_the_roll_page(site: TestClient,  # noqa: F811
+                                                                      demo_loaded: Couch) -> None:
+    """One card per voter of the grid, its code shown once and kept only as a hash; another grid or another
+    community's grid is not printed, a grid worker prints none."""
+    couch = demo_loaded
+    login(site, "shuji1")
+    key = open_matter(site, "入户表决 " + secrets.token_hex(3))
+    roll = site.get(f"/matters/{key}/roll")
+    assert roll.status_code == 200 and f'action="/matters/{key}/cards"' in roll.text
+    page = post_form(site, f"/matters/{key}/cards", {"grid": G2})
+    assert page.status_code == 200, page.text
+    codes = re.findall(r'card-code">([2-9A-HJ-NP-Z]{5}-[2-9A-HJ-NP-Z]{5})<', page.text)
+    homes = [h for h in households(couch) if h["grid"] == G2]
+    assert len(codes) == len(homes) == len(set(codes)) > 0
+    stored = couch.accounts.get(rules.card_id(f"matter:{key}", homes[0]["_id"]))
+    assert stored["hash"] not in page.text and all(c.replace("-", "") not in str(stored) for c in codes)
+    assert any(rules.card_hash(rules.ballot_id(f"matter:{key}", homes[0]["_id"]), c) == stored["hash"]
+               for c in codes)
+    assert post_form(site, f"/matters/{key}/cards", {"grid": "grid:c2-g01"}).status_code == 404
+    logout(site)
+    login(site, "wangge02")
+    assert post_form(site, f"/matters/{key}/cards", {"grid": G2}).status_code == 403

@@ -37,11 +37,12 @@ import pytest
 from pycouchdb.exceptions import Conflict
 from starlette.routing import Mount
 
+from server.domain import ballots as ballot_rules
 from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.security import accounts
 from server.security.firewall import Firewall
-from server.services import demo, needs
+from server.services import deliberation, demo, needs
 from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch, bulk_save, connect, iter_view_docs
@@ -86,6 +87,8 @@ class Street:
     numbers: list[str] = field(default_factory=list)  # phone and ID card numbers to search by: 2 hits, 2 misses
     volunteers_household: str = ""
     tasks: dict[str, str] = field(default_factory=dict)  # zhiyuan01a's by status, and "other": zhiyuan01b's
+    matter: str = ""  # an open household vote's key, with grid 1's voting cards printed (codes: household -> code)
+    codes: dict[str, str] = field(default_factory=dict)
 
 
 def _principal(couch: Couch, username: str) -> Principal:
@@ -118,6 +121,7 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
         startkey="household:", endkey="household:\ufff0", as_list=True, include_docs="true")
         if "user:zhiyuan01a" in h["doc"].get("volunteers", []))
     _tasks(couch, street)
+    _matter(couch, firewall, street)
     # Numbers to search by: the phone and ID card of a resident whose contact details the worker may open, and of
     # one who keeps them from the worker (offline the phone compares with the numbers it can open).
     street.numbers = [str(firewall.reveal(secretary, couch.main.get(resident(n)), "contact", purpose="routine_visit",
@@ -206,6 +210,16 @@ def _tasks(couch: Couch, street: Street) -> None:
                "created_by": "user:wangge01", "created_at": (NOW - dt.timedelta(hours=2)).isoformat(), **extra}
         couch.main.save(doc)
         street.tasks[name] = doc["_id"].split(":")[1]
+
+
+def _matter(couch: Couch, firewall: Firewall, street: Street) -> None:
+    """An open household vote with grid 1's voting cards, for the grid worker's door ballot (issue 15)."""
+    secretary = _principal(couch, "shuji1")
+    matter = deliberation.open_matter(couch, firewall.keystore, secretary, deliberation.NewMatter(
+        "community:c1", "加装电梯 <一号楼> & 二号楼", "", "household_assembly", "household",
+        "households_three_quarters", (), NOW - dt.timedelta(hours=1), NOW + dt.timedelta(days=7)), NOW)
+    street.matter = deliberation.key_of(matter["_id"])
+    street.codes = {c.voter: c.code for c in deliberation.issue_cards(couch, secretary, matter, G1, NOW)}
 
 
 @pytest.fixture(scope="module")
@@ -395,6 +409,7 @@ def pages_for(street: Street, username: str) -> list[Ask]:
             *everyone, *requests, *tasks, Ask("GET", f"/households/{street.volunteers_household}"),
             Ask("GET", f"/visits/{street.visit.split(':')[1]}/photo"),
             Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}/photos/photo-1.png"),
+            Ask("GET", "/matters"), Ask("GET", f"/matters/{street.matter}/door"),
         ]
     if username == "shuji1":
         return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"{grid}?offset=50"), Ask("GET", f"/grids/{G2}"),
@@ -591,6 +606,37 @@ def test_forms_answer_the_same_and_write_the_same(street: Street, offline: Offli
         there = next(d for d in offline.call("documents", user=user.username, type=doc_id.split(":")[0])
                      if d["_id"] == doc_id)
         assert written(there) == written(online_doc), doc_id
+
+
+def test_a_ballot_at_the_door_is_recorded_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+    """The grid worker's door ballot (issue 15): a form without the resident's consent refused alike; then household
+    6's ballot recorded online and household 7's offline, each the same ballot but for its household, its moment,
+    receipt and confirmation (which binds the moment)."""
+    user, door = users["wangge01"], f"/matters/{street.matter}/door"
+
+    def ballot_form(n: int, **changed: str) -> tuple[tuple[str, str], ...]:
+        values = {"household": household(n), "choice": "yes", "code": street.codes[household(n)], "consent": "yes"}
+        return tuple({**values, **changed}.items())
+
+    unconsented = tuple((k, v) for k, v in ballot_form(6) if k != "consent")
+    found = differences(street, offline, user, [Ask("POST", door, unconsented)])
+    assert not found, "\n\n".join(found)
+    online = user.online(street.url, Ask("POST", door, ballot_form(6)))
+    there = offline.call("render", user=user.username, method="POST", path=door,
+                         form=offline_form(Ask("POST", door, ballot_form(7))), htmx=False)
+    assert online == there == {"redirect": f"{door}#recorded"}, (online, there)
+    matter = f"matter:{street.matter}"
+    [mine] = [d for d in server_documents(street, "ballot") if d["matter"] == matter and d["voter"] == household(6)]
+    [theirs] = [d for d in offline.call("documents", user=user.username, type="ballot")
+                if d["matter"] == matter and d["voter"] == household(7)]
+    differing = {"_id", "_rev", "_revisions", "voter", "household", "created_at", "receipt", "confirmation"}
+    assert {k: v for k, v in mine.items() if k not in differing} == {k: v for k, v in theirs.items()
+                                                                     if k not in differing}
+    # Each confirmation is the one the server checks: the phone's made from the code typed, as the server's.
+    card = street.couch.accounts.get(ballot_rules.card_id(theirs["matter"], household(7)))
+    assert theirs["confirmation"] == ballot_rules.confirmation(card["hash"], theirs)
+    page = offline.call("render", user=user.username, method="GET", path=door, form=[], htmx=False)
+    assert theirs["receipt"] in page["html"]
 
 
 def test_other_roles_forms_answer_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:

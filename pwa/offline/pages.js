@@ -11,6 +11,7 @@ import { grantId, grantIsUsable, numberField, openFields, storedPhoneKey } from 
 import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRefusal, taskAnswered, tasksInOrder }
   from "./rules.js";
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
+import { cardHash, confirmation, newReceipt } from "./door_ballot.js";
 
 const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
 
@@ -703,6 +704,82 @@ async function myRecord({ db, session, schema }) {
     need_values: { category: session.need_categories[0], description: "" }, need_errors: {} } };
 }
 
+// ---- matters and the ballot at the door (issue 15): server/web/matter_pages.py, for the grid worker's phone
+
+// server/web/matter_pages.py list_page + deliberation.matters_of: the matters of the user's communities, open ones
+// first, then newest first; a grid worker's open household votes lead to the door ballot form.
+async function mattersPage({ db, session }) {
+  const communities = session.user.communities || [];
+  if (!communities.length) { // a resident: their community's matters reach no replica (access.py _of_community)
+    throw new OfflineError(503, "offline_unavailable");
+  }
+  const newestFirst = (await docsOfType(db, "matter")).filter((m) => communities.includes(m.community))
+    .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+  const matters = [...newestFirst.filter((m) => m.status === "open"), ...newestFirst.filter((m) => m.status !== "open")];
+  const names = Object.fromEntries((await docsOfType(db, "community")).filter((c) => communities.includes(c._id))
+    .map((c) => [c._id, c.name]));
+  return { template: "matters.html", context: { matters, names, may_open: false,
+                                               door: (session.user.roles || []).includes("grid_worker") } };
+}
+
+// server/web/matter_pages.py door_page + deliberation.record_at_door: the households of the worker's grids, the
+// ballots they recorded with their receipts, and the ballot written into the replica. What only the server can
+// judge (the voting card's code, the window by its clock) it judges when the ballot arrives: a refusal shows in the
+// sync bar with its reason.
+async function doorBallot({ db, session, params, form, method }) {
+  const matter = await load(db, `matter:${params.key}`, "matter");
+  const me = session.user._id;
+  if (!(session.user.roles || []).includes("grid_worker") || matter.electorate !== "household"
+      || !(session.user.communities || []).includes(matter.community)) {
+    throw new OfflineError(404, "not_found");
+  }
+  const grids = session.user.grids || [];
+  const households = (await docsOfType(db, "household"))
+    .filter((h) => grids.includes(h.grid) && h.community === matter.community);
+  const values = { household: method === "POST" ? String(form.get("household") || "").slice(0, 200) : "" };
+  let errors = {};
+  if (method === "POST") {
+    try {
+      await storeDoorBallot(db, me, matter, households.find((h) => h._id === values.household), form);
+      return { redirect: `/matters/${params.key}/door#recorded` };
+    } catch (bad) {
+      if (!(bad instanceof FormError)) throw bad;
+      errors = bad.errors;
+    }
+  }
+  const recorded = (await docsOfType(db, "ballot"))
+    .filter((b) => b.matter === matter._id && b.channel === "door" && b.assisted_by === me)
+    .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+  return { template: "matter_door.html", status: Object.keys(errors).length ? 400 : 200, context: {
+    matter, key: params.key, households, values, ballot_prefix: `ballot:${params.key}:`, recorded, errors,
+    addresses: Object.fromEntries(households.map((h) => [h._id, h.address])) } };
+}
+
+async function storeDoorBallot(db, me, matter, home, form) {
+  const choice = String(form.get("choice") || "").slice(0, 1000);
+  if (!home) {
+    throw refuse("household", "vote_door_not_your_grid");
+  }
+  if (form.get("consent") !== "yes") {
+    throw refuse("consent", "vote_door_consent");
+  }
+  if (matter.mode === "secret" ? !choice.startsWith("enc:") : !matter.options.includes(choice)) {
+    throw matter.mode === "secret" ? refuse("choice", "vote_must_be_sealed")
+      : refuse("choice", "vote_unknown_option", { value: choice });
+  }
+  const ballot = { _id: `ballot:${matter._id.split(":")[1]}:${home._id}`, type: "ballot", street: matter.street,
+    community: matter.community, grid: home.grid, matter: matter._id, voter: home._id, household: home._id, choice,
+    channel: "door", assisted_by: me, consent: true, receipt: newReceipt(), created_by: me, created_at: nowISO() };
+  const code = String(form.get("code") || "").slice(0, 40);
+  ballot.confirmation = await confirmation(await cardHash(ballot._id, code), ballot);
+  // Recorded here already: a ballot is not changed (another phone's ballot for the household, which this replica
+  // does not hold, becomes a version beside this one when both sync, counted once by precedence).
+  if (await db.get(ballot._id).catch(() => null)) {
+    throw refuse("household", "vote_ballot_kept");
+  }
+  await db.put(ballot);
+}
+
 // One request answered from the replica, as the service worker answers it (sw.js) and as the page-parity test
 // renders it (pwa/tests/offline_pages.mjs): {template, context, status}, {redirect} or {blob}. A refusal
 // (OfflineError) is the app's error page; a form must carry the session's CSRF token (`csrfToken`: the form's
@@ -744,6 +821,9 @@ export const ROUTES = [
   ["GET", "/requests/questions", requestQuestions],
   ["GET", "/requests/:id", requestPage],
   ["GET", "/requests/:id/photos/:name", requestPhoto],
+  ["GET", "/matters", mattersPage],
+  ["GET", "/matters/:key/door", doorBallot],
+  ["POST", "/matters/:key/door", doorBallot],
 ];
 
 export function route(method, path) {

@@ -1754,9 +1754,6 @@ DOOR_BALLOT_MESSAGES = {
         "door_code": "投票卡确认码",
         "door_consent": "居民同意由我代录这张选票",
         "door_submit": "保存选票",
-        "door_recorded": "已录入，回执号 {receipt}（请居民记下，结果公布后可核对）。联网后同步到服务器。",
-        "door_recorded_secret": "已录入（无记名：选择已在本机加密，本机无法再查看）。回执号 {receipt}。",
-        "door_no_matters": "本网格目前没有进行中的表决。",
     },
     "en": {
         "vote_ballot_id": "The ballot's id does not match its matter and voter.",
@@ -1783,11 +1780,6 @@ DOOR_BALLOT_MESSAGES = {
         "door_code": "Voting card code",
         "door_consent": "The resident agrees that I record this ballot",
         "door_submit": "Save the ballot",
-        "door_recorded": "Recorded, receipt {receipt} (for the resident to check once the result is published). "
-                         "It syncs once online.",
-        "door_recorded_secret": "Recorded (secret: the choice was sealed on this phone, which cannot read it back). "
-                                "Receipt {receipt}.",
-        "door_no_matters": "No vote is open in this grid.",
     },
 }
 for _lang, _messages in DOOR_BALLOT_MESSAGES.items():

@@ -43,6 +43,7 @@ from typing import Any
 from pycouchdb.exceptions import Conflict
 
 from crypto.envelope import SEALED_VERSION, EnvelopeError, FieldContext
+from server.domain import access
 from server.domain import ballots as ballot_rules
 from server.domain.access import Principal
 from server.domain.declaration import BALLOT_CHANNELS, BALLOT_MODES, ELECTORATES, MATTER_KINDS, Role, validate
@@ -301,6 +302,44 @@ def cast(couch: Couch, p: Principal, matter: Doc, voter: str | None, choice: str
     ballot["_rev"] = f"1-{hashlib.md5(_canonical(ballot)).hexdigest()}"  # noqa: S324 - a revision id, no secret
     bulk_docs_new_edits_false(couch, [ballot])
     return ballot
+
+
+def record_at_door(couch: Couch, p: Principal, matter: Doc, household: str, choice: str, code: str, consent: bool,
+                   now: dt.datetime) -> Doc:
+    """The grid worker records a household's ballot at its door, online: the ballot the phone writes offline
+    (pwa/offline/pages.js doorBallot), its confirmation made from the code the resident typed, judged by the rule the
+    sync gateway applies (access.write_refusal: its place, then server/domain/ballots.py). Raises VoteError naming
+    why not (nothing stored); a second ballot for the household is kept beside the first, as from a second phone."""
+    home = queries.load_doc(couch, household, "household")
+    ballot: Doc = {"_id": ballot_id(matter["_id"], household), "type": "ballot", "street": matter["street"],
+                   "community": matter["community"], "grid": (home or {}).get("grid", ""), "matter": matter["_id"],
+                   "voter": household, "household": household, "choice": choice, "channel": "door",
+                   "assisted_by": p.user_id, "consent": consent, "receipt": format_receipt(secrets.token_hex(6)),
+                   "created_by": p.user_id, "created_at": now.isoformat()}
+    ballot["confirmation"] = ballot_rules.confirmation(ballot_rules.card_hash(ballot["_id"], code), ballot)
+    if home is None or home.get("community") != matter["community"]:
+        raise VoteError("household", "vote_door_not_your_grid", 403)
+    if any(b["voter"] == household for b in recorded_by(couch, p, matter)):  # as the phone refuses it offline
+        raise VoteError("household", "vote_ballot_kept", 409)
+    validate(ballot)
+    refs = queries.write_refs(couch, ballot)
+    if access.write_refusal(p, None, ballot, refs, now):
+        refused = access.ballot_write_refusal(p, None, ballot, refs, now)
+        error, status = refused or (FieldError("household", "vote_door_not_your_grid"), 403)
+        raise VoteError(error.field, error.key, status, **error.params)
+    try:
+        return couch.main.save(ballot)
+    except Conflict:  # the household has a ballot already: this one a branch beside it, counted by PRECEDENCE
+        ballot["_rev"] = f"1-{hashlib.md5(_canonical(ballot)).hexdigest()}"  # noqa: S324 - a revision id
+        bulk_docs_new_edits_false(couch, [ballot])
+        return ballot
+
+
+def recorded_by(couch: Couch, p: Principal, matter: Doc) -> list[Doc]:
+    """The ballots this user recorded at the door on the matter, newest first (their receipts to hand out)."""
+    mine = [v for voter in ballots(couch, matter) for v in voter.versions
+            if v["channel"] == "door" and v.get("assisted_by") == p.user_id]
+    return sorted(mine, key=lambda b: b["created_at"], reverse=True)
 
 
 @dataclass(frozen=True)

@@ -183,10 +183,14 @@ def refusal_to_store(couch: Couch, p: Principal, old: dict[str, Any] | None, new
                      now: dt.datetime) -> str | None:
     """`access.write_refusal` with the documents it needs fetched (`access.write_ref_ids`, one request to each
     database): what a page asks before it stores a document, the rule the sync gateway holds phones to."""
+    return write_refusal(p, old, new, write_refs(couch, new), now)
+
+
+def write_refs(couch: Couch, new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The documents `access.write_refusal` needs to judge storing `new` (`access.write_ref_ids`), by id."""
     ids = write_ref_ids(new)
-    refs = {**get_many(couch.main, (i for i in ids if database_of(i) == MAIN_DB)),
+    return {**get_many(couch.main, (i for i in ids if database_of(i) == MAIN_DB)),
             **get_many(couch.accounts, (i for i in ids if database_of(i) == ACCOUNTS_DB))}
-    return write_refusal(p, old, new, refs, now)
 
 
 def latest_reading(couch: Couch, device: str, metric: str) -> dict[str, Any] | None:

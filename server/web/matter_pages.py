@@ -5,7 +5,8 @@ result is published to anyone with its link.
   community); /matters/new: the secretary opens one (server/services/deliberation.py freezes its roll).
 - /matters/{key}: the matter, the signed-in voter's ballot form or receipt, and for the secretary the frozen
   roll's size and hash, the ballots in, each conflict with its versions and the one counted, and "close".
-- /matters/{key}/roll: the frozen roll (the secretary's); /matters/{key}/paper: the secretary enters a paper
+- /matters/{key}/roll: the frozen roll (the secretary's), where a grid's voting cards are printed
+  (/matters/{key}/cards, POST: the door ballot's codes, shown once); /matters/{key}/paper: the secretary enters a paper
   ballot for a voter on the roll (open ballots only); /matters/{key}/close: count and publish.
 - /matters/{key}/result (page), result.json, result.csv: the published result, without signing in.
 """
@@ -31,7 +32,7 @@ from server.security.firewall import Firewall
 from server.services import deliberation as d
 from server.store import queries
 from server.store.config import LOCAL_TZ
-from server.store.couch import get_many, get_or_none
+from server.store.couch import get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 CurrentUser = Callable[[Request], Awaitable[Doc]]
@@ -79,7 +80,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
         matters = await run_in_threadpool(d.matters_of, couch, communities)
         names = await run_in_threadpool(get_many, couch.main, communities)
         return render(request, "matters.html", matters=matters, names={i: c["name"] for i, c in names.items()},
-                      may_open=any(d.is_secretary_of(p, c) for c in communities))
+                      may_open=any(d.is_secretary_of(p, c) for c in communities), door=p.has(Role.GRID_WORKER))
 
     def new_form(p: Principal, values: dict[str, str] | None = None) -> dict[str, Any]:
         start = now().replace(second=0, microsecond=0)
@@ -176,10 +177,35 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
                  or named.get(homes[e["voter"]], {}).get("address") or e["voter"],
                  "address": named.get(homes[e["voter"]], {}).get("address", "")} for e in entries]
 
+    def grids_of(matter: Doc) -> list[Doc]:
+        """The community's grids, where voting cards are printed for (none for a committee or a closed vote)."""
+        if matter["electorate"] == "committee" or matter["status"] != "open":
+            return []
+        return sorted(iter_view_docs(couch.main, "linli/by_place", [matter["community"], "grid"]),
+                      key=lambda g: g["number"])
+
     async def roll_page(request: Request) -> Response:
         _, matter = await secretary_matter(request)
         rows = await run_in_threadpool(roll_rows, matter)
-        return render(request, "matter_roll.html", matter=matter, rows=rows, key=d.key_of(matter["_id"]))
+        grids = await run_in_threadpool(grids_of, matter)
+        return render(request, "matter_roll.html", matter=matter, rows=rows, key=d.key_of(matter["_id"]), grids=grids)
+
+    async def cards_page(request: Request) -> Response:
+        """The secretary prints a grid's voting cards (server/domain/ballots.py): the codes are shown this once."""
+        p, matter = await secretary_matter(request)
+        form = await request.form()
+        grid = str(form.get("grid", ""))[:100]
+        grids = await run_in_threadpool(grids_of, matter)
+        if grid not in {g["_id"] for g in grids}:
+            raise HTTPException(404)
+        try:
+            cards = await run_in_threadpool(d.issue_cards, couch, p, matter, grid, now())
+        except d.VoteError as refused:
+            rows = await run_in_threadpool(roll_rows, matter)
+            return render(request, "matter_roll.html", refused.status, matter=matter, rows=rows, grids=grids,
+                          key=d.key_of(matter["_id"]), errors=by_field(refused.errors))
+        return render(request, "matter_cards.html", matter=matter, key=d.key_of(matter["_id"]), cards=cards,
+                      grid=next(g for g in grids if g["_id"] == grid))
 
     async def paper_ballot(request: Request) -> Response:
         """The secretary enters a paper ballot for a voter on the roll (channel paper: counted after the voter's own
@@ -197,6 +223,39 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
             context = await run_in_threadpool(matter_context, p, matter, None)
             return render(request, "matter.html", refused.status, errors=by_field(refused.errors), **context)
         return RedirectResponse(f"/matters/{request.path_params['key']}#secretary", status_code=303)
+
+    def door_context(p: Principal, matter: Doc, values: dict[str, str]) -> dict[str, Any]:
+        """The door ballot form (pwa/offline/pages.js doorBallot, the same from the phone's replica): the households
+        of the worker's grids, and the ballots they recorded on the matter with their receipts."""
+        homes = sorted((h for g in p.grids for h in iter_view_docs(couch.main, "linli/by_place", [g, "household"])
+                        if h["community"] == matter["community"]), key=lambda h: h["_id"])
+        return {"matter": matter, "key": d.key_of(matter["_id"]), "households": homes, "values": values,
+                "ballot_prefix": d.ballot_id(matter["_id"], ""), "recorded": d.recorded_by(couch, p, matter),
+                "addresses": {h["_id"]: h["address"] for h in homes}}
+
+    async def door_page(request: Request) -> Response:
+        """A grid worker records a household's ballot at its door (a household vote, while it is open)."""
+        user = await current_user(request)
+        p = Principal.of(user)
+        matter, _ = await run_in_threadpool(visible_matter, p, user, request.path_params["key"])
+        if not p.has(Role.GRID_WORKER) or matter["electorate"] != "household":
+            raise HTTPException(404)
+        errors: dict[str, Any] = {}
+        status = 200
+        values = {"household": ""}
+        if request.method == "POST":
+            form = await request.form()
+            values = {"household": str(form.get("household", ""))[:200]}
+            try:
+                await run_in_threadpool(d.record_at_door, couch, p, matter, values["household"],
+                                        str(form.get("choice", ""))[:1000], str(form.get("code", ""))[:40],
+                                        form.get("consent") == "yes", now())
+            except d.VoteError as refused:
+                errors, status = by_field(refused.errors), refused.status
+            else:
+                return RedirectResponse(f"/matters/{d.key_of(matter['_id'])}/door#recorded", status_code=303)
+        context = await run_in_threadpool(door_context, p, matter, values)
+        return render(request, "matter_door.html", status, errors=errors, **context)
 
     async def close_matter(request: Request) -> Response:
         p, matter = await secretary_matter(request)
@@ -232,8 +291,10 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
         Route("/matters/new", new_page, methods=["GET", "POST"]),
         Route("/matters/{key}", matter_page, methods=["GET", "POST"]),
         Route("/matters/{key}/roll", roll_page),
+        Route("/matters/{key}/cards", cards_page, methods=["POST"]),
         Route("/matters/{key}/close", close_matter, methods=["POST"]),
         Route("/matters/{key}/paper", paper_ballot, methods=["POST"]),
+        Route("/matters/{key}/door", door_page, methods=["GET", "POST"]),
         Route("/matters/{key}/result", result_page),
         Route("/matters/{key}/result.json", result_json),
         Route("/matters/{key}/result.csv", result_csv),

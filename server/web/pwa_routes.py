@@ -53,12 +53,16 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "resident_safety.html", "devices.html", "accounts.html", "ledger.html",
                                    "task_new.html", "today.html", "need.html",
                                    "needs_open.html",
-                                   # Deliberation (issue 15): online for now; the door ballot offline comes next.
-                                   "matters.html", "matter.html", "matter_new.html", "matter_roll.html",
-                                   "matter_result.html"})
+                                   # Deliberation (issue 15): the secretary's pages and the voter's own at a desk;
+                                   # the grid worker's list and door ballot (matters.html, matter_door.html) work
+                                   # offline.
+                                   "matter.html", "matter_new.html", "matter_roll.html", "matter_result.html",
+                                   "matter_cards.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
-               "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest")
+               "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",
+               # A secret ballot at the door, sealed offline (matter_door.html).
+               "/pwa/secret_ballot.js", "/pwa/crypto/envelope.js")
 # The headers the service worker gives its offline answers, as the server's middleware gives its own: pages, and
 # a stored photo opened on its own (sw.js).
 _SHELL_HEADERS = {"page": PAGE_HEADERS, "attachment": ATTACHMENT_HEADERS}
