@@ -11,6 +11,9 @@ world's own tables (which grid is in which community, who looks after which hous
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,16 +125,16 @@ def phone_key_id(user_id: str) -> str:
 # The types clients may write; everything else is the server's (filing log, approvals, keys, grants, accounts).
 CLIENT_TYPES = {"street", "department", "community", "grid", "gateway", "household", "resident", "visit", "need",
                 "service_request", "device", "alert", "reading", "safety_rules", "device_health", "gateway_health",
-                "access_report", "claim", "task"}
+                "access_report", "claim", "task", "ballot"}
 GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health"}
 STAFF_TYPES = {"household", "resident", "visit", "need", "service_request", "device", "alert", "reading",
                "safety_rules", "access_report", "task"}
 # Fields no client sets or changes: whose key a device's readings are sealed to (issue 13, finding 1).
 KEY_PICKING = {"device": ("resident", "write_public", "write_key_version", "write_signature")}
 AREA_OF_ROLE = {  # type -> where the role may write it (the document as written, and the version it replaces)
-    "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim"}},
+    "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim", "ballot"}},
     "secretary": {t: lambda d, old: d["community"] == C1 for t in STAFF_TYPES | {"grid", "gateway"}},
-    "grid_worker": {t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim"}},
+    "grid_worker": {t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim", "ballot"}},
     "volunteer": {  # tasks about the households they look after, or one assigned to them; requests in their grid
         **{t: lambda d, old: (LOOKED_AFTER.get(d.get("household")) == VOLUNTEER[G11]
                               or (old is not None and old.get("assigned_to") == VOLUNTEER[G11]))
@@ -265,6 +268,38 @@ def _claim_ok(actor: Actor, old: Doc | None, d: Doc) -> bool:
             and not any(name in d for name in CLAIM_SERVER_SET))
 
 
+# Deliberation (issue 15): an open household vote in each community and a closed one, each household's voting card
+# (its code "CARD" + the household), and what a ballot at the door must be (server/domain/ballots.py, restated).
+MATTERS = {"matter:m1": (C1, "open"), "matter:m2": (C2, "open"), "matter:m3": (C1, "closed")}
+MATTER_OPENS, MATTER_CLOSES = NOW - dt.timedelta(days=2), NOW + dt.timedelta(days=2)
+
+
+def _card_hash(ballot_id: str, household: str) -> str:
+    return hashlib.sha256(f"linli voting card\n{ballot_id}\nCARD{household.upper()}".encode()).hexdigest()
+
+
+def _confirmed(d: Doc, household: str) -> str:
+    message = json.dumps({k: d.get(k) for k in ("_id", "assisted_by", "channel", "choice", "created_at")},
+                         ensure_ascii=False, separators=(",", ":")).encode()
+    return hmac.new(bytes.fromhex(_card_hash(d["_id"], household)), message, hashlib.sha256).hexdigest()
+
+
+def _ballot_ok(actor: Actor, old: Doc | None, d: Doc) -> bool:
+    """Recorded at the door by the writer, once, for a household of its grid on the roll of an open vote of its
+    community, within the window, with the resident's consent, their card's confirmation and a known option."""
+    if d["type"] != "ballot":
+        return True
+    matter = MATTERS.get(d.get("matter"))
+    household = d.get("household")
+    made = _when(d["created_at"])
+    return (old is None and matter == (d["community"], "open") and d.get("voter") == household
+            and household is not None and COMMUNITY_OF.get(GRID_OF.get(household)) == d["community"]
+            and d["_id"] == f"ballot:{d['matter'][7:]}:{household}" and d.get("channel") == "door"
+            and d.get("assisted_by") == actor.user_id == d.get("created_by") and d.get("consent") is True
+            and d.get("confirmation") == _confirmed(d, household) and d.get("choice") in ("yes", "no", "abstain")
+            and made is not None and MATTER_OPENS <= made <= MATTER_CLOSES)
+
+
 def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
     """May this actor store d over old? Stated from the world's tables, not from access.py."""
     area = AREA_OF_ROLE[actor.role].get(d["type"])
@@ -277,7 +312,7 @@ def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
     if any((old or {}).get(k) != d.get(k) for k in KEY_PICKING.get(d["type"], ())):
         return False
     return _place_ok(d) and _links_ok(actor, d) and _people_ok(actor, d) and _claim_ok(actor, old, d) \
-        and _times_ok(d)
+        and _ballot_ok(actor, old, d) and _times_ok(d)
 
 
 # ---------------------------------------------------------------- documents
@@ -328,6 +363,12 @@ def base(type_name: str, writer: str) -> Doc:
     own_id = {"street": S, "community": "community:new", "grid": "grid:new"}.get(type_name, f"{type_name}:new")
     if type_name == "claim":  # a claim's id is its task's
         own_id = f"claim:{docs['claim']['task']}"
+    if type_name == "ballot":  # a ballot's id is its matter's and voter's, its confirmation made with the code
+        own_id = f"ballot:m1:{household_id(G11, 1)}"
+        doc = {"_id": own_id, "type": type_name, **HERE, "matter": "matter:m1", "voter": household_id(G11, 1),
+               "household": household_id(G11, 1), "choice": "yes", "channel": "door", "assisted_by": writer,
+               "consent": True, "receipt": "0123-4567-89AB", "created_by": writer, "created_at": when}
+        return {**doc, "confirmation": _confirmed(doc, household_id(G11, 1))}
     return {"_id": own_id, "type": type_name, **docs[type_name]}
 
 
@@ -359,6 +400,12 @@ POOL: dict[str, list[Any]] = {
     "task": [*TASKS, "need:nowhere", "household:c1-g1-h1"],
     "minutes": [0, -60, 1, 480, 481, 90.5],
     "decided_by": [VOLUNTEER[G11], WORKER[G11]],
+    "matter": [*MATTERS, "matter:nowhere"],
+    "voter": [household_id(G11, 2), household_id(G21, 1), "household:nowhere"],
+    "choice": ["no", "maybe"],
+    "consent": [False],
+    "assisted_by": OTHER_USERS,
+    "confirmation": ["0" * 64],
 }
 
 
@@ -438,7 +485,16 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
                                    gateway=actor.gateway))
     phones = [{"_id": phone_key_id(u["_id"]), "type": "phone_key", "street": S, "user": u["_id"], "public": "p",
                "created_at": PHONE_REGISTERED.isoformat(), "revoked": False} for u in users]
-    return main, users + phones
+    main += [{"_id": m, "type": "matter", "street": S, "community": c, "title": "表决", "kind": "household_assembly",
+              "options": ["yes", "no", "abstain"], "electorate": "household", "opens_at": MATTER_OPENS.isoformat(),
+              "closes_at": MATTER_CLOSES.isoformat(), "mode": "open", "rule": "households_three_quarters",
+              "status": status, "created_by": SECRETARY[c], "created_at": MATTER_OPENS.isoformat()}
+             for m, (c, status) in MATTERS.items()]
+    cards = [{"_id": f"voting_card:{m[7:]}:{h}", "type": "voting_card", "street": S, "community": c, "grid": g,
+              "matter": m, "voter": h, "household": h, "hash": _card_hash(f"ballot:{m[7:]}:{h}", h),
+              "created_by": SECRETARY[c], "created_at": MATTER_OPENS.isoformat()}
+             for m, (c, _) in MATTERS.items() for (g, _), (h, _, _) in PLACES.items() if COMMUNITY_OF[g] == c]
+    return main, users + phones + cards
 
 
 MAIN, ACCOUNTS = world_docs()
