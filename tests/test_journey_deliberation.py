@@ -19,10 +19,10 @@ from tests.journeys import Person
 from tests.test_serve import Served, demo_password
 
 
-def _activation_code(worker: Person) -> str:
+def _activation_code(worker: Person, grids: tuple[int, ...] = (3, 4, 5)) -> str:
     """A code for the first resident of a community-1 household who has no account yet (other journeys share the
     server, so households are tried in a random order)."""
-    households = [f"household:c1-g0{g}-{h:04d}" for g in (3, 4, 5) for h in range(1, 9)]
+    households = [f"household:c1-g0{g}-{h:04d}" for g in grids for h in range(1, 9)]
     for household in random.sample(households, len(households)):
         worker.go(f"/households/{household}")
         issue = worker.page.locator("form.activation button").first
@@ -30,7 +30,7 @@ def _activation_code(worker: Person) -> str:
             issue.click()
             worker.page.wait_for_load_state()
             return worker.page.locator("#activation-code").inner_text().strip()
-    raise AssertionError("no resident without an account in community 1's grids 3 to 5")
+    raise AssertionError(f"no resident without an account in community 1's grids {grids}")
 
 
 def open_matter(secretary: Person, title: str, body: str = "", **choices: str) -> None:
@@ -119,3 +119,78 @@ def test_a_secret_committee_vote_is_sealed_in_the_browser_and_counted_at_the_clo
     expect(secretary.page.locator("#totals")).to_contain_text("同意")
     assert secretary.page.locator("#totals tbody tr", has_text="同意").locator("td").nth(1).inner_text() == "1"
     secretary.shot("6-secret-result")
+
+
+def _resident_votes(browser: Browser, served: Served, code: str, title: str, choice: str) -> str:
+    """A resident activates their account, votes on the matter's page and keeps the receipt."""
+    resident = browser.new_context(locale="zh-CN").new_page()
+    resident.goto(served.url + "activate")
+    resident.fill("#code", code)
+    resident.fill("#username", f"jumin_{secrets.token_hex(3)}")
+    password = demo_password(served.data_dir) + "-own"
+    resident.fill("#password", password)
+    resident.fill("#password_again", password)
+    resident.click("button:has-text('开通账户')")
+    resident.wait_for_load_state()
+    resident.goto(served.url + "matters")
+    resident.click(f"#matters a.row:has-text('{title}')")
+    resident.check(f"input[name=choice][value={choice}]")
+    resident.click("button:has-text('提交投票')")
+    receipt = resident.locator("#receipt").inner_text()
+    resident.context.close()
+    return receipt
+
+
+def test_the_grid_worker_records_two_households_at_the_door_offline_and_both_receipts_are_published(
+        journey_browser: Browser, journey_served: Served) -> None:
+    """Issue 15 items 4-7: the secretary opens a household vote and prints grid 3's voting cards, a resident of
+    grid 4 votes online, the grid worker of grid 3 records two households' ballots at their doors with the
+    phone offline (each with the code from the household's card and the resident's consent), syncs, and the
+    published result lists all three receipts. Screenshots: 7-cards, 8-door-offline, 9-door-result."""
+    title = f"小区停车位划线 {secrets.token_hex(3)}"
+    secretary = Person(journey_browser, journey_served, "shuji1", role="deliberation")
+    open_matter(secretary, title, electorate="household", rule="households_three_quarters")
+    matter_url = secretary.page.url
+    secretary.go(matter_url.removeprefix(journey_served.url) + "/roll")
+    secretary.page.select_option("#cards-grid", "grid:c1-g03")
+    secretary.act("打印本网格的投票卡")
+    doors = random.sample([f"household:c1-g03-{h:04d}" for h in range(1, 9)], 2)
+    codes = [secretary.page.locator(f"tr[data-household='{h}'] .card-code").inner_text() for h in doors]
+    secretary.shot("7-cards")
+
+    issuer = Person(journey_browser, journey_served, "wangge04", role="deliberation")
+    own_receipt = _resident_votes(journey_browser, journey_served, _activation_code(issuer, grids=(4,)), title,
+                                  "yes")
+    issuer.close()
+
+    worker = Person(journey_browser, journey_served, "wangge03", role="deliberation", phone=True)
+    worker.page.wait_for_function("() => document.querySelector('#sync-state')?.dataset.lastSynced",
+                                  timeout=180_000)  # the first sync: the replica holds the matter and the households
+    worker.offline()
+    receipts = []
+    for household, code, choice in zip(doors, codes, ("yes", "no"), strict=True):
+        worker.go("/matters")
+        worker.row("#matters", title).click()
+        worker.page.wait_for_url(re.compile(r"/door$"))
+        worker.page.select_option("#door-household", household)
+        worker.page.check(f"input[name=choice][value={choice}]")
+        worker.page.fill("#door-code", code.lower().replace("-", " "))  # as a resident reads it out
+        worker.page.check("input[name=consent]")
+        worker.act("保存选票")
+        recorded = worker.page.locator("#recorded .receipt")
+        expect(recorded).to_have_count(len(receipts) + 1)
+        receipts.append(recorded.first.inner_text())
+    assert all(re.fullmatch(r"[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}", r) for r in receipts)
+    worker.shot("8-door-offline")
+    worker.online()
+    worker.synced()  # both ballots reached the server: nothing waits, nothing refused
+    expect(worker.page.locator("#sync-state [data-sync-refused]")).to_be_hidden()
+    worker.close()
+
+    secretary.page.goto(matter_url)
+    expect(secretary.page.locator("#ballots-in")).to_have_text("3")
+    secretary.act("结束表决并公布结果")
+    expect(secretary.page.locator("#receipts")).to_contain_text(own_receipt)
+    for receipt in receipts:
+        expect(secretary.page.locator("#receipts")).to_contain_text(receipt)
+    secretary.shot("9-door-result")
