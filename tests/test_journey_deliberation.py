@@ -194,3 +194,47 @@ def test_the_grid_worker_records_two_households_at_the_door_offline_and_both_rec
     for receipt in receipts:
         expect(secretary.page.locator("#receipts")).to_contain_text(receipt)
     secretary.shot("9-door-result")
+
+
+def test_a_secret_ballot_at_the_door_is_sealed_on_the_phone_offline(journey_browser: Browser,
+                                                                   journey_served: Served) -> None:
+    """Issue 15 item 6: in a secret household vote the phone seals the choice (pwa/secret_ballot.js, to the chosen
+    household's ballot) before the offline form writes it; only the envelope leaves the page, the close counts it.
+    Screenshot: 10-door-secret-result."""
+    title = f"垃圾分类点选址 {secrets.token_hex(3)}"
+    secretary = Person(journey_browser, journey_served, "shuji1", role="deliberation")
+    open_matter(secretary, title, electorate="household", rule="households_three_quarters", mode="secret")
+    matter_url = secretary.page.url
+    secretary.go(matter_url.removeprefix(journey_served.url) + "/roll")
+    secretary.page.select_option("#cards-grid", "grid:c1-g03")
+    secretary.act("打印本网格的投票卡")
+    household = f"household:c1-g03-{random.randint(1, 8):04d}"
+    code = secretary.page.locator(f"tr[data-household='{household}'] .card-code").inner_text()
+
+    worker = Person(journey_browser, journey_served, "wangge03", role="deliberation", phone=True)
+    worker.page.wait_for_function("() => document.querySelector('#sync-state')?.dataset.lastSynced",
+                                  timeout=180_000)
+    worker.offline()
+    worker.go("/matters")
+    worker.row("#matters", title).click()
+    worker.page.wait_for_url(re.compile(r"/door$"))
+    worker.page.select_option("#door-household", household)
+    worker.page.check("input[data-option][value=no]")
+    worker.page.fill("#door-code", code)
+    worker.page.check("input[name=consent]")
+    with worker.page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/door")) as sent:
+        worker.page.click("button:has-text('保存选票')")
+    body = sent.value.post_data or ""
+    assert "choice=enc%3A" in body and "sealed_option" not in body and "=no" not in body
+    expect(worker.page.locator("#recorded .receipt")).to_have_count(1)
+    receipt = worker.page.locator("#recorded .receipt").inner_text()
+    worker.online()
+    worker.synced()
+    expect(worker.page.locator("#sync-state [data-sync-refused]")).to_be_hidden()
+    worker.close()
+
+    secretary.page.goto(matter_url)
+    secretary.act("结束表决并公布结果")
+    expect(secretary.page.locator("#receipts")).to_contain_text(receipt)
+    assert secretary.page.locator("#totals tbody tr", has_text="反对").locator("td").nth(1).inner_text() == "1"
+    secretary.shot("10-door-secret-result")
