@@ -45,9 +45,9 @@ def test_required_types_are_declared() -> None:
     for name in ("street", "community", "grid", "household", "resident", "user", "visit", "need",
                  "service_request", "alert", "device", "reading", "audit_entry"):
         assert name in DOC_TYPES
-    # The issue's six roles, and the BLE gateway's account (sync/README.md).
+    # The issue's six roles, the BLE gateway's account (sync/README.md) and a partner organisation's staff (issue 16).
     assert {r.value for r in Role} == {"admin", "secretary", "grid_worker", "volunteer", "department_staff",
-                                       "resident", "gateway"}
+                                       "resident", "gateway", "partner"}
 
 
 def test_resident_categories_have_their_tiers() -> None:

@@ -44,12 +44,14 @@ class Principal:
     department: str | None = None
     resident: str | None = None
     gateway: str | None = None  # a BLE gateway account: the gateway it is
+    organisation: str | None = None  # a partner account: the organisation it works for
 
     @classmethod
     def of(cls, user: Doc) -> Principal:
         return cls(user["_id"], frozenset(Role(r) for r in user.get("roles", [])), user.get("street", ""),
                    frozenset(user.get("communities", [])), frozenset(user.get("grids", [])),
-                   user.get("department"), user.get("resident"), user.get("gateway"))
+                   user.get("department"), user.get("resident"), user.get("gateway"),
+                   user.get("organisation") if Role.PARTNER.value in user.get("roles", []) else None)
 
     def has(self, *roles: Role) -> bool:
         return bool(self.roles.intersection(roles))
@@ -176,7 +178,7 @@ def _claim(p: Principal, doc: Doc) -> bool:
 
 def _transfer(p: Principal, doc: Doc) -> bool:
     """A ledger transfer: the community's secretary and the holders of its two accounts."""
-    mine = {p.user_id, p.resident} - {None}
+    mine = {p.user_id, p.resident, p.organisation} - {None}
     return _staff_of_community(p, doc) or bool(mine & {doc.get("from_account"), doc.get("to_account")})
 
 
@@ -190,6 +192,14 @@ def _ballot(p: Principal, doc: Doc) -> bool:
     """Who chose what is the voter's and the secretary's (who recorded it, at the door, too) until the result is
     published, and the published result names receipts, not voters."""
     return _staff_of_community(p, doc) or _own(p, doc) or doc.get("created_by") == p.user_id
+
+
+def _of_partner(p: Principal, doc: Doc) -> bool:
+    """Vouchers and their redemptions: the community's secretary, the partner staff of the organisation that honours
+    them, and (a voucher) the account that paid for it."""
+    mine = {p.user_id, p.resident} - {None}
+    return (_staff_of_community(p, doc) or (p.organisation is not None and doc.get("organisation") == p.organisation)
+            or doc.get("holder") in mine)
 
 
 RULES: dict[str, Callable[[Principal, Doc], bool]] = {
@@ -234,6 +244,10 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "matter_result": _of_community,
     "matter_roll": _secretary_only,
     "ballot": _ballot,
+    # Points and rewards (issue 16 item 4): the catalogue is the street's; vouchers and redemptions the partner's.
+    "reward": _street_wide,
+    "voucher": _of_partner,
+    "redemption": _of_partner,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).
@@ -257,7 +271,7 @@ def may_see(p: Principal, doc: Doc) -> bool:
 # deletion reaches exactly the phones that had the document (see sync/README.md).
 VISIBILITY_FIELDS = ("type", "street", "community", "grid", "volunteers", "assigned_to", "created_by", "resident",
                      "department", "departments", "target", "gateway", "visibility", "requester", "user",
-                     "from_account", "to_account")
+                     "from_account", "to_account", "organisation", "holder")
 
 
 def deletion(doc: Doc) -> Doc:

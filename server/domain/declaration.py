@@ -67,6 +67,10 @@ class Role(StrEnum):
     DEPARTMENT_STAFF = "department_staff"
     RESIDENT = "resident"
     GATEWAY = "gateway"  # a BLE gateway tablet: reads its devices' configuration, reports readings and alerts
+    # Staff of an organisation offering rewards for points (issue 16): the account names its organisation and sees
+    # that organisation's vouchers and redemptions, nothing about anyone else. Not a volunteer: a shop assistant
+    # redeeming a voucher looks after no household.
+    PARTNER = "partner"
 
 
 class Scope(StrEnum):
@@ -173,6 +177,7 @@ TRANSFER_KINDS = ("claim", "confirmation", "mint", "redemption", "reversal")
 # A claim of hours: made by who helped, confirmed or disputed by who was helped, or expired unanswered.
 CLAIM_STATES = ("claimed", "confirmed", "disputed", "expired")
 ORGANISATION_KINDS = ("school", "firm", "hospital", "social_organisation", "other")
+REWARD_KINDS = ("service", "goods")  # what an organisation offers for points (server/domain/points.py)
 # A volunteer's task (PRODUCT.md: each grid's volunteers visit, deliver, accompany), assigned by grid staff.
 TASK_KINDS = ("visit", "delivery", "accompany", "other")
 TASK_STATES = ("assigned", "accepted", "done", "declined")
@@ -300,6 +305,7 @@ DOC_TYPES: dict[str, DocType] = {
             "department": _ref("department"),
             "resident": _ref("resident"),
             "gateway": _ref("gateway"),  # for a gateway account: the gateway it is
+            "organisation": _ref("organisation"),  # for a partner account: the organisation it works for
             "active": Field("bool", Category.SYSTEM, required=True),
             "password_hash": _text(Category.SYSTEM, tier=Tier.SECRET, max_length=300),
             # Bumped to end every open session of the user (logout everywhere, password change).
@@ -805,6 +811,37 @@ DOC_TYPES: dict[str, DocType] = {
             "at": Field("datetime", required=True),
             "signature": _text(Category.RECORD, required=True, max_length=200),
         }, label_zh="审计检查点", label_en="Audit checkpoint"),
+        # ---- points and rewards (issue 16 item 4; server/domain/points.py says what they allow)
+        DocType("reward", Scope.COMMUNITY, {
+            # What an organisation offers for points: a service or goods, its price and how many (the slots of
+            # its vouchers: points.voucher_id).
+            "organisation": _ref("organisation", required=True),
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "kind": _enum(REWARD_KINDS, Category.SYSTEM, required=True),
+            "points": Field("int", Category.SYSTEM, required=True),
+            "stock": Field("int", Category.SYSTEM, required=True),
+            "active": Field("bool", Category.SYSTEM, required=True),
+            **_WHO_WHEN,
+        }, label_zh="积分兑换项目", label_en="Reward"),
+        DocType("voucher", Scope.COMMUNITY, {
+            # One unit of a reward bought with points: `code` is the installation's signature over what it is
+            # (crypto/vouchers.py), which the partner's phone checks offline. Never edited.
+            "reward": _ref("reward", required=True),
+            "organisation": _ref("organisation", required=True),
+            "holder": Field("id", required=True),  # the account that paid: resident:… or user:…
+            "points": Field("int", required=True),
+            "transfer": _ref("transfer", required=True),
+            "code": _text(required=True, max_length=600),
+            **_WHO_WHEN,
+        }, label_zh="兑换券", label_en="Voucher"),
+        DocType("redemption", Scope.COMMUNITY, {
+            # A voucher used at the partner: its id is made from the voucher's, so a second use is a conflict.
+            "voucher": _ref("voucher", required=True),
+            "reward": _ref("reward", required=True),
+            "organisation": _ref("organisation", required=True),
+            "offline": Field("bool"),  # recorded on the partner's phone without the server
+            **_WHO_WHEN,
+        }, label_zh="兑换记录", label_en="Redemption"),
     ]
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from server.domain.error_messages import ERROR_MESSAGES
+from server.domain.points_messages import POINTS_MESSAGES
 from server.domain.timebank_messages import TIMEBANK_MESSAGES
 
 DEFAULT_LANG = "zh"
@@ -1493,6 +1494,8 @@ _TODAY_AND_NEEDS: dict[str, dict[str, str]] = {
 for _lang, _messages in [*ERROR_MESSAGES.items(), *SAFETY_MESSAGES.items(), *_TODAY_AND_NEEDS.items()]:
     MESSAGES[_lang].update(_messages)
 for _lang, _messages in TIMEBANK_MESSAGES.items():
+    MESSAGES[_lang].update(_messages)
+for _lang, _messages in POINTS_MESSAGES.items():  # points and rewards (issue 16 item 4)
     MESSAGES[_lang].update(_messages)
 
 # Deliberation and voting (issue 15): matters, ballots, receipts, results.

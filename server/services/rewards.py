@@ -1,0 +1,335 @@
+"""Points for participation and the rewards they buy (issue 16 item 4): the minting job, the catalogue, vouchers,
+their use at the partner, statements. The rules are server/domain/points.py; the ledger is the time bank's
+(server/services/timebank.py: balances from the `ledger` view, transfers never edited).
+
+Minting reads participation from documents that exist anyway and writes one transfer per event under an id made
+from the event (`points.mint_id`): the job may run any number of times, in any number of processes.
+
+Redeeming checks the balance, takes a free slot of the reward's stock (the voucher, signed by the installation key:
+crypto/vouchers.py), then debits the account as its next ledger entry (`points.spend_id`); a debit that loses a race
+or is refused takes the voucher back, so nothing is half done. (A crash between the two writes leaves a voucher
+without its transfer: it is never listed nor honoured, `_paid`, and holds its slot.)
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pycouchdb.exceptions import Conflict
+
+from crypto import vouchers
+from server.domain import points as rules
+from server.domain.access import Principal, may_see
+from server.domain.declaration import LEDGERS, Role, validate
+from server.domain.timebank import account_of, hours_text, transfer_refusal
+from server.security.keystore import KeyStore
+from server.services import timebank
+from server.services.timebank import LedgerError
+from server.store import queries
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
+
+Doc = dict[str, Any]
+MINT_BATCH = 500
+
+
+# ---------------------------------------------------------------- minting
+
+def participation(couch: Couch, community: str) -> Iterator[rules.Event]:
+    """Participation in the community that mints points: confirmed help (for the helper), survey answers, votes.
+    The hearings' attendance and opinions come from server/services/meetings.py `participation` (the same Event
+    shape and ids), which the lead links in `mint_due`'s sources."""
+    def read(type_name: str) -> Iterator[Doc]:
+        return iter_view_docs(couch.main, "linli/by_place", [community, type_name])
+
+    for t in read("transfer"):
+        if t["kind"] == "confirmation" and t["ledger"] == "hours":
+            yield rules.Event(rules.event_id("hours_confirmed", t["_id"], t["to_account"]), "hours_confirmed",
+                              t["to_account"], t["_id"], t["created_at"])
+    for s in read("survey_response"):
+        yield rules.Event(rules.event_id("survey_answered", s["_id"], s["created_by"]), "survey_answered",
+                          s["created_by"], s["_id"], s["created_at"])
+    for b in read("ballot"):  # as meetings.participation reads a vote: who cast it
+        person = b.get("resident") or (b["voter"] if b["channel"] == "own" else None)
+        if person:
+            yield rules.Event(rules.event_id("voted", b["_id"], person), "voted", person, b["_id"], b["created_at"])
+
+
+def _batches(events: Iterable[rules.Event]) -> Iterator[list[rules.Event]]:
+    batch: list[rules.Event] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) == MINT_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def mint_due(couch: Couch, community: Doc, now: dt.datetime, events: Iterable[rules.Event] | None = None) -> int:
+    """Mint the points every participation in the community earned and has not been minted yet; how many were.
+    Idempotent: an event already minted (by this run, an earlier one, another process) is skipped or conflicts.
+    A mint is dated at its event (never after `now`), so statements show points in the month they were earned."""
+    minted = 0
+    events = participation(couch, community["_id"]) if events is None else events
+    for batch in _batches(e for e in events if e.kind in rules.POINTS_RULES):
+        done = {row["id"] for row in couch.main.all(keys=[rules.mint_id(e.id) for e in batch], as_list=True)
+                if "error" not in row and not row.get("value", {}).get("deleted")}
+        todo = [e for e in batch if rules.mint_id(e.id) not in done]
+        amounts = _amounts(couch, todo)
+        users = get_many(couch.accounts, {e.person for e in todo if e.person.startswith("user:")})
+        docs = []
+        for event in todo:
+            account = account_of(users[event.person]) if event.person in users else event.person
+            points = amounts.get(event.source, rules.points_for(event.kind))
+            if transfer_refusal("points", community["_id"], account, points, 0):
+                continue  # nothing to mint (under a point of help), or not an account (a deleted user)
+            doc = {"_id": rules.mint_id(event.id), "type": "transfer", "street": community["street"],
+                   "community": community["_id"], "ledger": "points", "from_account": community["_id"],
+                   "to_account": account, "amount": points, "kind": "mint", "reason": event.kind,
+                   "created_by": "user:system", "created_at": min(event.at, now.isoformat())}
+            validate(doc)
+            docs.append(doc)
+        minted += sum(1 for r in bulk_save(couch.main, docs) if r.error is None) if docs else 0
+    return minted
+
+
+def _amounts(couch: Couch, events: list[rules.Event]) -> dict[str, int]:
+    """Points of confirmed help, by the minutes of its transfer."""
+    hours = [e.source for e in events if e.kind == "hours_confirmed"]
+    return {i: rules.points_for("hours_confirmed", t["amount"]) for i, t in get_many(couch.main, hours).items()}
+
+
+def mint_all(couch: Couch, now: dt.datetime) -> int:
+    """The job: every community's due points (the minute clock and `linli serve`'s first start run it)."""
+    return sum(mint_due(couch, c, now) for c in docs_of_type(couch.main, "community"))
+
+
+# ---------------------------------------------------------------- the catalogue
+
+def catalogue(couch: Couch, community: str) -> list[Doc]:
+    """The community's rewards on offer, each with `left`: units not yet bought."""
+    rewards = [r for r in iter_view_docs(couch.main, "linli/by_place", [community, "reward"]) if r["active"]]
+    return [{**r, "left": r["stock"] - len(_taken(couch, r["_id"]))}
+            for r in sorted(rewards, key=lambda r: r["points"])]
+
+
+def offer(couch: Couch, p: Principal, organisation_id: str, name: str, kind: str, points: Any, stock: Any,
+          now: dt.datetime) -> Doc:
+    """The secretary (for an organisation of her community) or the organisation's partner staff offers a reward."""
+    organisation = queries.load_doc(couch, organisation_id, "organisation")
+    if organisation is None or not may_see(p, organisation):
+        raise LedgerError("not_found", field="organisation", status=404)
+    secretary = p.has(Role.SECRETARY) and organisation["community"] in p.communities
+    if not (p.organisation == organisation_id or secretary):
+        raise LedgerError("forbidden", status=403)
+    refused = rules.reward_refusal(name, kind, points, stock)
+    if refused:
+        raise LedgerError(refused[1], refused[2], field=refused[0])
+    doc = {"_id": f"reward:{uuid.uuid4().hex[:12]}", "type": "reward", "street": organisation["street"],
+           "community": organisation["community"], "organisation": organisation_id, "name": name.strip()[:100],
+           "kind": kind, "points": points, "stock": stock, "active": True, "created_by": p.user_id,
+           "created_at": now.isoformat()}
+    validate(doc)
+    return couch.main.save(doc)
+
+
+def _taken(couch: Couch, reward_id: str) -> list[str]:
+    """Ids of the reward's vouchers (its slots taken), in slot order."""
+    prefix = rules.voucher_id(reward_id, 0)[:-5]
+    return [row["id"] for row in couch.main.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True)]
+
+
+# ---------------------------------------------------------------- vouchers
+
+def _entries(couch: Couch, community: str, account: str) -> int:
+    """How many entries the account has on the points ledger (what its next debit's id counts from)."""
+    return len(couch.main.query("linli/ledger", as_list=True, startkey=[community, "points", account],
+                                endkey=[community, "points", account, {}], reduce="false"))
+
+
+def redeem(couch: Couch, keys: KeyStore, p: Principal, reward_id: str, now: dt.datetime) -> Doc:
+    """The signed-in person spends points on one unit of a reward: a voucher, paid for, signed."""
+    reward = queries.load_doc(couch, reward_id, "reward") if reward_id else None
+    if reward is None or not may_see(p, reward):
+        raise LedgerError("pt_no_reward", field="reward", status=404)
+    account = account_of({"_id": p.user_id, "resident": p.resident})
+    community = reward["community"]
+    held, entries = timebank.balance(couch, community, "points", account), _entries(couch, community, account)
+    taken = _taken(couch, reward_id)
+    refused = rules.redeem_refusal(reward, account, held, len(taken))
+    if refused:
+        raise LedgerError(*refused, field="reward", status=409 if refused[0] == "pt_out_of_stock" else 400)
+    transfer = rules.spend_id(account, entries)
+    for slot in (s for s in range(1, reward["stock"] + 1) if rules.voucher_id(reward_id, s) not in taken):
+        voucher = _voucher(keys, reward, rules.voucher_id(reward_id, slot), account, transfer, p.user_id, now)
+        try:
+            voucher = couch.main.save(voucher)
+        except Conflict:
+            continue  # another redemption took this unit a moment ago: the next one
+        break
+    else:
+        raise LedgerError("pt_out_of_stock", field="reward", status=409)
+    try:
+        timebank.spend(couch, reward, account, reward["organisation"], reward["points"], reward["name"],
+                       transfer.removeprefix("transfer:redemption:"), p.user_id, now)
+    except LedgerError as refused_debit:  # short meanwhile, or another redemption of this account got there first
+        couch.main.delete(voucher)
+        if refused_debit.errors[0].key == "tb_transfer_exists":
+            raise LedgerError("pt_busy", field="reward", status=409) from None
+        raise LedgerError("pt_points_short", {"balance": timebank.balance(couch, community, "points", account),
+                                              "points": reward["points"]}, field="reward") from None
+    return voucher
+
+
+def _voucher(keys: KeyStore, reward: Doc, voucher_id: str, holder: str, transfer: str, by: str,
+             now: dt.datetime) -> Doc:
+    payload = {"id": voucher_id, "organisation": reward["organisation"], "reward": reward["_id"],
+               "points": reward["points"], "issued_at": now.isoformat(timespec="seconds")}
+    doc = {"_id": voucher_id, "type": "voucher", "street": reward["street"], "community": reward["community"],
+           "reward": reward["_id"], "organisation": reward["organisation"], "holder": holder,
+           "points": reward["points"], "transfer": transfer, "code": vouchers.sign(keys.installation_key(), payload),
+           "created_by": by, "created_at": now.isoformat()}
+    validate(doc)
+    return doc
+
+
+def _paid(couch: Couch, found: list[Doc]) -> list[Doc]:
+    """Vouchers whose debit is recorded (a voucher written just before a crash, unpaid, is nobody's)."""
+    paid = get_many(couch.main, [v["transfer"] for v in found])
+    return [v for v in found if v["transfer"] in paid]
+
+
+def vouchers_of(couch: Couch, community: str, holder: str) -> list[Doc]:
+    """A holder's vouchers, newest first, each with `used`: its redemption, if it was used."""
+    found = _paid(couch, [v for v in iter_view_docs(couch.main, "linli/by_place", [community, "voucher"])
+                          if v["holder"] == holder])
+    used = get_many(couch.main, [rules.redemption_id(v["_id"]) for v in found])
+    return sorted(({**v, "used": used.get(rules.redemption_id(v["_id"]))} for v in found),
+                  key=lambda v: v["created_at"], reverse=True)
+
+
+# ---------------------------------------------------------------- use at the partner
+
+def check(couch: Couch, keys: KeyStore, p: Principal, code: str) -> Doc:
+    """The voucher a code names, if the installation signed it, it was paid for and it is this partner's to honour;
+    LedgerError naming why not. Stores nothing."""
+    if not (p.has(Role.PARTNER) and p.organisation):
+        raise LedgerError("forbidden", status=403)
+    try:
+        payload = vouchers.open_code(keys.installation_key().public_key(), code.strip())
+    except vouchers.ForgedVoucher:
+        raise LedgerError("pt_forged", field="code") from None
+    if payload["organisation"] != p.organisation:
+        raise LedgerError("pt_other_partner", field="code", status=403)
+    voucher = get_or_none(couch.main, str(payload["id"]))
+    if voucher is None or voucher.get("code") != code.strip() or not _paid(couch, [voucher]):
+        raise LedgerError("pt_forged", field="code")
+    return voucher
+
+
+def use(couch: Couch, keys: KeyStore, p: Principal, code: str, now: dt.datetime) -> Doc:
+    """The partner honours a voucher: its redemption, once. A second use is refused naming when it was used."""
+    voucher = check(couch, keys, p, code)
+    doc = {"_id": rules.redemption_id(voucher["_id"]), "type": "redemption", "street": voucher["street"],
+           "community": voucher["community"], "voucher": voucher["_id"], "reward": voucher["reward"],
+           "organisation": voucher["organisation"], "created_by": p.user_id, "created_at": now.isoformat()}
+    validate(doc)
+    try:
+        return couch.main.save(doc)
+    except Conflict:
+        first = couch.main.get(doc["_id"])
+        raise LedgerError("pt_used", {"at": first["created_at"][:16].replace("T", " ")}, field="code",
+                          status=409) from None
+
+
+def used_twice(couch: Couch, community: str) -> list[Doc]:
+    """Redemptions recorded twice (two phones offline, each honouring the voucher): the first one stands, the
+    other is refused; each with `others`, the refused versions, for the partner and the secretary to follow up."""
+    rows = couch.main.query("linli/conflicts", as_list=True, reduce="false")
+    ids = [r["id"] for r in rows if r["id"].startswith("redemption:")]
+    found = []
+    for doc in get_many(couch.main, ids).values():
+        if doc["community"] != community:
+            continue
+        full = couch.main.get(doc["_id"], conflicts="true")
+        others = [couch.main.get(doc["_id"], rev=rev) for rev in full.get("_conflicts", [])]
+        found.append({**doc, "others": others})
+    return sorted(found, key=lambda d: d["created_at"], reverse=True)
+
+
+def redemptions_of(couch: Couch, organisation: Doc, limit: int = 50) -> list[Doc]:
+    """The organisation's redemptions, newest first."""
+    found = [r for r in iter_view_docs(couch.main, "linli/by_place", [organisation["community"], "redemption"])
+             if r["organisation"] == organisation["_id"]]
+    return sorted(found, key=lambda r: r["created_at"], reverse=True)[:limit]
+
+
+# ---------------------------------------------------------------- statements
+
+def statement(couch: Couch, community: str, account: str, period: str) -> dict[str, Any]:
+    """One account's statement for a month ("2026-03") or a year ("2026"), both ledgers: opening balance, what
+    came in and went out, closing balance, the entries. LedgerError for a period that is neither."""
+    bounds = rules.period_bounds(period)
+    if bounds is None:
+        raise LedgerError("pt_period", field="period")
+    start, end = bounds
+    ledgers = {}
+    for ledger in LEDGERS:
+        key = [community, ledger, account]
+        before = couch.main.query("linli/ledger", as_list=True, startkey=key, endkey=[*key, start], reduce="true")
+        rows = couch.main.query("linli/ledger", as_list=True, startkey=[*key, start], endkey=[*key, end],
+                                inclusive_end="false", reduce="false", include_docs="true")
+        opening = before[0]["value"] if before else 0
+        gained = sum(r["value"] for r in rows if r["value"] > 0)
+        spent = -sum(r["value"] for r in rows if r["value"] < 0)
+        ledgers[ledger] = {"opening": opening, "in": gained, "out": spent, "closing": opening + gained - spent,
+                           "entries": [{**r["doc"], "signed": r["value"]} for r in rows]}
+    return {"account": account, "period": period, "ledgers": ledgers}
+
+
+def community_statements(couch: Couch, community: str, period: str) -> dict[str, Any]:
+    """Every account's statement lines for the period (no entries) and the community's totals, from one pass over
+    its transfers."""
+    bounds = rules.period_bounds(period)
+    if bounds is None:
+        raise LedgerError("pt_period", field="period")
+    start, end = bounds
+    lines: dict[str, dict[str, dict[str, int]]] = {}
+    totals = {"minted": 0, "redeemed": 0, "hours_confirmed": 0, "transfers": 0}
+    for t in iter_view_docs(couch.main, "linli/by_place", [community, "transfer"]):
+        if t["created_at"] >= end:
+            continue
+        within = t["created_at"] >= start
+        for account, signed in ((t["from_account"], -t["amount"]), (t["to_account"], t["amount"])):
+            line = lines.setdefault(account, {ledger: {"opening": 0, "in": 0, "out": 0} for ledger in LEDGERS})
+            cell = line[t["ledger"]]
+            cell["in" if signed > 0 else "out"] += abs(signed) if within else 0
+            cell["opening"] += 0 if within else signed
+        if within:
+            totals["transfers"] += 1
+            totals["minted"] += t["amount"] if t["kind"] == "mint" else 0
+            totals["redeemed"] += t["amount"] if t["kind"] == "redemption" else 0
+            totals["hours_confirmed"] += t["amount"] if t["kind"] == "confirmation" else 0
+    for line in lines.values():
+        for cell in line.values():
+            cell["closing"] = cell["opening"] + cell["in"] - cell["out"]
+    return {"community": community, "period": period, "lines": dict(sorted(lines.items())), "totals": totals}
+
+
+def statements_csv(statements: dict[str, Any], names: dict[str, str], kinds: dict[str, str]) -> str:
+    """The community's statements as CSV: Chinese headers, each account by its name and kind (never its id), hours
+    in hours."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(rules.STATEMENT_CSV_HEADER)
+    for account, line in statements["lines"].items():
+        h, pts = line["hours"], line["points"]
+        writer.writerow([names.get(account, ""), kinds.get(account.split(":", 1)[0], ""),
+                         statements["period"], hours_text(h["opening"]), hours_text(h["in"]), hours_text(h["out"]),
+                         hours_text(h["closing"]), pts["opening"], pts["in"], pts["out"], pts["closing"]])
+    return out.getvalue()

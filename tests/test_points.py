@@ -1,0 +1,226 @@
+"""Points and rewards (issue 16 item 4) against the real pouchdb-server: minting once per participation however
+often the job runs, redeeming into a signed single-use voucher, stock and points never below zero under
+concurrent redemptions, a forged or reused voucher refused with nothing stored changed, statements."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from crypto import vouchers
+from crypto.envelope import b64url, unb64url
+from server.domain import points as rules
+from server.domain.access import Principal
+from server.domain.declaration import Role
+from server.security import accounts
+from server.security.firewall import Firewall
+from server.services import rewards, timebank
+from server.services.demo import STREET_ID
+from server.services.timebank import LedgerError
+from server.store.couch import Couch
+
+C1 = "community:c1"
+VOLUNTEER, OTHER_VOLUNTEER, RESIDENT = "user:zhiyuan01a", "user:zhiyuan01b", "resident:c1-g01-0002-1"
+SHOP = "organisation:c1-test-shop"
+NOW = dt.datetime(2026, 3, 15, 10, 0, tzinfo=dt.UTC)
+Doc = dict[str, Any]
+
+
+def principal(user_id: str, **extra: Any) -> Principal:
+    roles = extra.pop("roles", [Role.VOLUNTEER])
+    return Principal(user_id, frozenset(roles), STREET_ID, frozenset({C1}), **extra)
+
+
+VOL = principal(VOLUNTEER)
+PARTNER = principal("user:hezuo-test", roles=[Role.PARTNER], organisation=SHOP)
+SECRETARY = principal("user:shuji1", roles=[Role.SECRETARY])
+
+
+def stored(couch: Couch) -> dict[str, str]:
+    return {row["id"]: row["value"]["rev"] for row in couch.main.all(include_docs="false", as_list=True)}
+
+
+def points(couch: Couch, account: str) -> int:
+    return timebank.balance(couch, C1, "points", account)
+
+
+@pytest.fixture
+def shop(demo_loaded: Couch) -> Couch:
+    demo_loaded.main.save({"_id": SHOP, "type": "organisation", "street": STREET_ID, "community": C1,
+                           "name": "测试超市", "kind": "firm"})
+    return demo_loaded
+
+
+def give(couch: Couch, account: str, amount: int) -> None:
+    timebank.mint(couch, {"street": STREET_ID, "community": C1}, account, amount, "test", uuid.uuid4().hex,
+                  "user:shuji1", NOW)
+
+
+def reward(couch: Couch, price: int = 30, stock: int = 5) -> Doc:
+    return rewards.offer(couch, SECRETARY, SHOP, "理发一次", "service", price, stock, NOW)
+
+
+def confirmation(couch: Couch, to: str, minutes: int, at: dt.datetime = NOW) -> str:
+    doc = {"_id": f"transfer:claim:claim:need:{uuid.uuid4().hex[:8]}", "type": "transfer", "street": STREET_ID,
+           "community": C1, "ledger": "hours", "from_account": RESIDENT, "to_account": to, "amount": minutes,
+           "kind": "confirmation", "created_by": "user:jumin1", "created_at": at.isoformat()}
+    couch.main.save(doc)
+    return doc["_id"]
+
+
+# ---------------------------------------------------------------- minting
+
+def test_minting_is_once_per_participation_however_often_it_runs(demo_loaded: Couch) -> None:
+    community = demo_loaded.main.get(C1)
+    helped = confirmation(demo_loaded, VOLUNTEER, 90)
+    demo_loaded.main.save({"_id": f"survey_response:c1:2026-03:{uuid.uuid4().hex[:6]}", "type": "survey_response",
+                           "street": STREET_ID, "community": C1, "month": "2026-03", "overall": 4,
+                           "created_by": VOLUNTEER, "created_at": NOW.isoformat()})
+    assert rewards.mint_due(demo_loaded, community, NOW) == 2
+    assert points(demo_loaded, VOLUNTEER) == 15 + 2  # 1.5 h at 10 an hour, one survey
+    minted = demo_loaded.main.get(rules.mint_id(rules.event_id("hours_confirmed", helped, VOLUNTEER)))
+    assert minted["created_at"] == NOW.isoformat() and minted["from_account"] == C1
+    before = stored(demo_loaded)
+    with ThreadPoolExecutor(4) as pool:  # four processes running the job at once: nothing more
+        assert sum(pool.map(lambda _: rewards.mint_due(demo_loaded, community, NOW), range(4))) == 0
+    assert rewards.mint_all(demo_loaded, NOW) == 0
+    assert stored(demo_loaded) == before and points(demo_loaded, VOLUNTEER) == 17
+
+
+def test_minting_takes_foreign_events_and_maps_users_to_their_account(demo_loaded: Couch) -> None:
+    """The hearings' participation (server/services/meetings.py) comes as events of the same shape; a person
+    who is a user with a resident record earns on that record, as their time bank account."""
+    demo_loaded.accounts.save(accounts.make_user("jumin-pts", "居民乙", [Role.RESIDENT], STREET_ID,
+                                                 accounts.hash_password("x" * 12), resident=RESIDENT))
+    events = [rules.Event(rules.event_id("attended", "attendance:m1:" + RESIDENT, RESIDENT), "attended", RESIDENT,
+                          "attendance:m1:" + RESIDENT, NOW.isoformat()),
+              rules.Event(rules.event_id("opinion", "opinion:x", "user:jumin-pts"), "opinion", "user:jumin-pts",
+                          "opinion:x", NOW.isoformat()),
+              rules.Event("participation:unknown:x:y", "unknown", RESIDENT, "x", NOW.isoformat())]
+    community = demo_loaded.main.get(C1)
+    assert rewards.mint_due(demo_loaded, community, NOW, events) == 2
+    assert points(demo_loaded, RESIDENT) == rules.POINTS_RULES["attended"] + rules.POINTS_RULES["opinion"]
+    assert rewards.mint_due(demo_loaded, community, NOW, events) == 0
+
+
+# ---------------------------------------------------------------- redeeming
+
+def test_redeeming_moves_points_once_and_gives_a_signed_voucher(shop: Couch, firewall: Firewall) -> None:
+    offered = reward(shop)
+    give(shop, VOLUNTEER, 100)
+    voucher = rewards.redeem(shop, firewall.keystore, VOL, offered["_id"], NOW)
+    assert voucher["_id"] == rules.voucher_id(offered["_id"], 1) and voucher["holder"] == VOLUNTEER
+    assert points(shop, VOLUNTEER) == 70 and points(shop, SHOP) == 30
+    payload = vouchers.open_code(firewall.keystore.installation_key().public_key(), voucher["code"])
+    assert payload == {"id": voucher["_id"], "organisation": SHOP, "reward": offered["_id"], "points": 30,
+                       "issued_at": NOW.isoformat(timespec="seconds")}
+    assert [v["_id"] for v in rewards.vouchers_of(shop, C1, VOLUNTEER)] == [voucher["_id"]]
+    assert rewards.catalogue(shop, C1)[0]["left"] == 4
+    used = rewards.use(shop, firewall.keystore, PARTNER, voucher["code"], NOW)
+    assert used["_id"] == rules.redemption_id(voucher["_id"])
+    before = stored(shop)
+    with pytest.raises(LedgerError) as again:
+        rewards.use(shop, firewall.keystore, PARTNER, voucher["code"], NOW)
+    assert again.value.status == 409 and again.value.errors[0].key == "pt_used"
+    assert stored(shop) == before and rewards.vouchers_of(shop, C1, VOLUNTEER)[0]["used"]["_id"] == used["_id"]
+
+
+def _forged(code: str, **change: Any) -> str:
+    body, signature = code.removeprefix(vouchers.PREFIX).split(".")
+    payload = {**json.loads(unb64url(body)), **change}
+    return f"{vouchers.PREFIX}{b64url(json.dumps(payload).encode())}.{signature}"
+
+
+def test_bad_redemptions_name_why_and_change_nothing(shop: Couch, firewall: Firewall) -> None:
+    offered, last_one = reward(shop), reward(shop, price=10, stock=1)
+    give(shop, VOLUNTEER, 20)
+    keys = firewall.keystore
+    assert rewards.redeem(shop, keys, VOL, last_one["_id"], NOW)
+    voucher = rewards.vouchers_of(shop, C1, VOLUNTEER)[0]
+    other_shop = principal("user:hezuo-other", roles=[Role.PARTNER], organisation="organisation:c1-other")
+    before = stored(shop)
+    cases = [(lambda: rewards.redeem(shop, keys, VOL, offered["_id"], NOW), "pt_points_short", 400),
+             (lambda: rewards.redeem(shop, keys, VOL, last_one["_id"], NOW), "pt_out_of_stock", 409),
+             (lambda: rewards.redeem(shop, keys, VOL, "reward:nowhere", NOW), "pt_no_reward", 404),
+             (lambda: rewards.redeem(shop, keys, VOL, "", NOW), "pt_no_reward", 404),
+             (lambda: rewards.use(shop, keys, PARTNER, _forged(voucher["code"], points=1), NOW), "pt_forged", 400),
+             (lambda: rewards.use(shop, keys, PARTNER, voucher["code"][:-3] + "AAA", NOW), "pt_forged", 400),
+             (lambda: rewards.use(shop, keys, PARTNER, "LV1.x.y", NOW), "pt_forged", 400),
+             (lambda: rewards.use(shop, keys, PARTNER, "", NOW), "pt_forged", 400),
+             (lambda: rewards.use(shop, keys, PARTNER, "x" * 5000, NOW), "pt_forged", 400),
+             (lambda: rewards.use(shop, keys, other_shop, voucher["code"], NOW), "pt_other_partner", 403),
+             (lambda: rewards.use(shop, keys, VOL, voucher["code"], NOW), "forbidden", 403),
+             (lambda: rewards.offer(shop, SECRETARY, SHOP, "x", "service", 0, 5, NOW), "pt_whole_number", 400),
+             (lambda: rewards.offer(shop, SECRETARY, SHOP, "x", "service", -5, 5, NOW), "pt_whole_number", 400),
+             (lambda: rewards.offer(shop, SECRETARY, SHOP, "x", "service", 5, "5", NOW), "pt_whole_number", 400),
+             (lambda: rewards.offer(shop, SECRETARY, SHOP, " ", "service", 5, 5, NOW), "pt_reward_name", 400),
+             (lambda: rewards.offer(shop, SECRETARY, SHOP, "x", "cash", 5, 5, NOW), "pt_reward_kind", 400),
+             (lambda: rewards.offer(shop, VOL, SHOP, "x", "service", 5, 5, NOW), "forbidden", 403)]
+    for act, key, status in cases:
+        with pytest.raises(LedgerError) as refused:
+            act()
+        assert (refused.value.errors[0].key, refused.value.status) == (key, status)
+    assert stored(shop) == before and points(shop, VOLUNTEER) == 10
+
+
+def test_stock_and_points_never_go_below_zero_under_concurrent_redemptions(shop: Couch, firewall: Firewall) -> None:
+    scarce = reward(shop, price=10, stock=3)
+    people = [principal(f"user:zhiyuan-pts{n}") for n in range(6)]
+    for p in people:
+        give(shop, p.user_id, 10)
+    rich = principal("user:zhiyuan-rich")
+    give(shop, rich.user_id, 10)  # one voucher's worth, asked for six times at once
+
+    def attempt(p: Principal, reward_id: str = scarce["_id"]) -> str:
+        try:
+            rewards.redeem(shop, firewall.keystore, p, reward_id, NOW)
+        except LedgerError as refused:
+            return refused.errors[0].key
+        return "ok"
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(attempt, people))
+    assert outcomes.count("ok") == 3 and set(outcomes) <= {"ok", "pt_out_of_stock"}
+    assert len(rewards._taken(shop, scarce["_id"])) == 3 and rewards.catalogue(shop, C1)[0]["left"] == 0
+    plenty = reward(shop, price=10, stock=50)
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(lambda _: attempt(rich, plenty["_id"]), range(6)))
+    assert outcomes.count("ok") == 1 and set(outcomes) <= {"ok", "pt_busy", "pt_points_short"}, outcomes
+    assert points(shop, rich.user_id) == 0
+    assert len(rewards.vouchers_of(shop, C1, rich.user_id)) == 1 and len(rewards._taken(shop, plenty["_id"])) == 1
+    assert all(v >= 0 for a, v in timebank.balances(shop, C1, "points").items() if a != C1)
+
+
+# ---------------------------------------------------------------- statements
+
+def test_statements_by_month_and_year_with_community_totals_and_csv(shop: Couch, firewall: Firewall) -> None:
+    community = shop.main.get(C1)
+    confirmation(shop, VOLUNTEER, 120, dt.datetime(2026, 1, 20, tzinfo=dt.UTC))
+    confirmation(shop, VOLUNTEER, 60, dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
+    rewards.mint_due(shop, community, NOW)  # minted at each event's time: 20 in January, 10 in March
+    rewards.redeem(shop, firewall.keystore, VOL, reward(shop, price=25)["_id"], NOW)
+    march = rewards.statement(shop, C1, VOLUNTEER, "2026-03")
+    assert {k: march["ledgers"]["points"][k] for k in ("opening", "in", "out", "closing")} == \
+        {"opening": 20, "in": 10, "out": 25, "closing": 5}
+    assert {k: march["ledgers"]["hours"][k] for k in ("opening", "in", "out", "closing")} == \
+        {"opening": 120, "in": 60, "out": 0, "closing": 180}
+    assert len(march["ledgers"]["points"]["entries"]) == 2
+    year = rewards.statement(shop, C1, VOLUNTEER, "2026")["ledgers"]["points"]
+    assert (year["opening"], year["in"], year["out"], year["closing"]) == (0, 30, 25, 5)
+    assert rewards.statement(shop, C1, VOLUNTEER, "2026-02")["ledgers"]["points"]["in"] == 0
+    totals = rewards.community_statements(shop, C1, "2026-03")
+    assert totals["totals"] == {"minted": 10, "redeemed": 25, "hours_confirmed": 60, "transfers": 3}
+    assert totals["lines"][VOLUNTEER]["points"] == {"opening": 20, "in": 10, "out": 25, "closing": 5}
+    text = rewards.statements_csv(totals, {VOLUNTEER: "志愿者甲", SHOP: "测试超市"},
+                                  {"user": "志愿者", "organisation": "合作单位"})
+    lines = text.splitlines()
+    assert lines[0].split(",") == list(rules.STATEMENT_CSV_HEADER)
+    assert "志愿者甲,志愿者,2026-03,2,1,0,3,20,10,25,5" in lines and VOLUNTEER not in text
+    for bad in ("2026-13", "26", "2026-3", "x", "", "2026-03-01", "2026-00"):
+        with pytest.raises(LedgerError):
+            rewards.statement(shop, C1, VOLUNTEER, bad)
