@@ -45,12 +45,12 @@ from server.security.firewall import (
 )
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
-from server.services import alerts, deliberation, service_requests, tasks, timebank
+from server.services import alerts, deliberation, rewards, service_requests, tasks, timebank
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import UNREACHABLE, Couch, get_or_none
 from server.store.health import Health
-from server.web import display, open311, pwa_routes, request_pages, task_pages, timebank_pages
+from server.web import display, open311, pwa_routes, request_pages, reward_pages, task_pages, timebank_pages
 from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
@@ -456,6 +456,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *needs_routes(couch, current_user, render, _now),
         *safety_routes(firewall, current_user, render, _now, _device),
         *timebank_pages.routes(firewall, current_user, render, _now),
+        *reward_pages.routes(firewall, current_user, render, _now),  # points and rewards (issue 16 item 4)
         *task_pages.routes(couch, current_user, render, _now),
         *need_routes(couch, current_user, render, _now),
         *today_routes(couch, current_user, render, _now),
@@ -491,6 +492,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 
 
 SWEEP_EVERY = 60  # seconds
+MINT_EVERY = 15  # sweeps: points for the last quarter hour's participation (it reads every source document)
 
 
 def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[[], object]]]:
@@ -510,7 +512,19 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("time-bank claims nobody answered", lambda: timebank.expire(couch, _now())),
         # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
         ("alerts", lambda: alerts.sweep(couch, _now())),
+        # Participation points (server/services/rewards.py): idempotent, so one sweep in MINT_EVERY is enough.
+        ("participation points", _one_in(MINT_EVERY, lambda: rewards.mint_all(couch, _now()))),
     ]
+
+
+def _one_in(sweeps: int, part: Callable[[], object]) -> Callable[[], object]:
+    """A part run on the first sweep, then on one sweep in `sweeps`."""
+    calls = [0]
+
+    def run() -> object:
+        calls[0] += 1
+        return part() if calls[0] % sweeps == 1 else None
+    return run
 
 
 async def _sla_clock(couch: Couch, firewall: Firewall, health: Health) -> None:

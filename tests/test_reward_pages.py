@@ -1,0 +1,110 @@
+"""Points and rewards' pages (issue 16 item 4) on the small demo street through the web app: a volunteer
+redeems points on /rewards, the partner honours the voucher on /redeem once and is refused the second time,
+naming when; bad input is a clear 4xx with nothing stored changed; statements for the person and the secretary,
+and the CSV with Chinese headers and names."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+
+import pytest
+from starlette.testclient import TestClient
+
+from server.domain import points as rules
+from server.domain.declaration import Role
+from server.domain.i18n import translator
+from server.security import accounts
+from server.services import rewards, timebank
+from server.services.demo import STREET_ID
+from server.store.couch import Couch
+
+from . import street
+from .street import csrf_of
+from .test_points import C1, NOW, SECRETARY, SHOP, VOLUNTEER, stored
+
+ZH = translator("zh")
+
+
+@pytest.fixture
+def shop_web(web: TestClient, demo_loaded: Couch) -> TestClient:
+    demo_loaded.main.save({"_id": SHOP, "type": "organisation", "street": STREET_ID, "community": C1,
+                           "name": "测试超市", "kind": "firm"})
+    user = accounts.make_user("hezuo-test", "超市店员", [Role.PARTNER], STREET_ID,
+                              accounts.hash_password("demo-password"))
+    demo_loaded.accounts.save({**user, "organisation": SHOP})
+    return web
+
+
+def as_user(client: TestClient, username: str) -> None:
+    street.as_user(client, username, "demo-password")
+
+
+def post(client: TestClient, path: str, page: str, **data: str) -> object:
+    return client.post(path, data={**data, "csrf_token": csrf_of(client, page)})
+
+
+def test_points_buy_a_voucher_the_partner_honours_once(shop_web: TestClient, demo_loaded: Couch) -> None:
+    web = shop_web
+    offered = rewards.offer(demo_loaded, SECRETARY, SHOP, f"理发 {uuid.uuid4().hex[:4]}", "service", 30, 2, NOW)
+    timebank.mint(demo_loaded, {"street": STREET_ID, "community": C1}, VOLUNTEER, 40, "test", "web", "user:shuji1",
+                  NOW)
+    as_user(web, "zhiyuan01a")
+    page = web.get("/rewards")
+    assert page.status_code == 200 and f'data-reward="{offered["_id"]}"' in page.text
+    assert ZH("tb_balance_points", points=40) in page.text and ZH("pt_left", left=2) in page.text
+    assert ZH("pt_rule_hours_confirmed", points=rules.POINTS_RULES["hours_confirmed"]) in page.text
+    before = stored(demo_loaded)
+    for bad, status, key in (("reward:nowhere", 404, "pt_no_reward"), ("", 404, "pt_no_reward"),
+                             ("x" * 3000, 404, "pt_no_reward")):
+        answer = post(web, "/rewards/redeem", "/rewards", reward=bad)
+        assert answer.status_code == status and ZH(key) in answer.text, bad
+    assert stored(demo_loaded) == before
+    done = post(web, "/rewards/redeem", "/rewards", reward=offered["_id"])
+    assert done.status_code == 303 and done.headers["location"] == "/rewards?done=redeemed"
+    page = web.get("/rewards?done=redeemed")
+    assert ZH("pt_done_redeemed") in page.text and ZH("tb_balance_points", points=10) in page.text
+    code = re.search(r"data-code>([^<]+)<", page.text).group(1)
+    short = post(web, "/rewards/redeem", "/rewards", reward=offered["_id"])
+    assert short.status_code == 400 and ZH("pt_points_short", points=30, balance=10) in short.text
+
+    as_user(web, "hezuo-test")
+    assert web.get("/redeem").status_code == 200
+    before = stored(demo_loaded)
+    forged = post(web, "/redeem", "/redeem", code=code[:-4] + "AAAA")
+    assert forged.status_code == 400 and ZH("pt_forged") in forged.text and stored(demo_loaded) == before
+    honoured = post(web, "/redeem", "/redeem", code=code)
+    assert honoured.status_code == 200 and ZH("pt_done_used", reward=offered["name"], points=30) in honoured.text
+    again = post(web, "/redeem", "/redeem", code=code)
+    assert again.status_code == 409 and "已于" in again.text and ZH("pt_used", at="")[:6] in again.text
+
+    as_user(web, "zhiyuan01a")  # the holder sees it used
+    assert "已于" in web.get("/rewards").text and "data-code>" not in web.get("/rewards").text
+    assert web.get("/redeem").status_code == 403  # not a partner
+    assert post(web, "/redeem", "/rewards", code=code).status_code == 403
+
+
+def test_statements_for_a_person_and_the_secretary_with_csv(shop_web: TestClient, demo_loaded: Couch) -> None:
+    web = shop_web
+    timebank.mint(demo_loaded, {"street": STREET_ID, "community": C1}, VOLUNTEER, 12, "test", "stm", "user:shuji1",
+                  NOW)
+    as_user(web, "zhiyuan01a")
+    page = web.get("/statements?period=2026-03")
+    assert page.status_code == 200 and 'data-entry="transfer:mint:stm"' in page.text
+    for bad in ("2026-13", "x" * 100, "<script>"):
+        answer = web.get("/statements", params={"period": bad})
+        assert answer.status_code == 400 and ZH("pt_period") in answer.text and "<script>" not in answer.text
+    assert web.get("/statements?community=community:c1").status_code == 403
+    assert web.get("/statements.csv").status_code == 403
+    as_user(web, "shuji1")
+    page = web.get("/statements?community=community:c1&period=2026")
+    assert page.status_code == 200 and ZH("statement_minted", points=12) in page.text
+    assert web.get("/statements?community=community:c2x").status_code == 404
+    sheet = web.get("/statements.csv?community=community:c1&period=2026")
+    assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(sheet.text.lstrip("\ufeff"))))
+    assert rows[0] == list(rules.STATEMENT_CSV_HEADER) and VOLUNTEER not in sheet.text
+    volunteer_name = demo_loaded.accounts.get(VOLUNTEER)["display_name"]
+    assert [volunteer_name, "志愿者", "2026", "0", "0", "0", "0", "0", "12", "0", "12"] in rows
