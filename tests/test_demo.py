@@ -124,7 +124,7 @@ def test_staff_accounts(pilot: list[dict]) -> None:
     logins = demo.demo_logins()
     assert logins == demo.demo_logins()
     assert collections.Counter(login.role for login in logins) == {
-        "admin": 1, "secretary": 4, "grid_worker": 20, "volunteer": 40, "department_staff": 5}
+        "admin": 1, "secretary": 4, "grid_worker": 20, "volunteer": 40, "department_staff": 5, "partner": 4}
     assert [login.username for login in logins][:5] == ["admin", "shuji1", "wangge01", "zhiyuan01a", "zhiyuan01b"]
     assert next(login.where for login in logins if login.username == "wangge01") == "幸福社区 第1网格"
     docs = demo.user_docs(password=PASSWORD)

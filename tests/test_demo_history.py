@@ -19,7 +19,7 @@ from server.domain import timebank as timebank_rules
 from server.domain.declaration import ALERT_KINDS, NEED_STATES, REQUEST_STATES, TASK_STATES, validate
 from server.security.filing import Signer
 from server.security.firewall import Firewall
-from server.services import alerts, deliberation, demo, demo_history, service_requests, timebank
+from server.services import alerts, deliberation, demo, demo_history, rewards, service_requests, timebank
 from server.store.config import Settings
 from server.store.couch import Couch, connect, docs_of_type
 from server.store.embedded_couch import EmbeddedCouch
@@ -134,8 +134,9 @@ def test_visits_needs_surveys_and_pending_approvals(pilot: list[dict]) -> None:
 
 
 def test_a_year_of_the_time_bank(pilot: list[dict]) -> None:
-    """Volunteers' help confirmed into hours and points, the last fortnight's claims partly waiting or disputed,
-    points spent at partner shops; the ledgers hold as the services keep them."""
+    """Volunteers' help confirmed into hours, the last fortnight's claims partly waiting or disputed, a partner
+    shop per community with its rewards; the ledger holds as the services keep it. (Points are minted and spent
+    after loading: test_the_demo_mints_and_spends_points.)"""
     claims = _of(pilot, "claim")
     assert {c["status"] for c in claims} == {"claimed", "confirmed", "disputed"}
     waiting = [c for c in claims if c["status"] != "confirmed"]
@@ -143,18 +144,15 @@ def test_a_year_of_the_time_bank(pilot: list[dict]) -> None:
     transfers = _of(pilot, "transfer")
     hours = [t for t in transfers if t["ledger"] == "hours"]
     assert sorted(t["claim"] for t in hours) == sorted(c["_id"] for c in claims if c["status"] == "confirmed")
-    assert {t["kind"] for t in transfers} == {"confirmation", "mint", "redemption"}
-    for ledger in ("hours", "points"):
-        held: collections.Counter[str] = collections.Counter()
-        for t in (t for t in transfers if t["ledger"] == ledger):
-            held[t["from_account"]] -= t["amount"]
-            held[t["to_account"]] += t["amount"]
-        assert sum(held.values()) == 0
-        if ledger == "hours":
-            assert min(held.values()) >= timebank_rules.HOURS_FLOOR and len(held) > 20
-        else:
-            assert all(v >= 0 for a, v in held.items() if not a.startswith("community:"))
+    assert {t["kind"] for t in transfers} == {"confirmation"}
+    held: collections.Counter[str] = collections.Counter()
+    for t in transfers:
+        held[t["from_account"]] -= t["amount"]
+        held[t["to_account"]] += t["amount"]
+    assert sum(held.values()) == 0 and min(held.values()) >= timebank_rules.HOURS_FLOOR and len(held) > 20
     assert {o["community"] for o in _of(pilot, "organisation")} == {t["community"] for t in transfers}
+    shops = {o["_id"] for o in _of(pilot, "organisation")}
+    assert {r["organisation"] for r in _of(pilot, "reward")} == shops
 def test_every_volunteer_has_tasks_in_every_state(pilot: list[dict]) -> None:
     """Each grid's 2 volunteers: tasks waiting, accepted, done with a note, declined with a reason, in households
     they look after, from their grid's worker; the open ones due in the coming days."""
@@ -292,3 +290,26 @@ def test_the_demo_has_votes_published_and_one_open(street: tuple[Couch, TestClie
     result = results[0]
     page = client.get(f"/matters/{result['matter'].split(':', 1)[1]}/result")
     assert page.status_code == 200 and result["receipts"][0] in page.text
+
+
+def test_the_demo_mints_and_spends_points(street: tuple[Couch, TestClient], street_settings: Settings) -> None:
+    """`linli serve`'s first start mints the year's participation points, each dated at its event, and spends some
+    on vouchers the partner shop partly honoured; running it again mints nothing more."""
+    couch, client = street
+    keys = Firewall.open(street_settings, couch).keystore
+    assert demo.points_after_load(couch, keys, NOW) > 0
+    minted = [t for t in docs_of_type(couch.main, "transfer") if t["kind"] == "mint"]
+    assert {t["reason"] for t in minted} == {"hours_confirmed", "survey_answered", "voted"}
+    assert len({t["created_at"][:7] for t in minted}) >= 10  # over the year, not all today
+    assert rewards.mint_all(couch, NOW) == 0
+    used = docs_of_type(couch.main, "redemption")
+    assert used and len(used) < len(docs_of_type(couch.main, "voucher"))
+    for community in ("community:c1", "community:c2"):
+        assert all(v >= 0 for a, v in timebank.balances(couch, community, "points").items()
+                   if not a.startswith("community:"))
+    _as(client, demo.partner_username(int(used[0]["community"].removeprefix("community:c"))))
+    page = client.get("/redeem")
+    assert page.status_code == 200 and f'data-redemption="{used[0]["_id"]}"' in page.text
+    _as(client, "shuji1")
+    page = client.get("/statements?community=community:c1&period=" + NOW.strftime("%Y"))
+    assert page.status_code == 200 and page.text.count("data-account=") > 5

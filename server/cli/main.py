@@ -113,6 +113,8 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
                            progress=sys.stdout.isatty())
         # The history's past votes are counted and published now (signed, filed), not at the first minute sweep.
         deliberation.close_due(couch, firewall.keystore, firewall.signer, dt.datetime.now(dt.UTC))
+        # The year's participation points minted, some spent on vouchers (signed with the installation key).
+        demo.points_after_load(couch, firewall.keystore, dt.datetime.now(dt.UTC), seed)
         print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
         lines = [f"Demo password for every demo account: {password}", ""]
         lines += [f"  {login.username:<22} {login.role:<18} {login.where}" for login in demo.demo_logins(seed, size)]

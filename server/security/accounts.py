@@ -47,7 +47,8 @@ def hash_password(password: str) -> str:
 
 def make_user(username: str, display_name: str, roles: list[Role], street: str, password_hash: str, *,
               communities: list[str] = (), grids: list[str] = (), department: str | None = None,
-              resident: str | None = None, gateway: str | None = None) -> dict[str, Any]:
+              resident: str | None = None, gateway: str | None = None,
+              organisation: str | None = None) -> dict[str, Any]:
     """A validated user document; password_hash comes from hash_password()."""
     doc: dict[str, Any] = {
         "_id": user_id(username), "type": "user", "street": street, "username": username,
@@ -61,6 +62,8 @@ def make_user(username: str, display_name: str, roles: list[Role], street: str, 
         doc["resident"] = resident
     if gateway:
         doc["gateway"] = gateway
+    if organisation:  # a partner's organisation (issue 16)
+        doc["organisation"] = organisation
     validate(doc)
     return doc
 

@@ -29,10 +29,13 @@ import pycouchdb
 from tqdm import tqdm
 
 from server.domain import workdays
+from server.domain.access import Principal
 from server.domain.declaration import Role, id_card_check_char, validate
 from server.security import accounts
-from server.services import demo_history
-from server.store.couch import Couch, bulk_save, get_or_none
+from server.security.keystore import KeyStore
+from server.services import demo_history, rewards, timebank
+from server.services.timebank import LedgerError
+from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
 
 REFERENCE_DATE = dt.date(2025, 1, 1)
 STREET_ID = "street:hongshan"
@@ -500,6 +503,12 @@ class _Account:
     communities: tuple[str, ...] = ()
     grids: tuple[str, ...] = ()
     department: str | None = None
+    organisation: str | None = None
+
+
+def partner_username(community: int) -> str:
+    """The demo's partner shop assistant of community `community` (its shop: demo_history.time_bank)."""
+    return f"hezuo{community}"
 
 
 def _accounts(seed: int, size: DemoSize) -> list[_Account]:
@@ -523,6 +532,9 @@ def _accounts(seed: int, size: DemoSize) -> list[_Account]:
     for kind, name in DEPARTMENTS:
         result.append(_Account(login(f"bumen_{kind}", Role.DEPARTMENT_STAFF, name), Role.DEPARTMENT_STAFF,
                                department=f"department:{kind}"))
+    for c in range(1, size.communities + 1):  # after everyone else: their names do not shift the others'
+        result.append(_Account(login(partner_username(c), Role.PARTNER, f"{community_name(c)} 合作商户"), Role.PARTNER,
+                               organisation=f"organisation:c{c}-shop"))
     return result
 
 
@@ -543,7 +555,8 @@ def user_docs(seed: int = 2025, size: DemoSize = DemoSize(), *, password: str) -
     """
     password_hash = accounts.hash_password(password)
     return [accounts.make_user(a.login.username, a.login.display_name, [a.role], STREET_ID, password_hash,
-                               communities=list(a.communities), grids=list(a.grids), department=a.department)
+                               communities=list(a.communities), grids=list(a.grids), department=a.department,
+                               organisation=a.organisation)
             for a in _accounts(seed, size)]
 
 
@@ -626,3 +639,39 @@ def _save_all(db: pycouchdb.client.Database, docs: list[dict[str, Any]]) -> int:
             f"{first.error} ({first.reason}). A conflict means an earlier load was interrupted or the "
             "account exists already: start from empty databases.")
     return len(docs)
+
+
+# ---------------------------------------------------------------- points, once the history is in
+
+SPENDING_SHARE = 0.4  # of the volunteers holding points, those who bought a voucher at their community's shop
+USED_SHARE = 0.5  # of those vouchers, those the shop has honoured already
+
+
+def points_after_load(couch: Couch, keys: KeyStore, now: dt.datetime, seed: int = 2025) -> int:
+    """Mint the year's participation points (each dated at its event), then spend some: volunteers buy vouchers at
+    their community's shop, and the shop honours half of them, so that /rewards, the partner's /redeem and the
+    statements show something on first start. Vouchers are signed with the installation key, so this runs after
+    loading, with the keys (`linli serve`'s first start). How many vouchers were bought."""
+    rewards.mint_all(couch, now)
+    rng = random.Random(f"spend-{seed}")
+    bought = 0
+    for community in sorted(docs_of_type(couch.main, "community"), key=lambda c: c["_id"]):
+        catalogue = rewards.catalogue(couch, community["_id"])
+        partner = Principal(accounts.user_id(partner_username(int(community["_id"].removeprefix("community:c")))),
+                            frozenset({Role.PARTNER}), community["street"],
+                            organisation=f"organisation:{community['_id'].removeprefix('community:')}-shop")
+        for account, held in sorted(timebank.balances(couch, community["_id"], "points").items()):
+            affordable = [r for r in catalogue if r["points"] <= held and r["organisation"] == partner.organisation]
+            if not account.startswith("user:") or not affordable or rng.random() > SPENDING_SHARE:
+                continue
+            buyer = Principal(account, frozenset({Role.VOLUNTEER}), community["street"],
+                              frozenset({community["_id"]}))
+            at = now - dt.timedelta(hours=rng.uniform(1, 72))
+            try:
+                voucher = rewards.redeem(couch, keys, buyer, rng.choice(affordable)["_id"], at)
+            except LedgerError:
+                continue  # sold out meanwhile
+            bought += 1
+            if rng.random() < USED_SHARE:
+                rewards.use(couch, keys, partner, voucher["code"], at + dt.timedelta(minutes=rng.randint(5, 60)))
+    return bought

@@ -756,7 +756,6 @@ def access_requests(census: Census, rng: random.Random, clock: Clock) -> Iterato
 TIME_BANK_SHARE = 0.3  # of the households a volunteer looks after, those whose help goes through the time bank
 HELP_SESSIONS_PER_YEAR = (1, 3)  # per such household: needs a volunteer did and claimed hours for
 HELP_MINUTES = (60, 90, 120, 180)
-POINTS_PER_HOUR = 10  # participation points the community mints, monthly, for each hour of confirmed help
 PENDING_CLAIM_SHARE, DISPUTED_CLAIM_SHARE = 0.15, 0.05  # of the last fortnight's claims: waiting, disputed
 PARTNER_SHOPS = ("社区便民超市", "益民药店")  # organisations where volunteers spend points, one per community
 
@@ -764,11 +763,11 @@ PARTNER_SHOPS = ("社区便民超市", "益民药店")  # organisations where vo
 def time_bank(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
     """A year of help given by the grids' volunteers to the households they look after: each a done need, the
     volunteer's claim and, once the resident confirmed, the transfer of hours; the last fortnight's claims partly
-    still waiting or disputed, and one claim a grid waiting from the last days; points minted monthly for the
-    hours, some spent lately at a partner shop. No resident's hours go below the floor (a confirmation past it
-    would be refused)."""
+    still waiting or disputed, and one claim a grid waiting from the last days; a partner shop per community.
+    No resident's hours go below the floor (a confirmation past it would be refused). Points are minted for the
+    help (and surveys, votes) by the minting job when the demo is loaded (server/services/rewards.py mint_all),
+    dated at each event, and spent then (server/services/demo.py spend_points)."""
     owed: dict[str, int] = {}  # resident -> minutes received
-    earned: dict[tuple[str, str, str], dict[str, int]] = {}  # (volunteer, community, street) -> month -> minutes
     households = census.in_order()
     shops = {}
     for n, community in enumerate(sorted({h.routing["community"] for h in households})):
@@ -802,34 +801,6 @@ def time_bank(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]
         yield from _help(rng, household, person, volunteer, minutes, (at, claimed, answered), state)
         if state == "confirmed":
             owed[person.id] = owed.get(person.id, 0) + minutes
-            months = earned.setdefault((volunteer, household.routing["community"], household.routing["street"]), {})
-            months[answered.strftime("%Y-%m")] = months.get(answered.strftime("%Y-%m"), 0) + minutes
-    secretaries = {g.routing["community"]: g.secretary for g in census.grids.values()}
-    yield from _points(rng, clock, earned, shops, secretaries)
-
-
-def _points(rng: random.Random, clock: Clock, earned: dict[tuple[str, str, str], dict[str, int]],
-            shops: dict[str, str], secretaries: dict[str, str]) -> Iterator[Doc]:
-    """Points minted (recorded by the secretary) at the start of each month for the last month's confirmed hours;
-    some of those minted before today spent in the last hours."""
-    for (volunteer, community, street), months in sorted(earned.items()):
-        place = {"street": street, "community": community}
-        held = 0
-        for month, minutes in sorted(months.items()):
-            minted = dt.datetime.fromisoformat(f"{month}-01T00:30:00+00:00") + dt.timedelta(days=32)
-            minted = min(minted.replace(day=1), clock.now - dt.timedelta(minutes=1))
-            points = minutes * POINTS_PER_HOUR // 60
-            held += points if minted < clock.now - dt.timedelta(days=1) else 0
-            yield {"_id": f"transfer:mint:{volunteer.removeprefix('user:')}-{month}", "type": "transfer", **place,
-                   "ledger": "points", "from_account": community, "to_account": volunteer, "amount": points,
-                   "kind": "mint", "reason": f"{month} 志愿服务时长", "created_by": secretaries[community],
-                   "created_at": _iso(minted)}
-        if held >= 20 and rng.random() < 0.5:
-            yield {"_id": f"transfer:redemption:{rng.randbytes(16).hex()}", "type": "transfer", **place,
-                   "ledger": "points", "from_account": volunteer, "to_account": shops[community],
-                   "amount": rng.randrange(10, held // 10 * 10 + 1, 10), "kind": "redemption",
-                   "reason": "兑换日用品", "created_by": volunteer,
-                   "created_at": _iso(clock.now - dt.timedelta(minutes=rng.randint(2, 600)))}
 
 
 def _done_need(rng: random.Random, household: Household, person: Person, volunteer: str, at: dt.datetime) -> Doc:
@@ -925,6 +896,25 @@ def _ballot(rng: random.Random, matter: str, where: Doc, voter: str, choice: str
     return doc
 
 
+# ---------------------------------------------------------------- rewards for points (issue 16 item 4)
+
+REWARDS = (("理发一次", "service", 30, 20), ("上门维修一次", "service", 60, 10), ("大米 5 公斤", "goods", 50, 30),
+           ("体检套餐", "service", 120, 5))  # name, kind, points, stock: what each community's shop offers
+
+
+def rewards_catalogue(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Each community's partner shop (time_bank) offers the same few rewards, put up by the secretary a year ago.
+    Vouchers need the installation's key: they are bought and used after loading (demo.spend_points)."""
+    secretaries = {g.routing["community"]: (g.secretary, g.routing["street"]) for g in census.grids.values()}
+    for community, (secretary, street) in sorted(secretaries.items()):
+        key = community.removeprefix("community:")
+        for n, (name, kind, points, stock) in enumerate(REWARDS, start=1):
+            yield {"_id": f"reward:{key}-{n}", "type": "reward", "street": street, "community": community,
+                   "organisation": f"organisation:{key}-shop", "name": name, "kind": kind, "points": points,
+                   "stock": stock, "active": True, "created_by": secretary,
+                   "created_at": _iso(clock.now - dt.timedelta(days=DAYS - 1))}
+
+
 # ---------------------------------------------------------------- all of it
 
 # name → the function making that kind of history; each draws from its own stream `<name>-<seed>`.
@@ -941,6 +931,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "urgent": urgent_now,
     "silent": silent_equipment,
     "votes": matters_and_votes,
+    "rewards": rewards_catalogue,
 }
 
 

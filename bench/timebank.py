@@ -1,0 +1,152 @@
+"""Time-bank balances and statements at scale (issue 16): 100,000 accounts with 1,000,000 transfers (`--full`).
+
+    .venv/bin/python bench/timebank.py [--accounts 2000] [--transfers 20000] [--full] [--samples 200] [--runs 3]
+
+Starts from an empty Linli database on its own pouchdb-server, stores the transfers of one community (hours
+between accounts, points minted to them and spent at a shop) in `_bulk_docs` batches, then times:
+- the first answer after load: every account's balances on both ledgers from the `ledger` view (its index built
+  by that first query), against reading the same transfer documents alone (`_all_docs`, include_docs) and summing;
+- then, interleaved, `--runs` rounds (medians): the balances again (index warm) against the same read;
+- per-account statements (server/services/rewards.py `statement`, the year, both ledgers) for `--samples`
+  accounts, p95, against reading that account's transfer documents alone (`_all_docs` by their ids).
+Prints one JSON line; `ratio_*` is ours / reading the documents alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.stack import embedded_stack  # noqa: E402
+from server.services import rewards, timebank  # noqa: E402
+from server.store.couch import bulk_save  # noqa: E402
+
+STREET, COMMUNITY, SHOP = "street:bench", "community:bench", "organisation:bench-shop"
+BATCH = 5000
+YEAR = 2026
+
+
+def _transfers(accounts: int, transfers: int, rng: random.Random):
+    """Transfers and, per account, the ids of those touching it: 60 % hours between two accounts, 30 % points
+    minted, 10 % points spent at the shop (never more than minted: spends follow mints of the same account)."""
+    start = dt.datetime(YEAR, 1, 1, tzinfo=dt.UTC)
+    minted = [0] * accounts
+    touching: dict[str, list[str]] = {}
+    for n in range(transfers):
+        a = rng.randrange(accounts)
+        kind = rng.random()
+        if kind < 0.6:
+            b = (a + 1 + rng.randrange(accounts - 1)) % accounts
+            ledger, source, target, amount, what = "hours", f"user:b{a}", f"user:b{b}", rng.choice((60, 90, 120)), \
+                "confirmation"
+        elif kind < 0.9 or minted[a] < 10:
+            amount = rng.randint(5, 30)
+            minted[a] += amount
+            ledger, source, target, what = "points", COMMUNITY, f"user:b{a}", "mint"
+        else:
+            amount = rng.randint(1, minted[a])
+            minted[a] -= amount
+            ledger, source, target, what = "points", f"user:b{a}", SHOP, "redemption"
+        doc = {"_id": f"transfer:b{n:08d}", "type": "transfer", "street": STREET, "community": COMMUNITY,
+               "ledger": ledger, "from_account": source, "to_account": target, "amount": amount, "kind": what,
+               "created_by": "user:bench", "created_at": (start + dt.timedelta(seconds=n * 31_536_000 // transfers))
+               .isoformat()}
+        for account in (source, target):
+            touching.setdefault(account, []).append(doc["_id"])
+        yield doc, touching
+
+
+def _timed(fn):
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def _read_all(couch) -> dict[str, int]:
+    """The reference: every transfer document read and summed per ledger and account."""
+    held: dict[tuple[str, str], int] = {}
+    for row in couch.main.all(startkey="transfer:", endkey="transfer:\ufff0", include_docs="true", as_list=True):
+        t = row["doc"]
+        held[t["ledger"], t["from_account"]] = held.get((t["ledger"], t["from_account"]), 0) - t["amount"]
+        held[t["ledger"], t["to_account"]] = held.get((t["ledger"], t["to_account"]), 0) + t["amount"]
+    return held
+
+
+def _balances(couch) -> dict[str, dict[str, int]]:
+    return {ledger: timebank.balances(couch, COMMUNITY, ledger) for ledger in ("hours", "points")}
+
+
+def _p95(values: list[float]) -> float:
+    return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
+
+
+def run(accounts: int, transfers: int, samples: int, runs: int) -> dict:
+    rng = random.Random(2026)
+    with embedded_stack("tb_bench_") as (_, couch, _server):
+        batch, touching = [], {}
+        started = time.perf_counter()
+        for doc, touched in _transfers(accounts, transfers, rng):
+            touching = touched
+            batch.append(doc)
+            if len(batch) == BATCH:
+                assert not [r for r in bulk_save(couch.main, batch) if r.error]
+                batch = []
+        if batch:
+            assert not [r for r in bulk_save(couch.main, batch) if r.error]
+        load_seconds = time.perf_counter() - started
+
+        first_seconds, first = _timed(lambda: _balances(couch))  # builds the ledger view's index
+        reference_first_seconds, reference = _timed(lambda: _read_all(couch))
+        assert all(first[ledger].get(a, 0) == v for (ledger, a), v in reference.items())
+        assert sum(first["hours"].values()) == 0 and min(v for a, v in first["points"].items() if a != COMMUNITY) >= 0
+
+        ours, theirs = [], []
+        for _ in range(runs):  # interleaved: the machine's load falls on both alike
+            ours.append(_timed(lambda: _balances(couch))[0])
+            theirs.append(_timed(lambda: _read_all(couch))[0])
+
+        chosen = rng.sample(sorted(a for a in touching if a.startswith("user:")), min(samples, accounts))
+        statement_seconds, reference_statement_seconds = [], []
+        for account in chosen:
+            seconds, statement = _timed(lambda a=account: rewards.statement(couch, COMMUNITY, a, str(YEAR)))
+            statement_seconds.append(seconds)
+            seconds, rows = _timed(lambda a=account: couch.main.all(keys=touching[a], include_docs="true",
+                                                                    as_list=True))
+            reference_statement_seconds.append(seconds)
+            assert sum(len(s["entries"]) for s in statement["ledgers"].values()) == len(rows)
+        balances_median, reference_median = statistics.median(ours), statistics.median(theirs)
+        statement_p95, reference_p95 = _p95(statement_seconds), _p95(reference_statement_seconds)
+        return {"accounts": accounts, "transfers": transfers, "load_seconds": round(load_seconds, 1),
+                "first_answer_seconds": round(first_seconds, 3),
+                "reference_first_read_seconds": round(reference_first_seconds, 3),
+                "ratio_first": round(first_seconds / reference_first_seconds, 2),
+                "balances_median_seconds": round(balances_median, 3),
+                "reference_read_median_seconds": round(reference_median, 3),
+                "ratio_balances": round(balances_median / reference_median, 3),
+                "statement_p95_seconds": round(statement_p95, 4),
+                "reference_statement_p95_seconds": round(reference_p95, 4),
+                "ratio_statement": round(statement_p95 / reference_p95, 2), "samples": len(chosen), "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=2000)
+    parser.add_argument("--transfers", type=int, default=20_000)
+    parser.add_argument("--full", action="store_true", help="the issue's scale: 100,000 accounts, 1,000,000 transfers")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    accounts, transfers = (100_000, 1_000_000) if args.full else (args.accounts, args.transfers)
+    print(json.dumps(run(accounts, transfers, args.samples, args.runs)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
