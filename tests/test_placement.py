@@ -97,11 +97,12 @@ class Actor:
     department: str | None = None
     resident: str | None = None
     gateway: str | None = None
+    organisation: str | None = None
 
     @property
     def principal(self) -> Principal:
         return Principal(self.user_id, frozenset(self.roles), S, frozenset(self.communities), frozenset(self.grids),
-                         self.department, self.resident, self.gateway)
+                         self.department, self.resident, self.gateway, self.organisation)
 
 
 ACTORS = [
@@ -111,6 +112,7 @@ ACTORS = [
     Actor("department", user("dept-health"), (Role.DEPARTMENT_STAFF,), department="department:health"),
     Actor("resident", user("resident-1"), (Role.RESIDENT,), resident=resident_id(G11, 1)),
     Actor("admin", user("admin"), (Role.ADMIN,)),
+    Actor("partner", user("partner-1"), (Role.PARTNER,), organisation="organisation:c1-shop"),
     Actor("gateway", user("gateway-1"), (Role.GATEWAY,), (C1,), (G11,), gateway=GATEWAY_OF[C1]),
 ]
 PHONE_REGISTERED = NOW - dt.timedelta(days=30)
@@ -125,14 +127,15 @@ def phone_key_id(user_id: str) -> str:
 # The types clients may write; everything else is the server's (filing log, approvals, keys, grants, accounts).
 CLIENT_TYPES = {"street", "department", "community", "grid", "gateway", "household", "resident", "visit", "need",
                 "service_request", "device", "alert", "reading", "safety_rules", "device_health", "gateway_health",
-                "access_report", "claim", "task", "ballot"}
-GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health"}
+                "access_report", "claim", "task", "ballot", "redemption"}
+GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health", "redemption"}
 STAFF_TYPES = {"household", "resident", "visit", "need", "service_request", "device", "alert", "reading",
                "safety_rules", "access_report", "task"}
 # Fields no client sets or changes: whose key a device's readings are sealed to (issue 13, finding 1).
 KEY_PICKING = {"device": ("resident", "write_public", "write_key_version", "write_signature")}
 AREA_OF_ROLE = {  # type -> where the role may write it (the document as written, and the version it replaces)
-    "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim", "ballot"}},
+    "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim", "ballot",
+                                                             "redemption"}},
     "secretary": {t: lambda d, old: d["community"] == C1 for t in STAFF_TYPES | {"grid", "gateway"}},
     "grid_worker": {t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim", "ballot"}},
     "volunteer": {  # tasks about the households they look after, or one assigned to them; requests in their grid
@@ -151,6 +154,8 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
         "device_health": lambda d, old: d["grid"] == G11 and d["gateway"] == GATEWAY_OF[C1],
         "gateway_health": lambda d, old: d["gateway"] == GATEWAY_OF[C1]},
     "department": {},
+    # Points (issue 16): a partner's staff honours its own organisation's vouchers, nothing else.
+    "partner": {"redemption": lambda d, old: d.get("organisation") == "organisation:c1-shop"},
 }
 AUTHORS = ("created_by", "updated_by", "acknowledged_by", "owner", "handled_by")
 # Time bank (issue 16): the tasks hours may be claimed for, each with its grid, its resident and who did it (the
@@ -161,6 +166,9 @@ TASKS = {"need:c1-g1-h1-help": (G11, resident_id(G11, 1), VOLUNTEER[G11]),
          "visit:c1-g1-h2": (G11, resident_id(G11, 2), WORKER[G11]),
          "need:c2-g1-h1-help": (G21, resident_id(G21, 1), VOLUNTEER[G21])}
 CLAIM_SERVER_SET = ("decided_by", "decided_at", "consent", "dispute_note", "transfer")
+# Points (issue 16): each community's shop, its reward and one voucher of it; a redemption's id is its voucher's.
+SHOPS = {C1: "organisation:c1-shop", C2: "organisation:c2-shop"}
+VOUCHERS = {f"voucher:{c[10:]}-1:00001": (c, SHOPS[c], f"reward:{c[10:]}-1") for c in (C1, C2)}
 SERVER_SET = ("department", "departments", "whistles", "due_respond", "due_close", "accepted", "on_site")
 TIMES = ("visited_at", "created_at", "updated_at", "raised_at", "acknowledged_at", "measured_at", "at",
          "registered_at", "last_seen_at", "heartbeat_at", "handled_at")
@@ -300,6 +308,18 @@ def _ballot_ok(actor: Actor, old: Doc | None, d: Doc) -> bool:
             and made is not None and MATTER_OPENS <= made <= MATTER_CLOSES)
 
 
+def _redemption_ok(old: Doc | None, d: Doc) -> bool:
+    """A redemption is of a voucher that exists, under the id made from it, with its reward, organisation and
+    community; never edited (a second one from another phone comes as another first revision: a conflict)."""
+    if d["type"] != "redemption":
+        return True
+    if old is not None and not (str(d.get("_rev", "")).startswith("1-") and d.get("_rev") != old["_rev"]):
+        return False
+    voucher = VOUCHERS.get(d["voucher"])
+    return voucher is not None and d["_id"] == "redemption:" + d["voucher"][8:] \
+        and (d["community"], d["organisation"], d["reward"]) == voucher
+
+
 def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
     """May this actor store d over old? Stated from the world's tables, not from access.py."""
     area = AREA_OF_ROLE[actor.role].get(d["type"])
@@ -312,7 +332,7 @@ def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
     if any((old or {}).get(k) != d.get(k) for k in KEY_PICKING.get(d["type"], ())):
         return False
     return _place_ok(d) and _links_ok(actor, d) and _people_ok(actor, d) and _claim_ok(actor, old, d) \
-        and _ballot_ok(actor, old, d) and _times_ok(d)
+        and _ballot_ok(actor, old, d) and _redemption_ok(old, d) and _times_ok(d)
 
 
 # ---------------------------------------------------------------- documents
@@ -359,10 +379,14 @@ def base(type_name: str, writer: str) -> Doc:
                   "minutes": 90, "status": "claimed", "created_by": writer, "created_at": when},
         "task": {**HERE, **ABOUT, "need": need_id(G11, 1), "kind": "visit", "address": "幸福路1号",
                  "assigned_to": VOLUNTEER[G11], "status": "assigned", "created_by": writer, "created_at": when},
+        "redemption": {"street": S, "community": C1, "voucher": "voucher:c1-1:00001", "reward": "reward:c1-1",
+                       "organisation": SHOPS[C1], "created_by": writer, "created_at": when},
     }
     own_id = {"street": S, "community": "community:new", "grid": "grid:new"}.get(type_name, f"{type_name}:new")
     if type_name == "claim":  # a claim's id is its task's
         own_id = f"claim:{docs['claim']['task']}"
+    if type_name == "redemption":  # a redemption's id is its voucher's
+        own_id = "redemption:c1-1:00001"
     if type_name == "ballot":  # a ballot's id is its matter's and voter's, its confirmation made with the code
         own_id = f"ballot:m1:{household_id(G11, 1)}"
         doc = {"_id": own_id, "type": type_name, **HERE, "matter": "matter:m1", "voter": household_id(G11, 1),
@@ -406,6 +430,9 @@ POOL: dict[str, list[Any]] = {
     "consent": [False],
     "assisted_by": OTHER_USERS,
     "confirmation": ["0" * 64],
+    "voucher": [*VOUCHERS, "voucher:nowhere"],
+    "reward": [voucher[2] for voucher in VOUCHERS.values()] + ["reward:nowhere"],
+    "organisation": [*SHOPS.values(), "organisation:nowhere"],
 }
 
 
@@ -433,6 +460,11 @@ def mutations(doc: Doc) -> Iterator[Doc]:
         yield from (relocated(doc, g, n) for g, n in PLACES if (g, n) != (G11, 1))
     if doc["type"] == "claim":  # a claim for another task, under that task's id (someone else's, elsewhere)
         yield from ({**doc, "task": task, "_id": f"claim:{task}"} for task in TASKS if task != doc["task"])
+    if doc["type"] == "redemption":  # another voucher, under its id, with or without its reward and place
+        for voucher, (community, shop, reward) in VOUCHERS.items():
+            moved = {**doc, "voucher": voucher, "_id": "redemption:" + voucher[8:]}
+            yield from (moved, {**moved, "community": community, "organisation": shop, "reward": reward})
+        yield {**doc, "_id": "redemption:c1-1:00002"}  # its own voucher, under another voucher's id
 
 
 # The stored documents write_refusal is given (as the sync gateway fetches them), each schema-valid.
@@ -459,6 +491,15 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
                      "created_at": PHONE_REGISTERED.isoformat(),
                      **({"assigned_to": doer, "category": "买菜", "description": "买菜", "status": "done"}
                         if kind == "need" else {"kind": "routine", "visited_at": PHONE_REGISTERED.isoformat()})})
+    for voucher, (c, shop, reward) in VOUCHERS.items():
+        place = {"street": S, "community": c}
+        main += [{"_id": shop, "type": "organisation", **place, "name": "超市", "kind": "firm"},
+                 {"_id": reward, "type": "reward", **place, "organisation": shop, "name": "理发", "kind": "service",
+                  "points": 30, "stock": 5, "active": True, "created_by": SECRETARY[c],
+                  "created_at": PHONE_REGISTERED.isoformat()},
+                 {"_id": voucher, "type": "voucher", **place, "reward": reward, "organisation": shop,
+                  "holder": VOLUNTEER[G11], "points": 30, "transfer": "transfer:redemption:x:1", "code": "LV1.x.y",
+                  "created_by": VOLUNTEER[G11], "created_at": PHONE_REGISTERED.isoformat()}]
     for (g, n), (h, r, d) in PLACES.items():
         where = {"street": S, "community": COMMUNITY_OF[g], "grid": g}
         looked_after = {"volunteers": [LOOKED_AFTER[h]]} if h in LOOKED_AFTER else {}
@@ -482,7 +523,7 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
         if actor.user_id not in {u["_id"] for u in users}:
             users.append(_user_doc(actor.user_id, list(actor.roles), communities=list(actor.communities),
                                    grids=list(actor.grids), department=actor.department, resident=actor.resident,
-                                   gateway=actor.gateway))
+                                   gateway=actor.gateway, organisation=actor.organisation))
     phones = [{"_id": phone_key_id(u["_id"]), "type": "phone_key", "street": S, "user": u["_id"], "public": "p",
                "created_at": PHONE_REGISTERED.isoformat(), "revoked": False} for u in users]
     main += [{"_id": m, "type": "matter", "street": S, "community": c, "title": "表决", "kind": "household_assembly",

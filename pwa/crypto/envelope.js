@@ -195,6 +195,39 @@ export async function verifyWriteKey(installationPublicRaw, resident, version, w
   return subtle.verify({ name: "ECDSA", hash: "SHA-256" }, installation, raw, statement);
 }
 
+// A voucher's code (crypto/vouchers.py): "LV1." base64url(payload) "." base64url(r || s), ECDSA P-256 by the
+// installation key over "linli:voucher:v1\0" payload. Its payload if the installation signed it, else null.
+const VOUCHER_PREFIX = "LV1.";
+const VOUCHER_LABEL = utf8.encode("linli:voucher:v1\u0000");
+const VOUCHER_FIELDS = ["id", "issued_at", "organisation", "points", "reward"];
+const MAX_VOUCHER_CHARS = 600;
+
+export async function openVoucher(installationPublicRaw, code) {
+  try {
+    if (!code.startsWith(VOUCHER_PREFIX) || code.length > MAX_VOUCHER_CHARS) {
+      return null;
+    }
+    const parts = code.slice(VOUCHER_PREFIX.length).split(".");
+    if (parts.length !== 2) {
+      return null;
+    }
+    const [body, signature] = parts.map(b64urlDecode);
+    const key = await subtle.importKey("raw", installationPublicRaw, { name: "ECDSA", namedCurve: "P-256" }, false,
+      ["verify"]);
+    const signed = new Uint8Array(VOUCHER_LABEL.length + body.length);
+    signed.set(VOUCHER_LABEL);
+    signed.set(body, VOUCHER_LABEL.length);
+    if (signature.length !== 64 || !(await subtle.verify({ name: "ECDSA", hash: "SHA-256" }, key, signature, signed))) {
+      return null;
+    }
+    const payload = JSON.parse(new TextDecoder().decode(body));
+    const fields = payload && typeof payload === "object" ? Object.keys(payload).sort() : [];
+    return fields.join() === VOUCHER_FIELDS.join() ? payload : null;
+  } catch {
+    return null; // not base64url, not JSON: not a voucher
+  }
+}
+
 export async function openSealed(writePrivateKey, context, envelope) {
   // For whoever holds a resident's write key (an ECDH CryptoKey with deriveBits).
   const p = parse(envelope);

@@ -3,7 +3,7 @@
 // key kept in IndexedDB; it never leaves the browser. The server only ever sees its public half.
 
 import {
-  b64urlDecode, b64urlEncode, normalise, openValue, parse, sealFor, unwrapGrant, verifyWriteKey,
+  b64urlDecode, b64urlEncode, normalise, openValue, openVoucher, parse, sealFor, unwrapGrant, verifyWriteKey,
 } from "../crypto/envelope.js";
 
 const STORE = "keys";
@@ -161,4 +161,11 @@ export async function sealForResident(db, resident, context, value) {
     throw new UnvouchedKey(`the write key of ${resident} is not one the installation vouches for`);
   }
   return sealFor(b64urlDecode(record.write_public), version, context, value);
+}
+
+// A voucher's payload if the installation this phone pinned signed its code (crypto/vouchers.py), else null: the
+// partner's phone checks a voucher with no network (pages.js redeemPage).
+export async function verifiedVoucher(code) {
+  const pinned = await idb("readonly", (s) => s.get(PINNED));
+  return pinned ? openVoucher(b64urlDecode(pinned), code) : null;
 }

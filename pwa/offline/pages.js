@@ -7,7 +7,7 @@
 // {template, context, status} to render, or {redirect}.
 
 import { EnvelopeError, normalise } from "../crypto/envelope.js";
-import { grantId, grantIsUsable, numberField, openFields, storedPhoneKey } from "./keys.js";
+import { grantId, grantIsUsable, numberField, openFields, storedPhoneKey, verifiedVoucher } from "./keys.js";
 import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRefusal, taskAnswered, tasksInOrder }
   from "./rules.js";
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
@@ -780,6 +780,57 @@ async function storeDoorBallot(db, me, matter, home, form) {
   await db.put(ballot);
 }
 
+// server/web/reward_pages.py redeem_context: the partner's counter (issue 16). The organisation's redemptions held
+// by the replica, newest first, and those with a second use kept beside them (a conflict: server/services/rewards.py
+// used_twice).
+const REDEMPTIONS_SHOWN = 50; // server/services/rewards.py redemptions_of
+async function partnerContext(db, session) {
+  const organisation = await load(db, session.user.organisation || "organisation:none", "organisation")
+    .catch(() => { throw new OfflineError(403, "forbidden"); });
+  const rows = (await db.allDocs({ startkey: "redemption:", endkey: "redemption:\ufff0", include_docs: true,
+    conflicts: true })).rows.map((r) => r.doc).filter((d) => d.organisation === organisation._id);
+  const recent = rows.sort(newestFirst("created_at")).slice(0, REDEMPTIONS_SHOWN);
+  const twice = rows.filter((d) => d._conflicts?.length).sort(newestFirst("created_at"));
+  const rewards = await docsOfType(db, "reward");
+  const reward_names = Object.fromEntries(rewards.map((r) => [r._id, r.name]));
+  return { organisation, recent, twice, reward_names };
+}
+
+// server/web/reward_pages.py partner_page and honour, over rewards.use: a code the pinned installation key signed,
+// for this partner, recorded once under the id made from its voucher. Offline the voucher itself may not be in
+// the replica yet (bought after the last sync): its signature is what vouches for it; a second use on another
+// phone meets this one at the next sync as a conflict, kept and shown.
+async function redeemPage({ db, session, method, form }) {
+  const page = async (extra, status = 200) => ({ template: "redeem.html", status,
+    context: { errors: {}, used: null, code: "", ...await partnerContext(db, session), ...extra } });
+  if (!session.user.roles.includes("partner")) {
+    throw new OfflineError(403, "forbidden");
+  }
+  if (method !== "POST") {
+    return page({});
+  }
+  const code = String(form.get("code") || "").slice(0, 2000);
+  const voucher = await verifiedVoucher(code.trim());
+  const refused = (key, params, status) => page({ code, errors: { code: fieldError(key, params) } }, status);
+  if (!voucher) {
+    return refused("pt_forged", {}, 400);
+  }
+  if (voucher.organisation !== session.user.organisation) {
+    return refused("pt_other_partner", {}, 403);
+  }
+  const organisation = await load(db, voucher.organisation, "organisation");
+  const id = `redemption:${voucher.id.replace(/^voucher:/, "")}`;
+  const first = await db.get(id).catch(() => null);
+  if (first) {
+    return refused("pt_used", { at: first.created_at.slice(0, 16).replace("T", " ") }, 409);
+  }
+  const used = { _id: id, type: "redemption", street: organisation.street, community: organisation.community,
+    voucher: voucher.id, reward: voucher.reward, organisation: voucher.organisation, created_by: session.user._id,
+    created_at: nowISO() };
+  await db.put(used);
+  return page({ used: { ...used, points: voucher.points } });
+}
+
 // One request answered from the replica, as the service worker answers it (sw.js) and as the page-parity test
 // renders it (pwa/tests/offline_pages.mjs): {template, context, status}, {redirect} or {blob}. A refusal
 // (OfflineError) is the app's error page; a form must carry the session's CSRF token (`csrfToken`: the form's
@@ -824,6 +875,8 @@ export const ROUTES = [
   ["GET", "/matters", mattersPage],
   ["GET", "/matters/:key/door", doorBallot],
   ["POST", "/matters/:key/door", doorBallot],
+  ["GET", "/redeem", redeemPage],
+  ["POST", "/redeem", redeemPage],
 ];
 
 export function route(method, path) {

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from server.domain import ballots, timebank
+from server.domain import ballots, points, timebank
 from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, PROTECTED_TIERS, TASK_ANSWERS, Role, Scope
 from server.domain.errors import FieldError
 from server.domain.i18n import translator
@@ -332,6 +332,9 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     # is written by the server (the voter's own vote, paper ballots: server/services/deliberation.py).
     "ballot": lambda p, doc: (p.has(Role.GRID_WORKER) and doc.get("channel") == "door"
                               and doc.get("community") in p.communities),
+    # A partner's staff honours a voucher of their organisation, on their phone offline too (_redemption_refusal).
+    "redemption": lambda p, doc: (p.has(Role.PARTNER) and p.organisation is not None
+                                  and doc.get("organisation") == p.organisation and doc.get("created_by") == p.user_id),
 }
 assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 
@@ -619,10 +622,28 @@ def _ballot_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt
     return refused[0].text("en") if refused else None
 
 
+def _redemption_refusal(old: Doc | None, new: Doc, refs: Refs) -> str | None:
+    """A redemption is of one voucher, under the id made from it, with its voucher's reward, organisation and place;
+    it is never edited. A second one (another phone, offline) arrives as a branch of the first: kept as a conflict,
+    the second use refused and shown (server/services/rewards.py used_twice), never merged away."""
+    if new["type"] != "redemption":
+        return None
+    if old is not None and not (str(new.get("_rev", "")).startswith("1-") and new.get("_rev") != old.get("_rev")):
+        return "a redemption is not changed once made"
+    voucher = refs.get(new["voucher"]) if isinstance(new.get("voucher"), str) else None
+    if voucher is None or voucher.get("type") != "voucher" or voucher.get("_deleted"):
+        return "a redemption names a voucher that exists"
+    if new["_id"] != points.redemption_id(voucher["_id"]) or any(
+            new.get(k) != voucher.get(k) for k in ("reward", "organisation", "street", "community")):
+        return "a redemption is its voucher's: its id, reward, organisation and place"
+    return None
+
+
 def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     return ((_place_refusal(new, refs) if old is None else None) or _link_refusal(p, old, new, refs)
             or _people_refusal(p, old, new, refs) or _claim_refusal(p, old, new, refs)
-            or _ballot_refusal(p, old, new, refs, now) or _time_refusal(old, new, refs, now))
+            or _ballot_refusal(p, old, new, refs, now) or _redemption_refusal(old, new, refs)
+            or _time_refusal(old, new, refs, now))
 
 
 def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:
@@ -642,9 +663,10 @@ def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:
 
 
 # Who works offline (PRODUCT.md "Who uses it"): grid workers and volunteers on phones in basements and old estates,
-# residents on their own phones. Secretaries, department staff and the administrator work at a desk, online: their
-# browsers keep no replica and show no sync bar (base.html, pwa/sw.js).
-OFFLINE_ROLES = frozenset({Role.GRID_WORKER, Role.VOLUNTEER, Role.RESIDENT})
+# residents on their own phones, a partner's staff honouring vouchers at their counter (issue 16). Secretaries,
+# department staff and the administrator work at a desk, online: their browsers keep no replica and show no sync
+# bar (base.html, pwa/sw.js).
+OFFLINE_ROLES = frozenset({Role.GRID_WORKER, Role.VOLUNTEER, Role.RESIDENT, Role.PARTNER})
 
 
 def works_offline(p: Principal) -> bool:

@@ -839,9 +839,8 @@ DOC_TYPES: dict[str, DocType] = {
             "voucher": _ref("voucher", required=True),
             "reward": _ref("reward", required=True),
             "organisation": _ref("organisation", required=True),
-            "offline": Field("bool"),  # recorded on the partner's phone without the server
             **_WHO_WHEN,
-        }, label_zh="兑换记录", label_en="Redemption"),
+        }, label_zh="兑换记录", label_en="Redemption", client_writable=True),
     ]
 }
 

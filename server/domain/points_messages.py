@@ -5,6 +5,7 @@ from __future__ import annotations
 
 POINTS_MESSAGES: dict[str, dict[str, str]] = {
     "zh": {
+        "role_partner": "合作单位",
         "rewards": "积分兑换",
         "rewards_intro": "参加志愿服务、满意度调查、表决和听证可以获得积分，积分可在合作单位兑换服务或物品。",
         "pt_rules": "积分规则",
@@ -64,6 +65,7 @@ POINTS_MESSAGES: dict[str, dict[str, str]] = {
         "pt_whole_number": "应为 1 到 {most} 之间的整数。",
     },
     "en": {
+        "role_partner": "Partner",
         "rewards": "Rewards",
         "rewards_intro": ("Volunteering, answering the survey, voting and hearings earn points, which partners "
                           "exchange for services or goods."),

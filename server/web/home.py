@@ -30,6 +30,8 @@ def home_path(user: dict[str, Any]) -> str | None:
         return "/tasks"  # their tasks and the households they look after (server/web/task_pages.py)
     if Role.DEPARTMENT_STAFF in r and user.get("department"):
         return "/workbench"  # online only: a department works at its desk, and acting needs the server
+    if Role.PARTNER in r and user.get("organisation"):
+        return "/redeem"  # a partner's counter: vouchers honoured, offline too (server/web/reward_pages.py)
     return None
 
 

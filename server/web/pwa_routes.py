@@ -57,7 +57,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    # the grid worker's list and door ballot (matters.html, matter_door.html) work
                                    # offline.
                                    "matter.html", "matter_new.html", "matter_roll.html", "matter_result.html",
-                                   "matter_cards.html"})
+                                   "matter_cards.html",
+                                   # Points (issue 16): the partner's /redeem (redeem.html) works offline, these not.
+                                   "rewards.html", "statements.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",
@@ -66,7 +68,8 @@ SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", 
 # The headers the service worker gives its offline answers, as the server's middleware gives its own: pages, and
 # a stored photo opened on its own (sw.js).
 _SHELL_HEADERS = {"page": PAGE_HEADERS, "attachment": ATTACHMENT_HEADERS}
-_USER_FIELDS = ("_id", "username", "display_name", "roles", "grids", "communities", "resident", "department")
+_USER_FIELDS = ("_id", "username", "display_name", "roles", "grids", "communities", "resident", "department",
+                "organisation")
 
 
 def shared_templates() -> list[str]:
