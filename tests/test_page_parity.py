@@ -42,7 +42,7 @@ from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.security import accounts
 from server.security.firewall import Firewall
-from server.services import deliberation, demo, needs
+from server.services import deliberation, demo, needs, rewards, timebank
 from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch, bulk_save, connect, iter_view_docs
@@ -89,6 +89,7 @@ class Street:
     tasks: dict[str, str] = field(default_factory=dict)  # zhiyuan01a's by status, and "other": zhiyuan01b's
     matter: str = ""  # an open household vote's key, with grid 1's voting cards printed (codes: household -> code)
     codes: dict[str, str] = field(default_factory=dict)
+    vouchers: dict[str, str] = field(default_factory=dict)  # zhiyuan01a's codes: "new" and "used" at the shop
 
 
 def _principal(couch: Couch, username: str) -> Principal:
@@ -186,7 +187,19 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
             doc = sr.transition(couch, worker_p, doc, to, "", NOW)
         street.requests[status] = doc["_id"]
     sr.intake(couch, demo.STREET_ID)
+    _vouchers(couch, firewall, street)
     return street
+
+
+def _vouchers(couch: Couch, firewall: Firewall, street: Street) -> None:
+    """Points (issue 16): two vouchers zhiyuan01a bought at the community's shop (the demo's hezuo1 honours them),
+    one used already."""
+    timebank.mint(couch, {"street": demo.STREET_ID, "community": "community:c1"}, "user:zhiyuan01a", 100,
+                  "parity", "parity", "user:shuji1", NOW)
+    buyer, shop = _principal(couch, "zhiyuan01a"), _principal(couch, demo.partner_username(1))
+    for name in ("used", "new"):
+        street.vouchers[name] = rewards.redeem(couch, firewall.keystore, buyer, "reward:c1-1", NOW)["code"]
+    rewards.use(couch, firewall.keystore, shop, street.vouchers["used"], NOW - dt.timedelta(hours=2))
 
 
 def _tasks(couch: Couch, street: Street) -> None:
@@ -391,7 +404,8 @@ def pages_for(street: Street, username: str) -> list[Ask]:
               "jumin1": [f"/grids/{G1}", f"/households/{household(2)}", "/alerts/parity1/act",
                          f"/tasks/{street.tasks['assigned']}"],
               "bumen_urban_management": [f"/households/{household(1)}", f"/visits/{street.visit.split(':')[1]}/photo",
-                                         f"/tasks/{street.tasks['other']}"]}
+                                         f"/tasks/{street.tasks['other']}"],
+              "hezuo1": [f"/grids/{G1}", f"/households/{household(2)}"]}
     nowhere = [Ask("GET", "/grids/grid:nowhere"), Ask("GET", "/households/household:nowhere"),
                *[Ask("POST", p, (("action", "acknowledge"),)) if p.endswith("/act") else Ask("GET", p)
                  for p in unseen[username.partition("/")[0]]]]
@@ -424,6 +438,8 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 Ask("GET", "/tasks"),
                 *[Ask("GET", f"/tasks/{street.tasks[s]}") for s in ("assigned", "done", "declined")],
                 *everyone, *nowhere]
+    if username == "hezuo1":  # a partner's staff: their counter (/ redirects there)
+        return [Ask("GET", "/"), Ask("GET", "/redeem"), *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
         return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone, *requests, *nowhere]
     return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone,
@@ -481,7 +497,7 @@ def partly_known(username: str, ask: Ask) -> str | None:
     return next((name for name, (_, applies, _) in PARTLY_KNOWN.items() if applies(username, ask)), None)
 
 
-ROLES = ("wangge01", "wangge01/en", "shuji1", "zhiyuan01a", "jumin1", "bumen_urban_management")
+ROLES = ("wangge01", "wangge01/en", "shuji1", "zhiyuan01a", "jumin1", "bumen_urban_management", "hezuo1")
 
 
 @pytest.mark.parametrize("username", ROLES)
@@ -672,6 +688,22 @@ def test_a_volunteer_answers_a_task_alike(street: Street, offline: Offline, user
     online = street.couch.main.get(f"task:{key}")
     there = next(d for d in offline.call("documents", user="zhiyuan01a", type="task") if d["_id"] == online["_id"])
     assert online["status"] == "accepted" and written(there) == written(online)
+
+
+def test_a_partner_honours_a_voucher_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+    """The partner's counter offline as online: a forged, an altered and a used code refused naming why, a volunteer
+    refused the page; then a voucher honoured, which each side records under the id made from it."""
+    used, new = street.vouchers["used"], street.vouchers["new"]
+    found = differences(street, offline, users["hezuo1"], [
+        Ask("POST", "/redeem", (("code", "LV1.not.signed"),)), Ask("POST", "/redeem", (("code", new[:-4] + "AAAA"),)),
+        Ask("POST", "/redeem", (("code", used),))])
+    found += differences(street, offline, users["zhiyuan01a"], [Ask("GET", "/redeem")])
+    found += differences(street, offline, users["hezuo1"], [Ask("POST", "/redeem", (("code", new),)),
+                                                           Ask("GET", "/redeem")], wrote=True)
+    assert not found, "\n\n".join(found)
+    online = [d for d in iter_view_docs(street.couch.main, "linli/by_place", ["community:c1", "redemption"])]
+    there = offline.call("documents", user="hezuo1", type="redemption")
+    assert len(online) == len(there) == 2 and {d["_id"] for d in online} == {d["_id"] for d in there}
 
 
 def test_a_resident_reports_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:

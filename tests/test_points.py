@@ -224,3 +224,23 @@ def test_statements_by_month_and_year_with_community_totals_and_csv(shop: Couch,
     for bad in ("2026-13", "26", "2026-3", "x", "", "2026-03-01", "2026-00"):
         with pytest.raises(LedgerError):
             rewards.statement(shop, C1, VOLUNTEER, bad)
+
+
+def test_a_second_use_recorded_offline_is_kept_and_shown(shop: Couch, firewall: Firewall) -> None:
+    """Two phones honour one voucher offline: the second redemption reaches CouchDB as another first revision of the
+    same id (what the sync gateway stores for a phone's branch, `new_edits=false`): a conflict, listed with the
+    refused version, never a second credit of anything."""
+    give(shop, VOLUNTEER, 30)
+    voucher = rewards.redeem(shop, firewall.keystore, VOL, reward(shop)["_id"], NOW)
+    first = rewards.use(shop, firewall.keystore, PARTNER, voucher["code"], NOW)
+    assert rewards.used_twice(shop, C1) == []
+    second = {k: v for k, v in first.items() if k != "_rev"} | {
+        "created_by": "user:hezuo-test2", "created_at": (NOW + dt.timedelta(minutes=5)).isoformat(),
+        "_rev": "1-" + "f" * 32}
+    assert not [r for r in shop.main.resource._request_response(
+        "POST", "_bulk_docs", data=json.dumps({"docs": [second], "new_edits": False}).encode(),
+        headers={"Content-Type": "application/json"})[1] if "error" in r]
+    twice = rewards.used_twice(shop, C1)
+    assert [d["_id"] for d in twice] == [first["_id"]] and len(twice[0]["others"]) == 1
+    assert {twice[0]["created_by"], twice[0]["others"][0]["created_by"]} == {PARTNER.user_id, "user:hezuo-test2"}
+    assert points(shop, VOLUNTEER) == 0 and points(shop, SHOP) == 30  # nothing moved twice

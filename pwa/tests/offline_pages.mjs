@@ -18,7 +18,7 @@ import { pathToFileURL } from "node:url";
 import nunjucks from "nunjucks";
 import PouchDB from "pouchdb";
 import IndexedDBAdapter from "pouchdb-adapter-indexeddb";
-import { phoneKey } from "../offline/keys.js";
+import { phoneKey, pinInstallationKey } from "../offline/keys.js";
 import { pageContext, sessionContext, templateEnvironment } from "../render.js";
 import { remoteOptions, syncOnce } from "../sync/replica.js";
 
@@ -62,6 +62,7 @@ let environment = null;
 async function phone({ user, cookie: userCookie }) {
   cookie = userCookie;
   const session = await getJSON("/pwa/session.json");
+  await pinInstallationKey(session.installation_key); // as sw.js does at the first sync
   const schema = await getJSON("/schema.json");
   const db = takingBlobs(new PouchDB(`linli-${session.user._id}`, { adapter: "indexeddb" }));
   // As a new phone does in sw.js runSync: register the key (the server issues its grants), then sync.

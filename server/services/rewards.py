@@ -249,15 +249,15 @@ def use(couch: Couch, keys: KeyStore, p: Principal, code: str, now: dt.datetime)
 
 def used_twice(couch: Couch, community: str) -> list[Doc]:
     """Redemptions recorded twice (two phones offline, each honouring the voucher): the first one stands, the
-    other is refused; each with `others`, the refused versions, for the partner and the secretary to follow up."""
-    rows = couch.main.query("linli/conflicts", as_list=True, reduce="false")
-    ids = [r["id"] for r in rows if r["id"].startswith("redemption:")]
+    other is refused; each with `others`, the refused versions, for the partner and the secretary to follow up.
+    Read with the community's redemptions (`_all_docs` gives each one's conflicts), not the `conflicts` view, whose
+    index a first start would wait for."""
+    ids = [row["id"] for row in couch.main.query("linli/by_place", as_list=True, startkey=[community, "redemption"],
+                                                  endkey=[community, "redemption", {}], reduce="false")]
+    rows = couch.main.all(keys=ids, include_docs="true", conflicts="true", as_list=True) if ids else []
     found = []
-    for doc in get_many(couch.main, ids).values():
-        if doc["community"] != community:
-            continue
-        full = couch.main.get(doc["_id"], conflicts="true")
-        others = [couch.main.get(doc["_id"], rev=rev) for rev in full.get("_conflicts", [])]
+    for doc in (row["doc"] for row in rows if row.get("doc") and row["doc"].get("_conflicts")):
+        others = [couch.main.get(doc["_id"], rev=rev) for rev in doc["_conflicts"]]
         found.append({**doc, "others": others})
     return sorted(found, key=lambda d: d["created_at"], reverse=True)
 
