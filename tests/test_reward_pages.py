@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import uuid
 
@@ -108,3 +109,27 @@ def test_statements_for_a_person_and_the_secretary_with_csv(shop_web: TestClient
     assert rows[0] == list(rules.STATEMENT_CSV_HEADER) and VOLUNTEER not in sheet.text
     volunteer_name = demo_loaded.accounts.get(VOLUNTEER)["display_name"]
     assert [volunteer_name, "志愿者", "2026", "0", "0", "0", "0", "0", "12", "0", "12"] in rows
+
+
+def test_a_voucher_used_twice_is_shown_to_the_partner_and_the_secretary(shop_web: TestClient,
+                                                                         demo_loaded: Couch) -> None:
+    """A second use recorded on another phone reaches CouchDB as a branch of the first (tests/test_points.py):
+    the partner's counter and the secretary's statements list it."""
+    web = shop_web
+    offered = rewards.offer(demo_loaded, SECRETARY, SHOP, "体检", "service", 20, 3, NOW)
+    timebank.mint(demo_loaded, {"street": STREET_ID, "community": C1}, VOLUNTEER, 20, "test", "twice", "user:shuji1",
+                  NOW)
+    as_user(web, "zhiyuan01a")
+    assert post(web, "/rewards/redeem", "/rewards", reward=offered["_id"]).status_code == 303
+    code = re.search(r"data-code>([^<]+)<", web.get("/rewards").text).group(1)
+    as_user(web, "hezuo-test")
+    assert post(web, "/redeem", "/redeem", code=code).status_code == 200
+    first = next(d for d in rewards.redemptions_of(demo_loaded, demo_loaded.main.get(SHOP)))
+    second = {k: v for k, v in first.items() if k != "_rev"} | {"created_at": NOW.isoformat(), "_rev": "1-" + "e" * 32}
+    demo_loaded.main.resource._request_response("POST", "_bulk_docs", data=json.dumps(
+        {"docs": [second], "new_edits": False}).encode(), headers={"Content-Type": "application/json"})
+    page = web.get("/redeem")
+    assert f'data-twice="{first["_id"]}"' in page.text and "另一次核销被拒绝" in page.text
+    as_user(web, "shuji1")
+    page = web.get("/statements?community=community:c1")
+    assert f'data-twice="{first["_id"]}"' in page.text
