@@ -159,7 +159,7 @@ def checkin_refusal(writer: str, staff: bool, checkin: Doc, booking: Doc | None,
         at = dt.datetime.fromisoformat(checkin["created_at"])
     except (KeyError, TypeError, ValueError):
         return ("pool_checkin_window", {"minutes": resource["grace_minutes"]})
-    if not start - CHECKIN_EARLY <= at <= start + dt.timedelta(minutes=resource["grace_minutes"]):
+    if at.tzinfo is None or not start - CHECKIN_EARLY <= at <= start + dt.timedelta(minutes=resource["grace_minutes"]):
         return ("pool_checkin_window", {"minutes": resource["grace_minutes"]})
     return None
 
