@@ -23,6 +23,8 @@ ACTIVE = ("requested", "confirmed")  # states that hold a slot; the others leave
 CHECKIN_EARLY = dt.timedelta(minutes=30)  # a check-in counts from this long before the booking starts
 IDLE_FLAG = 0.30  # idle more than this share of its usable hours …
 IDLE_MONTHS = 2  # … so many months running: flagged for the secretary
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # a venue's check-in code: no 0/O, 1/I, read off a wall and typed
+CODE_LENGTH = 12
 
 
 def slot_id(resource_id: str, start: dt.datetime) -> str:

@@ -23,7 +23,6 @@ from server.store import queries
 from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
-CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off a wall and typed
 
 
 class PoolError(UserError):
@@ -37,7 +36,7 @@ class PoolError(UserError):
 # ---------------------------------------------------------------- resources
 
 def new_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(12))
+    return "".join(secrets.choice(rules.CODE_ALPHABET) for _ in range(rules.CODE_LENGTH))
 
 
 def resource_docs(resource: Doc, code: str, now: dt.datetime) -> list[Doc]:
