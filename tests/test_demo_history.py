@@ -255,10 +255,10 @@ def test_a_year_of_venues_used_and_idle(pilot: list[dict], street: tuple[Couch, 
     for c in (1, 2):
         rows = pool.board(couch, f"community:c{c}", NOW)
         flags = {r["resource"]["name"]: r["flagged"] for r in rows}
-        assert flags == {"社区活动室": False, "社区会议室": True, "学校操场": True}, flags
+        assert flags == {"社区活动室": False, "社区会议室": True, "学校操场": True, "共享工具柜": True}, flags
     _as(client, "shuji1")
     page = client.get("/pool/board").text
-    assert page.count('data-flagged="yes"') == 2 and page.count('data-flagged="no"') == 1
+    assert page.count('data-flagged="yes"') == 3 and page.count('data-flagged="no"') == 1
 
 
 def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) -> None:

@@ -149,8 +149,9 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
         # a task assigned to them: answered only (its state and their note), never made or moved
         "task": lambda d, old: old is not None and old.get("assigned_to") == VOLUNTEER[G11] == d.get("assigned_to")
         and all(old.get(k) == d.get(k) for k in {*old, *d} - {"_rev", "status", "volunteer_note", "updated_at"})},
-    "resident": {t: lambda d, old: d.get("resident") == resident_id(G11, 1)
-                 for t in ("visit", "need", "service_request")},
+    "resident": {**{t: lambda d, old: d.get("resident") == resident_id(G11, 1)
+                    for t in ("visit", "need", "service_request")},
+                 "checkin": lambda d, old: True},  # their own booking's, by the venue's code (_checkin_ok)
     "gateway": {
         **{t: lambda d, old: d["grid"] == G11 for t in ("alert", "reading")},
         "device_health": lambda d, old: d["grid"] == G11 and d["gateway"] == GATEWAY_OF[C1],
@@ -299,7 +300,7 @@ def _booking_ok(d: Doc) -> bool:
     start = _when(d["slot_start"])
     return (d.get("resource") == HALL.get(d["community"]) and start is not None
             and d["_id"] == d["group"] == slot_of(d["resource"], start) and start.minute == 0
-            and NOW - dt.timedelta(minutes=5) <= start <= NOW + dt.timedelta(days=30)
+            and NOW - dt.timedelta(hours=1) < start <= NOW + dt.timedelta(days=30)
             and d["status"] == "confirmed" and d["hours"] == 1 and 1 <= d["people"] <= 10
             and not any(name in d for name in BOOKING_SERVER_SET))
 

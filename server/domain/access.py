@@ -319,9 +319,11 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "claim": lambda p, doc: (doc.get("created_by") == p.user_id and p.has(Role.VOLUNTEER, Role.GRID_WORKER)
                              and doc.get("grid") in p.grids),
     # Who works in a community books and checks in from a phone, offline too, as themselves (_pool_refusal says
-    # what a booking and a check-in must be); residents book online, through the server.
+    # what a booking and a check-in must be); residents book online, through the server, and check in to their own
+    # bookings by the venue's code from their phone, offline too.
     "booking": lambda p, doc: doc.get("booked_by") == p.user_id and _works_in_community(p, doc),
-    "checkin": lambda p, doc: doc.get("created_by") == p.user_id and _works_in_community(p, doc),
+    "checkin": lambda p, doc: doc.get("created_by") == p.user_id and (_works_in_community(p, doc)
+                                                                      or p.has(Role.RESIDENT)),
 }
 assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 

@@ -98,7 +98,7 @@ def booking_refusal(booking: Doc, resource: Doc | None, kinds: set[str], now: dt
         return ("pool_slot_id", {})
     if hours > resource["max_hours"]:
         return ("pool_too_long", {"max": resource["max_hours"]})
-    if first < now - dt.timedelta(minutes=5):
+    if first + SLOT <= now:  # the hour under way may still be booked, for what is left of it
         return ("pool_past", {})
     if first > now + dt.timedelta(days=resource["book_ahead_days"]):
         return ("pool_too_far", {"days": resource["book_ahead_days"]})
@@ -156,14 +156,19 @@ def checkin_refusal(writer: str, staff: bool, checkin: Doc, booking: Doc | None,
             return ("pool_checkin_code", {})
     elif not (staff or writer in (resource.get("keepers") or [])):
         return ("pool_checkin_not_keeper", {})
-    start = dt.datetime.fromisoformat(booking["slot_start"])
     try:
         at = dt.datetime.fromisoformat(checkin["created_at"])
     except (KeyError, TypeError, ValueError):
-        return ("pool_checkin_window", {"minutes": resource["grace_minutes"]})
-    if at.tzinfo is None or not start - CHECKIN_EARLY <= at <= start + dt.timedelta(minutes=resource["grace_minutes"]):
+        at = None
+    if at is None or at.tzinfo is None or not checkin_open(booking, resource, at):
         return ("pool_checkin_window", {"minutes": resource["grace_minutes"]})
     return None
+
+
+def checkin_open(booking: Doc, resource: Doc, at: dt.datetime) -> bool:
+    """A check-in counts from `CHECKIN_EARLY` before the booking starts until its grace period ends."""
+    start = dt.datetime.fromisoformat(booking["slot_start"])
+    return start - CHECKIN_EARLY <= at <= start + dt.timedelta(minutes=resource["grace_minutes"])
 
 
 def no_show_due(booking: Doc, resource: Doc, now: dt.datetime) -> bool:

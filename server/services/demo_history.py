@@ -940,7 +940,12 @@ VENUES = (
      "grid_worker", "secretary"), False, (0.6, 90, 0.1, "some"), 0.8),
     ("学校操场", "room", "school", "第一小学", 100, ((5, 6), 8, 12), ("grid_worker", "secretary"), False,
      (0.1, 0, 0.1, "some"), 0.7),
+    # A self-service locker of tools, open round the clock, lent an hour at a time with the keeper's approval and
+    # picked up within the hour: little used by the hour (flagged), but bookable whenever a journey runs.
+    ("共享工具柜", "equipment", "community", "社区服务中心门口", 1, ((0, 1, 2, 3, 4, 5, 6), 0, 24),
+     ("resident", "volunteer", "grid_worker", "secretary"), True, (0.05, 0, 0.05, "one"), 0.8),
 )
+LOCKER_GRACE = 60  # minutes: a tool is picked up any time within the hour booked
 VENUE_PURPOSES = ("太极拳练习", "老年合唱团排练", "书法班", "居民议事会", "儿童绘本阅读", "志愿者培训")
 CHINA = dt.timezone(dt.timedelta(hours=8))
 
@@ -967,20 +972,21 @@ def resource_pool(census: Census, rng: random.Random, clock: Clock) -> Iterator[
                                   "reason": "消防检查"},
                                  {"date": twice.isoformat(), "from_hour": closes - 1, "to_hour": 24,
                                   "reason": "设备维修"}],
-                   "who_may_book": list(who), "book_ahead_days": 14, "max_hours": closes - opens,
-                   "approval": approval, "grace_minutes": 15, "keepers": [keeper],
+                   "who_may_book": list(who), "book_ahead_days": 14, "max_hours": min(closes - opens, 3),
+                   "approval": approval, "grace_minutes": LOCKER_GRACE if kind == "equipment" else 15,
+                   "keepers": [keeper],
                    "code_hash": pool_rules.code_hash(code), "created_by": grids[0].secretary,
                    "created_at": _iso(clock.now - dt.timedelta(days=DAYS))}
             yield {"_id": "venue_code:" + resource.removeprefix("resource:"), "type": "venue_code", **where,
                    "resource": resource, "code": code, "created_at": _iso(clock.now - dt.timedelta(days=DAYS))}
             share, until, after, length = booked
             staff = [p for p in bookers if "wangge" in p or "shuji" in p] or bookers
-            for days_ago in range(DAYS - 1, -8, -1):
+            for days_ago in range(DAYS - 1, -8 if kind == "room" else 1, -1):  # the locker: nothing ahead
                 day = (now - dt.timedelta(days=days_ago)).date()
                 if day.weekday() not in days or day == twice or rng.random() >= (share if days_ago >= until
                                                                                   else after):
                     continue
-                hours = closes - opens if length == "whole" else rng.randint(1, closes - opens)
+                hours = closes - opens if length == "whole" else 1 if length == "one" else rng.randint(1, 3)
                 start = dt.datetime.combine(day, dt.time(opens + rng.randint(0, closes - opens - hours)), CHINA)
                 if start + dt.timedelta(hours=hours) > now and start <= now:
                     continue  # the session under way: nothing to show yet either way

@@ -267,11 +267,11 @@ def check_in(couch: Couch, user: Doc, booking_id: str, method: str, code: str, n
 
 
 def checkable(couch: Couch, user: Doc, resource: Doc, now: dt.datetime) -> list[Doc]:
-    """This person's bookings of this resource they may check in to now."""
-    return [d for d in bookings_of(couch, user["_id"]) if d["resource"] == resource["_id"]
-            and d["status"] == "confirmed" and rules.checkin_refusal(
-                user["_id"], False, {"_id": rules.checkin_id(d["_id"]), "resource": d["resource"], "method": "keeper",
-                                     "created_at": now.isoformat()}, d, resource) is None]
+    """This person's bookings of this resource they may check in to now, not checked in yet."""
+    mine = [d for d in bookings_of(couch, user["_id"]) if d["resource"] == resource["_id"]]
+    checked = get_many(couch.main, [rules.checkin_id(d["_id"]) for d in mine])
+    return [d for d in mine if d["status"] == "confirmed" and rules.checkin_id(d["_id"]) not in checked
+            and rules.checkin_open(d, resource, now)]
 
 
 def sweep_no_shows(couch: Couch, now: dt.datetime) -> int:

@@ -14,6 +14,7 @@ import datetime as dt
 import io
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -29,6 +30,7 @@ from server.domain.i18n import translator
 from server.security.firewall import Firewall
 from server.services import pool
 from server.store import queries
+from server.store.couch import get_many
 
 Doc = dict[str, Any]
 DONE = ("booked", "requested", "cancelled", "waitlisted", "decided", "checked_in")
@@ -105,9 +107,11 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         if community is None:
             raise HTTPException(404)
         resources = await run_in_threadpool(pool.resources_of, couch, community)
-        mine = await run_in_threadpool(pool.bookings_of, couch, user["_id"])
+        mine = (await run_in_threadpool(pool.bookings_of, couch, user["_id"]))[:50]
+        checked = await run_in_threadpool(get_many, couch.main, [rules.checkin_id(b["_id"]) for b in mine])
         today = now().astimezone(rules.LOCAL).date()
-        return render(request, "pool.html", 200, resources=resources, mine=mine[:50],
+        return render(request, "pool.html", 200, resources=resources, mine=mine,
+                      checked={i.removeprefix("checkin:"): True for i in checked},  # by booking key
                       names={r["_id"]: r["name"] for r in resources}, done=done_of(request), today=today.isoformat(),
                       openings={r["_id"]: rules.opening_text(r, today) for r in resources})
 
@@ -143,7 +147,7 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
                 raise HTTPException(404) from None
             if "key" in request.path_params:
                 return await resource_page(request, by_field(refused.errors), refused.status, form)
-            return await checkin_page(request, by_field(refused.errors), refused.status)
+            return await checkin_page(request, by_field(refused.errors), refused.status, form)
         return RedirectResponse(f"{back}{'&' if '?' in back else '?'}done={result or done}", status_code=303)
 
     async def book(request: Request) -> Response:
@@ -183,24 +187,34 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         return await act(request, do, f"/pool/r/{request.path_params['key']}?day={booking_id[-10:-6]}-"
                                       f"{booking_id[-6:-4]}-{booking_id[-4:-2]}", done)
 
-    async def checkin_page(request: Request, errors: dict[str, Any] | None = None, status: int = 200) -> Response:
-        """What the venue's QR code opens: the person's bookings of it to check in to now, the code filled in."""
+    async def checkin_page(request: Request, errors: dict[str, Any] | None = None, status: int = 200,
+                           form: Any = None) -> Response:
+        """What the venue's QR code opens: the person's bookings of it to check in to now, the code filled in (the
+        form's again after a refusal)."""
         user = await current_user(request)
-        resource = await run_in_threadpool(queries.load_doc, couch, str(request.query_params.get("resource", "")),
-                                           "resource")
+        values = form if form is not None else request.query_params
+        resource = await run_in_threadpool(queries.load_doc, couch, str(values.get("resource", "")), "resource")
         if resource is None:
             raise HTTPException(404)
         bookings = await run_in_threadpool(pool.checkable, couch, user, resource, now())
         return render(request, "pool_checkin.html", status, resource=resource, bookings=bookings,
-                      code=str(request.query_params.get("code", ""))[:64], errors=errors or {},
-                      done=done_of(request))
+                      code=str(values.get("code", ""))[:64], errors=errors or {},
+                      done=None if form is not None else done_of(request))
 
     async def scan(request: Request) -> Response:
+        """The booker checks in by the venue's code: only to a booking the page offered (one of theirs, its window
+        open now), as the offline page does (pwa/offline/pages.js poolCheckin)."""
         form = await request.form()
-        back = f"/pool/checkin?resource={form.get('resource', '')}"
-        return await act(request, lambda u, f: pool.check_in(couch, u, str(f.get("booking", "")), "scan",
-                                                             str(f.get("code", "")), now()) and None,
-                         back, "checked_in")
+        back = f"/pool/checkin?resource={quote(str(form.get('resource', '')))}"
+
+        def do(user: Doc, form: Any) -> None:
+            resource = pool.load_resource(couch, str(form.get("resource", "")))
+            offered = {b["_id"] for b in pool.checkable(couch, user, resource, now())}
+            if str(form.get("booking", "")) not in offered:
+                raise pool.PoolError("pool_checkin_window", {"minutes": resource["grace_minutes"]})
+            pool.check_in(couch, user, str(form.get("booking", "")), "scan", str(form.get("code", "")), now())
+
+        return await act(request, do, back, "checked_in")
 
     async def board_page(request: Request) -> Response:
         user = await current_user(request)

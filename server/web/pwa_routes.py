@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from server.domain import pool as pool_rules
 from server.domain.access import Principal, offline_grids, works_offline
 from server.domain.declaration import SATISFACTION, TASK_ANSWERS, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
@@ -136,6 +137,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "installation_key": await run_in_threadpool(installation_key),
             "residents_with_accounts": await run_in_threadpool(with_accounts, couch, p),
             "home_address": await run_in_threadpool(home_address, couch, p.resident) if p.resident else "",
+            # The resource pool (issue 17): how early before a booking a check-in counts (server/domain/pool.py).
+            "pool_checkin_early_minutes": int(pool_rules.CHECKIN_EARLY.total_seconds() // 60),
         }, headers={"Cache-Control": "no-store"})
 
     return [
