@@ -44,14 +44,15 @@ def test_a_resident_books_the_keeper_approves_the_phone_checks_in_offline_the_bo
     for field, value in (("code", code), ("username", username), ("password", password),
                          ("password_again", password)):
         page.fill(f"#{field}", value)
-    page.click("button:has-text('开通账户')")
-    page.wait_for_url(journey_served.url)
+    page.click("button:has-text('开通账户')", timeout=120_000)  # the password hashed on a loaded machine
+    page.wait_for_url(journey_served.url, timeout=120_000)
     activation.close()
 
     resident = Person(journey_browser, journey_served, username, role="pool", phone=True, password=password)
     now = dt.datetime.now(rules.LOCAL)
     start = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1 if now.minute >= 50 else 0)
-    resident.go("/pool")
+    # The first answer may wait for the pool's index, which `linli serve` builds after it starts listening.
+    resident.page.goto(journey_served.url + "pool", timeout=240_000)
     resident.page.click(f"a[href='/pool/r/{LOCKER[9:]}']")
     expect(resident.page.locator("h1")).to_have_text("共享工具柜")
     resident.page.fill("#pool-day", start.date().isoformat())
