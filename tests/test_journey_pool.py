@@ -14,6 +14,7 @@ import datetime as dt
 import re
 import secrets
 
+import pytest
 from playwright.sync_api import Browser, expect
 
 from server.domain import pool as rules
@@ -25,6 +26,9 @@ GRID = "grid:c4-g01"
 LOCKER = "resource:c4-v4"  # the demo's tool locker of community 4, open round the clock (demo_history.VENUES)
 
 
+# Alone on a cold server its first /pool waits for the pool's index over the demo's year (minutes on a loaded
+# machine); after the other journeys it is built.
+@pytest.mark.timeout(600)
 def test_a_resident_books_the_keeper_approves_the_phone_checks_in_offline_the_board_counts(
     journey_browser: Browser, journey_served: Served
 ) -> None:
