@@ -72,7 +72,7 @@ def test_a_resident_books_the_keeper_approves_the_phone_checks_in_offline_the_bo
     expect(waiting).to_contain_text("借电钻")
     posted = keeper.page.locator("[data-code]").inner_text().strip()
     assert re.fullmatch(r"[A-Z2-9]{12}", posted), posted
-    waiting.locator("button:has-text('通过')").click()
+    waiting.locator("form[action$='/approve'] button").click()
     keeper.page.wait_for_load_state()
     expect(keeper.page.locator(f"#day li[data-hour='{start.hour}']")).to_have_attribute("data-state", "confirmed")
     keeper.shot("2-keeper-approves")

@@ -212,6 +212,8 @@ def _place_ok(d: Doc) -> bool:
 def _links_ok(actor: Actor, d: Doc) -> bool:
     household = d["_id"] if d["type"] == "household" else d.get("household")
     resident = d.get("resident")
+    if d["type"] in POOL_TYPES:  # community-wide: a phone books as its user; a resident's booking is made online
+        return resident is None
     if household is not None and d["type"] != "household" and GRID_OF.get(household) != d["grid"]:
         return False
     if "head" in d and HOUSEHOLD_OF.get(d["head"]) != household:

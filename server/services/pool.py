@@ -116,9 +116,10 @@ def book(couch: Couch, user: Doc, resource_id: str, start: dt.datetime, hours: A
     resource = load_resource(couch, resource_id)
     if not isinstance(hours, int) or isinstance(hours, bool) or not 1 <= hours <= 24:
         raise PoolError("pool_too_long", {"max": resource["max_hours"]}, field="hours")
-    if start < now - rules.SLOT:  # far off either way (year 1, year 9999): refused before any arithmetic on it
+    today = now.astimezone(rules.LOCAL).date()  # a day far off (year 1, year 9999) is refused by its date alone,
+    if start.date() < today - dt.timedelta(days=1):  # before any arithmetic on it could overflow
         raise PoolError("pool_past", field="day")
-    if start > now + dt.timedelta(days=resource["book_ahead_days"] + 1):
+    if start.date() > today + dt.timedelta(days=resource["book_ahead_days"] + 1):
         raise PoolError("pool_too_far", {"days": resource["book_ahead_days"]}, field="day")
     start = start.astimezone(rules.LOCAL)
     group = rules.slot_id(resource_id, start)

@@ -45,10 +45,13 @@ def community_of(couch: Any, user: Doc) -> str | None:
 
 
 def _day(value: str | None, now: dt.datetime) -> dt.date:
+    """The day a page shows: the one asked for within a year either way, else today."""
+    today = now.astimezone(rules.LOCAL).date()
     try:
-        return dt.date.fromisoformat(value or "")
+        day = dt.date.fromisoformat(value or "")
     except ValueError:
-        return now.astimezone(rules.LOCAL).date()
+        return today
+    return day if abs((day - today).days) <= 366 else today
 
 
 def _int(value: Any) -> int | str:
