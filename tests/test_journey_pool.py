@@ -86,7 +86,7 @@ def test_a_resident_books_the_keeper_approves_the_phone_checks_in_offline_the_bo
     expect(mine).to_be_visible()
     mine.locator("input[name=code]").fill("WRONGCODE234")
     mine.locator("button:has-text('签到')").click()
-    expect(resident.page.locator("#form-errors")).to_contain_text("签到码不对")
+    expect(resident.page.locator("main")).to_contain_text("签到码不对")  # next to the code field
     resident.page.locator(f"li[data-booking='{booking}'] input[name=code]").fill(posted)
     resident.page.locator(f"li[data-booking='{booking}'] button:has-text('签到')").click()
     expect(resident.page.locator("p.notice[role=status]")).to_contain_text("签到成功")
