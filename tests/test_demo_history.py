@@ -15,11 +15,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from crypto.fields import is_sealed, protected_fields
+from server.domain import pool as pool_rules
 from server.domain import timebank as timebank_rules
 from server.domain.declaration import ALERT_KINDS, NEED_STATES, REQUEST_STATES, TASK_STATES, validate
 from server.security.filing import Signer
 from server.security.firewall import Firewall
-from server.services import alerts, deliberation, demo, demo_history, rewards, service_requests, timebank
+from server.services import alerts, deliberation, demo, demo_history, pool, rewards, service_requests, timebank
 from server.store.config import Settings
 from server.store.couch import Couch, connect, docs_of_type
 from server.store.embedded_couch import EmbeddedCouch
@@ -61,9 +62,12 @@ def test_every_document_is_valid_unique_and_within_the_year(pilot: list[dict]) -
     assert max(stamps) <= NOW and min(stamps) >= NOW - dt.timedelta(days=demo_history.DAYS + 1)
     counts = collections.Counter(d["type"] for d in pilot)
     # The pilot (6,000 households): a few thousand requests and visits, hundreds of alerts; not a flood. Votes add
-    # a ballot per household that voted (a Civil Code art. 278 vote needs 2/3 of them): counted apart.
+    # a ballot per household that voted (a Civil Code art. 278 vote needs 2/3 of them), the venues a slot per
+    # hour booked and a check-in per booking used: counted apart.
     assert 1_000 <= counts["service_request"] <= 2_000 and 2_000 <= counts["visit"] <= 6_000
-    assert 300 <= counts["alert"] <= 1_000 and sum(counts.values()) - counts["ballot"] < 15_000
+    pool_docs = counts["booking"] + counts["checkin"]
+    assert 300 <= counts["alert"] <= 1_000 and sum(counts.values()) - counts["ballot"] - pool_docs < 15_000
+    assert 2_000 <= pool_docs <= 6_000
     assert 4_000 <= counts["ballot"] <= 6_000
 
 
@@ -231,6 +235,28 @@ def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClien
     # The demo's silent door sensors were raised as the sweep raises silences, and their gateways are alive.
     assert (report.silent_raised, report.silent_resolved) == (0, 0)
     assert timebank.expire(couch, NOW) == 0  # no claim older than the expiry left waiting
+    assert pool.sweep_no_shows(couch, NOW) == 0  # every past booking checked in or marked a no-show
+
+
+def test_a_year_of_venues_used_and_idle(pilot: list[dict], street: tuple[Couch, TestClient]) -> None:
+    """Every community's venues: a year of bookings, checked in (by the venue's code or the keeper) or no-shows,
+    two blackouts on one day; on the secretary's board a used hall unflagged and idle venues flagged."""
+    bookings, checkins = _of(pilot, "booking"), _of(pilot, "checkin")
+    assert {b["status"] for b in bookings} == {"confirmed", "no_show"} and {c["method"] for c in checkins} == {
+        "scan", "keeper"}
+    resources = {r["_id"]: r for r in _of(pilot, "resource")}
+    codes = {v["resource"]: v["code"] for v in _of(pilot, "venue_code")}
+    assert all(pool_rules.code_hash(c["code"]) == resources[c["resource"]]["code_hash"] for c in checkins
+               if c["method"] == "scan") and set(codes) == set(resources)
+    assert all(len({b["date"] for b in r["blackouts"]}) < len(r["blackouts"]) for r in resources.values())
+    couch, client = street
+    for c in (1, 2):
+        rows = pool.board(couch, f"community:c{c}", NOW)
+        flags = {r["resource"]["name"]: r["flagged"] for r in rows}
+        assert flags == {"社区活动室": False, "社区会议室": True, "学校操场": True, "共享工具柜": True}, flags
+    _as(client, "shuji1")
+    page = client.get("/pool/board").text
+    assert page.count('data-flagged="yes"') == 3 and page.count('data-flagged="no"') == 1
 
 
 def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) -> None:

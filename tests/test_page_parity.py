@@ -38,11 +38,12 @@ from pycouchdb.exceptions import Conflict
 from starlette.routing import Mount
 
 from server.domain import ballots as ballot_rules
+from server.domain import pool as pool_rules
 from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.security import accounts
 from server.security.firewall import Firewall
-from server.services import deliberation, demo, needs, rewards, timebank
+from server.services import deliberation, demo, needs, pool, rewards, timebank
 from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch, bulk_save, connect, iter_view_docs
@@ -123,6 +124,7 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
         if "user:zhiyuan01a" in h["doc"].get("volunteers", []))
     _tasks(couch, street)
     _matter(couch, firewall, street)
+    _pool(couch)
     # Numbers to search by: the phone and ID card of a resident whose contact details the worker may open, and of
     # one who keeps them from the worker (offline the phone compares with the numbers it can open).
     street.numbers = [str(firewall.reveal(secretary, couch.main.get(resident(n)), "contact", purpose="routine_visit",
@@ -233,6 +235,29 @@ def _matter(couch: Couch, firewall: Firewall, street: Street) -> None:
         "households_three_quarters", (), NOW - dt.timedelta(hours=1), NOW + dt.timedelta(days=7)), NOW)
     street.matter = deliberation.key_of(matter["_id"])
     street.codes = {c.voter: c.code for c in deliberation.issue_cards(couch, secretary, matter, G1, NOW)}
+# The resource pool (issue 17): a hall of the first community, with zhiyuan01a's booking of this hour (its check-in
+# window open for two hours) and one of the hour before, checked in already.
+POOL_HALL, POOL_CODE = "resource:parity-hall", "PARITYCODE23"
+
+
+def _pool(couch: Couch) -> None:
+    now = dt.datetime.now(pool_rules.LOCAL).replace(minute=0, second=0, microsecond=0)
+    place = {"street": demo.STREET_ID, "community": couch.main.get(G1)["community"]}
+    pool.add_resource(couch, {
+        "_id": POOL_HALL, "type": "resource", **place, "name": "活动室 <&>", "kind": "room", "owner_kind": "community",
+        "place": "二楼", "capacity": 20, "open_hours": [{"weekday": d, "opens": 0, "closes": 24} for d in range(7)],
+        "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"], "book_ahead_days": 14, "max_hours": 3,
+        "approval": False, "grace_minutes": 120, "created_by": "user:shuji1", "created_at": NOW.isoformat()},
+        NOW, code=POOL_CODE)
+    for start in (now, now - dt.timedelta(hours=1)):
+        slot = pool_rules.slot_id(POOL_HALL, start)
+        couch.main.save({"_id": slot, "type": "booking", **place, "resource": POOL_HALL,
+                         "slot_start": start.isoformat(), "group": slot, "hours": 1, "people": 3,
+                         "status": "confirmed", "booked_by": "user:zhiyuan01a", "created_at": NOW.isoformat()})
+    earlier = pool_rules.slot_id(POOL_HALL, now - dt.timedelta(hours=1))
+    couch.main.save({"_id": pool_rules.checkin_id(earlier), "type": "checkin", **place, "resource": POOL_HALL,
+                     "booking": earlier, "method": "keeper", "created_by": "user:wangge01",
+                     "created_at": (now - dt.timedelta(hours=1)).isoformat()})
 
 
 @pytest.fixture(scope="module")
@@ -424,6 +449,7 @@ def pages_for(street: Street, username: str) -> list[Ask]:
             Ask("GET", f"/visits/{street.visit.split(':')[1]}/photo"),
             Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}/photos/photo-1.png"),
             Ask("GET", "/matters"), Ask("GET", f"/matters/{street.matter}/door"),
+            Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={POOL_CODE}"),
         ]
     if username == "shuji1":
         return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"{grid}?offset=50"), Ask("GET", f"/grids/{G2}"),
@@ -437,15 +463,27 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 Ask("POST", f"/alerts/{street.alerts['raised'].split(':')[1]}/act", (("action", "acknowledge"),)),
                 Ask("GET", "/tasks"),
                 *[Ask("GET", f"/tasks/{street.tasks[s]}") for s in ("assigned", "done", "declined")],
-                *everyone, *nowhere]
+                *everyone, *nowhere, *pool_checkin(street)]
     if username == "hezuo1":  # a partner's staff: their counter (/ redirects there)
         return [Ask("GET", "/"), Ask("GET", "/redeem"), *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
         return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone, *requests, *nowhere]
     return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone,
             Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}"), *nowhere,
+            Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={POOL_CODE}"),
             Ask("POST", "/alerts/parity-own/act", (("action", "acknowledge"),)),
             Ask("POST", "/alerts/parity-own/act", (("action", "explode"),))]
+
+
+def pool_checkin(street: Street) -> list[Ask]:
+    """The page the venue's QR code opens (the booking of this hour listed, the one checked in not), a missing
+    venue, and a check-in with a forged code or to a booking not offered (refused alike, nothing written)."""
+    now = dt.datetime.now(pool_rules.LOCAL).replace(minute=0, second=0, microsecond=0)
+    mine, done = (pool_rules.slot_id(POOL_HALL, now - dt.timedelta(hours=h)) for h in (0, 1))
+    return [Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={POOL_CODE}"),
+            Ask("GET", "/pool/checkin?resource=resource:nowhere"),
+            Ask("POST", "/pool/checkin", (("resource", POOL_HALL), ("booking", mine), ("code", "FORGED234567"))),
+            Ask("POST", "/pool/checkin", (("resource", POOL_HALL), ("booking", done), ("code", POOL_CODE)))]
 
 
 # Differences known and not yet fixed, each with why: tested by test_known_differences (strict xfail), so

@@ -127,28 +127,35 @@ def phone_key_id(user_id: str) -> str:
 # The types clients may write; everything else is the server's (filing log, approvals, keys, grants, accounts).
 CLIENT_TYPES = {"street", "department", "community", "grid", "gateway", "household", "resident", "visit", "need",
                 "service_request", "device", "alert", "reading", "safety_rules", "device_health", "gateway_health",
-                "access_report", "claim", "task", "ballot", "redemption"}
-GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health", "redemption"}
+                "access_report", "claim", "task", "ballot", "redemption", "booking", "checkin"}
+GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health", "redemption",
+                             "booking", "checkin"}
 STAFF_TYPES = {"household", "resident", "visit", "need", "service_request", "device", "alert", "reading",
                "safety_rules", "access_report", "task"}
 # Fields no client sets or changes: whose key a device's readings are sealed to (issue 13, finding 1).
 KEY_PICKING = {"device": ("resident", "write_public", "write_key_version", "write_signature")}
+# The resource pool (issue 17): who works in a community books its resources' slots and checks in, as themselves.
+POOL_TYPES = ("booking", "checkin")
 AREA_OF_ROLE = {  # type -> where the role may write it (the document as written, and the version it replaces)
     "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim", "ballot",
-                                                             "redemption"}},
-    "secretary": {t: lambda d, old: d["community"] == C1 for t in STAFF_TYPES | {"grid", "gateway"}},
-    "grid_worker": {t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim", "ballot"}},
+                                                             "redemption", *POOL_TYPES}},
+    "secretary": {**{t: lambda d, old: d["community"] == C1 for t in STAFF_TYPES | {"grid", "gateway"}},
+                  **{t: lambda d, old: d["community"] == C1 for t in POOL_TYPES}},
+    "grid_worker": {**{t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim", "ballot"}},
+                    **{t: lambda d, old: d["community"] == C1 for t in POOL_TYPES}},
     "volunteer": {  # tasks about the households they look after, or one assigned to them; requests in their grid
         **{t: lambda d, old: (LOOKED_AFTER.get(d.get("household")) == VOLUNTEER[G11]
                               or (old is not None and old.get("assigned_to") == VOLUNTEER[G11]))
            for t in ("visit", "need")},
         "service_request": lambda d, old: d["grid"] == G11,
         "claim": lambda d, old: d["grid"] == G11,
+        **{t: lambda d, old: d["community"] == C1 for t in POOL_TYPES},
         # a task assigned to them: answered only (its state and their note), never made or moved
         "task": lambda d, old: old is not None and old.get("assigned_to") == VOLUNTEER[G11] == d.get("assigned_to")
         and all(old.get(k) == d.get(k) for k in {*old, *d} - {"_rev", "status", "volunteer_note", "updated_at"})},
-    "resident": {t: lambda d, old: d.get("resident") == resident_id(G11, 1)
-                 for t in ("visit", "need", "service_request")},
+    "resident": {**{t: lambda d, old: d.get("resident") == resident_id(G11, 1)
+                    for t in ("visit", "need", "service_request")},
+                 "checkin": lambda d, old: True},  # their own booking's, by the venue's code (_checkin_ok)
     "gateway": {
         **{t: lambda d, old: d["grid"] == G11 for t in ("alert", "reading")},
         "device_health": lambda d, old: d["grid"] == G11 and d["gateway"] == GATEWAY_OF[C1],
@@ -157,7 +164,7 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
     # Points (issue 16): a partner's staff honours its own organisation's vouchers, nothing else.
     "partner": {"redemption": lambda d, old: d.get("organisation") == "organisation:c1-shop"},
 }
-AUTHORS = ("created_by", "updated_by", "acknowledged_by", "owner", "handled_by")
+AUTHORS = ("created_by", "updated_by", "acknowledged_by", "owner", "handled_by", "booked_by")
 # Time bank (issue 16): the tasks hours may be claimed for, each with its grid, its resident and who did it (the
 # person it was assigned to, else who recorded it); a claim's answer is the server's to record. Their needs are
 # apart from the open ones every household has (need_id), which are no one's to claim yet.
@@ -169,6 +176,26 @@ CLAIM_SERVER_SET = ("decided_by", "decided_at", "consent", "dispute_note", "tran
 # Points (issue 16): each community's shop, its reward and one voucher of it; a redemption's id is its voucher's.
 SHOPS = {C1: "organisation:c1-shop", C2: "organisation:c2-shop"}
 VOUCHERS = {f"voucher:{c[10:]}-1:00001": (c, SHOPS[c], f"reward:{c[10:]}-1") for c in (C1, C2)}
+# The resource pool: a hall of each community open all day, every day, for everyone who works there, up to 30 days
+# ahead, 10 people; its check-in code; a booking of the hall's slot that starts `CHECKIN_LEAD` from now, for each
+# person who may book it (what a check-in names); a keeper's decision and the waitlist are the server's.
+LOCAL = dt.timezone(dt.timedelta(hours=8))
+HALL = {C1: "resource:hall-c1", C2: "resource:hall-c2"}
+HALL_CODE = "CODE23456789"
+BOOKING_SERVER_SET = ("decided_by", "decided_at", "waitlist")
+TOMORROW_TEN = (NOW.astimezone(LOCAL) + dt.timedelta(days=1)).replace(hour=10, minute=0, second=0)
+STARTED = NOW.astimezone(LOCAL).replace(minute=0, second=0) - dt.timedelta(hours=2)  # the booking checked in to
+
+
+def slot_of(resource: str, start: dt.datetime) -> str:
+    return f"booking:{resource[9:]}:{start.astimezone(LOCAL):%Y%m%d%H}"
+
+
+def booking_of(user_id: str) -> str:
+    """The booking each person checks in to: the hall's, two hours ago, one slot each (a day apart)."""
+    index = sorted({*WORKER.values(), *VOLUNTEER.values(), *SECRETARY.values()}).index(user_id) \
+        if user_id in {*WORKER.values(), *VOLUNTEER.values(), *SECRETARY.values()} else 99
+    return slot_of(HALL[C1], STARTED - dt.timedelta(days=index))
 SERVER_SET = ("department", "departments", "whistles", "due_respond", "due_close", "accepted", "on_site")
 TIMES = ("visited_at", "created_at", "updated_at", "raised_at", "acknowledged_at", "measured_at", "at",
          "registered_at", "last_seen_at", "heartbeat_at", "handled_at")
@@ -184,7 +211,7 @@ def _place_ok(d: Doc) -> bool:
         return d["community"] == d["_id"]
     if t == "grid":
         return d["grid"] == d["_id"] and d["community"] in (C1, C2)
-    if t in ("gateway", "gateway_health"):
+    if t in ("gateway", "gateway_health", *POOL_TYPES):
         return d["community"] in (C1, C2)
     if t in GRID_TYPES:
         return COMMUNITY_OF.get(d["grid"]) == d["community"]
@@ -194,6 +221,8 @@ def _place_ok(d: Doc) -> bool:
 def _links_ok(actor: Actor, d: Doc) -> bool:
     household = d["_id"] if d["type"] == "household" else d.get("household")
     resident = d.get("resident")
+    if d["type"] in POOL_TYPES:  # community-wide: a phone books as its user; a resident's booking is made online
+        return resident is None
     if household is not None and d["type"] != "household" and GRID_OF.get(household) != d["grid"]:
         return False
     if "head" in d and HOUSEHOLD_OF.get(d["head"]) != household:
@@ -318,6 +347,35 @@ def _redemption_ok(old: Doc | None, d: Doc) -> bool:
     voucher = VOUCHERS.get(d["voucher"])
     return voucher is not None and d["_id"] == "redemption:" + d["voucher"][8:] \
         and (d["community"], d["organisation"], d["reward"]) == voucher
+def _booking_ok(d: Doc) -> bool:
+    """A slot of the hall of its community, named by the hour it starts, ahead within 30 days, one hour of one
+    booking, 1-10 people, confirmed (the hall needs no approval); nothing the server sets."""
+    start = _when(d["slot_start"])
+    return (d.get("resource") == HALL.get(d["community"]) and start is not None
+            and d["_id"] == d["group"] == slot_of(d["resource"], start) and start.minute == 0
+            and NOW - dt.timedelta(hours=1) < start <= NOW + dt.timedelta(days=30)
+            and d["status"] == "confirmed" and d["hours"] == 1 and 1 <= d["people"] <= 10
+            and not any(name in d for name in BOOKING_SERVER_SET))
+
+
+def _checkin_ok(actor: Actor, old: Doc | None, d: Doc) -> bool:
+    """Made once, for a booking of the hall: by who booked it with the hall's code (any case), or by grid staff
+    as its keeper; from 30 minutes before the booking starts to 15 minutes after."""
+    at = _when(d["created_at"])
+    booking = REFS.get(d["booking"])
+    scanned = booking is not None and booking["booked_by"] == actor.user_id and d["code"].upper() == HALL_CODE
+    return (old is None and booking is not None and d["_id"] == "checkin:" + d["booking"][8:]
+            and d["resource"] == booking["resource"] and at is not None
+            and (d["method"] == "scan" and scanned or d["method"] == "keeper" and actor.role in ("grid_worker",
+                                                                                             "secretary"))
+            and _when(booking["slot_start"]) - dt.timedelta(minutes=30) <= at
+            <= _when(booking["slot_start"]) + dt.timedelta(minutes=15))
+
+
+def _pool_ok(actor: Actor, old: Doc | None, d: Doc) -> bool:
+    if d["type"] == "booking":
+        return _booking_ok(d)
+    return d["type"] != "checkin" or _checkin_ok(actor, old, d)
 
 
 def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
@@ -332,7 +390,8 @@ def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
     if any((old or {}).get(k) != d.get(k) for k in KEY_PICKING.get(d["type"], ())):
         return False
     return _place_ok(d) and _links_ok(actor, d) and _people_ok(actor, d) and _claim_ok(actor, old, d) \
-        and _ballot_ok(actor, old, d) and _redemption_ok(old, d) and _times_ok(d)
+        and _ballot_ok(actor, old, d) and _redemption_ok(old, d) and _pool_ok(actor, old, d) \
+        and _times_ok(d)
 
 
 # ---------------------------------------------------------------- documents
@@ -381,6 +440,12 @@ def base(type_name: str, writer: str) -> Doc:
                  "assigned_to": VOLUNTEER[G11], "status": "assigned", "created_by": writer, "created_at": when},
         "redemption": {"street": S, "community": C1, "voucher": "voucher:c1-1:00001", "reward": "reward:c1-1",
                        "organisation": SHOPS[C1], "created_by": writer, "created_at": when},
+        "booking": {"street": S, "community": C1, "resource": HALL[C1], "slot_start": TOMORROW_TEN.isoformat(),
+                    "group": slot_of(HALL[C1], TOMORROW_TEN), "hours": 1, "people": 4, "status": "confirmed",
+                    "booked_by": writer, "created_at": when},
+        "checkin": {"street": S, "community": C1, "resource": HALL[C1], "booking": booking_of(writer),
+                    "method": "scan", "code": HALL_CODE, "created_by": writer,
+                    "created_at": (STARTED + dt.timedelta(minutes=5)).isoformat()},
     }
     own_id = {"street": S, "community": "community:new", "grid": "grid:new"}.get(type_name, f"{type_name}:new")
     if type_name == "claim":  # a claim's id is its task's
@@ -393,6 +458,10 @@ def base(type_name: str, writer: str) -> Doc:
                "household": household_id(G11, 1), "choice": "yes", "channel": "door", "assisted_by": writer,
                "consent": True, "receipt": "0123-4567-89AB", "created_by": writer, "created_at": when}
         return {**doc, "confirmation": _confirmed(doc, household_id(G11, 1))}
+    if type_name == "booking":  # a booking's id is its slot's, a check-in's its booking's
+        own_id = docs["booking"]["group"]
+    if type_name == "checkin":
+        own_id = "checkin:" + docs["checkin"]["booking"][8:]
     return {"_id": own_id, "type": type_name, **docs[type_name]}
 
 
@@ -433,6 +502,13 @@ POOL: dict[str, list[Any]] = {
     "voucher": [*VOUCHERS, "voucher:nowhere"],
     "reward": [voucher[2] for voucher in VOUCHERS.values()] + ["reward:nowhere"],
     "organisation": [*SHOPS.values(), "organisation:nowhere"],
+    "resource": [*HALL.values(), "resource:nowhere"],
+    "slot_start": [(TOMORROW_TEN + dt.timedelta(hours=1)).isoformat(), STARTED.isoformat(),
+                   (TOMORROW_TEN + dt.timedelta(days=40)).isoformat()],
+    "people": [0, 10, 11],
+    "booking": [booking_of(u) for u in OTHER_USERS] + ["booking:nowhere"],
+    "code": ["CODE23456788", HALL_CODE.lower()],
+    "method": ["keeper"],
 }
 
 
@@ -454,7 +530,7 @@ def mutations(doc: Doc) -> Iterator[Doc]:
     for name, values in POOL.items():
         if name in doc or name in fields and name in ("head", "assigned_to", "acknowledged_by", "owner", "departments",
                                                       "due_close", "volunteers", "decided_by", "visit",
-                                                      "handled_by"):
+                                                      "handled_by", "waitlist"):
             yield from ({**doc, name: v} for v in values if v != doc.get(name))
     if "grid" in doc or doc["type"] in ("gateway", "gateway_health"):
         yield from (relocated(doc, g, n) for g, n in PLACES if (g, n) != (G11, 1))
@@ -516,6 +592,20 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
                   "description": "漏水", "status": "received", **made},
                  {"_id": RECORDS[g, n]["visit"], "type": "visit", **about, "kind": "routine",
                   "visited_at": _ago(days=1), **made}]
+    for c, hall in HALL.items():
+        main.append({"_id": hall, "type": "resource", "street": S, "community": c, "name": "活动室", "kind": "room",
+                     "owner_kind": "community", "place": "社区中心", "capacity": 10,
+                     "open_hours": [{"weekday": d, "opens": 0, "closes": 24} for d in range(7)],
+                     "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"], "book_ahead_days": 30,
+                     "max_hours": 3, "approval": False, "grace_minutes": 15,
+                     "code_hash": hashlib.sha256(HALL_CODE.encode()).hexdigest(),
+                     "created_by": SECRETARY[c], "created_at": _ago(days=100)})
+    for person in sorted({*WORKER.values(), *VOLUNTEER.values(), *SECRETARY.values()}):
+        booking = booking_of(person)
+        start = dt.datetime.strptime(booking[-10:], "%Y%m%d%H").replace(tzinfo=LOCAL)
+        main.append({"_id": booking, "type": "booking", "street": S, "community": C1, "resource": HALL[C1],
+                     "slot_start": start.isoformat(), "group": booking, "hours": 1, "people": 2,
+                     "status": "confirmed", "booked_by": person, "created_at": _ago(days=20)})
     users = [_user_doc(people[g], [role], communities=[c], grids=[g]) for g, c in COMMUNITY_OF.items()
              for people, role in ((WORKER, Role.GRID_WORKER), (VOLUNTEER, Role.VOLUNTEER))]
     users += [_user_doc(SECRETARY[c], [Role.SECRETARY], communities=[c]) for c in (C1, C2)]
@@ -673,10 +763,11 @@ def test_a_sample_through_the_sync_gateway_is_judged_by_the_rules(gateway_url: s
     `_bulk_docs` batch. Left out: readings (their value must be a sealed envelope, which the rule does not read),
     the street (its one id exists already), claims (their id is their task's, so a claim and its mutations
     share one id: tests/test_timebank_sync.py sends claims through the gateway) and redemptions (their id is
-    their voucher's, alike)."""
+    their voucher's, alike), and bookings and check-ins (their ids are a slot's and a booking's, shared the
+    same way: tests/test_pool.py sends them through the gateway)."""
     rng = random.Random(13)
     cases = [(actor, base(t, actor.user_id)) for actor in ACTORS
-             for t in sorted(CLIENT_TYPES - {"reading", "street", "claim", "redemption"})]
+             for t in sorted(CLIENT_TYPES - {"reading", "street", "claim", "redemption", *POOL_TYPES})]
     cases += rng.sample([(actor, new) for actor, doc in cases for new in mutations(doc)], 80)
     wrong, accepted = [], 0
     for actor in ACTORS:

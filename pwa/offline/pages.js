@@ -829,6 +829,48 @@ async function redeemPage({ db, session, method, form }) {
     created_at: nowISO() };
   await db.put(used);
   return page({ used: { ...used, points: voucher.points } });
+// The resource pool (server/web/pool_pages.py, server/services/pool.py): the page the venue's QR code opens, and
+// the check-in it makes, into the replica; the sync gateway holds it to pool.checkin_refusal (a forged code refused).
+async function sha256Hex(text) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const checkinId = (bookingId) => `checkin:${bookingId.slice("booking:".length)}`;
+
+// pool.checkable: my confirmed bookings of this resource, not yet checked in, whose check-in window is open now.
+async function checkable(db, session, resource) {
+  const now = Date.now();
+  const checkedIn = new Set((await docsOfType(db, "checkin")).map((c) => c._id));
+  return (await docsOfType(db, "booking"))
+    .filter((b) => b.booked_by === session.user._id && b.group === b._id && b.resource === resource._id
+      && b.status === "confirmed" && !checkedIn.has(checkinId(b._id))
+      && Date.parse(b.slot_start) - session.pool_checkin_early_minutes * 60000 <= now
+      && now <= Date.parse(b.slot_start) + resource.grace_minutes * 60000)
+    .sort((a, b) => (a.slot_start < b.slot_start ? 1 : a.slot_start > b.slot_start ? -1 : 0));
+}
+
+async function poolCheckin({ db, session, query, form, method }) {
+  const values = method === "POST" ? form : query;
+  const resource = await load(db, String(values.get("resource") || ""), "resource");
+  const bookings = await checkable(db, session, resource);
+  const code = String(values.get("code") || "").slice(0, 64);
+  const page = (errors, status) => ({ template: "pool_checkin.html", status, context: {
+    resource, bookings, code, errors, done: method === "GET" && query.get("done") === "checked_in" ? "checked_in" : null } });
+  if (method === "GET") {
+    return page({}, 200);
+  }
+  const booking = bookings.find((b) => b._id === String(form.get("booking") || ""));
+  if (!booking) {
+    return page({ "(form)": fieldError("pool_checkin_window", { minutes: resource.grace_minutes }) }, 400);
+  }
+  if (!resource.code_hash || await sha256Hex(code.trim().toUpperCase()) !== resource.code_hash) {
+    return page({ code: fieldError("pool_checkin_code", {}) }, 400);
+  }
+  await db.put({ _id: checkinId(booking._id), type: "checkin", street: resource.street, community: resource.community,
+                 resource: resource._id, booking: booking._id, method: "scan", code: code.trim().toUpperCase(),
+                 created_by: session.user._id, created_at: nowISO() });
+  return { redirect: `/pool/checkin?resource=${encodeURIComponent(resource._id)}&done=checked_in` };
 }
 
 // One request answered from the replica, as the service worker answers it (sw.js) and as the page-parity test
@@ -877,6 +919,8 @@ export const ROUTES = [
   ["POST", "/matters/:key/door", doorBallot],
   ["GET", "/redeem", redeemPage],
   ["POST", "/redeem", redeemPage],
+  ["GET", "/pool/checkin", poolCheckin],
+  ["POST", "/pool/checkin", poolCheckin],
 ];
 
 export function route(method, path) {

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from server.domain import ballots, points, timebank
+from server.domain import ballots, points, pool, timebank
 from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, MAIN_DB, PROTECTED_TIERS, TASK_ANSWERS, Role, Scope
 from server.domain.errors import FieldError
 from server.domain.i18n import translator
@@ -248,6 +248,11 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "reward": _street_wide,
     "voucher": _of_partner,
     "redemption": _of_partner,
+    # The resource pool (issue 17): what there is to book is no secret; a booking and its check-in are the
+    # community workers' and whoever booked.
+    "resource": _street_wide,
+    "booking": lambda p, doc: _of_community(p, doc) or _own(p, doc) or doc.get("booked_by") == p.user_id,
+    "checkin": lambda p, doc: _of_community(p, doc) or doc.get("created_by") == p.user_id,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).
@@ -271,7 +276,7 @@ def may_see(p: Principal, doc: Doc) -> bool:
 # deletion reaches exactly the phones that had the document (see sync/README.md).
 VISIBILITY_FIELDS = ("type", "street", "community", "grid", "volunteers", "assigned_to", "created_by", "resident",
                      "department", "departments", "target", "gateway", "visibility", "requester", "user",
-                     "from_account", "to_account", "organisation", "holder")
+                     "from_account", "to_account", "organisation", "holder", "booked_by")
 
 
 def deletion(doc: Doc) -> Doc:
@@ -335,6 +340,12 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     # A partner's staff honours a voucher of their organisation, on their phone offline too (_redemption_refusal).
     "redemption": lambda p, doc: (p.has(Role.PARTNER) and p.organisation is not None
                                   and doc.get("organisation") == p.organisation and doc.get("created_by") == p.user_id),
+    # Who works in a community books and checks in from a phone, offline too, as themselves (_pool_refusal says
+    # what a booking and a check-in must be); residents book online, through the server, and check in to their own
+    # bookings by the venue's code from their phone, offline too.
+    "booking": lambda p, doc: doc.get("booked_by") == p.user_id and _works_in_community(p, doc),
+    "checkin": lambda p, doc: doc.get("created_by") == p.user_id and (_works_in_community(p, doc)
+                                                                      or p.has(Role.RESIDENT)),
 }
 assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 
@@ -344,7 +355,7 @@ OUTSIDE_SCOPE = "this document is outside what you may see"
 PLACEMENT_FIELDS = ("street", "community", "grid", "department", "departments")
 
 # Fields naming whoever did something to the document: when a write sets or changes one, it is the writer.
-AUTHOR_FIELDS = ("created_by", "updated_by", "acknowledged_by", "owner", "handled_by")
+AUTHOR_FIELDS = ("created_by", "updated_by", "acknowledged_by", "owner", "handled_by", "booked_by")
 # Fields naming people a document is shown to (`may_see` reads them): each one a user who works where it is.
 AUDIENCE_FIELDS = ("volunteers", "assigned_to")
 # Fields only the server sets (a request's dispatch and deadlines, server/services/service_requests.py intake and
@@ -354,9 +365,11 @@ SERVER_SET_FIELDS = {"service_request": ("department", "departments", "whistles"
                      # A claim's answer is the server's record of the resident's (server/services/timebank.py).
                      "claim": ("decided_by", "decided_at", "consent", "dispute_note", "transfer"),
                      # Which server process is filing a phone's offline access report (server/security/filing.py).
-                     "access_report": ("filing_claimed_at",)}
+                     "access_report": ("filing_claimed_at",),
+                     # The keeper's decision and the waitlist are the server's (server/services/pool.py).
+                     "booking": ("decided_by", "decided_at", "waitlist")}
 # Datetimes that lie ahead by design (deadlines); every other datetime a client sets says when something happened.
-DEADLINES = frozenset({"due_respond", "due_close"})
+DEADLINES = frozenset({"due_respond", "due_close", "slot_start"})  # slot_start: the hour a booking is for
 # How far a client's clock may run ahead of the server's, and how long a phone or a gateway may hold unsent work
 # (visits, household edits, access reports, readings): one bound for every type, since every client-written type is
 # written by a phone or a gateway that may be out of reach, and none is dated later than it is stored except by a
@@ -637,13 +650,40 @@ def _redemption_refusal(old: Doc | None, new: Doc, refs: Refs) -> str | None:
             new.get(k) != voucher.get(k) for k in ("reward", "organisation", "street", "community")):
         return "a redemption is its voucher's: its id, reward, organisation and place"
     return None
+def _works_in_community(p: Principal, doc: Doc) -> bool:
+    return p.has(Role.GRID_WORKER, Role.VOLUNTEER, Role.SECRETARY) and doc.get("community") in p.communities
+
+
+def _pool_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
+    """A booking takes a free slot by the resource's rules, or cancels the writer's own; a booking of a slot
+    someone else holds is refused as an edit, and kept as a conflicting branch when made offline (it does not
+    descend from theirs): a person resolves it. A check-in is made once, by the venue's code or the keeper."""
+    t = translator("en")
+    if new["type"] == "checkin":
+        if old is not None:
+            return "a check-in is not changed once made"
+        booking, resource = refs.get(new.get("booking") or ""), refs.get(new.get("resource") or "")
+        refused = pool.checkin_refusal(p.user_id, _staff(p), new, booking, resource)
+        return t(*refused) if refused else None
+    if new["type"] != "booking":
+        return None
+    held = old is not None and old.get("status") in pool.ACTIVE
+    if held and pool.descends_from(new, old):
+        if old.get("booked_by") != p.user_id:
+            return t("pool_slot_taken")
+        changed = {k for k in {*old, *new} - {"_rev", "_revisions"} if old.get(k) != new.get(k)}
+        return None if changed <= {"status"} and new.get("status") == "cancelled" else t("pool_not_active")
+    kinds = pool.booker_kinds(p.roles, resident=False)
+    refused = pool.booking_refusal(new, refs.get(new.get("resource") or ""), kinds, now)
+    return t(*refused) if refused else None
 
 
 def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     return ((_place_refusal(new, refs) if old is None else None) or _link_refusal(p, old, new, refs)
             or _people_refusal(p, old, new, refs) or _claim_refusal(p, old, new, refs)
             or _ballot_refusal(p, old, new, refs, now) or _redemption_refusal(old, new, refs)
-            or _time_refusal(old, new, refs, now))
+
+            or _pool_refusal(p, old, new, refs, now) or _time_refusal(old, new, refs, now))
 
 
 def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:

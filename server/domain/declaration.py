@@ -209,6 +209,16 @@ PRIVACY_CHOICES: dict[str, tuple[str, ...]] = {
     "sos_family": ("notify", "do_not_notify"),
 }
 
+# The resource pool (issue 17; server/domain/pool.py says what a booking and a check-in must be).
+RESOURCE_KINDS = ("room", "equipment", "skill", "service")
+RESOURCE_OWNER_KINDS = ("community", "school", "firm", "hospital", "resident")
+# Who a resource's rules may let book it: people by the role they book as.
+BOOKER_KINDS = ("resident", "volunteer", "grid_worker", "secretary")
+# One booking document per hour slot: requested (awaiting the keeper's approval), confirmed, declined by the keeper,
+# cancelled by who booked it, or no_show (nobody checked in within the grace period: the rest is released).
+BOOKING_STATES = ("requested", "confirmed", "declined", "cancelled", "no_show")
+CHECKIN_METHODS = ("scan", "keeper")
+
 _WHO_WHEN = {
     "created_by": _ref("user", required=True),
     "created_at": Field("datetime", required=True),
@@ -841,6 +851,66 @@ DOC_TYPES: dict[str, DocType] = {
             "organisation": _ref("organisation", required=True),
             **_WHO_WHEN,
         }, label_zh="兑换记录", label_en="Redemption", client_writable=True),
+        # ---- the resource pool (issue 17: venues, equipment, skills and services booked; server/domain/pool.py)
+        DocType("resource", Scope.COMMUNITY, {
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "kind": _enum(RESOURCE_KINDS, Category.SYSTEM, required=True),
+            "owner_kind": _enum(RESOURCE_OWNER_KINDS, Category.SYSTEM, required=True),
+            "owner": Field("id", Category.SYSTEM),  # community:…, organisation:… or resident:… it belongs to
+            "place": _text(Category.SYSTEM, required=True, max_length=200),
+            "capacity": Field("int", Category.SYSTEM, required=True),  # people at once (1 for a skill, a tool)
+            # Open hours, a week: whole hours in China time, so that every hour is one slot with its own id.
+            "open_hours": Field("records", Category.SYSTEM, required=True, max_items=50, shape=(
+                ("weekday", "int"), ("opens", "int"), ("closes", "int"))),  # weekday 0 = Monday; closes <= 24
+            # Hours it cannot be used (a repair, an exam): several on one day each count.
+            "blackouts": Field("records", Category.SYSTEM, max_items=2000, shape=(
+                ("date", "date"), ("from_hour", "int"), ("to_hour", "int"), ("reason?", "text"))),
+            "who_may_book": Field("list", Category.SYSTEM, required=True, choices=BOOKER_KINDS),
+            "book_ahead_days": Field("int", Category.SYSTEM, required=True),
+            "max_hours": Field("int", Category.SYSTEM, required=True),  # the longest one booking may be
+            "approval": Field("bool", Category.SYSTEM, required=True),  # the keeper approves each booking
+            "grace_minutes": Field("int", Category.SYSTEM, required=True),  # no check-in by then: a no-show
+            "keepers": Field("list", Category.SYSTEM, ref="user"),  # who approves and checks people in
+            # The venue's check-in code, as its SHA-256: a phone checks a scanned code against it offline and the
+            # sync gateway refuses a forged one; the code itself is the keeper's (venue_code, never replicated).
+            "code_hash": _text(Category.SYSTEM, max_length=64, server_only=True),
+            **_WHO_WHEN,
+        }, label_zh="资源", label_en="Resource"),
+        DocType("booking", Scope.COMMUNITY, {
+            # One hour slot of one resource: its id is booking:<resource key>:<YYYYMMDDHH> (China time), so two
+            # phones booking the same slot offline meet as one document in conflict, never as two bookings.
+            "resource": _ref("resource", required=True),
+            "slot_start": Field("datetime", required=True),
+            # The booking's first slot (itself, for the first): a booking of three hours is three slots of one group.
+            # A plain id, not a reference, since the first slot names itself (server/domain/pool.py checks it).
+            "group": Field("id", required=True),
+            "hours": Field("int", required=True),  # the length of the whole booking
+            "people": Field("int", required=True),
+            "purpose": _text(Category.SOCIAL, max_length=200),
+            "status": _enum(BOOKING_STATES, required=True),
+            "booked_by": _ref("user", required=True),
+            "resident": _ref("resident"),  # who booked, when a resident did (their own page, online)
+            "waitlist": Field("list", Category.SYSTEM, ref="user", max_items=20),  # next in line if it is cancelled
+            "decided_by": _ref("user"),  # the keeper who approved or declined it, the sweep's no-show
+            "decided_at": Field("datetime"),
+            "created_at": Field("datetime", required=True),
+        }, label_zh="预约", label_en="Booking", client_writable=True),
+        DocType("checkin", Scope.COMMUNITY, {
+            # Someone came: the booker scanned the venue's code (offline too) or the keeper saw them. Its id is
+            # checkin:<the booking's first slot key>: one check-in per booking.
+            "resource": _ref("resource", required=True),
+            "booking": _ref("booking", required=True),
+            "method": _enum(CHECKIN_METHODS, required=True),
+            "code": _text(Category.SYSTEM, max_length=64),
+            **_WHO_WHEN,
+        }, label_zh="签到", label_en="Check-in", client_writable=True),
+        DocType("venue_code", Scope.COMMUNITY, {
+            # The check-in code printed at the venue (its QR code opens /pool/checkin?code=…): the keeper's
+            # pages show it; phones hold only its hash (resource.code_hash).
+            "resource": _ref("resource", required=True),
+            "code": _text(Category.SYSTEM, required=True, max_length=64),
+            "created_at": Field("datetime", required=True),
+        }, database=ACCOUNTS_DB, label_zh="签到码", label_en="Check-in code"),
     ]
 }
 

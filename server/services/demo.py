@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from server.domain import workdays
 from server.domain.access import Principal
-from server.domain.declaration import Role, id_card_check_char, validate
+from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, database_of, id_card_check_char, validate
 from server.security import accounts
 from server.security.keystore import KeyStore
 from server.services import demo_history, rewards, timebank
@@ -617,7 +617,9 @@ def load(couch: Couch, seal: Callable[[list[dict[str, Any]]], list[dict[str, Any
         # Only now is every resident's data key stored, which the history's protected fields are sealed with.
         past = list(demo_history.generate(census, seed, now or dt.datetime.now(dt.UTC), _calendar())) if history else []
         bar.total += len(past)
-        write(_validated_batches(iter(past), batch_size))
+        write(_validated_batches(iter(d for d in past if database_of(d["_id"]) == MAIN_DB), batch_size))
+        # The history's few documents of the accounts database (venues' check-in codes): beside the users.
+        written += _save_all(couch.accounts, [d for d in past if database_of(d["_id"]) == ACCOUNTS_DB])
         write(iter([[street_doc]]))
     return LoadReport(written, time.perf_counter() - started, loaded=True)
 

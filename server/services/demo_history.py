@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.domain import pool as pool_rules
 from server.domain import timebank as rules
 from server.domain.declaration import SATISFACTION
 from server.domain.entitlement import alert_visibility, may_notify_family, privacy_choices
@@ -913,6 +914,98 @@ def rewards_catalogue(census: Census, rng: random.Random, clock: Clock) -> Itera
                    "organisation": f"organisation:{key}-shop", "name": name, "kind": kind, "points": points,
                    "stock": stock, "active": True, "created_by": secretary,
                    "created_at": _iso(clock.now - dt.timedelta(days=DAYS - 1))}
+# ---------------------------------------------------------------- the resource pool
+
+# Per community: (name, kind, owner kind, place, capacity, open hours (weekdays, opens, closes), who may book, needs
+# approval, how a session is booked (share of sessions booked, until how many days ago; then the share after; whole
+# sessions or some hours of one), share of bookings checked in). The hall is used; the meeting room fell idle three
+# months ago (flagged: change its hours); the school's sports ground lets few book it and is rarely used (flagged:
+# open it to other groups).
+VENUES = (
+    ("社区活动室", "room", "community", "社区服务中心二楼", 40, ((1, 3, 5), 9, 12), ("resident", "volunteer",
+     "grid_worker", "secretary"), True, (0.95, 0, 0.95, "whole"), 0.93),
+    ("社区会议室", "room", "community", "社区服务中心一楼", 12, ((0, 1, 2, 3, 4), 14, 17), ("resident", "volunteer",
+     "grid_worker", "secretary"), False, (0.6, 90, 0.1, "some"), 0.8),
+    ("学校操场", "room", "school", "第一小学", 100, ((5, 6), 8, 12), ("grid_worker", "secretary"), False,
+     (0.1, 0, 0.1, "some"), 0.7),
+    # A self-service locker of tools, open round the clock, lent an hour at a time with the keeper's approval and
+    # picked up within the hour: little used by the hour (flagged), but bookable whenever a journey runs.
+    ("共享工具柜", "equipment", "community", "社区服务中心门口", 1, ((0, 1, 2, 3, 4, 5, 6), 0, 24),
+     ("resident", "volunteer", "grid_worker", "secretary"), True, (0.05, 0, 0.05, "one"), 0.8),
+)
+LOCKER_GRACE = 60  # minutes: a tool is picked up any time within the hour booked
+VENUE_PURPOSES = ("太极拳练习", "老年合唱团排练", "书法班", "居民议事会", "儿童绘本阅读", "志愿者培训")
+CHINA = dt.timezone(dt.timedelta(hours=8))
+
+
+def resource_pool(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Each community's venues with a year of sessions booked, checked in (by the booker's scan or the keeper)
+    or not (a no-show), two blackouts on one day, and the venue's check-in code for its keeper; a few
+    bookings of the coming week."""
+    now = clock.now.astimezone(CHINA)
+    for community in sorted({g.routing["community"] for g in census.grids.values()}):
+        grids = [g for g in census.grids.values() if g.routing["community"] == community]
+        where = {"street": grids[0].routing["street"], "community": community}
+        bookers = [p for g in grids for p in (g.worker, *g.volunteers)]
+        keeper = grids[0].worker
+        for n, (name, kind, owner, place, capacity, (days, opens, closes), who, approval, booked, shown) in \
+                enumerate(VENUES, 1):
+            resource = f"resource:{community.removeprefix('community:')}-v{n}"
+            code = "".join(rng.choice(pool_rules.CODE_ALPHABET) for _ in range(pool_rules.CODE_LENGTH))
+            twice = (now - dt.timedelta(days=20 + n)).date()  # a day with two blackouts, both count
+            yield {"_id": resource, "type": "resource", **where, "name": name, "kind": kind, "owner_kind": owner,
+                   **({"owner": community} if owner == "community" else {}), "place": place, "capacity": capacity,
+                   "open_hours": [{"weekday": d, "opens": opens, "closes": closes} for d in days],
+                   "blackouts": [{"date": twice.isoformat(), "from_hour": 0, "to_hour": opens + 1,
+                                  "reason": "消防检查"},
+                                 {"date": twice.isoformat(), "from_hour": closes - 1, "to_hour": 24,
+                                  "reason": "设备维修"}],
+                   "who_may_book": list(who), "book_ahead_days": 14, "max_hours": min(closes - opens, 3),
+                   "approval": approval, "grace_minutes": LOCKER_GRACE if kind == "equipment" else 15,
+                   "keepers": [keeper],
+                   "code_hash": pool_rules.code_hash(code), "created_by": grids[0].secretary,
+                   "created_at": _iso(clock.now - dt.timedelta(days=DAYS))}
+            yield {"_id": "venue_code:" + resource.removeprefix("resource:"), "type": "venue_code", **where,
+                   "resource": resource, "code": code, "created_at": _iso(clock.now - dt.timedelta(days=DAYS))}
+            share, until, after, length = booked
+            staff = [p for p in bookers if "wangge" in p or "shuji" in p] or bookers
+            for days_ago in range(DAYS - 1, -8 if kind == "room" else 1, -1):  # the locker: nothing ahead
+                day = (now - dt.timedelta(days=days_ago)).date()
+                if day.weekday() not in days or day == twice or rng.random() >= (share if days_ago >= until
+                                                                                  else after):
+                    continue
+                hours = closes - opens if length == "whole" else 1 if length == "one" else rng.randint(1, 3)
+                start = dt.datetime.combine(day, dt.time(opens + rng.randint(0, closes - opens - hours)), CHINA)
+                if start + dt.timedelta(hours=hours) > now and start <= now:
+                    continue  # the session under way: nothing to show yet either way
+                booker = rng.choice(bookers if "resident" in who else staff)
+                yield from _venue_booking(rng, where, (resource, code, keeper, approval), start, hours, booker,
+                                          clock, came=None if start > now else rng.random() < shown)
+
+
+def _venue_booking(rng: random.Random, where: Doc, venue: tuple[str, str, str, bool], start: dt.datetime, hours: int,
+                   booker: str, clock: Clock, came: bool | None) -> Iterator[Doc]:
+    """One booking's slots (confirmed, by the keeper where the venue needs approval, or a no-show), and its
+    check-in if they came (None: still ahead). `venue`: the resource, its code, its keeper, whether it needs
+    approval."""
+    resource, code, keeper, approval = venue
+    first = pool_rules.slot_id(resource, start)
+    made = min(max(start - dt.timedelta(days=rng.randint(1, 7)), clock.now - dt.timedelta(days=DAYS)),
+               clock.now - dt.timedelta(hours=1))
+    for slot in pool_rules.slots_of(start, hours):
+        yield {"_id": pool_rules.slot_id(resource, slot), "type": "booking", **where, "resource": resource,
+               "slot_start": slot.isoformat(), "group": first, "hours": hours, "people": rng.randint(3, 12),
+               "purpose": rng.choice(VENUE_PURPOSES), "status": "no_show" if came is False else "confirmed",
+               "booked_by": booker, "created_at": _iso(made),
+               **({"decided_by": keeper, "decided_at": _iso(min(made + dt.timedelta(hours=2), clock.now))}
+                  if approval else {}),
+               **({"decided_at": _iso(start + dt.timedelta(minutes=16))} if came is False else {})}
+    if came:
+        scanned = rng.random() < 0.7
+        yield {"_id": pool_rules.checkin_id(first), "type": "checkin", **where, "resource": resource,
+               "booking": first, "method": "scan" if scanned else "keeper", **({"code": code} if scanned else {}),
+               "created_by": booker if scanned else keeper,
+               "created_at": _iso(start + dt.timedelta(minutes=rng.randint(-10, 10)))}
 
 
 # ---------------------------------------------------------------- all of it
@@ -932,6 +1025,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "silent": silent_equipment,
     "votes": matters_and_votes,
     "rewards": rewards_catalogue,
+    "pool": resource_pool,
 }
 
 

@@ -45,12 +45,12 @@ from server.security.firewall import (
 )
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
-from server.services import alerts, deliberation, rewards, service_requests, tasks, timebank
+from server.services import alerts, deliberation, pool, rewards, service_requests, tasks, timebank
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import UNREACHABLE, Couch, get_or_none
 from server.store.health import Health
-from server.web import display, open311, pwa_routes, request_pages, reward_pages, task_pages, timebank_pages
+from server.web import display, open311, pool_pages, pwa_routes, request_pages, reward_pages, task_pages, timebank_pages
 from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
@@ -461,6 +461,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *need_routes(couch, current_user, render, _now),
         *today_routes(couch, current_user, render, _now),
         *matter_routes(firewall, current_user, render, _now),
+        *pool_pages.routes(firewall, current_user, render, _now),
         Route("/healthz", healthz),
         Route("/readyz", healthz),
         Route("/metrics", metrics_endpoint(couch, health, settings.metrics_token, _now)),
@@ -514,6 +515,8 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("alerts", lambda: alerts.sweep(couch, _now())),
         # Participation points (server/services/rewards.py): idempotent, so one sweep in MINT_EVERY is enough.
         ("participation points", _one_in(MINT_EVERY, lambda: rewards.mint_all(couch, _now()))),
+        # Bookings nobody checked in to within their grace period: no-shows, released (server/services/pool.py)
+        ("no-shows", lambda: pool.sweep_no_shows(couch, _now())),
     ]
 
 

@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from server.domain import pool as pool_rules
 from server.domain.access import Principal, offline_grids, works_offline
 from server.domain.declaration import SATISFACTION, TASK_ANSWERS, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
@@ -59,7 +60,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "matter.html", "matter_new.html", "matter_roll.html", "matter_result.html",
                                    "matter_cards.html",
                                    # Points (issue 16): the partner's /redeem (redeem.html) works offline, these not.
-                                   "rewards.html", "statements.html"})
+                                   "rewards.html", "statements.html",
+                                   # The resource pool (issue 17): the secretary's utilisation board.
+                                   "pool_board.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",
@@ -141,6 +144,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "installation_key": await run_in_threadpool(installation_key),
             "residents_with_accounts": await run_in_threadpool(with_accounts, couch, p),
             "home_address": await run_in_threadpool(home_address, couch, p.resident) if p.resident else "",
+            # The resource pool (issue 17): how early before a booking a check-in counts (server/domain/pool.py).
+            "pool_checkin_early_minutes": int(pool_rules.CHECKIN_EARLY.total_seconds() // 60),
         }, headers={"Cache-Control": "no-store"})
 
     return [

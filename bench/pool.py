@@ -1,0 +1,118 @@
+"""The secretary's utilisation board for a community's resources over a year of bookings (issue 17).
+
+    .venv/bin/python bench/pool.py [--resources 500] [--bookings 300] [--repeat 3]
+
+Starts from an empty Linli database on its own pouchdb-server, stores `--resources` venues of one community (open
+9-17 every day, a blackout day a month), each with `--bookings` bookings of 1-3 hours spread over the past year
+(one document per hour slot), four in five checked in, the rest no-shows. Then, interleaved `--repeat` times,
+times the board (`pool.board`: every resource's twelve months from the `pool` view, no document bodies, idle rates
+and flags) against reading the same booking and check-in documents alone (`_all_docs` over their ids, with
+bodies), the least any report over those documents must do. Prints one JSON line: medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.stack import embedded_stack  # noqa: E402
+from server.domain import pool as rules  # noqa: E402
+from server.services import pool  # noqa: E402
+from server.store.couch import bulk_save  # noqa: E402
+
+STREET, COMMUNITY = "street:bench", "community:bench"
+BATCH = 5000
+NOW = dt.datetime(2026, 12, 1, 9, tzinfo=rules.LOCAL)
+
+
+def _store(db, docs: list[dict]) -> None:
+    for start in range(0, len(docs), BATCH):
+        failed = [r for r in bulk_save(db, docs[start:start + BATCH]) if r.error]
+        assert not failed, failed[:3]
+
+
+def _venues(count: int) -> list[dict]:
+    place = {"street": STREET, "community": COMMUNITY}
+    return [{"_id": f"resource:b{n:04d}", "type": "resource", **place, "name": f"场地{n:04d}", "kind": "room",
+             "owner_kind": "community", "place": "基准路", "capacity": 30,
+             "open_hours": [{"weekday": d, "opens": 9, "closes": 17} for d in range(7)],
+             "blackouts": [{"date": f"2026-{m:02d}-15", "from_hour": 0, "to_hour": 24, "reason": "检修"}
+                           for m in range(1, 12)],
+             "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"], "book_ahead_days": 14,
+             "max_hours": 3, "approval": False, "grace_minutes": 15, "created_by": "user:s",
+             "created_at": (NOW - dt.timedelta(days=366)).isoformat()} for n in range(count)]
+
+
+def _history(venue: dict, bookings: int, rng: random.Random) -> list[dict]:
+    """A year of bookings of one venue: distinct starts, 1-3 hours within its open hours."""
+    docs, taken = [], set()
+    while len(taken) < bookings:
+        day = (NOW - dt.timedelta(days=rng.randint(1, 365))).date()
+        hours = rng.randint(1, 3)
+        start = dt.datetime.combine(day, dt.time(rng.randint(9, 17 - hours)), rules.LOCAL)
+        slots = rules.slots_of(start, hours)
+        if any(s in taken for s in slots):
+            continue
+        taken.update(slots)
+        first = rules.slot_id(venue["_id"], start)
+        came = rng.random() < 0.8
+        docs += [{"_id": rules.slot_id(venue["_id"], s), "type": "booking", "street": STREET, "community": COMMUNITY,
+                  "resource": venue["_id"], "slot_start": s.isoformat(), "group": first, "hours": hours, "people": 5,
+                  "status": "confirmed" if came else "no_show", "booked_by": "user:v",
+                  "created_at": (start - dt.timedelta(days=2)).isoformat()} for s in slots]
+        if came:
+            docs.append({"_id": rules.checkin_id(first), "type": "checkin", "street": STREET, "community": COMMUNITY,
+                         "resource": venue["_id"], "booking": first, "method": "keeper", "created_by": "user:k",
+                         "created_at": start.isoformat()})
+    return docs
+
+
+def run(resources: int, bookings: int, repeat: int) -> dict:
+    rng = random.Random(17)
+    with embedded_stack(f"pool_{resources}_") as (_, couch, _):
+        venues = _venues(resources)
+        _store(couch.main, [{"_id": COMMUNITY, "type": "community", "street": STREET, "community": COMMUNITY,
+                             "name": "基准社区"}, *venues])
+        history = [doc for venue in venues for doc in _history(venue, bookings, rng)]
+        _store(couch.main, history)
+        ids = [d["_id"] for d in history]
+        started = time.perf_counter()
+        couch.main.query("linli/pool", limit=1, as_list=True)  # indexed before the clock starts
+        couch.main.query("linli/by_place", limit=1, as_list=True)
+        index_seconds = time.perf_counter() - started
+        boards, reads = [], []
+        for _ in range(repeat):  # interleaved, so that a slow moment of the machine hits both
+            started = time.perf_counter()
+            rows = pool.board(couch, COMMUNITY, NOW)
+            boards.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            read = [r for start in range(0, len(ids), BATCH)
+                    for r in couch.main.all(keys=ids[start:start + BATCH], include_docs="true", as_list=True)]
+            reads.append(time.perf_counter() - started)
+            assert len(rows) == resources and len(read) == len(ids)
+        board, reference = statistics.median(boards), statistics.median(reads)
+        return {"resources": resources, "bookings_per_resource": bookings, "documents": len(history),
+                "flagged": sum(r["flagged"] for r in rows), "index_seconds": round(index_seconds, 2),
+                "board_seconds": round(board, 3), "reference_read_seconds": round(reference, 3),
+                "ratio": round(board / reference, 2), "repeat": repeat}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=500)
+    parser.add_argument("--bookings", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps(run(args.resources, args.bookings, args.repeat)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

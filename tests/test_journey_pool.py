@@ -1,0 +1,108 @@
+"""The resource pool in Chromium against `linli serve` on the demo (issue 17), in community 4, grid 1: the grid
+worker (wangge16) gives a resident of his grid an account; the resident books the community's tool locker for
+this hour (it needs its keeper's approval); the keeper, the same worker, approves it on the locker's calendar and
+reads the check-in code posted on it; at the locker the resident's phone is offline: the page the QR code opens
+comes from the phone, a forged code is refused there, the real one checks in; back online the check-in reaches
+the server; the secretary (shuji4) finds the locker on the utilisation board, flagged, with its breakdown.
+
+One server for the session (tests/journeys.py). Screenshots: test-output/journeys/pool/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+
+import pytest
+from playwright.sync_api import Browser, expect
+
+from server.domain import pool as rules
+from tests.browser import PHONE
+from tests.journeys import Person
+from tests.test_serve import Served
+
+GRID = "grid:c4-g01"
+LOCKER = "resource:c4-v4"  # the demo's tool locker of community 4, open round the clock (demo_history.VENUES)
+
+
+# Alone on a cold server its first /pool waits for the pool's index over the demo's year (minutes on a loaded
+# machine); after the other journeys it is built.
+@pytest.mark.timeout(600)
+def test_a_resident_books_the_keeper_approves_the_phone_checks_in_offline_the_board_counts(
+    journey_browser: Browser, journey_served: Served
+) -> None:
+    keeper = Person(journey_browser, journey_served, "wangge16", role="pool")
+    keeper.page.goto(journey_served.url + f"grids/{GRID}", timeout=240_000)
+    homes = keeper.page.locator("#households a.row")
+    expect(homes.first).to_be_visible()
+    homes.nth(secrets.randbelow(min(homes.count(), 20))).click()
+    keeper.page.wait_for_load_state()
+    keeper.page.locator("form.activation button").first.click()
+    code = keeper.page.locator("#activation-code").inner_text().replace(" ", "")
+
+    activation = journey_browser.new_context(viewport=PHONE, locale="zh-CN", service_workers="block")
+    page = activation.new_page()
+    page.goto(journey_served.url + "activate")
+    username, password = f"jumin{secrets.token_hex(3)}", "pool-" + secrets.token_hex(6)
+    for field, value in (("code", code), ("username", username), ("password", password),
+                         ("password_again", password)):
+        page.fill(f"#{field}", value)
+    page.click("button:has-text('开通账户')", timeout=120_000)  # the password hashed on a loaded machine
+    page.wait_for_url(journey_served.url, timeout=120_000)
+    activation.close()
+
+    resident = Person(journey_browser, journey_served, username, role="pool", phone=True, password=password)
+    now = dt.datetime.now(rules.LOCAL)
+    start = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1 if now.minute >= 50 else 0)
+    # The first answer may wait for the pool's index, which `linli serve` builds after it starts listening.
+    resident.page.goto(journey_served.url + "pool", timeout=240_000)
+    resident.page.click(f"a[href='/pool/r/{LOCKER[9:]}']")
+    expect(resident.page.locator("h1")).to_have_text("共享工具柜")
+    resident.page.fill("#pool-day", start.date().isoformat())
+    resident.page.fill("#pool-hour", str(start.hour))
+    resident.page.fill("#pool-purpose", "借电钻")
+    resident.page.click("#book button[type=submit]")
+    expect(resident.page.locator("p.notice[role=status]")).to_contain_text("已提交，等待管理人审核")
+    booking = rules.slot_id(LOCKER, start)
+    resident.shot("1-resident-books")
+
+    keeper.go(f"/pool/r/{LOCKER[9:]}?day={start.date().isoformat()}")
+    waiting = keeper.page.locator(f"#approvals li[data-booking='{booking}']")
+    expect(waiting).to_contain_text("借电钻")
+    posted = keeper.page.locator("[data-code]").inner_text().strip()
+    assert re.fullmatch(r"[A-Z2-9]{12}", posted), posted
+    waiting.locator("form[action$='/approve'] button").click()
+    keeper.page.wait_for_load_state()
+    expect(keeper.page.locator(f"#day li[data-hour='{start.hour}']")).to_have_attribute("data-state", "confirmed")
+    keeper.shot("2-keeper-approves")
+
+    resident.go("/pool")
+    expect(resident.page.locator(f"#my-bookings li[data-booking='{booking}']")).to_contain_text("已确认")
+    resident.synced()  # the confirmed booking in the phone's copy
+    resident.offline()  # at the locker: no signal
+    resident.go(f"/pool/checkin?resource={LOCKER}&code={posted}")
+    mine = resident.page.locator(f"li[data-booking='{booking}']")
+    expect(mine).to_be_visible()
+    mine.locator("input[name=code]").fill("WRONGCODE234")
+    mine.locator("button:has-text('签到')").click()
+    expect(resident.page.locator("main")).to_contain_text("签到码不对")  # next to the code field
+    resident.page.locator(f"li[data-booking='{booking}'] input[name=code]").fill(posted)
+    resident.page.locator(f"li[data-booking='{booking}'] button:has-text('签到')").click()
+    expect(resident.page.locator("p.notice[role=status]")).to_contain_text("签到成功")
+    expect(resident.page.locator(f"li[data-booking='{booking}']")).to_have_count(0)
+    resident.shot("3-checked-in-offline")
+    resident.online()
+    resident.synced()  # the check-in reaches the server, which holds it to the venue's code
+    resident.go("/pool")
+    expect(resident.page.locator(f"#my-bookings li[data-booking='{booking}'] [data-checked-in]")).to_be_visible()
+
+    secretary = Person(journey_browser, journey_served, "shuji4", role="pool")
+    secretary.go("/pool/board")
+    locker = secretary.page.locator(f"section[data-resource='{LOCKER}']")
+    expect(locker).to_have_attribute("data-flagged", "yes")
+    expect(locker.locator("tbody tr")).to_have_count(12)
+    expect(locker).to_contain_text("多数开放时段无人预约")
+    secretary.shot("4-secretary-board")
+    for person in (keeper, resident, secretary):
+        person.close()

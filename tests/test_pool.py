@@ -1,0 +1,266 @@
+"""The resource pool (issue 17): the pure rules (slots, hours, blackouts, idle months), the acts against the
+real pouchdb-server (booking, approval, cancellation and the waitlist, check-in, the no-show sweep, the
+board), and two phones booking one slot offline through the real sync gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from server.domain import pool as rules
+from server.domain.access import Principal
+from server.services import pool
+from server.services.demo import STREET_ID
+from server.store.config import Settings
+from server.store.couch import Couch
+from server.store.embedded_couch import EmbeddedCouch, free_port
+
+from .sync_harness import login, serve, stop
+
+Doc = dict[str, Any]
+C1 = "community:c1"
+NOW = dt.datetime(2026, 12, 1, 7, 0, tzinfo=rules.LOCAL)  # a Tuesday, 07:00 China time
+WORKER, VOLUNTEER, SECRETARY = "user:wangge01", "user:zhiyuan01a", "user:shuji1"
+RESIDENT = "resident:c1-g01-0002-1"
+PASSWORD = "demo-password"
+
+
+def resource(**rules_: Any) -> Doc:
+    """A hall open 8-20 every day, with two blackouts on one day (Wednesday 2 December 9-10 and 14-16)."""
+    return {"_id": f"resource:hall-{uuid.uuid4().hex[:8]}", "type": "resource", "street": STREET_ID,
+            "community": C1, "name": "活动室", "kind": "room", "owner_kind": "community", "owner": C1,
+            "place": "社区中心二楼", "capacity": 30,
+            "open_hours": [{"weekday": d, "opens": 8, "closes": 20} for d in range(7)],
+            "blackouts": [{"date": "2026-12-02", "from_hour": 9, "to_hour": 10, "reason": "消防检查"},
+                          {"date": "2026-12-02", "from_hour": 14, "to_hour": 16, "reason": "维修"}],
+            "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"], "book_ahead_days": 30,
+            "max_hours": 3, "approval": False, "grace_minutes": 15, "keepers": [WORKER],
+            "created_by": SECRETARY, "created_at": NOW.isoformat(), **rules_}
+
+
+def at(day: int, hour: int) -> dt.datetime:
+    return dt.datetime(2026, 12, day, hour, tzinfo=rules.LOCAL)
+
+
+def slot(res: Doc, start: dt.datetime, by: str = VOLUNTEER, hours: int = 1, **extra: Any) -> Doc:
+    return {"_id": rules.slot_id(res["_id"], start), "type": "booking", "street": STREET_ID, "community": C1,
+            "resource": res["_id"], "slot_start": start.isoformat(), "group": rules.slot_id(res["_id"], start),
+            "hours": hours, "people": 5, "status": "confirmed", "booked_by": by, "created_at": NOW.isoformat(),
+            **extra}
+
+
+# ---------------------------------------------------------------- the pure rules
+
+def test_every_reason_a_slot_may_not_be_booked_is_named() -> None:
+    res = resource()
+    volunteer = {"volunteer"}
+    assert rules.booking_refusal(slot(res, at(3, 10)), res, volunteer, NOW) is None
+    cases = {
+        "pool_past": slot(res, at(1, 6)),
+        "pool_too_far": slot(res, at(31, 10) + dt.timedelta(days=1)),
+        "pool_closed": slot(res, at(3, 21)),
+        "pool_blackout": slot(res, at(2, 15)),
+        "pool_over_capacity": {**slot(res, at(3, 10)), "people": 31},
+        "pool_too_long": slot(res, at(3, 10), hours=4),
+        "pool_status": {**slot(res, at(3, 10)), "status": "requested"},
+        "pool_slot_id": {**slot(res, at(3, 10)), "slot_start": at(3, 11).isoformat()},
+    }
+    for key, booking in cases.items():
+        assert rules.booking_refusal(booking, res, volunteer, NOW)[0] == key, key
+    assert rules.booking_refusal(slot(res, at(3, 10)), resource(who_may_book=["resident"]), volunteer,
+                                 NOW) == ("pool_no_resource", {})  # another resource's slot id
+    only_residents = {**res, "who_may_book": ["resident"]}
+    assert rules.booking_refusal(slot(res, at(3, 10)), only_residents, volunteer, NOW)[0] == "pool_not_for_you"
+
+
+def test_several_blackouts_on_one_day_all_count() -> None:
+    res = resource()
+    blocked = rules.blocked_hours_on(res, dt.date(2026, 12, 2))
+    assert sorted(blocked) == [9, 14, 15] and blocked[9] == "消防检查" and blocked[15] == "维修"
+    for hour in (9, 14, 15):
+        assert rules.booking_refusal(slot(res, at(2, hour)), res, {"volunteer"}, NOW)[0] == "pool_blackout"
+    december = rules.month_of(res, "2026-12", {})
+    assert december.open == 31 * 12 and december.blocked == 3 and december.usable == 31 * 12 - 3
+
+
+def test_a_no_show_is_not_use() -> None:
+    res = resource()
+    booked = {f"202612{d:02d}10": "no_show" for d in range(1, 32)}
+    no_shows = rules.month_of(res, "2026-12", booked)
+    assert no_shows.used == 0 and no_shows.no_show == 31 and no_shows.idle == 1.0
+    used = rules.month_of(res, "2026-12", {h: "used" for h in booked})
+    assert used.used == 31 and used.idle == pytest.approx(1 - 31 / (31 * 12 - 3))
+
+
+def test_two_idle_months_flag_one_does_not() -> None:
+    res = resource(blackouts=[])
+    busy = {f"202611{d:02d}{h:02d}": "used" for d in range(1, 31) for h in range(8, 20)}
+    november_busy = rules.month_of(res, "2026-11", busy)
+    october_idle, november_idle = rules.month_of(res, "2026-10", {}), rules.month_of(res, "2026-11", {})
+    assert november_busy.idle == 0.0 and october_idle.idle == 1.0
+    assert rules.flagged([october_idle, november_idle])
+    assert not rules.flagged([october_idle, november_busy])
+    assert not rules.flagged([november_idle])  # one month alone does not
+    assert rules.suggestion(res, [october_idle, november_idle]) == "pool_suggest_hours"
+    assert rules.suggestion({**res, "who_may_book": ["secretary"]}, [october_idle]) == "pool_suggest_open"
+
+
+def test_a_check_in_needs_the_venues_code_and_its_time() -> None:
+    res = {**resource(), "code_hash": rules.code_hash("ABCDEFGH2345")}
+    first = slot(res, at(1, 10))
+    checkin = {"_id": rules.checkin_id(first["_id"]), "resource": res["_id"], "booking": first["_id"],
+               "method": "scan", "code": "abcdefgh2345", "created_by": VOLUNTEER, "created_at": at(1, 10).isoformat()}
+    assert rules.checkin_refusal(VOLUNTEER, False, checkin, first, res) is None
+    assert rules.checkin_refusal(VOLUNTEER, False, {**checkin, "code": "ABCDEFGH2346"}, first,
+                                 res)[0] == "pool_checkin_code"
+    assert rules.checkin_refusal(WORKER, True, checkin, first, res)[0] == "pool_checkin_not_yours"
+    late = {**checkin, "created_at": at(1, 10).replace(minute=16).isoformat()}
+    assert rules.checkin_refusal(VOLUNTEER, False, late, first, res)[0] == "pool_checkin_window"
+    assert rules.checkin_refusal(WORKER, False, {**checkin, "method": "keeper"}, first, res) is None  # a keeper
+    assert rules.checkin_refusal("user:zhiyuan01b", False, {**checkin, "method": "keeper"}, first,
+                                 res)[0] == "pool_checkin_not_keeper"
+
+
+# ---------------------------------------------------------------- the acts, on the real pouchdb-server
+
+def user(user_id: str, *roles: str, resident: str | None = None) -> Doc:
+    return {"_id": user_id, "roles": list(roles), "street": STREET_ID, "communities": [C1] if not resident else [],
+            "grids": [], **({"resident": resident} if resident else {})}
+
+
+def stored(couch: Couch) -> dict[str, str]:
+    return {row["id"]: row["value"]["rev"] for row in couch.main.all(include_docs="false", as_list=True)}
+
+
+@pytest.fixture(name="hall")
+def hall_fixture(demo_loaded: Couch) -> Doc:
+    res = resource()
+    pool.add_resource(demo_loaded, res, NOW, code="ABCDEFGH2345")
+    return demo_loaded.main.get(res["_id"])
+
+
+def test_booking_cancelling_and_the_waitlist(demo_loaded: Couch, hall: Doc) -> None:
+    resident = user("user:jumin1", "resident", resident=RESIDENT)
+    volunteer = user(VOLUNTEER, "volunteer")
+    docs = pool.book(demo_loaded, resident, hall["_id"], at(3, 10), 2, 12, "太极拳", NOW)
+    assert [d["status"] for d in docs] == ["confirmed", "confirmed"] and docs[1]["group"] == docs[0]["_id"]
+    before = stored(demo_loaded)
+    for start, hours, key in ((at(3, 11), 1, "pool_slot_taken"), (at(3, 9), 2, "pool_slot_taken"),
+                              (at(2, 14), 1, "pool_blackout"), (at(3, 7), 1, "pool_closed"),
+                              (at(1, 6), 1, "pool_past"), (at(4, 9), 4, "pool_too_long")):
+        with pytest.raises(pool.PoolError) as refused:
+            pool.book(demo_loaded, volunteer, hall["_id"], start, hours, 5, "", NOW)
+        assert refused.value.errors[0].key == key, (start, key)
+    assert stored(demo_loaded) == before  # nothing stored changed
+    pool.join_waitlist(demo_loaded, volunteer, docs[1]["_id"])
+    with pytest.raises(pool.PoolError) as refused:
+        pool.cancel(demo_loaded, volunteer, docs[0]["_id"], NOW)
+    assert refused.value.errors[0].key == "pool_not_yours"
+    pool.cancel(demo_loaded, resident, docs[0]["_id"], NOW)
+    first, second = (demo_loaded.main.get(d["_id"]) for d in docs)
+    assert first["status"] == "cancelled"
+    assert second["status"] == "confirmed" and second["booked_by"] == VOLUNTEER and second["hours"] == 1
+    assert pool.bookings_of(demo_loaded, VOLUNTEER)[0]["_id"] == second["_id"]
+    again = pool.book(demo_loaded, volunteer, hall["_id"], at(3, 10), 1, 5, "", NOW)  # a cancelled slot is free
+    assert again[0]["booked_by"] == VOLUNTEER
+
+
+def test_the_keeper_approves_and_a_no_show_releases_the_slot(demo_loaded: Couch, hall: Doc) -> None:
+    demo_loaded.main.save({**hall, "approval": True})
+    resident = user("user:jumin1", "resident", resident=RESIDENT)
+    [booked] = pool.book(demo_loaded, resident, hall["_id"], at(1, 8), 1, 3, "", NOW)
+    assert booked["status"] == "requested"
+    assert [d["_id"] for d in pool.to_approve(demo_loaded, hall)] == [booked["_id"]]
+    with pytest.raises(pool.PoolError) as refused:
+        pool.decide(demo_loaded, Principal.of(user(VOLUNTEER, "volunteer")), booked["_id"], True, NOW)
+    assert refused.value.errors[0].key == "pool_not_keeper"
+    pool.decide(demo_loaded, Principal.of(user(WORKER, "grid_worker")), booked["_id"], True, NOW)
+    assert demo_loaded.main.get(booked["_id"])["status"] == "confirmed"
+    assert pool.sweep_no_shows(demo_loaded, at(1, 8).replace(minute=14)) == 0  # still within its grace
+    assert pool.sweep_no_shows(demo_loaded, at(1, 8).replace(minute=16)) == 1
+    assert demo_loaded.main.get(booked["_id"])["status"] == "no_show"
+    uses = pool.slot_uses(demo_loaded, C1)[hall["_id"]]
+    assert uses == {"2026120108": "no_show"}
+
+
+def test_check_in_by_code_counts_as_use_a_forged_code_does_not(demo_loaded: Couch, hall: Doc) -> None:
+    volunteer = user(VOLUNTEER, "volunteer")
+    [booked] = pool.book(demo_loaded, volunteer, hall["_id"], at(1, 9), 1, 3, "", NOW)
+    before = stored(demo_loaded)
+    with pytest.raises(pool.PoolError) as refused:
+        pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", "ZZZZZZZZZZZZ", at(1, 9))
+    assert refused.value.errors[0].key == "pool_checkin_code" and stored(demo_loaded) == before
+    assert pool.venue_code(demo_loaded, hall["_id"]) == "ABCDEFGH2345"
+    pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", "abcdefgh2345", at(1, 9).replace(minute=5))
+    assert pool.sweep_no_shows(demo_loaded, at(1, 10)) == 0
+    assert pool.slot_uses(demo_loaded, C1)[hall["_id"]] == {"2026120109": "used"}
+    [row] = [r for r in pool.board(demo_loaded, C1, at(1, 12) + dt.timedelta(days=31), months=1)
+             if r["resource"]["_id"] == hall["_id"]]
+    assert row["months"][0].used == 1 and row["months"][0].blocked == 3
+
+
+# ---------------------------------------------------------------- two phones, one slot, offline
+
+@pytest.fixture(name="gateway_url")
+def gateway_url_fixture(couch_server: EmbeddedCouch, demo_loaded: Couch, settings: Settings) -> Iterator[str]:
+    served = serve(couch_server.url, settings, free_port())
+    yield served.url
+    stop(served)
+
+
+def push(url: str, phone: tuple[str, str], docs: list[Doc]) -> list[Doc]:
+    """What a phone's replication sends: revisions of its own (new_edits=false)."""
+    cookie, csrf = phone
+    answer = httpx2.post(url + "sync/main/_bulk_docs", json={"docs": docs, "new_edits": False}, timeout=30,
+                         headers={"Cookie": cookie, "X-CSRF-Token": csrf})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def offline(doc: Doc, rev: str) -> Doc:
+    return {**doc, "_rev": f"1-{rev * 32}", "_revisions": {"start": 1, "ids": [rev * 32]}}
+
+
+def test_two_phones_book_one_slot_offline_one_booking_and_a_listed_conflict(gateway_url: str, demo_loaded: Couch,
+                                                                          hall: Doc) -> None:
+    now = dt.datetime.now(rules.LOCAL)
+    start = (now + dt.timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    made = now.isoformat()
+    worker_phone, volunteer_phone = login(gateway_url, "wangge01", PASSWORD), login(gateway_url, "zhiyuan01a", PASSWORD)
+    mine = {**slot(hall, start, by=WORKER), "created_at": made}
+    theirs = {**slot(hall, start, by=VOLUNTEER), "created_at": made, "people": 8}
+    assert push(gateway_url, worker_phone, [offline(mine, "a")]) == []
+    assert push(gateway_url, volunteer_phone, [offline(theirs, "b")]) == []  # its own branch: kept
+    held = demo_loaded.main.get(mine["_id"], conflicts="true")
+    assert len(held["_conflicts"]) == 1  # one document, two branches: never two bookings
+    assert pool.conflicts_of(demo_loaded, hall) == [mine["_id"]]
+    [hour] = [h for h in pool.day_view(demo_loaded, hall, start.date()) if h["hour"] == 10]
+    assert hour["state"] == "conflict"
+    # Who lost cannot take the slot by editing the kept booking (a revision descending from it): refused.
+    loser, loser_phone = (VOLUNTEER, volunteer_phone) if held["booked_by"] == WORKER else (WORKER, worker_phone)
+    taken = {**held, "_rev": "2-" + "c" * 32, "_revisions": {"start": 2, "ids": ["c" * 32, held["_rev"][2:]]},
+             "booked_by": loser}
+    del taken["_conflicts"]
+    [refused] = push(gateway_url, loser_phone, [taken])
+    assert refused["error"] == "forbidden" and "This slot is booked" in refused["reason"], refused
+
+
+def test_a_forged_check_in_code_is_refused_at_sync(gateway_url: str, demo_loaded: Couch, hall: Doc) -> None:
+    now = dt.datetime.now(rules.LOCAL)
+    start = now.replace(minute=0, second=0, microsecond=0)
+    demo_loaded.main.save({**hall, "open_hours": [{"weekday": d, "opens": 0, "closes": 24} for d in range(7)]})
+    [booked] = pool.book(demo_loaded, user(VOLUNTEER, "volunteer"), hall["_id"], start, 1, 2, "",
+                         start)  # booked at the hour's start, checked in within its grace below
+    checkin = {"_id": rules.checkin_id(booked["_id"]), "type": "checkin", "street": STREET_ID, "community": C1,
+               "resource": hall["_id"], "booking": booked["_id"], "method": "scan", "code": "FORGED234567",
+               "created_by": VOLUNTEER, "created_at": min(now, start + dt.timedelta(minutes=10)).isoformat()}
+    phone = login(gateway_url, "zhiyuan01a", PASSWORD)
+    [refused] = push(gateway_url, phone, [offline(checkin, "d")])
+    assert refused["error"] == "forbidden" and "Wrong check-in code" in refused["reason"], refused
+    assert push(gateway_url, phone, [offline({**checkin, "code": "ABCDEFGH2345"}, "e")]) == []
+    assert demo_loaded.main.get(checkin["_id"])["method"] == "scan"

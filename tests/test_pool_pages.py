@@ -1,0 +1,142 @@
+"""The resource pool's pages (issue 17) on the small demo street, through the web app and the real
+pouchdb-server: a resident books online, the keeper approves, the resident checks in by the venue's code; every
+bad input is refused naming why (400, nothing stored changed); the secretary's board flags an idle resource and
+its CSV has Chinese headers."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+import uuid
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from server.domain import pool as rules
+from server.domain.i18n import translator
+from server.services import pool
+from server.services.demo import STREET_ID
+from server.store.couch import Couch
+
+from . import street
+from .street import csrf_of
+
+PASSWORD = "demo-password"
+ZH = translator("zh")
+C1 = "community:c1"
+CODE = "KLMNPQRS2345"
+Doc = dict[str, Any]
+
+
+def hall(couch: Couch, **rules_: Any) -> Doc:
+    """A hall of community c1, open all day every day, kept by wangge01; a blackout tomorrow 3-5."""
+    now = dt.datetime.now(rules.LOCAL)
+    tomorrow = (now + dt.timedelta(days=1)).date().isoformat()
+    doc = {"_id": f"resource:hall-{uuid.uuid4().hex[:8]}", "type": "resource", "street": STREET_ID, "community": C1,
+           "name": f"活动室 {uuid.uuid4().hex[:4]}", "kind": "room", "owner_kind": "community", "owner": C1,
+           "place": "社区中心", "capacity": 20,
+           "open_hours": [{"weekday": d, "opens": 0, "closes": 24} for d in range(7)],
+           "blackouts": [{"date": tomorrow, "from_hour": 3, "to_hour": 5, "reason": "消防检查"}],
+           "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"], "book_ahead_days": 14,
+           "max_hours": 3, "approval": False, "grace_minutes": 15, "keepers": ["user:wangge01"],
+           "created_by": "user:shuji1", "created_at": now.isoformat(), **rules_}
+    pool.add_resource(couch, doc, now, code=CODE)
+    return doc
+
+
+def stored(couch: Couch) -> dict[str, str]:
+    return {row["id"]: row["value"]["rev"] for row in couch.main.all(include_docs="false", as_list=True)}
+
+
+def book(web: TestClient, resource: Doc, day: str, **form: str) -> Any:
+    key = resource["_id"][9:]
+    return web.post(f"/pool/r/{key}/book", data={"day": day, "hour": "10", "hours": "1", "people": "4",
+                                                 **form, "csrf_token": csrf_of(web, f"/pool/r/{key}")})
+
+
+def tomorrow() -> str:
+    return (dt.datetime.now(rules.LOCAL) + dt.timedelta(days=1)).date().isoformat()
+
+
+def test_a_resident_books_and_every_bad_booking_says_why(web: TestClient, demo_loaded: Couch) -> None:
+    room = hall(demo_loaded)
+    street.as_user(web, "jumin1", PASSWORD)
+    listing = web.get("/pool")
+    assert listing.status_code == 200 and room["name"] in listing.text
+    before = stored(demo_loaded)
+    cases = [
+        (ZH("pool_blackout", reason="消防检查"), {"hour": "3"}),
+        (ZH("pool_over_capacity", capacity=20), {"people": "21"}),
+        (ZH("pool_over_capacity", capacity=20), {"people": "x"}),
+        (ZH("pool_too_long", max=3), {"hours": "4"}),
+        (ZH("pool_too_far", days=14), {"day": (dt.date.today() + dt.timedelta(days=30)).isoformat()}),
+        (ZH("pool_too_far", days=14), {"day": "9999-12-31", "hour": "23"}),
+        (ZH("pool_past"), {"day": "2020-01-01"}),
+        (ZH("pool_past"), {"day": "0001-01-01", "hour": "0"}),
+        (ZH("pool_slot_id"), {"hour": "ten"}),
+        (ZH("pool_slot_id"), {"hour": "24"}),
+    ]
+    for message, form in cases:
+        answer = book(web, room, **{"day": tomorrow(), **form})
+        assert answer.status_code == 400 and message in answer.text, (form, answer.status_code)
+    assert stored(demo_loaded) == before  # nothing stored changed
+    answer = book(web, room, tomorrow(), purpose="书法班")
+    assert answer.status_code == 303 and answer.headers["location"].endswith("done=booked")
+    key = room["_id"][9:]
+    page = web.get(f"/pool/r/{key}?day={tomorrow()}").text
+    assert re.search(r'data-hour="10" data-state="confirmed"', page)
+    assert "书法班" in web.get("/pool").text
+    street.as_user(web, "zhiyuan01a", PASSWORD)  # the slot is taken: a volunteer may queue for it
+    taken = book(web, room, tomorrow())
+    assert taken.status_code == 409 and ZH("pool_slot_taken") in taken.text
+
+
+def test_the_keeper_approves_and_the_booker_checks_in_by_the_venues_code(web: TestClient, demo_loaded: Couch) -> None:
+    room = hall(demo_loaded, approval=True)
+    key = room["_id"][9:]
+    street.as_user(web, "jumin1", PASSWORD)
+    now = dt.datetime.now(rules.LOCAL)
+    hour = now.hour if now.minute < 10 else None
+    day = now.date().isoformat() if hour is not None else tomorrow()
+    assert book(web, room, day, hour=str(hour if hour is not None else 10)).headers["location"].endswith(
+        "done=requested")
+    street.as_user(web, "zhiyuan01b", PASSWORD)
+    first = pool.bookings_of(demo_loaded, "user:jumin1")[0]
+    assert web.post(f"/pool/r/{key}/approve", data={"booking": first["_id"],
+                                                    "csrf_token": csrf_of(web, "/pool")}).status_code == 403
+    street.as_user(web, "wangge01", PASSWORD)  # the keeper
+    keeper_page = web.get(f"/pool/r/{key}").text
+    assert first["_id"] in keeper_page and CODE in keeper_page  # to approve, and the venue's code to post
+    answer = web.post(f"/pool/r/{key}/approve", data={"booking": first["_id"], "csrf_token": csrf_of(web, "/pool")})
+    assert answer.status_code == 303 and demo_loaded.main.get(first["_id"])["status"] == "confirmed"
+    street.as_user(web, "jumin1", PASSWORD)
+    scanned = web.get(f"/pool/checkin?resource={room['_id']}&code={CODE}")
+    assert scanned.status_code == 200
+    if hour is None:  # too early to check in to tomorrow's booking: the page says there is none now
+        assert ZH("pool_checkin_none") in scanned.text
+        return
+    forged = web.post("/pool/checkin", data={"resource": room["_id"], "booking": first["_id"], "code": "WRONG2345678",
+                                             "csrf_token": csrf_of(web, "/pool")})
+    assert forged.status_code == 400 and ZH("pool_checkin_code") in forged.text
+    done = web.post("/pool/checkin", data={"resource": room["_id"], "booking": first["_id"], "code": CODE,
+                                           "csrf_token": csrf_of(web, "/pool")})
+    assert done.status_code == 303 and demo_loaded.main.get(rules.checkin_id(first["_id"]))["method"] == "scan"
+
+
+def test_the_board_flags_an_idle_resource_and_its_csv_speaks_chinese(web: TestClient, demo_loaded: Couch) -> None:
+    room = hall(demo_loaded)
+    street.as_user(web, "jumin1", PASSWORD)
+    assert web.get("/pool/board").status_code == 403
+    street.as_user(web, "shuji1", PASSWORD)
+    page = web.get("/pool/board").text
+    assert re.search(rf'data-resource="{room["_id"]}" data-flagged="yes"', page)
+    assert ZH("pool_suggest_hours") in page
+    rows = list(csv.reader(io.StringIO(web.get("/pool/board.csv").text)))
+    assert rows[0][:3] == [ZH("pool_resource"), ZH("pool_month"), ZH("pool_open_hours_col")]
+    mine = [r for r in rows if r[0] == room["name"]]
+    assert len(mine) == 12 and mine[-1][7] == "100%" and mine[-1][8] == "是"
+    street.as_user(web, "shuji2", PASSWORD)
+    assert room["_id"] not in web.get("/pool/board").text  # another community's board
+    assert web.get(f"/pool/r/{room['_id'][9:]}").status_code == 404
