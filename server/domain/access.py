@@ -234,6 +234,10 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "matter_result": _of_community,
     "matter_roll": _secretary_only,
     "ballot": _ballot,
+    # Matching (issue 17): offers are the community's to see; a match, its need's grid staff, its resident and
+    # whoever answers for the offer (what it shows of the need is only what the match needs: declaration).
+    "offer": lambda p, doc: _of_community(p, doc) or doc.get("keeper") == p.user_id,
+    "match": lambda p, doc: _personal(p, doc) or doc.get("keeper") == p.user_id,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).
@@ -257,7 +261,7 @@ def may_see(p: Principal, doc: Doc) -> bool:
 # deletion reaches exactly the phones that had the document (see sync/README.md).
 VISIBILITY_FIELDS = ("type", "street", "community", "grid", "volunteers", "assigned_to", "created_by", "resident",
                      "department", "departments", "target", "gateway", "visibility", "requester", "user",
-                     "from_account", "to_account")
+                     "from_account", "to_account", "keeper")
 
 
 def deletion(doc: Doc) -> Doc:
