@@ -292,3 +292,22 @@ def test_the_demo_has_votes_published_and_one_open(street: tuple[Couch, TestClie
     result = results[0]
     page = client.get(f"/matters/{result['matter'].split(':', 1)[1]}/result")
     assert page.status_code == 200 and result["receipts"][0] in page.text
+
+
+def test_offers_and_matches_in_every_grid(pilot: list[dict]) -> None:
+    """Issue 17: each grid's volunteers offer help; in each grid one need matched by both sides with the task done
+    (it holds no place any more) and one proposal waiting for both, its factors listed."""
+    grids = {d["grid"] for d in _of(pilot, "task")}  # every grid's volunteers have tasks
+    offers = _of(pilot, "offer")
+    assert len(grids) == 20 and {o["grid"] for o in offers if o.get("grid")} == grids
+    assert {o["community"] for o in offers if "grid" not in o} == {d["community"] for d in _of(pilot, "task")}
+    matches = _of(pilot, "match")
+    for state in ("accepted", "proposed"):
+        assert {m["grid"] for m in matches if m["status"] == state} == grids
+    by_id = {d["_id"]: d for d in pilot}
+    for m in matches:
+        assert m["factors"] and by_id[m["need"]]["category"] == m["help_kind"]
+        if m["status"] == "accepted":
+            assert by_id[m["need"]]["match"] == m["_id"] and by_id[m["task"]]["status"] == "done"
+        else:
+            assert by_id[m["need"]]["status"] == "open"

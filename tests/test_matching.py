@@ -99,10 +99,15 @@ def test_capacity_goes_to_the_oldest_need_and_an_offer_proposed_before_is_not_pr
     plan = rules.plan([need_view(2), need_view(1)], [offer], rules.Record())
     assert [p.need.id for p in plan.proposals] == ["need:1"]
     assert plan.unmatched["need:2"] == [("match_reason_capacity", {"count": 1, "total": 1})]
-    declined = {"need": "need:1", "offer": "offer:1", "keeper": "user:v1", "status": "declined",
+    declined = {"_id": "match:1:1", "need": "need:1", "offer": "offer:1", "keeper": "user:v1", "status": "declined",
                 "provider_answer": "declined"}
     again = rules.plan([need_view(1)], [offer], rules.Record.of([declined]))
     assert not again.proposals and again.unmatched["need:1"] == [("match_reason_tried", {"count": 1})]
+    # An accepted match holds its place until the help is over (its task done): then the offer is free again.
+    helped = {"_id": "match:0:1", "need": "need:0", "offer": "offer:1", "keeper": "user:v1", "status": "accepted",
+              "provider_answer": "accepted"}
+    assert not rules.plan([need_view(2)], [offer], rules.Record.of([helped])).proposals
+    assert rules.plan([need_view(2)], [offer], rules.Record.of([helped], frozenset({"match:0:1"}))).proposals
 
 
 def test_the_score_prefers_near_free_reliable_and_least_used_providers() -> None:
@@ -116,8 +121,9 @@ def test_the_score_prefers_near_free_reliable_and_least_used_providers() -> None
     twin = offer_view(3, keeper="user:v3")  # the same offer from a provider without a record: 0.5 reliable, unused
 
     def history(*answers: tuple[str, str]) -> rules.Record:
-        return rules.Record.of([{"need": f"need:x{i}", "offer": "offer:9", "keeper": "user:v1", "status": status,
-                                 "provider_answer": answer} for i, (status, answer) in enumerate(answers)])
+        return rules.Record.of([{"_id": f"match:x{i}:9", "need": f"need:x{i}", "offer": "offer:9", "keeper": "user:v1",
+                                 "status": status, "provider_answer": answer}
+                                for i, (status, answer) in enumerate(answers)])
 
     # Half their proposals accepted (as reliable as a newcomer), two needs taken on: the least used goes first.
     used = history(("accepted", "accepted"), ("accepted", "accepted"), ("declined", "declined"),
@@ -223,7 +229,7 @@ def test_offer_run_both_accept_and_the_accepted_match_survives_re_running(street
     # The volunteer sees the proposal with its factors in plain words, and not the resident's name or address.
     login(client, "volunteer1")
     page = client.get("/matches").text
-    assert "同在3号楼，离得近" in page and "有相关特长：手机支付" in page and "周一 18:00–21:00" in page
+    assert "同一栋楼（3号楼），离得近" in page and "有相关特长：手机支付" in page and "周一 18:00–21:00" in page
     assert "居民12" not in page and "c1-g01路2号" not in page
     assert post_form(client, f"/matches/{first['_id'][6:]}/accept", {}).status_code == 303
     logout(client)
@@ -231,7 +237,7 @@ def test_offer_run_both_accept_and_the_accepted_match_survives_re_running(street
     login(client, "jumin1")
     post_form(client, "/lang", {"lang": "en"})
     page = client.get("/matches").text
-    assert "居民12" in page and "Both in 3号楼: close by" in page and "Mon 18:00–21:00" in page
+    assert "居民12" in page and "Same building (3号楼): close by" in page and "Mon 18:00–21:00" in page
     assert post_form(client, f"/matches/{first['_id'][6:]}/accept", {}).status_code == 303
     post_form(client, "/lang", {"lang": "zh"})
     logout(client)

@@ -130,10 +130,12 @@ class OfferView:
 
 
 def need_view(need: Doc, building: str = "") -> NeedView:
-    """The matcher's view of a need (only `NEED_FIELDS_USED`) and its household's building."""
+    """The matcher's view of a need (only `NEED_FIELDS_USED`) and its household's building. Hours a phone wrote
+    that are not possible (the declaration checks their shape only) count as none given: any time."""
+    hours = need.get("hours")
     return NeedView(need["_id"], need["community"], need["grid"], building, need["category"],
                     need.get("description", ""), need.get("language") or DEFAULT_LANGUAGE,
-                    slots_of(need.get("hours")), need["created_at"])
+                    WHOLE_WEEK if hours_problems(hours) else slots_of(hours), need["created_at"])
 
 
 def offer_view(offer: Doc) -> OfferView:
@@ -154,11 +156,13 @@ class Record:
     tried: set[tuple[str, str]] = field(default_factory=set)  # (need, offer) already proposed, whatever came of it
 
     @classmethod
-    def of(cls, matches: Iterable[Doc]) -> Record:
+    def of(cls, matches: Iterable[Doc], finished: frozenset[str] = frozenset()) -> Record:
+        """`finished`: accepted matches whose help is over (its task done or declined, its need closed): they no
+        longer hold a place of their offer."""
         record = cls()
         for m in matches:
             record.tried.add((m["need"], m["offer"]))
-            if m["status"] in LIVE_STATES:
+            if m["status"] in LIVE_STATES and m["_id"] not in finished:
                 record.taken[m["offer"]] += 1
                 record.live[m["need"]] += 1
             if m["status"] == "accepted":

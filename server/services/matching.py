@@ -106,12 +106,24 @@ def views_of(couch: Couch, found: list[Doc]) -> list[rules.NeedView]:
     return [rules.need_view(n, households.get(n.get("household") or "", {}).get("building") or "") for n in found]
 
 
-def plan_for(couch: Couch, p: Principal, community: str) -> tuple[rules.Plan, list[Doc]]:
-    """What the matcher would propose now for the open needs p handles in a community (nothing written), and the
-    needs it looked at."""
+def plan_for(couch: Couch, p: Principal, community: str) -> tuple[rules.Plan, list[Doc], list[Doc]]:
+    """What the matcher would propose now for the open needs p handles in a community (nothing written), the
+    needs it looked at and the active offers."""
     found = _open_needs(couch, p, community)
-    offers = [rules.offer_view(o) for o in offers_in(couch, community) if o["status"] == "active"]
-    return rules.plan(views_of(couch, found), offers, rules.Record.of(matches_in(couch, community))), found
+    offers = [o for o in offers_in(couch, community) if o["status"] == "active"]
+    matches = matches_in(couch, community)
+    record = rules.Record.of(matches, finished_matches(couch, matches))
+    return rules.plan(views_of(couch, found), map(rules.offer_view, offers), record), found, offers
+
+
+def finished_matches(couch: Couch, matches: list[Doc]) -> frozenset[str]:
+    """The accepted matches whose help is over: their task done or declined, or (no task: an organisation's
+    offer) their need done or closed."""
+    accepted = [m for m in matches if m["status"] == "accepted"]
+    docs = get_many(couch.main, {m.get("task") or m["need"] for m in accepted})
+    over = {"task": ("done", "declined"), "need": ("done", "closed", "cancelled")}
+    return frozenset(m["_id"] for m in accepted
+                     if (d := docs.get(m.get("task") or m["need"])) and d["status"] in over[d["type"]])
 
 
 def proposal_doc(proposal: rules.Proposal, need: Doc, offer: Doc, by: str, now: dt.datetime) -> Doc:
@@ -141,9 +153,9 @@ def run(couch: Couch, p: Principal, now: dt.datetime) -> dict[str, rules.Plan]:
         raise MatchError("(form)", "forbidden", status=403)
     plans = {}
     for community in sorted(p.communities):
-        plan, found = plan_for(couch, p, community)
+        plan, found, active = plan_for(couch, p, community)
         by_id = {n["_id"]: n for n in found}
-        offers = {o["_id"]: o for o in offers_in(couch, community)}
+        offers = {o["_id"]: o for o in active}
         docs = [proposal_doc(pr, by_id[pr.need.id], offers[pr.offer.id], p.user_id, now) for pr in plan.proposals]
         if docs:
             bulk_save(couch.main, docs)  # a conflict here is a proposal made meanwhile by another run: kept as it is

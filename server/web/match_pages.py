@@ -168,7 +168,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
                    "unmatched": sum(len(x.unmatched) for x in plans.values())}
         unmatched: list[tuple[Doc, list[rules.Words]]] = []
         for community in sorted(p.communities):
-            plan, found = await run_in_threadpool(matching.plan_for, couch, p, community)
+            plan, found, _ = await run_in_threadpool(matching.plan_for, couch, p, community)
             unmatched += [(n, plan.unmatched[n["_id"]]) for n in found if n["_id"] in plan.unmatched]
         waiting = [m for m in await run_in_threadpool(matching.matches_of, couch, p) if m["status"] == "proposed"]
         names = await run_in_threadpool(_match_names, couch, p, [n for n, _ in unmatched] + waiting)
