@@ -79,8 +79,10 @@ def _offer_place(couch: Couch, p: Principal, user: Doc, values: dict[str, Any]) 
         organisation = next((o for o in _organisations(couch, p) if o["_id"] == values["organisation"]), None)
         if organisation is None:
             raise matching.MatchError("organisation", "offer_provider_unknown")
-        return queries.load_doc(couch, organisation["community"], "community") or {}, (organisation["_id"],
-                                                                                      organisation["name"])
+        community = queries.load_doc(couch, organisation["community"], "community")
+        if community is None:
+            raise matching.MatchError("organisation", "offer_provider_unknown")
+        return community, (organisation["_id"], organisation["name"])
     grid_id = sorted(p.grids)[0] if p.has(Role.VOLUNTEER) and p.grids else None
     if grid_id is None and p.resident:
         resident = queries.load_doc(couch, p.resident, "resident")
