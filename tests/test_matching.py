@@ -309,3 +309,17 @@ def test_the_secretary_sees_unmatched_needs_with_their_reasons(street: Couch, cl
     page = client.get("/matching").text
     assert "1 / 1 项服务不是这类帮助" in page
     logout(client)
+
+
+def test_a_resident_offers_help_in_their_grid_and_sees_only_their_own_offer(street: Couch,
+                                                                          client: TestClient) -> None:
+    login(client, "volunteer1")
+    assert offer(client, title="志愿者的服务").status_code == 303
+    logout(client)
+    login(client, "jumin1")
+    assert offer(client, title="退休教师辅导作业", help_kind="tutoring").status_code == 303
+    (mine,) = [o for o in docs_of(street, "offer") if o["keeper"] == "user:jumin1"]
+    assert (mine["grid"], mine["provider"], mine["provider_name"]) == (G1, "user:jumin1", "居民甲")
+    page = client.get("/offers").text
+    assert "退休教师辅导作业" in page and "志愿者的服务" not in page  # a resident's account names no community
+    logout(client)
