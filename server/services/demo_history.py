@@ -970,10 +970,12 @@ def offers_and_matches(census: Census, rng: random.Random, clock: Clock) -> Iter
                            "skills": list(skills), "status": "active", "created_by": volunteer,
                            "created_at": _iso(clock.daytime(rng, 150))})
         yield from offers
-        if not households:
+        # The volunteer's matches are in the households they look after (any of the grid's, if none).
+        theirs = [h for h in households if offers[0]["keeper"] in h.volunteers] or households
+        if not theirs:
             continue
         for days_ago, state in ((rng.uniform(20, 40), "accepted"), (rng.uniform(0.2, 2), "proposed")):
-            yield from _matched_need(rng, clock, rng.choice(households), grid, offers[0], days_ago, state)
+            yield from _matched_need(rng, clock, rng.choice(theirs), grid, offers[0], days_ago, state)
 
 
 def _matched_need(rng: random.Random, clock: Clock, household: Household, grid: Grid, offer: Doc, days_ago: float,
