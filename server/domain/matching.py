@@ -183,7 +183,7 @@ class MustRule:
     holds: Callable[[NeedView, OfferView, Record], bool]
 
 
-MUST_RULES: tuple[MustRule, ...] = (
+MUST_RULES: tuple[MustRule, ...] = (  # the kind of help first: `plan` and `reasons` look offers up by it
     MustRule("kind", "match_reason_kind", lambda n, o, r: o.help_kind == n.help_kind),
     MustRule("place", "match_reason_place", lambda n, o, r: o.community == n.community and o.grid in (None, n.grid)),
     MustRule("language", "match_reason_language", lambda n, o, r: n.language in o.languages),
@@ -299,19 +299,23 @@ def plan(needs: Iterable[NeedView], offers: Iterable[OfferView], record: Record)
             record.live[need.id] += 1
             result.proposals.append(Proposal(need, offer, -minus_score, factors, common(need.hours, offer.hours)))
         if not candidates and record.live[need.id] == 0:
-            result.unmatched[need.id] = reasons(need, in_community[need.community], record)
+            result.unmatched[need.id] = reasons(need, by_kind[need.community, need.help_kind],
+                                                len(in_community[need.community]), record)
     return result
 
 
-def reasons(need: NeedView, offers: list[OfferView], record: Record) -> list[Words]:
-    """Why no offer of the need's community is a candidate: how many each must-match rule left out, in order."""
-    if not offers:
+def reasons(need: NeedView, same_kind: list[OfferView], total: int, record: Record) -> list[Words]:
+    """Why none of the `total` offers of the need's community is a candidate: how many each must-match rule left
+    out, in order. The first rule is the kind of help, so every offer of another kind fails it: only those of the
+    same kind (`same_kind`) are judged one by one."""
+    if not total:
         return [("match_reason_no_offers", {})]
     failed: dict[str, int] = defaultdict(int)
-    for offer in offers:
+    failed[MUST_RULES[0].name] = total - len(same_kind)
+    for offer in same_kind:
         name = first_failed(need, offer, record)
         failed[name or "tried"] += 1
-    words = [(rule.reason, {"count": failed[rule.name], "total": len(offers)}) for rule in MUST_RULES
+    words = [(rule.reason, {"count": failed[rule.name], "total": total}) for rule in MUST_RULES
              if failed[rule.name]]
     if failed["tried"]:
         words.append(("match_reason_tried", {"count": failed["tried"]}))

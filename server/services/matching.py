@@ -38,10 +38,6 @@ class MatchError(UserError):
 
 # ---------------------------------------------------------------- offers
 
-def may_offer_for_organisation(p: Principal) -> bool:
-    return p.has(Role.SECRETARY)
-
-
 def new_offer(p: Principal, values: dict[str, Any], place: Doc, provider: tuple[str, str], now: dt.datetime) -> Doc:
     """An offer from the form's values (title, help_kind, languages, capacity, hours, building, skills), by
     `provider` (id, name) at `place` (a grid: only there; a community: all of it). Every field's problem is named."""
@@ -80,13 +76,6 @@ def new_offer(p: Principal, values: dict[str, Any], place: Doc, provider: tuple[
 
 def offers_in(couch: Couch, community: str) -> list[Doc]:
     return list(iter_view_docs(couch.main, "linli/by_place", [community, "offer"]))
-
-
-def visible_offers(couch: Couch, p: Principal) -> list[Doc]:
-    """The offers of p's communities p may see, active first, newest first."""
-    found = [o for c in sorted(p.communities) for o in offers_in(couch, c) if may_see(p, o)]
-    newest = sorted(found, key=lambda o: o["created_at"], reverse=True)
-    return sorted(newest, key=lambda o: o["status"] != "active")
 
 
 # ---------------------------------------------------------------- running the matcher
