@@ -14,8 +14,10 @@ from server.store.config import PROJECT_ROOT
 
 class NodeProcess:
     def __init__(self, script: Path, config: dict[str, Any]) -> None:
-        self.process = subprocess.Popen(["node", str(script), json.dumps(config)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+        # As UTF-8, not \u escapes: one argument holds at most 128 KiB (Linux MAX_ARG_STRLEN), and the UI text in
+        # both languages (the renderers' `messages`) is past that escaped.
+        self.process = subprocess.Popen(["node", str(script), json.dumps(config, ensure_ascii=False)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
 
     def ask(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self.process.stdin and self.process.stdout

@@ -82,6 +82,9 @@ SCREENS_CHECKED = [
     Screen("matter-new", "shuji1", "/matters/new"),
     Screen("matter-count", "shuji1", "/matters/{matter}"),
     Screen("matter-result", None, "/matters/{result}/result"),
+    Screen("offers", "zhiyuan01a", "/offers"),  # issue 17: offering help, the form
+    Screen("matches", "zhiyuan01a", "/matches"),  # the demo's proposal waiting for them, its factors
+    Screen("matching", "shuji1", "/matching"),  # unmatched needs with their reasons
 ]
 
 # Touch targets under 44 × 44 CSS px, with the exemptions of WCAG 2.5.5 named in the module's docstring.

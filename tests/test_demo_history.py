@@ -123,7 +123,8 @@ def test_visits_needs_surveys_and_pending_approvals(pilot: list[dict]) -> None:
     # Residents' needs as the grid worker and the secretary left them: turned into a request, answered by a visit,
     # closed with a reason; in every grid some still waiting.
     ids = {d["_id"]: d for d in pilot}
-    handled = [n for n in _of(pilot, "need") if n.get("handled_by")]
+    # (Needs matched to an offer of help, handled by both sides' acceptance: test_offers_and_matches_in_every_grid.)
+    handled = [n for n in _of(pilot, "need") if n.get("handled_by") and "match" not in n]
     assert {("request" in n, "visit" in n, "close_reason" in n) for n in handled} == {
         (True, False, False), (False, True, False), (False, False, True)}
     assert all(ids[n["request"]]["resident"] == n["resident"] for n in handled if "request" in n)
@@ -339,3 +340,22 @@ def test_the_demo_mints_and_spends_points(street: tuple[Couch, TestClient], stre
     _as(client, "shuji1")
     page = client.get("/statements?community=community:c1&period=" + NOW.strftime("%Y"))
     assert page.status_code == 200 and page.text.count("data-account=") > 5
+
+
+def test_offers_and_matches_in_every_grid(pilot: list[dict]) -> None:
+    """Issue 17: each grid's volunteers offer help; in each grid one need matched by both sides with the task done
+    (it holds no place any more) and one proposal waiting for both, its factors listed."""
+    grids = {d["grid"] for d in _of(pilot, "task")}  # every grid's volunteers have tasks
+    offers = _of(pilot, "offer")
+    assert len(grids) == 20 and {o["grid"] for o in offers if o.get("grid")} == grids
+    assert {o["community"] for o in offers if "grid" not in o} == {d["community"] for d in _of(pilot, "task")}
+    matches = _of(pilot, "match")
+    for state in ("accepted", "proposed"):
+        assert {m["grid"] for m in matches if m["status"] == state} == grids
+    by_id = {d["_id"]: d for d in pilot}
+    for m in matches:
+        assert m["factors"] and by_id[m["need"]]["category"] == m["help_kind"]
+        if m["status"] == "accepted":
+            assert by_id[m["need"]]["match"] == m["_id"] and by_id[m["task"]]["status"] == "done"
+        else:
+            assert by_id[m["need"]]["status"] == "open"

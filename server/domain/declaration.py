@@ -193,6 +193,17 @@ BALLOT_MODES = ("open", "secret")
 MATTER_STATES = ("open", "closed")
 BALLOT_CHANNELS = ("own", "door", "paper")  # the voter's own authenticated vote, at the door, a paper ballot
 MAX_ROLL = 200_000  # voters on one matter's roll (a street-wide household vote at scale)
+# Matching needs to offers of help (issue 17, item 4; server/domain/matching.py). The kinds of help are the needs
+# residents name (field_rules.COMMON_NEEDS, tests/test_matching.py checks) and what organisations offer besides.
+HELP_KINDS = ("meal_delivery", "medical_escort", "home_repair", "cleaning", "companionship", "shopping",
+              "legal_aid", "financial_aid", "tutoring", "free_clinic")
+SPOKEN_LANGUAGES = ("putonghua", "local_dialect", "english", "sign_language")
+OFFER_STATES = ("active", "withdrawn")
+# A match is proposed to both sides; accepted once both accept, declined once either declines, withdrawn when the
+# need was matched with another offer or the offer withdrawn.
+MATCH_STATES = ("proposed", "accepted", "declined", "withdrawn")
+MATCH_ANSWERS = ("waiting", "accepted", "declined")
+WEEKLY_HOURS_SHAPE = (("day", "int"), ("start", "text"), ("end", "text"))
 # Protected fields a resident can be found by, and the field of their number_index document holding each one's
 # blind index (server-only: no phone holds an index, crypto/README.md "Blind index leakage").
 BLIND_INDEXED = {"phone": "phone_bidx", "id_card": "id_card_bidx"}
@@ -346,6 +357,11 @@ DOC_TYPES: dict[str, DocType] = {
             "close_reason": _text(Category.SOCIAL, max_length=500),
             "handled_by": _ref("user"),
             "handled_at": Field("datetime"),
+            # Matching (server/domain/matching.py): the language the resident speaks and when help suits them
+            # (none: any time); the accepted match, set by the server when both sides accepted.
+            "language": _enum(SPOKEN_LANGUAGES, Category.SOCIAL),
+            "hours": Field("records", Category.SOCIAL, shape=WEEKLY_HOURS_SHAPE, max_items=28),
+            "match": _ref("match", server_only=True),
             **_WHO_WHEN,
         }, label_zh="需求", label_en="Need", client_writable=True),
         DocType("task", Scope.GRID, {
@@ -911,6 +927,50 @@ DOC_TYPES: dict[str, DocType] = {
             "code": _text(Category.SYSTEM, required=True, max_length=64),
             "created_at": Field("datetime", required=True),
         }, database=ACCOUNTS_DB, label_zh="签到码", label_en="Check-in code"),
+        # ---- matching needs to offers of help (issue 17, item 4; server/services/matching.py)
+        DocType("offer", Scope.COMMUNITY, {
+            # Help someone offers: a volunteer or resident in their grid (`grid`), an organisation to the whole
+            # community (no `grid`). `keeper` answers proposals for it: the volunteer, or the staff member who
+            # recorded an organisation's offer (organisations have no accounts).
+            "provider": Field("id", required=True),  # user:… or organisation:…
+            "provider_name": _text(Category.BASIC, required=True, max_length=100),
+            "keeper": _ref("user", required=True),
+            "title": _text(Category.SOCIAL, required=True, max_length=200),
+            "help_kind": _enum(HELP_KINDS, required=True),
+            "languages": Field("list", Category.SOCIAL, required=True, choices=SPOKEN_LANGUAGES),
+            "capacity": Field("int", required=True),  # needs taken on at once (proposed or accepted)
+            "hours": Field("records", Category.SOCIAL, required=True, shape=WEEKLY_HOURS_SHAPE, max_items=28),
+            "grid": _ref("grid"),
+            "building": _text(Category.BASIC, max_length=20),  # nearness by building, never an address
+            "skills": Field("list", Category.SOCIAL, max_length=50, max_items=20),
+            "status": _enum(OFFER_STATES, required=True),
+            **_WHO_WHEN,
+        }, label_zh="服务供给", label_en="Offer of help"),
+        DocType("match", Scope.GRID, {
+            # A need and an offer proposed to each other (in the need's place), with why: what the volunteer sees
+            # of the need before both accept (kind of help, building, language, the time in common), no name or
+            # address. Its id is match:<need key>:<offer key>: one proposal per pair, however often the matcher runs.
+            "need": _ref("need", required=True),
+            "offer": _ref("offer", required=True),
+            "resident": _ref("resident"),  # whose need: they answer it on their own page
+            "keeper": _ref("user", required=True),  # who answers for the offer
+            "provider_name": _text(Category.BASIC, required=True, max_length=100),
+            "help_kind": _enum(HELP_KINDS, required=True),
+            "building": _text(Category.BASIC, max_length=20),
+            "language": _enum(SPOKEN_LANGUAGES, required=True),
+            "hours": Field("records", Category.SOCIAL, shape=WEEKLY_HOURS_SHAPE, max_items=28),  # in common
+            "score": Field("float", required=True),
+            # Each factor of the score: its points and, as an i18n key with parameters, its plain words.
+            "factors": Field("records", required=True, shape=(
+                ("factor", "text"), ("points", "float"), ("words", "text"), ("params", "map"))),
+            "need_answer": _enum(MATCH_ANSWERS, required=True),
+            "provider_answer": _enum(MATCH_ANSWERS, required=True),
+            "status": _enum(MATCH_STATES, required=True),
+            "need_answered_by": _ref("user"),
+            "provider_answered_by": _ref("user"),
+            "task": _ref("task"),  # the volunteer's task made when both accepted
+            **_WHO_WHEN,
+        }, label_zh="供需匹配", label_en="Match"),
     ]
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from server.domain.error_messages import ERROR_MESSAGES
+from server.domain.matching_messages import MATCHING_MESSAGES
 from server.domain.points_messages import POINTS_MESSAGES
 from server.domain.pool_messages import POOL_MESSAGES
 from server.domain.timebank_messages import TIMEBANK_MESSAGES
@@ -1737,6 +1738,8 @@ for _lang, _messages in DELIBERATION_MESSAGES.items():
     MESSAGES[_lang].update(_messages)
 # The resource pool (issue 17): server/domain/pool_messages.py.
 for _lang, _messages in POOL_MESSAGES.items():
+    MESSAGES[_lang].update(_messages)
+for _lang, _messages in MATCHING_MESSAGES.items():  # issue 17: offers and matches
     MESSAGES[_lang].update(_messages)
 
 # The grid worker's ballot at the door (issue 15 items 4-7, server/domain/ballots.py) and the voting cards.

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.domain import matching
 from server.domain import pool as pool_rules
 from server.domain import timebank as rules
 from server.domain.declaration import SATISFACTION
@@ -98,6 +99,7 @@ class Household:
     volunteers: tuple[str, ...]
     area: float = 0.0  # floor area, m² (votes by area)
     residents: list[Person] = field(default_factory=list)
+    building: str = ""  # nearness for matching (issue 17), never the address
     devices: dict[str, str] = field(default_factory=dict)  # kind → device id
 
 
@@ -142,7 +144,8 @@ class Census:
         elif kind == "household":
             self.households[doc["_id"]] = Household(
                 doc["_id"], {k: doc[k] for k in ("street", "community", "grid")}, doc["address"],
-                tuple(doc["tags"]), tuple(doc.get("volunteers", ())), doc.get("floor_area", 0.0))
+                tuple(doc["tags"]), tuple(doc.get("volunteers", ())), doc.get("floor_area", 0.0),
+                building=doc.get("building", ""))
         elif kind == "resident":
             self.households[doc["household"]].residents.append(
                 Person(doc["_id"], self._age_of(doc["birth_date"]), doc["name"]))
@@ -1010,6 +1013,93 @@ def _venue_booking(rng: random.Random, where: Doc, venue: tuple[str, str, str, b
 
 # ---------------------------------------------------------------- all of it
 
+# ---------------------------------------------------------------- offers of help and matches (issue 17)
+
+# Each grid's two volunteers offer help in their grid; each community's health station a free clinic and escorts
+# to the doctor to the whole community. (kind, title, weekly hours: (days, start, end), languages, skills)
+VOLUNTEER_OFFERS = (("shopping", "下班后帮忙买菜", ((0, 2, 4), "18:00", "21:00"), ("putonghua", "local_dialect"),
+                     ("手机支付",)),
+                    ("companionship", "周末陪老人聊天", ((5, 6), "09:00", "12:00"), ("putonghua",), ("下棋",)))
+STATION_OFFERS = (("free_clinic", "每周三义诊（量血压、测血糖）", ((2,), "09:00", "11:30")),
+                  ("medical_escort", "陪同就医（工作日上午）", ((0, 1, 2, 3, 4), "08:00", "12:00")))
+
+
+def offers_and_matches(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Offers of help (server/services/matching.py) and what came of them: in every grid one need matched to its
+    first volunteer's offer weeks ago, both sides accepted and the task done; one need just proposed to it, waiting
+    for both sides' answers, with its factors as the matcher gives them (server/domain/matching.py)."""
+    stations: set[str] = set()
+    for grid in census.grids.values():
+        place = {k: grid.routing[k] for k in ("street", "community")}
+        community = grid.routing["community"]
+        if community not in stations:
+            stations.add(community)
+            station = f"organisation:{community.removeprefix('community:')}-station"
+            yield {"_id": station, "type": "organisation", **place, "name": "社区卫生服务站", "kind": "hospital"}
+            for kind, title, (days, start, end) in STATION_OFFERS:
+                yield {"_id": _id(rng, "offer"), "type": "offer", **place, "provider": station,
+                       "provider_name": "社区卫生服务站", "keeper": grid.secretary, "title": title, "help_kind": kind,
+                       "languages": ["putonghua"], "capacity": 10, "status": "active",
+                       "hours": [{"day": d, "start": start, "end": end} for d in days],
+                       "created_by": grid.secretary, "created_at": _iso(clock.daytime(rng, 200))}
+        households = [h for h in census.in_order() if h.routing["grid"] == grid.id and h.residents]
+        offers = []
+        for volunteer, (kind, title, (days, start, end), languages, skills) in zip(grid.volunteers, VOLUNTEER_OFFERS,
+                                                                                    strict=True):
+            offers.append({"_id": _id(rng, "offer"), "type": "offer", **place, "grid": grid.id,
+                           "provider": volunteer, "provider_name": "志愿者 " + volunteer.removeprefix("user:"),
+                           "keeper": volunteer, "title": title, "help_kind": kind, "languages": list(languages),
+                           "capacity": 3, "hours": [{"day": d, "start": start, "end": end} for d in days],
+                           "skills": list(skills), "status": "active", "created_by": volunteer,
+                           "created_at": _iso(clock.daytime(rng, 150))})
+        yield from offers
+        # The volunteer's matches are in the households they look after (any of the grid's, if none).
+        theirs = [h for h in households if offers[0]["keeper"] in h.volunteers] or households
+        if not theirs:
+            continue
+        for days_ago, state in ((rng.uniform(20, 40), "accepted"), (rng.uniform(0.2, 2), "proposed")):
+            yield from _matched_need(rng, clock, rng.choice(theirs), grid, offers[0], days_ago, state)
+
+
+def _matched_need(rng: random.Random, clock: Clock, household: Household, grid: Grid, offer: Doc, days_ago: float,
+                  state: str) -> Iterator[Doc]:
+    """A resident's need for the offer's kind of help and its match: accepted by both with the volunteer's task
+    done, or proposed and waiting."""
+    person = household.residents[0]
+    sent = clock.daytime(rng, days_ago)
+    need: Doc = {"_id": _id(rng, "need"), "type": "need", **household.routing, "household": household.id,
+                 "resident": person.id, "category": offer["help_kind"], "description": NEED_TEXT[offer["help_kind"]],
+                 "status": "open", "created_by": accounts.user_id("jumin-" + person.id.split(":", 1)[1]),
+                 "created_at": _iso(sent)}
+    proposed = min(sent + dt.timedelta(hours=2), clock.now - dt.timedelta(minutes=3))
+    view = matching.need_view(need, household.building)
+    (proposal,) = matching.plan([view], [matching.offer_view(offer)], matching.Record()).proposals
+    match = {"_id": f"match:{need['_id'][5:]}:{offer['_id'][6:]}", "type": "match", **household.routing,
+             "need": need["_id"], "offer": offer["_id"], "resident": person.id, "keeper": offer["keeper"],
+             "provider_name": offer["provider_name"], "help_kind": offer["help_kind"], "building": view.building,
+             "language": view.language, "hours": matching.as_records(proposal.hours), "score": proposal.score,
+             "factors": proposal.factors, "need_answer": "waiting", "provider_answer": "waiting", "status": "proposed",
+             "created_by": grid.worker, "created_at": _iso(proposed)}
+    if not view.building:
+        del match["building"]
+    if state == "accepted":
+        answered = proposed + dt.timedelta(hours=rng.uniform(1, 20))
+        task = {"_id": _id(rng, "task"), "type": "task", **household.routing, "household": household.id,
+                "address": household.address, "resident": person.id, "resident_name": person.name,
+                "need": need["_id"], "kind": matching.TASK_KIND_OF_NEED.get(need["category"], "visit"),
+                "notes": need["description"], "assigned_to": offer["keeper"], "status": "done",
+                "volunteer_note": rng.choice(DONE_NOTES), "created_by": grid.worker, "created_at": _iso(answered),
+                "updated_at": _iso(answered + dt.timedelta(days=2))}
+        match.update(status="accepted", need_answer="accepted", provider_answer="accepted",
+                     need_answered_by=grid.worker, provider_answered_by=offer["keeper"], task=task["_id"],
+                     updated_at=_iso(answered))
+        need.update(status="matched", match=match["_id"], task=task["_id"], handled_by=grid.worker,
+                    handled_at=_iso(answered), updated_at=_iso(answered))
+        yield task
+    yield need
+    yield match
+
+
 # name → the function making that kind of history; each draws from its own stream `<name>-<seed>`.
 KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "requests": service_requests_history,
@@ -1026,6 +1116,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "votes": matters_and_votes,
     "rewards": rewards_catalogue,
     "pool": resource_pool,
+    "matching": offers_and_matches,
 }
 
 

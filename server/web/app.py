@@ -50,7 +50,17 @@ from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import UNREACHABLE, Couch, get_or_none
 from server.store.health import Health
-from server.web import display, open311, pool_pages, pwa_routes, request_pages, reward_pages, task_pages, timebank_pages
+from server.web import (
+    display,
+    match_pages,
+    open311,
+    pool_pages,
+    pwa_routes,
+    request_pages,
+    reward_pages,
+    task_pages,
+    timebank_pages,
+)
 from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
@@ -462,6 +472,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *today_routes(couch, current_user, render, _now),
         *matter_routes(firewall, current_user, render, _now),
         *pool_pages.routes(firewall, current_user, render, _now),
+        *match_pages.routes(couch, current_user, render, _now),
         Route("/healthz", healthz),
         Route("/readyz", healthz),
         Route("/metrics", metrics_endpoint(couch, health, settings.metrics_token, _now)),

@@ -62,7 +62,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    # Points (issue 16): the partner's /redeem (redeem.html) works offline, these not.
                                    "rewards.html", "statements.html",
                                    # The resource pool (issue 17): the secretary's utilisation board.
-                                   "pool_board.html"})
+                                   "pool_board.html",
+                                   # Matching (issue 17): answered online, against the server's state (match_pages.py).
+                                   "offers.html", "matches.html", "matching.html", "_match_card.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",

@@ -25,14 +25,13 @@ from server.domain.access import WRITE_RULES, Principal, may_see
 from server.domain.declaration import TASK_ANSWERS, TASK_KINDS, Role, validate
 from server.domain.errors import UserError, by_field
 from server.domain.field_rules import TaskRefused, task_answered
+from server.domain.matching import TASK_KIND_OF_NEED
 from server.services import needs, tasks
 from server.store import queries
 from server.store.couch import Couch, get_or_none, iter_view_docs
 from server.web.lookup import visible_doc, visible_household
 
 Doc = dict[str, Any]
-# The kind of task a need suggests (anything else: a visit, to see what is needed).
-KIND_OF_NEED = {"meal_delivery": "delivery", "shopping": "delivery", "medical_escort": "accompany"}
 FORM_FIELDS = ("kind", "assigned_to", "resident", "due_on", "notes", "need")
 
 
@@ -129,7 +128,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         status = 200
         if request.method == "GET" and need is not None and not again:  # prefilled from the resident's need
             values.update(resident=need.get("resident") or "", notes=need["description"],
-                          kind=KIND_OF_NEED.get(need["category"], "visit"))
+                          kind=TASK_KIND_OF_NEED.get(need["category"], "visit"))
         if request.method == "POST":
             try:
                 if need is not None:
