@@ -191,6 +191,10 @@ def _ballot(p: Principal, doc: Doc) -> bool:
     return _staff_of_community(p, doc) or _own(p, doc) or doc.get("created_by") == p.user_id
 
 
+def _secretary_or_author(p: Principal, doc: Doc) -> bool:
+    return _staff_of_community(p, doc) or doc.get("created_by") == p.user_id
+
+
 RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "street": _street_wide,
     "department": _street_wide,
@@ -233,6 +237,13 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "matter_result": _of_community,
     "matter_roll": _secretary_only,
     "ballot": _ballot,
+    # Hearings and meetings (issue 15 item 8): published to the community, like matters (a draft too: the secretary
+    # drafts it for the community's staff; residents' pages show published ones only). Opinions reach no replica
+    # but their author's: the meeting page shows the community those not hidden. Who attended is the person's and
+    # their grid staff's; the community reads the count and the names of those who agreed.
+    "meeting": _of_community,
+    "opinion": _secretary_or_author,
+    "attendance": _personal,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from server.domain.error_messages import ERROR_MESSAGES
+from server.domain.meeting_messages import MEETING_MESSAGES
 from server.domain.timebank_messages import TIMEBANK_MESSAGES
 
 DEFAULT_LANG = "zh"
@@ -1730,6 +1731,8 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
     },
 }
 for _lang, _messages in DELIBERATION_MESSAGES.items():
+    MESSAGES[_lang].update(_messages)
+for _lang, _messages in MEETING_MESSAGES.items():  # hearings and meetings (issue 15 item 8)
     MESSAGES[_lang].update(_messages)
 
 LANGUAGES = tuple(MESSAGES)

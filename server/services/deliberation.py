@@ -410,7 +410,18 @@ def close(couch: Couch, keys: KeyStore, signer: Signer, p: Principal, matter: Do
         raise VoteError("matter", "vote_not_your_community", 403)
     if now < dt.datetime.fromisoformat(matter["opens_at"]):
         raise VoteError("matter", "vote_not_yet_open", 409)
+    refused = close_refusal(couch, matter)
+    if refused:
+        raise refused
     return _publish(couch, keys, signer, matter, p.user_id, now, by_hand=True)
+
+
+def close_refusal(couch: Couch, matter: Doc) -> VoteError | None:
+    """A hearing's paper ballots that do not reconcile with its attendance block an open matter's close, by hand
+    and by the clock (server/services/meetings.py, which builds on this module: imported here, not above)."""
+    from server.services.meetings import paper_refusal
+
+    return paper_refusal(couch, matter) if matter["status"] == "open" else None
 
 
 def close_due(couch: Couch, keys: KeyStore, signer: Signer, now: dt.datetime) -> int:
@@ -421,6 +432,7 @@ def close_due(couch: Couch, keys: KeyStore, signer: Signer, now: dt.datetime) ->
     due = [m for m in docs_of_type(couch.main, "matter")
            if (m["status"] == "open" and dt.datetime.fromisoformat(m["closes_at"]) <= now)
            or (m["status"] == "closed" and result_id(m["_id"]) not in published)]
+    due = [m for m in due if close_refusal(couch, m) is None]  # blocked: the secretary reconciles, then it closes
     for matter in due:
         _publish(couch, keys, signer, matter, matter["created_by"], now, by_hand=False)
     return len(due)

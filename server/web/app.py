@@ -62,6 +62,7 @@ from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
 from server.web.matter_pages import routes as matter_routes
+from server.web.meeting_pages import routes as meeting_routes
 from server.web.need_pages import open_needs_context
 from server.web.need_pages import routes as need_routes
 from server.web.observability import ObservabilityMiddleware, metrics_endpoint
@@ -460,6 +461,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *need_routes(couch, current_user, render, _now),
         *today_routes(couch, current_user, render, _now),
         *matter_routes(firewall, current_user, render, _now),
+        *meeting_routes(firewall, current_user, render, _now),
         Route("/healthz", healthz),
         Route("/readyz", healthz),
         Route("/metrics", metrics_endpoint(couch, health, settings.metrics_token, _now)),

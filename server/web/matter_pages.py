@@ -200,7 +200,11 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
 
     async def close_matter(request: Request) -> Response:
         p, matter = await secretary_matter(request)
-        await run_in_threadpool(d.close, couch, firewall.keystore, firewall.signer, p, matter, now())
+        try:
+            await run_in_threadpool(d.close, couch, firewall.keystore, firewall.signer, p, matter, now())
+        except d.VoteError as refused:  # a hearing's paper ballots not reconciled (server/services/meetings.py)
+            context = await run_in_threadpool(matter_context, p, matter, None)
+            return render(request, "matter.html", refused.status, errors=by_field(refused.errors), **context)
         return RedirectResponse(f"/matters/{d.key_of(matter['_id'])}/result", status_code=303)
 
     def published(key: str) -> tuple[Doc, Doc]:

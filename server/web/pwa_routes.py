@@ -55,7 +55,10 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "needs_open.html",
                                    # Deliberation (issue 15): online for now; the door ballot offline comes next.
                                    "matters.html", "matter.html", "matter_new.html", "matter_roll.html",
-                                   "matter_result.html"})
+                                   "matter_result.html",
+                                   # Hearings and meetings (issue 15 item 8): online (meeting_pages.py says why).
+                                   "meetings.html", "meeting.html", "meeting_new.html", "meeting_minutes.html",
+                                   "_meeting_record.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest")
