@@ -138,6 +138,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
             "meeting": meeting, "key": mt.key_of(meeting["_id"]), "secretary": secretary, "opinions": shown,
             "matters": {i: {"title": m["title"], "status": m["status"], "key": d.key_of(i)}
                         for i, m in matters.items()},
+            "opinions_open": mt.opinions_open(meeting, now()),
             "may_post": mt.may_post(p, meeting, resident) and mt.opinions_open(meeting, now()),
             "community_name": (queries.load_doc(couch, meeting["community"], "community") or {}).get("name", ""),
             "residents": [], "paper": []}
