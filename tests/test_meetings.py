@@ -218,6 +218,7 @@ def test_bad_meeting_input_is_refused_naming_why_and_nothing_is_stored(site: Tes
     login(site, "shuji1")
     matter, key, _ = hearing(site)
     other = open_matter(site, "不在议程上 " + uuid.uuid4().hex[:6])
+    assert post_form(site, f"/meetings/{key}/present", {"resident": NEIGHBOUR}).status_code == 303
     meeting_before = demo_loaded.main.get(f"meeting:{key}")
     before = demo_loaded.main.config()["doc_count"]
     cases = [
@@ -236,6 +237,8 @@ def test_bad_meeting_input_is_refused_naming_why_and_nothing_is_stored(site: Tes
         (f"/meetings/{key}/hide", {"opinion": "opinion:nowhere", "reason": "理由充分"}, 404, "找不到这条意见"),
         (f"/meetings/{key}/present", {"resident": OTHER_COMMUNITYS_RESIDENT}, 400, "请选择本社区的居民"),
         (f"/meetings/{key}/headcount", {"headcount": "-3"}, 400, "必须是整数"),
+        (f"/meetings/{key}/headcount", {"headcount": "0"}, 400, "不能少于已登记出席的 1 人"),
+        (f"/meetings/{key}/headcount", {"headcount": "999999"}, 400, "实到人数最多 100000 人"),
         (f"/meetings/{key}/envelopes", {"matter": f"matter:{other}", "envelopes": "1"}, 400, "不在本次会议的议程上"),
         (f"/meetings/{key}/envelopes", {"matter": f"matter:{matter}", "envelopes": "99999"}, 400, "信封数应在 0 到"),
         (f"/meetings/{key}/correction", {"matter": f"matter:{matter}", "reason": "说明一下"}, 400, "请先填写信封数"),

@@ -43,8 +43,7 @@ from server.store import queries
 from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
-OPINION_HIDDEN = filing.OPINION_HIDDEN
-PAPER_CORRECTED = filing.PAPER_CORRECTED
+MAX_HEADCOUNT = 100_000
 
 
 class MeetingError(UserError):
@@ -197,7 +196,8 @@ def hide_opinion(couch: Couch, signer: Signer, p: Principal, meeting: Doc, opini
     validate(hidden)
     saved = couch.main.save(hidden)
     filing.append(couch, signer, street=meeting["street"], community=meeting["community"], actor=p.user_id,
-                  action=OPINION_HIDDEN, target=opinion_id, fields=[], purpose=reason[:500], device="server", at=now)
+                  action=filing.OPINION_HIDDEN, target=opinion_id, fields=[], purpose=reason[:500], device="server",
+                  at=now)
     return saved
 
 
@@ -230,8 +230,10 @@ def set_headcount(couch: Couch, p: Principal, meeting: Doc, headcount: int) -> D
     _secretary(p, meeting)
     _published(meeting)
     marked = len(attendance(couch, meeting))
-    if not marked <= headcount <= 100_000:
+    if headcount < marked:
         raise MeetingError("headcount", "meeting_headcount_below_marked", marked=marked)
+    if headcount > MAX_HEADCOUNT:
+        raise MeetingError("headcount", "meeting_headcount_range", max=MAX_HEADCOUNT)
     return couch.main.save({**meeting, "headcount": headcount})
 
 
@@ -328,7 +330,7 @@ def correct(couch: Couch, signer: Signer, p: Principal, meeting: Doc, matter_id:
     validate(saved)
     saved = couch.main.save(saved)
     filing.append(couch, signer, street=meeting["street"], community=meeting["community"], actor=p.user_id,
-                  action=PAPER_CORRECTED, target=matter_id, fields=[], purpose=f"{counts}: {reason[:400]}",
+                  action=filing.PAPER_CORRECTED, target=matter_id, fields=[], purpose=f"{counts}: {reason[:400]}",
                   device="server", at=now)
     return saved
 
