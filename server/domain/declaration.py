@@ -186,7 +186,8 @@ MATTER_KINDS = ("committee_decision", "household_assembly", "hearing", "consulta
 # one per adult resident.
 ELECTORATES = ("committee", "household", "adult_resident")
 BALLOT_MODES = ("open", "secret")
-MATTER_STATES = ("open", "closed")
+# "preparing": opened, its roll being frozen in the background (a street-wide roll takes minutes); no ballots yet.
+MATTER_STATES = ("open", "closed", "preparing")
 BALLOT_CHANNELS = ("own", "door", "paper")  # the voter's own authenticated vote, at the door, a paper ballot
 MAX_ROLL = 200_000  # voters on one matter's roll (a street-wide household vote at scale)
 # Protected fields a resident can be found by, and the field of their number_index document holding each one's

@@ -508,6 +508,7 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("service-request deadlines", requests_due),
         ("expired phone key grants", lambda: grants.expire(firewall, _now())),
         ("offline access reports filed", lambda: filing.file_reports(couch, firewall.signer)),
+        ("rolls a stopped process left preparing", lambda: deliberation.freeze_pending(couch, _now())),
         ("votes past closing", lambda: deliberation.close_due(couch, firewall.keystore, firewall.signer, _now())),
         ("time-bank claims nobody answered", lambda: timebank.expire(couch, _now())),
         # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
