@@ -3,7 +3,8 @@ publishes a signed, filed result with every counted receipt.
 
 - **Open** (`open_matter`): the secretary names title, kind, options, who votes, the window, the ballot mode and
   the rule (server/domain/vote_rules.py). The eligible voters are frozen then into `matter_roll:<key>` with a
-  hash the matter carries: a household added or edited later moves no threshold.
+  hash the matter carries: a household added or edited later moves no threshold. A large community's roll is
+  frozen after the answer (`roll_later`, `freeze_roll`): the matter is "preparing" until then, taking nothing.
 - **One ballot per voter, by construction**: a ballot's id is `ballot:<matter key>:<voter id>`, so a second
   ballot for the same voter (two phones at the door, a phone and the resident's own vote, a paper ballot entered
   twice) is a CouchDB conflict of that one document, never a second vote. The server keeps every version (a
