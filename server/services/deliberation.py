@@ -21,8 +21,9 @@ members hold those accounts); a household vote's, every household of the communi
 rules); an adult residents' vote's, every resident aged 18 or more on the opening day.
 A secret vote (`mode` "secret") has its own key (`matter_key`, server/security/keystore.py): a choice arrives
 sealed to it in the browser (pwa/secret_ballot.js), bound to its ballot's id, and the close opens each.
-Not yet (issue 15, next sessions): the grid worker's ballot at the door offline with the resident's
-confirmation and a grace period after close, paper ballots reconciled against attendance, hearings.
+A hearing's paper ballots are reconciled against its attendance before any close (`close_refusal`,
+server/services/meetings.py). Not yet (issue 15, next sessions): the grid worker's ballot at the door offline with
+the resident's confirmation and a grace period after close.
 """
 
 from __future__ import annotations
