@@ -214,7 +214,8 @@ def test_participation_is_read_from_ballots_attendance_and_opinions_not_hidden(s
     assert set(PARTICIPATION) == {e.kind for e in mt.participation(demo_loaded, "community:c1")}
 
 
-def test_bad_meeting_input_is_refused_naming_why_and_nothing_is_stored(site: TestClient, demo_loaded: Couch) -> None:
+def test_bad_meeting_input_is_refused_naming_why_and_nothing_is_stored(site: TestClient, demo_loaded: Couch,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     login(site, "shuji1")
     matter, key, _ = hearing(site)
     other = open_matter(site, "不在议程上 " + uuid.uuid4().hex[:6])
@@ -258,6 +259,13 @@ def test_bad_meeting_input_is_refused_naming_why_and_nothing_is_stored(site: Tes
         answer = post_form(site, path, data)
         assert answer.status_code == status and says in answer.text, (path, answer.status_code)
     assert site.get("/meetings/new").status_code == 403
+    logout(site)
+    login(site, "shuji1")  # a form sent from a page the meeting has changed since: refused, not a 500
+    stale = mt.set_envelopes  # as if another form saved the meeting between this one's read and its write
+    monkeypatch.setattr(mt, "set_envelopes",
+                        lambda couch, p, meeting, matter, n: stale(couch, p, {**meeting, "_rev": "1-0"}, matter, n))
+    raced = post_form(site, f"/meetings/{key}/envelopes", {"matter": f"matter:{matter}", "envelopes": "1"})
+    assert raced.status_code == 409 and "会议刚被修改过" in raced.text
     logout(site)
     assert demo_loaded.main.config()["doc_count"] == before
     assert demo_loaded.main.get(f"meeting:{key}")["_rev"] == meeting_before["_rev"]

@@ -86,6 +86,7 @@ MEETING_MESSAGES: dict[str, dict[str, str]] = {
         "meeting_no_envelopes": "请先填写信封数。",
         "meeting_correction_reason_short": "请写明更正的理由（至少 {min} 个字）。",
         "meeting_minutes_final": "会议纪要已公布，不能再修改。",
+        "meeting_changed_meanwhile": "会议刚被修改过，请在刷新后的页面上再操作一次。",
         "meeting_envelopes_vs_present": ("纸质选票未核对一致：票箱中有 {envelopes} 个信封，但登记出席的投票人是 {pre"
                                          "sent} 名。请补登出席或记录更正说明后再结束表决。"),
         "meeting_envelopes_vs_entered": ("纸质选票未核对一致：票箱中有 {envelopes} 个信封，但只录入了 {entered} 张纸"
@@ -178,6 +179,7 @@ MEETING_MESSAGES: dict[str, dict[str, str]] = {
         "meeting_no_envelopes": "Record the envelopes first.",
         "meeting_correction_reason_short": "Say why the counts differ (at least {min} characters).",
         "meeting_minutes_final": "The minutes are published and final.",
+        "meeting_changed_meanwhile": "The meeting changed meanwhile: do it again on the page as it is now.",
         "meeting_envelopes_vs_present": "The paper ballots do not reconcile: {envelopes} envelopes in the box, "
                                         "{present} voters marked present. Mark who is missing or record a "
                                         "correction, then close.",

@@ -17,6 +17,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pycouchdb.exceptions import Conflict
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -181,7 +182,10 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
             meeting, resident = await run_in_threadpool(visible_meeting, p, user, request.path_params["key"])
             form = await request.form()
             try:
-                await run_in_threadpool(action, p, user, resident, meeting, form)
+                try:
+                    await run_in_threadpool(action, p, user, resident, meeting, form)
+                except Conflict:  # the meeting changed since it was read (another of the secretary's forms)
+                    raise UserError([FieldError("meeting", "meeting_changed_meanwhile")], 409) from None
             except UserError as refused:
                 context = await run_in_threadpool(meeting_context, p, couch.main.get(meeting["_id"]), resident)
                 return render(request, "meeting.html", refused.status, errors=by_field(refused.errors), **context)
