@@ -967,7 +967,7 @@ def _meeting(rng: random.Random, clock: Clock, where: Doc, grids: list[Grid], ad
     key = rng.randbytes(16).hex()
     meeting_id = f"meeting:{key}"
     announced = starts - dt.timedelta(days=7)
-    for n, grid in enumerate(rng.sample(grids, rng.randint(0, 2))):
+    for n, grid in enumerate(rng.sample(grids, min(len(grids), rng.randint(0, 2)))):
         at = announced + dt.timedelta(hours=20 + 30 * n)
         if at < clock.now:
             yield {"_id": f"opinion:{key}:{rng.randbytes(8).hex()}", "type": "opinion", **where, "meeting": meeting_id,
