@@ -26,7 +26,7 @@ from server.domain.access import Principal
 from server.domain.declaration import validate
 from server.security import accounts
 from server.security.firewall import Firewall
-from server.services import deliberation, demo
+from server.services import deliberation, demo, meetings
 from server.services import service_requests as sr
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch
@@ -85,6 +85,11 @@ SCREENS_CHECKED = [
     Screen("offers", "zhiyuan01a", "/offers"),  # issue 17: offering help, the form
     Screen("matches", "zhiyuan01a", "/matches"),  # the demo's proposal waiting for them, its factors
     Screen("matching", "shuji1", "/matching"),  # unmatched needs with their reasons
+    Screen("meetings", "jumin1", "/meetings"),  # issue 15 item 8: hearings and meetings
+    Screen("meeting-new", "shuji1", "/meetings/new"),
+    Screen("meeting-hearing", "shuji1", "/meetings/{hearing}"),  # opinions, attendance, envelopes, minutes' form
+    Screen("meeting-resident", "jumin1", "/meetings/{hearing}"),
+    Screen("meeting-minutes", "jumin1", "/meetings/{held}/minutes"),
 ]
 
 # Touch targets under 44 × 44 CSS px, with the exemptions of WCAG 2.5.5 named in the module's docstring.
@@ -145,6 +150,28 @@ class Site:
                 context.add_cookies([{"name": name, "value": value, "url": self.url}])
 
 
+def _meetings(couch: Couch, firewall: Firewall, secretary: Principal, resident: dict, matter: dict,
+              now: dt.datetime) -> tuple[str, str]:
+    """A hearing on the open vote with an opinion, a hidden one, attendance and envelopes that do not reconcile; a
+    meeting with its minutes published. Their keys."""
+    made = []
+    for title in ("加装电梯听证会", "十一月联席会议"):
+        new = meetings.NewMeeting(resident["community"], "hearing", title, now + dt.timedelta(days=3), "社区活动室",
+                                  (("", deliberation.key_of(matter["_id"])), ("其他事项", "")))
+        made.append(meetings.publish(couch, secretary, meetings.schedule(couch, secretary, new, now), now))
+    jumin1 = couch.accounts.get(accounts.user_id("jumin1"))
+    for text in ("支持加装，希望尽快施工", "广告：低价装修"):
+        meetings.post_opinion(couch, Principal.of(jumin1), jumin1, resident, made[0], text, now)
+    spam = [o for o in meetings.opinions(couch, made[0]) if "广告" in o["text"]][0]
+    meetings.hide_opinion(couch, firewall.signer, secretary, made[0], spam["_id"], "与议题无关的广告", now)
+    meetings.mark_present(couch, secretary, made[0], RESIDENT, True, now)
+    meetings.set_envelopes(couch, secretary, couch.main.get(made[0]["_id"]), matter["_id"], 2)
+    meetings.mark_present(couch, secretary, made[1], RESIDENT, True, now)
+    meetings.publish_minutes(couch, secretary, couch.main.get(made[1]["_id"]), "听取意见，形成决定。",
+                             ["同意加装，提交户表决", "无"], now)
+    return meetings.key_of(made[0]["_id"]), meetings.key_of(made[1]["_id"])
+
+
 def _prepare(couch: Couch, firewall: Firewall) -> dict[str, str]:
     """One service request, two alerts and one pending core-access request; the places the screens name."""
     now = dt.datetime.now(dt.UTC)
@@ -177,7 +204,9 @@ def _prepare(couch: Couch, firewall: Firewall) -> dict[str, str]:
         resident["community"], title, "", "household_assembly", "household", "households_three_quarters", (),
         now - dt.timedelta(hours=1), now + dt.timedelta(days=7)), now) for title in ("加装电梯", "楼道照明")]
     deliberation.close(couch, firewall.keystore, firewall.signer, secretary, matters[1], now)
-    return {"grid": resident["grid"], "household": resident["household"], "resident": RESIDENT,
+    hearing, held = _meetings(couch, firewall, secretary, resident, matters[0], now)
+    return {"hearing": hearing, "held": held,
+            "grid": resident["grid"], "household": resident["household"], "resident": RESIDENT,
             "request": request["_id"].removeprefix("service_request:"), "task": "a11y",
             "need": need["_id"].removeprefix("need:"),
             "matter": deliberation.key_of(matters[0]["_id"]), "result": deliberation.key_of(matters[1]["_id"])}

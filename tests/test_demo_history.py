@@ -18,9 +18,20 @@ from crypto.fields import is_sealed, protected_fields
 from server.domain import pool as pool_rules
 from server.domain import timebank as timebank_rules
 from server.domain.declaration import ALERT_KINDS, NEED_STATES, REQUEST_STATES, TASK_STATES, validate
+from server.domain.meetings import PARTICIPATION
 from server.security.filing import Signer
 from server.security.firewall import Firewall
-from server.services import alerts, deliberation, demo, demo_history, pool, rewards, service_requests, timebank
+from server.services import (
+    alerts,
+    deliberation,
+    demo,
+    demo_history,
+    meetings,
+    pool,
+    rewards,
+    service_requests,
+    timebank,
+)
 from server.store.config import Settings
 from server.store.couch import Couch, connect, docs_of_type
 from server.store.embedded_couch import EmbeddedCouch
@@ -359,3 +370,33 @@ def test_offers_and_matches_in_every_grid(pilot: list[dict]) -> None:
             assert by_id[m["need"]]["match"] == m["_id"] and by_id[m["task"]]["status"] == "done"
         else:
             assert by_id[m["need"]]["status"] == "open"
+
+
+def test_the_demo_has_a_year_of_meetings_with_minutes_and_a_hearing_to_come(pilot: list[dict]) -> None:
+    """Per community a joint meeting a month and a hearing on each household vote, held ones with attendance (named
+    by consent) and minutes, the hearing on the open vote still to come; participation reads from them."""
+    meetings = _of(pilot, "meeting")
+    matters = {m["_id"]: m for m in _of(pilot, "matter")}
+    for community in {m["community"] for m in matters.values()}:
+        here = [m for m in meetings if m["community"] == community]
+        held = [m for m in here if _at(m["starts_at"]) < NOW]
+        assert len(held) >= 12 and all(m["minutes"] and m["headcount"] for m in held)
+        linked = [m for m in here if any(i.get("matter") in matters for i in m["agenda"])]
+        assert {i["matter"] for m in linked for i in m["agenda"] if "matter" in i} == {
+            k for k, m in matters.items() if m["community"] == community and m["kind"] == "household_assembly"}
+        assert [m for m in linked if _at(m["starts_at"]) > NOW and "minutes" not in m]  # a hearing to come
+    attendance = _of(pilot, "attendance")
+    assert 0 < sum(a["named"] for a in attendance) < len(attendance)  # named by consent, not all
+    assert _of(pilot, "opinion") and all(o["meeting"] in {m["_id"] for m in meetings} for o in _of(pilot, "opinion"))
+
+
+def test_the_demo_meetings_are_on_the_pages(street: tuple[Couch, TestClient]) -> None:
+    couch, client = street
+    _as(client, "shuji1")
+    listed = client.get("/meetings")
+    assert listed.status_code == 200 and "听证会：垃圾分类投放点位置调整" in listed.text.split('id="meetings-past"')[0]
+    held = re.search(r'href="/meetings/([0-9a-f]+)">\s*<span class="row-title">[^<]*纪要已公布', listed.text)
+    minutes = client.get(f"/meetings/{held.group(1)}/minutes")
+    assert minutes.status_code == 200 and demo_history.MINUTES in minutes.text
+    kinds = {e.kind for e in meetings.participation(couch, "community:c1")}
+    assert kinds == set(PARTICIPATION)

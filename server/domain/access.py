@@ -200,6 +200,8 @@ def _of_partner(p: Principal, doc: Doc) -> bool:
     mine = {p.user_id, p.resident} - {None}
     return (_staff_of_community(p, doc) or (p.organisation is not None and doc.get("organisation") == p.organisation)
             or doc.get("holder") in mine)
+def _secretary_or_author(p: Principal, doc: Doc) -> bool:
+    return _staff_of_community(p, doc) or doc.get("created_by") == p.user_id
 
 
 RULES: dict[str, Callable[[Principal, Doc], bool]] = {
@@ -251,8 +253,15 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     # The resource pool (issue 17): what there is to book is no secret; a booking and its check-in are the
     # community workers' and whoever booked.
     "resource": _street_wide,
-    "booking": lambda p, doc: _of_community(p, doc) or _own(p, doc) or doc.get("booked_by", "keeper") == p.user_id,
+    "booking": lambda p, doc: _of_community(p, doc) or _own(p, doc) or doc.get("booked_by") == p.user_id,
     "checkin": lambda p, doc: _of_community(p, doc) or doc.get("created_by") == p.user_id,
+    # Hearings and meetings (issue 15 item 8): published to the community, like matters (a draft too: the secretary
+    # drafts it for the community's staff; residents' pages show published ones only). Opinions reach no replica
+    # but their author's: the meeting page shows the community those not hidden. Who attended is the person's and
+    # their grid staff's; the community reads the count and the names of those who agreed.
+    "meeting": _of_community,
+    "opinion": _secretary_or_author,
+    "attendance": _personal,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).

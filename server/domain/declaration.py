@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from server.domain.errors import FieldError, UserError
+from server.domain.meetings import MEETING_KINDS, MEETING_STATES
 from server.domain.vote_rules import RULES
 
 
@@ -190,7 +191,8 @@ MATTER_KINDS = ("committee_decision", "household_assembly", "hearing", "consulta
 # one per adult resident.
 ELECTORATES = ("committee", "household", "adult_resident")
 BALLOT_MODES = ("open", "secret")
-MATTER_STATES = ("open", "closed")
+# "preparing": opened, its roll being frozen in the background (a street-wide roll takes minutes); no ballots yet.
+MATTER_STATES = ("open", "closed", "preparing")
 BALLOT_CHANNELS = ("own", "door", "paper")  # the voter's own authenticated vote, at the door, a paper ballot
 MAX_ROLL = 200_000  # voters on one matter's roll (a street-wide household vote at scale)
 # Matching needs to offers of help (issue 17, item 4; server/domain/matching.py). The kinds of help are the needs
@@ -525,6 +527,52 @@ DOC_TYPES: dict[str, DocType] = {
             "signature": _text(required=True, max_length=200),
             "filed_seq": Field("int", required=True),
         }, label_zh="表决结果", label_en="Result"),
+        # ---- hearings and meetings (issue 15 item 8; server/domain/meetings.py, server/services/meetings.py)
+        DocType("meeting", Scope.COMMUNITY, {
+            # A hearing, joint meeting or assembly, published to the community: its agenda, attendance and minutes.
+            "kind": _enum(MEETING_KINDS, required=True),
+            "title": _text(Category.SYSTEM, required=True, max_length=200),
+            "starts_at": Field("datetime", required=True),
+            "place": _text(Category.SYSTEM, required=True, max_length=200),
+            # Each item's title and the matter it is about, if any (its vote, its paper ballots at a hearing).
+            "agenda": Field("records", required=True, shape=(("title", "text"), ("matter?", "id"))),
+            "status": _enum(MEETING_STATES, required=True),
+            "published_at": Field("datetime"),
+            # Attendance: every person counted at the door, and the names of those who agreed to be named (their
+            # attendance documents hold who they are; this is what the community reads).
+            "headcount": Field("int"),
+            "named_attendees": Field("list", Category.SOCIAL, max_length=100),
+            # A hearing's paper ballots per matter: envelopes counted from the box; a correction the secretary
+            # explained, for the counts it names (meetings.PaperCount.as_text).
+            "paper": Field("records", shape=(("matter", "id"), ("envelopes", "int"), ("corrected?", "text"),
+                                             ("reason?", "text"), ("corrected_by?", "id"))),
+            "minutes": _text(Category.SYSTEM, max_length=10000),
+            "decisions": Field("records", shape=(("text", "text"), ("matter?", "id"))),
+            "minutes_published_at": Field("datetime"),
+            **_WHO_WHEN,
+        }, label_zh="会议", label_en="Meeting"),
+        DocType("opinion", Scope.COMMUNITY, {
+            # An opinion posted before a meeting. The secretary may hide one, naming why: kept (text and all) and
+            # filed in the filing log, never deleted.
+            "meeting": _ref("meeting", required=True),
+            "text": _text(Category.SOCIAL, required=True, max_length=1000),
+            "author_name": _text(Category.SOCIAL, required=True, max_length=100),
+            "resident": _ref("resident"),  # a resident's own opinion
+            "hidden": Field("bool"),
+            "hidden_reason": _text(Category.SYSTEM, max_length=500),
+            "hidden_by": _ref("user"),
+            "hidden_at": Field("datetime"),
+            **_WHO_WHEN,
+        }, label_zh="意见", label_en="Opinion"),
+        DocType("attendance", Scope.GRID, {
+            # One person present at a meeting; its id is attendance:<meeting key>:<resident id>, so marking someone
+            # twice keeps one. `named`: they agreed to be named in the published attendance.
+            "meeting": _ref("meeting", required=True),
+            "resident": _ref("resident", required=True),
+            "household": _ref("household", required=True),
+            "named": Field("bool", required=True),
+            **_WHO_WHEN,
+        }, label_zh="出席", label_en="Attendance"),
         DocType("survey_response", Scope.COMMUNITY, {
             # The monthly satisfaction survey (§4.5): one answer per resident per month; only totals are published.
             "month": _text(required=True, max_length=7),

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from server.domain.error_messages import ERROR_MESSAGES
 from server.domain.matching_messages import MATCHING_MESSAGES
+from server.domain.meeting_messages import MEETING_MESSAGES
 from server.domain.points_messages import POINTS_MESSAGES
 from server.domain.pool_messages import POOL_MESSAGES
 from server.domain.timebank_messages import TIMEBANK_MESSAGES
@@ -1535,6 +1536,9 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
         "mode_secret": "无记名投票",
         "matter_state_open": "表决中",
         "matter_state_closed": "已结束",
+        "matter_state_preparing": "正在准备投票名册",
+        "matter_preparing": "正在冻结投票名册（全街道的住户需要几分钟），完成后即可投票。请稍后刷新本页。",
+        "vote_roll_preparing": "投票名册还在准备中，请稍后再试。",
         "matter_roll": "投票名册",
         "roll_intro": "议题发起时确定的 {count} 名投票人；之后的住户变动不影响本次表决。",
         "roll_hash": "名册指纹",
@@ -1649,6 +1653,10 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
         "mode_secret": "Secret",
         "matter_state_open": "open",
         "matter_state_closed": "closed",
+        "matter_state_preparing": "preparing the roll",
+        "matter_preparing": "The roll is being frozen (a street's households take a few minutes); voting opens when "
+                            "it is done. Reload this page in a while.",
+        "vote_roll_preparing": "The roll is still being prepared: try again in a few minutes.",
         "matter_roll": "Roll",
         "roll_intro": "The {count} voters fixed when the matter opened; later changes to households do not count.",
         "roll_hash": "Roll fingerprint",
@@ -1793,6 +1801,9 @@ DOOR_BALLOT_MESSAGES = {
     },
 }
 for _lang, _messages in DOOR_BALLOT_MESSAGES.items():
+    MESSAGES[_lang].update(_messages)
+
+for _lang, _messages in MEETING_MESSAGES.items():  # hearings and meetings (issue 15 item 8)
     MESSAGES[_lang].update(_messages)
 
 LANGUAGES = tuple(MESSAGES)

@@ -194,6 +194,10 @@ def resign(couch: Couch, old: Ed25519PrivateKey, new: Ed25519PrivateKey, communi
 
 
 RESULT_PUBLISHED = "result_published"  # the filing log's action for a published vote result (not an opening)
+# A hearing's moderation and corrections (server/services/meetings.py): filed so they answer to the log; not openings.
+OPINION_HIDDEN = "opinion_hidden"
+PAPER_CORRECTED = "paper_corrected"
+NOT_OPENINGS = frozenset({RESULT_PUBLISHED, OPINION_HIDDEN, PAPER_CORRECTED})  # nobody's data opened (audit_report)
 _RESULT_LABEL = b"linli:vote-result:v1\x00"
 
 

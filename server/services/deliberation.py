@@ -3,7 +3,8 @@ publishes a signed, filed result with every counted receipt.
 
 - **Open** (`open_matter`): the secretary names title, kind, options, who votes, the window, the ballot mode and
   the rule (server/domain/vote_rules.py). The eligible voters are frozen then into `matter_roll:<key>` with a
-  hash the matter carries: a household added or edited later moves no threshold.
+  hash the matter carries: a household added or edited later moves no threshold. A large community's roll is
+  frozen after the answer (`roll_later`, `freeze_roll`): the matter is "preparing" until then, taking nothing.
 - **One ballot per voter, by construction**: a ballot's id is `ballot:<matter key>:<voter id>`, so a second
   ballot for the same voter (two phones at the door, a phone and the resident's own vote, a paper ballot entered
   twice) is a CouchDB conflict of that one document, never a second vote. The server keeps every version (a
@@ -23,7 +24,8 @@ sealed to it in the browser (pwa/secret_ballot.js), bound to its ballot's id, an
 At the door a grid worker records a household's ballot on the phone, offline: the sync gateway judges it by the
 same rule as `cast` (server/domain/ballots.py: the window and its grace period, the roll, the grid, the option, the
 resident's consent and their voting card's confirmation, `issue_cards`).
-Not yet (issue 15, next sessions): paper ballots reconciled against attendance, hearings.
+A hearing's paper ballots are reconciled against its attendance before any close (`close_refusal`,
+server/services/meetings.py).
 """
 
 from __future__ import annotations
@@ -201,9 +203,20 @@ def _options(m: NewMatter) -> list[str]:
     return [o.strip() for o in m.options if o.strip()]
 
 
-def open_matter(couch: Couch, keys: KeyStore, p: Principal, m: NewMatter, now: dt.datetime) -> Doc:
+ROLL_IN_BACKGROUND_FROM = 5_000  # households in the community: from there the web freezes a roll in the background
+
+
+def roll_takes_long(couch: Couch, community: str) -> bool:
+    """Whether freezing a roll in this community takes long enough to do it after answering (one count query)."""
+    rows = couch.main.query("linli/by_place", key=[community, "household"], reduce="true", as_list=True)
+    return bool(rows) and rows[0]["value"] >= ROLL_IN_BACKGROUND_FROM
+
+
+def open_matter(couch: Couch, keys: KeyStore, p: Principal, m: NewMatter, now: dt.datetime, *,
+                roll_later: bool = False) -> Doc:
     """Open a matter and freeze its roll (a secret vote also gets its key); raises VoteError (nothing stored) for
-    what cannot be opened."""
+    what cannot be opened. With `roll_later` the matter is stored "preparing" and `freeze_roll` freezes its roll
+    (in the background: a street's 100,000 households take minutes), opening it to ballots."""
     community = queries.load_doc(couch, m.community, "community")
     if community is None or not is_secretary_of(p, m.community):
         raise VoteError("community", "vote_not_your_community", 403)
@@ -211,29 +224,59 @@ def open_matter(couch: Couch, keys: KeyStore, p: Principal, m: NewMatter, now: d
     if refused:
         raise refused
     key = uuid.uuid4().hex
-    entries = eligible(couch, m.community, m.electorate, m.opens_at.astimezone(dt.UTC).date())
-    where = {"street": community["street"], "community": m.community}
-    roll = {"_id": f"matter_roll:{key}", "type": "matter_roll", **where, "matter": f"matter:{key}",
-            "entries": entries, "hash": roll_hash(entries), "created_at": now.isoformat()}
-    matter = {"_id": f"matter:{key}", "type": "matter", **where, "title": m.title.strip(), "body": m.body.strip(),
-              "kind": m.kind, "options": _options(m), "electorate": m.electorate, "opens_at": m.opens_at.isoformat(),
-              "closes_at": m.closes_at.isoformat(), "mode": m.mode, "rule": m.rule,
-              "conditions": [c.as_record() for c in RULES[m.rule].conditions], "status": "open",
-              "roll_size": len(entries), "roll_hash": roll["hash"], "created_by": p.user_id,
-              "created_at": now.isoformat()}
+    matter = {"_id": f"matter:{key}", "type": "matter", "street": community["street"], "community": m.community,
+              "title": m.title.strip(), "body": m.body.strip(), "kind": m.kind, "options": _options(m),
+              "electorate": m.electorate, "opens_at": m.opens_at.isoformat(), "closes_at": m.closes_at.isoformat(),
+              "mode": m.mode, "rule": m.rule, "conditions": [c.as_record() for c in RULES[m.rule].conditions],
+              "status": "preparing", "created_by": p.user_id, "created_at": now.isoformat()}
     if m.mode == "secret":
         matter["seal_public"] = keys.new_matter_key(matter, now)
-    validate(roll)
     validate(matter)
-    couch.main.save(roll)  # the roll and the key first: a matter is never open without them
-    return couch.main.save(matter)
+    if roll_later:
+        return couch.main.save(matter)
+    return freeze_roll(couch, matter, now)
+
+
+def freeze_roll(couch: Couch, matter: Doc, now: dt.datetime) -> Doc:
+    """Freeze a preparing matter's roll and open it: the roll first, so a matter is never open without it. Done
+    twice (the background task and the minute clock), it keeps the roll frozen first."""
+    if "_rev" in matter:  # stored as preparing: as it stands now
+        matter = couch.main.get(matter["_id"])
+        if matter["status"] != "preparing":
+            return matter
+    roll = get_or_none(couch.main, roll_id(matter["_id"]))
+    if roll is None:
+        entries = eligible(couch, matter["community"], matter["electorate"],
+                           dt.datetime.fromisoformat(matter["opens_at"]).astimezone(dt.UTC).date())
+        roll = {"_id": roll_id(matter["_id"]), "type": "matter_roll", "street": matter["street"],
+                "community": matter["community"], "matter": matter["_id"], "entries": entries,
+                "hash": roll_hash(entries), "created_at": now.isoformat()}
+        validate(roll)
+        try:
+            couch.main.save(roll)
+        except Conflict:  # frozen meanwhile by another: that roll it is
+            roll = couch.main.get(roll["_id"])
+    opened = {**matter, "status": "open", "roll_size": len(roll["entries"]), "roll_hash": roll["hash"]}
+    validate(opened)
+    try:
+        return couch.main.save(opened)
+    except Conflict:
+        return couch.main.get(matter["_id"])
+
+
+def freeze_pending(couch: Couch, now: dt.datetime) -> int:
+    """Freeze every preparing matter's roll (the minute clock: a background freeze a stopped process left)."""
+    pending = [m for m in docs_of_type(couch.main, "matter") if m["status"] == "preparing"]
+    for matter in pending:
+        freeze_roll(couch, matter, now)
+    return len(pending)
 
 
 def matters_of(couch: Couch, communities: Iterable[str]) -> list[Doc]:
     """The communities' matters, open ones first, then newest first."""
     found = [m for c in communities for m in iter_view_docs(couch.main, "linli/by_place", [c, "matter"])]
     newest_first = sorted(found, key=lambda m: m["created_at"], reverse=True)
-    return sorted(newest_first, key=lambda m: m["status"] != "open")
+    return sorted(newest_first, key=lambda m: m["status"] == "closed")
 
 
 # ---------------------------------------------------------------- ballots
@@ -263,6 +306,8 @@ def format_receipt(hex_digest: str) -> str:
 
 def window_refusal(matter: Doc, now: dt.datetime) -> VoteError | None:
     """Why nobody may vote on the matter now (its own voters, online); None while they may."""
+    if matter["status"] == "preparing":
+        return VoteError("matter", "vote_roll_preparing", 409)
     if matter["status"] != "open":
         return VoteError("matter", "vote_matter_closed", 409)
     if now < dt.datetime.fromisoformat(matter["opens_at"]):
@@ -480,7 +525,20 @@ def close(couch: Couch, keys: KeyStore, signer: Signer, p: Principal, matter: Do
         raise VoteError("matter", "vote_not_your_community", 403)
     if now < dt.datetime.fromisoformat(matter["opens_at"]):
         raise VoteError("matter", "vote_not_yet_open", 409)
+    if matter["status"] == "preparing":
+        raise VoteError("matter", "vote_roll_preparing", 409)
+    refused = close_refusal(couch, matter)
+    if refused:
+        raise refused
     return _publish(couch, keys, signer, matter, p.user_id, now, by_hand=True)
+
+
+def close_refusal(couch: Couch, matter: Doc) -> VoteError | None:
+    """A hearing's paper ballots that do not reconcile with its attendance block an open matter's close, by hand
+    and by the clock (server/services/meetings.py, which builds on this module: imported here, not above)."""
+    from server.services.meetings import paper_refusal
+
+    return paper_refusal(couch, matter) if matter["status"] == "open" else None
 
 
 def close_due(couch: Couch, keys: KeyStore, signer: Signer, now: dt.datetime) -> int:
@@ -491,6 +549,7 @@ def close_due(couch: Couch, keys: KeyStore, signer: Signer, now: dt.datetime) ->
     due = [m for m in docs_of_type(couch.main, "matter")
            if (m["status"] == "open" and counted_at(m) <= now)
            or (m["status"] == "closed" and result_id(m["_id"]) not in published)]
+    due = [m for m in due if close_refusal(couch, m) is None]  # blocked: the secretary reconciles, then it closes
     for matter in due:
         _publish(couch, keys, signer, matter, matter["created_by"], now, by_hand=False)
     return len(due)

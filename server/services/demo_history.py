@@ -122,6 +122,7 @@ class Census:
         self.departments: dict[str, str] = {}  # id → name
         self.communities: dict[str, str] = {}  # id → name
         self.categories: dict[str, str] = {}  # service category code → its department
+        self.matters: list[Doc] = []  # the history's matters, as generate() yields them
         self._grids_per_community = grids_per_community
         self._age_of = age_of
         self._volunteer_usernames = volunteer_usernames
@@ -1009,6 +1010,71 @@ def _venue_booking(rng: random.Random, where: Doc, venue: tuple[str, str, str, b
                "booking": first, "method": "scan" if scanned else "keeper", **({"code": code} if scanned else {}),
                "created_by": booker if scanned else keeper,
                "created_at": _iso(start + dt.timedelta(minutes=rng.randint(-10, 10)))}
+# ---------------------------------------------------------------- hearings and meetings
+
+JOINT_MEETING_AGENDA = (("本月民生工作通报", "听取各网格反映的问题"), ("老旧小区改造进度", "楼道堆物清理安排"),
+                        ("夏季防汛准备", "社区食堂运营情况"), ("冬季供暖问题汇总", "志愿服务积分兑换"))
+MEETING_PLACE = "社区党群服务中心二楼会议室"
+DEMO_OPINIONS = ("居民反映：希望会上说明费用怎么分摊", "低层住户担心采光，建议听取他们的意见",
+                 "建议把表决时间延长到周末，方便上班族参加", "支持，希望尽快实施")
+MINUTES = "会议由社区书记主持，各网格员通报情况，到会居民发表意见，会议形成以下决定。"
+DECISIONS = ("会后由网格员逐户征求意见", "同意按方案实施，报街道备案", "下次会议继续讨论")
+
+
+def meetings_and_hearings(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Per community: a joint meeting every month and a hearing on each of its matters, published, with opinions
+    posted by the grid workers before, attendance (residents named only by consent: about half), and minutes; the
+    hearing on the open matter is still to come, its opinions coming in. No paper ballots (the demo's votes are
+    recorded at the door) and no hidden opinion (a hiding is filed in the filing log, which the history does not
+    write)."""
+    for community in sorted(census.communities):
+        grids = [g for g in census.grids.values() if g.routing["community"] == community]
+        adults = [(h, p) for h in census.in_order() if h.routing["community"] == community for p in h.residents
+                  if p.age >= 18]
+        where = {"street": grids[0].routing["street"], "community": community}
+        plans = [(clock.daytime(rng, 30 * month + 10), "joint_meeting", f"{month}月社区联席会议",
+                  [{"title": t} for t in JOINT_MEETING_AGENDA[month % len(JOINT_MEETING_AGENDA)]])
+                 for month in range(1, 12)]
+        for matter in census.matters:
+            if matter["community"] == community and matter["kind"] == "household_assembly":
+                starts = dt.datetime.fromisoformat(matter["opens_at"]) + dt.timedelta(days=2)
+                if matter["status"] == "open" and dt.datetime.fromisoformat(matter["closes_at"]) > clock.now:
+                    starts = max(starts, clock.now + dt.timedelta(days=2))
+                plans.append((starts, "hearing", f"听证会：{matter['title']}",
+                              [{"title": matter["title"], "matter": matter["_id"]}, {"title": "其他事项"}]))
+        for starts, kind, title, agenda in sorted(plans, key=lambda plan: plan[0]):
+            yield from _meeting(rng, clock, where, grids, adults, starts, kind, title, agenda)
+
+
+def _meeting(rng: random.Random, clock: Clock, where: Doc, grids: list[Grid], adults: list[tuple[Household, Person]],
+             starts: dt.datetime, kind: str, title: str, agenda: list[Doc]) -> Iterator[Doc]:
+    key = rng.randbytes(16).hex()
+    meeting_id = f"meeting:{key}"
+    announced = starts - dt.timedelta(days=7)
+    for n, grid in enumerate(rng.sample(grids, min(len(grids), rng.randint(0, 2)))):
+        at = announced + dt.timedelta(hours=20 + 30 * n)
+        if at < clock.now:
+            yield {"_id": f"opinion:{key}:{rng.randbytes(8).hex()}", "type": "opinion", **where, "meeting": meeting_id,
+                   "text": rng.choice(DEMO_OPINIONS), "author_name": f"第{grid.id[-2:].lstrip('0')}网格网格员",
+                   "created_by": grid.worker, "created_at": _iso(at)}
+    meeting: Doc = {"_id": meeting_id, "type": "meeting", **where, "kind": kind, "title": title,
+                    "starts_at": _iso(starts), "place": MEETING_PLACE, "agenda": agenda, "status": "published",
+                    "published_at": _iso(announced), "created_by": grids[0].secretary, "created_at": _iso(announced)}
+    if starts < clock.now:
+        present = rng.sample(adults, min(len(adults), rng.randint(3, 6)))
+        named = []
+        for household, person in present:
+            consents = rng.random() < 0.5
+            named += [person.name] if consents else []
+            yield {"_id": f"attendance:{key}:{person.id}", "type": "attendance", **household.routing,
+                   "meeting": meeting_id, "resident": person.id, "household": household.id, "named": consents,
+                   "created_by": grids[0].secretary, "created_at": _iso(starts)}
+        ended = starts + dt.timedelta(hours=2)
+        meeting.update(headcount=len(present) + rng.randint(5, 25), named_attendees=sorted(named), minutes=MINUTES,
+                       decisions=[{"text": rng.choice(DECISIONS), **({"matter": i["matter"]} if "matter" in i else {})}
+                                  for i in agenda],
+                       minutes_published_at=_iso(min(ended + dt.timedelta(days=1), clock.now)))
+    yield meeting
 
 
 # ---------------------------------------------------------------- all of it
@@ -1117,6 +1183,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "rewards": rewards_catalogue,
     "pool": resource_pool,
     "matching": offers_and_matches,
+    "meetings": meetings_and_hearings,  # after the votes: its hearings name their matters (Census.matters)
 }
 
 
@@ -1124,4 +1191,7 @@ def generate(census: Census, seed: int, now: dt.datetime, calendar: WorkCalendar
     """Every history document of the street the census saw, for the year ending at `now` (aware)."""
     clock = Clock(now.astimezone(dt.UTC), calendar)
     for name, kind in KINDS.items():
-        yield from kind(census, random.Random(f"{name}-{seed}"), clock)
+        for doc in kind(census, random.Random(f"{name}-{seed}"), clock):
+            if doc["type"] == "matter":
+                census.matters.append(doc)  # what later kinds may name (a hearing's agenda)
+            yield doc

@@ -72,6 +72,7 @@ from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
 from server.web.matter_pages import routes as matter_routes
+from server.web.meeting_pages import routes as meeting_routes
 from server.web.need_pages import open_needs_context
 from server.web.need_pages import routes as need_routes
 from server.web.observability import ObservabilityMiddleware, metrics_endpoint
@@ -473,6 +474,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *matter_routes(firewall, current_user, render, _now),
         *pool_pages.routes(firewall, current_user, render, _now),
         *match_pages.routes(couch, current_user, render, _now),
+        *meeting_routes(firewall, current_user, render, _now),
         Route("/healthz", healthz),
         Route("/readyz", healthz),
         Route("/metrics", metrics_endpoint(couch, health, settings.metrics_token, _now)),
@@ -520,6 +522,7 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("service-request deadlines", requests_due),
         ("expired phone key grants", lambda: grants.expire(firewall, _now())),
         ("offline access reports filed", lambda: filing.file_reports(couch, firewall.signer)),
+        ("rolls a stopped process left preparing", lambda: deliberation.freeze_pending(couch, _now())),
         ("votes past closing", lambda: deliberation.close_due(couch, firewall.keystore, firewall.signer, _now())),
         ("time-bank claims nobody answered", lambda: timebank.expire(couch, _now())),
         # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)

@@ -17,6 +17,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -109,11 +110,14 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
                     values["community"], values["title"], values["body"], values["kind"], values["electorate"],
                     values["rule"], tuple(values["options"].splitlines()), _local(values["opens_at"], "opens_at"),
                     _local(values["closes_at"], "closes_at"), values["mode"])
-                opened = await run_in_threadpool(d.open_matter, couch, firewall.keystore, p, matter, now())
+                later = await run_in_threadpool(d.roll_takes_long, couch, matter.community)
+                opened = await run_in_threadpool(d.open_matter, couch, firewall.keystore, p, matter, now(),
+                                                 roll_later=later)
             except UserError as refused:
                 errors, status = by_field(refused.errors), refused.status
-            else:
-                return RedirectResponse(f"/matters/{d.key_of(opened['_id'])}", status_code=303)
+            else:  # a large roll is frozen after the answer (the matter's page says "preparing the roll" meanwhile)
+                freeze = BackgroundTask(d.freeze_roll, couch, opened, now()) if later else None
+                return RedirectResponse(f"/matters/{d.key_of(opened['_id'])}", status_code=303, background=freeze)
         context = await run_in_threadpool(new_form, p, values)
         return render(request, "matter_new.html", status, errors=errors, **context)
 
@@ -259,7 +263,11 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
 
     async def close_matter(request: Request) -> Response:
         p, matter = await secretary_matter(request)
-        await run_in_threadpool(d.close, couch, firewall.keystore, firewall.signer, p, matter, now())
+        try:
+            await run_in_threadpool(d.close, couch, firewall.keystore, firewall.signer, p, matter, now())
+        except d.VoteError as refused:  # a hearing's paper ballots not reconciled (server/services/meetings.py)
+            context = await run_in_threadpool(matter_context, p, matter, None)
+            return render(request, "matter.html", refused.status, errors=by_field(refused.errors), **context)
         return RedirectResponse(f"/matters/{d.key_of(matter['_id'])}/result", status_code=303)
 
     def published(key: str) -> tuple[Doc, Doc]:

@@ -64,7 +64,10 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    # The resource pool (issue 17): the secretary's utilisation board.
                                    "pool_board.html",
                                    # Matching (issue 17): answered online, against the server's state (match_pages.py).
-                                   "offers.html", "matches.html", "matching.html", "_match_card.html"})
+                                   "offers.html", "matches.html", "matching.html", "_match_card.html",
+                                   # Hearings and meetings (issue 15 item 8): online (meeting_pages.py says why).
+                                   "meetings.html", "meeting.html", "meeting_new.html", "meeting_minutes.html",
+                                   "_meeting_record.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",
