@@ -335,7 +335,8 @@ AUDIENCE_FIELDS = ("volunteers", "assigned_to")
 SERVER_SET_FIELDS = {"service_request": ("department", "departments", "whistles", "due_respond", "due_close",
                                          "accepted", "on_site"),
                      # A claim's answer is the server's record of the resident's (server/services/timebank.py).
-                     "claim": ("decided_by", "decided_at", "consent", "dispute_note", "transfer"),
+                     "claim": ("decided_by", "decided_at", "consent", "dispute_note", "transfer",
+                               "in_person_refused"),
                      # Which server process is filing a phone's offline access report (server/security/filing.py).
                      "access_report": ("filing_claimed_at",)}
 # Datetimes that lie ahead by design (deadlines); every other datetime a client sets says when something happened.
@@ -418,6 +419,8 @@ def write_ref_ids(new: Doc) -> set[str]:
         named += value if isinstance(value, list) else [value]
     if type_name == "ballot" and isinstance(new.get("matter"), str) and ":" in new["matter"]:
         named.append(ballots.card_id(new["matter"], str(new.get("voter"))))  # its voting card (accounts database)
+    if type_name == "claim" and isinstance(new.get("resident"), str):  # a code typed in person: their codes
+        named.append(timebank.ledger_lock_id(new["resident"]))
     return {i for i in named if isinstance(i, str) and i != new.get("_id")}  # not yet validated: anything may be here
 
 
@@ -582,8 +585,7 @@ def _claim_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str |
         return None
     if old is not None:
         return "a claim is not changed once made: the resident confirms or disputes it"
-    task = refs.get(new["task"]) if isinstance(new.get("task"), str) else None
-    refused = timebank.claim_refusal(p.user_id, new, task)
+    refused = claim_person_refusal(p, new, refs)
     return translator("en")(*refused) if refused else None
 
 
@@ -603,6 +605,14 @@ def ballot_write_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs,
 def _ballot_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     refused = ballot_write_refusal(p, old, new, refs, now) if new["type"] == "ballot" else None
     return refused[0].text("en") if refused else None
+
+
+def claim_person_refusal(p: Principal, claim: Doc, refs: Refs) -> tuple[str, dict[str, Any]] | None:
+    """The time bank's own reason to refuse a new claim (server/domain/timebank.py claim_refusal), as a message key
+    and its parameters: what the sync gateway tells the phone, in its person's language."""
+    task = refs.get(claim["task"]) if isinstance(claim.get("task"), str) else None
+    lock = refs.get(timebank.ledger_lock_id(claim["resident"])) if isinstance(claim.get("resident"), str) else None
+    return timebank.claim_refusal(p.user_id, claim, task, lock)
 
 
 def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:

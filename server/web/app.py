@@ -508,6 +508,9 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("offline access reports filed", lambda: filing.file_reports(couch, firewall.signer)),
         ("votes past closing", lambda: deliberation.close_due(couch, firewall.keystore, firewall.signer, _now())),
         ("time-bank claims nobody answered", lambda: timebank.expire(couch, _now())),
+        # Claims confirmed in person that the sync gateway's hook did not settle (a process stopped in between).
+        ("time-bank claims confirmed in person",
+         lambda: timebank.settle_in_person(couch, timebank.in_person_claims(couch), _now())),
         # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
         ("alerts", lambda: alerts.sweep(couch, _now())),
     ]
