@@ -542,6 +542,7 @@ DOC_TYPES: dict[str, DocType] = {
             "reason": _text(max_length=500),
             "claim": _ref("claim"),
             "reverses": _ref("transfer"),  # a reversal: the transfer it undoes (the secretary's correction)
+            "seq": Field("int"),  # the paying account's ledger_lock sequence it was written under (services/timebank)
             **_WHO_WHEN,
         }, label_zh="时间银行转账", label_en="Ledger transfer"),
         DocType("alert", Scope.GRID, {

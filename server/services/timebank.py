@@ -330,6 +330,7 @@ def _record(couch: Couch, transfer: Doc, code: str | None = None) -> Doc:
     before writing it) and read the balance after it; a writer that loses the race reads again. `code`: a
     resident's confirmation code typed in person, spent in the same compare-and-set."""
     if transfer["ledger"] == "points" and transfer["from_account"].startswith(rules.MINTING_ACCOUNT_TYPE + ":"):
+        _check(couch, transfer)
         return _write_transfer(couch, transfer)  # the community mints: no floor to hold
     lock_id = rules.ledger_lock_id(transfer["from_account"])
     for _ in range(LOCK_TRIES):
@@ -337,13 +338,9 @@ def _record(couch: Couch, transfer: Doc, code: str | None = None) -> Doc:
                                                         "account": transfer["from_account"], "seq": 0}
         if lock.get("last"):
             _write_left_transfer(couch, lock["last"])
-        held = balance(couch, transfer["community"], transfer["ledger"], transfer["from_account"])
-        refused = rules.transfer_refusal(transfer["ledger"], transfer["from_account"], transfer["to_account"],
-                                         transfer["amount"], held)
-        if refused:
-            raise LedgerError(*refused)
-        validate(transfer)
-        taken = {**lock, "seq": lock["seq"] + 1, "last": {k: v for k, v in transfer.items() if k != "_rev"}}
+        _check(couch, transfer)
+        transfer = {**transfer, "seq": lock["seq"] + 1}
+        taken = {**lock, "seq": transfer["seq"], "last": transfer}
         if code is not None:
             number = rules.code_number(lock, code)
             if number is None:
@@ -358,13 +355,23 @@ def _record(couch: Couch, transfer: Doc, code: str | None = None) -> Doc:
     raise LedgerError("tb_busy", status=409)
 
 
+def _check(couch: Couch, transfer: Doc) -> None:
+    """Refuse a transfer the ledger does not allow, against the paying account's balance now."""
+    held = balance(couch, transfer["community"], transfer["ledger"], transfer["from_account"])
+    refused = rules.transfer_refusal(transfer["ledger"], transfer["from_account"], transfer["to_account"],
+                                     transfer["amount"], held)
+    if refused:
+        raise LedgerError(*refused)
+    validate(transfer)
+
+
 def _write_transfer(couch: Couch, transfer: Doc) -> Doc:
     try:
-        return couch.main.save(transfer)
+        return couch.main.save(dict(transfer))
     except Conflict:
         stored = get_or_none(couch.main, transfer["_id"])
-        if stored is not None and {k: v for k, v in stored.items() if k != "_rev"} == transfer:
-            return stored  # the next holder of the lock wrote ours for us
+        if "seq" in transfer and stored is not None and {k: v for k, v in stored.items() if k != "_rev"} == transfer:
+            return stored  # the next holder of the lock wrote ours for us (the same lock sequence: this very one)
         raise LedgerError("tb_transfer_exists", status=409) from None
 
 
