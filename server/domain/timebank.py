@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from server.domain.declaration import DOC_TYPES
+from server.domain.declaration import DOC_TYPES, LEDGERS
 
 Doc = dict[str, Any]
 
@@ -90,6 +90,12 @@ def transfer_refusal(ledger: str, from_account: str, to_account: str, amount: An
     if ledger == "points" and not from_account.startswith(MINTING_ACCOUNT_TYPE + ":") and from_balance < amount:
         return ("tb_points_short", {"balance": from_balance})
     return None
+
+
+def offline_rules() -> dict[str, Any]:
+    """What the offline /timebank needs of these rules, as data (/pwa/session.json; pwa/offline/pages.js)."""
+    return {"ledgers": list(LEDGERS), "claimable_types": list(CLAIMABLE_TYPES), "floor_hours": -HOURS_FLOOR // 60,
+            "max_minutes": MAX_CLAIM_MINUTES, "expires_days": CLAIM_EXPIRES_AFTER.days}
 
 
 def hours_text(minutes: int) -> str:

@@ -101,6 +101,7 @@ TIMEBANK_MESSAGES: dict[str, dict[str, str]] = {
         "tb_code_wrong": "确认码不对：请居民核对自己页面上的确认码。没有记入任何时长。",
         "tb_code_used": "这个确认码已经用过了，没有记入时长；请居民在自己的页面上确认。",
         "tb_busy": "同时有太多确认，请稍后再试。",
+        "tb_in_person_over_limit": "确认后居民的时长余额将低于透支上限，未记入。",
     },
     "en": {
         "timebank": "Time bank",
@@ -201,5 +202,6 @@ TIMEBANK_MESSAGES: dict[str, dict[str, str]] = {
         "tb_code_used": ("This confirmation code was used already; no hours were recorded. The resident can confirm "
                          "on their own page."),
         "tb_busy": "Too many confirmations at once; try again in a moment.",
+        "tb_in_person_over_limit": "Not recorded: it would take the resident's hours below the limit.",
     },
 }

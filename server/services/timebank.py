@@ -146,8 +146,9 @@ def settle_in_person(couch: Couch, claim_ids: list[str], now: dt.datetime) -> li
             # The provider has seen the code: spent all the same, so that it confirms nothing else.
             _spend_code(couch, doc["resident"], doc["in_person_code"])
             now_stored = get_or_none(couch.main, doc["_id"]) or doc  # marked lapsed, perhaps
-            settled.append(_save_claim(couch, {**_without_code(now_stored),
-                                               "in_person_refused": refused.errors[0].key}))
+            why = refused.errors[0].key
+            settled.append(_save_claim(couch, {**_without_code(now_stored), "in_person_refused": IN_PERSON_REFUSED.get(
+                why, why)}))
             continue
         try:
             settled.append(_decide(couch, _without_code(doc), "confirmed", None, now, consent=True,
@@ -155,6 +156,10 @@ def settle_in_person(couch: Couch, claim_ids: list[str], now: dt.datetime) -> li
         except LedgerError:  # marked by another process settling it at the same time
             settled.append(get_or_none(couch.main, doc["_id"]) or doc)
     return settled
+
+
+# A refusal kept on a claim is shown later without the numbers of the moment: the floor's says so in words.
+IN_PERSON_REFUSED = {"tb_over_limit": "tb_in_person_over_limit"}
 
 
 def _without_code(doc: Doc) -> Doc:

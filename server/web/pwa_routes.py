@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from server.domain import timebank as timebank_rules
 from server.domain.access import Principal, offline_grids, works_offline
 from server.domain.declaration import SATISFACTION, TASK_ANSWERS, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
@@ -138,6 +139,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "installation_key": await run_in_threadpool(installation_key),
             "residents_with_accounts": await run_in_threadpool(with_accounts, couch, p),
             "home_address": await run_in_threadpool(home_address, couch, p.resident) if p.resident else "",
+            # The time bank's rules the offline /timebank shows and checks (server/domain/timebank.py).
+            "timebank": timebank_rules.offline_rules(),
         }, headers={"Cache-Control": "no-store"})
 
     return [
