@@ -253,9 +253,9 @@ def _move_claimed_hours(couch: Couch, doc: Doc, by: str, now: dt.datetime, code:
         try:
             _record(couch, _transfer_doc(transfer_id, doc, "hours", doc["resident"], doc["created_by"],
                                          doc["minutes"], "confirmation", by, now, claim=doc["_id"]), code)
-        except LedgerError as refused:
-            if refused.errors[0].key != "tb_transfer_exists":
-                raise
+        except LedgerError:
+            if get_or_none(couch.main, transfer_id) is None:
+                raise  # else written after all: by a racing confirmation, or as the transfer a stopped one left
     elif doc["status"] != "claimed":
         raise LedgerError("tb_claim_answered", status=409)
     return transfer_id
