@@ -162,11 +162,11 @@ TASKS = {"need:c1-g1-h1-help": (G11, resident_id(G11, 1), VOLUNTEER[G11]),
          "visit:c1-g1-h2": (G11, resident_id(G11, 2), WORKER[G11]),
          "need:c2-g1-h1-help": (G21, resident_id(G21, 1), VOLUNTEER[G21])}
 CLAIM_SERVER_SET = ("decided_by", "decided_at", "consent", "dispute_note", "transfer", "in_person_refused")
-# Confirmed in person on the provider's phone: the first resident of grid c1-g1 holds one-time codes 0-6, of which
-# 0 and 3 are spent and 6 not yet good (five ahead of the first unspent); every other resident holds none.
+# Confirmed in person on the provider's phone: the first resident of grid c1-g1 holds one-time codes 0-7, of which
+# 0 and 3 are spent and 7 not yet good (the good ones are the next five unspent); every other resident holds none.
 CODE_SECRET = "5e" * 32
-CODES = [timebank_rules.confirmation_code(CODE_SECRET, n) for n in range(7)]
-GOOD_CODES = {resident_id(G11, 1): {CODES[n] for n in (1, 2, 4, 5)}}
+CODES = [timebank_rules.confirmation_code(CODE_SECRET, n) for n in range(8)]
+GOOD_CODES = {resident_id(G11, 1): {CODES[n] for n in (1, 2, 4, 5, 6)}}
 IN_PERSON = [{"in_person_code": code, "in_person_consent": consent,
               "in_person_at": (NOW - dt.timedelta(minutes=5)).isoformat()}
              for code in [*CODES, "12345"] for consent in (True, False)]

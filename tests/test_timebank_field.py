@@ -31,6 +31,7 @@ def test_codes_are_good_once_each_in_any_order() -> None:
     assert rules.code_number(lock, codes[2]) == 2 and rules.code_number(lock, " " + codes[0]) == 0
     spent = rules.spend_code(lock, 2)
     assert rules.code_number(spent, codes[2]) is None and rules.code_number(spent, codes[0]) == 0
+    assert rules.open_code_numbers(spent) == [0, 1, 3, 4, 5]  # always the next five unspent
     spent = rules.spend_code(rules.spend_code(spent, 0), 1)  # the window moves past 0, 1, 2
     assert spent["codes_from"] == 3 and spent["codes_used"] == []
     assert rules.open_code_numbers(spent) == list(range(3, 3 + rules.CONFIRM_CODES_AHEAD))

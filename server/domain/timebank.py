@@ -114,8 +114,8 @@ def claim_lapsed(claim: Doc, now: dt.datetime) -> bool:
 # phone and ticking that they agree. A code is 6 digits of an HMAC of its number under a secret of the resident's
 # that only the server holds (`ledger_lock:<resident>`, accounts database, never replicated): an offline phone
 # cannot make one, and one it has seen is spent by the confirmation that carried it. The resident's own /timebank
-# page lists their next `CONFIRM_CODES_AHEAD` codes (a printout does for a resident without a phone); any of them
-# is good, once, in any order (two claims of one visit sync in either order).
+# page lists their next `CONFIRM_CODES_AHEAD` unused codes (a printout does for a resident without a phone); any of
+# them is good, once, in any order (two claims of one visit sync in either order).
 
 CONFIRM_CODES_AHEAD = 5
 CONFIRM_CODE_DIGITS = 6
@@ -135,11 +135,11 @@ def confirmation_code(secret: str, number: int) -> str:
 
 
 def open_code_numbers(lock: Doc | None) -> list[int]:
-    """The numbers of a resident's codes that are good now: the next `CONFIRM_CODES_AHEAD`, less those used."""
+    """The numbers of a resident's codes that are good now: the next `CONFIRM_CODES_AHEAD` not used yet."""
     if not lock or not lock.get("secret"):
         return []
     start, used = lock.get("codes_from", 0), set(lock.get("codes_used") or [])
-    return [n for n in range(start, start + CONFIRM_CODES_AHEAD) if str(n) not in used]
+    return [n for n in range(start, start + CONFIRM_CODES_AHEAD + len(used)) if str(n) not in used]
 
 
 def code_number(lock: Doc | None, code: Any) -> int | None:
