@@ -13,6 +13,8 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx2
@@ -50,6 +52,8 @@ from .protocol import (
 from .upstream import Upstream, UpstreamError, doc_path
 
 MAX_LOCAL_BYTES = 1024 * 1024
+AfterWrite = Callable[[list[dict[str, Any]]], Awaitable[None]]
+logger = logging.getLogger("linli.sync")
 DOC_PARAMS = ("rev", "revs", "open_revs", "latest", "attachments", "conflicts")
 
 
@@ -91,7 +95,8 @@ def _answer_for(wanted: dict[str, Any], fetched: dict[str, list[dict[str, Any]]]
 class Gateway:
     """The handlers, bound to one CouchDB and one changes follower."""
 
-    def __init__(self, settings: Settings, couch_url: str) -> None:
+    def __init__(self, settings: Settings, couch_url: str, after_write: AfterWrite | None = None) -> None:
+        self.after_write = after_write
         self.upstream = Upstream(settings, couch_url)
         self.hub = ChangesHub(self.upstream)
         self.ciphertext = CiphertextCheck(self.upstream, settings.master_keys)
@@ -284,6 +289,11 @@ class Gateway:
         if lost_audience:
             await purges.note_lost_audience(self.upstream, lost_audience)
         await asyncio.gather(*(merge.resolve(self.upstream, doc_id) for doc_id in conflicted))
+        if self.after_write and accepted:
+            try:
+                await self.after_write(accepted)
+            except Exception:  # noqa: BLE001 - stored is stored: what follows is retried by the server's clock
+                logger.exception("after a phone's write")
         if not new_edits:  # CouchDB answers only the failures here
             return FastJSONResponse([*stored, *refused.values()], status_code=201)
         answers, stored_iter = [], iter(stored)
@@ -334,10 +344,13 @@ async def _recovering(request: Request, exc: Exception) -> Response:
                             status_code=503, headers={"Retry-After": "5"})
 
 
-def create_sync_app(settings: Settings, couch_url: str, health: Health | None = None) -> Starlette:
+def create_sync_app(settings: Settings, couch_url: str, health: Health | None = None,
+                    after_write: AfterWrite | None = None) -> Starlette:
     """The gateway as an ASGI app, to be mounted at /sync in the web application; its live clients are counted
-    in `health` when given (/healthz)."""
-    g = Gateway(settings, couch_url)
+    in `health` when given (/healthz). `after_write` is given what a `_bulk_docs` stored, before the phone is
+    answered (the composition root passes what the server does next with a phone's writes, e.g. settling
+    time-bank claims confirmed in person: the gateway knows no services)."""
+    g = Gateway(settings, couch_url, after_write)
     if health is not None:
         health.sync_live_clients = g.hub.live_clients
     db = "/{db}"

@@ -24,6 +24,7 @@ from server.domain.access import (
     Principal,
     Refs,
     ballot_write_refusal,
+    claim_person_refusal,
     write_ref_ids,
     write_refusal,
 )
@@ -161,7 +162,18 @@ def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: 
     ballot = ballot_write_refusal(p, current, doc, refs, now) if doc.get("type") == "ballot" else None
     if ballot and ballot[0].text("en") == reason:  # the ballot rule's own reason: the phone shows it as it is
         return Refusal(reason, [ballot[0]])
-    return Refusal(reason, [FieldError("(document)", "err_sync_refused")])
+    return Refusal(reason, _errors_for_person(p, doc, current, refs))
+
+
+def _errors_for_person(p: Principal, doc: Any, current: Doc | None, refs: Refs) -> list[FieldError]:
+    """What the phone tells its person about a refused document: a new time-bank claim refused by the time bank's
+    rules says why (a wrong confirmation code, hours out of range, another's task), anything else that the server
+    refused it."""
+    if isinstance(doc, dict) and doc.get("type") == "claim" and current is None and not doc.get("_deleted"):
+        why = claim_person_refusal(p, doc, refs)
+        if why:
+            return [FieldError("in_person_code" if why[0] == "tb_code_wrong" else "(document)", *why)]
+    return [FieldError("(document)", "err_sync_refused")]
 
 
 def _judged_over(doc: Any, current: Doc | None, new_edits: bool) -> Doc | None:

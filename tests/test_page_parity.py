@@ -860,3 +860,39 @@ def test_the_pages_compared_show_needs_and_visit_notes(street: Street, users: di
     assert 'id="needs-open"' not in users["zhiyuan01a"].online(street.url, Ask("GET", f"/grids/{G1}"))["html"]
     page = users["wangge01"].online(street.url, Ask("GET", f"/households/{household(1)}"))["html"]
     assert "老人精神很好 &lt;b&gt;按时服药&lt;/b&gt;" in page and "健康信息" in page and "150/95" not in page
+
+
+# ---------------------------------------------------------------- the time bank in the field (issue 16)
+
+TIME_BANK_ROLES = ("zhiyuan01a", "wangge01/en", "wangge01")  # who records help in the field, on a phone
+
+
+def _claimable(street: Street, user: User) -> str:
+    """The first task the server offers this user to claim (the demo's history leaves one; the worker's visits)."""
+    page = user.online(street.url, Ask("GET", "/timebank"))["html"]
+    return re.search(r'<li class="row" data-task="([^"]+)"', page).group(1)
+
+
+@pytest.mark.parametrize("username", TIME_BANK_ROLES)
+def test_the_time_bank_in_the_field_alike(street: Street, offline: Offline, users: dict[str, User],
+                                          username: str) -> None:
+    """/timebank from the replica as from CouchDB (balances, history, claims made and to answer, help to claim);
+    a claim refused alike for the reasons a phone can judge; a claim made offline, written as the server writes
+    it, the page after it alike."""
+    user = users[username]
+    offline.call("phone", user=username, cookie=user.cookie)  # synced again: claims made by the tests before
+    task = _claimable(street, user)
+    claim = (("task", task), ("hours", "1.5"), ("note", "陪同 <买菜>"))
+    found = differences(street, offline, user, [
+        Ask("GET", "/timebank"), Ask("GET", "/timebank?done=claimed"), Ask("GET", "/timebank?done=nonsense"),
+        *[Ask("POST", "/claims", (("task", task), ("hours", hours))) for hours in ("0", "abc", "9", "-1", "")],
+        Ask("POST", "/claims", (*claim, ("in_person_code", "123456"))),  # a code without the resident's consent
+        Ask("POST", "/claims", (("task", "need:nowhere"), ("hours", "1")))])
+    if username == "wangge01/en":  # the same user as wangge01: their claim is made once, in Chinese
+        assert not found, "\n\n".join(found)
+        return
+    found += differences(street, offline, user, [Ask("POST", "/claims", claim), Ask("GET", "/timebank")], wrote=True)
+    assert not found, "\n\n".join(found)
+    online = street.couch.main.get(f"claim:{task}")
+    there = next(d for d in offline.call("documents", user=username, type="claim") if d["_id"] == online["_id"])
+    assert written(there) == written(online) and online["minutes"] == 90

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.domain import timebank as timebank_rules
 from server.domain.access import Principal, write_refusal
 from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, Role
 from server.security import accounts
@@ -196,6 +197,16 @@ def booking_of(user_id: str) -> str:
     index = sorted({*WORKER.values(), *VOLUNTEER.values(), *SECRETARY.values()}).index(user_id) \
         if user_id in {*WORKER.values(), *VOLUNTEER.values(), *SECRETARY.values()} else 99
     return slot_of(HALL[C1], STARTED - dt.timedelta(days=index))
+CLAIM_SERVER_SET = ("decided_by", "decided_at", "consent", "dispute_note", "transfer", "in_person_refused")
+# Confirmed in person on the provider's phone: the first resident of grid c1-g1 holds one-time codes 0-7, of which
+# 0 and 3 are spent and 7 not yet good (the good ones are the next five unspent); every other resident holds none.
+CODE_SECRET = "5e" * 32
+CODES = [timebank_rules.confirmation_code(CODE_SECRET, n) for n in range(8)]
+GOOD_CODES = {resident_id(G11, 1): {CODES[n] for n in (1, 2, 4, 5, 6)}}
+IN_PERSON = [{"in_person_code": code, "in_person_consent": consent,
+              "in_person_at": (NOW - dt.timedelta(minutes=5)).isoformat()}
+             for code in [*CODES, "12345"] for consent in (True, False)]
+IN_PERSON.append({"in_person_code": CODES[1]})  # no consent, no time
 SERVER_SET = ("department", "departments", "whistles", "due_respond", "due_close", "accepted", "on_site")
 TIMES = ("visited_at", "created_at", "updated_at", "raised_at", "acknowledged_at", "measured_at", "at",
          "registered_at", "last_seen_at", "heartbeat_at", "handled_at")
@@ -302,7 +313,10 @@ def _claim_ok(actor: Actor, old: Doc | None, d: Doc) -> bool:
     return (old is None and d["_id"] == f"claim:{d.get('task')}" and d.get("status") == "claimed"
             and type(minutes) is int and 0 < minutes <= 480
             and TASKS.get(d["task"]) == (d["grid"], d.get("resident"), actor.user_id)
-            and not any(name in d for name in CLAIM_SERVER_SET))
+            and not any(name in d for name in CLAIM_SERVER_SET)
+            and (not any(name in d for name in ("in_person_code", "in_person_consent", "in_person_at"))
+                 or (d.get("in_person_consent") is True and "in_person_at" in d
+                     and d.get("in_person_code") in GOOD_CODES.get(d["resident"], set()))))
 
 
 # Deliberation (issue 15): an open household vote in each community and a closed one, each household's voting card
@@ -536,6 +550,7 @@ def mutations(doc: Doc) -> Iterator[Doc]:
         yield from (relocated(doc, g, n) for g, n in PLACES if (g, n) != (G11, 1))
     if doc["type"] == "claim":  # a claim for another task, under that task's id (someone else's, elsewhere)
         yield from ({**doc, "task": task, "_id": f"claim:{task}"} for task in TASKS if task != doc["task"])
+        yield from ({**doc, **in_person} for in_person in IN_PERSON)  # the resident's code typed in person
     if doc["type"] == "redemption":  # another voucher, under its id, with or without its reward and place
         for voucher, (community, shop, reward) in VOUCHERS.items():
             moved = {**doc, "voucher": voucher, "_id": "redemption:" + voucher[8:]}
@@ -625,7 +640,9 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
               "matter": m, "voter": h, "household": h, "hash": _card_hash(f"ballot:{m[7:]}:{h}", h),
               "created_by": SECRETARY[c], "created_at": MATTER_OPENS.isoformat()}
              for m, (c, _) in MATTERS.items() for (g, _), (h, _, _) in PLACES.items() if COMMUNITY_OF[g] == c]
-    return main, users + phones + cards
+    codes = {"_id": timebank_rules.ledger_lock_id(resident_id(G11, 1)), "type": "ledger_lock",
+             "account": resident_id(G11, 1), "seq": 0, "secret": CODE_SECRET, "codes_from": 1, "codes_used": ["3"]}
+    return main, users + phones + cards + [codes]
 
 
 MAIN, ACCOUNTS = world_docs()

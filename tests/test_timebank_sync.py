@@ -90,3 +90,43 @@ def test_a_phone_cannot_write_a_transfer_or_answer_a_claim(gateway_url: str, dem
     answers = push(gateway_url, phone, [forged, answered])
     assert [a.get("error") for a in answers] == ["forbidden", "forbidden"], answers
     assert timebank.balance(demo_loaded, C1, "hours", VOLUNTEER) == 0
+
+
+def test_a_claim_confirmed_in_person_is_checked_at_sync_and_moves_once(gateway_url: str, demo_loaded: Couch) -> None:
+    """The resident typed their code on the volunteer's phone offline: a wrong code is refused when the claim
+    arrives, with the reason the phone shows and nothing stored; a good one moves the hours before the phone is
+    answered, and is spent: the same code on the next claim is refused."""
+    codes = timebank.confirmation_codes(demo_loaded, RESIDENT)
+    resident = demo_loaded.main.get(RESIDENT)
+    at = dt.datetime.now(dt.UTC).isoformat()
+
+    def claimed(code: str) -> Doc:
+        need = need_for(demo_loaded, RESIDENT, VOLUNTEER)
+        return {"_id": rules.claim_id(need), "type": "claim", "task": need, "resident": RESIDENT,
+                **{k: resident[k] for k in ("street", "community", "grid", "household")}, "minutes": 150,
+                "status": "claimed", "in_person_code": code, "in_person_consent": True, "in_person_at": at,
+                "created_by": VOLUNTEER, "created_at": at}
+
+    phone = login(gateway_url, "zhiyuan01a", "demo-password")
+    wrong = claimed(next(c for c in ("000000", "111111") if c not in codes))
+    [refused] = push(gateway_url, phone, [wrong])
+    assert refused.get("error") == "forbidden", refused
+    assert refused["errors"] == [{"field": "in_person_code", "key": "tb_code_wrong", "params": {}}]
+    assert "000000" not in refused["reason"] and "111111" not in refused["reason"]  # the code is not echoed
+    assert demo_loaded.main.all(keys=[wrong["_id"]], as_list=True)[0].get("error") == "not_found"
+
+    good = claimed(codes[1])  # any of the resident's good codes, in any order
+    [stored] = push(gateway_url, phone, [good])
+    assert stored.get("ok"), stored
+    settled = demo_loaded.main.get(good["_id"])  # settled before the phone was answered
+    assert (settled["status"], settled["consent"], "in_person_code" in settled) == ("confirmed", True, False)
+    assert timebank.balance(demo_loaded, C1, "hours", VOLUNTEER) == 150
+    assert timebank.balance(demo_loaded, C1, "hours", RESIDENT) == -150
+
+    again = claimed(codes[1])
+    [spent] = push(gateway_url, phone, [again])
+    assert spent.get("error") == "forbidden" and spent["errors"][0]["key"] == "tb_code_wrong", spent
+    no_consent = {**claimed(codes[0]), "in_person_consent": False}
+    [unconsented] = push(gateway_url, phone, [no_consent])
+    assert unconsented["errors"][0]["key"] == "tb_in_person_consent", unconsented
+    assert timebank.balance(demo_loaded, C1, "hours", RESIDENT) == -150

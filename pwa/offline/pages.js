@@ -514,6 +514,140 @@ async function answerTask({ db, session, schema, params, form }) {
   return { redirect: `/tasks/${params.id}` };
 }
 
+// ---- the time bank in the field (server/web/timebank_pages.py): a volunteer's or grid worker's /timebank from the
+// replica (their balances from the transfers naming their account, claims, help to claim), and a claim made offline,
+// perhaps confirmed in person with the resident's code: it reaches the server at the next sync, where the gateway
+// judges it by the same rule as the online form (server/domain/timebank.py claim_refusal) and checks the code.
+
+// server/domain/timebank.py hours_text: minutes as hours for people ("1.5", "-0.5", "1").
+const hoursText = (minutes) => (minutes / 60).toFixed(2).replace(/0+$/, "").replace(/\.$/, "");
+const shownClaim = (c) => ({ ...c, shown: hoursText(c.minutes) });
+const compare = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
+const latestFirst = (list) => list.sort((a, b) => compare(b.created_at, a.created_at)); // stable: equals keep order
+// A CouchDB view's order (its key, then the document id), then newest first as the server sorts it (Python's sort is
+// stable too, so equals keep the view's order).
+const viewThenNewest = (key) => (list) => latestFirst(list.sort((a, b) => compare(key(a), key(b))
+  || compare(a._id, b._id)));
+
+async function timebankContext(db, session) {
+  const user = session.user;
+  const roles = user.roles || [];
+  const rules = session.timebank;
+  const resident = user.resident ? await load(db, user.resident, "resident") : null;
+  const community = resident ? resident.community : (user.communities || [])[0];
+  if (!community) {
+    throw new OfflineError(404, "not_found");
+  }
+  const account = user.resident || user._id;
+  const claims = await docsOfType(db, "claim");
+  const toAnswer = viewThenNewest((c) => c.created_at)(claims.filter((c) => resident && c.resident === resident._id
+    && c.status === "claimed"));
+  if (roles.includes("grid_worker")) { // the human window: claims of their grids' residents, answered with consent
+    for (const grid of user.grids || []) {
+      toAnswer.push(...claims.filter((c) => c.grid === grid && c.status === "claimed" && c.created_by !== user._id
+        && !toAnswer.some((a) => a._id === c._id)));
+    }
+  }
+  const made = viewThenNewest((c) => `${c.status}\u0000${c.created_at}`)(claims.filter((c) => c.created_by === user._id));
+  const claimed = new Set(claims.map((c) => c._id));
+  const since = new Date(Date.now() - rules.expires_days * 86400000).toISOString().replace("Z", "+00:00");
+  const tasks = [];
+  if (roles.includes("volunteer") || roles.includes("grid_worker")) {
+    for (const grid of user.grids || []) {
+      for (const type of rules.claimable_types) {
+        tasks.push(...(await docsOfType(db, type)).filter((t) => t.grid === grid
+          && (t.assigned_to || t.created_by) === user._id && t.resident && (t.created_at || "") >= since
+          && !claimed.has(`claim:${t._id}`)));
+      }
+    }
+  }
+  latestFirst(tasks);
+  const entries = [];
+  const balances = {};
+  const transfers = await docsOfType(db, "transfer");
+  for (const ledger of rules.ledgers) { // the ledger view: [community, ledger, account, created_at], one ledger after the other
+    const legs = transfers.filter((t) => t.community === community && t.ledger === ledger
+      && (t.from_account === account || t.to_account === account))
+      .sort((a, b) => compare(a.created_at, b.created_at) || compare(a._id, b._id))
+      .map((t) => ({ ...t, signed: t.from_account === account ? -t.amount : t.amount }));
+    balances[ledger] = legs.reduce((sum, t) => sum + t.signed, 0);
+    entries.push(...legs.map((t) => ({ ...t, shown: ledger === "hours" ? hoursText(t.signed) : String(t.signed) })));
+  }
+  latestFirst(entries);
+  const names = { ...session.names };
+  for (const type of ["resident", "household", "organisation", "community"]) {
+    for (const doc of await docsOfType(db, type)) {
+      names[doc._id] = doc.name || doc.address || doc._id;
+    }
+  }
+  return { hours: hoursText(balances.hours), points: balances.points, to_answer: toAnswer.map(shownClaim), codes: [],
+           made: made.map(shownClaim), tasks, entries, names, account, floor_hours: rules.floor_hours,
+           max_minutes: rules.max_minutes, expires_days: rules.expires_days,
+           answering_for_others: roles.includes("grid_worker") };
+}
+
+// Only who works in the field has it offline; a resident answers claims on their own page, online.
+function fieldOnly(session) {
+  const roles = session.user.roles || [];
+  if (!roles.includes("volunteer") && !roles.includes("grid_worker")) {
+    throw new OfflineError(503, "offline_unavailable");
+  }
+}
+
+const TIMEBANK_DONE = ["claimed", "confirmed", "disputed", "reversed"]; // server/web/timebank_pages.py DONE
+
+async function timebankPage({ db, session, query }) {
+  fieldOnly(session);
+  const done = TIMEBANK_DONE.includes(query.get("done")) ? query.get("done") : null;
+  return { template: "timebank.html", context: { errors: {}, done, ...await timebankContext(db, session) } };
+}
+
+// server/web/timebank_pages.py _minutes: hours as typed in whole minutes; what cannot be read stays text.
+function minutesOf(typed) {
+  const hours = typed.trim() === "" ? NaN : Number(typed);
+  return Number.isFinite(hours) ? Math.round(hours * 60) : typed;
+}
+
+// server/services/timebank.py claim, into the replica: what the phone can judge (the amount, the consent, a code
+// typed at all); the rest (whose task it was, whether the code is the resident's) the gateway judges at sync.
+async function claimOffline({ db, session, form }) {
+  fieldOnly(session);
+  const taskId = String(form.get("task") || "");
+  const rules = session.timebank;
+  const task = rules.claimable_types.includes(taskId.split(":")[0]) ? await db.get(taskId).catch(() => null) : null;
+  const refused = async (field, key, params, status) => ({ template: "timebank.html", status, context: {
+    errors: { [field]: fieldError(key, params) }, done: null, ...await timebankContext(db, session) } });
+  if (!task || task.type !== taskId.split(":")[0]) {
+    throw new OfflineError(404, "not_found");
+  }
+  const minutes = minutesOf(String(form.get("hours") || ""));
+  if (!Number.isInteger(minutes) || minutes <= 0 || minutes > rules.max_minutes) {
+    return refused("minutes", "tb_minutes_range", { hours: Math.floor(rules.max_minutes / 60) }, 400);
+  }
+  const code = String(form.get("in_person_code") || "").trim();
+  const consent = form.get("in_person_consent") === "yes";
+  if ((code || consent) && !consent) {
+    return refused("in_person_consent", "tb_in_person_consent", {}, 400);
+  }
+  if (consent && !code) {
+    return refused("in_person_code", "tb_code_wrong", {}, 400);
+  }
+  if (await db.get(`claim:${taskId}`).catch(() => null)) {
+    return refused("task", "tb_claim_exists", {}, 409);
+  }
+  const at = nowISO();
+  const note = String(form.get("note") || "").trim().slice(0, 500);
+  const doc = { _id: `claim:${taskId}`, type: "claim" };
+  for (const name of ["street", "community", "grid", "household", "resident"]) {
+    if (task[name] !== undefined && task[name] !== null) doc[name] = task[name];
+  }
+  Object.assign(doc, { task: taskId, minutes, ...(note ? { note } : {}), status: "claimed",
+    ...(code ? { in_person_code: code, in_person_consent: true, in_person_at: at } : {}),
+    created_by: session.user._id, created_at: at });
+  await db.put(doc);
+  return { redirect: "/timebank?done=claimed" };
+}
+
 async function catalogue(db, activeOnly) {
   const categories = (await docsOfType(db, "service_category")).filter((c) => !activeOnly || c.active !== false);
   return Object.fromEntries(categories.map((c) => [c.code, c]));
@@ -921,6 +1055,8 @@ export const ROUTES = [
   ["POST", "/redeem", redeemPage],
   ["GET", "/pool/checkin", poolCheckin],
   ["POST", "/pool/checkin", poolCheckin],
+  ["GET", "/timebank", timebankPage],
+  ["POST", "/claims", claimOffline],
 ];
 
 export function route(method, path) {

@@ -49,6 +49,14 @@ const commands = {
     return { push: summary(push), pull: summary(pull), purged };
   },
   purge: async () => ({ purged: await purgeOutOfScope(local, remote) }),
+  // A sync left running while the test kills the gateway under it (tests/test_timebank_offline.py).
+  startSync: async () => {
+    background = syncOnce(local, remote).then(({ push, pull, purged }) => ({ push: summary(push), pull: summary(pull),
+                                                                            purged }),
+                                              (error) => ({ failed: String(error.message || error) }));
+    return { started: true };
+  },
+  finishSync: async () => background,
   ids: async () => (await local.allDocs()).rows.map((row) => row.id),
   get: async ({ id, conflicts }) => local.get(id, { conflicts: !!conflicts }).catch(() => null),
   put: async ({ doc }) => local.put(doc),

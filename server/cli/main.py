@@ -18,6 +18,7 @@ leaves it out) and checks the master key against the database before writing (se
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import getpass
@@ -30,7 +31,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ from server.cli import admin, backup_admin, device_admin
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationError, export_json, validate
 from server.security import account_changes, accounts, filing, master_key, number_index
 from server.security.firewall import Firewall
-from server.services import deliberation, demo
+from server.services import deliberation, demo, timebank
 from server.store.config import Settings, load_settings, with_secret_key
 from server.store.couch import FIRST_VIEWS, UNREACHABLE, Couch, build_views, connect, ensure_designs, get_or_none
 from server.store.embedded_couch import FolderInUse, Record, folder_couch, free_port
@@ -195,7 +196,7 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     print("Press Ctrl-C to stop.")
     print("=" * 60 + "\n", flush=True)
     # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
-    gateway = Mount("/sync", create_sync_app(settings, couch.url, health))
+    gateway = Mount("/sync", create_sync_app(settings, couch.url, health, after_write=_after_phone_write(couch)))
     # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
     app = create_app(settings, couch, mounts=[gateway], health=health)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=port, log_level=args.log_level,
@@ -208,6 +209,16 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     finally:
         stopping.set()
     return stop_reason[0] if stop_reason else None
+
+
+def _after_phone_write(couch: Couch) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
+    """What the server does next with what a phone stored through the sync gateway: time-bank claims the resident
+    confirmed in person move their hours now (server/services/timebank.py settle_in_person)."""
+    async def after(stored: list[dict[str, Any]]) -> None:
+        ids = timebank.confirmed_in_person(stored)
+        if ids:
+            await asyncio.to_thread(timebank.settle_in_person, couch, ids, dt.datetime.now(dt.UTC))
+    return after
 
 
 def _watch_master_key(settings: Settings, couch: Couch, server: uvicorn.Server) -> list[str]:

@@ -372,7 +372,8 @@ AUDIENCE_FIELDS = ("volunteers", "assigned_to")
 SERVER_SET_FIELDS = {"service_request": ("department", "departments", "whistles", "due_respond", "due_close",
                                          "accepted", "on_site"),
                      # A claim's answer is the server's record of the resident's (server/services/timebank.py).
-                     "claim": ("decided_by", "decided_at", "consent", "dispute_note", "transfer"),
+                     "claim": ("decided_by", "decided_at", "consent", "dispute_note", "transfer",
+                               "in_person_refused"),
                      # Which server process is filing a phone's offline access report (server/security/filing.py).
                      "access_report": ("filing_claimed_at",),
                      # The keeper's decision and the waitlist are the server's (server/services/pool.py).
@@ -457,6 +458,8 @@ def write_ref_ids(new: Doc) -> set[str]:
         named += value if isinstance(value, list) else [value]
     if type_name == "ballot" and isinstance(new.get("matter"), str) and ":" in new["matter"]:
         named.append(ballots.card_id(new["matter"], str(new.get("voter"))))  # its voting card (accounts database)
+    if type_name == "claim" and isinstance(new.get("resident"), str):  # a code typed in person: their codes
+        named.append(timebank.ledger_lock_id(new["resident"]))
     return {i for i in named if isinstance(i, str) and i != new.get("_id")}  # not yet validated: anything may be here
 
 
@@ -621,8 +624,7 @@ def _claim_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str |
         return None
     if old is not None:
         return "a claim is not changed once made: the resident confirms or disputes it"
-    task = refs.get(new["task"]) if isinstance(new.get("task"), str) else None
-    refused = timebank.claim_refusal(p.user_id, new, task)
+    refused = claim_person_refusal(p, new, refs)
     return translator("en")(*refused) if refused else None
 
 
@@ -685,6 +687,12 @@ def _pool_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.d
     kinds = pool.booker_kinds(p.roles, resident=False)
     refused = pool.booking_refusal(new, refs.get(new.get("resource") or ""), kinds, now)
     return t(*refused) if refused else None
+def claim_person_refusal(p: Principal, claim: Doc, refs: Refs) -> tuple[str, dict[str, Any]] | None:
+    """The time bank's own reason to refuse a new claim (server/domain/timebank.py claim_refusal), as a message key
+    and its parameters: what the sync gateway tells the phone, in its person's language."""
+    task = refs.get(claim["task"]) if isinstance(claim.get("task"), str) else None
+    lock = refs.get(timebank.ledger_lock_id(claim["resident"])) if isinstance(claim.get("resident"), str) else None
+    return timebank.claim_refusal(p.user_id, claim, task, lock)
 
 
 def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:

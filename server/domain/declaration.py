@@ -601,6 +601,13 @@ DOC_TYPES: dict[str, DocType] = {
             "consent": Field("bool"),  # answered by a grid worker on the resident's behalf, who agreed to it
             "dispute_note": _text(Category.SOCIAL, max_length=500),
             "transfer": _ref("transfer"),
+            # Confirmed in person on the provider's phone (server/domain/timebank.py): the resident's one-time code,
+            # their consent and when; the server spends the code and moves the hours when the claim arrives, then
+            # drops the code, or keeps the claim waiting with why it could not (`in_person_refused`, a message key).
+            "in_person_code": _text(max_length=20),
+            "in_person_consent": Field("bool"),
+            "in_person_at": Field("datetime"),
+            "in_person_refused": _text(max_length=40),
             **_WHO_WHEN,
         }, label_zh="时间银行申报", label_en="Time bank claim", client_writable=True),
         DocType("transfer", Scope.COMMUNITY, {
@@ -615,6 +622,7 @@ DOC_TYPES: dict[str, DocType] = {
             "reason": _text(max_length=500),
             "claim": _ref("claim"),
             "reverses": _ref("transfer"),  # a reversal: the transfer it undoes (the secretary's correction)
+            "seq": Field("int"),  # the paying account's ledger_lock sequence it was written under (services/timebank)
             **_WHO_WHEN,
         }, label_zh="时间银行转账", label_en="Ledger transfer"),
         DocType("alert", Scope.GRID, {
@@ -879,6 +887,18 @@ DOC_TYPES: dict[str, DocType] = {
             "rotating": Field("bool", Category.SYSTEM, required=True),
             "rotated_at": Field("datetime"),
         }, database=ACCOUNTS_DB, label_zh="主密钥校验值", label_en="Master key check"),
+        DocType("ledger_lock", Scope.INSTALLATION, {
+            # One per account that pays out (server/services/timebank.py _record): every transfer out of it first
+            # updates this document, whose revision serialises them, so the hours floor holds under concurrency;
+            # `last` is the transfer its holder is writing (the next holder writes it if that one stopped).
+            # A resident's also holds their confirmation codes' secret and which are spent (domain/timebank.py).
+            "account": Field("id", required=True),
+            "seq": Field("int", required=True),
+            "last": Field("map", Category.SYSTEM),
+            "secret": _text(Category.SYSTEM, max_length=64),
+            "codes_from": Field("int"),
+            "codes_used": Field("list", max_length=12),
+        }, database=ACCOUNTS_DB, label_zh="账户序号", label_en="Ledger lock"),
         DocType("audit_checkpoint", Scope.COMMUNITY, {
             "seq": Field("int", Category.RECORD, required=True),
             "hash": _text(Category.RECORD, required=True, max_length=128),

@@ -10,9 +10,11 @@ which mints them. Every refusal names why, as an i18n message key with its param
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from typing import Any
 
-from server.domain.declaration import DOC_TYPES
+from server.domain.declaration import DOC_TYPES, LEDGERS
 
 Doc = dict[str, Any]
 
@@ -54,9 +56,12 @@ def doer_of(task: Doc) -> str | None:
     return task.get("assigned_to") or task.get("created_by")
 
 
-def claim_refusal(writer: str, claim: Doc, task: Doc | None) -> tuple[str, dict[str, Any]] | None:
+def claim_refusal(writer: str, claim: Doc, task: Doc | None,
+                  lock: Doc | None = None) -> tuple[str, dict[str, Any]] | None:
     """Why this claim may not be made by `writer` (message key, params); None if it may. `task` is the document
-    named by claim["task"] (None if there is none). The caller checks the rest of the placement."""
+    named by claim["task"] (None if there is none); `lock` the resident's `ledger_lock` (their confirmation codes),
+    read only for a claim confirmed in person. The sync gateway and the online form both ask this; the caller
+    checks the rest of the placement."""
     minutes = claim.get("minutes")
     if not isinstance(minutes, int) or isinstance(minutes, bool) or not 0 < minutes <= MAX_CLAIM_MINUTES:
         return ("tb_minutes_range", {"hours": MAX_CLAIM_MINUTES // 60})
@@ -70,7 +75,7 @@ def claim_refusal(writer: str, claim: Doc, task: Doc | None) -> tuple[str, dict[
         return ("tb_claim_task_elsewhere", {})
     if doer_of(task) != writer:
         return ("tb_claim_not_yours", {})
-    return None
+    return in_person_refusal(claim, lock)
 
 
 def transfer_refusal(ledger: str, from_account: str, to_account: str, amount: Any,
@@ -87,6 +92,12 @@ def transfer_refusal(ledger: str, from_account: str, to_account: str, amount: An
     return None
 
 
+def offline_rules() -> dict[str, Any]:
+    """What the offline /timebank needs of these rules, as data (/pwa/session.json; pwa/offline/pages.js)."""
+    return {"ledgers": list(LEDGERS), "claimable_types": list(CLAIMABLE_TYPES), "floor_hours": -HOURS_FLOOR // 60,
+            "max_minutes": MAX_CLAIM_MINUTES, "expires_days": CLAIM_EXPIRES_AFTER.days}
+
+
 def hours_text(minutes: int) -> str:
     """Minutes as hours for people: 90 -> "1.5", -30 -> "-0.5", 60 -> "1"."""
     return f"{minutes / 60:.2f}".rstrip("0").rstrip(".")
@@ -95,3 +106,66 @@ def hours_text(minutes: int) -> str:
 def claim_lapsed(claim: Doc, now: dt.datetime) -> bool:
     return claim.get("status") == "claimed" and dt.datetime.fromisoformat(claim["created_at"]) + \
         CLAIM_EXPIRES_AFTER <= now
+
+
+# ---------------------------------------------------------------- in person, on the provider's phone (issue 16 item 3)
+#
+# The resident confirms a claim at the door by typing one of their one-time confirmation codes on the provider's
+# phone and ticking that they agree. A code is 6 digits of an HMAC of its number under a secret of the resident's
+# that only the server holds (`ledger_lock:<resident>`, accounts database, never replicated): an offline phone
+# cannot make one, and one it has seen is spent by the confirmation that carried it. The resident's own /timebank
+# page lists their next `CONFIRM_CODES_AHEAD` unused codes (a printout does for a resident without a phone); any of
+# them is good, once, in any order (two claims of one visit sync in either order).
+
+CONFIRM_CODES_AHEAD = 5
+CONFIRM_CODE_DIGITS = 6
+IN_PERSON_FIELDS = ("in_person_code", "in_person_consent", "in_person_at")
+
+
+def ledger_lock_id(account: str) -> str:
+    """The document every transfer out of `account` updates first: its revision serialises them (the floor
+    holds under concurrency), and it keeps a resident's confirmation codes."""
+    return "ledger_lock:" + account
+
+
+def confirmation_code(secret: str, number: int) -> str:
+    """A resident's `number`-th one-time confirmation code, from their secret (hex)."""
+    mac = hmac.new(bytes.fromhex(secret), f"linli confirmation code {number}".encode(), hashlib.sha256).digest()
+    return f"{int.from_bytes(mac[:8], 'big') % 10 ** CONFIRM_CODE_DIGITS:0{CONFIRM_CODE_DIGITS}d}"
+
+
+def open_code_numbers(lock: Doc | None) -> list[int]:
+    """The numbers of a resident's codes that are good now: the next `CONFIRM_CODES_AHEAD` not used yet."""
+    if not lock or not lock.get("secret"):
+        return []
+    start, used = lock.get("codes_from", 0), set(lock.get("codes_used") or [])
+    return [n for n in range(start, start + CONFIRM_CODES_AHEAD + len(used)) if str(n) not in used]
+
+
+def code_number(lock: Doc | None, code: Any) -> int | None:
+    """Which of the resident's good codes `code` is; None if it is none of them (wrong, or spent)."""
+    if not isinstance(code, str) or not lock:
+        return None
+    typed = code.strip().replace(" ", "")
+    return next((n for n in open_code_numbers(lock)
+                 if hmac.compare_digest(confirmation_code(lock["secret"], n), typed)), None)
+
+
+def spend_code(lock: Doc, number: int) -> Doc:
+    """The lock with code `number` spent; the window moves past the codes used from its start."""
+    used, start = set(lock.get("codes_used") or []) | {str(number)}, lock.get("codes_from", 0)
+    while str(start) in used:
+        used.discard(str(start))
+        start += 1
+    return {**lock, "codes_from": start, "codes_used": sorted(used, key=int)}
+
+
+def in_person_refusal(claim: Doc, lock: Doc | None) -> tuple[str, dict[str, Any]] | None:
+    """A claim confirmed in person carries the resident's consent and one of their good codes."""
+    if not any(claim.get(name) is not None for name in IN_PERSON_FIELDS):
+        return None
+    if claim.get("in_person_consent") is not True or not claim.get("in_person_at"):
+        return ("tb_in_person_consent", {})
+    if code_number(lock, claim.get("in_person_code")) is None:
+        return ("tb_code_wrong", {})
+    return None

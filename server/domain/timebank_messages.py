@@ -88,6 +88,20 @@ TIMEBANK_MESSAGES: dict[str, dict[str, str]] = {
         "tb_reverse_reversal": "冲正记录不能再冲正。",
         "tb_already_reversed": "这笔转账已经冲正过了。",
         "audit_action_ledger_reversal": "冲正了一笔时间银行转账",
+        # confirmed in person, on the provider's phone (issue 16 item 3)
+        "tb_in_person": "居民当面确认（可不填）",
+        "tb_in_person_hint": "请居民在这部手机上输入自己的确认码；联网同步后时长即记入。",
+        "tb_in_person_code": "居民的确认码",
+        "tb_in_person_agree": "居民本人同意确认这次服务",
+        "tb_in_person_sent": "居民已当面确认，同步后记入",
+        "tb_my_codes": "我的当面确认码",
+        "tb_my_codes_hint": ("志愿者或网格员在您家帮忙后，可在对方手机上输入下面任一个确认码来确认服务时长。"
+                             "每个码只能用一次，请勿告诉他人。"),
+        "tb_in_person_consent": "当面确认须由居民本人勾选同意。",
+        "tb_code_wrong": "确认码不对：请居民核对自己页面上的确认码。没有记入任何时长。",
+        "tb_code_used": "这个确认码已经用过了，没有记入时长；请居民在自己的页面上确认。",
+        "tb_busy": "同时有太多确认，请稍后再试。",
+        "tb_in_person_over_limit": "确认后居民的时长余额将低于透支上限，未记入。",
     },
     "en": {
         "timebank": "Time bank",
@@ -173,5 +187,21 @@ TIMEBANK_MESSAGES: dict[str, dict[str, str]] = {
         "tb_reverse_reversal": "A reversal cannot itself be reversed.",
         "tb_already_reversed": "This transfer has been reversed already.",
         "audit_action_ledger_reversal": "reversed a time-bank transfer",
+        "tb_in_person": "Confirmed by the resident in person (optional)",
+        "tb_in_person_hint": ("The resident types their own confirmation code on this phone; the hours count once "
+                              "synced."),
+        "tb_in_person_code": "The resident's confirmation code",
+        "tb_in_person_agree": "The resident agrees to confirm this help",
+        "tb_in_person_sent": "confirmed in person; counted when synced",
+        "tb_my_codes": "My confirmation codes",
+        "tb_my_codes_hint": ("After a volunteer or grid worker helped you at home, type any one of these codes on "
+                             "their phone to confirm the hours. Each works once; keep them to yourself."),
+        "tb_in_person_consent": "A confirmation in person needs the resident's own consent, ticked.",
+        "tb_code_wrong": ("The confirmation code is wrong: ask the resident to check the code on their own page. "
+                          "No hours were recorded."),
+        "tb_code_used": ("This confirmation code was used already; no hours were recorded. The resident can confirm "
+                         "on their own page."),
+        "tb_busy": "Too many confirmations at once; try again in a moment.",
+        "tb_in_person_over_limit": "Not recorded: it would take the resident's hours below the limit.",
     },
 }

@@ -10,7 +10,9 @@ Transfers are never edited: a correction is a reversing transfer (`reverse`), by
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import secrets
 from typing import Any
 
 from pycouchdb.exceptions import Conflict
@@ -22,7 +24,7 @@ from server.domain.errors import FieldError, UserError
 from server.security import filing
 from server.security.filing import Signer
 from server.store import queries
-from server.store.couch import Couch, get_or_none, iter_view_docs
+from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -90,20 +92,26 @@ def claimable_tasks(couch: Couch, user: Doc, now: dt.datetime) -> list[Doc]:
                   reverse=True)
 
 
-def claim(couch: Couch, p: Principal, task_id: str, minutes: Any, note: str, now: dt.datetime) -> Doc:
-    """The provider claims `minutes` for a task they did; the resident it was for confirms or disputes."""
+def claim(couch: Couch, p: Principal, task_id: str, minutes: Any, note: str, now: dt.datetime,
+          in_person_code: str = "", in_person_consent: bool = False) -> Doc:
+    """The provider claims `minutes` for a task they did; the resident it was for confirms or disputes, or has
+    confirmed already in person, on the provider's phone, with one of their codes (then the hours move now)."""
     task = get_or_none(couch.main, task_id) if task_id else None
     if task is None or not may_see(p, task):
         raise LedgerError("tb_claim_no_task", field="task", status=404)
+    in_person = {"in_person_code": in_person_code.strip(), "in_person_consent": in_person_consent,
+                 "in_person_at": now.isoformat()} if in_person_code.strip() or in_person_consent else {}
     doc = {"_id": rules.claim_id(task_id), "type": "claim",
            **{k: task.get(k) for k in ("street", "community", "grid", "household", "resident")},
            "task": task_id, "minutes": minutes, "note": note.strip()[:500] or None, "status": "claimed",
-           "created_by": p.user_id, "created_at": now.isoformat()}
+           **in_person, "created_by": p.user_id, "created_at": now.isoformat()}
     doc = {k: v for k, v in doc.items() if v is not None}
-    refused = rules.claim_refusal(p.user_id, doc, task)
+    lock = get_or_none(couch.accounts, rules.ledger_lock_id(doc["resident"])) if in_person and doc.get(
+        "resident") else None
+    refused = rules.claim_refusal(p.user_id, doc, task, lock)
     if refused:
         key = refused[0]
-        raise LedgerError(*refused, field="minutes" if key == "tb_minutes_range" else "task",
+        raise LedgerError(*refused, field=_CLAIM_FIELDS.get(key, "task"),
                           status=403 if key == "tb_claim_not_yours" else 400)
     if get_or_none(couch.main, doc["_id"]) is not None:
         raise LedgerError("tb_claim_exists", field="task", status=409)
@@ -111,9 +119,100 @@ def claim(couch: Couch, p: Principal, task_id: str, minutes: Any, note: str, now
         raise LedgerError("tb_claim_not_yours", field="task", status=403)
     validate(doc)
     try:
-        return couch.main.save(doc)
+        saved = couch.main.save(doc)
     except Conflict:  # the other phone, or a retry, got there first: one task, one claim
         raise LedgerError("tb_claim_exists", field="task", status=409) from None
+    return settle_in_person(couch, [saved["_id"]], now)[0] if in_person else saved
+
+
+_CLAIM_FIELDS = {"tb_minutes_range": "minutes", "tb_code_wrong": "in_person_code",
+                 "tb_in_person_consent": "in_person_consent"}  # the form input each refusal belongs to
+
+
+def settle_in_person(couch: Couch, claim_ids: list[str], now: dt.datetime) -> list[Doc]:
+    """Claims confirmed in person (a resident's code on the provider's phone, checked when the claim was stored):
+    the hours move now and the code is spent, in one compare-and-set of the resident's `ledger_lock`; the claim
+    is marked confirmed with the resident's consent, its code dropped. One that cannot be (the code spent by
+    another claim meanwhile, the floor, lapsed) waits for the resident's answer, saying why. Idempotent: the sync
+    gateway's hook runs it for what it stored, the minute clock for anything left."""
+    settled = []
+    for doc in get_many(couch.main, set(claim_ids)).values():
+        if doc.get("type") != "claim" or doc["status"] != "claimed" or not doc.get("in_person_code"):
+            settled.append(doc)
+            continue
+        try:
+            transfer_id = _move_claimed_hours(couch, doc, doc["created_by"], now, doc["in_person_code"])
+        except LedgerError as refused:
+            # The provider has seen the code: spent all the same, so that it confirms nothing else.
+            _spend_code(couch, doc["resident"], doc["in_person_code"])
+            now_stored = get_or_none(couch.main, doc["_id"]) or doc  # marked lapsed, perhaps
+            why = refused.errors[0].key
+            settled.append(_save_claim(couch, {**_without_code(now_stored), "in_person_refused": IN_PERSON_REFUSED.get(
+                why, why)}))
+            continue
+        try:
+            settled.append(_decide(couch, _without_code(doc), "confirmed", None, now, consent=True,
+                                   transfer=transfer_id))
+        except LedgerError:  # marked by another process settling it at the same time
+            settled.append(get_or_none(couch.main, doc["_id"]) or doc)
+    return settled
+
+
+# A refusal kept on a claim is shown later without the numbers of the moment: the floor's says so in words.
+IN_PERSON_REFUSED = {"tb_over_limit": "tb_in_person_over_limit"}
+
+
+def _without_code(doc: Doc) -> Doc:
+    return {k: v for k, v in doc.items() if k != "in_person_code"}
+
+
+def _spend_code(couch: Couch, resident: str, code: str) -> None:
+    """Spend a resident's code without moving anything (a confirmation refused after it was typed)."""
+    for _ in range(LOCK_TRIES):
+        lock = get_or_none(couch.accounts, rules.ledger_lock_id(resident))
+        number = rules.code_number(lock, code)
+        if number is None:
+            return
+        try:
+            couch.accounts.save(rules.spend_code(lock, number))
+            return
+        except Conflict:
+            continue
+
+
+def _save_claim(couch: Couch, doc: Doc) -> Doc:
+    validate(doc)
+    try:
+        return couch.main.save(doc)
+    except Conflict:
+        return get_or_none(couch.main, doc["_id"]) or doc  # settled by another process meanwhile
+
+
+def confirmed_in_person(stored: list[Doc]) -> list[str]:
+    """The claims among documents a phone just stored that a resident confirmed in person (to settle now)."""
+    return [doc["_id"] for doc in stored if doc.get("type") == "claim" and doc.get("in_person_code")]
+
+
+def in_person_claims(couch: Couch) -> list[str]:
+    """Claims confirmed in person and not settled yet (the minute clock settles them)."""
+    rows = couch.main.query("linli/claims", as_list=True, startkey=["", "claimed"], endkey=["", "claimed", {}],
+                            reduce="false", include_docs="true")
+    return [row["id"] for row in rows if row["doc"].get("in_person_code")]
+
+
+def confirmation_codes(couch: Couch, resident: str) -> list[str]:
+    """A resident's good one-time codes, to type on a provider's phone; their secret made on first asking."""
+    lock_id = rules.ledger_lock_id(resident)
+    lock = get_or_none(couch.accounts, lock_id) or {"_id": lock_id, "type": "ledger_lock", "account": resident,
+                                                    "seq": 0}
+    if not lock.get("secret"):
+        lock = {**lock, "secret": secrets.token_hex(32), "codes_from": 0, "codes_used": []}
+        validate(lock)
+        try:
+            couch.accounts.save(lock)
+        except Conflict:  # made meanwhile (another page, a transfer taking the lock): read it
+            return confirmation_codes(couch, resident)
+    return [rules.confirmation_code(lock["secret"], n) for n in rules.open_code_numbers(lock)]
 
 
 def _load_claim(couch: Couch, p: Principal, claim_id: str) -> Doc:
@@ -140,16 +239,26 @@ def confirm(couch: Couch, p: Principal, claim_id: str, now: dt.datetime, consent
     """The resident (or a grid worker with their consent) confirms: the hours move, once."""
     doc = _load_claim(couch, p, claim_id)
     _may_answer(p, doc, consent)
+    transfer_id = _move_claimed_hours(couch, doc, p.user_id, now)
+    return _decide(couch, doc, "confirmed", p, now, consent=consent if p.resident != doc["resident"] else None,
+                   transfer=transfer_id)
+
+
+def _move_claimed_hours(couch: Couch, doc: Doc, by: str, now: dt.datetime, code: str | None = None) -> str:
+    """The confirmation's transfer, written once; its id. A transfer of this claim found already (written by a
+    confirmation that stopped before marking the claim, or racing this one) is that confirmation's: it counts."""
     transfer_id = rules.transfer_id_of_claim(doc["_id"])
     if get_or_none(couch.main, transfer_id) is None:
         _still_open(couch, doc, now)
-        _record(couch, _transfer_doc(transfer_id, doc, "hours", doc["resident"], doc["created_by"], doc["minutes"],
-                                     "confirmation", p.user_id, now, claim=doc["_id"]))
+        try:
+            _record(couch, _transfer_doc(transfer_id, doc, "hours", doc["resident"], doc["created_by"],
+                                         doc["minutes"], "confirmation", by, now, claim=doc["_id"]), code)
+        except LedgerError:
+            if get_or_none(couch.main, transfer_id) is None:
+                raise  # else written after all: by a racing confirmation, or as the transfer a stopped one left
     elif doc["status"] != "claimed":
         raise LedgerError("tb_claim_answered", status=409)
-    # else: confirmed before, and the claim not yet marked (a crash between the two writes): mark it now
-    return _decide(couch, doc, "confirmed", p, now, consent=consent if p.resident != doc["resident"] else None,
-                   transfer=transfer_id)
+    return transfer_id
 
 
 def dispute(couch: Couch, p: Principal, claim_id: str, note: str, now: dt.datetime, consent: bool = False) -> Doc:
@@ -214,18 +323,67 @@ def _transfer_doc(transfer_id: str, place: Doc, ledger: str, from_account: str, 
             "kind": kind, "created_by": by, "created_at": now.isoformat(), **extra}
 
 
-def _record(couch: Couch, transfer: Doc) -> Doc:
-    """Write a new transfer if the ledger allows it. Never an edit: an existing id is a conflict."""
+LOCK_TRIES = 200  # each round of contention lets one writer through: enough for that many at once
+
+
+def _record(couch: Couch, transfer: Doc, code: str | None = None) -> Doc:
+    """Write a new transfer if the ledger allows it. Never an edit: an existing id is a conflict.
+
+    Two transfers out of one account at once could each read a balance without the other and together pass the
+    floor. So each first takes the account's `ledger_lock` (a compare-and-set on its CouchDB revision) holding the
+    transfer it is about to write, having written the transfer the previous holder left there (if it stopped
+    before writing it) and read the balance after it; a writer that loses the race reads again. `code`: a
+    resident's confirmation code typed in person, spent in the same compare-and-set."""
+    if transfer["ledger"] == "points" and transfer["from_account"].startswith(rules.MINTING_ACCOUNT_TYPE + ":"):
+        _check(couch, transfer)
+        return _write_transfer(couch, transfer)  # the community mints: no floor to hold
+    lock_id = rules.ledger_lock_id(transfer["from_account"])
+    for _ in range(LOCK_TRIES):
+        lock = get_or_none(couch.accounts, lock_id) or {"_id": lock_id, "type": "ledger_lock",
+                                                        "account": transfer["from_account"], "seq": 0}
+        if lock.get("last"):
+            _write_left_transfer(couch, lock["last"])
+        _check(couch, transfer)
+        transfer = {**transfer, "seq": lock["seq"] + 1}
+        taken = {**lock, "seq": transfer["seq"], "last": transfer}
+        if code is not None:
+            number = rules.code_number(lock, code)
+            if number is None:
+                raise LedgerError("tb_code_used", field="in_person_code", status=409)
+            taken = rules.spend_code(taken, number)
+        validate(taken)
+        try:
+            couch.accounts.save(taken)
+        except Conflict:
+            continue  # another transfer out of this account got there first: read its balance again
+        return _write_transfer(couch, transfer)
+    raise LedgerError("tb_busy", status=409)
+
+
+def _check(couch: Couch, transfer: Doc) -> None:
+    """Refuse a transfer the ledger does not allow, against the paying account's balance now."""
     held = balance(couch, transfer["community"], transfer["ledger"], transfer["from_account"])
     refused = rules.transfer_refusal(transfer["ledger"], transfer["from_account"], transfer["to_account"],
                                      transfer["amount"], held)
     if refused:
         raise LedgerError(*refused)
     validate(transfer)
+
+
+def _write_transfer(couch: Couch, transfer: Doc) -> Doc:
     try:
-        return couch.main.save(transfer)
+        return couch.main.save(dict(transfer))
     except Conflict:
+        stored = get_or_none(couch.main, transfer["_id"])
+        if "seq" in transfer and stored is not None and {k: v for k, v in stored.items() if k != "_rev"} == transfer:
+            return stored  # the next holder of the lock wrote ours for us (the same lock sequence: this very one)
         raise LedgerError("tb_transfer_exists", status=409) from None
+
+
+def _write_left_transfer(couch: Couch, left: Doc) -> None:
+    """The transfer a previous holder of the lock took it for, written if it was not (it stopped in between)."""
+    with contextlib.suppress(Conflict):  # written, by its holder or by another: as it should be
+        couch.main.save(dict(left))
 
 
 def reverse(couch: Couch, signer: Signer, p: Principal, transfer_id: str, reason: str, now: dt.datetime,

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from server.domain import pool as pool_rules
+from server.domain import timebank as timebank_rules
 from server.domain.access import Principal, offline_grids, works_offline
 from server.domain.declaration import SATISFACTION, TASK_ANSWERS, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
@@ -151,6 +152,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "home_address": await run_in_threadpool(home_address, couch, p.resident) if p.resident else "",
             # The resource pool (issue 17): how early before a booking a check-in counts (server/domain/pool.py).
             "pool_checkin_early_minutes": int(pool_rules.CHECKIN_EARLY.total_seconds() // 60),
+            # The time bank's rules the offline /timebank shows and checks (server/domain/timebank.py).
+            "timebank": timebank_rules.offline_rules(),
         }, headers={"Cache-Control": "no-store"})
 
     return [

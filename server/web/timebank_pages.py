@@ -66,7 +66,9 @@ def my_page_context(firewall: Firewall, user: Doc, now: dt.datetime) -> dict[str
                    | {c["household"] for c in made} | {e["from_account"] for e in entries}
                    | {e["to_account"] for e in entries})
     hours, points = (timebank.balance(couch, community, ledger, account) for ledger in LEDGERS)
+    codes = timebank.confirmation_codes(couch, resident["_id"]) if resident else []
     return {"hours": rules.hours_text(hours), "points": points, "to_answer": list(map(_shown, to_answer)),
+            "codes": codes,
             "made": list(map(_shown, made)), "tasks": tasks, "entries": list(map(_shown, entries)), "names": names,
             "account": account, "floor_hours": -rules.HOURS_FLOOR // 60, "max_minutes": rules.MAX_CLAIM_MINUTES,
             "expires_days": rules.CLAIM_EXPIRES_AFTER.days, "answering_for_others": p.has(Role.GRID_WORKER)}
@@ -151,21 +153,22 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         context = await run_in_threadpool(my_page_context, firewall, user, now())
         return render(request, "timebank.html", status, errors=errors or {}, done=_done(request), **context)
 
-    async def act(request: Request, do: Callable[[Principal, Any], Any], done: str) -> Response:
+    async def act(request: Request, do: Callable[[Principal, Any], Any], done: str | Callable[[Any], str]) -> Response:
         user = await current_user(request)
         form = await request.form()
         try:
-            await run_in_threadpool(do, Principal.of(user), form)
+            result = await run_in_threadpool(do, Principal.of(user), form)
         except timebank.LedgerError as refused:
             if refused.status == 404:  # nothing there, or nothing this person may see: answered alike
                 raise HTTPException(404) from None
             return await my_page(request, by_field(refused.errors), refused.status)
-        return RedirectResponse(f"/timebank?done={done}", status_code=303)
+        return RedirectResponse(f"/timebank?done={done(result) if callable(done) else done}", status_code=303)
 
     async def new_claim(request: Request) -> Response:
         return await act(request, lambda p, form: timebank.claim(
             couch, p, str(form.get("task", "")), _minutes(str(form.get("hours", ""))), str(form.get("note", "")),
-            now()), "claimed")
+            now(), str(form.get("in_person_code", "")), form.get("in_person_consent") == "yes"),
+            lambda made: "confirmed" if made["status"] == "confirmed" else "claimed")  # in person: settled at once
 
     async def answer(request: Request) -> Response:
         claim_id = request.path_params["claim_id"]

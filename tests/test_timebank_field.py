@@ -1,0 +1,119 @@
+"""The time bank in the field (issue 16 items 3, 5): a resident confirms on the provider's phone with one of their
+one-time codes (the code checked when the claim is stored, spent by the confirmation, never by a phone), and the
+hours floor holds when many confirmations against one resident arrive at once (the account's `ledger_lock`).
+Through the real services on pouchdb-server; tests/test_timebank_sync.py sends the same through the sync gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from server.domain import timebank as rules
+from server.domain.access import Principal
+from server.domain.declaration import Role
+from server.services import timebank
+from server.services.demo import STREET_ID
+from server.store.couch import Couch, get_or_none
+
+from .test_timebank import C1, GRID, OTHER_RESIDENT, RESIDENT, VOLUNTEER, hours, need_for
+
+VOLUNTEER_P = Principal(VOLUNTEER, frozenset({Role.VOLUNTEER}), STREET_ID, frozenset({C1}), frozenset({GRID}))
+RESIDENT_P = Principal("user:jumin1", frozenset({Role.RESIDENT}), STREET_ID, resident=RESIDENT)
+
+
+def test_codes_are_good_once_each_in_any_order() -> None:
+    lock = {"_id": rules.ledger_lock_id(RESIDENT), "secret": "ab" * 32, "codes_from": 0, "codes_used": []}
+    codes = [rules.confirmation_code(lock["secret"], n) for n in rules.open_code_numbers(lock)]
+    assert len(codes) == rules.CONFIRM_CODES_AHEAD and all(len(c) == 6 and c.isdigit() for c in codes)
+    assert rules.code_number(lock, codes[2]) == 2 and rules.code_number(lock, " " + codes[0]) == 0
+    spent = rules.spend_code(lock, 2)
+    assert rules.code_number(spent, codes[2]) is None and rules.code_number(spent, codes[0]) == 0
+    assert rules.open_code_numbers(spent) == [0, 1, 3, 4, 5]  # always the next five unspent
+    spent = rules.spend_code(rules.spend_code(spent, 0), 1)  # the window moves past 0, 1, 2
+    assert spent["codes_from"] == 3 and spent["codes_used"] == []
+    assert rules.open_code_numbers(spent) == list(range(3, 3 + rules.CONFIRM_CODES_AHEAD))
+    other = {**lock, "secret": "cd" * 32}  # another resident's codes are not theirs
+    assert all(rules.code_number(other, c) is None for c in codes)
+    assert rules.code_number(None, codes[0]) is None and rules.code_number(lock, 123456) is None
+
+
+def test_confirmed_in_person_the_hours_move_once_and_the_code_is_spent(demo_loaded: Couch) -> None:
+    now = dt.datetime.now(dt.UTC)
+    codes = timebank.confirmation_codes(demo_loaded, RESIDENT)
+    assert timebank.confirmation_codes(demo_loaded, RESIDENT) == codes  # the same until used
+    need, other = need_for(demo_loaded, RESIDENT, VOLUNTEER), need_for(demo_loaded, RESIDENT, VOLUNTEER)
+    for code, consent, key in (("000000" if "000000" not in codes else "999999", True, "tb_code_wrong"),
+                               (codes[0], False, "tb_in_person_consent")):
+        with pytest.raises(timebank.LedgerError) as refused:
+            timebank.claim(demo_loaded, VOLUNTEER_P, need, 90, "", now, in_person_code=code,
+                           in_person_consent=consent)
+        assert refused.value.errors[0].key == key
+        assert get_or_none(demo_loaded.main, rules.claim_id(need)) is None and hours(demo_loaded, RESIDENT) == 0
+    settled = timebank.claim(demo_loaded, VOLUNTEER_P, need, 90, "", now, in_person_code=codes[0],
+                             in_person_consent=True)
+    assert (settled["status"], settled["consent"], settled["transfer"]) == (
+        "confirmed", True, rules.transfer_id_of_claim(settled["_id"]))
+    assert "in_person_code" not in demo_loaded.main.get(settled["_id"])  # dropped once spent
+    assert hours(demo_loaded, RESIDENT) == -90 and hours(demo_loaded, VOLUNTEER) == 90
+    assert timebank.confirmation_codes(demo_loaded, RESIDENT) == codes[1:] + [
+        rules.confirmation_code(demo_loaded.accounts.get(rules.ledger_lock_id(RESIDENT))["secret"],
+                                rules.CONFIRM_CODES_AHEAD)]
+    with pytest.raises(timebank.LedgerError) as reused:  # the provider saw it: good for nothing else
+        timebank.claim(demo_loaded, VOLUNTEER_P, other, 60, "", now, in_person_code=codes[0],
+                       in_person_consent=True)
+    assert reused.value.errors[0].key == "tb_code_wrong" and hours(demo_loaded, RESIDENT) == -90
+
+
+def test_one_code_on_two_claims_stored_at_once_confirms_one(demo_loaded: Couch) -> None:
+    """Both claims passed the check when stored (the code was good then): the settlement spends it once; the
+    other claim waits for the resident's answer, saying why, and moves nothing."""
+    now = dt.datetime.now(dt.UTC)
+    code = timebank.confirmation_codes(demo_loaded, OTHER_RESIDENT)[0]
+    resident = demo_loaded.main.get(OTHER_RESIDENT)
+    claims = []
+    for _ in range(2):
+        need = need_for(demo_loaded, OTHER_RESIDENT, VOLUNTEER)
+        claims.append(demo_loaded.main.save({
+            "_id": rules.claim_id(need), "type": "claim", "task": need, "resident": OTHER_RESIDENT,
+            **{k: resident[k] for k in ("street", "community", "grid", "household")}, "minutes": 60,
+            "status": "claimed", "in_person_code": code, "in_person_consent": True, "in_person_at": now.isoformat(),
+            "created_by": VOLUNTEER, "created_at": now.isoformat()})["_id"])
+    assert sorted(timebank.in_person_claims(demo_loaded)) == sorted(claims)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda cid: timebank.settle_in_person(demo_loaded, [cid], now), claims))
+    states = sorted((demo_loaded.main.get(c)["status"], demo_loaded.main.get(c).get("in_person_refused"))
+                    for c in claims)
+    assert states == [("claimed", "tb_code_used"), ("confirmed", None)]
+    assert hours(demo_loaded, OTHER_RESIDENT) == -60
+    assert timebank.in_person_claims(demo_loaded) == []  # nothing left for the clock; settling again changes nothing
+    timebank.settle_in_person(demo_loaded, claims, now)
+    assert hours(demo_loaded, OTHER_RESIDENT) == -60
+
+
+CONCURRENT = 12
+
+
+def test_many_confirmations_against_one_resident_at_once_keep_the_floor(demo_loaded: Couch) -> None:
+    """Twelve claims of four hours each, confirmed all at the same moment: the floor (-10 h) lets two through,
+    never a third, whichever order they reach CouchDB in."""
+    now = dt.datetime.now(dt.UTC)
+    claims = [timebank.claim(demo_loaded, VOLUNTEER_P, need_for(demo_loaded, RESIDENT, VOLUNTEER), 240, "",
+                             now)["_id"] for _ in range(CONCURRENT)]
+    start = threading.Barrier(CONCURRENT)
+
+    def confirm(claim_id: str) -> str:
+        start.wait()
+        try:
+            timebank.confirm(demo_loaded, RESIDENT_P, claim_id, now)
+        except timebank.LedgerError as refused:
+            return refused.errors[0].key
+        return "confirmed"
+
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        outcomes = list(pool.map(confirm, claims))
+    assert sorted(outcomes) == ["confirmed"] * 2 + ["tb_over_limit"] * (CONCURRENT - 2), outcomes
+    assert hours(demo_loaded, RESIDENT) == -480 and hours(demo_loaded, VOLUNTEER) == 480
+    assert [demo_loaded.main.get(c)["status"] for c in claims].count("confirmed") == 2
