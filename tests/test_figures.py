@@ -43,6 +43,11 @@ alert_strategy = st.fixed_dictionaries({
     "answered": st.booleans(), "escalated": st.booleans()})
 
 
+def _seconds(hours: float) -> dt.timedelta:
+    """Whole seconds, as far as deadlines go: CouchDB's JavaScript reads times to the millisecond."""
+    return dt.timedelta(seconds=round(hours * 3600))
+
+
 def _docs(street: str, requests: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     docs = []
     for i, r in enumerate(requests):
@@ -55,10 +60,10 @@ def _docs(street: str, requests: list[dict[str, Any]], alerts: list[dict[str, An
         if r["department"]:
             doc["department"] = r["department"]
         if r["ack_hours"] is not None:
-            doc["acknowledged_at"] = (made + dt.timedelta(hours=r["ack_hours"])).isoformat()
+            doc["acknowledged_at"] = (made + _seconds(r["ack_hours"])).isoformat()
             doc["status"] = "acknowledged"
         if r["close_hours"] is not None:
-            doc["resolved_at"] = (made + dt.timedelta(hours=r["close_hours"])).isoformat()
+            doc["resolved_at"] = (made + _seconds(r["close_hours"])).isoformat()
             doc["status"] = "closed"
         if r["rating"]:
             doc["rating"] = r["rating"]
