@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from server.domain.error_messages import ERROR_MESSAGES
+from server.domain.figures_messages import FIGURES_MESSAGES
 from server.domain.timebank_messages import TIMEBANK_MESSAGES
 
 DEFAULT_LANG = "zh"
@@ -1783,6 +1784,10 @@ DOOR_BALLOT_MESSAGES = {
     },
 }
 for _lang, _messages in DOOR_BALLOT_MESSAGES.items():
+    MESSAGES[_lang].update(_messages)
+
+# Figures (issue 18): the dashboard's KPIs, charts and CSV, the preparing page.
+for _lang, _messages in FIGURES_MESSAGES.items():
     MESSAGES[_lang].update(_messages)
 
 LANGUAGES = tuple(MESSAGES)

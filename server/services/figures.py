@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,12 +131,12 @@ def default_range(now: dt.datetime, span: int = 12) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- CSV (Chinese headers, names not ids)
 
-def trend_csv(rows: list[tuple[str, Counts]], words: Mapping[str, str]) -> str:
+def trend_csv(rows: list[tuple[str, Counts]], t: Callable[..., str]) -> str:
     """Month by month: requests, closed, on time, on-time share, satisfied share, mean rating."""
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow([words[k] for k in ("csv_month", "csv_requests", "csv_closed", "csv_closed_on_time",
-                                   "csv_on_time_share", "csv_rated", "csv_satisfied_share", "csv_mean_rating")])
+    w.writerow([t(k) for k in ("csv_month", "csv_requests", "csv_closed", "csv_closed_on_time",
+                               "csv_on_time_share", "csv_rated", "csv_satisfied_share", "csv_mean_rating")])
     for month, c in rows:
         n = c.counts
         w.writerow([month, n["requests"], n["closed"], n["closed_on_time"], _share(n["closed_on_time"], n["closed"]),
@@ -144,12 +144,12 @@ def trend_csv(rows: list[tuple[str, Counts]], words: Mapping[str, str]) -> str:
     return out.getvalue()
 
 
-def backlog_csv(rows: Mapping[str, int], names: Mapping[str, str], words: Mapping[str, str]) -> str:
+def backlog_csv(rows: Mapping[str, int], names: Mapping[str, str], t: Callable[..., str]) -> str:
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow([words["csv_department"], words["csv_open"]])
+    w.writerow([t("csv_department"), t("csv_open")])
     for department, n in rows.items():
-        w.writerow([names.get(department) or words["not_dispatched"], n])
+        w.writerow([names.get(department) or t("not_dispatched"), n])
     return out.getvalue()
 
 

@@ -58,6 +58,7 @@ from server.web.conflict_pages import routes as conflict_routes
 from server.web.console_pages import routes as console_routes
 from server.web.field_pages import recent_visits
 from server.web.field_pages import routes as field_routes
+from server.web.figures_pages import routes as figures_routes
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
@@ -460,6 +461,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *need_routes(couch, current_user, render, _now),
         *today_routes(couch, current_user, render, _now),
         *matter_routes(firewall, current_user, render, _now),
+        *figures_routes(couch, current_user, render, _now),
         Route("/healthz", healthz),
         Route("/readyz", healthz),
         Route("/metrics", metrics_endpoint(couch, health, settings.metrics_token, _now)),
