@@ -12,6 +12,8 @@ from starlette.testclient import TestClient
 
 from server.domain.figures import KPIS, MIN_CASES_TO_RANK
 from server.domain.i18n import translator
+from server.security.firewall import Firewall
+from server.services import figures, snapshots
 from server.store import couch as store
 from server.store.couch import Couch, view_built
 
@@ -94,3 +96,37 @@ def test_a_page_whose_index_is_still_building_says_preparing_and_reloads(web: Te
     view_built(demo_loaded.main, "figures").result(timeout=60)
     assert web.get("/dashboard").status_code == 200
     assert csrf_of(web)  # still signed in, nothing else touched
+
+
+def test_a_month_is_frozen_signed_and_filed_and_a_later_change_is_published_as_a_correction(
+        web: TestClient, demo_loaded: Couch, firewall: Firewall) -> None:
+    signer = firewall.signer
+    now = dt.datetime.now(dt.UTC)
+    last_month = figures.months(*figures.default_range(now, 2))[0]
+    made = dt.datetime.strptime(last_month + "-10", "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    doc = {"_id": "service_request:snap1", "type": "service_request", "street": "street:heping",
+           "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp", "description": "x",
+           "status": "received", "created_at": made.isoformat(), "due_close": (made + dt.timedelta(days=3)).isoformat()}
+    demo_loaded.main.save(doc)
+    assert snapshots.freeze_due(demo_loaded, signer, now) == 1  # community 1's month; community 2 had nothing
+    assert snapshots.freeze_due(demo_loaded, signer, now) == 0  # unchanged: nothing published twice
+    first, = snapshots.versions(demo_loaded, "community:c1", last_month)
+    assert first["counts"]["open"] == 1 and snapshots.signed(signer.key.public_key(), first)
+    entry = demo_loaded.main.get(f"audit_entry:c1:{first['filed_seq']:012d}")
+    assert entry["action"] == "figures_published" and entry["purpose"] == f"sha256:{first['hash']}"
+    # Closed late: the month's figures change, and a new version says it corrects the first.
+    stored = demo_loaded.main.get(doc["_id"])
+    demo_loaded.main.save({**stored, "status": "closed", "resolved_at": (made + dt.timedelta(days=9)).isoformat()})
+    assert snapshots.freeze_due(demo_loaded, signer, now) == 1
+    _, second = snapshots.versions(demo_loaded, "community:c1", last_month)
+    assert second["corrects"] == first["_id"] and second["version"] == 2 and second["counts"]["closed"] == 1
+    assert demo_loaded.main.get(first["_id"])["hash"] == first["hash"]  # the first version kept as it was
+    tampered = {**second, "counts": {**second["counts"], "closed_on_time": 1}}
+    assert not snapshots.signed(signer.key.public_key(), tampered)
+    web.cookies.clear()  # public: nobody signed in
+    page = web.get("/figures")
+    assert page.status_code == 200
+    row = page.text.split(f'id="{second["_id"].replace(":", "-")}"')[1].split("</tr>")[0]
+    assert "更正</strong> 更正第 1 版" in row and "已办结 0 → 1" in row and "未办结 1 → 0" in row
+    published = web.get("/figures.json").json()
+    assert [s["version"] for s in published["snapshots"]] == [2, 1] and published["signed_by"]

@@ -1,6 +1,6 @@
 """The figures' words (issue 18 items 1, 2, 7, 8), merged into i18n.MESSAGES: the dashboard's scope form, the KPI
 catalogue (name, formula, denominator per indicator: kpi_<code>, kpi_<code>_formula, kpi_<code>_of), charts, CSV
-headers, the preparing page."""
+headers, the published months, the preparing page."""
 
 from __future__ import annotations
 
@@ -80,6 +80,30 @@ FIGURES_MESSAGES: dict[str, dict[str, str]] = {
         "csv_mean_rating": "平均评分",
         "csv_department": "部门",
         "csv_open": "未办结",
+        "fig_published": "每月统计公示",
+        "fig_published_intro": ("每个月结束后，各社区当月的统计数字被固定下来，计算指纹，"
+                                "记入社区的审计日志并签名后公示。"
+                                "之后如果数字有变化（例如诉求补办结、补评价），会以“更正”公示新版本，旧版本保留。"),
+        "fig_published_none": "还没有公示的月份。",
+        "fig_version": "版本",
+        "fig_correction": "更正",
+        "fig_corrects": "更正第 {version} 版（{published} 公示）",
+        "fig_first_version": "首次公示",
+        "fig_filed": "审计日志",
+        "fig_filed_as": "第 {seq} 条，{at}",
+        "fig_signed_by": "签名公钥（Ed25519）：",
+        "fig_count_requests": "诉求数",
+        "fig_count_responded": "已响应",
+        "fig_count_responded_on_time": "按时响应",
+        "fig_count_closed": "已办结",
+        "fig_count_closed_on_time": "按时办结",
+        "fig_count_open": "未办结",
+        "fig_count_rated": "有评价",
+        "fig_count_satisfied": "满意",
+        "fig_count_rating_sum": "评分合计",
+        "fig_count_alerts": "安全告警",
+        "fig_count_alerts_answered": "及时处置告警",
+        "audit_action_figures_published": "公示月度统计（统计指纹）",
         "preparing_title": "正在准备",
         "preparing_text": "服务器刚启动，正在整理这一页需要的数据。页面会在 {seconds} 秒后自动刷新。",
     },
@@ -160,6 +184,31 @@ FIGURES_MESSAGES: dict[str, dict[str, str]] = {
         "csv_mean_rating": "Mean rating",
         "csv_department": "Department",
         "csv_open": "Open",
+        "fig_published": "Monthly figures, published",
+        "fig_published_intro": ("When a month is over, each community's figures for it are frozen, fingerprinted, "
+                                "filed in the community's filing log, signed and published. If they change later (a "
+                                "request closed or rated late), a new version is published as a correction; the "
+                                "old one stays."),
+        "fig_published_none": "No month has been published yet.",
+        "fig_version": "Version",
+        "fig_correction": "Correction",
+        "fig_corrects": "corrects version {version} (published {published})",
+        "fig_first_version": "first published",
+        "fig_filed": "Filing log",
+        "fig_filed_as": "entry {seq}, {at}",
+        "fig_signed_by": "Signing key (Ed25519):",
+        "fig_count_requests": "requests",
+        "fig_count_responded": "responded",
+        "fig_count_responded_on_time": "responded on time",
+        "fig_count_closed": "closed",
+        "fig_count_closed_on_time": "closed on time",
+        "fig_count_open": "open",
+        "fig_count_rated": "rated",
+        "fig_count_satisfied": "satisfied",
+        "fig_count_rating_sum": "ratings total",
+        "fig_count_alerts": "safety alerts",
+        "fig_count_alerts_answered": "alerts answered in time",
+        "audit_action_figures_published": "Monthly figures published (their fingerprint)",
         "preparing_title": "Preparing",
         "preparing_text": ("The server has just started and is preparing what this page needs. The page reloads "
                            "itself in {seconds} seconds."),

@@ -28,7 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from server.security.account_changes import ACCOUNT_ACTIONS
-from server.security.filing import RESULT_PUBLISHED, iter_entries
+from server.security.filing import PUBLISHED_ACTIONS, iter_entries
 from server.security.filing_anchor import HeadAnchor
 from server.security.grants import KEYS_ISSUED, KEYS_WITHDRAWN, key_item
 from server.store.couch import Couch, get_many
@@ -121,7 +121,7 @@ def build(community: str, entries: Iterable[dict[str, Any]], residents: dict[str
         if entry.get("action") in ACCOUNT_ACTIONS:  # not an opening of anyone's data: counted apart
             report.account_changes[actor] += 1
             continue
-        if entry.get("action") == RESULT_PUBLISHED:  # a vote's result filed: nobody's data opened
+        if entry.get("action") in PUBLISHED_ACTIONS:  # a vote's result or a month's figures: nobody's data opened
             continue
         report.entries += 1
         summary = report.actors.setdefault(actor, ActorSummary())

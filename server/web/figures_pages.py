@@ -2,7 +2,8 @@
 department, one category) and a month range, read from the aggregates CouchDB keeps (server/services/figures.py):
 the KPI catalogue with formula, denominator, period and target; response and close times with their bounds;
 trends by month and the backlog by department as charts with their tables and CSV (Chinese headers, names);
-the places one level down ranked by on-time share, leaving out those with fewer than 30 cases."""
+the places one level down ranked by on-time share, leaving out those with fewer than 30 cases. And the published
+months (item 7, server/services/snapshots.py), public."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from crypto.envelope import b64url
 from server.domain import figures as rules
 from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.domain.i18n import DEFAULT_LANG, translator
-from server.services import figures
+from server.security.firewall import Firewall
+from server.services import figures, snapshots
 from server.services import service_requests as sr
 from server.services.figures import Scope
 from server.store.couch import Couch, docs_of_type
@@ -149,3 +152,34 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             on_time=on_time, min_cases=rules.MIN_CASES_TO_RANK)
 
     return [Route("/dashboard", dashboard_page), Route("/dashboard.csv", dashboard_page)]
+
+
+def snapshot_routes(firewall: Firewall, render: Callable[..., Response]) -> list[Route]:
+    """The published months (issue 18 item 7), open to everyone signed in or not: `/figures` (a page) and
+    `/figures.json` (what anyone checks a month against: counts, hash, filed seq, signature, the signing key)."""
+    couch = firewall.couch
+
+    def signing_key() -> str:
+        return b64url(firewall.signer.key.public_key().public_bytes_raw())
+
+    async def published_page(request: Request) -> Response:
+        docs = await run_in_threadpool(snapshots.published, couch)
+        if request.url.path.endswith(".json"):
+            return JSONResponse({"signed_by": signing_key(), "snapshots": [
+                {k: d[k] for k in ("_id", "community", "month", "version", "counts", "corrects", "published_at",
+                                   "hash", "filed_seq", "signature") if k in d} for d in docs]})
+        names = await run_in_threadpool(lambda: {d["_id"]: d["name"] for d in docs_of_type(couch.main, "community")})
+        by_id = {d["_id"]: d for d in docs}
+        rows = []
+        for d in docs:
+            n = d["counts"]
+            on_time = rules.KPI_BY_CODE["on_time"].value(n)
+            satisfied = rules.KPI_BY_CODE["satisfaction"].value(n)
+            earlier = by_id.get(d.get("corrects", ""))
+            changed = ([k for k in rules.COUNTS if earlier["counts"].get(k) != n.get(k)] if earlier else [])
+            rows.append({"doc": d, "community": names.get(d["community"], d["community"]),
+                         "on_time": _percent(on_time), "satisfied": _percent(satisfied),
+                         "corrects": earlier, "changed": changed})
+        return render(request, "figures_published.html", rows=rows, signed_by=signing_key())
+
+    return [Route("/figures", published_page), Route("/figures.json", published_page)]

@@ -59,7 +59,7 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "matter.html", "matter_new.html", "matter_roll.html", "matter_result.html",
                                    "matter_cards.html",
                                    # Figures (issue 18): the preparing page answers for an index the server builds.
-                                   "preparing.html"})
+                                   "preparing.html", "figures_published.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",
