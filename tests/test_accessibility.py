@@ -82,6 +82,7 @@ SCREENS_CHECKED = [
     Screen("matter-new", "shuji1", "/matters/new"),
     Screen("matter-count", "shuji1", "/matters/{matter}"),
     Screen("matter-result", None, "/matters/{result}/result"),
+    Screen("figures-published", None, "/figures"),  # issue 18: the published months
 ]
 
 # Touch targets under 44 × 44 CSS px, with the exemptions of WCAG 2.5.5 named in the module's docstring.
