@@ -104,11 +104,12 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         t = translator(request.cookies.get("lang", DEFAULT_LANG))
         monthly = await run_in_threadpool(figures.by_month, couch, scope)
         if request.url.path.endswith(".csv"):
-            if request.query_params.get("table") == "backlog":
+            table = "backlog" if request.query_params.get("table") == "backlog" else "trend"
+            if table == "backlog":
                 body = figures.backlog_csv(await run_in_threadpool(figures.backlog, couch, scope.area), departments, t)
             else:
                 body = figures.trend_csv(monthly, t)
-            name = f"linli-{request.query_params.get('table') == 'backlog' and 'backlog' or 'trend'}.csv"
+            name = f"linli-{table}.csv"
             return Response("\ufeff" + body, media_type="text/csv; charset=utf-8",  # BOM: Excel reads it as UTF-8
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
         total = await run_in_threadpool(figures.totals, couch, scope)
