@@ -14,6 +14,7 @@ from server.domain.figures import KPIS, MIN_CASES_TO_RANK
 from server.domain.i18n import translator
 from server.security.firewall import Firewall
 from server.services import figures, snapshots
+from server.services.demo import STREET_ID
 from server.store import couch as store
 from server.store.couch import Couch, view_built
 
@@ -25,7 +26,7 @@ DEMO_PASSWORD = "demo-password"
 
 def _request(couch: Couch, n: int, grid: str, *, closed: bool) -> None:
     made = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
-    doc = {"_id": f"service_request:fig{grid}{n}", "type": "service_request", "street": "street:heping",
+    doc = {"_id": f"service_request:fig{grid}{n}", "type": "service_request", "street": STREET_ID,
            "community": grid.split("-")[0].replace("grid", "community"), "grid": grid, "category": "street_lamp",
            "department": "department:urban_management", "description": "x", "status": "received",
            "created_at": made.isoformat(), "due_respond": (made + dt.timedelta(days=1)).isoformat(),
@@ -77,6 +78,9 @@ def test_another_communitys_area_and_bad_input_give_her_own_figures_never_an_err
         assert page.status_code == 200 and "community:c2" not in page.text, params
         assert 'value="community:c1" selected' in page.text or '<option value="community:c1">' in page.text
         assert web.get("/dashboard.csv", params={**params, "table": "backlog"}).text.count("\n") == 1  # header
+    as_user(web, "admin", DEMO_PASSWORD)  # the street, and both communities, one ranking
+    street = web.get("/dashboard").text
+    assert f'<option value="{STREET_ID}" selected>' in street and "community:c2" in street
     as_user(web, "wangge01", DEMO_PASSWORD)
     assert web.get("/dashboard").status_code == 403
 
@@ -84,7 +88,7 @@ def test_another_communitys_area_and_bad_input_give_her_own_figures_never_an_err
 def test_a_page_whose_index_is_still_building_says_preparing_and_reloads(web: TestClient, demo_loaded: Couch,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     as_user(web, "shuji1", DEMO_PASSWORD)
-    demo_loaded.main.save({"_id": "service_request:new", "type": "service_request", "street": "street:heping",
+    demo_loaded.main.save({"_id": "service_request:new", "type": "service_request", "street": STREET_ID,
                            "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp",
                            "description": "x", "status": "received", "created_at": "2026-09-01T00:00:00+00:00"})
     store._view_builds.clear()  # as after a start: nobody has asked for the index yet
@@ -104,7 +108,7 @@ def test_a_month_is_frozen_signed_and_filed_and_a_later_change_is_published_as_a
     now = dt.datetime.now(dt.UTC)
     last_month = figures.months(*figures.default_range(now, 2))[0]
     made = dt.datetime.strptime(last_month + "-10", "%Y-%m-%d").replace(tzinfo=dt.UTC)
-    doc = {"_id": "service_request:snap1", "type": "service_request", "street": "street:heping",
+    doc = {"_id": "service_request:snap1", "type": "service_request", "street": STREET_ID,
            "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp", "description": "x",
            "status": "received", "created_at": made.isoformat(), "due_close": (made + dt.timedelta(days=3)).isoformat()}
     demo_loaded.main.save(doc)
