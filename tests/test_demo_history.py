@@ -21,7 +21,7 @@ from server.security.filing import Signer
 from server.security.firewall import Firewall
 from server.services import alerts, deliberation, demo, demo_history, service_requests, timebank
 from server.store.config import Settings
-from server.store.couch import Couch, connect, docs_of_type
+from server.store.couch import Couch, connect, docs_of_type, view_built
 from server.store.embedded_couch import EmbeddedCouch
 from server.web.app import create_app
 from tests.conftest import make_settings
@@ -238,6 +238,7 @@ def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClien
 def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) -> None:
     couch, client = street
     _as(client, "shuji1")
+    view_built(couch.main, "figures").result(timeout=300)  # until then the page says "preparing" (test_figures_pages)
     dashboard = client.get("/dashboard")
     assert dashboard.status_code == 200
     # The secretary sees her community (the dashboard's first area): its last twelve months month by month, and
