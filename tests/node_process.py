@@ -14,8 +14,10 @@ from server.store.config import PROJECT_ROOT
 
 class NodeProcess:
     def __init__(self, script: Path, config: dict[str, Any]) -> None:
-        self.process = subprocess.Popen(["node", str(script), json.dumps(config)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+        # Chinese as UTF-8, not \uXXXX: one argument may hold at most 128 KiB (Linux MAX_ARG_STRLEN), and the UI
+        # messages alone took 132 KB escaped ("Argument list too long"), 105 KB so.
+        self.process = subprocess.Popen(["node", str(script), json.dumps(config, ensure_ascii=False)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
 
     def ask(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self.process.stdin and self.process.stdout
