@@ -19,7 +19,7 @@ from server.security import accounts
 from server.security.firewall import Firewall
 from server.services import demo
 from server.store.config import PROJECT_ROOT
-from server.store.couch import Couch, connect
+from server.store.couch import Couch, build_views, connect
 from server.store.embedded_couch import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -83,6 +83,7 @@ def demo_site(couch_url: str, data_dir: Path, prepare: Callable[[Couch, Firewall
     couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
                                            accounts.hash_password(DEMO_PASSWORD), resident=DEMO_RESIDENT))
     prepare(couch, firewall)
+    build_views(couch)  # as a server that has run a while: no page here answers "preparing" (server/web/preparing.py)
     served = serve(couch_url, settings, free_port())
     playwright = sync_playwright().start()
     browser = launch(playwright)

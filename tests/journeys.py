@@ -63,6 +63,9 @@ class Person:
 
     def go(self, path: str) -> None:
         self.page.goto(self.url + path.lstrip("/"))
+        # A page whose index is still being built says so and reloads itself (server/web/preparing.py): wait it out.
+        while self.page.locator("meta[http-equiv=refresh]").count():
+            self.page.wait_for_event("load", timeout=240_000)
 
     def act(self, label: str) -> None:
         """Press the button labelled `label` and wait for the page it leads to."""

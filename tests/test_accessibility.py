@@ -90,6 +90,7 @@ SCREENS_CHECKED = [
     Screen("meeting-hearing", "shuji1", "/meetings/{hearing}"),  # opinions, attendance, envelopes, minutes' form
     Screen("meeting-resident", "jumin1", "/meetings/{hearing}"),
     Screen("meeting-minutes", "jumin1", "/meetings/{held}/minutes"),
+    Screen("figures-published", None, "/figures"),  # issue 18: the published months
 ]
 
 # Touch targets under 44 × 44 CSS px, with the exemptions of WCAG 2.5.5 named in the module's docstring.

@@ -17,10 +17,10 @@ from starlette.testclient import TestClient
 from server.domain.access import Principal
 from server.domain.i18n import translator
 from server.security.firewall import Firewall
+from server.store import couch as store
 from server.store.config import Settings
 from server.store.couch import Couch, view_built
 from server.store.embedded_couch import EmbeddedCouch
-from server.web import conflict_pages
 from sync import merge
 from sync.upstream import Upstream
 
@@ -104,7 +104,7 @@ def test_the_list_says_it_is_being_prepared_while_its_index_is_built(
     answered a proxy's 502 then. Now the page says so and offers to try again; once built, it lists."""
     make_conflict(loaded, HOUSEHOLD, *ROOM_AND_TAGS)
     login(client, "worker1")
-    monkeypatch.setattr(conflict_pages, "INDEX_WAIT_SECONDS", 0)  # no index is built in no time
+    monkeypatch.setattr(store, "INDEX_WAIT_SECONDS", 0)  # no index is built in no time
     page = client.get("/conflicts")
     assert page.status_code == 202
     assert ZH("conflicts_preparing") in page.text and 'href="/conflicts">再试一次' in page.text

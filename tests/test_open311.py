@@ -153,3 +153,21 @@ def test_status_notes_are_staffs_notes_not_the_residents_rating() -> None:
            "history": history, "rating": 4, "created_at": "2026-11-26T10:00:00+08:00",
            "updated_at": "2026-11-27T10:00:00+08:00"}
     assert open311.request_json(doc, None, {})["status_notes"] == "已更换灯泡"  # was the rating comment, or "4"
+
+
+def test_a_list_is_paged_by_key_each_request_once(api: TestClient, key: str) -> None:
+    made = [api.post(f"{BASE}/requests.json", data={**LAMP, "api_key": key}).json()[0]["service_request_id"]
+            for _ in range(5)]
+    seen: list[str] = []
+    url = f"{BASE}/requests.json?service_code=street_lamp&page_size=2"
+    for _ in range(5):
+        page = api.get(url)
+        assert page.status_code == 200 and len(page.json()) <= 2
+        seen += [r["service_request_id"] for r in page.json()]
+        if "link" not in page.headers:
+            break
+        url = page.headers["link"].split(">")[0].lstrip("<")
+    assert sorted(seen) == sorted(made) and len(seen) == len(set(seen))  # all of them, none twice
+    assert len(api.get(f"{BASE}/requests.json").json()) == 5  # the default page holds them all
+    assert api.get(f"{BASE}/requests.json", params={"page_size": "0"}).status_code == 400
+    assert api.get(f"{BASE}/requests.json", params={"page_size": "1001"}).status_code == 400

@@ -40,8 +40,9 @@ from crypto.secrets import write_private
 from server.cli import admin, backup_admin, device_admin
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationError, export_json, validate
 from server.security import account_changes, accounts, filing, master_key, number_index
+from server.security.filing import Signer
 from server.security.firewall import Firewall
-from server.services import deliberation, demo, timebank
+from server.services import deliberation, demo, snapshots, timebank
 from server.store.config import Settings, load_settings, with_secret_key
 from server.store.couch import FIRST_VIEWS, UNREACHABLE, Couch, build_views, connect, ensure_designs, get_or_none
 from server.store.embedded_couch import FolderInUse, Record, folder_couch, free_port
@@ -184,7 +185,7 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
               flush=True)
     # The other indexes (search by number, dashboard, Open311 listing) are built while people log in.
     stopping = threading.Event()
-    threading.Thread(target=_build_other_views, args=(couch, stopping, health), daemon=True,
+    threading.Thread(target=_build_other_views, args=(couch, Signer.of(settings), stopping, health), daemon=True,
                      name="build-views").start()
     url = f"http://{settings.host}:{port}/"
     print("\n" + "=" * 60)
@@ -247,15 +248,17 @@ def _watch_master_key(settings: Settings, couch: Couch, server: uvicorn.Server) 
     return reason
 
 
-def _build_other_views(couch: Couch, stopping: threading.Event, health: Health) -> None:
+def _build_other_views(couch: Couch, signer: Signer, stopping: threading.Event, health: Health) -> None:
     """Build the indexes the first pages do not need; a server stopped meanwhile takes its database with it, and
     the half-built index is simply finished at the next start (no traceback for an operator's Ctrl-C). A database
-    that dies meanwhile is restarted (embedded_couch.supervise): the build carries on once it answers again."""
+    that dies meanwhile is restarted (embedded_couch.supervise): the build carries on once it answers again. Then
+    the months just over are frozen and published (the web app's hourly clock does it from then on)."""
     while not stopping.is_set():
         try:  # conflicts first: every phone's first sync asks for them right after its download
             build_views(couch, ("conflicts",))
             build_views(couch, exclude=(*FIRST_VIEWS, "conflicts"))
             health.all_views_built = True
+            snapshots.freeze_due(couch, signer, dt.datetime.now(dt.UTC))
             return
         except UNREACHABLE:
             stopping.wait(2)

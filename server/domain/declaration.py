@@ -1039,6 +1039,18 @@ DOC_TYPES: dict[str, DocType] = {
             "task": _ref("task"),  # the volunteer's task made when both accepted
             **_WHO_WHEN,
         }, label_zh="供需匹配", label_en="Match"),
+        # Figures (issue 18 item 7): a community's month frozen, hashed, filed in its filing log and signed; public.
+        # A month whose figures changed afterwards gets a new version that names the one it corrects.
+        DocType("figures_snapshot", Scope.COMMUNITY, {
+            "month": _text(Category.SYSTEM, required=True, max_length=7),
+            "version": Field("int", Category.SYSTEM, required=True),
+            "counts": Field("map", Category.SYSTEM, required=True),  # server/domain/figures.py COUNTS
+            "corrects": _ref("figures_snapshot"),  # the version this one replaces
+            "published_at": Field("datetime", required=True),
+            "hash": _text(Category.SYSTEM, required=True, max_length=64),
+            "signature": _text(Category.SYSTEM, required=True, max_length=200),
+            "filed_seq": Field("int", Category.SYSTEM, required=True),
+        }, label_zh="月度统计快照", label_en="Monthly figures snapshot"),
     ]
 }
 

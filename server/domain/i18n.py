@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from server.domain.error_messages import ERROR_MESSAGES
+from server.domain.figures_messages import FIGURES_MESSAGES
 from server.domain.matching_messages import MATCHING_MESSAGES
 from server.domain.meeting_messages import MEETING_MESSAGES
 from server.domain.points_messages import POINTS_MESSAGES
@@ -1804,6 +1805,9 @@ for _lang, _messages in DOOR_BALLOT_MESSAGES.items():
     MESSAGES[_lang].update(_messages)
 
 for _lang, _messages in MEETING_MESSAGES.items():  # hearings and meetings (issue 15 item 8)
+    MESSAGES[_lang].update(_messages)
+# Figures (issue 18): the dashboard's KPIs, charts and CSV, the preparing page.
+for _lang, _messages in FIGURES_MESSAGES.items():
     MESSAGES[_lang].update(_messages)
 
 LANGUAGES = tuple(MESSAGES)

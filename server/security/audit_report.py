@@ -121,7 +121,7 @@ def build(community: str, entries: Iterable[dict[str, Any]], residents: dict[str
         if entry.get("action") in ACCOUNT_ACTIONS:  # not an opening of anyone's data: counted apart
             report.account_changes[actor] += 1
             continue
-        if entry.get("action") in NOT_OPENINGS:  # a vote's result, a hearing's moderation: nobody's data opened
+        if entry.get("action") in NOT_OPENINGS:  # a vote result, a month's figures, moderation: not openings
             continue
         report.entries += 1
         summary = report.actors.setdefault(actor, ActorSummary())

@@ -194,32 +194,49 @@ def resign(couch: Couch, old: Ed25519PrivateKey, new: Ed25519PrivateKey, communi
 
 
 RESULT_PUBLISHED = "result_published"  # the filing log's action for a published vote result (not an opening)
+FIGURES_PUBLISHED = "figures_published"  # … for a month's figures frozen (server/services/snapshots.py)
+PUBLISHED_ACTIONS = frozenset({RESULT_PUBLISHED, FIGURES_PUBLISHED})  # publications filed: nobody's data opened
+# What each publication's signature is over starts with its own label, so one can never pass for the other.
+_LABELS = {RESULT_PUBLISHED: b"linli:vote-result:v1\x00", FIGURES_PUBLISHED: b"linli:figures:v1\x00"}
 # A hearing's moderation and corrections (server/services/meetings.py): filed so they answer to the log; not openings.
 OPINION_HIDDEN = "opinion_hidden"
 PAPER_CORRECTED = "paper_corrected"
-NOT_OPENINGS = frozenset({RESULT_PUBLISHED, OPINION_HIDDEN, PAPER_CORRECTED})  # nobody's data opened (audit_report)
-_RESULT_LABEL = b"linli:vote-result:v1\x00"
+NOT_OPENINGS = PUBLISHED_ACTIONS | {OPINION_HIDDEN, PAPER_CORRECTED}  # nobody's data opened (audit_report)
 
 
-def _result_message(community: str, matter: str, seq: int, result_hash: str) -> bytes:
-    return _RESULT_LABEL + f"{community}\x00{matter}\x00{seq}\x00{result_hash}".encode()
+def _published_message(action: str, community: str, target: str, seq: int, content_hash: str) -> bytes:
+    return _LABELS[action] + f"{community}\x00{target}\x00{seq}\x00{content_hash}".encode()
+
+
+def file_published(couch: Couch, signer: Signer, *, action: str, street: str, community: str, actor: str,
+                   target: str, content_hash: str, at: dt.datetime) -> tuple[int, str]:
+    """File a publication (a vote's result, server/services/deliberation.py; a month's figures) by its hash in the
+    community's filing log and sign it with the log's key; returns the entry's seq and the signature over
+    community, target, seq and hash, so the publication names the log entry that holds it."""
+    entry = append(couch, signer, street=street, community=community, actor=actor, action=action,
+                   target=target, fields=[], purpose=f"sha256:{content_hash}", device="server", at=at)
+    return entry["seq"], b64url(signer.key.sign(_published_message(action, community, target, entry["seq"],
+                                                                   content_hash)))
 
 
 def file_result(couch: Couch, signer: Signer, *, street: str, community: str, actor: str, matter: str,
                 result_hash: str, at: dt.datetime) -> tuple[int, str]:
-    """File a vote's published result (its hash, server/services/deliberation.py) in the community's filing log
-    and sign it with the log's key; returns the entry's seq and the signature over community, matter, seq and
-    hash, so the published result names the log entry that holds it."""
-    entry = append(couch, signer, street=street, community=community, actor=actor, action=RESULT_PUBLISHED,
-                   target=matter, fields=[], purpose=f"sha256:{result_hash}", device="server", at=at)
-    return entry["seq"], b64url(signer.key.sign(_result_message(community, matter, entry["seq"], result_hash)))
+    """A vote's published result filed and signed (file_published)."""
+    return file_published(couch, signer, action=RESULT_PUBLISHED, street=street, community=community, actor=actor,
+                          target=matter, content_hash=result_hash, at=at)
+
+
+def published_signed(public_key: Ed25519PublicKey, action: str, community: str, target: str, seq: int,
+                     content_hash: str, signature: str) -> bool:
+    """Whether a publication's signature is the filing log key's over its community, target, seq and hash."""
+    try:
+        public_key.verify(unb64url(signature), _published_message(action, community, target, seq, content_hash))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def result_signed(public_key: Ed25519PublicKey, community: str, matter: str, seq: int, result_hash: str,
                   signature: str) -> bool:
     """Whether a published result's signature is the filing log key's over its community, matter, seq and hash."""
-    try:
-        public_key.verify(unb64url(signature), _result_message(community, matter, seq, result_hash))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return published_signed(public_key, RESULT_PUBLISHED, community, matter, seq, result_hash, signature)

@@ -20,6 +20,7 @@ import pycouchdb
 import requests.exceptions
 from pycouchdb.exceptions import NotFound
 
+from server.domain import figures
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
 from server.store.config import Settings
 
@@ -112,6 +113,55 @@ MAIN_VIEWS = {
                " null); } }",
     },
 }
+def _figures_map() -> str:
+    """The map of `linli/figures` (server/services/figures.py), written from server/domain/figures.py's counts and
+    buckets. Each service request adds one row of counts (figures.COUNTS, then response and close times by bucket)
+    under [area, facet, month] for its street, community and grid, each whole (facet ""), by department
+    ("department:<id>", "" not dispatched yet) and by category ("category:<code>"); one not closed yet also under
+    [area, "backlog", department]. An elderly-safety alert adds its counts under [area, "", month]. Summed by
+    `_sum`, any area, facet and month range is one key range: CouchDB keeps the sums as documents arrive."""
+    at = {name: i for i, name in enumerate(figures.COUNTS)}
+    return (
+        "function (doc) {"
+        f" var E = {json.dumps(figures.HOUR_EDGES)}, N = {figures.ROW_LENGTH},"
+        f" O = {figures.MONTH_UTC_OFFSET_HOURS * 3600000};"
+        f" var SAFETY = {json.dumps(dict.fromkeys(figures.SAFETY_ALERT_KINDS, True))};"
+        " function t(s) { return typeof s === 'string' ? Date.parse(s) : NaN; }"
+        " function bucket(h) { for (var i = 0; i < E.length; i++) { if (h <= E[i]) { return i; } }"
+        " return E.length; }"
+        " function row() { var v = []; for (var i = 0; i < N; i++) { v.push(0); } return v; }"
+        " var areas = [doc.street, doc.community, doc.grid].filter(function (a) { return typeof a === 'string'; });"
+        " if (doc.type === 'service_request' && !isNaN(t(doc.created_at))) {"
+        "  var v = row(), made = t(doc.created_at), month = new Date(made + O).toISOString().slice(0, 7);"
+        f"  v[{at['requests']}] = 1;"
+        "  if (!isNaN(t(doc.acknowledged_at))) {"
+        f"   v[{at['responded']}] = 1;"
+        f"   v[{at['responded_on_time']}] = t(doc.acknowledged_at) <= t(doc.due_respond) ? 1 : 0;"
+        f"   v[{figures.RESPONSE_HISTOGRAM} + bucket((t(doc.acknowledged_at) - made) / 3600000)] = 1; }}"
+        "  var closed = (doc.status === 'resolved' || doc.status === 'closed') && !isNaN(t(doc.resolved_at));"
+        "  if (closed) {"
+        f"   v[{at['closed']}] = 1; v[{at['closed_on_time']}] = t(doc.resolved_at) <= t(doc.due_close) ? 1 : 0;"
+        f"   v[{figures.CLOSE_HISTOGRAM} + bucket((t(doc.resolved_at) - made) / 3600000)] = 1;"
+        f"  }} else {{ v[{at['open']}] = 1; }}"
+        "  if (typeof doc.rating === 'number' && doc.rating > 0) {"
+        f"   v[{at['rated']}] = 1; v[{at['rating_sum']}] = doc.rating;"
+        f"   v[{at['satisfied']}] = doc.rating >= 4 ? 1 : 0; }}"
+        "  var facets = ['', 'department:' + (doc.department || ''), 'category:' + doc.category];"
+        "  areas.forEach(function (a) { facets.forEach(function (f) { emit([a, f, month], v); });"
+        "   if (!closed) { emit([a, 'backlog', doc.department || ''], v); } });"
+        " }"
+        " if (doc.type === 'alert' && SAFETY[doc.kind] === true && !isNaN(t(doc.raised_at))) {"
+        "  var w = row(), raised = new Date(t(doc.raised_at) + O).toISOString().slice(0, 7);"
+        f"  w[{at['alerts']}] = 1;"
+        f"  w[{at['alerts_answered']}] = !isNaN(t(doc.acknowledged_at)) && !doc.escalated_at ? 1 : 0;"
+        "  areas.forEach(function (a) { emit([a, '', raised], w); });"
+        " }"
+        "}"
+    )
+
+
+MAIN_VIEWS["figures"] = {"map": _figures_map(), "reduce": "_sum"}
+
 ACCOUNT_VIEWS = {
     # Residents by the blind index of their phone or ID card number (server/security/number_index.py), per community.
     "by_number_index": {

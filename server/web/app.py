@@ -45,7 +45,7 @@ from server.security.firewall import (
 )
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
-from server.services import alerts, deliberation, pool, rewards, service_requests, tasks, timebank
+from server.services import alerts, deliberation, pool, rewards, service_requests, snapshots, tasks, timebank
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import UNREACHABLE, Couch, get_or_none
@@ -68,6 +68,8 @@ from server.web.conflict_pages import routes as conflict_routes
 from server.web.console_pages import routes as console_routes
 from server.web.field_pages import recent_visits
 from server.web.field_pages import routes as field_routes
+from server.web.figures_pages import routes as figures_routes
+from server.web.figures_pages import snapshot_routes
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.household_edit import routes as household_edit_routes
 from server.web.lookup import visible_doc, visible_household
@@ -475,6 +477,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *pool_pages.routes(firewall, current_user, render, _now),
         *match_pages.routes(couch, current_user, render, _now),
         *meeting_routes(firewall, current_user, render, _now),
+        *figures_routes(couch, current_user, render, _now),
+        *snapshot_routes(firewall, render),
         Route("/healthz", healthz),
         Route("/readyz", healthz),
         Route("/metrics", metrics_endpoint(couch, health, settings.metrics_token, _now)),
@@ -494,10 +498,12 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         clock = asyncio.create_task(_sla_clock(couch, firewall, health))
+        figures_clock = asyncio.create_task(_figures_clock(couch, firewall))
         try:
             yield
         finally:
             clock.cancel()
+            figures_clock.cancel()
 
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error,
@@ -568,3 +574,18 @@ async def _sla_clock(couch: Couch, firewall: Firewall, health: Health) -> None:
         else:
             health.last_sweep_at = _now()
         await asyncio.sleep(SWEEP_EVERY)
+
+
+FIGURES_EVERY = 3600  # seconds
+
+
+async def _figures_clock(couch: Couch, firewall: Firewall) -> None:
+    """Once an hour, from an hour after start (`linli serve` freezes at start, once its indexes are built): the
+    month just over frozen and published, the months before it looked at again for corrections
+    (server/services/snapshots.py). Apart from the minute clock: reading a month's figures may wait for an index."""
+    while True:
+        await asyncio.sleep(FIGURES_EVERY)
+        try:
+            await run_in_threadpool(snapshots.freeze_due, couch, firewall.signer, _now())
+        except Exception:  # noqa: BLE001 - as the minute clock: the next hour retries
+            logger.exception("figures snapshot failed")

@@ -15,13 +15,11 @@ search indexes, which live on the server only, are then brought in line with the
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +35,8 @@ from server.domain.errors import FieldError, by_field
 from server.security.firewall import Firewall
 from server.services import deliberation
 from server.store import queries
-from server.store.couch import INDEX_WAIT_SECONDS, Couch, get_or_none, view_built
+from server.store.couch import Couch, get_or_none, view_built
+from server.web.preparing import built_soon
 
 Doc = dict[str, Any]
 Render = Callable[..., Response]
@@ -256,23 +255,13 @@ def resolve(couch: Couch, p: Principal, branches: list[Doc], chosen: dict[str, s
 
 # ---------------------------------------------------------------- pages
 
-async def _built_soon(build: Future[Any]) -> bool:
-    """Whether the index is built, or is within INDEX_WAIT_SECONDS (its build goes on either way)."""
-    if build.done():
-        return True
-    try:
-        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(build)), INDEX_WAIT_SECONDS)
-    except TimeoutError:
-        return False
-    return True
-
 def routes(firewall: Firewall, current_user: CurrentUser, render: Render,
            now: Callable[[], dt.datetime]) -> list[Route]:
     couch = firewall.couch
 
     async def list_page(request: Request) -> Response:
         p = Principal.of(await current_user(request))
-        if not await _built_soon(view_built(couch.main, "conflicts")):  # first start: said, not waited for
+        if not await built_soon(view_built(couch.main, "conflicts")):  # first start: said, not waited for
             return render(request, "conflicts.html", 202, conflicts=[], resolved=None, preparing=True)
         conflicts = await run_in_threadpool(visible_conflicts, couch, p)
         return render(request, "conflicts.html", conflicts=conflicts,

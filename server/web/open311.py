@@ -16,6 +16,7 @@ import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,6 +32,9 @@ Doc = dict[str, Any]
 FORMATS = {"json": "application/json; charset=utf-8", "xml": "text/xml; charset=utf-8"}
 DEFAULT_DAYS = 90
 MAX_RESULTS = 1000
+# A list answers this many by default (the standard's 1,000 at most with `page_size`); the next page is the same
+# query with end_date just before the last one's time (a `Link: rel="next"` header says which): paging by key.
+PAGE_SIZE = 100
 KEY_PREFIX = "open311_key:"
 # A stored request's fields under the names an Open311 client sent them by, for error messages.
 OPEN311_NAMES = {"reporter_name": "first_name/last_name", "address": "address_string", "category": "service_code",
@@ -239,7 +243,14 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
             codes, statuses = _csv(q.get("service_code")), _csv(q.get("status"))
             if statuses - {"open", "closed"}:
                 raise Open311Error(400, "status must be open and/or closed")
-            docs = await run_in_threadpool(_newest_public, couch, street, start, end, codes, statuses)
+            size = _page_size(q)
+            docs = await run_in_threadpool(_newest_public, couch, street, start, end, codes, statuses, size)
+            if len(docs) == size:
+                before = dt.datetime.fromisoformat(docs[-1]["created_at"]) - dt.timedelta(microseconds=1)
+                answer = render(fmt, "service_requests", "request", await _as_json(docs))
+                after = {**q, "end_date": before.astimezone(dt.UTC).isoformat(), "start_date": start.isoformat()}
+                answer.headers["Link"] = f'<{request.url.path}?{urlencode(after)}>; rel="next"'
+                return answer
         return render(fmt, "service_requests", "request", await _as_json(docs))
 
     async def get_request(request: Request, fmt: str) -> Response:
@@ -336,19 +347,26 @@ def _media_url(fields: dict[str, str]) -> str:
     return url[:500]
 
 
+def _page_size(query: Any) -> int:
+    text = query.get("page_size") or str(PAGE_SIZE)
+    if not text.isdigit() or not 1 <= int(text) <= MAX_RESULTS:
+        raise Open311Error(400, f"page_size must be a whole number from 1 to {MAX_RESULTS}")
+    return int(text)
+
+
 def _newest_public(couch: Couch, street: str, start: dt.datetime, end: dt.datetime, codes: set[str],
-                   statuses: set[str]) -> list[Doc]:
-    """Up to MAX_RESULTS public requests made in [start, end] of these codes and states, newest first:
+                   statuses: set[str], limit: int = MAX_RESULTS) -> list[Doc]:
+    """Up to `limit` public requests made in [start, end] of these codes and states, newest first:
     one key range of `public_requests` per code × state asked for."""
     found: dict[str, Doc] = {}
     for code in sorted(codes) or [""]:
         for status in sorted(statuses) or [""]:
             rows = couch.main.query("linli/public_requests", descending="true", include_docs="true",
-                                    limit=MAX_RESULTS, as_list=True,
+                                    limit=limit, as_list=True,
                                     startkey=[street, code, status, end.astimezone(dt.UTC).isoformat()],
                                     endkey=[street, code, status, start.astimezone(dt.UTC).isoformat()])
             found.update((r["id"], r["doc"]) for r in rows)
-    return sorted(found.values(), key=lambda d: d["created_at"], reverse=True)[:MAX_RESULTS]
+    return sorted(found.values(), key=lambda d: d["created_at"], reverse=True)[:limit]
 
 
 

@@ -68,7 +68,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "offers.html", "matches.html", "matching.html", "_match_card.html",
                                    # Hearings and meetings (issue 15 item 8): online (meeting_pages.py says why).
                                    "meetings.html", "meeting.html", "meeting_new.html", "meeting_minutes.html",
-                                   "_meeting_record.html"})
+                                   "_meeting_record.html",
+                                   # Figures (issue 18): the preparing page answers for an index the server builds.
+                                   "preparing.html", "figures_published.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",

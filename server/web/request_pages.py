@@ -21,11 +21,11 @@ from server.domain.access import Principal, departments_of, may_see
 from server.domain.declaration import SATISFACTION, Role, validate
 from server.domain.errors import by_field
 from server.domain.http_headers import attachment_answer
-from server.services import dashboard, survey, workbench
 from server.services import service_requests as sr
+from server.services import survey, workbench
 from server.store import queries
 from server.store.config import LOCAL_TZ
-from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
+from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
 from server.web.forms import redirect_after_post
 from server.web.lookup import visible_doc
 
@@ -187,17 +187,6 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                       names=await run_in_threadpool(_place_names, couch),
                       department=(await run_in_threadpool(sr.department_names, couch)).get(p.department, ""))
 
-    async def dashboard_page(request: Request) -> Response:
-        p = await principal_of(request)
-        tables = await run_in_threadpool(_dashboard, couch, p)
-        if request.url.path.endswith(".csv"):
-            return Response(dashboard.to_csv(tables), media_type="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": 'attachment; filename="linli-dashboard.csv"'})
-        names = await run_in_threadpool(_place_names, couch)
-        summaries = {level: {k: s.summary() for k, s in sorted(t.items())} for level, t in tables.items()}
-        return render(request, "dashboard.html", tables=summaries, names=names,
-                      departments=await run_in_threadpool(sr.department_names, couch))
-
     async def catalogue_page(request: Request) -> Response:
         p = await principal_of(request)
         if not p.has(Role.SECRETARY, Role.ADMIN):
@@ -256,8 +245,6 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         Route("/requests/{id}/act", act, methods=["POST"]),
         Route("/requests/{id}/photos/{name}", photo),
         Route("/workbench", workbench_page),
-        Route("/dashboard", dashboard_page),
-        Route("/dashboard.csv", dashboard_page),
         Route("/catalogue", catalogue_page, methods=["GET", "POST"]),
     ]
 
@@ -295,17 +282,6 @@ def home_address(couch: Couch, resident_id: str) -> str:
 
 def _place_names(couch: Couch) -> dict[str, str]:
     return {d["_id"]: d["name"] for kind in ("street", "community", "grid") for d in docs_of_type(couch.main, kind)}
-
-
-def _dashboard(couch: Couch, p: Principal) -> dict[str, dict[str, dashboard.Stats]]:
-    """Street, community and grid tables over what this user oversees."""
-    if p.has(Role.ADMIN):
-        communities = ids_of_type(couch.main, "community")
-    elif p.has(Role.SECRETARY):
-        communities = sorted(p.communities)
-    else:
-        raise HTTPException(403)
-    return dashboard.compute(dashboard.rows(couch, communities))
 
 
 def _save_category(couch: Couch, p: Principal, form: dict[str, str], now: dt.datetime) -> None:

@@ -28,6 +28,7 @@ from server.security.firewall import Firewall
 from server.services import timebank
 from server.store import queries
 from server.store.couch import get_many
+from server.web.preparing import preparing
 
 Doc = dict[str, Any]
 
@@ -191,6 +192,9 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
 
     async def ledger_page(request: Request, errors: dict[str, Any] | None = None, status: int = 200) -> Response:
         user, community = await secretary(request)
+        waiting = await preparing(request, render, firewall.couch.main, "ledger")  # first start: said, not waited for
+        if waiting is not None:
+            return waiting
         csv_wanted = request.url.path.endswith(".csv")
         context = await run_in_threadpool(ledger_context, firewall, Principal.of(user), community,
                                           None if csv_wanted else 200)

@@ -1,0 +1,116 @@
+"""The published figures' vocabulary (issue 18 items 1, 2): what one aggregate row counts, the time buckets
+percentiles are read from, and the KPI catalogue (formula, denominator, period, the plan's target).
+
+Pure data and arithmetic. CouchDB sums the counts (`linli/figures`, server/store/couch.py, whose map function
+is written from COUNTS and HOUR_EDGES below, not re-typed); server/services/figures.py reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+# Months are months of China Standard Time (UTC+8, no daylight saving): the plan's reporting months.
+MONTH_UTC_OFFSET_HOURS = 8
+
+# What one row of the aggregate counts, in this order (CouchDB `_sum` adds the lists element-wise).
+COUNTS = (
+    "requests",            # service requests made in the month
+    "responded",           # … acknowledged
+    "responded_on_time",   # … acknowledged by their response deadline (the category's working days: 1 in the plan)
+    "closed",              # … resolved or closed
+    "closed_on_time",      # … resolved by their close deadline (3 working days in the plan)
+    "open",                # … not resolved or closed yet
+    "rated",               # … rated by the resident
+    "satisfied",           # … rated 4 or 5 of 5
+    "rating_sum",          # the ratings added up (the mean is rating_sum / rated)
+    "alerts",              # elderly-safety alerts raised in the month (not equipment going silent)
+    "alerts_answered",     # … acknowledged before they were escalated
+)
+# Elderly-safety alerts: what a person raised or a wristband, meter or sensor noticed about a resident.
+SAFETY_ALERT_KINDS = ("sos", "fall", "no_water", "no_activity", "heart_rate", "electricity")
+
+# Upper bounds (hours) of the buckets response and close times are counted in; one more bucket above the last.
+# A percentile read from them is known to its bucket: the true value lies between the bucket's bounds.
+HOUR_EDGES = (0.25, 0.5, 1, 2, 3, 4, 6, 8, 12, 16, 24, 36, 48, 72, 96, 120, 168, 240, 336, 504, 720)
+BUCKETS = len(HOUR_EDGES) + 1
+RESPONSE_HISTOGRAM = len(COUNTS)             # offset of the response-time buckets in a row
+CLOSE_HISTOGRAM = RESPONSE_HISTOGRAM + BUCKETS
+ROW_LENGTH = CLOSE_HISTOGRAM + BUCKETS
+
+# A ranking of places by a KPI leaves out every place with fewer cases than this (a grid closing one request on
+# time is not the best grid): they are listed apart, unranked.
+MIN_CASES_TO_RANK = 30
+
+
+def bucket_of(hours: float) -> int:
+    """The bucket a time falls in: the first whose upper bound it does not exceed (the map function's rule)."""
+    return next((i for i, edge in enumerate(HOUR_EDGES) if hours <= edge), len(HOUR_EDGES))
+
+
+def bucket_bounds(bucket: int) -> tuple[float, float | None]:
+    """The bucket's lower and upper bounds in hours (None: no upper bound)."""
+    low = HOUR_EDGES[bucket - 1] if bucket > 0 else 0.0
+    return float(low), (float(HOUR_EDGES[bucket]) if bucket < len(HOUR_EDGES) else None)
+
+
+def percentile_bucket(histogram: Sequence[int], q: float) -> int | None:
+    """The bucket holding the q-quantile (nearest rank: the value at index int(q·n) of the sorted times, as the
+    old dashboard read it), or None without times."""
+    total = sum(histogram)
+    if not total:
+        return None
+    rank = min(total - 1, int(q * total))
+    seen = 0
+    for bucket, n in enumerate(histogram):
+        seen += n
+        if rank < seen:
+            return bucket
+    return len(histogram) - 1  # not reached: rank < total
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """One indicator of the plan: numerator / denominator over the chosen months, against the plan's target.
+
+    Numerator and denominator name counts (COUNTS, or what another source adds: server/services/figures.py
+    `counts_of`); an indicator whose counts no source gives yet is printed with its target and "no data yet".
+    Words (name, formula, denominator, period) are i18n keys kpi_<code>, kpi_<code>_formula, kpi_<code>_of."""
+
+    code: str
+    numerator: str
+    denominator: str
+    target: float        # the plan's target share (0–1)
+    baseline: float | None = None  # where the plan starts from, if it says
+    period: str = "month"  # the period one figure covers: the months chosen, figured month by month
+
+    def value(self, counts: Mapping[str, int]) -> float | None:
+        """The share, or None where the denominator is zero or not counted."""
+        base = counts.get(self.denominator)
+        return counts.get(self.numerator, 0) / base if base else None
+
+    def cases(self, counts: Mapping[str, int]) -> int:
+        return counts.get(self.denominator, 0)
+
+
+# The catalogue (plan §4.1, §4.5). The evaluation work adds its indicators' counts (mediation, confirmed closure,
+# survey responses) under these names; until then they show the target alone.
+KPIS = (
+    Kpi("respond_1d", "responded_on_time", "requests", target=1.0),
+    Kpi("close_3d", "closed_on_time", "requests", target=1.0),
+    Kpi("on_time", "closed_on_time", "closed", target=1.0),
+    Kpi("satisfaction", "satisfied", "rated", target=0.90, baseline=0.76),
+    Kpi("safety_alerts", "alerts_answered", "alerts", target=1.0),
+    Kpi("mediation_success", "mediations_succeeded", "mediations", target=0.90, baseline=0.75),
+    Kpi("confirmed_closure", "closures_confirmed", "closures_asked", target=1.0),
+    Kpi("survey_response", "survey_responses", "survey_sampled", target=1.0),
+)
+KPI_BY_CODE = {k.code: k for k in KPIS}
+
+
+def ranked(cases_and_values: Mapping[str, tuple[int, float | None]]) -> tuple[list[str], list[str]]:
+    """Places ranked by value, best first, among those with MIN_CASES_TO_RANK cases or more; and the others
+    (too few cases, or no value), unranked, in name order."""
+    rankable = [k for k, (n, v) in cases_and_values.items() if n >= MIN_CASES_TO_RANK and v is not None]
+    return (sorted(rankable, key=lambda k: (-(cases_and_values[k][1] or 0), k)),
+            sorted(k for k in cases_and_values if k not in rankable))

@@ -1,0 +1,157 @@
+"""Figures from aggregates CouchDB keeps (issue 18 item 1): the counts of any area (street, community, grid),
+facet (all, one department, one category) and month range, month by month, and the backlog by department; the
+KPI catalogue's values (server/domain/figures.py), percentiles read from bucketed times with their bounds.
+
+Every figure is one request to `linli/figures` (server/store/couch.py), a `_sum` reduce view: what a page costs
+grows with the months asked for, not with the requests a year brings.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from server.domain import figures
+from server.domain.figures import COUNTS, KPIS, Kpi
+from server.store.config import LOCAL_TZ
+from server.store.couch import Couch
+
+VIEW = "linli/figures"
+BACKLOG = "backlog"  # the facet under which open requests are counted by department
+FACET_KINDS = ("department", "category")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a figure covers: an area (street, community or grid id), a facet ("" for all, "department:<id>",
+    "category:<code>") and a range of months, both ends included ("YYYY-MM")."""
+
+    area: str
+    facet: str
+    first: str
+    last: str
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One aggregate row read back: the counts by name, response and close times by bucket."""
+
+    counts: dict[str, int]
+    response_histogram: tuple[int, ...]
+    close_histogram: tuple[int, ...]
+
+    @classmethod
+    def of(cls, row: list[int] | None) -> Counts:
+        row = list(row or []) + [0] * (figures.ROW_LENGTH - len(row or []))
+        return cls(dict(zip(COUNTS, row, strict=False)),
+                   tuple(row[figures.RESPONSE_HISTOGRAM:figures.CLOSE_HISTOGRAM]),
+                   tuple(row[figures.CLOSE_HISTOGRAM:figures.ROW_LENGTH]))
+
+    def percentile(self, which: str, q: float) -> tuple[float, float | None] | None:
+        """The bounds (hours) between which the q-quantile of response ("response") or close ("close") times
+        lies, or None without times."""
+        histogram = self.response_histogram if which == "response" else self.close_histogram
+        bucket = figures.percentile_bucket(histogram, q)
+        return None if bucket is None else figures.bucket_bounds(bucket)
+
+    @property
+    def mean_rating(self) -> float | None:
+        return round(self.counts["rating_sum"] / self.counts["rated"], 2) if self.counts["rated"] else None
+
+
+def _range(scope: Scope) -> dict[str, Any]:
+    return {"startkey": [scope.area, scope.facet, scope.first], "endkey": [scope.area, scope.facet, scope.last]}
+
+
+def totals(couch: Couch, scope: Scope) -> Counts:
+    """The counts over the scope's months together."""
+    rows = couch.main.query(VIEW, group_level=2, as_list=True, **_range(scope))
+    return Counts.of(rows[0]["value"] if rows else None)
+
+
+def by_month(couch: Couch, scope: Scope) -> list[tuple[str, Counts]]:
+    """The counts month by month, every month of the range (a month with nothing counted counts zeros)."""
+    found = {r["key"][2]: Counts.of(r["value"])
+             for r in couch.main.query(VIEW, group_level=3, as_list=True, **_range(scope))}
+    return [(m, found.get(m, Counts.of(None))) for m in months(scope.first, scope.last)]
+
+
+def backlog(couch: Couch, area: str) -> dict[str, int]:
+    """Requests of the area not closed yet, by department ("" not dispatched yet), most first."""
+    rows = couch.main.query(VIEW, group_level=3, startkey=[area, BACKLOG], endkey=[area, BACKLOG, {}], as_list=True)
+    found = {r["key"][2]: Counts.of(r["value"]).counts["open"] for r in rows}
+    return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def per_area(couch: Couch, areas: Iterable[str], scope: Scope) -> dict[str, Counts]:
+    """The scope's counts for each of these areas instead of the scope's own (a ranking of grids)."""
+    return {a: totals(couch, Scope(a, scope.facet, scope.first, scope.last)) for a in areas}
+
+
+def kpi_values(counts: Mapping[str, int]) -> list[tuple[Kpi, float | None, int]]:
+    """Each KPI of the catalogue with its value (None: nothing to divide by, or not counted yet) and cases."""
+    return [(k, k.value(counts), k.cases(counts)) for k in KPIS]
+
+
+# ---------------------------------------------------------------- months
+
+def months(first: str, last: str) -> list[str]:
+    """Every month from first to last, both included ("YYYY-MM")."""
+    year, month = map(int, first.split("-"))
+    out = []
+    while f"{year:04d}-{month:02d}" <= last:
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def month_of(when: dt.datetime) -> str:
+    return when.astimezone(LOCAL_TZ).strftime("%Y-%m")
+
+
+def parse_month(text: str) -> str | None:
+    """A "YYYY-MM" month as typed in a form, or None if it is not one."""
+    try:
+        return dt.datetime.strptime(text.strip(), "%Y-%m").strftime("%Y-%m")
+    except ValueError:
+        return None
+
+
+def default_range(now: dt.datetime, span: int = 12) -> tuple[str, str]:
+    """The last `span` months up to this one."""
+    last = month_of(now)
+    year, month = map(int, last.split("-"))
+    index = year * 12 + month - 1 - (span - 1)
+    return f"{index // 12:04d}-{index % 12 + 1:02d}", last
+
+
+# ---------------------------------------------------------------- CSV (Chinese headers, names not ids)
+
+def trend_csv(rows: list[tuple[str, Counts]], t: Callable[..., str]) -> str:
+    """Month by month: requests, closed, on time, on-time share, satisfied share, mean rating."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow([t(k) for k in ("csv_month", "csv_requests", "csv_closed", "csv_closed_on_time",
+                               "csv_on_time_share", "csv_rated", "csv_satisfied_share", "csv_mean_rating")])
+    for month, c in rows:
+        n = c.counts
+        w.writerow([month, n["requests"], n["closed"], n["closed_on_time"], _share(n["closed_on_time"], n["closed"]),
+                    n["rated"], _share(n["satisfied"], n["rated"]), c.mean_rating if c.mean_rating is not None else ""])
+    return out.getvalue()
+
+
+def backlog_csv(rows: Mapping[str, int], names: Mapping[str, str], t: Callable[..., str]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow([t("csv_department"), t("csv_open")])
+    for department, n in rows.items():
+        w.writerow([names.get(department) or t("not_dispatched"), n])
+    return out.getvalue()
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.3f}" if whole else ""

@@ -1,0 +1,89 @@
+"""Each month's figures frozen and published (issue 18 item 7): a community's counts for a month (the aggregates
+of server/services/figures.py) hashed, filed in its filing log and signed (`filing.file_published`), kept as a
+`figures_snapshot` anyone may read. A month is frozen once it is over; a later look that finds its figures
+changed (a request closed late, a rating given) files a new version naming the one it corrects: a correction,
+never a silent change. Versions are never overwritten (ids end with the version)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from server.domain.figures import COUNTS
+from server.security import filing
+from server.security.filing import Signer
+from server.services import figures
+from server.services.figures import Scope
+from server.store.couch import Couch, docs_of_type, get_or_none
+
+Doc = dict[str, Any]
+
+# Past months looked at again for corrections, after the one just over.
+RECHECK_MONTHS = 3
+ACTOR = "user:system"  # the filing log's actor for what the server publishes by itself
+
+
+def snapshot_id(community: str, month: str, version: int) -> str:
+    return f"figures_snapshot:{community.split(':', 1)[1]}:{month}:{version:04d}"
+
+
+def content_hash(community: str, month: str, counts: dict[str, int]) -> str:
+    """SHA-256 of the canonical JSON of what a snapshot says: filed, signed, compared for corrections."""
+    body = {"community": community, "month": month, "counts": {k: counts[k] for k in COUNTS}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def versions(couch: Couch, community: str, month: str) -> list[Doc]:
+    """Every version of a community's month, oldest first."""
+    prefix = snapshot_id(community, month, 0)[:-4]
+    return [r["doc"] for r in couch.main.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True)]
+
+
+def freeze(couch: Couch, signer: Signer, community: Doc, month: str, now: dt.datetime) -> Doc | None:
+    """Freeze the community's month: its first snapshot, or a correction if its figures differ from the latest
+    version's; None when they do not, or when nothing happened in the month (nothing to publish)."""
+    counts = figures.totals(couch, Scope(community["_id"], "", month, month)).counts
+    digest = content_hash(community["_id"], month, counts)
+    earlier = versions(couch, community["_id"], month)
+    if (earlier and earlier[-1]["hash"] == digest) or (not earlier and not any(counts.values())):
+        return None  # unchanged, or a month with nothing in it
+    version = earlier[-1]["version"] + 1 if earlier else 1
+    doc: Doc = {"_id": snapshot_id(community["_id"], month, version), "type": "figures_snapshot",
+                "street": community["street"], "community": community["_id"], "month": month, "version": version,
+                "counts": counts, "published_at": now.isoformat(), "hash": digest,
+                **({"corrects": earlier[-1]["_id"]} if earlier else {})}
+    doc["filed_seq"], doc["signature"] = filing.file_published(
+        couch, signer, action=filing.FIGURES_PUBLISHED, street=community["street"], community=community["_id"],
+        actor=ACTOR, target=doc["_id"], content_hash=digest, at=now)
+    return couch.main.save(doc)
+
+
+def freeze_due(couch: Couch, signer: Signer, now: dt.datetime) -> int:
+    """Freeze every community's month just over, and look again at the RECHECK_MONTHS before it: the number of
+    snapshots and corrections published (the hourly clock: server/web/app.py)."""
+    this_month = figures.month_of(now)
+    first, _ = figures.default_range(now, RECHECK_MONTHS + 2)
+    due = [m for m in figures.months(first, this_month) if m < this_month]
+    return sum(freeze(couch, signer, community, month, now) is not None
+               for community in docs_of_type(couch.main, "community") for month in due)
+
+
+def published(couch: Couch) -> list[Doc]:
+    """Every snapshot, newest month first, each month's versions newest first."""
+    docs = [r["doc"] for r in couch.main.all(startkey="figures_snapshot:", endkey="figures_snapshot:\ufff0",
+                                              as_list=True)]
+    return sorted(docs, key=lambda d: (d["month"], d["community"], d["version"]), reverse=True)
+
+
+def signed(public_key: Any, snapshot: Doc) -> bool:
+    """Whether the snapshot's signature and hash hold (what anyone checks a published month against)."""
+    return (content_hash(snapshot["community"], snapshot["month"], snapshot["counts"]) == snapshot["hash"]
+            and filing.published_signed(public_key, filing.FIGURES_PUBLISHED, snapshot["community"], snapshot["_id"],
+                                        snapshot["filed_seq"], snapshot["hash"], snapshot["signature"]))
+
+
+def load(couch: Couch, snapshot: str) -> Doc | None:
+    doc = get_or_none(couch.main, snapshot)
+    return doc if doc and doc.get("type") == "figures_snapshot" else None

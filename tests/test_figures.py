@@ -1,0 +1,182 @@
+"""The figures' aggregates (issue 18 item 1) against a brute-force recount of the same random requests and
+alerts, on the real pouchdb-server: counts exact for any area, facet and month range, month by month and the
+backlog by department; percentiles within the bucket the page states. And the KPI catalogue's rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import secrets
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from server.domain import figures as domain
+from server.domain.figures import KPI_BY_CODE, MIN_CASES_TO_RANK, ranked
+from server.services import figures
+from server.services.figures import Scope
+from server.store.couch import Couch, bulk_save
+
+CST = dt.timezone(dt.timedelta(hours=8))
+START = dt.datetime(2025, 12, 25, tzinfo=dt.UTC)  # around a year's end and month ends in UTC and UTC+8
+_streets = itertools.count()
+# Minutes after START of the instants around which a month changes in UTC+8 but not yet in UTC (and back).
+EDGE_MINUTES = [int((dt.datetime(2026, m, 1, tzinfo=CST) - START).total_seconds() // 60) + d
+                for m in (1, 2) for d in (-1, 0, 1, 60 * 7)]
+times = st.one_of(st.integers(0, 60 * 24 * 70), st.sampled_from(EDGE_MINUTES))
+hours = st.one_of(st.none(), st.floats(0, 900, allow_nan=False), st.sampled_from(domain.HOUR_EDGES))
+
+request_strategy = st.fixed_dictionaries({
+    "minutes": times,
+    "grid": st.sampled_from(["g1", "g2"]),
+    "department": st.sampled_from(["department:a", "department:b", None]),
+    "category": st.sampled_from(["lamp", "water"]),
+    "ack_hours": hours,
+    "close_hours": hours,
+    "rating": st.one_of(st.none(), st.integers(1, 5)),
+    "respond_days": st.integers(0, 3),
+    "close_days": st.integers(0, 6),
+})
+alert_strategy = st.fixed_dictionaries({
+    "minutes": times, "kind": st.sampled_from(["sos", "fall", "device_silent"]),
+    "answered": st.booleans(), "escalated": st.booleans()})
+
+
+def _seconds(hours: float) -> dt.timedelta:
+    """Whole seconds, as far as deadlines go: CouchDB's JavaScript reads times to the millisecond."""
+    return dt.timedelta(seconds=round(hours * 3600))
+
+
+def _docs(street: str, requests: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    docs = []
+    for i, r in enumerate(requests):
+        made = START + dt.timedelta(minutes=r["minutes"])
+        doc = {"_id": f"service_request:{street}-{i}", "type": "service_request", "street": street,
+               "community": f"{street}-c", "grid": f"{street}-{r['grid']}", "category": r["category"],
+               "created_at": made.isoformat(), "status": "received",
+               "due_respond": (made + dt.timedelta(days=r["respond_days"])).isoformat(),
+               "due_close": (made + dt.timedelta(days=r["close_days"])).astimezone(CST).isoformat()}
+        if r["department"]:
+            doc["department"] = r["department"]
+        if r["ack_hours"] is not None:
+            doc["acknowledged_at"] = (made + _seconds(r["ack_hours"])).isoformat()
+            doc["status"] = "acknowledged"
+        if r["close_hours"] is not None:
+            doc["resolved_at"] = (made + _seconds(r["close_hours"])).isoformat()
+            doc["status"] = "closed"
+        if r["rating"]:
+            doc["rating"] = r["rating"]
+        docs.append(doc)
+    for i, a in enumerate(alerts):
+        raised = START + dt.timedelta(minutes=a["minutes"])
+        doc = {"_id": f"alert:{street}-{i}", "type": "alert", "street": street, "community": f"{street}-c",
+               "grid": f"{street}-g1", "kind": a["kind"], "status": "raised", "raised_at": raised.isoformat()}
+        if a["answered"]:
+            doc["acknowledged_at"] = (raised + dt.timedelta(minutes=5)).isoformat()
+        if a["escalated"]:
+            doc["escalated_at"] = (raised + dt.timedelta(minutes=30)).isoformat()
+        docs.append(doc)
+    return docs
+
+
+def _brute(docs: list[dict[str, Any]], area: str, facet: str, first: str, last: str) -> dict[str, Any]:
+    """The counts and raw times recomputed document by document, the slow obvious way."""
+    counts = dict.fromkeys(domain.COUNTS, 0)
+    response: list[float] = []
+    close: list[float] = []
+    for d in docs:
+        if area not in (d["street"], d["community"], d["grid"]):
+            continue
+        at = dt.datetime.fromisoformat(d.get("created_at") or d["raised_at"])
+        if not first <= at.astimezone(CST).strftime("%Y-%m") <= last:
+            continue
+        if d["type"] == "alert":
+            if facet == "" and d["kind"] in domain.SAFETY_ALERT_KINDS:
+                counts["alerts"] += 1
+                counts["alerts_answered"] += "acknowledged_at" in d and "escalated_at" not in d
+            continue
+        if facet and facet not in (f"department:{d.get('department', '')}", f"category:{d['category']}"):
+            continue
+        counts["requests"] += 1
+        if "acknowledged_at" in d:
+            ack = dt.datetime.fromisoformat(d["acknowledged_at"])
+            counts["responded"] += 1
+            counts["responded_on_time"] += ack <= dt.datetime.fromisoformat(d["due_respond"])
+            response.append((ack - at).total_seconds() / 3600)
+        if d["status"] == "closed":
+            done = dt.datetime.fromisoformat(d["resolved_at"])
+            counts["closed"] += 1
+            counts["closed_on_time"] += done <= dt.datetime.fromisoformat(d["due_close"])
+            close.append((done - at).total_seconds() / 3600)
+        else:
+            counts["open"] += 1
+        if d.get("rating"):
+            counts["rated"] += 1
+            counts["rating_sum"] += d["rating"]
+            counts["satisfied"] += d["rating"] >= 4
+    return {"counts": counts, "response": response, "close": close}
+
+
+def _nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requests=st.lists(request_strategy, max_size=40), alerts=st.lists(alert_strategy, max_size=8),
+       first=st.sampled_from(["2025-12", "2026-01", "2026-02"]), span=st.integers(0, 3),
+       facet=st.sampled_from(["", "department:a", "department:", "category:water"]),
+       area=st.sampled_from(["street", "c", "g1", "g2"]))
+@example(requests=[{"minutes": EDGE_MINUTES[1], "grid": "g1", "department": None, "category": "lamp",
+                    "ack_hours": 24, "close_hours": 72, "rating": 4, "respond_days": 1, "close_days": 3}],
+         alerts=[], first="2026-01", span=0, facet="", area="street")  # on a month's first minute, times on edges
+def test_aggregates_equal_a_brute_force_recount_and_percentiles_lie_in_the_stated_bucket(
+        couch: Couch, requests: list[dict[str, Any]], alerts: list[dict[str, Any]], first: str, span: int,
+        facet: str, area: str) -> None:
+    street = f"street:p{next(_streets)}{secrets.token_hex(2)}"  # each example its own street in the one database
+    docs = _docs(street, requests, alerts)
+    assert not any(r.error for r in bulk_save(couch.main, docs)) if docs else True
+    area_id = street if area == "street" else f"{street}-{area}"
+    last = figures.months(first, "2026-12")[span]
+    got = figures.totals(couch, Scope(area_id, facet, first, last))
+    want = _brute(docs, area_id, facet, first, last)
+    assert got.counts == want["counts"]
+    for which in ("response", "close"):
+        for q in (0.5, 0.9):
+            bounds = got.percentile(which, q)
+            if not want[which]:
+                assert bounds is None
+                continue
+            low, high = bounds
+            true = _nearest_rank(want[which], q)
+            assert (low < true or low == 0) and (high is None or true <= high), (which, q, true, bounds)
+    monthly = figures.by_month(couch, Scope(area_id, facet, first, last))
+    assert [m for m, _ in monthly] == figures.months(first, last)
+    for month, c in monthly:
+        assert c.counts == _brute(docs, area_id, facet, month, month)["counts"]
+    open_by_department = {}
+    for d in docs:
+        if d["type"] == "service_request" and d["status"] != "closed" and area_id in (d["street"], d["grid"],
+                                                                                      d["community"]):
+            key = d.get("department", "")
+            open_by_department[key] = open_by_department.get(key, 0) + 1
+    assert figures.backlog(couch, area_id) == open_by_department
+
+
+def test_buckets_cover_every_time_and_their_bounds_contain_it() -> None:
+    for hours in (0, 0.25, 0.2500001, 1, 23.9, 24, 24.01, 719, 720, 721, 10_000):
+        low, high = domain.bucket_bounds(domain.bucket_of(hours))
+        assert (low < hours or low == 0) and (high is None or hours <= high)
+
+
+def test_a_ranking_leaves_out_places_with_fewer_than_30_cases() -> None:
+    places = {"a": (MIN_CASES_TO_RANK, 0.5), "b": (MIN_CASES_TO_RANK - 1, 1.0), "c": (200, 0.9), "d": (40, None)}
+    assert ranked(places) == (["c", "a"], ["b", "d"])
+
+
+def test_a_kpi_divides_by_its_denominator_and_says_nothing_without_one() -> None:
+    on_time = KPI_BY_CODE["on_time"]
+    assert on_time.value({"closed_on_time": 3, "closed": 4}) == 0.75 and on_time.cases({"closed": 4}) == 4
+    assert on_time.value({"closed_on_time": 0, "closed": 0}) is None
+    assert KPI_BY_CODE["mediation_success"].value({}) is None  # a source not built yet: no figure, no error

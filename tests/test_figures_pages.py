@@ -1,0 +1,136 @@
+"""The dashboard from aggregates (issue 18 items 1, 2, 8), on the small demo street: the secretary's scope, the
+KPI catalogue printed with formula, denominator, period and target, charts with their tables and CSV in Chinese
+with names, nothing of another community, bad input a page; and the preparing page while the index is built."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from starlette.testclient import TestClient
+
+from server.domain.figures import KPIS, MIN_CASES_TO_RANK
+from server.domain.i18n import translator
+from server.security.firewall import Firewall
+from server.services import figures, snapshots
+from server.services.demo import STREET_ID
+from server.store import couch as store
+from server.store.couch import Couch, view_built
+
+from .street import as_user, csrf_of
+
+ZH = translator("zh")
+DEMO_PASSWORD = "demo-password"
+
+
+def _request(couch: Couch, n: int, grid: str, *, closed: bool) -> None:
+    made = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    doc = {"_id": f"service_request:fig{grid}{n}", "type": "service_request", "street": STREET_ID,
+           "community": grid.split("-")[0].replace("grid", "community"), "grid": grid, "category": "street_lamp",
+           "department": "department:urban_management", "description": "x", "status": "received",
+           "created_at": made.isoformat(), "due_respond": (made + dt.timedelta(days=1)).isoformat(),
+           "due_close": (made + dt.timedelta(days=3)).isoformat()}
+    if closed:
+        doc.update(status="closed", acknowledged_at=(made + dt.timedelta(hours=5)).isoformat(),
+                   resolved_at=(made + dt.timedelta(hours=30)).isoformat(), rating=5)
+    couch.main.save(doc)
+
+
+def test_the_secretary_reads_kpis_with_formula_and_target_charts_and_csv(web: TestClient,
+                                                                         demo_loaded: Couch) -> None:
+    for n in range(MIN_CASES_TO_RANK * 3 // 2):  # one grid with enough closed to rank (30), the other with one
+        _request(demo_loaded, n, "grid:c1-g01", closed=n % 3 != 0)
+    _request(demo_loaded, 99, "grid:c1-g02", closed=True)
+    _request(demo_loaded, 0, "grid:c2-g01", closed=False)  # another community's: never on her page
+    as_user(web, "shuji1", DEMO_PASSWORD)
+    page = web.get("/dashboard").text
+    for kpi in KPIS:  # every indicator with its formula and target, figured or said to be not recorded yet
+        row = page.split(f'id="kpi-{kpi.code}"')[1].split("</tr>")[0]
+        assert ZH(f"kpi_{kpi.code}") in row and ZH(f"kpi_{kpi.code}_formula") in row and "%" in row
+    on_time = page.split('id="kpi-on_time"')[1].split("</tr>")[0]
+    assert "<td>100.0%</td>" in on_time and "<td>31</td>" in on_time  # 30 + 1 closed, all on time
+    assert ZH("fig_no_source") in page.split('id="kpi-mediation_success"')[1].split("</tr>")[0]
+    assert "90.0%（起点 76.0%）" in page  # satisfaction: the plan's target beside where it starts
+    # Times as the bucket they lie in, with the bound stated; four charts, each an image with a title.
+    assert ZH("fig_time_bound", low="4", high="6") in page and ZH("fig_bound_note") in page
+    assert page.count('<svg class="chart"') == 4 and page.count('role="img"') == 4
+    # Ranked only with 30 cases or more: grid 1 ranked, grid 2 listed apart.
+    ranking = page.split('id="fig-ranking"')[1].split("</section>")[0]
+    assert re.search(r"<ol>\s*<li>[^<]*1[^<]*：100.0%（30）</li>", ranking), ranking
+    assert "不排名（1）" in ranking.split('id="fig-unranked"')[1]
+    trend = web.get("/dashboard.csv", params={"table": "trend"})
+    assert trend.headers["content-type"].startswith("text/csv")
+    header, *months = trend.text.lstrip("\ufeff").strip().splitlines()
+    assert header.startswith("月份,诉求数,已办结,按时办结") and len(months) == 12
+    assert [sum(int(m.split(",")[i]) for m in months) for i in (1, 2)] == [46, 31], months
+    backlog = web.get("/dashboard.csv", params={"table": "backlog"}).text.lstrip("\ufeff")
+    assert backlog.splitlines()[0] == "部门,未办结" and "department:" not in backlog and ",15" in backlog
+
+
+def test_another_communitys_area_and_bad_input_give_her_own_figures_never_an_error(web: TestClient,
+                                                                                   demo_loaded: Couch) -> None:
+    _request(demo_loaded, 0, "grid:c2-g01", closed=False)
+    as_user(web, "shuji1", DEMO_PASSWORD)
+    for params in ({"area": "community:c2"}, {"area": "grid:c2-g01"}, {"from": "garbage", "to": "2026-13"},
+                   {"from": "2030-01", "to": "1999-12", "facet": "category:nope"}, {"area": "x" * 5000}):
+        page = web.get("/dashboard", params=params)
+        assert page.status_code == 200 and "community:c2" not in page.text, params
+        assert 'value="community:c1" selected' in page.text or '<option value="community:c1">' in page.text
+        assert web.get("/dashboard.csv", params={**params, "table": "backlog"}).text.count("\n") == 1  # header
+    as_user(web, "admin", DEMO_PASSWORD)  # the street, and both communities, one ranking
+    street = web.get("/dashboard").text
+    assert f'<option value="{STREET_ID}" selected>' in street and "community:c2" in street
+    as_user(web, "wangge01", DEMO_PASSWORD)
+    assert web.get("/dashboard").status_code == 403
+
+
+def test_a_page_whose_index_is_still_building_says_preparing_and_reloads(web: TestClient, demo_loaded: Couch,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    as_user(web, "shuji1", DEMO_PASSWORD)
+    demo_loaded.main.save({"_id": "service_request:new", "type": "service_request", "street": STREET_ID,
+                           "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp",
+                           "description": "x", "status": "received", "created_at": "2026-09-01T00:00:00+00:00"})
+    store._view_builds.clear()  # as after a start: nobody has asked for the index yet
+    monkeypatch.setattr(store, "INDEX_WAIT_SECONDS", 0)  # an index is never built in no time
+    waiting = web.get("/dashboard", params={"area": "community:c1"})
+    assert waiting.status_code == 202 and ZH("preparing_title") in waiting.text
+    assert '<meta http-equiv="refresh" content="5">' in waiting.text and 'href="/dashboard?area=community%3Ac1"' in (
+        waiting.text)
+    view_built(demo_loaded.main, "figures").result(timeout=60)
+    assert web.get("/dashboard").status_code == 200
+    assert csrf_of(web)  # still signed in, nothing else touched
+
+
+def test_a_month_is_frozen_signed_and_filed_and_a_later_change_is_published_as_a_correction(
+        web: TestClient, demo_loaded: Couch, firewall: Firewall) -> None:
+    signer = firewall.signer
+    now = dt.datetime.now(dt.UTC)
+    last_month = figures.months(*figures.default_range(now, 2))[0]
+    made = dt.datetime.strptime(last_month + "-10", "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    doc = {"_id": "service_request:snap1", "type": "service_request", "street": STREET_ID,
+           "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp", "description": "x",
+           "status": "received", "created_at": made.isoformat(), "due_close": (made + dt.timedelta(days=3)).isoformat()}
+    demo_loaded.main.save(doc)
+    assert snapshots.freeze_due(demo_loaded, signer, now) == 1  # community 1's month; community 2 had nothing
+    assert snapshots.freeze_due(demo_loaded, signer, now) == 0  # unchanged: nothing published twice
+    first, = snapshots.versions(demo_loaded, "community:c1", last_month)
+    assert first["counts"]["open"] == 1 and snapshots.signed(signer.key.public_key(), first)
+    entry = demo_loaded.main.get(f"audit_entry:c1:{first['filed_seq']:012d}")
+    assert entry["action"] == "figures_published" and entry["purpose"] == f"sha256:{first['hash']}"
+    # Closed late: the month's figures change, and a new version says it corrects the first.
+    stored = demo_loaded.main.get(doc["_id"])
+    demo_loaded.main.save({**stored, "status": "closed", "resolved_at": (made + dt.timedelta(days=9)).isoformat()})
+    assert snapshots.freeze_due(demo_loaded, signer, now) == 1
+    _, second = snapshots.versions(demo_loaded, "community:c1", last_month)
+    assert second["corrects"] == first["_id"] and second["version"] == 2 and second["counts"]["closed"] == 1
+    assert demo_loaded.main.get(first["_id"])["hash"] == first["hash"]  # the first version kept as it was
+    tampered = {**second, "counts": {**second["counts"], "closed_on_time": 1}}
+    assert not snapshots.signed(signer.key.public_key(), tampered)
+    web.cookies.clear()  # public: nobody signed in
+    page = web.get("/figures")
+    assert page.status_code == 200
+    row = page.text.split(f'id="{second["_id"].replace(":", "-")}"')[1].split("</tr>")[0]
+    assert "更正</strong> 更正第 1 版" in row and "已办结 0 → 1" in row and "未办结 1 → 0" in row
+    published = web.get("/figures.json").json()
+    assert [s["version"] for s in published["snapshots"]] == [2, 1] and published["signed_by"]
