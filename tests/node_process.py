@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,12 @@ from server.store.config import PROJECT_ROOT
 
 class NodeProcess:
     def __init__(self, script: Path, config: dict[str, Any]) -> None:
-        # As UTF-8, not \u escapes: one argument holds at most 128 KiB (Linux MAX_ARG_STRLEN), and the UI text in
-        # both languages (the renderers' `messages`) is past that escaped.
-        self.process = subprocess.Popen(["node", str(script), json.dumps(config, ensure_ascii=False)],
+        # In a file (pwa/tests/config.mjs): one argument holds at most 128 KiB (Linux MAX_ARG_STRLEN), and the UI text
+        # in both languages (the renderers' `messages`) is past that.
+        self.config = tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8")  # noqa: SIM115 - kept open
+        json.dump(config, self.config, ensure_ascii=False)
+        self.config.flush()
+        self.process = subprocess.Popen(["node", str(script), self.config.name],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
 
     def ask(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -26,6 +30,7 @@ class NodeProcess:
         return json.loads(self.process.stdout.readline())
 
     def close(self, timeout: float = 10) -> None:
+        self.config.close()
         if self.process.poll() is not None:
             return
         assert self.process.stdin

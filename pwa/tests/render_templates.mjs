@@ -4,8 +4,9 @@
 import { createInterface } from "node:readline";
 import nunjucks from "nunjucks";
 import { pageContext, templateEnvironment } from "../render.js";
+import { loadConfig } from "./config.mjs";
 
-const config = JSON.parse(process.argv[2]);
+const config = loadConfig(process.argv[2]);
 const env = templateEnvironment(nunjucks, new nunjucks.FileSystemLoader(config.templates), { ...config, strict: true });
 
 for await (const line of createInterface({ input: process.stdin })) {

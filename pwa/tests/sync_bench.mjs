@@ -3,9 +3,10 @@
 import PouchDB from "pouchdb";
 import MemoryAdapter from "pouchdb-adapter-memory";
 import { remoteOptions } from "../sync/replica.js";
+import { loadConfig } from "./config.mjs";
 
 PouchDB.plugin(MemoryAdapter);
-const config = JSON.parse(process.argv[2]);
+const config = loadConfig(process.argv[2]);
 const withCookie = (url, options) => {
   if (config.cookie) {
     options.headers.set("Cookie", config.cookie);

@@ -113,6 +113,8 @@ MAIN_VIEWS = {
                " null); } }",
     },
 }
+
+
 def _figures_map() -> str:
     """The map of `linli/figures` (server/services/figures.py), written from server/domain/figures.py's counts and
     buckets. Each service request adds one row of counts (figures.COUNTS, then response and close times by bucket)
