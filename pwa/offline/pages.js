@@ -664,7 +664,7 @@ async function requestPage({ db, session, params }) {
   return { template: "request.html", context: {
     doc, category: categories[doc.category] || null, names: session.names, departments, errors: {}, note: "",
     satisfaction: session.satisfaction, may_act: false, reporter: false, secretary: false, department_actions: [],
-    department_view: false, reason: "", acted: "", whistled: [], transitions: [],
+    department_view: false, reason: "", acted: "", whistled: [], transitions: [], confirm_channels: [],
     // A progress note's photo is shown with its note in the history, not among the report's photos.
     photos: Object.keys(doc._attachments || {}).filter((name) => !(doc.history || []).some((h) => h.photo === name))
       .sort() } };

@@ -234,6 +234,12 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "matter_result": _of_community,
     "matter_roll": _secretary_only,
     "ballot": _ballot,
+    # Supervision and evaluation (issue 18): a mediation is grid staff's (the parties are sealed in it); service
+    # projects, their evaluations and the survey's sample are the community's.
+    "mediation": _grid_staff,
+    "service_project": _of_community,
+    "project_evaluation": _of_community,
+    "survey_sample": _of_community,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).

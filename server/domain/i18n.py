@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from server.domain.error_messages import ERROR_MESSAGES
+from server.domain.evaluation_messages import EVALUATION_MESSAGES
 from server.domain.timebank_messages import TIMEBANK_MESSAGES
 
 DEFAULT_LANG = "zh"
@@ -1730,6 +1731,8 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
     },
 }
 for _lang, _messages in DELIBERATION_MESSAGES.items():
+    MESSAGES[_lang].update(_messages)
+for _lang, _messages in EVALUATION_MESSAGES.items():
     MESSAGES[_lang].update(_messages)
 
 # The grid worker's ballot at the door (issue 15 items 4-7, server/domain/ballots.py) and the voting cards.

@@ -50,7 +50,17 @@ from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import UNREACHABLE, Couch, get_or_none
 from server.store.health import Health
-from server.web import display, open311, pwa_routes, request_pages, task_pages, timebank_pages
+from server.web import (
+    display,
+    mediation_pages,
+    open311,
+    project_pages,
+    pwa_routes,
+    request_pages,
+    survey_pages,
+    task_pages,
+    timebank_pages,
+)
 from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
@@ -460,6 +470,10 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *need_routes(couch, current_user, render, _now),
         *today_routes(couch, current_user, render, _now),
         *matter_routes(firewall, current_user, render, _now),
+        # Supervision and evaluation (issue 18): mediation, service projects, the survey's sample and door answers.
+        *mediation_pages.routes(firewall, current_user, render, _now, _device),
+        *project_pages.routes(firewall, current_user, render, _now),
+        *survey_pages.routes(couch, current_user, render, _now),
         Route("/healthz", healthz),
         Route("/readyz", healthz),
         Route("/metrics", metrics_endpoint(couch, health, settings.metrics_token, _now)),

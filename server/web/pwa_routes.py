@@ -57,7 +57,10 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    # the grid worker's list and door ballot (matters.html, matter_door.html) work
                                    # offline.
                                    "matter.html", "matter_new.html", "matter_roll.html", "matter_result.html",
-                                   "matter_cards.html"})
+                                   "matter_cards.html",
+                                   # Supervision and evaluation (issue 18): desk work, and the door survey for now.
+                                   "mediations.html", "mediation.html", "mediation_new.html", "projects.html",
+                                   "project.html", "project_new.html", "survey_sample.html", "survey_door.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",
