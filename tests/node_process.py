@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,12 @@ from server.store.config import PROJECT_ROOT
 
 class NodeProcess:
     def __init__(self, script: Path, config: dict[str, Any]) -> None:
-        self.process = subprocess.Popen(["node", str(script), json.dumps(config)], stdin=subprocess.PIPE,
+        # The configuration goes in a file (pwa/tests/harness_config.mjs reads it): a command-line argument may
+        # hold at most 128 KiB, less than the UI messages the template renderer is given.
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
+            json.dump(config, file)
+        self.config_file = Path(file.name)
+        self.process = subprocess.Popen(["node", str(script), str(self.config_file)], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
 
     def ask(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -24,6 +30,7 @@ class NodeProcess:
         return json.loads(self.process.stdout.readline())
 
     def close(self, timeout: float = 10) -> None:
+        self.config_file.unlink(missing_ok=True)
         if self.process.poll() is not None:
             return
         assert self.process.stdin

@@ -21,6 +21,7 @@ import IndexedDBAdapter from "pouchdb-adapter-indexeddb";
 import { phoneKey } from "../offline/keys.js";
 import { pageContext, sessionContext, templateEnvironment } from "../render.js";
 import { remoteOptions, syncOnce } from "../sync/replica.js";
+import { config } from "./harness_config.mjs";
 
 PouchDB.plugin(IndexedDBAdapter);
 globalThis.navigator ??= { userAgent: "Node" }; // read by PouchDB's indexeddb adapter, as in sync_phone.mjs
@@ -40,7 +41,6 @@ function takingBlobs(db) {
   return db;
 }
 
-const config = JSON.parse(process.argv[2]);
 const { answer, route } = await import(pathToFileURL(config.pages).href);
 
 // The browser sends the page's own cookie with every same-origin fetch, and resolves relative URLs (keys.js

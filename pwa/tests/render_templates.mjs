@@ -1,11 +1,11 @@
 // Renders server templates with Nunjucks for the parity test (tests/test_template_parity.py).
-// argv[2]: JSON {"templates": dir, "timeZone": ..., "messages": {lang: {...}}}.
+// argv[2]: a file holding JSON {"templates": dir, "timeZone": ..., "messages": {lang: {...}}}.
 // stdin: one JSON {"template", "lang", "context"} per line; stdout: one JSON {"html"} or {"error"} per line.
 import { createInterface } from "node:readline";
 import nunjucks from "nunjucks";
 import { pageContext, templateEnvironment } from "../render.js";
+import { config } from "./harness_config.mjs";
 
-const config = JSON.parse(process.argv[2]);
 const env = templateEnvironment(nunjucks, new nunjucks.FileSystemLoader(config.templates), { ...config, strict: true });
 
 for await (const line of createInterface({ input: process.stdin })) {

@@ -10,6 +10,7 @@ import { createInterface } from "node:readline";
 import PouchDB from "pouchdb";
 import IndexedDBAdapter from "pouchdb-adapter-indexeddb";
 import { purgeOutOfScope, remoteOptions, syncOnce } from "../sync/replica.js";
+import { config } from "./harness_config.mjs";
 
 PouchDB.plugin(IndexedDBAdapter);
 // Browser globals PouchDB's indexeddb code reads: navigator (its blob-support probe) and self
@@ -17,7 +18,6 @@ PouchDB.plugin(IndexedDBAdapter);
 globalThis.navigator ??= { userAgent: "Node" };
 globalThis.self ??= globalThis;
 
-const config = JSON.parse(process.argv[2]);
 // A connection cut mid-body (the gateway killed) surfaces inside PouchDB as an unhandled
 // rejection; a browser logs those and goes on, and so does this phone.
 process.on("unhandledRejection", (error) => process.stderr.write(`unhandled: ${error}\n`));
