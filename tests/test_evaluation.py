@@ -10,7 +10,7 @@ import re
 
 from starlette.testclient import TestClient
 
-from server.services import demo, mediation, survey
+from server.services import demo, evaluation_figures, mediation, survey
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, iter_view_docs
 
@@ -207,3 +207,20 @@ def test_the_sample_is_drawn_per_grid_and_answered_at_the_door(web: TestClient, 
     assert refused.status_code == 400 and "没有被抽中" in refused.text
     published = web.get("/survey/results").text
     assert "16.7% (1/6)" in published  # the response rate: 1 of the 6 sampled households
+
+
+def test_the_figures_count_what_the_pages_recorded(web: TestClient, demo_loaded: Couch) -> None:
+    """resident-confirmed closure (server/services/evaluation_figures.py): one closed request, confirmed."""
+    doc_id, path = _closed_request(web, demo_loaded)
+    month = dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    communities = [demo.community_id(1)]
+
+    def figure(key: str) -> evaluation_figures.Figure:
+        return next(f for f in evaluation_figures.figures(demo_loaded, communities, (month, month)) if f.key == key)
+
+    assert (figure("kpi_confirmed_closure").numerator, figure("kpi_confirmed_closure").denominator) == (0, 1)
+    assert post(web, f"{path}/act", action="fixed", via="own").status_code == 303
+    assert figure("kpi_confirmed_closure").share == 1.0
+    assert figure("kpi_mediation_success").share is None and figure("kpi_survey_response_rate").denominator == 0
+    assert {i.key for i in evaluation_figures.CATALOGUE} == {"kpi_confirmed_closure", "kpi_mediation_success",
+                                                              "kpi_survey_response_rate"}

@@ -129,6 +129,13 @@ EVALUATION_MESSAGES: dict[str, dict[str, str]] = {
         "err_project_report": "评估报告应为 PDF 文件。",
         "err_project_report_size": "评估报告不能超过 {mb} MB。",
         "err_project_evaluated": "{period} 已经评估过。",
+        # the figures (server/services/evaluation_figures.py), for the KPI catalogue
+        "kpi_confirmed_closure": "居民确认解决率",
+        "kpi_confirmed_closure_formula": "居民确认已解决的请求 ÷ 已办结的请求（按办结月份）",
+        "kpi_mediation_success": "调解成功率",
+        "kpi_mediation_success_formula": "达成协议且回访未毁约的案件 ÷ 已结案件（撤回的不计；按登记月份）",
+        "kpi_survey_response_rate": "满意度调查应答率",
+        "kpi_survey_response_rate_formula": "已回答的抽中住户 ÷ 当月抽中的住户",
     },
     "en": {
         "confirm_fixed_question": "Is it really fixed?",
@@ -259,5 +266,12 @@ EVALUATION_MESSAGES: dict[str, dict[str, str]] = {
         "err_project_report": "The report must be a PDF file.",
         "err_project_report_size": "The report must not be larger than {mb} MB.",
         "err_project_evaluated": "{period} has been evaluated already.",
+        "kpi_confirmed_closure": "Closure confirmed by the resident",
+        "kpi_confirmed_closure_formula": "requests the resident confirmed fixed ÷ closed requests (by month closed)",
+        "kpi_mediation_success": "Mediation success",
+        "kpi_mediation_success_formula": ("cases with an agreement not broken at follow-up ÷ concluded cases "
+                                          "(withdrawn ones not counted; by month opened)"),
+        "kpi_survey_response_rate": "Survey response rate",
+        "kpi_survey_response_rate_formula": "sampled households that answered ÷ households in the month's sample",
     },
 }
