@@ -11,6 +11,7 @@ import re
 from starlette.testclient import TestClient
 
 from server.services import demo, evaluation_figures, mediation, survey
+from server.services import service_requests as sr
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, iter_view_docs
 
@@ -224,3 +225,27 @@ def test_the_figures_count_what_the_pages_recorded(web: TestClient, demo_loaded:
     assert figure("kpi_mediation_success").share is None and figure("kpi_survey_response_rate").denominator == 0
     assert {i.key for i in evaluation_figures.CATALOGUE} == {"kpi_confirmed_closure", "kpi_mediation_success",
                                                               "kpi_survey_response_rate"}
+
+
+def test_an_answer_recorded_offline_is_applied_by_the_same_rules(web: TestClient, demo_loaded: Couch) -> None:
+    """A grid worker's phone records "not fixed" at a visit (a fix_check, as the sync gateway stores it); the
+    minute clock applies it as confirm does online; one without consent is refused and changes nothing."""
+    doc_id, path = _closed_request(web, demo_loaded)
+    now = dt.datetime.now(dt.UTC)
+    check = {"type": "fix_check", "street": demo.STREET_ID, "community": demo.community_id(1),
+             "grid": demo.grid_id(1, 1), "request": doc_id, "fixed": False, "reason": "水管还在漏", "via": "visit",
+             "created_by": "user:wangge01", "created_at": now.isoformat()}
+    refused = demo_loaded.main.save({"_id": "fix_check:no-consent", **check, "consent": False})
+    before = demo_loaded.main.get(doc_id)
+    as_user(web, "wangge01", PASSWORD)
+    assert "联网同步后重新办理" in web.get(path).text  # waiting to be applied: said, and not asked again
+    assert sr.apply_fix_checks(demo_loaded, demo.STREET_ID, now) == 0
+    assert demo_loaded.main.get(refused["_id"])["refusal"] == "err_consent_required"
+    assert demo_loaded.main.get(doc_id)["_rev"] == before["_rev"]
+    demo_loaded.main.save({"_id": "fix_check:at-the-door", **check, "consent": True})
+    assert sr.apply_fix_checks(demo_loaded, demo.STREET_ID, now) == 1
+    assert sr.apply_fix_checks(demo_loaded, demo.STREET_ID, now) == 0  # once
+    reopened = demo_loaded.main.get(doc_id)
+    assert reopened["status"] == "reopened" and reopened["history"][-1]["note"] == "水管还在漏"
+    assert reopened["history"][-1]["by"] == "user:wangge01"
+    assert demo_loaded.main.get("fix_check:at-the-door")["outcome"] == "applied"

@@ -125,16 +125,18 @@ def phone_key_id(user_id: str) -> str:
 # The types clients may write; everything else is the server's (filing log, approvals, keys, grants, accounts).
 CLIENT_TYPES = {"street", "department", "community", "grid", "gateway", "household", "resident", "visit", "need",
                 "service_request", "device", "alert", "reading", "safety_rules", "device_health", "gateway_health",
-                "access_report", "claim", "task", "ballot"}
+                "access_report", "claim", "task", "ballot",
+                "fix_check"}  # issue 18: a reporter's "is it really fixed?" answer, recorded by the grid worker offline
 GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health"}
 STAFF_TYPES = {"household", "resident", "visit", "need", "service_request", "device", "alert", "reading",
                "safety_rules", "access_report", "task"}
 # Fields no client sets or changes: whose key a device's readings are sealed to (issue 13, finding 1).
 KEY_PICKING = {"device": ("resident", "write_public", "write_key_version", "write_signature")}
 AREA_OF_ROLE = {  # type -> where the role may write it (the document as written, and the version it replaces)
-    "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim", "ballot"}},
+    "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim", "ballot",
+                                                                  "fix_check"}},
     "secretary": {t: lambda d, old: d["community"] == C1 for t in STAFF_TYPES | {"grid", "gateway"}},
-    "grid_worker": {t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim", "ballot"}},
+    "grid_worker": {t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim", "ballot", "fix_check"}},
     "volunteer": {  # tasks about the households they look after, or one assigned to them; requests in their grid
         **{t: lambda d, old: (LOOKED_AFTER.get(d.get("household")) == VOLUNTEER[G11]
                               or (old is not None and old.get("assigned_to") == VOLUNTEER[G11]))
@@ -359,6 +361,8 @@ def base(type_name: str, writer: str) -> Doc:
                   "minutes": 90, "status": "claimed", "created_by": writer, "created_at": when},
         "task": {**HERE, **ABOUT, "need": need_id(G11, 1), "kind": "visit", "address": "幸福路1号",
                  "assigned_to": VOLUNTEER[G11], "status": "assigned", "created_by": writer, "created_at": when},
+        "fix_check": {**HERE, "request": RECORDS[G11, 1]["request"], "fixed": False, "reason": "还是漏水",
+                      "via": "visit", "consent": True, "created_by": writer, "created_at": when},
     }
     own_id = {"street": S, "community": "community:new", "grid": "grid:new"}.get(type_name, f"{type_name}:new")
     if type_name == "claim":  # a claim's id is its task's

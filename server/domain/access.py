@@ -240,6 +240,7 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "service_project": _of_community,
     "project_evaluation": _of_community,
     "survey_sample": _of_community,
+    "fix_check": lambda p, doc: _grid_staff(p, doc) or doc.get("created_by") == p.user_id,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).
@@ -324,6 +325,9 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     # is written by the server (the voter's own vote, paper ballots: server/services/deliberation.py).
     "ballot": lambda p, doc: (p.has(Role.GRID_WORKER) and doc.get("channel") == "door"
                               and doc.get("community") in p.communities),
+    # The grid worker records a reporter's "is it really fixed?" answer offline (applied by the server, issue 18).
+    "fix_check": lambda p, doc: (doc.get("created_by") == p.user_id and p.has(Role.GRID_WORKER)
+                                 and doc.get("grid") in p.grids),
 }
 assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 

@@ -862,6 +862,20 @@ DOC_TYPES: dict[str, DocType] = {
             "evaluator": _text(Category.SYSTEM, required=True, max_length=100),
             **_WHO_WHEN,
         }, label_zh="项目评估", label_en="Project evaluation"),
+        DocType("fix_check", Scope.GRID, {
+            # "Is it really fixed?" asked at a visit or the human window with the phone offline: the grid worker's
+            # record of the reporter's answer, which the server applies to the request when it arrives
+            # (service_requests.apply_fix_checks: the same rules as online) and marks applied or refused.
+            "request": _ref("service_request", required=True),
+            "fixed": Field("bool", required=True),
+            "reason": _text(Category.SOCIAL, max_length=500),
+            "via": _enum(CONFIRM_CHANNELS[1:], required=True),
+            "consent": Field("bool", required=True),
+            "outcome": _enum(("applied", "refused"), server_only=True),
+            "refusal": _text(max_length=100, server_only=True),  # the i18n key saying why
+            "applied_at": Field("datetime", server_only=True),
+            **_WHO_WHEN,
+        }, label_zh="是否解决的回访记录", label_en="Fixed-or-not answer", client_writable=True),
         DocType("survey_sample", Scope.COMMUNITY, {
             # The month's stratified sample of households, per grid (server/domain/sampling.py), drawn once.
             "month": _text(required=True, max_length=7),

@@ -21,6 +21,8 @@ EVALUATION_MESSAGES: dict[str, dict[str, str]] = {
         "err_confirm_closed": "只有已办结、尚未确认的请求才能确认是否解决。",
         "err_confirm_not_yours": "只有上报人本人，或本网格的网格员、社区书记（经居民同意）可以记录这个回答。",
         "err_not_fixed_reason": "请说明哪里还没有解决。",
+        "fix_pending_fixed": "已在手机上记录：居民说已解决。联网同步后生效。",
+        "fix_pending_not_fixed": "已在手机上记录：居民说没有解决。联网同步后重新办理。",
         # mediation (server/services/mediation.py)
         "mediations": "矛盾调解",
         "mediation": "调解案件",
@@ -154,6 +156,8 @@ EVALUATION_MESSAGES: dict[str, dict[str, str]] = {
         "err_confirm_not_yours": ("Only the reporter, or the grid's worker or the community's secretary (with the "
                                   "resident's consent), may record this answer."),
         "err_not_fixed_reason": "Say what is still not fixed.",
+        "fix_pending_fixed": "Recorded on this phone: the resident says it is fixed. It counts once synced.",
+        "fix_pending_not_fixed": "Recorded on this phone: the resident says it is not fixed. Reopened once synced.",
         "mediations": "Mediation",
         "mediation": "Mediation case",
         "mediation_new": "New mediation case",

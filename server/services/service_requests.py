@@ -493,8 +493,15 @@ def confirm_channels(p: Principal, doc: Doc) -> tuple[str, ...]:
     the reporter on their own page; the grid's worker or the secretary for them, at the human window or at a visit."""
     if doc["status"] != "closed" or "confirmed_at" in doc:
         return ()
-    staff = may_act(p, doc) and p.has(Role.GRID_WORKER, Role.SECRETARY)
+    staff = ((p.has(Role.GRID_WORKER) and doc["grid"] in p.grids)
+             or (p.has(Role.SECRETARY) and doc["community"] in p.communities))
     return (("own",) if is_reporter(p, doc) else ()) + (("window", "visit") if staff else ())
+
+
+def pending_fix_check(couch: Couch, doc: Doc) -> Doc | None:
+    """An answer recorded for this request on a phone offline, not yet applied (`apply_fix_checks`)."""
+    return next((c for c in iter_view_docs(couch.main, "linli/by_place", [doc["grid"], "fix_check"])
+                 if c["request"] == doc["_id"] and "outcome" not in c), None)
 
 
 def confirm(couch: Couch, p: Principal, doc: Doc, fixed: bool, reason: str, via: str, consent: bool,
@@ -514,6 +521,31 @@ def confirm(couch: Couch, p: Principal, doc: Doc, fixed: bool, reason: str, via:
         return _record(couch, doc, p.user_id, "confirmed_fixed", reason, now)
     move_to(doc, "reopened", now.isoformat())
     return _record(couch, doc, p.user_id, "not_fixed", reason, now, status="reopened")
+
+
+def apply_fix_checks(couch: Couch, street: str, now: dt.datetime) -> int:
+    """Answers recorded on a grid worker's phone offline (`fix_check`), applied as `confirm` applies them online,
+    by the same rules, as the worker who recorded them; each marked applied or refused (the key saying why)."""
+    applied = 0
+    checks = [c for community in ids_of_type(couch.main, "community")
+              for c in iter_view_docs(couch.main, "linli/by_place", [community, "fix_check"])
+              if c["street"] == street and "outcome" not in c]
+    for check in checks:
+        user = get_or_none(couch.accounts, check["created_by"])
+        request = get_or_none(couch.main, check["request"])
+        try:
+            if user is None or request is None:
+                raise RequestError("confirm", "err_confirm_not_yours", status=403)
+            confirm(couch, Principal.of(user), request, check["fixed"], check.get("reason", ""), check["via"],
+                    check["consent"], dt.datetime.fromisoformat(check["created_at"]))
+            check.update(outcome="applied")
+            applied += 1
+        except RequestError as refused:
+            check.update(outcome="refused", refusal=refused.errors[0].key)
+        check["applied_at"] = now.isoformat()
+        validate(check)
+        couch.main.save(check)
+    return applied
 
 
 def _record(couch: Couch, doc: Doc, by: str, action: str, note: str, now: dt.datetime, status: str | None = None,

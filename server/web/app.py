@@ -516,6 +516,11 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         if street:
             service_requests.sweep(couch, street, _now())
 
+    def fix_checks() -> None:
+        street = open311.the_street(couch)
+        if street:
+            service_requests.apply_fix_checks(couch, street, _now())
+
     return [
         ("service-request deadlines", requests_due),
         ("expired phone key grants", lambda: grants.expire(firewall, _now())),
@@ -524,6 +529,8 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("time-bank claims nobody answered", lambda: timebank.expire(couch, _now())),
         # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
         ("alerts", lambda: alerts.sweep(couch, _now())),
+        # "Is it really fixed?" answered on grid workers' phones offline (issue 18), applied as online.
+        ("requests' fixed-or-not answers recorded offline", fix_checks),
     ]
 
 

@@ -126,6 +126,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             department_actions=sr.department_actions(p, doc),
             department_view=p.has(Role.DEPARTMENT_STAFF) and p.department in departments_of(doc),
             transitions=sr.TRANSITIONS[doc["status"]], confirm_channels=sr.confirm_channels(p, doc),
+            fix_pending=await run_in_threadpool(sr.pending_fix_check, couch, doc),
             photos=sorted(name for name in doc.get("_attachments", {}) if name not in progress_photos))
 
     async def act(request: Request) -> Response:
