@@ -80,6 +80,7 @@ _HIDDEN_AND_MISSING = {
     "name": ("photo-1.png", "photo-1.png"),
     "claim_id": ("claim:hidden", "claim:nowhere"), "answer": ("confirm", "confirm"), "key": ("hidden", "nowhere"),
     "what": ("cancel", "cancel"),  # the resource pool's acts on a booking of resource:{key}
+    "period": ("2026-H1", "2026-H1"),  # a service project's evaluation (its project is the {key})
 }
 _NOT_ABOUT_DOCUMENTS = {"/phone-keys/{key}"}
 
@@ -89,7 +90,8 @@ def test_what_a_user_may_not_see_answers_exactly_as_what_does_not_exist(loaded: 
     another community's document with the very page it answers a missing one with, 404."""
     place = {"street": STREET, "community": "community:c2", "grid": G3, "household": "household:c2-g01-0001"}
     photo = {"photo-1.png": {"content_type": "image/png", "data": "iVBORw0KGgo="}}
-    for kind in ("alert", "visit", "service_request", "claim", "matter", "resource", "match", "meeting"):
+    for kind in ("alert", "visit", "service_request", "claim", "matter", "resource", "match", "meeting", "mediation",
+                 "service_project"):
         loaded.main.save({"_id": f"{kind}:hidden", "type": kind, **place, "_attachments": photo})
     login(client, "worker1")
     asked = 0

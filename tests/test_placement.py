@@ -128,7 +128,8 @@ def phone_key_id(user_id: str) -> str:
 # The types clients may write; everything else is the server's (filing log, approvals, keys, grants, accounts).
 CLIENT_TYPES = {"street", "department", "community", "grid", "gateway", "household", "resident", "visit", "need",
                 "service_request", "device", "alert", "reading", "safety_rules", "device_health", "gateway_health",
-                "access_report", "claim", "task", "ballot", "redemption", "booking", "checkin"}
+                "access_report", "claim", "task", "ballot", "redemption", "booking", "checkin",
+                "fix_check"}  # issue 18: a reporter's "is it really fixed?" answer, recorded by the grid worker offline
 GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health", "redemption",
                              "booking", "checkin"}
 STAFF_TYPES = {"household", "resident", "visit", "need", "service_request", "device", "alert", "reading",
@@ -139,10 +140,10 @@ KEY_PICKING = {"device": ("resident", "write_public", "write_key_version", "writ
 POOL_TYPES = ("booking", "checkin")
 AREA_OF_ROLE = {  # type -> where the role may write it (the document as written, and the version it replaces)
     "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim", "ballot",
-                                                             "redemption", *POOL_TYPES}},
+                                                             "redemption", "fix_check", *POOL_TYPES}},
     "secretary": {**{t: lambda d, old: d["community"] == C1 for t in STAFF_TYPES | {"grid", "gateway"}},
                   **{t: lambda d, old: d["community"] == C1 for t in POOL_TYPES}},
-    "grid_worker": {**{t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim", "ballot"}},
+    "grid_worker": {**{t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim", "ballot", "fix_check"}},
                     **{t: lambda d, old: d["community"] == C1 for t in POOL_TYPES}},
     "volunteer": {  # tasks about the households they look after, or one assigned to them; requests in their grid
         **{t: lambda d, old: (LOOKED_AFTER.get(d.get("household")) == VOLUNTEER[G11]
@@ -460,6 +461,8 @@ def base(type_name: str, writer: str) -> Doc:
         "checkin": {"street": S, "community": C1, "resource": HALL[C1], "booking": booking_of(writer),
                     "method": "scan", "code": HALL_CODE, "created_by": writer,
                     "created_at": (STARTED + dt.timedelta(minutes=5)).isoformat()},
+        "fix_check": {**HERE, "request": RECORDS[G11, 1]["request"], "fixed": False, "reason": "还是漏水",
+                      "via": "visit", "consent": True, "created_by": writer, "created_at": when},
     }
     own_id = {"street": S, "community": "community:new", "grid": "grid:new"}.get(type_name, f"{type_name}:new")
     if type_name == "claim":  # a claim's id is its task's

@@ -793,15 +793,75 @@ async function requestQuestions({ db, query }) {
 // Who acted is named as far as the session knows them (colleagues; the departments are in the replica).
 async function requestPage({ db, session, params }) {
   const doc = await load(db, `service_request:${params.id}`, "service_request");
+  return { template: "request.html", context: await requestContext(db, session, doc) };
+}
+
+// The one act a grid worker's phone records offline on a request (issue 18): the reporter's answer to "is it
+// really fixed?", at a visit or the human window, with their consent. It is written as a `fix_check`, which the
+// server applies by the rules it applies online (service_requests.apply_fix_checks) when the phone syncs.
+async function actOnRequest({ db, session, params, form }) {
+  const doc = await load(db, `service_request:${params.id}`, "service_request");
+  const action = String(form.get("action") || "");
+  const via = String(form.get("via") || "");
+  const reason = String(form.get("reason") || "");
+  if (!["fixed", "not_fixed"].includes(action) || via === "own") {
+    return needsServer();  // every other act, and a resident's own answer, moves the request: online only
+  }
+  const errors = fixCheckErrors(doc, session, action, via, form.has("consent"), reason);
+  if (errors) {
+    return { template: "request.html", status: errors.status,
+             context: { ...await requestContext(db, session, doc), errors: errors.errors, acted: action, reason } };
+  }
+  const now = nowISO();
+  await db.put({ _id: `fix_check:${uuidHex()}`, type: "fix_check", street: doc.street, community: doc.community,
+                 grid: doc.grid, request: doc._id, fixed: action === "fixed", via, consent: true,
+                 ...(reason.trim() ? { reason: reason.trim().slice(0, 500) } : {}), created_by: session.user._id,
+                 created_at: now });
+  return { redirect: `/requests/${params.id}` };
+}
+
+// service_requests.confirm's checks, in its order and with its keys, so that the page says the same offline.
+function fixCheckErrors(doc, session, action, via, consent, reason) {
+  if (doc.status !== "closed" || doc.confirmed_at) {
+    return { status: 400, errors: { confirm: fieldError("err_confirm_closed", {}) } };
+  }
+  if (!confirmChannels(session, doc).includes(via)) {
+    throw new OfflineError(403, "forbidden");
+  }
+  if (!consent) {
+    return { status: 400, errors: { consent: fieldError("err_consent_required", {}) } };
+  }
+  if (action === "not_fixed" && !reason.trim()) {
+    return { status: 400, errors: { reason: fieldError("err_not_fixed_reason", {}) } };
+  }
+  return null;
+}
+
+// service_requests.confirm_channels: the reporter on their own page; the grid's worker or the community's secretary.
+function confirmChannels(session, doc) {
+  if (doc.status !== "closed" || doc.confirmed_at) {
+    return [];
+  }
+  const user = session.user;
+  const roles = user.roles || [];
+  const reporter = user._id === doc.created_by || (user.resident && user.resident === doc.resident);
+  const staff = (roles.includes("grid_worker") && (user.grids || []).includes(doc.grid))
+    || (roles.includes("secretary") && (user.communities || []).includes(doc.community));
+  return [...(reporter ? ["own"] : []), ...(staff ? ["window", "visit"] : [])];
+}
+
+async function requestContext(db, session, doc) {
   const categories = await catalogue(db, false);
   const departments = Object.fromEntries((await docsOfType(db, "department")).map((d) => [d._id, d.name]));
-  return { template: "request.html", context: {
+  const fixPending = (await docsOfType(db, "fix_check")).find((c) => c.request === doc._id && !c.outcome) || null;
+  return {
     doc, category: categories[doc.category] || null, names: session.names, departments, errors: {}, note: "",
     satisfaction: session.satisfaction, may_act: false, reporter: false, secretary: false, department_actions: [],
     department_view: false, reason: "", acted: "", whistled: [], transitions: [],
+    confirm_channels: confirmChannels(session, doc), fix_pending: fixPending,
     // A progress note's photo is shown with its note in the history, not among the report's photos.
     photos: Object.keys(doc._attachments || {}).filter((name) => !(doc.history || []).some((h) => h.photo === name))
-      .sort() } };
+      .sort() };
 }
 
 async function requestPhoto({ db, params }) {
@@ -1047,6 +1107,7 @@ export const ROUTES = [
   ["POST", "/requests/new", newRequest],
   ["GET", "/requests/questions", requestQuestions],
   ["GET", "/requests/:id", requestPage],
+  ["POST", "/requests/:id/act", actOnRequest],
   ["GET", "/requests/:id/photos/:name", requestPhoto],
   ["GET", "/matters", mattersPage],
   ["GET", "/matters/:key/door", doorBallot],

@@ -262,6 +262,13 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "meeting": _of_community,
     "opinion": _secretary_or_author,
     "attendance": _personal,
+    # Supervision and evaluation (issue 18): a mediation is grid staff's (the parties are sealed in it); service
+    # projects, their evaluations and the survey's sample are the community's.
+    "mediation": _grid_staff,
+    "service_project": _of_community,
+    "project_evaluation": _of_community,
+    "survey_sample": _of_community,
+    "fix_check": lambda p, doc: _grid_staff(p, doc) or doc.get("created_by") == p.user_id,
 }
 
 # Types every user of the street sees, whoever they are (the sync gateway's live fan-out, sync/audience.py).
@@ -355,6 +362,9 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "booking": lambda p, doc: doc.get("booked_by") == p.user_id and _works_in_community(p, doc),
     "checkin": lambda p, doc: doc.get("created_by") == p.user_id and (_works_in_community(p, doc)
                                                                       or p.has(Role.RESIDENT)),
+    # The grid worker records a reporter's "is it really fixed?" answer offline (applied by the server, issue 18).
+    "fix_check": lambda p, doc: (doc.get("created_by") == p.user_id and p.has(Role.GRID_WORKER)
+                                 and doc.get("grid") in p.grids),
 }
 assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 

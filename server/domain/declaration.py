@@ -206,6 +206,16 @@ OFFER_STATES = ("active", "withdrawn")
 MATCH_STATES = ("proposed", "accepted", "declined", "withdrawn")
 MATCH_ANSWERS = ("waiting", "accepted", "declined")
 WEEKLY_HOURS_SHAPE = (("day", "int"), ("start", "text"), ("end", "text"))
+# Supervision and evaluation (issue 18; server/services/evaluation.py, mediation.py, survey.py).
+# How a reporter's "is it really fixed?" answer was given: on their own page, at the human window, at a visit.
+CONFIRM_CHANNELS = ("own", "window", "visit")
+MEDIATION_KINDS = ("noise", "water_leak", "parking", "boundary", "pets", "rubbish", "other")
+# open → agreement | no_agreement | withdrawn; an agreement → kept | broken at its follow-up.
+MEDIATION_STATES = ("open", "agreement", "no_agreement", "withdrawn", "kept", "broken")
+PROJECT_KINDS = ("home_care", "elderly_canteen", "day_care", "other")
+# active → withdrawal_proposed (two failed evaluations in a row) → withdrawn, or active again if the vote keeps it.
+PROJECT_STATES = ("active", "withdrawal_proposed", "withdrawn")
+SURVEY_CHANNELS = ("own", "door")  # answered online by the resident, or at the door to a volunteer or grid worker
 # Protected fields a resident can be found by, and the field of their number_index document holding each one's
 # blind index (server-only: no phone holds an index, crypto/README.md "Blind index leakage").
 BLIND_INDEXED = {"phone": "phone_bidx", "id_card": "id_card_bidx"}
@@ -444,6 +454,10 @@ DOC_TYPES: dict[str, DocType] = {
             "history": Field("records", shape=(("at", "datetime"), ("by", "text"), ("action", "text"),
                                                ("status?", "text"), ("note?", "text"), ("photo?", "text"))),
             "rating": Field("int", Category.RECORD),
+            # Closed means fixed (issue 18): the reporter said it really is fixed, when and through whom; "not fixed"
+            # reopens it instead (its history keeps the reason). Set by the server alone (service_requests.confirm).
+            "confirmed_at": Field("datetime", server_only=True),
+            "confirmed_via": _enum(CONFIRM_CHANNELS, server_only=True),
             "satisfaction": _enum(SATISFACTION),
             **_WHO_WHEN,
         }, label_zh="服务请求", label_en="Service request", client_writable=True),
@@ -577,6 +591,10 @@ DOC_TYPES: dict[str, DocType] = {
             # The monthly satisfaction survey (§4.5): one answer per resident per month; only totals are published.
             "month": _text(required=True, max_length=7),
             "overall": Field("int", required=True),
+            # The household it speaks for (one answer per sampled household counts: survey.published), and how it
+            # was given; at the door, the volunteer or grid worker who wrote it down is created_by.
+            "household": _ref("household"),
+            "channel": _enum(SURVEY_CHANNELS),
             "comment": _text(Category.SOCIAL, max_length=500),
             **_WHO_WHEN,
         }, label_zh="满意度调查", label_en="Satisfaction survey answer"),
@@ -1051,6 +1069,68 @@ DOC_TYPES: dict[str, DocType] = {
             "signature": _text(Category.SYSTEM, required=True, max_length=200),
             "filed_seq": Field("int", Category.SYSTEM, required=True),
         }, label_zh="月度统计快照", label_en="Monthly figures snapshot"),
+        # ---- supervision and evaluation (issue 18 items 3-6)
+        DocType("mediation", Scope.GRID, {
+            # A dispute between neighbours the grid worker or secretary mediates. Who the parties are and what it
+            # is about are protected like contact data, sealed under the keys of the resident who brought it.
+            "resident": _ref("resident", required=True),
+            "household": _ref("household", required=True),  # the resident's: a re-key finds it there
+            "kind": _enum(MEDIATION_KINDS, required=True),
+            "parties": _text(Category.CONTACT, required=True, max_length=500),
+            "dispute": _text(Category.CONTACT, required=True, max_length=2000),
+            "mediator": _ref("user", required=True),
+            "sessions": Field("records", shape=(("at", "datetime"), ("by", "id"))),
+            "status": _enum(MEDIATION_STATES, required=True),
+            "concluded_at": Field("datetime"),
+            "followed_up_at": Field("datetime"),
+            **_WHO_WHEN,
+        }, label_zh="矛盾调解", label_en="Mediation"),
+        DocType("service_project", Scope.COMMUNITY, {
+            # A service the community buys (a home-care contract, a canteen for the elderly), evaluated half-yearly.
+            "name": _text(Category.SYSTEM, required=True, max_length=100),
+            "kind": _enum(PROJECT_KINDS, Category.SYSTEM, required=True),
+            "provider": _text(Category.SYSTEM, required=True, max_length=100),
+            "targets": _text(Category.SYSTEM, required=True, max_length=1000),
+            "budget": Field("int", Category.SYSTEM, required=True),  # yuan a year
+            "starts_on": Field("date", required=True),
+            "status": _enum(PROJECT_STATES, required=True),
+            "withdrawal_matter": _ref("matter"),  # the vote on withdrawing it, opened after two failures in a row
+            **_WHO_WHEN,
+        }, label_zh="服务项目", label_en="Service project"),
+        DocType("project_evaluation", Scope.COMMUNITY, {
+            # One half-year's evaluation (id project_evaluation:<project key>:<period>, so one per period), by a
+            # third party; the report is its attachment (a PDF, checked by its bytes).
+            "project": _ref("service_project", required=True),
+            "period": _text(Category.SYSTEM, required=True, max_length=7),  # 2026-H1
+            "scores": Field("records", required=True, max_items=20, shape=(("criterion", "text"), ("score", "int"))),
+            "score": Field("int", required=True),  # the mean of the scores, 0-100
+            "passed": Field("bool", required=True),
+            "evaluator": _text(Category.SYSTEM, required=True, max_length=100),
+            **_WHO_WHEN,
+        }, label_zh="项目评估", label_en="Project evaluation"),
+        DocType("fix_check", Scope.GRID, {
+            # "Is it really fixed?" asked at a visit or the human window with the phone offline: the grid worker's
+            # record of the reporter's answer, which the server applies to the request when it arrives
+            # (service_requests.apply_fix_checks: the same rules as online) and marks applied or refused.
+            "request": _ref("service_request", required=True),
+            "fixed": Field("bool", required=True),
+            "reason": _text(Category.SOCIAL, max_length=500),
+            "via": _enum(CONFIRM_CHANNELS[1:], required=True),
+            "consent": Field("bool", required=True),
+            "outcome": _enum(("applied", "refused"), server_only=True),
+            "refusal": _text(max_length=100, server_only=True),  # the i18n key saying why
+            "applied_at": Field("datetime", server_only=True),
+            **_WHO_WHEN,
+        }, label_zh="是否解决的回访记录", label_en="Fixed-or-not answer", client_writable=True),
+        DocType("survey_sample", Scope.COMMUNITY, {
+            # The month's stratified sample of households, per grid (server/domain/sampling.py), drawn once.
+            "month": _text(required=True, max_length=7),
+            "households": Field("records", required=True, max_items=5000, shape=(("household", "id"), ("grid", "id"))),
+            # Households per grid when it was drawn (the strata's sizes, which weigh each grid's answers).
+            "frame": Field("map", required=True),
+            "seed": _text(required=True, max_length=64),
+            **_WHO_WHEN,
+        }, label_zh="调查样本", label_en="Survey sample"),
     ]
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from server.domain.error_messages import ERROR_MESSAGES
+from server.domain.evaluation_messages import EVALUATION_MESSAGES
 from server.domain.figures_messages import FIGURES_MESSAGES
 from server.domain.matching_messages import MATCHING_MESSAGES
 from server.domain.meeting_messages import MEETING_MESSAGES
@@ -1749,6 +1750,8 @@ for _lang, _messages in DELIBERATION_MESSAGES.items():
 for _lang, _messages in POOL_MESSAGES.items():
     MESSAGES[_lang].update(_messages)
 for _lang, _messages in MATCHING_MESSAGES.items():  # issue 17: offers and matches
+    MESSAGES[_lang].update(_messages)
+for _lang, _messages in EVALUATION_MESSAGES.items():
     MESSAGES[_lang].update(_messages)
 
 # The grid worker's ballot at the door (issue 15 items 4-7, server/domain/ballots.py) and the voting cards.

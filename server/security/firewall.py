@@ -61,6 +61,10 @@ from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_
 
 Doc = dict[str, Any]
 
+# The filing log's purpose for opening a mediation case's parties and dispute (its page: i18n purpose_mediation).
+MEDIATION_PURPOSE = "mediation"
+
+
 class AccessDenied(PermissionError):
     """Refused by the firewall; `reason` is a UI text key saying why."""
 
@@ -415,6 +419,20 @@ class Firewall:
             if WRITE_KEY_TIER in tiers_of[resident]:
                 self.refresh_device_copies(resident)  # the write key changed
         return rotated | crowded
+
+    def open_mediation(self, p: Principal, resident: Doc, case: Doc, *, device: str,
+                       now: dt.datetime) -> dict[str, Any]:
+        """The parties and the dispute of a mediation case (sealed like contact data under the keys of the resident
+        who brought it), for whoever may open that resident's contact data; the opening is filed first."""
+        allowed = entitlement(p, resident, "contact", *self.context(p, resident), now)
+        if not allowed.allowed or case.get("resident") != resident["_id"]:
+            raise AccessDenied(allowed.reason if not allowed.allowed else "fw_not_yours")
+        fields = ["parties", "dispute"]
+        values = open_fields(case, self.keystore.data_keys(resident["_id"], ("contact",)), fields)
+        filing.append(self.couch, self.signer, street=resident["street"], community=resident["community"],
+                      actor=p.user_id, action="open", target=resident["_id"], fields=fields, purpose=MEDIATION_PURPOSE,
+                      device=device[:100], at=now)
+        return values
 
 
 def device_label(user_agent: str, client: str) -> str:

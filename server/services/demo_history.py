@@ -18,13 +18,14 @@ Residents have no accounts in the demo: requests and their ratings are taken at 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.domain import matching
+from server.domain import matching, sampling
 from server.domain import pool as pool_rules
 from server.domain import timebank as rules
 from server.domain.declaration import SATISFACTION
@@ -33,7 +34,7 @@ from server.domain.field_rules import COMMON_NEEDS
 from server.domain.vote_rules import RULES, YES_NO_ABSTAIN
 from server.domain.workdays import WorkCalendar
 from server.security import accounts
-from server.services import alerts, deliberation, service_requests
+from server.services import alerts, deliberation, projects, service_requests
 
 Doc = dict[str, Any]
 DAYS = 365  # the history's length, ending at `now`
@@ -359,6 +360,10 @@ def _apply(doc: Doc, event: _Event) -> None:
         if status == "resolved":
             doc.update(status="closed", closed_at=stamp)
         entry.update(status=doc["status"], note=str(rating))
+        if status == "resolved" and rating >= 4:  # rated well at the window: confirmed fixed there (issue 18)
+            doc.update(confirmed_at=stamp, confirmed_via="window")
+            doc["history"] += [entry, {"at": stamp, "by": event.by, "action": "confirmed_fixed"}]
+            return
     else:  # a person moves it on: an acknowledgement after the clock escalated it is a start of work
         to = "in_progress" if event.action == "acknowledged" and status == "escalated" else event.action
         if to not in moves[status]:
@@ -1075,6 +1080,167 @@ def _meeting(rng: random.Random, clock: Clock, where: Doc, grids: list[Grid], ad
                                   for i in agenda],
                        minutes_published_at=_iso(min(ended + dt.timedelta(days=1), clock.now)))
     yield meeting
+# ---------------------------------------------------------------- supervision and evaluation (issue 18)
+
+MEDIATIONS_PER_GRID = 4
+MEDIATION_STORIES = {
+    "noise": ("楼上夜间装修，影响老人休息", "楼下开店音响声音太大"),
+    "water_leak": ("楼上卫生间漏水到楼下天花板", "空调冷凝水滴到楼下阳台"),
+    "parking": ("车辆长期占用他人车位", "电动车堵住单元门口"),
+    "pets": ("邻居的狗夜里叫，楼道有粪便",),
+    "rubbish": ("楼道堆放杂物，存在消防隐患",),
+}
+# Concluded cases, by how they ended (weights): most reach an agreement, most agreements hold.
+MEDIATION_ENDINGS = (("kept", 60), ("broken", 8), ("no_agreement", 20), ("withdrawn", 7), ("agreement", 5))
+# Each community's service projects and their last two half-years' scores (PASS_MARK is 60): one doing well, one
+# that failed once and recovered, one that failed both (withdrawal proposed, the vote open).
+SERVICE_PROJECTS = (
+    ("居家养老上门服务", "home_care", "康乐居家养老服务中心", "为 80 户独居、空巢老人每周上门服务两次，满意度 85% 以上",
+     480_000, (82, 86)),
+    ("长者食堂", "elderly_canteen", "邻里餐饮有限公司", "每天供应午餐 120 份，60 岁以上老人优惠，食品安全零事故",
+     360_000, (57, 68)),
+    ("日间照料中心", "day_care", "安心照护服务社", "每天照料 20 位失能、半失能老人，提供康复训练",
+     300_000, (55, 52)),
+)
+EVALUATORS = ("武汉市社会组织评估中心", "湖北众信第三方评估所")
+REPORT_PDF = (b"%PDF-1.4\n% demo evaluation report\n1 0 obj << /Type /Catalog >> endobj\n"
+              b"trailer << /Root 1 0 R >>\n%%EOF\n")
+SURVEY_SAMPLE_SHARE = 0.02  # of a community's households, each month (at least 2 a grid: sampling.allocate)
+SURVEY_SAMPLE_MONTHS = 2  # the last months with a sample: this one (answers still coming in) and the one before
+DOOR_RESPONSE_RATE = 0.75
+
+
+def supervision_and_evaluation(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """Mediation cases in every grid (most concluded, some open), each community's service projects with their
+    half-yearly evaluations (one proposed for withdrawal, its committee vote open), and the last months' survey
+    samples answered at the door. (Closures confirmed at the window are the requests' own: `_apply`.)"""
+    yield from _mediations(census, rng, clock)
+    for community in sorted({g.routing["community"] for g in census.grids.values()}):
+        yield from _projects(census, rng, clock, community)
+    yield from _survey_samples(census, rng, clock)
+
+
+def _mediations(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    endings, weights = zip(*MEDIATION_ENDINGS, strict=True)
+    for grid in census.grids.values():
+        homes = [h for h in census.in_order() if h.routing["grid"] == grid.id and h.residents]
+        for _ in range(MEDIATIONS_PER_GRID):
+            home, neighbour = rng.sample(homes, 2)
+            kind = rng.choice(list(MEDIATION_STORIES))
+            opened = clock.daytime(rng, rng.uniform(1, DAYS - 30))
+            age = (clock.now - opened).days
+            after = sorted(dt.timedelta(days=rng.uniform(0, 20)) for _ in range(rng.randint(1, 3)))
+            sessions = [opened + d for d in after if opened + d < clock.now]
+            status = rng.choices(endings, weights)[0] if age > 40 else rng.choice(("open", "open", "agreement"))
+            status = "open" if not sessions and status != "withdrawn" else status
+            doc = {"_id": _id(rng, "mediation"), "type": "mediation", **grid.routing,
+                   "resident": home.residents[0].id, "household": home.id, "kind": kind, "mediator": grid.worker,
+                   "parties": f"{home.residents[0].name}（{home.address}）与 {neighbour.address} 住户",
+                   "dispute": rng.choice(MEDIATION_STORIES[kind]),
+                   "sessions": [{"at": _iso(s), "by": grid.worker} for s in sessions], "status": status,
+                   "created_by": grid.worker, "created_at": _iso(opened)}
+            if status != "open":
+                concluded = (sessions[-1] if sessions else opened) + dt.timedelta(hours=2)
+                doc["concluded_at"] = _iso(concluded)
+                if status in ("kept", "broken"):
+                    doc["followed_up_at"] = _iso(min(concluded + dt.timedelta(days=30), clock.now))
+            doc["updated_at"] = max(doc["created_at"], doc.get("followed_up_at") or doc.get("concluded_at") or "")
+            yield doc
+
+
+def _half_years(clock: Clock, count: int) -> list[tuple[str, dt.datetime]]:
+    """The last `count` half-years ended before now, oldest first: their names (2026-H1) and when they ended."""
+    now = clock.now.astimezone(clock.calendar.tz)
+    year, half = (now.year, 1) if now.month > 6 else (now.year - 1, 2)
+    periods = []
+    for _ in range(count):
+        end = dt.datetime(year + (half == 2), 1 if half == 2 else 7, 1, tzinfo=clock.calendar.tz)
+        periods.append((f"{year}-H{half}", end.astimezone(dt.UTC)))
+        year, half = (year, 1) if half == 2 else (year - 1, 2)
+    return periods[::-1]
+
+
+def _projects(census: Census, rng: random.Random, clock: Clock, community: str) -> Iterator[Doc]:
+    grids = [g for g in census.grids.values() if g.routing["community"] == community]
+    where, secretary = {"street": grids[0].routing["street"], "community": community}, grids[0].secretary
+    periods = _half_years(clock, 2)
+    for name, kind, provider, targets, budget, scores in SERVICE_PROJECTS:
+        key = rng.randbytes(16).hex()
+        project = {"_id": f"service_project:{key}", "type": "service_project", **where, "name": name, "kind": kind,
+                   "provider": provider, "targets": targets, "budget": budget,
+                   "starts_on": (periods[0][1] - dt.timedelta(days=182)).date().isoformat(), "status": "active",
+                   "created_by": secretary,  # within the history's year, though it started before
+                   "created_at": _iso(max(periods[0][1] - dt.timedelta(days=190), clock.now - dt.timedelta(days=360)))}
+        evaluations = []
+        for (period, ended), score in zip(periods, scores, strict=True):
+            at = min(ended + dt.timedelta(days=20), clock.now - dt.timedelta(hours=1))
+            parts = [("服务质量", score + rng.randint(-4, 4)), ("目标完成", score), ("居民满意度", score)]
+            parts[2] = (parts[2][0], 3 * score - parts[0][1] - parts[1][1])  # the mean is the score
+            evaluations.append({
+                "_id": f"project_evaluation:{key}:{period}", "type": "project_evaluation", **where,
+                "project": project["_id"], "period": period, "scores": [{"criterion": c, "score": s} for c, s in parts],
+                "score": score, "passed": score >= projects.PASS_MARK, "evaluator": rng.choice(EVALUATORS),
+                "created_by": secretary, "created_at": _iso(at),
+                "_attachments": {"report.pdf": {"content_type": "application/pdf",
+                                                "data": base64.b64encode(REPORT_PDF).decode()}}})
+        if not evaluations[-1]["passed"] and not evaluations[-2]["passed"]:
+            proposed = _at(evaluations[-1]["created_at"])
+            committee = sorted({secretary, *(g.worker for g in grids)})
+            entries = [{"voter": u} for u in committee]
+            matter_key = rng.randbytes(16).hex()
+            yield {"_id": f"matter_roll:{matter_key}", "type": "matter_roll", **where,
+                   "matter": f"matter:{matter_key}", "entries": entries, "hash": deliberation.roll_hash(entries),
+                   "created_at": _iso(proposed)}
+            yield {"_id": f"matter:{matter_key}", "type": "matter", **where, "title": f"撤回服务项目：{name}",
+                   "body": f"服务项目“{name}”（{provider}）连续两次评估未达标，按规定提议撤回。",
+                   "kind": "committee_decision", "options": list(YES_NO_ABSTAIN), "electorate": "committee",
+                   "opens_at": _iso(proposed), "closes_at": _iso(max(proposed, clock.now) + projects.WITHDRAWAL_VOTE),
+                   "mode": "open", "rule": "committee_two_thirds",
+                   "conditions": [c.as_record() for c in RULES["committee_two_thirds"].conditions], "status": "open",
+                   "roll_size": len(entries), "roll_hash": deliberation.roll_hash(entries), "created_by": secretary,
+                   "created_at": _iso(proposed)}
+            project.update(status="withdrawal_proposed", withdrawal_matter=f"matter:{matter_key}",
+                           updated_at=_iso(proposed))
+        yield project
+        yield from evaluations
+
+
+def _at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _survey_samples(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
+    """A sample drawn on each of the last months' first day, per community, answered at the door over the month
+    by the grid's worker or volunteers (this month's answers only until now)."""
+    tz = clock.calendar.tz
+    this_month = clock.now.astimezone(tz).replace(day=1, hour=9, minute=0, second=0, microsecond=0)
+    for back in range(SURVEY_SAMPLE_MONTHS - 1, -1, -1):
+        years, month = divmod(this_month.month - 1 - back, 12)
+        drawn = this_month.replace(year=this_month.year + years, month=month + 1).astimezone(dt.UTC)
+        name = drawn.astimezone(tz).strftime("%Y-%m")
+        satisfied = 0.84 + 0.02 * (SURVEY_SAMPLE_MONTHS - 1 - back)
+        for community in sorted({g.routing["community"] for g in census.grids.values()}):
+            grids = [g for g in census.grids.values() if g.routing["community"] == community]
+            frame = {g.id: sorted(h.id for h in census.in_order() if h.routing["grid"] == g.id) for g in grids}
+            seed = rng.randbytes(8).hex()
+            sample = sampling.draw(frame, max(1, round(SURVEY_SAMPLE_SHARE * sum(map(len, frame.values())))), seed)
+            where = {"street": grids[0].routing["street"], "community": community}
+            yield {"_id": f"survey_sample:{community.split(':', 1)[1]}:{name}", "type": "survey_sample", **where,
+                   "month": name, "seed": seed, "frame": {g: len(hs) for g, hs in frame.items()},
+                   "households": [{"household": h, "grid": g} for g, hs in sample.items() for h in hs],
+                   "created_by": grids[0].secretary, "created_at": _iso(drawn)}
+            days = min(27.0, (clock.now - drawn).total_seconds() / 86400)
+            for grid_id, households in sample.items():
+                grid = census.grids[grid_id]
+                for household in households:
+                    if days <= 0 or rng.random() >= DOOR_RESPONSE_RATE * min(1.0, days / 20):
+                        continue
+                    at = drawn + dt.timedelta(days=rng.uniform(0, days))
+                    overall = rng.choice((4, 5)) if rng.random() < satisfied else rng.choice((2, 3, 3))
+                    key = f"{community.split(':', 1)[1]}:{name}:door-{household.split(':', 1)[1]}"
+                    yield {"_id": f"survey_response:{key}", "type": "survey_response", **where, "month": name,
+                           "overall": overall, "household": household, "channel": "door",
+                           "created_by": rng.choice((grid.worker, *grid.volunteers)), "created_at": _iso(at)}
 
 
 # ---------------------------------------------------------------- all of it
@@ -1184,6 +1350,7 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
     "pool": resource_pool,
     "matching": offers_and_matches,
     "meetings": meetings_and_hearings,  # after the votes: its hearings name their matters (Census.matters)
+    "evaluation": supervision_and_evaluation,
 }
 
 

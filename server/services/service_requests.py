@@ -355,8 +355,9 @@ def move_to(doc: Doc, to: str, stamp: str) -> None:
         doc["resolved_at"] = stamp
     if to == "closed":
         doc["closed_at"] = stamp
-    if to == "reopened":
-        doc.pop("resolved_at", None), doc.pop("closed_at", None)
+    if to == "reopened":  # closed no longer, so not confirmed either
+        for name in ("resolved_at", "closed_at", "confirmed_at", "confirmed_via"):
+            doc.pop(name, None)
 
 
 def comment(couch: Couch, p: Principal, doc: Doc, note: str, now: dt.datetime) -> Doc:
@@ -483,6 +484,68 @@ def rate(couch: Couch, p: Principal, doc: Doc, rating: int, satisfaction: str, n
     if doc["status"] == "resolved":
         doc.update(status="closed", closed_at=now.isoformat())
     return _record(couch, doc, p.user_id, "rated", note, now, status=doc["status"])  # the rating is its own field
+
+
+# ---------------------------------------------------------------- closed means fixed (issue 18 item 3)
+
+def confirm_channels(p: Principal, doc: Doc) -> tuple[str, ...]:
+    """How this user may record the reporter's "is it really fixed?" answer on a closed request not yet confirmed:
+    the reporter on their own page; the grid's worker or the secretary for them, at the human window or at a visit."""
+    if doc["status"] != "closed" or "confirmed_at" in doc:
+        return ()
+    staff = ((p.has(Role.GRID_WORKER) and doc["grid"] in p.grids)
+             or (p.has(Role.SECRETARY) and doc["community"] in p.communities))
+    return (("own",) if is_reporter(p, doc) else ()) + (("window", "visit") if staff else ())
+
+
+def pending_fix_check(couch: Couch, doc: Doc) -> Doc | None:
+    """An answer recorded for this request on a phone offline, not yet applied (`apply_fix_checks`)."""
+    return next((c for c in iter_view_docs(couch.main, "linli/by_place", [doc["grid"], "fix_check"])
+                 if c["request"] == doc["_id"] and "outcome" not in c), None)
+
+
+def confirm(couch: Couch, p: Principal, doc: Doc, fixed: bool, reason: str, via: str, consent: bool,
+            now: dt.datetime) -> Doc:
+    """The reporter's answer after closure: "fixed" confirms the closure (counted apart from closed); "not fixed"
+    reopens the request with their reason in its history. Staff record it only with the reporter's consent."""
+    if doc["status"] != "closed" or "confirmed_at" in doc:
+        raise RequestError("confirm", "err_confirm_closed")
+    if via not in confirm_channels(p, doc):
+        raise RequestError("confirm", "err_confirm_not_yours", status=403)
+    if via != "own" and not consent:
+        raise RequestError("consent", "err_consent_required")
+    if not fixed and not reason.strip():
+        raise RequestError("reason", "err_not_fixed_reason")
+    if fixed:
+        doc.update(confirmed_at=now.isoformat(), confirmed_via=via)
+        return _record(couch, doc, p.user_id, "confirmed_fixed", reason, now)
+    move_to(doc, "reopened", now.isoformat())
+    return _record(couch, doc, p.user_id, "not_fixed", reason, now, status="reopened")
+
+
+def apply_fix_checks(couch: Couch, street: str, now: dt.datetime) -> int:
+    """Answers recorded on a grid worker's phone offline (`fix_check`), applied as `confirm` applies them online,
+    by the same rules, as the worker who recorded them; each marked applied or refused (the key saying why)."""
+    applied = 0
+    checks = [c for community in ids_of_type(couch.main, "community")
+              for c in iter_view_docs(couch.main, "linli/by_place", [community, "fix_check"])
+              if c["street"] == street and "outcome" not in c]
+    for check in checks:
+        user = get_or_none(couch.accounts, check["created_by"])
+        request = get_or_none(couch.main, check["request"])
+        try:
+            if user is None or request is None:
+                raise RequestError("confirm", "err_confirm_not_yours", status=403)
+            confirm(couch, Principal.of(user), request, check["fixed"], check.get("reason", ""), check["via"],
+                    check["consent"], dt.datetime.fromisoformat(check["created_at"]))
+            check.update(outcome="applied")
+            applied += 1
+        except RequestError as refused:
+            check.update(outcome="refused", refusal=refused.errors[0].key)
+        check["applied_at"] = now.isoformat()
+        validate(check)
+        couch.main.save(check)
+    return applied
 
 
 def _record(couch: Couch, doc: Doc, by: str, action: str, note: str, now: dt.datetime, status: str | None = None,

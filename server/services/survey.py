@@ -3,28 +3,36 @@ monthly and published; target 76% → 90%).
 
 One answer per resident per month (the document id says so, so a second answer is a conflict, not a
 double count). Results publish only totals per community and month, never who answered what.
+
+Surveys that mean something (issue 18 item 5): each month the secretary draws a sample of households stratified
+by grid (`draw_sample`, server/domain/sampling.py); volunteers and grid workers ask them at the door
+(`answer_at_door`), residents answer online (`answer`). The published page gives, beside the totals, the sample's
+response rate and the satisfied share estimated from the sampled households' answers with its 95% interval.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pycouchdb.exceptions import Conflict
 
-from server.domain.access import Principal
-from server.domain.declaration import validate
+from server.domain import sampling
+from server.domain.access import Principal, may_see
+from server.domain.declaration import Role, validate
 from server.domain.errors import FieldError, UserError
-from server.store.couch import Couch, docs_of_type
+from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
 
+Doc = dict[str, Any]
 SATISFIED_FROM = 4  # 4 or 5 of 5 counts as satisfied
 
 
 class SurveyError(UserError):
-    def __init__(self, field: str, key: str, **params: str | int) -> None:
-        super().__init__([FieldError(field, key, params)])
+    def __init__(self, field: str, key: str, status: int = 400, **params: str | int) -> None:
+        super().__init__([FieldError(field, key, params)], status)
 
 
 def month_of(now: dt.datetime, tz: ZoneInfo) -> str:
@@ -45,8 +53,9 @@ def answer(couch: Couch, p: Principal, resident: dict[str, Any], overall: int, c
     month = month_of(now, tz)
     doc = {"_id": response_id(resident["community"], month, p.user_id), "type": "survey_response",
            "street": resident["street"], "community": resident["community"], "month": month, "overall": overall,
-           "created_by": p.user_id, "created_at": now.isoformat(), **({"comment": comment.strip()[:500]}
-                                                                       if comment.strip() else {})}
+           "channel": "own", "created_by": p.user_id, "created_at": now.isoformat(),
+           **({"household": resident["household"]} if resident.get("household") else {}),
+           **({"comment": comment.strip()[:500]} if comment.strip() else {})}
     validate(doc)
     try:
         return couch.main.save(doc)
@@ -61,13 +70,120 @@ class Result:
     answers: int
     mean: float
     satisfied_share: float
+    # The month's sample, if one was drawn: its size, the sampled households that answered, and the estimate.
+    sample_size: int = 0
+    sample_answers: int = 0
+    estimate: sampling.Estimate | None = None
+
+    @property
+    def response_rate(self) -> float:
+        return self.sample_answers / self.sample_size if self.sample_size else 0.0
 
 
 def results(couch: Couch) -> list[Result]:
-    """Totals per community and month, newest month first."""
-    totals: dict[tuple[str, str], list[int]] = {}
+    """Totals per community and month, newest month first, with the sample's response rate and estimate."""
+    answers: dict[tuple[str, str], list[Doc]] = {}
     for doc in docs_of_type(couch.main, "survey_response"):
-        totals.setdefault((doc["community"], doc["month"]), []).append(doc["overall"])
-    return sorted((Result(c, m, len(v), round(sum(v) / len(v), 2),
-                          round(sum(1 for x in v if x >= SATISFIED_FROM) / len(v), 3))
-                   for (c, m), v in totals.items()), key=lambda r: (r.month, r.community), reverse=True)
+        answers.setdefault((doc["community"], doc["month"]), []).append(doc)
+    samples = {(d["community"], d["month"]): d for d in docs_of_type(couch.main, "survey_sample")}
+    found = []
+    for (c, m), docs in answers.items():
+        v = [d["overall"] for d in docs]
+        found.append(Result(c, m, len(v), round(sum(v) / len(v), 2),
+                            round(sum(1 for x in v if x >= SATISFIED_FROM) / len(v), 3),
+                            **_sampled(samples.get((c, m)), docs)))
+    return sorted(found, key=lambda r: (r.month, r.community), reverse=True)
+
+
+def _sampled(sample: Doc | None, docs: list[Doc]) -> dict[str, Any]:
+    """What the sample says: one answer per sampled household (the first given), counted in its grid's stratum."""
+    if sample is None:
+        return {}
+    grid_of = {e["household"]: e["grid"] for e in sample["households"]}
+    first: dict[str, Doc] = {}
+    for d in sorted(docs, key=lambda d: (d["created_at"], d["_id"])):
+        if d.get("household") in grid_of:
+            first.setdefault(d["household"], d)
+    strata = {g: [0, 0] for g in sample["frame"]}
+    for household, d in first.items():
+        counted = strata.setdefault(grid_of[household], [0, 0])
+        counted[0] += 1
+        counted[1] += d["overall"] >= SATISFIED_FROM
+    found = sampling.estimate([sampling.Stratum(int(sample["frame"].get(g, n)), n, sat)
+                               for g, (n, sat) in sorted(strata.items())])
+    return {"sample_size": len(grid_of), "sample_answers": len(first), "estimate": found}
+
+
+# ---------------------------------------------------------------- the month's stratified sample
+
+MAX_SAMPLE = 5000
+
+
+def sample_id(community: str, month: str) -> str:
+    return f"survey_sample:{community.split(':', 1)[1]}:{month}"
+
+
+def draw_sample(couch: Couch, p: Principal, community: Doc, size: int, now: dt.datetime, tz: ZoneInfo,
+                seed: str | None = None) -> Doc:
+    """The secretary draws this month's sample of the community's households, stratified by grid; once a month."""
+    if not (p.has(Role.SECRETARY) and community["_id"] in p.communities):
+        raise SurveyError("size", "err_survey_secretary", status=403)
+    if not (isinstance(size, int) and 1 <= size <= MAX_SAMPLE):
+        raise SurveyError("size", "err_survey_sample_size", max=MAX_SAMPLE)
+    month = month_of(now, tz)
+    households = {g["_id"]: [h["_id"] for h in iter_view_docs(couch.main, "linli/by_place", [g["_id"], "household"])]
+                  for g in iter_view_docs(couch.main, "linli/by_place", [community["_id"], "grid"])}
+    seed = seed or secrets.token_hex(8)
+    drawn = sampling.draw(households, size, seed)
+    doc = {"_id": sample_id(community["_id"], month), "type": "survey_sample", "street": community["street"],
+           "community": community["_id"], "month": month, "seed": seed,
+           "households": [{"household": h, "grid": g} for g, hs in drawn.items() for h in hs],
+           "frame": {g: len(hs) for g, hs in households.items()}, "created_by": p.user_id,
+           "created_at": now.isoformat()}
+    validate(doc)
+    try:
+        return couch.main.save(doc)
+    except Conflict:
+        raise SurveyError("size", "err_survey_sample_drawn", month=month) from None
+
+
+def door_list(couch: Couch, p: Principal, now: dt.datetime, tz: ZoneInfo) -> list[Doc]:
+    """This month's sampled households this volunteer or grid worker may visit, each with whether it answered."""
+    month = month_of(now, tz)
+    rows = []
+    for community in sorted(p.communities):
+        sample = get_or_none(couch.main, sample_id(community, month))
+        if sample is None:
+            continue
+        mine = [e for e in sample["households"] if e["grid"] in p.grids]
+        households = {h["_id"]: h for h in (get_or_none(couch.main, e["household"]) for e in mine)
+                      if h and may_see(p, h)}
+        answered = {d.get("household") for d in iter_view_docs(couch.main, "linli/by_place",
+                                                                [community, "survey_response"])
+                    if d["month"] == month}
+        rows += [{"household": h, "answered": i in answered} for i, h in households.items()]
+    return sorted(rows, key=lambda r: (r["answered"], r["household"]["address"]))
+
+
+def answer_at_door(couch: Couch, p: Principal, household: Doc, overall: int, consent: bool, now: dt.datetime,
+                   tz: ZoneInfo) -> Doc:
+    """A sampled household's answer, written down at the door by a volunteer or grid worker who may see it."""
+    month = month_of(now, tz)
+    sample = get_or_none(couch.main, sample_id(household["community"], month)) or {"households": []}
+    if household["_id"] not in {e["household"] for e in sample["households"]}:
+        raise SurveyError("household", "err_survey_not_sampled", month=month)
+    if not (p.has(Role.VOLUNTEER, Role.GRID_WORKER) and household["grid"] in p.grids and may_see(p, household)):
+        raise SurveyError("household", "err_survey_not_yours", status=403)
+    if not consent:
+        raise SurveyError("consent", "err_survey_consent")
+    if not (isinstance(overall, int) and 1 <= overall <= 5):
+        raise SurveyError("overall", "err_survey_overall")
+    doc = {"_id": f"survey_response:{household['community'].split(':', 1)[1]}:{month}:door-"
+                  f"{household['_id'].split(':', 1)[1]}", "type": "survey_response", "street": household["street"],
+           "community": household["community"], "month": month, "overall": overall, "household": household["_id"],
+           "channel": "door", "created_by": p.user_id, "created_at": now.isoformat()}
+    validate(doc)
+    try:
+        return couch.main.save(doc)
+    except Conflict:
+        raise SurveyError("overall", "err_survey_answered", month=month) from None

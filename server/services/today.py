@@ -16,6 +16,7 @@ from typing import Any
 
 from server.domain.access import Principal, may_see
 from server.domain.field_rules import alerts_in_order
+from server.services import projects
 from server.services.needs import oldest_first
 from server.store import queries
 from server.store.couch import Couch, get_many
@@ -58,6 +59,8 @@ def of_secretary(couch: Couch, p: Principal, now: dt.datetime) -> list[Item]:
         _item("today_late_requests", late, "/requests"),
         _item("today_needs", oldest_first(seen.get("need", [])), "/needs/open"),
         _item("today_silent", [a for a in alerts if a["kind"] in SILENT_KINDS], "/alerts"),
+        # Service projects two evaluations in a row failed: the withdrawal vote is open (server/services/projects.py).
+        _item("today_withdrawals", projects.withdrawal_proposals(couch, sorted(p.communities)), "/projects"),
     ]
 
 

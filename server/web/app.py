@@ -53,11 +53,14 @@ from server.store.health import Health
 from server.web import (
     display,
     match_pages,
+    mediation_pages,
     open311,
     pool_pages,
+    project_pages,
     pwa_routes,
     request_pages,
     reward_pages,
+    survey_pages,
     task_pages,
     timebank_pages,
 )
@@ -479,6 +482,10 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         *meeting_routes(firewall, current_user, render, _now),
         *figures_routes(couch, current_user, render, _now),
         *snapshot_routes(firewall, render),
+        # Supervision and evaluation (issue 18): mediation, service projects, the survey's sample and door answers.
+        *mediation_pages.routes(firewall, current_user, render, _now, _device),
+        *project_pages.routes(firewall, current_user, render, _now),
+        *survey_pages.routes(couch, current_user, render, _now),
         Route("/healthz", healthz),
         Route("/readyz", healthz),
         Route("/metrics", metrics_endpoint(couch, health, settings.metrics_token, _now)),
@@ -524,6 +531,11 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         if street:
             service_requests.sweep(couch, street, _now())
 
+    def fix_checks() -> None:
+        street = open311.the_street(couch)
+        if street:
+            service_requests.apply_fix_checks(couch, street, _now())
+
     return [
         ("service-request deadlines", requests_due),
         ("expired phone key grants", lambda: grants.expire(firewall, _now())),
@@ -540,6 +552,8 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("participation points", _one_in(MINT_EVERY, lambda: rewards.mint_all(couch, _now()))),
         # Bookings nobody checked in to within their grace period: no-shows, released (server/services/pool.py)
         ("no-shows", lambda: pool.sweep_no_shows(couch, _now())),
+        # "Is it really fixed?" answered on grid workers' phones offline (issue 18), applied as online.
+        ("requests' fixed-or-not answers recorded offline", fix_checks),
     ]
 
 

@@ -125,7 +125,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             secretary=p.has(Role.SECRETARY) and doc["community"] in p.communities,
             department_actions=sr.department_actions(p, doc),
             department_view=p.has(Role.DEPARTMENT_STAFF) and p.department in departments_of(doc),
-            transitions=sr.TRANSITIONS[doc["status"]],
+            transitions=sr.TRANSITIONS[doc["status"]], confirm_channels=sr.confirm_channels(p, doc),
+            fix_pending=await run_in_threadpool(sr.pending_fix_check, couch, doc),
             photos=sorted(name for name in doc.get("_attachments", {}) if name not in progress_photos))
 
     async def act(request: Request) -> Response:
@@ -153,6 +154,9 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
                 doc = await run_in_threadpool(sr.progress, couch, p, doc, note, photo, at)
             elif action == "hand_back":
                 doc = await run_in_threadpool(sr.hand_back, couch, p, doc, reason, at)
+            elif action in ("fixed", "not_fixed"):  # closed means fixed: the reporter's answer (issue 18)
+                doc = await run_in_threadpool(sr.confirm, couch, p, doc, action == "fixed", reason,
+                                              str(form.get("via", "")), "consent" in form, at)
             elif action == "rate":
                 rating = int(str(form.get("rating", "0"))) if str(form.get("rating", "")).isdigit() else 0
                 doc = await run_in_threadpool(sr.rate, couch, p, doc, rating, str(form.get("satisfaction", "")),

@@ -1,0 +1,155 @@
+"""Supervision and evaluation's journey (issue 18 items 3, 4, 6), in Chromium against `linli serve` on the demo, in
+community 2's grid 3 (wangge08, shuji2), where no other journey writes.
+
+Closed means fixed: a resident (activated by their grid worker) reports a broken lamp; the grid worker resolves it,
+the resident's rating closes it, and asked "is it really fixed?" they say no, with the reason: it is reopened and
+its history says why; resolved and closed again, the resident confirms it fixed. Mediation: the grid worker opens
+a case between neighbours (parties sealed, shown on asking), records a session, the agreement, and at follow-up
+that it was kept. A service project: the secretary records two failed half-yearly evaluations in a row; the
+project is proposed for withdrawal, on her /today, and its committee vote is open in the deliberation module.
+Screenshots: test-output/journeys/evaluation/.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from playwright.sync_api import Browser, expect
+
+from tests.browser import PHONE
+from tests.journeys import JOURNEYS, Person
+from tests.test_serve import Served
+
+GRID = "grid:c2-g03"
+SHOTS = JOURNEYS / "evaluation"
+PDF = b"%PDF-1.4\n% evaluation report\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def test_not_fixed_reopens_then_confirmed_a_mediation_and_a_project_failing_twice(
+    journey_browser: Browser, journey_served: Served
+) -> None:
+    tail = secrets.token_hex(3)
+    worker = Person(journey_browser, journey_served, "wangge08", role="evaluation")
+
+    # A resident of the grid opens an account with a code from their grid worker, and reports a broken lamp.
+    worker.go(f"grids/{GRID}")
+    worker.row("#households", "").nth(6).click()
+    worker.page.wait_for_load_state()
+    worker.act("生成激活码")
+    code = worker.page.locator("#activation-code").inner_text()
+    context = journey_browser.new_context(viewport=PHONE, locale="zh-CN", service_workers="block")
+    resident = context.new_page()
+    resident.goto(journey_served.url + "activate")
+    resident.fill("#code", code)
+    resident.fill("#username", f"jumin-eval-{tail}")
+    resident.fill("#password", f"a long password {tail}")
+    resident.fill("#password_again", f"a long password {tail}")
+    resident.click("form[action='/activate'] button[type=submit]")
+    resident.wait_for_url(journey_served.url)
+    resident.goto(journey_served.url + "requests/new")
+    resident.select_option("select[name=category]", "street_lamp")
+    resident.fill("textarea[name=description]", f"单元门口路灯不亮 {tail}")
+    resident.click("main form.stack button[type=submit]")
+    resident.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
+    request_path = resident.url.split("/", 3)[3]
+
+    # The grid worker resolves it; the resident's rating closes it; then: is it really fixed? No.
+    worker.go(request_path)
+    worker.act("已解决")
+    expect(worker.page.locator("h1")).to_contain_text("已解决")
+    resident.reload()
+    resident.check("input[name=rating][value='4']")
+    resident.select_option("select[name=satisfaction]", "satisfied")
+    resident.click("button[value=rate]")
+    resident.wait_for_load_state()
+    expect(resident.locator("h1")).to_contain_text("已办结")
+    expect(resident.locator("#confirm-fixed h2")).to_have_text("问题真的解决了吗？")
+    resident.fill("#confirm-fixed textarea[name=reason]", f"晚上还是不亮 {tail}")
+    resident.click("#confirm-fixed button[value=not_fixed]")
+    resident.wait_for_load_state()
+    expect(resident.locator("h1")).to_contain_text("重新打开")
+    expect(resident.locator("#history li").last).to_contain_text("居民说没有解决")
+    expect(resident.locator("#history li").last).to_contain_text(f"晚上还是不亮 {tail}")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    resident.screenshot(path=str(SHOTS / "1-not-fixed-reopened.png"), full_page=True)
+
+    # Fixed this time: resolved, rated (closed), and confirmed by the resident.
+    worker.go(request_path)
+    expect(worker.page.locator("#history")).to_contain_text(f"晚上还是不亮 {tail}")  # the worker reads why
+    worker.act("已解决")
+    resident.reload()
+    resident.check("input[name=rating][value='5']")
+    resident.select_option("select[name=satisfaction]", "very_satisfied")
+    resident.click("button[value=rate]")
+    resident.wait_for_load_state()
+    resident.click("#confirm-fixed button[value=fixed]")
+    resident.wait_for_load_state()
+    expect(resident.locator("dl.facts")).to_contain_text("居民确认已解决")
+    expect(resident.locator("#confirm-fixed")).to_have_count(0)  # asked once
+    resident.screenshot(path=str(SHOTS / "2-confirmed-fixed.png"), full_page=True)
+    context.close()
+
+    # Mediation between neighbours: opened by the grid worker, parties sealed until asked for.
+    worker.go("mediations")
+    worker.page.click(f"a[href='/mediations/new?grid={GRID}']")
+    worker.page.wait_for_load_state()
+    worker.page.select_option("#md-household", index=3)
+    worker.page.select_option("#md-kind", "water_leak")
+    worker.page.fill("#md-parties", f"502 室与 402 室住户 {tail}")
+    worker.page.fill("#md-dispute", f"楼上卫生间漏水到楼下 {tail}")
+    worker.page.click("main form.stack button")
+    worker.page.wait_for_url(re.compile(r"/mediations/[0-9a-f]{32}$"))
+    expect(worker.page.locator("h1")).to_contain_text("漏水 · 调解中")
+    expect(worker.page.locator("main")).not_to_contain_text(f"502 室与 402 室住户 {tail}")  # sealed
+    worker.act("查看当事人和纠纷内容（记入审计日志）")
+    expect(worker.page.locator("#mediation-opened")).to_contain_text(f"502 室与 402 室住户 {tail}")
+    case_path = worker.page.url.split("/", 3)[3].removesuffix("/open")
+    worker.act("记录一次调解")
+    expect(worker.page.locator("#mediation-sessions li")).to_have_count(1)
+    worker.page.select_option("#md-outcome", "agreement")
+    worker.act("结束调解")
+    expect(worker.page.locator("#mediation-status")).to_have_text("达成协议")
+    worker.page.check("input[name=result][value=kept]")
+    worker.act("记录回访")
+    expect(worker.page.locator("#mediation-status")).to_have_text("协议已履行")
+    worker.shot("3-mediation-agreement-kept")
+    worker.go("mediations")
+    expect(worker.page.locator(f"#mediations a[href='/{case_path}']")).to_contain_text("协议已履行")
+    expect(worker.page.locator("#mediation-success")).to_contain_text("%")
+    worker.close()
+
+    # A service project fails two half-yearly evaluations in a row: withdrawal proposed, on /today, a vote opened.
+    secretary = Person(journey_browser, journey_served, "shuji2", role="evaluation")
+    secretary.go("projects/new")
+    name = f"长者助餐点 {tail}"
+    secretary.page.fill("#pj-name", name)
+    secretary.page.select_option("#pj-kind", "elderly_canteen")
+    secretary.page.fill("#pj-provider", "邻里餐饮有限公司")
+    secretary.page.fill("#pj-targets", "每天午餐 60 份")
+    secretary.page.fill("#pj-budget", "240000")
+    secretary.page.fill("#pj-starts", "2025-01-01")
+    secretary.act("保存")
+    secretary.page.wait_for_url(re.compile(r"/projects/[0-9a-f]{32}$"))
+    for period, score in (("2025-H2", 55), ("2026-H1", 48)):
+        secretary.page.fill("#ev-period", period)
+        secretary.page.fill("#ev-scores", f"服务质量：{score}\n居民满意度：{score}")
+        secretary.page.fill("#ev-evaluator", "第三方评估中心")
+        secretary.page.set_input_files("#ev-report", files=[{"name": "report.pdf", "mimeType": "application/pdf",
+                                                             "buffer": PDF}])
+        secretary.act("保存评估")
+        expect(secretary.page.locator("#evaluations")).to_contain_text(period)
+    expect(secretary.page.locator("#project-status")).to_have_text("提议撤回")
+    expect(secretary.page.locator("#withdrawal")).to_contain_text(f"撤回服务项目：{name}")
+    secretary.shot("4-withdrawal-proposed")
+    secretary.go("today")
+    withdrawals = secretary.page.locator("#today-withdrawals")
+    expect(withdrawals.locator("a.row", has_text=name)).to_be_visible()
+    secretary.shot("5-today-withdrawal")
+    withdrawals.locator("a.row", has_text=name).click()
+    secretary.page.wait_for_load_state()
+    secretary.page.click("#withdrawal a")
+    secretary.page.wait_for_url(re.compile(r"/matters/[0-9a-f]{32}$"))
+    expect(secretary.page.locator("h1")).to_contain_text(f"撤回服务项目：{name}")
+    secretary.shot("6-withdrawal-vote")
+    secretary.close()
