@@ -1023,6 +1023,8 @@ async function redeemPage({ db, session, method, form }) {
     created_at: nowISO() };
   await db.put(used);
   return page({ used: { ...used, points: voucher.points } });
+}
+
 // The resource pool (server/web/pool_pages.py, server/services/pool.py): the page the venue's QR code opens, and
 // the check-in it makes, into the replica; the sync gateway holds it to pool.checkin_refusal (a forged code refused).
 async function sha256Hex(text) {
