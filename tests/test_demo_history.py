@@ -347,7 +347,7 @@ def test_the_demo_mints_and_spends_points(street: tuple[Couch, TestClient], stre
     keys = Firewall.open(street_settings, couch).keystore
     assert demo.points_after_load(couch, keys, NOW) > 0
     minted = [t for t in docs_of_type(couch.main, "transfer") if t["kind"] == "mint"]
-    assert {t["reason"] for t in minted} == {"hours_confirmed", "survey_answered", "voted"}
+    assert {t["reason"] for t in minted} == {"hours_confirmed", "survey_answered", "voted", "attended", "opinion"}
     assert len({t["created_at"][:7] for t in minted}) >= 10  # over the year, not all today
     assert rewards.mint_all(couch, NOW) == 0
     used = docs_of_type(couch.main, "redemption")

@@ -17,6 +17,7 @@ from crypto.envelope import b64url, unb64url
 from server.domain import points as rules
 from server.domain.access import Principal
 from server.domain.declaration import Role
+from server.domain.meetings import participation_id
 from server.security import accounts
 from server.security.firewall import Firewall
 from server.services import rewards, timebank
@@ -83,7 +84,7 @@ def test_minting_is_once_per_participation_however_often_it_runs(demo_loaded: Co
                            "created_by": VOLUNTEER, "created_at": NOW.isoformat()})
     assert rewards.mint_due(demo_loaded, community, NOW) == 2
     assert points(demo_loaded, VOLUNTEER) == 15 + 2  # 1.5 h at 10 an hour, one survey
-    minted = demo_loaded.main.get(rules.mint_id(rules.event_id("hours_confirmed", helped, VOLUNTEER)))
+    minted = demo_loaded.main.get(rules.mint_id(participation_id("hours_confirmed", helped, VOLUNTEER)))
     assert minted["created_at"] == NOW.isoformat() and minted["from_account"] == C1
     before = stored(demo_loaded)
     with ThreadPoolExecutor(4) as pool:  # four processes running the job at once: nothing more
@@ -97,9 +98,9 @@ def test_minting_takes_foreign_events_and_maps_users_to_their_account(demo_loade
     who is a user with a resident record earns on that record, as their time bank account."""
     demo_loaded.accounts.save(accounts.make_user("jumin-pts", "居民乙", [Role.RESIDENT], STREET_ID,
                                                  accounts.hash_password("x" * 12), resident=RESIDENT))
-    events = [rules.Event(rules.event_id("attended", "attendance:m1:" + RESIDENT, RESIDENT), "attended", RESIDENT,
+    events = [rules.Event(participation_id("attended", "attendance:m1:" + RESIDENT, RESIDENT), "attended", RESIDENT,
                           "attendance:m1:" + RESIDENT, NOW.isoformat()),
-              rules.Event(rules.event_id("opinion", "opinion:x", "user:jumin-pts"), "opinion", "user:jumin-pts",
+              rules.Event(participation_id("opinion", "opinion:x", "user:jumin-pts"), "opinion", "user:jumin-pts",
                           "opinion:x", NOW.isoformat()),
               rules.Event("participation:unknown:x:y", "unknown", RESIDENT, "x", NOW.isoformat())]
     community = demo_loaded.main.get(C1)

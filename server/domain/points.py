@@ -51,11 +51,6 @@ class Event:
     at: str
 
 
-def event_id(kind: str, source: str, person: str) -> str:
-    """As server/domain/meetings.py participation_id: one event per kind, source document and person."""
-    return f"participation:{kind}:{source}:{person}"
-
-
 def mint_id(event: str) -> str:
     return "transfer:mint:" + event
 

@@ -26,9 +26,10 @@ from crypto import vouchers
 from server.domain import points as rules
 from server.domain.access import Principal, may_see
 from server.domain.declaration import LEDGERS, Role, validate
+from server.domain.meetings import participation_id
 from server.domain.timebank import account_of, hours_text, transfer_refusal
 from server.security.keystore import KeyStore
-from server.services import timebank
+from server.services import meetings, timebank
 from server.services.timebank import LedgerError
 from server.store import queries
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
@@ -40,23 +41,20 @@ MINT_BATCH = 500
 # ---------------------------------------------------------------- minting
 
 def participation(couch: Couch, community: str) -> Iterator[rules.Event]:
-    """Participation in the community that mints points: confirmed help (for the helper), survey answers, votes.
-    The hearings' attendance and opinions come from server/services/meetings.py `participation` (the same Event
-    shape and ids), which the lead links in `mint_due`'s sources."""
+    """Participation in the community that mints points: confirmed help (for the helper), survey answers, and what
+    server/services/meetings.py `participation` reads: votes, attendance at meetings, opinions not hidden."""
     def read(type_name: str) -> Iterator[Doc]:
         return iter_view_docs(couch.main, "linli/by_place", [community, type_name])
 
     for t in read("transfer"):
         if t["kind"] == "confirmation" and t["ledger"] == "hours":
-            yield rules.Event(rules.event_id("hours_confirmed", t["_id"], t["to_account"]), "hours_confirmed",
+            yield rules.Event(participation_id("hours_confirmed", t["_id"], t["to_account"]), "hours_confirmed",
                               t["to_account"], t["_id"], t["created_at"])
     for s in read("survey_response"):
-        yield rules.Event(rules.event_id("survey_answered", s["_id"], s["created_by"]), "survey_answered",
+        yield rules.Event(participation_id("survey_answered", s["_id"], s["created_by"]), "survey_answered",
                           s["created_by"], s["_id"], s["created_at"])
-    for b in read("ballot"):  # as meetings.participation reads a vote: who cast it
-        person = b.get("resident") or (b["voter"] if b["channel"] == "own" else None)
-        if person:
-            yield rules.Event(rules.event_id("voted", b["_id"], person), "voted", person, b["_id"], b["created_at"])
+    for p in meetings.participation(couch, community):
+        yield rules.Event(p.id, p.kind, p.person, p.source, p.at)
 
 
 def _batches(events: Iterable[rules.Event]) -> Iterator[list[rules.Event]]:
