@@ -50,7 +50,13 @@ def test_the_secretary_reads_kpis_with_formula_and_target_charts_and_csv(web: Te
         assert ZH(f"kpi_{kpi.code}") in row and ZH(f"kpi_{kpi.code}_formula") in row and "%" in row
     on_time = page.split('id="kpi-on_time"')[1].split("</tr>")[0]
     assert "<td>100.0%</td>" in on_time and "<td>31</td>" in on_time  # 30 + 1 closed, all on time
-    assert ZH("fig_no_source") in page.split('id="kpi-mediation_success"')[1].split("</tr>")[0]
+    assert ZH("fig_no_data") in page.split('id="kpi-mediation_success"')[1].split("</tr>")[0]  # no case yet
+    for n, status in enumerate(("kept", "broken", "agreement", "withdrawn")):  # the evaluation's cases, linked
+        demo_loaded.main.save({"_id": f"mediation:fig{n}", "type": "mediation", "street": STREET_ID,
+                               "community": "community:c1", "grid": "grid:c1-g01", "status": status,
+                               "created_at": dt.datetime.now(dt.UTC).isoformat()})
+    mediated = web.get("/dashboard").text.split('id="kpi-mediation_success"')[1].split("</tr>")[0]
+    assert "<td>66.7%</td>" in mediated and "<td>3</td>" in mediated, mediated  # kept + agreement of 3 concluded
     assert "90.0%（起点 76.0%）" in page  # satisfaction: the plan's target beside where it starts
     # Times as the bucket they lie in, with the bound stated; four charts, each an image with a title.
     assert ZH("fig_time_bound", low="4", high="6") in page and ZH("fig_bound_note") in page

@@ -17,6 +17,7 @@ from typing import Any
 
 from server.domain import figures
 from server.domain.figures import COUNTS, KPIS, Kpi
+from server.services import evaluation_figures
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch
 
@@ -90,6 +91,23 @@ def backlog(couch: Couch, area: str) -> dict[str, int]:
 def per_area(couch: Couch, areas: Iterable[str], scope: Scope) -> dict[str, Counts]:
     """The scope's counts for each of these areas instead of the scope's own (a ranking of grids)."""
     return {a: totals(couch, Scope(a, scope.facet, scope.first, scope.last)) for a in areas}
+
+
+# The evaluation's indicators (server/services/evaluation_figures.py) under the names the KPI catalogue divides.
+EVALUATION_COUNTS = {"kpi_confirmed_closure": ("closures_confirmed", "closures_asked"),
+                     "kpi_mediation_success": ("mediations_succeeded", "mediations"),
+                     "kpi_survey_response_rate": ("survey_responses", "survey_sampled")}
+
+
+def evaluation_counts(couch: Couch, communities: list[str], scope: Scope) -> dict[str, int]:
+    """Confirmed closures, mediation and the survey's responses over the communities and the scope's months: counted
+    per community from their own documents, so only for a community or the street, all departments and categories
+    (a grid's or a department's figure for them is not counted: the page says "no data yet")."""
+    if not communities or scope.facet:
+        return {}
+    found = evaluation_figures.figures(couch, communities, (scope.first, scope.last))
+    return {name: value for f in found
+            for name, value in zip(EVALUATION_COUNTS[f.key], (f.numerator, f.denominator), strict=True)}
 
 
 def kpi_values(counts: Mapping[str, int]) -> list[tuple[Kpi, float | None, int]]:

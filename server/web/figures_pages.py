@@ -113,6 +113,9 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             return Response("\ufeff" + body, media_type="text/csv; charset=utf-8",  # BOM: Excel reads it as UTF-8
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
         total = await run_in_threadpool(figures.totals, couch, scope)
+        communities = places.below.get(scope.area, []) if scope.area.startswith("street:") else (
+            [scope.area] if scope.area.startswith("community:") else [])
+        total.counts.update(await run_in_threadpool(figures.evaluation_counts, couch, communities, scope))
         backlog = await run_in_threadpool(figures.backlog, couch, scope.area)
         below = places.below.get(scope.area, [])
         per_area = await run_in_threadpool(figures.per_area, couch, below, scope)
