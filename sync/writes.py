@@ -159,7 +159,8 @@ def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: 
         return Refusal("invalid: " + "; ".join(str(e) for e in invalid.errors), invalid.errors)
     if not reason:
         return None
-    ballot = ballot_write_refusal(p, current, doc, refs, now) if doc.get("type") == "ballot" else None
+    is_ballot = isinstance(doc, dict) and doc.get("type") == "ballot"  # a "document" may be any JSON a client sent
+    ballot = ballot_write_refusal(p, current, doc, refs, now) if is_ballot else None
     if ballot and ballot[0].text("en") == reason:  # the ballot rule's own reason: the phone shows it as it is
         return Refusal(reason, [ballot[0]])
     return Refusal(reason, _errors_for_person(p, doc, current, refs))

@@ -255,6 +255,10 @@ RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "resource": _street_wide,
     "booking": lambda p, doc: _of_community(p, doc) or _own(p, doc) or doc.get("booked_by") == p.user_id,
     "checkin": lambda p, doc: _of_community(p, doc) or doc.get("created_by") == p.user_id,
+    # Matching (issue 17): offers are the community's to see; a match, its need's grid staff, its resident and
+    # whoever answers for the offer (what it shows of the need is only what the match needs: declaration).
+    "offer": lambda p, doc: _of_community(p, doc) or doc.get("keeper") == p.user_id,
+    "match": lambda p, doc: _personal(p, doc) or doc.get("keeper") == p.user_id,
     # Hearings and meetings (issue 15 item 8): published to the community, like matters (a draft too: the secretary
     # drafts it for the community's staff; residents' pages show published ones only). Opinions reach no replica
     # but their author's: the meeting page shows the community those not hidden. Who attended is the person's and

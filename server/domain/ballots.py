@@ -111,6 +111,8 @@ def ballot_refusal(ballot: Doc, matter: Doc | None, entry: Doc | None, now: dt.d
 
     if matter is None or matter.get("type") != "matter" or matter.get("community") != ballot.get("community"):
         return no("matter", "vote_not_on_roll", 403)
+    if matter.get("status") == "preparing":  # its roll is being frozen (server/services/deliberation.py)
+        return no("matter", "vote_roll_preparing", 409)
     if matter.get("status") != "open":
         return no("matter", "vote_matter_closed", 409)
     door = ballot.get("channel") == "door"
