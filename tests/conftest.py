@@ -120,13 +120,15 @@ def demo_loaded(couch: Couch, firewall: Firewall) -> Couch:
 @pytest.fixture
 def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
     """The small demo street's web app, with the resident account `jumin1` (tests/browser.py DEMO_RESIDENT);
-    sign in with street.as_user(web, username, "demo-password")."""
+    sign in with street.as_user(web, username, "demo-password"). Its clocks do not run: a test runs the minute
+    jobs it means to test itself, unraced (one sweep applying a phone's answer between a test's save and its read
+    failed CI once)."""
     from server.security import accounts
     from tests.browser import DEMO_RESIDENT
 
     demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [accounts.Role.RESIDENT], demo.STREET_ID,
                                                  accounts.hash_password("demo-password"), resident=DEMO_RESIDENT))
-    with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
+    with TestClient(create_app(settings, demo_loaded, clocks=False), follow_redirects=False) as client:
         yield client
 
 

@@ -143,9 +143,10 @@ class LoginRequired(Exception):
 
 
 def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (),
-               health: Health | None = None) -> Starlette:
+               health: Health | None = None, clocks: bool = True) -> Starlette:
     """The web application bound to one CouchDB connection; `mounts` join it inside its session and CSRF
-    middleware (the sync gateway at /sync, see server/cli/main.py)."""
+    middleware (the sync gateway at /sync, see server/cli/main.py). Without `clocks` the minute and hourly
+    jobs do not run in the background: a caller that runs them itself (a test) is not raced by them."""
     firewall = Firewall.open(settings, couch)
     health = health or Health()
 
@@ -504,13 +505,13 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     ]
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        clock = asyncio.create_task(_sla_clock(couch, firewall, health))
-        figures_clock = asyncio.create_task(_figures_clock(couch, firewall))
+        running = ([asyncio.create_task(_sla_clock(couch, firewall, health)),
+                    asyncio.create_task(_figures_clock(couch, firewall))] if clocks else [])
         try:
             yield
         finally:
-            clock.cancel()
-            figures_clock.cancel()
+            for clock in running:
+                clock.cancel()
 
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error,
