@@ -7,9 +7,12 @@ so they run in any order. Screenshots go under test-output/journeys/<role>/.
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -38,6 +41,12 @@ def journey_browser() -> Iterator[Browser]:
         chromium = launch(p)
         yield chromium
         chromium.close()
+
+
+class Activation(NamedTuple):
+    code: str
+    resident: str
+    household: str
 
 
 class Person:
@@ -108,3 +117,38 @@ class Person:
 
     def close(self) -> None:
         self.context.close()
+
+    def issue_activation_code(self, households: Sequence[str]) -> Activation:
+        """As a grid worker: a code for the first resident without an account in one of `households` (tried in a
+        random order: journeys share the server, so another may have activated one); failing, it says what each
+        household page showed."""
+        seen = []
+        for household in random.sample(list(households), len(households)):
+            self.go(f"/households/{household}")
+            form = self.page.locator("form.activation").first
+            if form.count():
+                resident_id = form.get_attribute("action").split("/")[2]
+                form.locator("button").click()
+                self.page.wait_for_load_state()
+                return Activation(self.page.locator("#activation-code").inner_text().replace(" ", ""), resident_id,
+                                  household)
+            seen.append(f"{self.page.url} {self.page.title()!r}")
+        raise AssertionError("no resident without an account: " + "; ".join(seen))
+
+
+def activate(browser: Browser, served: Served, code: str, *, phone: bool = False, username: str = "",
+             password: str = "") -> Page:
+    """A resident opens /activate on their own device with the code from their grid worker and chooses a username
+    and password (random unless given): their signed-in page (in a browser context of its own; close it with
+    `page.context.close()`)."""
+    context = browser.new_context(viewport=PHONE if phone else DESKTOP, locale="zh-CN", service_workers="block")
+    page = context.new_page()
+    page.goto(served.url + "activate")
+    password = password or demo_password(served.data_dir) + "-" + secrets.token_hex(4)
+    for field, value in (("code", code), ("username", username or f"jumin_{secrets.token_hex(3)}"),
+                         ("password", password),
+                         ("password_again", password)):
+        page.fill(f"#{field}", value)
+    page.click("button:has-text('开通账户')")
+    page.wait_for_url(served.url)
+    return page

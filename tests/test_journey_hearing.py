@@ -17,36 +17,17 @@ import secrets
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.journeys import Person
+from tests.journeys import Person, activate
 from tests.test_journey_deliberation import open_matter
-from tests.test_serve import Served, demo_password
+from tests.test_serve import Served
 
 
 def _new_resident(browser: Browser, served: Served, worker: Person, grid: str) -> tuple[Page, str, str]:
     """A resident of `grid` (community 2) without an account activates one: their signed-in page, their id and
     their household's."""
-    households = [f"household:{grid}-{h:04d}" for h in range(1, 9)]
-    for household in random.sample(households, len(households)):
-        worker.go(f"/households/{household}")
-        issue = worker.page.locator("form.activation").first
-        if issue.count():
-            resident_id = issue.get_attribute("action").split("/")[2]
-            issue.locator("button").click()
-            worker.page.wait_for_load_state()
-            code = worker.page.locator("#activation-code").inner_text().strip()
-            break
-    else:
-        raise AssertionError(f"no resident without an account in {grid}")
-    page = browser.new_context(locale="zh-CN").new_page()
-    page.goto(served.url + "activate")
-    page.fill("#code", code)
-    page.fill("#username", f"jumin_{secrets.token_hex(3)}")
-    password = demo_password(served.data_dir) + "-own"
-    page.fill("#password", password)
-    page.fill("#password_again", password)
-    page.click("button:has-text('开通账户')")
-    page.wait_for_load_state()
-    return page, resident_id, household
+    activation = worker.issue_activation_code([f"household:{grid}-{h:04d}" for h in range(1, 9)])
+    page = activate(browser, served, activation.code)
+    return page, activation.resident, activation.household
 
 
 def _post_opinion(resident: Page, served: Served, title: str, text: str) -> None:

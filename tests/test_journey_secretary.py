@@ -18,7 +18,7 @@ import time
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.journeys import Person
+from tests.journeys import Person, activate
 from tests.test_serve import Served, demo_password
 
 TODAY = ("approvals", "alerts", "late_requests", "needs", "silent")
@@ -78,25 +78,9 @@ def test_the_secretary_sees_what_needs_her_today_and_follows_each_list(
 def _resident_with_a_code(worker: Person, served: Served, browser: Browser) -> Person:
     """The grid worker issues an activation code to a resident of their grid without an account; the resident
     activates with it (their password: the demo's, so that they sign in as every journey's person does)."""
-    worker.go("/")
-    rows = worker.page.locator("#households a.row")
-    expect(rows.first).to_be_visible()  # the grid's households listed before they are counted
-    rows.nth(secrets.randbelow(min(rows.count(), 40))).click()
-    worker.page.wait_for_load_state()
-    worker.page.locator("form.activation button").first.click()
-    worker.page.wait_for_load_state()
-    code = worker.page.locator("#activation-code").inner_text().strip()
+    code = worker.issue_activation_code([f"household:c1-g02-{h:04d}" for h in range(1, 9)]).code
     username = f"jumin_{secrets.token_hex(3)}"
-    context = browser.new_context(locale="zh-CN", service_workers="block")
-    page = context.new_page()
-    page.goto(served.url + "activate")
-    page.fill("#code", code)
-    page.fill("#username", username)
-    for field in ("#password", "#password_again"):
-        page.fill(field, demo_password(served.data_dir))
-    page.click("button:has-text('开通账户')")
-    page.wait_for_load_state()
-    context.close()
+    activate(browser, served, code, username=username, password=demo_password(served.data_dir)).context.close()
     return Person(browser, served, username, role="secretary")
 
 

@@ -14,8 +14,7 @@ import secrets
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import PHONE
-from tests.journeys import Person
+from tests.journeys import Person, activate
 from tests.test_serve import Served
 
 
@@ -62,15 +61,7 @@ def test_volunteer_claims_the_resident_confirms_and_the_hours_move(
     worker.page.click(f"form[action='/residents/{resident_id}/activation-code'] button")
     code = worker.page.locator("#activation-code").inner_text().replace(" ", "")
 
-    resident = journey_browser.new_context(viewport=PHONE, locale="zh-CN", service_workers="block")
-    page = resident.new_page()
-    page.goto(journey_served.url + "activate")
-    username, password = f"jumin{secrets.token_hex(3)}", "timebank-" + secrets.token_hex(6)
-    for field, value in (("code", code), ("username", username), ("password", password),
-                         ("password_again", password)):
-        page.fill(f"#{field}", value)
-    page.click("button:has-text('开通账户')")
-    page.wait_for_url(journey_served.url)
+    page = activate(journey_browser, journey_served, code, phone=True)
     page.goto(journey_served.url + "timebank")
     mine = page.locator(f"[data-claim='claim:{task_id}']")
     expect(mine).to_contain_text("申报为您服务 1.5 小时")
@@ -80,7 +71,7 @@ def test_volunteer_claims_the_resident_confirms_and_the_hours_move(
     page.wait_for_url(re.compile(r"/timebank\?done=confirmed$"))
     assert hours_on(page) == owed - 1.5
     expect(page.locator(f"[data-claim='claim:{task_id}']")).to_have_count(0)
-    resident.close()
+    page.context.close()
 
     volunteer.go("/timebank")
     assert hours_on(volunteer.page) == before + 1.5

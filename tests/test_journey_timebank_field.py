@@ -14,8 +14,7 @@ import secrets
 
 from playwright.sync_api import Browser, expect
 
-from tests.browser import PHONE
-from tests.journeys import Person
+from tests.journeys import Person, activate
 from tests.test_journey_timebank import hours_on
 from tests.test_serve import Served
 
@@ -40,15 +39,7 @@ def test_a_claim_confirmed_in_person_offline_moves_the_hours_once_synced(
     worker.page.click("a.back")
     worker.page.click(f"form[action='/residents/{resident_id}/activation-code'] button")
     activation = worker.page.locator("#activation-code").inner_text().replace(" ", "")
-    resident = journey_browser.new_context(viewport=PHONE, locale="zh-CN", service_workers="block")
-    page = resident.new_page()
-    page.goto(journey_served.url + "activate")
-    username, password = f"jumin{secrets.token_hex(3)}", "field-" + secrets.token_hex(6)
-    for field, value in (("code", activation), ("username", username), ("password", password),
-                         ("password_again", password)):
-        page.fill(f"#{field}", value)
-    page.click("button:has-text('开通账户')")
-    page.wait_for_url(journey_served.url)
+    page = activate(journey_browser, journey_served, activation, phone=True)
     page.goto(journey_served.url + "timebank")
     codes = page.locator("#my-codes [data-code]")
     expect(codes).to_have_count(5)
@@ -90,6 +81,6 @@ def test_a_claim_confirmed_in_person_offline_moves_the_hours_once_synced(
     expect(page.locator("#my-codes [data-code]", has_text=code)).to_have_count(0)  # spent
     expect(page.locator("#my-codes [data-code]")).to_have_count(5)  # and the next one offered
     page.screenshot(path=str(volunteer.shots / "4-resident-balance.png"), full_page=True)
-    resident.close()
+    page.context.close()
     for person in (volunteer, worker):
         person.close()
