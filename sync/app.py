@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.domain import migrations
 from server.domain.access import Principal, may_see
 from server.domain.declaration import MAIN_DB
 from server.domain.http_headers import attachment_answer
@@ -280,12 +281,16 @@ class Gateway:
             if verdicts[index]:
                 refused[index] = verdicts[index].answer(doc)
                 continue
-            accepted.append(writes.tombstone(doc, old) if doc.get("_deleted") else doc)
+            # An edit gets its revision from CouchDB, so it is stored upgraded (server/domain/migrations.py).
+            accepted.append(writes.tombstone(doc, old) if doc.get("_deleted")
+                            else migrations.upgrade(doc) if new_edits else doc)
             lost_audience |= writes.audience_users(old) - writes.audience_users(accepted[-1])
             if not new_edits and writes.creates_conflict(doc, old):
                 conflicted.append(doc["_id"])
         stored = await self.upstream.call("POST", self.upstream.main, "_bulk_docs",
                                           body={"docs": accepted, "new_edits": new_edits}) if accepted else []
+        if not new_edits:
+            await self._upgrade_replicated(accepted, stored, conflicted)
         if lost_audience:
             await purges.note_lost_audience(self.upstream, lost_audience)
         await asyncio.gather(*(merge.resolve(self.upstream, doc_id) for doc_id in conflicted))
@@ -300,6 +305,21 @@ class Gateway:
         for index in range(len(docs)):
             answers.append(refused[index] if index in refused else next(stored_iter))
         return FastJSONResponse(answers, status_code=201)
+
+    async def _upgrade_replicated(self, accepted: list[dict[str, Any]], failed: list[dict[str, Any]],
+                                  conflicted: list[str]) -> None:
+        """A replicated document written under an older declaration version (an old app, or a phone not updated
+        yet) keeps the phone's revision, as replication needs, and gets its upgrade (server/domain/migrations.py)
+        as the server's next revision on top, which the phone pulls. One that failed, or made a conflict, is left
+        to `linli migrate` (a person resolves the conflict first)."""
+        skip = {answer.get("id") for answer in failed} | set(conflicted)
+        upgrades = [{**{k: v for k, v in migrations.upgrade(doc).items() if k != "_revisions"}, "_rev": doc["_rev"]}
+                    for doc in accepted if migrations.is_behind(doc) and doc["_id"] not in skip]
+        if upgrades:
+            answers = await self.upstream.call("POST", self.upstream.main, "_bulk_docs", body={"docs": upgrades})
+            for answer in answers:
+                if "error" in answer:
+                    logger.info("upgrade of %s left to linli migrate: %s", answer.get("id"), answer["error"])
 
     # ------------------------------------------------------------ Linli's own
 

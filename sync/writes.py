@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crypto import envelope
+from server.domain import migrations
 from server.domain.access import (
     VISIBILITY_FIELDS,
     Doc,
@@ -206,8 +207,11 @@ def _reason(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: 
     reason = _protected_refusal(doc, current)
     if reason:
         return reason
-    validate(doc)  # its ValidationError names the fields (refusal)
-    return _attachment_refusal(doc) or write_refusal(p, current, doc, refs, now)
+    # A document of an older declaration version is judged as the upgrade the server stores of it (sync/app.py);
+    # one of a newer version than the server's is refused by `validate`.
+    upgraded = migrations.upgrade(doc)
+    validate(upgraded)  # its ValidationError names the fields (refusal)
+    return _attachment_refusal(doc) or write_refusal(p, current, upgraded, refs, now)
 
 
 def creates_conflict(doc: Doc, current: Doc | None) -> bool:

@@ -704,7 +704,7 @@ async function photoAttachments(files, rule, docType) {
 
 // server/web/request_pages.py new_page; the server dispatches it and starts its clocks when it arrives
 // (server/services/service_requests.py intake), from the time it was reported here.
-async function newRequest({ db, session, form, method }) {
+async function newRequest({ db, session, schema, form, method }) {
   const categories = await catalogue(db, true);
   const values = { ...Object.fromEntries(session.request_form_fields.map((name) => [name, ""])),
     ...(method === "POST" ? Object.fromEntries([...form.entries()].filter(([, v]) => typeof v === "string")) : {}) };
@@ -716,7 +716,7 @@ async function newRequest({ db, session, form, method }) {
   if (method === "POST") {
     values.photo_chosen = form.getAll("photo").some((f) => typeof f !== "string" && f.size);
     try {
-      const id = await storeRequest(db, session, form, values, categories, staff);
+      const id = await storeRequest(db, session, schema, form, values, categories, staff);
       return { redirect: `/requests/${id.split(":")[1]}` };
     } catch (bad) {
       if (!(bad instanceof FormError)) throw bad;
@@ -728,7 +728,7 @@ async function newRequest({ db, session, form, method }) {
                       category: categories[values.category || ""] || null, staff } };
 }
 
-async function storeRequest(db, session, form, values, categories, staff) {
+async function storeRequest(db, session, schema, form, values, categories, staff) {
   const category = categories[values.category || ""];
   const description = (values.description || "").trim();
   const photos = await photoAttachments(form.getAll("photo"), session.photo_rule, "service_request");
@@ -765,6 +765,8 @@ async function storeRequest(db, session, form, values, categories, staff) {
     _id: `service_request:${uuidHex()}`, type: "service_request", street: place.street, community: place.community,
     grid: home ? home.grid : place._id, category: category.code, description, status: "received", source: "offline",
     on_behalf: onBehalf, consent: "consent" in values, created_by: session.user._id, created_at: at, updated_at: at,
+    // The declaration version it is written under (server/domain/migrations.py): else the gateway upgrades it.
+    [schema.version_field]: schema.types.service_request.version,
   };
   const optional = { address: (values.address || "").trim(), reporter_name: (values.reporter_name || "").trim(),
                      attributes: answers(form), location, resident: session.user.resident, household: home?.household };

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from crypto.keys import KeyMaterialError
 from crypto.secrets import write_private
-from server.cli import admin, backup_admin, device_admin
+from server.cli import admin, backup_admin, device_admin, migrate_admin
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationError, export_json, validate
 from server.security import account_changes, accounts, filing, master_key, number_index
 from server.security.filing import Signer
@@ -469,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_parsers(sub, open_couch)
     device_admin.add_parsers(sub, open_couch)
     backup_admin.add_parsers(sub, open_couch)
+    migrate_admin.add_parsers(sub, open_couch)
 
     token = sub.add_parser("device-token", help="sync tokens for BLE gateways and scripts (stored as hashes)")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

@@ -91,6 +91,7 @@ SCOPE_FIELDS: dict[Scope, tuple[str, ...]] = {
     Scope.GRID: ("street", "community", "grid"),
 }
 
+VERSION_FIELD = "schema_version"  # the declaration version a document was written under (absent: 1)
 ACCOUNTS_DB = "accounts"  # users and login state: never replicated to phones
 MAIN_DB = "main"
 
@@ -134,6 +135,9 @@ class DocType:
     # Phones and BLE gateways may write it (through the sync gateway, under `access.WRITE_RULES`); every other
     # type is the server's alone: filing log, approvals, grants, keys, accounts.
     client_writable: bool = False
+    # The type's declaration version: bumped when its documents change shape, with a migration from the one before
+    # (server/domain/migrations.py). A document says which it was written under in VERSION_FIELD; none means 1.
+    version: int = 1
     routing: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -460,7 +464,8 @@ DOC_TYPES: dict[str, DocType] = {
             "confirmed_via": _enum(CONFIRM_CHANNELS, server_only=True),
             "satisfaction": _enum(SATISFACTION),
             **_WHO_WHEN,
-        }, label_zh="服务请求", label_en="Service request", client_writable=True),
+        # Version 2: `source` always written (a request without one came from a phone: migrations.py).
+        }, label_zh="服务请求", label_en="Service request", client_writable=True, version=2),
         DocType("matter", Scope.COMMUNITY, {
             # Something the community decides or is consulted on. Published to the community: no personal data.
             "title": _text(Category.SYSTEM, required=True, max_length=200),
@@ -1325,6 +1330,10 @@ def validate(doc: Any) -> DocType:
     for name, value in doc.items():
         if name.startswith("_"):
             continue
+        if name == VERSION_FIELD:
+            if not (_is_version(value) and value <= doc_type.version):
+                errors.append(FieldError(name, "err_version_newer", {"known": doc_type.version}))
+            continue
         if name not in allowed:
             errors.append(FieldError(name, "err_undeclared", {"type": type_name}))
             continue
@@ -1355,8 +1364,10 @@ def export_json() -> dict[str, Any]:
         "categories": {c.value: CATEGORY_TIER[c].value for c in Category},
         "roles": [r.value for r in Role],
         "scopes": {s.value: list(f) for s, f in SCOPE_FIELDS.items()},
+        "version_field": VERSION_FIELD,
         "types": {
             t.name: {
+                "version": t.version,
                 "scope": t.scope.value,
                 "database": t.database,
                 "label": {"zh": t.label_zh, "en": t.label_en},

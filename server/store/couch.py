@@ -20,7 +20,7 @@ import pycouchdb
 import requests.exceptions
 from pycouchdb.exceptions import NotFound
 
-from server.domain import figures
+from server.domain import figures, migrations
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
 from server.store.config import Settings
 
@@ -219,6 +219,18 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     return plain, (unquote(parts.username), unquote(parts.password or ""))
 
 
+class Database(pycouchdb.client.Database):
+    """A pycouchdb database whose writes upgrade each document to its type's current declaration version
+    (server/domain/migrations.py): whatever the server stores is current, however old what it read was."""
+
+    def save(self, doc: dict[str, Any], batch: bool = False) -> dict[str, Any]:
+        return super().save(migrations.upgrade(doc), batch)
+
+    def save_bulk(self, docs: list[dict[str, Any]], try_setting_ids: bool = True,
+                  transaction: bool = True) -> list[dict[str, Any]]:
+        return super().save_bulk([migrations.upgrade(d) for d in docs], try_setting_ids, transaction)
+
+
 @dataclass
 class Couch:
     """The two databases Linli uses, opened on one server."""
@@ -240,7 +252,8 @@ def connect(settings: Settings, embedded_url: str | None = None, *, designs: boo
     dbs = {}
     for logical in (MAIN_DB, ACCOUNTS_DB):
         name = settings.db_name(logical)
-        dbs[logical] = server.database(name) if name in server else server.create(name)
+        opened = server.database(name) if name in server else server.create(name)
+        dbs[logical] = Database(opened.resource, opened.name)
     couch = Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB], url=url)
     if designs:
         ensure_designs(couch)
@@ -325,13 +338,14 @@ class BulkResult:
 
 
 def bulk_save(db: pycouchdb.client.Database, docs: list[dict[str, Any]]) -> list[BulkResult]:
-    """POST _bulk_docs and return one result per document, errors included.
+    """POST _bulk_docs (each document upgraded, as `Database` does) and return one result per document, errors
+    included.
 
-    pycouchdb's save_bulk raises on the first per-document error; callers here
+    pycouchdb.s save_bulk raises on the first per-document error; callers here
     need every result (a batch is never all-or-nothing in CouchDB 3).
     """
     response, results = db.resource._request_response(
-        "POST", "_bulk_docs", data=json.dumps({"docs": docs}).encode(),
+        "POST", "_bulk_docs", data=json.dumps({"docs": [migrations.upgrade(d) for d in docs]}).encode(),
         headers={"Content-Type": "application/json"})
     if response.status_code >= 400 or not isinstance(results, list):
         raise RuntimeError(f"_bulk_docs failed with HTTP {response.status_code}: {results}")

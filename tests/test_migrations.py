@@ -1,0 +1,150 @@
+"""Migrations (issue 20 item 4): documents carry their declaration version, the server writes current ones, the
+sync gateway judges and upgrades an older phone's, and `linli migrate` upgrades what is stored, in batches,
+resumable, with a dry run. The one migration: service_request 1 → 2, `source` always written."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pycouchdb
+import pytest
+
+from server.domain import migrations
+from server.domain.declaration import DOC_TYPES, VERSION_FIELD, ValidationError, validate
+from server.services import migrate
+from server.store.config import Settings
+from server.store.couch import Couch, bulk_save, get_or_none
+from server.store.embedded_couch import EmbeddedCouch
+from tests.test_master_key import key_env, run
+
+STREET, C1, G1 = "street:s1", "community:c1", "grid:c1-g1"
+
+
+def old_request(n: int, **extra: Any) -> dict[str, Any]:
+    """A service request as an offline app wrote it before version 2: no `source`, no version."""
+    return {"_id": f"service_request:m{n:03d}", "type": "service_request", "street": STREET, "community": C1,
+            "grid": G1, "category": "road", "description": f"路灯坏了 {n}", "status": "received",
+            "created_by": "user:wangge01", "created_at": "2026-11-20T09:00:00+08:00", **extra}
+
+
+def store_as_before(couch: Couch, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored as an older server stored them: pycouchdb's own write, without the upgrade couch.Database adds."""
+    return pycouchdb.client.Database.save_bulk(couch.main, docs)
+
+
+# ---------------------------------------------------------------- the migrations, pure
+
+def test_the_request_migration_writes_source_and_the_version_and_nothing_else() -> None:
+    old = old_request(1)
+    kept = copy.deepcopy(old)
+    new = migrations.upgrade(old)
+    assert old == kept  # pure: the document read is left as it was
+    assert new == {**old, "source": "offline", VERSION_FIELD: 2}
+    assert migrations.changed_fields(old, new) == ["schema_version", "source"]
+    assert migrations.upgrade(new) is new  # current: nothing to do, applied twice changes nothing
+    web = migrations.upgrade(old_request(2, source="open311"))
+    assert web["source"] == "open311" and web[VERSION_FIELD] == 2  # a source written is kept
+    validate(new)
+    household = {"_id": "household:h1", "type": "household", "street": STREET, "community": C1, "grid": G1,
+                 "address": "幸福路1号"}
+    assert migrations.upgrade(household) is household  # a type at version 1 carries no version
+
+
+def test_every_type_past_version_1_has_a_migration_from_each_older_version() -> None:
+    for name, doc_type in DOC_TYPES.items():
+        for version in range(1, doc_type.version):
+            assert (name, version) in migrations.MIGRATIONS, name
+    assert DOC_TYPES["service_request"].version == 2
+
+
+@pytest.mark.parametrize("version", [3, 99, 0, "2", True, 2.0])
+def test_a_version_the_server_does_not_know_is_refused(version: object) -> None:
+    doc = {**migrations.upgrade(old_request(1)), VERSION_FIELD: version}
+    with pytest.raises(ValidationError) as refused:
+        validate(doc)
+    assert [(e.field, e.key, e.params) for e in refused.value.errors] == [
+        (VERSION_FIELD, "err_version_newer", {"known": 2})]
+    assert "upgrade the server" in str(refused.value)
+    assert migrations.upgrade(doc) is doc  # nothing upgrades what is no older version
+
+
+# ---------------------------------------------------------------- the server writes current documents
+
+def test_whatever_the_server_writes_is_at_the_current_version(couch: Couch) -> None:
+    saved = couch.main.save(old_request(1))
+    bulk_save(couch.main, [old_request(2)])
+    couch.main.save_bulk([old_request(3)])
+    for n in (1, 2, 3):
+        stored = couch.main.get(f"service_request:m{n:03d}")
+        assert stored["source"] == "offline" and stored[VERSION_FIELD] == 2, n
+    assert saved[VERSION_FIELD] == 2  # what the caller gets back is what was stored
+    couch.main.save({"_id": "household:h1", "type": "household", "street": STREET, "community": C1, "grid": G1,
+                     "address": "幸福路1号"})
+    assert VERSION_FIELD not in couch.main.get("household:h1")
+
+
+# ---------------------------------------------------------------- linli migrate
+
+def _versions(couch: Couch) -> dict[str, tuple[int, str]]:
+    rows = couch.main.all(startkey="service_request:", endkey="service_request:\ufff0", as_list=True)
+    return {r["id"]: (migrations.version_of(r["doc"]), r["doc"]["_rev"]) for r in rows}
+
+
+def test_a_dry_run_lists_what_it_would_change_and_writes_nothing(couch: Couch, couch_server: EmbeddedCouch,
+                                                                  settings: Settings) -> None:
+    store_as_before(couch, [old_request(n) for n in range(3)] + [old_request(3, source="web")])
+    before = _versions(couch)
+    dry = run(settings, couch_server.url, "migrate", "--dry-run", **key_env(*settings.master_keys))
+    assert dry.returncode == 0, dry.stderr
+    assert "service_request:m000: version 1 → 2: schema_version, source" in dry.stdout
+    assert "service_request:m003: version 1 → 2: schema_version\n" in dry.stdout  # its source was written
+    assert "4 documents of service_request read; would upgrade 4." in dry.stdout
+    assert _versions(couch) == before and get_or_none(couch.main, migrate.CHECKPOINT_ID) is None
+    done = run(settings, couch_server.url, "migrate", "--batch", "3", **key_env(*settings.master_keys))
+    assert done.returncode == 0 and "upgraded 4." in done.stdout, done.stderr
+    assert all(version == 2 for version, _ in _versions(couch).values())
+    assert couch.main.get("service_request:m003")["source"] == "web"
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_run_killed_between_a_batch_and_its_checkpoint_resumes_without_doing_anything_twice(couch: Couch) -> None:
+    store_as_before(couch, [old_request(n) for n in range(25)])
+    edited_meanwhile = "service_request:m022"
+
+    def kill_after_second_batch(_type: str, read: int) -> None:
+        if read == 10:  # meanwhile a phone's older app edits a document not read yet
+            doc = couch.main.get(edited_meanwhile)
+            store_as_before(couch, [{**doc, "description": "路灯又坏了"}])
+        if read == 20:  # the second batch is written, its checkpoint is not
+            raise Killed
+
+    with pytest.raises(Killed):
+        migrate.migrate(couch, batch=10, progress=kill_after_second_batch)
+    written = _versions(couch)
+    assert [i for i, (v, _) in written.items() if v == 2] == [f"service_request:m{n:03d}" for n in range(20)]
+    assert get_or_none(couch.main, migrate.CHECKPOINT_ID)["after"] == "service_request:m009"
+
+    resumed = migrate.migrate(couch, batch=10)
+    assert resumed.resumed_after == "service_request:m009"
+    assert resumed.read == 15  # from the checkpoint: the second batch read again, the first not
+    assert [c.doc_id for c in resumed.changes] == [f"service_request:m{n:03d}" for n in range(20, 25)]
+    after = _versions(couch)
+    for doc_id, (version, rev) in after.items():
+        assert version == 2
+        # each upgraded exactly once: one revision on what was stored (two for the one edited meanwhile)
+        assert rev.startswith("3-" if doc_id == edited_meanwhile else "2-"), (doc_id, rev)
+    assert couch.main.get(edited_meanwhile)["description"] == "路灯又坏了"  # the edit kept
+    assert get_or_none(couch.main, migrate.CHECKPOINT_ID) is None  # done: the next run looks at everything
+    assert migrate.migrate(couch).changes == []
+
+
+def test_an_edit_made_between_the_read_and_the_write_is_upgraded_not_lost(couch: Couch) -> None:
+    read = store_as_before(couch, [old_request(1)])[0]
+    store_as_before(couch, [{**read, "description": "改过的描述"}])  # a page or phone wrote after it was read
+    assert migrate._write(couch.main, [read]) == []
+    stored = couch.main.get(read["_id"])
+    assert stored["description"] == "改过的描述" and stored[VERSION_FIELD] == 2 and stored["_rev"].startswith("3-")
