@@ -16,6 +16,7 @@ from server.services import migrate
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, get_or_none
 from server.store.embedded_couch import EmbeddedCouch
+from tests.sync_harness import Street, recently, street_fixture  # noqa: F401 - the fixture
 from tests.test_master_key import key_env, run
 
 STREET, C1, G1 = "street:s1", "community:c1", "grid:c1-g1"
@@ -148,3 +149,38 @@ def test_an_edit_made_between_the_read_and_the_write_is_upgraded_not_lost(couch:
     assert migrate._write(couch.main, [read]) == []
     stored = couch.main.get(read["_id"])
     assert stored["description"] == "改过的描述" and stored[VERSION_FIELD] == 2 and stored["_rev"].startswith("3-")
+
+
+# ---------------------------------------------------------------- a phone holding older documents still syncs
+
+def test_a_phone_with_an_older_app_still_syncs_and_gets_the_upgrade(street: Street) -> None:
+    """A real PouchDB phone through `linli serve`'s gateway. The rule: a replicated document of an older version is
+    judged as its upgrade and stored as the phone sent it (its revision is the phone's), then the server's upgrade
+    follows as the next revision, which the phone pulls; one of a version newer than the server's is refused."""
+    # Stored before version 2, and taken in then (deadlines set: the request sweep leaves it alone).
+    store_as_before(street.couch, [old_request(1, created_at=recently(), due_respond="2099-01-01T09:00:00+08:00",
+                                               due_close="2099-01-02T09:00:00+08:00")])
+    phone = street.phone("wangge01")
+    try:
+        phone.call("pull")
+        held = phone.call("get", id="service_request:m001")
+        assert VERSION_FIELD not in held and "source" not in held
+        phone.call("put", doc={**held, "description": "路灯坏了，已报修"})  # the old app's edit, offline
+        phone.call("put", doc=old_request(2, created_at=recently()))  # and a new request, as the old app writes it
+        phone.call("put", doc={**old_request(3, created_at=recently()), "source": "offline", VERSION_FIELD: 3})
+        pushed = phone.call("push")
+        assert pushed["docs_written"] == 2 and pushed["doc_write_failures"] == 1
+        [newer] = pushed["errors"]
+        assert newer["id"] == "service_request:m003" and newer["errors"] == [
+            {"field": VERSION_FIELD, "key": "err_version_newer", "params": {"known": 2}}]
+        for n in (1, 2):  # (the request sweep may take the new one in meanwhile: one more revision, no conflict)
+            stored = street.couch.main.get(f"service_request:m{n:03d}", conflicts="true")
+            assert stored[VERSION_FIELD] == 2 and stored["source"] == "offline", stored
+            assert "_conflicts" not in stored
+        assert street.couch.main.get("service_request:m001")["description"] == "路灯坏了，已报修"  # the edit kept
+        phone.call("pull")
+        for n in (1, 2):
+            assert phone.call("get", id=f"service_request:m{n:03d}")[VERSION_FIELD] == 2
+        assert get_or_none(street.couch.main, "service_request:m003") is None
+    finally:
+        phone.close()
