@@ -26,7 +26,7 @@ from server.web.app import create_app, templates
 
 from . import street
 from .journeys import journey_browser, journey_served  # noqa: F401  (session fixtures of the journey tests)
-from .log_scan import KEEPER, leaks, protected_values
+from .log_scan import KEEPER, SERVED_OUTPUT, SERVED_RESIDENTS, leaks, protected_values, scanned_lines
 
 _prefixes = itertools.count()
 
@@ -137,9 +137,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any log line written in this process holds a protected field's plaintext (tests/log_scan.py)."""
-    values = protected_values([*street.community_docs(), *demo.generate(size=DEMO_SIZE)])
-    found = leaks(KEEPER.lines, values)
+    """Fail the run if any log line written in this process or by a `linli serve` it started holds a protected
+    field's plaintext (tests/log_scan.py)."""
+    served = demo.generate(size=demo.DemoSize.for_residents(SERVED_RESIDENTS)) if SERVED_OUTPUT else ()  # ~8 s
+    values = protected_values([*street.community_docs(), *demo.generate(size=DEMO_SIZE), *served])
+    found = leaks(scanned_lines(), values)
     if found:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         for value, line in found[:10]:

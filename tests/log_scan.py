@@ -1,6 +1,8 @@
-"""Every log line the test run writes in this process, scanned at its end for protected plaintext (issue 20:
-"never log plaintext of protected fields"): conftest.py installs `KEEPER` on the root logger when the run starts
-and fails the run in `pytest_sessionfinish` if a line holds a protected value of the test streets.
+"""Every log line the test run writes, scanned at its end for protected plaintext (issue 20: "never log plaintext
+of protected fields"): conftest.py installs `KEEPER` on the root logger when the run starts and fails the run in
+`pytest_sessionfinish` if a line holds a protected value of the test streets. The `linli serve` processes tests
+start add theirs: what tests/test_serve.py `stop` read of one (`keep_output`), the log file of the sync tests'
+(tests/sync_harness.py, `LOG_FILES`).
 
 The values looked for are the protected fields of the hand-made street (tests/street.py) and of the small demo
 (conftest.DEMO_SIZE), as their generators make them before sealing: 8 characters or more (phone and ID numbers,
@@ -11,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from crypto.fields import protected_fields
 from server.domain.declaration import DOC_TYPES
 
 MIN_LENGTH = 8
+SERVED_RESIDENTS = 400  # the demo of the `linli serve` tests start (tests/test_serve.py): its values are looked for
 
 
 class LogKeeper(logging.Handler):
@@ -32,6 +36,23 @@ class LogKeeper(logging.Handler):
 
 
 KEEPER = LogKeeper()
+LOG_FILES: list[Path] = []  # subprocesses' logs, read at the end of the run
+
+
+SERVED_OUTPUT: list[str] = []  # what tests/test_serve.py `stop` read of the `linli serve` processes it stopped
+
+
+def keep_output(text: str) -> None:
+    """A `linli serve` process's output, scanned with this process's log lines."""
+    SERVED_OUTPUT.extend(text.splitlines())
+
+
+def scanned_lines() -> Iterator[str]:
+    yield from KEEPER.lines
+    yield from SERVED_OUTPUT
+    for path in LOG_FILES:
+        if path.exists():
+            yield from path.read_text(encoding="utf-8", errors="replace").splitlines()
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -27,6 +27,7 @@ from server.store.couch import Couch, bulk_save
 from server.store.embedded_couch import EmbeddedCouch, free_port
 from sync.principals import TTL_SECONDS
 
+from .log_scan import LOG_FILES
 from .node_process import NodeProcess
 
 LINLI = str(Path(sys.executable).parent / "linli")
@@ -134,7 +135,8 @@ def serve(couch_url: str, settings: Settings, port: int) -> Served:
            "LINLI_DATA_DIR": str(settings.data_dir), "LINLI_SECRET_KEY": settings.secret_key,
            "LINLI_MASTER_KEY": keys.b64url(settings.master_keys[0]),
            "LINLI_PORT": str(port), "LINLI_HOST": "127.0.0.1"}
-    log = open(settings.data_dir / f"serve-{port}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    LOG_FILES.append(settings.data_dir / f"serve-{port}.log")  # scanned for protected plaintext at the end
+    log = open(LOG_FILES[-1], "ab")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen([LINLI, "serve", "--no-demo", "--log-level", "warning"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

@@ -23,6 +23,7 @@ from server.store.config import Settings, load_settings
 from server.store.couch import Couch, connect, docs_of_type
 from server.store.embedded_couch import EmbeddedCouch
 from tests.conftest import make_settings
+from tests.sync_harness import Street, serve, stop, street_fixture  # noqa: F401 - the fixture
 from tests.test_serve import LINLI, linli_env
 
 PASSPHRASE = "a passphrase long enough"
@@ -130,6 +131,14 @@ def test_a_damaged_or_foreign_backup_is_refused_before_anything_is_written(made:
 
         done = backup.restore(target, master, path, tmp_path / "anchor-new.json", lambda *_: None)
         assert done.documents["main"] == target.main.config()["doc_count"] > 100
+        # Into an installation that holds data, even with --merge, a bad backup overwrites nothing (issue 20, 5).
+        anchor, before = tmp_path / "anchor-new.json", target.main.config()["update_seq"]
+        kept = anchor.read_bytes() if anchor.exists() else None
+        for bad in (cut, altered, forged):
+            with pytest.raises(backup.BackupError):
+                backup.restore(target, master, bad, anchor, lambda *_: None, merge=True)
+            assert target.main.config()["update_seq"] == before, bad.name
+            assert (anchor.read_bytes() if anchor.exists() else None) == kept, bad.name
 
 
 def test_the_key_file_opens_only_with_its_passphrase() -> None:
@@ -141,3 +150,33 @@ def test_the_key_file_opens_only_with_its_passphrase() -> None:
         seal_under_passphrase({"master_key": "x"}, "short")
     with pytest.raises(BackupKeyError, match="not a linli-key-export/1 file"):
         open_under_passphrase(b"{}", PASSPHRASE)
+
+
+def test_a_phone_syncs_its_waiting_change_into_the_restored_installation(street: Street, couch_server: EmbeddedCouch,
+                                                                          tmp_path: Path) -> None:
+    """A real PouchDB phone changes a household offline; meanwhile the installation is backed up and restored into
+    new databases, and `linli serve` comes back on the same address: the waiting change lands, no conflict, and the
+    phone pulls nothing it did not have (issue 20 item 2)."""
+    phone = street.phone("wangge01")
+    try:
+        phone.call("pull")
+        home = phone.call("get", id="household:c1-g1-h004")
+        phone.call("put", doc={**home, "address": "幸福路4号（改）"})  # offline: not pushed yet
+        out = tmp_path / "b.tar"
+        backup.write_backup(street.couch, street.settings.master_keys[0], tmp_path / "anchor.json", out,
+                            lambda *_: None)
+        stop(street.served)
+        restored = make_settings(tmp_path / "restored", f"{street.settings.db_prefix}r_",
+                                 secret_key=street.settings.secret_key, master_keys=street.settings.master_keys)
+        restored.data_dir.mkdir()
+        couch = connect(restored, couch_server.url, designs=False)
+        backup.restore(couch, restored.master_keys[0], out, restored.data_dir / "filing_anchor.json", lambda *_: None)
+        street.served = serve(couch_server.url, restored, int(street.served.url.rsplit(":", 1)[1].strip("/")))
+        pushed = phone.call("push")
+        assert pushed["docs_written"] == 1 and pushed["doc_write_failures"] == 0, pushed
+        stored = couch.main.get("household:c1-g1-h004", conflicts="true")
+        assert stored["address"] == "幸福路4号（改）" and "_conflicts" not in stored
+        assert stored["_rev"] == phone.call("get", id="household:c1-g1-h004")["_rev"]
+        assert phone.call("pull")["docs_written"] == 0
+    finally:
+        phone.close()

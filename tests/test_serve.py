@@ -30,6 +30,7 @@ from server.store.embedded_couch import (
     read_record,
 )
 from tests.browser import launch
+from tests.log_scan import SERVED_RESIDENTS, keep_output
 from tests.street import TINY_PNG
 
 LINLI = str(Path(sys.executable).parent / "linli")
@@ -55,7 +56,7 @@ def linli_env(data_dir: Path, **more: str) -> dict[str, str]:
 
 
 def launch_serve(data_dir: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([LINLI, "serve", "--residents", "400", "--log-level", "warning", *extra],
+    return subprocess.Popen([LINLI, "serve", "--residents", str(SERVED_RESIDENTS), "--log-level", "warning", *extra],
                             env=linli_env(data_dir, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -89,7 +90,9 @@ def wait_until_serving(process: subprocess.Popen[str], data_dir: Path) -> Served
 def stop(served: Served) -> str:
     served.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
     rest, _ = served.process.communicate(timeout=30)
-    return "".join(served.output) + rest
+    output = "".join(served.output) + rest
+    keep_output(output)  # scanned for protected plaintext at the end of the run (tests/log_scan.py)
+    return output
 
 
 def pouchdb_server_pids(data_dir: Path) -> list[int]:
