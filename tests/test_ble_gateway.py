@@ -259,11 +259,17 @@ def test_a_restarted_gateway_loses_nothing_doubles_nothing_and_still_refuses_old
             await rig.emit(meter, meter.water(100.0 + n))
             rig.clock.advance(dt.timedelta(minutes=16))
         await rig.emit(band, band.buttons(sos=1))
-        before_restart = band.sent[-1]
+        old_sos = band.sent[-1]
+        await rig.emit(band, band.battery(80) + band.buttons())  # the band's latest packet: no emergency
+        latest = band.sent[-1]
         rig.gateway.close()  # killed mid-stream: everything heard so far was committed, nothing was sent
         rig.gateway = rig.start()
         scanning = asyncio.create_task(rig.gateway.scanner.run())
-        await rig.send_raw(band, before_restart)  # heard again after the restart (repeat or replay)
+        await rig.send_raw(band, old_sos)  # an older packet replayed first thing after the restart: refused
+        assert rig.gateway.rejected["replay"] >= 1
+        replays = rig.gateway.rejected["replay"]
+        await rig.send_raw(band, latest)  # the latest heard again: a repeat, dropped quietly, not a replay
+        assert rig.gateway.rejected["replay"] == replays
         await rig.send_raw(meter, meter.sent[-1])  # the meter's last packet, repeated
         for n in range(5, 8):
             await rig.emit(meter, meter.water(100.0 + n))
@@ -271,10 +277,11 @@ def test_a_restarted_gateway_loses_nothing_doubles_nothing_and_still_refuses_old
         scanning.cancel()
         await asyncio.gather(scanning, return_exceptions=True)
 
-    run_with_rig(tmp_path, CONFIG, scenario)
+    rig = run_with_rig(tmp_path, CONFIG, scenario)
     water = [opened(r, "value") for r in outbox_docs(tmp_path, "reading") if r["metric"] == "water"]
     assert sorted(water) == [100.0 + n for n in range(8)]  # each once, none lost across the restart
     assert [a["kind"] for a in outbox_docs(tmp_path, "alert")] == ["sos"]
+    assert rig.alarms == ["sos"]  # the local alarm sounded once
 
 
 def test_scanning_recovers_by_itself_when_the_adapter_disappears_and_comes_back(tmp_path: Path) -> None:
