@@ -33,7 +33,7 @@ from server.store.embedded_couch import EmbeddedCouch
 from tests.sync_harness import Street, login, street_fixture  # noqa: F401 - the fixture
 from tests.test_ble_sync import BAND, BIND_KEY, OTHER_GRID_RESIDENT, RESIDENT, gateway_on, prepare
 
-from .ble_virtual import VirtualRadio
+from .ble_virtual import VirtualRadio, until
 from .browser import DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
 from .street import C1, csrf_of, logout, post_form
 from .street import login as web_login
@@ -117,8 +117,8 @@ def test_a_gateway_refuses_to_seal_to_a_key_the_installation_does_not_vouch_for(
                 assert kept is not None and b64url(kept.write_key.public_bytes(*RAW_POINT)) == genuine["write_public"]
             before = gateway.advertisements
             await band.emit(band.buttons(sos=1))
-            while gateway.outbox.counts()["pending"] == 0 or gateway.advertisements == before:
-                await asyncio.sleep(0.01)
+            await until(lambda: gateway.outbox.counts()["pending"] > 0 and gateway.advertisements > before,
+                        "the SOS heard and waiting in the outbox")
             await gateway.push()
         return problems, [r["doc"] for r in street.couch.main.all(startkey="alert:", endkey="alert:\ufff0",
                                                                     as_list=True)]
