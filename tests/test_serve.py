@@ -299,7 +299,7 @@ def linli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def signs_in(url: str, username: str, password: str) -> bool:
-    with httpx2.Client(base_url=url) as client:
+    with httpx2.Client(base_url=url, timeout=60) as client:  # a password hash takes seconds on a busy machine
         form_token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
         answer = client.post("/login", data={"username": username, "password": password, "csrf_token": form_token})
         return answer.status_code == 303
