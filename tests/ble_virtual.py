@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -149,6 +150,7 @@ class VirtualRadio:
         self.central = _controller_device(self.link, "gateway", GATEWAY_ADDRESS)
         self.adapter_present = True
         self.devices: dict[str, VirtualDevice] = {}
+        self.subscriptions = 0  # notifications a client subscribed to (tests wait on it, not on a sleep)
 
     async def start(self) -> None:
         await self.central.power_on()
@@ -271,6 +273,7 @@ class VirtualRadio:
                                    **kwargs: Any) -> None:
                 assert self._peer is not None
                 await self._peer.subscribe(characteristic.obj, lambda value: callback(bytearray(value)))
+                radio.subscriptions += 1
 
             async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
                 assert self._peer is not None
@@ -308,3 +311,13 @@ async def settle(gateway: Any, before: int, timeout: float = 5.0) -> None:
             raise AssertionError("the gateway heard nothing")
         await asyncio.sleep(0.002)
     await asyncio.sleep(0.01)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait until condition() holds, looking every few milliseconds; fail naming `what` past the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.01)

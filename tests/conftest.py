@@ -147,3 +147,40 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for value, line in found[:10]:
             reporter.write_line(f"PROTECTED PLAINTEXT IN A LOG LINE ({value[:3]}…): {line[:300]}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---------------------------------------------------------------- test order
+# pytest-randomly shuffles the files and the tests inside each (the seed in the header): a test that needs another
+# to have run first fails under some seed. Without --randomly-seed the order is ORDER_SEED's, so that every run
+# (CI's too) gives the same answer; `--randomly-seed=N` tries another order, `-p no:randomly` keeps file order.
+# The journeys keep their file order inside each file: a file's tests are steps of one person's day on the one
+# shared server (tests/journeys.py); the files themselves still shuffle, each journey staying in its own grids.
+
+ORDER_SEED = 1
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-randomly draws a seed of its own
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("randomly") and config.getoption("randomly_seed") == "default":
+        config.option.randomly_seed = ORDER_SEED
+
+
+_COLLECTED_AT = pytest.StashKey[int]()
+_collected = itertools.count()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    item.stash[_COLLECTED_AT] = next(_collected)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Runs after pytest-randomly's shuffle (a wrapper around this hook): puts each journey file's tests back in
+    their file order, in the places the shuffle gave that file."""
+    journeys: dict[str, list[int]] = {}
+    for place, item in enumerate(items):
+        if item.path.name.startswith("test_journey_"):
+            journeys.setdefault(str(item.path), []).append(place)
+    for places in journeys.values():
+        in_file_order = sorted((items[p] for p in places), key=lambda item: item.stash[_COLLECTED_AT])
+        for place, item in zip(places, in_file_order, strict=True):
+            items[place] = item

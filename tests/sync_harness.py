@@ -160,7 +160,7 @@ def stop(served: Served, sig: int = signal.SIGINT) -> None:
 
 def login(url: str, username: str, password: str = PASSWORD) -> tuple[str, str]:
     """Sign in through the login form; the session cookie header and the session's CSRF token."""
-    with httpx2.Client(base_url=url) as client:
+    with httpx2.Client(base_url=url, timeout=60) as client:  # a password hash takes seconds on a busy machine
         page = client.get("/login").text
         form_token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         answer = client.post("/login", data={"username": username, "password": password, "csrf_token": form_token,

@@ -33,7 +33,7 @@ from server.store.embedded_couch import EmbeddedCouch
 from tests.sync_harness import Street, login, street_fixture  # noqa: F401 - the fixture
 from tests.test_ble_sync import BAND, BIND_KEY, OTHER_GRID_RESIDENT, RESIDENT, gateway_on, prepare
 
-from .ble_virtual import VirtualRadio
+from .ble_virtual import VirtualRadio, until
 from .browser import DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
 from .street import C1, csrf_of, logout, post_form
 from .street import login as web_login
@@ -117,8 +117,8 @@ def test_a_gateway_refuses_to_seal_to_a_key_the_installation_does_not_vouch_for(
                 assert kept is not None and b64url(kept.write_key.public_bytes(*RAW_POINT)) == genuine["write_public"]
             before = gateway.advertisements
             await band.emit(band.buttons(sos=1))
-            while gateway.outbox.counts()["pending"] == 0 or gateway.advertisements == before:
-                await asyncio.sleep(0.01)
+            await until(lambda: gateway.outbox.counts()["pending"] > 0 and gateway.advertisements > before,
+                        "the SOS heard and waiting in the outbox")
             await gateway.push()
         return problems, [r["doc"] for r in street.couch.main.all(startkey="alert:", endkey="alert:\ufff0",
                                                                     as_list=True)]
@@ -131,7 +131,7 @@ def test_a_gateway_refuses_to_seal_to_a_key_the_installation_does_not_vouch_for(
     # Sealed to the resident's own key: it opens with their keys, not with the attacker's.
     opened = open_fields(alert, firewall.keystore.data_keys(RESIDENT), ["detail"])
     assert opened == {"detail": "SOS key pressed (press)"}
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match="does not open: wrong key"):
         attacker.open(FieldContext(alert["_id"], "detail", "core"), alert["detail"])
 
 
@@ -156,7 +156,7 @@ def test_every_new_write_key_is_vouched_for_and_rotate_master_keeps_the_installa
     assert after["write_public"] != before["write_public"]
     key_statements.check(pinned, RESIDENT, after["core"]["version"], after["write_public"], after["write_signature"])
     assert (device["write_public"], device["write_signature"]) == (after["write_public"], after["write_signature"])
-    with pytest.raises(key_statements.UnvouchedKey):  # the old statement does not vouch for the new key
+    with pytest.raises(key_statements.UnvouchedKey, match="is not the one the installation vouches for"):  # old one
         key_statements.check(pinned, RESIDENT, after["core"]["version"], after["write_public"],
                              before["write_signature"])
     # An installation from before statements: `linli serve` vouches for its keys once at start.

@@ -28,7 +28,7 @@ from crypto import key_statements
 from crypto.envelope import FieldContext, WriteKey
 from server.domain.declaration import validate
 
-from .ble_virtual import INSTALLATION_PUBLIC, VirtualDevice, VirtualRadio, device_doc, settle
+from .ble_virtual import INSTALLATION_PUBLIC, VirtualDevice, VirtualRadio, device_doc, settle, until
 
 METER, BAND, DOOR = "A4:C1:38:00:00:01", "A4:C1:38:00:00:02", "A4:C1:38:00:00:03"
 BIND_KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
@@ -259,11 +259,17 @@ def test_a_restarted_gateway_loses_nothing_doubles_nothing_and_still_refuses_old
             await rig.emit(meter, meter.water(100.0 + n))
             rig.clock.advance(dt.timedelta(minutes=16))
         await rig.emit(band, band.buttons(sos=1))
-        before_restart = band.sent[-1]
+        old_sos = band.sent[-1]
+        await rig.emit(band, band.battery(80) + band.buttons())  # the band's latest packet: no emergency
+        latest = band.sent[-1]
         rig.gateway.close()  # killed mid-stream: everything heard so far was committed, nothing was sent
         rig.gateway = rig.start()
         scanning = asyncio.create_task(rig.gateway.scanner.run())
-        await rig.send_raw(band, before_restart)  # heard again after the restart (repeat or replay)
+        await rig.send_raw(band, old_sos)  # an older packet replayed first thing after the restart: refused
+        assert rig.gateway.rejected["replay"] >= 1
+        replays = rig.gateway.rejected["replay"]
+        await rig.send_raw(band, latest)  # the latest heard again: a repeat, dropped quietly, not a replay
+        assert rig.gateway.rejected["replay"] == replays
         await rig.send_raw(meter, meter.sent[-1])  # the meter's last packet, repeated
         for n in range(5, 8):
             await rig.emit(meter, meter.water(100.0 + n))
@@ -271,10 +277,11 @@ def test_a_restarted_gateway_loses_nothing_doubles_nothing_and_still_refuses_old
         scanning.cancel()
         await asyncio.gather(scanning, return_exceptions=True)
 
-    run_with_rig(tmp_path, CONFIG, scenario)
+    rig = run_with_rig(tmp_path, CONFIG, scenario)
     water = [opened(r, "value") for r in outbox_docs(tmp_path, "reading") if r["metric"] == "water"]
     assert sorted(water) == [100.0 + n for n in range(8)]  # each once, none lost across the restart
     assert [a["kind"] for a in outbox_docs(tmp_path, "alert")] == ["sos"]
+    assert rig.alarms == ["sos"]  # the local alarm sounded once
 
 
 def test_scanning_recovers_by_itself_when_the_adapter_disappears_and_comes_back(tmp_path: Path) -> None:
@@ -283,13 +290,10 @@ def test_scanning_recovers_by_itself_when_the_adapter_disappears_and_comes_back(
         await rig.emit(meter, meter.water(1.0))
         rig.radio.adapter_present = False  # unplugged: the scan goes quiet, then cannot start
         await meter.emit(meter.water(2.0))  # lost in the air, as it would be
-        await asyncio.sleep(1.5)
-        assert rig.gateway.scanner.start_failures >= 1 and not rig.gateway.scanner.scanning
+        await until(lambda: rig.gateway.scanner.start_failures >= 1, "a scan that could not start")
+        assert not rig.gateway.scanner.scanning
         rig.radio.adapter_present = True
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if rig.gateway.scanner.scanning:
-                break
+        await until(lambda: rig.gateway.scanner.scanning, "scanning again once the adapter is back")
         rig.clock.advance(dt.timedelta(minutes=16))
         await rig.emit(meter, meter.water(3.0))
 
@@ -304,20 +308,24 @@ def test_scanning_recovers_by_itself_when_the_adapter_disappears_and_comes_back(
 def test_heart_rate_out_of_range_over_gatt_raises_one_alert(tmp_path: Path) -> None:
     async def scenario(rig: Rig) -> None:
         band = rig.radio.devices[BAND]
+        handled: list[int] = []
+        handle = rig.gateway.handle_heart_rate
+
+        def counted(device: Any, measurement: Any) -> None:
+            handle(device, measurement)
+            handled.append(measurement.bpm)
+
+        rig.gateway.handle_heart_rate = counted  # type: ignore[method-assign]
         rig.gateway._sync_monitors()  # noqa: SLF001 - the monitors `run()` would start
         monitor_task = rig.gateway._monitors[f"device:{BAND.replace(':', '').lower()}"]  # noqa: SLF001
-        for _ in range(200):
-            if band.device.connections:
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)
-        for bpm in (72, 75, 190, 185, 188, 192, 186):
+        await until(lambda: rig.radio.subscriptions == 1, "the gateway subscribed to the band's heart rate")
+        for n, bpm in enumerate((72, 75, 190, 185, 188, 192, 186), start=1):
             await band.notify_heart_rate(bpm)
-            await asyncio.sleep(0.03)
+            await until(lambda n=n: len(handled) == n, f"{bpm} bpm handled")
             rig.clock.advance(dt.timedelta(seconds=30))
         band.contact = False
         await band.notify_heart_rate(0)  # taken off: not an emergency
-        await asyncio.sleep(0.03)
+        await until(lambda: len(handled) == 8, "the last notification handled")
         monitor_task.cancel()
         await asyncio.gather(monitor_task, return_exceptions=True)
 
@@ -358,15 +366,10 @@ def test_readings_wait_for_the_group_commit_but_an_sos_is_on_disk_with_them_befo
 def test_a_running_gateway_commits_a_reading_within_the_window_without_another_packet(tmp_path: Path) -> None:
     async def scenario(rig: Rig) -> None:
         meter = rig.radio.devices[METER]
-        while not rig.gateway.scanner.scanning:
-            await asyncio.sleep(0.01)
+        await until(lambda: rig.gateway.scanner.scanning, "scanning")
         await rig.emit(meter, meter.water(42.0))
         accepted = dict(rig.gateway.decoder.last)
-        for _ in range(100):
-            if any(d.endswith("-water") for d in committed_ids(rig.data_dir)):
-                break
-            await asyncio.sleep(0.05)
-        assert any(d.endswith("-water") for d in committed_ids(rig.data_dir)), "never committed"
+        await until(lambda: any(d.endswith("-water") for d in committed_ids(rig.data_dir)), "the reading committed")
         assert rig.gateway.decoder.last == accepted  # committed by the commit step, not by a later packet
 
     without_band = [d for d in CONFIG if d.get("mac") != BAND]  # the meter alone is heard: nothing else commits

@@ -20,7 +20,7 @@ from server.store.couch import get_or_none
 from sync.auth import new_device_token
 from tests.sync_harness import Street, street_fixture  # noqa: F401 - the fixture
 
-from .ble_virtual import VirtualRadio
+from .ble_virtual import VirtualRadio, until
 
 BAND, METER = "A4:C1:38:00:00:02", "A4:C1:38:00:00:01"
 BIND_KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -78,8 +78,7 @@ def test_sos_press_reaches_the_grid_workers_replica_sealed_and_the_sweep_escalat
             async with gateway_on(street, token, tmp_path, radio, "run", push_seconds=0.5,
                                   heartbeat_minutes=0) as gateway:
                 assert {d.mac for d in gateway.registry.devices()} == {BAND, METER}
-                while not gateway.scanner.scanning:
-                    await asyncio.sleep(0.01)
+                await until(lambda: gateway.scanner.scanning, "scanning")
                 await meter.emit(meter.water(3.0))
                 await band.emit(band.buttons(sos=1))
                 alert_id = f"alert:{BAND.replace(':', '').lower()}-sos-c{band.counter}"
@@ -130,8 +129,8 @@ def test_a_delivery_cut_off_before_its_answer_is_retried_without_doubles(street:
         async with gateway_on(street, token, tmp_path, radio, "scan") as gateway:
             before = gateway.advertisements
             await band.emit(band.buttons(sos=1))
-            while gateway.outbox.counts()["pending"] == 0 or gateway.advertisements == before:
-                await asyncio.sleep(0.01)
+            await until(lambda: gateway.outbox.counts()["pending"] > 0 and gateway.advertisements > before,
+                        "the SOS heard and waiting in the outbox")
             first = await gateway.push()
             # as if the answer had been lost: everything sent is pending again
             gateway.outbox.db.execute("UPDATE outbox SET state = 'pending'")

@@ -23,40 +23,42 @@ HOUSEHOLD = "household:c1-g01-0001"
 RESIDENT = "resident:c1-g01-0001-1"
 
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
 ZH = translator("zh")  # errors show in the page's language, next to their field
 
 
-def alert(key: str, grid: str, kind: str, minutes_ago: int, status: str = "raised", **extra: Any) -> dict[str, Any]:
-    # Raised minutes ago: the server's alert sweep, which runs as the app starts, leaves them as they are.
+def alert(key: str, grid: str, kind: str, raised_at: dt.datetime, status: str = "raised",
+          **extra: Any) -> dict[str, Any]:
     community = C2 if grid == G3 else C1
     doc = {"_id": f"alert:{key}", "type": "alert", "street": STREET, "community": community, "grid": grid,
            "household": f"household:{grid[5:]}-0001", "resident": f"resident:{grid[5:]}-0001-1", "kind": kind,
-           "status": status, "raised_at": (NOW - dt.timedelta(minutes=minutes_ago)).isoformat(),
-           "visibility": "grid_staff", **extra}
+           "status": status, "raised_at": raised_at.isoformat(), "visibility": "grid_staff", **extra}
     validate(doc)
     return doc
 
 
-ALERTS = [
-    alert("sos", G1, "sos", 12),  # older than the water alert, yet on top: SOS and falls come first
-    # the resident chose to keep water and electricity anomalies between themselves and their grid worker
-    alert("private", G1, "no_water", 10, visibility="grid_worker_only"),
-    alert("old", G1, "fall", 2, status="resolved", resolved_at=NOW.isoformat()),
-    alert("water", G2, "no_water", 15, status="escalated"),
-    alert("c2", G3, "fall", 20),
-]
-PRIVACY = {"_id": privacy_id(RESIDENT), "type": "privacy", "street": STREET, "community": C1, "grid": G1,
-           "household": HOUSEHOLD, "resident": RESIDENT, "utility_alerts": "grid_worker_only",
-           "updated_by": "user:worker1", "updated_at": NOW.isoformat()}
+def alerts_raised_before(now: dt.datetime) -> list[dict[str, Any]]:
+    """The alerts, raised minutes before `now` (the test's own start, never the module's import: the escalation
+    sweep that runs as the app starts would find them 30 minutes old on a slow run, and escalate them)."""
+    ago = lambda minutes: now - dt.timedelta(minutes=minutes)  # noqa: E731
+    return [
+        alert("sos", G1, "sos", ago(12)),  # older than the water alert, yet on top: SOS and falls come first
+        # the resident chose to keep water and electricity anomalies between themselves and their grid worker
+        alert("private", G1, "no_water", ago(10), visibility="grid_worker_only"),
+        alert("old", G1, "fall", ago(2), status="resolved", resolved_at=now.isoformat()),
+        alert("water", G2, "no_water", ago(15), status="escalated"),
+        alert("c2", G3, "fall", ago(20)),
+    ]
 
 
 @pytest.fixture
 def alerts(loaded: Couch) -> Couch:
     """The alerts, stored before the app (and its sweep) starts: tests name this fixture before `client`."""
-    validate(PRIVACY)
-    for doc in [*ALERTS, PRIVACY]:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    privacy = {"_id": privacy_id(RESIDENT), "type": "privacy", "street": STREET, "community": C1, "grid": G1,
+               "household": HOUSEHOLD, "resident": RESIDENT, "utility_alerts": "grid_worker_only",
+               "updated_by": "user:worker1", "updated_at": now.isoformat()}
+    validate(privacy)
+    for doc in [*alerts_raised_before(now), privacy]:
         loaded.main.save(doc)
     return loaded
 
@@ -79,7 +81,8 @@ def test_a_grid_worker_sees_the_alerts_of_their_grid_open_ones_first(alerts: Cou
     sos = page.text.split('id="alert-alert-sos"')[1].split("</li>")[0]
     assert "urgent" in page.text.split('id="alert-alert-sos"')[0].rsplit("<li", 1)[1]
     assert "紧急" in sos and "紧急求助（SOS）" in sos and "居民11" in sos and "c1-g01路1号" in sos
-    raised = dt.datetime.fromisoformat(ALERTS[0]["raised_at"]).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+    raised_at = alerts.main.get("alert:sos")["raised_at"]
+    raised = dt.datetime.fromisoformat(raised_at).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
     assert raised in sos  # raised time in local time (LINLI_TIMEZONE)
     assert shown(client.get("/alerts", params={"status": "all"}).text) == ["sos", "private", "old"]
     assert '<a href="/alerts">告警</a>' in page.text  # the inbox is in the nav

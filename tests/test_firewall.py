@@ -23,6 +23,7 @@ from server.store.couch import Couch, connect, get_or_none
 
 from .conftest import DEMO_SIZE
 
+DOES_NOT_OPEN = "does not open: wrong key, or the ciphertext was altered or moved"
 NOW = dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.UTC)
 WORKER = Principal("user:wangge01", frozenset({"grid_worker"}), demo.STREET_ID, frozenset({"community:c1"}),
                    frozenset({"grid:c1-g01"}))
@@ -80,9 +81,9 @@ def test_core_data_needs_an_approval_that_expires(demo_loaded: Couch, firewall: 
     opened = firewall.reveal(WORKER, resident, "health", purpose="", device="d", now=NOW + dt.timedelta(hours=1))
     assert opened["chronic_conditions"] == _plain(resident["_id"])["chronic_conditions"]
     # finance was not asked for; another worker has no grant; the grant runs out
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match="fw_needs_approval"):
         firewall.reveal(WORKER, resident, "finance", purpose="x", device="d", now=NOW)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match="fw_not_yours"):
         firewall.reveal(OTHER_WORKER, resident, "health", purpose="x", device="d", now=NOW)
     with pytest.raises(AccessDenied, match="fw_needs_approval"):
         firewall.reveal(WORKER, resident, "health", purpose="", device="d", now=NOW + dt.timedelta(hours=3))
@@ -94,8 +95,10 @@ def test_revoked_grant_stops_access_at_once(demo_loaded: Couch, firewall: Firewa
     resident = _resident_with(demo_loaded, "chronic_conditions")
     access_request = firewall.request_access(WORKER, resident, ["health", "finance"], "走访", 24, NOW)
     firewall.decide(SECRETARY, access_request["_id"], approve=True, note="", now=NOW)
+    opened = firewall.reveal(WORKER, resident, "health", purpose="", device="d", now=NOW)  # it works until revoked
+    assert opened["chronic_conditions"] == _plain(resident["_id"])["chronic_conditions"]
     firewall.revoke(SECRETARY, access_request["_id"], NOW)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match="fw_needs_approval"):
         firewall.reveal(WORKER, resident, "health", purpose="", device="d", now=NOW)
 
 
@@ -105,7 +108,7 @@ def test_bad_access_requests_are_refused_with_a_reason(demo_loaded: Couch, firew
                                                 (["health"], "p", 0, "hours"), (["health"], "p", 10_000, "hours")):
         with pytest.raises(AccessRequestError, match=message):
             firewall.request_access(WORKER, resident, categories, purpose, hours, NOW)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match="fw_no_role"):
         firewall.request_access(OTHER_WORKER, resident, ["health"], "p", 1, NOW)  # not their grid
     with pytest.raises(AccessRequestError, match="no access request"):
         firewall.decide(SECRETARY, "access_request:nope", approve=True, note="", now=NOW)
@@ -125,7 +128,7 @@ def test_privacy_choice_is_enforced(demo_loaded: Couch, firewall: Firewall) -> N
     with pytest.raises(PrivacyChoiceError, match="not a privacy choice"):
         firewall.set_privacy(owner, resident, {"contact": "everyone"}, NOW)
     for not_theirs in (OTHER_WORKER, WORKER):  # not even their own grid worker, whom the choice limits
-        with pytest.raises(AccessDenied):
+        with pytest.raises(AccessDenied, match="fw_no_role"):
             firewall.set_privacy(not_theirs, resident, {"contact": "grid_staff"}, NOW)
     firewall.set_privacy(SECRETARY, resident, {"contact": "grid_staff"}, NOW)  # at the human window
     assert firewall.reveal(WORKER, resident, "contact", purpose="x", device="d", now=NOW)["phone"]
@@ -139,7 +142,7 @@ def test_ciphertext_moved_between_fields_or_residents_does_not_open(demo_loaded:
     with pytest.raises(EnvelopeError, match="phone"):
         firewall.reveal(SECRETARY, swapped_fields, "contact", purpose="x", device="d", now=NOW)
     from_other_resident = {**a, "phone": b["phone"]}
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match=DOES_NOT_OPEN):
         firewall.reveal(SECRETARY, from_other_resident, "contact", purpose="x", device="d", now=NOW)
     # Nothing was filed for the refused openings: the log records accesses that happened.
     assert demo_loaded.main.all(startkey="audit_entry:", endkey="audit_entry:\ufff0", as_list=True) == []
@@ -149,14 +152,14 @@ def test_shredded_resident_stays_unreadable_even_with_every_key(demo_loaded: Cou
     resident = _resident_with(demo_loaded, "phone")
     record = demo_loaded.main.get(data_key_id(resident["_id"]))
     firewall.shred(resident["_id"])
-    with pytest.raises(ShreddedError):
+    with pytest.raises(ShreddedError, match="has no data keys"):
         firewall.reveal(SECRETARY, resident, "contact", purpose="x", device="d", now=NOW)
     # With the master key, every tier key and every data key still stored, none opens their fields.
     every_key = [firewall.keystore.open_record(row["doc"]) for row in demo_loaded.main.all(
         startkey="data_key:", endkey="data_key:\ufff0", as_list=True)]
     assert len(every_key) == sum(1 for d in demo.generate(size=DEMO_SIZE) if d["type"] == "resident") - 1
     for keys in every_key:
-        with pytest.raises(EnvelopeError):
+        with pytest.raises(EnvelopeError, match=DOES_NOT_OPEN):
             keys.current["contact"].open(_context(resident, "phone"), resident["phone"])
     # Nor does the deleted revision: compaction has dropped its body.
     old = httpx2.get(f"{demo_loaded.url}{demo_loaded.main.name}/{record['_id']}",
@@ -198,7 +201,7 @@ def test_rekey_makes_the_old_data_key_useless(demo_loaded: Couch, firewall: Fire
     assert firewall.rekey(resident["_id"]) >= 1
     fresh = demo_loaded.main.get(resident["_id"])
     assert fresh["phone"] != resident["phone"]
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match=DOES_NOT_OPEN):
         old_keys.current["contact"].open(_context(fresh, "phone"), fresh["phone"])
     assert firewall.reveal(WORKER, fresh, "contact", purpose="x", device="d", now=NOW)["phone"] == \
         _plain(resident["_id"])["phone"]
@@ -236,7 +239,7 @@ def test_grid_worker_records_core_values_without_being_able_to_read_them(demo_lo
     keys = firewall.keystore.data_keys(resident["_id"])  # the server, for an entitled reader
     assert open_fields(demo_loaded.main.get(visit_id), keys)["blood_pressure"] == "150/95"
     other = _resident_with(demo_loaded, "phone", grid="grid:c1-g02")
-    with pytest.raises(EnvelopeError):  # not the other resident's key, not movable to their visit
+    with pytest.raises(EnvelopeError, match=DOES_NOT_OPEN):  # not the other resident's key, not movable to their visit
         open_fields({**visit, "resident": other["_id"]}, firewall.keystore.data_keys(other["_id"]))
     # A re-key re-seals it under the new data key: still readable, the old write key no longer needed.
     firewall.rekey(resident["_id"])

@@ -85,7 +85,7 @@ def test_erase_needs_confirmation_then_shreds(demo_loaded: Couch, firewall: Fire
     assert firewall.reveal(SECRETARY, resident, "contact", purpose="x", device="d", now=NOW)
     erased = run(settings, couch_server.url, "resident", "erase", resident["_id"], "--yes")
     assert erased.returncode == 0, erased.stderr
-    with pytest.raises(ShreddedError):
+    with pytest.raises(ShreddedError, match="has no data keys"):
         firewall.reveal(SECRETARY, resident, "contact", purpose="x", device="d", now=NOW)
 
 

@@ -142,7 +142,10 @@ def test_requests_about_a_person_are_not_public(api: TestClient, demo_loaded: Co
         street=STREET_ID, category="elderly_care", description="需要助餐", grid="grid:c1-g01",
         resident="resident:c1-g01-0001-1", household="household:c1-g01-0001", on_behalf=True, consent=True,
         attributes={"service": ["meals"]}), dt.datetime.now(dt.UTC))
-    assert api.get(f"{BASE}/requests.json").json() == []
+    public = sr.create(demo_loaded, "user:wangge01", sr.NewRequest(  # the control: a list that shows requests
+        street=STREET_ID, category="street_lamp", description="路灯不亮", grid="grid:c1-g01"), dt.datetime.now(dt.UTC))
+    listed = api.get(f"{BASE}/requests.json").json()
+    assert [r["service_request_id"] for r in listed] == [public["_id"].split(":", 1)[1]]
     assert api.get(f"{BASE}/requests/{private['_id'].split(':', 1)[1]}.json").status_code == 404
 
 

@@ -540,14 +540,12 @@ def relocated(doc: Doc, grid: str, n: int) -> Doc:
 
 
 def mutations(doc: Doc) -> Iterator[Doc]:
-    """doc with one field set to each value of the pool (its placement fields, and the optional ones a client might
-    add: head, volunteers, assigned_to, owner, server-set fields), then doc moved whole to each household (and a
-    claim made for each other task)."""
+    """doc with one field set to each value of the pool (every field of the pool its type declares, those the document
+    holds and the optional ones a client might add: head, volunteers, assigned_to, owner, server-set fields...), then
+    doc moved whole to each household (and a claim made for each other task)."""
     fields = DOC_TYPES[doc["type"]].fields
     for name, values in POOL.items():
-        if name in doc or name in fields and name in ("head", "assigned_to", "acknowledged_by", "owner", "departments",
-                                                      "due_close", "volunteers", "decided_by", "visit",
-                                                      "handled_by", "waitlist"):
+        if name in doc or name in fields:
             yield from ({**doc, name: v} for v in values if v != doc.get(name))
     if "grid" in doc or doc["type"] in ("gateway", "gateway_health"):
         yield from (relocated(doc, g, n) for g, n in PLACES if (g, n) != (G11, 1))
@@ -694,6 +692,22 @@ def test_every_single_mutation_of_a_placement_field_is_judged_by_the_rules(actor
                     wrong.append((type_name, "edit" if previous else "new", {k: v for k, v in new.items()
                                                                              if v != doc.get(k)}))
     assert checked > 200 and not wrong, wrong[:20]
+
+
+def test_the_mutations_reach_every_reference_and_placement_field_of_every_type() -> None:
+    """What the exhaustive test above covers: every field of the pool that each client-writable type declares is
+    mutated, and the pool holds every reference field (`ref`) they declare, so a new type's or field's placement
+    cannot be left out of the table unnoticed."""
+    unmutated, missing = [], []
+    for type_name in sorted(CLIENT_TYPES):
+        fields = DOC_TYPES[type_name].fields
+        missing += [(type_name, name) for name, field in fields.items() if field.kind == "ref" and name not in POOL]
+        for actor in ACTORS:
+            doc = base(type_name, actor.user_id)
+            changed = {k for new in mutations(doc) for k in new.keys() | doc.keys() if new.get(k) != doc.get(k)}
+            unmutated += [(type_name, actor.role, name) for name in fields if name in POOL and name not in changed]
+    assert not missing, f"reference fields the pool has no values for: {missing}"
+    assert not unmutated, f"declared fields of the pool never mutated: {unmutated}"
 
 
 def test_a_volunteer_cannot_place_visits_or_needs_in_another_grid_or_community() -> None:

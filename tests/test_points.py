@@ -223,7 +223,7 @@ def test_statements_by_month_and_year_with_community_totals_and_csv(shop: Couch,
     assert lines[0].split(",") == list(rules.STATEMENT_CSV_HEADER)
     assert "志愿者甲,志愿者,2026-03,2,1,0,3,20,10,25,5" in lines and VOLUNTEER not in text
     for bad in ("2026-13", "26", "2026-3", "x", "", "2026-03-01", "2026-00"):
-        with pytest.raises(LedgerError):
+        with pytest.raises(LedgerError, match="^period: "):
             rewards.statement(shop, C1, VOLUNTEER, bad)
 
 

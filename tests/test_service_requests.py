@@ -108,7 +108,7 @@ def test_transitions_are_recorded_and_checked(demo_loaded: Couch) -> None:
     assert [h["by"] for h in doc["history"]][1:4] == [WORKER.user_id, WORKER.user_id, DEPARTMENT.user_id]
     doc = sr.transition(demo_loaded, reporter, doc, "reopened", "又坏了", local("2026-11-26T20:00"))
     assert doc["status"] == "reopened" and "closed_at" not in doc
-    with pytest.raises(sr.RequestError):
+    with pytest.raises(sr.RequestError, match="rated once it is resolved"):
         sr.rate(demo_loaded, reporter, doc, 6, "satisfied", "", local("2026-11-26T21:00"))
 
 
@@ -129,7 +129,7 @@ def test_sla_warns_then_escalates_across_a_holiday_and_the_whistle_has_its_own_c
     doc = sr.arrive(demo_loaded, DEPARTMENT, doc, local("2026-09-29T09:00"))
     late = sr.sweep(demo_loaded, STREET_ID, local("2026-10-08T11:01"))
     assert late.departments_overdue == 1  # utilities never came; urban management did
-    with pytest.raises(sr.RequestError):
+    with pytest.raises(sr.RequestError, match="only the community's secretary may whistle"):
         sr.whistle(demo_loaded, WORKER, doc, ["department:health"], "", local("2026-10-09T12:00"))
 
 
@@ -201,7 +201,7 @@ def test_the_department_accepts_goes_on_site_notes_progress_with_a_photo_and_res
     assert sr.department_actions(UTILITIES, doc) == () and sr.department_actions(WORKER, doc) == ()
     doc = sr.accept(demo_loaded, DEPARTMENT, doc, local("2026-11-24T11:00"))
     assert (doc["status"], doc["accepted"]) == ("acknowledged", [DEPARTMENT.department])
-    with pytest.raises(sr.RequestError):
+    with pytest.raises(sr.RequestError, match="^departments: "):
         sr.accept(demo_loaded, DEPARTMENT, doc, local("2026-11-24T11:05"))  # once
     doc = sr.arrive(demo_loaded, DEPARTMENT, doc, local("2026-11-24T14:00"))
     assert (doc["status"], doc["on_site"]) == ("in_progress", [DEPARTMENT.department])
@@ -233,7 +233,7 @@ def test_the_department_hands_back_with_a_reason_and_a_whistled_one_cannot(demo_
     doc = sr.hand_back(demo_loaded, DEPARTMENT, doc, "路灯属小区物业管理", local("2026-11-24T12:00"))
     assert doc["status"] == "returned" and doc["history"][-1]["note"] == "路灯属小区物业管理"
     assert sr.department_actions(DEPARTMENT, doc) == sr.department_actions(UTILITIES, doc) == ()
-    with pytest.raises(sr.RequestError):
+    with pytest.raises(sr.RequestError, match="a returned request cannot become returned"):
         sr.transition(demo_loaded, WORKER, doc, "returned", "", local("2026-11-24T12:30"))  # hand_back's alone
     doc = sr.transition(demo_loaded, WORKER, doc, "in_progress", "我来联系物业", local("2026-11-24T13:00"))
     assert doc["status"] == "in_progress"  # the grid takes it on

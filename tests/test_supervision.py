@@ -83,7 +83,7 @@ def test_linli_serve_restarts_its_database_after_a_kill_and_loses_nothing(tmp_pa
         assert after["parts"]["database"]["last_exit"] == -signal.SIGKILL
         [new_pid] = pouchdb_server_pids(tmp_path)
         assert new_pid != pid and read_record(tmp_path / "couch").pid == new_pid  # `linli` commands find it
-        with httpx2.Client(base_url=served.url) as browser:  # people sign in again as before
+        with httpx2.Client(base_url=served.url, timeout=60) as browser:  # people sign in again as before
             page = browser.get("login")
             token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
             signed_in = browser.post("login", data={"username": "wangge01", "csrf_token": token,

@@ -161,8 +161,8 @@ def test_live_changes_reach_the_phone_and_only_its_grid(street: Street) -> None:
     phone = street.phone("wangge01")
     try:
         phone.call("pull")
-        phone.call("startLive")
-        time.sleep(0.5)  # the phone is now waiting on the gateway's follower
+        live = phone.call("startLive")
+        assert live["waiting"], live  # caught up: the phone is now waiting on the gateway's follower
         bulk_save(street.couch.main, [household(G2, 950), household(G1, 951)])
         started = time.monotonic()
         assert phone.call("waitFor", id="household:c1-g1-h951", timeout_ms=10_000)["found"]

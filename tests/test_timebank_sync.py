@@ -69,7 +69,7 @@ def test_one_task_claimed_from_two_phones_is_credited_once(gateway_url: str, dem
 
     resident_p = Principal("user:jumin1", frozenset({Role.RESIDENT}), STREET_ID, resident=RESIDENT)
     timebank.confirm(demo_loaded, resident_p, claim["_id"], dt.datetime.now(dt.UTC))
-    with pytest.raises(timebank.LedgerError):
+    with pytest.raises(timebank.LedgerError, match="answered already"):  # once
         timebank.confirm(demo_loaded, resident_p, claim["_id"], dt.datetime.now(dt.UTC))
     assert timebank.balance(demo_loaded, C1, "hours", VOLUNTEER) == 120
     assert timebank.balance(demo_loaded, C1, "hours", RESIDENT) == -120

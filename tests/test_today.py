@@ -26,7 +26,6 @@ from server.web.app import create_app
 from .street import csrf_of
 
 PASSWORD = "demo-password"
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 G11, G12, G21 = demo.grid_id(1, 1), demo.grid_id(1, 2), demo.grid_id(2, 1)
 
 
@@ -37,18 +36,18 @@ def about(grid: str, n: int = 1) -> dict[str, str]:
             "household": f"household:{key}", "resident": f"resident:{key}-1"}
 
 
-def alert(key: str, grid: str, kind: str, minutes_ago: int, status: str = "raised", n: int = 1,
+def alert(now: dt.datetime, key: str, grid: str, kind: str, minutes_ago: int, status: str = "raised", n: int = 1,
           **extra: Any) -> dict[str, Any]:
     doc = {"_id": f"alert:today-{key}", "type": "alert", **about(grid, n), "kind": kind, "status": status,
-           "raised_at": (NOW - dt.timedelta(minutes=minutes_ago)).isoformat(), "visibility": "grid_staff", **extra}
+           "raised_at": (now - dt.timedelta(minutes=minutes_ago)).isoformat(), "visibility": "grid_staff", **extra}
     validate(doc)
     return doc
 
 
-def need(key: str, grid: str, status: str = "open") -> dict[str, Any]:
+def need(now: dt.datetime, key: str, grid: str, status: str = "open") -> dict[str, Any]:
     doc = {"_id": f"need:today-{key}", "type": "need", **about(grid, 2), "category": "shopping",
            "description": f"需要帮忙买菜 {key}", "status": status, "created_by": "user:wangge01",
-           "created_at": (NOW - dt.timedelta(hours=3)).isoformat()}
+           "created_at": (now - dt.timedelta(hours=3)).isoformat()}
     validate(doc)
     return doc
 
@@ -59,30 +58,31 @@ def principal(couch: Couch, username: str) -> Principal:
 
 @pytest.fixture
 def day(demo_loaded: Couch, firewall: Firewall) -> Couch:
-    """Her community's open matters, and some that are not hers to see or no longer open."""
+    """Her community's open matters, and some that are not hers to see or no longer open, as of the test's start
+    (a time taken at import would leave them older than the alerts' 30 minutes on a slow run)."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     worker, other_worker = principal(demo_loaded, "wangge01"), principal(demo_loaded, "wangge03")
     # Household 3's resident keeps water and electricity anomalies between themselves and their grid worker.
     firewall.set_privacy(principal(demo_loaded, "shuji1"), demo_loaded.main.get(about(G11, 3)["resident"]),
-                         {"utility_alerts": "grid_worker_only"}, NOW)
+                         {"utility_alerts": "grid_worker_only"}, now)
     for p, grid in ((worker, G11), (worker, G11), (other_worker, G21)):
-        firewall.request_access(p, demo_loaded.main.get(about(grid)["resident"]), ["health"], "上门随访", 24, NOW)
-    docs = [alert("water", G11, "no_water", 5), alert("sos", G11, "sos", 30), alert("fall", G12, "fall", 20,
-                                                                                        status="acknowledged",
-                                                                                        acknowledged_by="user:wangge02",
-                                                                                        acknowledged_at=NOW.isoformat()),
-            alert("private", G11, "no_water", 3, n=3, visibility="grid_worker_only"),  # the resident's choice
-            alert("done", G11, "sos", 50, status="resolved", resolved_at=NOW.isoformat()),
-            alert("c2", G21, "sos", 5),
-            {**{k: v for k, v in alert("band", G11, "device_silent", 40).items()}, "device": "device:c1-g01-x"},
-            need("a", G11), need("b", G12), need("done", G11, status="done"), need("c2", G21)]
+        firewall.request_access(p, demo_loaded.main.get(about(grid)["resident"]), ["health"], "上门随访", 24, now)
+    docs = [alert(now, "water", G11, "no_water", 5), alert(now, "sos", G11, "sos", 30),
+            alert(now, "fall", G12, "fall", 20, status="acknowledged", acknowledged_by="user:wangge02",
+                  acknowledged_at=now.isoformat()),
+            alert(now, "private", G11, "no_water", 3, n=3, visibility="grid_worker_only"),  # the resident's choice
+            alert(now, "done", G11, "sos", 50, status="resolved", resolved_at=now.isoformat()),
+            alert(now, "c2", G21, "sos", 5),
+            {**{k: v for k, v in alert(now, "band", G11, "device_silent", 40).items()}, "device": "device:c1-g01-x"},
+            need(now, "a", G11), need(now, "b", G12), need(now, "done", G11, status="done"), need(now, "c2", G21)]
     assert not [r for r in bulk_save(demo_loaded.main, docs) if r.error]
     for n, (grid, late) in enumerate(((G11, True), (G12, True), (G11, False), (G21, True))):
         made = sr.create(demo_loaded, "user:wangge01", sr.NewRequest(
-            street=STREET_ID, category="street_lamp", description=f"路灯不亮 {n}", grid=grid), NOW)
+            street=STREET_ID, category="street_lamp", description=f"路灯不亮 {n}", grid=grid), now)
         if late:  # its closing deadline passed
-            demo_loaded.main.save({**made, "due_close": (NOW - dt.timedelta(hours=n + 1)).isoformat()})
+            demo_loaded.main.save({**made, "due_close": (now - dt.timedelta(hours=n + 1)).isoformat()})
     escalated = sr.create(demo_loaded, "user:wangge01", sr.NewRequest(
-        street=STREET_ID, category="garbage", description="垃圾没人清运", grid=G12), NOW)
+        street=STREET_ID, category="garbage", description="垃圾没人清运", grid=G12), now)
     demo_loaded.main.save({**escalated, "status": "escalated"})
     return demo_loaded
 

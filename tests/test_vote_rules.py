@@ -94,5 +94,5 @@ def test_conditions_round_trip_as_records_and_shares_print_plainly() -> None:
     for rule in RULES.values():
         assert tuple(Condition.of_record(c.as_record()) for c in rule.conditions) == rule.conditions
     assert (shown(Fraction(6)), shown(Fraction(850, 3))) == ("6", "283.33")
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="participation is of the roll"):
         Condition("participation", "area", "participants", Fraction(1, 2))

@@ -69,10 +69,15 @@ const commands = {
   },
   progress: async () => progress,
   finishPull: async () => background,
-  startLive: async () => {
+  startLive: async ({ timeout_ms }) => {
     live = local.replicate.from(remote, { live: true, retry: true });
     live.on("error", (error) => liveErrors.push(String(error)));
-    return { started: true };
+    // "paused": caught up and now waiting on the gateway's changes feed (the caller's condition, not a sleep).
+    const waiting = await new Promise((resolve) => {
+      live.once("paused", () => resolve(true));
+      setTimeout(() => resolve(false), timeout_ms || 30000);
+    });
+    return { started: true, waiting, errors: liveErrors };
   },
   waitFor: async ({ id, timeout_ms }) => {
     const deadline = Date.now() + (timeout_ms || 10000);
