@@ -242,3 +242,68 @@ def suggestion(resource: Doc, months: list[Month]) -> str:
     if set(resource["who_may_book"]) != {"resident", "volunteer", "grid_worker", "secretary"}:
         return "pool_suggest_open"
     return "pool_suggest_hours"
+
+
+# ---------------------------------------------------------------- a resource as its keeper describes it
+
+RESOURCE_NUMBERS = {  # field: (least, most) a resource's form accepts
+    "capacity": (1, 10000), "book_ahead_days": (1, 365), "max_hours": (1, 24), "grace_minutes": (0, 240)}
+
+
+def parse_blackouts(text: str) -> tuple[list[Doc], list[int]]:
+    """A blackout per line as people type it: "2026-12-05 9-12 检修" (date, hours from-to, why, optional).
+    The records, and the numbers (from 1) of the lines that are not one."""
+    records: list[Doc] = []
+    bad: list[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.replace("–", "-").split(maxsplit=2)
+        if not parts:
+            continue
+        try:
+            day = dt.date.fromisoformat(parts[0])
+            start, end = (int(h) for h in parts[1].split("-"))
+        except (IndexError, ValueError):
+            bad.append(number)
+            continue
+        if not 0 <= start < end <= 24:
+            bad.append(number)
+            continue
+        records.append({"date": day.isoformat(), "from_hour": start, "to_hour": end,
+                        **({"reason": parts[2].strip()[:100]} if len(parts) > 2 and parts[2].strip() else {})})
+    return records, bad
+
+
+def blackouts_text(resource: Doc) -> str:
+    """The blackouts as the form shows them again (parse_blackouts reads it back)."""
+    return "\n".join(f"{b['date']} {b['from_hour']}-{b['to_hour']}" + (f" {b['reason']}" if b.get("reason") else "")
+                     for b in resource.get("blackouts") or [])
+
+
+def resource_problems(values: Doc, kinds: tuple[str, ...], owners: tuple[str, ...], bookers: tuple[str, ...]) \
+        -> list[tuple[str, str, dict[str, Any]]]:
+    """What is wrong with a resource as typed (field, message key, params), every field checked; none: it may be
+    stored. `kinds`, `owners`, `bookers`: the declared vocabularies (declaration.RESOURCE_KINDS …)."""
+    problems: list[tuple[str, str, dict[str, Any]]] = []
+    for name, most in (("name", 100), ("place", 200)):
+        if not 1 <= len(str(values.get(name) or "").strip()) <= most:
+            problems.append((name, "pool_form_text", {"max": most}))
+    if values.get("kind") not in kinds:
+        problems.append(("kind", "pool_form_choice", {}))
+    if values.get("owner_kind") not in owners:
+        problems.append(("owner_kind", "pool_form_choice", {}))
+    for name, (least, most) in RESOURCE_NUMBERS.items():
+        number = values.get(name)
+        if not isinstance(number, int) or isinstance(number, bool) or not least <= number <= most:
+            problems.append((name, "pool_form_number", {"min": least, "max": most}))
+    hours = values.get("open_hours") or []
+    if not hours:
+        problems.append(("open_hours", "pool_form_no_hours", {}))
+    elif not all(isinstance(h.get("opens"), int) and isinstance(h.get("closes"), int)
+                 and 0 <= h["opens"] < h["closes"] <= 24 for h in hours):
+        problems.append(("open_hours", "pool_form_hours", {}))
+    if values.get("blackout_lines"):
+        problems.append(("blackouts", "pool_form_blackouts", {"lines": ", ".join(map(str, values["blackout_lines"]))}))
+    who = values.get("who_may_book") or []
+    if not who or any(w not in bookers for w in who):
+        problems.append(("who_may_book", "pool_form_who", {}))
+    return problems

@@ -8,8 +8,10 @@ in conflict when two phones took it offline, listed for a person to resolve (`co
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import secrets
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -17,8 +19,9 @@ from pycouchdb.exceptions import Conflict
 
 from server.domain import pool as rules
 from server.domain.access import Principal
-from server.domain.declaration import Role, validate
+from server.domain.declaration import BOOKER_KINDS, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, Role, validate
 from server.domain.errors import FieldError, UserError
+from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
 from server.store import queries
 from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
 
@@ -72,6 +75,56 @@ def is_keeper(p: Principal, resource: Doc) -> bool:
     """Who approves and checks people in: the resource's keepers, and the community's secretary."""
     return p.user_id in (resource.get("keepers") or []) or (
         p.has(Role.SECRETARY) and resource["community"] in p.communities) or p.has(Role.ADMIN)
+
+
+def may_add_resource(p: Principal, community: str) -> bool:
+    """The community's secretary adds resources (a keeper edits theirs: `is_keeper`)."""
+    return p.has(Role.SECRETARY) and community in p.communities
+
+
+RESOURCE_FIELDS = ("name", "kind", "owner_kind", "place", "capacity", "open_hours", "blackouts", "who_may_book",
+                   "book_ahead_days", "max_hours", "approval", "grace_minutes")
+PHOTO = PHOTO_LIMITS["resource"]
+
+
+def resource_photo(data: bytes, declared: str | None) -> dict[str, Doc]:
+    """A resource's photo as its attachment, judged by its bytes (field_rules.photo_refusal, as requests')."""
+    refusal = photo_refusal(data, declared, PHOTO.max_bytes)
+    if refusal:
+        raise PoolError("pool_form_" + refusal, {"mb": PHOTO.max_bytes // (1024 * 1024)}, field="photo")
+    kind = str(sniffed_type(data))
+    return {"photo." + kind.split("/")[1]: {"content_type": kind, "data": base64.b64encode(data).decode()}}
+
+
+def save_resource(couch: Couch, p: Principal, community: Doc, values: Doc, now: dt.datetime,
+                  old: Doc | None = None, photo: tuple[bytes, str | None] | None = None) -> Doc:
+    """Add a resource to `community` (its secretary) or edit `old` (its keeper or the secretary): every field
+    of the form checked and named; a new one gets its check-in code. A photo replaces the one it had."""
+    if not (is_keeper(p, old) if old else may_add_resource(p, community["_id"])):
+        raise PoolError("pool_not_keeper", status=403)
+    problems = [FieldError(*problem) for problem in
+                rules.resource_problems(values, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, BOOKER_KINDS)]
+    attachments = None
+    if photo is not None:
+        try:
+            attachments = resource_photo(*photo)
+        except PoolError as refused:
+            problems += refused.errors
+    if problems:
+        raise UserError(problems)
+    fields = {k: (v.strip() if isinstance(v, str) else v) for k, v in values.items() if k in RESOURCE_FIELDS}
+    if old is not None:
+        doc = {**old, **fields, "updated_at": now.isoformat()}
+        if attachments:
+            doc["_attachments"] = attachments
+        validate(doc)
+        couch.main.save(doc)
+        return doc
+    doc = {"_id": f"resource:{uuid.uuid4().hex[:12]}", "street": community["street"],
+           "community": community["_id"], **fields, "keepers": [], "created_by": p.user_id,
+           "created_at": now.isoformat(), **({"_attachments": attachments} if attachments else {})}
+    add_resource(couch, doc, now)
+    return doc
 
 
 def load_resource(couch: Couch, resource_id: str) -> Doc:

@@ -64,6 +64,8 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "rewards.html", "statements.html",
                                    # The resource pool (issue 17): the secretary's utilisation board.
                                    "pool_board.html",
+                                   # … and adding or editing a resource (a photo upload, at a desk).
+                                   "pool_edit.html",
                                    # Matching (issue 17): answered online, against the server's state (match_pages.py).
                                    "offers.html", "matches.html", "matching.html", "_match_card.html",
                                    # Hearings and meetings (issue 15 item 8): online (meeting_pages.py says why).
