@@ -203,7 +203,7 @@ SPOKEN_LANGUAGES = ("putonghua", "local_dialect", "english", "sign_language")
 OFFER_STATES = ("active", "withdrawn")
 # A match is proposed to both sides; accepted once both accept, declined once either declines, withdrawn when the
 # need was matched with another offer or the offer withdrawn.
-MATCH_STATES = ("proposed", "accepted", "declined", "withdrawn")
+MATCH_STATES = ("proposed", "accepted", "declined", "withdrawn", "done")  # done: an organisation's help given
 MATCH_ANSWERS = ("waiting", "accepted", "declined")
 WEEKLY_HOURS_SHAPE = (("day", "int"), ("start", "text"), ("end", "text"))
 # Supervision and evaluation (issue 18; server/services/evaluation.py, mediation.py, survey.py).

@@ -1,7 +1,8 @@
 """Offers of help and matches (issue 17, item 4; server/services/matching.py), online only:
 
 - `/offers`: the community's offers, and the form to offer help: a volunteer or a resident for themselves (in
-  their grid), the secretary for one of the community's organisations (to the whole community).
+  their grid), the secretary for one of the community's organisations (to the whole community);
+  `/offers/{key}/edit` and `/offers/{key}/withdraw` for its keeper (and the secretary).
 - `/matches`: the proposals p answers, each with its factors in plain words: a resident's own needs', a
   volunteer's or keeper's offers', and grid staff's (for the residents of the needs they handle).
 - `/matching`: grid staff run the matcher over the open needs they handle; needs it cannot match, and why.
@@ -57,6 +58,17 @@ def _offer_values(form: FormData) -> dict[str, Any]:
     return values
 
 
+OFFER_DONE = {"saved": "offer_saved", "updated": "offer_updated", "withdrawn": "offer_withdrawn_done"}
+
+
+def _offer_shown(offer: Doc | None) -> dict[str, Any] | None:
+    """An offer being edited as the form's values (None: a new one)."""
+    if offer is None:
+        return None
+    return {**{k: offer.get(k, "") for k in OFFER_FIELDS}, "skills": offer.get("skills", []),
+            "languages": offer["languages"], "hours": offer["hours"], "capacity": offer["capacity"]}
+
+
 def _form_shown(values: dict[str, Any] | None) -> dict[str, Any]:
     """What the form shows again after an error (or empty)."""
     if values is None:
@@ -108,21 +120,33 @@ def _match_names(couch: Couch, p: Principal, shown: list[Doc]) -> dict[str, str]
 def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], render: Callable[..., Response],
            now: Callable[[], dt.datetime]) -> list[Route]:
     async def offers_page(request: Request) -> Response:
+        """The community's offers and the form to offer help; /offers/{key}/edit: the same form for an offer p
+        keeps (or, the secretary, an organisation's), filled with it."""
         user = await current_user(request)
         p = Principal.of(user)
-        values, errors, status = None, {}, 200
+        editing = None
+        if "key" in request.path_params:
+            try:
+                editing = await run_in_threadpool(matching.managed_offer, couch, p,
+                                                  "offer:" + request.path_params["key"])
+            except UserError as refused:
+                raise HTTPException(refused.status) from None
+        values, errors, status = _offer_shown(editing), {}, 200
         if request.method == "POST":
             if not may_offer(p):
                 raise HTTPException(403)
             values = _offer_values(await request.form())
             try:
-                place, provider = await run_in_threadpool(_offer_place, couch, p, user, values)
-                offer = matching.new_offer(p, values, place, provider, now())
-                await run_in_threadpool(couch.main.save, offer)
+                if editing:
+                    await run_in_threadpool(matching.edit_offer, couch, p, editing["_id"], values, now())
+                else:
+                    place, provider = await run_in_threadpool(_offer_place, couch, p, user, values)
+                    offer = matching.new_offer(p, values, place, provider, now())
+                    await run_in_threadpool(couch.main.save, offer)
             except UserError as bad:
                 errors, status = by_field(bad.errors), bad.status
             else:
-                return RedirectResponse("/offers?done=saved", status_code=303)
+                return RedirectResponse(f"/offers?done={'updated' if editing else 'saved'}", status_code=303)
         communities = set(p.communities)
         if p.resident:
             resident = await run_in_threadpool(queries.load_doc, couch, p.resident, "resident")
@@ -130,11 +154,21 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         shown = await run_in_threadpool(
             lambda: [o for c in sorted(communities) for o in matching.offers_in(couch, c) if may_see(p, o)])
         shown.sort(key=lambda o: o["created_at"], reverse=True)
-        organisations = await run_in_threadpool(_organisations, couch, p) if p.has(Role.SECRETARY) else []
-        return render(request, "offers.html", status, offers=shown, may_offer=may_offer(p),
+        organisations = await run_in_threadpool(_organisations, couch, p) if p.has(Role.SECRETARY) and not editing \
+            else []
+        return render(request, "offers.html", status, offers=shown, may_offer=may_offer(p), editing=editing,
+                      managed={o["_id"] for o in shown if o["status"] == "active" and matching.may_manage_offer(p, o)},
                       organisations=organisations, help_kinds=list(HELP_KINDS), languages=list(SPOKEN_LANGUAGES),
                       values=_form_shown(values), errors=errors, rows=list(range(1, HOURS_ROWS + 1)),
-                      saved=request.query_params.get("done") == "saved")
+                      done=OFFER_DONE.get(request.query_params.get("done", "")))
+
+    async def withdraw(request: Request) -> Response:
+        p = Principal.of(await current_user(request))
+        try:
+            await run_in_threadpool(matching.withdraw_offer, couch, p, "offer:" + request.path_params["key"], now())
+        except UserError as refused:
+            raise HTTPException(refused.status) from None
+        return RedirectResponse("/offers?done=withdrawn", status_code=303)
 
     async def matches_page(request: Request, error: dict[str, Any] | None = None, status: int = 200) -> Response:
         user = await current_user(request)
@@ -159,6 +193,16 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         done = "declined" if not accept else "matched" if saved["status"] == "accepted" else "accepted"
         return RedirectResponse(f"/matches?done={done}", status_code=303)
 
+    async def done(request: Request) -> Response:
+        p = Principal.of(await current_user(request))
+        try:
+            await run_in_threadpool(matching.mark_done, couch, p, "match:" + request.path_params["key"], now())
+        except UserError as bad:
+            if bad.status == 404:
+                raise
+            return await matches_page(request, by_field(bad.errors), bad.status)
+        return RedirectResponse("/matches?done=given", status_code=303)
+
     async def board(request: Request) -> Response:
         p = Principal.of(await current_user(request))
         if not matching.may_run(p):
@@ -178,8 +222,11 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
 
     return [
         Route("/offers", offers_page, methods=["GET", "POST"]),
+        Route("/offers/{key}/edit", offers_page, methods=["GET", "POST"]),
+        Route("/offers/{key}/withdraw", withdraw, methods=["POST"]),
         Route("/matches", matches_page),
         Route("/matches/{key}/accept", answer, methods=["POST"]),
         Route("/matches/{key}/decline", answer, methods=["POST"]),
+        Route("/matches/{key}/done", done, methods=["POST"]),
         Route("/matching", board, methods=["GET", "POST"]),
     ]
