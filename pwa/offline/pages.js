@@ -895,7 +895,9 @@ async function myRecord({ db, session, schema }) {
   return { template: "my_record.html", context: {
     resident, openings, names: session.names, categories: Object.keys(residentFields(schema).categories),
     purposes_known: session.own_record_purposes, needs, need_categories: session.need_categories,
-    need_values: { category: session.need_categories[0], description: "" }, need_errors: {} } };
+    spoken_languages: session.spoken_languages, need_hour_rows: session.need_hour_rows,
+    need_values: { category: session.need_categories[0], description: "", language: "", hours: [] },
+    need_errors: {} } };
 }
 
 // ---- matters and the ballot at the door (issue 15): server/web/matter_pages.py, for the grid worker's phone

@@ -34,6 +34,7 @@ from server.domain.errors import UserError, by_field
 from server.services import matching
 from server.store import queries
 from server.store.couch import Couch, get_many, iter_view_docs
+from server.web.forms import weekly_hours
 from server.web.need_pages import need_names
 
 Doc = dict[str, Any]
@@ -49,13 +50,9 @@ def _offer_values(form: FormData) -> dict[str, Any]:
     capacity = values["capacity"].strip()
     values["capacity"] = int(capacity) if capacity.isdigit() and len(capacity) < 4 else None
     values["skills"] = [s for s in re.split(r"[,，、]", values["skills"]) if s.strip()]
-    hours = []
-    for i in range(1, HOURS_ROWS + 1):
-        day, start, end = (str(form.get(f"{k}_{i}", "")).strip() for k in ("day", "start", "end"))
-        if day or start or end:
-            hours.append({"day": int(day) if day.isdigit() and len(day) < 3 else -1, "start": start, "end": end})
-    values["hours"] = hours
+    values["hours"] = weekly_hours(form, HOURS_ROWS)
     return values
+
 
 
 OFFER_DONE = {"saved": "offer_saved", "updated": "offer_updated", "withdrawn": "offer_withdrawn_done"}
