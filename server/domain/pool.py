@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,12 @@ IDLE_FLAG = 0.30  # idle more than this share of its usable hours …
 IDLE_MONTHS = 2  # … so many months running: flagged for the secretary
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # a venue's check-in code: no 0/O, 1/I, read off a wall and typed
 CODE_LENGTH = 12
+# A venue's code changes every day (`day_code`): one seen once checks in on that day only. Its resource carries the
+# hashes of the days' codes (`code_hashes`) from CODE_DAYS_KEPT days back (a phone offline that long still syncs
+# its check-in) to CODE_DAYS_AHEAD ahead (a phone offline that long still checks a code); the minute clock
+# renews them (server/services/pool.py renew_codes).
+CODE_DAYS_KEPT = 14
+CODE_DAYS_AHEAD = 7
 
 
 def slot_id(resource_id: str, start: dt.datetime) -> str:
@@ -39,6 +46,26 @@ def checkin_id(booking_id: str) -> str:
 
 def code_hash(code: str) -> str:
     return hashlib.sha256(code.strip().upper().encode()).hexdigest()
+
+
+def day_code(secret: str, day: dt.date) -> str:
+    """The venue's check-in code on one day (China time), derived from its secret (venue_code, never replicated):
+    the keeper's page shows today's; nobody can work out another day's from it."""
+    digest = hmac.new(secret.encode(), day.isoformat().encode(), hashlib.sha256).digest()
+    return "".join(CODE_ALPHABET[b % len(CODE_ALPHABET)] for b in digest[:CODE_LENGTH])  # 256 % 32 == 0: unbiased
+
+
+def code_hashes(secret: str, today: dt.date) -> list[Doc]:
+    """What a resource carries to check a day's code by: each day's code's hash, CODE_DAYS_KEPT back to
+    CODE_DAYS_AHEAD ahead."""
+    days = (today + dt.timedelta(days=n) for n in range(-CODE_DAYS_KEPT, CODE_DAYS_AHEAD + 1))
+    return [{"date": day.isoformat(), "hash": code_hash(day_code(secret, day))} for day in days]
+
+
+def codes_due(resource: Doc, today: dt.date) -> bool:
+    """Its code hashes end before CODE_DAYS_AHEAD days from today: time to renew them."""
+    last = max((h["date"] for h in resource.get("code_hashes") or []), default="")
+    return last < (today + dt.timedelta(days=CODE_DAYS_AHEAD)).isoformat()
 
 
 def booker_kinds(roles: Iterable[str], resident: bool) -> set[str]:
@@ -140,29 +167,37 @@ def descends_from(new: Doc, old: Doc) -> bool:
 
 def checkin_refusal(writer: str, staff: bool, checkin: Doc, booking: Doc | None, resource: Doc | None) -> \
         Refusal | None:
-    """Why this check-in may not be recorded; None if it may. A scan needs the venue's code (its hash is on the
-    resource) and the booker; the keeper (or grid staff) checks anyone in. It counts from `CHECKIN_EARLY` before
-    the booking starts until its grace period ends."""
+    """Why this check-in may not be recorded; None if it may. A scan needs the venue's code of the day it was made
+    (its hash is on the resource) and the booker; the keeper (or grid staff) checks anyone in. It counts from
+    `CHECKIN_EARLY` before the booking starts until its grace period ends."""
     if booking is None or resource is None or booking.get("type") != "booking" or booking.get("_deleted") \
             or booking.get("group") != booking.get("_id") or checkin.get("_id") != checkin_id(booking["_id"]) \
             or checkin.get("resource") != booking.get("resource") or resource.get("_id") != booking.get("resource"):
         return ("pool_checkin_booking", {})
     if booking.get("status") not in ("confirmed", "no_show"):  # a no-show marked before a late phone synced
         return ("pool_checkin_not_confirmed", {})
-    if checkin.get("method") == "scan":
-        if writer != booking.get("booked_by"):
-            return ("pool_checkin_not_yours", {})
-        if not resource.get("code_hash") or code_hash(str(checkin.get("code") or "")) != resource["code_hash"]:
-            return ("pool_checkin_code", {})
-    elif not (staff or writer in (resource.get("keepers") or [])):
-        return ("pool_checkin_not_keeper", {})
     try:
         at = dt.datetime.fromisoformat(checkin["created_at"])
     except (KeyError, TypeError, ValueError):
         at = None
+    if checkin.get("method") == "scan":
+        if writer != booking.get("booked_by"):
+            return ("pool_checkin_not_yours", {})
+        day = at.astimezone(LOCAL).date().isoformat() if at is not None and at.tzinfo is not None else ""
+        if not code_matches(resource, day, str(checkin.get("code") or "")):
+            return ("pool_checkin_code", {})
+    elif not (staff or writer in (resource.get("keepers") or [])):
+        return ("pool_checkin_not_keeper", {})
     if at is None or at.tzinfo is None or not checkin_open(booking, resource, at):
         return ("pool_checkin_window", {"minutes": resource["grace_minutes"]})
     return None
+
+
+def code_matches(resource: Doc, day: str, code: str) -> bool:
+    """`code` is the venue's code of `day` (YYYY-MM-DD, China time), as its resource's hashes say (pages.js checks
+    a scanned code the same way offline)."""
+    expected = next((h["hash"] for h in resource.get("code_hashes") or [] if h.get("date") == day), None)
+    return expected is not None and hmac.compare_digest(code_hash(code), str(expected))
 
 
 def checkin_open(booking: Doc, resource: Doc, at: dt.datetime) -> bool:

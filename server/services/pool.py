@@ -23,7 +23,7 @@ from server.domain.declaration import BOOKER_KINDS, RESOURCE_KINDS, RESOURCE_OWN
 from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
 from server.store import queries
-from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -38,37 +38,53 @@ class PoolError(UserError):
 
 # ---------------------------------------------------------------- resources
 
-def new_code() -> str:
-    return "".join(secrets.choice(rules.CODE_ALPHABET) for _ in range(rules.CODE_LENGTH))
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
 
 
-def resource_docs(resource: Doc, code: str, now: dt.datetime) -> list[Doc]:
-    """A resource with its check-in code's hash, and the code itself for its keeper (accounts database)."""
-    held = {**resource, "type": "resource", "code_hash": rules.code_hash(code)}
+def resource_docs(resource: Doc, secret: str, now: dt.datetime) -> list[Doc]:
+    """A resource with its daily check-in codes' hashes, and the codes' secret for its keeper (accounts database)."""
+    held = {**resource, "type": "resource",
+            "code_hashes": rules.code_hashes(secret, now.astimezone(rules.LOCAL).date())}
     venue = {"_id": "venue_code:" + resource["_id"].removeprefix("resource:"), "type": "venue_code",
              "street": resource["street"], "community": resource["community"], "resource": resource["_id"],
-             "code": code, "created_at": now.isoformat()}
+             "secret": secret, "created_at": now.isoformat()}
     validate(held)
     validate(venue)
     return [held, venue]
 
 
-def add_resource(couch: Couch, resource: Doc, now: dt.datetime, code: str | None = None) -> str:
-    """Store a resource (its routing, name, hours and rules given) with a new check-in code; the code."""
-    code = code or new_code()
-    held, venue = resource_docs(resource, code, now)
+def add_resource(couch: Couch, resource: Doc, now: dt.datetime, secret: str | None = None) -> str:
+    """Store a resource (its routing, name, hours and rules given) with a new secret for its daily check-in codes;
+    the secret."""
+    secret = secret or new_secret()
+    held, venue = resource_docs(resource, secret, now)
     couch.main.save(held)
     couch.accounts.save(venue)
-    return code
+    return secret
+
+
+def renew_codes(couch: Couch, now: dt.datetime) -> int:
+    """The minute clock's part: every resource whose code hashes run out within CODE_DAYS_AHEAD days gets the
+    hashes from CODE_DAYS_KEPT days back to CODE_DAYS_AHEAD ahead again (once a day each). How many."""
+    today = now.astimezone(rules.LOCAL).date()
+    due = [r for r in docs_of_type(couch.main, "resource") if rules.codes_due(r, today)]
+    secrets_ = get_many(couch.accounts, ["venue_code:" + r["_id"].removeprefix("resource:") for r in due])
+    renewed = [{**r, "code_hashes": rules.code_hashes(secrets_[v]["secret"], today)} for r in due
+               if (v := "venue_code:" + r["_id"].removeprefix("resource:")) in secrets_]
+    for doc in renewed:
+        validate(doc)
+    return sum(not r.error for r in bulk_save(couch.main, renewed)) if renewed else 0
 
 
 def resources_of(couch: Couch, community: str) -> list[Doc]:
     return sorted(iter_view_docs(couch.main, "linli/by_place", [community, "resource"]), key=lambda r: r["name"])
 
 
-def venue_code(couch: Couch, resource_id: str) -> str | None:
+def venue_code(couch: Couch, resource_id: str, now: dt.datetime) -> str | None:
+    """The venue's check-in code today (its keeper's page shows it, and its QR code)."""
     doc = get_or_none(couch.accounts, "venue_code:" + resource_id.removeprefix("resource:"))
-    return doc["code"] if doc else None
+    return rules.day_code(doc["secret"], now.astimezone(rules.LOCAL).date()) if doc else None
 
 
 def is_keeper(p: Principal, resource: Doc) -> bool:

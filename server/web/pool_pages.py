@@ -163,7 +163,7 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
             return {"hours": hours, "names": queries.user_names(couch, seen),
                     "to_approve": pool.to_approve(couch, resource) if keeper else [],
                     "conflicts": pool.conflicts_of(couch, resource) if keeper else [],
-                    "code": pool.venue_code(couch, resource["_id"]) if keeper else None}
+                    "code": pool.venue_code(couch, resource["_id"], now()) if keeper else None}
 
         context = await run_in_threadpool(gather)
         return render(request, "pool_resource.html", status, resource=resource, day=day, keeper=keeper,
