@@ -260,9 +260,11 @@ def test_a_year_of_venues_used_and_idle(pilot: list[dict], street: tuple[Couch, 
     assert {b["status"] for b in bookings} == {"confirmed", "no_show"} and {c["method"] for c in checkins} == {
         "scan", "keeper"}
     resources = {r["_id"]: r for r in _of(pilot, "resource")}
-    codes = {v["resource"]: v["code"] for v in _of(pilot, "venue_code")}
-    assert all(pool_rules.code_hash(c["code"]) == resources[c["resource"]]["code_hash"] for c in checkins
-               if c["method"] == "scan") and set(codes) == set(resources)
+    secret_of = {v["resource"]: v["secret"] for v in _of(pilot, "venue_code")}
+    bookings_by_id = {b["_id"]: b for b in bookings}
+    assert all(c["code"] == pool_rules.day_code(secret_of[c["resource"]], dt.datetime.fromisoformat(
+        bookings_by_id[c["booking"]]["slot_start"]).astimezone(pool_rules.LOCAL).date()) for c in checkins
+               if c["method"] == "scan") and set(secret_of) == set(resources)  # each by its day's code
     assert all(len({b["date"] for b in r["blackouts"]}) < len(r["blackouts"]) for r in resources.values())
     couch, client = street
     for c in (1, 2):

@@ -1,16 +1,15 @@
 """Matching in Chromium against `linli serve` on the demo (issue 17, item 4), in community 4's grid 3 (grid 18):
 a volunteer offers an hour of company on Saturdays; the grid worker gives a resident an account, the resident
-says what they need on their own page; the grid worker runs the matcher and sees the proposal with its factors;
-the resident accepts it on their phone, the volunteer accepts it (seeing no name or address until then), the
-match holds and becomes the volunteer's task; they mark it done and claim the hours in the time bank. The
-secretary sees the needs nobody could be matched to, each with its reasons.
+says what they need on their own page (the language they speak, Saturday morning); the grid worker runs the
+matcher and sees the proposal with its factors; the resident accepts it on their phone, the volunteer accepts it
+(seeing no name or address until then), the match holds and becomes the volunteer's task; they mark it done and
+claim the hours in the time bank. The secretary sees the needs nobody could be matched to, each with its reasons.
 
 One server for the session (tests/journeys.py). Screenshots: test-output/journeys/matching/.
 """
 
 from __future__ import annotations
 
-import random
 import re
 import secrets
 
@@ -47,12 +46,7 @@ def test_a_need_is_proposed_both_sides_accept_it_is_done_and_the_hours_claimed(
 
     # The grid worker gives a resident of the grid an account; the resident says what they need.
     worker = Person(journey_browser, journey_served, "wangge18", role="matching")
-    worker.go(f"grids/{GRID}")
-    rows = worker.row("#households", "")
-    rows.nth(random.Random(tail).randrange(3, rows.count())).click()
-    worker.page.wait_for_load_state()
-    worker.act("生成激活码")
-    code = worker.page.locator("#activation-code").inner_text().replace(" ", "")
+    code = worker.issue_activation_code([f"household:c4-g03-{h:04d}" for h in range(4, 9)]).code
     resident_name = worker.page.locator("h1").inner_text().split(" · ", 1)[1]
     resident = journey_browser.new_context(viewport=PHONE, locale="zh-CN", service_workers="block")
     page = resident.new_page()
@@ -66,6 +60,10 @@ def test_a_need_is_proposed_both_sides_accept_it_is_done_and_the_hours_claimed(
     page.goto(journey_served.url + "needs")
     page.select_option("#need-category", "companionship")
     page.fill("#need-description", f"一个人在家闷，想找人聊天{tail}")
+    page.select_option("#need-language", "putonghua")  # what they speak, and when help suits them: the matcher
+    page.select_option("#needs select[name=day_1]", "5")  # finds the 2 hours in common with the offer below
+    page.fill("#needs input[name=start_1]", "08:00")
+    page.fill("#needs input[name=end_1]", "12:00")
     page.click("#needs form button[type=submit]")
     page.wait_for_url(re.compile(r"/#needs$"))
 

@@ -323,3 +323,66 @@ def test_a_resident_offers_help_in_their_grid_and_sees_only_their_own_offer(stre
     page = client.get("/offers").text
     assert "退休教师辅导作业" in page and "志愿者的服务" not in page  # a resident's account names no community
     logout(client)
+
+
+def test_the_keeper_edits_and_withdraws_an_offer_and_its_waiting_proposals_go_with_it(street: Couch,
+                                                                                     client: TestClient) -> None:
+    login(client, "volunteer1")
+    assert offer(client).status_code == 303
+    (made,) = docs_of(street, "offer")
+    key = made["_id"][6:]
+    assert f'/offers/{key}/edit' in client.get("/offers").text
+    before = street.main.get(made["_id"])["_rev"]
+    bad = post_form(client, f"/offers/{key}/edit", {"title": "", "help_kind": "shopping", "languages": "putonghua",
+                                                    "capacity": "99"})
+    assert bad.status_code == 400 and "1 到 20" in bad.text and street.main.get(made["_id"])["_rev"] == before
+    edited = post_form(client, f"/offers/{key}/edit", {"title": "周二晚上帮忙买菜", "help_kind": "shopping",
+                                                       "languages": "putonghua", "capacity": "1", "day_1": "1",
+                                                       "start_1": "18:00", "end_1": "20:00"})
+    assert edited.status_code == 303 and edited.headers["location"] == "/offers?done=updated"
+    now = street.main.get(made["_id"])
+    assert (now["title"], now["capacity"], now["hours"], now["keeper"], now["grid"], now["created_at"]) == (
+        "周二晚上帮忙买菜", 1, [{"day": 1, "start": "18:00", "end": "20:00"}], "user:volunteer1", G1,
+        made["created_at"]) and "building" not in now
+    logout(client)
+    login(client, "volunteer2")  # not theirs: as if there were no such offer, nothing changed
+    assert client.get(f"/offers/{key}/edit").status_code == 404
+    assert post_form(client, f"/offers/{key}/withdraw", {}).status_code == 404
+    logout(client)
+    run_matcher(client)
+    (proposal,) = docs_of(street, "match")
+    assert proposal["status"] == "proposed"
+    login(client, "volunteer1")
+    assert post_form(client, f"/offers/{key}/withdraw", {}).headers["location"] == "/offers?done=withdrawn"
+    assert street.main.get(made["_id"])["status"] == "withdrawn"
+    assert street.main.get(proposal["_id"])["status"] == "withdrawn"  # the resident sees it withdrawn, not gone
+    assert client.get(f"/offers/{key}/edit").status_code == 409  # a withdrawn offer is not edited
+    logout(client)
+
+
+def test_the_keeper_marks_an_organisations_accepted_match_done_and_the_need_is_done(street: Couch,
+                                                                                     client: TestClient) -> None:
+    street.main.save({"_id": "organisation:c1-shop", "type": "organisation", "street": STREET, "community": C1,
+                      "name": "社区超市", "kind": "firm"})
+    login(client, "secretary1")
+    assert offer(client, organisation="organisation:c1-shop", title="超市送菜上门").status_code == 303
+    logout(client)
+    run_matcher(client)
+    (match,) = docs_of(street, "match")
+    key = match["_id"][6:]
+    login(client, "secretary1")
+    early = post_form(client, f"/matches/{key}/done", {})  # not accepted yet: refused by name, nothing changes
+    assert early.status_code == 409 and "只有已成功" in early.text
+    assert post_form(client, f"/matches/{key}/accept", {}).status_code == 303
+    logout(client)
+    login(client, "jumin1")
+    assert post_form(client, f"/matches/{key}/accept", {}).status_code == 303
+    assert post_form(client, f"/matches/{key}/done", {}).status_code == 404  # the need's side does not say done
+    logout(client)
+    login(client, "secretary1")
+    assert 'action="/matches/' + key + '/done"' in client.get("/matches").text
+    assert post_form(client, f"/matches/{key}/done", {}).headers["location"] == "/matches?done=given"
+    assert street.main.get(match["_id"])["status"] == "done" and street.main.get("need:n1")["status"] == "done"
+    twice = post_form(client, f"/matches/{key}/done", {})
+    assert twice.status_code == 409
+    logout(client)

@@ -126,3 +126,25 @@ def test_a_visit_answers_a_need_and_its_notes_show_on_the_household_page(web: Te
     assert 'name="need"' not in web.get(f"/households/{HOUSEHOLD}/visits/new", params={"need": f"need:{key}"}).text
     assert 'name="need"' not in web.get("/households/household:c1-g01-0003/visits/new",
                                         params={"need": f"need:{key}"}).text
+
+
+def test_a_resident_says_their_language_and_when_help_suits_them(web: TestClient, demo_loaded: Couch) -> None:
+    as_user(web, "jumin1")
+    page = web.get("/needs").text
+    assert 'name="language"' in page and 'name="day_2"' in page
+    description = "周二上午陪我去医院 L5"
+    bad = post(web, "/needs", category="medical_escort", description=description, language="klingon",
+               day_1="1", start_1="11:00", end_1="09:00")
+    assert bad.status_code == 400 and "结束（09:00）要晚于开始（11:00）" in bad.text and "至少选择一种语言" in bad.text
+    assert 'value="11:00"' in bad.text  # what was typed is shown again
+    made = post(web, "/needs", category="medical_escort", description=description, language="local_dialect",
+                day_1="1", start_1="08:00", end_1="11:00")
+    assert made.status_code == 303
+    (need,) = [n for n in iter_view_docs(demo_loaded.main, "linli/by_place", [HOUSEHOLD, "need"])
+               if n["description"] == description]  # one: the refused one was not stored
+    assert (need["language"], need["hours"]) == ("local_dialect", [{"day": 1, "start": "08:00", "end": "11:00"}])
+    plain = "帮忙换灯泡 L5"
+    assert post(web, "/needs", category="home_repair", description=plain).status_code == 303
+    (need,) = [n for n in iter_view_docs(demo_loaded.main, "linli/by_place", [HOUSEHOLD, "need"])
+               if n["description"] == plain]
+    assert "language" not in need and "hours" not in need  # not said: any language, any time

@@ -614,7 +614,10 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
                      "open_hours": [{"weekday": d, "opens": 0, "closes": 24} for d in range(7)],
                      "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"], "book_ahead_days": 30,
                      "max_hours": 3, "approval": False, "grace_minutes": 15,
-                     "code_hash": hashlib.sha256(HALL_CODE.encode()).hexdigest(),
+                     # The day's code the check-ins scan (the same each day here: pool.day_code rotates it; that
+                     # a code of another day is refused is tests/test_pool.py's)
+                     "code_hashes": [{"date": (STARTED + dt.timedelta(days=n)).date().isoformat(),
+                                      "hash": hashlib.sha256(HALL_CODE.encode()).hexdigest()} for n in (-1, 0, 1)],
                      "created_by": SECRETARY[c], "created_at": _ago(days=100)})
     for person in sorted({*WORKER.values(), *VOLUNTEER.values(), *SECRETARY.values()}):
         booking = booking_of(person)

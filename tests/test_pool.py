@@ -110,14 +110,30 @@ def test_two_idle_months_flag_one_does_not() -> None:
     assert rules.suggestion({**res, "who_may_book": ["secretary"]}, [october_idle]) == "pool_suggest_open"
 
 
-def test_a_check_in_needs_the_venues_code_and_its_time() -> None:
-    res = {**resource(), "code_hash": rules.code_hash("ABCDEFGH2345")}
+SECRET = "the hall's secret"
+TODAYS_CODE = rules.day_code(SECRET, dt.date(2026, 12, 1))
+
+
+def test_a_check_in_needs_the_venues_code_of_the_day_and_its_time() -> None:
+    res = {**resource(), "code_hashes": rules.code_hashes(SECRET, dt.date(2026, 11, 30))}
     first = slot(res, at(1, 10))
     checkin = {"_id": rules.checkin_id(first["_id"]), "resource": res["_id"], "booking": first["_id"],
-               "method": "scan", "code": "abcdefgh2345", "created_by": VOLUNTEER, "created_at": at(1, 10).isoformat()}
+               "method": "scan", "code": TODAYS_CODE.lower(), "created_by": VOLUNTEER,
+               "created_at": at(1, 10).isoformat()}
     assert rules.checkin_refusal(VOLUNTEER, False, checkin, first, res) is None
     assert rules.checkin_refusal(VOLUNTEER, False, {**checkin, "code": "ABCDEFGH2346"}, first,
                                  res)[0] == "pool_checkin_code"
+    # A code seen once checks in on its day only: yesterday's, tomorrow's, a day beyond the hashes' reach.
+    for day in (dt.date(2026, 11, 30), dt.date(2026, 12, 2), dt.date(2027, 1, 1)):
+        other = rules.day_code(SECRET, day)
+        assert other != TODAYS_CODE and rules.checkin_refusal(VOLUNTEER, False, {**checkin, "code": other}, first,
+                                                              res)[0] == "pool_checkin_code", day
+        later = slot(res, dt.datetime.combine(day, dt.time(10), rules.LOCAL))
+        on_its_day = {**checkin, "_id": rules.checkin_id(later["_id"]), "booking": later["_id"], "code": other,
+                      "created_at": later["slot_start"]}
+        assert (rules.checkin_refusal(VOLUNTEER, False, on_its_day, later, res) is None) == (
+            day <= dt.date(2026, 11, 30) + dt.timedelta(days=rules.CODE_DAYS_AHEAD)), day
+    assert len({rules.day_code(SECRET, dt.date(2026, 1, 1) + dt.timedelta(days=n)) for n in range(365)}) == 365
     assert rules.checkin_refusal(WORKER, True, checkin, first, res)[0] == "pool_checkin_not_yours"
     late = {**checkin, "created_at": at(1, 10).replace(minute=16).isoformat()}
     assert rules.checkin_refusal(VOLUNTEER, False, late, first, res)[0] == "pool_checkin_window"
@@ -140,7 +156,7 @@ def stored(couch: Couch) -> dict[str, str]:
 @pytest.fixture(name="hall")
 def hall_fixture(demo_loaded: Couch) -> Doc:
     res = resource()
-    pool.add_resource(demo_loaded, res, NOW, code="ABCDEFGH2345")
+    pool.add_resource(demo_loaded, res, NOW, secret=SECRET)
     return demo_loaded.main.get(res["_id"])
 
 
@@ -195,8 +211,8 @@ def test_check_in_by_code_counts_as_use_a_forged_code_does_not(demo_loaded: Couc
     with pytest.raises(pool.PoolError) as refused:
         pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", "ZZZZZZZZZZZZ", at(1, 9))
     assert refused.value.errors[0].key == "pool_checkin_code" and stored(demo_loaded) == before
-    assert pool.venue_code(demo_loaded, hall["_id"]) == "ABCDEFGH2345"
-    pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", "abcdefgh2345", at(1, 9).replace(minute=5))
+    assert pool.venue_code(demo_loaded, hall["_id"], at(1, 9)) == TODAYS_CODE
+    pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", TODAYS_CODE.lower(), at(1, 9).replace(minute=5))
     assert pool.sweep_no_shows(demo_loaded, at(1, 10)) == 0
     assert pool.slot_uses(demo_loaded, C1)[hall["_id"]] == {"2026120109": "used"}
     [row] = [r for r in pool.board(demo_loaded, C1, at(1, 12) + dt.timedelta(days=31), months=1)
@@ -262,5 +278,10 @@ def test_a_forged_check_in_code_is_refused_at_sync(gateway_url: str, demo_loaded
     phone = login(gateway_url, "zhiyuan01a", PASSWORD)
     [refused] = push(gateway_url, phone, [offline(checkin, "d")])
     assert refused["error"] == "forbidden" and "Wrong check-in code" in refused["reason"], refused
-    assert push(gateway_url, phone, [offline({**checkin, "code": "ABCDEFGH2345"}, "e")]) == []
+    yesterday = rules.day_code(SECRET, start.date() - dt.timedelta(days=1))  # seen once: not today's
+    [refused] = push(gateway_url, phone, [offline({**checkin, "code": yesterday}, "e")])
+    assert refused["error"] == "forbidden" and "Wrong check-in code" in refused["reason"], refused
+    pool.renew_codes(demo_loaded, now)  # the hall was made at NOW (1 December 2026): renewed to reach today
+    today = rules.day_code(SECRET, now.date())
+    assert push(gateway_url, phone, [offline({**checkin, "code": today}, "f")]) == []
     assert demo_loaded.main.get(checkin["_id"])["method"] == "scan"

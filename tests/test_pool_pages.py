@@ -21,12 +21,12 @@ from server.services.demo import STREET_ID
 from server.store.couch import Couch
 
 from . import street
-from .street import csrf_of
+from .street import TINY_PNG, csrf_of
 
 PASSWORD = "demo-password"
 ZH = translator("zh")
 C1 = "community:c1"
-CODE = "KLMNPQRS2345"
+SECRET = "a hall's secret"
 Doc = dict[str, Any]
 
 
@@ -42,7 +42,7 @@ def hall(couch: Couch, **rules_: Any) -> Doc:
            "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"], "book_ahead_days": 14,
            "max_hours": 3, "approval": False, "grace_minutes": 15, "keepers": ["user:wangge01"],
            "created_by": "user:shuji1", "created_at": now.isoformat(), **rules_}
-    pool.add_resource(couch, doc, now, code=CODE)
+    pool.add_resource(couch, doc, now, secret=SECRET)
     return doc
 
 
@@ -98,6 +98,7 @@ def test_the_keeper_approves_and_the_booker_checks_in_by_the_venues_code(web: Te
     key = room["_id"][9:]
     street.as_user(web, "jumin1", PASSWORD)
     now = dt.datetime.now(rules.LOCAL)
+    code = rules.day_code(SECRET, now.date())  # today's code: it changes daily
     hour = now.hour if now.minute < 10 else None
     day = now.date().isoformat() if hour is not None else tomorrow()
     assert book(web, room, day, hour=str(hour if hour is not None else 10)).headers["location"].endswith(
@@ -108,19 +109,20 @@ def test_the_keeper_approves_and_the_booker_checks_in_by_the_venues_code(web: Te
                                                     "csrf_token": csrf_of(web, "/pool")}).status_code == 403
     street.as_user(web, "wangge01", PASSWORD)  # the keeper
     keeper_page = web.get(f"/pool/r/{key}").text
-    assert first["_id"] in keeper_page and CODE in keeper_page  # to approve, and the venue's code to post
+    assert first["_id"] in keeper_page and code in keeper_page  # to approve, and the venue's code to post
     answer = web.post(f"/pool/r/{key}/approve", data={"booking": first["_id"], "csrf_token": csrf_of(web, "/pool")})
     assert answer.status_code == 303 and demo_loaded.main.get(first["_id"])["status"] == "confirmed"
     street.as_user(web, "jumin1", PASSWORD)
-    scanned = web.get(f"/pool/checkin?resource={room['_id']}&code={CODE}")
+    scanned = web.get(f"/pool/checkin?resource={room['_id']}&code={code}")
     assert scanned.status_code == 200
     if hour is None:  # too early to check in to tomorrow's booking: the page says there is none now
         assert ZH("pool_checkin_none") in scanned.text
         return
-    forged = web.post("/pool/checkin", data={"resource": room["_id"], "booking": first["_id"], "code": "WRONG2345678",
+    yesterday = rules.day_code(SECRET, now.date() - dt.timedelta(days=1))
+    forged = web.post("/pool/checkin", data={"resource": room["_id"], "booking": first["_id"], "code": yesterday,
                                              "csrf_token": csrf_of(web, "/pool")})
     assert forged.status_code == 400 and ZH("pool_checkin_code") in forged.text
-    done = web.post("/pool/checkin", data={"resource": room["_id"], "booking": first["_id"], "code": CODE,
+    done = web.post("/pool/checkin", data={"resource": room["_id"], "booking": first["_id"], "code": code,
                                            "csrf_token": csrf_of(web, "/pool")})
     assert done.status_code == 303 and demo_loaded.main.get(rules.checkin_id(first["_id"]))["method"] == "scan"
 
@@ -140,3 +142,53 @@ def test_the_board_flags_an_idle_resource_and_its_csv_speaks_chinese(web: TestCl
     street.as_user(web, "shuji2", PASSWORD)
     assert room["_id"] not in web.get("/pool/board").text  # another community's board
     assert web.get(f"/pool/r/{room['_id'][9:]}").status_code == 404
+
+
+def resource_form(**given: str) -> dict[str, str]:
+    """The resource form as a person fills it: open 9-17 on weekdays, two blackouts on one day."""
+    return {"name": f"会议室 {uuid.uuid4().hex[:4]}", "kind": "room", "owner_kind": "school", "place": "第一小学",
+            "capacity": "30", **{f"opens_{d}": "9" for d in range(5)}, **{f"closes_{d}": "17" for d in range(5)},
+            "blackouts": "2026-12-05 9-11 考试\n2026-12-05 14-16 家长会", "who_may_book": "resident",
+            "book_ahead_days": "7", "max_hours": "2", "grace_minutes": "10", "approval": "yes", **given}
+
+
+def test_the_secretary_adds_a_resource_with_a_photo_and_its_keeper_edits_it(web: TestClient,
+                                                                            demo_loaded: Couch) -> None:
+    street.as_user(web, "zhiyuan01a", PASSWORD)  # a volunteer adds nothing
+    assert web.get("/pool/new").status_code == 403
+    street.as_user(web, "shuji1", PASSWORD)
+    assert 'href="/pool/new"' in web.get("/pool").text
+    before = stored(demo_loaded)
+    bad = resource_form(name="", kind="castle", capacity="0", opens_0="18", blackouts="明天 9-12",
+                        who_may_book="mayor", max_hours="x")
+    answer = web.post("/pool/new", data={**bad, "csrf_token": csrf_of(web, "/pool/new")},
+                      files={"photo": ("hall.png", b"<html><script>x</script>", "image/png")})
+    assert answer.status_code == 400
+    for message in (ZH("pool_form_text", max=100), ZH("pool_form_choice"), ZH("pool_form_number", min=1, max=10000),
+                    ZH("pool_form_hours"), ZH("pool_form_blackouts", lines="1"), ZH("pool_form_who"),
+                    ZH("pool_form_number", min=1, max=24), ZH("pool_form_photo_not_image")):
+        assert message in answer.text, message
+    assert stored(demo_loaded) == before  # nothing stored changed
+    good = resource_form()
+    answer = web.post("/pool/new", data={**good, "csrf_token": csrf_of(web, "/pool/new")},
+                      files={"photo": ("hall.png", TINY_PNG, "image/png")})
+    assert answer.status_code == 303 and answer.headers["location"].endswith("done=saved")
+    key = answer.headers["location"].split("/pool/r/")[1].split("?")[0]
+    saved = demo_loaded.main.get("resource:" + key)
+    assert saved["community"] == C1 and len(saved["code_hashes"]) == 22 and saved["approval"] is True
+    assert rules.blocked_hours_on(saved, dt.date(2026, 12, 5)).keys() == {9, 10, 14, 15}  # both blackouts
+    assert [h["weekday"] for h in saved["open_hours"]] == [0, 1, 2, 3, 4]
+    photo = web.get(f"/pool/r/{key}/photo")
+    assert photo.status_code == 200 and photo.content == TINY_PNG and photo.headers["content-type"] == "image/png"
+    assert pool.venue_code(demo_loaded, saved["_id"], dt.datetime.now(rules.LOCAL))  # a new one has its codes
+    room = hall(demo_loaded)  # kept by wangge01: the keeper edits theirs
+    street.as_user(web, "wangge01", PASSWORD)
+    edit, hashes = f"/pool/r/{room['_id'][9:]}/edit", demo_loaded.main.get(room["_id"])["code_hashes"]
+    assert room["place"] in web.get(edit).text
+    answer = web.post(edit, data={**resource_form(name=room["name"], place="二楼"), "csrf_token": csrf_of(web, edit)})
+    assert answer.status_code == 303
+    edited = demo_loaded.main.get(room["_id"])
+    assert edited["place"] == "二楼" and edited["keepers"] == ["user:wangge01"] and edited["code_hashes"] == hashes
+    assert web.get(f"/pool/r/{key}/edit").status_code == 403  # not the keeper of the secretary's new one
+    street.as_user(web, "shuji2", PASSWORD)  # another community's secretary does not see it
+    assert web.get(edit).status_code == 404

@@ -897,7 +897,9 @@ async function myRecord({ db, session, schema }) {
   return { template: "my_record.html", context: {
     resident, openings, names: session.names, categories: Object.keys(residentFields(schema).categories),
     purposes_known: session.own_record_purposes, needs, need_categories: session.need_categories,
-    need_values: { category: session.need_categories[0], description: "" }, need_errors: {} } };
+    spoken_languages: session.spoken_languages, need_hour_rows: session.need_hour_rows,
+    need_values: { category: session.need_categories[0], description: "", language: "", hours: [] },
+    need_errors: {} } };
 }
 
 // ---- matters and the ballot at the door (issue 15): server/web/matter_pages.py, for the grid worker's phone
@@ -1036,6 +1038,15 @@ async function sha256Hex(text) {
 
 const checkinId = (bookingId) => `checkin:${bookingId.slice("booking:".length)}`;
 
+// pool.code_matches: the venue's code changes daily; the resource carries each day's code's hash, and a scan
+// counts only with the code of the day it is made (China time: the session's time zone).
+const todayIn = (timeZone) => new Intl.DateTimeFormat("en-CA", { timeZone }).format(new Date());
+
+async function codeMatches(resource, day, code) {
+  const expected = (resource.code_hashes || []).find((h) => h.date === day);
+  return Boolean(expected) && await sha256Hex(code.trim().toUpperCase()) === expected.hash;
+}
+
 // pool.checkable: my confirmed bookings of this resource, not yet checked in, whose check-in window is open now.
 async function checkable(db, session, resource) {
   const now = Date.now();
@@ -1062,7 +1073,7 @@ async function poolCheckin({ db, session, query, form, method }) {
   if (!booking) {
     return page({ "(form)": fieldError("pool_checkin_window", { minutes: resource.grace_minutes }) }, 400);
   }
-  if (!resource.code_hash || await sha256Hex(code.trim().toUpperCase()) !== resource.code_hash) {
+  if (!await codeMatches(resource, todayIn(session.time_zone), code)) {
     return page({ code: fieldError("pool_checkin_code", {}) }, 400);
   }
   await db.put({ _id: checkinId(booking._id), type: "checkin", street: resource.street, community: resource.community,

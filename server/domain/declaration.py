@@ -207,7 +207,7 @@ SPOKEN_LANGUAGES = ("putonghua", "local_dialect", "english", "sign_language")
 OFFER_STATES = ("active", "withdrawn")
 # A match is proposed to both sides; accepted once both accept, declined once either declines, withdrawn when the
 # need was matched with another offer or the offer withdrawn.
-MATCH_STATES = ("proposed", "accepted", "declined", "withdrawn")
+MATCH_STATES = ("proposed", "accepted", "declined", "withdrawn", "done")  # done: an organisation's help given
 MATCH_ANSWERS = ("waiting", "accepted", "declined")
 WEEKLY_HOURS_SHAPE = (("day", "int"), ("start", "text"), ("end", "text"))
 # Supervision and evaluation (issue 18; server/services/evaluation.py, mediation.py, survey.py).
@@ -978,9 +978,11 @@ DOC_TYPES: dict[str, DocType] = {
             "approval": Field("bool", Category.SYSTEM, required=True),  # the keeper approves each booking
             "grace_minutes": Field("int", Category.SYSTEM, required=True),  # no check-in by then: a no-show
             "keepers": Field("list", Category.SYSTEM, ref="user"),  # who approves and checks people in
-            # The venue's check-in code, as its SHA-256: a phone checks a scanned code against it offline and the
-            # sync gateway refuses a forged one; the code itself is the keeper's (venue_code, never replicated).
-            "code_hash": _text(Category.SYSTEM, max_length=64, server_only=True),
+            # The venue's check-in code changes daily (server/domain/pool.py day_code): each day's code as its SHA-256,
+            # two weeks back to a week ahead. A phone checks a scanned code against its day's offline and the sync
+            # gateway refuses a forged or another day's; the codes' secret is the keeper's (venue_code, not replicated).
+            "code_hashes": Field("records", Category.SYSTEM, server_only=True, max_items=60, shape=(
+                ("date", "date"), ("hash", "text"))),
             **_WHO_WHEN,
         }, label_zh="资源", label_en="Resource"),
         DocType("booking", Scope.COMMUNITY, {
@@ -1012,10 +1014,10 @@ DOC_TYPES: dict[str, DocType] = {
             **_WHO_WHEN,
         }, label_zh="签到", label_en="Check-in", client_writable=True),
         DocType("venue_code", Scope.COMMUNITY, {
-            # The check-in code printed at the venue (its QR code opens /pool/checkin?code=…): the keeper's
-            # pages show it; phones hold only its hash (resource.code_hash).
+            # The secret each day's check-in code is derived from (pool.day_code): the keeper's page shows today's
+            # code and its QR (opening /pool/checkin?code=…); phones hold only the codes' hashes (resource.code_hashes).
             "resource": _ref("resource", required=True),
-            "code": _text(Category.SYSTEM, required=True, max_length=64),
+            "secret": _text(Category.SYSTEM, required=True, max_length=64),
             "created_at": Field("datetime", required=True),
         }, database=ACCOUNTS_DB, label_zh="签到码", label_en="Check-in code"),
         # ---- matching needs to offers of help (issue 17, item 4; server/services/matching.py)

@@ -61,6 +61,7 @@ class PhotoLimit:
 PHOTO_LIMITS = {
     "service_request": PhotoLimit(max_bytes=5 * 1024 * 1024, max_count=3),  # the reporter's evidence
     "visit": PhotoLimit(max_bytes=10 * 1024 * 1024, max_count=1),  # one from the camera, full size
+    "resource": PhotoLimit(max_bytes=2 * 1024 * 1024, max_count=1),  # what a venue looks like (issue 17)
 }
 
 

@@ -165,7 +165,7 @@ class Record:
             if m["status"] in LIVE_STATES and m["_id"] not in finished:
                 record.taken[m["offer"]] += 1
                 record.live[m["need"]] += 1
-            if m["status"] == "accepted":
+            if m["status"] in ("accepted", "done"):  # done: an organisation's help given, a use all the same
                 record.used[m["keeper"]] += 1
             if m.get("provider_answer") == "accepted":
                 record.agreed[m["keeper"]] += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,12 @@ IDLE_FLAG = 0.30  # idle more than this share of its usable hours …
 IDLE_MONTHS = 2  # … so many months running: flagged for the secretary
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # a venue's check-in code: no 0/O, 1/I, read off a wall and typed
 CODE_LENGTH = 12
+# A venue's code changes every day (`day_code`): one seen once checks in on that day only. Its resource carries the
+# hashes of the days' codes (`code_hashes`) from CODE_DAYS_KEPT days back (a phone offline that long still syncs
+# its check-in) to CODE_DAYS_AHEAD ahead (a phone offline that long still checks a code); the minute clock
+# renews them (server/services/pool.py renew_codes).
+CODE_DAYS_KEPT = 14
+CODE_DAYS_AHEAD = 7
 
 
 def slot_id(resource_id: str, start: dt.datetime) -> str:
@@ -39,6 +46,26 @@ def checkin_id(booking_id: str) -> str:
 
 def code_hash(code: str) -> str:
     return hashlib.sha256(code.strip().upper().encode()).hexdigest()
+
+
+def day_code(secret: str, day: dt.date) -> str:
+    """The venue's check-in code on one day (China time), derived from its secret (venue_code, never replicated):
+    the keeper's page shows today's; nobody can work out another day's from it."""
+    digest = hmac.new(secret.encode(), day.isoformat().encode(), hashlib.sha256).digest()
+    return "".join(CODE_ALPHABET[b % len(CODE_ALPHABET)] for b in digest[:CODE_LENGTH])  # 256 % 32 == 0: unbiased
+
+
+def code_hashes(secret: str, today: dt.date) -> list[Doc]:
+    """What a resource carries to check a day's code by: each day's code's hash, CODE_DAYS_KEPT back to
+    CODE_DAYS_AHEAD ahead."""
+    days = (today + dt.timedelta(days=n) for n in range(-CODE_DAYS_KEPT, CODE_DAYS_AHEAD + 1))
+    return [{"date": day.isoformat(), "hash": code_hash(day_code(secret, day))} for day in days]
+
+
+def codes_due(resource: Doc, today: dt.date) -> bool:
+    """Its code hashes end before CODE_DAYS_AHEAD days from today: time to renew them."""
+    last = max((h["date"] for h in resource.get("code_hashes") or []), default="")
+    return last < (today + dt.timedelta(days=CODE_DAYS_AHEAD)).isoformat()
 
 
 def booker_kinds(roles: Iterable[str], resident: bool) -> set[str]:
@@ -140,29 +167,37 @@ def descends_from(new: Doc, old: Doc) -> bool:
 
 def checkin_refusal(writer: str, staff: bool, checkin: Doc, booking: Doc | None, resource: Doc | None) -> \
         Refusal | None:
-    """Why this check-in may not be recorded; None if it may. A scan needs the venue's code (its hash is on the
-    resource) and the booker; the keeper (or grid staff) checks anyone in. It counts from `CHECKIN_EARLY` before
-    the booking starts until its grace period ends."""
+    """Why this check-in may not be recorded; None if it may. A scan needs the venue's code of the day it was made
+    (its hash is on the resource) and the booker; the keeper (or grid staff) checks anyone in. It counts from
+    `CHECKIN_EARLY` before the booking starts until its grace period ends."""
     if booking is None or resource is None or booking.get("type") != "booking" or booking.get("_deleted") \
             or booking.get("group") != booking.get("_id") or checkin.get("_id") != checkin_id(booking["_id"]) \
             or checkin.get("resource") != booking.get("resource") or resource.get("_id") != booking.get("resource"):
         return ("pool_checkin_booking", {})
     if booking.get("status") not in ("confirmed", "no_show"):  # a no-show marked before a late phone synced
         return ("pool_checkin_not_confirmed", {})
-    if checkin.get("method") == "scan":
-        if writer != booking.get("booked_by"):
-            return ("pool_checkin_not_yours", {})
-        if not resource.get("code_hash") or code_hash(str(checkin.get("code") or "")) != resource["code_hash"]:
-            return ("pool_checkin_code", {})
-    elif not (staff or writer in (resource.get("keepers") or [])):
-        return ("pool_checkin_not_keeper", {})
     try:
         at = dt.datetime.fromisoformat(checkin["created_at"])
     except (KeyError, TypeError, ValueError):
         at = None
+    if checkin.get("method") == "scan":
+        if writer != booking.get("booked_by"):
+            return ("pool_checkin_not_yours", {})
+        day = at.astimezone(LOCAL).date().isoformat() if at is not None and at.tzinfo is not None else ""
+        if not code_matches(resource, day, str(checkin.get("code") or "")):
+            return ("pool_checkin_code", {})
+    elif not (staff or writer in (resource.get("keepers") or [])):
+        return ("pool_checkin_not_keeper", {})
     if at is None or at.tzinfo is None or not checkin_open(booking, resource, at):
         return ("pool_checkin_window", {"minutes": resource["grace_minutes"]})
     return None
+
+
+def code_matches(resource: Doc, day: str, code: str) -> bool:
+    """`code` is the venue's code of `day` (YYYY-MM-DD, China time), as its resource's hashes say (pages.js checks
+    a scanned code the same way offline)."""
+    expected = next((h["hash"] for h in resource.get("code_hashes") or [] if h.get("date") == day), None)
+    return expected is not None and hmac.compare_digest(code_hash(code), str(expected))
 
 
 def checkin_open(booking: Doc, resource: Doc, at: dt.datetime) -> bool:
@@ -242,3 +277,68 @@ def suggestion(resource: Doc, months: list[Month]) -> str:
     if set(resource["who_may_book"]) != {"resident", "volunteer", "grid_worker", "secretary"}:
         return "pool_suggest_open"
     return "pool_suggest_hours"
+
+
+# ---------------------------------------------------------------- a resource as its keeper describes it
+
+RESOURCE_NUMBERS = {  # field: (least, most) a resource's form accepts
+    "capacity": (1, 10000), "book_ahead_days": (1, 365), "max_hours": (1, 24), "grace_minutes": (0, 240)}
+
+
+def parse_blackouts(text: str) -> tuple[list[Doc], list[int]]:
+    """A blackout per line as people type it: "2026-12-05 9-12 检修" (date, hours from-to, why, optional).
+    The records, and the numbers (from 1) of the lines that are not one."""
+    records: list[Doc] = []
+    bad: list[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.replace("–", "-").split(maxsplit=2)
+        if not parts:
+            continue
+        try:
+            day = dt.date.fromisoformat(parts[0])
+            start, end = (int(h) for h in parts[1].split("-"))
+        except (IndexError, ValueError):
+            bad.append(number)
+            continue
+        if not 0 <= start < end <= 24:
+            bad.append(number)
+            continue
+        records.append({"date": day.isoformat(), "from_hour": start, "to_hour": end,
+                        **({"reason": parts[2].strip()[:100]} if len(parts) > 2 and parts[2].strip() else {})})
+    return records, bad
+
+
+def blackouts_text(resource: Doc) -> str:
+    """The blackouts as the form shows them again (parse_blackouts reads it back)."""
+    return "\n".join(f"{b['date']} {b['from_hour']}-{b['to_hour']}" + (f" {b['reason']}" if b.get("reason") else "")
+                     for b in resource.get("blackouts") or [])
+
+
+def resource_problems(values: Doc, kinds: tuple[str, ...], owners: tuple[str, ...], bookers: tuple[str, ...]) \
+        -> list[tuple[str, str, dict[str, Any]]]:
+    """What is wrong with a resource as typed (field, message key, params), every field checked; none: it may be
+    stored. `kinds`, `owners`, `bookers`: the declared vocabularies (declaration.RESOURCE_KINDS …)."""
+    problems: list[tuple[str, str, dict[str, Any]]] = []
+    for name, most in (("name", 100), ("place", 200)):
+        if not 1 <= len(str(values.get(name) or "").strip()) <= most:
+            problems.append((name, "pool_form_text", {"max": most}))
+    if values.get("kind") not in kinds:
+        problems.append(("kind", "pool_form_choice", {}))
+    if values.get("owner_kind") not in owners:
+        problems.append(("owner_kind", "pool_form_choice", {}))
+    for name, (least, most) in RESOURCE_NUMBERS.items():
+        number = values.get(name)
+        if not isinstance(number, int) or isinstance(number, bool) or not least <= number <= most:
+            problems.append((name, "pool_form_number", {"min": least, "max": most}))
+    hours = values.get("open_hours") or []
+    if not hours:
+        problems.append(("open_hours", "pool_form_no_hours", {}))
+    elif not all(isinstance(h.get("opens"), int) and isinstance(h.get("closes"), int)
+                 and 0 <= h["opens"] < h["closes"] <= 24 for h in hours):
+        problems.append(("open_hours", "pool_form_hours", {}))
+    if values.get("blackout_lines"):
+        problems.append(("blackouts", "pool_form_blackouts", {"lines": ", ".join(map(str, values["blackout_lines"]))}))
+    who = values.get("who_may_book") or []
+    if not who or any(w not in bookers for w in who):
+        problems.append(("who_may_book", "pool_form_who", {}))
+    return problems

@@ -960,7 +960,7 @@ def resource_pool(census: Census, rng: random.Random, clock: Clock) -> Iterator[
         for n, (name, kind, owner, place, capacity, (days, opens, closes), who, approval, booked, shown) in \
                 enumerate(VENUES, 1):
             resource = f"resource:{community.removeprefix('community:')}-v{n}"
-            code = "".join(rng.choice(pool_rules.CODE_ALPHABET) for _ in range(pool_rules.CODE_LENGTH))
+            secret = "".join(rng.choice(pool_rules.CODE_ALPHABET) for _ in range(32))  # its daily codes' secret
             twice = (now - dt.timedelta(days=20 + n)).date()  # a day with two blackouts, both count
             yield {"_id": resource, "type": "resource", **where, "name": name, "kind": kind, "owner_kind": owner,
                    **({"owner": community} if owner == "community" else {}), "place": place, "capacity": capacity,
@@ -972,10 +972,11 @@ def resource_pool(census: Census, rng: random.Random, clock: Clock) -> Iterator[
                    "who_may_book": list(who), "book_ahead_days": 14, "max_hours": min(closes - opens, 3),
                    "approval": approval, "grace_minutes": LOCKER_GRACE if kind == "equipment" else 15,
                    "keepers": [keeper],
-                   "code_hash": pool_rules.code_hash(code), "created_by": grids[0].secretary,
+                   "code_hashes": pool_rules.code_hashes(secret, now.astimezone(CHINA).date()),
+                   "created_by": grids[0].secretary,
                    "created_at": _iso(clock.now - dt.timedelta(days=DAYS))}
             yield {"_id": "venue_code:" + resource.removeprefix("resource:"), "type": "venue_code", **where,
-                   "resource": resource, "code": code, "created_at": _iso(clock.now - dt.timedelta(days=DAYS))}
+                   "resource": resource, "secret": secret, "created_at": _iso(clock.now - dt.timedelta(days=DAYS))}
             share, until, after, length = booked
             staff = [p for p in bookers if "wangge" in p or "shuji" in p] or bookers
             for days_ago in range(DAYS - 1, -8 if kind == "room" else 1, -1):  # the locker: nothing ahead
@@ -988,16 +989,16 @@ def resource_pool(census: Census, rng: random.Random, clock: Clock) -> Iterator[
                 if start + dt.timedelta(hours=hours) > now and start <= now:
                     continue  # the session under way: nothing to show yet either way
                 booker = rng.choice(bookers if "resident" in who else staff)
-                yield from _venue_booking(rng, where, (resource, code, keeper, approval), start, hours, booker,
+                yield from _venue_booking(rng, where, (resource, secret, keeper, approval), start, hours, booker,
                                           clock, came=None if start > now else rng.random() < shown)
 
 
 def _venue_booking(rng: random.Random, where: Doc, venue: tuple[str, str, str, bool], start: dt.datetime, hours: int,
                    booker: str, clock: Clock, came: bool | None) -> Iterator[Doc]:
     """One booking's slots (confirmed, by the keeper where the venue needs approval, or a no-show), and its
-    check-in if they came (None: still ahead). `venue`: the resource, its code, its keeper, whether it needs
-    approval."""
-    resource, code, keeper, approval = venue
+    check-in if they came (None: still ahead), by that day's code. `venue`: the resource, its codes' secret, its
+    keeper, whether it needs approval."""
+    resource, secret, keeper, approval = venue
     first = pool_rules.slot_id(resource, start)
     made = min(max(start - dt.timedelta(days=rng.randint(1, 7)), clock.now - dt.timedelta(days=DAYS)),
                clock.now - dt.timedelta(hours=1))
@@ -1012,7 +1013,8 @@ def _venue_booking(rng: random.Random, where: Doc, venue: tuple[str, str, str, b
     if came:
         scanned = rng.random() < 0.7
         yield {"_id": pool_rules.checkin_id(first), "type": "checkin", **where, "resource": resource,
-               "booking": first, "method": "scan" if scanned else "keeper", **({"code": code} if scanned else {}),
+               "booking": first, "method": "scan" if scanned else "keeper",
+               **({"code": pool_rules.day_code(secret, start.astimezone(CHINA).date())} if scanned else {}),
                "created_by": booker if scanned else keeper,
                "created_at": _iso(start + dt.timedelta(minutes=rng.randint(-10, 10)))}
 # ---------------------------------------------------------------- hearings and meetings

@@ -74,6 +74,47 @@ def new_offer(p: Principal, values: dict[str, Any], place: Doc, provider: tuple[
     return doc
 
 
+def may_manage_offer(p: Principal, offer: Doc) -> bool:
+    """Who edits or withdraws an offer: its keeper, and the community's secretary (organisations' offers)."""
+    return offer["keeper"] == p.user_id or (p.has(Role.SECRETARY) and offer["community"] in p.communities)
+
+
+def managed_offer(couch: Couch, p: Principal, offer_id: str) -> Doc:
+    """An active offer p may edit or withdraw; refused as unknown (404) if p may not, as over (409) if withdrawn."""
+    offer = get_or_none(couch.main, offer_id) if offer_id.startswith("offer:") else None
+    if offer is None or offer.get("type") != "offer" or not may_manage_offer(p, offer):
+        raise MatchError("offer", "match_not_yours", status=404)
+    if offer["status"] != "active":
+        raise MatchError("offer", "offer_not_active", status=409)
+    return offer
+
+
+def edit_offer(couch: Couch, p: Principal, offer_id: str, values: dict[str, Any], now: dt.datetime) -> Doc:
+    """The offer as now typed (every field checked as a new one's), same provider, keeper and place; proposals
+    made already keep what they said (the matcher proposes anew from the edited offer)."""
+    old = managed_offer(couch, p, offer_id)
+    place = {"type": "grid" if old.get("grid") else "community", "_id": old.get("grid") or old["community"],
+             "street": old["street"], "community": old["community"]}
+    fresh = new_offer(p, values, place, (old["provider"], old["provider_name"]), now)
+    doc = {**fresh, **{k: old[k] for k in ("_id", "_rev", "keeper", "created_by", "created_at")},
+           "updated_at": now.isoformat()}
+    validate(doc)
+    return couch.main.save(doc)
+
+
+def withdraw_offer(couch: Couch, p: Principal, offer_id: str, now: dt.datetime) -> Doc:
+    """The provider stops offering: the offer is withdrawn and its open proposals with it, visibly to the
+    residents waiting on them (accepted matches stand: their tasks go on)."""
+    offer = managed_offer(couch, p, offer_id)
+    stamp = now.isoformat()
+    saved = couch.main.save({**offer, "status": "withdrawn", "updated_at": stamp})
+    open_ = [{**m, "status": "withdrawn", "updated_at": stamp} for m in matches_in(couch, offer["community"])
+             if m["offer"] == offer_id and m["status"] == "proposed"]
+    if open_:
+        bulk_save(couch.main, open_)
+    return saved
+
+
 def offers_in(couch: Couch, community: str) -> list[Doc]:
     return list(iter_view_docs(couch.main, "linli/by_place", [community, "offer"]))
 
@@ -218,6 +259,29 @@ def _both_accepted(couch: Couch, p: Principal, match: Doc, new: Doc, now: dt.dat
               if m["need"] == need["_id"] and m["_id"] != match["_id"] and m["status"] == "proposed"]
     if others:
         bulk_save(couch.main, others)
+    return saved
+
+
+def mark_done(couch: Couch, p: Principal, match_id_: str, now: dt.datetime) -> Doc:
+    """The offer's keeper records an organisation's help as given (a free clinic seen, a tutor's hour): the match
+    and its need are done. A volunteer's match is done through its task instead (hours claimed from the task)."""
+    match = get_or_none(couch.main, match_id_) if match_id_.startswith("match:") else None
+    if match is None or match.get("type") != "match" or side_of(p, match) != "provider":
+        raise MatchError("match", "match_not_yours", status=404)
+    if match["status"] != "accepted" or match.get("task"):
+        raise MatchError("match", "match_not_done_able", status=409)
+    stamp = now.isoformat()
+    done = {**match, "status": "done", "updated_at": stamp}
+    validate(done)
+    try:
+        saved = couch.main.save(done)
+    except Conflict:
+        raise MatchError("match", "match_busy", status=409) from None
+    need = get_or_none(couch.main, match["need"])
+    if need is not None and need["status"] == "matched" and need.get("match") == match_id_:
+        finished = {**need, "status": "done", "handled_by": p.user_id, "handled_at": stamp, "updated_at": stamp}
+        validate(finished)
+        couch.main.save(finished)
     return saved
 
 

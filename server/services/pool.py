@@ -8,8 +8,10 @@ in conflict when two phones took it offline, listed for a person to resolve (`co
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import secrets
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -17,10 +19,11 @@ from pycouchdb.exceptions import Conflict
 
 from server.domain import pool as rules
 from server.domain.access import Principal
-from server.domain.declaration import Role, validate
+from server.domain.declaration import BOOKER_KINDS, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, Role, validate
 from server.domain.errors import FieldError, UserError
+from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
 from server.store import queries
-from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -35,43 +38,109 @@ class PoolError(UserError):
 
 # ---------------------------------------------------------------- resources
 
-def new_code() -> str:
-    return "".join(secrets.choice(rules.CODE_ALPHABET) for _ in range(rules.CODE_LENGTH))
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
 
 
-def resource_docs(resource: Doc, code: str, now: dt.datetime) -> list[Doc]:
-    """A resource with its check-in code's hash, and the code itself for its keeper (accounts database)."""
-    held = {**resource, "type": "resource", "code_hash": rules.code_hash(code)}
+def resource_docs(resource: Doc, secret: str, now: dt.datetime) -> list[Doc]:
+    """A resource with its daily check-in codes' hashes, and the codes' secret for its keeper (accounts database)."""
+    held = {**resource, "type": "resource",
+            "code_hashes": rules.code_hashes(secret, now.astimezone(rules.LOCAL).date())}
     venue = {"_id": "venue_code:" + resource["_id"].removeprefix("resource:"), "type": "venue_code",
              "street": resource["street"], "community": resource["community"], "resource": resource["_id"],
-             "code": code, "created_at": now.isoformat()}
+             "secret": secret, "created_at": now.isoformat()}
     validate(held)
     validate(venue)
     return [held, venue]
 
 
-def add_resource(couch: Couch, resource: Doc, now: dt.datetime, code: str | None = None) -> str:
-    """Store a resource (its routing, name, hours and rules given) with a new check-in code; the code."""
-    code = code or new_code()
-    held, venue = resource_docs(resource, code, now)
+def add_resource(couch: Couch, resource: Doc, now: dt.datetime, secret: str | None = None) -> str:
+    """Store a resource (its routing, name, hours and rules given) with a new secret for its daily check-in codes;
+    the secret."""
+    secret = secret or new_secret()
+    held, venue = resource_docs(resource, secret, now)
     couch.main.save(held)
     couch.accounts.save(venue)
-    return code
+    return secret
+
+
+def renew_codes(couch: Couch, now: dt.datetime) -> int:
+    """The minute clock's part: every resource whose code hashes run out within CODE_DAYS_AHEAD days gets the
+    hashes from CODE_DAYS_KEPT days back to CODE_DAYS_AHEAD ahead again (once a day each). How many."""
+    today = now.astimezone(rules.LOCAL).date()
+    due = [r for r in docs_of_type(couch.main, "resource") if rules.codes_due(r, today)]
+    secrets_ = get_many(couch.accounts, ["venue_code:" + r["_id"].removeprefix("resource:") for r in due])
+    renewed = [{**r, "code_hashes": rules.code_hashes(secrets_[v]["secret"], today)} for r in due
+               if (v := "venue_code:" + r["_id"].removeprefix("resource:")) in secrets_]
+    for doc in renewed:
+        validate(doc)
+    return sum(not r.error for r in bulk_save(couch.main, renewed)) if renewed else 0
 
 
 def resources_of(couch: Couch, community: str) -> list[Doc]:
     return sorted(iter_view_docs(couch.main, "linli/by_place", [community, "resource"]), key=lambda r: r["name"])
 
 
-def venue_code(couch: Couch, resource_id: str) -> str | None:
+def venue_code(couch: Couch, resource_id: str, now: dt.datetime) -> str | None:
+    """The venue's check-in code today (its keeper's page shows it, and its QR code)."""
     doc = get_or_none(couch.accounts, "venue_code:" + resource_id.removeprefix("resource:"))
-    return doc["code"] if doc else None
+    return rules.day_code(doc["secret"], now.astimezone(rules.LOCAL).date()) if doc else None
 
 
 def is_keeper(p: Principal, resource: Doc) -> bool:
     """Who approves and checks people in: the resource's keepers, and the community's secretary."""
     return p.user_id in (resource.get("keepers") or []) or (
         p.has(Role.SECRETARY) and resource["community"] in p.communities) or p.has(Role.ADMIN)
+
+
+def may_add_resource(p: Principal, community: str) -> bool:
+    """The community's secretary adds resources (a keeper edits theirs: `is_keeper`)."""
+    return p.has(Role.SECRETARY) and community in p.communities
+
+
+RESOURCE_FIELDS = ("name", "kind", "owner_kind", "place", "capacity", "open_hours", "blackouts", "who_may_book",
+                   "book_ahead_days", "max_hours", "approval", "grace_minutes")
+PHOTO = PHOTO_LIMITS["resource"]
+
+
+def resource_photo(data: bytes, declared: str | None) -> dict[str, Doc]:
+    """A resource's photo as its attachment, judged by its bytes (field_rules.photo_refusal, as requests')."""
+    refusal = photo_refusal(data, declared, PHOTO.max_bytes)
+    if refusal:
+        raise PoolError("pool_form_" + refusal, {"mb": PHOTO.max_bytes // (1024 * 1024)}, field="photo")
+    kind = str(sniffed_type(data))
+    return {"photo." + kind.split("/")[1]: {"content_type": kind, "data": base64.b64encode(data).decode()}}
+
+
+def save_resource(couch: Couch, p: Principal, community: Doc, values: Doc, now: dt.datetime,
+                  old: Doc | None = None, photo: tuple[bytes, str | None] | None = None) -> Doc:
+    """Add a resource to `community` (its secretary) or edit `old` (its keeper or the secretary): every field
+    of the form checked and named; a new one gets its check-in code. A photo replaces the one it had."""
+    if not (is_keeper(p, old) if old else may_add_resource(p, community["_id"])):
+        raise PoolError("pool_not_keeper", status=403)
+    problems = [FieldError(*problem) for problem in
+                rules.resource_problems(values, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, BOOKER_KINDS)]
+    attachments = None
+    if photo is not None:
+        try:
+            attachments = resource_photo(*photo)
+        except PoolError as refused:
+            problems += refused.errors
+    if problems:
+        raise UserError(problems)
+    fields = {k: (v.strip() if isinstance(v, str) else v) for k, v in values.items() if k in RESOURCE_FIELDS}
+    if old is not None:
+        doc = {**old, **fields, "updated_at": now.isoformat()}
+        if attachments:
+            doc["_attachments"] = attachments
+        validate(doc)
+        couch.main.save(doc)
+        return doc
+    doc = {"_id": f"resource:{uuid.uuid4().hex[:12]}", "street": community["street"],
+           "community": community["_id"], **fields, "keepers": [], "created_by": p.user_id,
+           "created_at": now.isoformat(), **({"_attachments": attachments} if attachments else {})}
+    add_resource(couch, doc, now)
+    return doc
 
 
 def load_resource(couch: Couch, resource_id: str) -> Doc:

@@ -520,6 +520,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 
 
 SWEEP_EVERY = 60  # seconds
+CODES_EVERY = 60  # sweeps: venues' code hashes run a week ahead, so once an hour is plenty
 MINT_EVERY = 15  # sweeps: points for the last quarter hour's participation (it reads every source document)
 
 
@@ -555,6 +556,8 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("no-shows", lambda: pool.sweep_no_shows(couch, _now())),
         # "Is it really fixed?" answered on grid workers' phones offline (issue 18), applied as online.
         ("requests' fixed-or-not answers recorded offline", fix_checks),
+        # Venues' daily check-in codes: their hashes renewed a week ahead (server/services/pool.py renew_codes).
+        ("venue codes", _one_in(CODES_EVERY, lambda: pool.renew_codes(couch, _now()))),
     ]
 
 

@@ -1,7 +1,8 @@
 """Offers of help and matches (issue 17, item 4; server/services/matching.py), online only:
 
 - `/offers`: the community's offers, and the form to offer help: a volunteer or a resident for themselves (in
-  their grid), the secretary for one of the community's organisations (to the whole community).
+  their grid), the secretary for one of the community's organisations (to the whole community);
+  `/offers/{key}/edit` and `/offers/{key}/withdraw` for its keeper (and the secretary).
 - `/matches`: the proposals p answers, each with its factors in plain words: a resident's own needs', a
   volunteer's or keeper's offers', and grid staff's (for the residents of the needs they handle).
 - `/matching`: grid staff run the matcher over the open needs they handle; needs it cannot match, and why.
@@ -33,6 +34,7 @@ from server.domain.errors import UserError, by_field
 from server.services import matching
 from server.store import queries
 from server.store.couch import Couch, get_many, iter_view_docs
+from server.web.forms import weekly_hours
 from server.web.need_pages import need_names
 
 Doc = dict[str, Any]
@@ -48,13 +50,20 @@ def _offer_values(form: FormData) -> dict[str, Any]:
     capacity = values["capacity"].strip()
     values["capacity"] = int(capacity) if capacity.isdigit() and len(capacity) < 4 else None
     values["skills"] = [s for s in re.split(r"[,，、]", values["skills"]) if s.strip()]
-    hours = []
-    for i in range(1, HOURS_ROWS + 1):
-        day, start, end = (str(form.get(f"{k}_{i}", "")).strip() for k in ("day", "start", "end"))
-        if day or start or end:
-            hours.append({"day": int(day) if day.isdigit() and len(day) < 3 else -1, "start": start, "end": end})
-    values["hours"] = hours
+    values["hours"] = weekly_hours(form, HOURS_ROWS)
     return values
+
+
+
+OFFER_DONE = {"saved": "offer_saved", "updated": "offer_updated", "withdrawn": "offer_withdrawn_done"}
+
+
+def _offer_shown(offer: Doc | None) -> dict[str, Any] | None:
+    """An offer being edited as the form's values (None: a new one)."""
+    if offer is None:
+        return None
+    return {**{k: offer.get(k, "") for k in OFFER_FIELDS}, "skills": offer.get("skills", []),
+            "languages": offer["languages"], "hours": offer["hours"], "capacity": offer["capacity"]}
 
 
 def _form_shown(values: dict[str, Any] | None) -> dict[str, Any]:
@@ -108,21 +117,33 @@ def _match_names(couch: Couch, p: Principal, shown: list[Doc]) -> dict[str, str]
 def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], render: Callable[..., Response],
            now: Callable[[], dt.datetime]) -> list[Route]:
     async def offers_page(request: Request) -> Response:
+        """The community's offers and the form to offer help; /offers/{key}/edit: the same form for an offer p
+        keeps (or, the secretary, an organisation's), filled with it."""
         user = await current_user(request)
         p = Principal.of(user)
-        values, errors, status = None, {}, 200
+        editing = None
+        if "key" in request.path_params:
+            try:
+                editing = await run_in_threadpool(matching.managed_offer, couch, p,
+                                                  "offer:" + request.path_params["key"])
+            except UserError as refused:
+                raise HTTPException(refused.status) from None
+        values, errors, status = _offer_shown(editing), {}, 200
         if request.method == "POST":
             if not may_offer(p):
                 raise HTTPException(403)
             values = _offer_values(await request.form())
             try:
-                place, provider = await run_in_threadpool(_offer_place, couch, p, user, values)
-                offer = matching.new_offer(p, values, place, provider, now())
-                await run_in_threadpool(couch.main.save, offer)
+                if editing:
+                    await run_in_threadpool(matching.edit_offer, couch, p, editing["_id"], values, now())
+                else:
+                    place, provider = await run_in_threadpool(_offer_place, couch, p, user, values)
+                    offer = matching.new_offer(p, values, place, provider, now())
+                    await run_in_threadpool(couch.main.save, offer)
             except UserError as bad:
                 errors, status = by_field(bad.errors), bad.status
             else:
-                return RedirectResponse("/offers?done=saved", status_code=303)
+                return RedirectResponse(f"/offers?done={'updated' if editing else 'saved'}", status_code=303)
         communities = set(p.communities)
         if p.resident:
             resident = await run_in_threadpool(queries.load_doc, couch, p.resident, "resident")
@@ -130,11 +151,21 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         shown = await run_in_threadpool(
             lambda: [o for c in sorted(communities) for o in matching.offers_in(couch, c) if may_see(p, o)])
         shown.sort(key=lambda o: o["created_at"], reverse=True)
-        organisations = await run_in_threadpool(_organisations, couch, p) if p.has(Role.SECRETARY) else []
-        return render(request, "offers.html", status, offers=shown, may_offer=may_offer(p),
+        organisations = await run_in_threadpool(_organisations, couch, p) if p.has(Role.SECRETARY) and not editing \
+            else []
+        return render(request, "offers.html", status, offers=shown, may_offer=may_offer(p), editing=editing,
+                      managed={o["_id"] for o in shown if o["status"] == "active" and matching.may_manage_offer(p, o)},
                       organisations=organisations, help_kinds=list(HELP_KINDS), languages=list(SPOKEN_LANGUAGES),
                       values=_form_shown(values), errors=errors, rows=list(range(1, HOURS_ROWS + 1)),
-                      saved=request.query_params.get("done") == "saved")
+                      done=OFFER_DONE.get(request.query_params.get("done", "")))
+
+    async def withdraw(request: Request) -> Response:
+        p = Principal.of(await current_user(request))
+        try:
+            await run_in_threadpool(matching.withdraw_offer, couch, p, "offer:" + request.path_params["key"], now())
+        except UserError as refused:
+            raise HTTPException(refused.status) from None
+        return RedirectResponse("/offers?done=withdrawn", status_code=303)
 
     async def matches_page(request: Request, error: dict[str, Any] | None = None, status: int = 200) -> Response:
         user = await current_user(request)
@@ -159,6 +190,16 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         done = "declined" if not accept else "matched" if saved["status"] == "accepted" else "accepted"
         return RedirectResponse(f"/matches?done={done}", status_code=303)
 
+    async def done(request: Request) -> Response:
+        p = Principal.of(await current_user(request))
+        try:
+            await run_in_threadpool(matching.mark_done, couch, p, "match:" + request.path_params["key"], now())
+        except UserError as bad:
+            if bad.status == 404:
+                raise
+            return await matches_page(request, by_field(bad.errors), bad.status)
+        return RedirectResponse("/matches?done=given", status_code=303)
+
     async def board(request: Request) -> Response:
         p = Principal.of(await current_user(request))
         if not matching.may_run(p):
@@ -178,8 +219,11 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
 
     return [
         Route("/offers", offers_page, methods=["GET", "POST"]),
+        Route("/offers/{key}/edit", offers_page, methods=["GET", "POST"]),
+        Route("/offers/{key}/withdraw", withdraw, methods=["POST"]),
         Route("/matches", matches_page),
         Route("/matches/{key}/accept", answer, methods=["POST"]),
         Route("/matches/{key}/decline", answer, methods=["POST"]),
+        Route("/matches/{key}/done", done, methods=["POST"]),
         Route("/matching", board, methods=["GET", "POST"]),
     ]

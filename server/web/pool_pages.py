@@ -1,5 +1,7 @@
 """The resource pool's pages (issue 17): /pool (what there is to book, my bookings), /pool/r/{key} (a day of a
 resource, booking, the waitlist; for its keeper the approvals, conflicts, check-ins and the venue's code),
+/pool/new and /pool/r/{key}/edit (the secretary adds a resource, its keeper or the secretary edits it, with a
+photo judged by its bytes; /pool/r/{key}/photo shows it),
 /pool/checkin (the page the venue's QR code opens) and the secretary's /pool/board (utilisation, flags;
 /pool/board.csv with Chinese headers).
 
@@ -24,8 +26,9 @@ from starlette.routing import Route
 
 from server.domain import pool as rules
 from server.domain.access import Principal
-from server.domain.declaration import Role
-from server.domain.errors import by_field
+from server.domain.declaration import BOOKER_KINDS, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, Role
+from server.domain.errors import UserError, by_field
+from server.domain.http_headers import attachment_answer
 from server.domain.i18n import translator
 from server.security.firewall import Firewall
 from server.services import pool
@@ -33,7 +36,7 @@ from server.store import queries
 from server.store.couch import get_many
 
 Doc = dict[str, Any]
-DONE = ("booked", "requested", "cancelled", "waitlisted", "decided", "checked_in")
+DONE = ("booked", "requested", "cancelled", "waitlisted", "decided", "checked_in", "saved")
 
 
 def community_of(couch: Any, user: Doc) -> str | None:
@@ -70,6 +73,33 @@ def _typed(form: Any, day: dt.date) -> dict[str, str]:
     given = {name: str((form or {}).get(name, ""))[:200] for name in FORM_FIELDS}
     return {**given, "day": str((form or {}).get("day", "")) or day.isoformat(), "hours": given["hours"] or "1",
             "people": given["people"] or "1"}
+
+
+def resource_values(form: Any) -> Doc:
+    """The resource form as the service takes it: numbers as typed (text that is not one is refused by name),
+    a week of hours from one row per weekday (both empty: closed), blackouts one per line."""
+    values: Doc = {k: str(form.get(k, "")).strip()[:300] for k in ("name", "kind", "owner_kind", "place")}
+    values.update({k: _int(form.get(k, "")) for k in rules.RESOURCE_NUMBERS})
+    hours = []
+    for day in range(7):
+        opens, closes = (str(form.get(f"{k}_{day}", "")).strip() for k in ("opens", "closes"))
+        if opens or closes:
+            hours.append({"weekday": day, "opens": _int(opens), "closes": _int(closes)})
+    values["open_hours"] = hours
+    values["blackouts"], values["blackout_lines"] = rules.parse_blackouts(str(form.get("blackouts", ""))[:20000])
+    values["who_may_book"] = [str(v) for v in form.getlist("who_may_book")][:10]
+    values["approval"] = form.get("approval") == "yes"
+    return values
+
+
+def resource_form(resource: Doc | None, values: Doc | None = None) -> Doc:
+    """What the form shows: what was typed (after a refusal), the resource as it is, or a new one's defaults."""
+    shown = values or resource or {"kind": "room", "owner_kind": "community", "capacity": 10, "book_ahead_days": 14,
+                                   "max_hours": 3, "grace_minutes": 15, "approval": False,
+                                   "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"]}
+    week = {h["weekday"]: h for h in shown.get("open_hours") or []}
+    return {**shown, "week": [week.get(d, {"opens": "", "closes": ""}) for d in range(7)],
+            "blackouts_text": rules.blackouts_text(shown)}
 
 
 def board_csv(rows: list[Doc]) -> str:
@@ -114,6 +144,7 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         checked = await run_in_threadpool(get_many, couch.main, [rules.checkin_id(b["_id"]) for b in mine])
         today = now().astimezone(rules.LOCAL).date()
         return render(request, "pool.html", 200, resources=resources, mine=mine,
+                      may_add=pool.may_add_resource(Principal.of(user), community),
                       checked={i.removeprefix("checkin:"): True for i in checked},  # by booking key
                       names={r["_id"]: r["name"] for r in resources}, done=done_of(request), today=today.isoformat(),
                       openings={r["_id"]: rules.opening_text(r, today) for r in resources})
@@ -132,7 +163,7 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
             return {"hours": hours, "names": queries.user_names(couch, seen),
                     "to_approve": pool.to_approve(couch, resource) if keeper else [],
                     "conflicts": pool.conflicts_of(couch, resource) if keeper else [],
-                    "code": pool.venue_code(couch, resource["_id"]) if keeper else None}
+                    "code": pool.venue_code(couch, resource["_id"], now()) if keeper else None}
 
         context = await run_in_threadpool(gather)
         return render(request, "pool_resource.html", status, resource=resource, day=day, keeper=keeper,
@@ -219,6 +250,47 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
 
         return await act(request, do, back, "checked_in")
 
+    async def edit_page(request: Request) -> Response:
+        """Add a resource (/pool/new, the secretary) or edit one (/pool/r/{key}/edit, its keeper or the secretary):
+        every field refused by name, a photo judged by its bytes."""
+        user = await current_user(request)
+        p = Principal.of(user)
+        resource = await resource_of(request, user) if "key" in request.path_params else None
+        community_id = resource["community"] if resource else await run_in_threadpool(community_of, couch, user)
+        if not (pool.is_keeper(p, resource) if resource else community_id and pool.may_add_resource(p, community_id)):
+            raise HTTPException(403)
+        errors, status, values = {}, 200, None
+        if request.method == "POST":
+            form = await request.form()
+            values = resource_values(form)
+            upload = form.get("photo")
+            data = await upload.read() if upload is not None and not isinstance(upload, str) else b""
+            photo = (data, upload.content_type) if data and not isinstance(upload, str) else None
+            community = await run_in_threadpool(queries.load_doc, couch, community_id, "community")
+            try:
+                saved = await run_in_threadpool(pool.save_resource, couch, p, community, values, now(), resource,
+                                                photo)
+            except UserError as refused:
+                if refused.status in (403, 404):
+                    raise HTTPException(refused.status) from None
+                errors, status = by_field(refused.errors), refused.status
+            else:
+                return RedirectResponse(f"/pool/r/{saved['_id'].removeprefix('resource:')}?done=saved",
+                                        status_code=303)
+        return render(request, "pool_edit.html", status, resource=resource, values=resource_form(resource, values),
+                      errors=errors, kinds=RESOURCE_KINDS, owners=RESOURCE_OWNER_KINDS, bookers=BOOKER_KINDS,
+                      weekdays=list(range(7)))
+
+    async def photo(request: Request) -> Response:
+        resource = await resource_of(request, await current_user(request))
+        name = next(iter(resource.get("_attachments") or {}), None)
+        if name is None:
+            raise HTTPException(404)
+        data = await run_in_threadpool(lambda: couch.main.resource.get(f"{resource['_id']}/{name}",
+                                                                       stream=True)[0].content)
+        media_type, headers = attachment_answer(data)
+        return Response(data, media_type=media_type, headers=headers)
+
     async def board_page(request: Request) -> Response:
         user = await current_user(request)
         if Role.SECRETARY not in queries.roles(user) or not user.get("communities"):
@@ -235,6 +307,9 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
                       flag=int(rules.IDLE_FLAG * 100))
 
     return [Route("/pool", list_page), Route("/pool/r/{key}", resource_page),
+            Route("/pool/new", edit_page, methods=["GET", "POST"]),
+            Route("/pool/r/{key}/edit", edit_page, methods=["GET", "POST"]),
+            Route("/pool/r/{key}/photo", photo),
             Route("/pool/r/{key}/book", book, methods=["POST"]),
             Route("/pool/r/{key}/{what}", booking_act, methods=["POST"]),
             Route("/pool/checkin", checkin_page), Route("/pool/checkin", scan, methods=["POST"]),

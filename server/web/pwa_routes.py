@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from server.domain import pool as pool_rules
 from server.domain import timebank as timebank_rules
 from server.domain.access import Principal, offline_grids, works_offline
-from server.domain.declaration import SATISFACTION, TASK_ANSWERS, export_json
+from server.domain.declaration import SATISFACTION, SPOKEN_LANGUAGES, TASK_ANSWERS, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
 from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS, photo_rule
 from server.domain.http_headers import ATTACHMENT_HEADERS, PAGE_HEADERS, WORKER_CSP
@@ -43,6 +43,7 @@ from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
 from server.web.request_pages import home_address
 from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
+from server.web.resident_needs import HOUR_ROWS as NEED_HOUR_ROWS
 
 PWA_DIR = PROJECT_ROOT / "pwa"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -64,6 +65,8 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "rewards.html", "statements.html",
                                    # The resource pool (issue 17): the secretary's utilisation board.
                                    "pool_board.html",
+                                   # … and adding or editing a resource (a photo upload, at a desk).
+                                   "pool_edit.html",
                                    # Matching (issue 17): answered online, against the server's state (match_pages.py).
                                    "offers.html", "matches.html", "matching.html", "_match_card.html",
                                    # Hearings and meetings (issue 15 item 8): online (meeting_pages.py says why).
@@ -159,6 +162,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "pool_checkin_early_minutes": int(pool_rules.CHECKIN_EARLY.total_seconds() // 60),
             # The time bank's rules the offline /timebank shows and checks (server/domain/timebank.py).
             "timebank": timebank_rules.offline_rules(),
+            # A need's language and convenient hours (issue 17, server/web/resident_needs.py): the form's choices.
+            "spoken_languages": list(SPOKEN_LANGUAGES), "need_hour_rows": NEED_HOUR_ROWS,
         }, headers={"Cache-Control": "no-store"})
 
     return [
