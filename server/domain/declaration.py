@@ -761,6 +761,9 @@ DOC_TYPES: dict[str, DocType] = {
             "seq": Field("int", Category.RECORD, required=True),
             "prev_hash": _text(Category.RECORD, max_length=128),
             "hash": _text(Category.RECORD, required=True, max_length=128),
+            # An entry a fork hid, filed again at the head: the seq, prev_hash and hash it was first written with
+            # (server/security/filing.py repair_fork).
+            "refiled": Field("map", Category.RECORD),
         }, label_zh="审计记录", label_en="Audit entry"),
         DocType("access_request", Scope.GRID, {
             **_PERSONAL_LINKS,

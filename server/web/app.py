@@ -555,6 +555,8 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("no-shows", lambda: pool.sweep_no_shows(couch, _now())),
         # "Is it really fixed?" answered on grid workers' phones offline (issue 18), applied as online.
         ("requests' fixed-or-not answers recorded offline", fix_checks),
+        # A filing log forked on a CouchDB cluster (two entries written as one seq): refiled (issue 24).
+        ("filing-log forks refiled", lambda: filing.repair_forks(couch, firewall.signer)),
     ]
 
 
