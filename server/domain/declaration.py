@@ -1069,8 +1069,11 @@ DOC_TYPES: dict[str, DocType] = {
             "corrects": _ref("figures_snapshot"),  # the version this one replaces
             "published_at": Field("datetime", required=True),
             "hash": _text(Category.SYSTEM, required=True, max_length=64),
-            "signature": _text(Category.SYSTEM, required=True, max_length=200),
-            "filed_seq": Field("int", Category.SYSTEM, required=True),
+            # Both absent while the process that claimed the version files it (server/services/snapshots.py freeze):
+            # one process publishes a month however many freeze it at once.
+            "signature": _text(Category.SYSTEM, max_length=200),
+            "filed_seq": Field("int", Category.SYSTEM),
+            "filing_claimed_at": Field("datetime", Category.SYSTEM),
         }, label_zh="月度统计快照", label_en="Monthly figures snapshot"),
         # ---- supervision and evaluation (issue 18 items 3-6)
         DocType("mediation", Scope.GRID, {
