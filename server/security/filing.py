@@ -29,6 +29,7 @@ from crypto.envelope import b64url, unb64url
 from server.domain.access import deletion
 from server.domain.declaration import validate
 from server.security.filing_anchor import HeadAnchor
+from server.store import sweeps
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none, ids_of_type
 
@@ -129,7 +130,8 @@ def file_reports(couch: Couch, signer: Signer, now: dt.datetime | None = None) -
     """File the openings phones reported from offline (access_report documents), then delete the reports; returns
     how many this process filed (`file_report` each)."""
     now = now or dt.datetime.now(dt.UTC)
-    return sum(file_report(couch, signer, report, now) for report in docs_of_type(couch.main, "access_report"))
+    return sum(sweeps.each("offline access reports filed", docs_of_type(couch.main, "access_report"),
+                           lambda report: file_report(couch, signer, report, now)))
 
 
 def file_report(couch: Couch, signer: Signer, report: dict[str, Any], now: dt.datetime) -> bool:
@@ -191,7 +193,8 @@ def forked_communities(couch: Couch) -> list[str]:
 
 def repair_forks(couch: Couch, signer: Signer) -> int:
     """Repair every forked filing log (the minute sweep); returns the entries refiled."""
-    return sum(repair_fork(couch, signer, community) for community in forked_communities(couch))
+    return sum(sweeps.each("filing-log forks refiled", forked_communities(couch),
+                           lambda community: repair_fork(couch, signer, community)))
 
 
 def repair_fork(couch: Couch, signer: Signer, community: str) -> int:

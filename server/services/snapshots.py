@@ -18,6 +18,7 @@ from server.security import filing
 from server.security.filing import Signer
 from server.services import figures
 from server.services.figures import Scope
+from server.store import sweeps
 from server.store.couch import Couch, docs_of_type, get_or_none
 
 Doc = dict[str, Any]
@@ -84,8 +85,9 @@ def freeze_due(couch: Couch, signer: Signer, now: dt.datetime) -> int:
     this_month = figures.month_of(now)
     first, _ = figures.default_range(now, RECHECK_MONTHS + 2)
     due = [m for m in figures.months(first, this_month) if m < this_month]
-    return sum(freeze(couch, signer, community, month, now) is not None
-               for community in docs_of_type(couch.main, "community") for month in due)
+    return sum(sweeps.each("monthly figures frozen",
+                           [(community, month) for community in docs_of_type(couch.main, "community") for month in due],
+                           lambda place: freeze(couch, signer, *place, now) is not None))
 
 
 def published(couch: Couch) -> list[Doc]:
