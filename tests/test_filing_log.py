@@ -326,10 +326,7 @@ def test_a_repair_that_stopped_after_refiling_is_finished_without_filing_twice(c
     file_access(couch, signer, 2)
     other = _entry_written_elsewhere(couch, 2, entry(couch, 1)["hash"], "user:wangge02", "1-" + "0" * 32)
     _as_a_cluster_writes(couch, [other])
-    refiled = {"seq": 2, "prev_hash": other["prev_hash"], "hash": other["hash"]}
-    filing.append(couch, signer, street="street:s1", community=COMMUNITY, actor=other["actor"], action="decrypt",
-                  target=other["target"], fields=["phone"], purpose="入户走访", device="phone-2", at=AT,
-                  refiled=refiled)
+    filing.refile(couch, signer, other)
     assert filing.repair_forks(couch, signer) == 0
     assert filing.verify(couch, signer, COMMUNITY).ok and len(_actors(couch)) == 3
     third = entry(couch, 3)

@@ -16,18 +16,18 @@ from typing import Any
 from server.security import filing
 from server.services import alerts, timebank
 from server.store.config import Settings
-from server.store.couch import Couch, docs_of_type, get_or_none
+from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
 from server.store.embedded_couch import EmbeddedCouch, free_port
 
 from .sync_harness import C1, G1, G2, STREET, Phone, Served, login, seed, serve, stop
 
-REPORTS = 40  # offline openings waiting to be filed, half before the kill, half after
+BATCH = 20  # offline openings reported at once: while both run, while one is down, after its restart
 REQUESTS = 6  # overdue service requests, each escalated once
 
 
 def _report(n: int, now: dt.datetime) -> dict[str, Any]:
     grid = G1 if n % 2 else G2
-    key = f"{grid.split(':')[1]}-h{1 + n % 20:03d}"
+    key = f"{grid.split(':')[1]}-h{1 + n % 20:03d}"  # the seeded street's 20 households a grid
     return {"_id": f"access_report:scale-{n:03d}", "type": "access_report", "street": STREET, "community": C1,
             "grid": grid, "household": f"household:{key}", "resident": f"resident:{key}-1", "fields": ["phone"],
             "purpose": f"scale-out {n}", "at": (now - dt.timedelta(minutes=n)).isoformat(),
@@ -78,9 +78,11 @@ def test_two_processes_sweep_together_and_one_killed_mid_sweep_loses_and_doubles
         couch_server: EmbeddedCouch, couch: Couch, settings: Settings, monkeypatch: Any) -> None:
     seed(couch)
     now = dt.datetime.now(dt.UTC)
-    for doc in [_report(n, now) for n in range(REPORTS // 2)] + [_overdue(n, now) for n in range(REQUESTS)]:
-        couch.main.save(doc)
-    couch.main.save(_alert(now))
+    bulk_save(couch.main, [_overdue(n, now) for n in range(REQUESTS)] + [_alert(now)])
+
+    def reported(batch: int) -> None:  # what phones' syncs bring in at once: both processes' sweeps find them
+        bulk_save(couch.main, [_report(n, now) for n in range(batch * BATCH, (batch + 1) * BATCH)])
+
     monkeypatch.setenv("LINLI_SWEEP_SECONDS", "1")
     port_a = free_port()
     a, b = serve(couch_server.url, settings, port_a), serve(couch_server.url, settings, free_port())
@@ -89,13 +91,14 @@ def test_two_processes_sweep_together_and_one_killed_mid_sweep_loses_and_doubles
         phone_a.call("put", doc=_visit("user:wangge01", G1, 1))
         phone_b.call("put", doc=_visit("user:wangge02", G2, 1))
         phone_a.call("sync"), phone_b.call("sync")
+        reported(0)
         _until("a first report filed", lambda: bool(_opened(couch)), 30)
         a.process.send_signal(signal.SIGKILL)  # mid-sweep: the reports are being filed by both
         a.process.wait(10)
         phone_a.call("put", doc=_visit("user:wangge01", G1, 2))  # written offline while its server is gone
-        for n in range(REPORTS // 2, REPORTS):  # more openings reported while one process is down
-            couch.main.save(_report(n, now))
+        reported(1)  # while one process is down
         a = serve(couch_server.url, settings, port_a)  # restarted on the same address: the phone's session holds
+        reported(2)
         phone_a.call("sync"), phone_b.call("sync")
         _until("every report filed or claimed by the killed process",
                lambda: all("filing_claimed_at" in r for r in docs_of_type(couch.main, "access_report")))
@@ -110,7 +113,7 @@ def test_two_processes_sweep_together_and_one_killed_mid_sweep_loses_and_doubles
     signer = filing.Signer.of(settings)
     filing.file_reports(couch, signer, now + filing.CLAIM_LAPSES + dt.timedelta(minutes=1))
     opened = Counter(_opened(couch))
-    assert opened == Counter(f"scale-out {n}" for n in range(REPORTS)), opened  # each once
+    assert opened == Counter(f"scale-out {n}" for n in range(3 * BATCH)), opened  # each once
     assert docs_of_type(couch.main, "access_report") == []
     for n in range(REQUESTS):
         history = couch.main.get(f"service_request:scale-{n}")["history"]

@@ -764,6 +764,7 @@ DOC_TYPES: dict[str, DocType] = {
             # An entry a fork hid, filed again at the head: the seq, prev_hash and hash it was first written with
             # (server/security/filing.py repair_fork).
             "refiled": Field("map", Category.RECORD),
+            "report": Field("id", Category.RECORD),  # the offline access report an open_offline entry files
         }, label_zh="审计记录", label_en="Audit entry"),
         DocType("access_request", Scope.GRID, {
             **_PERSONAL_LINKS,
@@ -856,6 +857,7 @@ DOC_TYPES: dict[str, DocType] = {
             "phone_key": _ref("phone_key", required=True),
             # Which server process files it, since when (server/security/filing.py): one of several processes.
             "filing_claimed_at": Field("datetime", Category.SYSTEM),
+            "filing_from_seq": Field("int", Category.SYSTEM),  # the filing log's head when first claimed
             **_WHO_WHEN,
         }, label_zh="离线查看报告", label_en="Offline access report", client_writable=True),
         DocType("keyring", Scope.COMMUNITY, {

@@ -70,9 +70,27 @@ def _last_entry(couch: Couch, community: str) -> dict[str, Any] | None:
 
 def append(couch: Couch, signer: Signer, *, street: str, community: str, actor: str, action: str,
            target: str, fields: list[str], purpose: str, device: str, at: dt.datetime,
-           keys: list[str] | None = None, refiled: dict[str, Any] | None = None) -> dict[str, Any]:
+           keys: list[str] | None = None, report: str | None = None) -> dict[str, Any]:
     """File one access (or, with `keys`, the keys a phone was given or lost: server/security/grants.py; with
-    `refiled`, an entry a fork hid: `repair_forks`); sign a checkpoint every CHECKPOINT_EVERY entries."""
+    `report`, the offline access report it files: `file_report`); sign a checkpoint every CHECKPOINT_EVERY
+    entries."""
+    return _append(couch, signer, community, {
+        "type": "audit_entry", "street": street, "community": community, "actor": actor, "action": action,
+        "target": target, "fields": fields, "purpose": purpose, "device": device, "at": at.isoformat(),
+        **({"keys": keys} if keys else {}), **({"report": report} if report else {})})
+
+
+def refile(couch: Couch, signer: Signer, hidden: dict[str, Any]) -> dict[str, Any]:
+    """File again, at the head, an entry a fork hid (`repair_fork`): its content unchanged, `refiled` naming the
+    seq, previous hash and hash it was first written with."""
+    content = {k: v for k, v in hidden.items()
+               if not k.startswith("_") and k not in ("seq", "prev_hash", "hash", "refiled")}
+    return _append(couch, signer, hidden["community"], content,
+                   {"seq": hidden["seq"], "prev_hash": hidden["prev_hash"], "hash": hidden["hash"]})
+
+
+def _append(couch: Couch, signer: Signer, community: str, content: dict[str, Any],
+            refiled: dict[str, Any] | None = None) -> dict[str, Any]:
     for attempt in range(MAX_APPEND_TRIES):
         if attempt:
             time.sleep(random.uniform(0, 0.005 * attempt))  # back off so that one writer cannot starve
@@ -80,11 +98,8 @@ def append(couch: Couch, signer: Signer, *, street: str, community: str, actor: 
         if refiled and last and last.get("refiled", {}).get("hash") == refiled["hash"]:
             return last  # another process refiled it a moment ago
         seq = (last["seq"] + 1) if last else 1
-        entry = {"_id": entry_id(community, seq), "type": "audit_entry", "street": street, "community": community,
-                 "actor": actor, "action": action, "target": target, "fields": fields, "purpose": purpose,
-                 "device": device, "at": at.isoformat(), "seq": seq,
-                 "prev_hash": last["hash"] if last else filing_log.GENESIS, **({"keys": keys} if keys else {}),
-                 **({"refiled": refiled} if refiled else {})}
+        entry = {"_id": entry_id(community, seq), **content, "seq": seq,
+                 "prev_hash": last["hash"] if last else filing_log.GENESIS, **({"refiled": refiled} if refiled else {})}
         entry["hash"] = filing_log.entry_hash(entry)
         validate(entry)
         try:
@@ -93,7 +108,7 @@ def append(couch: Couch, signer: Signer, *, street: str, community: str, actor: 
             continue  # another process took this number; chain onto its entry (or see that it refiled this one)
         signer.anchor.advance(signer.key, community, seq, entry["hash"], entry["at"])
         if seq % filing_log.CHECKPOINT_EVERY == 0:
-            checkpoint(couch, signer, street, community, at)
+            checkpoint(couch, signer, content["street"], community, dt.datetime.fromisoformat(content["at"]))
         return saved
     raise RuntimeError(f"could not append to the filing log of {community} after {MAX_APPEND_TRIES} tries")
 
@@ -139,9 +154,10 @@ def file_report(couch: Couch, signer: Signer, report: dict[str, Any], now: dt.da
 
     Every server process runs the minute sweep: a process first claims the report (`filing_claimed_at`, one
     CouchDB update of the revision it read, so of two processes claiming at once one gets a conflict and leaves
-    it to the other); a claim older than CLAIM_LAPSES is of a process that died before filing, and is taken over.
-    A report is filed before it is deleted: a crash between the two files it twice on the next run, which
-    over-reports an access rather than losing one.
+    it to the other, and `filing_from_seq`, the log's head then); a claim older than CLAIM_LAPSES is of a process
+    that died, and is taken over. A report is filed (its entry names it: `report`) before it is deleted: a process
+    taking over first looks for that entry after `filing_from_seq`, so one that died between the two is neither
+    lost nor filed twice.
     """
     current = get_or_none(couch.main, report["_id"])
     if current is None or current["_rev"] != report["_rev"]:
@@ -149,15 +165,28 @@ def file_report(couch: Couch, signer: Signer, report: dict[str, Any], now: dt.da
     claimed = report.get("filing_claimed_at")
     if claimed and now - dt.datetime.fromisoformat(claimed) < CLAIM_LAPSES:
         return False  # another process is filing it
+    if claimed and _filed(couch, report):
+        bulk_save(couch.main, [deletion(report)])  # its process died after filing it, before deleting it
+        return False
+    head = _last_entry(couch, report["community"])
     try:
-        report = couch.main.save({**report, "filing_claimed_at": now.isoformat()})
+        report = couch.main.save({**report, "filing_claimed_at": now.isoformat(),
+                                  "filing_from_seq": report.get("filing_from_seq", head["seq"] if head else 0)})
     except Conflict:
         return False  # another process claimed it in the same moment
     append(couch, signer, street=report["street"], community=report["community"], actor=report["created_by"],
            action="open_offline", target=report["resident"], fields=report["fields"],
-           purpose=report["purpose"], device=report["phone_key"], at=dt.datetime.fromisoformat(report["at"]))
+           purpose=report["purpose"], device=report["phone_key"], at=dt.datetime.fromisoformat(report["at"]),
+           report=report["_id"])
     bulk_save(couch.main, [deletion(report)])
     return True
+
+
+def _filed(couch: Couch, report: dict[str, Any]) -> bool:
+    """Whether the log holds the report's entry, appended after its first claim."""
+    after = entry_id(report["community"], report.get("filing_from_seq", 0) + 1)
+    return any(e.get("report") == report["_id"]
+               for e in _all_docs_pages(couch, f"audit_entry:{_community_key(report['community'])}:", start=after))
 
 
 def iter_entries(couch: Couch, community: str, newest_first: bool = False) -> Iterator[dict[str, Any]]:
@@ -226,11 +255,7 @@ def repair_fork(couch: Couch, signer: Signer, community: str) -> int:
     refiled = 0
     for loser in losers:
         if loser["hash"] not in done:
-            append(couch, signer, street=loser["street"], community=community, actor=loser["actor"],
-                   action=loser["action"], target=loser["target"], fields=loser.get("fields", []),
-                   purpose=loser.get("purpose", ""), device=loser.get("device", ""),
-                   at=dt.datetime.fromisoformat(loser["at"]), keys=loser.get("keys"),
-                   refiled={"seq": loser["seq"], "prev_hash": loser["prev_hash"], "hash": loser["hash"]})
+            refile(couch, signer, loser)
             refiled += 1
     bulk_save(couch.main, [deletion(loser) for loser in losers])
     _resign_checkpoints(couch, signer, community, kept)
