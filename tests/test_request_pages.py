@@ -17,6 +17,7 @@ from server.services.demo import STREET_ID
 from server.store import sweeps
 from server.store.config import Settings
 from server.store.couch import Couch
+from server.store.health import Health
 from server.web.app import create_app
 
 from .street import TINY_PNG, csrf_of
@@ -139,6 +140,8 @@ def test_the_sweep_skips_a_request_it_cannot_read_and_still_takes_in_the_others(
     report = service_requests.sweep(demo_loaded, STREET_ID, dt.datetime.now(dt.UTC))
     assert report.unreadable == ["service_request:nocategory"]
     assert sweeps.skipped()["service-request deadlines"] == skipped + 1
+    _, _, parts = Health().report(True, dt.datetime.now(dt.UTC))  # what /healthz answers
+    assert parts["sweeps"]["skipped_documents"]["service-request deadlines"] == skipped + 1
     assert demo_loaded.main.get("service_request:a-too-long")["status"] == "received"
     line, = [r.getMessage() for r in caplog.records if r.name == "linli.sweeps"]
     assert "service_request:a-too-long (ValidationError)" in line and "幸福路" not in line
