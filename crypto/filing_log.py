@@ -36,10 +36,18 @@ _CHECKPOINT_LABEL = b"linli:audit-checkpoint:v1\x00"
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
-    """SHA-256 over the canonical JSON of the entry, without `_id`, `_rev` and `hash` itself."""
-    body = {k: v for k, v in entry.items() if k not in ("_id", "_rev", "hash")}
+    """SHA-256 over the canonical JSON of the entry, without CouchDB's own fields (`_id`, `_rev`, `_conflicts`)
+    and `hash` itself."""
+    body = {k: v for k, v in entry.items() if not k.startswith("_") and k != "hash"}
     canonical = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def first_written(entry: dict[str, Any]) -> dict[str, Any]:
+    """A refiled entry (one of two written as one seq: a fork, server/security/filing.py `repair_forks`) as it was
+    first written: its content at the seq and after the hash it named then."""
+    body = {k: v for k, v in entry.items() if not k.startswith("_") and k not in ("hash", "refiled")}
+    return {**body, "seq": entry["refiled"]["seq"], "prev_hash": entry["refiled"]["prev_hash"]}
 
 
 def signing_key(master_key: bytes) -> Ed25519PrivateKey:
@@ -90,15 +98,23 @@ def verify(community: str, entries: Iterable[dict[str, Any]], checkpoints: Itera
     outside the database (`anchored`, shaped as a checkpoint) and heads someone kept a copy of (`published`,
     (seq, hash) pairs from a monthly report): the chain must reach each of them, with that hash."""
     heads: dict[int, str] = {}
+    refiled: set[tuple[int, str]] = set()  # (seq, hash) each refiled entry had when first written
     previous, expected_seq = GENESIS, 1
     for entry in entries:
         seq = entry.get("seq")
+        if entry.get("_conflicts"):  # read with conflicts=true: CouchDB kept two writes of one new id
+            return Verdict(False, len(heads), 0, seq, f"forked: {1 + len(entry['_conflicts'])} entries were written "
+                           f"as entry {seq} (two processes on a cluster); the minute sweep refiles all but one")
         if seq != expected_seq:
             return Verdict(False, len(heads), 0, expected_seq, f"entry {expected_seq} is missing (next found: {seq})")
         if entry.get("prev_hash") != previous:
             return Verdict(False, len(heads), 0, seq, "does not link to the entry before it")
         if entry_hash(entry) != entry.get("hash"):
             return Verdict(False, len(heads), 0, seq, "content was altered (hash mismatch)")
+        if "refiled" in entry:
+            if entry_hash(first_written(entry)) != entry["refiled"].get("hash"):
+                return Verdict(False, len(heads), 0, seq, "refiled, but not the entry it names")
+            refiled.add((entry["refiled"]["seq"], entry["refiled"]["hash"]))
         heads[seq] = previous = entry["hash"]
         expected_seq += 1
     signed = 0
@@ -120,7 +136,7 @@ def verify(community: str, entries: Iterable[dict[str, Any]], checkpoints: Itera
     if anchored:
         kept.append((anchored["seq"], anchored["hash"], "the head kept outside the database"))
     for seq, head, what in kept:
-        broken = _break_before(heads, seq, head, what)
+        broken = None if (seq, head) in refiled else _break_before(heads, seq, head, what)
         if broken:
             return Verdict(False, len(heads), signed, broken[0], broken[1], anchored_seq)
     note = None

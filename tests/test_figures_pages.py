@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from server.domain.figures import KPIS, MIN_CASES_TO_RANK
 from server.domain.i18n import translator
+from server.security import filing
 from server.security.firewall import Firewall
 from server.services import figures, snapshots
 from server.services.demo import STREET_ID
@@ -118,8 +119,18 @@ def test_a_month_is_frozen_signed_and_filed_and_a_later_change_is_published_as_a
            "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp", "description": "x",
            "status": "received", "created_at": made.isoformat(), "due_close": (made + dt.timedelta(days=3)).isoformat()}
     demo_loaded.main.save(doc)
+    # Another process's hourly clock claimed the month a moment ago (issue 24): this one leaves it; a claim whose
+    # process died (older than CLAIM_LAPSES) is taken over. Either way the month is filed once.
+    claim_id = snapshots.snapshot_id("community:c1", last_month, 1)
+    demo_loaded.main.save({"_id": claim_id, "type": "figures_snapshot", "street": STREET_ID,
+                           "community": "community:c1", "month": last_month, "version": 1, "counts": {},
+                           "published_at": now.isoformat(), "hash": "0" * 64, "filing_claimed_at": now.isoformat()})
+    assert snapshots.freeze_due(demo_loaded, signer, now) == 0 and snapshots.load(demo_loaded, claim_id) is None
+    now += filing.CLAIM_LAPSES
     assert snapshots.freeze_due(demo_loaded, signer, now) == 1  # community 1's month; community 2 had nothing
     assert snapshots.freeze_due(demo_loaded, signer, now) == 0  # unchanged: nothing published twice
+    assert [e["target"] for e in filing.iter_entries(demo_loaded, "community:c1")
+            if e["action"] == "figures_published"] == [claim_id]
     first, = snapshots.versions(demo_loaded, "community:c1", last_month)
     assert first["counts"]["open"] == 1 and snapshots.signed(signer.key.public_key(), first)
     entry = demo_loaded.main.get(f"audit_entry:c1:{first['filed_seq']:012d}")

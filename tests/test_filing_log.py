@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import stat
 import subprocess
@@ -243,3 +244,93 @@ def test_verify_command(couch_server, couch, signer, settings) -> None:
     malformed = subprocess.run([linli, "audit", "verify", "--head", "community:c1:3:nothex"], env=env,
                                capture_output=True, text=True)
     assert malformed.returncode == 2 and "COMMUNITY:SEQ:HASH" in malformed.stderr
+
+
+# ---------------------------------------------------------------- forks: a cluster's two writes of one seq (issue 24)
+
+def _as_a_cluster_writes(couch: Couch, docs: list[dict]) -> None:
+    """Revisions written as they are (`new_edits=false`): a second first revision of an id is kept as a conflict,
+    which is what two CouchDB nodes accepting one new id each leave behind."""
+    _, results = couch.main.resource._request_response(
+        "POST", "_bulk_docs", data=json.dumps({"docs": docs, "new_edits": False}).encode(),
+        headers={"Content-Type": "application/json"})
+    assert not [r for r in results if "error" in r]
+
+
+def _entry_written_elsewhere(couch: Couch, seq: int, prev_hash: str, actor: str, rev: str) -> dict:
+    entry = {"_id": filing.entry_id(COMMUNITY, seq), "_rev": rev, "type": "audit_entry", "street": "street:s1",
+             "community": COMMUNITY, "actor": actor, "action": "decrypt", "target": "resident:c1-g01-0999-1",
+             "fields": ["phone"], "purpose": "入户走访", "device": "phone-2", "at": AT.isoformat(), "seq": seq,
+             "prev_hash": prev_hash}
+    return {**entry, "hash": filing_log.entry_hash(entry)}
+
+
+def _actors(couch: Couch) -> list[str]:
+    return [e["actor"] for e in filing.iter_entries(couch, COMMUNITY)]
+
+
+def test_a_fork_is_named_and_refiled_once(couch: Couch, signer: filing.Signer) -> None:
+    """Two processes on two nodes both wrote entry 3: the verifier names the fork, the repair keeps CouchDB's
+    winner at 3 and files the other at the head naming where it was first written; run again, it does nothing."""
+    file_access(couch, signer, 3)
+    other = _entry_written_elsewhere(couch, 3, entry(couch, 2)["hash"], "user:wangge02", "1-" + "0" * 32)
+    _as_a_cluster_writes(couch, [other])
+    assert "_conflicts" in couch.main.get(filing.entry_id(COMMUNITY, 3), conflicts="true")
+    result = filing.verify(couch, signer, COMMUNITY)
+    assert not result.ok and result.first_broken_seq == 3 and result.problem.startswith("forked: 2 entries")
+    assert filing.forked_communities(couch) == [COMMUNITY]
+    assert filing.repair_forks(couch, signer) == 1
+    assert filing.verify(couch, signer, COMMUNITY).ok and filing.forked_communities(couch) == []
+    assert sorted(_actors(couch)) == ["user:wangge01"] * 3 + ["user:wangge02"]  # nothing lost, nothing twice
+    assert entry(couch, 4)["refiled"] == {"seq": 3, "prev_hash": other["prev_hash"], "hash": other["hash"]}
+    assert filing.repair_forks(couch, signer) == 0 and len(_actors(couch)) == 4
+
+
+def test_a_fork_the_chain_went_on_from_keeps_that_branch(couch: Couch, signer: filing.Signer, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain went on from the entry CouchDB did not pick as winner (the next process read its own node): that
+    branch is kept, the winner refiled, the checkpoint signed over it signed again, and a host whose anchor names
+    the refiled entry still verifies (the refiled entry proves it was that entry)."""
+    monkeypatch.setattr(filing_log, "CHECKPOINT_EVERY", 3)
+    file_access(couch, signer, 2)
+    second = entry(couch, 2)
+    winner = _entry_written_elsewhere(couch, 3, second["hash"], "user:wangge01", "1-" + "f" * 32)
+    went_on = _entry_written_elsewhere(couch, 3, second["hash"], "user:wangge02", "1-" + "0" * 32)
+    fourth = _entry_written_elsewhere(couch, 4, went_on["hash"], "user:wangge02", "1-" + "1" * 32)
+    _as_a_cluster_writes(couch, [winner, went_on, fourth])
+    filing.checkpoint(couch, signer, "street:s1", COMMUNITY, AT)  # signs entry 4
+    other_host = filing.Signer(KEY, HeadAnchor(tmp_path / "other-host"))
+    other_host.anchor.path.parent.mkdir()
+    other_host.anchor.advance(KEY, COMMUNITY, 3, winner["hash"], winner["at"])  # that host appended the winner
+    _as_a_cluster_writes(couch, [{"_id": filing.checkpoint_id(COMMUNITY, 3), "_rev": "1-" + "2" * 32,
+                                  "type": "audit_checkpoint", "street": "street:s1", "community": COMMUNITY,
+                                  "seq": 3, "hash": winner["hash"], "at": AT.isoformat(),
+                                  "signature": filing_log.sign_checkpoint(KEY, COMMUNITY, 3, winner["hash"])}])
+    assert couch.main.get(filing.entry_id(COMMUNITY, 3))["actor"] == "user:wangge01"  # CouchDB's winner
+    assert "does not link" in filing_log.verify(COMMUNITY, [{k: v for k, v in e.items() if k != "_conflicts"}
+                                                           for e in filing.iter_entries(couch, COMMUNITY)],
+                                                [], KEY.public_key()).problem
+    assert filing.repair_fork(couch, signer, COMMUNITY) == 1
+    kept = couch.main.get(filing.entry_id(COMMUNITY, 3), conflicts="true")
+    assert kept["hash"] == went_on["hash"] and "_conflicts" not in kept
+    assert entry(couch, 5)["refiled"]["hash"] == winner["hash"]
+    assert couch.main.get(filing.checkpoint_id(COMMUNITY, 3))["hash"] == went_on["hash"]
+    for host in (signer, other_host):
+        assert filing.verify(couch, host, COMMUNITY).ok, host
+
+
+def test_a_repair_that_stopped_after_refiling_is_finished_without_filing_twice(couch: Couch,
+                                                                                signer: filing.Signer) -> None:
+    """A process died between refiling and deleting the revision (or two repaired at once): the next run sees
+    the entry refiled and only deletes; a refiled entry altered afterwards is named."""
+    file_access(couch, signer, 2)
+    other = _entry_written_elsewhere(couch, 2, entry(couch, 1)["hash"], "user:wangge02", "1-" + "0" * 32)
+    _as_a_cluster_writes(couch, [other])
+    filing.refile(couch, signer, other)
+    assert filing.repair_forks(couch, signer) == 0
+    assert filing.verify(couch, signer, COMMUNITY).ok and len(_actors(couch)) == 3
+    third = entry(couch, 3)
+    third["refiled"]["seq"] = 1  # names another entry than the one it was
+    third["hash"] = filing_log.entry_hash(third)
+    couch.main.save(third)
+    assert filing.verify(couch, signer, COMMUNITY).problem == "refiled, but not the entry it names"

@@ -142,7 +142,17 @@ def test_reports_are_filed_once_however_many_processes_sweep_at_once(demo_loaded
     assert sorted(e["at"] for e in entries) == sorted([r["at"] for r in reports] + [stale["at"]])
     assert filing.verify(demo_loaded, firewall.signer, "community:c1").ok
     assert demo_loaded.main.get(fresh["_id"])["filing_claimed_at"] == fresh["filing_claimed_at"]  # left to its filer
-    assert filing.file_reports(demo_loaded, firewall.signer, NOW + filing.CLAIM_LAPSES * 2) == 1  # its filer died
+    # A process that claimed a report, filed it and died before deleting it (killed mid-sweep, issue 24 item 3).
+    head = max(e["seq"] for e in entries)
+    died = demo_loaded.main.save({**reports[0], "_id": "access_report:died", "at": "2026-11-25T10:00:00+00:00",
+                                  "filing_claimed_at": NOW.isoformat(), "filing_from_seq": head})
+    filing.append(demo_loaded, firewall.signer, street=died["street"], community=died["community"],
+                  actor=died["created_by"], action="open_offline", target=died["resident"], fields=died["fields"],
+                  purpose=died["purpose"], device=died["phone_key"], at=dt.datetime.fromisoformat(died["at"]),
+                  report=died["_id"])
+    assert filing.file_reports(demo_loaded, firewall.signer, NOW + filing.CLAIM_LAPSES * 2) == 1  # the fresh one's
+    assert [e["at"] for e in filing.iter_entries(demo_loaded, "community:c1")].count(died["at"]) == 1  # not twice
+    assert docs_of_type(demo_loaded.main, "access_report") == []
 
 
 def test_a_phone_that_signs_out_gives_up_its_keys(demo_loaded: Couch, firewall: Firewall) -> None:

@@ -14,8 +14,10 @@ from server.domain.i18n import translator
 from server.security import accounts
 from server.services import service_requests
 from server.services.demo import STREET_ID
+from server.store import sweeps
 from server.store.config import Settings
 from server.store.couch import Couch
+from server.store.health import Health
 from server.web.app import create_app
 
 from .street import TINY_PNG, csrf_of
@@ -120,16 +122,29 @@ def test_a_request_made_offline_shows_dispatched_before_the_sweep_takes_it_in(de
         "created", "comment"]
 
 
-def test_the_sweep_skips_a_request_it_cannot_read_and_still_takes_in_the_others(demo_loaded: Couch) -> None:
+def test_the_sweep_skips_a_request_it_cannot_read_and_still_takes_in_the_others(
+        demo_loaded: Couch, caplog: pytest.LogCaptureFixture) -> None:
     # Only a test stores a request without its category (the gateway and the pages refuse one); the minute sweep
     # used to stop at it with a KeyError, so no clock of the street moved.
     phone_doc = {"type": "service_request", "street": STREET_ID, "community": "community:c1", "grid": "grid:c1-g01",
                  "description": "楼道灯不亮", "status": "received", "created_by": "user:wangge01",
                  "created_at": "2026-09-24T10:00:00+08:00"}
     demo_loaded.main.save({**phone_doc, "_id": "service_request:nocategory"})
+    # One the sweep cannot store (an address past the declared length, written around the pages): a per-document
+    # error used to stop the whole sweep (issue 24); now it is skipped, counted and logged in one line.
+    demo_loaded.main.save({**phone_doc, "_id": "service_request:a-too-long", "category": "street_lamp",
+                           "address": "幸福路" * 100, "department": "department:utilities", "history": [],
+                           "due_respond": "2026-09-25T10:00:00+08:00", "due_close": "2026-09-26T10:00:00+08:00"})
     demo_loaded.main.save({**phone_doc, "_id": "service_request:lamp", "category": "street_lamp"})
+    skipped = sweeps.skipped().get("service-request deadlines", 0)
     report = service_requests.sweep(demo_loaded, STREET_ID, dt.datetime.now(dt.UTC))
     assert report.unreadable == ["service_request:nocategory"]
+    assert sweeps.skipped()["service-request deadlines"] == skipped + 1
+    _, _, parts = Health().report(True, dt.datetime.now(dt.UTC))  # what /healthz answers
+    assert parts["sweeps"]["skipped_documents"]["service-request deadlines"] == skipped + 1
+    assert demo_loaded.main.get("service_request:a-too-long")["status"] == "received"
+    line, = [r.getMessage() for r in caplog.records if r.name == "linli.sweeps"]
+    assert "service_request:a-too-long (ValidationError)" in line and "幸福路" not in line
     assert "due_close" in demo_loaded.main.get("service_request:lamp")
     assert "due_close" not in demo_loaded.main.get("service_request:nocategory")  # left as it was, for a person
     assert service_requests.intake(demo_loaded, STREET_ID) == 0

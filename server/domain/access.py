@@ -389,7 +389,7 @@ SERVER_SET_FIELDS = {"service_request": ("department", "departments", "whistles"
                      "claim": ("decided_by", "decided_at", "consent", "dispute_note", "transfer",
                                "in_person_refused"),
                      # Which server process is filing a phone's offline access report (server/security/filing.py).
-                     "access_report": ("filing_claimed_at",),
+                     "access_report": ("filing_claimed_at", "filing_from_seq"),
                      # The keeper's decision and the waitlist are the server's (server/services/pool.py).
                      "booking": ("decided_by", "decided_at", "waitlist")}
 # Datetimes that lie ahead by design (deadlines); every other datetime a client sets says when something happened.

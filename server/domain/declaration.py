@@ -766,6 +766,10 @@ DOC_TYPES: dict[str, DocType] = {
             "seq": Field("int", Category.RECORD, required=True),
             "prev_hash": _text(Category.RECORD, max_length=128),
             "hash": _text(Category.RECORD, required=True, max_length=128),
+            # An entry a fork hid, filed again at the head: the seq, prev_hash and hash it was first written with
+            # (server/security/filing.py repair_fork).
+            "refiled": Field("map", Category.RECORD),
+            "report": Field("id", Category.RECORD),  # the offline access report an open_offline entry files
         }, label_zh="审计记录", label_en="Audit entry"),
         DocType("access_request", Scope.GRID, {
             **_PERSONAL_LINKS,
@@ -858,6 +862,7 @@ DOC_TYPES: dict[str, DocType] = {
             "phone_key": _ref("phone_key", required=True),
             # Which server process files it, since when (server/security/filing.py): one of several processes.
             "filing_claimed_at": Field("datetime", Category.SYSTEM),
+            "filing_from_seq": Field("int", Category.SYSTEM),  # the filing log's head when first claimed
             **_WHO_WHEN,
         }, label_zh="离线查看报告", label_en="Offline access report", client_writable=True),
         DocType("keyring", Scope.COMMUNITY, {
@@ -1073,8 +1078,11 @@ DOC_TYPES: dict[str, DocType] = {
             "corrects": _ref("figures_snapshot"),  # the version this one replaces
             "published_at": Field("datetime", required=True),
             "hash": _text(Category.SYSTEM, required=True, max_length=64),
-            "signature": _text(Category.SYSTEM, required=True, max_length=200),
-            "filed_seq": Field("int", Category.SYSTEM, required=True),
+            # Both absent while the process that claimed the version files it (server/services/snapshots.py freeze):
+            # one process publishes a month however many freeze it at once.
+            "signature": _text(Category.SYSTEM, max_length=200),
+            "filed_seq": Field("int", Category.SYSTEM),
+            "filing_claimed_at": Field("datetime", Category.SYSTEM),
         }, label_zh="月度统计快照", label_en="Monthly figures snapshot"),
         # ---- supervision and evaluation (issue 18 items 3-6)
         DocType("mediation", Scope.GRID, {

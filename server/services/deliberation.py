@@ -54,7 +54,7 @@ from server.domain.vote_rules import RULES, YES_NO_ABSTAIN, Condition, Outcome, 
 from server.security import filing
 from server.security.filing import Signer
 from server.security.keystore import MATTER_KEY_VERSION, KeyStore
-from server.store import queries
+from server.store import queries, sweeps
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, ids_of_type, iter_view_docs
 
 Doc = dict[str, Any]
@@ -267,9 +267,8 @@ def freeze_roll(couch: Couch, matter: Doc, now: dt.datetime) -> Doc:
 def freeze_pending(couch: Couch, now: dt.datetime) -> int:
     """Freeze every preparing matter's roll (the minute clock: a background freeze a stopped process left)."""
     pending = [m for m in docs_of_type(couch.main, "matter") if m["status"] == "preparing"]
-    for matter in pending:
-        freeze_roll(couch, matter, now)
-    return len(pending)
+    return len(sweeps.each("rolls a stopped process left preparing", pending,
+                           lambda matter: freeze_roll(couch, matter, now)))
 
 
 def matters_of(couch: Couch, communities: Iterable[str]) -> list[Doc]:
@@ -550,9 +549,9 @@ def close_due(couch: Couch, keys: KeyStore, signer: Signer, now: dt.datetime) ->
            if (m["status"] == "open" and counted_at(m) <= now)
            or (m["status"] == "closed" and result_id(m["_id"]) not in published)]
     due = [m for m in due if close_refusal(couch, m) is None]  # blocked: the secretary reconciles, then it closes
-    for matter in due:
-        _publish(couch, keys, signer, matter, matter["created_by"], now, by_hand=False)
-    return len(due)
+    return len(sweeps.each("votes past closing", due,
+                           lambda matter: _publish(couch, keys, signer, matter, matter["created_by"], now,
+                                                   by_hand=False)))
 
 
 def counted_at(matter: Doc) -> dt.datetime:

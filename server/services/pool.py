@@ -22,7 +22,7 @@ from server.domain.access import Principal
 from server.domain.declaration import BOOKER_KINDS, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, Role, validate
 from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
-from server.store import queries
+from server.store import queries, sweeps
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
@@ -356,19 +356,19 @@ def sweep_no_shows(couch: Couch, now: dt.datetime) -> int:
     firsts = get_many(couch.main, [row["id"] for row in rows])
     checked = get_many(couch.main, [rules.checkin_id(i) for i in firsts])
     resources = get_many(couch.main, {d["resource"] for d in firsts.values()})
-    released = 0
-    for first in firsts.values():
+
+    def release(first: Doc) -> bool:
         resource = resources.get(first["resource"])
         if resource is None or rules.checkin_id(first["_id"]) in checked or not rules.no_show_due(first, resource,
                                                                                                   now):
-            continue
+            return False
         try:
             _save_all(couch, [{**s, "status": "no_show", "decided_at": now.isoformat()}
                               for s in group_of(couch, first["_id"])])
-            released += 1
         except PoolError:  # changed meanwhile (cancelled, another process): the next sweep looks again
-            continue
-    return released
+            return False
+        return True
+    return sum(sweeps.each("no-shows", firsts.values(), release))
 
 
 # ---------------------------------------------------------------- use measured: the utilisation board

@@ -31,7 +31,7 @@ from server.domain.timebank import account_of, hours_text, transfer_refusal
 from server.security.keystore import KeyStore
 from server.services import meetings, timebank
 from server.services.timebank import LedgerError
-from server.store import queries
+from server.store import queries, sweeps
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
@@ -104,7 +104,8 @@ def _amounts(couch: Couch, events: list[rules.Event]) -> dict[str, int]:
 
 def mint_all(couch: Couch, now: dt.datetime) -> int:
     """The job: every community's due points (the minute clock and `linli serve`'s first start run it)."""
-    return sum(mint_due(couch, c, now) for c in docs_of_type(couch.main, "community"))
+    return sum(sweeps.each("participation points", docs_of_type(couch.main, "community"),
+                           lambda community: mint_due(couch, community, now)))
 
 
 # ---------------------------------------------------------------- the catalogue

@@ -28,6 +28,7 @@ from server.domain.declaration import REQUEST_STATES, SATISFACTION, Role, Valida
 from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
 from server.domain.workdays import WorkCalendar
+from server.store import sweeps
 from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
 
 log = logging.getLogger(__name__)
@@ -526,11 +527,11 @@ def confirm(couch: Couch, p: Principal, doc: Doc, fixed: bool, reason: str, via:
 def apply_fix_checks(couch: Couch, street: str, now: dt.datetime) -> int:
     """Answers recorded on a grid worker's phone offline (`fix_check`), applied as `confirm` applies them online,
     by the same rules, as the worker who recorded them; each marked applied or refused (the key saying why)."""
-    applied = 0
     checks = [c for community in ids_of_type(couch.main, "community")
               for c in iter_view_docs(couch.main, "linli/by_place", [community, "fix_check"])
               if c["street"] == street and "outcome" not in c]
-    for check in checks:
+
+    def apply(check: Doc) -> bool:
         user = get_or_none(couch.accounts, check["created_by"])
         request = get_or_none(couch.main, check["request"])
         try:
@@ -539,13 +540,13 @@ def apply_fix_checks(couch: Couch, street: str, now: dt.datetime) -> int:
             confirm(couch, Principal.of(user), request, check["fixed"], check.get("reason", ""), check["via"],
                     check["consent"], dt.datetime.fromisoformat(check["created_at"]))
             check.update(outcome="applied")
-            applied += 1
         except RequestError as refused:
             check.update(outcome="refused", refusal=refused.errors[0].key)
         check["applied_at"] = now.isoformat()
         validate(check)
         couch.main.save(check)
-    return applied
+        return check["outcome"] == "applied"
+    return sum(sweeps.each("requests' fixed-or-not answers recorded offline", checks, apply))
 
 
 def _record(couch: Couch, doc: Doc, by: str, action: str, note: str, now: dt.datetime, status: str | None = None,
@@ -572,42 +573,51 @@ def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
     """Warn before deadlines, escalate past them; idempotent, so every server process may run it."""
     report = SweepReport()
     categories, cal = catalogue(couch, street, active_only=False), calendar(couch, street)
-    for doc in open_requests(couch, street):
-        if "due_close" not in doc:  # made offline, not taken in yet
-            taken = _take_in(couch, doc, categories, cal)
-            if taken is None:
-                report.unreadable.append(doc["_id"])
-                continue
-            doc = taken
-        changed = False
-        for deadline, done_field, name in (("due_respond", "acknowledged_at", "respond"),
-                                           ("due_close", "resolved_at", "close")):
-            due = dt.datetime.fromisoformat(doc[deadline])
-            if done_field in doc:
-                continue
-            if now >= due and doc["status"] != "escalated" and "escalated" in TRANSITIONS[doc["status"]]:
-                doc["status"] = "escalated"
-                doc["history"].append({"at": now.isoformat(), "by": "system", "action": "overdue",
-                                       "status": "escalated", "note": name})
-                report.escalated += 1
-                changed = True
-            elif now < due <= now + WARN_BEFORE and name not in doc.get("warned", []):
-                doc["warned"] = doc.get("warned", []) + [name]
-                doc["history"].append({"at": now.isoformat(), "by": "system", "action": "warning", "note": name})
-                report.warned += 1
-                changed = True
-        for w in doc.get("whistles", []):
-            if "arrived_at" not in w and now >= dt.datetime.fromisoformat(w["due"]) and not w.get("overdue"):
-                w["overdue"] = True
-                doc["history"].append({"at": now.isoformat(), "by": "system", "action": "department_overdue",
-                                       "note": w["department"]})
-                report.departments_overdue += 1
-                changed = True
-        if changed:
-            doc["updated_at"] = now.isoformat()
-            validate(doc)
-            couch.main.save(doc)
+    sweeps.each("service-request deadlines", open_requests(couch, street),
+                lambda doc: _sweep_one(couch, doc, categories, cal, report, now))
     return report
+
+
+def _sweep_one(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar, report: SweepReport,
+               now: dt.datetime) -> None:
+    """One open request: taken in if made offline, warned or escalated, its departments' whistles checked."""
+    if "due_close" not in doc:  # made offline, not taken in yet
+        taken = _take_in(couch, doc, categories, cal)
+        if taken is None:
+            report.unreadable.append(doc["_id"])
+            return
+        doc = taken
+    changed, tally = False, SweepReport()  # counted into the report once stored: a conflict counts nothing
+    for deadline, done_field, name in (("due_respond", "acknowledged_at", "respond"),
+                                       ("due_close", "resolved_at", "close")):
+        due = dt.datetime.fromisoformat(doc[deadline])
+        if done_field in doc:
+            continue
+        if now >= due and doc["status"] != "escalated" and "escalated" in TRANSITIONS[doc["status"]]:
+            doc["status"] = "escalated"
+            doc["history"].append({"at": now.isoformat(), "by": "system", "action": "overdue",
+                                   "status": "escalated", "note": name})
+            tally.escalated += 1
+            changed = True
+        elif now < due <= now + WARN_BEFORE and name not in doc.get("warned", []):
+            doc["warned"] = doc.get("warned", []) + [name]
+            doc["history"].append({"at": now.isoformat(), "by": "system", "action": "warning", "note": name})
+            tally.warned += 1
+            changed = True
+    for w in doc.get("whistles", []):
+        if "arrived_at" not in w and now >= dt.datetime.fromisoformat(w["due"]) and not w.get("overdue"):
+            w["overdue"] = True
+            doc["history"].append({"at": now.isoformat(), "by": "system", "action": "department_overdue",
+                                   "note": w["department"]})
+            tally.departments_overdue += 1
+            changed = True
+    if changed:
+        doc["updated_at"] = now.isoformat()
+        validate(doc)
+        couch.main.save(doc)
+    report.warned += tally.warned
+    report.escalated += tally.escalated
+    report.departments_overdue += tally.departments_overdue
 
 
 def intake(couch: Couch, street: str) -> int:

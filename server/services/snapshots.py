@@ -11,11 +11,14 @@ import hashlib
 import json
 from typing import Any
 
+from pycouchdb.exceptions import Conflict
+
 from server.domain.figures import COUNTS
 from server.security import filing
 from server.security.filing import Signer
 from server.services import figures
 from server.services.figures import Scope
+from server.store import sweeps
 from server.store.couch import Couch, docs_of_type, get_or_none
 
 Doc = dict[str, Any]
@@ -43,21 +46,37 @@ def versions(couch: Couch, community: str, month: str) -> list[Doc]:
 
 def freeze(couch: Couch, signer: Signer, community: Doc, month: str, now: dt.datetime) -> Doc | None:
     """Freeze the community's month: its first snapshot, or a correction if its figures differ from the latest
-    version's; None when they do not, or when nothing happened in the month (nothing to publish)."""
+    version's; None when they do not, when nothing happened in the month (nothing to publish), or when another
+    process is publishing it.
+
+    Every process runs the hourly clock: the version's document is written first, unsigned, as a claim (of two
+    processes creating one id, one gets the conflict and leaves it), then filed and signed; a claim older than
+    filing.CLAIM_LAPSES is of a process that died before filing, and is taken over."""
     counts = figures.totals(couch, Scope(community["_id"], "", month, month)).counts
     digest = content_hash(community["_id"], month, counts)
     earlier = versions(couch, community["_id"], month)
+    if earlier and "signature" not in earlier[-1]:
+        claimed = earlier.pop()
+        if now - dt.datetime.fromisoformat(claimed["filing_claimed_at"]) < filing.CLAIM_LAPSES:
+            return None  # another process is publishing this month
+    else:
+        claimed = None
     if (earlier and earlier[-1]["hash"] == digest) or (not earlier and not any(counts.values())):
         return None  # unchanged, or a month with nothing in it
     version = earlier[-1]["version"] + 1 if earlier else 1
     doc: Doc = {"_id": snapshot_id(community["_id"], month, version), "type": "figures_snapshot",
                 "street": community["street"], "community": community["_id"], "month": month, "version": version,
                 "counts": counts, "published_at": now.isoformat(), "hash": digest,
-                **({"corrects": earlier[-1]["_id"]} if earlier else {})}
+                **({"corrects": earlier[-1]["_id"]} if earlier else {}),
+                **({"_rev": claimed["_rev"]} if claimed else {})}
+    try:
+        doc = couch.main.save({**doc, "filing_claimed_at": now.isoformat()})
+    except Conflict:
+        return None  # another process claimed it in the same moment
     doc["filed_seq"], doc["signature"] = filing.file_published(
         couch, signer, action=filing.FIGURES_PUBLISHED, street=community["street"], community=community["_id"],
         actor=ACTOR, target=doc["_id"], content_hash=digest, at=now)
-    return couch.main.save(doc)
+    return couch.main.save({k: v for k, v in doc.items() if k != "filing_claimed_at"})
 
 
 def freeze_due(couch: Couch, signer: Signer, now: dt.datetime) -> int:
@@ -66,14 +85,15 @@ def freeze_due(couch: Couch, signer: Signer, now: dt.datetime) -> int:
     this_month = figures.month_of(now)
     first, _ = figures.default_range(now, RECHECK_MONTHS + 2)
     due = [m for m in figures.months(first, this_month) if m < this_month]
-    return sum(freeze(couch, signer, community, month, now) is not None
-               for community in docs_of_type(couch.main, "community") for month in due)
+    return sum(sweeps.each("monthly figures frozen",
+                           [(community, month) for community in docs_of_type(couch.main, "community") for month in due],
+                           lambda place: freeze(couch, signer, *place, now) is not None))
 
 
 def published(couch: Couch) -> list[Doc]:
     """Every snapshot, newest month first, each month's versions newest first."""
     docs = [r["doc"] for r in couch.main.all(startkey="figures_snapshot:", endkey="figures_snapshot:\ufff0",
-                                              as_list=True)]
+                                              as_list=True) if "signature" in r["doc"]]  # not one being filed
     return sorted(docs, key=lambda d: (d["month"], d["community"], d["version"]), reverse=True)
 
 
@@ -86,4 +106,4 @@ def signed(public_key: Any, snapshot: Doc) -> bool:
 
 def load(couch: Couch, snapshot: str) -> Doc | None:
     doc = get_or_none(couch.main, snapshot)
-    return doc if doc and doc.get("type") == "figures_snapshot" else None
+    return doc if doc and doc.get("type") == "figures_snapshot" and "signature" in doc else None

@@ -23,7 +23,7 @@ from server.domain.declaration import Role, validate
 from server.domain.errors import FieldError, UserError
 from server.security import filing
 from server.security.filing import Signer
-from server.store import queries
+from server.store import queries, sweeps
 from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
@@ -300,18 +300,17 @@ def expire(couch: Couch, now: dt.datetime) -> int:
     cutoff = (now - rules.CLAIM_EXPIRES_AFTER).isoformat()
     rows = couch.main.query("linli/claims", as_list=True, startkey=["", "claimed"], endkey=["", "claimed", cutoff],
                             reduce="false", include_docs="true")
-    done = 0
-    for row in rows:
-        doc = row["doc"]
+
+    def lapse(doc: Doc) -> bool:
         transfer_id = rules.transfer_id_of_claim(doc["_id"])
         finished = get_or_none(couch.main, transfer_id)
         try:
             _decide(couch, doc, "confirmed" if finished else "expired", None, now,
                     transfer=transfer_id if finished else None)
-            done += 1
         except LedgerError:
-            continue  # answered meanwhile
-    return done
+            return False  # answered meanwhile
+        return True
+    return sum(sweeps.each("time-bank claims nobody answered", [row["doc"] for row in rows], lapse))
 
 
 # ---------------------------------------------------------------- transfers

@@ -111,6 +111,7 @@ class Settings:
     master_keys: tuple[bytes, ...] = field(repr=False)  # current first; () until a new installation makes one
     master_key_source: str = "LINLI_MASTER_KEY"  # where master_keys came from, for messages
     metrics_token: str | None = field(default=None, repr=False)  # a bearer of it may read /metrics
+    sweep_seconds: float = 60  # how often the minute sweep runs (LINLI_SWEEP_SECONDS; the scale-out test's is 1)
 
     @property
     def couchdb_location(self) -> str:
@@ -163,4 +164,5 @@ def load_settings() -> Settings:
         master_keys=master_keys,
         master_key_source=master_key_source,
         metrics_token=read_secret("LINLI_METRICS_TOKEN"),
+        sweep_seconds=float(os.environ.get("LINLI_SWEEP_SECONDS", "60")),
     )

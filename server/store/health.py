@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.store import sweeps
+
 SWEEP_LATE_AFTER = dt.timedelta(minutes=3)  # the minute sweep missed two turns: the clocks are not moving
 
 
@@ -41,7 +43,7 @@ class Health:
             "views": {"ok": self.first_views_built, "first_pages": self.first_views_built,
                       "all": self.all_views_built},
             "sweeps": {"ok": not sweep_late, "last": self.last_sweep_at.isoformat() if self.last_sweep_at else None,
-                       "failures": self.sweep_failures},
+                       "failures": self.sweep_failures, "skipped_documents": sweeps.skipped()},
         }
         if self.sync_live_clients is not None:
             parts["sync"] = {"ok": True, "live_clients": self.sync_live_clients()}

@@ -505,7 +505,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     ]
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        running = ([asyncio.create_task(_sla_clock(couch, firewall, health)),
+        running = ([asyncio.create_task(_sla_clock(couch, firewall, health, settings.sweep_seconds)),
                     asyncio.create_task(_figures_clock(couch, firewall))] if clocks else [])
         try:
             yield
@@ -519,7 +519,6 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
                                          **{kind: on_database_unreachable for kind in UNREACHABLE}})
 
 
-SWEEP_EVERY = 60  # seconds
 CODES_EVERY = 60  # sweeps: venues' code hashes run a week ahead, so once an hour is plenty
 MINT_EVERY = 15  # sweeps: points for the last quarter hour's participation (it reads every source document)
 
@@ -571,8 +570,9 @@ def _one_in(sweeps: int, part: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
-async def _sla_clock(couch: Couch, firewall: Firewall, health: Health) -> None:
-    """Once a minute, the minute parts; a sweep that ran every part to its end is the health's last sweep."""
+async def _sla_clock(couch: Couch, firewall: Firewall, health: Health, every: float) -> None:
+    """Every `every` seconds (a minute: settings.sweep_seconds), the minute parts; a sweep that ran every part to
+    its end is the health's last sweep."""
     parts = _minute_parts(couch, firewall)
     while True:
         failed = False
@@ -591,7 +591,7 @@ async def _sla_clock(couch: Couch, firewall: Firewall, health: Health) -> None:
             health.sweep_failures += 1
         else:
             health.last_sweep_at = _now()
-        await asyncio.sleep(SWEEP_EVERY)
+        await asyncio.sleep(every)
 
 
 FIGURES_EVERY = 3600  # seconds

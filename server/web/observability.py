@@ -28,6 +28,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.services import operations
+from server.store import sweeps
 from server.store.couch import Couch
 from server.store.health import Health
 
@@ -115,6 +116,10 @@ def _now_registry(health: Health, figures: operations.OperationsFigures, now: dt
         (now - last).total_seconds())
     Gauge("linli_sweep_failures", "Minute sweeps with a failed part since start", registry=registry).set(
         health.sweep_failures)
+    skipped = Gauge("linli_sweep_skipped_documents", "Documents a sweep part skipped (a conflict or an error on "
+                    "one; the next sweep retries it) since start", ["part"], registry=registry)
+    for part, count in sweeps.skipped().items():
+        skipped.labels(part).set(count)
     Gauge("linli_database_restarts", "Times the embedded CouchDB was restarted", registry=registry).set(
         health.database_restarts)
     waiting = Gauge("linli_alerts_unacknowledged", "Alerts raised at most `le` seconds ago, not acknowledged",
