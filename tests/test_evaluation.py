@@ -10,7 +10,8 @@ import re
 
 from starlette.testclient import TestClient
 
-from server.services import demo, evaluation_figures, mediation, survey
+from server.services import deliberation as d
+from server.services import demo, evaluation_figures, mediation, projects, survey
 from server.services import service_requests as sr
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, iter_view_docs
@@ -117,6 +118,40 @@ def test_two_failed_evaluations_in_a_row_propose_withdrawal_and_open_a_vote(web:
     assert f"/projects/{project_id[16:]}" in today
     report = web.get(f"{path}/reports/2026-H2")
     assert report.status_code == 200 and report.content == PDF
+
+
+def _withdrawal_proposed(web: TestClient, couch: Couch) -> tuple[str, dict]:
+    """A project of community 1 two evaluations in a row failed: its page and its withdrawal vote (open)."""
+    path = _project(web, couch)
+    assert _evaluate(web, path, "2025-H2", 50).status_code == 303
+    assert _evaluate(web, path, "2026-H1", 40).status_code == 303
+    project = couch.main.get("service_project:" + path.rsplit("/", 1)[1])
+    return path, couch.main.get(project["withdrawal_matter"])
+
+
+def test_a_passed_withdrawal_vote_withdraws_the_project_and_a_failed_one_keeps_it(web: TestClient,
+                                                                                  demo_loaded: Couch) -> None:
+    """The committee (shuji1, wangge01, wangge02) votes; the published result settles the project at once, linked
+    from its page; a failed vote puts it back to work, and says so."""
+    withdrawn_path, withdrawn_vote = _withdrawal_proposed(web, demo_loaded)
+    kept_path, kept_vote = _withdrawal_proposed(web, demo_loaded)
+    for username in ("shuji1", "wangge01"):  # two of three: the two-thirds rule holds for the first vote only
+        as_user(web, username, PASSWORD)
+        assert post(web, f"/matters/{withdrawn_vote['_id'][7:]}", choice="yes").status_code in (200, 303)
+    as_user(web, "shuji1", PASSWORD)
+    for vote in (withdrawn_vote, kept_vote):
+        assert post(web, f"/matters/{vote['_id'][7:]}/close").status_code in (200, 303)
+    withdrawn = demo_loaded.main.get("service_project:" + withdrawn_path.rsplit("/", 1)[1])
+    kept = demo_loaded.main.get("service_project:" + kept_path.rsplit("/", 1)[1])
+    assert withdrawn["status"] == "withdrawn" and withdrawn["withdrawal_result"] == d.result_id(withdrawn_vote["_id"])
+    assert kept["status"] == "active" and kept["withdrawal_result"] == d.result_id(kept_vote["_id"])
+    page = web.get(withdrawn_path).text
+    assert "已撤回" in page and "表决通过，项目已撤回" in page and f"/matters/{withdrawn_vote['_id'][7:]}" in page
+    page = web.get(kept_path).text
+    assert "执行中" in page and "撤回表决未通过，项目继续执行" in page and 'name="period"' in page
+    assert "已提议撤回" not in page
+    assert projects.settle_counted_withdrawals(demo_loaded, dt.datetime.now(dt.UTC)) == 0  # nothing left to settle
+    assert kept_path.rsplit("/", 1)[1] not in web.get("/today").text
 
 
 def test_bad_evaluations_are_refused_and_store_nothing(web: TestClient, demo_loaded: Couch) -> None:

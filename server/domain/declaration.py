@@ -1095,6 +1095,8 @@ DOC_TYPES: dict[str, DocType] = {
             "starts_on": Field("date", required=True),
             "status": _enum(PROJECT_STATES, required=True),
             "withdrawal_matter": _ref("matter"),  # the vote on withdrawing it, opened after two failures in a row
+            # That vote's published result: passed → withdrawn, failed → active again (server/services/projects.py).
+            "withdrawal_result": _ref("matter_result"),
             **_WHO_WHEN,
         }, label_zh="服务项目", label_en="Service project"),
         DocType("project_evaluation", Scope.COMMUNITY, {
