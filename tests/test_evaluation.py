@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
 
+import httpx2
+import pytest
 from starlette.testclient import TestClient
 
+from server.domain import access
 from server.services import deliberation as d
 from server.services import demo, evaluation_figures, mediation, projects, survey
 from server.services import service_requests as sr
-from server.store.config import LOCAL_TZ
-from server.store.couch import Couch, iter_view_docs
+from server.store.config import LOCAL_TZ, Settings
+from server.store.couch import Couch, get_or_none, iter_view_docs
+from server.store.embedded_couch import EmbeddedCouch, free_port
 
 from .street import as_user, csrf_of
+from .sync_harness import login, serve, stop
 
 PASSWORD = "demo-password"
 RESIDENT = "resident:c1-g01-0002-1"  # jumin1 (conftest.web), in wangge01's grid
@@ -243,6 +249,53 @@ def test_the_sample_is_drawn_per_grid_and_answered_at_the_door(web: TestClient, 
     assert refused.status_code == 400 and "没有被抽中" in refused.text
     published = web.get("/survey/results").text
     assert "16.7% (1/6)" in published  # the response rate: 1 of the 6 sampled households
+
+
+@pytest.fixture(name="gateway_url")
+def gateway_url_fixture(couch_server: EmbeddedCouch, demo_loaded: Couch, settings: Settings) -> Iterator[str]:
+    served = serve(couch_server.url, settings, free_port())
+    yield served.url
+    stop(served)
+
+
+def test_a_door_answer_written_offline_is_judged_at_sync_by_the_rule_the_page_uses(
+        web: TestClient, demo_loaded: Couch, gateway_url: str) -> None:
+    """The grid worker's phone pushes what it wrote at the doors (its replication: new_edits=false): an answer
+    without consent and one for a household not drawn are refused with the page's own words; the consented answer
+    of a sampled household is stored and counted in the published response rate."""
+    as_user(web, "shuji1", PASSWORD)
+    community = demo.community_id(1)
+    assert post(web, "/survey/sample", community=community, size="4").status_code == 200
+    month = survey.month_of(dt.datetime.now(dt.UTC), LOCAL_TZ)
+    sample = demo_loaded.main.get(survey.sample_id(community, month))
+    drawn = [e["household"] for e in sample["households"] if e["grid"] == demo.grid_id(1, 1)]
+    homes = list(iter_view_docs(demo_loaded.main, "linli/by_place", [demo.grid_id(1, 1), "household"]))
+    not_drawn = next(h for h in homes if h["_id"] not in drawn)
+    home = next(h for h in homes if h["_id"] == drawn[0])
+
+    def answer(household: dict, rev: str, **changes: object) -> dict:
+        doc = {"_id": access.door_answer_id(household, month), "type": "survey_response", "street": demo.STREET_ID,
+               "community": community, "month": month, "overall": 5, "household": household["_id"],
+               "channel": "door", "consent": True, "created_by": "user:wangge01",
+               "created_at": dt.datetime.now(dt.UTC).isoformat(), **changes}
+        return {**doc, "_rev": f"1-{rev * 32}", "_revisions": {"start": 1, "ids": [rev * 32]}}
+
+    cookie, csrf = login(gateway_url, "wangge01", PASSWORD)
+    pushed = httpx2.post(gateway_url + "sync/main/_bulk_docs", timeout=30,
+                         headers={"Cookie": cookie, "X-CSRF-Token": csrf},
+                         json={"new_edits": False, "docs": [answer(home, "a", consent=False),
+                                                            answer(not_drawn, "b")]})
+    assert pushed.status_code == 201
+    refused = {row["id"]: row for row in pushed.json()}
+    assert {e["key"] for row in refused.values() for e in row["errors"]} == {"err_survey_consent",
+                                                                              "err_survey_not_sampled"}, refused
+    assert get_or_none(demo_loaded.main, access.door_answer_id(home, month)) is None
+    accepted = httpx2.post(gateway_url + "sync/main/_bulk_docs", timeout=30,
+                           headers={"Cookie": cookie, "X-CSRF-Token": csrf},
+                           json={"new_edits": False, "docs": [answer(home, "c")]})
+    assert accepted.json() == [], accepted.text
+    assert demo_loaded.main.get(access.door_answer_id(home, month))["consent"] is True
+    assert "25.0% (1/4)" in web.get("/survey/results").text
 
 
 def test_the_figures_count_what_the_pages_recorded(web: TestClient, demo_loaded: Couch) -> None:
