@@ -46,7 +46,7 @@ from server.security.firewall import Firewall
 from server.services import deliberation, demo, needs, pool, rewards, survey, timebank
 from server.services import service_requests as sr
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
-from server.store.couch import Couch, bulk_save, connect, iter_view_docs
+from server.store.couch import Couch, bulk_save, connect, get_or_none, iter_view_docs
 from server.store.embedded_couch import EmbeddedCouch
 from server.web import resident_needs
 from server.web.app import create_app
@@ -240,10 +240,13 @@ def _matter(couch: Couch, firewall: Firewall, street: Street) -> None:
 def _survey(couch: Couch, street: Street) -> None:
     """This month's survey sample (issue 18): five households of grid 1, zhiyuan01a's among them; the first answered
     at the door by the grid worker already (a household the volunteer does not look after)."""
-    others = [household(n) for n in range(1, 12) if household(n) != street.volunteers_household]
-    street.sampled = [*others[:4], street.volunteers_household]
     month = survey.month_of(NOW, LOCAL_TZ)
-    couch.main.save({"_id": survey.sample_id("community:c1", month), "type": "survey_sample",
+    answered = {d.get("household") for d in server_documents_of(couch, "survey_response") if d["month"] == month}
+    others = [household(n) for n in range(1, 40) if household(n) not in (street.volunteers_household, *answered)]
+    street.sampled = [*others[:4], street.volunteers_household]
+    drawn = get_or_none(couch.main, survey.sample_id("community:c1", month))  # the demo's, if it drew this month
+    couch.main.save({**({"_rev": drawn["_rev"]} if drawn else {}),
+                     "_id": survey.sample_id("community:c1", month), "type": "survey_sample",
                      "street": demo.STREET_ID, "community": "community:c1", "month": month, "seed": "parity",
                      "households": [{"household": h, "grid": G1} for h in street.sampled], "frame": {G1: 55},
                      "created_by": "user:shuji1", "created_at": NOW.isoformat()})
@@ -662,7 +665,11 @@ def written(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def server_documents(street: Street, type_name: str) -> list[dict[str, Any]]:
-    rows = street.couch.main.all(startkey=f"{type_name}:", endkey=f"{type_name}:\ufff0", as_list=True)
+    return server_documents_of(street.couch, type_name)
+
+
+def server_documents_of(couch: Couch, type_name: str) -> list[dict[str, Any]]:
+    rows = couch.main.all(startkey=f"{type_name}:", endkey=f"{type_name}:\ufff0", as_list=True)
     return [row["doc"] for row in rows]
 
 
@@ -740,9 +747,9 @@ def test_a_survey_answer_at_the_door_is_recorded_alike(street: Street, offline: 
                          form=offline_form(Ask("POST", "/survey/door", answer(street.sampled[2]))), htmx=False)
     assert there["status"] == 200 and "已经填写过" not in there["html"], there
     month = survey.month_of(NOW, LOCAL_TZ)
-    [mine] = [d for d in server_documents(street, "survey_response") if d["household"] == street.sampled[1]]
+    [mine] = [d for d in server_documents(street, "survey_response") if d.get("household") == street.sampled[1]]
     [theirs] = [d for d in offline.call("documents", user=user.username, type="survey_response")
-                if d["household"] == street.sampled[2]]
+                if d.get("household") == street.sampled[2]]
     differing = {"_id", "_rev", "_revisions", "household", "created_at"}
     assert {k: v for k, v in mine.items() if k not in differing} == {k: v for k, v in theirs.items()
                                                                      if k not in differing}
