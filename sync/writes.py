@@ -26,6 +26,7 @@ from server.domain.access import (
     Refs,
     ballot_write_refusal,
     claim_person_refusal,
+    survey_write_refusal,
     write_ref_ids,
     write_refusal,
 )
@@ -169,12 +170,17 @@ def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: 
 
 def _errors_for_person(p: Principal, doc: Any, current: Doc | None, refs: Refs) -> list[FieldError]:
     """What the phone tells its person about a refused document: a new time-bank claim refused by the time bank's
-    rules says why (a wrong confirmation code, hours out of range, another's task), anything else that the server
-    refused it."""
+    rules says why (a wrong confirmation code, hours out of range, another's task), so does a door survey answer
+    (no consent, a household not drawn); anything else that the server refused it."""
     if isinstance(doc, dict) and doc.get("type") == "claim" and current is None and not doc.get("_deleted"):
         why = claim_person_refusal(p, doc, refs)
         if why:
             return [FieldError("in_person_code" if why[0] == "tb_code_wrong" else "(document)", *why)]
+    if isinstance(doc, dict) and doc.get("type") == "survey_response" and current is None \
+            and not doc.get("_deleted"):  # a door survey answer: the page's own words (issue 18)
+        refused = survey_write_refusal(p, doc, refs)
+        if refused:
+            return [FieldError(refused[0], refused[1], {"month": str(doc.get("month"))})]
     return [FieldError("(document)", "err_sync_refused")]
 
 

@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
 
+import httpx2
+import pytest
 from starlette.testclient import TestClient
 
-from server.services import demo, evaluation_figures, mediation, survey
+from server.domain import access
+from server.services import deliberation as d
+from server.services import demo, evaluation_figures, mediation, projects, survey
 from server.services import service_requests as sr
-from server.store.config import LOCAL_TZ
-from server.store.couch import Couch, iter_view_docs
+from server.store.config import LOCAL_TZ, Settings
+from server.store.couch import Couch, get_or_none, iter_view_docs
+from server.store.embedded_couch import EmbeddedCouch, free_port
 
 from .street import as_user, csrf_of
+from .sync_harness import login, serve, stop
 
 PASSWORD = "demo-password"
 RESIDENT = "resident:c1-g01-0002-1"  # jumin1 (conftest.web), in wangge01's grid
@@ -119,6 +126,40 @@ def test_two_failed_evaluations_in_a_row_propose_withdrawal_and_open_a_vote(web:
     assert report.status_code == 200 and report.content == PDF
 
 
+def _withdrawal_proposed(web: TestClient, couch: Couch) -> tuple[str, dict]:
+    """A project of community 1 two evaluations in a row failed: its page and its withdrawal vote (open)."""
+    path = _project(web, couch)
+    assert _evaluate(web, path, "2025-H2", 50).status_code == 303
+    assert _evaluate(web, path, "2026-H1", 40).status_code == 303
+    project = couch.main.get("service_project:" + path.rsplit("/", 1)[1])
+    return path, couch.main.get(project["withdrawal_matter"])
+
+
+def test_a_passed_withdrawal_vote_withdraws_the_project_and_a_failed_one_keeps_it(web: TestClient,
+                                                                                  demo_loaded: Couch) -> None:
+    """The committee (shuji1, wangge01, wangge02) votes; the published result settles the project at once, linked
+    from its page; a failed vote puts it back to work, and says so."""
+    withdrawn_path, withdrawn_vote = _withdrawal_proposed(web, demo_loaded)
+    kept_path, kept_vote = _withdrawal_proposed(web, demo_loaded)
+    for username in ("shuji1", "wangge01"):  # two of three: the two-thirds rule holds for the first vote only
+        as_user(web, username, PASSWORD)
+        assert post(web, f"/matters/{withdrawn_vote['_id'][7:]}", choice="yes").status_code in (200, 303)
+    as_user(web, "shuji1", PASSWORD)
+    for vote in (withdrawn_vote, kept_vote):
+        assert post(web, f"/matters/{vote['_id'][7:]}/close").status_code in (200, 303)
+    withdrawn = demo_loaded.main.get("service_project:" + withdrawn_path.rsplit("/", 1)[1])
+    kept = demo_loaded.main.get("service_project:" + kept_path.rsplit("/", 1)[1])
+    assert withdrawn["status"] == "withdrawn" and withdrawn["withdrawal_result"] == d.result_id(withdrawn_vote["_id"])
+    assert kept["status"] == "active" and kept["withdrawal_result"] == d.result_id(kept_vote["_id"])
+    page = web.get(withdrawn_path).text
+    assert "已撤回" in page and "表决通过，项目已撤回" in page and f"/matters/{withdrawn_vote['_id'][7:]}" in page
+    page = web.get(kept_path).text
+    assert "执行中" in page and "撤回表决未通过，项目继续执行" in page and 'name="period"' in page
+    assert "已提议撤回" not in page
+    assert projects.settle_counted_withdrawals(demo_loaded, dt.datetime.now(dt.UTC)) == 0  # nothing left to settle
+    assert kept_path.rsplit("/", 1)[1] not in web.get("/today").text
+
+
 def test_bad_evaluations_are_refused_and_store_nothing(web: TestClient, demo_loaded: Couch) -> None:
     path = _project(web, demo_loaded)
     project = demo_loaded.main.get("service_project:" + path.rsplit("/", 1)[1])
@@ -208,6 +249,53 @@ def test_the_sample_is_drawn_per_grid_and_answered_at_the_door(web: TestClient, 
     assert refused.status_code == 400 and "没有被抽中" in refused.text
     published = web.get("/survey/results").text
     assert "16.7% (1/6)" in published  # the response rate: 1 of the 6 sampled households
+
+
+@pytest.fixture(name="gateway_url")
+def gateway_url_fixture(couch_server: EmbeddedCouch, demo_loaded: Couch, settings: Settings) -> Iterator[str]:
+    served = serve(couch_server.url, settings, free_port())
+    yield served.url
+    stop(served)
+
+
+def test_a_door_answer_written_offline_is_judged_at_sync_by_the_rule_the_page_uses(
+        web: TestClient, demo_loaded: Couch, gateway_url: str) -> None:
+    """The grid worker's phone pushes what it wrote at the doors (its replication: new_edits=false): an answer
+    without consent and one for a household not drawn are refused with the page's own words; the consented answer
+    of a sampled household is stored and counted in the published response rate."""
+    as_user(web, "shuji1", PASSWORD)
+    community = demo.community_id(1)
+    assert post(web, "/survey/sample", community=community, size="4").status_code == 200
+    month = survey.month_of(dt.datetime.now(dt.UTC), LOCAL_TZ)
+    sample = demo_loaded.main.get(survey.sample_id(community, month))
+    drawn = [e["household"] for e in sample["households"] if e["grid"] == demo.grid_id(1, 1)]
+    homes = list(iter_view_docs(demo_loaded.main, "linli/by_place", [demo.grid_id(1, 1), "household"]))
+    not_drawn = next(h for h in homes if h["_id"] not in drawn)
+    home = next(h for h in homes if h["_id"] == drawn[0])
+
+    def answer(household: dict, rev: str, **changes: object) -> dict:
+        doc = {"_id": access.door_answer_id(household, month), "type": "survey_response", "street": demo.STREET_ID,
+               "community": community, "month": month, "overall": 5, "household": household["_id"],
+               "channel": "door", "consent": True, "created_by": "user:wangge01",
+               "created_at": dt.datetime.now(dt.UTC).isoformat(), **changes}
+        return {**doc, "_rev": f"1-{rev * 32}", "_revisions": {"start": 1, "ids": [rev * 32]}}
+
+    cookie, csrf = login(gateway_url, "wangge01", PASSWORD)
+    pushed = httpx2.post(gateway_url + "sync/main/_bulk_docs", timeout=30,
+                         headers={"Cookie": cookie, "X-CSRF-Token": csrf},
+                         json={"new_edits": False, "docs": [answer(home, "a", consent=False),
+                                                            answer(not_drawn, "b")]})
+    assert pushed.status_code == 201
+    refused = {row["id"]: row for row in pushed.json()}
+    assert {e["key"] for row in refused.values() for e in row["errors"]} == {"err_survey_consent",
+                                                                              "err_survey_not_sampled"}, refused
+    assert get_or_none(demo_loaded.main, access.door_answer_id(home, month)) is None
+    accepted = httpx2.post(gateway_url + "sync/main/_bulk_docs", timeout=30,
+                           headers={"Cookie": cookie, "X-CSRF-Token": csrf},
+                           json={"new_edits": False, "docs": [answer(home, "c")]})
+    assert accepted.json() == [], accepted.text
+    assert demo_loaded.main.get(access.door_answer_id(home, month))["consent"] is True
+    assert "25.0% (1/4)" in web.get("/survey/results").text
 
 
 def test_the_figures_count_what_the_pages_recorded(web: TestClient, demo_loaded: Couch) -> None:

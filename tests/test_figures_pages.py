@@ -25,11 +25,12 @@ ZH = translator("zh")
 DEMO_PASSWORD = "demo-password"
 
 
-def _request(couch: Couch, n: int, grid: str, *, closed: bool) -> None:
+def _request(couch: Couch, n: int, grid: str, *, closed: bool, department: str = "urban_management",
+             category: str = "street_lamp") -> None:
     made = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
-    doc = {"_id": f"service_request:fig{grid}{n}", "type": "service_request", "street": STREET_ID,
-           "community": grid.split("-")[0].replace("grid", "community"), "grid": grid, "category": "street_lamp",
-           "department": "department:urban_management", "description": "x", "status": "received",
+    doc = {"_id": f"service_request:fig{grid}{category}{n}", "type": "service_request", "street": STREET_ID,
+           "community": grid.split("-")[0].replace("grid", "community"), "grid": grid, "category": category,
+           "department": f"department:{department}", "description": "x", "status": "received",
            "created_at": made.isoformat(), "due_respond": (made + dt.timedelta(days=1)).isoformat(),
            "due_close": (made + dt.timedelta(days=3)).isoformat()}
     if closed:
@@ -92,6 +93,31 @@ def test_another_communitys_area_and_bad_input_give_her_own_figures_never_an_err
     assert web.get("/dashboard").status_code == 403
 
 
+FACETS_OF = {"bumen_urban_management": ["department:department:urban_management", "category:garbage",
+                                        "category:noise", "category:road_damage", "category:street_lamp"],
+             "bumen_health": ["department:department:health", "category:home_medical"]}
+
+
+def test_department_staff_read_their_own_departments_figures(web: TestClient, demo_loaded: Couch) -> None:
+    """bumen_<department>: the street's places, their department and its categories only (no "all", no other
+    department, asked or not), the backlog of their department alone."""
+    for n in range(2):
+        _request(demo_loaded, n, "grid:c1-g01", closed=False)  # urban management's
+    _request(demo_loaded, 0, "grid:c2-g01", closed=False, department="health", category="home_medical")
+    for username, requests in (("bumen_urban_management", 2), ("bumen_health", 1)):
+        as_user(web, username, DEMO_PASSWORD)
+        for params in ({}, {"facet": ""}, {"facet": "department:department:civil_affairs"}):
+            page = web.get("/dashboard", params=params)
+            assert page.status_code == 200 and ZH("fig_all") not in page.text, (username, params)
+            options = re.findall(r'<option value="((?:department|category):[^"]*)"', page.text)
+            assert options == FACETS_OF[username], options
+            trend = web.get("/dashboard.csv", params={**params, "table": "trend"}).text.lstrip("\ufeff")
+            assert sum(int(m.split(",")[1]) for m in trend.strip().splitlines()[1:]) == requests, trend
+            backlog = web.get("/dashboard.csv", params={**params, "table": "backlog"}).text.lstrip("\ufeff")
+            assert backlog.strip().splitlines()[1:] == [f"{'城管中队' if requests == 2 else '卫健办'},{requests}"]
+        assert 'href="/dashboard"' in page.text  # in their menu
+
+
 def test_a_page_whose_index_is_still_building_says_preparing_and_reloads(web: TestClient, demo_loaded: Couch,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     as_user(web, "shuji1", DEMO_PASSWORD)
@@ -107,6 +133,20 @@ def test_a_page_whose_index_is_still_building_says_preparing_and_reloads(web: Te
     view_built(demo_loaded.main, "figures").result(timeout=60)
     assert web.get("/dashboard").status_code == 200
     assert csrf_of(web)  # still signed in, nothing else touched
+
+
+def test_the_audit_log_says_preparing_while_its_index_builds(web: TestClient, demo_loaded: Couch,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    as_user(web, "shuji1", DEMO_PASSWORD)
+    secretary = demo_loaded.accounts.get("user:shuji1")
+    demo_loaded.accounts.save({**secretary, "display_name": secretary["display_name"] + " "})  # work for the index
+    store._view_builds.clear()  # as after a start: nobody has asked for the index yet
+    monkeypatch.setattr(store, "INDEX_WAIT_SECONDS", 0)
+    waiting = web.get("/audit", params={"actor": "user:shuji1"})
+    assert waiting.status_code == 202 and ZH("preparing_title") in waiting.text
+    assert 'href="/audit?actor=user%3Ashuji1"' in waiting.text
+    view_built(demo_loaded.accounts, "users_by_community").result(timeout=60)
+    assert web.get("/audit").status_code == 200
 
 
 def test_a_month_is_frozen_signed_and_filed_and_a_later_change_is_published_as_a_correction(

@@ -43,10 +43,10 @@ from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.security import accounts
 from server.security.firewall import Firewall
-from server.services import deliberation, demo, needs, pool, rewards, timebank
+from server.services import deliberation, demo, needs, pool, rewards, survey, timebank
 from server.services import service_requests as sr
-from server.store.config import PROJECT_ROOT
-from server.store.couch import Couch, bulk_save, connect, iter_view_docs
+from server.store.config import LOCAL_TZ, PROJECT_ROOT
+from server.store.couch import Couch, bulk_save, connect, get_or_none, iter_view_docs
 from server.store.embedded_couch import EmbeddedCouch
 from server.web import resident_needs
 from server.web.app import create_app
@@ -91,6 +91,7 @@ class Street:
     matter: str = ""  # an open household vote's key, with grid 1's voting cards printed (codes: household -> code)
     codes: dict[str, str] = field(default_factory=dict)
     vouchers: dict[str, str] = field(default_factory=dict)  # zhiyuan01a's codes: "new" and "used" at the shop
+    sampled: list[str] = field(default_factory=list)  # this month's survey sample in grid 1 (the first answered)
 
 
 def _principal(couch: Couch, username: str) -> Principal:
@@ -125,6 +126,7 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     _tasks(couch, street)
     _matter(couch, firewall, street)
     _pool(couch)
+    _survey(couch, street)
     # Numbers to search by: the phone and ID card of a resident whose contact details the worker may open, and of
     # one who keeps them from the worker (offline the phone compares with the numbers it can open).
     street.numbers = [str(firewall.reveal(secretary, couch.main.get(resident(n)), "contact", purpose="routine_visit",
@@ -235,6 +237,25 @@ def _matter(couch: Couch, firewall: Firewall, street: Street) -> None:
         "households_three_quarters", (), NOW - dt.timedelta(hours=1), NOW + dt.timedelta(days=7)), NOW)
     street.matter = deliberation.key_of(matter["_id"])
     street.codes = {c.voter: c.code for c in deliberation.issue_cards(couch, secretary, matter, G1, NOW)}
+
+
+def _survey(couch: Couch, street: Street) -> None:
+    """This month's survey sample (issue 18): five households of grid 1, zhiyuan01a's among them; the first answered
+    at the door by the grid worker already (a household the volunteer does not look after)."""
+    month = survey.month_of(NOW, LOCAL_TZ)
+    answered = {d.get("household") for d in server_documents_of(couch, "survey_response") if d["month"] == month}
+    others = [household(n) for n in range(1, 40) if household(n) not in (street.volunteers_household, *answered)]
+    street.sampled = [*others[:4], street.volunteers_household]
+    drawn = get_or_none(couch.main, survey.sample_id("community:c1", month))  # the demo's, if it drew this month
+    couch.main.save({**({"_rev": drawn["_rev"]} if drawn else {}),
+                     "_id": survey.sample_id("community:c1", month), "type": "survey_sample",
+                     "street": demo.STREET_ID, "community": "community:c1", "month": month, "seed": "parity",
+                     "households": [{"household": h, "grid": G1} for h in street.sampled], "frame": {G1: 55},
+                     "created_by": "user:shuji1", "created_at": NOW.isoformat()})
+    survey.answer_at_door(couch, _principal(couch, "wangge01"), couch.main.get(street.sampled[0]), 4, True, NOW,
+                          LOCAL_TZ)
+
+
 # The resource pool (issue 17): a hall of the first community, with zhiyuan01a's booking of this hour (its check-in
 # window open for two hours) and one of the hour before, checked in already.
 POOL_HALL, POOL_SECRET = "resource:parity-hall", "the parity hall's secret"
@@ -455,6 +476,7 @@ def pages_for(street: Street, username: str) -> list[Ask]:
             Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}/photos/photo-1.png"),
             Ask("GET", "/matters"), Ask("GET", f"/matters/{street.matter}/door"),
             Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={pool_code()}"),
+            Ask("GET", "/survey/door"),
         ]
     if username == "shuji1":
         return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"{grid}?offset=50"), Ask("GET", f"/grids/{G2}"),
@@ -468,7 +490,7 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 Ask("POST", f"/alerts/{street.alerts['raised'].split(':')[1]}/act", (("action", "acknowledge"),)),
                 Ask("GET", "/tasks"),
                 *[Ask("GET", f"/tasks/{street.tasks[s]}") for s in ("assigned", "done", "declined")],
-                *everyone, *nowhere, *pool_checkin(street)]
+                *everyone, *nowhere, *pool_checkin(street), Ask("GET", "/survey/door")]
     if username == "hezuo1":  # a partner's staff: their counter (/ redirects there)
         return [Ask("GET", "/"), Ask("GET", "/redeem"), *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
@@ -650,7 +672,11 @@ def written(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def server_documents(street: Street, type_name: str) -> list[dict[str, Any]]:
-    rows = street.couch.main.all(startkey=f"{type_name}:", endkey=f"{type_name}:\ufff0", as_list=True)
+    return server_documents_of(street.couch, type_name)
+
+
+def server_documents_of(couch: Couch, type_name: str) -> list[dict[str, Any]]:
+    rows = couch.main.all(startkey=f"{type_name}:", endkey=f"{type_name}:\ufff0", as_list=True)
     return [row["doc"] for row in rows]
 
 
@@ -706,6 +732,38 @@ def test_a_ballot_at_the_door_is_recorded_alike(street: Street, offline: Offline
     assert theirs["confirmation"] == ballot_rules.confirmation(card["hash"], theirs)
     page = offline.call("render", user=user.username, method="GET", path=door, form=[], htmx=False)
     assert theirs["receipt"] in page["html"]
+
+
+def test_a_survey_answer_at_the_door_is_recorded_alike(street: Street, offline: Offline,
+                                                       users: dict[str, User]) -> None:
+    """The door survey (issue 18): without the resident's consent, and for a household not drawn, refused alike;
+    then the second sampled household's answer recorded online and the third's offline, the same answer but for its
+    household and moment; offline, the page no longer asks the third."""
+    user = users["wangge01"]
+
+    def answer(household_id: str, **changed: str) -> tuple[tuple[str, str], ...]:
+        return tuple({"household": household_id, "overall": "5", "consent": "1", **changed}.items())
+
+    unconsented = tuple((k, v) for k, v in answer(street.sampled[1]) if k != "consent")
+    not_drawn = next(household(n) for n in range(1, 30) if household(n) not in street.sampled)
+    found = differences(street, offline, user, [Ask("POST", "/survey/door", unconsented),
+                                                Ask("POST", "/survey/door", answer(not_drawn))])
+    assert not found, "\n\n".join(found)
+    online = user.online(street.url, Ask("POST", "/survey/door", answer(street.sampled[1])))
+    there = offline.call("render", user=user.username, method="POST", path="/survey/door",
+                         form=offline_form(Ask("POST", "/survey/door", answer(street.sampled[2]))), htmx=False)
+    assert there["status"] == 200 and "已经填写过" not in there["html"], there
+    month = survey.month_of(NOW, LOCAL_TZ)
+    [mine] = [d for d in server_documents(street, "survey_response") if d.get("household") == street.sampled[1]]
+    [theirs] = [d for d in offline.call("documents", user=user.username, type="survey_response")
+                if d.get("household") == street.sampled[2]]
+    differing = {"_id", "_rev", "_revisions", "household", "created_at"}
+    assert {k: v for k, v in mine.items() if k not in differing} == {k: v for k, v in theirs.items()
+                                                                     if k not in differing}
+    assert theirs["_id"] == f"survey_response:c1:{month}:door-{street.sampled[2][10:]}" and online is not None
+    page = offline.call("render", user=user.username, method="GET", path="/survey/door", form=[], htmx=False)
+    assert f'value="{street.sampled[2]}"' not in page["html"]  # answered: no form for it any more
+    assert f'value="{street.sampled[3]}"' in page["html"]
 
 
 def test_other_roles_forms_answer_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:

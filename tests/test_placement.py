@@ -129,9 +129,10 @@ def phone_key_id(user_id: str) -> str:
 CLIENT_TYPES = {"street", "department", "community", "grid", "gateway", "household", "resident", "visit", "need",
                 "service_request", "device", "alert", "reading", "safety_rules", "device_health", "gateway_health",
                 "access_report", "claim", "task", "ballot", "redemption", "booking", "checkin",
-                "fix_check"}  # issue 18: a reporter's "is it really fixed?" answer, recorded by the grid worker offline
+                "fix_check",  # issue 18: a reporter's "is it really fixed?" answer, recorded by the grid worker offline
+                "survey_response"}  # issue 18: a sampled household's survey answer, written down at the door offline
 GRID_TYPES = CLIENT_TYPES - {"street", "department", "community", "grid", "gateway", "gateway_health", "redemption",
-                             "booking", "checkin"}
+                             "booking", "checkin", "survey_response"}
 STAFF_TYPES = {"household", "resident", "visit", "need", "service_request", "device", "alert", "reading",
                "safety_rules", "access_report", "task"}
 # Fields no client sets or changes: whose key a device's readings are sealed to (issue 13, finding 1).
@@ -140,11 +141,13 @@ KEY_PICKING = {"device": ("resident", "write_public", "write_key_version", "writ
 POOL_TYPES = ("booking", "checkin")
 AREA_OF_ROLE = {  # type -> where the role may write it (the document as written, and the version it replaces)
     "admin": {t: lambda d, old: True for t in CLIENT_TYPES - {"device_health", "gateway_health", "claim", "ballot",
-                                                             "redemption", "fix_check", *POOL_TYPES}},
+                                                             "redemption", "fix_check", "survey_response",
+                                                             *POOL_TYPES}},
     "secretary": {**{t: lambda d, old: d["community"] == C1 for t in STAFF_TYPES | {"grid", "gateway"}},
                   **{t: lambda d, old: d["community"] == C1 for t in POOL_TYPES}},
     "grid_worker": {**{t: lambda d, old: d["grid"] == G11 for t in STAFF_TYPES | {"claim", "ballot", "fix_check"}},
-                    **{t: lambda d, old: d["community"] == C1 for t in POOL_TYPES}},
+                    **{t: lambda d, old: d["community"] == C1 for t in POOL_TYPES},
+                    "survey_response": lambda d, old: GRID_OF.get(d["household"]) == G11},
     "volunteer": {  # tasks about the households they look after, or one assigned to them; requests in their grid
         **{t: lambda d, old: (LOOKED_AFTER.get(d.get("household")) == VOLUNTEER[G11]
                               or (old is not None and old.get("assigned_to") == VOLUNTEER[G11]))
@@ -152,6 +155,7 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
         "service_request": lambda d, old: d["grid"] == G11,
         "claim": lambda d, old: d["grid"] == G11,
         **{t: lambda d, old: d["community"] == C1 for t in POOL_TYPES},
+        "survey_response": lambda d, old: GRID_OF.get(d["household"]) == G11,
         # a task assigned to them: answered only (its state and their note), never made or moved
         "task": lambda d, old: old is not None and old.get("assigned_to") == VOLUNTEER[G11] == d.get("assigned_to")
         and all(old.get(k) == d.get(k) for k in {*old, *d} - {"_rev", "status", "volunteer_note", "updated_at"})},
@@ -235,6 +239,8 @@ def _links_ok(actor: Actor, d: Doc) -> bool:
     resident = d.get("resident")
     if d["type"] in POOL_TYPES:  # community-wide: a phone books as its user; a resident's booking is made online
         return resident is None
+    if d["type"] == "survey_response":  # community-wide: its household is judged by _survey_ok
+        return True
     if household is not None and d["type"] != "household" and GRID_OF.get(household) != d["grid"]:
         return False
     if "head" in d and HOUSEHOLD_OF.get(d["head"]) != household:
@@ -323,6 +329,27 @@ def _claim_ok(actor: Actor, old: Doc | None, d: Doc) -> bool:
 # Deliberation (issue 15): an open household vote in each community and a closed one, each household's voting card
 # (its code "CARD" + the household), and what a ballot at the door must be (server/domain/ballots.py, restated).
 MATTERS = {"matter:m1": (C1, "open"), "matter:m2": (C2, "open"), "matter:m3": (C1, "closed")}
+# The door survey (issue 18): this month's sample of each community (the first household of each grid), and an
+# older month's of community 1 (its second households): an answer counts for a household sampled in its month.
+MONTH, LAST_YEAR = NOW.astimezone(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m"), "2020-01"
+SAMPLED = {(C1, MONTH): {household_id(G11, 1), household_id(G12, 1)}, (C2, MONTH): {household_id(G21, 1)},
+           (C1, LAST_YEAR): {household_id(G11, 2)}}
+
+
+def door_answer_id(household: str, month: str) -> str:
+    return f"survey_response:{COMMUNITY_OF[GRID_OF[household]][10:]}:{month}:door-{household[10:]}"
+
+
+def _survey_ok(actor: Actor, old: Doc | None, d: Doc) -> bool:
+    """Written once, at the door, with consent, a score of 1-5, for a household of the writer's grid (a volunteer's:
+    one they look after) sampled in the answer's month and community, under that household's id for the month."""
+    if d["type"] != "survey_response":
+        return True
+    household = d["household"]
+    return (old is None and d["channel"] == "door" and d["consent"] is True and d["overall"] in (1, 2, 3, 4, 5)
+            and not isinstance(d["overall"], bool) and household in SAMPLED.get((d["community"], d["month"]), ())
+            and GRID_OF.get(household) in actor.grids and d["_id"] == door_answer_id(household, d["month"])
+            and (actor.role != "volunteer" or LOOKED_AFTER.get(household) == actor.user_id))  # theirs to see
 MATTER_OPENS, MATTER_CLOSES = NOW - dt.timedelta(days=2), NOW + dt.timedelta(days=2)
 
 
@@ -406,7 +433,7 @@ def expected(actor: Actor, old: Doc | None, d: Doc) -> bool:
         return False
     return _place_ok(d) and _links_ok(actor, d) and _people_ok(actor, d) and _claim_ok(actor, old, d) \
         and _ballot_ok(actor, old, d) and _redemption_ok(old, d) and _pool_ok(actor, old, d) \
-        and _times_ok(d)
+        and _times_ok(d) and _survey_ok(actor, old, d)
 
 
 # ---------------------------------------------------------------- documents
@@ -463,6 +490,9 @@ def base(type_name: str, writer: str) -> Doc:
                     "created_at": (STARTED + dt.timedelta(minutes=5)).isoformat()},
         "fix_check": {**HERE, "request": RECORDS[G11, 1]["request"], "fixed": False, "reason": "还是漏水",
                       "via": "visit", "consent": True, "created_by": writer, "created_at": when},
+        "survey_response": {"street": S, "community": C1, "month": MONTH, "overall": 4,
+                            "household": household_id(G11, 1), "channel": "door", "consent": True,
+                            "created_by": writer, "created_at": when},
     }
     own_id = {"street": S, "community": "community:new", "grid": "grid:new"}.get(type_name, f"{type_name}:new")
     if type_name == "claim":  # a claim's id is its task's
@@ -479,6 +509,8 @@ def base(type_name: str, writer: str) -> Doc:
         own_id = docs["booking"]["group"]
     if type_name == "checkin":
         own_id = "checkin:" + docs["checkin"]["booking"][8:]
+    if type_name == "survey_response":  # a door answer's id is its household's and month's
+        own_id = door_answer_id(household_id(G11, 1), MONTH)
     return {"_id": own_id, "type": type_name, **docs[type_name]}
 
 
@@ -526,6 +558,9 @@ POOL: dict[str, list[Any]] = {
     "booking": [booking_of(u) for u in OTHER_USERS] + ["booking:nowhere"],
     "code": ["CODE23456788", HALL_CODE.lower()],
     "method": ["keeper"],
+    "overall": [0, 6, 1, 5, True, "4"],
+    "month": [LAST_YEAR, "2099-01"],
+    "channel": ["own"],
 }
 
 
@@ -557,6 +592,11 @@ def mutations(doc: Doc) -> Iterator[Doc]:
             moved = {**doc, "voucher": voucher, "_id": "redemption:" + voucher[8:]}
             yield from (moved, {**moved, "community": community, "organisation": shop, "reward": reward})
         yield {**doc, "_id": "redemption:c1-1:00002"}  # its own voucher, under another voucher's id
+    if doc["type"] == "survey_response":  # another household or month, under its own id too, in its community too
+        for (community, month), households in SAMPLED.items():
+            for household in sorted(households):
+                moved = {**doc, "household": household, "month": month, "_id": door_answer_id(household, month)}
+                yield from (moved, {**moved, "community": community})
 
 
 # The stored documents write_refusal is given (as the sync gateway fetches them), each schema-valid.
@@ -644,6 +684,9 @@ def world_docs() -> tuple[list[Doc], list[Doc]]:
               "matter": m, "voter": h, "household": h, "hash": _card_hash(f"ballot:{m[7:]}:{h}", h),
               "created_by": SECRETARY[c], "created_at": MATTER_OPENS.isoformat()}
              for m, (c, _) in MATTERS.items() for (g, _), (h, _, _) in PLACES.items() if COMMUNITY_OF[g] == c]
+    main += [{"_id": f"survey_sample:{c[10:]}:{m}", "type": "survey_sample", "street": S, "community": c, "month": m,
+              "households": [{"household": h, "grid": GRID_OF[h]} for h in sorted(hs)], "frame": {}, "seed": "s",
+              "created_by": SECRETARY[c], "created_at": _ago(days=1)} for (c, m), hs in SAMPLED.items()]
     codes = {"_id": timebank_rules.ledger_lock_id(resident_id(G11, 1)), "type": "ledger_lock",
              "account": resident_id(G11, 1), "seq": 0, "secret": CODE_SECRET, "codes_from": 1, "codes_used": ["3"]}
     return main, users + phones + cards + [codes]
@@ -801,10 +844,12 @@ def test_a_sample_through_the_sync_gateway_is_judged_by_the_rules(gateway_url: s
     the street (its one id exists already), claims (their id is their task's, so a claim and its mutations
     share one id: tests/test_timebank_sync.py sends claims through the gateway) and redemptions (their id is
     their voucher's, alike), and bookings and check-ins (their ids are a slot's and a booking's, shared the
-    same way: tests/test_pool.py sends them through the gateway)."""
+    same way: tests/test_pool.py sends them through the gateway), and door survey answers (their id is their
+    household's and month's: tests/test_evaluation.py sends one through the gateway)."""
     rng = random.Random(13)
     cases = [(actor, base(t, actor.user_id)) for actor in ACTORS
-             for t in sorted(CLIENT_TYPES - {"reading", "street", "claim", "redemption", *POOL_TYPES})]
+             for t in sorted(CLIENT_TYPES - {"reading", "street", "claim", "redemption", "survey_response",
+                                             *POOL_TYPES})]
     cases += rng.sample([(actor, new) for actor, doc in cases for new in mutations(doc)], 80)
     wrong, accepted = [], 0
     for actor in ACTORS:

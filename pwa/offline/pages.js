@@ -1133,7 +1133,81 @@ export const ROUTES = [
   ["POST", "/pool/checkin", poolCheckin],
   ["GET", "/timebank", timebankPage],
   ["POST", "/claims", claimOffline],
+  ["GET", "/survey/door", surveyDoor],
+  ["POST", "/survey/door", surveyDoor],
 ];
+
+// ---- the monthly survey at the door (issue 18): server/web/survey_pages.py door_page, server/services/survey.py
+// door_list and answer_at_door. The month's sample (the community's, which the replica holds) and the households of
+// it this phone may see; an answer written into the replica under the household's id for the month, which the sync
+// gateway judges by the rule the page uses (access.survey_door_refusal) and refuses with the same words. Answered
+// means answered from this phone (others' answers reach no replica: access.py RULES survey_response).
+function localMonth(timeZone) {
+  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit" })
+    .formatToParts(new Date()).map((p) => [p.type, p.value]));
+  return `${parts.year}-${parts.month}`;
+}
+
+async function surveyDoor({ db, session, form, method }) {
+  const roles = session.user.roles || [];
+  if (!roles.includes("volunteer") && !roles.includes("grid_worker")) {
+    throw new OfflineError(403, "forbidden");
+  }
+  const me = session.user._id;
+  const grids = session.user.grids || [];
+  const month = localMonth(session.time_zone);
+  const samples = Object.fromEntries((await docsOfType(db, "survey_sample")).filter((d) => d.month === month)
+    .map((d) => [d.community, d]));
+  let typed = { household: "", overall: "" };
+  let errors = {};
+  if (method === "POST") {
+    typed = { household: String(form.get("household") || ""), overall: String(form.get("overall") || "") };
+    const home = await load(db, typed.household.slice(0, 2000), "household");
+    try {
+      await storeDoorAnswer(db, me, grids, home, samples[home.community], month, typed.overall,
+                            form.get("consent") !== null);
+      typed = { household: "", overall: "" };
+    } catch (bad) {
+      if (!(bad instanceof FormError)) throw bad;
+      errors = bad.errors;
+    }
+  }
+  const answered = new Set((await docsOfType(db, "survey_response")).filter((d) => d.month === month)
+    .map((d) => d.household));
+  const households = await docsOfType(db, "household");
+  const rows = [];
+  for (const community of [...(session.user.communities || [])].sort()) {
+    const mine = new Set((samples[community]?.households || []).filter((e) => grids.includes(e.grid))
+      .map((e) => e.household));
+    rows.push(...households.filter((h) => mine.has(h._id)).map((h) => ({ household: h, answered: answered.has(h._id) })));
+  }
+  rows.sort((a, b) => (a.answered - b.answered) || (a.household.address < b.household.address ? -1
+    : a.household.address > b.household.address ? 1 : 0));
+  return { template: "survey_door.html", status: Object.keys(errors).length ? 400 : 200,
+           context: { rows, errors, typed, month } };
+}
+
+async function storeDoorAnswer(db, me, grids, home, sample, month, overall, consent) {
+  if (!(sample?.households || []).some((e) => e.household === home._id)) {
+    throw refuse("household", "err_survey_not_sampled", { month });
+  }
+  if (!grids.includes(home.grid)) {
+    throw new OfflineError(403, "forbidden");
+  }
+  if (!consent) {
+    throw refuse("consent", "err_survey_consent", { month });
+  }
+  if (!/^[1-5]$/.test(overall)) {
+    throw refuse("overall", "err_survey_overall", { month });
+  }
+  const id = `survey_response:${home.community.split(":")[1]}:${month}:door-${home._id.split(":")[1]}`;
+  if (await db.get(id).catch(() => null)) {
+    throw refuse("overall", "err_survey_answered", { month });
+  }
+  await db.put({ _id: id, type: "survey_response", street: home.street, community: home.community, month,
+                 overall: Number(overall), household: home._id, channel: "door", consent: true, created_by: me,
+                 created_at: nowISO() });
+}
 
 export function route(method, path) {
   const parts = path.split("/");

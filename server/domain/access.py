@@ -369,6 +369,10 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     # The grid worker records a reporter's "is it really fixed?" answer offline (applied by the server, issue 18).
     "fix_check": lambda p, doc: (doc.get("created_by") == p.user_id and p.has(Role.GRID_WORKER)
                                  and doc.get("grid") in p.grids),
+    # Volunteers and grid workers write down a sampled household's survey answer at the door, offline too
+    # (survey_door_refusal says what it must be, online and through the sync gateway alike; issue 18).
+    "survey_response": lambda p, doc: (doc.get("created_by") == p.user_id and p.has(Role.VOLUNTEER, Role.GRID_WORKER)
+                                       and doc.get("channel") == "door"),
 }
 assert set(WRITE_RULES) == CLIENT_WRITABLE, "a write rule for each type the declaration lets clients write, no other"
 
@@ -474,6 +478,8 @@ def write_ref_ids(new: Doc) -> set[str]:
         named.append(ballots.card_id(new["matter"], str(new.get("voter"))))  # its voting card (accounts database)
     if type_name == "claim" and isinstance(new.get("resident"), str):  # a code typed in person: their codes
         named.append(timebank.ledger_lock_id(new["resident"]))
+    if type_name == "survey_response" and isinstance(new.get("community"), str):  # the month's sample
+        named.append(survey_sample_id(new["community"], str(new.get("month"))))
     return {i for i in named if isinstance(i, str) and i != new.get("_id")}  # not yet validated: anything may be here
 
 
@@ -483,8 +489,10 @@ def _found(refs: Refs, doc_id: str, type_name: str) -> Doc | None:
 
 
 def _within(inner: Doc, outer: Doc) -> bool:
-    """True if `inner` sits inside `outer`'s place (every routing field of inner's scope equal)."""
-    return all(inner.get(name) == outer.get(name) for name in DOC_TYPES[inner["type"]].routing)
+    """True if `inner` sits inside `outer`'s place (every routing field of both scopes equal: a community's
+    document may name a household of any of its grids)."""
+    shared = set(DOC_TYPES[outer["type"]].routing)
+    return all(inner.get(name) == outer.get(name) for name in DOC_TYPES[inner["type"]].routing if name in shared)
 
 
 def _place_refusal(new: Doc, refs: Refs) -> str | None:
@@ -675,6 +683,53 @@ def _redemption_refusal(old: Doc | None, new: Doc, refs: Refs) -> str | None:
             new.get(k) != voucher.get(k) for k in ("reward", "organisation", "street", "community")):
         return "a redemption is its voucher's: its id, reward, organisation and place"
     return None
+def survey_sample_id(community: str, month: str) -> str:
+    return f"survey_sample:{community.split(':', 1)[-1]}:{month}"
+
+
+def door_answer_id(household: Doc, month: str) -> str:
+    """A sampled household's door answer for a month: one id, so a second (another phone) is a conflict."""
+    return f"survey_response:{household['community'].split(':', 1)[1]}:{month}:door-{household['_id'].split(':', 1)[1]}"
+
+
+def survey_door_refusal(p: Principal, new: Doc, household: Doc | None,
+                        sample: Doc | None) -> tuple[str, str, int] | None:
+    """(field, message key, status) why a survey answer written down at the door may not be stored, None if it
+    may: the household is in its month's sample, of a grid the writer works in, its resident consented, the score
+    is 1-5, under the household's id for the month. One rule for the page (server/services/survey.py
+    answer_at_door) and for a phone's answer offline (write_refusal, through the sync gateway)."""
+    sampled = {e.get("household") for e in (sample or {}).get("households", [])}
+    if household is None or sample is None or household["_id"] not in sampled:
+        return "household", "err_survey_not_sampled", 400
+    if not (p.has(Role.VOLUNTEER, Role.GRID_WORKER) and household.get("grid") in p.grids and may_see(p, household)
+            and household.get("community") == new.get("community") == sample.get("community")):
+        return "household", "err_survey_not_yours", 403
+    if new.get("consent") is not True:
+        return "consent", "err_survey_consent", 400
+    overall = new.get("overall")
+    if not (isinstance(overall, int) and not isinstance(overall, bool) and 1 <= overall <= 5):
+        return "overall", "err_survey_overall", 400
+    if new.get("_id") != door_answer_id(household, str(sample.get("month"))) or new.get("channel") != "door":
+        return "household", "err_survey_not_sampled", 400
+    return None
+
+
+def survey_write_refusal(p: Principal, new: Doc, refs: Refs) -> tuple[str, str, int] | None:
+    """survey_door_refusal for a new answer from a phone, its household and sample from `refs` (write_ref_ids)."""
+    return survey_door_refusal(p, new, _found(refs, str(new.get("household")), "household"),
+                               _found(refs, survey_sample_id(str(new.get("community")), str(new.get("month"))),
+                                      "survey_sample"))
+
+
+def _survey_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str | None:
+    if new["type"] != "survey_response":
+        return None
+    if old is not None:
+        return "a survey answer is not changed once given"
+    refused = survey_write_refusal(p, new, refs)
+    return translator("en")(refused[1], month=str(new.get("month"))) if refused else None
+
+
 def _works_in_community(p: Principal, doc: Doc) -> bool:
     return p.has(Role.GRID_WORKER, Role.VOLUNTEER, Role.SECRETARY) and doc.get("community") in p.communities
 
@@ -714,7 +769,8 @@ def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now:
             or _people_refusal(p, old, new, refs) or _claim_refusal(p, old, new, refs)
             or _ballot_refusal(p, old, new, refs, now) or _redemption_refusal(old, new, refs)
 
-            or _pool_refusal(p, old, new, refs, now) or _time_refusal(old, new, refs, now))
+            or _pool_refusal(p, old, new, refs, now) or _time_refusal(old, new, refs, now)
+            or _survey_refusal(p, old, new, refs))
 
 
 def offline_grids(p: Principal, grids: Iterable[Doc]) -> dict[str, list[str]]:

@@ -601,8 +601,10 @@ DOC_TYPES: dict[str, DocType] = {
             "household": _ref("household"),
             "channel": _enum(SURVEY_CHANNELS),
             "comment": _text(Category.SOCIAL, max_length=500),
+            "consent": Field("bool"),  # at the door: the resident agreed to the answer being written down
             **_WHO_WHEN,
-        }, label_zh="满意度调查", label_en="Satisfaction survey answer"),
+        # Written at the door from a phone offline too (access.survey_door_refusal: online and synced alike).
+        }, label_zh="满意度调查", label_en="Satisfaction survey answer", client_writable=True),
         # ---- the time bank (issue 16; server/domain/timebank.py says what the ledgers allow)
         DocType("organisation", Scope.COMMUNITY, {
             # A school, firm or hospital of the community's resource pool: it holds an account of its own.
@@ -1110,6 +1112,8 @@ DOC_TYPES: dict[str, DocType] = {
             "starts_on": Field("date", required=True),
             "status": _enum(PROJECT_STATES, required=True),
             "withdrawal_matter": _ref("matter"),  # the vote on withdrawing it, opened after two failures in a row
+            # That vote's published result: passed → withdrawn, failed → active again (server/services/projects.py).
+            "withdrawal_result": _ref("matter_result"),
             **_WHO_WHEN,
         }, label_zh="服务项目", label_en="Service project"),
         DocType("project_evaluation", Scope.COMMUNITY, {

@@ -598,7 +598,17 @@ def _publish(couch: Couch, keys: KeyStore, signer: Signer, matter: Doc, actor: s
         couch, signer, street=matter["street"], community=matter["community"], actor=actor,
         matter=matter["_id"], result_hash=result["hash"], at=now)
     validate(result)
-    return couch.main.save(result)
+    saved = couch.main.save(result)
+    _decided_elsewhere(couch, saved, now)
+    return saved
+
+
+def _decided_elsewhere(couch: Couch, result: Doc, now: dt.datetime) -> None:
+    """What a published result decides outside the matter: a service project's withdrawal
+    (server/services/projects.py, which builds on this module: imported here, not above)."""
+    from server.services.projects import settle_by_result
+
+    settle_by_result(couch, result, now)
 
 
 SIGNED_FIELDS = ("matter", "totals", "conditions", "passed", "roll_size", "roll_hash", "counted", "receipts",

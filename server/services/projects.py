@@ -5,7 +5,9 @@ The secretary records a project (a home-care contract, a canteen for the elderly
 each half-year's evaluation (the evaluator's scores and report, a PDF). An evaluation passes at PASS_MARK. When a
 project's evaluation fails and so did the one before it, the project becomes "withdrawal_proposed": it is on the
 secretary's /today (server/services/today.py) and a committee vote on withdrawing it is opened in the deliberation
-module (server/services/deliberation.py), linked from the project.
+module (server/services/deliberation.py), linked from the project. Once that vote's result is published
+(`settle_withdrawal`, called as it is published and swept each minute) the project is "withdrawn" if it passed and
+"active" again if it failed, the result linked either way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from server.domain.errors import FieldError, UserError
 from server.security.keystore import KeyStore
 from server.services import deliberation
 from server.store import queries
-from server.store.couch import Couch, iter_view_docs
+from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 PASS_MARK = 60  # of 100
@@ -171,3 +173,38 @@ def propose_withdrawal(couch: Couch, keys: KeyStore, p: Principal, project: Doc,
 def withdrawal_proposals(couch: Couch, communities: list[str]) -> list[Doc]:
     """Projects waiting for the decision on their withdrawal (the secretary's /today)."""
     return [d for d in projects_of(couch, communities) if d["status"] == "withdrawal_proposed"]
+
+
+def settle_withdrawal(couch: Couch, project: Doc, result: Doc, now: dt.datetime) -> Doc:
+    """The withdrawal vote's published result decides: passed → withdrawn, failed → active again (it may fail two
+    more evaluations); the result is linked from the project either way. Settling a settled project changes nothing."""
+    if project["status"] != "withdrawal_proposed" or result["matter"] != project.get("withdrawal_matter"):
+        return project
+    project.update(status="withdrawn" if result["passed"] else "active", withdrawal_result=result["_id"],
+                   updated_at=now.isoformat())
+    validate(project)
+    try:
+        return couch.main.save(project)
+    except Conflict:  # settled meanwhile by another process (the minute sweep)
+        return couch.main.get(project["_id"])
+
+
+def settle_counted_withdrawals(couch: Couch, now: dt.datetime) -> int:
+    """Settle every proposed withdrawal whose vote has a result (a process stopped between publishing the result
+    and settling the project; the minute clock). Returns how many."""
+    settled = 0
+    for project in docs_of_type(couch.main, "service_project"):
+        if project["status"] != "withdrawal_proposed" or not project.get("withdrawal_matter"):
+            continue
+        result = get_or_none(couch.main, deliberation.result_id(project["withdrawal_matter"]))
+        if result is not None:
+            settle_withdrawal(couch, project, result, now)
+            settled += 1
+    return settled
+
+
+def settle_by_result(couch: Couch, result: Doc, now: dt.datetime) -> None:
+    """A matter's result just published: settle the project whose withdrawal it decided, if any."""
+    for project in projects_of(couch, [result["community"]]):
+        if project.get("withdrawal_matter") == result["matter"]:
+            settle_withdrawal(couch, project, result, now)

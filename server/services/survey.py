@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from pycouchdb.exceptions import Conflict
 
 from server.domain import sampling
-from server.domain.access import Principal, may_see
+from server.domain.access import Principal, door_answer_id, may_see, survey_door_refusal, survey_sample_id
 from server.domain.declaration import Role, validate
 from server.domain.errors import FieldError, UserError
 from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
@@ -119,8 +119,7 @@ def _sampled(sample: Doc | None, docs: list[Doc]) -> dict[str, Any]:
 MAX_SAMPLE = 5000
 
 
-def sample_id(community: str, month: str) -> str:
-    return f"survey_sample:{community.split(':', 1)[1]}:{month}"
+sample_id = survey_sample_id  # one id for the server and the sync gateway's rule
 
 
 def draw_sample(couch: Couch, p: Principal, community: Doc, size: int, now: dt.datetime, tz: ZoneInfo,
@@ -169,19 +168,13 @@ def answer_at_door(couch: Couch, p: Principal, household: Doc, overall: int, con
                    tz: ZoneInfo) -> Doc:
     """A sampled household's answer, written down at the door by a volunteer or grid worker who may see it."""
     month = month_of(now, tz)
-    sample = get_or_none(couch.main, sample_id(household["community"], month)) or {"households": []}
-    if household["_id"] not in {e["household"] for e in sample["households"]}:
-        raise SurveyError("household", "err_survey_not_sampled", month=month)
-    if not (p.has(Role.VOLUNTEER, Role.GRID_WORKER) and household["grid"] in p.grids and may_see(p, household)):
-        raise SurveyError("household", "err_survey_not_yours", status=403)
-    if not consent:
-        raise SurveyError("consent", "err_survey_consent")
-    if not (isinstance(overall, int) and 1 <= overall <= 5):
-        raise SurveyError("overall", "err_survey_overall")
-    doc = {"_id": f"survey_response:{household['community'].split(':', 1)[1]}:{month}:door-"
-                  f"{household['_id'].split(':', 1)[1]}", "type": "survey_response", "street": household["street"],
+    doc = {"_id": door_answer_id(household, month), "type": "survey_response", "street": household["street"],
            "community": household["community"], "month": month, "overall": overall, "household": household["_id"],
-           "channel": "door", "created_by": p.user_id, "created_at": now.isoformat()}
+           "channel": "door", "consent": consent, "created_by": p.user_id, "created_at": now.isoformat()}
+    refused = survey_door_refusal(p, doc, household, get_or_none(couch.main, sample_id(household["community"], month)))
+    if refused:
+        field, key, status = refused
+        raise SurveyError(field, key, status, month=month)
     validate(doc)
     try:
         return couch.main.save(doc)

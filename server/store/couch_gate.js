@@ -19,6 +19,7 @@ const password = fs.readFileSync(process.env.LINLI_COUCH_PASSWORD_FILE, 'utf8').
 delete process.env.LINLI_COUCH_PASSWORD_FILE; // nothing pouchdb-server runs needs to know where it is
 const expected = sha256(`Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`);
 const LOOPBACK_NAMES = ['127.0.0.1', 'localhost'];
+const KEEP_ALIVE_MS = 10 * 60 * 1000;
 
 function sha256(text) {
   return crypto.createHash('sha256').update(text, 'utf8').digest();
@@ -65,5 +66,10 @@ http.createServer = function (...args) {
     throw new Error('couch_gate: a server made without its request handler would be unguarded');
   }
   args[last] = guarded(args[last]);
-  return createServer.apply(this, args);
+  const server = createServer.apply(this, args);
+  // Node closes a connection idle for 5 s; a Python client that spent longer (a loaded machine sealing a batch
+  // of the demo's load) then sends its next request down the closed connection: ECONNRESET, the load fails. Only
+  // Linli's own processes connect here (loopback, the admin's credentials), so idle connections may stay long.
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
+  return server;
 };

@@ -45,7 +45,7 @@ from server.security.firewall import (
 )
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
-from server.services import alerts, deliberation, pool, rewards, service_requests, snapshots, tasks, timebank
+from server.services import alerts, deliberation, pool, projects, rewards, service_requests, snapshots, tasks, timebank
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import UNREACHABLE, Couch, get_or_none
@@ -557,6 +557,8 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("requests' fixed-or-not answers recorded offline", fix_checks),
         # Venues' daily check-in codes: their hashes renewed a week ahead (server/services/pool.py renew_codes).
         ("venue codes", _one_in(CODES_EVERY, lambda: pool.renew_codes(couch, _now()))),
+        # Withdrawal votes counted by a process that stopped before settling their project (issue 18).
+        ("service projects' withdrawal votes", lambda: projects.settle_counted_withdrawals(couch, _now())),
     ]
 
 

@@ -39,6 +39,7 @@ from server.security.firewall import Firewall
 from server.store import queries
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, get_many, get_or_none, ids_of_type, iter_view_docs
+from server.web.preparing import preparing
 
 Doc = dict[str, Any]
 logger = logging.getLogger("linli")
@@ -282,6 +283,9 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render,
 
     async def audit_page(request: Request) -> Response:
         communities = await overseen(request)
+        waiting = await preparing(request, render, couch.accounts, "users_by_community")  # the "who" filter's
+        if waiting is not None:
+            return waiting
         filters = {name: request.query_params.get(name, "").strip()[:100] for name in ("actor", "start", "end")}
         entries: list[Doc] = []
         next_offset = error = None

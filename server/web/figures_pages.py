@@ -41,14 +41,16 @@ class Places:
     names: dict[str, str]
     areas: list[str]  # in the order the form lists them
     below: dict[str, list[str]]
+    department: str | None = None  # department staff see their own department's figures only
 
 
 def places_of(couch: Couch, p: Principal) -> Places:
-    """An administrator: the street, its communities and grids; a secretary: her communities and their grids."""
+    """An administrator: the street, its communities and grids; a secretary: her communities and their grids;
+    department staff: their street, its communities and grids, for their department alone."""
     docs = {kind: sorted(docs_of_type(couch.main, kind), key=lambda d: (d.get("number", 0), d["_id"]))
             for kind in ("street", "community", "grid")}
     names = {d["_id"]: d["name"] for kind in docs.values() for d in kind}
-    if p.has(Role.ADMIN):
+    if p.has(Role.ADMIN) or (p.has(Role.DEPARTMENT_STAFF) and p.department):
         streets = [d["_id"] for d in docs["street"] if d["_id"] == p.street] or [d["_id"] for d in docs["street"]]
         communities = [d["_id"] for d in docs["community"] if d.get("street") in streets]
     elif p.has(Role.SECRETARY):
@@ -57,12 +59,23 @@ def places_of(couch: Couch, p: Principal) -> Places:
         raise HTTPException(403)
     grids = {c: [g["_id"] for g in docs["grid"] if g["community"] == c] for c in communities}
     below = {s: communities for s in streets} | grids
-    return Places(names, [*streets, *(a for c in communities for a in (c, *grids[c]))], below)
+    department = p.department if p.has(Role.DEPARTMENT_STAFF) and not p.has(Role.ADMIN) else None
+    return Places(names, [*streets, *(a for c in communities for a in (c, *grids[c]))], below, department)
+
+
+def facets_of(places: Places, departments: dict[str, str], categories: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The facets a user may choose ("" all); department staff: their department and its categories, no "all"."""
+    facets = {"": "", **{f"department:{d}": n for d, n in departments.items()},
+              **{f"category:{c}": d["name"] for c, d in categories.items()}}
+    if places.department is None:
+        return facets
+    return {f: n for f, n in facets.items() if f == f"department:{places.department}"
+            or (f.startswith("category:") and categories[f[9:]].get("department") == places.department)}
 
 
 def scope_of(query: dict[str, str], places: Places, facets: dict[str, str], now: dt.datetime) -> Scope:
-    """The scope a query asks for; what it does not say, or says wrong, is the default (the first area, all,
-    the last twelve months): a page, never an error."""
+    """The scope a query asks for; what it does not say, or says wrong, is the default (the first area, the first
+    facet: all, or a department's own; the last twelve months): a page, never an error."""
     area = query.get("area", "")
     facet = query.get("facet", "")
     first, last = figures.default_range(now)
@@ -70,7 +83,7 @@ def scope_of(query: dict[str, str], places: Places, facets: dict[str, str], now:
     asked_last = figures.parse_month(query.get("to", "")) or last
     asked_first, asked_last = sorted((asked_first, asked_last))
     span = figures.months(asked_first, asked_last)[-MAX_MONTHS:]
-    return Scope(area if area in places.areas else places.areas[0], facet if facet in facets else "",
+    return Scope(area if area in places.areas else places.areas[0], facet if facet in facets else next(iter(facets)),
                  span[0], span[-1])
 
 
@@ -98,15 +111,18 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             return waiting
         departments = await run_in_threadpool(sr.department_names, couch)
         categories = await run_in_threadpool(sr.catalogue, couch, p.street or "", active_only=False)
-        facets = {"": "", **{f"department:{d}": n for d, n in departments.items()},
-                  **{f"category:{c}": d["name"] for c, d in categories.items()}}
+        facets = facets_of(places, departments, categories)
         scope = scope_of(dict(request.query_params), places, facets, now())
         t = translator(request.cookies.get("lang", DEFAULT_LANG))
         monthly = await run_in_threadpool(figures.by_month, couch, scope)
+
+        def backlog_of(area: str) -> dict[str, int]:
+            rows = figures.backlog(couch, area)
+            return rows if places.department is None else {d: n for d, n in rows.items() if d == places.department}
         if request.url.path.endswith(".csv"):
             table = "backlog" if request.query_params.get("table") == "backlog" else "trend"
             if table == "backlog":
-                body = figures.backlog_csv(await run_in_threadpool(figures.backlog, couch, scope.area), departments, t)
+                body = figures.backlog_csv(await run_in_threadpool(backlog_of, scope.area), departments, t)
             else:
                 body = figures.trend_csv(monthly, t)
             name = f"linli-{table}.csv"
@@ -115,8 +131,10 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         total = await run_in_threadpool(figures.totals, couch, scope)
         communities = places.below.get(scope.area, []) if scope.area.startswith("street:") else (
             [scope.area] if scope.area.startswith("community:") else [])
+        if places.department is not None:
+            communities = []  # mediation, surveys and confirmed closures are counted by place, not by department
         total.counts.update(await run_in_threadpool(figures.evaluation_counts, couch, communities, scope))
-        backlog = await run_in_threadpool(figures.backlog, couch, scope.area)
+        backlog = await run_in_threadpool(backlog_of, scope.area)
         below = places.below.get(scope.area, [])
         per_area = await run_in_threadpool(figures.per_area, couch, below, scope)
         on_time = rules.KPI_BY_CODE["on_time"]

@@ -74,9 +74,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "_meeting_record.html",
                                    # Figures (issue 18): the preparing page answers for an index the server builds.
                                    "preparing.html", "figures_published.html",
-                                   # Supervision and evaluation (issue 18): desk work, and the door survey for now.
+                                   # Supervision and evaluation (issue 18): desk work (the door survey is offline).
                                    "mediations.html", "mediation.html", "mediation_new.html", "projects.html",
-                                   "project.html", "project_new.html", "survey_sample.html", "survey_door.html"})
+                                   "project.html", "project_new.html", "survey_sample.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",
