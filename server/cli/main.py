@@ -278,7 +278,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_user_add(args: argparse.Namespace) -> int:
     password = os.environ.get("LINLI_NEW_PASSWORD") or getpass.getpass("Password for the new user: ")
     new = account_changes.NewAccount(args.username, args.display_name, args.role, args.street, args.community,
-                                     args.grid, args.department, args.resident, args.gateway)
+                                     args.grid, args.department, args.resident, args.gateway,
+                                     args.organisation)
     return _change_user(lambda firewall: account_changes.add(firewall, new, password, **_by_command_line()),
                         f"Created user {args.username}.")
 
@@ -440,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--department", help="department id, for department staff")
     add.add_argument("--resident", help="resident id, for a resident's own account (or use an activation code)")
     add.add_argument("--gateway", help="gateway id, for a BLE gateway's account (role gateway)")
+    add.add_argument("--organisation", help="organisation id, for a partner (whose vouchers they honour)")
     add.set_defaults(func=cmd_user_add)
     deactivate = user_sub.add_parser("deactivate", help="deactivate an account; ends all its sessions at once")
     deactivate.add_argument("username")
