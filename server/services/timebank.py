@@ -296,13 +296,18 @@ def _decide(couch: Couch, doc: Doc, status: str, p: Principal | None, now: dt.da
 
 def expire(couch: Couch, now: dt.datetime) -> int:
     """Claims unanswered for `CLAIM_EXPIRES_AFTER` lapse (a confirmed one whose claim was not yet marked is
-    marked confirmed instead). Idempotent: the minute sweep runs it."""
+    marked confirmed instead). One still carrying a resident's in-person code (never settled: a process stopped in
+    between) is settled first, which, the claim having lapsed, spends the code (the provider's phone has seen it)
+    and drops it from the claim: no lapsed claim holds a code that could confirm anything. Idempotent: the minute
+    sweep runs it."""
     cutoff = (now - rules.CLAIM_EXPIRES_AFTER).isoformat()
     rows = couch.main.query("linli/claims", as_list=True, startkey=["", "claimed"], endkey=["", "claimed", cutoff],
                             reduce="false", include_docs="true")
     done = 0
     for row in rows:
         doc = row["doc"]
+        if doc.get("in_person_code"):
+            doc = settle_in_person(couch, [doc["_id"]], now)[0]
         transfer_id = rules.transfer_id_of_claim(doc["_id"])
         finished = get_or_none(couch.main, transfer_id)
         try:
