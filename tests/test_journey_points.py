@@ -16,8 +16,7 @@ import secrets
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import PHONE
-from tests.journeys import Person
+from tests.journeys import Person, activate
 from tests.test_serve import Served
 
 SHOTS = "points"
@@ -78,24 +77,17 @@ def test_help_earns_points_that_buy_a_voucher_the_partner_honours_offline_once(
     worker.go(f"/needs/{task_id.removeprefix('need:')}")
     resident_id = worker.page.locator("dd[data-resident]").get_attribute("data-resident")
     worker.page.click("a.back")
+    # The need's own resident, not any of the household's (tests/journeys.py issue_activation_code takes the first).
     worker.page.click(f"form[action='/residents/{resident_id}/activation-code'] button")
     activation = worker.page.locator("#activation-code").inner_text().replace(" ", "")
-    resident = journey_browser.new_context(viewport=PHONE, locale="zh-CN", service_workers="block")
-    page = resident.new_page()
-    page.goto(journey_served.url + "activate")
-    username, password = f"jumin{tail}", "points-" + secrets.token_hex(6)
-    for field, value in (("code", activation), ("username", username), ("password", password),
-                         ("password_again", password)):
-        page.fill(f"#{field}", value)
-    page.click("button:has-text('开通账户')")
-    page.wait_for_url(journey_served.url)
+    page = activate(journey_browser, journey_served, activation, phone=True)
     page.goto(journey_served.url + "timebank")
     mine = page.locator(f"[data-claim='claim:{task_id}']")
     expect(mine).to_contain_text("申报为您服务 3 小时")
     mine.locator("form[action$='/confirm'] button").click()
     page.wait_for_url(re.compile(r"/timebank\?done=confirmed$"))
     page.screenshot(path=str(volunteer.shots / "3-resident-confirmed.png"), full_page=True)
-    resident.close()
+    page.context.close()
 
     # The secretary mints the due points now rather than at the job's next quarter hour.
     secretary = Person(journey_browser, journey_served, "shuji3", role=SHOTS)
