@@ -54,6 +54,8 @@ from .upstream import Upstream, UpstreamError, doc_path
 
 MAX_LOCAL_BYTES = 1024 * 1024
 AfterWrite = Callable[[list[dict[str, Any]]], Awaitable[None]]
+# Given the writer and the claims refused for a wrong in-person code: the server counts them against the resident.
+AfterCodeMiss = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
 logger = logging.getLogger("linli.sync")
 DOC_PARAMS = ("rev", "revs", "open_revs", "latest", "attachments", "conflicts")
 
@@ -96,8 +98,10 @@ def _answer_for(wanted: dict[str, Any], fetched: dict[str, list[dict[str, Any]]]
 class Gateway:
     """The handlers, bound to one CouchDB and one changes follower."""
 
-    def __init__(self, settings: Settings, couch_url: str, after_write: AfterWrite | None = None) -> None:
+    def __init__(self, settings: Settings, couch_url: str, after_write: AfterWrite | None = None,
+                 after_code_miss: AfterCodeMiss | None = None) -> None:
         self.after_write = after_write
+        self.after_code_miss = after_code_miss
         self.upstream = Upstream(settings, couch_url)
         self.hub = ChangesHub(self.upstream)
         self.ciphertext = CiphertextCheck(self.upstream, settings.master_keys)
@@ -299,6 +303,12 @@ class Gateway:
                 await self.after_write(accepted)
             except Exception:  # noqa: BLE001 - stored is stored: what follows is retried by the server's clock
                 logger.exception("after a phone's write")
+        missed = [docs[i] for i, verdict in enumerate(verdicts) if verdict and writes.wrong_code(verdict)]
+        if self.after_code_miss and missed:
+            try:
+                await self.after_code_miss(p.user_id, missed)
+            except Exception:  # noqa: BLE001 - the refusal stands; a miss not counted is one more guess allowed
+                logger.exception("counting wrong in-person codes")
         if not new_edits:  # CouchDB answers only the failures here
             return FastJSONResponse([*stored, *refused.values()], status_code=201)
         answers, stored_iter = [], iter(stored)
@@ -365,12 +375,13 @@ async def _recovering(request: Request, exc: Exception) -> Response:
 
 
 def create_sync_app(settings: Settings, couch_url: str, health: Health | None = None,
-                    after_write: AfterWrite | None = None) -> Starlette:
+                    after_write: AfterWrite | None = None, after_code_miss: AfterCodeMiss | None = None) -> Starlette:
     """The gateway as an ASGI app, to be mounted at /sync in the web application; its live clients are counted
     in `health` when given (/healthz). `after_write` is given what a `_bulk_docs` stored, before the phone is
     answered (the composition root passes what the server does next with a phone's writes, e.g. settling
-    time-bank claims confirmed in person: the gateway knows no services)."""
-    g = Gateway(settings, couch_url, after_write)
+    time-bank claims confirmed in person: the gateway knows no services); `after_code_miss` the claims it refused
+    for a wrong in-person code, to be counted against the resident (server/domain/timebank.py CODE_MISSES_PER_DAY)."""
+    g = Gateway(settings, couch_url, after_write, after_code_miss)
     if health is not None:
         health.sync_live_clients = g.hub.live_clients
     db = "/{db}"

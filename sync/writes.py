@@ -135,6 +135,11 @@ class Refusal:
                 "reason": self.reason, "errors": [{"field": e.field, **e.as_json()} for e in self.errors]}
 
 
+def wrong_code(refusal: Refusal) -> bool:
+    """A claim refused for a wrong in-person code (counted against the resident: a guess)."""
+    return any(e.key == "tb_code_wrong" for e in refusal.errors)
+
+
 def ref_ids(doc: Any, current: Doc | None) -> set[str]:
     """The ids of the documents `refusal` needs to judge where this document places itself (a household, its
     grid, the people it names; `access.write_ref_ids`): fetched once per batch, from either database."""
@@ -165,15 +170,16 @@ def refusal(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: 
     ballot = ballot_write_refusal(p, current, doc, refs, now) if is_ballot else None
     if ballot and ballot[0].text("en") == reason:  # the ballot rule's own reason: the phone shows it as it is
         return Refusal(reason, [ballot[0]])
-    return Refusal(reason, _errors_for_person(p, doc, current, refs))
+    return Refusal(reason, _errors_for_person(p, doc, current, refs, now))
 
 
-def _errors_for_person(p: Principal, doc: Any, current: Doc | None, refs: Refs) -> list[FieldError]:
+def _errors_for_person(p: Principal, doc: Any, current: Doc | None, refs: Refs,
+                       now: dt.datetime) -> list[FieldError]:
     """What the phone tells its person about a refused document: a new time-bank claim refused by the time bank's
     rules says why (a wrong confirmation code, hours out of range, another's task), so does a door survey answer
     (no consent, a household not drawn); anything else that the server refused it."""
     if isinstance(doc, dict) and doc.get("type") == "claim" and current is None and not doc.get("_deleted"):
-        why = claim_person_refusal(p, doc, refs)
+        why = claim_person_refusal(p, doc, refs, now)
         if why:
             return [FieldError("in_person_code" if why[0] == "tb_code_wrong" else "(document)", *why)]
     if isinstance(doc, dict) and doc.get("type") == "survey_response" and current is None \

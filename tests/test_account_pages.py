@@ -13,7 +13,7 @@ from server.security.firewall import Firewall
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch
 
-from .street import C1, G1, G3, PASSWORD, login, logout, post_form
+from .street import C1, G1, G3, PASSWORD, STREET, login, logout, post_form
 
 NEW = {"action": "add", "username": "newworker", "display_name": "新网格员", "roles": "grid_worker",
        "community": C1, "grids": G1}
@@ -113,3 +113,20 @@ def test_only_the_administrator_reaches_accounts(client: TestClient, loaded: Cou
         assert post_form(client, "/accounts", {"action": "deactivate", "username": "admin"}).status_code == 403
         logout(client)
     assert loaded.accounts.get("user:admin")["active"]
+
+
+def test_a_partner_account_names_its_organisation(client: TestClient, loaded: Couch) -> None:
+    """A partner honours one organisation's vouchers: chosen from the street's organisations, required, real."""
+    loaded.main.save({"_id": "organisation:c1-bakery", "type": "organisation", "street": STREET,
+                      "community": C1, "name": "街口面包房", "kind": "firm"})
+    login(client, "admin")
+    page = client.get("/accounts")
+    assert 'value="organisation:c1-bakery"' in page.text and "街口面包房" in page.text
+    partner = {**NEW, "username": "baker1", "roles": "partner", "grids": "", "password": PASSWORD}
+    for organisation, said in (("", "必填"), ("organisation:nowhere", "找不到这个单位")):
+        answer = post_form(client, "/accounts", {**partner, "organisation": organisation})
+        assert answer.status_code == 400 and said in answer.text, organisation
+    assert "user:baker1" not in loaded.accounts
+    added = post_form(client, "/accounts", {**partner, "organisation": "organisation:c1-bakery"})
+    assert added.status_code == 200 and "已添加账号 baker1" in added.text
+    assert loaded.accounts.get("user:baker1")["organisation"] == "organisation:c1-bakery"

@@ -24,7 +24,7 @@ from server.store.couch import Couch
 
 from . import street
 from .street import csrf_of
-from .test_points import C1, NOW, SECRETARY, SHOP, VOLUNTEER, stored
+from .test_points import C1, NOW, SECRETARY, SHOP, VOLUNTEER, confirmation, stored
 
 ZH = translator("zh")
 
@@ -133,3 +133,69 @@ def test_a_voucher_used_twice_is_shown_to_the_partner_and_the_secretary(shop_web
     as_user(web, "shuji1")
     page = web.get("/statements?community=community:c1")
     assert f'data-twice="{first["_id"]}"' in page.text
+
+
+def test_a_partner_offers_a_reward_and_sets_its_stock(shop_web: TestClient, demo_loaded: Couch) -> None:
+    """/rewards/offer: the partner offers for their own organisation and sets its units, never below those bought;
+    bad input is a 4xx naming the field with nothing stored; nobody but an offerer reaches it."""
+    web = shop_web
+    as_user(web, "hezuo-test")
+    page = web.get("/rewards/offer")
+    assert page.status_code == 200 and f'value="{SHOP}"' in page.text and "organisation:c1-shop" not in page.text
+    name = f"修鞋 {uuid.uuid4().hex[:4]}"
+    before = stored(demo_loaded)
+    for bad, key in (({"points": "0"}, "pt_whole_number"), ({"points": "abc"}, "pt_whole_number"),
+                     ({"stock": "-1"}, "pt_whole_number"), ({"name": " "}, "pt_reward_name"),
+                     ({"kind": "cash"}, "pt_reward_kind")):
+        form = {"organisation": SHOP, "name": name, "kind": "service", "points": "30", "stock": "1", **bad}
+        answer = post(web, "/rewards/offer", "/rewards/offer", **form)
+        assert answer.status_code == 400 and ZH(key, most=rules.MAX_REWARD_POINTS)[:6] in answer.text, bad
+    assert post(web, "/rewards/offer", "/rewards/offer", organisation="organisation:c1-shop", name=name,
+                kind="service", points="30", stock="1").status_code == 404  # not theirs: not even seen
+    assert stored(demo_loaded) == before
+    done = post(web, "/rewards/offer", "/rewards/offer", organisation=SHOP, name=name, kind="service", points="30",
+                stock="1")
+    assert done.status_code == 303 and done.headers["location"] == "/rewards/offer?done=offered"
+    offered = next(r for r in rewards.catalogue(demo_loaded, C1) if r["name"] == name)
+    assert (offered["points"], offered["stock"], offered["organisation"]) == (30, 1, SHOP)
+
+    timebank.mint(demo_loaded, {"street": STREET_ID, "community": C1}, VOLUNTEER, 30, "test", "offer", "user:shuji1",
+                  NOW)
+    as_user(web, "zhiyuan01a")
+    assert web.get("/rewards/offer").status_code == 403  # a volunteer offers nothing
+    assert post(web, "/rewards/redeem", "/rewards", reward=offered["_id"]).status_code == 303  # one unit bought
+
+    as_user(web, "hezuo-test")
+    stock_path = f"/rewards/{offered['_id']}/stock"
+    below = post(web, stock_path, "/rewards/offer", stock="0")
+    assert below.status_code == 400 and ZH("pt_stock_below_taken", taken=1) in below.text
+    assert post(web, stock_path, "/rewards/offer", stock="x").status_code == 400
+    assert post(web, "/rewards/reward:nowhere/stock", "/rewards/offer", stock="3").status_code == 404
+    assert demo_loaded.main.get(offered["_id"])["stock"] == 1
+    more = post(web, stock_path, "/rewards/offer", stock="4")
+    assert more.status_code == 303 and demo_loaded.main.get(offered["_id"])["stock"] == 4
+    page = web.get("/rewards/offer?done=stock_set")
+    assert ZH("pt_stock_line", stock=4, taken=1) in page.text and ZH("pt_done_stock_set") in page.text
+
+    as_user(web, "shuji1")  # the secretary offers for any organisation of her community
+    page = web.get("/rewards/offer")
+    assert page.status_code == 200 and f'value="{SHOP}"' in page.text
+    assert f'data-offered="{offered["_id"]}"' in page.text
+
+
+def test_the_secretary_mints_due_points_now(shop_web: TestClient, demo_loaded: Couch) -> None:
+    """The button mints what the quarter-hour job would (an hour of help confirmed: 10 points), once."""
+    web = shop_web
+    confirmation(demo_loaded, VOLUNTEER, 90)
+    held = timebank.balance(demo_loaded, C1, "points", VOLUNTEER)
+    as_user(web, "zhiyuan01a")
+    assert post(web, "/statements/mint", "/rewards", community=C1).status_code == 403
+    as_user(web, "shuji1")
+    assert post(web, "/statements/mint", f"/statements?community={C1}", community="community:c2").status_code == 403
+    done = post(web, "/statements/mint", f"/statements?community={C1}", community=C1)
+    assert done.status_code == 303 and done.headers["location"] == f"/statements?community={C1}&minted=1"
+    assert ZH("pt_done_minted", count=1) in web.get(done.headers["location"]).text
+    assert timebank.balance(demo_loaded, C1, "points", VOLUNTEER) == held + 15
+    again = post(web, "/statements/mint", f"/statements?community={C1}", community=C1)
+    assert again.headers["location"].endswith("minted=0")
+    assert timebank.balance(demo_loaded, C1, "points", VOLUNTEER) == held + 15

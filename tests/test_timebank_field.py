@@ -117,3 +117,54 @@ def test_many_confirmations_against_one_resident_at_once_keep_the_floor(demo_loa
     assert sorted(outcomes) == ["confirmed"] * 2 + ["tb_over_limit"] * (CONCURRENT - 2), outcomes
     assert hours(demo_loaded, RESIDENT) == -480 and hours(demo_loaded, VOLUNTEER) == 480
     assert [demo_loaded.main.get(c)["status"] for c in claims].count("confirmed") == 2
+
+
+def test_a_lapsing_claim_keeps_no_code(demo_loaded: Couch) -> None:
+    """A claim stored with an in-person code that nothing settled (a process stopped in between) does not lapse
+    holding it: at expiry the code is spent (the provider's phone saw it) and dropped; nothing moves."""
+    now = dt.datetime.now(dt.UTC)
+    long_ago = now - rules.CLAIM_EXPIRES_AFTER - dt.timedelta(hours=1)
+    code = timebank.confirmation_codes(demo_loaded, OTHER_RESIDENT)[0]
+    resident = demo_loaded.main.get(OTHER_RESIDENT)
+    claims = []
+    for _ in range(2):  # the same code on both
+        need = need_for(demo_loaded, OTHER_RESIDENT, VOLUNTEER, days_ago=20)
+        claims.append(demo_loaded.main.save({
+            "_id": rules.claim_id(need), "type": "claim", "task": need, "resident": OTHER_RESIDENT,
+            **{k: resident[k] for k in ("street", "community", "grid", "household")}, "minutes": 60,
+            "status": "claimed", "in_person_code": code, "in_person_consent": True,
+            "in_person_at": long_ago.isoformat(), "created_by": VOLUNTEER, "created_at": long_ago.isoformat()})["_id"])
+    timebank.expire(demo_loaded, now)
+    after = [demo_loaded.main.get(c) for c in claims]
+    assert [d["status"] for d in after] == ["expired", "expired"]
+    assert not any("in_person_code" in d for d in after)
+    assert code not in timebank.confirmation_codes(demo_loaded, OTHER_RESIDENT)
+    assert hours(demo_loaded, OTHER_RESIDENT) == 0
+
+
+def test_wrong_codes_are_counted_and_after_five_a_day_the_residents_codes_rest(demo_loaded: Couch) -> None:
+    """A scripted client cannot guess: each claim's wrong code counts once against the resident; after
+    CODE_MISSES_PER_DAY in a day even a good code is refused until the day has passed."""
+    now = dt.datetime.now(dt.UTC)
+    codes = timebank.confirmation_codes(demo_loaded, RESIDENT)
+    wrong = next(f"{n:06d}" for n in range(1000) if f"{n:06d}" not in codes)
+    need = need_for(demo_loaded, RESIDENT, VOLUNTEER)
+    for _ in range(2):  # the same claim sent again (a retry, a phone's next sync): one guess
+        with pytest.raises(timebank.LedgerError) as refused:
+            timebank.claim(demo_loaded, VOLUNTEER_P, need, 60, "", now, in_person_code=wrong, in_person_consent=True)
+        assert refused.value.errors[0].key == "tb_code_wrong"
+    assert timebank.code_misses(demo_loaded, RESIDENT, now) == 1
+    for _ in range(rules.CODE_MISSES_PER_DAY - 1):
+        with pytest.raises(timebank.LedgerError):
+            timebank.claim(demo_loaded, VOLUNTEER_P, need_for(demo_loaded, RESIDENT, VOLUNTEER), 60, "", now,
+                           in_person_code=wrong, in_person_consent=True)
+    assert timebank.code_misses(demo_loaded, RESIDENT, now) == rules.CODE_MISSES_PER_DAY
+    lock = demo_loaded.accounts.get(rules.ledger_lock_id(RESIDENT))
+    assert wrong not in str(lock["code_misses"])  # a hash, never the code typed
+    with pytest.raises(timebank.LedgerError) as resting:
+        timebank.claim(demo_loaded, VOLUNTEER_P, need, 60, "", now, in_person_code=codes[0], in_person_consent=True)
+    assert resting.value.errors[0].key == "tb_code_tries_used" and hours(demo_loaded, RESIDENT) == 0
+    tomorrow = now + rules.CODE_MISS_WINDOW + dt.timedelta(minutes=1)
+    settled = timebank.claim(demo_loaded, VOLUNTEER_P, need, 60, "", tomorrow, in_person_code=codes[0],
+                             in_person_consent=True)
+    assert settled["status"] == "confirmed" and hours(demo_loaded, RESIDENT) == -60

@@ -130,3 +130,15 @@ def test_a_claim_confirmed_in_person_is_checked_at_sync_and_moves_once(gateway_u
     [unconsented] = push(gateway_url, phone, [no_consent])
     assert unconsented["errors"][0]["key"] == "tb_in_person_consent", unconsented
     assert timebank.balance(demo_loaded, C1, "hours", RESIDENT) == -150
+
+    # Wrong codes are counted against the resident at the gateway too (each claim's once: the phone sends a refused
+    # claim again); after CODE_MISSES_PER_DAY a good code is refused as well, saying why.
+    now = dt.datetime.now(dt.UTC)
+    assert timebank.code_misses(demo_loaded, RESIDENT, now) == 2  # `wrong` and `again`
+    push(gateway_url, phone, [wrong])
+    assert timebank.code_misses(demo_loaded, RESIDENT, now) == 2
+    push(gateway_url, phone, [claimed(wrong["in_person_code"]) for _ in range(rules.CODE_MISSES_PER_DAY - 2)])
+    assert timebank.code_misses(demo_loaded, RESIDENT, now) == rules.CODE_MISSES_PER_DAY
+    [resting] = push(gateway_url, phone, [claimed(codes[2])])
+    assert resting["errors"][0]["key"] == "tb_code_tries_used", resting
+    assert timebank.balance(demo_loaded, C1, "hours", RESIDENT) == -150

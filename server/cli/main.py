@@ -197,7 +197,8 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     print("Press Ctrl-C to stop.")
     print("=" * 60 + "\n", flush=True)
     # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
-    gateway = Mount("/sync", create_sync_app(settings, couch.url, health, after_write=_after_phone_write(couch)))
+    gateway = Mount("/sync", create_sync_app(settings, couch.url, health, after_write=_after_phone_write(couch),
+                                           after_code_miss=_after_code_miss(couch)))
     # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
     app = create_app(settings, couch, mounts=[gateway], health=health)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=port, log_level=args.log_level,
@@ -219,6 +220,13 @@ def _after_phone_write(couch: Couch) -> Callable[[list[dict[str, Any]]], Awaitab
         ids = timebank.confirmed_in_person(stored)
         if ids:
             await asyncio.to_thread(timebank.settle_in_person, couch, ids, dt.datetime.now(dt.UTC))
+    return after
+
+
+def _after_code_miss(couch: Couch) -> Callable[[str, list[dict[str, Any]]], Awaitable[None]]:
+    """Claims a phone sent with a wrong in-person code: counted against their resident (timebank.count_code_misses)."""
+    async def after(writer: str, refused: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(timebank.count_code_misses, couch, writer, refused, dt.datetime.now(dt.UTC))
     return after
 
 
@@ -278,7 +286,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_user_add(args: argparse.Namespace) -> int:
     password = os.environ.get("LINLI_NEW_PASSWORD") or getpass.getpass("Password for the new user: ")
     new = account_changes.NewAccount(args.username, args.display_name, args.role, args.street, args.community,
-                                     args.grid, args.department, args.resident, args.gateway)
+                                     args.grid, args.department, args.resident, args.gateway,
+                                     args.organisation)
     return _change_user(lambda firewall: account_changes.add(firewall, new, password, **_by_command_line()),
                         f"Created user {args.username}.")
 
@@ -440,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--department", help="department id, for department staff")
     add.add_argument("--resident", help="resident id, for a resident's own account (or use an activation code)")
     add.add_argument("--gateway", help="gateway id, for a BLE gateway's account (role gateway)")
+    add.add_argument("--organisation", help="organisation id, for a partner (whose vouchers they honour)")
     add.set_defaults(func=cmd_user_add)
     deactivate = user_sub.add_parser("deactivate", help="deactivate an account; ends all its sessions at once")
     deactivate.add_argument("username")

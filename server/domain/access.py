@@ -639,14 +639,14 @@ def _time_refusal(old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> st
     return None
 
 
-def _claim_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs) -> str | None:
+def _claim_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     """A claim is made once, as claimed, for a task its writer did, about the resident that task was for; what
     happens to it next is the server's (the resident's answer, expiry), so no client edits or deletes one."""
     if new["type"] != "claim":
         return None
     if old is not None:
         return "a claim is not changed once made: the resident confirms or disputes it"
-    refused = claim_person_refusal(p, new, refs)
+    refused = claim_person_refusal(p, new, refs, now)
     return translator("en")(*refused) if refused else None
 
 
@@ -756,17 +756,18 @@ def _pool_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.d
     kinds = pool.booker_kinds(p.roles, resident=False)
     refused = pool.booking_refusal(new, refs.get(new.get("resource") or ""), kinds, now)
     return t(*refused) if refused else None
-def claim_person_refusal(p: Principal, claim: Doc, refs: Refs) -> tuple[str, dict[str, Any]] | None:
+def claim_person_refusal(p: Principal, claim: Doc, refs: Refs, now: dt.datetime | None = None
+                         ) -> tuple[str, dict[str, Any]] | None:
     """The time bank's own reason to refuse a new claim (server/domain/timebank.py claim_refusal), as a message key
     and its parameters: what the sync gateway tells the phone, in its person's language."""
     task = refs.get(claim["task"]) if isinstance(claim.get("task"), str) else None
     lock = refs.get(timebank.ledger_lock_id(claim["resident"])) if isinstance(claim.get("resident"), str) else None
-    return timebank.claim_refusal(p.user_id, claim, task, lock)
+    return timebank.claim_refusal(p.user_id, claim, task, lock, now)
 
 
 def _placement_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.datetime) -> str | None:
     return ((_place_refusal(new, refs) if old is None else None) or _link_refusal(p, old, new, refs)
-            or _people_refusal(p, old, new, refs) or _claim_refusal(p, old, new, refs)
+            or _people_refusal(p, old, new, refs) or _claim_refusal(p, old, new, refs, now)
             or _ballot_refusal(p, old, new, refs, now) or _redemption_refusal(old, new, refs)
 
             or _pool_refusal(p, old, new, refs, now) or _time_refusal(old, new, refs, now)

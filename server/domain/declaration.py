@@ -928,6 +928,10 @@ DOC_TYPES: dict[str, DocType] = {
             "secret": _text(Category.SYSTEM, max_length=64),
             "codes_from": Field("int"),
             "codes_used": Field("list", max_length=12),
+            # Wrong codes typed for this resident in the last day (domain/timebank.py CODE_MISSES_PER_DAY): each
+            # claim's wrong code once, as a hash, never the code; the oldest dropped past the limit.
+            "code_misses": Field("records", shape=(("claim", "id"), ("by", "id"), ("code", "text"),
+                                                   ("at", "datetime")), max_items=10),
         }, database=ACCOUNTS_DB, label_zh="账户序号", label_en="Ledger lock"),
         DocType("audit_checkpoint", Scope.COMMUNITY, {
             "seq": Field("int", Category.RECORD, required=True),

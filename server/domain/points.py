@@ -106,6 +106,16 @@ def reward_refusal(name: str, kind: str, points: Any, stock: Any) -> tuple[str, 
     return None
 
 
+def stock_refusal(stock: Any, taken: int) -> tuple[str, dict[str, Any]] | None:
+    """Why a reward's stock may not be set to `stock` with `taken` units already bought (a message key and its
+    parameters); None if it may. Never below what was bought: a voucher's slot is a unit of the stock."""
+    if not isinstance(stock, int) or isinstance(stock, bool) or not 0 <= stock <= MAX_STOCK:
+        return ("pt_stock_range", {"most": MAX_STOCK})
+    if stock < taken:
+        return ("pt_stock_below_taken", {"taken": taken})
+    return None
+
+
 def period_bounds(period: str) -> tuple[str, str] | None:
     """A statement's period, "2026" or "2026-03", as the ISO prefix range [start, end) its transfers fall in;
     None for anything else."""

@@ -56,8 +56,8 @@ def doer_of(task: Doc) -> str | None:
     return task.get("assigned_to") or task.get("created_by")
 
 
-def claim_refusal(writer: str, claim: Doc, task: Doc | None,
-                  lock: Doc | None = None) -> tuple[str, dict[str, Any]] | None:
+def claim_refusal(writer: str, claim: Doc, task: Doc | None, lock: Doc | None = None,
+                  now: dt.datetime | None = None) -> tuple[str, dict[str, Any]] | None:
     """Why this claim may not be made by `writer` (message key, params); None if it may. `task` is the document
     named by claim["task"] (None if there is none); `lock` the resident's `ledger_lock` (their confirmation codes),
     read only for a claim confirmed in person. The sync gateway and the online form both ask this; the caller
@@ -75,7 +75,7 @@ def claim_refusal(writer: str, claim: Doc, task: Doc | None,
         return ("tb_claim_task_elsewhere", {})
     if doer_of(task) != writer:
         return ("tb_claim_not_yours", {})
-    return in_person_refusal(claim, lock)
+    return in_person_refusal(claim, lock, now)
 
 
 def transfer_refusal(ledger: str, from_account: str, to_account: str, amount: Any,
@@ -160,12 +160,41 @@ def spend_code(lock: Doc, number: int) -> Doc:
     return {**lock, "codes_from": start, "codes_used": sorted(used, key=int)}
 
 
-def in_person_refusal(claim: Doc, lock: Doc | None) -> tuple[str, dict[str, Any]] | None:
-    """A claim confirmed in person carries the resident's consent and one of their good codes."""
+# Guessing: a code is 6 digits and five are open, so a guess is right about once in 200,000. Wrong codes typed
+# for a resident are counted on their lock (whoever typed them, each claim's once); after CODE_MISSES_PER_DAY in a
+# day no code of theirs is taken in person until the day has passed (they confirm on their own page meanwhile,
+# and see the wrong tries there), so a scripted client gets five guesses a day at a resident, not thousands.
+CODE_MISSES_PER_DAY = 5
+CODE_MISS_WINDOW = dt.timedelta(days=1)
+
+
+def recent_code_misses(lock: Doc | None, now: dt.datetime) -> list[Doc]:
+    """The wrong codes typed for the lock's resident within the last day, oldest first."""
+    since = (now - CODE_MISS_WINDOW).isoformat()
+    return [m for m in (lock or {}).get("code_misses") or [] if m["at"] > since]
+
+
+def with_code_miss(lock: Doc, claim: str, by: str, code: Any, now: dt.datetime) -> Doc | None:
+    """The lock with this claim's wrong code counted (a hash of it, never the code); None if it is counted already
+    (a phone sending the refused claim again)."""
+    typed = hashlib.sha256(str(code).encode()).hexdigest()[:16]
+    recent = recent_code_misses(lock, now)
+    if any(m["claim"] == claim and m["code"] == typed for m in recent):
+        return None
+    miss = {"claim": claim, "by": by, "code": typed, "at": now.isoformat()}
+    return {**lock, "code_misses": [*recent, miss][-2 * CODE_MISSES_PER_DAY:]}
+
+
+def in_person_refusal(claim: Doc, lock: Doc | None, now: dt.datetime | None = None
+                      ) -> tuple[str, dict[str, Any]] | None:
+    """A claim confirmed in person carries the resident's consent and one of their good codes, and the resident's
+    codes are not resting after too many wrong ones (counted when `now` is given: the server's clock)."""
     if not any(claim.get(name) is not None for name in IN_PERSON_FIELDS):
         return None
     if claim.get("in_person_consent") is not True or not claim.get("in_person_at"):
         return ("tb_in_person_consent", {})
+    if now is not None and len(recent_code_misses(lock, now)) >= CODE_MISSES_PER_DAY:
+        return ("tb_code_tries_used", {"tries": CODE_MISSES_PER_DAY})
     if code_number(lock, claim.get("in_person_code")) is None:
         return ("tb_code_wrong", {})
     return None

@@ -99,6 +99,9 @@ TIMEBANK_MESSAGES: dict[str, dict[str, str]] = {
                              "每个码只能用一次，请勿告诉他人。"),
         "tb_in_person_consent": "当面确认须由居民本人勾选同意。",
         "tb_code_wrong": "确认码不对：请居民核对自己页面上的确认码。没有记入任何时长。",
+        "tb_code_tries_used": "今天为这位居民输错确认码已达 {tries} 次，暂停当面确认，请居民在自己的页面上确认。",
+        "tb_code_misses": ("过去一天有人为您输错确认码 {count} 次（达到 {most} 次后当面确认暂停一天）。"
+                           "如非本人在场，请告知网格员。"),
         "tb_code_used": "这个确认码已经用过了，没有记入时长；请居民在自己的页面上确认。",
         "tb_busy": "同时有太多确认，请稍后再试。",
         "tb_in_person_over_limit": "确认后居民的时长余额将低于透支上限，未记入。",
@@ -199,6 +202,10 @@ TIMEBANK_MESSAGES: dict[str, dict[str, str]] = {
         "tb_in_person_consent": "A confirmation in person needs the resident's own consent, ticked.",
         "tb_code_wrong": ("The confirmation code is wrong: ask the resident to check the code on their own page. "
                           "No hours were recorded."),
+        "tb_code_tries_used": ("{tries} wrong confirmation codes were typed for this resident today: confirming in "
+                               "person rests for a day; the resident confirms on their own page."),
+        "tb_code_misses": ("Wrong confirmation codes typed for you in the last day: {count} (after {most}, confirming "
+                           "in person rests for a day). If you were not there, tell your grid worker."),
         "tb_code_used": ("This confirmation code was used already; no hours were recorded. The resident can confirm "
                          "on their own page."),
         "tb_busy": "Too many confirmations at once; try again in a moment.",

@@ -42,7 +42,8 @@ ACCOUNT_ACTIONS = (ACCOUNT_ADDED, PASSWORD_SET, DEACTIVATED, REACTIVATED)
 FILED_PURPOSE = "account_management"
 # What an account of these roles is bound to (its pages and sync read it: a resident's own record, the department's
 # workbench, the gateway's devices).
-ROLE_LINKS = {Role.RESIDENT.value: "resident", Role.DEPARTMENT_STAFF.value: "department", Role.GATEWAY.value: "gateway"}
+ROLE_LINKS = {Role.RESIDENT.value: "resident", Role.DEPARTMENT_STAFF.value: "department", Role.GATEWAY.value: "gateway",
+              Role.PARTNER.value: "organisation"}  # a partner's: the organisation whose vouchers they honour
 
 
 class AccountRefused(UserError):
@@ -62,6 +63,7 @@ class NewAccount:
     department: str | None = None
     resident: str | None = None
     gateway: str | None = None
+    organisation: str | None = None
 
 
 def password_problems(password: str) -> list[FieldError]:
@@ -93,9 +95,13 @@ def add(firewall: Firewall, new: NewAccount, password: str, *, by: str, device: 
     try:
         doc = accounts.make_user(new.username, new.display_name, [Role(r) for r in new.roles], new.street,
                                  accounts.hash_password(password), communities=new.communities, grids=new.grids,
-                                 department=new.department, resident=new.resident, gateway=new.gateway)
+                                 department=new.department, resident=new.resident, gateway=new.gateway,
+                                 organisation=new.organisation)
     except ValidationError as invalid:
         raise AccountRefused(invalid.errors) from None
+    # A partner honours an organisation's vouchers: it must be one.
+    if new.organisation and (get_or_none(firewall.couch.main, new.organisation) or {}).get("type") != "organisation":
+        raise AccountRefused([FieldError("organisation", "pt_no_organisation")])
     grids = get_many(firewall.couch.main, new.grids)
     outside = [g for g in new.grids if grids.get(g, {}).get("community") not in new.communities]
     if outside:  # a grid worker's grids lie in their community: a page or an access rule reading one trusts it

@@ -120,12 +120,7 @@ def catalogue(couch: Couch, community: str) -> list[Doc]:
 def offer(couch: Couch, p: Principal, organisation_id: str, name: str, kind: str, points: Any, stock: Any,
           now: dt.datetime) -> Doc:
     """The secretary (for an organisation of her community) or the organisation's partner staff offers a reward."""
-    organisation = queries.load_doc(couch, organisation_id, "organisation")
-    if organisation is None or not may_see(p, organisation):
-        raise LedgerError("not_found", field="organisation", status=404)
-    secretary = p.has(Role.SECRETARY) and organisation["community"] in p.communities
-    if not (p.organisation == organisation_id or secretary):
-        raise LedgerError("forbidden", status=403)
+    organisation = _offering(couch, p, organisation_id)
     refused = rules.reward_refusal(name, kind, points, stock)
     if refused:
         raise LedgerError(refused[1], refused[2], field=refused[0])
@@ -135,6 +130,55 @@ def offer(couch: Couch, p: Principal, organisation_id: str, name: str, kind: str
            "created_at": now.isoformat()}
     validate(doc)
     return couch.main.save(doc)
+
+
+def _offering(couch: Couch, p: Principal, organisation_id: str) -> Doc:
+    """The organisation if `p` may offer its rewards: its own partner staff, or the secretary of its community."""
+    organisation = queries.load_doc(couch, organisation_id, "organisation")
+    if organisation is None or not may_see(p, organisation):
+        raise LedgerError("not_found", field="organisation", status=404)
+    secretary = p.has(Role.SECRETARY) and organisation["community"] in p.communities
+    if not (p.organisation == organisation_id or secretary):
+        raise LedgerError("forbidden", status=403)
+    return organisation
+
+
+def offerers_organisations(couch: Couch, p: Principal) -> list[Doc]:
+    """The organisations whose rewards `p` may offer: a partner's own; every organisation of a secretary's
+    communities."""
+    if p.organisation:
+        own = queries.load_doc(couch, p.organisation, "organisation")
+        return [own] if own else []
+    if not p.has(Role.SECRETARY):
+        return []
+    found = [o for c in p.communities for o in iter_view_docs(couch.main, "linli/by_place", [c, "organisation"])]
+    return sorted(found, key=lambda o: (o["community"], o["name"]))
+
+
+def offered_by(couch: Couch, organisations: list[Doc]) -> list[Doc]:
+    """The rewards these organisations offer (withdrawn ones too), each with `taken`: units bought."""
+    wanted = {o["_id"] for o in organisations}
+    found = [r for c in sorted({o["community"] for o in organisations})
+             for r in iter_view_docs(couch.main, "linli/by_place", [c, "reward"]) if r["organisation"] in wanted]
+    return [{**r, "taken": len(_taken(couch, r["_id"]))} for r in sorted(found, key=lambda r: r["created_at"])]
+
+
+def set_stock(couch: Couch, p: Principal, reward_id: str, stock: Any, now: dt.datetime) -> Doc:
+    """The offerer changes how many units a reward has: never below the units already bought. (A redemption
+    taking a slot between the count and the save may leave one voucher above the new stock: it was bought.)"""
+    reward = queries.load_doc(couch, reward_id, "reward") if reward_id else None
+    if reward is None or not may_see(p, reward):
+        raise LedgerError("pt_no_reward", field="reward", status=404)
+    _offering(couch, p, reward["organisation"])
+    refused = rules.stock_refusal(stock, len(_taken(couch, reward_id)))
+    if refused:
+        raise LedgerError(*refused, field="stock")
+    doc = {**reward, "stock": stock, "updated_at": now.isoformat()}
+    validate(doc)
+    try:
+        return couch.main.save(doc)
+    except Conflict:  # changed meanwhile (another tab, the other offerer): said, not overwritten
+        raise LedgerError("pt_changed_meanwhile", field="stock", status=409) from None
 
 
 def _taken(couch: Couch, reward_id: str) -> list[str]:

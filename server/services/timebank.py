@@ -108,9 +108,11 @@ def claim(couch: Couch, p: Principal, task_id: str, minutes: Any, note: str, now
     doc = {k: v for k, v in doc.items() if v is not None}
     lock = get_or_none(couch.accounts, rules.ledger_lock_id(doc["resident"])) if in_person and doc.get(
         "resident") else None
-    refused = rules.claim_refusal(p.user_id, doc, task, lock)
+    refused = rules.claim_refusal(p.user_id, doc, task, lock, now)
     if refused:
         key = refused[0]
+        if key == "tb_code_wrong":
+            count_code_misses(couch, p.user_id, [doc], now)
         raise LedgerError(*refused, field=_CLAIM_FIELDS.get(key, "task"),
                           status=403 if key == "tb_claim_not_yours" else 400)
     if get_or_none(couch.main, doc["_id"]) is not None:
@@ -125,7 +127,34 @@ def claim(couch: Couch, p: Principal, task_id: str, minutes: Any, note: str, now
     return settle_in_person(couch, [saved["_id"]], now)[0] if in_person else saved
 
 
+def count_code_misses(couch: Couch, writer: str, claims: list[Doc], now: dt.datetime) -> None:
+    """Claims refused for a wrong in-person code, counted on their resident's lock (each claim's code once): after
+    rules.CODE_MISSES_PER_DAY in a day the resident's codes rest (rules.in_person_refusal)."""
+    for claim in claims:
+        resident = claim.get("resident")
+        if not isinstance(resident, str) or not isinstance(claim.get("_id"), str):
+            continue
+        for _ in range(5):  # the lock is busy (a transfer, another miss): read it again
+            lock = get_or_none(couch.accounts, rules.ledger_lock_id(resident))
+            counted = rules.with_code_miss(lock, claim["_id"], writer, claim.get("in_person_code"), now) if lock \
+                else None
+            if counted is None:
+                break  # no codes ever shown (nothing to guess), or counted already
+            try:
+                validate(counted)
+                couch.accounts.save(counted)
+                break
+            except Conflict:
+                continue
+
+
+def code_misses(couch: Couch, resident: str, now: dt.datetime) -> int:
+    """How many wrong codes were typed for the resident in the last day (shown on their page)."""
+    return len(rules.recent_code_misses(get_or_none(couch.accounts, rules.ledger_lock_id(resident)), now))
+
+
 _CLAIM_FIELDS = {"tb_minutes_range": "minutes", "tb_code_wrong": "in_person_code",
+                 "tb_code_tries_used": "in_person_code",
                  "tb_in_person_consent": "in_person_consent"}  # the form input each refusal belongs to
 
 
@@ -296,12 +325,17 @@ def _decide(couch: Couch, doc: Doc, status: str, p: Principal | None, now: dt.da
 
 def expire(couch: Couch, now: dt.datetime) -> int:
     """Claims unanswered for `CLAIM_EXPIRES_AFTER` lapse (a confirmed one whose claim was not yet marked is
-    marked confirmed instead). Idempotent: the minute sweep runs it."""
+    marked confirmed instead). One still carrying a resident's in-person code (never settled: a process stopped in
+    between) is settled first, which, the claim having lapsed, spends the code (the provider's phone has seen it)
+    and drops it from the claim: no lapsed claim holds a code that could confirm anything. Idempotent: the minute
+    sweep runs it."""
     cutoff = (now - rules.CLAIM_EXPIRES_AFTER).isoformat()
     rows = couch.main.query("linli/claims", as_list=True, startkey=["", "claimed"], endkey=["", "claimed", cutoff],
                             reduce="false", include_docs="true")
 
     def lapse(doc: Doc) -> bool:
+        if doc.get("in_person_code"):
+            doc = settle_in_person(couch, [doc["_id"]], now)[0]
         transfer_id = rules.transfer_id_of_claim(doc["_id"])
         finished = get_or_none(couch.main, transfer_id)
         try:

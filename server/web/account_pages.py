@@ -35,8 +35,10 @@ Render = Callable[..., Response]
 # a BLE gateway's from `linli user add --gateway` with its device token.
 OFFERED_ROLES = [r.value for r in Role if r not in (Role.RESIDENT, Role.GATEWAY)]
 STREET_WIDE = "-"  # the community filter's value for accounts of no community
-EMPTY_FORM: Doc = {"username": "", "display_name": "", "roles": [], "community": "", "grids": [], "department": ""}
-SHOWN_FIELDS = ("_id", "username", "display_name", "roles", "communities", "grids", "department", "active")
+EMPTY_FORM: Doc = {"username": "", "display_name": "", "roles": [], "community": "", "grids": [], "department": "",
+                  "organisation": ""}
+SHOWN_FIELDS = ("_id", "username", "display_name", "roles", "communities", "grids", "department", "organisation",
+                "active")
 
 
 def listing(couch: Couch, role: str, community: str, status: str, query: str) -> list[Doc]:
@@ -54,9 +56,10 @@ def listing(couch: Couch, role: str, community: str, status: str, query: str) ->
 
 
 def places(couch: Couch) -> dict[str, list[Doc]]:
-    """The street's communities, grids and departments, for the filters and the form's choices."""
+    """The street's communities, grids, departments and organisations (a partner's), for the filters and the
+    form's choices."""
     return {kind: sorted(docs_of_type(couch.main, kind), key=lambda d: d["_id"])
-            for kind in ("community", "grid", "department")}
+            for kind in ("community", "grid", "department", "organisation")}
 
 
 def _new_account(form: FormData, street: str) -> account_changes.NewAccount:
@@ -65,7 +68,8 @@ def _new_account(form: FormData, street: str) -> account_changes.NewAccount:
         username=str(form.get("username", "")).strip()[:100], display_name=str(form.get("display_name", "")).strip(),
         roles=[str(r) for r in form.getlist("roles") if r], street=street,
         communities=[community] if community else [], grids=[str(g) for g in form.getlist("grids") if g],
-        department=str(form.get("department", "")) or None)
+        department=str(form.get("department", ""))[:200] or None,
+        organisation=str(form.get("organisation", ""))[:200] or None)
 
 
 def routes(firewall: Firewall, current_user: CurrentUser, render: Render, now: Callable[[], dt.datetime],
@@ -92,7 +96,8 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Render, now: C
                     new = _new_account(form, admin["street"])
                     values = {"username": new.username, "display_name": new.display_name, "roles": new.roles,
                               "community": new.communities[0] if new.communities else "", "grids": new.grids,
-                              "department": new.department or ""}  # kept through a refusal, never the password
+                              "department": new.department or "",
+                              "organisation": new.organisation or ""}  # kept through a refusal, never the password
                     user = await run_in_threadpool(account_changes.add, firewall, new, password, **by)
                     values = EMPTY_FORM
                 elif action == "password":

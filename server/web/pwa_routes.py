@@ -76,7 +76,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "preparing.html", "figures_published.html",
                                    # Supervision and evaluation (issue 18): desk work (the door survey is offline).
                                    "mediations.html", "mediation.html", "mediation_new.html", "projects.html",
-                                   "project.html", "project_new.html", "survey_sample.html"})
+                                   "project.html", "project_new.html", "survey_sample.html",
+                                   # Offering rewards and their stock (issue 16): the offerer's desk page.
+                                   "reward_offer.html"})
 # Browser code the service worker needs offline, besides the templates; vendor files come from npm.
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",

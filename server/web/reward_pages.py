@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from server.domain import points as rules
 from server.domain.access import Principal
-from server.domain.declaration import Role
+from server.domain.declaration import REWARD_KINDS, Role
 from server.domain.errors import by_field
 from server.domain.i18n import translator
 from server.domain.timebank import ACCOUNT_TYPES, account_of, hours_text
@@ -93,7 +93,26 @@ def statements_context(firewall: Firewall, user: Doc, period: str, community: st
             "names": {}, "reward_names": {}}
 
 
-DONE = ("redeemed",)
+def offer_context(firewall: Firewall, user: Doc) -> dict[str, Any]:
+    """The offerer's page: the organisations whose rewards they may offer and what those offer, with units bought.
+    403 for anyone who offers for none."""
+    couch = firewall.couch
+    organisations = rewards.offerers_organisations(couch, Principal.of(user))
+    if not organisations:
+        raise HTTPException(403)
+    return {"organisations": organisations, "offered": rewards.offered_by(couch, organisations),
+            "organisation_names": {o["_id"]: o["name"] for o in organisations}, "kinds": REWARD_KINDS,
+            "max_points": rules.MAX_REWARD_POINTS, "max_stock": rules.MAX_STOCK}
+
+
+def _whole(value: Any) -> int | str:
+    """A form's number as an int if it is one, else as typed (the rule then names what is wrong)."""
+    text = str(value or "").strip()[:12]
+    return int(text) if text.isdigit() else text
+
+
+DONE = ("redeemed", "offered", "stock_set")
+EMPTY_OFFER = {"organisation": "", "name": "", "kind": "", "points": "", "stock": ""}
 
 
 def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]], render: Callable[..., Response],
@@ -136,6 +155,53 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         voucher = await run_in_threadpool(couch.main.get, used["voucher"])
         return await partner_page(request, used={**used, "points": voucher["points"]})
 
+    async def offer_page(request: Request, errors: dict[str, Any] | None = None, status: int = 200,
+                         values: Doc | None = None) -> Response:
+        user = await current_user(request)
+        context = await run_in_threadpool(offer_context, firewall, user)
+        done = request.query_params.get("done")
+        return render(request, "reward_offer.html", status, errors=errors or {}, values=values or EMPTY_OFFER,
+                      done=done if done in DONE else None, **context)
+
+    async def offer(request: Request) -> Response:
+        user = await current_user(request)
+        form = await request.form()
+        values = {name: str(form.get(name, ""))[:200] for name in EMPTY_OFFER}
+        try:
+            await run_in_threadpool(rewards.offer, couch, Principal.of(user), values["organisation"], values["name"],
+                                    values["kind"], _whole(values["points"]), _whole(values["stock"]), now())
+        except LedgerError as refused:
+            if refused.status == 403:
+                raise HTTPException(403) from None
+            return await offer_page(request, by_field(refused.errors), refused.status, values)
+        return RedirectResponse("/rewards/offer?done=offered", status_code=303)
+
+    async def set_stock(request: Request) -> Response:
+        user = await current_user(request)
+        form = await request.form()
+        try:
+            await run_in_threadpool(rewards.set_stock, couch, Principal.of(user), request.path_params["reward"],
+                                    _whole(form.get("stock")), now())
+        except LedgerError as refused:
+            if refused.status in (403, 404):
+                raise HTTPException(refused.status) from None
+            return await offer_page(request, by_field(refused.errors), refused.status)
+        return RedirectResponse("/rewards/offer?done=stock_set", status_code=303)
+
+    async def mint_now(request: Request) -> Response:
+        """The secretary mints her community's due points now rather than at the job's next quarter hour (the
+        same idempotent rewards.mint_due: nothing is minted twice)."""
+        user = await current_user(request)
+        form = await request.form()
+        community = str(form.get("community", ""))[:200]
+        if Role.SECRETARY not in queries.roles(user) or community not in user.get("communities", []):
+            raise HTTPException(403)
+        place = await run_in_threadpool(queries.load_doc, couch, community, "community")
+        if place is None:
+            raise HTTPException(404)
+        minted = await run_in_threadpool(rewards.mint_due, couch, place, now())
+        return RedirectResponse(f"/statements?community={community}&minted={minted}", status_code=303)
+
     async def statements_page(request: Request) -> Response:
         user = await current_user(request)
         period = request.query_params.get("period") or now().strftime("%Y-%m")
@@ -158,8 +224,13 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
             body = rewards.statements_csv(context["whole"], context["names"], kinds)
             return Response("\ufeff" + body, media_type="text/csv; charset=utf-8", headers={
                 "Content-Disposition": f'attachment; filename="linli-statements-{context["period"]}.csv"'})
-        return render(request, "statements.html", 200, errors={}, **context)
+        minted = request.query_params.get("minted", "")
+        return render(request, "statements.html", 200, errors={}, minted=int(minted) if minted.isdigit() else None,
+                      **context)
 
     return [Route("/rewards", rewards_page), Route("/rewards/redeem", redeem, methods=["POST"]),
             Route("/redeem", partner_page), Route("/redeem", honour, methods=["POST"]),
-            Route("/statements", statements_page), Route("/statements.csv", statements_page)]
+            Route("/statements", statements_page), Route("/statements.csv", statements_page),
+            Route("/statements/mint", mint_now, methods=["POST"]),
+            Route("/rewards/offer", offer_page), Route("/rewards/offer", offer, methods=["POST"]),
+            Route("/rewards/{reward:str}/stock", set_stock, methods=["POST"])]

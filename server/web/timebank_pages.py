@@ -69,7 +69,8 @@ def my_page_context(firewall: Firewall, user: Doc, now: dt.datetime) -> dict[str
     hours, points = (timebank.balance(couch, community, ledger, account) for ledger in LEDGERS)
     codes = timebank.confirmation_codes(couch, resident["_id"]) if resident else []
     return {"hours": rules.hours_text(hours), "points": points, "to_answer": list(map(_shown, to_answer)),
-            "codes": codes,
+            "codes": codes, "code_misses": timebank.code_misses(couch, resident["_id"], now) if resident else 0,
+            "code_misses_most": rules.CODE_MISSES_PER_DAY,
             "made": list(map(_shown, made)), "tasks": tasks, "entries": list(map(_shown, entries)), "names": names,
             "account": account, "floor_hours": -rules.HOURS_FLOOR // 60, "max_minutes": rules.MAX_CLAIM_MINUTES,
             "expires_days": rules.CLAIM_EXPIRES_AFTER.days, "answering_for_others": p.has(Role.GRID_WORKER)}
