@@ -67,6 +67,7 @@ from server.web import (
 from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
+from server.web.compression import CompressionMiddleware
 from server.web.conflict_pages import routes as conflict_routes
 from server.web.console_pages import routes as console_routes
 from server.web.field_pages import recent_visits
@@ -499,6 +500,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     middleware = [
         Middleware(ObservabilityMiddleware),  # outermost: the request id on every log line, each answer counted
         Middleware(SecurityHeadersMiddleware),  # outermost: the CSRF check's refusals carry the headers too
+        Middleware(CompressionMiddleware),  # sync and browser code compressed, pages not (server/web/compression.py)
         Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="session",
                    max_age=settings.session_max_age, same_site="lax", https_only=settings.cookie_secure),
         Middleware(CSRFMiddleware),
