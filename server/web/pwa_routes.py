@@ -28,7 +28,7 @@ from server.domain import timebank as timebank_rules
 from server.domain.access import Principal, offline_grids, works_offline
 from server.domain.declaration import SATISFACTION, TASK_ANSWERS, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
-from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS, photo_rule
+from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS, photo_fit, photo_rule
 from server.domain.http_headers import ATTACHMENT_HEADERS, PAGE_HEADERS, WORKER_CSP
 from server.domain.i18n import MESSAGES
 from server.security.grants import phones_carry_keys
@@ -78,7 +78,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",
                # A secret ballot at the door, sealed offline (matter_door.html).
-               "/pwa/secret_ballot.js", "/pwa/crypto/envelope.js")
+               "/pwa/secret_ballot.js", "/pwa/crypto/envelope.js",
+               # Photos sized on the phone before they are stored (issue 22 item 2): the code and its rule.
+               "/pwa/photos.js", "/pwa/photo_fit.json")
 # The headers the service worker gives its offline answers, as the server's middleware gives its own: pages, and
 # a stored photo opened on its own (sw.js).
 _SHELL_HEADERS = {"page": PAGE_HEADERS, "attachment": ATTACHMENT_HEADERS}
@@ -161,8 +163,14 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "timebank": timebank_rules.offline_rules(),
         }, headers={"Cache-Control": "no-store"})
 
+    async def photo_fit_json(request: Request) -> Response:
+        # The rule, and the refusal in every language: a page picks its own (<html lang>), online or offline.
+        return JSONResponse({**photo_fit(), "unreadable": {lang: MESSAGES[lang]["err_photo_unreadable"]
+                                                           for lang in MESSAGES}})
+
     return [
         Route("/sw.js", service_worker),
+        Route("/pwa/photo_fit.json", photo_fit_json),
         Route("/manifest.webmanifest", manifest),
         Route("/favicon.ico", favicon),
         Route("/pwa/shell.json", shell),
