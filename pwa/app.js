@@ -1,9 +1,7 @@
 // Page glue for the offline app: installs the service worker (sw.js), asks it to sync when the page
 // opens, when the network returns and every minute, and shows its state in every page's sync bar
-// (base.html #sync-state). Pages work without it; it only adds offline use, the sync bar and photos sized on the
-// phone before they are sent or stored (photos.js).
+// (base.html #sync-state). Pages work without it; it only adds offline use and the sync bar.
 
-import { fitPhotosOnChoice } from "/pwa/photos.js";
 import { localTime as localTimeIn } from "/pwa/render.js";
 
 const SYNC_EVERY_MS = 60 * 1000;
@@ -70,5 +68,4 @@ async function start() {
   ask("sync");
 }
 
-fitPhotosOnChoice();
 start();

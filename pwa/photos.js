@@ -79,11 +79,10 @@ async function fitInput(input) {
   }
 }
 
-export function fitPhotosOnChoice(root = document) {
-  root.addEventListener("change", (event) => {
-    const input = event.target;
-    if (input instanceof HTMLInputElement && input.type === "file" && (input.accept || "").includes("image/")) {
-      fitInput(input);
-    }
-  });
-}
+// Loaded by every signed-in page (base.html): phones and desks alike send sized photos.
+document.addEventListener("change", (event) => {
+  const input = event.target;
+  if (input instanceof HTMLInputElement && input.type === "file" && (input.accept || "").includes("image/")) {
+    fitInput(input);
+  }
+});

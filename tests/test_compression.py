@@ -16,9 +16,10 @@ import pytest
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from server.store.config import Settings
+from server.store.config import PROJECT_ROOT, Settings
 from server.store.couch import Couch
 from server.store.embedded_couch import EmbeddedCouch
+from server.web import assets
 from server.web.app import create_app
 from sync import protocol
 from sync.app import create_sync_app
@@ -113,3 +114,23 @@ def test_a_bomb_is_never_expanded_past_the_room_left(encoding: str) -> None:
     decoder = protocol._body_decoder(encoding)
     out = decoder.chunk(bomb, 4096)
     assert len(out) <= 64 * 1024 and decoder.over
+
+
+def test_browser_code_is_linked_by_versioned_name_and_sent_precompressed(worker: tuple[TestClient, str]) -> None:
+    """Pages link the stylesheet and scripts by a name with their digest, answered cacheable for a year (a new
+    content is a new name) from the setup's brotli; the plain name is revalidated (no-cache), a stale digest too."""
+    client, _ = worker
+    assets.precompress()  # what ./dev runs after the npm install (quick when done)
+    urls = assets.asset_urls()
+    css = urls["/static/linli.css"]
+    page = client.get("/requests").text
+    assert f'href="{css}"' in page and f'src="{urls["/pwa/photos.js"]}"' in page
+    original = (PROJECT_ROOT / "server/web/static/linli.css").read_bytes()
+    headers, sent = raw(client, css, "br, gzip")
+    assert headers["cache-control"] == assets.IMMUTABLE and headers["content-encoding"] == "br"
+    assert brotli.decompress(sent) == original and len(sent) < len(original) / 3
+    assert client.get(css, headers={"If-None-Match": headers["etag"]}).status_code == 304
+    for stale in ("/static/linli.css", "/static/linli.css?v=0123456789abcdef"):
+        headers, sent = raw(client, stale, "gzip")
+        assert headers["cache-control"] == "no-cache" and gzip.decompress(sent) == original, stale
+    assert client.get("/pwa/session.json").json()["assets"] == urls  # the offline pages link the same names

@@ -37,6 +37,7 @@ from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
 from server.web.activation import with_accounts
+from server.web.assets import asset_urls
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
@@ -161,6 +162,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "pool_checkin_early_minutes": int(pool_rules.CHECKIN_EARLY.total_seconds() // 60),
             # The time bank's rules the offline /timebank shows and checks (server/domain/timebank.py).
             "timebank": timebank_rules.offline_rules(),
+            # Browser code and stylesheet by versioned name: offline pages link what online pages link (assets.py).
+            "assets": asset_urls(),
         }, headers={"Cache-Control": "no-store"})
 
     async def photo_fit_json(request: Request) -> Response:
