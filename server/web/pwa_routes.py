@@ -94,9 +94,9 @@ def shared_templates() -> list[str]:
 
 
 def _shell_version() -> str:
-    """Changes when a template, the stylesheet, any browser file, the domain declaration (/schema.json) or the
-    pages' headers do."""
-    digest = hashlib.sha256(json.dumps([export_json(), _SHELL_HEADERS], sort_keys=True).encode())
+    """Changes when a template, the stylesheet, any browser file, the domain declaration (/schema.json), the
+    pages' headers or the photo rule (/pwa/photo_fit.json) do."""
+    digest = hashlib.sha256(json.dumps([export_json(), _SHELL_HEADERS, photo_fit()], sort_keys=True).encode())
     files = [*(TEMPLATES_DIR / n for n in shared_templates()), *sorted(PWA_DIR.rglob("*.js")),
              *sorted(STATIC_DIR.iterdir())]
     for path in files:
