@@ -104,7 +104,7 @@ class CompressionMiddleware:
                                     status_code=415)(scope, receive, send)
             return
         coding = accepted_encoding(request_headers.get("accept-encoding", ""))
-        if coding is None:
+        if coding is None or scope["method"] == "HEAD":  # a HEAD's lengths are the uncompressed GET's
             await self.app(scope, receive, send)
             return
         encoder: _Encoder | None = None
