@@ -66,5 +66,5 @@ export function pageContext(common, messages, context) {
 // What every offline page knows of the signed-in user, from /pwa/session.json (server/web/pwa_routes.py).
 export function sessionContext(session) {
   return { lang: session.lang, csrf_token: session.csrf_token, user: session.user, display: session.display,
-           time_zone: session.time_zone, works_offline: session.works_offline };
+           time_zone: session.time_zone, works_offline: session.works_offline, assets: session.assets };
 }

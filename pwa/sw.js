@@ -236,7 +236,7 @@ async function signOut(request) {
     const keyGone = key && !(await storedPhoneKey(session.user._id));
     const signedOut = { csrf_token: session.csrf_token, phone_key: keyGone ? key.id : null, pending,
                         lang: session.lang, messages: session.messages, time_zone: session.time_zone,
-                        display: session.display };
+                        display: session.display, assets: session.assets };
     await (await caches.open(CACHE)).put(SIGN_OUT_URL, new Response(JSON.stringify(signedOut),
       { headers: { "Content-Type": "application/json" } }));
     return signedOutPage(signedOut);

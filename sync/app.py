@@ -165,7 +165,7 @@ class Gateway:
             return FastJSONResponse({**answer, "id": shown_id}, status_code=409 if "error" in answer else 200)
         if int(request.headers.get("content-length") or 0) > MAX_LOCAL_BYTES:
             raise ProtocolError(413, "too_large", f"a _local document may have at most {MAX_LOCAL_BYTES} bytes")
-        body = await json_body(request)
+        body = await json_body(request, limit=MAX_LOCAL_BYTES)  # the bound again, decoded (a compressed body)
         answer = await self.upstream.call("PUT", self.upstream.main, path, body={**body, "_id": stored_id},
                                           ok=(201, 409))
         return FastJSONResponse({**answer, "id": shown_id}, status_code=409 if "error" in answer else 201)

@@ -7,9 +7,11 @@ Every malformed request becomes a `ProtocolError` (a 4xx with CouchDB's
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import brotli
 from starlette.requests import Request
 
 from server.domain.access import Principal
@@ -36,15 +38,23 @@ def not_found(reason: str = "missing") -> ProtocolError:
     return ProtocolError(404, "not_found", reason)
 
 
-async def json_body(request: Request, kind: type = dict) -> Any:
-    """The request body as JSON of the given kind, or a 4xx naming what is wrong."""
+async def json_body(request: Request, kind: type = dict, limit: int | None = None) -> Any:
+    """The request body as JSON of the given kind, or a 4xx naming what is wrong. A body sent gzip- or
+    brotli-compressed is decoded here, and refused once its decoded size passes `limit` (MAX_BODY_BYTES unless
+    given): a "zip bomb" stops there, whatever it would grow to."""
+    limit = limit or MAX_BODY_BYTES
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise ProtocolError(415, "bad_content_type", "Content-Type must be application/json")
+    decoder = _body_decoder(request.headers.get("content-encoding", "identity"))
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ProtocolError(413, "too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        async for chunk in request.stream():
+            body += decoder.chunk(chunk, limit + 1 - len(body))
+            if len(body) > limit or decoder.over:
+                raise ProtocolError(413, "too_large", f"request body exceeds {limit} bytes")
+        decoder.finish()
+    except DecodeError as wrong:
+        raise bad_request(f"request body is not valid {wrong}") from None
     try:
         value = loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -52,6 +62,72 @@ async def json_body(request: Request, kind: type = dict) -> Any:
     if not isinstance(value, kind):
         raise bad_request(f"request body must be a JSON {'object' if kind is dict else 'array'}")
     return value
+
+
+class DecodeError(Exception):
+    """A compressed body that does not decode; its message names the encoding."""
+
+
+class _Identity:
+    over = False
+
+    def chunk(self, data: bytes, room: int) -> bytes:
+        return data
+
+    def finish(self) -> None:
+        return None
+
+
+class _Gunzip:
+    """gzip, decoded at most `room` bytes at a time: input that would decode past the bound is never expanded."""
+
+    def __init__(self) -> None:
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.over = False
+
+    def chunk(self, data: bytes, room: int) -> bytes:
+        try:
+            out = self.inflater.decompress(data, max(room, 1))
+        except zlib.error:
+            raise DecodeError("gzip") from None
+        self.over = bool(self.inflater.unconsumed_tail)  # more output waiting than the bound allows
+        return out
+
+    def finish(self) -> None:
+        if not self.inflater.eof or self.inflater.unused_data:
+            raise DecodeError("gzip (cut short or followed by other bytes)")
+
+
+class _Unbrotli:
+    """brotli, decoded at most `room` bytes at a time (the decoder's output_buffer_limit)."""
+
+    def __init__(self) -> None:
+        self.decoder = brotli.Decompressor()
+        self.over = False
+
+    def chunk(self, data: bytes, room: int) -> bytes:
+        try:
+            out = self.decoder.process(data, output_buffer_limit=max(room, 1))
+            # Decoding stops at the limit; a decoder with output still waiting is over the bound.
+            self.over = not self.decoder.can_accept_more_data()
+        except brotli.error:
+            raise DecodeError("brotli") from None
+        return out
+
+    def finish(self) -> None:
+        if not self.decoder.is_finished():
+            raise DecodeError("brotli (cut short)")
+
+
+def _body_decoder(encoding: str) -> _Identity | _Gunzip | _Unbrotli:
+    coding = encoding.strip().lower()
+    if coding == "identity":
+        return _Identity()
+    if coding in ("gzip", "x-gzip"):
+        return _Gunzip()
+    if coding == "br":
+        return _Unbrotli()
+    raise ProtocolError(415, "bad_content_encoding", f"Content-Encoding {encoding!r} is not accepted: gzip, br or none")
 
 
 def string_list(value: Any, what: str, limit: int = MAX_IDS) -> list[str]:

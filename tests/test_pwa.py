@@ -182,10 +182,10 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     sync_and_wait(page)
     stored = site.couch.main.get(request_id)
     assert stored["source"] == "offline" and stored["created_by"] == "user:wangge01"
-    assert list(stored["_attachments"]) == ["photo-1.png"]
+    assert list(stored["_attachments"]) == ["photo-1.jpeg"]  # sized on the phone (pwa/photos.js): JPEG
     visit = next(r["doc"] for r in site.couch.main.all(startkey="visit:", endkey="visit:\ufff0", include_docs=True,
                                                          as_list=True) if r["doc"].get("notes") == "离线走访记录")
-    assert visit["needs"] == ["meal_delivery", "帮忙修水龙头"] and list(visit["_attachments"]) == ["photo.png"]
+    assert visit["needs"] == ["meal_delivery", "帮忙修水龙头"] and list(visit["_attachments"]) == ["photo.jpeg"]
     alert = site.couch.main.get("alert:pwa-sos")
     assert alert["status"] == "resolved" and alert["acknowledged_by"] == "user:wangge01"
     filed = filing.file_reports(site.couch, site.firewall.signer)

@@ -13,6 +13,7 @@ import pytest
 from server.domain.i18n import LANGUAGES, MESSAGES
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.web.app import templates
+from server.web.assets import asset_urls
 from server.web.pwa_routes import TEMPLATES_DIR, shared_templates
 
 from .node_process import NodeProcess
@@ -21,7 +22,8 @@ FIXTURES = Path(__file__).parent / "templates"
 SHARED = shared_templates()  # all but the desktop-only pages (server/web/pwa_routes.py ONLINE_ONLY_TEMPLATES)
 COMMON = {"csrf_token": "tok3n-\"quoted\"&<x>", "display": "", "time_zone": "Asia/Shanghai", "works_offline": True,
           "user": {"_id": "user:wangge01", "display_name": "王网格 & <测试>", "roles": ["grid_worker"],
-                   "grids": ["grid:g1"]}}
+                   "grids": ["grid:g1"]},
+          "assets": asset_urls()}
 
 
 class Nunjucks:

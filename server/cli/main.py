@@ -10,6 +10,7 @@
     linli resident erase   crypto-shred one resident's protected data
     linli device-token     issue or revoke a sync token for a BLE gateway or a script
     linli export-schema    print the domain declaration as JSON (what the PWA reads)
+    linli assets           precompress the browser code and stylesheet (brotli, gzip; `./dev` runs it)
 
 Every command that uses the database first names its data folder and databases (stderr; `linli --quiet …`
 leaves it out) and checks the master key against the database before writing (server/security/master_key.py).
@@ -410,6 +411,14 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_assets(args: argparse.Namespace) -> int:
+    from server.web.assets import BUILD_DIR, precompress
+
+    made = precompress()
+    print(f"{made} files compressed into {BUILD_DIR} (the others were there already)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linli", description="Linli (邻里): offline-first community governance. "
@@ -493,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export-schema", help="print the domain declaration as JSON")
     export.set_defaults(func=cmd_export_schema, uses_database=False)
+    assets = sub.add_parser("assets", help="precompress the browser code and stylesheet for `linli serve` (brotli, "
+                                           "gzip, into build/assets/; ./dev runs it after the npm install)")
+    assets.set_defaults(func=cmd_assets, uses_database=False)
     return parser
 
 

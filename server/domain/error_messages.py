@@ -57,6 +57,7 @@ ERROR_MESSAGES: dict[str, dict[str, str]] = {
         "err_photo_type": "照片必须是 JPEG、PNG 或 WebP 图片。",
         "err_photo_type_mismatch": "照片的内容与它声明的类型（{declared}）不符。",
         "err_too_many_photos": "最多 {max} 张照片。",
+        "err_photo_unreadable": "无法读取照片“{name}”（文件损坏或不是图片），未保存，请重新拍摄或选择。",
         "err_unknown_service": "没有“{code}”这项服务，请从列表中选择。",
         "err_description_or_photo": "请填写描述或上传照片。",
         "err_location_required": "请提供位置：使用定位，或填写地址。",
@@ -154,6 +155,8 @@ ERROR_MESSAGES: dict[str, dict[str, str]] = {
         "err_photo_type": "is not a JPEG, PNG or WebP image",
         "err_photo_type_mismatch": "is not the {declared} it was sent as",
         "err_too_many_photos": "at most {max} photos",
+        "err_photo_unreadable": ("the photo '{name}' cannot be read (damaged, or not an image); it was not kept: "
+                                 "take or choose it again"),
         "err_unknown_service": "unknown service '{code}'",
         "err_description_or_photo": "a description (or a photo) is required",
         "err_location_required": "a location is required: lat and long, or an address",

@@ -144,6 +144,27 @@ def photo_refusal(data: bytes, declared: str | None, max_bytes: int) -> str | No
     return None
 
 
+@dataclass(frozen=True)
+class PhotoFit:
+    """How a phone sizes a photo before storing it (issue 22 item 2, pwa/photos.js): the long side brought down to
+    `long_side` pixels and encoded again as JPEG at the first of `qualities` under `target_bytes`. Encoding it again
+    keeps none of the camera's metadata (EXIF, its location included): a form that asks for a location records it
+    in its own fields (pwa/geolocate.js), never from a photo's EXIF."""
+    long_side: int = 1600
+    target_bytes: int = 300 * 1024
+    qualities: tuple[float, ...] = (0.82, 0.72, 0.62, 0.5)
+    kind: str = "image/jpeg"
+
+
+PHOTO_FIT = PhotoFit()
+
+
+def photo_fit() -> dict[str, Any]:
+    """PHOTO_FIT as JSON for the phone (/pwa/photo_fit.json)."""
+    return {"long_side": PHOTO_FIT.long_side, "target_bytes": PHOTO_FIT.target_bytes,
+            "qualities": list(PHOTO_FIT.qualities), "kind": PHOTO_FIT.kind}
+
+
 def photo_rule() -> dict[str, Any]:
     """The photo rule as JSON, for the offline app (pwa/offline/rules.js): signatures as byte lists, limits by
     document type."""

@@ -67,6 +67,8 @@ from server.web import (
 from server.web.account_pages import routes as account_routes
 from server.web.activation import account_of
 from server.web.activation import routes as activation_routes
+from server.web.assets import AssetsMiddleware, asset_urls
+from server.web.compression import CompressionMiddleware
 from server.web.conflict_pages import routes as conflict_routes
 from server.web.console_pages import routes as console_routes
 from server.web.field_pages import recent_visits
@@ -113,7 +115,8 @@ def _template_context(request: Request) -> dict[str, Any]:
     user = request.state.user if hasattr(request.state, "user") else None
     return {"t": translator(lang), "lang": lang, "csrf_token": csrf_token(request.session), "user": user,
             "works_offline": bool(user) and works_offline(Principal.of(user)),
-            "display": display.classes(request), "time_zone": LOCAL_TZ.key}
+            "display": display.classes(request), "time_zone": LOCAL_TZ.key,
+            "assets": asset_urls()}  # browser code and stylesheet by versioned name (server/web/assets.py)
 
 
 def _finalize_none(value: Any) -> Any:
@@ -499,6 +502,8 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     middleware = [
         Middleware(ObservabilityMiddleware),  # outermost: the request id on every log line, each answer counted
         Middleware(SecurityHeadersMiddleware),  # outermost: the CSRF check's refusals carry the headers too
+        Middleware(CompressionMiddleware),  # sync and browser code compressed, pages not (server/web/compression.py)
+        Middleware(AssetsMiddleware),  # cache headers by versioned name, precompressed files (server/web/assets.py)
         Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="session",
                    max_age=settings.session_max_age, same_site="lax", https_only=settings.cookie_secure),
         Middleware(CSRFMiddleware),

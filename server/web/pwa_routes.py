@@ -28,7 +28,7 @@ from server.domain import timebank as timebank_rules
 from server.domain.access import Principal, offline_grids, works_offline
 from server.domain.declaration import SATISFACTION, SPOKEN_LANGUAGES, TASK_ANSWERS, export_json
 from server.domain.entitlement import REVEAL_PURPOSES
-from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS, photo_rule
+from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_KINDS, photo_fit, photo_rule
 from server.domain.http_headers import ATTACHMENT_HEADERS, PAGE_HEADERS, WORKER_CSP
 from server.domain.i18n import MESSAGES
 from server.security.grants import phones_carry_keys
@@ -37,6 +37,7 @@ from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
 from server.web.activation import with_accounts
+from server.web.assets import asset_urls
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
@@ -83,7 +84,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
 SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", "/vendor/htmx.min.js", "/pwa/app.js",
                "/pwa/render.js", "/pwa/geolocate.js", "/manifest.webmanifest",
                # A secret ballot at the door, sealed offline (matter_door.html).
-               "/pwa/secret_ballot.js", "/pwa/crypto/envelope.js")
+               "/pwa/secret_ballot.js", "/pwa/crypto/envelope.js",
+               # Photos sized on the phone before they are stored (issue 22 item 2): the code and its rule.
+               "/pwa/photos.js", "/pwa/photo_fit.json")
 # The headers the service worker gives its offline answers, as the server's middleware gives its own: pages, and
 # a stored photo opened on its own (sw.js).
 _SHELL_HEADERS = {"page": PAGE_HEADERS, "attachment": ATTACHMENT_HEADERS}
@@ -96,9 +99,9 @@ def shared_templates() -> list[str]:
 
 
 def _shell_version() -> str:
-    """Changes when a template, the stylesheet, any browser file, the domain declaration (/schema.json) or the
-    pages' headers do."""
-    digest = hashlib.sha256(json.dumps([export_json(), _SHELL_HEADERS], sort_keys=True).encode())
+    """Changes when a template, the stylesheet, any browser file, the domain declaration (/schema.json), the
+    pages' headers or the photo rule (/pwa/photo_fit.json) do."""
+    digest = hashlib.sha256(json.dumps([export_json(), _SHELL_HEADERS, photo_fit()], sort_keys=True).encode())
     files = [*(TEMPLATES_DIR / n for n in shared_templates()), *sorted(PWA_DIR.rglob("*.js")),
              *sorted(STATIC_DIR.iterdir())]
     for path in files:
@@ -166,10 +169,18 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "timebank": timebank_rules.offline_rules(),
             # A need's language and convenient hours (issue 17, server/web/resident_needs.py): the form's choices.
             "spoken_languages": list(SPOKEN_LANGUAGES), "need_hour_rows": NEED_HOUR_ROWS,
+            # Browser code and stylesheet by versioned name: offline pages link what online pages link (assets.py).
+            "assets": asset_urls(),
         }, headers={"Cache-Control": "no-store"})
+
+    async def photo_fit_json(request: Request) -> Response:
+        # The rule, and the refusal in every language: a page picks its own (<html lang>), online or offline.
+        return JSONResponse({**photo_fit(), "unreadable": {lang: MESSAGES[lang]["err_photo_unreadable"]
+                                                           for lang in MESSAGES}})
 
     return [
         Route("/sw.js", service_worker),
+        Route("/pwa/photo_fit.json", photo_fit_json),
         Route("/manifest.webmanifest", manifest),
         Route("/favicon.ico", favicon),
         Route("/pwa/shell.json", shell),
