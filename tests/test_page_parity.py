@@ -969,6 +969,8 @@ def test_the_time_bank_in_the_field_alike(street: Street, offline: Offline, user
     online = street.couch.main.get(f"claim:{task}")
     there = next(d for d in offline.call("documents", user=username, type="claim") if d["_id"] == online["_id"])
     assert written(there) == written(online) and online["minutes"] == 90
+
+
 def test_is_it_fixed_recorded_offline_reaches_the_server_and_is_applied(street: Street, offline: Offline,
                                                                          users: dict[str, User]) -> None:
     """Issue 18: at a visit, offline, the grid worker records that the closed request is not fixed. The phone
