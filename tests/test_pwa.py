@@ -444,7 +444,8 @@ def test_a_desk_keeps_no_replica_and_a_phone_counts_only_its_own_unsent_changes(
                            "document.querySelector('#sync-state').dataset.syncing === 'no'", timeout=60_000)
     page.goto(site.url + "alerts")  # downloaded
     assert page.locator(f"#alert-{arrives.replace(':', '-')}").count() == 1
-    assert page.get_attribute("#sync-state", "data-pending") == "0"
+    # The bar counts once app.js has asked the replica (after the page loaded): waited for, with a deadline.
+    page.wait_for_function("() => document.querySelector('#sync-state')?.dataset.pending === '0'", timeout=30_000)
     phone.unroute(fails)
     phone.set_offline(True)
     page.goto(site.url + f"households/{resident['household']}/visits/new")

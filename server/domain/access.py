@@ -753,9 +753,13 @@ def _pool_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.d
             return t("pool_slot_taken")
         changed = {k for k in {*old, *new} - {"_rev", "_revisions"} if old.get(k) != new.get(k)}
         return None if changed <= {"status"} and new.get("status") == "cancelled" else t("pool_not_active")
+    if new.get("resident") is not None:  # a phone books as its user: naming a resident would book in their name
+        return "a phone's booking names no resident (a resident books online, through the server)"
     kinds = pool.booker_kinds(p.roles, resident=False)
     refused = pool.booking_refusal(new, refs.get(new.get("resource") or ""), kinds, now)
     return t(*refused) if refused else None
+
+
 def claim_person_refusal(p: Principal, claim: Doc, refs: Refs, now: dt.datetime | None = None
                          ) -> tuple[str, dict[str, Any]] | None:
     """The time bank's own reason to refuse a new claim (server/domain/timebank.py claim_refusal), as a message key

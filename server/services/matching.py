@@ -266,7 +266,7 @@ def mark_done(couch: Couch, p: Principal, match_id_: str, now: dt.datetime) -> D
     """The offer's keeper records an organisation's help as given (a free clinic seen, a tutor's hour): the match
     and its need are done. A volunteer's match is done through its task instead (hours claimed from the task)."""
     match = get_or_none(couch.main, match_id_) if match_id_.startswith("match:") else None
-    if match is None or match.get("type") != "match" or side_of(p, match) != "provider":
+    if match is None or match.get("type") != "match" or not may_see(p, match) or side_of(p, match) != "provider":
         raise MatchError("match", "match_not_yours", status=404)
     if match["status"] != "accepted" or match.get("task"):
         raise MatchError("match", "match_not_done_able", status=409)
