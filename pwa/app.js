@@ -20,7 +20,8 @@ function show(state) {
   if (state.syncing && navigator.onLine) {
     parts.push(text.syncing);
   }
-  parts.push(`${state.pending} ${text.waiting}`);
+  const kinds = (state.pending_kinds || []).map((k) => `${k.label} ${k.count}`).join(" · ");
+  parts.push(`${state.pending} ${text.waiting}${kinds ? ` (${kinds})` : ""}`);
   if (state.refused.length) {
     parts.push(`${state.refused.length} ${text.refused}`);
   }
@@ -40,6 +41,8 @@ function show(state) {
   }
   bar.querySelector("[data-sync-text]").textContent = parts.join(" · ");
   bar.dataset.pending = String(state.pending);
+  bar.dataset.pendingUrgent = String((state.pending_kinds || []).filter((k) => k.urgent)
+    .reduce((sum, k) => sum + k.count, 0));
   bar.dataset.syncing = state.syncing ? "yes" : "no";
   bar.dataset.lastSynced = state.last_synced_at || "";
   bar.classList.toggle("sync-error", !!state.error || state.refused.length > 0);

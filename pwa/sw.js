@@ -12,7 +12,7 @@ import "/vendor/pouchdb.min.js";
 import "/vendor/pouchdb.indexeddb.min.js";
 import "/vendor/nunjucks.min.js";
 import { pageContext, sessionContext, templateEnvironment, translator } from "/pwa/render.js";
-import { remoteOptions, syncOnce } from "/pwa/sync/replica.js";
+import { pushUrgent, remoteOptions, syncOnce } from "/pwa/sync/replica.js";
 import { forgetPhoneKey, phoneKey, pinInstallationKey, storedPhoneKey } from "/pwa/offline/keys.js";
 import { answer, route } from "/pwa/offline/pages.js";
 import { sniffedType } from "/pwa/offline/rules.js";
@@ -114,7 +114,7 @@ async function forget(session) {
   const db = replica(session);
   const { refused = [] } = await db.get(SYNC_STATE).catch(() => ({}));
   // Also anything changed since the last completed sync: a replica from before the phone noted its own writes.
-  if (refused.length || await unsentChanges(db) || await changedSinceSync(db)) {
+  if (refused.length || (await unsentChanges(db)).length || await changedSinceSync(db)) {
     return;
   }
   await db.destroy();
@@ -222,7 +222,7 @@ async function signOut(request) {
   await syncNow().catch(() => null);
   const session = await storedSession();
   const key = session && await storedPhoneKey(session.user._id);
-  const pending = session ? await unsentChanges(replica(session)) : 0;
+  const pending = session ? (await unsentChanges(replica(session))).length : 0;
   if (session) {
     await forget(session);
   }
@@ -366,6 +366,7 @@ async function runSync() {
   let session = null;
   try {
     await completeSignOut(); // else the server would still answer for whoever signed out offline
+    await sendUrgent();
     session = await refreshSession();
   } catch { // offline: the state says so
     return;
@@ -391,7 +392,10 @@ async function runSync() {
     const newPhone = !(await storedPhoneKey(session.user._id));
     const registering = phoneKey(session.user._id, session.csrf_token).then(() => null, (e) => e.message);
     const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
-    const { push } = await syncOnce(db, remote);
+    // Urgent kinds first (alerts, service requests): the bar shows them arrived before the photos go.
+    await unsentQueue;
+    const own = new Set(Object.keys((await db.get(UNSENT).catch(() => ({}))).revs || {}));
+    const { push } = await syncOnce(db, remote, { first: (await schemaJSON())?.sync_first, onFirst: broadcast, own });
     const keyError = await registering;
     if (newPhone && !keyError) {
       await db.replicate.from(remote);
@@ -411,6 +415,25 @@ async function runSync() {
     }
   } catch (error) {
     await saveState(db, { error: String(error.message || error) });
+  }
+}
+
+// The urgent part of what waits (pushUrgent), as the phone's user last known, before the session is asked for: a
+// lapsed session or another user's cookie is refused by the gateway, and the full sync after says why.
+async function sendUrgent() {
+  const kept = await storedSession();
+  const first = (await schemaJSON())?.sync_first;
+  if (!kept?.works_offline || !first) {
+    return;
+  }
+  const db = replica(kept);
+  await unsentQueue;
+  const { revs = {} } = await db.get(UNSENT).catch(() => ({}));
+  const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: kept.csrf_token }));
+  const sent = await pushUrgent(db, remote, revs, first).catch(() => []);
+  if (sent.length) {
+    await settleUnsent(db, remote).catch(() => null);
+    await broadcast();
   }
 }
 
@@ -472,10 +495,23 @@ async function unsentChanges(db) {
   const { revs = {} } = await db.get(UNSENT).catch(() => ({}));
   const { refused = [] } = await db.get(SYNC_STATE).catch(() => ({}));
   const refusedIds = new Set(refused.map((r) => r.id));
-  return Object.keys(revs).filter((id) => !refusedIds.has(id)).length;
+  return Object.keys(revs).filter((id) => !refusedIds.has(id));
 }
 
-// What every page shows: last synced, changes waiting, errors (app.js renders it).
+// What waits, by kind ("走访 2 · 告警 1"), the urgent kinds first: their labels are the declaration's.
+async function waitingByKind(db, ids, lang) {
+  const types = (await schemaJSON())?.types || {};
+  const first = new Set((await schemaJSON())?.sync_first?.types || []);
+  const counts = new Map();
+  for (const row of (await db.allDocs({ keys: ids, include_docs: true })).rows) {
+    const type = row.doc?.type || "";
+    counts.set(type, (counts.get(type) || 0) + 1);
+  }
+  return [...counts].sort(([a], [b]) => first.has(b) - first.has(a) || a.localeCompare(b))
+    .map(([type, count]) => ({ type, count, urgent: first.has(type), label: types[type]?.label?.[lang] || type }));
+}
+
+// What every page shows: last synced, changes waiting (by kind), errors (app.js renders it).
 async function syncState() {
   const session = await storedSession();
   if (!session) {
@@ -483,11 +519,12 @@ async function syncState() {
   }
   const db = replica(session);
   const kept = await db.get(SYNC_STATE).catch(() => ({}));
-  const pending = await unsentChanges(db);
+  const waiting = await unsentChanges(db);
   const t = translator(session.messages);
   const refused = (kept.refused || [])
     .map((r) => ({ id: r.id, texts: (r.errors || []).map((e) => t(e.key, e.params)) }));
-  return { signed_in: true, last_synced_at: kept.last_synced_at || null, pending, error: kept.error || null,
+  return { signed_in: true, last_synced_at: kept.last_synced_at || null, pending: waiting.length,
+           pending_kinds: await waitingByKind(db, waiting, session.lang), error: kept.error || null,
            refused, conflicts: kept.conflicts || 0, syncing: !!syncing };
 }
 

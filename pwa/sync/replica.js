@@ -60,15 +60,68 @@ export async function purgeOutOfScope(local, remote, { now = Date.now() } = {}) 
   return purged;
 }
 
+// The phone's own urgent changes (the declaration's sync_first types, without photos), sent in one request before
+// anything else is asked of the server (issue 22): on a weak signal an SOS acknowledgement reaches the server in a
+// couple of round trips, not behind the session, the shell and a visit's photos. `unsent`: {id: rev} of the phone's
+// own writes not yet on the server. What the gateway refuses here is refused again, and shown, by the full push.
+export async function pushUrgent(local, remote, unsent, first) {
+  const types = new Set(first.types);
+  const ids = Object.keys(unsent);
+  const rows = ids.length ? (await local.allDocs({ keys: ids, include_docs: true })).rows : [];
+  const urgent = rows.filter((row) => row.doc && types.has(row.doc.type) && !row.doc._attachments);
+  if (!urgent.length) {
+    return [];
+  }
+  const docs = await Promise.all(urgent.map((row) => local.get(row.id, { rev: unsent[row.id], revs: true })));
+  return remote.bulkDocs({ docs, new_edits: false });
+}
+
+// What the pulls since the last push brought, at the revision they brought, per replica: the server has those, so
+// the push skips them rather than ask about each (on a weak signal a first sync's 3,000 documents cost 30 rounds
+// of _revs_diff otherwise). A document that is also one of the phone's own unsent writes (`own`) is always pushed:
+// its own leaf may be the one that lost to the pulled revision. Kept in memory: a restarted worker checks all.
+const pulledSincePush = new Map();
+
+function pulledInto(local) {
+  if (!pulledSincePush.has(local.name)) {
+    pulledSincePush.set(local.name, new Map());
+  }
+  return pulledSincePush.get(local.name);
+}
+
+async function pullFrom(local, remote, options = {}) {
+  const pulled = pulledInto(local);
+  const replication = local.replicate.from(remote, options);
+  replication.on("change", (info) => info.docs.forEach((doc) => pulled.set(doc._id, doc._rev)));
+  return replication;
+}
+
+async function pushTo(local, remote, own) {
+  if (!own) {
+    return local.replicate.to(remote);
+  }
+  const pulled = pulledInto(local);
+  const result = await local.replicate.to(remote, {
+    filter: (doc) => own.has(doc._id) || pulled.get(doc._id) !== doc._rev });
+  pulled.clear();
+  return result;
+}
+
 // One round of sync as the app runs it: push, pull, then purge what left the scope. A phone's first round
 // needs no purge check (everything it holds has just been pulled): it keeps the scope read before the pull, so
 // a change of scope during the pull still makes the next round check.
-export async function syncOnce(local, remote) {
-  const first = (await local.get(SCOPE_DOC).catch(() => null)) === null;
-  const scopeBefore = first ? (await gatewayJSON(remote, "_linli_scope")).scope : null;
-  const push = await local.replicate.to(remote);
-  const pull = await local.replicate.from(remote);
+// `first` (the declaration's sync_first, /schema.json): the urgent kinds come down before the rest (the gateway's
+// filter); `onFirst` runs once they have. `own`: the ids of the phone's own unsent writes (see pushTo).
+export async function syncOnce(local, remote, { first = null, onFirst = null, own = null } = {}) {
+  const isNew = (await local.get(SCOPE_DOC).catch(() => null)) === null;
+  const scopeBefore = isNew ? (await gatewayJSON(remote, "_linli_scope")).scope : null;
   if (first) {
+    await pullFrom(local, remote, { filter: first.filter });
+    await onFirst?.();
+  }
+  const push = await pushTo(local, remote, own);
+  const pull = await pullFrom(local, remote);
+  if (isNew) {
     await local.put({ _id: SCOPE_DOC, scope: scopeBefore, checked_at: Date.now() });
     return { push, pull, purged: [] };
   }

@@ -138,6 +138,9 @@ class DocType:
     # The type's declaration version: bumped when its documents change shape, with a migration from the one before
     # (server/domain/migrations.py). A document says which it was written under in VERSION_FIELD; none means 1.
     version: int = 1
+    # Urgent: a phone coming back online sends and fetches these before anything else (issue 22), so an SOS
+    # acknowledgement never waits behind a visit's photos. One carrying photos goes with the rest.
+    sync_first: bool = False
     routing: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -465,7 +468,8 @@ DOC_TYPES: dict[str, DocType] = {
             "satisfaction": _enum(SATISFACTION),
             **_WHO_WHEN,
         # Version 2: `source` always written (a request without one came from a phone: migrations.py).
-        }, label_zh="服务请求", label_en="Service request", client_writable=True, version=2),
+        }, label_zh="服务请求", label_en="Service request", client_writable=True, version=2,
+           sync_first=True),
         DocType("matter", Scope.COMMUNITY, {
             # Something the community decides or is consulted on. Published to the community: no personal data.
             "title": _text(Category.SYSTEM, required=True, max_length=200),
@@ -666,7 +670,7 @@ DOC_TYPES: dict[str, DocType] = {
             "gateway": _ref("gateway"),  # gateway_silent: which one (server/services/alerts.py)
             "resolved_at": Field("datetime"),  # gateway_silent, device_silent: heard again; or resolved by a person
             "updated_at": Field("datetime"),
-        }, label_zh="告警", label_en="Alert", client_writable=True),
+        }, label_zh="告警", label_en="Alert", client_writable=True, sync_first=True),
         DocType("device", Scope.GRID, {
             **_PERSONAL_LINKS,
             "kind": _enum(DEVICE_KINDS, required=True),
@@ -1158,6 +1162,9 @@ DOC_TYPES: dict[str, DocType] = {
 }
 
 CLIENT_WRITABLE = frozenset(t.name for t in DOC_TYPES.values() if t.client_writable)
+SYNC_FIRST_TYPES = frozenset(t.name for t in DOC_TYPES.values() if t.sync_first)
+# The sync gateway's `_changes?filter=` for them (a design-document filter's name, as CouchDB spells one).
+SYNC_FIRST_FILTER = "linli/urgent"
 
 
 def database_of(doc_id: str) -> str | None:
@@ -1383,6 +1390,7 @@ def export_json() -> dict[str, Any]:
         "roles": [r.value for r in Role],
         "scopes": {s.value: list(f) for s, f in SCOPE_FIELDS.items()},
         "version_field": VERSION_FIELD,
+        "sync_first": {"filter": SYNC_FIRST_FILTER, "types": sorted(SYNC_FIRST_TYPES)},
         "types": {
             t.name: {
                 "version": t.version,
@@ -1417,6 +1425,7 @@ def _self_check() -> None:
             assert f.ref is None or f.ref in DOC_TYPES, f"{t.name}.{name}: unknown ref {f.ref}"
             assert name not in t.routing, f"{t.name}.{name} shadows a routing field"
         assert not t.client_writable or t.database == MAIN_DB, f"{t.name}: clients write the main database only"
+        assert not t.sync_first or t.database == MAIN_DB, f"{t.name}: only the main database is synced"
 
 
 _self_check()
