@@ -1089,6 +1089,10 @@ DOC_TYPES: dict[str, DocType] = {
             "signature": _text(Category.SYSTEM, max_length=200),
             "filed_seq": Field("int", Category.SYSTEM),
             "filing_claimed_at": Field("datetime", Category.SYSTEM),
+            # The same version published again on another CouchDB node (services/snapshots.py resolve_duplicate):
+            # each other filing of it, recorded here, never a correction.
+            "duplicates": Field("records", Category.SYSTEM, shape=(("filed_seq", "int"), ("hash", "text"),
+                                                                  ("signature", "text"))),
         }, label_zh="月度统计快照", label_en="Monthly figures snapshot"),
         # ---- supervision and evaluation (issue 18 items 3-6)
         DocType("mediation", Scope.GRID, {
