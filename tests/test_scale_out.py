@@ -13,12 +13,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from crypto import filing_log
 from server.domain import timebank as ledger_rules
 from server.domain.figures import COUNTS
-from server.security import filing
+from server.security import audit_report, filing
 from server.security.firewall import Firewall
-from server.services import alerts, snapshots, timebank
+from server.services import alerts, deliberation, snapshots, timebank
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
 from server.store.embedded_couch import EmbeddedCouch, free_port
@@ -192,51 +194,79 @@ def _figures(month: str, requests: int) -> dict[str, Any]:
             "hash": snapshots.content_hash(C1, month, counts)}
 
 
-def _filed(couch: Couch, firewall: Firewall, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """What a process publishing a month does between claiming and storing it: file it and sign it."""
+def _result(published_at: str) -> dict[str, Any]:
+    """A vote's result as deliberation._publish stores it (a matter of two households, both yes)."""
+    result = {"_id": "matter_result:scale", "type": "matter_result", "street": STREET, "community": C1,
+              "matter": "matter:scale", "totals": {"yes": 2, "no": 0}, "conditions": [], "passed": True,
+              "roll_size": 2, "roll_hash": "0" * 64, "counted": 2, "receipts": ["r1", "r2"], "conflicts": 0,
+              "invalid": 0, "published_at": published_at}
+    return {**result, "hash": deliberation.result_hash(result)}
+
+
+def _filed(couch: Couch, firewall: Firewall, publication: dict[str, Any]) -> dict[str, Any]:
+    """What a process publishing does between claiming (or closing) and storing it: file it and sign it."""
+    action, target = (filing.RESULT_PUBLISHED, publication["matter"]) if publication["type"] == "matter_result" \
+        else (filing.FIGURES_PUBLISHED, publication["_id"])
     seq, signature = filing.file_published(
-        couch, firewall.signer, action=filing.FIGURES_PUBLISHED, street=STREET, community=C1, actor=snapshots.ACTOR,
-        target=snapshot["_id"], content_hash=snapshot["hash"], at=dt.datetime.fromisoformat(snapshot["published_at"]))
-    return {**snapshot, "filed_seq": seq, "signature": signature}
+        couch, firewall.signer, action=action, street=STREET, community=C1, actor=snapshots.ACTOR, target=target,
+        content_hash=publication["hash"], at=dt.datetime.fromisoformat(publication["published_at"]))
+    return {**publication, "filed_seq": seq, "signature": signature}
 
 
-def test_a_publication_whose_entry_a_fork_refiled_names_it_where_it_is_now(couch: Couch, firewall: Firewall) -> None:
-    """A month's figures filed as entry 1 while another node took entry 1 too (and won): the minute sweep refiles
-    the publication's entry at the head and the snapshot follows it (its seq and signature), once it is stored:
-    before, the fork waits. The entry it names holds its hash, its signature checks, the log verifies."""
-    snapshot = _filed(couch, firewall, _figures("2026-10", 7))
+def _publication(kind: str, at: str) -> dict[str, Any]:
+    return _figures("2026-10", 7) | {"published_at": at} if kind == "figures_snapshot" else _result(at)
+
+
+def _signed(firewall: Firewall, publication: dict[str, Any]) -> bool:
+    if publication["type"] == "figures_snapshot":
+        return snapshots.signed(firewall.signer.key.public_key(), publication)
+    return filing.result_signed(firewall.signer.key.public_key(), C1, publication["matter"], publication["filed_seq"],
+                                deliberation.result_hash(publication), publication["signature"])
+
+
+@pytest.mark.parametrize("kind", ["figures_snapshot", "matter_result"])
+def test_a_publication_whose_entry_a_fork_refiled_names_it_where_it_is_now(couch: Couch, firewall: Firewall,
+                                                                           kind: str) -> None:
+    """A month's figures (a vote's result) filed as entry 1 while another node took entry 1 too (and won): the minute
+    sweep refiles the publication's entry at the head and the publication follows it (its seq and signature), once
+    it is stored: before, the fork waits. The entry it names holds its hash, its signature checks, the log
+    verifies."""
+    publication = _filed(couch, firewall, _publication(kind, dt.datetime.now(dt.UTC).isoformat()))
     _as_a_cluster_writes(couch, [_entry_elsewhere(couch, 1, "入户走访")])
     repair = _minute_part(couch, firewall, "filing-log forks refiled")
-    repair()  # the snapshot is not stored yet: its process is between filing and storing it
+    repair()  # the publication is not stored yet: its process is between filing and storing it
     assert filing.forked_communities(couch) == [C1]
-    couch.main.save(snapshot)
+    couch.main.save(publication)
     repair()
-    stored = couch.main.get(snapshot["_id"])
+    stored = couch.main.get(publication["_id"])
     assert stored["filed_seq"] == 2, stored
     entry = couch.main.get(filing.entry_id(C1, 2))
-    assert (entry["target"], entry["purpose"], entry["refiled"]["seq"]) == (
-        snapshot["_id"], f"sha256:{stored['hash']}", 1)
-    assert snapshots.signed(firewall.signer.key.public_key(), stored)
+    assert (entry["purpose"], entry["refiled"]["seq"]) == (f"sha256:{stored['hash']}", 1)
+    assert _signed(firewall, stored)
     assert filing.forked_communities(couch) == [] and filing.verify(couch, firewall.signer, C1).ok
 
 
-def test_a_month_published_twice_on_a_cluster_stands_once_the_other_recorded_as_a_duplicate(
-        couch: Couch, firewall: Firewall) -> None:
-    """Two processes claimed one version on two nodes and both published it (two revisions, two entries): the first
-    filed stands, the other is recorded on it as a duplicate (its entry pointed at, its signature kept), never a
-    correction; the log verifies; run again, nothing changes."""
-    first = _filed(couch, firewall, _figures("2026-09", 5))
-    second = _filed(couch, firewall, {**_figures("2026-09", 5), "published_at": dt.datetime.now(dt.UTC).isoformat()})
+@pytest.mark.parametrize("kind", ["figures_snapshot", "matter_result"])
+def test_a_publication_published_twice_on_a_cluster_stands_once_the_other_recorded_as_a_duplicate(
+        couch: Couch, firewall: Firewall, kind: str) -> None:
+    """Two processes claimed one month's version (or closed one vote) on two nodes and both published it (two
+    revisions, two entries): the first filed stands, the other is recorded on it as a duplicate (its entry pointed
+    at, its signature kept), never a correction; the log verifies; run again, nothing changes."""
+    make = (lambda at: _figures("2026-09", 5) | {"published_at": at}) if kind == "figures_snapshot" else _result
+    first = _filed(couch, firewall, make(dt.datetime.now(dt.UTC).isoformat()))
+    second = _filed(couch, firewall, make(dt.datetime.now(dt.UTC).isoformat()))
     _as_a_cluster_writes(couch, [{**second, "_rev": "2-" + "f" * 32}, {**first, "_rev": "2-" + "0" * 32}])
     assert couch.main.get(first["_id"])["filed_seq"] == second["filed_seq"]  # CouchDB's winner: the later one
-    resolve = _minute_part(couch, firewall, "monthly figures published twice")
+    resolve = _minute_part(couch, firewall, "publications filed twice")
     resolve()
     stood = couch.main.get(first["_id"], conflicts="true")
     assert "_conflicts" not in stood and stood["filed_seq"] == first["filed_seq"] == 1
     assert stood["duplicates"] == [{k: second[k] for k in ("filed_seq", "hash", "signature")}]
-    assert "corrects" not in stood and snapshots.versions(couch, C1, "2026-09") == [stood]
-    assert filing.published_signed(firewall.signer.key.public_key(), filing.FIGURES_PUBLISHED, C1, first["_id"],
-                                   2, second["hash"], stood["duplicates"][0]["signature"])
+    assert "corrects" not in stood
+    action, target = (filing.FIGURES_PUBLISHED, first["_id"]) if kind == "figures_snapshot" \
+        else (filing.RESULT_PUBLISHED, first["matter"])
+    assert filing.published_signed(firewall.signer.key.public_key(), action, C1, target, 2, second["hash"],
+                                   stood["duplicates"][0]["signature"])
     resolve()
     assert couch.main.get(first["_id"])["_rev"] == stood["_rev"] and filing.verify(couch, firewall.signer, C1).ok
 
@@ -286,3 +316,21 @@ def test_two_transfers_out_of_one_account_at_once_on_a_cluster_the_later_past_th
     assert [(e["actor"], e["target"]) for e in filed] == [(timebank.SYSTEM, later["_id"])]
     resolve()
     assert len([e for e in filing.iter_entries(couch, C1) if e["action"] == "ledger_reversal"]) == 1
+
+
+def test_an_offline_report_filed_by_two_processes_is_one_opening_in_the_audit_report(couch: Couch,
+                                                                                     firewall: Firewall) -> None:
+    """Two processes both claimed one offline report (their claims accepted on two nodes) and both filed it: two
+    entries naming one report. The audit report counts one opening and says one was filed again."""
+    now = dt.datetime.now(dt.UTC)
+    report = _report(1, now)
+    for _ in range(2):
+        filing.append(couch, firewall.signer, street=STREET, community=C1, actor=report["created_by"],
+                      action="open_offline", target=report["resident"], fields=report["fields"],
+                      purpose=report["purpose"], device=report["phone_key"], at=dt.datetime.fromisoformat(report["at"]),
+                      report=report["_id"])
+    built = audit_report.build(C1, list(filing.iter_entries(couch, C1)), {}, {}, now.date() - dt.timedelta(days=1),
+                               now.date() + dt.timedelta(days=1), dt.UTC)
+    assert (built.entries, built.reports_filed_again) == (1, 1)
+    assert built.actors[report["created_by"]].opens == 1
+    assert "filed again by a second process" in audit_report.render_text(built)

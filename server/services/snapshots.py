@@ -3,8 +3,8 @@ of server/services/figures.py) hashed, filed in its filing log and signed (`fili
 `figures_snapshot` anyone may read. A month is frozen once it is over; a later look that finds its figures
 changed (a request closed late, a rating given) files a new version naming the one it corrects: a correction,
 never a silent change. Versions are never overwritten (ids end with the version). On a CouchDB cluster two
-processes can both claim and publish one version (`resolve_duplicates`): the first filed stands, the other is
-recorded on it as a duplicate."""
+processes can both claim and publish one version: the first filed stands, the other is recorded on it as a
+duplicate (server/services/publications.py resolve_duplicates)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,13 @@ from typing import Any
 
 from pycouchdb.exceptions import Conflict
 
-from server.domain.access import deletion
-from server.domain.declaration import validate
 from server.domain.figures import COUNTS
 from server.security import filing
 from server.security.filing import Signer
 from server.services import figures
 from server.services.figures import Scope
 from server.store import sweeps
-from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
+from server.store.couch import Couch, docs_of_type, get_or_none
 
 Doc = dict[str, Any]
 
@@ -106,41 +104,6 @@ def signed(public_key: Any, snapshot: Doc) -> bool:
     return (content_hash(snapshot["community"], snapshot["month"], snapshot["counts"]) == snapshot["hash"]
             and filing.published_signed(public_key, filing.FIGURES_PUBLISHED, snapshot["community"], snapshot["_id"],
                                         snapshot["filed_seq"], snapshot["hash"], snapshot["signature"]))
-
-
-def resolve_duplicates(couch: Couch, now: dt.datetime) -> int:
-    """Versions published twice (the minute sweep); returns how many were resolved (`resolve_duplicate`)."""
-    rows = couch.main.query("linli/conflicts", as_list=True)
-    return sum(sweeps.each("monthly figures published twice", [r["id"] for r in rows
-                                                                if r["id"].startswith("figures_snapshot:")],
-                           lambda snapshot: resolve_duplicate(couch, snapshot, now)))
-
-
-def resolve_duplicate(couch: Couch, snapshot: str, now: dt.datetime) -> bool:
-    """One version claimed on two CouchDB nodes at once, so published twice: two revisions of its document, each
-    filed (a `figures_published` entry) and signed at its own seq. The rule: the one filed first (lowest seq) stands;
-    each other is recorded on it under `duplicates` (its seq, hash and signature: the entry is pointed at, and its
-    signature still checks) and its revision deleted. A duplicate is never a correction: a correction is a new
-    version, made when a month's figures changed. A revision still unsigned is a process publishing it now (left
-    for the next sweep) or one that died (dropped once its claim lapsed). False while there is nothing to decide."""
-    winner = couch.main.get(snapshot, conflicts="true")
-    leaves = [{k: v for k, v in winner.items() if k != "_conflicts"},
-              *(couch.main.get(snapshot, rev=rev) for rev in winner.get("_conflicts", []))]
-    signed_ = sorted((d for d in leaves if "signature" in d), key=lambda d: (d["filed_seq"], d["_rev"]))
-    filing_now = [d for d in leaves if "signature" not in d
-                  and now - dt.datetime.fromisoformat(d["filing_claimed_at"]) < filing.CLAIM_LAPSES]
-    if len(leaves) < 2 or not signed_ or filing_now:
-        return False
-    kept, duplicates = signed_[0], signed_[1:]
-    recorded = {d["filed_seq"] for d in kept.get("duplicates", [])}
-    new = [{"filed_seq": d["filed_seq"], "hash": d["hash"], "signature": d["signature"]} for d in duplicates
-           if d["filed_seq"] not in recorded]
-    if new:
-        kept = {**kept, "duplicates": [*kept.get("duplicates", []), *new]}
-        validate(kept)
-        kept = couch.main.save(kept)  # first: a process dying after it leaves the duplicates to delete, recorded
-    bulk_save(couch.main, [deletion(d) for d in leaves if d["_rev"] != kept["_rev"]])
-    return True
 
 
 def load(couch: Couch, snapshot: str) -> Doc | None:

@@ -579,8 +579,8 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         # a filing log forked (two entries of one seq) refiled, the publications filed there following;
         ("filing-log forks refiled",
          lambda: filing.repair_forks(couch, firewall.signer, publications.follower(couch, firewall.signer))),
-        # a month's figures published twice (the first filed stands, the other recorded on it as a duplicate);
-        ("monthly figures published twice", lambda: snapshots.resolve_duplicates(couch, _now())),
+        # a vote's result or a month's figures published twice (the first filed stands, the other recorded on it);
+        ("publications filed twice", lambda: publications.resolve_duplicates(couch, _now())),
         # a ledger lock taken twice (a transfer that took its account past the floor reversed, filed).
         ("ledger locks forked", lambda: timebank.resolve_lock_forks(couch, firewall.signer, _now())),
     ]
