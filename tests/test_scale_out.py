@@ -334,3 +334,48 @@ def test_an_offline_report_filed_by_two_processes_is_one_opening_in_the_audit_re
     assert (built.entries, built.reports_filed_again) == (1, 1)
     assert built.actors[report["created_by"]].opens == 1
     assert "filed again by a second process" in audit_report.render_text(built)
+
+
+def _points(n: str, account: str, to: str, amount: int, at: str, kind: str = "redemption") -> dict[str, Any]:
+    return {"_id": n, "type": "transfer", "street": STREET, "community": C1, "ledger": "points",
+            "from_account": account, "to_account": to, "amount": amount, "kind": kind, "created_by": "user:system",
+            "created_at": at}
+
+
+def _voucher(slot: int, holder: str, transfer: str, at: str) -> dict[str, Any]:
+    return {"_id": f"voucher:scale:{slot:05d}", "type": "voucher", "street": STREET, "community": C1,
+            "reward": "reward:scale", "organisation": "organisation:scale", "holder": holder, "points": 30,
+            "transfer": transfer, "code": "signed", "created_by": holder, "created_at": at}
+
+
+def test_a_voucher_taken_twice_on_a_cluster_refunds_the_other_and_one_debit_for_two_withdraws_the_unpaid(
+        couch: Couch, firewall: Firewall) -> None:
+    """Two residents took voucher slot 1 at once on two nodes: CouchDB's winner keeps it, the other's 30 points are
+    refunded (filed). One resident redeemed twice at once: both debits took one id, so the ledger counts one; the
+    voucher the other debit was for is withdrawn. Points still sum to zero; run again, nothing more."""
+    at = [(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=s)).isoformat() for s in (30, 20, 10)]
+    a, b, org = "resident:c1-g1-h001-1", "resident:c1-g1-h002-1", "organisation:scale"
+    for account in (a, b):
+        couch.main.save(_points(f"transfer:mint:scale-{account}", C1, account, 100, at[0], kind="mint"))
+    paid_a, paid_b = (_points(f"transfer:redemption:{x}:2", x, org, 30, at[1]) for x in (a, b))
+    bulk_save(couch.main, [paid_a, paid_b])
+    _as_a_cluster_writes(couch, [{**_voucher(1, a, paid_a["_id"], at[1]), "_rev": "1-" + "f" * 32},
+                                 {**_voucher(1, b, paid_b["_id"], at[1]), "_rev": "1-" + "0" * 32}])
+    twice = f"transfer:redemption:{a}:3"  # a's next debit, taken by two redemptions at once
+    _as_a_cluster_writes(couch, [{**_points(twice, a, org, 30, at[1]), "_rev": "1-" + "f" * 32},
+                                 {**_points(twice, a, org, 30, at[2]), "_rev": "1-" + "0" * 32}])
+    bulk_save(couch.main, [_voucher(2, a, twice, at[1]), _voucher(3, a, twice, at[2])])
+    resolve = _minute_part(couch, firewall, "vouchers taken twice")
+    resolve()
+    slot = couch.main.get("voucher:scale:00001", conflicts="true")
+    assert slot["holder"] == a and "_conflicts" not in slot
+    assert timebank.balance(couch, C1, "points", b) == 100  # refunded
+    assert timebank.balance(couch, C1, "points", a) == 40  # slot 1 and one of the two at once
+    assert get_or_none(couch.main, "voucher:scale:00002") is not None  # what the counted debit paid for
+    assert get_or_none(couch.main, "voucher:scale:00003") is None  # what nothing paid for
+    assert "_conflicts" not in couch.main.get(twice, conflicts="true")
+    assert sum(timebank.balances(couch, C1, "points").values()) == 0
+    refunds = [e["target"] for e in filing.iter_entries(couch, C1) if e["action"] == "ledger_reversal"]
+    assert refunds == [paid_b["_id"]]
+    resolve()
+    assert [e["target"] for e in filing.iter_entries(couch, C1) if e["action"] == "ledger_reversal"] == refunds

@@ -501,24 +501,24 @@ def _back_within_floor(couch: Couch, signer: Signer, community: str, ledger: str
     while rules.below_floor(ledger, account, balance(couch, community, ledger, account)):
         legs = [t for t in history(couch, community, account) if t["ledger"] == ledger]
         breaker = rules.first_floor_breaker(account, legs)
-        if breaker is None or not _reverse_past_floor(couch, signer, breaker, now):
+        if breaker is None or not server_reversal(couch, signer, breaker, rules.FLOOR_REVERSAL_REASON, now):
             break  # nothing the rule reverses (or reversed already, by another process a moment ago)
         reversed_ += 1
     return reversed_
 
 
-def _reverse_past_floor(couch: Couch, signer: Signer, transfer: Doc, now: dt.datetime) -> bool:
-    """The server's own reversal of a transfer that took its account past the floor, filed like the secretary's.
-    Written whatever the receiving side holds now: what it received was never the paying side's to give."""
+def server_reversal(couch: Couch, signer: Signer, transfer: Doc, reason: str, now: dt.datetime) -> bool:
+    """The server's own reversal of a transfer a cluster let through (past the floor; a voucher not had), with its
+    reason, filed like the secretary's; False if it is reversed already. Written whatever the receiving side holds
+    now: what it received was never the paying side's to give."""
     reversal = _transfer_doc(rules.reversal_id(transfer["_id"]), transfer, transfer["ledger"],
                              transfer["to_account"], transfer["from_account"], transfer["amount"], "reversal", SYSTEM,
-                             now, reverses=transfer["_id"], reason=rules.FLOOR_REVERSAL_REASON)
+                             now, reverses=transfer["_id"], reason=reason)
     validate(reversal)
     try:
         couch.main.save(reversal)
     except Conflict:
         return False
     filing.append(couch, signer, street=transfer["street"], community=transfer["community"], actor=SYSTEM,
-                  action="ledger_reversal", target=transfer["_id"], fields=[], purpose=rules.FLOOR_REVERSAL_REASON,
-                  device="server", at=now)
+                  action="ledger_reversal", target=transfer["_id"], fields=[], purpose=reason, device="server", at=now)
     return True

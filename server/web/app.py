@@ -581,8 +581,10 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
          lambda: filing.repair_forks(couch, firewall.signer, publications.follower(couch, firewall.signer))),
         # a vote's result or a month's figures published twice (the first filed stands, the other recorded on it);
         ("publications filed twice", lambda: publications.resolve_duplicates(couch, _now())),
-        # a ledger lock taken twice (a transfer that took its account past the floor reversed, filed).
+        # a ledger lock taken twice (a transfer that took its account past the floor reversed, filed);
         ("ledger locks forked", lambda: timebank.resolve_lock_forks(couch, firewall.signer, _now())),
+        # a voucher taken twice (the other's points refunded) or one debit paying two (the unpaid one withdrawn).
+        ("vouchers taken twice", lambda: rewards.resolve_voucher_conflicts(couch, firewall.signer, _now())),
     ]
 
 
