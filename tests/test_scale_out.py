@@ -13,11 +13,18 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from server.security import filing
-from server.services import alerts, timebank
+import pytest
+
+from crypto import filing_log
+from server.domain import timebank as ledger_rules
+from server.domain.figures import COUNTS
+from server.security import audit_report, filing
+from server.security.firewall import Firewall
+from server.services import alerts, deliberation, snapshots, timebank
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
 from server.store.embedded_couch import EmbeddedCouch, free_port
+from server.web.app import _minute_parts
 
 from .sync_harness import C1, G1, G2, STREET, Phone, Served, login, seed, serve, stop
 
@@ -131,8 +138,10 @@ def test_two_processes_sweep_together_and_one_killed_mid_sweep_loses_and_doubles
 
 # ---------------------------------------------------------------- conflict rules (ARCHITECTURE.md section 6)
 
-def _as_a_cluster_writes(couch: Couch, docs: list[dict[str, Any]]) -> None:
-    _, results = couch.main.resource._request_response(
+def _as_a_cluster_writes(couch: Couch, docs: list[dict[str, Any]], accounts: bool = False) -> None:
+    """Revisions written as they are (`new_edits=false`): a second revision of one generation is kept as a
+    conflict, which is what two CouchDB nodes each accepting a write of one document leave behind."""
+    _, results = (couch.accounts if accounts else couch.main).resource._request_response(
         "POST", "_bulk_docs", data=json.dumps({"docs": docs, "new_edits": False}).encode(),
         headers={"Content-Type": "application/json"})
     assert not [r for r in results if "error" in r]
@@ -161,3 +170,212 @@ def test_a_notification_written_twice_is_one(couch: Couch) -> None:
     _as_a_cluster_writes(couch, [{**family, "_rev": "1-" + "a" * 32}, {**family, "_rev": "1-" + "b" * 32}])
     assert alerts.sweep(couch, now).family_notified == 0
     assert len(couch.main.get(family["_id"], conflicts="true")["_conflicts"]) == 1  # nothing added
+
+
+def _minute_part(couch: Couch, firewall: Firewall, name: str) -> Callable[[], object]:
+    """One part of what every `linli serve` runs each minute, as server/web/app.py lists it."""
+    return dict(_minute_parts(couch, firewall))[name]
+
+
+def _entry_elsewhere(couch: Couch, seq: int, purpose: str) -> dict[str, Any]:
+    """A filing-log entry another process wrote as `seq` on another node; CouchDB's winner (its revision sorts last)."""
+    prev = couch.main.get(filing.entry_id(C1, seq - 1))["hash"] if seq > 1 else filing_log.GENESIS
+    entry = {"_id": filing.entry_id(C1, seq), "_rev": "1-" + "f" * 32, "type": "audit_entry", "street": STREET,
+             "community": C1, "actor": "user:wangge01", "action": "decrypt", "target": "resident:c1-g1-h001-1",
+             "fields": ["phone"], "purpose": purpose, "device": "phone-2", "at": dt.datetime.now(dt.UTC).isoformat(),
+             "seq": seq, "prev_hash": prev}
+    return {**entry, "hash": filing_log.entry_hash(entry)}
+
+
+def _figures(month: str, requests: int) -> dict[str, Any]:
+    counts = {name: 0 for name in COUNTS} | {"requests": requests}
+    return {"_id": snapshots.snapshot_id(C1, month, 1), "type": "figures_snapshot", "street": STREET, "community": C1,
+            "month": month, "version": 1, "counts": counts, "published_at": dt.datetime.now(dt.UTC).isoformat(),
+            "hash": snapshots.content_hash(C1, month, counts)}
+
+
+def _result(published_at: str) -> dict[str, Any]:
+    """A vote's result as deliberation._publish stores it (a matter of two households, both yes)."""
+    result = {"_id": "matter_result:scale", "type": "matter_result", "street": STREET, "community": C1,
+              "matter": "matter:scale", "totals": {"yes": 2, "no": 0}, "conditions": [], "passed": True,
+              "roll_size": 2, "roll_hash": "0" * 64, "counted": 2, "receipts": ["r1", "r2"], "conflicts": 0,
+              "invalid": 0, "published_at": published_at}
+    return {**result, "hash": deliberation.result_hash(result)}
+
+
+def _filed(couch: Couch, firewall: Firewall, publication: dict[str, Any]) -> dict[str, Any]:
+    """What a process publishing does between claiming (or closing) and storing it: file it and sign it."""
+    action, target = (filing.RESULT_PUBLISHED, publication["matter"]) if publication["type"] == "matter_result" \
+        else (filing.FIGURES_PUBLISHED, publication["_id"])
+    seq, signature = filing.file_published(
+        couch, firewall.signer, action=action, street=STREET, community=C1, actor=snapshots.ACTOR, target=target,
+        content_hash=publication["hash"], at=dt.datetime.fromisoformat(publication["published_at"]))
+    return {**publication, "filed_seq": seq, "signature": signature}
+
+
+def _publication(kind: str, at: str) -> dict[str, Any]:
+    return _figures("2026-10", 7) | {"published_at": at} if kind == "figures_snapshot" else _result(at)
+
+
+def _signed(firewall: Firewall, publication: dict[str, Any]) -> bool:
+    if publication["type"] == "figures_snapshot":
+        return snapshots.signed(firewall.signer.key.public_key(), publication)
+    return filing.result_signed(firewall.signer.key.public_key(), C1, publication["matter"], publication["filed_seq"],
+                                deliberation.result_hash(publication), publication["signature"])
+
+
+@pytest.mark.parametrize("kind", ["figures_snapshot", "matter_result"])
+def test_a_publication_whose_entry_a_fork_refiled_names_it_where_it_is_now(couch: Couch, firewall: Firewall,
+                                                                           kind: str) -> None:
+    """A month's figures (a vote's result) filed as entry 1 while another node took entry 1 too (and won): the minute
+    sweep refiles the publication's entry at the head and the publication follows it (its seq and signature), once
+    it is stored: before, the fork waits. The entry it names holds its hash, its signature checks, the log
+    verifies."""
+    publication = _filed(couch, firewall, _publication(kind, dt.datetime.now(dt.UTC).isoformat()))
+    _as_a_cluster_writes(couch, [_entry_elsewhere(couch, 1, "入户走访")])
+    repair = _minute_part(couch, firewall, "filing-log forks refiled")
+    repair()  # the publication is not stored yet: its process is between filing and storing it
+    assert filing.forked_communities(couch) == [C1]
+    couch.main.save(publication)
+    repair()
+    stored = couch.main.get(publication["_id"])
+    assert stored["filed_seq"] == 2, stored
+    entry = couch.main.get(filing.entry_id(C1, 2))
+    assert (entry["purpose"], entry["refiled"]["seq"]) == (f"sha256:{stored['hash']}", 1)
+    assert _signed(firewall, stored)
+    assert filing.forked_communities(couch) == [] and filing.verify(couch, firewall.signer, C1).ok
+
+
+@pytest.mark.parametrize("kind", ["figures_snapshot", "matter_result"])
+def test_a_publication_published_twice_on_a_cluster_stands_once_the_other_recorded_as_a_duplicate(
+        couch: Couch, firewall: Firewall, kind: str) -> None:
+    """Two processes claimed one month's version (or closed one vote) on two nodes and both published it (two
+    revisions, two entries): the first filed stands, the other is recorded on it as a duplicate (its entry pointed
+    at, its signature kept), never a correction; the log verifies; run again, nothing changes."""
+    make = (lambda at: _figures("2026-09", 5) | {"published_at": at}) if kind == "figures_snapshot" else _result
+    first = _filed(couch, firewall, make(dt.datetime.now(dt.UTC).isoformat()))
+    second = _filed(couch, firewall, make(dt.datetime.now(dt.UTC).isoformat()))
+    _as_a_cluster_writes(couch, [{**second, "_rev": "2-" + "f" * 32}, {**first, "_rev": "2-" + "0" * 32}])
+    assert couch.main.get(first["_id"])["filed_seq"] == second["filed_seq"]  # CouchDB's winner: the later one
+    resolve = _minute_part(couch, firewall, "publications filed twice")
+    resolve()
+    stood = couch.main.get(first["_id"], conflicts="true")
+    assert "_conflicts" not in stood and stood["filed_seq"] == first["filed_seq"] == 1
+    assert stood["duplicates"] == [{k: second[k] for k in ("filed_seq", "hash", "signature")}]
+    assert "corrects" not in stood
+    action, target = (filing.FIGURES_PUBLISHED, first["_id"]) if kind == "figures_snapshot" \
+        else (filing.RESULT_PUBLISHED, first["matter"])
+    assert filing.published_signed(firewall.signer.key.public_key(), action, C1, target, 2, second["hash"],
+                                   stood["duplicates"][0]["signature"])
+    resolve()
+    assert couch.main.get(first["_id"])["_rev"] == stood["_rev"] and filing.verify(couch, firewall.signer, C1).ok
+
+
+def _transfer(n: int, account: str, to: str, minutes: int, seconds_ago: int) -> dict[str, Any]:
+    at = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds_ago)).isoformat()
+    return {"_id": f"transfer:claim:claim:scale-{n}", "type": "transfer", "street": STREET, "community": C1,
+            "ledger": "hours", "from_account": account, "to_account": to, "amount": minutes, "kind": "confirmation",
+            "created_by": to, "created_at": at, "seq": 1}
+
+
+def _lock_taken_on_two_nodes(couch: Couch, account: str, sides: list[dict[str, Any]]) -> None:
+    lock = {"_id": ledger_rules.ledger_lock_id(account), "type": "ledger_lock", "account": account, "seq": 1,
+            "secret": "ab" * 32, "codes_from": 0, "codes_used": []}
+    _as_a_cluster_writes(couch, [{**lock, **side, "_rev": f"1-{n:032d}"} for n, side in enumerate(sides)],
+                         accounts=True)
+
+
+def test_two_transfers_out_of_one_account_at_once_on_a_cluster_the_later_past_the_floor_is_reversed(
+        couch: Couch, firewall: Firewall) -> None:
+    """Two confirmations out of one resident's hours took the ledger lock at once on two nodes: 6 h and 6 h, past
+    the 10-hour floor together. One process stopped before writing its transfer: the sweep writes it (nothing
+    confirmed is lost), reverses the later one (by time, then id) with its reason, files the reversal, and makes the
+    lock one with both codes spent. The hours still sum to zero. A fork within the floor reverses nothing."""
+    resident, other = "resident:c1-g1-h001-1", "resident:c1-g1-h002-1"
+    earlier = _transfer(1, resident, "user:zhiyuan01a", 360, 20)
+    later = _transfer(2, resident, "user:wangge01", 360, 10)
+    couch.main.save(dict(earlier))  # the later one's process stopped after taking the lock
+    _lock_taken_on_two_nodes(couch, resident, [{"last": earlier, "codes_used": ["1"]},
+                                              {"last": later, "codes_used": ["2"]}])
+    small = [_transfer(3, other, "user:zhiyuan01a", 60, 20), _transfer(4, other, "user:wangge01", 60, 10)]
+    _lock_taken_on_two_nodes(couch, other, [{"last": small[0]}, {"last": small[1]}])
+    resolve = _minute_part(couch, firewall, "ledger locks forked")
+    resolve()
+    reversal = couch.main.get(ledger_rules.reversal_id(later["_id"]))
+    assert (reversal["reverses"], reversal["amount"], reversal["reason"]) == (
+        later["_id"], 360, ledger_rules.FLOOR_REVERSAL_REASON)
+    assert get_or_none(couch.main, ledger_rules.reversal_id(earlier["_id"])) is None
+    assert timebank.balance(couch, C1, "hours", resident) == -360
+    assert timebank.balance(couch, C1, "hours", other) == -120  # both written, nothing reversed
+    assert sum(timebank.balances(couch, C1, "hours").values()) == 0
+    lock = couch.accounts.get(ledger_rules.ledger_lock_id(resident), conflicts="true")
+    assert "_conflicts" not in lock and "_conflicts" not in couch.accounts.get(
+        ledger_rules.ledger_lock_id(other), conflicts="true")
+    assert ledger_rules.open_code_numbers(lock)[:2] == [0, 3]  # the codes either side spent stay spent
+    filed = [e for e in filing.iter_entries(couch, C1) if e["action"] == "ledger_reversal"]
+    assert [(e["actor"], e["target"]) for e in filed] == [(timebank.SYSTEM, later["_id"])]
+    resolve()
+    assert len([e for e in filing.iter_entries(couch, C1) if e["action"] == "ledger_reversal"]) == 1
+
+
+def test_an_offline_report_filed_by_two_processes_is_one_opening_in_the_audit_report(couch: Couch,
+                                                                                     firewall: Firewall) -> None:
+    """Two processes both claimed one offline report (their claims accepted on two nodes) and both filed it: two
+    entries naming one report. The audit report counts one opening and says one was filed again."""
+    now = dt.datetime.now(dt.UTC)
+    report = _report(1, now)
+    for _ in range(2):
+        filing.append(couch, firewall.signer, street=STREET, community=C1, actor=report["created_by"],
+                      action="open_offline", target=report["resident"], fields=report["fields"],
+                      purpose=report["purpose"], device=report["phone_key"], at=dt.datetime.fromisoformat(report["at"]),
+                      report=report["_id"])
+    built = audit_report.build(C1, list(filing.iter_entries(couch, C1)), {}, {}, now.date() - dt.timedelta(days=1),
+                               now.date() + dt.timedelta(days=1), dt.UTC)
+    assert (built.entries, built.reports_filed_again) == (1, 1)
+    assert built.actors[report["created_by"]].opens == 1
+    assert "filed again by a second process" in audit_report.render_text(built)
+
+
+def _points(n: str, account: str, to: str, amount: int, at: str, kind: str = "redemption") -> dict[str, Any]:
+    return {"_id": n, "type": "transfer", "street": STREET, "community": C1, "ledger": "points",
+            "from_account": account, "to_account": to, "amount": amount, "kind": kind, "created_by": "user:system",
+            "created_at": at}
+
+
+def _voucher(slot: int, holder: str, transfer: str, at: str) -> dict[str, Any]:
+    return {"_id": f"voucher:scale:{slot:05d}", "type": "voucher", "street": STREET, "community": C1,
+            "reward": "reward:scale", "organisation": "organisation:scale", "holder": holder, "points": 30,
+            "transfer": transfer, "code": "signed", "created_by": holder, "created_at": at}
+
+
+def test_a_voucher_taken_twice_on_a_cluster_refunds_the_other_and_one_debit_for_two_withdraws_the_unpaid(
+        couch: Couch, firewall: Firewall) -> None:
+    """Two residents took voucher slot 1 at once on two nodes: CouchDB's winner keeps it, the other's 30 points are
+    refunded (filed). One resident redeemed twice at once: both debits took one id, so the ledger counts one; the
+    voucher the other debit was for is withdrawn. Points still sum to zero; run again, nothing more."""
+    at = [(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=s)).isoformat() for s in (30, 20, 10)]
+    a, b, org = "resident:c1-g1-h001-1", "resident:c1-g1-h002-1", "organisation:scale"
+    for account in (a, b):
+        couch.main.save(_points(f"transfer:mint:scale-{account}", C1, account, 100, at[0], kind="mint"))
+    paid_a, paid_b = (_points(f"transfer:redemption:{x}:2", x, org, 30, at[1]) for x in (a, b))
+    bulk_save(couch.main, [paid_a, paid_b])
+    _as_a_cluster_writes(couch, [{**_voucher(1, a, paid_a["_id"], at[1]), "_rev": "1-" + "f" * 32},
+                                 {**_voucher(1, b, paid_b["_id"], at[1]), "_rev": "1-" + "0" * 32}])
+    twice = f"transfer:redemption:{a}:3"  # a's next debit, taken by two redemptions at once
+    _as_a_cluster_writes(couch, [{**_points(twice, a, org, 30, at[1]), "_rev": "1-" + "f" * 32},
+                                 {**_points(twice, a, org, 30, at[2]), "_rev": "1-" + "0" * 32}])
+    bulk_save(couch.main, [_voucher(2, a, twice, at[1]), _voucher(3, a, twice, at[2])])
+    resolve = _minute_part(couch, firewall, "vouchers taken twice")
+    resolve()
+    slot = couch.main.get("voucher:scale:00001", conflicts="true")
+    assert slot["holder"] == a and "_conflicts" not in slot
+    assert timebank.balance(couch, C1, "points", b) == 100  # refunded
+    assert timebank.balance(couch, C1, "points", a) == 40  # slot 1 and one of the two at once
+    assert get_or_none(couch.main, "voucher:scale:00002") is not None  # what the counted debit paid for
+    assert get_or_none(couch.main, "voucher:scale:00003") is None  # what nothing paid for
+    assert "_conflicts" not in couch.main.get(twice, conflicts="true")
+    assert sum(timebank.balances(couch, C1, "points").values()) == 0
+    refunds = [e["target"] for e in filing.iter_entries(couch, C1) if e["action"] == "ledger_reversal"]
+    assert refunds == [paid_b["_id"]]
+    resolve()
+    assert [e["target"] for e in filing.iter_entries(couch, C1) if e["action"] == "ledger_reversal"] == refunds

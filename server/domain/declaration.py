@@ -260,6 +260,11 @@ _PERSONAL_LINKS = {
     "resident": _ref("resident"),
 }
 
+# A publication (a vote's result, a month's figures) published again by another process on another CouchDB node:
+# each other filing of it, recorded on the one that stands (server/services/publications.py), never a correction.
+PUBLISHED_AGAIN = Field("records", Category.SYSTEM,
+                        shape=(("filed_seq", "int"), ("hash", "text"), ("signature", "text")))
+
 DOC_TYPES: dict[str, DocType] = {
     t.name: t
     for t in [
@@ -549,6 +554,7 @@ DOC_TYPES: dict[str, DocType] = {
             "hash": _text(required=True, max_length=64),
             "signature": _text(required=True, max_length=200),
             "filed_seq": Field("int", required=True),
+            "duplicates": PUBLISHED_AGAIN,
         }, label_zh="表决结果", label_en="Result"),
         # ---- hearings and meetings (issue 15 item 8; server/domain/meetings.py, server/services/meetings.py)
         DocType("meeting", Scope.COMMUNITY, {
@@ -1093,6 +1099,7 @@ DOC_TYPES: dict[str, DocType] = {
             "signature": _text(Category.SYSTEM, max_length=200),
             "filed_seq": Field("int", Category.SYSTEM),
             "filing_claimed_at": Field("datetime", Category.SYSTEM),
+            "duplicates": PUBLISHED_AGAIN,
         }, label_zh="月度统计快照", label_en="Monthly figures snapshot"),
         # ---- supervision and evaluation (issue 18 items 3-6)
         DocType("mediation", Scope.GRID, {

@@ -106,6 +106,8 @@ FIGURES_MESSAGES: dict[str, dict[str, str]] = {
         "audit_action_figures_published": "公示月度统计（统计指纹）",
         "preparing_title": "正在准备",
         "preparing_text": "服务器刚启动，正在整理这一页需要的数据。页面会在 {seconds} 秒后自动刷新。",
+        # A result or figures version published twice on a CouchDB cluster (server/services/publications.py).
+        "published_again_as": "同一公示的重复存证：第 {seq} 条（不是更正）",
     },
     "en": {
         "fig_scope": "Scope",
@@ -212,5 +214,6 @@ FIGURES_MESSAGES: dict[str, dict[str, str]] = {
         "preparing_title": "Preparing",
         "preparing_text": ("The server has just started and is preparing what this page needs. The page reloads "
                            "itself in {seconds} seconds."),
+        "published_again_as": "the same publication filed again: entry {seq} (not a correction)",
     },
 }

@@ -129,3 +129,11 @@ def period_bounds(period: str) -> tuple[str, str] | None:
     if len(parts[1]) != 2 or not 1 <= month <= 12:
         return None
     return f"{year:04d}-{month:02d}", (f"{year:04d}-{month + 1:02d}" if month < 12 else f"{year + 1:04d}-01")
+
+
+# A CouchDB cluster can accept two redemptions at once where one node gives the second a 409 (issue 24): one
+# voucher slot taken by two accounts, or one account's two vouchers paid by one debit (server/services/rewards.py
+# resolve_voucher_conflicts). The slot's winner keeps it and the other's debit is refunded, with this reason; a
+# voucher that no debit paid for is withdrawn, unused, as a redemption refused on one node would have been.
+VOUCHER_TAKEN_TWICE_REASON = ("同一兑换券被同时兑换两次，系统已退还积分"
+                              "（a voucher taken twice at once: points refunded）")

@@ -198,3 +198,58 @@ def in_person_refusal(claim: Doc, lock: Doc | None, now: dt.datetime | None = No
     if code_number(lock, claim.get("in_person_code")) is None:
         return ("tb_code_wrong", {})
     return None
+
+
+# ---------------------------------------------------------------- a ledger lock forked on a cluster (issue 24)
+#
+# On one CouchDB node two transfers out of one account take its lock one after the other (the second gets a 409
+# and reads the balance again). On a cluster both can take it at once on two nodes: two revisions of the lock, and
+# both transfers written, together past the floor. The rule (server/services/timebank.py resolve_lock_fork): the
+# account's transfers are replayed by time, then id; the first out of it that the ledger would have refused then
+# is reversed, and the next, until the balance is within the floor again. The lock's revisions become one.
+
+FLOOR_REVERSAL_REASON = "同时转出越过了余额下限，系统已冲正（transfers made at once passed the floor: reversed）"
+
+
+def below_floor(ledger: str, account: str, held: int) -> bool:
+    """Whether an account holding `held` is past what its ledger allows (the community's own account mints)."""
+    if ledger == "hours":
+        return held < HOURS_FLOOR
+    return held < 0 and not account.startswith(MINTING_ACCOUNT_TYPE + ":")
+
+
+def first_floor_breaker(account: str, transfers: list[Doc]) -> Doc | None:
+    """Of an account's transfers on one ledger (both legs), the first out of it, by time then id, that the ledger
+    would have refused had they been made one after another; None if none. A reversed transfer and its reversal
+    net to nothing and are passed over."""
+    reversed_ = {t["reverses"] for t in transfers if t.get("reverses")}
+    held = 0
+    for t in sorted(transfers, key=lambda t: (t["created_at"], t["_id"])):
+        if t["_id"] in reversed_ or t.get("reverses"):
+            continue
+        if t["to_account"] == account:
+            held += t["amount"]
+            continue
+        if transfer_refusal(t["ledger"], account, t["to_account"], t["amount"], held):
+            return t
+        held -= t["amount"]
+    return None
+
+
+def merged_lock(leaves: list[Doc]) -> Doc:
+    """A forked lock's revisions made one (CouchDB's winner first): the winner's secret and last transfer, the
+    highest sequence, every code of that secret spent on any side spent, every side's wrong codes counted."""
+    first = leaves[0]
+    merged = {**first, "seq": max(leaf["seq"] for leaf in leaves)}
+    if first.get("secret"):
+        same = [leaf for leaf in leaves if leaf.get("secret") == first["secret"]]
+        start = min(leaf.get("codes_from", 0) for leaf in same)
+        spent = {n for leaf in same for n in [*range(start, leaf.get("codes_from", 0)),
+                                               *map(int, leaf.get("codes_used") or [])]}
+        merged = {**merged, "codes_from": start, "codes_used": []}
+        for number in sorted(spent):
+            merged = spend_code(merged, number)
+    misses = {(m["claim"], m["code"]): m for leaf in leaves for m in leaf.get("code_misses") or []}
+    if misses:
+        merged["code_misses"] = sorted(misses.values(), key=lambda m: m["at"])[-2 * CODE_MISSES_PER_DAY:]
+    return merged

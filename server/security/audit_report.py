@@ -16,6 +16,9 @@ Keys handed to phones are filed too (server/security/grants.py): they are not op
 them apart (`keys_issued` per person), as are changes to accounts (server/security/account_changes.py,
 `account_changes` per administrator), and `exposure` answers who could open a resident's category offline,
 from when to when, whether or not they reported opening it.
+
+An offline report filed by two processes at once (their claims both accepted on two CouchDB nodes: issue 24) is
+two entries naming one `report`: counted once, the first; the others counted apart (`reports_filed_again`).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Report:
     head: dict[str, Any] | None = None  # the anchored head when the report was made: {seq, hash, signature, at}
     keys_issued: Counter[str] = field(default_factory=Counter)  # person → keys their phones were given
     account_changes: Counter[str] = field(default_factory=Counter)  # administrator → accounts they changed
+    reports_filed_again: int = 0  # entries of an offline report another entry filed already (not counted again)
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,16 @@ def build(community: str, entries: Iterable[dict[str, Any]], residents: dict[str
     outside: dict[str, list[int]] = defaultdict(list)
     night: dict[str, list[int]] = defaultdict(list)
     per_day: dict[tuple[str, dt.date], dict[str, int]] = defaultdict(dict)
+    filed_reports: set[str] = set()
     for entry in entries:
         at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz)
         if not start <= at.date() <= end:
             continue
+        if entry.get("report") in filed_reports:
+            report.reports_filed_again += 1
+            continue
+        if entry.get("report"):
+            filed_reports.add(entry["report"])
         actor = entry["actor"]
         if entry.get("action") in (KEYS_ISSUED, KEYS_WITHDRAWN):
             if entry["action"] == KEYS_ISSUED:
@@ -183,6 +193,8 @@ def render_text(report: Report) -> str:
         lines.append(f"  {actor:<24} {keys:>5} keys handed to their phones")
     for actor, changes in sorted(report.account_changes.items()):
         lines.append(f"  {actor:<24} {changes:>5} account changes")
+    if report.reports_filed_again:
+        lines.append(f"  {report.reports_filed_again} offline report(s) filed again by a second process: counted once")
     lines.append(f"Findings: {len(report.findings)}" if report.findings else "Findings: none")
     for f in report.findings:
         shown = ", ".join(map(str, f.seqs[:10])) + (" …" if len(f.seqs) > 10 else "")

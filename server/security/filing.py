@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,13 +220,19 @@ def forked_communities(couch: Couch) -> list[str]:
                    if row["id"].startswith(("audit_entry:", "audit_checkpoint:")) and row["key"][1]})
 
 
-def repair_forks(couch: Couch, signer: Signer) -> int:
+# What a publication filed in the log does when a fork repair refiles its entry (server/services/publications.py):
+# given the entry as first written and as refiled, it makes the publication name the refiled one; False while the
+# publication's document is not stored yet (its process is between filing and storing it): the fork waits a minute.
+Follow = Callable[[dict[str, Any], dict[str, Any]], bool]
+
+
+def repair_forks(couch: Couch, signer: Signer, follow: Follow | None = None) -> int:
     """Repair every forked filing log (the minute sweep); returns the entries refiled."""
     return sum(sweeps.each("filing-log forks refiled", forked_communities(couch),
-                           lambda community: repair_fork(couch, signer, community)))
+                           lambda community: repair_fork(couch, signer, community, follow)))
 
 
-def repair_fork(couch: Couch, signer: Signer, community: str) -> int:
+def repair_fork(couch: Couch, signer: Signer, community: str, follow: Follow | None = None) -> int:
     """Make a forked chain one again, the same way whichever process (or how many at once) runs it.
 
     The rule: at each forked seq the chain keeps the entry the next kept entry links to (the branch the chain
@@ -236,7 +242,9 @@ def repair_fork(couch: Couch, signer: Signer, community: str) -> int:
     anchored or published as that entry); then its revision is deleted. Refiling comes first, so a process dying
     in between leaves a refiled entry whose revision the next run deletes, never a lost one; two processes
     refiling at once write the same entry at the same seq (one gets the conflict and sees it is there). A checkpoint
-    signed over an entry that was refiled is signed again over the kept one at its seq.
+    signed over an entry that was refiled is signed again over the kept one at its seq. A refiled publication (a
+    vote's result, a month's figures) is followed (`follow`) before its revision is deleted, so a process dying in
+    between leaves the fork for the next run to follow again.
     """
     prefix = f"audit_entry:{_community_key(community)}:"
     forked = [d for d in _all_docs_pages(couch, prefix) if d.get("_conflicts")]
@@ -251,13 +259,15 @@ def repair_fork(couch: Couch, signer: Signer, community: str) -> int:
         kept[seq] = (linked or leaves[seq])[0]
     losers = sorted((e for seq, revs in leaves.items() for e in revs if e["_rev"] != kept[seq]["_rev"]),
                     key=lambda e: (e["seq"], e["hash"]))
-    done = {e["refiled"]["hash"] for revs in leaves.values() for e in revs if "refiled" in e}
+    refiled_as = {e["refiled"]["hash"]: e for revs in leaves.values() for e in revs if "refiled" in e}
     refiled = 0
     for loser in losers:
-        if loser["hash"] not in done:
-            refile(couch, signer, loser)
+        if loser["hash"] not in refiled_as:
+            refiled_as[loser["hash"]] = refile(couch, signer, loser)
             refiled += 1
-    bulk_save(couch.main, [deletion(loser) for loser in losers])
+    waiting = {loser["hash"] for loser in losers if follow and loser["action"] in PUBLISHED_ACTIONS
+               and not follow(loser, refiled_as[loser["hash"]])}
+    bulk_save(couch.main, [deletion(loser) for loser in losers if loser["hash"] not in waiting])
     _resign_checkpoints(couch, signer, community, kept)
     return refiled
 
@@ -326,8 +336,12 @@ def file_published(couch: Couch, signer: Signer, *, action: str, street: str, co
     community, target, seq and hash, so the publication names the log entry that holds it."""
     entry = append(couch, signer, street=street, community=community, actor=actor, action=action,
                    target=target, fields=[], purpose=f"sha256:{content_hash}", device="server", at=at)
-    return entry["seq"], b64url(signer.key.sign(_published_message(action, community, target, entry["seq"],
-                                                                   content_hash)))
+    return entry["seq"], sign_published(signer, action, community, target, entry["seq"], content_hash)
+
+
+def sign_published(signer: Signer, action: str, community: str, target: str, seq: int, content_hash: str) -> str:
+    """The filing log key's signature over a publication filed at `seq` (again when a fork repair refiles it)."""
+    return b64url(signer.key.sign(_published_message(action, community, target, seq, content_hash)))
 
 
 def file_result(couch: Couch, signer: Signer, *, street: str, community: str, actor: str, matter: str,

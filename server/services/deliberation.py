@@ -624,7 +624,8 @@ def published(result: Doc, matter: Doc, public_key: str) -> Doc:
     """The result as published (JSON): what anyone checks the totals and their receipt against."""
     return {"matter": matter["_id"], "title": matter["title"], "rule": matter["rule"],
             **{k: result[k] for k in SIGNED_FIELDS}, "hash": result["hash"], "filed_seq": result["filed_seq"],
-            "signature": result["signature"], "signed_by": public_key}
+            "signature": result["signature"], "signed_by": public_key,
+            **({"duplicates": result["duplicates"]} if result.get("duplicates") else {})}
 
 
 def result_csv(result: Doc, matter: Doc) -> str:

@@ -24,10 +24,11 @@ from pycouchdb.exceptions import Conflict
 
 from crypto import vouchers
 from server.domain import points as rules
-from server.domain.access import Principal, may_see
+from server.domain.access import Principal, deletion, may_see
 from server.domain.declaration import LEDGERS, Role, validate
 from server.domain.meetings import participation_id
 from server.domain.timebank import account_of, hours_text, transfer_refusal
+from server.security.filing import Signer
 from server.security.keystore import KeyStore
 from server.services import meetings, timebank
 from server.services.timebank import LedgerError
@@ -376,3 +377,52 @@ def statements_csv(statements: dict[str, Any], names: dict[str, str], kinds: dic
                          statements["period"], hours_text(h["opening"]), hours_text(h["in"]), hours_text(h["out"]),
                          hours_text(h["closing"]), pts["opening"], pts["in"], pts["out"], pts["closing"]])
     return out.getvalue()
+
+
+# ---------------------------------------------------------------- redemptions a cluster accepted twice (issue 24)
+
+def resolve_voucher_conflicts(couch: Couch, signer: Signer, now: dt.datetime) -> int:
+    """Vouchers taken twice and debits shared by two vouchers (the minute sweep); returns how many were resolved."""
+    ids = [row["id"] for row in couch.main.query("linli/conflicts", as_list=True)]
+    return sum(sweeps.each("vouchers taken twice", [i for i in ids if i.startswith("voucher:")],
+                           lambda voucher: _slot_taken_twice(couch, signer, voucher, now))) + \
+        sum(sweeps.each("voucher debits taken twice", [i for i in ids if i.startswith("transfer:redemption:")],
+                        lambda transfer: _debit_taken_twice(couch, transfer)))
+
+
+def _leaves(couch: Couch, doc_id: str) -> list[Doc]:
+    """Every revision of a conflicted document, CouchDB's winner first."""
+    winner = couch.main.get(doc_id, conflicts="true")
+    return [{k: v for k, v in winner.items() if k != "_conflicts"},
+            *(couch.main.get(doc_id, rev=rev) for rev in winner.get("_conflicts", []))]
+
+
+def _slot_taken_twice(couch: Couch, signer: Signer, voucher_id: str, now: dt.datetime) -> bool:
+    """Two redemptions took one slot on two nodes: CouchDB's winner (the same on every node) keeps the voucher;
+    each other revision's debit is refunded (reversed by the server, filed, in the holder's statement), then the
+    revision deleted. Refunds first: a process stopping in between leaves the conflict for the next sweep."""
+    leaves = _leaves(couch, voucher_id)
+    for lost in leaves[1:]:
+        paid = get_or_none(couch.main, lost["transfer"])
+        if paid is not None and lost["transfer"] != leaves[0]["transfer"]:
+            timebank.server_reversal(couch, signer, paid, rules.VOUCHER_TAKEN_TWICE_REASON, now)
+    bulk_save(couch.main, [deletion(lost) for lost in leaves[1:]])
+    return len(leaves) > 1
+
+
+def _debit_taken_twice(couch: Couch, transfer_id: str) -> bool:
+    """One account redeemed twice at once on two nodes: both debits took its next entry's id (`spend_id`), so one
+    debit (CouchDB's winner, the one the ledger counts) names two vouchers. The voucher the losing debit was written
+    for (made in the same moment: same time, same holder) was never paid: withdrawn if unused, and the losing
+    revision deleted. One already used at a partner is kept (listed: `used_twice` shows the partner's side)."""
+    leaves = _leaves(couch, transfer_id)
+    if len(leaves) < 2 or leaves[0].get("kind") != "redemption":
+        return False
+    lost_at = {(t["from_account"], t["created_at"]) for t in leaves[1:]} - {
+        (leaves[0]["from_account"], leaves[0]["created_at"])}
+    unpaid = [v for v in iter_view_docs(couch.main, "linli/by_place", [leaves[0]["community"], "voucher"])
+              if v["transfer"] == transfer_id and (v["holder"], v["created_at"]) in lost_at]
+    used = get_many(couch.main, [rules.redemption_id(v["_id"]) for v in unpaid])
+    bulk_save(couch.main, [deletion(v) for v in unpaid if rules.redemption_id(v["_id"]) not in used])
+    bulk_save(couch.main, [deletion(lost) for lost in leaves[1:]])
+    return True

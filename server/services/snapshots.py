@@ -2,7 +2,9 @@
 of server/services/figures.py) hashed, filed in its filing log and signed (`filing.file_published`), kept as a
 `figures_snapshot` anyone may read. A month is frozen once it is over; a later look that finds its figures
 changed (a request closed late, a rating given) files a new version naming the one it corrects: a correction,
-never a silent change. Versions are never overwritten (ids end with the version)."""
+never a silent change. Versions are never overwritten (ids end with the version). On a CouchDB cluster two
+processes can both claim and publish one version: the first filed stands, the other is recorded on it as a
+duplicate (server/services/publications.py resolve_duplicates)."""
 
 from __future__ import annotations
 

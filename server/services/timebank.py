@@ -18,13 +18,13 @@ from typing import Any
 from pycouchdb.exceptions import Conflict
 
 from server.domain import timebank as rules
-from server.domain.access import Principal, may_see
+from server.domain.access import Principal, deletion, may_see
 from server.domain.declaration import Role, validate
 from server.domain.errors import FieldError, UserError
 from server.security import filing
 from server.security.filing import Signer
 from server.store import queries, sweeps
-from server.store.couch import Couch, get_many, get_or_none, iter_view_docs
+from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -455,3 +455,70 @@ def spend(couch: Couch, place: Doc, from_account: str, to_account: str, points: 
     vouchers partners check offline are the next step of issue 16). Never below zero."""
     return _record(couch, _transfer_doc(f"transfer:redemption:{key}", place, "points", from_account, to_account,
                                         points, "redemption", by, now, reason=reason))
+
+
+# ---------------------------------------------------------------- a ledger lock forked on a cluster (issue 24)
+
+SYSTEM = "user:system"  # who the server's own corrections are by (filed under it)
+
+
+def resolve_lock_forks(couch: Couch, signer: Signer, now: dt.datetime) -> int:
+    """Every forked ledger lock made one (the minute sweep); returns the transfers reversed."""
+    rows = couch.accounts.query("linli/conflicts", as_list=True, key="ledger_lock")
+    return sum(sweeps.each("ledger locks forked", [row["id"] for row in rows],
+                           lambda lock_id: resolve_lock_fork(couch, signer, lock_id, now)))
+
+
+def resolve_lock_fork(couch: Couch, signer: Signer, lock_id: str, now: dt.datetime) -> int:
+    """Two transfers out of one account took its lock at once on two CouchDB nodes (two revisions of the lock):
+    each revision's transfer is written (a process may have stopped before writing its own); if the account is now
+    past its floor, the rule of domain/timebank.py `first_floor_breaker` picks the transfer to reverse, again until
+    it is within; then the revisions are merged into one (`merged_lock`: no code spent on either side comes back).
+    Reversals come before the merge, so a process stopping in between leaves the fork for the next sweep, and each
+    is written once, by its id (`rules.reversal_id`). Returns the transfers reversed."""
+    winner = couch.accounts.get(lock_id, conflicts="true")
+    leaves = [{k: v for k, v in winner.items() if k != "_conflicts"},
+              *(couch.accounts.get(lock_id, rev=rev) for rev in winner.get("_conflicts", []))]
+    if len(leaves) < 2:
+        return 0
+    for leaf in leaves:
+        if leaf.get("last"):
+            _write_left_transfer(couch, leaf["last"])
+    account = winner["account"]
+    paid_from = sorted({(leaf["last"]["community"], leaf["last"]["ledger"]) for leaf in leaves if leaf.get("last")})
+    reversed_ = sum(_back_within_floor(couch, signer, community, ledger, account, now)
+                    for community, ledger in paid_from)
+    merged = rules.merged_lock(leaves)
+    validate(merged)
+    couch.accounts.save(merged)  # on the winner's revision
+    bulk_save(couch.accounts, [deletion(leaf) for leaf in leaves[1:]])
+    return reversed_
+
+
+def _back_within_floor(couch: Couch, signer: Signer, community: str, ledger: str, account: str,
+                       now: dt.datetime) -> int:
+    reversed_ = 0
+    while rules.below_floor(ledger, account, balance(couch, community, ledger, account)):
+        legs = [t for t in history(couch, community, account) if t["ledger"] == ledger]
+        breaker = rules.first_floor_breaker(account, legs)
+        if breaker is None or not server_reversal(couch, signer, breaker, rules.FLOOR_REVERSAL_REASON, now):
+            break  # nothing the rule reverses (or reversed already, by another process a moment ago)
+        reversed_ += 1
+    return reversed_
+
+
+def server_reversal(couch: Couch, signer: Signer, transfer: Doc, reason: str, now: dt.datetime) -> bool:
+    """The server's own reversal of a transfer a cluster let through (past the floor; a voucher not had), with its
+    reason, filed like the secretary's; False if it is reversed already. Written whatever the receiving side holds
+    now: what it received was never the paying side's to give."""
+    reversal = _transfer_doc(rules.reversal_id(transfer["_id"]), transfer, transfer["ledger"],
+                             transfer["to_account"], transfer["from_account"], transfer["amount"], "reversal", SYSTEM,
+                             now, reverses=transfer["_id"], reason=reason)
+    validate(reversal)
+    try:
+        couch.main.save(reversal)
+    except Conflict:
+        return False
+    filing.append(couch, signer, street=transfer["street"], community=transfer["community"], actor=SYSTEM,
+                  action="ledger_reversal", target=transfer["_id"], fields=[], purpose=reason, device="server", at=now)
+    return True

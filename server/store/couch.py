@@ -186,6 +186,11 @@ ACCOUNT_VIEWS = {
         "map": "function (doc) { if ((doc.type === 'user' || doc.type === 'activation_code') && doc.resident) {"
                " emit(doc.resident, doc.type); } }",
     },
+    # Documents with conflicting revisions, by type: a ledger lock two CouchDB nodes both took (issue 24,
+    # server/services/timebank.py resolve_lock_forks). One node never makes one; so, almost always, no rows.
+    "conflicts": {
+        "map": "function (doc) { if (doc._conflicts) { emit(doc.type, null); } }",
+    },
 }
 
 

@@ -45,7 +45,18 @@ from server.security.firewall import (
 )
 from server.security.keystore import ShreddedError
 from server.security.sessions import CSRFMiddleware, csrf_token, end_session, session_user, start_session
-from server.services import alerts, deliberation, pool, projects, rewards, service_requests, snapshots, tasks, timebank
+from server.services import (
+    alerts,
+    deliberation,
+    pool,
+    projects,
+    publications,
+    rewards,
+    service_requests,
+    snapshots,
+    tasks,
+    timebank,
+)
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import UNREACHABLE, Couch, get_or_none
@@ -564,6 +575,16 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("venue codes", _one_in(CODES_EVERY, lambda: pool.renew_codes(couch, _now()))),
         # Withdrawal votes counted by a process that stopped before settling their project (issue 18).
         ("service projects' withdrawal votes", lambda: projects.settle_counted_withdrawals(couch, _now())),
+        # What a CouchDB cluster can leave where one node gives a 409 (issue 24; ARCHITECTURE.md section 6):
+        # a filing log forked (two entries of one seq) refiled, the publications filed there following;
+        ("filing-log forks refiled",
+         lambda: filing.repair_forks(couch, firewall.signer, publications.follower(couch, firewall.signer))),
+        # a vote's result or a month's figures published twice (the first filed stands, the other recorded on it);
+        ("publications filed twice", lambda: publications.resolve_duplicates(couch, _now())),
+        # a ledger lock taken twice (a transfer that took its account past the floor reversed, filed);
+        ("ledger locks forked", lambda: timebank.resolve_lock_forks(couch, firewall.signer, _now())),
+        # a voucher taken twice (the other's points refunded) or one debit paying two (the unpaid one withdrawn).
+        ("vouchers taken twice", lambda: rewards.resolve_voucher_conflicts(couch, firewall.signer, _now())),
     ]
 
 

@@ -189,7 +189,7 @@ def snapshot_routes(firewall: Firewall, render: Callable[..., Response]) -> list
         if request.url.path.endswith(".json"):
             return JSONResponse({"signed_by": signing_key(), "snapshots": [
                 {k: d[k] for k in ("_id", "community", "month", "version", "counts", "corrects", "published_at",
-                                   "hash", "filed_seq", "signature") if k in d} for d in docs]})
+                                   "hash", "filed_seq", "signature", "duplicates") if k in d} for d in docs]})
         names = await run_in_threadpool(lambda: {d["_id"]: d["name"] for d in docs_of_type(couch.main, "community")})
         by_id = {d["_id"]: d for d in docs}
         rows = []
