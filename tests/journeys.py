@@ -136,6 +136,20 @@ class Person:
         raise AssertionError("no resident without an account: " + "; ".join(seen))
 
 
+    def activation_code_for(self, resident: str) -> str:
+        """As a grid worker on the resident's household page: a code for that resident (not the household's first
+        without an account, as `issue_activation_code` takes)."""
+        self.page.click(f"form[action='/residents/{resident}/activation-code'] button")
+        return self.page.locator("#activation-code").inner_text().replace(" ", "")
+
+    def open_needs_household(self, need: str) -> str:
+        """As a grid worker: from the need's page to its household's; the resident the need is for."""
+        self.go(f"/needs/{need.removeprefix('need:')}")
+        resident = self.page.locator("dd[data-resident]").get_attribute("data-resident")
+        self.page.click("a.back")
+        return resident
+
+
 def activate(browser: Browser, served: Served, code: str, *, phone: bool = False, username: str = "",
              password: str = "") -> Page:
     """A resident opens /activate on their own device with the code from their grid worker and chooses a username

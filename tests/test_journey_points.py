@@ -74,12 +74,7 @@ def test_help_earns_points_that_buy_a_voucher_the_partner_honours_offline_once(
 
     # The resident gets an account from their grid worker and confirms the claim on their own page.
     worker = Person(journey_browser, journey_served, "wangge12", role=SHOTS)
-    worker.go(f"/needs/{task_id.removeprefix('need:')}")
-    resident_id = worker.page.locator("dd[data-resident]").get_attribute("data-resident")
-    worker.page.click("a.back")
-    # The need's own resident, not any of the household's (tests/journeys.py issue_activation_code takes the first).
-    worker.page.click(f"form[action='/residents/{resident_id}/activation-code'] button")
-    activation = worker.page.locator("#activation-code").inner_text().replace(" ", "")
+    activation = worker.activation_code_for(worker.open_needs_household(task_id))  # the need's own resident
     page = activate(journey_browser, journey_served, activation, phone=True)
     page.goto(journey_served.url + "timebank")
     mine = page.locator(f"[data-claim='claim:{task_id}']")

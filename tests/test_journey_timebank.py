@@ -58,8 +58,7 @@ def test_volunteer_claims_the_resident_confirms_and_the_hours_move(
     household = worker.page.locator(f"[data-claim='claim:{task_id}'] a[data-resident]")
     resident_id = household.get_attribute("data-resident")
     household.click()
-    worker.page.click(f"form[action='/residents/{resident_id}/activation-code'] button")
-    code = worker.page.locator("#activation-code").inner_text().replace(" ", "")
+    code = worker.activation_code_for(resident_id)
 
     page = activate(journey_browser, journey_served, code, phone=True)
     page.goto(journey_served.url + "timebank")

@@ -34,11 +34,7 @@ def test_a_claim_confirmed_in_person_offline_moves_the_hours_once_synced(
 
     # The resident has an account (their grid worker gives them one) and their own page lists their codes.
     worker = Person(journey_browser, journey_served, "wangge11", role=SHOTS)
-    worker.go(f"/needs/{task_id.removeprefix('need:')}")
-    resident_id = worker.page.locator("dd[data-resident]").get_attribute("data-resident")
-    worker.page.click("a.back")
-    worker.page.click(f"form[action='/residents/{resident_id}/activation-code'] button")
-    activation = worker.page.locator("#activation-code").inner_text().replace(" ", "")
+    activation = worker.activation_code_for(worker.open_needs_household(task_id))
     page = activate(journey_browser, journey_served, activation, phone=True)
     page.goto(journey_served.url + "timebank")
     codes = page.locator("#my-codes [data-code]")
