@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 CHUNK = 4096
+ACCEPT_ENCODING = re.compile(rb"(?im)^accept-encoding:[^\r\n]*")
 
 
 @dataclass
@@ -23,6 +25,7 @@ class SlowLink:
     rate: float | None = None  # bytes per second each way; None: unthrottled
     one_way_delay: float = 0.0  # seconds added to every chunk (half the round trip)
     port: int = 0
+    identity: bool = False  # ask the server for uncompressed answers (a benchmark's reference)
     sent: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
     _free_at: dict[str, float] = field(default_factory=lambda: {"up": 0.0, "down": 0.0})
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
@@ -47,6 +50,8 @@ class SlowLink:
         delivering = asyncio.create_task(deliver())
         try:
             while data := await source.read(CHUNK):
+                if direction == "up" and self.identity and (head := data.find(b"\r\n\r\n")) != -1:
+                    data = ACCEPT_ENCODING.sub(b"accept-encoding: identity", data[:head]) + data[head:]
                 sent_at = loop.time()
                 if self.rate:  # the link is busy until the bytes before these are through
                     sent_at = max(sent_at, self._free_at[direction]) + len(data) / self.rate

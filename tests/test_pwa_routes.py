@@ -20,6 +20,22 @@ def test_the_session_tells_offline_pages_who_is_signed_in_and_nothing_secret(cli
     assert session["alert_actions"]["resolve"][0] == "resolved"
 
 
+def test_the_session_asked_for_again_unchanged_costs_a_304(client: TestClient) -> None:
+    """Every sync asks for session.json (~60 KB, uncompressed on purpose): on a weak signal, an unchanged one is a
+    304. Its validator is the whole answer's: another user, another language, another token, another answer."""
+    login(client, "worker1")
+    first = client.get("/pwa/session.json")
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"] == "private, no-cache" and len(first.content) > 10_000
+    again = client.get("/pwa/session.json", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    client.post("/lang", data={"lang": "en", "csrf_token": first.json()["csrf_token"]})
+    changed = client.get("/pwa/session.json", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.json()["lang"] == "en" and changed.headers["etag"] != etag
+    login(client, "worker3")
+    assert client.get("/pwa/session.json", headers={"If-None-Match": changed.headers["etag"]}).status_code == 200
+
+
 def test_the_shell_lists_what_the_service_worker_keeps(client: TestClient) -> None:
     shell = client.get("/pwa/shell.json").json()
     assert "household.html" in shell["templates"] and not ONLINE_ONLY_TEMPLATES & set(shell["templates"])

@@ -94,6 +94,18 @@ _USER_FIELDS = ("_id", "username", "display_name", "roles", "grids", "communitie
                 "organisation")
 
 
+def _revalidated(request: Request, content: dict[str, Any]) -> Response:
+    """session.json, asked for at every sync: unchanged since the phone's copy, a 304 of a few hundred bytes rather
+    than the whole (~60 KB, uncompressed on purpose: server/web/compression.py) on a weak signal. `private`: only
+    the user's own browser keeps it, and `no-cache`: never used without asking."""
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": "private, no-cache", "ETag": etag, "Vary": "Cookie"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
 def shared_templates() -> list[str]:
     return sorted(p.name for p in TEMPLATES_DIR.glob("*.html") if p.name not in ONLINE_ONLY_TEMPLATES)
 
@@ -140,7 +152,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         lang = context["lang"]
         p = Principal.of(user)
         grids = offline_grids(p, await run_in_threadpool(docs_of_type, couch.main, "grid"))
-        return JSONResponse({
+        return _revalidated(request, {
             "user": {k: user[k] for k in _USER_FIELDS if k in user},
             "browsable_grids": grids["browse"], "household_edit_grids": grids["edit_households"],
             "alert_act_grids": grids["act_on_alerts"], "task_assign_grids": grids["assign_tasks"],
@@ -171,7 +183,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "spoken_languages": list(SPOKEN_LANGUAGES), "need_hour_rows": NEED_HOUR_ROWS,
             # Browser code and stylesheet by versioned name: offline pages link what online pages link (assets.py).
             "assets": asset_urls(),
-        }, headers={"Cache-Control": "no-store"})
+        })
 
     async def photo_fit_json(request: Request) -> Response:
         # The rule, and the refusal in every language: a page picks its own (<html lang>), online or offline.

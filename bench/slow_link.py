@@ -1,0 +1,157 @@
+"""A grid worker's phone on a weak signal (issue 22 item 5): bytes and time of a first sync, of a sync after one
+change, and of sending a visit with a camera photo, on an emulated 400 kbit/s link with 400 ms round trips.
+
+    .venv/bin/python bench/slow_link.py [--households 300] [--runs 3]
+
+Starts its own pouchdb-server and `linli serve` on a street with one grid of `--households` households (the demo,
+sealed as stored), and puts tests/slow_link.py's throttling proxy in front of it: the whole browser, service worker
+included, goes through it. Ours: the app as shipped (compressed answers, photos sized on the phone). Reference, same
+run, interleaved (ours, reference, ours, ...): the same steps with the proxy asking for uncompressed answers
+(`Accept-Encoding: identity`) and the photo sent as taken (the form's file left as chosen). Each phone is a fresh
+browser context (its service worker and shell downloaded on the slow link too). Prints one JSON line: medians and
+spreads of each, and ratios ours ÷ reference (lower is better, bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from playwright.sync_api import Browser, sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.stack import embedded_stack  # noqa: E402
+from server.security.firewall import Firewall  # noqa: E402
+from server.services import demo  # noqa: E402
+from server.store.couch import build_views, docs_of_type  # noqa: E402
+from server.store.embedded_couch import free_port  # noqa: E402
+from tests.browser import PHONE, launch  # noqa: E402
+from tests.slow_link import SlowLink  # noqa: E402
+from tests.sync_harness import serve, stop  # noqa: E402
+
+PASSWORD = "bench-password"
+WORKER = "wangge01"
+RATE, ONE_WAY_DELAY = 400_000 / 8, 0.2
+SYNCED = "document.querySelector('#sync-state')?.dataset.lastSynced"
+NOTHING_WAITS = ("() => document.querySelector('#sync-state')?.dataset.pending === '0' && "
+                 "document.querySelector('#sync-state')?.dataset.syncing === 'no'")
+CAMERA_PHOTO = """async (fitted) => {
+  const canvas = new OffscreenCanvas(4000, 3000);
+  const context = canvas.getContext("2d");
+  const gradient = context.createLinearGradient(0, 0, 4000, 3000);
+  gradient.addColorStop(0, "#3a6"); gradient.addColorStop(1, "#c84");
+  context.fillStyle = gradient; context.fillRect(0, 0, 4000, 3000);
+  const grain = context.getImageData(0, 0, 4000, 3000);
+  let seed = 1;
+  for (let i = 0; i < grain.data.length; i += 1) {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    if (i % 4 !== 3) { grain.data[i] += (seed >> 16) % 24; }
+  }
+  context.putImageData(grain, 0, 0);
+  const blob = await canvas.convertToBlob({ type: "image/jpeg", quality: 0.92 });
+  const files = new DataTransfer();
+  files.items.add(new File([blob], "IMG_0001.JPG", { type: "image/jpeg" }));
+  const input = document.querySelector("input[name=photo]");
+  input.files = files.files;
+  if (fitted) { input.dispatchEvent(new Event("change", { bubbles: true })); }  // photos.js sizes it
+  return blob.size;
+}"""
+
+
+def one_phone(browser: Browser, link: SlowLink, couch: object, household: str, shipped: bool) -> dict[str, float]:
+    """A new phone's first sync, a sync after one change on the server, and a visit with a photo sent."""
+    link.identity = not shipped
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    figures: dict[str, float] = {}
+
+    def measured(name: str, step: object) -> None:
+        before, started = dict(link.sent), time.monotonic()
+        step()
+        figures[f"{name}_seconds"] = round(time.monotonic() - started, 2)
+        figures[f"{name}_bytes"] = sum(link.sent.values()) - sum(before.values())
+
+    page.goto(link.url + "login")
+    page.fill("#username", WORKER)
+    page.fill("#password", PASSWORD)
+
+    def first_sync() -> None:
+        page.click("form[action='/login'] button[type=submit]")
+        page.wait_for_function(f"() => {SYNCED}", timeout=900_000)
+        page.wait_for_function(NOTHING_WAITS, timeout=900_000)
+
+    measured("first_sync", first_sync)
+    home = couch.main.get(household)
+    couch.main.save({**home, "room": str(int(time.time() * 1000) % 1000)})
+
+    def incremental() -> None:
+        before = page.get_attribute("#sync-state", "data-last-synced")
+        page.click("#sync-state button")
+        page.wait_for_function(f"(before) => {SYNCED} !== before", arg=before, timeout=300_000)
+        page.wait_for_function(NOTHING_WAITS, timeout=300_000)
+
+    measured("incremental_sync", incremental)
+    context.set_offline(True)
+    page.goto(link.url + f"households/{household}/visits/new")
+    page.fill("textarea[name=notes]", "慢网走访")
+    figures["photo_as_taken_bytes"] = page.evaluate(CAMERA_PHOTO, shipped)
+    if shipped:
+        page.wait_for_selector("input[name=photo][data-photos=fitted]")
+    page.click("main form.stack button[type=submit]")
+    page.wait_for_url("**/households/*")
+
+    def photo_visit() -> None:
+        context.set_offline(False)  # the page asks for a sync when the network returns
+        page.wait_for_function(NOTHING_WAITS, timeout=600_000)
+
+    measured("photo_visit", photo_visit)
+    context.close()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--households", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "reference": []}
+    with embedded_stack("slow_") as (settings, couch, server):
+        firewall = Firewall.open(settings, couch)
+        demo.load(couch, firewall.seal_for_storage, size=demo.DemoSize(1, 1, args.households), password=PASSWORD)
+        build_views(couch)
+        documents = couch.main.config()["doc_count"]
+        household = docs_of_type(couch.main, "household")[0]["_id"]
+        served = serve(server.url, settings, free_port())
+        try:
+            with SlowLink(urlsplit(served.url).port or 80, RATE, ONE_WAY_DELAY).running() as link, \
+                    sync_playwright() as p:
+                browser = launch(p)
+                for _ in range(args.runs):
+                    for side, shipped in (("ours", True), ("reference", False)):
+                        runs[side].append(one_phone(browser, link, couch, household, shipped))
+                        print(side, runs[side][-1], file=sys.stderr, flush=True)
+                browser.close()
+        finally:
+            stop(served)
+    medians = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
+    spreads = {side: {k: [min(r[k] for r in rs), max(r[k] for r in rs)] for k in rs[0]} for side, rs in runs.items()}
+    ratios = {k: round(medians["ours"][k] / medians["reference"][k], 3) for k in medians["ours"]
+              if not k.startswith("photo_as_taken") and medians["reference"][k]}
+    print(json.dumps({"bench": "slow_link", "households": args.households, "main_documents": documents,
+                      "link": {"kbit_per_s": RATE * 8 / 1000, "round_trip_ms": ONE_WAY_DELAY * 2000},
+                      "runs": args.runs, "ours": medians["ours"], "reference": medians["reference"],
+                      "spread": spreads, "ratio_ours_to_reference": ratios,
+                      "reference_is": "the same steps uncompressed, the photo sent as taken",
+                      "load_average": os.getloadavg()}))
+
+
+if __name__ == "__main__":
+    main()
