@@ -6,7 +6,6 @@ of ARCHITECTURE.md section 6 that have no test elsewhere, with revisions written
 from __future__ import annotations
 
 import datetime as dt
-import json
 import signal
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
 from server.store.embedded_couch import EmbeddedCouch, free_port
 from server.web.app import _minute_parts
 
+from .cluster import as_a_cluster_writes as _as_a_cluster_writes
 from .sync_harness import C1, G1, G2, STREET, Phone, Served, login, seed, serve, stop
 
 BATCH = 20  # offline openings reported at once: while both run, while one is down, after its restart
@@ -137,15 +137,6 @@ def test_two_processes_sweep_together_and_one_killed_mid_sweep_loses_and_doubles
 
 
 # ---------------------------------------------------------------- conflict rules (ARCHITECTURE.md section 6)
-
-def _as_a_cluster_writes(couch: Couch, docs: list[dict[str, Any]], accounts: bool = False) -> None:
-    """Revisions written as they are (`new_edits=false`): a second revision of one generation is kept as a
-    conflict, which is what two CouchDB nodes each accepting a write of one document leave behind."""
-    _, results = (couch.accounts if accounts else couch.main).resource._request_response(
-        "POST", "_bulk_docs", data=json.dumps({"docs": docs, "new_edits": False}).encode(),
-        headers={"Content-Type": "application/json"})
-    assert not [r for r in results if "error" in r]
-
 
 def test_a_transfer_written_twice_counts_once(couch: Couch) -> None:
     """A points mint (a transfer with its event's id) written by two processes on two nodes: the balance is the

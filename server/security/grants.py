@@ -102,8 +102,16 @@ def grant_id(phone_key: str, resident: str, tier: str) -> str:
 
 
 def grants_of(couch: Couch, user_id: str) -> list[Doc]:
+    """The user's grants, each with its `_conflicts` (revisions other processes issued at once: `_withdrawals`)."""
     prefix = f"key_grant:{_user_key(user_id)}."
-    return [r["doc"] for r in couch.main.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True)]
+    return [r["doc"] for r in couch.main.all(startkey=prefix, endkey=prefix + "\ufff0", as_list=True,
+                                             conflicts="true")]
+
+
+def _withdrawals(grant: Doc) -> list[Doc]:
+    """A grant's deletion, of every revision: two processes issuing it at once on a cluster leave two, and deleting
+    only CouchDB's winner would make the other the grant again (ARCHITECTURE.md section 6). Needs `_conflicts`."""
+    return [deletion({**grant, "_rev": rev}) for rev in (grant["_rev"], *grant.get("_conflicts", ()))]
 
 
 def phones_carry_keys(p: Principal) -> bool:
@@ -203,7 +211,7 @@ def _sync_grants(firewall: Firewall, user: Doc, now: dt.datetime, reason: str) -
             writes.append(doc)
     # Filed before the keys are handed out: a failure after this over-reports exposure rather than hiding it.
     file_exposure(firewall, user["_id"], KEYS_ISSUED, writes, reason, now)
-    deletions = [deletion(g) for g in have.values()]
+    deletions = [d for g in have.values() for d in _withdrawals(g)]
     results = bulk_save(firewall.couch.main, writes + deletions)
     withdrawn = {r.id for r in results if not r.error}
     file_exposure(firewall, user["_id"], KEYS_WITHDRAWN, [g for g in have.values() if g["_id"] in withdrawn],
@@ -211,7 +219,7 @@ def _sync_grants(firewall: Firewall, user: Doc, now: dt.datetime, reason: str) -
     failed = [r for r in results if r.error]
     if failed:
         raise RuntimeError(f"key grant {failed[0].id}: {failed[0].error}; run it again")
-    return len(writes), len(deletions), {g["resident"]: g["grid"] for g in ending if g["resident"] in rotated}
+    return len(writes), len(have), {g["resident"]: g["grid"] for g in ending if g["resident"] in rotated}
 
 
 def key_item(resident: str, tier: str) -> str:
@@ -260,10 +268,12 @@ def expire(firewall: Firewall, now: dt.datetime) -> int:
     phones = {user: phones_of(firewall.couch, user) for user in {r["requester"] for r in ended}}
     candidates = {grant_id(k["_id"], r["resident"], "core"): r["_id"] for r in ended for k in phones[r["requester"]]}
     # A grant of the same phone and resident may come from a newer, still active access request: only its own one's.
-    gone = [g for g in get_many(main, candidates).values() if g.get("access_request") == candidates[g["_id"]]]
+    rows = main.all(keys=list(candidates), as_list=True, conflicts="true") if candidates else []
+    found = [r["doc"] for r in rows if r.get("doc")]
+    gone = [g for g in found if g.get("access_request") == candidates[g["_id"]]]
     rotated = firewall.end_exposure((g["resident"], g["tier"], g["key_version"]) for g in gone)
     # Another process's minute clock may delete the same grants: each withdrawal is filed by whoever made it.
-    withdrawn = {r.id for r in bulk_save(main, [deletion(g) for g in gone]) if not r.error}
+    withdrawn = {r.id for r in bulk_save(main, [d for g in gone for d in _withdrawals(g)]) if not r.error}
     for user in sorted({g["user"] for g in gone}):
         file_exposure(firewall, user, KEYS_WITHDRAWN, [g for g in gone if g["user"] == user and g["_id"] in withdrawn],
                       APPROVAL_ENDED, now)

@@ -150,8 +150,16 @@ def _all_in(couch: Couch, community: str, type_name: str) -> list[Doc]:
 
 
 def roll_of(couch: Couch, matter: Doc) -> list[Doc]:
-    doc = get_or_none(couch.main, roll_id(matter["_id"]))
-    return doc["entries"] if doc else []
+    """The roll the matter opened with: the revision whose hash it carries. Two processes freezing one roll on a
+    cluster leave two revisions, and CouchDB's winner may be the one the matter does not name (ARCHITECTURE.md
+    section 6)."""
+    doc = get_or_none(couch.main, roll_id(matter["_id"]), conflicts="true")
+    if doc is None:
+        return []
+    if matter.get("roll_hash") and doc["hash"] != matter["roll_hash"]:
+        others = (couch.main.get(doc["_id"], rev=rev) for rev in doc.get("_conflicts", ()))
+        doc = next((other for other in others if other["hash"] == matter["roll_hash"]), doc)
+    return doc["entries"]
 
 
 def _roll_entries(entries: Iterable[Doc]) -> list[RollEntry]:
