@@ -108,9 +108,10 @@ def one_phone(browser: Browser, link: SlowLink, couch: object, household: str, s
     page.click("main form.stack button[type=submit]")
     page.wait_for_url("**/households/*")
 
-    def photo_visit() -> None:
+    def photo_visit() -> None:  # until the server has it (struck off "待上传")
         context.set_offline(False)  # the page asks for a sync when the network returns
-        page.wait_for_function(NOTHING_WAITS, timeout=600_000)
+        page.wait_for_function("() => document.querySelector('#sync-state')?.dataset.pending === '0'",
+                               timeout=600_000)
 
     measured("photo_visit", photo_visit)
     context.close()
