@@ -26,6 +26,7 @@ from server.domain import timebank as rules
 from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.security.firewall import Firewall
+from server.security.keystore import KeyStore
 from server.services import timebank
 from server.services.demo import STREET_ID
 from server.store.couch import Couch, bulk_save, get_or_none, iter_view_docs
@@ -106,13 +107,14 @@ class Run:
 
     couch: Couch
     signer: Any
+    keys: KeyStore
     model: Model
     clock: dt.datetime
     tasks: list[tuple[str, str, str]] = field(default_factory=list)  # (task, volunteer, resident) claimed
 
     def claim(self, by: str, resident: str, minutes: int) -> None:
         task = need_for(self.couch, resident, by)
-        ok = not _refused(timebank.claim, self.couch, volunteer(by), task, minutes, "", self.clock)
+        ok = not _refused(timebank.claim, self.couch, self.keys, volunteer(by), task, minutes, "", self.clock)
         assert ok == (0 < minutes <= rules.MAX_CLAIM_MINUTES)
         if ok:
             self.tasks.append((task, by, resident))
@@ -120,7 +122,7 @@ class Run:
 
     def days_pass(self, days: int) -> None:
         self.clock += dt.timedelta(days=days)
-        timebank.expire(self.couch, self.clock)
+        timebank.expire(self.couch, self.keys, self.clock)
         for claim in self.model.claims.values():
             if self._lapsed(claim):
                 claim["status"] = "expired"
@@ -135,7 +137,7 @@ class Run:
         cid = rules.claim_id(task)
         claim = self.model.claims[cid]
         if how == "twice":  # the same task claimed again (a second phone, a retry)
-            assert _refused(timebank.claim, self.couch, volunteer(by), task, 60, "", self.clock)
+            assert _refused(timebank.claim, self.couch, self.keys, volunteer(by), task, 60, "", self.clock)
             return
         if how == "leave":
             return
@@ -198,7 +200,7 @@ def test_the_ledgers_hold_whatever_happens(demo_loaded: Couch, firewall: Firewal
     couch = demo_loaded
     residents = fresh_residents(couch, 2)
     model = Model(dict(timebank.balances(couch, C1, "hours")), dict(timebank.balances(couch, C1, "points")))
-    run = Run(couch, firewall.signer, model, dt.datetime.now(dt.UTC))
+    run = Run(couch, firewall.signer, firewall.keystore, model, dt.datetime.now(dt.UTC))
     for by, resident, minutes, days, which, how, reverse, points in rounds:
         run.claim(VOLUNTEERS[by], residents[resident], minutes)
         run.days_pass(days)

@@ -548,10 +548,10 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("offline access reports filed", lambda: filing.file_reports(couch, firewall.signer)),
         ("rolls a stopped process left preparing", lambda: deliberation.freeze_pending(couch, _now())),
         ("votes past closing", lambda: deliberation.close_due(couch, firewall.keystore, firewall.signer, _now())),
-        ("time-bank claims nobody answered", lambda: timebank.expire(couch, _now())),
+        ("time-bank claims nobody answered", lambda: timebank.expire(couch, firewall.keystore, _now())),
         # Claims confirmed in person that the sync gateway's hook did not settle (a process stopped in between).
         ("time-bank claims confirmed in person",
-         lambda: timebank.settle_in_person(couch, timebank.in_person_claims(couch), _now())),
+         lambda: timebank.settle_in_person(couch, firewall.keystore, timebank.in_person_claims(couch), _now())),
         # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
         ("alerts", lambda: alerts.sweep(couch, _now())),
         # Participation points (server/services/rewards.py): idempotent, so one sweep in MINT_EVERY is enough.

@@ -67,7 +67,7 @@ def my_page_context(firewall: Firewall, user: Doc, now: dt.datetime) -> dict[str
                    | {c["household"] for c in made} | {e["from_account"] for e in entries}
                    | {e["to_account"] for e in entries})
     hours, points = (timebank.balance(couch, community, ledger, account) for ledger in LEDGERS)
-    codes = timebank.confirmation_codes(couch, resident["_id"]) if resident else []
+    codes = timebank.confirmation_codes(couch, firewall.keystore, resident["_id"]) if resident else []
     return {"hours": rules.hours_text(hours), "points": points, "to_answer": list(map(_shown, to_answer)),
             "codes": codes, "code_misses": timebank.code_misses(couch, resident["_id"], now) if resident else 0,
             "code_misses_most": rules.CODE_MISSES_PER_DAY,
@@ -168,8 +168,9 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
 
     async def new_claim(request: Request) -> Response:
         return await act(request, lambda p, form: timebank.claim(
-            couch, p, str(form.get("task", "")), _minutes(str(form.get("hours", ""))), str(form.get("note", "")),
-            now(), str(form.get("in_person_code", "")), form.get("in_person_consent") == "yes"),
+            couch, firewall.keystore, p, str(form.get("task", "")), _minutes(str(form.get("hours", ""))),
+            str(form.get("note", "")), now(), str(form.get("in_person_code", "")),
+            form.get("in_person_consent") == "yes"),
             lambda made: "confirmed" if made["status"] == "confirmed" else "claimed")  # in person: settled at once
 
     async def answer(request: Request) -> Response:
