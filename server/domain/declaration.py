@@ -980,8 +980,11 @@ DOC_TYPES: dict[str, DocType] = {
             "voucher": _ref("voucher", required=True),
             "reward": _ref("reward", required=True),
             "organisation": _ref("organisation", required=True),
+            # Not a use: the voucher voided, why (its debit reversed by the secretary: server/services/rewards.py
+            # void). Written by the server only; a partner's phone that honoured it offline meets it as a conflict.
+            "voided": _text(max_length=500),
             **_WHO_WHEN,
-        }, label_zh="兑换记录", label_en="Redemption", client_writable=True),
+        }, label_zh="兑换记录", label_en="Redemption", client_writable=True, version=2),
         # ---- the resource pool (issue 17: venues, equipment, skills and services booked; server/domain/pool.py)
         DocType("resource", Scope.COMMUNITY, {
             "name": _text(Category.SYSTEM, required=True, max_length=100),

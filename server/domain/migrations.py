@@ -35,9 +35,16 @@ def _lock_without_secret(doc: Doc) -> Doc:
     return {k: v for k, v in doc.items() if k != "secret"}
 
 
+def _redemption_voided(doc: Doc) -> Doc:
+    """redemption 1 → 2: `voided` declared (a voucher voided by its debit's reversal); every earlier redemption
+    was a use, which says so by having none: nothing to add."""
+    return doc
+
+
 MIGRATIONS: dict[tuple[str, int], Migration] = {
     ("service_request", 1): _request_source,
     ("ledger_lock", 1): _lock_without_secret,
+    ("redemption", 1): _redemption_voided,
 }
 
 

@@ -25,7 +25,7 @@ from server.domain.access import Principal, may_see
 from server.domain.declaration import LEDGERS, Role
 from server.domain.errors import by_field
 from server.security.firewall import Firewall
-from server.services import timebank
+from server.services import rewards, timebank
 from server.store import queries
 from server.store.couch import get_many
 from server.web.preparing import preparing
@@ -209,7 +209,7 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         user, community = await secretary(request)
         form = await request.form()
         try:
-            await run_in_threadpool(timebank.reverse, couch, firewall.signer, Principal.of(user),
+            await run_in_threadpool(rewards.reverse, couch, firewall.signer, Principal.of(user),
                                     str(form.get("transfer", "")), str(form.get("reason", "")), now(),
                                     request.headers.get("user-agent", "")[:100])
         except timebank.LedgerError as refused:
