@@ -11,11 +11,11 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pycouchdb
 import pytest
 
 from crypto.keyring import master_id
 from crypto.keys import KeyMaterialError, new_key
-from server.domain import migrations
 from server.domain import timebank as rules
 from server.domain.access import Principal
 from server.domain.declaration import Role, ValidationError, validate
@@ -204,13 +204,19 @@ def test_the_code_secret_is_stored_only_wrapped_and_a_master_key_rotation_keeps_
     assert settled["status"] == "confirmed" and hours(demo_loaded, RESIDENT) == -60
 
 
-def test_a_lock_from_before_keeps_no_secret_once_upgraded() -> None:
-    """A ledger_lock stored with its secret in the clear (version 1) is upgraded without it (migrations.py):
-    `linli migrate` rewrites every stored one, and any lock the server writes is stored upgraded."""
-    old = {"_id": rules.ledger_lock_id(RESIDENT), "type": "ledger_lock", "account": RESIDENT, "seq": 3,
+def test_a_lock_from_before_keeps_no_secret_once_upgraded(demo_loaded: Couch, keys: KeyStore) -> None:
+    """A ledger_lock stored with its secret in the clear (version 1, before the upgrade) is read upgraded without
+    it (migrations.py), so the hours move out of that account and what is written back holds no secret; `linli
+    migrate` rewrites the others."""
+    old = {"_id": rules.ledger_lock_id(RESIDENT), "type": "ledger_lock", "account": RESIDENT, "seq": 0,
            "secret": "ab" * 32, "codes_from": 2, "codes_used": ["4"]}
     with pytest.raises(ValidationError):
         validate(old)  # a secret is no field of a lock any more: nothing stores one
-    upgraded = migrations.upgrade(old)
-    assert "secret" not in upgraded and upgraded["codes_from"] == 2 and upgraded["schema_version"] == 2
-    validate(upgraded)
+    pycouchdb.client.Database.save(demo_loaded.accounts, dict(old))  # as an earlier version stored it
+    assert timebank.confirmation_codes(demo_loaded, keys, RESIDENT) == [
+        rules.confirmation_code(rules.code_secret(keys.code_key(), RESIDENT), n) for n in (2, 3, 5, 6, 7)]
+    now = dt.datetime.now(dt.UTC)
+    claim = timebank.claim(demo_loaded, keys, VOLUNTEER_P, need_for(demo_loaded, RESIDENT, VOLUNTEER), 60, "", now)
+    timebank.confirm(demo_loaded, RESIDENT_P, claim["_id"], now)
+    stored = demo_loaded.accounts.get(rules.ledger_lock_id(RESIDENT))
+    assert hours(demo_loaded, RESIDENT) == -60 and "secret" not in stored and stored["schema_version"] == 2

@@ -16,6 +16,7 @@ from typing import Any
 
 from pycouchdb.exceptions import Conflict
 
+from server.domain import migrations
 from server.domain import timebank as rules
 from server.domain.access import Principal, may_see, write_refusal
 from server.domain.declaration import Role, validate
@@ -127,6 +128,13 @@ def claim(couch: Couch, keys: KeyStore, p: Principal, task_id: str, minutes: Any
     return settle_in_person(couch, keys, [saved["_id"]], now)[0] if in_person else saved
 
 
+def _lock(couch: Couch, account: str) -> Doc | None:
+    """The account's `ledger_lock` as stored, upgraded to the current declaration (one from before version 2 still
+    holds the secret kept in the clear: dropped, so that what is written back validates)."""
+    lock = get_or_none(couch.accounts, rules.ledger_lock_id(account))
+    return migrations.upgrade(lock) if lock else None
+
+
 def count_code_misses(couch: Couch, writer: str, claims: list[Doc], now: dt.datetime) -> None:
     """Claims refused for a wrong in-person code, counted on their resident's lock (each claim's code once): after
     rules.CODE_MISSES_PER_DAY in a day the resident's codes rest (rules.in_person_refusal)."""
@@ -135,7 +143,7 @@ def count_code_misses(couch: Couch, writer: str, claims: list[Doc], now: dt.date
         if not isinstance(resident, str) or not isinstance(claim.get("_id"), str):
             continue
         for _ in range(5):  # the lock is busy (a transfer, another miss): read it again
-            lock = get_or_none(couch.accounts, rules.ledger_lock_id(resident))
+            lock = _lock(couch, resident)
             counted = rules.with_code_miss(lock, claim["_id"], writer, claim.get("in_person_code"), now) if lock \
                 else None
             if counted is None:
@@ -150,7 +158,7 @@ def count_code_misses(couch: Couch, writer: str, claims: list[Doc], now: dt.date
 
 def code_misses(couch: Couch, resident: str, now: dt.datetime) -> int:
     """How many wrong codes were typed for the resident in the last day (shown on their page)."""
-    return len(rules.recent_code_misses(get_or_none(couch.accounts, rules.ledger_lock_id(resident)), now))
+    return len(rules.recent_code_misses(_lock(couch, resident), now))
 
 
 _CLAIM_FIELDS = {"tb_minutes_range": "minutes", "tb_code_wrong": "in_person_code",
@@ -160,7 +168,7 @@ _CLAIM_FIELDS = {"tb_minutes_range": "minutes", "tb_code_wrong": "in_person_code
 
 def _opened_lock(couch: Couch, keys: KeyStore, resident: str) -> Doc | None:
     """The resident's lock as the code checks read it (rules.opened: their secret beside it, never stored)."""
-    return rules.opened(get_or_none(couch.accounts, rules.ledger_lock_id(resident)), keys.code_key())
+    return rules.opened(_lock(couch, resident), keys.code_key())
 
 
 def settle_in_person(couch: Couch, keys: KeyStore, claim_ids: list[str], now: dt.datetime) -> list[Doc]:
@@ -203,7 +211,7 @@ def _without_code(doc: Doc) -> Doc:
 def _spend_code(couch: Couch, keys: KeyStore, resident: str, code: str) -> None:
     """Spend a resident's code without moving anything (a confirmation refused after it was typed)."""
     for _ in range(LOCK_TRIES):
-        lock = get_or_none(couch.accounts, rules.ledger_lock_id(resident))
+        lock = _lock(couch, resident)
         number = rules.code_number(rules.opened(lock, keys.code_key()), code)
         if lock is None or number is None:
             return
@@ -240,7 +248,7 @@ def confirmation_codes(couch: Couch, keys: KeyStore, resident: str) -> list[str]
     """A resident's good one-time codes, to type on a provider's phone; their window of codes opened on first
     asking (the secret itself is derived from the installation's code key, never stored)."""
     lock_id = rules.ledger_lock_id(resident)
-    lock = get_or_none(couch.accounts, lock_id) or {"_id": lock_id, "type": "ledger_lock", "account": resident,
+    lock = _lock(couch, resident) or {"_id": lock_id, "type": "ledger_lock", "account": resident,
                                                     "seq": 0}
     if "codes_from" not in lock:
         lock = {**lock, "codes_from": 0, "codes_used": []}
@@ -385,7 +393,7 @@ def _record(couch: Couch, transfer: Doc, code: InPerson | None = None) -> Doc:
         return _write_transfer(couch, transfer)  # the community mints: no floor to hold
     lock_id = rules.ledger_lock_id(transfer["from_account"])
     for _ in range(LOCK_TRIES):
-        lock = get_or_none(couch.accounts, lock_id) or {"_id": lock_id, "type": "ledger_lock",
+        lock = _lock(couch, transfer["from_account"]) or {"_id": lock_id, "type": "ledger_lock",
                                                         "account": transfer["from_account"], "seq": 0}
         if lock.get("last"):
             _write_left_transfer(couch, lock["last"])
