@@ -253,6 +253,8 @@ def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClien
     keys = KeyStore(couch, street_settings.master_keys)
     assert timebank.expire(couch, keys, NOW) == 0  # no claim older than the expiry left waiting
     assert pool.sweep_no_shows(couch, NOW) == 0  # every past booking checked in or marked a no-show
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)  # past any redemption still under way
+    assert rewards.repair_vouchers(couch, later) == 0  # every demo voucher paid, none reversed
 
 
 def test_a_year_of_venues_used_and_idle(pilot: list[dict], street: tuple[Couch, TestClient]) -> None:
