@@ -34,12 +34,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx2
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import embedded_stack  # noqa: E402
+from bench.stack import embedded_stack, wait_for_view  # noqa: E402
 from server.domain.declaration import MAIN_DB, validate  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
 from server.services import (
@@ -96,21 +95,6 @@ def load(couch: Any, n: int, progress: bool) -> float:
                 raise RuntimeError(f"{failed[0].id}: {failed[0].error}")
             bar.update(len(batch))
     return time.perf_counter() - started
-
-
-def wait_for_view(database_url: str, name: str) -> None:
-    """Index a view over the whole load; pouchdb-server keeps indexing when a slow first query times out.
-
-    Asked with httpx2 (the runtime's HTTP client) rather than through pycouchdb, whose timeouts are
-    exceptions of the requests library it is built on.
-    """
-    while True:
-        try:
-            httpx2.get(f"{database_url}/_design/linli/_view/{name}", params={"limit": 0},
-                       timeout=600).raise_for_status()
-            return
-        except httpx2.ReadTimeout:
-            continue
 
 
 def timed_dashboard(couch: Any, communities: list[str]) -> tuple[float, float, dict[str, Any]]:

@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
+
 from crypto.keys import new_key
 from server.store.config import Settings
 from server.store.couch import Couch, connect
@@ -14,15 +16,32 @@ from server.store.embedded_couch import EmbeddedCouch
 
 
 @contextlib.contextmanager
-def embedded_stack(prefix: str = "bench_") -> Iterator[tuple[Settings, Couch, EmbeddedCouch]]:
-    """Settings (a fresh master key, nothing from the environment), the connected databases and the server;
-    everything is removed afterwards."""
+def embedded_stack(prefix: str = "bench_", timeout: float = 600) -> Iterator[tuple[Settings, Couch, EmbeddedCouch]]:
+    """Settings (a fresh master key, nothing from the environment), the connected databases (each request may take
+    `timeout` seconds) and the server; everything is removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="linli-bench-") as tmp:
         server = EmbeddedCouch(Path(tmp) / "couch").start()
         try:
             settings = Settings(data_dir=Path(tmp), couchdb_url=None, couchdb_user=None, couchdb_password=None,
                                 db_prefix=prefix, secret_key="bench-only", host="127.0.0.1", port=0,
                                 session_max_age=60, cookie_secure=False, master_keys=(new_key(),))
-            yield settings, connect(settings, server.url), server
+            yield settings, connect(settings, server.url, timeout=timeout), server
         finally:
             server.stop()
+
+
+def wait_for_view(database_url: str, name: str, *, unreduced: bool = False) -> None:
+    """Index a view over the whole load; pouchdb-server keeps indexing when a slow first query times out.
+
+    Asked with httpx2 (the runtime's HTTP client) rather than through pycouchdb, whose timeouts are
+    exceptions of the requests library it is built on. `unreduced`: ask a reduce view with `reduce=false`, so that
+    the wait is the index build alone (pouchdb-server would sum every row at query time).
+    """
+    while True:
+        try:
+            httpx2.get(f"{database_url}/_design/linli/_view/{name}",
+                       params={"limit": 0, **({"reduce": "false"} if unreduced else {})},
+                       timeout=600).raise_for_status()
+            return
+        except httpx2.ReadTimeout:
+            continue

@@ -1,15 +1,21 @@
 """Time-bank balances and statements at scale (issue 16): 100,000 accounts with 1,000,000 transfers (`--full`).
 
-    .venv/bin/python bench/timebank.py [--accounts 2000] [--transfers 20000] [--full] [--samples 200] [--runs 3]
+    nice -n 10 .venv/bin/python bench/timebank.py [--accounts 2000] [--transfers 20000] [--full] [--samples 200]
+        [--runs 3]
 
 Starts from an empty Linli database on its own pouchdb-server, stores the transfers of one community (hours
 between accounts, points minted to them and spent at a shop) in `_bulk_docs` batches, then times:
-- the first answer after load: every account's balances on both ledgers from the `ledger` view (its index built
-  by that first query), against reading the same transfer documents alone (`_all_docs`, include_docs) and summing;
-- then, interleaved, `--runs` rounds (medians): the balances again (index warm) against the same read;
+- the `ledger` view's index build, asked explicitly right after the load (`reduce=false`, nothing summed), apart,
+  with its rate in transfers per second (each transfer is two rows: its two legs);
+- the first answer after load: every account's balances on both ledgers from the view (the index build plus that
+  grouped query), against reading the same transfer documents alone (`_all_docs` with their bodies, in pages of
+  10,000) and summing;
+- then, interleaved, `--runs` rounds (medians, with min and max): the balances again against the same read;
 - per-account statements (server/services/rewards.py `statement`, the year, both ledgers) for `--samples`
   accounts, p95, against reading that account's transfer documents alone (`_all_docs` by their ids).
-Prints one JSON line; `ratio_*` is ours / reading the documents alone.
+Each phase's figures go to stderr as they come (a run stopped midway still tells its index rate); the result is one
+JSON line on stdout; `ratio_*` is ours / reading the documents alone. Requests may take an hour (pouchdb-server sums
+a grouped reduce at query time, over every row).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import random
 import statistics
 import sys
@@ -25,13 +32,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import embedded_stack  # noqa: E402
+from bench.stack import embedded_stack, wait_for_view  # noqa: E402
+from server.domain.declaration import MAIN_DB  # noqa: E402
 from server.services import rewards, timebank  # noqa: E402
 from server.store.couch import bulk_save  # noqa: E402
 
 STREET, COMMUNITY, SHOP = "street:bench", "community:bench", "organisation:bench-shop"
 BATCH = 5000
+PAGE = 10_000  # documents per `_all_docs` page of the reference read
 YEAR = 2026
+REQUEST_SECONDS = 3600
 
 
 def _transfers(accounts: int, transfers: int, rng: random.Random):
@@ -73,11 +83,17 @@ def _timed(fn):
 def _read_all(couch) -> dict[str, int]:
     """The reference: every transfer document read and summed per ledger and account."""
     held: dict[tuple[str, str], int] = {}
-    for row in couch.main.all(startkey="transfer:", endkey="transfer:\ufff0", include_docs="true", as_list=True):
-        t = row["doc"]
-        held[t["ledger"], t["from_account"]] = held.get((t["ledger"], t["from_account"]), 0) - t["amount"]
-        held[t["ledger"], t["to_account"]] = held.get((t["ledger"], t["to_account"]), 0) + t["amount"]
-    return held
+    start = "transfer:"
+    while True:
+        rows = couch.main.all(startkey=start, endkey="transfer:\ufff0", include_docs="true", limit=PAGE + 1,
+                              as_list=True)
+        for row in rows[:PAGE]:
+            t = row["doc"]
+            held[t["ledger"], t["from_account"]] = held.get((t["ledger"], t["from_account"]), 0) - t["amount"]
+            held[t["ledger"], t["to_account"]] = held.get((t["ledger"], t["to_account"]), 0) + t["amount"]
+        if len(rows) <= PAGE:
+            return held
+        start = rows[PAGE]["id"]
 
 
 def _balances(couch) -> dict[str, dict[str, int]]:
@@ -88,9 +104,13 @@ def _p95(values: list[float]) -> float:
     return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
 
 
+def _note(phase: str, **figures: object) -> None:
+    print(json.dumps({"phase": phase, **figures}), file=sys.stderr, flush=True)
+
+
 def run(accounts: int, transfers: int, samples: int, runs: int) -> dict:
     rng = random.Random(2026)
-    with embedded_stack("tb_bench_") as (_, couch, _server):
+    with embedded_stack("tb_bench_", timeout=REQUEST_SECONDS) as (settings, couch, server):
         batch, touching = [], {}
         started = time.perf_counter()
         for doc, touched in _transfers(accounts, transfers, rng):
@@ -102,9 +122,16 @@ def run(accounts: int, transfers: int, samples: int, runs: int) -> dict:
         if batch:
             assert not [r for r in bulk_save(couch.main, batch) if r.error]
         load_seconds = time.perf_counter() - started
+        _note("loaded", transfers=transfers, seconds=round(load_seconds, 1))
 
-        first_seconds, first = _timed(lambda: _balances(couch))  # builds the ledger view's index
+        index_seconds, _ = _timed(lambda: wait_for_view(f"{server.url.rstrip('/')}/{settings.db_name(MAIN_DB)}",
+                                                        "ledger", unreduced=True))
+        _note("indexed", seconds=round(index_seconds, 1), transfers_per_second=round(transfers / index_seconds))
+        query_seconds, first = _timed(lambda: _balances(couch))
+        first_seconds = index_seconds + query_seconds
         reference_first_seconds, reference = _timed(lambda: _read_all(couch))
+        _note("first answer", balances_query_seconds=round(query_seconds, 1),
+              reference_read_seconds=round(reference_first_seconds, 1))
         assert all(first[ledger].get(a, 0) == v for (ledger, a), v in reference.items())
         assert sum(first["hours"].values()) == 0 and min(v for a, v in first["points"].items() if a != COMMUNITY) >= 0
 
@@ -112,6 +139,7 @@ def run(accounts: int, transfers: int, samples: int, runs: int) -> dict:
         for _ in range(runs):  # interleaved: the machine's load falls on both alike
             ours.append(_timed(lambda: _balances(couch))[0])
             theirs.append(_timed(lambda: _read_all(couch))[0])
+        _note("balances warm", ours=[round(s, 1) for s in ours], reference=[round(s, 1) for s in theirs])
 
         chosen = rng.sample(sorted(a for a in touching if a.startswith("user:")), min(samples, accounts))
         statement_seconds, reference_statement_seconds = [], []
@@ -125,15 +153,21 @@ def run(accounts: int, transfers: int, samples: int, runs: int) -> dict:
         balances_median, reference_median = statistics.median(ours), statistics.median(theirs)
         statement_p95, reference_p95 = _p95(statement_seconds), _p95(reference_statement_seconds)
         return {"accounts": accounts, "transfers": transfers, "load_seconds": round(load_seconds, 1),
-                "first_answer_seconds": round(first_seconds, 3),
-                "reference_first_read_seconds": round(reference_first_seconds, 3),
+                "index_build_seconds": round(index_seconds, 1),
+                "index_transfers_per_second": round(transfers / index_seconds),
+                "first_answer_seconds": round(first_seconds, 1),
+                "first_balances_query_seconds": round(query_seconds, 1),
+                "reference_first_read_seconds": round(reference_first_seconds, 1),
                 "ratio_first": round(first_seconds / reference_first_seconds, 2),
-                "balances_median_seconds": round(balances_median, 3),
-                "reference_read_median_seconds": round(reference_median, 3),
+                "balances_median_seconds": round(balances_median, 2),
+                "balances_spread_seconds": [round(min(ours), 2), round(max(ours), 2)],
+                "reference_read_median_seconds": round(reference_median, 2),
+                "reference_read_spread_seconds": [round(min(theirs), 2), round(max(theirs), 2)],
                 "ratio_balances": round(balances_median / reference_median, 3),
                 "statement_p95_seconds": round(statement_p95, 4),
                 "reference_statement_p95_seconds": round(reference_p95, 4),
-                "ratio_statement": round(statement_p95 / reference_p95, 2), "samples": len(chosen), "runs": runs}
+                "ratio_statement": round(statement_p95 / reference_p95, 2), "samples": len(chosen), "runs": runs,
+                "load_average": [round(x, 1) for x in os.getloadavg()]}
 
 
 def main() -> None:

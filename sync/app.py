@@ -37,6 +37,7 @@ from . import merge, purges, writes
 from .auth import principal
 from .changes import changes
 from .ciphertext import CiphertextCheck
+from .codes import CodeKey
 from .hub import ChangesHub
 from .jsonio import FastJSONResponse
 from .principals import PrincipalCache
@@ -105,6 +106,7 @@ class Gateway:
         self.upstream = Upstream(settings, couch_url)
         self.hub = ChangesHub(self.upstream)
         self.ciphertext = CiphertextCheck(self.upstream, settings.master_keys)
+        self.codes = CodeKey(self.upstream, settings.master_keys)
         self.principals = PrincipalCache()
         # Stable across processes behind a load balancer: PouchDB folds it into its replication ids.
         self.uuid = hashlib.sha256(f"linli-sync:{settings.db_prefix}".encode()).hexdigest()[:32]
@@ -267,7 +269,7 @@ class Gateway:
                                               if isinstance(d, dict) and isinstance(d.get("_id"), str))
         olds = [current.get(doc["_id"]) if isinstance(doc, dict) and isinstance(doc.get("_id"), str) else None
                 for doc in docs]
-        refs = await self.upstream.by_id(set().union(*map(writes.ref_ids, docs, olds)))
+        refs = await self.codes.opened_locks(await self.upstream.by_id(set().union(*map(writes.ref_ids, docs, olds))))
         now = dt.datetime.now(dt.UTC)
         verdicts: list[writes.Refusal | None] = []
         for doc, old in zip(docs, olds, strict=True):

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from crypto.keys import new_key
 from server.security.firewall import Firewall
+from server.security.keystore import KeyStore
 from server.services import demo
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, connect
@@ -89,6 +90,12 @@ def couch(couch_server: EmbeddedCouch, settings: Settings) -> Couch:
 @pytest.fixture
 def firewall(couch: Couch, settings: Settings) -> Firewall:
     return Firewall.open(settings, couch)
+
+
+@pytest.fixture
+def keys(firewall: Firewall) -> KeyStore:
+    """The installation's keys (the firewall's keystore): what the time bank opens residents' codes with."""
+    return firewall.keystore
 
 
 @pytest.fixture

@@ -42,11 +42,6 @@ def new_matter(rule: str = "households_three_quarters", electorate: str = "house
 
 
 @pytest.fixture
-def keys(firewall: Firewall) -> KeyStore:
-    return firewall.keystore
-
-
-@pytest.fixture
 def signer(settings: Settings) -> Signer:
     return Signer.of(settings)
 

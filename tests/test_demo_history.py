@@ -21,6 +21,7 @@ from server.domain.declaration import ALERT_KINDS, NEED_STATES, REQUEST_STATES, 
 from server.domain.meetings import PARTICIPATION
 from server.security.filing import Signer
 from server.security.firewall import Firewall
+from server.security.keystore import KeyStore
 from server.services import (
     alerts,
     deliberation,
@@ -237,7 +238,7 @@ def test_the_history_is_stored_sealed(street: tuple[Couch, TestClient]) -> None:
     assert any("blood_pressure" in v for v in docs_of_type(couch.main, "visit"))
 
 
-def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClient]) -> None:
+def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClient], street_settings: Settings) -> None:
     """The clocks were replayed as the minute sweeps would have run them: at NOW they change nothing."""
     couch, _ = street
     requests = docs_of_type(couch.main, "service_request")
@@ -249,8 +250,11 @@ def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClien
     assert (report.escalated, report.family_notified, report.visibility_changed) == (0, 0, 0)
     # The demo's silent door sensors were raised as the sweep raises silences, and their gateways are alive.
     assert (report.silent_raised, report.silent_resolved) == (0, 0)
-    assert timebank.expire(couch, NOW) == 0  # no claim older than the expiry left waiting
+    keys = KeyStore(couch, street_settings.master_keys)
+    assert timebank.expire(couch, keys, NOW) == 0  # no claim older than the expiry left waiting
     assert pool.sweep_no_shows(couch, NOW) == 0  # every past booking checked in or marked a no-show
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)  # past any redemption still under way
+    assert rewards.repair_vouchers(couch, later) == 0  # every demo voucher paid, none reversed
 
 
 def test_a_year_of_venues_used_and_idle(pilot: list[dict], street: tuple[Couch, TestClient]) -> None:

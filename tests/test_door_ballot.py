@@ -19,7 +19,6 @@ from starlette.testclient import TestClient
 from crypto.envelope import seal_for, unb64url
 from server.domain import ballots as rules
 from server.security.filing import Signer
-from server.security.firewall import Firewall
 from server.security.keystore import MATTER_KEY_VERSION, KeyStore
 from server.services import deliberation as d
 from server.services.demo import STREET_ID
@@ -44,11 +43,6 @@ def gateway_url_fixture(couch_server: EmbeddedCouch, demo_loaded: Couch, setting
     served = serve(couch_server.url, settings, free_port())
     yield served.url
     stop(served)
-
-
-@pytest.fixture
-def keys(firewall: Firewall) -> KeyStore:
-    return firewall.keystore
 
 
 def push(url: str, phone: tuple[str, str], docs: list[Doc]) -> list[Doc]:

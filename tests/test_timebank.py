@@ -18,6 +18,7 @@ from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.domain.i18n import translator
 from server.security import filing
+from server.security.keystore import KeyStore
 from server.services import timebank
 from server.services.demo import STREET_ID
 from server.store.couch import Couch
@@ -176,13 +177,13 @@ def test_a_grid_worker_confirms_for_a_resident_only_with_consent(web: TestClient
     assert post(web, f"/claims/claim:{need}/confirm", consent="yes").status_code == 404
 
 
-def test_unanswered_claims_lapse_and_move_nothing(web: TestClient, demo_loaded: Couch) -> None:
+def test_unanswered_claims_lapse_and_move_nothing(web: TestClient, demo_loaded: Couch, keys: KeyStore) -> None:
     need = need_for(demo_loaded, RESIDENT, VOLUNTEER)
     as_user(web, "zhiyuan01a")
     assert post(web, "/claims", task=need, hours="1").status_code == 303
     later = dt.datetime.now(dt.UTC) + rules.CLAIM_EXPIRES_AFTER + dt.timedelta(minutes=1)
-    assert timebank.expire(demo_loaded, later - dt.timedelta(days=1)) == 0  # not yet
-    assert timebank.expire(demo_loaded, later) == 1
+    assert timebank.expire(demo_loaded, keys, later - dt.timedelta(days=1)) == 0  # not yet
+    assert timebank.expire(demo_loaded, keys, later) == 1
     assert demo_loaded.main.get(f"claim:{need}")["status"] == "expired"
     as_user(web, "jumin1")
     lapsed = post(web, f"/claims/claim:{need}/confirm")
@@ -240,13 +241,13 @@ def test_points_never_go_negative(demo_loaded: Couch) -> None:
     assert timebank.balance(demo_loaded, C1, "points", VOLUNTEER) == 5
 
 
-def test_confirmations_at_once_credit_once(demo_loaded: Couch) -> None:
+def test_confirmations_at_once_credit_once(demo_loaded: Couch, keys: KeyStore) -> None:
     """Four confirmations of one claim at the same moment (two devices, retries): one transfer, counted once."""
     need = need_for(demo_loaded, RESIDENT, VOLUNTEER)
     now = dt.datetime.now(dt.UTC)
     volunteer = Principal(VOLUNTEER, frozenset({Role.VOLUNTEER}), STREET_ID, frozenset({C1}), frozenset({GRID}))
     resident = Principal("user:jumin1", frozenset({Role.RESIDENT}), STREET_ID, resident=RESIDENT)
-    timebank.claim(demo_loaded, volunteer, need, 120, "", now)
+    timebank.claim(demo_loaded, keys, volunteer, need, 120, "", now)
 
     def confirm(_: int) -> bool:
         try:

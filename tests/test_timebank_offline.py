@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from server.domain import timebank as rules
 from server.domain.access import Principal
 from server.domain.declaration import Role
+from server.security.keystore import KeyStore
 from server.services import timebank
 from server.services.demo import STREET_ID
 from server.store.config import Settings
@@ -95,6 +96,7 @@ class Made:
 @dataclass
 class Example:
     couch: Couch
+    keys: KeyStore
     gateway: Gateway
     phones: list[tuple[str, Phone]]
     residents: list[str]
@@ -132,9 +134,9 @@ class Example:
         if kind.startswith("again:"):
             return kind[6:]
         if kind == "wrong":
-            good = set(timebank.confirmation_codes(self.couch, resident))
+            good = set(timebank.confirmation_codes(self.couch, self.keys, resident))
             return next(c for c in ("000001", "424242", "999998") if c not in good)
-        fresh = [c for c in timebank.confirmation_codes(self.couch, resident) if c not in self.given_codes]
+        fresh = [c for c in timebank.confirmation_codes(self.couch, self.keys, resident) if c not in self.given_codes]
         if not fresh:
             return None
         self.given_codes.add(fresh[0])
@@ -209,10 +211,10 @@ STEP = st.one_of(
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=st.lists(STEP, min_size=4, max_size=10), kill_at=st.integers(0, 400))
 def test_hours_made_offline_sum_to_zero_and_none_is_lost_or_counted_twice(
-        demo_loaded: Couch, gateway: Gateway, phones: list[tuple[str, Phone]], steps: list[tuple[Any, ...]],
-        kill_at: int) -> None:
+        demo_loaded: Couch, keys: KeyStore, gateway: Gateway, phones: list[tuple[str, Phone]],
+        steps: list[tuple[Any, ...]], kill_at: int) -> None:
     couch = demo_loaded
-    example = Example(couch, gateway, phones, _fresh_residents(couch, 2))
+    example = Example(couch, keys, gateway, phones, _fresh_residents(couch, 2))
     before = {v: timebank.balance(couch, C1, "hours", v) for v, _ in phones}
     killed = False
     for step in steps:
@@ -228,7 +230,8 @@ def test_hours_made_offline_sum_to_zero_and_none_is_lost_or_counted_twice(
         example.sync(random.Random(kill_at).randrange(3), kill_at)
     for phone in range(3):  # everyone back in signal: every phone syncs until nothing is left to send
         example.sync(phone, None)
-    timebank.settle_in_person(couch, timebank.in_person_claims(couch), dt.datetime.now(dt.UTC))  # the minute clock
+    # the minute clock
+    timebank.settle_in_person(couch, keys, timebank.in_person_claims(couch), dt.datetime.now(dt.UTC))
     _check(example, before)
 
 

@@ -1,9 +1,11 @@
 """Property test of the time bank's ledgers (issue 16), through the real services and the real `ledger` view on
 pouchdb-server: for random sequences of claims (good and bad amounts, one task claimed twice), confirmations
 (by the resident, by the claimant themselves), disputes, the clock running past expiry, the secretary's
-reversals (of reversals too) and points minted and spent, after every step:
+reversals (of reversals too), points minted and spent, and vouchers: redeemed, left unpaid by a process that
+stopped between the voucher and its debit (then paid or withdrawn by the sweep), voided by reversing their debit;
+after every step:
 
-- the hours of all accounts sum to zero;
+- the hours of all accounts sum to zero, and so do the points (the community's mints negative);
 - every account's hours and points are what a plain model of the same acts says (no confirmed hour lost or
   counted twice), hours never below the floor, points never below zero but the community's;
 - every claim's state is the model's, and each confirmed claim has exactly one transfer.
@@ -22,11 +24,13 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from server.domain import points as points_rules
 from server.domain import timebank as rules
 from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.security.firewall import Firewall
-from server.services import timebank
+from server.security.keystore import KeyStore
+from server.services import rewards, timebank
 from server.services.demo import STREET_ID
 from server.store.couch import Couch, bulk_save, get_or_none, iter_view_docs
 
@@ -70,14 +74,18 @@ class Model:
 
 # One round: a volunteer claims for a new task of a resident (amounts good and bad); days may pass (the expiry
 # sweep runs); one claim of the last few is answered (confirmed by the resident, by its own claimant, disputed, left,
-# or claimed again); maybe a transfer of the example is reversed; maybe points are minted or spent.
+# or claimed again); maybe a transfer of the example is reversed; maybe points are minted or spent; maybe a volunteer
+# redeems a voucher (whole, or left unpaid by a stop and finished by the sweep) or one of the example's is voided.
 ROUND = st.tuples(
     st.integers(0, 1), st.integers(0, 1), st.sampled_from([240, 480, 90, 480, 30, 0, -30, 481]),
     st.sampled_from([0, 0, 0, 1, 7, 15]),
     st.integers(0, 3), st.sampled_from(["confirm", "confirm", "confirm", "own", "dispute", "leave", "twice"]),
     st.one_of(st.none(), st.integers(0, 9)),
     st.one_of(st.none(), st.tuples(st.sampled_from(["mint", "spend"]), st.integers(0, 1), st.integers(1, 30))),
+    st.one_of(st.none(), st.tuples(st.sampled_from(["redeem", "stopped", "void"]), st.integers(0, 1),
+                                   st.integers(0, 9))),
 )
+PRICE = 20
 
 
 def fresh_residents(couch: Couch, n: int) -> list[str]:
@@ -89,6 +97,16 @@ def fresh_residents(couch: Couch, n: int) -> list[str]:
                   "name": "居民", "gender": "female", "birth_date": "1950-01-01"} for _ in range(n)]
     assert not [r for r in bulk_save(couch.main, residents) if r.error]
     return [r["_id"] for r in residents]
+
+
+def shop_reward(couch: Couch) -> Doc:
+    """The shop's reward every example redeems (made once: the database is the examples' own)."""
+    if get_or_none(couch.main, SHOP) is None:
+        couch.main.save({"_id": SHOP, "type": "organisation", "street": STREET_ID, "community": C1, "name": "小店",
+                         "kind": "firm"})
+    found = [r for r in iter_view_docs(couch.main, "linli/by_place", [C1, "reward"]) if r["organisation"] == SHOP]
+    return found[0] if found else rewards.offer(couch, SECRETARY, SHOP, "理发", "service", PRICE, 10_000,
+                                                dt.datetime.now(dt.UTC))
 
 
 def _refused(act: Any, *args: Any) -> bool:
@@ -106,13 +124,14 @@ class Run:
 
     couch: Couch
     signer: Any
+    keys: KeyStore
     model: Model
     clock: dt.datetime
     tasks: list[tuple[str, str, str]] = field(default_factory=list)  # (task, volunteer, resident) claimed
 
     def claim(self, by: str, resident: str, minutes: int) -> None:
         task = need_for(self.couch, resident, by)
-        ok = not _refused(timebank.claim, self.couch, volunteer(by), task, minutes, "", self.clock)
+        ok = not _refused(timebank.claim, self.couch, self.keys, volunteer(by), task, minutes, "", self.clock)
         assert ok == (0 < minutes <= rules.MAX_CLAIM_MINUTES)
         if ok:
             self.tasks.append((task, by, resident))
@@ -120,7 +139,7 @@ class Run:
 
     def days_pass(self, days: int) -> None:
         self.clock += dt.timedelta(days=days)
-        timebank.expire(self.couch, self.clock)
+        timebank.expire(self.couch, self.keys, self.clock)
         for claim in self.model.claims.values():
             if self._lapsed(claim):
                 claim["status"] = "expired"
@@ -135,7 +154,7 @@ class Run:
         cid = rules.claim_id(task)
         claim = self.model.claims[cid]
         if how == "twice":  # the same task claimed again (a second phone, a retry)
-            assert _refused(timebank.claim, self.couch, volunteer(by), task, 60, "", self.clock)
+            assert _refused(timebank.claim, self.couch, self.keys, volunteer(by), task, 60, "", self.clock)
             return
         if how == "leave":
             return
@@ -162,7 +181,7 @@ class Run:
         if not self.model.transfers:
             return
         original = self.model.transfers[which % len(self.model.transfers)]
-        ok = not _refused(timebank.reverse, self.couch, self.signer, SECRETARY, original["_id"], "更正", self.clock)
+        ok = not _refused(rewards.reverse, self.couch, self.signer, SECRETARY, original["_id"], "更正", self.clock)
         assert ok == (original["kind"] != "reversal" and original["_id"] not in self.model.reversed
                       and self.model.allows(original["ledger"], original["to"], original["amount"])), original
         event("reverse " + ("done" if ok else "refused"))
@@ -184,6 +203,48 @@ class Run:
         if ok:
             self._moved(f"transfer:redemption:{key}", "points", account, SHOP, points, "redemption")
 
+    def voucher(self, how: str, account: str, which: int) -> None:
+        offered = shop_reward(self.couch)
+        if how == "void":
+            debits = [t for t in self.model.transfers if t["_id"].startswith("transfer:redemption:")
+                      and t["_id"] not in self.model.reversed]
+            if debits:
+                self.reverse_debit(debits[which % len(debits)])
+            return
+        if how == "redeem":
+            try:
+                paid = rewards.redeem(self.couch, self.keys, volunteer(account), offered["_id"], self.clock)
+            except timebank.LedgerError:
+                paid = None
+            assert (paid is not None) == self.model.allows("points", account, PRICE)
+            if paid:
+                self._moved(paid["transfer"], "points", account, SHOP, PRICE, "redemption")
+            return
+        taken = rewards._taken(self.couch, offered["_id"])  # "stopped": the voucher written, the debit not
+        slot = next(n for n in range(1, offered["stock"] + 1)
+                    if points_rules.voucher_id(offered["_id"], n) not in taken)
+        voucher_id = points_rules.voucher_id(offered["_id"], slot)
+        self.couch.main.save(rewards._voucher(self.keys, offered, voucher_id, account,
+                                              points_rules.spend_id(voucher_id), account, self.clock))
+        self.clock += points_rules.PAY_WITHIN
+        allowed = self.model.allows("points", account, PRICE)
+        assert rewards.repair_vouchers(self.couch, self.clock) == 1
+        event("voucher left unpaid: " + ("paid by the sweep" if allowed else "withdrawn"))
+        assert (get_or_none(self.couch.main, voucher_id) is not None) == allowed
+        if allowed:
+            self._moved(points_rules.spend_id(voucher_id), "points", account, SHOP, PRICE, "redemption")
+
+    def reverse_debit(self, original: Doc) -> None:
+        ok = not _refused(rewards.reverse, self.couch, self.signer, SECRETARY, original["_id"], "作废", self.clock)
+        assert ok == self.model.allows("points", SHOP, original["amount"])
+        if ok:
+            self.model.reversed.add(original["_id"])
+            self._moved(rules.reversal_id(original["_id"]), "points", SHOP, original["from"], original["amount"],
+                        "reversal")
+            voucher = original["_id"].replace("transfer:redemption:", "voucher:", 1)
+            if get_or_none(self.couch.main, voucher) is not None:  # not a bare spend: its voucher is void
+                assert self.couch.main.get(points_rules.redemption_id(voucher))["voided"] == "作废"
+
     def _moved(self, transfer_id: str, ledger: str, source: str, target: str, amount: int, kind: str) -> None:
         self.model.move(ledger, source, target, amount)
         self.model.transfers.append({"_id": transfer_id, "ledger": ledger, "from": source, "to": target,
@@ -198,8 +259,8 @@ def test_the_ledgers_hold_whatever_happens(demo_loaded: Couch, firewall: Firewal
     couch = demo_loaded
     residents = fresh_residents(couch, 2)
     model = Model(dict(timebank.balances(couch, C1, "hours")), dict(timebank.balances(couch, C1, "points")))
-    run = Run(couch, firewall.signer, model, dt.datetime.now(dt.UTC))
-    for by, resident, minutes, days, which, how, reverse, points in rounds:
+    run = Run(couch, firewall.signer, firewall.keystore, model, dt.datetime.now(dt.UTC))
+    for by, resident, minutes, days, which, how, reverse, points, voucher in rounds:
         run.claim(VOLUNTEERS[by], residents[resident], minutes)
         run.days_pass(days)
         run.answer(which, how)
@@ -207,13 +268,15 @@ def test_the_ledgers_hold_whatever_happens(demo_loaded: Couch, firewall: Firewal
             run.reverse(reverse)
         if points is not None:
             run.points(points[0], VOLUNTEERS[points[1]], points[2])
+        if voucher is not None:
+            run.voucher(voucher[0], VOLUNTEERS[voucher[1]], voucher[2])
         _check(couch, model)
 
 
 def _check(couch: Couch, model: Model) -> None:
     hours = timebank.balances(couch, C1, "hours")
     points = timebank.balances(couch, C1, "points")
-    assert sum(hours.values()) == 0
+    assert sum(hours.values()) == 0 and sum(points.values()) == 0
     assert {a: v for a, v in hours.items() if v} == {a: v for a, v in model.hours.items() if v}
     assert {a: v for a, v in points.items() if v} == {a: v for a, v in model.points.items() if v}
     assert all(v >= rules.HOURS_FLOOR for v in hours.values())

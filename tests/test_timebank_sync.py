@@ -13,6 +13,7 @@ import pytest
 from server.domain import timebank as rules
 from server.domain.access import Principal
 from server.domain.declaration import Role
+from server.security.keystore import KeyStore
 from server.services import timebank
 from server.services.demo import STREET_ID
 from server.store.config import Settings
@@ -92,11 +93,12 @@ def test_a_phone_cannot_write_a_transfer_or_answer_a_claim(gateway_url: str, dem
     assert timebank.balance(demo_loaded, C1, "hours", VOLUNTEER) == 0
 
 
-def test_a_claim_confirmed_in_person_is_checked_at_sync_and_moves_once(gateway_url: str, demo_loaded: Couch) -> None:
+def test_a_claim_confirmed_in_person_is_checked_at_sync_and_moves_once(gateway_url: str, demo_loaded: Couch,
+                                                                       keys: KeyStore) -> None:
     """The resident typed their code on the volunteer's phone offline: a wrong code is refused when the claim
     arrives, with the reason the phone shows and nothing stored; a good one moves the hours before the phone is
     answered, and is spent: the same code on the next claim is refused."""
-    codes = timebank.confirmation_codes(demo_loaded, RESIDENT)
+    codes = timebank.confirmation_codes(demo_loaded, keys, RESIDENT)
     resident = demo_loaded.main.get(RESIDENT)
     at = dt.datetime.now(dt.UTC).isoformat()
 

@@ -1019,8 +1019,9 @@ async function redeemPage({ db, session, method, form }) {
   const organisation = await load(db, voucher.organisation, "organisation");
   const id = `redemption:${voucher.id.replace(/^voucher:/, "")}`;
   const first = await db.get(id).catch(() => null);
-  if (first) {
-    return refused("pt_used", { at: first.created_at.slice(0, 16).replace("T", " ") }, 409);
+  if (first) { // used already, or voided by the secretary's reversal (server/services/rewards.py void)
+    return first.voided ? refused("pt_voided", {}, 409)
+      : refused("pt_used", { at: first.created_at.slice(0, 16).replace("T", " ") }, 409);
   }
   const used = { _id: id, type: "redemption", street: organisation.street, community: organisation.community,
     voucher: voucher.id, reward: voucher.reward, organisation: voucher.organisation, created_by: session.user._id,

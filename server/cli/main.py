@@ -43,6 +43,7 @@ from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, ValidationErro
 from server.security import account_changes, accounts, filing, master_key, number_index
 from server.security.filing import Signer
 from server.security.firewall import Firewall
+from server.security.keystore import KeyStore
 from server.services import deliberation, demo, snapshots, timebank
 from server.store.config import Settings, load_settings, with_secret_key
 from server.store.couch import FIRST_VIEWS, UNREACHABLE, Couch, build_views, connect, ensure_designs, get_or_none
@@ -198,7 +199,8 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     print("Press Ctrl-C to stop.")
     print("=" * 60 + "\n", flush=True)
     # The sync gateway shares the web app's process, session cookie and CSRF check (sync/README.md).
-    gateway = Mount("/sync", create_sync_app(settings, couch.url, health, after_write=_after_phone_write(couch),
+    gateway = Mount("/sync", create_sync_app(settings, couch.url, health,
+                                           after_write=_after_phone_write(couch, KeyStore(couch, settings.master_keys)),
                                            after_code_miss=_after_code_miss(couch)))
     # Live sync feeds stay open for minutes: Ctrl-C closes them after 5 s instead of waiting.
     app = create_app(settings, couch, mounts=[gateway], health=health)
@@ -214,13 +216,13 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     return stop_reason[0] if stop_reason else None
 
 
-def _after_phone_write(couch: Couch) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
+def _after_phone_write(couch: Couch, keys: KeyStore) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
     """What the server does next with what a phone stored through the sync gateway: time-bank claims the resident
     confirmed in person move their hours now (server/services/timebank.py settle_in_person)."""
     async def after(stored: list[dict[str, Any]]) -> None:
         ids = timebank.confirmed_in_person(stored)
         if ids:
-            await asyncio.to_thread(timebank.settle_in_person, couch, ids, dt.datetime.now(dt.UTC))
+            await asyncio.to_thread(timebank.settle_in_person, couch, keys, ids, dt.datetime.now(dt.UTC))
     return after
 
 

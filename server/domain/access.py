@@ -682,6 +682,8 @@ def _redemption_refusal(old: Doc | None, new: Doc, refs: Refs) -> str | None:
     if new["_id"] != points.redemption_id(voucher["_id"]) or any(
             new.get(k) != voucher.get(k) for k in ("reward", "organisation", "street", "community")):
         return "a redemption is its voucher's: its id, reward, organisation and place"
+    if new.get("voided") is not None:
+        return "only the server voids a voucher (its debit reversed)"
     return None
 def survey_sample_id(community: str, month: str) -> str:
     return f"survey_sample:{community.split(':', 1)[-1]}:{month}"

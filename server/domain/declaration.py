@@ -931,18 +931,27 @@ DOC_TYPES: dict[str, DocType] = {
             # One per account that pays out (server/services/timebank.py _record): every transfer out of it first
             # updates this document, whose revision serialises them, so the hours floor holds under concurrency;
             # `last` is the transfer its holder is writing (the next holder writes it if that one stopped).
-            # A resident's also holds their confirmation codes' secret and which are spent (domain/timebank.py).
+            # A resident's also says which of their confirmation codes are spent (domain/timebank.py); the codes'
+            # secret is never here: it is derived from the installation's `code_key`, wrapped under the master key.
+            # Version 2 dropped the secret kept in the clear (server/domain/migrations.py).
             "account": Field("id", required=True),
             "seq": Field("int", required=True),
             "last": Field("map", Category.SYSTEM),
-            "secret": _text(Category.SYSTEM, max_length=64),
             "codes_from": Field("int"),
             "codes_used": Field("list", max_length=12),
             # Wrong codes typed for this resident in the last day (domain/timebank.py CODE_MISSES_PER_DAY): each
             # claim's wrong code once, as a hash, never the code; the oldest dropped past the limit.
             "code_misses": Field("records", shape=(("claim", "id"), ("by", "id"), ("code", "text"),
                                                    ("at", "datetime")), max_items=10),
-        }, database=ACCOUNTS_DB, label_zh="账户序号", label_en="Ledger lock"),
+        }, database=ACCOUNTS_DB, label_zh="账户序号", label_en="Ledger lock", version=2),
+        DocType("code_key", Scope.INSTALLATION, {
+            # The key residents' in-person confirmation codes are derived from (server/domain/timebank.py
+            # code_secret), wrapped under the master key like the installation key: a master-key rotation re-wraps
+            # it and every code stays the same. Only the server and its sync gateway open it; never replicated.
+            "master_id": _text(Category.SYSTEM, required=True, max_length=32),
+            "wrapped": _text(Category.SYSTEM, required=True, max_length=100),
+            "created_at": Field("datetime", required=True),
+        }, database=ACCOUNTS_DB, label_zh="确认码密钥", label_en="Confirmation code key"),
         DocType("audit_checkpoint", Scope.COMMUNITY, {
             "seq": Field("int", Category.RECORD, required=True),
             "hash": _text(Category.RECORD, required=True, max_length=128),
@@ -977,8 +986,11 @@ DOC_TYPES: dict[str, DocType] = {
             "voucher": _ref("voucher", required=True),
             "reward": _ref("reward", required=True),
             "organisation": _ref("organisation", required=True),
+            # Not a use: the voucher voided, why (its debit reversed by the secretary: server/services/rewards.py
+            # void). Written by the server only; a partner's phone that honoured it offline meets it as a conflict.
+            "voided": _text(max_length=500),
             **_WHO_WHEN,
-        }, label_zh="兑换记录", label_en="Redemption", client_writable=True),
+        }, label_zh="兑换记录", label_en="Redemption", client_writable=True, version=2),
         # ---- the resource pool (issue 17: venues, equipment, skills and services booked; server/domain/pool.py)
         DocType("resource", Scope.COMMUNITY, {
             "name": _text(Category.SYSTEM, required=True, max_length=100),

@@ -28,8 +28,23 @@ def _request_source(doc: Doc) -> Doc:
     return doc if doc.get("source") else {**doc, "source": "offline"}
 
 
+def _lock_without_secret(doc: Doc) -> Doc:
+    """ledger_lock 1 → 2: the confirmation codes' secret kept in the clear is dropped (codes now come from the
+    installation's wrapped `code_key`, server/domain/timebank.py code_secret). The resident's page shows their new
+    codes; a code printed before the upgrade no longer confirms anything."""
+    return {k: v for k, v in doc.items() if k != "secret"}
+
+
+def _redemption_voided(doc: Doc) -> Doc:
+    """redemption 1 → 2: `voided` declared (a voucher voided by its debit's reversal); every earlier redemption
+    was a use, which says so by having none: nothing to add."""
+    return doc
+
+
 MIGRATIONS: dict[tuple[str, int], Migration] = {
     ("service_request", 1): _request_source,
+    ("ledger_lock", 1): _lock_without_secret,
+    ("redemption", 1): _redemption_voided,
 }
 
 

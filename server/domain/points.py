@@ -10,14 +10,17 @@ two servers running it, meet a conflict instead of minting twice.
 
 **Redeeming.** A resident or volunteer spends points on a reward an organisation offers. Stock is a number of
 slots: voucher `k` of a reward is `voucher:<reward key>:<k>`, k = 1..stock, so two redemptions racing for the last
-unit race for one id and one loses; stock never goes below zero. The debit is the account's n-th entry on the
-points ledger (`spend_id`), so two redemptions racing from the same balance race for one id too: points never go
-below zero. A voucher is used once: its redemption's id is made from it (`redemption_id`), and a second use, even
-recorded offline on another phone, is a conflict of that document.
+unit race for one id and one loses; stock never goes below zero. The debit's id is made from its voucher
+(`spend_id`): the redemption and the sweep that finishes one left half done (a process stopped between the voucher
+and its debit, `PAY_WITHIN`) meet on that id, never two debits; the paying account's ledger lock keeps points from
+going below zero however many redemptions race (server/services/timebank.py `_record`). A voucher is used once: its
+redemption's id is made from it (`redemption_id`), and a second use, even recorded offline on another phone, is a
+conflict of that document; a voucher voided (its debit reversed) has a redemption saying so (`voided`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,9 @@ POINTS_RULES: dict[str, int] = {
     "opinion": 2,  # an opinion posted before a meeting and not hidden
 }
 MAX_REWARD_POINTS = 10_000
+# A redemption writes its voucher, then its debit, within a second; a voucher still unpaid after this was left by a
+# process that stopped in between: the sweep pays it or, if the points are gone, withdraws it (its unit free again).
+PAY_WITHIN = dt.timedelta(minutes=10)
 MAX_STOCK = 10_000
 STATEMENT_CSV_HEADER = ("名称", "账户类型", "期间", "期初时长（小时）", "时长收入", "时长支出",
                         "期末时长（小时）", "期初积分", "积分收入", "积分支出", "期末积分")
@@ -74,9 +80,10 @@ def redemption_id(voucher: str) -> str:
     return "redemption:" + voucher.removeprefix("voucher:")
 
 
-def spend_id(account: str, entries: int) -> str:
-    """The debit that pays for a voucher: the account's entry number `entries` + 1 on the points ledger."""
-    return f"transfer:redemption:{account}:{entries + 1}"
+def spend_id(voucher: str) -> str:
+    """The debit that pays for a voucher, made from it: whoever writes it (the redemption, the sweep finishing one
+    left unpaid), it is written once."""
+    return "transfer:redemption:" + voucher.removeprefix("voucher:")
 
 
 def redeem_refusal(reward: dict[str, Any] | None, account: str, balance: int, taken: int

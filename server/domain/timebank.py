@@ -60,7 +60,7 @@ def claim_refusal(writer: str, claim: Doc, task: Doc | None, lock: Doc | None = 
                   now: dt.datetime | None = None) -> tuple[str, dict[str, Any]] | None:
     """Why this claim may not be made by `writer` (message key, params); None if it may. `task` is the document
     named by claim["task"] (None if there is none); `lock` the resident's `ledger_lock` (their confirmation codes),
-    read only for a claim confirmed in person. The sync gateway and the online form both ask this; the caller
+    `opened`, read only for a claim confirmed in person. The sync gateway and the online form both ask this; the caller
     checks the rest of the placement."""
     minutes = claim.get("minutes")
     if not isinstance(minutes, int) or isinstance(minutes, bool) or not 0 < minutes <= MAX_CLAIM_MINUTES:
@@ -112,8 +112,11 @@ def claim_lapsed(claim: Doc, now: dt.datetime) -> bool:
 #
 # The resident confirms a claim at the door by typing one of their one-time confirmation codes on the provider's
 # phone and ticking that they agree. A code is 6 digits of an HMAC of its number under a secret of the resident's
-# that only the server holds (`ledger_lock:<resident>`, accounts database, never replicated): an offline phone
-# cannot make one, and one it has seen is spent by the confirmation that carried it. The resident's own /timebank
+# that only the server holds: derived from the installation's code key (`code_secret`; the key is stored wrapped
+# under the master key, server/security/keystore.py), never stored itself. Which codes are spent is kept on
+# `ledger_lock:<resident>` (accounts database, never replicated); the checks read the lock `opened`, with the
+# secret beside it in memory. An offline phone cannot make a code, and one it has seen is spent by the
+# confirmation that carried it. The resident's own /timebank
 # page lists their next `CONFIRM_CODES_AHEAD` unused codes (a printout does for a resident without a phone); any of
 # them is good, once, in any order (two claims of one visit sync in either order).
 
@@ -128,6 +131,21 @@ def ledger_lock_id(account: str) -> str:
     return "ledger_lock:" + account
 
 
+def code_secret(code_key: bytes, resident: str) -> str:
+    """A resident's codes' secret (hex), derived from the installation's code key: the same after a master-key
+    rotation (the key is re-wrapped, not replaced), different for every resident."""
+    return hmac.new(code_key, f"linli confirmation secret {resident}".encode(), hashlib.sha256).hexdigest()
+
+
+def opened(lock: Doc | None, code_key: bytes | None) -> Doc | None:
+    """The lock as the code checks read it: with its resident's secret beside it, in memory only (a lock with the
+    secret is never stored: the declaration does not allow the field). None stays None; a lock whose resident was
+    never shown codes stays as it is."""
+    if not lock or "codes_from" not in lock or code_key is None:
+        return lock
+    return {**lock, "secret": code_secret(code_key, lock["account"])}
+
+
 def confirmation_code(secret: str, number: int) -> str:
     """A resident's `number`-th one-time confirmation code, from their secret (hex)."""
     mac = hmac.new(bytes.fromhex(secret), f"linli confirmation code {number}".encode(), hashlib.sha256).digest()
@@ -136,7 +154,7 @@ def confirmation_code(secret: str, number: int) -> str:
 
 def open_code_numbers(lock: Doc | None) -> list[int]:
     """The numbers of a resident's codes that are good now: the next `CONFIRM_CODES_AHEAD` not used yet."""
-    if not lock or not lock.get("secret"):
+    if not lock or "codes_from" not in lock:
         return []
     start, used = lock.get("codes_from", 0), set(lock.get("codes_used") or [])
     return [n for n in range(start, start + CONFIRM_CODES_AHEAD + len(used)) if str(n) not in used]
@@ -144,7 +162,7 @@ def open_code_numbers(lock: Doc | None) -> list[int]:
 
 def code_number(lock: Doc | None, code: Any) -> int | None:
     """Which of the resident's good codes `code` is; None if it is none of them (wrong, or spent)."""
-    if not isinstance(code, str) or not lock:
+    if not isinstance(code, str) or not lock or not lock.get("secret"):
         return None
     typed = code.strip().replace(" ", "")
     return next((n for n in open_code_numbers(lock)

@@ -5,6 +5,8 @@
                                   their write key with the installation's statement vouching for it
     installation_key:signing      accounts database: the key those statements are signed with, wrapped under
                                   the master key (crypto/key_statements.py)
+    code_key:confirmation         accounts database: the key residents' in-person confirmation codes are derived
+                                  from (server/domain/timebank.py code_secret), wrapped under the master key
 
 None is usable without the master key, which is never stored in CouchDB.
 A process caches unwrapped tier keys by the ring's revision; when a wrapped data
@@ -15,6 +17,7 @@ process rotated it), so rotations need no restart and no downtime.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -42,6 +45,7 @@ from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_
 
 T = TypeVar("T")
 INSTALLATION_KEY_ID = "installation_key:signing"
+CODE_KEY_ID = "code_key:confirmation"
 
 
 class GrantableKey(NamedTuple):
@@ -64,6 +68,16 @@ def _key_of(doc_id: str) -> str:
     return doc_id.split(":", 1)[1]
 
 
+def open_wrapped(master_keys: tuple[bytes, ...], doc: dict[str, Any]) -> bytes:
+    """The bytes a key document (installation key, code key, a vote's key) holds wrapped under one of the
+    configured master keys; KeyMaterialError if none of them is the one it names."""
+    master = next((m for m in master_keys if master_id(m) == doc["master_id"]), None)
+    if master is None:
+        raise KeyMaterialError(f"no configured master key opens {doc['_id']} (set LINLI_MASTER_KEY_PREVIOUS while "
+                               "a master-key rotation is under way)")
+    return unwrap(master, doc["wrapped"])
+
+
 def keyring_id(community: str) -> str:
     return f"keyring:{_key_of(community)}"
 
@@ -80,6 +94,7 @@ class KeyStore:
         self.master_keys = master_keys
         self._rings: dict[str, tuple[str, TierKeys]] = {}  # community → (revision, keys)
         self._installation_key: ec.EllipticCurvePrivateKey | None = None
+        self._code_key: bytes | None = None
 
     def __repr__(self) -> str:
         return f"KeyStore(communities cached={len(self._rings)})"
@@ -150,6 +165,25 @@ class KeyStore:
             return self.couch.accounts.save(doc)
         except Conflict:  # another process made it first: use theirs
             return self.couch.accounts.get(INSTALLATION_KEY_ID)
+
+    # ------------------------------------------------------------ the code key
+
+    def code_key(self) -> bytes:
+        """The key residents' confirmation codes are derived from (server/domain/timebank.py code_secret), made on
+        first use; stored only wrapped under the master key."""
+        if self._code_key is None:
+            doc = get_or_none(self.couch.accounts, CODE_KEY_ID)
+            if doc is None:
+                doc = {"_id": CODE_KEY_ID, "type": "code_key", "master_id": master_id(self.master_keys[0]),
+                       "wrapped": wrap(self.master_keys[0], secrets.token_bytes(32)),
+                       "created_at": dt.datetime.now(dt.UTC).isoformat()}
+                validate(doc)
+                try:
+                    doc = self.couch.accounts.save(doc)
+                except Conflict:  # another process made it first: use theirs
+                    doc = self.couch.accounts.get(CODE_KEY_ID)
+            self._code_key = open_wrapped(self.master_keys, doc)
+        return self._code_key
 
     def vouched(self, record: dict[str, Any]) -> dict[str, Any]:
         """The data_key record with the installation's statement for its current write key. Every code path that
@@ -226,6 +260,10 @@ class KeyStore:
                 scalar = unwrap(next(m for m in self.master_keys if master_id(m) == doc["master_id"]), doc["wrapped"])
                 self.couch.accounts.save({**doc, "master_id": master_id(self.master_keys[0]),
                                           "wrapped": wrap(self.master_keys[0], scalar)})
+        code_key = get_or_none(self.couch.accounts, CODE_KEY_ID)  # the same key: residents' codes stay the same
+        if code_key is not None and code_key["master_id"] != master_id(self.master_keys[0]):
+            self.couch.accounts.save({**code_key, "master_id": master_id(self.master_keys[0]),
+                                      "wrapped": wrap(self.master_keys[0], open_wrapped(self.master_keys, code_key))})
         # The installation key itself stays the same: gateways and phones keep their pinned copy.
         doc = get_or_none(self.couch.accounts, INSTALLATION_KEY_ID)
         if doc is not None and doc["master_id"] != master_id(self.master_keys[0]):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -372,18 +372,29 @@ def _event(kind: str, person: str, doc: Doc) -> Participation:
     return Participation(participation_id(kind, doc["_id"], person), kind, person, doc["_id"], doc["created_at"])
 
 
-def participation(couch: Couch, community: str) -> Iterator[Participation]:
-    """Every participation in the community: the hook the points ledger mints from (mint once per `id`).
+# Who took part, as each source document says (a person, or None: nobody's participation).
+_PERSON_OF: dict[str, Callable[[Doc], str | None]] = {
+    "ballot": lambda b: b.get("resident") or (b["voter"] if b["channel"] == "own" else None),
+    "attendance": lambda a: a["resident"],
+    "opinion": lambda o: None if o.get("hidden") else (o.get("resident") or o["created_by"]),
+}
+assert set(_PERSON_OF) == set(PARTICIPATION.values())
+_KIND_OF = {type_name: kind for kind, type_name in PARTICIPATION.items()}
 
-    A vote counts for the resident who cast it (their household's ballot: the member named on it; a committee
-    member: their account), an attendance for the resident marked present, an opinion for its author unless the
-    secretary hid it."""
-    readers = {"ballot": lambda b: b.get("resident") or (b["voter"] if b["channel"] == "own" else None),
-               "attendance": lambda a: a["resident"],
-               "opinion": lambda o: None if o.get("hidden") else (o.get("resident") or o["created_by"])}
-    assert set(readers) == set(PARTICIPATION.values())
-    for kind, type_name in PARTICIPATION.items():
+
+def participation_of(doc: Doc) -> Participation | None:
+    """The participation one document records, if any: a vote counts for the resident who cast it (their
+    household's ballot: the member named on it; a committee member: their account), an attendance for the
+    resident marked present, an opinion for its author unless the secretary hid it."""
+    type_name = doc.get("type")
+    person = _PERSON_OF[type_name](doc) if type_name in _PERSON_OF else None
+    return _event(_KIND_OF[type_name], person, doc) if person else None
+
+
+def participation(couch: Couch, community: str) -> Iterator[Participation]:
+    """Every participation in the community: the hook the points ledger mints from (mint once per `id`)."""
+    for type_name in PARTICIPATION.values():
         for doc in iter_view_docs(couch.main, "linli/by_place", [community, type_name]):
-            person = readers[type_name](doc)
-            if person:
-                yield _event(kind, person, doc)
+            event = participation_of(doc)
+            if event:
+                yield event

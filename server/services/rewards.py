@@ -6,9 +6,13 @@ Minting reads participation from documents that exist anyway and writes one tran
 from the event (`points.mint_id`): the job may run any number of times, in any number of processes.
 
 Redeeming checks the balance, takes a free slot of the reward's stock (the voucher, signed by the installation key:
-crypto/vouchers.py), then debits the account as its next ledger entry (`points.spend_id`); a debit that loses a race
-or is refused takes the voucher back, so nothing is half done. (A crash between the two writes leaves a voucher
-without its transfer: it is never listed nor honoured, `_paid`, and holds its slot.)
+crypto/vouchers.py), then debits the account under an id made from the voucher (`points.spend_id`); a debit refused
+takes the voucher back. Not all-or-nothing (CouchDB writes one document at a time): a process that stops between the
+two leaves a voucher unpaid, never listed nor honoured (`_paid`), which `repair_vouchers` finishes after
+`points.PAY_WITHIN`: paid under the same id (a late first process meets it as a conflict: one debit), or withdrawn if
+the points are gone, its unit free again. Rolling forward rather than back, because the voucher records what the
+holder asked for. A redemption's debit reversed by the secretary voids its voucher (`void`): a redemption document
+saying so, which the partner's phone refuses once synced, and shows.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from crypto import vouchers
 from server.domain import points as rules
 from server.domain.access import Principal, deletion, may_see
 from server.domain.declaration import LEDGERS, Role, validate
-from server.domain.meetings import participation_id
-from server.domain.timebank import account_of, hours_text, transfer_refusal
+from server.domain.meetings import PARTICIPATION, participation_id
+from server.domain.timebank import account_of, hours_text, reversal_id, transfer_refusal
 from server.security.filing import Signer
 from server.security.keystore import KeyStore
 from server.services import meetings, timebank
@@ -41,21 +45,29 @@ MINT_BATCH = 500
 
 # ---------------------------------------------------------------- minting
 
-def participation(couch: Couch, community: str) -> Iterator[rules.Event]:
-    """Participation in the community that mints points: confirmed help (for the helper), survey answers, and what
-    server/services/meetings.py `participation` reads: votes, attendance at meetings, opinions not hidden."""
-    def read(type_name: str) -> Iterator[Doc]:
-        return iter_view_docs(couch.main, "linli/by_place", [community, type_name])
+def event_of(doc: Doc) -> rules.Event | None:
+    """The participation one document records, if any: confirmed help (for the helper), a survey answer, and
+    what server/services/meetings.py `participation_of` reads: a vote, an attendance, an opinion not hidden."""
+    if doc.get("type") == "transfer" and doc.get("kind") == "confirmation" and doc.get("ledger") == "hours":
+        return rules.Event(participation_id("hours_confirmed", doc["_id"], doc["to_account"]), "hours_confirmed",
+                           doc["to_account"], doc["_id"], doc["created_at"])
+    if doc.get("type") == "survey_response":
+        return rules.Event(participation_id("survey_answered", doc["_id"], doc["created_by"]), "survey_answered",
+                           doc["created_by"], doc["_id"], doc["created_at"])
+    p = meetings.participation_of(doc)
+    return rules.Event(p.id, p.kind, p.person, p.source, p.at) if p else None
 
-    for t in read("transfer"):
-        if t["kind"] == "confirmation" and t["ledger"] == "hours":
-            yield rules.Event(participation_id("hours_confirmed", t["_id"], t["to_account"]), "hours_confirmed",
-                              t["to_account"], t["_id"], t["created_at"])
-    for s in read("survey_response"):
-        yield rules.Event(participation_id("survey_answered", s["_id"], s["created_by"]), "survey_answered",
-                          s["created_by"], s["_id"], s["created_at"])
-    for p in meetings.participation(couch, community):
-        yield rules.Event(p.id, p.kind, p.person, p.source, p.at)
+
+SOURCE_TYPES = ("transfer", "survey_response", *PARTICIPATION.values())  # the documents event_of reads
+
+
+def participation(couch: Couch, community: str) -> Iterator[rules.Event]:
+    """Every participation in the community (event_of each source document)."""
+    for type_name in SOURCE_TYPES:
+        for doc in iter_view_docs(couch.main, "linli/by_place", [community, type_name]):
+            event = event_of(doc)
+            if event:
+                yield event
 
 
 def _batches(events: Iterable[rules.Event]) -> Iterator[list[rules.Event]]:
@@ -103,10 +115,37 @@ def _amounts(couch: Couch, events: list[rules.Event]) -> dict[str, int]:
     return {i: rules.points_for("hours_confirmed", t["amount"]) for i, t in get_many(couch.main, hours).items()}
 
 
+MINT_CHECKPOINT = "_local/linli-points-minted"  # main database: never replicated
+CHANGES_BATCH = 2000
+
+
 def mint_all(couch: Couch, now: dt.datetime) -> int:
-    """The job: every community's due points (the minute clock and `linli serve`'s first start run it)."""
-    return sum(sweeps.each("participation points", docs_of_type(couch.main, "community"),
-                           lambda community: mint_due(couch, community, now)))
+    """The job (the minute clock, one sweep in app.MINT_EVERY, and `linli serve`'s first start): the points every
+    participation stored since the last run earned, read from the main database's changes since its checkpoint,
+    so a run reads what is new, not every source again; the first run reads every change. The checkpoint moves on
+    after each batch whose every community was minted: a community that failed is read again next run (minting is
+    idempotent)."""
+    checkpoint = get_or_none(couch.main, MINT_CHECKPOINT) or {"_id": MINT_CHECKPOINT, "seq": 0}
+    communities = {c["_id"]: c for c in docs_of_type(couch.main, "community")}
+    minted = 0
+    while True:
+        last_seq, changes = couch.main.changes_list(since=checkpoint["seq"], include_docs="true",
+                                                    limit=CHANGES_BATCH)
+        events: dict[str, list[rules.Event]] = {}
+        for change in changes:
+            doc = change.get("doc") or {}
+            event = event_of(doc) if doc.get("community") in communities and not doc.get("_deleted") else None
+            if event:
+                events.setdefault(doc["community"], []).append(event)
+        done = sweeps.each("participation points", sorted(events),
+                           lambda community, found=events: mint_due(couch, communities[community], now,
+                                                                    found[community]))
+        minted += sum(done)
+        if len(done) < len(events) or not changes:
+            return minted  # a community failed: from this checkpoint again next run
+        checkpoint = couch.main.save({**checkpoint, "seq": last_seq})
+        if len(changes) < CHANGES_BATCH:
+            return minted
 
 
 # ---------------------------------------------------------------- the catalogue
@@ -165,8 +204,10 @@ def offered_by(couch: Couch, organisations: list[Doc]) -> list[Doc]:
 
 
 def set_stock(couch: Couch, p: Principal, reward_id: str, stock: Any, now: dt.datetime) -> Doc:
-    """The offerer changes how many units a reward has: never below the units already bought. (A redemption
-    taking a slot between the count and the save may leave one voucher above the new stock: it was bought.)"""
+    """The offerer changes how many units a reward has: never below the units already bought, counted again after
+    the change is stored. A redemption racing it either reads the new stock after taking its slot and gives the
+    slot back (redeem), or took its slot before the change was stored, and so is in that second count: then the
+    stock is raised to cover it. Either way no voucher is above the stock."""
     reward = queries.load_doc(couch, reward_id, "reward") if reward_id else None
     if reward is None or not may_see(p, reward):
         raise LedgerError("pt_no_reward", field="reward", status=404)
@@ -177,9 +218,16 @@ def set_stock(couch: Couch, p: Principal, reward_id: str, stock: Any, now: dt.da
     doc = {**reward, "stock": stock, "updated_at": now.isoformat()}
     validate(doc)
     try:
-        return couch.main.save(doc)
+        saved = couch.main.save(doc)
     except Conflict:  # changed meanwhile (another tab, the other offerer): said, not overwritten
         raise LedgerError("pt_changed_meanwhile", field="stock", status=409) from None
+    bought = len(_taken(couch, reward_id))
+    if bought > stock:  # bought meanwhile: the stock covers it (the page shows the stock as stored)
+        try:
+            saved = couch.main.save({**saved, "stock": bought})
+        except Conflict:  # changed again meanwhile: whoever changed it counted after storing, as here
+            raise LedgerError("pt_changed_meanwhile", field="stock", status=409) from None
+    return saved
 
 
 def _taken(couch: Couch, reward_id: str) -> list[str]:
@@ -190,12 +238,6 @@ def _taken(couch: Couch, reward_id: str) -> list[str]:
 
 # ---------------------------------------------------------------- vouchers
 
-def _entries(couch: Couch, community: str, account: str) -> int:
-    """How many entries the account has on the points ledger (what its next debit's id counts from)."""
-    return len(couch.main.query("linli/ledger", as_list=True, startkey=[community, "points", account],
-                                endkey=[community, "points", account, {}], reduce="false"))
-
-
 def redeem(couch: Couch, keys: KeyStore, p: Principal, reward_id: str, now: dt.datetime) -> Doc:
     """The signed-in person spends points on one unit of a reward: a voucher, paid for, signed."""
     reward = queries.load_doc(couch, reward_id, "reward") if reward_id else None
@@ -203,14 +245,13 @@ def redeem(couch: Couch, keys: KeyStore, p: Principal, reward_id: str, now: dt.d
         raise LedgerError("pt_no_reward", field="reward", status=404)
     account = account_of({"_id": p.user_id, "resident": p.resident})
     community = reward["community"]
-    held, entries = timebank.balance(couch, community, "points", account), _entries(couch, community, account)
-    taken = _taken(couch, reward_id)
+    held, taken = timebank.balance(couch, community, "points", account), _taken(couch, reward_id)
     refused = rules.redeem_refusal(reward, account, held, len(taken))
     if refused:
         raise LedgerError(*refused, field="reward", status=409 if refused[0] == "pt_out_of_stock" else 400)
-    transfer = rules.spend_id(account, entries)
     for slot in (s for s in range(1, reward["stock"] + 1) if rules.voucher_id(reward_id, s) not in taken):
-        voucher = _voucher(keys, reward, rules.voucher_id(reward_id, slot), account, transfer, p.user_id, now)
+        voucher_id = rules.voucher_id(reward_id, slot)
+        voucher = _voucher(keys, reward, voucher_id, account, rules.spend_id(voucher_id), p.user_id, now)
         try:
             voucher = couch.main.save(voucher)
         except Conflict:
@@ -218,16 +259,29 @@ def redeem(couch: Couch, keys: KeyStore, p: Principal, reward_id: str, now: dt.d
         break
     else:
         raise LedgerError("pt_out_of_stock", field="reward", status=409)
-    try:
-        timebank.spend(couch, reward, account, reward["organisation"], reward["points"], reward["name"],
-                       transfer.removeprefix("transfer:redemption:"), p.user_id, now)
-    except LedgerError as refused_debit:  # short meanwhile, or another redemption of this account got there first
+    if len(_taken(couch, reward_id)) > couch.main.get(reward_id)["stock"]:  # lowered meanwhile (see set_stock)
         couch.main.delete(voucher)
-        if refused_debit.errors[0].key == "tb_transfer_exists":
+        raise LedgerError("pt_out_of_stock", field="reward", status=409)
+    try:
+        _pay(couch, voucher, reward["name"], now)
+    except LedgerError as refused_debit:  # short meanwhile, or the account's lock too busy
+        couch.main.delete(voucher)
+        if refused_debit.errors[0].key == "tb_busy":
             raise LedgerError("pt_busy", field="reward", status=409) from None
         raise LedgerError("pt_points_short", {"balance": timebank.balance(couch, community, "points", account),
                                               "points": reward["points"]}, field="reward") from None
     return voucher
+
+
+def _pay(couch: Couch, voucher: Doc, reason: str, now: dt.datetime) -> None:
+    """The voucher's debit, under the id it names. Refused, but written after all (by the sweep finishing it, or
+    by its redemption back from a stall; the balance then counts it, and the id conflicts): paid, once."""
+    try:
+        timebank.spend(couch, voucher, voucher["holder"], voucher["organisation"], voucher["points"], reason,
+                       voucher["transfer"].removeprefix("transfer:redemption:"), voucher["created_by"], now)
+    except LedgerError:
+        if get_or_none(couch.main, voucher["transfer"]) is None:
+            raise
 
 
 def _voucher(keys: KeyStore, reward: Doc, voucher_id: str, holder: str, transfer: str, by: str,
@@ -243,9 +297,69 @@ def _voucher(keys: KeyStore, reward: Doc, voucher_id: str, holder: str, transfer
 
 
 def _paid(couch: Couch, found: list[Doc]) -> list[Doc]:
-    """Vouchers whose debit is recorded (a voucher written just before a crash, unpaid, is nobody's)."""
+    """Vouchers whose debit is recorded (a voucher written just before a crash, unpaid, is nobody's until
+    repair_vouchers pays it)."""
     paid = get_many(couch.main, [v["transfer"] for v in found])
     return [v for v in found if v["transfer"] in paid]
+
+
+def void(couch: Couch, voucher: Doc, by: str, reason: str, now: dt.datetime) -> Doc:
+    """Void a voucher whose debit was reversed: its redemption, saying so (`voided`), so that no partner honours
+    it, online or, once synced, on their phone; one that was used already stays used. The redemption stored."""
+    doc = {"_id": rules.redemption_id(voucher["_id"]), "type": "redemption", "street": voucher["street"],
+           "community": voucher["community"], "voucher": voucher["_id"], "reward": voucher["reward"],
+           "organisation": voucher["organisation"], "voided": reason[:500] or "-", "created_by": by,
+           "created_at": now.isoformat()}
+    validate(doc)
+    try:
+        return couch.main.save(doc)
+    except Conflict:
+        return couch.main.get(doc["_id"])
+
+
+def reverse(couch: Couch, signer: Signer, p: Principal, transfer_id: str, reason: str, now: dt.datetime,
+            device: str = "") -> Doc:
+    """The secretary's reversal (timebank.reverse); a redemption's voids the voucher it paid for."""
+    reversal = timebank.reverse(couch, signer, p, transfer_id, reason, now, device)
+    original = couch.main.get(transfer_id)
+    if original["kind"] == "redemption":
+        for voucher in _vouchers_paid_by(couch, original):
+            void(couch, voucher, p.user_id, reason.strip(), now)
+    return reversal
+
+
+def _vouchers_paid_by(couch: Couch, debit: Doc) -> list[Doc]:
+    return [v for v in iter_view_docs(couch.main, "linli/by_place", [debit["community"], "voucher"])
+            if v["transfer"] == debit["_id"]]
+
+
+def repair_vouchers(couch: Couch, now: dt.datetime) -> int:
+    """Vouchers left half done, finished (the minute clock, with the points job): one unpaid after PAY_WITHIN (its
+    process stopped between the voucher and its debit) is paid now, or withdrawn (deleted, its unit free again) if
+    the holder's points no longer cover it; one whose debit was reversed and that has no redemption yet (the
+    process stopped after the reversal) is voided. How many were finished."""
+    cutoff = (now - rules.PAY_WITHIN).isoformat()
+    found = [v for c in docs_of_type(couch.main, "community")
+             for v in iter_view_docs(couch.main, "linli/by_place", [c["_id"], "voucher"])]
+    debits = get_many(couch.main, [v["transfer"] for v in found])
+    reversals = get_many(couch.main, [reversal_id(v["transfer"]) for v in found if v["transfer"] in debits])
+    redemptions = get_many(couch.main, [rules.redemption_id(v["_id"]) for v in found])
+
+    def repair(voucher: Doc) -> int:
+        if voucher["transfer"] not in debits:
+            if voucher["created_at"] > cutoff:
+                return 0  # its redemption may still be under way
+            try:
+                _pay(couch, voucher, couch.main.get(voucher["reward"])["name"], now)
+            except LedgerError:
+                couch.main.delete(voucher)
+            return 1
+        reversal = reversals.get(reversal_id(voucher["transfer"]))
+        if reversal and rules.redemption_id(voucher["_id"]) not in redemptions:
+            void(couch, voucher, reversal["created_by"], reversal.get("reason", ""), now)
+            return 1
+        return 0
+    return sum(sweeps.each("vouchers left half done", found, repair))
 
 
 def vouchers_of(couch: Couch, community: str, holder: str) -> list[Doc]:
@@ -273,6 +387,8 @@ def check(couch: Couch, keys: KeyStore, p: Principal, code: str) -> Doc:
     voucher = get_or_none(couch.main, str(payload["id"]))
     if voucher is None or voucher.get("code") != code.strip() or not _paid(couch, [voucher]):
         raise LedgerError("pt_forged", field="code")
+    if get_or_none(couch.main, reversal_id(voucher["transfer"])) is not None:  # voided, perhaps not written yet
+        raise LedgerError("pt_voided", field="code", status=409)
     return voucher
 
 
@@ -287,6 +403,8 @@ def use(couch: Couch, keys: KeyStore, p: Principal, code: str, now: dt.datetime)
         return couch.main.save(doc)
     except Conflict:
         first = couch.main.get(doc["_id"])
+        if first.get("voided"):
+            raise LedgerError("pt_voided", field="code", status=409) from None
         raise LedgerError("pt_used", {"at": first["created_at"][:16].replace("T", " ")}, field="code",
                           status=409) from None
 
@@ -411,18 +529,19 @@ def _slot_taken_twice(couch: Couch, signer: Signer, voucher_id: str, now: dt.dat
 
 
 def _debit_taken_twice(couch: Couch, transfer_id: str) -> bool:
-    """One account redeemed twice at once on two nodes: both debits took its next entry's id (`spend_id`), so one
-    debit (CouchDB's winner, the one the ledger counts) names two vouchers. The voucher the losing debit was written
-    for (made in the same moment: same time, same holder) was never paid: withdrawn if unused, and the losing
-    revision deleted. One already used at a partner is kept (listed: `used_twice` shows the partner's side)."""
+    """Two redemptions took one voucher slot on two nodes and each wrote its debit (`spend_id` is made from the
+    voucher), leaving one debit in conflict: CouchDB picks its winner apart from the voucher's. The debit that stands
+    is the voucher holder's (the slot's rule above: the holder pays, nobody else), written over the winner if it lost;
+    the other revisions deleted (the ledger counts winners only, so nobody else is charged). Waits while the voucher
+    itself is still in conflict."""
     leaves = _leaves(couch, transfer_id)
     if len(leaves) < 2 or leaves[0].get("kind") != "redemption":
         return False
-    lost_at = {(t["from_account"], t["created_at"]) for t in leaves[1:]} - {
-        (leaves[0]["from_account"], leaves[0]["created_at"])}
-    unpaid = [v for v in iter_view_docs(couch.main, "linli/by_place", [leaves[0]["community"], "voucher"])
-              if v["transfer"] == transfer_id and (v["holder"], v["created_at"]) in lost_at]
-    used = get_many(couch.main, [rules.redemption_id(v["_id"]) for v in unpaid])
-    bulk_save(couch.main, [deletion(v) for v in unpaid if rules.redemption_id(v["_id"]) not in used])
+    voucher = get_or_none(couch.main, "voucher:" + transfer_id.removeprefix(rules.spend_id("")))
+    if voucher is None or len(_leaves(couch, voucher["_id"])) > 1:
+        return False
+    kept = next((t for t in leaves if t["from_account"] == voucher["holder"]), leaves[0])
+    if kept is not leaves[0]:
+        couch.main.save({**kept, "_rev": leaves[0]["_rev"]})
     bulk_save(couch.main, [deletion(lost) for lost in leaves[1:]])
     return True

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import secrets
 from typing import Any
 
 from pycouchdb.exceptions import Conflict
 
+from server.domain import migrations
 from server.domain import timebank as rules
-from server.domain.access import Principal, deletion, may_see
+from server.domain.access import Principal, deletion, may_see, write_refusal
 from server.domain.declaration import Role, validate
 from server.domain.errors import FieldError, UserError
 from server.security import filing
 from server.security.filing import Signer
+from server.security.keystore import KeyStore
 from server.store import queries, sweeps
 from server.store.couch import Couch, bulk_save, get_many, get_or_none, iter_view_docs
 
@@ -92,7 +93,7 @@ def claimable_tasks(couch: Couch, user: Doc, now: dt.datetime) -> list[Doc]:
                   reverse=True)
 
 
-def claim(couch: Couch, p: Principal, task_id: str, minutes: Any, note: str, now: dt.datetime,
+def claim(couch: Couch, keys: KeyStore, p: Principal, task_id: str, minutes: Any, note: str, now: dt.datetime,
           in_person_code: str = "", in_person_consent: bool = False) -> Doc:
     """The provider claims `minutes` for a task they did; the resident it was for confirms or disputes, or has
     confirmed already in person, on the provider's phone, with one of their codes (then the hours move now)."""
@@ -106,8 +107,7 @@ def claim(couch: Couch, p: Principal, task_id: str, minutes: Any, note: str, now
            "task": task_id, "minutes": minutes, "note": note.strip()[:500] or None, "status": "claimed",
            **in_person, "created_by": p.user_id, "created_at": now.isoformat()}
     doc = {k: v for k, v in doc.items() if v is not None}
-    lock = get_or_none(couch.accounts, rules.ledger_lock_id(doc["resident"])) if in_person and doc.get(
-        "resident") else None
+    lock = _opened_lock(couch, keys, doc["resident"]) if in_person and doc.get("resident") else None
     refused = rules.claim_refusal(p.user_id, doc, task, lock, now)
     if refused:
         key = refused[0]
@@ -117,14 +117,22 @@ def claim(couch: Couch, p: Principal, task_id: str, minutes: Any, note: str, now
                           status=403 if key == "tb_claim_not_yours" else 400)
     if get_or_none(couch.main, doc["_id"]) is not None:
         raise LedgerError("tb_claim_exists", field="task", status=409)
-    if queries.refusal_to_store(couch, p, None, doc, now):
+    refs = {**queries.write_refs(couch, doc), **({lock["_id"]: lock} if lock else {})}  # the codes as checked
+    if write_refusal(p, None, doc, refs, now):
         raise LedgerError("tb_claim_not_yours", field="task", status=403)
     validate(doc)
     try:
         saved = couch.main.save(doc)
     except Conflict:  # the other phone, or a retry, got there first: one task, one claim
         raise LedgerError("tb_claim_exists", field="task", status=409) from None
-    return settle_in_person(couch, [saved["_id"]], now)[0] if in_person else saved
+    return settle_in_person(couch, keys, [saved["_id"]], now)[0] if in_person else saved
+
+
+def _lock(couch: Couch, account: str) -> Doc | None:
+    """The account's `ledger_lock` as stored, upgraded to the current declaration (one from before version 2 still
+    holds the secret kept in the clear: dropped, so that what is written back validates)."""
+    lock = get_or_none(couch.accounts, rules.ledger_lock_id(account))
+    return migrations.upgrade(lock) if lock else None
 
 
 def count_code_misses(couch: Couch, writer: str, claims: list[Doc], now: dt.datetime) -> None:
@@ -135,7 +143,7 @@ def count_code_misses(couch: Couch, writer: str, claims: list[Doc], now: dt.date
         if not isinstance(resident, str) or not isinstance(claim.get("_id"), str):
             continue
         for _ in range(5):  # the lock is busy (a transfer, another miss): read it again
-            lock = get_or_none(couch.accounts, rules.ledger_lock_id(resident))
+            lock = _lock(couch, resident)
             counted = rules.with_code_miss(lock, claim["_id"], writer, claim.get("in_person_code"), now) if lock \
                 else None
             if counted is None:
@@ -150,7 +158,7 @@ def count_code_misses(couch: Couch, writer: str, claims: list[Doc], now: dt.date
 
 def code_misses(couch: Couch, resident: str, now: dt.datetime) -> int:
     """How many wrong codes were typed for the resident in the last day (shown on their page)."""
-    return len(rules.recent_code_misses(get_or_none(couch.accounts, rules.ledger_lock_id(resident)), now))
+    return len(rules.recent_code_misses(_lock(couch, resident), now))
 
 
 _CLAIM_FIELDS = {"tb_minutes_range": "minutes", "tb_code_wrong": "in_person_code",
@@ -158,7 +166,12 @@ _CLAIM_FIELDS = {"tb_minutes_range": "minutes", "tb_code_wrong": "in_person_code
                  "tb_in_person_consent": "in_person_consent"}  # the form input each refusal belongs to
 
 
-def settle_in_person(couch: Couch, claim_ids: list[str], now: dt.datetime) -> list[Doc]:
+def _opened_lock(couch: Couch, keys: KeyStore, resident: str) -> Doc | None:
+    """The resident's lock as the code checks read it (rules.opened: their secret beside it, never stored)."""
+    return rules.opened(_lock(couch, resident), keys.code_key())
+
+
+def settle_in_person(couch: Couch, keys: KeyStore, claim_ids: list[str], now: dt.datetime) -> list[Doc]:
     """Claims confirmed in person (a resident's code on the provider's phone, checked when the claim was stored):
     the hours move now and the code is spent, in one compare-and-set of the resident's `ledger_lock`; the claim
     is marked confirmed with the resident's consent, its code dropped. One that cannot be (the code spent by
@@ -170,10 +183,10 @@ def settle_in_person(couch: Couch, claim_ids: list[str], now: dt.datetime) -> li
             settled.append(doc)
             continue
         try:
-            transfer_id = _move_claimed_hours(couch, doc, doc["created_by"], now, doc["in_person_code"])
+            transfer_id = _move_claimed_hours(couch, doc, doc["created_by"], now, (doc["in_person_code"], keys))
         except LedgerError as refused:
             # The provider has seen the code: spent all the same, so that it confirms nothing else.
-            _spend_code(couch, doc["resident"], doc["in_person_code"])
+            _spend_code(couch, keys, doc["resident"], doc["in_person_code"])
             now_stored = get_or_none(couch.main, doc["_id"]) or doc  # marked lapsed, perhaps
             why = refused.errors[0].key
             settled.append(_save_claim(couch, {**_without_code(now_stored), "in_person_refused": IN_PERSON_REFUSED.get(
@@ -195,15 +208,17 @@ def _without_code(doc: Doc) -> Doc:
     return {k: v for k, v in doc.items() if k != "in_person_code"}
 
 
-def _spend_code(couch: Couch, resident: str, code: str) -> None:
+def _spend_code(couch: Couch, keys: KeyStore, resident: str, code: str) -> None:
     """Spend a resident's code without moving anything (a confirmation refused after it was typed)."""
     for _ in range(LOCK_TRIES):
-        lock = get_or_none(couch.accounts, rules.ledger_lock_id(resident))
-        number = rules.code_number(lock, code)
-        if number is None:
+        lock = _lock(couch, resident)
+        number = rules.code_number(rules.opened(lock, keys.code_key()), code)
+        if lock is None or number is None:
             return
+        spent = rules.spend_code(lock, number)
+        validate(spent)
         try:
-            couch.accounts.save(rules.spend_code(lock, number))
+            couch.accounts.save(spent)
             return
         except Conflict:
             continue
@@ -229,19 +244,21 @@ def in_person_claims(couch: Couch) -> list[str]:
     return [row["id"] for row in rows if row["doc"].get("in_person_code")]
 
 
-def confirmation_codes(couch: Couch, resident: str) -> list[str]:
-    """A resident's good one-time codes, to type on a provider's phone; their secret made on first asking."""
+def confirmation_codes(couch: Couch, keys: KeyStore, resident: str) -> list[str]:
+    """A resident's good one-time codes, to type on a provider's phone; their window of codes opened on first
+    asking (the secret itself is derived from the installation's code key, never stored)."""
     lock_id = rules.ledger_lock_id(resident)
-    lock = get_or_none(couch.accounts, lock_id) or {"_id": lock_id, "type": "ledger_lock", "account": resident,
+    lock = _lock(couch, resident) or {"_id": lock_id, "type": "ledger_lock", "account": resident,
                                                     "seq": 0}
-    if not lock.get("secret"):
-        lock = {**lock, "secret": secrets.token_hex(32), "codes_from": 0, "codes_used": []}
+    if "codes_from" not in lock:
+        lock = {**lock, "codes_from": 0, "codes_used": []}
         validate(lock)
         try:
             couch.accounts.save(lock)
         except Conflict:  # made meanwhile (another page, a transfer taking the lock): read it
-            return confirmation_codes(couch, resident)
-    return [rules.confirmation_code(lock["secret"], n) for n in rules.open_code_numbers(lock)]
+            return confirmation_codes(couch, keys, resident)
+    secret = rules.code_secret(keys.code_key(), resident)
+    return [rules.confirmation_code(secret, n) for n in rules.open_code_numbers(lock)]
 
 
 def _load_claim(couch: Couch, p: Principal, claim_id: str) -> Doc:
@@ -273,7 +290,10 @@ def confirm(couch: Couch, p: Principal, claim_id: str, now: dt.datetime, consent
                    transfer=transfer_id)
 
 
-def _move_claimed_hours(couch: Couch, doc: Doc, by: str, now: dt.datetime, code: str | None = None) -> str:
+InPerson = tuple[str, KeyStore]  # a code typed in person, and the keys its resident's secret is derived with
+
+
+def _move_claimed_hours(couch: Couch, doc: Doc, by: str, now: dt.datetime, code: InPerson | None = None) -> str:
     """The confirmation's transfer, written once; its id. A transfer of this claim found already (written by a
     confirmation that stopped before marking the claim, or racing this one) is that confirmation's: it counts."""
     transfer_id = rules.transfer_id_of_claim(doc["_id"])
@@ -323,7 +343,7 @@ def _decide(couch: Couch, doc: Doc, status: str, p: Principal | None, now: dt.da
         raise LedgerError("tb_claim_answered", status=409) from None
 
 
-def expire(couch: Couch, now: dt.datetime) -> int:
+def expire(couch: Couch, keys: KeyStore, now: dt.datetime) -> int:
     """Claims unanswered for `CLAIM_EXPIRES_AFTER` lapse (a confirmed one whose claim was not yet marked is
     marked confirmed instead). One still carrying a resident's in-person code (never settled: a process stopped in
     between) is settled first, which, the claim having lapsed, spends the code (the provider's phone has seen it)
@@ -335,7 +355,7 @@ def expire(couch: Couch, now: dt.datetime) -> int:
 
     def lapse(doc: Doc) -> bool:
         if doc.get("in_person_code"):
-            doc = settle_in_person(couch, [doc["_id"]], now)[0]
+            doc = settle_in_person(couch, keys, [doc["_id"]], now)[0]
         transfer_id = rules.transfer_id_of_claim(doc["_id"])
         finished = get_or_none(couch.main, transfer_id)
         try:
@@ -359,20 +379,21 @@ def _transfer_doc(transfer_id: str, place: Doc, ledger: str, from_account: str, 
 LOCK_TRIES = 200  # each round of contention lets one writer through: enough for that many at once
 
 
-def _record(couch: Couch, transfer: Doc, code: str | None = None) -> Doc:
+def _record(couch: Couch, transfer: Doc, code: InPerson | None = None) -> Doc:
     """Write a new transfer if the ledger allows it. Never an edit: an existing id is a conflict.
 
     Two transfers out of one account at once could each read a balance without the other and together pass the
     floor. So each first takes the account's `ledger_lock` (a compare-and-set on its CouchDB revision) holding the
     transfer it is about to write, having written the transfer the previous holder left there (if it stopped
     before writing it) and read the balance after it; a writer that loses the race reads again. `code`: a
-    resident's confirmation code typed in person, spent in the same compare-and-set."""
+    resident's confirmation code typed in person (with the keys that open their lock), spent in the same
+    compare-and-set."""
     if transfer["ledger"] == "points" and transfer["from_account"].startswith(rules.MINTING_ACCOUNT_TYPE + ":"):
         _check(couch, transfer)
         return _write_transfer(couch, transfer)  # the community mints: no floor to hold
     lock_id = rules.ledger_lock_id(transfer["from_account"])
     for _ in range(LOCK_TRIES):
-        lock = get_or_none(couch.accounts, lock_id) or {"_id": lock_id, "type": "ledger_lock",
+        lock = _lock(couch, transfer["from_account"]) or {"_id": lock_id, "type": "ledger_lock",
                                                         "account": transfer["from_account"], "seq": 0}
         if lock.get("last"):
             _write_left_transfer(couch, lock["last"])
@@ -380,7 +401,7 @@ def _record(couch: Couch, transfer: Doc, code: str | None = None) -> Doc:
         transfer = {**transfer, "seq": lock["seq"] + 1}
         taken = {**lock, "seq": transfer["seq"], "last": transfer}
         if code is not None:
-            number = rules.code_number(lock, code)
+            number = rules.code_number(rules.opened(lock, code[1].code_key()), code[0])
             if number is None:
                 raise LedgerError("tb_code_used", field="in_person_code", status=409)
             taken = rules.spend_code(taken, number)

@@ -249,11 +249,13 @@ class Couch:
         return {MAIN_DB: self.main, ACCOUNTS_DB: self.accounts}[logical]
 
 
-def connect(settings: Settings, embedded_url: str | None = None, *, designs: bool = True) -> Couch:
+def connect(settings: Settings, embedded_url: str | None = None, *, designs: bool = True,
+            timeout: float = 600) -> Couch:
     """Open (creating if needed) Linli's databases and, unless `designs` is False, their design documents
-    (the command line checks the master key first, and writes them after: `ensure_designs`)."""
+    (the command line checks the master key first, and writes them after: `ensure_designs`). `timeout`: seconds a
+    request may take (a benchmark at a large scale waits longer for pouchdb-server's query-time sums)."""
     url = server_url(settings, embedded_url)
-    server = pycouchdb.Server(url, timeout=600)
+    server = pycouchdb.Server(url, timeout=timeout)
     dbs = {}
     for logical in (MAIN_DB, ACCOUNTS_DB):
         name = settings.db_name(logical)

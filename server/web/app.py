@@ -536,7 +536,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
 
 
 CODES_EVERY = 60  # sweeps: venues' code hashes run a week ahead, so once an hour is plenty
-MINT_EVERY = 15  # sweeps: points for the last quarter hour's participation (it reads every source document)
+MINT_EVERY = 15  # sweeps: points for the last quarter hour's participation, and vouchers left half done
 
 
 def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[[], object]]]:
@@ -559,14 +559,16 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("offline access reports filed", lambda: filing.file_reports(couch, firewall.signer)),
         ("rolls a stopped process left preparing", lambda: deliberation.freeze_pending(couch, _now())),
         ("votes past closing", lambda: deliberation.close_due(couch, firewall.keystore, firewall.signer, _now())),
-        ("time-bank claims nobody answered", lambda: timebank.expire(couch, _now())),
+        ("time-bank claims nobody answered", lambda: timebank.expire(couch, firewall.keystore, _now())),
         # Claims confirmed in person that the sync gateway's hook did not settle (a process stopped in between).
         ("time-bank claims confirmed in person",
-         lambda: timebank.settle_in_person(couch, timebank.in_person_claims(couch), _now())),
+         lambda: timebank.settle_in_person(couch, firewall.keystore, timebank.in_person_claims(couch), _now())),
         # BLE alerts: family notifications and escalation to the secretary (server/services/alerts.py)
         ("alerts", lambda: alerts.sweep(couch, _now())),
         # Participation points (server/services/rewards.py): idempotent, so one sweep in MINT_EVERY is enough.
         ("participation points", _one_in(MINT_EVERY, lambda: rewards.mint_all(couch, _now()))),
+        # Vouchers a stopped process left unpaid, or whose debit was reversed (server/services/rewards.py).
+        ("vouchers left half done", _one_in(MINT_EVERY, lambda: rewards.repair_vouchers(couch, _now()))),
         # Bookings nobody checked in to within their grace period: no-shows, released (server/services/pool.py)
         ("no-shows", lambda: pool.sweep_no_shows(couch, _now())),
         # "Is it really fixed?" answered on grid workers' phones offline (issue 18), applied as online.

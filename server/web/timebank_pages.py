@@ -25,7 +25,7 @@ from server.domain.access import Principal, may_see
 from server.domain.declaration import LEDGERS, Role
 from server.domain.errors import by_field
 from server.security.firewall import Firewall
-from server.services import timebank
+from server.services import rewards, timebank
 from server.store import queries
 from server.store.couch import get_many
 from server.web.preparing import preparing
@@ -67,7 +67,7 @@ def my_page_context(firewall: Firewall, user: Doc, now: dt.datetime) -> dict[str
                    | {c["household"] for c in made} | {e["from_account"] for e in entries}
                    | {e["to_account"] for e in entries})
     hours, points = (timebank.balance(couch, community, ledger, account) for ledger in LEDGERS)
-    codes = timebank.confirmation_codes(couch, resident["_id"]) if resident else []
+    codes = timebank.confirmation_codes(couch, firewall.keystore, resident["_id"]) if resident else []
     return {"hours": rules.hours_text(hours), "points": points, "to_answer": list(map(_shown, to_answer)),
             "codes": codes, "code_misses": timebank.code_misses(couch, resident["_id"], now) if resident else 0,
             "code_misses_most": rules.CODE_MISSES_PER_DAY,
@@ -168,8 +168,9 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
 
     async def new_claim(request: Request) -> Response:
         return await act(request, lambda p, form: timebank.claim(
-            couch, p, str(form.get("task", "")), _minutes(str(form.get("hours", ""))), str(form.get("note", "")),
-            now(), str(form.get("in_person_code", "")), form.get("in_person_consent") == "yes"),
+            couch, firewall.keystore, p, str(form.get("task", "")), _minutes(str(form.get("hours", ""))),
+            str(form.get("note", "")), now(), str(form.get("in_person_code", "")),
+            form.get("in_person_consent") == "yes"),
             lambda made: "confirmed" if made["status"] == "confirmed" else "claimed")  # in person: settled at once
 
     async def answer(request: Request) -> Response:
@@ -208,7 +209,7 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         user, community = await secretary(request)
         form = await request.form()
         try:
-            await run_in_threadpool(timebank.reverse, couch, firewall.signer, Principal.of(user),
+            await run_in_threadpool(rewards.reverse, couch, firewall.signer, Principal.of(user),
                                     str(form.get("transfer", "")), str(form.get("reason", "")), now(),
                                     request.headers.get("user-agent", "")[:100])
         except timebank.LedgerError as refused:
