@@ -5,7 +5,7 @@
 Starts from an empty Linli database on its own pouchdb-server, stores `--resources` venues of one community (open
 9-17 every day, a blackout day a month), each with `--bookings` bookings of 1-3 hours spread over the past year
 (one document per hour slot), four in five checked in, the rest no-shows. Then, interleaved `--repeat` times,
-times the board (`pool.board`: every resource's twelve months from the `pool` view, no document bodies, idle rates
+times the board (`pool.board`: every resource's twelve months read by id ranges, `pool.slot_uses`, idle rates
 and flags) against reading the same booking and check-in documents alone (`_all_docs` over their ids, with
 bodies), the least any report over those documents must do. Prints one JSON line: medians and their ratio.
 """
@@ -95,12 +95,16 @@ def run(resources: int, bookings: int, repeat: int) -> dict:
         _store(couch.main, [{"_id": COMMUNITY, "type": "community", "street": STREET, "community": COMMUNITY,
                              "name": "基准社区"}, *venues])
         history = [doc for venue in venues for doc in _history(venue, bookings, rng)]
+        started = time.perf_counter()
         _store(couch.main, history)
+        store_seconds = time.perf_counter() - started
+        print(f"stored {len(history)} documents in {store_seconds:.0f} s", file=sys.stderr, flush=True)
         ids = [d["_id"] for d in history]
         started = time.perf_counter()
         for view in ("linli/pool", "linli/by_place"):  # indexed before the clock starts
             _indexed(couch.main, view)
         index_seconds = time.perf_counter() - started
+        print(f"indexed in {index_seconds:.0f} s", file=sys.stderr, flush=True)
         boards, reads = [], []
         for _ in range(repeat):  # interleaved, so that a slow moment of the machine hits both
             started = time.perf_counter()
@@ -113,9 +117,11 @@ def run(resources: int, bookings: int, repeat: int) -> dict:
             assert len(rows) == resources and len(read) == len(ids)
         board, reference = statistics.median(boards), statistics.median(reads)
         return {"resources": resources, "bookings_per_resource": bookings, "documents": len(history),
-                "flagged": sum(r["flagged"] for r in rows), "index_seconds": round(index_seconds, 2),
+                "flagged": sum(r["flagged"] for r in rows), "store_seconds": round(store_seconds, 1), "index_seconds": round(index_seconds, 2),
                 "board_seconds": round(board, 3), "reference_read_seconds": round(reference, 3),
-                "ratio": round(board / reference, 2), "repeat": repeat}
+                "ratio": round(board / reference, 2), "repeat": repeat,
+                "board_spread": [round(min(boards), 3), round(max(boards), 3)],
+                "read_spread": [round(min(reads), 3), round(max(reads), 3)]}
 
 
 def main() -> None:

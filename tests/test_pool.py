@@ -200,7 +200,7 @@ def test_the_keeper_approves_and_a_no_show_releases_the_slot(demo_loaded: Couch,
     assert pool.sweep_no_shows(demo_loaded, at(1, 8).replace(minute=14)) == 0  # still within its grace
     assert pool.sweep_no_shows(demo_loaded, at(1, 8).replace(minute=16)) == 1
     assert demo_loaded.main.get(booked["_id"])["status"] == "no_show"
-    uses = pool.slot_uses(demo_loaded, C1)[hall["_id"]]
+    uses = pool.slot_uses(demo_loaded, hall, ["2026-12"])
     assert uses == {"2026120108": "no_show"}
 
 
@@ -214,7 +214,7 @@ def test_check_in_by_code_counts_as_use_a_forged_code_does_not(demo_loaded: Couc
     assert pool.venue_code(demo_loaded, hall["_id"], at(1, 9)) == TODAYS_CODE
     pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", TODAYS_CODE.lower(), at(1, 9).replace(minute=5))
     assert pool.sweep_no_shows(demo_loaded, at(1, 10)) == 0
-    assert pool.slot_uses(demo_loaded, C1)[hall["_id"]] == {"2026120109": "used"}
+    assert pool.slot_uses(demo_loaded, hall, ["2026-11", "2026-12"]) == {"2026120109": "used"}
     [row] = [r for r in pool.board(demo_loaded, C1, at(1, 12) + dt.timedelta(days=31), months=1)
              if r["resource"]["_id"] == hall["_id"]]
     assert row["months"][0].used == 1 and row["months"][0].blocked == 3

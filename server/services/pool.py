@@ -373,23 +373,30 @@ def sweep_no_shows(couch: Couch, now: dt.datetime) -> int:
 
 # ---------------------------------------------------------------- use measured: the utilisation board
 
-def slot_uses(couch: Couch, community: str) -> dict[str, dict[str, str]]:
-    """Every booked slot of a community's resources, by resource and hour: "used" (its booking was checked in),
-    "no_show", or "booked" (held, not used). One view range, no document bodies."""
-    rows = couch.main.query("linli/pool", as_list=True, startkey=[community], endkey=[community, {}])
-    checked = {(r["key"][1], r["key"][3]) for r in rows if r["key"][2] == "c"}
-    uses: dict[str, dict[str, str]] = defaultdict(dict)
+def slot_uses(couch: Couch, resource: Doc, months: list[str]) -> dict[str, str]:
+    """Every booked slot of a resource in `months` (YYYY-MM, oldest first), by hour ("YYYYMMDDHH"): "used" (its
+    booking was checked in), "no_show", or "booked" (held, not used). Two ranges of the database's own index by
+    id, since a slot's id and its check-in's name the resource and the hour (`slot_id`, `checkin_id`): no view to
+    build or keep over a year of bookings (a view over every slot took longer than 20 minutes to build on the
+    embedded server at 500 resources: bench/pool.py), check-ins without their bodies."""
+    key = resource["_id"].removeprefix("resource:")
+    first = dt.date.fromisoformat(months[0] + "-01")
+    last = months[-1].replace("-", "") + "99"
+    rows = couch.main.all(startkey=f"booking:{key}:{first:%Y%m%d}00", endkey=f"booking:{key}:{last}",
+                          include_docs="true", as_list=True)
+    since = first - dt.timedelta(days=1)  # a booking begun the evening before runs into the first month
+    checked = {row["id"].rsplit(":", 1)[1] for row in couch.main.all(
+        startkey=f"checkin:{key}:{since:%Y%m%d}00", endkey=f"checkin:{key}:{last}", as_list=True)}
+    uses: dict[str, str] = {}
     for row in rows:
-        _, resource, kind, hour = row["key"]
-        if kind != "b":
-            continue
-        status, group_hour = row["value"]
-        if (resource, group_hour) in checked:
-            uses[resource][hour] = "used"
+        slot = row.get("doc") or {}
+        hour, status = row["id"].rsplit(":", 1)[1], slot.get("status")
+        if str(slot.get("group", "")).rsplit(":", 1)[-1] in checked:
+            uses[hour] = "used"
         elif status == "no_show":
-            uses[resource][hour] = "no_show"
+            uses[hour] = "no_show"
         elif status in rules.ACTIVE:
-            uses[resource][hour] = "booked"
+            uses[hour] = "booked"
     return uses
 
 
@@ -406,13 +413,13 @@ def months_back(now: dt.datetime, count: int) -> list[str]:
 def board(couch: Couch, community: str, now: dt.datetime, months: int = 12) -> list[Doc]:
     """Each resource of the community with its last `months` whole months, its flag and, if flagged, a
     suggestion; flagged first, then by name."""
-    by_month: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    for resource_id, hours in slot_uses(couch, community).items():
-        for hour, use in hours.items():
-            by_month[resource_id, f"{hour[:4]}-{hour[4:6]}"][hour] = use
+    shown = months_back(now, months)
     rows = []
     for resource in resources_of(couch, community):
-        table = [rules.month_of(resource, m, by_month.get((resource["_id"], m), {})) for m in months_back(now, months)]
+        by_month: dict[str, dict[str, str]] = defaultdict(dict)
+        for hour, use in slot_uses(couch, resource, shown).items():
+            by_month[f"{hour[:4]}-{hour[4:6]}"][hour] = use
+        table = [rules.month_of(resource, m, by_month[m]) for m in shown]
         flag = rules.flagged(table)
         rows.append({"resource": resource, "months": table, "flagged": flag,
                      "suggestion": rules.suggestion(resource, table[-rules.IDLE_MONTHS:]) if flag else None})
