@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -46,7 +47,7 @@ from server.security.firewall import Firewall
 from server.services import deliberation, demo, needs, pool, rewards, survey, timebank
 from server.services import service_requests as sr
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
-from server.store.couch import Couch, bulk_save, connect, get_or_none, iter_view_docs
+from server.store.couch import Couch, build_views, bulk_save, connect, get_or_none, iter_view_docs
 from server.store.embedded_couch import EmbeddedCouch
 from server.web import resident_needs
 from server.web.app import create_app
@@ -127,6 +128,7 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     _matter(couch, firewall, street)
     _pool(couch)
     _survey(couch, street)
+    build_views(couch, ("pool", "conflicts"))  # as a server that has run a while: the first /pool waits for no index
     # Numbers to search by: the phone and ID card of a resident whose contact details the worker may open, and of
     # one who keeps them from the worker (offline the phone compares with the numbers it can open).
     street.numbers = [str(firewall.reveal(secretary, couch.main.get(resident(n)), "contact", purpose="routine_visit",
@@ -256,8 +258,10 @@ def _survey(couch: Couch, street: Street) -> None:
                           LOCAL_TZ)
 
 
-# The resource pool (issue 17): a hall of the first community, with zhiyuan01a's booking of this hour (its check-in
-# window open for two hours) and one of the hour before, checked in already.
+# The resource pool (issue 17): a hall of the first community, with a photo, kept by wangge01, with zhiyuan01a's
+# booking of this hour (its check-in window open for two hours) and one of the hour before, checked in already;
+# tomorrow one awaiting its keeper, at 9 and 10 a blackout (two on one day), at 11 a slot two phones took offline
+# (a conflict); the day after, a resident's booking (their account's name stays online: KNOWN).
 POOL_HALL, POOL_SECRET = "resource:parity-hall", "the parity hall's secret"
 
 
@@ -266,24 +270,55 @@ def pool_code() -> str:
     return pool_rules.day_code(POOL_SECRET, dt.datetime.now(pool_rules.LOCAL).date())
 
 
+def pool_day(days: int) -> str:
+    return (dt.datetime.now(pool_rules.LOCAL) + dt.timedelta(days=days)).date().isoformat()
+
+
 def _pool(couch: Couch) -> None:
     now = dt.datetime.now(pool_rules.LOCAL).replace(minute=0, second=0, microsecond=0)
     place = {"street": demo.STREET_ID, "community": couch.main.get(G1)["community"]}
+    tomorrow = now.replace(hour=0) + dt.timedelta(days=1)
     pool.add_resource(couch, {
         "_id": POOL_HALL, "type": "resource", **place, "name": "活动室 <&>", "kind": "room", "owner_kind": "community",
         "place": "二楼", "capacity": 20, "open_hours": [{"weekday": d, "opens": 0, "closes": 24} for d in range(7)],
+        "blackouts": [{"date": pool_day(1), "from_hour": 9, "to_hour": 10, "reason": "消防 <检查>"},
+                      {"date": pool_day(1), "from_hour": 10, "to_hour": 11}],
         "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"], "book_ahead_days": 14, "max_hours": 3,
-        "approval": False, "grace_minutes": 120, "created_by": "user:shuji1", "created_at": NOW.isoformat()},
+        "approval": False, "grace_minutes": 120, "keepers": ["user:wangge01"], "created_by": "user:shuji1",
+        "created_at": NOW.isoformat(),
+        "_attachments": {"photo.png": {"content_type": "image/png", "data": base64.b64encode(TINY_PNG).decode()}}},
         NOW, secret=POOL_SECRET)
-    for start in (now, now - dt.timedelta(hours=1)):
+
+    def booking(start: dt.datetime, by: str, status: str = "confirmed") -> dict[str, Any]:
         slot = pool_rules.slot_id(POOL_HALL, start)
-        couch.main.save({"_id": slot, "type": "booking", **place, "resource": POOL_HALL,
-                         "slot_start": start.isoformat(), "group": slot, "hours": 1, "people": 3,
-                         "status": "confirmed", "booked_by": "user:zhiyuan01a", "created_at": NOW.isoformat()})
+        return {"_id": slot, "type": "booking", **place, "resource": POOL_HALL, "slot_start": start.isoformat(),
+                "group": slot, "hours": 1, "people": 3, "status": status, "booked_by": by,
+                "created_at": NOW.isoformat()}
+
+    for doc in (booking(now, "user:zhiyuan01a"), booking(now - dt.timedelta(hours=1), "user:zhiyuan01a"),
+                booking(tomorrow.replace(hour=8), "user:zhiyuan01a", "requested"),
+                {**booking(tomorrow + dt.timedelta(days=1, hours=8), "user:jumin1"), "resident": resident(2)}):
+        couch.main.save(doc)
     earlier = pool_rules.slot_id(POOL_HALL, now - dt.timedelta(hours=1))
     couch.main.save({"_id": pool_rules.checkin_id(earlier), "type": "checkin", **place, "resource": POOL_HALL,
                      "booking": earlier, "method": "keeper", "created_by": "user:wangge01",
                      "created_at": (now - dt.timedelta(hours=1)).isoformat()})
+    taken = booking(tomorrow.replace(hour=11), "user:wangge01")
+    branches = [{**taken, "_rev": "1-aaaa"}, {**taken, "booked_by": "user:zhiyuan01a", "_rev": "1-bbbb"}]
+    couch.main.resource._request_response(  # as two phones' replications write them: two branches, one conflict
+        "POST", "_bulk_docs", headers={"Content-Type": "application/json"},
+        data=json.dumps({"new_edits": False, "docs": branches}).encode())
+
+
+def pool_pages(street: Street) -> list[Ask]:
+    """The pool browsed offline (issue 17 item 5): the list, the hall today, tomorrow (awaiting approval, two
+    blackouts, a conflict: the keeper sees whom and the day's code), a day asked for wrongly or too far off
+    (today), a notice, a venue not there, the photo."""
+    hall = f"/pool/r/{POOL_HALL.removeprefix('resource:')}"
+    return [Ask("GET", "/pool"), Ask("GET", "/pool?done=cancelled"), Ask("GET", hall),
+            Ask("GET", f"{hall}?day={pool_day(1)}"), Ask("GET", f"{hall}?day={pool_day(1).replace('-', '')}"),
+            Ask("GET", f"{hall}?day=2026-02-30"), Ask("GET", f"{hall}?day={pool_day(400)}&done=booked"),
+            Ask("GET", "/pool/r/nowhere"), Ask("GET", f"{hall}/photo")]
 
 
 @pytest.fixture(scope="module")
@@ -475,7 +510,8 @@ def pages_for(street: Street, username: str) -> list[Ask]:
             Ask("GET", f"/visits/{street.visit.split(':')[1]}/photo"),
             Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}/photos/photo-1.png"),
             Ask("GET", "/matters"), Ask("GET", f"/matters/{street.matter}/door"),
-            Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={pool_code()}"),
+            Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={pool_code()}"), *pool_pages(street),
+            Ask("GET", f"/pool/r/{POOL_HALL.removeprefix('resource:')}?day={pool_day(2)}"),
             Ask("GET", "/survey/door"),
         ]
     if username == "shuji1":
@@ -490,7 +526,7 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 Ask("POST", f"/alerts/{street.alerts['raised'].split(':')[1]}/act", (("action", "acknowledge"),)),
                 Ask("GET", "/tasks"),
                 *[Ask("GET", f"/tasks/{street.tasks[s]}") for s in ("assigned", "done", "declined")],
-                *everyone, *nowhere, *pool_checkin(street), Ask("GET", "/survey/door")]
+                *everyone, *nowhere, *pool_checkin(street), *pool_pages(street), Ask("GET", "/survey/door")]
     if username == "hezuo1":  # a partner's staff: their counter (/ redirects there)
         return [Ask("GET", "/"), Ask("GET", "/redeem"), *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
@@ -532,6 +568,11 @@ KNOWN: dict[str, tuple[str, Any]] = {
         "queries.colleague_names), so offline it shows the account id",
         lambda username, ask: username != "jumin1" and ask.path.startswith("/requests/")
         and ask.path.count("/") == 2 and ask.path.split("/")[2] == RESIDENTS_REQUEST[0]),
+    "a resident booker's name on the keeper's calendar": (
+        "the keeper's calendar names who booked each hour by their account's name online; a phone holds no "
+        "resident's account name (session.json names staff only, queries.colleague_names), so offline it shows "
+        "the account id",
+        lambda username, ask: username.startswith("wangge01") and ask.path.endswith(f"?day={pool_day(2)}")),
 }
 
 

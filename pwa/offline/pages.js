@@ -1083,6 +1083,137 @@ async function poolCheckin({ db, session, query, form, method }) {
   return { redirect: `/pool/checkin?resource=${encodeURIComponent(resource._id)}&done=checked_in` };
 }
 
+// The pool browsed offline (issue 17 item 5): server/web/pool_pages.py list_page and resource_page over the replica,
+// for those who work in a community (grid workers, volunteers), whose phone holds its resources, bookings and
+// check-ins (access.py RULES). A resident's phone holds only their own bookings (it would show others' hours as
+// free), so their /pool and calendar need the server; they check in offline (poolCheckin). Booking needs the
+// server too: the form posts to it (a phone's booking written offline is judged at sync: access._pool_refusal).
+async function poolCommunity(db, session) {
+  if (session.user.resident) {
+    throw new OfflineError(503, "offline_unavailable");
+  }
+  const community = (session.user.communities || [])[0];
+  if (!community) {
+    throw new OfflineError(404, "not_found");
+  }
+  return community;
+}
+
+const byId = (a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0);
+
+// server/domain/pool.py open_hours_on, blocked_hours_on, opening_text. `day`: "YYYY-MM-DD"; weekday 0 is Monday.
+const weekdayOf = (day) => (new Date(`${day}T00:00:00Z`).getUTCDay() + 6) % 7;
+function openHoursOn(resource, day) {
+  const hours = new Set();
+  for (const r of (resource.open_hours || []).filter((h) => h.weekday === weekdayOf(day))) {
+    for (let h = Math.max(0, r.opens); h < Math.min(24, r.closes); h += 1) hours.add(h);
+  }
+  return [...hours].sort((a, b) => a - b);
+}
+
+function blockedHoursOn(resource, day) {
+  const hours = new Map();
+  for (const b of (resource.blackouts || []).filter((x) => x.date === day)) {
+    for (let h = Math.max(0, b.from_hour); h < Math.min(24, b.to_hour); h += 1) {
+      if (!hours.has(h)) hours.set(h, b.reason || "");
+    }
+  }
+  return hours;
+}
+
+function openingText(resource, day) {
+  const runs = [];
+  for (const h of openHoursOn(resource, day)) {
+    if (runs.length && runs[runs.length - 1][1] === h) runs[runs.length - 1][1] = h + 1;
+    else runs.push([h, h + 1]);
+  }
+  return runs.map(([a, b]) => `${a}-${b}`).join(", ") || "-";
+}
+
+// pool_pages._day: the day asked for ("YYYY-MM-DD" or "YYYYMMDD", as Python's date.fromisoformat reads them)
+// within `days_shown` days of today, else today.
+const DAY_MS = 86400000;
+function shownDay(value, today, daysShown) {
+  const m = /^(\d{4})-?(\d\d)-?(\d\d)$/.exec(value || "");
+  const at = m && Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  const day = m && new Date(at).toISOString().slice(0, 10);
+  if (!m || m[1] === "0000" || day !== `${m[1]}-${m[2]}-${m[3]}`) {
+    return today;
+  }
+  return Math.abs(at - Date.parse(`${today}T00:00:00Z`)) <= daysShown * DAY_MS ? day : today;
+}
+const dayAfter = (day, n) => new Date(Date.parse(`${day}T00:00:00Z`) + n * DAY_MS).toISOString().slice(0, 10);
+const doneOf = (session, query) => (session.pool.done.includes(query.get("done")) ? query.get("done") : null);
+const bySlotStart = (a, b) => (a.slot_start < b.slot_start ? -1 : a.slot_start > b.slot_start ? 1 : byId(a, b));
+
+async function poolPage({ db, session, query }) {
+  const community = await poolCommunity(db, session);
+  const me = session.user._id;
+  const resources = (await docsOfType(db, "resource")).filter((r) => r.community === community)
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const mine = (await docsOfType(db, "booking")).filter((b) => b.group === b._id && b.booked_by === me)
+    .sort(bySlotStart).reverse().slice(0, 50); // pool.bookings_of: newest first
+  const checkedIn = new Set((await docsOfType(db, "checkin")).map((c) => c._id));
+  const today = todayIn(session.time_zone);
+  return { template: "pool.html", context: {
+    resources, mine, today, done: doneOf(session, query),
+    may_add: (session.user.roles || []).includes("secretary") && (session.user.communities || []).includes(community),
+    checked: Object.fromEntries(mine.filter((b) => checkedIn.has(checkinId(b._id)))
+      .map((b) => [b._id.slice("booking:".length), true])),
+    names: Object.fromEntries(resources.map((r) => [r._id, r.name])),
+    openings: Object.fromEntries(resources.map((r) => [r._id, openingText(r, today)])) } };
+}
+
+// pool.is_keeper: its keepers, the community's secretary, the administrator.
+const keeps = (session, resource) => (resource.keepers || []).includes(session.user._id)
+  || ((session.user.roles || []).includes("secretary") && (session.user.communities || []).includes(resource.community))
+  || (session.user.roles || []).includes("admin");
+
+async function poolResource({ db, session, params, query }) {
+  const community = await poolCommunity(db, session);
+  const resource = await load(db, `resource:${params.key}`, "resource");
+  if (resource.community !== community) {
+    throw new OfflineError(404, "not_found");
+  }
+  const today = todayIn(session.time_zone);
+  const day = shownDay(query.get("day"), today, session.pool.days_shown);
+  const keeper = keeps(session, resource);
+  const prefix = `booking:${params.key}:`;
+  const held = new Map((await db.allDocs({ startkey: `${prefix}${day.replace(/-/g, "")}00`,
+    endkey: `${prefix}${day.replace(/-/g, "")}99`, include_docs: true, conflicts: true })).rows
+    .filter((r) => r.doc).map((r) => [Number(r.id.slice(-2)), r.doc]));
+  const blocked = blockedHoursOn(resource, day);
+  const hours = openHoursOn(resource, day).map((hour) => { // pool.day_view
+    const doc = held.get(hour);
+    const state = doc?._conflicts?.length ? "conflict" : blocked.has(hour) ? "blocked"
+      : doc && session.pool.active.includes(doc.status) ? doc.status : "free";
+    return { hour, state, booking: doc || null, reason: blocked.get(hour) || "" };
+  });
+  const toApprove = !keeper ? [] : (await docsOfType(db, "booking"))
+    .filter((b) => b.resource === resource._id && b.group === b._id && b.status === "requested").sort(bySlotStart);
+  // Who booked, by name: the names the session carries (colleagues; a resident's account name stays online).
+  const seen = [...hours.filter((h) => h.booking).map((h) => h.booking.booked_by), ...toApprove.map((b) => b.booked_by)];
+  const names = Object.fromEntries(seen.filter((id) => keeper && session.names[id]).map((id) => [id, session.names[id]]));
+  const conflicted = keeper ? (await db.allDocs({ startkey: prefix, endkey: `${prefix}\ufff0`, include_docs: true,
+    conflicts: true })).rows.filter((r) => r.doc?._conflicts?.length).map((r) => r.id) : [];
+  const code = keeper ? ((session.pool.codes[resource._id] || []).find((c) => c.date === today) || {}).code : null;
+  return { template: "pool_resource.html", context: {
+    resource, day, keeper, prev_day: dayAfter(day, -1), next_day: dayAfter(day, 1),
+    opening: openingText(resource, day), user_id: session.user._id, errors: {}, done: doneOf(session, query),
+    form: { day, hour: "", hours: "1", people: "1", purpose: "" }, hours, names, to_approve: toApprove,
+    conflicts: conflicted.sort(), code: code || null } };
+}
+
+// pool_pages.photo: the resource's photo, from the replica.
+async function poolPhoto({ db, session, params }) {
+  const community = await poolCommunity(db, session);
+  const resource = await load(db, `resource:${params.key}`, "resource");
+  if (resource.community !== community) {
+    throw new OfflineError(404, "not_found");
+  }
+  return attachment(db, resource, Object.keys(resource._attachments || {})[0]);
+}
+
 // One request answered from the replica, as the service worker answers it (sw.js) and as the page-parity test
 // renders it (pwa/tests/offline_pages.mjs): {template, context, status}, {redirect} or {blob}. A refusal
 // (OfflineError) is the app's error page; a form must carry the session's CSRF token (`csrfToken`: the form's
@@ -1132,6 +1263,9 @@ export const ROUTES = [
   ["POST", "/redeem", redeemPage],
   ["GET", "/pool/checkin", poolCheckin],
   ["POST", "/pool/checkin", poolCheckin],
+  ["GET", "/pool", poolPage],
+  ["GET", "/pool/r/:key", poolResource],
+  ["GET", "/pool/r/:key/photo", poolPhoto],
   ["GET", "/timebank", timebankPage],
   ["POST", "/claims", claimOffline],
   ["GET", "/survey/door", surveyDoor],

@@ -32,6 +32,8 @@ CODE_LENGTH = 12
 # renews them (server/services/pool.py renew_codes).
 CODE_DAYS_KEPT = 14
 CODE_DAYS_AHEAD = 7
+SHEET_DAYS = 7  # the keeper prints a week of codes (one per day) to post at the venue; their phone holds the same
+DAYS_SHOWN = 366  # a resource's calendar shows a day within a year either way of today (else today)
 
 
 def slot_id(resource_id: str, start: dt.datetime) -> str:
@@ -53,6 +55,12 @@ def day_code(secret: str, day: dt.date) -> str:
     the keeper's page shows today's; nobody can work out another day's from it."""
     digest = hmac.new(secret.encode(), day.isoformat().encode(), hashlib.sha256).digest()
     return "".join(CODE_ALPHABET[b % len(CODE_ALPHABET)] for b in digest[:CODE_LENGTH])  # 256 % 32 == 0: unbiased
+
+
+def week_codes(secret: str, today: dt.date) -> list[Doc]:
+    """The venue's codes from today for SHEET_DAYS days: [{"date", "code"}], the keeper's printed sheet."""
+    days = (today + dt.timedelta(days=n) for n in range(SHEET_DAYS))
+    return [{"date": day.isoformat(), "code": day_code(secret, day)} for day in days]
 
 
 def code_hashes(secret: str, today: dt.date) -> list[Doc]:

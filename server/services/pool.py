@@ -87,6 +87,21 @@ def venue_code(couch: Couch, resource_id: str, now: dt.datetime) -> str | None:
     return rules.day_code(doc["secret"], now.astimezone(rules.LOCAL).date()) if doc else None
 
 
+def week_codes(couch: Couch, resource_id: str, now: dt.datetime) -> list[Doc]:
+    """The venue's codes for the coming week, one a day (its keeper prints them: a posted code is good for its
+    day only)."""
+    doc = get_or_none(couch.accounts, "venue_code:" + resource_id.removeprefix("resource:"))
+    return rules.week_codes(doc["secret"], now.astimezone(rules.LOCAL).date()) if doc else []
+
+
+def keepers_codes(couch: Couch, user: Doc, now: dt.datetime) -> dict[str, list[Doc]]:
+    """The coming week's codes of the venues this person keeps (named a keeper), by resource: what their phone
+    shows on the venue's page offline, as the server shows today's online (the secret never leaves the server)."""
+    kept = [r["_id"] for c in user.get("communities") or [] for r in resources_of(couch, c)
+            if user["_id"] in (r.get("keepers") or [])]
+    return {resource_id: week_codes(couch, resource_id, now) for resource_id in kept}
+
+
 def is_keeper(p: Principal, resource: Doc) -> bool:
     """Who approves and checks people in: the resource's keepers, and the community's secretary."""
     return p.user_id in (resource.get("keepers") or []) or (

@@ -54,7 +54,7 @@ def _day(value: str | None, now: dt.datetime) -> dt.date:
         day = dt.date.fromisoformat(value or "")
     except ValueError:
         return today
-    return day if abs((day - today).days) <= 366 else today
+    return day if abs((day - today).days) <= rules.DAYS_SHOWN else today
 
 
 def _int(value: Any) -> int | str:
@@ -159,9 +159,10 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
 
         def gather() -> dict[str, Any]:
             hours = pool.day_view(couch, resource, day)
-            seen = {h["booking"]["booked_by"] for h in hours if h["booking"]} if keeper else set()
-            return {"hours": hours, "names": queries.user_names(couch, seen),
-                    "to_approve": pool.to_approve(couch, resource) if keeper else [],
+            to_approve = pool.to_approve(couch, resource) if keeper else []
+            seen = {b["booked_by"] for b in (*(h["booking"] for h in hours if h["booking"]), *to_approve)}
+            return {"hours": hours, "names": queries.user_names(couch, seen) if keeper else {},
+                    "to_approve": to_approve,
                     "conflicts": pool.conflicts_of(couch, resource) if keeper else [],
                     "code": pool.venue_code(couch, resource["_id"], now()) if keeper else None}
 

@@ -11,6 +11,7 @@ whole site), the web app manifest, the browser code under /pwa/, the very templa
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_
 from server.domain.http_headers import ATTACHMENT_HEADERS, PAGE_HEADERS, WORKER_CSP
 from server.domain.i18n import MESSAGES
 from server.security.grants import phones_carry_keys
+from server.services import pool
 from server.services.tasks import may_see_tasks
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
@@ -41,6 +43,7 @@ from server.web.assets import asset_urls
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
+from server.web.pool_pages import DONE as POOL_DONE
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
 from server.web.request_pages import home_address
 from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
@@ -183,6 +186,12 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "spoken_languages": list(SPOKEN_LANGUAGES), "need_hour_rows": NEED_HOUR_ROWS,
             # Browser code and stylesheet by versioned name: offline pages link what online pages link (assets.py).
             "assets": asset_urls(),
+            # The resource pool browsed offline (issue 17 item 5, pages.js poolPage, poolResource): the states that
+            # hold a slot, how far either way a calendar goes, the pages' notices; and the coming week's check-in
+            # codes of the venues this person keeps (their calendar shows the day's, online and offline).
+            "pool": {"active": list(pool_rules.ACTIVE), "days_shown": pool_rules.DAYS_SHOWN, "done": list(POOL_DONE),
+                     "codes": await run_in_threadpool(pool.keepers_codes, couch, user, dt.datetime.now(dt.UTC))
+                     if works_offline(p) else {}},
         })
 
     async def photo_fit_json(request: Request) -> Response:
