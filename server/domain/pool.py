@@ -322,11 +322,19 @@ def blackouts_text(resource: Doc) -> str:
                      for b in resource.get("blackouts") or [])
 
 
-def resource_problems(values: Doc, kinds: tuple[str, ...], owners: tuple[str, ...], bookers: tuple[str, ...]) \
-        -> list[tuple[str, str, dict[str, Any]]]:
+KEEPERS_MAX = 10
+
+
+def resource_problems(values: Doc, kinds: tuple[str, ...], owners: tuple[str, ...], bookers: tuple[str, ...],
+                      keepers: Iterable[str] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
     """What is wrong with a resource as typed (field, message key, params), every field checked; none: it may be
-    stored. `kinds`, `owners`, `bookers`: the declared vocabularies (declaration.RESOURCE_KINDS …)."""
+    stored. `kinds`, `owners`, `bookers`: the declared vocabularies (declaration.RESOURCE_KINDS …); `keepers`: whom
+    the secretary may name its keepers (None: the keepers are not being set)."""
     problems: list[tuple[str, str, dict[str, Any]]] = []
+    if keepers is not None:
+        chosen = values.get("keepers") or []
+        if len(chosen) > KEEPERS_MAX or not set(chosen) <= set(keepers):
+            problems.append(("keepers", "pool_form_keepers", {"max": KEEPERS_MAX}))
     for name, most in (("name", 100), ("place", 200)):
         if not 1 <= len(str(values.get(name) or "").strip()) <= most:
             problems.append((name, "pool_form_text", {"max": most}))

@@ -138,6 +138,16 @@ POOL_MESSAGES: dict[str, dict[str, str]] = {
         "pool_form_photo_too_large": "照片太大：最大 {mb} MB。",
         "pool_form_photo_not_image": "只能上传 JPEG、PNG 或 WebP 照片。",
         "pool_form_photo_type_mismatch": "照片的内容与声明的类型不符。",
+        # who keeps a resource (pool_edit.html, the secretary), and the printed week of codes (pool_codes.html)
+        "pool_keepers": "管理人",
+        "pool_keepers_hint": "管理人审核预约、为到场的人签到，并打印签到码。由社区书记指定。",
+        "pool_keepers_none": "本社区还没有可以指定的工作人员或志愿者。",
+        "pool_form_keepers": "管理人须是本社区的工作人员或志愿者，最多 {max} 人。",
+        "pool_codes_print": "打印本周签到码",
+        "pool_codes_title": "签到码（{first} 至 {last}）",
+        "pool_codes_intro": "签到码每天更换，只在当天有效。请把当天的一张贴在场地门口，扫码即可签到。",
+        "pool_codes_day": "{day} 当天有效",
+        "pool_codes_none": "这个资源还没有签到码。",
     },
     "en": {
         "pool": "Resource booking",
@@ -273,5 +283,16 @@ POOL_MESSAGES: dict[str, dict[str, str]] = {
         "pool_form_photo_too_large": "The photo is too large: {mb} MB at most.",
         "pool_form_photo_not_image": "Only JPEG, PNG or WebP photos.",
         "pool_form_photo_type_mismatch": "The photo is not of the type it was sent as.",
+        "pool_keepers": "Keepers",
+        "pool_keepers_hint": "Keepers approve bookings, check people in and print the codes. The secretary names "
+                             "them.",
+        "pool_keepers_none": "The community has no staff or volunteers to name yet.",
+        "pool_form_keepers": "Keepers are staff or volunteers of this community, {max} at most.",
+        "pool_codes_print": "Print this week's codes",
+        "pool_codes_title": "Check-in codes ({first} to {last})",
+        "pool_codes_intro": "The code changes every day and is good on its day only. Post each day's sheet at the "
+                            "venue; scanning it checks in.",
+        "pool_codes_day": "Good on {day} only",
+        "pool_codes_none": "This resource has no check-in codes yet.",
     },
 }

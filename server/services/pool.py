@@ -113,6 +113,14 @@ def may_add_resource(p: Principal, community: str) -> bool:
     return p.has(Role.SECRETARY) and community in p.communities
 
 
+def keeper_candidates(couch: Couch, community: str) -> dict[str, str]:
+    """Whom the secretary may name a resource's keepers: the community's active staff and volunteers (id: name),
+    by name."""
+    rows = couch.accounts.query("linli/users_by_community", key=community, include_docs="true", as_list=True)
+    people = [r["doc"] for r in rows if r["doc"].get("active") and set(queries.roles(r["doc"])) - {Role.RESIDENT}]
+    return {u["_id"]: u["display_name"] for u in sorted(people, key=lambda u: (u["display_name"], u["_id"]))}
+
+
 RESOURCE_FIELDS = ("name", "kind", "owner_kind", "place", "capacity", "open_hours", "blackouts", "who_may_book",
                    "book_ahead_days", "max_hours", "approval", "grace_minutes")
 PHOTO = PHOTO_LIMITS["resource"]
@@ -133,8 +141,11 @@ def save_resource(couch: Couch, p: Principal, community: Doc, values: Doc, now: 
     of the form checked and named; a new one gets its check-in code. A photo replaces the one it had."""
     if not (is_keeper(p, old) if old else may_add_resource(p, community["_id"])):
         raise PoolError("pool_not_keeper", status=403)
+    # The secretary names the keepers; a keeper's own edit leaves them as they are.
+    names_keepers = may_add_resource(p, community["_id"])
+    candidates = keeper_candidates(couch, community["_id"]) if names_keepers else None
     problems = [FieldError(*problem) for problem in
-                rules.resource_problems(values, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, BOOKER_KINDS)]
+                rules.resource_problems(values, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, BOOKER_KINDS, candidates)]
     attachments = None
     if photo is not None:
         try:
@@ -144,6 +155,8 @@ def save_resource(couch: Couch, p: Principal, community: Doc, values: Doc, now: 
     if problems:
         raise UserError(problems)
     fields = {k: (v.strip() if isinstance(v, str) else v) for k, v in values.items() if k in RESOURCE_FIELDS}
+    keepers = list(dict.fromkeys(values.get("keepers") or [])) if names_keepers else (old or {}).get("keepers", [])
+    fields["keepers"] = keepers
     if old is not None:
         doc = {**old, **fields, "updated_at": now.isoformat()}
         if attachments:
@@ -152,7 +165,7 @@ def save_resource(couch: Couch, p: Principal, community: Doc, values: Doc, now: 
         couch.main.save(doc)
         return doc
     doc = {"_id": f"resource:{uuid.uuid4().hex[:12]}", "street": community["street"],
-           "community": community["_id"], **fields, "keepers": [], "created_by": p.user_id,
+           "community": community["_id"], **fields, "created_by": p.user_id,
            "created_at": now.isoformat(), **({"_attachments": attachments} if attachments else {})}
     add_resource(couch, doc, now)
     return doc

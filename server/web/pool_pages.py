@@ -2,7 +2,8 @@
 resource, booking, the waitlist; for its keeper the approvals, conflicts, check-ins and the venue's code),
 /pool/new and /pool/r/{key}/edit (the secretary adds a resource, its keeper or the secretary edits it, with a
 photo judged by its bytes; /pool/r/{key}/photo shows it),
-/pool/checkin (the page the venue's QR code opens) and the secretary's /pool/board (utilisation, flags;
+/pool/r/{key}/codes (the keeper prints the coming week's codes, a QR code a day), /pool/checkin (the page the
+venue's QR code opens) and the secretary's /pool/board (utilisation, flags;
 /pool/board.csv with Chinese headers).
 
 Every act goes through server/services/pool.py; a refusal is shown on the page naming why, with status 400
@@ -18,6 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
+import qrcode
+from markupsafe import Markup
+from qrcode.image.svg import SvgPathImage
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -88,6 +92,7 @@ def resource_values(form: Any) -> Doc:
     values["open_hours"] = hours
     values["blackouts"], values["blackout_lines"] = rules.parse_blackouts(str(form.get("blackouts", ""))[:20000])
     values["who_may_book"] = [str(v) for v in form.getlist("who_may_book")][:10]
+    values["keepers"] = [str(v)[:200] for v in form.getlist("keepers")][:50]  # more than KEEPERS_MAX: refused
     values["approval"] = form.get("approval") == "yes"
     return values
 
@@ -100,6 +105,11 @@ def resource_form(resource: Doc | None, values: Doc | None = None) -> Doc:
     week = {h["weekday"]: h for h in shown.get("open_hours") or []}
     return {**shown, "week": [week.get(d, {"opens": "", "closes": ""}) for d in range(7)],
             "blackouts_text": rules.blackouts_text(shown)}
+
+
+def qr_svg(text: str) -> Markup:
+    """`text` as a QR code, an SVG path drawn by the server (no script, no inline style: the strict CSP holds)."""
+    return Markup(qrcode.make(text, image_factory=SvgPathImage).to_string(encoding="unicode"))
 
 
 def board_csv(rows: list[Doc]) -> str:
@@ -278,9 +288,23 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
             else:
                 return RedirectResponse(f"/pool/r/{saved['_id'].removeprefix('resource:')}?done=saved",
                                         status_code=303)
+        names_keepers = pool.may_add_resource(p, community_id)
+        candidates = await run_in_threadpool(pool.keeper_candidates, couch, community_id) if names_keepers else {}
         return render(request, "pool_edit.html", status, resource=resource, values=resource_form(resource, values),
                       errors=errors, kinds=RESOURCE_KINDS, owners=RESOURCE_OWNER_KINDS, bookers=BOOKER_KINDS,
-                      weekdays=list(range(7)))
+                      weekdays=list(range(7)), names_keepers=names_keepers, candidates=candidates)
+
+    async def codes_page(request: Request) -> Response:
+        """The keeper prints the coming week's codes, one day a sheet with its QR code (the page the venue's code
+        opens, the code filled in): a code changes daily, so a sheet posted is good on its day only."""
+        user = await current_user(request)
+        resource = await resource_of(request, user)
+        if not pool.is_keeper(Principal.of(user), resource):
+            raise HTTPException(403)
+        days = await run_in_threadpool(pool.week_codes, couch, resource["_id"], now())
+        checkin = f"{str(request.base_url).rstrip('/')}/pool/checkin?resource={quote(resource['_id'])}&code="
+        return render(request, "pool_codes.html", 200, resource=resource,
+                      days=[{**d, "qr": qr_svg(checkin + d["code"])} for d in days])
 
     async def photo(request: Request) -> Response:
         resource = await resource_of(request, await current_user(request))
@@ -310,7 +334,7 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
     return [Route("/pool", list_page), Route("/pool/r/{key}", resource_page),
             Route("/pool/new", edit_page, methods=["GET", "POST"]),
             Route("/pool/r/{key}/edit", edit_page, methods=["GET", "POST"]),
-            Route("/pool/r/{key}/photo", photo),
+            Route("/pool/r/{key}/photo", photo), Route("/pool/r/{key}/codes", codes_page),
             Route("/pool/r/{key}/book", book, methods=["POST"]),
             Route("/pool/r/{key}/{what}", booking_act, methods=["POST"]),
             Route("/pool/checkin", checkin_page), Route("/pool/checkin", scan, methods=["POST"]),

@@ -71,6 +71,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "pool_board.html",
                                    # … and adding or editing a resource (a photo upload, at a desk).
                                    "pool_edit.html",
+                                   # … and the keeper's printed week of codes: made from the venue's secret, which
+                                   # never leaves the server (the keeper's phone holds the week's codes as data).
+                                   "pool_codes.html",
                                    # Matching (issue 17): answered online, against the server's state (match_pages.py).
                                    "offers.html", "matches.html", "matching.html", "_match_card.html",
                                    # Hearings and meetings (issue 15 item 8): online (meeting_pages.py says why).
