@@ -11,6 +11,7 @@ import io
 import re
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from starlette.testclient import TestClient
 
@@ -19,6 +20,7 @@ from server.domain.i18n import translator
 from server.services import pool
 from server.services.demo import STREET_ID
 from server.store.couch import Couch
+from server.web import pool_pages
 
 from . import street
 from .street import TINY_PNG, csrf_of
@@ -192,3 +194,45 @@ def test_the_secretary_adds_a_resource_with_a_photo_and_its_keeper_edits_it(web:
     assert web.get(f"/pool/r/{key}/edit").status_code == 403  # not the keeper of the secretary's new one
     street.as_user(web, "shuji2", PASSWORD)  # another community's secretary does not see it
     assert web.get(edit).status_code == 404
+
+
+def test_the_secretary_names_keepers_and_a_keeper_prints_a_week_of_codes(web: TestClient, demo_loaded: Couch) -> None:
+    room = hall(demo_loaded)  # kept by wangge01
+    edit = f"/pool/r/{room['_id'][9:]}/edit"
+    street.as_user(web, "shuji1", PASSWORD)
+    page = web.get(edit).text
+    assert 'name="keepers" value="user:zhiyuan01a"' in page and 'value="user:wangge01" checked' in page
+    before = stored(demo_loaded)
+    for stranger in ("user:shuji2", "user:nobody"):  # another community's secretary; no account at all
+        answer = web.post(edit, data={**resource_form(name=room["name"]), "keepers": ["user:wangge01", stranger],
+                                      "csrf_token": csrf_of(web, edit)})
+        assert answer.status_code == 400 and ZH("pool_form_keepers", max=rules.KEEPERS_MAX) in answer.text
+        assert stored(demo_loaded) == before  # nothing stored changed
+    answer = web.post(edit, data={**resource_form(name=room["name"]), "keepers": ["user:wangge01", "user:zhiyuan01a"],
+                                  "csrf_token": csrf_of(web, edit)})
+    assert answer.status_code == 303
+    assert demo_loaded.main.get(room["_id"])["keepers"] == ["user:wangge01", "user:zhiyuan01a"]
+    street.as_user(web, "wangge01", PASSWORD)  # a keeper edits the resource, not who keeps it
+    assert 'name="keepers"' not in web.get(edit).text
+    answer = web.post(edit, data={**resource_form(name=room["name"]), "keepers": ["user:wangge01"],
+                                  "csrf_token": csrf_of(web, edit)})
+    assert answer.status_code == 303
+    assert demo_loaded.main.get(room["_id"])["keepers"] == ["user:wangge01", "user:zhiyuan01a"]
+
+    street.as_user(web, "zhiyuan01a", PASSWORD)  # named a keeper: prints the coming week's codes, a day a sheet
+    codes = f"/pool/r/{room['_id'][9:]}/codes"
+    assert codes in web.get(f"/pool/r/{room['_id'][9:]}").text
+    sheet = web.get(codes)
+    today = dt.datetime.now(rules.LOCAL).date()
+    days = [today + dt.timedelta(days=n) for n in range(7)]
+    assert re.findall(r'data-day="([\d-]+)"', sheet.text) == [d.isoformat() for d in days]
+    assert pool.venue_code(demo_loaded, room["_id"], dt.datetime.now(rules.LOCAL)) == rules.day_code(SECRET, today)
+    for day in days:
+        code = rules.day_code(SECRET, day)
+        assert code in sheet.text  # each day's QR code opens the check-in page with that day's code filled in
+        assert str(pool_pages.qr_svg(f"http://testserver/pool/checkin?resource={quote(room['_id'])}&code={code}")) \
+            in sheet.text
+    main = sheet.text.split("<main")[1]
+    assert "<script" not in main and " style=" not in main and " id=" not in main  # strict CSP; no id repeated
+    street.as_user(web, "zhiyuan01b", PASSWORD)  # not a keeper
+    assert web.get(codes).status_code == 403

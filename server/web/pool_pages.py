@@ -109,7 +109,8 @@ def resource_form(resource: Doc | None, values: Doc | None = None) -> Doc:
 
 def qr_svg(text: str) -> Markup:
     """`text` as a QR code, an SVG path drawn by the server (no script, no inline style: the strict CSP holds)."""
-    return Markup(qrcode.make(text, image_factory=SvgPathImage).to_string(encoding="unicode"))
+    svg = qrcode.make(text, image_factory=SvgPathImage).to_string(encoding="unicode")
+    return Markup(svg.replace(' id="qr-path"', ""))  # its one fixed id would repeat on a sheet of several
 
 
 def board_csv(rows: list[Doc]) -> str:
