@@ -4,7 +4,10 @@ this hour (it needs its keeper's approval); the keeper, the same worker, approve
 reads the check-in code posted on it; at the locker the resident's phone is offline: the page the QR code opens
 comes from the phone, a forged code is refused there, the real one checks in; back online the check-in reaches
 the server; the secretary (shuji4) finds the locker on the utilisation board, flagged, with its breakdown, and
-adds a school's reading room to the pool (evening hours, two blackouts on one day).
+adds a school's reading room to the pool (evening hours, two blackouts on one day), then a study room open round
+the clock, naming the grid worker its keeper, who prints its week of check-in codes (a QR code a day); a volunteer
+(zhiyuan16a) books it on their phone and, offline, finds it in the pool, sees their hour held on its calendar and
+checks in by the posted code; back online the check-in reaches the server.
 
 One server for the session (tests/journeys.py). Screenshots: test-output/journeys/pool/.
 """
@@ -118,5 +121,59 @@ def test_a_resident_books_the_keeper_approves_the_phone_checks_in_offline_the_bo
     expect(secretary.page.locator("h1")).to_have_text(name)
     secretary.go("/pool")
     expect(secretary.page.locator("#resources")).to_contain_text(name)
-    for person in (keeper, resident, secretary):
+
+    # A study room open round the clock, its keeper the grid worker, named in the form; he prints its week of codes.
+    room_name = f"开放自习室 {secrets.token_hex(3)}"
+    secretary.go("/pool/new")
+    form = secretary.page.locator("#resource-form")
+    form.locator("input[name=name]").fill(room_name)
+    form.locator("input[name=place]").fill("社区服务中心三楼")
+    for day in range(7):
+        form.locator(f"input[name=opens_{day}]").fill("0")
+        form.locator(f"input[name=closes_{day}]").fill("24")
+    form.locator("input[name=grace_minutes]").fill("60")
+    form.locator("#keepers input[value='user:wangge16']").check()
+    form.locator("button[type=submit]").click()
+    secretary.page.wait_for_url(re.compile(r"/pool/r/[0-9a-f]{12}\?done=saved$"))
+    room = "resource:" + secretary.page.url.split("/pool/r/")[1].split("?")[0]
+    keeper.go(f"/pool/r/{room[9:]}/codes")
+    expect(keeper.page.locator("section.code-day")).to_have_count(7)
+    expect(keeper.page.locator("section.code-day svg")).to_have_count(7)
+    room_code = keeper.page.locator("section.code-day [data-code]").first.inner_text().strip()
+    keeper.shot("6-keeper-prints-the-weeks-codes")
+
+    # A volunteer books it on their phone, then, offline, finds the room and their booking there and checks in.
+    volunteer = Person(journey_browser, journey_served, "zhiyuan16a", role="pool", phone=True)
+    now = dt.datetime.now(rules.LOCAL)
+    start = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1 if now.minute >= 50 else 0)
+    volunteer.go(f"/pool/r/{room[9:]}")
+    volunteer.page.fill("#pool-day", start.date().isoformat())
+    volunteer.page.fill("#pool-hour", str(start.hour))
+    volunteer.page.click("#book button[type=submit]")
+    expect(volunteer.page.locator("p.notice[role=status]")).to_contain_text("已预约")
+    booked = rules.slot_id(room, start)
+    volunteer.synced()  # the room and the booking in the phone's copy
+    volunteer.offline()
+    volunteer.go("/pool")
+    expect(volunteer.page.locator(f"#resources li[data-resource='{room}']")).to_contain_text(room_name)
+    expect(volunteer.page.locator(f"#my-bookings li[data-booking='{booked}']")).to_contain_text("已确认")
+    volunteer.shot("7-volunteer-browses-the-pool-offline")
+    volunteer.page.click(f"a[href='/pool/r/{room[9:]}']")
+    expect(volunteer.page.locator("h1")).to_have_text(room_name)
+    if start.date() != now.date():  # booked just before midnight: the calendar of tomorrow
+        volunteer.go(f"/pool/r/{room[9:]}?day={start.date().isoformat()}")
+    hour = volunteer.page.locator(f"#day li[data-hour='{start.hour}']")
+    expect(hour).to_have_attribute("data-state", "confirmed")
+    expect(volunteer.page.locator(f"#day li[data-hour='{(start.hour + 1) % 24}']")).to_have_attribute(
+        "data-state", "free")
+    volunteer.shot("8-volunteer-opens-the-room-offline")
+    volunteer.go(f"/pool/checkin?resource={room}&code={room_code}")  # the posted sheet's QR code
+    volunteer.page.locator(f"li[data-booking='{booked}'] button:has-text('签到')").click()
+    expect(volunteer.page.locator("p.notice[role=status]")).to_contain_text("签到成功")
+    volunteer.shot("9-volunteer-checks-in-offline")
+    volunteer.online()
+    volunteer.synced()  # the check-in reaches the server, which holds it to the day's code
+    volunteer.go("/pool")
+    expect(volunteer.page.locator(f"#my-bookings li[data-booking='{booked}'] [data-checked-in]")).to_be_visible()
+    for person in (keeper, resident, secretary, volunteer):
         person.close()
