@@ -1088,7 +1088,7 @@ async function poolCheckin({ db, session, query, form, method }) {
 // check-ins (access.py RULES). A resident's phone holds only their own bookings (it would show others' hours as
 // free), so their /pool and calendar need the server; they check in offline (poolCheckin). Booking needs the
 // server too: the form posts to it (a phone's booking written offline is judged at sync: access._pool_refusal).
-async function poolCommunity(db, session) {
+function poolCommunity(session) {
   if (session.user.resident) {
     throw new OfflineError(503, "offline_unavailable");
   }
@@ -1147,7 +1147,7 @@ const doneOf = (session, query) => (session.pool.done.includes(query.get("done")
 const bySlotStart = (a, b) => (a.slot_start < b.slot_start ? -1 : a.slot_start > b.slot_start ? 1 : byId(a, b));
 
 async function poolPage({ db, session, query }) {
-  const community = await poolCommunity(db, session);
+  const community = poolCommunity(session);
   const me = session.user._id;
   const resources = (await docsOfType(db, "resource")).filter((r) => r.community === community)
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -1169,12 +1169,18 @@ const keeps = (session, resource) => (resource.keepers || []).includes(session.u
   || ((session.user.roles || []).includes("secretary") && (session.user.communities || []).includes(resource.community))
   || (session.user.roles || []).includes("admin");
 
-async function poolResource({ db, session, params, query }) {
-  const community = await poolCommunity(db, session);
-  const resource = await load(db, `resource:${params.key}`, "resource");
+// pool_pages.resource_of: a resource of the person's community; any other is not found.
+async function poolResourceOf(db, session, key) {
+  const community = poolCommunity(session);
+  const resource = await load(db, `resource:${key}`, "resource");
   if (resource.community !== community) {
     throw new OfflineError(404, "not_found");
   }
+  return resource;
+}
+
+async function poolResource({ db, session, params, query }) {
+  const resource = await poolResourceOf(db, session, params.key);
   const today = todayIn(session.time_zone);
   const day = shownDay(query.get("day"), today, session.pool.days_shown);
   const keeper = keeps(session, resource);
@@ -1206,11 +1212,7 @@ async function poolResource({ db, session, params, query }) {
 
 // pool_pages.photo: the resource's photo, from the replica.
 async function poolPhoto({ db, session, params }) {
-  const community = await poolCommunity(db, session);
-  const resource = await load(db, `resource:${params.key}`, "resource");
-  if (resource.community !== community) {
-    throw new OfflineError(404, "not_found");
-  }
+  const resource = await poolResourceOf(db, session, params.key);
   return attachment(db, resource, Object.keys(resource._attachments || {})[0]);
 }
 
