@@ -220,6 +220,27 @@ def test_check_in_by_code_counts_as_use_a_forged_code_does_not(demo_loaded: Couc
     assert row["months"][0].used == 1 and row["months"][0].blocked == 3
 
 
+def test_the_board_reads_a_resources_months_by_id_a_booking_begun_the_evening_before_included(
+        demo_loaded: Couch, hall: Doc) -> None:
+    """slot_uses reads slots and check-ins by id range: a booking from 23:00 on 30 November into 1 December is used
+    in December (its check-in, named by its first hour, lies before the month); other months and resources not."""
+    first = dt.datetime(2026, 11, 30, 23, tzinfo=rules.LOCAL)
+    late = slot(hall, first, hours=2)
+    other = resource()
+    demo_loaded.main.save(other)
+    docs = [late, {**late, "_id": rules.slot_id(hall["_id"], first + rules.SLOT),
+                   "slot_start": (first + rules.SLOT).isoformat()},
+            slot(hall, at(2, 8), status="no_show"), slot(hall, at(2, 9), status="cancelled"), slot(hall, at(3, 8)),
+            slot(hall, dt.datetime(2027, 1, 1, 8, tzinfo=rules.LOCAL)), slot(other, at(2, 8))]
+    for doc in docs:
+        demo_loaded.main.save(doc)
+    demo_loaded.main.save({"_id": rules.checkin_id(late["_id"]), "type": "checkin", "street": STREET_ID,
+                           "community": C1, "resource": hall["_id"], "booking": late["_id"], "method": "keeper",
+                           "created_by": WORKER, "created_at": first.isoformat()})
+    assert pool.slot_uses(demo_loaded, hall, ["2026-12"]) == {
+        "2026120100": "used", "2026120208": "no_show", "2026120308": "booked"}
+
+
 # ---------------------------------------------------------------- two phones, one slot, offline
 
 @pytest.fixture(name="gateway_url")
