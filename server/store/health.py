@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.store import sweeps
+from server.store import couch, sweeps
 
 SWEEP_LATE_AFTER = dt.timedelta(minutes=3)  # the minute sweep missed two turns: the clocks are not moving
 
@@ -41,7 +41,7 @@ class Health:
                          "last_exit": self.database_last_exit,
                          "down_since": self.database_down_since.isoformat() if self.database_down_since else None},
             "views": {"ok": self.first_views_built, "first_pages": self.first_views_built,
-                      "all": self.all_views_built},
+                      "all": self.all_views_built, "waited_for": couch.index_waits()},
             "sweeps": {"ok": not sweep_late, "last": self.last_sweep_at.isoformat() if self.last_sweep_at else None,
                        "failures": self.sweep_failures, "skipped_documents": sweeps.skipped()},
         }
