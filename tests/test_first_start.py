@@ -35,7 +35,8 @@ def test_every_roles_first_pages_answer_right_after_the_url_without_waiting_for_
     assert views["first_pages"] and views["waited_for"] == {}, views
 
 
-FILLER = 10000  # another grid's visits: work for the index build, and nothing the phone below may get
+# Another grid's visits: work for the index builds (before the URL and after it), and nothing the phone may get.
+FILLER = 6000
 
 
 @pytest.fixture
@@ -45,15 +46,17 @@ def busy_street(couch_server: EmbeddedCouch, couch: Couch, settings) -> Iterator
     docs = seed(couch)
     filler = [visit(G2, 1 + n % 20, f"user:filler{n}") for n in range(FILLER)]
     assert not [r for r in bulk_save(couch.main, filler) if r.error]
-    served = serve(couch_server.url, settings, free_port())
+    served = serve(couch_server.url, settings, free_port(), patience=600)  # the first index is built before the URL
     yield Street(couch, settings, served, docs + filler, couch_server.url)
     stop(served)
 
 
 def test_a_phone_that_syncs_while_an_index_is_built_ends_with_exactly_its_scope(busy_street: Street) -> None:
+    """Right after the URL (the fixture returns as soon as it answers) the phone signs in and pulls its replica
+    through the sync gateway while the server still builds the ledgers' and figures' index."""
     health = busy_street.served.url + "healthz"
     building = not httpx2.get(health, timeout=30).json()["parts"]["views"]["all"]
-    phone = busy_street.phone("wangge01")  # signs in; its replica is pulled through the sync gateway
+    phone = busy_street.phone("wangge01")
     try:
         phone.call("pull")
         assert phone.ids() == visible_ids(busy_street.couch, "wangge01")
