@@ -23,7 +23,10 @@ PAGE_SECONDS = 15
 def test_every_roles_first_pages_answer_right_after_the_url_without_waiting_for_an_index(
         journey_served: Served) -> None:
     """The journeys' server, before any journey (file order): each role's first pages, timed, none "preparing",
-    and the server counted no request that found an index still being built."""
+    and the server counted no request that found an index still being built, nor read one it did not build before
+    its URL."""
+    health = journey_served.url + "healthz"
+    read_before = set(httpx2.get(health, timeout=30).json()["parts"]["views"]["read_by_requests"])
     answers = open_first_pages(journey_served.url, demo_password(journey_served.data_dir))
     assert [(a.username, a.path) for a in answers] == [(u, p) for u, paths in FIRST_PAGES.items() for p in paths]
     for a in answers:
@@ -31,8 +34,9 @@ def test_every_roles_first_pages_answer_right_after_the_url_without_waiting_for_
     homes = {a.username: a.final_path for a in answers if a.path == "/"}
     assert homes == {"shuji1": "/today", "admin": "/communities", "wangge01": "/grids/grid:c1-g01",
                      "zhiyuan01a": "/tasks", "bumen_urban_management": "/workbench", "hezuo1": "/redeem"}
-    views = httpx2.get(journey_served.url + "healthz", timeout=30).json()["parts"]["views"]
+    views = httpx2.get(health, timeout=30).json()["parts"]["views"]
     assert views["first_pages"] and views["waited_for"] == {}, views
+    assert set(views["read_by_requests"]) - read_before <= set(views["built_before_url"]), views
 
 
 # Another grid's visits: work for the index builds (before the URL and after it), and nothing the phone may get.

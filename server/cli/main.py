@@ -198,8 +198,9 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     # Before the URL only the indexes every role's first page and a phone's first sync read (server/store/views.py):
     # one pass over each database. The ledgers' and figures' index is built just after, while people sign in.
     print("Building the database indexes …", flush=True)
-    print_index_times(build_views(couch, views.FIRST))
-    health.first_views_built = True
+    took = build_views(couch, views.FIRST)
+    print_index_times(took)
+    health.first_views_built, health.built_before_url = True, sorted(took)
     if demo_loaded:
         close_demo_votes(settings, couch)
     vouched = Firewall.open(settings, couch).vouch_for_existing_keys()

@@ -80,6 +80,7 @@ class Database(pycouchdb.client.Database):
         physical, params = views.translate(self.logical, name.removeprefix("linli/"), params)
         patience = INDEX_PATIENCE.get()
         if patience is not None:
+            _index_used.add(f"{self.name}/{physical.name}")
             build = view_built(self, physical.name)
             if not build.done():
                 _index_waits[f"{self.name}/{physical.name}"] += 1
@@ -152,6 +153,15 @@ INDEX_PATIENCE: contextvars.ContextVar[float | None] = contextvars.ContextVar("i
 
 
 _index_waits: Counter[str] = Counter()  # requests that found an index not built yet, by view, since the start
+
+
+_index_used: set[str] = set()  # the views requests have read, since the start
+
+
+def index_used() -> list[str]:
+    """The views ("<database>/<view>") requests have read since the start: /healthz, beside those built before the
+    URL, so that a test can tell a first page that needs an index `linli serve` did not build first."""
+    return sorted(_index_used)
 
 
 def index_waits() -> dict[str, int]:
