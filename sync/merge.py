@@ -20,6 +20,8 @@ from typing import Any
 
 from server.domain.access import Doc, Principal, may_see
 from server.domain.ballots import CONFLICTS_KEPT
+from server.domain.declaration import MAIN_DB
+from server.store import views
 from server.store.couch import INDEX_WAIT_SECONDS
 
 from .upstream import Upstream
@@ -75,11 +77,13 @@ async def conflicts_for(upstream: Upstream, p: Principal) -> list[dict[str, Any]
     `conflicts` view (server/store/couch.py, also behind the conflict screen), the user's street only; None
     while CouchDB still builds that view (first start): the phone asks again at its next sync, instead of
     waiting past the HTTP client's patience (that was a 502)."""
+    physical, params = views.translate(MAIN_DB, "conflicts", {"include_docs": "true", "conflicts": "true",
+                                                    "startkey": [p.street], "endkey": [p.street, {}]})
     try:
         answer = await asyncio.wait_for(upstream.call(
-            "GET", upstream.main, "_design/linli/_view/conflicts", params={
-                "include_docs": "true", "conflicts": "true",
-                "startkey": json.dumps([p.street]), "endkey": json.dumps([p.street, {}])}), INDEX_WAIT_SECONDS)
+            "GET", upstream.main, f"_design/linli/_view/{physical.name}", params={
+                k: json.dumps(v) if k in ("startkey", "endkey") else v for k, v in params.items()}),
+            INDEX_WAIT_SECONDS)
     except TimeoutError:
         return None
     return [{"id": row["doc"]["_id"], "type": row["doc"].get("type"), "rev": row["doc"]["_rev"],

@@ -128,7 +128,7 @@ class Served:
         return self.url + "sync/main"
 
 
-def serve(couch_url: str, settings: Settings, port: int) -> Served:
+def serve(couch_url: str, settings: Settings, port: int, patience: float = 60) -> Served:
     """`linli serve` against the test's databases, as production runs it, with the settings' keys (so it opens
     what the test sealed)."""
     env = {**os.environ, "COUCHDB_URL": couch_url, "LINLI_DB_PREFIX": settings.db_prefix,
@@ -140,7 +140,7 @@ def serve(couch_url: str, settings: Settings, port: int) -> Served:
     process = subprocess.Popen([LINLI, "serve", "--no-demo", "--log-level", "warning"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         assert process.poll() is None, (settings.data_dir / f"serve-{port}.log").read_text()
         try:

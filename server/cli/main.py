@@ -45,8 +45,9 @@ from server.security.filing import Signer
 from server.security.firewall import Firewall
 from server.security.keystore import KeyStore
 from server.services import deliberation, demo, snapshots, timebank
+from server.store import views
 from server.store.config import Settings, load_settings, with_secret_key
-from server.store.couch import FIRST_VIEWS, UNREACHABLE, Couch, build_views, connect, ensure_designs, get_or_none
+from server.store.couch import UNREACHABLE, Couch, build_views, connect, ensure_designs, get_or_none
 from server.store.embedded_couch import FolderInUse, Record, folder_couch, free_port
 from server.store.health import Health
 
@@ -102,28 +103,44 @@ def _port_is_free(host: str, port: int) -> bool:
         return True
 
 
-def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) -> str | None:
-    """Load the demo community if it is not there yet; return the demo logins text, if any.
+def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) -> tuple[str | None, bool]:
+    """Load the demo community's documents if they are not there yet; return the demo logins text, if any, and
+    whether they were loaded now (then `close_demo_votes` and `spend_demo_points` follow, once the indexes they
+    read are built).
 
     The shared demo password is random per installation and kept in the data
     folder (mode 0600), never in the repository.
     """
     logins_path = settings.data_dir / DEMO_LOGINS_FILE
-    if get_or_none(couch.main, demo.STREET_ID) is None:
+    loaded = get_or_none(couch.main, demo.STREET_ID) is None
+    if loaded:
         password = secrets.token_urlsafe(9)
         print(f"Loading the demo community (seed {seed}) …", flush=True)
         firewall = Firewall.open(settings, couch)
         report = demo.load(couch, firewall.seal_for_storage, seed=seed, size=size, password=password,
                            progress=sys.stdout.isatty())
-        # The history's past votes are counted and published now (signed, filed), not at the first minute sweep.
-        deliberation.close_due(couch, firewall.keystore, firewall.signer, dt.datetime.now(dt.UTC))
-        # The year's participation points minted, some spent on vouchers (signed with the installation key).
-        demo.points_after_load(couch, firewall.keystore, dt.datetime.now(dt.UTC), seed)
         print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
         lines = [f"Demo password for every demo account: {password}", ""]
         lines += [f"  {login.username:<22} {login.role:<18} {login.where}" for login in demo.demo_logins(seed, size)]
         write_private(logins_path, "\n".join(lines) + "\n")
-    return logins_path.read_text(encoding="utf-8") if logins_path.exists() else None
+    return (logins_path.read_text(encoding="utf-8") if logins_path.exists() else None), loaded
+
+
+def close_demo_votes(settings: Settings, couch: Couch) -> None:
+    """The history's past votes counted and published now (signed, filed), not at the first minute sweep."""
+    firewall = Firewall.open(settings, couch)
+    deliberation.close_due(couch, firewall.keystore, firewall.signer, dt.datetime.now(dt.UTC))
+
+
+def spend_demo_points(settings: Settings, couch: Couch, seed: int) -> None:
+    """The year's participation points minted, some spent on vouchers (signed with the installation key): once,
+    right after the demo is loaded (it reads the ledger's index)."""
+    demo.points_after_load(couch, Firewall.open(settings, couch).keystore, dt.datetime.now(dt.UTC), seed)
+
+
+def print_index_times(took: dict[str, float]) -> None:
+    for view, seconds in took.items():
+        print(f"Index {view} built in {seconds:.1f} s.", flush=True)
 
 
 def logging_config(log_format: str, level: str) -> dict[str, Any]:
@@ -175,20 +192,25 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     note = number_index.migrate(couch, Firewall.open(settings, couch).keystore)
     if note:
         print(f"linli: {note}", flush=True)
-    logins = None
+    logins, demo_loaded = None, False
     if not args.no_demo and (args.demo or not settings.couchdb_url):
-        logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
+        logins, demo_loaded = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
+    # Before the URL only the indexes every role's first page and a phone's first sync read (server/store/views.py):
+    # one pass over each database. The ledgers' and figures' index is built just after, while people sign in.
     print("Building the database indexes …", flush=True)
-    build_views(couch, FIRST_VIEWS)
-    health.first_views_built = True
+    took = build_views(couch, views.FIRST)
+    print_index_times(took)
+    health.first_views_built, health.built_before_url = True, sorted(took)
+    if demo_loaded:
+        close_demo_votes(settings, couch)
     vouched = Firewall.open(settings, couch).vouch_for_existing_keys()
     if vouched:
         print(f"Vouched for the write keys of {vouched} residents (an installation from before key statements).",
               flush=True)
-    # The other indexes (search by number, dashboard, Open311 listing) are built while people log in.
     stopping = threading.Event()
-    threading.Thread(target=_build_other_views, args=(couch, Signer.of(settings), stopping, health), daemon=True,
-                     name="build-views").start()
+    threading.Thread(target=_build_other_views, args=(settings, couch, stopping, health,
+                                                     args.seed if demo_loaded else None),
+                     daemon=True, name="build-views").start()
     url = f"http://{settings.host}:{port}/"
     print("\n" + "=" * 60)
     print(f"Linli is running: open {url}")
@@ -259,17 +281,28 @@ def _watch_master_key(settings: Settings, couch: Couch, server: uvicorn.Server) 
     return reason
 
 
-def _build_other_views(couch: Couch, signer: Signer, stopping: threading.Event, health: Health) -> None:
-    """Build the indexes the first pages do not need; a server stopped meanwhile takes its database with it, and
-    the half-built index is simply finished at the next start (no traceback for an operator's Ctrl-C). A database
-    that dies meanwhile is restarted (embedded_couch.supervise): the build carries on once it answers again. Then
-    the months just over are frozen and published (the web app's hourly clock does it from then on)."""
+def _build_other_views(settings: Settings, couch: Couch, stopping: threading.Event, health: Health,
+                       demo_seed: int | None) -> None:
+    """Build the indexes the first pages do not need (pages that read them say "preparing" meanwhile:
+    server/web/preparing.py); a server stopped meanwhile takes its database with it, and the half-built index is
+    simply finished at the next start (no traceback for an operator's Ctrl-C). A database that dies meanwhile is
+    restarted (embedded_couch.supervise): the build carries on once it answers again. Then a demo loaded just
+    now gets its year of points, and the months just over are frozen and published (the web app's hourly clock
+    does it from then on)."""
     while not stopping.is_set():
-        try:  # conflicts first: every phone's first sync asks for them right after its download
-            build_views(couch, ("conflicts",))
-            build_views(couch, exclude=(*FIRST_VIEWS, "conflicts"))
+        try:
+            print_index_times(build_views(couch, tuple(p for p in views.PHYSICAL if p not in views.FIRST)))
+            if demo_seed is not None:
+                try:
+                    spend_demo_points(settings, couch, demo_seed)
+                except UNREACHABLE:
+                    raise
+                except Exception as error:  # noqa: BLE001 - the minute sweep mints the same points meanwhile
+                    logging.getLogger("linli.demo").warning("demo points: stopped by %s; the minute sweep mints "
+                                                            "them, no vouchers bought", type(error).__name__)
+                demo_seed = None
             health.all_views_built = True
-            snapshots.freeze_due(couch, signer, dt.datetime.now(dt.UTC))
+            snapshots.freeze_due(couch, Signer.of(settings), dt.datetime.now(dt.UTC))
             return
         except UNREACHABLE:
             stopping.wait(2)
@@ -281,7 +314,10 @@ def _build_other_views(couch: Couch, signer: Signer, stopping: threading.Event, 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     with open_couch(load_settings()) as (settings, couch):
-        logins = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
+        logins, loaded = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)
+        if loaded:
+            close_demo_votes(settings, couch)
+            spend_demo_points(settings, couch, args.seed)
     print(logins or "The demo community was already loaded (no logins file found in the data folder).")
     return 0
 

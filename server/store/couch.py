@@ -6,9 +6,12 @@ the embedded pouchdb-server and on a production CouchDB cluster.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import json
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,175 +23,10 @@ import pycouchdb
 import requests.exceptions
 from pycouchdb.exceptions import NotFound
 
-from server.domain import figures, migrations
+from server.domain import migrations
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
+from server.store import views
 from server.store.config import Settings
-
-DESIGN_ID = "_design/linli"
-
-# Map functions are JavaScript because CouchDB runs them; keep them tiny.
-MAIN_VIEWS = {
-    # Listings and counts by place and type: [grid, type], [community, type] and [household, type] (a
-    # household's residents, visits, devices, alerts). One view, not three: pouchdb-server indexes each
-    # view in its own pass over the database, which is what a first start waits for. In the same pass, what
-    # a secretary's day asks of her (server/services/today.py), only while it is open: [community,
-    # "attention", type, oldest first] for core-access requests pending, service requests not resolved (by
-    # closing deadline), alerts not resolved, needs nobody has handled.
-    "by_place": {
-        "map": "function (doc) { if (doc.type) { [doc.grid, doc.community, doc.household].forEach("
-               "function (place) { if (place) { emit([place, doc.type], null); } });"
-               " var open = {access_request: doc.status === 'pending',"
-               " service_request: doc.status !== 'resolved' && doc.status !== 'closed',"
-               " alert: doc.status !== 'resolved', need: doc.status === 'open'};"
-               " if (open[doc.type] && doc.community) { emit([doc.community, 'attention', doc.type,"
-               " doc.due_close || doc.raised_at || doc.created_at], null); } } }",
-        "reduce": "_count",
-    },
-    # The filing log by whose record was opened: the resident's own "who looked at my data" list.
-    "audit_by_target": {
-        "map": "function (doc) { if (doc.type === 'audit_entry') { emit([doc.target, doc.at], null); } }",
-    },
-    # One slim row per service request for the dashboard (server/services/dashboard.py): no document bodies.
-    "request_stats": {
-        "map": "function (doc) { if (doc.type === 'service_request') {"
-               " emit([doc.community, doc.street, doc.grid, doc._id], [doc.category, doc.department || '',"
-               " doc.status, doc.created_at, doc.acknowledged_at || null, doc.resolved_at || null, doc.due_close,"
-               " doc.rating || null]); } }",
-    },
-    # Service requests not yet resolved or closed, by street: what the minute sweep watches.
-    "open_requests": {
-        "map": "function (doc) { if (doc.type === 'service_request' && doc.status !== 'resolved'"
-               " && doc.status !== 'closed') { emit([doc.street, doc.created_at], null); } }",
-    },
-    # Requests about public places (no resident or household), for the Open311 listing: by street, then
-    # service code and open/closed ("" for any), then time, so that each filter is one key range.
-    "public_requests": {
-        "map": "function (doc) { if (doc.type === 'service_request' && !doc.resident && !doc.household) {"
-               " var state = (doc.status === 'resolved' || doc.status === 'closed') ? 'closed' : 'open';"
-               " [doc.category, ''].forEach(function (code) { [state, ''].forEach(function (s) {"
-               " emit([doc.street, code, s, doc.created_at], null); }); }); } }",
-    },
-    # Alerts nobody has acknowledged yet, for the escalation sweep (server/services/alerts.py).
-    "open_alerts": {
-        "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
-               " emit([doc.community, doc.raised_at], null); } }",
-    },
-    # A device's readings by metric and time: the latest of each for a resident's status line (server/services/
-    # safety.py), one key range each however many readings a year brings.
-    "readings_by_device": {
-        "map": "function (doc) { if (doc.type === 'reading') { emit([doc.device, doc.metric, doc.measured_at],"
-               " null); } }",
-    },
-    # Documents with conflicting revisions a person has to resolve (server/web/conflict_pages.py), by street,
-    # community and grid ("" above a document's scope), so that one street's or community's are one range.
-    "conflicts": {
-        "map": "function (doc) { if (doc._conflicts) {"
-               " emit([doc.street || '', doc.community || '', doc.grid || ''], null); } }",
-    },
-    # The time bank's two ledgers (server/services/timebank.py): each transfer's two legs, keyed by community,
-    # ledger, account and time. Reduced (`_sum`) they are the balances; no balance is stored anywhere.
-    "ledger": {
-        "map": "function (doc) { if (doc.type === 'transfer') {"
-               " emit([doc.community, doc.ledger, doc.from_account, doc.created_at], -doc.amount);"
-               " emit([doc.community, doc.ledger, doc.to_account, doc.created_at], doc.amount); } }",
-        "reduce": "_sum",
-    },
-    # Claims of hours by who made them, whom they are from, and all together ("": the expiry sweep), by state.
-    "claims": {
-        "map": "function (doc) { if (doc.type === 'claim') { [doc.created_by, doc.resident, ''].forEach("
-               "function (party) { emit([party, doc.status, doc.created_at], null); }); } }",
-    },
-    # The resource pool (server/services/pool.py), of each booking's first slot only: ["by", who booked, start]
-    # (their bookings), ["due", start] while confirmed (what the no-show sweep watches) and ["requested", resource,
-    # start] while it awaits the keeper. The utilisation board reads slots and check-ins by their ids instead
-    # (pool.slot_uses): a row per slot made this view's build outlast 20 minutes over a year of 500 resources.
-    "pool": {
-        "map": "function (doc) { if (doc.type === 'booking' && doc.group === doc._id) {"
-               " emit(['by', doc.booked_by, doc.slot_start], null);"
-               " if (doc.status === 'confirmed') { emit(['due', doc.slot_start], null); }"
-               " if (doc.status === 'requested') { emit(['requested', doc.resource, doc.slot_start], null); } } }",
-    },
-}
-
-
-def _figures_map() -> str:
-    """The map of `linli/figures` (server/services/figures.py), written from server/domain/figures.py's counts and
-    buckets. Each service request adds one row of counts (figures.COUNTS, then response and close times by bucket)
-    under [area, facet, month] for its street, community and grid, each whole (facet ""), by department
-    ("department:<id>", "" not dispatched yet) and by category ("category:<code>"); one not closed yet also under
-    [area, "backlog", department]. An elderly-safety alert adds its counts under [area, "", month]. Summed by
-    `_sum`, any area, facet and month range is one key range: CouchDB keeps the sums as documents arrive."""
-    at = {name: i for i, name in enumerate(figures.COUNTS)}
-    return (
-        "function (doc) {"
-        f" var E = {json.dumps(figures.HOUR_EDGES)}, N = {figures.ROW_LENGTH},"
-        f" O = {figures.MONTH_UTC_OFFSET_HOURS * 3600000};"
-        f" var SAFETY = {json.dumps(dict.fromkeys(figures.SAFETY_ALERT_KINDS, True))};"
-        " function t(s) { return typeof s === 'string' ? Date.parse(s) : NaN; }"
-        " function bucket(h) { for (var i = 0; i < E.length; i++) { if (h <= E[i]) { return i; } }"
-        " return E.length; }"
-        " function row() { var v = []; for (var i = 0; i < N; i++) { v.push(0); } return v; }"
-        " var areas = [doc.street, doc.community, doc.grid].filter(function (a) { return typeof a === 'string'; });"
-        " if (doc.type === 'service_request' && !isNaN(t(doc.created_at))) {"
-        "  var v = row(), made = t(doc.created_at), month = new Date(made + O).toISOString().slice(0, 7);"
-        f"  v[{at['requests']}] = 1;"
-        "  if (!isNaN(t(doc.acknowledged_at))) {"
-        f"   v[{at['responded']}] = 1;"
-        f"   v[{at['responded_on_time']}] = t(doc.acknowledged_at) <= t(doc.due_respond) ? 1 : 0;"
-        f"   v[{figures.RESPONSE_HISTOGRAM} + bucket((t(doc.acknowledged_at) - made) / 3600000)] = 1; }}"
-        "  var closed = (doc.status === 'resolved' || doc.status === 'closed') && !isNaN(t(doc.resolved_at));"
-        "  if (closed) {"
-        f"   v[{at['closed']}] = 1; v[{at['closed_on_time']}] = t(doc.resolved_at) <= t(doc.due_close) ? 1 : 0;"
-        f"   v[{figures.CLOSE_HISTOGRAM} + bucket((t(doc.resolved_at) - made) / 3600000)] = 1;"
-        f"  }} else {{ v[{at['open']}] = 1; }}"
-        "  if (typeof doc.rating === 'number' && doc.rating > 0) {"
-        f"   v[{at['rated']}] = 1; v[{at['rating_sum']}] = doc.rating;"
-        f"   v[{at['satisfied']}] = doc.rating >= 4 ? 1 : 0; }}"
-        "  var facets = ['', 'department:' + (doc.department || ''), 'category:' + doc.category];"
-        "  areas.forEach(function (a) { facets.forEach(function (f) { emit([a, f, month], v); });"
-        "   if (!closed) { emit([a, 'backlog', doc.department || ''], v); } });"
-        " }"
-        " if (doc.type === 'alert' && SAFETY[doc.kind] === true && !isNaN(t(doc.raised_at))) {"
-        "  var w = row(), raised = new Date(t(doc.raised_at) + O).toISOString().slice(0, 7);"
-        f"  w[{at['alerts']}] = 1;"
-        f"  w[{at['alerts_answered']}] = !isNaN(t(doc.acknowledged_at)) && !doc.escalated_at ? 1 : 0;"
-        "  areas.forEach(function (a) { emit([a, '', raised], w); });"
-        " }"
-        "}"
-    )
-
-
-MAIN_VIEWS["figures"] = {"map": _figures_map(), "reduce": "_sum"}
-
-ACCOUNT_VIEWS = {
-    # Residents by the blind index of their phone or ID card number (server/security/number_index.py), per community.
-    "by_number_index": {
-        "map": "function (doc) { if (doc.type === 'number_index') {"
-               " if (doc.phone_bidx) { emit([doc.community, 'phone', doc.phone_bidx], doc.resident); }"
-               " if (doc.id_card_bidx) { emit([doc.community, 'id_card', doc.id_card_bidx], doc.resident); } } }",
-    },
-    # Who works in which grid, for the secretary's overview.
-    "users_by_grid": {
-        "map": "function (doc) { if (doc.type === 'user' && doc.grids) {"
-               " doc.grids.forEach(function (g) { emit(g, {name: doc.display_name, roles: doc.roles}); }); } }",
-    },
-    # Who belongs to which community, assigned to a grid or not: the staff page (server/web/console_pages.py).
-    "users_by_community": {
-        "map": "function (doc) { if (doc.type === 'user' && doc.communities) {"
-               " doc.communities.forEach(function (c) { emit(c, null); }); } }",
-    },
-    # A resident's account and activation code (server/web/activation.py): "does this resident have an account".
-    "by_resident": {
-        "map": "function (doc) { if ((doc.type === 'user' || doc.type === 'activation_code') && doc.resident) {"
-               " emit(doc.resident, doc.type); } }",
-    },
-    # Documents with conflicting revisions, by type: a ledger lock two CouchDB nodes both took (issue 24,
-    # server/services/timebank.py resolve_lock_forks). One node never makes one; so, almost always, no rows.
-    "conflicts": {
-        "map": "function (doc) { if (doc._conflicts) { emit(doc.type, null); } }",
-    },
-}
-
 
 # The database is not there (stopped, restarting, its connection cut mid-answer), as each HTTP client says so:
 # pycouchdb's (requests, the pages and commands) and the sync gateway's (httpx2). Pages and phones answer these
@@ -224,12 +62,37 @@ class Database(pycouchdb.client.Database):
     """A pycouchdb database whose writes upgrade each document to its type's current declaration version
     (server/domain/migrations.py): whatever the server stores is current, however old what it read was."""
 
+    logical = MAIN_DB  # or ACCOUNTS_DB: whose views `query` asks (set by `connect`)
+
     def save(self, doc: dict[str, Any], batch: bool = False) -> dict[str, Any]:
         return super().save(migrations.upgrade(doc), batch)
 
     def save_bulk(self, docs: list[dict[str, Any]], try_setting_ids: bool = True,
                   transaction: bool = True) -> list[dict[str, Any]]:
         return super().save_bulk([migrations.upgrade(d) for d in docs], try_setting_ids, transaction)
+
+    def query(self, name: str, wrapper: Any = None, flat: Any = None, pagesize: None = None, as_list: bool = False,
+              **params: Any) -> Any:
+        """A logical view ("linli/<name>", server/store/views.py) asked of the physical view holding it, rows
+        answered with the logical keys. Within a request (`INDEX_PATIENCE` set), an index not built yet is waited
+        for that long, then IndexPreparing is raised: the page says "preparing" instead of waiting for the build."""
+        assert pagesize is None, "pagesize pages by physical keys: page with skip (iter_view_docs)"
+        physical, params = views.translate(self.logical, name.removeprefix("linli/"), params)
+        patience = INDEX_PATIENCE.get()
+        if patience is not None:
+            _index_used.add(f"{self.name}/{physical.name}")
+            build = view_built(self, physical.name)
+            if not build.done():
+                _index_waits[f"{self.name}/{physical.name}"] += 1
+            try:
+                build.result(timeout=patience)
+            except TimeoutError:
+                raise IndexPreparing(physical.name) from None
+        rows = views.logical_rows(self.logical, name.removeprefix("linli/"),
+                                  super().query(f"linli/{physical.name}", as_list=True, **params))
+        if wrapper is not None or flat is not None:
+            rows = [row[flat] if flat is not None else wrapper(row) for row in rows]
+        return rows if as_list else iter(rows)
 
 
 @dataclass
@@ -257,6 +120,7 @@ def connect(settings: Settings, embedded_url: str | None = None, *, designs: boo
         name = settings.db_name(logical)
         opened = server.database(name) if name in server else server.create(name)
         dbs[logical] = Database(opened.resource, opened.name)
+        dbs[logical].logical = logical
     couch = Couch(server=server, main=dbs[MAIN_DB], accounts=dbs[ACCOUNTS_DB], url=url)
     if designs:
         ensure_designs(couch)
@@ -265,55 +129,85 @@ def connect(settings: Settings, embedded_url: str | None = None, *, designs: boo
 
 def ensure_designs(couch: Couch) -> None:
     """Store the design documents (views) where they are missing or differ from this version's."""
-    _ensure_design(couch.main, MAIN_VIEWS)
-    _ensure_design(couch.accounts, ACCOUNT_VIEWS)
+    _ensure_design(couch.main, views.designs(MAIN_DB))
+    _ensure_design(couch.accounts, views.designs(ACCOUNTS_DB))
 
 
-# The views a first page needs; `linli serve` builds these before it prints the URL, the rest just after.
-FIRST_VIEWS = ("by_place", "users_by_grid")
-
-
-def build_views(couch: Couch, names: tuple[str, ...] | None = None, *, exclude: tuple[str, ...] = ()) -> None:
-    """Build view indexes now (one query each), so that no page view waits for indexing.
-
-    pouchdb-server indexes each view in its own pass over the database (CouchDB does a design document's
-    views together), so on the embedded server this costs seconds per view on first start.
-    """
-    for db, views in ((couch.main, MAIN_VIEWS), (couch.accounts, ACCOUNT_VIEWS)):
-        for name, view in views.items():
-            if (names is None or name in names) and name not in exclude:
-                db.query(f"linli/{name}", limit=0, as_list=True, **({"reduce": "false"} if "reduce" in view else {}))
+def build_views(couch: Couch, which: tuple[views.Physical, ...] = views.PHYSICAL) -> dict[str, float]:
+    """Build these physical views' indexes now, in order, so that no page waits for them; the seconds each took,
+    by "<database>/<view>" (`linli serve` prints them)."""
+    took = {}
+    for physical in which:
+        db = couch.db(physical.database)
+        started = time.monotonic()
+        view_built(db, physical.name).result()
+        took[f"{db.name}/{physical.name}"] = time.monotonic() - started
+    return took
 
 
 # How long a page waits for an index before it says the index is being prepared; a built one answers well within.
 INDEX_WAIT_SECONDS = 5.0
+# How long a query in this context waits for an index not built yet before raising IndexPreparing: None (wait
+# as long as the build takes) unless the web app set it for the request it answers (server/web/preparing.py).
+INDEX_PATIENCE: contextvars.ContextVar[float | None] = contextvars.ContextVar("index_patience", default=None)
 
-# The first query of a view waits until CouchDB has indexed the whole database (on a fresh demo, a minute or
-# more behind the other views being built). One query per view at a time, whoever asks meanwhile shares it.
+
+_index_waits: Counter[str] = Counter()  # requests that found an index not built yet, by view, since the start
+
+
+_index_used: set[str] = set()  # the views requests have read, since the start
+
+
+def index_used() -> list[str]:
+    """The views ("<database>/<view>") requests have read since the start: /healthz, beside those built before the
+    URL, so that a test can tell a first page that needs an index `linli serve` did not build first."""
+    return sorted(_index_used)
+
+
+def index_waits() -> dict[str, int]:
+    """Requests that found an index still being built (and waited, or were told "preparing"), by view: /healthz."""
+    return dict(_index_waits)
+
+
+class IndexPreparing(Exception):
+    """A request asked a view whose index is still being built (a first start, a new version's views)."""
+
+    def __init__(self, view: str) -> None:
+        super().__init__(f"the index of view {view} is being built")
+        self.view = view
+
+
+# The first query of a view waits until CouchDB has indexed the whole database (on a fresh demo, a pass over
+# every document). One query per view at a time, whoever asks meanwhile shares it.
 _view_builds: dict[tuple[str, str], Future[Any]] = {}
 _view_builds_lock = threading.Lock()
 _view_builder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="view-build")
 
 
 def view_built(db: pycouchdb.client.Database, name: str) -> Future[Any]:
-    """A future done once view `name` of `db` is indexed, so that a page can say "preparing" instead of waiting
-    (or timing out) while it is built; a failed build is asked again by the next caller."""
-    key = (db.name, name)
+    """A future done once view `name` of `db` (a physical view, or a logical one: its physical view) is
+    indexed, so that a page can say "preparing" instead of waiting (or timing out) while it is built; a failed
+    build is asked again by the next caller."""
+    physical = name if name in {p.name for p in views.PHYSICAL} else views.home(db.logical, name).name
+    key = (db.name, physical)
     with _view_builds_lock:
         build = _view_builds.get(key)
         if build is None or (build.done() and build.exception() is not None):
-            build = _view_builder.submit(db.query, f"linli/{name}", limit=0, as_list=True)
+            # Not this module's Database.query: this is the build that query waits for. Every physical view
+            # reduces, so reduce=false (else pouchdb-server would reduce every row to answer limit=0).
+            build = _view_builder.submit(pycouchdb.client.Database.query, db, f"linli/{physical}", limit=0,
+                                         reduce="false", as_list=True)
             _view_builds[key] = build
     return build
 
 
-def _ensure_design(db: pycouchdb.client.Database, views: dict[str, Any]) -> None:
+def _ensure_design(db: pycouchdb.client.Database, wanted: dict[str, Any]) -> None:
     try:
-        current = db.get(DESIGN_ID)
+        current = db.get(views.DESIGN_ID)
     except NotFound:
-        current = {"_id": DESIGN_ID}
-    if current.get("views") != views:
-        db.save({**current, "language": "javascript", "views": views})
+        current = {"_id": views.DESIGN_ID}
+    if current.get("views") != wanted:
+        db.save({**current, "language": "javascript", "views": wanted})
 
 
 # No Linli id comes near this; a longer one cannot even be asked for (pouchdb-server, being Node, refuses a request

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.store import sweeps
+from server.store import couch, sweeps
 
 SWEEP_LATE_AFTER = dt.timedelta(minutes=3)  # the minute sweep missed two turns: the clocks are not moving
 
@@ -25,6 +25,7 @@ class Health:
     database_down_since: dt.datetime | None = None  # set by the supervisor between an exit and the restart
     first_views_built: bool = True  # `linli serve` builds them before it listens; False while a rebuild runs
     all_views_built: bool = False
+    built_before_url: list[str] = field(default_factory=list)  # "<database>/<view>", as `linli serve` built them
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     last_sweep_at: dt.datetime | None = None  # the last minute sweep that ran to its end
     sweep_failures: int = 0  # sweeps (or parts of one) that raised, since start
@@ -41,7 +42,8 @@ class Health:
                          "last_exit": self.database_last_exit,
                          "down_since": self.database_down_since.isoformat() if self.database_down_since else None},
             "views": {"ok": self.first_views_built, "first_pages": self.first_views_built,
-                      "all": self.all_views_built},
+                      "all": self.all_views_built, "waited_for": couch.index_waits(),
+                      "built_before_url": self.built_before_url, "read_by_requests": couch.index_used()},
             "sweeps": {"ok": not sweep_late, "last": self.last_sweep_at.isoformat() if self.last_sweep_at else None,
                        "failures": self.sweep_failures, "skipped_documents": sweeps.skipped()},
         }

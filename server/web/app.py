@@ -59,7 +59,7 @@ from server.services import (
 )
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
-from server.store.couch import UNREACHABLE, Couch, get_or_none
+from server.store.couch import UNREACHABLE, Couch, IndexPreparing, get_or_none
 from server.store.health import Health
 from server.web import (
     display,
@@ -94,6 +94,7 @@ from server.web.meeting_pages import routes as meeting_routes
 from server.web.need_pages import open_needs_context
 from server.web.need_pages import routes as need_routes
 from server.web.observability import ObservabilityMiddleware, metrics_endpoint
+from server.web.preparing import IndexPatience, on_index_preparing
 from server.web.resident_needs import page_context as needs_context
 from server.web.resident_needs import routes as needs_routes
 from server.web.safety_pages import routes as safety_routes
@@ -518,6 +519,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Middleware(SessionMiddleware, secret_key=settings.secret_key, session_cookie="session",
                    max_age=settings.session_max_age, same_site="lax", https_only=settings.cookie_secure),
         Middleware(CSRFMiddleware),
+        Middleware(IndexPatience),  # an index still being built: "preparing", not a wait (server/web/preparing.py)
     ]
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -532,6 +534,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={LoginRequired: on_login_required, HTTPException: on_http_error,
                                          UserError: on_user_error, Exception: server_error,
+                                         IndexPreparing: on_index_preparing(render),
                                          **{kind: on_database_unreachable for kind in UNREACHABLE}})
 
 

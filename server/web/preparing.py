@@ -1,6 +1,11 @@
 """A page whose CouchDB index is still being built (right after a first start, or after a bulk load) answers at
 once with a styled "preparing, try again in a moment" page that reloads itself, instead of hanging until the index
-is ready (issue 18: the first /ledger waited 137 s). The build goes on meanwhile; the next visit gets the page."""
+is ready (issue 18: the first /ledger waited 137 s). The build goes on meanwhile; the next visit gets the page.
+
+Every request gets that: `IndexPatience` lets a request's view queries wait INDEX_WAIT_SECONDS for an index not
+built yet (server/store/couch.py `Database.query`), after which IndexPreparing is raised and `on_index_preparing`
+answers: this page for people, 503 with Retry-After for the offline app's and other programs' JSON. A few pages
+ask first (`preparing`) to say it in their own words."""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from typing import Any
 
 import pycouchdb
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.store import couch as store
 
@@ -38,3 +44,36 @@ async def preparing(request: Request, render: Callable[..., Response], db: pycou
             return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=request.url.path + (
                 f"?{request.url.query}" if request.url.query else ""))
     return None
+
+
+class IndexPatience:
+    """ASGI middleware: within a request, a view query waits at most INDEX_WAIT_SECONDS for an index being built."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = store.INDEX_PATIENCE.set(store.INDEX_WAIT_SECONDS)  # copied into the threads the request uses
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            store.INDEX_PATIENCE.reset(token)
+
+
+# Paths that answer programs, not people: JSON, not a page.
+_JSON_PATHS = ("/sync/", "/open311/", "/phone-keys", "/pwa/", "/schema.json", "/metrics")
+
+
+def on_index_preparing(render: Callable[..., Response]) -> Callable[[Request, Exception], Any]:
+    """The exception handler for IndexPreparing: the preparing page (202, reloading itself), or for a program
+    503 with Retry-After (the offline app tries again at its next sync)."""
+    async def handle(request: Request, exc: Exception) -> Response:
+        if request.url.path.startswith(_JSON_PATHS):
+            return JSONResponse({"error": "preparing", "reason": str(exc)}, status_code=503,
+                                headers={"Retry-After": str(RETRY_SECONDS)})
+        again = request.url.path + (f"?{request.url.query}" if request.url.query and request.method == "GET" else "")
+        return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=again)
+    return handle

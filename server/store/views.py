@@ -1,0 +1,269 @@
+"""The views Linli asks CouchDB for, and how they are stored: a few physical views, each holding several logical ones.
+
+pouchdb-server (the embedded CouchDB) indexes each view in its own pass over the whole database, and a pass costs
+about as much as loading the database (it writes a record for every document, emitting or not): a first start
+with a dozen views spent minutes on passes. So the logical views below (what callers ask for, by name, with their
+own keys) live in three physical views, one pass each: `rows` (main: every listing, `_count`), `sums` (main: the
+ledgers and the figures, `_sum`) and `rows` (accounts, `_count`). A logical view's rows are stored under
+`[its name, *its key]`; `translate` turns a query of a logical view into one of its physical view and
+`logical_rows` turns the answer back, so callers read the keys and ranges they always did
+(server/store/couch.py `Database.query`; the sync gateway's HTTP client the same way).
+
+Apache CouchDB 3 builds a design document's views in one pass anyway: there the merge changes nothing but names.
+Its `_sum` adds a number to an array as to `[number]`, so the ledgers' numbers beside the figures' arrays are fine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from server.domain import figures
+from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
+
+DESIGN_ID = "_design/linli"
+
+# Map functions are JavaScript because CouchDB runs them; keep them tiny.
+MAIN_VIEWS = {
+    # Listings and counts by place and type: [grid, type], [community, type] and [household, type] (a
+    # household's residents, visits, devices, alerts). In the same pass, what
+    # a secretary's day asks of her (server/services/today.py), only while it is open: [community,
+    # "attention", type, oldest first] for core-access requests pending, service requests not resolved (by
+    # closing deadline), alerts not resolved, needs nobody has handled.
+    "by_place": {
+        "map": "function (doc) { if (doc.type) { [doc.grid, doc.community, doc.household].forEach("
+               "function (place) { if (place) { emit([place, doc.type], null); } });"
+               " var open = {access_request: doc.status === 'pending',"
+               " service_request: doc.status !== 'resolved' && doc.status !== 'closed',"
+               " alert: doc.status !== 'resolved', need: doc.status === 'open'};"
+               " if (open[doc.type] && doc.community) { emit([doc.community, 'attention', doc.type,"
+               " doc.due_close || doc.raised_at || doc.created_at], null); } } }",
+        "reduce": "_count",
+    },
+    # The filing log by whose record was opened: the resident's own "who looked at my data" list.
+    "audit_by_target": {
+        "map": "function (doc) { if (doc.type === 'audit_entry') { emit([doc.target, doc.at], null); } }",
+    },
+    # One slim row per service request for the dashboard (server/services/dashboard.py): no document bodies.
+    "request_stats": {
+        "map": "function (doc) { if (doc.type === 'service_request') {"
+               " emit([doc.community, doc.street, doc.grid, doc._id], [doc.category, doc.department || '',"
+               " doc.status, doc.created_at, doc.acknowledged_at || null, doc.resolved_at || null, doc.due_close,"
+               " doc.rating || null]); } }",
+    },
+    # Service requests not yet resolved or closed, by street: what the minute sweep watches.
+    "open_requests": {
+        "map": "function (doc) { if (doc.type === 'service_request' && doc.status !== 'resolved'"
+               " && doc.status !== 'closed') { emit([doc.street, doc.created_at], null); } }",
+    },
+    # Requests about public places (no resident or household), for the Open311 listing: by street, then
+    # service code and open/closed ("" for any), then time, so that each filter is one key range.
+    "public_requests": {
+        "map": "function (doc) { if (doc.type === 'service_request' && !doc.resident && !doc.household) {"
+               " var state = (doc.status === 'resolved' || doc.status === 'closed') ? 'closed' : 'open';"
+               " [doc.category, ''].forEach(function (code) { [state, ''].forEach(function (s) {"
+               " emit([doc.street, code, s, doc.created_at], null); }); }); } }",
+    },
+    # Alerts nobody has acknowledged yet, for the escalation sweep (server/services/alerts.py).
+    "open_alerts": {
+        "map": "function (doc) { if (doc.type === 'alert' && doc.status === 'raised') {"
+               " emit([doc.community, doc.raised_at], null); } }",
+    },
+    # A device's readings by metric and time: the latest of each for a resident's status line (server/services/
+    # safety.py), one key range each however many readings a year brings.
+    "readings_by_device": {
+        "map": "function (doc) { if (doc.type === 'reading') { emit([doc.device, doc.metric, doc.measured_at],"
+               " null); } }",
+    },
+    # Documents with conflicting revisions a person has to resolve (server/web/conflict_pages.py), by street,
+    # community and grid ("" above a document's scope), so that one street's or community's are one range.
+    "conflicts": {
+        "map": "function (doc) { if (doc._conflicts) {"
+               " emit([doc.street || '', doc.community || '', doc.grid || ''], null); } }",
+    },
+    # The time bank's two ledgers (server/services/timebank.py): each transfer's two legs, keyed by community,
+    # ledger, account and time. Reduced (`_sum`) they are the balances; no balance is stored anywhere.
+    "ledger": {
+        "map": "function (doc) { if (doc.type === 'transfer') {"
+               " emit([doc.community, doc.ledger, doc.from_account, doc.created_at], -doc.amount);"
+               " emit([doc.community, doc.ledger, doc.to_account, doc.created_at], doc.amount); } }",
+        "reduce": "_sum",
+    },
+    # Claims of hours by who made them, whom they are from, and all together ("": the expiry sweep), by state.
+    "claims": {
+        "map": "function (doc) { if (doc.type === 'claim') { [doc.created_by, doc.resident, ''].forEach("
+               "function (party) { emit([party, doc.status, doc.created_at], null); }); } }",
+    },
+    # The resource pool (server/services/pool.py), of each booking's first slot only: ["by", who booked, start]
+    # (their bookings), ["due", start] while confirmed (what the no-show sweep watches) and ["requested", resource,
+    # start] while it awaits the keeper. The utilisation board reads slots and check-ins by their ids instead
+    # (pool.slot_uses): a row per slot made this view's build outlast 20 minutes over a year of 500 resources.
+    "pool": {
+        "map": "function (doc) { if (doc.type === 'booking' && doc.group === doc._id) {"
+               " emit(['by', doc.booked_by, doc.slot_start], null);"
+               " if (doc.status === 'confirmed') { emit(['due', doc.slot_start], null); }"
+               " if (doc.status === 'requested') { emit(['requested', doc.resource, doc.slot_start], null); } } }",
+    },
+}
+
+
+def _figures_map() -> str:
+    """The map of `linli/figures` (server/services/figures.py), written from server/domain/figures.py's counts and
+    buckets. Each service request adds one row of counts (figures.COUNTS, then response and close times by bucket)
+    under [area, facet, month] for its street, community and grid, each whole (facet ""), by department
+    ("department:<id>", "" not dispatched yet) and by category ("category:<code>"); one not closed yet also under
+    [area, "backlog", department]. An elderly-safety alert adds its counts under [area, "", month]. Summed by
+    `_sum`, any area, facet and month range is one key range: CouchDB keeps the sums as documents arrive."""
+    at = {name: i for i, name in enumerate(figures.COUNTS)}
+    return (
+        "function (doc) {"
+        f" var E = {json.dumps(figures.HOUR_EDGES)}, N = {figures.ROW_LENGTH},"
+        f" O = {figures.MONTH_UTC_OFFSET_HOURS * 3600000};"
+        f" var SAFETY = {json.dumps(dict.fromkeys(figures.SAFETY_ALERT_KINDS, True))};"
+        " function t(s) { return typeof s === 'string' ? Date.parse(s) : NaN; }"
+        " function bucket(h) { for (var i = 0; i < E.length; i++) { if (h <= E[i]) { return i; } }"
+        " return E.length; }"
+        " function row() { var v = []; for (var i = 0; i < N; i++) { v.push(0); } return v; }"
+        " var areas = [doc.street, doc.community, doc.grid].filter(function (a) { return typeof a === 'string'; });"
+        " if (doc.type === 'service_request' && !isNaN(t(doc.created_at))) {"
+        "  var v = row(), made = t(doc.created_at), month = new Date(made + O).toISOString().slice(0, 7);"
+        f"  v[{at['requests']}] = 1;"
+        "  if (!isNaN(t(doc.acknowledged_at))) {"
+        f"   v[{at['responded']}] = 1;"
+        f"   v[{at['responded_on_time']}] = t(doc.acknowledged_at) <= t(doc.due_respond) ? 1 : 0;"
+        f"   v[{figures.RESPONSE_HISTOGRAM} + bucket((t(doc.acknowledged_at) - made) / 3600000)] = 1; }}"
+        "  var closed = (doc.status === 'resolved' || doc.status === 'closed') && !isNaN(t(doc.resolved_at));"
+        "  if (closed) {"
+        f"   v[{at['closed']}] = 1; v[{at['closed_on_time']}] = t(doc.resolved_at) <= t(doc.due_close) ? 1 : 0;"
+        f"   v[{figures.CLOSE_HISTOGRAM} + bucket((t(doc.resolved_at) - made) / 3600000)] = 1;"
+        f"  }} else {{ v[{at['open']}] = 1; }}"
+        "  if (typeof doc.rating === 'number' && doc.rating > 0) {"
+        f"   v[{at['rated']}] = 1; v[{at['rating_sum']}] = doc.rating;"
+        f"   v[{at['satisfied']}] = doc.rating >= 4 ? 1 : 0; }}"
+        "  var facets = ['', 'department:' + (doc.department || ''), 'category:' + doc.category];"
+        "  areas.forEach(function (a) { facets.forEach(function (f) { emit([a, f, month], v); });"
+        "   if (!closed) { emit([a, 'backlog', doc.department || ''], v); } });"
+        " }"
+        " if (doc.type === 'alert' && SAFETY[doc.kind] === true && !isNaN(t(doc.raised_at))) {"
+        "  var w = row(), raised = new Date(t(doc.raised_at) + O).toISOString().slice(0, 7);"
+        f"  w[{at['alerts']}] = 1;"
+        f"  w[{at['alerts_answered']}] = !isNaN(t(doc.acknowledged_at)) && !doc.escalated_at ? 1 : 0;"
+        "  areas.forEach(function (a) { emit([a, '', raised], w); });"
+        " }"
+        "}"
+    )
+
+
+MAIN_VIEWS["figures"] = {"map": _figures_map(), "reduce": "_sum"}
+
+ACCOUNT_VIEWS = {
+    # Residents by the blind index of their phone or ID card number (server/security/number_index.py), per community.
+    "by_number_index": {
+        "map": "function (doc) { if (doc.type === 'number_index') {"
+               " if (doc.phone_bidx) { emit([doc.community, 'phone', doc.phone_bidx], doc.resident); }"
+               " if (doc.id_card_bidx) { emit([doc.community, 'id_card', doc.id_card_bidx], doc.resident); } } }",
+    },
+    # Who works in which grid, for the secretary's overview.
+    "users_by_grid": {
+        "map": "function (doc) { if (doc.type === 'user' && doc.grids) {"
+               " doc.grids.forEach(function (g) { emit(g, {name: doc.display_name, roles: doc.roles}); }); } }",
+    },
+    # Who belongs to which community, assigned to a grid or not: the staff page (server/web/console_pages.py).
+    "users_by_community": {
+        "map": "function (doc) { if (doc.type === 'user' && doc.communities) {"
+               " doc.communities.forEach(function (c) { emit(c, null); }); } }",
+    },
+    # A resident's account and activation code (server/web/activation.py): "does this resident have an account".
+    "by_resident": {
+        "map": "function (doc) { if ((doc.type === 'user' || doc.type === 'activation_code') && doc.resident) {"
+               " emit(doc.resident, doc.type); } }",
+    },
+    # Documents with conflicting revisions, by type: a ledger lock two CouchDB nodes both took (issue 24,
+    # server/services/timebank.py resolve_lock_forks). One node never makes one; so, almost always, no rows.
+    "conflicts": {
+        "map": "function (doc) { if (doc._conflicts) { emit(doc.type, null); } }",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Physical:
+    """A view CouchDB indexes: which database, its name, its reduce, and the logical views it holds."""
+
+    database: str
+    name: str
+    reduce: str  # each has one, so that one query (reduce=false, limit=0) builds any of them
+    holds: tuple[str, ...]
+
+
+# The first pages' views first (`linli serve` builds those before it prints the URL: FIRST), then the rest.
+PHYSICAL = (
+    Physical(MAIN_DB, "rows", "_count", ("by_place", "audit_by_target", "request_stats", "open_requests",
+                                          "public_requests", "open_alerts", "readings_by_device", "conflicts",
+                                          "claims", "pool")),
+    Physical(ACCOUNTS_DB, "rows", "_count", tuple(ACCOUNT_VIEWS)),  # its "conflicts" is the accounts database's
+    Physical(MAIN_DB, "sums", "_sum", ("ledger", "figures")),
+)
+FIRST = PHYSICAL[:2]  # every role's first page and a phone's first sync need only these
+_LOGICAL = {(database, name): view for database, table in ((MAIN_DB, MAIN_VIEWS), (ACCOUNTS_DB, ACCOUNT_VIEWS))
+            for name, view in table.items()}
+_HOME = {(physical.database, name): physical for physical in PHYSICAL for name in physical.holds}
+# Keys that are one value, not an array (the accounts views': a grid, a community, a resident id, a type).
+_SCALAR_KEYS = frozenset({(ACCOUNTS_DB, n) for n in ("users_by_grid", "users_by_community", "by_resident",
+                                                      "conflicts")})
+assert set(_HOME) == set(_LOGICAL), "every logical view lives in exactly one physical view"
+
+
+def _physical_map(physical: Physical) -> str:
+    """One map function running each logical view's map with an `emit` that files its rows under its name."""
+    calls = "".join(f" (function (emit) {{ return {_LOGICAL[physical.database, name]['map']}; }})"
+                    f"(as({json.dumps(name)}))(doc);" for name in physical.holds)
+    return ("function (doc) { function as(view) { return function (key, value) {"
+            " emit(Array.isArray(key) ? [view].concat(key) : [view, key], value); }; }" + calls + " }")
+
+
+def designs(database: str) -> dict[str, dict[str, str]]:
+    """The `views` of the database's design document."""
+    return {p.name: {"map": _physical_map(p), "reduce": p.reduce} for p in PHYSICAL if p.database == database}
+
+
+def home(database: str, logical: str) -> Physical:
+    """The physical view holding a logical one of that database ("main", "accounts"; KeyError for a name it has
+    no view of)."""
+    return _HOME[database, logical]
+
+
+def _under(name: str, key: Any) -> list[Any]:
+    return [name, *key] if isinstance(key, list) else [name, key]
+
+
+def translate(database: str, logical: str, params: dict[str, Any]) -> tuple[Physical, dict[str, Any]]:
+    """A query of a logical view (`key`, `keys`, `startkey`, `endkey`, `group_level`, … as Python values) as the
+    query of its physical view: keys filed under the name, the range kept inside it, no reduce where the logical
+    view has none, group levels one deeper."""
+    physical = home(database, logical)
+    out = dict(params)
+    for name in ("key", "startkey", "endkey"):
+        if name in out:
+            out[name] = _under(logical, out[name])
+    if "keys" in out:
+        out["keys"] = [_under(logical, k) for k in out["keys"]]
+    elif "key" not in out:
+        low, high = [logical], [logical, {}]
+        descending = str(out.get("descending", "")).lower() == "true"
+        out.setdefault("startkey", high if descending else low)
+        out.setdefault("endkey", low if descending else high)
+    if "group_level" in out:
+        out["group_level"] = int(out["group_level"]) + 1
+    if "reduce" not in _LOGICAL[database, logical]:
+        out["reduce"] = "false"
+    return physical, out
+
+
+def logical_rows(database: str, logical: str, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The physical view's rows as the logical view's: the name taken off each key."""
+    scalar = (database, logical) in _SCALAR_KEYS
+    return [{**row, "key": row["key"][1] if scalar else row["key"][1:]} if isinstance(row.get("key"), list) else row
+            for row in rows]
