@@ -509,7 +509,7 @@ def resolve_lock_fork(couch: Couch, signer: Signer, lock_id: str, now: dt.dateti
     paid_from = sorted({(leaf["last"]["community"], leaf["last"]["ledger"]) for leaf in leaves if leaf.get("last")})
     reversed_ = sum(_back_within_floor(couch, signer, community, ledger, account, now)
                     for community, ledger in paid_from)
-    merged = rules.merged_lock(leaves)
+    merged = migrations.upgrade(rules.merged_lock(leaves))  # a lock from before version 2 held its secret
     validate(merged)
     couch.accounts.save(merged)  # on the winner's revision
     bulk_save(couch.accounts, [deletion(leaf) for leaf in leaves[1:]])
