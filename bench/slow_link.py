@@ -114,6 +114,9 @@ def one_phone(browser: Browser, link: SlowLink, couch: object, household: str, s
                                timeout=600_000)
 
     measured("photo_visit", photo_visit)
+    # Signed out (the phone's key and its grants withdrawn), so that the next phone pulls what this one did not add.
+    page.click("form[action='/logout'] button")
+    page.wait_for_url("**/login", timeout=300_000)
     context.close()
     return figures
 
