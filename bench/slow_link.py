@@ -40,6 +40,7 @@ from tests.sync_harness import serve, stop  # noqa: E402
 PASSWORD = "bench-password"
 WORKER = "wangge01"
 RATE, ONE_WAY_DELAY = 400_000 / 8, 0.2
+NOTES = "慢网走访"
 SYNCED = "document.querySelector('#sync-state')?.dataset.lastSynced"
 NOTHING_WAITS = ("() => document.querySelector('#sync-state')?.dataset.pending === '0' && "
                  "document.querySelector('#sync-state')?.dataset.syncing === 'no'")
@@ -101,7 +102,7 @@ def one_phone(browser: Browser, link: SlowLink, couch: object, household: str, s
     measured("incremental_sync", incremental)
     context.set_offline(True)
     page.goto(link.url + f"households/{household}/visits/new")
-    page.fill("textarea[name=notes]", "慢网走访")
+    page.fill("textarea[name=notes]", NOTES)
     figures["photo_as_taken_bytes"] = page.evaluate(CAMERA_PHOTO, shipped)
     if shipped:
         page.wait_for_selector("input[name=photo][data-photos=fitted]")
@@ -114,10 +115,14 @@ def one_phone(browser: Browser, link: SlowLink, couch: object, household: str, s
                                timeout=600_000)
 
     measured("photo_visit", photo_visit)
-    # Signed out (the phone's key and its grants withdrawn), so that the next phone pulls what this one did not add.
+    # Signed out (its key and grants withdrawn), so that the next phone pulls no more than this one did.
     page.click("form[action='/logout'] button")
     page.wait_for_url("**/login", timeout=300_000)
     context.close()
+    # ...and its visit deleted: the next phone's first sync would pull its photo (3 MB as taken for the reference).
+    for row in couch.main.all(startkey="visit:", endkey="visit:\ufff0", include_docs=True, as_list=True):
+        if row["doc"].get("notes") == NOTES:
+            couch.main.delete(row["doc"])
     return figures
 
 
