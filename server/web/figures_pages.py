@@ -24,12 +24,12 @@ from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.domain.i18n import DEFAULT_LANG, translator
 from server.security.firewall import Firewall
-from server.services import figures, snapshots
+from server.services import figures, figures_cells, snapshots
 from server.services import service_requests as sr
 from server.services.figures import Scope
 from server.store.couch import Couch, docs_of_type
 from server.web import charts
-from server.web.preparing import preparing
+from server.web.preparing import preparing_until
 
 MAX_MONTHS = 36  # a range longer than this is cut to its last MAX_MONTHS months
 
@@ -106,7 +106,9 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         places = await run_in_threadpool(places_of, couch, p)
         if not places.areas:
             raise HTTPException(403)
-        waiting = await preparing(request, render, couch.main, "figures")
+        # The aggregates take in what changed since they were last kept (a few documents; after a bulk load, a
+        # pass the page does not wait for).
+        waiting = await preparing_until(request, render, figures_cells.caught_up(couch))
         if waiting is not None:
             return waiting
         departments = await run_in_threadpool(sr.department_names, couch)

@@ -34,7 +34,15 @@ async def preparing(request: Request, render: Callable[..., Response], db: pycou
                     *views: str) -> Response | None:
     """The preparing page (202) if one of these views of `db` is not built within the wait, else None."""
     for view in views:
-        if not await built_soon(store.view_built(db, view)):
-            return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=request.url.path + (
-                f"?{request.url.query}" if request.url.query else ""))
+        waiting = await preparing_until(request, render, store.view_built(db, view))
+        if waiting is not None:
+            return waiting
     return None
+
+
+async def preparing_until(request: Request, render: Callable[..., Response], build: Future[Any]) -> Response | None:
+    """The preparing page (202) if `build` is not done within the wait, else None."""
+    if await built_soon(build):
+        return None
+    return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=request.url.path + (
+        f"?{request.url.query}" if request.url.query else ""))
