@@ -1185,7 +1185,10 @@ DOC_TYPES: dict[str, DocType] = {
             "frame": Field("map", required=True),
             "seed": _text(required=True, max_length=64),
             **_WHO_WHEN,
-        }, label_zh="调查样本", label_en="Survey sample"),
+            # Version 2: the sampled households answered so far this month (whoever answered, never what), kept by
+            # the server (survey.mark_answered): the collectors' phones see which doors are done, offline too.
+            "answered": Field("list", Category.SYSTEM, max_items=5000, ref="household", server_only=True),
+        }, label_zh="调查样本", label_en="Survey sample", version=2),
     ]
 }
 
