@@ -138,6 +138,11 @@ def rebuild(couch: Couch) -> int:
     return taken
 
 
+def counted(couch: Couch) -> bool:
+    """Whether the cells were counted once (a checkpoint exists): a page may show them while a catch-up runs."""
+    return get_or_none(couch.main, CHECKPOINT_ID) is not None
+
+
 # Pages ask for the cells to be caught up before they read them; one catch-up at a time per database, shared.
 _runs: dict[str, Future[int]] = {}
 _runs_lock = threading.Lock()

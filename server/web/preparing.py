@@ -19,12 +19,14 @@ from server.store import couch as store
 RETRY_SECONDS = 5
 
 
-async def built_soon(build: Future[Any]) -> bool:
-    """Whether the index is built, or is within INDEX_WAIT_SECONDS (its build goes on either way)."""
+async def built_soon(build: Future[Any], seconds: float | None = None) -> bool:
+    """Whether the index is built, or is within `seconds` (INDEX_WAIT_SECONDS by default; its build goes on
+    either way)."""
     if build.done():
         return True
     try:
-        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(build)), store.INDEX_WAIT_SECONDS)
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(build)),
+                               store.INDEX_WAIT_SECONDS if seconds is None else seconds)
     except TimeoutError:
         return False
     return True
