@@ -165,7 +165,7 @@ def test_a_door_survey_answer_written_offline_counts_once_back_online(
 ) -> None:
     # A grid worker with a sampled household not answered yet this month (the demo answers some as the month goes:
     # one of three grids has one left, unless all of them were answered at the door already).
-    waiting = None
+    waiting, seen = None, []
     for username in WORKERS:
         desk = Person(journey_browser, journey_served, username, role="evaluation")
         desk.go("survey/door")
@@ -173,8 +173,9 @@ def test_a_door_survey_answer_written_offline_counts_once_back_online(
         if forms.count():
             waiting = username, forms.first.locator("input[name=household]").get_attribute("value")
             break
+        seen.append(f"{username}: {desk.page.locator('main').inner_text()}")
         desk.close()
-    assert waiting, f"every sampled household of {WORKERS} answered this month already"
+    assert waiting, f"every sampled household of {WORKERS} answered this month already: {seen}"
     username, household = waiting
     row = f"#door-{household.replace(':', '-')}"
     expect(desk.page.locator(row)).to_contain_text("未回答")
@@ -182,7 +183,9 @@ def test_a_door_survey_answer_written_offline_counts_once_back_online(
     answered_before = _sample_answers(desk, month)
 
     phone = Person(journey_browser, journey_served, username, role="evaluation", phone=True)
+    phone.go("")  # the service worker installs, then answers the next page and shows the sync bar
     phone.go("survey/door")
+    expect(phone.page.locator("#sync-state")).to_be_visible(timeout=90_000)  # the service worker's first sync
     phone.synced()  # the month's sample and the grid's households are in the phone's replica
     phone.offline()
     phone.go("survey/door")
