@@ -215,6 +215,7 @@ def main() -> None:
                 rounds.setdefault("community_p50", []).append(p50)
                 rounds.setdefault("community_p95", []).append(p95)
                 signed_in(client, "admin")
+                street_page = client.get("/dashboard", params={"area": demo.STREET_ID, **year})
                 p50, p95 = page_seconds(client, "/dashboard", {"area": demo.STREET_ID, **year}, args.pages)
                 rounds.setdefault("street_p50", []).append(p50)
                 rounds.setdefault("street_p95", []).append(p95)
@@ -242,6 +243,8 @@ def main() -> None:
         "raw_and_open311_index_seconds": round(index_seconds, 1),
         "dashboard_page_community_p50_p95": [round(median["community_p50"], 3), round(median["community_p95"], 3)],
         "dashboard_page_street_p50_p95": [round(median["street_p50"], 3), round(median["street_p95"], 3)],
+        "street_page_checked": {"path": street_page.url.path, "bytes": len(street_page.content),
+                                "kpi_rows": street_page.text.count("data-kpi")},
         "raw_rows_dashboard_seconds": round(median["raw"], 2), "raw_rows_dashboard_peak_mib": round(dash_mib, 1),
         "raw_rows_over_street_page_p95": round(median["raw"] / median["street_p95"], 1),
         "raw_rows_streaming_only_seconds": round(median["stream"], 2),
