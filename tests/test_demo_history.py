@@ -27,6 +27,7 @@ from server.services import (
     deliberation,
     demo,
     demo_history,
+    figures_cells,
     mediation,
     meetings,
     pool,
@@ -35,7 +36,7 @@ from server.services import (
     timebank,
 )
 from server.store.config import Settings
-from server.store.couch import Couch, connect, docs_of_type, view_built
+from server.store.couch import Couch, connect, docs_of_type
 from server.store.embedded_couch import EmbeddedCouch
 from server.web.app import create_app
 from tests.conftest import make_settings
@@ -283,7 +284,7 @@ def test_a_year_of_venues_used_and_idle(pilot: list[dict], street: tuple[Couch, 
 def test_first_pages_show_plausible_figures(street: tuple[Couch, TestClient]) -> None:
     couch, client = street
     _as(client, "shuji1")
-    view_built(couch.main, "figures").result(timeout=300)  # until then the page says "preparing" (test_figures_pages)
+    figures_cells.caught_up(couch).result(timeout=300)  # until then the page says "preparing" (test_figures_pages)
     dashboard = client.get("/dashboard")
     assert dashboard.status_code == 200
     # The secretary sees her community (the dashboard's first area): its last twelve months month by month, and

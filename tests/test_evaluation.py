@@ -262,7 +262,8 @@ def test_a_door_answer_written_offline_is_judged_at_sync_by_the_rule_the_page_us
         web: TestClient, demo_loaded: Couch, gateway_url: str) -> None:
     """The grid worker's phone pushes what it wrote at the doors (its replication: new_edits=false): an answer
     without consent and one for a household not drawn are refused with the page's own words; the consented answer
-    of a sampled household is stored and counted in the published response rate."""
+    of a sampled household is stored and counted in the published response rate, and the minute part marks it
+    answered on the sample (what the other collectors' phones show offline: that it was answered, not what)."""
     as_user(web, "shuji1", PASSWORD)
     community = demo.community_id(1)
     assert post(web, "/survey/sample", community=community, size="4").status_code == 200
@@ -296,6 +297,10 @@ def test_a_door_answer_written_offline_is_judged_at_sync_by_the_rule_the_page_us
     assert accepted.json() == [], accepted.text
     assert demo_loaded.main.get(access.door_answer_id(home, month))["consent"] is True
     assert "25.0% (1/4)" in web.get("/survey/results").text
+    assert demo_loaded.main.get(sample["_id"])["answered"] == []
+    assert survey.mark_answered(demo_loaded, dt.datetime.now(dt.UTC), LOCAL_TZ) == 1
+    assert demo_loaded.main.get(sample["_id"])["answered"] == [home["_id"]]
+    assert survey.mark_answered(demo_loaded, dt.datetime.now(dt.UTC), LOCAL_TZ) == 0  # nothing new: nothing written
 
 
 def test_the_figures_count_what_the_pages_recorded(web: TestClient, demo_loaded: Couch) -> None:

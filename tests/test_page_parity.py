@@ -243,7 +243,8 @@ def _matter(couch: Couch, firewall: Firewall, street: Street) -> None:
 
 def _survey(couch: Couch, street: Street) -> None:
     """This month's survey sample (issue 18): five households of grid 1, zhiyuan01a's among them; the first answered
-    at the door by the grid worker already (a household the volunteer does not look after)."""
+    at the door by the grid worker already (a household the volunteer does not look after), and the volunteer's
+    too: their phone holds no answer of the grid worker's, only the sample saying it was answered."""
     month = survey.month_of(NOW, LOCAL_TZ)
     answered = {d.get("household") for d in server_documents_of(couch, "survey_response") if d["month"] == month}
     others = [household(n) for n in range(1, 40) if household(n) not in (street.volunteers_household, *answered)]
@@ -254,8 +255,10 @@ def _survey(couch: Couch, street: Street) -> None:
                      "street": demo.STREET_ID, "community": "community:c1", "month": month, "seed": "parity",
                      "households": [{"household": h, "grid": G1} for h in street.sampled], "frame": {G1: 55},
                      "created_by": "user:shuji1", "created_at": NOW.isoformat()})
-    survey.answer_at_door(couch, _principal(couch, "wangge01"), couch.main.get(street.sampled[0]), 4, True, NOW,
-                          LOCAL_TZ)
+    for answered_already in (street.sampled[0], street.volunteers_household):
+        if answered_already not in answered:  # the demo's collectors may have been to the volunteer's one
+            survey.answer_at_door(couch, _principal(couch, "wangge01"), couch.main.get(answered_already), 4, True,
+                                  NOW, LOCAL_TZ)
 
 
 # The resource pool (issue 17): a hall of the first community, with a photo, kept by wangge01, with zhiyuan01a's

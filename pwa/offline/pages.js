@@ -1277,8 +1277,9 @@ export const ROUTES = [
 // ---- the monthly survey at the door (issue 18): server/web/survey_pages.py door_page, server/services/survey.py
 // door_list and answer_at_door. The month's sample (the community's, which the replica holds) and the households of
 // it this phone may see; an answer written into the replica under the household's id for the month, which the sync
-// gateway judges by the rule the page uses (access.survey_door_refusal) and refuses with the same words. Answered
-// means answered from this phone (others' answers reach no replica: access.py RULES survey_response).
+// gateway judges by the rule the page uses (access.survey_door_refusal) and refuses with the same words. Answered:
+// from this phone, or as the sample says (its `answered`, kept by the server: survey.mark_answered), since others'
+// answers reach no replica (access.py RULES survey_response): which doors are done, never what was answered.
 function localMonth(timeZone) {
   const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit" })
     .formatToParts(new Date()).map((p) => [p.type, p.value]));
@@ -1309,8 +1310,9 @@ async function surveyDoor({ db, session, form, method }) {
       errors = bad.errors;
     }
   }
-  const answered = new Set((await docsOfType(db, "survey_response")).filter((d) => d.month === month)
-    .map((d) => d.household));
+  const answered = new Set([
+    ...(await docsOfType(db, "survey_response")).filter((d) => d.month === month).map((d) => d.household),
+    ...Object.values(samples).flatMap((d) => d.answered || [])]);
   const households = await docsOfType(db, "household");
   const rows = [];
   for (const community of [...(session.user.communities || [])].sort()) {

@@ -1113,6 +1113,15 @@ DOC_TYPES: dict[str, DocType] = {
             "filing_claimed_at": Field("datetime", Category.SYSTEM),
             "duplicates": PUBLISHED_AGAIN,
         }, label_zh="月度统计快照", label_en="Monthly figures snapshot"),
+        # The dashboard's aggregates (server/services/figures_cells.py): counted again from the requests and alerts
+        # whenever one changes, never edited; the server's alone (no read rule: no page or phone gets them as such).
+        DocType("figures_cell", Scope.GRID, {
+            "month": _text(Category.SYSTEM, required=True, max_length=7),
+            "rows": Field("map", Category.SYSTEM, required=True),  # facet -> figures.COUNTS then the time buckets
+        }, label_zh="月度统计格", label_en="Figures of a grid's month"),
+        DocType("figures_backlog", Scope.GRID, {
+            "open": Field("map", Category.SYSTEM, required=True),  # department ("" not dispatched) -> requests open
+        }, label_zh="未结请求统计", label_en="Open requests of a grid"),
         # ---- supervision and evaluation (issue 18 items 3-6)
         DocType("mediation", Scope.GRID, {
             # A dispute between neighbours the grid worker or secretary mediates. Who the parties are and what it
@@ -1176,7 +1185,10 @@ DOC_TYPES: dict[str, DocType] = {
             "frame": Field("map", required=True),
             "seed": _text(required=True, max_length=64),
             **_WHO_WHEN,
-        }, label_zh="调查样本", label_en="Survey sample"),
+            # Version 2: the sampled households answered so far this month (whoever answered, never what), kept by
+            # the server (survey.mark_answered): the collectors' phones see which doors are done, offline too.
+            "answered": Field("list", Category.SYSTEM, max_items=5000, ref="household", server_only=True),
+        }, label_zh="调查样本", label_en="Survey sample", version=2),
     ]
 }
 

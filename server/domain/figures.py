@@ -1,13 +1,16 @@
 """The published figures' vocabulary (issue 18 items 1, 2): what one aggregate row counts, the time buckets
-percentiles are read from, and the KPI catalogue (formula, denominator, period, the plan's target).
+percentiles are read from, what one service request or alert adds to a row, and the KPI catalogue (formula,
+denominator, period, the plan's target).
 
-Pure data and arithmetic. CouchDB sums the counts (`linli/figures`, server/store/couch.py, whose map function
-is written from COUNTS and HOUR_EDGES below, not re-typed); server/services/figures.py reads them.
+Pure data and arithmetic. `linli/figures_source` (server/store/couch.py) lists each request's and alert's times
+under its grid and month; server/services/figures_cells.py adds them up here into a grid's month, kept as a
+document; server/services/figures.py reads those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 # Months are months of China Standard Time (UTC+8, no daylight saving): the plan's reporting months.
@@ -67,6 +70,89 @@ def percentile_bucket(histogram: Sequence[int], q: float) -> int | None:
         if rank < seen:
             return bucket
     return len(histogram) - 1  # not reached: rank < total
+
+
+# ---------------------------------------------------------------- what one request or alert counts
+
+# A service request as `linli/figures_source` lists it (its value after the leading "request"), in this order.
+REQUEST_FIELDS = ("category", "department", "status", "created_at", "acknowledged_at", "due_respond",
+                  "resolved_at", "due_close", "rating")
+CLOSED_STATES = ("resolved", "closed")
+
+
+def _instant(text: object) -> dt.datetime | None:
+    """A stored time (ISO 8601 with its offset), or None where there is none or it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo else None
+
+
+def month_of(text: object) -> str | None:
+    """The reporting month ("YYYY-MM", UTC+8) of a stored time, or None."""
+    when = _instant(text)
+    return None if when is None else (when + dt.timedelta(hours=MONTH_UTC_OFFSET_HOURS)).strftime("%Y-%m")
+
+
+def _on_time(done: dt.datetime, due: object) -> int:
+    deadline = _instant(due)
+    return int(deadline is not None and done <= deadline)
+
+
+def request_row(fields: Sequence[object]) -> list[int]:
+    """What one service request adds to a row: counted in its month, whatever state it is in now (a reopened
+    request counts open again, its close time gone)."""
+    f = dict(zip(REQUEST_FIELDS, fields, strict=True))
+    v = [0] * ROW_LENGTH
+    at = {name: i for i, name in enumerate(COUNTS)}
+    made = _instant(f["created_at"])
+    if made is None:
+        return v
+    v[at["requests"]] = 1
+    acknowledged = _instant(f["acknowledged_at"])
+    if acknowledged is not None:
+        v[at["responded"]] = 1
+        v[at["responded_on_time"]] = _on_time(acknowledged, f["due_respond"])
+        v[RESPONSE_HISTOGRAM + bucket_of((acknowledged - made).total_seconds() / 3600)] = 1
+    resolved = _instant(f["resolved_at"])
+    if f["status"] in CLOSED_STATES and resolved is not None:
+        v[at["closed"]] = 1
+        v[at["closed_on_time"]] = _on_time(resolved, f["due_close"])
+        v[CLOSE_HISTOGRAM + bucket_of((resolved - made).total_seconds() / 3600)] = 1
+    else:
+        v[at["open"]] = 1
+    rating = f["rating"]
+    if isinstance(rating, int) and not isinstance(rating, bool) and rating > 0:
+        v[at["rated"]], v[at["rating_sum"]], v[at["satisfied"]] = 1, rating, int(rating >= 4)
+    return v
+
+
+def request_facets(fields: Sequence[object]) -> tuple[str, str, str]:
+    """The facets a request is counted under: all (""), its department ("department:" not dispatched yet), its
+    category."""
+    f = dict(zip(REQUEST_FIELDS, fields, strict=True))
+    return "", f"department:{f['department'] or ''}", f"category:{f['category']}"
+
+
+def alert_row(acknowledged_at: object, escalated_at: object) -> list[int]:
+    """What one elderly-safety alert adds to its month's row (facet "" only): answered if acknowledged before it
+    was escalated."""
+    v = [0] * ROW_LENGTH
+    v[COUNTS.index("alerts")] = 1
+    v[COUNTS.index("alerts_answered")] = int(_instant(acknowledged_at) is not None and not escalated_at)
+    return v
+
+
+def add_rows(rows: Iterable[Sequence[int]]) -> list[int]:
+    """Rows added element by element."""
+    total = [0] * ROW_LENGTH
+    for row in rows:
+        for i, n in enumerate(row):
+            total[i] += n
+    return total
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,17 @@ def _redemption_voided(doc: Doc) -> Doc:
     return doc
 
 
+def _sample_answered(doc: Doc) -> Doc:
+    """survey_sample 1 → 2: `answered` always there; an older sample lists none yet (the minute part
+    survey.mark_answered fills it in from the answers)."""
+    return doc if "answered" in doc else {**doc, "answered": []}
+
+
 MIGRATIONS: dict[tuple[str, int], Migration] = {
     ("service_request", 1): _request_source,
     ("ledger_lock", 1): _lock_without_secret,
     ("redemption", 1): _redemption_voided,
+    ("survey_sample", 1): _sample_answered,
 }
 
 

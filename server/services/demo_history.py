@@ -1107,7 +1107,7 @@ SERVICE_PROJECTS = (
 EVALUATORS = ("武汉市社会组织评估中心", "湖北众信第三方评估所")
 REPORT_PDF = (b"%PDF-1.4\n% demo evaluation report\n1 0 obj << /Type /Catalog >> endobj\n"
               b"trailer << /Root 1 0 R >>\n%%EOF\n")
-SURVEY_SAMPLE_SHARE = 0.02  # of a community's households, each month (at least 2 a grid: sampling.allocate)
+SURVEY_SAMPLE_SHARE = 0.02  # of a community's households, each month (at least 2 a grid: sampling.MIN_PER_GRID)
 SURVEY_SAMPLE_MONTHS = 2  # the last months with a sample: this one (answers still coming in) and the one before
 DOOR_RESPONSE_RATE = 0.75
 
@@ -1225,7 +1225,8 @@ def _survey_samples(census: Census, rng: random.Random, clock: Clock) -> Iterato
             grids = [g for g in census.grids.values() if g.routing["community"] == community]
             frame = {g.id: sorted(h.id for h in census.in_order() if h.routing["grid"] == g.id) for g in grids}
             seed = rng.randbytes(8).hex()
-            sample = sampling.draw(frame, max(1, round(SURVEY_SAMPLE_SHARE * sum(map(len, frame.values())))), seed)
+            size = max(sampling.MIN_PER_GRID * len(frame), round(SURVEY_SAMPLE_SHARE * sum(map(len, frame.values()))))
+            sample = sampling.draw(frame, size, seed)
             where = {"street": grids[0].routing["street"], "community": community}
             yield {"_id": f"survey_sample:{community.split(':', 1)[1]}:{name}", "type": "survey_sample", **where,
                    "month": name, "seed": seed, "frame": {g: len(hs) for g, hs in frame.items()},
@@ -1234,7 +1235,8 @@ def _survey_samples(census: Census, rng: random.Random, clock: Clock) -> Iterato
             days = min(27.0, (clock.now - drawn).total_seconds() / 86400)
             for grid_id, households in sample.items():
                 grid = census.grids[grid_id]
-                for household in households:
+                # This month, each grid's last sampled household is still to be visited (its collectors' journey).
+                for household in households[:-1] if back == 0 else households:
                     if days <= 0 or rng.random() >= DOOR_RESPONSE_RATE * min(1.0, days / 20):
                         continue
                     at = drawn + dt.timedelta(days=rng.uniform(0, days))

@@ -1,9 +1,10 @@
-"""Figures from aggregates CouchDB keeps (issue 18 item 1): the counts of any area (street, community, grid),
-facet (all, one department, one category) and month range, month by month, and the backlog by department; the
-KPI catalogue's values (server/domain/figures.py), percentiles read from bucketed times with their bounds.
+"""Figures from the aggregates kept as documents (issue 18 item 1): the counts of any area (street, community,
+grid), facet (all, one department, one category) and month range, month by month, and the backlog by department;
+the KPI catalogue's values (server/domain/figures.py), percentiles read from bucketed times with their bounds.
 
-Every figure is one request to `linli/figures` (server/store/couch.py), a `_sum` reduce view: what a page costs
-grows with the months asked for, not with the requests a year brings.
+Every figure adds up a few documents server/services/figures_cells.py keeps (one per grid and month, one per grid
+for the backlog), read in one request: what a page costs grows with the grids and months asked for, not with the
+requests a year brings. Pages ask figures_cells.caught_up first.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ import datetime as dt
 import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from server.domain import figures
 from server.domain.figures import COUNTS, KPIS, Kpi
 from server.services import evaluation_figures
+from server.services.figures_cells import backlog_id, cell_id
 from server.store.config import LOCAL_TZ
-from server.store.couch import Couch
+from server.store.couch import Couch, docs_of_type, get_many
 
-VIEW = "linli/figures"
-BACKLOG = "backlog"  # the facet under which open requests are counted by department
 FACET_KINDS = ("department", "category")
 
 
@@ -59,38 +58,65 @@ class Counts:
         bucket = figures.percentile_bucket(histogram, q)
         return None if bucket is None else figures.bucket_bounds(bucket)
 
+    @classmethod
+    def total(cls, counted: Iterable[Counts]) -> Counts:
+        """Counts added up (months into a range, grids into their community)."""
+        return cls.of(figures.add_rows(c.row for c in counted))
+
+    @property
+    def row(self) -> list[int]:
+        return [*(self.counts[name] for name in COUNTS), *self.response_histogram, *self.close_histogram]
+
     @property
     def mean_rating(self) -> float | None:
         return round(self.counts["rating_sum"] / self.counts["rated"], 2) if self.counts["rated"] else None
 
 
-def _range(scope: Scope) -> dict[str, Any]:
-    return {"startkey": [scope.area, scope.facet, scope.first], "endkey": [scope.area, scope.facet, scope.last]}
+def grids_of(couch: Couch, areas: Iterable[str]) -> dict[str, str]:
+    """The grids in these areas (a street's, a community's, a grid itself), each with the area it is in."""
+    wanted = set(areas)
+    return {g["_id"]: next(a for a in (g["_id"], g.get("community"), g.get("street")) if a in wanted)
+            for g in docs_of_type(couch.main, "grid") if wanted & {g["_id"], g.get("community"), g.get("street")}}
+
+
+def _cells(couch: Couch, areas: Iterable[str], scope: Scope) -> dict[str, dict[str, Counts]]:
+    """The scope's facet month by month in each of these areas: {area: {month: counts}}, months with nothing
+    counted left out."""
+    grids = grids_of(couch, areas)
+    found: dict[str, dict[str, list[Counts]]] = {}
+    cells = get_many(couch.main, (cell_id(g, m) for g in grids for m in months(scope.first, scope.last)))
+    for cell in cells.values():
+        row = cell.get("rows", {}).get(scope.facet)
+        if row:
+            found.setdefault(grids[cell["grid"]], {}).setdefault(cell["month"], []).append(Counts.of(row))
+    return {a: {m: Counts.total(c) for m, c in by_month.items()} for a, by_month in found.items()}
 
 
 def totals(couch: Couch, scope: Scope) -> Counts:
     """The counts over the scope's months together."""
-    rows = couch.main.query(VIEW, group_level=2, as_list=True, **_range(scope))
-    return Counts.of(rows[0]["value"] if rows else None)
+    return Counts.total(c for _, c in by_month(couch, scope))
 
 
 def by_month(couch: Couch, scope: Scope) -> list[tuple[str, Counts]]:
     """The counts month by month, every month of the range (a month with nothing counted counts zeros)."""
-    found = {r["key"][2]: Counts.of(r["value"])
-             for r in couch.main.query(VIEW, group_level=3, as_list=True, **_range(scope))}
+    found = _cells(couch, [scope.area], scope).get(scope.area, {})
     return [(m, found.get(m, Counts.of(None))) for m in months(scope.first, scope.last)]
 
 
 def backlog(couch: Couch, area: str) -> dict[str, int]:
     """Requests of the area not closed yet, by department ("" not dispatched yet), most first."""
-    rows = couch.main.query(VIEW, group_level=3, startkey=[area, BACKLOG], endkey=[area, BACKLOG, {}], as_list=True)
-    found = {r["key"][2]: Counts.of(r["value"]).counts["open"] for r in rows}
-    return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0])))
+    found: dict[str, int] = {}
+    for doc in get_many(couch.main, map(backlog_id, grids_of(couch, [area]))).values():
+        for department, n in doc.get("open", {}).items():
+            found[department] = found.get(department, 0) + n
+    return dict(sorted(((d, n) for d, n in found.items() if n), key=lambda kv: (-kv[1], kv[0])))
 
 
 def per_area(couch: Couch, areas: Iterable[str], scope: Scope) -> dict[str, Counts]:
     """The scope's counts for each of these areas instead of the scope's own (a ranking of grids)."""
-    return {a: totals(couch, Scope(a, scope.facet, scope.first, scope.last)) for a in areas}
+    areas = list(areas)
+    found = _cells(couch, areas, scope)
+    return {a: Counts.total(found.get(a, {}).values()) for a in areas}
 
 
 # The evaluation's indicators (server/services/evaluation_figures.py) under the names the KPI catalogue divides.

@@ -18,7 +18,7 @@ from pycouchdb.exceptions import Conflict
 from server.domain.figures import COUNTS
 from server.security import filing
 from server.security.filing import Signer
-from server.services import figures
+from server.services import figures, figures_cells
 from server.services.figures import Scope
 from server.store import sweeps
 from server.store.couch import Couch, docs_of_type, get_or_none
@@ -84,6 +84,7 @@ def freeze(couch: Couch, signer: Signer, community: Doc, month: str, now: dt.dat
 def freeze_due(couch: Couch, signer: Signer, now: dt.datetime) -> int:
     """Freeze every community's month just over, and look again at the RECHECK_MONTHS before it: the number of
     snapshots and corrections published (the hourly clock: server/web/app.py)."""
+    figures_cells.catch_up(couch)  # the cells as the requests are now
     this_month = figures.month_of(now)
     first, _ = figures.default_range(now, RECHECK_MONTHS + 2)
     due = [m for m in figures.months(first, this_month) if m < this_month]

@@ -12,6 +12,7 @@ response rate and the satisfied share estimated from the sampled households' ans
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from server.domain import sampling
 from server.domain.access import Principal, door_answer_id, may_see, survey_door_refusal, survey_sample_id
 from server.domain.declaration import Role, validate
 from server.domain.errors import FieldError, UserError
+from server.store import sweeps
 from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
@@ -136,7 +138,7 @@ def draw_sample(couch: Couch, p: Principal, community: Doc, size: int, now: dt.d
     drawn = sampling.draw(households, size, seed)
     doc = {"_id": sample_id(community["_id"], month), "type": "survey_sample", "street": community["street"],
            "community": community["_id"], "month": month, "seed": seed,
-           "households": [{"household": h, "grid": g} for g, hs in drawn.items() for h in hs],
+           "households": [{"household": h, "grid": g} for g, hs in drawn.items() for h in hs], "answered": [],
            "frame": {g: len(hs) for g, hs in households.items()}, "created_by": p.user_id,
            "created_at": now.isoformat()}
     validate(doc)
@@ -164,6 +166,31 @@ def door_list(couch: Couch, p: Principal, now: dt.datetime, tz: ZoneInfo) -> lis
     return sorted(rows, key=lambda r: (r["answered"], r["household"]["address"]))
 
 
+def mark_answered(couch: Couch, now: dt.datetime, tz: ZoneInfo) -> int:
+    """Each community's sample of this month lists the sampled households answered so far (at the door, through a
+    phone's sync, or online by a resident): what the collectors' phones show offline as done. Idempotent (a minute
+    part; a conflict is retried next minute). Returns how many samples changed."""
+    month = month_of(now, tz)
+    changed = sweeps.each("survey samples' answered households",
+                          [c["_id"] for c in docs_of_type(couch.main, "community")],
+                          lambda community: _mark(couch, community, month))
+    return sum(changed)
+
+
+def _mark(couch: Couch, community: str, month: str) -> bool:
+    sample = get_or_none(couch.main, sample_id(community, month))
+    if sample is None:
+        return False
+    drawn = {e["household"] for e in sample["households"]}
+    answered = sorted({d.get("household") for d in iter_view_docs(couch.main, "linli/by_place",
+                                                                   [community, "survey_response"])
+                       if d["month"] == month and d.get("household") in drawn})
+    if sample.get("answered") == answered:
+        return False
+    couch.main.save({**sample, "answered": answered})
+    return True
+
+
 def answer_at_door(couch: Couch, p: Principal, household: Doc, overall: int, consent: bool, now: dt.datetime,
                    tz: ZoneInfo) -> Doc:
     """A sampled household's answer, written down at the door by a volunteer or grid worker who may see it."""
@@ -177,6 +204,9 @@ def answer_at_door(couch: Couch, p: Principal, household: Doc, overall: int, con
         raise SurveyError(field, key, status, month=month)
     validate(doc)
     try:
-        return couch.main.save(doc)
+        saved = couch.main.save(doc)
     except Conflict:
         raise SurveyError("overall", "err_survey_answered", month=month) from None
+    with contextlib.suppress(Conflict):  # another process marked it meanwhile; else the minute part does
+        _mark(couch, household["community"], month)
+    return saved

@@ -3,14 +3,13 @@
 pouchdb-server (the embedded CouchDB) indexes each view in its own pass over the whole database, and a pass costs
 about as much as loading the database (it writes a record for every document, emitting or not): a first start
 with a dozen views spent minutes on passes. So the logical views below (what callers ask for, by name, with their
-own keys) live in three physical views, one pass each: `rows` (main: every listing, `_count`), `sums` (main: the
-ledgers and the figures, `_sum`) and `rows` (accounts, `_count`). A logical view's rows are stored under
+own keys) live in three physical views, one pass each: `rows` (main: every listing and the figures' source rows,
+`_count`), `sums` (main: the ledgers, `_sum`) and `rows` (accounts, `_count`). A logical view's rows are stored under
 `[its name, *its key]`; `translate` turns a query of a logical view into one of its physical view and
 `logical_rows` turns the answer back, so callers read the keys and ranges they always did
 (server/store/couch.py `Database.query`; the sync gateway's HTTP client the same way).
 
 Apache CouchDB 3 builds a design document's views in one pass anyway: there the merge changes nothing but names.
-Its `_sum` adds a number to an array as to `[number]`, so the ledgers' numbers beside the figures' arrays are fine.
 """
 
 from __future__ import annotations
@@ -109,54 +108,35 @@ MAIN_VIEWS = {
 }
 
 
-def _figures_map() -> str:
-    """The map of `linli/figures` (server/services/figures.py), written from server/domain/figures.py's counts and
-    buckets. Each service request adds one row of counts (figures.COUNTS, then response and close times by bucket)
-    under [area, facet, month] for its street, community and grid, each whole (facet ""), by department
-    ("department:<id>", "" not dispatched yet) and by category ("category:<code>"); one not closed yet also under
-    [area, "backlog", department]. An elderly-safety alert adds its counts under [area, "", month]. Summed by
-    `_sum`, any area, facet and month range is one key range: CouchDB keeps the sums as documents arrive."""
-    at = {name: i for i, name in enumerate(figures.COUNTS)}
+def _figures_source_map() -> str:
+    """The map of `linli/figures_source`: what the figures count, listed, never reduced (server/services/
+    figures_cells.py adds it up per grid and month with server/domain/figures.py's rules, into documents a page
+    reads a few of). Each service request under ["cell", grid, month] with its fields in figures.REQUEST_FIELDS'
+    order; one not closed also under ["open", grid, department]; each elderly-safety alert under ["cell", grid,
+    month]. Months are UTC+8 (figures.MONTH_UTC_OFFSET_HOURS). No reduce: pouchdb-server would compute it at query
+    time over every row, and one emit per request keeps the index build short."""
+    fields = ", ".join("doc.department || ''" if f == "department" else f"doc.{f} === undefined ? null : doc.{f}"
+                       for f in figures.REQUEST_FIELDS)
+    closed = " || ".join(f"doc.status === '{s}'" for s in figures.CLOSED_STATES)
     return (
         "function (doc) {"
-        f" var E = {json.dumps(figures.HOUR_EDGES)}, N = {figures.ROW_LENGTH},"
-        f" O = {figures.MONTH_UTC_OFFSET_HOURS * 3600000};"
+        f" var O = {figures.MONTH_UTC_OFFSET_HOURS * 3600000};"
         f" var SAFETY = {json.dumps(dict.fromkeys(figures.SAFETY_ALERT_KINDS, True))};"
-        " function t(s) { return typeof s === 'string' ? Date.parse(s) : NaN; }"
-        " function bucket(h) { for (var i = 0; i < E.length; i++) { if (h <= E[i]) { return i; } }"
-        " return E.length; }"
-        " function row() { var v = []; for (var i = 0; i < N; i++) { v.push(0); } return v; }"
-        " var areas = [doc.street, doc.community, doc.grid].filter(function (a) { return typeof a === 'string'; });"
-        " if (doc.type === 'service_request' && !isNaN(t(doc.created_at))) {"
-        "  var v = row(), made = t(doc.created_at), month = new Date(made + O).toISOString().slice(0, 7);"
-        f"  v[{at['requests']}] = 1;"
-        "  if (!isNaN(t(doc.acknowledged_at))) {"
-        f"   v[{at['responded']}] = 1;"
-        f"   v[{at['responded_on_time']}] = t(doc.acknowledged_at) <= t(doc.due_respond) ? 1 : 0;"
-        f"   v[{figures.RESPONSE_HISTOGRAM} + bucket((t(doc.acknowledged_at) - made) / 3600000)] = 1; }}"
-        "  var closed = (doc.status === 'resolved' || doc.status === 'closed') && !isNaN(t(doc.resolved_at));"
-        "  if (closed) {"
-        f"   v[{at['closed']}] = 1; v[{at['closed_on_time']}] = t(doc.resolved_at) <= t(doc.due_close) ? 1 : 0;"
-        f"   v[{figures.CLOSE_HISTOGRAM} + bucket((t(doc.resolved_at) - made) / 3600000)] = 1;"
-        f"  }} else {{ v[{at['open']}] = 1; }}"
-        "  if (typeof doc.rating === 'number' && doc.rating > 0) {"
-        f"   v[{at['rated']}] = 1; v[{at['rating_sum']}] = doc.rating;"
-        f"   v[{at['satisfied']}] = doc.rating >= 4 ? 1 : 0; }}"
-        "  var facets = ['', 'department:' + (doc.department || ''), 'category:' + doc.category];"
-        "  areas.forEach(function (a) { facets.forEach(function (f) { emit([a, f, month], v); });"
-        "   if (!closed) { emit([a, 'backlog', doc.department || ''], v); } });"
+        " function month(s) { var t = typeof s === 'string' ? Date.parse(s) : NaN;"
+        "  return isNaN(t) ? null : new Date(t + O).toISOString().slice(0, 7); }"
+        " if (typeof doc.grid !== 'string') { return; }"
+        " if (doc.type === 'service_request' && month(doc.created_at)) {"
+        f"  emit(['cell', doc.grid, month(doc.created_at)], ['request', {fields}]);"
+        f"  if (!({closed})) {{ emit(['open', doc.grid, doc.department || ''], null); }}"
         " }"
-        " if (doc.type === 'alert' && SAFETY[doc.kind] === true && !isNaN(t(doc.raised_at))) {"
-        "  var w = row(), raised = new Date(t(doc.raised_at) + O).toISOString().slice(0, 7);"
-        f"  w[{at['alerts']}] = 1;"
-        f"  w[{at['alerts_answered']}] = !isNaN(t(doc.acknowledged_at)) && !doc.escalated_at ? 1 : 0;"
-        "  areas.forEach(function (a) { emit([a, '', raised], w); });"
-        " }"
+        " if (doc.type === 'alert' && SAFETY[doc.kind] === true && month(doc.raised_at)) {"
+        "  emit(['cell', doc.grid, month(doc.raised_at)], ['alert', doc.acknowledged_at || null,"
+        " doc.escalated_at || null]); }"
         "}"
     )
 
 
-MAIN_VIEWS["figures"] = {"map": _figures_map(), "reduce": "_sum"}
+MAIN_VIEWS["figures_source"] = {"map": _figures_source_map()}
 
 ACCOUNT_VIEWS = {
     # Residents by the blind index of their phone or ID card number (server/security/number_index.py), per community.
@@ -202,9 +182,9 @@ class Physical:
 PHYSICAL = (
     Physical(MAIN_DB, "rows", "_count", ("by_place", "audit_by_target", "request_stats", "open_requests",
                                           "public_requests", "open_alerts", "readings_by_device", "conflicts",
-                                          "claims", "pool")),
+                                          "claims", "pool", "figures_source")),
     Physical(ACCOUNTS_DB, "rows", "_count", tuple(ACCOUNT_VIEWS)),  # its "conflicts" is the accounts database's
-    Physical(MAIN_DB, "sums", "_sum", ("ledger", "figures")),
+    Physical(MAIN_DB, "sums", "_sum", ("ledger",)),
 )
 FIRST = PHYSICAL[:2]  # every role's first page and a phone's first sync need only these
 _LOGICAL = {(database, name): view for database, table in ((MAIN_DB, MAIN_VIEWS), (ACCOUNTS_DB, ACCOUNT_VIEWS))

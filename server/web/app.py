@@ -57,6 +57,8 @@ from server.services import (
     tasks,
     timebank,
 )
+from server.services.figures_cells import catch_up as keep_figures
+from server.services.survey import mark_answered as mark_survey_answered
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
 from server.store.couch import UNREACHABLE, Couch, IndexPreparing, get_or_none
@@ -590,6 +592,10 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("ledger locks forked", lambda: timebank.resolve_lock_forks(couch, firewall.signer, _now())),
         # a voucher taken twice (the other's points refunded) or one debit paying two (the unpaid one withdrawn).
         ("vouchers taken twice", lambda: rewards.resolve_voucher_conflicts(couch, firewall.signer, _now())),
+        # The dashboard's aggregates take in the requests and alerts changed since the last minute (issue 18).
+        ("figures kept", lambda: keep_figures(couch)),
+        # The month's survey samples list the households answered through phones' syncs too (issue 18).
+        ("survey samples' answered households", lambda: mark_survey_answered(couch, _now(), LOCAL_TZ)),
     ]
 
 

@@ -24,14 +24,17 @@ from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.domain.i18n import DEFAULT_LANG, translator
 from server.security.firewall import Firewall
-from server.services import figures, snapshots
+from server.services import figures, figures_cells, snapshots
 from server.services import service_requests as sr
 from server.services.figures import Scope
+from server.store import couch as store
 from server.store.couch import Couch, docs_of_type
 from server.web import charts
-from server.web.preparing import preparing
+from server.web.preparing import built_soon, preparing_until
 
 MAX_MONTHS = 36  # a range longer than this is cut to its last MAX_MONTHS months
+CATCH_UP_WAIT_SECONDS = 0.25  # how long a page waits for the aggregates to take in the latest changes (one catch-up
+# of a few changes takes tens of milliseconds)
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,15 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         places = await run_in_threadpool(places_of, couch, p)
         if not places.areas:
             raise HTTPException(403)
-        waiting = await preparing(request, render, couch.main, "figures")
-        if waiting is not None:
-            return waiting
+        # The aggregates take in what changed since they were last kept (a few documents: done at once). A catch-up
+        # that takes longer (many requests changed at once) goes on while the page shows the last count; before the
+        # first count (a first start, a bulk load), the page says "preparing".
+        catching_up = figures_cells.caught_up(couch)
+        recent = await built_soon(catching_up, min(CATCH_UP_WAIT_SECONDS, store.INDEX_WAIT_SECONDS))
+        if not recent and not await run_in_threadpool(figures_cells.counted, couch):
+            waiting = await preparing_until(request, render, catching_up)
+            if waiting is not None:
+                return waiting
         departments = await run_in_threadpool(sr.department_names, couch)
         categories = await run_in_threadpool(sr.catalogue, couch, p.street or "", active_only=False)
         facets = facets_of(places, departments, categories)

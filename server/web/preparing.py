@@ -25,12 +25,14 @@ from server.store import couch as store
 RETRY_SECONDS = 5
 
 
-async def built_soon(build: Future[Any]) -> bool:
-    """Whether the index is built, or is within INDEX_WAIT_SECONDS (its build goes on either way)."""
+async def built_soon(build: Future[Any], seconds: float | None = None) -> bool:
+    """Whether the index is built, or is within `seconds` (INDEX_WAIT_SECONDS by default; its build goes on
+    either way)."""
     if build.done():
         return True
     try:
-        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(build)), store.INDEX_WAIT_SECONDS)
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(build)),
+                               store.INDEX_WAIT_SECONDS if seconds is None else seconds)
     except TimeoutError:
         return False
     return True
@@ -40,9 +42,9 @@ async def preparing(request: Request, render: Callable[..., Response], db: pycou
                     *views: str) -> Response | None:
     """The preparing page (202) if one of these views of `db` is not built within the wait, else None."""
     for view in views:
-        if not await built_soon(store.view_built(db, view)):
-            return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=request.url.path + (
-                f"?{request.url.query}" if request.url.query else ""))
+        waiting = await preparing_until(request, render, store.view_built(db, view))
+        if waiting is not None:
+            return waiting
     return None
 
 
@@ -77,3 +79,11 @@ def on_index_preparing(render: Callable[..., Response]) -> Callable[[Request, Ex
         again = request.url.path + (f"?{request.url.query}" if request.url.query and request.method == "GET" else "")
         return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=again)
     return handle
+
+
+async def preparing_until(request: Request, render: Callable[..., Response], build: Future[Any]) -> Response | None:
+    """The preparing page (202) if `build` is not done within the wait, else None."""
+    if await built_soon(build):
+        return None
+    return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=request.url.path + (
+        f"?{request.url.query}" if request.url.query else ""))

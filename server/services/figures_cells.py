@@ -1,0 +1,269 @@
+"""The figures' aggregates kept as documents (issue 18 item 1): per grid and month a `figures_cell` (one row of
+counts per facet: all, each department, each category; server/domain/figures.py), per grid a `figures_backlog`
+(requests not closed, by department). A page reads a few of them whatever a year brings (server/services/
+figures.py); on pouchdb-server a reduce view would read every row of its range at each query.
+
+Kept from CouchDB's changes feed, after a checkpoint (`_local/linli-figures`: never replicated, never backed up):
+every request or alert changed since then names its grid and month, and each cell so named is counted again
+from `linli/figures_source` (the grid's month of rows, a few thousand at a million requests a year). Counting a
+cell again, rather than moving one request's old contribution to its new one, is what makes a state change, a
+reopening or a replayed change right without remembering what each request added: the cell is always what its
+rows say now. A deleted request's tombstone keeps its grid (access.deletion), not its month: each of that grid's
+cells is counted again. A request's grid and time made never change (placement fields: access.write_refusal).
+
+Idempotent, and right with several processes: a cell is read (its revision) before its rows are, and written
+against that revision; of two processes writing one cell, the second gets a conflict and counts it again, so the
+cell that stands was counted from rows read after every write before it. The checkpoint moves only once every
+cell named since it is written; a process that stopped in between leaves it where it was, and the next run
+counts those cells again. First run (no checkpoint), or far behind after a bulk load: one pass, grid by grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from pycouchdb.exceptions import Conflict
+
+from server.domain import figures as rules
+from server.store import sweeps
+from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
+
+SOURCE = "linli/figures_source"
+CHECKPOINT_ID = "_local/linli-figures"
+CELL = "figures_cell"
+BACKLOG = "figures_backlog"
+COUNTED_PREFIXES = ("service_request:", "alert:")
+CHANGES_PAGE = 10_000
+# Changed requests and alerts past which one pass over every grid costs less than counting each named cell again.
+REBUILD_ABOVE = 20_000
+TRIES = 3  # counting a cell again after a conflict (another process wrote it meanwhile)
+
+Doc = dict[str, Any]
+
+
+def cell_id(grid: str, month: str) -> str:
+    return f"{CELL}:{grid}:{month}"
+
+
+def backlog_id(grid: str) -> str:
+    return f"{BACKLOG}:{grid}"
+
+
+def cell_rows(values: Iterable[list[Any]]) -> dict[str, list[int]]:
+    """A grid's month of `figures_source` values added up by facet."""
+    rows: dict[str, list[int]] = {}
+
+    def add(facet: str, row: list[int]) -> None:
+        total = rows.setdefault(facet, [0] * rules.ROW_LENGTH)
+        for i, n in enumerate(row):
+            total[i] += n
+    for value in values:
+        if value[0] == "request":
+            row = rules.request_row(value[1:])
+            for facet in rules.request_facets(value[1:]):
+                add(facet, row)
+        elif value[0] == "alert":
+            add("", rules.alert_row(value[1], value[2]))
+    return rows
+
+
+# ---------------------------------------------------------------- keeping up
+
+def catch_up(couch: Couch) -> int:
+    """Count again every cell a request or alert changed since the checkpoint named; then move the checkpoint.
+    Returns how many documents were taken in."""
+    checkpoint = get_or_none(couch.main, CHECKPOINT_ID)
+    if checkpoint is None:
+        return rebuild(couch)
+    changed, last_seq = _changed_since(couch, checkpoint["seq"])
+    if changed is None:
+        return rebuild(couch)
+    if not changed:
+        if last_seq != checkpoint["seq"]:
+            _save_checkpoint(couch, checkpoint, last_seq)
+        return 0
+    grids = _grids(couch)
+    cells: set[tuple[str, str]] = set()
+    backlogs: set[str] = set()
+    for doc in _current(couch, changed).values():
+        if doc.get("_deleted"):
+            grid = doc.get("grid")
+            backlogs |= {grid} if isinstance(grid, str) else set(grids)
+            cells |= _existing_cells(couch, grid if isinstance(grid, str) else None)
+            continue
+        month = rules.month_of(doc.get("created_at") if doc.get("type") == "service_request" else doc.get("raised_at"))
+        if isinstance(doc.get("grid"), str) and month:
+            cells.add((doc["grid"], month))
+            backlogs.add(doc["grid"])
+    counted = sweeps.each("figures", sorted(cells), lambda c: _recount_cell(couch, grids, *c))
+    counted += sweeps.each("figures", sorted(backlogs), lambda g: _recount_backlog(couch, grids, g))
+    if len(counted) == len(cells) + len(backlogs):  # a cell left over keeps the checkpoint where it was
+        _save_checkpoint(couch, checkpoint, last_seq)
+    return len(changed)
+
+
+def rebuild(couch: Couch) -> int:
+    """Every cell counted again, grid by grid; the checkpoint set to the database's sequence read before."""
+    seq = couch.main.resource.get("")[1]["update_seq"]
+    current = {r["id"]: r["value"]["rev"] for prefix in (CELL, BACKLOG)
+               for r in couch.main.all(startkey=f"{prefix}:", endkey=f"{prefix}:\ufff0", include_docs="false",
+                                       as_list=True)}
+    grids = _grids(couch)
+    docs: list[Doc] = []
+    taken = 0
+    for grid, place in grids.items():
+        by_month: dict[str, list[list[Any]]] = defaultdict(list)
+        for row in _source(couch, ["cell", grid]):
+            by_month[row["key"][2]].append(row["value"])
+            taken += 1
+        docs += [_cell(place, grid, month, cell_rows(values)) for month, values in by_month.items()]
+        docs.append(_backlog(place, grid, _open_rows(couch, grid)))
+    written = {d["_id"] for d in docs}
+    for doc in docs:
+        if doc["_id"] in current:
+            doc["_rev"] = current[doc["_id"]]
+    # Cells no row names any more (their grid gone) are counted again below, to empty.
+    failed = [i for i in current if i not in written] + [
+        r.id for start in range(0, len(docs), 500) for r in bulk_save(couch.main, docs[start:start + 500]) if r.error]
+    if failed:  # another process wrote these meanwhile: counted again one by one, or left with the checkpoint
+        again = sweeps.each("figures", failed, lambda i: _recount_id(couch, grids, i))
+        if len(again) < len(failed):
+            return taken
+    _save_checkpoint(couch, get_or_none(couch.main, CHECKPOINT_ID) or {}, seq)
+    return taken
+
+
+def counted(couch: Couch) -> bool:
+    """Whether the cells were counted once (a checkpoint exists): a page may show them while a catch-up runs."""
+    return get_or_none(couch.main, CHECKPOINT_ID) is not None
+
+
+# Pages ask for the cells to be caught up before they read them; one catch-up at a time per database, shared.
+_runs: dict[str, Future[int]] = {}
+_runs_lock = threading.Lock()
+_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
+
+
+def caught_up(couch: Couch) -> Future[int]:
+    """A future done once the cells have taken in every change up to about now (a page waits for it a moment,
+    then says "preparing"): the running catch-up if there is one and it has not finished, else a new one."""
+    with _runs_lock:
+        run = _runs.get(couch.main.name)
+        if run is None or run.done():
+            run = _runner.submit(catch_up, couch)
+            _runs[couch.main.name] = run
+    return run
+
+
+# ---------------------------------------------------------------- helpers
+
+def _changed_since(couch: Couch, since: Any) -> tuple[list[str] | None, Any]:
+    """Ids of requests and alerts changed since `since`, and the feed's last sequence; None for the ids when there
+    are more than REBUILD_ABOVE."""
+    changed: list[str] = []
+    while True:
+        page = couch.main.resource.get("_changes", params={"since": since if isinstance(since, str)
+                                                           else str(since), "limit": str(CHANGES_PAGE)})[1]
+        changed += [r["id"] for r in page["results"] if r["id"].startswith(COUNTED_PREFIXES)]
+        since = page["last_seq"]
+        if len(changed) > REBUILD_ABOVE:
+            return None, since
+        if len(page["results"]) < CHANGES_PAGE:
+            return changed, since
+
+
+def _current(couch: Couch, ids: list[str]) -> dict[str, Doc]:
+    """The documents as they are now; a deleted one as its tombstone (which keeps its grid)."""
+    found: dict[str, Doc] = {}
+    for start in range(0, len(ids), 1000):
+        for row in couch.main.all(keys=ids[start:start + 1000], as_list=True):
+            if row.get("doc"):
+                found[row["id"]] = row["doc"]
+            elif row.get("value", {}).get("deleted"):
+                found[row["id"]] = get_or_none(couch.main, row["id"], rev=row["value"]["rev"]) or {"_deleted": True}
+    return found
+
+
+def _grids(couch: Couch) -> dict[str, Doc]:
+    return {g["_id"]: g for g in docs_of_type(couch.main, "grid")}
+
+
+def _existing_cells(couch: Couch, grid: str | None) -> set[tuple[str, str]]:
+    prefix = f"{CELL}:{grid}:" if grid else f"{CELL}:"
+    ids = [r["id"] for r in couch.main.all(startkey=prefix, endkey=prefix + "\ufff0", include_docs="false",
+                                           as_list=True)]
+    return {tuple(i[len(CELL) + 1:].rsplit(":", 1)) for i in ids}  # type: ignore[misc]
+
+
+def _source(couch: Couch, prefix: list[str]) -> list[Doc]:
+    return couch.main.query(SOURCE, startkey=prefix, endkey=[*prefix, {}], as_list=True)
+
+
+def _open_rows(couch: Couch, grid: str) -> dict[str, int]:
+    backlog: dict[str, int] = defaultdict(int)
+    for row in _source(couch, ["open", grid]):
+        backlog[row["key"][2]] += 1
+    return dict(backlog)
+
+
+def _cell(place: Doc, grid: str, month: str, rows: dict[str, list[int]]) -> Doc:
+    return {"_id": cell_id(grid, month), "type": CELL, "street": place["street"], "community": place["community"],
+            "grid": grid, "month": month, "rows": rows}
+
+
+def _backlog(place: Doc, grid: str, open_by_department: dict[str, int]) -> Doc:
+    return {"_id": backlog_id(grid), "type": BACKLOG, "street": place["street"], "community": place["community"],
+            "grid": grid, "open": open_by_department}
+
+
+def _write(couch: Couch, doc_id: str, count: Callable[[], Doc]) -> str:
+    """Read the document's revision, then count (so the count is at least as new as what it replaces), then
+    write against that revision; a conflict counts again."""
+    for _ in range(TRIES):
+        current = get_or_none(couch.main, doc_id)
+        doc = count()
+        if current is not None:
+            if all(current.get(k) == v for k, v in doc.items()):
+                return doc_id
+            doc["_rev"] = current["_rev"]
+        try:
+            couch.main.save(doc)
+            return doc_id
+        except Conflict:
+            continue
+    raise Conflict(doc_id)
+
+
+def _recount_cell(couch: Couch, grids: dict[str, Doc], grid: str, month: str) -> str:
+    place = grids.get(grid)
+    if place is None:
+        raise LookupError("no such grid")
+    return _write(couch, cell_id(grid, month), lambda: _cell(place, grid, month, cell_rows(
+        r["value"] for r in _source(couch, ["cell", grid, month]))))
+
+
+def _recount_backlog(couch: Couch, grids: dict[str, Doc], grid: str) -> str:
+    place = grids.get(grid)
+    if place is None:
+        raise LookupError("no such grid")
+    return _write(couch, backlog_id(grid), lambda: _backlog(place, grid, _open_rows(couch, grid)))
+
+
+def _recount_id(couch: Couch, grids: dict[str, Doc], doc_id: str) -> str:
+    kind, rest = doc_id.split(":", 1)
+    if kind == BACKLOG:
+        return _recount_backlog(couch, grids, rest)
+    grid, month = rest.rsplit(":", 1)
+    return _recount_cell(couch, grids, grid, month)
+
+
+def _save_checkpoint(couch: Couch, checkpoint: Doc, seq: Any) -> None:
+    """Move the checkpoint; another process moved it meanwhile: theirs stands (the next run starts from it)."""
+    with contextlib.suppress(Conflict):
+        couch.main.save({"_id": CHECKPOINT_ID, "seq": seq, **({"_rev": checkpoint["_rev"]} if checkpoint.get("_rev")
+                                                               else {})})
