@@ -86,11 +86,13 @@ def _protected_refusal(doc: Doc, current: Doc | None) -> str | None:
     return "protected fields must arrive encrypted (\"enc:…\"): " + ", ".join(bad) if bad else None
 
 
-def _attachment_refusal(doc: Doc) -> str | None:
+def _attachment_refusal(doc: Doc, current: Doc | None) -> str | None:
     """The one photo rule (server/domain/field_rules.py), as the pages and the offline app apply it: only the
     types that carry photos, at most their count, each a JPEG, PNG or WebP by its bytes, of the type it was sent
     as, within the size limit. A stub (an attachment already stored, not sent again) was judged when it was sent;
-    it is served by its bytes whatever it is called (server/domain/http_headers.py attachment_answer)."""
+    it is served by its bytes whatever it is called (server/domain/http_headers.py attachment_answer). A stub must
+    name one this document holds on the server now: pouchdb-server finds a stub's bytes by digest in the whole
+    database, so a stub of another document's photo would hand a phone a photo it may not see."""
     attachments = doc.get("_attachments")
     if attachments is None:
         return None
@@ -106,6 +108,9 @@ def _attachment_refusal(doc: Doc) -> str | None:
         if declared not in PHOTO_TYPES:
             return f"attachment {name!r}: only {', '.join(PHOTO_TYPES)} photos may be attached, not {declared}"
         if att.get("stub") is True:
+            held = ((current or {}).get("_attachments") or {}).get(name)
+            if not isinstance(held, dict) or att.get("digest", held.get("digest")) != held.get("digest"):
+                return f"attachment {name!r} is a stub of nothing this document holds"
             continue
         data = att.get("data")
         if not isinstance(data, str):
@@ -223,7 +228,7 @@ def _reason(p: Principal, doc: Any, current: Doc | None, new_edits: bool, refs: 
     # one of a newer version than the server's is refused by `validate`.
     upgraded = migrations.upgrade(doc)
     validate(upgraded)  # its ValidationError names the fields (refusal)
-    return _attachment_refusal(doc) or write_refusal(p, current, upgraded, refs, now)
+    return _attachment_refusal(doc, current) or write_refusal(p, current, upgraded, refs, now)
 
 
 def creates_conflict(doc: Doc, current: Doc | None) -> bool:

@@ -194,6 +194,9 @@ def test_a_script_as_a_photo_is_refused_by_the_pages(site: Site, name: str, data
 
 def test_a_script_as_a_photo_is_refused_by_the_sync_gateway(site: Site) -> None:
     client, token = signed_in(site, "worker1")
+    elsewhere = visit(15, _attachments=inline(("photo.png", TINY_PNG, "image/png")))  # stored by the server
+    site.couch.main.save(elsewhere)
+    digest = site.couch.main.get(elsewhere["_id"])["_attachments"]["photo.png"]["digest"]
     refused = {
         **{f"attack {name} as {kind}": visit(n, _attachments=inline((name, data, kind)))
            for n, (name, data, kind) in enumerate(ATTACKS)},
@@ -204,6 +207,8 @@ def test_a_script_as_a_photo_is_refused_by_the_sync_gateway(site: Site) -> None:
         "a visit's photo too large": visit(11, _attachments=inline(
             ("big.png", TINY_PNG + bytes(PHOTO_LIMITS["visit"].max_bytes), "image/png"))),
         "a stub named as an svg": visit(12, _attachments={"x.svg": {"content_type": "image/svg+xml", "stub": True}}),
+        "a stub of another document's photo": visit(14, _attachments={"photo.png": {
+            "content_type": "image/png", "stub": True, "digest": digest, "revpos": 1}}),
     }
     accepted = visit(13, _attachments=inline(("photo.png", TINY_PNG, "image/png")))
     with contextlib.closing(client):
