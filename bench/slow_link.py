@@ -33,7 +33,7 @@ from server.security.firewall import Firewall  # noqa: E402
 from server.services import demo  # noqa: E402
 from server.store.couch import build_views, docs_of_type  # noqa: E402
 from server.store.embedded_couch import free_port  # noqa: E402
-from tests.browser import PHONE, launch  # noqa: E402
+from tests.browser import CHOOSE_CAMERA_PHOTO, PHONE, launch  # noqa: E402
 from tests.slow_link import SlowLink  # noqa: E402
 from tests.sync_harness import serve, stop  # noqa: E402
 
@@ -44,27 +44,6 @@ NOTES = "慢网走访"
 SYNCED = "document.querySelector('#sync-state')?.dataset.lastSynced"
 NOTHING_WAITS = ("() => document.querySelector('#sync-state')?.dataset.pending === '0' && "
                  "document.querySelector('#sync-state')?.dataset.syncing === 'no'")
-CAMERA_PHOTO = """async (fitted) => {
-  const canvas = new OffscreenCanvas(4000, 3000);
-  const context = canvas.getContext("2d");
-  const gradient = context.createLinearGradient(0, 0, 4000, 3000);
-  gradient.addColorStop(0, "#3a6"); gradient.addColorStop(1, "#c84");
-  context.fillStyle = gradient; context.fillRect(0, 0, 4000, 3000);
-  const grain = context.getImageData(0, 0, 4000, 3000);
-  let seed = 1;
-  for (let i = 0; i < grain.data.length; i += 1) {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    if (i % 4 !== 3) { grain.data[i] += (seed >> 16) % 24; }
-  }
-  context.putImageData(grain, 0, 0);
-  const blob = await canvas.convertToBlob({ type: "image/jpeg", quality: 0.92 });
-  const files = new DataTransfer();
-  files.items.add(new File([blob], "IMG_0001.JPG", { type: "image/jpeg" }));
-  const input = document.querySelector("input[name=photo]");
-  input.files = files.files;
-  if (fitted) { input.dispatchEvent(new Event("change", { bubbles: true })); }  // photos.js sizes it
-  return blob.size;
-}"""
 
 
 def one_phone(browser: Browser, link: SlowLink, couch: object, household: str, shipped: bool) -> dict[str, float]:
@@ -103,7 +82,7 @@ def one_phone(browser: Browser, link: SlowLink, couch: object, household: str, s
     context.set_offline(True)
     page.goto(link.url + f"households/{household}/visits/new")
     page.fill("textarea[name=notes]", NOTES)
-    figures["photo_as_taken_bytes"] = page.evaluate(CAMERA_PHOTO, shipped)
+    figures["photo_as_taken_bytes"] = page.evaluate(CHOOSE_CAMERA_PHOTO, {"seed": 1, "fitted": shipped})
     if shipped:
         page.wait_for_selector("input[name=photo][data-photos=fitted]")
     page.click("main form.stack button[type=submit]")

@@ -34,21 +34,6 @@ from server.web import assets  # noqa: E402
 from server.web.app import create_app  # noqa: E402
 from sync.app import create_sync_app  # noqa: E402
 
-CAMERA_PHOTO = """async () => {
-  const canvas = new OffscreenCanvas(4000, 3000);
-  const context = canvas.getContext("2d");
-  const gradient = context.createLinearGradient(0, 0, 4000, 3000);
-  gradient.addColorStop(0, "#3a6"); gradient.addColorStop(1, "#c84");
-  context.fillStyle = gradient; context.fillRect(0, 0, 4000, 3000);
-  const grain = context.getImageData(0, 0, 4000, 3000);
-  let seed = 1;
-  for (let i = 0; i < grain.data.length; i += 1) {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    if (i % 4 !== 3) { grain.data[i] += (seed >> 16) % 24; }
-  }
-  context.putImageData(grain, 0, 0);
-  return new File([await canvas.convertToBlob({ type: "image/jpeg", quality: 0.92 })], "a.jpg", { type: "image/jpeg" });
-}"""
 PASSWORD = "bench-password"
 WORKER = "wangge01"
 CODINGS = ("identity", "gzip", "br")
@@ -89,7 +74,7 @@ def photo_bytes() -> dict[str, object]:
     from playwright.sync_api import sync_playwright
 
     from server.domain.field_rules import photo_fit
-    from tests.browser import launch, serve_project
+    from tests.browser import CAMERA_PHOTO, launch, serve_project
 
     with serve_project() as url, sync_playwright() as p:
         browser = launch(p)

@@ -54,6 +54,38 @@ def serve_project() -> contextlib.AbstractContextManager[str]:
     return serve_handler(functools.partial(_QuietHandler, directory=str(PROJECT_ROOT)))
 
 
+# ---------------------------------------------------------------- a camera's photo, made in the page
+
+# A 4,000 × 3,000 photo as a phone's camera takes it (a gradient with grain, JPEG at 0.92: ~3 MB), as a File:
+# `page.evaluate(f"({CAMERA_PHOTO})(seed)")`; another seed, other grain (the same photo twice is one attachment).
+CAMERA_PHOTO = """async (seed = 1) => {
+  const canvas = new OffscreenCanvas(4000, 3000);
+  const context = canvas.getContext("2d");
+  const gradient = context.createLinearGradient(0, 0, 4000, 3000);
+  gradient.addColorStop(0, "#3a6"); gradient.addColorStop(1, "#c84");
+  context.fillStyle = gradient; context.fillRect(0, 0, 4000, 3000);
+  const grain = context.getImageData(0, 0, 4000, 3000);
+  for (let i = 0; i < grain.data.length; i += 1) {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    if (i % 4 !== 3) { grain.data[i] += (seed >> 16) % 24; }
+  }
+  context.putImageData(grain, 0, 0);
+  const blob = await canvas.convertToBlob({ type: "image/jpeg", quality: 0.92 });
+  return new File([blob], "IMG_0001.JPG", { type: "image/jpeg" });
+}"""
+# That photo chosen in the page's photo input, as a person picks it: `fitted` lets pwa/photos.js size it (it listens
+# for the change), else it stays as taken. Returns the size as taken.
+CHOOSE_CAMERA_PHOTO = f"""async ({{ seed, fitted }}) => {{
+  const photo = await ({CAMERA_PHOTO})(seed);
+  const files = new DataTransfer();
+  files.items.add(photo);
+  const input = document.querySelector("input[name=photo]");
+  input.files = files.files;
+  if (fitted) {{ input.dispatchEvent(new Event("change", {{ bubbles: true }})); }}
+  return photo.size;
+}}"""
+
+
 # ---------------------------------------------------------------- the small demo street in a browser
 
 DEMO_PASSWORD = "demo-password"

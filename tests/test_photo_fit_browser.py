@@ -11,25 +11,17 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from server.domain.field_rules import PHOTO_FIT, photo_fit
-from tests.browser import launch, serve_project
+from tests.browser import CAMERA_PHOTO, launch, serve_project
 
 # A 4,000 × 3,000 photo (a gradient with grain, as a camera's is) encoded at high quality, and an EXIF segment with
 # a GPS position spliced in after its start marker, as a phone's camera writes one.
-CAMERA_PHOTO = """async () => {
-  const canvas = new OffscreenCanvas(4000, 3000);
-  const context = canvas.getContext("2d");
-  const gradient = context.createLinearGradient(0, 0, 4000, 3000);
-  gradient.addColorStop(0, "#3a6"); gradient.addColorStop(1, "#c84");
-  context.fillStyle = gradient; context.fillRect(0, 0, 4000, 3000);
-  const grain = context.getImageData(0, 0, 4000, 3000);
-  for (let i = 0; i < grain.data.length; i += 4) { grain.data[i] += (i * 7919) % 23; }
-  context.putImageData(grain, 0, 0);
-  const jpeg = new Uint8Array(await (await canvas.convertToBlob({ type: "image/jpeg", quality: 0.95 })).arrayBuffer());
+CAMERA_PHOTO_WITH_GPS = f"""async () => {{
+  const jpeg = new Uint8Array(await (await ({CAMERA_PHOTO})(1)).arrayBuffer());
   const exif = new TextEncoder().encode("Exif\\0\\0MM\\0*GPSLatitude 31.2304N GPSLongitude 121.4737E");
   const segment = new Uint8Array([0xff, 0xe1, (exif.length + 2) >> 8, (exif.length + 2) & 255, ...exif]);
   const bytes = new Uint8Array([...jpeg.slice(0, 2), ...segment, ...jpeg.slice(2)]);
-  return new File([bytes], "IMG_0001.JPG", { type: "image/jpeg" });
-}"""
+  return new File([bytes], "IMG_0001.JPG", {{ type: "image/jpeg" }});
+}}"""
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,7 @@ def page() -> Iterator[Page]:
 def test_a_camera_photo_is_brought_to_the_rule_and_loses_its_metadata(page: Page) -> None:
     result = page.evaluate(f"""async (fit) => {{
       const {{ fitPhoto }} = await import("/pwa/photos.js");
-      const photo = await ({CAMERA_PHOTO})();
+      const photo = await ({CAMERA_PHOTO_WITH_GPS})();
       const fitted = await fitPhoto(photo, fit);
       const bitmap = await createImageBitmap(fitted);
       const text = new TextDecoder("latin1").decode(await fitted.arrayBuffer());

@@ -30,7 +30,7 @@ from server.services import demo
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch, get_or_none
 from server.store.embedded_couch import EmbeddedCouch
-from tests.browser import DEMO_PASSWORD, DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
+from tests.browser import CHOOSE_CAMERA_PHOTO, DEMO_PASSWORD, DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
 from tests.slow_link import SlowLink
 from tests.street import TINY_PNG
 
@@ -465,27 +465,6 @@ def test_a_desk_keeps_no_replica_and_a_phone_counts_only_its_own_unsent_changes(
 # (tests/slow_link.py: 400 kbit/s each way, 400 ms round trips, as the issue's measure says), fast while prepared.
 
 SOS = "alert:urgent-first-sos"
-ATTACH_CAMERA_PHOTO = """async () => {
-  // A 4,000 x 3,000 camera photo (a gradient with grain); photos.js fits it to the rule (~130 KB) on change.
-  const canvas = new OffscreenCanvas(4000, 3000);
-  const context = canvas.getContext("2d");
-  const gradient = context.createLinearGradient(0, 0, 4000, 3000);
-  gradient.addColorStop(0, "#3a6"); gradient.addColorStop(1, "#c84");
-  context.fillStyle = gradient; context.fillRect(0, 0, 4000, 3000);
-  const grain = context.getImageData(0, 0, 4000, 3000);
-  let seed = Math.floor(Math.random() * 1e6);
-  for (let i = 0; i < grain.data.length; i += 1) {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    if (i % 4 !== 3) { grain.data[i] += (seed >> 16) % 24; }
-  }
-  context.putImageData(grain, 0, 0);
-  const blob = await canvas.convertToBlob({ type: "image/jpeg", quality: 0.92 });
-  const files = new DataTransfer();
-  files.items.add(new File([blob], "IMG_0001.JPG", { type: "image/jpeg" }));
-  const input = document.querySelector("input[name=photo]");
-  input.files = files.files;
-  input.dispatchEvent(new Event("change", { bubbles: true }));
-}"""
 
 
 @pytest.fixture
@@ -537,7 +516,7 @@ def test_an_sos_acknowledged_offline_arrives_before_the_photos_on_a_weak_signal(
     for n in range(3):
         page.goto(link.url + f"households/{household}/visits/new")
         page.fill("textarea[name=notes]", f"地下室走访 {tail} {n}")
-        page.evaluate(ATTACH_CAMERA_PHOTO)
+        page.evaluate(CHOOSE_CAMERA_PHOTO, {"seed": secrets.randbelow(10**6), "fitted": True})
         page.wait_for_selector("input[name=photo][data-photos=fitted]")
         page.click("main form.stack button[type=submit]")
         page.wait_for_url(f"**/households/{household}")
