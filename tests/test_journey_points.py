@@ -31,7 +31,7 @@ def points_on(page: Page) -> int:
 def on_phone(person: Person, path: str) -> None:
     """Open a page the phone answers and wait until its replica holds what the server has."""
     person.go(path)
-    expect(person.page.locator("#sync-state")).to_be_visible(timeout=90_000)  # the service worker's first sync
+    expect(person.page.locator("#sync-state")).to_be_visible(timeout=240_000)  # its first sync, indexes building
     person.synced()
 
 

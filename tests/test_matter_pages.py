@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from server.security import accounts, filing
 from server.security.filing import Signer
 from server.services import deliberation as d
+from server.services import figures_cells
 from server.services.demo import STREET_ID
 from server.store.config import Settings
 from server.store.couch import Couch
@@ -128,6 +129,7 @@ def test_bad_votes_are_refused_naming_why_and_nothing_is_stored(site: TestClient
     login(site, "shuji1")
     key = open_matter(site, "议题 " + uuid.uuid4().hex[:6])
     logout(site)
+    figures_cells.caught_up(demo_loaded).result(timeout=300)  # a dashboard shown earlier may still be counting
     before = demo_loaded.main.config()["doc_count"]
 
     login(site, "jumin1")
@@ -156,6 +158,7 @@ def test_bad_votes_are_refused_naming_why_and_nothing_is_stored(site: TestClient
 
 def test_bad_matters_are_refused_naming_why_and_nothing_is_stored(site: TestClient, demo_loaded: Couch) -> None:
     login(site, "shuji1")
+    figures_cells.caught_up(demo_loaded).result(timeout=300)  # a dashboard shown earlier may still be counting
     before = demo_loaded.main.config()["doc_count"]
     for fields, status, text in (
             ({"opens_at": "next tuesday"}, 400, "不是有效的日期时间"),
