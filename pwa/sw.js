@@ -393,8 +393,7 @@ async function runSync() {
     const registering = phoneKey(session.user._id, session.csrf_token).then(() => null, (e) => e.message);
     const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
     // Urgent kinds first (alerts, service requests): the bar shows them arrived before the photos go.
-    await unsentQueue;
-    const own = new Set(Object.keys((await db.get(UNSENT).catch(() => ({}))).revs || {}));
+    const own = new Set(Object.keys(await unsentRevs(db)));
     const { push } = await syncOnce(db, remote, { first: (await schemaJSON())?.sync_first, onFirst: broadcast, own });
     const keyError = await registering;
     if (newPhone && !keyError) {
@@ -427,8 +426,7 @@ async function sendUrgent() {
     return;
   }
   const db = replica(kept);
-  await unsentQueue;
-  const { revs = {} } = await db.get(UNSENT).catch(() => ({}));
+  const revs = await unsentRevs(db);
   const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: kept.csrf_token }));
   const sent = await pushUrgent(db, remote, revs, first).catch(() => []);
   if (sent.length) {
@@ -489,10 +487,15 @@ async function settleUnsent(db, remote) {
   });
 }
 
+// The note of the phone's own writes ({id: rev}), once every change to it so far is made.
+async function unsentRevs(db) {
+  await unsentQueue;
+  return (await db.get(UNSENT).catch(() => ({}))).revs || {};
+}
+
 // The phone's own changes the server does not have yet, less those it refused (the bar lists them apart).
 async function unsentChanges(db) {
-  await unsentQueue;
-  const { revs = {} } = await db.get(UNSENT).catch(() => ({}));
+  const revs = await unsentRevs(db);
   const { refused = [] } = await db.get(SYNC_STATE).catch(() => ({}));
   const refusedIds = new Set(refused.map((r) => r.id));
   return Object.keys(revs).filter((id) => !refusedIds.has(id));
@@ -500,8 +503,9 @@ async function unsentChanges(db) {
 
 // What waits, by kind ("走访 2 · 告警 1"), the urgent kinds first: their labels are the declaration's.
 async function waitingByKind(db, ids, lang) {
-  const types = (await schemaJSON())?.types || {};
-  const first = new Set((await schemaJSON())?.sync_first?.types || []);
+  const schema = (await schemaJSON()) || {};
+  const types = schema.types || {};
+  const first = new Set(schema.sync_first?.types || []);
   const counts = new Map();
   for (const row of (await db.allDocs({ keys: ids, include_docs: true })).rows) {
     const type = row.doc?.type || "";
