@@ -1,0 +1,71 @@
+"""The convention's rules applied to one module's run: (a) killed ÷ mutants checked ≥ 0.90, timeouts counting as
+killed; (b) every mutant not killed is listed as equivalent; a listed mutant that no longer exists, whose change
+differs from the one listed, or that the tests now kill is a stale entry and fails the module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .modules import ModuleFile
+from .workfolder import Run, normal
+
+MIN_SCORE = 0.90
+KILLED = {"killed", "timeout", "caught by type check"}
+
+
+@dataclass
+class Verdict:
+    module: str
+    mutants: int
+    checked: int
+    killed: int
+    equivalent: int  # listed in the module file and not killed in this run
+    seconds: float
+    sampled: bool  # a mutant cap ran every k-th mutant only
+    timed_out: bool
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return self.killed / self.checked if self.checked else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        return {"module": self.module, "passed": self.passed, "mutants": self.mutants, "checked": self.checked,
+                "killed": self.killed, "equivalent": self.equivalent, "score": round(self.score, 4),
+                "seconds": round(self.seconds, 1), "sampled": self.sampled, "timed_out": self.timed_out,
+                "problems": self.problems}
+
+
+def judge(spec: ModuleFile, run: Run) -> Verdict:
+    checked = [name for name in run.selected if run.status[name] != "not checked"]
+    killed = [name for name in checked if run.status[name] in KILLED]
+    not_killed = [name for name in checked if run.status[name] not in KILLED]
+    listed = {e.mutant: e for e in spec.equivalents}
+    existing = set(run.names)
+    changes = run.changes(sorted((set(not_killed) | set(listed)) & existing))
+    verdict = Verdict(spec.module, len(run.names), len(checked), len(killed),
+                      sum(1 for name in not_killed if name in listed), run.seconds,
+                      len(run.selected) < len(run.names), run.timed_out)
+    problems = verdict.problems
+    if run.error:
+        problems.append(run.error)
+    if not checked:
+        problems.append("no mutant was checked (time cap too short?)")
+    elif verdict.score < MIN_SCORE:
+        problems.append(f"score {verdict.score:.3f} < {MIN_SCORE}: {len(killed)} of {len(checked)} killed")
+    for name in not_killed:
+        if name not in listed:
+            problems.append(f"{run.status[name]}, not listed: {name} ({changes[name]})")
+    for name, entry in listed.items():
+        if name not in existing:
+            problems.append(f"stale entry: no mutant {name} any more")
+        elif normal(entry.change) != changes[name]:
+            problems.append(f"stale entry: {name} is now {changes[name]!r}, listed as {normal(entry.change)!r}")
+        elif name in killed:
+            problems.append(f"stale entry: {name} is killed by the tests now; remove it")
+    return verdict
