@@ -368,6 +368,16 @@ def test_a_ballot_made_before_its_vote_opens_is_refused_by_the_servers_clock() -
     assert refusal is not None and [(e.field, e.key) for e in refusal.errors] == [("matter", "vote_not_yet_open")]
 
 
+def test_a_door_ballot_synced_after_the_grace_period_is_refused_by_the_servers_clock() -> None:
+    """A ballot written at the door before the vote closed is taken until 6 hours after (ballots.DOOR_GRACE)."""
+    matter = {**MATTER, "_id": "matter:m3", "status": "open", "opens_at": (NOW - dt.timedelta(days=10)).isoformat(),
+              "closes_at": (NOW - dt.timedelta(days=1)).isoformat()}
+    ballot = {**BALLOT, "_id": f"ballot:m3:{RESIDENT['household']}", "matter": matter["_id"],
+              "created_at": (NOW - dt.timedelta(days=2)).isoformat()}
+    refusal = writes.refusal(WORKER, ballot, None, True, {**WORLD, matter["_id"]: matter}, NOW)
+    assert refusal is not None and [(e.field, e.key) for e in refusal.errors] == [("matter", "vote_grace_over")]
+
+
 def test_a_second_ballot_replicated_as_a_branch_of_its_own_is_judged_as_new_never_as_an_edit() -> None:
     """Two phones at one door: the second ballot is kept beside the first (server/domain/ballots.py), so it is
     judged as a ballot of its own; an edit of a stored ballot is refused as one."""
