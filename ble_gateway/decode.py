@@ -30,7 +30,7 @@ from .registry import RegisteredDevice
 
 BTHOME_UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
 DUPLICATE_WINDOW = dt.timedelta(seconds=60)
-MIN_ENCRYPTED_BYTES = 1 + 1 + 4 + 4  # device-info byte, at least one payload byte, counter, MIC
+MIN_ENCRYPTED_BYTES = 1 + 2 + 4 + 4  # device-info byte, one object (its id and a one-byte value), counter, MIC
 # bthome-ble's keys for the things our rules read (wristband profile and meters: ble_gateway/README.md).
 SIGNAL_STRENGTH = "signal_strength"
 

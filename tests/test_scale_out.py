@@ -17,6 +17,7 @@ import pytest
 from crypto import filing_log
 from server.domain import points
 from server.domain import timebank as ledger_rules
+from server.domain.declaration import VERSION_FIELD
 from server.domain.figures import COUNTS
 from server.security import audit_report, filing
 from server.security.firewall import Firewall
@@ -272,7 +273,7 @@ def _transfer(n: int, account: str, to: str, minutes: int, seconds_ago: int) -> 
 
 def _lock_taken_on_two_nodes(couch: Couch, account: str, sides: list[dict[str, Any]]) -> None:
     lock = {"_id": ledger_rules.ledger_lock_id(account), "type": "ledger_lock", "account": account, "seq": 1,
-            "secret": "ab" * 32, "codes_from": 0, "codes_used": []}
+            "codes_from": 0, "codes_used": [], VERSION_FIELD: 2}  # as stored now: no secret (code_secret)
     _as_a_cluster_writes(couch, [{**lock, **side, "_rev": f"1-{n:032d}"} for n, side in enumerate(sides)],
                          accounts=True)
 

@@ -94,5 +94,41 @@ def test_conditions_round_trip_as_records_and_shares_print_plainly() -> None:
     for rule in RULES.values():
         assert tuple(Condition.of_record(c.as_record()) for c in rule.conditions) == rule.conditions
     assert (shown(Fraction(6)), shown(Fraction(850, 3))) == ("6", "283.33")
-    with pytest.raises(AssertionError, match="participation is of the roll"):
+    with pytest.raises(AssertionError, match="^participation is of the roll$"):
         Condition("participation", "area", "participants", Fraction(1, 2))
+
+
+def test_the_declared_rules_are_issue_15s_fixtures_exactly() -> None:
+    # Civil Code art. 278 for major matters: 2/3 of the area and of the owners take part, 3/4 of the participating
+    # area and owners agree. A wrong share or unit here would decide real votes wrongly.
+    records = {name: [c.as_record() for c in rule.conditions] for name, rule in RULES.items()}
+    assert records == {
+        "committee_two_thirds": [{"measure": "approval", "unit": "headcount", "base": "roll", "at_least": "2/3"}],
+        "households_three_quarters": [{"measure": "approval", "unit": "household", "base": "roll", "at_least": "3/4"}],
+        "civil_code_278_major": [
+            {"measure": "participation", "unit": "area", "base": "roll", "at_least": "2/3"},
+            {"measure": "participation", "unit": "headcount", "base": "roll", "at_least": "2/3"},
+            {"measure": "approval", "unit": "area", "base": "participants", "at_least": "3/4"},
+            {"measure": "approval", "unit": "headcount", "base": "participants", "at_least": "3/4"}],
+        "advisory": []}
+    assert [name for name, rule in RULES.items() if not rule.needs_yes_no] == ["advisory"]
+
+
+@pytest.mark.parametrize(("measure", "unit", "base", "share"), [
+    ("turnout", "headcount", "roll", Fraction(1, 2)),  # each word must be one of the declared ones …
+    ("approval", "acres", "roll", Fraction(1, 2)),
+    ("approval", "headcount", "everyone", Fraction(1, 2)),
+    ("approval", "headcount", "roll", Fraction(0)),  # … and a share must be more than nothing, at most all
+    ("approval", "headcount", "roll", Fraction(3, 2)),
+])
+def test_a_condition_outside_the_declared_vocabulary_or_share_cannot_be_made(measure: str, unit: str, base: str,
+                                                                             share: Fraction) -> None:
+    with pytest.raises(AssertionError, match="Condition"):
+        Condition(measure, unit, base, share)
+
+
+def test_a_condition_of_everyone_can_be_made_and_a_roll_of_one_can_pass_it() -> None:
+    unanimous = Condition("approval", "household", "roll", Fraction(1))
+    outcome = evaluate([unanimous], households(["60"]), {"household:h0": "yes"})
+    assert outcome.passed and outcome.conditions[0].condition is unanimous
+    assert (outcome.conditions[0].numerator, outcome.conditions[0].denominator) == (1, 1)

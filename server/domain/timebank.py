@@ -259,8 +259,10 @@ def merged_lock(leaves: list[Doc]) -> Doc:
     highest sequence, every code of that secret spent on any side spent, every side's wrong codes counted."""
     first = leaves[0]
     merged = {**first, "seq": max(leaf["seq"] for leaf in leaves)}
-    if first.get("secret"):
-        same = [leaf for leaf in leaves if leaf.get("secret") == first["secret"]]
+    if any("codes_from" in leaf for leaf in leaves):
+        # Codes come from the account (`code_secret`), so every revision's are the same codes; a lock from before
+        # version 2 held a secret of its own, and only revisions holding the winner's share its codes.
+        same = [leaf for leaf in leaves if leaf.get("secret") == first.get("secret")]
         start = min(leaf.get("codes_from", 0) for leaf in same)
         spent = {n for leaf in same for n in [*range(start, leaf.get("codes_from", 0)),
                                                *map(int, leaf.get("codes_used") or [])]}

@@ -57,19 +57,17 @@ class Rule:
     needs_yes_no: bool = True
 
 
-def _c(measure: str, unit: str, base: str, share: str) -> Condition:
-    return Condition(measure, unit, base, Fraction(share))
-
-
 # The fixtures of issue 15. Art. 278 of the Civil Code for major matters (raising or using the maintenance
 # fund, rebuilding, changing the use of common parts): at least 2/3 of the area and 2/3 of the owners take
 # part, and at least 3/4 of the participating area and 3/4 of the participating owners agree.
 RULES: dict[str, Rule] = {r.name: r for r in (
-    Rule("committee_two_thirds", (_c("approval", "headcount", "roll", "2/3"),)),
-    Rule("households_three_quarters", (_c("approval", "household", "roll", "3/4"),)),
+    Rule("committee_two_thirds", (Condition("approval", "headcount", "roll", Fraction(2, 3)),)),
+    Rule("households_three_quarters", (Condition("approval", "household", "roll", Fraction(3, 4)),)),
     Rule("civil_code_278_major", (
-        _c("participation", "area", "roll", "2/3"), _c("participation", "headcount", "roll", "2/3"),
-        _c("approval", "area", "participants", "3/4"), _c("approval", "headcount", "participants", "3/4"))),
+        Condition("participation", "area", "roll", Fraction(2, 3)),
+        Condition("participation", "headcount", "roll", Fraction(2, 3)),
+        Condition("approval", "area", "participants", Fraction(3, 4)),
+        Condition("approval", "headcount", "participants", Fraction(3, 4)))),
     Rule("advisory", (), needs_yes_no=False),
 )}
 
