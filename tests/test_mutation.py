@@ -69,7 +69,8 @@ def listed(*entries: tuple[str, str]) -> ModuleFile:
 
 def test_a_module_passes_with_every_mutant_killed_or_listed_as_equivalent() -> None:
     verdict = judge(listed((M[0], CHANGES[M[0]])), recorded({M[0]: "survived"}))
-    assert verdict.passed and (verdict.killed, verdict.equivalent, verdict.score) == (19, 1, 0.95)
+    assert verdict.passed and (verdict.killed, verdict.equivalent, verdict.score, verdict.killed_of_all) == (
+        19, 1, 1.0, 0.95)
     assert judge(listed((M[0], "0 → 1")), recorded({M[0]: "survived"})).passed  # the changed part of the line
     assert judge(SPEC, recorded({M[1]: "timeout"})).passed  # a mutant that hangs the tests is caught
 
@@ -79,8 +80,13 @@ def test_each_rule_of_the_convention_fails_a_module_on_its_own() -> None:
     assert unlisted.problems == [f"survived, not listed: {M[0]} ({CHANGES[M[0]]})"]
     no_tests = judge(SPEC, recorded({M[0]: "no tests"}))
     assert no_tests.problems == [f"no tests, not listed: {M[0]} ({CHANGES[M[0]]})"]
-    low = judge(listed(*((n, CHANGES[n]) for n in M[:3])), recorded(dict.fromkeys(M[:3], "survived")))
-    assert low.problems == ["score 0.850 < 0.9: 17 of 20 killed"]
+    # A capped run: two of ten checked survive unlisted; the score counts them (8 of 10) and names both.
+    capped = recorded(dict.fromkeys(M[:2], "survived") | dict.fromkeys(M[10:], "not checked"), timed_out=True)
+    low = judge(SPEC, capped)
+    assert low.problems[0] == "score 0.800 < 0.9: 8 of 10 killed, 0 listed as equivalent" and len(low.problems) == 3
+    # Equivalents are no faults: three listed of twenty leave 17 of 17 faults killed, and the share of all is shown.
+    leaning = judge(listed(*((n, CHANGES[n]) for n in M[:3])), recorded(dict.fromkeys(M[:3], "survived")))
+    assert leaning.passed and (leaning.score, leaning.as_json()["killed_of_all"]) == (1.0, 0.85)
     gone = judge(listed(("server.domain.workdays.x_f__mutmut_99", "a → b")), recorded({}))
     assert gone.problems == ["stale entry: no mutant server.domain.workdays.x_f__mutmut_99 any more"]
     changed = judge(listed((M[0], "return 7 → return 8")), recorded({M[0]: "survived"}))

@@ -1,5 +1,8 @@
-"""The convention's rules applied to one module's run: (a) killed ÷ mutants checked ≥ 0.90, timeouts counting as
-killed; (b) every mutant not killed is listed as equivalent; a listed mutant that no longer exists, whose change
+"""The convention's rules applied to one module's run: (a) killed ÷ (mutants checked − those listed as equivalent)
+≥ 0.90, timeouts counting as killed — the usual mutation score: an equivalent mutant is no fault to find (a
+string's case in SQL, an argument a library never reads), and counting it would make a module with many such
+lines fail however well tested; the share of all mutants killed is printed beside it (`killed_of_all`), so a
+module that leans on equivalents shows it; (b) every mutant not killed is listed as equivalent; a listed mutant that no longer exists, whose change
 differs from the one listed, or that the tests now kill is a stale entry and fails the module."""
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ class Verdict:
 
     @property
     def score(self) -> float:
+        faults = self.checked - self.equivalent
+        return self.killed / faults if faults else 0.0
+
+    @property
+    def killed_of_all(self) -> float:
         return self.killed / self.checked if self.checked else 0.0
 
     @property
@@ -37,6 +45,7 @@ class Verdict:
     def as_json(self) -> dict[str, Any]:
         return {"module": self.module, "passed": self.passed, "mutants": self.mutants, "checked": self.checked,
                 "killed": self.killed, "equivalent": self.equivalent, "score": round(self.score, 4),
+                "killed_of_all": round(self.killed_of_all, 4),
                 "seconds": round(self.seconds, 1), "sampled": self.sampled, "timed_out": self.timed_out,
                 "problems": self.problems}
 
@@ -57,7 +66,8 @@ def judge(spec: ModuleFile, run: Run) -> Verdict:
     if not checked:
         problems.append("no mutant was checked (time cap too short?)")
     elif verdict.score < MIN_SCORE:
-        problems.append(f"score {verdict.score:.3f} < {MIN_SCORE}: {len(killed)} of {len(checked)} killed")
+        problems.append(f"score {verdict.score:.3f} < {MIN_SCORE}: {len(killed)} of {len(checked)} killed, "
+                        f"{verdict.equivalent} listed as equivalent")
     for name in not_killed:
         if name not in listed:
             problems.append(f"{run.status[name]}, not listed: {name} ({changes[name]})")
