@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"summary": True, "modules": len(verdicts), "failed": failed,
                "checked": sum(v.checked for v in verdicts), "killed": sum(v.killed for v in verdicts),
                "seconds": round(sum(v.seconds for v in verdicts), 1)}
-    if args.all and not args.max_mutants and not args.time_cap:
+    if not args.max_mutants and not args.time_cap:  # every mutant of each module run: its latest full run
         summary["recorded"] = _record(specs, verdicts) if not failed else "not recorded: a module failed"
     print(json.dumps(summary, ensure_ascii=False), flush=True)
     return 1 if failed or not verdicts else 0
@@ -77,15 +77,22 @@ def _chosen(args: argparse.Namespace) -> list[Path]:
 
 
 def _record(specs: list[modules.ModuleFile], verdicts: list[Verdict]) -> str:
-    """The full run's figures and the commit they were measured at (the bounded run checks what changed since)."""
+    """Each module's latest full run: its figures, the commit they were measured at and its fingerprint (the
+    bounded run checks what changed since). A run of some modules updates theirs and keeps the others'."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.strip()
-    record = {"commit": head.stdout.strip(), "uncommitted_changes": bool(dirty),
-              "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "modules": {v.module: {**{k: v.as_json()[k] for k in ("mutants", "killed", "equivalent", "score",
-                                                                     "seconds")}, "fingerprint": s.fingerprint()}
-                          for s, v in zip(specs, verdicts, strict=True)}}
+    finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    record = json.loads(LAST_FULL_RUN.read_text(encoding="utf-8")) if LAST_FULL_RUN.exists() else {"modules": {}}
+    known = {spec.module for spec in map(modules.load, modules.all_files())}
+    record = {"modules": {m: figures for m, figures in record["modules"].items() if m in known}}
+    for spec, verdict in zip(specs, verdicts, strict=True):
+        figures = {k: verdict.as_json()[k] for k in ("mutants", "killed", "equivalent", "score", "killed_of_all",
+                                                     "seconds")}
+        record["modules"][verdict.module] = {**figures, "fingerprint": spec.fingerprint(),
+                                             "commit": head.stdout.strip(), "uncommitted_changes": bool(dirty),
+                                             "finished": finished}
+    record["modules"] = dict(sorted(record["modules"].items()))
     LAST_FULL_RUN.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return str(LAST_FULL_RUN.relative_to(ROOT))
 
