@@ -171,7 +171,7 @@ def latency(presses: int, folder: Path) -> list[float]:
                          encrypted=True, model=None, now=dt.datetime.now(dt.UTC))
         token, token_doc = new_device_token("user:gw1", "bench", dt.datetime.now(dt.UTC))
         couch.accounts.save(token_doc)
-        served = serve(couch_server.url, settings, free_port())
+        served = serve(couch_server.url, settings, free_port(), patience=300)  # a loaded machine
         cookie, csrf = login(served.url, "wangge01")
         phone = Phone(served.sync_url, cookie, csrf)
         try:

@@ -266,7 +266,7 @@ def main() -> None:
         largest = max(homes, key=lambda h: h["member_count"])
         building = homes[0]["address"].split("栋")[0] + "栋"  # one building's households
         residents = [d for d in demo.generate(size=demo.DemoSize(1, 1, args.households)) if d["type"] == "resident"]
-        served = serve(couch_server.url, settings, free_port())
+        served = serve(couch_server.url, settings, free_port(), patience=STEP_TIMEOUT_MS / 1000)  # a loaded machine
         pages = {"grid": f"{served.url}grids/{grid}", "household": f"{served.url}households/{largest['_id']}",
                  "search": f"{served.url}grids/{grid}?q={quote(building)}",
                  "number": f"{served.url}grids/{grid}?q={residents[-1]['id_card']}"}
