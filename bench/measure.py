@@ -12,7 +12,9 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class CountMismatch(RuntimeError):
@@ -39,13 +41,14 @@ def spread(values: list[float], digits: int = 3) -> dict[str, Any]:
             "max": round(max(values), digits), "runs": len(values)}
 
 
-def interleave(ours: Callable[[], float], reference: Callable[[], float], *, rounds: int = 3,
-               warm: int = 1) -> tuple[list[float], list[float]]:
+def interleave(ours: Callable[[], T], reference: Callable[[], T], *, rounds: int = 3,
+               warm: int = 1) -> tuple[list[T], list[T]]:
     """`warm` discarded rounds of each side, then `rounds` measured ones, alternating which goes first. Each
-    callable measures one run of its side and returns the figure (seconds, usually); returns both lists."""
+    callable measures one run of its side and returns its figure (seconds, usually, or a run's several figures);
+    returns both lists."""
     if rounds < 3:
         raise ValueError(f"medians need at least 3 rounds, not {rounds}")
-    figures: dict[str, list[float]] = {"ours": [], "reference": []}
+    figures: dict[str, list[T]] = {"ours": [], "reference": []}
     sides = {"ours": ours, "reference": reference}
     for n in range(warm + rounds):
         for name in ("ours", "reference") if n % 2 == 0 else ("reference", "ours"):

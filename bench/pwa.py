@@ -329,6 +329,7 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
     context.close()
     users = grid_workers(couch, runs + 1)  # a warm-up phone, then `runs` (the last kept for (c))
     phones: list[dict[str, float]] = []
+    kept: list[Any] = []  # the last phone's context and page, for (c)
     reference: dict[str, Any] = {}
     with RendererThrottle(CPU_SLOWDOWN):
 
@@ -346,7 +347,6 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
                 reference["db"], reference["docs"] = reference_database(couch, users[0])
             return direct_replication_seconds(browser, url, couch_url + reference["db"], reference["docs"])
 
-        kept: list[Any] = []
         cold, cold_reference = interleave(new_phone, direct, rounds=runs)
         for n, figures in enumerate(phones):
             expect(f"documents in phone {n}'s replica", int(figures["docs"]), reference["docs"])
