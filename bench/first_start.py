@@ -5,10 +5,11 @@
 Each run starts `linli serve` on a new temporary data folder and times, from the command's start: the demo's
 documents loaded, each index built before the URL, the URL printed, the first answer of each role's first pages
 right after it (tests/first_pages.py), and every index built (`/healthz` says `views.all`). The reference, in the
-same run and interleaved with ours: the same demo's documents (dumped from the first run's database, revisions and
-attachments kept) written into a fresh pouchdb-server with no views, `_bulk_docs` batches of 1,000 (the time a
-first start would take if loading were all it did). Prints one JSON line: medians over the runs with their
-spread, `ratio` = our time to the URL ÷ the reference (lower is better), the machine's load before each run.
+same run and interleaved with ours (alternating which goes first, bench/measure.py): the same demo's documents
+(dumped from the first run's database, revisions and attachments kept) written into a fresh pouchdb-server with no
+views, `_bulk_docs` batches of 1,000 (the time a first start would take if loading were all it did). Prints one JSON
+line: medians over the runs with their spread, `ratio` = our time to the URL ÷ the reference (lower is better), the
+machine's load before each run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx2  # noqa: E402
 
+from bench.measure import expect, interleave, ratio, spread  # noqa: E402
 from server.services import demo  # noqa: E402
 from server.store.embedded_couch import EmbeddedCouch, admin_password, free_port  # noqa: E402
 from tests.first_pages import open_first_pages  # noqa: E402
@@ -40,11 +41,6 @@ BATCH = 1000
 # The lines `linli serve` prints on the way to its URL, by the phase they end.
 PHASES = {"demo_loaded": re.compile(r"^Loaded \d+ documents"), "url": re.compile(r"^Linli is running")}
 INDEX = re.compile(r"^Index (\S+) built in")
-
-
-def _median(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
-            "max": round(max(values), 1)}
 
 
 def ours(residents: int, dump_to: Path | None) -> dict[str, Any]:
@@ -129,7 +125,11 @@ def reference(dump: Path) -> float:
                     for i in range(0, len(batch_docs), BATCH):
                         client.post(f"/{db}/_bulk_docs", json={"docs": batch_docs[i:i + BATCH],
                                                                "new_edits": False}).raise_for_status()
-            return time.monotonic() - started
+                seconds = time.monotonic() - started
+                for db, batch_docs in docs.items():
+                    expect(f"documents in the reference's {db}",
+                           client.get(f"/{db}").raise_for_status().json()["doc_count"], len(batch_docs))
+            return seconds
         finally:
             server.stop()
 
@@ -139,26 +139,34 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--residents", type=int, default=demo.PILOT_RESIDENTS)
     args = parser.parse_args()
-    runs, references, loads = [], [], []
+    loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="linli-first-start-dump-") as dump:
-        for n in range(args.runs):
+
+        def first_start() -> dict[str, Any]:
             loads.append(round(os.getloadavg()[0], 1))
-            runs.append(ours(args.residents, Path(dump) if n == 0 else None))
-            print(f"run {n + 1}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
+            run = ours(args.residents, Path(dump) if not loads[1:] else None)  # the first run dumps the reference's
+            print(f"run: {json.dumps(run)}", file=sys.stderr, flush=True)
+            return run
+
+        def bulk_load() -> float:
             loads.append(round(os.getloadavg()[0], 1))
-            references.append(reference(Path(dump)))
-            print(f"reference {n + 1}: {references[-1]:.1f} s", file=sys.stderr, flush=True)
+            seconds = reference(Path(dump))
+            print(f"reference: {seconds:.1f} s", file=sys.stderr, flush=True)
+            return seconds
+
+        # Every run from nothing, so no warm-up; the first round runs ours first (it makes the reference's dump).
+        runs, references = interleave(first_start, bulk_load, rounds=args.runs, warm=0)
         docs = sum(len(json.loads((Path(dump) / f"{db}.json").read_text(encoding="utf-8")))
                    for db in ("linli_main", "linli_accounts"))
     phases = sorted({p for r in runs for p in r["phases"]}, key=lambda p: runs[0]["phases"].get(p, 0))
     url = [r["phases"]["url"] for r in runs]
     print(json.dumps({
         "benchmark": "first_start", "residents": args.residents, "documents": docs, "runs": args.runs,
-        "phases_s": {p: _median([r["phases"][p] for r in runs if p in r["phases"]]) for p in phases},
-        "first_pages_s": {page: _median([r["first_pages"][page] for r in runs]) for page in runs[0]["first_pages"]},
+        "phases_s": {p: spread([r["phases"][p] for r in runs if p in r["phases"]], 1) for p in phases},
+        "first_pages_s": {page: spread([r["first_pages"][page] for r in runs], 1) for page in runs[0]["first_pages"]},
         "first_pages_status": [r["statuses"] for r in runs], "index_waits_after_url": [r["waited_for"] for r in runs],
-        "reference_bulk_load_s": _median(references),
-        "ratio": round(statistics.median(url) / statistics.median(references), 2),
+        "reference_bulk_load_s": spread(references, 1),
+        "ratio": ratio(url, references),
         "load_before_each": loads,
     }))
 

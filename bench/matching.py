@@ -7,9 +7,11 @@ five grids (households with a building each), `--needs` open needs and `--offers
 (kinds, languages, weekly hours and capacities drawn from a fixed seed), then times one run of the matcher for the
 street's secretary of every community (`server.services.matching.run`: read the open needs, their households'
 buildings, the offers and earlier matches; must-match rules; score; write the proposals) against reading the same
-documents alone (the same view queries and `_all_docs` of the households), the least any matcher must do,
-interleaved `--repeat` times (the proposals deleted between runs, untimed). Prints one JSON line: median times,
-their ratio, proposals written and the share of needs with at least one proposal.
+documents alone (the same view queries and `_all_docs` of the households), the least any matcher must do: one
+warm-up run of each, then `--repeat` interleaved (bench/measure.py; the proposals deleted after each run, untimed;
+every run must read the same documents and decide every need). Prints one JSON line: medians with their spread,
+their ratio (ours / reading alone, lower is better), proposals written and the share of needs with at least one
+proposal.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import argparse
 import datetime as dt
 import json
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.measure import compare, expect, load_average  # noqa: E402
 from bench.stack import embedded_stack  # noqa: E402
 from server.domain.access import Principal  # noqa: E402
 from server.domain.declaration import SPOKEN_LANGUAGES, Role  # noqa: E402
@@ -103,8 +105,10 @@ def run(needs: int, offers: int, communities: int, seed: int, repeat: int) -> di
         names = [f"community:b{c:02d}" for c in range(communities)]
         secretary = Principal("user:bench", frozenset({Role.SECRETARY}), STREET, frozenset(names))
 
-        reads, runs = [], []
-        for _ in range(repeat):  # interleaved, so that a slow moment of the machine hits both
+        plans_of_runs: list[dict] = []
+        documents_read: list[int] = []
+
+        def reference() -> float:
             started = time.perf_counter()
             read = 0
             for community in names:
@@ -113,20 +117,32 @@ def run(needs: int, offers: int, communities: int, seed: int, repeat: int) -> di
                 read += len(found) + len(get_many(couch.main, {n["household"] for n in found}))
                 read += len(list(iter_view_docs(couch.main, "linli/by_place", [community, "offer"])))
                 read += len(list(iter_view_docs(couch.main, "linli/by_place", [community, "match"])))
-            reads.append(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            documents_read.append(read)
+            return seconds
+
+        def ours() -> float:
             started = time.perf_counter()
             plans = matching.run(couch, secretary, now)
-            runs.append(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
             _forget_proposals(couch, names)  # the next run starts from the same documents
-        match_seconds, read_seconds = statistics.median(runs), statistics.median(reads)
-        proposals = sum(len(p.proposals) for p in plans.values())
+            matched = len({p.need.id for plan in plans.values() for p in plan.proposals})
+            expect("needs decided (matched or not)", matched + sum(len(p.unmatched) for p in plans.values()), needs)
+            plans_of_runs.append(plans)
+            return seconds
+
+        figures = compare(ours, reference, rounds=repeat)
+        expect("runs of the reference reading the first run's documents", documents_read.count(documents_read[0]),
+               len(documents_read))
+        written = [sum(len(p.proposals) for p in plans.values()) for plans in plans_of_runs]
+        expect("runs writing the first run's number of proposals", written.count(written[0]), len(written))
+        proposals = written[0]
+        plans = plans_of_runs[-1]
         matched = len({p.need.id for plan in plans.values() for p in plan.proposals})
-        unmatched = sum(len(p.unmatched) for p in plans.values())
-        assert matched + unmatched == needs
-        return {"needs": needs, "offers": offers, "communities": communities, "documents_read": read,
-                "match_seconds": round(match_seconds, 3), "reference_read_seconds": round(read_seconds, 3),
-                "ratio": round(match_seconds / read_seconds, 2), "proposals": proposals,
-                "share_matched": round(matched / needs, 3), "repeat": repeat}
+        return {"needs": needs, "offers": offers, "communities": communities, "documents_read": documents_read[0],
+                "match_seconds": figures["ours"], "reference_read_seconds": figures["reference"],
+                "ratio": figures["ratio"], "proposals": proposals,
+                "share_matched": round(matched / needs, 3), "repeat": repeat, "load_average": load_average()}
 
 
 def main() -> None:

@@ -5,10 +5,11 @@
 Starts from an empty Linli database on its own pouchdb-server, stores `--resources` venues of one community (open
 9-17 every day, a blackout day a month), each with `--bookings` booked hours (slots, one document each) in bookings
 of 1-3 hours spread over the past year, four bookings in five checked in (a check-in document), the rest no-shows:
-at the defaults about 211,000 documents. Then, interleaved `--repeat` times,
-times the board (`pool.board`: every resource's twelve months read by id ranges, `pool.slot_uses`, idle rates
-and flags) against reading the same booking and check-in documents alone (`_all_docs` over their ids, with
-bodies), the least any report over those documents must do. Prints one JSON line: medians and their ratio.
+at the defaults about 211,000 documents. Then times the board (`pool.board`: every resource's twelve months read
+by id ranges, `pool.slot_uses`, idle rates and flags) against reading the same booking and check-in documents alone
+(`_all_docs` over their ids, with bodies), the least any report over those documents must do: one warm-up run of
+each, then `--repeat` interleaved (bench/measure.py); every board must have every venue, every read every document.
+Prints one JSON line: medians with spread and their ratio (board / read, lower is better).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,6 +26,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.measure import compare, expect, load_average, timed  # noqa: E402
 from bench.stack import embedded_stack  # noqa: E402
 from server.domain import pool as rules  # noqa: E402
 from server.services import pool  # noqa: E402
@@ -107,24 +108,27 @@ def run(resources: int, bookings: int, repeat: int) -> dict:
             _indexed(couch.main, view)
         index_seconds = time.perf_counter() - started
         print(f"indexed in {index_seconds:.0f} s", file=sys.stderr, flush=True)
-        boards, reads = [], []
-        for _ in range(repeat):  # interleaved, so that a slow moment of the machine hits both
-            started = time.perf_counter()
-            rows = pool.board(couch, COMMUNITY, NOW)
-            boards.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            read = [r for start in range(0, len(ids), BATCH)
-                    for r in couch.main.all(keys=ids[start:start + BATCH], include_docs="true", as_list=True)]
-            reads.append(time.perf_counter() - started)
-            assert len(rows) == resources and len(read) == len(ids)
-        board, reference = statistics.median(boards), statistics.median(reads)
+        flagged: list[int] = []
+
+        def board() -> float:
+            seconds, rows = timed(lambda: pool.board(couch, COMMUNITY, NOW))
+            expect("venues on the board", len(rows), resources)
+            flagged.append(sum(r["flagged"] for r in rows))
+            return seconds
+
+        def read() -> float:
+            seconds, read = timed(lambda: [r for start in range(0, len(ids), BATCH)
+                                           for r in couch.main.all(keys=ids[start:start + BATCH], include_docs="true",
+                                                                   as_list=True)])
+            expect("documents read", sum(1 for r in read if r.get("doc")), len(ids))
+            return seconds
+
+        figures = compare(board, read, rounds=repeat)
         return {"resources": resources, "bookings_per_resource": bookings, "documents": len(history),
-                "flagged": sum(r["flagged"] for r in rows),
-                "store_seconds": round(store_seconds, 1), "index_seconds": round(index_seconds, 2),
-                "board_seconds": round(board, 3), "reference_read_seconds": round(reference, 3),
-                "ratio": round(board / reference, 2), "repeat": repeat,
-                "board_spread": [round(min(boards), 3), round(max(boards), 3)],
-                "read_spread": [round(min(reads), 3), round(max(reads), 3)]}
+                "flagged": flagged[0], "store_seconds": round(store_seconds, 1),
+                "index_seconds": round(index_seconds, 2),
+                "board_seconds": figures["ours"], "reference_read_seconds": figures["reference"],
+                "ratio": figures["ratio"], "repeat": repeat, "load_average": load_average()}
 
 
 def main() -> None:

@@ -6,59 +6,61 @@ first load, a cold replica of 10,000 documents, offline renders, and the JavaScr
 Starts its own pouchdb-server and `linli serve` in a temporary folder on a street with one grid of `--households`
 households (the demo, sealed as the server stores it) and visits in that grid, so that its grid worker's replica
 holds about `--replica` documents (the contact-key grants their phone receives included). Prints one JSON line:
-(a) first load: the login form submitted → the grid page interactive (DOMContentLoaded) and the service worker
-    controlling it; median of `--runs` fresh phones (all but the last kept from registering a key, so that they
-    stay empty and leave the server idle);
-(b) cold replica: the last phone's login → its first sync finished (the time the service worker stamps), against
+(a) first load of a new phone: the login form submitted → the grid page interactive (DOMContentLoaded), the service
+    worker controlling it and the phone's key registered (the server's answer to POST /phone-keys, which issues a
+    key grant per resident, back on the phone); also before the key (`first_load_before_key_ms`). Each phone is
+    a new grid worker's of the same grid (a user's grants reach all their phones, so each phone of one user would
+    hold more), so each holds the same replica;
+(b) cold replica: each such phone's login → its first sync finished (the time the service worker stamps), against
     the reference: PouchDB (same adapter) in a page of the same slowed browser replicating the same documents
-    straight from pouchdb-server, no gateway;
-(c) offline renders by the service worker from that replica, until the page is interactive: the grid page
-    (`/grids/<id>`: the first 50 of the households and "load more"; also until its answer ended), the rows
+    straight from pouchdb-server, no gateway. One warm-up phone and reference replication, then `--runs` of each
+    interleaved (bench/measure.py): medians and spread; every replica must hold what the reference holds;
+(c) offline renders by the service worker from the last phone's replica, until the page is interactive: the grid
+    page (`/grids/<id>`: the first 50 of the households and "load more"; also until its answer ended), the rows
     search-as-you-type asks for (one building's households, fetched and swapped in), the rows of a search by ID card
     number (offline: the number of each resident of the grid the phone holds a contact grant for is opened and
-    compared, as no blind index reaches a phone), a household record with its residents; against the same requests
-    answered online by the server (medians of `--runs`). And the grid page offline first after the first sync,
-    after syncs that brought nothing, and after the worker was stopped;
+    compared, as no blind index reaches a phone; its first run apart, when every grant is unwrapped), a household
+    record with its residents; against the same requests answered online by the server, interleaved (medians of
+    `--runs` after a warm-up of each). And the grid page offline first after the first sync, after syncs that
+    brought nothing, and after the worker was stopped;
 (d) JavaScript and CSS shipped: gzip sizes of what the pages and the service worker load (goal: under 300 KB),
     and of all the service worker keeps for offline use (templates, schema and icons too).
-The slowdown is RendererThrottle's (DevTools' own cannot reach a service worker); `measured_slowdown_*` is a fixed
+The slowdown is bench/throttle.py's (DevTools' own cannot reach a service worker); `measured_slowdown_*` is a fixed
 piece of JavaScript in the page and in the worker against the same in an unslowed page, same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import json
-import os
 import re
-import signal
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
 import httpx2
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import expect, interleave, load_average, ratio, spread  # noqa: E402
 from bench.stack import embedded_stack  # noqa: E402
-from server.domain.declaration import validate  # noqa: E402
+from bench.throttle import CPU_SLOWDOWN, RendererThrottle, spin_ms  # noqa: E402
+from server.domain.declaration import Role, validate  # noqa: E402
+from server.security import accounts  # noqa: E402
 from server.security.accounts import user_id  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
 from server.services import demo  # noqa: E402
-from server.store.couch import Couch, bulk_save, docs_of_type, get_many  # noqa: E402
+from server.store.couch import Couch, bulk_save, docs_of_type  # noqa: E402
 from server.store.embedded_couch import free_port  # noqa: E402
 from tests.browser import launch  # noqa: E402
 from tests.sync_harness import serve, stop, visible_ids  # noqa: E402
 
-CPU_SLOWDOWN = 4
 PASSWORD = "bench-password"
 WORKER = "wangge01"  # the grid worker of the demo's first grid
 PHONE = {"width": 390, "height": 844}
@@ -70,8 +72,6 @@ MARK_CONTROL = """navigator.serviceWorker?.addEventListener("controllerchange",
   () => { window.linliControlledAt = Date.now(); });"""
 SYNC_BAR = "document.querySelector('#sync-state')"
 SYNCED_OR_FAILED = f"{SYNC_BAR}?.dataset.lastSynced || {SYNC_BAR}?.classList.contains('sync-error')"
-SPIN = """() => { const started = performance.now(); let x = 0;
-  for (let i = 0; i < 3e8; i++) { x += i % 7; } return performance.now() - started; }"""
 # One request of search-as-you-type as htmx makes it, swapped into the list; whether the service worker answered.
 SEARCH = """async (url) => {
   const started = performance.now();
@@ -89,84 +89,6 @@ REFERENCE_REPLICATION = """async (url) => {
   const result = await local.replicate.from(url);
   return [performance.now() - started, result.docs_written, (await local.info()).doc_count];
 }"""
-
-
-class RendererThrottle:
-    """Slows this process's Chromium renderers `rate` times while in use, as DevTools' CPU throttling slows a page:
-    each runs for a few milliseconds, then is suspended (SIGSTOP) `rate - 1` times as long, counted from when it
-    has stopped (here that can take a scheduler tick, 4 ms, after the signal). DevTools cannot throttle a service
-    worker ("Operation is only supported for pages, not workers"), and the offline app's work is its service
-    worker's: suspending the whole renderer process slows the page and the worker in it alike."""
-
-    RUN_S = 0.004
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._cycle, name="renderer-throttle", daemon=True)
-        self._known: set[int] = set()  # renderers seen (a forked process shows its type only after a moment)
-        self._renderers: set[int] = set()
-
-    def __enter__(self) -> RendererThrottle:
-        self._renderers = self._find()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-        self._signal(self._renderers | self._find(), signal.SIGCONT)
-
-    def _find(self) -> set[int]:
-        """This process's descendants that are Chromium renderers."""
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-        found, todo = set(), [os.getpid()]
-        while todo:
-            for pid in children.get(todo.pop(), []):
-                todo.append(pid)
-                if pid not in self._known:
-                    with contextlib.suppress(OSError):
-                        if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                            self._known.add(pid)
-                if pid in self._known:
-                    found.add(pid)
-        return found
-
-    @staticmethod
-    def _wait_stopped(pids: set[int]) -> None:
-        deadline = time.monotonic() + 0.05
-        waiting = set(pids)
-        while waiting and time.monotonic() < deadline:
-            for pid in list(waiting):
-                try:
-                    if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "TtXZ":
-                        waiting.discard(pid)
-                except OSError:
-                    waiting.discard(pid)
-            time.sleep(0.0002)
-
-    @staticmethod
-    def _signal(pids: set[int], sig: signal.Signals) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    def _cycle(self) -> None:
-        resumed = time.monotonic()
-        while not self._done.is_set():
-            time.sleep(max(0.0, self.RUN_S - (time.monotonic() - resumed)))
-            stopped_pids = set(self._renderers)
-            self._signal(stopped_pids, signal.SIGSTOP)
-            self._wait_stopped(stopped_pids)
-            stopped = time.monotonic()
-            self._renderers = self._find()  # while they are suspended: new pages, restarted workers
-            time.sleep(max(0.0, (self.rate - 1) * (stopped - resumed) - (time.monotonic() - stopped)))
-            self._signal(stopped_pids | self._renderers, signal.SIGCONT)
-            resumed = time.monotonic()
 
 
 def median(values: list[float]) -> float:
@@ -203,12 +125,13 @@ def load_street(couch: Couch, firewall: Firewall, households: int, replica: int)
         assert not failed, failed[:3]
 
 
-def reference_database(couch: Couch) -> tuple[str, int]:
-    """A database holding exactly what the worker's phone replicated (its grants included), for PouchDB to
+def reference_database(couch: Couch, username: str) -> tuple[str, int]:
+    """A database holding exactly what a grid worker's phone replicated (its grants included), for PouchDB to
     replicate straight from pouchdb-server."""
-    mine = get_many(couch.main, visible_ids(couch, WORKER))
+    rows = couch.main.all(keys=sorted(visible_ids(couch, username)), attachments="true", as_list=True)
     reference = couch.server.create(couch.main.name + "_reference")
-    docs = [{k: v for k, v in d.items() if k != "_rev"} for d in mine.values()]
+    # Attachments inline (a photo visit's photo): a stub would name an attachment the new database lacks.
+    docs = [{k: v for k, v in row["doc"].items() if k != "_rev"} for row in rows if row.get("doc")]
     for start in range(0, len(docs), 1000):
         assert not [r for r in bulk_save(reference, docs[start:start + 1000]) if r.error]
     return reference.name, len(docs)
@@ -216,10 +139,10 @@ def reference_database(couch: Couch) -> tuple[str, int]:
 
 # ---------------------------------------------------------------- the phone
 
-def login(page: Page, url: str) -> int:
-    """Open the login page, sign the worker in; the page's clock (ms) when the form was sent."""
+def login(page: Page, url: str, username: str) -> int:
+    """Open the login page, sign a grid worker in; the page's clock (ms) when the form was sent."""
     page.goto(url + "login")
-    page.fill("#username", WORKER)
+    page.fill("#username", username)
     page.fill("#password", PASSWORD)
     started = page.evaluate("Date.now()")
     page.click("form[action='/login'] button[type=submit]")
@@ -227,19 +150,28 @@ def login(page: Page, url: str) -> int:
     return started
 
 
-def first_load(browser: Browser, url: str, keep_empty: bool) -> tuple[BrowserContext, Page, int, float]:
-    """A fresh phone signs in: (its context, page, when the form was sent, ms until the grid page is interactive
-    and the service worker controls it). With `keep_empty` the phone registers no key, so it never syncs."""
+def first_load(browser: Browser, url: str, username: str) -> tuple[BrowserContext, Page, int, float, float]:
+    """A new phone signs in and syncs: (its context, page, when the form was sent, ms until the grid page is
+    interactive and the service worker controls it, ms until its key is registered too: the server's answer to
+    POST /phone-keys, which issues a key grant per resident, has reached the phone)."""
     context = browser.new_context(viewport=PHONE)
     context.add_init_script(MARK_CONTROL)
-    if keep_empty:
-        context.route("**/phone-keys", lambda route: route.abort())
+    registered: list[float] = []
+
+    def stamp(route: Route) -> None:
+        answer = route.fetch(timeout=STEP_TIMEOUT_MS)
+        registered.append(time.time() * 1000)  # the same wall clock as the page's Date.now()
+        route.fulfill(response=answer)
+
+    context.route("**/phone-keys", stamp)
     page = context.new_page()
-    started = login(page, url)
+    started = login(page, url, username)
     page.wait_for_function("() => window.linliControlledAt", timeout=STEP_TIMEOUT_MS)
     ready = page.evaluate("""() => Math.max(window.linliControlledAt,
         performance.timeOrigin + performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd)""")
-    return context, page, started, ready - started
+    page.wait_for_function(f"() => {SYNCED_OR_FAILED}", timeout=STEP_TIMEOUT_MS, polling=250)
+    expect(f"phone keys {username} registered", len(registered), 1)
+    return context, page, started, ready - started, max(ready, registered[0]) - started
 
 
 def navigate(page: Page, url: str, offline: bool) -> tuple[float, float]:
@@ -264,23 +196,19 @@ def search(page: Page, url: str, offline: bool) -> tuple[float, int]:
     return ms, rows
 
 
-def renders(page: Page, pages: dict[str, str], runs: int, offline: bool) -> dict[str, float]:
-    """Medians (ms) of the grid page, the search rows and the household page, online or offline."""
-    grid_answer, grid, rows_ms, number_ms, household = [], [], [], [], []
-    for _ in range(runs):
-        answer_ms, ready_ms = navigate(page, pages["grid"], offline)
-        grid_answer.append(answer_ms)
-        grid.append(ready_ms)
-        ms, rows = search(page, pages["search"], offline)
-        assert rows >= 2, f"the search found {rows} households"
-        rows_ms.append(ms)
-        ms, found = search(page, pages["number"], offline)
-        assert found == 1, f"the number search found {found} households"
-        number_ms.append(ms)
-        household.append(navigate(page, pages["household"], offline)[1])
-    return {"grid": median(grid), "grid_answer": median(grid_answer), "search": median(rows_ms),
-            "number_search": median(number_ms), "number_search_first": round(number_ms[0]),
-            "household": median(household), "search_rows": rows}
+def render(page: Page, pages: dict[str, str], offline: bool) -> dict[str, float]:
+    """One visit of the grid page, the search rows, a number search and the household page, online or offline
+    (ms each; the grid page also until its answer ended)."""
+    page.context.set_offline(offline)
+    grid_answer, grid = navigate(page, pages["grid"], offline)
+    search_ms, rows = search(page, pages["search"], offline)
+    if rows < 2:
+        raise RuntimeError(f"the search found {rows} households")
+    number_ms, found = search(page, pages["number"], offline)
+    expect("households the number search found", found, 1)
+    household = navigate(page, pages["household"], offline)[1]
+    return {"grid": grid, "grid_answer": grid_answer, "search": search_ms, "number_search": number_ms,
+            "household": household, "search_rows": rows}
 
 
 def stop_worker(context: BrowserContext, page: Page) -> None:
@@ -338,7 +266,7 @@ def main() -> None:
         largest = max(homes, key=lambda h: h["member_count"])
         building = homes[0]["address"].split("栋")[0] + "栋"  # one building's households
         residents = [d for d in demo.generate(size=demo.DemoSize(1, 1, args.households)) if d["type"] == "resident"]
-        served = serve(couch_server.url, settings, free_port())
+        served = serve(couch_server.url, settings, free_port(), patience=STEP_TIMEOUT_MS / 1000)  # a loaded machine
         pages = {"grid": f"{served.url}grids/{grid}", "household": f"{served.url}households/{largest['_id']}",
                  "search": f"{served.url}grids/{grid}?q={quote(building)}",
                  "number": f"{served.url}grids/{grid}?q={residents[-1]['id_card']}"}
@@ -356,40 +284,42 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def spin_ms(target: Page | Any) -> float:
-    """A fixed piece of JavaScript work in a page or worker: the median of three runs after a warm-up (ms)."""
-    return statistics.median([target.evaluate(SPIN) for _ in range(4)][1:])
+def grid_workers(couch: Couch, count: int) -> list[str]:
+    """`count` new grid workers of the demo's grid, one for each phone of (a) and (b): each registers a key and
+    receives the same grants (a user's grants reach all their phones; the demo's own worker holds more)."""
+    own = couch.accounts.get(user_id(WORKER))
+    workers = [accounts.make_user(f"bench{n:02d}", f"网格员{n}", [Role.GRID_WORKER], own["street"],
+                                  own["password_hash"], communities=own["communities"], grids=own["grids"])
+               for n in range(count)]
+    assert not [r for r in bulk_save(couch.accounts, workers) if r.error]
+    return [u["username"] for u in workers]
 
 
-def phones(browser: Browser, url: str, runs: int) -> tuple[BrowserContext, Page, list[float], float, int]:
-    """(a) and (b): `runs` fresh phones sign in; the last one keeps its key and syncs. Its context and page, the
-    first loads (ms), the seconds from its login to its first sync finished, and the documents it then holds."""
-    loads = []
-    for run in range(runs):
-        context, page, started, ms = first_load(browser, url, keep_empty=run < runs - 1)
-        loads.append(ms)
-        if run < runs - 1:
-            context.close()
-    page.wait_for_function(f"() => {SYNCED_OR_FAILED}", timeout=STEP_TIMEOUT_MS, polling=250)
+def phone(browser: Browser, url: str, username: str) -> tuple[BrowserContext, Page, dict[str, float]]:
+    """(a) and (b) for one new phone: its context and page, and its figures: the first load before and with its
+    key registered (ms), the seconds from its login to its first sync finished, and the documents it then holds."""
+    context, page, started, before_key, with_key = first_load(browser, url, username)
     synced, bar = page.evaluate(f"[{SYNC_BAR}.dataset.lastSynced, {SYNC_BAR}.innerText]")
-    assert synced, f"the first sync failed: {bar}"
+    if not synced:
+        raise RuntimeError(f"the first sync failed: {bar}")
     cold_s = (page.evaluate("(iso) => Date.parse(iso)", synced) - started) / 1000
     replica_docs = context.service_workers[0].evaluate(
-        f"async () => (await new PouchDB('linli-{user_id(WORKER)}', {{adapter: 'indexeddb'}}).info()).doc_count")
-    return context, page, loads, cold_s, replica_docs
+        f"async () => (await new PouchDB('linli-{user_id(username)}', {{adapter: 'indexeddb'}}).info()).doc_count")
+    return context, page, {"before_key": before_key, "with_key": with_key, "cold_s": cold_s, "docs": replica_docs}
 
 
-def direct_replication_ms(browser: Browser, url: str, database_url: str, docs: int) -> float:
-    """The reference of (b): PouchDB in a page replicating straight from pouchdb-server."""
+def direct_replication_seconds(browser: Browser, url: str, database_url: str, docs: int) -> float:
+    """The reference of (b): PouchDB in a new page replicating straight from pouchdb-server (seconds)."""
     context = browser.new_context()
     page = context.new_page()
     page.goto(database_url.rsplit("/", 1)[0] + "/")  # the database's origin: no CORS in the way
     page.add_script_tag(url=url + "vendor/pouchdb.min.js")
     page.add_script_tag(url=url + "vendor/pouchdb.indexeddb.min.js")
     ms, written, count = page.evaluate(REFERENCE_REPLICATION, database_url)
-    assert written == count == docs, (written, count, docs)
+    expect("documents the reference replicated", written, docs)
+    expect("documents in the reference's replica", count, docs)
     context.close()
-    return ms
+    return ms / 1000
 
 
 def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dict[str, str], runs: int,
@@ -397,22 +327,46 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
     context = browser.new_context()
     free_spin = spin_ms(context.new_page())
     context.close()
+    users = grid_workers(couch, runs + 1)  # a warm-up phone, then `runs` (the last kept for (c))
+    phones: list[dict[str, float]] = []
+    kept: list[Any] = []  # the last phone's context and page, for (c)
+    reference: dict[str, Any] = {}
     with RendererThrottle(CPU_SLOWDOWN):
-        context, page, loads, cold_s, replica_docs = phones(browser, url, runs)
+
+        def new_phone() -> float:
+            context, page, figures = phone(browser, url, users[len(phones)])
+            phones.append(figures)
+            if len(phones) < len(users):
+                context.close()
+            else:
+                kept.extend((context, page))
+            return figures["cold_s"]
+
+        def direct() -> float:
+            if not reference:  # what a phone's replica holds, once one has synced (its grants included)
+                reference["db"], reference["docs"] = reference_database(couch, users[0])
+            return direct_replication_seconds(browser, url, couch_url + reference["db"], reference["docs"])
+
+        cold, cold_reference = interleave(new_phone, direct, rounds=runs)
+        for n, figures in enumerate(phones):
+            expect(f"documents in phone {n}'s replica", int(figures["docs"]), reference["docs"])
+        measured = phones[1:]  # the first was the warm-up
+        context, page = kept
         worker_spin, page_spin = spin_ms(context.service_workers[0]), spin_ms(page)
-        # (c): offline, online (each page syncs), offline again, then with the worker stopped.
+        # (c): offline first, its first number search (every grant unwrapped), then offline and online interleaved,
+        # offline again, then with the worker stopped.
         context.set_offline(True)
         first_grid = navigate(page, pages["grid"], offline=True)[1]
-        offline = renders(page, pages, runs, offline=True)
-        context.set_offline(False)
-        online = renders(page, pages, runs, offline=False)
+        number_search_first, _ = search(page, pages["number"], offline=True)
+        offline_runs, online_runs = interleave(lambda: render(page, pages, offline=True),
+                                               lambda: render(page, pages, offline=False), rounds=runs)
+        offline = {name: median([r[name] for r in offline_runs]) for name in offline_runs[0]}
+        online = {name: median([r[name] for r in online_runs]) for name in online_runs[0]}
         context.set_offline(True)
         resynced_grid = navigate(page, pages["grid"], offline=True)[1]
         stop_worker(context, page)
         restarted_grid = navigate(page, pages["grid"], offline=True)[1]
         context.close()
-        reference_db, reference_docs = reference_database(couch)
-        reference_ms = direct_replication_ms(browser, url, couch_url + reference_db, reference_docs)
     sizes = shipped(url)
     return {
         "bench": "pwa",
@@ -420,14 +374,13 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
         "cpu_slowdown": CPU_SLOWDOWN,
         "measured_slowdown_page": round(page_spin / free_spin, 1),
         "measured_slowdown_worker": round(worker_spin / free_spin, 1),
-        "first_load_ms": median(loads),
-        "first_load_runs_ms": [round(ms) for ms in loads],
-        "replica_docs": replica_docs,
-        "cold_replica_seconds": round(cold_s, 2),
-        "cold_replica_after_first_load_seconds": round(cold_s - loads[-1] / 1000, 2),
-        "reference_direct_seconds": round(reference_ms / 1000, 2),
-        "reference_docs": reference_docs,
-        "cold_replica_ratio": round(cold_s * 1000 / reference_ms, 2),
+        "phones": len(measured),
+        "first_load_ms": spread([f["with_key"] for f in measured], 0),
+        "first_load_before_key_ms": spread([f["before_key"] for f in measured], 0),
+        "replica_docs": reference["docs"],
+        "cold_replica_seconds": spread(cold, 2),
+        "reference_direct_seconds": spread(cold_reference, 2),
+        "cold_replica_ratio": ratio(cold, cold_reference),
         "offline_grid_ms": offline["grid"],
         "online_grid_ms": online["grid"],
         "grid_ratio": round(offline["grid"] / online["grid"], 2),
@@ -440,7 +393,7 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
         "offline_search_ms": offline["search"],
         "online_search_ms": online["search"],
         "search_ratio": round(offline["search"] / online["search"], 2),
-        "offline_number_search_first_ms": offline["number_search_first"],  # the worker's first: keys unwrapped
+        "offline_number_search_first_ms": round(number_search_first),  # the worker's first: keys unwrapped
         "offline_number_search_ms": offline["number_search"],
         "online_number_search_ms": online["number_search"],
         "offline_household_ms": offline["household"],
@@ -449,6 +402,7 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
         "shipped_js_css_kb_gzip": round(sum(sizes.values()) / 1024, 1),
         "shipped_goal_kb": 300,
         "offline_shell_kb_gzip": round((sum(sizes.values()) + shell_bytes(url)) / 1024, 1),
+        "load_average": load_average(),
         "shipped_kb_gzip_by_file": {path: round(size / 1024, 1) for path, size in sorted(sizes.items())},
     }
 

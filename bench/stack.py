@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx2
 
 from crypto.keys import new_key
+from server.domain.declaration import MAIN_DB
+from server.store import views
 from server.store.config import Settings
 from server.store.couch import Couch, connect
 from server.store.embedded_couch import EmbeddedCouch
@@ -30,17 +32,19 @@ def embedded_stack(prefix: str = "bench_", timeout: float = 600) -> Iterator[tup
             server.stop()
 
 
-def wait_for_view(database_url: str, name: str, *, unreduced: bool = False) -> None:
-    """Index a view over the whole load; pouchdb-server keeps indexing when a slow first query times out.
+def wait_for_view(database_url: str, name: str) -> None:
+    """Index the main database's logical view `name` over the whole load: its physical view (server/store/views.py,
+    which holds other logical views too) is asked with `reduce=false`, so that the wait is the index build alone
+    (pouchdb-server would sum every row at query time); pouchdb-server keeps indexing when a slow first query
+    times out.
 
     Asked with httpx2 (the runtime's HTTP client) rather than through pycouchdb, whose timeouts are
-    exceptions of the requests library it is built on. `unreduced`: ask a reduce view with `reduce=false`, so that
-    the wait is the index build alone (pouchdb-server would sum every row at query time).
+    exceptions of the requests library it is built on.
     """
+    physical = views.home(MAIN_DB, name).name
     while True:
         try:
-            httpx2.get(f"{database_url}/_design/linli/_view/{name}",
-                       params={"limit": 0, **({"reduce": "false"} if unreduced else {})},
+            httpx2.get(f"{database_url}/_design/linli/_view/{physical}", params={"limit": 0, "reduce": "false"},
                        timeout=600).raise_for_status()
             return
         except httpx2.ReadTimeout:

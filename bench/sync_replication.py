@@ -1,23 +1,28 @@
 """The sync gateway under load: initial sync, live fan-out, memory per live client.
 
-    .venv/bin/python bench/sync_replication.py [--docs 10000] [--clients 500]
+    .venv/bin/python bench/sync_replication.py [--docs 10000] [--clients 500] [--rounds 3]
 
 Starts its own pouchdb-server and `linli serve` in a temporary folder and prints one JSON line:
 (a) a grid worker's initial sync of `--docs` documents through the gateway (their database also
 holds another grid's documents, which the gateway filters out) against the reference: PouchDB
-replicating the same documents straight from a database that holds only them (once each: a second
-gateway run would find the first one's revisions in the gateway's cache, sync/revisions.py);
+replicating the same documents straight from a database that holds only them. Both on the same
+pouchdb-server, one warm-up round each (discarded), then `--rounds` rounds interleaved, alternating which
+side goes first (bench/measure.py); each gateway run on a freshly started `linli serve` (a second run in
+the same process would find the first one's revisions in its cache, sync/revisions.py), each after its
+background indexes are built; every run must bring exactly the grid's documents;
 (b) `--clients` live clients, each a distinct grid worker of the grid with its own device token,
 caught up and waiting in a longpoll `_changes?include_docs=true` (raw HTTP readers in this
 process's asyncio: 500 PouchDB replicas in one Node process measured Node more than the gateway),
-one document written: p50/p95/max time until each client has it; (c) the gateway process's memory
-per connected live client. Every wait is bounded: a stuck step fails the run instead of hanging it.
+one document written: p50/p95/max time until each client has it, in `--rounds` rounds (a new document each),
+medians and spread; (c) the gateway process's memory per connected live client (first round). Every wait is
+bounded: a stuck step fails the run instead of hanging it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -34,6 +39,8 @@ import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.measure import compare, expect, load_average, spread  # noqa: E402
+from crypto.keys import new_key  # noqa: E402
 from server.domain.declaration import Role  # noqa: E402
 from server.security import accounts  # noqa: E402
 from server.store.config import PROJECT_ROOT, load_settings  # noqa: E402
@@ -65,12 +72,35 @@ def answer(process: subprocess.Popen[str], timeout: float = STEP_TIMEOUT_S) -> A
     return json.loads(line)
 
 
-def initial_ms(url: str, **auth: str) -> float:
+def initial_seconds(url: str, expected: int, **auth: str) -> float:
+    """One PouchDB replica's initial sync from `url`, in seconds; it must bring exactly `expected` documents."""
     process = node({"url": url, **auth})
     try:
-        return answer(process)["ms"]
+        result = answer(process)
     finally:
         process.wait(10)
+    expect("documents replicated", result["docs"], expected)
+    return result["ms"] / 1000
+
+
+def indexes_built(url: str) -> None:
+    """Wait until `linli serve` has built its background indexes, so that no run shares pouchdb-server with them."""
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while not httpx2.get(url + "healthz", timeout=30).json()["parts"]["views"]["all"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"linli serve's indexes not built in {STEP_TIMEOUT_S} s")
+        time.sleep(0.5)
+
+
+def through_fresh_gateway(couch_url: str, settings: Any, expected: int) -> float:
+    """The grid worker's initial sync through a `linli serve` started for it: no revision cached yet."""
+    served = serve(couch_url, settings, free_port(), patience=STEP_TIMEOUT_S)
+    try:
+        indexes_built(served.url)
+        cookie, csrf = login(served.url, "wangge01")
+        return initial_seconds(served.sync_url, expected, cookie=cookie, csrfToken=csrf)
+    finally:
+        stop(served)
 
 
 def rss_kib(pid: int) -> int:
@@ -101,10 +131,11 @@ def live_workers(couch: Any, count: int) -> list[str]:
     return tokens
 
 
-async def _wait_for(http: httpx2.AsyncClient, url: str, token: str, doc_id: str) -> float:
-    """When the change of doc_id reaches this client's longpoll."""
+async def _wait_for(http: httpx2.AsyncClient, url: str, token: str, doc_id: str, caught_up: asyncio.Event) -> float:
+    """When the change of doc_id reaches this client's longpoll (`caught_up` set once it knows where it is)."""
     headers = {"Authorization": f"Bearer {token}"}
     since = (await http.get(url, headers=headers)).json()["update_seq"]
+    caught_up.set()
     while True:
         answer = (await http.get(url + "/_changes", headers=headers, params={
             "feed": "longpoll", "since": since, "include_docs": "true", "timeout": "120000"})).json()
@@ -118,8 +149,13 @@ async def live(served: Any, tokens: list[str], doc_id: str,
     """Memory with every client waiting, each client's latency (ms) for one written change, and the wall time."""
     limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx2.AsyncClient(timeout=httpx2.Timeout(STEP_TIMEOUT_S), limits=limits) as http:
-        waiting = [asyncio.create_task(_wait_for(http, served.sync_url, token, doc_id)) for token in tokens]
-        await asyncio.sleep(5 + len(tokens) / 100)  # every longpoll is waiting on the gateway
+        caught_up = [asyncio.Event() for _ in tokens]
+        waiting = [asyncio.create_task(_wait_for(http, served.sync_url, token, doc_id, ready))
+                   for token, ready in zip(tokens, caught_up, strict=True)]
+        # Every client knows its update_seq before the write (on a loaded machine some take long to ask: one that
+        # asked after the write would wait forever), then a moment for the last longpolls to reach the gateway.
+        await asyncio.wait_for(asyncio.gather(*(ready.wait() for ready in caught_up)), STEP_TIMEOUT_S)
+        await asyncio.sleep(5)
         assert not any(task.done() for task in waiting), [task.exception() for task in waiting if task.done()]
         connected_kib = rss_kib(served.process.pid)
         started = time.perf_counter()
@@ -132,11 +168,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=10_000, help="documents in the grid worker's replica")
     parser.add_argument("--clients", type=int, default=500, help="live clients")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="linli-bench-") as tmp:
         couch_server = EmbeddedCouch(Path(tmp) / "couch").start()
         os.environ.update({"LINLI_DATA_DIR": tmp, "COUCHDB_URL": couch_server.url, "LINLI_DB_PREFIX": "bench_"})
-        settings = load_settings()
+        settings = dataclasses.replace(load_settings(), master_keys=(new_key(),))  # serve() hands it on
         couch = connect(settings, couch_server.url)
         base = seed(couch, households_per_grid=1)
         grid_docs = [d for n in range(2, args.docs // 2 + 1) for d in (household(G1, n), resident(G1, n))]
@@ -147,33 +184,42 @@ def main() -> None:
         reference = couch.server.create("reference_main")
         for start in range(0, len(mine), 1000):
             bulk_save(reference, [dict(d) for d in mine[start:start + 1000]])
-        live_doc = {**household(G1, 1), "_id": "household:c1-g1-live"}  # an id nobody has yet
+        initial = compare(lambda: through_fresh_gateway(couch_server.url, settings, len(mine)),
+                          lambda: initial_seconds(couch_server.url + "reference_main", len(mine)),
+                          rounds=args.rounds, digits=2)
+        print(json.dumps({"initial_sync": initial}), file=sys.stderr, flush=True)  # kept if the live part fails
         tokens = live_workers(couch, args.clients)
-        served = serve(couch_server.url, settings, free_port())
+        served = serve(couch_server.url, settings, free_port(), patience=STEP_TIMEOUT_S)
         try:
-            cookie, csrf = login(served.url, "wangge01")
-            reference_ms = initial_ms(couch_server.url + "reference_main")
-            gateway_ms = initial_ms(served.sync_url, cookie=cookie, csrfToken=csrf)
+            indexes_built(served.url)
             idle_kib = rss_kib(served.process.pid)
-            connected_kib, latencies, wall = asyncio.run(live(served, tokens, live_doc["_id"],
-                                                              lambda: bulk_save(couch.main, [live_doc])))
+            rounds = []
+            for n in range(args.rounds):
+                live_doc = {**household(G1, 1), "_id": f"household:c1-g1-live{n}"}  # an id nobody has yet
+                rounds.append(asyncio.run(live(served, tokens, live_doc["_id"],
+                                               lambda doc=live_doc: bulk_save(couch.main, [doc]))))
         finally:
-            stop(served)
+            try:
+                stop(served)
+            except subprocess.TimeoutExpired:  # longpolls still open on a loaded machine
+                served.process.kill()
             couch_server.stop()
+    connected_kib = rounds[0][0]
     print(json.dumps({
         "bench": "sync_replication",
         "replica_docs": len(mine),
         "database_docs": len(base) + len(grid_docs) + len(other_grid),
-        "initial_sync_seconds": round(gateway_ms / 1000, 2),
-        "reference_direct_seconds": round(reference_ms / 1000, 2),
-        "initial_ratio": round(gateway_ms / reference_ms, 3),
+        "initial_sync_seconds": initial["ours"],
+        "reference_direct_seconds": initial["reference"],
+        "initial_ratio": initial["ratio"],
         "live_clients": args.clients,
         "live_client_kind": "longpoll _changes readers (Python asyncio), one device token each",
-        "live_p50_ms": round(percentile(latencies, 0.5)),
-        "live_p95_ms": round(percentile(latencies, 0.95)),
-        "live_max_ms": round(max(latencies)),
-        "live_wall_seconds": round(wall, 2),
+        "live_p50_ms": spread([percentile(latencies, 0.5) for _, latencies, _ in rounds], 0),
+        "live_p95_ms": spread([percentile(latencies, 0.95) for _, latencies, _ in rounds], 0),
+        "live_max_ms": spread([max(latencies) for _, latencies, _ in rounds], 0),
+        "live_wall_seconds": spread([wall for _, _, wall in rounds], 2),
         "memory_per_live_client_kib": round((connected_kib - idle_kib) / args.clients, 1),
+        "load_average": load_average(),
     }))
 
 

@@ -10,7 +10,8 @@ between accounts, points minted to them and spent at a shop) in `_bulk_docs` bat
 - the first answer after load: every account's balances on both ledgers from the view (the index build plus that
   grouped query), against reading the same transfer documents alone (`_all_docs` with their bodies, in pages of
   10,000) and summing;
-- then, interleaved, `--runs` rounds (medians, with min and max): the balances again against the same read;
+- then `--runs` rounds interleaved, alternating which goes first (bench/measure.py; the first answer warmed both
+  sides): the balances again against the same read, medians with min and max;
 - per-account statements (server/services/rewards.py `statement`, the year, both ledgers) for `--samples`
   accounts, p95, against reading that account's transfer documents alone (`_all_docs` by their ids).
 Each phase's figures go to stderr as they come (a run stopped midway still tells its index rate); the result is one
@@ -23,15 +24,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.measure import expect, interleave, load_average, ratio, spread, timed  # noqa: E402
 from bench.stack import embedded_stack, wait_for_view  # noqa: E402
 from server.domain.declaration import MAIN_DB  # noqa: E402
 from server.services import rewards, timebank  # noqa: E402
@@ -72,12 +72,6 @@ def _transfers(accounts: int, transfers: int, rng: random.Random):
         for account in (source, target):
             touching.setdefault(account, []).append(doc["_id"])
         yield doc, touching
-
-
-def _timed(fn):
-    started = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - started, value
 
 
 def _read_all(couch) -> dict[str, int]:
@@ -124,33 +118,32 @@ def run(accounts: int, transfers: int, samples: int, runs: int) -> dict:
         load_seconds = time.perf_counter() - started
         _note("loaded", transfers=transfers, seconds=round(load_seconds, 1))
 
-        index_seconds, _ = _timed(lambda: wait_for_view(f"{server.url.rstrip('/')}/{settings.db_name(MAIN_DB)}",
-                                                        "ledger", unreduced=True))
+        index_seconds, _ = timed(lambda: wait_for_view(f"{server.url.rstrip('/')}/{settings.db_name(MAIN_DB)}",
+                                                        "ledger"))
         _note("indexed", seconds=round(index_seconds, 1), transfers_per_second=round(transfers / index_seconds))
-        query_seconds, first = _timed(lambda: _balances(couch))
+        query_seconds, first = timed(lambda: _balances(couch))
         first_seconds = index_seconds + query_seconds
-        reference_first_seconds, reference = _timed(lambda: _read_all(couch))
+        reference_first_seconds, reference = timed(lambda: _read_all(couch))
         _note("first answer", balances_query_seconds=round(query_seconds, 1),
               reference_read_seconds=round(reference_first_seconds, 1))
         assert all(first[ledger].get(a, 0) == v for (ledger, a), v in reference.items())
         assert sum(first["hours"].values()) == 0 and min(v for a, v in first["points"].items() if a != COMMUNITY) >= 0
 
-        ours, theirs = [], []
-        for _ in range(runs):  # interleaved: the machine's load falls on both alike
-            ours.append(_timed(lambda: _balances(couch))[0])
-            theirs.append(_timed(lambda: _read_all(couch))[0])
+        # Interleaved, alternating which goes first (bench/measure.py); the first answer warmed both sides.
+        ours, theirs = interleave(lambda: timed(lambda: _balances(couch))[0],
+                                  lambda: timed(lambda: _read_all(couch))[0], rounds=runs, warm=0)
         _note("balances warm", ours=[round(s, 1) for s in ours], reference=[round(s, 1) for s in theirs])
 
         chosen = rng.sample(sorted(a for a in touching if a.startswith("user:")), min(samples, accounts))
         statement_seconds, reference_statement_seconds = [], []
         for account in chosen:
-            seconds, statement = _timed(lambda a=account: rewards.statement(couch, COMMUNITY, a, str(YEAR)))
+            seconds, statement = timed(lambda a=account: rewards.statement(couch, COMMUNITY, a, str(YEAR)))
             statement_seconds.append(seconds)
-            seconds, rows = _timed(lambda a=account: couch.main.all(keys=touching[a], include_docs="true",
+            seconds, rows = timed(lambda a=account: couch.main.all(keys=touching[a], include_docs="true",
                                                                     as_list=True))
             reference_statement_seconds.append(seconds)
-            assert sum(len(s["entries"]) for s in statement["ledgers"].values()) == len(rows)
-        balances_median, reference_median = statistics.median(ours), statistics.median(theirs)
+            expect(f"entries of {account}'s statement", sum(len(s["entries"]) for s in statement["ledgers"].values()),
+                   len(rows))
         statement_p95, reference_p95 = _p95(statement_seconds), _p95(reference_statement_seconds)
         return {"accounts": accounts, "transfers": transfers, "load_seconds": round(load_seconds, 1),
                 "index_build_seconds": round(index_seconds, 1),
@@ -159,15 +152,12 @@ def run(accounts: int, transfers: int, samples: int, runs: int) -> dict:
                 "first_balances_query_seconds": round(query_seconds, 1),
                 "reference_first_read_seconds": round(reference_first_seconds, 1),
                 "ratio_first": round(first_seconds / reference_first_seconds, 2),
-                "balances_median_seconds": round(balances_median, 2),
-                "balances_spread_seconds": [round(min(ours), 2), round(max(ours), 2)],
-                "reference_read_median_seconds": round(reference_median, 2),
-                "reference_read_spread_seconds": [round(min(theirs), 2), round(max(theirs), 2)],
-                "ratio_balances": round(balances_median / reference_median, 3),
+                "balances_seconds": spread(ours, 2), "reference_read_seconds": spread(theirs, 2),
+                "ratio_balances": ratio(ours, theirs),
                 "statement_p95_seconds": round(statement_p95, 4),
                 "reference_statement_p95_seconds": round(reference_p95, 4),
                 "ratio_statement": round(statement_p95 / reference_p95, 2), "samples": len(chosen), "runs": runs,
-                "load_average": [round(x, 1) for x in os.getloadavg()]}
+                "load_average": load_average()}
 
 
 def main() -> None:
