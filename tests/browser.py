@@ -8,11 +8,13 @@ import functools
 import http.server
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from server.domain.declaration import Role
 from server.security import accounts
@@ -87,6 +89,19 @@ CHOOSE_CAMERA_PHOTO = f"""async ({{ seed, fitted }}) => {{
 
 
 # ---------------------------------------------------------------- the small demo street in a browser
+
+def wait_out_preparing(page: Page, seconds: float = 600) -> None:
+    """A page whose index is still being built says so and reloads itself (server/web/preparing.py): wait until it
+    is the page itself, failing past the deadline (a build that never ends must not hang the run)."""
+    deadline, failure = time.monotonic() + seconds, f"{page.url} still 'preparing' after {seconds:.0f} s"
+    while page.locator("meta[http-equiv=refresh]").count():
+        left = deadline - time.monotonic()
+        assert left > 0, failure
+        try:
+            page.wait_for_event("load", timeout=left * 1000)
+        except PlaywrightTimeoutError:
+            raise AssertionError(failure) from None
+
 
 DEMO_PASSWORD = "demo-password"
 PHONE = {"width": 390, "height": 844}

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from tests.browser import PHONE, launch
+from tests.browser import PHONE, launch, wait_out_preparing
 from tests.test_serve import OUTPUT, Served, demo_password, start_serve, stop
 
 JOURNEYS = OUTPUT / "journeys"
@@ -72,9 +72,7 @@ class Person:
 
     def go(self, path: str) -> None:
         self.page.goto(self.url + path.lstrip("/"))
-        # A page whose index is still being built says so and reloads itself (server/web/preparing.py): wait it out.
-        while self.page.locator("meta[http-equiv=refresh]").count():
-            self.page.wait_for_event("load", timeout=240_000)
+        wait_out_preparing(self.page)
 
     def act(self, label: str) -> None:
         """Press the button labelled `label` and wait for the page it leads to."""

@@ -104,6 +104,12 @@ def _rewritten(path: Path, member: str, change) -> None:  # noqa: ANN001
             tar.addfile(info, io.BytesIO(data))
 
 
+# Why a backup is refused, as restore says it.
+FOREIGN = "not made with this installation's master key"
+CUT = "cut short|no manifest|does not match"
+ALTERED = "main.jsonl.gz is missing or does not match its checksum"
+
+
 def test_a_damaged_or_foreign_backup_is_refused_before_anything_is_written(made: tuple[Path, bytes],
                                                                         tmp_path: Path) -> None:
     path, master = made
@@ -116,26 +122,26 @@ def test_a_damaged_or_foreign_backup_is_refused_before_anything_is_written(made:
                 backup.restore(target, key, file, tmp_path / "anchor-new.json", lambda *_: None)
             assert target.main.config()["doc_count"] == 0 and not (tmp_path / "anchor-new.json").exists()
 
-        refused(path, new_key(), "not made with this installation's master key")
+        refused(path, new_key(), FOREIGN)
         cut = tmp_path / "cut.tar"
         cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        refused(cut, master, "cut short|no manifest|does not match")
+        refused(cut, master, CUT)
         altered = tmp_path / "altered.tar"
         altered.write_bytes(path.read_bytes())
         _rewritten(altered, "main.jsonl.gz", lambda data: data[:-9] + bytes([data[-9] ^ 1]) + data[-8:])
-        refused(altered, master, "main.jsonl.gz is missing or does not match its checksum")
+        refused(altered, master, ALTERED)
         forged = tmp_path / "forged.tar"  # checksums rewritten too: the manifest's MAC still fails
         forged.write_bytes(path.read_bytes())
         _rewritten(forged, "manifest.json", lambda data: data.replace(b'"documents": ', b'"documents": 1'))
-        refused(forged, master, "not made with this installation's master key")
+        refused(forged, master, FOREIGN)
 
         done = backup.restore(target, master, path, tmp_path / "anchor-new.json", lambda *_: None)
         assert done.documents["main"] == target.main.config()["doc_count"] > 100
         # Into an installation that holds data, even with --merge, a bad backup overwrites nothing (issue 20, 5).
         anchor, before = tmp_path / "anchor-new.json", target.main.config()["update_seq"]
         kept = anchor.read_bytes() if anchor.exists() else None
-        for bad in (cut, altered, forged):
-            with pytest.raises(backup.BackupError):
+        for bad, why in ((cut, CUT), (altered, ALTERED), (forged, FOREIGN)):
+            with pytest.raises(backup.BackupError, match=why):
                 backup.restore(target, master, bad, anchor, lambda *_: None, merge=True)
             assert target.main.config()["update_seq"] == before, bad.name
             assert (anchor.read_bytes() if anchor.exists() else None) == kept, bad.name

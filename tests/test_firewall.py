@@ -279,6 +279,8 @@ def test_search_by_number_respects_privacy_choices_and_erasure(demo_loaded: Couc
     resident = _resident_with(demo_loaded, "id_card")
     grid = demo_loaded.main.get(resident["grid"])
     number = _plain(resident["_id"])["id_card"]
+    found = firewall.find_by_number(WORKER, grid, number, device="d", now=NOW)  # the control: theirs to find so far
+    assert [r["_id"] for r in found] == [resident["_id"]]
     firewall.set_privacy(SECRETARY, resident, {"contact": "secretary_only"}, NOW)
     assert firewall.find_by_number(WORKER, grid, number, device="d", now=NOW) == []  # not theirs to find
     found = firewall.find_by_number(SECRETARY, grid, number, device="d", now=NOW)

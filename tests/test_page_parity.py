@@ -383,7 +383,7 @@ class User:
                 files.append((name, value))
             else:
                 fields.append((name, value))
-        with httpx2.Client(base_url=url, headers=headers, follow_redirects=False) as client:
+        with httpx2.Client(base_url=url, headers=headers, follow_redirects=False, timeout=60) as client:  # loaded CI
             if ask.method == "GET":
                 response = client.get(ask.path)
             else:

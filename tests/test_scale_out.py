@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import httpx2
 import pytest
 
 from crypto import filing_log
@@ -74,6 +75,21 @@ def _until(what: str, check: Callable[[], bool], seconds: float = 60) -> None:
         time.sleep(0.1)
 
 
+def _sweeps_ended(served: Served) -> tuple[str | None, int]:
+    """The end of a process's last minute sweep, and how many failed: one of them changes when a sweep ends."""
+    sweeps = httpx2.get(served.url + "healthz", timeout=30).json()["parts"]["sweeps"]
+    return sweeps["last"], sweeps["failures"]
+
+
+def _two_more_sweeps(*servers: Served) -> None:
+    """Each process ends two more sweeps (all watched at once): the second began after this call, so it ran whole
+    over what is stored."""
+    for _ in range(2):
+        ended = [_sweeps_ended(served) for served in servers]
+        for served, before in zip(servers, ended, strict=True):
+            _until(f"a sweep of {served.url} ended", lambda s=served, b=before: _sweeps_ended(s) != b)
+
+
 def _opened(couch: Couch) -> list[str]:
     return [e["purpose"] for e in filing.iter_entries(couch, C1) if e["action"] == "open_offline"]
 
@@ -114,7 +130,7 @@ def test_two_processes_sweep_together_and_one_killed_mid_sweep_loses_and_doubles
         _until("the requests escalated and the alert's notifications written", lambda: all(
             couch.main.get(f"service_request:scale-{n}")["status"] == "escalated" for n in range(REQUESTS))
                and get_or_none(couch.main, "notification:scale-sos-secretary") is not None)
-        time.sleep(3)  # a few more sweeps of both: they must find nothing left to do twice
+        _two_more_sweeps(a, b)  # they must find nothing left to do twice
     finally:
         phone_a.close(), phone_b.close()
         stop(a), stop(b)

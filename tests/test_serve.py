@@ -29,7 +29,7 @@ from server.store.embedded_couch import (
     free_port,
     read_record,
 )
-from tests.browser import launch
+from tests.browser import launch, wait_out_preparing
 from tests.log_scan import SERVED_RESIDENTS, keep_output
 from tests.street import TINY_PNG
 
@@ -240,8 +240,7 @@ def test_the_service_request_loop_in_a_real_browser(served: Served, tmp_path: Pa
             page.screenshot(path=str(OUTPUT / "service-request-closed.png"), full_page=True)
             login("shuji1")
             page.goto(served.url + "dashboard")
-            while page.locator("meta[http-equiv=refresh]").count():  # its index still being built: "preparing"
-                page.wait_for_event("load", timeout=240_000)
+            wait_out_preparing(page)  # its index may still be being built
             assert "服务统计" in page.inner_text("h1") and page.locator("svg.chart").count() == 4
         finally:
             browser.close()

@@ -180,7 +180,8 @@ def test_a_gateway_killed_mid_replication_resumes_from_its_checkpoint(street: St
     try:
         phone.call("startPull", batch_size=50)
         deadline = time.monotonic() + 60
-        while phone.call("progress")["docs_written"] < 300 and time.monotonic() < deadline:
+        while phone.call("progress")["docs_written"] < 300:
+            assert time.monotonic() < deadline, "the phone had not written 300 documents within 60 s"
             time.sleep(0.05)
         stop(street.served, signal.SIGKILL)  # no goodbye: mid-batch
         first = phone.call("finishPull")

@@ -21,6 +21,7 @@ from tests.sync_harness import (
     household,
     login,
     street_fixture,  # noqa: F401 - the fixture
+    visit,
     within_principal_ttl,
 )
 
@@ -80,6 +81,18 @@ def test_a_worker_of_another_grid_gets_nothing_from_any_endpoint(street: Street)
         refused = intruder.post("_bulk_docs", json={"docs": [{**target, "address": "x"}]}).json()
         assert refused[0]["error"] == "forbidden" and SECRET_ADDRESS not in json.dumps(refused)
         assert street.couch.main.get("household:c1-g1-h001")["address"] == SECRET_ADDRESS
+        # Deleting is writing: a phone deletes only what it may write. The owner deletes a visit of their own (the
+        # control), not their grid (server-only); the intruder not the other grid's household.
+        mine = owner.post("_bulk_docs", json={"docs": [visit(G1, 1, "user:wangge01")]}).json()[0]
+        deleted = owner.post("_bulk_docs", json={"docs": [{"_id": mine["id"], "_rev": mine["rev"],
+                                                           "_deleted": True}]}).json()
+        assert "error" not in deleted[0], deleted
+        grid = street.couch.main.get(G1)
+        for phone, doc in ((owner, grid), (intruder, target)):
+            refused = phone.post("_bulk_docs", json={"docs": [{"_id": doc["_id"], "_rev": doc["_rev"],
+                                                               "_deleted": True}]}).json()
+            assert refused[0].get("error") == "forbidden", refused
+        assert street.couch.main.get(G1) == grid and street.couch.main.get(target["_id"])["address"] == SECRET_ADDRESS
 
 
 MALFORMED = [

@@ -162,9 +162,10 @@ def test_wrong_codes_are_counted_and_after_five_a_day_the_residents_codes_rest(d
         assert refused.value.errors[0].key == "tb_code_wrong"
     assert timebank.code_misses(demo_loaded, RESIDENT, now) == 1
     for _ in range(rules.CODE_MISSES_PER_DAY - 1):
-        with pytest.raises(timebank.LedgerError):
+        with pytest.raises(timebank.LedgerError) as refused:
             timebank.claim(demo_loaded, keys, VOLUNTEER_P, need_for(demo_loaded, RESIDENT, VOLUNTEER), 60, "", now,
                            in_person_code=wrong, in_person_consent=True)
+        assert refused.value.errors[0].key == "tb_code_wrong"
     assert timebank.code_misses(demo_loaded, RESIDENT, now) == rules.CODE_MISSES_PER_DAY
     lock = demo_loaded.accounts.get(rules.ledger_lock_id(RESIDENT))
     assert wrong not in str(lock["code_misses"])  # a hash, never the code typed
@@ -195,7 +196,7 @@ def test_the_code_secret_is_stored_only_wrapped_and_a_master_key_rotation_keeps_
     old, new = keys.master_keys[0], new_key()
     KeyStore(demo_loaded, (new, old)).rotate_master()
     assert demo_loaded.accounts.get(CODE_KEY_ID)["master_id"] == master_id(new)
-    with pytest.raises(KeyMaterialError):
+    with pytest.raises(KeyMaterialError, match=f"no configured master key opens {CODE_KEY_ID}"):
         KeyStore(demo_loaded, (old,)).code_key()
     rotated = KeyStore(demo_loaded, (new,))
     assert timebank.confirmation_codes(demo_loaded, rotated, RESIDENT) == codes
@@ -210,7 +211,7 @@ def test_a_lock_from_before_keeps_no_secret_once_upgraded(demo_loaded: Couch, ke
     migrate` rewrites the others."""
     old = {"_id": rules.ledger_lock_id(RESIDENT), "type": "ledger_lock", "account": RESIDENT, "seq": 0,
            "secret": "ab" * 32, "codes_from": 2, "codes_used": ["4"]}
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="secret: is not a declared field of ledger_lock"):
         validate(old)  # a secret is no field of a lock any more: nothing stores one
     pycouchdb.client.Database.save(demo_loaded.accounts, dict(old))  # as an earlier version stored it
     assert timebank.confirmation_codes(demo_loaded, keys, RESIDENT) == [
