@@ -174,6 +174,11 @@ def test_parse_splits_each_version_into_its_parts() -> None:
         assert len(parsed.ephemeral) == env.EPHEMERAL_BYTES and parsed.ephemeral[0] == 4  # an uncompressed point
 
 
+def test_base64url_drops_only_the_padding() -> None:
+    assert env.b64url(b"\x00\x00\x17") == "AAAX" and env.unb64url("AAAX") == b"\x00\x00\x17"
+    assert env.b64url(b"\xfb\xff") == "-_8" and env.unb64url("-_8") == b"\xfb\xff"  # url-safe alphabet, no "="
+
+
 def test_header_of_reads_five_bytes_and_reports_fewer_as_unknown() -> None:
     assert env.header_of(bytes([1, 0, 0, 1, 2])) == (1, 258)  # exactly a header is enough
     assert env.header_of(bytes([1, 0, 0, 1])) == (0, 0)
