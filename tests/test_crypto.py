@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -158,6 +160,99 @@ def test_sealing_twice_gives_different_ciphertexts() -> None:
     key = env.DataKey(bytes(32), 1)
     assert key.seal(context, "10012345678") != key.seal(context, "10012345678")
     assert repr(key) == "DataKey(version=1)"  # no key material in logs
+
+
+def test_parse_splits_each_version_into_its_parts() -> None:
+    for case in VECTORS["envelope"]:
+        parsed = env.parse(case["envelope"])
+        assert (parsed.version, parsed.key_version, parsed.ephemeral, parsed.nonce) == (
+            1, case["key_version"], b"", b(case["nonce"]))  # version 1 has no ephemeral key
+        assert len(parsed.sealed) == len(case["plaintext_json"].encode()) + env.TAG_BYTES
+    for case in VECTORS["sealed"]:
+        parsed = env.parse(case["envelope"])
+        assert (parsed.version, parsed.key_version, parsed.nonce) == (2, case["key_version"], b(case["nonce"]))
+        assert len(parsed.ephemeral) == env.EPHEMERAL_BYTES and parsed.ephemeral[0] == 4  # an uncompressed point
+
+
+def test_base64url_drops_only_the_padding() -> None:
+    assert env.b64url(b"\x00\x00\x17") == "AAAX" and env.unb64url("AAAX") == b"\x00\x00\x17"
+    assert env.b64url(b"\xfb\xff") == "-_8" and env.unb64url("-_8") == b"\xfb\xff"  # url-safe alphabet, no "="
+
+
+def test_header_of_reads_five_bytes_and_reports_fewer_as_unknown() -> None:
+    assert env.header_of(bytes([1, 0, 0, 1, 2])) == (1, 258)  # exactly a header is enough
+    assert env.header_of(bytes([1, 0, 0, 1])) == (0, 0)
+
+
+def test_several_plaintexts_parse_as_each_alone() -> None:
+    values = ["高血压", ["a", 1], {"b": None}, True, 0]
+    assert env.decode_plaintexts([env.encode_plaintext(v) for v in values]) == values
+    assert env.decode_plaintexts([env.encode_plaintext("x")]) == ["x"] and env.decode_plaintexts([]) == []
+    # A plaintext that is not exactly one JSON value is refused, never split across its neighbours.
+    for broken in ([b'"a"', b"1,2"], [b'"a"', b"nope"], [b"", b"1"]):
+        with pytest.raises(ValueError):
+            env.decode_plaintexts(broken)
+
+
+def test_v2_seals_with_a_fresh_ephemeral_key_and_nonce_each_time() -> None:
+    write_key, context = env.WriteKey.generate(3), env.FieldContext("visit:v1", "blood_pressure", "core")
+    first, second = (env.seal_for(write_key.public_raw, 3, context, "150/95") for _ in range(2))
+    assert first != second and env.parse(first).ephemeral != env.parse(second).ephemeral
+    assert env.parse(first).nonce != env.parse(second).nonce
+    assert write_key.open(context, first) == write_key.open(context, second) == "150/95"
+
+
+def test_a_write_key_survives_its_stored_form_and_shows_only_its_version() -> None:
+    write_key = env.WriteKey.generate(3)
+    sealed = env.seal_for(write_key.public_raw, 3, env.FieldContext("resident:r1", "finance_notes", "core"), "申请")
+    stored = env.WriteKey.from_der(write_key.private_der(), 3)
+    assert stored.open(env.FieldContext("resident:r1", "finance_notes", "core"), sealed) == "申请"
+    assert (write_key.version, stored.version, stored.public_raw) == (3, 3, write_key.public_raw)
+    assert repr(stored) == "WriteKey(version=3)"  # no key material in logs
+    other = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption())
+    with pytest.raises(env.EnvelopeError, match="^write key is not an EC private key$") as caught:
+        env.WriteKey.from_der(other, 3)
+    assert caught.value.reason == "format"
+
+
+def _refusal(make: object) -> env.EnvelopeError:
+    with pytest.raises(env.EnvelopeError) as caught:
+        make()  # type: ignore[operator]
+    return caught.value
+
+
+def test_each_refusal_names_its_reason_and_what_is_wrong() -> None:
+    """The reason is the word Python and JavaScript share; the message, what a person reading a 4xx needs, and
+    never key material or plaintext."""
+    good, sealed = VECTORS["envelope"][0], VECTORS["sealed"][0]
+    key, context = env.DataKey(b(good["key"]), 1), ctx(good)
+    write_key = _write_key(sealed["recipient_private_jwk"])
+    body = env.unb64url(good["envelope"][len(env.PREFIX):])
+    short_sealed = env.PREFIX + env.b64url(bytes([2, 0, 0, 0, 1]) + bytes(env.NONCE_BYTES + env.TAG_BYTES + 1))
+    bad_ephemeral = env.PREFIX + env.b64url(bytes([2, 0, 0, 0, 1]) + bytes(65 + env.NONCE_BYTES + env.TAG_BYTES))
+    cases = [
+        (lambda: env.DataKey(bytes(31), 1), "format", "data key must be 32 bytes"),
+        (lambda: env.DataKey(bytes(32), -1), "format", "key version out of range"),
+        (lambda: env.DataKey(bytes(32), 2**32), "format", "key version out of range"),
+        (lambda: env.write_public_key(bytes(65)), "format", "write key is not a P-256 public key"),
+        (lambda: key.open(context, "plain"), "format",
+         "not an encrypted field: must be a string starting with 'enc:'"),
+        (lambda: key.open(context, "enc:a=="), "format", "encrypted field is not valid base64url"),
+        (lambda: key.open(context, "enc:" + env.b64url(body[:32])), "truncated",
+         "encrypted field is truncated (32 bytes, at least 33 needed)"),
+        (lambda: key.open(context, "enc:" + env.b64url(bytes([3]) + body[1:])), "version",
+         "unsupported envelope version 3 (this code reads versions 1, 2)"),
+        (lambda: key.open(context, short_sealed), "truncated",
+         "encrypted field is truncated (34 bytes, at least 98 needed for version 2)"),
+        (lambda: key.open(context, sealed["envelope"]), "version",
+         "encrypted field 'phone' of 'resident:c1-g01-0001-1' is sealed for a resident's write key, not a data key"),
+        (lambda: write_key.open(context, good["envelope"]), "version",
+         "encrypted field 'phone' of 'resident:c1-g01-0001-1' is not sealed for a write key"),
+        (lambda: write_key.open(context, bad_ephemeral), "format", "sealed field has an invalid ephemeral key"),
+    ]
+    assert [(r.reason, str(r)) for r in (_refusal(make) for make, _, _ in cases)] == [
+        (reason, message) for _, reason, message in cases]
 
 
 def test_master_key_from_environment_or_file_never_generated_by_loading(tmp_path: Path,

@@ -166,3 +166,26 @@ def test_a_phone_that_signs_out_gives_up_its_keys(demo_loaded: Couch, firewall: 
     assert grants.unregister_phone(firewall, user, phone_key["_id"], NOW)
     assert grants.grants_of(demo_loaded, user["_id"]) == [] and grants.phones_of(demo_loaded, user["_id"]) == []
     assert not grants.unregister_phone(firewall, user, phone_key["_id"], NOW)  # already gone
+
+
+def test_a_grant_is_named_for_its_phone_resident_and_tier_under_its_users_prefix() -> None:
+    """grants_of finds a user's grants by the prefix key_grant:<user>. — the phone key's id carries the user."""
+    grant = grants.grant_id("phone_key:wangge01.3f2a", "resident:c1-g01-0001-1", "core")
+    assert grant == "key_grant:wangge01.3f2a:c1-g01-0001-1:core"
+    assert grants.key_item("resident:c1-g01-0001-1", "contact") == "resident:c1-g01-0001-1/contact"
+
+
+def test_withdrawing_a_grant_deletes_every_revision_of_it() -> None:
+    """Two processes issuing one grant at once leave two revisions: deleting only the winner would revive the other."""
+    grant = {"_id": "key_grant:wangge01.3f2a:c1-g01-0001-1:core", "_rev": "2-a", "_conflicts": ["2-b", "2-c"],
+             "type": "key_grant", "street": "street:s1", "grid": "grid:c1-g01", "user": WORKER.user_id,
+             "wrapped": "secret"}
+    withdrawn = grants._withdrawals(grant)
+    assert [(d["_id"], d["_rev"], d["_deleted"]) for d in withdrawn] == [(grant["_id"], rev, True)
+                                                                        for rev in ("2-a", "2-b", "2-c")]
+    assert all(d["user"] == WORKER.user_id and "wrapped" not in d for d in withdrawn)  # routed, key material gone
+    assert [d["_rev"] for d in grants._withdrawals({**grant, "_conflicts": []})] == ["2-a"]
+
+
+def test_only_grid_work_puts_keys_on_a_phone() -> None:
+    assert grants.phones_carry_keys(WORKER) and not grants.phones_carry_keys(SECRETARY)

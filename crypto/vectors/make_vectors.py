@@ -52,6 +52,12 @@ def _tamper(envelope: str, index: int) -> str:
     return PREFIX + b64url(bytes(raw))
 
 
+def _shortest(envelope: str, before_nonce: int) -> str:
+    """The envelope without its ciphertext: header (and ephemeral key), nonce and tag, the least a version allows."""
+    raw = unb64url(envelope[len(PREFIX):])
+    return PREFIX + b64url(raw[:before_nonce + 12] + raw[-16:])
+
+
 def build() -> dict[str, Any]:
     key = _bytes("data key 1")
     cases = [
@@ -84,6 +90,8 @@ def build() -> dict[str, Any]:
         ("wrong key", good["envelope"], {"key": b64url(_bytes("data key 2"))}, "authentication"),
         ("wrong version byte", _tamper(good["envelope"], 0), {}, "version"),
         ("truncated", PREFIX + b64url(unb64url(good["envelope"][len(PREFIX):])[:32]), {}, "truncated"),
+        # The shortest envelope is whole (no ciphertext, the tag): it is opened, and fails only on its tag.
+        ("shortest, with a tag that does not match", _shortest(good["envelope"], 5), {}, "authentication"),
         ("empty body", PREFIX, {}, "truncated"),
         ("missing prefix", good["envelope"][len(PREFIX):], {}, "format"),
         ("padded base64", good["envelope"] + "=", {}, "format"),
@@ -157,6 +165,10 @@ def build() -> dict[str, Any]:
             ("tampered ephemeral key", _tamper(good_sealed["envelope"], 20), recipient, {}, "format"),
             ("truncated", PREFIX + b64url(unb64url(good_sealed["envelope"][len(PREFIX):])[:60]), recipient, {},
              "truncated"),
+            ("shortest, with a tag that does not match", _shortest(good_sealed["envelope"], 5 + 65), recipient, {},
+             "authentication"),
+            ("sealed for a data key", good["envelope"], recipient, {}, "version"),
+            ("the shortest envelope sealed for a data key", _shortest(good["envelope"], 5), recipient, {}, "version"),
         )]
 
     installation = _private_key("installation key")
