@@ -114,8 +114,12 @@ def encode_plaintext(value: Any) -> bytes:
 def decode_plaintexts(plaintexts: list[bytes]) -> list[Any]:
     """Parse several opened values at once (one JSON parse for a whole record, not one per field).
 
-    Each plaintext is one JSON value, so joined with commas inside brackets they form an array of as many
-    items; anything else (a plaintext that is not exactly one value) is parsed one by one instead.
+    Each plaintext sealed by this code is one JSON value, so joined with commas inside brackets they form an array
+    of as many items; when the batch does not parse, or gives another count, each is parsed alone (and one that is no
+    JSON value is refused there). Plaintexts crafted to parse only together (`[1` and `2],3`) come out as the values
+    the batch makes ([1, 2] and 3): only a holder of the key can seal them, and the same holder could seal those
+    values directly, so nothing is opened or forged that the key did not allow; checking each boundary would cost
+    the per-field parse the batch saves (about 6 µs a record of three fields).
     """
     if len(plaintexts) > 1:
         try:
