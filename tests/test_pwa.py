@@ -647,6 +647,6 @@ def test_a_photo_the_servers_revision_lost_is_sent_whole_and_the_edit_arrives(si
     assert back_online_and_synced(phone, page) > photo["length"]  # refused as a stub, sent again whole
     arrived = site.couch.main.get(visit["_id"], rev=rev, conflicts="true")
     assert arrived["notes"].endswith("（补记）") and arrived["_attachments"]["photo.jpeg"]["digest"] == photo["digest"]
-    assert page.locator("#sync-state [data-sync-refused]").is_hidden()  # no write failure reached the replicator
-    assert not page.evaluate("document.querySelector('#sync-state').classList.contains('sync-error')")
+    # No write failure reached the replicator (the bar lists what the push's errors held).
+    assert page.locator("#sync-state [data-sync-refused]").is_hidden(), page.inner_text("#sync-state")
     phone.close()
