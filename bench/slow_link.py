@@ -122,16 +122,16 @@ def one_phone(browser: Browser, link: SlowLink, couch: object, household: str, s
         visit = next(r["id"] for r in couch.main.all(startkey="visit:", endkey="visit:\ufff0", include_docs=True,
                                                      as_list=True) if r["doc"].get("notes") == NOTES)
         edit: dict[str, float] = {}
+        page.wait_for_function(NOTHING_WAITS, timeout=300_000)  # the sync that sent the visit is over
+        page.add_script_tag(url="/vendor/pouchdb.min.js")
+        page.add_script_tag(url="/vendor/pouchdb.indexeddb.min.js")
         for n, stubs in enumerate((True, False) if run % 2 == 0 else (False, True)):
-            page.add_script_tag(url="/vendor/pouchdb.min.js")
-            page.add_script_tag(url="/vendor/pouchdb.indexeddb.min.js")
-            page.evaluate(EDIT_REPLICA, {"id": visit, "n": n})
+            page.evaluate(EDIT_REPLICA, {"id": visit, "n": n})  # a replica of its own each time
             before, started = dict(link.sent), time.monotonic()
             page.evaluate(PUSH_EDIT, {"id": visit, "stubs": stubs})
             side = "stubs" if stubs else "whole"
             edit[f"{side}_seconds"] = round(time.monotonic() - started, 2)
             edit[f"{side}_bytes"] = sum(link.sent.values()) - sum(before.values())
-            page.reload()  # a page of its own for the next (its PouchDB and replica gone)
         edits.append(edit)
         print("field edit", edit, file=sys.stderr, flush=True)
     # Signed out (its key and grants withdrawn), so that the next phone pulls no more than this one did.
