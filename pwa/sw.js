@@ -79,6 +79,7 @@ async function refreshSession() {
     return null;
   }
   const session = await response.json();
+  session.messages = await messagesAt(session.messages_url);
   const kept = await storedSession();
   if (kept && kept.user._id !== session.user._id) {
     await forget(kept); // another user signed in on this phone: the previous one's replica goes
@@ -88,6 +89,27 @@ async function refreshSession() {
     environment = null; // compiled templates are kept otherwise (compiling them again costs a page's time)
   }
   return session;
+}
+
+// The language's messages (~80 KB) by the versioned name session.json gives them, kept with the shell: fetched again
+// only when they change, and compressed (session.json is not: it carries the CSRF token, server/web/compression.py).
+async function messagesAt(url) {
+  const cache = await caches.open(CACHE);
+  const kept = await cache.match(url);
+  if (kept) {
+    return kept.json();
+  }
+  const response = await fetch(url);
+  if (!response.ok) {
+    throw new Error(`${url}: ${response.status}`);
+  }
+  for (const old of await cache.keys()) { // another language's, or an earlier version's
+    if (new URL(old.url).pathname.startsWith("/pwa/messages/")) {
+      await cache.delete(old);
+    }
+  }
+  await cache.put(url, response.clone());
+  return response.json();
 }
 
 async function keepSession(kept) {

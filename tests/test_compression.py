@@ -134,3 +134,17 @@ def test_browser_code_is_linked_by_versioned_name_and_sent_precompressed(worker:
         headers, sent = raw(client, stale, "gzip")
         assert headers["cache-control"] == "no-cache" and gzip.decompress(sent) == original, stale
     assert client.get("/pwa/session.json").json()["assets"] == urls  # the offline pages link the same names
+
+
+def test_the_offline_apps_templates_and_messages_go_compressed(worker: tuple[TestClient, str]) -> None:
+    """What a new phone's shell downloads besides the code: the server's template files (its own, the same for
+    everyone: not pages) from the setup's brotli, and the language's messages that session.json names."""
+    client, _ = worker
+    assets.precompress()
+    original = (PROJECT_ROOT / "server/web/templates/household.html").read_bytes()
+    headers, sent = raw(client, "/pwa/templates/household.html", "br, gzip")
+    assert headers["content-encoding"] == "br" and brotli.decompress(sent) == original
+    assert len(sent) < len(original) / 2
+    headers, sent = raw(client, client.get("/pwa/session.json").json()["messages_url"], "br, gzip")
+    assert headers["content-encoding"] == "br" and len(sent) < len(brotli.decompress(sent)) / 2
+    assert json.loads(brotli.decompress(sent))["app_name"]

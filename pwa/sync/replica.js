@@ -9,9 +9,77 @@ const IDS_PER_CHECK = 5000;
 
 // The remote database. Cookie sessions send the page's CSRF token (the body's
 // hx-headers carry it); gateways and scripts send their device token instead.
-export function remoteOptions({ csrfToken, deviceToken, fetch } = {}) {
+// `stubs: false` pushes every photo whole with every revision, as PouchDB does (a benchmark's reference).
+export function remoteOptions({ csrfToken, deviceToken, fetch = (...args) => globalThis.fetch(...args),
+                                stubs = true } = {}) {
   const headers = deviceToken ? { Authorization: `Bearer ${deviceToken}` } : { "X-CSRF-Token": csrfToken };
-  return { headers, ...(fetch ? { fetch } : {}) };
+  return { headers, fetch: stubs ? sendingStubs(fetch) : fetch };
+}
+
+// ---- photos the server has are not sent again (issue 22 item 4)
+//
+// PouchDB's push sends every attachment of a document whole with each new revision: a field changed on a visit
+// re-sends its photo. This fetch rewrites the push's writes (`_bulk_docs` with new_edits: false): an attachment
+// older than the revision sent (its revpos is lower: unchanged since a revision pushed before) goes as a stub. The
+// gateway takes a stub only when the server's current revision holds that attachment (sync/writes.py). A document
+// refused with stubs (the server's revision lost the photo, a conflict, a document made and edited before any
+// push) is sent again whole, in a second request, and PouchDB gets that answer for it: a stub's refusal never
+// reaches the replicator, which would count it a write failure and not try again.
+function sendingStubs(fetch) {
+  return async (url, options = {}) => {
+    const write = replicationWrite(url, options);
+    const stubbed = write ? write.docs.map(withStubs) : [];
+    const ids = new Set(stubbed.filter((doc, i) => doc !== write.docs[i]).map((doc) => doc._id));
+    if (!ids.size) {
+      return fetch(url, options);
+    }
+    const first = await fetch(url, { ...options, body: JSON.stringify({ ...write, docs: stubbed }) });
+    if (!first.ok) { // the whole batch refused (a lapsed session…): not for its stubs
+      return first;
+    }
+    const answers = await first.json();
+    const again = new Set(answers.filter((answer) => answer.error && ids.has(answer.id)).map((answer) => answer.id));
+    if (!again.size) {
+      return jsonResponse(answers, first.status);
+    }
+    const whole = write.docs.filter((doc) => again.has(doc._id));
+    const second = await fetch(url, { ...options, body: JSON.stringify({ ...write, docs: whole }) });
+    if (!second.ok) {
+      return second;
+    }
+    return jsonResponse([...answers.filter((answer) => !again.has(answer.id)), ...await second.json()], 201);
+  };
+}
+
+// The body of a replication write, or null for any other request.
+function replicationWrite(url, options) {
+  if (options.method !== "POST" || typeof options.body !== "string"
+      || !new URL(url, "http://phone/").pathname.endsWith("/_bulk_docs")) {
+    return null;
+  }
+  const body = JSON.parse(options.body);
+  return body.new_edits === false && Array.isArray(body.docs) ? body : null;
+}
+
+// The document with a stub for each attachment older than its revision; the same object if there is none.
+function withStubs(doc) {
+  const generation = parseInt(doc._rev, 10);
+  const attachments = Object.entries(doc._attachments || {});
+  const older = ([, att]) => typeof att.data === "string" && att.digest && att.revpos < generation;
+  if (!attachments.some(older)) {
+    return doc;
+  }
+  return { ...doc, _attachments: Object.fromEntries(attachments.map(([name, att]) => [name, !older([name, att]) ? att
+    : { stub: true, digest: att.digest, content_type: att.content_type, revpos: att.revpos,
+        length: base64Length(att.data) }])) };
+}
+
+function base64Length(data) {
+  return Math.floor(data.length * 3 / 4) - (data.endsWith("==") ? 2 : data.endsWith("=") ? 1 : 0);
+}
+
+function jsonResponse(answers, status) {
+  return new Response(JSON.stringify(answers), { status, headers: { "Content-Type": "application/json" } });
 }
 
 async function gatewayJSON(remote, path, body) {

@@ -63,6 +63,7 @@ let environment = null;
 async function phone({ user, cookie: userCookie }) {
   cookie = userCookie;
   const session = await getJSON("/pwa/session.json");
+  session.messages = await getJSON(session.messages_url); // as sw.js refreshSession does
   await pinInstallationKey(session.installation_key); // as sw.js does at the first sync
   const schema = await getJSON("/schema.json");
   const db = takingBlobs(new PouchDB(`linli-${session.user._id}`, { adapter: "indexeddb" }));

@@ -30,9 +30,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.store.config import PROJECT_ROOT
 from server.web.compression import accepted_encoding
 
-# URL prefix → folder: what /static, /vendor and /pwa serve (server/web/app.py, pwa_routes.py).
+# URL prefix → folder: what /static, /vendor, /pwa and /pwa/templates serve (server/web/app.py, pwa_routes.py). The
+# template files are the server's own, the same for everyone (no secret, nothing a user typed): a new phone's shell
+# downloads ~100 KB of them, compressed like the code (the pages rendered from them are not: compression.py).
 FOLDERS = {"/static/": PROJECT_ROOT / "server" / "web" / "static", "/vendor/": PROJECT_ROOT / "pwa" / "vendor",
-           "/pwa/": PROJECT_ROOT / "pwa"}
+           "/pwa/": PROJECT_ROOT / "pwa", "/pwa/templates/": PROJECT_ROOT / "server" / "web" / "templates"}
 # What the pages link (base.html and the pages with their own scripts), by versioned name.
 LINKED = ("/static/linli.css", "/static/icon.svg", "/vendor/htmx.min.js", "/pwa/app.js", "/pwa/photos.js",
           "/pwa/geolocate.js", "/pwa/secret_ballot.js")

@@ -10,7 +10,10 @@ encoding (a precompressed static file, server/web/assets.py) pass as they are; p
 beside text an attacker can choose (a search box's `q` is echoed, a neighbour's request text is shown), and a
 compressed answer's length then tells whether a guess matched a secret (BREACH). Masking the CSRF token per
 answer would protect only the token, not the revealed fields, so pages stay uncompressed; they are small next
-to the sync and the browser code, which carry protected fields only as ciphertext (fresh nonce per seal).
+to the sync and the browser code, which carry protected fields only as ciphertext (fresh nonce per seal). The
+template files the offline app downloads (/pwa/templates/) are not pages: the server's own source, the same for
+everyone, sent precompressed (server/web/assets.py); so are the language's messages, kept out of session.json for
+that reason (server/web/pwa_routes.py).
 
 **Requests.** Pages and forms never send a compressed body: one with a `Content-Encoding` is refused (415)
 before it is read. The sync gateway decodes gzip and brotli bodies itself, within its size bound

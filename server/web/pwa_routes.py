@@ -6,7 +6,10 @@ whole site), the web app manifest, the browser code under /pwa/, the very templa
   of it changes (so a phone refreshes its copy at the next sync);
 - /pwa/session.json: the signed-in user as the pages see them (name, roles, grids), the grids they may open,
   edit households of and act on alerts in (`access.offline_grids`: the policy's answers, not a copy of it),
-  the CSRF token, the language and its messages, the time zone — what an offline page needs besides documents.
+  the CSRF token, the language, the time zone — what an offline page needs besides documents;
+- /pwa/messages/<lang>.json: the language's messages (~80 KB), apart from session.json, which is sent uncompressed
+  (it carries the CSRF token: server/web/compression.py), so that they go compressed, and once: session.json
+  names them by a versioned name (`?v=` their digest), answered with a year's cache.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,7 @@ from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
 from server.web.activation import with_accounts
-from server.web.assets import asset_urls
+from server.web.assets import IMMUTABLE, asset_urls
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
@@ -102,7 +106,7 @@ _USER_FIELDS = ("_id", "username", "display_name", "roles", "grids", "communitie
 
 def _revalidated(request: Request, content: dict[str, Any]) -> Response:
     """session.json, asked for at every sync: unchanged since the phone's copy, a 304 of a few hundred bytes rather
-    than the whole (~60 KB, uncompressed on purpose: server/web/compression.py) on a weak signal. `private`: only
+    than the whole (uncompressed on purpose: server/web/compression.py) on a weak signal. `private`: only
     the user's own browser keeps it, and `no-cache`: never used without asking."""
     body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
@@ -110,6 +114,17 @@ def _revalidated(request: Request, content: dict[str, Any]) -> Response:
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
+
+
+@cache
+def _messages(lang: str) -> tuple[bytes, str]:
+    """A language's messages as sent, and their digest (once per process: they change with a deployment)."""
+    body = json.dumps(MESSAGES[lang], ensure_ascii=False, separators=(",", ":")).encode()
+    return body, hashlib.sha256(body).hexdigest()[:16]
+
+
+def messages_url(lang: str) -> str:
+    return f"/pwa/messages/{lang}.json?v={_messages(lang)[1]}"
 
 
 def shared_templates() -> list[str]:
@@ -164,7 +179,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "alert_act_grids": grids["act_on_alerts"], "task_assign_grids": grids["assign_tasks"],
             "csrf_token": context["csrf_token"], "lang": lang, "display": context["display"],
             "display_options": list(DISPLAY_OPTIONS),
-            "messages": MESSAGES[lang], "time_zone": LOCAL_TZ.key,
+            "messages_url": messages_url(lang), "time_zone": LOCAL_TZ.key,
             # The pages' vocabularies, declared once on the server (offline/pages.js builds the same forms).
             "reveal_purposes": list(REVEAL_PURPOSES), "common_needs": list(COMMON_NEEDS),
             "alert_actions": ALERT_ACTIONS, "urgent_alert_kinds": list(URGENT_ALERT_KINDS),
@@ -197,6 +212,16 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
                      if works_offline(p) else {}},
         })
 
+    async def messages(request: Request) -> Response:
+        lang = request.path_params["lang"]
+        if lang not in MESSAGES:
+            return JSONResponse({"error": "not_found", "reason": f"no messages in {lang!r}: {', '.join(MESSAGES)}"},
+                                status_code=404)
+        body, digest = _messages(lang)
+        versioned = request.query_params.get("v") == digest
+        return Response(body, media_type="application/json",
+                        headers={"Cache-Control": IMMUTABLE if versioned else "no-cache"})
+
     async def photo_fit_json(request: Request) -> Response:
         # The rule, and the refusal in every language: a page picks its own (<html lang>), online or offline.
         return JSONResponse({**photo_fit(), "unreadable": {lang: MESSAGES[lang]["err_photo_unreadable"]
@@ -209,6 +234,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         Route("/favicon.ico", favicon),
         Route("/pwa/shell.json", shell),
         Route("/pwa/session.json", session),
+        Route("/pwa/messages/{lang}.json", messages),
         Mount("/pwa/templates", StaticFiles(directory=TEMPLATES_DIR), name="pwa-templates"),
         Mount("/pwa", StaticFiles(directory=PWA_DIR), name="pwa"),
     ]
