@@ -2,8 +2,9 @@
 ≥ 0.90, timeouts counting as killed — the usual mutation score: an equivalent mutant is no fault to find (a
 string's case in SQL, an argument a library never reads), and counting it would make a module with many such
 lines fail however well tested; the share of all mutants killed is printed beside it (`killed_of_all`), so a
-module that leans on equivalents shows it; (b) every mutant not killed is listed as equivalent; a listed mutant that no longer exists, whose change
-differs from the one listed, or that the tests now kill is a stale entry and fails the module."""
+module that leans on equivalents shows it; (b) every mutant not killed is listed as equivalent; a listed mutant
+that no longer exists, whose change differs from the one listed, or that the tests now kill is a stale entry and
+fails the module."""
 
 from __future__ import annotations
 
