@@ -24,9 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.domain import access
 from server.domain import timebank as timebank_rules
-from server.domain.access import Principal, write_refusal
+from server.domain.access import Principal, may_write, write_ref_ids, write_refusal
 from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, Role
+from server.domain.errors import FieldError
 from server.security import accounts
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save
@@ -801,6 +803,52 @@ def test_a_volunteer_only_answers_the_tasks_assigned_to_them() -> None:
     assert decided(ACTORS[0], done, {**done, "status": "assigned"})
     theirs = {**task, "assigned_to": VOLUNTEER[G12]}  # another volunteer's: not this one's to answer
     assert not decided(volunteer, theirs, {**theirs, "status": "accepted"})
+
+
+@pytest.mark.parametrize("actor", ACTORS, ids=lambda a: a.role)
+def test_the_documents_a_write_names_are_all_the_rule_needs_to_judge_it(actor: Actor) -> None:
+    """The sync gateway fetches only `write_ref_ids(new)` for the rule: judged with those alone, every document and
+    single mutation of the exhaustive test above is answered as with the whole world at hand."""
+    wrong, checked = [], 0
+    for type_name in sorted(CLIENT_TYPES):
+        doc = base(type_name, actor.user_id)
+        old = stored(doc) if expected(actor, None, doc) else None
+        for new in [doc, *mutations(doc)]:
+            named = write_ref_ids(new)
+            refs = {i: REFS[i] for i in named if i in REFS}
+            for previous in [None] if old is None else [None, old]:
+                checked += 1
+                if may_write(actor.principal, previous, new, refs, NOW) != decided(actor, previous, new):
+                    wrong.append((type_name, "edit" if previous else "new", sorted(named)))
+    assert checked > 200 and not wrong, wrong[:20]
+
+
+def test_a_write_of_no_known_type_names_nothing_to_fetch() -> None:
+    for doc in ({"_id": "x"}, {"_id": "x", "type": ["visit"]}, {"_id": "x", "type": "no_such_type", "grid": G11}):
+        assert write_ref_ids(doc) == set(), doc
+    assert write_ref_ids(base("visit", WORKER[G11])) >= {G11, household_id(G11, 1)}  # the positive control
+
+
+def test_a_ballot_at_the_door_is_never_changed_once_stored() -> None:
+    """A second ballot of a voter arrives as a conflicting branch, judged as new; an edit of a stored one is a 409
+    naming the rule (the sync gateway's answer to the phone)."""
+    worker = ACTORS[0]
+    ballot = base("ballot", worker.user_id)
+    assert access.ballot_write_refusal(worker.principal, None, ballot, REFS, NOW) is None  # the positive control
+    assert access.ballot_write_refusal(worker.principal, stored(ballot), {**ballot, "choice": "no"}, REFS, NOW) == (
+        FieldError("(document)", "vote_ballot_kept", {}), 409)
+
+
+def test_two_places_never_share_a_survey_sample_or_door_answer_id() -> None:
+    """One sample per community and month, one door answer per household and month (a second is a conflict): the
+    whole name after the type's prefix makes the id, so ids that differ after another colon stay apart."""
+    assert access.survey_sample_id("community:a:1", MONTH) != access.survey_sample_id("community:b:1", MONTH)
+    assert access.survey_sample_id("community:a", MONTH) == f"survey_sample:a:{MONTH}"
+    answers = {access.door_answer_id({"_id": household, "community": community}, MONTH)
+               for household in ("household:x:1", "household:y:1") for community in ("community:a:1", "community:b:1")}
+    assert len(answers) == 4
+    assert access.door_answer_id({"_id": "household:h", "community": "community:a"}, MONTH) == \
+        f"survey_response:a:{MONTH}:door-h"
 
 
 _MUTATION = st.sampled_from(sorted(POOL)).flatmap(lambda name: st.tuples(st.just(name), st.sampled_from(POOL[name])))
