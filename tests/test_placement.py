@@ -844,11 +844,62 @@ def test_two_places_never_share_a_survey_sample_or_door_answer_id() -> None:
     whole name after the type's prefix makes the id, so ids that differ after another colon stay apart."""
     assert access.survey_sample_id("community:a:1", MONTH) != access.survey_sample_id("community:b:1", MONTH)
     assert access.survey_sample_id("community:a", MONTH) == f"survey_sample:a:{MONTH}"
-    answers = {access.door_answer_id({"_id": household, "community": community}, MONTH)
-               for household in ("household:x:1", "household:y:1") for community in ("community:a:1", "community:b:1")}
-    assert len(answers) == 4
+    households = ("household:x:1", "household:x:2", "household:1:x", "household:2:x")  # ids hold colons: vouchers'
+    communities = ("community:a:1", "community:a:2", "community:1:a", "community:2:a")
+    answers = {access.door_answer_id({"_id": h, "community": c}, MONTH) for h in households for c in communities}
+    assert len(answers) == 16
     assert access.door_answer_id({"_id": "household:h", "community": "community:a"}, MONTH) == \
         f"survey_response:a:{MONTH}:door-h"
+
+
+def test_a_door_survey_refusal_names_its_field_message_and_status_for_the_page_and_the_phone() -> None:
+    """One rule (survey_door_refusal) answers the page (its field, message and HTTP status) and the sync gateway:
+    a household not sampled in the month (or none), not the writer's, no consent, a score outside 1-5, another
+    id or channel."""
+    worker = ACTORS[0].principal
+    answer = base("survey_response", worker.user_id)
+    sample = REFS[f"survey_sample:c1:{MONTH}"]
+
+    def refusal(new: Doc, household: str | None = household_id(G11, 1), p: Principal = worker) -> Any:
+        return access.survey_door_refusal(p, new, REFS.get(household or ""), sample)
+
+    not_sampled = ("household", "err_survey_not_sampled", 400)
+    assert refusal(answer) is None  # the positive control
+    assert refusal(answer, household=None) == not_sampled
+    unsampled = household_id(G11, 2)  # sampled last year, not this month: under its own id for the month
+    assert refusal({**answer, "household": unsampled, "_id": door_answer_id(unsampled, MONTH)},
+                   household=unsampled) == not_sampled
+    assert refusal(answer, p=ACTORS[2].principal) == ("household", "err_survey_not_yours", 403)  # a secretary
+    assert refusal({**answer, "consent": False}) == ("consent", "err_survey_consent", 400)
+    assert refusal({**answer, "overall": 6}) == ("overall", "err_survey_overall", 400)
+    assert refusal({**answer, "channel": "own"}) == not_sampled
+    assert refusal({**answer, "_id": door_answer_id(household_id(G12, 1), MONTH)}) == not_sampled
+
+
+def test_a_claim_naming_no_task_or_resident_is_refused_with_a_reason() -> None:
+    """A scripted phone's claim missing its task or resident, or naming them by something not an id, gets the
+    time bank's reason (a 4xx for the phone), never an error."""
+    volunteer = ACTORS[1]
+    claim = base("claim", volunteer.user_id)
+    assert access.claim_person_refusal(volunteer.principal, claim, REFS, NOW) is None  # the positive control
+    for name in ("task", "resident"):
+        for odd in ({k: v for k, v in claim.items() if k != name}, {**claim, name: [claim[name]]}):
+            assert access.claim_person_refusal(volunteer.principal, odd, REFS, NOW) is not None, odd
+
+
+def test_in_person_codes_rest_after_too_many_wrong_ones_on_the_servers_clock() -> None:
+    """Five wrong codes for a resident within a day (timebank.CODE_MISSES_PER_DAY) and their good codes are refused
+    too until the day is over, by the server's clock the sync gateway passes in."""
+    volunteer = ACTORS[1]
+    claim = {**base("claim", volunteer.user_id), "in_person_code": CODES[1], "in_person_consent": True,
+             "in_person_at": _ago(minutes=5)}
+    assert decided(volunteer, None, claim)  # the positive control: a good code
+    lock_id = timebank_rules.ledger_lock_id(resident_id(G11, 1))
+    misses = [{"at": _ago(hours=n), "claim": "claim:x", "by": WORKER[G11], "code": "0"} for n in range(1, 6)]
+    resting = {**REFS, lock_id: {**REFS[lock_id], "code_misses": misses}}
+    assert write_refusal(volunteer.principal, None, claim, resting, NOW) is not None
+    yesterday = {**REFS, lock_id: {**REFS[lock_id], "code_misses": [{**m, "at": _ago(days=2)} for m in misses]}}
+    assert write_refusal(volunteer.principal, None, claim, yesterday, NOW) is None
 
 
 _MUTATION = st.sampled_from(sorted(POOL)).flatmap(lambda name: st.tuples(st.just(name), st.sampled_from(POOL[name])))
