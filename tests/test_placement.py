@@ -788,7 +788,8 @@ def test_a_volunteer_only_answers_the_tasks_assigned_to_them() -> None:
     reason (declaration.TASK_ANSWERS), and changes nothing else; nobody else of the volunteers answers it."""
     volunteer = ACTORS[1]
     task = stored(base("task", WORKER[G11]))
-    answered = {**task, "updated_at": _ago(minutes=1)}
+    # As a phone sends it: a new revision of the stored one
+    answered = {**task, "updated_at": _ago(minutes=1), "_rev": "2-b", "_revisions": {"start": 2, "ids": ["b", "a"]}}
     for new, allowed in (({**answered, "status": "accepted"}, True),
                          ({**answered, "status": "done", "volunteer_note": "已送到"}, True),
                          ({**answered, "status": "declined", "volunteer_note": "这周出差"}, True),
@@ -798,6 +799,8 @@ def test_a_volunteer_only_answers_the_tasks_assigned_to_them() -> None:
                          ({**answered, "due_on": "2099-01-01"}, False),
                          ({**answered, "assigned_to": VOLUNTEER[G12]}, False)):
         assert decided(volunteer, task, new) == allowed, new
+    accepted = {**answered, "status": "accepted"}
+    assert decided(volunteer, accepted, {**accepted, "volunteer_note": "周六上午去"})  # a note, the state kept
     done = {**answered, "status": "done", "volunteer_note": "已送到"}
     assert not decided(volunteer, done, {**done, "status": "accepted"})  # done is done; staff may re-open it
     assert decided(ACTORS[0], done, {**done, "status": "assigned"})
@@ -900,6 +903,35 @@ def test_in_person_codes_rest_after_too_many_wrong_ones_on_the_servers_clock() -
     assert write_refusal(volunteer.principal, None, claim, resting, NOW) is not None
     yesterday = {**REFS, lock_id: {**REFS[lock_id], "code_misses": [{**m, "at": _ago(days=2)} for m in misses]}}
     assert write_refusal(volunteer.principal, None, claim, yesterday, NOW) is None
+
+
+def test_a_task_goes_only_to_an_active_volunteer_account_of_its_street_and_grid() -> None:
+    """Who a task names must be a user document, active, of the task's street, a volunteer of its grid: a
+    deactivated account, another street's, another kind of document, a missing one or a user document without its
+    roles or places is refused with a reason (never an error)."""
+    worker = ACTORS[0]
+    task = base("task", worker.user_id)
+    assert decided(worker, None, task)  # the positive control: the grid's volunteer
+    volunteer = REFS[VOLUNTEER[G11]]
+    odd = {"user:deactivated": {**volunteer, "active": False}, "user:elsewhere": {**volunteer, "street": OTHER_STREET},
+           "user:not-a-user": {**volunteer, "type": "resident"},
+           "user:no-roles": {k: v for k, v in volunteer.items() if k != "roles"},
+           "user:no-grids": {k: v for k, v in volunteer.items() if k != "grids"},
+           "user:no-communities": {**{k: v for k, v in volunteer.items() if k != "communities"},
+                                   "roles": ["secretary"]}}
+    refs = {**REFS, **{user_id: {**doc, "_id": user_id} for user_id, doc in odd.items()}}
+    for assignee in [*odd, "user:missing"]:
+        assert write_refusal(worker.principal, None, {**task, "assigned_to": assignee}, refs, NOW) is not None, assignee
+
+
+def test_a_stored_assignment_is_not_judged_again_when_staff_edit_the_task() -> None:
+    """The assignee was checked when the task was written: an edit that keeps it (the worker re-opening a task of a
+    volunteer who has since moved grids) is judged on what it changes."""
+    worker = ACTORS[0]
+    task = {**stored(base("task", worker.user_id)), "status": "done", "volunteer_note": "已送到"}
+    moved = {**REFS, VOLUNTEER[G11]: {**REFS[VOLUNTEER[G11]], "grids": [G12]}}
+    assert write_refusal(worker.principal, task, {**task, "status": "assigned"}, moved, NOW) is None
+    assert write_refusal(worker.principal, None, task, moved, NOW) is not None  # a new task for them is refused
 
 
 _MUTATION = st.sampled_from(sorted(POOL)).flatmap(lambda name: st.tuples(st.just(name), st.sampled_from(POOL[name])))
