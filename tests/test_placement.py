@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from server.domain import access
 from server.domain import timebank as timebank_rules
-from server.domain.access import Principal, may_write, write_ref_ids, write_refusal
+from server.domain.access import OUTSIDE_SCOPE, Principal, may_write, write_ref_ids, write_refusal
 from server.domain.declaration import CLIENT_WRITABLE, DOC_TYPES, Role
 from server.domain.errors import FieldError
 from server.security import accounts
@@ -830,6 +830,13 @@ def test_a_write_of_no_known_type_names_nothing_to_fetch() -> None:
     for doc in ({"_id": "x"}, {"_id": "x", "type": ["visit"]}, {"_id": "x", "type": "no_such_type", "grid": G11}):
         assert write_ref_ids(doc) == set(), doc
     assert write_ref_ids(base("visit", WORKER[G11])) >= {G11, household_id(G11, 1)}  # the positive control
+    # Not yet validated: what names its matter, resident or community oddly still gets an answer, of ids only
+    for type_name, odd in (("ballot", {"matter": None}), ("ballot", {"matter": 7}), ("claim", {"resident": None}),
+                           ("claim", {"resident": ["x"]}), ("survey_response", {"community": None}),
+                           ("visit", {"grid": None, "household": 5, "assigned_to": [None, 3]})):
+        assert all(isinstance(i, str) for i in write_ref_ids({**base(type_name, WORKER[G11]), **odd})), odd
+    # A document's own id is not among what it names (a grid's `grid` is itself: its previous version is `old`)
+    assert "grid:new" not in write_ref_ids(base("grid", SECRETARY[C1]))
 
 
 def test_a_ballot_at_the_door_is_never_changed_once_stored() -> None:
@@ -932,6 +939,112 @@ def test_a_stored_assignment_is_not_judged_again_when_staff_edit_the_task() -> N
     moved = {**REFS, VOLUNTEER[G11]: {**REFS[VOLUNTEER[G11]], "grids": [G12]}}
     assert write_refusal(worker.principal, task, {**task, "status": "assigned"}, moved, NOW) is None
     assert write_refusal(worker.principal, None, task, moved, NOW) is not None  # a new task for them is refused
+
+
+def test_times_a_client_sets_are_judged_to_the_bounds_and_kept_ones_are_not_judged_again() -> None:
+    """Up to CLOCK_SKEW (10 minutes) ahead of the server's clock and MAX_OFFLINE (90 days) back, both bounds
+    included; an access report not before its phone key existed, less the clock skew (only an access report: a
+    stray phone_key on another type binds nothing); a time kept from the stored version is not judged again."""
+    worker = ACTORS[0]
+    visit = base("visit", worker.user_id)
+    for when, allowed in ((NOW + dt.timedelta(minutes=10), True), (NOW + dt.timedelta(minutes=10, seconds=1), False),
+                          (NOW - dt.timedelta(days=90), True), (NOW - dt.timedelta(days=90, seconds=1), False)):
+        assert decided(worker, None, {**visit, "visited_at": when.isoformat()}) == allowed, when
+    report = base("access_report", worker.user_id)
+    for when, allowed in ((PHONE_REGISTERED - dt.timedelta(minutes=10), True),
+                          (PHONE_REGISTERED - dt.timedelta(minutes=10, seconds=1), False)):
+        assert decided(worker, None, {**report, "at": when.isoformat()}) == allowed, when
+    young_key = {**REFS, "phone_key:young": {**REFS[phone_key_id(worker.user_id)], "created_at": _ago(minutes=1)}}
+    assert write_refusal(worker.principal, None, {**visit, "phone_key": "phone_key:young"}, young_key, NOW) is None
+    old = {**stored(base("household", worker.user_id)), "updated_at": _ago(days=200)}
+    assert decided(worker, old, {**old, "address": "幸福路2号"})
+
+
+def _reasons() -> list[tuple[Actor, Doc | None, Doc, str]]:
+    """(writer, stored version, write, the reason the phone is told): one case of each refusal."""
+    worker, volunteer, secretary, admin, partner, gateway = (ACTORS[i] for i in (0, 1, 2, 5, 6, 7))
+    visit, need, task = (base(t, worker.user_id) for t in ("visit", "need", "task"))
+    mine = stored(task)
+    answering = {**mine, "_rev": "2-b"}
+    accepted = {**mine, "status": "accepted"}
+    claim = base("claim", volunteer.user_id)
+    redemption = base("redemption", partner.user_id)
+    device, alert = base("device", worker.user_id), base("alert", gateway.user_id)
+    checkin = base("checkin", worker.user_id)
+    grid = base("grid", secretary.user_id)
+    return [
+        (worker, None, {"_id": "user:x", "type": "user"}, "user documents are written by the server only"),
+        (worker, None, {"_id": "x"}, "untyped documents are written by the server only"),
+        (worker, None, {**device, "write_public": "k"},
+         "resident, write_public of a device are set by the server only"),
+        (worker, stored({**visit, "grid": G21, "community": C2}), visit, OUTSIDE_SCOPE),
+        (worker, stored(visit), {**visit, "type": "need"}, "a document's type may not change"),
+        (worker, stored(visit), {**visit, "grid": G12}, "a document may not move to another grid"),
+        (worker, stored(visit), {**visit, "grid": G21, "community": C2},
+         "a document may not move to another community, grid"),
+        (worker, stored(visit), {**visit, "created_by": WORKER[G12]}, "created_by may not change"),
+        (worker, None, {**visit, "created_by": WORKER[G12]}, "created_by must be the writer's own user id"),
+        (worker, None, {**visit, "grid": G12}, "your role may not write this visit here"),
+        (secretary, None, {**grid, "grid": G11}, "a grid's grid field must be its own id"),
+        (secretary, None, {**grid, "community": "community:nowhere"},
+         "your role may not write this grid here"),  # its secretary's own community first
+        (admin, None, {**grid, "community": "community:nowhere"}, "there is no community community:nowhere"),
+        (admin, None, {**base("gateway", admin.user_id), "street": OTHER_STREET},
+         "your role may not write this gateway here"),
+        (worker, None, {**visit, "household": "household:nowhere"}, "household: there is no household:nowhere"),
+        (worker, None, {**visit, "household": household_id(G12, 1)},
+         f"household: {household_id(G12, 1)} is elsewhere"),
+        (worker, None, {**visit, "resident": resident_id(G11, 2)},
+         f"resident: {resident_id(G11, 2)} belongs to another household"),
+        (gateway, None, {**alert, "gateway": SECOND_GATEWAY_OF[C1]}, "a gateway writes only its own documents"),
+        (gateway, None, {**alert, "device": device_id(G11, 2), "household": household_id(G11, 2),
+                         "resident": resident_id(G11, 2)}, f"{device_id(G11, 2)} is not read by this gateway"),
+        (worker, None, {**visit, "updated_by": WORKER[G12]}, "updated_by must be the writer's own user id"),
+        (worker, None, {**base("household", worker.user_id), "_id": "household:new2",
+                        "volunteers": [VOLUNTEER[G12]]}, "volunteers: each must be a volunteer of this grid"),
+        (worker, None, {**need, "assigned_to": VOLUNTEER[G21]},
+         "assigned_to: must be a volunteer, grid worker or secretary working here"),
+        (volunteer, None, {**base("visit", volunteer.user_id), "household": household_id(G11, 2),
+                           "resident": resident_id(G11, 2)},
+         "a volunteer writes only about the households they look after"),
+        (worker, None, {**base("access_report", worker.user_id), "phone_key": phone_key_id(WORKER[G12])},
+         "phone_key: must be one of the writer's own phones"),
+        (worker, None, {**base("service_request", worker.user_id), "whistles": 1}, "whistles is set by the server"),
+        (worker, None, {**task, "assigned_to": WORKER[G11]}, "assigned_to: a task goes to a volunteer of its grid"),
+        (volunteer, None, base("task", volunteer.user_id), "a volunteer answers only the tasks assigned to them"),
+        (volunteer, mine, {**answering, "notes": "改"}, "a volunteer changes only a task's state and their note"),
+        (volunteer, accepted, {**accepted, "status": "assigned"}, "a task accepted may not become assigned"),
+        (volunteer, mine, {**answering, "status": "done"},
+         "volunteer_note: a task done or declined says how it went, or why"),
+        (worker, None, {**visit, "visited_at": "yesterday"}, "visited_at is not a date and time"),
+        (worker, None, {**visit, "visited_at": NOW.replace(tzinfo=None).isoformat()},
+         "visited_at must carry its offset from UTC"),
+        (worker, None, {**visit, "visited_at": (NOW + dt.timedelta(hours=1)).isoformat()},
+         "visited_at is in the future"),
+        (worker, None, {**visit, "visited_at": _ago(days=100)}, "visited_at is implausibly old"),
+        (volunteer, stored(claim), {**claim, "minutes": 60},
+         "a claim is not changed once made: the resident confirms or disputes it"),
+        (partner, stored(redemption), {**redemption, "_rev": "2-b"}, "a redemption is not changed once made"),
+        (partner, None, {k: v for k, v in redemption.items() if k != "voucher"},
+         "a redemption names a voucher that exists"),
+        (partner, None, {**redemption, "_id": "redemption:c1-1:00002"},
+         "a redemption is its voucher's: its id, reward, organisation and place"),
+        (partner, None, {**redemption, "voided": _ago(minutes=1)},
+         "only the server voids a voucher (its debit reversed)"),
+        (worker, stored(base("survey_response", worker.user_id)), {**base("survey_response", worker.user_id),
+                                                                   "overall": 5},
+         "a survey answer is not changed once given"),
+        (worker, stored(checkin), {**checkin, "method": "keeper"}, "a check-in is not changed once made"),
+        (worker, None, {**base("booking", worker.user_id), "resident": resident_id(G11, 1)},
+         "a phone's booking names no resident (a resident books online, through the server)"),
+    ]
+
+
+def test_each_refusal_tells_the_phone_the_rule_that_refused_it() -> None:
+    """The reason the sync gateway returns with a refused document names the rule (and the field) that refused it."""
+    wrong = [(actor.role, reason, write_refusal(actor.principal, old, new, REFS, NOW))
+             for actor, old, new, reason in _reasons() if write_refusal(actor.principal, old, new, REFS, NOW) != reason]
+    assert not wrong, wrong
 
 
 _MUTATION = st.sampled_from(sorted(POOL)).flatmap(lambda name: st.tuples(st.just(name), st.sampled_from(POOL[name])))
