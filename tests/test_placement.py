@@ -1025,6 +1025,11 @@ def _reasons() -> list[tuple[Actor, Doc | None, Doc, str]]:
         (volunteer, stored(claim), {**claim, "minutes": 60},
          "a claim is not changed once made: the resident confirms or disputes it"),
         (partner, stored(redemption), {**redemption, "_rev": "2-b"}, "a redemption is not changed once made"),
+        (partner, stored(redemption), {**redemption, "_rev": "1-a"}, "a redemption is not changed once made"),
+        # The time bank's and the ballot rule's own reasons, in English for the log (the phone's person gets theirs)
+        (volunteer, None, {**claim, "minutes": 0}, "Hours of help must be more than 0 and at most 8."),
+        (worker, None, {**base("ballot", worker.user_id), "choice": "maybe"},
+         "The code does not match the voting card: let the resident check it and type it again."),
         (partner, None, {k: v for k, v in redemption.items() if k != "voucher"},
          "a redemption names a voucher that exists"),
         (partner, None, {**redemption, "_id": "redemption:c1-1:00002"},
@@ -1038,6 +1043,16 @@ def _reasons() -> list[tuple[Actor, Doc | None, Doc, str]]:
         (worker, None, {**base("booking", worker.user_id), "resident": resident_id(G11, 1)},
          "a phone's booking names no resident (a resident books online, through the server)"),
     ]
+
+
+def test_a_second_redemption_made_offline_is_judged_as_new_not_as_an_edit() -> None:
+    """Another phone's redemption of the same voucher arrives as another first revision (a conflicting branch): it
+    is judged as a new redemption (kept, the second use shown), while any later revision of a stored one is an edit."""
+    partner = ACTORS[6]
+    redemption = base("redemption", partner.user_id)
+    assert decided(partner, stored(redemption), {**redemption, "_rev": "1-b"})
+    assert not decided(partner, stored(redemption), {**redemption, "_rev": "2-b"})
+    assert not decided(partner, stored(redemption), redemption)  # no revision at all: not a branch
 
 
 def test_each_refusal_tells_the_phone_the_rule_that_refused_it() -> None:
