@@ -1036,6 +1036,9 @@ def _reasons() -> list[tuple[Actor, Doc | None, Doc, str]]:
          "a redemption is its voucher's: its id, reward, organisation and place"),
         (partner, None, {**redemption, "voided": _ago(minutes=1)},
          "only the server voids a voucher (its debit reversed)"),
+        (worker, None, {**base("survey_response", worker.user_id), "household": household_id(G11, 2),
+                        "_id": door_answer_id(household_id(G11, 2), MONTH)},
+         f"This household was not drawn for the {MONTH} survey."),
         (worker, stored(base("survey_response", worker.user_id)), {**base("survey_response", worker.user_id),
                                                                    "overall": 5},
          "a survey answer is not changed once given"),
@@ -1053,6 +1056,25 @@ def test_a_second_redemption_made_offline_is_judged_as_new_not_as_an_edit() -> N
     assert decided(partner, stored(redemption), {**redemption, "_rev": "1-b"})
     assert not decided(partner, stored(redemption), {**redemption, "_rev": "2-b"})
     assert not decided(partner, stored(redemption), redemption)  # no revision at all: not a branch
+    voucher = "voucher:c1-1:00001"
+    gone = {**REFS, voucher: {**REFS[voucher], "_deleted": True}}  # the voucher deleted since the first one
+    assert write_refusal(partner.principal, stored(redemption), {**redemption, "_rev": "1-b"}, gone, NOW) == \
+        "a redemption names a voucher that exists"
+
+
+def test_a_redemption_carries_its_vouchers_reward_and_organisation() -> None:
+    """A partner's staff honours a voucher for what it was bought for, at the organisation it was bought from: another
+    reward or another shop of the same community (each a real one, there) is refused."""
+    partner = ACTORS[6]
+    redemption = base("redemption", partner.user_id)
+    refs = {**REFS, "reward:c1-2": {**REFS["reward:c1-1"], "_id": "reward:c1-2"},
+            "organisation:c1-other": {**REFS[SHOPS[C1]], "_id": "organisation:c1-other"}}
+    assert write_refusal(partner.principal, None, redemption, refs, NOW) is None  # the positive control
+    assert write_refusal(partner.principal, None, {**redemption, "reward": "reward:c1-2"}, refs, NOW) is not None
+    other_shop = Principal(user("partner-2"), frozenset({Role.PARTNER}), S, organisation="organisation:c1-other")
+    theirs = {**redemption, "organisation": "organisation:c1-other", "created_by": other_shop.user_id}
+    assert write_refusal(other_shop, None, theirs, refs, NOW) == \
+        "a redemption is its voucher's: its id, reward, organisation and place"
 
 
 def test_each_refusal_tells_the_phone_the_rule_that_refused_it() -> None:
