@@ -1077,6 +1077,19 @@ def test_a_redemption_carries_its_vouchers_reward_and_organisation() -> None:
         "a redemption is its voucher's: its id, reward, organisation and place"
 
 
+def test_a_held_slot_is_cancelled_only_by_its_booker_and_taken_by_nobody_else() -> None:
+    """An edit of a booking that holds its slot (requested or confirmed): its booker may cancel it and change nothing
+    else; anyone else's edit of it is "this slot is booked" (a branch made offline is kept as a conflict instead)."""
+    worker, volunteer = ACTORS[0], ACTORS[1]
+    mine = stored(base("booking", worker.user_id))
+    edit = {**mine, "_rev": "2-b", "_revisions": {"start": 2, "ids": ["b", "a"]}}
+    assert decided(worker, mine, {**edit, "status": "cancelled"})
+    assert write_refusal(worker.principal, mine, {**edit, "status": "cancelled", "people": 5}, REFS, NOW) == \
+        "This booking is cancelled or over."
+    assert write_refusal(volunteer.principal, mine, {**edit, "booked_by": volunteer.user_id}, REFS, NOW) == \
+        "This slot is booked: you may join the waitlist."
+
+
 def test_each_refusal_tells_the_phone_the_rule_that_refused_it() -> None:
     """The reason the sync gateway returns with a refused document names the rule (and the field) that refused it."""
     wrong = [(actor.role, reason, write_refusal(actor.principal, old, new, REFS, NOW))
