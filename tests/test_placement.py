@@ -984,6 +984,8 @@ def _reasons() -> list[tuple[Actor, Doc | None, Doc, str]]:
          "a document may not move to another community, grid"),
         (worker, stored(visit), {**visit, "created_by": WORKER[G12]}, "created_by may not change"),
         (worker, None, {**visit, "created_by": WORKER[G12]}, "created_by must be the writer's own user id"),
+        (worker, None, {k: v for k, v in visit.items() if k != "created_by"},
+         "created_by must be the writer's own user id"),  # a new document says who wrote it
         (worker, None, {**visit, "grid": G12}, "your role may not write this visit here"),
         (secretary, None, {**grid, "grid": G11}, "a grid's grid field must be its own id"),
         (secretary, None, {**grid, "community": "community:nowhere"},
@@ -1088,6 +1090,15 @@ def test_a_held_slot_is_cancelled_only_by_its_booker_and_taken_by_nobody_else() 
         "This booking is cancelled or over."
     assert write_refusal(volunteer.principal, mine, {**edit, "booked_by": volunteer.user_id}, REFS, NOW) == \
         "This slot is booked: you may join the waitlist."
+
+
+def test_a_client_edit_keeps_the_server_set_fields_it_was_given() -> None:
+    """The key a device's readings are sealed to is the server's to set; a worker's edit that keeps it as stored (a
+    new wristband address) is judged on what it changes."""
+    worker = ACTORS[0]
+    device = {**stored(base("device", worker.user_id)), "write_public": "k", "write_key_version": 1}
+    assert decided(worker, device, {**device, "mac": "AA:BB:CC:DD:EE:98"})
+    assert not decided(worker, device, {**device, "write_public": "k2"})
 
 
 def test_each_refusal_tells_the_phone_the_rule_that_refused_it() -> None:
