@@ -939,6 +939,8 @@ def test_a_stored_assignment_is_not_judged_again_when_staff_edit_the_task() -> N
     moved = {**REFS, VOLUNTEER[G11]: {**REFS[VOLUNTEER[G11]], "grids": [G12]}}
     assert write_refusal(worker.principal, task, {**task, "status": "assigned"}, moved, NOW) is None
     assert write_refusal(worker.principal, None, task, moved, NOW) is not None  # a new task for them is refused
+    household = stored(base("household", worker.user_id))  # looked after by the volunteer who moved
+    assert write_refusal(worker.principal, household, {**household, "address": "幸福路3号"}, moved, NOW) is None
 
 
 def test_times_a_client_sets_are_judged_to_the_bounds_and_kept_ones_are_not_judged_again() -> None:
@@ -1093,12 +1095,17 @@ def test_a_held_slot_is_cancelled_only_by_its_booker_and_taken_by_nobody_else() 
 
 
 def test_a_client_edit_keeps_the_server_set_fields_it_was_given() -> None:
-    """The key a device's readings are sealed to is the server's to set; a worker's edit that keeps it as stored (a
-    new wristband address) is judged on what it changes."""
+    """The key a device's readings are sealed to and a request's dispatch are the server's to set; a worker's edit
+    that keeps them as stored (a new wristband address, a fuller description) is judged on what it changes."""
     worker = ACTORS[0]
     device = {**stored(base("device", worker.user_id)), "write_public": "k", "write_key_version": 1}
     assert decided(worker, device, {**device, "mac": "AA:BB:CC:DD:EE:98"})
     assert not decided(worker, device, {**device, "write_public": "k2"})
+    # A request as dispatch left it: its department, deadline and whistles kept by the worker's edit
+    request = {**stored(base("service_request", worker.user_id)), "department": "department:health",
+               "due_close": (NOW + dt.timedelta(days=3)).isoformat(), "whistles": 1}
+    assert decided(worker, request, {**request, "description": "漏水，楼下也湿了"})
+    assert not decided(worker, request, {**request, "whistles": 2})
 
 
 def test_each_refusal_tells_the_phone_the_rule_that_refused_it() -> None:
