@@ -990,6 +990,11 @@ def _reasons() -> list[tuple[Actor, Doc | None, Doc, str]]:
          "created_by must be the writer's own user id"),  # a new document says who wrote it
         (worker, None, {**visit, "grid": G12}, "your role may not write this visit here"),
         (secretary, None, {**grid, "grid": G11}, "a grid's grid field must be its own id"),
+        (admin, None, {"_id": "street:new", "type": "street", "street": S, "name": "街道"},
+         "a street's street field must be its own id"),
+        (worker, None, {**visit, "community": C2}, f"{G11} is not in this document's community"),
+        (worker, None, {**base("reading", worker.user_id), "device": device_id(G11, 2)},
+         f"device: {device_id(G11, 2)} belongs to another household, resident"),
         (secretary, None, {**grid, "community": "community:nowhere"},
          "your role may not write this grid here"),  # its secretary's own community first
         (admin, None, {**grid, "community": "community:nowhere"}, "there is no community community:nowhere"),
@@ -1113,6 +1118,11 @@ def test_each_refusal_tells_the_phone_the_rule_that_refused_it() -> None:
     wrong = [(actor.role, reason, write_refusal(actor.principal, old, new, REFS, NOW))
              for actor, old, new, reason in _reasons() if write_refusal(actor.principal, old, new, REFS, NOW) != reason]
     assert not wrong, wrong
+    far = {**REFS, "community:far": {"_id": "community:far", "type": "community", "street": OTHER_STREET,
+                                     "community": "community:far", "name": "远方"}}
+    admin = ACTORS[5]
+    assert write_refusal(admin.principal, None, {**base("gateway", admin.user_id), "community": "community:far"},
+                         far, NOW) == "community:far is not in this document's street"
 
 
 _MUTATION = st.sampled_from(sorted(POOL)).flatmap(lambda name: st.tuples(st.just(name), st.sampled_from(POOL[name])))
