@@ -1113,6 +1113,17 @@ def test_a_client_edit_keeps_the_server_set_fields_it_was_given() -> None:
     assert not decided(worker, request, {**request, "whistles": 2})
 
 
+def test_department_staff_edit_only_the_requests_whistled_to_their_department() -> None:
+    """A request whistled to a department (§3.2: its `departments`, set by the server) is that department's staff's
+    to work on; one whistled elsewhere is not."""
+    staff = ACTORS[3]
+    request = {**stored(base("service_request", WORKER[G11])), "departments": ["department:health"]}
+    update = {"description": "已派人查看", "updated_by": staff.user_id, "updated_at": _ago(minutes=1)}
+    assert decided(staff, request, {**request, **update})
+    elsewhere = {**request, "departments": ["department:housing"]}
+    assert not decided(staff, elsewhere, {**elsewhere, **update})
+
+
 def test_each_refusal_tells_the_phone_the_rule_that_refused_it() -> None:
     """The reason the sync gateway returns with a refused document names the rule (and the field) that refused it."""
     wrong = [(actor.role, reason, write_refusal(actor.principal, old, new, REFS, NOW))
