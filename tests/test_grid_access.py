@@ -145,3 +145,9 @@ def test_offline_grids_is_may_see_on_the_grid() -> None:
     worker = Principal("user:w", frozenset({"grid_worker"}), STREET, frozenset({C1}), frozenset({G2}))
     assert offline_grids(worker, grids) == {"browse": [G2], "edit_households": [G2], "act_on_alerts": [G2],
                                             "assign_tasks": [G2]}
+    # A secretary works in every grid of their community, none of another's.
+    secretary = Principal("user:s", frozenset({"secretary"}), STREET, frozenset({C1}))
+    grids.append({"_id": "grid:c2-g1", "type": "grid", "street": STREET, "community": "community:c2",
+                  "grid": "grid:c2-g1"})
+    assert offline_grids(secretary, grids) == {"browse": [G1, G2], "edit_households": [G1, G2],
+                                               "act_on_alerts": [G1, G2], "assign_tasks": [G1, G2]}
