@@ -354,6 +354,30 @@ self.addEventListener("fetch", (event) => {
 let syncing = null;
 let timer = null;
 
+// The page asks for a sync when the phone says it is online again, which can come before requests get through
+// (the radio back before the link, a weak signal): a sync that could not reach the server tries again in 1 s, then
+// 2, 4 … up to 30 s, while the phone says it is online, instead of waiting for the page's next minute. Offline,
+// the page's "online" asks again.
+const RETRY_FIRST_MS = 1000;
+const RETRY_MOST_MS = 30 * 1000;
+let retryDelay = RETRY_FIRST_MS;
+let retryTimer = null;
+
+function retrySoon() {
+  clearTimeout(retryTimer);
+  if (!self.navigator.onLine) {
+    retryDelay = RETRY_FIRST_MS;
+    return;
+  }
+  retryTimer = setTimeout(() => syncNow(), retryDelay);
+  retryDelay = Math.min(retryDelay * 2, RETRY_MOST_MS);
+}
+
+function reached() {
+  clearTimeout(retryTimer);
+  retryDelay = RETRY_FIRST_MS;
+}
+
 function scheduleSync() {
   clearTimeout(timer);
   timer = setTimeout(() => syncNow(), 200);
@@ -391,8 +415,10 @@ async function runSync() {
     await sendUrgent();
     session = await refreshSession();
   } catch { // offline: the state says so
+    retrySoon();
     return;
   }
+  reached();
   if (!session) { // the session lapsed: offline work stays, and waits for the next sign-in
     const kept = await storedSession();
     if (kept) {

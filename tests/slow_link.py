@@ -26,6 +26,7 @@ class SlowLink:
     one_way_delay: float = 0.0  # seconds added to every chunk (half the round trip)
     port: int = 0
     identity: bool = False  # ask the server for uncompressed answers (a benchmark's reference)
+    down: bool = False  # no request gets through: new connections are closed at once, open ones cut
     sent: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
     _free_at: dict[str, float] = field(default_factory=lambda: {"up": 0.0, "down": 0.0})
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
@@ -49,7 +50,7 @@ class SlowLink:
 
         delivering = asyncio.create_task(deliver())
         try:
-            while data := await source.read(CHUNK):
+            while (data := await source.read(CHUNK)) and not self.down:
                 if direction == "up" and self.identity and (head := data.find(b"\r\n\r\n")) != -1:
                     data = ACCEPT_ENCODING.sub(b"accept-encoding: identity", data[:head]) + data[head:]
                 sent_at = loop.time()
@@ -70,6 +71,8 @@ class SlowLink:
         self._connections.add(asyncio.current_task())
         server_writer = None
         try:
+            if self.down:
+                return
             server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             await asyncio.gather(self._pipe("up", client_reader, server_writer),
                                  self._pipe("down", server_reader, client_writer))

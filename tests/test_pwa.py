@@ -558,6 +558,35 @@ def test_an_sos_acknowledged_offline_arrives_before_the_photos_on_a_weak_signal(
 # ---- photos the server has are not sent again (issue 22 item 4): a later revision that changes only fields sends
 # stubs of them (pwa/sync/replica.js), through the real gateway and pouchdb-server.
 
+def test_a_phone_whose_link_comes_back_after_its_radio_syncs_within_seconds(site: DemoSite, link: SlowLink) -> None:
+    """The phone says it is online before requests get through (the radio back, the link not yet): the sync the page
+    asks for then fails. It tries again within seconds, not at the page's next minute (the page below has just
+    loaded, so its minute is far off)."""
+    household = site.couch.main.get(RESIDENT)["household"]
+    phone = site.browser.new_context(viewport=PHONE)
+    page = sign_in(phone, link.url, "wangge01")
+    page.wait_for_function(f"() => {SYNCED}", timeout=60_000)
+    notes = f"信号时断时续 {secrets.token_hex(3)}"
+    phone.set_offline(True)
+    page.goto(link.url + f"households/{household}/visits/new")
+    page.fill("textarea[name=notes]", notes)
+    page.click("main form.stack button[type=submit]")
+    page.wait_for_url(f"**/households/{household}")
+    link.down = True
+    phone.set_offline(False)  # the page's "online": its sync cannot get through yet
+    page.wait_for_timeout(2_000)  # the link stays down two seconds after the radio is back (the scenario, not a wait)
+    link.down = False
+    back = time.monotonic()
+    deadline = back + 15
+    arrived = []
+    while not arrived and time.monotonic() < deadline:
+        arrived = [r for r in site.couch.main.all(startkey="visit:", endkey="visit:\ufff0", include_docs=True,
+                                                  as_list=True) if r["doc"].get("notes") == notes]
+        page.wait_for_timeout(250)
+    assert arrived, "the visit had not reached the server 15 s after the link came back (no sync retried)"
+    phone.close()
+
+
 def edit_in_replica(phone: BrowserContext, user: str, doc_id: str, changes: dict) -> str:
     """A field-only edit of a document in the phone's replica, noted as the phone's own (as sw.js ownWrites notes
     an offline page's write), made in the service worker: the replica's bookkeeping lives in its memory. No page
