@@ -82,7 +82,7 @@ _HIDDEN_AND_MISSING = {
     "what": ("cancel", "cancel"),  # the resource pool's acts on a booking of resource:{key}
     "period": ("2026-H1", "2026-H1"),  # a service project's evaluation (its project is the {key})
 }
-_NOT_ABOUT_DOCUMENTS = {"/phone-keys/{key}"}
+_NOT_ABOUT_DOCUMENTS = {"/phone-keys/{key}", "/pwa/messages/{lang}.json"}  # a phone key; a language
 
 
 def test_what_a_user_may_not_see_answers_exactly_as_what_does_not_exist(loaded: Couch, client: TestClient) -> None:
