@@ -555,23 +555,12 @@ def test_an_sos_acknowledged_offline_arrives_before_the_photos_on_a_weak_signal(
     phone.close()
 
 
-# ---- photos the server has are not sent again (issue 22 item 4): a later revision that changes only fields sends
-# stubs of them (pwa/sync/replica.js), through the real gateway and pouchdb-server.
-
 def test_a_phone_whose_link_comes_back_after_its_radio_syncs_within_seconds(site: DemoSite, link: SlowLink) -> None:
     """The phone says it is online before requests get through (the radio back, the link not yet): the sync the page
     asks for then fails. It tries again within seconds, not at the page's next minute (the page below has just
     loaded, so its minute is far off)."""
-    household = site.couch.main.get(RESIDENT)["household"]
-    phone = site.browser.new_context(viewport=PHONE)
-    page = sign_in(phone, link.url, "wangge01")
-    page.wait_for_function(f"() => {SYNCED}", timeout=60_000)
     notes = f"信号时断时续 {secrets.token_hex(3)}"
-    phone.set_offline(True)
-    page.goto(link.url + f"households/{household}/visits/new")
-    page.fill("textarea[name=notes]", notes)
-    page.click("main form.stack button[type=submit]")
-    page.wait_for_url(f"**/households/{household}")
+    phone, page = visit_made_offline(site, link, notes, camera_photo=False)
     link.down = True
     phone.set_offline(False)  # the page's "online": its sync cannot get through yet
     page.wait_for_timeout(2_000)  # the link stays down two seconds after the radio is back (the scenario, not a wait)
@@ -580,12 +569,14 @@ def test_a_phone_whose_link_comes_back_after_its_radio_syncs_within_seconds(site
     deadline = back + 15
     arrived = []
     while not arrived and time.monotonic() < deadline:
-        arrived = [r for r in site.couch.main.all(startkey="visit:", endkey="visit:\ufff0", include_docs=True,
-                                                  as_list=True) if r["doc"].get("notes") == notes]
+        arrived = visits_noted(site, notes)
         page.wait_for_timeout(250)
     assert arrived, "the visit had not reached the server 15 s after the link came back (no sync retried)"
     phone.close()
 
+
+# ---- photos the server has are not sent again (issue 22 item 4): a later revision that changes only fields sends
+# stubs of them (pwa/sync/replica.js), through the real gateway and pouchdb-server.
 
 def edit_in_replica(phone: BrowserContext, user: str, doc_id: str, changes: dict) -> str:
     """A field-only edit of a document in the phone's replica, noted as the phone's own (as sw.js ownWrites notes
@@ -601,25 +592,39 @@ def edit_in_replica(phone: BrowserContext, user: str, doc_id: str, changes: dict
     }""", {"name": f"linli-{user_id(user)}", "id": doc_id, "changes": changes})
 
 
-def visit_with_a_camera_photo(site: DemoSite, link: SlowLink) -> tuple[BrowserContext, Page, dict]:
-    """wangge01's phone, through the link, with a visit and its camera photo (sized on the phone) made offline and
-    synced; the visit as the server stores it."""
+def visit_made_offline(site: DemoSite, link: SlowLink, notes: str, *,
+                       camera_photo: bool) -> tuple[BrowserContext, Page]:
+    """wangge01's phone, through the link, synced, then offline with a visit made on it (with a camera photo sized on
+    the phone, if asked); the phone stays offline."""
     household = site.couch.main.get(RESIDENT)["household"]
     phone = site.browser.new_context(viewport=PHONE)
     page = sign_in(phone, link.url, "wangge01")
     page.wait_for_function(f"() => {SYNCED}", timeout=60_000)
-    notes = f"带照片的走访 {secrets.token_hex(3)}"
     phone.set_offline(True)
     page.goto(link.url + f"households/{household}/visits/new")
     page.fill("textarea[name=notes]", notes)
-    page.evaluate(CHOOSE_CAMERA_PHOTO, {"seed": secrets.randbelow(10**6), "fitted": True})
-    page.wait_for_selector("input[name=photo][data-photos=fitted]")
+    if camera_photo:
+        page.evaluate(CHOOSE_CAMERA_PHOTO, {"seed": secrets.randbelow(10**6), "fitted": True})
+        page.wait_for_selector("input[name=photo][data-photos=fitted]")
     page.click("main form.stack button[type=submit]")
     page.wait_for_url(f"**/households/{household}")
+    return phone, page
+
+
+def visits_noted(site: DemoSite, notes: str) -> list[dict]:
+    """The visits the server holds with these notes."""
+    return [r["doc"] for r in site.couch.main.all(startkey="visit:", endkey="visit:\ufff0", include_docs=True,
+                                                  as_list=True) if r["doc"].get("notes") == notes]
+
+
+def visit_with_a_camera_photo(site: DemoSite, link: SlowLink) -> tuple[BrowserContext, Page, dict]:
+    """wangge01's phone, through the link, with a visit and its camera photo (sized on the phone) made offline and
+    synced; the visit as the server stores it."""
+    notes = f"带照片的走访 {secrets.token_hex(3)}"
+    phone, page = visit_made_offline(site, link, notes, camera_photo=True)
     phone.set_offline(False)
     sync_and_wait(page)
-    visit = next(r["doc"] for r in site.couch.main.all(startkey="visit:", endkey="visit:\ufff0", include_docs=True,
-                                                         as_list=True) if r["doc"].get("notes") == notes)
+    [visit] = visits_noted(site, notes)
     return phone, page, visit
 
 
