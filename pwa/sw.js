@@ -71,9 +71,16 @@ async function storedSession() {
   return keptSession;
 }
 
-// The signed-in user from the server, kept for offline pages; null when nobody is signed in.
+// The signed-in user from the server, kept for offline pages; null when nobody is signed in. A server that cannot
+// answer yet (5xx: restarting, or an index still being built) or a request that hangs (a weak signal) is not a
+// signed-out user: it throws, and the sync tries again soon (retrySoon) instead of waiting for the next minute.
+const SESSION_WAIT_MS = 60 * 1000;
 async function refreshSession() {
-  const response = await fetch(SESSION_URL, { headers: { Accept: "application/json" }, redirect: "manual" });
+  const response = await fetch(SESSION_URL, { headers: { Accept: "application/json" }, redirect: "manual",
+                                              signal: AbortSignal.timeout(SESSION_WAIT_MS) });
+  if (response.status >= 500) {
+    throw new Error(`${SESSION_URL}: ${response.status}`);
+  }
   const json = response.ok && (response.headers.get("Content-Type") || "").includes("json");
   if (!json) {
     return null;
@@ -414,7 +421,7 @@ async function runSync() {
     await completeSignOut(); // else the server would still answer for whoever signed out offline
     await sendUrgent();
     session = await refreshSession();
-  } catch { // offline: the state says so
+  } catch { // offline, or the server not answering yet: the state says so
     retrySoon();
     return;
   }
@@ -430,6 +437,7 @@ async function runSync() {
     await forget(session);
     return;
   }
+  await broadcast(); // the bar shows who syncs from here on ("正在同步…"): a phone's first sync can take minutes
   const db = replica(session);
   try {
     await pinInstallationKey(session.installation_key); // first sync: pinned; later: must be the same

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 CHUNK = 4096
 ACCEPT_ENCODING = re.compile(rb"(?im)^accept-encoding:[^\r\n]*")
+REQUEST_LINE = re.compile(rb"^(?:GET|HEAD|POST|PUT|DELETE) (\S+) HTTP/1\.1\r\n")
+UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 @dataclass
@@ -27,6 +29,9 @@ class SlowLink:
     port: int = 0
     identity: bool = False  # ask the server for uncompressed answers (a benchmark's reference)
     down: bool = False  # no request gets through: new connections are closed at once, open ones cut
+    # Paths answered 503 by the link's far end, as a reverse proxy in front of a restarting server answers.
+    unavailable: tuple[str, ...] = ()
+    requests: list[str] = field(default_factory=list)  # the path of every request sent up, in order
     sent: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
     _free_at: dict[str, float] = field(default_factory=lambda: {"up": 0.0, "down": 0.0})
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
@@ -35,7 +40,8 @@ class SlowLink:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    async def _pipe(self, direction: str, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(self, direction: str, source: asyncio.StreamReader, sink: asyncio.StreamWriter,
+                    client: asyncio.StreamWriter | None = None) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
 
@@ -51,6 +57,13 @@ class SlowLink:
         delivering = asyncio.create_task(deliver())
         try:
             while (data := await source.read(CHUNK)) and not self.down:
+                if client is not None and (request := REQUEST_LINE.match(data)):
+                    path = request.group(1).decode()
+                    self.requests.append(path)
+                    if path.split("?")[0] in self.unavailable:
+                        client.write(UNAVAILABLE)
+                        await client.drain()
+                        break
                 if direction == "up" and self.identity and (head := data.find(b"\r\n\r\n")) != -1:
                     data = ACCEPT_ENCODING.sub(b"accept-encoding: identity", data[:head]) + data[head:]
                 sent_at = loop.time()
@@ -74,7 +87,7 @@ class SlowLink:
             if self.down:
                 return
             server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-            await asyncio.gather(self._pipe("up", client_reader, server_writer),
+            await asyncio.gather(self._pipe("up", client_reader, server_writer, client_writer),
                                  self._pipe("down", server_reader, client_writer))
         except OSError:
             pass

@@ -575,6 +575,44 @@ def test_a_phone_whose_link_comes_back_after_its_radio_syncs_within_seconds(site
     phone.close()
 
 
+def test_a_server_not_answering_yet_is_tried_again_within_seconds_never_taken_for_a_sign_out(
+        site: DemoSite, link: SlowLink) -> None:
+    """A 503 for the session (the server restarting, an index still being built, a proxy in front saying so) is not
+    a signed-out user: the bar never asks the person to sign in again, and the sync tries again within seconds."""
+    notes = f"服务器忙 {secrets.token_hex(3)}"
+    phone, page = visit_made_offline(site, link, notes, camera_photo=False)
+    link.unavailable = ("/pwa/session.json",)
+    refused_before = link.requests.count("/pwa/session.json")
+    phone.set_offline(False)  # the page's "online": its sync meets the 503
+    deadline = time.monotonic() + 15
+    while link.requests.count("/pwa/session.json") == refused_before:
+        assert time.monotonic() < deadline, "the phone did not ask for its session within 15 s of the network"
+        page.wait_for_timeout(50)
+    for _ in range(20):  # the bar as the person sees it for the next two seconds
+        assert "请重新登录" not in page.inner_text("#sync-state"), "a busy server was taken for a signed-out user"
+        page.wait_for_timeout(100)
+    link.unavailable = ()
+    deadline = time.monotonic() + 15
+    while not visits_noted(site, notes):
+        assert time.monotonic() < deadline, "the visit had not reached the server 15 s after it answered again"
+        page.wait_for_timeout(250)
+    phone.close()
+
+
+def test_the_bar_shows_a_first_sync_under_way_before_anything_is_pulled(site: DemoSite, link: SlowLink) -> None:
+    """A new phone on a weak signal: its first sync takes minutes, and the bar says it is syncing from the moment
+    the session is known, not only once the first documents are in."""
+    link.one_way_delay = 0.15  # the round trips of a weak signal: the sync's requests before its pull take seconds
+    phone = site.browser.new_context(viewport=PHONE)
+    page = sign_in(phone, link.url, "wangge01b")
+    page.wait_for_function("() => !document.querySelector('#sync-state').hidden", timeout=60_000)
+    pulled = [path for path in link.requests if path.startswith("/sync/main/_changes")]
+    assert not pulled, f"the bar showed only after the pull began: {pulled[:2]}"
+    assert "正在同步" in page.inner_text("#sync-state")
+    assert not page.get_attribute("#sync-state", "data-last-synced")
+    phone.close()
+
+
 # ---- photos the server has are not sent again (issue 22 item 4): a later revision that changes only fields sends
 # stubs of them (pwa/sync/replica.js), through the real gateway and pouchdb-server.
 
