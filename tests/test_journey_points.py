@@ -31,7 +31,11 @@ def points_on(page: Page) -> int:
 def on_phone(person: Person, path: str) -> None:
     """Open a page the phone answers and wait until its replica holds what the server has."""
     person.go(path)
-    expect(person.page.locator("#sync-state")).to_be_visible(timeout=240_000)  # its first sync, indexes building
+    try:
+        expect(person.page.locator("#sync-state")).to_be_visible(timeout=240_000)  # its first sync, indexes building
+    except AssertionError as error:  # what the server was doing, for whoever reads the failure
+        health = person.page.request.get(person.url + "healthz").text()
+        raise AssertionError(f"the phone's bar never showed a sync; the server's /healthz: {health}") from error
     person.synced()
 
 
