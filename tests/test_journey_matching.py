@@ -105,7 +105,7 @@ def test_a_need_is_proposed_both_sides_accept_it_is_done_and_the_hours_claimed(
     expect(volunteer.page.locator("h1")).to_contain_text("已完成")
 
     # The ledger's indexes are built by `linli serve` after it starts listening: the first answer may wait for them.
-    volunteer.page.goto(journey_served.url + "timebank", timeout=240_000)
+    volunteer.go("/timebank")  # "preparing" while the ledger's index is built (a first start), then the page
     claimable = volunteer.page.locator(f"#claimable li[data-task='{task_id}']")
     claimable.locator("input[name=hours]").fill("2")
     claimable.locator("button:has-text('申报时长')").click()

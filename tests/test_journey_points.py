@@ -16,6 +16,7 @@ import secrets
 
 from playwright.sync_api import Browser, Page, expect
 
+from tests.browser import wait_out_preparing
 from tests.journeys import Person, activate
 from tests.test_serve import Served
 
@@ -61,7 +62,7 @@ def test_help_earns_points_that_buy_a_voucher_the_partner_honours_offline_once(
     # The volunteer helped a resident of their grid (the demo leaves each grid's first volunteer such a need) and
     # claims three hours of it at the door, without signal.
     volunteer = Person(journey_browser, journey_served, "zhiyuan12a", role=SHOTS, phone=True)
-    volunteer.page.goto(journey_served.url + "timebank", timeout=240_000)  # the ledger's indexes may be building
+    volunteer.go("/timebank")  # "preparing" while the ledger's index is built (a first start), then the page
     task_id = volunteer.page.locator("#claimable li[data-task^='need:']").first.get_attribute("data-task")
     on_phone(volunteer, "/timebank")
     volunteer.offline()
@@ -81,6 +82,7 @@ def test_help_earns_points_that_buy_a_voucher_the_partner_honours_offline_once(
     activation = worker.activation_code_for(worker.open_needs_household(task_id))  # the need's own resident
     page = activate(journey_browser, journey_served, activation, phone=True)
     page.goto(journey_served.url + "timebank")
+    wait_out_preparing(page)
     mine = page.locator(f"[data-claim='claim:{task_id}']")
     expect(mine).to_contain_text("申报为您服务 3 小时")
     mine.locator("form[action$='/confirm'] button").click()

@@ -30,7 +30,7 @@ def test_volunteer_claims_the_resident_confirms_and_the_hours_move(
     note = f"陪同买菜 {secrets.token_hex(3)}"
     volunteer = Person(journey_browser, journey_served, "zhiyuan01a", role="timebank", phone=True)
     # The first answer waits for the ledger's indexes, which `linli serve` builds after it starts listening.
-    volunteer.page.goto(journey_served.url + "timebank", timeout=240_000)
+    volunteer.go("/timebank")  # "preparing" while the ledger's index is built (a first start), then the page
     expect(volunteer.page.locator("h1")).to_have_text("时间银行")
     before = hours_on(volunteer.page)
     task = volunteer.page.locator("#claimable li[data-task]").first

@@ -26,7 +26,7 @@ def test_a_claim_confirmed_in_person_offline_moves_the_hours_once_synced(
 ) -> None:
     note = f"帮忙搬米 {secrets.token_hex(3)}"
     volunteer = Person(journey_browser, journey_served, "zhiyuan11a", role=SHOTS, phone=True)
-    volunteer.page.goto(journey_served.url + "timebank", timeout=240_000)  # the ledger's indexes may be building
+    volunteer.go("/timebank")  # "preparing" while the ledger's index is built (a first start), then the page
     expect(volunteer.page.locator("h1")).to_have_text("时间银行")
     before = hours_on(volunteer.page)
     task_id = volunteer.page.locator("#claimable li[data-task]").first.get_attribute("data-task")
