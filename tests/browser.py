@@ -117,16 +117,19 @@ class DemoSite:
 
 
 @contextlib.contextmanager
-def demo_site(couch_url: str, data_dir: Path, prepare: Callable[[Couch, Firewall], None]) -> Iterator[DemoSite]:
+def demo_site(couch_url: str, data_dir: Path, prepare: Callable[[Couch, Firewall], None], *,
+              history: bool = False) -> Iterator[DemoSite]:
     """The small demo street (tests/conftest.py DEMO_SIZE) with the resident account `jumin1`, whatever
-    `prepare` adds, served by `linli serve`; and one headless Chromium."""
+    `prepare` adds, served by `linli serve`; and one headless Chromium. Without the demo's year of history unless
+    asked (`history`): its ~2,600 documents made each site's indexes take about a minute to build on a loaded
+    machine (10 s without), and the tests here make what they look at."""
     from tests.conftest import DEMO_SIZE, make_settings
     from tests.sync_harness import serve, stop
 
     settings = make_settings(data_dir, f"site_{secrets.token_hex(3)}_")
     couch = connect(settings, couch_url)
     firewall = Firewall.open(settings, couch)
-    demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password=DEMO_PASSWORD)
+    demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password=DEMO_PASSWORD, history=history)
     couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
                                            accounts.hash_password(DEMO_PASSWORD), resident=DEMO_RESIDENT))
     prepare(couch, firewall)

@@ -215,10 +215,11 @@ def _prepare(couch: Couch, firewall: Firewall) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """The small demo street with a resident account (tests/browser.py demo_site) and what _prepare adds."""
+    """The small demo street with a resident account (tests/browser.py demo_site), its year of history (the pages
+    as full as people see them: lists, charts, the demo's match proposal) and what _prepare adds."""
     places: dict[str, str] = {}
     with demo_site(couch_server.url, tmp_path_factory.mktemp("a11y"),
-                   lambda couch, firewall: places.update(_prepare(couch, firewall))) as prepared:
+                   lambda couch, firewall: places.update(_prepare(couch, firewall)), history=True) as prepared:
         yield Site(prepared.url, places, prepared.browser)
 
 

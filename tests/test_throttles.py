@@ -86,6 +86,13 @@ def test_a_right_password_forgives_earlier_failures(loaded: Couch) -> None:
     assert loaded.accounts.get("throttle:worker1")["failures"] == []
 
 
+def test_an_unknown_username_costs_a_hash_of_the_hashers_own_cost() -> None:
+    """A guess at a username that does not exist is verified against the written-out dummy hash: it must have the
+    parameters the hasher uses for real ones, or its timing tells which usernames exist."""
+    assert not accounts._hasher.check_needs_rehash(accounts._DUMMY_HASH)
+    assert accounts._hasher.verify(accounts._DUMMY_HASH, "linli-no-such-user")
+
+
 def _wrong_code(i: int) -> activation.Activation:
     return activation.Activation(code=f"{i:08d}", username=f"guesser{i:03d}", password=PASSWORD,
                                  password_again=PASSWORD)

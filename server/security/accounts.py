@@ -25,9 +25,10 @@ from server.security import session_records
 from server.store.couch import get_or_none
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended cost
-# A real hash to verify against when the user does not exist, so that timing
-# does not reveal which usernames exist.
-_DUMMY_HASH = _hasher.hash("linli-no-such-user")
+# A real hash at the hasher's cost to verify against when the user does not exist, so that timing does not reveal
+# which usernames exist. Written out, not hashed at import: every `linli` process imports this module, and a hash
+# costs it 0.3 s (over a second on a busy machine). tests/test_throttles.py checks it keeps the hasher's cost.
+_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$kt88Nc8DeuXdNkZNPh4ErA$+Dpt8PA9kDkMeVAiRtV2FYrTfbfiikpBjqSlsWBbiTs"
 
 MAX_FAILURES = 5
 LOCKOUT = dt.timedelta(minutes=15)
