@@ -151,6 +151,15 @@ def test_size_scales_households_only() -> None:
     assert 4_500 <= residents <= 5_500
 
 
+def test_the_smallest_street_gets_its_year_of_history_too() -> None:
+    """`linli serve --residents 40` (one household a grid) failed: the history's neighbour disputes drew two homes
+    from each grid. A grid of one home has none; everything else of the year is there."""
+    now = dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)
+    kinds = collections.Counter(d["type"] for d in demo.generate_history(size=demo.DemoSize.for_residents(40), now=now))
+    assert kinds["service_request"] > 0 and kinds["transfer"] > 0 and kinds["matter"] > 0
+    assert kinds["mediation"] == 0
+
+
 def test_load_writes_everything_once(couch: Couch, firewall: Firewall) -> None:
     size, now = demo.DemoSize(households_per_grid=5), dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)
     report = demo.load(couch, firewall.seal_for_storage, size=size, password=PASSWORD, now=now)

@@ -1126,6 +1126,8 @@ def _mediations(census: Census, rng: random.Random, clock: Clock) -> Iterator[Do
     endings, weights = zip(*MEDIATION_ENDINGS, strict=True)
     for grid in census.grids.values():
         homes = [h for h in census.in_order() if h.routing["grid"] == grid.id and h.residents]
+        if len(homes) < 2:  # a dispute between neighbours needs two homes (a tiny demo, `--residents 40`)
+            continue
         for _ in range(MEDIATIONS_PER_GRID):
             home, neighbour = rng.sample(homes, 2)
             kind = rng.choice(list(MEDIATION_STORIES))
