@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crypto import envelope as env
-from crypto import key_statements, keys
+from crypto import key_statements, keys, vouchers
 from crypto.blind_index import blind_index
 from crypto.vectors import make_vectors
 from server.domain.declaration import ENCRYPTED_PREFIX
@@ -29,7 +29,7 @@ from tests.browser import launch, serve_project
 VECTORS = json.loads(make_vectors.PATH.read_text(encoding="utf-8"))
 # The groups both languages pass; blind_index is Python's alone (no phone computes an index: number_index.py).
 GROUPS = ("envelope", "envelope_invalid", "keywrap", "keywrap_invalid", "device_grant", "sealed", "sealed_invalid",
-          "write_key_statements")
+          "write_key_statements", "vouchers")
 
 
 def b(text: str) -> bytes:
@@ -137,6 +137,17 @@ def test_python_checks_write_key_statements_as_the_vectors_say(case: dict) -> No
     else:
         with pytest.raises(key_statements.UnvouchedKey, match=re.escape(f"the write key of {case['resident']} ")):
             check()
+
+
+@pytest.mark.parametrize("case", VECTORS["vouchers"], ids=lambda c: c["name"])
+def test_python_opens_vouchers_as_the_vectors_say(case: dict) -> None:
+    """A partner's phone opens the same codes (envelope.js openVoucher, the same vectors)."""
+    installation = key_statements.load_pinned(case["installation_public"])
+    if case["payload"] is None:
+        with pytest.raises(vouchers.ForgedVoucher):
+            vouchers.open_code(installation, case["code"])
+    else:
+        assert vouchers.open_code(installation, case["code"]) == case["payload"]
 
 
 @given(value=st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),
@@ -297,6 +308,13 @@ def test_node_webcrypto_passes_the_same_vectors() -> None:
     expected = sum(len(VECTORS[g]) for g in GROUPS) + 1
     assert re.search(rf"^# pass {expected}$", result.stdout, re.M), result.stdout[-1000:]
     assert re.search(r"^# fail 0$", result.stdout, re.M)
+
+
+def test_node_envelope_rules_beyond_the_vectors() -> None:
+    """pwa/tests/envelope.test.mjs: the context limit, what parse() refuses, refusals naming what is wrong."""
+    result = subprocess.run(["node", "--test", "pwa/tests/envelope.test.mjs"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and re.search(r"^# fail 0$", result.stdout, re.M), result.stdout[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .. import key_statements
+from .. import key_statements, vouchers
 from ..blind_index import blind_index
 from ..envelope import PREFIX, DataKey, FieldContext, b64url, encode_plaintext, seal_for, unb64url
 from ..keys import wrap, wrap_for_phone
@@ -96,6 +96,7 @@ def build() -> dict[str, Any]:
         ("missing prefix", good["envelope"][len(PREFIX):], {}, "format"),
         ("padded base64", good["envelope"] + "=", {}, "format"),
         ("standard base64 alphabet", PREFIX + "+/+/" + good["envelope"][8:], {}, "format"),
+        ("base64url of a length no bytes have", PREFIX + "AAAAA", {}, "format"),
     ]
     envelope_invalid = []
     for name, text, changes, reason in invalid_specs:
@@ -113,10 +114,14 @@ def build() -> dict[str, Any]:
         {"name": "resident data key under a tier key", "kek": b64url(kek), "key": b64url(key),
          "wrapped": wrap(kek, key)},
     ]
+    # `reason`: the phone's EnvelopeError reason (Python raises KeyMaterialError, which has none).
     keywrap_invalid = [
-        {"name": "wrong KEK", "kek": b64url(_bytes("other tier key")), "wrapped": keywrap[1]["wrapped"]},
+        {"name": "wrong KEK", "kek": b64url(_bytes("other tier key")), "wrapped": keywrap[1]["wrapped"],
+         "reason": "authentication"},
         {"name": "altered", "kek": b64url(kek),
-         "wrapped": b64url(bytes(b ^ (i == 9) for i, b in enumerate(unb64url(keywrap[1]["wrapped"]))))},
+         "wrapped": b64url(bytes(b ^ (i == 9) for i, b in enumerate(unb64url(keywrap[1]["wrapped"])))),
+         "reason": "authentication"},
+        {"name": "not base64url", "kek": b64url(kek), "wrapped": "!!", "reason": "format"},
     ]
 
     index_key = _bytes("blind index key community:c1")
@@ -153,6 +158,8 @@ def build() -> dict[str, Any]:
                                             nonce=nonce)})
     good_sealed = sealed[0]
     sealed_raw_len = len(unb64url(good_sealed["envelope"][len(PREFIX):]))
+    envelope_invalid.append({"name": "sealed for a write key (version 2)", **{k: good[k] for k in (
+        "key", "doc_id", "field", "tier")}, "envelope": good_sealed["envelope"], "reason": "version"})
     sealed_invalid = [
         {"name": name, **{k: good_sealed[k] for k in ("doc_id", "field", "tier")}, "envelope": text,
          "recipient_private_jwk": _jwk(key), **changes, "reason": reason}
@@ -167,6 +174,9 @@ def build() -> dict[str, Any]:
              "truncated"),
             ("shortest, with a tag that does not match", _shortest(good_sealed["envelope"], 5 + 65), recipient, {},
              "authentication"),
+            ("one byte shorter than the shortest", PREFIX + b64url(unb64url(_shortest(good_sealed["envelope"],
+                                                                                    5 + 65)[len(PREFIX):])[:-1]),
+             recipient, {}, "truncated"),
             ("sealed for a data key", good["envelope"], recipient, {}, "version"),
             ("the shortest envelope sealed for a data key", _shortest(good["envelope"], 5), recipient, {}, "version"),
         )]
@@ -185,13 +195,42 @@ def build() -> dict[str, Any]:
                 _private_key("attacker's installation key"), resident, 3, write_public)}),
             ("tampered signature", {"signature": _tamper("enc:" + vouched, 40)[len(PREFIX):]}),
             ("no signature", {"signature": ""}),
+            ("a signature that is not base64url", {"signature": "!!"}),
         )]
+
+    # Vouchers (crypto/vouchers.py), signed by the installation key: a payload, or null for a code that is not one.
+    payload = {"id": "voucher:c1-0001", "issued_at": "2026-12-01T10:00:00+08:00", "organisation": "organisation:bakery",
+               "points": 50, "reward": "一袋面包"}
+    good_voucher = vouchers.sign(installation, payload)
+    as_json = lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()  # noqa: E731
+    # Past the 600-character limit (602: a 383-byte payload; no code is 600 or 601 characters long).
+    long = {**payload, "reward": "x" * (383 - len(as_json({**payload, "reward": ""})))}
+    voucher_cases = [
+        ("the installation's voucher", good_voucher, payload),
+        ("signed by another key", vouchers.sign(_private_key("attacker's installation key"), payload), None),
+        ("another prefix", "LV2." + good_voucher[4:], None),
+        ("longer than a voucher can be", vouchers.sign(installation, long), None),
+        ("a third part", good_voucher + ".AAAA", None),
+        ("a signature a byte short", vouchers.PREFIX + good_voucher[4:].split(".")[0] + "." + b64url(
+            unb64url(good_voucher.split(".")[2])[:-1]), None),
+        ("not base64url", "LV1.!!.!!", None),
+        ("signed, not JSON", vouchers.sign_body(installation, b"{not json"), None),
+        ("signed, not an object", vouchers.sign_body(installation, as_json(sorted(payload))), None),
+        ("signed without its reward", vouchers.sign_body(installation, as_json(
+            {k: v for k, v in payload.items() if k != "reward"})), None),
+        ("signed with a field more", vouchers.sign_body(installation, as_json({**payload, "note": "x"})), None),
+        ("signed with its fields in another order", vouchers.sign_body(installation, as_json(
+            dict(reversed(payload.items())))), payload),
+    ]
+    voucher_vectors = [{"name": name, "installation_public": statement["installation_public"], "code": code,
+                        "payload": opened} for name, code, opened in voucher_cases]
 
     return {"format": "linli field envelope v1 and sealed v2; see crypto/envelope.py and pwa/crypto/envelope.js",
             "encoding": "all binary values are base64url without padding",
             "envelope": envelope, "envelope_invalid": envelope_invalid, "keywrap": keywrap,
             "keywrap_invalid": keywrap_invalid, "blind_index": blind, "device_grant": grants,
-            "sealed": sealed, "sealed_invalid": sealed_invalid, "write_key_statements": write_key_statements}
+            "sealed": sealed, "sealed_invalid": sealed_invalid, "write_key_statements": write_key_statements,
+            "vouchers": voucher_vectors}
 
 
 def render() -> str:

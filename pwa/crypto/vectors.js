@@ -48,6 +48,7 @@ export async function runVectors(v) {
       const key = await env.unwrapDataKey(bytes(c.kek), c.wrapped, { extractable: true });
       const raw = new Uint8Array(await globalThis.crypto.subtle.exportKey("raw", key));
       if (!same(raw, bytes(c.key))) return "unwrapped to another key";
+      if ((await env.unwrapDataKey(bytes(c.kek), c.wrapped)).extractable) return "app keys must be non-extractable";
       const wrapped = await env.wrapDataKey(bytes(c.kek), bytes(c.key));
       return wrapped === c.wrapped ? null : `wrapped to ${wrapped}`;
     });
@@ -58,7 +59,8 @@ export async function runVectors(v) {
         await env.unwrapDataKey(bytes(c.kek), c.wrapped);
         return "unwrapped, but must not";
       } catch (error) {
-        return error instanceof env.EnvelopeError ? null : `${error.name}: ${error.message}`;
+        if (!(error instanceof env.EnvelopeError)) throw error;
+        return error.reason === c.reason ? null : `rejected for ${error.reason}, expected ${c.reason}`;
       }
     });
   }
@@ -71,6 +73,16 @@ export async function runVectors(v) {
       if (!same(raw, bytes(c.key))) return "unwrapped to another key";
       const locked = await env.unwrapGrant(device, c.grant_id, c);
       if (locked.extractable) return "app keys must be non-extractable";
+      const current = await env.unwrapGrant(device, c.grant_id, c, { extractable: true, version: c.key_version });
+      if (!same(new Uint8Array(await globalThis.crypto.subtle.exportKey("raw", current)), bytes(c.key))) {
+        return "its own version named unwrapped to another key";
+      }
+      try {
+        await env.unwrapGrant(device, c.grant_id, c, { version: 99 });
+        return "a version the grant does not hold unwrapped";
+      } catch (error) {
+        if (!(error instanceof env.EnvelopeError) || error.reason !== "authentication") throw error;
+      }
       if (c.older_key) {  // a version a rotation replaced, for what it sealed
         const older = await env.unwrapGrant(device, c.grant_id, c, { extractable: true, version: 1 });
         const olderRaw = new Uint8Array(await globalThis.crypto.subtle.exportKey("raw", older));
@@ -115,6 +127,14 @@ export async function runVectors(v) {
         if (!(error instanceof env.EnvelopeError)) throw error;
         return error.reason === c.reason ? null : `rejected for ${error.reason}, expected ${c.reason}`;
       }
+    });
+  }
+  // A voucher's payload, or null for a code that is not one; compared whatever the order of its fields.
+  const sorted = (payload) => JSON.stringify(payload && Object.fromEntries(Object.entries(payload).sort()));
+  for (const c of v.vouchers) {
+    await check("vouchers", c.name, async () => {
+      const opened = await env.openVoucher(bytes(c.installation_public), c.code);
+      return sorted(opened) === sorted(c.payload) ? null : `opened as ${JSON.stringify(opened)}`;
     });
   }
   return results;

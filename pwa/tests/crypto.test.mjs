@@ -16,7 +16,7 @@ for (const r of results) {
 // Blind indexes are the server's alone (server/security/number_index.py): no phone computes one.
 test("every group of vectors ran", () => {
   for (const group of ["envelope", "envelope_invalid", "keywrap", "keywrap_invalid", "device_grant", "sealed",
-    "sealed_invalid", "write_key_statements"]) {
+    "sealed_invalid", "write_key_statements", "vouchers"]) {
     assert.ok(results.some((r) => r.group === group), group);
   }
 });

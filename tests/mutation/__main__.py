@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import modules
+from . import js, modules
 from .modules import ROOT, ModuleFileError
 from .verdict import Verdict, judge
 from .workfolder import run
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     per_module = max(1, args.max_mutants // len(specs)) if args.max_mutants and specs else None
     verdicts: list[Verdict] = []
     for spec in specs:
-        verdict = judge(spec, run(spec, per_module, deadline, args.jobs))
+        runner = js.run if spec.module.endswith(".js") else run  # the PWA's JavaScript: StrykerJS's mutants
+        verdict = judge(spec, runner(spec, per_module, deadline, args.jobs))
         verdicts.append(verdict)
         print(json.dumps(verdict.as_json(), ensure_ascii=False), flush=True)
     failed = [v.module for v in verdicts if not v.passed]

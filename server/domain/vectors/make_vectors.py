@@ -75,6 +75,16 @@ TASK_ORDERS = [
      ("c", "accepted", "2026-11-21", "2026-11-17T09:00:00+08:00"),
      ("d", "assigned", "2026-11-20", "2026-11-16T09:00:00+08:00"), ("e", "declined", None, "2026-11-20T09:00:00+08:00"),
      ("f", "assigned", "2026-11-20", "2026-11-18T09:00:00+08:00")],
+    # One day's open tasks come newest first whatever their stored order; created at once, they keep it.
+    [("g", "assigned", "2026-11-20", "2026-11-16T09:00:00+08:00"),
+     ("h", "accepted", "2026-11-20", "2026-11-17T09:00:00+08:00"),
+     ("i", "assigned", "2026-11-20", "2026-11-18T09:00:00+08:00"),
+     ("j", "assigned", "2026-11-20", "2026-11-18T09:00:00+08:00"),
+     ("k", "assigned", "2026-11-20", "2026-11-15T09:00:00+08:00")],
+    # Stored last-first: the rest, undated, later, sooner.
+    [("m", "done", None, "2026-11-16T09:00:00+08:00"), ("n", "accepted", None, "2026-11-16T09:00:00+08:00"),
+     ("o", "assigned", "2026-11-21", "2026-11-16T09:00:00+08:00"),
+     ("p", "assigned", "2026-11-20", "2026-11-16T09:00:00+08:00")],
 ]
 
 MAX_BYTES = 2048
@@ -88,6 +98,9 @@ PHOTOS = [
     ("too large", PNG + bytes(MAX_BYTES), "image/png"),
     ("svg with a script", SVG, "image/svg+xml"), ("svg sent as png", SVG, "image/png"),
     ("html behind jpeg bytes", POLYGLOT, "image/jpeg"), ("markup past the window", PNG + bytes(1024) + b"<svg", None),
+    ("at the size limit", PNG + bytes(MAX_BYTES - len(PNG)), "image/png"),
+    ("lower-case markup behind jpeg bytes", JPEG[:4] + b"<script>alert(1)</script>" + JPEG[4:], "image/jpeg"),
+    ("upper-case head behind png bytes", PNG + b"<HEAD><title>x</title></HEAD>", "image/png"),
     ("camera metadata", JPEG[:4] + b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta><rdf:RDF/>'
      + JPEG[4:], "image/jpeg"),
 ]
