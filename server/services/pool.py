@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import secrets
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -22,8 +21,9 @@ from server.domain.access import Principal
 from server.domain.declaration import BOOKER_KINDS, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, Role, validate
 from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
+from server.security.keystore import KeyStore
 from server.store import queries, sweeps
-from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -38,40 +38,31 @@ class PoolError(UserError):
 
 # ---------------------------------------------------------------- resources
 
-def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+def venue_secret(keys: KeyStore, resource_id: str) -> str:
+    """The venue's codes' secret, derived from the installation's wrapped code key (rules.venue_secret): never
+    stored, so a copy of the database makes no day's code."""
+    return rules.venue_secret(keys.code_key(), resource_id)
 
 
-def resource_docs(resource: Doc, secret: str, now: dt.datetime) -> list[Doc]:
-    """A resource with its daily check-in codes' hashes, and the codes' secret for its keeper (accounts database)."""
-    held = {**resource, "type": "resource",
-            "code_hashes": rules.code_hashes(secret, now.astimezone(rules.LOCAL).date())}
-    venue = {"_id": "venue_code:" + resource["_id"].removeprefix("resource:"), "type": "venue_code",
-             "street": resource["street"], "community": resource["community"], "resource": resource["_id"],
-             "secret": secret, "created_at": now.isoformat()}
+def add_resource(couch: Couch, keys: KeyStore, resource: Doc, now: dt.datetime) -> None:
+    """Store a resource (its routing, name, hours and rules given) with its daily check-in codes' hashes."""
+    held = {**resource, "type": "resource", "code_hashes": rules.code_hashes(
+        venue_secret(keys, resource["_id"]), now.astimezone(rules.LOCAL).date())}
     validate(held)
-    validate(venue)
-    return [held, venue]
-
-
-def add_resource(couch: Couch, resource: Doc, now: dt.datetime, secret: str | None = None) -> str:
-    """Store a resource (its routing, name, hours and rules given) with a new secret for its daily check-in codes;
-    the secret."""
-    secret = secret or new_secret()
-    held, venue = resource_docs(resource, secret, now)
     couch.main.save(held)
-    couch.accounts.save(venue)
-    return secret
 
 
-def renew_codes(couch: Couch, now: dt.datetime) -> int:
-    """The minute clock's part: every resource whose code hashes run out within CODE_DAYS_AHEAD days gets the
-    hashes from CODE_DAYS_KEPT days back to CODE_DAYS_AHEAD ahead again (once a day each). How many."""
+def renew_codes(couch: Couch, keys: KeyStore, now: dt.datetime) -> int:
+    """The minute clock's part: every resource whose code hashes run out within CODE_DAYS_AHEAD days, or do not
+    hold today's code (made from a secret it had before: an upgrade, venue_code 1 → 2), gets the hashes from
+    CODE_DAYS_KEPT days back to CODE_DAYS_AHEAD ahead again (once a day each). How many."""
     today = now.astimezone(rules.LOCAL).date()
-    due = [r for r in docs_of_type(couch.main, "resource") if rules.codes_due(r, today)]
-    secrets_ = get_many(couch.accounts, ["venue_code:" + r["_id"].removeprefix("resource:") for r in due])
-    renewed = [{**r, "code_hashes": rules.code_hashes(secrets_[v]["secret"], today)} for r in due
-               if (v := "venue_code:" + r["_id"].removeprefix("resource:")) in secrets_]
+    renewed = []
+    for resource in docs_of_type(couch.main, "resource"):
+        secret = venue_secret(keys, resource["_id"])
+        if rules.codes_due(resource, today) or not rules.code_matches(resource, today.isoformat(),
+                                                                      rules.day_code(secret, today)):
+            renewed.append({**resource, "code_hashes": rules.code_hashes(secret, today)})
     for doc in renewed:
         validate(doc)
     return sum(not r.error for r in bulk_save(couch.main, renewed)) if renewed else 0
@@ -81,25 +72,23 @@ def resources_of(couch: Couch, community: str) -> list[Doc]:
     return sorted(iter_view_docs(couch.main, "linli/by_place", [community, "resource"]), key=lambda r: r["name"])
 
 
-def venue_code(couch: Couch, resource_id: str, now: dt.datetime) -> str | None:
+def venue_code(keys: KeyStore, resource_id: str, now: dt.datetime) -> str:
     """The venue's check-in code today (its keeper's page shows it, and its QR code)."""
-    doc = get_or_none(couch.accounts, "venue_code:" + resource_id.removeprefix("resource:"))
-    return rules.day_code(doc["secret"], now.astimezone(rules.LOCAL).date()) if doc else None
+    return rules.day_code(venue_secret(keys, resource_id), now.astimezone(rules.LOCAL).date())
 
 
-def week_codes(couch: Couch, resource_id: str, now: dt.datetime) -> list[Doc]:
+def week_codes(keys: KeyStore, resource_id: str, now: dt.datetime) -> list[Doc]:
     """The venue's codes for the coming week, one a day (its keeper prints them: a posted code is good for its
     day only)."""
-    doc = get_or_none(couch.accounts, "venue_code:" + resource_id.removeprefix("resource:"))
-    return rules.week_codes(doc["secret"], now.astimezone(rules.LOCAL).date()) if doc else []
+    return rules.week_codes(venue_secret(keys, resource_id), now.astimezone(rules.LOCAL).date())
 
 
-def keepers_codes(couch: Couch, user: Doc, now: dt.datetime) -> dict[str, list[Doc]]:
+def keepers_codes(couch: Couch, keys: KeyStore, user: Doc, now: dt.datetime) -> dict[str, list[Doc]]:
     """The coming week's codes of the venues this person keeps (named a keeper), by resource: what their phone
     shows on the venue's page offline, as the server shows today's online (the secret never leaves the server)."""
     kept = [r["_id"] for c in user.get("communities") or [] for r in resources_of(couch, c)
             if user["_id"] in (r.get("keepers") or [])]
-    return {resource_id: week_codes(couch, resource_id, now) for resource_id in kept}
+    return {resource_id: week_codes(keys, resource_id, now) for resource_id in kept}
 
 
 def is_keeper(p: Principal, resource: Doc) -> bool:
@@ -135,7 +124,7 @@ def resource_photo(data: bytes, declared: str | None) -> dict[str, Doc]:
     return {"photo." + kind.split("/")[1]: {"content_type": kind, "data": base64.b64encode(data).decode()}}
 
 
-def save_resource(couch: Couch, p: Principal, community: Doc, values: Doc, now: dt.datetime,
+def save_resource(couch: Couch, keys: KeyStore, p: Principal, community: Doc, values: Doc, now: dt.datetime,
                   old: Doc | None = None, photo: tuple[bytes, str | None] | None = None) -> Doc:
     """Add a resource to `community` (its secretary) or edit `old` (its keeper or the secretary): every field
     of the form checked and named; a new one gets its check-in code. A photo replaces the one it had."""
@@ -167,7 +156,7 @@ def save_resource(couch: Couch, p: Principal, community: Doc, values: Doc, now: 
     doc = {"_id": f"resource:{uuid.uuid4().hex[:12]}", "street": community["street"],
            "community": community["_id"], **fields, "created_by": p.user_id,
            "created_at": now.isoformat(), **({"_attachments": attachments} if attachments else {})}
-    add_resource(couch, doc, now)
+    add_resource(couch, keys, doc, now)
     return doc
 
 

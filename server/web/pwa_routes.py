@@ -37,6 +37,7 @@ from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_
 from server.domain.http_headers import ATTACHMENT_HEADERS, PAGE_HEADERS, WORKER_CSP
 from server.domain.i18n import MESSAGES
 from server.security.grants import phones_carry_keys
+from server.security.keystore import KeyStore
 from server.services import pool
 from server.services.tasks import may_see_tasks
 from server.store import queries
@@ -144,8 +145,9 @@ def _shell_version() -> str:
 
 
 def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, Any]]],
-           page_context: Callable[[Request], dict[str, Any]], installation_key: Callable[[], str]) -> list[BaseRoute]:
-    """`installation_key`: the installation key's public half (keystore.installation_public), for phones to pin."""
+           page_context: Callable[[Request], dict[str, Any]], keys: KeyStore) -> list[BaseRoute]:
+    """`keys`: the installation key's public half for phones to pin (keys.installation_public), and the code key
+    the venues' check-in codes a keeper's phone holds are made from."""
     version = _shell_version()  # computed once per process: files change with a deployment
 
     async def service_worker(request: Request) -> Response:
@@ -193,7 +195,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "may_see_tasks": may_see_tasks(p), "task_answers": TASK_ANSWERS,
             "phone_keys": phones_carry_keys(p), "names": await run_in_threadpool(queries.colleague_names, couch, user),
             # Pinned by the phone at its first sync: what vouches for the write keys it seals to (offline/keys.js).
-            "installation_key": await run_in_threadpool(installation_key),
+            "installation_key": await run_in_threadpool(keys.installation_public),
             "residents_with_accounts": await run_in_threadpool(with_accounts, couch, p),
             "home_address": await run_in_threadpool(home_address, couch, p.resident) if p.resident else "",
             # The resource pool (issue 17): how early before a booking a check-in counts (server/domain/pool.py).
@@ -208,7 +210,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # hold a slot, how far either way a calendar goes, the pages' notices; and the coming week's check-in
             # codes of the venues this person keeps (their calendar shows the day's, online and offline).
             "pool": {"active": list(pool_rules.ACTIVE), "days_shown": pool_rules.DAYS_SHOWN, "done": list(POOL_DONE),
-                     "codes": await run_in_threadpool(pool.keepers_codes, couch, user, dt.datetime.now(dt.UTC))
+                     "codes": await run_in_threadpool(pool.keepers_codes, couch, keys, user,
+                                                       dt.datetime.now(dt.UTC))
                      if works_offline(p) else {}},
         })
 
