@@ -533,9 +533,12 @@ def pages_for(street: Street, username: str) -> list[Ask]:
         return [Ask("GET", "/"), Ask("GET", "/redeem"), *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
         return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone, *requests, *nowhere]
+    hall = f"/pool/r/{POOL_HALL.removeprefix('resource:')}"
     return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone,
             Ask("GET", f"/requests/{street.requests['received'].split(':')[1]}"), *nowhere,
             Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={street.pool_code}"),
+            # The resident's pool offline: others' hours held (never whose) and their own booking the day after.
+            *pool_pages(street), Ask("GET", f"{hall}?day={pool_day(2)}"), Ask("GET", f"{hall}?day={pool_day(-1)}"),
             Ask("POST", "/alerts/parity-own/act", (("action", "acknowledge"),)),
             Ask("POST", "/alerts/parity-own/act", (("action", "explode"),))]
 
@@ -575,6 +578,11 @@ KNOWN: dict[str, tuple[str, Any]] = {
         "resident's account name (session.json names staff only, queries.colleague_names), so offline it shows "
         "the account id",
         lambda username, ask: username.startswith("wangge01") and ask.path.endswith(f"?day={pool_day(2)}")),
+    "a resident's calendar outside the booking window": (
+        "a resident's phone holds only their own bookings; the hours others hold come with the session from its day "
+        "to the end of the resource's booking window (pool.held_ahead), so another day (yesterday here) needs the "
+        "server offline; shipping every day's would be a year of the community's bookings on every resident's phone",
+        lambda username, ask: username == "jumin1" and ask.path.endswith(f"?day={pool_day(-1)}")),
 }
 
 

@@ -1085,14 +1085,12 @@ async function poolCheckin({ db, session, query, form, method }) {
 
 // The pool browsed offline (issue 17 item 5): server/web/pool_pages.py list_page and resource_page over the replica,
 // for those who work in a community (grid workers, volunteers), whose phone holds its resources, bookings and
-// check-ins (access.py RULES). A resident's phone holds only their own bookings (it would show others' hours as
-// free), so their /pool and calendar need the server; they check in offline (poolCheckin). Booking needs the
-// server too: the form posts to it (a phone's booking written offline is judged at sync: access._pool_refusal).
+// check-ins (access.py RULES), and for residents, whose phone holds only their own bookings: the hours others hold
+// come with their session (pool.held_ahead: states, never whose), from the day it was fetched to the end of each
+// resource's booking window; another day of a resident's calendar needs the server. Booking needs the server
+// too: the form posts to it (a phone's booking written offline is judged at sync: access._pool_refusal).
 function poolCommunity(session) {
-  if (session.user.resident) {
-    throw new OfflineError(503, "offline_unavailable");
-  }
-  const community = (session.user.communities || [])[0];
+  const community = session.user.resident ? session.pool.community : (session.user.communities || [])[0];
   if (!community) {
     throw new OfflineError(404, "not_found");
   }
@@ -1179,15 +1177,32 @@ async function poolResourceOf(db, session, key) {
   return resource;
 }
 
+// A resident's calendar: the hours others hold that day, from the session (pool.held_ahead), as booking documents
+// that name no one (pool.held_state: "conflict" stands for the two phones' versions); their own come from the
+// replica. Another person's calendar is all in the replica: nothing here.
+function othersHeld(session, resource, day) {
+  if (!session.user.resident) {
+    return [];
+  }
+  const ahead = session.pool.held?.resources?.[resource._id];
+  if (!ahead || day < session.pool.held.from || day > ahead.until) {
+    throw new OfflineError(503, "offline_unavailable");
+  }
+  const key = day.replace(/-/g, "");
+  return Object.entries(ahead.hours).filter(([slot]) => slot.startsWith(key)).map(([slot, state]) => [
+    Number(slot.slice(-2)), { _id: `booking:${resource._id.slice("resource:".length)}:${slot}`, status: state,
+      ...(state === "conflict" ? { _conflicts: [state] } : {}) }]);
+}
+
 async function poolResource({ db, session, params, query }) {
   const resource = await poolResourceOf(db, session, params.key);
   const today = todayIn(session.time_zone);
   const day = shownDay(query.get("day"), today, session.pool.days_shown);
   const keeper = keeps(session, resource);
   const prefix = `booking:${params.key}:`;
-  const held = new Map((await db.allDocs({ startkey: `${prefix}${day.replace(/-/g, "")}00`,
-    endkey: `${prefix}${day.replace(/-/g, "")}99`, include_docs: true, conflicts: true })).rows
-    .filter((r) => r.doc).map((r) => [Number(r.id.slice(-2)), r.doc]));
+  const held = new Map([...othersHeld(session, resource, day), ...(await db.allDocs({
+    startkey: `${prefix}${day.replace(/-/g, "")}00`, endkey: `${prefix}${day.replace(/-/g, "")}99`, include_docs: true,
+    conflicts: true })).rows.filter((r) => r.doc).map((r) => [Number(r.id.slice(-2)), r.doc])]);
   const blocked = blockedHoursOn(resource, day);
   const hours = openHoursOn(resource, day).map((hour) => { // pool.day_view
     const doc = held.get(hour);

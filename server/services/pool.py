@@ -169,12 +169,25 @@ def load_resource(couch: Couch, resource_id: str) -> Doc:
 
 # ---------------------------------------------------------------- slots: what a day of a resource looks like
 
+def slots_between(couch: Couch, resource: Doc, first: dt.date, last: dt.date) -> list[Doc]:
+    """The resource's booking documents of the days `first` to `last`, in time order (their ids), each with
+    `_conflicts` when two phones took it offline."""
+    start, end = (rules.slot_id(resource["_id"], dt.datetime.combine(day, dt.time(0), rules.LOCAL))
+                  for day in (first, last))
+    rows = couch.main.all(startkey=start, endkey=end[:-2] + "99", include_docs="true", conflicts="true",
+                          as_list=True)
+    return [row["doc"] for row in rows if row.get("doc")]
+
+
 def day_slots(couch: Couch, resource: Doc, day: dt.date) -> dict[int, Doc]:
     """The day's booking documents by hour (0-23), each with `_conflicts` when two phones took it offline."""
-    first = rules.slot_id(resource["_id"], dt.datetime.combine(day, dt.time(0), rules.LOCAL))
-    rows = couch.main.all(startkey=first, endkey=first[:-2] + "99", include_docs="true", conflicts="true",
-                          as_list=True)
-    return {int(row["id"][-2:]): row["doc"] for row in rows if row.get("doc")}
+    return {int(doc["_id"][-2:]): doc for doc in slots_between(couch, resource, day, day)}
+
+
+def held_state(doc: Doc) -> str | None:
+    """How a slot's booking document holds it: "conflict" (two phones took it offline), its status while that
+    holds the slot (rules.ACTIVE), or None (cancelled, declined, a no-show: free to book again)."""
+    return "conflict" if doc.get("_conflicts") else doc["status"] if doc["status"] in rules.ACTIVE else None
 
 
 def day_view(couch: Couch, resource: Doc, day: dt.date) -> list[Doc]:
@@ -183,10 +196,25 @@ def day_view(couch: Couch, resource: Doc, day: dt.date) -> list[Doc]:
     shown = []
     for hour in sorted(rules.open_hours_on(resource, day)):
         doc = held.get(hour)
-        state = ("conflict" if doc and doc.get("_conflicts") else "blocked" if hour in blocked
-                 else doc["status"] if doc and doc["status"] in rules.ACTIVE else "free")
+        holds = held_state(doc) if doc else None
+        state = "conflict" if holds == "conflict" else "blocked" if hour in blocked else holds or "free"
         shown.append({"hour": hour, "state": state, "booking": doc, "reason": blocked.get(hour, "")})
     return shown
+
+
+def held_ahead(couch: Couch, community: str, now: dt.datetime) -> Doc:
+    """What a resident's phone shows of other people's bookings offline (pages.js poolResource), beside their own,
+    which its replica holds: for each resource of the community, from today to the end of its booking window, the
+    hours held or in conflict, by slot key (YYYYMMDDHH) → state (`held_state`). Whose they are stays on the server:
+    a resident's calendar never names them, and their phone holds no one else's booking."""
+    today = now.astimezone(rules.LOCAL).date()
+    resources = {}
+    for resource in resources_of(couch, community):
+        until = today + dt.timedelta(days=resource["book_ahead_days"])
+        states = {doc["_id"].rsplit(":", 1)[1]: held_state(doc) for doc in slots_between(couch, resource, today, until)}
+        resources[resource["_id"]] = {"until": until.isoformat(),
+                                      "hours": {slot: state for slot, state in states.items() if state}}
+    return {"from": today.isoformat(), "resources": resources}
 
 
 # ---------------------------------------------------------------- booking, cancelling, the waitlist

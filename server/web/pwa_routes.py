@@ -49,6 +49,7 @@ from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.pool_pages import DONE as POOL_DONE
+from server.web.pool_pages import community_of
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
 from server.web.request_pages import home_address
 from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
@@ -144,6 +145,13 @@ def _shell_version() -> str:
     return digest.hexdigest()[:16]
 
 
+def residents_pool(couch: Couch, user: dict[str, Any]) -> dict[str, Any]:
+    """A resident's community (where they book: pool_pages.community_of) and what is held in it ahead."""
+    community = community_of(couch, user)
+    return {"community": community,
+            "held": pool.held_ahead(couch, community, dt.datetime.now(dt.UTC)) if community else None}
+
+
 def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, Any]]],
            page_context: Callable[[Request], dict[str, Any]], keys: KeyStore) -> list[BaseRoute]:
     """`keys`: the installation key's public half for phones to pin (keys.installation_public), and the code key
@@ -209,10 +217,13 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # The resource pool browsed offline (issue 17 item 5, pages.js poolPage, poolResource): the states that
             # hold a slot, how far either way a calendar goes, the pages' notices; and the coming week's check-in
             # codes of the venues this person keeps (their calendar shows the day's, online and offline).
+            # A resident's phone holds only their own bookings: their community and the hours others hold in it
+            # come here (pool.held_ahead: states, never whose), so that their calendar is right offline too.
             "pool": {"active": list(pool_rules.ACTIVE), "days_shown": pool_rules.DAYS_SHOWN, "done": list(POOL_DONE),
                      "codes": await run_in_threadpool(pool.keepers_codes, couch, keys, user,
                                                        dt.datetime.now(dt.UTC))
-                     if works_offline(p) else {}},
+                     if works_offline(p) else {},
+                     **(await run_in_threadpool(residents_pool, couch, user) if p.resident else {})},
         })
 
     async def messages(request: Request) -> Response:
