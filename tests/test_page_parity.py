@@ -323,6 +323,18 @@ def pool_pages(street: Street) -> list[Ask]:
             Ask("GET", "/pool/r/nowhere"), Ask("GET", f"{hall}/photo")]
 
 
+def pool_booking(hour_free: str) -> list[Ask]:
+    """Booking from the hall's calendar (offline pages.js poolBook, pool.book's twin): a free hour booked (at
+    `hour_free` in three days: each user their own), and each refusal: an hour taken (an approval waiting, a
+    conflict), in a blackout, not an hour, too long, too many people, too far ahead, past."""
+    def book(**form: str) -> Ask:
+        given = {"day": pool_day(1), "hour": "12", "hours": "1", "people": "2", "purpose": "开会", **form}
+        return Ask("POST", f"/pool/r/{POOL_HALL.removeprefix('resource:')}/book", tuple(given.items()))
+    return [book(day=pool_day(3), hour=hour_free), book(hour="8"), book(hour="11"), book(hour="9"), book(hour="25"),
+            book(hour="早上"), book(hours="4"), book(hours=""), book(people="21"), book(day=pool_day(20)),
+            book(day=pool_day(-2))]
+
+
 @pytest.fixture(scope="module")
 def street(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Street]:
     settings = make_settings(tmp_path_factory.mktemp("parity"), "parity_")
@@ -528,7 +540,8 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 Ask("POST", f"/alerts/{street.alerts['raised'].split(':')[1]}/act", (("action", "acknowledge"),)),
                 Ask("GET", "/tasks"),
                 *[Ask("GET", f"/tasks/{street.tasks[s]}") for s in ("assigned", "done", "declined")],
-                *everyone, *nowhere, *pool_checkin(street), *pool_pages(street), Ask("GET", "/survey/door")]
+                *everyone, *nowhere, *pool_checkin(street), *pool_pages(street), *pool_booking("16"),
+                Ask("GET", "/survey/door")]
     if username == "hezuo1":  # a partner's staff: their counter (/ redirects there)
         return [Ask("GET", "/"), Ask("GET", "/redeem"), *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
@@ -539,6 +552,7 @@ def pages_for(street: Street, username: str) -> list[Ask]:
             Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={street.pool_code}"),
             # The resident's pool offline: others' hours held (never whose) and their own booking the day after.
             *pool_pages(street), Ask("GET", f"{hall}?day={pool_day(2)}"), Ask("GET", f"{hall}?day={pool_day(-1)}"),
+            *pool_booking("15"),
             Ask("POST", "/alerts/parity-own/act", (("action", "acknowledge"),)),
             Ask("POST", "/alerts/parity-own/act", (("action", "explode"),))]
 
@@ -581,8 +595,10 @@ KNOWN: dict[str, tuple[str, Any]] = {
     "a resident's calendar outside the booking window": (
         "a resident's phone holds only their own bookings; the hours others hold come with the session from its day "
         "to the end of the resource's booking window (pool.held_ahead), so another day (yesterday here) needs the "
-        "server offline; shipping every day's would be a year of the community's bookings on every resident's phone",
-        lambda username, ask: username == "jumin1" and ask.path.endswith(f"?day={pool_day(-1)}")),
+        "server offline (so does a booking of such a day refused offline: its page shows that day's calendar); "
+        "shipping every day's would be a year of the community's bookings on every resident's phone",
+        lambda username, ask: username == "jumin1" and (ask.path.endswith(f"?day={pool_day(-1)}") or (
+            ask.path.endswith("/book") and dict(ask.form).get("day") in (pool_day(20), pool_day(-2))))),
 }
 
 

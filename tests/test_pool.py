@@ -324,6 +324,29 @@ def test_two_phones_book_one_slot_offline_one_booking_and_a_listed_conflict(gate
     assert refused["error"] == "forbidden" and "This slot is booked" in refused["reason"], refused
 
 
+def test_a_resident_books_offline_for_their_own_household_and_syncs(gateway_url: str, demo_loaded: Couch,
+                                                                    hall: Doc) -> None:
+    """A resident's phone books offline (pages.js poolBook) and syncs: a booking naming their own record is taken,
+    held to the resource's rules; one naming another resident, or none, is refused, nothing stored."""
+    demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], STREET_ID,
+                                                 accounts.hash_password(PASSWORD), resident=RESIDENT))
+    start = (dt.datetime.now(rules.LOCAL) + dt.timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    phone = login(gateway_url, "jumin1", PASSWORD)
+    mine = {**slot(hall, start, by="user:jumin1"), "resident": RESIDENT, "created_at": dt.datetime.now(rules.LOCAL)
+            .isoformat()}
+    other = demo_loaded.main.get(RESIDENT.replace("-0002-1", "-0003-1"))["_id"]
+    before = stored(demo_loaded)
+    for doc, why in (({**mine, "resident": other}, "may not write"), ({k: v for k, v in mine.items()
+                                                                       if k != "resident"}, "may not write"),
+                     ({**slot(hall, start.replace(hour=21), by="user:jumin1"), "resident": RESIDENT}, "not open then")):
+        [refused] = push(gateway_url, phone, [offline(doc, "a")])
+        assert refused["error"] == "forbidden" and why in refused["reason"].lower(), refused
+    assert stored(demo_loaded) == before
+    assert push(gateway_url, phone, [offline(mine, "b")]) == []
+    booked = demo_loaded.main.get(mine["_id"])
+    assert booked["resident"] == RESIDENT and booked["status"] == "confirmed" and booked["booked_by"] == "user:jumin1"
+
+
 def test_a_forged_check_in_code_is_refused_at_sync(gateway_url: str, demo_loaded: Couch, hall: Doc,
                                                    keys: KeyStore) -> None:
     now = dt.datetime.now(rules.LOCAL)

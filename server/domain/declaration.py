@@ -1032,7 +1032,7 @@ DOC_TYPES: dict[str, DocType] = {
             "purpose": _text(Category.SOCIAL, max_length=200),
             "status": _enum(BOOKING_STATES, required=True),
             "booked_by": _ref("user", required=True),
-            "resident": _ref("resident"),  # who booked, when a resident did (their own page, online)
+            "resident": _ref("resident"),  # who booked, when a resident did (online, or from their phone offline)
             "waitlist": Field("list", Category.SYSTEM, ref="user", max_items=20),  # next in line if it is cancelled
             "decided_by": _ref("user"),  # the keeper who approved or declined it, the sweep's no-show
             "decided_at": Field("datetime"),
