@@ -85,7 +85,7 @@ def main() -> None:
 
         def ours() -> float:
             couch = fresh("ours")
-            report = demo.load(couch, Firewall.open(settings, couch).seal_for_storage, seed=args.seed, size=size,
+            report = demo.load(couch, Firewall.open(settings, couch), seed=args.seed, size=size,
                                password="bench-password", progress=sys.stdout.isatty(), batch_size=BATCH,
                                history=False)  # the year of history is not in the reference's documents
             expect(f"main documents {couch.main.name} holds", stored(server.url, couch.main.name), len(docs))

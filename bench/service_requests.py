@@ -182,7 +182,7 @@ def main() -> None:
     with embedded_stack() as (settings, couch, server):
         # The pilot's 20 grids and catalogue with few households and no year of history: the requests are the
         # synthetic ones below, and sealing a pilot's households would take most of a run on a loaded machine.
-        demo.load(couch, Firewall.open(settings, couch).seal_for_storage, password=PASSWORD,
+        demo.load(couch, Firewall.open(settings, couch), password=PASSWORD,
                   size=demo.DemoSize(households_per_grid=5), history=False)
         load_seconds = load(couch, args.requests, progress)
         communities = ids_of_type(couch.main, "community")

@@ -154,7 +154,7 @@ def main() -> None:
     edits: list[dict[str, float]] = []
     with embedded_stack("slow_") as (settings, couch, server):
         firewall = Firewall.open(settings, couch)
-        demo.load(couch, firewall.seal_for_storage, size=demo.DemoSize(1, 1, args.households), password=PASSWORD)
+        demo.load(couch, firewall, size=demo.DemoSize(1, 1, args.households), password=PASSWORD)
         build_views(couch)
         documents = couch.main.config()["doc_count"]
         household = docs_of_type(couch.main, "household")[0]["_id"]

@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     with embedded_stack("wire_") as (settings, couch, server):
         firewall = Firewall.open(settings, couch)
-        demo.load(couch, firewall.seal_for_storage, size=demo.DemoSize(1, 1, args.households), password=PASSWORD)
+        demo.load(couch, firewall, size=demo.DemoSize(1, 1, args.households), password=PASSWORD)
         assets.precompress()
         app = create_app(settings, couch, mounts=[Mount("/sync", create_sync_app(settings, server.url))],
                          clocks=False)

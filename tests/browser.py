@@ -129,7 +129,7 @@ def demo_site(couch_url: str, data_dir: Path, prepare: Callable[[Couch, Firewall
     settings = make_settings(data_dir, f"site_{secrets.token_hex(3)}_")
     couch = connect(settings, couch_url)
     firewall = Firewall.open(settings, couch)
-    demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password=DEMO_PASSWORD, history=history)
+    demo.load(couch, firewall, size=DEMO_SIZE, password=DEMO_PASSWORD, history=history)
     couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
                                            accounts.hash_password(DEMO_PASSWORD), resident=DEMO_RESIDENT))
     prepare(couch, firewall)

@@ -123,7 +123,7 @@ DEMO_SIZE = demo.DemoSize(communities=2, grids_per_community=2, households_per_g
 def demo_loaded(couch: Couch, firewall: Firewall) -> Couch:
     """A small demo street (2 communities × 2 grids × 8 households), loaded as `linli serve` loads it, without
     the year of history, so that tests count only what they make (tests/test_demo_history.py loads it)."""
-    demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password="demo-password", history=False)
+    demo.load(couch, firewall, size=DEMO_SIZE, password="demo-password", history=False)
     return couch
 
 

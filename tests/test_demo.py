@@ -162,19 +162,19 @@ def test_the_smallest_street_gets_its_year_of_history_too() -> None:
 
 def test_load_writes_everything_once(couch: Couch, firewall: Firewall) -> None:
     size, now = demo.DemoSize(households_per_grid=5), dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)
-    report = demo.load(couch, firewall.seal_for_storage, size=size, password=PASSWORD, now=now)
+    report = demo.load(couch, firewall, size=size, password=PASSWORD, now=now)
     users = demo.demo_logins(size=size)
     counts = {key: n for key, n in count_by(couch.main, "linli/by_place").items() if key[0].startswith("grid:")}
     assert sum(v for (_, kind), v in counts.items() if kind == "household") == 100
     residents = sum(v for (_, kind), v in counts.items() if kind == "resident")
     assert residents == sum(1 for d in demo.generate(size=size) if d["type"] == "resident")
     assert sum(v for (_, kind), v in counts.items() if kind == "data_key") == residents  # one per resident
-    history = sum(1 for _ in demo.generate_history(size=size, now=now))  # tests/test_demo_history.py
+    history = sum(1 for _ in demo.generate_history(size=size, now=now, code_key=firewall.keystore.code_key()))
     assert report.loaded and report.docs == demo.document_count(size=size) + len(users) + residents + history
     assert couch.accounts.get("user:wangge01")["grids"] == ["grid:c1-g01"]
     assert couch.main.get(demo.STREET_ID)["name"] == demo.STREET_NAME
     before = (couch.main.config()["doc_count"], couch.accounts.config()["doc_count"])
-    again = demo.load(couch, firewall.seal_for_storage, size=size, password=PASSWORD)
+    again = demo.load(couch, firewall, size=size, password=PASSWORD)
     assert not again.loaded and again.docs == 0
     assert (couch.main.config()["doc_count"], couch.accounts.config()["doc_count"]) == before
 
@@ -183,6 +183,6 @@ def test_load_names_the_first_refused_document(couch: Couch, firewall: Firewall)
     size = demo.DemoSize(1, 1, 1)
     couch.accounts.save(demo.user_docs(size=size, password=PASSWORD)[0])  # "admin" exists already
     with pytest.raises(RuntimeError, match="user:admin: conflict"):
-        demo.load(couch, firewall.seal_for_storage, size=size, password=PASSWORD)
+        demo.load(couch, firewall, size=size, password=PASSWORD)
     assert get_or_none(couch.main, demo.STREET_ID) is None  # so the next start tries again, and says why
     assert get_or_none(couch.main, "household:c1-g01-0001") is None  # accounts go first: nothing else written

@@ -46,11 +46,12 @@ NOW = dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)  # a Monday, 14:30 in Wuha
 PASSWORD = "demo-password-1"
 # Enough households for a few wristband wearers per grid, small enough to load in seconds.
 SIZE = demo.DemoSize(communities=2, grids_per_community=2, households_per_grid=40)
+CODE_KEY = bytes(range(32))  # an installation's code key, which the venues' check-in codes are made from
 
 
 @pytest.fixture(scope="module")
 def pilot() -> list[dict]:
-    return list(demo.generate_history(now=NOW))
+    return list(demo.generate_history(now=NOW, code_key=CODE_KEY))
 
 
 def _of(docs: list[dict], kind: str) -> list[dict]:
@@ -62,9 +63,9 @@ def _at(text: str) -> dt.datetime:
 
 
 def test_same_seed_same_history_other_seed_other_history(pilot: list[dict]) -> None:
-    again = list(demo.generate_history(now=NOW))
+    again = list(demo.generate_history(now=NOW, code_key=CODE_KEY))
     assert [d["_id"] for d in again] == [d["_id"] for d in pilot] and again == pilot
-    other = list(demo.generate_history(seed=7, now=NOW))
+    other = list(demo.generate_history(seed=7, now=NOW, code_key=CODE_KEY))
     assert not {d["_id"] for d in _of(other, "service_request")} & {d["_id"] for d in _of(pilot, "service_request")}
 
 
@@ -215,7 +216,7 @@ def street(couch_server: EmbeddedCouch, street_settings: Settings) -> Iterator[t
     """The SIZE street and its history up to NOW, loaded once for this module, and the web app over it."""
     settings = street_settings
     couch = connect(settings, couch_server.url)
-    demo.load(couch, Firewall.open(settings, couch).seal_for_storage, size=SIZE, password=PASSWORD, now=NOW)
+    demo.load(couch, Firewall.open(settings, couch), size=SIZE, password=PASSWORD, now=NOW)
     with TestClient(create_app(settings, couch), follow_redirects=False) as client:
         yield couch, client
 
@@ -229,7 +230,7 @@ def _as(client: TestClient, username: str) -> None:
 
 def test_the_history_is_stored_sealed(street: tuple[Couch, TestClient]) -> None:
     couch, _ = street
-    expected = list(demo.generate_history(size=SIZE, now=NOW))
+    expected = list(demo.generate_history(size=SIZE, now=NOW, code_key=CODE_KEY))
     assert couch.main.get(expected[-1]["_id"])  # the last batch is there
     for kind in ("visit", "alert", "reading"):
         stored = docs_of_type(couch.main, kind)
@@ -265,11 +266,15 @@ def test_a_year_of_venues_used_and_idle(pilot: list[dict], street: tuple[Couch, 
     assert {b["status"] for b in bookings} == {"confirmed", "no_show"} and {c["method"] for c in checkins} == {
         "scan", "keeper"}
     resources = {r["_id"]: r for r in _of(pilot, "resource")}
-    secret_of = {v["resource"]: v["secret"] for v in _of(pilot, "venue_code")}
+    assert not _of(pilot, "venue_code")  # the codes' secret is made from the code key, never stored
     bookings_by_id = {b["_id"]: b for b in bookings}
-    assert all(c["code"] == pool_rules.day_code(secret_of[c["resource"]], dt.datetime.fromisoformat(
-        bookings_by_id[c["booking"]]["slot_start"]).astimezone(pool_rules.LOCAL).date()) for c in checkins
-               if c["method"] == "scan") and set(secret_of) == set(resources)  # each by its day's code
+    assert all(c["code"] == pool_rules.day_code(pool_rules.venue_secret(CODE_KEY, c["resource"]),
+                                                dt.datetime.fromisoformat(bookings_by_id[c["booking"]]["slot_start"])
+                                                .astimezone(pool_rules.LOCAL).date()) for c in checkins
+               if c["method"] == "scan")  # each by its day's code
+    today = NOW.astimezone(pool_rules.LOCAL).date()
+    assert all(pool_rules.code_matches(r, today.isoformat(), pool_rules.day_code(
+        pool_rules.venue_secret(CODE_KEY, r["_id"]), today)) for r in resources.values())  # what the keeper shows
     assert all(len({b["date"] for b in r["blackouts"]}) < len(r["blackouts"]) for r in resources.values())
     couch, client = street
     for c in (1, 2):

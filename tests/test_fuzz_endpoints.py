@@ -204,7 +204,7 @@ def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) 
     settings = make_settings(tmp_path_factory.mktemp("fuzz"), "fuzz_")
     couch = connect(settings, couch_server.url)
     firewall = Firewall.open(settings, couch)
-    demo.load(couch, firewall.seal_for_storage, size=DEMO_SIZE, password=DEMO_PASSWORD)
+    demo.load(couch, firewall, size=DEMO_SIZE, password=DEMO_PASSWORD)
     couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
                                            accounts.hash_password(DEMO_PASSWORD), resident=DEMO_RESIDENT))
     token, token_doc = new_device_token(accounts.user_id("wangge01"), "fuzz", dt.datetime.now(dt.UTC))

@@ -1,13 +1,15 @@
-"""The resource pool in Chromium against `linli serve` on the demo (issue 17), in community 4, grid 1: the grid
-worker (wangge16) gives a resident of his grid an account; the resident books the community's tool locker for
-this hour (it needs its keeper's approval); the keeper, the same worker, approves it on the locker's calendar and
-reads the check-in code posted on it; at the locker the resident's phone is offline: the page the QR code opens
-comes from the phone, a forged code is refused there, the real one checks in; back online the check-in reaches
-the server; the secretary (shuji4) finds the locker on the utilisation board, flagged, with its breakdown, and
-adds a school's reading room to the pool (evening hours, two blackouts on one day). Then (a second test) she
-adds a study room open round the clock, naming the grid worker its keeper, who prints its week of check-in codes
-(a QR code a day); a volunteer (zhiyuan16a) books it on their phone and, offline, finds it in the pool, sees their
-hour held on its calendar and checks in by the posted code; back online the check-in reaches the server.
+"""The resource pool in Chromium against `linli serve` on the demo (issue 17), in community 4, grid 1: the grid worker
+(wangge16) gives a resident of his grid an account; the resident books the community's tool locker for this hour (it
+needs its keeper's approval); the keeper, the same worker, approves it on the locker's calendar, reads the check-in
+code posted on it and takes the locker tomorrow himself; at the locker the resident's phone is offline: the resident
+browses the pool (their booking; the keeper's hour tomorrow held, not whose), the page the QR code opens comes from
+the phone, a forged code is refused there, the real one checks in, and they book the locker again from its calendar;
+back online the check-in reaches the server and the booking waits for the keeper; the secretary (shuji4) finds the
+locker on the utilisation board, flagged, with its breakdown, and adds a school's reading room to the pool (evening
+hours, two blackouts on one day). Then (a second test) she adds a study room open round the clock, naming the grid
+worker its keeper, who prints its week of check-in codes (a QR code a day); a volunteer (zhiyuan16a) books it on
+their phone and, offline, finds it in the pool, sees their hour held on its calendar and checks in by the posted
+code; back online the check-in reaches the server.
 
 One server for the session (tests/journeys.py). Screenshots: test-output/journeys/pool/.
 """
@@ -75,11 +77,26 @@ def test_a_resident_books_the_keeper_approves_the_phone_checks_in_offline_the_bo
     keeper.page.wait_for_load_state()
     expect(keeper.page.locator(f"#day li[data-hour='{start.hour}']")).to_have_attribute("data-state", "confirmed")
     keeper.shot("2-keeper-approves")
+    tomorrow = start + dt.timedelta(days=1)  # the keeper takes the locker for himself tomorrow, same hour
+    keeper.go(f"/pool/r/{LOCKER[9:]}?day={tomorrow.date().isoformat()}")
+    keeper.page.fill("#pool-day", tomorrow.date().isoformat())
+    keeper.page.fill("#pool-hour", str(tomorrow.hour))
+    keeper.page.click("#book button[type=submit]")
+    expect(keeper.page.locator("p.notice[role=status]")).to_be_visible()
 
     resident.go("/pool")
     expect(resident.page.locator(f"#my-bookings li[data-booking='{booking}']")).to_contain_text("已确认")
-    resident.synced()  # the confirmed booking in the phone's copy
+    resident.synced()  # the confirmed booking in the phone's copy, the hours others hold with the session
     resident.offline()  # at the locker: no signal
+    # Offline the resident browses the pool: their booking, and the locker's calendar with the keeper's hour
+    # tomorrow held (the phone holds no one else's booking: the session says which hours are held, not by whom).
+    resident.go("/pool")
+    expect(resident.page.locator(f"#my-bookings li[data-booking='{booking}']")).to_contain_text("已确认")
+    resident.go(f"/pool/r/{LOCKER[9:]}?day={tomorrow.date().isoformat()}")
+    held = resident.page.locator(f"#day li[data-hour='{tomorrow.hour}']")
+    expect(held).to_have_attribute("data-state", re.compile("^(requested|confirmed)$"))
+    expect(resident.page.locator("#day li[data-state='free']").first).to_be_visible()  # the rest of the day
+    resident.shot("2b-resident-browses-the-locker-offline")
     resident.go(f"/pool/checkin?resource={LOCKER}&code={posted}")
     mine = resident.page.locator(f"li[data-booking='{booking}']")
     expect(mine).to_be_visible()
@@ -91,8 +108,20 @@ def test_a_resident_books_the_keeper_approves_the_phone_checks_in_offline_the_bo
     expect(resident.page.locator("p.notice[role=status]")).to_contain_text("签到成功")
     expect(resident.page.locator(f"li[data-booking='{booking}']")).to_have_count(0)
     resident.shot("3-checked-in-offline")
+    later = start + dt.timedelta(days=2)  # still offline, the resident books the locker again from its calendar
+    resident.go(f"/pool/r/{LOCKER[9:]}?day={later.date().isoformat()}")
+    resident.page.fill("#pool-day", later.date().isoformat())
+    resident.page.fill("#pool-hour", str(later.hour))
+    resident.page.fill("#pool-purpose", "借梯子")
+    resident.page.click("#book button[type=submit]")
+    expect(resident.page.locator("p.notice[role=status]")).to_contain_text("已提交，等待管理人审核")
+    expect(resident.page.locator(f"#day li[data-hour='{later.hour}']")).to_have_attribute("data-state", "requested")
+    resident.shot("3b-resident-books-offline")
     resident.online()
-    resident.synced()  # the check-in reaches the server, which holds it to the venue's code
+    resident.synced()  # the check-in reaches the server, which holds it to the venue's code; the booking too
+    keeper.go(f"/pool/r/{LOCKER[9:]}?day={later.date().isoformat()}")  # it waits for his approval
+    expect(keeper.page.locator(f"#approvals li[data-booking='{rules.slot_id(LOCKER, later)}']")).to_contain_text(
+        "借梯子")
     resident.go("/pool")
     expect(resident.page.locator(f"#my-bookings li[data-booking='{booking}'] [data-checked-in]")).to_be_visible()
 

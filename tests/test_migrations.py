@@ -1,19 +1,25 @@
 """Migrations (issue 20 item 4): documents carry their declaration version, the server writes current ones, the
 sync gateway judges and upgrades an older phone's, and `linli migrate` upgrades what is stored, in batches,
-resumable, with a dry run. The one migration: service_request 1 → 2, `source` always written."""
+resumable, with a dry run; the secrets earlier versions kept in the clear (venue_code, ledger_lock) stripped and
+compacted away. The migration shown through: service_request 1 → 2, `source` always written."""
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import json
 import re
 from typing import Any
 
+import httpx2
 import pycouchdb
 import pytest
 
 from server.domain import migrations
+from server.domain import pool as pool_rules
 from server.domain.declaration import DOC_TYPES, VERSION_FIELD, ValidationError, validate
-from server.services import migrate
+from server.security.keystore import KeyStore
+from server.services import migrate, pool
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, get_or_none
 from server.store.embedded_couch import EmbeddedCouch
@@ -151,6 +157,50 @@ def test_an_edit_made_between_the_read_and_the_write_is_upgraded_not_lost(couch:
     assert migrate._write(couch.main, [read]) == []
     stored = couch.main.get(read["_id"])
     assert stored["description"] == "改过的描述" and stored[VERSION_FIELD] == 2 and stored["_rev"].startswith("3-")
+
+
+# ---------------------------------------------------------------- secrets once kept in the clear (accounts database)
+
+def test_linli_migrate_strips_the_secrets_kept_in_the_clear_and_compacts_them_away(couch: Couch,
+                                                                                  keys: KeyStore) -> None:
+    """A venue's check-in codes' secret (venue_code 1) and a resident's confirmation codes' secret (ledger_lock 1),
+    as earlier versions stored them in the accounts database: `linli migrate` upgrades both (it read only the main
+    database before), the revisions that held them are compacted away, and the venue's resource, whose code hashes
+    were made from the old secret, gets today's code from the new one at the codes' next renewal."""
+    now = dt.datetime.now(pool_rules.LOCAL)
+    old_secret = "venue secret kept in the clear"
+    resource = {"_id": "resource:migrated", "type": "resource", "street": STREET, "community": C1, "name": "活动室",
+                "kind": "room", "owner_kind": "community", "place": "二楼", "capacity": 10,
+                "open_hours": [{"weekday": d, "opens": 8, "closes": 20} for d in range(7)],
+                "who_may_book": ["volunteer"], "book_ahead_days": 7, "max_hours": 2, "approval": False,
+                "grace_minutes": 15, "code_hashes": pool_rules.code_hashes(old_secret, now.date()),
+                "created_by": "user:shuji1", "created_at": now.isoformat()}
+    venue = {"_id": "venue_code:migrated", "type": "venue_code", "street": STREET, "community": C1,
+             "resource": resource["_id"], "secret": old_secret, "created_at": now.isoformat()}
+    lock = {"_id": "ledger_lock:resident:r1", "type": "ledger_lock", "account": "resident:r1", "seq": 0,
+            "secret": "ab" * 32, "codes_from": 1, "codes_used": []}
+    couch.main.save(resource)
+    before = pycouchdb.client.Database.save_bulk(couch.accounts, [venue, lock])  # as an earlier version stored them
+    assert "secret" in json.dumps(couch.accounts.get(venue["_id"]))
+
+    report = migrate.migrate(couch)
+    assert {c.doc_id for c in report.changes} >= {venue["_id"], lock["_id"]} and report.left == []
+    assert "accounts" in report.compacted
+    for doc, read in zip((venue, lock), before, strict=True):
+        stored = couch.accounts.get(doc["_id"])
+        assert "secret" not in stored and stored[VERSION_FIELD] == 2, stored
+        assert {k: v for k, v in stored.items() if k not in ("_rev", VERSION_FIELD)} == {
+            k: v for k, v in doc.items() if k != "secret"}  # nothing else changed
+        old = httpx2.get(f"{couch.url}{couch.accounts.name}/{doc['_id']}", params={"rev": read["_rev"]}, timeout=30)
+        assert old.status_code == 404 or doc["secret"] not in old.text  # compacted: the old body is gone
+    dump = json.dumps([r["doc"] for r in couch.accounts.all(as_list=True)])
+    assert old_secret not in dump and "ab" * 32 not in dump
+
+    code = pool.venue_code(keys, resource["_id"], now)  # what the keeper's page shows now: from the new secret
+    assert not pool_rules.code_matches(couch.main.get(resource["_id"]), now.date().isoformat(), code)
+    assert pool.renew_codes(couch, keys, now) == 1  # the minute clock's part: the hashes lack today's code
+    assert pool_rules.code_matches(couch.main.get(resource["_id"]), now.date().isoformat(), code)
+    assert pool.renew_codes(couch, keys, now) == 0  # once
 
 
 # ---------------------------------------------------------------- a phone holding older documents still syncs

@@ -163,7 +163,9 @@ AREA_OF_ROLE = {  # type -> where the role may write it (the document as written
         and all(old.get(k) == d.get(k) for k in {*old, *d} - {"_rev", "status", "volunteer_note", "updated_at"})},
     "resident": {**{t: lambda d, old: d.get("resident") == resident_id(G11, 1)
                     for t in ("visit", "need", "service_request")},
-                 "checkin": lambda d, old: True},  # their own booking's, by the venue's code (_checkin_ok)
+                 "checkin": lambda d, old: True,  # their own booking's, by the venue's code (_checkin_ok)
+                 # for their own household, in its community (offline too: issue 17)
+                 "booking": lambda d, old: d.get("resident") == resident_id(G11, 1) and d["community"] == C1},
     "gateway": {
         **{t: lambda d, old: d["grid"] == G11 for t in ("alert", "reading")},
         "device_health": lambda d, old: d["grid"] == G11 and d["gateway"] == GATEWAY_OF[C1],
@@ -239,8 +241,8 @@ def _place_ok(d: Doc) -> bool:
 def _links_ok(actor: Actor, d: Doc) -> bool:
     household = d["_id"] if d["type"] == "household" else d.get("household")
     resident = d.get("resident")
-    if d["type"] in POOL_TYPES:  # community-wide: a phone books as its user; a resident's booking is made online
-        return resident is None
+    if d["type"] in POOL_TYPES:  # community-wide: a phone books as its user, a resident for their own household
+        return resident is None or resident == actor.resident
     if d["type"] == "survey_response":  # community-wide: its household is judged by _survey_ok
         return True
     if household is not None and d["type"] != "household" and GRID_OF.get(household) != d["grid"]:
@@ -1056,7 +1058,7 @@ def _reasons() -> list[tuple[Actor, Doc | None, Doc, str]]:
          "a survey answer is not changed once given"),
         (worker, stored(checkin), {**checkin, "method": "keeper"}, "a check-in is not changed once made"),
         (worker, None, {**base("booking", worker.user_id), "resident": resident_id(G11, 1)},
-         "a phone's booking names no resident (a resident books online, through the server)"),
+         "a phone's booking names no resident but its own user's"),
     ]
 
 

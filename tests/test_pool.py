@@ -5,6 +5,7 @@ board), and two phones booking one slot offline through the real sync gateway.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,9 @@ import pytest
 
 from server.domain import pool as rules
 from server.domain.access import Principal
+from server.domain.declaration import Role
+from server.security import accounts
+from server.security.keystore import KeyStore
 from server.services import pool
 from server.services.demo import STREET_ID
 from server.store.config import Settings
@@ -154,9 +158,9 @@ def stored(couch: Couch) -> dict[str, str]:
 
 
 @pytest.fixture(name="hall")
-def hall_fixture(demo_loaded: Couch) -> Doc:
+def hall_fixture(demo_loaded: Couch, keys: KeyStore) -> Doc:
     res = resource()
-    pool.add_resource(demo_loaded, res, NOW, secret=SECRET)
+    pool.add_resource(demo_loaded, keys, res, NOW)
     return demo_loaded.main.get(res["_id"])
 
 
@@ -204,15 +208,16 @@ def test_the_keeper_approves_and_a_no_show_releases_the_slot(demo_loaded: Couch,
     assert uses == {"2026120108": "no_show"}
 
 
-def test_check_in_by_code_counts_as_use_a_forged_code_does_not(demo_loaded: Couch, hall: Doc) -> None:
+def test_check_in_by_code_counts_as_use_a_forged_code_does_not(demo_loaded: Couch, hall: Doc, keys: KeyStore) -> None:
     volunteer = user(VOLUNTEER, "volunteer")
     [booked] = pool.book(demo_loaded, volunteer, hall["_id"], at(1, 9), 1, 3, "", NOW)
     before = stored(demo_loaded)
     with pytest.raises(pool.PoolError) as refused:
         pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", "ZZZZZZZZZZZZ", at(1, 9))
     assert refused.value.errors[0].key == "pool_checkin_code" and stored(demo_loaded) == before
-    assert pool.venue_code(demo_loaded, hall["_id"], at(1, 9)) == TODAYS_CODE
-    pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", TODAYS_CODE.lower(), at(1, 9).replace(minute=5))
+    code = pool.venue_code(keys, hall["_id"], at(1, 9))  # the keeper's page shows it
+    assert code == rules.day_code(rules.venue_secret(keys.code_key(), hall["_id"]), at(1, 9).date())
+    pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", code.lower(), at(1, 9).replace(minute=5))
     assert pool.sweep_no_shows(demo_loaded, at(1, 10)) == 0
     assert pool.slot_uses(demo_loaded, hall, ["2026-11", "2026-12"]) == {"2026120109": "used"}
     [row] = [r for r in pool.board(demo_loaded, C1, at(1, 12) + dt.timedelta(days=31), months=1)
@@ -263,6 +268,38 @@ def offline(doc: Doc, rev: str) -> Doc:
     return {**doc, "_rev": f"1-{rev * 32}", "_revisions": {"start": 1, "ids": [rev * 32]}}
 
 
+def test_no_copy_of_the_data_and_no_client_holds_a_venues_secret_or_its_codes_to_come(
+        gateway_url: str, demo_loaded: Couch, hall: Doc, keys: KeyStore) -> None:
+    """The venue's codes' secret is stored nowhere, and neither is a code of a day to come: not in either database,
+    not in what a phone pulls through the sync gateway (everything its user may see), not in its session. Only the
+    hall's keeper's session holds the coming week's codes (their phone shows the day's offline), never the secret."""
+    secret = rules.venue_secret(keys.code_key(), hall["_id"])
+    today = dt.datetime.now(rules.LOCAL).date()
+    to_come = [rules.day_code(secret, today + dt.timedelta(days=n)) for n in range(1, rules.SHEET_DAYS)]
+
+    def leaked(text: str) -> list[str]:
+        return [s for s in (secret, *to_come) if s in text]
+
+    demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], STREET_ID,
+                                                 accounts.hash_password(PASSWORD), resident=RESIDENT))
+    for db in (demo_loaded.main, demo_loaded.accounts):
+        assert leaked(json.dumps([r["doc"] for r in db.all(as_list=True)], ensure_ascii=False)) == [], db.name
+    for username in ("zhiyuan01a", "jumin1", "shuji1", "wangge01"):
+        cookie, _ = login(gateway_url, username, PASSWORD)
+        with httpx2.Client(base_url=gateway_url, headers={"Cookie": cookie}, timeout=60) as phone:
+            pulled = phone.get("sync/main/_changes", params={"include_docs": "true", "style": "all_docs"})
+            others = phone.get("sync/linli_accounts/_all_docs", params={"include_docs": "true"})
+            session = phone.get("pwa/session.json")
+        assert pulled.status_code == 200 and session.status_code == 200, (pulled.text, session.text)
+        assert hall["_id"] in pulled.text and others.status_code in (403, 404)  # the hall is theirs to see
+        assert leaked(pulled.text) == [], username
+        codes = session.json()["pool"]["codes"]
+        if username == "wangge01":  # the keeper: the week's codes, as their printed sheet
+            assert codes[hall["_id"]] == rules.week_codes(secret, today) and secret not in session.text
+        else:
+            assert leaked(session.text) == [] and hall["_id"] not in codes, username
+
+
 def test_two_phones_book_one_slot_offline_one_booking_and_a_listed_conflict(gateway_url: str, demo_loaded: Couch,
                                                                           hall: Doc) -> None:
     now = dt.datetime.now(rules.LOCAL)
@@ -287,7 +324,31 @@ def test_two_phones_book_one_slot_offline_one_booking_and_a_listed_conflict(gate
     assert refused["error"] == "forbidden" and "This slot is booked" in refused["reason"], refused
 
 
-def test_a_forged_check_in_code_is_refused_at_sync(gateway_url: str, demo_loaded: Couch, hall: Doc) -> None:
+def test_a_resident_books_offline_for_their_own_household_and_syncs(gateway_url: str, demo_loaded: Couch,
+                                                                    hall: Doc) -> None:
+    """A resident's phone books offline (pages.js poolBook) and syncs: a booking naming their own record is taken,
+    held to the resource's rules; one naming another resident, or none, is refused, nothing stored."""
+    demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], STREET_ID,
+                                                 accounts.hash_password(PASSWORD), resident=RESIDENT))
+    start = (dt.datetime.now(rules.LOCAL) + dt.timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    phone = login(gateway_url, "jumin1", PASSWORD)
+    mine = {**slot(hall, start, by="user:jumin1"), "resident": RESIDENT, "created_at": dt.datetime.now(rules.LOCAL)
+            .isoformat()}
+    other = demo_loaded.main.get(RESIDENT.replace("-0002-1", "-0003-1"))["_id"]
+    before = stored(demo_loaded)
+    for doc, why in (({**mine, "resident": other}, "may not write"), ({k: v for k, v in mine.items()
+                                                                       if k != "resident"}, "may not write"),
+                     ({**slot(hall, start.replace(hour=21), by="user:jumin1"), "resident": RESIDENT}, "not open then")):
+        [refused] = push(gateway_url, phone, [offline(doc, "a")])
+        assert refused["error"] == "forbidden" and why in refused["reason"].lower(), refused
+    assert stored(demo_loaded) == before
+    assert push(gateway_url, phone, [offline(mine, "b")]) == []
+    booked = demo_loaded.main.get(mine["_id"])
+    assert booked["resident"] == RESIDENT and booked["status"] == "confirmed" and booked["booked_by"] == "user:jumin1"
+
+
+def test_a_forged_check_in_code_is_refused_at_sync(gateway_url: str, demo_loaded: Couch, hall: Doc,
+                                                   keys: KeyStore) -> None:
     now = dt.datetime.now(rules.LOCAL)
     start = now.replace(minute=0, second=0, microsecond=0)
     demo_loaded.main.save({**hall, "open_hours": [{"weekday": d, "opens": 0, "closes": 24} for d in range(7)]})
@@ -299,10 +360,11 @@ def test_a_forged_check_in_code_is_refused_at_sync(gateway_url: str, demo_loaded
     phone = login(gateway_url, "zhiyuan01a", PASSWORD)
     [refused] = push(gateway_url, phone, [offline(checkin, "d")])
     assert refused["error"] == "forbidden" and "Wrong check-in code" in refused["reason"], refused
-    yesterday = rules.day_code(SECRET, start.date() - dt.timedelta(days=1))  # seen once: not today's
+    secret = rules.venue_secret(keys.code_key(), hall["_id"])
+    yesterday = rules.day_code(secret, start.date() - dt.timedelta(days=1))  # seen once: not today's
     [refused] = push(gateway_url, phone, [offline({**checkin, "code": yesterday}, "e")])
     assert refused["error"] == "forbidden" and "Wrong check-in code" in refused["reason"], refused
-    pool.renew_codes(demo_loaded, now)  # the hall was made at NOW (1 December 2026): renewed to reach today
-    today = rules.day_code(SECRET, now.date())
+    pool.renew_codes(demo_loaded, keys, now)  # the hall was made at NOW (1 December 2026): renewed to reach today
+    today = rules.day_code(secret, now.date())
     assert push(gateway_url, phone, [offline({**checkin, "code": today}, "f")]) == []
     assert demo_loaded.main.get(checkin["_id"])["method"] == "scan"

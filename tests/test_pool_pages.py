@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from server.domain import pool as rules
 from server.domain.i18n import translator
+from server.security.keystore import KeyStore
 from server.services import pool
 from server.services.demo import STREET_ID
 from server.store.couch import Couch
@@ -28,11 +29,10 @@ from .street import TINY_PNG, csrf_of
 PASSWORD = "demo-password"
 ZH = translator("zh")
 C1 = "community:c1"
-SECRET = "a hall's secret"
 Doc = dict[str, Any]
 
 
-def hall(couch: Couch, **rules_: Any) -> Doc:
+def hall(couch: Couch, keys: KeyStore, **rules_: Any) -> Doc:
     """A hall of community c1, open all day every day, kept by wangge01; a blackout tomorrow 3-5."""
     now = dt.datetime.now(rules.LOCAL)
     tomorrow = (now + dt.timedelta(days=1)).date().isoformat()
@@ -44,7 +44,7 @@ def hall(couch: Couch, **rules_: Any) -> Doc:
            "who_may_book": ["resident", "volunteer", "grid_worker", "secretary"], "book_ahead_days": 14,
            "max_hours": 3, "approval": False, "grace_minutes": 15, "keepers": ["user:wangge01"],
            "created_by": "user:shuji1", "created_at": now.isoformat(), **rules_}
-    pool.add_resource(couch, doc, now, secret=SECRET)
+    pool.add_resource(couch, keys, doc, now)
     return doc
 
 
@@ -62,8 +62,8 @@ def tomorrow() -> str:
     return (dt.datetime.now(rules.LOCAL) + dt.timedelta(days=1)).date().isoformat()
 
 
-def test_a_resident_books_and_every_bad_booking_says_why(web: TestClient, demo_loaded: Couch) -> None:
-    room = hall(demo_loaded)
+def test_a_resident_books_and_every_bad_booking_says_why(web: TestClient, demo_loaded: Couch, keys: KeyStore) -> None:
+    room = hall(demo_loaded, keys)
     street.as_user(web, "jumin1", PASSWORD)
     listing = web.get("/pool")
     assert listing.status_code == 200 and room["name"] in listing.text
@@ -95,12 +95,14 @@ def test_a_resident_books_and_every_bad_booking_says_why(web: TestClient, demo_l
     assert taken.status_code == 409 and ZH("pool_slot_taken") in taken.text
 
 
-def test_the_keeper_approves_and_the_booker_checks_in_by_the_venues_code(web: TestClient, demo_loaded: Couch) -> None:
-    room = hall(demo_loaded, approval=True)
+def test_the_keeper_approves_and_the_booker_checks_in_by_the_venues_code(web: TestClient, demo_loaded: Couch,
+                                                                        keys: KeyStore) -> None:
+    room = hall(demo_loaded, keys, approval=True)
     key = room["_id"][9:]
     street.as_user(web, "jumin1", PASSWORD)
     now = dt.datetime.now(rules.LOCAL)
-    code = rules.day_code(SECRET, now.date())  # today's code: it changes daily
+    secret = rules.venue_secret(keys.code_key(), room["_id"])
+    code = rules.day_code(secret, now.date())  # today's code: it changes daily
     hour = now.hour if now.minute < 10 else None
     day = now.date().isoformat() if hour is not None else tomorrow()
     assert book(web, room, day, hour=str(hour if hour is not None else 10)).headers["location"].endswith(
@@ -120,7 +122,7 @@ def test_the_keeper_approves_and_the_booker_checks_in_by_the_venues_code(web: Te
     if hour is None:  # too early to check in to tomorrow's booking: the page says there is none now
         assert ZH("pool_checkin_none") in scanned.text
         return
-    yesterday = rules.day_code(SECRET, now.date() - dt.timedelta(days=1))
+    yesterday = rules.day_code(secret, now.date() - dt.timedelta(days=1))
     forged = web.post("/pool/checkin", data={"resource": room["_id"], "booking": first["_id"], "code": yesterday,
                                              "csrf_token": csrf_of(web, "/pool")})
     assert forged.status_code == 400 and ZH("pool_checkin_code") in forged.text
@@ -129,8 +131,9 @@ def test_the_keeper_approves_and_the_booker_checks_in_by_the_venues_code(web: Te
     assert done.status_code == 303 and demo_loaded.main.get(rules.checkin_id(first["_id"]))["method"] == "scan"
 
 
-def test_the_board_flags_an_idle_resource_and_its_csv_speaks_chinese(web: TestClient, demo_loaded: Couch) -> None:
-    room = hall(demo_loaded)
+def test_the_board_flags_an_idle_resource_and_its_csv_speaks_chinese(web: TestClient, demo_loaded: Couch,
+                                                                     keys: KeyStore) -> None:
+    room = hall(demo_loaded, keys)
     street.as_user(web, "jumin1", PASSWORD)
     assert web.get("/pool/board").status_code == 403
     street.as_user(web, "shuji1", PASSWORD)
@@ -154,8 +157,8 @@ def resource_form(**given: str) -> dict[str, str]:
             "book_ahead_days": "7", "max_hours": "2", "grace_minutes": "10", "approval": "yes", **given}
 
 
-def test_the_secretary_adds_a_resource_with_a_photo_and_its_keeper_edits_it(web: TestClient,
-                                                                            demo_loaded: Couch) -> None:
+def test_the_secretary_adds_a_resource_with_a_photo_and_its_keeper_edits_it(web: TestClient, demo_loaded: Couch,
+                                                                            keys: KeyStore) -> None:
     street.as_user(web, "zhiyuan01a", PASSWORD)  # a volunteer adds nothing
     assert web.get("/pool/new").status_code == 403
     street.as_user(web, "shuji1", PASSWORD)
@@ -182,8 +185,9 @@ def test_the_secretary_adds_a_resource_with_a_photo_and_its_keeper_edits_it(web:
     assert [h["weekday"] for h in saved["open_hours"]] == [0, 1, 2, 3, 4]
     photo = web.get(f"/pool/r/{key}/photo")
     assert photo.status_code == 200 and photo.content == TINY_PNG and photo.headers["content-type"] == "image/png"
-    assert pool.venue_code(demo_loaded, saved["_id"], dt.datetime.now(rules.LOCAL))  # a new one has its codes
-    room = hall(demo_loaded)  # kept by wangge01: the keeper edits theirs
+    assert rules.code_matches(saved, dt.datetime.now(rules.LOCAL).date().isoformat(),  # a new one has its codes
+                              pool.venue_code(keys, saved["_id"], dt.datetime.now(rules.LOCAL)))
+    room = hall(demo_loaded, keys)  # kept by wangge01: the keeper edits theirs
     street.as_user(web, "wangge01", PASSWORD)
     edit, hashes = f"/pool/r/{room['_id'][9:]}/edit", demo_loaded.main.get(room["_id"])["code_hashes"]
     assert room["place"] in web.get(edit).text
@@ -196,8 +200,9 @@ def test_the_secretary_adds_a_resource_with_a_photo_and_its_keeper_edits_it(web:
     assert web.get(edit).status_code == 404
 
 
-def test_the_secretary_names_keepers_and_a_keeper_prints_a_week_of_codes(web: TestClient, demo_loaded: Couch) -> None:
-    room = hall(demo_loaded)  # kept by wangge01
+def test_the_secretary_names_keepers_and_a_keeper_prints_a_week_of_codes(web: TestClient, demo_loaded: Couch,
+                                                                         keys: KeyStore) -> None:
+    room = hall(demo_loaded, keys)  # kept by wangge01
     edit = f"/pool/r/{room['_id'][9:]}/edit"
     street.as_user(web, "shuji1", PASSWORD)
     page = web.get(edit).text
@@ -226,9 +231,11 @@ def test_the_secretary_names_keepers_and_a_keeper_prints_a_week_of_codes(web: Te
     today = dt.datetime.now(rules.LOCAL).date()
     days = [today + dt.timedelta(days=n) for n in range(7)]
     assert re.findall(r'data-day="([\d-]+)"', sheet.text) == [d.isoformat() for d in days]
-    assert pool.venue_code(demo_loaded, room["_id"], dt.datetime.now(rules.LOCAL)) == rules.day_code(SECRET, today)
+    secret = rules.venue_secret(keys.code_key(), room["_id"])
+    assert rules.code_matches(demo_loaded.main.get(room["_id"]), today.isoformat(),
+                              pool.venue_code(keys, room["_id"], dt.datetime.now(rules.LOCAL)))  # the keeper's
     for day in days:
-        code = rules.day_code(SECRET, day)
+        code = rules.day_code(secret, day)
         assert code in sheet.text  # each day's QR code opens the check-in page with that day's code filled in
         assert str(pool_pages.qr_svg(f"http://testserver/pool/checkin?resource={quote(room['_id'])}&code={code}")) \
             in sheet.text

@@ -32,7 +32,7 @@ def with_history(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathF
     stored alone (`_design/alone`), as before the merge."""
     settings = make_settings(Path(tmp_path_factory.mktemp("views")), f"views_{secrets.token_hex(3)}_")
     couch = connect(settings, couch_server.url)
-    demo.load(couch, Firewall.open(settings, couch).seal_for_storage, size=SIZE, password="view-test-password",
+    demo.load(couch, Firewall.open(settings, couch), size=SIZE, password="view-test-password",
               now=NOW)
     resident = next(r["id"] for r in couch.main.all(startkey="resident:", endkey="resident:\ufff0", limit=1,
                                                      include_docs="false", as_list=True))

@@ -1085,14 +1085,12 @@ async function poolCheckin({ db, session, query, form, method }) {
 
 // The pool browsed offline (issue 17 item 5): server/web/pool_pages.py list_page and resource_page over the replica,
 // for those who work in a community (grid workers, volunteers), whose phone holds its resources, bookings and
-// check-ins (access.py RULES). A resident's phone holds only their own bookings (it would show others' hours as
-// free), so their /pool and calendar need the server; they check in offline (poolCheckin). Booking needs the
-// server too: the form posts to it (a phone's booking written offline is judged at sync: access._pool_refusal).
+// check-ins (access.py RULES), and for residents, whose phone holds only their own bookings: the hours others hold
+// come with their session (pool.held_ahead: states, never whose), from the day it was fetched to the end of each
+// resource's booking window; another day of a resident's calendar needs the server. Booking from the calendar
+// works offline too (poolBook).
 function poolCommunity(session) {
-  if (session.user.resident) {
-    throw new OfflineError(503, "offline_unavailable");
-  }
-  const community = (session.user.communities || [])[0];
+  const community = session.user.resident ? session.pool.community : (session.user.communities || [])[0];
   if (!community) {
     throw new OfflineError(404, "not_found");
   }
@@ -1179,15 +1177,32 @@ async function poolResourceOf(db, session, key) {
   return resource;
 }
 
-async function poolResource({ db, session, params, query }) {
+// A resident's calendar: the hours others hold that day, from the session (pool.held_ahead), as booking documents
+// that name no one (pool.held_state: "conflict" stands for the two phones' versions); their own come from the
+// replica. Another person's calendar is all in the replica: nothing here.
+function othersHeld(session, resource, day) {
+  if (!session.user.resident) {
+    return [];
+  }
+  const ahead = session.pool.held?.resources?.[resource._id];
+  if (!ahead || day < session.pool.held.from || day > ahead.until) {
+    throw new OfflineError(503, "offline_unavailable");
+  }
+  const key = day.replace(/-/g, "");
+  return Object.entries(ahead.hours).filter(([slot]) => slot.startsWith(key)).map(([slot, state]) => [
+    Number(slot.slice(-2)), { _id: `booking:${resource._id.slice("resource:".length)}:${slot}`, status: state,
+      ...(state === "conflict" ? { _conflicts: [state] } : {}) }]);
+}
+
+async function poolResource({ db, session, params, query }, errors = {}, status = 200, form = null) {
   const resource = await poolResourceOf(db, session, params.key);
   const today = todayIn(session.time_zone);
-  const day = shownDay(query.get("day"), today, session.pool.days_shown);
+  const day = shownDay(query.get("day") || form?.get("day"), today, session.pool.days_shown);
   const keeper = keeps(session, resource);
   const prefix = `booking:${params.key}:`;
-  const held = new Map((await db.allDocs({ startkey: `${prefix}${day.replace(/-/g, "")}00`,
-    endkey: `${prefix}${day.replace(/-/g, "")}99`, include_docs: true, conflicts: true })).rows
-    .filter((r) => r.doc).map((r) => [Number(r.id.slice(-2)), r.doc]));
+  const held = new Map([...othersHeld(session, resource, day), ...(await db.allDocs({
+    startkey: `${prefix}${day.replace(/-/g, "")}00`, endkey: `${prefix}${day.replace(/-/g, "")}99`, include_docs: true,
+    conflicts: true })).rows.filter((r) => r.doc).map((r) => [Number(r.id.slice(-2)), r.doc])]);
   const blocked = blockedHoursOn(resource, day);
   const hours = openHoursOn(resource, day).map((hour) => { // pool.day_view
     const doc = held.get(hour);
@@ -1203,11 +1218,142 @@ async function poolResource({ db, session, params, query }) {
   const conflicted = keeper ? (await db.allDocs({ startkey: prefix, endkey: `${prefix}\ufff0`, include_docs: true,
     conflicts: true })).rows.filter((r) => r.doc?._conflicts?.length).map((r) => r.id) : [];
   const code = keeper ? ((session.pool.codes[resource._id] || []).find((c) => c.date === today) || {}).code : null;
-  return { template: "pool_resource.html", context: {
+  return { template: "pool_resource.html", status, context: {
     resource, day, keeper, prev_day: dayAfter(day, -1), next_day: dayAfter(day, 1),
-    opening: openingText(resource, day), user_id: session.user._id, errors: {}, done: doneOf(session, query),
-    form: { day, hour: "", hours: "1", people: "1", purpose: "" }, hours, names, to_approve: toApprove,
+    opening: openingText(resource, day), user_id: session.user._id, errors, done: doneOf(session, query),
+    form: typedForm(form, day), hours, names, to_approve: toApprove,
     conflicts: conflicted.sort(), code: code || null } };
+}
+
+// pool_pages._typed: what the booking form shows again after a refusal (first showing: the day, one hour, one).
+function typedForm(form, day) {
+  const given = Object.fromEntries(["hour", "hours", "people", "purpose"].map((name) => [name,
+    String(form?.get(name) ?? "").slice(0, 200)]));
+  return { ...given, day: String(form?.get("day") ?? "") || day, hours: given.hours || "1",
+    people: given.people || "1" };
+}
+
+// server/domain/pool.py, the hour in China time (no daylight saving: an hour is an hour), as the server cuts them.
+const CHINA_MS = 8 * 3600000;
+const HOUR_MS = 3600000;
+const chinaParts = (ms) => new Date(ms + CHINA_MS).toISOString(); // "YYYY-MM-DDTHH:…" of China time
+const slotIdAt = (resourceId, ms) => `booking:${resourceId.slice("resource:".length)}:${
+  chinaParts(ms).slice(0, 13).replace(/[-T]/g, "")}`;
+const slotStartAt = (ms) => `${chinaParts(ms).slice(0, 19)}+08:00`; // Python's isoformat() of the hour
+const asWhole = (value) => (/^\s*[+-]?\d+\s*$/.test(String(value)) ? Number(value) : String(value)); // pool_pages._int
+const isWhole = (value) => Number.isInteger(value);
+
+// pool.booking_refusal: why this slot of a booking may not be booked ([message key, params]); null if it may.
+// `kinds`: what the booker books as (pool.booker_kinds).
+export function bookingRefusal(booking, resource, kinds, now) {
+  if (!resource || resource.type !== "resource" || resource._deleted || booking.resource !== resource._id
+      || booking.community !== resource.community) {
+    return ["pool_no_resource", {}];
+  }
+  const start = Date.parse(booking.slot_start);
+  if (!/(Z|[+-]\d\d:\d\d)$/.test(String(booking.slot_start)) || Number.isNaN(start)
+      || booking._id !== slotIdAt(resource._id, start) || start % HOUR_MS) {
+    return ["pool_slot_id", {}];
+  }
+  const m = /:(\d{4})(\d\d)(\d\d)(\d\d)$/.exec(String(booking.group));
+  const first = m && Date.parse(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:00:00+08:00`);
+  const { hours } = booking;
+  if (!isWhole(hours) || hours < 1 || !first || booking.group !== slotIdAt(resource._id, first)
+      || !(first <= start && start < first + HOUR_MS * hours)) {
+    return ["pool_slot_id", {}];
+  }
+  if (hours > resource.max_hours) {
+    return ["pool_too_long", { max: resource.max_hours }];
+  }
+  if (first + HOUR_MS <= now) { // the hour under way may still be booked, for what is left of it
+    return ["pool_past", {}];
+  }
+  if (first > now + resource.book_ahead_days * DAY_MS) {
+    return ["pool_too_far", { days: resource.book_ahead_days }];
+  }
+  const local = chinaParts(start);
+  const [day, hour] = [local.slice(0, 10), Number(local.slice(11, 13))];
+  if (!openHoursOn(resource, day).includes(hour)) {
+    return ["pool_closed", { hours: openingText(resource, day) }];
+  }
+  const blocked = blockedHoursOn(resource, day);
+  if (blocked.has(hour)) {
+    return ["pool_blackout", { reason: blocked.get(hour) || "-" }];
+  }
+  if (!isWhole(booking.people) || booking.people < 1 || booking.people > resource.capacity) {
+    return ["pool_over_capacity", { capacity: resource.capacity }];
+  }
+  if (![...kinds].some((kind) => resource.who_may_book.includes(kind))) {
+    return ["pool_not_for_you", {}];
+  }
+  if (booking.status !== (resource.approval ? "requested" : "confirmed")) {
+    return ["pool_status", {}];
+  }
+  return null;
+}
+
+// pool._field_of: the form field a refusal is shown at.
+const POOL_REFUSAL_FIELD = { pool_too_long: "hours", pool_over_capacity: "people", pool_past: "day",
+  pool_too_far: "day", pool_closed: "hour", pool_blackout: "hour" };
+
+// pool_pages.book and pool.book, offline: every slot free as this phone knows it (its replica; a resident's, with
+// the hours others hold from the session) and within the resource's rules, or nothing is written. The sync
+// gateway judges it again (access._pool_refusal); two phones that took one slot meet there as one document in
+// conflict, listed on the keeper's calendar to resolve (pool.conflicts_of), never two bookings.
+async function poolBook(request) {
+  const { db, session, params, form } = request;
+  const resource = await poolResourceOf(db, session, params.key);
+  const refused = (field, key, args, status = 400) => poolResource(request, { [field]: fieldError(key, args) },
+    status, form);
+  const dayGiven = String(form.get("day") ?? "");
+  const hourGiven = asWhole(form.get("hour") ?? "");
+  const m = /^(\d{4})-?(\d\d)-?(\d\d)$/.exec(dayGiven);
+  const start = m && isWhole(hourGiven) && hourGiven >= 0 && hourGiven <= 23
+    && Date.parse(`${m[1]}-${m[2]}-${m[3]}T${String(hourGiven).padStart(2, "0")}:00:00+08:00`);
+  if (!start || chinaParts(start).slice(0, 10) !== `${m[1]}-${m[2]}-${m[3]}`) {
+    return refused("hour", "pool_slot_id", {});
+  }
+  const hours = asWhole(form.get("hours") ?? "1");
+  if (!isWhole(hours) || hours < 1 || hours > 24) {
+    return refused("hours", "pool_too_long", { max: resource.max_hours });
+  }
+  const now = Date.now();
+  const today = Date.parse(`${chinaParts(now).slice(0, 10)}T00:00:00+08:00`);
+  if (start < today - DAY_MS) {
+    return refused("day", "pool_past", {});
+  }
+  if (start >= today + (resource.book_ahead_days + 2) * DAY_MS) {
+    return refused("day", "pool_too_far", { days: resource.book_ahead_days });
+  }
+  const kinds = new Set([...(session.user.roles || []).filter((r) => ["volunteer", "grid_worker", "secretary"]
+    .includes(r)), ...(session.user.resident ? ["resident"] : [])]);
+  const purpose = String(form.get("purpose") ?? "").trim().slice(0, 200);
+  const docs = [];
+  for (let n = 0; n < hours; n += 1) {
+    const at = start + n * HOUR_MS;
+    const id = slotIdAt(resource._id, at);
+    const day = chinaParts(at).slice(0, 10);
+    const inWindow = !session.user.resident || (day >= (session.pool.held?.from || "")
+      && day <= (session.pool.held?.resources?.[resource._id]?.until || ""));
+    const others = inWindow ? new Map(othersHeld(session, resource, day)) : new Map();
+    const old = await db.get(id).catch(() => null);
+    if ((old && session.pool.active.includes(old.status)) || others.has(Number(chinaParts(at).slice(11, 13)))) {
+      return refused("(form)", "pool_slot_taken", {}, 409);
+    }
+    const doc = { _id: id, ...(old ? { _rev: old._rev, ...(old.waitlist?.length ? { waitlist: old.waitlist } : {}) }
+      : {}), type: "booking", street: resource.street, community: resource.community, resource: resource._id,
+      slot_start: slotStartAt(at), group: slotIdAt(resource._id, start), hours,
+      people: asWhole(form.get("people") ?? "1"), status: resource.approval ? "requested" : "confirmed",
+      booked_by: session.user._id, created_at: nowISO(),
+      ...(session.user.resident ? { resident: session.user.resident } : {}), ...(purpose ? { purpose } : {}) };
+    const refusal = bookingRefusal(doc, resource, kinds, now);
+    if (refusal) {
+      return refused(POOL_REFUSAL_FIELD[refusal[0]] || "(form)", refusal[0], refusal[1]);
+    }
+    docs.push(doc);
+  }
+  await db.bulkDocs(docs);
+  return { redirect: `/pool/r/${params.key}?day=${dayGiven}&done=${resource.approval ? "requested" : "booked"}` };
 }
 
 // pool_pages.photo: the resource's photo, from the replica.
@@ -1267,6 +1413,7 @@ export const ROUTES = [
   ["POST", "/pool/checkin", poolCheckin],
   ["GET", "/pool", poolPage],
   ["GET", "/pool/r/:key", poolResource],
+  ["POST", "/pool/r/:key/book", poolBook],
   ["GET", "/pool/r/:key/photo", poolPhoto],
   ["GET", "/timebank", timebankPage],
   ["POST", "/claims", claimOffline],

@@ -361,9 +361,11 @@ WRITE_RULES: dict[str, Callable[[Principal, Doc], bool]] = {
     "redemption": lambda p, doc: (p.has(Role.PARTNER) and p.organisation is not None
                                   and doc.get("organisation") == p.organisation and doc.get("created_by") == p.user_id),
     # Who works in a community books and checks in from a phone, offline too, as themselves (_pool_refusal says
-    # what a booking and a check-in must be); residents book online, through the server, and check in to their own
-    # bookings by the venue's code from their phone, offline too.
-    "booking": lambda p, doc: doc.get("booked_by") == p.user_id and _works_in_community(p, doc),
+    # what a booking and a check-in must be); a resident books for their own household (naming their own record,
+    # whose community the booking must be in: _link_refusal), offline too, and checks in to their own bookings by
+    # the venue's code from their phone.
+    "booking": lambda p, doc: doc.get("booked_by") == p.user_id and (
+        _works_in_community(p, doc) or (p.resident is not None and doc.get("resident") == p.resident)),
     "checkin": lambda p, doc: doc.get("created_by") == p.user_id and (_works_in_community(p, doc)
                                                                       or p.has(Role.RESIDENT)),
     # The grid worker records a reporter's "is it really fixed?" answer offline (applied by the server, issue 18).
@@ -755,9 +757,9 @@ def _pool_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt.d
             return t("pool_slot_taken")
         changed = {k for k in {*old, *new} - {"_rev", "_revisions"} if old.get(k) != new.get(k)}
         return None if changed <= {"status"} and new.get("status") == "cancelled" else t("pool_not_active")
-    if new.get("resident") is not None:  # a phone books as its user: naming a resident would book in their name
-        return "a phone's booking names no resident (a resident books online, through the server)"
-    kinds = pool.booker_kinds(p.roles, resident=False)
+    if new.get("resident") not in (None, p.resident):  # a phone books as its user, never in another's name
+        return "a phone's booking names no resident but its own user's"
+    kinds = pool.booker_kinds(p.roles, resident=new.get("resident") is not None)
     refused = pool.booking_refusal(new, refs.get(new.get("resource") or ""), kinds, now)
     return t(*refused) if refused else None
 

@@ -1013,7 +1013,8 @@ DOC_TYPES: dict[str, DocType] = {
             "keepers": Field("list", Category.SYSTEM, ref="user"),  # who approves and checks people in
             # The venue's check-in code changes daily (server/domain/pool.py day_code): each day's code as its SHA-256,
             # two weeks back to a week ahead. A phone checks a scanned code against its day's offline and the sync
-            # gateway refuses a forged or another day's; the codes' secret is the keeper's (venue_code, not replicated).
+            # gateway refuses a forged or another day's; the codes' secret is derived on the server from the wrapped
+            # code key (pool.venue_secret), never stored.
             "code_hashes": Field("records", Category.SYSTEM, server_only=True, max_items=60, shape=(
                 ("date", "date"), ("hash", "text"))),
             **_WHO_WHEN,
@@ -1031,7 +1032,7 @@ DOC_TYPES: dict[str, DocType] = {
             "purpose": _text(Category.SOCIAL, max_length=200),
             "status": _enum(BOOKING_STATES, required=True),
             "booked_by": _ref("user", required=True),
-            "resident": _ref("resident"),  # who booked, when a resident did (their own page, online)
+            "resident": _ref("resident"),  # who booked, when a resident did (online, or from their phone offline)
             "waitlist": Field("list", Category.SYSTEM, ref="user", max_items=20),  # next in line if it is cancelled
             "decided_by": _ref("user"),  # the keeper who approved or declined it, the sweep's no-show
             "decided_at": Field("datetime"),
@@ -1047,12 +1048,12 @@ DOC_TYPES: dict[str, DocType] = {
             **_WHO_WHEN,
         }, label_zh="签到", label_en="Check-in", client_writable=True),
         DocType("venue_code", Scope.COMMUNITY, {
-            # The secret each day's check-in code is derived from (pool.day_code): the keeper's page shows today's
-            # code and its QR (opening /pool/checkin?code=…); phones hold only the codes' hashes (resource.code_hashes).
+            # Left from before version 2, which held the venue's codes' secret in the clear: the secret is now derived
+            # from the wrapped code key (pool.venue_secret) and never stored, so nothing writes this type any more.
+            # Declared so that `linli migrate` strips the secret from the ones stored (migrations.py).
             "resource": _ref("resource", required=True),
-            "secret": _text(Category.SYSTEM, required=True, max_length=64),
             "created_at": Field("datetime", required=True),
-        }, database=ACCOUNTS_DB, label_zh="签到码", label_en="Check-in code"),
+        }, database=ACCOUNTS_DB, label_zh="签到码", label_en="Check-in code", version=2),
         # ---- matching needs to offers of help (issue 17, item 4; server/services/matching.py)
         DocType("offer", Scope.COMMUNITY, {
             # Help someone offers: a volunteer or resident in their grid (`grid`), an organisation to the whole

@@ -28,10 +28,13 @@ def _request_source(doc: Doc) -> Doc:
     return doc if doc.get("source") else {**doc, "source": "offline"}
 
 
-def _lock_without_secret(doc: Doc) -> Doc:
-    """ledger_lock 1 → 2: the confirmation codes' secret kept in the clear is dropped (codes now come from the
-    installation's wrapped `code_key`, server/domain/timebank.py code_secret). The resident's page shows their new
-    codes; a code printed before the upgrade no longer confirms anything."""
+def _without_secret(doc: Doc) -> Doc:
+    """ledger_lock 1 → 2 and venue_code 1 → 2: a secret kept in the clear is dropped. Both secrets are now derived
+    from the installation's `code_key`, stored only wrapped under the master key: a resident's confirmation codes'
+    (server/domain/timebank.py code_secret) and a venue's check-in codes' (server/domain/pool.py venue_secret).
+    So the codes change once: the resident's page shows their new ones (a code printed before the upgrade no
+    longer confirms anything); the minute clock renews a venue's code hashes from its new secret
+    (server/services/pool.py renew_codes) and its keeper prints the week's sheet again."""
     return {k: v for k, v in doc.items() if k != "secret"}
 
 
@@ -49,9 +52,10 @@ def _sample_answered(doc: Doc) -> Doc:
 
 MIGRATIONS: dict[tuple[str, int], Migration] = {
     ("service_request", 1): _request_source,
-    ("ledger_lock", 1): _lock_without_secret,
+    ("ledger_lock", 1): _without_secret,
     ("redemption", 1): _redemption_voided,
     ("survey_sample", 1): _sample_answered,
+    ("venue_code", 1): _without_secret,
 }
 
 

@@ -50,8 +50,15 @@ def code_hash(code: str) -> str:
     return hashlib.sha256(code.strip().upper().encode()).hexdigest()
 
 
+def venue_secret(code_key: bytes, resource_id: str) -> str:
+    """A venue's codes' secret (hex), derived from the installation's code key (server/security/keystore.py
+    code_key, stored only wrapped under the master key): never stored itself, the same after a master-key rotation,
+    different for every venue. A copy of the database holds no secret a day's code can be made from."""
+    return hmac.new(code_key, f"linli venue secret {resource_id}".encode(), hashlib.sha256).hexdigest()
+
+
 def day_code(secret: str, day: dt.date) -> str:
-    """The venue's check-in code on one day (China time), derived from its secret (venue_code, never replicated):
+    """The venue's check-in code on one day (China time), derived from its secret (`venue_secret`, never stored):
     the keeper's page shows today's; nobody can work out another day's from it."""
     digest = hmac.new(secret.encode(), day.isoformat().encode(), hashlib.sha256).digest()
     return "".join(CODE_ALPHABET[b % len(CODE_ALPHABET)] for b in digest[:CODE_LENGTH])  # 256 % 32 == 0: unbiased

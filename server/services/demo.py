@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 from server.domain import workdays
 from server.domain.access import Principal
-from server.domain.declaration import ACCOUNTS_DB, MAIN_DB, Role, database_of, id_card_check_char, validate
+from server.domain.declaration import Role, id_card_check_char, validate
 from server.security import accounts
+from server.security.firewall import Firewall
 from server.security.keystore import KeyStore
 from server.services import demo_history, rewards, timebank
 from server.services.timebank import LedgerError
@@ -463,13 +464,14 @@ def _with_health_notes(doc: dict[str, Any], care: random.Random) -> dict[str, An
     return doc
 
 
-def generate_history(seed: int = 2025, size: DemoSize = DemoSize(), *, now: dt.datetime
+def generate_history(seed: int = 2025, size: DemoSize = DemoSize(), *, now: dt.datetime, code_key: bytes
                      ) -> Iterator[dict[str, Any]]:
-    """The year of history (server/services/demo_history.py) ending at `now`, of the street generate() makes."""
+    """The year of history (server/services/demo_history.py) ending at `now`, of the street generate() makes;
+    `code_key`: the installation's, which its venues' check-in codes are made from."""
     census = _census(size)
     for doc in generate(seed, size):
         census.observe(doc)
-    return demo_history.generate(census, seed, now, _calendar())
+    return demo_history.generate(census, seed, now, _calendar(), code_key)
 
 
 def _census(size: DemoSize) -> demo_history.Census:
@@ -571,13 +573,13 @@ class LoadReport:
     loaded: bool
 
 
-def load(couch: Couch, seal: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], seed: int = 2025,
+def load(couch: Couch, firewall: Firewall, seed: int = 2025,
          size: DemoSize = DemoSize(), *, password: str, progress: bool = False, batch_size: int = 1000,
          now: dt.datetime | None = None, history: bool = True) -> LoadReport:
     """Write the demo and (unless `history` is False) its year of history up to `now` (default: this moment)
     through _bulk_docs, unless it is there already (the street document decides).
 
-    `seal` (the firewall's `seal_for_storage`) encrypts each batch's protected
+    The firewall's `seal_for_storage` encrypts each batch's protected
     fields and adds residents' data keys, so no plaintext of a protected field
     ever reaches the database. The progress bar counts generated documents;
     the report counts every document written. Accounts go first, so that a clash with an existing account fails before
@@ -605,7 +607,7 @@ def load(couch: Couch, seal: Callable[[list[dict[str, Any]]], list[dict[str, Any
         def write(batches: Iterator[list[dict[str, Any]]]) -> None:
             nonlocal written, in_flight, generated
             for batch in batches:
-                sealed = seal(batch)
+                sealed = firewall.seal_for_storage(batch)
                 written += in_flight.result()  # only now: this batch was made while the previous one was written
                 bar.update(generated)
                 in_flight, generated = writer.submit(_save_all, couch.main, sealed), len(batch)
@@ -615,11 +617,10 @@ def load(couch: Couch, seal: Callable[[list[dict[str, Any]]], list[dict[str, Any
 
         write(_validated_batches(docs, batch_size))
         # Only now is every resident's data key stored, which the history's protected fields are sealed with.
-        past = list(demo_history.generate(census, seed, now or dt.datetime.now(dt.UTC), _calendar())) if history else []
+        past = list(demo_history.generate(census, seed, now or dt.datetime.now(dt.UTC), _calendar(),
+                                          firewall.keystore.code_key())) if history else []
         bar.total += len(past)
-        write(_validated_batches(iter(d for d in past if database_of(d["_id"]) == MAIN_DB), batch_size))
-        # The history's few documents of the accounts database (venues' check-in codes): beside the users.
-        written += _save_all(couch.accounts, [d for d in past if database_of(d["_id"]) == ACCOUNTS_DB])
+        write(_validated_batches(iter(past), batch_size))
         write(iter([[street_doc]]))
     return LoadReport(written, time.perf_counter() - started, loaded=True)
 

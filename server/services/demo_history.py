@@ -166,10 +166,12 @@ class Census:
 
 @dataclass(frozen=True)
 class Clock:
-    """The history's `now`, and the street's working-day calendar its deadlines are counted in."""
+    """The history's `now`, the street's working-day calendar its deadlines are counted in, and the installation's
+    code key its venues' check-in codes are made from (server/domain/pool.py venue_secret)."""
 
     now: dt.datetime
     calendar: WorkCalendar
+    code_key: bytes
 
     def daytime(self, rng: random.Random, days_ago: float) -> dt.datetime:
         """A moment about `days_ago` before now, between 08:00 and 20:00 local time, never after now."""
@@ -949,8 +951,7 @@ CHINA = dt.timezone(dt.timedelta(hours=8))
 
 def resource_pool(census: Census, rng: random.Random, clock: Clock) -> Iterator[Doc]:
     """Each community's venues with a year of sessions booked, checked in (by the booker's scan or the keeper)
-    or not (a no-show), two blackouts on one day, and the venue's check-in code for its keeper; a few
-    bookings of the coming week."""
+    or not (a no-show), two blackouts on one day; a few bookings of the coming week."""
     now = clock.now.astimezone(CHINA)
     for community in sorted({g.routing["community"] for g in census.grids.values()}):
         grids = [g for g in census.grids.values() if g.routing["community"] == community]
@@ -960,7 +961,7 @@ def resource_pool(census: Census, rng: random.Random, clock: Clock) -> Iterator[
         for n, (name, kind, owner, place, capacity, (days, opens, closes), who, approval, booked, shown) in \
                 enumerate(VENUES, 1):
             resource = f"resource:{community.removeprefix('community:')}-v{n}"
-            secret = "".join(rng.choice(pool_rules.CODE_ALPHABET) for _ in range(32))  # its daily codes' secret
+            secret = pool_rules.venue_secret(clock.code_key, resource)  # its daily codes' (never stored)
             twice = (now - dt.timedelta(days=20 + n)).date()  # a day with two blackouts, both count
             yield {"_id": resource, "type": "resource", **where, "name": name, "kind": kind, "owner_kind": owner,
                    **({"owner": community} if owner == "community" else {}), "place": place, "capacity": capacity,
@@ -975,8 +976,6 @@ def resource_pool(census: Census, rng: random.Random, clock: Clock) -> Iterator[
                    "code_hashes": pool_rules.code_hashes(secret, now.astimezone(CHINA).date()),
                    "created_by": grids[0].secretary,
                    "created_at": _iso(clock.now - dt.timedelta(days=DAYS))}
-            yield {"_id": "venue_code:" + resource.removeprefix("resource:"), "type": "venue_code", **where,
-                   "resource": resource, "secret": secret, "created_at": _iso(clock.now - dt.timedelta(days=DAYS))}
             share, until, after, length = booked
             staff = [p for p in bookers if "wangge" in p or "shuji" in p] or bookers
             for days_ago in range(DAYS - 1, -8 if kind == "room" else 1, -1):  # the locker: nothing ahead
@@ -1360,9 +1359,10 @@ KINDS: dict[str, Callable[[Census, random.Random, Clock], Iterator[Doc]]] = {
 }
 
 
-def generate(census: Census, seed: int, now: dt.datetime, calendar: WorkCalendar) -> Iterator[Doc]:
-    """Every history document of the street the census saw, for the year ending at `now` (aware)."""
-    clock = Clock(now.astimezone(dt.UTC), calendar)
+def generate(census: Census, seed: int, now: dt.datetime, calendar: WorkCalendar, code_key: bytes) -> Iterator[Doc]:
+    """Every history document of the street the census saw, for the year ending at `now` (aware); `code_key`: the
+    installation's (keystore.code_key), which the venues' check-in codes are made from."""
+    clock = Clock(now.astimezone(dt.UTC), calendar, code_key)
     for name, kind in KINDS.items():
         for doc in kind(census, random.Random(f"{name}-{seed}"), clock):
             if doc["type"] == "matter":

@@ -1,7 +1,8 @@
 """`linli migrate`: stored documents written under an older declaration version upgraded to the current one
 (server/domain/migrations.py), in batches, while the server runs (issue 20 item 4).
 
-Only the types that are past version 1 are read, each by its id range (ids are `<type>:<key>`), a batch at a time.
+Only the types that are past version 1 are read, each by its id range (ids are `<type>:<key>`) in the database it
+lives in (most in the main database; `ledger_lock` and `venue_code` in the accounts database), a batch at a time.
 Each batch's upgrades are written as ordinary edits on the revisions read: one a page or a phone changed meanwhile
 is a conflict (409), read again and upgraded again, so no one's edit is lost.
 
@@ -10,6 +11,10 @@ a backup) records the last id done. A run killed anywhere starts from the checkp
 checkpointed is read again and finds its documents current (nothing is written twice), and no id past the
 checkpoint was passed over. A run that ends deletes the checkpoint, so the next one looks at everything again
 (finding, normally, nothing). `dry_run` reads the same documents and writes nothing, not even the checkpoint.
+
+An upgrade that drops a field (a secret once kept in the clear) leaves the old value in the revision it replaced
+until the database is compacted: a run that wrote anything asks each database it wrote to compact (CouchDB and
+pouchdb-server drop the bodies of replaced revisions then).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Report:
     read: int = 0
     left: list[str] = field(default_factory=list)  # not stored (edited too often meanwhile, refused): run again
     resumed_after: str | None = None
+    compacted: list[str] = field(default_factory=list)  # the databases written to, asked to compact
 
 
 def behind_types() -> list[str]:
@@ -53,25 +59,31 @@ def behind_types() -> list[str]:
 
 def migrate(couch: Couch, *, dry_run: bool = False, batch: int = BATCH, progress: Progress | None = None) -> Report:
     """Upgrade every stored document behind its type's version (see the module's docstring); what it changed."""
-    db = couch.main  # every type past version 1 lives there (phones write them)
+    db = couch.main  # where the checkpoint is kept
     checkpoint = None if dry_run else get_or_none(db, CHECKPOINT_ID)
     report = Report(resumed_after=checkpoint.get("after") if checkpoint else None)
+    written: set[str] = set()
     for type_name in behind_types():
         start = _resume_from(checkpoint, type_name)
         if start is None:
             continue
-        for docs in _batches(db, type_name, start, batch):
+        source = DOC_TYPES[type_name].database
+        for docs in _batches(couch.db(source), type_name, start, batch):
             report.read += len(docs)
             behind = [d for d in docs if migrations.is_behind(d)]
             report.changes += [_change(d) for d in behind]
             if behind and not dry_run:
-                report.left += _write(db, behind)
+                report.left += _write(couch.db(source), behind)
+                written.add(source)
             if progress:
                 progress(type_name, report.read)
             if not dry_run:
                 checkpoint = _save_checkpoint(db, checkpoint, type_name, docs[-1]["_id"])
     if checkpoint and not dry_run:
         db.resource._request_response("DELETE", CHECKPOINT_ID, params={"rev": checkpoint["_rev"]})
+    for name in sorted(written):
+        couch.db(name).resource.post("_compact", json={})
+    report.compacted = sorted(written)
     return report
 
 

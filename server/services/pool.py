@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import secrets
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -22,8 +21,9 @@ from server.domain.access import Principal
 from server.domain.declaration import BOOKER_KINDS, RESOURCE_KINDS, RESOURCE_OWNER_KINDS, Role, validate
 from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
+from server.security.keystore import KeyStore
 from server.store import queries, sweeps
-from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -38,40 +38,31 @@ class PoolError(UserError):
 
 # ---------------------------------------------------------------- resources
 
-def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+def venue_secret(keys: KeyStore, resource_id: str) -> str:
+    """The venue's codes' secret, derived from the installation's wrapped code key (rules.venue_secret): never
+    stored, so a copy of the database makes no day's code."""
+    return rules.venue_secret(keys.code_key(), resource_id)
 
 
-def resource_docs(resource: Doc, secret: str, now: dt.datetime) -> list[Doc]:
-    """A resource with its daily check-in codes' hashes, and the codes' secret for its keeper (accounts database)."""
-    held = {**resource, "type": "resource",
-            "code_hashes": rules.code_hashes(secret, now.astimezone(rules.LOCAL).date())}
-    venue = {"_id": "venue_code:" + resource["_id"].removeprefix("resource:"), "type": "venue_code",
-             "street": resource["street"], "community": resource["community"], "resource": resource["_id"],
-             "secret": secret, "created_at": now.isoformat()}
+def add_resource(couch: Couch, keys: KeyStore, resource: Doc, now: dt.datetime) -> None:
+    """Store a resource (its routing, name, hours and rules given) with its daily check-in codes' hashes."""
+    held = {**resource, "type": "resource", "code_hashes": rules.code_hashes(
+        venue_secret(keys, resource["_id"]), now.astimezone(rules.LOCAL).date())}
     validate(held)
-    validate(venue)
-    return [held, venue]
-
-
-def add_resource(couch: Couch, resource: Doc, now: dt.datetime, secret: str | None = None) -> str:
-    """Store a resource (its routing, name, hours and rules given) with a new secret for its daily check-in codes;
-    the secret."""
-    secret = secret or new_secret()
-    held, venue = resource_docs(resource, secret, now)
     couch.main.save(held)
-    couch.accounts.save(venue)
-    return secret
 
 
-def renew_codes(couch: Couch, now: dt.datetime) -> int:
-    """The minute clock's part: every resource whose code hashes run out within CODE_DAYS_AHEAD days gets the
-    hashes from CODE_DAYS_KEPT days back to CODE_DAYS_AHEAD ahead again (once a day each). How many."""
+def renew_codes(couch: Couch, keys: KeyStore, now: dt.datetime) -> int:
+    """The minute clock's part: every resource whose code hashes run out within CODE_DAYS_AHEAD days, or do not
+    hold today's code (made from a secret it had before: an upgrade, venue_code 1 → 2), gets the hashes from
+    CODE_DAYS_KEPT days back to CODE_DAYS_AHEAD ahead again (once a day each). How many."""
     today = now.astimezone(rules.LOCAL).date()
-    due = [r for r in docs_of_type(couch.main, "resource") if rules.codes_due(r, today)]
-    secrets_ = get_many(couch.accounts, ["venue_code:" + r["_id"].removeprefix("resource:") for r in due])
-    renewed = [{**r, "code_hashes": rules.code_hashes(secrets_[v]["secret"], today)} for r in due
-               if (v := "venue_code:" + r["_id"].removeprefix("resource:")) in secrets_]
+    renewed = []
+    for resource in docs_of_type(couch.main, "resource"):
+        secret = venue_secret(keys, resource["_id"])
+        if rules.codes_due(resource, today) or not rules.code_matches(resource, today.isoformat(),
+                                                                      rules.day_code(secret, today)):
+            renewed.append({**resource, "code_hashes": rules.code_hashes(secret, today)})
     for doc in renewed:
         validate(doc)
     return sum(not r.error for r in bulk_save(couch.main, renewed)) if renewed else 0
@@ -81,25 +72,23 @@ def resources_of(couch: Couch, community: str) -> list[Doc]:
     return sorted(iter_view_docs(couch.main, "linli/by_place", [community, "resource"]), key=lambda r: r["name"])
 
 
-def venue_code(couch: Couch, resource_id: str, now: dt.datetime) -> str | None:
+def venue_code(keys: KeyStore, resource_id: str, now: dt.datetime) -> str:
     """The venue's check-in code today (its keeper's page shows it, and its QR code)."""
-    doc = get_or_none(couch.accounts, "venue_code:" + resource_id.removeprefix("resource:"))
-    return rules.day_code(doc["secret"], now.astimezone(rules.LOCAL).date()) if doc else None
+    return rules.day_code(venue_secret(keys, resource_id), now.astimezone(rules.LOCAL).date())
 
 
-def week_codes(couch: Couch, resource_id: str, now: dt.datetime) -> list[Doc]:
+def week_codes(keys: KeyStore, resource_id: str, now: dt.datetime) -> list[Doc]:
     """The venue's codes for the coming week, one a day (its keeper prints them: a posted code is good for its
     day only)."""
-    doc = get_or_none(couch.accounts, "venue_code:" + resource_id.removeprefix("resource:"))
-    return rules.week_codes(doc["secret"], now.astimezone(rules.LOCAL).date()) if doc else []
+    return rules.week_codes(venue_secret(keys, resource_id), now.astimezone(rules.LOCAL).date())
 
 
-def keepers_codes(couch: Couch, user: Doc, now: dt.datetime) -> dict[str, list[Doc]]:
+def keepers_codes(couch: Couch, keys: KeyStore, user: Doc, now: dt.datetime) -> dict[str, list[Doc]]:
     """The coming week's codes of the venues this person keeps (named a keeper), by resource: what their phone
     shows on the venue's page offline, as the server shows today's online (the secret never leaves the server)."""
     kept = [r["_id"] for c in user.get("communities") or [] for r in resources_of(couch, c)
             if user["_id"] in (r.get("keepers") or [])]
-    return {resource_id: week_codes(couch, resource_id, now) for resource_id in kept}
+    return {resource_id: week_codes(keys, resource_id, now) for resource_id in kept}
 
 
 def is_keeper(p: Principal, resource: Doc) -> bool:
@@ -135,7 +124,7 @@ def resource_photo(data: bytes, declared: str | None) -> dict[str, Doc]:
     return {"photo." + kind.split("/")[1]: {"content_type": kind, "data": base64.b64encode(data).decode()}}
 
 
-def save_resource(couch: Couch, p: Principal, community: Doc, values: Doc, now: dt.datetime,
+def save_resource(couch: Couch, keys: KeyStore, p: Principal, community: Doc, values: Doc, now: dt.datetime,
                   old: Doc | None = None, photo: tuple[bytes, str | None] | None = None) -> Doc:
     """Add a resource to `community` (its secretary) or edit `old` (its keeper or the secretary): every field
     of the form checked and named; a new one gets its check-in code. A photo replaces the one it had."""
@@ -167,7 +156,7 @@ def save_resource(couch: Couch, p: Principal, community: Doc, values: Doc, now: 
     doc = {"_id": f"resource:{uuid.uuid4().hex[:12]}", "street": community["street"],
            "community": community["_id"], **fields, "created_by": p.user_id,
            "created_at": now.isoformat(), **({"_attachments": attachments} if attachments else {})}
-    add_resource(couch, doc, now)
+    add_resource(couch, keys, doc, now)
     return doc
 
 
@@ -180,12 +169,25 @@ def load_resource(couch: Couch, resource_id: str) -> Doc:
 
 # ---------------------------------------------------------------- slots: what a day of a resource looks like
 
+def slots_between(couch: Couch, resource: Doc, first: dt.date, last: dt.date) -> list[Doc]:
+    """The resource's booking documents of the days `first` to `last`, in time order (their ids), each with
+    `_conflicts` when two phones took it offline."""
+    start, end = (rules.slot_id(resource["_id"], dt.datetime.combine(day, dt.time(0), rules.LOCAL))
+                  for day in (first, last))
+    rows = couch.main.all(startkey=start, endkey=end[:-2] + "99", include_docs="true", conflicts="true",
+                          as_list=True)
+    return [row["doc"] for row in rows if row.get("doc")]
+
+
 def day_slots(couch: Couch, resource: Doc, day: dt.date) -> dict[int, Doc]:
     """The day's booking documents by hour (0-23), each with `_conflicts` when two phones took it offline."""
-    first = rules.slot_id(resource["_id"], dt.datetime.combine(day, dt.time(0), rules.LOCAL))
-    rows = couch.main.all(startkey=first, endkey=first[:-2] + "99", include_docs="true", conflicts="true",
-                          as_list=True)
-    return {int(row["id"][-2:]): row["doc"] for row in rows if row.get("doc")}
+    return {int(doc["_id"][-2:]): doc for doc in slots_between(couch, resource, day, day)}
+
+
+def held_state(doc: Doc) -> str | None:
+    """How a slot's booking document holds it: "conflict" (two phones took it offline), its status while that
+    holds the slot (rules.ACTIVE), or None (cancelled, declined, a no-show: free to book again)."""
+    return "conflict" if doc.get("_conflicts") else doc["status"] if doc["status"] in rules.ACTIVE else None
 
 
 def day_view(couch: Couch, resource: Doc, day: dt.date) -> list[Doc]:
@@ -194,10 +196,25 @@ def day_view(couch: Couch, resource: Doc, day: dt.date) -> list[Doc]:
     shown = []
     for hour in sorted(rules.open_hours_on(resource, day)):
         doc = held.get(hour)
-        state = ("conflict" if doc and doc.get("_conflicts") else "blocked" if hour in blocked
-                 else doc["status"] if doc and doc["status"] in rules.ACTIVE else "free")
+        holds = held_state(doc) if doc else None
+        state = "conflict" if holds == "conflict" else "blocked" if hour in blocked else holds or "free"
         shown.append({"hour": hour, "state": state, "booking": doc, "reason": blocked.get(hour, "")})
     return shown
+
+
+def held_ahead(couch: Couch, community: str, now: dt.datetime) -> Doc:
+    """What a resident's phone shows of other people's bookings offline (pages.js poolResource), beside their own,
+    which its replica holds: for each resource of the community, from today to the end of its booking window, the
+    hours held or in conflict, by slot key (YYYYMMDDHH) → state (`held_state`). Whose they are stays on the server:
+    a resident's calendar never names them, and their phone holds no one else's booking."""
+    today = now.astimezone(rules.LOCAL).date()
+    resources = {}
+    for resource in resources_of(couch, community):
+        until = today + dt.timedelta(days=resource["book_ahead_days"])
+        states = {doc["_id"].rsplit(":", 1)[1]: held_state(doc) for doc in slots_between(couch, resource, today, until)}
+        resources[resource["_id"]] = {"until": until.isoformat(),
+                                      "hours": {slot: state for slot, state in states.items() if state}}
+    return {"from": today.isoformat(), "resources": resources}
 
 
 # ---------------------------------------------------------------- booking, cancelling, the waitlist

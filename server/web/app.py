@@ -510,7 +510,7 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Mount("/vendor", StaticFiles(directory=VENDOR_DIR, check_dir=False), name="vendor"),
         # The offline app: service worker, manifest, browser code, templates (server/web/pwa_routes.py).
-        *pwa_routes.routes(couch, current_user, _template_context, firewall.keystore.installation_public),
+        *pwa_routes.routes(couch, current_user, _template_context, firewall.keystore),
         *mounts,
     ]
     middleware = [
@@ -579,7 +579,7 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         # "Is it really fixed?" answered on grid workers' phones offline (issue 18), applied as online.
         ("requests' fixed-or-not answers recorded offline", fix_checks),
         # Venues' daily check-in codes: their hashes renewed a week ahead (server/services/pool.py renew_codes).
-        ("venue codes", _one_in(CODES_EVERY, lambda: pool.renew_codes(couch, _now()))),
+        ("venue codes", _one_in(CODES_EVERY, lambda: pool.renew_codes(couch, firewall.keystore, _now()))),
         # Withdrawal votes counted by a process that stopped before settling their project (issue 18).
         ("service projects' withdrawal votes", lambda: projects.settle_counted_withdrawals(couch, _now())),
         # What a CouchDB cluster can leave where one node gives a 409 (issue 24; ARCHITECTURE.md section 6):

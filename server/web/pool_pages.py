@@ -175,7 +175,7 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
             return {"hours": hours, "names": queries.user_names(couch, seen) if keeper else {},
                     "to_approve": to_approve,
                     "conflicts": pool.conflicts_of(couch, resource) if keeper else [],
-                    "code": pool.venue_code(couch, resource["_id"], now()) if keeper else None}
+                    "code": pool.venue_code(firewall.keystore, resource["_id"], now()) if keeper else None}
 
         context = await run_in_threadpool(gather)
         return render(request, "pool_resource.html", status, resource=resource, day=day, keeper=keeper,
@@ -280,8 +280,8 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
             photo = (data, upload.content_type) if data and not isinstance(upload, str) else None
             community = await run_in_threadpool(queries.load_doc, couch, community_id, "community")
             try:
-                saved = await run_in_threadpool(pool.save_resource, couch, p, community, values, now(), resource,
-                                                photo)
+                saved = await run_in_threadpool(pool.save_resource, couch, firewall.keystore, p, community, values,
+                                                now(), resource, photo)
             except UserError as refused:
                 if refused.status in (403, 404):
                     raise HTTPException(refused.status) from None
@@ -302,7 +302,7 @@ def routes(firewall: Firewall, current_user: Callable[[Request], Awaitable[Doc]]
         resource = await resource_of(request, user)
         if not pool.is_keeper(Principal.of(user), resource):
             raise HTTPException(403)
-        days = await run_in_threadpool(pool.week_codes, couch, resource["_id"], now())
+        days = await run_in_threadpool(pool.week_codes, firewall.keystore, resource["_id"], now())
         checkin = f"{str(request.base_url).rstrip('/')}/pool/checkin?resource={quote(resource['_id'])}&code="
         return render(request, "pool_codes.html", 200, resource=resource,
                       days=[{**d, "qr": qr_svg(checkin + d["code"])} for d in days])

@@ -37,6 +37,7 @@ from server.domain.field_rules import ALERT_ACTIONS, COMMON_NEEDS, URGENT_ALERT_
 from server.domain.http_headers import ATTACHMENT_HEADERS, PAGE_HEADERS, WORKER_CSP
 from server.domain.i18n import MESSAGES
 from server.security.grants import phones_carry_keys
+from server.security.keystore import KeyStore
 from server.services import pool
 from server.services.tasks import may_see_tasks
 from server.store import queries
@@ -48,6 +49,7 @@ from server.web.display import OPTIONS as DISPLAY_OPTIONS
 from server.web.field_pages import may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.pool_pages import DONE as POOL_DONE
+from server.web.pool_pages import community_of
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
 from server.web.request_pages import home_address
 from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
@@ -143,9 +145,17 @@ def _shell_version() -> str:
     return digest.hexdigest()[:16]
 
 
+def residents_pool(couch: Couch, user: dict[str, Any]) -> dict[str, Any]:
+    """A resident's community (where they book: pool_pages.community_of) and what is held in it ahead."""
+    community = community_of(couch, user)
+    return {"community": community,
+            "held": pool.held_ahead(couch, community, dt.datetime.now(dt.UTC)) if community else None}
+
+
 def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, Any]]],
-           page_context: Callable[[Request], dict[str, Any]], installation_key: Callable[[], str]) -> list[BaseRoute]:
-    """`installation_key`: the installation key's public half (keystore.installation_public), for phones to pin."""
+           page_context: Callable[[Request], dict[str, Any]], keys: KeyStore) -> list[BaseRoute]:
+    """`keys`: the installation key's public half for phones to pin (keys.installation_public), and the code key
+    the venues' check-in codes a keeper's phone holds are made from."""
     version = _shell_version()  # computed once per process: files change with a deployment
 
     async def service_worker(request: Request) -> Response:
@@ -193,7 +203,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "may_see_tasks": may_see_tasks(p), "task_answers": TASK_ANSWERS,
             "phone_keys": phones_carry_keys(p), "names": await run_in_threadpool(queries.colleague_names, couch, user),
             # Pinned by the phone at its first sync: what vouches for the write keys it seals to (offline/keys.js).
-            "installation_key": await run_in_threadpool(installation_key),
+            "installation_key": await run_in_threadpool(keys.installation_public),
             "residents_with_accounts": await run_in_threadpool(with_accounts, couch, p),
             "home_address": await run_in_threadpool(home_address, couch, p.resident) if p.resident else "",
             # The resource pool (issue 17): how early before a booking a check-in counts (server/domain/pool.py).
@@ -207,9 +217,13 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # The resource pool browsed offline (issue 17 item 5, pages.js poolPage, poolResource): the states that
             # hold a slot, how far either way a calendar goes, the pages' notices; and the coming week's check-in
             # codes of the venues this person keeps (their calendar shows the day's, online and offline).
+            # A resident's phone holds only their own bookings: their community and the hours others hold in it
+            # come here (pool.held_ahead: states, never whose), so that their calendar is right offline too.
             "pool": {"active": list(pool_rules.ACTIVE), "days_shown": pool_rules.DAYS_SHOWN, "done": list(POOL_DONE),
-                     "codes": await run_in_threadpool(pool.keepers_codes, couch, user, dt.datetime.now(dt.UTC))
-                     if works_offline(p) else {}},
+                     "codes": await run_in_threadpool(pool.keepers_codes, couch, keys, user,
+                                                       dt.datetime.now(dt.UTC))
+                     if works_offline(p) else {},
+                     **(await run_in_threadpool(residents_pool, couch, user) if p.resident else {})},
         })
 
     async def messages(request: Request) -> Response:
