@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -57,3 +58,10 @@ def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
     path.chmod(0o640)
     with pytest.raises(PermissionError, match="chmod 600"):
         private_secret(path, lambda: "second")
+
+
+def test_the_connection_prints_without_its_credentials(couch: Couch) -> None:
+    """A failing test's output or a traceback's locals show the repr: the admin's password must not be in it."""
+    password = urlsplit(couch.url).password
+    assert password and password in couch.url  # the URL does carry them (a control)
+    assert password not in repr(couch) and password not in str(couch)

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -102,7 +102,9 @@ class Couch:
     server: pycouchdb.Server
     main: pycouchdb.client.Database
     accounts: pycouchdb.client.Database
-    url: str  # the server as clients connect, credentials included (`server.base_url` has none): never print it
+    # The server as clients connect, credentials included (`server.base_url` has none): never print it, so not in
+    # the repr either (a failing test's or a traceback's locals show the repr).
+    url: str = field(repr=False)
 
     def db(self, logical: str) -> pycouchdb.client.Database:
         return {MAIN_DB: self.main, ACCOUNTS_DB: self.accounts}[logical]
