@@ -292,3 +292,17 @@ def test_a_vote_of_adult_residents_rolls_every_adult_of_the_community_with_their
     adults = {r["_id"]: r["household"] for r in residents if queries.age_on(r["birth_date"], NOW.date()) >= 18}
     assert 0 < len(adults) < len(residents)  # the demo's children are left out
     assert {e["voter"]: e["household"] for e in d.roll_of(couch, matter)} == adults
+
+
+def test_a_malformed_matter_is_skipped_by_the_minute_clock_and_the_due_ones_still_close(
+        demo_loaded: Couch, secretary: Principal, signer: Signer, keys: KeyStore) -> None:
+    """A matter written past validation (a bug, a restore, a hand edit) without its status or closing time: the
+    minute clock's parts skip it instead of failing whole, and a vote past closing is still counted."""
+    couch = demo_loaded
+    couch.main.save({"_id": "matter:no-status", "type": "matter", "community": C1})
+    couch.main.save({"_id": "matter:no-closing-time", "type": "matter", "community": C1, "status": "open"})
+    matter = d.open_matter(couch, keys, secretary, new_matter(electorate="committee"), NOW)
+    later = NOW + dt.timedelta(days=8)  # past its closing time (a week)
+    assert d.freeze_pending(couch, later) == 0
+    assert d.close_due(couch, keys, signer, later) >= 1
+    assert couch.main.get(d.result_id(matter["_id"]))["matter"] == matter["_id"]

@@ -274,7 +274,7 @@ def freeze_roll(couch: Couch, matter: Doc, now: dt.datetime) -> Doc:
 
 def freeze_pending(couch: Couch, now: dt.datetime) -> int:
     """Freeze every preparing matter's roll (the minute clock: a background freeze a stopped process left)."""
-    pending = [m for m in docs_of_type(couch.main, "matter") if m["status"] == "preparing"]
+    pending = [m for m in docs_of_type(couch.main, "matter") if m.get("status") == "preparing"]
     return len(sweeps.each("rolls a stopped process left preparing", pending,
                            lambda matter: freeze_roll(couch, matter, now)))
 
@@ -553,10 +553,15 @@ def close_due(couch: Couch, keys: KeyStore, signer: Signer, now: dt.datetime) ->
     clock, `linli serve` after loading the demo), filed in the name of the secretary who opened it; and finish any
     closed without its result (a process stopped between the two). Returns how many."""
     published = set(ids_of_type(couch.main, "matter_result"))
-    due = [m for m in docs_of_type(couch.main, "matter")
-           if (m["status"] == "open" and counted_at(m) <= now)
-           or (m["status"] == "closed" and result_id(m["_id"]) not in published)]
-    due = [m for m in due if close_refusal(couch, m) is None]  # blocked: the secretary reconciles, then it closes
+
+    def is_due(matter: Doc) -> bool:
+        if matter.get("status") == "closed":
+            return result_id(matter["_id"]) not in published
+        return matter.get("status") == "open" and counted_at(matter) <= now
+
+    # Chosen item by item: a malformed matter (written past validation) is skipped and logged, not the whole part.
+    chosen = sweeps.each("votes past closing", docs_of_type(couch.main, "matter"), lambda m: is_due(m) and m)
+    due = [m for m in chosen if m and close_refusal(couch, m) is None]  # blocked: the secretary reconciles first
     return len(sweeps.each("votes past closing", due,
                            lambda matter: _publish(couch, keys, signer, matter, matter["created_by"], now,
                                                    by_hand=False)))

@@ -194,7 +194,7 @@ def settle_counted_withdrawals(couch: Couch, now: dt.datetime) -> int:
     and settling the project; the minute clock). Returns how many."""
     settled = 0
     for project in docs_of_type(couch.main, "service_project"):
-        if project["status"] != "withdrawal_proposed" or not project.get("withdrawal_matter"):
+        if project.get("status") != "withdrawal_proposed" or not project.get("withdrawal_matter"):
             continue
         result = get_or_none(couch.main, deliberation.result_id(project["withdrawal_matter"]))
         if result is not None:
