@@ -1104,6 +1104,67 @@ def test_a_held_slot_is_cancelled_only_by_its_booker_and_taken_by_nobody_else() 
         "This slot is booked: you may join the waitlist."
 
 
+def test_only_who_works_in_a_community_books_its_resources() -> None:
+    """A booking is written by a volunteer, grid worker or secretary whose account names its community: a volunteer
+    of community c1 may not book c2's hall (a booking there, of its hall, in every other way right), c2's may."""
+    volunteer = ACTORS[1]
+    hall_c2 = {**base("booking", volunteer.user_id), "community": C2, "resource": HALL[C2],
+               "_id": slot_of(HALL[C2], TOMORROW_TEN), "group": slot_of(HALL[C2], TOMORROW_TEN)}
+    assert write_refusal(volunteer.principal, None, hall_c2, REFS, NOW) == "your role may not write this booking here"
+    theirs = Principal(VOLUNTEER[G21], frozenset({Role.VOLUNTEER}), S, frozenset({C2}), frozenset({G21}))
+    assert write_refusal(theirs, None, {**hall_c2, "booked_by": theirs.user_id}, REFS, NOW) is None
+
+
+def test_a_phone_books_as_its_users_working_roles_never_as_a_resident() -> None:
+    """What a phone books as is its user's volunteer, grid worker or secretary role (pool.booker_kinds, resident
+    False): a room only residents may book is refused to a worker's phone even when the worker lives there (a
+    resident books online, through the server)."""
+    worker = ACTORS[0]
+    at_home = Principal(worker.user_id, frozenset(worker.roles), S, frozenset(worker.communities),
+                        frozenset(worker.grids), resident=resident_id(G11, 2))
+    booking = base("booking", worker.user_id)
+    residents_only = {**REFS, HALL[C1]: {**REFS[HALL[C1]], "who_may_book": ["resident"]}}
+    for p in (worker.principal, at_home):
+        assert write_refusal(p, None, booking, REFS, NOW) is None  # the positive control: a hall open to workers
+        assert write_refusal(p, None, booking, residents_only, NOW) == "This resource's rules do not let you book it."
+
+
+def test_a_write_naming_a_deleted_document_is_refused_as_naming_nothing() -> None:
+    """A deleted document (the server's tombstone keeps its type and place) is no household, grid or resident to
+    name: a new visit about a deleted household, or a household in a deleted grid, is refused as naming nothing."""
+    worker = ACTORS[0]
+    visit, household = base("visit", worker.user_id), base("household", worker.user_id)
+    assert decided(worker, None, visit) and decided(worker, None, household)  # the positive controls
+    gone = household_id(G11, 1)
+    without_household = {**REFS, gone: access.deletion(stored(REFS[gone]))}
+    assert write_refusal(worker.principal, None, visit, without_household, NOW) == f"household: there is no {gone}"
+    without_grid = {**REFS, G11: access.deletion(stored(REFS[G11]))}
+    assert write_refusal(worker.principal, None, household, without_grid, NOW) == f"there is no grid {G11}"
+
+
+def test_a_documents_place_is_judged_when_it_is_made_and_kept_by_its_edits() -> None:
+    """Where a document is was judged when it was made, and no edit moves it (the `moved` check): an edit of a
+    household is not refused because its grid has since been removed (merged into another, say), while a new
+    household there is."""
+    worker = ACTORS[0]
+    household = stored(base("household", worker.user_id))
+    without_grid = {**REFS, G11: access.deletion(stored(REFS[G11]))}
+    assert write_refusal(worker.principal, household, {**household, "address": "幸福路2号"}, without_grid, NOW) is None
+    assert write_refusal(worker.principal, None, base("household", worker.user_id), without_grid, NOW) is not None
+
+
+def test_a_households_head_lives_in_it() -> None:
+    """A household's head is one of its own residents: set on an edit once the residents are stored, a resident of
+    the household is accepted and one of another household is refused."""
+    worker = ACTORS[0]
+    home = stored(REFS[household_id(G11, 1)])
+    second = {**REFS[resident_id(G11, 1)], "_id": "resident:c1-g1-h1-second"}
+    refs = {**REFS, second["_id"]: second}
+    assert write_refusal(worker.principal, home, {**home, "head": second["_id"]}, refs, NOW) is None
+    assert write_refusal(worker.principal, home, {**home, "head": resident_id(G11, 2)}, refs, NOW) == \
+        f"head: {resident_id(G11, 2)} belongs to another household"
+
+
 def test_a_client_edit_keeps_the_server_set_fields_it_was_given() -> None:
     """The key a device's readings are sealed to and a request's dispatch are the server's to set; a worker's edit
     that keeps them as stored (a new wristband address, a fuller description) is judged on what it changes."""

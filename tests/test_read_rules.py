@@ -246,6 +246,20 @@ def test_a_deletion_reaches_exactly_the_users_who_saw_the_document() -> None:
                 assert may_see(p, gone) == may_see(p, stored), (type_name, p.user_id, doc)
 
 
+def test_a_volunteers_phone_never_holds_a_visit_recording_a_protected_field() -> None:
+    """The volunteer who wrote a visit, or is assigned to it, has it on their phone until it records a protected
+    value (sealed or not, here blood pressure); grid staff and the resident it is about still see it. The matrix
+    above varies one field at a time, so it never names the volunteer and a protected value together."""
+    volunteer, worker, resident = USERS["user:volunteer-g11"], USERS["user:worker-g11"], USERS["user:resident-r1"]
+    for named in ("assigned_to", "created_by"):
+        visit = {**base("visit"), named: volunteer.user_id, "resident": R1}
+        assert may_see(volunteer, visit), named  # the positive control
+        for value in ("sealed:xyz", "150/95"):
+            recorded = {**visit, "blood_pressure": value}
+            assert not may_see(volunteer, recorded), (named, value)
+            assert may_see(worker, recorded) and may_see(resident, recorded), (named, value)
+
+
 def test_a_principal_is_its_user_documents_roles_and_places() -> None:
     """Principal.of reads the user document; an organisation counts only on a partner's account."""
     worker = {"_id": "user:w", "roles": ["grid_worker", "volunteer"], "street": S, "communities": [C1],

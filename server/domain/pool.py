@@ -246,7 +246,9 @@ class Month:
 
     @property
     def idle(self) -> float | None:
-        return None if self.usable <= 0 else 1 - self.used / self.usable
+        # One division, correctly rounded: 3 idle hours of 10 is 0.3 exactly, not flagged as more than IDLE_FLAG
+        # (1 - 7 / 10 is 0.30000000000000004).
+        return None if self.usable <= 0 else (self.usable - self.used) / self.usable
 
 
 def _days(month: str) -> Iterator[dt.date]:
