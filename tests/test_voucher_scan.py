@@ -61,6 +61,9 @@ def test_the_partner_scans_a_voucher_offline_and_honours_it_once(
     try:
         partner = Person(camera, journey_served, PARTNER, role=SHOTS, phone=True)
         on_phone(partner, "/redeem")
+        # The browser's HTTP cache emptied (a phone's browser evicts it at will): offline, the scanner and jsQR must
+        # come from the service worker's shell.
+        partner.context.new_cdp_session(partner.page).send("Network.clearBrowserCache")
         partner.offline()
         for honoured, said in ((True, f"核销成功：{reward_name}，1 积分"), (False, "使用过，不能再次核销")):
             partner.go("/redeem")
