@@ -4,8 +4,8 @@ reward and their /rewards shows the voucher as a QR code; the partner's phone, o
 field, and the voucher is honoured once; a QR code that is not a voucher fills the field too and is refused, naming
 why; a browser with no camera says so beside the button, and typing stays.
 
-Community 4 (its partner hezuo4, a volunteer of its fourth grid, zhiyuan19a, who holds 125 of the demo's participation points):
-no other journey redeems there. One server for the session (tests/journeys.py).
+Community 4 (its partner hezuo4; zhiyuan19a, a volunteer of its fourth grid who holds 125 of the demo's participation
+points): no other journey redeems there. One server for the session (tests/journeys.py).
 """
 
 from __future__ import annotations
