@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+import qrcode
+from playwright.sync_api import Browser, BrowserContext, BrowserType, Page, Playwright, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from server.domain.declaration import Role
@@ -31,6 +32,35 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def launch(p: Playwright) -> Browser:
     return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def launch_with_camera(browser_type: BrowserType, video: Path) -> Browser:
+    """Chromium whose one camera films `video` (a Y4M file, looped: `y4m_of_qr`), granted to every page without
+    asking, as a person who allowed it once."""
+    return browser_type.launch(executable_path=CHROMIUM, args=[
+        *CHROMIUM_ARGS, "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={video}",
+        "--use-fake-ui-for-media-stream"])
+
+
+def y4m_of_qr(text: str, path: Path, width: int = 640, height: int = 480) -> None:
+    """A one-frame Y4M video (a header, then the frame's luma plane and two neutral chroma planes, 4:2:0) of `text`
+    as a QR code, black on white in the middle of the frame: what a camera sees of a screen showing it."""
+    code = qrcode.QRCode(border=4)
+    code.add_data(text)
+    code.make(fit=True)
+    modules = code.get_matrix()
+    scale = min(width, height) // len(modules)
+    left, top = (width - len(modules) * scale) // 2, (height - len(modules) * scale) // 2
+    luma = bytearray([235]) * (width * height)  # video white; 16 is video black
+    for r, row in enumerate(modules):
+        for y in range(top + r * scale, top + (r + 1) * scale):
+            for c, dark in enumerate(row):
+                if dark:
+                    start = y * width + left + c * scale
+                    luma[start:start + scale] = bytes([16]) * scale
+    chroma = bytes([128]) * (width // 2 * height // 2)
+    path.write_bytes(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode() + b"FRAME\n" + luma
+                     + chroma + chroma)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

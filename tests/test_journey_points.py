@@ -40,23 +40,28 @@ def on_phone(person: Person, path: str) -> None:
     person.synced()
 
 
+def offer_one(partner: Person, name: str, points: int) -> str:
+    """As a partner: offer one unit of a service called `name` for `points` points; its reward id."""
+    partner.go("/rewards/offer")
+    partner.page.fill("#offer-name", name)
+    partner.page.select_option("#offer-kind", "service")
+    partner.page.fill("#offer-points", str(points))
+    partner.page.fill("#offer-stock", "1")
+    partner.act("提供")
+    expect(partner.page.locator("p.notice[role=status]")).to_contain_text("兑换项目已提供")
+    offered = partner.page.locator("[data-offered]", has_text=name)
+    expect(offered).to_contain_text("共 1 份，已兑换 0 份")
+    return offered.get_attribute("data-offered")
+
+
 def test_help_earns_points_that_buy_a_voucher_the_partner_honours_offline_once(
     journey_browser: Browser, journey_served: Served
 ) -> None:
     tail = secrets.token_hex(3)
     # The partner offers a reward of its own: one unit for the 30 points three hours of help earn.
     partner = Person(journey_browser, journey_served, "hezuo3", role=SHOTS, phone=True)
-    partner.go("/rewards/offer")
     reward_name = f"修自行车 {tail}"
-    partner.page.fill("#offer-name", reward_name)
-    partner.page.select_option("#offer-kind", "service")
-    partner.page.fill("#offer-points", "30")
-    partner.page.fill("#offer-stock", "1")
-    partner.act("提供")
-    expect(partner.page.locator("p.notice[role=status]")).to_contain_text("兑换项目已提供")
-    offered = partner.page.locator("[data-offered]", has_text=reward_name)
-    expect(offered).to_contain_text("共 1 份，已兑换 0 份")
-    reward_id = offered.get_attribute("data-offered")
+    reward_id = offer_one(partner, reward_name, 30)
     partner.shot("1-partner-offers-a-reward")
 
     # The volunteer helped a resident of their grid (the demo leaves each grid's first volunteer such a need) and

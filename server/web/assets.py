@@ -37,7 +37,7 @@ FOLDERS = {"/static/": PROJECT_ROOT / "server" / "web" / "static", "/vendor/": P
            "/pwa/": PROJECT_ROOT / "pwa", "/pwa/templates/": PROJECT_ROOT / "server" / "web" / "templates"}
 # What the pages link (base.html and the pages with their own scripts), by versioned name.
 LINKED = ("/static/linli.css", "/static/icon.svg", "/vendor/htmx.min.js", "/pwa/app.js", "/pwa/photos.js",
-          "/pwa/geolocate.js", "/pwa/secret_ballot.js")
+          "/pwa/geolocate.js", "/pwa/secret_ballot.js", "/pwa/scan.js", "/vendor/jsQR.js")
 BUILD_DIR = PROJECT_ROOT / "build" / "assets"
 IMMUTABLE = "public, max-age=31536000, immutable"
 _SUFFIXES = {".js", ".css", ".svg", ".json", ".webmanifest", ".html"}  # worth compressing (icons are PNG)

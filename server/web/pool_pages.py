@@ -19,9 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
-import qrcode
-from markupsafe import Markup
-from qrcode.image.svg import SvgPathImage
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -38,6 +35,7 @@ from server.security.firewall import Firewall
 from server.services import pool
 from server.store import queries
 from server.store.couch import get_many
+from server.web.qr import qr_svg
 
 Doc = dict[str, Any]
 DONE = ("booked", "requested", "cancelled", "waitlisted", "decided", "checked_in", "saved")
@@ -105,12 +103,6 @@ def resource_form(resource: Doc | None, values: Doc | None = None) -> Doc:
     week = {h["weekday"]: h for h in shown.get("open_hours") or []}
     return {**shown, "week": [week.get(d, {"opens": "", "closes": ""}) for d in range(7)],
             "blackouts_text": rules.blackouts_text(shown)}
-
-
-def qr_svg(text: str) -> Markup:
-    """`text` as a QR code, an SVG path drawn by the server (no script, no inline style: the strict CSP holds)."""
-    svg = qrcode.make(text, image_factory=SvgPathImage).to_string(encoding="unicode")
-    return Markup(svg.replace(' id="qr-path"', ""))  # its one fixed id would repeat on a sheet of several
 
 
 def board_csv(rows: list[Doc]) -> str:

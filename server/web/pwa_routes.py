@@ -98,7 +98,9 @@ SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", 
                # A secret ballot at the door, sealed offline (matter_door.html).
                "/pwa/secret_ballot.js", "/pwa/crypto/envelope.js",
                # Photos sized on the phone before they are stored (issue 22 item 2): the code and its rule.
-               "/pwa/photos.js", "/pwa/photo_fit.json")
+               "/pwa/photos.js", "/pwa/photo_fit.json",
+               # The partner's counter reads a voucher's QR code offline too (redeem.html, issue 16).
+               "/pwa/scan.js", "/vendor/jsQR.js")
 # The headers the service worker gives its offline answers, as the server's middleware gives its own: pages, and
 # a stored photo opened on its own (sw.js).
 _SHELL_HEADERS = {"page": PAGE_HEADERS, "attachment": ATTACHMENT_HEADERS}

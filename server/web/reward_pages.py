@@ -29,6 +29,7 @@ from server.services import rewards, timebank
 from server.services.timebank import LedgerError
 from server.store import queries
 from server.store.couch import get_many
+from server.web.qr import qr_svg
 from server.web.timebank_pages import _names as account_names
 
 Doc = dict[str, Any]
@@ -56,6 +57,8 @@ def rewards_context(firewall: Firewall, user: Doc) -> dict[str, Any]:
     catalogue = rewards.catalogue(couch, community)
     held = rewards.vouchers_of(couch, community, account)
     names = account_names(firewall, Principal.of(user), {r["organisation"] for r in catalogue + held})
+    # An unused voucher's code as a QR code too, for the partner's camera (redeem.html's scan button).
+    held = [{**v, "qr": None if v.get("used") else qr_svg(v["code"])} for v in held]
     return {"points": timebank.balance(couch, community, "points", account), "rules": rules.POINTS_RULES,
             "catalogue": catalogue, "vouchers": held, "names": names,
             "reward_names": {r["_id"]: r["name"] for r in catalogue}
