@@ -21,6 +21,7 @@ from server.domain import ballots as ballot_rules
 from server.domain.access import Principal
 from server.security import grants
 from server.security.firewall import Firewall
+from server.security.keystore import KeyStore
 from server.services import alerts, deliberation, pool, survey
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, docs_of_type, get_or_none
@@ -32,7 +33,7 @@ from .test_ble_alerts import BAND, DEVICES, GATEWAY, METER, T0, heard, heartbeat
 from .test_deliberation import households, new_matter, principal
 from .test_grants import phone
 from .test_matching import docs_of, offer, run_matcher, street  # noqa: F401 - street is a fixture
-from .test_pool import TODAYS_CODE, VOLUNTEER, at, hall_fixture, user  # noqa: F401 - hall_fixture is a fixture
+from .test_pool import VOLUNTEER, at, hall_fixture, user  # noqa: F401 - hall_fixture is a fixture
 
 Doc = dict[str, Any]
 C1, G1 = "community:c1", "grid:c1-g01"
@@ -65,19 +66,21 @@ def test_a_match_proposed_twice_on_a_cluster_is_one_proposal_answered_once(stree
     assert [t["_id"] for t in docs_of(street, "task") if t.get("need") == "need:n1"] == [need["task"]]
 
 
-def test_a_check_in_made_twice_on_a_cluster_is_one_use_and_no_no_show(demo_loaded: Couch, hall: Doc) -> None:
+def test_a_check_in_made_twice_on_a_cluster_is_one_use_and_no_no_show(demo_loaded: Couch, keys: KeyStore,
+                                                                       hall: Doc) -> None:
     """One check-in (the booker's scan, sent twice) stored on two nodes: the booking is used once, never released
     as a no-show, and checking in again is refused as done."""
     volunteer = user(VOLUNTEER, "volunteer")
     [booked] = pool.book(demo_loaded, volunteer, hall["_id"], at(1, 9), 1, 3, "", at(1, 7))
-    checked = pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", TODAYS_CODE, at(1, 9).replace(minute=5))
+    todays_code = pool.venue_code(keys, hall["_id"], at(1, 9))  # the keeper's page shows it
+    checked = pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", todays_code, at(1, 9).replace(minute=5))
     made_on_another_node(demo_loaded, checked, WINS)
     assert pool.sweep_no_shows(demo_loaded, at(1, 10)) == 0
     assert demo_loaded.main.get(booked["_id"])["status"] == "confirmed"
     assert pool.slot_uses(demo_loaded, hall, ["2026-12"]) == {"2026120109": "used"}
     assert pool.checkable(demo_loaded, volunteer, hall, at(1, 9).replace(minute=10)) == []
     with pytest.raises(pool.PoolError) as refused:
-        pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", TODAYS_CODE, at(1, 9).replace(minute=10))
+        pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", todays_code, at(1, 9).replace(minute=10))
     assert refused.value.errors[0].key == "pool_checkin_done"
     assert len(demo_loaded.main.get(checked["_id"], conflicts="true")["_conflicts"]) == 1
 
