@@ -27,12 +27,14 @@ from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, connect
 from server.store.embedded_couch import EmbeddedCouch, free_port
 from server.web.app import create_app, templates
+from tests.mutation.modules import SHARED_COUCH
 
 from . import street
 from .journeys import journey_browser, journey_served  # noqa: F401  (session fixtures of the journey tests)
 from .log_scan import KEEPER, SERVED_OUTPUT, SERVED_RESIDENTS, leaks, protected_values, scanned_lines
 
 _prefixes = itertools.count()
+SHARED = os.environ.get(SHARED_COUCH)
 
 
 class PrintedUndefinedFails(StrictUndefined):
@@ -52,7 +54,12 @@ templates.env.undefined = PrintedUndefinedFails  # for every page a test renders
 
 @pytest.fixture(scope="session")
 def couch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCouch]:
-    """One real pouchdb-server process on a free loopback port, torn down at the end."""
+    """One real pouchdb-server process on a free loopback port, torn down at the end; in a mutation run, the one
+    the runner started for all its mutants' test runs (tests/mutation/modules.py, SHARED_COUCH)."""
+    if SHARED:
+        port, folder = SHARED.split(":", 1)
+        yield EmbeddedCouch(Path(folder), int(port))  # started and stopped by the runner
+        return
     with EmbeddedCouch(tmp_path_factory.mktemp("couch")) as server:
         yield server
 
@@ -85,9 +92,13 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def couch(couch_server: EmbeddedCouch, settings: Settings) -> Couch:
+def couch(couch_server: EmbeddedCouch, settings: Settings) -> Iterator[Couch]:
     """Fresh, empty Linli databases (unique prefix) on the session's pouchdb-server."""
-    return connect(settings, couch_server.url)
+    couch = connect(settings, couch_server.url)
+    yield couch
+    if SHARED:  # hundreds of mutants' runs on one server: each leaves nothing open behind it
+        for db in (couch.main, couch.accounts):
+            couch.server.delete(db.name)
 
 
 @pytest.fixture

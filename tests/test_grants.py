@@ -1,4 +1,5 @@
-"""Keys for phones: what a registered phone may open offline follows entitlement, approvals, privacy and time."""
+"""Keys for phones on the demo street: a phone opens exactly its user's residents, and reports openings made offline.
+The grant rules one by one (approvals, expiry, privacy, rotation, revocation, filing): test_grant_rules.py."""
 
 from __future__ import annotations
 
@@ -51,49 +52,10 @@ def test_a_phone_gets_exactly_the_keys_its_user_may_use(demo_loaded: Couch, fire
     assert grants.sync_user(firewall, user, NOW) == (0, 0)  # nothing changed, nothing rewritten
 
 
-def test_core_keys_come_with_an_approval_and_go_with_its_expiry(demo_loaded: Couch, firewall: Firewall) -> None:
-    user = demo_loaded.accounts.get(WORKER.user_id)
-    private, public = phone()
-    phone_key = grants.register_phone(demo_loaded, user, public, "", NOW)
-    resident = _resident_with(demo_loaded, "chronic_conditions")
-    access_request = firewall.request_access(WORKER, resident, ["health"], "随访", 2, NOW)
-    firewall.decide(SECRETARY, access_request["_id"], approve=True, note="", now=NOW)
-    grants.sync_user(firewall, user, NOW)
-    grant = demo_loaded.main.get(grants.grant_id(phone_key["_id"], resident["_id"], "core"))
-    assert grant["expires_at"] == (NOW + dt.timedelta(hours=2)).isoformat()
-    opened = open_on_phone(private, grant, resident, "chronic_conditions", "core")
-    assert opened == _plain(resident["_id"])["chronic_conditions"]
-    assert grants.expire(firewall, NOW + dt.timedelta(hours=1)) == 0
-    assert grants.expire(firewall, NOW + dt.timedelta(hours=3)) == 1
-    remaining = {g["_id"] for g in grants.grants_of(demo_loaded, WORKER.user_id)}
-    assert grants.grant_id(phone_key["_id"], resident["_id"], "core") not in remaining
 
 
-def test_privacy_change_and_rekey_reach_the_phone(demo_loaded: Couch, firewall: Firewall) -> None:
-    user = demo_loaded.accounts.get(WORKER.user_id)
-    _, public = phone()
-    phone_key = grants.register_phone(demo_loaded, user, public, "", NOW)
-    grants.sync_user(firewall, user, NOW)
-    resident = _resident_with(demo_loaded, "phone")
-    contact_id = grants.grant_id(phone_key["_id"], resident["_id"], "contact")
-    version = demo_loaded.main.get(contact_id)["key_version"]
-    firewall.rekey(resident["_id"])
-    grants.resync_resident(firewall, resident["_id"], NOW)
-    assert demo_loaded.main.get(contact_id)["key_version"] == version + 1  # the phone gets the new key
-    firewall.set_privacy(SECRETARY, resident, {"contact": "secretary_only"}, NOW)
-    grants.resync_resident(firewall, resident["_id"], NOW)
-    assert contact_id not in {g["_id"] for g in grants.grants_of(demo_loaded, WORKER.user_id)}
 
 
-def test_bad_phone_keys_are_refused(demo_loaded: Couch) -> None:
-    user = demo_loaded.accounts.get(WORKER.user_id)
-    for bad in ("", "not base64!", b64url(b"\x04" + b"\x01" * 64)):
-        with pytest.raises(grants.PhoneKeyError, match="P-256"):
-            grants.register_phone(demo_loaded, user, bad, "", NOW)
-    for _ in range(grants.MAX_PHONES):
-        grants.register_phone(demo_loaded, user, phone()[1], "", NOW)
-    with pytest.raises(grants.PhoneKeyError, match="at most"):
-        grants.register_phone(demo_loaded, user, phone()[1], "", NOW)
 
 
 def test_openings_on_an_offline_phone_are_filed_when_it_reports_them(demo_loaded: Couch, firewall: Firewall) -> None:
@@ -155,17 +117,6 @@ def test_reports_are_filed_once_however_many_processes_sweep_at_once(demo_loaded
     assert docs_of_type(demo_loaded.main, "access_report") == []
 
 
-def test_a_phone_that_signs_out_gives_up_its_keys(demo_loaded: Couch, firewall: Firewall) -> None:
-    user = demo_loaded.accounts.get(WORKER.user_id)
-    _, public = phone()
-    phone_key = grants.register_phone(demo_loaded, user, public, "", NOW)
-    grants.sync_user(firewall, user, NOW)
-    assert grants.grants_of(demo_loaded, user["_id"])
-    other = demo_loaded.accounts.get(OTHER_WORKER.user_id)
-    assert not grants.unregister_phone(firewall, other, phone_key["_id"], NOW)  # only its own user's
-    assert grants.unregister_phone(firewall, user, phone_key["_id"], NOW)
-    assert grants.grants_of(demo_loaded, user["_id"]) == [] and grants.phones_of(demo_loaded, user["_id"]) == []
-    assert not grants.unregister_phone(firewall, user, phone_key["_id"], NOW)  # already gone
 
 
 def test_a_grant_is_named_for_its_phone_resident_and_tier_under_its_users_prefix() -> None:

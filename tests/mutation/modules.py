@@ -11,6 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = Path(__file__).resolve().parent / "modules"
+# A module file's `pouchdb = true`: the runner starts one pouchdb-server for the whole run and names it to the tests
+# in this variable ("<port>:<folder>"); tests/conftest.py's couch_server uses it instead of starting its own.
+SHARED_COUCH = "LINLI_MUTATION_COUCH"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class ModuleFile:
     module: str  # the source file, relative to the repository: "server/domain/workdays.py"
     tests: tuple[str, ...]  # test files (or node ids) run against each mutant
     equivalents: tuple[Equivalent, ...]
+    pouchdb: bool = False  # its tests use the session's pouchdb-server: one is started for the whole run
 
     def fingerprint(self) -> str:
         """A hash of what the module's figures depend on: its source, its tests and this file. A full run records it;
@@ -50,7 +54,7 @@ def load(file: Path) -> ModuleFile:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ModuleFileError(f"{file.name}: not valid TOML ({error})") from None
-    unknown = sorted(set(data) - {"module", "tests", "equivalent"})
+    unknown = sorted(set(data) - {"module", "tests", "equivalent", "pouchdb"})
     module, tests = data.get("module"), data.get("tests")
     if unknown:
         raise ModuleFileError(f"{file.name}: unknown key(s) {', '.join(unknown)}")
@@ -61,6 +65,8 @@ def load(file: Path) -> ModuleFile:
     missing = [t for t in tests if not (ROOT / t.split("::")[0]).is_file()]
     if missing:
         raise ModuleFileError(f"{file.name}: no such test file(s) {', '.join(missing)}")
+    if not isinstance(data.get("pouchdb", False), bool):
+        raise ModuleFileError(f"{file.name}: `pouchdb` is true or false")
     entries = data.get("equivalent", [])
     for n, entry in enumerate(entries, 1):
         if set(entry) != {"mutant", "change", "why"} or not all(isinstance(v, str) and v.strip()
@@ -70,7 +76,7 @@ def load(file: Path) -> ModuleFile:
     names = [e.mutant for e in equivalents]
     if len(set(names)) != len(names):
         raise ModuleFileError(f"{file.name}: a mutant is listed twice")
-    return ModuleFile(file, module, tuple(tests), equivalents)
+    return ModuleFile(file, module, tuple(tests), equivalents, data.get("pouchdb", False))
 
 
 def all_files() -> list[Path]:

@@ -5,6 +5,7 @@ read beside the code (node_modules for pouchdb-server, pwa/, …). Kept after th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,12 +15,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from mutmut.stats import status_by_exit_code
 
-from .modules import ROOT, ModuleFile
+from server.store.embedded_couch import EmbeddedCouch
+
+from .modules import ROOT, SHARED_COUCH, ModuleFile
 
 SOURCE_PATHS = ("server", "sync", "crypto", "ble_gateway")  # mutmut copies these (and tests/) into mutants/
 COPIED = {*SOURCE_PATHS, "tests", "pyproject.toml"}
@@ -90,10 +94,11 @@ def run(spec: ModuleFile, max_mutants: int | None, deadline: float, jobs: int) -
     names = json.loads(_inside(work, "names", spec.module))
     step = -(-len(names) // max_mutants) if max_mutants and len(names) > max_mutants else 1
     selected = names[::step]
-    with open(work / "mutmut.log", "wb") as log:
+    with open(work / "mutmut.log", "wb") as log, _shared_pouchdb(work, spec.pouchdb) as env:
         mutmut = subprocess.Popen([str(BIN / "mutmut"), "run", "--max-children", str(jobs),
                                    *(selected if step > 1 else [])],
-                                  cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                  cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, **env})
         try:
             code, timed_out = mutmut.wait(timeout=max(1.0, deadline - time.monotonic())), False
         except subprocess.TimeoutExpired:
@@ -104,6 +109,17 @@ def run(spec: ModuleFile, max_mutants: int | None, deadline: float, jobs: int) -
     status = {name: status_by_exit_code[codes.get(name)] for name in selected}
     error = None if timed_out or code == 0 else f"mutmut exited {code}: see {work / 'mutmut.log'}"
     return Run(spec.module, work, names, selected, status, time.monotonic() - started, timed_out, error)
+
+
+@contextlib.contextmanager
+def _shared_pouchdb(work: Path, wanted: bool) -> Iterator[dict[str, str]]:
+    """For a module whose tests use pouchdb-server: one for the whole run, named to each mutant's test run in the
+    environment (SHARED_COUCH, read by tests/conftest.py), which would otherwise start its own (~3 s at load 15)."""
+    if not wanted:
+        yield {}
+        return
+    with EmbeddedCouch(work / "pouchdb") as server:
+        yield {SHARED_COUCH: f"{server.port}:{server.data_dir}"}
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
