@@ -150,6 +150,7 @@ def test_redeeming_moves_points_once_and_gives_a_signed_voucher(shop: Couch, fir
     with pytest.raises(LedgerError) as again:
         rewards.use(shop, firewall.keystore, PARTNER, voucher["code"], NOW)
     assert again.value.status == 409 and again.value.errors[0].key == "pt_used"
+    assert again.value.errors[0].params == {"at": "2026-03-15 18:00"}  # when it was used, in the pages' time zone
     assert stored(shop) == before and rewards.vouchers_of(shop, C1, VOLUNTEER)[0]["used"]["_id"] == used["_id"]
 
 

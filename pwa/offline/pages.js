@@ -12,6 +12,7 @@ import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRef
   from "./rules.js";
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
 import { cardHash, confirmation, newReceipt } from "./door_ballot.js";
+import { localTime } from "../render.js";
 
 const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
 
@@ -1021,7 +1022,7 @@ async function redeemPage({ db, session, method, form }) {
   const first = await db.get(id).catch(() => null);
   if (first) { // used already, or voided by the secretary's reversal (server/services/rewards.py void)
     return first.voided ? refused("pt_voided", {}, 409)
-      : refused("pt_used", { at: first.created_at.slice(0, 16).replace("T", " ") }, 409);
+      : refused("pt_used", { at: localTime(session.time_zone)(first.created_at) }, 409);
   }
   const used = { _id: id, type: "redemption", street: organisation.street, community: organisation.community,
     voucher: voucher.id, reward: voucher.reward, organisation: voucher.organisation, created_by: session.user._id,
