@@ -5,6 +5,8 @@ sync gateway's write rules (test_placement.py) reach only in the middle. In-proc
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import time
 from typing import Any
 
@@ -165,6 +167,15 @@ def test_a_venues_code_changes_daily_and_its_resource_holds_two_weeks_back_and_o
     assert not rules.codes_due(resource, today) and not rules.codes_due(resource, today + dt.timedelta(days=0))
     assert rules.codes_due(resource, today + dt.timedelta(days=1))  # the last hash 6 days ahead: renew
     assert rules.codes_due({}, today)
+
+
+def test_a_venues_secret_is_derived_from_the_code_key_and_differs_per_venue() -> None:
+    """Stored nowhere (a copy of the database makes no code): HMAC-SHA256 of the venue's id under the installation's
+    code key, stated here independently of the module."""
+    key, other_key = bytes(range(32)), bytes(range(1, 33))
+    secret = rules.venue_secret(key, "resource:c1-hall")
+    assert secret == hmac.new(key, b"linli venue secret resource:c1-hall", hashlib.sha256).hexdigest()
+    assert secret != rules.venue_secret(key, "resource:c1-room") != rules.venue_secret(other_key, "resource:c1-room")
 
 
 def test_an_edit_descends_from_the_stored_revision_a_branch_does_not() -> None:
