@@ -18,7 +18,7 @@ function show(state) {
   const parts = [navigator.onLine ? text.online : text.offline];
   parts.push(state.last_synced_at ? `${text.synced} ${localTime(state.last_synced_at)}` : text.never);
   if (state.syncing && navigator.onLine) {
-    parts.push(text.syncing);
+    parts.push(text.running); // the label: data-syncing is the bar's own state ("yes"/"no", below)
   }
   const kinds = (state.pending_kinds || []).map((k) => `${k.label} ${k.count}`).join(" · ");
   parts.push(`${state.pending} ${text.waiting}${kinds ? ` (${kinds})` : ""}`);

@@ -610,6 +610,12 @@ def test_the_bar_shows_a_first_sync_under_way_before_anything_is_pulled(site: De
     assert not pulled, f"the bar showed only after the pull began: {pulled[:2]}"
     assert "正在同步" in page.inner_text("#sync-state")
     assert not page.get_attribute("#sync-state", "data-last-synced")
+    # Every later update while it runs says so too (the label once gave way to the bar's own state: "· yes ·").
+    deadline = time.monotonic() + 60
+    while page.get_attribute("#sync-state", "data-syncing") == "yes" and time.monotonic() < deadline:
+        text = page.inner_text("#sync-state")
+        assert "正在同步" in text and "yes" not in text, text
+        page.wait_for_timeout(100)
     phone.close()
 
 
