@@ -36,7 +36,11 @@ def on_phone(person: Person, path: str) -> None:
         expect(person.page.locator("#sync-state")).to_be_visible(timeout=240_000)  # its first sync, indexes building
     except AssertionError as error:  # what the server was doing, for whoever reads the failure
         health = person.page.request.get(person.url + "healthz").text()
-        raise AssertionError(f"the phone's bar never showed a sync; the server's /healthz: {health}") from error
+        worker = person.page.evaluate("""async () => { const r = await navigator.serviceWorker.getRegistration();
+          return { controlled: !!navigator.serviceWorker.controller, active: r?.active?.state || null,
+                   installing: r?.installing?.state || null, waiting: r?.waiting?.state || null }; }""")
+        raise AssertionError(f"the phone's bar never showed a sync; its worker: {worker}; the server's /healthz: "
+                             f"{health}") from error
     person.synced()
 
 
