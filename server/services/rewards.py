@@ -37,7 +37,7 @@ from server.security.keystore import KeyStore
 from server.services import meetings, timebank
 from server.services.timebank import LedgerError
 from server.store import queries, sweeps
-from server.store.config import LOCAL_TZ
+from server.store.config import local_time
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
@@ -406,8 +406,7 @@ def use(couch: Couch, keys: KeyStore, p: Principal, code: str, now: dt.datetime)
         first = couch.main.get(doc["_id"])
         if first.get("voided"):
             raise LedgerError("pt_voided", field="code", status=409) from None
-        used_at = dt.datetime.fromisoformat(first["created_at"]).astimezone(LOCAL_TZ)  # as the pages show times
-        raise LedgerError("pt_used", {"at": used_at.strftime("%Y-%m-%d %H:%M")}, field="code", status=409) from None
+        raise LedgerError("pt_used", {"at": local_time(first["created_at"])}, field="code", status=409) from None
 
 
 def used_twice(couch: Couch, community: str) -> list[Doc]:

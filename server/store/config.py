@@ -8,6 +8,7 @@ folder with mode 0600 (the master key only for a new installation).
 from __future__ import annotations
 
 import binascii
+import datetime as dt
 import os
 import secrets
 from collections.abc import Callable
@@ -22,6 +23,12 @@ from crypto.secrets import read_secret, write_private
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Local time for people: pages, the survey month, the audit report's night hours.
 LOCAL_TZ = ZoneInfo(os.environ.get("LINLI_TIMEZONE", "Asia/Shanghai"))
+
+
+def local_time(iso: str) -> str:
+    """An ISO timestamp as people read it: local date and time, to the minute (LINLI_TIMEZONE); the pages' filter
+    and messages that name a time (pwa/render.js localTime is the offline pages' twin)."""
+    return dt.datetime.fromisoformat(iso).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M") if iso else ""
 
 
 def secret_or_generated(name: str, path: Path, make: Callable[[], str]) -> tuple[str, str]:

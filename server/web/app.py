@@ -60,7 +60,7 @@ from server.services import (
 from server.services.figures_cells import catch_up as keep_figures
 from server.services.survey import mark_answered as mark_survey_answered
 from server.store import queries
-from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings
+from server.store.config import LOCAL_TZ, PROJECT_ROOT, Settings, local_time
 from server.store.couch import UNREACHABLE, Couch, IndexPreparing, get_or_none
 from server.store.health import Health
 from server.web import (
@@ -139,11 +139,6 @@ def _finalize_none(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _local_time(iso: str) -> str:
-    """An ISO timestamp as people read it: local date and time, to the minute (LINLI_TIMEZONE)."""
-    return dt.datetime.fromisoformat(iso).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M") if iso else ""
-
-
 def _as_shown(value: Any) -> Any:
     """1200.0 as "1200", as JavaScript prints it (the service worker renders the same template)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -152,7 +147,7 @@ def _as_shown(value: Any) -> Any:
 templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_template_context])
 templates.env.finalize = _finalize_none
 templates.env.keep_trailing_newline = True  # as Nunjucks keeps it
-templates.env.filters["localtime"] = _local_time
+templates.env.filters["localtime"] = local_time
 
 
 class LoginRequired(Exception):
