@@ -590,7 +590,9 @@ async function syncState() {
 
 async function broadcast(extra = {}) {
   const state = { ...(await syncState()), ...extra };
-  for (const client of await self.clients.matchAll()) {
+  // Uncontrolled windows too: a page loaded while this worker was still installing (a new phone's first page, a
+  // hard reload) stays uncontrolled for its life, yet it asks this worker to sync and shows the bar from its answer.
+  for (const client of await self.clients.matchAll({ type: "window", includeUncontrolled: true })) {
     client.postMessage({ type: "sync-state", state });
   }
 }

@@ -619,6 +619,20 @@ def test_the_bar_shows_a_first_sync_under_way_before_anything_is_pulled(site: De
     phone.close()
 
 
+def test_a_page_the_worker_does_not_control_still_shows_the_bar(site: DemoSite) -> None:
+    """A page loaded while the worker was still installing, or reloaded bypassing it, is not controlled by it for
+    its life; it still asks the worker to sync, and the bar must show the answer (CI: a volunteer's new phone whose
+    first page came before the worker was active never showed a bar: the worker told controlled pages only)."""
+    phone = new_phone(site, "wangge01")
+    page = phone.pages[0]
+    with page.expect_navigation():
+        phone.new_cdp_session(page).send("Page.reload", {"ignoreCache": True})  # shift-reload: past the worker
+    assert page.evaluate("() => navigator.serviceWorker.controller") is None, "the reload was answered by the worker"
+    # Every page starts with the bar hidden: only the worker's answer shows it.
+    page.wait_for_function(f"() => !document.querySelector('#sync-state').hidden && {SYNCED}", timeout=30_000)
+    phone.close()
+
+
 # ---- photos the server has are not sent again (issue 22 item 4): a later revision that changes only fields sends
 # stubs of them (pwa/sync/replica.js), through the real gateway and pouchdb-server.
 
