@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from server.security.firewall import Firewall
+from server.security.keystore import INSTALLATION_KEY_ID
 from server.services import demo
 from server.store import embedded_couch, views
 from server.store.couch import Couch, bulk_save, connect
@@ -142,3 +144,20 @@ def _some_of_each_type(docs: list[dict]) -> list[dict]:
         if seen[doc["type"]] <= PER_TYPE:
             kept.append(doc)
     return kept
+
+
+def test_only_an_installation_with_data_keys_from_before_its_installation_key_reads_them_to_vouch(
+        couch: Couch, settings) -> None:
+    """A new installation's installation key says every write key has its statement, so that `linli serve`'s first
+    start does not read the demo's 15,000 data keys to find one without (Firewall.vouch_for_existing_keys); an
+    installation whose data keys were made before its installation key still has them read and vouched for."""
+    resident = next(d for d in demo.generate(size=demo.DemoSize(1, 1, 2)) if d["type"] == "resident")
+    firewall = Firewall.open(settings, couch)
+    record = firewall.keystore.new_data_key_doc(resident)  # the installation key is made first, for its statement
+    assert couch.accounts.get(INSTALLATION_KEY_ID)["statements_complete"] is True
+    assert firewall.vouch_for_existing_keys() == 0
+    couch.main.save({k: v for k, v in record.items() if k != "write_signature"})  # as made before statements
+    couch.accounts.delete(couch.accounts.get(INSTALLATION_KEY_ID))
+    older = Firewall.open(settings, couch)
+    assert older.vouch_for_existing_keys() == 1
+    assert couch.main.get(record["_id"])["write_signature"]
