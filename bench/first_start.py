@@ -9,7 +9,8 @@ same run and interleaved with ours (alternating which goes first, bench/measure.
 (dumped from the first run's database, revisions and attachments kept) written into a fresh pouchdb-server with no
 views, `_bulk_docs` batches of 1,000 (the time a first start would take if loading were all it did). Prints one JSON
 line: medians over the runs with their spread, `ratio` = our time to the URL ÷ the reference (lower is better), the
-machine's load before each run.
+same for CPU seconds (`cpu_ratio`: ours, Python and pouchdb-server, to the URL; the reference's server and client),
+the machine's load before each run.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def ours(residents: int, dump_to: Path | None) -> dict[str, Any]:
                 if index:
                     seen[f"index {index.group(1)}"] = at
                 if "Press Ctrl-C" in line:
+                    seen["cpu_to_url"] = _cpu_seconds(process.pid)
                     url_printed.set()
 
         threading.Thread(target=read, daemon=True).start()
@@ -87,8 +89,22 @@ def ours(residents: int, dump_to: Path | None) -> dict[str, Any]:
         finally:
             process.terminate()
             process.wait(60)
-    return {"phases": {k: round(v, 1) for k, v in seen.items()}, "first_pages": pages,
+    cpu = seen.pop("cpu_to_url")
+    return {"phases": {k: round(v, 1) for k, v in seen.items()}, "cpu_to_url": round(cpu, 1), "first_pages": pages,
             "statuses": statuses, "waited_for": health.get("waited_for", {})}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and of its children running now (`linli serve` and its
+    pouchdb-server): the work done, whatever else the machine ran meanwhile."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> float:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own(pid) + sum(own(int(c)) for c in children)
 
 
 def _wait_listening(url: str) -> None:
@@ -110,12 +126,13 @@ def _dump(couch_dir: Path, to: Path) -> None:
         (to / f"{db}.json").write_text(json.dumps([r["doc"] for r in rows]), encoding="utf-8")
 
 
-def reference(dump: Path) -> float:
-    """The same documents written into a fresh pouchdb-server, no design documents: seconds from its start."""
+def reference(dump: Path) -> tuple[float, float]:
+    """The same documents written into a fresh pouchdb-server, no design documents: seconds from its start, and the
+    CPU seconds it and this process spent."""
     docs = {db: [d for d in json.loads((dump / f"{db}.json").read_text(encoding="utf-8"))
                  if not d["_id"].startswith("_design/")] for db in ("linli_main", "linli_accounts")}
     with tempfile.TemporaryDirectory(prefix="linli-first-start-ref-") as tmp:
-        started = time.monotonic()
+        started, own_cpu = time.monotonic(), sum(os.times()[:2])
         server = EmbeddedCouch(Path(tmp) / "couch").start()
         try:
             with httpx2.Client(base_url=f"http://127.0.0.1:{server.port}", auth=("linli", server.password),
@@ -126,10 +143,11 @@ def reference(dump: Path) -> float:
                         client.post(f"/{db}/_bulk_docs", json={"docs": batch_docs[i:i + BATCH],
                                                                "new_edits": False}).raise_for_status()
                 seconds = time.monotonic() - started
+                cpu = _cpu_seconds(server.process.pid) + sum(os.times()[:2]) - own_cpu
                 for db, batch_docs in docs.items():
                     expect(f"documents in the reference's {db}",
                            client.get(f"/{db}").raise_for_status().json()["doc_count"], len(batch_docs))
-            return seconds
+            return seconds, cpu
         finally:
             server.stop()
 
@@ -148,14 +166,15 @@ def main() -> None:
             print(f"run: {json.dumps(run)}", file=sys.stderr, flush=True)
             return run
 
-        def bulk_load() -> float:
+        def bulk_load() -> tuple[float, float]:
             loads.append(round(os.getloadavg()[0], 1))
-            seconds = reference(Path(dump))
-            print(f"reference: {seconds:.1f} s", file=sys.stderr, flush=True)
-            return seconds
+            seconds, cpu = reference(Path(dump))
+            print(f"reference: {seconds:.1f} s, {cpu:.1f} CPU s", file=sys.stderr, flush=True)
+            return seconds, cpu
 
         # Every run from nothing, so no warm-up; the first round runs ours first (it makes the reference's dump).
-        runs, references = interleave(first_start, bulk_load, rounds=args.runs, warm=0)
+        runs, reference_runs = interleave(first_start, bulk_load, rounds=args.runs, warm=0)
+        references = [seconds for seconds, _ in reference_runs]
         docs = sum(len(json.loads((Path(dump) / f"{db}.json").read_text(encoding="utf-8")))
                    for db in ("linli_main", "linli_accounts"))
     phases = sorted({p for r in runs for p in r["phases"]}, key=lambda p: runs[0]["phases"].get(p, 0))
@@ -167,6 +186,11 @@ def main() -> None:
         "first_pages_status": [r["statuses"] for r in runs], "index_waits_after_url": [r["waited_for"] for r in runs],
         "reference_bulk_load_s": spread(references, 1),
         "ratio": ratio(url, references),
+        # CPU seconds (user + system, Python and pouchdb-server) to the URL and of the reference: the work itself,
+        # which a loaded machine stretches less than the wall time
+        "cpu_to_url_s": spread([r["cpu_to_url"] for r in runs], 1),
+        "reference_cpu_s": spread([cpu for _, cpu in reference_runs], 1),
+        "cpu_ratio": ratio([r["cpu_to_url"] for r in runs], [cpu for _, cpu in reference_runs]),
         "load_before_each": loads,
     }))
 

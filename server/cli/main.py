@@ -118,7 +118,7 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
         print(f"Loading the demo community (seed {seed}) …", flush=True)
         firewall = Firewall.open(settings, couch)
         report = demo.load(couch, firewall, seed=seed, size=size, password=password,
-                           progress=sys.stdout.isatty())
+                           progress=sys.stdout.isatty(), indexed=views.FIRST)
         print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
         lines = [f"Demo password for every demo account: {password}", ""]
         lines += [f"  {login.username:<22} {login.role:<18} {login.where}" for login in demo.demo_logins(seed, size)]

@@ -36,7 +36,8 @@ from server.security.firewall import Firewall
 from server.security.keystore import KeyStore
 from server.services import demo_history, rewards, timebank
 from server.services.timebank import LedgerError
-from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
+from server.store import views
+from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none, index_now
 
 REFERENCE_DATE = dt.date(2025, 1, 1)
 STREET_ID = "street:hongshan"
@@ -575,9 +576,11 @@ class LoadReport:
 
 def load(couch: Couch, firewall: Firewall, seed: int = 2025,
          size: DemoSize = DemoSize(), *, password: str, progress: bool = False, batch_size: int = 1000,
-         now: dt.datetime | None = None, history: bool = True) -> LoadReport:
+         now: dt.datetime | None = None, history: bool = True, indexed: tuple[views.Physical, ...] = ()
+         ) -> LoadReport:
     """Write the demo and (unless `history` is False) its year of history up to `now` (default: this moment)
-    through _bulk_docs, unless it is there already (the street document decides).
+    through _bulk_docs, unless it is there already (the street document decides). The `indexed` views take in each
+    batch once it is written, while the next one is sealed: built when the load ends, not in a pass after it.
 
     The firewall's `seal_for_storage` encrypts each batch's protected
     fields and adds residents' data keys, so no plaintext of a protected field
@@ -601,7 +604,7 @@ def load(couch: Couch, firewall: Firewall, seed: int = 2025,
     with tqdm(total=document_count(seed, size) + len(users), unit="doc", disable=not progress, desc="demo") as bar, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-load") as writer:
         written = 0
-        in_flight: Future[int] = writer.submit(_save_all, couch.accounts, users)
+        in_flight: Future[int] = writer.submit(_save_and_index, couch, couch.accounts, users, indexed)
         generated = len(users)
 
         def write(batches: Iterator[list[dict[str, Any]]]) -> None:
@@ -610,7 +613,7 @@ def load(couch: Couch, firewall: Firewall, seed: int = 2025,
                 sealed = firewall.seal_for_storage(batch)
                 written += in_flight.result()  # only now: this batch was made while the previous one was written
                 bar.update(generated)
-                in_flight, generated = writer.submit(_save_all, couch.main, sealed), len(batch)
+                in_flight, generated = writer.submit(_save_and_index, couch, couch.main, sealed, indexed), len(batch)
             written += in_flight.result()
             bar.update(generated)
             in_flight, generated = writer.submit(int), 0  # written: nothing is in flight
@@ -631,6 +634,14 @@ def _validated_batches(docs: Iterator[dict[str, Any]], size: int) -> Iterator[li
         for doc in batch:
             validate(doc)
         yield batch
+
+
+def _save_and_index(couch: Couch, db: pycouchdb.client.Database, docs: list[dict[str, Any]],
+                    indexed: tuple[views.Physical, ...]) -> int:
+    written = _save_all(db, docs)
+    for physical in indexed:  # every one: sealing the batch wrote the accounts database too (number_index)
+        index_now(couch.db(physical.database), physical.name)
+    return written
 
 
 def _save_all(db: pycouchdb.client.Database, docs: list[dict[str, Any]]) -> int:

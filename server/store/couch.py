@@ -195,12 +195,17 @@ def view_built(db: pycouchdb.client.Database, name: str) -> Future[Any]:
     with _view_builds_lock:
         build = _view_builds.get(key)
         if build is None or (build.done() and build.exception() is not None):
-            # Not this module's Database.query: this is the build that query waits for. Every physical view
-            # reduces, so reduce=false (else pouchdb-server would reduce every row to answer limit=0).
-            build = _view_builder.submit(pycouchdb.client.Database.query, db, f"linli/{physical}", limit=0,
-                                         reduce="false", as_list=True)
+            build = _view_builder.submit(index_now, db, physical)
             _view_builds[key] = build
     return build
+
+
+def index_now(db: pycouchdb.client.Database, physical: str) -> None:
+    """Bring physical view `physical` of `db` up to date, waiting: CouchDB indexes what changed since its last query
+    (on a fresh database, everything)."""
+    # Not this module's Database.query: this is the build that query waits for. Every physical view reduces, so
+    # reduce=false (else pouchdb-server would reduce every row to answer limit=0).
+    pycouchdb.client.Database.query(db, f"linli/{physical}", limit=0, reduce="false", as_list=True)
 
 
 def _ensure_design(db: pycouchdb.client.Database, wanted: dict[str, Any]) -> None:
