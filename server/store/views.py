@@ -113,8 +113,9 @@ def _figures_source_map() -> str:
     figures_cells.py adds it up per grid and month with server/domain/figures.py's rules, into documents a page
     reads a few of). Each service request under ["cell", grid, month] with its fields in figures.REQUEST_FIELDS'
     order; one not closed also under ["open", grid, department]; each elderly-safety alert under ["cell", grid,
-    month]. Months are UTC+8 (figures.MONTH_UTC_OFFSET_HOURS). No reduce: pouchdb-server would compute it at query
-    time over every row, and one emit per request keeps the index build short."""
+    month]; a closed request once more under ["cell", grid, month closed] (the confirmed-closure KPI counts
+    closures in the month they happened). Months are UTC+8 (figures.MONTH_UTC_OFFSET_HOURS). No reduce:
+    pouchdb-server would compute it at query time over every row, and few emits per request keep the build short."""
     fields = ", ".join("doc.department || ''" if f == "department" else f"doc.{f} === undefined ? null : doc.{f}"
                        for f in figures.REQUEST_FIELDS)
     closed = " || ".join(f"doc.status === '{s}'" for s in figures.CLOSED_STATES)
@@ -128,6 +129,8 @@ def _figures_source_map() -> str:
         " if (doc.type === 'service_request' && month(doc.created_at)) {"
         f"  emit(['cell', doc.grid, month(doc.created_at)], ['request', {fields}]);"
         f"  if (!({closed})) {{ emit(['open', doc.grid, doc.department || ''], null); }}"
+        "  if (doc.status === 'closed' && month(doc.closed_at)) {"
+        "   emit(['cell', doc.grid, month(doc.closed_at)], ['closure', doc.confirmed_at ? 1 : 0]); }"
         " }"
         " if (doc.type === 'alert' && SAFETY[doc.kind] === true && month(doc.raised_at)) {"
         "  emit(['cell', doc.grid, month(doc.raised_at)], ['alert', doc.acknowledged_at || null,"
