@@ -57,13 +57,23 @@ MAIN_VIEWS = {
         "map": "function (doc) { if (doc.type === 'service_request' && doc.status !== 'resolved'"
                " && doc.status !== 'closed') { emit([doc.street, doc.created_at], null); } }",
     },
-    # Requests about public places (no resident or household), for the Open311 listing: by street, then
-    # service code and open/closed ("" for any), then time, so that each filter is one key range.
+    # Requests about public places (no resident or household), for the Open311 listing: by street, then service
+    # code ("" for any), open/closed, then time, so that each filter is one key range (both states: two). The value
+    # is what the list prints (server/web/open311.py `listed`, which makes the same of a document), so a list reads
+    # no document.
     "public_requests": {
         "map": "function (doc) { if (doc.type === 'service_request' && !doc.resident && !doc.household) {"
                " var state = (doc.status === 'resolved' || doc.status === 'closed') ? 'closed' : 'open';"
-               " [doc.category, ''].forEach(function (code) { [state, ''].forEach(function (s) {"
-               " emit([doc.street, code, s, doc.created_at], null); }); }); } }",
+               " var notes = (doc.history || []).filter(function (h) {"
+               " return h.action === 'comment' || h.action === 'resolved'; });"
+               " var last = notes[notes.length - 1]; var at = doc.location || {};"
+               " var listed = {status: state, note: last === undefined ? null : (last.note === undefined ? ''"
+               " : last.note), category: doc.category, description: doc.description, department: doc.department,"
+               " created_at: doc.created_at, updated_at: doc.updated_at === undefined ? doc.created_at"
+               " : doc.updated_at, due_close: doc.due_close === undefined ? null : doc.due_close,"
+               " address: doc.address || null, lat: at.lat, lon: at.lon, media_url: doc.media_url || null};"
+               " [doc.category, ''].forEach(function (code) {"
+               " emit([doc.street, code, state, doc.created_at], listed); }); } }",
     },
     # Alerts nobody has acknowledged yet, for the escalation sweep (server/services/alerts.py).
     "open_alerts": {
