@@ -9,8 +9,9 @@ and close times, ratings drawn like a busy real desk: the plan's Shanghai platfo
 through `_bulk_docs` in batches after `domain.validate`. Prints one JSON line:
 - the time pouchdb-server takes to index, after the bulk load, the `figures_source` view, then to count the
   dashboard's aggregates from it (`figures_cells.catch_up`: one pass, grid by grid, with no checkpoint yet),
-  and, apart, the raw-row and Open311 views; then the incremental catch-up after `--changes` requests change state
-  (closed, reopened) through the changes feed;
+  and, apart, the raw-row and Open311 views; the first SLA sweep (escalating the requests left open past their
+  deadlines) and the catch-up after it, before anything is timed; then the incremental catch-up after `--changes`
+  requests change state (closed, reopened) through the changes feed;
 Timed measures run in 3 interleaved rounds and report medians (a shared machine's load weighs on both sides).
 - the dashboard page (`GET /dashboard`, a community's last twelve months with its KPIs, charts, backlog and
   grids; the administrator's street) p50 and p95 over `--pages` loads, against the same figures computed over
