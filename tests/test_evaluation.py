@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from server.domain import access
 from server.services import deliberation as d
-from server.services import demo, evaluation_figures, mediation, projects, survey
+from server.services import demo, evaluation_figures, figures, figures_cells, mediation, projects, survey
 from server.services import service_requests as sr
 from server.store.config import LOCAL_TZ, Settings
 from server.store.couch import Couch, get_or_none, iter_view_docs
@@ -306,10 +306,11 @@ def test_a_door_answer_written_offline_is_judged_at_sync_by_the_rule_the_page_us
 def test_the_figures_count_what_the_pages_recorded(web: TestClient, demo_loaded: Couch) -> None:
     """resident-confirmed closure (server/services/evaluation_figures.py): one closed request, confirmed."""
     doc_id, path = _closed_request(web, demo_loaded)
-    month = dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    month = figures.month_of(dt.datetime.now(dt.UTC))  # the reporting month (UTC+8) it was closed in
     communities = [demo.community_id(1)]
 
     def figure(key: str) -> evaluation_figures.Figure:
+        figures_cells.catch_up(demo_loaded)  # closures are read from the kept figures
         return next(f for f in evaluation_figures.figures(demo_loaded, communities, (month, month)) if f.key == key)
 
     assert (figure("kpi_confirmed_closure").numerator, figure("kpi_confirmed_closure").denominator) == (0, 1)

@@ -40,9 +40,12 @@ request_strategy = st.fixed_dictionaries({
     "rating": st.one_of(st.none(), st.integers(1, 5)),
     "respond_days": st.integers(0, 3),
     "close_days": st.integers(0, 6),
+    # Closed (after resolved) this many hours later, or only resolved; and confirmed fixed by the reporter.
+    "closed_after_hours": st.one_of(st.none(), st.sampled_from([0, 5, 24 * 20])),
+    "confirmed": st.booleans(),
 })
 # What happens to a request after the aggregates first counted it.
-change_strategy = st.sampled_from(["none", "reopen", "close", "department", "rate", "delete"])
+change_strategy = st.sampled_from(["none", "reopen", "close", "department", "rate", "delete", "confirm"])
 alert_strategy = st.fixed_dictionaries({
     "minutes": times, "kind": st.sampled_from(["sos", "fall", "device_silent"]),
     "answered": st.booleans(), "escalated": st.booleans()})
@@ -70,7 +73,12 @@ def _docs(street: str, requests: list[dict[str, Any]], alerts: list[dict[str, An
             doc["status"] = "acknowledged"
         if r["close_hours"] is not None:
             doc["resolved_at"] = (made + _seconds(r["close_hours"])).isoformat()
-            doc["status"] = "closed"
+            doc["status"] = "resolved"
+            if r.get("closed_after_hours", 0) is not None:
+                doc["closed_at"] = (made + _seconds(r["close_hours"] + r.get("closed_after_hours", 0))).isoformat()
+                doc["status"] = "closed"
+                if r.get("confirmed"):
+                    doc["confirmed_at"] = doc["closed_at"]
         if r["rating"]:
             doc["rating"] = r["rating"]
         docs.append(doc)
@@ -110,7 +118,7 @@ def _brute(docs: list[dict[str, Any]], area: str, facet: str, first: str, last: 
             counts["responded"] += 1
             counts["responded_on_time"] += ack <= dt.datetime.fromisoformat(d["due_respond"])
             response.append((ack - at).total_seconds() / 3600)
-        if d["status"] == "closed":
+        if d["status"] in ("resolved", "closed"):
             done = dt.datetime.fromisoformat(d["resolved_at"])
             counts["closed"] += 1
             counts["closed_on_time"] += done <= dt.datetime.fromisoformat(d["due_close"])
@@ -137,9 +145,14 @@ def _changed(doc: dict[str, Any], change: str) -> dict[str, Any] | None:
     if change == "delete":
         return None
     if change == "reopen":  # "not fixed": open again, its close time gone
-        doc = {k: v for k, v in doc.items() if k != "resolved_at"} | {"status": "reopened"}
-    elif change == "close":
-        doc = doc | {"status": "closed", "resolved_at": (made + dt.timedelta(hours=50)).isoformat()}
+        doc = {k: v for k, v in doc.items() if k not in ("resolved_at", "closed_at", "confirmed_at")} | {
+            "status": "reopened"}
+    elif change == "close":  # closed (again), maybe in another month than before
+        doc = {k: v for k, v in doc.items() if k != "confirmed_at"} | {
+            "status": "closed", "resolved_at": (made + dt.timedelta(hours=50)).isoformat(),
+            "closed_at": (made + dt.timedelta(days=40)).isoformat()}
+    elif change == "confirm" and doc["status"] == "closed":
+        doc = doc | {"confirmed_at": doc["closed_at"]}
     elif change == "department":
         doc = doc | {"department": "department:b" if doc.get("department") != "department:b" else "department:a"}
     elif change == "rate":
@@ -182,10 +195,15 @@ def _assert_figures(couch: Couch, docs: list[dict[str, Any]], area_id: str, face
     assert [m for m, _ in monthly] == figures.months(first, last)
     for month, c in monthly:
         assert c.counts == _brute(docs, area_id, facet, month, month)["counts"]
+    closures = [d for d in docs if d["type"] == "service_request" and d["status"] == "closed"
+                and area_id in (d["street"], d["community"], d["grid"])
+                and first <= dt.datetime.fromisoformat(d["closed_at"]).astimezone(CST).strftime("%Y-%m") <= last]
+    assert figures_cells.closures(couch, figures.grids_of(couch, [area_id]), figures.months(first, last)) == (
+        len(closures), sum("confirmed_at" in d for d in closures))
     open_by_department = {}
     for d in docs:
-        if d["type"] == "service_request" and d["status"] != "closed" and area_id in (d["street"], d["grid"],
-                                                                                      d["community"]):
+        if d["type"] == "service_request" and d["status"] not in ("resolved", "closed") and area_id in (
+                d["street"], d["grid"], d["community"]):
             key = d.get("department", "")
             open_by_department[key] = open_by_department.get(key, 0) + 1
     assert figures.backlog(couch, area_id) == dict(sorted(open_by_department.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -205,6 +223,11 @@ def _assert_figures(couch: Couch, docs: list[dict[str, Any]], area_id: str, face
          alerts=[], changes=["reopen", "department", "rate"], first="2025-12", span=1,
          facet="department:department:a",
          area="g1")  # a closed request reopened, one moved to another department, one rated again
+@example(requests=[{"minutes": 60, "grid": "g1", "department": "department:a", "category": "lamp", "ack_hours": 2,
+                    "close_hours": 30, "rating": None, "respond_days": 1, "close_days": 3, "closed_after_hours": 0,
+                    "confirmed": True}] * 3,
+         alerts=[], changes=["close", "reopen", "confirm"], first="2025-12", span=0, facet="",
+         area="c")  # closures counted in December: one closed again in February, one reopened, one left confirmed
 def test_aggregates_equal_a_brute_force_recount_and_percentiles_lie_in_the_stated_bucket(
         couch: Couch, requests: list[dict[str, Any]], alerts: list[dict[str, Any]], changes: list[str],
         first: str, span: int, facet: str, area: str) -> None:

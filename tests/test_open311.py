@@ -149,13 +149,45 @@ def test_requests_about_a_person_are_not_public(api: TestClient, demo_loaded: Co
     assert api.get(f"{BASE}/requests/{private['_id'].split(':', 1)[1]}.json").status_code == 404
 
 
-def test_status_notes_are_staffs_notes_not_the_residents_rating() -> None:
+def test_status_notes_are_staffs_notes_not_the_residents_rating(api: TestClient, demo_loaded: Couch) -> None:
     history = [{"action": "created", "by": "user:r"}, {"action": "resolved", "by": "user:w", "note": "已更换灯泡"},
                {"action": "rated", "by": "user:r", "note": "谢谢"}]
-    doc = {"_id": "service_request:x", "status": "closed", "category": "street_lamp", "description": "路灯不亮",
-           "history": history, "rating": 4, "created_at": "2026-11-26T10:00:00+08:00",
-           "updated_at": "2026-11-27T10:00:00+08:00"}
-    assert open311.request_json(doc, None, {})["status_notes"] == "已更换灯泡"  # was the rating comment, or "4"
+    made = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    demo_loaded.main.save({
+        "_id": "service_request:notes", "type": "service_request", "street": STREET_ID, "community": "community:c1",
+        "grid": "grid:c1-g01", "status": "closed", "category": "street_lamp", "description": "路灯不亮",
+        "history": history, "rating": 4, "created_at": made.isoformat(), "updated_at": made.isoformat()})
+    (listed,) = [r for r in api.get(f"{BASE}/requests.json").json() if r["service_request_id"] == "notes"]
+    (one,) = api.get(f"{BASE}/requests/notes.json").json()
+    assert listed["status_notes"] == one["status_notes"] == "已更换灯泡"  # was the rating comment, or "4"
+
+
+def test_a_list_prints_of_each_request_what_its_own_page_prints(api: TestClient, key: str,
+                                                                demo_loaded: Couch) -> None:
+    """A list reads its view's rows (what `linli/public_requests` makes of a request in JavaScript), one request
+    its document (what `open311.listed` makes of it in Python): both print the same, whatever a request holds."""
+    now = dt.datetime.now(dt.UTC)
+    bare = sr.create(demo_loaded, "user:wangge01", sr.NewRequest(
+        street=STREET_ID, category="street_lamp", description="路灯不亮", grid="grid:c1-g01"), now)
+    worked = api.post(f"{BASE}/requests.json", data={**LAMP, "api_key": key}).json()[0]["service_request_id"]
+    doc = demo_loaded.main.get("service_request:" + worked)
+    doc["history"] += [{"action": "comment", "by": "user:wangge01", "at": now.isoformat(), "note": note}
+                       for note in ("已受理", "已派人")]  # the last note is the status note
+    doc.pop("department", None)
+    demo_loaded.main.save(doc)
+    made = (now - dt.timedelta(hours=2)).isoformat()
+    demo_loaded.main.save({  # closed, a note without text, no location, an address and a photo's address
+        "_id": "service_request:odd", "type": "service_request", "street": STREET_ID, "community": "community:c1",
+        "grid": "grid:c1-g01", "status": "resolved", "category": "noise", "description": "夜间施工",
+        "department": "department:chengguan", "address": "幸福路3号", "media_url": "https://example.invalid/p.jpg",
+        "history": [{"action": "resolved", "by": "user:w"}], "created_at": made, "due_close": made})
+    listed = api.get(f"{BASE}/requests.json", params={"page_size": "1000"}).json()
+    ids = [r["service_request_id"] for r in listed]
+    assert {bare["_id"].split(":", 1)[1], worked, "odd"} <= set(ids)
+    one_by_one = api.get(f"{BASE}/requests.json", params={"service_request_id": ",".join(ids)}).json()
+    assert sorted(listed, key=lambda r: r["service_request_id"]) == sorted(
+        one_by_one, key=lambda r: r["service_request_id"])
+    assert {r["status"] for r in listed} == {"open", "closed"}
 
 
 def test_a_list_is_paged_by_key_each_request_once(api: TestClient, key: str) -> None:

@@ -1119,6 +1119,8 @@ DOC_TYPES: dict[str, DocType] = {
         DocType("figures_cell", Scope.GRID, {
             "month": _text(Category.SYSTEM, required=True, max_length=7),
             "rows": Field("map", Category.SYSTEM, required=True),  # facet -> figures.COUNTS then the time buckets
+            "closures": Field("list", Category.SYSTEM),  # closed in the month: [closed, confirmed fixed]
+            "closed_in": Field("map", Category.SYSTEM),  # month -> [closed, confirmed] of the month's own requests
         }, label_zh="月度统计格", label_en="Figures of a grid's month"),
         DocType("figures_backlog", Scope.GRID, {
             "open": Field("map", Category.SYSTEM, required=True),  # department ("" not dispatched) -> requests open

@@ -76,7 +76,7 @@ def percentile_bucket(histogram: Sequence[int], q: float) -> int | None:
 
 # A service request as `linli/figures_source` lists it (its value after the leading "request"), in this order.
 REQUEST_FIELDS = ("category", "department", "status", "created_at", "acknowledged_at", "due_respond",
-                  "resolved_at", "due_close", "rating")
+                  "resolved_at", "due_close", "rating", "closed_at", "confirmed_at")
 CLOSED_STATES = ("resolved", "closed")
 
 
@@ -95,6 +95,16 @@ def month_of(text: object) -> str | None:
     """The reporting month ("YYYY-MM", UTC+8) of a stored time, or None."""
     when = _instant(text)
     return None if when is None else (when + dt.timedelta(hours=MONTH_UTC_OFFSET_HOURS)).strftime("%Y-%m")
+
+
+def months(first: str, last: str) -> list[str]:
+    """Every month from first to last, both included ("YYYY-MM")."""
+    year, month = map(int, first.split("-"))
+    out = []
+    while f"{year:04d}-{month:02d}" <= last:
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
 
 
 def _on_time(done: dt.datetime, due: object) -> int:
@@ -128,6 +138,13 @@ def request_row(fields: Sequence[object]) -> list[int]:
     if isinstance(rating, int) and not isinstance(rating, bool) and rating > 0:
         v[at["rated"]], v[at["rating_sum"]], v[at["satisfied"]] = 1, rating, int(rating >= 4)
     return v
+
+
+def closure_month(fields: Sequence[object]) -> str | None:
+    """The reporting month a request was closed in, for the resident-confirmed closure KPI (closed, not merely
+    resolved: the reporter is asked once it is closed), or None while it is not closed."""
+    f = dict(zip(REQUEST_FIELDS, fields, strict=True))
+    return month_of(f["closed_at"]) if f["status"] == "closed" else None
 
 
 def request_facets(fields: Sequence[object]) -> tuple[str, str, str]:

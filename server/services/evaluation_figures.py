@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from server.services import mediation, survey
-from server.store.couch import Couch, iter_view_docs
+from server.domain import figures as rules
+from server.services import figures_cells, mediation, survey
+from server.store.couch import Couch, docs_of_type, iter_view_docs
 
 Doc = dict[str, Any]
 
@@ -50,16 +51,20 @@ def _in(months: tuple[str, str], stamp: str | None) -> bool:
 
 
 def figures(couch: Couch, communities: Iterable[str], months: tuple[str, str]) -> list[Figure]:
-    """The three figures over the communities for the months first..last ("2026-01", "2026-06"), both included."""
+    """The three figures over the communities for the months first..last ("2026-01", "2026-06"), both included.
+    Closures are read from the kept figures (server/services/figures_cells.py: as of its last catch-up), by the
+    reporting month (UTC+8) they were closed in; mediation cases and the survey from their documents (a few a
+    month)."""
     communities = sorted(communities)
 
     def of(kind: str) -> list[Doc]:
         return [d for c in communities for d in iter_view_docs(couch.main, "linli/by_place", [c, kind])]
 
-    closed = [r for r in of("service_request") if r["status"] == "closed" and _in(months, r.get("closed_at"))]
+    grids = [g["_id"] for g in docs_of_type(couch.main, "grid") if g.get("community") in communities]
+    closed, confirmed = figures_cells.closures(couch, grids, rules.months(*months))
     cases = mediation.success([c for c in of("mediation") if _in(months, c["created_at"])])
     results = [r for r in survey.results(couch) if r.community in communities and _in(months, r.month)]
-    return [Figure("kpi_confirmed_closure", sum("confirmed_at" in r for r in closed), len(closed)),
+    return [Figure("kpi_confirmed_closure", confirmed, closed),
             Figure("kpi_mediation_success", cases.succeeded, cases.concluded),
             Figure("kpi_survey_response_rate", sum(r.sample_answers for r in results),
                    sum(r.sample_size for r in results))]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from server.domain import figures
-from server.domain.figures import COUNTS, KPIS, Kpi
+from server.domain.figures import COUNTS, KPIS, Kpi, months
 from server.services import evaluation_figures
 from server.services.figures_cells import backlog_id, cell_id
 from server.store.config import LOCAL_TZ
@@ -142,16 +142,6 @@ def kpi_values(counts: Mapping[str, int]) -> list[tuple[Kpi, float | None, int]]
 
 
 # ---------------------------------------------------------------- months
-
-def months(first: str, last: str) -> list[str]:
-    """Every month from first to last, both included ("YYYY-MM")."""
-    year, month = map(int, first.split("-"))
-    out = []
-    while f"{year:04d}-{month:02d}" <= last:
-        out.append(f"{year:04d}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return out
-
 
 def month_of(when: dt.datetime) -> str:
     return when.astimezone(LOCAL_TZ).strftime("%Y-%m")

@@ -16,6 +16,10 @@ against that revision; of two processes writing one cell, the second gets a conf
 cell that stands was counted from rows read after every write before it. The checkpoint moves only once every
 cell named since it is written; a process that stopped in between leaves it where it was, and the next run
 counts those cells again. First run (no checkpoint), or far behind after a bulk load: one pass, grid by grid.
+
+Closures (the resident-confirmed closure KPI) count in the month a request was closed, which a later change can
+move or undo (reopened, closed again) without the request naming the old month. So a cell also says which months
+its own requests were closed in (`closed_in`), and counting it again counts first each month where that changed.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pycouchdb.exceptions import Conflict
 
 from server.domain import figures as rules
 from server.store import sweeps
-from server.store.couch import Couch, bulk_save, docs_of_type, get_or_none
+from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none
 
 SOURCE = "linli/figures_source"
 CHECKPOINT_ID = "_local/linli-figures"
@@ -54,9 +58,14 @@ def backlog_id(grid: str) -> str:
     return f"{BACKLOG}:{grid}"
 
 
-def cell_rows(values: Iterable[list[Any]]) -> dict[str, list[int]]:
-    """A grid's month of `figures_source` values added up by facet."""
+def cell_body(values: Iterable[list[Any]]) -> Doc:
+    """A grid's month of `figures_source` values added up: `rows` (by facet), `closures` (requests closed in the
+    month, and of those confirmed fixed by the reporter: [closed, confirmed]) and `closed_in` (the months the
+    month's own requests were closed in, [closed, confirmed] each: what tells a recount which other months a
+    reopening or a later closure changed)."""
     rows: dict[str, list[int]] = {}
+    closures = [0, 0]
+    closed_in: dict[str, list[int]] = {}
 
     def add(facet: str, row: list[int]) -> None:
         total = rows.setdefault(facet, [0] * rules.ROW_LENGTH)
@@ -67,9 +76,17 @@ def cell_rows(values: Iterable[list[Any]]) -> dict[str, list[int]]:
             row = rules.request_row(value[1:])
             for facet in rules.request_facets(value[1:]):
                 add(facet, row)
+            month = rules.closure_month(value[1:])
+            if month:
+                counted = closed_in.setdefault(month, [0, 0])
+                counted[0] += 1
+                counted[1] += bool(value[1 + rules.REQUEST_FIELDS.index("confirmed_at")])
         elif value[0] == "alert":
             add("", rules.alert_row(value[1], value[2]))
-    return rows
+        elif value[0] == "closure":
+            closures[0] += 1
+            closures[1] += value[1]
+    return {"rows": rows, "closures": closures, "closed_in": closed_in}
 
 
 # ---------------------------------------------------------------- keeping up
@@ -121,7 +138,7 @@ def rebuild(couch: Couch) -> int:
         for row in _source(couch, ["cell", grid]):
             by_month[row["key"][2]].append(row["value"])
             taken += 1
-        docs += [_cell(place, grid, month, cell_rows(values)) for month, values in by_month.items()]
+        docs += [_cell(place, grid, month, cell_body(values)) for month, values in by_month.items()]
         docs.append(_backlog(place, grid, _open_rows(couch, grid)))
     written = {d["_id"] for d in docs}
     for doc in docs:
@@ -136,6 +153,14 @@ def rebuild(couch: Couch) -> int:
             return taken
     _save_checkpoint(couch, get_or_none(couch.main, CHECKPOINT_ID) or {}, seq)
     return taken
+
+
+def closures(couch: Couch, grids: Iterable[str], months: Iterable[str]) -> tuple[int, int]:
+    """Requests closed in these grids and months, and of those confirmed fixed by the reporter."""
+    months = list(months)
+    cells = get_many(couch.main, (cell_id(g, m) for g in grids for m in months)).values()
+    closed, confirmed = zip(*(c.get("closures", [0, 0]) for c in cells), strict=True) if cells else ((), ())
+    return sum(closed), sum(confirmed)
 
 
 def counted(couch: Couch) -> bool:
@@ -211,9 +236,9 @@ def _open_rows(couch: Couch, grid: str) -> dict[str, int]:
     return dict(backlog)
 
 
-def _cell(place: Doc, grid: str, month: str, rows: dict[str, list[int]]) -> Doc:
+def _cell(place: Doc, grid: str, month: str, body: Doc) -> Doc:
     return {"_id": cell_id(grid, month), "type": CELL, "street": place["street"], "community": place["community"],
-            "grid": grid, "month": month, "rows": rows}
+            "grid": grid, "month": month, **body}
 
 
 def _backlog(place: Doc, grid: str, open_by_department: dict[str, int]) -> Doc:
@@ -221,12 +246,12 @@ def _backlog(place: Doc, grid: str, open_by_department: dict[str, int]) -> Doc:
             "grid": grid, "open": open_by_department}
 
 
-def _write(couch: Couch, doc_id: str, count: Callable[[], Doc]) -> str:
-    """Read the document's revision, then count (so the count is at least as new as what it replaces), then
-    write against that revision; a conflict counts again."""
+def _write(couch: Couch, doc_id: str, count: Callable[[Doc | None], Doc]) -> str:
+    """Read the document, then count (so the count is at least as new as what it replaces; `count` is given what
+    it replaces), then write against its revision; a conflict counts again."""
     for _ in range(TRIES):
         current = get_or_none(couch.main, doc_id)
-        doc = count()
+        doc = count(current)
         if current is not None:
             if all(current.get(k) == v for k, v in doc.items()):
                 return doc_id
@@ -239,19 +264,30 @@ def _write(couch: Couch, doc_id: str, count: Callable[[], Doc]) -> str:
     raise Conflict(doc_id)
 
 
-def _recount_cell(couch: Couch, grids: dict[str, Doc], grid: str, month: str) -> str:
+def _recount_cell(couch: Couch, grids: dict[str, Doc], grid: str, month: str,
+                  busy: frozenset[str] = frozenset()) -> str:
+    """Count the cell again. The months its requests were closed in that differ from what the cell last said
+    (a reopening, a closure) are counted again first: a stop in between leaves the cell's old `closed_in`, which
+    names them again next time. `busy`: months being counted up the call chain (left alone here)."""
     place = grids.get(grid)
     if place is None:
         raise LookupError("no such grid")
-    return _write(couch, cell_id(grid, month), lambda: _cell(place, grid, month, cell_rows(
-        r["value"] for r in _source(couch, ["cell", grid, month]))))
+
+    def count(current: Doc | None) -> Doc:
+        doc = _cell(place, grid, month, cell_body(r["value"] for r in _source(couch, ["cell", grid, month])))
+        was, now = (current or {}).get("closed_in", {}), doc["closed_in"]
+        for other in sorted({*was, *now} - {month, *busy}):
+            if was.get(other) != now.get(other):
+                _recount_cell(couch, grids, grid, other, busy | {month})
+        return doc
+    return _write(couch, cell_id(grid, month), count)
 
 
 def _recount_backlog(couch: Couch, grids: dict[str, Doc], grid: str) -> str:
     place = grids.get(grid)
     if place is None:
         raise LookupError("no such grid")
-    return _write(couch, backlog_id(grid), lambda: _backlog(place, grid, _open_rows(couch, grid)))
+    return _write(couch, backlog_id(grid), lambda _: _backlog(place, grid, _open_rows(couch, grid)))
 
 
 def _recount_id(couch: Couch, grids: dict[str, Doc], doc_id: str) -> str:

@@ -57,13 +57,23 @@ MAIN_VIEWS = {
         "map": "function (doc) { if (doc.type === 'service_request' && doc.status !== 'resolved'"
                " && doc.status !== 'closed') { emit([doc.street, doc.created_at], null); } }",
     },
-    # Requests about public places (no resident or household), for the Open311 listing: by street, then
-    # service code and open/closed ("" for any), then time, so that each filter is one key range.
+    # Requests about public places (no resident or household), for the Open311 listing: by street, then service
+    # code ("" for any), open/closed, then time, so that each filter is one key range (both states: two). The value
+    # is what the list prints (server/web/open311.py `listed`, which makes the same of a document), so a list reads
+    # no document.
     "public_requests": {
         "map": "function (doc) { if (doc.type === 'service_request' && !doc.resident && !doc.household) {"
                " var state = (doc.status === 'resolved' || doc.status === 'closed') ? 'closed' : 'open';"
-               " [doc.category, ''].forEach(function (code) { [state, ''].forEach(function (s) {"
-               " emit([doc.street, code, s, doc.created_at], null); }); }); } }",
+               " var notes = (doc.history || []).filter(function (h) {"
+               " return h.action === 'comment' || h.action === 'resolved'; });"
+               " var last = notes[notes.length - 1]; var at = doc.location || {};"
+               " var listed = {status: state, note: last === undefined ? null : (last.note === undefined ? ''"
+               " : last.note), category: doc.category, description: doc.description, department: doc.department,"
+               " created_at: doc.created_at, updated_at: doc.updated_at === undefined ? doc.created_at"
+               " : doc.updated_at, due_close: doc.due_close === undefined ? null : doc.due_close,"
+               " address: doc.address || null, lat: at.lat, lon: at.lon, media_url: doc.media_url || null};"
+               " [doc.category, ''].forEach(function (code) {"
+               " emit([doc.street, code, state, doc.created_at], listed); }); } }",
     },
     # Alerts nobody has acknowledged yet, for the escalation sweep (server/services/alerts.py).
     "open_alerts": {
@@ -113,8 +123,9 @@ def _figures_source_map() -> str:
     figures_cells.py adds it up per grid and month with server/domain/figures.py's rules, into documents a page
     reads a few of). Each service request under ["cell", grid, month] with its fields in figures.REQUEST_FIELDS'
     order; one not closed also under ["open", grid, department]; each elderly-safety alert under ["cell", grid,
-    month]. Months are UTC+8 (figures.MONTH_UTC_OFFSET_HOURS). No reduce: pouchdb-server would compute it at query
-    time over every row, and one emit per request keeps the index build short."""
+    month]; a closed request once more under ["cell", grid, month closed] (the confirmed-closure KPI counts
+    closures in the month they happened). Months are UTC+8 (figures.MONTH_UTC_OFFSET_HOURS). No reduce:
+    pouchdb-server would compute it at query time over every row, and few emits per request keep the build short."""
     fields = ", ".join("doc.department || ''" if f == "department" else f"doc.{f} === undefined ? null : doc.{f}"
                        for f in figures.REQUEST_FIELDS)
     closed = " || ".join(f"doc.status === '{s}'" for s in figures.CLOSED_STATES)
@@ -128,6 +139,8 @@ def _figures_source_map() -> str:
         " if (doc.type === 'service_request' && month(doc.created_at)) {"
         f"  emit(['cell', doc.grid, month(doc.created_at)], ['request', {fields}]);"
         f"  if (!({closed})) {{ emit(['open', doc.grid, doc.department || ''], null); }}"
+        "  if (doc.status === 'closed' && month(doc.closed_at)) {"
+        "   emit(['cell', doc.grid, month(doc.closed_at)], ['closure', doc.confirmed_at ? 1 : 0]); }"
         " }"
         " if (doc.type === 'alert' && SAFETY[doc.kind] === true && month(doc.raised_at)) {"
         "  emit(['cell', doc.grid, month(doc.raised_at)], ['alert', doc.acknowledged_at || null,"

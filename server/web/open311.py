@@ -110,28 +110,39 @@ def definition_json(category: Doc) -> dict[str, Any]:
         for a in sorted(category.get("attributes", []), key=lambda a: a["order"])]}
 
 
-def request_json(doc: Doc, category: Doc | None, departments: dict[str, str]) -> dict[str, Any]:
+def listed(doc: Doc) -> dict[str, Any]:
+    """What a list prints of a request, as `linli/public_requests` gives it in each row (server/store/views.py:
+    the same fields, the same way), so that a list reads no document."""
     # Staff's notes on the matter; a resident's rating and its comment are theirs, not a status note.
     notes = [h.get("note", "") for h in doc["history"] if h["action"] in ("comment", "resolved")]
     location = doc.get("location") or {}
+    return {"status": "open" if doc["status"] in sr.OPEN_STATES else "closed", "note": notes[-1] if notes else None,
+            "category": doc["category"], "description": doc["description"], "department": doc.get("department"),
+            "created_at": doc["created_at"], "updated_at": doc.get("updated_at", doc["created_at"]),
+            "due_close": doc.get("due_close"), "address": doc.get("address") or None, "lat": location.get("lat"),
+            "lon": location.get("lon"), "media_url": doc.get("media_url") or None}
+
+
+def request_json(request_id: str, fields: Doc, category: Doc | None, departments: dict[str, str]) -> dict[str, Any]:
+    """A request in GeoReport's words, from what `listed` makes of it."""
     return {
-        "service_request_id": doc["_id"].split(":", 1)[1],
-        "status": "open" if doc["status"] in sr.OPEN_STATES else "closed",
-        "status_notes": notes[-1] if notes else None,
-        "service_name": category["name"] if category else doc["category"],
-        "service_code": doc["category"],
-        "description": doc["description"],
-        "agency_responsible": departments.get(doc.get("department", "")),
+        "service_request_id": request_id.split(":", 1)[1],
+        "status": fields["status"],
+        "status_notes": fields.get("note"),
+        "service_name": category["name"] if category else fields["category"],
+        "service_code": fields["category"],
+        "description": fields["description"],
+        "agency_responsible": departments.get(fields.get("department") or ""),
         "service_notice": None,
-        "requested_datetime": doc["created_at"],
-        "updated_datetime": doc.get("updated_at", doc["created_at"]),
-        "expected_datetime": doc.get("due_close"),
-        "address": doc.get("address") or None,
+        "requested_datetime": fields["created_at"],
+        "updated_datetime": fields.get("updated_at"),
+        "expected_datetime": fields.get("due_close"),
+        "address": fields.get("address"),
         "address_id": None,
         "zipcode": None,
-        "lat": location.get("lat"),
-        "long": location.get("lon"),
-        "media_url": doc.get("media_url") or None,
+        "lat": fields.get("lat"),
+        "long": fields.get("lon"),
+        "media_url": fields.get("media_url"),
     }
 
 
@@ -236,8 +247,8 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
         ids = _csv(q.get("service_request_id"))
         if ids:  # "overrides all other parameters"
             found = await run_in_threadpool(get_many, couch.main, ["service_request:" + i for i in ids])
-            docs = sorted((d for d in found.values() if d.get("type") == "service_request" and is_public(d)),
-                          key=lambda d: d["created_at"], reverse=True)
+            docs = sorted(((i, listed(d)) for i, d in found.items() if d.get("type") == "service_request"
+                           and is_public(d)), key=lambda r: r[1]["created_at"], reverse=True)
         else:
             start, end = _date_range(q, now())
             codes, statuses = _csv(q.get("service_code")), _csv(q.get("status"))
@@ -246,7 +257,7 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
             size = _page_size(q)
             docs = await run_in_threadpool(_newest_public, couch, street, start, end, codes, statuses, size)
             if len(docs) == size:
-                before = dt.datetime.fromisoformat(docs[-1]["created_at"]) - dt.timedelta(microseconds=1)
+                before = dt.datetime.fromisoformat(docs[-1][1]["created_at"]) - dt.timedelta(microseconds=1)
                 answer = render(fmt, "service_requests", "request", await _as_json(docs))
                 after = {**q, "end_date": before.astimezone(dt.UTC).isoformat(), "start_date": start.isoformat()}
                 answer.headers["Link"] = f'<{request.url.path}?{urlencode(after)}>; rel="next"'
@@ -257,17 +268,17 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
         doc = await run_in_threadpool(get_or_none, couch.main, "service_request:" + request.path_params["id"])
         if doc is None or doc.get("type") != "service_request" or not is_public(doc):
             raise Open311Error(404, f"service_request_id {request.path_params['id']!r} not found")
-        return render(fmt, "service_requests", "request", await _as_json([doc]))
+        return render(fmt, "service_requests", "request", await _as_json([(doc["_id"], listed(doc))]))
 
     async def token(request: Request, fmt: str) -> Response:
         # Linli answers a create with the request id at once, so there are no tokens to look up.
         raise Open311Error(404, f"token {request.path_params['token']!r} not found (this server returns "
                            "service_request_id directly when a request is created)")
 
-    async def _as_json(docs: list[Doc]) -> list[dict[str, Any]]:
+    async def _as_json(requests: list[tuple[str, Doc]]) -> list[dict[str, Any]]:
         categories = await run_in_threadpool(sr.catalogue, couch, street, active_only=False)
         departments = await run_in_threadpool(sr.department_names, couch)
-        return [request_json(d, categories.get(d["category"]), departments) for d in docs]
+        return [request_json(i, r, categories.get(r["category"]), departments) for i, r in requests]
 
     fmt = "{format:str}"
     return [
@@ -355,18 +366,18 @@ def _page_size(query: Any) -> int:
 
 
 def _newest_public(couch: Couch, street: str, start: dt.datetime, end: dt.datetime, codes: set[str],
-                   statuses: set[str], limit: int = MAX_RESULTS) -> list[Doc]:
-    """Up to `limit` public requests made in [start, end] of these codes and states, newest first:
-    one key range of `public_requests` per code × state asked for."""
+                   statuses: set[str], limit: int = MAX_RESULTS) -> list[tuple[str, Doc]]:
+    """Up to `limit` public requests made in [start, end] of these codes and states, newest first, each as its id
+    and what `listed` makes of it: one key range of `public_requests` per code × state asked for (both states when
+    none is), read without the documents."""
     found: dict[str, Doc] = {}
     for code in sorted(codes) or [""]:
-        for status in sorted(statuses) or [""]:
-            rows = couch.main.query("linli/public_requests", descending="true", include_docs="true",
-                                    limit=limit, as_list=True,
+        for status in sorted(statuses) or ["closed", "open"]:
+            rows = couch.main.query("linli/public_requests", descending="true", limit=limit, as_list=True,
                                     startkey=[street, code, status, end.astimezone(dt.UTC).isoformat()],
                                     endkey=[street, code, status, start.astimezone(dt.UTC).isoformat()])
-            found.update((r["id"], r["doc"]) for r in rows)
-    return sorted(found.values(), key=lambda d: d["created_at"], reverse=True)[:limit]
+            found.update((r["id"], r["value"]) for r in rows)
+    return sorted(found.items(), key=lambda r: r[1]["created_at"], reverse=True)[:limit]
 
 
 
