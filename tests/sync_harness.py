@@ -3,9 +3,13 @@ process, logins, and phones (Node + PouchDB, `pwa/tests/sync_phone.mjs`) driven 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
+import itertools
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,11 +26,13 @@ from crypto import keys
 from server.domain.access import Principal, may_see
 from server.domain.declaration import Role
 from server.security import accounts
+from server.security.firewall import Firewall
 from server.store.config import PROJECT_ROOT, Settings
-from server.store.couch import Couch, bulk_save
+from server.store.couch import Couch, bulk_save, connect
 from server.store.embedded_couch import EmbeddedCouch, free_port
 from sync.principals import TTL_SECONDS
 
+from .conftest import SHARED, make_settings
 from .log_scan import LOG_FILES
 from .node_process import NodeProcess
 
@@ -76,6 +82,12 @@ USERS = {
 }
 
 
+@functools.cache
+def _password_hash() -> str:
+    """PASSWORD hashed once per run (an argon2 hash takes a second on a loaded machine)."""
+    return accounts.hash_password(PASSWORD)
+
+
 def seed(couch: Couch, households_per_grid: int = 20) -> list[dict[str, Any]]:
     """The street: 2 grids of households with a resident each, a device and a gateway; the accounts."""
     docs: list[dict[str, Any]] = [
@@ -94,7 +106,7 @@ def seed(couch: Couch, households_per_grid: int = 20) -> list[dict[str, Any]]:
                      **({"gateway": "gateway:gw1"} if grid == G1 else {})})
     results = bulk_save(couch.main, docs)
     assert not [r for r in results if r.error], results
-    hashed = accounts.hash_password(PASSWORD)
+    hashed = _password_hash()
     for username, spec in USERS.items():
         couch.accounts.save(accounts.make_user(username, username, street=STREET, password_hash=hashed, **spec))
     return docs
@@ -210,12 +222,53 @@ class Street:
         cookie, csrf = login(self.served.url, username)
         return Phone(self.served.sync_url, cookie, csrf)
 
+    def firewall(self) -> Firewall:
+        return Firewall.open(self.settings, self.couch)
 
-@pytest.fixture(name="street")
-def street_fixture(couch_server: EmbeddedCouch, couch: Couch, settings: Settings) -> Iterator[Street]:
-    """The seeded street and `linli serve` (web app + gateway) on it; phones made with street.phone()."""
+    def new_user(self, like: str) -> str:
+        """An account of the test's own, with the roles and places of USERS[like] and PASSWORD: for a test that
+        deactivates, moves or re-passwords its user on a street other tests share. Returns its username."""
+        username = f"{like}_{next(_new_users)}"
+        self.couch.accounts.save(accounts.make_user(username, username, street=STREET,
+                                                    password_hash=_password_hash(), **USERS[like]))
+        return username
+
+
+_new_users = itertools.count(1)
+
+
+@contextlib.contextmanager
+def served_street(couch_url: str, couch: Couch, settings: Settings) -> Iterator[Street]:
+    """The seeded street on `couch` and `linli serve` (web app + gateway) on it, stopped at the end."""
     docs = seed(couch)
-    served = serve(couch_server.url, settings, free_port())
-    world = Street(couch, settings, served, docs, couch_server.url)
-    yield world
-    stop(world.served)
+    world = Street(couch, settings, serve(couch_url, settings, free_port()), docs, couch_url)
+    try:
+        yield world
+    finally:
+        stop(world.served)
+
+
+def _own_street(couch_server: EmbeddedCouch, couch: Couch, settings: Settings) -> Iterator[Street]:
+    """The street and its `linli serve` for one test alone: for a test that kills, restarts or re-keys the server,
+    or fills the street with documents; phones made with street.phone()."""
+    with served_street(couch_server.url, couch, settings) as world:
+        yield world
+
+
+street_fixture = pytest.fixture(name="street")(_own_street)
+own_street_fixture = pytest.fixture(name="own_street")(_own_street)  # beside a module's shared `street`
+
+
+@pytest.fixture(name="street", scope="module")
+def shared_street_fixture(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Street]:
+    """One street and `linli serve` for all the tests of a module that import this fixture instead of
+    `street_fixture` (a server start is 5-10 s on a loaded 2-core machine). Its tests leave it usable by each other in
+    any order: each writes documents of its own ids, reads what it compares when it runs (`visible_ids`), and
+    deactivates, moves or re-passwords only an account of its own (`Street.new_user`)."""
+    settings = make_settings(tmp_path_factory.mktemp("street"), f"street{next(_new_users)}_{secrets.token_hex(3)}_")
+    couch = connect(settings, couch_server.url)
+    with served_street(couch_server.url, couch, settings) as world:
+        yield world
+    if SHARED:  # a mutation run's one pouchdb-server keeps nothing behind (tests/conftest.py's `couch`)
+        for db in (couch.main, couch.accounts):
+            couch.server.delete(db.name)

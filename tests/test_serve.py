@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,11 +108,11 @@ def pouchdb_server_pids(data_dir: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    s = start_serve(tmp_path_factory.mktemp("linli-data"))
-    yield s
-    if s.process.poll() is None:
-        stop(s)
+def served(journey_served: Served) -> Served:
+    """README command 1's first start: the journeys' session server (tests/journeys.py), the same `linli serve` on a
+    fresh data folder, started once for both (a demo with its year of history takes a minute or more to load on a
+    loaded machine); stopped at the end of the session."""
+    return journey_served
 
 
 def demo_password(data_dir: Path) -> str:

@@ -14,7 +14,7 @@ from tests.sync_harness import (
     LINLI,
     Street,
     login,
-    street_fixture,  # noqa: F401 - the fixture
+    shared_street_fixture,  # noqa: F401 - the fixture: one street and server for the module
     within_principal_ttl,
 )
 
@@ -52,20 +52,21 @@ def test_a_copied_cookie_dies_with_the_logout_on_pages_and_sync(street: Street) 
 
 def test_deactivation_and_a_new_password_end_every_session_of_the_user(street: Street) -> None:
     url, env = street.served.url, street.served.env
-    sessions = [_as(street, *login(url, "wangge01")) for _ in range(2)]
+    worker = street.new_user("wangge01")  # re-passworded and deactivated: the module's other test keeps wangge01
+    sessions = [_as(street, *login(url, worker)) for _ in range(2)]
     assert all(_signed_in(s) and _syncs(s) for s in sessions)
-    changed = subprocess.run([LINLI, "--quiet", "user", "password", "wangge01"], capture_output=True, text=True,
+    changed = subprocess.run([LINLI, "--quiet", "user", "password", worker], capture_output=True, text=True,
                              env={**env, "LINLI_NEW_PASSWORD": "a brand new password"})
     assert changed.returncode == 0, changed.stderr
     assert not any(_signed_in(s) for s in sessions)  # pages: at once
     for s in sessions:  # the gateway of another process (here: the command's): within its cache's bound
         within_principal_ttl(lambda s=s: not _syncs(s))
     records = street.couch.accounts.all(startkey="session:", endkey="session:\ufff0", as_list=True)
-    assert [r for r in records if r["doc"]["user"] == "user:wangge01"] == []  # deleted, not just outdated
+    assert [r for r in records if r["doc"]["user"] == f"user:{worker}"] == []  # deleted, not just outdated
 
-    again = _as(street, *login(url, "wangge01", "a brand new password"))
+    again = _as(street, *login(url, worker, "a brand new password"))
     assert _signed_in(again)
-    off = subprocess.run([LINLI, "--quiet", "user", "deactivate", "wangge01"], capture_output=True, text=True,
+    off = subprocess.run([LINLI, "--quiet", "user", "deactivate", worker], capture_output=True, text=True,
                          env=env)
     assert off.returncode == 0, off.stderr
     assert not _signed_in(again)

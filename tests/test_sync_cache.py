@@ -18,7 +18,7 @@ from tests.sync_harness import (
     STREET,
     Street,
     login,
-    street_fixture,  # noqa: F401 - the fixture
+    shared_street_fixture,  # noqa: F401 - the fixture: one street and server for the module
     within_principal_ttl,
 )
 
@@ -34,15 +34,17 @@ def _changed_ids(client: httpx2.Client) -> set[str]:
 
 
 def test_a_deactivated_user_is_refused_within_the_bound(street: Street) -> None:
-    with _client(street, "wangge01") as client:
+    worker = street.new_user("wangge01")  # deactivated: the module's other tests keep wangge01
+    with _client(street, worker) as client:
         assert "household:c1-g1-h001" in _changed_ids(client)
-        user = street.couch.accounts.get("user:wangge01")
+        user = street.couch.accounts.get(f"user:{worker}")
         street.couch.accounts.save({**user, "active": False})
         within_principal_ttl(lambda: client.get("_changes", params={"since": "0"}).status_code == 401)
 
 
 def test_cached_revisions_reach_only_those_who_may_see_them(street: Street) -> None:
-    with _client(street, "wangge01") as owner, _client(street, "wangge02") as other:
+    moved = street.new_user("wangge01")  # moved to the other grid: the module's other tests keep wangge01
+    with _client(street, moved) as owner, _client(street, "wangge02") as other:
         feed = owner.get("_changes", params={"since": "0", "style": "all_docs"}).json()["results"]
         wanted = [{"id": row["id"], "rev": row["changes"][0]["rev"]} for row in feed if "c1-g1-" in row["id"]]
         assert len(wanted) >= 40
@@ -55,7 +57,7 @@ def test_cached_revisions_reach_only_those_who_may_see_them(street: Street) -> N
         theirs = other.post("_bulk_get", params={"revs": "true"}, json={"docs": wanted}).json()["results"]
         assert all(entry["docs"][0]["error"]["error"] == "not_found" for entry in theirs)
         # The owner moved to the other grid loses them within the bound, cached or not.
-        user = street.couch.accounts.get("user:wangge01")
+        user = street.couch.accounts.get(f"user:{moved}")
         street.couch.accounts.save({**user, "grids": [G2]})
         within_principal_ttl(lambda: all(
             "error" in entry["docs"][0] for entry in owner.post(

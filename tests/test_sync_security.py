@@ -11,7 +11,6 @@ import httpx2
 import pytest
 
 from crypto.envelope import FieldContext, seal_for
-from server.security.firewall import Firewall
 from server.store.couch import bulk_save
 from tests.sync_harness import (
     G1,
@@ -20,7 +19,7 @@ from tests.sync_harness import (
     Street,
     household,
     login,
-    street_fixture,  # noqa: F401 - the fixture
+    shared_street_fixture,  # noqa: F401 - the fixture: one street and server for the module
     visit,
     within_principal_ttl,
 )
@@ -153,7 +152,8 @@ def _token(street: Street, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.timeout(120)
-def test_a_ble_gateway_token_sees_its_devices_only_and_can_only_report(street: Street, firewall: Firewall) -> None:
+def test_a_ble_gateway_token_sees_its_devices_only_and_can_only_report(street: Street) -> None:
+    firewall = street.firewall()
     resident = "resident:c1-g1-h001-1"
     street.couch.main.save(firewall.keystore.new_data_key_doc(street.couch.main.get(resident)))
     public, version = firewall.keystore.write_public_key(resident)
