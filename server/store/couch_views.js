@@ -24,18 +24,25 @@ if (require.cache[require.resolve('pouchdb-mapreduce', {paths: [serverDir]})]) {
 }
 const createAbstractMapReduce = require(abstractPath);
 
-// The map function `source` as a function of one document: compiled once; `emit` and `log` as in CouchDB.
-function compiledOnce(source, emit) {
-  if (typeof source === 'function') { // a temporary view given as a function (PouchDB's API; not over HTTP)
-    return (doc) => source(doc, emit);
-  }
-  const mapOne = vm.runInNewContext(
+// The map function `source` in a new context: a function of one document (as JSON) returning its rows; `emit`,
+// `log` and `isArray` as pouchdb-mapreduce gives them.
+function compile(source) {
+  return vm.runInNewContext(
     '(function () { "use strict"; var emitted = []; var log = function () {};'
     + ' var emit = function (key, value) { emitted.push([key, value]); };'
     + ' var isArray = Array.isArray;'
     + ` var map = (${String(source).replace(/;\s*$/, '')});`
     + ' return function (json) { emitted = []; map(JSON.parse(json)); return emitted; }; })()');
+}
+
+// The mapper of one index update: compiled at its first document (most queries find none to index, and pay nothing).
+function compiledOnce(source, emit) {
+  if (typeof source === 'function') { // a temporary view given as a function (PouchDB's API; not over HTTP)
+    return (doc) => source(doc, emit);
+  }
+  let mapOne = null;
   return (doc) => {
+    mapOne ||= compile(source);
     for (const [key, value] of mapOne(JSON.stringify(doc))) {
       emit(key, value);
     }
