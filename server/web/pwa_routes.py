@@ -72,8 +72,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    # offline.
                                    "matter.html", "matter_new.html", "matter_roll.html", "matter_result.html",
                                    "matter_cards.html",
-                                   # Points (issue 16): the partner's /redeem (redeem.html) works offline, these not.
-                                   "rewards.html", "statements.html",
+                                   # Points (issue 16): the partner's /redeem and a person's /rewards work offline,
+                                   # statements not.
+                                   "statements.html",
                                    # The resource pool (issue 17): the secretary's utilisation board.
                                    "pool_board.html",
                                    # … and adding or editing a resource (a photo upload, at a desk).
