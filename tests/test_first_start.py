@@ -40,7 +40,7 @@ def test_every_roles_first_pages_answer_right_after_the_url_without_waiting_for_
 
 
 # Another grid's visits: work for the index builds (before the URL and after it), and nothing the phone may get.
-FILLER = 6000
+FILLER = 20000
 
 
 @pytest.fixture
