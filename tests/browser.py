@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import re
 import secrets
 import threading
 import time
@@ -42,13 +43,26 @@ def launch_with_camera(browser_type: BrowserType, video: Path) -> Browser:
         "--use-fake-ui-for-media-stream"])
 
 
-def y4m_of_qr(text: str, path: Path, width: int = 640, height: int = 480) -> None:
-    """A one-frame Y4M video (a header, then the frame's luma plane and two neutral chroma planes, 4:2:0) of `text`
-    as a QR code, black on white in the middle of the frame: what a camera sees of a screen showing it."""
+def y4m_of_qr(text: str, path: Path) -> None:
+    """`text` as a QR code filmed: y4m_of_modules."""
     code = qrcode.QRCode(border=4)
     code.add_data(text)
     code.make(fit=True)
-    modules = code.get_matrix()
+    y4m_of_modules(code.get_matrix(), path)
+
+
+def modules_of_svg(size: int, d: str) -> list[list[bool]]:
+    """The modules a voucher's QR code shows (rewards.html: the SVG path server/services/qr_drawing.py draws, a
+    rectangle `M{x},{y}h{n}v1h-{n}z` per run of dark modules in a row), to film what the page shows."""
+    modules = [[False] * size for _ in range(size)]
+    for x, y, n in re.findall(r"M(\d+),(\d+)h(\d+)v1h-\3z", d):
+        modules[int(y)][int(x):int(x) + int(n)] = [True] * int(n)
+    return modules
+
+
+def y4m_of_modules(modules: list[list[bool]], path: Path, width: int = 640, height: int = 480) -> None:
+    """A one-frame Y4M video (a header, then the frame's luma plane and two neutral chroma planes, 4:2:0) of a QR
+    code's modules, black on white in the middle of the frame: what a camera sees of a screen showing it."""
     scale = min(width, height) // len(modules)
     left, top = (width - len(modules) * scale) // 2, (height - len(modules) * scale) // 2
     luma = bytearray([235]) * (width * height)  # video white; 16 is video black

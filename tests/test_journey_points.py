@@ -2,8 +2,9 @@
 a volunteer claims three hours of help on their phone offline; the resident (given an account by their grid
 worker) confirms them on their own page; the secretary mints the community's due points now (the button runs the
 quarter-hour job's own idempotent mint); the volunteer buys the reward with the 30 points those hours earned and
-gets a signed voucher; the partner honours it offline on one phone, and, offline too, on a second phone; back in
-signal the first use syncs and stands, the second is refused at sync and listed on the partner's page.
+gets a signed voucher, whose QR code their phone shows without signal too; the partner honours it offline on one
+phone, and, offline too, on a second phone; back in signal the first use syncs and stands, the second is refused at
+sync and listed on the partner's page.
 
 Community 3, grid 2 (wangge12, zhiyuan12a, shuji3, the partner hezuo3): no other journey claims, activates or
 redeems there. One server for the session (tests/journeys.py). Screenshots: test-output/journeys/points/.
@@ -121,6 +122,20 @@ def test_help_earns_points_that_buy_a_voucher_the_partner_honours_offline_once(
     code = voucher.locator("textarea[data-code]").input_value()
     voucher_id = voucher.get_attribute("data-voucher")
     volunteer.shot("5-volunteer-holds-a-voucher")
+
+    # At the partner's counter without signal, the volunteer opens their vouchers on the phone: the same QR code,
+    # from the replica (drawn by the server when the voucher was made); buying there says it needs the network.
+    qr = voucher.locator("[data-qr] svg path").get_attribute("d")
+    on_phone(volunteer, "/rewards")
+    volunteer.offline()
+    volunteer.go("/rewards")
+    expect(volunteer.page.locator("#catalogue")).to_contain_text("兑换需要联网")
+    held_offline = volunteer.page.locator(f"[data-voucher='{voucher_id}']")
+    expect(held_offline).to_contain_text("未使用")
+    assert held_offline.locator("[data-qr] svg path").get_attribute("d") == qr
+    assert points_on(volunteer.page) == held - 30
+    volunteer.shot("5b-volunteer-shows-the-voucher-qr-offline")
+    volunteer.online()
 
     # The partner honours it offline; a second phone of the shop, offline too, honours it again.
     second = Person(journey_browser, journey_served, "hezuo3", role=SHOTS, phone=True)

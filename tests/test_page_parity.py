@@ -526,7 +526,7 @@ def pages_for(street: Street, username: str) -> list[Ask]:
             Ask("GET", "/matters"), Ask("GET", f"/matters/{street.matter}/door"),
             Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={street.pool_code}"), *pool_pages(street),
             Ask("GET", f"/pool/r/{POOL_HALL.removeprefix('resource:')}?day={pool_day(2)}"),
-            Ask("GET", "/survey/door"),
+            Ask("GET", "/survey/door"), Ask("GET", "/rewards"), Ask("GET", "/rewards?done=redeemed"),
         ]
     if username == "shuji1":
         return [Ask("GET", "/"), Ask("GET", grid), Ask("GET", f"{grid}?offset=50"), Ask("GET", f"/grids/{G2}"),
@@ -541,9 +541,11 @@ def pages_for(street: Street, username: str) -> list[Ask]:
                 Ask("GET", "/tasks"),
                 *[Ask("GET", f"/tasks/{street.tasks[s]}") for s in ("assigned", "done", "declined")],
                 *everyone, *nowhere, *pool_checkin(street), *pool_pages(street), *pool_booking("16"),
-                Ask("GET", "/survey/door")]
+                Ask("GET", "/survey/door"),
+                # Their points and vouchers (one used at the shop, one to show: its QR code), offline too.
+                Ask("GET", "/rewards"), Ask("GET", "/rewards?done=redeemed"), Ask("GET", "/rewards?done=nonsense")]
     if username == "hezuo1":  # a partner's staff: their counter (/ redirects there)
-        return [Ask("GET", "/"), Ask("GET", "/redeem"), *nowhere]
+        return [Ask("GET", "/"), Ask("GET", "/redeem"), Ask("GET", "/rewards"), *nowhere]
     if username == "bumen_urban_management":  # department staff: the requests dispatched to them
         return [Ask("GET", "/"), Ask("GET", "/tasks"), *everyone, *requests, *nowhere]
     hall = f"/pool/r/{POOL_HALL.removeprefix('resource:')}"
@@ -552,7 +554,7 @@ def pages_for(street: Street, username: str) -> list[Ask]:
             Ask("GET", f"/pool/checkin?resource={POOL_HALL}&code={street.pool_code}"),
             # The resident's pool offline: others' hours held (never whose) and their own booking the day after.
             *pool_pages(street), Ask("GET", f"{hall}?day={pool_day(2)}"), Ask("GET", f"{hall}?day={pool_day(-1)}"),
-            *pool_booking("15"),
+            *pool_booking("15"), Ask("GET", "/rewards"),
             Ask("POST", "/alerts/parity-own/act", (("action", "acknowledge"),)),
             Ask("POST", "/alerts/parity-own/act", (("action", "explode"),))]
 
@@ -619,6 +621,13 @@ PARTLY_KNOWN: dict[str, tuple[str, Any, re.Pattern[str]]] = {
         # The page's last section, with the blank lines around it (the template's {% if %}).
         re.compile(r'\s*(?:<section class="card">\s*<h2>[^<]*</h2>\s*<form method="post" action="/requests/[^"]*/act"'
                    r".*?</section>)?\s*(?=</main>)", re.S)),
+    "buying a reward needs the server": (
+        "offline /rewards shows the catalogue without the units left and without the redeem buttons, and says that "
+        "redeeming needs a connection: the units left count every holder's vouchers, which no phone holds (a "
+        "person's replica has their own), and a redemption's debit takes the account's ledger lock on the server "
+        "(rewards.redeem), which a phone cannot; points, rules, vouchers, their QR codes and uses are the same",
+        lambda username, ask: ask.path.split("?")[0] == "/rewards",
+        re.compile(r'<section class="card" id="catalogue">.*?</section>', re.S)),
 }
 
 

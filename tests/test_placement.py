@@ -1047,7 +1047,7 @@ def _reasons() -> list[tuple[Actor, Doc | None, Doc, str]]:
         (partner, None, {k: v for k, v in redemption.items() if k != "voucher"},
          "a redemption names a voucher that exists"),
         (partner, None, {**redemption, "_id": "redemption:c1-1:00002"},
-         "a redemption is its voucher's: its id, reward, organisation and place"),
+         "a redemption is its voucher's: its id, reward, organisation, place and holder"),
         (partner, None, {**redemption, "voided": _ago(minutes=1)},
          "only the server voids a voucher (its debit reversed)"),
         (worker, None, {**base("survey_response", worker.user_id), "household": household_id(G11, 2),
@@ -1085,10 +1085,14 @@ def test_a_redemption_carries_its_vouchers_reward_and_organisation() -> None:
             "organisation:c1-other": {**REFS[SHOPS[C1]], "_id": "organisation:c1-other"}}
     assert write_refusal(partner.principal, None, redemption, refs, NOW) is None  # the positive control
     assert write_refusal(partner.principal, None, {**redemption, "reward": "reward:c1-2"}, refs, NOW) is not None
+    # Its holder, named so that the use reaches the holder's phone: the voucher's, or none (a phone without it).
+    assert write_refusal(partner.principal, None, {**redemption, "holder": VOLUNTEER[G11]}, refs, NOW) is None
+    assert write_refusal(partner.principal, None, {**redemption, "holder": "resident:someone-else"}, refs, NOW) == \
+        "a redemption is its voucher's: its id, reward, organisation, place and holder"
     other_shop = Principal(user("partner-2"), frozenset({Role.PARTNER}), S, organisation="organisation:c1-other")
     theirs = {**redemption, "organisation": "organisation:c1-other", "created_by": other_shop.user_id}
     assert write_refusal(other_shop, None, theirs, refs, NOW) == \
-        "a redemption is its voucher's: its id, reward, organisation and place"
+        "a redemption is its voucher's: its id, reward, organisation, place and holder"
 
 
 def test_a_held_slot_is_cancelled_only_by_its_booker_and_taken_by_nobody_else() -> None:

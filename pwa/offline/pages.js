@@ -530,6 +530,14 @@ const latestFirst = (list) => list.sort((a, b) => compare(b.created_at, a.create
 const viewThenNewest = (key) => (list) => latestFirst(list.sort((a, b) => compare(key(a), key(b))
   || compare(a._id, b._id)));
 
+// An account's legs on one ledger as the ledger view holds them ([community, ledger, account, created_at]), each
+// with `signed`: what it did to the account; their sum is the balance (server/services/timebank.py balance).
+const legsOf = (transfers, community, ledger, account) => transfers.filter((t) => t.community === community
+  && t.ledger === ledger && (t.from_account === account || t.to_account === account))
+  .sort((a, b) => compare(a.created_at, b.created_at) || compare(a._id, b._id))
+  .map((t) => ({ ...t, signed: t.from_account === account ? -t.amount : t.amount }));
+const sumOf = (legs) => legs.reduce((sum, t) => sum + t.signed, 0);
+
 async function timebankContext(db, session) {
   const user = session.user;
   const roles = user.roles || [];
@@ -566,12 +574,9 @@ async function timebankContext(db, session) {
   const entries = [];
   const balances = {};
   const transfers = await docsOfType(db, "transfer");
-  for (const ledger of rules.ledgers) { // the ledger view: [community, ledger, account, created_at], one ledger after the other
-    const legs = transfers.filter((t) => t.community === community && t.ledger === ledger
-      && (t.from_account === account || t.to_account === account))
-      .sort((a, b) => compare(a.created_at, b.created_at) || compare(a._id, b._id))
-      .map((t) => ({ ...t, signed: t.from_account === account ? -t.amount : t.amount }));
-    balances[ledger] = legs.reduce((sum, t) => sum + t.signed, 0);
+  for (const ledger of rules.ledgers) {
+    const legs = legsOf(transfers, community, ledger, account);
+    balances[ledger] = sumOf(legs);
     entries.push(...legs.map((t) => ({ ...t, shown: ledger === "hours" ? hoursText(t.signed) : String(t.signed) })));
   }
   latestFirst(entries);
@@ -1024,11 +1029,46 @@ async function redeemPage({ db, session, method, form }) {
     return first.voided ? refused("pt_voided", {}, 409)
       : refused("pt_used", { at: localTime(session.time_zone)(first.created_at) }, 409);
   }
+  const held = await db.get(voucher.id).catch(() => null); // bought since the last sync: its holder is not known
   const used = { _id: id, type: "redemption", street: organisation.street, community: organisation.community,
-    voucher: voucher.id, reward: voucher.reward, organisation: voucher.organisation, created_by: session.user._id,
-    created_at: nowISO() };
+    voucher: voucher.id, reward: voucher.reward, organisation: voucher.organisation,
+    ...(held ? { holder: held.holder } : {}), created_by: session.user._id, created_at: nowISO() };
   await db.put(used);
   return page({ used: { ...used, points: voucher.points } });
+}
+
+// server/web/reward_pages.py rewards_context, from the replica (issue 16): my points (the transfers naming my
+// account), how points are earned (session.json), the catalogue, and my vouchers paid for, each with the QR code the
+// server drew when it was made (stored with it) and its redemption once used or voided (a redemption names its
+// voucher's holder, so it reaches their phone). Buying needs the server: the units left count everyone's vouchers,
+// which no phone holds, and the debit takes the account's ledger lock. So offline the catalogue says so, with no
+// form and no units left (tests/test_page_parity.py PARTLY_KNOWN).
+const REWARDS_DONE = ["redeemed", "offered", "stock_set"]; // server/web/reward_pages.py DONE
+async function rewardsPage({ db, session, query }) {
+  const user = session.user;
+  const own = async (id, type) => (id ? db.get(id).then((d) => (d.type === type ? d : null), () => null) : null);
+  const resident = await own(user.resident, "resident");
+  const organisation = await own(user.organisation, "organisation");
+  const community = resident?.community || organisation?.community || (user.communities || [])[0];
+  if (!community) {
+    throw new OfflineError(404, "not_found");
+  }
+  const account = user.resident || user._id; // server/domain/timebank.py account_of
+  const transfers = await docsOfType(db, "transfer");
+  const paid = new Set(transfers.map((t) => t._id));
+  const rewards = await docsOfType(db, "reward");
+  const mine = viewThenNewest(() => "")((await docsOfType(db, "voucher"))
+    .filter((v) => v.community === community && v.holder === account && paid.has(v.transfer)));
+  const vouchers = await Promise.all(mine.map(async (v) => ({ ...v,
+    used: await db.get(`redemption:${v._id.slice("voucher:".length)}`).catch(() => null) })));
+  const names = Object.fromEntries((await docsOfType(db, "organisation")).map((o) => [o._id, o.name]));
+  return { template: "rewards.html", context: {
+    errors: {}, done: REWARDS_DONE.includes(query.get("done")) ? query.get("done") : null,
+    points: sumOf(legsOf(transfers, community, "points", account)), rules: session.points_rules,
+    buying_needs_server: true, vouchers, names,
+    // by price; among equals in id order, as the server's stable sort of its view's rows
+    catalogue: rewards.filter((r) => r.community === community && r.active).sort((a, b) => a.points - b.points),
+    reward_names: Object.fromEntries(rewards.map((r) => [r._id, r.name])) } };
 }
 
 // The resource pool (server/web/pool_pages.py, server/services/pool.py): the page the venue's QR code opens, and
@@ -1408,6 +1448,7 @@ export const ROUTES = [
   ["GET", "/matters", mattersPage],
   ["GET", "/matters/:key/door", doorBallot],
   ["POST", "/matters/:key/door", doorBallot],
+  ["GET", "/rewards", rewardsPage],
   ["GET", "/redeem", redeemPage],
   ["POST", "/redeem", redeemPage],
   ["GET", "/pool/checkin", poolCheckin],

@@ -671,9 +671,10 @@ def _ballot_refusal(p: Principal, old: Doc | None, new: Doc, refs: Refs, now: dt
 
 
 def _redemption_refusal(old: Doc | None, new: Doc, refs: Refs) -> str | None:
-    """A redemption is of one voucher, under the id made from it, with its voucher's reward, organisation and place;
-    it is never edited. A second one (another phone, offline) arrives as a branch of the first: kept as a conflict,
-    the second use refused and shown (server/services/rewards.py used_twice), never merged away."""
+    """A redemption is of one voucher, under the id made from it, with its voucher's reward, organisation and place
+    (and holder, if it names one: a phone that did not hold the voucher cannot); it is never edited. A second one
+    (another phone, offline) arrives as a branch of the first: kept as a conflict, the second use refused and shown
+    (server/services/rewards.py used_twice), never merged away."""
     if new["type"] != "redemption":
         return None
     if old is not None and not (str(new.get("_rev", "")).startswith("1-") and new.get("_rev") != old.get("_rev")):
@@ -682,8 +683,9 @@ def _redemption_refusal(old: Doc | None, new: Doc, refs: Refs) -> str | None:
     if voucher is None or voucher.get("type") != "voucher" or voucher.get("_deleted"):
         return "a redemption names a voucher that exists"
     if new["_id"] != points.redemption_id(voucher["_id"]) or any(
-            new.get(k) != voucher.get(k) for k in ("reward", "organisation", "street", "community")):
-        return "a redemption is its voucher's: its id, reward, organisation and place"
+            new.get(k) != voucher.get(k) for k in ("reward", "organisation", "street", "community")) or (
+            "holder" in new and new["holder"] != voucher.get("holder")):
+        return "a redemption is its voucher's: its id, reward, organisation, place and holder"
     if new.get("voided") is not None:
         return "only the server voids a voucher (its debit reversed)"
     return None

@@ -979,6 +979,11 @@ DOC_TYPES: dict[str, DocType] = {
             "points": Field("int", required=True),
             "transfer": _ref("transfer", required=True),
             "code": _text(required=True, max_length=600),
+            # The code as a QR code, drawn once by the server (server/services/qr_drawing.py), so that the holder's
+            # phone shows it offline: its side in modules and an SVG path of its dark modules. None on a voucher
+            # from before them (its holder's page draws it online).
+            "qr_size": Field("int"),
+            "qr_path": _text(max_length=60000),
             **_WHO_WHEN,
         }, label_zh="兑换券", label_en="Voucher"),
         DocType("redemption", Scope.COMMUNITY, {
@@ -986,6 +991,9 @@ DOC_TYPES: dict[str, DocType] = {
             "voucher": _ref("voucher", required=True),
             "reward": _ref("reward", required=True),
             "organisation": _ref("organisation", required=True),
+            # The voucher's holder, so that the use reaches their phone (their /rewards says it was used, offline
+            # too). None where a partner's phone honoured a voucher its replica did not hold yet.
+            "holder": Field("id"),
             # Not a use: the voucher voided, why (its debit reversed by the secretary: server/services/rewards.py
             # void). Written by the server only; a partner's phone that honoured it offline meets it as a conflict.
             "voided": _text(max_length=500),

@@ -16,6 +16,8 @@ POINTS_MESSAGES: dict[str, dict[str, str]] = {
         "pt_rule_opinion": "会前发表意见每次 {points} 分",
         "pt_catalogue": "可兑换项目",
         "pt_catalogue_none": "暂时没有可兑换的项目。",
+        "pt_redeem_needs_server": "当前离线：兑换需要联网（剩余份数和积分扣减由服务器核对）。"
+                                  "您的兑换券和二维码离线也可出示。",
         "pt_kind_service": "服务",
         "pt_kind_goods": "物品",
         "pt_price": "{points} 积分",
@@ -108,6 +110,8 @@ POINTS_MESSAGES: dict[str, dict[str, str]] = {
         "pt_rule_opinion": "{points} points per opinion before a meeting",
         "pt_catalogue": "Rewards on offer",
         "pt_catalogue_none": "Nothing on offer yet.",
+        "pt_redeem_needs_server": "You are offline: redeeming needs a connection (the server checks the units left and "
+                                  "takes the points). Your vouchers and their QR codes can be shown offline.",
         "pt_kind_service": "service",
         "pt_kind_goods": "goods",
         "pt_price": "{points} points",

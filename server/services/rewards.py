@@ -34,7 +34,7 @@ from server.domain.meetings import PARTICIPATION, participation_id
 from server.domain.timebank import account_of, hours_text, reversal_id, transfer_refusal
 from server.security.filing import Signer
 from server.security.keystore import KeyStore
-from server.services import meetings, timebank
+from server.services import meetings, qr_drawing, timebank
 from server.services.timebank import LedgerError
 from server.store import queries, sweeps
 from server.store.config import local_time
@@ -289,9 +289,10 @@ def _voucher(keys: KeyStore, reward: Doc, voucher_id: str, holder: str, transfer
              now: dt.datetime) -> Doc:
     payload = {"id": voucher_id, "organisation": reward["organisation"], "reward": reward["_id"],
                "points": reward["points"], "issued_at": now.isoformat(timespec="seconds")}
+    code = vouchers.sign(keys.installation_key(), payload)
     doc = {"_id": voucher_id, "type": "voucher", "street": reward["street"], "community": reward["community"],
            "reward": reward["_id"], "organisation": reward["organisation"], "holder": holder,
-           "points": reward["points"], "transfer": transfer, "code": vouchers.sign(keys.installation_key(), payload),
+           "points": reward["points"], "transfer": transfer, "code": code, **qr_drawing.draw(code),
            "created_by": by, "created_at": now.isoformat()}
     validate(doc)
     return doc
@@ -309,8 +310,8 @@ def void(couch: Couch, voucher: Doc, by: str, reason: str, now: dt.datetime) -> 
     it, online or, once synced, on their phone; one that was used already stays used. The redemption stored."""
     doc = {"_id": rules.redemption_id(voucher["_id"]), "type": "redemption", "street": voucher["street"],
            "community": voucher["community"], "voucher": voucher["_id"], "reward": voucher["reward"],
-           "organisation": voucher["organisation"], "voided": reason[:500] or "-", "created_by": by,
-           "created_at": now.isoformat()}
+           "organisation": voucher["organisation"], "holder": voucher["holder"], "voided": reason[:500] or "-",
+           "created_by": by, "created_at": now.isoformat()}
     validate(doc)
     try:
         return couch.main.save(doc)
@@ -398,7 +399,8 @@ def use(couch: Couch, keys: KeyStore, p: Principal, code: str, now: dt.datetime)
     voucher = check(couch, keys, p, code)
     doc = {"_id": rules.redemption_id(voucher["_id"]), "type": "redemption", "street": voucher["street"],
            "community": voucher["community"], "voucher": voucher["_id"], "reward": voucher["reward"],
-           "organisation": voucher["organisation"], "created_by": p.user_id, "created_at": now.isoformat()}
+           "organisation": voucher["organisation"], "holder": voucher["holder"], "created_by": p.user_id,
+           "created_at": now.isoformat()}
     validate(doc)
     try:
         return couch.main.save(doc)

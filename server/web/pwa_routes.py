@@ -28,6 +28,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from server.domain import points as points_rules
 from server.domain import pool as pool_rules
 from server.domain import timebank as timebank_rules
 from server.domain.access import Principal, offline_grids, works_offline
@@ -71,8 +72,9 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    # offline.
                                    "matter.html", "matter_new.html", "matter_roll.html", "matter_result.html",
                                    "matter_cards.html",
-                                   # Points (issue 16): the partner's /redeem (redeem.html) works offline, these not.
-                                   "rewards.html", "statements.html",
+                                   # Points (issue 16): the partner's /redeem and a person's /rewards work offline,
+                                   # statements not.
+                                   "statements.html",
                                    # The resource pool (issue 17): the secretary's utilisation board.
                                    "pool_board.html",
                                    # … and adding or editing a resource (a photo upload, at a desk).
@@ -212,6 +214,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "pool_checkin_early_minutes": int(pool_rules.CHECKIN_EARLY.total_seconds() // 60),
             # The time bank's rules the offline /timebank shows and checks (server/domain/timebank.py).
             "timebank": timebank_rules.offline_rules(),
+            # How points are earned, which the offline /rewards shows (server/domain/points.py).
+            "points_rules": list(points_rules.POINTS_RULES.items()),
             # A need's language and convenient hours (issue 17, server/web/resident_needs.py): the form's choices.
             "spoken_languages": list(SPOKEN_LANGUAGES), "need_hour_rows": NEED_HOUR_ROWS,
             # Browser code and stylesheet by versioned name: offline pages link what online pages link (assets.py).

@@ -1,5 +1,6 @@
-"""QR codes drawn by the server as SVG (`qrcode`, no imaging library): a venue's code of the day
-(pool_pages.py) and a voucher's code at the partner's counter (reward_pages.py)."""
+"""QR codes drawn by the server as SVG (`qrcode`, no imaging library): a venue's code of the day (pool_pages.py).
+A voucher's is drawn once when it is made and kept with it, so that its holder's phone shows it offline
+(server/services/qr_drawing.py)."""
 
 from __future__ import annotations
 
