@@ -1050,10 +1050,11 @@ DOC_TYPES: dict[str, DocType] = {
         DocType("venue_code", Scope.COMMUNITY, {
             # Left from before version 2, which held the venue's codes' secret in the clear: the secret is now derived
             # from the wrapped code key (pool.venue_secret) and never stored, so nothing writes this type any more.
-            # Declared so that `linli migrate` strips the secret from the ones stored (migrations.py).
+            # Declared so that `linli migrate` strips the secret (1 → 2) and deletes the husks left (2 → 3,
+            # migrations.py).
             "resource": _ref("resource", required=True),
             "created_at": Field("datetime", required=True),
-        }, database=ACCOUNTS_DB, label_zh="签到码", label_en="Check-in code", version=2),
+        }, database=ACCOUNTS_DB, label_zh="签到码", label_en="Check-in code", version=3),
         # ---- matching needs to offers of help (issue 17, item 4; server/services/matching.py)
         DocType("offer", Scope.COMMUNITY, {
             # Help someone offers: a volunteer or resident in their grid (`grid`), an organisation to the whole
