@@ -1047,6 +1047,14 @@ DOC_TYPES: dict[str, DocType] = {
             "code": _text(Category.SYSTEM, max_length=64),
             **_WHO_WHEN,
         }, label_zh="签到", label_en="Check-in", client_writable=True),
+        # The utilisation board's kept figures (server/services/pool_months.py): a resource's month of booked hours by
+        # what became of them, counted again from its slots and check-ins whenever one changes, never edited; the
+        # server's alone (no read rule: no page or phone gets them as such).
+        DocType("pool_month", Scope.COMMUNITY, {
+            "resource": _ref("resource", required=True),
+            "month": _text(Category.SYSTEM, required=True, max_length=7),
+            "uses": Field("map", Category.SYSTEM, required=True),  # hour (YYYYMMDDHH) -> used, no_show or booked
+        }, label_zh="资源月度使用", label_en="Resource's month of use"),
         DocType("venue_code", Scope.COMMUNITY, {
             # Left from before version 2, which held the venue's codes' secret in the clear: the secret is now derived
             # from the wrapped code key (pool.venue_secret) and never stored, so nothing writes this type any more.
