@@ -1,7 +1,7 @@
 """The utilisation board's kept months (issue 17 item 3, server/services/pool_months.py): after a first count and
 after every kind of change (cancelled, no-show, checked in late across a month's end, a slot or a check-in
 deleted, new bookings), and with two catch-ups at once, each resource's kept month is exactly what its slots and
-check-ins say when read directly."""
+check-ins say when read directly; none of them is listed by place."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from server.domain import pool as rules
 from server.services import pool_months
+from server.store import views
 from server.store.couch import Couch, get_or_none
 
 Doc = dict[str, Any]
@@ -93,6 +94,10 @@ def test_kept_months_are_what_the_slots_and_check_ins_say_after_every_change(cou
         list(two.map(lambda _: pool_months.catch_up(couch), range(2)))
     assert kept(couch, [hall, room]) == direct(couch, [hall, room])
     assert pool_months.catch_up(couch) == 0  # nothing changed since
+    # Read by their ids alone, so never listed by place: no row each in every build of `rows`.
+    for type_name in views.READ_BY_ID:
+        assert couch.main.query("linli/by_place", key=[C1, type_name], reduce="false", as_list=True) == []
+    assert len(couch.main.query("linli/by_place", key=[C1, "resource"], reduce="false", as_list=True)) == 2
 
 
 def test_a_rebuild_empties_the_months_whose_slots_are_gone(couch: Couch) -> None:
