@@ -100,9 +100,9 @@ def test_kept_months_are_what_the_slots_and_check_ins_say_after_every_change(cou
     assert len(couch.main.query("linli/by_place", key=[C1, "resource"], reduce="false", as_list=True)) == 2
 
 
-def test_a_rebuild_empties_the_months_whose_slots_are_gone(couch: Couch) -> None:
-    """A bulk change (past REBUILD_ABOVE) is taken in by counting every resource again: a month kept for slots since
-    deleted is emptied, not left as it was."""
+def test_a_month_whose_slots_are_gone_is_no_longer_kept_by_a_catch_up_or_a_rebuild(couch: Couch) -> None:
+    """Its last slot deleted, a kept month is dropped, by a catch-up and by a rebuild (taken when more than
+    REBUILD_ABOVE changed): not left as it was."""
     hall = venue("hall")
     couch.main.save(hall)
     docs = booking(hall, dt.datetime(2026, 11, 3, 9, tzinfo=rules.LOCAL), 2, "confirmed")
@@ -110,7 +110,16 @@ def test_a_rebuild_empties_the_months_whose_slots_are_gone(couch: Couch) -> None
         couch.main.save(doc)
     pool_months.catch_up(couch)
     assert kept(couch, [hall]) == {hall["_id"]: {"2026-11": {"2026110309": "booked", "2026110310": "booked"}}}
-    for doc in docs:
-        couch.main.delete(couch.main.get(doc["_id"]))
+    couch.main.delete(couch.main.get(docs[0]["_id"]))
+    pool_months.catch_up(couch)
+    assert kept(couch, [hall]) == {hall["_id"]: {"2026-11": {"2026110310": "booked"}}}
+    couch.main.delete(couch.main.get(docs[1]["_id"]))
+    pool_months.catch_up(couch)
+    assert get_or_none(couch.main, pool_months.month_id(hall["_id"], "2026-11")) is None
+    couch.main.save({k: v for k, v in docs[1].items() if k != "_rev"})
+    pool_months.catch_up(couch)
+    assert kept(couch, [hall]) == {hall["_id"]: {"2026-11": {"2026110310": "booked"}}}
+    current = couch.main.get(docs[1]["_id"])
+    couch.main.save({**current, "status": "cancelled"})
     pool_months.rebuild(couch)
-    assert kept(couch, [hall]) == {hall["_id"]: {}}
+    assert get_or_none(couch.main, pool_months.month_id(hall["_id"], "2026-11")) is None

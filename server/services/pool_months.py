@@ -105,8 +105,17 @@ def catch_up(couch: Couch) -> int:
     resources = get_many(couch.main, {resource_id for resource_id, _ in named})
     # A resource deleted since has no board to show them on: nothing to count.
     due = sorted(pair for pair in named if pair[0] in resources)
-    counted = sweeps.each("pool months", due, lambda pair: _recount(couch, resources[pair[0]], month_id(*pair)))
-    if len(counted) == len(due):  # a month left over keeps the checkpoint where it was
+    kept = get_many(couch.main, [month_id(*pair) for pair in due])  # their revisions, read before their slots
+    months: dict[str, list[str]] = defaultdict(list)
+    for resource_id, month in due:
+        months[resource_id].append(month)
+    counted = []
+    for resource_id, named_here in months.items():  # one read per resource, its first month named to its last (sorted)
+        uses = _uses_by_month(couch, resources[resource_id], _span(named_here[0], named_here[-1]))
+        counted += [_month(resources[resource_id], m, uses.get(m, {})) for m in named_here]
+    changed = [d for d in counted if d["uses"] != kept.get(d["_id"], {}).get("uses", {})]
+    if _keep(couch, [d for d in changed if d["uses"]], [d["_id"] for d in changed if not d["uses"]],
+             {i: d["_rev"] for i, d in kept.items()}):  # a month left over keeps the checkpoint where it was
         feed.move(couch.main, CHECKPOINT_ID, since.checkpoint, since.last_seq)
     return len(since.changed)
 
@@ -120,27 +129,28 @@ def rebuild(couch: Couch) -> int:
     docs, taken = [], 0
     for resource in docs_of_type(couch.main, "resource"):
         booked = _booked_months(couch, resource)
-        if not booked:
-            continue
-        by_month: dict[str, dict[str, str]] = defaultdict(dict)
-        for hour, use in slot_uses(couch, resource, booked).items():
-            by_month[f"{hour[:4]}-{hour[4:6]}"][hour] = use
-            taken += 1
+        by_month = _uses_by_month(couch, resource, booked) if booked else {}
+        taken += sum(len(uses) for uses in by_month.values())
         docs += [_month(resource, month, uses) for month, uses in by_month.items()]
-    for doc in docs:
-        if doc["_id"] in kept:
-            doc["_rev"] = kept[doc["_id"]]
     written = {d["_id"] for d in docs}
-    # Months kept for slots since deleted or cancelled (or of a resource deleted) are counted again below: gone.
-    failed = [i for i in kept if i not in written] + [
-        r.id for start in range(0, len(docs), 500) for r in bulk_save(couch.main, docs[start:start + 500]) if r.error]
-    again = sweeps.each("pool months", failed, lambda doc_id: _recount_id(couch, doc_id))
-    if len(again) == len(failed):
+    # Months kept for slots since deleted or cancelled, or of a resource deleted: gone.
+    if _keep(couch, docs, [i for i in kept if i not in written], kept):
         feed.move(couch.main, CHECKPOINT_ID, get_or_none(couch.main, CHECKPOINT_ID), seq)
     return taken
 
 
 # ---------------------------------------------------------------- helpers
+
+def _keep(couch: Couch, counted: list[Doc], gone: list[str], revs: dict[str, str]) -> bool:
+    """Write the months counted and delete those `gone`, each against the revision read before its slots
+    (`revs`); one another process wrote meanwhile is counted again alone (feed.write_counted). True once every
+    one is written."""
+    docs = [{**d, "_rev": revs[d["_id"]]} if d["_id"] in revs else d for d in counted] + [
+        {"_id": i, "_rev": revs[i], "_deleted": True} for i in gone]
+    failed = [r.id for start in range(0, len(docs), 500) for r in bulk_save(couch.main, docs[start:start + 500])
+              if r.error]
+    return len(sweeps.each("pool months", failed, lambda doc_id: _recount_id(couch, doc_id))) == len(failed)
+
 
 def _booked_months(couch: Couch, resource: Doc) -> list[str]:
     """Every month from the resource's first booked slot to its last (ids only), oldest first."""
@@ -150,13 +160,25 @@ def _booked_months(couch: Couch, resource: Doc) -> list[str]:
                            as_list=True) for start, end, descending in ((low, high, "false"), (high, low, "true"))]
     if not ends[0]:
         return []
-    first, last = (dt.date(int(s[:4]), int(s[4:6]), 1) for s in
-                   (ends[0][0]["id"].rsplit(":", 1)[1], ends[1][0]["id"].rsplit(":", 1)[1]))
-    months = []
-    while first <= last:
-        months.append(f"{first:%Y-%m}")
-        first = (first + dt.timedelta(days=31)).replace(day=1)
+    first, last = (end[0]["id"].rsplit(":", 1)[1] for end in ends)
+    return _span(f"{first[:4]}-{first[4:6]}", f"{last[:4]}-{last[4:6]}")
+
+
+def _span(first: str, last: str) -> list[str]:
+    """The months (YYYY-MM) from `first` to `last`, both included."""
+    month, months = dt.date.fromisoformat(first + "-01"), []
+    while f"{month:%Y-%m}" <= last:
+        months.append(f"{month:%Y-%m}")
+        month = (month + dt.timedelta(days=31)).replace(day=1)
     return months
+
+
+def _uses_by_month(couch: Couch, resource: Doc, months: list[str]) -> dict[str, dict[str, str]]:
+    """`slot_uses` of consecutive months in one read, by month; months with nothing booked left out."""
+    by_month: dict[str, dict[str, str]] = defaultdict(dict)
+    for hour, use in slot_uses(couch, resource, months).items():
+        by_month[f"{hour[:4]}-{hour[4:6]}"][hour] = use
+    return by_month
 
 
 def _month(resource: Doc, month: str, uses: dict[str, str]) -> Doc:
@@ -164,18 +186,14 @@ def _month(resource: Doc, month: str, uses: dict[str, str]) -> Doc:
             "community": resource["community"], "resource": resource["_id"], "month": month, "uses": uses}
 
 
-def _recount(couch: Couch, resource: Doc | None, doc_id: str) -> str:
-    """The kept month counted again from its slots and check-ins (feed.write_counted: against the revision read
+def _recount_id(couch: Couch, doc_id: str) -> str:
+    """A kept month counted again alone from its slots and check-ins (feed.write_counted: against the revision read
     before them); one with nothing booked, or of a resource since deleted, is not kept (the board reads a missing
     month as empty)."""
-    month = doc_id.rsplit(":", 1)[1]
+    key, month = doc_id.removeprefix(f"{TYPE}:").rsplit(":", 1)
+    resource = get_or_none(couch.main, f"resource:{key}")
 
     def count() -> Doc | None:
         uses = slot_uses(couch, resource, [month]) if resource else {}
         return _month(resource, month, uses) if resource and uses else None
     return feed.write_counted(couch.main, doc_id, count)
-
-
-def _recount_id(couch: Couch, doc_id: str) -> str:
-    key = doc_id.removeprefix(f"{TYPE}:").rsplit(":", 1)[0]
-    return _recount(couch, get_or_none(couch.main, f"resource:{key}"), doc_id)
