@@ -1,17 +1,20 @@
 """The secretary's utilisation board for a community's resources over a year of bookings (issue 17).
 
-    .venv/bin/python bench/pool.py [--resources 500] [--bookings 300] [--repeat 3]
+    .venv/bin/python bench/pool.py [--resources 500] [--bookings 300] [--changes 1000] [--repeat 3]
 
 Starts from an empty Linli database on its own pouchdb-server, stores `--resources` venues of one community (open
 9-17 every day, a blackout day a month), each with `--bookings` booked hours (slots, one document each) in bookings
 of 1-3 hours spread over the past year, four bookings in five checked in (a check-in document), the rest no-shows:
-at the defaults about 211,000 documents. Then times the board (`pool.board`: every resource's twelve months read
-by id ranges, `pool.slot_uses`, idle rates and flags) against reading the same booking and check-in documents alone
-(`_all_docs` over their ids, with bodies), the least any report over those documents must do: one warm-up run of
-each, then `--repeat` interleaved (bench/measure.py); every board must have every venue, every read every document.
-Prints one JSON line: medians with spread and their ratio (board / read, lower is better).
+at the defaults about 211,000 documents. Times apart: storing them, building the views the pages need (`rows`:
+`by_place`, `pool`), and the first count of the kept months (`pool_months.catch_up` with no checkpoint: every
+resource's slots and check-ins read by id ranges). Then times the board (`pool.board`: the catch-up, nothing new,
+and each venue's twelve kept months read, idle rates and flags) against reading the same booking and check-in
+documents alone (`_all_docs` over their ids, with bodies), the least a report over those documents must do
+without kept figures: one warm-up run of each, then `--repeat` interleaved (bench/measure.py); every board must
+have every venue, every read every document. Then `--repeat` times: `--changes` slots cancelled (untimed) and the
+catch-up that takes them in. Prints one JSON line: medians with spread and their ratio (board / read, lower is
+better).
 """
-
 from __future__ import annotations
 
 import argparse
@@ -26,10 +29,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.measure import compare, expect, load_average, timed  # noqa: E402
+from bench.measure import compare, expect, load_average, spread, timed  # noqa: E402
 from bench.stack import embedded_stack  # noqa: E402
 from server.domain import pool as rules  # noqa: E402
-from server.services import pool  # noqa: E402
+from server.services import pool, pool_months  # noqa: E402
 from server.store.couch import bulk_save  # noqa: E402
 
 STREET, COMMUNITY = "street:bench", "community:bench"
@@ -91,7 +94,7 @@ def _indexed(db, view: str) -> None:
             print(f"{view}: still indexing", file=sys.stderr, flush=True)
 
 
-def run(resources: int, bookings: int, repeat: int) -> dict:
+def run(resources: int, bookings: int, changes: int, repeat: int) -> dict:
     rng = random.Random(17)
     with embedded_stack(f"pool_{resources}_") as (_, couch, _):
         venues = _venues(resources)
@@ -103,11 +106,15 @@ def run(resources: int, bookings: int, repeat: int) -> dict:
         store_seconds = time.perf_counter() - started
         print(f"stored {len(history)} documents in {store_seconds:.0f} s", file=sys.stderr, flush=True)
         ids = [d["_id"] for d in history]
+        slots = [d for d in history if d["type"] == "booking"]
         started = time.perf_counter()
-        for view in ("linli/pool", "linli/by_place"):  # indexed before the clock starts
+        for view in ("linli/pool", "linli/by_place"):  # one physical view (`rows`), indexed before the clock starts
             _indexed(couch.main, view)
         index_seconds = time.perf_counter() - started
         print(f"indexed in {index_seconds:.0f} s", file=sys.stderr, flush=True)
+        first_count_seconds, counted = timed(lambda: pool_months.catch_up(couch))
+        expect("slots counted into months", counted, len(slots))
+        print(f"first count in {first_count_seconds:.0f} s", file=sys.stderr, flush=True)
         flagged: list[int] = []
 
         def board() -> float:
@@ -124,20 +131,32 @@ def run(resources: int, bookings: int, repeat: int) -> dict:
             return seconds
 
         figures = compare(board, read, rounds=repeat)
+        print(f"board {figures['ours']}", file=sys.stderr, flush=True)
+        catch_ups = []
+        for _ in range(repeat):
+            picked = rng.sample(slots, changes)
+            current = {d["_id"]: d for d in (r["doc"] for r in couch.main.all(keys=[d["_id"] for d in picked],
+                                                                               as_list=True))}
+            _store(couch.main, [{**current[d["_id"]], "status": "cancelled"} for d in picked])
+            seconds, taken = timed(lambda: pool_months.catch_up(couch))
+            expect("changes taken in", taken, changes)
+            catch_ups.append(seconds)
         return {"resources": resources, "bookings_per_resource": bookings, "documents": len(history),
                 "flagged": flagged[0], "store_seconds": round(store_seconds, 1),
-                "index_seconds": round(index_seconds, 2),
+                "index_seconds": round(index_seconds, 2), "first_count_seconds": round(first_count_seconds, 2),
                 "board_seconds": figures["ours"], "reference_read_seconds": figures["reference"],
-                "ratio": figures["ratio"], "repeat": repeat, "load_average": load_average()}
+                "ratio": figures["ratio"], "changes": changes, "catch_up_seconds": spread(catch_ups),
+                "repeat": repeat, "load_average": load_average()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=500)
     parser.add_argument("--bookings", type=int, default=300)
+    parser.add_argument("--changes", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    print(json.dumps(run(args.resources, args.bookings, args.repeat)), flush=True)
+    print(json.dumps(run(args.resources, args.bookings, args.changes, args.repeat)), flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from server.domain.access import Principal
 from server.security import grants
 from server.security.firewall import Firewall
 from server.security.keystore import KeyStore
-from server.services import alerts, deliberation, pool, survey
+from server.services import alerts, deliberation, pool, pool_months, survey
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, docs_of_type, get_or_none
 
@@ -77,7 +77,7 @@ def test_a_check_in_made_twice_on_a_cluster_is_one_use_and_no_no_show(demo_loade
     made_on_another_node(demo_loaded, checked, WINS)
     assert pool.sweep_no_shows(demo_loaded, at(1, 10)) == 0
     assert demo_loaded.main.get(booked["_id"])["status"] == "confirmed"
-    assert pool.slot_uses(demo_loaded, hall, ["2026-12"]) == {"2026120109": "used"}
+    assert pool_months.slot_uses(demo_loaded, hall, ["2026-12"]) == {"2026120109": "used"}
     assert pool.checkable(demo_loaded, volunteer, hall, at(1, 9).replace(minute=10)) == []
     with pytest.raises(pool.PoolError) as refused:
         pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", todays_code, at(1, 9).replace(minute=10))

@@ -18,7 +18,7 @@ from server.domain.access import Principal
 from server.domain.declaration import Role
 from server.security import accounts
 from server.security.keystore import KeyStore
-from server.services import pool
+from server.services import pool, pool_months
 from server.services.demo import STREET_ID
 from server.store.config import Settings
 from server.store.couch import Couch
@@ -204,7 +204,7 @@ def test_the_keeper_approves_and_a_no_show_releases_the_slot(demo_loaded: Couch,
     assert pool.sweep_no_shows(demo_loaded, at(1, 8).replace(minute=14)) == 0  # still within its grace
     assert pool.sweep_no_shows(demo_loaded, at(1, 8).replace(minute=16)) == 1
     assert demo_loaded.main.get(booked["_id"])["status"] == "no_show"
-    uses = pool.slot_uses(demo_loaded, hall, ["2026-12"])
+    uses = pool_months.slot_uses(demo_loaded, hall, ["2026-12"])
     assert uses == {"2026120108": "no_show"}
 
 
@@ -219,7 +219,7 @@ def test_check_in_by_code_counts_as_use_a_forged_code_does_not(demo_loaded: Couc
     assert code == rules.day_code(rules.venue_secret(keys.code_key(), hall["_id"]), at(1, 9).date())
     pool.check_in(demo_loaded, volunteer, booked["_id"], "scan", code.lower(), at(1, 9).replace(minute=5))
     assert pool.sweep_no_shows(demo_loaded, at(1, 10)) == 0
-    assert pool.slot_uses(demo_loaded, hall, ["2026-11", "2026-12"]) == {"2026120109": "used"}
+    assert pool_months.slot_uses(demo_loaded, hall, ["2026-11", "2026-12"]) == {"2026120109": "used"}
     [row] = [r for r in pool.board(demo_loaded, C1, at(1, 12) + dt.timedelta(days=31), months=1)
              if r["resource"]["_id"] == hall["_id"]]
     assert row["months"][0].used == 1 and row["months"][0].blocked == 3
@@ -242,7 +242,7 @@ def test_the_board_reads_a_resources_months_by_id_a_booking_begun_the_evening_be
     demo_loaded.main.save({"_id": rules.checkin_id(late["_id"]), "type": "checkin", "street": STREET_ID,
                            "community": C1, "resource": hall["_id"], "booking": late["_id"], "method": "keeper",
                            "created_by": WORKER, "created_at": first.isoformat()})
-    assert pool.slot_uses(demo_loaded, hall, ["2026-12"]) == {
+    assert pool_months.slot_uses(demo_loaded, hall, ["2026-12"]) == {
         "2026120100": "used", "2026120208": "no_show", "2026120308": "booked"}
 
 

@@ -1055,13 +1055,22 @@ DOC_TYPES: dict[str, DocType] = {
             "code": _text(Category.SYSTEM, max_length=64),
             **_WHO_WHEN,
         }, label_zh="签到", label_en="Check-in", client_writable=True),
+        # The utilisation board's kept figures (server/services/pool_months.py): a resource's month of booked hours by
+        # what became of them, counted again from its slots and check-ins whenever one changes, never edited; the
+        # server's alone (no read rule: no page or phone gets them as such).
+        DocType("pool_month", Scope.COMMUNITY, {
+            "resource": _ref("resource", required=True),
+            "month": _text(Category.SYSTEM, required=True, max_length=7),
+            "uses": Field("map", Category.SYSTEM, required=True),  # hour (YYYYMMDDHH) -> used, no_show or booked
+        }, label_zh="资源月度使用", label_en="Resource's month of use"),
         DocType("venue_code", Scope.COMMUNITY, {
             # Left from before version 2, which held the venue's codes' secret in the clear: the secret is now derived
             # from the wrapped code key (pool.venue_secret) and never stored, so nothing writes this type any more.
-            # Declared so that `linli migrate` strips the secret from the ones stored (migrations.py).
+            # Declared so that `linli migrate` strips the secret (1 → 2) and deletes the husks left (2 → 3,
+            # migrations.py).
             "resource": _ref("resource", required=True),
             "created_at": Field("datetime", required=True),
-        }, database=ACCOUNTS_DB, label_zh="签到码", label_en="Check-in code", version=2),
+        }, database=ACCOUNTS_DB, label_zh="签到码", label_en="Check-in code", version=3),
         # ---- matching needs to offers of help (issue 17, item 4; server/services/matching.py)
         DocType("offer", Scope.COMMUNITY, {
             # Help someone offers: a volunteer or resident in their grid (`grid`), an organisation to the whole

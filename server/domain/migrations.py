@@ -38,6 +38,15 @@ def _without_secret(doc: Doc) -> Doc:
     return {k: v for k, v in doc.items() if k != "secret"}
 
 
+def _husk_deleted(doc: Doc) -> Doc:
+    """venue_code 2 → 3: deleted. Version 2 left a husk (`resource`, `created_at`) that nothing reads or writes: the
+    codes' secret is derived (server/domain/pool.py venue_secret). The type lives in the accounts database, which no
+    phone replicates, so the tombstone reaches nobody; kept, the husks would only say that a venue had a code record
+    it no longer has. The tombstone keeps the type, so `linli migrate`'s report still names what it was."""
+    return {"_id": doc["_id"], **({"_rev": doc["_rev"]} if "_rev" in doc else {}), "_deleted": True,
+            "type": doc["type"]}
+
+
 def _redemption_voided(doc: Doc) -> Doc:
     """redemption 1 → 2: `voided` declared (a voucher voided by its debit's reversal); every earlier redemption
     was a use, which says so by having none: nothing to add."""
@@ -56,6 +65,7 @@ MIGRATIONS: dict[tuple[str, int], Migration] = {
     ("redemption", 1): _redemption_voided,
     ("survey_sample", 1): _sample_answered,
     ("venue_code", 1): _without_secret,
+    ("venue_code", 2): _husk_deleted,
 }
 
 

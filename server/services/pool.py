@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from collections import defaultdict
 from typing import Any
 
 from pycouchdb.exceptions import Conflict
@@ -22,6 +21,7 @@ from server.domain.declaration import BOOKER_KINDS, RESOURCE_KINDS, RESOURCE_OWN
 from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
 from server.security.keystore import KeyStore
+from server.services import pool_months
 from server.store import queries, sweeps
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, iter_view_docs
 
@@ -418,33 +418,6 @@ def sweep_no_shows(couch: Couch, now: dt.datetime) -> int:
 
 # ---------------------------------------------------------------- use measured: the utilisation board
 
-def slot_uses(couch: Couch, resource: Doc, months: list[str]) -> dict[str, str]:
-    """Every booked slot of a resource in `months` (YYYY-MM, oldest first), by hour ("YYYYMMDDHH"): "used" (its
-    booking was checked in), "no_show", or "booked" (held, not used). Two ranges of the database's own index by
-    id, since a slot's id and its check-in's name the resource and the hour (`slot_id`, `checkin_id`): no view to
-    build or keep over a year of bookings (a view over every slot took longer than 20 minutes to build on the
-    embedded server at 500 resources: bench/pool.py), check-ins without their bodies."""
-    key = resource["_id"].removeprefix("resource:")
-    first = dt.date.fromisoformat(months[0] + "-01")
-    last = months[-1].replace("-", "") + "99"
-    rows = couch.main.all(startkey=f"booking:{key}:{first:%Y%m%d}00", endkey=f"booking:{key}:{last}",
-                          include_docs="true", as_list=True)
-    since = first - dt.timedelta(days=1)  # a booking begun the evening before runs into the first month
-    checked = {row["id"].rsplit(":", 1)[1] for row in couch.main.all(
-        startkey=f"checkin:{key}:{since:%Y%m%d}00", endkey=f"checkin:{key}:{last}", as_list=True)}
-    uses: dict[str, str] = {}
-    for row in rows:
-        slot = row.get("doc") or {}
-        hour, status = row["id"].rsplit(":", 1)[1], slot.get("status")
-        if str(slot.get("group", "")).rsplit(":", 1)[-1] in checked:
-            uses[hour] = "used"
-        elif status == "no_show":
-            uses[hour] = "no_show"
-        elif status in rules.ACTIVE:
-            uses[hour] = "booked"
-    return uses
-
-
 def months_back(now: dt.datetime, count: int) -> list[str]:
     """The `count` whole months before this one, oldest first."""
     month = now.astimezone(rules.LOCAL).date().replace(day=1)
@@ -457,14 +430,14 @@ def months_back(now: dt.datetime, count: int) -> list[str]:
 
 def board(couch: Couch, community: str, now: dt.datetime, months: int = 12) -> list[Doc]:
     """Each resource of the community with its last `months` whole months, its flag and, if flagged, a
-    suggestion; flagged first, then by name."""
+    suggestion; flagged first, then by name. Read from the kept months (pool_months.py), caught up first."""
     shown = months_back(now, months)
+    resources = resources_of(couch, community)
+    pool_months.catch_up(couch)
+    kept = pool_months.months_of(couch, resources, shown)
     rows = []
-    for resource in resources_of(couch, community):
-        by_month: dict[str, dict[str, str]] = defaultdict(dict)
-        for hour, use in slot_uses(couch, resource, shown).items():
-            by_month[f"{hour[:4]}-{hour[4:6]}"][hour] = use
-        table = [rules.month_of(resource, m, by_month[m]) for m in shown]
+    for resource in resources:
+        table = [rules.month_of(resource, m, kept[resource["_id"]].get(m, {})) for m in shown]
         flag = rules.flagged(table)
         rows.append({"resource": resource, "months": table, "flagged": flag,
                      "suggestion": rules.suggestion(resource, table[-rules.IDLE_MONTHS:]) if flag else None})

@@ -25,14 +25,19 @@ from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
 DESIGN_ID = "_design/linli"
 
 # Map functions are JavaScript because CouchDB runs them; keep them tiny.
+# Types never listed by place: the pool's hour slots, check-ins and kept months, read by their ids alone
+# (server/services/pool_months.py). A year of 500 venues is ~420,000 of them: a row each would be one more document
+# pouchdb-server writes into the index for each of them, in every build of `rows`.
+READ_BY_ID = ("booking", "checkin", "pool_month")
 MAIN_VIEWS = {
     # Listings and counts by place and type: [grid, type], [community, type] and [household, type] (a
-    # household's residents, visits, devices, alerts). In the same pass, what
+    # household's residents, visits, devices, alerts; never READ_BY_ID's types). In the same pass, what
     # a secretary's day asks of her (server/services/today.py), only while it is open: [community,
     # "attention", type, oldest first] for core-access requests pending, service requests not resolved (by
     # closing deadline), alerts not resolved, needs nobody has handled.
     "by_place": {
-        "map": "function (doc) { if (doc.type) { [doc.grid, doc.community, doc.household].forEach("
+        "map": f"function (doc) {{ if (doc.type && {json.dumps(list(READ_BY_ID))}.indexOf(doc.type) < 0) {{"
+               " [doc.grid, doc.community, doc.household].forEach("
                "function (place) { if (place) { emit([place, doc.type], null); } });"
                " var open = {access_request: doc.status === 'pending',"
                " service_request: doc.status !== 'resolved' && doc.status !== 'closed',"
@@ -107,8 +112,9 @@ MAIN_VIEWS = {
     },
     # The resource pool (server/services/pool.py), of each booking's first slot only: ["by", who booked, start]
     # (their bookings), ["due", start] while confirmed (what the no-show sweep watches) and ["requested", resource,
-    # start] while it awaits the keeper. The utilisation board reads slots and check-ins by their ids instead
-    # (pool.slot_uses): a row per slot made this view's build outlast 20 minutes over a year of 500 resources.
+    # start] while it awaits the keeper. The utilisation board reads months kept from slots and check-ins read by
+    # their ids instead (server/services/pool_months.py): a row per slot made this view's build outlast 20 minutes
+    # over a year of 500 resources.
     "pool": {
         "map": "function (doc) { if (doc.type === 'booking' && doc.group === doc._id) {"
                " emit(['by', doc.booked_by, doc.slot_start], null);"

@@ -49,6 +49,7 @@ from server.services import (
     alerts,
     deliberation,
     pool,
+    pool_months,
     projects,
     publications,
     rewards,
@@ -589,6 +590,9 @@ def _minute_parts(couch: Couch, firewall: Firewall) -> list[tuple[str, Callable[
         ("vouchers taken twice", lambda: rewards.resolve_voucher_conflicts(couch, firewall.signer, _now())),
         # The dashboard's aggregates take in the requests and alerts changed since the last minute (issue 18).
         ("figures kept", lambda: keep_figures(couch)),
+        # The utilisation board's months take in the bookings and check-ins changed since (issue 17): the first
+        # count after a large load happens here, not in the secretary's first request for the board.
+        ("pool months kept", lambda: pool_months.catch_up(couch)),
         # The month's survey samples list the households answered through phones' syncs too (issue 18).
         ("survey samples' answered households", lambda: mark_survey_answered(couch, _now(), LOCAL_TZ)),
     ]
