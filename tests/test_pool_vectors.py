@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server.domain import pool
+from server.store.config import PROJECT_ROOT
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "pool_booking.json").read_text(encoding="utf-8"))
 
@@ -36,3 +39,11 @@ def test_a_days_hours_are_the_phones(day: dict[str, Any]) -> None:
     assert sorted(pool.open_hours_on(resource, date)) == day["open"]
     assert pool.opening_text(resource, date) == day["text"]
     assert {str(h): reason for h, reason in pool.blocked_hours_on(resource, date).items()} == day["blocked"]
+
+
+def test_node_passes_the_same_vectors() -> None:
+    result = subprocess.run(["node", "--test", "pwa/tests/pool.test.mjs"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    expected = len(VECTORS["cases"]) + len(VECTORS["days"]) + 1  # and the slot ids' test
+    assert re.search(rf"^# pass {expected}$", result.stdout, re.M) and re.search(r"^# fail 0$", result.stdout, re.M)
