@@ -4,13 +4,16 @@ changes, and a gateway killed mid-replication."""
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
 import time
 from urllib.parse import urlsplit
 
 import httpx2
 
 from server.domain.declaration import VISIT_KINDS
+from server.store.config import PROJECT_ROOT
 from server.store.couch import bulk_save
 from tests.sync_harness import (
     G1,
@@ -200,3 +203,11 @@ def test_a_gateway_killed_mid_replication_resumes_from_its_checkpoint(own_street
         assert all(not phone.call("get", id=i, conflicts=True).get("_conflicts") for i in list(expected)[:50])
     finally:
         phone.close()
+
+
+def test_the_phones_side_in_node() -> None:
+    """pwa/tests/replica.test.mjs: replica.js with PouchDB in Node (credentials, photos as stubs and whole again,
+    purges in batches, the urgent kinds first, pulls not asked about again); the gateway's side is tested above."""
+    result = subprocess.run(["node", "--test", "pwa/tests/replica.test.mjs"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0 and re.search(r"^# fail 0$", result.stdout, re.M), result.stdout[-3000:]
