@@ -47,7 +47,6 @@ from server.security.firewall import Firewall
 from server.security.keystore import KeyStore
 from server.services import deliberation, demo, needs, pool, rewards, survey, timebank
 from server.services import service_requests as sr
-from server.store import views
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, build_views, bulk_save, connect, get_or_none, iter_view_docs
 from server.store.embedded_couch import EmbeddedCouch
@@ -131,7 +130,9 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     _matter(couch, firewall, street)
     _pool(couch, firewall.keystore, street)
     _survey(couch, street)
-    build_views(couch, views.FIRST)  # as a server that has run a while: the first /pool waits for no index
+    # As a server that has run a while: no page waits for an index (the ledger's sums, built last, once answered
+    # /timebank "preparing" under load, with no task in it to claim).
+    build_views(couch)
     # Numbers to search by: the phone and ID card of a resident whose contact details the worker may open, and of
     # one who keeps them from the worker (offline the phone compares with the numbers it can open).
     street.numbers = [str(firewall.reveal(secretary, couch.main.get(resident(n)), "contact", purpose="routine_visit",
