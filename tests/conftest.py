@@ -205,11 +205,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # pytest-randomly, asked for a seed (`--randomly-seed=N`), shuffles the files and the tests inside each: a test that
 # needs another to have run first fails under some seed. Without one, the files and tests keep their order and
 # `random` is seeded with ORDER_SEED, so every run (CI's too) gives the same answer.
-# Some files keep their file order inside the file (_in_file_order), the files themselves still shuffled: a journey's
-# tests are steps of one person's day on the one shared server (tests/journeys.py), each journey in its own grids;
-# test_page_parity's compare the pages of one module-wide street that its form tests then write to (shuffled, seed
-# 1201, 5 of its 30 failed: pages compared after a form test wrote to one side, a time-bank task claimed already by
-# the same worker in English), not yet made independent.
+# The journeys keep their file order inside the file (_in_file_order), the files themselves still shuffled: a
+# journey's tests are the steps of one person's day on the one shared server (tests/journeys.py), each journey in
+# its own grids, and a step cannot come before the one it follows.
+# A test marked `right_after_start` runs first of all: it is about the moment after the journeys' server
+# (tests/journeys.py) prints its URL, before anyone has used it, which only the first visitor sees.
 
 ORDER_SEED = 1
 
@@ -230,12 +230,13 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 def _in_file_order(path: Path) -> bool:
-    return path.name.startswith("test_journey_") or path.name == "test_page_parity.py"
+    return path.name.startswith("test_journey_")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Runs after pytest-randomly's shuffle (a wrapper around this hook): puts the tests of each file kept in file
-    order back in that order, in the places the shuffle gave that file."""
+    order back in that order, in the places the shuffle gave that file; then those marked `right_after_start`
+    first."""
     kept: dict[str, list[int]] = {}
     for place, item in enumerate(items):
         if _in_file_order(item.path):
@@ -244,3 +245,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         in_file_order = sorted((items[p] for p in places), key=lambda item: item.stash[_COLLECTED_AT])
         for place, item in zip(places, in_file_order, strict=True):
             items[place] = item
+    items.sort(key=lambda item: item.get_closest_marker("right_after_start") is None)  # stable: the rest keep order

@@ -29,11 +29,12 @@ from tests.test_serve import Served, demo_password
 PAGE_SECONDS = 15
 
 
+@pytest.mark.right_after_start
 def test_every_roles_first_pages_answer_right_after_the_url_without_waiting_for_an_index(
         journey_served: Served) -> None:
-    """The journeys' server, before any journey (file order): each role's first pages, timed, none "preparing",
-    and the server counted no request that found an index still being built, nor read one it did not build before
-    its URL."""
+    """The journeys' server, before any journey (first of all tests, whatever the order): each role's first pages,
+    timed, none "preparing", and the server counted no request that found an index still being built, nor read one
+    it did not build before its URL."""
     health = journey_served.url + "healthz"
     read_before = set(httpx2.get(health, timeout=30).json()["parts"]["views"]["read_by_requests"])
     answers = open_first_pages(journey_served.url, demo_password(journey_served.data_dir))

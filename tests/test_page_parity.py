@@ -66,7 +66,7 @@ PAGES = PROJECT_ROOT / "pwa" / "offline" / "pages.js"
 G1, G2, G3 = demo.grid_id(1, 1), demo.grid_id(1, 2), demo.grid_id(1, 3)  # 55 households; none; none, nobody's
 SIZE = demo.DemoSize(communities=1, grids_per_community=1, households_per_grid=55)
 NOW = dt.datetime.now(dt.UTC)
-RESIDENTS_REQUEST: list[str] = []  # the id of the request the resident reported, once the street is loaded
+RESIDENTS_REQUEST: set[str] = set()  # the ids of the requests the resident reported, one per street loaded
 
 
 def household(n: int) -> str:
@@ -177,7 +177,12 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
     # One that recorded a blood pressure (health: core), sealed as the server stores it: the page says so, no more.
     pressure = {**by_secretary, "_id": "visit:parity3", "created_by": worker_p.user_id, "notes": "",
                 "blood_pressure": "150/95", "resident": resident(1)}
-    assert not [r for r in bulk_save(couch.main, [*alerts, visit, by_secretary,
+    # And a plain one yesterday: with visit 3, two of the worker's tasks to claim hours for, so that the time bank's
+    # comparison has one left for the worker in English whichever of their two phones claims first.
+    yesterday = (NOW - dt.timedelta(days=1)).isoformat()
+    plain = {**by_secretary, "_id": "visit:parity4", "kind": "routine", "notes": "", "created_by": worker_p.user_id,
+             "visited_at": yesterday, "created_at": yesterday, "resident": resident(1)}
+    assert not [r for r in bulk_save(couch.main, [*alerts, visit, by_secretary, plain,
                                                   *firewall.seal_for_storage([pressure])]) if r.error]
     street.visit = visit["_id"]
     # Service requests of every state: reported by the resident (received) and by the worker, then moved on.
@@ -186,7 +191,7 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
         street=demo.STREET_ID, category="street_lamp", description="楼下路灯不亮", address="幸福路3号",
         resident=jumin.resident, photos=(sr.Photo(TINY_PNG, "image/png"),)), NOW)
     street.requests["received"] = mine["_id"]
-    RESIDENTS_REQUEST[:] = [mine["_id"].split(":")[1]]
+    RESIDENTS_REQUEST.add(mine["_id"].split(":")[1])
     paths = {"acknowledged": ["acknowledged"], "in_progress": ["in_progress"], "escalated": ["escalated"],
              "resolved": ["resolved"], "closed": ["resolved", "closed"], "reopened": ["resolved", "reopened"]}
     for status, steps in paths.items():
@@ -336,16 +341,22 @@ def pool_booking(hour_free: str) -> list[Ask]:
             book(day=pool_day(-2))]
 
 
-@pytest.fixture(scope="module")
-def street(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Street]:
-    settings = make_settings(tmp_path_factory.mktemp("parity"), "parity_")
+def _served(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Street]:
+    settings = make_settings(tmp_path_factory.mktemp(name), f"{name}_")
     couch = connect(settings, couch_server.url)
     firewall = Firewall.open(settings, couch)
     world = _load(couch, firewall)
     app = create_app(settings, couch, mounts=[Mount("/sync", create_sync_app(settings, couch_server.url))])
-    server, world.url = serve_app(app, "parity-server")
+    server, world.url = serve_app(app, f"{name}-server")
     yield world
     server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def street(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Street]:
+    """The street whose pages are compared: no test here writes to it but for what each role's own pages do
+    (a booking of an hour no other page shows), so the comparisons hold in any order."""
+    yield from _served(couch_server, tmp_path_factory, "parity")
 
 
 # ---------------------------------------------------------------- the two sides
@@ -477,6 +488,10 @@ def offline(street: Street) -> Iterator[Offline]:
 
 @pytest.fixture(scope="module")
 def users(street: Street, offline: Offline) -> dict[str, User]:
+    return _signed_in(street, offline)
+
+
+def _signed_in(street: Street, offline: Offline) -> dict[str, User]:
     """Each role's user signed in, with their phone synced once (after its key grants are issued)."""
     signed_in = {}
     for label in ROLES:  # "name/en": that user with English chosen (the `lang` cookie)
@@ -486,6 +501,32 @@ def users(street: Street, offline: Offline) -> dict[str, User]:
         offline.call("phone", user=label, cookie=user.cookie)
         signed_in[label] = user
     return signed_in
+
+
+@dataclass
+class Site:
+    """The street that forms write to, its phones and its users: apart from the street whose pages are compared."""
+
+    street: Street
+    offline: Offline
+    users: dict[str, User]
+
+    def synced(self, *labels: str) -> tuple[Street, Offline, dict[str, User]]:
+        """These users' phones synced now: what the tests before wrote (to the server, or pushed from a phone) is
+        on both sides before this test compares, whatever order the tests ran in."""
+        for label in labels:
+            self.offline.call("phone", user=label, cookie=self.users[label].cookie)
+        return self.street, self.offline, self.users
+
+
+@pytest.fixture(scope="module")
+def form_site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    for world in _served(couch_server, tmp_path_factory, "parity_written"):
+        phones = Offline(world.url)
+        try:
+            yield Site(world, phones, _signed_in(world, phones))
+        finally:
+            phones.close()
 
 
 # ---------------------------------------------------------------- what each role asks
@@ -589,7 +630,7 @@ KNOWN: dict[str, tuple[str, Any]] = {
         "no residents' account names (accounts are not replicated; session.json names staff only, "
         "queries.colleague_names), so offline it shows the account id",
         lambda username, ask: username != "jumin1" and ask.path.startswith("/requests/")
-        and ask.path.count("/") == 2 and ask.path.split("/")[2] == RESIDENTS_REQUEST[0]),
+        and ask.path.count("/") == 2 and ask.path.split("/")[2] in RESIDENTS_REQUEST),
     "a resident booker's name on the keeper's calendar": (
         "the keeper's calendar names who booked each hour by their account's name online; a phone holds no "
         "resident's account name (session.json names staff only, queries.colleague_names), so offline it shows "
@@ -715,7 +756,7 @@ def form_errors(street: Street) -> list[Ask]:
 
 
 def form_successes(street: Street) -> list[Ask]:
-    """Forms that write: each side writes its own copy (the server, the replica), so these come last."""
+    """Forms that write: each side writes its own copy (the server, the replica), on the street forms write to."""
     h2 = household(2)
     rev = street.couch.main.get(h2)["_rev"]  # the phone holds the same revision
     return [
@@ -757,7 +798,8 @@ def server_documents_of(couch: Couch, type_name: str) -> list[dict[str, Any]]:
     return [row["doc"] for row in rows]
 
 
-def test_forms_answer_the_same_and_write_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:
+def test_forms_answer_the_same_and_write_the_same(form_site: Site) -> None:
+    street, offline, users = form_site.synced("wangge01")
     user = users["wangge01"]
     before = {t: {d["_id"] for d in server_documents(street, t)} for t in ("visit", "service_request")}
     errors = form_errors(street)  # a request's refused form: its page, less the actions offline leaves out
@@ -780,10 +822,11 @@ def test_forms_answer_the_same_and_write_the_same(street: Street, offline: Offli
         assert written(there) == written(online_doc), doc_id
 
 
-def test_a_ballot_at_the_door_is_recorded_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+def test_a_ballot_at_the_door_is_recorded_alike(form_site: Site) -> None:
     """The grid worker's door ballot (issue 15): a form without the resident's consent refused alike; then household
     6's ballot recorded online and household 7's offline, each the same ballot but for its household, its moment,
     receipt and confirmation (which binds the moment)."""
+    street, offline, users = form_site.synced("wangge01")
     user, door = users["wangge01"], f"/matters/{street.matter}/door"
 
     def ballot_form(n: int, **changed: str) -> tuple[tuple[str, str], ...]:
@@ -811,11 +854,11 @@ def test_a_ballot_at_the_door_is_recorded_alike(street: Street, offline: Offline
     assert theirs["receipt"] in page["html"]
 
 
-def test_a_survey_answer_at_the_door_is_recorded_alike(street: Street, offline: Offline,
-                                                       users: dict[str, User]) -> None:
+def test_a_survey_answer_at_the_door_is_recorded_alike(form_site: Site) -> None:
     """The door survey (issue 18): without the resident's consent, and for a household not drawn, refused alike;
     then the second sampled household's answer recorded online and the third's offline, the same answer but for its
     household and moment; offline, the page no longer asks the third."""
+    street, offline, users = form_site.synced("wangge01")
     user = users["wangge01"]
 
     def answer(household_id: str, **changed: str) -> tuple[tuple[str, str], ...]:
@@ -843,8 +886,9 @@ def test_a_survey_answer_at_the_door_is_recorded_alike(street: Street, offline: 
     assert f'value="{street.sampled[3]}"' in page["html"]
 
 
-def test_other_roles_forms_answer_the_same(street: Street, offline: Offline, users: dict[str, User]) -> None:
+def test_other_roles_forms_answer_the_same(form_site: Site) -> None:
     """The secretary edits a household (a stale form, then a good one); the volunteer's stale form."""
+    street, offline, users = form_site.synced("shuji1", "zhiyuan01a")
     h3 = household(3)
     rev = street.couch.main.get(h3)["_rev"]
     edit = Ask("POST", f"/households/{h3}/edit", (("address", "幸福路3号之二"), ("_rev", rev)))
@@ -857,9 +901,10 @@ def test_other_roles_forms_answer_the_same(street: Street, offline: Offline, use
     assert not found, "\n\n".join(found)
 
 
-def test_a_volunteer_answers_a_task_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+def test_a_volunteer_answers_a_task_alike(form_site: Site) -> None:
     """The volunteer's answers, offline as online: refused ones (no note, an answer its state does not allow, a
     stale form; the grid worker, whose task it is not to answer), then accepting it, which each side stores alike."""
+    street, offline, users = form_site.synced("zhiyuan01a", "wangge01")
     key = street.tasks["assigned"]
     answer = f"/tasks/{key}/answer"
     found = differences(street, offline, users["zhiyuan01a"], [
@@ -878,9 +923,10 @@ def test_a_volunteer_answers_a_task_alike(street: Street, offline: Offline, user
     assert online["status"] == "accepted" and written(there) == written(online)
 
 
-def test_a_partner_honours_a_voucher_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+def test_a_partner_honours_a_voucher_alike(form_site: Site) -> None:
     """The partner's counter offline as online: a forged, an altered and a used code refused naming why, a volunteer
     refused the page; then a voucher honoured, which each side records under the id made from it."""
+    street, offline, users = form_site.synced("hezuo1", "zhiyuan01a")
     used, new = street.vouchers["used"], street.vouchers["new"]
     found = differences(street, offline, users["hezuo1"], [
         Ask("POST", "/redeem", (("code", "LV1.not.signed"),)), Ask("POST", "/redeem", (("code", new[:-4] + "AAAA"),)),
@@ -894,9 +940,10 @@ def test_a_partner_honours_a_voucher_alike(street: Street, offline: Offline, use
     assert len(online) == len(there) == 2 and {d["_id"] for d in online} == {d["_id"] for d in there}
 
 
-def test_a_resident_reports_alike(street: Street, offline: Offline, users: dict[str, User]) -> None:
+def test_a_resident_reports_alike(form_site: Site) -> None:
     """A resident's report goes to the grid they live in (their record, which their phone holds too), its place
     still required; both sides answer alike and write the same document."""
+    street, offline, users = form_site.synced("jumin1")
     user = users["jumin1"]
     before = {d["_id"] for d in server_documents(street, "service_request")}
     nowhere = Ask("POST", "/requests/new", (("category", "street_lamp"), ("description", "路灯不亮")))
@@ -932,8 +979,9 @@ def test_request_questions_are_checked_alike(street: Street, offline: Offline, u
     assert not found, "\n\n".join(found)
 
 
-def test_the_sync_gateway_judges_photos_by_their_bytes(street: Street, users: dict[str, User]) -> None:
+def test_the_sync_gateway_judges_photos_by_their_bytes(form_site: Site) -> None:
     """The third path a photo takes: a phone's replica pushing a visit with it."""
+    street, users = form_site.street, form_site.users
     user = users["wangge01"]
     base = {"type": "visit", "street": demo.STREET_ID, "community": "community:c1", "grid": G1,
             "household": household(1), "kind": "routine", "visited_at": NOW.isoformat(), "needs": [],
@@ -1020,19 +1068,18 @@ TIME_BANK_ROLES = ("zhiyuan01a", "wangge01/en", "wangge01")  # who records help 
 
 
 def _claimable(street: Street, user: User) -> str:
-    """The first task the server offers this user to claim (the demo's history leaves one; the worker's visits)."""
+    """The first task the server offers this user to claim (the worker's visits 3 and 4; the demo's history)."""
     page = user.online(street.url, Ask("GET", "/timebank"))["html"]
     return re.search(r'<li class="row" data-task="([^"]+)"', page).group(1)
 
 
 @pytest.mark.parametrize("username", TIME_BANK_ROLES)
-def test_the_time_bank_in_the_field_alike(street: Street, offline: Offline, users: dict[str, User],
-                                          username: str) -> None:
+def test_the_time_bank_in_the_field_alike(form_site: Site, username: str) -> None:
     """/timebank from the replica as from CouchDB (balances, history, claims made and to answer, help to claim);
     a claim refused alike for the reasons a phone can judge; a claim made offline, written as the server writes
     it, the page after it alike."""
+    street, offline, users = form_site.synced(username)
     user = users[username]
-    offline.call("phone", user=username, cookie=user.cookie)  # synced again: claims made by the tests before
     task = _claimable(street, user)
     claim = (("task", task), ("hours", "1.5"), ("note", "陪同 <买菜>"))
     found = differences(street, offline, user, [
@@ -1050,12 +1097,12 @@ def test_the_time_bank_in_the_field_alike(street: Street, offline: Offline, user
     assert written(there) == written(online) and online["minutes"] == 90
 
 
-def test_is_it_fixed_recorded_offline_reaches_the_server_and_is_applied(street: Street, offline: Offline,
-                                                                         users: dict[str, User]) -> None:
+def test_is_it_fixed_recorded_offline_reaches_the_server_and_is_applied(form_site: Site) -> None:
     """Issue 18: at a visit, offline, the grid worker records that the closed request is not fixed. The phone
     holds it as a fix_check (the page says it waits), its next sync pushes it through the sync gateway, and the
-    minute clock's `apply_fix_checks` reopens the request with the reason, as the worker. (Last in this module: it
-    syncs wangge01's phone, and it reopens the closed request.)"""
+    minute clock's `apply_fix_checks` reopens the request with the reason, as the worker (the street forms write
+    to: no test after it needs the request closed, and each syncs its phones first)."""
+    street, offline, users = form_site.synced("wangge01")
     user, closed = users["wangge01"], street.requests["closed"]
     path = f"/requests/{closed.split(':')[1]}"
     ask = Ask("POST", f"{path}/act", (("action", "not_fixed"), ("via", "visit"), ("consent", "1"),
