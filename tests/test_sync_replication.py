@@ -63,8 +63,10 @@ def test_offline_edits_are_pushed_and_forbidden_ones_refused_one_by_one(street: 
                                "target": "resident:c1-g1-h003-1", "at": "2026-11-20T09:00:00+08:00", "seq": 99,
                                "hash": "00"})
         phone.call("put", doc=visit(G1, 3, "user:wangge01", kind="party"))  # not a kind of visit
+        street_doc = phone.call("get", id="street:s1")  # on every phone of the street; the admin's to change
+        phone.call("put", doc={**street_doc, "name": "改名街道"})
         result = phone.call("push")
-        assert result["docs_written"] == 2 and result["doc_write_failures"] == 4
+        assert result["docs_written"] == 2 and result["doc_write_failures"] == 5
         # Each refusal reaches the phone through PouchDB with its English reason (for logs) and what the sync
         # bar shows the person, as message keys (server/domain/errors.py).
         refusals = {e["id"]: e for e in result["errors"]}
@@ -80,6 +82,8 @@ def test_offline_edits_are_pushed_and_forbidden_ones_refused_one_by_one(street: 
         for refused in ("visit:c1-g2-h003-wangge01", "audit_entry:community:c1:99"):
             assert refused not in {row["id"] for row in main.all(keys=[refused], as_list=True) if "error" not in row}
         assert "phone" not in main.get("resident:c1-g1-h003-1")  # plaintext never reached CouchDB
+        assert refusals["street:s1"]["reason"] == "your role may not write this street here"
+        assert main.get("street:s1")["name"] == street_doc["name"] != "改名街道"
     finally:
         phone.close()
 
