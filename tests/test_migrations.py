@@ -103,17 +103,20 @@ def _versions(couch: Couch) -> dict[str, tuple[int, str]]:
 
 def test_a_dry_run_lists_what_it_would_change_and_writes_nothing(couch: Couch, couch_server: EmbeddedCouch,
                                                                   settings: Settings) -> None:
-    store_as_before(couch, [old_request(n) for n in range(3)] + [old_request(3, source="web")])
+    voucher = next(d for d in _old_rewards("2026-11-20T09:00:00+08:00")[0] if d["type"] == "voucher")
+    store_as_before(couch, [old_request(n) for n in range(3)] + [old_request(3, source="web"), voucher])
     before = _versions(couch)
     dry = run(settings, couch_server.url, "migrate", "--dry-run", **key_env(*settings.master_keys))
     assert dry.returncode == 0, dry.stderr
     assert "service_request:m000: version 1 → 2: schema_version, source" in dry.stdout
     assert "service_request:m003: version 1 → 2: schema_version\n" in dry.stdout  # its source was written
-    # Every type behind is named (other types' versions go up too: ledger_lock, redemption), only requests are here.
-    assert re.search(r"\n4 documents of [a-z_, ]*\bservice_request\b[a-z_, ]* read; would upgrade 4\.\n", dry.stdout)
+    assert f"{voucher['_id']}: version 1, filled: qr_path, qr_size\n" in dry.stdout  # a fill keeps the version
+    # Every type read is named (other types' versions go up too: ledger_lock, redemption), only these are here.
+    assert re.search(r"\n5 documents of [a-z_, ]*\bservice_request\b[a-z_, ]* read; would upgrade 5\.\n", dry.stdout)
+    assert "qr_path" not in couch.main.get(voucher["_id"])
     assert _versions(couch) == before and get_or_none(couch.main, migrate.CHECKPOINT_ID) is None
     done = run(settings, couch_server.url, "migrate", "--batch", "3", **key_env(*settings.master_keys))
-    assert done.returncode == 0 and "upgraded 4." in done.stdout, done.stderr
+    assert done.returncode == 0 and "upgraded 5." in done.stdout, done.stderr
     assert all(version == 2 for version, _ in _versions(couch).values())
     assert couch.main.get("service_request:m003")["source"] == "web"
 
