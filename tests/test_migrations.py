@@ -1,7 +1,8 @@
 """Migrations (issue 20 item 4): documents carry their declaration version, the server writes current ones, the
 sync gateway judges and upgrades an older phone's, and `linli migrate` upgrades what is stored, in batches,
 resumable, with a dry run; the secrets earlier versions kept in the clear (venue_code, ledger_lock) stripped and
-compacted away. The migration shown through: service_request 1 → 2, `source` always written."""
+compacted away; vouchers and redemptions from before their QR drawing and holder were kept, filled. The migration shown
+through: service_request 1 → 2, `source` always written."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ import pycouchdb
 import pytest
 
 from server.domain import migrations
+from server.domain import points as points_rules
 from server.domain import pool as pool_rules
 from server.domain.declaration import DOC_TYPES, VERSION_FIELD, ValidationError, validate
 from server.security.keystore import KeyStore
-from server.services import migrate, pool
+from server.services import migrate, pool, qr_drawing
 from server.store.config import Settings
 from server.store.couch import Couch, bulk_save, get_or_none
 from server.store.embedded_couch import EmbeddedCouch
-from tests.sync_harness import Street, recently, street_fixture  # noqa: F401 - the fixture
+from tests.sync_harness import Street, login, recently, shared_street_fixture  # noqa: F401 - the fixture: one street
 from tests.test_master_key import key_env, run
 
 STREET, C1, G1 = "street:s1", "community:c1", "grid:c1-g1"
@@ -101,17 +103,20 @@ def _versions(couch: Couch) -> dict[str, tuple[int, str]]:
 
 def test_a_dry_run_lists_what_it_would_change_and_writes_nothing(couch: Couch, couch_server: EmbeddedCouch,
                                                                   settings: Settings) -> None:
-    store_as_before(couch, [old_request(n) for n in range(3)] + [old_request(3, source="web")])
+    voucher = next(d for d in _old_rewards("2026-11-20T09:00:00+08:00")[0] if d["type"] == "voucher")
+    store_as_before(couch, [old_request(n) for n in range(3)] + [old_request(3, source="web"), voucher])
     before = _versions(couch)
     dry = run(settings, couch_server.url, "migrate", "--dry-run", **key_env(*settings.master_keys))
     assert dry.returncode == 0, dry.stderr
     assert "service_request:m000: version 1 → 2: schema_version, source" in dry.stdout
     assert "service_request:m003: version 1 → 2: schema_version\n" in dry.stdout  # its source was written
-    # Every type behind is named (other types' versions go up too: ledger_lock, redemption), only requests are here.
-    assert re.search(r"\n4 documents of [a-z_, ]*\bservice_request\b[a-z_, ]* read; would upgrade 4\.\n", dry.stdout)
+    assert f"{voucher['_id']}: version 1, filled: qr_path, qr_size\n" in dry.stdout  # a fill keeps the version
+    # Every type read is named (other types' versions go up too: ledger_lock, redemption), only these are here.
+    assert re.search(r"\n5 documents of [a-z_, ]*\bservice_request\b[a-z_, ]* read; would upgrade 5\.\n", dry.stdout)
+    assert "qr_path" not in couch.main.get(voucher["_id"])
     assert _versions(couch) == before and get_or_none(couch.main, migrate.CHECKPOINT_ID) is None
     done = run(settings, couch_server.url, "migrate", "--batch", "3", **key_env(*settings.master_keys))
-    assert done.returncode == 0 and "upgraded 4." in done.stdout, done.stderr
+    assert done.returncode == 0 and "upgraded 5." in done.stdout, done.stderr
     assert all(version == 2 for version, _ in _versions(couch).values())
     assert couch.main.get("service_request:m003")["source"] == "web"
 
@@ -239,3 +244,79 @@ def test_a_phone_with_an_older_app_still_syncs_and_gets_the_upgrade(street: Stre
         assert get_or_none(street.couch.main, "service_request:m003") is None
     finally:
         phone.close()
+
+
+# ---------------------------------------------------------------- fills: what the QR encoder or another document tells
+
+def _old_rewards(at: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """A volunteer's two vouchers as the server stored them before it kept their QR drawing (one used, its
+    redemption from before redemptions named the holder), and a redemption whose voucher is not stored."""
+    place = {"street": STREET, "community": C1}
+    shop, reward, holder = "organisation:old-shop", "reward:old-shape", "user:zhiyuan01"
+    unused, used = points_rules.voucher_id(reward, 1), points_rules.voucher_id(reward, 2)
+    docs: list[dict[str, Any]] = [
+        {"_id": shop, "type": "organisation", **place, "name": "老店", "kind": "firm"},
+        {"_id": reward, "type": "reward", **place, "organisation": shop, "name": "理发", "kind": "service",
+         "points": 30, "stock": 5, "active": True, "created_by": "user:shuji1", "created_at": at},
+        {"_id": "transfer:mint:old-shape", "type": "transfer", **place, "ledger": "points", "from_account": C1,
+         "to_account": holder, "amount": 60, "kind": "mint", "created_by": "user:shuji1", "created_at": at}]
+    for voucher in (unused, used):
+        debit = points_rules.spend_id(voucher)
+        docs += [{"_id": debit, "type": "transfer", **place, "ledger": "points", "from_account": holder,
+                  "to_account": shop, "amount": 30, "kind": "redemption", "created_by": holder, "created_at": at},
+                 {"_id": voucher, "type": "voucher", **place, "reward": reward, "organisation": shop, "holder": holder,
+                  "points": 30, "transfer": debit, "code": f"LV1.old-shape.{voucher}", "created_by": holder,
+                  "created_at": at}]
+    gone = "voucher:gone:00001"
+    docs += [{"_id": points_rules.redemption_id(voucher), "type": "redemption", **place, "voucher": voucher,
+              "reward": reward, "organisation": shop, "created_by": "user:old-shop-staff", "created_at": at}
+             for voucher in (used, gone)]
+    return docs, {"unused": unused, "used": used, "redemption": points_rules.redemption_id(used),
+                  "orphan": points_rules.redemption_id(gone)}
+
+
+def test_old_vouchers_get_their_qr_drawing_and_old_redemptions_their_holder(street: Street) -> None:
+    """On a street with documents of the old shape: `linli migrate` draws the vouchers' QR codes (the holder's
+    /rewards shows the unused one's, and their phone's replica, which the offline /rewards draws from, holds it) and
+    names the holder on the redemption (so the use reaches their phone); a redemption whose voucher is not stored
+    keeps none (not guessed); a second run writes nothing."""
+    docs, ids = _old_rewards(recently())
+    store_as_before(street.couch, docs)
+    drawn = {v: qr_drawing.draw(street.couch.main.get(v)["code"]) for v in (ids["unused"], ids["used"])}
+    qr_on_page = f'<path d="{drawn[ids["unused"]]["qr_path"]}"'
+    cookie, _ = login(street.served.url, "zhiyuan01")
+
+    def rewards_page() -> str:
+        page = httpx2.get(f"{street.served.url}rewards", headers={"cookie": cookie}, timeout=60)
+        assert page.status_code == 200 and f'data-voucher="{ids["unused"]}"' in page.text
+        return page.text
+
+    assert qr_on_page not in rewards_page()  # nothing draws it at render any more
+    phone = street.phone("zhiyuan01")
+    try:
+        phone.call("pull")
+        assert "qr_path" not in phone.call("get", id=ids["unused"]) and ids["redemption"] not in phone.ids()
+
+        report = migrate.migrate(street.couch)
+        changed = {c.doc_id: c for c in report.changes}
+        assert report.left == [] and set(changed) >= {ids["unused"], ids["used"], ids["redemption"]}
+        assert changed[ids["unused"]].fields == ["qr_path", "qr_size"] and changed[ids["unused"]].to_version == 1
+        assert changed[ids["redemption"]].fields == ["holder", VERSION_FIELD]
+        for voucher, drawing in drawn.items():
+            stored = street.couch.main.get(voucher)
+            assert {k: stored.get(k) for k in drawing} == drawing and VERSION_FIELD not in stored
+        assert street.couch.main.get(ids["redemption"])["holder"] == "user:zhiyuan01"
+        orphan = street.couch.main.get(ids["orphan"])
+        assert "holder" not in orphan and orphan[VERSION_FIELD] == 2  # upgraded; whose it was is not guessed
+        assert qr_on_page in rewards_page()
+
+        phone.call("pull")
+        held = phone.call("get", id=ids["unused"])
+        assert {k: held.get(k) for k in drawn[ids["unused"]]} == drawn[ids["unused"]]
+        used = phone.call("get", id=ids["redemption"]) if ids["redemption"] in phone.ids() else {}
+        assert used.get("holder") == "user:zhiyuan01"  # the use reached their phone
+    finally:
+        phone.close()
+    revisions = {d["_id"]: street.couch.main.get(d["_id"])["_rev"] for d in docs}
+    assert migrate.migrate(street.couch).changes == []  # nothing left to fill: a second run writes nothing
+    assert {i: street.couch.main.get(i)["_rev"] for i in revisions} == revisions

@@ -32,9 +32,11 @@ def cmd_migrate(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     if report.resumed_after:
         print(f"Resumed after {report.resumed_after} (an earlier run was interrupted there).")
     for change in report.changes if args.dry_run else ():
-        print(f"{change.doc_id}: version {change.from_version} → {change.to_version}: {', '.join(change.fields)}")
+        versions = f"version {change.from_version}" + (
+            f" → {change.to_version}" if change.to_version != change.from_version else ", filled")
+        print(f"{change.doc_id}: {versions}: {', '.join(change.fields)}")
     verb = "would upgrade" if args.dry_run else "upgraded"
-    print(f"{report.read} documents of {', '.join(migrate.behind_types()) or 'no type'} read; "
+    print(f"{report.read} documents of {', '.join(migrate.types_read()) or 'no type'} read; "
           f"{verb} {len(report.changes)}.")
     for left in report.left:
         print(f"linli: not upgraded, run again: {left}", file=sys.stderr)

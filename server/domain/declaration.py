@@ -980,8 +980,8 @@ DOC_TYPES: dict[str, DocType] = {
             "transfer": _ref("transfer", required=True),
             "code": _text(required=True, max_length=600),
             # The code as a QR code, drawn once by the server (server/services/qr_drawing.py), so that the holder's
-            # phone shows it offline: its side in modules and an SVG path of its dark modules. None on a voucher
-            # from before them (its holder's page draws it online).
+            # phone shows it offline (rewards.html: an unused voucher's, for the partner's camera): its side in modules
+            # and an SVG path of its dark modules. A voucher from before them gets them from `linli migrate`.
             "qr_size": Field("int"),
             "qr_path": _text(max_length=60000),
             **_WHO_WHEN,

@@ -1,10 +1,16 @@
 """`linli migrate`: stored documents written under an older declaration version upgraded to the current one
 (server/domain/migrations.py), in batches, while the server runs (issue 20 item 4).
 
-Only the types that are past version 1 are read, each by its id range (ids are `<type>:<key>`) in the database it
-lives in (most in the main database; `ledger_lock` and `venue_code` in the accounts database), a batch at a time.
-Each batch's upgrades are written as ordinary edits on the revisions read: one a page or a phone changed meanwhile
-is a conflict (409), read again and upgraded again, so no one's edit is lost.
+Beside the upgrades, fills (`FILLS`): fields an older document lacks that no pure upgrade can write (the migrations
+import the standard library only and read no other document): a voucher's QR drawing, from before it was kept with
+the voucher, and a redemption's `holder`, from before redemptions named it, which only its voucher tells. A fill
+leaves a document as it is when there is nothing to fill (or nothing certain to fill it with), so a second run finds
+nothing to write; it changes no version.
+
+Only the types that are past version 1 or have a fill are read, each by its id range (ids are `<type>:<key>`) in
+the database it lives in (most in the main database; `ledger_lock` and `venue_code` in the accounts database), a
+batch at a time. Each batch's upgrades are written as ordinary edits on the revisions read: one a page or a phone
+changed meanwhile is a conflict (409), read again and upgraded again, so no one's edit is lost.
 
 Resumable: after each batch a checkpoint (`_local/linli-migrate` in the main database: never replicated, never in
 a backup) records the last id done. A run killed anywhere starts from the checkpoint: a batch written but not yet
@@ -23,9 +29,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.domain import migrations
+from server.domain import migrations, points
 from server.domain.declaration import DOC_TYPES
-from server.store.couch import Couch, bulk_save, get_or_none
+from server.services import qr_drawing
+from server.store.couch import Couch, bulk_save, get_many, get_or_none
 
 CHECKPOINT_ID = "_local/linli-migrate"
 BATCH = 200
@@ -52,28 +59,59 @@ class Report:
     compacted: list[str] = field(default_factory=list)  # the databases written to, asked to compact
 
 
-def behind_types() -> list[str]:
-    """The types past version 1: the only ones whose stored documents may be older than their declaration."""
-    return sorted(name for name, t in DOC_TYPES.items() if t.version > 1)
+def _drawn(_db: Any, vouchers: list[Doc]) -> list[Doc]:
+    """Vouchers from before their QR code was kept with them: drawn now from their code, as a new voucher's is
+    (rewards.py), so that the holder's phone shows it offline too (rewards.html, online or from the replica)."""
+    return [v if "qr_path" in v else {**v, **qr_drawing.draw(v["code"])} for v in vouchers]
+
+
+def _holders(db: Any, redemptions: list[Doc]) -> list[Doc]:
+    """Redemptions from before they named the voucher's holder (or made by a partner's phone that did not hold the
+    voucher): its voucher's holder, so that the use reaches their phone. Certain: a redemption is its voucher's
+    (access.py refuses one whose holder differs) and a voucher is never edited. One whose voucher is not stored, or
+    is not the voucher its id is made from, is left without: who used it is not guessed."""
+    wanted = {r["voucher"] for r in redemptions if "holder" not in r and isinstance(r.get("voucher"), str)}
+    vouchers = get_many(db, wanted)
+    return [r if (holder := _holder(r, vouchers.get(str(r.get("voucher"))))) is None else {**r, "holder": holder}
+            for r in redemptions]
+
+
+def _holder(redemption: Doc, voucher: Doc | None) -> str | None:
+    """The holder a redemption without one is to name: its voucher's, if that is the voucher its id is made from."""
+    if "holder" in redemption or voucher is None or voucher.get("type") != "voucher":
+        return None
+    holder = voucher.get("holder")
+    return holder if isinstance(holder, str) and redemption["_id"] == points.redemption_id(voucher["_id"]) else None
+
+
+# type → what fills a batch of its documents (read from the database `db`): each document as it is, or filled.
+FILLS: dict[str, Callable[[Any, list[Doc]], list[Doc]]] = {"voucher": _drawn, "redemption": _holders}
+
+
+def types_read() -> list[str]:
+    """The types `linli migrate` reads: past version 1 (the only ones whose stored documents may be older than their
+    declaration) or with a fill."""
+    return sorted({name for name, t in DOC_TYPES.items() if t.version > 1} | set(FILLS))
 
 
 def migrate(couch: Couch, *, dry_run: bool = False, batch: int = BATCH, progress: Progress | None = None) -> Report:
-    """Upgrade every stored document behind its type's version (see the module's docstring); what it changed."""
+    """Upgrade every stored document behind its type's version and fill what its type's fill fills (see the module's
+    docstring); what it changed."""
     db = couch.main  # where the checkpoint is kept
     checkpoint = None if dry_run else get_or_none(db, CHECKPOINT_ID)
     report = Report(resumed_after=checkpoint.get("after") if checkpoint else None)
     written: set[str] = set()
-    for type_name in behind_types():
+    for type_name in types_read():
         start = _resume_from(checkpoint, type_name)
         if start is None:
             continue
         source = DOC_TYPES[type_name].database
         for docs in _batches(couch.db(source), type_name, start, batch):
             report.read += len(docs)
-            behind = [d for d in docs if migrations.is_behind(d)]
-            report.changes += [_change(d) for d in behind]
-            if behind and not dry_run:
-                report.left += _write(couch.db(source), behind)
+            pending = _pending(couch.db(source), docs)
+            report.changes += [_change(old, new) for old, new in pending]
+            if pending and not dry_run:
+                report.left += _write(couch.db(source), [new for _, new in pending])
                 written.add(source)
             if progress:
                 progress(type_name, report.read)
@@ -107,22 +145,28 @@ def _batches(db: Any, type_name: str, after: str, size: int) -> Iterator[list[Do
         after = docs[-1]["_id"]
 
 
-def _change(doc: Doc) -> Change:
-    new = migrations.upgrade(doc)
-    return Change(doc["_id"], migrations.version_of(doc), migrations.version_of(new),
-                  migrations.changed_fields(doc, new))
+def _pending(db: Any, docs: list[Doc]) -> list[tuple[Doc, Doc]]:
+    """(as read, as it is to be stored) for each of `docs` (of one type) that its fill or its upgrade changes."""
+    fill = FILLS.get(docs[0]["type"]) if docs else None
+    pairs = zip(docs, fill(db, docs) if fill else docs, strict=True)
+    return [(old, new) for old, new in ((old, migrations.upgrade(filled)) for old, filled in pairs) if new is not old]
+
+
+def _change(old: Doc, new: Doc) -> Change:
+    return Change(old["_id"], migrations.version_of(old), migrations.version_of(new),
+                  migrations.changed_fields(old, new))
 
 
 def _write(db: Any, docs: list[Doc]) -> list[str]:
-    """Store the upgrades (bulk_save upgrades what it writes) as edits of the revisions read; a document changed
-    meanwhile is read again and upgraded again. Returns the ids not stored: still in conflict after _RETRIES
-    tries, or refused (named with CouchDB's reason)."""
+    """Store the documents filled and upgraded (bulk_save upgrades what it writes) as edits of the revisions read; a
+    document changed meanwhile is read again, filled and upgraded again. Returns the ids not stored: still in
+    conflict after _RETRIES tries, or refused (named with CouchDB's reason)."""
     refused: list[str] = []
     for _ in range(_RETRIES):
         failed = [r for r in bulk_save(db, docs) if r.error]
         refused += [f"{r.id} ({r.error}: {r.reason})" for r in failed if r.error != "conflict"]
         conflicted = [r.id for r in failed if r.error == "conflict"]
-        docs = [d for d in (get_or_none(db, i) for i in conflicted) if d and migrations.is_behind(d)]
+        docs = [new for _, new in _pending(db, [d for d in (get_or_none(db, i) for i in conflicted) if d])]
         if not docs:
             return refused
     return refused + [d["_id"] for d in docs]

@@ -25,7 +25,7 @@ from server.domain.errors import by_field
 from server.domain.i18n import translator
 from server.domain.timebank import ACCOUNT_TYPES, account_of, hours_text
 from server.security.firewall import Firewall
-from server.services import qr_drawing, rewards, timebank
+from server.services import rewards, timebank
 from server.services.timebank import LedgerError
 from server.store import queries
 from server.store.couch import get_many
@@ -56,10 +56,6 @@ def rewards_context(firewall: Firewall, user: Doc) -> dict[str, Any]:
     catalogue = rewards.catalogue(couch, community)
     held = rewards.vouchers_of(couch, community, account)
     names = account_names(firewall, Principal.of(user), {r["organisation"] for r in catalogue + held})
-    # An unused voucher's code as a QR code too, for the partner's camera (redeem.html's scan button): drawn when the
-    # voucher was made and kept with it, so that the holder's phone shows it offline (pwa/offline/pages.js
-    # rewardsPage); one from before that is drawn now.
-    held = [{**v, **qr_drawing.draw(v["code"])} if "qr_path" not in v and not v.get("used") else v for v in held]
     return {"points": timebank.balance(couch, community, "points", account),
             "rules": list(rules.POINTS_RULES.items()), "buying_needs_server": False,
             "catalogue": catalogue, "vouchers": held, "names": names,
