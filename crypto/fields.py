@@ -15,7 +15,6 @@ from typing import Any
 from server.domain.declaration import DOC_TYPES, ENCRYPTED_PREFIX, PROTECTED_TIERS
 
 from .envelope import (
-    SEALED_VERSION,
     DataKey,
     EnvelopeError,
     FieldContext,
@@ -86,19 +85,6 @@ def open_fields(doc: dict[str, Any], keys: ResidentKeys, names: list[str] | None
         else:
             opened[name] = key.open(context, value)
     return {**dict(zip(plaintexts, decode_plaintexts(list(plaintexts.values())), strict=True)), **opened}
-
-
-def sealed_for_write_key(doc: dict[str, Any], names: list[str]) -> bool:
-    """Whether any of the named fields holds a v2 envelope (opening it needs the resident's write keys)."""
-    return any(is_sealed(doc.get(name)) and header_of(_decoded_or_empty(doc[name]))[0] == SEALED_VERSION
-               for name in names)
-
-
-def _decoded_or_empty(envelope: str) -> bytes:
-    try:
-        return decode(envelope)
-    except EnvelopeError:
-        return b""
 
 
 def fields_not_opening(doc: dict[str, Any], keys: ResidentKeys, names: list[str]) -> list[str]:
