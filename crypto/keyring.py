@@ -172,12 +172,14 @@ class ResidentKeys:
             return self._write_key(key_version) if tier == WRITE_KEY_TIER else None
         return self.versions.get((tier, key_version))
 
-    def _write_key(self, version: int) -> WriteKey | None:
+    def _write_key(self, version: int) -> DataKey | WriteKey | None:
         key = self.versions.get(("write", version))
-        core, sealed = self.versions.get((WRITE_KEY_TIER, version)), self.sealed_write_keys.get(version)
-        if key is None and isinstance(core, DataKey) and sealed is not None:
-            key = self.versions[("write", version)] = _open_write_key(core, self.record_id, sealed)
-        return key  # type: ignore[return-value]
+        if key is None:
+            core, sealed = self.versions.get((WRITE_KEY_TIER, version)), self.sealed_write_keys.get(version)
+            if isinstance(core, DataKey) and sealed is not None:
+                # Two threads sharing cached keys (sync/ciphertext.py) may both open it: the same key, kept once.
+                key = self.versions[("write", version)] = _open_write_key(core, self.record_id, sealed)
+        return key
 
 
 def _open_write_key(core: DataKey, record_id: str, sealed_private: str) -> WriteKey:
