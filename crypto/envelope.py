@@ -42,6 +42,7 @@ EPHEMERAL_BYTES = 65  # an uncompressed P-256 point
 _NONCE_END = _HEADER.size + NONCE_BYTES  # in a version-1 envelope
 MIN_BYTES = {VERSION: _HEADER.size + NONCE_BYTES + TAG_BYTES,
              SEALED_VERSION: _HEADER.size + EPHEMERAL_BYTES + NONCE_BYTES + TAG_BYTES}
+_V1_BYTES = MIN_BYTES[VERSION]
 
 
 class EnvelopeError(ValueError):
@@ -67,12 +68,14 @@ class FieldContext(NamedTuple):
 
     @property
     def aad_tail(self) -> bytes:
-        # Cached parts: field and tier come from the declaration (few); a record's fields share its document id.
-        return _length_prefixed(self.doc_id) + _field_tier_part(self.field, self.tier)
+        """The AAD after label and header: lp(doc_id) ‖ lp(field) ‖ lp(tier)."""
+        return length_prefixed(self.doc_id) + field_tier_part(self.field, self.tier)
 
 
 @functools.lru_cache(maxsize=4096)
-def _length_prefixed(text: str) -> bytes:
+def length_prefixed(text: str) -> bytes:
+    """lp(text): the document's part of the AAD tail (a record's fields share it: `crypto/fields.py` builds it
+    once a document)."""
     raw = text.encode("utf-8")
     if len(raw) > 0xFFFF:
         raise EnvelopeError("format", "context string longer than 65535 bytes")
@@ -80,8 +83,9 @@ def _length_prefixed(text: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _field_tier_part(field: str, tier: str) -> bytes:
-    return _length_prefixed(field) + _length_prefixed(tier)
+def field_tier_part(field: str, tier: str) -> bytes:
+    """lp(field) ‖ lp(tier): the rest of the AAD tail (fields and tiers come from the declaration: few)."""
+    return length_prefixed(field) + length_prefixed(tier)
 
 
 def aad(context: FieldContext, header: bytes) -> bytes:
@@ -103,8 +107,10 @@ def unb64url(text: str) -> bytes:
     return binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True)
 
 
-# One encoder, built once: json.dumps with options would build a new encoder on every call.
+# One encoder, built once: json.dumps with options would build a new encoder on every call. The decoder is given
+# text: json.loads of bytes first guesses their encoding, which for plaintexts is UTF-8 by definition.
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+_decode_json = json.JSONDecoder().decode
 
 
 def encode_plaintext(value: Any) -> bytes:
@@ -123,8 +129,8 @@ def decode_plaintexts(plaintexts: list[bytes]) -> list[Any]:
     """
     if len(plaintexts) > 1:
         try:
-            values = json.loads(b"[" + b",".join(plaintexts) + b"]")
-        except ValueError:
+            values = _decode_json((b"[" + b",".join(plaintexts) + b"]").decode("utf-8"))
+        except ValueError:  # also UnicodeDecodeError
             values = []
         if len(values) == len(plaintexts):
             return values
@@ -152,9 +158,13 @@ class DataKey:
 
     def seal_bytes(self, context: FieldContext, plaintext: bytes, nonce: bytes | None = None) -> str:
         """Encrypt plaintext bytes. `nonce` is for test vectors only; leave it None."""
+        return self.seal_with_tail(context.aad_tail, plaintext, nonce)
+
+    def seal_with_tail(self, aad_tail: bytes, plaintext: bytes, nonce: bytes | None = None) -> str:
+        """seal_bytes for the context whose `FieldContext.aad_tail` is given (a record's fields share the
+        document's part of it, so `crypto/fields.py` builds no context per field)."""
         nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
-        sealed = self._aead.encrypt(nonce, plaintext, self._aad_head + context.aad_tail)
-        return PREFIX + b64url(self._header + nonce + sealed)
+        return PREFIX + b64url(self._header + nonce + self._aead.encrypt(nonce, plaintext, self._aad_head + aad_tail))
 
     def seal(self, context: FieldContext, value: Any) -> str:
         """Encrypt one field value (anything JSON can hold) into an envelope string."""
@@ -166,24 +176,43 @@ class DataKey:
     def open_decoded(self, context: FieldContext, envelope: str, raw: bytes) -> bytes:
         """open_bytes for an envelope already decoded with `decode` (so a caller that looked at its header
         does not decode it twice)."""
-        if len(raw) >= MIN_BYTES[VERSION] and raw[0] == VERSION:  # the common case, without building a Parsed
-            return _decrypt(self._aead, context, raw[:_HEADER.size], raw[_HEADER.size:_NONCE_END], raw[_NONCE_END:])
+        opened = self.open_with_tail(context.aad_tail, raw)
+        if opened is not None:
+            return opened
+        if len(raw) >= _V1_BYTES and raw[0] == VERSION:
+            raise _not_opening(context)
         parse(envelope)  # raises the precise error: truncated, unknown version
         raise EnvelopeError("version", f"encrypted field {context.field!r} of {context.doc_id!r} is sealed for "
                             "a resident's write key, not a data key")
+
+    def open_with_tail(self, aad_tail: bytes, raw: bytes) -> bytes | None:
+        """The plaintext of decoded envelope bytes for the context whose `FieldContext.aad_tail` is given, or None
+        when they do not open under this key (`open_decoded` says why): what opens a record's fields, building
+        no context and no error per field."""
+        if len(raw) < _V1_BYTES or raw[0] != VERSION:
+            return None
+        try:
+            return self._aead.decrypt(raw[_HEADER.size:_NONCE_END], raw[_NONCE_END:],
+                                      AAD_LABEL + raw[:_HEADER.size] + aad_tail)
+        except InvalidTag:
+            return None
 
     def open(self, context: FieldContext, envelope: str) -> Any:
         """Decrypt an envelope sealed for the same context; raise EnvelopeError otherwise."""
         return json.loads(self.open_bytes(context, envelope).decode("utf-8"))
 
 
+def _not_opening(context: FieldContext) -> EnvelopeError:
+    return EnvelopeError("authentication",
+                         f"encrypted field {context.field!r} of {context.doc_id!r} does not open: wrong key, "
+                         "or the ciphertext was altered or moved from another field or document")
+
+
 def _decrypt(aead: AESGCM, context: FieldContext, header: bytes, nonce: bytes, sealed: bytes) -> bytes:
     try:
         return aead.decrypt(nonce, sealed, AAD_LABEL + header + context.aad_tail)
     except InvalidTag:
-        raise EnvelopeError("authentication",
-                            f"encrypted field {context.field!r} of {context.doc_id!r} does not open: wrong key, "
-                            "or the ciphertext was altered or moved from another field or document") from None
+        raise _not_opening(context) from None
 
 
 # ---------------------------------------------------------------- version 2: write without read

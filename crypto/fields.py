@@ -15,13 +15,15 @@ from typing import Any
 from server.domain.declaration import DOC_TYPES, ENCRYPTED_PREFIX, PROTECTED_TIERS
 
 from .envelope import (
-    SEALED_VERSION,
     DataKey,
     EnvelopeError,
     FieldContext,
     decode,
     decode_plaintexts,
+    encode_plaintext,
+    field_tier_part,
     header_of,
+    length_prefixed,
     parse,
 )
 from .keyring import ResidentKeys
@@ -32,6 +34,13 @@ def protected_fields(type_name: str) -> dict[str, str]:
     """Field name → tier, for the protected fields of a document type."""
     return {name: f.effective_tier.value for name, f in DOC_TYPES[type_name].fields.items()
             if f.effective_tier in PROTECTED_TIERS}
+
+
+@functools.cache
+def _aad_parts(type_name: str) -> dict[str, tuple[str, bytes]]:
+    """Field name → (tier, its part of the AAD tail), for the protected fields of a document type: built once, so
+    sealing or opening a record's fields costs the cipher and the envelope, not the context."""
+    return {name: (tier, field_tier_part(name, tier)) for name, tier in protected_fields(type_name).items()}
 
 
 def key_owner(doc: dict[str, Any]) -> str | None:
@@ -53,9 +62,11 @@ def plaintext_fields(doc: dict[str, Any]) -> list[str]:
 def seal_document(doc: dict[str, Any], data_keys: dict[str, DataKey]) -> dict[str, Any]:
     """A copy of doc with every plaintext protected field sealed; envelopes already there stay as they are."""
     sealed = dict(doc)
-    tiers = protected_fields(doc["type"])
-    for name in plaintext_fields(doc):
-        sealed[name] = data_keys[tiers[name]].seal(FieldContext(doc["_id"], name, tiers[name]), doc[name])
+    doc_part = length_prefixed(doc["_id"])
+    for name, (tier, part) in _aad_parts(doc["type"]).items():
+        value = doc.get(name)
+        if value is not None and not is_sealed(value):
+            sealed[name] = data_keys[tier].seal_with_tail(doc_part + part, encode_plaintext(value))
     return sealed
 
 
@@ -65,11 +76,12 @@ def open_fields(doc: dict[str, Any], keys: ResidentKeys, names: list[str] | None
     Raises EnvelopeError for a ciphertext that does not belong where it is (moved, altered, or sealed
     with a key version this resident does not have).
     """
-    tiers = protected_fields(doc["type"])
+    parts = _aad_parts(doc["type"])
+    doc_part = length_prefixed(doc["_id"])
     plaintexts: dict[str, bytes] = {}
     opened: dict[str, Any] = {}
-    for name in names if names is not None else list(tiers):
-        tier, value = tiers[name], doc.get(name)
+    for name in names if names is not None else parts:
+        (tier, part), value = parts[name], doc.get(name)
         if value is None or tier not in keys.current:
             continue
         if not is_sealed(value):
@@ -80,25 +92,14 @@ def open_fields(doc: dict[str, Any], keys: ResidentKeys, names: list[str] | None
             parse(value)  # a malformed envelope says why; a well-formed one needs a key version we lack
             raise EnvelopeError("authentication", f"encrypted field {name!r} of {doc['_id']!r} needs a data key "
                                 "version this resident does not have")
-        context = FieldContext(doc["_id"], name, tier)
         if isinstance(key, DataKey):
-            plaintexts[name] = key.open_decoded(context, value, raw)
+            plaintext = key.open_with_tail(doc_part + part, raw)
+            # Not opening: built again the slow way, which names what is wrong (moved, altered, truncated).
+            plaintexts[name] = plaintext if plaintext is not None else key.open_decoded(
+                FieldContext(doc["_id"], name, tier), value, raw)
         else:
-            opened[name] = key.open(context, value)
+            opened[name] = key.open(FieldContext(doc["_id"], name, tier), value)
     return {**dict(zip(plaintexts, decode_plaintexts(list(plaintexts.values())), strict=True)), **opened}
-
-
-def sealed_for_write_key(doc: dict[str, Any], names: list[str]) -> bool:
-    """Whether any of the named fields holds a v2 envelope (opening it needs the resident's write keys)."""
-    return any(is_sealed(doc.get(name)) and header_of(_decoded_or_empty(doc[name]))[0] == SEALED_VERSION
-               for name in names)
-
-
-def _decoded_or_empty(envelope: str) -> bytes:
-    try:
-        return decode(envelope)
-    except EnvelopeError:
-        return b""
 
 
 def fields_not_opening(doc: dict[str, Any], keys: ResidentKeys, names: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain import declaration as domain
@@ -150,48 +150,56 @@ def most_older_versions(record: dict[str, Any]) -> int:
     return max((len(entries) for entries in record.get("older", {}).values()), default=0)
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: a write key is added when first opened, and a frozen one costs ~0.5 µs a resident more
 class ResidentKeys:
     """One resident's unwrapped keys: the current data key per tier to seal with, and every version (data keys
     and, with the core tier, write keys) to open with.
 
     Older versions are those a rotation replaced (someone who held them lost the right to): they open what
-    was sealed before, and seal nothing new.
+    was sealed before, and seal nothing new. A write key's private half is opened from `sealed_write_keys` (core
+    version → sealed under that core data key) the first time a value sealed for it is opened: an EC key parse
+    costs several times a record's fields, and only values phones sealed for the resident (v2) need one.
     """
 
     current: dict[str, DataKey]
     versions: dict[tuple[str, int], DataKey | WriteKey]
+    record_id: str = ""
+    sealed_write_keys: dict[int, str] = field(default_factory=dict)
 
     def for_header(self, tier: str, version: int, key_version: int) -> DataKey | WriteKey | None:
         """The key that opens an envelope of this version and key version (see envelope.header_of)."""
         if version == SEALED_VERSION:
-            return self.versions.get(("write", key_version)) if tier == WRITE_KEY_TIER else None
+            return self._write_key(key_version) if tier == WRITE_KEY_TIER else None
         return self.versions.get((tier, key_version))
+
+    def _write_key(self, version: int) -> DataKey | WriteKey | None:
+        key = self.versions.get(("write", version))
+        if key is None:
+            core, sealed = self.versions.get((WRITE_KEY_TIER, version)), self.sealed_write_keys.get(version)
+            if isinstance(core, DataKey) and sealed is not None:
+                # Two threads sharing cached keys (sync/ciphertext.py) may both open it: the same key, kept once.
+                key = self.versions[("write", version)] = _open_write_key(core, self.record_id, sealed)
+        return key
 
 
 def _open_write_key(core: DataKey, record_id: str, sealed_private: str) -> WriteKey:
     return WriteKey.from_der(core.open_bytes(_write_key_context(record_id), sealed_private), core.version)
 
 
-def open_data_keys(tier_keys: TierKeys, record: dict[str, Any], tiers: Iterable[str] = PROTECTED_TIERS, *,
-                   write_keys: bool = True) -> ResidentKeys:
-    """Unwrap the named tiers of a stored data-key record, current and older versions.
-
-    `write_keys=False` skips loading the write keys' private halves (an EC key parse each), which only opening
-    sealed-for-the-resident (v2) values needs: sealing never does.
-    """
+def open_data_keys(tier_keys: TierKeys, record: dict[str, Any],
+                   tiers: Iterable[str] = PROTECTED_TIERS) -> ResidentKeys:
+    """Unwrap the named tiers of a stored data-key record, current and older versions (write keys: when first
+    needed, see ResidentKeys)."""
     tiers = tuple(tiers)
     current = {tier: tier_keys.unwrap_data_key(tier, record[tier]) for tier in tiers}
     versions: dict[tuple[str, int], DataKey | WriteKey] = {(t, k.version): k for t, k in current.items()}
     for tier in tiers:
         versions.update({(tier, e["version"]): tier_keys.unwrap_data_key(tier, e)
                          for e in record.get("older", {}).get(tier, [])})
-    if write_keys and WRITE_KEY_TIER in tiers:
-        for sealed in [record["write_private"], *record.get("older_write_private", [])]:
-            core = versions.get((WRITE_KEY_TIER, key_version_of(sealed)))
-            if isinstance(core, DataKey):
-                versions[("write", core.version)] = _open_write_key(core, record["_id"], sealed)
-    return ResidentKeys(current, versions)
+    sealed_write_keys = {key_version_of(sealed): sealed
+                         for sealed in [record["write_private"], *record.get("older_write_private", [])]
+                         } if WRITE_KEY_TIER in tiers else {}
+    return ResidentKeys(current, versions, record["_id"], sealed_write_keys)
 
 
 def _rewrap(tier_keys: TierKeys, tier: str, entry: dict[str, Any]) -> dict[str, Any]:

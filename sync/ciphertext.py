@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from crypto.fields import fields_not_opening, key_owner, sealed_for_write_key
+from crypto.fields import fields_not_opening, key_owner
 from crypto.keyring import PROTECTED_TIERS, ResidentKeys, TierKeys, open_data_keys
 from crypto.keys import KeyMaterialError
 from server.domain.access import Doc
@@ -39,9 +39,9 @@ class CiphertextCheck:
         self.upstream = upstream
         self.master_keys = master_keys
         self._rings: dict[str, TierKeys] = {}
-        # (data_key id, revision, tiers, with write keys) → opened keys: a BLE gateway pushes readings of the same
+        # (data_key id, revision, tiers) → opened keys: a BLE gateway pushes readings of the same
         # residents all day, and a rotation changes the revision.
-        self._keys: OrderedDict[tuple[str, str, tuple[str, ...], bool], ResidentKeys] = OrderedDict()
+        self._keys: OrderedDict[tuple[str, str, tuple[str, ...]], ResidentKeys] = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -69,7 +69,7 @@ class CiphertextCheck:
                 if record is None:  # no keys (an erased resident, or none yet): nothing can open under them
                     raise KeyMaterialError("no data keys")
                 tiers = tuple(sorted({DOC_TYPES[doc["type"]].fields[n].effective_tier.value for n in names}))
-                keys = self._opened(record, tiers, sealed_for_write_key(doc, names))
+                keys = self._opened(record, tiers)
             except ValueError:  # keys that do not unwrap (KeyMaterialError, EnvelopeError): nothing opens
                 refused[index] = names
                 continue
@@ -78,8 +78,8 @@ class CiphertextCheck:
                 refused[index] = bad
         return refused
 
-    def _opened(self, record: Doc, tiers: tuple[str, ...], write_keys: bool) -> ResidentKeys:
-        cache_key = (record["_id"], record["_rev"], tiers, write_keys)
+    def _opened(self, record: Doc, tiers: tuple[str, ...]) -> ResidentKeys:
+        cache_key = (record["_id"], record["_rev"], tiers)
         with self._lock:  # batches are checked in worker threads, maybe two at once
             keys = self._keys.get(cache_key)
             if keys is not None:
@@ -88,7 +88,7 @@ class CiphertextCheck:
         ring = self._rings.get(record["community"])
         if ring is None:
             raise KeyMaterialError("no key ring")
-        keys = open_data_keys(ring, record, tiers, write_keys=write_keys)
+        keys = open_data_keys(ring, record, tiers)
         with self._lock:
             self._keys[cache_key] = keys
             if len(self._keys) > CACHED_RECORDS:

@@ -173,6 +173,18 @@ def test_sealing_twice_gives_different_ciphertexts() -> None:
     assert repr(key) == "DataKey(version=1)"  # no key material in logs
 
 
+def test_the_shortest_envelope_holds_no_ciphertext_and_opens_to_nothing() -> None:
+    """Header, nonce and tag (33 bytes) are a whole envelope: an empty plaintext opens to empty bytes, and one byte
+    fewer is truncated."""
+    context = env.FieldContext("resident:r1", "phone", "contact")
+    key = env.DataKey(bytes(32), 1)
+    sealed = key.seal_bytes(context, b"")
+    assert len(env.decode(sealed)) == env.MIN_BYTES[env.VERSION] == 33
+    assert key.open_bytes(context, sealed) == b""
+    with pytest.raises(env.EnvelopeError, match=r"truncated \(32 bytes"):
+        key.open_bytes(context, env.PREFIX + env.b64url(env.decode(sealed)[:32]))
+
+
 def test_parse_splits_each_version_into_its_parts() -> None:
     for case in VECTORS["envelope"]:
         parsed = env.parse(case["envelope"])

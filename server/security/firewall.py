@@ -28,7 +28,6 @@ from crypto.fields import (
     open_fields,
     protected_fields,
     seal_document,
-    sealed_for_write_key,
 )
 from crypto.keyring import WRITE_KEY_TIER, ResidentKeys, most_older_versions
 from server.domain.access import Principal, deletion
@@ -137,7 +136,7 @@ class Firewall:
                 records[owner] = self.keystore.new_data_key_doc(doc)
                 prepared.append(records[owner])
             sealed = [name for name in protected_fields(doc["type"]) if is_sealed(doc.get(name))]
-            keys = self.keystore.open_record(records[owner], write_keys=sealed_for_write_key(doc, sealed))
+            keys = self.keystore.open_record(records[owner])
             refused = fields_not_opening(doc, keys, sealed)  # given already sealed: must open where it is
             if refused:
                 raise CiphertextRefused(doc["_id"], refused)

@@ -218,10 +218,9 @@ class KeyStore:
         except KeyMaterialError:
             return unwrap(self.tier_keys(record["community"], record["street"], reload=True))
 
-    def open_record(self, record: dict[str, Any], tiers: tuple[str, ...] = PROTECTED_TIERS, *,
-                    write_keys: bool = True) -> ResidentKeys:
-        """Unwrap a data_key document's named tiers (see keyring.open_data_keys for `write_keys`)."""
-        return self._with_ring(record, lambda keys: open_data_keys(keys, record, tiers, write_keys=write_keys))
+    def open_record(self, record: dict[str, Any], tiers: tuple[str, ...] = PROTECTED_TIERS) -> ResidentKeys:
+        """Unwrap a data_key document's named tiers (keyring.open_data_keys)."""
+        return self._with_ring(record, lambda keys: open_data_keys(keys, record, tiers))
 
     def data_keys(self, resident: str, tiers: tuple[str, ...] = PROTECTED_TIERS) -> ResidentKeys:
         record = get_or_none(self.couch.main, data_key_id(resident))
