@@ -184,6 +184,15 @@ def test_bad_evaluations_are_refused_and_store_nothing(web: TestClient, demo_loa
 def test_a_mediation_case_keeps_its_parties_sealed_and_counts_in_the_success_figure(
         web: TestClient, demo_loaded: Couch) -> None:
     grid = demo.grid_id(1, 1)
+    month = figures.month_of(dt.datetime.now(dt.UTC))
+
+    def success_counted() -> tuple[int, int]:
+        """The dashboard's mediation-success KPI (from the kept cells): succeeded, concluded."""
+        figures_cells.catch_up(demo_loaded)
+        found = next(f for f in evaluation_figures.figures(demo_loaded, [demo.community_id(1)], (month, month))
+                     if f.key == "kpi_mediation_success")
+        return found.numerator, found.denominator
+    before = success_counted()
     as_user(web, "wangge01", PASSWORD)
     household = next(iter_view_docs(demo_loaded.main, "linli/by_place", [grid, "household"]))
     form = web.get(f"/mediations/new?grid={grid}")
@@ -212,6 +221,7 @@ def test_a_mediation_case_keeps_its_parties_sealed_and_counts_in_the_success_fig
     assert demo_loaded.main.get(stored["_id"])["status"] == "kept"
     listed = web.get("/mediations").text
     assert "100.0%" in listed and "协议已履行" in listed
+    assert success_counted() == (before[0] + 1, before[1] + 1)
     as_user(web, "wangge02", PASSWORD)  # another grid's worker: not theirs
     assert web.get(path).status_code == 404
 
@@ -249,6 +259,8 @@ def test_the_sample_is_drawn_per_grid_and_answered_at_the_door(web: TestClient, 
     assert refused.status_code == 400 and "没有被抽中" in refused.text
     published = web.get("/survey/results").text
     assert "16.7% (1/6)" in published  # the response rate: 1 of the 6 sampled households
+    # The dashboard's response-rate KPI reads only the month's sample and answers, and counts them as published.
+    assert survey.sample_answers(demo_loaded, [community, demo.community_id(2)], [month]) == (6, 1)
 
 
 @pytest.fixture(name="gateway_url")

@@ -46,6 +46,13 @@ request_strategy = st.fixed_dictionaries({
 })
 # What happens to a request after the aggregates first counted it.
 change_strategy = st.sampled_from(["none", "reopen", "close", "department", "rate", "delete", "confirm"])
+# Mediation cases (the mediation-success KPI: server/services/mediation.py), counted in the month they were opened.
+mediation_strategy = st.fixed_dictionaries({
+    "minutes": times, "grid": st.sampled_from(["g1", "g2"]),
+    "status": st.sampled_from(["open", "agreement", "no_agreement", "withdrawn", "kept", "broken"])})
+# What a case's status becomes at its next step (a follow-up after an agreement, an outcome after sessions).
+NEXT_STATUS = {"open": "agreement", "agreement": "broken", "no_agreement": "no_agreement", "withdrawn": "withdrawn",
+               "kept": "kept", "broken": "broken"}
 alert_strategy = st.fixed_dictionaries({
     "minutes": times, "kind": st.sampled_from(["sos", "fall", "device_silent"]),
     "answered": st.booleans(), "escalated": st.booleans()})
@@ -56,7 +63,8 @@ def _seconds(hours: float) -> dt.timedelta:
     return dt.timedelta(seconds=round(hours * 3600))
 
 
-def _docs(street: str, requests: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _docs(street: str, requests: list[dict[str, Any]], alerts: list[dict[str, Any]],
+          mediations: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     docs = [{"_id": f"grid:{street}-{g}", "type": "grid", "street": street, "community": f"{street}-c"}
             for g in ("g1", "g2")]
     for i, r in enumerate(requests):
@@ -91,6 +99,9 @@ def _docs(street: str, requests: list[dict[str, Any]], alerts: list[dict[str, An
         if a["escalated"]:
             doc["escalated_at"] = (raised + dt.timedelta(minutes=30)).isoformat()
         docs.append(doc)
+    docs += [{"_id": f"mediation:{street}-{i}", "type": "mediation", "street": street, "community": f"{street}-c",
+              "grid": f"grid:{street}-{m['grid']}", "status": m["status"],
+              "created_at": (START + dt.timedelta(minutes=m["minutes"])).isoformat()} for i, m in enumerate(mediations)]
     return docs
 
 
@@ -100,7 +111,7 @@ def _brute(docs: list[dict[str, Any]], area: str, facet: str, first: str, last: 
     response: list[float] = []
     close: list[float] = []
     for d in docs:
-        if d["type"] == "grid" or area not in (d["street"], d["community"], d["grid"]):
+        if d["type"] in ("grid", "mediation") or area not in (d["street"], d["community"], d["grid"]):
             continue
         at = dt.datetime.fromisoformat(d.get("created_at") or d["raised_at"])
         if not first <= at.astimezone(CST).strftime("%Y-%m") <= last:
@@ -139,8 +150,10 @@ def _nearest_rank(values: list[float], q: float) -> float:
 
 def _changed(doc: dict[str, Any], change: str) -> dict[str, Any] | None:
     """The request after a change made once its month was counted (None: deleted), as the server would write it."""
-    if doc["type"] != "service_request" or change == "none":
+    if change == "none" or doc["type"] not in ("service_request", "mediation"):
         return doc
+    if doc["type"] == "mediation":
+        return None if change == "delete" else doc | {"status": NEXT_STATUS[doc["status"]]}
     made = dt.datetime.fromisoformat(doc["created_at"])
     if change == "delete":
         return None
@@ -198,8 +211,14 @@ def _assert_figures(couch: Couch, docs: list[dict[str, Any]], area_id: str, face
     closures = [d for d in docs if d["type"] == "service_request" and d["status"] == "closed"
                 and area_id in (d["street"], d["community"], d["grid"])
                 and first <= dt.datetime.fromisoformat(d["closed_at"]).astimezone(CST).strftime("%Y-%m") <= last]
-    assert figures_cells.closures(couch, figures.grids_of(couch, [area_id]), figures.months(first, last)) == (
-        len(closures), sum("confirmed_at" in d for d in closures))
+    kept = figures.read(couch, area_id, figures.months(first, last))
+    assert figures_cells.added(kept.cells, "closures") == (len(closures), sum("confirmed_at" in d for d in closures))
+    cases = [d["status"] for d in docs if d["type"] == "mediation"
+             and area_id in (d["street"], d["community"], d["grid"])
+             and first <= dt.datetime.fromisoformat(d["created_at"]).astimezone(CST).strftime("%Y-%m") <= last]
+    assert figures_cells.added(kept.cells, "mediations") == (
+        sum(s in ("agreement", "no_agreement", "kept", "broken") for s in cases),
+        sum(s in ("agreement", "kept") for s in cases))
     open_by_department = {}
     for d in docs:
         if d["type"] == "service_request" and d["status"] not in ("resolved", "closed") and area_id in (
@@ -211,28 +230,32 @@ def _assert_figures(couch: Couch, docs: list[dict[str, Any]], area_id: str, face
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(requests=st.lists(request_strategy, max_size=40), alerts=st.lists(alert_strategy, max_size=8),
+       mediations=st.lists(mediation_strategy, max_size=6),
        changes=st.lists(change_strategy, max_size=40),
        first=st.sampled_from(["2025-12", "2026-01", "2026-02"]), span=st.integers(0, 3),
        facet=st.sampled_from(["", "department:department:a", "department:", "category:water"]),
        area=st.sampled_from(["street", "c", "g1", "g2"]))
 @example(requests=[{"minutes": EDGE_MINUTES[1], "grid": "g1", "department": None, "category": "lamp",
                     "ack_hours": 24, "close_hours": 72, "rating": 4, "respond_days": 1, "close_days": 3}],
-         alerts=[], changes=[], first="2026-01", span=0, facet="", area="street")  # a month's first minute, edges
+         alerts=[], mediations=[{"minutes": EDGE_MINUTES[1], "grid": "g1", "status": "agreement"},
+                                 {"minutes": 60, "grid": "g2", "status": "open"}],
+         changes=[], first="2026-01", span=0, facet="", area="street")  # a month's first minute, edges
 @example(requests=[{"minutes": 60, "grid": "g1", "department": "department:a", "category": "lamp",
                     "ack_hours": 2, "close_hours": 30, "rating": 4, "respond_days": 1, "close_days": 3}] * 3,
-         alerts=[], changes=["reopen", "department", "rate"], first="2025-12", span=1,
+         alerts=[], mediations=[], changes=["reopen", "department", "rate"], first="2025-12", span=1,
          facet="department:department:a",
          area="g1")  # a closed request reopened, one moved to another department, one rated again
 @example(requests=[{"minutes": 60, "grid": "g1", "department": "department:a", "category": "lamp", "ack_hours": 2,
                     "close_hours": 30, "rating": None, "respond_days": 1, "close_days": 3, "closed_after_hours": 0,
                     "confirmed": True}] * 3,
-         alerts=[], changes=["close", "reopen", "confirm"], first="2025-12", span=0, facet="",
+         alerts=[], mediations=[], changes=["close", "reopen", "confirm"], first="2025-12", span=0, facet="",
          area="c")  # closures counted in December: one closed again in February, one reopened, one left confirmed
 def test_aggregates_equal_a_brute_force_recount_and_percentiles_lie_in_the_stated_bucket(
-        couch: Couch, requests: list[dict[str, Any]], alerts: list[dict[str, Any]], changes: list[str],
+        couch: Couch, requests: list[dict[str, Any]], alerts: list[dict[str, Any]],
+        mediations: list[dict[str, Any]], changes: list[str],
         first: str, span: int, facet: str, area: str) -> None:
     street = f"street:p{next(_streets)}{secrets.token_hex(2)}"  # each example its own street in the one database
-    docs = _docs(street, requests, alerts)
+    docs = _docs(street, requests, alerts, mediations)
     assert not any(r.error for r in bulk_save(couch.main, docs))
     area_id = street if area == "street" else f"{street}-c" if area == "c" else f"grid:{street}-{area}"
     last = figures.months(first, "2026-12")[span]

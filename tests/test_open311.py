@@ -87,6 +87,8 @@ def test_create_get_and_list_a_request(api: TestClient, key: str, demo_loaded: C
         assert name in one
     listed = api.get(f"{BASE}/requests.json", params={"status": "open", "service_code": "street_lamp,noise"}).json()
     assert [r["service_request_id"] for r in listed] == [request_id]
+    # Names, not codes and ids: the category's and the department's, read for the list by the ids it names.
+    assert (listed[0]["service_name"], listed[0]["agency_responsible"]) == ("路灯损坏", "城管中队")
     assert api.get(f"{BASE}/requests.json", params={"status": "closed"}).json() == []
     by_id = api.get(f"{BASE}/requests.json", params={"service_request_id": request_id, "status": "closed"}).json()
     assert len(by_id) == 1  # service_request_id overrides the other parameters

@@ -3,8 +3,8 @@ grid), facet (all, one department, one category) and month range, month by month
 the KPI catalogue's values (server/domain/figures.py), percentiles read from bucketed times with their bounds.
 
 Every figure adds up a few documents server/services/figures_cells.py keeps (one per grid and month, one per grid
-for the backlog), read in one request: what a page costs grows with the grids and months asked for, not with the
-requests a year brings. Pages ask figures_cells.caught_up first.
+for the backlog), read once per page (`read`): what a page costs grows with the grids and months asked for, not
+with the requests a year brings. Pages ask figures_cells.caught_up first.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import datetime as dt
 import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from server.domain import figures
 from server.domain.figures import COUNTS, KPIS, Kpi, months
-from server.services import evaluation_figures
-from server.services.figures_cells import backlog_id, cell_id
+from server.services import evaluation_figures, figures_cells
 from server.store.config import LOCAL_TZ
-from server.store.couch import Couch, docs_of_type, get_many
+from server.store.couch import Couch
 
 FACET_KINDS = ("department", "category")
+Doc = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -72,24 +73,53 @@ class Counts:
         return round(self.counts["rating_sum"] / self.counts["rated"], 2) if self.counts["rated"] else None
 
 
-def grids_of(couch: Couch, areas: Iterable[str]) -> dict[str, str]:
-    """The grids in these areas (a street's, a community's, a grid itself), each with the area it is in."""
-    wanted = set(areas)
-    return {g["_id"]: next(a for a in (g["_id"], g.get("community"), g.get("street")) if a in wanted)
-            for g in docs_of_type(couch.main, "grid") if wanted & {g["_id"], g.get("community"), g.get("street")}}
+@dataclass(frozen=True)
+class Kept:
+    """What is kept for an area over some months, for one facet, read once (two key ranges of
+    `linli/figures_source`: the cells' rows, the backlogs): a page's figures month by month, its places one level
+    down, its backlog and the closures and mediations its KPIs divide all add up these, none read twice."""
+
+    facet: str
+    cells: list[Doc]  # per grid and month counted: grid, community, month, below, row (facet ""; closures, mediations)
+    backlogs: list[dict[str, int]]  # per grid: requests not closed by department
+
+    def by_month(self, months: list[str], below: str | None = None) -> list[tuple[str, Counts]]:
+        """The counts month by month (every one of `months`; nothing counted: zeros), of the whole area or of one
+        of the areas one level down."""
+        found: dict[str, list[Counts]] = {}
+        for cell in self.cells:
+            if below is None or cell["below"] == below:
+                found.setdefault(cell["month"], []).append(Counts.of(cell["row"]))
+        return [(m, Counts.total(found.get(m, []))) for m in months]
+
+    def per_area(self, areas: Iterable[str]) -> dict[str, Counts]:
+        """The counts over all the months in each of the areas one level down (a ranking of grids)."""
+        found: dict[str, list[Counts]] = {a: [] for a in areas}
+        for cell in self.cells:
+            if cell["below"] in found:
+                found[cell["below"]].append(Counts.of(cell["row"]))
+        return {a: Counts.total(c) for a, c in found.items()}
+
+    @property
+    def backlog(self) -> dict[str, int]:
+        """Requests of the area not closed yet, by department ("" not dispatched yet), most first."""
+        found: dict[str, int] = {}
+        for open_by_department in self.backlogs:
+            for department, n in open_by_department.items():
+                found[department] = found.get(department, 0) + n
+        return dict(sorted(((d, n) for d, n in found.items() if n), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _cells(couch: Couch, areas: Iterable[str], scope: Scope) -> dict[str, dict[str, Counts]]:
-    """The scope's facet month by month in each of these areas: {area: {month: counts}}, months with nothing
-    counted left out."""
-    grids = grids_of(couch, areas)
-    found: dict[str, dict[str, list[Counts]]] = {}
-    cells = get_many(couch.main, (cell_id(g, m) for g in grids for m in months(scope.first, scope.last)))
-    for cell in cells.values():
-        row = cell.get("rows", {}).get(scope.facet)
-        if row:
-            found.setdefault(grids[cell["grid"]], {}).setdefault(cell["month"], []).append(Counts.of(row))
-    return {a: {m: Counts.total(c) for m, c in by_month.items()} for a, by_month in found.items()}
+def read(couch: Couch, area: str, months: list[str], facet: str = "", below: Iterable[str] = ()) -> Kept:
+    """What is kept for the area (a street, a community, a grid) over these months (one range: first to last) in
+    the facet; each cell placed in the one of `below` (the areas one level down) it is in ("" if none)."""
+    below = set(below)
+    rows = couch.main.query(figures_cells.SOURCE, startkey=["kept", facet, area, months[0]],
+                            endkey=["kept", facet, area, months[-1], {}], as_list=True) if months else []
+    cells = [{**r["value"], "month": r["key"][3], "below": next(
+        (b for b in (r["value"]["grid"], r["value"]["community"]) if b in below), "")} for r in rows]
+    backlogs = [r["value"] for r in couch.main.query(figures_cells.SOURCE, key=["backlog", area], as_list=True)]
+    return Kept(facet, cells, backlogs)
 
 
 def totals(couch: Couch, scope: Scope) -> Counts:
@@ -99,24 +129,13 @@ def totals(couch: Couch, scope: Scope) -> Counts:
 
 def by_month(couch: Couch, scope: Scope) -> list[tuple[str, Counts]]:
     """The counts month by month, every month of the range (a month with nothing counted counts zeros)."""
-    found = _cells(couch, [scope.area], scope).get(scope.area, {})
-    return [(m, found.get(m, Counts.of(None))) for m in months(scope.first, scope.last)]
+    span = months(scope.first, scope.last)
+    return read(couch, scope.area, span, scope.facet).by_month(span)
 
 
 def backlog(couch: Couch, area: str) -> dict[str, int]:
     """Requests of the area not closed yet, by department ("" not dispatched yet), most first."""
-    found: dict[str, int] = {}
-    for doc in get_many(couch.main, map(backlog_id, grids_of(couch, [area]))).values():
-        for department, n in doc.get("open", {}).items():
-            found[department] = found.get(department, 0) + n
-    return dict(sorted(((d, n) for d, n in found.items() if n), key=lambda kv: (-kv[1], kv[0])))
-
-
-def per_area(couch: Couch, areas: Iterable[str], scope: Scope) -> dict[str, Counts]:
-    """The scope's counts for each of these areas instead of the scope's own (a ranking of grids)."""
-    areas = list(areas)
-    found = _cells(couch, areas, scope)
-    return {a: Counts.total(found.get(a, {}).values()) for a in areas}
+    return read(couch, area, []).backlog
 
 
 # The evaluation's indicators (server/services/evaluation_figures.py) under the names the KPI catalogue divides.
@@ -125,13 +144,13 @@ EVALUATION_COUNTS = {"kpi_confirmed_closure": ("closures_confirmed", "closures_a
                      "kpi_survey_response_rate": ("survey_responses", "survey_sampled")}
 
 
-def evaluation_counts(couch: Couch, communities: list[str], scope: Scope) -> dict[str, int]:
-    """Confirmed closures, mediation and the survey's responses over the communities and the scope's months: counted
-    per community from their own documents, so only for a community or the street, all departments and categories
-    (a grid's or a department's figure for them is not counted: the page says "no data yet")."""
+def evaluation_counts(couch: Couch, communities: list[str], scope: Scope, kept: Kept) -> dict[str, int]:
+    """Confirmed closures, mediation and the survey's responses over the communities and the scope's months (`kept`:
+    their cells, read already): counted per community, so only for a community or the street, all departments and
+    categories (a grid's or a department's figure for them is not counted: the page says "no data yet")."""
     if not communities or scope.facet:
         return {}
-    found = evaluation_figures.figures(couch, communities, (scope.first, scope.last))
+    found = evaluation_figures.figures(couch, communities, (scope.first, scope.last), kept.cells)
     return {name: value for f in found
             for name, value in zip(EVALUATION_COUNTS[f.key], (f.numerator, f.denominator), strict=True)}
 

@@ -3,49 +3,52 @@ counts per facet: all, each department, each category; server/domain/figures.py)
 (requests not closed, by department). A page reads a few of them whatever a year brings (server/services/
 figures.py); on pouchdb-server a reduce view would read every row of its range at each query.
 
-Kept from CouchDB's changes feed, after a checkpoint (`_local/linli-figures`: never replicated, never backed up):
-every request or alert changed since then names its grid and month, and each cell so named is counted again
-from `linli/figures_source` (the grid's month of rows, a few thousand at a million requests a year). Counting a
-cell again, rather than moving one request's old contribution to its new one, is what makes a state change, a
-reopening or a replayed change right without remembering what each request added: the cell is always what its
-rows say now. A deleted request's tombstone keeps its grid (access.deletion), not its month: each of that grid's
-cells is counted again. A request's grid and time made never change (placement fields: access.write_refusal).
+Kept from CouchDB's changes feed after a checkpoint (`CHECKPOINT_ID`: never replicated, never backed up), by the
+protocol of server/store/feed.py: every request, alert or mediation case changed since then names its grid and
+month, and each cell so named is counted again from `linli/figures_source` (the grid's month of rows, a few thousand
+at a million requests a year). Counting a cell again, rather than moving one request's old contribution to its new
+one, is what makes a state change, a reopening or a replayed change right without remembering what each request
+added: the cell is always what its rows say now. A deleted request's tombstone keeps its grid (access.deletion),
+not its month: each of that grid's cells is counted again. A request's grid and time made never change (placement
+fields: access.write_refusal).
 
 Idempotent, and right with several processes: a cell is read (its revision) before its rows are, and written
-against that revision; of two processes writing one cell, the second gets a conflict and counts it again, so the
-cell that stands was counted from rows read after every write before it. The checkpoint moves only once every
-cell named since it is written; a process that stopped in between leaves it where it was, and the next run
-counts those cells again. First run (no checkpoint), or far behind after a bulk load: one pass, grid by grid.
+against that revision (feed.write_counted); of two processes writing one cell, the second gets a conflict and
+counts it again, so the cell that stands was counted from rows read after every write before it. The checkpoint
+moves only once every cell named since it is written; a process that stopped in between leaves it where it was, and
+the next run counts those cells again. First run (no checkpoint), or far behind after a bulk load: one pass, grid
+by grid.
 
 Closures (the resident-confirmed closure KPI) count in the month a request was closed, which a later change can
 move or undo (reopened, closed again) without the request naming the old month. So a cell also says which months
 its own requests were closed in (`closed_in`), and counting it again counts first each month where that changed.
+
+Mediation cases (the mediation-success KPI) count in the month they were opened, facet "" only, apart from the rows
+(`mediations`: [concluded, succeeded]), as closures are: neither is among the published COUNTS.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from pycouchdb.exceptions import Conflict
-
 from server.domain import figures as rules
-from server.store import sweeps
+from server.services import mediation
+from server.store import feed, sweeps
 from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none
 
 SOURCE = "linli/figures_source"
-CHECKPOINT_ID = "_local/linli-figures"
+# A new name whenever what a cell holds changes (2: `mediations`): no checkpoint under it, so every cell is counted
+# again once, by the new rules, instead of old cells standing until their rows change.
+CHECKPOINT_ID = "_local/linli-figures-2"
 CELL = "figures_cell"
 BACKLOG = "figures_backlog"
-COUNTED_PREFIXES = ("service_request:", "alert:")
-CHANGES_PAGE = 10_000
-# Changed requests and alerts past which one pass over every grid costs less than counting each named cell again.
+COUNTED_PREFIXES = ("service_request:", "alert:", "mediation:")
+# Changed documents past which one pass over every grid costs less than counting each named cell again.
 REBUILD_ABOVE = 20_000
-TRIES = 3  # counting a cell again after a conflict (another process wrote it meanwhile)
 
 Doc = dict[str, Any]
 
@@ -60,11 +63,13 @@ def backlog_id(grid: str) -> str:
 
 def cell_body(values: Iterable[list[Any]]) -> Doc:
     """A grid's month of `figures_source` values added up: `rows` (by facet), `closures` (requests closed in the
-    month, and of those confirmed fixed by the reporter: [closed, confirmed]) and `closed_in` (the months the
+    month, and of those confirmed fixed by the reporter: [closed, confirmed]), `closed_in` (the months the
     month's own requests were closed in, [closed, confirmed] each: what tells a recount which other months a
-    reopening or a later closure changed)."""
+    reopening or a later closure changed) and `mediations` (cases opened in the month: [concluded, succeeded], by
+    server/services/mediation.py's rule)."""
     rows: dict[str, list[int]] = {}
     closures = [0, 0]
+    mediations = [0, 0]
     closed_in: dict[str, list[int]] = {}
 
     def add(facet: str, row: list[int]) -> None:
@@ -86,7 +91,10 @@ def cell_body(values: Iterable[list[Any]]) -> Doc:
         elif value[0] == "closure":
             closures[0] += 1
             closures[1] += value[1]
-    return {"rows": rows, "closures": closures, "closed_in": closed_in}
+        elif value[0] == "mediation":
+            mediations[0] += value[1] in mediation.CONCLUDED
+            mediations[1] += value[1] in mediation.SUCCEEDED
+    return {"rows": rows, "closures": closures, "closed_in": closed_in, "mediations": mediations}
 
 
 # ---------------------------------------------------------------- keeping up
@@ -94,15 +102,12 @@ def cell_body(values: Iterable[list[Any]]) -> Doc:
 def catch_up(couch: Couch) -> int:
     """Count again every cell a request or alert changed since the checkpoint named; then move the checkpoint.
     Returns how many documents were taken in."""
-    checkpoint = get_or_none(couch.main, CHECKPOINT_ID)
-    if checkpoint is None:
+    since = feed.changed_since(couch.main, CHECKPOINT_ID, COUNTED_PREFIXES, REBUILD_ABOVE)
+    if since.changed is None:
         return rebuild(couch)
-    changed, last_seq = _changed_since(couch, checkpoint["seq"])
-    if changed is None:
-        return rebuild(couch)
+    changed = since.changed
     if not changed:
-        if last_seq != checkpoint["seq"]:
-            _save_checkpoint(couch, checkpoint, last_seq)
+        feed.move(couch.main, CHECKPOINT_ID, since.checkpoint, since.last_seq)
         return 0
     grids = _grids(couch)
     cells: set[tuple[str, str]] = set()
@@ -113,14 +118,14 @@ def catch_up(couch: Couch) -> int:
             backlogs |= {grid} if isinstance(grid, str) else set(grids)
             cells |= _existing_cells(couch, grid if isinstance(grid, str) else None)
             continue
-        month = rules.month_of(doc.get("created_at") if doc.get("type") == "service_request" else doc.get("raised_at"))
+        month = rules.month_of(doc.get("raised_at") if doc.get("type") == "alert" else doc.get("created_at"))
         if isinstance(doc.get("grid"), str) and month:
             cells.add((doc["grid"], month))
             backlogs.add(doc["grid"])
     counted = sweeps.each("figures", sorted(cells), lambda c: _recount_cell(couch, grids, *c))
     counted += sweeps.each("figures", sorted(backlogs), lambda g: _recount_backlog(couch, grids, g))
     if len(counted) == len(cells) + len(backlogs):  # a cell left over keeps the checkpoint where it was
-        _save_checkpoint(couch, checkpoint, last_seq)
+        feed.move(couch.main, CHECKPOINT_ID, since.checkpoint, since.last_seq)
     return len(changed)
 
 
@@ -151,16 +156,24 @@ def rebuild(couch: Couch) -> int:
         again = sweeps.each("figures", failed, lambda i: _recount_id(couch, grids, i))
         if len(again) < len(failed):
             return taken
-    _save_checkpoint(couch, get_or_none(couch.main, CHECKPOINT_ID) or {}, seq)
+    feed.move(couch.main, CHECKPOINT_ID, get_or_none(couch.main, CHECKPOINT_ID), seq)
     return taken
 
 
-def closures(couch: Couch, grids: Iterable[str], months: Iterable[str]) -> tuple[int, int]:
-    """Requests closed in these grids and months, and of those confirmed fixed by the reporter."""
+def read(couch: Couch, grids: Iterable[str], months: Iterable[str]) -> list[Doc]:
+    """The cells kept for these grids and months (those with nothing counted are not there), in one request."""
     months = list(months)
-    cells = get_many(couch.main, (cell_id(g, m) for g in grids for m in months)).values()
-    closed, confirmed = zip(*(c.get("closures", [0, 0]) for c in cells), strict=True) if cells else ((), ())
-    return sum(closed), sum(confirmed)
+    return list(get_many(couch.main, (cell_id(g, m) for g in grids for m in months)).values())
+
+
+def added(cells: Iterable[Doc], name: str) -> tuple[int, int]:
+    """A pair the cells keep beside their rows (`closures`: [closed, confirmed]; `mediations`: [concluded,
+    succeeded]), added up."""
+    total = [0, 0]
+    for cell in cells:
+        for i, n in enumerate(cell.get(name, (0, 0))):
+            total[i] += n
+    return total[0], total[1]
 
 
 def counted(couch: Couch) -> bool:
@@ -186,21 +199,6 @@ def caught_up(couch: Couch) -> Future[int]:
 
 
 # ---------------------------------------------------------------- helpers
-
-def _changed_since(couch: Couch, since: Any) -> tuple[list[str] | None, Any]:
-    """Ids of requests and alerts changed since `since`, and the feed's last sequence; None for the ids when there
-    are more than REBUILD_ABOVE."""
-    changed: list[str] = []
-    while True:
-        page = couch.main.resource.get("_changes", params={"since": since if isinstance(since, str)
-                                                           else str(since), "limit": str(CHANGES_PAGE)})[1]
-        changed += [r["id"] for r in page["results"] if r["id"].startswith(COUNTED_PREFIXES)]
-        since = page["last_seq"]
-        if len(changed) > REBUILD_ABOVE:
-            return None, since
-        if len(page["results"]) < CHANGES_PAGE:
-            return changed, since
-
 
 def _current(couch: Couch, ids: list[str]) -> dict[str, Doc]:
     """The documents as they are now; a deleted one as its tombstone (which keeps its grid)."""
@@ -246,24 +244,6 @@ def _backlog(place: Doc, grid: str, open_by_department: dict[str, int]) -> Doc:
             "grid": grid, "open": open_by_department}
 
 
-def _write(couch: Couch, doc_id: str, count: Callable[[Doc | None], Doc]) -> str:
-    """Read the document, then count (so the count is at least as new as what it replaces; `count` is given what
-    it replaces), then write against its revision; a conflict counts again."""
-    for _ in range(TRIES):
-        current = get_or_none(couch.main, doc_id)
-        doc = count(current)
-        if current is not None:
-            if all(current.get(k) == v for k, v in doc.items()):
-                return doc_id
-            doc["_rev"] = current["_rev"]
-        try:
-            couch.main.save(doc)
-            return doc_id
-        except Conflict:
-            continue
-    raise Conflict(doc_id)
-
-
 def _recount_cell(couch: Couch, grids: dict[str, Doc], grid: str, month: str,
                   busy: frozenset[str] = frozenset()) -> str:
     """Count the cell again. The months its requests were closed in that differ from what the cell last said
@@ -273,21 +253,23 @@ def _recount_cell(couch: Couch, grids: dict[str, Doc], grid: str, month: str,
     if place is None:
         raise LookupError("no such grid")
 
-    def count(current: Doc | None) -> Doc:
+    def count() -> Doc:
+        # What the cell said last: read after write_counted read the revision it writes against, so at least as new.
+        was = (get_or_none(couch.main, cell_id(grid, month)) or {}).get("closed_in", {})
         doc = _cell(place, grid, month, cell_body(r["value"] for r in _source(couch, ["cell", grid, month])))
-        was, now = (current or {}).get("closed_in", {}), doc["closed_in"]
+        now = doc["closed_in"]
         for other in sorted({*was, *now} - {month, *busy}):
             if was.get(other) != now.get(other):
                 _recount_cell(couch, grids, grid, other, busy | {month})
         return doc
-    return _write(couch, cell_id(grid, month), count)
+    return feed.write_counted(couch.main, cell_id(grid, month), count)
 
 
 def _recount_backlog(couch: Couch, grids: dict[str, Doc], grid: str) -> str:
     place = grids.get(grid)
     if place is None:
         raise LookupError("no such grid")
-    return _write(couch, backlog_id(grid), lambda _: _backlog(place, grid, _open_rows(couch, grid)))
+    return feed.write_counted(couch.main, backlog_id(grid), lambda: _backlog(place, grid, _open_rows(couch, grid)))
 
 
 def _recount_id(couch: Couch, grids: dict[str, Doc], doc_id: str) -> str:
@@ -296,10 +278,3 @@ def _recount_id(couch: Couch, grids: dict[str, Doc], doc_id: str) -> str:
         return _recount_backlog(couch, grids, rest)
     grid, month = rest.rsplit(":", 1)
     return _recount_cell(couch, grids, grid, month)
-
-
-def _save_checkpoint(couch: Couch, checkpoint: Doc, seq: Any) -> None:
-    """Move the checkpoint; another process moved it meanwhile: theirs stands (the next run starts from it)."""
-    with contextlib.suppress(Conflict):
-        couch.main.save({"_id": CHECKPOINT_ID, "seq": seq, **({"_rev": checkpoint["_rev"]} if checkpoint.get("_rev")
-                                                               else {})})

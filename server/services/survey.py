@@ -26,7 +26,7 @@ from server.domain.access import Principal, door_answer_id, may_see, survey_door
 from server.domain.declaration import Role, validate
 from server.domain.errors import FieldError, UserError
 from server.store import sweeps
-from server.store.couch import Couch, docs_of_type, get_or_none, iter_view_docs
+from server.store.couch import Couch, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 SATISFIED_FROM = 4  # 4 or 5 of 5 counts as satisfied
@@ -95,6 +95,26 @@ def results(couch: Couch) -> list[Result]:
                             round(sum(1 for x in v if x >= SATISFIED_FROM) / len(v), 3),
                             **_sampled(samples.get((c, m)), docs)))
     return sorted(found, key=lambda r: (r.month, r.community), reverse=True)
+
+
+def sample_answers(couch: Couch, communities: list[str], months: list[str]) -> tuple[int, int]:
+    """The households sampled in these communities and months, and of those the ones that answered (as `results`
+    counts them). Only the months' own documents are read: the samples by id, then, in a community with one, the
+    answers of those months by their ids' range (`response_id` and door_answer_id begin with community and month)."""
+    samples = get_many(couch.main, (sample_id(c, m) for c in communities for m in months))
+    sampled = answered = 0
+    for community in sorted({s["community"] for s in samples.values()}):
+        prefix = f"survey_response:{community.split(':', 1)[1]}:"
+        answers: dict[str, list[Doc]] = {}
+        for row in couch.main.all(startkey=f"{prefix}{months[0]}:", endkey=f"{prefix}{months[-1]}:\ufff0",
+                                  as_list=True):
+            if row["doc"].get("community") == community:
+                answers.setdefault(row["doc"]["month"], []).append(row["doc"])
+        for month in months:
+            counted = _sampled(samples.get(sample_id(community, month)), answers.get(month, []))
+            sampled += counted.get("sample_size", 0)
+            answered += counted.get("sample_answers", 0)
+    return sampled, answered
 
 
 def _sampled(sample: Doc | None, docs: list[Doc]) -> dict[str, Any]:

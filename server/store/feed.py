@@ -1,7 +1,6 @@
 """Figures kept from CouchDB's changes feed after a checkpoint (a `_local` document: never replicated, never in a
 backup): which documents changed since it, and moving it once everything they name is counted again. Used by the
-pool's kept months (server/services/pool_months.py); the dashboard's cells (figures_cells.py) keep the same protocol
-in their own code.
+pool's kept months (server/services/pool_months.py) and the dashboard's cells (server/services/figures_cells.py).
 """
 
 from __future__ import annotations

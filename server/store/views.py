@@ -130,8 +130,13 @@ def _figures_source_map() -> str:
     reads a few of). Each service request under ["cell", grid, month] with its fields in figures.REQUEST_FIELDS'
     order; one not closed also under ["open", grid, department]; each elderly-safety alert under ["cell", grid,
     month]; a closed request once more under ["cell", grid, month closed] (the confirmed-closure KPI counts
-    closures in the month they happened). Months are UTC+8 (figures.MONTH_UTC_OFFSET_HOURS). No reduce:
-    pouchdb-server would compute it at query time over every row, and few emits per request keep the build short."""
+    closures in the month they happened); each mediation case under ["cell", grid, month opened]. Months are UTC+8
+    (figures.MONTH_UTC_OFFSET_HOURS). No reduce: pouchdb-server would compute it at query time over every row, and
+    few emits per request keep the build short.
+    And what is kept from those rows, for the pages: each cell's row of each facet under ["kept", facet, place,
+    month] for its street, community and grid (facet "" with the cell's closures and mediations), each grid's
+    backlog under ["backlog", place]: a page reads its area's facet in one key range, a small row per grid and
+    month, not every facet of every cell (a few kilobytes each)."""
     fields = ", ".join("doc.department || ''" if f == "department" else f"doc.{f} === undefined ? null : doc.{f}"
                        for f in figures.REQUEST_FIELDS)
     closed = " || ".join(f"doc.status === '{s}'" for s in figures.CLOSED_STATES)
@@ -151,6 +156,17 @@ def _figures_source_map() -> str:
         " if (doc.type === 'alert' && SAFETY[doc.kind] === true && month(doc.raised_at)) {"
         "  emit(['cell', doc.grid, month(doc.raised_at)], ['alert', doc.acknowledged_at || null,"
         " doc.escalated_at || null]); }"
+        " if (doc.type === 'mediation' && month(doc.created_at)) {"
+        "  emit(['cell', doc.grid, month(doc.created_at)], ['mediation', doc.status]); }"
+        " var places = [doc.street, doc.community, doc.grid];"
+        " if (doc.type === 'figures_cell') { var facets = Object.keys(doc.rows);"
+        "  if (facets.indexOf('') < 0) { facets.push(''); }"  # closures or mediations in a month of no request
+        "  places.forEach(function (place) { facets.forEach(function (facet) {"
+        "  emit(['kept', facet, place, doc.month], facet === '' ? {grid: doc.grid, community: doc.community,"
+        " row: doc.rows[facet] || null, closures: doc.closures, mediations: doc.mediations}"
+        " : {grid: doc.grid, community: doc.community, row: doc.rows[facet]}); }); }); }"
+        " if (doc.type === 'figures_backlog') { places.forEach(function (place) {"
+        " emit(['backlog', place], doc.open); }); }"
         "}"
     )
 

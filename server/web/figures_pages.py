@@ -123,17 +123,16 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
         facets = facets_of(places, departments, categories)
         scope = scope_of(dict(request.query_params), places, facets, now())
         t = translator(request.cookies.get("lang", DEFAULT_LANG))
-        monthly = await run_in_threadpool(figures.by_month, couch, scope)
-
-        def backlog_of(area: str) -> dict[str, int]:
-            rows = figures.backlog(couch, area)
-            return rows if places.department is None else {d: n for d, n in rows.items() if d == places.department}
+        below = places.below.get(scope.area, [])
+        span = rules.months(scope.first, scope.last)
+        # Every figure below adds up what this reads, once: the area's kept rows over the months, its backlogs.
+        kept = await run_in_threadpool(figures.read, couch, scope.area, span, scope.facet, below)
+        monthly = kept.by_month(span)
+        backlog = kept.backlog if places.department is None else {
+            d: n for d, n in kept.backlog.items() if d == places.department}
         if request.url.path.endswith(".csv"):
             table = "backlog" if request.query_params.get("table") == "backlog" else "trend"
-            if table == "backlog":
-                body = figures.backlog_csv(await run_in_threadpool(backlog_of, scope.area), departments, t)
-            else:
-                body = figures.trend_csv(monthly, t)
+            body = figures.backlog_csv(backlog, departments, t) if table == "backlog" else figures.trend_csv(monthly, t)
             name = f"linli-{table}.csv"
             return Response("\ufeff" + body, media_type="text/csv; charset=utf-8",  # BOM: Excel reads it as UTF-8
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -142,10 +141,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             [scope.area] if scope.area.startswith("community:") else [])
         if places.department is not None:
             communities = []  # mediation, surveys and confirmed closures are counted by place, not by department
-        total.counts.update(await run_in_threadpool(figures.evaluation_counts, couch, communities, scope))
-        backlog = await run_in_threadpool(backlog_of, scope.area)
-        below = places.below.get(scope.area, [])
-        per_area = await run_in_threadpool(figures.per_area, couch, below, scope)
+        total.counts.update(await run_in_threadpool(figures.evaluation_counts, couch, communities, scope, kept))
+        per_area = kept.per_area(below)
         on_time = rules.KPI_BY_CODE["on_time"]
         ranked, unranked = rules.ranked({a: (on_time.cases(c.counts), on_time.value(c.counts))
                                          for a, c in per_area.items()})
