@@ -22,7 +22,6 @@ from server.services import evaluation_figures, figures_cells
 from server.store.config import LOCAL_TZ
 from server.store.couch import Couch
 
-FACET_KINDS = ("department", "category")
 Doc = dict[str, Any]
 
 
