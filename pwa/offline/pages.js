@@ -12,6 +12,7 @@ import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRef
   from "./rules.js";
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
 import { cardHash, confirmation, newReceipt } from "./door_ballot.js";
+import { claimId, claimRefusal, hoursText, minutesOf } from "./timebank.js";
 import { DAY_MS, HOUR_MS, blockedHoursOn, bookingRefusal, chinaParts, isWhole, openHoursOn, openingText, slotIdAt,
   slotStartAt } from "./pool.js";
 import { localTime } from "../render.js";
@@ -522,8 +523,6 @@ async function answerTask({ db, session, schema, params, form }) {
 // perhaps confirmed in person with the resident's code: it reaches the server at the next sync, where the gateway
 // judges it by the same rule as the online form (server/domain/timebank.py claim_refusal) and checks the code.
 
-// server/domain/timebank.py hours_text: minutes as hours for people ("1.5", "-0.5", "1").
-const hoursText = (minutes) => (minutes / 60).toFixed(2).replace(/0+$/, "").replace(/\.$/, "");
 const shownClaim = (c) => ({ ...c, shown: hoursText(c.minutes) });
 const compare = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
 const latestFirst = (list) => list.sort((a, b) => compare(b.created_at, a.created_at)); // stable: equals keep order
@@ -610,48 +609,39 @@ async function timebankPage({ db, session, query }) {
   return { template: "timebank.html", context: { errors: {}, done, ...await timebankContext(db, session) } };
 }
 
-// server/web/timebank_pages.py _minutes: hours as typed in whole minutes; what cannot be read stays text.
-function minutesOf(typed) {
-  const hours = typed.trim() === "" ? NaN : Number(typed);
-  return Number.isFinite(hours) ? Math.round(hours * 60) : typed;
-}
-
-// server/services/timebank.py claim, into the replica: what the phone can judge (the amount, the consent, a code
-// typed at all); the rest (whose task it was, whether the code is the resident's) the gateway judges at sync.
+// server/services/timebank.py claim, into the replica: the claim the server would write, judged by the same rule
+// (timebank.js claimRefusal) as far as a phone can; whether an in-person code is the resident's the gateway judges
+// at sync. The form input each refusal belongs to: server/services/timebank.py _CLAIM_FIELDS.
+const CLAIM_FIELDS = { tb_minutes_range: "minutes", tb_code_wrong: "in_person_code",
+  tb_in_person_consent: "in_person_consent" };
 async function claimOffline({ db, session, form }) {
   fieldOnly(session);
   const taskId = String(form.get("task") || "");
-  const rules = session.timebank;
-  const task = rules.claimable_types.includes(taskId.split(":")[0]) ? await db.get(taskId).catch(() => null) : null;
+  const task = taskId ? await db.get(taskId).catch(() => null) : null; // the replica holds what this user may see
   const refused = async (field, key, params, status) => ({ template: "timebank.html", status, context: {
     errors: { [field]: fieldError(key, params) }, done: null, ...await timebankContext(db, session) } });
-  if (!task || task.type !== taskId.split(":")[0]) {
+  if (!task) {
     throw new OfflineError(404, "not_found");
-  }
-  const minutes = minutesOf(String(form.get("hours") || ""));
-  if (!Number.isInteger(minutes) || minutes <= 0 || minutes > rules.max_minutes) {
-    return refused("minutes", "tb_minutes_range", { hours: Math.floor(rules.max_minutes / 60) }, 400);
   }
   const code = String(form.get("in_person_code") || "").trim();
   const consent = form.get("in_person_consent") === "yes";
-  if ((code || consent) && !consent) {
-    return refused("in_person_consent", "tb_in_person_consent", {}, 400);
-  }
-  if (consent && !code) {
-    return refused("in_person_code", "tb_code_wrong", {}, 400);
-  }
-  if (await db.get(`claim:${taskId}`).catch(() => null)) {
-    return refused("task", "tb_claim_exists", {}, 409);
-  }
   const at = nowISO();
   const note = String(form.get("note") || "").trim().slice(0, 500);
-  const doc = { _id: `claim:${taskId}`, type: "claim" };
+  const doc = { _id: claimId(taskId), type: "claim" };
   for (const name of ["street", "community", "grid", "household", "resident"]) {
     if (task[name] !== undefined && task[name] !== null) doc[name] = task[name];
   }
-  Object.assign(doc, { task: taskId, minutes, ...(note ? { note } : {}), status: "claimed",
-    ...(code ? { in_person_code: code, in_person_consent: true, in_person_at: at } : {}),
+  Object.assign(doc, { task: taskId, minutes: minutesOf(String(form.get("hours") || "")), ...(note ? { note } : {}),
+    status: "claimed", ...(code || consent ? { in_person_code: code, in_person_consent: consent, in_person_at: at } : {}),
     created_by: session.user._id, created_at: at });
+  const refusal = claimRefusal(session.user._id, doc, task, session.timebank);
+  if (refusal) {
+    const [key, params] = refusal;
+    return refused(CLAIM_FIELDS[key] || "task", key, params, key === "tb_claim_not_yours" ? 403 : 400);
+  }
+  if (await db.get(doc._id).catch(() => null)) {
+    return refused("task", "tb_claim_exists", {}, 409);
+  }
   await db.put(doc);
   return { redirect: "/timebank?done=claimed" };
 }
