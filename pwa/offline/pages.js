@@ -13,8 +13,8 @@ import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRef
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
 import { cardHash, confirmation, newReceipt } from "./door_ballot.js";
 import { claimId, claimRefusal, hoursText, minutesOf } from "./timebank.js";
-import { DAY_MS, HOUR_MS, blockedHoursOn, bookingRefusal, chinaParts, isWhole, openHoursOn, openingText, slotIdAt,
-  slotStartAt } from "./pool.js";
+import { DAY_MS, HOUR_MS, blockedHoursOn, bookingRefusal, checkable, checkinId, chinaParts, codeMatches, dayAfter,
+  isKeeper, isWhole, openHoursOn, openingText, shownDay, slotIdAt, slotStartAt } from "./pool.js";
 import { localTime } from "../render.js";
 
 const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
@@ -1065,38 +1065,20 @@ async function rewardsPage({ db, session, query }) {
 
 // The resource pool (server/web/pool_pages.py, server/services/pool.py): the page the venue's QR code opens, and
 // the check-in it makes, into the replica; the sync gateway holds it to pool.checkin_refusal (a forged code refused).
-async function sha256Hex(text) {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-const checkinId = (bookingId) => `checkin:${bookingId.slice("booking:".length)}`;
-
-// pool.code_matches: the venue's code changes daily; the resource carries each day's code's hash, and a scan
-// counts only with the code of the day it is made (China time: the session's time zone).
+// The session's time zone (China time) gives the day whose code a scan needs (pool.js codeMatches).
 const todayIn = (timeZone) => new Intl.DateTimeFormat("en-CA", { timeZone }).format(new Date());
 
-async function codeMatches(resource, day, code) {
-  const expected = (resource.code_hashes || []).find((h) => h.date === day);
-  return Boolean(expected) && await sha256Hex(code.trim().toUpperCase()) === expected.hash;
-}
-
-// pool.checkable: my confirmed bookings of this resource, not yet checked in, whose check-in window is open now.
-async function checkable(db, session, resource) {
-  const now = Date.now();
+// server/services/pool.py checkable, over the replica's bookings and check-ins.
+async function checkableHere(db, session, resource) {
   const checkedIn = new Set((await docsOfType(db, "checkin")).map((c) => c._id));
-  return (await docsOfType(db, "booking"))
-    .filter((b) => b.booked_by === session.user._id && b.group === b._id && b.resource === resource._id
-      && b.status === "confirmed" && !checkedIn.has(checkinId(b._id))
-      && Date.parse(b.slot_start) - session.pool_checkin_early_minutes * 60000 <= now
-      && now <= Date.parse(b.slot_start) + resource.grace_minutes * 60000)
-    .sort((a, b) => (a.slot_start < b.slot_start ? 1 : a.slot_start > b.slot_start ? -1 : 0));
+  return checkable(await docsOfType(db, "booking"), checkedIn, session.user._id, resource,
+                   session.pool_checkin_early_minutes, Date.now());
 }
 
 async function poolCheckin({ db, session, query, form, method }) {
   const values = method === "POST" ? form : query;
   const resource = await load(db, String(values.get("resource") || ""), "resource");
-  const bookings = await checkable(db, session, resource);
+  const bookings = await checkableHere(db, session, resource);
   const code = String(values.get("code") || "").slice(0, 64);
   const page = (errors, status) => ({ template: "pool_checkin.html", status, context: {
     resource, bookings, code, errors, done: method === "GET" && query.get("done") === "checked_in" ? "checked_in" : null } });
@@ -1132,18 +1114,6 @@ function poolCommunity(session) {
 
 const byId = (a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0);
 
-// pool_pages._day: the day asked for ("YYYY-MM-DD" or "YYYYMMDD", as Python's date.fromisoformat reads them)
-// within `days_shown` days of today, else today.
-function shownDay(value, today, daysShown) {
-  const m = /^(\d{4})-?(\d\d)-?(\d\d)$/.exec(value || "");
-  const at = m && Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
-  const day = m && new Date(at).toISOString().slice(0, 10);
-  if (!m || m[1] === "0000" || day !== `${m[1]}-${m[2]}-${m[3]}`) {
-    return today;
-  }
-  return Math.abs(at - Date.parse(`${today}T00:00:00Z`)) <= daysShown * DAY_MS ? day : today;
-}
-const dayAfter = (day, n) => new Date(Date.parse(`${day}T00:00:00Z`) + n * DAY_MS).toISOString().slice(0, 10);
 const doneOf = (session, query) => (session.pool.done.includes(query.get("done")) ? query.get("done") : null);
 const bySlotStart = (a, b) => (a.slot_start < b.slot_start ? -1 : a.slot_start > b.slot_start ? 1 : byId(a, b));
 
@@ -1164,11 +1134,6 @@ async function poolPage({ db, session, query }) {
     names: Object.fromEntries(resources.map((r) => [r._id, r.name])),
     openings: Object.fromEntries(resources.map((r) => [r._id, openingText(r, today)])) } };
 }
-
-// pool.is_keeper: its keepers, the community's secretary, the administrator.
-const keeps = (session, resource) => (resource.keepers || []).includes(session.user._id)
-  || ((session.user.roles || []).includes("secretary") && (session.user.communities || []).includes(resource.community))
-  || (session.user.roles || []).includes("admin");
 
 // pool_pages.resource_of: a resource of the person's community; any other is not found.
 async function poolResourceOf(db, session, key) {
@@ -1201,7 +1166,7 @@ async function poolResource({ db, session, params, query }, errors = {}, status 
   const resource = await poolResourceOf(db, session, params.key);
   const today = todayIn(session.time_zone);
   const day = shownDay(query.get("day") || form?.get("day"), today, session.pool.days_shown);
-  const keeper = keeps(session, resource);
+  const keeper = isKeeper(session.user, resource);
   const prefix = `booking:${params.key}:`;
   const held = new Map([...othersHeld(session, resource, day), ...(await db.allDocs({
     startkey: `${prefix}${day.replace(/-/g, "")}00`, endkey: `${prefix}${day.replace(/-/g, "")}99`, include_docs: true,
