@@ -12,6 +12,7 @@ import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRef
   from "./rules.js";
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
 import { cardHash, confirmation, newReceipt } from "./door_ballot.js";
+import { redemptionId, redemptionOf, secondUseRefusal } from "./rewards.js";
 import { claimId, claimRefusal, hoursText, minutesOf } from "./timebank.js";
 import { DAY_MS, HOUR_MS, blockedHoursOn, bookingRefusal, checkable, checkinId, chinaParts, codeMatches, dayAfter,
   isKeeper, isWhole, openHoursOn, openingText, shownDay, slotIdAt, slotStartAt } from "./pool.js";
@@ -1015,16 +1016,13 @@ async function redeemPage({ db, session, method, form }) {
     return refused("pt_other_partner", {}, 403);
   }
   const organisation = await load(db, voucher.organisation, "organisation");
-  const id = `redemption:${voucher.id.replace(/^voucher:/, "")}`;
-  const first = await db.get(id).catch(() => null);
+  const first = await db.get(redemptionId(voucher.id)).catch(() => null);
   if (first) { // used already, or voided by the secretary's reversal (server/services/rewards.py void)
-    return first.voided ? refused("pt_voided", {}, 409)
-      : refused("pt_used", { at: localTime(session.time_zone)(first.created_at) }, 409);
+    const [key, params] = secondUseRefusal(first);
+    return refused(key, params.at ? { at: localTime(session.time_zone)(params.at) } : params, 409);
   }
   const held = await db.get(voucher.id).catch(() => null); // bought since the last sync: its holder is not known
-  const used = { _id: id, type: "redemption", street: organisation.street, community: organisation.community,
-    voucher: voucher.id, reward: voucher.reward, organisation: voucher.organisation,
-    ...(held ? { holder: held.holder } : {}), created_by: session.user._id, created_at: nowISO() };
+  const used = redemptionOf(voucher, organisation, held, session.user._id, nowISO());
   await db.put(used);
   return page({ used: { ...used, points: voucher.points } });
 }
