@@ -12,6 +12,7 @@ import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRef
   from "./rules.js";
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
 import { cardHash, confirmation, newReceipt } from "./door_ballot.js";
+import { activeApproval, lockedReason } from "./entitlement.js";
 import { redemptionId, redemptionOf, secondUseRefusal } from "./rewards.js";
 import { claimId, claimRefusal, hoursText, minutesOf } from "./timebank.js";
 import { DAY_MS, HOUR_MS, blockedHoursOn, bookingRefusal, checkable, checkinId, chinaParts, codeMatches, dayAfter,
@@ -215,18 +216,18 @@ async function entitlements(db, session, key, resident, fields) {
       const { approval } = usable;
       result.push({ category, allowed: true, reason: approval ? "fw_approved" : "fw_grid_worker", approval });
     } else {
-      result.push({ category, allowed: false, reason: lockedReason(session, privacy, category, tier),
+      result.push({ category, allowed: false, reason: await closedReason(db, session, resident, privacy, category, tier),
                     approval: null });
     }
   }
   return result;
 }
 
-// Why a category without a usable grant stays closed, as the firewall would say it (server/domain/entitlement.py);
-// a user whose phones get no keys (session.phone_keys: a secretary) opens protected fields online only.
-function lockedReason(session, privacy, category, tier) {
-  return !session.phone_keys ? "fw_offline_no_key" : privacy[category] === "secretary_only" ? "fw_privacy_secretary_only"
-    : tier === "core" ? "fw_needs_approval" : "fw_offline_no_key";
+// Why a category without a usable grant stays closed, as the firewall would say it (entitlement.js).
+async function closedReason(db, session, resident, privacy, category, tier) {
+  const approval = activeApproval(await docsOfType(db, "access_request"), session.user._id, resident._id, category,
+                                  Date.now());
+  return lockedReason(session.phone_keys, privacy, category, tier, Boolean(approval));
 }
 
 async function privacyOf(db, resident) {
@@ -286,7 +287,7 @@ async function reveal({ db, session, schema, params, form, htmx }) {
     const { grant, approval } = await grantFor(db, key, resident, fields, category) || {};
     const purpose = (approval?.purpose || String(form.get("purpose") || "")).trim().slice(0, 500);
     if (!grant) {
-      error = lockedReason(session, await privacyOf(db, resident), category, tier);
+      error = await closedReason(db, session, resident, await privacyOf(db, resident), category, tier);
     } else if (!purpose) {
       error = "fw_purpose_required";
     } else {
