@@ -32,7 +32,7 @@ def test_the_vectors_state_the_servers_rules_and_a_good_code() -> None:
 
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["name"])
 def test_a_claim_is_refused_as_the_phone_refuses_it(case: dict[str, Any]) -> None:
-    claim = with_changes(VECTORS["claim"], case["set"])
+    claim = with_changes(VECTORS["claim"], case["set"]) | dict.fromkeys(case.get("nulls", []))
     task = None if "task" in case else with_changes(VECTORS["task"], case.get("task_set", {}))
     refusal = timebank.claim_refusal(VECTORS["writer"], claim, task, VECTORS["lock"])
     assert (list(refusal) if refusal else None) == case["refusal"]

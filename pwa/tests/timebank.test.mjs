@@ -14,7 +14,7 @@ const withChanges = (base, changes) => Object.fromEntries(Object.entries({ ...ba
 
 for (const c of vectors.cases) {
   test(`claim: ${c.name}`, () => {
-    const claim = withChanges(vectors.claim, c.set);
+    const claim = { ...withChanges(vectors.claim, c.set), ...Object.fromEntries((c.nulls || []).map((n) => [n, null])) };
     const task = "task" in c ? null : withChanges(vectors.task, c.task_set || {});
     assert.deepEqual(timebank.claimRefusal(vectors.writer, claim, task, vectors.rules), "phone" in c ? c.phone : c.refusal);
   });
