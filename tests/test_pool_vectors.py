@@ -65,7 +65,8 @@ def test_the_venues_code_of_the_day_matches_as_on_the_phone(case: dict[str, Any]
 
 @pytest.mark.parametrize("case", CHECKIN["keepers"], ids=lambda c: c["name"])
 def test_a_keeper_is_the_phones(case: dict[str, Any]) -> None:
-    assert is_keeper(Principal.of(case["user"]), CHECKIN["resource"]) is case["keeper"]
+    resource = with_changes(CHECKIN["resource"], case.get("resource_set", {}))
+    assert is_keeper(Principal.of(case["user"]), resource) is case["keeper"]
 
 
 @pytest.mark.parametrize(("value", "day"), CHECKIN["days"], ids=repr)

@@ -126,9 +126,8 @@ export async function codeMatches(resource, day, code) {
 // server/services/pool.py is_keeper: who approves and checks people in: the resource's keepers, the community's
 // secretary, the administrator. `user`: the session's user document.
 export function isKeeper(user, resource) {
-  const roles = user.roles || [];
-  return (resource.keepers || []).includes(user._id)
-    || (roles.includes("secretary") && (user.communities || []).includes(resource.community)) || roles.includes("admin");
+  return Boolean(resource.keepers?.includes(user._id) || (user.roles?.includes("secretary")
+    && user.communities?.includes(resource.community)) || user.roles?.includes("admin"));
 }
 
 // ---- the calendar's day (pages.js poolResource)
@@ -140,11 +139,11 @@ const CALENDAR_DAY = /^(\d{4})(?:-(\d\d)-(\d\d)|(\d\d)(\d\d))$/;
 const WEEK_DAY = /^(\d{4})(?:-W(\d\d)(?:-([1-7]))?|W(\d\d)([1-7])?)$/;
 const isoDay = (ms) => new Date(ms).toISOString().slice(0, 10);
 
-// A calendar day's time, null if there is no such day. (Years before 100 come out as 19xx, not the year typed: no
-// such day then, as none is within a year of today.)
+// A calendar day's time; NaN (within no distance of today) if there is no such day. (Years before 100 come out as
+// 19xx, not the year typed: no such day then, as none is within a year of today.)
 function calendarDay(year, month, day) {
   const at = Date.UTC(Number(year), Number(month) - 1, Number(day));
-  return isoDay(at) === `${year}-${month}-${day}` ? at : null;
+  return isoDay(at) === `${year}-${month}-${day}` ? at : NaN;
 }
 
 // An ISO week's day: week 1 is the one with the year's first Thursday (and so its 4 January); week 53 only in a year
@@ -156,17 +155,14 @@ const mondayOfWeek1 = (year) => {
 function weekDay(year, week, weekday) {
   const monday = mondayOfWeek1(year);
   const weeks = (mondayOfWeek1(year + 1) - monday) / (7 * DAY_MS);
-  return week >= 1 && week <= weeks ? monday + ((week - 1) * 7 + weekday - 1) * DAY_MS : null;
+  return week >= 1 && week <= weeks ? monday + ((week - 1) * 7 + weekday - 1) * DAY_MS : NaN;
 }
 
 export function shownDay(value, today, daysShown) {
   const c = CALENDAR_DAY.exec(value || "");
   const w = WEEK_DAY.exec(value || "");
   const at = c ? calendarDay(c[1], c[2] || c[4], c[3] || c[5])
-    : w ? weekDay(Number(w[1]), Number(w[2] || w[4]), Number(w[3] || w[5] || 1)) : null;
-  if (at === null) {
-    return today;
-  }
+    : w ? weekDay(Number(w[1]), Number(w[2] || w[4]), Number(w[3] || w[5] || 1)) : NaN;
   return Math.abs(at - Date.parse(`${today}T00:00:00Z`)) <= daysShown * DAY_MS ? isoDay(at) : today;
 }
 

@@ -59,7 +59,7 @@ for (const c of checkin.codes) {
 
 for (const c of checkin.keepers) {
   test(`keeper: ${c.name}`, () => {
-    assert.equal(pool.isKeeper(c.user, checkin.resource), c.keeper);
+    assert.equal(pool.isKeeper(c.user, withChanges(checkin.resource, c.resource_set || {})), c.keeper);
   });
 }
 
