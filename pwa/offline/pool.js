@@ -119,7 +119,7 @@ async function sha256Hex(text) {
 // pool.code_matches: the venue's code changes daily; the resource carries each day's code's hash (pool.code_hash),
 // and a scan counts only with the code of the day ("YYYY-MM-DD", China time) it is made.
 export async function codeMatches(resource, day, code) {
-  const expected = (resource.code_hashes || []).find((h) => h.date === day);
+  const expected = resource.code_hashes?.find((h) => h.date === day);
   return Boolean(expected) && await sha256Hex(code.trim().toUpperCase()) === expected.hash;
 }
 
