@@ -12,8 +12,11 @@ import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRef
   from "./rules.js";
 import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
 import { cardHash, confirmation, newReceipt } from "./door_ballot.js";
-import { DAY_MS, HOUR_MS, blockedHoursOn, bookingRefusal, chinaParts, isWhole, openHoursOn, openingText, slotIdAt,
-  slotStartAt } from "./pool.js";
+import { activeApproval, lockedReason } from "./entitlement.js";
+import { redemptionId, redemptionOf, secondUseRefusal } from "./rewards.js";
+import { claimId, claimRefusal, hoursText, minutesOf } from "./timebank.js";
+import { DAY_MS, HOUR_MS, blockedHoursOn, bookingRefusal, checkable, checkinId, chinaParts, codeMatches, dayAfter,
+  isKeeper, isWhole, openHoursOn, openingText, shownDay, slotIdAt, slotStartAt } from "./pool.js";
 import { localTime } from "../render.js";
 
 const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
@@ -213,18 +216,18 @@ async function entitlements(db, session, key, resident, fields) {
       const { approval } = usable;
       result.push({ category, allowed: true, reason: approval ? "fw_approved" : "fw_grid_worker", approval });
     } else {
-      result.push({ category, allowed: false, reason: lockedReason(session, privacy, category, tier),
+      result.push({ category, allowed: false, reason: await closedReason(db, session, resident, privacy, category, tier),
                     approval: null });
     }
   }
   return result;
 }
 
-// Why a category without a usable grant stays closed, as the firewall would say it (server/domain/entitlement.py);
-// a user whose phones get no keys (session.phone_keys: a secretary) opens protected fields online only.
-function lockedReason(session, privacy, category, tier) {
-  return !session.phone_keys ? "fw_offline_no_key" : privacy[category] === "secretary_only" ? "fw_privacy_secretary_only"
-    : tier === "core" ? "fw_needs_approval" : "fw_offline_no_key";
+// Why a category without a usable grant stays closed, as the firewall would say it (entitlement.js).
+async function closedReason(db, session, resident, privacy, category, tier) {
+  const approval = activeApproval(await docsOfType(db, "access_request"), session.user._id, resident._id, category,
+                                  Date.now());
+  return lockedReason(session.phone_keys, privacy, category, tier, Boolean(approval));
 }
 
 async function privacyOf(db, resident) {
@@ -284,7 +287,7 @@ async function reveal({ db, session, schema, params, form, htmx }) {
     const { grant, approval } = await grantFor(db, key, resident, fields, category) || {};
     const purpose = (approval?.purpose || String(form.get("purpose") || "")).trim().slice(0, 500);
     if (!grant) {
-      error = lockedReason(session, await privacyOf(db, resident), category, tier);
+      error = await closedReason(db, session, resident, await privacyOf(db, resident), category, tier);
     } else if (!purpose) {
       error = "fw_purpose_required";
     } else {
@@ -522,8 +525,6 @@ async function answerTask({ db, session, schema, params, form }) {
 // perhaps confirmed in person with the resident's code: it reaches the server at the next sync, where the gateway
 // judges it by the same rule as the online form (server/domain/timebank.py claim_refusal) and checks the code.
 
-// server/domain/timebank.py hours_text: minutes as hours for people ("1.5", "-0.5", "1").
-const hoursText = (minutes) => (minutes / 60).toFixed(2).replace(/0+$/, "").replace(/\.$/, "");
 const shownClaim = (c) => ({ ...c, shown: hoursText(c.minutes) });
 const compare = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
 const latestFirst = (list) => list.sort((a, b) => compare(b.created_at, a.created_at)); // stable: equals keep order
@@ -610,48 +611,39 @@ async function timebankPage({ db, session, query }) {
   return { template: "timebank.html", context: { errors: {}, done, ...await timebankContext(db, session) } };
 }
 
-// server/web/timebank_pages.py _minutes: hours as typed in whole minutes; what cannot be read stays text.
-function minutesOf(typed) {
-  const hours = typed.trim() === "" ? NaN : Number(typed);
-  return Number.isFinite(hours) ? Math.round(hours * 60) : typed;
-}
-
-// server/services/timebank.py claim, into the replica: what the phone can judge (the amount, the consent, a code
-// typed at all); the rest (whose task it was, whether the code is the resident's) the gateway judges at sync.
+// server/services/timebank.py claim, into the replica: the claim the server would write, judged by the same rule
+// (timebank.js claimRefusal) as far as a phone can; whether an in-person code is the resident's the gateway judges
+// at sync. The form input each refusal belongs to: server/services/timebank.py _CLAIM_FIELDS.
+const CLAIM_FIELDS = { tb_minutes_range: "minutes", tb_code_wrong: "in_person_code",
+  tb_in_person_consent: "in_person_consent" };
 async function claimOffline({ db, session, form }) {
   fieldOnly(session);
   const taskId = String(form.get("task") || "");
-  const rules = session.timebank;
-  const task = rules.claimable_types.includes(taskId.split(":")[0]) ? await db.get(taskId).catch(() => null) : null;
+  const task = taskId ? await db.get(taskId).catch(() => null) : null; // the replica holds what this user may see
   const refused = async (field, key, params, status) => ({ template: "timebank.html", status, context: {
     errors: { [field]: fieldError(key, params) }, done: null, ...await timebankContext(db, session) } });
-  if (!task || task.type !== taskId.split(":")[0]) {
+  if (!task) {
     throw new OfflineError(404, "not_found");
-  }
-  const minutes = minutesOf(String(form.get("hours") || ""));
-  if (!Number.isInteger(minutes) || minutes <= 0 || minutes > rules.max_minutes) {
-    return refused("minutes", "tb_minutes_range", { hours: Math.floor(rules.max_minutes / 60) }, 400);
   }
   const code = String(form.get("in_person_code") || "").trim();
   const consent = form.get("in_person_consent") === "yes";
-  if ((code || consent) && !consent) {
-    return refused("in_person_consent", "tb_in_person_consent", {}, 400);
-  }
-  if (consent && !code) {
-    return refused("in_person_code", "tb_code_wrong", {}, 400);
-  }
-  if (await db.get(`claim:${taskId}`).catch(() => null)) {
-    return refused("task", "tb_claim_exists", {}, 409);
-  }
   const at = nowISO();
   const note = String(form.get("note") || "").trim().slice(0, 500);
-  const doc = { _id: `claim:${taskId}`, type: "claim" };
+  const doc = { _id: claimId(taskId), type: "claim" };
   for (const name of ["street", "community", "grid", "household", "resident"]) {
     if (task[name] !== undefined && task[name] !== null) doc[name] = task[name];
   }
-  Object.assign(doc, { task: taskId, minutes, ...(note ? { note } : {}), status: "claimed",
-    ...(code ? { in_person_code: code, in_person_consent: true, in_person_at: at } : {}),
+  Object.assign(doc, { task: taskId, minutes: minutesOf(String(form.get("hours") || "")), ...(note ? { note } : {}),
+    status: "claimed", ...(code || consent ? { in_person_code: code, in_person_consent: consent, in_person_at: at } : {}),
     created_by: session.user._id, created_at: at });
+  const refusal = claimRefusal(session.user._id, doc, task, session.timebank);
+  if (refusal) {
+    const [key, params] = refusal;
+    return refused(CLAIM_FIELDS[key] || "task", key, params, key === "tb_claim_not_yours" ? 403 : 400);
+  }
+  if (await db.get(doc._id).catch(() => null)) {
+    return refused("task", "tb_claim_exists", {}, 409);
+  }
   await db.put(doc);
   return { redirect: "/timebank?done=claimed" };
 }
@@ -1025,16 +1017,13 @@ async function redeemPage({ db, session, method, form }) {
     return refused("pt_other_partner", {}, 403);
   }
   const organisation = await load(db, voucher.organisation, "organisation");
-  const id = `redemption:${voucher.id.replace(/^voucher:/, "")}`;
-  const first = await db.get(id).catch(() => null);
+  const first = await db.get(redemptionId(voucher.id)).catch(() => null);
   if (first) { // used already, or voided by the secretary's reversal (server/services/rewards.py void)
-    return first.voided ? refused("pt_voided", {}, 409)
-      : refused("pt_used", { at: localTime(session.time_zone)(first.created_at) }, 409);
+    const [key, params] = secondUseRefusal(first);
+    return refused(key, params.at ? { at: localTime(session.time_zone)(params.at) } : params, 409);
   }
   const held = await db.get(voucher.id).catch(() => null); // bought since the last sync: its holder is not known
-  const used = { _id: id, type: "redemption", street: organisation.street, community: organisation.community,
-    voucher: voucher.id, reward: voucher.reward, organisation: voucher.organisation,
-    ...(held ? { holder: held.holder } : {}), created_by: session.user._id, created_at: nowISO() };
+  const used = redemptionOf(voucher, organisation, held, session.user._id, nowISO());
   await db.put(used);
   return page({ used: { ...used, points: voucher.points } });
 }
@@ -1075,38 +1064,20 @@ async function rewardsPage({ db, session, query }) {
 
 // The resource pool (server/web/pool_pages.py, server/services/pool.py): the page the venue's QR code opens, and
 // the check-in it makes, into the replica; the sync gateway holds it to pool.checkin_refusal (a forged code refused).
-async function sha256Hex(text) {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-const checkinId = (bookingId) => `checkin:${bookingId.slice("booking:".length)}`;
-
-// pool.code_matches: the venue's code changes daily; the resource carries each day's code's hash, and a scan
-// counts only with the code of the day it is made (China time: the session's time zone).
+// The session's time zone (China time) gives the day whose code a scan needs (pool.js codeMatches).
 const todayIn = (timeZone) => new Intl.DateTimeFormat("en-CA", { timeZone }).format(new Date());
 
-async function codeMatches(resource, day, code) {
-  const expected = (resource.code_hashes || []).find((h) => h.date === day);
-  return Boolean(expected) && await sha256Hex(code.trim().toUpperCase()) === expected.hash;
-}
-
-// pool.checkable: my confirmed bookings of this resource, not yet checked in, whose check-in window is open now.
-async function checkable(db, session, resource) {
-  const now = Date.now();
+// server/services/pool.py checkable, over the replica's bookings and check-ins.
+async function checkableHere(db, session, resource) {
   const checkedIn = new Set((await docsOfType(db, "checkin")).map((c) => c._id));
-  return (await docsOfType(db, "booking"))
-    .filter((b) => b.booked_by === session.user._id && b.group === b._id && b.resource === resource._id
-      && b.status === "confirmed" && !checkedIn.has(checkinId(b._id))
-      && Date.parse(b.slot_start) - session.pool_checkin_early_minutes * 60000 <= now
-      && now <= Date.parse(b.slot_start) + resource.grace_minutes * 60000)
-    .sort((a, b) => (a.slot_start < b.slot_start ? 1 : a.slot_start > b.slot_start ? -1 : 0));
+  return checkable(await docsOfType(db, "booking"), checkedIn, session.user._id, resource,
+                   session.pool_checkin_early_minutes, Date.now());
 }
 
 async function poolCheckin({ db, session, query, form, method }) {
   const values = method === "POST" ? form : query;
   const resource = await load(db, String(values.get("resource") || ""), "resource");
-  const bookings = await checkable(db, session, resource);
+  const bookings = await checkableHere(db, session, resource);
   const code = String(values.get("code") || "").slice(0, 64);
   const page = (errors, status) => ({ template: "pool_checkin.html", status, context: {
     resource, bookings, code, errors, done: method === "GET" && query.get("done") === "checked_in" ? "checked_in" : null } });
@@ -1142,18 +1113,6 @@ function poolCommunity(session) {
 
 const byId = (a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0);
 
-// pool_pages._day: the day asked for ("YYYY-MM-DD" or "YYYYMMDD", as Python's date.fromisoformat reads them)
-// within `days_shown` days of today, else today.
-function shownDay(value, today, daysShown) {
-  const m = /^(\d{4})-?(\d\d)-?(\d\d)$/.exec(value || "");
-  const at = m && Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
-  const day = m && new Date(at).toISOString().slice(0, 10);
-  if (!m || m[1] === "0000" || day !== `${m[1]}-${m[2]}-${m[3]}`) {
-    return today;
-  }
-  return Math.abs(at - Date.parse(`${today}T00:00:00Z`)) <= daysShown * DAY_MS ? day : today;
-}
-const dayAfter = (day, n) => new Date(Date.parse(`${day}T00:00:00Z`) + n * DAY_MS).toISOString().slice(0, 10);
 const doneOf = (session, query) => (session.pool.done.includes(query.get("done")) ? query.get("done") : null);
 const bySlotStart = (a, b) => (a.slot_start < b.slot_start ? -1 : a.slot_start > b.slot_start ? 1 : byId(a, b));
 
@@ -1174,11 +1133,6 @@ async function poolPage({ db, session, query }) {
     names: Object.fromEntries(resources.map((r) => [r._id, r.name])),
     openings: Object.fromEntries(resources.map((r) => [r._id, openingText(r, today)])) } };
 }
-
-// pool.is_keeper: its keepers, the community's secretary, the administrator.
-const keeps = (session, resource) => (resource.keepers || []).includes(session.user._id)
-  || ((session.user.roles || []).includes("secretary") && (session.user.communities || []).includes(resource.community))
-  || (session.user.roles || []).includes("admin");
 
 // pool_pages.resource_of: a resource of the person's community; any other is not found.
 async function poolResourceOf(db, session, key) {
@@ -1211,7 +1165,7 @@ async function poolResource({ db, session, params, query }, errors = {}, status 
   const resource = await poolResourceOf(db, session, params.key);
   const today = todayIn(session.time_zone);
   const day = shownDay(query.get("day") || form?.get("day"), today, session.pool.days_shown);
-  const keeper = keeps(session, resource);
+  const keeper = isKeeper(session.user, resource);
   const prefix = `booking:${params.key}:`;
   const held = new Map([...othersHeld(session, resource, day), ...(await db.allDocs({
     startkey: `${prefix}${day.replace(/-/g, "")}00`, endkey: `${prefix}${day.replace(/-/g, "")}99`, include_docs: true,

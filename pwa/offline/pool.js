@@ -91,3 +91,79 @@ export function bookingRefusal(booking, resource, kinds, now) {
   return null;
 }
 
+
+// ---- check-ins (pages.js poolCheckin): the venue's code of the day, the window, who checks people in.
+
+// pool.checkin_open: a check-in counts from `earlyMinutes` (pool.CHECKIN_EARLY, the session's
+// pool_checkin_early_minutes) before the booking starts until its grace period ends. `now`: ms.
+export function checkinOpen(booking, resource, earlyMinutes, now) {
+  const start = Date.parse(booking.slot_start);
+  return start - earlyMinutes * 60000 <= now && now <= start + resource.grace_minutes * 60000;
+}
+
+export const checkinId = (bookingId) => `checkin:${bookingId.slice("booking:".length)}`; // pool.checkin_id
+
+// server/services/pool.py checkable: of `bookings`, the user's own (their first slots) of this resource, confirmed,
+// not checked in (`checkedIn`: the check-ins' ids), whose window is open now; newest first (pool.bookings_of).
+export function checkable(bookings, checkedIn, userId, resource, earlyMinutes, now) {
+  return bookings.filter((b) => b.booked_by === userId && b.group === b._id && b.resource === resource._id
+      && b.status === "confirmed" && !checkedIn.has(checkinId(b._id)) && checkinOpen(b, resource, earlyMinutes, now))
+    .sort((a, b) => (a.slot_start < b.slot_start ? 1 : a.slot_start > b.slot_start ? -1 : 0));
+}
+
+async function sha256Hex(text) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// pool.code_matches: the venue's code changes daily; the resource carries each day's code's hash (pool.code_hash),
+// and a scan counts only with the code of the day ("YYYY-MM-DD", China time) it is made.
+export async function codeMatches(resource, day, code) {
+  const expected = resource.code_hashes?.find((h) => h.date === day);
+  return Boolean(expected) && await sha256Hex(code.trim().toUpperCase()) === expected.hash;
+}
+
+// server/services/pool.py is_keeper: who approves and checks people in: the resource's keepers, the community's
+// secretary, the administrator. `user`: the session's user document.
+export function isKeeper(user, resource) {
+  return Boolean(resource.keepers?.includes(user._id) || (user.roles?.includes("secretary")
+    && user.communities?.includes(resource.community)) || user.roles?.includes("admin"));
+}
+
+// ---- the calendar's day (pages.js poolResource)
+
+// server/web/pool_pages.py _day: the day asked for, as Python's date.fromisoformat reads it ("YYYY-MM-DD",
+// "YYYYMMDD", or an ISO week date "YYYY-Www-D", "YYYYWwwD", "YYYY-Www", "YYYYWww": its Monday), within `daysShown`
+// days of `today` ("YYYY-MM-DD"), else today.
+const CALENDAR_DAY = /^(\d{4})(?:-(\d\d)-(\d\d)|(\d\d)(\d\d))$/;
+const WEEK_DAY = /^(\d{4})(?:-W(\d\d)(?:-([1-7]))?|W(\d\d)([1-7])?)$/;
+const isoDay = (ms) => new Date(ms).toISOString().slice(0, 10);
+
+// A calendar day's time; NaN (within no distance of today) if there is no such day. (Years before 100 come out as
+// 19xx, not the year typed: no such day then, as none is within a year of today.)
+function calendarDay(year, month, day) {
+  const at = Date.UTC(Number(year), Number(month) - 1, Number(day));
+  return isoDay(at) === `${year}-${month}-${day}` ? at : NaN;
+}
+
+// An ISO week's day: week 1 is the one with the year's first Thursday (and so its 4 January); week 53 only in a year
+// that has one.
+const mondayOfWeek1 = (year) => {
+  const jan4 = Date.UTC(year, 0, 4);
+  return jan4 - ((new Date(jan4).getUTCDay() + 6) % 7) * DAY_MS;
+};
+function weekDay(year, week, weekday) {
+  const monday = mondayOfWeek1(year);
+  const weeks = (mondayOfWeek1(year + 1) - monday) / (7 * DAY_MS);
+  return week >= 1 && week <= weeks ? monday + ((week - 1) * 7 + weekday - 1) * DAY_MS : NaN;
+}
+
+export function shownDay(value, today, daysShown) {
+  const c = CALENDAR_DAY.exec(value || "");
+  const w = WEEK_DAY.exec(value || "");
+  const at = c ? calendarDay(c[1], c[2] || c[4], c[3] || c[5])
+    : w ? weekDay(Number(w[1]), Number(w[2] || w[4]), Number(w[3] || w[5] || 1)) : NaN;
+  return Math.abs(at - Date.parse(`${today}T00:00:00Z`)) <= daysShown * DAY_MS ? isoDay(at) : today;
+}
+
+export const dayAfter = (day, n) => isoDay(Date.parse(`${day}T00:00:00Z`) + n * DAY_MS);

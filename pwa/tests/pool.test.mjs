@@ -39,3 +39,43 @@ test("a slot's id and start are the server's, in China time", () => {
   assert.equal(pool.HOUR_MS, 3600 * 1000);
   assert.equal(pool.DAY_MS, 24 * 3600 * 1000);
 });
+
+// A check-in: its window, the venue's code of the day, who is a keeper, which bookings may be checked in to now,
+// and the calendar's day (tests/vectors/pool_checkin.json).
+const checkin = JSON.parse(await readFile(new URL("../../tests/vectors/pool_checkin.json", import.meta.url), "utf8"));
+
+for (const c of checkin.windows) {
+  test(`check-in window: ${c.name}`, () => {
+    assert.equal(pool.checkinOpen({ slot_start: c.slot_start }, { grace_minutes: c.grace_minutes }, checkin.early_minutes,
+      Date.parse(c.at)), c.open);
+  });
+}
+
+for (const c of checkin.codes) {
+  test(`the day's code: ${c.name}`, async () => {
+    assert.equal(await pool.codeMatches(withChanges(checkin.resource, c.resource_set || {}), c.day, c.code), c.match);
+  });
+}
+
+for (const c of checkin.keepers) {
+  test(`keeper: ${c.name}`, () => {
+    assert.equal(pool.isKeeper(c.user, withChanges(checkin.resource, c.resource_set || {})), c.keeper);
+  });
+}
+
+test("the bookings one may check in to now: one's own first slots, confirmed, not checked in, newest first", () => {
+  const { bookings, checked_in: checkedIn, user, now, expected } = checkin.checkable;
+  const found = pool.checkable(bookings, new Set(checkedIn), user, checkin.resource, checkin.early_minutes,
+    Date.parse(now));
+  assert.deepEqual(found.map((b) => b._id), expected);
+  assert.equal(pool.checkinId("booking:hall:2026030315"), "checkin:hall:2026030315");
+});
+
+test("the calendar's day (pool_pages._day), and the days either side", () => {
+  for (const [value, day] of checkin.days) {
+    assert.equal(pool.shownDay(value, checkin.today, checkin.days_shown), day, JSON.stringify(value));
+  }
+  assert.equal(pool.shownDay(undefined, checkin.today, checkin.days_shown), checkin.today);
+  assert.equal(pool.dayAfter("2026-02-28", 1), "2026-03-01");
+  assert.equal(pool.dayAfter("2026-01-01", -1), "2025-12-31");
+});

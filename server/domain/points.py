@@ -80,6 +80,13 @@ def redemption_id(voucher: str) -> str:
     return "redemption:" + voucher.removeprefix("voucher:")
 
 
+def second_use_refusal(first: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Why a voucher whose redemption (`first`) is recorded is not honoured again: voided by the secretary's
+    reversal, or used, and when (its time as stored; the page shows it local). The partner's phone says the same
+    offline (pwa/offline/rewards.js)."""
+    return ("pt_voided", {}) if first.get("voided") else ("pt_used", {"at": first["created_at"]})
+
+
 def spend_id(voucher: str) -> str:
     """The debit that pays for a voucher, made from it: whoever writes it (the redemption, the sweep finishing one
     left unpaid), it is written once."""

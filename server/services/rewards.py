@@ -405,10 +405,9 @@ def use(couch: Couch, keys: KeyStore, p: Principal, code: str, now: dt.datetime)
     try:
         return couch.main.save(doc)
     except Conflict:
-        first = couch.main.get(doc["_id"])
-        if first.get("voided"):
-            raise LedgerError("pt_voided", field="code", status=409) from None
-        raise LedgerError("pt_used", {"at": local_time(first["created_at"])}, field="code", status=409) from None
+        key, params = rules.second_use_refusal(couch.main.get(doc["_id"]))
+        shown = {name: local_time(at) for name, at in params.items()}  # "at": when it was used, as people read it
+        raise LedgerError(key, shown, field="code", status=409) from None
 
 
 def used_twice(couch: Couch, community: str) -> list[Doc]:
