@@ -43,6 +43,9 @@ def test_codes_are_good_once_each_in_any_order() -> None:
     assert rules.open_code_numbers(spent) == list(range(3, 3 + rules.CONFIRM_CODES_AHEAD))
     other = {**lock, "secret": "cd" * 32}  # another resident's codes are not theirs
     assert all(rules.code_number(other, c) is None for c in codes)
+    # A code typed in full-width digits (a Chinese keyboard), or any text that is not ASCII, is simply not a code.
+    full_width = codes[3].translate({ord(d): ord(d) + 0xFEE0 for d in "0123456789"})
+    assert rules.code_number(spent, full_width) is None and rules.code_number(spent, "验证码") is None
     assert rules.code_number(None, codes[0]) is None and rules.code_number(lock, 123456) is None
 
 

@@ -164,9 +164,9 @@ def code_number(lock: Doc | None, code: Any) -> int | None:
     """Which of the resident's good codes `code` is; None if it is none of them (wrong, or spent)."""
     if not isinstance(code, str) or not lock or not lock.get("secret"):
         return None
-    typed = code.strip().replace(" ", "")
+    typed = code.strip().replace(" ", "").encode()  # as bytes: compare_digest refuses a str that is not ASCII
     return next((n for n in open_code_numbers(lock)
-                 if hmac.compare_digest(confirmation_code(lock["secret"], n), typed)), None)
+                 if hmac.compare_digest(confirmation_code(lock["secret"], n).encode(), typed)), None)
 
 
 def spend_code(lock: Doc, number: int) -> Doc:
