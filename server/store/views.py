@@ -29,10 +29,12 @@ DESIGN_ID = "_design/linli"
 # (server/services/pool_months.py). A year of 500 venues is ~420,000 of them: a row each would be one more document
 # pouchdb-server writes into the index for each of them, in every build of `rows`.
 READ_BY_ID = ("booking", "checkin", "pool_month")
-# Types listed at fewer places than their grid, community and household: only where they are read. A resident's
-# data keys (one per resident, stored beside them) by community alone: key rotation reads them so
-# (server/security/keystore.py); a row per grid as well was 15,000 rows nobody read in every build of `rows`.
-LISTED_AT = {"data_key": ("community",)}
+# Types listed at fewer places than their grid, community and household: only where they are read, for each row is
+# written in every build of `rows` (on the demo, each unread place was thousands of rows). A resident's data keys by
+# community alone: key rotation reads them so (server/security/keystore.py). A device's readings and health by
+# household alone: its resident's safety line reads its health so (server/services/safety.py; readings themselves
+# through `readings_by_device`), and re-keying a resident reads everything of their household.
+LISTED_AT = {"data_key": ("community",), "reading": ("household",), "device_health": ("household",)}
 MAIN_VIEWS = {
     # Listings and counts by place and type: [grid, type], [community, type] and [household, type] (a
     # household's residents, visits, devices, alerts; never READ_BY_ID's types; LISTED_AT's at their places only).
