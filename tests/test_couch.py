@@ -9,7 +9,7 @@ import httpx2
 import pytest
 
 from crypto.secrets import private_secret
-from server.store.couch import Couch, bulk_save, iter_view_docs
+from server.store.couch import Couch, bulk_save, get_many, iter_view_docs
 from server.store.embedded_couch import EmbeddedCouch
 
 
@@ -23,6 +23,22 @@ def test_view_docs_are_paged_without_losing_or_repeating_rows(couch: Couch) -> N
     assert paged == [d["_id"] for d in docs[:23]]
     exact = list(iter_view_docs(couch.main, "linli/by_place", ["grid:g", "household"], page=23))
     assert len(exact) == 23
+
+
+def test_get_many_answers_the_existing_documents_only_each_its_winning_revision(couch: Couch) -> None:
+    """`get_many` (one `_bulk_get`): documents by id; a missing or deleted one is not in the answer; a conflicted one
+    answers its winning revision, as reading it alone does."""
+    couch.main.save({"_id": "kept", "n": 1})
+    deleted = couch.main.save({"_id": "gone", "n": 2})
+    couch.main.delete(deleted)
+    couch.main.resource._request_response("POST", "_bulk_docs", data=b'{"new_edits": false, "docs": ['
+                                          b'{"_id": "forked", "_rev": "1-aaa", "n": 3},'
+                                          b'{"_id": "forked", "_rev": "1-bbb", "n": 4}]}',
+                                          headers={"Content-Type": "application/json"})
+    found = get_many(couch.main, ["kept", "gone", "missing", "forked", "kept"])
+    assert sorted(found) == ["forked", "kept"]
+    assert found["kept"]["n"] == 1 and found["forked"] == couch.main.get("forked")
+    assert get_many(couch.main, []) == {}
 
 
 def test_a_map_function_is_compiled_once_per_index_build_in_a_sandbox(couch_server: EmbeddedCouch,

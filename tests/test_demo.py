@@ -165,11 +165,14 @@ def test_load_writes_everything_once(couch: Couch, firewall: Firewall) -> None:
     size, now = demo.DemoSize(households_per_grid=5), dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)
     report = demo.load(couch, firewall, size=size, password=PASSWORD, now=now)
     users = demo.demo_logins(size=size)
-    counts = {key: n for key, n in count_by(couch.main, "linli/by_place").items() if key[0].startswith("grid:")}
+    listed = count_by(couch.main, "linli/by_place")
+    counts = {key: n for key, n in listed.items() if key[0].startswith("grid:")}
     assert sum(v for (_, kind), v in counts.items() if kind == "household") == 100
     residents = sum(v for (_, kind), v in counts.items() if kind == "resident")
     assert residents == sum(1 for d in demo.generate(size=size) if d["type"] == "resident")
-    assert sum(v for (_, kind), v in counts.items() if kind == "data_key") == residents  # one per resident
+    # one per resident, listed by community (views.LISTED_AT)
+    assert sum(v for (place, kind, *_), v in listed.items() if kind == "data_key"
+               and place.startswith("community:")) == residents
     history = sum(1 for _ in demo.generate_history(size=size, now=now, code_key=firewall.keystore.code_key()))
     assert report.loaded and report.docs == demo.document_count(size=size) + len(users) + residents + history
     assert couch.accounts.get("user:wangge01")["grids"] == ["grid:c1-g01"]

@@ -29,16 +29,23 @@ DESIGN_ID = "_design/linli"
 # (server/services/pool_months.py). A year of 500 venues is ~420,000 of them: a row each would be one more document
 # pouchdb-server writes into the index for each of them, in every build of `rows`.
 READ_BY_ID = ("booking", "checkin", "pool_month")
+# Types listed at fewer places than their grid, community and household: only where they are read, for each row is
+# written in every build of `rows` (on the demo, each unread place was thousands of rows). A resident's data keys by
+# community alone: key rotation reads them so (server/security/keystore.py). A device's readings and health by
+# household alone: its resident's safety line reads its health so (server/services/safety.py; readings themselves
+# through `readings_by_device`), and re-keying a resident reads everything of their household.
+LISTED_AT = {"data_key": ("community",), "reading": ("household",), "device_health": ("household",)}
 MAIN_VIEWS = {
     # Listings and counts by place and type: [grid, type], [community, type] and [household, type] (a
-    # household's residents, visits, devices, alerts; never READ_BY_ID's types). In the same pass, what
-    # a secretary's day asks of her (server/services/today.py), only while it is open: [community,
-    # "attention", type, oldest first] for core-access requests pending, service requests not resolved (by
-    # closing deadline), alerts not resolved, needs nobody has handled.
+    # household's residents, visits, devices, alerts; never READ_BY_ID's types; LISTED_AT's at their places only).
+    # In the same pass, what a secretary's day asks of her (server/services/today.py), only while it is open:
+    # [community, "attention", type, oldest first] for core-access requests pending, service requests not resolved
+    # (by closing deadline), alerts not resolved, needs nobody has handled.
     "by_place": {
         "map": f"function (doc) {{ if (doc.type && {json.dumps(list(READ_BY_ID))}.indexOf(doc.type) < 0) {{"
-               " [doc.grid, doc.community, doc.household].forEach("
-               "function (place) { if (place) { emit([place, doc.type], null); } });"
+               f" var listed = {json.dumps(LISTED_AT)}; var at = listed.hasOwnProperty(doc.type) ? listed[doc.type]"
+               " : ['grid', 'community', 'household'];"
+               " at.forEach(function (level) { if (doc[level]) { emit([doc[level], doc.type], null); } });"
                " var open = {access_request: doc.status === 'pending',"
                " service_request: doc.status !== 'resolved' && doc.status !== 'closed',"
                " alert: doc.status !== 'resolved', need: doc.status === 'open'};"
