@@ -159,7 +159,7 @@ def test_rotation_stops_a_server_holding_the_old_key_and_can_resume(
     assert_refused(run(settings, url, "audit", "verify", **key_env(new)), "rotation is under way")
     assert_refused(run(settings, url, "audit", "verify", **key_env(old)), "was rotated away")
     # The running server notices within seconds and stops, saying why.
-    rest, _ = served.process.communicate(timeout=30)
+    rest = served.ended(timeout=30)
     assert served.process.returncode == 1, rest
     assert re.search(rf"linli: stopped: the master key from LINLI_MASTER_KEY_FILE={old_file} was rotated away",
                      rest), rest
@@ -185,7 +185,7 @@ def test_rotation_stops_a_server_holding_the_old_key_and_can_resume(
     rotated = run(settings, url, "keys", "rotate-master", **key_env(third, new))
     assert rotated.returncode == 0 and "waiting 5 s for servers" in rotated.stderr, rotated.stderr
     assert restarted.process.poll() == 1  # already stopped when the rotation re-wrapped the rings
-    assert "was rotated away" in restarted.process.communicate(timeout=10)[0]
+    assert "was rotated away" in restarted.ended(timeout=10)
     opened = Firewall.open(dataclasses.replace(settings, master_keys=(third,)), installation)
     resident = _resident_with(installation, "phone")
     assert opened.reveal(SECRETARY, resident, "contact", purpose="x", device="d", now=NOW)["phone"]

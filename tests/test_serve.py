@@ -46,6 +46,12 @@ class Served:
     output: list[str]  # everything it printed so far: the banner, then what `reader` keeps adding
     reader: threading.Thread
 
+    def ended(self, timeout: float) -> str:
+        """Waits for the server to end (by itself, or after a signal); returns all it printed."""
+        self.process.wait(timeout=timeout)
+        self.reader.join(timeout=timeout)
+        return "".join(self.output)
+
 
 def linli_env(data_dir: Path, **more: str) -> dict[str, str]:
     """The environment of `./dev up` on data_dir: the embedded CouchDB (no COUCHDB_URL), a free port."""
@@ -98,9 +104,7 @@ def wait_until_serving(process: subprocess.Popen[str], data_dir: Path, output: l
 def stop(served: Served) -> str:
     """Ctrl-C; returns all the server printed."""
     served.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    served.process.wait(timeout=30)
-    served.reader.join(timeout=30)
-    output = "".join(served.output)
+    output = served.ended(timeout=30)
     keep_output(output)  # scanned for protected plaintext at the end of the run (tests/log_scan.py)
     return output
 
