@@ -15,7 +15,8 @@ from server.domain.entitlement import privacy_id
 from server.domain.i18n import translator
 from server.security import accounts
 from server.store.config import LOCAL_TZ
-from server.store.couch import Couch, iter_view_docs
+from server.store.couch import Couch, bulk_save, iter_view_docs
+from server.web.field_pages import RESOLVED_SHOWN
 
 from .street import C1, C2, G1, G2, G3, PASSWORD, STREET, TINY_PNG, csrf_of, login
 
@@ -100,6 +101,24 @@ def test_the_secretary_sees_the_community_but_not_what_a_resident_kept_to_their_
     assert shown(page.text) == ["sos", "water"]  # both grids of C1; not the private one, not C2
     assert "已上报书记" in page.text
     assert act(client, "private", "acknowledge").status_code == 404  # not hers to see: as if there were none
+
+
+def test_every_open_alert_is_listed_however_many(alerts: Couch, client: TestClient) -> None:
+    """The secretary's day links to each open alert (server/services/today.py), so the inbox lists every open one,
+    however many (it once showed the first 200, and today's "equipment gone silent" rows, last in order, led to a
+    page without them); of the resolved, "show all" adds the newest RESOLVED_SHOWN."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    many = [alert(f"many{n}", G1, "no_water", now - dt.timedelta(minutes=1, seconds=n))
+            for n in range(RESOLVED_SHOWN + 5)]
+    resolved = [alert(f"done{n}", G1, "no_water", now - dt.timedelta(hours=1, seconds=n), status="resolved",
+                      resolved_at=now.isoformat()) for n in range(RESOLVED_SHOWN + 5)]
+    assert not [r for r in bulk_save(alerts.main, many + resolved) if r.error]
+    login(client, "worker1")
+    listed = shown(client.get("/alerts").text)
+    assert {d["_id"][6:] for d in many} <= set(listed) and not [key for key in listed if key.startswith("done")]
+    everything = shown(client.get("/alerts", params={"status": "all"}).text)
+    shown_resolved = [key for key in everything if key.startswith("done") or key == "old"]
+    assert len(shown_resolved) == RESOLVED_SHOWN and shown_resolved[:2] == ["old", "done0"]  # the newest
 
 
 def test_acknowledge_visit_resolve_and_refusals(alerts: Couch, client: TestClient) -> None:

@@ -368,7 +368,9 @@ async function alertsPage({ db, session, schema, query, error = null }) {
   }
   const showAll = query.get("status") === "all";
   const open = (await docsOfType(db, "alert")).filter((a) => showAll || a.status !== "resolved");
-  const alerts = alertsInOrder(open, session.urgent_alert_kinds).slice(0, 200); // as field_pages.py visible_alerts
+  const ordered = alertsInOrder(open, session.urgent_alert_kinds);
+  const stillOpen = ordered.filter((a) => a.status !== "resolved"); // as field_pages.py visible_alerts: every open one
+  const alerts = [...stillOpen, ...ordered.slice(stillOpen.length).slice(0, 200)]; // and the newest 200 resolved
   return { template: "alerts.html", context: { alerts, names: await alertNames(db, session, alerts),
     ...alertContext(session, schema), show_all: showAll, error, row_error: null } };
 }

@@ -48,7 +48,7 @@ Doc = dict[str, Any]
 Render = Callable[..., Response]
 CurrentUser = Callable[[Request], Awaitable[Doc]]
 
-ALERTS_SHOWN = 200
+RESOLVED_SHOWN = 200  # the newest resolved alerts shown with "show all"; every open one is shown
 RECENT_VISITS = 5
 
 
@@ -58,14 +58,16 @@ def may_see_alerts(p: Principal) -> bool:
 
 
 def visible_alerts(couch: Couch, p: Principal, *, include_resolved: bool) -> list[Doc]:
-    """The alerts of the user's grids (grid worker) and communities (secretary) they may see: open ones
-    first, newest first."""
+    """The alerts of the user's grids (grid worker) and communities (secretary) they may see: every open one first
+    (SOS and falls first, newest first), then with `include_resolved` the newest RESOLVED_SHOWN resolved."""
     places = (p.grids if p.has(Role.GRID_WORKER) else frozenset()) | (
         p.communities if p.has(Role.SECRETARY) else frozenset())
     found = {d["_id"]: d for place in sorted(places)
              for d in iter_view_docs(couch.main, "linli/by_place", [place, "alert"])}
-    shown = [d for d in found.values() if may_see(p, d) and (include_resolved or d["status"] != "resolved")]
-    return alerts_in_order(shown)[:ALERTS_SHOWN]
+    shown = alerts_in_order([d for d in found.values() if may_see(p, d)
+                             and (include_resolved or d["status"] != "resolved")])
+    still_open = [d for d in shown if d["status"] != "resolved"]  # all of them: "today" links to each
+    return still_open + shown[len(still_open):][:RESOLVED_SHOWN]
 
 
 def alert_names(couch: Couch, alerts: list[Doc]) -> dict[str, str]:
