@@ -31,7 +31,16 @@ from tests.mutation.modules import SHARED_COUCH
 
 from . import street
 from .journeys import journey_browser, journey_served  # noqa: F401  (session fixtures of the journey tests)
-from .log_scan import KEEPER, SERVED_OUTPUT, SERVED_RESIDENTS, leaks, protected_values, scanned_lines
+from .log_scan import (
+    KEEPER,
+    SERVED_OUTPUT,
+    SERVED_RESIDENTS,
+    leaks,
+    protected_values,
+    scanned_lines,
+    served_lines,
+    tracebacks,
+)
 
 _prefixes = itertools.count()
 SHARED = os.environ.get(SHARED_COUCH)
@@ -190,14 +199,17 @@ def _compiled_from(compiled: Path, source: bytes) -> bool:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any log line written in this process or by a `linli serve` it started holds a protected
-    field's plaintext (tests/log_scan.py)."""
+    field's plaintext, or if such a server printed a traceback (tests/log_scan.py)."""
     served = demo.generate(size=demo.DemoSize.for_residents(SERVED_RESIDENTS)) if SERVED_OUTPUT else ()  # ~8 s
     values = protected_values([*street.community_docs(), *demo.generate(size=DEMO_SIZE), *served])
     found = leaks(scanned_lines(), values)
-    if found:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        for value, line in found[:10]:
-            reporter.write_line(f"PROTECTED PLAINTEXT IN A LOG LINE ({value[:3]}…): {line[:300]}", red=True)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for value, line in found[:10]:
+        reporter.write_line(f"PROTECTED PLAINTEXT IN A LOG LINE ({value[:3]}…): {line[:300]}", red=True)
+    uncaught = tracebacks(served_lines())
+    for block in uncaught[:5]:
+        reporter.write_line(f"A SERVER PRINTED A TRACEBACK:\n{block[-4000:]}", red=True)
+    if found or uncaught:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

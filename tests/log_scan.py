@@ -7,6 +7,10 @@ start add theirs: what tests/test_serve.py `stop` read of one (`keep_output`), t
 The values looked for are the protected fields of the hand-made street (tests/street.py) and of the small demo
 (conftest.DEMO_SIZE), as their generators make them before sealing: 8 characters or more (phone and ID numbers,
 addresses, notes), so that a common word that is also a field's value does not raise a false alarm.
+
+The servers' output is also scanned for tracebacks (`tracebacks`): an exception no code path caught is a bug
+whichever test's request met it, and the test may well have passed (its answer a 500 it did not look at, or a
+background task's failure it never saw); the run fails showing the traceback whole.
 """
 
 from __future__ import annotations
@@ -47,12 +51,32 @@ def keep_output(text: str) -> None:
     SERVED_OUTPUT.extend(text.splitlines())
 
 
-def scanned_lines() -> Iterator[str]:
-    yield from KEEPER.lines
+def served_lines() -> Iterator[str]:
+    """What the `linli serve` processes the tests started printed."""
     yield from SERVED_OUTPUT
     for path in LOG_FILES:
         if path.exists():
             yield from path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def scanned_lines() -> Iterator[str]:
+    yield from KEEPER.lines
+    yield from served_lines()
+
+
+def tracebacks(lines: Iterable[str]) -> list[str]:
+    """Each traceback in these lines, whole: from "Traceback (most recent call last):" to the exception's line (the
+    first after it that is not indented)."""
+    found: list[list[str]] = []
+    inside = False
+    for line in lines:
+        if "Traceback (most recent call last):" in line:
+            found.append([line])
+            inside = True
+        elif inside:
+            found[-1].append(line)
+            inside = line.startswith((" ", "\t")) or not line.strip()
+    return ["\n".join(block) for block in found]
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.testclient import TestClient
 
 from server.domain.i18n import MESSAGES
-from server.web.pwa_routes import ONLINE_ONLY_TEMPLATES
+from server.web.pwa_routes import ONLINE_ONLY_TEMPLATES, PWA_DIR
 
 from .street import login
+
+PAGES_JS = PWA_DIR / "offline" / "pages.js"
 
 
 def test_the_session_tells_offline_pages_who_is_signed_in_and_nothing_secret(client: TestClient) -> None:
@@ -66,3 +70,20 @@ def test_the_favicon_is_the_app_icon(client: TestClient) -> None:
     icon = client.get("/favicon.ico")  # signed out: browsers ask before anyone signs in
     assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
     assert icon.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_offline_pages_take_the_servers_tables_from_the_session(client: TestClient) -> None:
+    """pages.js once re-typed small tables of the server's (how many of a list a page shows, the notices after an
+    act, the form field a refusal belongs to): copies that could drift. Now they come in session.json, and
+    pages.js declares at its top level nothing but functions and its cache of documents by type."""
+    declared = re.findall(r"^(?:const|let|var) (\w+) = (.*)$", PAGES_JS.read_text(encoding="utf-8"), re.M)
+    assert declared, "pages.js declares nothing at its top level: the pattern no longer reads it"
+    assert [name for name, value in declared if not value.startswith(("(", "async ", "new Map()"))] == []
+    login(client, "worker1")
+    session = client.get("/pwa/session.json").json()
+    assert session["shown"] == {"households": 50, "recent_visits": 5, "resolved_alerts": 200, "tasks": 200,
+                                "requests": 200, "openings": 100, "redemptions": 50}
+    assert session["timebank"]["claim_fields"]["tb_minutes_range"] == "minutes"
+    assert "confirmed" in session["timebank"]["done"] and "redeemed" in session["rewards_done"]
+    assert session["pool"]["refusal_fields"]["pool_over_capacity"] == "people"
+    assert session["household_form"]["editable"][-2:] == ["housing", "tags"]

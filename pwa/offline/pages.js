@@ -19,7 +19,6 @@ import { DAY_MS, HOUR_MS, blockedHoursOn, bookingRefusal, checkable, checkinId, 
   isKeeper, isWhole, openHoursOn, openingText, shownDay, slotIdAt, slotStartAt } from "./pool.js";
 import { localTime } from "../render.js";
 
-const PAGE_SIZE = 50; // server/store/queries.py PAGE_SIZE
 
 export class OfflineError extends Error {
   constructor(status, message) {
@@ -160,7 +159,7 @@ async function gridPage({ db, session, params, query, htmx }) {
   if (q) {
     households = households.filter((h) => h.address.includes(q) || headName(h).includes(q));
   }
-  const slice = households.slice(offset, offset + PAGE_SIZE);
+  const slice = households.slice(offset, offset + session.shown.households);
   const end = offset + slice.length;
   const page = {
     rows: slice.map((h) => ({ id: h._id, address: h.address, head_name: headName(h),
@@ -256,15 +255,13 @@ async function householdPage({ db, session, schema, params }) {
                       may_assign: (session.task_assign_grids || []).includes(household.grid), names: session.names } };
 }
 
-const RECENT_VISITS = 5; // server/web/field_pages.py
-
 // server/web/field_pages.py recent_visits; authors' names are the session's (accounts are not replicated). A visit's
 // protected fields (VISIT_PROTECTED, from the declaration) stay sealed: the page says only that there is one.
 async function recentVisits(db, session, schema, householdId) {
   const fields = schema.types.visit.fields;
   const sealed = Object.keys(fields).filter((name) => schema.protected_tiers.includes(fields[name].tier));
   const visits = (await docsOfType(db, "visit")).filter((v) => v.household === householdId)
-    .sort((a, b) => new Date(b.visited_at) - new Date(a.visited_at)).slice(0, RECENT_VISITS);
+    .sort((a, b) => new Date(b.visited_at) - new Date(a.visited_at)).slice(0, session.shown.recent_visits);
   return visits.map((v) => ({ _id: v._id, visited_at: v.visited_at, kind: v.kind, notes: v.notes || "",
     needs: v.needs || [], author: session.names[v.created_by] ?? "",
     photo: Object.keys(v._attachments || {}).sort()[0] ?? null, health_sealed: sealed.some((name) => v[name]) }));
@@ -308,27 +305,25 @@ async function reveal({ db, session, schema, params, form, htmx }) {
 
 // server/web/household_edit.py, offline: the edit lands in the replica; if someone else changed the household on
 // the server meanwhile, the sync keeps both versions and a person chooses (/conflicts).
-const HOUSEHOLD_TEXTS = ["address", "building", "unit", "room"];
-const HOUSEHOLD_EDITABLE = [...HOUSEHOLD_TEXTS, "housing", "tags"];
-
 async function editHousehold({ db, session, schema, params, form, method }) {
+  const { texts, editable } = session.household_form;
   const household = await load(db, params.id, "household");
   await gridOf(db, session, household.grid);
   if (!(session.household_edit_grids || []).includes(household.grid)) { // a volunteer's: as the server's rules say
     throw new OfflineError(403, "forbidden");
   }
   const fields = schema.types.household.fields;
-  let values = { ...Object.fromEntries(HOUSEHOLD_EDITABLE.map((n) => [n, household[n] ?? null])),
+  let values = { ...Object.fromEntries(editable.map((n) => [n, household[n] ?? null])),
                  tags: household.tags || [], _rev: household._rev };
   let errors = {};
   let message = null;
   let status = 200;
   if (method === "POST") {
-    values = { ...Object.fromEntries(HOUSEHOLD_TEXTS.map((n) => [n, String(form.get(n) || "").trim() || null])),
+    values = { ...Object.fromEntries(texts.map((n) => [n, String(form.get(n) || "").trim() || null])),
                housing: String(form.get("housing") || "") || null, tags: form.getAll("tags").map(String),
                _rev: String(form.get("_rev") || "") };
-    const doc = Object.fromEntries(Object.entries(household).filter(([k]) => !HOUSEHOLD_EDITABLE.includes(k)));
-    for (const name of HOUSEHOLD_EDITABLE) {
+    const doc = Object.fromEntries(Object.entries(household).filter(([k]) => !editable.includes(k)));
+    for (const name of editable) {
       if (values[name] !== null) doc[name] = values[name];
     }
     Object.assign(doc, { updated_by: session.user._id, updated_at: nowISO() });
@@ -370,7 +365,7 @@ async function alertsPage({ db, session, schema, query, error = null }) {
   const open = (await docsOfType(db, "alert")).filter((a) => showAll || a.status !== "resolved");
   const ordered = alertsInOrder(open, session.urgent_alert_kinds);
   const stillOpen = ordered.filter((a) => a.status !== "resolved"); // as field_pages.py visible_alerts: every open one
-  const alerts = [...stillOpen, ...ordered.slice(stillOpen.length).slice(0, 200)]; // and the newest 200 resolved
+  const alerts = [...stillOpen, ...ordered.slice(stillOpen.length).slice(0, session.shown.resolved_alerts)]; // newest
   return { template: "alerts.html", context: { alerts, names: await alertNames(db, session, alerts),
     ...alertContext(session, schema), show_all: showAll, error, row_error: null } };
 }
@@ -471,8 +466,6 @@ async function visitPhoto({ db, params }) {
 // ---- volunteers' tasks (server/web/task_pages.py): listed and answered offline; assigning needs the server, which
 // names the grid's volunteers. The replica holds the tasks this user may see, as the server's list shows them.
 
-const TASKS_SHOWN = 200; // server/services/tasks.py
-
 async function tasksPage({ db, session }) {
   if (!session.may_see_tasks) {
     throw new OfflineError(403, "forbidden");
@@ -480,7 +473,8 @@ async function tasksPage({ db, session }) {
   const volunteer = (session.user.roles || []).includes("volunteer");
   const grids = session.user.grids || [];
   const households = volunteer ? (await docsOfType(db, "household")).filter((h) => grids.includes(h.grid)) : [];
-  return { template: "tasks.html", context: { tasks: tasksInOrder(await docsOfType(db, "task")).slice(0, TASKS_SHOWN),
+  const tasks = tasksInOrder(await docsOfType(db, "task")).slice(0, session.shown.tasks);
+  return { template: "tasks.html", context: { tasks,
                                               households, names: session.names, volunteer } };
 }
 
@@ -605,19 +599,15 @@ function fieldOnly(session) {
   }
 }
 
-const TIMEBANK_DONE = ["claimed", "confirmed", "disputed", "reversed"]; // server/web/timebank_pages.py DONE
-
 async function timebankPage({ db, session, query }) {
   fieldOnly(session);
-  const done = TIMEBANK_DONE.includes(query.get("done")) ? query.get("done") : null;
+  const done = session.timebank.done.includes(query.get("done")) ? query.get("done") : null;
   return { template: "timebank.html", context: { errors: {}, done, ...await timebankContext(db, session) } };
 }
 
 // server/services/timebank.py claim, into the replica: the claim the server would write, judged by the same rule
 // (timebank.js claimRefusal) as far as a phone can; whether an in-person code is the resident's the gateway judges
-// at sync. The form input each refusal belongs to: server/services/timebank.py _CLAIM_FIELDS.
-const CLAIM_FIELDS = { tb_minutes_range: "minutes", tb_code_wrong: "in_person_code",
-  tb_in_person_consent: "in_person_consent" };
+// at sync. The form input each refusal belongs to is the session's (server/services/timebank.py CLAIM_FIELDS).
 async function claimOffline({ db, session, form }) {
   fieldOnly(session);
   const taskId = String(form.get("task") || "");
@@ -641,7 +631,8 @@ async function claimOffline({ db, session, form }) {
   const refusal = claimRefusal(session.user._id, doc, task, session.timebank);
   if (refusal) {
     const [key, params] = refusal;
-    return refused(CLAIM_FIELDS[key] || "task", key, params, key === "tb_claim_not_yours" ? 403 : 400);
+    const field = session.timebank.claim_fields[key] || "task";
+    return refused(field, key, params, key === "tb_claim_not_yours" ? 403 : 400);
   }
   if (await db.get(doc._id).catch(() => null)) {
     return refused("task", "tb_claim_exists", {}, 409);
@@ -656,9 +647,9 @@ async function catalogue(db, activeOnly) {
 }
 
 // server/web/request_pages.py list_page: what the phone holds is what this user may see.
-async function requestsPage({ db }) {
+async function requestsPage({ db, session }) {
   const requests = (await docsOfType(db, "service_request"))
-    .sort((a, b) => (b.created_at || "").localeCompare(a.created_at || "")).slice(0, 200);
+    .sort((a, b) => (b.created_at || "").localeCompare(a.created_at || "")).slice(0, session.shown.requests);
   return { template: "requests.html", context: { requests, categories: await catalogue(db, false), now: nowISO() } };
 }
 
@@ -885,7 +876,6 @@ async function home(args) {
   return { template: "home.html", context: { role_keys: session.home_roles } };
 }
 
-const OPENINGS_SHOWN = 100; // server/store/queries.py openings_about
 const newestFirst = (at) => (a, b) => (a[at] < b[at] ? 1 : a[at] > b[at] ? -1 : a._id < b._id ? 1 : -1);
 
 // server/web/app.py my_record: what is held, who opened it and why (the filing log's entries about this resident,
@@ -893,7 +883,7 @@ const newestFirst = (at) => (a, b) => (a[at] < b[at] ? 1 : a[at] > b[at] ? -1 : 
 async function myRecord({ db, session, schema }) {
   const resident = await load(db, session.user.resident, "resident");
   const openings = (await docsOfType(db, "audit_entry")).filter((e) => e.target === resident._id)
-    .sort(newestFirst("at")).slice(0, OPENINGS_SHOWN);
+    .sort(newestFirst("at")).slice(0, session.shown.openings);
   const needs = (await docsOfType(db, "need")).filter((n) => n.resident === resident._id)
     .sort(newestFirst("created_at"));
   return { template: "my_record.html", context: {
@@ -983,13 +973,12 @@ async function storeDoorBallot(db, me, matter, home, form) {
 // server/web/reward_pages.py redeem_context: the partner's counter (issue 16). The organisation's redemptions held
 // by the replica, newest first, and those with a second use kept beside them (a conflict: server/services/rewards.py
 // used_twice).
-const REDEMPTIONS_SHOWN = 50; // server/services/rewards.py redemptions_of
 async function partnerContext(db, session) {
   const organisation = await load(db, session.user.organisation || "organisation:none", "organisation")
     .catch(() => { throw new OfflineError(403, "forbidden"); });
   const rows = (await db.allDocs({ startkey: "redemption:", endkey: "redemption:\ufff0", include_docs: true,
     conflicts: true })).rows.map((r) => r.doc).filter((d) => d.organisation === organisation._id);
-  const recent = rows.sort(newestFirst("created_at")).slice(0, REDEMPTIONS_SHOWN);
+  const recent = rows.sort(newestFirst("created_at")).slice(0, session.shown.redemptions);
   const twice = rows.filter((d) => d._conflicts?.length).sort(newestFirst("created_at"));
   const rewards = await docsOfType(db, "reward");
   const reward_names = Object.fromEntries(rewards.map((r) => [r._id, r.name]));
@@ -1036,7 +1025,6 @@ async function redeemPage({ db, session, method, form }) {
 // voucher's holder, so it reaches their phone). Buying needs the server: the units left count everyone's vouchers,
 // which no phone holds, and the debit takes the account's ledger lock. So offline the catalogue says so, with no
 // form and no units left (tests/test_page_parity.py PARTLY_KNOWN).
-const REWARDS_DONE = ["redeemed", "offered", "stock_set"]; // server/web/reward_pages.py DONE
 async function rewardsPage({ db, session, query }) {
   const user = session.user;
   const own = async (id, type) => (id ? db.get(id).then((d) => (d.type === type ? d : null), () => null) : null);
@@ -1056,7 +1044,7 @@ async function rewardsPage({ db, session, query }) {
     used: await db.get(`redemption:${v._id.slice("voucher:".length)}`).catch(() => null) })));
   const names = Object.fromEntries((await docsOfType(db, "organisation")).map((o) => [o._id, o.name]));
   return { template: "rewards.html", context: {
-    errors: {}, done: REWARDS_DONE.includes(query.get("done")) ? query.get("done") : null,
+    errors: {}, done: session.rewards_done.includes(query.get("done")) ? query.get("done") : null,
     points: sumOf(legsOf(transfers, community, "points", account)), rules: session.points_rules,
     buying_needs_server: true, vouchers, names,
     // by price; among equals in id order, as the server's stable sort of its view's rows
@@ -1204,10 +1192,6 @@ function typedForm(form, day) {
 
 const asWhole = (value) => (/^\s*[+-]?\d+\s*$/.test(String(value)) ? Number(value) : String(value)); // pool_pages._int
 
-// pool._field_of: the form field a refusal is shown at.
-const POOL_REFUSAL_FIELD = { pool_too_long: "hours", pool_over_capacity: "people", pool_past: "day",
-  pool_too_far: "day", pool_closed: "hour", pool_blackout: "hour" };
-
 // pool_pages.book and pool.book, offline: every slot free as this phone knows it (its replica; a resident's, with
 // the hours others hold from the session) and within the resource's rules, or nothing is written. The sync
 // gateway judges it again (access._pool_refusal); two phones that took one slot meet there as one document in
@@ -1260,7 +1244,7 @@ async function poolBook(request) {
       ...(session.user.resident ? { resident: session.user.resident } : {}), ...(purpose ? { purpose } : {}) };
     const refusal = bookingRefusal(doc, resource, kinds, now);
     if (refusal) {
-      return refused(POOL_REFUSAL_FIELD[refusal[0]] || "(form)", refusal[0], refusal[1]);
+      return refused(session.pool.refusal_fields[refusal[0]] || "(form)", refusal[0], refusal[1]);
     }
     docs.push(doc);
   }

@@ -254,7 +254,7 @@ def book(couch: Couch, user: Doc, resource_id: str, start: dt.datetime, hours: A
                **({"purpose": purpose.strip()[:200]} if purpose.strip() else {})}
         refused = rules.booking_refusal(doc, resource, booker_kinds(user), now)
         if refused:
-            raise PoolError(*refused, field=_field_of(refused[0]))
+            raise PoolError(*refused, field=REFUSAL_FIELDS.get(refused[0], "(form)"))
         validate(doc)
         docs.append(doc)
     results = bulk_save(couch.main, docs)
@@ -265,9 +265,9 @@ def book(couch: Couch, user: Doc, resource_id: str, start: dt.datetime, hours: A
     return docs
 
 
-def _field_of(key: str) -> str:
-    return {"pool_too_long": "hours", "pool_over_capacity": "people", "pool_past": "day", "pool_too_far": "day",
-            "pool_closed": "hour", "pool_blackout": "hour"}.get(key, "(form)")
+# The form field each refusal is shown at (also offline: /pwa/session.json "pool"); any other: the form's.
+REFUSAL_FIELDS = {"pool_too_long": "hours", "pool_over_capacity": "people", "pool_past": "day", "pool_too_far": "day",
+                  "pool_closed": "hour", "pool_blackout": "hour"}
 
 
 def group_of(couch: Couch, booking_id: str) -> list[Doc]:

@@ -425,7 +425,10 @@ def used_twice(couch: Couch, community: str) -> list[Doc]:
     return sorted(found, key=lambda d: d["created_at"], reverse=True)
 
 
-def redemptions_of(couch: Couch, organisation: Doc, limit: int = 50) -> list[Doc]:
+REDEMPTIONS_SHOWN = 50  # the newest redemptions a partner's page lists
+
+
+def redemptions_of(couch: Couch, organisation: Doc, limit: int = REDEMPTIONS_SHOWN) -> list[Doc]:
     """The organisation's redemptions, newest first."""
     found = [r for r in iter_view_docs(couch.main, "linli/by_place", [organisation["community"], "redemption"])
              if r["organisation"] == organisation["_id"]]

@@ -113,7 +113,7 @@ def claim(couch: Couch, keys: KeyStore, p: Principal, task_id: str, minutes: Any
         key = refused[0]
         if key == "tb_code_wrong":
             count_code_misses(couch, p.user_id, [doc], now)
-        raise LedgerError(*refused, field=_CLAIM_FIELDS.get(key, "task"),
+        raise LedgerError(*refused, field=CLAIM_FIELDS.get(key, "task"),
                           status=403 if key == "tb_claim_not_yours" else 400)
     if get_or_none(couch.main, doc["_id"]) is not None:
         raise LedgerError("tb_claim_exists", field="task", status=409)
@@ -161,9 +161,9 @@ def code_misses(couch: Couch, resident: str, now: dt.datetime) -> int:
     return len(rules.recent_code_misses(_lock(couch, resident), now))
 
 
-_CLAIM_FIELDS = {"tb_minutes_range": "minutes", "tb_code_wrong": "in_person_code",
-                 "tb_code_tries_used": "in_person_code",
-                 "tb_in_person_consent": "in_person_consent"}  # the form input each refusal belongs to
+# The form input each refusal belongs to (also the offline claim's: /pwa/session.json "timebank").
+CLAIM_FIELDS = {"tb_minutes_range": "minutes", "tb_code_wrong": "in_person_code",
+                "tb_code_tries_used": "in_person_code", "tb_in_person_consent": "in_person_consent"}
 
 
 def _opened_lock(couch: Couch, keys: KeyStore, resident: str) -> Doc | None:

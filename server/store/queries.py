@@ -84,7 +84,10 @@ def user_names(couch: Couch, user_ids: set[str]) -> dict[str, str]:
     return {i: u["display_name"] for i, u in get_many(couch.accounts, user_ids).items()}
 
 
-def openings_about(couch: Couch, resident_id: str, limit: int = 100) -> list[dict[str, Any]]:
+OPENINGS_SHOWN = 100  # the newest entries about a resident their own record lists
+
+
+def openings_about(couch: Couch, resident_id: str, limit: int = OPENINGS_SHOWN) -> list[dict[str, Any]]:
     """The filing log's entries about one resident, newest first (their own record lists them)."""
     rows = couch.main.query("linli/audit_by_target", startkey=[resident_id, {}], endkey=[resident_id],
                             descending="true", include_docs="true", limit=limit, as_list=True)

@@ -40,21 +40,26 @@ from server.domain.i18n import MESSAGES
 from server.security.grants import phones_carry_keys
 from server.security.keystore import KeyStore
 from server.services import pool
-from server.services.tasks import may_see_tasks
+from server.services.rewards import REDEMPTIONS_SHOWN
+from server.services.tasks import TASKS_SHOWN, may_see_tasks
+from server.services.timebank import CLAIM_FIELDS
 from server.store import queries
 from server.store.config import LOCAL_TZ, PROJECT_ROOT
 from server.store.couch import Couch, docs_of_type
+from server.web import household_edit
 from server.web.activation import with_accounts
 from server.web.assets import IMMUTABLE, asset_urls
 from server.web.display import OPTIONS as DISPLAY_OPTIONS
-from server.web.field_pages import may_see_alerts
+from server.web.field_pages import RECENT_VISITS, RESOLVED_SHOWN, may_see_alerts
 from server.web.home import OWN_RECORD_PURPOSES, home_path, role_keys
 from server.web.pool_pages import DONE as POOL_DONE
 from server.web.pool_pages import community_of
 from server.web.request_pages import FORM_FIELDS as REQUEST_FORM_FIELDS
-from server.web.request_pages import home_address
+from server.web.request_pages import REQUESTS_SHOWN, home_address
 from server.web.resident_needs import CATEGORIES as NEED_CATEGORIES
 from server.web.resident_needs import HOUR_ROWS as NEED_HOUR_ROWS
+from server.web.reward_pages import DONE as REWARDS_DONE
+from server.web.timebank_pages import DONE as TIMEBANK_DONE
 
 PWA_DIR = PROJECT_ROOT / "pwa"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -106,6 +111,10 @@ SHELL_FILES = ("/static/linli.css", "/static/icon.svg", "/static/icon-192.png", 
 # The headers the service worker gives its offline answers, as the server's middleware gives its own: pages, and
 # a stored photo opened on its own (sw.js).
 _SHELL_HEADERS = {"page": PAGE_HEADERS, "attachment": ATTACHMENT_HEADERS}
+_HOUSEHOLD_FORM = {"texts": list(household_edit.TEXT_FIELDS), "editable": list(household_edit.EDITABLE)}
+_SHOWN = {"households": queries.PAGE_SIZE, "recent_visits": RECENT_VISITS, "resolved_alerts": RESOLVED_SHOWN,
+          "tasks": TASKS_SHOWN, "requests": REQUESTS_SHOWN, "openings": queries.OPENINGS_SHOWN,
+          "redemptions": REDEMPTIONS_SHOWN}
 _USER_FIELDS = ("_id", "username", "display_name", "roles", "grids", "communities", "resident", "department",
                 "organisation")
 
@@ -198,7 +207,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             "reveal_purposes": list(REVEAL_PURPOSES), "common_needs": list(COMMON_NEEDS),
             "alert_actions": ALERT_ACTIONS, "urgent_alert_kinds": list(URGENT_ALERT_KINDS),
             "photo_rule": photo_rule(),
-            "request_form_fields": list(REQUEST_FORM_FIELDS), "satisfaction": list(SATISFACTION),
+            "request_form_fields": list(REQUEST_FORM_FIELDS), "household_form": _HOUSEHOLD_FORM,
+            "satisfaction": list(SATISFACTION),
             "need_categories": list(NEED_CATEGORIES), "own_record_purposes": list(OWN_RECORD_PURPOSES),
             # Decisions the server makes for this user (server/web/home.py, field_pages, grants), and the names of
             # colleagues the pages show (accounts are not replicated).
@@ -213,9 +223,11 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # The resource pool (issue 17): how early before a booking a check-in counts (server/domain/pool.py).
             "pool_checkin_early_minutes": int(pool_rules.CHECKIN_EARLY.total_seconds() // 60),
             # The time bank's rules the offline /timebank shows and checks (server/domain/timebank.py).
-            "timebank": timebank_rules.offline_rules(),
+            "timebank": {**timebank_rules.offline_rules(), "done": list(TIMEBANK_DONE), "claim_fields": CLAIM_FIELDS},
             # How points are earned, which the offline /rewards shows (server/domain/points.py).
-            "points_rules": list(points_rules.POINTS_RULES.items()),
+            "points_rules": list(points_rules.POINTS_RULES.items()), "rewards_done": list(REWARDS_DONE),
+            # How many of each list a page shows (the newest first), so that the offline page cuts where this one does.
+            "shown": _SHOWN,
             # A need's language and convenient hours (issue 17, server/web/resident_needs.py): the form's choices.
             "spoken_languages": list(SPOKEN_LANGUAGES), "need_hour_rows": NEED_HOUR_ROWS,
             # Browser code and stylesheet by versioned name: offline pages link what online pages link (assets.py).
@@ -226,6 +238,7 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
             # A resident's phone holds only their own bookings: their community and the hours others hold in it
             # come here (pool.held_ahead: states, never whose), so that their calendar is right offline too.
             "pool": {"active": list(pool_rules.ACTIVE), "days_shown": pool_rules.DAYS_SHOWN, "done": list(POOL_DONE),
+                     "refusal_fields": pool.REFUSAL_FIELDS,
                      "codes": await run_in_threadpool(pool.keepers_codes, couch, keys, user,
                                                        dt.datetime.now(dt.UTC))
                      if works_offline(p) else {},

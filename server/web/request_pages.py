@@ -32,6 +32,7 @@ from server.web.lookup import visible_doc
 Doc = dict[str, Any]
 Render = Callable[..., Response]
 CurrentUser = Callable[[Request], Awaitable[Doc]]
+REQUESTS_SHOWN = 200  # the newest requests the list shows
 # The report form's text fields: shown empty on a new form, as typed after an error (offline too: session.json).
 FORM_FIELDS = ("category", "description", "address", "lat", "lon", "reporter_name")
 # The catalogue form's, shown as typed after an error (a post may leave some out).
@@ -64,7 +65,8 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
         p = await principal_of(request)
         docs = await run_in_threadpool(visible_requests, couch, p)
         categories = await run_in_threadpool(sr.catalogue, couch, p.street, active_only=False)
-        return render(request, "requests.html", requests=docs[:200], categories=categories, now=now().isoformat())
+        return render(request, "requests.html", requests=docs[:REQUESTS_SHOWN], categories=categories,
+                      now=now().isoformat())
 
     async def questions(request: Request) -> Response:
         p = await principal_of(request)
