@@ -308,6 +308,7 @@ def test_old_vouchers_get_their_qr_drawing_and_old_redemptions_their_holder(stre
         assert street.couch.main.get(ids["redemption"])["holder"] == "user:zhiyuan01"
         orphan = street.couch.main.get(ids["orphan"])
         assert "holder" not in orphan and orphan[VERSION_FIELD] == 2  # upgraded; whose it was is not guessed
+        assert report.unfilled == [f"{ids['orphan']}: holder"]  # and said so, so that an operator knows
         assert qr_on_page in rewards_page()
 
         phone.call("pull")

@@ -38,6 +38,8 @@ def cmd_migrate(args: argparse.Namespace, open_couch: OpenCouch) -> int:
     verb = "would upgrade" if args.dry_run else "upgraded"
     print(f"{report.read} documents of {', '.join(migrate.types_read()) or 'no type'} read; "
           f"{verb} {len(report.changes)}.")
+    for unfilled in report.unfilled:
+        print(f"Left without (nothing certain to fill it with): {unfilled}")
     for left in report.left:
         print(f"linli: not upgraded, run again: {left}", file=sys.stderr)
     return 1 if report.left else 0

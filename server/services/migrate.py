@@ -5,7 +5,8 @@ Beside the upgrades, fills (`FILLS`): fields an older document lacks that no pur
 import the standard library only and read no other document): a voucher's QR drawing, from before it was kept with
 the voucher, and a redemption's `holder`, from before redemptions named it, which only its voucher tells. A fill
 leaves a document as it is when there is nothing to fill (or nothing certain to fill it with), so a second run finds
-nothing to write; it changes no version.
+nothing to write; it changes no version. One left without its field for want of anything certain is listed in the
+report (`unfilled`), so that an operator knows which are left, and why.
 
 Only the types that are past version 1 or have a fill are read, each by its id range (ids are `<type>:<key>`) in
 the database it lives in (most in the main database; `ledger_lock` and `venue_code` in the accounts database), a
@@ -57,6 +58,7 @@ class Report:
     left: list[str] = field(default_factory=list)  # not stored (edited too often meanwhile, refused): run again
     resumed_after: str | None = None
     compacted: list[str] = field(default_factory=list)  # the databases written to, asked to compact
+    unfilled: list[str] = field(default_factory=list)  # "<id>: <field>": nothing certain to fill it with; left as is
 
 
 def _drawn(_db: Any, vouchers: list[Doc]) -> list[Doc]:
@@ -84,8 +86,16 @@ def _holder(redemption: Doc, voucher: Doc | None) -> str | None:
     return holder if isinstance(holder, str) and redemption["_id"] == points.redemption_id(voucher["_id"]) else None
 
 
-# type → what fills a batch of its documents (read from the database `db`): each document as it is, or filled.
-FILLS: dict[str, Callable[[Any, list[Doc]], list[Doc]]] = {"voucher": _drawn, "redemption": _holders}
+@dataclass(frozen=True)
+class Fill:
+    """What fills a batch of a type's documents (read from the database `db`), each as it is or filled; `field` is
+    the one it fills: a document still without it afterwards is reported unfilled."""
+
+    field: str
+    fill: Callable[[Any, list[Doc]], list[Doc]]
+
+
+FILLS: dict[str, Fill] = {"voucher": Fill("qr_path", _drawn), "redemption": Fill("holder", _holders)}
 
 
 def types_read() -> list[str]:
@@ -110,6 +120,7 @@ def migrate(couch: Couch, *, dry_run: bool = False, batch: int = BATCH, progress
             report.read += len(docs)
             pending = _pending(couch.db(source), docs)
             report.changes += [_change(old, new) for old, new in pending]
+            report.unfilled += _unfilled(docs, [new for _, new in pending])
             if pending and not dry_run:
                 report.left += _write(couch.db(source), [new for _, new in pending])
                 written.add(source)
@@ -148,8 +159,16 @@ def _batches(db: Any, type_name: str, after: str, size: int) -> Iterator[list[Do
 def _pending(db: Any, docs: list[Doc]) -> list[tuple[Doc, Doc]]:
     """(as read, as it is to be stored) for each of `docs` (of one type) that its fill or its upgrade changes."""
     fill = FILLS.get(docs[0]["type"]) if docs else None
-    pairs = zip(docs, fill(db, docs) if fill else docs, strict=True)
+    pairs = zip(docs, fill.fill(db, docs) if fill else docs, strict=True)
     return [(old, new) for old, new in ((old, migrations.upgrade(filled)) for old, filled in pairs) if new is not old]
+
+
+def _unfilled(docs: list[Doc], changed: list[Doc]) -> list[str]:
+    """"<id>: <field>" for each of `docs` (of one type) still without the field its type's fill fills, as stored
+    after this batch (`changed`: those the batch changes)."""
+    fill = FILLS.get(docs[0]["type"]) if docs else None
+    after = {d["_id"]: d for d in changed}
+    return [f"{d['_id']}: {fill.field}" for d in docs if fill and fill.field not in after.get(d["_id"], d)]
 
 
 def _change(old: Doc, new: Doc) -> Change:
