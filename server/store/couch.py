@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -95,6 +96,16 @@ class Database(pycouchdb.client.Database):
         return rows if as_list else iter(rows)
 
 
+class _VerifyingResource(pycouchdb.resource.Resource):
+    """pycouchdb's Resource makes each sub-resource (a database, a document) with `verify=False`, which it sets on
+    the one session they all share, so that one sub-resource turns certificate checks off for every request after
+    it (pycouchdb 1.16). Here a sub-resource keeps the session's verification."""
+
+    def __call__(self, *path: str) -> _VerifyingResource:
+        return _VerifyingResource(pycouchdb.utils.urljoin(self.base_url, *path), session=self.session,
+                                  timeout=self.timeout, verify=self.session.verify)
+
+
 @dataclass
 class Couch:
     """The two databases Linli uses, opened on one server."""
@@ -116,7 +127,15 @@ def connect(settings: Settings, embedded_url: str | None = None, *, designs: boo
     (the command line checks the master key first, and writes them after: `ensure_designs`). `timeout`: seconds a
     request may take (a benchmark at a large scale waits longer for pouchdb-server's query-time sums)."""
     url = server_url(settings, embedded_url)
-    server = pycouchdb.Server(url, timeout=timeout)
+    # An https CouchDB (a cluster's load balancer) is verified as the sync gateway's client verifies it: against
+    # the CAs of SSL_CERT_FILE if set, else the standard bundle (pycouchdb's default is not to verify at all).
+    verify = os.environ.get("SSL_CERT_FILE") or True
+    server = pycouchdb.Server(url, timeout=timeout, verify=verify)
+    server.resource = _VerifyingResource(server.resource.base_url, session=server.resource.session,
+                                         timeout=timeout, verify=verify)
+    # Nothing else from the environment: trusted, requests looks up proxies and ~/.netrc on every request (~0.3 ms
+    # each, a page asks CouchDB 10 times or more), and COUCHDB_URL names the server and its credentials.
+    server.resource.session.trust_env = False
     dbs = {}
     for logical in (MAIN_DB, ACCOUNTS_DB):
         name = settings.db_name(logical)
