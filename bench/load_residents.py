@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.measure import compare, expect, load_average  # noqa: E402
 from bench.stack import embedded_stack  # noqa: E402
+from server.security import accounts  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
 from server.services import demo  # noqa: E402
 from server.store.couch import Couch, connect  # noqa: E402
@@ -86,7 +87,8 @@ def main() -> None:
         def ours() -> float:
             couch = fresh("ours")
             report = demo.load(couch, Firewall.open(settings, couch), seed=args.seed, size=size,
-                               password="bench-password", progress=sys.stdout.isatty(), batch_size=BATCH,
+                               password_hash=accounts.hash_password("bench-password"),
+                               progress=sys.stdout.isatty(), batch_size=BATCH,
                                history=False)  # the year of history is not in the reference's documents
             expect(f"main documents {couch.main.name} holds", stored(server.url, couch.main.name), len(docs))
             loads.append(report.docs)

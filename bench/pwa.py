@@ -115,7 +115,7 @@ def visits(households: list[dict[str, Any]], count: int) -> list[dict[str, Any]]
 def load_street(couch: Couch, firewall: Firewall, households: int, replica: int) -> None:
     """The demo's one grid, and visits enough for its worker's replica to hold about `replica` documents once the
     phone has its grants (one contact key per resident)."""
-    demo.load(couch, firewall, size=demo.DemoSize(1, 1, households), password=PASSWORD)
+    demo.load(couch, firewall, size=demo.DemoSize(1, 1, households), password_hash=accounts.hash_password(PASSWORD))
     visible = visible_ids(couch, WORKER)
     grants = sum(1 for i in visible if i.startswith("resident:"))
     homes = docs_of_type(couch.main, "household")

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.measure import spread  # noqa: E402
 from bench.stack import embedded_stack, wait_for_view  # noqa: E402
 from server.domain.declaration import MAIN_DB, validate  # noqa: E402
+from server.security import accounts  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
 from server.services import (
     dashboard,  # noqa: E402
@@ -184,7 +185,7 @@ def main() -> None:
     with embedded_stack() as (settings, couch, server):
         # The pilot's 20 grids and catalogue with few households and no year of history: the requests are the
         # synthetic ones below, and sealing a pilot's households would take most of a run on a loaded machine.
-        demo.load(couch, Firewall.open(settings, couch), password=PASSWORD,
+        demo.load(couch, Firewall.open(settings, couch), password_hash=accounts.hash_password(PASSWORD),
                   size=demo.DemoSize(households_per_grid=5), history=False)
         load_seconds = load(couch, args.requests, progress)
         communities = ids_of_type(couch.main, "community")

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import embedded_stack  # noqa: E402
+from server.security import accounts  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
 from server.services import demo  # noqa: E402
 from server.store.couch import build_views, docs_of_type  # noqa: E402
@@ -154,7 +155,8 @@ def main() -> None:
     edits: list[dict[str, float]] = []
     with embedded_stack("slow_") as (settings, couch, server):
         firewall = Firewall.open(settings, couch)
-        demo.load(couch, firewall, size=demo.DemoSize(1, 1, args.households), password=PASSWORD)
+        demo.load(couch, firewall, size=demo.DemoSize(1, 1, args.households),
+                  password_hash=accounts.hash_password(PASSWORD))
         build_views(couch)
         documents = couch.main.config()["doc_count"]
         household = docs_of_type(couch.main, "household")[0]["_id"]

@@ -27,6 +27,7 @@ from starlette.routing import Mount  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from bench.stack import embedded_stack  # noqa: E402
+from server.security import accounts  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
 from server.services import demo  # noqa: E402
 from server.store.couch import docs_of_type  # noqa: E402
@@ -97,7 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     with embedded_stack("wire_") as (settings, couch, server):
         firewall = Firewall.open(settings, couch)
-        demo.load(couch, firewall, size=demo.DemoSize(1, 1, args.households), password=PASSWORD)
+        demo.load(couch, firewall, size=demo.DemoSize(1, 1, args.households),
+                  password_hash=accounts.hash_password(PASSWORD))
         assets.precompress()
         app = create_app(settings, couch, mounts=[Mount("/sync", create_sync_app(settings, server.url))],
                          clocks=False)

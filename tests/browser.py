@@ -25,6 +25,7 @@ from server.services import demo
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch, build_views, connect
 from server.store.embedded_couch import free_port
+from tests.street import hashed
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -173,9 +174,9 @@ def demo_site(couch_url: str, data_dir: Path, prepare: Callable[[Couch, Firewall
     settings = make_settings(data_dir, f"site_{secrets.token_hex(3)}_")
     couch = connect(settings, couch_url)
     firewall = Firewall.open(settings, couch)
-    demo.load(couch, firewall, size=DEMO_SIZE, password=DEMO_PASSWORD, history=history)
+    demo.load(couch, firewall, size=DEMO_SIZE, password_hash=hashed(DEMO_PASSWORD), history=history)
     couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
-                                           accounts.hash_password(DEMO_PASSWORD), resident=DEMO_RESIDENT))
+                                           hashed(DEMO_PASSWORD), resident=DEMO_RESIDENT))
     prepare(couch, firewall)
     build_views(couch)  # as a server that has run a while: no page here answers "preparing" (server/web/preparing.py)
     served = serve(couch_url, settings, free_port())

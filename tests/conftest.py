@@ -41,6 +41,7 @@ from .log_scan import (
     served_lines,
     tracebacks,
 )
+from .street import hashed
 
 _prefixes = itertools.count()
 SHARED = os.environ.get(SHARED_COUCH)
@@ -143,7 +144,7 @@ DEMO_SIZE = demo.DemoSize(communities=2, grids_per_community=2, households_per_g
 def demo_loaded(couch: Couch, firewall: Firewall) -> Couch:
     """A small demo street (2 communities × 2 grids × 8 households), loaded as `linli serve` loads it, without
     the year of history, so that tests count only what they make (tests/test_demo_history.py loads it)."""
-    demo.load(couch, firewall, size=DEMO_SIZE, password="demo-password", history=False)
+    demo.load(couch, firewall, size=DEMO_SIZE, password_hash=hashed("demo-password"), history=False)
     return couch
 
 
@@ -157,7 +158,7 @@ def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
     from tests.browser import DEMO_RESIDENT
 
     demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [accounts.Role.RESIDENT], demo.STREET_ID,
-                                                 accounts.hash_password("demo-password"), resident=DEMO_RESIDENT))
+                                                 hashed("demo-password"), resident=DEMO_RESIDENT))
     with TestClient(create_app(settings, demo_loaded, clocks=False), follow_redirects=False) as client:
         yield client
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from starlette.testclient import TestClient
@@ -44,6 +45,14 @@ def community_docs() -> list[dict]:
     return docs
 
 
+@functools.cache
+def hashed(password: str) -> str:
+    """The password's argon2id hash, made once per run (a few tenths of a second each, and hundreds of tests make
+    accounts): every account made with this password may share it, as the demo's accounts do (demo.user_docs); a
+    login verifies it as it would a fresh one."""
+    return accounts.hash_password(password)
+
+
 def users() -> list[dict]:
     specs = [
         ("worker1", "张网格", [Role.GRID_WORKER], [C1], [G1]),
@@ -52,8 +61,7 @@ def users() -> list[dict]:
         ("secretary1", "王书记", [Role.SECRETARY], [C1], []),
         ("admin", "管理员", [Role.ADMIN], [], []),
     ]
-    password_hash = accounts.hash_password(PASSWORD)
-    return [accounts.make_user(u, name, roles, STREET, password_hash, communities=cs, grids=gs)
+    return [accounts.make_user(u, name, roles, STREET, hashed(PASSWORD), communities=cs, grids=gs)
             for u, name, roles, cs, gs in specs]
 
 

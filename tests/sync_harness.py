@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import itertools
 import os
 import re
@@ -35,6 +34,7 @@ from sync.principals import TTL_SECONDS
 from .conftest import SHARED, make_settings
 from .log_scan import LOG_FILES
 from .node_process import NodeProcess
+from .street import hashed
 
 LINLI = str(Path(sys.executable).parent / "linli")
 PHONE = PROJECT_ROOT / "pwa" / "tests" / "sync_phone.mjs"
@@ -82,12 +82,6 @@ USERS = {
 }
 
 
-@functools.cache
-def _password_hash() -> str:
-    """PASSWORD hashed once per run (an argon2 hash takes a second on a loaded machine)."""
-    return accounts.hash_password(PASSWORD)
-
-
 def seed(couch: Couch, households_per_grid: int = 20) -> list[dict[str, Any]]:
     """The street: 2 grids of households with a resident each, a device and a gateway; the accounts."""
     docs: list[dict[str, Any]] = [
@@ -106,9 +100,9 @@ def seed(couch: Couch, households_per_grid: int = 20) -> list[dict[str, Any]]:
                      **({"gateway": "gateway:gw1"} if grid == G1 else {})})
     results = bulk_save(couch.main, docs)
     assert not [r for r in results if r.error], results
-    hashed = _password_hash()
     for username, spec in USERS.items():
-        couch.accounts.save(accounts.make_user(username, username, street=STREET, password_hash=hashed, **spec))
+        couch.accounts.save(accounts.make_user(username, username, street=STREET, password_hash=hashed(PASSWORD),
+                                               **spec))
     return docs
 
 
@@ -230,7 +224,7 @@ class Street:
         deactivates, moves or re-passwords its user on a street other tests share. Returns its username."""
         username = f"{like}_{next(_new_users)}"
         self.couch.accounts.save(accounts.make_user(username, username, street=STREET,
-                                                    password_hash=_password_hash(), **USERS[like]))
+                                                    password_hash=hashed(PASSWORD), **USERS[like]))
         return username
 
 

@@ -15,7 +15,7 @@ from server.store.couch import Couch
 from server.store.queries import refusal_to_store
 from server.web import activation
 
-from .street import PASSWORD, STREET, csrf_of, login, logout, post_form
+from .street import PASSWORD, STREET, csrf_of, hashed, login, logout, post_form
 
 RESIDENT = "resident:c1-g01-0001-1"
 OTHER = "resident:c1-g02-0001-1"
@@ -150,7 +150,7 @@ def test_only_the_residents_grid_worker_or_secretary_issues_codes(client: TestCl
 
 def _resident_account(loaded: Couch) -> None:
     loaded.accounts.save(accounts.make_user("resident1", "居民11", [accounts.Role.RESIDENT], STREET,
-                                            accounts.hash_password(PASSWORD), resident=RESIDENT))
+                                            hashed(PASSWORD), resident=RESIDENT))
 
 
 def test_resident_tells_what_they_need_and_follows_it(client: TestClient, loaded: Couch) -> None:

@@ -33,6 +33,7 @@ from server.web.app import create_app
 from sync.app import create_sync_app
 
 from .conftest import make_settings, serve_app
+from .street import hashed
 from .sync_harness import login
 from .test_grants import phone
 from .test_page_parity import Offline
@@ -62,7 +63,7 @@ def world(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory)
     settings = make_settings(tmp_path_factory.mktemp("blind"), "blind_")
     couch = connect(settings, couch_server.url)
     firewall = Firewall.open(settings, couch)
-    demo.load(couch, firewall, size=SIZE, password=PASSWORD)
+    demo.load(couch, firewall, size=SIZE, password_hash=hashed(PASSWORD))
     residents = [r["doc"] for r in couch.main.all(startkey="resident:", endkey="resident:\ufff0", as_list=True)]
     target = next(r for r in residents if r.get("hukou") == "local" and r.get("id_card"))
     neighbour, chooser = [r for r in residents if r["_id"] != target["_id"] and r.get("id_card")][:2]

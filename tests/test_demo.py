@@ -11,6 +11,7 @@ from server.domain.declaration import id_card_check_char, validate
 from server.security.firewall import Firewall
 from server.services import demo
 from server.store.couch import Couch, count_by, get_or_none
+from tests.street import hashed
 
 PASSWORD = "demo-password-1"
 
@@ -127,7 +128,7 @@ def test_staff_accounts(pilot: list[dict]) -> None:
         "admin": 1, "secretary": 4, "grid_worker": 20, "volunteer": 40, "department_staff": 5, "partner": 4}
     assert [login.username for login in logins][:5] == ["admin", "shuji1", "wangge01", "zhiyuan01a", "zhiyuan01b"]
     assert next(login.where for login in logins if login.username == "wangge01") == "幸福社区 第1网格"
-    docs = demo.user_docs(password=PASSWORD)
+    docs = demo.user_docs(password_hash=hashed(PASSWORD))
     assert [d["username"] for d in docs] == [login.username for login in logins]
     assert len({d["password_hash"] for d in docs}) == 1  # hashed once, on purpose
     ids = {d["_id"]: d for d in pilot}
@@ -163,7 +164,7 @@ def test_the_smallest_street_gets_its_year_of_history_too() -> None:
 
 def test_load_writes_everything_once(couch: Couch, firewall: Firewall) -> None:
     size, now = demo.DemoSize(households_per_grid=5), dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)
-    report = demo.load(couch, firewall, size=size, password=PASSWORD, now=now)
+    report = demo.load(couch, firewall, size=size, password_hash=hashed(PASSWORD), now=now)
     users = demo.demo_logins(size=size)
     listed = count_by(couch.main, "linli/by_place")
     counts = {key: n for key, n in listed.items() if key[0].startswith("grid:")}
@@ -178,15 +179,15 @@ def test_load_writes_everything_once(couch: Couch, firewall: Firewall) -> None:
     assert couch.accounts.get("user:wangge01")["grids"] == ["grid:c1-g01"]
     assert couch.main.get(demo.STREET_ID)["name"] == demo.STREET_NAME
     before = (couch.main.config()["doc_count"], couch.accounts.config()["doc_count"])
-    again = demo.load(couch, firewall, size=size, password=PASSWORD)
+    again = demo.load(couch, firewall, size=size, password_hash=hashed(PASSWORD))
     assert not again.loaded and again.docs == 0
     assert (couch.main.config()["doc_count"], couch.accounts.config()["doc_count"]) == before
 
 
 def test_load_names_the_first_refused_document(couch: Couch, firewall: Firewall) -> None:
     size = demo.DemoSize(1, 1, 1)
-    couch.accounts.save(demo.user_docs(size=size, password=PASSWORD)[0])  # "admin" exists already
+    couch.accounts.save(demo.user_docs(size=size, password_hash=hashed(PASSWORD))[0])  # "admin" exists already
     with pytest.raises(RuntimeError, match="user:admin: conflict"):
-        demo.load(couch, firewall, size=size, password=PASSWORD)
+        demo.load(couch, firewall, size=size, password_hash=hashed(PASSWORD))
     assert get_or_none(couch.main, demo.STREET_ID) is None  # so the next start tries again, and says why
     assert get_or_none(couch.main, "household:c1-g01-0001") is None  # accounts go first: nothing else written

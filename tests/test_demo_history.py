@@ -40,7 +40,7 @@ from server.store.couch import Couch, connect, docs_of_type
 from server.store.embedded_couch import EmbeddedCouch
 from server.web.app import create_app
 from tests.conftest import make_settings
-from tests.street import csrf_of
+from tests.street import csrf_of, hashed
 
 NOW = dt.datetime(2026, 11, 30, 6, 30, tzinfo=dt.UTC)  # a Monday, 14:30 in Wuhan
 PASSWORD = "demo-password-1"
@@ -218,7 +218,7 @@ def street(couch_server: EmbeddedCouch, street_settings: Settings) -> Iterator[t
     that the sweep at NOW then resolved, when a test came after its first tick: seed 31)."""
     settings = street_settings
     couch = connect(settings, couch_server.url)
-    demo.load(couch, Firewall.open(settings, couch), size=SIZE, password=PASSWORD, now=NOW)
+    demo.load(couch, Firewall.open(settings, couch), size=SIZE, password_hash=hashed(PASSWORD), now=NOW)
     with TestClient(create_app(settings, couch, clocks=False), follow_redirects=False) as client:
         yield couch, client
 

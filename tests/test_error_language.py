@@ -21,7 +21,7 @@ from server.store.couch import Couch
 from server.web.app import create_app
 
 from .english import english_sentences, is_english, raw_keys, shown_errors
-from .street import TINY_PNG, csrf_of
+from .street import TINY_PNG, csrf_of, hashed
 
 PASSWORD = "demo-password"
 RESIDENT = "resident:c1-g01-0002-1"  # in wangge01's grid; the account jumin1
@@ -136,7 +136,7 @@ PATHS = [
 @pytest.fixture
 def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
     demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [accounts.Role.RESIDENT], demo.STREET_ID,
-                                                 accounts.hash_password(PASSWORD), resident=RESIDENT))
+                                                 hashed(PASSWORD), resident=RESIDENT))
     resident = demo_loaded.main.get(RESIDENT)
     demo_loaded.main.save({"_id": "alert:lang-sos", "type": "alert",
                            **{k: resident[k] for k in ("street", "community", "grid", "household")},

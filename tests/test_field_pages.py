@@ -18,7 +18,7 @@ from server.store.config import LOCAL_TZ
 from server.store.couch import Couch, bulk_save, iter_view_docs
 from server.web.field_pages import RESOLVED_SHOWN
 
-from .street import C1, C2, G1, G2, G3, PASSWORD, STREET, TINY_PNG, csrf_of, login
+from .street import C1, C2, G1, G2, G3, PASSWORD, STREET, TINY_PNG, csrf_of, hashed, login
 
 HOUSEHOLD = "household:c1-g01-0001"
 RESIDENT = "resident:c1-g01-0001-1"
@@ -159,7 +159,7 @@ def test_acknowledge_visit_resolve_and_refusals(alerts: Couch, client: TestClien
 
 def test_a_resident_who_sees_their_own_alert_still_may_not_change_it(alerts: Couch, client: TestClient) -> None:
     alerts.accounts.save(accounts.make_user("jumin", "居民", [accounts.Role.RESIDENT], STREET,
-                                            accounts.hash_password(PASSWORD), resident=RESIDENT))
+                                            hashed(PASSWORD), resident=RESIDENT))
     login(client, "jumin")
     assert client.post("/alerts/sos/act", data={"action": "acknowledge", "csrf_token": csrf_of(client, "/requests")}
                        ).status_code == 403

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from server.security import accounts, filing
 from server.store.couch import Couch
 
-from .street import G1, PASSWORD, STREET, login, logout, post_form
+from .street import G1, PASSWORD, STREET, hashed, login, logout, post_form
 
 RESIDENT = "resident:c1-g01-0001-1"
 
@@ -77,7 +77,7 @@ def test_only_secretaries_see_approvals(client: TestClient) -> None:
 
 def test_resident_sets_privacy_and_it_binds_the_grid_worker(client: TestClient, loaded: Couch) -> None:
     loaded.accounts.save(accounts.make_user("resident1", "居民11", [accounts.Role.RESIDENT], STREET,
-                                            accounts.hash_password(PASSWORD), resident=RESIDENT))
+                                            hashed(PASSWORD), resident=RESIDENT))
     login(client, "resident1")
     page = client.get(f"/residents/{RESIDENT}/privacy")
     assert page.status_code == 200 and 'value="secretary_only"' in page.text
@@ -107,7 +107,7 @@ def test_search_by_phone_number_finds_the_household_through_the_blind_index(clie
 
 def test_resident_sees_their_record_and_who_opened_it(client: TestClient, loaded: Couch) -> None:
     loaded.accounts.save(accounts.make_user("resident1", "居民11", [accounts.Role.RESIDENT], STREET,
-                                            accounts.hash_password(PASSWORD), resident=RESIDENT))
+                                            hashed(PASSWORD), resident=RESIDENT))
     login(client, "worker1")
     post_form(client, f"/residents/{RESIDENT}/reveal", {"category": "contact", "purpose": "routine_visit"}, True)
     logout(client)

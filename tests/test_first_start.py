@@ -21,6 +21,7 @@ from server.store.couch import Couch, bulk_save, connect
 from server.store.embedded_couch import EmbeddedCouch, free_port
 from tests.conftest import make_settings
 from tests.first_pages import FIRST_PAGES, open_first_pages
+from tests.street import hashed
 from tests.sync_harness import G2, Street, seed, serve, stop, visible_ids, visit
 from tests.test_serve import Served, demo_password
 
@@ -108,7 +109,7 @@ def test_map_functions_compiled_once_index_exactly_as_pouchdb_mapreduce_does(
         now = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
         main = _some_of_each_type([*demo.generate(size=size),
                                    *demo.generate_history(size=size, now=now, code_key=bytes(32))])
-        accounts = demo.user_docs(size=size, password="map-test-password")
+        accounts = demo.user_docs(size=size, password_hash=hashed("map-test-password"))
         # users_by_grid's forEach throws on the first: the document is skipped.
         odd = [{**accounts[1], "_id": "user:odd", "grids": "not a list"},
                {"_id": "visit:deleted", "_rev": "1-" + "a" * 32, "_deleted": True}]

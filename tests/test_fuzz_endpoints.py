@@ -36,7 +36,7 @@ from sync.app import create_sync_app
 from sync.auth import new_device_token
 from tests.browser import DEMO_PASSWORD, DEMO_RESIDENT
 from tests.conftest import DEMO_SIZE, make_settings
-from tests.street import TINY_PNG
+from tests.street import TINY_PNG, hashed
 from tests.sync_harness import login, serve, stop
 
 SEED = 13
@@ -204,9 +204,9 @@ def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) 
     settings = make_settings(tmp_path_factory.mktemp("fuzz"), "fuzz_")
     couch = connect(settings, couch_server.url)
     firewall = Firewall.open(settings, couch)
-    demo.load(couch, firewall, size=DEMO_SIZE, password=DEMO_PASSWORD)
+    demo.load(couch, firewall, size=DEMO_SIZE, password_hash=hashed(DEMO_PASSWORD))
     couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
-                                           accounts.hash_password(DEMO_PASSWORD), resident=DEMO_RESIDENT))
+                                           hashed(DEMO_PASSWORD), resident=DEMO_RESIDENT))
     token, token_doc = new_device_token(accounts.user_id("wangge01"), "fuzz", dt.datetime.now(dt.UTC))
     couch.accounts.save(token_doc)
     # The routes exactly as `linli serve` mounts them (server/cli/main.py), listed from the app, not by hand.

@@ -21,7 +21,7 @@ from server.domain.i18n import MESSAGES
 from server.security import accounts
 from server.store.couch import Couch, get_or_none
 
-from .street import C1, G1, G2, PASSWORD, STREET, login, logout, post_form
+from .street import C1, G1, G2, PASSWORD, STREET, hashed, login, logout, post_form
 
 NOW = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
 EVENINGS = [{"day": d, "start": "18:00", "end": "21:00"} for d in range(5)]
@@ -177,7 +177,7 @@ HOUSEHOLD, RESIDENT = "household:c1-g01-0002", "resident:c1-g01-0002-1"
 @pytest.fixture
 def street(loaded: Couch) -> Couch:
     """The small street with a resident account, a second volunteer in grid 1, an organisation and an open need."""
-    password_hash = accounts.hash_password(PASSWORD)
+    password_hash = hashed(PASSWORD)
     for doc in (accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], STREET, password_hash, resident=RESIDENT),
                 accounts.make_user("volunteer2", "钱志愿", [Role.VOLUNTEER], STREET, password_hash,
                                    communities=[C1], grids=[G1])):

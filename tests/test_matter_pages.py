@@ -22,7 +22,7 @@ from server.store.config import Settings
 from server.store.couch import Couch
 from server.web.app import create_app
 
-from .street import csrf_of, logout, post_form
+from .street import csrf_of, hashed, logout, post_form
 
 PASSWORD = "demo-password"
 RESIDENT = "resident:c1-g01-0002-1"
@@ -33,7 +33,7 @@ OTHER_COMMUNITYS_RESIDENT = "resident:c2-g01-0001-1"
 def site(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
     for username, resident in (("jumin1", RESIDENT), ("jumin9", OTHER_COMMUNITYS_RESIDENT)):
         demo_loaded.accounts.save(accounts.make_user(username, "居民", [accounts.Role.RESIDENT], STREET_ID,
-                                                     accounts.hash_password(PASSWORD), resident=resident))
+                                                     hashed(PASSWORD), resident=resident))
     with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
         yield client
 

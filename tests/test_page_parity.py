@@ -57,7 +57,7 @@ from sync.app import create_sync_app
 
 from .conftest import make_settings, serve_app
 from .node_process import NodeProcess
-from .street import HTML_AS_JPEG, SVG_WITH_SCRIPT, TINY_PNG
+from .street import HTML_AS_JPEG, SVG_WITH_SCRIPT, TINY_PNG, hashed
 from .sync_harness import login
 
 PASSWORD = "parity-password"
@@ -103,11 +103,11 @@ def _principal(couch: Couch, username: str) -> Principal:
 
 def _load(couch: Couch, firewall: Firewall) -> Street:
     """The demo's first grid (55 households), an empty second grid, and the states the pages must show alike."""
-    demo.load(couch, firewall, size=SIZE, password=PASSWORD)
+    demo.load(couch, firewall, size=SIZE, password_hash=hashed(PASSWORD))
     worker = couch.accounts.get(accounts.user_id("wangge01"))
     couch.accounts.save({**worker, "grids": [G1, G2]})
     couch.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], demo.STREET_ID,
-                                           accounts.hash_password(PASSWORD), resident=resident(2)))
+                                           hashed(PASSWORD), resident=resident(2)))
     grid = couch.main.get(G1)
     for n, grid_id in ((2, G2), (3, G3)):  # G3: in the community, but no worker's or volunteer's
         couch.main.save({**{k: v for k, v in grid.items() if k not in ("_id", "_rev")}, "_id": grid_id,

@@ -34,6 +34,7 @@ from server.store.config import Settings
 from server.store.couch import Couch, bulk_save
 from server.store.embedded_couch import EmbeddedCouch, free_port
 
+from .street import hashed
 from .sync_harness import login, serve, stop
 
 Doc = dict[str, Any]
@@ -1226,7 +1227,7 @@ def test_several_mutations_at_once_are_judged_by_the_rules(actor: Actor, type_na
 @pytest.fixture(name="gateway_url")
 def gateway_url_fixture(couch_server: EmbeddedCouch, couch: Couch, settings: Settings) -> Iterator[str]:
     main, accounts_docs = world_docs()
-    password_hash = accounts.hash_password(PASSWORD)
+    password_hash = hashed(PASSWORD)
     accounts_docs = [{**d, "password_hash": password_hash} if d["type"] == "user" else d for d in accounts_docs]
     for db, docs in ((couch.main, main), (couch.accounts, accounts_docs)):
         assert not [r for r in bulk_save(db, docs) if r.error]

@@ -26,6 +26,7 @@ from server.services import rewards, timebank
 from server.services.demo import STREET_ID
 from server.services.timebank import LedgerError
 from server.store.couch import Couch, get_or_none
+from tests.street import hashed
 
 C1 = "community:c1"
 VOLUNTEER, OTHER_VOLUNTEER, RESIDENT = "user:zhiyuan01a", "user:zhiyuan01b", "resident:c1-g01-0002-1"
@@ -119,7 +120,7 @@ def test_minting_takes_foreign_events_and_maps_users_to_their_account(demo_loade
     """The hearings' participation (server/services/meetings.py) comes as events of the same shape; a person
     who is a user with a resident record earns on that record, as their time bank account."""
     demo_loaded.accounts.save(accounts.make_user("jumin-pts", "居民乙", [Role.RESIDENT], STREET_ID,
-                                                 accounts.hash_password("x" * 12), resident=RESIDENT))
+                                                 hashed("x" * 12), resident=RESIDENT))
     events = [rules.Event(participation_id("attended", "attendance:m1:" + RESIDENT, RESIDENT), "attended", RESIDENT,
                           "attendance:m1:" + RESIDENT, NOW.isoformat()),
               rules.Event(participation_id("opinion", "opinion:x", "user:jumin-pts"), "opinion", "user:jumin-pts",

@@ -24,6 +24,7 @@ from server.store.config import Settings
 from server.store.couch import Couch
 from server.store.embedded_couch import EmbeddedCouch, free_port
 
+from .street import hashed
 from .sync_harness import login, serve, stop
 
 Doc = dict[str, Any]
@@ -281,7 +282,7 @@ def test_no_copy_of_the_data_and_no_client_holds_a_venues_secret_or_its_codes_to
         return [s for s in (secret, *to_come) if s in text]
 
     demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], STREET_ID,
-                                                 accounts.hash_password(PASSWORD), resident=RESIDENT))
+                                                 hashed(PASSWORD), resident=RESIDENT))
     for db in (demo_loaded.main, demo_loaded.accounts):
         assert leaked(json.dumps([r["doc"] for r in db.all(as_list=True)], ensure_ascii=False)) == [], db.name
     for username in ("zhiyuan01a", "jumin1", "shuji1", "wangge01"):
@@ -329,7 +330,7 @@ def test_a_resident_books_offline_for_their_own_household_and_syncs(gateway_url:
     """A resident's phone books offline (pages.js poolBook) and syncs: a booking naming their own record is taken,
     held to the resource's rules; one naming another resident, or none, is refused, nothing stored."""
     demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], STREET_ID,
-                                                 accounts.hash_password(PASSWORD), resident=RESIDENT))
+                                                 hashed(PASSWORD), resident=RESIDENT))
     start = (dt.datetime.now(rules.LOCAL) + dt.timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
     phone = login(gateway_url, "jumin1", PASSWORD)
     mine = {**slot(hall, start, by="user:jumin1"), "resident": RESIDENT, "created_at": dt.datetime.now(rules.LOCAL)

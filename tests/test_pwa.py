@@ -34,7 +34,7 @@ from server.store.couch import Couch, get_or_none
 from server.store.embedded_couch import EmbeddedCouch
 from tests.browser import CHOOSE_CAMERA_PHOTO, DEMO_PASSWORD, DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
 from tests.slow_link import SlowLink
-from tests.street import TINY_PNG
+from tests.street import TINY_PNG, hashed
 
 SCREENS = PROJECT_ROOT / "test-output" / "screens"
 SYNCED = "document.querySelector('#sync-state')?.dataset.lastSynced"
@@ -61,7 +61,7 @@ def _prepare(couch: Couch, firewall: Firewall) -> None:
                      "household": resident["household"], "resident": RESIDENT, "kind": "sos", "status": "raised",
                      "raised_at": dt.datetime.now(dt.UTC).isoformat(), "visibility": "grid_staff"})
     couch.accounts.save(accounts.make_user("wangge01b", "第二网格员", [Role.GRID_WORKER], demo.STREET_ID,
-                                           accounts.hash_password(DEMO_PASSWORD), communities=[resident["community"]],
+                                           hashed(DEMO_PASSWORD), communities=[resident["community"]],
                                            grids=[resident["grid"]]))
 
 

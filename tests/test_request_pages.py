@@ -20,7 +20,7 @@ from server.store.couch import Couch
 from server.store.health import Health
 from server.web.app import create_app
 
-from .street import TINY_PNG, csrf_of
+from .street import TINY_PNG, csrf_of, hashed
 
 PASSWORD = "demo-password"
 
@@ -28,7 +28,7 @@ PASSWORD = "demo-password"
 @pytest.fixture
 def web(demo_loaded: Couch, settings: Settings) -> Iterator[TestClient]:
     demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [accounts.Role.RESIDENT], STREET_ID,
-                                                 accounts.hash_password(PASSWORD),
+                                                 hashed(PASSWORD),
                                                  resident="resident:c1-g01-0002-1"))
     with TestClient(create_app(settings, demo_loaded), follow_redirects=False) as client:
         yield client

@@ -23,7 +23,7 @@ from server.services.demo import STREET_ID
 from server.store.couch import Couch
 
 from . import street
-from .street import csrf_of
+from .street import csrf_of, hashed
 from .test_points import C1, NOW, SECRETARY, SHOP, VOLUNTEER, confirmation, stored
 
 ZH = translator("zh")
@@ -34,7 +34,7 @@ def shop_web(web: TestClient, demo_loaded: Couch) -> TestClient:
     demo_loaded.main.save({"_id": SHOP, "type": "organisation", "street": STREET_ID, "community": C1,
                            "name": "测试超市", "kind": "firm"})
     user = accounts.make_user("hezuo-test", "超市店员", [Role.PARTNER], STREET_ID,
-                              accounts.hash_password("demo-password"))
+                              hashed("demo-password"))
     demo_loaded.accounts.save({**user, "organisation": SHOP})
     return web
 

@@ -21,7 +21,7 @@ from server.store.config import Settings
 from server.store.couch import Couch, get_or_none
 from server.web.app import create_app
 
-from .street import csrf_of, post_form
+from .street import csrf_of, hashed, post_form
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 PASSWORD = "demo-password"
@@ -37,7 +37,7 @@ def new_matter() -> d.NewMatter:
 def site(demo_loaded: Couch, settings: Settings) -> TestClient:
     """The web app without its lifespan: no minute clock, whose freeze_pending would race the preparing page."""
     demo_loaded.accounts.save(accounts.make_user("jumin1", "居民", [accounts.Role.RESIDENT], STREET_ID,
-                                                 accounts.hash_password(PASSWORD), resident=RESIDENT))
+                                                 hashed(PASSWORD), resident=RESIDENT))
     return TestClient(create_app(settings, demo_loaded), follow_redirects=False)
 
 

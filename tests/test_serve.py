@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from server.security import accounts
 from server.services import demo
 from server.store.embedded_couch import (
     RECORD_FILE,
@@ -31,7 +30,7 @@ from server.store.embedded_couch import (
 )
 from tests.browser import launch, wait_out_preparing
 from tests.log_scan import SERVED_RESIDENTS, keep_output
-from tests.street import TINY_PNG
+from tests.street import TINY_PNG, hashed
 
 LINLI = str(Path(sys.executable).parent / "linli")
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
@@ -367,7 +366,7 @@ def test_a_process_on_the_host_cannot_rewrite_a_password_hash(served: Served) ->
     couch = f"http://127.0.0.1:{embedded_couch_port(served.data_dir)}/"
     user = f"{couch}linli_accounts/user:wangge01"
     forged = {"_id": "user:wangge01", "_rev": "999-" + "0" * 32, "type": "user", "username": "wangge01",
-              "password_hash": accounts.hash_password("the attacker's password")}
+              "password_hash": hashed("the attacker's password")}
     bulk = {"docs": [forged], "new_edits": False}  # no revision needed: the write wins outright
     for credentials in (None, ("linli", "a guessed password"), ("admin", "admin")):
         assert httpx2.get(user, auth=credentials).status_code == 401

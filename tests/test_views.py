@@ -20,6 +20,7 @@ from server.store import views
 from server.store.couch import Couch, connect
 from server.store.embedded_couch import EmbeddedCouch
 from tests.conftest import make_settings
+from tests.street import hashed
 
 NOW = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 SIZE = demo.DemoSize(communities=1, grids_per_community=2, households_per_grid=6)
@@ -32,14 +33,14 @@ def with_history(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathF
     stored alone (`_design/alone`), as before the merge."""
     settings = make_settings(Path(tmp_path_factory.mktemp("views")), f"views_{secrets.token_hex(3)}_")
     couch = connect(settings, couch_server.url)
-    demo.load(couch, Firewall.open(settings, couch), size=SIZE, password="view-test-password",
+    demo.load(couch, Firewall.open(settings, couch), size=SIZE, password_hash=hashed("view-test-password"),
               now=NOW)
     resident = next(r["id"] for r in couch.main.all(startkey="resident:", endkey="resident:\ufff0", limit=1,
                                                      include_docs="false", as_list=True))
     for n in range(3):
         couch.main.save({"_id": f"audit_entry:view-test-{n}", "type": "audit_entry", "target": resident,
                          "at": (NOW + dt.timedelta(minutes=n)).isoformat(), "actor": "user:admin"})
-    password = accounts.hash_password("view-test-password")
+    password = hashed("view-test-password")
     for n, row in enumerate(couch.main.all(startkey="resident:", endkey="resident:\ufff0", limit=3,
                                            include_docs="false", as_list=True)):
         couch.accounts.save(accounts.make_user(f"jumin_views{n}", "居民", [accounts.Role.RESIDENT], demo.STREET_ID,

@@ -117,7 +117,7 @@ def load_demo(settings: Settings, couch: Couch, size: demo.DemoSize, seed: int) 
         password = secrets.token_urlsafe(9)
         print(f"Loading the demo community (seed {seed}) …", flush=True)
         firewall = Firewall.open(settings, couch)
-        report = demo.load(couch, firewall, seed=seed, size=size, password=password,
+        report = demo.load(couch, firewall, seed=seed, size=size, password_hash=accounts.hash_password(password),
                            progress=sys.stdout.isatty(), indexed=views.FIRST)
         print(f"Loaded {report.docs} documents in {report.seconds:.1f} s.", flush=True)
         lines = [f"Demo password for every demo account: {password}", ""]

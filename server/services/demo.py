@@ -550,13 +550,10 @@ def demo_logins(seed: int = 2025, size: DemoSize = DemoSize()) -> list[DemoLogin
     return [a.login for a in _accounts(seed, size)]
 
 
-def user_docs(seed: int = 2025, size: DemoSize = DemoSize(), *, password: str) -> list[dict[str, Any]]:
-    """Validated user documents for every demo account, all with the given password.
-
-    The password is hashed once and the hash shared: argon2id costs ~50 ms a
-    hash, and these accounts share one password anyway.
-    """
-    password_hash = accounts.hash_password(password)
+def user_docs(seed: int = 2025, size: DemoSize = DemoSize(), *, password_hash: str) -> list[dict[str, Any]]:
+    """Validated user documents for every demo account, all with the password of this hash
+    (`accounts.hash_password`): one hash shared, as the accounts share one password (argon2id costs ~50 ms or more
+    a hash)."""
     return [accounts.make_user(a.login.username, a.login.display_name, [a.role], STREET_ID, password_hash,
                                communities=list(a.communities), grids=list(a.grids), department=a.department,
                                organisation=a.organisation)
@@ -575,7 +572,7 @@ class LoadReport:
 
 
 def load(couch: Couch, firewall: Firewall, seed: int = 2025,
-         size: DemoSize = DemoSize(), *, password: str, progress: bool = False, batch_size: int = 1000,
+         size: DemoSize = DemoSize(), *, password_hash: str, progress: bool = False, batch_size: int = 1000,
          now: dt.datetime | None = None, history: bool = True, indexed: tuple[views.Physical, ...] = ()
          ) -> LoadReport:
     """Write the demo and (unless `history` is False) its year of history up to `now` (default: this moment)
@@ -593,7 +590,7 @@ def load(couch: Couch, firewall: Firewall, seed: int = 2025,
     started = time.perf_counter()
     if get_or_none(couch.main, STREET_ID) is not None:
         return LoadReport(0, time.perf_counter() - started, loaded=False)
-    users = user_docs(seed, size, password=password)
+    users = user_docs(seed, size, password_hash=password_hash)
     census = _census(size)
     docs = (census.observe(doc) for doc in generate(seed, size))
     street_doc = next(docs)  # generate() yields the street first; it is held back to mark completion
