@@ -187,8 +187,9 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
                                                         "buffer": TINY_PNG}])
     page.click("main form.stack button[type=submit]")
     page.wait_for_url(f"**/households/{household_id}")
-    assert page.locator("ul.visits li").count() == 1
-    page.wait_for_function("() => document.querySelector('ul.visits img.thumb')?.naturalWidth > 0")
+    # Newest first: this visit, whatever other tests here recorded at this household before (seed 33).
+    assert page.locator("ul.visits li").first.locator(".visit-notes").inner_text() == "离线走访记录"
+    page.wait_for_function("() => document.querySelector('ul.visits li img.thumb')?.naturalWidth > 0")
     screenshot(page, "visit")
 
     # The SOS alert: resolved offline from the inbox.
@@ -554,8 +555,10 @@ def test_an_sos_acknowledged_offline_arrives_before_the_photos_on_a_weak_signal(
     up_before = link.sent["up"]
     back_online = time.monotonic()
     phone.set_offline(False)  # the page asks for a sync when the network returns (pwa/app.js)
+    # What is proved is the order (below: not all the photos were through when it arrived); the deadline only
+    # bounds the wait. 5 s was once the deadline, and two suites side by side at load 12 took 5.02 s (seed 33).
     while (alert := site.couch.main.get(SOS))["status"] != "acknowledged":
-        assert time.monotonic() - back_online < 5, "the SOS acknowledgement took over 5 s to reach the server"
+        assert time.monotonic() - back_online < 30, "the SOS acknowledgement took over 30 s to reach the server"
         time.sleep(0.05)
     took = time.monotonic() - back_online
     visits = [r["doc"] for r in site.couch.main.all(startkey="visit:", endkey="visit:\ufff0", include_docs=True,
@@ -630,9 +633,10 @@ def test_the_bar_shows_a_first_sync_under_way_before_anything_is_pulled(site: De
     assert not page.get_attribute("#sync-state", "data-last-synced")
     # Every later update while it runs says so too (the label once gave way to the bar's own state: "· yes ·").
     deadline = time.monotonic() + 60
-    while page.get_attribute("#sync-state", "data-syncing") == "yes" and time.monotonic() < deadline:
-        text = page.inner_text("#sync-state")
-        assert "正在同步" in text and "yes" not in text, text
+    # The state and the text read at once: read apart, the sync could end between them (seed 32).
+    bar = "() => { const bar = document.querySelector('#sync-state'); return [bar.dataset.syncing, bar.innerText]; }"
+    while (state := page.evaluate(bar))[0] == "yes" and time.monotonic() < deadline:
+        assert "正在同步" in state[1] and "yes" not in state[1], state[1]
         page.wait_for_timeout(100)
     phone.close()
 
