@@ -17,7 +17,7 @@ from server.domain.i18n import translator
 from server.security.firewall import Firewall
 from server.store.couch import Couch
 from server.store.embedded_couch import EmbeddedCouch
-from tests.browser import DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
+from tests.browser import DEMO_RESIDENT, PHONE, DemoSite, demo_site, new_phones_forgotten, sign_in
 from tests.english import english_sentences, raw_keys, shown_errors
 from tests.street import TINY_PNG
 
@@ -38,6 +38,12 @@ def _prepare(couch: Couch, firewall: Firewall) -> None:
 def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
     with demo_site(couch_server.url, tmp_path_factory.mktemp("errors"), _prepare) as prepared:
         yield prepared
+
+
+@pytest.fixture(autouse=True)
+def phones_forgotten(site: DemoSite) -> Iterator[None]:
+    with new_phones_forgotten(site):
+        yield
 
 
 def phone_of(site: DemoSite, username: str, lang: str = "zh") -> tuple[BrowserContext, Page]:

@@ -1003,8 +1003,8 @@ def test_a_wrong_offline_handler_is_caught(street: Street, users: dict[str, User
     broken = tmp_path / "offline" / "pages.js"
     shutil.copytree(PAGES.parent, broken.parent)
     source = PAGES.read_text(encoding="utf-8")
-    wrong = source.replace("households.slice(offset, offset + PAGE_SIZE)",
-                           "households.slice(offset + 1, offset + PAGE_SIZE)")
+    wrong = source.replace("households.slice(offset, offset + session.shown.households)",
+                           "households.slice(offset + 1, offset + session.shown.households)")
     assert wrong != source, "the line this test breaks has changed: break another"
     broken.write_text(wrong, encoding="utf-8")
     for sibling in PAGES.parent.parent.iterdir():  # pages.js imports ../crypto/, ../render.js

@@ -32,7 +32,16 @@ from server.services import demo
 from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch, get_or_none
 from server.store.embedded_couch import EmbeddedCouch
-from tests.browser import CHOOSE_CAMERA_PHOTO, DEMO_PASSWORD, DEMO_RESIDENT, PHONE, DemoSite, demo_site, sign_in
+from tests.browser import (
+    CHOOSE_CAMERA_PHOTO,
+    DEMO_PASSWORD,
+    DEMO_RESIDENT,
+    PHONE,
+    DemoSite,
+    demo_site,
+    new_phones_forgotten,
+    sign_in,
+)
 from tests.slow_link import SlowLink
 from tests.street import TINY_PNG, hashed
 
@@ -71,22 +80,10 @@ def site(couch_server: EmbeddedCouch, tmp_path_factory: pytest.TempPathFactory) 
         yield prepared
 
 
-def _phone_keys(couch: Couch) -> dict[str, str]:
-    """Every phone key registered and not revoked: id → its user."""
-    rows = couch.accounts.all(startkey="phone_key:", endkey="phone_key:\ufff0", include_docs=True, as_list=True)
-    return {r["id"]: r["doc"]["user"] for r in rows if not r["doc"]["revoked"]}
-
-
 @pytest.fixture(autouse=True)
 def phones_forgotten(site: DemoSite) -> Iterator[None]:
-    """The phones a test signed in are forgotten after it, as if signed out (their keys revoked): an account holds at
-    most grants.MAX_PHONES, and this module's tests sign wangge01 in on more than that (shuffled, seed 31: the sixth
-    phone got no key, so the locked category never opened on it and signing out revoked nothing)."""
-    before = _phone_keys(site.couch)
-    yield
-    for phone_key, user in _phone_keys(site.couch).items():
-        if phone_key not in before:
-            grants.unregister_phone(site.firewall, site.couch.accounts.get(user), phone_key, dt.datetime.now(dt.UTC))
+    with new_phones_forgotten(site):
+        yield
 
 
 def screenshot(page: Page, name: str) -> None:
