@@ -19,7 +19,6 @@ import { DAY_MS, HOUR_MS, blockedHoursOn, bookingRefusal, checkable, checkinId, 
   isKeeper, isWhole, openHoursOn, openingText, shownDay, slotIdAt, slotStartAt } from "./pool.js";
 import { localTime } from "../render.js";
 
-
 export class OfflineError extends Error {
   constructor(status, message) {
     super(message);
@@ -474,8 +473,7 @@ async function tasksPage({ db, session }) {
   const grids = session.user.grids || [];
   const households = volunteer ? (await docsOfType(db, "household")).filter((h) => grids.includes(h.grid)) : [];
   const tasks = tasksInOrder(await docsOfType(db, "task")).slice(0, session.shown.tasks);
-  return { template: "tasks.html", context: { tasks,
-                                              households, names: session.names, volunteer } };
+  return { template: "tasks.html", context: { tasks, households, names: session.names, volunteer } };
 }
 
 function taskContext(session, task, error, note) {

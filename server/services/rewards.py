@@ -144,10 +144,12 @@ def mint_all(couch: Couch, now: dt.datetime) -> int:
         minted += sum(done)
         if len(done) < len(events) or not changes:
             return minted  # a community failed: from this checkpoint again next run
+        # Another run may have moved the checkpoint meanwhile (the first start's beside a sweep's): it read the same
+        # changes, minting is idempotent, and the next run goes on from the checkpoint it wrote.
         try:
             checkpoint = couch.main.save({**checkpoint, "seq": last_seq})
-        except Conflict:  # another run moved it meanwhile (the first start's beside a sweep's): it read the same
-            return minted  # changes, minting is idempotent, and the next run goes on from the checkpoint it wrote
+        except Conflict:
+            return minted
         if len(changes) < CHANGES_BATCH:
             return minted
 
