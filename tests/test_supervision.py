@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -58,6 +62,61 @@ def test_pages_phones_and_health_say_recovering_while_the_database_is_gone(tmp_p
         assert web.get("/readyz").json()["parts"]["sync"] == {"ok": True, "live_clients": 0}
         health.first_views_built = False  # a load balancer sends nobody here until the first indexes are built
         assert web.get("/healthz").status_code == 200 and web.get("/readyz").status_code == 503
+
+
+# What a client reads from a CouchDB killed while it streams an answer: the head, then part of a chunk, then nothing.
+CUT_ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"400\r\n{\"total_rows\":12,\"offset\":0,\"rows\":[")
+
+
+@contextmanager
+def answers_cut_midway(port: int) -> Iterator[list[bytes]]:
+    """A server on the database's port that starts every answer and dies inside it; yields the requests it got."""
+    listener = socket.create_server(("127.0.0.1", port))
+    listener.settimeout(0.2)
+    received: list[bytes] = []
+    stopping = threading.Event()
+
+    def answer() -> None:
+        while not stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with client:
+                received.append(client.recv(65536))
+                client.sendall(CUT_ANSWER)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield received
+    finally:
+        stopping.set()
+        thread.join()
+        listener.close()
+
+
+def test_a_database_killed_in_the_middle_of_an_answer_is_recovering_too(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, "cut_")
+    with EmbeddedCouch(tmp_path / "couch") as database:
+        couch = connect(settings, database.url)
+        bulk_save(couch.accounts, street.users())
+        web = TestClient(create_app(settings, couch, health=Health()), raise_server_exceptions=False,
+                         follow_redirects=False)
+        phones = TestClient(create_sync_app(settings, database.url, Health()), raise_server_exceptions=False)
+        as_user(web, "worker1")
+        assert web.get("/tasks").status_code == 200  # the page works before the cut
+        database.stop()
+        with answers_cut_midway(database.port) as received:
+            page = web.get("/tasks")
+            assert page.status_code == 503 and "服务器正在恢复" in page.text, page.text[:300]
+            sync = phones.get(f"/{MAIN_DB}/_changes",
+                              headers={"Authorization": f"Bearer {TOKEN_PREFIX}0a1b.secret"})
+            assert sync.status_code == 503 and sync.json()["error"] == "recovering", sync.text
+        assert len(received) >= 2  # both clients did reach the database and read the start of its answer
+        database.start()
+        assert web.get("/tasks").status_code == 200
 
 
 def test_linli_serve_restarts_its_database_after_a_kill_and_loses_nothing(tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ from server.store.config import Settings
 # The database is not there (stopped, restarting, its connection cut mid-answer), as each HTTP client says so:
 # pycouchdb's (requests, the pages and commands) and the sync gateway's (httpx2). Pages and phones answer these
 # with "recovering" (503), never a traceback.
-UNREACHABLE: tuple[type[Exception], ...] = (requests.exceptions.ConnectionError, httpx2.NetworkError,
+UNREACHABLE: tuple[type[Exception], ...] = (requests.exceptions.ConnectionError,
+                                            requests.exceptions.ChunkedEncodingError, httpx2.NetworkError,
                                             httpx2.RemoteProtocolError)
 
 
