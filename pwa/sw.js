@@ -446,7 +446,8 @@ async function runSync() {
     // pulls once more for the grants. Without a key the phone still syncs; it only cannot open protected fields
     // offline, and the bar says why.
     const newPhone = !(await storedPhoneKey(session.user._id));
-    const registering = phoneKey(session.user._id, session.csrf_token).then(() => null, (e) => e.message);
+    const registering = phoneKey(session.user._id, session.csrf_token)
+      .then(() => null, (e) => (e.key ? { key: e.key, params: e.params || {} } : e.message));
     const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
     // Urgent kinds first (alerts, service requests): the bar shows them arrived before the photos go.
     const own = new Set(Object.keys(await unsentRevs(db)));
@@ -584,7 +585,8 @@ async function syncState() {
   const refused = (kept.refused || [])
     .map((r) => ({ id: r.id, texts: (r.errors || []).map((e) => t(e.key, e.params)) }));
   return { signed_in: true, last_synced_at: kept.last_synced_at || null, pending: waiting.length,
-           pending_kinds: await waitingByKind(db, waiting, session.lang), error: kept.error || null,
+           pending_kinds: await waitingByKind(db, waiting, session.lang),
+           error: kept.error?.key ? t(kept.error.key, kept.error.params) : kept.error || null,
            refused, conflicts: kept.conflicts || 0, syncing: !!syncing };
 }
 

@@ -25,6 +25,7 @@ from crypto import key_statements
 from crypto.envelope import EnvelopeError, FieldContext, WriteKey, b64url
 from crypto.fields import open_fields
 from server.domain.access import Principal
+from server.domain.i18n import translator
 from server.security import audit_report, filing, grants
 from server.security.firewall import Firewall
 from server.security.keystore import KeyStore, data_key_id
@@ -180,6 +181,25 @@ def test_every_new_write_key_is_vouched_for_and_rotate_master_keeps_the_installa
     new_master = bytes(range(32))
     KeyStore(street.couch, (new_master, *firewall.keystore.master_keys)).rotate_master()
     assert KeyStore(street.couch, (new_master,)).installation_public() == firewall.keystore.installation_public()
+
+
+def test_a_phone_refused_a_key_is_told_why_in_its_users_language(client: TestClient, loaded: Couch) -> None:
+    """The sixth phone of an account gets no key: the answer names the rule for scripts and logs, and carries the
+    message the app's sync bar shows in Chinese or English; a body that is not the expected JSON says so."""
+    web_login(client, "worker1")
+    token = csrf_of(client, "/requests")
+    answers = [client.post("/phone-keys", json={"public_key": phone()[1], "label": f"手机 {n}"},
+                           headers={"X-CSRF-Token": token}) for n in range(grants.MAX_PHONES + 1)]
+    assert [a.status_code for a in answers] == [201] * grants.MAX_PHONES + [400]
+    refused = answers[-1].json()
+    assert refused == {"error": "bad_request", "reason": "at most 5 phones per account; remove one first",
+                       "key": "err_phone_keys_full", "params": {"max": 5}}
+    assert "5 部手机" in translator("zh")(refused["key"], refused["params"])
+    assert "on 5 phones" in translator("en")(refused["key"], refused["params"])
+    not_json = client.post("/phone-keys", content=b"[1, 2]", headers={"X-CSRF-Token": token})
+    assert (not_json.status_code, not_json.json()) == (400, {"error": "bad_request",
+                                                             "reason": "send JSON {public_key, label}"})
+    logout(client)
 
 
 # ---------------------------------------------------------------- finding 2: exposure is filed

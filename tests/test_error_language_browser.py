@@ -14,12 +14,14 @@ import pytest
 from playwright.sync_api import BrowserContext, Page
 
 from server.domain.i18n import translator
+from server.security import grants
 from server.security.firewall import Firewall
 from server.store.couch import Couch
 from server.store.embedded_couch import EmbeddedCouch
 from tests.browser import DEMO_RESIDENT, PHONE, DemoSite, demo_site, new_phones_forgotten, sign_in
 from tests.english import english_sentences, raw_keys, shown_errors
 from tests.street import TINY_PNG
+from tests.test_grants import phone
 
 ZH = translator("zh")
 SYNCED = "document.querySelector('#sync-state')?.dataset.lastSynced"
@@ -187,6 +189,22 @@ def test_the_sync_bar_says_why_the_server_refused_a_change(site: DemoSite) -> No
     listed = page.inner_text("[data-sync-refused]")
     assert "visit:refused-party" in listed and "“party”不是可选项" in listed
     assert english_sentences(page.content()) == []
+    context.close()
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_the_sync_bar_says_why_a_phone_got_no_key_in_the_pages_language(site: DemoSite, lang: str) -> None:
+    """An account already on grants.MAX_PHONES phones: the next phone syncs without keys, and the bar tells its user
+    why and what to do, in the language of the pages (it once showed the server's English reason)."""
+    user = site.couch.accounts.get("user:wangge01")
+    for n in range(grants.MAX_PHONES - len(grants.phones_of(site.couch, user["_id"]))):
+        grants.register_phone(site.couch, user, phone()[1], f"旧手机 {n}", dt.datetime.now(dt.UTC))
+    context, page = phone_of(site, "wangge01", lang)
+    bar = page.wait_for_selector("#sync-state.sync-error", timeout=60_000).inner_text()
+    said = translator(lang)("err_phone_keys_full", {"max": grants.MAX_PHONES})
+    assert said in bar and "at most" not in bar, bar
+    if lang == "zh":
+        assert english_sentences(page.content()) == []
     context.close()
 
 

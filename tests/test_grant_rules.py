@@ -410,8 +410,9 @@ def test_a_user_registers_at_most_five_phones_at_once_and_a_revoked_one_frees_it
             grants.register_phone(site.couch, site.user(W1), bad, "", NOW)
     enrolled = [site.enrol(W1)[1] for _ in range(grants.MAX_PHONES)]
     site.enrol(W2)  # another user's phones do not count
-    with pytest.raises(grants.PhoneKeyError, match="^at most 5 phones per account; remove one first$"):
+    with pytest.raises(grants.PhoneKeyError, match="^at most 5 phones per account; remove one first$") as full:
         site.enrol(W1)
+    assert (full.value.key, full.value.params) == ("err_phone_keys_full", {"max": 5})  # the sync bar's words
     assert grants.unregister_phone(site.firewall, site.user(W1), enrolled[0], NOW)
     assert site.enrol(W1)[1] not in enrolled
     assert len(grants.phones_of(site.couch, W1)) == grants.MAX_PHONES

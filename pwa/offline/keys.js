@@ -50,7 +50,9 @@ export async function phoneKey(userId, csrfToken) {
   });
   const answer = await response.json();
   if (!response.ok) {
-    throw new Error(`registering this phone's key: ${answer.reason || response.status}`);
+    // The reason in English for logs; its message key and params say it in the person's language (the sync bar).
+    throw Object.assign(new Error(`registering this phone's key: ${answer.reason || response.status}`),
+      { key: answer.key, params: answer.params });
   }
   const key = { id: answer.phone_key, privateKey: pair.privateKey };
   await idb("readwrite", (s) => s.put(key, userId));

@@ -129,6 +129,15 @@ test("a refused registration says why and stores nothing", async () => {
     "registering this phone's key: 400");
 });
 
+test("a refusal's message key and params come with the error, for the sync bar to say it in the person's language",
+  async () => {
+    server([[400, { error: "bad_request", reason: "at most 5 phones per account; remove one first",
+      key: "err_phone_keys_full", params: { max: 5 } }]]);
+    const error = await refusal(() => keys.phoneKey("user:u1", "csrf-1"));
+    assert.deepEqual([error.key, error.params], ["err_phone_keys_full", { max: 5 }]);
+    assert.equal(error.message, "registering this phone's key: at most 5 phones per account; remove one first");
+  });
+
 test("a key stored before phone keys had ids counts as none and is registered over", async () => {
   await rawStore((s) => s.put({ device: "device:old", privateKey: null }, "user:u1"));
   assert.equal(await keys.storedPhoneKey("user:u1"), null);

@@ -82,6 +82,9 @@ ERROR_MESSAGES: dict[str, dict[str, str]] = {
         "err_not_household_member": "此人不是这一户的成员。",
         "photo_choose_again": "照片未能保留，请重新选择。",
         "err_sync_refused": "服务器拒绝了这项修改（权限不足或内容不符合要求）。",
+        "err_phone_keys_full": ("这个账号已在 {max} 部手机上登记，这部手机没有拿到离线查看居民信息的密钥："
+                                "请在不再使用的手机上退出登录，或请社区书记在“已登记的手机”页撤销一部。"),
+        "err_phone_key_shape": "手机密钥的格式不对，请重新加载本页后再登录。",
         "err_form_too_large": "提交的内容太大，请少选或换小一些的照片后重试。",
         "err_form_unreadable": "提交的表单格式不正确，无法读取，请刷新页面后重试。",
         "err_choose_version": "请选择要保留的版本。",
@@ -181,6 +184,10 @@ ERROR_MESSAGES: dict[str, dict[str, str]] = {
         "err_not_household_member": "is not a member of this household",
         "photo_choose_again": "The photo could not be kept; please choose it again.",
         "err_sync_refused": "The server refused this change (not allowed, or not valid).",
+        "err_phone_keys_full": ("This account is registered on {max} phones already, so this phone got no keys to "
+                                "open residents' details offline: sign out on a phone you no longer use, or ask "
+                                "the secretary to revoke one on the Enrolled phones page."),
+        "err_phone_key_shape": "The phone's key is malformed: reload this page and sign in again.",
         "err_form_too_large": "The form is too large; choose fewer or smaller photos and try again.",
         "err_form_unreadable": "The form could not be read (malformed multipart data); reload the page and try again.",
         "err_choose_version": "choose the version to keep",

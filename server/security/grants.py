@@ -50,7 +50,12 @@ PHONE_ENROLLED, PHONE_REVOKED, ENTITLEMENT_CHANGED, APPROVAL_ENDED = (
 
 
 class PhoneKeyError(ValueError):
-    pass
+    """A phone's key refused: the message says why in English (scripts, logs); `key` and `params` say it in the
+    person's language (i18n.MESSAGES), as the phone's sync bar shows it."""
+
+    def __init__(self, message: str, key: str, **params: object) -> None:
+        super().__init__(message)
+        self.key, self.params = key, params
 
 
 def _user_key(user_id: str) -> str:
@@ -66,9 +71,11 @@ def register_phone(couch: Couch, user: Doc, public_b64: str, label: str, now: dt
         raw = unb64url(public_b64)
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
     except (binascii.Error, ValueError):
-        raise PhoneKeyError("public_key must be an uncompressed P-256 point, base64url") from None
+        raise PhoneKeyError("public_key must be an uncompressed P-256 point, base64url",
+                            "err_phone_key_shape") from None
     if len(phones_of(couch, user["_id"])) >= MAX_PHONES:
-        raise PhoneKeyError(f"at most {MAX_PHONES} phones per account; remove one first")
+        raise PhoneKeyError(f"at most {MAX_PHONES} phones per account; remove one first", "err_phone_keys_full",
+                            max=MAX_PHONES)
     doc = {"_id": f"phone_key:{_user_key(user['_id'])}.{secrets.token_hex(6)}", "type": "phone_key",
            "street": user["street"], "user": user["_id"], "public": public_b64, "label": label.strip()[:100],
            "created_at": now.isoformat(), "revoked": False,

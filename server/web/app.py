@@ -399,9 +399,11 @@ def create_app(settings: Settings, couch: Couch, mounts: Sequence[BaseRoute] = (
             key = await run_in_threadpool(lambda: grants.register_phone(
                 couch, user, str(body.get("public_key", "")), str(body.get("label", "")), _now(),
                 enrolled_from=_device(request)))
-        except (ValueError, AttributeError) as bad:  # JSONDecodeError is a ValueError
-            reason = str(bad) if isinstance(bad, grants.PhoneKeyError) else "send JSON {public_key, label}"
-            return JSONResponse({"error": "bad_request", "reason": reason}, status_code=400)
+        except grants.PhoneKeyError as refused:  # the phone's sync bar says it in the person's language
+            return JSONResponse({"error": "bad_request", "reason": str(refused), "key": refused.key,
+                                 "params": refused.params}, status_code=400)
+        except (ValueError, AttributeError):  # JSONDecodeError is a ValueError
+            return JSONResponse({"error": "bad_request", "reason": "send JSON {public_key, label}"}, status_code=400)
         issued, _ = await run_in_threadpool(lambda: grants.sync_user(firewall, user, _now(),
                                                                      reason=grants.PHONE_ENROLLED))
         return JSONResponse({"phone_key": key["_id"], "grants": issued}, status_code=201)
