@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import functools
 import http.server
+import os
 import re
 import secrets
 import threading
@@ -150,6 +151,9 @@ def wait_out_preparing(page: Page, seconds: float = 600) -> None:
 
 
 DEMO_PASSWORD = "demo-password"
+# Screenshots for a person to look at (test-output/, git-ignored) are taken when LINLI_SCREENSHOTS=1: a full page
+# costs about 0.3 s and a run takes some 200 of them, which nobody looks at in CI.
+SCREENSHOTS = os.environ.get("LINLI_SCREENSHOTS") == "1"
 PHONE = {"width": 390, "height": 844}
 DEMO_RESIDENT = "resident:c1-g01-0002-1"  # in wangge01's grid; the resident account jumin1 is this person
 
@@ -220,3 +224,10 @@ def sign_in(context: BrowserContext, url: str, username: str) -> Page:
     page.wait_for_load_state()
     assert "/login" not in page.url, f"{username} could not log in"
     return page
+
+
+def screenshot(page: Page, path: Path, *, full_page: bool = True) -> None:
+    """Save what `page` shows at `path` if screenshots were asked for (SCREENSHOTS)."""
+    if SCREENSHOTS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=full_page)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from tests.browser import PHONE, launch, wait_out_preparing
+from tests.browser import PHONE, launch, screenshot, wait_out_preparing
 from tests.test_serve import OUTPUT, Served, demo_password, start_serve, stop
 
 JOURNEYS = OUTPUT / "journeys"
@@ -108,9 +108,8 @@ class Person:
         self.context.set_offline(False)
 
     def shot(self, name: str) -> Path:
-        self.shots.mkdir(parents=True, exist_ok=True)
         path = self.shots / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        screenshot(self.page, path)
         return path
 
     def close(self) -> None:

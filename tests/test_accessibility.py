@@ -32,7 +32,7 @@ from server.store.config import PROJECT_ROOT
 from server.store.couch import Couch
 from server.store.embedded_couch import EmbeddedCouch
 from server.web import resident_needs
-from tests.browser import DEMO_RESIDENT, PHONE, demo_site, sign_in
+from tests.browser import DEMO_RESIDENT, PHONE, demo_site, screenshot, sign_in
 from tests.street import TINY_PNG, csrf_of
 
 AXE = PROJECT_ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -234,8 +234,7 @@ def test_page_is_accessible(site: Site, screen: Screen, mode: str) -> None:
         assert answer is not None and answer.status == 200, f"{screen.path}: HTTP {answer and answer.status}"
         assert page.evaluate("document.documentElement.className") == MODES[mode].replace(".", " ")
         page.evaluate(SHOW_SYNC_BAR)
-        SCREENS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=SCREENS / f"{screen.name}-{mode}.png", full_page=True)
+        screenshot(page, SCREENS / f"{screen.name}-{mode}.png")
         page.add_script_tag(path=AXE)
         found = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
         serious = [v for v in found["violations"] if v["impact"] in ("serious", "critical")]

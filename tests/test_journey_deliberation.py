@@ -16,6 +16,7 @@ import urllib.parse
 
 from playwright.sync_api import Browser, expect
 
+from tests.browser import screenshot
 from tests.journeys import Person, activate
 from tests.test_serve import Served
 
@@ -59,7 +60,7 @@ def test_secretary_opens_resident_votes_secretary_closes_and_the_result_lists_th
     expect(resident.locator("#ballot")).to_contain_text("已投票：同意")
     receipt = resident.locator("#receipt").inner_text()
     assert re.fullmatch(r"[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}", receipt)
-    resident.screenshot(path=str(secretary.shots / "2-receipt.png"), full_page=True)
+    screenshot(resident, secretary.shots / "2-receipt.png")
     resident.context.close()
 
     secretary.page.goto(matter_url)
@@ -76,7 +77,7 @@ def test_secretary_opens_resident_votes_secretary_closes_and_the_result_lists_th
     expect(public.locator("#totals")).to_contain_text("同意")
     expect(public.locator("#conditions tbody tr")).to_contain_text("1")
     expect(public.locator("#conditions tbody tr")).to_contain_text(str(roll_size))
-    public.screenshot(path=str(secretary.shots / "4-result.png"), full_page=True)
+    screenshot(public, secretary.shots / "4-result.png")
     published = public.request.get(result_url + ".json").json()
     assert receipt in published["receipts"] and published["totals"]["yes"] == 1
     public.context.close()

@@ -19,7 +19,7 @@ import secrets
 
 from playwright.sync_api import Browser, expect
 
-from tests.browser import PHONE
+from tests.browser import PHONE, screenshot
 from tests.journeys import JOURNEYS, Person
 from tests.test_serve import Served
 
@@ -74,7 +74,7 @@ def test_not_fixed_reopens_then_confirmed_a_mediation_and_a_project_failing_twic
     expect(resident.locator("#history li").last).to_contain_text("居民说没有解决")
     expect(resident.locator("#history li").last).to_contain_text(f"晚上还是不亮 {tail}")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    resident.screenshot(path=str(SHOTS / "1-not-fixed-reopened.png"), full_page=True)
+    screenshot(resident, SHOTS / "1-not-fixed-reopened.png")
 
     # Fixed this time: resolved, rated (closed), and confirmed by the resident.
     worker.go(request_path)
@@ -89,7 +89,7 @@ def test_not_fixed_reopens_then_confirmed_a_mediation_and_a_project_failing_twic
     resident.wait_for_load_state()
     expect(resident.locator("dl.facts")).to_contain_text("居民确认已解决")
     expect(resident.locator("#confirm-fixed")).to_have_count(0)  # asked once
-    resident.screenshot(path=str(SHOTS / "2-confirmed-fixed.png"), full_page=True)
+    screenshot(resident, SHOTS / "2-confirmed-fixed.png")
     context.close()
 
     # Mediation between neighbours: opened by the grid worker, parties sealed until asked for.

@@ -15,6 +15,7 @@ import time
 
 from playwright.sync_api import Browser, expect
 
+from tests.browser import screenshot
 from tests.journeys import JOURNEYS, Person
 from tests.test_serve import Served
 
@@ -75,5 +76,5 @@ def test_anyone_reads_the_published_months(journey_browser: Browser, journey_ser
     expect(rows.first.locator("td").last).to_contain_text(re.compile(r"第 \d+ 条"))  # its filing-log entry
     expect(page.locator("main")).to_contain_text("签名公钥")
     (JOURNEYS / "figures").mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(JOURNEYS / "figures" / "3-published.png"), full_page=True)
+    screenshot(page, JOURNEYS / "figures" / "3-published.png")
     context.close()

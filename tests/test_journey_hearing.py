@@ -17,6 +17,7 @@ import secrets
 
 from playwright.sync_api import Browser, Page, expect
 
+from tests.browser import screenshot
 from tests.journeys import Person, activate
 from tests.test_journey_deliberation import open_matter
 from tests.test_serve import Served
@@ -62,7 +63,7 @@ def test_a_hearing_from_its_agenda_through_paper_ballots_to_minutes_a_resident_r
     first, first_id, first_home = _new_resident(journey_browser, journey_served, first_worker, "c2-g01")
     second, second_id, second_home = _new_resident(journey_browser, journey_served, second_worker, "c2-g02")
     _post_opinion(first, journey_served, title, "支持改划，建议给残障人士预留车位")
-    first.screenshot(path=str(secretary.shots / "2-opinions.png"), full_page=True)
+    screenshot(first, secretary.shots / "2-opinions.png")
     offending = f"谁反对就打我电话 1390000{random.randint(1000, 9999)}"
     _post_opinion(second, journey_served, title, offending)
     second.context.close()
@@ -127,5 +128,5 @@ def test_a_hearing_from_its_agenda_through_paper_ballots_to_minutes_a_resident_r
     first.goto(meeting_url)
     expect(first.locator("#opinions")).to_contain_text("含个人电话号码，已另行联系本人")
     expect(first.locator("#opinions")).not_to_contain_text(offending)
-    first.screenshot(path=str(secretary.shots / "7-resident-reads.png"), full_page=True)
+    screenshot(first, secretary.shots / "7-resident-reads.png")
     first.context.close()

@@ -15,7 +15,7 @@ import secrets
 
 from playwright.sync_api import Browser, expect
 
-from tests.browser import PHONE
+from tests.browser import PHONE, screenshot
 from tests.journeys import JOURNEYS, Person
 from tests.test_serve import Served
 
@@ -85,7 +85,7 @@ def test_a_need_is_proposed_both_sides_accept_it_is_done_and_the_hours_claimed(
     proposal.locator("button:has-text('同意')").click()
     page.wait_for_url(re.compile(r"/matches\?done=accepted$"))
     expect(proposal.locator("[data-answer=need]")).to_have_text("已同意")
-    page.screenshot(path=str(SHOTS / "3-resident-accepts.png"), full_page=True)
+    screenshot(page, SHOTS / "3-resident-accepts.png")
     resident.close()
 
     volunteer.go("matches")

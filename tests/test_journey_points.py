@@ -17,7 +17,7 @@ import secrets
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import wait_out_preparing
+from tests.browser import screenshot, wait_out_preparing
 from tests.journeys import Person, activate
 from tests.test_serve import Served
 
@@ -97,7 +97,7 @@ def test_help_earns_points_that_buy_a_voucher_the_partner_honours_offline_once(
     expect(mine).to_contain_text("申报为您服务 3 小时")
     mine.locator("form[action$='/confirm'] button").click()
     page.wait_for_url(re.compile(r"/timebank\?done=confirmed$"))
-    page.screenshot(path=str(volunteer.shots / "3-resident-confirmed.png"), full_page=True)
+    screenshot(page, volunteer.shots / "3-resident-confirmed.png")
     page.context.close()
 
     # The secretary mints the due points now rather than at the job's next quarter hour.

@@ -16,7 +16,7 @@ import secrets
 
 from playwright.sync_api import Browser, expect
 
-from tests.browser import PHONE
+from tests.browser import PHONE, screenshot
 from tests.journeys import JOURNEYS, Person
 from tests.test_serve import Served
 
@@ -54,7 +54,7 @@ def test_a_resident_activates_reports_follows_and_rates_and_the_human_window_rep
     expect(page.locator("#protected-contact a.number[href^='tel:']").first).to_be_visible()
     page.wait_for_function("() => document.querySelector('#sync-state')?.dataset.lastSynced", timeout=120_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "2-own-record.png"), full_page=True)
+    screenshot(page, SHOTS / "2-own-record.png")
 
     page.goto(journey_served.url + "requests/new")  # a broken lamp by the house, their home's address offered
     assert page.input_value("input[name=address]") == home
@@ -69,7 +69,7 @@ def test_a_resident_activates_reports_follows_and_rates_and_the_human_window_rep
     page.locator("main a.row", has_text=f"我家楼下路灯不亮 {tail}").click()
     page.wait_for_url(request_url)
     expect(page.locator("dl.facts")).to_contain_text("城管中队")
-    page.screenshot(path=str(SHOTS / "3-following-the-request.png"), full_page=True)
+    screenshot(page, SHOTS / "3-following-the-request.png")
 
     department = Person(journey_browser, journey_served, "bumen_urban_management", role="resident")
     department.go(request_url.split("/", 3)[3])
@@ -88,7 +88,7 @@ def test_a_resident_activates_reports_follows_and_rates_and_the_human_window_rep
     page.click("button[value=rate]")
     page.wait_for_load_state()
     expect(page.locator("dl.facts")).to_contain_text("4 / 5 · 满意")
-    page.screenshot(path=str(SHOTS / "4-rated.png"), full_page=True)
+    screenshot(page, SHOTS / "4-rated.png")
     phone.close()
 
     # The human window: a resident without a smartphone asks the grid worker, who reports it for them.

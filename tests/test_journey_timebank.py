@@ -14,6 +14,7 @@ import secrets
 
 from playwright.sync_api import Browser, Page, expect
 
+from tests.browser import screenshot
 from tests.journeys import Person, activate
 from tests.test_serve import Served
 
@@ -65,7 +66,7 @@ def test_volunteer_claims_the_resident_confirms_and_the_hours_move(
     mine = page.locator(f"[data-claim='claim:{task_id}']")
     expect(mine).to_contain_text("申报为您服务 1.5 小时")
     owed = hours_on(page)
-    page.screenshot(path=str(worker.shots / "3-resident-confirms.png"), full_page=True)
+    screenshot(page, worker.shots / "3-resident-confirms.png")
     mine.locator("form[action$='/confirm'] button").click()
     page.wait_for_url(re.compile(r"/timebank\?done=confirmed$"))
     assert hours_on(page) == owed - 1.5

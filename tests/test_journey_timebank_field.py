@@ -14,6 +14,7 @@ import secrets
 
 from playwright.sync_api import Browser, expect
 
+from tests.browser import screenshot
 from tests.journeys import Person, activate
 from tests.test_journey_timebank import hours_on
 from tests.test_serve import Served
@@ -76,7 +77,7 @@ def test_a_claim_confirmed_in_person_offline_moves_the_hours_once_synced(
     assert hours_on(page) == owed - 1.5
     expect(page.locator("#my-codes [data-code]", has_text=code)).to_have_count(0)  # spent
     expect(page.locator("#my-codes [data-code]")).to_have_count(5)  # and the next one offered
-    page.screenshot(path=str(volunteer.shots / "4-resident-balance.png"), full_page=True)
+    screenshot(page, volunteer.shots / "4-resident-balance.png")
     page.context.close()
     for person in (volunteer, worker):
         person.close()

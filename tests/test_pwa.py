@@ -40,6 +40,7 @@ from tests.browser import (
     DemoSite,
     demo_site,
     new_phones_forgotten,
+    screenshot,
     sign_in,
 )
 from tests.slow_link import SlowLink
@@ -86,9 +87,8 @@ def phones_forgotten(site: DemoSite) -> Iterator[None]:
         yield
 
 
-def screenshot(page: Page, name: str) -> None:
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENS / f"offline-{name}.png", full_page=True)
+def offline_shot(page: Page, name: str) -> None:
+    screenshot(page, SCREENS / f"offline-{name}.png")
 
 
 def sync_and_wait(page: Page) -> None:
@@ -125,7 +125,7 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     page.wait_for_function("() => document.documentElement.classList.contains('large')")
     page.reload()
     assert "large" in page.evaluate("document.documentElement.className")
-    screenshot(page, "grid")
+    offline_shot(page, "grid")
     page.click("button[value=large]")
     page.wait_for_function("() => !document.documentElement.classList.contains('large')")
 
@@ -150,7 +150,7 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     page.wait_for_selector(f"text={expected_phone}")
     # Health needs the secretary's approval: locked offline as online.
     assert card.locator("section[id$='-health'] a[href$='/access-request']").count() == 1
-    screenshot(page, "household")
+    offline_shot(page, "household")
 
     # Found by phone number offline: the community's search key on the phone, confirmed with the contact key.
     page.goto(grid_url)
@@ -172,7 +172,7 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     request_id = "service_request:" + page.url.rsplit("/", 1)[1]
     # Waiting on the phone: the request and the report of the contact details opened offline.
     page.wait_for_function("() => Number(document.querySelector('#sync-state').dataset.pending) >= 2")
-    screenshot(page, "request")
+    offline_shot(page, "request")
     assert get_or_none(site.couch.main, request_id) is None  # still only on the phone
 
     # A visit with a needs list and a photo, logged offline.
@@ -187,14 +187,14 @@ def test_a_worker_keeps_working_offline_and_it_all_reaches_the_server(site: Demo
     # Newest first: this visit, whatever other tests here recorded at this household before (seed 33).
     assert page.locator("ul.visits li").first.locator(".visit-notes").inner_text() == "离线走访记录"
     page.wait_for_function("() => document.querySelector('ul.visits li img.thumb')?.naturalWidth > 0")
-    screenshot(page, "visit")
+    offline_shot(page, "visit")
 
     # The SOS alert: resolved offline from the inbox.
     page.goto(site.url + "alerts")
     row = page.locator("#alert-alert-pwa-sos")
     row.locator("form:has(input[value=resolve]) button").click()
     page.wait_for_selector("#alert-alert-pwa-sos.done")  # swapped in place by htmx, from the replica
-    screenshot(page, "alerts")
+    offline_shot(page, "alerts")
     # Waiting: the request, the report, the visit, the alert.
     page.wait_for_function("() => Number(document.querySelector('#sync-state').dataset.pending) >= 4")
 
@@ -248,7 +248,7 @@ def test_two_workers_edit_one_household_offline_and_a_person_chooses(site: DemoS
     link.click()
     pages[1].locator("a", has_text="幸福路2号").first.click()
     pages[1].wait_for_load_state()
-    screenshot(pages[1], "conflict")
+    offline_shot(pages[1], "conflict")
     pages[1].locator("label", has_text="幸福路2号（甲改）").locator("input").check()
     pages[1].click("form[action^='/conflicts/'] button[type=submit]")
     pages[1].wait_for_url("**/conflicts?resolved=1")
@@ -419,7 +419,7 @@ def test_signing_out_offline_signs_out_on_the_phone_and_on_the_server_once_back_
         assert urlsplit(page.url).path == "/login"
 
     sign_out_offline("1 条修改尚未上传")
-    screenshot(page, "signed-out")
+    offline_shot(page, "signed-out")
     back_online_at_the_login_page()
     old = httpx2.get(site.url + "requests", cookies={"session": session_cookie["value"]}, follow_redirects=False)
     assert old.status_code == 303 and "/login" in old.headers["location"]  # a copy of the cookie is refused too

@@ -28,7 +28,7 @@ from server.store.embedded_couch import (
     free_port,
     read_record,
 )
-from tests.browser import launch, wait_out_preparing
+from tests.browser import launch, screenshot, wait_out_preparing
 from tests.log_scan import SERVED_RESIDENTS, keep_output
 from tests.street import TINY_PNG, hashed
 
@@ -147,6 +147,7 @@ def test_first_start_loads_the_demo_and_prints_url_and_logins(served: Served) ->
     assert served.url.startswith("http://127.0.0.1:")
     assert "wangge01" in banner and "shuji1" in banner
     assert "Demo password for every demo account" in banner
+    assert "LINLI_TEST_PASSWORD_HASH=1: passwords are hashed at argon2id's least cost, for tests only" in banner
     logins = served.data_dir / "demo-logins.txt"
     assert logins.stat().st_mode & 0o077 == 0  # readable by the owner only
     assert (served.data_dir / "couch").is_dir()  # CouchDB data lives under the data folder
@@ -170,7 +171,7 @@ def test_grid_worker_logs_in_in_a_real_browser_and_sees_the_households(served: S
             total = int(page.inner_text("#household-total"))
             assert total > 0
             assert page.locator("#households li a.row").count() == min(total, 50)
-            page.screenshot(path=str(OUTPUT / "grid-worker-households.png"), full_page=False)
+            screenshot(page, OUTPUT / "grid-worker-households.png", full_page=False)
             # Search as you type (htmx swaps the rows in place, no page load).
             first_address = page.inner_text("#households li a.row .row-title >> nth=0")
             page.evaluate("() => { window.linliTestMark = 'before the search'; }")  # lost if the page reloads
@@ -250,7 +251,7 @@ def test_the_service_request_loop_in_a_real_browser(served: Served, tmp_path: Pa
             assert "已办结" in page.inner_text("h1")
             steps = page.locator("#history li strong").all_inner_texts()
             assert steps[:7] == ["提交", "受理", "吹哨", "部门到场", "解决", "评价"]
-            page.screenshot(path=str(OUTPUT / "service-request-closed.png"), full_page=True)
+            screenshot(page, OUTPUT / "service-request-closed.png")
             login("shuji1")
             page.goto(served.url + "dashboard")
             wait_out_preparing(page)  # its index may still be being built

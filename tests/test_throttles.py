@@ -6,12 +6,16 @@ checked (the code before, against these tests: 40 of 40 logins, 44 of 44 and 20 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
 
 import httpx2
+from argon2 import PasswordHasher
 
 from server.security import accounts
 from server.store.couch import Couch
@@ -91,6 +95,21 @@ def test_an_unknown_username_costs_a_hash_of_the_hashers_own_cost() -> None:
     parameters the hasher uses for real ones, or its timing tells which usernames exist."""
     assert not accounts._hasher.check_needs_rehash(accounts._DUMMY_HASH)
     assert accounts._hasher.verify(accounts._DUMMY_HASH, "linli-no-such-user")
+    default = PasswordHasher()  # the cost outside the suite (LINLI_TEST_PASSWORD_HASH unset), written out
+    assert not default.check_needs_rehash(accounts.DUMMY_HASH_AT_DEFAULT_COST)
+    assert default.verify(accounts.DUMMY_HASH_AT_DEFAULT_COST, "linli-no-such-user")
+
+
+def test_passwords_are_hashed_at_the_recommended_cost_unless_the_suite_says_otherwise() -> None:
+    """The suite's least cost (tests/__init__.py) is its own: a `linli` process without the variable hashes at
+    argon2-cffi's recommended cost (64 MiB, 3 passes, 4 lanes); `linli serve` warns when it is set (test_serve)."""
+    probe = "from server.security import accounts as a; print(a._hasher.memory_cost, a._hasher.time_cost)"
+    environment = {k: v for k, v in os.environ.items() if k != "LINLI_TEST_PASSWORD_HASH"}
+    outside = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True,
+                             check=True)
+    assert outside.stdout.split() == ["65536", "3"]
+    inside = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert inside.stdout.split() == ["8", "1"]
 
 
 def _wrong_code(i: int) -> activation.Activation:

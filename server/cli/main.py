@@ -192,6 +192,9 @@ def _serve(args: argparse.Namespace, settings: Settings, couch: Couch, port: int
     note = number_index.migrate(couch, Firewall.open(settings, couch).keystore)
     if note:
         print(f"linli: {note}", flush=True)
+    if accounts.TEST_HASH:
+        print("linli: LINLI_TEST_PASSWORD_HASH=1: passwords are hashed at argon2id's least cost, for tests only; "
+              "never set it where people sign in", file=sys.stderr, flush=True)
     logins, demo_loaded = None, False
     if not args.no_demo and (args.demo or not settings.couchdb_url):
         logins, demo_loaded = load_demo(settings, couch, demo.DemoSize.for_residents(args.residents), args.seed)

@@ -9,6 +9,7 @@ conditional write before the password is checked (`Throttle`).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import secrets
 import time
@@ -24,11 +25,20 @@ from server.domain.declaration import Role, validate
 from server.security import session_records
 from server.store.couch import get_or_none
 
-_hasher = PasswordHasher()  # argon2id with the library's current recommended cost
+# argon2id at the library's recommended cost (RFC 9106's second recommendation: 64 MiB, 3 passes, 4 lanes).
+# LINLI_TEST_PASSWORD_HASH=1 takes argon2id's least cost instead, for the test suite only (tests/conftest.py
+# sets it): the suite signs people in some thousand times, each check 0.2–0.8 s on two busy cores, a quarter of
+# its time; the same algorithm and code path, as Django's documentation advises for tests. `linli serve` warns
+# when it is set; a hash made at another cost is made again at the running one at the next sign-in.
+TEST_HASH = os.environ.get("LINLI_TEST_PASSWORD_HASH") == "1"
+_hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1) if TEST_HASH else PasswordHasher()
 # A real hash at the hasher's cost to verify against when the user does not exist, so that timing does not reveal
 # which usernames exist. Written out, not hashed at import: every `linli` process imports this module, and a hash
 # costs it 0.3 s (over a second on a busy machine). tests/test_throttles.py checks it keeps the hasher's cost.
-_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$kt88Nc8DeuXdNkZNPh4ErA$+Dpt8PA9kDkMeVAiRtV2FYrTfbfiikpBjqSlsWBbiTs"
+_DUMMY_PASSWORD = "linli-no-such-user"
+DUMMY_HASH_AT_DEFAULT_COST = ("$argon2id$v=19$m=65536,t=3,p=4$kt88Nc8DeuXdNkZNPh4ErA$"
+                              "+Dpt8PA9kDkMeVAiRtV2FYrTfbfiikpBjqSlsWBbiTs")
+_DUMMY_HASH = _hasher.hash(_DUMMY_PASSWORD) if TEST_HASH else DUMMY_HASH_AT_DEFAULT_COST
 
 MAX_FAILURES = 5
 LOCKOUT = dt.timedelta(minutes=15)
