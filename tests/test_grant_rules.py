@@ -406,8 +406,10 @@ def test_a_phone_is_registered_to_its_user_with_a_tidy_label_and_where_it_enroll
 
 def test_a_user_registers_at_most_five_phones_at_once_and_a_revoked_one_frees_its_place(site: Site) -> None:
     for bad in ("", "not base64!", "BAEB", b64url(b"\x04" + b"\x01" * 64)):  # the last: not a point on P-256
-        with pytest.raises(grants.PhoneKeyError, match="^public_key must be an uncompressed P-256 point, base64url$"):
+        with pytest.raises(grants.PhoneKeyError,
+                           match="^public_key must be an uncompressed P-256 point, base64url$") as malformed:
             grants.register_phone(site.couch, site.user(W1), bad, "", NOW)
+        assert (malformed.value.key, malformed.value.params) == ("err_phone_key_shape", {})
     enrolled = [site.enrol(W1)[1] for _ in range(grants.MAX_PHONES)]
     site.enrol(W2)  # another user's phones do not count
     with pytest.raises(grants.PhoneKeyError, match="^at most 5 phones per account; remove one first$") as full:
