@@ -158,11 +158,26 @@ def stored(couch: Couch) -> dict[str, str]:
     return {row["id"]: row["value"]["rev"] for row in couch.main.all(include_docs="false", as_list=True)}
 
 
+def added_hall(couch: Couch, keys: KeyStore, now: dt.datetime) -> Doc:
+    res = resource()
+    pool.add_resource(couch, keys, res, now)
+    return couch.main.get(res["_id"])
+
+
 @pytest.fixture(name="hall")
 def hall_fixture(demo_loaded: Couch, keys: KeyStore) -> Doc:
-    res = resource()
-    pool.add_resource(demo_loaded, keys, res, NOW)
-    return demo_loaded.main.get(res["_id"])
+    return added_hall(demo_loaded, keys, NOW)
+
+
+@pytest.fixture(name="live_hall")
+def live_hall_fixture(demo_loaded: Couch, keys: KeyStore) -> Doc:
+    """The hall beside a served `linli serve`, its check-in codes made at the run's time: its minute clock then has
+    none to renew while a test compares what is stored (made at NOW, the clock renewed them mid-test in a run on
+    2 December: seed 38)."""
+    now = dt.datetime.now(rules.LOCAL)
+    hall = added_hall(demo_loaded, keys, now)
+    assert not rules.codes_due(hall, now.date())  # the minute clock's test (pool.renew_codes)
+    return hall
 
 
 def test_booking_cancelling_and_the_waitlist(demo_loaded: Couch, hall: Doc) -> None:
@@ -270,11 +285,11 @@ def offline(doc: Doc, rev: str) -> Doc:
 
 
 def test_no_copy_of_the_data_and_no_client_holds_a_venues_secret_or_its_codes_to_come(
-        gateway_url: str, demo_loaded: Couch, hall: Doc, keys: KeyStore) -> None:
+        gateway_url: str, demo_loaded: Couch, live_hall: Doc, keys: KeyStore) -> None:
     """The venue's codes' secret is stored nowhere, and neither is a code of a day to come: not in either database,
     not in what a phone pulls through the sync gateway (everything its user may see), not in its session. Only the
     hall's keeper's session holds the coming week's codes (their phone shows the day's offline), never the secret."""
-    secret = rules.venue_secret(keys.code_key(), hall["_id"])
+    secret = rules.venue_secret(keys.code_key(), live_hall["_id"])
     today = dt.datetime.now(rules.LOCAL).date()
     to_come = [rules.day_code(secret, today + dt.timedelta(days=n)) for n in range(1, rules.SHEET_DAYS)]
 
@@ -292,29 +307,29 @@ def test_no_copy_of_the_data_and_no_client_holds_a_venues_secret_or_its_codes_to
             others = phone.get("sync/linli_accounts/_all_docs", params={"include_docs": "true"})
             session = phone.get("pwa/session.json")
         assert pulled.status_code == 200 and session.status_code == 200, (pulled.text, session.text)
-        assert hall["_id"] in pulled.text and others.status_code in (403, 404)  # the hall is theirs to see
+        assert live_hall["_id"] in pulled.text and others.status_code in (403, 404)  # the hall is theirs to see
         assert leaked(pulled.text) == [], username
         codes = session.json()["pool"]["codes"]
         if username == "wangge01":  # the keeper: the week's codes, as their printed sheet
-            assert codes[hall["_id"]] == rules.week_codes(secret, today) and secret not in session.text
+            assert codes[live_hall["_id"]] == rules.week_codes(secret, today) and secret not in session.text
         else:
-            assert leaked(session.text) == [] and hall["_id"] not in codes, username
+            assert leaked(session.text) == [] and live_hall["_id"] not in codes, username
 
 
 def test_two_phones_book_one_slot_offline_one_booking_and_a_listed_conflict(gateway_url: str, demo_loaded: Couch,
-                                                                          hall: Doc) -> None:
+                                                                          live_hall: Doc) -> None:
     now = dt.datetime.now(rules.LOCAL)
     start = (now + dt.timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
     made = now.isoformat()
     worker_phone, volunteer_phone = login(gateway_url, "wangge01", PASSWORD), login(gateway_url, "zhiyuan01a", PASSWORD)
-    mine = {**slot(hall, start, by=WORKER), "created_at": made}
-    theirs = {**slot(hall, start, by=VOLUNTEER), "created_at": made, "people": 8}
+    mine = {**slot(live_hall, start, by=WORKER), "created_at": made}
+    theirs = {**slot(live_hall, start, by=VOLUNTEER), "created_at": made, "people": 8}
     assert push(gateway_url, worker_phone, [offline(mine, "a")]) == []
     assert push(gateway_url, volunteer_phone, [offline(theirs, "b")]) == []  # its own branch: kept
     held = demo_loaded.main.get(mine["_id"], conflicts="true")
     assert len(held["_conflicts"]) == 1  # one document, two branches: never two bookings
-    assert pool.conflicts_of(demo_loaded, hall) == [mine["_id"]]
-    [hour] = [h for h in pool.day_view(demo_loaded, hall, start.date()) if h["hour"] == 10]
+    assert pool.conflicts_of(demo_loaded, live_hall) == [mine["_id"]]
+    [hour] = [h for h in pool.day_view(demo_loaded, live_hall, start.date()) if h["hour"] == 10]
     assert hour["state"] == "conflict"
     # Who lost cannot take the slot by editing the kept booking (a revision descending from it): refused.
     loser, loser_phone = (VOLUNTEER, volunteer_phone) if held["booked_by"] == WORKER else (WORKER, worker_phone)
@@ -326,20 +341,21 @@ def test_two_phones_book_one_slot_offline_one_booking_and_a_listed_conflict(gate
 
 
 def test_a_resident_books_offline_for_their_own_household_and_syncs(gateway_url: str, demo_loaded: Couch,
-                                                                    hall: Doc) -> None:
+                                                                    live_hall: Doc) -> None:
     """A resident's phone books offline (pages.js poolBook) and syncs: a booking naming their own record is taken,
     held to the resource's rules; one naming another resident, or none, is refused, nothing stored."""
     demo_loaded.accounts.save(accounts.make_user("jumin1", "居民甲", [Role.RESIDENT], STREET_ID,
                                                  hashed(PASSWORD), resident=RESIDENT))
     start = (dt.datetime.now(rules.LOCAL) + dt.timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
     phone = login(gateway_url, "jumin1", PASSWORD)
-    mine = {**slot(hall, start, by="user:jumin1"), "resident": RESIDENT, "created_at": dt.datetime.now(rules.LOCAL)
+    mine = {**slot(live_hall, start, by="user:jumin1"), "resident": RESIDENT, "created_at": dt.datetime.now(rules.LOCAL)
             .isoformat()}
     other = demo_loaded.main.get(RESIDENT.replace("-0002-1", "-0003-1"))["_id"]
     before = stored(demo_loaded)
+    closed = {**slot(live_hall, start.replace(hour=21), by="user:jumin1"), "resident": RESIDENT}
     for doc, why in (({**mine, "resident": other}, "may not write"), ({k: v for k, v in mine.items()
                                                                        if k != "resident"}, "may not write"),
-                     ({**slot(hall, start.replace(hour=21), by="user:jumin1"), "resident": RESIDENT}, "not open then")):
+                     (closed, "not open then")):
         [refused] = push(gateway_url, phone, [offline(doc, "a")])
         assert refused["error"] == "forbidden" and why in refused["reason"].lower(), refused
     assert stored(demo_loaded) == before
@@ -348,27 +364,26 @@ def test_a_resident_books_offline_for_their_own_household_and_syncs(gateway_url:
     assert booked["resident"] == RESIDENT and booked["status"] == "confirmed" and booked["booked_by"] == "user:jumin1"
 
 
-def test_a_forged_check_in_code_is_refused_at_sync(gateway_url: str, demo_loaded: Couch, hall: Doc,
+def test_a_forged_check_in_code_is_refused_at_sync(gateway_url: str, demo_loaded: Couch, live_hall: Doc,
                                                    keys: KeyStore) -> None:
     now = dt.datetime.now(rules.LOCAL)
     start = now.replace(minute=0, second=0, microsecond=0)
     # Open at this hour whenever the test runs: every hour of every day, and no blackout (the hall's own, on
     # 2026-12-02 from 9 to 10, refused the booking of a run that reached this test then).
-    demo_loaded.main.save({**hall, "open_hours": [{"weekday": d, "opens": 0, "closes": 24} for d in range(7)],
+    demo_loaded.main.save({**live_hall, "open_hours": [{"weekday": d, "opens": 0, "closes": 24} for d in range(7)],
                            "blackouts": []})
-    [booked] = pool.book(demo_loaded, user(VOLUNTEER, "volunteer"), hall["_id"], start, 1, 2, "",
+    [booked] = pool.book(demo_loaded, user(VOLUNTEER, "volunteer"), live_hall["_id"], start, 1, 2, "",
                          start)  # booked at the hour's start, checked in within its grace below
     checkin = {"_id": rules.checkin_id(booked["_id"]), "type": "checkin", "street": STREET_ID, "community": C1,
-               "resource": hall["_id"], "booking": booked["_id"], "method": "scan", "code": "FORGED234567",
+               "resource": live_hall["_id"], "booking": booked["_id"], "method": "scan", "code": "FORGED234567",
                "created_by": VOLUNTEER, "created_at": min(now, start + dt.timedelta(minutes=10)).isoformat()}
     phone = login(gateway_url, "zhiyuan01a", PASSWORD)
     [refused] = push(gateway_url, phone, [offline(checkin, "d")])
     assert refused["error"] == "forbidden" and "Wrong check-in code" in refused["reason"], refused
-    secret = rules.venue_secret(keys.code_key(), hall["_id"])
+    secret = rules.venue_secret(keys.code_key(), live_hall["_id"])
     yesterday = rules.day_code(secret, start.date() - dt.timedelta(days=1))  # seen once: not today's
     [refused] = push(gateway_url, phone, [offline({**checkin, "code": yesterday}, "e")])
     assert refused["error"] == "forbidden" and "Wrong check-in code" in refused["reason"], refused
-    pool.renew_codes(demo_loaded, keys, now)  # the hall was made at NOW (1 December 2026): renewed to reach today
     today = rules.day_code(secret, now.date())
     assert push(gateway_url, phone, [offline({**checkin, "code": today}, "f")]) == []
     assert demo_loaded.main.get(checkin["_id"])["method"] == "scan"
