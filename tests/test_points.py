@@ -116,6 +116,27 @@ def test_the_minting_job_reads_only_what_changed_since_its_checkpoint(demo_loade
     assert points(demo_loaded, VOLUNTEER) == 10
 
 
+def test_a_run_of_the_minting_job_whose_checkpoint_another_moved_stops_cleanly(demo_loaded: Couch,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs at once (the first start's beside a minute sweep's; its Conflict on the checkpoint once failed the
+    sweep with a traceback): the other run reads the same changes, mints and moves the checkpoint while this one
+    works; this one then stops without an error, each participation is minted once, and the next run goes on
+    from the checkpoint the other wrote."""
+    confirmation(demo_loaded, VOLUNTEER, 60)
+    mint_due, other_run = rewards.mint_due, []
+
+    def beside_another_run(*args: Any) -> int:
+        if not other_run:  # once, between this run's read of the changes and its checkpoint's write
+            other_run.append("running")
+            other_run.append(rewards.mint_all(demo_loaded, NOW))
+        return mint_due(*args)
+
+    monkeypatch.setattr(rewards, "mint_due", beside_another_run)
+    assert rewards.mint_all(demo_loaded, NOW) == 0  # all it read was minted by the other run meanwhile
+    assert other_run[1] >= 1 and points(demo_loaded, VOLUNTEER) == 10
+    assert rewards.mint_all(demo_loaded, NOW) == 0 and points(demo_loaded, VOLUNTEER) == 10
+
+
 def test_minting_takes_foreign_events_and_maps_users_to_their_account(demo_loaded: Couch) -> None:
     """The hearings' participation (server/services/meetings.py) comes as events of the same shape; a person
     who is a user with a resident record earns on that record, as their time bank account."""
