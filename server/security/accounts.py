@@ -26,9 +26,9 @@ from server.security import session_records
 from server.store.couch import get_or_none
 
 # argon2id at the library's recommended cost (RFC 9106's second recommendation: 64 MiB, 3 passes, 4 lanes).
-# LINLI_TEST_PASSWORD_HASH=1 takes argon2id's least cost instead, for the test suite only (tests/conftest.py
-# sets it): the suite signs people in some thousand times, each check 0.2–0.8 s on two busy cores, a quarter of
-# its time; the same algorithm and code path, as Django's documentation advises for tests. `linli serve` warns
+# LINLI_TEST_PASSWORD_HASH=1 takes argon2id's least cost instead, for the test suite only (tests/__init__.py
+# sets it): the suite signs people in some thousand times, each check 0.2–0.8 s on two busy cores (a third of the
+# page tests' time); the same algorithm and code path, as Django's documentation advises for tests. `linli serve` warns
 # when it is set; a hash made at another cost is made again at the running one at the next sign-in.
 TEST_HASH = os.environ.get("LINLI_TEST_PASSWORD_HASH") == "1"
 _hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1) if TEST_HASH else PasswordHasher()
