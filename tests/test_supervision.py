@@ -18,6 +18,7 @@ import httpx2
 from starlette.testclient import TestClient
 
 from server.domain.declaration import MAIN_DB
+from server.store.config import Settings
 from server.store.couch import bulk_save, connect
 from server.store.embedded_couch import EmbeddedCouch, read_record
 from server.store.health import Health
@@ -30,15 +31,20 @@ from tests.street import as_user, csrf_of
 from tests.test_serve import demo_password, pouchdb_server_pids, start_serve, stop
 
 
+def pages_and_phones(settings: Settings, database: EmbeddedCouch, health: Health) -> tuple[TestClient, TestClient]:
+    """The web app and the sync gateway over `database`, with the small street's accounts, answering errors as
+    pages would (no exception raised into the test)."""
+    couch = connect(settings, database.url)
+    bulk_save(couch.accounts, street.users())
+    web = TestClient(create_app(settings, couch, health=health), raise_server_exceptions=False,
+                     follow_redirects=False)
+    return web, TestClient(create_sync_app(settings, database.url, health), raise_server_exceptions=False)
+
+
 def test_pages_phones_and_health_say_recovering_while_the_database_is_gone(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, "sup_")
     with EmbeddedCouch(tmp_path / "couch") as database:
-        couch = connect(settings, database.url)
-        bulk_save(couch.accounts, street.users())
         health = Health()
-        web = TestClient(create_app(settings, couch, health=health), raise_server_exceptions=False,
-                         follow_redirects=False)
-        phones = TestClient(create_sync_app(settings, database.url, health), raise_server_exceptions=False)
+        web, phones = pages_and_phones(make_settings(tmp_path, "sup_"), database, health)
         assert web.get("/healthz").json()["alive"] is True
         assert web.get("/readyz").status_code == 200
         as_user(web, "worker1")
@@ -98,13 +104,8 @@ def answers_cut_midway(port: int) -> Iterator[list[bytes]]:
 
 
 def test_a_database_killed_in_the_middle_of_an_answer_is_recovering_too(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, "cut_")
     with EmbeddedCouch(tmp_path / "couch") as database:
-        couch = connect(settings, database.url)
-        bulk_save(couch.accounts, street.users())
-        web = TestClient(create_app(settings, couch, health=Health()), raise_server_exceptions=False,
-                         follow_redirects=False)
-        phones = TestClient(create_sync_app(settings, database.url, Health()), raise_server_exceptions=False)
+        web, phones = pages_and_phones(make_settings(tmp_path, "cut_"), database, Health())
         as_user(web, "worker1")
         assert web.get("/tasks").status_code == 200  # the page works before the cut
         database.stop()
