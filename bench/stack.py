@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import tempfile
 from collections.abc import Iterator
@@ -18,18 +19,29 @@ from server.store.embedded_couch import EmbeddedCouch
 
 
 @contextlib.contextmanager
-def embedded_stack(prefix: str = "bench_", timeout: float = 600) -> Iterator[tuple[Settings, Couch, EmbeddedCouch]]:
+def embedded_stack(prefix: str = "bench_", timeout: float = 600,
+                   kept_in: Path | None = None) -> Iterator[tuple[Settings, Couch, EmbeddedCouch]]:
     """Settings (a fresh master key, nothing from the environment), the connected databases (each request may take
-    `timeout` seconds) and the server; everything is removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="linli-bench-") as tmp:
-        server = EmbeddedCouch(Path(tmp) / "couch").start()
-        try:
-            settings = Settings(data_dir=Path(tmp), couchdb_url=None, couchdb_user=None, couchdb_password=None,
-                                db_prefix=prefix, secret_key="bench-only", host="127.0.0.1", port=0,
-                                session_max_age=60, cookie_secure=False, master_keys=(new_key(),))
-            yield settings, connect(settings, server.url, timeout=timeout), server
-        finally:
-            server.stop()
+    `timeout` seconds) and the server; everything is removed afterwards, unless `kept_in` names a folder to keep it
+    in (a later run given the same folder finds the databases, their indexes and the master key as they were left:
+    a loaded year at full scale takes hours to write and index)."""
+    with contextlib.ExitStack() as cleanup:
+        folder = kept_in or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="linli-bench-")))
+        server = EmbeddedCouch(folder / "couch").start()
+        cleanup.callback(server.stop)
+        settings = Settings(data_dir=folder, couchdb_url=None, couchdb_user=None, couchdb_password=None,
+                            db_prefix=prefix, secret_key="bench-only", host="127.0.0.1", port=0,
+                            session_max_age=60, cookie_secure=False, master_keys=(_master_key(folder),))
+        yield settings, connect(settings, server.url, timeout=timeout), server
+
+
+def _master_key(folder: Path) -> bytes:
+    """The folder's bench master key, made on first use (synthetic data only: never a real installation's key)."""
+    path = folder / "bench_master_key"
+    if not path.exists():
+        path.write_text(base64.urlsafe_b64encode(new_key()).decode(), encoding="utf-8")
+        path.chmod(0o600)
+    return base64.urlsafe_b64decode(path.read_text(encoding="utf-8"))
 
 
 def wait_for_view(database_url: str, name: str) -> None:
