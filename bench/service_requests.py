@@ -1,17 +1,19 @@
 """A street's year of service requests: load N requests, time the dashboard and Open311 against raw rows.
 
-    .venv/bin/python bench/service_requests.py [--requests 1000000] [--queries 200]
+    .venv/bin/python bench/service_requests.py [--requests 1000000] [--queries 200] [--keep-in FOLDER]
 
-Starts its own pouchdb-server in a temporary folder, loads the demo street (the pilot's grids, 5 households
-each, no history), then N
-synthetic service requests spread over a year across its 20 grids and 10 categories (states, response
-and close times, ratings drawn like a busy real desk: the plan's Shanghai platform closed 97.3%), written
-through `_bulk_docs` in batches after `domain.validate`. Prints one JSON line:
+Starts its own pouchdb-server in a temporary folder, loads the demo street (the pilot's grids, 5 households each,
+no history), then N synthetic service requests spread over a year across its 20 grids and 10 categories (states,
+response and close times, ratings drawn like a busy real desk: the plan's Shanghai platform closed 97.3%; those left
+open past a deadline escalated, as the year's minute sweeps would have done), written through `_bulk_docs` in
+batches after `domain.validate`. With `--keep-in FOLDER` the stack is kept there, and a later run given it skips the
+demo and the load and finds the indexes built: a year at 1,000,000 requests is loaded and indexed once.
+Prints one JSON line:
 - the time pouchdb-server takes to index, after the bulk load, the `figures_source` view, then to count the
   dashboard's aggregates from it (`figures_cells.catch_up`: one pass, grid by grid, with no checkpoint yet),
-  and, apart, the raw-row and Open311 views; the first SLA sweep (escalating the requests left open past their
-  deadlines) and the catch-up after it, before anything is timed; then the incremental catch-up after `--changes`
-  requests change state (closed, reopened) through the changes feed;
+  and, apart, the raw-row and Open311 views; the first SLA sweep (escalating the requests whose deadlines passed
+  since the synthetic year's end) and the catch-up after it, before anything is timed; then the incremental
+  catch-up after `--changes` requests change state (closed, reopened) through the changes feed;
 Timed measures run in 3 interleaved rounds and report medians (a shared machine's load weighs on both sides).
 - the dashboard page (`GET /dashboard`, a community's last twelve months with its KPIs, charts, backlog and
   grids; the administrator's street) p50 and p95 over `--pages` loads, against the same figures computed over
