@@ -20,8 +20,9 @@ Timed measures run in 3 interleaved rounds and report medians (a shared machine'
   raw rows (`server/services/dashboard.py` streaming one `request_stats` row per request, street, 4 communities
   and 20 grids, with its peak Python memory) in the same run: the ratio street page p95 / raw rows (lower is
   better); every round's figures with their median, min and max under `rounds`;
-- Open311 `GET /requests.json` (last 90 days, a status and a service_code filter) per second, through
-  the ASGI app, against `GET /services.json` (no request data) in the same run;
+- Open311 `GET /requests.json` (last 90 days, a status and a service_code filter) per second, `--concurrency`
+  clients in a process of their own (bench/http_load.py) asking the served app at once, with its p95 and the rate
+  of one client alone, against `GET /services.json` (no request data) asked alike in the same run;
 - the rate of creating requests through the full `service_requests.create` path (validation,
   dispatch by map position, SLA deadlines), on a sample.
 """
@@ -36,6 +37,7 @@ import os
 import random
 import re
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -43,20 +45,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from bench.measure import spread  # noqa: E402
-from bench.stack import embedded_stack, wait_for_view  # noqa: E402
+from bench.stack import embedded_stack, served, wait_for_view  # noqa: E402
 from server.domain.declaration import MAIN_DB, validate  # noqa: E402
 from server.security import accounts  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
-from server.services import (
-    dashboard,  # noqa: E402
-    demo,  # noqa: E402
-    figures_cells,  # noqa: E402
-)
+from server.services import dashboard, demo, figures_cells  # noqa: E402
 from server.services import service_requests as sr  # noqa: E402
 from server.store.couch import bulk_save, get_many, ids_of_type  # noqa: E402
 
@@ -166,12 +166,13 @@ def page_seconds(client: Any, path: str, params: dict[str, str], n: int) -> tupl
     return times[len(times) // 2], times[min(n - 1, int(0.95 * n))]
 
 
-def queries_per_second(client: Any, path: str, params: dict[str, str], n: int) -> float:
-    started = time.perf_counter()
-    for _ in range(n):
-        response = client.get(path, params=params)
-        response.raise_for_status()
-    return n / (time.perf_counter() - started)
+def served_load(url: str, concurrency: int, n: int) -> dict[str, Any]:
+    """bench/http_load.py's figures for `url`, its clients in a process of their own."""
+    answer = subprocess.run([sys.executable, "-m", "bench.http_load", url, "--concurrency", str(concurrency),
+                             "--requests", str(n)], cwd=ROOT, capture_output=True, text=True, check=False)
+    if answer.returncode != 0:
+        raise RuntimeError(f"bench.http_load {url}: {answer.stderr.strip()[-500:]}")
+    return json.loads(answer.stdout)
 
 
 def incremental_catch_up(couch: Any, n: int) -> float:
@@ -194,7 +195,8 @@ def incremental_catch_up(couch: Any, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=400, help="Open311 lists asked per round")
+    parser.add_argument("--concurrency", type=int, default=8, help="Open311 clients asking at once")
     parser.add_argument("--creates", type=int, default=300)
     parser.add_argument("--pages", type=int, default=40, help="dashboard page loads timed (p50, p95)")
     parser.add_argument("--changes", type=int, default=1000, help="requests changed before the incremental catch-up")
@@ -202,8 +204,6 @@ def main() -> None:
                         "run given it (and the same --requests) times the pages again without loading anew")
     args = parser.parse_args()
     progress = sys.stderr.isatty()
-    from starlette.testclient import TestClient
-
     from server.web.app import create_app
 
     load_at_start = os.getloadavg()
@@ -246,12 +246,15 @@ def main() -> None:
         year = {"from": (NOW - dt.timedelta(days=330)).strftime("%Y-%m"), "to": NOW.strftime("%Y-%m")}
         rounds: dict[str, list[float]] = {}
         # Sessions as long as a working day (the shared stack's last a minute): a loaded machine's page loop outlasts
-        # a minute, and the pages after it would be the sign-in page (page_seconds refuses those now).
-        with TestClient(create_app(dataclasses.replace(settings, session_max_age=8 * 3600), couch)) as client:
+        # a minute, and the pages after it would be the sign-in page (page_seconds refuses those now). Served as
+        # `linli serve` serves it, over real HTTP: the Open311 clients run in a process of their own.
+        app = create_app(dataclasses.replace(settings, session_max_age=8 * 3600), couch)
+        lists: list[dict[str, Any]] = []
+        with served(app) as url, httpx2.Client(base_url=url, follow_redirects=True, timeout=600) as client:
             signed_in(client, "admin")
             while client.get("/dashboard").status_code != 200:  # the app's first minute sweep may hold it up
                 time.sleep(1)
-            client.get("/open311/v2/requests.json")
+            open311_list = f"{url}/open311/v2/requests.json?status=open&service_code=street_lamp"
             # Interleaved rounds (each measure once per round, medians reported): a neighbour's load on a
             # shared machine then weighs on the page and on its raw-row reference alike.
             for _ in range(ROUNDS):
@@ -267,12 +270,13 @@ def main() -> None:
                 p50, p95 = page_seconds(client, "/dashboard", {"area": demo.STREET_ID, **year}, args.pages)
                 rounds.setdefault("street_p50", []).append(p50)
                 rounds.setdefault("street_p95", []).append(p95)
-                client.cookies.clear()
-                rounds.setdefault("lists", []).append(queries_per_second(
-                    client, "/open311/v2/requests.json", {"status": "open", "service_code": "street_lamp"},
-                    args.queries))
-                rounds.setdefault("services", []).append(queries_per_second(
-                    client, "/open311/v2/services.json", {}, args.queries))
+                lists.append(served_load(open311_list, args.concurrency, args.queries))
+                rounds.setdefault("lists", []).append(lists[-1]["queries_per_second"])
+                rounds.setdefault("lists_p95", []).append(lists[-1]["p95_s"])
+                rounds.setdefault("lists_one_client", []).append(
+                    served_load(open311_list, 1, args.queries // 4)["queries_per_second"])
+                rounds.setdefault("services", []).append(served_load(
+                    f"{url}/open311/v2/services.json", args.concurrency, args.queries)["queries_per_second"])
         median = {name: statistics.median(values) for name, values in rounds.items()}
         changed_seconds = incremental_catch_up(couch, args.changes)
         started = time.perf_counter()
@@ -302,8 +306,12 @@ def main() -> None:
         "street_summary": {k: street[k] for k in ("requests", "open", "response_median_h", "close_p90_h",
                                                    "closed_on_time_share", "satisfaction")},
         "open311_list_queries_per_second": round(median["lists"], 1),
-        "open311_reference": "GET /services.json on the same app",
+        "open311_list_p95_s": round(median["lists_p95"], 3),
+        "open311_list_one_client_queries_per_second": round(median["lists_one_client"], 1),
+        "open311_list_answer": {k: lists[-1][k] for k in ("answer_bytes", "concurrency", "requests")},
+        "open311_reference": "GET /services.json on the same server, as many clients",
         "open311_services_per_second": round(median["services"], 1),
+        "open311_list_over_services": round(median["lists"] / median["services"], 3),
         "create_path_requests_per_second": round(creates, 1),
         "machine_load_1_5_15_min": {"start": [round(x, 1) for x in load_at_start],
                                     "end": [round(x, 1) for x in os.getloadavg()]},

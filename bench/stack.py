@@ -5,17 +5,21 @@ from __future__ import annotations
 import base64
 import contextlib
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
+import uvicorn
 
 from crypto.keys import new_key
 from server.domain.declaration import MAIN_DB
 from server.store import views
 from server.store.config import Settings
 from server.store.couch import Couch, connect
-from server.store.embedded_couch import EmbeddedCouch
+from server.store.embedded_couch import EmbeddedCouch, free_port
 
 
 @contextlib.contextmanager
@@ -61,3 +65,23 @@ def wait_for_view(database_url: str, name: str) -> None:
             return
         except httpx2.ReadTimeout:
             continue
+
+
+@contextlib.contextmanager
+def served(app: Any) -> Iterator[str]:
+    """The ASGI app served by uvicorn on a free loopback port (in a thread, its lifespan run as `linli serve` runs
+    it); yields its URL without a trailing slash, and stops it afterwards."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True, name="bench-app")
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the app did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
