@@ -83,54 +83,74 @@ class Result:
 
 
 def results(couch: Couch) -> list[Result]:
-    """Totals per community and month, newest month first, with the sample's response rate and estimate."""
-    answers: dict[tuple[str, str], list[Doc]] = {}
-    for doc in docs_of_type(couch.main, "survey_response"):
-        answers.setdefault((doc["community"], doc["month"]), []).append(doc)
+    """Totals per community and month, newest month first, with the sample's response rate and estimate: the totals
+    from the answers' tally (five rows a month), the sampled months from their answers' rows, no answer read whole."""
+    scores: dict[tuple[str, str], dict[int, int]] = {}
+    for row in couch.main.query("linli/survey_answers", startkey=["tally"], endkey=["tally", {}], group_level=4,
+                                as_list=True):
+        _, community, month, overall = row["key"]
+        scores.setdefault((community, month), {})[overall] = row["value"]
     samples = {(d["community"], d["month"]): d for d in docs_of_type(couch.main, "survey_sample")}
+    sampled_answers = _month_answers(couch, list(samples))
     found = []
-    for (c, m), docs in answers.items():
-        v = [d["overall"] for d in docs]
-        found.append(Result(c, m, len(v), round(sum(v) / len(v), 2),
-                            round(sum(1 for x in v if x >= SATISFIED_FROM) / len(v), 3),
-                            **_sampled(samples.get((c, m)), docs)))
+    for (c, m), counted in scores.items():
+        n = sum(counted.values())
+        found.append(Result(c, m, n, round(sum(score * k for score, k in counted.items()) / n, 2),
+                            round(sum(k for score, k in counted.items() if score >= SATISFIED_FROM) / n, 3),
+                            **_sampled(samples.get((c, m)), sampled_answers.get((c, m), []))))
     return sorted(found, key=lambda r: (r.month, r.community), reverse=True)
 
 
 def sample_answers(couch: Couch, communities: list[str], months: list[str]) -> tuple[int, int]:
     """The households sampled in these communities and months, and of those the ones that answered (as `results`
-    counts them). Only the months' own documents are read: the samples by id, then, in a community with one, the
-    answers of those months by their ids' range (`response_id` and door_answer_id begin with community and month)."""
+    counts them). Only the months' own rows are read: the samples by id, then the answers of the sampled months."""
     samples = get_many(couch.main, (sample_id(c, m) for c in communities for m in months))
+    answers = _month_answers(couch, [(s["community"], s["month"]) for s in samples.values()])
     sampled = answered = 0
-    for community in sorted({s["community"] for s in samples.values()}):
-        prefix = f"survey_response:{community.split(':', 1)[1]}:"
-        answers: dict[str, list[Doc]] = {}
-        for row in couch.main.all(startkey=f"{prefix}{months[0]}:", endkey=f"{prefix}{months[-1]}:\ufff0",
-                                  as_list=True):
-            if row["doc"].get("community") == community:
-                answers.setdefault(row["doc"]["month"], []).append(row["doc"])
-        for month in months:
-            counted = _sampled(samples.get(sample_id(community, month)), answers.get(month, []))
-            sampled += counted.get("sample_size", 0)
-            answered += counted.get("sample_answers", 0)
+    for sample in samples.values():
+        counted = _sampled(sample, answers.get((sample["community"], sample["month"]), []))
+        sampled += counted.get("sample_size", 0)
+        answered += counted.get("sample_answers", 0)
     return sampled, answered
 
 
-def _sampled(sample: Doc | None, docs: list[Doc]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Answer:
+    """One survey answer as the month's sample counts it (a row of `survey_answers`, not the document)."""
+
+    household: str
+    at: str
+    id: str
+    overall: int
+
+
+def _month_answers(couch: Couch, months: list[tuple[str, str]]) -> dict[tuple[str, str], list[Answer]]:
+    """The answers given in these (community, month)s: one key range per community, from its first month asked to
+    its last."""
+    found: dict[tuple[str, str], list[Answer]] = {}
+    for community in sorted({c for c, _ in months}):
+        asked = sorted(m for c, m in months if c == community)
+        for row in couch.main.query("linli/survey_answers", startkey=["answer", community, asked[0]],
+                                    endkey=["answer", community, asked[-1], {}], reduce="false", as_list=True):
+            _, _, month, household, at = row["key"]  # months between those asked, too: never looked up
+            found.setdefault((community, month), []).append(Answer(household, at, row["id"], row["value"]))
+    return found
+
+
+def _sampled(sample: Doc | None, answers: list[Answer]) -> dict[str, Any]:
     """What the sample says: one answer per sampled household (the first given), counted in its grid's stratum."""
     if sample is None:
         return {}
     grid_of = {e["household"]: e["grid"] for e in sample["households"]}
-    first: dict[str, Doc] = {}
-    for d in sorted(docs, key=lambda d: (d["created_at"], d["_id"])):
-        if d.get("household") in grid_of:
-            first.setdefault(d["household"], d)
+    first: dict[str, Answer] = {}
+    for a in sorted(answers, key=lambda a: (a.at, a.id)):
+        if a.household in grid_of:
+            first.setdefault(a.household, a)
     strata = {g: [0, 0] for g in sample["frame"]}
-    for household, d in first.items():
+    for household, a in first.items():
         counted = strata.setdefault(grid_of[household], [0, 0])
         counted[0] += 1
-        counted[1] += d["overall"] >= SATISFIED_FROM
+        counted[1] += a.overall >= SATISFIED_FROM
     found = sampling.estimate([sampling.Stratum(int(sample["frame"].get(g, n)), n, sat)
                                for g, (n, sat) in sorted(strata.items())])
     return {"sample_size": len(grid_of), "sample_answers": len(first), "estimate": found}
@@ -179,9 +199,7 @@ def door_list(couch: Couch, p: Principal, now: dt.datetime, tz: ZoneInfo) -> lis
         mine = [e for e in sample["households"] if e["grid"] in p.grids]
         households = {h["_id"]: h for h in (get_or_none(couch.main, e["household"]) for e in mine)
                       if h and may_see(p, h)}
-        answered = {d.get("household") for d in iter_view_docs(couch.main, "linli/by_place",
-                                                                [community, "survey_response"])
-                    if d["month"] == month}
+        answered = {a.household for a in _month_answers(couch, [(community, month)]).get((community, month), [])}
         rows += [{"household": h, "answered": i in answered} for i, h in households.items()]
     return sorted(rows, key=lambda r: (r["answered"], r["household"]["address"]))
 
@@ -202,9 +220,8 @@ def _mark(couch: Couch, community: str, month: str) -> bool:
     if sample is None:
         return False
     drawn = {e["household"] for e in sample["households"]}
-    answered = sorted({d.get("household") for d in iter_view_docs(couch.main, "linli/by_place",
-                                                                   [community, "survey_response"])
-                       if d["month"] == month and d.get("household") in drawn})
+    answered = sorted({a.household for a in _month_answers(couch, [(community, month)]).get((community, month), [])
+                       if a.household in drawn})
     if sample.get("answered") == answered:
         return False
     couch.main.save({**sample, "answered": answered})

@@ -117,6 +117,15 @@ MAIN_VIEWS = {
         "map": "function (doc) { if (doc.type === 'claim') { [doc.created_by, doc.resident, ''].forEach("
                "function (party) { emit([party, doc.status, doc.created_at], null); }); } }",
     },
+    # The monthly survey's answers (server/services/survey.py), read by the month and never whole: ["tally",
+    # community, month, score] for the published totals (grouped: five rows a month whatever the answers) and
+    # ["answer", community, month, household, at] → score for the month's sample (one row an answer, no body).
+    "survey_answers": {
+        "map": "function (doc) { if (doc.type === 'survey_response' && typeof doc.community === 'string'"
+               " && typeof doc.month === 'string') { emit(['tally', doc.community, doc.month, doc.overall], null);"
+               " emit(['answer', doc.community, doc.month, doc.household || '', doc.created_at], doc.overall); } }",
+        "reduce": "_count",
+    },
     # The resource pool (server/services/pool.py), of each booking's first slot only: ["by", who booked, start]
     # (their bookings), ["due", start] while confirmed (what the no-show sweep watches) and ["requested", resource,
     # start] while it awaits the keeper. The utilisation board reads months kept from slots and check-ins read by
@@ -224,7 +233,7 @@ class Physical:
 PHYSICAL = (
     Physical(MAIN_DB, "rows", "_count", ("by_place", "audit_by_target", "request_stats", "open_requests",
                                           "public_requests", "open_alerts", "readings_by_device", "conflicts",
-                                          "claims", "pool", "figures_source")),
+                                          "claims", "pool", "survey_answers", "figures_source")),
     Physical(ACCOUNTS_DB, "rows", "_count", tuple(ACCOUNT_VIEWS)),  # its "conflicts" is the accounts database's
     Physical(MAIN_DB, "sums", "_sum", ("ledger",)),
 )
