@@ -21,13 +21,19 @@ from server.store.config import PROJECT_ROOT
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "validation.json").read_text(encoding="utf-8"))
 
 
+def long_text(value: str) -> str:
+    """The vectors' "LONG:n" (n times 字) or "LONG:n:c" (n times the character c)."""
+    count, _, char = value.removeprefix("LONG:").partition(":")
+    return (char or "字") * int(count)
+
+
 def document(vector: dict[str, Any]) -> dict[str, Any]:
     doc = dict(VECTORS["bases"][vector["base"]])
     for name, value in vector["set"].items():
         if value is None:
             doc.pop(name, None)
         elif isinstance(value, str) and value.startswith("LONG:"):
-            doc[name] = "字" * int(value.removeprefix("LONG:"))
+            doc[name] = long_text(value)
         else:
             doc[name] = value
     for name in vector.get("null", []):
@@ -54,7 +60,7 @@ def test_every_error_key_has_both_languages() -> None:
 
 
 def answers(vector: dict[str, Any]) -> dict[str, Any]:
-    return {code: "字" * int(value.removeprefix("LONG:")) if isinstance(value, str) and value.startswith("LONG:")
+    return {code: long_text(value) if isinstance(value, str) and value.startswith("LONG:")
             else value for code, value in vector["answers"].items()}
 
 

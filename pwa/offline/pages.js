@@ -10,7 +10,7 @@ import { EnvelopeError, normalise } from "../crypto/envelope.js";
 import { grantId, grantIsUsable, numberField, openFields, storedPhoneKey, verifiedVoucher } from "./keys.js";
 import { AlertRefused, TaskRefused, alertAfter, alertsInOrder, needsOf, photoRefusal, taskAnswered, tasksInOrder }
   from "./rules.js";
-import { attributeErrors, fieldError, fieldErrors } from "./validation.js";
+import { attributeErrors, fieldError, fieldErrors, firstCharacters } from "./validation.js";
 import { cardHash, confirmation, newReceipt } from "./door_ballot.js";
 import { activeApproval, lockedReason } from "./entitlement.js";
 import { redemptionId, redemptionOf, secondUseRefusal } from "./rewards.js";
@@ -145,7 +145,7 @@ async function findByNumber(db, session, grid, number) {
 // server/web/app.py grid_page + queries.grid_households
 async function gridPage({ db, session, params, query, htmx }) {
   const grid = await gridOf(db, session, params.id);
-  let q = (query.get("q") || "").slice(0, 100).trim();
+  let q = firstCharacters(query.get("q") || "", 100).trim();
   const offset = Math.max(0, parseInt(query.get("offset") || "0", 10) || 0);
   let households = (await docsOfType(db, "household")).filter((h) => h.grid === grid._id);
   const residents = new Map((await docsOfType(db, "resident")).map((r) => [r._id, r]));
@@ -281,7 +281,7 @@ async function reveal({ db, session, schema, params, form, htmx }) {
   } else {
     const tier = fields.tierOf(names[0]);
     const { grant, approval } = await grantFor(db, key, resident, fields, category) || {};
-    const purpose = (approval?.purpose || String(form.get("purpose") || "")).trim().slice(0, 500);
+    const purpose = firstCharacters((approval?.purpose || String(form.get("purpose") || "")).trim(), 500);
     if (!grant) {
       error = await closedReason(db, session, resident, await privacyOf(db, resident), category, tier);
     } else if (!purpose) {
@@ -618,7 +618,7 @@ async function claimOffline({ db, session, form }) {
   const code = String(form.get("in_person_code") || "").trim();
   const consent = form.get("in_person_consent") === "yes";
   const at = nowISO();
-  const note = String(form.get("note") || "").trim().slice(0, 500);
+  const note = firstCharacters(String(form.get("note") || "").trim(), 500);
   const doc = { _id: claimId(taskId), type: "claim" };
   for (const name of ["street", "community", "grid", "household", "resident"]) {
     if (task[name] !== undefined && task[name] !== null) doc[name] = task[name];
@@ -808,7 +808,7 @@ async function actOnRequest({ db, session, params, form }) {
   const now = nowISO();
   await db.put({ _id: `fix_check:${uuidHex()}`, type: "fix_check", street: doc.street, community: doc.community,
                  grid: doc.grid, request: doc._id, fixed: action === "fixed", via, consent: true,
-                 ...(reason.trim() ? { reason: reason.trim().slice(0, 500) } : {}), created_by: session.user._id,
+                 ...(reason.trim() ? { reason: firstCharacters(reason.trim(), 500) } : {}), created_by: session.user._id,
                  created_at: now });
   return { redirect: `/requests/${params.id}` };
 }
@@ -924,7 +924,7 @@ async function doorBallot({ db, session, params, form, method }) {
   const grids = session.user.grids || [];
   const households = (await docsOfType(db, "household"))
     .filter((h) => grids.includes(h.grid) && h.community === matter.community);
-  const values = { household: method === "POST" ? String(form.get("household") || "").slice(0, 200) : "" };
+  const values = { household: method === "POST" ? firstCharacters(String(form.get("household") || ""), 200) : "" };
   let errors = {};
   if (method === "POST") {
     try {
@@ -944,7 +944,7 @@ async function doorBallot({ db, session, params, form, method }) {
 }
 
 async function storeDoorBallot(db, me, matter, home, form) {
-  const choice = String(form.get("choice") || "").slice(0, 1000);
+  const choice = firstCharacters(String(form.get("choice") || ""), 1000);
   if (!home) {
     throw refuse("household", "vote_door_not_your_grid");
   }
@@ -958,7 +958,7 @@ async function storeDoorBallot(db, me, matter, home, form) {
   const ballot = { _id: `ballot:${matter._id.split(":")[1]}:${home._id}`, type: "ballot", street: matter.street,
     community: matter.community, grid: home.grid, matter: matter._id, voter: home._id, household: home._id, choice,
     channel: "door", assisted_by: me, consent: true, receipt: newReceipt(), created_by: me, created_at: nowISO() };
-  const code = String(form.get("code") || "").slice(0, 40);
+  const code = firstCharacters(String(form.get("code") || ""), 40);
   ballot.confirmation = await confirmation(await cardHash(ballot._id, code), ballot);
   // Recorded here already: a ballot is not changed (another phone's ballot for the household, which this replica
   // does not hold, becomes a version beside this one when both sync, counted once by precedence).
@@ -996,7 +996,7 @@ async function redeemPage({ db, session, method, form }) {
   if (method !== "POST") {
     return page({});
   }
-  const code = String(form.get("code") || "").slice(0, 2000);
+  const code = firstCharacters(String(form.get("code") || ""), 2000);
   const voucher = await verifiedVoucher(code.trim());
   const refused = (key, params, status) => page({ code, errors: { code: fieldError(key, params) } }, status);
   if (!voucher) {
@@ -1066,7 +1066,7 @@ async function poolCheckin({ db, session, query, form, method }) {
   const values = method === "POST" ? form : query;
   const resource = await load(db, String(values.get("resource") || ""), "resource");
   const bookings = await checkableHere(db, session, resource);
-  const code = String(values.get("code") || "").slice(0, 64);
+  const code = firstCharacters(String(values.get("code") || ""), 64);
   const page = (errors, status) => ({ template: "pool_checkin.html", status, context: {
     resource, bookings, code, errors, done: method === "GET" && query.get("done") === "checked_in" ? "checked_in" : null } });
   if (method === "GET") {
@@ -1183,7 +1183,7 @@ async function poolResource({ db, session, params, query }, errors = {}, status 
 // pool_pages._typed: what the booking form shows again after a refusal (first showing: the day, one hour, one).
 function typedForm(form, day) {
   const given = Object.fromEntries(["hour", "hours", "people", "purpose"].map((name) => [name,
-    String(form?.get(name) ?? "").slice(0, 200)]));
+    firstCharacters(String(form?.get(name) ?? ""), 200)]));
   return { ...given, day: String(form?.get("day") ?? "") || day, hours: given.hours || "1",
     people: given.people || "1" };
 }
@@ -1221,7 +1221,7 @@ async function poolBook(request) {
   }
   const kinds = new Set([...(session.user.roles || []).filter((r) => ["volunteer", "grid_worker", "secretary"]
     .includes(r)), ...(session.user.resident ? ["resident"] : [])]);
-  const purpose = String(form.get("purpose") ?? "").trim().slice(0, 200);
+  const purpose = firstCharacters(String(form.get("purpose") ?? "").trim(), 200);
   const docs = [];
   for (let n = 0; n < hours; n += 1) {
     const at = start + n * HOUR_MS;
@@ -1342,7 +1342,7 @@ async function surveyDoor({ db, session, form, method }) {
   let errors = {};
   if (method === "POST") {
     typed = { household: String(form.get("household") || ""), overall: String(form.get("overall") || "") };
-    const home = await load(db, typed.household.slice(0, 2000), "household");
+    const home = await load(db, firstCharacters(typed.household, 2000), "household");
     try {
       await storeDoorAnswer(db, me, grids, home, samples[home.community], month, typed.overall,
                             form.get("consent") !== null);

@@ -6,6 +6,11 @@
 
 export const fieldError = (key, params = {}) => ({ key, params });
 
+// Text as Python counts and cuts it (len, [:n]): in characters (code points), not JavaScript's UTF-16 units, in
+// which an emoji is two: the phone then refuses or cuts nothing the server would keep.
+export const characters = (text) => [...text].length;
+export const firstCharacters = (text, n) => [...text].slice(0, n).join("");
+
 const notAChoice = (f, value) => fieldError("err_not_choice", { value, choices: f.choices.join(", ") });
 
 export function fieldErrors(schema, doc) {
@@ -14,7 +19,7 @@ export function fieldErrors(schema, doc) {
     const value = doc[name];
     if (value === undefined || value === null) {
       if (f.required) errors[name] = fieldError("err_required");
-    } else if (f.kind === "text" && typeof value === "string" && value.length > f.max_length) {
+    } else if (f.kind === "text" && typeof value === "string" && characters(value) > f.max_length) {
       errors[name] = fieldError("err_too_long", { max: f.max_length });
     } else if (f.kind === "enum" && !f.choices.includes(value)) {
       errors[name] = notAChoice(f, value);
@@ -71,6 +76,6 @@ function answerProblem(definition, value) {
     case "singlevaluelist":
       return allowed.includes(value) ? null : notAChoice(value);
     default:
-      return typeof value === "string" && value.length <= 500 ? null : ["err_too_long", { max: 500 }];
+      return typeof value === "string" && characters(value) <= 500 ? null : ["err_too_long", { max: 500 }];
   }
 }

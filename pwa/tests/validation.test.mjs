@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { attributeErrors, fieldErrors } from "../offline/validation.js";
+import { attributeErrors, characters, fieldErrors, firstCharacters } from "../offline/validation.js";
 
 const root = new URL("../../", import.meta.url);
 const vectors = JSON.parse(await readFile(new URL("tests/vectors/validation.json", root), "utf8"));
@@ -13,10 +13,13 @@ const schema = JSON.parse(execFileSync(new URL(".venv/bin/python", root).pathnam
   ["-c", "import json; from server.domain.declaration import export_json; print(json.dumps(export_json()))"],
   { cwd: root, encoding: "utf8" }));
 
-// The vectors' conventions: `set` null removes a field, "LONG:n" is n characters, `null` lists fields sent as null
-// (tests/test_error_vectors.py).
-const long = (value) => (typeof value === "string" && value.startsWith("LONG:")
-  ? "字".repeat(Number(value.slice("LONG:".length))) : value);
+// The vectors' conventions: `set` null removes a field, "LONG:n" is n times 字 and "LONG:n:c" n times the character
+// c, `null` lists fields sent as null (tests/test_error_vectors.py).
+function long(value) {
+  if (typeof value !== "string" || !value.startsWith("LONG:")) return value;
+  const [count, char = "字"] = value.slice("LONG:".length).split(":");
+  return char.repeat(Number(count));
+}
 
 function documentOf({ base, set, null: nulls = [] }) {
   const doc = { ...vectors.bases[base] };
@@ -49,4 +52,12 @@ test("a text field's length is judged on text only", () => {
   assert.deepEqual(fieldErrors(schema, { ...visit, notes: Array(max + 1).fill("x") }), {});
   assert.deepEqual(fieldErrors(schema, { ...visit, notes: "x".repeat(max + 1) }), { notes: { key: "err_too_long",
     params: { max } } });
+});
+
+// What the offline pages cut a typed text to is what Python's [:n] keeps: whole characters, never half an emoji.
+test("text is counted and cut in characters, as Python does", () => {
+  assert.equal(characters("家🏠a"), 3);
+  assert.equal(firstCharacters("🏠🏠🏠", 2), "🏠🏠");
+  assert.equal(firstCharacters("家🏠", 5), "家🏠");
+  assert.equal(firstCharacters("", 3), "");
 });
