@@ -22,7 +22,9 @@ Timed measures run in 3 interleaved rounds and report medians (a shared machine'
   better); every round's figures with their median, min and max under `rounds`;
 - Open311 `GET /requests.json` (last 90 days, a status and a service_code filter) per second, `--concurrency`
   clients in a process of their own (bench/http_load.py) asking the served app at once, with its p95 and the rate
-  of one client alone, against `GET /services.json` (no request data) asked alike in the same run;
+  of one client alone, against `GET /services.json` (no request data) asked alike in the same run, and against the
+  same list over raw rows (every request's `request_stats` row streamed and filtered; its answer must be the
+  list's, request for request): the ratio one client's list time / raw rows;
 - the rate of creating requests through the full `service_requests.create` path (validation,
   dispatch by map position, SLA deadlines), on a sample.
 """
@@ -58,7 +60,8 @@ from server.security import accounts  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
 from server.services import dashboard, demo, figures_cells  # noqa: E402
 from server.services import service_requests as sr  # noqa: E402
-from server.store.couch import bulk_save, get_many, ids_of_type  # noqa: E402
+from server.store.couch import Couch, bulk_save, get_many, ids_of_type  # noqa: E402
+from server.web import open311  # noqa: E402
 
 BATCH = 2000
 PASSWORD = "bench-password"
@@ -145,6 +148,16 @@ def stream_only(couch: Any, communities: list[str]) -> float:
     for _ in dashboard.rows(couch, communities):
         pass
     return time.perf_counter() - started
+
+
+def raw_rows_list(couch: Couch, communities: list[str], now: dt.datetime) -> list[str]:
+    """The Open311 list the benchmark asks for (open street-lamp requests of the last 90 days, the newest page),
+    over raw rows: every request's `request_stats` row streamed and filtered (all synthetic requests are public)."""
+    since = now - dt.timedelta(days=open311.DEFAULT_DAYS)
+    found = [(dt.datetime.fromisoformat(r["value"][3]), r["key"][3]) for r in dashboard.view_rows(couch, communities)
+             if r["value"][0] == "street_lamp" and r["value"][2] not in ("resolved", "closed")
+             and dt.datetime.fromisoformat(r["value"][3]) >= since]
+    return [i.split(":", 1)[1] for _, i in sorted(found, reverse=True)[:open311.PAGE_SIZE]]
 
 
 def signed_in(client: Any, username: str) -> None:
@@ -277,6 +290,12 @@ def main() -> None:
                     served_load(open311_list, 1, args.queries // 4)["queries_per_second"])
                 rounds.setdefault("services", []).append(served_load(
                     f"{url}/open311/v2/services.json", args.concurrency, args.queries)["queries_per_second"])
+                started = time.perf_counter()
+                raw_list = raw_rows_list(couch, communities, dt.datetime.now(dt.UTC))
+                rounds.setdefault("raw_list", []).append(time.perf_counter() - started)
+                listed = [r["service_request_id"] for r in client.get(open311_list).json()]
+                if listed != raw_list:  # the same question answered alike, or the ratio means nothing
+                    raise RuntimeError(f"Open311's list ({len(listed)}) differs from raw rows' ({len(raw_list)})")
         median = {name: statistics.median(values) for name, values in rounds.items()}
         changed_seconds = incremental_catch_up(couch, args.changes)
         started = time.perf_counter()
@@ -312,6 +331,9 @@ def main() -> None:
         "open311_reference": "GET /services.json on the same server, as many clients",
         "open311_services_per_second": round(median["services"], 1),
         "open311_list_over_services": round(median["lists"] / median["services"], 3),
+        "open311_raw_rows_list_seconds": round(median["raw_list"], 2),
+        "open311_one_list_over_raw_rows": round(1 / median["lists_one_client"] / median["raw_list"], 4),
+        "open311_lists_compared": len(listed),
         "create_path_requests_per_second": round(creates, 1),
         "machine_load_1_5_15_min": {"start": [round(x, 1) for x in load_at_start],
                                     "end": [round(x, 1) for x in os.getloadavg()]},

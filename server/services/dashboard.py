@@ -115,14 +115,19 @@ def compute(rows: Iterable[Row]) -> dict[str, dict[str, Stats]]:
 
 def rows(couch: Couch, communities: Iterable[str], page: int = 10_000) -> Iterator[Row]:
     """Every request of these communities as dashboard rows, streamed page by page."""
+    return (Row.of(r["key"], r["value"]) for r in view_rows(couch, communities, page))
+
+
+def view_rows(couch: Couch, communities: Iterable[str], page: int = 10_000) -> Iterator[dict[str, Any]]:
+    """Every request of these communities as its `request_stats` row (key [community, street, grid, request id]),
+    streamed page by page."""
     for community in communities:
         start: Any = [community]
         skip = 0
         while True:
             batch = couch.main.query("linli/request_stats", startkey=start, endkey=[community, {}], limit=page,
                                      skip=skip, reduce="false", as_list=True)
-            for r in batch:
-                yield Row.of(r["key"], r["value"])
+            yield from batch
             if len(batch) < page:
                 break
             start, skip = batch[-1]["key"], 1  # keys are unique (they end with the request id)
