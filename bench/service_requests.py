@@ -1,6 +1,6 @@
 """A street's year of service requests: load N requests, time the dashboard and Open311 against raw rows.
 
-    .venv/bin/python bench/service_requests.py [--requests 1000000] [--queries 200] [--keep-in FOLDER]
+    .venv/bin/python bench/service_requests.py [--requests 1000000] [--queries 400] [--concurrency 8] [--keep-in FOLDER]
 
 Starts its own pouchdb-server in a temporary folder, loads the demo street (the pilot's grids, 5 households each,
 no history), then N synthetic service requests spread over a year across its 20 grids and 10 categories (states,
