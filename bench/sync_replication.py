@@ -17,7 +17,8 @@ waiting on the gateway (its /healthz counts them all), then one document written
 has it, p50/p95/max per kind and together. The clients are raw asyncio sockets in this (the bench) process,
 never in the gateway's (`linli serve` is a subprocess with its own event loop): tests/live_feeds.py. A
 warm-up round (discarded: the gateway's first feeds load every principal), then `--rounds` rounds, a new
-document each, each client resuming from the sequence the last round gave it; medians and spreads over rounds.
+document each, each client resuming from the sequence the last round gave it as PouchDB does (a longpoll asks
+again on its kept-alive connection, a continuous feed stays open); medians and spreads over rounds.
 Every client must get exactly that change, once, within `--wait` seconds, or the run fails.
 (c) the gateway process's memory (RSS) idle, with every client connected (first timed round), and per client.
 The open-file limit is raised in code for the clients' sockets (the gateway inherits it). Every wait is
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime as dt
 import json
 import os
 import selectors
@@ -47,14 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.measure import compare, expect, load_average, spread  # noqa: E402
 from crypto.keys import new_key  # noqa: E402
-from server.domain.declaration import Role  # noqa: E402
-from server.security import accounts  # noqa: E402
 from server.store.config import PROJECT_ROOT, load_settings  # noqa: E402
 from server.store.couch import bulk_save, connect  # noqa: E402
 from server.store.embedded_couch import EmbeddedCouch, free_port  # noqa: E402
-from sync.auth import new_device_token  # noqa: E402
-from tests.live_feeds import KINDS, Feed, follow, raise_open_files  # noqa: E402
-from tests.sync_harness import C1, G1, G2, STREET, household, login, resident, seed, serve, stop  # noqa: E402
+from tests.live_feeds import KINDS, Feed, follow, phones_with_tokens, raise_open_files, until_live  # noqa: E402
+from tests.sync_harness import G1, G2, household, login, resident, seed, serve, stop  # noqa: E402
 
 NODE_BENCH = PROJECT_ROOT / "pwa" / "tests" / "sync_bench.mjs"
 STEP_TIMEOUT_S = 300
@@ -122,47 +119,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def live_workers(couch: Any, count: int) -> list[str]:
-    """`count` grid workers of grid 1, each with a device token: distinct principals, as real phones are."""
-    users, token_docs, tokens = [], [], []
-    now = dt.datetime.now(dt.UTC)
-    for i in range(count):
-        user = accounts.make_user(f"live{i:04d}", f"网格员{i}", [Role.GRID_WORKER], STREET, "unused",
-                                  communities=[C1], grids=[G1])
-        token, token_doc = new_device_token(user["_id"], "bench", now)
-        users.append(user)
-        token_docs.append(token_doc)
-        tokens.append(token)
-    for start in range(0, count, 500):
-        bulk_save(couch.accounts, users[start:start + 500] + token_docs[start:start + 500])
-    return tokens
-
-
-def live_clients(url: str) -> int:
-    return httpx2.get(url + "healthz", timeout=30).json()["parts"]["sync"]["live_clients"]
-
-
-async def until_live(url: str, count: int) -> None:
-    """Wait until the gateway holds exactly `count` live feeds (its /healthz), or fail after STEP_TIMEOUT_S."""
-    deadline = time.monotonic() + STEP_TIMEOUT_S
-    while (now := await asyncio.to_thread(live_clients, url)) != count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{now} live feeds after {STEP_TIMEOUT_S} s, expected {count}")
-        await asyncio.sleep(0.2)
-
-
 async def live_round(served: Any, feeds: list[Feed], doc_id: str, write: Callable[[], object],
                      wait_s: float) -> tuple[int, dict[str, list[float]], float]:
     """Every feed connected and waiting, one document written: the gateway's memory with them all connected,
     each kind's latencies (ms) from the write to the change's arrival, and the wall time until the last one."""
     had = [len(feed.received) for feed in feeds]
-    connecting = asyncio.Semaphore(200)  # a few hundred connect at a time, as phones do not all at one instant
+    connecting = asyncio.Semaphore(200)  # a few hundred ask at a time, as phones do not all at one instant
     tasks = [asyncio.create_task(follow(feed, served.sync_url, {doc_id}, connected=connecting)) for feed in feeds]
     try:
-        await until_live(served.url, len(feeds))
-        failed = [task.exception() for task in tasks if task.done()]
-        if failed:
-            raise RuntimeError(f"{len(failed)} feeds ended before the write: {failed[:3]}")
+        all_live = asyncio.create_task(until_live(served.url, len(feeds), STEP_TIMEOUT_S))
+        await asyncio.wait([all_live, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if not all_live.done():  # a feed ended before the write: its error fails the run
+            all_live.cancel()
+            next(task for task in tasks if task.done()).result()
+            raise RuntimeError("a feed ended before the write")
+        all_live.result()
         connected_kib = rss_kib(served.process.pid)
         started = time.perf_counter()
         await asyncio.to_thread(write)
@@ -179,18 +150,21 @@ async def live_round(served: Any, feeds: list[Feed], doc_id: str, write: Callabl
     expect(f"feeds that got {doc_id} and nothing else", sum(
         feed.received[before:] == [doc_id] for feed, before in zip(feeds, had, strict=True)), len(feeds))
     latencies = {kind: [(f.arrived[doc_id] - started) * 1000 for f in feeds if f.kind == kind] for kind in KINDS}
-    await until_live(served.url, 0)  # the next round starts from none, so its count is exact
     return connected_kib, latencies, max(f.arrived[doc_id] for f in feeds) - started
 
 
 async def live(served: Any, feeds: list[Feed], write_doc: Callable[[int], str], rounds: int,
                wait_s: float) -> list[tuple[int, dict[str, list[float]], float]]:
     """One warm-up round (discarded: the gateway's first feeds load every principal and start its follower),
-    then `rounds` rounds, each feed resuming from the sequence the last one gave it."""
+    then `rounds` rounds, each feed resuming from the sequence the last one gave it (continuous feeds stay open)."""
     results = []
-    for n in range(rounds + 1):
-        doc_id = f"household:c1-g1-live{n}"  # an id nobody has yet
-        results.append(await live_round(served, feeds, doc_id, lambda n=n: write_doc(n), wait_s))
+    try:
+        for n in range(rounds + 1):
+            doc_id = f"household:c1-g1-live{n}"  # an id nobody has yet
+            results.append(await live_round(served, feeds, doc_id, lambda n=n: write_doc(n), wait_s))
+    finally:
+        for feed in feeds:
+            feed.close()
     return results[1:]
 
 
@@ -224,7 +198,7 @@ def initial_sync(couch_server: Any, couch: Any, settings: Any, docs: int, rounds
 def live_fan_out(couch_server: Any, couch: Any, settings: Any, args: argparse.Namespace) -> dict[str, Any]:
     """(b) and (c): `--clients` live feeds, one change per round, and the gateway's memory per feed."""
     kinds = KINDS if args.feeds == "both" else (args.feeds,)
-    feeds = [Feed(token, kinds[i % len(kinds)]) for i, token in enumerate(live_workers(couch, args.clients))]
+    feeds = [Feed(token, kinds[i % len(kinds)]) for i, token in enumerate(phones_with_tokens(couch, args.clients))]
     raise_open_files(args.clients + 1024)  # this process's sockets; `linli serve` inherits the limit for its own
     served = serve(couch_server.url, settings, free_port(), patience=STEP_TIMEOUT_S)
     try:
