@@ -44,6 +44,7 @@ class Feed:
     since: str = "now"  # where the next request resumes: the last sequence the gateway gave this phone
     received: list[str] = field(default_factory=list)  # ids of the changes it got, in order, over its whole life
     arrived: dict[str, float] = field(default_factory=dict)  # id → time.perf_counter() when its change arrived
+    lost_after: list[int] = field(default_factory=list)  # len(received) each time its connection was lost
     _connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     _answer: AsyncIterator[tuple[bytes, float]] | None = None  # the open answer's lines (a continuous feed's stays)
 
@@ -107,6 +108,7 @@ async def follow(feed: Feed, url: str, until: set[str], *, connected: asyncio.Se
                 raise ConnectionResetError("the answer ended without its last_seq")
         except (OSError, asyncio.IncompleteReadError, ValueError) as error:
             feed.close()
+            feed.lost_after.append(len(feed.received))  # all the gateway sent before is read by now
             if retry_until is None or time.monotonic() > retry_until:
                 raise FeedError(f"{feed.kind} feed lost: {error!r}") from error
             await asyncio.sleep(0.2)
