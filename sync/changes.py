@@ -151,8 +151,8 @@ async def _catch_up(query: ChangesQuery, upstream: Upstream, hub: ChangesHub,
     return await read_visible(upstream, query, query.since.couch_seq or 0, limit)
 
 
-def _deliverable(query: ChangesQuery, subscriber: Subscriber) -> list[dict[str, Any]]:
-    return [query.shape(c) for c in subscriber.take() if query.doc_ids is None or c["id"] in query.doc_ids]
+def _deliverable(query: ChangesQuery, hub: ChangesHub, subscriber: Subscriber) -> list[dict[str, Any]]:
+    return [query.shape(c) for c in hub.taken(subscriber) if query.doc_ids is None or c["id"] in query.doc_ids]
 
 
 async def _wait(query: ChangesQuery, subscriber: Subscriber, deadline: float) -> AsyncIterator[bytes]:
@@ -177,7 +177,7 @@ async def _longpoll(query: ChangesQuery, upstream: Upstream, hub: ChangesHub,
         while not results and time.monotonic() < deadline and not subscriber.overflowed:
             async for beat in _wait(query, subscriber, deadline):
                 yield beat
-            for change in _deliverable(query, subscriber)[:query.limit]:
+            for change in _deliverable(query, hub, subscriber)[:query.limit]:
                 results.append(change)
                 last = change["seq"]
         last_seq = results[-1]["seq"] if results else encode_seq(query.principal, last)
@@ -206,7 +206,7 @@ async def _continuous(query: ChangesQuery, upstream: Upstream, hub: ChangesHub,
         while time.monotonic() < deadline and not subscriber.overflowed and not (query.limit and sent >= query.limit):
             async for beat in _wait(query, subscriber, deadline):
                 yield beat
-            for change in _deliverable(query, subscriber):
+            for change in _deliverable(query, hub, subscriber):
                 yield _line(query, change)
                 last_seq, sent = change["seq"], sent + 1
         yield _line(query, {"last_seq": last_seq})
