@@ -10,6 +10,7 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
+from server.domain import i18n
 from server.domain.figures import KPIS, MIN_CASES_TO_RANK
 from server.domain.i18n import translator
 from server.security import filing
@@ -74,6 +75,17 @@ def test_the_secretary_reads_kpis_with_formula_and_target_charts_and_csv(web: Te
     assert [sum(int(m.split(",")[i]) for m in months) for i in (1, 2)] == [46, 31], months
     backlog = web.get("/dashboard.csv", params={"table": "backlog"}).text.lstrip("\ufeff")
     assert backlog.splitlines()[0] == "部门,未办结" and "department:" not in backlog and ",15" in backlog
+
+
+def test_a_kpi_is_explained_in_the_words_of_its_one_definition() -> None:
+    """Mediation success counts cases by the month they were opened, confirmed closure over every closed request:
+    the figures' messages once said "concluded in the period" and "asked about", and silently won over the right
+    words, until a key said twice in other words became an error."""
+    assert "按登记月份" in ZH("kpi_mediation_success_formula") and "登记" in ZH("kpi_mediation_success_of")
+    assert "询问" not in ZH("kpi_confirmed_closure_formula") + ZH("kpi_confirmed_closure_of")
+    with pytest.raises(ValueError, match="kpi_confirmed_closure"):
+        i18n._add({"zh": {"kpi_confirmed_closure": "另一种说法"}, "en": {}})
+    assert ZH("kpi_confirmed_closure") == "居民确认解决率"  # the refused table changed nothing
 
 
 def test_another_communitys_area_and_bad_input_give_her_own_figures_never_an_error(web: TestClient,

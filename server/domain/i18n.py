@@ -1502,12 +1502,20 @@ _TODAY_AND_NEEDS: dict[str, dict[str, str]] = {
     },
 }
 
-for _lang, _messages in [*ERROR_MESSAGES.items(), *SAFETY_MESSAGES.items(), *_TODAY_AND_NEEDS.items()]:
-    MESSAGES[_lang].update(_messages)
-for _lang, _messages in TIMEBANK_MESSAGES.items():
-    MESSAGES[_lang].update(_messages)
-for _lang, _messages in POINTS_MESSAGES.items():  # points and rewards (issue 16 item 4)
-    MESSAGES[_lang].update(_messages)
+def _add(table: Mapping[str, Mapping[str, str]]) -> None:
+    """A feature's messages added to MESSAGES. A key another table says in other words is refused: the later table
+    silently won, and a KPI's formula printed the words of the wrong definition."""
+    for lang, messages in table.items():
+        clashes = sorted(k for k, text in messages.items() if MESSAGES[lang].get(k, text) != text)
+        if clashes:
+            raise ValueError(f"message keys defined twice with different {lang} text: {', '.join(clashes)}")
+        MESSAGES[lang].update(messages)
+
+
+for _table in (ERROR_MESSAGES, SAFETY_MESSAGES, _TODAY_AND_NEEDS):
+    _add(_table)
+_add(TIMEBANK_MESSAGES)
+_add(POINTS_MESSAGES)  # points and rewards (issue 16 item 4)
 
 # Deliberation and voting (issue 15): matters, ballots, receipts, results.
 DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
@@ -1750,15 +1758,11 @@ DELIBERATION_MESSAGES: dict[str, dict[str, str]] = {
         "audit_action_result_published": "Vote result published (its fingerprint)",
     },
 }
-for _lang, _messages in DELIBERATION_MESSAGES.items():
-    MESSAGES[_lang].update(_messages)
+_add(DELIBERATION_MESSAGES)
 # The resource pool (issue 17): server/domain/pool_messages.py.
-for _lang, _messages in POOL_MESSAGES.items():
-    MESSAGES[_lang].update(_messages)
-for _lang, _messages in MATCHING_MESSAGES.items():  # issue 17: offers and matches
-    MESSAGES[_lang].update(_messages)
-for _lang, _messages in EVALUATION_MESSAGES.items():
-    MESSAGES[_lang].update(_messages)
+_add(POOL_MESSAGES)
+_add(MATCHING_MESSAGES)  # issue 17: offers and matches
+_add(EVALUATION_MESSAGES)
 
 # The grid worker's ballot at the door (issue 15 items 4-7, server/domain/ballots.py) and the voting cards.
 DOOR_BALLOT_MESSAGES = {
@@ -1810,14 +1814,11 @@ DOOR_BALLOT_MESSAGES = {
         "door_submit": "Save the ballot",
     },
 }
-for _lang, _messages in DOOR_BALLOT_MESSAGES.items():
-    MESSAGES[_lang].update(_messages)
+_add(DOOR_BALLOT_MESSAGES)
 
-for _lang, _messages in MEETING_MESSAGES.items():  # hearings and meetings (issue 15 item 8)
-    MESSAGES[_lang].update(_messages)
+_add(MEETING_MESSAGES)  # hearings and meetings (issue 15 item 8)
 # Figures (issue 18): the dashboard's KPIs, charts and CSV, the preparing page.
-for _lang, _messages in FIGURES_MESSAGES.items():
-    MESSAGES[_lang].update(_messages)
+_add(FIGURES_MESSAGES)
 
 LANGUAGES = tuple(MESSAGES)
 
