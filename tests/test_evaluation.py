@@ -246,6 +246,10 @@ def test_the_sample_is_drawn_per_grid_and_answered_at_the_door(web: TestClient, 
     assert len(sample["households"]) == 6 and grids == {demo.grid_id(1, 1), demo.grid_id(1, 2)}
     assert sample["frame"] == {demo.grid_id(1, 1): 8, demo.grid_id(1, 2): 8}
     assert post(web, "/survey/sample", community=community, size="6").status_code == 400  # once a month
+    # Drawn and not answered yet (the demo's own answers are from earlier months): published as 0 of 6, not left out.
+    name = demo_loaded.main.get(community)["name"]
+    row = re.search(rf"<tr><td>{month}</td><td>{name}</td>.*?</tr>", web.get("/survey/results").text, re.S)
+    assert row and "0.0% (0/6)" in row.group(0) and "<td>0</td><td>—</td><td>—</td>" in row.group(0), row
     mine = [e["household"] for e in sample["households"] if e["grid"] == demo.grid_id(1, 1)]
     as_user(web, "wangge01", PASSWORD)
     door = web.get("/survey/door")

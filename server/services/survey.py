@@ -70,8 +70,8 @@ class Result:
     community: str
     month: str
     answers: int
-    mean: float
-    satisfied_share: float
+    mean: float | None  # None: nobody answered (a month with a sample drawn is published all the same)
+    satisfied_share: float | None
     # The month's sample, if one was drawn: its size, the sampled households that answered, and the estimate.
     sample_size: int = 0
     sample_answers: int = 0
@@ -93,11 +93,12 @@ def results(couch: Couch) -> list[Result]:
     samples = {(d["community"], d["month"]): d for d in docs_of_type(couch.main, "survey_sample")}
     sampled_answers = _month_answers(couch, list(samples))
     found = []
-    for (c, m), counted in scores.items():
+    for c, m in scores.keys() | samples.keys():
+        counted = scores.get((c, m), {})
         n = sum(counted.values())
-        found.append(Result(c, m, n, round(sum(score * k for score, k in counted.items()) / n, 2),
-                            round(sum(k for score, k in counted.items() if score >= SATISFIED_FROM) / n, 3),
-                            **_sampled(samples.get((c, m)), sampled_answers.get((c, m), []))))
+        found.append(Result(c, m, n, round(sum(score * k for score, k in counted.items()) / n, 2) if n else None,
+                            round(sum(k for score, k in counted.items() if score >= SATISFIED_FROM) / n, 3)
+                            if n else None, **_sampled(samples.get((c, m)), sampled_answers.get((c, m), []))))
     return sorted(found, key=lambda r: (r.month, r.community), reverse=True)
 
 
