@@ -205,3 +205,24 @@ def test_a_month_is_frozen_signed_and_filed_and_a_later_change_is_published_as_a
     assert "更正</strong> 更正第 1 版" in row and "已办结 0 → 1" in row and "未办结 1 → 0" in row
     published = web.get("/figures.json").json()
     assert [s["version"] for s in published["snapshots"]] == [2, 1] and published["signed_by"]
+
+
+def test_a_change_to_a_month_published_long_ago_is_published_as_a_correction(demo_loaded: Couch,
+                                                                                firewall: Firewall) -> None:
+    """However old the month (here seven months back, beyond the months looked at again though unpublished)."""
+    now = dt.datetime.now(dt.UTC)
+    old_month = figures.months(*figures.default_range(now, 8))[0]
+    made = dt.datetime.strptime(old_month + "-10", "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    doc = {"_id": "service_request:old1", "type": "service_request", "street": STREET_ID,
+           "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp", "description": "x",
+           "status": "received", "created_at": made.isoformat(), "due_close": (made + dt.timedelta(days=3)).isoformat()}
+    demo_loaded.main.save(doc)
+    figures_cells.catch_up(demo_loaded)
+    first = snapshots.freeze(demo_loaded, firewall.signer, demo_loaded.main.get("community:c1"), old_month, now)
+    assert first is not None and first["counts"]["open"] == 1
+    assert snapshots.freeze_due(demo_loaded, firewall.signer, now) == 0  # unchanged
+    stored = demo_loaded.main.get(doc["_id"])
+    demo_loaded.main.save({**stored, "status": "closed", "resolved_at": (made + dt.timedelta(days=2)).isoformat()})
+    assert snapshots.freeze_due(demo_loaded, firewall.signer, now) == 1
+    _, second = snapshots.versions(demo_loaded, "community:c1", old_month)
+    assert second["corrects"] == first["_id"] and second["counts"]["closed"] == 1

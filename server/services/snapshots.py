@@ -25,7 +25,8 @@ from server.store.couch import Couch, docs_of_type, get_or_none
 
 Doc = dict[str, Any]
 
-# Past months looked at again for corrections, after the one just over.
+# Past months looked at again, after the one just over, though nothing of them was published (a month with nothing in
+# it publishes nothing; a phone's visit may reach it late). A month published already is always looked at again.
 RECHECK_MONTHS = 3
 ACTOR = "user:system"  # the filing log's actor for what the server publishes by itself
 
@@ -82,15 +83,24 @@ def freeze(couch: Couch, signer: Signer, community: Doc, month: str, now: dt.dat
 
 
 def freeze_due(couch: Couch, signer: Signer, now: dt.datetime) -> int:
-    """Freeze every community's month just over, and look again at the RECHECK_MONTHS before it: the number of
+    """Freeze every community's month just over, and look again at the RECHECK_MONTHS before it and at every month
+    published already, however old (a change to it is published as a correction, never silently): the number of
     snapshots and corrections published (the hourly clock: server/web/app.py)."""
     figures_cells.catch_up(couch)  # the cells as the requests are now
     this_month = figures.month_of(now)
     first, _ = figures.default_range(now, RECHECK_MONTHS + 2)
-    due = [m for m in figures.months(first, this_month) if m < this_month]
-    return sum(sweeps.each("monthly figures frozen",
-                           [(community, month) for community in docs_of_type(couch.main, "community") for month in due],
+    recent = [m for m in figures.months(first, this_month) if m < this_month]
+    communities = {c["_id"]: c for c in docs_of_type(couch.main, "community")}
+    due = sorted({(c, m) for c in communities for m in recent} | _published_months(couch))
+    return sum(sweeps.each("monthly figures frozen", [(communities[c], m) for c, m in due if c in communities],
                            lambda place: freeze(couch, signer, *place, now) is not None))
+
+
+def _published_months(couch: Couch) -> set[tuple[str, str]]:
+    """(community, month) of every snapshot, read from the ids alone."""
+    ids = (r["id"] for r in couch.main.all(startkey="figures_snapshot:", endkey="figures_snapshot:\ufff0",
+                                            include_docs="false", as_list=True))
+    return {(f"community:{key}", month) for key, month, _ in (i.split(":", 1)[1].rsplit(":", 2) for i in ids)}
 
 
 def published(couch: Couch) -> list[Doc]:
