@@ -1,9 +1,7 @@
-"""Supervision's three figures as data (issue 18 item 2's catalogue adds them; the dashboard is not rebuilt here):
-each one's numerator and denominator for some communities over a period of months: closures confirmed fixed and
-mediation cases from the kept figures (server/services/figures_cells.py), the survey from its samples.
-
-`CATALOGUE` names each figure, its formula (an i18n key), its denominator, the period it is counted by and the
-plan's target (None where the plan sets none); `figures` counts them. A KPI catalogue takes both as they are.
+"""Supervision's three figures as data, each one's numerator and denominator for some communities over a period of
+months: closures confirmed fixed and mediation cases from the kept figures (server/services/figures_cells.py), the
+survey from its samples. The KPI catalogue (server/domain/figures.py `KPIS`) declares their formulas, periods and
+targets; the dashboard divides them (server/services/figures.py `evaluation_counts`).
 """
 
 from __future__ import annotations
@@ -17,22 +15,6 @@ from server.services import figures_cells, survey
 from server.store.couch import Couch, docs_of_type
 
 Doc = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Indicator:
-    key: str  # i18n key of its name; `<key>_formula` explains it
-    denominator: str  # what is counted below the line
-    period: str  # which month a case belongs to
-    target: float | None  # the plan's, as a share
-
-
-CATALOGUE = (
-    Indicator("kpi_confirmed_closure", "closed requests", "the month it was closed", None),
-    Indicator("kpi_mediation_success", "concluded mediation cases (withdrawn ones not counted)",
-              "the month the case was opened", 0.90),
-    Indicator("kpi_survey_response_rate", "households in the month's sample", "the survey's month", None),
-)
 
 
 @dataclass(frozen=True)
