@@ -222,6 +222,7 @@ def test_a_mediation_case_keeps_its_parties_sealed_and_counts_in_the_success_fig
     assert demo_loaded.main.get(stored["_id"])["status"] == "kept"
     listed = web.get("/mediations").text
     assert "100.0%" in listed and "协议已履行" in listed
+    assert "目标 90.0%" in listed  # the catalogue's target for mediation success (KPIS), not a number typed twice
     assert success_counted() == (before[0] + 1, before[1] + 1)
     as_user(web, "wangge02", PASSWORD)  # another grid's worker: not theirs
     assert web.get(path).status_code == 404

@@ -22,6 +22,7 @@ from crypto.envelope import EnvelopeError
 from server.domain.access import Principal, may_see
 from server.domain.declaration import MEDIATION_KINDS, Role
 from server.domain.errors import by_field
+from server.domain.figures import KPI_BY_CODE
 from server.security.firewall import AccessDenied, Firewall
 from server.services import mediation
 from server.store import queries
@@ -50,6 +51,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
         cases = await run_in_threadpool(mediation.cases_of, couch, p)
         grids = await run_in_threadpool(_grids_of, p)
         return render(request, "mediations.html", cases=cases, figure=mediation.success(cases), grids=grids,
+                      target=KPI_BY_CODE["mediation_success"].target,
                       names=await run_in_threadpool(queries.user_names, couch, {c["mediator"] for c in cases}))
 
     def _grids_of(p: Principal) -> list[Doc]:
