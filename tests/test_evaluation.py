@@ -127,6 +127,18 @@ def test_two_failed_evaluations_in_a_row_propose_withdrawal_and_open_a_vote(web:
     assert report.status_code == 200 and report.content == PDF
 
 
+def test_a_failed_half_year_entered_late_before_a_failed_one_proposes_withdrawal(web: TestClient,
+                                                                                   demo_loaded: Couch) -> None:
+    path = _project(web, demo_loaded)
+    project_id = "service_project:" + path.rsplit("/", 1)[1]
+    assert _evaluate(web, path, "2026-H1", 40).status_code == 303  # failed
+    assert demo_loaded.main.get(project_id)["status"] == "active"
+    assert _evaluate(web, path, "2025-H2", 50).status_code == 303  # the half-year before, entered late: failed too
+    project = demo_loaded.main.get(project_id)
+    assert project["status"] == "withdrawal_proposed"
+    assert "2025-H2（50 分）、2026-H1（40 分）" in demo_loaded.main.get(project["withdrawal_matter"])["body"]
+
+
 def _withdrawal_proposed(web: TestClient, couch: Couch) -> tuple[str, dict]:
     """A project of community 1 two evaluations in a row failed: its page and its withdrawal vote (open)."""
     path = _project(web, couch)

@@ -143,15 +143,19 @@ def evaluate(couch: Couch, keys: KeyStore, p: Principal, project: Doc, new: NewE
            "score": score, "passed": score >= PASS_MARK, "evaluator": new.evaluator.strip()[:100],
            "created_by": p.user_id, "created_at": now.isoformat()}
     validate(doc)
-    earlier = [e for e in evaluations_of(couch, project) if e["period"] < new.period]
+    others = evaluations_of(couch, project)
+    before = [e for e in others if e["period"] < new.period][-1:]
+    after = [e for e in others if e["period"] > new.period][:1]  # a half-year entered late has one after it
     doc["_attachments"] = {"report.pdf": {"content_type": "application/pdf",
                                           "data": base64.b64encode(new.report).decode()}}
     try:
         saved = couch.main.save(doc)
     except Conflict:
         raise ProjectError("period", "err_project_evaluated", period=new.period) from None
-    if not saved["passed"] and earlier and not earlier[-1]["passed"]:
-        propose_withdrawal(couch, keys, p, project, [earlier[-1], saved], now)
+    in_a_row = [pair for pair in (before + [saved], [saved] + after) if len(pair) == 2
+                and not any(e["passed"] for e in pair)]
+    if in_a_row:
+        propose_withdrawal(couch, keys, p, project, in_a_row[0], now)
     return saved
 
 
@@ -176,8 +180,9 @@ def withdrawal_proposals(couch: Couch, communities: list[str]) -> list[Doc]:
 
 
 def settle_withdrawal(couch: Couch, project: Doc, result: Doc, now: dt.datetime) -> Doc:
-    """The withdrawal vote's published result decides: passed → withdrawn, failed → active again (it may fail two
-    more evaluations); the result is linked from the project either way. Settling a settled project changes nothing."""
+    """The withdrawal vote's published result decides: passed → withdrawn, failed → active again (its next failure,
+    after the failed one before it, proposes withdrawal again); the result is linked from the project either way.
+    Settling a settled project changes nothing."""
     if project["status"] != "withdrawal_proposed" or result["matter"] != project.get("withdrawal_matter"):
         return project
     project.update(status="withdrawn" if result["passed"] else "active", withdrawal_result=result["_id"],
