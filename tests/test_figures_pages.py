@@ -163,16 +163,22 @@ def test_the_audit_log_says_preparing_while_its_index_builds(web: TestClient, de
     assert web.get("/audit").status_code == 200
 
 
+def _open_request_in(couch: Couch, month: str, request_id: str) -> tuple[dict, dt.datetime]:
+    """A street-lamp request of community 1 made on the 10th of `month`, not closed: stored, and when it was made."""
+    made = dt.datetime.strptime(month + "-10", "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    doc = {"_id": request_id, "type": "service_request", "street": STREET_ID,
+           "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp", "description": "x",
+           "status": "received", "created_at": made.isoformat(), "due_close": (made + dt.timedelta(days=3)).isoformat()}
+    couch.main.save(doc)
+    return doc, made
+
+
 def test_a_month_is_frozen_signed_and_filed_and_a_later_change_is_published_as_a_correction(
         web: TestClient, demo_loaded: Couch, firewall: Firewall) -> None:
     signer = firewall.signer
     now = dt.datetime.now(dt.UTC)
     last_month = figures.months(*figures.default_range(now, 2))[0]
-    made = dt.datetime.strptime(last_month + "-10", "%Y-%m-%d").replace(tzinfo=dt.UTC)
-    doc = {"_id": "service_request:snap1", "type": "service_request", "street": STREET_ID,
-           "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp", "description": "x",
-           "status": "received", "created_at": made.isoformat(), "due_close": (made + dt.timedelta(days=3)).isoformat()}
-    demo_loaded.main.save(doc)
+    doc, made = _open_request_in(demo_loaded, last_month, "service_request:snap1")
     # Another process's hourly clock claimed the month a moment ago (issue 24): this one leaves it; a claim whose
     # process died (older than CLAIM_LAPSES) is taken over. Either way the month is filed once.
     claim_id = snapshots.snapshot_id("community:c1", last_month, 1)
@@ -212,11 +218,7 @@ def test_a_change_to_a_month_published_long_ago_is_published_as_a_correction(dem
     """However old the month (here seven months back, beyond the months looked at again though unpublished)."""
     now = dt.datetime.now(dt.UTC)
     old_month = figures.months(*figures.default_range(now, 8))[0]
-    made = dt.datetime.strptime(old_month + "-10", "%Y-%m-%d").replace(tzinfo=dt.UTC)
-    doc = {"_id": "service_request:old1", "type": "service_request", "street": STREET_ID,
-           "community": "community:c1", "grid": "grid:c1-g01", "category": "street_lamp", "description": "x",
-           "status": "received", "created_at": made.isoformat(), "due_close": (made + dt.timedelta(days=3)).isoformat()}
-    demo_loaded.main.save(doc)
+    doc, made = _open_request_in(demo_loaded, old_month, "service_request:old1")
     figures_cells.catch_up(demo_loaded)
     first = snapshots.freeze(demo_loaded, firewall.signer, demo_loaded.main.get("community:c1"), old_month, now)
     assert first is not None and first["counts"]["open"] == 1
