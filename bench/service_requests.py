@@ -155,7 +155,7 @@ def raw_rows_list(couch: Couch, communities: list[str], now: dt.datetime) -> lis
     over raw rows: every request's `request_stats` row streamed and filtered (all synthetic requests are public)."""
     since = now - dt.timedelta(days=open311.DEFAULT_DAYS)
     found = [(dt.datetime.fromisoformat(r["value"][3]), r["key"][3]) for r in dashboard.view_rows(couch, communities)
-             if r["value"][0] == "street_lamp" and r["value"][2] not in ("resolved", "closed")
+             if r["value"][0] == "street_lamp" and r["value"][2] in sr.OPEN_STATES
              and dt.datetime.fromisoformat(r["value"][3]) >= since]
     return [i.split(":", 1)[1] for _, i in sorted(found, reverse=True)[:open311.PAGE_SIZE]]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import tempfile
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 import httpx2
 import uvicorn
 
+from crypto.envelope import b64url, unb64url
 from crypto.keys import new_key
 from server.domain.declaration import MAIN_DB
 from server.store import views
@@ -43,9 +43,9 @@ def _master_key(folder: Path) -> bytes:
     """The folder's bench master key, made on first use (synthetic data only: never a real installation's key)."""
     path = folder / "bench_master_key"
     if not path.exists():
-        path.write_text(base64.urlsafe_b64encode(new_key()).decode(), encoding="utf-8")
+        path.write_text(b64url(new_key()), encoding="utf-8")
         path.chmod(0o600)
-    return base64.urlsafe_b64decode(path.read_text(encoding="utf-8"))
+    return unb64url(path.read_text(encoding="utf-8"))
 
 
 def wait_for_view(database_url: str, name: str) -> None:
