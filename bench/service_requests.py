@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 from bench.measure import spread  # noqa: E402
 from bench.stack import embedded_stack, served, wait_for_view  # noqa: E402
 from server.domain.declaration import MAIN_DB, validate  # noqa: E402
+from server.domain.request_states import DEADLINES, OPEN_STATES  # noqa: E402
 from server.security import accounts  # noqa: E402
 from server.security.firewall import Firewall  # noqa: E402
 from server.services import dashboard, demo, figures_cells  # noqa: E402
@@ -100,6 +101,8 @@ def synthetic(grids: list[dict[str, Any]], categories: list[dict[str, Any]], rng
             doc["history"].append({"at": escalated_at.isoformat(), "by": "system", "action": "overdue",
                                    "status": "escalated", "note": "respond" if "acknowledged_at" not in doc
                                    else "close"})
+            doc["warned"] = [name for deadline, done, name in DEADLINES  # warned of, or passed unwarned
+                             if done not in doc and dt.datetime.fromisoformat(doc[deadline]) <= NOW]
     return doc
 
 
@@ -155,7 +158,7 @@ def raw_rows_list(couch: Couch, communities: list[str], now: dt.datetime) -> lis
     over raw rows: every request's `request_stats` row streamed and filtered (all synthetic requests are public)."""
     since = now - dt.timedelta(days=open311.DEFAULT_DAYS)
     found = [(dt.datetime.fromisoformat(r["value"][3]), r["key"][3]) for r in dashboard.view_rows(couch, communities)
-             if r["value"][0] == "street_lamp" and r["value"][2] in sr.OPEN_STATES
+             if r["value"][0] == "street_lamp" and r["value"][2] in OPEN_STATES
              and dt.datetime.fromisoformat(r["value"][3]) >= since]
     return [i.split(":", 1)[1] for _, i in sorted(found, reverse=True)[:open311.PAGE_SIZE]]
 

@@ -19,6 +19,7 @@ from server.domain import pool as pool_rules
 from server.domain import timebank as timebank_rules
 from server.domain.declaration import ALERT_KINDS, NEED_STATES, REQUEST_STATES, TASK_STATES, validate
 from server.domain.meetings import PARTICIPATION
+from server.domain.request_states import TRANSITIONS
 from server.security.filing import Signer
 from server.security.firewall import Firewall
 from server.security.keystore import KeyStore
@@ -111,7 +112,7 @@ def test_request_histories_follow_the_state_machine(pilot: list[dict]) -> None:
         states = [h["status"] for h in request["history"] if "status" in h]
         assert states[0] == "received" and states[-1] == request["status"]
         for before, after in itertools.pairwise(states):
-            assert after == before or after in service_requests.TRANSITIONS[before], (request["_id"], states)
+            assert after == before or after in TRANSITIONS[before], (request["_id"], states)
         times = [h["at"] for h in request["history"]]
         assert times == sorted(times) and request["updated_at"] == times[-1]
 

@@ -31,6 +31,7 @@ from server.domain import timebank as rules
 from server.domain.declaration import SATISFACTION
 from server.domain.entitlement import alert_visibility, may_notify_family, privacy_choices
 from server.domain.field_rules import COMMON_NEEDS
+from server.domain.request_states import DEADLINES, TRANSITIONS, WARN_BEFORE
 from server.domain.vote_rules import RULES, YES_NO_ABSTAIN
 from server.domain.workdays import WorkCalendar
 from server.security import accounts
@@ -306,8 +307,8 @@ def _plan(rng: random.Random, doc: Doc, grid: Grid, department: str, departments
 def _replay(doc: Doc, plan: list[_Event], clock: Clock, department_names: dict[str, str]) -> None:
     """Apply the plan up to now, with the clock ticks the minute sweep would have acted on in between."""
     ticks = [_Event(dt.datetime.fromisoformat(doc[deadline]) - when, "system", tick, detail=name)
-             for deadline, name in (("due_respond", "respond"), ("due_close", "close"))
-             for tick, when in (("warning", service_requests.WARN_BEFORE), ("overdue", dt.timedelta(0)))]
+             for deadline, _, name in DEADLINES
+             for tick, when in (("warning", WARN_BEFORE), ("overdue", dt.timedelta(0)))]
     pending = sorted(plan + ticks)
     while pending and pending[0].at <= clock.now:
         event = pending.pop(0)
@@ -320,12 +321,12 @@ def _replay(doc: Doc, plan: list[_Event], clock: Clock, department_names: dict[s
     doc["updated_at"] = doc["history"][-1]["at"]
 
 
-DONE_FIELD = {"respond": "acknowledged_at", "close": "resolved_at"}
+DONE_FIELD = {name: done for _, done, name in DEADLINES}
 
 
 def _apply(doc: Doc, event: _Event) -> None:
     stamp, status = _iso(event.at), doc["status"]
-    moves = service_requests.TRANSITIONS
+    moves = TRANSITIONS
     entry: Doc = {"at": stamp, "by": event.by, "action": event.action}
     if event.action == "created":
         entry["status"] = "received"
@@ -338,6 +339,8 @@ def _apply(doc: Doc, event: _Event) -> None:
             doc["warned"] = doc.get("warned", []) + [event.detail]
             entry["note"] = event.detail
         else:
+            if event.detail not in doc.get("warned", []):  # passed unwarned: moot, as the sweep lists it
+                doc["warned"] = doc.get("warned", []) + [event.detail]
             if status == "escalated" or "escalated" not in moves[status]:
                 return
             doc["status"] = entry["status"] = "escalated"
@@ -381,7 +384,7 @@ def _whistle(doc: Doc, event: _Event, cal: WorkCalendar, names: dict[str, str]) 
     called = [{"department": d, "at": _iso(event.at), "due": due} for d in event.detail]
     doc["whistles"] = doc.get("whistles", []) + called
     doc["departments"] = sorted(w["department"] for w in doc["whistles"])
-    if "escalated" in service_requests.TRANSITIONS[doc["status"]]:
+    if "escalated" in TRANSITIONS[doc["status"]]:
         doc["status"] = "escalated"
     doc["history"].append({"at": _iso(event.at), "by": event.by, "action": "whistle", "status": doc["status"],
                            "note": "、".join(names[d] for d in event.detail)})

@@ -24,9 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain.access import Principal, departments_of
-from server.domain.declaration import REQUEST_STATES, SATISFACTION, Role, ValidationError, validate
+from server.domain.declaration import SATISFACTION, Role, ValidationError, validate
 from server.domain.errors import FieldError, UserError
 from server.domain.field_rules import PHOTO_LIMITS, photo_refusal, sniffed_type
+from server.domain.request_states import (
+    DEADLINES,
+    DEPARTMENT_OPEN_STATES,
+    ESCALATES_FROM,
+    TRANSITIONS,
+    WARN_BEFORE,
+)
 from server.domain.workdays import WorkCalendar
 from server.store import sweeps
 from server.store.couch import Couch, docs_of_type, get_or_none, ids_of_type, iter_view_docs
@@ -35,23 +42,7 @@ log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "received": ("acknowledged", "in_progress", "escalated", "resolved", "returned"),
-    "acknowledged": ("in_progress", "escalated", "resolved", "returned"),
-    "in_progress": ("escalated", "resolved", "returned"),
-    "escalated": ("in_progress", "resolved", "returned"),
-    "resolved": ("closed", "reopened"),
-    "closed": ("reopened",),
-    "reopened": ("acknowledged", "in_progress", "escalated", "resolved", "returned"),
-    # Handed back by its department: the grid that owns it takes it on (§5.2).
-    "returned": ("acknowledged", "in_progress", "escalated", "resolved"),
-}
-assert set(TRANSITIONS) == set(REQUEST_STATES)
-OPEN_STATES = frozenset(s for s in REQUEST_STATES if s not in ("resolved", "closed"))
-# A department's work on a request ends when it is resolved or handed back.
-DEPARTMENT_OPEN_STATES = OPEN_STATES - {"returned"}
 WHISTLE_DAYS = 3  # departments must show up within 3 working days (§3.2)
-WARN_BEFORE = dt.timedelta(hours=4)
 MAX_DISPATCH_KM = 3.0
 MAX_DESCRIPTION = 2000
 DATATYPES = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
@@ -566,66 +557,79 @@ class SweepReport:
     warned: int = 0
     escalated: int = 0
     departments_overdue: int = 0
+    moot_warnings: int = 0  # deadlines passed unwarned, listed in `warned` without a warning in the history
     unreadable: list[str] = field(default_factory=list)  # request ids that break the declaration: skipped, named
 
 
 def sweep(couch: Couch, street: str, now: dt.datetime) -> SweepReport:
-    """Warn before deadlines, escalate past them; idempotent, so every server process may run it."""
+    """Warn before deadlines, escalate past them; idempotent, so every server process may run it. Reads only the
+    requests with something due by now (`due_requests`), never every open one."""
     report = SweepReport()
     categories, cal = catalogue(couch, street, active_only=False), calendar(couch, street)
-    sweeps.each("service-request deadlines", open_requests(couch, street),
+    sweeps.each("service-request deadlines", due_requests(couch, street, now),
                 lambda doc: _sweep_one(couch, doc, categories, cal, report, now))
     return report
 
 
 def _sweep_one(couch: Couch, doc: Doc, categories: dict[str, Doc], cal: WorkCalendar, report: SweepReport,
                now: dt.datetime) -> None:
-    """One open request: taken in if made offline, warned or escalated, its departments' whistles checked."""
+    """One open request: taken in if made offline, its clocks advanced to now and stored if that changed it."""
     if "due_close" not in doc:  # made offline, not taken in yet
         taken = _take_in(couch, doc, categories, cal)
         if taken is None:
             report.unreadable.append(doc["_id"])
             return
         doc = taken
-    changed, tally = False, SweepReport()  # counted into the report once stored: a conflict counts nothing
-    for deadline, done_field, name in (("due_respond", "acknowledged_at", "respond"),
-                                       ("due_close", "resolved_at", "close")):
-        due = dt.datetime.fromisoformat(doc[deadline])
-        if done_field in doc:
-            continue
-        if now >= due and doc["status"] != "escalated" and "escalated" in TRANSITIONS[doc["status"]]:
-            doc["status"] = "escalated"
-            doc["history"].append({"at": now.isoformat(), "by": "system", "action": "overdue",
-                                   "status": "escalated", "note": name})
-            tally.escalated += 1
-            changed = True
-        elif now < due <= now + WARN_BEFORE and name not in doc.get("warned", []):
-            doc["warned"] = doc.get("warned", []) + [name]
-            doc["history"].append({"at": now.isoformat(), "by": "system", "action": "warning", "note": name})
-            tally.warned += 1
-            changed = True
-    for w in doc.get("whistles", []):
-        if "arrived_at" not in w and now >= dt.datetime.fromisoformat(w["due"]) and not w.get("overdue"):
-            w["overdue"] = True
-            doc["history"].append({"at": now.isoformat(), "by": "system", "action": "department_overdue",
-                                   "note": w["department"]})
-            tally.departments_overdue += 1
-            changed = True
-    if changed:
+    tally = advance_clocks(doc, now)
+    if tally != SweepReport():  # counted into the report once stored: a conflict counts nothing
         doc["updated_at"] = now.isoformat()
         validate(doc)
         couch.main.save(doc)
     report.warned += tally.warned
     report.escalated += tally.escalated
     report.departments_overdue += tally.departments_overdue
+    report.moot_warnings += tally.moot_warnings
+
+
+def advance_clocks(doc: Doc, now: dt.datetime) -> SweepReport:
+    """What the clocks make of a request taken in, by now, done to `doc` in memory: a deadline within
+    WARN_BEFORE warned of, one passed escalated (unless it is) and listed in `warned` (a warning missed, because
+    no sweep ran in its window or the request arrived late from a phone, is moot once the deadline passed: so
+    listed, the request leaves the sweep's view `request_clock`), each department's whistle past due marked
+    overdue. Returns what it did; an empty report means nothing changed."""
+    tally = SweepReport()
+    for deadline, done_field, name in DEADLINES:
+        if done_field in doc:
+            continue
+        due, warned = dt.datetime.fromisoformat(doc[deadline]), doc.get("warned", [])
+        if now >= due:
+            if doc["status"] in ESCALATES_FROM:
+                doc["status"] = "escalated"
+                doc["history"].append({"at": now.isoformat(), "by": "system", "action": "overdue",
+                                       "status": "escalated", "note": name})
+                tally.escalated += 1
+            if name not in warned:
+                doc["warned"] = [*warned, name]
+                tally.moot_warnings += 1
+        elif due - WARN_BEFORE <= now and name not in warned:
+            doc["warned"] = [*warned, name]
+            doc["history"].append({"at": now.isoformat(), "by": "system", "action": "warning", "note": name})
+            tally.warned += 1
+    for w in doc.get("whistles", []):
+        if "arrived_at" not in w and now >= dt.datetime.fromisoformat(w["due"]) and not w.get("overdue"):
+            w["overdue"] = True
+            doc["history"].append({"at": now.isoformat(), "by": "system", "action": "department_overdue",
+                                   "note": w["department"]})
+            tally.departments_overdue += 1
+    return tally
 
 
 def intake(couch: Couch, street: str) -> int:
     """Requests made offline arrive through the sync gateway as the phone wrote them: dispatch them and start
     their clocks from the time they were reported, exactly as `create` does online. Returns how many."""
     categories, cal = catalogue(couch, street, active_only=False), calendar(couch, street)
-    return sum(_take_in(couch, doc, categories, cal) is not None
-               for doc in open_requests(couch, street) if "due_close" not in doc)
+    waiting = iter_view_docs(couch.main, "linli/request_clock", [street, 0])  # 0: not taken in (views.py)
+    return sum(_take_in(couch, doc, categories, cal) is not None for doc in waiting if "due_close" not in doc)
 
 
 def dispatched(couch: Couch, doc: Doc) -> Doc:
@@ -676,6 +680,9 @@ def street_requests(couch: Couch, street: str) -> list[Doc]:
             for d in iter_view_docs(couch.main, "linli/by_place", [c, "service_request"]) if d["street"] == street]
 
 
-def open_requests(couch: Couch, street: str) -> list[Doc]:
-    """The street's requests not yet resolved or closed (their own view, so the minute sweep reads only them)."""
-    return list(iter_view_docs(couch.main, "linli/open_requests", [street]))
+def due_requests(couch: Couch, street: str, now: dt.datetime) -> list[Doc]:
+    """The street's open requests with something for the clocks to do by now (the `request_clock` view, keyed by
+    the time of each one's next action), those made offline and not taken in first."""
+    rows = couch.main.query("linli/request_clock", as_list=True, startkey=[street], reduce="false",
+                            endkey=[street, int(now.timestamp() * 1000)], include_docs="true")
+    return [row["doc"] for row in rows]

@@ -14,6 +14,7 @@ from typing import Any
 
 from server.domain.access import Principal, departments_of, may_see
 from server.domain.declaration import REQUEST_STATES
+from server.domain.request_states import DEPARTMENT_OPEN_STATES
 from server.services import service_requests as sr
 from server.store.couch import Couch
 
@@ -47,7 +48,7 @@ class Item:
 def item(p: Principal, doc: Doc, now: dt.datetime) -> Item:
     whistled = doc.get("department") != p.department
     due = None
-    if doc["status"] in sr.DEPARTMENT_OPEN_STATES:
+    if doc["status"] in DEPARTMENT_OPEN_STATES:
         if whistled:
             whistle = next((w for w in doc.get("whistles", []) if w["department"] == p.department), {})
             due = whistle.get("due") if "arrived_at" not in whistle else doc.get("due_close")
@@ -59,7 +60,7 @@ def item(p: Principal, doc: Doc, now: dt.datetime) -> Item:
 
 def _wanted(i: Item, f: Filters) -> bool:
     status = i.doc["status"]
-    return ((f.state == "all" or status == f.state or (f.state == "open" and status in sr.DEPARTMENT_OPEN_STATES))
+    return ((f.state == "all" or status == f.state or (f.state == "open" and status in DEPARTMENT_OPEN_STATES))
             and f.category in ("", i.doc["category"]) and f.community in ("", i.doc["community"])
             and (i.overdue or not f.overdue))
 

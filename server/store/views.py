@@ -14,15 +14,21 @@ Apache CouchDB 3 builds a design document's views in one pass anyway: there the 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain import figures
+from server.domain import figures, request_states
 from server.domain.declaration import ACCOUNTS_DB, MAIN_DB
 
 DESIGN_ID = "_design/linli"
+
+
+def _ms(span: dt.timedelta) -> int:
+    return int(span.total_seconds() * 1000)
+
 
 # Map functions are JavaScript because CouchDB runs them; keep them tiny.
 # Types never listed by place: the pool's hour slots, check-ins and kept months, read by their ids alone
@@ -64,10 +70,25 @@ MAIN_VIEWS = {
                " doc.status, doc.created_at, doc.acknowledged_at || null, doc.resolved_at || null, doc.due_close,"
                " doc.rating || null]); } }",
     },
-    # Service requests not yet resolved or closed, by street: what the minute sweep watches.
-    "open_requests": {
-        "map": "function (doc) { if (doc.type === 'service_request' && doc.status !== 'resolved'"
-               " && doc.status !== 'closed') { emit([doc.street, doc.created_at], null); } }",
+    # Open service requests by street and the time (ms since the epoch) of the next thing the minute sweep must do
+    # to each (server/services/service_requests.py `sweep`): warn before a deadline not yet warned of, escalate at
+    # a warned deadline unless escalated, mark a department overdue at its whistle's due time; 0 for one made
+    # offline and not taken in yet. A request with nothing left to do has no row, so each minute reads only what is
+    # due (at a year's scale most open requests are escalated and warned already). Times are compared as instants
+    # (`Date`), whatever offset each was written with; an unreadable one counts as due now.
+    "request_clock": {
+        "map": "function (doc) { if (doc.type === 'service_request'"
+               f" && {json.dumps(sorted(request_states.OPEN_STATES))}.indexOf(doc.status) >= 0) {{"
+               " var next = null; function at(time) {"
+               " var ms = typeof time === 'number' ? time : new Date(time).getTime();"
+               " if (isNaN(ms)) { ms = 0; } if (next === null || ms < next) { next = ms; } }"
+               " if (doc.due_close === undefined) { at(0); } else {"
+               f" {json.dumps(request_states.DEADLINES)}.forEach(function (d) {{ if (doc[d[1]] !== undefined) {{"
+               " return; } var due = new Date(doc[d[0]]).getTime();"
+               f" if ((doc.warned || []).indexOf(d[2]) < 0) {{ at(due - {_ms(request_states.WARN_BEFORE)}); }}"
+               f" else if ({json.dumps(sorted(request_states.ESCALATES_FROM))}.indexOf(doc.status) >= 0) {{ at(due);"
+               " } }); (doc.whistles || []).forEach(function (w) { if (w.arrived_at === undefined && !w.overdue) {"
+               " at(w.due); } }); } if (next !== null) { emit([doc.street, next], null); } } }",
     },
     # Requests about public places (no resident or household), for the Open311 listing: by street, then service
     # code ("" for any), open/closed, then time, so that each filter is one key range (both states: two). The value
@@ -231,7 +252,7 @@ class Physical:
 
 # The first pages' views first (`linli serve` builds those before it prints the URL: FIRST), then the rest.
 PHYSICAL = (
-    Physical(MAIN_DB, "rows", "_count", ("by_place", "audit_by_target", "request_stats", "open_requests",
+    Physical(MAIN_DB, "rows", "_count", ("by_place", "audit_by_target", "request_stats", "request_clock",
                                           "public_requests", "open_alerts", "readings_by_device", "conflicts",
                                           "claims", "pool", "survey_answers", "figures_source")),
     Physical(ACCOUNTS_DB, "rows", "_count", tuple(ACCOUNT_VIEWS)),  # its "conflicts" is the accounts database's

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from server.domain.declaration import validate
 from server.domain.errors import UserError
+from server.domain.request_states import OPEN_STATES
 from server.services import service_requests as sr
 from server.store.couch import Couch, get_many, get_or_none
 
@@ -116,7 +117,7 @@ def listed(doc: Doc) -> dict[str, Any]:
     # Staff's notes on the matter; a resident's rating and its comment are theirs, not a status note.
     notes = [h.get("note", "") for h in doc["history"] if h["action"] in ("comment", "resolved")]
     location = doc.get("location") or {}
-    return {"status": "open" if doc["status"] in sr.OPEN_STATES else "closed", "note": notes[-1] if notes else None,
+    return {"status": "open" if doc["status"] in OPEN_STATES else "closed", "note": notes[-1] if notes else None,
             "category": doc["category"], "description": doc["description"], "department": doc.get("department"),
             "created_at": doc["created_at"], "updated_at": doc.get("updated_at", doc["created_at"]),
             "due_close": doc.get("due_close"), "address": doc.get("address") or None, "lat": location.get("lat"),

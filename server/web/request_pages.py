@@ -21,6 +21,7 @@ from server.domain.access import Principal, departments_of, may_see
 from server.domain.declaration import SATISFACTION, Role, validate
 from server.domain.errors import by_field
 from server.domain.http_headers import attachment_answer
+from server.domain.request_states import TRANSITIONS
 from server.services import service_requests as sr
 from server.services import survey, workbench
 from server.store import queries
@@ -127,7 +128,7 @@ def routes(couch: Couch, current_user: CurrentUser, render: Render, now: Callabl
             secretary=p.has(Role.SECRETARY) and doc["community"] in p.communities,
             department_actions=sr.department_actions(p, doc),
             department_view=p.has(Role.DEPARTMENT_STAFF) and p.department in departments_of(doc),
-            transitions=sr.TRANSITIONS[doc["status"]], confirm_channels=sr.confirm_channels(p, doc),
+            transitions=TRANSITIONS[doc["status"]], confirm_channels=sr.confirm_channels(p, doc),
             fix_pending=await run_in_threadpool(sr.pending_fix_check, couch, doc),
             photos=sorted(name for name in doc.get("_attachments", {}) if name not in progress_photos))
 
