@@ -45,7 +45,7 @@ def _master_key(folder: Path) -> bytes:
     if not path.exists():
         path.write_text(b64url(new_key()), encoding="utf-8")
         path.chmod(0o600)
-    return unb64url(path.read_text(encoding="utf-8"))
+    return unb64url(path.read_text(encoding="utf-8").strip().rstrip("="))  # folders kept before bc45484: padded
 
 
 def wait_for_view(database_url: str, name: str) -> None:
