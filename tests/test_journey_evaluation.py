@@ -3,7 +3,8 @@ community 2's grid 3 (wangge08, shuji2), where no other journey writes.
 
 Closed means fixed: a resident (activated by their grid worker) reports a broken lamp; the grid worker resolves it,
 the resident's rating closes it, and asked "is it really fixed?" they say no, with the reason: it is reopened and
-its history says why; resolved and closed again, the resident confirms it fixed. Mediation: the grid worker opens
+its history says why; resolved and closed again, both their lists of requests ask for the answer (the worker: at the
+window or a visit), and the resident, from their list, confirms it fixed. Mediation: the grid worker opens
 a case between neighbours (parties sealed, shown on asking), records a session, the agreement, and at follow-up
 that it was kept. A service project: the secretary records two failed half-yearly evaluations in a row; the
 project is proposed for withdrawal, on her /today, and its committee vote is open in the deliberation module.
@@ -85,10 +86,23 @@ def test_not_fixed_reopens_then_confirmed_a_mediation_and_a_project_failing_twic
     resident.select_option("select[name=satisfaction]", "very_satisfied")
     resident.click("button[value=rate]")
     resident.wait_for_load_state()
+    # Closed, not yet confirmed: both lists of requests ask for the answer, each in its own words.
+    worker.go("requests")
+    awaiting = worker.page.locator("#awaiting-confirmation")
+    expect(awaiting).to_contain_text("在服务窗口或走访时问一问")
+    expect(awaiting.locator(f"a[href='/{request_path}']")).to_have_count(1)
+    resident.goto(journey_served.url + "requests")
+    awaiting = resident.locator("#awaiting-confirmation")
+    expect(awaiting).to_contain_text("问题真的解决了吗？点开告诉我们")
+    awaiting.locator(f"a[href='/{request_path}']").click()
+    resident.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
     resident.click("#confirm-fixed button[value=fixed]")
     resident.wait_for_load_state()
     expect(resident.locator("dl.facts")).to_contain_text("居民确认已解决")
     expect(resident.locator("#confirm-fixed")).to_have_count(0)  # asked once
+    resident.goto(journey_served.url + "requests")
+    expect(resident.locator("#awaiting-confirmation")).to_have_count(0)
+    expect(resident.locator(f"a[href='/{request_path}']")).to_contain_text("居民确认已解决")
     screenshot(resident, SHOTS / "2-confirmed-fixed.png")
     context.close()
 

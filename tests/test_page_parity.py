@@ -192,6 +192,13 @@ def _load(couch: Couch, firewall: Firewall) -> Street:
         resident=jumin.resident, photos=(sr.Photo(TINY_PNG, "image/png"),)), NOW)
     street.requests["received"] = mine["_id"]
     RESIDENTS_REQUEST.add(mine["_id"].split(":")[1])
+    # And one of theirs closed, not yet confirmed fixed: both lists of requests ask about it (issue 18 item 3).
+    closed = sr.create(couch, jumin.user_id, sr.NewRequest(
+        street=demo.STREET_ID, category="street_lamp", description="小区门口路灯一直闪烁", address="幸福路3号",
+        resident=jumin.resident), NOW)
+    for to in ("resolved", "closed"):
+        closed = sr.transition(couch, worker_p, closed, to, "", NOW)
+    RESIDENTS_REQUEST.add(closed["_id"].split(":")[1])
     paths = {"acknowledged": ["acknowledged"], "in_progress": ["in_progress"], "escalated": ["escalated"],
              "resolved": ["resolved"], "closed": ["resolved", "closed"], "reopened": ["resolved", "reopened"]}
     for status, steps in paths.items():
@@ -1060,6 +1067,14 @@ def test_the_pages_compared_show_needs_and_visit_notes(street: Street, users: di
     assert 'id="needs-open"' not in users["zhiyuan01a"].online(street.url, Ask("GET", f"/grids/{G1}"))["html"]
     page = users["wangge01"].online(street.url, Ask("GET", f"/households/{household(1)}"))["html"]
     assert "老人精神很好 &lt;b&gt;按时服药&lt;/b&gt;" in page and "健康信息" in page and "150/95" not in page
+
+
+def test_the_request_lists_compared_ask_about_closures(street: Street, users: dict[str, User]) -> None:
+    """What the parity of /requests rests on (issue 18 item 3): the grid worker's list and the resident's own ask,
+    each in their words, about requests closed and not yet confirmed fixed."""
+    for username, words in (("wangge01", "在服务窗口或走访时问一问"), ("jumin1", "问题真的解决了吗？点开告诉我们")):
+        page = users[username].online(street.url, Ask("GET", "/requests"))["html"]
+        assert 'id="awaiting-confirmation"' in page and words in page, username
 
 
 # ---------------------------------------------------------------- the time bank in the field (issue 16)

@@ -13,6 +13,10 @@ EVALUATION_MESSAGES: dict[str, dict[str, str]] = {
         "confirm_via_visit": "走访时居民回答",
         "confirm_consent": "居民本人已同意由我代为记录这个回答",
         "confirmed_fixed": "居民确认已解决",
+        "awaiting_confirmation": "已办结，还没确认是否真的解决",
+        "awaiting_confirmation_short": "待确认是否解决",
+        "awaiting_confirmation_own": "这些事项已经办结。问题真的解决了吗？点开告诉我们；没有解决的会重新办理。",
+        "awaiting_confirmation_staff": "这些事项已经办结，上报的居民还没确认。在服务窗口或走访时问一问，点开记录他们的回答。",
         "not_fixed_reason": "没有解决的话，请说明原因",
         "do_fixed": "已解决",
         "do_not_fixed": "没有解决，重新办理",
@@ -149,6 +153,12 @@ EVALUATION_MESSAGES: dict[str, dict[str, str]] = {
         "confirm_via_visit": "At a visit",
         "confirm_consent": "The resident agreed that I record this answer for them",
         "confirmed_fixed": "Confirmed fixed by the resident",
+        "awaiting_confirmation": "Closed, not yet confirmed fixed",
+        "awaiting_confirmation_short": "awaiting confirmation",
+        "awaiting_confirmation_own": "These were closed. Is each really fixed? Open it and tell us; one that is not "
+                                     "is taken up again.",
+        "awaiting_confirmation_staff": "Closed, and the resident who reported it has not confirmed it yet. Ask at the "
+                                       "service window or at a visit, and record their answer on the request.",
         "not_fixed_reason": "If not fixed, say why",
         "do_fixed": "It is fixed",
         "do_not_fixed": "Not fixed: reopen",
