@@ -16,7 +16,8 @@ EVALUATION_MESSAGES: dict[str, dict[str, str]] = {
         "awaiting_confirmation": "已办结，还没确认是否真的解决",
         "awaiting_confirmation_short": "待确认是否解决",
         "awaiting_confirmation_own": "这些事项已经办结。问题真的解决了吗？点开告诉我们；没有解决的会重新办理。",
-        "awaiting_confirmation_staff": "这些事项已经办结，上报的居民还没确认。在服务窗口或走访时问一问，点开记录他们的回答。",
+        "awaiting_confirmation_staff": "这些事项已经办结，上报的居民还没确认。"
+                                       "在服务窗口或走访时问一问，点开记录他们的回答。",
         "not_fixed_reason": "没有解决的话，请说明原因",
         "do_fixed": "已解决",
         "do_not_fixed": "没有解决，重新办理",
