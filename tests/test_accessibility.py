@@ -91,6 +91,10 @@ SCREENS_CHECKED = [
     Screen("meeting-resident", "jumin1", "/meetings/{hearing}"),
     Screen("meeting-minutes", "jumin1", "/meetings/{held}/minutes"),
     Screen("figures-published", None, "/figures"),  # issue 18: the published months
+    Screen("survey-results", None, "/survey/results"),  # the survey's months, response rates, intervals
+    Screen("survey-sample", "shuji1", "/survey/sample"),
+    Screen("mediations", "wangge01", "/mediations"),
+    Screen("projects", "shuji1", "/projects"),
 ]
 
 # Touch targets under 44 × 44 CSS px, with the exemptions of WCAG 2.5.5 named in the module's docstring.
