@@ -213,6 +213,49 @@ def test_a_month_is_frozen_signed_and_filed_and_a_later_change_is_published_as_a
     assert [s["version"] for s in published["snapshots"]] == [2, 1] and published["signed_by"]
 
 
+def test_the_supervision_figures_are_frozen_signed_and_added_to_a_month_published_without_them(
+        web: TestClient, demo_loaded: Couch, firewall: Firewall) -> None:
+    """Closures confirmed fixed, mediation success and the survey's response go into each month's snapshot, under
+    its hash and signature; a month published before they were (counts only) gets a version that adds them, which
+    the public page says is no correction."""
+    signer, now = firewall.signer, dt.datetime.now(dt.UTC)
+    before, last = figures.months(*figures.default_range(now, 3))[:2]
+    for month, request_id in ((before, "service_request:sup1"), (last, "service_request:sup2")):
+        _open_request_in(demo_loaded, month, request_id)
+    figures_cells.catch_up(demo_loaded)
+    c1 = demo_loaded.main.get("community:c1")
+    first = snapshots.freeze(demo_loaded, signer, c1, last, now)
+    assert first is not None and set(first["supervision"]) == {
+        "kpi_confirmed_closure", "kpi_mediation_success", "kpi_survey_response_rate"}
+    assert snapshots.signed(signer.key.public_key(), first)
+    for key in first["supervision"]:  # a figure changed after signing breaks it
+        n, d = first["supervision"][key]
+        assert not snapshots.signed(signer.key.public_key(), {**first, "supervision": {
+            **first["supervision"], key: [n + 1, d + 1]}}), key
+    # A month as published before: counts only, their hash filed and signed.
+    counts = figures.totals(demo_loaded, figures.Scope("community:c1", "", before, before)).counts
+    digest = snapshots.content_hash("community:c1", before, counts)
+    old = {"_id": snapshots.snapshot_id("community:c1", before, 1), "type": "figures_snapshot", "street": STREET_ID,
+           "community": "community:c1", "month": before, "version": 1, "counts": counts, "hash": digest,
+           "published_at": now.isoformat()}
+    old["filed_seq"], old["signature"] = filing.file_published(
+        demo_loaded, signer, action=filing.FIGURES_PUBLISHED, street=STREET_ID, community="community:c1",
+        actor=snapshots.ACTOR, target=old["_id"], content_hash=digest, at=now)
+    demo_loaded.main.save(old)
+    assert snapshots.signed(signer.key.public_key(), old)  # as it was signed
+    added = snapshots.freeze(demo_loaded, signer, c1, before, now)
+    assert added is not None and added["adds_supervision"] and added["corrects"] == old["_id"]
+    assert added["counts"] == counts and snapshots.signed(signer.key.public_key(), added)
+    assert snapshots.freeze(demo_loaded, signer, c1, before, now) is None  # and then nothing twice
+    web.cookies.clear()
+    row = web.get("/figures").text.split(f'id="{added["_id"].replace(":", "-")}"')[1].split("</tr>")[0]
+    assert "补充公示第 1 版的监督指标" in row and "更正</strong>" not in row and "居民确认解决率" in row
+    old_row = web.get("/figures").text.split(f'id="{old["_id"].replace(":", "-")}"')[1].split("</tr>")[0]
+    assert "当时未公示" in old_row
+    assert {s["_id"]: s.get("supervision") for s in web.get("/figures.json").json()["snapshots"]}[
+        added["_id"]] == added["supervision"]
+
+
 def test_a_change_to_a_month_published_long_ago_is_published_as_a_correction(demo_loaded: Couch,
                                                                                 firewall: Firewall) -> None:
     """However old the month (here seven months back, beyond the months looked at again though unpublished)."""

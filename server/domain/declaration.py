@@ -1121,7 +1121,10 @@ DOC_TYPES: dict[str, DocType] = {
             "month": _text(Category.SYSTEM, required=True, max_length=7),
             "version": Field("int", Category.SYSTEM, required=True),
             "counts": Field("map", Category.SYSTEM, required=True),  # server/domain/figures.py COUNTS
+            # Supervision's figures (server/services/evaluation_figures.py): KPI key -> [numerator, denominator].
+            "supervision": Field("map", Category.SYSTEM),
             "corrects": _ref("figures_snapshot"),  # the version this one replaces
+            "adds_supervision": Field("bool", Category.SYSTEM),  # … or adds the supervision figures to, unchanged
             "published_at": Field("datetime", required=True),
             "hash": _text(Category.SYSTEM, required=True, max_length=64),
             # Both absent while the process that claimed the version files it (server/services/snapshots.py freeze):

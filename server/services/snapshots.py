@@ -1,10 +1,13 @@
 """Each month's figures frozen and published (issue 18 item 7): a community's counts for a month (the aggregates
-of server/services/figures.py) hashed, filed in its filing log and signed (`filing.file_published`), kept as a
-`figures_snapshot` anyone may read. A month is frozen once it is over; a later look that finds its figures
-changed (a request closed late, a rating given) files a new version naming the one it corrects: a correction,
-never a silent change. Versions are never overwritten (ids end with the version). On a CouchDB cluster two
-processes can both claim and publish one version: the first filed stands, the other is recorded on it as a
-duplicate (server/services/publications.py resolve_duplicates)."""
+of server/services/figures.py) and its supervision figures (closures confirmed fixed, mediation cases that
+succeeded, the survey's response: server/services/evaluation_figures.py, each a numerator and denominator)
+hashed, filed in its filing log and signed (`filing.file_published`), kept as a `figures_snapshot` anyone may read.
+A month is frozen once it is over; a later look that finds its figures changed (a request closed late, a rating
+given) files a new version naming the one it corrects: a correction, never a silent change. Versions are never
+overwritten (ids end with the version). On a CouchDB cluster two processes can both claim and publish one version:
+the first filed stands, the other is recorded on it as a duplicate (server/services/publications.py
+resolve_duplicates). A month published before the supervision figures were part of a snapshot gets a version that
+adds them (`adds_supervision`), not a correction, when its counts are unchanged."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from pycouchdb.exceptions import Conflict
 from server.domain.figures import COUNTS
 from server.security import filing
 from server.security.filing import Signer
-from server.services import figures, figures_cells
+from server.services import evaluation_figures, figures, figures_cells
 from server.services.figures import Scope
 from server.store import sweeps
 from server.store.couch import Couch, docs_of_type, get_or_none
@@ -35,9 +38,13 @@ def snapshot_id(community: str, month: str, version: int) -> str:
     return f"figures_snapshot:{community.split(':', 1)[1]}:{month}:{version:04d}"
 
 
-def content_hash(community: str, month: str, counts: dict[str, int]) -> str:
-    """SHA-256 of the canonical JSON of what a snapshot says: filed, signed, compared for corrections."""
-    body = {"community": community, "month": month, "counts": {k: counts[k] for k in COUNTS}}
+def content_hash(community: str, month: str, counts: dict[str, int],
+                 supervision: dict[str, list[int]] | None = None) -> str:
+    """SHA-256 of the canonical JSON of what a snapshot says: filed, signed, compared for corrections. A snapshot
+    of before the supervision figures has none (None), and its hash stays as it was signed."""
+    body: dict[str, Any] = {"community": community, "month": month, "counts": {k: counts[k] for k in COUNTS}}
+    if supervision is not None:
+        body["supervision"] = supervision
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -56,7 +63,9 @@ def freeze(couch: Couch, signer: Signer, community: Doc, month: str, now: dt.dat
     processes creating one id, one gets the conflict and leaves it), then filed and signed; a claim older than
     filing.CLAIM_LAPSES is of a process that died before filing, and is taken over."""
     counts = figures.totals(couch, Scope(community["_id"], "", month, month)).counts
-    digest = content_hash(community["_id"], month, counts)
+    supervision = {f.key: [f.numerator, f.denominator]
+                   for f in evaluation_figures.figures(couch, [community["_id"]], (month, month))}
+    digest = content_hash(community["_id"], month, counts, supervision)
     earlier = versions(couch, community["_id"], month)
     if earlier and "signature" not in earlier[-1]:
         claimed = earlier.pop()
@@ -64,13 +73,16 @@ def freeze(couch: Couch, signer: Signer, community: Doc, month: str, now: dt.dat
             return None  # another process is publishing this month
     else:
         claimed = None
-    if (earlier and earlier[-1]["hash"] == digest) or (not earlier and not any(counts.values())):
+    happened = any(counts.values()) or any(n or d for n, d in supervision.values())
+    if (earlier and earlier[-1]["hash"] == digest) or (not earlier and not happened):
         return None  # unchanged, or a month with nothing in it
+    adds = bool(earlier) and "supervision" not in earlier[-1] and earlier[-1]["hash"] == content_hash(
+        community["_id"], month, counts)  # the same counts: only the supervision figures are new
     version = earlier[-1]["version"] + 1 if earlier else 1
     doc: Doc = {"_id": snapshot_id(community["_id"], month, version), "type": "figures_snapshot",
                 "street": community["street"], "community": community["_id"], "month": month, "version": version,
-                "counts": counts, "published_at": now.isoformat(), "hash": digest,
-                **({"corrects": earlier[-1]["_id"]} if earlier else {}),
+                "counts": counts, "supervision": supervision, "published_at": now.isoformat(), "hash": digest,
+                **({"corrects": earlier[-1]["_id"]} if earlier else {}), **({"adds_supervision": True} if adds else {}),
                 **({"_rev": claimed["_rev"]} if claimed else {})}
     try:
         doc = couch.main.save({**doc, "filing_claimed_at": now.isoformat()})
@@ -112,7 +124,8 @@ def published(couch: Couch) -> list[Doc]:
 
 def signed(public_key: Any, snapshot: Doc) -> bool:
     """Whether the snapshot's signature and hash hold (what anyone checks a published month against)."""
-    return (content_hash(snapshot["community"], snapshot["month"], snapshot["counts"]) == snapshot["hash"]
+    return (content_hash(snapshot["community"], snapshot["month"], snapshot["counts"], snapshot.get("supervision"))
+            == snapshot["hash"]
             and filing.published_signed(public_key, filing.FIGURES_PUBLISHED, snapshot["community"], snapshot["_id"],
                                         snapshot["filed_seq"], snapshot["hash"], snapshot["signature"]))
 

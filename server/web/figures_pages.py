@@ -194,8 +194,9 @@ def snapshot_routes(firewall: Firewall, render: Callable[..., Response]) -> list
         docs = await run_in_threadpool(snapshots.published, couch)
         if request.url.path.endswith(".json"):
             return JSONResponse({"signed_by": signing_key(), "snapshots": [
-                {k: d[k] for k in ("_id", "community", "month", "version", "counts", "corrects", "published_at",
-                                   "hash", "filed_seq", "signature", "duplicates") if k in d} for d in docs]})
+                {k: d[k] for k in ("_id", "community", "month", "version", "counts", "supervision", "corrects",
+                                   "adds_supervision", "published_at", "hash", "filed_seq", "signature", "duplicates")
+                 if k in d} for d in docs]})
         names = await run_in_threadpool(lambda: {d["_id"]: d["name"] for d in docs_of_type(couch.main, "community")})
         by_id = {d["_id"]: d for d in docs}
         rows = []
@@ -205,8 +206,9 @@ def snapshot_routes(firewall: Firewall, render: Callable[..., Response]) -> list
             satisfied = rules.KPI_BY_CODE["satisfaction"].value(n)
             earlier = by_id.get(d.get("corrects", ""))
             changed = ([k for k in rules.COUNTS if earlier["counts"].get(k) != n.get(k)] if earlier else [])
+            supervision = [(key, *pair) for key, pair in d.get("supervision", {}).items()]
             rows.append({"doc": d, "community": names.get(d["community"], d["community"]),
-                         "on_time": _percent(on_time), "satisfied": _percent(satisfied),
+                         "on_time": _percent(on_time), "satisfied": _percent(satisfied), "supervision": supervision,
                          "corrects": earlier, "changed": changed})
         return render(request, "figures_published.html", rows=rows, signed_by=signing_key())
 
