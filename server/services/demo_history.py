@@ -214,15 +214,18 @@ def service_requests_history(census: Census, rng: random.Random, clock: Clock) -
         code = rng.choices(codes, weights)[0]
         household = rng.choice(households) if n < count else census.in_grid(n % len(census.grids), rng)
         # Recent requests are over-represented a little, so that open ones exist in every state.
-        days_ago = rng.uniform(0, 8) if n >= count else rng.uniform(0, 14) if rng.random() < 0.15 else rng.uniform(
-            0, DAYS)
-        on_time = 0.5 if n >= count else 0.85
+        # Each grid's first recent one is stuck: made 6 to 8 days ago, still open past its deadline whatever day the
+        # demo starts on (the secretary's late list is never empty on a first start).
+        stuck = count <= n < count + len(census.grids)
+        days_ago = (rng.uniform(6, 8) if stuck else rng.uniform(0, 8) if n >= count
+                    else rng.uniform(0, 14) if rng.random() < 0.15 else rng.uniform(0, DAYS))
+        on_time = 0.0 if stuck else 0.5 if n >= count else 0.85
         yield _request(rng, clock, census, household, code, census.categories[code], clock.daytime(rng, days_ago),
-                       on_time)
+                       on_time, stuck=stuck)
 
 
 def _request(rng: random.Random, clock: Clock, census: Census, household: Household, code: str, department: str,
-             created: dt.datetime, on_time: float) -> Doc:
+             created: dt.datetime, on_time: float, *, stuck: bool = False) -> Doc:
     grid = census.grids[household.routing["grid"]]
     _, descriptions, questions = REQUEST_STORIES[code]
     patrol = code in PUBLIC_CATEGORIES and rng.random() < 0.5  # the worker saw it on their rounds
@@ -239,7 +242,7 @@ def _request(rng: random.Random, clock: Clock, census: Census, household: Househ
         doc.update(household=household.id, resident=household.residents[0].id)
     if answers := _answers(rng, questions):
         doc["attributes"] = answers
-    plan = _plan(rng, doc, grid, department, census.departments, created, cal, rng.random() < on_time)
+    plan = _plan(rng, doc, grid, department, census.departments, created, cal, rng.random() < on_time, stuck)
     _replay(doc, plan, clock, census.departments)
     return doc
 
@@ -257,8 +260,9 @@ def _answers(rng: random.Random, questions: dict[str, Any]) -> Doc:
 
 
 def _plan(rng: random.Random, doc: Doc, grid: Grid, department: str, departments: dict[str, str], created: dt.datetime,
-          cal: WorkCalendar, on_time: bool) -> list[_Event]:
-    """What people do to the request, and when, as if nothing stopped them (replay cuts it at now)."""
+          cal: WorkCalendar, on_time: bool, stuck: bool = False) -> list[_Event]:
+    """What people do to the request, and when, as if nothing stopped them (replay cuts it at now); a stuck one is
+    resolved only weeks after its deadline."""
     staff = accounts.user_id("bumen_" + department.removeprefix("department:"))
     due_respond, due_close = (dt.datetime.fromisoformat(doc[k]) for k in ("due_respond", "due_close"))
     hours = dt.timedelta(hours=1)
@@ -266,7 +270,7 @@ def _plan(rng: random.Random, doc: Doc, grid: Grid, department: str, departments
                     else due_respond + rng.uniform(1, 30) * hours)
     started = acknowledged + rng.uniform(0.5, 20) * hours
     resolved = (started + (due_close - started) * rng.uniform(0.1, 0.9) if on_time and due_close > started
-                else max(due_close, started) + rng.uniform(2, 72) * hours)
+                else max(due_close, started) + rng.uniform(2, 72) * (hours * 24 if stuck else hours))
     events = [_Event(created, grid.worker, "created"), _Event(acknowledged, staff, "acknowledged")]
     # Not the department's to do: handed back with a reason, then sent on again by the grid worker a day or more
     # later (more often among late requests: a hand-back is one reason they run late).
