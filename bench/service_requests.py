@@ -22,7 +22,9 @@ Timed measures run in 3 interleaved rounds and report medians (a shared machine'
   better); every round's figures with their median, min and max under `rounds`;
 - Open311 `GET /requests.json` (last 90 days, a status and a service_code filter) per second, `--concurrency`
   clients in a process of their own (bench/http_load.py) asking the served app at once, with its p95 and the rate
-  of one client alone, against `GET /services.json` (no request data) asked alike in the same run, and against the
+  of one client alone: the same question again and again, as city systems poll (answered from the list kept since
+  the last change of a request, category or department: server/web/kept_answers.py), and apart with every
+  question a new one (`http_load --distinct`: each list made anew); against `GET /services.json` (no request data) asked alike in the same run, and against the
   same list over raw rows (every request's `request_stats` row streamed and filtered; its answer must be the
   list's, request for request): the ratio one client's list time / raw rows;
 - the rate of creating requests through the full `service_requests.create` path (validation,
@@ -182,10 +184,12 @@ def page_seconds(client: Any, path: str, params: dict[str, str], n: int) -> tupl
     return times[len(times) // 2], times[min(n - 1, int(0.95 * n))]
 
 
-def served_load(url: str, concurrency: int, n: int) -> dict[str, Any]:
-    """bench/http_load.py's figures for `url`, its clients in a process of their own."""
+def served_load(url: str, concurrency: int, n: int, distinct: bool = False) -> dict[str, Any]:
+    """bench/http_load.py's figures for `url`, its clients in a process of their own; `distinct`: no two requests
+    the same question (no answer kept by the server is used)."""
     answer = subprocess.run([sys.executable, "-m", "bench.http_load", url, "--concurrency", str(concurrency),
-                             "--requests", str(n)], cwd=ROOT, capture_output=True, text=True, check=False)
+                             "--requests", str(n), *(["--distinct"] if distinct else [])],
+                            cwd=ROOT, capture_output=True, text=True, check=False)
     if answer.returncode != 0:
         raise RuntimeError(f"bench.http_load {url}: {answer.stderr.strip()[-500:]}")
     return json.loads(answer.stdout)
@@ -291,6 +295,9 @@ def main() -> None:
                 rounds.setdefault("lists_p95", []).append(lists[-1]["p95_s"])
                 rounds.setdefault("lists_one_client", []).append(
                     served_load(open311_list, 1, args.queries // 4)["queries_per_second"])
+                distinct = served_load(open311_list, args.concurrency, args.queries, distinct=True)
+                rounds.setdefault("lists_distinct", []).append(distinct["queries_per_second"])
+                rounds.setdefault("lists_distinct_p95", []).append(distinct["p95_s"])
                 rounds.setdefault("services", []).append(served_load(
                     f"{url}/open311/v2/services.json", args.concurrency, args.queries)["queries_per_second"])
                 started = time.perf_counter()
@@ -331,6 +338,8 @@ def main() -> None:
         "open311_list_p95_s": round(median["lists_p95"], 3),
         "open311_list_one_client_queries_per_second": round(median["lists_one_client"], 1),
         "open311_list_answer": {k: lists[-1][k] for k in ("answer_bytes", "concurrency", "requests")},
+        "open311_list_distinct_queries_per_second": round(median["lists_distinct"], 1),
+        "open311_list_distinct_p95_s": round(median["lists_distinct_p95"], 3),
         "open311_reference": "GET /services.json on the same server, as many clients",
         "open311_services_per_second": round(median["services"], 1),
         "open311_list_over_services": round(median["lists"] / median["services"], 3),

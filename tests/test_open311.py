@@ -209,3 +209,28 @@ def test_a_list_is_paged_by_key_each_request_once(api: TestClient, key: str) -> 
     assert len(api.get(f"{BASE}/requests.json").json()) == 5  # the default page holds them all
     assert api.get(f"{BASE}/requests.json", params={"page_size": "0"}).status_code == 400
     assert api.get(f"{BASE}/requests.json", params={"page_size": "1001"}).status_code == 400
+
+
+def test_a_list_kept_for_the_next_client_changes_as_soon_as_what_it_prints_changes(
+        api: TestClient, demo_loaded: Couch) -> None:
+    """Lists are kept between clients (kept_answers.py); a request, a category or a department written by anyone
+    (here straight into CouchDB, as another process would) is in the very next answer."""
+    public = sr.create(demo_loaded, "user:wangge01", sr.NewRequest(
+        street=STREET_ID, category="street_lamp", description="路灯不亮", grid="grid:c1-g01"), dt.datetime.now(dt.UTC))
+    request_id = public["_id"].split(":", 1)[1]
+    url = f"{BASE}/requests.json?service_code=street_lamp"
+
+    def listed() -> dict:
+        (one,) = [r for r in api.get(url).json() if r["service_request_id"] == request_id]
+        return one
+
+    assert listed() == listed()  # asked twice: the second answer is the kept one
+    doc = demo_loaded.main.get(public["_id"])
+    demo_loaded.main.save({**doc, "status": "closed", "description": "路灯不亮(已修)"})
+    assert (listed()["status"], listed()["description"]) == ("closed", "路灯不亮(已修)")
+    category = demo_loaded.main.get("service_category:street_lamp")
+    demo_loaded.main.save({**category, "name": "路灯坏了"})
+    assert listed()["service_name"] == "路灯坏了"
+    department = demo_loaded.main.get(doc["department"])
+    demo_loaded.main.save({**department, "name": "城管科"})
+    assert listed()["agency_responsible"] == "城管科"

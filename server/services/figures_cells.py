@@ -131,7 +131,7 @@ def catch_up(couch: Couch) -> int:
 
 def rebuild(couch: Couch) -> int:
     """Every cell counted again, grid by grid; the checkpoint set to the database's sequence read before."""
-    seq = couch.main.resource.get("")[1]["update_seq"]
+    seq = feed.current_seq(couch.main)
     current = {r["id"]: r["value"]["rev"] for prefix in (CELL, BACKLOG)
                for r in couch.main.all(startkey=f"{prefix}:", endkey=f"{prefix}:\ufff0", include_docs="false",
                                        as_list=True)}

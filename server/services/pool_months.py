@@ -123,7 +123,7 @@ def catch_up(couch: Couch) -> int:
 def rebuild(couch: Couch) -> int:
     """Every resource's months counted again, resource by resource (their slots and check-ins in two id ranges
     each); the checkpoint set to the database's sequence read before. How many booked hours were counted."""
-    seq = couch.main.resource.get("")[1]["update_seq"]
+    seq = feed.current_seq(couch.main)
     kept = {r["id"]: r["value"]["rev"] for r in couch.main.all(
         startkey=f"{TYPE}:", endkey=f"{TYPE}:\ufff0", include_docs="false", as_list=True)}
     docs, taken = [], 0

@@ -34,15 +34,28 @@ def changed_since(db: pycouchdb.client.Database, checkpoint_id: str, prefixes: I
     checkpoint = get_or_none(db, checkpoint_id)
     if checkpoint is None:
         return Since(None, None, None)
-    wanted, changed, seq = tuple(prefixes), [], checkpoint["seq"]
+    changed, seq = changed_after(db, checkpoint["seq"], prefixes, most)
+    return Since(checkpoint, changed, seq)
+
+
+def changed_after(db: pycouchdb.client.Database, seq: Any, prefixes: Iterable[str],
+                  most: int) -> tuple[list[str] | None, Any]:
+    """The ids starting with one of `prefixes` changed after the sequence `seq` (None if more than `most`), and
+    the sequence the feed ended at."""
+    wanted, changed = tuple(prefixes), []
     while True:
         page = db.resource.get("_changes", params={"since": str(seq), "limit": str(PAGE)})[1]
         changed += [r["id"] for r in page["results"] if r["id"].startswith(wanted)]
         seq = page["last_seq"]
         if len(changed) > most:
-            return Since(checkpoint, None, seq)
+            return None, seq
         if len(page["results"]) < PAGE:
-            return Since(checkpoint, changed, seq)
+            return changed, seq
+
+
+def current_seq(db: pycouchdb.client.Database) -> Any:
+    """The database's sequence now: what a changes feed read later starts after."""
+    return db.resource.get("")[1]["update_seq"]
 
 
 def move(db: pycouchdb.client.Database, checkpoint_id: str, checkpoint: dict[str, Any] | None, seq: Any) -> None:

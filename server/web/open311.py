@@ -27,9 +27,11 @@ from server.domain.declaration import validate
 from server.domain.errors import UserError
 from server.domain.request_states import OPEN_STATES
 from server.services import service_requests as sr
-from server.store.couch import Couch, get_many, get_or_none
+from server.store.couch import Couch, docs_of_type, get_many, get_or_none
+from server.web.kept_answers import KeptAnswers
 
 Doc = dict[str, Any]
+Names = tuple[dict[str, Doc], dict[str, str]]  # categories by code, departments' names by id
 FORMATS = {"json": "application/json; charset=utf-8", "xml": "text/xml; charset=utf-8"}
 DEFAULT_DAYS = 90
 MAX_RESULTS = 1000
@@ -37,6 +39,11 @@ MAX_RESULTS = 1000
 # query with end_date just before the last one's time (a `Link: rel="next"` header says which): paging by key.
 PAGE_SIZE = 100
 KEY_PREFIX = "open311_key:"
+# A list answered is kept until a request, category or department changes (kept_answers.py), or this long: the
+# default window (the last DEFAULT_DAYS up to now) moves with the clock.
+LIST_SOURCES = ("service_request:", "service_category:", "department:")
+KEEP_LIST_SECONDS = 60
+NAMES_KEY = "names"  # kept beside the lists: what they print of categories and departments
 # A stored request's fields under the names an Open311 client sent them by, for error messages.
 OPEN311_NAMES = {"reporter_name": "first_name/last_name", "address": "address_string", "category": "service_code",
                  "location": "lat/long"}
@@ -185,6 +192,7 @@ def the_street(couch: Couch) -> str | None:
 def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
     """The GeoReport v2 resources, to mount at /open311/v2."""
     street = ""
+    kept: KeptAnswers[Any] = KeptAnswers(couch.main, LIST_SOURCES, KEEP_LIST_SECONDS)
 
     def endpoint(handler: Callable[[Request, str], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
@@ -244,6 +252,17 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
             "account_id": doc.get("account_id")}])
 
     async def list_requests(request: Request, fmt: str) -> Response:
+        key = (fmt, tuple(sorted(request.query_params.multi_items())))
+        generation = await run_in_threadpool(kept.generation)
+        at = now()
+        if (answer := kept.get(key, at.timestamp())) is None:
+            made = await made_list(request, fmt, at, await kept_names(generation, at))
+            answer = (made.body, made.headers.get("Link"))
+            kept.put(key, generation, at.timestamp(), answer)
+        body, link = answer
+        return Response(body, media_type=FORMATS[fmt], headers={"Link": link} if link else None)
+
+    async def made_list(request: Request, fmt: str, at: dt.datetime, names: Names) -> Response:
         q = request.query_params
         ids = _csv(q.get("service_request_id"))
         if ids:  # "overrides all other parameters"
@@ -251,7 +270,7 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
             docs = sorted(((i, listed(d)) for i, d in found.items() if d.get("type") == "service_request"
                            and is_public(d)), key=lambda r: r[1]["created_at"], reverse=True)
         else:
-            start, end = _date_range(q, now())
+            start, end = _date_range(q, at)
             codes, statuses = _csv(q.get("service_code")), _csv(q.get("status"))
             if statuses - {"open", "closed"}:
                 raise Open311Error(400, "status must be open and/or closed")
@@ -259,26 +278,31 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
             docs = await run_in_threadpool(_newest_public, couch, street, start, end, codes, statuses, size)
             if len(docs) == size:
                 before = dt.datetime.fromisoformat(docs[-1][1]["created_at"]) - dt.timedelta(microseconds=1)
-                answer = render(fmt, "service_requests", "request", await _as_json(docs))
+                answer = render(fmt, "service_requests", "request", _as_json(docs, names))
                 after = {**q, "end_date": before.astimezone(dt.UTC).isoformat(), "start_date": start.isoformat()}
                 answer.headers["Link"] = f'<{request.url.path}?{urlencode(after)}>; rel="next"'
                 return answer
-        return render(fmt, "service_requests", "request", await _as_json(docs))
+        return render(fmt, "service_requests", "request", _as_json(docs, names))
 
     async def get_request(request: Request, fmt: str) -> Response:
+        generation = await run_in_threadpool(kept.generation)
         doc = await run_in_threadpool(get_or_none, couch.main, "service_request:" + request.path_params["id"])
         if doc is None or doc.get("type") != "service_request" or not is_public(doc):
             raise Open311Error(404, f"service_request_id {request.path_params['id']!r} not found")
-        return render(fmt, "service_requests", "request", await _as_json([(doc["_id"], listed(doc))]))
+        names = await kept_names(generation, now())
+        return render(fmt, "service_requests", "request", _as_json([(doc["_id"], listed(doc))], names))
 
     async def token(request: Request, fmt: str) -> Response:
         # Linli answers a create with the request id at once, so there are no tokens to look up.
         raise Open311Error(404, f"token {request.path_params['token']!r} not found (this server returns "
                            "service_request_id directly when a request is created)")
 
-    async def _as_json(requests: list[tuple[str, Doc]]) -> list[dict[str, Any]]:
-        categories, departments = await run_in_threadpool(_named, couch, street, [r for _, r in requests])
-        return [request_json(i, r, categories.get(r["category"]), departments) for i, r in requests]
+    async def kept_names(generation: int, at: dt.datetime) -> Names:
+        """The street's categories and departments, kept with the lists (the same changes drop them)."""
+        if (names := kept.get(NAMES_KEY, at.timestamp())) is None:
+            names = await run_in_threadpool(_names, couch, street)
+            kept.put(NAMES_KEY, generation, at.timestamp(), names)
+        return names
 
     fmt = "{format:str}"
     return [
@@ -365,13 +389,16 @@ def _page_size(query: Any) -> int:
     return int(text)
 
 
-def _named(couch: Couch, street: str, requests: list[Doc]) -> tuple[dict[str, Doc], dict[str, str]]:
-    """The street's categories (by code) and the departments' names (by id) these requests name, read in one
-    request, not the whole catalogue and every department for each list."""
-    categories = {f"service_category:{r['category']}" for r in requests}
-    found = get_many(couch.main, sorted(categories | {r["department"] for r in requests if r.get("department")}))
-    return ({d["code"]: d for i, d in found.items() if i in categories and d.get("street") == street},
-            {i: d["name"] for i, d in found.items() if d.get("type") == "department"})
+def _names(couch: Couch, street: str) -> Names:
+    """The street's categories by code (retired ones too: an old request names one) and its departments' names by
+    id."""
+    return (sr.catalogue(couch, street, active_only=False),
+            {d["_id"]: d["name"] for d in docs_of_type(couch.main, "department") if d.get("street") == street})
+
+
+def _as_json(requests: list[tuple[str, Doc]], names: Names) -> list[dict[str, Any]]:
+    categories, departments = names
+    return [request_json(i, r, categories.get(r["category"]), departments) for i, r in requests]
 
 
 def _newest_public(couch: Couch, street: str, start: dt.datetime, end: dt.datetime, codes: set[str],
