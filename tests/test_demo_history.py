@@ -28,6 +28,8 @@ from server.services import (
     deliberation,
     demo,
     demo_history,
+    evaluation_figures,
+    figures,
     figures_cells,
     mediation,
     meetings,
@@ -468,3 +470,22 @@ def test_first_pages_of_supervision_show_figures(street: tuple[Couch, TestClient
     _as(client, "wangge01")
     cases = client.get("/mediations")
     assert cases.status_code == 200 and re.search(r"<strong>\d+(\.\d)?%</strong>", cases.text)
+
+
+def test_supervision_figures_of_each_grid_add_up_to_its_community(street: tuple[Couch, TestClient]) -> None:
+    """Confirmed closures, mediation success and the survey's response are counted per grid too (its cells, its
+    stratum of the sample): a community's grids add up to it, and the grid's dashboard prints them."""
+    couch, client = street
+    figures_cells.caught_up(couch).result(timeout=300)
+    span = figures.default_range(NOW)
+    for community in ("community:c1", "community:c2"):
+        grids = [g["_id"] for g in docs_of_type(couch.main, "grid") if g["community"] == community]
+        whole = {f.key: (f.numerator, f.denominator) for f in evaluation_figures.figures(couch, [community], span)}
+        parts = [{f.key: (f.numerator, f.denominator)
+                  for f in evaluation_figures.figures(couch, [community], span, grid=g)} for g in grids]
+        assert {k: tuple(map(sum, zip(*(p[k] for p in parts), strict=True))) for k in whole} == whole
+        assert all(any(p[k][1] for p in parts) for k in whole), parts  # a year of each: something to divide
+    _as(client, "shuji1")
+    page = client.get("/dashboard", params={"area": "grid:c1-g01", "from": span[0], "to": span[1]}).text
+    row = page.split('id="kpi-survey_response"')[1].split("</tr>")[0]
+    assert re.search(r"<td>\d+(\.\d)?%</td>", row) and "不分部门" not in row, row

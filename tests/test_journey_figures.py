@@ -42,8 +42,8 @@ def test_the_secretary_reads_a_kpi_its_formula_and_target_a_trend_and_its_csv(
     expect(on_time).to_contain_text("期间提交并已办结的诉求")  # the denominator
     expect(on_time.locator("td").nth(0)).to_have_text(re.compile(r"^\d+\.\d%$"))  # the demo's months have cases
     expect(page.locator("#kpi-satisfaction")).to_contain_text("90.0%（起点 76.0%）")  # the plan's target
-    # Counted per community and street alone: a department's view says so, never left blank.
-    expect(page.locator("#kpi-mediation_success")).to_contain_text("按社区和街道统计，不分部门")
+    # Counted by place alone: a department's view says so, never left blank.
+    expect(page.locator("#kpi-mediation_success")).to_contain_text("按地点（街道、社区、网格）统计，不分部门或类别")
     expect(page.locator("#fig-times")).to_contain_text("真实值一定在所示区间之内")  # the percentiles' bound
     secretary.shot("1-dashboard")
 

@@ -29,19 +29,21 @@ class Figure:
 
 
 def figures(couch: Couch, communities: Iterable[str], months: tuple[str, str],
-            cells: list[Doc] | None = None) -> list[Figure]:
-    """The three figures over the communities for the months first..last ("2026-01", "2026-06"), both included.
-    Closures (by the month they were closed in) and mediation cases (by the month they were opened) are read from
-    the kept figures (server/services/figures_cells.py: as of its last catch-up; `cells`: the communities' cells
-    over those months where a page read them already); the survey from the months' samples and their answers."""
+            cells: list[Doc] | None = None, grid: str | None = None) -> list[Figure]:
+    """The three figures over the communities for the months first..last ("2026-01", "2026-06"), both included, or
+    over one `grid` of theirs. Closures (by the month they were closed in) and mediation cases (by the month they
+    were opened) are read from the kept figures (server/services/figures_cells.py: as of its last catch-up; `cells`:
+    the area's cells over those months where a page read them already); the survey from the months' samples and
+    their answers (a grid's: its stratum)."""
     communities = sorted(communities)
     span = rules.months(*months)
     if cells is None:
-        grids = [g["_id"] for g in docs_of_type(couch.main, "grid") if g.get("community") in communities]
+        grids = [grid] if grid else [g["_id"] for g in docs_of_type(couch.main, "grid")
+                                     if g.get("community") in communities]
         cells = figures_cells.read(couch, grids, span)
     closed, confirmed = figures_cells.added(cells, "closures")
     concluded, succeeded = figures_cells.added(cells, "mediations")
-    sampled, answered = survey.sample_answers(couch, communities, span)
+    sampled, answered = survey.sample_answers(couch, communities, span, grid)
     return [Figure("kpi_confirmed_closure", confirmed, closed),
             Figure("kpi_mediation_success", succeeded, concluded),
             Figure("kpi_survey_response_rate", answered, sampled)]

@@ -144,12 +144,14 @@ EVALUATION_COUNTS = {"kpi_confirmed_closure": ("closures_confirmed", "closures_a
 
 
 def evaluation_counts(couch: Couch, communities: list[str], scope: Scope, kept: Kept) -> dict[str, int]:
-    """Confirmed closures, mediation and the survey's responses over the communities and the scope's months (`kept`:
-    their cells, read already): counted per community, so only for a community or the street, all departments and
-    categories (a grid's or a department's figure for them is not counted: the page says "no data yet")."""
+    """Confirmed closures, mediation and the survey's responses over the scope's area and months (`kept`: its cells,
+    read already; `communities`: the area's, or the grid's community), all departments and categories: mediation
+    and the survey are about places, not departments or categories, so a facet's figure for them is not counted
+    (the page says "no data yet")."""
     if not communities or scope.facet:
         return {}
-    found = evaluation_figures.figures(couch, communities, (scope.first, scope.last), kept.cells)
+    grid = scope.area if scope.area.startswith("grid:") else None
+    found = evaluation_figures.figures(couch, communities, (scope.first, scope.last), kept.cells, grid)
     return {name: value for f in found
             for name, value in zip(EVALUATION_COUNTS[f.key], (f.numerator, f.denominator), strict=True)}
 

@@ -102,13 +102,17 @@ def results(couch: Couch) -> list[Result]:
     return sorted(found, key=lambda r: (r.month, r.community), reverse=True)
 
 
-def sample_answers(couch: Couch, communities: list[str], months: list[str]) -> tuple[int, int]:
-    """The households sampled in these communities and months, and of those the ones that answered (as `results`
-    counts them). Only the months' own rows are read: the samples by id, then the answers of the sampled months."""
+def sample_answers(couch: Couch, communities: list[str], months: list[str],
+                   grid: str | None = None) -> tuple[int, int]:
+    """The households sampled in these communities and months (of one grid: its stratum alone), and of those the
+    ones that answered (as `results` counts them). Only the months' own rows are read: the samples by id, then the
+    answers of the sampled months."""
     samples = get_many(couch.main, (sample_id(c, m) for c in communities for m in months))
     answers = _month_answers(couch, [(s["community"], s["month"]) for s in samples.values()])
     sampled = answered = 0
     for sample in samples.values():
+        if grid is not None:
+            sample = {**sample, "households": [e for e in sample["households"] if e["grid"] == grid]}
         counted = _sampled(sample, answers.get((sample["community"], sample["month"]), []))
         sampled += counted.get("sample_size", 0)
         answered += counted.get("sample_answers", 0)

@@ -138,7 +138,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[dict[str, A
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
         total = figures.Counts.total(c for _, c in monthly)  # the months already read, added up
         communities = places.below.get(scope.area, []) if scope.area.startswith("street:") else (
-            [scope.area] if scope.area.startswith("community:") else [])
+            [scope.area] if scope.area.startswith("community:") else
+            [c for c, grids in places.below.items() if scope.area in grids])  # a grid's own community
         if places.department is not None:
             communities = []  # mediation, surveys and confirmed closures are counted by place, not by department
         total.counts.update(await run_in_threadpool(figures.evaluation_counts, couch, communities, scope, kept))
