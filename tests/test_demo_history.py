@@ -237,12 +237,13 @@ def test_the_history_is_stored_sealed(street: tuple[Couch, TestClient]) -> None:
     couch, _ = street
     expected = list(demo.generate_history(size=SIZE, now=NOW, code_key=CODE_KEY))
     assert couch.main.get(expected[-1]["_id"])  # the last batch is there
-    for kind in ("visit", "alert", "reading"):
+    for kind in ("visit", "alert", "reading", "mediation"):  # a mediation: parties, dispute, minutes
         stored = docs_of_type(couch.main, kind)
         assert len(stored) == len(_of(expected, kind))
         for doc in stored:
             assert all(is_sealed(doc[f]) for f in protected_fields(kind) if f in doc), doc["_id"]
     assert any("blood_pressure" in v for v in docs_of_type(couch.main, "visit"))
+    assert any("minutes" in m for m in docs_of_type(couch.main, "mediation"))
 
 
 def test_the_first_sweeps_find_nothing_left_to_do(street: tuple[Couch, TestClient], street_settings: Settings) -> None:

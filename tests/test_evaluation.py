@@ -228,7 +228,22 @@ def test_a_mediation_case_keeps_its_parties_sealed_and_counts_in_the_success_fig
     assert filed and filed[-1]["target"] == household["head"]
     no_session = post(web, f"{path}/act", action="conclude", outcome="agreement")
     assert no_session.status_code == 400 and demo_loaded.main.get(stored["_id"])["status"] == "open"
-    assert post(web, f"{path}/act", action="session").status_code == 303
+    assert post(web, f"{path}/act", action="session").status_code == 303  # a session without a note
+    assert "minutes" not in demo_loaded.main.get(stored["_id"])
+    for note in ("双方到场，约定下周再谈", "楼上同意晚十点后停工"):  # two notes: the second appended to the first
+        assert post(web, f"{path}/act", action="session", note=note).status_code == 303
+    kept = demo_loaded.main.get(stored["_id"])
+    assert kept["minutes"].startswith("enc:") and len(kept["sessions"]) == 3  # sealed at rest, like the parties
+    opened = post(web, f"{path}/open").text
+    minutes = opened.split('id="mediation-minutes">')[1].split("</dd>")[0].splitlines()
+    assert [m.split("：", 1)[1] for m in minutes] == ["双方到场，约定下周再谈", "楼上同意晚十点后停工"]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", minutes[0].split("：")[0])  # each under its local time
+    too_long = post(web, f"{path}/act", action="session", note="长" * 2001)
+    assert too_long.status_code == 400 and "长" * 2001 in too_long.text  # refused, the note kept in the form
+    assert demo_loaded.main.get(stored["_id"])["_rev"] == kept["_rev"]  # nothing stored
+    filed = iter_view_docs(demo_loaded.main, "linli/by_place", [stored["community"], "audit_entry"])
+    opened_minutes = [d for d in filed if d.get("purpose") == "mediation" and "minutes" in d.get("fields", [])]
+    assert len(opened_minutes) == 2  # opened to append the second note, and to read them: each filed
     assert post(web, f"{path}/act", action="conclude", outcome="agreement").status_code == 303
     assert post(web, f"{path}/act", action="follow_up", result="kept").status_code == 303
     assert demo_loaded.main.get(stored["_id"])["status"] == "kept"

@@ -118,11 +118,15 @@ def test_not_fixed_reopens_then_confirmed_a_mediation_and_a_project_failing_twic
     worker.page.wait_for_url(re.compile(r"/mediations/[0-9a-f]{32}$"))
     expect(worker.page.locator("h1")).to_contain_text("漏水 · 调解中")
     expect(worker.page.locator("main")).not_to_contain_text(f"502 室与 402 室住户 {tail}")  # sealed
-    worker.act("查看当事人和纠纷内容（记入审计日志）")
+    worker.act("查看当事人、纠纷内容和调解笔录（记入审计日志）")
     expect(worker.page.locator("#mediation-opened")).to_contain_text(f"502 室与 402 室住户 {tail}")
     case_path = worker.page.url.split("/", 3)[3].removesuffix("/open")
+    worker.page.fill("#md-note", f"双方到场，楼上同意请人检修 {tail}")  # the session's minutes
     worker.act("记录一次调解")
     expect(worker.page.locator("#mediation-sessions li")).to_have_count(1)
+    expect(worker.page.locator("main")).not_to_contain_text(f"楼上同意请人检修 {tail}")  # sealed
+    worker.act("查看当事人、纠纷内容和调解笔录（记入审计日志）")
+    expect(worker.page.locator("#mediation-minutes")).to_contain_text(f"双方到场，楼上同意请人检修 {tail}")
     worker.page.select_option("#md-outcome", "agreement")
     worker.act("结束调解")
     expect(worker.page.locator("#mediation-status")).to_have_text("达成协议")

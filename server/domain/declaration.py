@@ -216,6 +216,7 @@ WEEKLY_HOURS_SHAPE = (("day", "int"), ("start", "text"), ("end", "text"))
 # Supervision and evaluation (issue 18; server/services/evaluation.py, mediation.py, survey.py).
 # How a reporter's "is it really fixed?" answer was given: on their own page, at the human window, at a visit.
 CONFIRM_CHANNELS = ("own", "window", "visit")
+MAX_MINUTES = 20_000  # a mediation's minutes, all sessions' notes together (characters)
 MEDIATION_KINDS = ("noise", "water_leak", "parking", "boundary", "pets", "rubbish", "other")
 # open → agreement | no_agreement | withdrawn; an agreement → kept | broken at its follow-up.
 MEDIATION_STATES = ("open", "agreement", "no_agreement", "withdrawn", "kept", "broken")
@@ -1156,6 +1157,9 @@ DOC_TYPES: dict[str, DocType] = {
             "dispute": _text(Category.CONTACT, required=True, max_length=2000),
             "mediator": _ref("user", required=True),
             "sessions": Field("records", shape=(("at", "datetime"), ("by", "id"))),
+            # What was said and agreed at each session (调解笔录), one dated entry per session that has a note: sealed
+            # as the parties are, appended by the server (server/security/firewall.py `with_minutes`).
+            "minutes": _text(Category.CONTACT, max_length=MAX_MINUTES),
             "status": _enum(MEDIATION_STATES, required=True),
             "concluded_at": Field("datetime"),
             "followed_up_at": Field("datetime"),

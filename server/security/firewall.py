@@ -421,12 +421,32 @@ class Firewall:
 
     def open_mediation(self, p: Principal, resident: Doc, case: Doc, *, device: str,
                        now: dt.datetime) -> dict[str, Any]:
-        """The parties and the dispute of a mediation case (sealed like contact data under the keys of the resident
-        who brought it), for whoever may open that resident's contact data; the opening is filed first."""
+        """The parties, the dispute and the minutes of a mediation case (sealed like contact data under the keys of
+        the resident who brought it), for whoever may open that resident's contact data; the opening is filed."""
+        fields = ["parties", "dispute", *(["minutes"] if case.get("minutes") else [])]
+        return self._open_mediation_fields(p, resident, case, fields, device=device, now=now)
+
+    def with_minutes(self, p: Principal, resident: Doc, case: Doc, entry: str, *, device: str,
+                     now: dt.datetime) -> Doc:
+        """The case with `entry` (a session's note) appended to its minutes, sealed, ready to store: for whoever may
+        open the resident's contact data. The minutes so far are opened to append to (filed as an opening)."""
+        if case.get("minutes"):
+            so_far = self._open_mediation_fields(p, resident, case, ["minutes"], device=device, now=now)["minutes"]
+        else:
+            self._may_open_mediation(p, resident, case, now)
+            so_far = ""
+        updated = {**case, "minutes": f"{so_far}\n{entry}" if so_far else entry}
+        validate(updated)  # the minutes' length, in plaintext (ValidationError: too long)
+        return self.seal_for_storage([updated])[0]
+
+    def _may_open_mediation(self, p: Principal, resident: Doc, case: Doc, now: dt.datetime) -> None:
         allowed = entitlement(p, resident, "contact", *self.context(p, resident), now)
         if not allowed.allowed or case.get("resident") != resident["_id"]:
             raise AccessDenied(allowed.reason if not allowed.allowed else "fw_not_yours")
-        fields = ["parties", "dispute"]
+
+    def _open_mediation_fields(self, p: Principal, resident: Doc, case: Doc, fields: list[str], *, device: str,
+                               now: dt.datetime) -> dict[str, Any]:
+        self._may_open_mediation(p, resident, case, now)
         values = open_fields(case, self.keystore.data_keys(resident["_id"], ("contact",)), fields)
         filing.append(self.couch, self.signer, street=resident["street"], community=resident["community"],
                       actor=p.user_id, action="open", target=resident["_id"], fields=fields, purpose=MEDIATION_PURPOSE,

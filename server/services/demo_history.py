@@ -36,6 +36,7 @@ from server.domain.vote_rules import RULES, YES_NO_ABSTAIN
 from server.domain.workdays import WorkCalendar
 from server.security import accounts
 from server.services import alerts, deliberation, projects, service_requests
+from server.services.mediation import minutes_entry
 
 Doc = dict[str, Any]
 DAYS = 365  # the history's length, ending at `now`
@@ -1098,6 +1099,10 @@ MEDIATION_STORIES = {
     "pets": ("邻居的狗夜里叫，楼道有粪便",),
     "rubbish": ("楼道堆放杂物，存在消防隐患",),
 }
+# What a session's minutes say (each session's note: mediation.minutes_entry).
+MEDIATION_MINUTES = ("双方到场，各自说明了情况和诉求，约定下周再谈。", "请物业工作人员一起查看了现场，问题确实存在。",
+                     "一方未到场，电话沟通后同意下次参加。", "双方同意按调解员提出的方案处理，约定期限内完成。",
+                     "双方各让一步，口头达成一致，下次签订书面协议。")
 # Concluded cases, by how they ended (weights): most reach an agreement, most agreements hold.
 MEDIATION_ENDINGS = (("kept", 60), ("broken", 8), ("no_agreement", 20), ("withdrawn", 7), ("agreement", 5))
 # Each community's service projects and their last two half-years' scores (PASS_MARK is 60): one doing well, one
@@ -1149,6 +1154,9 @@ def _mediations(census: Census, rng: random.Random, clock: Clock) -> Iterator[Do
                    "dispute": rng.choice(MEDIATION_STORIES[kind]),
                    "sessions": [{"at": _iso(s), "by": grid.worker} for s in sessions], "status": status,
                    "created_by": grid.worker, "created_at": _iso(opened)}
+            if sessions:  # drawn apart (seeded by the case), so that the rest of the demo draws as before
+                said = random.Random(doc["_id"])
+                doc["minutes"] = "\n".join(minutes_entry(s, said.choice(MEDIATION_MINUTES)) for s in sessions)
             if status != "open":
                 concluded = (sessions[-1] if sessions else opened) + dt.timedelta(hours=2)
                 doc["concluded_at"] = _iso(concluded)

@@ -3,7 +3,8 @@
 A grid worker or the secretary opens a case for the resident who brought it: what kind of dispute, who the parties
 are and what it is about (both sealed like contact data under that resident's keys: server/security/firewall.py
 seals them, `open_mediation` opens them for whoever may open the resident's contact data, filed). The mediator
-records each session, then the outcome; an agreement is followed up: kept or broken.
+records each session, with a note of what was said and agreed if they like (appended to the case's minutes, sealed
+the same way), then the outcome; an agreement is followed up: kept or broken.
 
 Mediation success (the plan's figure) = cases that reached an agreement not broken at follow-up, over the cases
 concluded (agreement, no agreement, kept, broken); a withdrawn case is not concluded by mediation and not counted.
@@ -19,8 +20,9 @@ from typing import Any
 from server.domain.access import Principal, may_see
 from server.domain.declaration import MEDIATION_KINDS, Role, validate
 from server.domain.errors import FieldError, UserError
-from server.security.firewall import Firewall
-from server.store.couch import Couch, iter_view_docs
+from server.security.firewall import AccessDenied, Firewall
+from server.store.config import LOCAL_TZ
+from server.store.couch import Couch, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 OUTCOMES = ("agreement", "no_agreement", "withdrawn")
@@ -28,6 +30,7 @@ FOLLOW_UPS = ("kept", "broken")
 SUCCEEDED = frozenset({"agreement", "kept"})
 CONCLUDED = frozenset({"agreement", "no_agreement", "kept", "broken"})
 MAX_SESSIONS = 50
+MAX_NOTE = 2000  # one session's note (the minutes hold them all: declaration MAX_MINUTES)
 
 
 class MediationError(UserError):
@@ -66,14 +69,33 @@ def open_case(firewall: Firewall, p: Principal, resident: Doc, kind: str, partie
     return firewall.couch.main.save(firewall.seal_for_storage([doc])[0])
 
 
-def add_session(couch: Couch, p: Principal, case: Doc, now: dt.datetime) -> Doc:
+def add_session(firewall: Firewall, p: Principal, case: Doc, now: dt.datetime, note: str = "",
+                device: str = "") -> Doc:
+    """A session held; its note, if any, appended to the case's sealed minutes under the session's local time (the
+    sessions list says who held it), opening the minutes so far (filed)."""
     _check_may(p, case)
     if case["status"] != "open":
         raise MediationError("sessions", "err_mediation_closed")
     if len(case["sessions"]) >= MAX_SESSIONS:
         raise MediationError("sessions", "err_mediation_sessions", max=MAX_SESSIONS)
+    note = note.strip()
+    if len(note) > MAX_NOTE:
+        raise MediationError("note", "err_too_long", max=MAX_NOTE)
     case["sessions"] = [*case["sessions"], {"at": now.isoformat(), "by": p.user_id}]
-    return _save(couch, case, now)
+    if note:
+        resident = get_or_none(firewall.couch.main, case["resident"])
+        if resident is None:
+            raise MediationError("note", "err_mediation_not_yours", status=403)
+        try:
+            case = firewall.with_minutes(p, resident, case, minutes_entry(now, note), device=device, now=now)
+        except AccessDenied:
+            raise MediationError("note", "err_mediation_not_yours", status=403) from None
+    return _save(firewall.couch, case, now)
+
+
+def minutes_entry(at: dt.datetime, note: str) -> str:
+    """One session's line in the minutes: its local time, then the note."""
+    return f"{at.astimezone(LOCAL_TZ):%Y-%m-%d %H:%M}：{note}"
 
 
 def conclude(couch: Couch, p: Principal, case: Doc, outcome: str, now: dt.datetime) -> Doc:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from crypto.envelope import EnvelopeError
 from server.domain.access import Principal, may_see
 from server.domain.declaration import MEDIATION_KINDS, Role
-from server.domain.errors import by_field
+from server.domain.errors import UserError, by_field
 from server.domain.figures import KPI_BY_CODE
 from server.security.firewall import AccessDenied, Firewall
 from server.services import mediation
@@ -94,7 +94,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
                       kinds=MEDIATION_KINDS, values=values, errors=errors)
 
     async def detail(request: Request, opened: dict[str, Any] | None = None, error: str | None = None,
-                     errors: dict[str, Any] | None = None) -> Response:
+                     errors: dict[str, Any] | None = None, note: str = "") -> Response:
         p = await staff(request)
         case = await run_in_threadpool(case_of, p, request.path_params["key"])
         names = await run_in_threadpool(queries.user_names, couch,
@@ -102,7 +102,7 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
         household = await run_in_threadpool(queries.load_doc, couch, case["household"], "household")
         return render(request, "mediation.html", 400 if errors else 200, case=case, names=names,
                       address=(household or {}).get("address", ""), opened=opened, error=error,
-                      errors=errors or {}, outcomes=mediation.OUTCOMES, follow_ups=mediation.FOLLOW_UPS)
+                      errors=errors or {}, outcomes=mediation.OUTCOMES, follow_ups=mediation.FOLLOW_UPS, note=note)
 
     async def reveal(request: Request) -> Response:
         p = await staff(request)
@@ -126,17 +126,18 @@ def routes(firewall: Firewall, current_user: CurrentUser, render: Callable[..., 
         action = str(form.get("action", ""))
         try:
             if action == "session":
-                await run_in_threadpool(mediation.add_session, couch, p, case, now())
+                await run_in_threadpool(lambda: mediation.add_session(
+                    firewall, p, case, now(), str(form.get("note", "")), device=device(request)))
             elif action == "conclude":
                 await run_in_threadpool(mediation.conclude, couch, p, case, str(form.get("outcome", "")), now())
             elif action == "follow_up":
                 await run_in_threadpool(mediation.follow_up, couch, p, case, str(form.get("result", "")), now())
             else:
                 raise mediation.MediationError("action", "err_unknown_action", action=action[:40])
-        except mediation.MediationError as bad:
+        except UserError as bad:  # MediationError, or the minutes grown past their length (ValidationError)
             if bad.status == 403:
                 raise HTTPException(403) from None
-            return await detail(request, errors=by_field(bad.errors))
+            return await detail(request, errors=by_field(bad.errors), note=str(form.get("note", "")))
         return RedirectResponse(f"/mediations/{request.path_params['key']}", status_code=303)
 
     return [
