@@ -24,9 +24,10 @@ Timed measures run in 3 interleaved rounds and report medians (a shared machine'
   clients in a process of their own (bench/http_load.py) asking the served app at once, with its p95 and the rate
   of one client alone: the same question again and again, as city systems poll (answered from the list kept since
   the last change of a request, category or department: server/web/kept_answers.py), and apart with every
-  question a new one (`http_load --distinct`: each list made anew); against `GET /services.json` (no request data) asked alike in the same run, and against the
-  same list over raw rows (every request's `request_stats` row streamed and filtered; its answer must be the
-  list's, request for request): the ratio one client's list time / raw rows;
+  question a new one (`http_load --distinct`: each list made anew); against `GET /services.json` (no request
+  data) asked alike in the same run, and against the same list over raw rows (every request's `request_stats` row
+  streamed and filtered; its answer must be the list's, request for request): the ratio one client's list time /
+  raw rows;
 - the rate of creating requests through the full `service_requests.create` path (validation,
   dispatch by map position, SLA deadlines), on a sample.
 """
