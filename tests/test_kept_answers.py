@@ -1,6 +1,6 @@
 """Answers kept until what they were made from changes (server/web/kept_answers.py), against a real CouchDB:
 kept while nothing of theirs changes, dropped by a change of theirs, never kept from before a change, kept at most
-so long, and never more than so many."""
+so long, and never more than so many or so large together."""
 
 from __future__ import annotations
 
@@ -41,3 +41,16 @@ def test_an_answer_is_kept_at_most_keep_seconds_and_the_least_used_goes_first(co
     assert kept.get("b", 100.0) == "B"  # b used: c is now the least recently used
     kept.put("d", generation, 100.0, "D")
     assert [kept.get(k, 100.0) for k in "bcd"] == ["B", None, "D"]
+
+
+def test_answers_are_kept_within_their_bytes_together_and_one_too_large_is_not_kept(couch: Couch) -> None:
+    kept: KeptAnswers[str] = KeptAnswers(couch.main, ("service_request:",), keep_seconds=60, most_bytes=100)
+    generation = kept.generation()
+    kept.put("a", generation, 0.0, "A", size=60)
+    kept.put("a", generation, 0.0, "A again", size=60)  # the same key kept anew: counted once
+    kept.put("b", generation, 0.0, "B", size=40)
+    assert [kept.get(k, 0.0) for k in "ab"] == ["A again", "B"]
+    kept.put("c", generation, 0.0, "C", size=30)  # 130 bytes: the least recently used (a) goes
+    assert [kept.get(k, 0.0) for k in "abc"] == [None, "B", "C"]
+    kept.put("d", generation, 0.0, "D", size=101)  # larger than all may be: not kept, nothing dropped for it
+    assert [kept.get(k, 0.0) for k in "bcd"] == ["B", "C", None]

@@ -28,19 +28,22 @@ Answer = TypeVar("Answer")
 class _Kept(Generic[Answer]):
     made_at: float
     answer: Answer
+    size: int
 
 
 class KeptAnswers(Generic[Answer]):
-    """At most `most` answers by key (the least recently used dropped first: a client varying its parameters
-    cannot fill the memory). A change of theirs drops them all and starts a new generation: an answer made in an
-    earlier one (from before the change) is not kept."""
+    """At most `most` answers by key, of at most `most_bytes` together (the least recently used dropped first: a
+    client varying its parameters cannot fill the memory). A change of theirs drops them all and starts a new
+    generation: an answer made in an earlier one (from before the change) is not kept."""
 
     def __init__(self, db: pycouchdb.client.Database, prefixes: Iterable[str], keep_seconds: float,
-                 most: int = 256) -> None:
+                 most: int = 256, most_bytes: int = 32 * 2**20) -> None:
         self._db = db
         self._prefixes = tuple(prefixes)
         self._keep_seconds = keep_seconds
         self._most = most
+        self._most_bytes = most_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
         self._seq: Any = None
         self._generation = 0
@@ -57,6 +60,7 @@ class KeptAnswers(Generic[Answer]):
             if changed is None:  # more than `most` of ours changed: with 0, any one
                 self._generation += 1
                 self._answers.clear()
+                self._bytes = 0
             return self._generation
 
     def get(self, key: Hashable, now: float) -> Answer | None:
@@ -67,12 +71,15 @@ class KeptAnswers(Generic[Answer]):
             self._answers.move_to_end(key)
             return kept.answer
 
-    def put(self, key: Hashable, generation: int, now: float, answer: Answer) -> None:
-        """Keep `answer`, made from what the database held at `generation`, unless a change came since."""
+    def put(self, key: Hashable, generation: int, now: float, answer: Answer, size: int = 0) -> None:
+        """Keep `answer` (`size` bytes), made from what the database held at `generation`, unless a change came
+        since or it is larger than all may be together."""
         with self._lock:
-            if generation != self._generation:
+            if generation != self._generation or size > self._most_bytes:
                 return
-            self._answers[key] = _Kept(now, answer)
-            self._answers.move_to_end(key)
-            while len(self._answers) > self._most:
-                self._answers.popitem(last=False)
+            if (replaced := self._answers.pop(key, None)) is not None:
+                self._bytes -= replaced.size
+            self._answers[key] = _Kept(now, answer, size)
+            self._bytes += size
+            while len(self._answers) > self._most or self._bytes > self._most_bytes:
+                self._bytes -= self._answers.popitem(last=False)[1].size

@@ -258,7 +258,7 @@ def routes(couch: Couch, now: Callable[[], dt.datetime]) -> list[Route]:
         if (answer := kept.get(key, at.timestamp())) is None:
             made = await made_list(request, fmt, at, await kept_names(generation, at))
             answer = (made.body, made.headers.get("Link"))
-            kept.put(key, generation, at.timestamp(), answer)
+            kept.put(key, generation, at.timestamp(), answer, size=len(made.body))
         body, link = answer
         return Response(body, media_type=FORMATS[fmt], headers={"Link": link} if link else None)
 
