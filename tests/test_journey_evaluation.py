@@ -175,6 +175,51 @@ def test_not_fixed_reopens_then_confirmed_a_mediation_and_a_project_failing_twic
     secretary.close()
 
 
+def test_the_secretary_hands_a_sampled_household_to_a_volunteer_who_asks_it_at_the_door(
+    journey_browser: Browser, journey_served: Served
+) -> None:
+    """A volunteer asks the sampled households they look after: the secretary hands one of this month's sample (grid
+    1 of community 2, apart from the grid workers' journey below) to a volunteer of its grid, who finds it on their
+    door list and records the answer."""
+    secretary = Person(journey_browser, journey_served, "shuji2", role="evaluation")
+    secretary.go("survey/sample")
+    secretary.page.click("#sample-community-c2 details.hand-to-volunteer summary")
+    rows = secretary.page.locator("#sample-community-c2 li[id^='hand-household-c2-g01-']")
+    # The demo leaves each grid's last sampled household to visit this month, and has volunteers look after some
+    # households already: hand one to a volunteer of the grid who does not look after it yet.
+    choice = None
+    for i in range(rows.count()):
+        title = rows.nth(i).locator(".row-title").inner_text()
+        options = rows.nth(i).locator("select[name=volunteer] option")
+        names = [(options.nth(j).get_attribute("value"), options.nth(j).inner_text()) for j in range(options.count())]
+        free = [value for value, name in names if name not in title]
+        if free:
+            choice = rows.nth(i), free[0]
+            break
+    assert choice, "a sampled household of grid 1 not answered, with a volunteer who does not look after it yet"
+    row, volunteer = choice
+    household = row.locator("input[name=household]").get_attribute("value")
+    row.locator("select[name=volunteer]").select_option(volunteer)
+    row.locator("button:has-text('交给志愿者')").click()
+    secretary.page.wait_for_load_state()
+    secretary.page.click("#sample-community-c2 details.hand-to-volunteer summary")
+    expect(secretary.page.locator(f"#hand-{household.replace(':', '-')}")).to_contain_text("已由")
+    secretary.shot("8-sample-handed-to-a-volunteer")
+    secretary.close()
+
+    helper = Person(journey_browser, journey_served, volunteer.split(":", 1)[1], role="evaluation")
+    helper.go("survey/door")
+    door = helper.page.locator(f"#door-{household.replace(':', '-')}")
+    expect(door).to_contain_text("未回答")
+    door.locator("input[name=overall][value='4']").check()
+    door.locator("input[name=consent]").check()
+    door.locator("button:has-text('记录回答')").click()
+    helper.page.wait_for_load_state()
+    expect(helper.page.locator(f"#door-{household.replace(':', '-')}")).to_contain_text("已回答")
+    helper.shot("9-volunteer-door-answer")
+    helper.close()
+
+
 WORKERS = ("wangge08", "wangge09", "wangge10")  # community 2's grids 3-5: this journey's
 
 

@@ -25,6 +25,7 @@ from server.domain import sampling
 from server.domain.access import Principal, door_answer_id, may_see, survey_door_refusal, survey_sample_id
 from server.domain.declaration import Role, validate
 from server.domain.errors import FieldError, UserError
+from server.services import tasks
 from server.store import sweeps
 from server.store.couch import Couch, docs_of_type, get_many, get_or_none, iter_view_docs
 
@@ -207,6 +208,35 @@ def door_list(couch: Couch, p: Principal, now: dt.datetime, tz: ZoneInfo) -> lis
         answered = {a.household for a in _month_answers(couch, [(community, month)]).get((community, month), [])}
         rows += [{"household": h, "answered": i in answered} for i, h in households.items()]
     return sorted(rows, key=lambda r: (r["answered"], r["household"]["address"]))
+
+
+def hand_to_volunteer(couch: Couch, p: Principal, household_id: str, volunteer: str, now: dt.datetime,
+                      tz: ZoneInfo) -> Doc:
+    """The secretary hands a household of this month's sample to one of its grid's volunteers to ask at the door:
+    the volunteer then looks after it (the household's `volunteers`: the door list, online and offline, and the
+    answer's rule go by it). A household answered already, or not sampled, is not handed; nor to anyone but an
+    active volunteer of its grid."""
+    month = month_of(now, tz)
+    household = get_or_none(couch.main, household_id) if household_id.startswith("household:") else None
+    if household is None or not (p.has(Role.SECRETARY) and household.get("community") in p.communities):
+        raise SurveyError("household", "err_survey_not_yours", status=403)
+    sample = get_or_none(couch.main, sample_id(household["community"], month))
+    if sample is None or household_id not in {e["household"] for e in sample["households"]}:
+        raise SurveyError("household", "err_survey_not_sampled", month=month)
+    if household_id in set(sample.get("answered", [])):
+        raise SurveyError("household", "err_survey_household_answered", month=month)
+    volunteers = dict(tasks.volunteers_of(couch, household["grid"]))
+    if volunteer not in volunteers:
+        raise SurveyError("volunteer", "err_not_choice", value=volunteer[:40], choices=", ".join(volunteers.values()))
+    if volunteer in household.get("volunteers", []):
+        return household
+    handed = {**household, "volunteers": [*household.get("volunteers", []), volunteer], "updated_by": p.user_id,
+              "updated_at": now.isoformat()}
+    validate(handed)
+    try:
+        return couch.main.save(handed)
+    except Conflict:  # changed meanwhile (a phone's edit synced): the secretary tries again on the page she gets
+        raise SurveyError("household", "err_survey_changed") from None
 
 
 def mark_answered(couch: Couch, now: dt.datetime, tz: ZoneInfo) -> int:
