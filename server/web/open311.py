@@ -27,7 +27,7 @@ from server.domain.declaration import validate
 from server.domain.errors import UserError
 from server.domain.request_states import OPEN_STATES
 from server.services import service_requests as sr
-from server.store.couch import Couch, docs_of_type, get_many, get_or_none
+from server.store.couch import Couch, get_many, get_or_none
 from server.web.kept_answers import KeptAnswers
 
 Doc = dict[str, Any]
@@ -390,10 +390,9 @@ def _page_size(query: Any) -> int:
 
 
 def _names(couch: Couch, street: str) -> Names:
-    """The street's categories by code (retired ones too: an old request names one) and its departments' names by
-    id."""
-    return (sr.catalogue(couch, street, active_only=False),
-            {d["_id"]: d["name"] for d in docs_of_type(couch.main, "department") if d.get("street") == street})
+    """The street's categories by code (retired ones too: an old request names one) and the departments' names by
+    id (a server serves one street)."""
+    return sr.catalogue(couch, street, active_only=False), sr.department_names(couch)
 
 
 def _as_json(requests: list[tuple[str, Doc]], names: Names) -> list[dict[str, Any]]:
