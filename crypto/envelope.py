@@ -19,6 +19,7 @@ from __future__ import annotations
 import binascii
 import functools
 import json
+import json.scanner
 import os
 import struct
 from typing import Any, NamedTuple
@@ -107,34 +108,36 @@ def unb64url(text: str) -> bytes:
     return binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True)
 
 
-# One encoder, built once: json.dumps with options would build a new encoder on every call. The decoder is given
-# text: json.loads of bytes first guesses their encoding, which for plaintexts is UTF-8 by definition.
+# One encoder, built once: json.dumps with options would build a new encoder on every call.
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
-_decode_json = json.JSONDecoder().decode
+# The decoder's scanner, called directly: `json.loads` first guesses the encoding of bytes (plaintexts are UTF-8 by
+# definition) and matches whitespace around the value with regular expressions, five times the scan of a short value.
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())
 
 
 def encode_plaintext(value: Any) -> bytes:
     return _encode_json(value).encode("utf-8")
 
 
-def decode_plaintexts(plaintexts: list[bytes]) -> list[Any]:
-    """Parse several opened values at once (one JSON parse for a whole record, not one per field).
+def decode_plaintext(plaintext: bytes) -> Any:
+    """The one JSON value an opened plaintext holds. What the scan does not take whole (whitespace around the value,
+    anything after it, no value at all) is parsed by `json.loads`, which gives the same value or refuses it
+    (ValueError) exactly as it would alone."""
+    text = plaintext.decode("utf-8")
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:  # no JSON value starts here: json.loads says so
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
-    Each plaintext sealed by this code is one JSON value, so joined with commas inside brackets they form an array
-    of as many items; when the batch does not parse, or gives another count, each is parsed alone (and one that is no
-    JSON value is refused there). Plaintexts crafted to parse only together (`[1` and `2],3`) come out as the values
-    the batch makes ([1, 2] and 3): only a holder of the key can seal them, and the same holder could seal those
-    values directly, so nothing is opened or forged that the key did not allow; checking each boundary would cost
-    the per-field parse the batch saves (about 6 µs a record of three fields).
-    """
-    if len(plaintexts) > 1:
-        try:
-            values = _decode_json((b"[" + b",".join(plaintexts) + b"]").decode("utf-8"))
-        except ValueError:  # also UnicodeDecodeError
-            values = []
-        if len(values) == len(plaintexts):
-            return values
-    return [json.loads(p) for p in plaintexts]
+
+@functools.lru_cache(maxsize=256)
+def _data_key_heads(version: int) -> tuple[bytes, bytes]:
+    """A version-1 envelope's header for this key version, and the AAD's start (label ‖ header)."""
+    if not 0 <= version <= 0xFFFFFFFF:
+        raise EnvelopeError("format", "key version out of range")
+    header = _HEADER.pack(VERSION, version)
+    return header, AAD_LABEL + header
 
 
 class DataKey:
@@ -143,15 +146,14 @@ class DataKey:
     Holds the AES key schedule, so sealing a whole record costs one setup, not one per field.
     """
 
+    __slots__ = ("_aead", "version", "_header", "_aad_head")  # one is made per resident a page or a sync opens
+
     def __init__(self, key: bytes, version: int) -> None:
         if len(key) != KEY_BYTES:
             raise EnvelopeError("format", "data key must be 32 bytes")
-        if not 0 <= version <= 0xFFFFFFFF:
-            raise EnvelopeError("format", "key version out of range")
         self._aead = AESGCM(key)
         self.version = version
-        self._header = _HEADER.pack(VERSION, version)
-        self._aad_head = AAD_LABEL + self._header
+        self._header, self._aad_head = _data_key_heads(version)
 
     def __repr__(self) -> str:
         return f"DataKey(version={self.version})"  # never the key itself
@@ -162,7 +164,8 @@ class DataKey:
 
     def seal_with_tail(self, aad_tail: bytes, plaintext: bytes, nonce: bytes | None = None) -> str:
         """seal_bytes for the context whose `FieldContext.aad_tail` is given (a record's fields share the
-        document's part of it, so `crypto/fields.py` builds no context per field)."""
+        document's part of it, so `crypto/fields.py` builds no context per field). `nonce`: None draws a fresh one;
+        `crypto/fields.py` draws a record's nonces in one call and hands each field its own."""
         nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
         return PREFIX + b64url(self._header + nonce + self._aead.encrypt(nonce, plaintext, self._aad_head + aad_tail))
 
@@ -199,7 +202,7 @@ class DataKey:
 
     def open(self, context: FieldContext, envelope: str) -> Any:
         """Decrypt an envelope sealed for the same context; raise EnvelopeError otherwise."""
-        return json.loads(self.open_bytes(context, envelope).decode("utf-8"))
+        return decode_plaintext(self.open_bytes(context, envelope))
 
 
 def _not_opening(context: FieldContext) -> EnvelopeError:
@@ -300,7 +303,7 @@ class WriteKey:
         except ValueError:
             raise EnvelopeError("format", "sealed field has an invalid ephemeral key") from None
         aead = _sealed_aead(self._private.exchange(ec.ECDH(), ephemeral), parsed.ephemeral)
-        return json.loads(_decrypt(aead, context, parsed.header, parsed.nonce, parsed.sealed).decode("utf-8"))
+        return decode_plaintext(_decrypt(aead, context, parsed.header, parsed.nonce, parsed.sealed))
 
 
 class Parsed(NamedTuple):

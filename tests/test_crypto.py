@@ -207,14 +207,14 @@ def test_header_of_reads_five_bytes_and_reports_fewer_as_unknown() -> None:
     assert env.header_of(bytes([1, 0, 0, 1])) == (0, 0)
 
 
-def test_several_plaintexts_parse_as_each_alone() -> None:
-    values = ["高血压", ["a", 1], {"b": None}, True, 0]
-    assert env.decode_plaintexts([env.encode_plaintext(v) for v in values]) == values
-    assert env.decode_plaintexts([env.encode_plaintext("x")]) == ["x"] and env.decode_plaintexts([]) == []
-    # A plaintext that is not exactly one JSON value is refused, never split across its neighbours.
-    for broken in ([b'"a"', b"1,2"], [b'"a"', b"nope"], [b"", b"1"]):
+def test_a_plaintext_parses_as_exactly_one_json_value() -> None:
+    for value in ["高血压", ["a", 1], {"b": None, "c": [1.5, "x"]}, True, 0, None, ""]:
+        assert env.decode_plaintext(env.encode_plaintext(value)) == value
+    assert env.decode_plaintext(b' [1, 2] ') == [1, 2]  # whitespace around a value: as json.loads reads it
+    # Not exactly one JSON value: refused, never its first value alone.
+    for broken in (b"1,2", b'"a" "b"', b"nope", b"", b"[1", b"\xef\xbb\xbf1", b"\xff"):
         with pytest.raises(ValueError):
-            env.decode_plaintexts(broken)
+            env.decode_plaintext(broken)
 
 
 def test_v2_seals_with_a_fresh_ephemeral_key_and_nonce_each_time() -> None:
