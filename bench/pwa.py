@@ -13,7 +13,9 @@ holds about `--replica` documents (the contact-key grants their phone receives i
     hold more), so each holds the same replica;
 (b) cold replica: each such phone's login → its first sync finished (the time the service worker stamps), against
     the reference: PouchDB (same adapter) in a page of the same slowed browser replicating the same documents
-    straight from pouchdb-server, no gateway. One warm-up phone and reference replication, then `--runs` of each
+    straight from pouchdb-server, no gateway, as it comes (its default of 100 documents a batch); and beside it,
+    in the same turn, the same with the phone's own batch size (pwa/sync/replica.js PULL_BATCH), to show how much
+    of the difference that option makes. One warm-up phone and reference replication, then `--runs` of each
     interleaved (bench/measure.py): medians and spread; every replica must hold what the reference holds;
 (c) offline renders by the service worker from the last phone's replica, until the page is interactive: the grid
     page (`/grids/<id>`: the first 50 of the households and "load more"; also until its answer ended), the rows
@@ -62,6 +64,7 @@ from tests.browser import launch  # noqa: E402
 from tests.sync_harness import serve, stop, visible_ids  # noqa: E402
 
 PASSWORD = "bench-password"
+PULL_BATCH = int(re.search(r"const PULL_BATCH = (\d+);", (ROOT / "pwa/sync/replica.js").read_text()).group(1))
 WORKER = "wangge01"  # the grid worker of the demo's first grid
 PHONE = {"width": 390, "height": 844}
 STEP_TIMEOUT_MS = 600_000
@@ -83,10 +86,10 @@ SEARCH = """async (url) => {
 # The navigation just made: until the answer ended, until the page was interactive (ms).
 NAVIGATION = """() => { const n = performance.getEntriesByType("navigation")[0];
   return [n.responseEnd - n.startTime, n.domContentLoadedEventEnd - n.startTime]; }"""
-REFERENCE_REPLICATION = """async (url) => {
+REFERENCE_REPLICATION = """async ([url, options]) => {
   const local = new PouchDB("reference", {adapter: "indexeddb"});
   const started = performance.now();
-  const result = await local.replicate.from(url);
+  const result = await local.replicate.from(url, options);
   return [performance.now() - started, result.docs_written, (await local.info()).doc_count];
 }"""
 
@@ -308,14 +311,16 @@ def phone(browser: Browser, url: str, username: str) -> tuple[BrowserContext, Pa
     return context, page, {"before_key": before_key, "with_key": with_key, "cold_s": cold_s, "docs": replica_docs}
 
 
-def direct_replication_seconds(browser: Browser, url: str, database_url: str, docs: int) -> float:
-    """The reference of (b): PouchDB in a new page replicating straight from pouchdb-server (seconds)."""
+def direct_replication_seconds(browser: Browser, url: str, database_url: str, docs: int,
+                               options: dict[str, Any]) -> float:
+    """The reference of (b): PouchDB in a new page replicating straight from pouchdb-server (seconds), with these
+    replication options."""
     context = browser.new_context()
     page = context.new_page()
     page.goto(database_url.rsplit("/", 1)[0] + "/")  # the database's origin: no CORS in the way
     page.add_script_tag(url=url + "vendor/pouchdb.min.js")
     page.add_script_tag(url=url + "vendor/pouchdb.indexeddb.min.js")
-    ms, written, count = page.evaluate(REFERENCE_REPLICATION, database_url)
+    ms, written, count = page.evaluate(REFERENCE_REPLICATION, [database_url, options])
     expect("documents the reference replicated", written, docs)
     expect("documents in the reference's replica", count, docs)
     context.close()
@@ -343,9 +348,20 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
             return figures["cold_s"]
 
         def direct() -> float:
+            """PouchDB as it comes (the reference); then, or first on every other call, PouchDB asking for as many
+            documents at a time as the phone's pulls do (kept apart: how much of the difference is that option)."""
             if not reference:  # what a phone's replica holds, once one has synced (its grants included)
                 reference["db"], reference["docs"] = reference_database(couch, users[0])
-            return direct_replication_seconds(browser, url, couch_url + reference["db"], reference["docs"])
+                reference["batched"] = []
+            database = couch_url + reference["db"]
+            both = [({}, None), ({"batch_size": PULL_BATCH}, reference["batched"])]
+            seconds = {}
+            for options, kept_in in both if len(reference["batched"]) % 2 == 0 else both[::-1]:
+                seconds[bool(kept_in is not None)] = direct_replication_seconds(browser, url, database,
+                                                                                reference["docs"], options)
+                if kept_in is not None:
+                    kept_in.append(seconds[True])
+            return seconds[False]
 
         cold, cold_reference = interleave(new_phone, direct, rounds=runs)
         for n, figures in enumerate(phones):
@@ -381,6 +397,9 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
         "cold_replica_seconds": spread(cold, 2),
         "reference_direct_seconds": spread(cold_reference, 2),
         "cold_replica_ratio": ratio(cold, cold_reference),
+        "reference_batched_seconds": spread(reference["batched"][1:], 2),  # the first: the warm-up's
+        "reference_batch_size": PULL_BATCH,
+        "cold_replica_ratio_to_batched": ratio(cold, reference["batched"][1:]),
         "offline_grid_ms": offline["grid"],
         "online_grid_ms": online["grid"],
         "grid_ratio": round(offline["grid"] / online["grid"], 2),

@@ -442,20 +442,18 @@ async function runSync() {
   try {
     await pinInstallationKey(session.installation_key); // first sync: pinned; later: must be the same
     await refreshShell();
-    // A new phone registers its key while it pulls (the server wraps a key grant per resident meanwhile), then
-    // pulls once more for the grants. Without a key the phone still syncs; it only cannot open protected fields
-    // offline, and the bar says why.
-    const newPhone = !(await storedPhoneKey(session.user._id));
+    // A new phone registers its key while the urgent kinds and its household list come down (the server wraps a
+    // key grant per resident meanwhile); the pull of the rest waits for it, so the grants come with the rest.
+    // Without a key the phone still syncs; it only cannot open protected fields offline, and the bar says why.
     const registering = phoneKey(session.user._id, session.csrf_token)
       .then(() => null, (e) => (e.key ? { key: e.key, params: e.params || {} } : e.message));
     const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
     // Urgent kinds first (alerts, service requests): the bar shows them arrived before the photos go.
     const own = new Set(Object.keys(await unsentRevs(db)));
-    const { push } = await syncOnce(db, remote, { first: (await schemaJSON())?.sync_first, onFirst: broadcast, own });
+    const schema = await schemaJSON();
+    const { push } = await syncOnce(db, remote, { first: schema?.sync_first, onFirst: broadcast,
+                                                  list: schema?.sync_list, rest: registering, own });
     const keyError = await registering;
-    if (newPhone && !keyError) {
-      await db.replicate.from(remote);
-    }
     // Kept as the sync gateway answered (sync/writes.py): the reason for logs, the errors for the person.
     const refused = (push.errors || []).map((e) => ({ id: e.id || "", reason: String(e.reason || e.message || e),
       errors: e.errors || [{ field: "(document)", key: "err_sync_refused", params: {} }] }));

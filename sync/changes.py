@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from server.domain.access import Principal, may_see
-from server.domain.declaration import SYNC_FIRST_FILTER, SYNC_FIRST_TYPES
+from server.domain.declaration import SYNC_FIRST_FILTER, SYNC_FIRST_TYPES, SYNC_LIST_FILTER, SYNC_LIST_TYPES
 
 from .hub import ChangesHub, Subscriber
 from .jsonio import FastJSONResponse, dumps, loads
@@ -40,6 +40,8 @@ STYLES = ("main_only", "all_docs")
 MAX_LIMIT = 10_000
 MAX_CHUNK = 2_000  # CouchDB changes read per round trip while filtering
 DEFAULT_TIMEOUT_MS = 60_000
+# A new phone's pull in stages: the urgent kinds, then the household list, then the rest (unfiltered).
+FILTERS = {SYNC_FIRST_FILTER: SYNC_FIRST_TYPES, SYNC_LIST_FILTER: SYNC_LIST_TYPES}
 MAX_LIVE_MS = 300_000  # a live feed ends after this and the client reconnects (and is authenticated again)
 
 
@@ -54,11 +56,12 @@ class ChangesQuery:
     heartbeat_ms: int | None
     timeout_ms: int
     doc_ids: frozenset[str] | None
-    urgent_only: bool = False  # the urgent-first pull (declaration.SYNC_FIRST_TYPES, without photos)
+    # A phone's staged pull (FILTERS): only these kinds, without photos (those come with the rest).
+    kinds: frozenset[str] | None = None
 
     def wants(self, doc: dict[str, Any]) -> bool:
         return (may_see(self.principal, doc) and (self.doc_ids is None or doc["_id"] in self.doc_ids)
-                and (not self.urgent_only or (doc.get("type") in SYNC_FIRST_TYPES and not doc.get("_attachments"))))
+                and (self.kinds is None or (doc.get("type") in self.kinds and not doc.get("_attachments"))))
 
     def shape(self, change: dict[str, Any]) -> dict[str, Any]:
         """A CouchDB change as this client sees it: its own sequence, the document only if asked."""
@@ -83,16 +86,16 @@ async def parse_query(request: Request, p: Principal) -> ChangesQuery:
     if filter_name == "_doc_ids":
         raw = (await json_body(request)).get("doc_ids") if request.method == "POST" else _json_param(request, "doc_ids")
         doc_ids = frozenset(string_list(raw, "doc_ids"))
-    elif filter_name not in (None, SYNC_FIRST_FILTER):
-        raise bad_request(f"filter {filter_name!r} is not offered by the sync gateway (only _doc_ids and "
-                          f"{SYNC_FIRST_FILTER}); what you receive is already filtered to what you may see")
+    elif filter_name is not None and filter_name not in FILTERS:
+        raise bad_request(f"filter {filter_name!r} is not offered by the sync gateway (only _doc_ids, "
+                          f"{', '.join(FILTERS)}); what you receive is already filtered to what you may see")
     limit = int_param(request, "limit", 0, 0, MAX_LIMIT)
     return ChangesQuery(
         principal=p, since=decode_since(p, params.get("since")), limit=limit or None,
         style=choice_param(request, "style", STYLES), include_docs=bool_param(request, "include_docs"),
         feed=choice_param(request, "feed", FEEDS), heartbeat_ms=heartbeat,
         timeout_ms=int_param(request, "timeout", DEFAULT_TIMEOUT_MS, 0, MAX_LIVE_MS), doc_ids=doc_ids,
-        urgent_only=filter_name == SYNC_FIRST_FILTER)
+        kinds=FILTERS.get(filter_name or ""))
 
 
 def _json_param(request: Request, name: str) -> Any:

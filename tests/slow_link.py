@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 CHUNK = 4096
@@ -31,6 +31,8 @@ class SlowLink:
     down: bool = False  # no request gets through: new connections are closed at once, open ones cut
     # Paths answered 503 by the link's far end, as a reverse proxy in front of a restarting server answers.
     unavailable: tuple[str, ...] = ()
+    # Or requests (path and query) it picks: answered 503 the same way; the signal lost for one kind of request.
+    refused: Callable[[str], bool] | None = None
     requests: list[str] = field(default_factory=list)  # the path of every request sent up, in order
     sent: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
     _free_at: dict[str, float] = field(default_factory=lambda: {"up": 0.0, "down": 0.0})
@@ -60,7 +62,7 @@ class SlowLink:
                 if client is not None and (request := REQUEST_LINE.match(data)):
                     path = request.group(1).decode()
                     self.requests.append(path)
-                    if path.split("?")[0] in self.unavailable:
+                    if path.split("?")[0] in self.unavailable or (self.refused and self.refused(path)):
                         client.write(UNAVAILABLE)
                         await client.drain()
                         break

@@ -24,7 +24,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Request
 
 from server.domain.access import Principal
-from server.domain.declaration import SYNC_FIRST_FILTER, SYNC_FIRST_TYPES, Role
+from server.domain.declaration import SYNC_FIRST_FILTER, SYNC_FIRST_TYPES, SYNC_LIST_FILTER, SYNC_LIST_TYPES, Role
 from server.security import accounts, filing, grants
 from server.security.accounts import user_id
 from server.security.firewall import Firewall
@@ -498,20 +498,24 @@ def _changes(page: Page, query: str) -> dict:
     }""", query)
 
 
-def test_the_gateway_offers_the_urgent_kinds_apart(site: DemoSite, link: SlowLink) -> None:
+def test_the_gateway_offers_the_urgent_kinds_and_the_household_list_apart(site: DemoSite, link: SlowLink) -> None:
     page = sign_in(site.browser.new_context(viewport=PHONE, service_workers="block"), link.url, "wangge01")
     everything = _changes(page, "include_docs=true&limit=10000")
-    urgent = _changes(page, f"filter={SYNC_FIRST_FILTER}&include_docs=true&limit=10000")
-    assert everything["status"] == urgent["status"] == 200
-    kinds = {r["doc"].get("type") for r in urgent["body"]["results"]}
-    assert "alert:pwa-sos" in {r["id"] for r in urgent["body"]["results"]} and kinds <= SYNC_FIRST_TYPES
-    assert not any(r["doc"].get("_attachments") for r in urgent["body"]["results"])  # photos come with the rest
-    # ...and exactly the urgent part of what this worker sees (the filter narrows by kind, never widens).
-    assert {r["id"] for r in urgent["body"]["results"]} == {
-        r["id"] for r in everything["body"]["results"]
-        if r["doc"].get("type") in SYNC_FIRST_TYPES and not r["doc"].get("_attachments")}
+    assert everything["status"] == 200
+    for name, types, example in ((SYNC_FIRST_FILTER, SYNC_FIRST_TYPES, "alert:pwa-sos"),
+                                 (SYNC_LIST_FILTER, SYNC_LIST_TYPES, site.couch.main.get(RESIDENT)["household"])):
+        staged = _changes(page, f"filter={name}&include_docs=true&limit=10000")
+        assert staged["status"] == 200
+        kinds = {r["doc"].get("type") for r in staged["body"]["results"]}
+        assert example in {r["id"] for r in staged["body"]["results"]} and kinds <= types, name
+        assert not any(r["doc"].get("_attachments") for r in staged["body"]["results"])  # photos come with the rest
+        # ...and exactly that part of what this worker sees (the filter narrows by kind, never widens).
+        assert {r["id"] for r in staged["body"]["results"]} == {
+            r["id"] for r in everything["body"]["results"]
+            if r["doc"].get("type") in types and not r["doc"].get("_attachments")}, name
     refused = _changes(page, "filter=app/everything")
     assert refused["status"] == 400 and SYNC_FIRST_FILTER in refused["body"]["reason"]
+    assert SYNC_LIST_FILTER in refused["body"]["reason"]
     page.context.close()
 
 
@@ -635,6 +639,44 @@ def test_the_bar_shows_a_first_sync_under_way_before_anything_is_pulled(site: De
     while (state := page.evaluate(bar))[0] == "yes" and time.monotonic() < deadline:
         assert "正在同步" in state[1] and "yes" not in state[1], state[1]
         page.wait_for_timeout(100)
+    phone.close()
+
+
+def test_a_new_phone_has_its_household_list_before_the_rest_of_its_first_sync(site: DemoSite,
+                                                                                   link: SlowLink) -> None:
+    """Issue 19 item 4: a new phone's first sync (minutes, on a weak signal) brings the urgent kinds, then its
+    household list, then the rest (visits, the year's history, key grants). Cut off once the list is in (the pull of
+    the rest refused, as a signal lost mid-sync), its grid page answers offline with the same households as online,
+    and nothing of the rest came; back online, the rest follows."""
+    grid = site.couch.main.get(RESIDENT)["grid"]
+    online = sign_in(site.browser.new_context(viewport=PHONE, service_workers="block"), site.url, "wangge01")
+    online.goto(site.url + f"grids/{grid}")
+    listed = online.eval_on_selector_all("#households a.row", "(rows) => rows.map((row) => row.href)")
+    online.context.close()
+    assert listed, "the grid lists no household online: the test proves nothing"
+
+    link.refused = lambda path: path.startswith("/sync/main/_changes") and "filter=" not in path
+    phone = site.browser.new_context(viewport=PHONE)
+    page = sign_in(phone, link.url, "wangge01")
+    page.wait_for_function("() => document.querySelector('#sync-state').classList.contains('sync-error')",
+                           timeout=60_000)
+    held = phone.service_workers[0].evaluate("""async (name) => (await new PouchDB(name, { adapter: "indexeddb" })
+      .allDocs()).rows.map((row) => row.id.split(":")[0])""", f"linli-{user_id('wangge01')}")
+    assert "household" in held and "resident" in held
+    assert set(held) <= SYNC_FIRST_TYPES | SYNC_LIST_TYPES, set(held) - SYNC_FIRST_TYPES - SYNC_LIST_TYPES
+
+    phone.set_offline(True)
+    answer = page.goto(link.url + f"grids/{grid}")
+    assert answer is not None and answer.headers.get("x-linli-offline") == "1", "not answered by the service worker"
+    offline = page.eval_on_selector_all("#households a.row", "(rows) => rows.map((row) => row.href)")
+    assert [urlsplit(h).path for h in offline] == [urlsplit(h).path for h in listed]
+
+    link.refused = None
+    phone.set_offline(False)  # the page asks for a sync when the network returns (pwa/app.js)
+    page.wait_for_function(f"() => {SYNCED}", timeout=60_000)
+    held = phone.service_workers[0].evaluate("""async (name) => (await new PouchDB(name, { adapter: "indexeddb" })
+      .allDocs()).rows.map((row) => row.id.split(":")[0])""", f"linli-{user_id('wangge01')}")
+    assert {"visit", "key_grant"} <= set(held)
     phone.close()
 
 

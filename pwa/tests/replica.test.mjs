@@ -306,6 +306,72 @@ test("the urgent kinds come down first, then the rest", async () => {
   assert.deepEqual((await local.allDocs()).rows.map((r) => r.id), ["alert:a1", "household:h1"]);
 });
 
+// The order in which documents reach the phone: the ids each pull wrote, pull by pull (PouchDB's "change" events).
+function pullsInto(local) {
+  const pulls = [];
+  const from = local.replicate.from.bind(local.replicate);
+  local.replicate.from = (remote, options) => {
+    const written = [];
+    pulls.push({ options, written });
+    const replication = from(remote, options);
+    replication.on("change", (info) => written.push(...info.docs.map((doc) => doc._id)));
+    return replication;
+  };
+  return pulls;
+}
+
+const ALERTS = { types: ["alert"], filter: (doc) => doc.type === "alert" };
+const LIST = { types: ["household"], filter: (doc) => doc.type === "household" };
+
+test("a new phone's household list comes after the urgent kinds and before the rest; the rest waits for `rest`",
+  async () => {
+    const local = phone();
+    const { db } = server();
+    await db.bulkDocs([{ _id: "alert:a1", type: "alert" }, { _id: "household:h1", type: "household" },
+                       { _id: "visit:v1", type: "visit" }]);
+    const pulls = pullsInto(local);
+    let registered = null;
+    const rest = new Promise((resolve) => { registered = resolve; });
+    const syncing = syncOnce(local, db, { first: ALERTS, list: LIST, rest });
+    while (pulls.length < 2 || !(await local.get("household:h1").catch(() => null))) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the rest would have begun by now, were it free to
+    assert.equal(pulls.length, 2, "the rest was pulled before `rest` settled");
+    assert.equal(await local.get("visit:v1").catch(() => null), null);
+    registered();
+    await syncing;
+    assert.deepEqual(pulls.map((pull) => pull.written), [["alert:a1"], ["household:h1"], ["visit:v1"]]);
+  });
+
+test("a phone that has synced before pulls no household list of its own: only the urgent kinds, then the rest",
+  async () => {
+    const local = phone();
+    const { db } = server();
+    await syncOnce(local, db);
+    await db.bulkDocs([{ _id: "alert:a1", type: "alert" }, { _id: "household:h1", type: "household" }]);
+    const pulls = pullsInto(local);
+    await syncOnce(local, db, { first: ALERTS, list: LIST });
+    assert.deepEqual(pulls.map((pull) => pull.written), [["alert:a1"], ["household:h1"]]);
+    assert.equal(pulls[1].options.filter, undefined);
+  });
+
+test("pulls ask for 500 documents at a time, not PouchDB's 100", async () => {
+  const local = phone();
+  const { db } = server();
+  await db.bulkDocs([{ _id: "household:h1", type: "household" }]);
+  const pulls = pullsInto(local);
+  const asked = [];
+  const changes = db.changes.bind(db);
+  db.changes = (options) => {
+    asked.push(options.limit);
+    return changes(options);
+  };
+  await syncOnce(local, db, { first: ALERTS, list: LIST });
+  assert.deepEqual(pulls.map((pull) => pull.options.batch_size), [500, 500, 500]);
+  assert.ok(asked.length && asked.every((limit) => limit === 500), JSON.stringify(asked));
+});
+
 // The server's side asked which revisions it lacks (PouchDB's revsDiff, the gateway's _revs_diff): the ids asked about.
 function askedAbout(db) {
   const asked = [];

@@ -141,6 +141,9 @@ class DocType:
     # Urgent: a phone coming back online sends and fetches these before anything else (issue 22), so an SOS
     # acknowledgement never waits behind a visit's photos. One carrying photos goes with the rest.
     sync_first: bool = False
+    # The household list: a new phone pulls these right after the urgent kinds and before the rest (visits, the
+    # year's history), so that its grid and household pages answer offline early in a first sync of minutes.
+    sync_list: bool = False
     routing: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -273,17 +276,17 @@ DOC_TYPES: dict[str, DocType] = {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "district": _text(Category.SYSTEM, max_length=100),
             "city": _text(Category.SYSTEM, max_length=100),
-        }, label_zh="街道", label_en="Street", client_writable=True),
+        }, label_zh="街道", label_en="Street", client_writable=True, sync_list=True),
         DocType("community", Scope.COMMUNITY, {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "office_address": _text(Category.SYSTEM, max_length=200),
-        }, label_zh="社区", label_en="Community", client_writable=True),
+        }, label_zh="社区", label_en="Community", client_writable=True, sync_list=True),
         DocType("grid", Scope.GRID, {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "number": Field("int", Category.SYSTEM, required=True),
             "area": _text(Category.SYSTEM, max_length=200),
             "location": Field("geo", Category.SYSTEM),  # the grid's centre, for dispatch by map position
-        }, label_zh="网格", label_en="Grid", client_writable=True),
+        }, label_zh="网格", label_en="Grid", client_writable=True, sync_list=True),
         DocType("department", Scope.STREET, {
             "name": _text(Category.SYSTEM, required=True, max_length=100),
             "kind": _enum(DEPARTMENT_KINDS, Category.SYSTEM, required=True),
@@ -308,7 +311,7 @@ DOC_TYPES: dict[str, DocType] = {
             # The last edit (the household edit page, phones): who made it shows on the conflict screen.
             "updated_by": _ref("user"),
             "updated_at": Field("datetime"),
-        }, label_zh="住户", label_en="Household", client_writable=True),
+        }, label_zh="住户", label_en="Household", client_writable=True, sync_list=True),
         DocType("resident", Scope.GRID, {
             "household": _ref("household", required=True),
             # basic
@@ -341,7 +344,7 @@ DOC_TYPES: dict[str, DocType] = {
             "care_plan": _text(Category.SOCIAL, max_length=1000),
             "care_plan_health": _text(Category.HEALTH, max_length=1000),
             "family_contacts": Field("records", Category.CONTACT, shape=FAMILY_CONTACT_SHAPE),
-        }, label_zh="居民", label_en="Resident", client_writable=True),
+        }, label_zh="居民", label_en="Resident", client_writable=True, sync_list=True),
         DocType("user", Scope.STREET, {
             "username": _text(Category.SYSTEM, required=True, max_length=50),
             "display_name": _text(Category.BASIC, required=True, max_length=50),
@@ -1221,8 +1224,10 @@ DOC_TYPES: dict[str, DocType] = {
 
 CLIENT_WRITABLE = frozenset(t.name for t in DOC_TYPES.values() if t.client_writable)
 SYNC_FIRST_TYPES = frozenset(t.name for t in DOC_TYPES.values() if t.sync_first)
-# The sync gateway's `_changes?filter=` for them (a design-document filter's name, as CouchDB spells one).
+SYNC_LIST_TYPES = frozenset(t.name for t in DOC_TYPES.values() if t.sync_list)
+# The sync gateway's `_changes?filter=` for each (a design-document filter's name, as CouchDB spells one).
 SYNC_FIRST_FILTER = "linli/urgent"
+SYNC_LIST_FILTER = "linli/list"
 
 
 def database_of(doc_id: str) -> str | None:
@@ -1449,6 +1454,7 @@ def export_json() -> dict[str, Any]:
         "scopes": {s.value: list(f) for s, f in SCOPE_FIELDS.items()},
         "version_field": VERSION_FIELD,
         "sync_first": {"filter": SYNC_FIRST_FILTER, "types": sorted(SYNC_FIRST_TYPES)},
+        "sync_list": {"filter": SYNC_LIST_FILTER, "types": sorted(SYNC_LIST_TYPES)},
         "types": {
             t.name: {
                 "version": t.version,
@@ -1483,7 +1489,7 @@ def _self_check() -> None:
             assert f.ref is None or f.ref in DOC_TYPES, f"{t.name}.{name}: unknown ref {f.ref}"
             assert name not in t.routing, f"{t.name}.{name} shadows a routing field"
         assert not t.client_writable or t.database == MAIN_DB, f"{t.name}: clients write the main database only"
-        assert not t.sync_first or t.database == MAIN_DB, f"{t.name}: only the main database is synced"
+        assert not (t.sync_first or t.sync_list) or t.database == MAIN_DB, f"{t.name}: only the main database is synced"
 
 
 _self_check()
