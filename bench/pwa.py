@@ -15,7 +15,9 @@ holds about `--replica` documents (the contact-key grants their phone receives i
     the reference: PouchDB (same adapter) in a page of the same slowed browser replicating the same documents
     straight from pouchdb-server, no gateway, as it comes (its default of 100 documents a batch); and beside it,
     in the same turn, the same with the phone's own batch size (pwa/sync/replica.js PULL_BATCH), to show how much
-    of the difference that option makes. One warm-up phone and reference replication, then `--runs` of each
+    of the difference that option makes; and of the phone's time, the part from its first pull's first request to
+    the sync done (the replication itself, without login, page, service worker and shell; `_changes` requests pass
+    through a Playwright route to be stamped). One warm-up phone and reference replication, then `--runs` of each
     interleaved (bench/measure.py): medians and spread; every replica must hold what the reference holds;
 (c) offline renders by the service worker from the last phone's replica, until the page is interactive: the grid
     page (`/grids/<id>`: the first 50 of the households and "load more"; also until its answer ended), the rows
@@ -153,20 +155,28 @@ def login(page: Page, url: str, username: str) -> int:
     return started
 
 
-def first_load(browser: Browser, url: str, username: str) -> tuple[BrowserContext, Page, int, float, float]:
+def first_load(browser: Browser, url: str,
+               username: str) -> tuple[BrowserContext, Page, int, float, float, float]:
     """A new phone signs in and syncs: (its context, page, when the form was sent, ms until the grid page is
     interactive and the service worker controls it, ms until its key is registered too: the server's answer to
-    POST /phone-keys, which issues a key grant per resident, has reached the phone)."""
+    POST /phone-keys, which issues a key grant per resident, has reached the phone; and when (the page's clock) its
+    first pull asked for its first changes)."""
     context = browser.new_context(viewport=PHONE)
     context.add_init_script(MARK_CONTROL)
     registered: list[float] = []
+    pulls: list[float] = []
 
     def stamp(route: Route) -> None:
         answer = route.fetch(timeout=STEP_TIMEOUT_MS)
         registered.append(time.time() * 1000)  # the same wall clock as the page's Date.now()
         route.fulfill(response=answer)
 
+    def first_pull(route: Route) -> None:
+        pulls.append(time.time() * 1000)
+        route.continue_()
+
     context.route("**/phone-keys", stamp)
+    context.route("**/sync/main/_changes*", first_pull)
     page = context.new_page()
     started = login(page, url, username)
     page.wait_for_function("() => window.linliControlledAt", timeout=STEP_TIMEOUT_MS)
@@ -174,7 +184,7 @@ def first_load(browser: Browser, url: str, username: str) -> tuple[BrowserContex
         performance.timeOrigin + performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd)""")
     page.wait_for_function(f"() => {SYNCED_OR_FAILED}", timeout=STEP_TIMEOUT_MS, polling=250)
     expect(f"phone keys {username} registered", len(registered), 1)
-    return context, page, started, ready - started, max(ready, registered[0]) - started
+    return context, page, started, ready - started, max(ready, registered[0]) - started, pulls[0]
 
 
 def navigate(page: Page, url: str, offline: bool) -> tuple[float, float]:
@@ -301,14 +311,16 @@ def grid_workers(couch: Couch, count: int) -> list[str]:
 def phone(browser: Browser, url: str, username: str) -> tuple[BrowserContext, Page, dict[str, float]]:
     """(a) and (b) for one new phone: its context and page, and its figures: the first load before and with its
     key registered (ms), the seconds from its login to its first sync finished, and the documents it then holds."""
-    context, page, started, before_key, with_key = first_load(browser, url, username)
+    context, page, started, before_key, with_key, first_pull = first_load(browser, url, username)
     synced, bar = page.evaluate(f"[{SYNC_BAR}.dataset.lastSynced, {SYNC_BAR}.innerText]")
     if not synced:
         raise RuntimeError(f"the first sync failed: {bar}")
-    cold_s = (page.evaluate("(iso) => Date.parse(iso)", synced) - started) / 1000
+    synced_ms = page.evaluate("(iso) => Date.parse(iso)", synced)
+    cold_s, pulling_s = (synced_ms - started) / 1000, (synced_ms - first_pull) / 1000
     replica_docs = context.service_workers[0].evaluate(
         f"async () => (await new PouchDB('linli-{user_id(username)}', {{adapter: 'indexeddb'}}).info()).doc_count")
-    return context, page, {"before_key": before_key, "with_key": with_key, "cold_s": cold_s, "docs": replica_docs}
+    return context, page, {"before_key": before_key, "with_key": with_key, "cold_s": cold_s, "pulling_s": pulling_s,
+                           "docs": replica_docs}
 
 
 def direct_replication_seconds(browser: Browser, url: str, database_url: str, docs: int,
@@ -397,6 +409,10 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
         "cold_replica_seconds": spread(cold, 2),
         "reference_direct_seconds": spread(cold_reference, 2),
         "cold_replica_ratio": ratio(cold, cold_reference),
+        # Of the cold replica, from the first pull's first request to the sync done: the replication itself, without
+        # the login, the page, the service worker's start and the shell before it.
+        "first_pull_to_synced_seconds": spread([f["pulling_s"] for f in measured], 2),
+        "first_pull_to_synced_ratio": ratio([f["pulling_s"] for f in measured], cold_reference),
         "reference_batched_seconds": spread(reference["batched"][1:], 2),  # the first: the warm-up's
         "reference_batch_size": PULL_BATCH,
         "cold_replica_ratio_to_batched": ratio(cold, reference["batched"][1:]),
