@@ -365,15 +365,17 @@ def measure(browser: Browser, url: str, couch: Couch, couch_url: str, pages: dic
             if not reference:  # what a phone's replica holds, once one has synced (its grants included)
                 reference["db"], reference["docs"] = reference_database(couch, users[0])
                 reference["batched"] = []
-            database = couch_url + reference["db"]
-            both = [({}, None), ({"batch_size": PULL_BATCH}, reference["batched"])]
-            seconds = {}
-            for options, kept_in in both if len(reference["batched"]) % 2 == 0 else both[::-1]:
-                seconds[bool(kept_in is not None)] = direct_replication_seconds(browser, url, database,
-                                                                                reference["docs"], options)
-                if kept_in is not None:
-                    kept_in.append(seconds[True])
-            return seconds[False]
+            def replicated(options: dict[str, Any]) -> float:
+                return direct_replication_seconds(browser, url, couch_url + reference["db"], reference["docs"],
+                                                  options)
+
+            batched_first = len(reference["batched"]) % 2 == 1
+            if batched_first:
+                reference["batched"].append(replicated({"batch_size": PULL_BATCH}))
+            seconds = replicated({})
+            if not batched_first:
+                reference["batched"].append(replicated({"batch_size": PULL_BATCH}))
+            return seconds
 
         cold, cold_reference = interleave(new_phone, direct, rounds=runs)
         for n, figures in enumerate(phones):

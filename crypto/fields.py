@@ -17,7 +17,6 @@ from server.domain.declaration import DOC_TYPES, ENCRYPTED_PREFIX, PROTECTED_TIE
 
 from .envelope import (
     NONCE_BYTES,
-    VERSION,
     DataKey,
     EnvelopeError,
     FieldContext,
@@ -25,13 +24,10 @@ from .envelope import (
     decode_plaintext,
     encode_plaintext,
     field_tier_part,
-    header_of,
     length_prefixed,
     parse,
 )
 from .keyring import ResidentKeys
-
-V1_TAG = bytes([VERSION])
 
 
 @functools.cache
@@ -93,11 +89,7 @@ def open_fields(doc: dict[str, Any], keys: ResidentKeys, names: list[str] | None
         if not is_sealed(value):
             raise EnvelopeError("format", f"protected field {name!r} of {doc['_id']!r} is stored unencrypted")
         raw = decode(value)
-        # A data key's envelope (version 1) names its key version in bytes 1-4: looked up straight, as nearly every
-        # field is; anything else (a write key's envelope, a header too short) asks `for_header`.
-        key = keys.versions.get((tier, int.from_bytes(raw[1:5], "big"))) if raw[:1] == V1_TAG else None
-        if key is None:
-            key = keys.for_header(tier, *header_of(raw))
+        key = keys.for_envelope(tier, raw)
         if key is None:
             parse(value)  # a malformed envelope says why; a well-formed one needs a key version we lack
             raise EnvelopeError("authentication", f"encrypted field {name!r} of {doc['_id']!r} needs a data key "

@@ -25,8 +25,10 @@ from typing import Any
 
 from server.domain import declaration as domain
 
-from .envelope import SEALED_VERSION, DataKey, FieldContext, WriteKey, b64url, key_version_of
+from .envelope import SEALED_VERSION, VERSION, DataKey, FieldContext, WriteKey, b64url, header_of, key_version_of
 from .keys import KeyMaterialError, new_key, unwrap, wrap
+
+_V1_TAG = bytes([VERSION])  # a data key's envelope starts with it (envelope.py)
 
 PROTECTED_TIERS = tuple(sorted(t.value for t in domain.PROTECTED_TIERS))
 
@@ -165,6 +167,13 @@ class ResidentKeys:
     versions: dict[tuple[str, int], DataKey | WriteKey]
     record_id: str = ""
     sealed_write_keys: dict[int, str] = field(default_factory=dict)
+
+    def for_envelope(self, tier: str, raw: bytes) -> DataKey | WriteKey | None:
+        """The key that opens decoded envelope bytes of this tier. A data key's envelope (version 1), nearly every
+        field, names its key version in bytes 1-4 and is looked up straight; anything else goes by `for_header`."""
+        if raw[:1] == _V1_TAG and (key := self.versions.get((tier, int.from_bytes(raw[1:5], "big")))) is not None:
+            return key
+        return self.for_header(tier, *header_of(raw))
 
     def for_header(self, tier: str, version: int, key_version: int) -> DataKey | WriteKey | None:
         """The key that opens an envelope of this version and key version (see envelope.header_of)."""

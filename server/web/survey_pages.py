@@ -60,7 +60,8 @@ def routes(couch: Couch, current_user: Callable[[Request], Awaitable[Doc]], rend
         samples = await run_in_threadpool(get_many, couch.main,
                                           [survey.sample_id(c, month) for c in sorted(p.communities)])
         # Each sample's households not yet answered, to hand to a volunteer of their grid.
-        waiting = {s["community"]: [e for e in s["households"] if e["household"] not in set(s.get("answered", []))]
+        answered = {s["community"]: set(s.get("answered", [])) for s in samples.values()}
+        waiting = {s["community"]: [e for e in s["households"] if e["household"] not in answered[s["community"]]]
                    for s in samples.values()}
         households = await run_in_threadpool(get_many, couch.main, [e["household"] for w in waiting.values()
                                                                      for e in w])
