@@ -52,10 +52,23 @@ def test_a_phone_gets_exactly_the_keys_its_user_may_use(demo_loaded: Couch, fire
     assert grants.sync_user(firewall, user, NOW) == (0, 0)  # nothing changed, nothing rewritten
 
 
-
-
-
-
+def test_a_phones_grants_are_issued_without_reading_any_residents_sealed_record(demo_loaded: Couch,
+                                                                                firewall: Firewall) -> None:
+    """Entitlement needs a resident's place, not their record: what the database answered while the grants were
+    issued (every response, as the server read it) holds no sealed value of any resident."""
+    user = demo_loaded.accounts.get(WORKER.user_id)
+    grants.register_phone(demo_loaded, user, phone()[1], "", NOW)
+    answered: list[bytes] = []
+    hooks = demo_loaded.main.resource.session.hooks["response"]
+    hooks.append(lambda response, *args, **kwargs: answered.append(response.content))
+    try:
+        issued, _ = grants.sync_user(firewall, user, NOW)
+    finally:
+        hooks.pop()
+    sealed = [value.encode() for r in docs_of_type(demo_loaded.main, "resident") if r["grid"] == "grid:c1-g01"
+              for value in r.values() if isinstance(value, str) and value.startswith("enc:")]
+    assert issued > 0 and sealed and answered
+    assert not [value for value in sealed if any(value in body for body in answered)]
 
 
 def test_openings_on_an_offline_phone_are_filed_when_it_reports_them(demo_loaded: Couch, firewall: Firewall) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,7 +38,7 @@ from server.domain.declaration import Role, validate
 from server.domain.entitlement import approval_is_active, entitlement, privacy_choices
 from server.security import filing
 from server.security.firewall import Firewall
-from server.store.couch import Couch, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
+from server.store.couch import Couch, Database, bulk_save, docs_of_type, get_many, get_or_none, iter_view_docs
 
 Doc = dict[str, Any]
 MAX_PHONES = 5  # phone keys a user may register at once
@@ -126,20 +126,30 @@ def phones_carry_keys(p: Principal) -> bool:
     return p.has(Role.GRID_WORKER)
 
 
+def _residents_placed(main: Database, grid: str) -> Iterator[Doc]:
+    """The grid's residents as far as entitlement and a grant read them: their id and place, from a view row each
+    (`linli/resident_places`), never their sealed records."""
+    for row in main.query("linli/resident_places", key=[grid], as_list=True):
+        street, community, household = row["value"]
+        yield {"_id": row["id"], "type": "resident", "street": street, "community": community, "grid": grid,
+               "household": household}
+
+
 def _entitled(firewall: Firewall, p: Principal, now: dt.datetime) -> dict[tuple[str, str], dict[str, Any]]:
-    """(resident, tier) → {resident doc, expires_at, access_request} for every key this user may hold on a phone."""
+    """(resident, tier) → {resident (id and place: `_residents_placed`), expires_at, access_request} for every key
+    this user may hold on a phone."""
     wanted: dict[tuple[str, str], dict[str, Any]] = {}
     if not phones_carry_keys(p):
         return wanted
     main = firewall.couch.main
     for grid in sorted(p.grids):
-        # Three reads for the whole grid rather than two for each of its residents.
+        # Three reads for the whole grid rather than two for each of its residents; none of a sealed record.
         privacies = {d["resident"]: d for d in iter_view_docs(main, "linli/by_place", [grid, "privacy"])}
         access_requests: dict[str, list[Doc]] = {}
         for access_request in iter_view_docs(main, "linli/by_place", [grid, "access_request"]):
             if access_request["requester"] == p.user_id:
                 access_requests.setdefault(access_request["resident"], []).append(access_request)
-        for resident in iter_view_docs(main, "linli/by_place", [grid, "resident"]):
+        for resident in _residents_placed(main, grid):
             privacy, mine = privacy_choices(privacies.get(resident["_id"])), access_requests.get(resident["_id"], [])
             if entitlement(p, resident, "contact", privacy, mine, now).allowed:
                 wanted[(resident["_id"], "contact")] = {"resident": resident}

@@ -59,6 +59,12 @@ MAIN_VIEWS = {
                " doc.due_close || doc.raised_at || doc.created_at], null); } } }",
         "reduce": "_count",
     },
+    # Each resident's place by grid: [grid] → [street, community, household]. What a phone's key grants need to
+    # know of a resident (server/security/grants.py), without reading their sealed record.
+    "resident_places": {
+        "map": "function (doc) { if (doc.type === 'resident' && doc.grid) {"
+               " emit([doc.grid], [doc.street, doc.community, doc.household]); } }",
+    },
     # The filing log by whose record was opened: the resident's own "who looked at my data" list.
     "audit_by_target": {
         "map": "function (doc) { if (doc.type === 'audit_entry') { emit([doc.target, doc.at], null); } }",
@@ -252,9 +258,9 @@ class Physical:
 
 # The first pages' views first (`linli serve` builds those before it prints the URL: FIRST), then the rest.
 PHYSICAL = (
-    Physical(MAIN_DB, "rows", "_count", ("by_place", "audit_by_target", "request_stats", "request_clock",
-                                          "public_requests", "open_alerts", "readings_by_device", "conflicts",
-                                          "claims", "pool", "survey_answers", "figures_source")),
+    Physical(MAIN_DB, "rows", "_count", ("by_place", "resident_places", "audit_by_target", "request_stats",
+                                          "request_clock", "public_requests", "open_alerts", "readings_by_device",
+                                          "conflicts", "claims", "pool", "survey_answers", "figures_source")),
     Physical(ACCOUNTS_DB, "rows", "_count", tuple(ACCOUNT_VIEWS)),  # its "conflicts" is the accounts database's
     Physical(MAIN_DB, "sums", "_sum", ("ledger",)),
 )
