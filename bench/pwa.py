@@ -72,9 +72,11 @@ PHONE = {"width": 390, "height": 844}
 STEP_TIMEOUT_MS = 600_000
 TEMPLATES = ROOT / "server" / "templates"
 GZIP_LEVEL = 6  # what a compressing reverse proxy typically sends; `linli serve` itself does not compress
-# When the service worker takes over a page: the end of a first load (every page gets this before its scripts).
+# When the service worker takes over a page: the end of a first load; and when a form was submitted, kept across the
+# navigation it starts (every page gets this before its scripts).
 MARK_CONTROL = """navigator.serviceWorker?.addEventListener("controllerchange",
-  () => { window.linliControlledAt = Date.now(); });"""
+  () => { window.linliControlledAt = Date.now(); });
+addEventListener("submit", () => sessionStorage.setItem("linliSubmittedAt", Date.now()), true);"""
 SYNC_BAR = "document.querySelector('#sync-state')"
 SYNCED_OR_FAILED = f"{SYNC_BAR}?.dataset.lastSynced || {SYNC_BAR}?.classList.contains('sync-error')"
 # One request of search-as-you-type as htmx makes it, swapped into the list; whether the service worker answered.
@@ -145,14 +147,14 @@ def reference_database(couch: Couch, username: str) -> tuple[str, int]:
 # ---------------------------------------------------------------- the phone
 
 def login(page: Page, url: str, username: str) -> int:
-    """Open the login page, sign a grid worker in; the page's clock (ms) when the form was sent."""
+    """Open the login page, sign a grid worker in; the page's clock (ms) when the form was submitted (the page's own
+    event: the time Playwright takes to click a slowed page is not the phone's)."""
     page.goto(url + "login")
     page.fill("#username", username)
     page.fill("#password", PASSWORD)
-    started = page.evaluate("Date.now()")
     page.click("form[action='/login'] button[type=submit]")
     page.wait_for_url("**/grids/**")
-    return started
+    return int(page.evaluate("sessionStorage.getItem('linliSubmittedAt')"))
 
 
 def first_load(browser: Browser, url: str,

@@ -35,7 +35,16 @@ async function cacheShell() {
   await cache.put(SHELL_URL, new Response(JSON.stringify(shell), { headers: { "Content-Type": "application/json" } }));
   environment = null; // templates may have changed
   schema = null;
+  shellKept = true;
   return shell;
+}
+
+// Whether the shell is kept. A new phone's first worker runs without it for a moment: it takes over at once and
+// its first sync caches the shell alongside the first pulls (runSync); meanwhile nothing can be rendered offline.
+let shellKept = false;
+async function hasShell() {
+  shellKept ||= (await cachedJSON(SHELL_URL)) !== null;
+  return shellKept;
 }
 
 // The domain declaration, as kept with the shell (cacheShell forgets it when the shell changes).
@@ -57,7 +66,11 @@ async function refreshShell() {
   }
 }
 
-self.addEventListener("install", (event) => event.waitUntil(cacheShell().then(() => self.skipWaiting())));
+// A worker that replaces another caches the new shell before it takes over, so that no page is rendered with the
+// code of one version and the templates of another. A new phone's first worker does not wait for it: on a slow
+// phone caching the shell takes seconds that its first sync need not wait for (runSync caches it meanwhile).
+self.addEventListener("install", (event) => event.waitUntil(
+  hasShell().then((kept) => kept && cacheShell()).then(() => self.skipWaiting())));
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
 // ---- who is signed in, and their replica
@@ -205,7 +218,7 @@ function sameToken(session, request, form) {
 
 async function answerOffline(request, match) {
   const session = await storedSession();
-  if (!session) { // never signed in on this phone while online: nothing to show
+  if (!session || !(await hasShell())) { // never signed in on this phone while online, or no shell yet
     return offlineOnly();
   }
   const url = new URL(request.url);
@@ -230,7 +243,7 @@ async function answerOffline(request, match) {
 // A page that needs the server (approvals, the access request form…): say so, in the app's own page.
 async function offlineOnly() {
   const session = await storedSession();
-  if (session) {
+  if (session && await hasShell()) {
     return renderPage(session, "error.html", { message: "offline_unavailable", errors: {} }, 503);
   }
   const signedOut = await pendingSignOut();
@@ -441,21 +454,24 @@ async function runSync() {
   const db = replica(session);
   try {
     await pinInstallationKey(session.installation_key); // first sync: pinned; later: must be the same
-    await refreshShell();
-    // A new phone registers its key while the urgent kinds and its household list come down (the server wraps a
-    // key grant per resident meanwhile); the pull of the rest waits for it, so the grants come with the rest.
-    // Without a key the phone still syncs; it only cannot open protected fields offline, and the bar says why.
-    const registering = phoneKey(session.user._id, session.csrf_token)
-      .then(() => null, (e) => (e.key ? { key: e.key, params: e.params || {} } : e.message));
+    // Once the urgent kinds are in, a new phone registers its key while its household list comes down (the server
+    // wraps a key grant per resident meanwhile), and caches its shell (templates, code): the pull of the rest waits
+    // for both, so the grants come with the rest. Without a key the phone still syncs; it only cannot open protected
+    // fields offline, and the bar says why.
+    let registering = null;
+    const register = () => (registering ||= phoneKey(session.user._id, session.csrf_token)
+      .then(() => null, (e) => (e.key ? { key: e.key, params: e.params || {} } : e.message)));
     const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
     // Urgent kinds first (alerts, service requests): the bar shows them arrived before the photos go.
     const own = new Set(Object.keys(await unsentRevs(db)));
-    const schema = await schemaJSON();
-    const { push } = await syncOnce(db, remote, { first: schema?.sync_first, onFirst: broadcast,
-                                                  list: schema?.sync_list, rest: registering, own });
-    const keyError = await registering;
+    // A new phone's first sync asks the server for the declaration: its shell is being cached meanwhile.
+    const schema = (await schemaJSON()) ?? await (await fetch(SCHEMA_URL)).json();
+    const { push } = await syncOnce(db, remote, { first: schema.sync_first, onFirst: broadcast,
+                                                  list: schema.sync_list, own,
+                                                  rest: () => Promise.all([register(), refreshShell()]) });
+    const keyError = await register();
     // Kept as the sync gateway answered (sync/writes.py): the reason for logs, the errors for the person.
-    const refused = (push.errors || []).map((e) => ({ id: e.id || "", reason: String(e.reason || e.message || e),
+    const refused = (push?.errors || []).map((e) => ({ id: e.id || "", reason: String(e.reason || e.message || e),
       errors: e.errors || [{ field: "(document)", key: "err_sync_refused", params: {} }] }));
     await settleUnsent(db, remote);
     const { update_seq: seq } = await db.info();

@@ -323,26 +323,80 @@ function pullsInto(local) {
 const ALERTS = { types: ["alert"], filter: (doc) => doc.type === "alert" };
 const LIST = { types: ["household"], filter: (doc) => doc.type === "household" };
 
-test("a new phone's household list comes after the urgent kinds and before the rest; the rest waits for `rest`",
+test("a new phone's household list comes after the urgent kinds and before the rest; `rest` begins once the urgent "
+  + "kinds are in, and the rest waits for it", async () => {
+  const local = phone();
+  const { db } = server();
+  await db.bulkDocs([{ _id: "alert:a1", type: "alert" }, { _id: "household:h1", type: "household" },
+                     { _id: "visit:v1", type: "visit" }]);
+  const pulls = pullsInto(local);
+  let registered = null;
+  let heldWhenBegun = null;
+  const rest = async () => {
+    heldWhenBegun = (await local.allDocs()).rows.map((row) => row.id);
+    return new Promise((resolve) => { registered = resolve; });
+  };
+  const syncing = syncOnce(local, db, { first: ALERTS, list: LIST, rest });
+  while (pulls.length < 2 || !(await local.get("household:h1").catch(() => null))) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50)); // the rest would have begun by now, were it free to
+  assert.deepEqual(heldWhenBegun, ["alert:a1"], "`rest` begun before the urgent kinds were in, or after the list");
+  assert.equal(pulls.length, 2, "the rest was pulled before `rest` settled");
+  assert.equal(await local.get("visit:v1").catch(() => null), null);
+  registered();
+  await syncing;
+  assert.deepEqual(pulls.map((pull) => pull.written), [["alert:a1"], ["household:h1"], ["visit:v1"]]);
+});
+
+// PouchDB's push, to the server: replicate.to calls made (the replicator's own).
+function pushesFrom(local) {
+  const pushes = [];
+  const to = local.replicate.to.bind(local.replicate);
+  local.replicate.to = (remote, options) => {
+    pushes.push(options);
+    return to(remote, options);
+  };
+  return pushes;
+}
+
+test("a new phone with nothing of its own pushes nothing in its first sync; its next one sends what it wrote since",
   async () => {
     const local = phone();
     const { db } = server();
-    await db.bulkDocs([{ _id: "alert:a1", type: "alert" }, { _id: "household:h1", type: "household" },
-                       { _id: "visit:v1", type: "visit" }]);
-    const pulls = pullsInto(local);
-    let registered = null;
-    const rest = new Promise((resolve) => { registered = resolve; });
-    const syncing = syncOnce(local, db, { first: ALERTS, list: LIST, rest });
-    while (pulls.length < 2 || !(await local.get("household:h1").catch(() => null))) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50)); // the rest would have begun by now, were it free to
-    assert.equal(pulls.length, 2, "the rest was pulled before `rest` settled");
-    assert.equal(await local.get("visit:v1").catch(() => null), null);
-    registered();
-    await syncing;
-    assert.deepEqual(pulls.map((pull) => pull.written), [["alert:a1"], ["household:h1"], ["visit:v1"]]);
+    await db.bulkDocs([{ _id: "alert:a1", type: "alert" }, { _id: "household:h1", type: "household" }]);
+    const pushes = pushesFrom(local);
+    const asked = askedAbout(db);
+    const { push, pull } = await syncOnce(local, db, { first: ALERTS, list: LIST, own: new Set() });
+    assert.equal(push, null);
+    assert.equal(pushes.length, 0);
+    assert.deepEqual(asked, []);
+    assert.equal(pull.ok, true);
+    const mine = await local.put({ _id: "visit:v1", type: "visit" });
+    const next = await syncOnce(local, db, { first: ALERTS, own: new Set(["visit:v1"]) });
+    assert.equal(next.push.docs_written, 1);
+    assert.deepEqual(asked, ["visit:v1"]); // what the first sync pulled is not asked about
+    assert.equal((await db.get("visit:v1"))._rev, mine.rev);
   });
+
+test("a new phone holding writes of its own (its first sync never finished) pushes them before the rest", async () => {
+  const local = phone();
+  const { db } = server();
+  await db.bulkDocs([{ _id: "household:h1", type: "household" }, { _id: "visit:v2", type: "visit" }]);
+  const mine = await local.put({ _id: "visit:v1", type: "visit" }); // written offline; no sync has finished
+  const pulls = pullsInto(local);
+  const pushed = [];
+  const bulkDocs = db.bulkDocs.bind(db);
+  db.bulkDocs = (...args) => {
+    pushed.push(pulls.length);
+    return bulkDocs(...args);
+  };
+  const { push } = await syncOnce(local, db, { list: LIST, own: new Set(["visit:v1"]) });
+  assert.equal(push.docs_written, 1);
+  assert.deepEqual(pushed, [1], "pushed after the list, before the rest");
+  assert.equal((await db.get("visit:v1"))._rev, mine.rev);
+  assert.deepEqual(pulls.map((pull) => pull.written), [["household:h1"], ["visit:v2"]]);
+});
 
 test("a phone that has synced before pulls no household list of its own: only the urgent kinds, then the rest",
   async () => {
