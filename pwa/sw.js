@@ -54,6 +54,19 @@ async function schemaJSON() {
   return schema;
 }
 
+// The declaration for a sync: as kept, or the server's while a new phone's shell is not kept yet.
+async function syncSchema() {
+  const kept = await schemaJSON();
+  if (kept) {
+    return kept;
+  }
+  const response = await fetch(SCHEMA_URL);
+  if (!response.ok) {
+    throw new Error(`${SCHEMA_URL}: ${response.status}`);
+  }
+  return response.json();
+}
+
 async function cachedJSON(url) {
   const response = await (await caches.open(CACHE)).match(url);
   return response ? response.json() : null;
@@ -464,8 +477,7 @@ async function runSync() {
     const remote = new PouchDB(`${self.location.origin}/sync/main`, remoteOptions({ csrfToken: session.csrf_token }));
     // Urgent kinds first (alerts, service requests): the bar shows them arrived before the photos go.
     const own = new Set(Object.keys(await unsentRevs(db)));
-    // A new phone's first sync asks the server for the declaration: its shell is being cached meanwhile.
-    const schema = (await schemaJSON()) ?? await (await fetch(SCHEMA_URL)).json();
+    const schema = await syncSchema();
     const { push } = await syncOnce(db, remote, { first: schema.sync_first, onFirst: broadcast,
                                                   list: schema.sync_list, own,
                                                   rest: () => Promise.all([register(), refreshShell()]) });
