@@ -40,7 +40,7 @@ async function cacheShell() {
 }
 
 // Whether the shell is kept. A new phone's first worker runs without it for a moment: it takes over at once and
-// its first sync caches the shell alongside the first pulls (runSync); meanwhile nothing can be rendered offline.
+// its first sync caches the shell once the urgent kinds are in (runSync); meanwhile nothing is rendered offline.
 let shellKept = false;
 async function hasShell() {
   shellKept ||= (await cachedJSON(SHELL_URL)) !== null;

@@ -187,11 +187,11 @@ async function pushTo(local, remote, own) {
 // filter); `onFirst` runs once they have. On a new phone `list` (sync_list) comes next: the household list, so that
 // its grid and household pages answer offline long before a first sync of minutes ends. `rest`: a function called
 // once the urgent kinds are in, whose promise the pull of the rest waits for (a new phone's key registration: the
-// grants it issues come down with the rest, not in a pull of their own; started after the urgent kinds, so that
-// the server's work of issuing them does not slow those). `own`: the ids of the phone's own unsent writes (see pushTo). A new phone with none (`own`
-// empty) pushes nothing: it holds only what it has just pulled, and going over that for nothing cost a slowed phone
-// a second of its first sync; its next round's push goes over it, skipping what the pulls brought. `push` is then
-// null.
+// grants it issues come down with the rest, not in a pull of their own; begun after the urgent kinds, so that the
+// server's work of issuing them does not slow those). `own`: the ids of the phone's own unsent writes (see pushTo).
+// A new phone with none (`own` empty) pushes nothing: it holds only what it has just pulled, and going over that
+// for nothing cost a slowed phone a second of its first sync; its next round's push goes over it, skipping what the
+// pulls brought. `push` is then null.
 export async function syncOnce(local, remote, { first = null, onFirst = null, list = null, rest = null,
                                                 own = null } = {}) {
   const isNew = (await local.get(SCOPE_DOC).catch(() => null)) === null;
