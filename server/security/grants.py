@@ -129,7 +129,7 @@ def phones_carry_keys(p: Principal) -> bool:
 def _residents_placed(main: Database, grid: str) -> Iterator[Doc]:
     """The grid's residents as far as entitlement and a grant read them: their id and place, from a view row each
     (`linli/resident_places`), never their sealed records."""
-    for row in main.query("linli/resident_places", key=[grid], as_list=True):
+    for row in main.query("linli/resident_places", key=[grid]):
         street, community, household = row["value"]
         yield {"_id": row["id"], "type": "resident", "street": street, "community": community, "grid": grid,
                "household": household}
