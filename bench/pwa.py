@@ -74,7 +74,7 @@ TEMPLATES = ROOT / "server" / "templates"
 GZIP_LEVEL = 6  # what a compressing reverse proxy typically sends; `linli serve` itself does not compress
 # When the service worker takes over a page: the end of a first load; and when a form was submitted, kept across the
 # navigation it starts (every page gets this before its scripts).
-MARK_CONTROL = """navigator.serviceWorker?.addEventListener("controllerchange",
+PAGE_MARKS = """navigator.serviceWorker?.addEventListener("controllerchange",
   () => { window.linliControlledAt = Date.now(); });
 addEventListener("submit", () => sessionStorage.setItem("linliSubmittedAt", Date.now()), true);"""
 SYNC_BAR = "document.querySelector('#sync-state')"
@@ -164,7 +164,7 @@ def first_load(browser: Browser, url: str,
     POST /phone-keys, which issues a key grant per resident, has reached the phone; and when (the page's clock) its
     first pull asked for its first changes)."""
     context = browser.new_context(viewport=PHONE)
-    context.add_init_script(MARK_CONTROL)
+    context.add_init_script(PAGE_MARKS)
     registered: list[float] = []
     pulls: list[float] = []
 
