@@ -1,16 +1,23 @@
-"""The encrypted-field envelope, version 1: one wire format for Python and WebCrypto.
+"""The encrypted-field envelope: one wire format for Python and WebCrypto.
 
-    envelope   = "enc:" base64url-without-padding( header || nonce || ciphertext || tag )
-    header     = version (1 byte, 0x01) || key_version (4 bytes, big-endian)
+    envelope   = "enc:" base64( header || nonce || ciphertext || tag )
+    header     = version (1 byte) || key_version (4 bytes, big-endian)
     nonce      = 12 random bytes
     ciphertext = AES-256-GCM( data key, nonce, plaintext, aad ), 16-byte tag appended
     plaintext  = the field's value as UTF-8 JSON
     aad        = "linli:field:v1" || 0x00 || header || lp(doc_id) || lp(field) || lp(tier)
     lp(s)      = length of UTF-8 s (2 bytes, big-endian) || UTF-8 s
 
+Version 3 (what a data key seals now) writes standard base64 with padding; version 1 (sealed until
+2026-12-02, still opened; a field becomes version 3 when written again) wrote base64url without padding. Both are
+strict: one spelling of each envelope. The version byte shows in the text: a version-3 envelope's base64 starts
+"A" then one of "w"-"z", "0"-"9", "+", "/" (0x03 is 000000 11xxxx), which a version 1 or 2 never does (01xxxx,
+10xxxx), so a reader knows the alphabet before decoding. Version 3 exists for speed: CPython and browsers decode
+standard base64 natively, base64url only after a translation (the envelope's cost in `bench/field_crypto.py`).
+
 The additional authenticated data binds a ciphertext to its document, field,
-tier and key version: moved to another field or another resident, it fails to
-open. `pwa/crypto/envelope.js` implements the same; `crypto/vectors/` holds the
+tier, envelope version and key version: moved to another field or another resident, or relabelled as
+another version, it fails to open. `pwa/crypto/envelope.js` implements the same; `crypto/vectors/` holds the
 test vectors both must pass.
 """
 
@@ -31,8 +38,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 PREFIX = "enc:"
-VERSION = 1
-SEALED_VERSION = 2  # write-without-read: sealed to a resident's public key (see seal_for)
+VERSION = 3  # what a data key seals: standard base64
+URLSAFE_VERSION = 1  # a data key's envelope before version 3, in base64url: opened, never written
+DATA_KEY_VERSIONS = frozenset({VERSION, URLSAFE_VERSION})
+SEALED_VERSION = 2  # write-without-read: sealed to a resident's public key (see seal_for), in base64url
 AAD_LABEL = b"linli:field:v1\x00"
 SEALED_INFO = b"linli:sealed:v2\x00"
 _HEADER = struct.Struct(">BI")
@@ -40,10 +49,15 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
 EPHEMERAL_BYTES = 65  # an uncompressed P-256 point
-_NONCE_END = _HEADER.size + NONCE_BYTES  # in a version-1 envelope
-MIN_BYTES = {VERSION: _HEADER.size + NONCE_BYTES + TAG_BYTES,
-             SEALED_VERSION: _HEADER.size + EPHEMERAL_BYTES + NONCE_BYTES + TAG_BYTES}
-_V1_BYTES = MIN_BYTES[VERSION]
+HEADER_BYTES = _HEADER.size
+NONCE_END = HEADER_BYTES + NONCE_BYTES  # in a data key's envelope
+DATA_KEY_BYTES = HEADER_BYTES + NONCE_BYTES + TAG_BYTES  # the least a data key's envelope holds
+MIN_BYTES = {URLSAFE_VERSION: DATA_KEY_BYTES, SEALED_VERSION: HEADER_BYTES + EPHEMERAL_BYTES + NONCE_BYTES + TAG_BYTES,
+             VERSION: DATA_KEY_BYTES}
+# What a version-3 envelope's base64 starts with: "A" and a character holding 0x03's last two bits, 11 (docstring).
+_STANDARD_STARTS = frozenset("A" + c for c in "wxyz0123456789+/")
+# How a version-3 envelope of a key version below 2**28 starts (its fifth byte's high half is 0): in practice, all.
+USUAL_START = PREFIX + "Aw"
 
 
 class EnvelopeError(ValueError):
@@ -133,7 +147,7 @@ def decode_plaintext(plaintext: bytes) -> Any:
 
 @functools.lru_cache(maxsize=256)
 def _data_key_heads(version: int) -> tuple[bytes, bytes]:
-    """A version-1 envelope's header for this key version, and the AAD's start (label ‖ header)."""
+    """A data key's envelope header (version 3) for this key version, and the AAD's start (label ‖ header)."""
     if not 0 <= version <= 0xFFFFFFFF:
         raise EnvelopeError("format", "key version out of range")
     header = _HEADER.pack(VERSION, version)
@@ -143,17 +157,19 @@ def _data_key_heads(version: int) -> tuple[bytes, bytes]:
 class DataKey:
     """One version of one data key, ready to seal and open fields.
 
-    Holds the AES key schedule, so sealing a whole record costs one setup, not one per field.
+    Holds the AES key schedule (`aead`), so sealing a whole record costs one setup, not one per field; with the
+    header it writes and the start of its AAD, for `crypto/fields.py`, which seals and opens a record's fields in
+    line.
     """
 
-    __slots__ = ("_aead", "version", "_header", "_aad_head")  # one is made per resident a page or a sync opens
+    __slots__ = ("aead", "version", "header", "aad_head")  # one is made per resident a page or a sync opens
 
     def __init__(self, key: bytes, version: int) -> None:
         if len(key) != KEY_BYTES:
             raise EnvelopeError("format", "data key must be 32 bytes")
-        self._aead = AESGCM(key)
+        self.aead = AESGCM(key)
         self.version = version
-        self._header, self._aad_head = _data_key_heads(version)
+        self.header, self.aad_head = _data_key_heads(version)
 
     def __repr__(self) -> str:
         return f"DataKey(version={self.version})"  # never the key itself
@@ -165,9 +181,11 @@ class DataKey:
     def seal_with_tail(self, aad_tail: bytes, plaintext: bytes, nonce: bytes | None = None) -> str:
         """seal_bytes for the context whose `FieldContext.aad_tail` is given (a record's fields share the
         document's part of it, so `crypto/fields.py` builds no context per field). `nonce`: None draws a fresh one;
-        `crypto/fields.py` draws a record's nonces in one call and hands each field its own."""
+        `crypto/fields.py` draws a record's nonces in one call and writes the same envelope in line, without this
+        call per field."""
         nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
-        return PREFIX + b64url(self._header + nonce + self._aead.encrypt(nonce, plaintext, self._aad_head + aad_tail))
+        sealed = self.header + nonce + self.aead.encrypt(nonce, plaintext, self.aad_head + aad_tail)
+        return PREFIX + binascii.b2a_base64(sealed, newline=False).decode("ascii")
 
     def seal(self, context: FieldContext, value: Any) -> str:
         """Encrypt one field value (anything JSON can hold) into an envelope string."""
@@ -182,7 +200,7 @@ class DataKey:
         opened = self.open_with_tail(context.aad_tail, raw)
         if opened is not None:
             return opened
-        if len(raw) >= _V1_BYTES and raw[0] == VERSION:
+        if len(raw) >= DATA_KEY_BYTES and raw[0] in DATA_KEY_VERSIONS:
             raise _not_opening(context)
         parse(envelope)  # raises the precise error: truncated, unknown version
         raise EnvelopeError("version", f"encrypted field {context.field!r} of {context.doc_id!r} is sealed for "
@@ -191,12 +209,13 @@ class DataKey:
     def open_with_tail(self, aad_tail: bytes, raw: bytes) -> bytes | None:
         """The plaintext of decoded envelope bytes for the context whose `FieldContext.aad_tail` is given, or None
         when they do not open under this key (`open_decoded` says why): what opens a record's fields, building
-        no context and no error per field."""
-        if len(raw) < _V1_BYTES or raw[0] != VERSION:
+        no context and no error per field. Opens both versions a data key sealed (the header, in the AAD, says
+        which)."""
+        if len(raw) < DATA_KEY_BYTES or raw[0] not in DATA_KEY_VERSIONS:
             return None
         try:
-            return self._aead.decrypt(raw[_HEADER.size:_NONCE_END], raw[_NONCE_END:],
-                                      AAD_LABEL + raw[:_HEADER.size] + aad_tail)
+            return self.aead.decrypt(raw[HEADER_BYTES:NONCE_END], raw[NONCE_END:],
+                                     AAD_LABEL + raw[:HEADER_BYTES] + aad_tail)
         except InvalidTag:
             return None
 
@@ -294,6 +313,9 @@ class WriteKey:
         return cls(private, version)
 
     def open(self, context: FieldContext, envelope: str) -> Any:
+        return decode_plaintext(self.open_bytes(context, envelope))
+
+    def open_bytes(self, context: FieldContext, envelope: str) -> bytes:
         parsed = parse(envelope)
         if parsed.version != SEALED_VERSION:
             raise EnvelopeError("version", f"encrypted field {context.field!r} of {context.doc_id!r} is not sealed "
@@ -303,7 +325,7 @@ class WriteKey:
         except ValueError:
             raise EnvelopeError("format", "sealed field has an invalid ephemeral key") from None
         aead = _sealed_aead(self._private.exchange(ec.ECDH(), ephemeral), parsed.ephemeral)
-        return decode_plaintext(_decrypt(aead, context, parsed.header, parsed.nonce, parsed.sealed))
+        return _decrypt(aead, context, parsed.header, parsed.nonce, parsed.sealed)
 
 
 class Parsed(NamedTuple):
@@ -316,21 +338,34 @@ class Parsed(NamedTuple):
 
 
 def decode(envelope: Any) -> bytes:
-    """The envelope's bytes (prefix and base64url checked; nothing else)."""
+    """The envelope's bytes (prefix and base64 checked: standard for version 3, base64url for the others;
+    nothing else)."""
     if not isinstance(envelope, str) or not envelope.startswith(PREFIX):
         raise EnvelopeError("format", f"not an encrypted field: must be a string starting with {PREFIX!r}")
+    body = envelope[len(PREFIX):]
     try:
-        return unb64url(envelope[len(PREFIX):])
+        if body[:2] in _STANDARD_STARTS:
+            return binascii.a2b_base64(body, strict_mode=True)  # a non-ASCII character raises ValueError
+        return unb64url(body)
     except (binascii.Error, ValueError):
-        raise EnvelopeError("format", "encrypted field is not valid base64url") from None
+        raise EnvelopeError("format", "encrypted field is not valid base64 (standard with padding for version "
+                            f"{VERSION}, base64url without for versions {URLSAFE_VERSION} and {SEALED_VERSION})"
+                            ) from None
+
+
+def encode(raw: bytes) -> str:
+    """Envelope bytes as an envelope: the inverse of `decode`, in the alphabet their version byte asks for."""
+    if raw[:1] == bytes([VERSION]):
+        return PREFIX + binascii.b2a_base64(raw, newline=False).decode("ascii")
+    return PREFIX + b64url(raw)
 
 
 def parse(envelope: Any) -> Parsed:
     """Split an envelope into its parts, checking its shape (not its authenticity)."""
     raw = decode(envelope)
-    if len(raw) < MIN_BYTES[VERSION]:
+    if len(raw) < DATA_KEY_BYTES:  # the shortest any version allows
         raise EnvelopeError("truncated",
-                            f"encrypted field is truncated ({len(raw)} bytes, at least {MIN_BYTES[VERSION]} needed)")
+                            f"encrypted field is truncated ({len(raw)} bytes, at least {DATA_KEY_BYTES} needed)")
     version, key_version = _HEADER.unpack_from(raw)
     if version not in MIN_BYTES:
         raise EnvelopeError("version", f"unsupported envelope version {version} (this code reads versions "

@@ -28,8 +28,8 @@ from tests.browser import launch, serve_project
 
 VECTORS = json.loads(make_vectors.PATH.read_text(encoding="utf-8"))
 # The groups both languages pass; blind_index is Python's alone (no phone computes an index: number_index.py).
-GROUPS = ("envelope", "envelope_invalid", "keywrap", "keywrap_invalid", "device_grant", "sealed", "sealed_invalid",
-          "write_key_statements", "vouchers")
+GROUPS = ("envelope", "envelope_v1", "envelope_invalid", "keywrap", "keywrap_invalid", "device_grant", "sealed",
+          "sealed_invalid", "write_key_statements", "vouchers")
 
 
 def b(text: str) -> bytes:
@@ -55,6 +55,14 @@ def test_python_passes_envelope_vectors(case: dict) -> None:
     assert data_key.seal_bytes(ctx(case), plaintext, nonce=b(case["nonce"])) == case["envelope"]
     assert data_key.open(ctx(case), case["envelope"]) == json.loads(case["plaintext_json"])
     assert env.key_version_of(case["envelope"]) == case["key_version"]
+
+
+@pytest.mark.parametrize("case", VECTORS["envelope_v1"], ids=lambda c: c["name"])
+def test_python_opens_what_was_sealed_before_version_3(case: dict) -> None:
+    data_key = env.DataKey(b(case["key"]), case["key_version"])
+    assert data_key.open(ctx(case), case["envelope"]) == json.loads(case["plaintext_json"])
+    assert env.key_version_of(case["envelope"]) == case["key_version"]
+    assert data_key.seal_bytes(ctx(case), case["plaintext_json"].encode(), nonce=b(case["nonce"])) != case["envelope"]
 
 
 @pytest.mark.parametrize("case", VECTORS["envelope_invalid"], ids=lambda c: c["name"])
@@ -182,15 +190,16 @@ def test_the_shortest_envelope_holds_no_ciphertext_and_opens_to_nothing() -> Non
     assert len(env.decode(sealed)) == env.MIN_BYTES[env.VERSION] == 33
     assert key.open_bytes(context, sealed) == b""
     with pytest.raises(env.EnvelopeError, match=r"truncated \(32 bytes"):
-        key.open_bytes(context, env.PREFIX + env.b64url(env.decode(sealed)[:32]))
+        key.open_bytes(context, env.encode(env.decode(sealed)[:32]))
 
 
 def test_parse_splits_each_version_into_its_parts() -> None:
-    for case in VECTORS["envelope"]:
-        parsed = env.parse(case["envelope"])
-        assert (parsed.version, parsed.key_version, parsed.ephemeral, parsed.nonce) == (
-            1, case["key_version"], b"", b(case["nonce"]))  # version 1 has no ephemeral key
-        assert len(parsed.sealed) == len(case["plaintext_json"].encode()) + env.TAG_BYTES
+    for version, group in ((3, "envelope"), (1, "envelope_v1")):
+        for case in VECTORS[group]:
+            parsed = env.parse(case["envelope"])
+            assert (parsed.version, parsed.key_version, parsed.ephemeral, parsed.nonce) == (
+                version, case["key_version"], b"", b(case["nonce"]))  # a data key's envelope has no ephemeral key
+            assert len(parsed.sealed) == len(case["plaintext_json"].encode()) + env.TAG_BYTES
     for case in VECTORS["sealed"]:
         parsed = env.parse(case["envelope"])
         assert (parsed.version, parsed.key_version, parsed.nonce) == (2, case["key_version"], b(case["nonce"]))
@@ -251,7 +260,7 @@ def test_each_refusal_names_its_reason_and_what_is_wrong() -> None:
     good, sealed = VECTORS["envelope"][0], VECTORS["sealed"][0]
     key, context = env.DataKey(b(good["key"]), 1), ctx(good)
     write_key = _write_key(sealed["recipient_private_jwk"])
-    body = env.unb64url(good["envelope"][len(env.PREFIX):])
+    body = env.decode(good["envelope"])
     short_sealed = env.PREFIX + env.b64url(bytes([2, 0, 0, 0, 1]) + bytes(env.NONCE_BYTES + env.TAG_BYTES + 1))
     bad_ephemeral = env.PREFIX + env.b64url(bytes([2, 0, 0, 0, 1]) + bytes(65 + env.NONCE_BYTES + env.TAG_BYTES))
     cases = [
@@ -261,11 +270,12 @@ def test_each_refusal_names_its_reason_and_what_is_wrong() -> None:
         (lambda: env.write_public_key(bytes(65)), "format", "write key is not a P-256 public key"),
         (lambda: key.open(context, "plain"), "format",
          "not an encrypted field: must be a string starting with 'enc:'"),
-        (lambda: key.open(context, "enc:a=="), "format", "encrypted field is not valid base64url"),
-        (lambda: key.open(context, "enc:" + env.b64url(body[:32])), "truncated",
+        (lambda: key.open(context, "enc:a=="), "format", "encrypted field is not valid base64 (standard with "
+         "padding for version 3, base64url without for versions 1 and 2)"),
+        (lambda: key.open(context, env.encode(body[:32])), "truncated",
          "encrypted field is truncated (32 bytes, at least 33 needed)"),
-        (lambda: key.open(context, "enc:" + env.b64url(bytes([3]) + body[1:])), "version",
-         "unsupported envelope version 3 (this code reads versions 1, 2)"),
+        (lambda: key.open(context, "enc:" + env.b64url(bytes([4]) + body[1:])), "version",
+         "unsupported envelope version 4 (this code reads versions 1, 2, 3)"),
         (lambda: key.open(context, short_sealed), "truncated",
          "encrypted field is truncated (34 bytes, at least 98 needed for version 2)"),
         (lambda: key.open(context, sealed["envelope"]), "version",

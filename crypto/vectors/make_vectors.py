@@ -10,16 +10,31 @@ own example (§4.6), which no code of ours produced.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .. import key_statements, vouchers
 from ..blind_index import blind_index
-from ..envelope import PREFIX, DataKey, FieldContext, b64url, encode_plaintext, seal_for, unb64url
+from ..envelope import (
+    PREFIX,
+    URLSAFE_VERSION,
+    VERSION,
+    DataKey,
+    FieldContext,
+    aad,
+    b64url,
+    decode,
+    encode,
+    encode_plaintext,
+    seal_for,
+    unb64url,
+)
 from ..keys import wrap, wrap_for_phone
 
 PATH = Path(__file__).resolve().parent / "v1.json"
@@ -46,16 +61,36 @@ def _raw_public(private: ec.EllipticCurvePrivateKey) -> bytes:
     return b"\x04" + numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
 
 
-def _tamper(envelope: str, index: int) -> str:
-    raw = bytearray(unb64url(envelope[len(PREFIX):]))
-    raw[index] ^= 0x01
-    return PREFIX + b64url(bytes(raw))
+def _tamper(envelope: str, index: int, bit: int = 0x01) -> str:
+    raw = bytearray(decode(envelope))
+    raw[index] ^= bit
+    return encode(bytes(raw))
+
+
+def _cut(envelope: str, length: int) -> str:
+    return encode(decode(envelope)[:length])
 
 
 def _shortest(envelope: str, before_nonce: int) -> str:
     """The envelope without its ciphertext: header (and ephemeral key), nonce and tag, the least a version allows."""
-    raw = unb64url(envelope[len(PREFIX):])
-    return PREFIX + b64url(raw[:before_nonce + 12] + raw[-16:])
+    raw = decode(envelope)
+    return encode(raw[:before_nonce + 12] + raw[-16:])
+
+
+def _seal_urlsafe(key: bytes, key_version: int, context: FieldContext, plaintext: bytes, nonce: bytes) -> str:
+    """A data key's envelope of version 1, as sealed before version 3 (no code of ours writes it any more; what it
+    wrote is still opened)."""
+    header = bytes([URLSAFE_VERSION]) + key_version.to_bytes(4, "big")
+    return PREFIX + b64url(header + nonce + AESGCM(key).encrypt(nonce, plaintext, aad(context, header)))
+
+
+def _invalid_envelopes(good: dict[str, Any], specs: list[tuple[str, str, dict[str, Any], str]]) -> list[dict]:
+    cases = []
+    for name, text, changes, reason in specs:
+        case = {k: good[k] for k in ("key", "doc_id", "field", "tier")}
+        case.update(changes)
+        cases.append({"name": name, **case, "envelope": text, "reason": reason})
+    return cases
 
 
 def build() -> dict[str, Any]:
@@ -69,16 +104,16 @@ def build() -> dict[str, Any]:
         ("number", "resident:c1-g01-0003-2", "allowance_monthly_yuan", "core", 4294967295, 820),
         ("empty string", "resident:x", "emergency_contact_name", "contact", 0, ""),
     ]
-    envelope = []
+    envelope, envelope_v1 = [], []
     for i, (name, doc_id, field, tier, version, value) in enumerate(cases):
         plaintext = encode_plaintext(value)
-        nonce = _bytes(f"nonce {i}", 12)
-        sealed = DataKey(key, version).seal_bytes(FieldContext(doc_id, field, tier), plaintext, nonce=nonce)
-        envelope.append({"name": name, "key": b64url(key), "key_version": version, "doc_id": doc_id, "field": field,
-                         "tier": tier, "nonce": b64url(nonce), "plaintext_json": plaintext.decode(),
-                         "envelope": sealed})
+        nonce, context = _bytes(f"nonce {i}", 12), FieldContext(doc_id, field, tier)
+        case = {"name": name, "key": b64url(key), "key_version": version, "doc_id": doc_id, "field": field,
+                "tier": tier, "nonce": b64url(nonce), "plaintext_json": plaintext.decode()}
+        envelope.append({**case, "envelope": DataKey(key, version).seal_bytes(context, plaintext, nonce=nonce)})
+        envelope_v1.append({**case, "envelope": _seal_urlsafe(key, version, context, plaintext, nonce)})
 
-    good = envelope[0]
+    good = envelope_v1[0]  # the cases of version 1 keep the strings they had when version 1 was written
     raw_len = len(unb64url(good["envelope"][len(PREFIX):]))
     invalid_specs = [
         ("tampered tag", _tamper(good["envelope"], raw_len - 1), {}, "authentication"),
@@ -97,12 +132,35 @@ def build() -> dict[str, Any]:
         ("padded base64", good["envelope"] + "=", {}, "format"),
         ("standard base64 alphabet", PREFIX + "+/+/" + good["envelope"][8:], {}, "format"),
         ("base64url of a length no bytes have", PREFIX + "AAAAA", {}, "format"),
+        ("version 1 in standard base64, padded", PREFIX + binascii.b2a_base64(decode(good["envelope"]),
+                                                                               newline=False).decode(), {}, "format"),
     ]
-    envelope_invalid = []
-    for name, text, changes, reason in invalid_specs:
-        case = {k: good[k] for k in ("key", "doc_id", "field", "tier")}
-        case.update(changes)
-        envelope_invalid.append({"name": name, **case, "envelope": text, "reason": reason})
+    current = envelope[0]
+    body = current["envelope"][len(PREFIX):]
+    current_specs = [
+        ("version 3: tampered tag", _tamper(current["envelope"], len(decode(current["envelope"])) - 1), {},
+         "authentication"),
+        ("version 3: tampered ciphertext", _tamper(current["envelope"], 17), {}, "authentication"),
+        ("version 3: tampered key version", _tamper(current["envelope"], 4), {}, "authentication"),
+        ("version 3: moved to another field", current["envelope"], {"field": "emergency_contact_phone"},
+         "authentication"),
+        ("version 3: moved to another resident", current["envelope"], {"doc_id": "resident:c1-g01-0001-2"},
+         "authentication"),
+        ("version 3: wrong key", current["envelope"], {"key": b64url(_bytes("data key 2"))}, "authentication"),
+        # The version is authenticated: relabelled as a version 1 (and written in its alphabet) it does not open.
+        ("version 3 relabelled as version 1", _tamper(current["envelope"], 0, VERSION ^ URLSAFE_VERSION), {},
+         "authentication"),
+        ("version 3 with an unknown version byte", _tamper(current["envelope"], 0, 0x04), {}, "version"),
+        ("version 3: truncated", _cut(current["envelope"], 32), {}, "truncated"),
+        ("version 3: shortest, with a tag that does not match", _shortest(current["envelope"], 5), {},
+         "authentication"),
+        ("version 3 without its padding", PREFIX + body.rstrip("="), {}, "format"),
+        ("version 3 in base64url", PREFIX + b64url(decode(current["envelope"])), {}, "format"),
+        ("version 3 with a base64url character", PREFIX + body[:10] + "-" + body[11:], {}, "format"),
+        ("version 3 with padding inside", PREFIX + body[:8] + "=" + body[9:], {}, "format"),
+        ("version 3 with more after its padding", current["envelope"] + "AAAA", {}, "format"),
+    ]
+    envelope_invalid = _invalid_envelopes(good, invalid_specs) + _invalid_envelopes(current, current_specs)
 
     kek = _bytes("tier key")
     keywrap = [
@@ -170,15 +228,15 @@ def build() -> dict[str, Any]:
             ("another resident's write key", good_sealed["envelope"], other, {}, "authentication"),
             ("tampered tag", _tamper(good_sealed["envelope"], sealed_raw_len - 1), recipient, {}, "authentication"),
             ("tampered ephemeral key", _tamper(good_sealed["envelope"], 20), recipient, {}, "format"),
-            ("truncated", PREFIX + b64url(unb64url(good_sealed["envelope"][len(PREFIX):])[:60]), recipient, {},
-             "truncated"),
+            ("truncated", _cut(good_sealed["envelope"], 60), recipient, {}, "truncated"),
             ("shortest, with a tag that does not match", _shortest(good_sealed["envelope"], 5 + 65), recipient, {},
              "authentication"),
-            ("one byte shorter than the shortest", PREFIX + b64url(unb64url(_shortest(good_sealed["envelope"],
-                                                                                    5 + 65)[len(PREFIX):])[:-1]),
-             recipient, {}, "truncated"),
-            ("sealed for a data key", good["envelope"], recipient, {}, "version"),
-            ("the shortest envelope sealed for a data key", _shortest(good["envelope"], 5), recipient, {}, "version"),
+            ("one byte shorter than the shortest",
+             _cut(_shortest(good_sealed["envelope"], 5 + 65), 5 + 65 + 12 + 16 - 1), recipient, {}, "truncated"),
+            ("sealed for a data key", current["envelope"], recipient, {}, "version"),
+            ("sealed for a data key before version 3", good["envelope"], recipient, {}, "version"),
+            ("the shortest envelope sealed for a data key", _shortest(current["envelope"], 5), recipient, {},
+             "version"),
         )]
 
     installation = _private_key("installation key")
@@ -225,9 +283,11 @@ def build() -> dict[str, Any]:
     voucher_vectors = [{"name": name, "installation_public": statement["installation_public"], "code": code,
                         "payload": opened} for name, code, opened in voucher_cases]
 
-    return {"format": "linli field envelope v1 and sealed v2; see crypto/envelope.py and pwa/crypto/envelope.js",
-            "encoding": "all binary values are base64url without padding",
-            "envelope": envelope, "envelope_invalid": envelope_invalid, "keywrap": keywrap,
+    return {"format": "linli field envelope v3 (and v1, opened only) and sealed v2; see crypto/envelope.py and "
+                      "pwa/crypto/envelope.js",
+            "encoding": "all binary values are base64url without padding, but for version-3 envelopes: standard "
+                        "base64, padded",
+            "envelope": envelope, "envelope_v1": envelope_v1, "envelope_invalid": envelope_invalid, "keywrap": keywrap,
             "keywrap_invalid": keywrap_invalid, "blind_index": blind, "device_grant": grants,
             "sealed": sealed, "sealed_invalid": sealed_invalid, "write_key_statements": write_key_statements,
             "vouchers": voucher_vectors}

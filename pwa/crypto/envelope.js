@@ -1,18 +1,22 @@
-// The encrypted-field envelope v1 in WebCrypto: the same wire format as
-// crypto/envelope.py (see its docstring for the layout). Runs in a page, a
+// The encrypted-field envelope in WebCrypto: the same wire format as
+// crypto/envelope.py (see its docstring for the layout and its versions). Runs in a page, a
 // service worker and Node 20 (globalThis.crypto). Test vectors:
 // crypto/vectors/v1.json.
 
 const subtle = globalThis.crypto.subtle;
 const PREFIX = "enc:";
-const VERSION = 1;
-const SEALED_VERSION = 2; // write-without-read: sealed to a resident's public write key
+const VERSION = 3; // what a data key seals: standard base64 with padding
+const URLSAFE_VERSION = 1; // a data key's envelope before version 3, in base64url: opened, never written
+const SEALED_VERSION = 2; // write-without-read: sealed to a resident's public write key, in base64url
+// A version-3 envelope's base64 starts "A" and a character holding 0x03's last two bits (envelope.py).
+const STANDARD_START = /^A[w-z0-9+/]/;
 const HEADER_BYTES = 5;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const EPHEMERAL_BYTES = 65; // an uncompressed P-256 point
-const MIN_BYTES = { [VERSION]: HEADER_BYTES + NONCE_BYTES + TAG_BYTES,
-  [SEALED_VERSION]: HEADER_BYTES + EPHEMERAL_BYTES + NONCE_BYTES + TAG_BYTES };
+const DATA_KEY_BYTES = HEADER_BYTES + NONCE_BYTES + TAG_BYTES;
+const MIN_BYTES = { [URLSAFE_VERSION]: DATA_KEY_BYTES,
+  [SEALED_VERSION]: HEADER_BYTES + EPHEMERAL_BYTES + NONCE_BYTES + TAG_BYTES, [VERSION]: DATA_KEY_BYTES };
 const SEALED_INFO = "linli:sealed:v2\u0000";
 const ECDH_P256 = { name: "ECDH", namedCurve: "P-256" };
 const AAD_LABEL = "linli:field:v1\u0000";
@@ -37,9 +41,21 @@ export function b64urlDecode(text) {
 }
 
 export function b64urlEncode(bytes) {
+  return b64Encode(bytes).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function b64Decode(text) {
+  // Strict, as Python's a2b_base64(strict_mode=True): padded to a multiple of four, no other character.
+  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(text)) {
+    throw new EnvelopeError("format", "not padded standard base64");
+  }
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+function b64Encode(bytes) {
   let binary = "";
   for (const b of bytes) binary += String.fromCharCode(b);
-  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return btoa(binary);
 }
 
 function concat(...parts) {
@@ -79,14 +95,16 @@ export function parse(envelope) {
   if (typeof envelope !== "string" || !envelope.startsWith(PREFIX)) {
     throw new EnvelopeError("format", `not an encrypted field: must be a string starting with "${PREFIX}"`);
   }
-  const raw = b64urlDecode(envelope.slice(PREFIX.length));
-  if (raw.length < MIN_BYTES[VERSION]) {
+  const body = envelope.slice(PREFIX.length);
+  const raw = STANDARD_START.test(body) ? b64Decode(body) : b64urlDecode(body);
+  if (raw.length < DATA_KEY_BYTES) {
     throw new EnvelopeError("truncated",
-      `encrypted field is truncated (${raw.length} bytes, at least ${MIN_BYTES[VERSION]} needed)`);
+      `encrypted field is truncated (${raw.length} bytes, at least ${DATA_KEY_BYTES} needed)`);
   }
   const version = raw[0];
   if (!(version in MIN_BYTES)) {
-    throw new EnvelopeError("version", `unsupported envelope version ${version} (this code reads versions 1, 2)`);
+    throw new EnvelopeError("version",
+      `unsupported envelope version ${version} (this code reads versions ${Object.keys(MIN_BYTES).join(", ")})`);
   }
   if (raw.length < MIN_BYTES[version]) {
     throw new EnvelopeError("truncated",
@@ -109,7 +127,7 @@ export async function sealBytes(key, keyVersion, context, plaintext, nonce = nul
   const h = header(keyVersion);
   const sealed = await subtle.encrypt({ name: "AES-GCM", iv, additionalData: aad(context, h) },
     await aesGcmKey(key), plaintext);
-  return PREFIX + b64urlEncode(concat(h, iv, new Uint8Array(sealed)));
+  return PREFIX + b64Encode(concat(h, iv, new Uint8Array(sealed)));
 }
 
 export async function seal(key, keyVersion, context, value) {
@@ -130,7 +148,7 @@ async function decrypt(key, context, p) {
 
 export async function openBytes(key, context, envelope) {
   const p = parse(envelope);
-  if (p.version !== VERSION) {
+  if (p.version === SEALED_VERSION) {
     throw new EnvelopeError("version", `encrypted field "${context.field}" is sealed for a write key, not a data key`);
   }
   return decrypt(await aesGcmKey(key), context, p);

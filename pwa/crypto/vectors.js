@@ -32,6 +32,15 @@ export async function runVectors(v) {
       return null;
     });
   }
+  for (const c of v.envelope_v1) {
+    await check("envelope_v1", c.name, async () => {
+      const value = await env.openValue(bytes(c.key), ctx(c), c.envelope);
+      if (JSON.stringify(value) !== JSON.stringify(JSON.parse(c.plaintext_json))) return "opened to another value";
+      if (env.parse(c.envelope).keyVersion !== c.key_version) return "wrong key version read";
+      const sealed = await env.sealBytes(bytes(c.key), c.key_version, ctx(c), utf8.encode(c.plaintext_json), bytes(c.nonce));
+      return sealed === c.envelope ? "sealed as version 1: only version 3 is written" : null;
+    });
+  }
   for (const c of v.envelope_invalid) {
     await check("envelope_invalid", c.name, async () => {
       try {
