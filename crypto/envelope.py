@@ -56,7 +56,8 @@ MIN_BYTES = {URLSAFE_VERSION: DATA_KEY_BYTES, SEALED_VERSION: HEADER_BYTES + EPH
              VERSION: DATA_KEY_BYTES}
 # What a version-3 envelope's base64 starts with: "A" and a character holding 0x03's last two bits, 11 (docstring).
 _STANDARD_STARTS = frozenset("A" + c for c in "wxyz0123456789+/")
-# How a version-3 envelope of a key version below 2**28 starts (its fifth byte's high half is 0): in practice, all.
+# How a version-3 envelope starts when its key version is below 2**28 (the key version's first byte, whose high half
+# the second character holds, below 16): in practice, every one.
 USUAL_START = PREFIX + "Aw"
 
 

@@ -83,7 +83,7 @@ def seal_document(doc: dict[str, Any], data_keys: dict[str, DataKey]) -> dict[st
     # One draw a record, a nonce for each protected field it could have: a field's own draw costs as much as its AES.
     nonces, at = os.urandom(NONCE_BYTES * len(parts)), 0
     for name in parts.keys() & doc.keys():  # the protected fields it has (a set: few of the declared, in C)
-        if (value := doc[name]) is None or (value.__class__ is str and value.startswith(PREFIX)):  # sealed already
+        if (value := doc[name]) is None or (isinstance(value, str) and value.startswith(PREFIX)):  # is_sealed
             continue
         tier, part = parts[name]
         key, nonce, at = data_keys[tier], nonces[at:at + NONCE_BYTES], at + NONCE_BYTES

@@ -183,9 +183,8 @@ class ResidentKeys:
         """The key that opens decoded envelope bytes of this tier. A data key's envelope (version 3, or 1 sealed
         before it), nearly every field, names its key version in bytes 1-4 and is looked up straight; anything else
         goes by `for_header`."""
-        if raw[:1] in _DATA_KEY_TAGS and (key := self.versions.get((tier, int.from_bytes(raw[1:5], "big")))):
-            return key
-        return self.for_header(tier, *header_of(raw))
+        key = self.versions.get((tier, int.from_bytes(raw[1:5], "big"))) if raw[:1] in _DATA_KEY_TAGS else None
+        return key if key is not None else self.for_header(tier, *header_of(raw))
 
     def for_header(self, tier: str, version: int, key_version: int) -> DataKey | WriteKey | None:
         """The key that opens an envelope of this version and key version (see envelope.header_of)."""
