@@ -200,18 +200,41 @@ def _compiled_from(compiled: Path, source: bytes) -> bool:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any log line written in this process or by a `linli serve` it started holds a protected
-    field's plaintext, or if such a server printed a traceback (tests/log_scan.py)."""
-    served = demo.generate(size=demo.DemoSize.for_residents(SERVED_RESIDENTS)) if SERVED_OUTPUT else ()  # ~8 s
-    values = protected_values([*street.community_docs(), *demo.generate(size=DEMO_SIZE), *served])
-    found = leaks(scanned_lines(), values)
+    field's plaintext, or if such a server printed a traceback (tests/log_scan.py). In a pytest-xdist worker
+    (`./dev test` runs two) the findings go to the controller, which reports every worker's."""
+    found, uncaught = _log_findings()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["log_findings"] = (found[:10], uncaught[:5])
+        return
+    for worker_found, worker_uncaught in _WORKERS_FINDINGS:
+        found += worker_found
+        uncaught += worker_uncaught
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     for value, line in found[:10]:
         reporter.write_line(f"PROTECTED PLAINTEXT IN A LOG LINE ({value[:3]}…): {line[:300]}", red=True)
-    uncaught = tracebacks(served_lines())
     for block in uncaught[:5]:
         reporter.write_line(f"A SERVER PRINTED A TRACEBACK:\n{block[-4000:]}", red=True)
     if found or uncaught:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _log_findings() -> tuple[list[tuple[str, str]], list[str]]:
+    """This process's log lines holding a protected value, and its servers' tracebacks."""
+    lines = list(scanned_lines())
+    if not lines:  # xdist's controller runs no test: nothing to scan, and the demo need not be generated (~8 s)
+        return [], []
+    served = demo.generate(size=demo.DemoSize.for_residents(SERVED_RESIDENTS)) if SERVED_OUTPUT else ()  # ~8 s
+    values = protected_values([*street.community_docs(), *demo.generate(size=DEMO_SIZE), *served])
+    return leaks(lines, values), tracebacks(served_lines())
+
+
+_WORKERS_FINDINGS: list[tuple[list[tuple[str, str]], list[str]]] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, called in the controller as each worker ends
+def pytest_testnodedown(node: Any, error: object) -> None:
+    _WORKERS_FINDINGS.append(getattr(node, "workeroutput", {}).get("log_findings", ([], [])))
 
 
 # ---------------------------------------------------------------- test order
@@ -246,10 +269,11 @@ def _in_file_order(path: Path) -> bool:
     return path.name.startswith("test_journey_")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the groups (`--dist loadgroup`)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Runs after pytest-randomly's shuffle (a wrapper around this hook): puts the tests of each file kept in file
     order back in that order, in the places the shuffle gave that file; then those marked `right_after_start`
-    first."""
+    first; then gives each test its xdist group (_group_by_file)."""
     kept: dict[str, list[int]] = {}
     for place, item in enumerate(items):
         if _in_file_order(item.path):
@@ -259,3 +283,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for place, item in zip(places, in_file_order, strict=True):
             items[place] = item
     items.sort(key=lambda item: item.get_closest_marker("right_after_start") is None)  # stable: the rest keep order
+    _group_by_file(items)
+
+
+def _group_by_file(items: list[pytest.Item]) -> None:
+    """`./dev test` runs the tests in two pytest-xdist workers (`--dist loadgroup`), a file at a time on one worker,
+    so that a file's module fixtures start once and its tests keep their order; the files that use the journeys'
+    server (tests/journeys.py, a `linli serve` with the year's demo) all go to one worker, which starts it once
+    and runs them first (the `right_after_start` test leads them)."""
+    journeys = {str(item.path) for item in items if "journey_served" in getattr(item, "fixturenames", ())}
+    for item in items:
+        path = str(item.path)
+        item.add_marker(pytest.mark.xdist_group("journeys" if path in journeys else path))
+
