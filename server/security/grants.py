@@ -127,9 +127,9 @@ def phones_carry_keys(p: Principal) -> bool:
 
 
 def _residents_placed(main: Database, grid: str) -> Iterator[Doc]:
-    """The grid's residents as far as entitlement and a grant read them: their id and place, from a view row each
-    (`linli/resident_places`), never their sealed records."""
-    for row in main.query("linli/resident_places", key=[grid]):
+    """The grid's residents as far as entitlement and a grant read them: their id and place, from their row under
+    the grid in `linli/by_place` (it holds their place), never their sealed records."""
+    for row in main.query("linli/by_place", key=[grid, "resident"], reduce="false"):
         street, community, household = row["value"]
         yield {"_id": row["id"], "type": "resident", "street": street, "community": community, "grid": grid,
                "household": household}

@@ -44,6 +44,9 @@ LISTED_AT = {"data_key": ("community",), "reading": ("household",), "device_heal
 MAIN_VIEWS = {
     # Listings and counts by place and type: [grid, type], [community, type] and [household, type] (a
     # household's residents, visits, devices, alerts; never READ_BY_ID's types; LISTED_AT's at their places only).
+    # A resident's row under their grid holds their place, [street, community, household]: what a phone's key
+    # grants need to know of a grid's residents (server/security/grants.py), without reading their sealed records
+    # (a view of its own for it wrote 15,000 more rows into every first start's index).
     # In the same pass, what a secretary's day asks of her (server/services/today.py), only while it is open:
     # [community, "attention", type, oldest first] for core-access requests pending, service requests not resolved
     # (by closing deadline), alerts not resolved, needs nobody has handled.
@@ -51,19 +54,15 @@ MAIN_VIEWS = {
         "map": f"function (doc) {{ if (doc.type && {json.dumps(list(READ_BY_ID))}.indexOf(doc.type) < 0) {{"
                f" var listed = {json.dumps(LISTED_AT)}; var at = listed.hasOwnProperty(doc.type) ? listed[doc.type]"
                " : ['grid', 'community', 'household'];"
-               " at.forEach(function (level) { if (doc[level]) { emit([doc[level], doc.type], null); } });"
+               " var placed = doc.type === 'resident' ? [doc.street, doc.community, doc.household] : null;"
+               " at.forEach(function (level) { if (doc[level]) {"
+               " emit([doc[level], doc.type], level === 'grid' ? placed : null); } });"
                " var open = {access_request: doc.status === 'pending',"
                " service_request: doc.status !== 'resolved' && doc.status !== 'closed',"
                " alert: doc.status !== 'resolved', need: doc.status === 'open'};"
                " if (open[doc.type] && doc.community) { emit([doc.community, 'attention', doc.type,"
                " doc.due_close || doc.raised_at || doc.created_at], null); } } }",
         "reduce": "_count",
-    },
-    # Each resident's place by grid: [grid] → [street, community, household]. What a phone's key grants need to
-    # know of a resident (server/security/grants.py), without reading their sealed record.
-    "resident_places": {
-        "map": "function (doc) { if (doc.type === 'resident' && doc.grid) {"
-               " emit([doc.grid], [doc.street, doc.community, doc.household]); } }",
     },
     # The filing log by whose record was opened: the resident's own "who looked at my data" list.
     "audit_by_target": {
@@ -258,7 +257,7 @@ class Physical:
 
 # The first pages' views first (`linli serve` builds those before it prints the URL: FIRST), then the rest.
 PHYSICAL = (
-    Physical(MAIN_DB, "rows", "_count", ("by_place", "resident_places", "audit_by_target", "request_stats",
+    Physical(MAIN_DB, "rows", "_count", ("by_place", "audit_by_target", "request_stats",
                                           "request_clock", "public_requests", "open_alerts", "readings_by_device",
                                           "conflicts", "claims", "pool", "survey_answers", "figures_source")),
     Physical(ACCOUNTS_DB, "rows", "_count", tuple(ACCOUNT_VIEWS)),  # its "conflicts" is the accounts database's
