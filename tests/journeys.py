@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser import PHONE, launch, screenshot, wait_out_preparing
 from tests.test_serve import OUTPUT, Served, demo_password, start_serve, stop
@@ -59,7 +60,7 @@ class Person:
 
     def __init__(self, browser: Browser, served: Served, username: str, *, role: str, phone: bool = False,
                  locale: str = "zh-CN", password: str | None = None) -> None:
-        self.url = served.url
+        self.url, self.served = served.url, served
         self.shots = JOURNEYS / role
         self.context = browser.new_context(viewport=PHONE if phone else DESKTOP, locale=locale,
                                            service_workers="allow" if phone else "block")
@@ -88,9 +89,19 @@ class Person:
         self.page.select_option("select[name=category]", category)
         self.page.fill("textarea[name=description]", description)
         self.page.click("button:has-text('提交')")
-        self.page.wait_for_url(re.compile(r"/requests/[0-9a-f]{32}$"))
+        self.landed(re.compile(r"/requests/[0-9a-f]{32}$"), f"reporting {description!r}")
         expect(self.page.locator("h1")).to_contain_text("已接收")
         return self.page.url
+
+    def landed(self, url: re.Pattern[str], doing: str) -> None:
+        """Wait for the page at `url`; if it never comes, fail with what the person sees and what the server said
+        last (a report that timed out once on CI left only "waiting for navigation")."""
+        try:
+            self.page.wait_for_url(url)
+        except PlaywrightTimeoutError:
+            seen = self.page.locator("main").inner_text(timeout=5_000)[:600]
+            raise AssertionError(f"{doing}: still at {self.page.url}; the page shows {seen!r}; the server's last "
+                                 f"lines: {''.join(self.served.output[-15:])}") from None
 
     def synced(self) -> None:
         """On a phone: press "立即同步" and wait until a sync begun since has finished with nothing waiting."""

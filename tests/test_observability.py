@@ -8,12 +8,15 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import re
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from server.store.config import Settings
 from server.store.couch import Couch
+from server.web import observability
 from server.web.app import create_app
 from server.web.observability import REQUEST_ID, JsonFormatter, RequestIdFilter
 from tests.street import as_user
@@ -72,3 +75,19 @@ def test_every_answer_and_log_line_carries_its_request_id(web: TestClient) -> No
     line = json.loads(JsonFormatter().format(record))
     assert line["request_id"] == "visit-42" and line["message"] == "database unreachable for /x"
     assert line["level"] == "WARNING" and line["logger"] == "linli"
+
+
+def test_a_slow_answer_is_logged_by_its_route_with_its_request_id(
+    web: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    as_user(web, "wangge01", "demo-password")
+    caplog.handler.addFilter(RequestIdFilter())  # as the server's own handler: the id of the request being served
+    with caplog.at_level(logging.WARNING, logger="linli.web"):
+        assert web.get("/login").status_code == 200  # under the limit: nothing
+        assert not caplog.records
+        monkeypatch.setattr(observability, "SLOW_ANSWER_SECONDS", 0.0)  # every answer is slow now
+        web.get("/households/household:c1-g01-0001", headers={"X-Request-ID": "slow-1"})
+    [record] = caplog.records
+    assert re.fullmatch(r"slow answer: GET /households/\{household_id\} 200 after \d+\.\d s", record.getMessage())
+    assert "c1-g01" not in record.getMessage()  # the route template, never the path asked
+    assert record.request_id == "slow-1"

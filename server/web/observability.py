@@ -5,7 +5,9 @@ answer and put on every log record written while it is served (`RequestIdFilter`
 writes one JSON object a line (`JsonFormatter`). Request counts and latencies are labelled by route template
 (`/households/{household_id}`), never by raw path, so a scan of random URLs cannot grow the metrics without bound.
 `/metrics` answers only a bearer of LINLI_METRICS_TOKEN(_FILE) (404 when none is set): figures about residents'
-alerts and gateways are not for everyone.
+alerts and gateways are not for everyone. An answer whose head took longer than SLOW_ANSWER_SECONDS is also logged
+(a warning, by route template), so that a person who waited has a line to find; a live sync feed's wait comes after
+its head and is not counted.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # Module level: one set per process, however many apps a test makes.
 REQUESTS = Counter("linli_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+# A person waiting this long has likely given up; the histogram's buckets above hold the detail.
+SLOW_ANSWER_SECONDS = 10.0
+_log = logging.getLogger("linli.web")
 LATENCY = Histogram("linli_http_request_seconds", "Time to the end of an answer", ["route"],
                     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
@@ -61,16 +66,24 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                waited = time.perf_counter() - started
+                if waited > SLOW_ANSWER_SECONDS:
+                    _log.warning("slow answer: %s %s %d after %.1f s", scope["method"], _route(scope), status, waited)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = getattr(scope.get("route"), "path", None)
-            label = scope.get("root_path", "") + route if route else "(no route)"
+            label = _route(scope)
             REQUESTS.labels(label, scope["method"], str(status)).inc()
             LATENCY.labels(label).observe(time.perf_counter() - started)
             REQUEST_ID.reset(token)
+
+
+def _route(scope: Scope) -> str:
+    """The route template a request matched (`/households/{household_id}`), never its raw path."""
+    route = getattr(scope.get("route"), "path", None)
+    return scope.get("root_path", "") + route if route else "(no route)"
 
 
 class RequestIdFilter(logging.Filter):
