@@ -105,6 +105,7 @@ FIGURES_MESSAGES: dict[str, dict[str, str]] = {
         "audit_action_figures_published": "公示月度统计（统计指纹）",
         "preparing_title": "正在准备",
         "preparing_text": "服务器刚启动，正在整理这一页需要的数据。页面会在 {seconds} 秒后自动刷新。",
+        "preparing_send_again": "服务器刚启动，正在整理所需的数据。您填写的内容都还在，请过几秒钟再提交一次。",
         # A result or figures version published twice on a CouchDB cluster (server/services/publications.py).
         "published_again_as": "同一公示的重复存证：第 {seq} 条（不是更正）",
     },
@@ -211,6 +212,8 @@ FIGURES_MESSAGES: dict[str, dict[str, str]] = {
         "preparing_title": "Preparing",
         "preparing_text": ("The server has just started and is preparing what this page needs. The page reloads "
                            "itself in {seconds} seconds."),
+        "preparing_send_again": ("The server has just started and is preparing what this needs. What you entered is "
+                                 "kept: send it again in a few seconds."),
         "published_again_as": "the same publication filed again: entry {seq} (not a correction)",
     },
 }

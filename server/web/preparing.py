@@ -5,7 +5,9 @@ is ready (issue 18: the first /ledger waited 137 s). The build goes on meanwhile
 Every request gets that: `IndexPatience` lets a request's view queries wait INDEX_WAIT_SECONDS for an index not
 built yet (server/store/couch.py `Database.query`), after which IndexPreparing is raised and `on_index_preparing`
 answers: this page for people, 503 with Retry-After for the offline app's and other programs' JSON. A few pages
-ask first (`preparing`) to say it in their own words."""
+ask first (`preparing`) to say it in their own words. A part htmx asked for (a form htmx submits, a list that
+refreshes itself) gets no page to swap in: nothing is swapped, everything typed stays, and the form's error summary
+says to send it again in a moment."""
 
 from __future__ import annotations
 
@@ -76,8 +78,8 @@ def on_index_preparing(render: Callable[..., Response]) -> Callable[[Request, Ex
         if request.url.path.startswith(_JSON_PATHS):
             return JSONResponse({"error": "preparing", "reason": str(exc)}, status_code=503,
                                 headers={"Retry-After": str(RETRY_SECONDS)})
-        again = request.url.path + (f"?{request.url.query}" if request.url.query and request.method == "GET" else "")
-        return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=again)
+        return _preparing_answer(request, render, request.url.path + (
+            f"?{request.url.query}" if request.url.query and request.method == "GET" else ""))
     return handle
 
 
@@ -85,5 +87,17 @@ async def preparing_until(request: Request, render: Callable[..., Response], bui
     """The preparing page (202) if `build` is not done within the wait, else None."""
     if await built_soon(build):
         return None
-    return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=request.url.path + (
+    return _preparing_answer(request, render, request.url.path + (
         f"?{request.url.query}" if request.url.query else ""))
+
+
+def _preparing_answer(request: Request, render: Callable[..., Response], again: str) -> Response:
+    if request.headers.get("hx-request"):
+        # A whole page swapped into a list, or into nothing (a form that swaps nothing), would leave a person with a
+        # broken page or no answer: nothing is swapped; a form sent says so in its error summary (templates/
+        # _errors.html), what was typed kept; a part fetched (a search, a refresh) stays as it was till the next.
+        answer = (render(request, "_preparing_notice.html", 202) if request.method != "GET"
+                  else Response(status_code=202))
+        answer.headers["HX-Reswap"] = "none"
+        return answer
+    return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=again)

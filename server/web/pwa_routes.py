@@ -93,7 +93,7 @@ ONLINE_ONLY_TEMPLATES = frozenset({"dashboard.html", "survey_results.html", "cat
                                    "meetings.html", "meeting.html", "meeting_new.html", "meeting_minutes.html",
                                    "_meeting_record.html",
                                    # Figures (issue 18): the preparing page answers for an index the server builds.
-                                   "preparing.html", "figures_published.html",
+                                   "preparing.html", "_preparing_notice.html", "figures_published.html",
                                    # Supervision and evaluation (issue 18): desk work (the door survey is offline).
                                    "mediations.html", "mediation.html", "mediation_new.html", "projects.html",
                                    "project.html", "project_new.html", "survey_sample.html",
