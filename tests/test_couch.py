@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import re
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +43,20 @@ def test_get_many_answers_the_existing_documents_only_each_its_winning_revision(
     assert sorted(found) == ["forked", "kept"]
     assert found["kept"]["n"] == 1 and found["forked"] == couch.main.get("forked")
     assert get_many(couch.main, []) == {}
+
+
+def test_leveldb_flushes_a_large_load_in_32_mb_tables(couch_server: EmbeddedCouch, couch: Couch) -> None:
+    """server/store/couch_level.js: LevelDB's memory table is flushed to disk at 32 MB, not at its default 4 MB (the
+    documents are random, so that compression does not shrink the tables)."""
+    for batch in range(40):  # ~40 MB of documents, in the order of a first start's batches
+        docs = [{"_id": f"big-{batch}-{n}", "text": base64.b64encode(os.urandom(75_000)).decode()} for n in range(10)]
+        assert not [r for r in bulk_save(couch.main, docs) if r.error]
+    log = couch_server.data_dir / couch.main.name / "LOG"
+    deadline = time.monotonic() + 30
+    while not (flushed := [int(size) for size in re.findall(r"Level-0 table #\d+: (\d+) bytes OK", log.read_text())]):
+        assert time.monotonic() < deadline, "LevelDB flushed no table of 40 MB written"
+        time.sleep(0.2)
+    assert min(flushed) > 16 << 20, flushed
 
 
 def test_a_map_function_is_compiled_once_per_index_build_in_a_sandbox(couch_server: EmbeddedCouch,

@@ -49,8 +49,9 @@ from server.store.health import Health
 
 POUCHDB_SERVER_BIN = PROJECT_ROOT / "node_modules" / "pouchdb-server" / "bin" / "pouchdb-server"
 # Loaded into pouchdb-server with `node --require`, in this order: the door every request passes, and map functions
-# compiled once instead of once per document (couch_maps.js says why).
-PRELOADS = (Path(__file__).with_name("couch_gate.js"), Path(__file__).with_name("couch_maps.js"))
+# compiled once instead of once per document (couch_maps.js says why), LevelDB's write buffer sized for a first start's
+# bulk of writes (couch_level.js).
+PRELOADS = tuple(Path(__file__).with_name(name) for name in ("couch_gate.js", "couch_maps.js", "couch_level.js"))
 ADMIN_USER = "linli"
 PASSWORD_FILE = "admin_password"  # in the pouchdb-server's folder, mode 0600, made on first start
 _PR_SET_PDEATHSIG = 1
