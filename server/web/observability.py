@@ -39,7 +39,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # Module level: one set per process, however many apps a test makes.
 REQUESTS = Counter("linli_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
-# A person waiting this long has likely given up; the histogram's buckets above hold the detail.
+# A person waiting this long has likely given up; the latency histogram below holds the detail.
 SLOW_ANSWER_SECONDS = 10.0
 _log = logging.getLogger("linli.web")
 LATENCY = Histogram("linli_http_request_seconds", "Time to the end of an answer", ["route"],
