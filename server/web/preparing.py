@@ -78,8 +78,7 @@ def on_index_preparing(render: Callable[..., Response]) -> Callable[[Request, Ex
         if request.url.path.startswith(_JSON_PATHS):
             return JSONResponse({"error": "preparing", "reason": str(exc)}, status_code=503,
                                 headers={"Retry-After": str(RETRY_SECONDS)})
-        return _preparing_answer(request, render, request.url.path + (
-            f"?{request.url.query}" if request.url.query and request.method == "GET" else ""))
+        return _preparing_answer(request, render)
     return handle
 
 
@@ -87,11 +86,10 @@ async def preparing_until(request: Request, render: Callable[..., Response], bui
     """The preparing page (202) if `build` is not done within the wait, else None."""
     if await built_soon(build):
         return None
-    return _preparing_answer(request, render, request.url.path + (
-        f"?{request.url.query}" if request.url.query else ""))
+    return _preparing_answer(request, render)
 
 
-def _preparing_answer(request: Request, render: Callable[..., Response], again: str) -> Response:
+def _preparing_answer(request: Request, render: Callable[..., Response]) -> Response:
     if request.headers.get("hx-request"):
         # A whole page swapped into a list, or into nothing (a form that swaps nothing), would leave a person with a
         # broken page or no answer: nothing is swapped; a form sent says so in its error summary (templates/
@@ -100,4 +98,5 @@ def _preparing_answer(request: Request, render: Callable[..., Response], again: 
                   else Response(status_code=202))
         answer.headers["HX-Reswap"] = "none"
         return answer
+    again = request.url.path + (f"?{request.url.query}" if request.url.query and request.method == "GET" else "")
     return render(request, "preparing.html", 202, retry=RETRY_SECONDS, again=again)
